@@ -1,0 +1,89 @@
+import { z } from "zod";
+
+/**
+ * Every error the API can answer with. The code is stable and part of the contract: clients branch
+ * on it, never on the message.
+ */
+export const ErrorCode = {
+  /** The request body is not valid JSON, or not an object where one is required. */
+  malformedRequest: "malformed_request",
+  /** The request parsed but failed schema validation (wrong type, unknown field, out of range). */
+  validationFailed: "validation_failed",
+  /** The body is larger than the route accepts. */
+  payloadTooLarge: "payload_too_large",
+  /** The Content-Type is not one the route accepts. */
+  unsupportedMediaType: "unsupported_media_type",
+  /** No route matches the method and path. */
+  routeNotFound: "route_not_found",
+  /** No credential was presented, or it is unknown, malformed, revoked or expired. */
+  unauthenticated: "unauthenticated",
+  /** The caller is authenticated but lacks the scope or role the operation needs. */
+  forbidden: "forbidden",
+  /** The shell does not exist or belongs to another org (the two are indistinguishable). */
+  shellNotFound: "shell_not_found",
+  /** The named snapshot does not exist for this shell. */
+  snapshotNotFound: "snapshot_not_found",
+  /** The project does not exist in the caller's org. */
+  projectNotFound: "project_not_found",
+  /** The capability is not legal in the shell's current lifecycle state. */
+  invalidState: "invalid_state",
+  /** A shell with this name already exists in the project. */
+  nameTaken: "name_taken",
+  /** The requested runtime class cannot run on this host; `details.missing` says what is missing. */
+  runtimeUnavailable: "runtime_unavailable",
+  /** The requested network mode is not offered yet by this server. */
+  networkModeUnavailable: "network_mode_unavailable",
+  /** The Idempotency-Key was reused with a different request. */
+  idempotencyKeyReused: "idempotency_key_reused",
+  /** The pagination cursor is not one this server issued. */
+  invalidCursor: "invalid_cursor",
+  /** Too many requests; retry after the interval in `details.retryAfterMs`. */
+  rateLimited: "rate_limited",
+  /** The sandbox backend failed; the shell may be in state `error`. */
+  backendFailed: "backend_failed",
+  /** The server is not ready (starting, or a dependency is down). */
+  notReady: "not_ready",
+  /** An unexpected server fault. Reported with a request id; never caused by input. */
+  internal: "internal",
+} as const;
+
+/** A stable error code. */
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** The HTTP status of each error code. Exhaustive: a new code without a status does not compile. */
+export const ERROR_STATUS: Record<ErrorCode, number> = {
+  malformed_request: 400,
+  validation_failed: 400,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  route_not_found: 404,
+  unauthenticated: 401,
+  forbidden: 403,
+  shell_not_found: 404,
+  snapshot_not_found: 404,
+  project_not_found: 404,
+  invalid_state: 409,
+  name_taken: 409,
+  runtime_unavailable: 422,
+  network_mode_unavailable: 422,
+  idempotency_key_reused: 422,
+  invalid_cursor: 400,
+  rate_limited: 429,
+  backend_failed: 502,
+  not_ready: 503,
+  internal: 500,
+};
+
+/** All codes, for schemas and exhaustive tests. */
+export const ERROR_CODES = Object.values(ErrorCode) as [ErrorCode, ...ErrorCode[]];
+
+/** The body of every error response. */
+export const ErrorBody = z.strictObject({
+  error: z.strictObject({
+    code: z.enum(ERROR_CODES),
+    message: z.string(),
+    details: z.record(z.string(), z.unknown()).optional(),
+    requestId: z.string(),
+  }),
+});
+export type ErrorBody = z.infer<typeof ErrorBody>;

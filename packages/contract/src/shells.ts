@@ -1,0 +1,219 @@
+import { z } from "zod";
+
+/** Language presets a shell can be created with. */
+export const Language = z.enum(["bash", "python", "node", "rust", "go"]);
+export type Language = z.infer<typeof Language>;
+
+/** Isolation classes, weakest wall first. A shell never runs in a weaker class than requested. */
+export const RuntimeClass = z.enum(["wasm", "container", "microvm"]);
+export type RuntimeClass = z.infer<typeof RuntimeClass>;
+
+/** Network modes. `sealed` is the default: no egress at all. */
+export const NetworkMode = z.enum(["sealed", "localhost", "internet"]);
+export type NetworkMode = z.infer<typeof NetworkMode>;
+
+/** Lifecycle states of a shell. */
+export const ShellStatus = z.enum(["provisioning", "running", "stopped", "error", "deleted"]);
+export type ShellStatus = z.infer<typeof ShellStatus>;
+
+/** Lifecycle capabilities invoked through `POST /shells/:id/actions/:capability`. */
+export const Capability = z.enum([
+  "logs",
+  "restart",
+  "snapshot",
+  "restore",
+  "reinstall_os",
+  "stop",
+  "start",
+  "wipe_state",
+]);
+export type Capability = z.infer<typeof Capability>;
+
+/**
+ * The states in which each capability is legal. Anything else answers 409 `invalid_state`.
+ * Filesystem capabilities work on a stopped shell too (they need the state, not the processes).
+ */
+export const CAPABILITY_LEGAL_IN: Record<Capability, readonly ShellStatus[]> = {
+  logs: ["provisioning", "running", "stopped", "error"],
+  restart: ["running", "error"],
+  snapshot: ["running", "stopped"],
+  restore: ["running", "stopped"],
+  reinstall_os: ["running", "stopped"],
+  stop: ["running", "error"],
+  start: ["stopped"],
+  wipe_state: ["running", "stopped"],
+};
+
+/** Kill reasons: why the sandbox ended a process. Precise and part of the contract. */
+export const KillReason = z.enum([
+  "oom",
+  "pids",
+  "wall_clock",
+  "cpu",
+  "disk",
+  "output_limit",
+  "stopped",
+  "deleted",
+  "host_restart",
+]);
+export type KillReason = z.infer<typeof KillReason>;
+
+const name = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, "lowercase letters, digits and inner dashes");
+
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name");
+/** Environment for a shell or exec: at most 128 variables, values up to 32 KiB. */
+export const EnvMap = z
+  .record(envName, z.string().max(32 * 1024))
+  .refine((env) => Object.keys(env).length <= 128, "at most 128 variables");
+
+/** Resource limits of a shell. Every field has a server-side default and maximum. */
+export const Resources = z.strictObject({
+  /** CPU cores (fractional), enforced as a CFS quota. */
+  cpu: z.number().min(0.1).max(64).optional(),
+  /** Memory limit in MiB; the sandbox is OOM-killed past it. */
+  memoryMb: z.int().min(16).max(262144).optional(),
+  /** Maximum number of processes/threads. */
+  pids: z.int().min(8).max(65536).optional(),
+  /** Writable filesystem state in MiB; writes past it fail with ENOSPC. */
+  diskMb: z.int().min(16).max(1048576).optional(),
+});
+export type Resources = z.infer<typeof Resources>;
+
+/** Resource limits as recorded on a shell: every field resolved. */
+export const ResolvedResources = z.strictObject({
+  cpu: z.number(),
+  memoryMb: z.int(),
+  pids: z.int(),
+  diskMb: z.int(),
+});
+export type ResolvedResources = z.infer<typeof ResolvedResources>;
+
+/** Body of `POST /api/v1/shells`. The same contract as the console's create dialog and MCP. */
+export const ShellCreate = z.strictObject({
+  /** Unique within the project; defaults to the shell's id. */
+  name: name.optional(),
+  language: Language,
+  /** Defaults to `container` (or the org's isolation floor when higher). */
+  runtime: RuntimeClass.optional(),
+  network: NetworkMode.default("sealed"),
+  region: z.string().min(1).max(64).optional(),
+  /** Project name; defaults to `default`. */
+  project: name.optional(),
+  resources: Resources.optional(),
+  /** Seconds until the shell is stopped automatically. */
+  ttlSeconds: z
+    .int()
+    .min(10)
+    .max(30 * 24 * 3600)
+    .optional(),
+  /** Environment of every exec in the shell. Values are never returned by the API. */
+  env: EnvMap.optional(),
+});
+export type ShellCreate = z.input<typeof ShellCreate>;
+
+/** A shell as the API returns it. */
+export const Shell = z.strictObject({
+  id: z.string(),
+  name: z.string(),
+  project: z.string(),
+  status: ShellStatus,
+  /** Why the shell is in its status (set for `error`, `stopped` by TTL, …). */
+  statusReason: z.string().nullable(),
+  language: Language,
+  runtime: RuntimeClass,
+  network: NetworkMode,
+  region: z.string(),
+  resources: ResolvedResources,
+  /** Names of the environment variables set on the shell; values are never returned. */
+  envKeys: z.array(z.string()),
+  /** The backend that runs this shell (`container`, `simulator`, …). */
+  backend: z.string(),
+  /** Version of the base image the shell's root filesystem runs on, when the backend has one. */
+  imageVersion: z.string().nullable(),
+  ttlSeconds: z.int().nullable(),
+  expiresAt: z.iso.datetime().nullable(),
+  createdAt: z.iso.datetime(),
+  updatedAt: z.iso.datetime(),
+});
+export type Shell = z.infer<typeof Shell>;
+
+/** A named restore point of a shell's filesystem state. */
+export const Snapshot = z.strictObject({
+  name: z.string(),
+  sizeBytes: z.int(),
+  createdAt: z.iso.datetime(),
+});
+export type Snapshot = z.infer<typeof Snapshot>;
+
+/** One line of a shell's execution log. */
+export const LogEntry = z.strictObject({
+  time: z.iso.datetime(),
+  kind: z.enum(["system", "exec"]),
+  message: z.string(),
+});
+export type LogEntry = z.infer<typeof LogEntry>;
+
+/** Body of `POST /api/v1/shells/:id/actions/:capability`. Every field is optional. */
+export const ActionRequest = z.strictObject({
+  /** Typed confirmation (the shell's name or id) for actions the org gates by `confirm`. */
+  confirm: z.string().max(256).optional(),
+  /** `snapshot`: the name of the restore point to create (default: a timestamp). */
+  name: name.optional(),
+  /** `restore`: the restore point to return to (default: the newest). */
+  snapshot: name.optional(),
+  /** `logs`: how many of the newest entries to return (default 200). */
+  tail: z.int().min(1).max(10000).optional(),
+});
+export type ActionRequest = z.infer<typeof ActionRequest>;
+
+/** Result of a lifecycle action. */
+export const ActionResult = z.strictObject({
+  capability: Capability,
+  /** What happened, in words a person or a model can act on. */
+  message: z.string(),
+  shell: Shell,
+  /** `snapshot`: the restore point created; `restore`: the one returned to. */
+  snapshot: Snapshot.optional(),
+  /** `logs`: the newest log entries, oldest first. */
+  logs: z.array(LogEntry).optional(),
+});
+export type ActionResult = z.infer<typeof ActionResult>;
+
+/** Body of `POST /api/v1/shells/:id/exec`. */
+export const ExecRequest = z.strictObject({
+  /** argv of the command; the first element is looked up on the shell's PATH. */
+  command: z.array(z.string().max(128 * 1024)).min(1).max(4096),
+  env: EnvMap.optional(),
+  /** Working directory inside the shell; defaults to `/workspace`. */
+  cwd: z.string().min(1).max(4096).optional(),
+  /** Bytes written to the command's standard input (UTF-8). */
+  stdin: z
+    .string()
+    .max(512 * 1024)
+    .optional(),
+  /** Wall-clock limit in milliseconds (default 60 000, at most 1 hour). */
+  timeoutMs: z
+    .int()
+    .min(1)
+    .max(3600 * 1000)
+    .optional(),
+});
+export type ExecRequest = z.infer<typeof ExecRequest>;
+
+/** Result of an exec. A non-zero exit code is a result, not an error. */
+export const ExecResult = z.strictObject({
+  /** Exit status; 128 + signal number when a signal ended the command. */
+  exitCode: z.int(),
+  stdout: z.string(),
+  stderr: z.string(),
+  durationMs: z.number(),
+  /** Set when the sandbox ended the command on purpose. */
+  killReason: KillReason.optional(),
+  /** Set when output past the limit was cut. */
+  truncated: z.boolean().optional(),
+});
+export type ExecResult = z.infer<typeof ExecResult>;

@@ -1,0 +1,119 @@
+import type {
+  ExecResult,
+  Language,
+  NetworkMode,
+  ResolvedResources,
+  RuntimeAvailability,
+  RuntimeClass,
+  Snapshot,
+} from "@shells/contract";
+
+/** What a backend needs to provision one shell. */
+export interface SandboxSpec {
+  /** The shell's id. The backend names every per-shell object after it and keys all calls by it. */
+  shellId: string;
+  language: Language;
+  runtime: RuntimeClass;
+  network: NetworkMode;
+  resources: ResolvedResources;
+  /** Environment of every exec in the shell (an exec's own env overrides it). */
+  env: Record<string, string>;
+}
+
+/** A sandbox as the backend sees it. */
+export interface SandboxInfo {
+  shellId: string;
+  /** `running`: namespaces are held open and execs work; `stopped`: only filesystem state exists. */
+  state: "running" | "stopped";
+  /** Version of the base image under the shell's root filesystem, when the backend has images. */
+  imageVersion: string | null;
+}
+
+/** One command to run in a shell. Every field is resolved by the orchestrator. */
+export interface SandboxExecRequest {
+  command: string[];
+  env: Record<string, string>;
+  /** Absolute path inside the shell. */
+  cwd: string;
+  stdin: string | undefined;
+  /** Wall-clock limit; past it the command is killed with `wall_clock`. */
+  timeoutMs: number;
+  /** Output limit for stdout and stderr together; past it the command is killed with `output_limit`. */
+  maxOutputBytes: number;
+}
+
+/** Hooks of one exec. */
+export interface SandboxExecOptions {
+  /** Aborting kills the command; the result then carries the abort reason's kill reason or `stopped`. */
+  signal?: AbortSignal;
+  /** Called with each chunk of output as it arrives, before the exec ends. */
+  onOutput?: (stream: "stdout" | "stderr", chunk: Uint8Array) => void;
+}
+
+/** Why a backend call failed. The orchestrator maps each code to an API error. */
+export type SandboxErrorCode =
+  /** The backend holds no sandbox for this shell id. */
+  | "not_found"
+  /** The call needs a running sandbox and this one is stopped. */
+  | "not_running"
+  /** No snapshot of that name. */
+  | "snapshot_not_found"
+  /** This host cannot run the requested runtime class (details name what is missing). */
+  | "unavailable"
+  /** The request is outside what the backend supports (e.g. a network mode it does not offer). */
+  | "unsupported"
+  /** Anything else: the host failed. */
+  | "failed";
+
+/** The one error type backends throw. */
+export class SandboxError extends Error {
+  override readonly name = "SandboxError";
+  constructor(
+    readonly code: SandboxErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/**
+ * A place shells run. The orchestrator talks to sandboxes only through this interface; a backend
+ * never touches the control plane's store, and keeps whatever it needs to survive a control-plane
+ * restart on its own side (e.g. under its state directory).
+ *
+ * Every method is keyed by shell id. Every backend passes `describeSandboxBackend`.
+ */
+export interface SandboxBackend {
+  /** Short name recorded on each shell (`container`, `simulator`, …). */
+  readonly name: string;
+  /** The runtime classes this backend serves and whether this host can run each, with the reason. */
+  availability(): Promise<RuntimeAvailability[]>;
+  /** Provisions the shell's sandbox and starts it. Throws `unavailable` or `unsupported` when it cannot. */
+  create(spec: SandboxSpec): Promise<SandboxInfo>;
+  /** Runs a command in a running sandbox and waits for it. A non-zero exit is a result, not an error. */
+  exec(shellId: string, request: SandboxExecRequest, options?: SandboxExecOptions): Promise<ExecResult>;
+  /** Ends every process (running execs end with `stopped`); filesystem state stays. Idempotent. */
+  stop(shellId: string): Promise<SandboxInfo>;
+  /** Starts a stopped sandbox again on its existing state. Idempotent. */
+  start(shellId: string): Promise<SandboxInfo>;
+  /** Kills every process and starts fresh namespaces on the same state. */
+  restart(shellId: string): Promise<SandboxInfo>;
+  /** Captures the shell's filesystem state as a named restore point. */
+  snapshot(shellId: string, name: string): Promise<Snapshot>;
+  /** Restore points, newest first. */
+  listSnapshots(shellId: string): Promise<Snapshot[]>;
+  /** Returns the filesystem state to a restore point; running processes are restarted. */
+  restore(shellId: string, name: string): Promise<Snapshot>;
+  /** Puts the newest base image under the shell, keeping `/workspace`. Running processes are restarted. */
+  reinstallOs(shellId: string): Promise<SandboxInfo>;
+  /** Destroys all filesystem state, `/workspace` too; the sandbox stays usable in the same state. */
+  wipeState(shellId: string): Promise<SandboxInfo>;
+  /** Reclaims every per-shell object: processes, cgroups, mounts, directories, snapshots. Idempotent. */
+  destroy(shellId: string): Promise<void>;
+  /** Every sandbox this backend holds on this host, for reconciliation after a restart. */
+  list(): Promise<SandboxInfo[]>;
+  /** Releases what this process holds; sandboxes keep running (a restarted server re-adopts them). */
+  close(): Promise<void>;
+}

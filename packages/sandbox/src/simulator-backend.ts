@@ -1,0 +1,232 @@
+import type { ExecResult, KillReason, RuntimeAvailability, RuntimeClass, Snapshot } from "@shells/contract";
+import {
+  SandboxError,
+  type SandboxBackend,
+  type SandboxExecOptions,
+  type SandboxExecRequest,
+  type SandboxInfo,
+  type SandboxSpec,
+} from "./backend.js";
+import { runScript, type SimFs } from "./internal/sim-shell.js";
+
+/** Options of the simulator backend. */
+export interface SimulatorBackendOptions {
+  /** Runtime classes the simulator pretends to offer (default: all of them). */
+  runtimes?: RuntimeClass[];
+}
+
+interface SimSnapshot {
+  name: string;
+  fs: SimFs;
+  createdAt: string;
+}
+
+interface SimSandbox {
+  spec: SandboxSpec;
+  state: "running" | "stopped";
+  fs: SimFs;
+  snapshots: SimSnapshot[];
+  /** Execs in flight; aborted with their kill reason when the sandbox stops or goes away. */
+  inflight: Set<AbortController>;
+}
+
+const IMAGE_VERSION = "simulated-1";
+const BASE_DIRS = ["/", "/workspace", "/tmp", "/root", "/etc", "/usr", "/bin", "/dev"];
+
+function emptyFs(): SimFs {
+  return { files: new Map(), dirs: new Set(BASE_DIRS) };
+}
+
+function cloneFs(fs: SimFs): SimFs {
+  return { files: new Map([...fs.files].map(([k, v]) => [k, { ...v }])), dirs: new Set(fs.dirs) };
+}
+
+function fsSize(fs: SimFs): number {
+  let total = 0;
+  for (const file of fs.files.values()) total += file.size;
+  return total;
+}
+
+/**
+ * An in-process model of a sandbox backend, for fast tests of everything above the backend.
+ *
+ * It runs no code. Commands are interpreted by a tiny model of POSIX sh and coreutils (echo, cat,
+ * printf, redirects, sleep, dd, …) over an in-memory filesystem, and quota kills are modeled from
+ * the shell's limits: a fork bomb ends with `pids`, a memory balloon past `memoryMb` with `oom`,
+ * `dd` past `diskMb` with ENOSPC. Anything it does not model answers exit 127 and says so. It walls
+ * nothing off: never use it where isolation matters.
+ */
+export class SimulatorBackend implements SandboxBackend {
+  readonly name = "simulator";
+  readonly #runtimes: RuntimeClass[];
+  readonly #sandboxes = new Map<string, SimSandbox>();
+
+  constructor(options: SimulatorBackendOptions = {}) {
+    this.#runtimes = options.runtimes ?? ["wasm", "container", "microvm"];
+  }
+
+  async availability(): Promise<RuntimeAvailability[]> {
+    return this.#runtimes.map((runtime) => ({
+      runtime,
+      available: true,
+      backend: this.name,
+      reason: "simulated: a model of the sandbox that runs no code and isolates nothing",
+    }));
+  }
+
+  async create(spec: SandboxSpec): Promise<SandboxInfo> {
+    if (!this.#runtimes.includes(spec.runtime)) {
+      throw new SandboxError("unavailable", `the simulator is not configured to model ${spec.runtime}`);
+    }
+    if (spec.network === "internet") {
+      throw new SandboxError("unsupported", "network mode internet needs the egress proxy, which this server does not offer yet");
+    }
+    const existing = this.#sandboxes.get(spec.shellId);
+    if (existing) return this.#info(existing);
+    const sandbox: SimSandbox = { spec, state: "running", fs: emptyFs(), snapshots: [], inflight: new Set() };
+    this.#sandboxes.set(spec.shellId, sandbox);
+    return this.#info(sandbox);
+  }
+
+  async exec(shellId: string, request: SandboxExecRequest, options: SandboxExecOptions = {}): Promise<ExecResult> {
+    const sandbox = this.#get(shellId);
+    if (sandbox.state !== "running") throw new SandboxError("not_running", `shell ${shellId} is stopped`);
+    const started = performance.now();
+    const controller = new AbortController();
+    const onOuterAbort = () => controller.abort(options.signal?.reason ?? "stopped");
+    options.signal?.addEventListener("abort", onOuterAbort, { once: true });
+    sandbox.inflight.add(controller);
+    try {
+      const outcome = await runScript({
+        argv: request.command,
+        env: { ...sandbox.spec.env, ...request.env },
+        cwd: request.cwd,
+        stdin: request.stdin ?? "",
+        fs: sandbox.fs,
+        limits: {
+          memoryBytes: sandbox.spec.resources.memoryMb * 1024 * 1024,
+          pids: sandbox.spec.resources.pids,
+          diskBytes: sandbox.spec.resources.diskMb * 1024 * 1024,
+          diskUsed: () => fsSize(sandbox.fs),
+        },
+        deadline: started + request.timeoutMs,
+        signal: controller.signal,
+      });
+      let { stdout, stderr } = outcome;
+      let killReason: KillReason | undefined = outcome.killReason;
+      let exitCode = outcome.exitCode;
+      let truncated: boolean | undefined;
+      if (stdout.length + stderr.length > request.maxOutputBytes) {
+        stdout = stdout.slice(0, request.maxOutputBytes);
+        stderr = stderr.slice(0, Math.max(0, request.maxOutputBytes - stdout.length));
+        killReason = "output_limit";
+        exitCode = 137;
+        truncated = true;
+      }
+      const encoder = new TextEncoder();
+      if (stdout) options.onOutput?.("stdout", encoder.encode(stdout));
+      if (stderr) options.onOutput?.("stderr", encoder.encode(stderr));
+      return {
+        exitCode,
+        stdout,
+        stderr,
+        durationMs: Math.round(performance.now() - started),
+        ...(killReason ? { killReason } : {}),
+        ...(truncated ? { truncated } : {}),
+      };
+    } finally {
+      sandbox.inflight.delete(controller);
+      options.signal?.removeEventListener("abort", onOuterAbort);
+    }
+  }
+
+  async stop(shellId: string): Promise<SandboxInfo> {
+    const sandbox = this.#get(shellId);
+    this.#killAll(sandbox, "stopped");
+    sandbox.state = "stopped";
+    return this.#info(sandbox);
+  }
+
+  async start(shellId: string): Promise<SandboxInfo> {
+    const sandbox = this.#get(shellId);
+    sandbox.state = "running";
+    return this.#info(sandbox);
+  }
+
+  async restart(shellId: string): Promise<SandboxInfo> {
+    const sandbox = this.#get(shellId);
+    this.#killAll(sandbox, "stopped");
+    sandbox.state = "running";
+    return this.#info(sandbox);
+  }
+
+  async snapshot(shellId: string, name: string): Promise<Snapshot> {
+    const sandbox = this.#get(shellId);
+    const snap: SimSnapshot = { name, fs: cloneFs(sandbox.fs), createdAt: new Date().toISOString() };
+    sandbox.snapshots = [snap, ...sandbox.snapshots.filter((s) => s.name !== name)];
+    return this.#describeSnapshot(snap);
+  }
+
+  async listSnapshots(shellId: string): Promise<Snapshot[]> {
+    return this.#get(shellId).snapshots.map((s) => this.#describeSnapshot(s));
+  }
+
+  async restore(shellId: string, name: string): Promise<Snapshot> {
+    const sandbox = this.#get(shellId);
+    const snap = sandbox.snapshots.find((s) => s.name === name);
+    if (!snap) throw new SandboxError("snapshot_not_found", `shell ${shellId} has no snapshot named ${name}`);
+    this.#killAll(sandbox, "stopped");
+    sandbox.fs = cloneFs(snap.fs);
+    return this.#describeSnapshot(snap);
+  }
+
+  async reinstallOs(shellId: string): Promise<SandboxInfo> {
+    const sandbox = this.#get(shellId);
+    this.#killAll(sandbox, "stopped");
+    const fresh = emptyFs();
+    for (const [path, file] of sandbox.fs.files) if (path.startsWith("/workspace/")) fresh.files.set(path, file);
+    for (const dir of sandbox.fs.dirs) if (dir.startsWith("/workspace/")) fresh.dirs.add(dir);
+    sandbox.fs = fresh;
+    return this.#info(sandbox);
+  }
+
+  async wipeState(shellId: string): Promise<SandboxInfo> {
+    const sandbox = this.#get(shellId);
+    this.#killAll(sandbox, "stopped");
+    sandbox.fs = emptyFs();
+    return this.#info(sandbox);
+  }
+
+  async destroy(shellId: string): Promise<void> {
+    const sandbox = this.#sandboxes.get(shellId);
+    if (!sandbox) return;
+    this.#killAll(sandbox, "deleted");
+    this.#sandboxes.delete(shellId);
+  }
+
+  async list(): Promise<SandboxInfo[]> {
+    return [...this.#sandboxes.values()].map((s) => this.#info(s));
+  }
+
+  async close(): Promise<void> {
+    // Nothing outlives the process: the model's state is in memory only.
+  }
+
+  #get(shellId: string): SimSandbox {
+    const sandbox = this.#sandboxes.get(shellId);
+    if (!sandbox) throw new SandboxError("not_found", `the simulator holds no shell ${shellId}`);
+    return sandbox;
+  }
+
+  #killAll(sandbox: SimSandbox, reason: KillReason): void {
+    for (const controller of sandbox.inflight) controller.abort(reason);
+  }
+
+  #info(sandbox: SimSandbox): SandboxInfo {
+    return { shellId: sandbox.spec.shellId, state: sandbox.state, imageVersion: IMAGE_VERSION };
+  }
+
+  #describeSnapshot(snap: SimSnapshot): Snapshot {
+    return { name: snap.name, sizeBytes: fsSize(snap.fs), createdAt: snap.createdAt };
+  }
+}
