@@ -84,15 +84,27 @@ export type ChainVerification =
  * that does not hold: a hash that does not match its fields, a link to the wrong predecessor, or a
  * gap in the sequence.
  */
-export async function verifyActivityChain(events: Iterable<ActivityEvent> | AsyncIterable<ActivityEvent>): Promise<ChainVerification> {
+export async function verifyActivityChain(
+  events: Iterable<ActivityEvent> | AsyncIterable<ActivityEvent>,
+): Promise<ChainVerification> {
   let prevHash = GENESIS_HASH;
   let expectedSeq = 1;
   let checked = 0;
   for await (const event of events) {
-    const fail = (reason: string): ChainVerification => ({ ok: false, checked, eventId: event.id, seq: event.seq, reason });
-    if (event.seq !== expectedSeq) return fail(`expected seq ${expectedSeq}, found ${event.seq} (an event was removed or inserted)`);
+    const fail = (reason: string): ChainVerification => ({
+      ok: false,
+      checked,
+      eventId: event.id,
+      seq: event.seq,
+      reason,
+    });
+    if (event.seq !== expectedSeq)
+      return fail(
+        `expected seq ${expectedSeq}, found ${event.seq} (an event was removed or inserted)`,
+      );
     if (event.prevHash !== prevHash) return fail("prevHash does not link to the previous event");
-    if ((await activityEventHash(event)) !== event.hash) return fail("hash does not match the event's contents");
+    if ((await activityEventHash(event)) !== event.hash)
+      return fail("hash does not match the event's contents");
     prevHash = event.hash;
     expectedSeq += 1;
     checked += 1;

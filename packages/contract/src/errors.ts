@@ -35,6 +35,8 @@ export const ErrorCode = {
   networkModeUnavailable: "network_mode_unavailable",
   /** The Idempotency-Key was reused with a different request. */
   idempotencyKeyReused: "idempotency_key_reused",
+  /** A request with this Idempotency-Key is still being processed; retry shortly. */
+  requestInProgress: "request_in_progress",
   /** The pagination cursor is not one this server issued. */
   invalidCursor: "invalid_cursor",
   /** Too many requests; retry after the interval in `details.retryAfterMs`. */
@@ -67,6 +69,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   runtime_unavailable: 422,
   network_mode_unavailable: 422,
   idempotency_key_reused: 422,
+  request_in_progress: 409,
   invalid_cursor: 400,
   rate_limited: 429,
   backend_failed: 502,

@@ -90,7 +90,10 @@ export const ROUTES = {
     path: "/readyz",
     summary: "Readiness: the store answers; which runtime classes this host can run.",
     tag: "health",
-    response: z.strictObject({ status: z.literal("ready"), runtimes: z.array(RuntimeAvailability) }),
+    response: z.strictObject({
+      status: z.literal("ready"),
+      runtimes: z.array(RuntimeAvailability),
+    }),
     successStatus: 200,
     scope: null,
   },
@@ -167,7 +170,8 @@ export const ROUTES = {
   actOnShell: {
     method: "POST",
     path: "/api/v1/shells/:id/actions/:capability",
-    summary: "Run a lifecycle capability: logs, restart, snapshot, restore, reinstall_os, stop, start, wipe_state.",
+    summary:
+      "Run a lifecycle capability: logs, restart, snapshot, restore, reinstall_os, stop, start, wipe_state.",
     description: "A capability not legal in the shell's current state answers 409 `invalid_state`.",
     tag: "shells",
     params: z.strictObject({ id: shellId, capability: Capability }),
@@ -218,7 +222,10 @@ export type OperationId = keyof typeof ROUTES;
 type Route<K extends OperationId> = (typeof ROUTES)[K];
 type Infer<S> = S extends z.ZodType ? z.output<S> : undefined;
 /** The parsed (output) type of a route's params, query or body. */
-export type RouteParams<K extends OperationId> = Route<K> extends { params: infer P } ? Infer<P> : Record<string, never>;
-export type RouteQuery<K extends OperationId> = Route<K> extends { query: infer Q } ? Infer<Q> : Record<string, never>;
-export type RouteBody<K extends OperationId> = Route<K> extends { body: infer B } ? Infer<B> : undefined;
+export type RouteParams<K extends OperationId> =
+  Route<K> extends { params: infer P } ? Infer<P> : Record<string, never>;
+export type RouteQuery<K extends OperationId> =
+  Route<K> extends { query: infer Q } ? Infer<Q> : Record<string, never>;
+export type RouteBody<K extends OperationId> =
+  Route<K> extends { body: infer B } ? Infer<B> : undefined;
 export type RouteResponse<K extends OperationId> = z.output<Route<K>["response"]>;

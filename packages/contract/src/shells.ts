@@ -186,7 +186,10 @@ export type ActionResult = z.infer<typeof ActionResult>;
 /** Body of `POST /api/v1/shells/:id/exec`. */
 export const ExecRequest = z.strictObject({
   /** argv of the command; the first element is looked up on the shell's PATH. */
-  command: z.array(z.string().max(128 * 1024)).min(1).max(4096),
+  command: z
+    .array(z.string().max(128 * 1024))
+    .min(1)
+    .max(4096),
   env: EnvMap.optional(),
   /** Working directory inside the shell; defaults to `/workspace`. */
   cwd: z.string().min(1).max(4096).optional(),

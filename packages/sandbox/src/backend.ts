@@ -93,7 +93,11 @@ export interface SandboxBackend {
   /** Provisions the shell's sandbox and starts it. Throws `unavailable` or `unsupported` when it cannot. */
   create(spec: SandboxSpec): Promise<SandboxInfo>;
   /** Runs a command in a running sandbox and waits for it. A non-zero exit is a result, not an error. */
-  exec(shellId: string, request: SandboxExecRequest, options?: SandboxExecOptions): Promise<ExecResult>;
+  exec(
+    shellId: string,
+    request: SandboxExecRequest,
+    options?: SandboxExecOptions,
+  ): Promise<ExecResult>;
   /** Ends every process (running execs end with `stopped`); filesystem state stays. Idempotent. */
   stop(shellId: string): Promise<SandboxInfo>;
   /** Starts a stopped sandbox again on its existing state. Idempotent. */

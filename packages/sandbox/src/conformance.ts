@@ -1,6 +1,11 @@
 import type { Language, ResolvedResources, RuntimeClass } from "@shells/contract";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SandboxError, type SandboxBackend, type SandboxExecRequest, type SandboxSpec } from "./backend.js";
+import {
+  SandboxError,
+  type SandboxBackend,
+  type SandboxExecRequest,
+  type SandboxSpec,
+} from "./backend.js";
 
 /** What a conformance run needs: a backend and the class/language it is tested with. */
 export interface ConformanceSubject {
@@ -18,7 +23,10 @@ function uniqueShellId(): string {
   return `conf-${process.pid.toString(36)}-${Date.now().toString(36)}-${counter}`;
 }
 
-async function expectSandboxError(promise: Promise<unknown>, code: SandboxError["code"]): Promise<void> {
+async function expectSandboxError(
+  promise: Promise<unknown>,
+  code: SandboxError["code"],
+): Promise<void> {
   const error = await promise.then(
     () => undefined,
     (e: unknown) => e,
@@ -32,7 +40,10 @@ async function expectSandboxError(promise: Promise<unknown>, code: SandboxError[
  * commands used are plain POSIX sh and coreutils so any Linux image (and the simulator's model)
  * can run them.
  */
-export function describeSandboxBackend(label: string, make: () => Promise<ConformanceSubject>): void {
+export function describeSandboxBackend(
+  label: string,
+  make: () => Promise<ConformanceSubject>,
+): void {
   describe(`SandboxBackend conformance: ${label}`, () => {
     let subject: ConformanceSubject;
     const created: string[] = [];
@@ -78,7 +89,9 @@ export function describeSandboxBackend(label: string, make: () => Promise<Confor
 
     it("offers the runtime class it is tested with", async () => {
       const offered = await subject.backend.availability();
-      expect(offered).toContainEqual(expect.objectContaining({ runtime: subject.runtime, available: true }));
+      expect(offered).toContainEqual(
+        expect.objectContaining({ runtime: subject.runtime, available: true }),
+      );
     });
 
     it("runs a command and returns its output and exit code", async () => {
@@ -95,7 +108,9 @@ export function describeSandboxBackend(label: string, make: () => Promise<Confor
       const id = await createShell();
       expect((await run(id, ["cat"], { stdin: "piped in" })).stdout).toBe("piped in");
       expect((await run(id, ["printenv", "SHELL_GREETING"])).stdout).toBe("hello from the spec\n");
-      const overridden = await run(id, ["printenv", "SHELL_GREETING"], { env: { SHELL_GREETING: "exec wins" } });
+      const overridden = await run(id, ["printenv", "SHELL_GREETING"], {
+        env: { SHELL_GREETING: "exec wins" },
+      });
       expect(overridden.stdout).toBe("exec wins\n");
       expect((await run(id, ["pwd"])).stdout).toBe("/workspace\n");
       await sh(id, "mkdir -p /workspace/sub");
@@ -141,7 +156,9 @@ export function describeSandboxBackend(label: string, make: () => Promise<Confor
 
     it("fails writes past the disk limit with ENOSPC and killReason disk", async () => {
       const id = await createShell({ resources: { ...RESOURCES, diskMb: 32 } });
-      const result = await sh(id, "dd if=/dev/zero of=/workspace/big bs=1M count=64", { timeoutMs: 15_000 });
+      const result = await sh(id, "dd if=/dev/zero of=/workspace/big bs=1M count=64", {
+        timeoutMs: 15_000,
+      });
       expect(result.exitCode).not.toBe(0);
       expect(result.stderr).toMatch(/No space left on device/);
       expect(result.killReason).toBe("disk");
@@ -196,7 +213,9 @@ export function describeSandboxBackend(label: string, make: () => Promise<Confor
       expect((await sh(id, "test -e /workspace/w.txt")).exitCode).not.toBe(0);
       expect((await sh(id, "test -e /tmp/t.txt")).exitCode).not.toBe(0);
       expect((await run(id, ["echo", "alive"])).stdout).toBe("alive\n");
-      expect((await sh(id, "echo again > /workspace/w.txt && cat /workspace/w.txt")).stdout).toBe("again\n");
+      expect((await sh(id, "echo again > /workspace/w.txt && cat /workspace/w.txt")).stdout).toBe(
+        "again\n",
+      );
     });
 
     it("reinstall_os keeps /workspace and drops changes outside it", async () => {

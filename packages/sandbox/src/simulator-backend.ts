@@ -1,4 +1,10 @@
-import type { ExecResult, KillReason, RuntimeAvailability, RuntimeClass, Snapshot } from "@shells/contract";
+import type {
+  ExecResult,
+  KillReason,
+  RuntimeAvailability,
+  RuntimeClass,
+  Snapshot,
+} from "@shells/contract";
 import {
   SandboxError,
   type SandboxBackend,
@@ -76,21 +82,38 @@ export class SimulatorBackend implements SandboxBackend {
 
   async create(spec: SandboxSpec): Promise<SandboxInfo> {
     if (!this.#runtimes.includes(spec.runtime)) {
-      throw new SandboxError("unavailable", `the simulator is not configured to model ${spec.runtime}`);
+      throw new SandboxError(
+        "unavailable",
+        `the simulator is not configured to model ${spec.runtime}`,
+      );
     }
     if (spec.network === "internet") {
-      throw new SandboxError("unsupported", "network mode internet needs the egress proxy, which this server does not offer yet");
+      throw new SandboxError(
+        "unsupported",
+        "network mode internet needs the egress proxy, which this server does not offer yet",
+      );
     }
     const existing = this.#sandboxes.get(spec.shellId);
     if (existing) return this.#info(existing);
-    const sandbox: SimSandbox = { spec, state: "running", fs: emptyFs(), snapshots: [], inflight: new Set() };
+    const sandbox: SimSandbox = {
+      spec,
+      state: "running",
+      fs: emptyFs(),
+      snapshots: [],
+      inflight: new Set(),
+    };
     this.#sandboxes.set(spec.shellId, sandbox);
     return this.#info(sandbox);
   }
 
-  async exec(shellId: string, request: SandboxExecRequest, options: SandboxExecOptions = {}): Promise<ExecResult> {
+  async exec(
+    shellId: string,
+    request: SandboxExecRequest,
+    options: SandboxExecOptions = {},
+  ): Promise<ExecResult> {
     const sandbox = this.#get(shellId);
-    if (sandbox.state !== "running") throw new SandboxError("not_running", `shell ${shellId} is stopped`);
+    if (sandbox.state !== "running")
+      throw new SandboxError("not_running", `shell ${shellId} is stopped`);
     const started = performance.now();
     const controller = new AbortController();
     const onOuterAbort = () => controller.abort(options.signal?.reason ?? "stopped");
@@ -162,7 +185,11 @@ export class SimulatorBackend implements SandboxBackend {
 
   async snapshot(shellId: string, name: string): Promise<Snapshot> {
     const sandbox = this.#get(shellId);
-    const snap: SimSnapshot = { name, fs: cloneFs(sandbox.fs), createdAt: new Date().toISOString() };
+    const snap: SimSnapshot = {
+      name,
+      fs: cloneFs(sandbox.fs),
+      createdAt: new Date().toISOString(),
+    };
     sandbox.snapshots = [snap, ...sandbox.snapshots.filter((s) => s.name !== name)];
     return this.#describeSnapshot(snap);
   }
@@ -174,7 +201,11 @@ export class SimulatorBackend implements SandboxBackend {
   async restore(shellId: string, name: string): Promise<Snapshot> {
     const sandbox = this.#get(shellId);
     const snap = sandbox.snapshots.find((s) => s.name === name);
-    if (!snap) throw new SandboxError("snapshot_not_found", `shell ${shellId} has no snapshot named ${name}`);
+    if (!snap)
+      throw new SandboxError(
+        "snapshot_not_found",
+        `shell ${shellId} has no snapshot named ${name}`,
+      );
     this.#killAll(sandbox, "stopped");
     sandbox.fs = cloneFs(snap.fs);
     return this.#describeSnapshot(snap);
@@ -184,7 +215,8 @@ export class SimulatorBackend implements SandboxBackend {
     const sandbox = this.#get(shellId);
     this.#killAll(sandbox, "stopped");
     const fresh = emptyFs();
-    for (const [path, file] of sandbox.fs.files) if (path.startsWith("/workspace/")) fresh.files.set(path, file);
+    for (const [path, file] of sandbox.fs.files)
+      if (path.startsWith("/workspace/")) fresh.files.set(path, file);
     for (const dir of sandbox.fs.dirs) if (dir.startsWith("/workspace/")) fresh.dirs.add(dir);
     sandbox.fs = fresh;
     return this.#info(sandbox);

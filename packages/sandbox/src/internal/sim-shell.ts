@@ -121,7 +121,9 @@ function tokenize(script: string, env: Record<string, string>): string[] {
       push();
       i += 1;
     } else {
-      const op = ["2>&1", ">&2", "2>>", "2>", ">>", "&&", "||", ">", "|", "&", ";", "\n"].find((o) => rest.startsWith(o));
+      const op = ["2>&1", ">&2", "2>>", "2>", ">>", "&&", "||", ">", "|", "&", ";", "\n"].find(
+        (o) => rest.startsWith(o),
+      );
       if (op) {
         push();
         tokens.push(op === "\n" ? ";" : op);
@@ -198,7 +200,8 @@ function sizeArg(value: string): number {
 /** Interprets one exec against the model. Never runs anything on the host. */
 export async function runScript(run: SimRun): Promise<SimOutcome> {
   const [program, flag, script] = run.argv;
-  const isShell = (program === "sh" || program === "bash" || program === "/bin/sh") && flag === "-c";
+  const isShell =
+    (program === "sh" || program === "bash" || program === "/bin/sh") && flag === "-c";
   try {
     if (isShell) {
       if (FORK_BOMB.test(script ?? "")) throw new Killed("pids");
@@ -207,7 +210,8 @@ export async function runScript(run: SimRun): Promise<SimOutcome> {
     const io = await runPipeline([{ argv: run.argv, redirects: [] }], run, run.stdin);
     return { exitCode: io.code, stdout: io.stdout, stderr: io.stderr };
   } catch (error) {
-    if (error instanceof Killed) return { exitCode: SIGKILL_EXIT, stdout: "", stderr: "", killReason: error.reason };
+    if (error instanceof Killed)
+      return { exitCode: SIGKILL_EXIT, stdout: "", stderr: "", killReason: error.reason };
     throw error;
   }
 }
@@ -246,7 +250,8 @@ async function runPipeline(pipeline: Command[], run: SimRun, stdin: string): Pro
   const names = pipeline.map((c) => c.argv[0]);
   // A pipe into `tail` from /dev/zero has no newline: tail holds the whole input in memory.
   const zero = pipeline[0]?.argv.join(" ").match(/^head -c (\S+) \/dev\/zero$/);
-  if (zero && names[1] === "tail" && sizeArg(zero[1] ?? "") > run.limits.memoryBytes) throw new Killed("oom");
+  if (zero && names[1] === "tail" && sizeArg(zero[1] ?? "") > run.limits.memoryBytes)
+    throw new Killed("oom");
   if (names[0] === "yes" && names.length === 1) throw new Killed("output_limit");
   let input = stdin;
   let stderr = "";
@@ -327,7 +332,12 @@ async function builtin(argv: string[], run: SimRun, stdin: string): Promise<Io> 
     case "id":
       return ok("uid=0(root) gid=0(root) groups=0(root)\n");
     case "printenv": {
-      if (args.length === 0) return ok(Object.entries(run.env).map(([k, v]) => `${k}=${v}\n`).join(""));
+      if (args.length === 0)
+        return ok(
+          Object.entries(run.env)
+            .map(([k, v]) => `${k}=${v}\n`)
+            .join(""),
+        );
       const value = run.env[args[0] ?? ""];
       return value === undefined ? fail("") : ok(`${value}\n`);
     }
@@ -336,7 +346,8 @@ async function builtin(argv: string[], run: SimRun, stdin: string): Promise<Io> 
       let out = "";
       for (const arg of args) {
         const file = run.fs.files.get(resolve(run, arg));
-        if (!file) return { stdout: out, stderr: `cat: ${arg}: No such file or directory\n`, code: 1 };
+        if (!file)
+          return { stdout: out, stderr: `cat: ${arg}: No such file or directory\n`, code: 1 };
         out += file.content;
       }
       return ok(out);
@@ -359,13 +370,15 @@ async function builtin(argv: string[], run: SimRun, stdin: string): Promise<Io> 
       }
       return ok();
     case "touch":
-      for (const arg of args) if (!exists(run, resolve(run, arg))) writeFile(run, resolve(run, arg), "");
+      for (const arg of args)
+        if (!exists(run, resolve(run, arg))) writeFile(run, resolve(run, arg), "");
       return ok();
     case "rm":
       for (const arg of args.filter((a) => !a.startsWith("-"))) {
         const path = resolve(run, arg);
         run.fs.files.delete(path);
-        for (const key of run.fs.files.keys()) if (key.startsWith(`${path}/`)) run.fs.files.delete(key);
+        for (const key of run.fs.files.keys())
+          if (key.startsWith(`${path}/`)) run.fs.files.delete(key);
         if (args.some((a) => a.includes("r"))) run.fs.dirs.delete(path);
       }
       return ok();
@@ -375,15 +388,27 @@ async function builtin(argv: string[], run: SimRun, stdin: string): Promise<Io> 
       for (const path of [...run.fs.files.keys(), ...run.fs.dirs]) {
         if (posix.dirname(path) === dir && path !== dir) children.add(posix.basename(path));
       }
-      if (!exists(run, dir)) return fail(`ls: cannot access '${dir}': No such file or directory\n`, 2);
-      return ok([...children].sort().map((c) => `${c}\n`).join(""));
+      if (!exists(run, dir))
+        return fail(`ls: cannot access '${dir}': No such file or directory\n`, 2);
+      return ok(
+        [...children]
+          .sort()
+          .map((c) => `${c}\n`)
+          .join(""),
+      );
     }
     case "test":
     case "[": {
       const [op, arg] = args;
       const path = resolve(run, arg ?? "");
       const result =
-        op === "-e" ? exists(run, path) : op === "-f" ? run.fs.files.has(path) : op === "-d" ? run.fs.dirs.has(path) : false;
+        op === "-e"
+          ? exists(run, path)
+          : op === "-f"
+            ? run.fs.files.has(path)
+            : op === "-d"
+              ? run.fs.dirs.has(path)
+              : false;
       return result ? ok() : fail("");
     }
     case "sleep":
@@ -426,5 +451,9 @@ function dd(args: string[], run: SimRun): Io {
     throw new Killed("disk", `dd: error writing '${target}': No space left on device\n`);
   }
   run.fs.files.set(path, { content: "", size: bytes });
-  return { stdout: "", stderr: `${Number(opts.count)}+0 records in\n${Number(opts.count)}+0 records out\n`, code: 0 };
+  return {
+    stdout: "",
+    stderr: `${Number(opts.count)}+0 records in\n${Number(opts.count)}+0 records out\n`,
+    code: 0,
+  };
 }

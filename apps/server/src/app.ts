@@ -1,0 +1,172 @@
+import { ERROR_STATUS, ROUTES, buildOpenApiDocument, type ErrorBody } from "@shells/contract";
+import type { SandboxBackend } from "@shells/sandbox";
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+} from "fastify";
+import { randomBytes } from "node:crypto";
+import { sql } from "kysely";
+import type { ServerConfig } from "./config.js";
+import { AppError } from "./errors.js";
+import { ShellService } from "./orchestrator/shell-service.js";
+import { RuntimeRegistry } from "./orchestrator/runtimes.js";
+import { renderDocsPage } from "./routes/docs-page.js";
+import { registerRoutes, type Handlers } from "./routes/register-routes.js";
+import { ActivityService } from "./services/activity-service.js";
+import type { Store } from "./store/database.js";
+
+/** The server's version, reported in the OpenAPI document. */
+export const SERVER_VERSION = "0.1.0";
+
+/** What the app is built from. Nothing here is a module-level singleton. */
+export interface AppDeps {
+  store: Store;
+  backends: SandboxBackend[];
+  logger: FastifyBaseLogger;
+  /** How often expired shells are stopped; 0 disables the sweep (default 5000). */
+  sweepIntervalMs?: number;
+}
+
+function errorBody(
+  code: AppError["code"],
+  message: string,
+  requestId: string,
+  details?: Record<string, unknown>,
+): ErrorBody {
+  return { error: { code, message, ...(details ? { details } : {}), requestId } };
+}
+
+/**
+ * Builds the control plane's HTTP app without listening. Tests drive it with `app.inject()`;
+ * `startServer` listens on a socket.
+ */
+export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    bodyLimit: config.bodyLimitBytes,
+    genReqId: () => `req-${randomBytes(8).toString("hex")}`,
+    requestIdHeader: false,
+    routerOptions: { maxParamLength: 200 },
+    return503OnClosing: true,
+    // Router-level faults (an undecodable URL, an overlong path parameter) bypass the error
+    // handler; answer them in the same error shape.
+    frameworkErrors: (error, request, reply) => {
+      const code =
+        error.code === "FST_ERR_MAX_PARAM_LENGTH" ? "validation_failed" : "malformed_request";
+      void (reply as FastifyReply)
+        .code(400)
+        .send(errorBody(code, `Malformed request: ${error.message}`, request.id));
+    },
+  });
+  // JSON is the only body the API accepts; anything else is 415, never parsed as text.
+  app.removeContentTypeParser("text/plain");
+
+  const db = deps.store.db;
+  const activity = new ActivityService(db);
+  const runtimes = new RuntimeRegistry(deps.backends);
+  const shells = new ShellService({
+    db,
+    activity,
+    runtimes,
+    logger: deps.logger,
+    region: config.region,
+  });
+  const openapi = buildOpenApiDocument({ version: SERVER_VERSION });
+  const docsHtml = renderDocsPage(openapi);
+
+  app.addHook("onRequest", async (request, reply) => {
+    reply.header("x-request-id", request.id);
+  });
+
+  app.setNotFoundHandler(async (request, reply) => {
+    reply.code(404);
+    return errorBody(
+      "route_not_found",
+      `No route ${request.method} ${request.url.split("?")[0] ?? ""}. See /docs.`,
+      request.id,
+    );
+  });
+
+  app.setErrorHandler(async (error: FastifyError | AppError, request, reply) => {
+    if (error instanceof AppError) {
+      reply.code(error.status);
+      return errorBody(error.code, error.message, request.id, error.details);
+    }
+    const status = error.statusCode ?? 500;
+    if (status === 413) {
+      reply.code(413);
+      return errorBody(
+        "payload_too_large",
+        `The body is larger than ${config.bodyLimitBytes} bytes.`,
+        request.id,
+        { limitBytes: config.bodyLimitBytes },
+      );
+    }
+    if (status === 415) {
+      reply.code(415);
+      return errorBody(
+        "unsupported_media_type",
+        "Send request bodies as application/json.",
+        request.id,
+      );
+    }
+    if (status >= 400 && status < 500) {
+      reply.code(400);
+      return errorBody("malformed_request", `Malformed request: ${error.message}`, request.id);
+    }
+    request.log.error({ err: error }, "unhandled error");
+    reply.code(ERROR_STATUS.internal);
+    return errorBody("internal", "Internal error; report the request id.", request.id);
+  });
+
+  const handlers: Handlers = {
+    health: async () => ({ status: "ok" }),
+    ready: async () => {
+      try {
+        await sql`select 1`.execute(db);
+      } catch (error) {
+        throw new AppError("not_ready", "The store does not answer.", undefined, { cause: error });
+      }
+      return { status: "ready", runtimes: await runtimes.availability() };
+    },
+    whoami: async ({ caller }) => caller,
+    listRuntimes: async () => ({ items: await runtimes.availability() }),
+    listShells: async ({ caller, query }) => shells.list(caller, query),
+    createShell: async ({ caller, body }) => shells.create(caller, body),
+    getShell: async ({ caller, params }) => shells.get(caller, params.id),
+    deleteShell: async ({ caller, params }) => shells.delete(caller, params.id),
+    actOnShell: async ({ caller, params, body }) =>
+      shells.act(caller, params.id, params.capability, body),
+    listSnapshots: async ({ caller, params }) => ({
+      items: await shells.snapshots(caller, params.id),
+    }),
+    execInShell: async ({ caller, params, body }) => shells.exec(caller, params.id, body),
+    listActivity: async ({ caller, query }) => activity.list(caller.orgId, query),
+  };
+  registerRoutes(app, handlers, { db, activity, validateResponses: config.validateResponses });
+
+  app.get("/openapi.json", async () => openapi);
+  app.get("/docs", async (_request, reply) =>
+    reply.type("text/html; charset=utf-8").send(docsHtml),
+  );
+
+  app.addHook("onReady", async () => {
+    const counts = await shells.reconcile();
+    deps.logger.info(counts, "reconciled shells with their backends");
+  });
+  const sweepMs = deps.sweepIntervalMs ?? 5000;
+  if (sweepMs > 0) {
+    const timer = setInterval(() => {
+      shells
+        .expire()
+        .catch((error: unknown) => deps.logger.error({ err: error }, "ttl sweep failed"));
+    }, sweepMs);
+    timer.unref();
+    app.addHook("onClose", async () => clearInterval(timer));
+  }
+  return app;
+}
+
+export { ROUTES };

@@ -1,0 +1,77 @@
+import type { Principal, Scope } from "@shells/contract";
+import type { Kysely } from "kysely";
+import { AppError } from "../errors.js";
+import { nowIso } from "../ids.js";
+import { SYSTEM_ORG, type ActivityService } from "../services/activity-service.js";
+import type { Database } from "../store/schema.js";
+import { apiKeyMatches, parseApiKey } from "./api-keys.js";
+
+/** The authenticated caller of a request. Every store query takes its org from here. */
+export type Caller = Principal;
+
+/** Where a request came from, for the activity record of a failed attempt. */
+export interface RequestOrigin {
+  method: string;
+  route: string;
+  ip: string;
+}
+
+const LAST_USED_RESOLUTION_MS = 60_000;
+
+/**
+ * Resolves the `Authorization` header to a caller, or throws `unauthenticated`. Every failure is
+ * recorded: in the key's org when the token names a key we know, otherwise in the system chain.
+ */
+export async function authenticate(
+  db: Kysely<Database>,
+  activity: ActivityService,
+  authorization: string | undefined,
+  origin: RequestOrigin,
+): Promise<Caller> {
+  const refuse = async (reason: string, orgId = SYSTEM_ORG, keyId?: string): Promise<never> => {
+    await activity.record({
+      orgId,
+      actor: { type: "anonymous", id: "anonymous", ...(keyId ? { keyId } : {}) },
+      action: "auth.failed",
+      target: null,
+      outcome: "denied",
+      details: { reason, method: origin.method, route: origin.route, ip: origin.ip },
+    });
+    throw new AppError("unauthenticated", `Authentication failed: ${reason}.`, {
+      hint: "Send `Authorization: Bearer <API key>`. The local profile writes an admin key to <data dir>/admin-token.",
+    });
+  };
+  if (!authorization) {
+    throw new AppError("unauthenticated", "Missing `Authorization: Bearer <API key>` header.", {
+      hint: "The local profile writes an admin key to <data dir>/admin-token.",
+    });
+  }
+  const match = /^Bearer\s+(\S+)$/i.exec(authorization.trim());
+  if (!match?.[1]) return refuse("the Authorization header is not `Bearer <API key>`");
+  const token = match[1];
+  const parsed = parseApiKey(token);
+  if (!parsed) return refuse("the token is not a Shells API key");
+  const key = await db
+    .selectFrom("api_keys")
+    .selectAll()
+    .where("id", "=", parsed.keyId)
+    .executeTakeFirst();
+  if (!key) return refuse("unknown API key");
+  if (!apiKeyMatches(token, key.key_hash))
+    return refuse("wrong secret for this API key", key.org_id, key.id);
+  if (key.revoked_at) return refuse("the API key was revoked", key.org_id, key.id);
+  const now = Date.now();
+  if (!key.last_used_at || now - Date.parse(key.last_used_at) > LAST_USED_RESOLUTION_MS) {
+    await db
+      .updateTable("api_keys")
+      .set({ last_used_at: nowIso() })
+      .where("id", "=", key.id)
+      .execute();
+  }
+  return {
+    orgId: key.org_id,
+    actor: { type: key.principal_type, id: key.principal_id },
+    keyId: key.id,
+    scopes: JSON.parse(key.scopes) as Scope[],
+  };
+}

@@ -1,0 +1,17 @@
+/** Runs tasks one at a time per key (here: per shell), in arrival order. */
+export class KeyedMutex {
+  readonly #tails = new Map<string, Promise<unknown>>();
+
+  /** Runs `task` after every earlier task for `key` has settled. */
+  async run<T>(key: string, task: () => Promise<T>): Promise<T> {
+    const previous = this.#tails.get(key) ?? Promise.resolve();
+    const current = previous.then(task, task);
+    const tail = current.catch(() => undefined);
+    this.#tails.set(key, tail);
+    try {
+      return await current;
+    } finally {
+      if (this.#tails.get(key) === tail) this.#tails.delete(key);
+    }
+  }
+}

@@ -1,0 +1,126 @@
+import {
+  ActivityQuery,
+  GENESIS_HASH,
+  activityEventHash,
+  type ActivityEvent,
+  type Actor,
+  type Page,
+  type Target,
+} from "@shells/contract";
+import { sql, type Kysely, type Selectable } from "kysely";
+import { z } from "zod";
+import { newId, nowIso } from "../ids.js";
+import type { ActivityTable, Database } from "../store/schema.js";
+import { decodeCursor, encodeCursor } from "./cursor.js";
+
+/** What a caller records; the service adds id, sequence, time and the chain hashes. */
+export interface ActivityInput {
+  orgId: string;
+  actor: Actor;
+  action: string;
+  target: Target | null;
+  outcome: ActivityEvent["outcome"];
+  details?: Record<string, unknown>;
+}
+
+/** Org id under which events with no attributable org (an unknown API key) are chained. */
+export const SYSTEM_ORG = "_system";
+
+function toEvent(row: Selectable<ActivityTable>): ActivityEvent {
+  return {
+    id: row.id,
+    seq: row.seq,
+    orgId: row.org_id,
+    actor: JSON.parse(row.actor) as Actor,
+    action: row.action,
+    target: row.target_type && row.target_id ? { type: row.target_type, id: row.target_id } : null,
+    outcome: row.outcome,
+    details: JSON.parse(row.details) as Record<string, unknown>,
+    time: row.time,
+    prevHash: row.prev_hash,
+    hash: row.hash,
+  };
+}
+
+/**
+ * The append-only activity history. Each org's events form a hash chain: an event's hash covers
+ * its fields and the previous event's hash, so editing, removing or inserting a row is detectable
+ * by re-computing the chain.
+ */
+export class ActivityService {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /** Appends one event to its org's chain. Appends are serialised by the store's write transaction. */
+  async record(input: ActivityInput): Promise<ActivityEvent> {
+    return this.db.transaction().execute(async (trx) => {
+      const last = await trx
+        .selectFrom("activity")
+        .select(["seq", "hash"])
+        .where("org_id", "=", input.orgId)
+        .orderBy("seq", "desc")
+        .limit(1)
+        .executeTakeFirst();
+      const fields = {
+        seq: (last?.seq ?? 0) + 1,
+        orgId: input.orgId,
+        actor: input.actor,
+        action: input.action,
+        target: input.target,
+        outcome: input.outcome,
+        details: input.details ?? {},
+        time: nowIso(),
+        prevHash: last?.hash ?? GENESIS_HASH,
+      };
+      const event: ActivityEvent = {
+        id: newId("ev", 14),
+        ...fields,
+        hash: await activityEventHash(fields),
+      };
+      await trx
+        .insertInto("activity")
+        .values({
+          id: event.id,
+          org_id: event.orgId,
+          seq: event.seq,
+          actor: JSON.stringify(event.actor),
+          actor_id: event.actor.id,
+          action: event.action,
+          target_type: event.target?.type ?? null,
+          target_id: event.target?.id ?? null,
+          outcome: event.outcome,
+          details: JSON.stringify(event.details),
+          time: event.time,
+          prev_hash: event.prevHash,
+          hash: event.hash,
+        })
+        .execute();
+      return event;
+    });
+  }
+
+  /** A page of the org's events, filtered. */
+  async list(orgId: string, query: z.output<typeof ActivityQuery>): Promise<Page<ActivityEvent>> {
+    let q = this.db.selectFrom("activity").selectAll().where("org_id", "=", orgId);
+    if (query.shell) q = q.where("target_type", "=", "shell").where("target_id", "=", query.shell);
+    if (query.actor) q = q.where("actor_id", "=", query.actor);
+    if (query.action) {
+      q = query.action.endsWith(".")
+        ? q.where(sql<string>`substr(action, 1, ${query.action.length})`, "=", query.action)
+        : q.where("action", "=", query.action);
+    }
+    if (query.cursor) {
+      const { seq } = decodeCursor(query.cursor, z.strictObject({ seq: z.int().min(0) }));
+      q = q.where("seq", query.order === "asc" ? ">" : "<", seq);
+    }
+    const rows = await q
+      .orderBy("seq", query.order)
+      .limit(query.limit + 1)
+      .execute();
+    const items = rows.slice(0, query.limit).map(toEvent);
+    const last = items.at(-1);
+    return {
+      items,
+      nextCursor: rows.length > query.limit && last ? encodeCursor({ seq: last.seq }) : null,
+    };
+  }
+}

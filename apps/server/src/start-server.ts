@@ -1,0 +1,56 @@
+import type { FastifyInstance } from "fastify";
+import type { FastifyBaseLogger as Logger } from "fastify";
+import { buildApp } from "./app.js";
+import { createBackends } from "./backends.js";
+import type { ServerConfig } from "./config.js";
+import { bootstrapLocalOrg } from "./iam/bootstrap.js";
+import { createLogger } from "./logger.js";
+import { openSqliteStore } from "./store/database.js";
+import { join } from "node:path";
+import { existsSync } from "node:fs";
+
+/** A listening control plane. */
+export interface RunningServer {
+  app: FastifyInstance;
+  url: string;
+  /** Path of the admin token file, when the local profile keeps one. */
+  adminTokenPath: string | null;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the store (migrating it), bootstraps the local org on first start, builds the app over the
+ * configured backends and listens. The hosted profile never bootstraps.
+ */
+export async function startServer(
+  config: ServerConfig,
+  options: { logger?: Logger } = {},
+): Promise<RunningServer> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const store = await openSqliteStore(join(config.dataDir, "shells.db"));
+  let adminTokenPath: string | null = null;
+  if (config.profile === "local") {
+    const boot = await bootstrapLocalOrg(store.db, config.dataDir);
+    adminTokenPath = boot?.tokenPath ?? join(config.dataDir, "admin-token");
+    if (boot)
+      logger.info(
+        { tokenPath: boot.tokenPath },
+        `first start: created org "default" and wrote an owner API key to ${boot.tokenPath} (mode 0600)`,
+      );
+    else if (existsSync(adminTokenPath))
+      logger.info({ tokenPath: adminTokenPath }, `owner API key is in ${adminTokenPath}`);
+  }
+  const backends = await createBackends(config, logger);
+  const app = await buildApp(config, { store, backends, logger });
+  app.addHook("onClose", async () => {
+    for (const backend of backends) await backend.close();
+    await store.close();
+  });
+  const address = await app.listen({ port: config.port, host: config.host });
+  const url = address.replace("[::1]", "[::1]");
+  logger.info(
+    { url, backend: config.backend, dataDir: config.dataDir },
+    `Shells is serving on ${url} (API reference at ${url}/docs)`,
+  );
+  return { app, url, adminTokenPath, close: () => app.close() };
+}

@@ -1,0 +1,130 @@
+import { sql, type Kysely, type Migration, type MigrationProvider } from "kysely";
+
+/** Migrations, oldest first. Applied at start; never edit one that has shipped — add another. */
+const MIGRATIONS: Record<string, Migration> = {
+  "0001_foundation": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("orgs")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("name", "text", (c) => c.notNull().unique())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable("projects")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("projects_org_name", ["org_id", "name"])
+        .execute();
+      await db.schema
+        .createTable("users")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("email", "text", (c) => c.notNull())
+        .addColumn("role", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("users_org_email", ["org_id", "email"])
+        .execute();
+      await db.schema
+        .createTable("api_keys")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("principal_type", "text", (c) => c.notNull())
+        .addColumn("principal_id", "text", (c) => c.notNull())
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("key_hash", "text", (c) => c.notNull())
+        .addColumn("scopes", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("revoked_at", "text")
+        .addColumn("last_used_at", "text")
+        .execute();
+      await db.schema
+        .createTable("shells")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("project_id", "text", (c) => c.notNull().references("projects.id"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("status", "text", (c) => c.notNull())
+        .addColumn("status_reason", "text")
+        .addColumn("language", "text", (c) => c.notNull())
+        .addColumn("runtime", "text", (c) => c.notNull())
+        .addColumn("network", "text", (c) => c.notNull())
+        .addColumn("region", "text", (c) => c.notNull())
+        .addColumn("resources", "text", (c) => c.notNull())
+        .addColumn("env", "text", (c) => c.notNull())
+        .addColumn("backend", "text", (c) => c.notNull())
+        .addColumn("image_version", "text")
+        .addColumn("ttl_seconds", "integer")
+        .addColumn("expires_at", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .addColumn("deleted_at", "text")
+        .execute();
+      // Names are unique among an org's live shells; a deleted shell's name can be reused.
+      await sql`CREATE UNIQUE INDEX shells_org_live_name ON shells (org_id, name) WHERE deleted_at IS NULL`.execute(
+        db,
+      );
+      await db.schema
+        .createIndex("shells_org_created")
+        .on("shells")
+        .columns(["org_id", "created_at", "id"])
+        .execute();
+      await db.schema
+        .createTable("shell_logs")
+        .addColumn("id", "integer", (c) => c.primaryKey().autoIncrement())
+        .addColumn("org_id", "text", (c) => c.notNull())
+        .addColumn("shell_id", "text", (c) => c.notNull())
+        .addColumn("time", "text", (c) => c.notNull())
+        .addColumn("kind", "text", (c) => c.notNull())
+        .addColumn("message", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex("shell_logs_shell")
+        .on("shell_logs")
+        .columns(["shell_id", "id"])
+        .execute();
+      await db.schema
+        .createTable("activity")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull())
+        .addColumn("seq", "integer", (c) => c.notNull())
+        .addColumn("actor", "text", (c) => c.notNull())
+        .addColumn("actor_id", "text", (c) => c.notNull())
+        .addColumn("action", "text", (c) => c.notNull())
+        .addColumn("target_type", "text")
+        .addColumn("target_id", "text")
+        .addColumn("outcome", "text", (c) => c.notNull())
+        .addColumn("details", "text", (c) => c.notNull())
+        .addColumn("time", "text", (c) => c.notNull())
+        .addColumn("prev_hash", "text", (c) => c.notNull())
+        .addColumn("hash", "text", (c) => c.notNull())
+        .addUniqueConstraint("activity_org_seq", ["org_id", "seq"])
+        .execute();
+      await db.schema
+        .createIndex("activity_org_target")
+        .on("activity")
+        .columns(["org_id", "target_id", "seq"])
+        .execute();
+      await db.schema
+        .createTable("idempotency_keys")
+        .addColumn("org_id", "text", (c) => c.notNull())
+        .addColumn("key", "text", (c) => c.notNull())
+        .addColumn("request_hash", "text", (c) => c.notNull())
+        .addColumn("state", "text", (c) => c.notNull())
+        .addColumn("status_code", "integer")
+        .addColumn("response", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("idempotency_pk", ["org_id", "key"])
+        .execute();
+    },
+  },
+};
+
+/** Serves the migrations above to Kysely's Migrator. */
+export const migrationProvider: MigrationProvider = {
+  async getMigrations() {
+    return MIGRATIONS;
+  },
+};

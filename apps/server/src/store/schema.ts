@@ -1,0 +1,112 @@
+import type { Generated } from "kysely";
+
+/** Tables of the control plane's store. Every row but `orgs` carries the org it belongs to. */
+export interface Database {
+  orgs: OrgTable;
+  projects: ProjectTable;
+  users: UserTable;
+  api_keys: ApiKeyTable;
+  shells: ShellTable;
+  shell_logs: ShellLogTable;
+  activity: ActivityTable;
+  idempotency_keys: IdempotencyTable;
+}
+
+export interface OrgTable {
+  id: string;
+  name: string;
+  created_at: string;
+}
+
+export interface ProjectTable {
+  id: string;
+  org_id: string;
+  name: string;
+  created_at: string;
+}
+
+export interface UserTable {
+  id: string;
+  org_id: string;
+  email: string;
+  role: "owner" | "admin" | "developer" | "viewer";
+  created_at: string;
+}
+
+export interface ApiKeyTable {
+  id: string;
+  org_id: string;
+  principal_type: "user" | "agent";
+  principal_id: string;
+  name: string;
+  /** SHA-256 of the whole key; the key itself is never stored. */
+  key_hash: string;
+  /** JSON array of scopes. */
+  scopes: string;
+  created_at: string;
+  revoked_at: string | null;
+  last_used_at: string | null;
+}
+
+export interface ShellTable {
+  id: string;
+  org_id: string;
+  project_id: string;
+  name: string;
+  status: string;
+  status_reason: string | null;
+  language: string;
+  runtime: string;
+  network: string;
+  region: string;
+  /** JSON of ResolvedResources. */
+  resources: string;
+  /** JSON object of the shell's environment. Never returned by the API (only its keys). */
+  env: string;
+  backend: string;
+  image_version: string | null;
+  ttl_seconds: number | null;
+  expires_at: string | null;
+  created_at: string;
+  updated_at: string;
+  deleted_at: string | null;
+}
+
+export interface ShellLogTable {
+  id: Generated<number>;
+  org_id: string;
+  shell_id: string;
+  time: string;
+  kind: "system" | "exec";
+  message: string;
+}
+
+export interface ActivityTable {
+  id: string;
+  org_id: string;
+  seq: number;
+  /** JSON of the Actor. */
+  actor: string;
+  /** Denormalised actor id, for filtering. */
+  actor_id: string;
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  outcome: "success" | "failure" | "denied";
+  /** JSON object. */
+  details: string;
+  time: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface IdempotencyTable {
+  org_id: string;
+  key: string;
+  /** SHA-256 of method, route and body: a reuse with a different request is refused. */
+  request_hash: string;
+  state: "pending" | "done";
+  status_code: number | null;
+  response: string | null;
+  created_at: string;
+}

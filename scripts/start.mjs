@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+// `npm start`: installs dependencies when missing, makes sure the host has what the container
+// backend needs (installing it when run as root), builds, and serves the control plane on
+// 127.0.0.1:8080 with the embedded defaults (SQLite under ./.shells, container sandboxes).
+// Extra arguments pass through to the server: `npm start -- --backend simulator --port 9000`.
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+
+const step = (message) => console.log(`\u001b[1m▸ ${message}\u001b[0m`);
+const sh = (cmd, args) => spawnSync(cmd, args, { stdio: "inherit" }).status === 0;
+const has = (bin) => spawnSync("sh", ["-c", `command -v ${bin}`], { stdio: "ignore" }).status === 0;
+
+const args = process.argv.slice(2);
+const wantsSimulator =
+  args.join(" ").includes("simulator") || process.env.SHELLS_BACKEND === "simulator";
+
+if (!existsSync("node_modules/.package-lock.json")) {
+  step("installing npm dependencies (npm install; better-sqlite3 compiles from source, ~2 min)");
+  if (!sh("npm", ["install", "--no-audit", "--no-fund"])) process.exit(1);
+}
+
+const SYSTEM_PACKAGES = {
+  bwrap: "bubblewrap",
+  mmdebstrap: "mmdebstrap",
+  newuidmap: "uidmap",
+  gcc: "gcc",
+};
+const missing = Object.entries(SYSTEM_PACKAGES)
+  .filter(([bin]) => !has(bin))
+  .map(([, pkg]) => pkg);
+if (!wantsSimulator && missing.length > 0) {
+  const command = `apt-get install -y ${[...missing, "libseccomp-dev"].join(" ")}`;
+  if (process.getuid?.() === 0) {
+    step(`installing what container sandboxes need: ${missing.join(", ")}`);
+    if (!sh("sh", ["-c", `apt-get update -qq && DEBIAN_FRONTEND=noninteractive ${command}`]))
+      process.exit(1);
+  } else {
+    console.error(
+      `Container sandboxes need: ${missing.join(", ")}. Install them as root:\n  sudo ${command}\nor run without real sandboxes: npm start -- --backend simulator`,
+    );
+    process.exit(1);
+  }
+}
+
+step("building (tsc -b)");
+if (!sh("npx", ["tsc", "-b"])) process.exit(1);
+
+step("starting the control plane");
+const server = spawn(process.execPath, ["apps/server/dist/server.js", ...args], {
+  stdio: "inherit",
+});
+for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => server.kill(signal));
+server.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

@@ -1,0 +1,52 @@
+import { loadConfig, startServer, type RunningServer } from "@shells/server";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** A control plane listening on loopback for an end-to-end test. */
+export interface TestServer {
+  url: string;
+  /** The bootstrap owner key. */
+  token: string;
+  dataDir: string;
+  server: RunningServer;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a real server on 127.0.0.1 (random port) over a fresh data dir. The simulator backend is
+ * the default here because most end-to-end tests exercise the layers above the backend; tests of
+ * real sandboxes pass `backend: "container"`.
+ */
+export async function startTestServer(
+  options: { backend?: "simulator" | "container"; dataDir?: string } = {},
+): Promise<TestServer> {
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "shells-e2e-"));
+  const config = loadConfig(
+    [
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+      "--data-dir",
+      dataDir,
+      "--backend",
+      options.backend ?? "simulator",
+      "--log-level",
+      "warn",
+    ],
+    { SHELLS_VALIDATE_RESPONSES: "1" },
+  );
+  const server = await startServer(config);
+  const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+  return {
+    url: server.url,
+    token,
+    dataDir,
+    server,
+    close: async () => {
+      await server.close();
+      if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
