@@ -3,7 +3,7 @@ import { SimulatorBackend } from "@shells/sandbox";
 import Database from "better-sqlite3";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { createTestApp, type TestApp } from "./test-support/test-app.js";
+import { addPrincipal, createTestApp, type TestApp } from "./test-support/test-app.js";
 import { mintApiKey } from "./iam/api-keys.js";
 import { statSync } from "node:fs";
 
@@ -379,35 +379,11 @@ describe("tenancy", () => {
   it("makes another org's shell indistinguishable from a missing one", async () => {
     t = await createTestApp();
     const shell = await createShell({ language: "bash", name: "private" });
-    const other = mintApiKey();
-    const now = new Date().toISOString();
-    await t.store.db
-      .insertInto("orgs")
-      .values({ id: "org-other", name: "other", created_at: now })
-      .execute();
-    await t.store.db
-      .insertInto("projects")
-      .values({ id: "prj-other", org_id: "org-other", name: "default", created_at: now })
-      .execute();
-    await t.store.db
-      .insertInto("api_keys")
-      .values({
-        id: other.keyId,
-        org_id: "org-other",
-        principal_type: "user",
-        principal_id: "usr-other",
-        name: "k",
-        key_hash: other.keyHash,
-        scopes: JSON.stringify([
-          "shells:instances:read",
-          "shells:instances:create",
-          "shells:instances:control",
-        ]),
-        created_at: now,
-        revoked_at: null,
-        last_used_at: null,
-      })
-      .execute();
+    const other = await addPrincipal(t.store, {
+      orgId: "org-other",
+      role: "owner",
+      scopes: ["shells:instances:read", "shells:instances:create", "shells:instances:control"],
+    });
     const as = (method: string, url: string, body?: unknown) =>
       t.call(method, url, body, { authorization: `Bearer ${other.token}` });
     for (const [method, url, body] of [
@@ -434,23 +410,13 @@ describe("tenancy", () => {
 
   it("refuses a key without the needed scope with 403 and records the refusal", async () => {
     t = await createTestApp();
-    const reader = mintApiKey();
     const org = await t.store.db.selectFrom("orgs").select("id").executeTakeFirstOrThrow();
-    await t.store.db
-      .insertInto("api_keys")
-      .values({
-        id: reader.keyId,
-        org_id: org.id,
-        principal_type: "user",
-        principal_id: "usr-reader",
-        name: "r",
-        key_hash: reader.keyHash,
-        scopes: JSON.stringify(["shells:instances:read"]),
-        created_at: new Date().toISOString(),
-        revoked_at: null,
-        last_used_at: null,
-      })
-      .execute();
+    const reader = await addPrincipal(t.store, {
+      orgId: org.id,
+      role: "developer",
+      scopes: ["shells:instances:read"],
+      id: "usr-reader",
+    });
     const res = await t.call(
       "POST",
       "/api/v1/shells",

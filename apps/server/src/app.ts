@@ -14,7 +14,11 @@ import { ShellService } from "./orchestrator/shell-service.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { renderDocsPage } from "./routes/docs-page.js";
 import { registerRoutes, type Handlers } from "./routes/register-routes.js";
+import { ApprovalGate } from "./orchestrator/approval-gate.js";
 import { ActivityService } from "./services/activity-service.js";
+import { AgentGate } from "./services/agent-gate.js";
+import { IamService } from "./services/iam-service.js";
+import { PolicyService } from "./services/policy-service.js";
 import type { Store } from "./store/database.js";
 
 /** The server's version, reported in the OpenAPI document. */
@@ -27,6 +31,12 @@ export interface AppDeps {
   logger: FastifyBaseLogger;
   /** How often expired shells are stopped; 0 disables the sweep (default 5000). */
   sweepIntervalMs?: number;
+}
+
+/** Answers 202 Accepted when the result is a pending approval rather than the action's result. */
+function accepted<T>(reply: FastifyReply, result: T): T {
+  if (typeof result === "object" && result !== null && "status" in result && result.status === "pending_approval") reply.code(202);
+  return result;
 }
 
 function errorBody(
@@ -66,13 +76,11 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const db = deps.store.db;
   const activity = new ActivityService(db);
   const runtimes = new RuntimeRegistry(deps.backends);
-  const shells = new ShellService({
-    db,
-    activity,
-    runtimes,
-    logger: deps.logger,
-    region: config.region,
-  });
+  const policies = new PolicyService(db, activity);
+  const gate = new ApprovalGate(db, activity, policies);
+  const shells = new ShellService({ db, activity, runtimes, logger: deps.logger, region: config.region, policies, gate });
+  const iam = new IamService(db, activity);
+  const agentGate = new AgentGate(shells, activity);
   const openapi = buildOpenApiDocument({ version: SERVER_VERSION });
   const docsHtml = renderDocsPage(openapi);
 
@@ -136,14 +144,37 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     listShells: async ({ caller, query }) => shells.list(caller, query),
     createShell: async ({ caller, body }) => shells.create(caller, body),
     getShell: async ({ caller, params }) => shells.get(caller, params.id),
-    deleteShell: async ({ caller, params }) => shells.delete(caller, params.id),
-    actOnShell: async ({ caller, params, body }) =>
-      shells.act(caller, params.id, params.capability, body),
-    listSnapshots: async ({ caller, params }) => ({
-      items: await shells.snapshots(caller, params.id),
-    }),
+    deleteShell: async ({ caller, params, query, reply }) => accepted(reply, await shells.delete(caller, params.id, query.confirm)),
+    actOnShell: async ({ caller, params, body, reply }) =>
+      accepted(reply, await shells.act(caller, params.id, params.capability, body)),
+    listSnapshots: async ({ caller, params }) => ({ items: await shells.snapshots(caller, params.id) }),
     execInShell: async ({ caller, params, body }) => shells.exec(caller, params.id, body),
     listActivity: async ({ caller, query }) => activity.list(caller.orgId, query),
+    getPolicy: async ({ caller }) => policies.get(caller.orgId),
+    updatePolicy: async ({ caller, body }) => policies.update(caller, body),
+    listProjects: async ({ caller }) => ({ items: await iam.listProjects(caller) }),
+    createProject: async ({ caller, body }) => iam.createProject(caller, body),
+    listMembers: async ({ caller }) => ({ items: await iam.listMembers(caller) }),
+    createMember: async ({ caller, body }) => iam.createMember(caller, body),
+    updateMember: async ({ caller, params, body }) => iam.updateMember(caller, params.id, body),
+    removeMember: async ({ caller, params }) => iam.removeMember(caller, params.id),
+    listAgents: async ({ caller }) => ({ items: await iam.listAgents(caller) }),
+    createAgent: async ({ caller, body }) => iam.createAgent(caller, body),
+    deleteAgent: async ({ caller, params }) => iam.deleteAgent(caller, params.id),
+    listKeys: async ({ caller }) => ({ items: await iam.listKeys(caller) }),
+    createKey: async ({ caller, body }) => iam.createKey(caller, body),
+    revokeKey: async ({ caller, params }) => iam.revokeKey(caller, params.id),
+    listEntitlements: async ({ caller }) => ({ items: await iam.listEntitlements(caller) }),
+    grantEntitlement: async ({ caller, body }) => iam.grantEntitlement(caller, body),
+    revokeEntitlement: async ({ caller, params }) => iam.revokeEntitlement(caller, params.id),
+    listApprovals: async ({ caller, query }) => ({ items: await gate.list(caller, query.state) }),
+    getApproval: async ({ caller, params }) => gate.get(caller, params.id),
+    grantApproval: async ({ caller, params, body }) => shells.grantApproval(caller, params.id, body.reason),
+    denyApproval: async ({ caller, params, body }) => {
+      await gate.decide(caller, params.id, "denied", body.reason);
+      return gate.get(caller, params.id);
+    },
+    agentInvoke: async ({ caller, body }) => agentGate.invoke(caller, body),
   };
   registerRoutes(app, handlers, { db, activity, validateResponses: config.validateResponses });
 

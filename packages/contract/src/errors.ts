@@ -23,6 +23,22 @@ export const ErrorCode = {
   shellNotFound: "shell_not_found",
   /** The named snapshot does not exist for this shell. */
   snapshotNotFound: "snapshot_not_found",
+  /** A member, agent, key, entitlement grant or approval that does not exist in the caller's org. */
+  notFound: "not_found",
+  /** The action is gated by typed confirmation: send `confirm` equal to the shell's name or id. */
+  confirmationRequired: "confirmation_required",
+  /** The agent gate needs the `shells.agent.invoke` entitlement, which the caller does not hold. */
+  entitlementRequired: "entitlement_required",
+  /** The requested runtime class is below the org's isolation floor. */
+  belowIsolationFloor: "below_isolation_floor",
+  /** The requested region is not among the org's allowed regions. */
+  regionNotAllowed: "region_not_allowed",
+  /** The approval was already decided or has expired. */
+  approvalClosed: "approval_closed",
+  /** The change would leave the org without an owner. */
+  lastOwner: "last_owner",
+  /** A cookie-authenticated request without the session's CSRF token. */
+  csrfFailed: "csrf_failed",
   /** The project does not exist in the caller's org. */
   projectNotFound: "project_not_found",
   /** The capability is not legal in the shell's current lifecycle state. */
@@ -64,6 +80,14 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   shell_not_found: 404,
   snapshot_not_found: 404,
   project_not_found: 404,
+  not_found: 404,
+  confirmation_required: 428,
+  entitlement_required: 403,
+  below_isolation_floor: 422,
+  region_not_allowed: 422,
+  approval_closed: 409,
+  last_owner: 409,
+  csrf_failed: 403,
   invalid_state: 409,
   name_taken: 409,
   runtime_unavailable: 422,

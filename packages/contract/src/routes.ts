@@ -1,5 +1,27 @@
 import { z } from "zod";
 import { ActivityEvent, ActivityQuery } from "./activity.js";
+import {
+  Agent,
+  AgentCreate,
+  AgentInvokeRequest,
+  AgentInvokeResult,
+  ApiKey,
+  ApiKeyCreate,
+  ApiKeyCreated,
+  Approval,
+  ApprovalDecision,
+  EntitlementGrant,
+  EntitlementGrantCreate,
+  Member,
+  MemberCreate,
+  MemberUpdate,
+  OrgPolicy,
+  OrgPolicyUpdate,
+  Project,
+  ProjectCreate,
+  Role,
+  Scope,
+} from "./iam.js";
 import { pageOf } from "./pages.js";
 import {
   ActionRequest,
@@ -14,15 +36,6 @@ import {
   ShellStatus,
   Snapshot,
 } from "./shells.js";
-
-/** Product scopes an API key or token can carry (seed 001, exactly). */
-export const Scope = z.enum([
-  "shells:instances:read",
-  "shells:instances:create",
-  "shells:instances:control",
-  "shells:agent:invoke",
-]);
-export type Scope = z.infer<typeof Scope>;
 
 /** Availability of one runtime class on this server. */
 export const RuntimeAvailability = z.strictObject({
@@ -39,9 +52,24 @@ export type RuntimeAvailability = z.infer<typeof RuntimeAvailability>;
 export const Principal = z.strictObject({
   orgId: z.string(),
   actor: z.strictObject({ type: z.enum(["user", "agent"]), id: z.string() }),
+  role: Role,
+  /** The API key used, or null for a console session or a JWT. */
   keyId: z.string().nullable(),
+  /** Effective scopes: the credential's scopes within the role's. */
   scopes: z.array(Scope),
+  /** Entitlements held (e.g. `shells.agent.invoke`). */
+  entitlements: z.array(z.string()),
+  /** For console sessions: the token to send as `x-csrf-token` on mutating requests. */
+  csrfToken: z.string().optional(),
 });
+
+/** What an action answers when the org's gate routes it to a named approver (HTTP 202). */
+export const PendingApproval = z.strictObject({
+  status: z.literal("pending_approval"),
+  message: z.string(),
+  approval: Approval,
+});
+export type PendingApproval = z.infer<typeof PendingApproval>;
 export type Principal = z.infer<typeof Principal>;
 
 const shellId = z
@@ -51,7 +79,7 @@ const shellId = z
   .regex(/^[A-Za-z0-9_-]+$/, "a shell id or name");
 
 /** HTTP methods the API uses. */
-export type HttpMethod = "GET" | "POST" | "DELETE";
+export type HttpMethod = "GET" | "POST" | "PATCH" | "DELETE";
 
 /** One route of the API: everything the server, the OpenAPI document and the tests need. */
 export interface RouteSpec {
@@ -72,6 +100,20 @@ export interface RouteSpec {
   scope: Scope | null;
   /** Mutating routes that honour `Idempotency-Key`. */
   idempotent?: boolean;
+  /** Minimum membership role, checked after the scope. */
+  minRole?: Role;
+  /**
+   * A valid request within the caller's own org, for generated tests. Values `{shell}`, `{member}`,
+   * `{agent}`, `{key}` (one of the caller's own keys), `{grant}`, `{approval}` stand for a fixture
+   * of that kind.
+   */
+  example?: {
+    params?: Record<string, string>;
+    query?: Record<string, string>;
+    body?: unknown;
+    /** Scopes the example needs beyond the route's own (the agent gate's tool permission). */
+    needs?: Scope[];
+  };
 }
 
 /** Every route of the API, keyed by operation id. The server must implement each one. */
@@ -90,17 +132,14 @@ export const ROUTES = {
     path: "/readyz",
     summary: "Readiness: the store answers; which runtime classes this host can run.",
     tag: "health",
-    response: z.strictObject({
-      status: z.literal("ready"),
-      runtimes: z.array(RuntimeAvailability),
-    }),
+    response: z.strictObject({ status: z.literal("ready"), runtimes: z.array(RuntimeAvailability) }),
     successStatus: 200,
     scope: null,
   },
   whoami: {
     method: "GET",
     path: "/api/v1/me",
-    summary: "The authenticated principal: org, actor, key and scopes.",
+    summary: "The authenticated principal: org, actor, role, key, effective scopes and entitlements.",
     tag: "identity",
     response: Principal,
     successStatus: 200,
@@ -136,13 +175,15 @@ export const ROUTES = {
     method: "POST",
     path: "/api/v1/shells",
     summary: "Create a shell and start it.",
-    description: "Answers once the shell is running (or in `error`). Honours `Idempotency-Key`.",
+    description:
+      "Answers once the shell is running (or in `error`). The runtime defaults to the org's isolation floor or `container`, whichever is stronger. Honours `Idempotency-Key`.",
     tag: "shells",
     body: ShellCreate,
     response: Shell,
     successStatus: 201,
     scope: "shells:instances:create",
     idempotent: true,
+    example: { body: { language: "bash" } },
   },
   getShell: {
     method: "GET",
@@ -153,34 +194,38 @@ export const ROUTES = {
     response: Shell,
     successStatus: 200,
     scope: "shells:instances:read",
+    example: { params: { id: "{shell}" } },
   },
   deleteShell: {
     method: "DELETE",
     path: "/api/v1/shells/:id",
     summary: "Delete a shell: end its processes and reclaim every per-shell object.",
-    description: "The record stays with status `deleted`. Honours `Idempotency-Key`.",
+    description:
+      "The record stays with status `deleted`. Goes through the org's approval gate: `confirm` must equal the shell's name or id under `confirm`; under `approvers` the answer is 202 with a pending approval. Honours `Idempotency-Key`.",
     tag: "shells",
     params: z.strictObject({ id: shellId }),
     query: z.strictObject({ confirm: z.string().max(256).optional() }),
-    response: Shell,
+    response: z.union([Shell, PendingApproval]),
     successStatus: 200,
     scope: "shells:instances:control",
     idempotent: true,
+    example: { params: { id: "{shell}" } },
   },
   actOnShell: {
     method: "POST",
     path: "/api/v1/shells/:id/actions/:capability",
-    summary:
-      "Run a lifecycle capability: logs, restart, snapshot, restore, reinstall_os, stop, start, wipe_state.",
-    description: "A capability not legal in the shell's current state answers 409 `invalid_state`.",
+    summary: "Run a lifecycle capability: logs, restart, snapshot, restore, reinstall_os, stop, start, wipe_state.",
+    description:
+      "A capability not legal in the shell's current state answers 409 `invalid_state`. `stop`, `wipe_state` and `reinstall_os` go through the org's approval gate (see deleteShell).",
     tag: "shells",
     params: z.strictObject({ id: shellId, capability: Capability }),
     body: ActionRequest,
     bodyOptional: true,
-    response: ActionResult,
+    response: z.union([ActionResult, PendingApproval]),
     successStatus: 200,
     scope: "shells:instances:control",
     idempotent: true,
+    example: { params: { id: "{shell}", capability: "snapshot" }, body: {} },
   },
   listSnapshots: {
     method: "GET",
@@ -191,6 +236,7 @@ export const ROUTES = {
     response: z.strictObject({ items: z.array(Snapshot) }),
     successStatus: 200,
     scope: "shells:instances:read",
+    example: { params: { id: "{shell}" } },
   },
   execInShell: {
     method: "POST",
@@ -203,6 +249,7 @@ export const ROUTES = {
     response: ExecResult,
     successStatus: 200,
     scope: "shells:instances:control",
+    example: { params: { id: "{shell}" }, body: { command: ["echo", "hi"] } },
   },
   listActivity: {
     method: "GET",
@@ -213,6 +260,249 @@ export const ROUTES = {
     response: pageOf(ActivityEvent),
     successStatus: 200,
     scope: "shells:instances:read",
+  },
+  getPolicy: {
+    method: "GET",
+    path: "/api/v1/org/policy",
+    summary: "The org's policy: isolation floor, regions, credential TTL, default network, approval gates.",
+    tag: "org",
+    response: OrgPolicy,
+    successStatus: 200,
+    scope: "shells:instances:read",
+  },
+  updatePolicy: {
+    method: "PATCH",
+    path: "/api/v1/org/policy",
+    summary: "Change the org's policy (admins). Fields left out keep their value.",
+    tag: "org",
+    body: OrgPolicyUpdate,
+    response: OrgPolicy,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    example: { body: { termCredentialTtlSeconds: 600 } },
+  },
+  listProjects: {
+    method: "GET",
+    path: "/api/v1/projects",
+    summary: "The org's projects.",
+    tag: "org",
+    response: z.strictObject({ items: z.array(Project) }),
+    successStatus: 200,
+    scope: "shells:instances:read",
+  },
+  createProject: {
+    method: "POST",
+    path: "/api/v1/projects",
+    summary: "Create a project (admins).",
+    tag: "org",
+    body: ProjectCreate,
+    response: Project,
+    successStatus: 201,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    example: { body: { name: "research" } },
+  },
+  listMembers: {
+    method: "GET",
+    path: "/api/v1/members",
+    summary: "The org's members and their roles.",
+    tag: "members",
+    response: z.strictObject({ items: z.array(Member) }),
+    successStatus: 200,
+    scope: "shells:instances:read",
+  },
+  createMember: {
+    method: "POST",
+    path: "/api/v1/members",
+    summary: "Add a member with a role (admins; only owners add owners).",
+    tag: "members",
+    body: MemberCreate,
+    response: Member,
+    successStatus: 201,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    example: { body: { email: "new.member@example.com", role: "developer" } },
+  },
+  updateMember: {
+    method: "PATCH",
+    path: "/api/v1/members/:id",
+    summary: "Change a member's role or disable them (admins; only owners touch owners).",
+    tag: "members",
+    params: z.strictObject({ id: z.string().min(1).max(64) }),
+    body: MemberUpdate,
+    response: Member,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    example: { params: { id: "{member}" }, body: { role: "viewer" } },
+  },
+  removeMember: {
+    method: "DELETE",
+    path: "/api/v1/members/:id",
+    summary: "Remove a member; their keys are revoked (admins).",
+    tag: "members",
+    params: z.strictObject({ id: z.string().min(1).max(64) }),
+    response: Member,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    example: { params: { id: "{member}" } },
+  },
+  listAgents: {
+    method: "GET",
+    path: "/api/v1/agents",
+    summary: "The org's agents (non-human principals).",
+    tag: "agents",
+    response: z.strictObject({ items: z.array(Agent) }),
+    successStatus: 200,
+    scope: "shells:instances:read",
+  },
+  createAgent: {
+    method: "POST",
+    path: "/api/v1/agents",
+    summary: "Create an agent (admins). Issue it a key with createKey; grant it the entitlement to use the gate.",
+    tag: "agents",
+    body: AgentCreate,
+    response: Agent,
+    successStatus: 201,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    example: { body: { name: "ci-bot" } },
+  },
+  deleteAgent: {
+    method: "DELETE",
+    path: "/api/v1/agents/:id",
+    summary: "Disable an agent; its keys are revoked and its entitlements withdrawn (admins).",
+    tag: "agents",
+    params: z.strictObject({ id: z.string().min(1).max(64) }),
+    response: Agent,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    example: { params: { id: "{agent}" } },
+  },
+  listKeys: {
+    method: "GET",
+    path: "/api/v1/keys",
+    summary: "API keys: admins see the org's, others their own. Secrets are never listed.",
+    tag: "keys",
+    response: z.strictObject({ items: z.array(ApiKey) }),
+    successStatus: 200,
+    scope: "shells:instances:read",
+  },
+  createKey: {
+    method: "POST",
+    path: "/api/v1/keys",
+    summary: "Issue an API key. The secret is in this response only. Scopes cannot exceed the holder's role.",
+    tag: "keys",
+    body: ApiKeyCreate,
+    response: ApiKeyCreated,
+    successStatus: 201,
+    scope: "shells:instances:control",
+    example: { body: { name: "laptop", scopes: ["shells:instances:control"] } },
+  },
+  revokeKey: {
+    method: "DELETE",
+    path: "/api/v1/keys/:id",
+    summary: "Revoke an API key (your own, or any as an admin).",
+    tag: "keys",
+    params: z.strictObject({ id: z.string().min(1).max(64) }),
+    response: ApiKey,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    example: { params: { id: "{key}" } },
+  },
+  listEntitlements: {
+    method: "GET",
+    path: "/api/v1/entitlements",
+    summary: "Who holds which entitlement.",
+    tag: "agents",
+    response: z.strictObject({ items: z.array(EntitlementGrant) }),
+    successStatus: 200,
+    scope: "shells:instances:read",
+  },
+  grantEntitlement: {
+    method: "POST",
+    path: "/api/v1/entitlements",
+    summary: "Grant an entitlement (e.g. `shells.agent.invoke`) to an agent or user (admins).",
+    tag: "agents",
+    body: EntitlementGrantCreate,
+    response: EntitlementGrant,
+    successStatus: 201,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    example: { body: { entitlement: "shells.agent.invoke", principal: { type: "agent", id: "{agent}" } } },
+  },
+  revokeEntitlement: {
+    method: "DELETE",
+    path: "/api/v1/entitlements/:id",
+    summary: "Withdraw an entitlement grant (admins).",
+    tag: "agents",
+    params: z.strictObject({ id: z.string().min(1).max(64) }),
+    response: EntitlementGrant,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    example: { params: { id: "{grant}" } },
+  },
+  listApprovals: {
+    method: "GET",
+    path: "/api/v1/approvals",
+    summary: "Approval requests, newest first.",
+    tag: "approvals",
+    query: z.strictObject({ state: z.enum(["pending", "granted", "denied", "expired"]).optional() }),
+    response: z.strictObject({ items: z.array(Approval) }),
+    successStatus: 200,
+    scope: "shells:instances:read",
+  },
+  getApproval: {
+    method: "GET",
+    path: "/api/v1/approvals/:id",
+    summary: "One approval request.",
+    tag: "approvals",
+    params: z.strictObject({ id: z.string().min(1).max(64) }),
+    response: Approval,
+    successStatus: 200,
+    scope: "shells:instances:read",
+    example: { params: { id: "{approval}" } },
+  },
+  grantApproval: {
+    method: "POST",
+    path: "/api/v1/approvals/:id/grant",
+    summary: "Grant a pending approval (listed approvers only): the action runs as its requester.",
+    tag: "approvals",
+    params: z.strictObject({ id: z.string().min(1).max(64) }),
+    body: ApprovalDecision,
+    response: Approval,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    example: { params: { id: "{approval}" }, body: { reason: "planned maintenance" } },
+  },
+  denyApproval: {
+    method: "POST",
+    path: "/api/v1/approvals/:id/deny",
+    summary: "Deny a pending approval (listed approvers only).",
+    tag: "approvals",
+    params: z.strictObject({ id: z.string().min(1).max(64) }),
+    body: ApprovalDecision,
+    response: Approval,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    example: { params: { id: "{approval}" }, body: { reason: "not during the demo" } },
+  },
+  agentInvoke: {
+    method: "POST",
+    path: "/api/agent/invoke",
+    summary: "The agent gate: run a tool as an agent.",
+    description:
+      "Needs the `shells.agent.invoke` entitlement AND the permission of the underlying operation (entitlement plus permission, never either alone). Runs the same service code as the REST routes; every decision is an activity event.",
+    tag: "agents",
+    body: AgentInvokeRequest,
+    response: AgentInvokeResult,
+    successStatus: 200,
+    scope: "shells:agent:invoke",
+    example: { body: { tool: "shells_list", arguments: {} }, needs: ["shells:instances:read"] },
   },
 } as const satisfies Record<string, RouteSpec>;
 

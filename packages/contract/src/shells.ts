@@ -99,7 +99,8 @@ export const ShellCreate = z.strictObject({
   language: Language,
   /** Defaults to `container` (or the org's isolation floor when higher). */
   runtime: RuntimeClass.optional(),
-  network: NetworkMode.default("sealed"),
+  /** Defaults to the org's default network mode (`sealed` unless the org changed it). */
+  network: NetworkMode.optional(),
   region: z.string().min(1).max(64).optional(),
   /** Project name; defaults to `default`. */
   project: name.optional(),

@@ -1,13 +1,13 @@
-import type { Principal, Scope } from "@shells/contract";
+import type { Scope } from "@shells/contract";
 import type { Kysely } from "kysely";
 import { AppError } from "../errors.js";
 import { nowIso } from "../ids.js";
 import { SYSTEM_ORG, type ActivityService } from "../services/activity-service.js";
 import type { Database } from "../store/schema.js";
 import { apiKeyMatches, parseApiKey } from "./api-keys.js";
+import { resolveCaller, type Caller } from "./principal.js";
 
-/** The authenticated caller of a request. Every store query takes its org from here. */
-export type Caller = Principal;
+export type { Caller };
 
 /** Where a request came from, for the activity record of a failed attempt. */
 export interface RequestOrigin {
@@ -68,10 +68,10 @@ export async function authenticate(
       .where("id", "=", key.id)
       .execute();
   }
-  return {
-    orgId: key.org_id,
-    actor: { type: key.principal_type, id: key.principal_id },
-    keyId: key.id,
-    scopes: JSON.parse(key.scopes) as Scope[],
-  };
+  const caller = await resolveCaller(
+    db,
+    { orgId: key.org_id, type: key.principal_type, id: key.principal_id },
+    { keyId: key.id, scopes: JSON.parse(key.scopes) as Scope[] },
+  );
+  return caller ?? refuse(`the key's ${key.principal_type} was removed or disabled`, key.org_id, key.id);
 }

@@ -1,32 +1,44 @@
-import type { Scope } from "@shells/contract";
+import { roleAtLeast, type Role, type Scope } from "@shells/contract";
 import { AppError } from "../errors.js";
 import type { ActivityService } from "../services/activity-service.js";
-import type { Caller } from "./authenticate.js";
+import { actorOf, type Caller } from "./principal.js";
+
+/** What an operation needs from its caller. */
+export interface Permission {
+  scope: Scope;
+  minRole?: Role | undefined;
+}
 
 /**
- * Refuses a caller that lacks the scope an operation needs, and records the refusal. Every route
- * with a scope in the route table passes through here before its handler runs.
+ * Refuses a caller that lacks the scope or the role an operation needs, and records the refusal.
+ * Every scoped route in the route table, and every tool behind the agent gate, passes through here
+ * before any work is done.
  */
-export async function requireScope(
+export async function requirePermission(
   activity: ActivityService,
   caller: Caller,
-  scope: Scope,
+  permission: Permission,
   operation: string,
 ): Promise<void> {
-  if (caller.scopes.includes(scope)) return;
+  const missingScope = !caller.scopes.includes(permission.scope);
+  const missingRole = permission.minRole !== undefined && !roleAtLeast(caller.role, permission.minRole);
+  if (!missingScope && !missingRole) return;
+  const details = missingScope
+    ? { missingScope: permission.scope }
+    : { requiredRole: permission.minRole, role: caller.role };
   await activity.record({
     orgId: caller.orgId,
-    actor: {
-      type: caller.actor.type,
-      id: caller.actor.id,
-      ...(caller.keyId ? { keyId: caller.keyId } : {}),
-    },
+    actor: actorOf(caller),
     action: "auth.denied",
     target: null,
     outcome: "denied",
-    details: { operation, missingScope: scope },
+    details: { operation, ...details },
   });
-  throw new AppError("forbidden", `This operation needs the scope ${scope}.`, {
-    missingScope: scope,
-  });
+  throw new AppError(
+    "forbidden",
+    missingScope
+      ? `This operation needs the scope ${permission.scope}.`
+      : `This operation needs the ${permission.minRole ?? ""} role; you are ${caller.role}.`,
+    details,
+  );
 }

@@ -5,8 +5,12 @@ import {
   type Capability,
   type ExecRequest,
   type ExecResult,
+  type Approval,
   type LogEntry,
   type Page,
+  type PendingApproval,
+  RuntimeClass,
+  type Scope,
   type ResolvedResources,
   type RouteBody,
   type RouteQuery,
@@ -19,9 +23,11 @@ import type { Kysely, Selectable } from "kysely";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import { z } from "zod";
 import { AppError } from "../errors.js";
-import type { Caller } from "../iam/authenticate.js";
+import { actorOf, resolveCaller, type Caller } from "../iam/principal.js";
 import { newId, nowIso } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
+import type { PolicyService } from "../services/policy-service.js";
+import type { ApprovalGate, GateClearance } from "./approval-gate.js";
 import { decodeCursor, encodeCursor } from "../services/cursor.js";
 import type { Database, ShellTable } from "../store/schema.js";
 import { KeyedMutex } from "./keyed-mutex.js";
@@ -48,7 +54,11 @@ export interface ShellServiceDeps {
   runtimes: RuntimeRegistry;
   logger: Logger;
   region: string;
+  policies: PolicyService;
+  gate: ApprovalGate;
 }
+
+const GATED: ReadonlySet<Capability> = new Set(["stop", "wipe_state", "reinstall_os"]);
 
 function toShell(row: ShellRow): Shell {
   return {
@@ -72,13 +82,6 @@ function toShell(row: ShellRow): Shell {
   };
 }
 
-function actorOf(caller: Caller) {
-  return {
-    type: caller.actor.type,
-    id: caller.actor.id,
-    ...(caller.keyId ? { keyId: caller.keyId } : {}),
-  };
-}
 
 /** A SYSTEM caller for work the control plane does on its own (TTL expiry, reconciliation). */
 const SYSTEM_ACTOR = { type: "system", id: "control-plane" } as const;
@@ -96,7 +99,23 @@ export class ShellService {
   /** Creates and starts a shell. Refuses classes this host cannot run, naming what is missing. */
   async create(caller: Caller, input: RouteBody<"createShell">): Promise<Shell> {
     const { db, activity } = this.deps;
-    const runtime = input.runtime ?? "container";
+    const policy = await this.deps.policies.get(caller.orgId);
+    const strength = (r: RuntimeClass) => RuntimeClass.options.indexOf(r);
+    const runtime = input.runtime ?? (strength(policy.isolationFloor) > strength("container") ? policy.isolationFloor : "container");
+    if (strength(runtime) < strength(policy.isolationFloor)) {
+      throw new AppError("below_isolation_floor", `This org runs shells in ${policy.isolationFloor} or stronger; ${runtime} is below that floor.`, {
+        runtime,
+        isolationFloor: policy.isolationFloor,
+      });
+    }
+    const region = input.region ?? this.deps.region;
+    if (policy.allowedRegions.length > 0 && !policy.allowedRegions.includes(region)) {
+      throw new AppError("region_not_allowed", `Region ${region} is not allowed in this org; allowed: ${policy.allowedRegions.join(", ")}.`, {
+        region,
+        allowedRegions: policy.allowedRegions,
+      });
+    }
+    const network = input.network ?? policy.defaultNetwork;
     const placement = await this.deps.runtimes.backendFor(runtime);
     if ("refusal" in placement) {
       await activity.record({
@@ -116,11 +135,11 @@ export class ShellService {
         },
       );
     }
-    if (input.network === "internet") {
+    if (network === "internet") {
       throw new AppError(
         "network_mode_unavailable",
         "Network mode internet needs the egress proxy, which this server does not offer yet. Use sealed or localhost.",
-        { network: input.network },
+        { network },
       );
     }
     const projectName = input.project ?? "default";
@@ -147,8 +166,8 @@ export class ShellService {
       status_reason: null,
       language: input.language,
       runtime,
-      network: input.network,
-      region: input.region ?? this.deps.region,
+      network,
+      region,
       resources: JSON.stringify(resources),
       env: JSON.stringify(env),
       backend: placement.backend.name,
@@ -180,7 +199,7 @@ export class ShellService {
           shellId: id,
           language: input.language,
           runtime,
-          network: input.network,
+          network,
           resources,
           env,
         });
@@ -205,7 +224,8 @@ export class ShellService {
             name,
             language: input.language,
             runtime,
-            network: input.network,
+            network,
+            region,
             backend: placement.backend.name,
           },
         });
@@ -318,13 +338,18 @@ export class ShellService {
     return result;
   }
 
-  /** Runs a lifecycle capability, if legal in the shell's state. */
+  /**
+   * Runs a lifecycle capability, if legal in the shell's state. Destructive ones pass the org's
+   * approval gate first; under `approvers` the answer is a pending approval instead of a result.
+   * `clearance` is set only when a granted approval runs the action.
+   */
   async act(
     caller: Caller,
     idOrName: string,
     capability: Capability,
     options: ActionRequest,
-  ): Promise<ActionResult> {
+    clearance?: GateClearance,
+  ): Promise<ActionResult | PendingApproval> {
     const found = await this.#find(caller.orgId, idOrName);
     return this.#lifecycle.run(found.id, async () => {
       const row = await this.#find(caller.orgId, found.id);
@@ -333,19 +358,22 @@ export class ShellService {
         await this.#recordAction(caller, row.id, capability, "failure", {
           reason: `not legal while ${row.status}`,
         });
-        throw new AppError(
-          "invalid_state",
-          `Cannot ${capability} shell ${row.name} while it is ${row.status}.`,
-          {
-            status: row.status,
-            capability,
-            legalIn: legal,
-          },
-        );
+        throw new AppError("invalid_state", `Cannot ${capability} shell ${row.name} while it is ${row.status}.`, {
+          status: row.status,
+          capability,
+          legalIn: legal,
+        });
+      }
+      let cleared = clearance;
+      if (!cleared && GATED.has(capability)) {
+        const { confirm: _confirm, ...request } = options;
+        const decision = await this.#gate(caller, row, capability as "stop" | "wipe_state" | "reinstall_os", options.confirm, request);
+        if ("pending" in decision) return decision.pending;
+        cleared = decision.clearance;
       }
       try {
         const result = await this.#perform(caller, row, capability, options);
-        await this.#recordAction(caller, row.id, capability, "success", result.details);
+        await this.#recordAction(caller, row.id, capability, "success", { ...result.details, ...cleared });
         return {
           capability,
           message: result.message,
@@ -353,18 +381,60 @@ export class ShellService {
           ...result.extra,
         };
       } catch (error) {
-        await this.#recordAction(caller, row.id, capability, "failure", { error: describe(error) });
+        await this.#recordAction(caller, row.id, capability, "failure", { error: describe(error), ...cleared });
         throw error;
       }
     });
   }
 
+  /**
+   * A listed approver grants a pending approval: the action runs as its original requester (with
+   * the requester's permissions as they are now), and the outcome is stored on the approval.
+   */
+  async grantApproval(caller: Caller, approvalId: string, reason: string): Promise<Approval> {
+    const row = await this.deps.gate.decide(caller, approvalId, "granted", reason);
+    const key = row.requested_key_id
+      ? await this.deps.db.selectFrom("api_keys").select(["scopes", "revoked_at"]).where("id", "=", row.requested_key_id).executeTakeFirst()
+      : undefined;
+    const requester =
+      key && !key.revoked_at
+        ? await resolveCaller(
+            this.deps.db,
+            { orgId: row.org_id, type: row.requested_by_type, id: row.requested_by_id },
+            { keyId: row.requested_key_id, scopes: JSON.parse(key.scopes) as Scope[] },
+          )
+        : row.requested_key_id === null
+          ? await resolveCaller(this.deps.db, { orgId: row.org_id, type: row.requested_by_type, id: row.requested_by_id }, { keyId: null, scopes: ["shells:instances:control"] })
+          : null;
+    const clearance: GateClearance = { approvalId: row.id, approvedBy: caller.actor.id };
+    let outcome = "success";
+    if (!requester || !requester.scopes.includes("shells:instances:control")) {
+      outcome = "forbidden: the requester no longer holds shells:instances:control";
+    } else {
+      try {
+        const request = JSON.parse(row.request) as ActionRequest;
+        if (row.action === "delete") await this.delete(requester, row.shell_id, undefined, clearance);
+        else await this.act(requester, row.shell_id, row.action, request, clearance);
+      } catch (error) {
+        outcome = error instanceof AppError ? `${error.code}: ${error.message}` : `failed: ${describe(error)}`;
+      }
+    }
+    await this.deps.gate.recordOutcome(row.id, outcome);
+    return this.deps.gate.get(caller, row.id);
+  }
+
   /** Deletes a shell: the backend reclaims every per-shell object; the record stays as `deleted`. */
-  async delete(caller: Caller, idOrName: string): Promise<Shell> {
+  async delete(caller: Caller, idOrName: string, confirm?: string, clearance?: GateClearance): Promise<Shell | PendingApproval> {
     const found = await this.#find(caller.orgId, idOrName);
     return this.#lifecycle.run(found.id, async () => {
       const row = await this.#find(caller.orgId, found.id);
       if (row.status === "deleted") return toShell(row);
+      let cleared = clearance;
+      if (!cleared) {
+        const decision = await this.#gate(caller, row, "delete", confirm, {});
+        if ("pending" in decision) return decision.pending;
+        cleared = decision.clearance;
+      }
       const backend = this.deps.runtimes.byName(row.backend);
       if (backend) {
         try {
@@ -387,7 +457,7 @@ export class ShellService {
         action: "shell.delete",
         target: { type: "shell", id: row.id },
         outcome: "success",
-        details: { name: row.name },
+        details: { name: row.name, ...cleared },
       });
       return this.get(caller, row.id);
     });
@@ -600,11 +670,26 @@ export class ShellService {
     }
   }
 
+  async #gate(
+    caller: Caller,
+    row: ShellRow,
+    action: "stop" | "wipe_state" | "reinstall_os" | "delete",
+    confirm: string | undefined,
+    request: Record<string, unknown>,
+  ) {
+    try {
+      return await this.deps.gate.check(caller, row, action, confirm, request);
+    } catch (error) {
+      await this.#recordAction(caller, row.id, action, "denied", { reason: describe(error) });
+      throw error;
+    }
+  }
+
   async #recordAction(
     caller: Caller,
     shellId: string,
     capability: Capability | "delete",
-    outcome: "success" | "failure",
+    outcome: "success" | "failure" | "denied",
     details: Record<string, unknown>,
   ) {
     await this.deps.activity.record({

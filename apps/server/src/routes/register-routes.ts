@@ -13,7 +13,7 @@ import type { Kysely } from "kysely";
 import type { z } from "zod";
 import { AppError } from "../errors.js";
 import { authenticate, type Caller } from "../iam/authenticate.js";
-import { requireScope } from "../iam/authorize.js";
+import { requirePermission } from "../iam/authorize.js";
 import { nowIso, sha256Hex } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { Database } from "../store/schema.js";
@@ -82,7 +82,7 @@ export function registerRoutes(
             route: spec.path,
             ip: request.ip,
           });
-          await requireScope(options.activity, caller, spec.scope, operationId);
+          await requirePermission(options.activity, caller, { scope: spec.scope, minRole: spec.minRole }, operationId);
         }
         const params = spec.params ? parseInput(spec.params, request.params, "path") : {};
         const query = spec.query ? parseInput(spec.query, request.query ?? {}, "query") : {};
@@ -204,9 +204,9 @@ async function idempotent(
       .execute();
   };
   try {
-    const result = await run();
-    await remember(spec.successStatus, result);
     reply.code(spec.successStatus);
+    const result = await run();
+    await remember(reply.statusCode, result);
     return result;
   } catch (error) {
     if (error instanceof AppError && error.status < 500) {

@@ -120,6 +120,70 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
     },
   },
+  "0002_iam": {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("users").addColumn("source", "text", (c) => c.notNull().defaultTo("local")).execute();
+      await db.schema.alterTable("users").addColumn("oidc_subject", "text").execute();
+      await db.schema.alterTable("users").addColumn("disabled_at", "text").execute();
+      await sql`CREATE UNIQUE INDEX users_oidc_subject ON users (org_id, oidc_subject) WHERE oidc_subject IS NOT NULL`.execute(db);
+      await db.schema
+        .createTable("agents")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("role", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("disabled_at", "text")
+        .execute();
+      await sql`CREATE UNIQUE INDEX agents_org_live_name ON agents (org_id, name) WHERE disabled_at IS NULL`.execute(db);
+      await db.schema
+        .createTable("entitlements")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("entitlement", "text", (c) => c.notNull())
+        .addColumn("principal_type", "text", (c) => c.notNull())
+        .addColumn("principal_id", "text", (c) => c.notNull())
+        .addColumn("granted_by", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("entitlements_unique", ["org_id", "entitlement", "principal_type", "principal_id"])
+        .execute();
+      await db.schema
+        .createTable("org_policies")
+        .addColumn("org_id", "text", (c) => c.primaryKey().references("orgs.id"))
+        .addColumn("policy", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable("approvals")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("shell_id", "text", (c) => c.notNull())
+        .addColumn("action", "text", (c) => c.notNull())
+        .addColumn("request", "text", (c) => c.notNull())
+        .addColumn("requested_by_type", "text", (c) => c.notNull())
+        .addColumn("requested_by_id", "text", (c) => c.notNull())
+        .addColumn("requested_key_id", "text")
+        .addColumn("state", "text", (c) => c.notNull())
+        .addColumn("decided_by", "text")
+        .addColumn("reason", "text")
+        .addColumn("outcome", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("expires_at", "text", (c) => c.notNull())
+        .addColumn("decided_at", "text")
+        .execute();
+      await db.schema.createIndex("approvals_org_created").on("approvals").columns(["org_id", "created_at"]).execute();
+      await db.schema
+        .createTable("sessions")
+        .addColumn("id_hash", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("user_id", "text", (c) => c.notNull())
+        .addColumn("csrf_token", "text", (c) => c.notNull())
+        .addColumn("claims", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("expires_at", "text", (c) => c.notNull())
+        .execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

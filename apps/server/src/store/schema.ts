@@ -10,6 +10,11 @@ export interface Database {
   shell_logs: ShellLogTable;
   activity: ActivityTable;
   idempotency_keys: IdempotencyTable;
+  agents: AgentTable;
+  entitlements: EntitlementTable;
+  org_policies: OrgPolicyTable;
+  approvals: ApprovalTable;
+  sessions: SessionTable;
 }
 
 export interface OrgTable {
@@ -31,6 +36,9 @@ export interface UserTable {
   email: string;
   role: "owner" | "admin" | "developer" | "viewer";
   created_at: string;
+  source: Generated<"local" | "oidc">;
+  oidc_subject: string | null;
+  disabled_at: string | null;
 }
 
 export interface ApiKeyTable {
@@ -109,4 +117,61 @@ export interface IdempotencyTable {
   status_code: number | null;
   response: string | null;
   created_at: string;
+}
+
+export interface AgentTable {
+  id: string;
+  org_id: string;
+  name: string;
+  role: "owner" | "admin" | "developer" | "viewer";
+  created_at: string;
+  disabled_at: string | null;
+}
+
+export interface EntitlementTable {
+  id: string;
+  org_id: string;
+  entitlement: string;
+  principal_type: "user" | "agent";
+  principal_id: string;
+  granted_by: string;
+  created_at: string;
+}
+
+export interface OrgPolicyTable {
+  org_id: string;
+  /** JSON of the OrgPolicy. */
+  policy: string;
+  updated_at: string;
+}
+
+export interface ApprovalTable {
+  id: string;
+  org_id: string;
+  shell_id: string;
+  action: "stop" | "wipe_state" | "reinstall_os" | "delete";
+  /** JSON of the original request's options (snapshot names etc.), never secrets. */
+  request: string;
+  requested_by_type: "user" | "agent";
+  requested_by_id: string;
+  requested_key_id: string | null;
+  state: "pending" | "granted" | "denied" | "expired";
+  decided_by: string | null;
+  reason: string | null;
+  outcome: string | null;
+  created_at: string;
+  expires_at: string;
+  decided_at: string | null;
+}
+
+export interface SessionTable {
+  /** SHA-256 of the session cookie's value; the value itself is never stored. */
+  id_hash: string;
+  org_id: string;
+  user_id: string;
+  csrf_token: string;
+  /** JSON of the ID token claims the session was made from. */
+  claims: string;
+  created_at: string;
+  expires_at: string;
 }

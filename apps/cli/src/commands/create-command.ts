@@ -1,0 +1,89 @@
+import { Language, NetworkMode, RuntimeClass } from "@shells/contract";
+import type { ShellCreate } from "@l1fe/shells";
+import { Option, type Command } from "commander";
+import type { CliContext } from "../context.js";
+import { formatShell } from "../format.js";
+import {
+  parseDurationMs,
+  parseEnvPair,
+  parsePositiveInt,
+  parsePositiveNumber,
+} from "../parsers.js";
+
+interface CreateOptions {
+  language: ShellCreate["language"];
+  runtime?: ShellCreate["runtime"];
+  network?: ShellCreate["network"];
+  name?: string;
+  region?: string;
+  project?: string;
+  env?: Record<string, string>;
+  cpu?: number;
+  memory?: number;
+  pids?: number;
+  disk?: number;
+  ttl?: number;
+}
+
+/** The `POST /shells` body the options describe; unset options are left to the server's defaults. */
+export function createBodyFrom(options: CreateOptions): ShellCreate {
+  const resources = {
+    ...(options.cpu === undefined ? {} : { cpu: options.cpu }),
+    ...(options.memory === undefined ? {} : { memoryMb: options.memory }),
+    ...(options.pids === undefined ? {} : { pids: options.pids }),
+    ...(options.disk === undefined ? {} : { diskMb: options.disk }),
+  };
+  return {
+    language: options.language,
+    ...(options.runtime === undefined ? {} : { runtime: options.runtime }),
+    ...(options.network === undefined ? {} : { network: options.network }),
+    ...(options.name === undefined ? {} : { name: options.name }),
+    ...(options.region === undefined ? {} : { region: options.region }),
+    ...(options.project === undefined ? {} : { project: options.project }),
+    ...(options.env === undefined ? {} : { env: options.env }),
+    ...(Object.keys(resources).length === 0 ? {} : { resources }),
+    ...(options.ttl === undefined ? {} : { ttlSeconds: Math.round(options.ttl / 1000) }),
+  };
+}
+
+/** `shells create`: create a shell and print it once it runs. */
+export function registerCreateCommand(program: Command, ctx: CliContext): void {
+  program
+    .command("create")
+    .description("create a shell and wait until it is running")
+    .addOption(
+      new Option("-l, --language <language>", "language preset")
+        .choices(Language.options)
+        .default("bash"),
+    )
+    .addOption(
+      new Option("-r, --runtime <class>", "runtime class (default: the org's policy)").choices(
+        RuntimeClass.options,
+      ),
+    )
+    .addOption(
+      new Option("--network <mode>", "network mode (default: sealed)").choices(NetworkMode.options),
+    )
+    .option("--name <name>", "name, unique in the project (default: the shell's id)")
+    .option("--region <region>", "region to run in")
+    .option("--project <project>", "project that owns the shell (default: default)")
+    .option(
+      "-e, --env <KEY=VALUE>",
+      "environment variable of every exec (repeatable)",
+      parseEnvPair,
+    )
+    .option("--cpu <cores>", "CPU cores, may be fractional", parsePositiveNumber)
+    .option("--memory <MiB>", "memory limit in MiB", parsePositiveInt)
+    .option("--pids <count>", "process limit", parsePositiveInt)
+    .option("--disk <MiB>", "writable disk in MiB", parsePositiveInt)
+    .option(
+      "--ttl <duration>",
+      "stop the shell automatically after this long (e.g. 30m, 2h)",
+      parseDurationMs,
+    )
+    .action(async (options: CreateOptions) => {
+      const shell = await ctx.client().create(createBodyFrom(options));
+      if (ctx.json) ctx.printJson(shell);
+      else ctx.print(formatShell(shell, ctx.now()));
+    });
+}

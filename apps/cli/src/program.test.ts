@@ -1,0 +1,163 @@
+import type { ExecRequest, ExecResult, Shell } from "@l1fe/shells";
+import { Readable } from "node:stream";
+import { describe, expect, it } from "vitest";
+import type { CliIo } from "./context.js";
+import { runCli } from "./program.js";
+
+const shell: Shell = {
+  id: "sh-1",
+  name: "demo",
+  project: "default",
+  status: "running",
+  statusReason: null,
+  language: "bash",
+  runtime: "container",
+  network: "sealed",
+  region: "local",
+  resources: { cpu: 1, memoryMb: 512, pids: 256, diskMb: 1024 },
+  envKeys: [],
+  backend: "simulator",
+  imageVersion: null,
+  ttlSeconds: null,
+  expiresAt: null,
+  createdAt: "2025-06-01T11:55:00.000Z",
+  updatedAt: "2025-06-01T11:55:00.000Z",
+};
+
+function json(body: unknown, status = 200): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+/** An in-process stand-in for the API: answers the routes these tests use, and echoes exec's input. */
+const fakeApi: typeof fetch = async (input, init) => {
+  const request = new Request(input, init);
+  const url = new URL(request.url);
+  if (request.headers.get("authorization") !== "Bearer good") {
+    return json({ error: { code: "unauthenticated", message: "bad key", requestId: "r" } }, 401);
+  }
+  if (request.method === "GET" && url.pathname === "/api/v1/shells")
+    return json({ items: [shell], nextCursor: null });
+  if (request.method === "POST" && url.pathname === "/api/v1/shells/sh-1/exec") {
+    const body = (await request.json()) as ExecRequest;
+    const script = body.command.join(" ");
+    const result: ExecResult = {
+      exitCode: Number(/exit (\d+)/.exec(script)?.[1] ?? 0),
+      stdout: body.stdin ?? `ran: ${script}\n`,
+      stderr: "to stderr\n",
+      durationMs: 1,
+      ...(script.includes("fork") ? { killReason: "pids" as const } : {}),
+    };
+    return json(result);
+  }
+  return json({ error: { code: "shell_not_found", message: "No shell.", requestId: "r" } }, 404);
+};
+
+async function cli(args: string[], options: { stdin?: string; token?: string } = {}) {
+  let stdout = "";
+  let stderr = "";
+  const stdin = Object.assign(
+    Readable.from(options.stdin === undefined ? [] : [Buffer.from(options.stdin)]),
+    {
+      isTTY: options.stdin === undefined,
+    },
+  );
+  const io: CliIo = {
+    stdout: { write: (text: string) => (stdout += text) },
+    stderr: { write: (text: string) => (stderr += text) },
+    stdin,
+    env: { SHELLS_URL: "http://shells.test", SHELLS_API_TOKEN: options.token ?? "good" },
+    cwd: "/nonexistent",
+    fetch: fakeApi,
+    now: () => Date.parse("2025-06-01T12:00:00Z"),
+  };
+  const exitCode = await runCli(args, io);
+  return { exitCode, stdout, stderr };
+}
+
+describe("shells exec", () => {
+  it("prints the command's output to the matching streams and exits with its exit code", async () => {
+    const run = await cli(["exec", "sh-1", "--", "sh", "-c", "exit 3"]);
+    expect(run).toEqual({ exitCode: 3, stdout: "ran: sh -c exit 3\n", stderr: "to stderr\n" });
+  });
+
+  it("forwards piped standard input", async () => {
+    const run = await cli(["exec", "sh-1", "--", "cat"], { stdin: "piped\n" });
+    expect(run.stdout).toBe("piped\n");
+  });
+
+  it("does not forward standard input with --no-stdin", async () => {
+    const run = await cli(["exec", "--no-stdin", "sh-1", "--", "cat"], { stdin: "piped\n" });
+    expect(run.stdout).toBe("ran: cat\n");
+  });
+
+  it("says why the sandbox killed the command", async () => {
+    const run = await cli(["exec", "sh-1", "--", "fork", "exit 137"]);
+    expect(run.exitCode).toBe(137);
+    expect(run.stderr).toContain("killed the command: pids");
+  });
+
+  it("prints the raw result with --json and still exits with the command's code", async () => {
+    const run = await cli(["exec", "sh-1", "--json", "--", "sh", "-c", "exit 4"]);
+    expect(run.exitCode).toBe(4);
+    expect(JSON.parse(run.stdout)).toMatchObject({ exitCode: 4, stdout: "ran: sh -c exit 4\n" });
+  });
+});
+
+describe("shells ls", () => {
+  it("prints a table with human ages", async () => {
+    const run = await cli(["ls"]);
+    expect(run.exitCode).toBe(0);
+    expect(run.stdout.split("\n")[0]).toMatch(
+      /^ID\s+NAME\s+STATUS\s+LANGUAGE\s+RUNTIME\s+NETWORK\s+AGE$/,
+    );
+    expect(run.stdout).toMatch(/sh-1\s+demo\s+running\s+bash\s+container\s+sealed\s+5m/);
+  });
+
+  it("prints raw JSON with --json before or after the command", async () => {
+    for (const args of [
+      ["--json", "ls"],
+      ["ls", "--json"],
+    ]) {
+      const run = await cli(args);
+      expect(JSON.parse(run.stdout)).toEqual([shell]);
+    }
+  });
+});
+
+describe("errors", () => {
+  it("prints error: <code>: <message> with a hint and exits 1", async () => {
+    const run = await cli(["get", "nope"]);
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toBe(
+      "error: shell_not_found: No shell.\nhint: list your shells with `shells ls`\n",
+    );
+  });
+
+  it("says how to fix a refused token", async () => {
+    const run = await cli(["ls"], { token: "bad" });
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toMatch(/^error: unauthenticated: bad key\nhint: .*SHELLS_API_TOKEN/);
+  });
+
+  it.each([
+    [["frobnicate"]],
+    [["action", "sh-1", "explode"]],
+    [["create", "--language", "cobol"]],
+    [["create", "--memory", "lots"]],
+    [["exec", "sh-1", "--timeout", "soon", "--", "true"]],
+    [["get"]],
+  ])("exits 2 on the usage error in %j", async (args) => {
+    const run = await cli(args);
+    expect(run.exitCode).toBe(2);
+    expect(run.stderr).toMatch(/^error: usage: /);
+  });
+
+  it("exits 0 for --help", async () => {
+    const run = await cli(["--help"]);
+    expect(run.exitCode).toBe(0);
+    expect(run.stdout).toContain("audit");
+  });
+});

@@ -1,0 +1,65 @@
+import { Command } from "commander";
+import { registerActionCommand } from "./commands/action-command.js";
+import { registerActivityCommand } from "./commands/activity-command.js";
+import { registerAuditCommand } from "./commands/audit-command.js";
+import { registerCreateCommand } from "./commands/create-command.js";
+import { registerExecCommand } from "./commands/exec-command.js";
+import { registerGetCommand } from "./commands/get-command.js";
+import { registerLsCommand } from "./commands/ls-command.js";
+import { registerRmCommand } from "./commands/rm-command.js";
+import { registerRuntimesCommand } from "./commands/runtimes-command.js";
+import { registerServeCommand } from "./commands/serve-command.js";
+import { registerSnapshotsCommand } from "./commands/snapshots-command.js";
+import { registerWhoamiCommand } from "./commands/whoami-command.js";
+import { CliContext, type CliIo, type GlobalOptions } from "./context.js";
+import { reportError } from "./errors.js";
+
+/** Builds the `shells` command tree around a context that carries its output and exit status. */
+export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
+  const program = new Command("shells");
+  const ctx = new CliContext(io, () => program.opts<GlobalOptions>());
+  program
+    .description("Shells: sandboxes for untrusted code, governed.")
+    .version("0.1.0")
+    .option("--url <url>", "control plane URL (env SHELLS_URL, default http://127.0.0.1:8080)")
+    .option("--token <token>", "API key (env SHELLS_API_TOKEN, default <data dir>/admin-token)")
+    .option("--data-dir <dir>", "local data directory (env SHELLS_DATA_DIR, default ./.shells)")
+    .option("--json", "print the raw JSON of the API's answer")
+    .configureOutput({
+      writeOut: (text) => io.stdout.write(text),
+      writeErr: (text) => io.stderr.write(text),
+      // Usage errors read like every other error: `error: usage: <message>`.
+      outputError: (text, write) => write(text.replace(/^error: /, "error: usage: ")),
+    })
+    .showHelpAfterError("(add --help for usage)")
+    .exitOverride();
+
+  registerServeCommand(program, ctx);
+  registerCreateCommand(program, ctx);
+  registerLsCommand(program, ctx);
+  registerGetCommand(program, ctx);
+  registerExecCommand(program, ctx);
+  registerActionCommand(program, ctx);
+  registerSnapshotsCommand(program, ctx);
+  registerRmCommand(program, ctx);
+  registerActivityCommand(program, ctx);
+  registerAuditCommand(program, ctx);
+  registerRuntimesCommand(program, ctx);
+  registerWhoamiCommand(program, ctx);
+  return { program, ctx };
+}
+
+/**
+ * Runs the CLI on `args` (without the node and script paths) and returns the exit status: the
+ * command's own (an exec's exit code), 1 for a failed request, 2 for a command line that does not
+ * parse.
+ */
+export async function runCli(args: readonly string[], io: CliIo): Promise<number> {
+  const { program, ctx } = buildProgram(io);
+  try {
+    await program.parseAsync([...args], { from: "user" });
+    return ctx.exitCode;
+  } catch (error) {
+    return reportError(error, (text) => io.stderr.write(text));
+  }
+}

@@ -1,0 +1,169 @@
+import { ROLE_SCOPES, ROUTES, Role, Scope, roleAtLeast, type RouteSpec } from "@shells/contract";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { addPrincipal, createTestApp, type TestApp } from "../test-support/test-app.js";
+
+/**
+ * Generated from /openapi.json and the route table's examples: every scoped route × role × scope set
+ * × (own org, foreign org). A foreign resource answers exactly like an unknown one (404), a missing
+ * role or scope answers 403, anything else succeeds, and a refused request changes nothing.
+ */
+
+let t: TestApp;
+let caseNumber = 0;
+
+beforeAll(async () => {
+  t = await createTestApp();
+});
+afterAll(async () => {
+  await t.close();
+});
+
+interface Operation {
+  operationId: keyof typeof ROUTES;
+  method: string;
+  path: string;
+  scope: Scope;
+}
+
+async function operationsFromOpenApi(): Promise<Operation[]> {
+  const doc = (await t.app.inject("/openapi.json")).json();
+  const ops: Operation[] = [];
+  for (const [path, methods] of Object.entries(doc.paths as Record<string, Record<string, { operationId: string; "x-required-scope"?: Scope }>>)) {
+    for (const [method, op] of Object.entries(methods)) {
+      if (op["x-required-scope"]) ops.push({ operationId: op.operationId as keyof typeof ROUTES, method: method.toUpperCase(), path, scope: op["x-required-scope"] });
+    }
+  }
+  return ops;
+}
+
+/** Rows a refused request must leave untouched (activity grows by design; last use is bookkeeping). */
+async function stateOfEverything(): Promise<string> {
+  const db = t.store.db;
+  const tables = await Promise.all([
+    db.selectFrom("shells").selectAll().orderBy("id").execute(),
+    db.selectFrom("users").selectAll().orderBy("id").execute(),
+    db.selectFrom("agents").selectAll().orderBy("id").execute(),
+    db.selectFrom("api_keys").select(["id", "revoked_at", "scopes", "principal_id"]).orderBy("id").execute(),
+    db.selectFrom("entitlements").selectAll().orderBy("id").execute(),
+    db.selectFrom("projects").selectAll().orderBy("id").execute(),
+    db.selectFrom("org_policies").selectAll().orderBy("org_id").execute(),
+    db.selectFrom("approvals").selectAll().orderBy("id").execute(),
+    db.selectFrom("shell_logs").select("id").orderBy("id").execute(),
+  ]);
+  return JSON.stringify(tables);
+}
+
+const ALL_SCOPES = Scope.options;
+
+async function runCase(op: Operation, role: Role, scopes: readonly Scope[], foreign: boolean): Promise<void> {
+  caseNumber += 1;
+  const spec: RouteSpec = ROUTES[op.operationId];
+  const orgA = `org-a${caseNumber}`;
+  const owner = await addPrincipal(t.store, { orgId: orgA, role: "owner", scopes: ALL_SCOPES });
+  const callerOrg = foreign ? `org-b${caseNumber}` : orgA;
+  const caller = await addPrincipal(t.store, { orgId: callerOrg, role, scopes, entitlements: ["shells.agent.invoke"] });
+  const asOwner = (method: string, url: string, body?: unknown) => t.call(method, url, body, { authorization: `Bearer ${owner.token}` });
+
+  const fixtures: Record<string, () => Promise<string>> = {
+    shell: async () => (await asOwner("POST", "/api/v1/shells", { language: "bash" })).json().id,
+    member: async () => (await asOwner("POST", "/api/v1/members", { email: `m${caseNumber}@example.com`, role: "developer" })).json().id,
+    agent: async () => (await asOwner("POST", "/api/v1/agents", { name: `agent-${caseNumber}` })).json().id,
+    key: async () => (foreign ? owner.keyId : (await addPrincipalKey(caller.id, callerOrg, role)).keyId),
+    grant: async () => {
+      const agentId = (await asOwner("POST", "/api/v1/agents", { name: `granted-${caseNumber}` })).json().id;
+      return (await asOwner("POST", "/api/v1/entitlements", { entitlement: "shells.agent.invoke", principal: { type: "agent", id: agentId } })).json().id;
+    },
+    approval: async () => {
+      const requester = await addPrincipal(t.store, { orgId: orgA, role: "developer", scopes: ALL_SCOPES });
+      const approvers = foreign ? [owner.id] : [owner.id, caller.id];
+      const policy = await asOwner("PATCH", "/api/v1/org/policy", { approvers, approvalGates: { wipe_state: "approvers" } });
+      expect(policy.statusCode, policy.body).toBe(200);
+      const shellId = (await asOwner("POST", "/api/v1/shells", { language: "bash" })).json().id;
+      const pending = await t.call("POST", `/api/v1/shells/${shellId}/actions/wipe_state`, {}, { authorization: `Bearer ${requester.token}` });
+      expect(pending.statusCode, pending.body).toBe(202);
+      return pending.json().approval.id;
+    },
+  };
+  async function addPrincipalKey(principalId: string, orgId: string, holderRole: Role) {
+    void holderRole;
+    const { mintApiKey } = await import("./api-keys.js");
+    const key = mintApiKey();
+    await t.store.db
+      .insertInto("api_keys")
+      .values({ id: key.keyId, org_id: orgId, principal_type: "user", principal_id: principalId, name: "own", key_hash: key.keyHash, scopes: JSON.stringify(["shells:instances:read"]), created_at: new Date().toISOString(), revoked_at: null, last_used_at: null })
+      .execute();
+    return key;
+  }
+
+  const resolve = async (value: string) => {
+    const match = /^\{(\w+)\}$/.exec(value);
+    const make = match ? fixtures[match[1] ?? ""] : undefined;
+    return make ? make() : value;
+  };
+  let url = op.path;
+  let usesResource = false;
+  for (const [name, value] of Object.entries(spec.example?.params ?? {})) {
+    usesResource ||= /^\{\w+\}$/.test(value);
+    url = url.replace(`{${name}}`, encodeURIComponent(await resolve(value)));
+  }
+  let body = spec.example?.body;
+  if (body !== undefined) body = JSON.parse(await resolveDeep(JSON.stringify(body)));
+  async function resolveDeep(json: string): Promise<string> {
+    let out = json;
+    for (const placeholder of json.match(/\{(shell|member|agent|key|grant|approval)\}/g) ?? []) {
+      usesResource = true;
+      out = out.replace(placeholder, await resolve(placeholder));
+    }
+    return out;
+  }
+  if (foreign && !usesResource) return; // the caller acts in its own org: covered by the own-org case
+
+  const effective = scopes.filter((s) => ROLE_SCOPES[role].includes(s));
+  const needs = [op.scope, ...(spec.example?.needs ?? [])];
+  const expected =
+    !effective.includes(op.scope) || (spec.minRole && !roleAtLeast(role, spec.minRole))
+      ? 403
+      : foreign
+        ? 404
+        : needs.every((s) => effective.includes(s))
+          ? "success"
+          : 403;
+
+  const before = await stateOfEverything();
+  const res = await t.call(op.method, url, body, { authorization: `Bearer ${caller.token}` });
+  const label = `${op.method} ${op.path} as ${role} with [${scopes.join(" ")}]${foreign ? " from a foreign org" : ""} → ${res.statusCode} ${res.body.slice(0, 200)}`;
+  if (expected === "success") {
+    expect(res.statusCode, label).toBeGreaterThanOrEqual(200);
+    expect(res.statusCode, label).toBeLessThan(300);
+    return;
+  }
+  expect(res.statusCode, label).toBe(expected);
+  if (expected === 404) {
+    const unknown = await t.call(op.method, op.path.replace(/\{[^}]+\}/g, (m) => (m === "{capability}" ? "snapshot" : "zz-unknown-id")), body, { authorization: `Bearer ${caller.token}` });
+    expect(unknown.statusCode, `${label} vs unknown id`).toBe(404);
+    expect(unknown.json().error.code, label).toBe(res.json().error.code);
+  }
+  expect(await stateOfEverything(), `${label} changed state`).toBe(before);
+}
+
+describe("authorization matrix generated from /openapi.json", () => {
+  it("every route that takes a resource or a body carries an example, so the matrix covers it", async () => {
+    for (const op of await operationsFromOpenApi()) {
+      const spec: RouteSpec = ROUTES[op.operationId];
+      if (spec.method !== "GET" || spec.params) expect(spec.example, `${op.operationId} needs an example`).toBeDefined();
+    }
+  });
+
+  it("answers 404 across orgs, 403 without role or scope, success otherwise, and refusals change nothing", async () => {
+    const ops = await operationsFromOpenApi();
+    expect(ops.length).toBeGreaterThan(25);
+    for (const op of ops) {
+      const scopeSets: Scope[][] = [[...ALL_SCOPES], [op.scope, ...(ROUTES[op.operationId] as RouteSpec).example?.needs ?? []], ALL_SCOPES.filter((s) => s !== op.scope)];
+      for (const role of Role.options) {
+        for (const scopes of scopeSets) {
+          for (const foreign of [false, true]) await runCase(op, role, scopes, foreign);
+        }
+      }
+    }
+  }, 300_000);
+});

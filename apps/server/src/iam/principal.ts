@@ -1,0 +1,48 @@
+import { ROLE_SCOPES, type Principal, type Role, type Scope } from "@shells/contract";
+import type { Kysely } from "kysely";
+import type { Database } from "../store/schema.js";
+
+/** The authenticated caller of a request. Every store query takes its org from here. */
+export type Caller = Principal;
+
+/**
+ * Builds the caller for a credential held by a user or an agent, reading the holder's role and
+ * entitlements now (not when the credential was made): demoting, disabling or removing a holder
+ * takes effect at their next request. Returns null when the holder is gone or disabled.
+ *
+ * Effective scopes are the credential's scopes within what the holder's role allows.
+ */
+export async function resolveCaller(
+  db: Kysely<Database>,
+  holder: { orgId: string; type: "user" | "agent"; id: string },
+  credential: { keyId: string | null; scopes: readonly Scope[]; csrfToken?: string },
+): Promise<Caller | null> {
+  const row =
+    holder.type === "user"
+      ? await db.selectFrom("users").select(["role", "disabled_at"]).where("org_id", "=", holder.orgId).where("id", "=", holder.id).executeTakeFirst()
+      : await db.selectFrom("agents").select(["role", "disabled_at"]).where("org_id", "=", holder.orgId).where("id", "=", holder.id).executeTakeFirst();
+  if (!row || row.disabled_at) return null;
+  const role = row.role as Role;
+  const allowed = ROLE_SCOPES[role];
+  const entitlements = await db
+    .selectFrom("entitlements")
+    .select("entitlement")
+    .where("org_id", "=", holder.orgId)
+    .where("principal_type", "=", holder.type)
+    .where("principal_id", "=", holder.id)
+    .execute();
+  return {
+    orgId: holder.orgId,
+    actor: { type: holder.type, id: holder.id },
+    role,
+    keyId: credential.keyId,
+    scopes: credential.scopes.filter((s) => allowed.includes(s)),
+    entitlements: entitlements.map((e) => e.entitlement).sort(),
+    ...(credential.csrfToken ? { csrfToken: credential.csrfToken } : {}),
+  };
+}
+
+/** The activity-history actor of a caller. */
+export function actorOf(caller: Caller): { type: "user" | "agent"; id: string; keyId?: string } {
+  return { type: caller.actor.type, id: caller.actor.id, ...(caller.keyId ? { keyId: caller.keyId } : {}) };
+}

@@ -1,0 +1,166 @@
+import type { Approval, GatedAction, PendingApproval } from "@shells/contract";
+import type { Kysely, Selectable } from "kysely";
+import { AppError } from "../errors.js";
+import { actorOf, type Caller } from "../iam/principal.js";
+import { newId, nowIso } from "../ids.js";
+import type { ActivityService } from "../services/activity-service.js";
+import type { PolicyService } from "../services/policy-service.js";
+import type { ApprovalTable, Database } from "../store/schema.js";
+
+/** A destructive action that cleared the gate, and who approved it (when someone had to). */
+export interface GateClearance {
+  approvalId?: string;
+  approvedBy?: string;
+}
+
+const toApproval = (row: Selectable<ApprovalTable>): Approval => ({
+  id: row.id,
+  shellId: row.shell_id,
+  action: row.action,
+  state: row.state,
+  requestedBy: { type: row.requested_by_type, id: row.requested_by_id },
+  decidedBy: row.decided_by,
+  reason: row.reason,
+  outcome: row.outcome,
+  createdAt: row.created_at,
+  expiresAt: row.expires_at,
+  decidedAt: row.decided_at,
+});
+
+/**
+ * The approval gate for destructive actions (`stop`, `wipe_state`, `reinstall_os`, delete). The
+ * org's policy decides per action: no gate, typed confirmation (the request's `confirm` must equal
+ * the shell's name or id), or named approvers (the request becomes a pending approval that a
+ * listed approver, other than the requester, grants or denies before it expires).
+ */
+export class ApprovalGate {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly activity: ActivityService,
+    private readonly policies: PolicyService,
+  ) {}
+
+  /** Lets the action through, refuses it, or parks it as a pending approval. */
+  async check(
+    caller: Caller,
+    shell: { id: string; name: string },
+    action: GatedAction,
+    confirm: string | undefined,
+    request: Record<string, unknown>,
+  ): Promise<{ clearance: GateClearance } | { pending: PendingApproval }> {
+    const policy = await this.policies.get(caller.orgId);
+    const mode = policy.approvalGates[action];
+    if (mode === "none") return { clearance: {} };
+    if (mode === "confirm") {
+      if (confirm === shell.name || confirm === shell.id) return { clearance: {} };
+      throw new AppError(
+        "confirmation_required",
+        confirm === undefined
+          ? `${action} is gated by typed confirmation: send confirm equal to the shell's name (${shell.name}) or id.`
+          : `The confirmation does not match: type the shell's name (${shell.name}) or id.`,
+        { action, shell: shell.name },
+      );
+    }
+    const now = Date.now();
+    const row: Selectable<ApprovalTable> = {
+      id: newId("apr"),
+      org_id: caller.orgId,
+      shell_id: shell.id,
+      action,
+      request: JSON.stringify(request),
+      requested_by_type: caller.actor.type,
+      requested_by_id: caller.actor.id,
+      requested_key_id: caller.keyId,
+      state: "pending",
+      decided_by: null,
+      reason: null,
+      outcome: null,
+      created_at: new Date(now).toISOString(),
+      expires_at: new Date(now + policy.approvalTtlSeconds * 1000).toISOString(),
+      decided_at: null,
+    };
+    await this.db.insertInto("approvals").values(row).execute();
+    await this.activity.record({
+      orgId: caller.orgId,
+      actor: actorOf(caller),
+      action: "approval.request",
+      target: { type: "shell", id: shell.id },
+      outcome: "success",
+      details: { approvalId: row.id, action, approvers: policy.approvers },
+    });
+    return {
+      pending: {
+        status: "pending_approval",
+        message: `${action} on ${shell.name} waits for an approver (approval ${row.id}, expires ${row.expires_at}).`,
+        approval: toApproval(row),
+      },
+    };
+  }
+
+  async list(caller: Caller, state?: Approval["state"]): Promise<Approval[]> {
+    await this.#expireDue(caller.orgId);
+    let q = this.db.selectFrom("approvals").selectAll().where("org_id", "=", caller.orgId);
+    if (state) q = q.where("state", "=", state);
+    return (await q.orderBy("created_at", "desc").limit(500).execute()).map(toApproval);
+  }
+
+  async get(caller: Caller, approvalId: string): Promise<Approval> {
+    return toApproval(await this.#row(caller.orgId, approvalId));
+  }
+
+  /**
+   * Records an approver's decision on a pending approval. Only listed approvers decide, and never
+   * on their own request. Returns the row as decided; running a granted action is the caller's job.
+   */
+  async decide(caller: Caller, approvalId: string, decision: "granted" | "denied", reason: string): Promise<Selectable<ApprovalTable>> {
+    const row = await this.#row(caller.orgId, approvalId);
+    if (row.state !== "pending") throw new AppError("approval_closed", `Approval ${row.id} is already ${row.state}.`, { state: row.state });
+    const policy = await this.policies.get(caller.orgId);
+    const isApprover = caller.actor.type === "user" && policy.approvers.includes(caller.actor.id);
+    const ownRequest = caller.actor.type === row.requested_by_type && caller.actor.id === row.requested_by_id;
+    if (!isApprover || ownRequest) {
+      await this.activity.record({
+        orgId: caller.orgId,
+        actor: actorOf(caller),
+        action: `approval.${decision === "granted" ? "grant" : "deny"}`,
+        target: { type: "shell", id: row.shell_id },
+        outcome: "denied",
+        details: { approvalId: row.id, reason: ownRequest ? "approvers cannot decide their own request" : "not a listed approver" },
+      });
+      throw new AppError("forbidden", ownRequest ? "You cannot decide your own request." : "Only the org's listed approvers can decide approvals.");
+    }
+    const decidedAt = nowIso();
+    const updated = await this.db
+      .updateTable("approvals")
+      .set({ state: decision, decided_by: caller.actor.id, reason, decided_at: decidedAt })
+      .where("id", "=", row.id)
+      .where("state", "=", "pending")
+      .executeTakeFirst();
+    if (Number(updated.numUpdatedRows) === 0) throw new AppError("approval_closed", `Approval ${row.id} was decided meanwhile.`);
+    await this.activity.record({
+      orgId: caller.orgId,
+      actor: actorOf(caller),
+      action: `approval.${decision === "granted" ? "grant" : "deny"}`,
+      target: { type: "shell", id: row.shell_id },
+      outcome: "success",
+      details: { approvalId: row.id, action: row.action, reason, requestedBy: row.requested_by_id },
+    });
+    return { ...row, state: decision, decided_by: caller.actor.id, reason, decided_at: decidedAt };
+  }
+
+  /** Stores what running a granted action did. */
+  async recordOutcome(approvalId: string, outcome: string): Promise<void> {
+    await this.db.updateTable("approvals").set({ outcome }).where("id", "=", approvalId).execute();
+  }
+
+  async #row(orgId: string, approvalId: string): Promise<Selectable<ApprovalTable>> {
+    await this.#expireDue(orgId);
+    const row = await this.db.selectFrom("approvals").selectAll().where("org_id", "=", orgId).where("id", "=", approvalId).executeTakeFirst();
+    if (!row) throw new AppError("not_found", `No approval ${approvalId}.`, { resource: "approval", id: approvalId });
+    return row;
+  }
+
+  async #expireDue(orgId: string): Promise<void> {
+    await this.db.updateTable("approvals").set({ state: "expired" }).where("org_id", "=", orgId).where("state", "=", "pending").where("expires_at", "<=", nowIso()).execute();
+  }
+}

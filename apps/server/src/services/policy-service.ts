@@ -1,0 +1,74 @@
+import type { OrgPolicy, RouteBody } from "@shells/contract";
+import type { Kysely } from "kysely";
+import { AppError } from "../errors.js";
+import { actorOf, type Caller } from "../iam/principal.js";
+import { nowIso } from "../ids.js";
+import type { Database } from "../store/schema.js";
+import type { ActivityService } from "./activity-service.js";
+
+/** The policy of an org that never changed it: no floor, any region, 5-minute credentials, no gates. */
+export const DEFAULT_POLICY: OrgPolicy = {
+  isolationFloor: "wasm",
+  allowedRegions: [],
+  termCredentialTtlSeconds: 300,
+  defaultNetwork: "sealed",
+  approvalGates: { stop: "none", wipe_state: "none", reinstall_os: "none", delete: "none" },
+  approvers: [],
+  approvalTtlSeconds: 24 * 3600,
+};
+
+/** Reads and changes org policy. */
+export class PolicyService {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly activity: ActivityService,
+  ) {}
+
+  /** The org's policy (the default until an admin changes it). */
+  async get(orgId: string): Promise<OrgPolicy> {
+    const row = await this.db.selectFrom("org_policies").select("policy").where("org_id", "=", orgId).executeTakeFirst();
+    return row ? { ...DEFAULT_POLICY, ...(JSON.parse(row.policy) as Partial<OrgPolicy>) } : DEFAULT_POLICY;
+  }
+
+  /** Applies a partial update. Approvers must be active members; a gate set to `approvers` needs one. */
+  async update(caller: Caller, body: RouteBody<"updatePolicy">): Promise<OrgPolicy> {
+    const current = await this.get(caller.orgId);
+    const next: OrgPolicy = {
+      ...current,
+      ...Object.fromEntries(Object.entries(body).filter(([, v]) => v !== undefined)),
+      approvalGates: { ...current.approvalGates, ...Object.fromEntries(Object.entries(body.approvalGates ?? {}).filter(([, v]) => v !== undefined)) },
+    };
+    next.approvers = [...new Set(next.approvers)];
+    if (next.approvers.length > 0) {
+      const found = await this.db
+        .selectFrom("users")
+        .select("id")
+        .where("org_id", "=", caller.orgId)
+        .where("id", "in", next.approvers)
+        .where("disabled_at", "is", null)
+        .execute();
+      const unknown = next.approvers.filter((id) => !found.some((f) => f.id === id));
+      if (unknown.length > 0) {
+        throw new AppError("validation_failed", `Approvers must be active members of this org: ${unknown.join(", ")}.`, { unknown });
+      }
+    }
+    const gatedByApprovers = Object.entries(next.approvalGates).filter(([, mode]) => mode === "approvers");
+    if (gatedByApprovers.length > 0 && next.approvers.length === 0) {
+      throw new AppError("validation_failed", "A gate set to `approvers` needs at least one approver in `approvers`.");
+    }
+    await this.db
+      .insertInto("org_policies")
+      .values({ org_id: caller.orgId, policy: JSON.stringify(next), updated_at: nowIso() })
+      .onConflict((oc) => oc.column("org_id").doUpdateSet({ policy: JSON.stringify(next), updated_at: nowIso() }))
+      .execute();
+    await this.activity.record({
+      orgId: caller.orgId,
+      actor: actorOf(caller),
+      action: "org.policy.update",
+      target: { type: "org", id: caller.orgId },
+      outcome: "success",
+      details: { changed: Object.keys(body) },
+    });
+    return next;
+  }
+}

@@ -1,0 +1,207 @@
+import { z } from "zod";
+import { Capability, ExecRequest, Language, NetworkMode, RuntimeClass, ShellCreate } from "./shells.js";
+
+/** Membership roles, least privilege first. */
+export const Role = z.enum(["viewer", "developer", "admin", "owner"]);
+export type Role = z.infer<typeof Role>;
+
+/** Product scopes an API key or token can carry (seed 001, exactly). */
+export const Scope = z.enum([
+  "shells:instances:read",
+  "shells:instances:create",
+  "shells:instances:control",
+  "shells:agent:invoke",
+]);
+export type Scope = z.infer<typeof Scope>;
+
+/** The scopes each role may exercise. A key's effective scopes are its own scopes within its holder's role. */
+export const ROLE_SCOPES: Record<Role, readonly Scope[]> = {
+  viewer: ["shells:instances:read"],
+  developer: Scope.options,
+  admin: Scope.options,
+  owner: Scope.options,
+};
+
+/** True when `role` is at least `minimum`. */
+export function roleAtLeast(role: Role, minimum: Role): boolean {
+  return Role.options.indexOf(role) >= Role.options.indexOf(minimum);
+}
+
+/** The one entitlement agents need to use the agent gate. */
+export const Entitlement = z.enum(["shells.agent.invoke"]);
+export type Entitlement = z.infer<typeof Entitlement>;
+
+const resourceName = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, "lowercase letters, digits and inner dashes");
+const id = z.string().min(1).max(64);
+
+/** A user's membership in the org. */
+export const Member = z.strictObject({
+  id: z.string(),
+  email: z.string(),
+  role: Role,
+  /** `oidc` members sign in through the identity provider; `local` ones only hold API keys. */
+  source: z.enum(["local", "oidc"]),
+  createdAt: z.iso.datetime(),
+  disabledAt: z.iso.datetime().nullable(),
+});
+export type Member = z.infer<typeof Member>;
+
+export const MemberCreate = z.strictObject({ email: z.email().max(254), role: Role });
+export const MemberUpdate = z.strictObject({ role: Role.optional(), disabled: z.boolean().optional() });
+
+/** A non-human principal. It acts only through its API keys and, at the gate, only with the entitlement. */
+export const Agent = z.strictObject({
+  id: z.string(),
+  name: z.string(),
+  role: Role,
+  createdAt: z.iso.datetime(),
+  disabledAt: z.iso.datetime().nullable(),
+});
+export type Agent = z.infer<typeof Agent>;
+export const AgentCreate = z.strictObject({ name: resourceName, role: Role.exclude(["owner"]).default("developer") });
+
+const PrincipalRef = z.strictObject({ type: z.enum(["user", "agent"]), id });
+
+/** An API key as listed: never its secret. */
+export const ApiKey = z.strictObject({
+  id: z.string(),
+  name: z.string(),
+  principal: PrincipalRef,
+  scopes: z.array(Scope),
+  createdAt: z.iso.datetime(),
+  lastUsedAt: z.iso.datetime().nullable(),
+  revokedAt: z.iso.datetime().nullable(),
+});
+export type ApiKey = z.infer<typeof ApiKey>;
+
+export const ApiKeyCreate = z.strictObject({
+  name: z.string().min(1).max(100),
+  scopes: z.array(Scope).min(1),
+  /** Whom the key acts for; defaults to the caller. Keys for others need the admin role. */
+  principal: PrincipalRef.optional(),
+});
+
+/** A newly created key. `token` is shown this once and never again. */
+export const ApiKeyCreated = z.strictObject({ key: ApiKey, token: z.string() });
+
+/** A grant of an entitlement to a principal. */
+export const EntitlementGrant = z.strictObject({
+  id: z.string(),
+  entitlement: Entitlement,
+  principal: PrincipalRef,
+  grantedBy: z.string(),
+  createdAt: z.iso.datetime(),
+});
+export type EntitlementGrant = z.infer<typeof EntitlementGrant>;
+export const EntitlementGrantCreate = z.strictObject({ entitlement: Entitlement, principal: PrincipalRef });
+
+export const Project = z.strictObject({ id: z.string(), name: z.string(), createdAt: z.iso.datetime() });
+export type Project = z.infer<typeof Project>;
+export const ProjectCreate = z.strictObject({ name: resourceName });
+
+/** Actions an org can put behind an approval gate. */
+export const GatedAction = z.enum(["stop", "wipe_state", "reinstall_os", "delete"]);
+export type GatedAction = z.infer<typeof GatedAction>;
+
+/** How one gated action is approved: not at all, by typed confirmation, or by a named approver. */
+export const GateMode = z.enum(["none", "confirm", "approvers"]);
+export type GateMode = z.infer<typeof GateMode>;
+
+/** Org-wide governance settings. */
+export const OrgPolicy = z.strictObject({
+  /** Minimum runtime class; creating a shell below it is refused. */
+  isolationFloor: RuntimeClass,
+  /** Regions shells may be placed in; empty means any. */
+  allowedRegions: z.array(z.string().min(1).max(64)),
+  /** Lifetime of term credentials, seconds. */
+  termCredentialTtlSeconds: z.int().min(30).max(24 * 3600),
+  defaultNetwork: NetworkMode,
+  approvalGates: z.strictObject({ stop: GateMode, wipe_state: GateMode, reinstall_os: GateMode, delete: GateMode }),
+  /** User ids who may decide approvals. */
+  approvers: z.array(id),
+  /** How long a pending approval waits before it expires, seconds. */
+  approvalTtlSeconds: z.int().min(60).max(7 * 24 * 3600),
+});
+export type OrgPolicy = z.infer<typeof OrgPolicy>;
+
+/** A partial update of the org policy. */
+export const OrgPolicyUpdate = z.strictObject({
+  isolationFloor: RuntimeClass.optional(),
+  allowedRegions: z.array(z.string().min(1).max(64)).max(64).optional(),
+  termCredentialTtlSeconds: z
+    .int()
+    .min(30)
+    .max(24 * 3600)
+    .optional(),
+  defaultNetwork: NetworkMode.optional(),
+  approvalGates: z
+    .strictObject({
+      stop: GateMode.optional(),
+      wipe_state: GateMode.optional(),
+      reinstall_os: GateMode.optional(),
+      delete: GateMode.optional(),
+    })
+    .optional(),
+  approvers: z.array(id).max(100).optional(),
+  approvalTtlSeconds: z
+    .int()
+    .min(60)
+    .max(7 * 24 * 3600)
+    .optional(),
+});
+
+/** A request to run a gated action, waiting for (or past) a named approver's decision. */
+export const Approval = z.strictObject({
+  id: z.string(),
+  shellId: z.string(),
+  action: GatedAction,
+  state: z.enum(["pending", "granted", "denied", "expired"]),
+  requestedBy: PrincipalRef,
+  decidedBy: z.string().nullable(),
+  reason: z.string().nullable(),
+  /** After a grant: what running the action did (`success` or the error code). */
+  outcome: z.string().nullable(),
+  createdAt: z.iso.datetime(),
+  expiresAt: z.iso.datetime(),
+  decidedAt: z.iso.datetime().nullable(),
+});
+export type Approval = z.infer<typeof Approval>;
+export const ApprovalDecision = z.strictObject({ reason: z.string().min(1).max(1000) });
+
+/** Tools the agent gate serves. */
+export const AgentTool = z.enum(["shells_list", "shells_create", "shells_action", "shells_exec"]);
+export type AgentTool = z.infer<typeof AgentTool>;
+
+/** Arguments of each agent tool; the same contract as the REST bodies. */
+export const AGENT_TOOL_ARGUMENTS = {
+  shells_create: ShellCreate,
+  shells_exec: ExecRequest.extend({ shell: id }),
+  shells_list: z.strictObject({
+    status: z.enum(["provisioning", "running", "stopped", "error"]).optional(),
+    language: Language.optional(),
+    runtime: RuntimeClass.optional(),
+    limit: z.int().min(1).max(200).default(50),
+    cursor: z.string().max(512).optional(),
+  }),
+  shells_action: z.strictObject({
+    shell: id,
+    capability: z.union([Capability, z.literal("delete")]),
+    confirm: z.string().max(256).optional(),
+    name: resourceName.optional(),
+    snapshot: resourceName.optional(),
+    tail: z.int().min(1).max(10000).optional(),
+  }),
+} as const;
+
+/** Body of `POST /api/agent/invoke`. `arguments` are validated per tool. */
+export const AgentInvokeRequest = z.strictObject({
+  tool: AgentTool,
+  arguments: z.record(z.string(), z.unknown()).default({}),
+});
+
+/** What the gate answers: the tool's result, the same shape the REST route returns. */
+export const AgentInvokeResult = z.strictObject({ tool: AgentTool, result: z.unknown() });

@@ -1,0 +1,147 @@
+import type { ErrorCode } from "@shells/contract";
+
+/**
+ * Codes the SDK itself reports, for failures that never produced an API error body:
+ * - `connection_failed`: the server could not be reached (refused, reset, DNS, TLS);
+ * - `timeout`: no response within the client's `timeoutMs`;
+ * - `aborted`: the caller's `AbortSignal` fired;
+ * - `unexpected_response`: the server answered, but not with the JSON the contract promises;
+ * - `invalid_configuration`: the client was constructed without a base URL or token.
+ */
+export type ClientErrorCode =
+  "connection_failed" | "timeout" | "aborted" | "unexpected_response" | "invalid_configuration";
+
+/** Every code a {@link ShellsError} can carry: the API's stable codes plus the SDK's own. */
+export type ShellsErrorCode = ErrorCode | ClientErrorCode;
+
+/** The fields every {@link ShellsError} carries. */
+export interface ShellsErrorFields {
+  code: ShellsErrorCode;
+  message: string;
+  /** HTTP status of the response; 0 when there was no response. */
+  status: number;
+  details?: Record<string, unknown> | undefined;
+  /** The server's request id, to quote when reporting a problem; null when there was no response. */
+  requestId?: string | null | undefined;
+}
+
+/**
+ * The root of every error the SDK throws. Branch on `code` (stable, part of the contract) or on the
+ * subclass, never on `message`.
+ */
+export class ShellsError extends Error {
+  /** Stable error code. */
+  readonly code: ShellsErrorCode;
+  /** HTTP status of the response; 0 when there was no response. */
+  readonly status: number;
+  /** Structured context from the server (validation issues, what is missing, …). */
+  readonly details: Record<string, unknown> | undefined;
+  /** The server's request id; null when there was no response. */
+  readonly requestId: string | null;
+
+  constructor(fields: ShellsErrorFields, options?: { cause?: unknown }) {
+    super(fields.message, options);
+    this.name = new.target.name;
+    this.code = fields.code;
+    this.status = fields.status;
+    this.details = fields.details;
+    this.requestId = fields.requestId ?? null;
+  }
+}
+
+/** 401: no credential, or one the server does not accept. */
+export class AuthenticationError extends ShellsError {}
+
+/** 403: the credential is valid but lacks the scope or role the operation needs. */
+export class PermissionDeniedError extends ShellsError {}
+
+/** 404: the shell, snapshot, project or route does not exist (or belongs to another org). */
+export class NotFoundError extends ShellsError {}
+
+/** 409: the operation conflicts with the current state (illegal lifecycle action, name taken). */
+export class ConflictError extends ShellsError {}
+
+/**
+ * The request itself was refused: 400 (malformed or invalid), 413 (too large), 415 (wrong media
+ * type) or 422 (well-formed but not satisfiable, e.g. `runtime_unavailable`).
+ */
+export class ValidationError extends ShellsError {}
+
+/** 429: too many requests. */
+export class RateLimitError extends ShellsError {
+  /** How long the server asks to wait before retrying, when it said. */
+  get retryAfterMs(): number | undefined {
+    const value = this.details?.["retryAfterMs"];
+    return typeof value === "number" ? value : undefined;
+  }
+}
+
+/** 5xx, or a response that is not what the contract promises (`unexpected_response`). */
+export class ServerError extends ShellsError {}
+
+/** The server could not be reached, did not answer in time, or the request was aborted. */
+export class ConnectionError extends ShellsError {}
+
+/** The client was constructed without what it needs (base URL, token). */
+export class ConfigurationError extends ShellsError {}
+
+/** Picks the error class for an HTTP status. */
+function errorClassForStatus(status: number): typeof ShellsError {
+  if (status === 401) return AuthenticationError;
+  if (status === 403) return PermissionDeniedError;
+  if (status === 404) return NotFoundError;
+  if (status === 409) return ConflictError;
+  if (status === 429) return RateLimitError;
+  if (status === 400 || status === 413 || status === 415 || status === 422) return ValidationError;
+  if (status >= 500) return ServerError;
+  return ShellsError;
+}
+
+/**
+ * Builds the error for a non-2xx response from its status and (already read) body text. A body
+ * that is not the contract's `{ error: { code, message, requestId } }` becomes a
+ * {@link ServerError} with code `unexpected_response` that quotes the start of what came back.
+ */
+export function errorFromResponse(status: number, bodyText: string): ShellsError {
+  const parsed = parseErrorBody(bodyText);
+  if (!parsed) {
+    return new ServerError({
+      code: "unexpected_response",
+      status,
+      message: `the server answered HTTP ${status} without a Shells error body: ${excerpt(bodyText)}`,
+    });
+  }
+  const ErrorClass = errorClassForStatus(status);
+  return new ErrorClass({ ...parsed, status });
+}
+
+function parseErrorBody(bodyText: string): Omit<ShellsErrorFields, "status"> | undefined {
+  let body: unknown;
+  try {
+    body = JSON.parse(bodyText);
+  } catch {
+    return undefined;
+  }
+  if (typeof body !== "object" || body === null) return undefined;
+  const error = (body as { error?: unknown }).error;
+  if (typeof error !== "object" || error === null) return undefined;
+  const { code, message, details, requestId } = error as Record<string, unknown>;
+  if (typeof code !== "string" || typeof message !== "string") return undefined;
+  return {
+    // The server's codes are a closed registry; a newer server may add codes this SDK predates.
+    code: code as ErrorCode,
+    message,
+    details:
+      typeof details === "object" && details !== null && !Array.isArray(details)
+        ? (details as Record<string, unknown>)
+        : undefined,
+    requestId: typeof requestId === "string" ? requestId : null,
+  };
+}
+
+/** The first 200 characters of a body, on one line, for error messages. */
+export function excerpt(text: string): string {
+  const oneLine = text.replace(/\s+/g, " ").trim();
+  if (oneLine === "") return "(empty body)";
+  return oneLine.length > 200 ? `${oneLine.slice(0, 200)}…` : oneLine;
+}

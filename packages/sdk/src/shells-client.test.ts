@@ -1,0 +1,338 @@
+import { activityEventHash, GENESIS_HASH, type ActivityEvent, type Shell } from "@shells/contract";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import {
+  AuthenticationError,
+  ConfigurationError,
+  ConflictError,
+  ConnectionError,
+  NotFoundError,
+  PermissionDeniedError,
+  RateLimitError,
+  ServerError,
+  ShellsClient,
+  ShellsError,
+  ValidationError,
+} from "./index.js";
+
+/** A `fetch` answered in-process by `handler`: a stand-in server, seen through its responses. */
+function serve(handler: (request: Request) => Response | Promise<Response>): typeof fetch {
+  return async (input, init) => handler(new Request(input, init));
+}
+
+function json(body: unknown, status = 200): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+function errorResponse(status: number, code: string, message = "nope"): Response {
+  return json({ error: { code, message, details: { hint: 1 }, requestId: "req-1" } }, status);
+}
+
+function shell(id: string): Shell {
+  return {
+    id,
+    name: id,
+    project: "default",
+    status: "running",
+    statusReason: null,
+    language: "bash",
+    runtime: "container",
+    network: "sealed",
+    region: "local",
+    resources: { cpu: 1, memoryMb: 512, pids: 256, diskMb: 1024 },
+    envKeys: [],
+    backend: "simulator",
+    imageVersion: null,
+    ttlSeconds: null,
+    expiresAt: null,
+    createdAt: "2025-01-01T00:00:00.000Z",
+    updatedAt: "2025-01-01T00:00:00.000Z",
+  };
+}
+
+const base = { baseUrl: "http://shells.test", token: "tok" };
+
+afterEach(() => {
+  vi.unstubAllEnvs();
+});
+
+describe("ShellsClient configuration", () => {
+  it("refuses to start without a base URL and says how to give one", () => {
+    vi.stubEnv("SHELLS_URL", "");
+    expect(() => new ShellsClient({ token: "t" })).toThrow(ConfigurationError);
+    expect(() => new ShellsClient({ token: "t" })).toThrow(/SHELLS_URL/);
+  });
+
+  it("refuses to start without a token and says how to give one", () => {
+    vi.stubEnv("SHELLS_API_TOKEN", "");
+    expect(() => new ShellsClient({ baseUrl: "http://x" })).toThrow(/SHELLS_API_TOKEN/);
+  });
+
+  it("takes the base URL and token from SHELLS_URL and SHELLS_API_TOKEN", async () => {
+    vi.stubEnv("SHELLS_URL", "http://from-env.test/");
+    vi.stubEnv("SHELLS_API_TOKEN", "env-token");
+    const seen: string[] = [];
+    const client = new ShellsClient({
+      fetch: serve((request) => {
+        seen.push(`${request.url} ${request.headers.get("authorization")}`);
+        return json(shell("s1"));
+      }),
+    });
+    await client.get("s1");
+    expect(seen).toEqual(["http://from-env.test/api/v1/shells/s1 Bearer env-token"]);
+  });
+});
+
+describe("ShellsClient errors", () => {
+  it.each([
+    [401, "unauthenticated", AuthenticationError],
+    [403, "forbidden", PermissionDeniedError],
+    [404, "shell_not_found", NotFoundError],
+    [409, "invalid_state", ConflictError],
+    [400, "validation_failed", ValidationError],
+    [422, "runtime_unavailable", ValidationError],
+    [413, "payload_too_large", ValidationError],
+    [429, "rate_limited", RateLimitError],
+    [500, "internal", ServerError],
+    [502, "backend_failed", ServerError],
+  ] as const)(
+    "turns HTTP %i %s into its error class, keeping code, details and request id",
+    async (status, code, ErrorClass) => {
+      const client = new ShellsClient({ ...base, fetch: serve(() => errorResponse(status, code)) });
+      const error = await client.get("x").catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ErrorClass);
+      expect(error).toBeInstanceOf(ShellsError);
+      expect(error).toMatchObject({
+        code,
+        status,
+        message: "nope",
+        details: { hint: 1 },
+        requestId: "req-1",
+      });
+    },
+  );
+
+  it("turns an HTML error page into a ServerError that quotes what came back", async () => {
+    const client = new ShellsClient({
+      ...base,
+      fetch: serve(() => new Response("<html>Bad Gateway</html>", { status: 502 })),
+    });
+    const error = await client.get("x").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ServerError);
+    expect(error).toMatchObject({ code: "unexpected_response", status: 502 });
+    expect((error as Error).message).toContain("Bad Gateway");
+  });
+
+  it("turns a 200 that is not JSON into a ServerError", async () => {
+    const client = new ShellsClient({
+      ...base,
+      fetch: serve(() => new Response("hello", { status: 200 })),
+    });
+    await expect(client.whoami()).rejects.toMatchObject({
+      name: "ServerError",
+      code: "unexpected_response",
+    });
+  });
+
+  it("turns a refused connection into a ConnectionError that names the server", async () => {
+    const client = new ShellsClient({ baseUrl: "http://127.0.0.1:1", token: "t" });
+    const error = await client.whoami().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect(error).toMatchObject({ code: "connection_failed", status: 0, requestId: null });
+    expect((error as Error).message).toContain("http://127.0.0.1:1");
+  });
+
+  it("gives up after timeoutMs with a ConnectionError coded timeout", async () => {
+    const hang = serve(
+      (request) =>
+        new Promise<Response>((_, reject) => {
+          request.signal.addEventListener("abort", () => reject(request.signal.reason as Error));
+        }),
+    );
+    const client = new ShellsClient({ ...base, fetch: hang, timeoutMs: 20 });
+    await expect(client.whoami()).rejects.toMatchObject({
+      name: "ConnectionError",
+      code: "timeout",
+    });
+  });
+
+  it("reports a request the caller aborted as aborted", async () => {
+    const hang = serve(
+      (request) =>
+        new Promise<Response>((_, reject) => {
+          request.signal.addEventListener("abort", () => reject(request.signal.reason as Error));
+        }),
+    );
+    const client = new ShellsClient({ ...base, fetch: hang });
+    const controller = new AbortController();
+    const pending = client.whoami({ signal: controller.signal });
+    controller.abort();
+    await expect(pending).rejects.toMatchObject({ name: "ConnectionError", code: "aborted" });
+  });
+});
+
+describe("ShellsClient requests", () => {
+  it("sends the body as JSON and the idempotency key as a header", async () => {
+    let seen: { method: string; body: unknown; key: string | null } | undefined;
+    const client = new ShellsClient({
+      ...base,
+      fetch: serve(async (request) => {
+        seen = {
+          method: request.method,
+          body: await request.json(),
+          key: request.headers.get("idempotency-key"),
+        };
+        return json(shell("s1"), 201);
+      }),
+    });
+    const created = await client.create(
+      { language: "rust", runtime: "microvm" },
+      { idempotencyKey: "k1" },
+    );
+    expect(created.id).toBe("s1");
+    expect(seen).toEqual({
+      method: "POST",
+      body: { language: "rust", runtime: "microvm" },
+      key: "k1",
+    });
+  });
+
+  it("sends action options as the body and per-call options as headers", async () => {
+    let seen: { url: string; body: unknown; key: string | null } | undefined;
+    const client = new ShellsClient({
+      ...base,
+      fetch: serve(async (request) => {
+        seen = {
+          url: request.url,
+          body: await request.json(),
+          key: request.headers.get("idempotency-key"),
+        };
+        return json({ capability: "snapshot", message: "ok", shell: shell("s1") });
+      }),
+    });
+    await client.action("s1", "snapshot", { name: "before", idempotencyKey: "k2" });
+    expect(seen).toEqual({
+      url: "http://shells.test/api/v1/shells/s1/actions/snapshot",
+      body: { name: "before" },
+      key: "k2",
+    });
+  });
+
+  it("escapes ids so they cannot reach another route", async () => {
+    const urls: string[] = [];
+    const client = new ShellsClient({
+      ...base,
+      fetch: serve((request) => {
+        urls.push(request.url);
+        return json(shell("x"));
+      }),
+    });
+    await client.get("../me");
+    expect(urls).toEqual(["http://shells.test/api/v1/shells/..%2Fme"]);
+  });
+
+  it("passes delete's confirmation in the query", async () => {
+    const urls: string[] = [];
+    const client = new ShellsClient({
+      ...base,
+      fetch: serve((request) => {
+        urls.push(`${request.method} ${request.url}`);
+        return json(shell("s1"));
+      }),
+    });
+    await client.delete("s1", { confirm: "s1" });
+    expect(urls).toEqual(["DELETE http://shells.test/api/v1/shells/s1?confirm=s1"]);
+  });
+});
+
+describe("ShellsClient lists", () => {
+  const ids = ["a", "b", "c", "d", "e"];
+  const pagedServer = serve((request) => {
+    const url = new URL(request.url);
+    const limit = Number(url.searchParams.get("limit") ?? 50);
+    const start = Number(url.searchParams.get("cursor") ?? 0);
+    const end = start + limit;
+    return json({
+      items: ids.slice(start, end).map(shell),
+      nextCursor: end < ids.length ? String(end) : null,
+    });
+  });
+
+  it("iterates every shell across pages", async () => {
+    const client = new ShellsClient({ ...base, fetch: pagedServer });
+    const seen: string[] = [];
+    for await (const s of client.list({ limit: 2 })) seen.push(s.id);
+    expect(seen).toEqual(ids);
+  });
+
+  it("gives the first page alone with page()", async () => {
+    const client = new ShellsClient({ ...base, fetch: pagedServer });
+    const page = await client.list({ limit: 2 }).page();
+    expect(page.items.map((s) => s.id)).toEqual(["a", "b"]);
+    expect(page.nextCursor).toBe("2");
+  });
+
+  it("starts at the cursor the query names", async () => {
+    const client = new ShellsClient({ ...base, fetch: pagedServer });
+    const all = await client.list({ limit: 2, cursor: "3" }).toArray();
+    expect(all.map((s) => s.id)).toEqual(["d", "e"]);
+  });
+});
+
+describe("ShellsClient.verifyActivity", () => {
+  async function chain(actions: string[]): Promise<ActivityEvent[]> {
+    const events: ActivityEvent[] = [];
+    let prevHash = GENESIS_HASH;
+    for (const [index, action] of actions.entries()) {
+      const fields = {
+        seq: index + 1,
+        orgId: "org",
+        actor: { type: "user" as const, id: "u1" },
+        action,
+        target: null,
+        outcome: "success" as const,
+        details: {},
+        time: "2025-01-01T00:00:00.000Z",
+        prevHash,
+      };
+      const hash = await activityEventHash(fields);
+      events.push({ ...fields, id: `evt-${index + 1}`, hash });
+      prevHash = hash;
+    }
+    return events;
+  }
+
+  function activityServer(events: ActivityEvent[]): typeof fetch {
+    return serve((request) => {
+      const url = new URL(request.url);
+      expect(url.searchParams.get("order")).toBe("asc");
+      const start = Number(url.searchParams.get("cursor") ?? 0);
+      const end = start + 2;
+      return json({
+        items: events.slice(start, end),
+        nextCursor: end < events.length ? String(end) : null,
+      });
+    });
+  }
+
+  it("verifies a whole chain across pages", async () => {
+    const events = await chain([
+      "shell.create",
+      "shell.exec",
+      "shell.action.stop",
+      "shell.delete",
+      "auth.failed",
+    ]);
+    const client = new ShellsClient({ ...base, fetch: activityServer(events) });
+    expect(await client.verifyActivity()).toEqual({ ok: true, checked: 5 });
+  });
+
+  it("names the first event whose contents were changed", async () => {
+    const events = await chain(["shell.create", "shell.exec", "shell.delete"]);
+    events[1] = { ...events[1]!, action: "shell.get" };
+    const client = new ShellsClient({ ...base, fetch: activityServer(events) });
+    expect(await client.verifyActivity()).toMatchObject({ ok: false, eventId: "evt-2", seq: 2 });
+  });
+});

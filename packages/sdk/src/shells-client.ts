@@ -1,0 +1,403 @@
+import type {
+  ActionRequest,
+  ActionResult,
+  ActivityEvent,
+  Capability,
+  ChainVerification,
+  ExecRequest,
+  ExecResult,
+  Language,
+  Page,
+  Principal,
+  RuntimeAvailability,
+  RuntimeClass,
+  Shell,
+  ShellCreate,
+  ShellStatus,
+  Snapshot,
+} from "@shells/contract";
+import {
+  ConfigurationError,
+  ConnectionError,
+  ServerError,
+  ShellsError,
+  errorFromResponse,
+  excerpt,
+} from "./errors.js";
+import { PaginatedList } from "./paginated-list.js";
+
+/** Options of {@link ShellsClient}. */
+export interface ShellsClientOptions {
+  /** Base URL of the control plane, e.g. `http://127.0.0.1:8080`. Default: env `SHELLS_URL`. */
+  baseUrl?: string | undefined;
+  /** API key sent as `Authorization: Bearer …`. Default: env `SHELLS_API_TOKEN`. */
+  token?: string | undefined;
+  /** The `fetch` to use (a proxy-aware one, a test double). Default: the global `fetch`. */
+  fetch?: typeof globalThis.fetch | undefined;
+  /**
+   * Milliseconds to wait for a response before failing with a {@link ConnectionError} (`timeout`).
+   * Default 600 000 (creating a shell may build a base image on first use). An exec waits at least
+   * its own `timeoutMs` plus a margin.
+   */
+  timeoutMs?: number | undefined;
+}
+
+/** Per-call options every method accepts. */
+export interface RequestOptions {
+  /** Aborts the request; the method then fails with a {@link ConnectionError} (`aborted`). */
+  signal?: AbortSignal | undefined;
+}
+
+/** Options of mutating calls the server deduplicates. */
+export interface IdempotentRequestOptions extends RequestOptions {
+  /**
+   * Sent as `Idempotency-Key`: a retry with the same key returns the first response instead of
+   * acting twice (a second shell, a second snapshot).
+   */
+  idempotencyKey?: string | undefined;
+}
+
+/** Options of {@link ShellsClient.delete}. */
+export interface DeleteOptions extends IdempotentRequestOptions {
+  /** Typed confirmation (the shell's name or id) when the org gates deletion by `confirm`. */
+  confirm?: string | undefined;
+}
+
+/** Options of {@link ShellsClient.action}: the action's body plus per-call options. */
+export type ActionOptions = ActionRequest & IdempotentRequestOptions;
+
+/** Filters of {@link ShellsClient.list}. */
+export interface ListShellsQuery {
+  /** Only shells in this state. Deleted shells are listed only when asked for. */
+  status?: ShellStatus | undefined;
+  language?: Language | undefined;
+  runtime?: RuntimeClass | undefined;
+  /** Page size, 1–200 (default 50). Iteration still walks every page. */
+  limit?: number | undefined;
+  /** Start at this cursor instead of the first page. */
+  cursor?: string | undefined;
+}
+
+/** Filters of {@link ShellsClient.activity}. */
+export interface ActivityListQuery {
+  /** Only events about this shell (id). */
+  shell?: string | undefined;
+  /** Only events by this actor (id). */
+  actor?: string | undefined;
+  /** Exact action (`shell.create`), or a prefix ending in `.` (`shell.action.`). */
+  action?: string | undefined;
+  /** `desc` (default) is newest first; `asc` walks the chain from its start. */
+  order?: "asc" | "desc" | undefined;
+  /** Page size, 1–500 (default 50). Iteration still walks every page. */
+  limit?: number | undefined;
+  /** Start at this cursor instead of the first page. */
+  cursor?: string | undefined;
+}
+
+type QueryValue = string | number | undefined;
+
+interface CallOptions {
+  query?: Record<string, QueryValue> | undefined;
+  body?: unknown;
+  idempotencyKey?: string | undefined;
+  signal?: AbortSignal | undefined;
+  timeoutMs?: number | undefined;
+}
+
+const DEFAULT_TIMEOUT_MS = 600_000;
+/** The server's default exec wall-clock limit (ExecRequest.timeoutMs). */
+const DEFAULT_EXEC_TIMEOUT_MS = 60_000;
+/** How much longer than an exec's own limit the client waits for its result. */
+const EXEC_RESPONSE_MARGIN_MS = 30_000;
+/** The largest page the activity route serves; `verifyActivity` walks the chain with it. */
+const MAX_ACTIVITY_PAGE = 500;
+
+/**
+ * A typed client of the Shells control plane. Every method mirrors one REST route; every failure is
+ * a {@link ShellsError} subclass with a stable `code`.
+ *
+ * ```ts
+ * const shells = new ShellsClient({ baseUrl: "http://127.0.0.1:8080", token });
+ * const shell = await shells.create({ language: "python" });
+ * const { exitCode, stdout } = await shells.exec(shell.id, { command: ["python3", "-c", "print(1)"] });
+ * ```
+ */
+export class ShellsClient {
+  /** The control plane's base URL, without a trailing slash. */
+  readonly baseUrl: string;
+  readonly #token: string;
+  readonly #fetch: typeof globalThis.fetch;
+  readonly #timeoutMs: number;
+
+  /** @throws {ConfigurationError} when no base URL or token is given or found in the environment. */
+  constructor(options: ShellsClientOptions = {}) {
+    const env = typeof process === "undefined" ? {} : process.env;
+    const baseUrl = options.baseUrl ?? env["SHELLS_URL"];
+    if (!baseUrl) {
+      throw new ConfigurationError({
+        code: "invalid_configuration",
+        status: 0,
+        message: "no base URL: pass `baseUrl` (e.g. http://127.0.0.1:8080) or set SHELLS_URL",
+      });
+    }
+    try {
+      new URL(baseUrl);
+    } catch (cause) {
+      throw new ConfigurationError(
+        {
+          code: "invalid_configuration",
+          status: 0,
+          message: `baseUrl is not a valid URL: ${JSON.stringify(baseUrl)}`,
+        },
+        { cause },
+      );
+    }
+    const token = options.token ?? env["SHELLS_API_TOKEN"];
+    if (!token) {
+      throw new ConfigurationError({
+        code: "invalid_configuration",
+        status: 0,
+        message: "no API token: pass `token` or set SHELLS_API_TOKEN",
+      });
+    }
+    this.baseUrl = baseUrl.replace(/\/+$/, "");
+    this.#token = token;
+    this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  /** Creates a shell and answers once it is running (or in `error`). */
+  create(body: ShellCreate, options: IdempotentRequestOptions = {}): Promise<Shell> {
+    return this.#call<Shell>("POST", "/api/v1/shells", { ...options, body });
+  }
+
+  /**
+   * The org's shells, newest first. `for await (const shell of shells.list())` walks every page;
+   * `await shells.list().page()` is the first page only.
+   */
+  list(query: ListShellsQuery = {}, options: RequestOptions = {}): PaginatedList<Shell> {
+    const { cursor, ...filters } = query;
+    return new PaginatedList<Shell>(
+      (pageCursor) =>
+        this.#call<Page<Shell>>("GET", "/api/v1/shells", {
+          ...options,
+          query: { ...filters, cursor: pageCursor },
+        }),
+      cursor,
+    );
+  }
+
+  /** One shell by id or name. */
+  get(idOrName: string, options: RequestOptions = {}): Promise<Shell> {
+    return this.#call<Shell>("GET", `/api/v1/shells/${segment(idOrName)}`, options);
+  }
+
+  /**
+   * Deletes a shell: its processes end and every per-shell object is reclaimed. The record stays,
+   * with status `deleted`, and is returned.
+   */
+  delete(idOrName: string, options: DeleteOptions = {}): Promise<Shell> {
+    const { confirm, ...rest } = options;
+    return this.#call<Shell>("DELETE", `/api/v1/shells/${segment(idOrName)}`, {
+      ...rest,
+      query: { confirm },
+    });
+  }
+
+  /**
+   * Runs a lifecycle capability (`logs`, `restart`, `snapshot`, `restore`, `reinstall_os`, `stop`,
+   * `start`, `wipe_state`). A capability that is not legal in the shell's state fails with a
+   * `ConflictError` (`invalid_state`).
+   */
+  action(
+    idOrName: string,
+    capability: Capability,
+    options: ActionOptions = {},
+  ): Promise<ActionResult> {
+    const { idempotencyKey, signal, ...body } = options;
+    return this.#call<ActionResult>(
+      "POST",
+      `/api/v1/shells/${segment(idOrName)}/actions/${segment(capability)}`,
+      { body, idempotencyKey, signal },
+    );
+  }
+
+  /**
+   * Runs a command in a running shell and waits for it. A non-zero exit code is a result, not an
+   * error: check `exitCode` (and `killReason` when the sandbox ended the command).
+   */
+  exec(idOrName: string, request: ExecRequest, options: RequestOptions = {}): Promise<ExecResult> {
+    const execTimeoutMs = request.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS;
+    return this.#call<ExecResult>("POST", `/api/v1/shells/${segment(idOrName)}/exec`, {
+      ...options,
+      body: request,
+      timeoutMs: Math.max(this.#timeoutMs, execTimeoutMs + EXEC_RESPONSE_MARGIN_MS),
+    });
+  }
+
+  /** A shell's restore points, newest first. */
+  async snapshots(idOrName: string, options: RequestOptions = {}): Promise<Snapshot[]> {
+    const { items } = await this.#call<{ items: Snapshot[] }>(
+      "GET",
+      `/api/v1/shells/${segment(idOrName)}/snapshots`,
+      options,
+    );
+    return items;
+  }
+
+  /**
+   * The org's activity history, newest first unless `order: "asc"`. Iterate with `for await` for
+   * every event across pages, or `.page()` for the first page.
+   */
+  activity(
+    query: ActivityListQuery = {},
+    options: RequestOptions = {},
+  ): PaginatedList<ActivityEvent> {
+    const { cursor, ...filters } = query;
+    return new PaginatedList<ActivityEvent>(
+      (pageCursor) =>
+        this.#call<Page<ActivityEvent>>("GET", "/api/v1/activity", {
+          ...options,
+          query: { ...filters, cursor: pageCursor },
+        }),
+      cursor,
+    );
+  }
+
+  /**
+   * Walks the org's whole activity chain from its first event and re-computes every hash and link
+   * on this side of the wire. Returns `{ ok: true, checked }`, or the first event that does not hold
+   * (`eventId`, `seq`, `reason`).
+   */
+  async verifyActivity(options: RequestOptions = {}): Promise<ChainVerification> {
+    // Loaded on first use: the verifier lives with the contract's schemas, which the rest of the
+    // client needs only as types.
+    const { verifyActivityChain } = await import("@shells/contract");
+    return verifyActivityChain(this.activity({ order: "asc", limit: MAX_ACTIVITY_PAGE }, options));
+  }
+
+  /** Runtime classes and whether this server can run each (and, if not, what is missing). */
+  async runtimes(options: RequestOptions = {}): Promise<RuntimeAvailability[]> {
+    const { items } = await this.#call<{ items: RuntimeAvailability[] }>(
+      "GET",
+      "/api/v1/runtimes",
+      options,
+    );
+    return items;
+  }
+
+  /** The principal the token authenticates: org, actor, key and scopes. */
+  whoami(options: RequestOptions = {}): Promise<Principal> {
+    return this.#call<Principal>("GET", "/api/v1/me", options);
+  }
+
+  async #call<T>(
+    method: "GET" | "POST" | "DELETE",
+    path: string,
+    options: CallOptions,
+  ): Promise<T> {
+    const url = new URL(this.baseUrl + path);
+    for (const [key, value] of Object.entries(options.query ?? {})) {
+      if (value !== undefined) url.searchParams.set(key, String(value));
+    }
+    const headers: Record<string, string> = {
+      accept: "application/json",
+      authorization: `Bearer ${this.#token}`,
+    };
+    if (options.body !== undefined) headers["content-type"] = "application/json";
+    if (options.idempotencyKey !== undefined) headers["idempotency-key"] = options.idempotencyKey;
+
+    const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+    const describe = `${method} ${url.pathname}`;
+
+    let status: number;
+    let text: string;
+    try {
+      const response = await this.#fetch(url, {
+        method,
+        headers,
+        body: options.body === undefined ? undefined : JSON.stringify(options.body),
+        signal,
+      });
+      status = response.status;
+      text = await response.text();
+    } catch (cause) {
+      throw connectionError(cause, {
+        describe,
+        baseUrl: this.baseUrl,
+        timeoutMs,
+        timedOut: timeout.aborted,
+        abortedByCaller: options.signal?.aborted === true,
+      });
+    }
+
+    if (status < 200 || status >= 300) throw errorFromResponse(status, text);
+    try {
+      return JSON.parse(text) as T;
+    } catch (cause) {
+      throw new ServerError(
+        {
+          code: "unexpected_response",
+          status,
+          message: `${describe} answered HTTP ${status} with a body that is not JSON: ${excerpt(text)}`,
+        },
+        { cause },
+      );
+    }
+  }
+}
+
+/** A path segment, escaped so an id can never step into another route. */
+function segment(value: string): string {
+  return encodeURIComponent(value);
+}
+
+function connectionError(
+  cause: unknown,
+  context: {
+    describe: string;
+    baseUrl: string;
+    timeoutMs: number;
+    timedOut: boolean;
+    abortedByCaller: boolean;
+  },
+): ShellsError {
+  if (cause instanceof ShellsError) return cause;
+  if (context.timedOut) {
+    return new ConnectionError(
+      {
+        code: "timeout",
+        status: 0,
+        message: `${context.describe}: no response from ${context.baseUrl} within ${context.timeoutMs} ms`,
+      },
+      { cause },
+    );
+  }
+  if (context.abortedByCaller) {
+    return new ConnectionError(
+      { code: "aborted", status: 0, message: `${context.describe}: aborted by the caller` },
+      { cause },
+    );
+  }
+  return new ConnectionError(
+    {
+      code: "connection_failed",
+      status: 0,
+      message: `${context.describe}: could not reach ${context.baseUrl}: ${describeCause(cause)}`,
+    },
+    { cause },
+  );
+}
+
+/** The most specific reason a fetch failed (Node puts the socket error in `cause`). */
+function describeCause(cause: unknown): string {
+  if (!(cause instanceof Error)) return String(cause);
+  const inner: unknown = cause.cause;
+  if (inner instanceof Error) {
+    const code = (inner as { code?: unknown }).code;
+    return typeof code === "string" ? `${code} (${inner.message})` : inner.message;
+  }
+  return cause.message;
+}
