@@ -1,0 +1,28 @@
+// Small statistics helpers shared by the benchmarks.
+
+/** The p-th percentile (0–100) of a list of numbers, by nearest rank. */
+export function percentile(values, p) {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank];
+}
+
+/** `{ p50, p99, n }` of a list of milliseconds. */
+export function summary(values) {
+  return { n: values.length, p50: percentile(values, 50), p99: percentile(values, 99) };
+}
+
+/** Times `fn` `n` times, sequentially; returns the durations in milliseconds. */
+export async function timeRuns(n, fn) {
+  const out = [];
+  for (let i = 0; i < n; i += 1) {
+    const t0 = performance.now();
+    await fn(i);
+    out.push(performance.now() - t0);
+  }
+  return out;
+}
+
+/** Formats milliseconds to two decimals. */
+export const ms = (v) => `${v.toFixed(2)} ms`;
