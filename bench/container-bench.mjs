@@ -23,7 +23,9 @@ function log(line = "") {
 }
 
 function memAvailableKb() {
-  const line = readFileSync("/proc/meminfo", "utf8").split("\n").find((l) => l.startsWith("MemAvailable:"));
+  const line = readFileSync("/proc/meminfo", "utf8")
+    .split("\n")
+    .find((l) => l.startsWith("MemAvailable:"));
   return Number(line?.split(/\s+/)[1] ?? 0);
 }
 
@@ -34,19 +36,44 @@ function rawSpawn(argv) {
   return performance.now() - t0;
 }
 
-log(`# Shells container benchmark — ${new Date().toISOString()} — ${process.arch}, node ${process.version}`);
+log(
+  `# Shells container benchmark — ${new Date().toISOString()} — ${process.arch}, node ${process.version}`,
+);
 
 // --- baselines ----------------------------------------------------------------------------------
 const bare = summary(Array.from({ length: ITERATIONS }, () => rawSpawn(["true"])));
-const bwrapArgv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all", "--die-with-parent", "true"];
+const bwrapArgv = [
+  "bwrap",
+  "--ro-bind",
+  "/",
+  "/",
+  "--dev",
+  "/dev",
+  "--proc",
+  "/proc",
+  "--unshare-all",
+  "--die-with-parent",
+  "true",
+];
 const bwrap = summary(Array.from({ length: ITERATIONS }, () => rawSpawn(bwrapArgv)));
 log(`baseline bare \`true\` spawn:        p50 ${ms(bare.p50)}  p99 ${ms(bare.p99)}  (n=${bare.n})`);
-log(`baseline raw \`bwrap … true\` spawn: p50 ${ms(bwrap.p50)}  p99 ${ms(bwrap.p99)}  (n=${bwrap.n})`);
+log(
+  `baseline raw \`bwrap … true\` spawn: p50 ${ms(bwrap.p50)}  p99 ${ms(bwrap.p99)}  (n=${bwrap.n})`,
+);
 const ratio = (v) => `${(v / bwrap.p50).toFixed(2)}× raw bwrap`;
 
 // --- server -------------------------------------------------------------------------------------
 const dataDir = mkdtempSync(join(tmpdir(), "shells-bench-"));
-const config = loadConfig(["--port", "0", "--data-dir", dataDir, "--backend", BACKEND, "--log-level", "warn"]);
+const config = loadConfig([
+  "--port",
+  "0",
+  "--data-dir",
+  dataDir,
+  "--backend",
+  BACKEND,
+  "--log-level",
+  "warn",
+]);
 const server = await startServer(config);
 const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
 const shells = new ShellsClient({ baseUrl: server.url, token });
@@ -56,7 +83,9 @@ try {
   const warm = await shells.create({ language: "bash" });
   created.push(warm.id);
   await shells.exec(warm.id, { command: ["true"] });
-  log(`first create (includes building/caching the bash image when absent): ${ms(performance.now() - t0)}`);
+  log(
+    `first create (includes building/caching the bash image when absent): ${ms(performance.now() - t0)}`,
+  );
 
   // create → first exec
   const createToExec = await timeRuns(ITERATIONS, async () => {
@@ -65,12 +94,18 @@ try {
     created.push(shell.id);
   });
   const c = summary(createToExec);
-  log(`API create→first exec:             p50 ${ms(c.p50)}  p99 ${ms(c.p99)}  (n=${c.n})  p50 = ${ratio(c.p50)}`);
+  log(
+    `API create→first exec:             p50 ${ms(c.p50)}  p99 ${ms(c.p99)}  (n=${c.n})  p50 = ${ratio(c.p50)}`,
+  );
   for (const id of created.splice(1)) await shells.delete(id);
 
   // exec round trip
-  const rtt = summary(await timeRuns(ITERATIONS * 5, () => shells.exec(warm.id, { command: ["true"] })));
-  log(`API exec round trip:               p50 ${ms(rtt.p50)}  p99 ${ms(rtt.p99)}  (n=${rtt.n})  p50 = ${ratio(rtt.p50)}`);
+  const rtt = summary(
+    await timeRuns(ITERATIONS * 5, () => shells.exec(warm.id, { command: ["true"] })),
+  );
+  log(
+    `API exec round trip:               p50 ${ms(rtt.p50)}  p99 ${ms(rtt.p99)}  (n=${rtt.n})  p50 = ${ratio(rtt.p50)}`,
+  );
 
   // throughput with concurrent clients
   for (const clients of [2, 8]) {
@@ -86,7 +121,9 @@ try {
       }),
     );
     const perSecond = count / ((performance.now() - t0) / 1000);
-    log(`execs per second, ${clients} clients:      ${perSecond.toFixed(1)}  (raw bwrap spawns/s on one core: ${(1000 / bwrap.p50).toFixed(1)})`);
+    log(
+      `execs per second, ${clients} clients:      ${perSecond.toFixed(1)}  (raw bwrap spawns/s on one core: ${(1000 / bwrap.p50).toFixed(1)})`,
+    );
   }
 
   // idle shells
@@ -98,16 +135,23 @@ try {
       created.push((await shells.create({ language: "bash" })).id);
     } catch (error) {
       failures += 1;
-      if (failures === 1) log(`  first failure at shell ${i}: ${error.code ?? ""} ${error.message}`);
+      if (failures === 1)
+        log(`  first failure at shell ${i}: ${error.code ?? ""} ${error.message}`);
     }
   }
   await new Promise((r) => setTimeout(r, 1000));
   const usedKb = before - memAvailableKb();
   const idle = created.length - 1;
-  log(`idle shells held at once:          ${idle} of ${IDLE_SHELLS} (${failures} failed) in ${ms(performance.now() - t0)}`);
-  log(`host memory per idle shell:        ${(usedKb / 1024 / Math.max(1, idle)).toFixed(2)} MB  (MemAvailable drop ${(usedKb / 1024).toFixed(1)} MB / ${idle})`);
+  log(
+    `idle shells held at once:          ${idle} of ${IDLE_SHELLS} (${failures} failed) in ${ms(performance.now() - t0)}`,
+  );
+  log(
+    `host memory per idle shell:        ${(usedKb / 1024 / Math.max(1, idle)).toFixed(2)} MB  (MemAvailable drop ${(usedKb / 1024).toFixed(1)} MB / ${idle})`,
+  );
   const stillAnswers = await shells.exec(warm.id, { command: ["echo", "ok"] });
-  log(`exec with ${idle} idle shells around:  ${stillAnswers.stdout.trim()} in ${ms(stillAnswers.durationMs)}`);
+  log(
+    `exec with ${idle} idle shells around:  ${stillAnswers.stdout.trim()} in ${ms(stillAnswers.durationMs)}`,
+  );
 } finally {
   for (const id of created) await shells.delete(id).catch(() => undefined);
   await server.close();

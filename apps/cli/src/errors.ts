@@ -26,15 +26,24 @@ export class CliError extends Error {
 const HINTS: Partial<Record<string, string>> = {
   unauthenticated:
     "the server refused the token: pass --token or set SHELLS_API_TOKEN (a local server writes its admin key to <data dir>/admin-token)",
-  forbidden: "the token lacks the scope this needs; ask an org admin for one that has it",
+  forbidden:
+    "your role or the token's scopes do not allow this (`shells whoami` shows both); ask an org admin",
   connection_failed:
     "is the server running? start one with `shells serve`, or point --url / SHELLS_URL at it",
   timeout: "the server did not answer in time; check it with `shells whoami`",
   shell_not_found: "list your shells with `shells ls`",
   invalid_state: "see the shell's status with `shells get <id>`",
   runtime_unavailable: "see which runtime classes this server can run with `shells runtimes`",
-  name_taken: "pick another --name, or omit it to use the shell's id",
+  name_taken:
+    "choose a name (or email) not yet in use; a shell created without --name is named after its id",
   confirmation_required: "repeat with --confirm <the shell's name or id>",
+  entitlement_required:
+    "an admin grants it with `shells entitlements grant --agent <id>` (or --user <id>)",
+  below_isolation_floor:
+    "see the floor with `shells policy get`, and pick a --runtime at or above it",
+  region_not_allowed: "see the allowed regions with `shells policy get`",
+  approval_closed: "see its state with `shells approvals get <id>`",
+  last_owner: "make another member an owner first: `shells members set-role <id> owner`",
 };
 
 /**

@@ -1,5 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { formatAge, formatBytes, formatKeyValues, formatTable } from "./format.js";
+import type { PendingApproval } from "@l1fe/shells";
+import {
+  formatAge,
+  formatBytes,
+  formatKeyValues,
+  formatPendingApproval,
+  formatTable,
+  formatTimeUntil,
+} from "./format.js";
 
 describe("formatTable", () => {
   it("aligns columns under upper-case headers without trailing blanks", () => {
@@ -59,5 +67,48 @@ describe("formatBytes", () => {
     [20 * 1024 * 1024, "20 MiB"],
   ])("writes %i as %s", (bytes, text) => {
     expect(formatBytes(bytes)).toBe(text);
+  });
+});
+
+describe("formatTimeUntil", () => {
+  const now = Date.parse("2025-06-01T12:00:00Z");
+  it.each([
+    ["2025-06-01T12:00:30Z", "30s"],
+    ["2025-06-01T12:59:59Z", "60m"],
+    ["2025-06-02T11:59:59Z", "24h"],
+    ["2025-06-08T12:00:00Z", "7d"],
+    ["2025-06-01T11:00:00Z", "0s"],
+  ])("reads %s as in %s", (time, span) => {
+    expect(formatTimeUntil(time, now)).toBe(span);
+  });
+});
+
+describe("formatPendingApproval", () => {
+  it("names the approval, its expiry and the command an approver runs", () => {
+    const pending: PendingApproval = {
+      status: "pending_approval",
+      message: "wipe_state on demo waits for an approver (approval apr-1).",
+      approval: {
+        id: "apr-1",
+        shellId: "sh-1",
+        action: "wipe_state",
+        state: "pending",
+        requestedBy: { type: "user", id: "usr-dev" },
+        decidedBy: null,
+        reason: null,
+        outcome: null,
+        createdAt: "2025-06-01T12:00:00.000Z",
+        expiresAt: "2025-06-02T12:00:00.000Z",
+        decidedAt: null,
+      },
+    };
+    expect(formatPendingApproval(pending, Date.parse("2025-06-01T12:00:00Z")).split("\n")).toEqual([
+      "pending approval: wipe_state on demo waits for an approver (approval apr-1).",
+      "approval  apr-1",
+      "action    wipe_state",
+      "shell     sh-1",
+      "expires   2025-06-02T12:00:00.000Z (in 24h)",
+      'next: ask an approver: shells approvals grant apr-1 --reason "…"',
+    ]);
   });
 });

@@ -1,5 +1,5 @@
 /** Text formatting of CLI output: tables, key/value views, ages and sizes. */
-import type { Shell } from "@l1fe/shells";
+import type { Approval, PendingApproval, PrincipalRef, Shell } from "@l1fe/shells";
 
 /**
  * Renders rows under upper-case headers, columns left-aligned and separated by two spaces. The last
@@ -36,16 +36,28 @@ export function formatKeyValues(pairs: readonly (readonly [string, string])[]): 
  * skew) reads `0s`.
  */
 export function formatAge(isoTime: string, nowMs: number): string {
-  const seconds = Math.max(0, Math.floor((nowMs - Date.parse(isoTime)) / 1000));
+  return formatSpan((nowMs - Date.parse(isoTime)) / 1000, Math.floor);
+}
+
+/**
+ * How long until an ISO time (an expiry), as compactly as {@link formatAge} but rounded to the
+ * nearest unit, so a day less a second reads `24h`. A time already past reads `0s`.
+ */
+export function formatTimeUntil(isoTime: string, nowMs: number): string {
+  return formatSpan((Date.parse(isoTime) - nowMs) / 1000, Math.round);
+}
+
+function formatSpan(rawSeconds: number, round: (value: number) => number): string {
+  const seconds = Math.max(0, round(rawSeconds));
   if (Number.isNaN(seconds)) return "?";
   if (seconds < 120) return `${seconds}s`;
-  const minutes = Math.floor(seconds / 60);
+  const minutes = round(seconds / 60);
   if (minutes < 120) return `${minutes}m`;
-  const hours = Math.floor(minutes / 60);
+  const hours = round(seconds / 3600);
   if (hours < 48) return `${hours}h`;
-  const days = Math.floor(hours / 24);
+  const days = round(seconds / 86_400);
   if (days < 730) return `${days}d`;
-  return `${Math.floor(days / 365)}y`;
+  return `${round(seconds / (365 * 86_400))}y`;
 }
 
 /** A byte count in binary units: `512 B`, `1.5 KiB`, `20 MiB`. */
@@ -105,4 +117,52 @@ export function formatShell(shell: Shell, nowMs: number): string {
     ["updated", `${shell.updatedAt} (${formatAge(shell.updatedAt, nowMs)} ago)`],
   ];
   return formatKeyValues(pairs);
+}
+
+/** A user or agent as `user:usr-…` / `agent:agt-…`. */
+export function formatPrincipal(principal: PrincipalRef): string {
+  return `${principal.type}:${principal.id}`;
+}
+
+/** Everything about one approval, as `shells approvals get|grant|deny` print it. */
+export function formatApproval(approval: Approval, nowMs: number): string {
+  const pairs: [string, string][] = [
+    ["id", approval.id],
+    ["state", approval.state],
+    ["action", approval.action],
+    ["shell", approval.shellId],
+    ["requested by", formatPrincipal(approval.requestedBy)],
+    ["requested", `${approval.createdAt} (${formatAge(approval.createdAt, nowMs)} ago)`],
+  ];
+  if (approval.state === "pending") {
+    pairs.push([
+      "expires",
+      `${approval.expiresAt} (in ${formatTimeUntil(approval.expiresAt, nowMs)})`,
+    ]);
+  } else if (approval.state === "expired") {
+    pairs.push(["expired", approval.expiresAt]);
+  }
+  if (approval.decidedBy !== null) pairs.push(["decided by", `user:${approval.decidedBy}`]);
+  if (approval.decidedAt !== null) pairs.push(["decided", approval.decidedAt]);
+  if (approval.reason !== null) pairs.push(["reason", approval.reason]);
+  if (approval.outcome !== null) pairs.push(["outcome", approval.outcome]);
+  return formatKeyValues(pairs);
+}
+
+/**
+ * What `shells action` and `shells rm` print when the org's gate parked the request for an approver:
+ * the approval, when it expires, and the command an approver runs.
+ */
+export function formatPendingApproval(pending: PendingApproval, nowMs: number): string {
+  const { approval } = pending;
+  return [
+    `pending approval: ${pending.message}`,
+    formatKeyValues([
+      ["approval", approval.id],
+      ["action", approval.action],
+      ["shell", approval.shellId],
+      ["expires", `${approval.expiresAt} (in ${formatTimeUntil(approval.expiresAt, nowMs)})`],
+    ]),
+    `next: ask an approver: shells approvals grant ${approval.id} --reason "…"`,
+  ].join("\n");
 }

@@ -1,5 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { parseDurationMs, parseEnvPair, parsePositiveInt, parsePositiveNumber } from "./parsers.js";
+import {
+  parseCommaList,
+  parseDurationMs,
+  parseDurationSeconds,
+  parseEnvPair,
+  parseGate,
+  parsePositiveInt,
+  parsePositiveNumber,
+} from "./parsers.js";
 
 describe("parseEnvPair", () => {
   it("collects repeated KEY=VALUE pairs, keeping = inside values", () => {
@@ -43,5 +51,46 @@ describe("number parsers", () => {
     for (const value of ["0", "-3", "1.5", "lots", ""])
       expect(() => parsePositiveInt(value)).toThrow();
     for (const value of ["0", "-1", "x", ""]) expect(() => parsePositiveNumber(value)).toThrow();
+  });
+});
+
+describe("parseGate", () => {
+  it("collects repeated ACTION=MODE pairs", () => {
+    const first = parseGate("wipe_state=approvers");
+    expect(parseGate("delete=confirm", first)).toEqual({
+      wipe_state: "approvers",
+      delete: "confirm",
+    });
+  });
+
+  it.each(["wipe_state", "wipe_state=maybe", "explode=confirm", "stop=none=x"])(
+    "rejects %s, naming the actions and modes",
+    (value) => {
+      expect(() => parseGate(value)).toThrow(/stop, wipe_state, reinstall_os, delete/);
+    },
+  );
+});
+
+describe("parseCommaList", () => {
+  it("splits on commas and drops blanks", () => {
+    expect(parseCommaList(" eu-west, us-east ,")).toEqual(["eu-west", "us-east"]);
+  });
+
+  it("reads an empty string as the empty list", () => {
+    expect(parseCommaList("")).toEqual([]);
+  });
+});
+
+describe("parseDurationSeconds", () => {
+  it.each([
+    ["90", 90],
+    ["5m", 300],
+    ["1h", 3600],
+  ])("reads %s as %i seconds", (value, seconds) => {
+    expect(parseDurationSeconds(value)).toBe(seconds);
+  });
+
+  it("refuses a fraction of a second", () => {
+    expect(() => parseDurationSeconds("1500ms")).toThrow(/whole seconds/);
   });
 });

@@ -1,3 +1,4 @@
+import { GateMode, GatedAction } from "@shells/contract";
 import { InvalidArgumentError } from "commander";
 
 /**
@@ -50,4 +51,39 @@ export function parsePositiveNumber(value: string): number {
     throw new InvalidArgumentError("expected a positive number.");
   }
   return number;
+}
+
+/** Parses a duration (as {@link parseDurationMs}: `30s`, `5m`, `1h`, bare seconds) into whole seconds. */
+export function parseDurationSeconds(value: string): number {
+  const ms = parseDurationMs(value);
+  if (ms % 1000 !== 0)
+    throw new InvalidArgumentError("expected whole seconds, e.g. 90, 30s, 5m or 1h.");
+  return ms / 1000;
+}
+
+/** Parses a comma-separated list (`a,b`); blanks are dropped, so `""` is the empty list. */
+export function parseCommaList(value: string): string[] {
+  return value
+    .split(",")
+    .map((item) => item.trim())
+    .filter((item) => item !== "");
+}
+
+/**
+ * Collects repeatable `--gate ACTION=MODE` options (`--gate wipe_state=approvers --gate delete=confirm`)
+ * into the approval gates to change.
+ */
+export function parseGate(
+  value: string,
+  previous: Partial<Record<GatedAction, GateMode>> = {},
+): Partial<Record<GatedAction, GateMode>> {
+  const [action, mode, ...rest] = value.split("=");
+  const parsedAction = GatedAction.safeParse(action);
+  const parsedMode = GateMode.safeParse(mode);
+  if (rest.length > 0 || !parsedAction.success || !parsedMode.success) {
+    throw new InvalidArgumentError(
+      `expected ACTION=MODE with ACTION one of ${GatedAction.options.join(", ")} and MODE one of ${GateMode.options.join(", ")}.`,
+    );
+  }
+  return { ...previous, [parsedAction.data]: parsedMode.data };
 }

@@ -1,4 +1,12 @@
-import type { ExecRequest, ExecResult, Shell } from "@l1fe/shells";
+import type {
+  ApiKeyCreated,
+  ExecRequest,
+  ExecResult,
+  OrgPolicy,
+  OrgPolicyUpdate,
+  PendingApproval,
+  Shell,
+} from "@l1fe/shells";
 import { Readable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import type { CliIo } from "./context.js";
@@ -31,6 +39,50 @@ function json(body: unknown, status = 200): Response {
   });
 }
 
+const pending: PendingApproval = {
+  status: "pending_approval",
+  message: "wipe_state on demo waits for an approver (approval apr-1).",
+  approval: {
+    id: "apr-1",
+    shellId: "sh-1",
+    action: "wipe_state",
+    state: "pending",
+    requestedBy: { type: "user", id: "usr-dev" },
+    decidedBy: null,
+    reason: null,
+    outcome: null,
+    createdAt: "2025-06-01T12:00:00.000Z",
+    expiresAt: "2025-06-02T12:00:00.000Z",
+    decidedAt: null,
+  },
+};
+
+const createdKey: ApiKeyCreated = {
+  key: {
+    id: "key-1",
+    name: "ci",
+    principal: { type: "agent", id: "agt-1" },
+    scopes: ["shells:agent:invoke"],
+    createdAt: "2025-06-01T12:00:00.000Z",
+    lastUsedAt: null,
+    revokedAt: null,
+  },
+  token: "shk_secret",
+};
+
+const policy: OrgPolicy = {
+  isolationFloor: "wasm",
+  allowedRegions: [],
+  termCredentialTtlSeconds: 300,
+  defaultNetwork: "sealed",
+  approvalGates: { stop: "none", wipe_state: "none", reinstall_os: "none", delete: "none" },
+  approvers: [],
+  approvalTtlSeconds: 86_400,
+};
+
+/** The body of the last `PATCH /org/policy` the stand-in API received. */
+let lastPolicyUpdate: OrgPolicyUpdate | undefined;
+
 /** An in-process stand-in for the API: answers the routes these tests use, and echoes exec's input. */
 const fakeApi: typeof fetch = async (input, init) => {
   const request = new Request(input, init);
@@ -51,6 +103,15 @@ const fakeApi: typeof fetch = async (input, init) => {
       ...(script.includes("fork") ? { killReason: "pids" as const } : {}),
     };
     return json(result);
+  }
+  if (request.method === "POST" && url.pathname === "/api/v1/shells/sh-1/actions/wipe_state")
+    return json(pending, 202);
+  if (request.method === "DELETE" && url.pathname === "/api/v1/shells/sh-1")
+    return json({ ...pending, approval: { ...pending.approval, action: "delete" } }, 202);
+  if (request.method === "POST" && url.pathname === "/api/v1/keys") return json(createdKey, 201);
+  if (request.method === "PATCH" && url.pathname === "/api/v1/org/policy") {
+    lastPolicyUpdate = (await request.json()) as OrgPolicyUpdate;
+    return json({ ...policy, ...lastPolicyUpdate });
   }
   return json({ error: { code: "shell_not_found", message: "No shell.", requestId: "r" } }, 404);
 };
@@ -124,6 +185,84 @@ describe("shells ls", () => {
       const run = await cli(args);
       expect(JSON.parse(run.stdout)).toEqual([shell]);
     }
+  });
+});
+
+describe("a gated action parked for an approver", () => {
+  it("prints the pending approval and the command an approver runs, and exits 0", async () => {
+    const run = await cli(["action", "sh-1", "wipe_state"]);
+    expect(run).toMatchObject({ exitCode: 0, stderr: "" });
+    expect(run.stdout).toContain("pending approval: wipe_state on demo waits for an approver");
+    expect(run.stdout).toMatch(/^expires\s+2025-06-02T12:00:00.000Z \(in 24h\)$/m);
+    expect(run.stdout).toContain("ask an approver: shells approvals grant apr-1 --reason");
+  });
+
+  it("prints a parked rm the same way", async () => {
+    const run = await cli(["rm", "sh-1", "--confirm"]);
+    expect(run.exitCode).toBe(0);
+    expect(run.stdout).toMatch(/^action\s+delete$/m);
+  });
+
+  it("prints the raw pending approval with --json", async () => {
+    const run = await cli(["action", "sh-1", "wipe_state", "--json"]);
+    expect(JSON.parse(run.stdout)).toEqual(pending);
+  });
+});
+
+describe("shells keys create", () => {
+  it("prints the token on a line of its own, with a warning that it is shown once", async () => {
+    const run = await cli([
+      "keys",
+      "create",
+      "--name",
+      "ci",
+      "--scope",
+      "shells:agent:invoke",
+      "--agent",
+      "agt-1",
+    ]);
+    expect(run.exitCode).toBe(0);
+    expect(run.stdout).toMatch(/^token: shk_secret$/m);
+    expect(run.stdout).toMatch(/^for\s+agent:agt-1$/m);
+    expect(run.stdout).toContain("warning: this token is shown once and never again");
+  });
+
+  it("prints key and token as JSON with --json", async () => {
+    const run = await cli([
+      "keys",
+      "create",
+      "--name",
+      "ci",
+      "--scope",
+      "shells:agent:invoke",
+      "--json",
+    ]);
+    expect(JSON.parse(run.stdout)).toEqual(createdKey);
+  });
+});
+
+describe("shells policy set", () => {
+  it("sends only the fields given, each gate on its own", async () => {
+    const run = await cli([
+      "policy",
+      "set",
+      "--gate",
+      "wipe_state=approvers",
+      "--gate",
+      "delete=confirm",
+      "--approvers",
+      "usr-1,usr-2",
+      "--approval-ttl",
+      "2h",
+    ]);
+    expect(run.exitCode).toBe(0);
+    expect(lastPolicyUpdate).toEqual({
+      approvalGates: { wipe_state: "approvers", delete: "confirm" },
+      approvers: ["usr-1", "usr-2"],
+      approvalTtlSeconds: 7200,
+    });
+    expect(run.stdout).toMatch(/^gate wipe_state\s+approvers$/m);
+    expect(run.stdout).toMatch(/^approvers\s+usr-1, usr-2$/m);
   });
 });
 

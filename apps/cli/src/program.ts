@@ -1,11 +1,18 @@
 import { Command } from "commander";
 import { registerActionCommand } from "./commands/action-command.js";
 import { registerActivityCommand } from "./commands/activity-command.js";
+import { registerAgentsCommand } from "./commands/agents-command.js";
+import { registerApprovalsCommand } from "./commands/approvals-command.js";
 import { registerAuditCommand } from "./commands/audit-command.js";
 import { registerCreateCommand } from "./commands/create-command.js";
+import { registerEntitlementsCommand } from "./commands/entitlements-command.js";
 import { registerExecCommand } from "./commands/exec-command.js";
 import { registerGetCommand } from "./commands/get-command.js";
+import { registerKeysCommand } from "./commands/keys-command.js";
 import { registerLsCommand } from "./commands/ls-command.js";
+import { registerMembersCommand } from "./commands/members-command.js";
+import { registerPolicyCommand } from "./commands/policy-command.js";
+import { registerProjectsCommand } from "./commands/projects-command.js";
 import { registerRmCommand } from "./commands/rm-command.js";
 import { registerRuntimesCommand } from "./commands/runtimes-command.js";
 import { registerServeCommand } from "./commands/serve-command.js";
@@ -46,6 +53,13 @@ export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
   registerAuditCommand(program, ctx);
   registerRuntimesCommand(program, ctx);
   registerWhoamiCommand(program, ctx);
+  registerMembersCommand(program, ctx);
+  registerAgentsCommand(program, ctx);
+  registerKeysCommand(program, ctx);
+  registerEntitlementsCommand(program, ctx);
+  registerProjectsCommand(program, ctx);
+  registerPolicyCommand(program, ctx);
+  registerApprovalsCommand(program, ctx);
   return { program, ctx };
 }
 

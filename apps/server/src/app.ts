@@ -14,7 +14,8 @@ import { ShellService } from "./orchestrator/shell-service.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { renderDocsPage } from "./routes/docs-page.js";
 import { registerRoutes, type Handlers } from "./routes/register-routes.js";
-import { ApprovalGate } from "./orchestrator/approval-gate.js";
+import { OidcAuth, publicBaseUrl, registerAuthRoutes } from "./iam/oidc/oidc-auth.js";
+import { ApprovalGate, isPendingApproval } from "./orchestrator/approval-gate.js";
 import { ActivityService } from "./services/activity-service.js";
 import { AgentGate } from "./services/agent-gate.js";
 import { IamService } from "./services/iam-service.js";
@@ -35,7 +36,7 @@ export interface AppDeps {
 
 /** Answers 202 Accepted when the result is a pending approval rather than the action's result. */
 function accepted<T>(reply: FastifyReply, result: T): T {
-  if (typeof result === "object" && result !== null && "status" in result && result.status === "pending_approval") reply.code(202);
+  if (isPendingApproval(result)) reply.code(202);
   return result;
 }
 
@@ -79,8 +80,18 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const policies = new PolicyService(db, activity);
   const gate = new ApprovalGate(db, activity, policies);
   const shells = new ShellService({ db, activity, runtimes, logger: deps.logger, region: config.region, policies, gate });
-  const iam = new IamService(db, activity);
+  const iam = new IamService(db, activity, policies);
   const agentGate = new AgentGate(shells, activity);
+  const oidc = config.oidc
+    ? new OidcAuth({
+        db,
+        activity,
+        settings: config.oidc,
+        sessionTtlSeconds: config.sessionTtlSeconds,
+        publicUrl: () => publicBaseUrl(app, config),
+        logger: deps.logger,
+      })
+    : null;
   const openapi = buildOpenApiDocument({ version: SERVER_VERSION });
   const docsHtml = renderDocsPage(openapi);
 
@@ -176,7 +187,16 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     },
     agentInvoke: async ({ caller, body }) => agentGate.invoke(caller, body),
   };
-  registerRoutes(app, handlers, { db, activity, validateResponses: config.validateResponses });
+  registerRoutes(app, handlers, { db, activity, validateResponses: config.validateResponses, oidc });
+  // Console login and logout (outside /api/v1 and the route table; see docs/architecture.md).
+  registerAuthRoutes(app, oidc);
+  if (oidc) {
+    app.addHook("onReady", async () => {
+      oidc.idp.warmUp().catch((error: unknown) =>
+        deps.logger.warn({ err: error }, "OIDC issuer not reachable yet; logins will retry discovery"),
+      );
+    });
+  }
 
   app.get("/openapi.json", async () => openapi);
   app.get("/docs", async (_request, reply) =>

@@ -1,6 +1,114 @@
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { z } from "zod";
+import { Role } from "@shells/contract";
+
+/** JWS algorithms a token may be signed with. Symmetric (HS*) and `none` are never accepted. */
+export const ASYMMETRIC_JWS_ALGORITHMS = [
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "ES512",
+  "EdDSA",
+  "Ed25519",
+] as const;
+
+const LOOPBACK_HOST = /^(127(?:\.\d{1,3}){3}|\[::1\]|localhost)$/;
+
+/** Splits a comma- or space-separated list, dropping empty entries. */
+function splitList(value: string, separator: RegExp): string[] {
+  return value
+    .split(separator)
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}
+
+/**
+ * OpenID Connect settings: console login (authorization code + PKCE) and JWT bearer tokens for
+ * programs. Present only when `SHELLS_OIDC_ISSUER` is set.
+ */
+export const OidcConfig = z
+  .strictObject({
+    /**
+     * Issuer URL, exactly as the provider's discovery document names it. Env `SHELLS_OIDC_ISSUER`.
+     * Must be https; plain http is accepted only for a loopback issuer (a development IdP).
+     */
+    issuer: z.url().refine((value) => {
+      const url = new URL(value);
+      return (
+        url.protocol === "https:" || (url.protocol === "http:" && LOOPBACK_HOST.test(url.hostname))
+      );
+    }, "must be an https URL (http is allowed only on loopback)"),
+    /** OAuth client id registered at the issuer. Env `SHELLS_OIDC_CLIENT_ID`. */
+    clientId: z.string().min(1),
+    /** Client secret; without one the server is a public client (PKCE only). Env `SHELLS_OIDC_CLIENT_SECRET`. */
+    clientSecret: z.string().min(1).optional(),
+    /** Scopes asked for at login, space-separated; must include `openid`. Env `SHELLS_OIDC_SCOPES`. */
+    scopes: z
+      .string()
+      .default("openid profile email")
+      .transform((v) => splitList(v, /[\s,]+/))
+      .refine((v) => v.includes("openid"), "must include openid"),
+    /** Accepted `aud` of bearer JWTs (default: the client id). Env `SHELLS_OIDC_AUDIENCE`. */
+    audience: z.string().min(1).optional(),
+    /**
+     * Claim that carries the user's groups or roles (a string or an array of strings; a dotted path
+     * such as `realm_access.roles` reaches into objects). Env `SHELLS_OIDC_ROLE_CLAIM`.
+     */
+    roleClaim: z.string().min(1).default("groups"),
+    /**
+     * Claim value → role, e.g. `shells-admins=admin,shells-devs=developer`. The highest mapped role
+     * wins; a user with no mapped value is refused. Env `SHELLS_OIDC_ROLE_MAP`.
+     */
+    roleMap: z
+      .string()
+      .transform((v, ctx) => {
+        const entries: { claimValue: string; role: Role }[] = [];
+        for (const item of splitList(v, /,/)) {
+          const at = item.lastIndexOf("=");
+          const role = Role.safeParse(item.slice(at + 1).trim());
+          const claimValue = item.slice(0, Math.max(at, 0)).trim();
+          if (at <= 0 || !claimValue || !role.success) {
+            ctx.addIssue({
+              code: "custom",
+              message: `"${item}" is not <claim value>=<owner|admin|developer|viewer>`,
+            });
+            return z.NEVER;
+          }
+          entries.push({ claimValue, role: role.data });
+        }
+        return entries;
+      })
+      .pipe(
+        z
+          .array(z.object({ claimValue: z.string(), role: Role }))
+          .min(1, "maps no claim value to a role"),
+      ),
+    /** Name of the org OIDC users belong to; created on first login. Env `SHELLS_OIDC_ORG`. */
+    org: z.string().min(1).default("default"),
+    /**
+     * Signature algorithms accepted on ID tokens and bearer JWTs, comma-separated. Only asymmetric
+     * ones: `none` and HS* would let anyone who knows the public key forge tokens.
+     * Env `SHELLS_OIDC_ALGORITHMS`.
+     */
+    algorithms: z
+      .string()
+      .default("RS256,ES256,PS256,EdDSA")
+      .transform((v) => splitList(v, /[\s,]+/))
+      .pipe(z.array(z.enum(ASYMMETRIC_JWS_ALGORITHMS)).min(1)),
+    /**
+     * How often a console session re-asks the issuer whether the user still maps to a role, seconds
+     * (0 = on every request). Env `SHELLS_OIDC_RECHECK_SECONDS`.
+     */
+    recheckSeconds: z.coerce.number().int().min(0).max(60).default(60),
+  })
+  .transform((o) => ({ ...o, audience: o.audience ?? o.clientId }));
+export type OidcConfig = z.infer<typeof OidcConfig>;
 
 /**
  * Server configuration, parsed once at start. Precedence: command-line flag, then environment
@@ -30,6 +138,27 @@ export const ServerConfig = z.strictObject({
     .default(1024 * 1024),
   /** Default region recorded on shells. Env `SHELLS_REGION`. */
   region: z.string().min(1).default("local"),
+  /**
+   * Base URL users reach the server at (the OIDC redirect URI is `<publicUrl>/auth/callback`;
+   * https makes the session cookie Secure). Default `http://<host>:<port>`. Flag `--public-url`,
+   * env `SHELLS_PUBLIC_URL`.
+   */
+  publicUrl: z
+    .url({ protocol: /^https?$/ })
+    .refine((v) => {
+      const url = new URL(v);
+      return !url.search && !url.hash && !url.username && !url.password;
+    }, "must be a plain http(s) base URL")
+    .transform((v) => v.replace(/\/+$/, ""))
+    .optional(),
+  /** Lifetime of a console session, seconds (default 8 h). Env `SHELLS_SESSION_TTL_SECONDS`. */
+  sessionTtlSeconds: z.coerce
+    .number()
+    .int()
+    .min(60)
+    .default(8 * 3600),
+  /** OIDC login and JWT bearer tokens; null when `SHELLS_OIDC_ISSUER` is not set. */
+  oidc: OidcConfig.nullable().default(null),
   /** Check every response against the contract (on in tests). Env `SHELLS_VALIDATE_RESPONSES=1`. */
   validateResponses: z
     .union([
@@ -54,6 +183,7 @@ export function loadConfig(
       backend: { type: "string" },
       profile: { type: "string" },
       "log-level": { type: "string" },
+      "public-url": { type: "string" },
     },
     strict: true,
   });
@@ -67,13 +197,58 @@ export function loadConfig(
     bodyLimitBytes: env.SHELLS_BODY_LIMIT_BYTES,
     region: env.SHELLS_REGION,
     validateResponses: env.SHELLS_VALIDATE_RESPONSES,
+    publicUrl: values["public-url"] ?? env.SHELLS_PUBLIC_URL,
+    sessionTtlSeconds: env.SHELLS_SESSION_TTL_SECONDS,
+    oidc: oidcSettings(env),
   };
   const parsed = ServerConfig.safeParse(
     Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined && v !== "")),
   );
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    const problems = parsed.error.issues
+      .map((i) => {
+        const path = i.path.join(".");
+        const name = ENV_NAMES[path] ?? ENV_NAMES[i.path.slice(0, 2).join(".")] ?? path;
+        return `${name}: ${i.message}`;
+      })
+      .join("; ");
     throw new Error(`invalid configuration: ${problems}`);
   }
   return { ...parsed.data, dataDir: resolve(parsed.data.dataDir) };
+}
+
+/** Environment variables of settings whose field path would not say where to fix them. */
+const ENV_NAMES: Record<string, string> = {
+  publicUrl: "SHELLS_PUBLIC_URL",
+  sessionTtlSeconds: "SHELLS_SESSION_TTL_SECONDS",
+  "oidc.issuer": "SHELLS_OIDC_ISSUER",
+  "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
+  "oidc.clientSecret": "SHELLS_OIDC_CLIENT_SECRET",
+  "oidc.scopes": "SHELLS_OIDC_SCOPES",
+  "oidc.audience": "SHELLS_OIDC_AUDIENCE",
+  "oidc.roleClaim": "SHELLS_OIDC_ROLE_CLAIM",
+  "oidc.roleMap": "SHELLS_OIDC_ROLE_MAP",
+  "oidc.org": "SHELLS_OIDC_ORG",
+  "oidc.algorithms": "SHELLS_OIDC_ALGORITHMS",
+  "oidc.recheckSeconds": "SHELLS_OIDC_RECHECK_SECONDS",
+};
+
+/** The raw OIDC settings from the environment, or undefined when none is set. */
+function oidcSettings(env: NodeJS.ProcessEnv): Record<string, string> | undefined {
+  const raw = {
+    issuer: env.SHELLS_OIDC_ISSUER,
+    clientId: env.SHELLS_OIDC_CLIENT_ID,
+    clientSecret: env.SHELLS_OIDC_CLIENT_SECRET,
+    scopes: env.SHELLS_OIDC_SCOPES,
+    audience: env.SHELLS_OIDC_AUDIENCE,
+    roleClaim: env.SHELLS_OIDC_ROLE_CLAIM,
+    roleMap: env.SHELLS_OIDC_ROLE_MAP,
+    org: env.SHELLS_OIDC_ORG,
+    algorithms: env.SHELLS_OIDC_ALGORITHMS,
+    recheckSeconds: env.SHELLS_OIDC_RECHECK_SECONDS,
+  };
+  const set = Object.entries(raw).filter(
+    (e): e is [string, string] => e[1] !== undefined && e[1] !== "",
+  );
+  return set.length > 0 ? Object.fromEntries(set) : undefined;
 }

@@ -20,13 +20,25 @@ export interface RunningServer {
 
 /**
  * Opens the store (migrating it), bootstraps the local org on first start, builds the app over the
- * configured backends and listens. The hosted profile never bootstraps.
+ * configured backends and listens. The hosted profile never bootstraps and refuses to start
+ * without OIDC.
  */
 export async function startServer(
   config: ServerConfig,
   options: { logger?: Logger } = {},
 ): Promise<RunningServer> {
   const logger = options.logger ?? createLogger(config.logLevel);
+  // A hosted server has no bootstrap key, so without OIDC nobody could ever sign in: refuse to
+  // start rather than serve an API no one can use (or be tempted to open up).
+  if (config.profile === "hosted" && !config.oidc) {
+    throw new Error(
+      "the hosted profile needs OIDC: set SHELLS_OIDC_ISSUER, SHELLS_OIDC_CLIENT_ID and SHELLS_OIDC_ROLE_MAP (and SHELLS_OIDC_CLIENT_SECRET for a confidential client), or run with --profile local",
+    );
+  }
+  if (config.profile === "hosted" && !config.publicUrl)
+    logger.warn(
+      "SHELLS_PUBLIC_URL is not set: the OIDC redirect URI is derived from the listen address and the session cookie is not Secure",
+    );
   const store = await openSqliteStore(join(config.dataDir, "shells.db"));
   let adminTokenPath: string | null = null;
   if (config.profile === "local") {

@@ -1,1 +1,52 @@
-export {};
+/**
+ * The `container` runtime class: real sandboxes from Linux namespaces, cgroups and an overlay root
+ * filesystem over per-language Debian base images. This file is the package's contract; everything
+ * else lives in `internal/` (and the C helper in `native/`).
+ */
+import type { Language } from "@shells/contract";
+import {
+  buildImage as buildImageIn,
+  listImages as listImagesIn,
+  type BuildImageOptions,
+  type ImageInfo,
+} from "./internal/images.js";
+
+export {
+  ContainerBackend,
+  type ContainerBackendOptions,
+  type ContainerLogger,
+} from "./container-backend.js";
+export {
+  checkContainerHost,
+  type ContainerHostReport,
+  type HostCheck,
+} from "./internal/host-check.js";
+export {
+  IMAGE_RECIPES,
+  type BuildImageOptions,
+  type ImageBuildProgress,
+  type ImageInfo,
+} from "./internal/images.js";
+
+/** Where a state dir keeps its images unless `ContainerBackendOptions.imagesDir` says otherwise. */
+export function imagesDirOf(stateDir: string): string {
+  return `${stateDir.replace(/\/+$/, "")}/images`;
+}
+
+/**
+ * Builds a new version of a language's base image under `<stateDir>/images` (for `shells images
+ * build`); shells created afterwards, and `reinstallOs`, use it. Takes about a minute; progress goes
+ * to `onProgress`. Concurrent builds of one language wait for each other.
+ */
+export function buildImage(
+  stateDir: string,
+  language: Language,
+  options: BuildImageOptions = {},
+): Promise<ImageInfo> {
+  return buildImageIn(imagesDirOf(stateDir), language, options);
+}
+
+/** Built base images under `<stateDir>/images`, newest first per language (for `shells images ls`). */
+export function listImages(stateDir: string): Promise<ImageInfo[]> {
+  return listImagesIn(imagesDirOf(stateDir));
+}

@@ -1,5 +1,12 @@
 import { z } from "zod";
-import { Capability, ExecRequest, Language, NetworkMode, RuntimeClass, ShellCreate } from "./shells.js";
+import {
+  Capability,
+  ExecRequest,
+  Language,
+  NetworkMode,
+  RuntimeClass,
+  ShellCreate,
+} from "./shells.js";
 
 /** Membership roles, least privilege first. */
 export const Role = z.enum(["viewer", "developer", "admin", "owner"]);
@@ -51,7 +58,10 @@ export const Member = z.strictObject({
 export type Member = z.infer<typeof Member>;
 
 export const MemberCreate = z.strictObject({ email: z.email().max(254), role: Role });
-export const MemberUpdate = z.strictObject({ role: Role.optional(), disabled: z.boolean().optional() });
+export const MemberUpdate = z.strictObject({
+  role: Role.optional(),
+  disabled: z.boolean().optional(),
+});
 
 /** A non-human principal. It acts only through its API keys and, at the gate, only with the entitlement. */
 export const Agent = z.strictObject({
@@ -62,7 +72,10 @@ export const Agent = z.strictObject({
   disabledAt: z.iso.datetime().nullable(),
 });
 export type Agent = z.infer<typeof Agent>;
-export const AgentCreate = z.strictObject({ name: resourceName, role: Role.exclude(["owner"]).default("developer") });
+export const AgentCreate = z.strictObject({
+  name: resourceName,
+  role: Role.exclude(["owner"]).default("developer"),
+});
 
 const PrincipalRef = z.strictObject({ type: z.enum(["user", "agent"]), id });
 
@@ -97,9 +110,16 @@ export const EntitlementGrant = z.strictObject({
   createdAt: z.iso.datetime(),
 });
 export type EntitlementGrant = z.infer<typeof EntitlementGrant>;
-export const EntitlementGrantCreate = z.strictObject({ entitlement: Entitlement, principal: PrincipalRef });
+export const EntitlementGrantCreate = z.strictObject({
+  entitlement: Entitlement,
+  principal: PrincipalRef,
+});
 
-export const Project = z.strictObject({ id: z.string(), name: z.string(), createdAt: z.iso.datetime() });
+export const Project = z.strictObject({
+  id: z.string(),
+  name: z.string(),
+  createdAt: z.iso.datetime(),
+});
 export type Project = z.infer<typeof Project>;
 export const ProjectCreate = z.strictObject({ name: resourceName });
 
@@ -118,13 +138,24 @@ export const OrgPolicy = z.strictObject({
   /** Regions shells may be placed in; empty means any. */
   allowedRegions: z.array(z.string().min(1).max(64)),
   /** Lifetime of term credentials, seconds. */
-  termCredentialTtlSeconds: z.int().min(30).max(24 * 3600),
+  termCredentialTtlSeconds: z
+    .int()
+    .min(30)
+    .max(24 * 3600),
   defaultNetwork: NetworkMode,
-  approvalGates: z.strictObject({ stop: GateMode, wipe_state: GateMode, reinstall_os: GateMode, delete: GateMode }),
+  approvalGates: z.strictObject({
+    stop: GateMode,
+    wipe_state: GateMode,
+    reinstall_os: GateMode,
+    delete: GateMode,
+  }),
   /** User ids who may decide approvals. */
   approvers: z.array(id),
   /** How long a pending approval waits before it expires, seconds. */
-  approvalTtlSeconds: z.int().min(60).max(7 * 24 * 3600),
+  approvalTtlSeconds: z
+    .int()
+    .min(60)
+    .max(7 * 24 * 3600),
 });
 export type OrgPolicy = z.infer<typeof OrgPolicy>;
 
@@ -163,7 +194,7 @@ export const Approval = z.strictObject({
   requestedBy: PrincipalRef,
   decidedBy: z.string().nullable(),
   reason: z.string().nullable(),
-  /** After a grant: what running the action did (`success` or the error code). */
+  /** After a grant: what running the action did: `success`, or `<error code>: <message>`. */
   outcome: z.string().nullable(),
   createdAt: z.iso.datetime(),
   expiresAt: z.iso.datetime(),

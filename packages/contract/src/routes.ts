@@ -132,14 +132,18 @@ export const ROUTES = {
     path: "/readyz",
     summary: "Readiness: the store answers; which runtime classes this host can run.",
     tag: "health",
-    response: z.strictObject({ status: z.literal("ready"), runtimes: z.array(RuntimeAvailability) }),
+    response: z.strictObject({
+      status: z.literal("ready"),
+      runtimes: z.array(RuntimeAvailability),
+    }),
     successStatus: 200,
     scope: null,
   },
   whoami: {
     method: "GET",
     path: "/api/v1/me",
-    summary: "The authenticated principal: org, actor, role, key, effective scopes and entitlements.",
+    summary:
+      "The authenticated principal: org, actor, role, key, effective scopes and entitlements.",
     tag: "identity",
     response: Principal,
     successStatus: 200,
@@ -214,7 +218,8 @@ export const ROUTES = {
   actOnShell: {
     method: "POST",
     path: "/api/v1/shells/:id/actions/:capability",
-    summary: "Run a lifecycle capability: logs, restart, snapshot, restore, reinstall_os, stop, start, wipe_state.",
+    summary:
+      "Run a lifecycle capability: logs, restart, snapshot, restore, reinstall_os, stop, start, wipe_state.",
     description:
       "A capability not legal in the shell's current state answers 409 `invalid_state`. `stop`, `wipe_state` and `reinstall_os` go through the org's approval gate (see deleteShell).",
     tag: "shells",
@@ -264,7 +269,8 @@ export const ROUTES = {
   getPolicy: {
     method: "GET",
     path: "/api/v1/org/policy",
-    summary: "The org's policy: isolation floor, regions, credential TTL, default network, approval gates.",
+    summary:
+      "The org's policy: isolation floor, regions, credential TTL, default network, approval gates.",
     tag: "org",
     response: OrgPolicy,
     successStatus: 200,
@@ -361,7 +367,8 @@ export const ROUTES = {
   createAgent: {
     method: "POST",
     path: "/api/v1/agents",
-    summary: "Create an agent (admins). Issue it a key with createKey; grant it the entitlement to use the gate.",
+    summary:
+      "Create an agent (admins). Issue it a key with createKey; grant it the entitlement to use the gate.",
     tag: "agents",
     body: AgentCreate,
     response: Agent,
@@ -394,7 +401,8 @@ export const ROUTES = {
   createKey: {
     method: "POST",
     path: "/api/v1/keys",
-    summary: "Issue an API key. The secret is in this response only. Scopes cannot exceed the holder's role.",
+    summary:
+      "Issue an API key. The secret is in this response only. Scopes cannot exceed the holder's role.",
     tag: "keys",
     body: ApiKeyCreate,
     response: ApiKeyCreated,
@@ -432,7 +440,9 @@ export const ROUTES = {
     successStatus: 201,
     scope: "shells:instances:control",
     minRole: "admin",
-    example: { body: { entitlement: "shells.agent.invoke", principal: { type: "agent", id: "{agent}" } } },
+    example: {
+      body: { entitlement: "shells.agent.invoke", principal: { type: "agent", id: "{agent}" } },
+    },
   },
   revokeEntitlement: {
     method: "DELETE",
@@ -451,7 +461,9 @@ export const ROUTES = {
     path: "/api/v1/approvals",
     summary: "Approval requests, newest first.",
     tag: "approvals",
-    query: z.strictObject({ state: z.enum(["pending", "granted", "denied", "expired"]).optional() }),
+    query: z.strictObject({
+      state: z.enum(["pending", "granted", "denied", "expired"]).optional(),
+    }),
     response: z.strictObject({ items: z.array(Approval) }),
     successStatus: 200,
     scope: "shells:instances:read",

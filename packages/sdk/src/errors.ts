@@ -52,18 +52,34 @@ export class ShellsError extends Error {
 /** 401: no credential, or one the server does not accept. */
 export class AuthenticationError extends ShellsError {}
 
-/** 403: the credential is valid but lacks the scope or role the operation needs. */
+/**
+ * 403: the credential is valid but lacks the scope or role the operation needs (`forbidden`), the
+ * agent gate's entitlement (`entitlement_required`), or a console session's CSRF token (`csrf_failed`).
+ */
 export class PermissionDeniedError extends ShellsError {}
 
-/** 404: the shell, snapshot, project or route does not exist (or belongs to another org). */
+/**
+ * 404: the shell, snapshot, project, member, agent, key, grant, approval or route does not exist (or
+ * belongs to another org: the two are indistinguishable).
+ */
 export class NotFoundError extends ShellsError {}
 
-/** 409: the operation conflicts with the current state (illegal lifecycle action, name taken). */
+/**
+ * 409: the operation conflicts with the current state: an illegal lifecycle action, a name taken, an
+ * approval already decided (`approval_closed`), the org's last owner (`last_owner`).
+ */
 export class ConflictError extends ShellsError {}
 
 /**
+ * 428: the org gates this action by typed confirmation, and the request carried none or the wrong
+ * one (`confirmation_required`). Repeat it with `confirm` set to the shell's name or id.
+ */
+export class ConfirmationRequiredError extends ShellsError {}
+
+/**
  * The request itself was refused: 400 (malformed or invalid), 413 (too large), 415 (wrong media
- * type) or 422 (well-formed but not satisfiable, e.g. `runtime_unavailable`).
+ * type) or 422 (well-formed but not satisfiable: `runtime_unavailable`, or refused by org policy:
+ * `below_isolation_floor`, `region_not_allowed`).
  */
 export class ValidationError extends ShellsError {}
 
@@ -91,6 +107,7 @@ function errorClassForStatus(status: number): typeof ShellsError {
   if (status === 403) return PermissionDeniedError;
   if (status === 404) return NotFoundError;
   if (status === 409) return ConflictError;
+  if (status === 428) return ConfirmationRequiredError;
   if (status === 429) return RateLimitError;
   if (status === 400 || status === 413 || status === 415 || status === 422) return ValidationError;
   if (status >= 500) return ServerError;

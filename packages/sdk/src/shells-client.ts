@@ -1,13 +1,17 @@
 import type {
+  AGENT_TOOL_ARGUMENTS,
   ActionRequest,
   ActionResult,
   ActivityEvent,
+  AgentTool,
   Capability,
   ChainVerification,
   ExecRequest,
   ExecResult,
+  HttpMethod,
   Language,
   Page,
+  PendingApproval,
   Principal,
   RuntimeAvailability,
   RuntimeClass,
@@ -24,7 +28,19 @@ import {
   errorFromResponse,
   excerpt,
 } from "./errors.js";
+import {
+  AgentsApi,
+  ApprovalsApi,
+  EntitlementsApi,
+  KeysApi,
+  MembersApi,
+  PolicyApi,
+  ProjectsApi,
+} from "./iam-resources.js";
+import { segment, type CallOptions } from "./internal/api-call.js";
+import type { SchemaInput } from "./internal/schema-types.js";
 import { PaginatedList } from "./paginated-list.js";
+import type { ActionOutcome } from "./pending-approval.js";
 
 /** Options of {@link ShellsClient}. */
 export interface ShellsClientOptions {
@@ -59,7 +75,10 @@ export interface IdempotentRequestOptions extends RequestOptions {
 
 /** Options of {@link ShellsClient.delete}. */
 export interface DeleteOptions extends IdempotentRequestOptions {
-  /** Typed confirmation (the shell's name or id) when the org gates deletion by `confirm`. */
+  /**
+   * Typed confirmation (the shell's name or id) when the org gates deletion by `confirm`; without
+   * it, or with the wrong one, the call fails with a `ConfirmationRequiredError`.
+   */
   confirm?: string | undefined;
 }
 
@@ -94,14 +113,26 @@ export interface ActivityListQuery {
   cursor?: string | undefined;
 }
 
-type QueryValue = string | number | undefined;
+/** The `arguments` of one agent-gate tool: the same contract as the REST body it mirrors. */
+export type AgentToolArguments<T extends AgentTool> = SchemaInput<(typeof AGENT_TOOL_ARGUMENTS)[T]>;
 
-interface CallOptions {
-  query?: Record<string, QueryValue> | undefined;
-  body?: unknown;
-  idempotencyKey?: string | undefined;
-  signal?: AbortSignal | undefined;
-  timeoutMs?: number | undefined;
+/** What each agent-gate tool answers: the same shape as the REST route it mirrors. */
+export interface AgentToolResults {
+  /** One page of shells, as `GET /api/v1/shells`. */
+  shells_list: Page<Shell>;
+  shells_create: Shell;
+  /**
+   * As the action route; `capability: "delete"` answers the deleted shell, and a gated capability
+   * may answer a {@link PendingApproval}.
+   */
+  shells_action: ActionResult | Shell | PendingApproval;
+  shells_exec: ExecResult;
+}
+
+/** The answer of {@link ShellsClient.invoke}: which tool ran and its result. */
+export interface AgentInvokeResult<T extends AgentTool> {
+  tool: T;
+  result: AgentToolResults[T];
 }
 
 const DEFAULT_TIMEOUT_MS = 600_000;
@@ -125,6 +156,20 @@ const MAX_ACTIVITY_PAGE = 500;
 export class ShellsClient {
   /** The control plane's base URL, without a trailing slash. */
   readonly baseUrl: string;
+  /** The org's members and their roles. */
+  readonly members: MembersApi;
+  /** Agents: non-human principals. */
+  readonly agents: AgentsApi;
+  /** API keys: issue (the secret is shown once), list, revoke. */
+  readonly keys: KeysApi;
+  /** Entitlement grants (`shells.agent.invoke`). */
+  readonly entitlements: EntitlementsApi;
+  /** The org's projects. */
+  readonly projects: ProjectsApi;
+  /** The org's policy: isolation floor, regions, credential TTL, default network, approval gates. */
+  readonly policy: PolicyApi;
+  /** Approvals of gated destructive actions: list, get, grant, deny. */
+  readonly approvals: ApprovalsApi;
   readonly #token: string;
   readonly #fetch: typeof globalThis.fetch;
   readonly #timeoutMs: number;
@@ -164,6 +209,14 @@ export class ShellsClient {
     this.#token = token;
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const call = this.#call.bind(this);
+    this.members = new MembersApi(call);
+    this.agents = new AgentsApi(call);
+    this.keys = new KeysApi(call);
+    this.entitlements = new EntitlementsApi(call);
+    this.projects = new ProjectsApi(call);
+    this.policy = new PolicyApi(call);
+    this.approvals = new ApprovalsApi(call);
   }
 
   /** Creates a shell and answers once it is running (or in `error`). */
@@ -195,10 +248,14 @@ export class ShellsClient {
   /**
    * Deletes a shell: its processes end and every per-shell object is reclaimed. The record stays,
    * with status `deleted`, and is returned.
+   *
+   * Deletion passes the org's approval gate: under `confirm`, pass `confirm` (the shell's name or
+   * id); under `approvers`, nothing is deleted yet and the answer is a {@link PendingApproval}
+   * (check with `isPendingApproval`).
    */
-  delete(idOrName: string, options: DeleteOptions = {}): Promise<Shell> {
+  delete(idOrName: string, options: DeleteOptions = {}): Promise<Shell | PendingApproval> {
     const { confirm, ...rest } = options;
-    return this.#call<Shell>("DELETE", `/api/v1/shells/${segment(idOrName)}`, {
+    return this.#call<Shell | PendingApproval>("DELETE", `/api/v1/shells/${segment(idOrName)}`, {
       ...rest,
       query: { confirm },
     });
@@ -208,14 +265,19 @@ export class ShellsClient {
    * Runs a lifecycle capability (`logs`, `restart`, `snapshot`, `restore`, `reinstall_os`, `stop`,
    * `start`, `wipe_state`). A capability that is not legal in the shell's state fails with a
    * `ConflictError` (`invalid_state`).
+   *
+   * `stop`, `wipe_state` and `reinstall_os` pass the org's approval gate: under `confirm`, pass
+   * `confirm` (the shell's name or id) or the call fails with a `ConfirmationRequiredError`; under
+   * `approvers`, the action does not run yet and the answer is a {@link PendingApproval} (check with
+   * `isPendingApproval`). The return type says which capabilities can answer that way.
    */
-  action(
+  action<C extends Capability>(
     idOrName: string,
-    capability: Capability,
+    capability: C,
     options: ActionOptions = {},
-  ): Promise<ActionResult> {
+  ): Promise<ActionOutcome<C>> {
     const { idempotencyKey, signal, ...body } = options;
-    return this.#call<ActionResult>(
+    return this.#call<ActionOutcome<C>>(
       "POST",
       `/api/v1/shells/${segment(idOrName)}/actions/${segment(capability)}`,
       { body, idempotencyKey, signal },
@@ -286,16 +348,32 @@ export class ShellsClient {
     return items;
   }
 
-  /** The principal the token authenticates: org, actor, key and scopes. */
+  /** The principal the token authenticates: org, actor, role, key, effective scopes, entitlements. */
   whoami(options: RequestOptions = {}): Promise<Principal> {
     return this.#call<Principal>("GET", "/api/v1/me", options);
   }
 
-  async #call<T>(
-    method: "GET" | "POST" | "DELETE",
-    path: string,
-    options: CallOptions,
-  ): Promise<T> {
+  /**
+   * Runs a tool through the agent gate (`POST /api/agent/invoke`), as an agent's key does. The
+   * caller needs the `shells.agent.invoke` entitlement (else `entitlement_required`) AND the
+   * permission the tool's operation needs; every decision lands in the activity log.
+   *
+   * ```ts
+   * const { result } = await agent.invoke("shells_exec", { shell: id, command: ["ls"] });
+   * ```
+   */
+  invoke<T extends AgentTool>(
+    tool: T,
+    args: AgentToolArguments<T>,
+    options: RequestOptions = {},
+  ): Promise<AgentInvokeResult<T>> {
+    return this.#call<AgentInvokeResult<T>>("POST", "/api/agent/invoke", {
+      ...options,
+      body: { tool, arguments: args },
+    });
+  }
+
+  async #call<T>(method: HttpMethod, path: string, options: CallOptions): Promise<T> {
     const url = new URL(this.baseUrl + path);
     for (const [key, value] of Object.entries(options.query ?? {})) {
       if (value !== undefined) url.searchParams.set(key, String(value));
@@ -347,11 +425,6 @@ export class ShellsClient {
       );
     }
   }
-}
-
-/** A path segment, escaped so an id can never step into another route. */
-function segment(value: string): string {
-  return encodeURIComponent(value);
 }
 
 function connectionError(

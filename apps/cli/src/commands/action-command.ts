@@ -1,8 +1,8 @@
 import { Capability } from "@shells/contract";
-import type { ActionOptions, ActionResult } from "@l1fe/shells";
+import { isPendingApproval, type ActionOptions, type ActionResult } from "@l1fe/shells";
 import { Argument, type Command } from "commander";
 import type { CliContext } from "../context.js";
-import { formatBytes } from "../format.js";
+import { formatBytes, formatPendingApproval } from "../format.js";
 import { parsePositiveInt } from "../parsers.js";
 
 interface ActionFlags {
@@ -30,7 +30,10 @@ export function formatActionResult(result: ActionResult): string {
   return lines.join("\n");
 }
 
-/** `shells action ID CAPABILITY`: run a lifecycle capability. */
+/**
+ * `shells action ID CAPABILITY`: run a lifecycle capability. When the org's gate parks it for an
+ * approver, the pending approval is printed and the exit status is 0: the request was accepted.
+ */
 export function registerActionCommand(program: Command, ctx: CliContext): void {
   program
     .command("action")
@@ -39,7 +42,7 @@ export function registerActionCommand(program: Command, ctx: CliContext): void {
     .addArgument(new Argument("<capability>", "what to do").choices(Capability.options))
     .option(
       "--confirm [text]",
-      "typed confirmation for gated actions (the shell's name or id; alone: the id given)",
+      "typed confirmation for actions the org gates by confirm (the shell's name or id; alone: the id given)",
     )
     .option("--name <name>", "snapshot: name of the restore point to create")
     .option("--snapshot <name>", "restore: restore point to return to (default: the newest)")
@@ -53,6 +56,7 @@ export function registerActionCommand(program: Command, ctx: CliContext): void {
       if (flags.tail !== undefined) options.tail = flags.tail;
       const result = await ctx.client().action(id, capability, options);
       if (ctx.json) ctx.printJson(result);
+      else if (isPendingApproval(result)) ctx.print(formatPendingApproval(result, ctx.now()));
       else ctx.print(formatActionResult(result));
     });
 }

@@ -1,7 +1,12 @@
+import { isPendingApproval } from "@l1fe/shells";
 import type { Command } from "commander";
 import type { CliContext } from "../context.js";
+import { formatPendingApproval } from "../format.js";
 
-/** `shells rm ID`: delete a shell. */
+/**
+ * `shells rm ID`: delete a shell. When the org's gate parks it for an approver, the pending approval
+ * is printed and the exit status is 0: the request was accepted.
+ */
 export function registerRmCommand(program: Command, ctx: CliContext): void {
   program
     .command("rm")
@@ -14,8 +19,9 @@ export function registerRmCommand(program: Command, ctx: CliContext): void {
     )
     .action(async (id: string, flags: { confirm?: string | true }) => {
       const confirm = flags.confirm === true ? id : flags.confirm;
-      const shell = await ctx.client().delete(id, confirm === undefined ? {} : { confirm });
-      if (ctx.json) ctx.printJson(shell);
-      else ctx.print(`deleted ${shell.id} (${shell.name})`);
+      const result = await ctx.client().delete(id, confirm === undefined ? {} : { confirm });
+      if (ctx.json) ctx.printJson(result);
+      else if (isPendingApproval(result)) ctx.print(formatPendingApproval(result, ctx.now()));
+      else ctx.print(`deleted ${result.id} (${result.name})`);
     });
 }

@@ -1,8 +1,8 @@
 import type { Command } from "commander";
 import type { CliContext } from "../context.js";
-import { formatKeyValues } from "../format.js";
+import { formatKeyValues, formatPrincipal } from "../format.js";
 
-/** `shells whoami`: who the token authenticates. */
+/** `shells whoami`: who the token authenticates, with its role, scopes and entitlements. */
 export function registerWhoamiCommand(program: Command, ctx: CliContext): void {
   program
     .command("whoami")
@@ -14,9 +14,14 @@ export function registerWhoamiCommand(program: Command, ctx: CliContext): void {
         formatKeyValues([
           ["server", ctx.client().baseUrl],
           ["org", principal.orgId],
-          ["actor", `${principal.actor.type}:${principal.actor.id}`],
+          ["actor", formatPrincipal(principal.actor)],
+          ["role", principal.role],
           ["key", principal.keyId ?? "-"],
           ["scopes", principal.scopes.join(", ")],
+          [
+            "entitlements",
+            principal.entitlements.length > 0 ? principal.entitlements.join(", ") : "-",
+          ],
         ]),
       );
     });

@@ -5,6 +5,7 @@ import { nowIso } from "../ids.js";
 import { SYSTEM_ORG, type ActivityService } from "../services/activity-service.js";
 import type { Database } from "../store/schema.js";
 import { apiKeyMatches, parseApiKey } from "./api-keys.js";
+import { SESSION_COOKIE, readCookie } from "./oidc/session-cookies.js";
 import { resolveCaller, type Caller } from "./principal.js";
 
 export type { Caller };
@@ -16,32 +17,73 @@ export interface RequestOrigin {
   ip: string;
 }
 
+/** The credentials a request may carry. */
+export interface RequestCredentials {
+  /** The `Authorization` header: `Bearer <API key>` or `Bearer <JWT>`. */
+  authorization: string | undefined;
+  /** The `Cookie` header (a console session), used only when there is no `Authorization`. */
+  cookie: string | undefined;
+  /** The `x-csrf-token` header, required with a session cookie on mutating requests. */
+  csrfToken: string | undefined;
+}
+
+/** Verifies the credentials only an OIDC setup can vouch for (bearer JWTs and console sessions). */
+export interface OidcAuthenticator {
+  authenticateBearer(token: string, origin: RequestOrigin): Promise<Caller>;
+  authenticateSession(cookieValue: string, csrfToken: string | undefined, origin: RequestOrigin): Promise<Caller>;
+}
+
 const LAST_USED_RESOLUTION_MS = 60_000;
+/** Three base64url parts: a JWS compact serialization (the signature part is empty for `alg: none`). */
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 /**
- * Resolves the `Authorization` header to a caller, or throws `unauthenticated`. Every failure is
- * recorded: in the key's org when the token names a key we know, otherwise in the system chain.
+ * Records a failed authentication as an `auth.failed` event (in `orgId`'s chain when the attempt is
+ * attributable to an org, else the system chain) and throws `unauthenticated`. `reason` must never
+ * contain credential material.
+ */
+export async function refuseAuthentication(
+  activity: ActivityService,
+  origin: RequestOrigin,
+  reason: string,
+  orgId = SYSTEM_ORG,
+  keyId?: string,
+): Promise<never> {
+  await activity.record({
+    orgId,
+    actor: { type: "anonymous", id: "anonymous", ...(keyId ? { keyId } : {}) },
+    action: "auth.failed",
+    target: null,
+    outcome: "denied",
+    details: { reason, method: origin.method, route: origin.route, ip: origin.ip },
+  });
+  throw new AppError("unauthenticated", `Authentication failed: ${reason}.`, {
+    hint: "Send `Authorization: Bearer <API key or JWT>`, or log in at /auth/login when OIDC is configured. The local profile writes an admin key to <data dir>/admin-token.",
+  });
+}
+
+/**
+ * Resolves a request's credentials to a caller, or throws `unauthenticated`: an API key (`shk_…`),
+ * a bearer JWT from the OIDC issuer, or — with no `Authorization` header — a console session
+ * cookie. Every failure is recorded: in the key's org when the token names a key we know, otherwise
+ * in the system chain.
  */
 export async function authenticate(
   db: Kysely<Database>,
   activity: ActivityService,
-  authorization: string | undefined,
+  credentials: RequestCredentials,
   origin: RequestOrigin,
+  oidc: OidcAuthenticator | null = null,
 ): Promise<Caller> {
-  const refuse = async (reason: string, orgId = SYSTEM_ORG, keyId?: string): Promise<never> => {
-    await activity.record({
-      orgId,
-      actor: { type: "anonymous", id: "anonymous", ...(keyId ? { keyId } : {}) },
-      action: "auth.failed",
-      target: null,
-      outcome: "denied",
-      details: { reason, method: origin.method, route: origin.route, ip: origin.ip },
-    });
-    throw new AppError("unauthenticated", `Authentication failed: ${reason}.`, {
-      hint: "Send `Authorization: Bearer <API key>`. The local profile writes an admin key to <data dir>/admin-token.",
-    });
-  };
+  const refuse = (reason: string, orgId = SYSTEM_ORG, keyId?: string): Promise<never> =>
+    refuseAuthentication(activity, origin, reason, orgId, keyId);
+  const authorization = credentials.authorization;
   if (!authorization) {
+    const session = readCookie(credentials.cookie, SESSION_COOKIE);
+    if (session !== undefined) {
+      if (!oidc) return refuse("session cookies need OIDC to be configured");
+      return oidc.authenticateSession(session, credentials.csrfToken, origin);
+    }
     throw new AppError("unauthenticated", "Missing `Authorization: Bearer <API key>` header.", {
       hint: "The local profile writes an admin key to <data dir>/admin-token.",
     });
@@ -49,6 +91,10 @@ export async function authenticate(
   const match = /^Bearer\s+(\S+)$/i.exec(authorization.trim());
   if (!match?.[1]) return refuse("the Authorization header is not `Bearer <API key>`");
   const token = match[1];
+  if (JWT_SHAPE.test(token)) {
+    if (!oidc) return refuse("JWT bearer tokens need OIDC to be configured");
+    return oidc.authenticateBearer(token, origin);
+  }
   const parsed = parseApiKey(token);
   if (!parsed) return refuse("the token is not a Shells API key");
   const key = await db

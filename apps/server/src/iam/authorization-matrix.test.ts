@@ -28,9 +28,20 @@ interface Operation {
 async function operationsFromOpenApi(): Promise<Operation[]> {
   const doc = (await t.app.inject("/openapi.json")).json();
   const ops: Operation[] = [];
-  for (const [path, methods] of Object.entries(doc.paths as Record<string, Record<string, { operationId: string; "x-required-scope"?: Scope }>>)) {
+  for (const [path, methods] of Object.entries(
+    doc.paths as Record<
+      string,
+      Record<string, { operationId: string; "x-required-scope"?: Scope }>
+    >,
+  )) {
     for (const [method, op] of Object.entries(methods)) {
-      if (op["x-required-scope"]) ops.push({ operationId: op.operationId as keyof typeof ROUTES, method: method.toUpperCase(), path, scope: op["x-required-scope"] });
+      if (op["x-required-scope"])
+        ops.push({
+          operationId: op.operationId as keyof typeof ROUTES,
+          method: method.toUpperCase(),
+          path,
+          scope: op["x-required-scope"],
+        });
     }
   }
   return ops;
@@ -43,7 +54,11 @@ async function stateOfEverything(): Promise<string> {
     db.selectFrom("shells").selectAll().orderBy("id").execute(),
     db.selectFrom("users").selectAll().orderBy("id").execute(),
     db.selectFrom("agents").selectAll().orderBy("id").execute(),
-    db.selectFrom("api_keys").select(["id", "revoked_at", "scopes", "principal_id"]).orderBy("id").execute(),
+    db
+      .selectFrom("api_keys")
+      .select(["id", "revoked_at", "scopes", "principal_id"])
+      .orderBy("id")
+      .execute(),
     db.selectFrom("entitlements").selectAll().orderBy("id").execute(),
     db.selectFrom("projects").selectAll().orderBy("id").execute(),
     db.selectFrom("org_policies").selectAll().orderBy("org_id").execute(),
@@ -55,31 +70,69 @@ async function stateOfEverything(): Promise<string> {
 
 const ALL_SCOPES = Scope.options;
 
-async function runCase(op: Operation, role: Role, scopes: readonly Scope[], foreign: boolean): Promise<void> {
+async function runCase(
+  op: Operation,
+  role: Role,
+  scopes: readonly Scope[],
+  foreign: boolean,
+): Promise<void> {
   caseNumber += 1;
   const spec: RouteSpec = ROUTES[op.operationId];
   const orgA = `org-a${caseNumber}`;
   const owner = await addPrincipal(t.store, { orgId: orgA, role: "owner", scopes: ALL_SCOPES });
   const callerOrg = foreign ? `org-b${caseNumber}` : orgA;
-  const caller = await addPrincipal(t.store, { orgId: callerOrg, role, scopes, entitlements: ["shells.agent.invoke"] });
-  const asOwner = (method: string, url: string, body?: unknown) => t.call(method, url, body, { authorization: `Bearer ${owner.token}` });
+  const caller = await addPrincipal(t.store, {
+    orgId: callerOrg,
+    role,
+    scopes,
+    entitlements: ["shells.agent.invoke"],
+  });
+  const asOwner = (method: string, url: string, body?: unknown) =>
+    t.call(method, url, body, { authorization: `Bearer ${owner.token}` });
 
   const fixtures: Record<string, () => Promise<string>> = {
     shell: async () => (await asOwner("POST", "/api/v1/shells", { language: "bash" })).json().id,
-    member: async () => (await asOwner("POST", "/api/v1/members", { email: `m${caseNumber}@example.com`, role: "developer" })).json().id,
-    agent: async () => (await asOwner("POST", "/api/v1/agents", { name: `agent-${caseNumber}` })).json().id,
-    key: async () => (foreign ? owner.keyId : (await addPrincipalKey(caller.id, callerOrg, role)).keyId),
+    member: async () =>
+      (
+        await asOwner("POST", "/api/v1/members", {
+          email: `m${caseNumber}@example.com`,
+          role: "developer",
+        })
+      ).json().id,
+    agent: async () =>
+      (await asOwner("POST", "/api/v1/agents", { name: `agent-${caseNumber}` })).json().id,
+    key: async () =>
+      foreign ? owner.keyId : (await addPrincipalKey(caller.id, callerOrg, role)).keyId,
     grant: async () => {
-      const agentId = (await asOwner("POST", "/api/v1/agents", { name: `granted-${caseNumber}` })).json().id;
-      return (await asOwner("POST", "/api/v1/entitlements", { entitlement: "shells.agent.invoke", principal: { type: "agent", id: agentId } })).json().id;
+      const agentId = (
+        await asOwner("POST", "/api/v1/agents", { name: `granted-${caseNumber}` })
+      ).json().id;
+      return (
+        await asOwner("POST", "/api/v1/entitlements", {
+          entitlement: "shells.agent.invoke",
+          principal: { type: "agent", id: agentId },
+        })
+      ).json().id;
     },
     approval: async () => {
-      const requester = await addPrincipal(t.store, { orgId: orgA, role: "developer", scopes: ALL_SCOPES });
+      const requester = await addPrincipal(t.store, {
+        orgId: orgA,
+        role: "developer",
+        scopes: ALL_SCOPES,
+      });
       const approvers = foreign ? [owner.id] : [owner.id, caller.id];
-      const policy = await asOwner("PATCH", "/api/v1/org/policy", { approvers, approvalGates: { wipe_state: "approvers" } });
+      const policy = await asOwner("PATCH", "/api/v1/org/policy", {
+        approvers,
+        approvalGates: { wipe_state: "approvers" },
+      });
       expect(policy.statusCode, policy.body).toBe(200);
       const shellId = (await asOwner("POST", "/api/v1/shells", { language: "bash" })).json().id;
-      const pending = await t.call("POST", `/api/v1/shells/${shellId}/actions/wipe_state`, {}, { authorization: `Bearer ${requester.token}` });
+      const pending = await t.call(
+        "POST",
+        `/api/v1/shells/${shellId}/actions/wipe_state`,
+        {},
+        { authorization: `Bearer ${requester.token}` },
+      );
       expect(pending.statusCode, pending.body).toBe(202);
       return pending.json().approval.id;
     },
@@ -90,7 +143,18 @@ async function runCase(op: Operation, role: Role, scopes: readonly Scope[], fore
     const key = mintApiKey();
     await t.store.db
       .insertInto("api_keys")
-      .values({ id: key.keyId, org_id: orgId, principal_type: "user", principal_id: principalId, name: "own", key_hash: key.keyHash, scopes: JSON.stringify(["shells:instances:read"]), created_at: new Date().toISOString(), revoked_at: null, last_used_at: null })
+      .values({
+        id: key.keyId,
+        org_id: orgId,
+        principal_type: "user",
+        principal_id: principalId,
+        name: "own",
+        key_hash: key.keyHash,
+        scopes: JSON.stringify(["shells:instances:read"]),
+        created_at: new Date().toISOString(),
+        revoked_at: null,
+        last_used_at: null,
+      })
       .execute();
     return key;
   }
@@ -139,7 +203,12 @@ async function runCase(op: Operation, role: Role, scopes: readonly Scope[], fore
   }
   expect(res.statusCode, label).toBe(expected);
   if (expected === 404) {
-    const unknown = await t.call(op.method, op.path.replace(/\{[^}]+\}/g, (m) => (m === "{capability}" ? "snapshot" : "zz-unknown-id")), body, { authorization: `Bearer ${caller.token}` });
+    const unknown = await t.call(
+      op.method,
+      op.path.replace(/\{[^}]+\}/g, (m) => (m === "{capability}" ? "snapshot" : "zz-unknown-id")),
+      body,
+      { authorization: `Bearer ${caller.token}` },
+    );
     expect(unknown.statusCode, `${label} vs unknown id`).toBe(404);
     expect(unknown.json().error.code, label).toBe(res.json().error.code);
   }
@@ -150,7 +219,8 @@ describe("authorization matrix generated from /openapi.json", () => {
   it("every route that takes a resource or a body carries an example, so the matrix covers it", async () => {
     for (const op of await operationsFromOpenApi()) {
       const spec: RouteSpec = ROUTES[op.operationId];
-      if (spec.method !== "GET" || spec.params) expect(spec.example, `${op.operationId} needs an example`).toBeDefined();
+      if (spec.method !== "GET" || spec.params)
+        expect(spec.example, `${op.operationId} needs an example`).toBeDefined();
     }
   });
 
@@ -158,7 +228,11 @@ describe("authorization matrix generated from /openapi.json", () => {
     const ops = await operationsFromOpenApi();
     expect(ops.length).toBeGreaterThan(25);
     for (const op of ops) {
-      const scopeSets: Scope[][] = [[...ALL_SCOPES], [op.scope, ...(ROUTES[op.operationId] as RouteSpec).example?.needs ?? []], ALL_SCOPES.filter((s) => s !== op.scope)];
+      const scopeSets: Scope[][] = [
+        [...ALL_SCOPES],
+        [op.scope, ...((ROUTES[op.operationId] as RouteSpec).example?.needs ?? [])],
+        ALL_SCOPES.filter((s) => s !== op.scope),
+      ];
       for (const role of Role.options) {
         for (const scopes of scopeSets) {
           for (const foreign of [false, true]) await runCase(op, role, scopes, foreign);

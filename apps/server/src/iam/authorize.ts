@@ -21,7 +21,8 @@ export async function requirePermission(
   operation: string,
 ): Promise<void> {
   const missingScope = !caller.scopes.includes(permission.scope);
-  const missingRole = permission.minRole !== undefined && !roleAtLeast(caller.role, permission.minRole);
+  const missingRole =
+    permission.minRole !== undefined && !roleAtLeast(caller.role, permission.minRole);
   if (!missingScope && !missingRole) return;
   const details = missingScope
     ? { missingScope: permission.scope }

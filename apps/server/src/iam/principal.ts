@@ -19,10 +19,20 @@ export async function resolveCaller(
 ): Promise<Caller | null> {
   const row =
     holder.type === "user"
-      ? await db.selectFrom("users").select(["role", "disabled_at"]).where("org_id", "=", holder.orgId).where("id", "=", holder.id).executeTakeFirst()
-      : await db.selectFrom("agents").select(["role", "disabled_at"]).where("org_id", "=", holder.orgId).where("id", "=", holder.id).executeTakeFirst();
+      ? await db
+          .selectFrom("users")
+          .select(["role", "disabled_at"])
+          .where("org_id", "=", holder.orgId)
+          .where("id", "=", holder.id)
+          .executeTakeFirst()
+      : await db
+          .selectFrom("agents")
+          .select(["role", "disabled_at"])
+          .where("org_id", "=", holder.orgId)
+          .where("id", "=", holder.id)
+          .executeTakeFirst();
   if (!row || row.disabled_at) return null;
-  const role = row.role as Role;
+  const role: Role = row.role;
   const allowed = ROLE_SCOPES[role];
   const entitlements = await db
     .selectFrom("entitlements")
@@ -44,5 +54,9 @@ export async function resolveCaller(
 
 /** The activity-history actor of a caller. */
 export function actorOf(caller: Caller): { type: "user" | "agent"; id: string; keyId?: string } {
-  return { type: caller.actor.type, id: caller.actor.id, ...(caller.keyId ? { keyId: caller.keyId } : {}) };
+  return {
+    type: caller.actor.type,
+    id: caller.actor.id,
+    ...(caller.keyId ? { keyId: caller.keyId } : {}),
+  };
 }

@@ -7,6 +7,16 @@ import type { ActivityService } from "../services/activity-service.js";
 import type { PolicyService } from "../services/policy-service.js";
 import type { ApprovalTable, Database } from "../store/schema.js";
 
+/** True for the answer of an action parked at the gate. */
+export function isPendingApproval(value: unknown): value is PendingApproval {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    "status" in value &&
+    value.status === "pending_approval"
+  );
+}
+
 /** A destructive action that cleared the gate, and who approved it (when someone had to). */
 export interface GateClearance {
   approvalId?: string;
@@ -112,12 +122,21 @@ export class ApprovalGate {
    * Records an approver's decision on a pending approval. Only listed approvers decide, and never
    * on their own request. Returns the row as decided; running a granted action is the caller's job.
    */
-  async decide(caller: Caller, approvalId: string, decision: "granted" | "denied", reason: string): Promise<Selectable<ApprovalTable>> {
+  async decide(
+    caller: Caller,
+    approvalId: string,
+    decision: "granted" | "denied",
+    reason: string,
+  ): Promise<Selectable<ApprovalTable>> {
     const row = await this.#row(caller.orgId, approvalId);
-    if (row.state !== "pending") throw new AppError("approval_closed", `Approval ${row.id} is already ${row.state}.`, { state: row.state });
+    if (row.state !== "pending")
+      throw new AppError("approval_closed", `Approval ${row.id} is already ${row.state}.`, {
+        state: row.state,
+      });
     const policy = await this.policies.get(caller.orgId);
     const isApprover = caller.actor.type === "user" && policy.approvers.includes(caller.actor.id);
-    const ownRequest = caller.actor.type === row.requested_by_type && caller.actor.id === row.requested_by_id;
+    const ownRequest =
+      caller.actor.type === row.requested_by_type && caller.actor.id === row.requested_by_id;
     if (!isApprover || ownRequest) {
       await this.activity.record({
         orgId: caller.orgId,
@@ -125,9 +144,19 @@ export class ApprovalGate {
         action: `approval.${decision === "granted" ? "grant" : "deny"}`,
         target: { type: "shell", id: row.shell_id },
         outcome: "denied",
-        details: { approvalId: row.id, reason: ownRequest ? "approvers cannot decide their own request" : "not a listed approver" },
+        details: {
+          approvalId: row.id,
+          reason: ownRequest
+            ? "approvers cannot decide their own request"
+            : "not a listed approver",
+        },
       });
-      throw new AppError("forbidden", ownRequest ? "You cannot decide your own request." : "Only the org's listed approvers can decide approvals.");
+      throw new AppError(
+        "forbidden",
+        ownRequest
+          ? "You cannot decide your own request."
+          : "Only the org's listed approvers can decide approvals.",
+      );
     }
     const decidedAt = nowIso();
     const updated = await this.db
@@ -136,7 +165,8 @@ export class ApprovalGate {
       .where("id", "=", row.id)
       .where("state", "=", "pending")
       .executeTakeFirst();
-    if (Number(updated.numUpdatedRows) === 0) throw new AppError("approval_closed", `Approval ${row.id} was decided meanwhile.`);
+    if (Number(updated.numUpdatedRows) === 0)
+      throw new AppError("approval_closed", `Approval ${row.id} was decided meanwhile.`);
     await this.activity.record({
       orgId: caller.orgId,
       actor: actorOf(caller),
@@ -155,12 +185,27 @@ export class ApprovalGate {
 
   async #row(orgId: string, approvalId: string): Promise<Selectable<ApprovalTable>> {
     await this.#expireDue(orgId);
-    const row = await this.db.selectFrom("approvals").selectAll().where("org_id", "=", orgId).where("id", "=", approvalId).executeTakeFirst();
-    if (!row) throw new AppError("not_found", `No approval ${approvalId}.`, { resource: "approval", id: approvalId });
+    const row = await this.db
+      .selectFrom("approvals")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("id", "=", approvalId)
+      .executeTakeFirst();
+    if (!row)
+      throw new AppError("not_found", `No approval ${approvalId}.`, {
+        resource: "approval",
+        id: approvalId,
+      });
     return row;
   }
 
   async #expireDue(orgId: string): Promise<void> {
-    await this.db.updateTable("approvals").set({ state: "expired" }).where("org_id", "=", orgId).where("state", "=", "pending").where("expires_at", "<=", nowIso()).execute();
+    await this.db
+      .updateTable("approvals")
+      .set({ state: "expired" })
+      .where("org_id", "=", orgId)
+      .where("state", "=", "pending")
+      .where("expires_at", "<=", nowIso())
+      .execute();
   }
 }

@@ -82,7 +82,6 @@ function toShell(row: ShellRow): Shell {
   };
 }
 
-
 /** A SYSTEM caller for work the control plane does on its own (TTL expiry, reconciliation). */
 const SYSTEM_ACTOR = { type: "system", id: "control-plane" } as const;
 
@@ -101,19 +100,31 @@ export class ShellService {
     const { db, activity } = this.deps;
     const policy = await this.deps.policies.get(caller.orgId);
     const strength = (r: RuntimeClass) => RuntimeClass.options.indexOf(r);
-    const runtime = input.runtime ?? (strength(policy.isolationFloor) > strength("container") ? policy.isolationFloor : "container");
+    const runtime =
+      input.runtime ??
+      (strength(policy.isolationFloor) > strength("container")
+        ? policy.isolationFloor
+        : "container");
     if (strength(runtime) < strength(policy.isolationFloor)) {
-      throw new AppError("below_isolation_floor", `This org runs shells in ${policy.isolationFloor} or stronger; ${runtime} is below that floor.`, {
-        runtime,
-        isolationFloor: policy.isolationFloor,
-      });
+      throw new AppError(
+        "below_isolation_floor",
+        `This org runs shells in ${policy.isolationFloor} or stronger; ${runtime} is below that floor.`,
+        {
+          runtime,
+          isolationFloor: policy.isolationFloor,
+        },
+      );
     }
     const region = input.region ?? this.deps.region;
     if (policy.allowedRegions.length > 0 && !policy.allowedRegions.includes(region)) {
-      throw new AppError("region_not_allowed", `Region ${region} is not allowed in this org; allowed: ${policy.allowedRegions.join(", ")}.`, {
-        region,
-        allowedRegions: policy.allowedRegions,
-      });
+      throw new AppError(
+        "region_not_allowed",
+        `Region ${region} is not allowed in this org; allowed: ${policy.allowedRegions.join(", ")}.`,
+        {
+          region,
+          allowedRegions: policy.allowedRegions,
+        },
+      );
     }
     const network = input.network ?? policy.defaultNetwork;
     const placement = await this.deps.runtimes.backendFor(runtime);
@@ -358,22 +369,35 @@ export class ShellService {
         await this.#recordAction(caller, row.id, capability, "failure", {
           reason: `not legal while ${row.status}`,
         });
-        throw new AppError("invalid_state", `Cannot ${capability} shell ${row.name} while it is ${row.status}.`, {
-          status: row.status,
-          capability,
-          legalIn: legal,
-        });
+        throw new AppError(
+          "invalid_state",
+          `Cannot ${capability} shell ${row.name} while it is ${row.status}.`,
+          {
+            status: row.status,
+            capability,
+            legalIn: legal,
+          },
+        );
       }
       let cleared = clearance;
       if (!cleared && GATED.has(capability)) {
         const { confirm: _confirm, ...request } = options;
-        const decision = await this.#gate(caller, row, capability as "stop" | "wipe_state" | "reinstall_os", options.confirm, request);
+        const decision = await this.#gate(
+          caller,
+          row,
+          capability as "stop" | "wipe_state" | "reinstall_os",
+          options.confirm,
+          request,
+        );
         if ("pending" in decision) return decision.pending;
         cleared = decision.clearance;
       }
       try {
         const result = await this.#perform(caller, row, capability, options);
-        await this.#recordAction(caller, row.id, capability, "success", { ...result.details, ...cleared });
+        await this.#recordAction(caller, row.id, capability, "success", {
+          ...result.details,
+          ...cleared,
+        });
         return {
           capability,
           message: result.message,
@@ -381,7 +405,10 @@ export class ShellService {
           ...result.extra,
         };
       } catch (error) {
-        await this.#recordAction(caller, row.id, capability, "failure", { error: describe(error), ...cleared });
+        await this.#recordAction(caller, row.id, capability, "failure", {
+          error: describe(error),
+          ...cleared,
+        });
         throw error;
       }
     });
@@ -394,7 +421,11 @@ export class ShellService {
   async grantApproval(caller: Caller, approvalId: string, reason: string): Promise<Approval> {
     const row = await this.deps.gate.decide(caller, approvalId, "granted", reason);
     const key = row.requested_key_id
-      ? await this.deps.db.selectFrom("api_keys").select(["scopes", "revoked_at"]).where("id", "=", row.requested_key_id).executeTakeFirst()
+      ? await this.deps.db
+          .selectFrom("api_keys")
+          .select(["scopes", "revoked_at"])
+          .where("id", "=", row.requested_key_id)
+          .executeTakeFirst()
       : undefined;
     const requester =
       key && !key.revoked_at
@@ -404,7 +435,11 @@ export class ShellService {
             { keyId: row.requested_key_id, scopes: JSON.parse(key.scopes) as Scope[] },
           )
         : row.requested_key_id === null
-          ? await resolveCaller(this.deps.db, { orgId: row.org_id, type: row.requested_by_type, id: row.requested_by_id }, { keyId: null, scopes: ["shells:instances:control"] })
+          ? await resolveCaller(
+              this.deps.db,
+              { orgId: row.org_id, type: row.requested_by_type, id: row.requested_by_id },
+              { keyId: null, scopes: ["shells:instances:control"] },
+            )
           : null;
     const clearance: GateClearance = { approvalId: row.id, approvedBy: caller.actor.id };
     let outcome = "success";
@@ -413,10 +448,14 @@ export class ShellService {
     } else {
       try {
         const request = JSON.parse(row.request) as ActionRequest;
-        if (row.action === "delete") await this.delete(requester, row.shell_id, undefined, clearance);
+        if (row.action === "delete")
+          await this.delete(requester, row.shell_id, undefined, clearance);
         else await this.act(requester, row.shell_id, row.action, request, clearance);
       } catch (error) {
-        outcome = error instanceof AppError ? `${error.code}: ${error.message}` : `failed: ${describe(error)}`;
+        outcome =
+          error instanceof AppError
+            ? `${error.code}: ${error.message}`
+            : `failed: ${describe(error)}`;
       }
     }
     await this.deps.gate.recordOutcome(row.id, outcome);
@@ -424,7 +463,12 @@ export class ShellService {
   }
 
   /** Deletes a shell: the backend reclaims every per-shell object; the record stays as `deleted`. */
-  async delete(caller: Caller, idOrName: string, confirm?: string, clearance?: GateClearance): Promise<Shell | PendingApproval> {
+  async delete(
+    caller: Caller,
+    idOrName: string,
+    confirm?: string,
+    clearance?: GateClearance,
+  ): Promise<Shell | PendingApproval> {
     const found = await this.#find(caller.orgId, idOrName);
     return this.#lifecycle.run(found.id, async () => {
       const row = await this.#find(caller.orgId, found.id);

@@ -12,7 +12,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Kysely } from "kysely";
 import type { z } from "zod";
 import { AppError } from "../errors.js";
-import { authenticate, type Caller } from "../iam/authenticate.js";
+import { authenticate, type Caller, type OidcAuthenticator } from "../iam/authenticate.js";
 import { requirePermission } from "../iam/authorize.js";
 import { nowIso, sha256Hex } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
@@ -40,6 +40,8 @@ export interface RegisterOptions {
   db: Kysely<Database>;
   activity: ActivityService;
   validateResponses: boolean;
+  /** Bearer JWTs and console sessions; null when OIDC is not configured. */
+  oidc?: OidcAuthenticator | null;
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
@@ -77,11 +79,18 @@ export function registerRoutes(
       handler: async (request, reply) => {
         let caller: Caller | null = null;
         if (spec.scope) {
-          caller = await authenticate(options.db, options.activity, request.headers.authorization, {
-            method: request.method,
-            route: spec.path,
-            ip: request.ip,
-          });
+          const csrfToken = request.headers["x-csrf-token"];
+          caller = await authenticate(
+            options.db,
+            options.activity,
+            {
+              authorization: request.headers.authorization,
+              cookie: request.headers.cookie,
+              csrfToken: typeof csrfToken === "string" ? csrfToken : undefined,
+            },
+            { method: request.method, route: spec.path, ip: request.ip },
+            options.oidc ?? null,
+          );
           await requirePermission(options.activity, caller, { scope: spec.scope, minRole: spec.minRole }, operationId);
         }
         const params = spec.params ? parseInput(spec.params, request.params, "path") : {};

@@ -3,6 +3,7 @@ import type { z } from "zod";
 import { AppError } from "../errors.js";
 import { requirePermission } from "../iam/authorize.js";
 import { actorOf, type Caller } from "../iam/principal.js";
+import { isPendingApproval } from "../orchestrator/approval-gate.js";
 import type { ShellService } from "../orchestrator/shell-service.js";
 import type { ActivityService } from "./activity-service.js";
 
@@ -29,22 +30,32 @@ export class AgentGate {
     private readonly activity: ActivityService,
   ) {}
 
-  async invoke(caller: Caller, body: RouteBody<"agentInvoke">): Promise<{ tool: AgentTool; result: unknown }> {
+  async invoke(
+    caller: Caller,
+    body: RouteBody<"agentInvoke">,
+  ): Promise<{ tool: AgentTool; result: unknown }> {
     const { tool } = body;
     const decide = (outcome: "success" | "denied" | "failure", details: Record<string, unknown>) =>
       this.activity.record({
         orgId: caller.orgId,
         actor: actorOf(caller),
         action: "agent.invoke",
-        target: typeof body.arguments.shell === "string" ? { type: "shell", id: body.arguments.shell } : null,
+        target:
+          typeof body.arguments.shell === "string"
+            ? { type: "shell", id: body.arguments.shell }
+            : null,
         outcome,
         details: { tool, ...details },
       });
     if (!caller.entitlements.includes(AGENT_ENTITLEMENT)) {
       await decide("denied", { reason: `missing entitlement ${AGENT_ENTITLEMENT}` });
-      throw new AppError("entitlement_required", `The agent gate needs the ${AGENT_ENTITLEMENT} entitlement; ask an org admin to grant it.`, {
-        entitlement: AGENT_ENTITLEMENT,
-      });
+      throw new AppError(
+        "entitlement_required",
+        `The agent gate needs the ${AGENT_ENTITLEMENT} entitlement; ask an org admin to grant it.`,
+        {
+          entitlement: AGENT_ENTITLEMENT,
+        },
+      );
     }
     try {
       await requirePermission(this.activity, caller, { scope: TOOL_SCOPE[tool] }, `agent:${tool}`);
@@ -55,7 +66,11 @@ export class AgentGate {
     const args = parseArguments(tool, body.arguments);
     try {
       const result = await this.#run(caller, tool, args);
-      await decide("success", { reason: `entitlement ${AGENT_ENTITLEMENT} and permission ${TOOL_SCOPE[tool]}` });
+      const pending = isPendingApproval(result) ? { pendingApproval: result.approval.id } : {};
+      await decide("success", {
+        reason: `entitlement ${AGENT_ENTITLEMENT} and permission ${TOOL_SCOPE[tool]}`,
+        ...pending,
+      });
       return { tool, result };
     } catch (error) {
       await decide("failure", { error: error instanceof AppError ? error.code : "internal" });
@@ -66,15 +81,25 @@ export class AgentGate {
   async #run(caller: Caller, tool: AgentTool, args: unknown): Promise<unknown> {
     switch (tool) {
       case "shells_list":
-        return this.shells.list(caller, args as z.output<(typeof AGENT_TOOL_ARGUMENTS)["shells_list"]>);
+        return this.shells.list(
+          caller,
+          args as z.output<(typeof AGENT_TOOL_ARGUMENTS)["shells_list"]>,
+        );
       case "shells_create":
-        return this.shells.create(caller, args as z.output<(typeof AGENT_TOOL_ARGUMENTS)["shells_create"]>);
+        return this.shells.create(
+          caller,
+          args as z.output<(typeof AGENT_TOOL_ARGUMENTS)["shells_create"]>,
+        );
       case "shells_exec": {
-        const { shell, ...request } = args as z.output<(typeof AGENT_TOOL_ARGUMENTS)["shells_exec"]>;
+        const { shell, ...request } = args as z.output<
+          (typeof AGENT_TOOL_ARGUMENTS)["shells_exec"]
+        >;
         return this.shells.exec(caller, shell, request);
       }
       case "shells_action": {
-        const { shell, capability, ...options } = args as z.output<(typeof AGENT_TOOL_ARGUMENTS)["shells_action"]>;
+        const { shell, capability, ...options } = args as z.output<
+          (typeof AGENT_TOOL_ARGUMENTS)["shells_action"]
+        >;
         if (capability === "delete") return this.shells.delete(caller, shell, options.confirm);
         return this.shells.act(caller, shell, capability, options);
       }
@@ -85,6 +110,10 @@ export class AgentGate {
 function parseArguments(tool: AgentTool, raw: Record<string, unknown>): unknown {
   const parsed = AGENT_TOOL_ARGUMENTS[tool].safeParse(raw);
   if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map((i) => `${["arguments", ...i.path.map(String)].join(".")}: ${i.message}`);
-  throw new AppError("validation_failed", `Invalid arguments for ${tool}: ${problems.join("; ")}`, { issues: problems });
+  const problems = parsed.error.issues.map(
+    (i) => `${["arguments", ...i.path.map(String)].join(".")}: ${i.message}`,
+  );
+  throw new AppError("validation_failed", `Invalid arguments for ${tool}: ${problems.join("; ")}`, {
+    issues: problems,
+  });
 }

@@ -26,8 +26,38 @@ export class PolicyService {
 
   /** The org's policy (the default until an admin changes it). */
   async get(orgId: string): Promise<OrgPolicy> {
-    const row = await this.db.selectFrom("org_policies").select("policy").where("org_id", "=", orgId).executeTakeFirst();
-    return row ? { ...DEFAULT_POLICY, ...(JSON.parse(row.policy) as Partial<OrgPolicy>) } : DEFAULT_POLICY;
+    const row = await this.db
+      .selectFrom("org_policies")
+      .select("policy")
+      .where("org_id", "=", orgId)
+      .executeTakeFirst();
+    return row
+      ? { ...DEFAULT_POLICY, ...(JSON.parse(row.policy) as Partial<OrgPolicy>) }
+      : DEFAULT_POLICY;
+  }
+
+  /**
+   * Removes a member who left or was disabled from the approver list. A gate left without any
+   * approver falls back to typed confirmation rather than to no gate at all.
+   */
+  async dropApprover(orgId: string, userId: string): Promise<void> {
+    const current = await this.get(orgId);
+    if (!current.approvers.includes(userId)) return;
+    const approvers = current.approvers.filter((id) => id !== userId);
+    const approvalGates = { ...current.approvalGates };
+    if (approvers.length === 0) {
+      for (const [action, mode] of Object.entries(approvalGates)) {
+        if (mode === "approvers") approvalGates[action as keyof typeof approvalGates] = "confirm";
+      }
+    }
+    const next: OrgPolicy = { ...current, approvers, approvalGates };
+    await this.db
+      .insertInto("org_policies")
+      .values({ org_id: orgId, policy: JSON.stringify(next), updated_at: nowIso() })
+      .onConflict((oc) =>
+        oc.column("org_id").doUpdateSet({ policy: JSON.stringify(next), updated_at: nowIso() }),
+      )
+      .execute();
   }
 
   /** Applies a partial update. Approvers must be active members; a gate set to `approvers` needs one. */
@@ -36,10 +66,17 @@ export class PolicyService {
     const next: OrgPolicy = {
       ...current,
       ...Object.fromEntries(Object.entries(body).filter(([, v]) => v !== undefined)),
-      approvalGates: { ...current.approvalGates, ...Object.fromEntries(Object.entries(body.approvalGates ?? {}).filter(([, v]) => v !== undefined)) },
+      approvalGates: {
+        ...current.approvalGates,
+        ...Object.fromEntries(
+          Object.entries(body.approvalGates ?? {}).filter(([, v]) => v !== undefined),
+        ),
+      },
     };
     next.approvers = [...new Set(next.approvers)];
-    if (next.approvers.length > 0) {
+    // Only a change of the approver list is checked against membership: members who left are
+    // dropped from the list as they leave (see `dropApprover`).
+    if (body.approvers && next.approvers.length > 0) {
       const found = await this.db
         .selectFrom("users")
         .select("id")
@@ -49,17 +86,28 @@ export class PolicyService {
         .execute();
       const unknown = next.approvers.filter((id) => !found.some((f) => f.id === id));
       if (unknown.length > 0) {
-        throw new AppError("validation_failed", `Approvers must be active members of this org: ${unknown.join(", ")}.`, { unknown });
+        throw new AppError(
+          "validation_failed",
+          `Approvers must be active members of this org: ${unknown.join(", ")}.`,
+          { unknown },
+        );
       }
     }
-    const gatedByApprovers = Object.entries(next.approvalGates).filter(([, mode]) => mode === "approvers");
+    const gatedByApprovers = Object.entries(next.approvalGates).filter(
+      ([, mode]) => mode === "approvers",
+    );
     if (gatedByApprovers.length > 0 && next.approvers.length === 0) {
-      throw new AppError("validation_failed", "A gate set to `approvers` needs at least one approver in `approvers`.");
+      throw new AppError(
+        "validation_failed",
+        "A gate set to `approvers` needs at least one approver in `approvers`.",
+      );
     }
     await this.db
       .insertInto("org_policies")
       .values({ org_id: caller.orgId, policy: JSON.stringify(next), updated_at: nowIso() })
-      .onConflict((oc) => oc.column("org_id").doUpdateSet({ policy: JSON.stringify(next), updated_at: nowIso() }))
+      .onConflict((oc) =>
+        oc.column("org_id").doUpdateSet({ policy: JSON.stringify(next), updated_at: nowIso() }),
+      )
       .execute();
     await this.activity.record({
       orgId: caller.orgId,

@@ -184,6 +184,42 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
     },
   },
+  "0003_oidc": {
+    async up(db: Kysely<unknown>) {
+      // The IdP tokens a session re-checks the user's membership with, encrypted under a key derived
+      // from the session cookie (which the store never holds), and when it last did.
+      await db.schema.alterTable("sessions").addColumn("idp_tokens", "text").execute();
+      await db.schema
+        .alterTable("sessions")
+        .addColumn("recheck", "text", (c) => c.notNull().defaultTo("none"))
+        .execute();
+      await db.schema.alterTable("sessions").addColumn("checked_at", "text").execute();
+      await db.schema
+        .createIndex("sessions_org_user")
+        .on("sessions")
+        .columns(["org_id", "user_id"])
+        .execute();
+      // Logins in flight: state, nonce and PKCE verifier, keyed by the hash of a browser cookie.
+      await db.schema
+        .createTable("oidc_logins")
+        .addColumn("id_hash", "text", (c) => c.primaryKey())
+        .addColumn("state", "text", (c) => c.notNull())
+        .addColumn("nonce", "text", (c) => c.notNull())
+        .addColumn("code_verifier", "text", (c) => c.notNull())
+        .addColumn("return_to", "text", (c) => c.notNull())
+        .addColumn("expires_at", "text", (c) => c.notNull())
+        .execute();
+      // How fresh the directory evidence behind an OIDC user's role is, and whether the directory
+      // (rather than an admin) disabled them.
+      await db.schema
+        .createTable("oidc_accounts")
+        .addColumn("user_id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("synced_at", "text", (c) => c.notNull())
+        .addColumn("offboarded_at", "text")
+        .execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

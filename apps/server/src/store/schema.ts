@@ -15,6 +15,8 @@ export interface Database {
   org_policies: OrgPolicyTable;
   approvals: ApprovalTable;
   sessions: SessionTable;
+  oidc_logins: OidcLoginTable;
+  oidc_accounts: OidcAccountTable;
 }
 
 export interface OrgTable {
@@ -174,4 +176,33 @@ export interface SessionTable {
   claims: string;
   created_at: string;
   expires_at: string;
+  /**
+   * The IdP's access and refresh tokens (JSON), AES-GCM encrypted under a key derived from the
+   * session cookie: readable only while serving a request that carries that cookie.
+   */
+  idp_tokens: string | null;
+  /** How the session re-checks the user's role with the IdP: `userinfo`, `refresh` or `none`. */
+  recheck: Generated<"userinfo" | "refresh" | "none">;
+  /** When the role was last re-checked. */
+  checked_at: string | null;
+}
+
+export interface OidcLoginTable {
+  /** SHA-256 of the login cookie bound to the browser that started the login. */
+  id_hash: string;
+  state: string;
+  nonce: string;
+  code_verifier: string;
+  /** Same-origin path to land on after login. */
+  return_to: string;
+  expires_at: string;
+}
+
+export interface OidcAccountTable {
+  user_id: string;
+  org_id: string;
+  /** Time of the freshest directory evidence applied to the user (role or offboarding). */
+  synced_at: string;
+  /** When the directory stopped mapping the user to a role (and the user was disabled for it). */
+  offboarded_at: string | null;
 }

@@ -78,7 +78,7 @@ export async function addPrincipal(
   options: {
     orgId: string;
     role: "viewer" | "developer" | "admin" | "owner";
-    scopes: string[];
+    scopes: readonly string[];
     type?: "user" | "agent";
     id?: string;
     entitlements?: string[];
@@ -86,25 +86,83 @@ export async function addPrincipal(
 ): Promise<{ token: string; id: string; keyId: string }> {
   const now = new Date().toISOString();
   const db = store.db;
-  const org = await db.selectFrom("orgs").select("id").where("id", "=", options.orgId).executeTakeFirst();
+  const org = await db
+    .selectFrom("orgs")
+    .select("id")
+    .where("id", "=", options.orgId)
+    .executeTakeFirst();
   if (!org) {
-    await db.insertInto("orgs").values({ id: options.orgId, name: options.orgId, created_at: now }).execute();
-    await db.insertInto("projects").values({ id: `prj-${options.orgId}`, org_id: options.orgId, name: "default", created_at: now }).execute();
+    await db
+      .insertInto("orgs")
+      .values({ id: options.orgId, name: options.orgId, created_at: now })
+      .execute();
+    await db
+      .insertInto("projects")
+      .values({
+        id: `prj-${options.orgId}`,
+        org_id: options.orgId,
+        name: "default",
+        created_at: now,
+      })
+      .execute();
   }
   const type = options.type ?? "user";
   const id = options.id ?? newId(type === "user" ? "usr" : "agt");
   if (type === "user") {
-    await db.insertInto("users").values({ id, org_id: options.orgId, email: `${id}@example.com`, role: options.role, created_at: now, oidc_subject: null, disabled_at: null }).execute();
+    await db
+      .insertInto("users")
+      .values({
+        id,
+        org_id: options.orgId,
+        email: `${id}@example.com`,
+        role: options.role,
+        created_at: now,
+        oidc_subject: null,
+        disabled_at: null,
+      })
+      .execute();
   } else {
-    await db.insertInto("agents").values({ id, org_id: options.orgId, name: id, role: options.role, created_at: now, disabled_at: null }).execute();
+    await db
+      .insertInto("agents")
+      .values({
+        id,
+        org_id: options.orgId,
+        name: id,
+        role: options.role,
+        created_at: now,
+        disabled_at: null,
+      })
+      .execute();
   }
   for (const entitlement of options.entitlements ?? []) {
-    await db.insertInto("entitlements").values({ id: newId("ent"), org_id: options.orgId, entitlement, principal_type: type, principal_id: id, granted_by: "test", created_at: now }).execute();
+    await db
+      .insertInto("entitlements")
+      .values({
+        id: newId("ent"),
+        org_id: options.orgId,
+        entitlement,
+        principal_type: type,
+        principal_id: id,
+        granted_by: "test",
+        created_at: now,
+      })
+      .execute();
   }
   const key = mintApiKey();
   await db
     .insertInto("api_keys")
-    .values({ id: key.keyId, org_id: options.orgId, principal_type: type, principal_id: id, name: "test", key_hash: key.keyHash, scopes: JSON.stringify(options.scopes), created_at: now, revoked_at: null, last_used_at: null })
+    .values({
+      id: key.keyId,
+      org_id: options.orgId,
+      principal_type: type,
+      principal_id: id,
+      name: "test",
+      key_hash: key.keyHash,
+      scopes: JSON.stringify(options.scopes),
+      created_at: now,
+      revoked_at: null,
+      last_used_at: null,
+    })
     .execute();
   return { token: key.token, id, keyId: key.keyId };
 }

@@ -338,8 +338,10 @@ async function builtin(argv: string[], run: SimRun, stdin: string): Promise<Io> 
             .map(([k, v]) => `${k}=${v}\n`)
             .join(""),
         );
-      const value = run.env[args[0] ?? ""];
-      return value === undefined ? fail("") : ok(`${value}\n`);
+      // Like coreutils: print each variable that is set; exit 1 when any is not.
+      const values = args.map((name) => run.env[name]);
+      const out = values.filter((v) => v !== undefined).map((v) => `${v}\n`).join("");
+      return { stdout: out, stderr: "", code: values.includes(undefined) ? 1 : 0 };
     }
     case "cat": {
       if (args.length === 0) return ok(stdin);

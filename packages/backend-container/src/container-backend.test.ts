@@ -1,0 +1,11 @@
+import { describeSandboxBackend } from "@shells/sandbox/conformance";
+import { describe } from "vitest";
+import { hostReport, makeTestBackend } from "./internal/test-support.js";
+
+// The shared conformance suite, against real sandboxes on the bash image.
+describe.runIf(hostReport.available)("container backend", () => {
+  describeSandboxBackend("container", async () => {
+    const { backend, cleanup } = await makeTestBackend();
+    return { backend, runtime: "container", language: "bash", cleanup };
+  });
+});

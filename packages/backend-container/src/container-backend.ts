@@ -1,0 +1,707 @@
+import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import type { ExecResult, RuntimeAvailability, Snapshot } from "@shells/contract";
+import {
+  SandboxError,
+  type SandboxBackend,
+  type SandboxExecOptions,
+  type SandboxExecRequest,
+  type SandboxInfo,
+  type SandboxSpec,
+} from "@shells/sandbox";
+import { detectCgroups, ShellCgroup, type CgroupHost } from "./internal/cgroups.js";
+import { createDisk, repairDiskIfNeeded, waitForLoopDetached } from "./internal/disk.js";
+import { runExec, ShellNotRunningError, type InflightExec } from "./internal/exec.js";
+import { launchHolder } from "./internal/holder.js";
+import { checkContainerHost, type ContainerHostReport } from "./internal/host-check.js";
+import { ensureImage, findImage, newestImage, type ImageBuildProgress } from "./internal/images.js";
+import { ensureHelper } from "./internal/native.js";
+import { isAlive, run, sleep } from "./internal/proc.js";
+import {
+  claimUidSlot,
+  listShellIds,
+  liveHolder,
+  readJson,
+  releaseUidSlot,
+  releaseUidSlotsOwnedBy,
+  uidBaseOf,
+  writeJson,
+  type HolderRecord,
+  type ShellRecord,
+} from "./internal/state.js";
+
+/** A pino-like logger; every method takes an object and/or a message. */
+export interface ContainerLogger {
+  info(obj: unknown, msg?: string): void;
+  warn(obj: unknown, msg?: string): void;
+  error(obj: unknown, msg?: string): void;
+}
+
+/** Options of the container backend. */
+export interface ContainerBackendOptions {
+  /** Where shells, images and the compiled helper live, e.g. `<dataDir>/container`. Root-only. */
+  stateDir: string;
+  /** Base images directory (default `<stateDir>/images`); several state dirs may share one. */
+  imagesDir?: string;
+  /**
+   * Host-wide registry of claimed uid ranges (default `/var/lib/shells/uid-slots`). Shared by every
+   * state dir on the host, so no two shells ever map root to the same host uids.
+   */
+  uidRegistryDir?: string;
+  /** Name of the cgroup (in each hierarchy) that holds one cgroup per shell (default `shells`). */
+  cgroupParent?: string;
+  /** Debian suite and mirror for image builds (defaults: host codename, mmdebstrap's mirror). */
+  debianSuite?: string;
+  debianMirror?: string;
+  /**
+   * What root inside a shell may do beyond owning the shell's files. `none` (default): no
+   * capabilities at all, the host sees CapEff 0 on every sandbox process. `package-manager`:
+   * Docker's default set (chown to other users, setuid), which dpkg needs for packages that ship
+   * files owned by other users. Either way the capabilities are confined to the shell's user
+   * namespace, whose root is an unprivileged host uid.
+   */
+  rootCapabilities?: "none" | "package-manager";
+  logger?: ContainerLogger;
+  /** Image build progress (a first create of a language builds its image, about a minute). */
+  onProgress?: (event: ImageBuildProgress) => void;
+}
+
+/** Environment every exec starts from; the shell's env and the exec's env override it. */
+const BASE_ENV: Record<string, string> = {
+  PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+  HOME: "/root",
+  LANG: "C.UTF-8",
+};
+
+/** Shell ids name directories, cgroups and mount paths: keep them to a safe alphabet. */
+const SHELL_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+interface SnapshotMeta extends Snapshot {
+  seq: number;
+}
+
+/**
+ * The `container` runtime class: each shell is a set of Linux namespaces (user, mount, pid, net,
+ * ipc, uts, cgroup) held open by a tiny keeper/init pair, with cgroup limits, an overlay root
+ * filesystem over a per-language Debian base image, and a size-limited disk for its state.
+ *
+ * Root inside maps to an unprivileged host uid range unique to the shell; processes run with
+ * trimmed capabilities, no_new_privs and a seccomp filter (native/confine.c). An exec joins the
+ * shell's namespaces and cgroups, so background processes outlive the exec that started them.
+ * Shells survive the control plane: everything needed to re-adopt them is under `stateDir`.
+ * Needs root; `checkContainerHost()` says what else.
+ */
+export class ContainerBackend implements SandboxBackend {
+  readonly name = "container";
+  readonly #stateDir: string;
+  readonly #imagesDir: string;
+  readonly #registryDir: string;
+  readonly #cgroupParent: string;
+  readonly #options: ContainerBackendOptions;
+  #cgroupHost: CgroupHost | null = null;
+  #hostReport: { at: number; report: ContainerHostReport } | null = null;
+  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #inflight = new Map<string, Set<InflightExec>>();
+  readonly #holders = new Map<string, HolderRecord>();
+
+  constructor(options: ContainerBackendOptions) {
+    this.#options = options;
+    this.#stateDir = options.stateDir.replace(/\/+$/, "");
+    this.#imagesDir = options.imagesDir ?? `${this.#stateDir}/images`;
+    this.#registryDir = options.uidRegistryDir ?? "/var/lib/shells/uid-slots";
+    this.#cgroupParent = options.cgroupParent ?? "shells";
+  }
+
+  async availability(): Promise<RuntimeAvailability[]> {
+    const report = await this.#hostCheck();
+    return [
+      {
+        runtime: "container",
+        available: report.available,
+        backend: this.name,
+        reason: report.reason,
+      },
+    ];
+  }
+
+  async create(spec: SandboxSpec): Promise<SandboxInfo> {
+    if (!SHELL_ID.test(spec.shellId)) {
+      throw new SandboxError(
+        "unsupported",
+        `shell id ${JSON.stringify(spec.shellId)} has characters the container backend cannot use`,
+      );
+    }
+    if (spec.runtime !== "container") {
+      throw new SandboxError(
+        "unsupported",
+        `the container backend does not run the ${spec.runtime} runtime class`,
+      );
+    }
+    if (spec.network === "internet") {
+      throw new SandboxError(
+        "unsupported",
+        "network mode `internet` needs the egress proxy, which this server does not have yet; use `sealed` or `localhost`",
+        { network: spec.network },
+      );
+    }
+    const report = await this.#hostCheck();
+    if (!report.available)
+      throw new SandboxError("unavailable", report.reason ?? "container runtime unavailable", {
+        checks: report.checks,
+      });
+
+    return this.#locked(spec.shellId, async () => {
+      const shellDir = this.#shellDir(spec.shellId);
+      if (await readJson<ShellRecord>(`${shellDir}/shell.json`)) {
+        throw new SandboxError("failed", `shell ${spec.shellId} already exists on this host`);
+      }
+      let helper: string;
+      let image;
+      try {
+        helper = await ensureHelper(this.#stateDir);
+        image = await ensureImage(this.#imagesDir, spec.language, this.#buildOptions());
+      } catch (error) {
+        throw new SandboxError(
+          "unavailable",
+          `cannot prepare the ${spec.language} image: ${(error as Error).message}`,
+          {},
+          { cause: error },
+        );
+      }
+      await mkdir(`${this.#stateDir}/shells`, { recursive: true, mode: 0o700 });
+      await mkdir(shellDir, { mode: 0o700 });
+      const record: ShellRecord = {
+        shellId: spec.shellId,
+        phase: "creating",
+        language: spec.language,
+        network: spec.network,
+        resources: spec.resources,
+        env: spec.env,
+        uidSlot: null,
+        imageVersion: image.version,
+        imageRootfs: image.rootfs,
+        createdAt: new Date().toISOString(),
+        snapshotSeq: 0,
+      };
+      try {
+        await writeJson(`${shellDir}/shell.json`, record);
+        record.uidSlot = await claimUidSlot(this.#registryDir, shellDir);
+        await writeJson(`${shellDir}/shell.json`, record);
+        await createDisk(`${shellDir}/disk.img`, spec.resources.diskMb);
+        await this.#startHolder(record, helper, { freshDisk: true });
+        record.phase = "ready";
+        await writeJson(`${shellDir}/shell.json`, record);
+      } catch (error) {
+        this.#log("error", { shellId: spec.shellId, err: error }, "create failed; tearing down");
+        await this.#teardown(spec.shellId).catch((e: unknown) =>
+          this.#log("error", { shellId: spec.shellId, err: e }, "teardown after failed create"),
+        );
+        throw error instanceof SandboxError
+          ? error
+          : new SandboxError(
+              "failed",
+              `creating the shell failed: ${(error as Error).message}`,
+              {},
+              { cause: error },
+            );
+      }
+      this.#log("info", { shellId: spec.shellId, imageVersion: image.version }, "shell created");
+      return { shellId: spec.shellId, state: "running", imageVersion: image.version };
+    });
+  }
+
+  async exec(
+    shellId: string,
+    request: SandboxExecRequest,
+    options: SandboxExecOptions = {},
+  ): Promise<ExecResult> {
+    const record = await this.#record(shellId);
+    if (record.phase !== "ready")
+      throw new SandboxError("not_running", `shell ${shellId} is ${record.phase}`);
+    const holder = await this.#liveHolder(shellId);
+    if (!holder) throw new SandboxError("not_running", `shell ${shellId} is not running`);
+    const cgroup = this.#cgroup(shellId);
+    const helper = await ensureHelper(this.#stateDir);
+    const diskBytes = record.resources.diskMb * 1024 * 1024;
+    try {
+      return await runExec(
+        {
+          helper,
+          initPid: holder.initPid,
+          initStart: holder.initStart,
+          cgroupProcs: cgroup.procsFiles,
+          oomEventsFile: cgroup.oomEventsFile,
+          pidsEventsFile: cgroup.pidsEventsFile,
+          diskFullBytes: Math.max(1024 * 1024, Math.floor(diskBytes / 100)),
+          rootCapabilities: this.#options.rootCapabilities ?? "none",
+        },
+        request,
+        { ...BASE_ENV, ...record.env, ...request.env },
+        options,
+        (inflight) => {
+          let set = this.#inflight.get(shellId);
+          if (!set) this.#inflight.set(shellId, (set = new Set()));
+          set.add(inflight);
+          return () => set.delete(inflight);
+        },
+      );
+    } catch (error) {
+      if (error instanceof ShellNotRunningError) {
+        this.#holders.delete(shellId);
+        throw new SandboxError("not_running", `shell ${shellId} is not running`);
+      }
+      throw new SandboxError(
+        "failed",
+        `exec failed: ${(error as Error).message}`,
+        {},
+        { cause: error },
+      );
+    }
+  }
+
+  async stop(shellId: string): Promise<SandboxInfo> {
+    return this.#locked(shellId, async () => {
+      const record = await this.#record(shellId);
+      await this.#stopHolder(shellId, "stopped");
+      return this.#info(record, "stopped");
+    });
+  }
+
+  async start(shellId: string): Promise<SandboxInfo> {
+    return this.#locked(shellId, async () => {
+      const record = await this.#record(shellId);
+      if (!(await this.#liveHolder(shellId)))
+        await this.#startHolder(record, await ensureHelper(this.#stateDir));
+      if (record.phase === "creating") {
+        record.phase = "ready";
+        await writeJson(`${this.#shellDir(shellId)}/shell.json`, record);
+      }
+      return this.#info(record, "running");
+    });
+  }
+
+  async restart(shellId: string): Promise<SandboxInfo> {
+    return this.#locked(shellId, async () => {
+      const record = await this.#record(shellId);
+      await this.#stopHolder(shellId, "stopped");
+      await this.#startHolder(record, await ensureHelper(this.#stateDir));
+      return this.#info(record, "running");
+    });
+  }
+
+  async snapshot(shellId: string, name: string): Promise<Snapshot> {
+    if (!SNAPSHOT_NAME.test(name))
+      throw new SandboxError("unsupported", `snapshot name ${JSON.stringify(name)} is not allowed`);
+    return this.#locked(shellId, async () => {
+      const record = await this.#record(shellId);
+      const shellDir = this.#shellDir(shellId);
+      const snapshotsDir = `${shellDir}/snapshots`;
+      await mkdir(snapshotsDir, { recursive: true, mode: 0o700 });
+      const archive = `${snapshotsDir}/${name}.tar`;
+      const temporary = `${archive}.tmp`;
+      // Running or not: the helper mounts the shell's disk (sharing the live superblock when the
+      // shell runs) in a private mount namespace, and tar archives the upper dir with the overlay's
+      // own metadata (whiteouts, opaque-dir xattrs) and the shell's numeric owners.
+      await this.#withDisk(record, [
+        "tar",
+        "--create",
+        `--file=${temporary}`,
+        "--xattrs",
+        "--xattrs-include=*",
+        "--numeric-owner",
+        "--sparse",
+        "--one-file-system",
+        "-C",
+        `${shellDir}/mnt/disk/upper`,
+        ".",
+      ]);
+      await rename(temporary, archive);
+      record.snapshotSeq += 1;
+      const meta: SnapshotMeta = {
+        name,
+        sizeBytes: (await stat(archive)).size,
+        createdAt: new Date().toISOString(),
+        seq: record.snapshotSeq,
+      };
+      await writeJson(`${snapshotsDir}/${name}.json`, meta);
+      await writeJson(`${shellDir}/shell.json`, record);
+      return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
+    });
+  }
+
+  async listSnapshots(shellId: string): Promise<Snapshot[]> {
+    await this.#record(shellId);
+    return (await this.#snapshots(shellId)).map(({ name, sizeBytes, createdAt }) => ({
+      name,
+      sizeBytes,
+      createdAt,
+    }));
+  }
+
+  async restore(shellId: string, name: string): Promise<Snapshot> {
+    return this.#locked(shellId, async () => {
+      const record = await this.#record(shellId);
+      const meta = (await this.#snapshots(shellId)).find((s) => s.name === name);
+      if (!meta)
+        throw new SandboxError(
+          "snapshot_not_found",
+          `shell ${shellId} has no snapshot named ${JSON.stringify(name)}`,
+        );
+      const shellDir = this.#shellDir(shellId);
+      const wasRunning = (await this.#liveHolder(shellId)) !== null;
+      await this.#stopHolder(shellId, "stopped");
+      // Build the restored disk beside the current one and swap it in only when complete.
+      const fresh = `${shellDir}/disk.restore.img`;
+      await createDisk(fresh, record.resources.diskMb);
+      await this.#withDisk(
+        record,
+        [
+          "tar",
+          "--extract",
+          `--file=${shellDir}/snapshots/${name}.tar`,
+          "--xattrs",
+          "--xattrs-include=*",
+          "--numeric-owner",
+          "--same-owner",
+          "--same-permissions",
+          "-C",
+          `${shellDir}/mnt/disk/upper`,
+        ],
+        fresh,
+      );
+      await rename(fresh, `${shellDir}/disk.img`);
+      if (wasRunning) await this.#startHolder(record, await ensureHelper(this.#stateDir));
+      return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
+    });
+  }
+
+  async reinstallOs(shellId: string): Promise<SandboxInfo> {
+    return this.#locked(shellId, async () => {
+      const record = await this.#record(shellId);
+      let image;
+      try {
+        image = await ensureImage(this.#imagesDir, record.language, this.#buildOptions());
+      } catch (error) {
+        throw new SandboxError(
+          "unavailable",
+          `cannot prepare the ${record.language} image: ${(error as Error).message}`,
+          {},
+          { cause: error },
+        );
+      }
+      const wasRunning = (await this.#liveHolder(shellId)) !== null;
+      await this.#stopHolder(shellId, "stopped");
+      const disk = `${this.#shellDir(shellId)}/mnt/disk`;
+      // Everything the shell changed outside /workspace goes; /workspace stays as it is.
+      await this.#withDisk(record, [
+        "sh",
+        "-c",
+        'cd "$1/upper" && find . -mindepth 1 -maxdepth 1 ! -name workspace -exec rm -rf -- {} + && rm -rf -- "$1/work" && mkdir -m 700 "$1/work"',
+        "reinstall",
+        disk,
+      ]);
+      record.imageVersion = image.version;
+      record.imageRootfs = image.rootfs;
+      await writeJson(`${this.#shellDir(shellId)}/shell.json`, record);
+      if (wasRunning) await this.#startHolder(record, await ensureHelper(this.#stateDir));
+      return this.#info(record, wasRunning ? "running" : "stopped");
+    });
+  }
+
+  async wipeState(shellId: string): Promise<SandboxInfo> {
+    return this.#locked(shellId, async () => {
+      const record = await this.#record(shellId);
+      const wasRunning = (await this.#liveHolder(shellId)) !== null;
+      await this.#stopHolder(shellId, "stopped");
+      await createDisk(`${this.#shellDir(shellId)}/disk.img`, record.resources.diskMb);
+      if (wasRunning) await this.#startHolder(record, await ensureHelper(this.#stateDir));
+      return this.#info(record, wasRunning ? "running" : "stopped");
+    });
+  }
+
+  async destroy(shellId: string): Promise<void> {
+    if (!SHELL_ID.test(shellId)) return;
+    await this.#locked(shellId, () => this.#teardown(shellId));
+  }
+
+  async list(): Promise<SandboxInfo[]> {
+    const infos: SandboxInfo[] = [];
+    for (const shellId of await listShellIds(`${this.#stateDir}/shells`)) {
+      const record = await readJson<ShellRecord>(`${this.#shellDir(shellId)}/shell.json`);
+      if (!record) continue;
+      const running = record.phase === "ready" && (await this.#liveHolder(shellId)) !== null;
+      infos.push(this.#info(record, running ? "running" : "stopped"));
+    }
+    return infos;
+  }
+
+  async close(): Promise<void> {
+    // Shells run on without us; execs in flight finish inside their shells. Nothing to release.
+    this.#holders.clear();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  #shellDir(shellId: string): string {
+    return `${this.#stateDir}/shells/${shellId}`;
+  }
+
+  #info(record: ShellRecord, state: SandboxInfo["state"]): SandboxInfo {
+    return { shellId: record.shellId, state, imageVersion: record.imageVersion };
+  }
+
+  async #record(shellId: string): Promise<ShellRecord> {
+    const record = SHELL_ID.test(shellId)
+      ? await readJson<ShellRecord>(`${this.#shellDir(shellId)}/shell.json`)
+      : null;
+    if (!record || record.phase === "destroying")
+      throw new SandboxError("not_found", `no shell ${shellId} on this host`);
+    return record;
+  }
+
+  #cgroup(shellId: string): ShellCgroup {
+    if (!this.#cgroupHost) {
+      const detected = detectCgroups();
+      if (typeof detected === "string") throw new SandboxError("unavailable", detected);
+      this.#cgroupHost = detected;
+    }
+    return new ShellCgroup(this.#cgroupHost, this.#cgroupParent, shellId);
+  }
+
+  async #liveHolder(shellId: string): Promise<HolderRecord | null> {
+    const cached = this.#holders.get(shellId);
+    if (cached && (await isAlive(cached.initPid, cached.initStart))) return cached;
+    this.#holders.delete(shellId);
+    const holder = await liveHolder(this.#shellDir(shellId));
+    if (holder) this.#holders.set(shellId, holder);
+    return holder;
+  }
+
+  async #hostCheck(): Promise<ContainerHostReport> {
+    if (this.#hostReport && Date.now() - this.#hostReport.at < 10_000)
+      return this.#hostReport.report;
+    const report = await checkContainerHost();
+    this.#hostReport = { at: Date.now(), report };
+    return report;
+  }
+
+  #buildOptions() {
+    return {
+      ...(this.#options.onProgress ? { onProgress: this.#options.onProgress } : {}),
+      ...(this.#options.debianSuite ? { suite: this.#options.debianSuite } : {}),
+      ...(this.#options.debianMirror ? { mirror: this.#options.debianMirror } : {}),
+    };
+  }
+
+  async #snapshots(shellId: string): Promise<SnapshotMeta[]> {
+    const dir = `${this.#shellDir(shellId)}/snapshots`;
+    let entries: string[];
+    try {
+      entries = await readdir(dir);
+    } catch {
+      return [];
+    }
+    const metas: SnapshotMeta[] = [];
+    for (const entry of entries) {
+      if (!entry.endsWith(".json")) continue;
+      const meta = await readJson<SnapshotMeta>(`${dir}/${entry}`);
+      if (meta) metas.push(meta);
+    }
+    return metas.sort((a, b) => b.seq - a.seq);
+  }
+
+  /** Serialises lifecycle operations per shell (execs do not take the lock). */
+  async #locked<T>(shellId: string, body: () => Promise<T>): Promise<T> {
+    const previous = this.#locks.get(shellId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(body);
+    this.#locks.set(shellId, next);
+    try {
+      return await next;
+    } finally {
+      if (this.#locks.get(shellId) === next) this.#locks.delete(shellId);
+    }
+  }
+
+  async #startHolder(
+    record: ShellRecord,
+    helper: string,
+    options: { freshDisk?: boolean } = {},
+  ): Promise<void> {
+    const shellDir = this.#shellDir(record.shellId);
+    if (record.uidSlot === null || !record.imageRootfs)
+      throw new Error("shell record is incomplete");
+    let imageRootfs = record.imageRootfs;
+    if (
+      !(await stat(imageRootfs).then(
+        () => true,
+        () => false,
+      ))
+    ) {
+      // The image was removed (pruned, or the images dir moved): run on the same version if it is
+      // elsewhere, else on the newest of the language.
+      const image =
+        (record.imageVersion ? await findImage(this.#imagesDir, record.imageVersion) : null) ??
+        (await newestImage(this.#imagesDir, record.language));
+      if (!image)
+        throw new SandboxError(
+          "unavailable",
+          `the ${record.language} image of shell ${record.shellId} is gone`,
+        );
+      imageRootfs = record.imageRootfs = image.rootfs;
+      record.imageVersion = image.version;
+      await writeJson(`${shellDir}/shell.json`, record);
+    }
+    const disk = `${shellDir}/disk.img`;
+    if (!options.freshDisk) {
+      await waitForLoopDetached(disk);
+      await repairDiskIfNeeded(disk);
+    }
+    const cgroup = this.#cgroup(record.shellId);
+    await cgroup.create(record.resources);
+    await rm(`${shellDir}/holder.json`, { force: true });
+    try {
+      const holder = await launchHolder({
+        helper,
+        shellDir,
+        imageRootfs,
+        disk,
+        uidBase: uidBaseOf(record.uidSlot),
+        network: record.network === "localhost" ? "localhost" : "sealed",
+        hostname: hostnameOf(record.shellId),
+        shmMb: Math.max(16, Math.min(record.resources.memoryMb, 1024)),
+        cgroupProcs: cgroup.procsFiles,
+      });
+      this.#holders.set(record.shellId, holder);
+    } catch (error) {
+      await cgroup.killAll().catch(() => undefined);
+      await cgroup.remove().catch(() => undefined);
+      throw new SandboxError(
+        "failed",
+        `starting shell ${record.shellId} failed: ${(error as Error).message}`,
+        {},
+        { cause: error },
+      );
+    }
+  }
+
+  /** Ends every process of the shell, waits until its mounts and loop device are gone. */
+  async #stopHolder(shellId: string, reason: "stopped" | "deleted"): Promise<void> {
+    for (const inflight of this.#inflight.get(shellId) ?? []) inflight.endReason = reason;
+    const shellDir = this.#shellDir(shellId);
+    const holder =
+      (await this.#liveHolder(shellId)) ??
+      (await readJson<HolderRecord>(`${shellDir}/holder.json`));
+    if (holder && (await isAlive(holder.initPid, holder.initStart))) {
+      // SIGKILL to init ends the shell's pid namespace: the kernel kills every process in it. The
+      // exec helpers (outside the namespace) see their commands die, reap them and report; killing
+      // them at the same moment would orphan those zombies to the host's init, and the namespace
+      // would wait for the host's init to reap them.
+      try {
+        process.kill(holder.initPid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+      await waitUntilDead(2000, [holder.initPid, holder.initStart]).catch(() => undefined);
+    }
+    // Then whatever else is in the shell's cgroups (exec helpers, the keeper, anything a crash
+    // left): membership is the authority on what belongs to the shell.
+    const cgroup = this.#cgroup(shellId);
+    await cgroup.killAll();
+    if (holder && (await isAlive(holder.keeperPid, holder.keeperStart))) {
+      // A keeper outside its cgroup (someone moved it): still ours by pid + start time.
+      try {
+        process.kill(holder.keeperPid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    // A process leaves cgroup.procs as soon as it starts exiting; wait until both holder
+    // processes have really ended (their exit unmounts the shell's filesystems).
+    if (holder)
+      await waitUntilDead(
+        10_000,
+        [holder.initPid, holder.initStart],
+        [holder.keeperPid, holder.keeperStart],
+      );
+    await cgroup.remove();
+    this.#holders.delete(shellId);
+    await rm(`${shellDir}/holder.json`, { force: true });
+    await waitForLoopDetached(`${shellDir}/disk.img`, holder?.loopDevice);
+  }
+
+  /** Reclaims everything of a shell, whatever state a crash left it in. */
+  async #teardown(shellId: string): Promise<void> {
+    const shellDir = this.#shellDir(shellId);
+    const record = await readJson<ShellRecord>(`${shellDir}/shell.json`);
+    const dirExists = await stat(shellDir).then(
+      () => true,
+      () => false,
+    );
+    const cgroup = this.#cgroup(shellId);
+    if (!record && !dirExists && !(await cgroup.exists())) return;
+    if (record && record.phase !== "destroying") {
+      record.phase = "destroying";
+      await writeJson(`${shellDir}/shell.json`, record);
+    }
+    await this.#stopHolder(shellId, "deleted");
+    if (record?.uidSlot !== null && record?.uidSlot !== undefined)
+      await releaseUidSlot(this.#registryDir, record.uidSlot, shellDir);
+    else await releaseUidSlotsOwnedBy(this.#registryDir, shellDir);
+    await rm(shellDir, { recursive: true, force: true });
+    this.#inflight.delete(shellId);
+    this.#log("info", { shellId }, "shell destroyed");
+  }
+
+  async #withDisk(record: ShellRecord, command: string[], disk?: string): Promise<void> {
+    if (record.uidSlot === null) throw new Error("shell record has no uid slot");
+    const shellDir = this.#shellDir(record.shellId);
+    const helper = await ensureHelper(this.#stateDir);
+    await mkdir(`${shellDir}/mnt/disk`, { recursive: true, mode: 0o700 });
+    const result = await run(helper, [
+      "with-disk",
+      "--disk",
+      disk ?? `${shellDir}/disk.img`,
+      "--mountpoint",
+      `${shellDir}/mnt/disk`,
+      "--uid-base",
+      String(uidBaseOf(record.uidSlot)),
+      "--",
+      ...command,
+    ]);
+    if (result.code !== 0) {
+      throw new SandboxError(
+        "failed",
+        `${command[0]} on the shell's disk failed: ${result.stderr.trim().slice(-1000)}`,
+      );
+    }
+  }
+
+  #log(level: "info" | "warn" | "error", obj: Record<string, unknown>, msg: string): void {
+    this.#options.logger?.[level](obj, msg);
+  }
+}
+
+/** Waits until none of the processes (pid, start time) is alive; zombies count as ended. */
+async function waitUntilDead(timeoutMs: number, ...processes: [number, string][]): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let round = 0; ; round++) {
+    let alive = false;
+    for (const [pid, start] of processes) if (await isAlive(pid, start)) alive = true;
+    if (!alive) return;
+    if (Date.now() > deadline)
+      throw new Error(
+        `shell processes ${processes.map(([pid]) => pid).join(", ")} survive SIGKILL`,
+      );
+    await sleep(Math.min(1 + round * 2, 50));
+  }
+}
+
+/** A valid hostname (RFC 1123 label) derived from the shell id. */
+function hostnameOf(shellId: string): string {
+  const label = shellId
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .slice(0, 63);
+  return label || "shell";
+}

@@ -1,0 +1,230 @@
+import { readFileSync } from "node:fs";
+import { access, mkdir, readFile, readdir, rmdir, writeFile } from "node:fs/promises";
+import type { ResolvedResources } from "@shells/contract";
+import { sleep } from "./proc.js";
+
+/**
+ * Where this host's cgroup controllers live. v2: one unified hierarchy. v1 (this build machine):
+ * a hierarchy per controller, possibly co-mounted (`cpu,cpuacct`).
+ */
+export type CgroupHost =
+  { version: 2; root: string } | { version: 1; memory: string; pids: string; cpu: string };
+
+/** The controllers a shell needs; each limit is enforced by one of them. */
+const CONTROLLERS = ["memory", "pids", "cpu"] as const;
+
+/**
+ * Finds the cgroup hierarchies from /proc/self/mountinfo. A unified (v2) hierarchy is used when it
+ * has the memory and pids controllers; hybrid hosts (v2 mounted without controllers next to v1,
+ * as here) use v1. Returns the reason when neither works.
+ */
+export function detectCgroups(
+  mountinfo = readFileSync("/proc/self/mountinfo", "utf8"),
+  readControllers = (root: string) => readFileSync(`${root}/cgroup.controllers`, "utf8"),
+): CgroupHost | string {
+  const v1: Partial<Record<(typeof CONTROLLERS)[number], string>> = {};
+  let unified: string | null = null;
+  for (const line of mountinfo.split("\n")) {
+    // "36 25 0:31 / /sys/fs/cgroup/memory rw,... shared:15 - cgroup cgroup rw,memory"
+    const [left, right] = line.split(" - ");
+    if (!left || !right) continue;
+    const mountPoint = left.split(" ")[4];
+    const [fsType, , superOptions = ""] = right.split(" ");
+    if (!mountPoint) continue;
+    if (fsType === "cgroup2" && unified === null) unified = mountPoint;
+    if (fsType === "cgroup") {
+      const options = superOptions.split(",");
+      for (const controller of CONTROLLERS)
+        if (options.includes(controller)) v1[controller] ??= mountPoint;
+    }
+  }
+  if (unified !== null) {
+    try {
+      const controllers = readControllers(unified).split(/\s+/);
+      if (controllers.includes("memory") && controllers.includes("pids"))
+        return { version: 2, root: unified };
+    } catch {
+      // fall through to v1
+    }
+  }
+  if (v1.memory && v1.pids && v1.cpu)
+    return { version: 1, memory: v1.memory, pids: v1.pids, cpu: v1.cpu };
+  const missing = CONTROLLERS.filter((c) => !v1[c]);
+  return `cgroup controllers not mounted: ${missing.join(", ")} (need cgroup v2 with memory+pids+cpu, or v1 hierarchies)`;
+}
+
+/** One shell's cgroup(s): limits, event counters, members, removal. */
+export class ShellCgroup {
+  constructor(
+    readonly host: CgroupHost,
+    readonly parent: string,
+    readonly shellId: string,
+  ) {}
+
+  /** Directory of this shell's cgroup in each hierarchy it uses. */
+  get dirs(): string[] {
+    const leaf = `${this.parent}/${this.shellId}`;
+    if (this.host.version === 2) return [`${this.host.root}/${leaf}`];
+    return [`${this.host.memory}/${leaf}`, `${this.host.pids}/${leaf}`, `${this.host.cpu}/${leaf}`];
+  }
+
+  /** The `cgroup.procs` files a process writes itself into to join the shell. */
+  get procsFiles(): string[] {
+    return this.dirs.map((dir) => `${dir}/cgroup.procs`);
+  }
+
+  /** File whose `oom_kill N` line counts OOM kills in the shell. */
+  get oomEventsFile(): string {
+    const dir =
+      this.host.version === 2 ? this.dirs[0] : `${this.host.memory}/${this.parent}/${this.shellId}`;
+    return `${dir}/${this.host.version === 2 ? "memory.events" : "memory.oom_control"}`;
+  }
+
+  /** File whose `max N` line counts forks refused for the pids limit. */
+  get pidsEventsFile(): string {
+    const dir =
+      this.host.version === 2 ? this.dirs[0] : `${this.host.pids}/${this.parent}/${this.shellId}`;
+    return `${dir}/pids.events`;
+  }
+
+  /** Creates the cgroup (idempotent) and writes the shell's limits. */
+  async create(resources: ResolvedResources): Promise<void> {
+    const memoryBytes = String(resources.memoryMb * 1024 * 1024);
+    const periodUs = 100_000;
+    const quotaUs = String(Math.max(1000, Math.round(resources.cpu * periodUs)));
+    if (this.host.version === 2) {
+      const root = this.host.root;
+      await mkdir(`${root}/${this.parent}`, { recursive: true });
+      // Controllers must be enabled on every ancestor for the leaf to get its interface files.
+      await enableControllers(`${root}/cgroup.subtree_control`);
+      await enableControllers(`${root}/${this.parent}/cgroup.subtree_control`);
+      const dir = this.dirs[0] as string;
+      await mkdir(dir, { recursive: true });
+      await writeFile(`${dir}/memory.max`, memoryBytes);
+      // No swap: past memory.max the shell is OOM-killed instead of thrashing the host's swap.
+      await writeOptional(`${dir}/memory.swap.max`, "0");
+      await writeFile(`${dir}/pids.max`, String(resources.pids));
+      await writeOptional(`${dir}/cpu.max`, `${quotaUs} ${periodUs}`);
+      return;
+    }
+    const [memoryDir, pidsDir, cpuDir] = this.dirs as [string, string, string];
+    for (const dir of this.dirs) await mkdir(dir, { recursive: true });
+    await writeFile(`${memoryDir}/memory.limit_in_bytes`, memoryBytes);
+    // memsw = memory + swap; equal to the memory limit means no swap. Absent without swap accounting.
+    await writeOptional(`${memoryDir}/memory.memsw.limit_in_bytes`, memoryBytes);
+    await writeFile(`${pidsDir}/pids.max`, String(resources.pids));
+    await writeFile(`${cpuDir}/cpu.cfs_period_us`, String(periodUs));
+    await writeFile(`${cpuDir}/cpu.cfs_quota_us`, quotaUs);
+  }
+
+  /** Host pids of every process in the shell (the pids hierarchy holds them all on v1). */
+  async members(): Promise<number[]> {
+    const file =
+      this.host.version === 2
+        ? this.procsFiles[0]
+        : `${this.host.pids}/${this.parent}/${this.shellId}/cgroup.procs`;
+    try {
+      const text = await readFile(file as string, "utf8");
+      return text
+        .split("\n")
+        .filter(Boolean)
+        .map((line) => Number(line));
+    } catch {
+      return [];
+    }
+  }
+
+  /** True when any of the shell's cgroup directories exists. */
+  async exists(): Promise<boolean> {
+    for (const dir of this.dirs) {
+      try {
+        await access(dir);
+        return true;
+      } catch {
+        // keep looking
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Kills every process in the shell and waits until none is left. Membership is the authority:
+   * whatever the shell ever started (keeper, init, exec helpers, background processes) is in the
+   * cgroup, so this reclaims processes even after the control plane lost track of them.
+   */
+  async killAll(timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    if (this.host.version === 2) await writeOptional(`${this.dirs[0]}/cgroup.kill`, "1");
+    for (let round = 0; ; round++) {
+      const pids = await this.members();
+      if (pids.length === 0) return;
+      for (const pid of pids) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      if (Date.now() > deadline)
+        throw new Error(`processes of shell ${this.shellId} survive SIGKILL: ${pids.join(" ")}`);
+      await sleep(Math.min(2 + round * 2, 50));
+    }
+  }
+
+  /** Removes the shell's cgroups (after killAll). Idempotent. */
+  async remove(timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (const dir of this.dirs) {
+      for (let round = 0; ; round++) {
+        try {
+          await rmdir(dir);
+          break;
+        } catch (error) {
+          const code = (error as NodeJS.ErrnoException).code;
+          if (code === "ENOENT") break;
+          // EBUSY: exiting tasks are still being released by the kernel.
+          if (code !== "EBUSY" || Date.now() > deadline) throw error;
+          await sleep(Math.min(2 + round * 2, 50));
+        }
+      }
+    }
+  }
+}
+
+/** Names of the shells that have a cgroup under the parent (for leak checks and reconciliation). */
+export async function listShellCgroups(host: CgroupHost, parent: string): Promise<string[]> {
+  const roots = host.version === 2 ? [host.root] : [host.memory, host.pids, host.cpu];
+  const names = new Set<string>();
+  for (const root of roots) {
+    try {
+      for (const entry of await readdir(`${root}/${parent}`, { withFileTypes: true })) {
+        if (entry.isDirectory()) names.add(entry.name);
+      }
+    } catch {
+      // parent not created yet
+    }
+  }
+  return [...names];
+}
+
+async function enableControllers(subtreeControl: string): Promise<void> {
+  const wanted = ["memory", "pids", "cpu"];
+  let current = "";
+  try {
+    current = await readFile(subtreeControl, "utf8");
+  } catch {
+    return;
+  }
+  const missing = wanted.filter((c) => !current.split(/\s+/).includes(c));
+  for (const controller of missing) await writeOptional(subtreeControl, `+${controller}`);
+}
+
+async function writeOptional(file: string, value: string): Promise<void> {
+  try {
+    await writeFile(file, value);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== "ENOENT" && code !== "EACCES" && code !== "EINVAL" && code !== "ENOTSUP")
+      throw error;
+  }
+}

@@ -1,0 +1,193 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import type { ExecResult, KillReason } from "@shells/contract";
+import type { SandboxExecOptions, SandboxExecRequest } from "@shells/sandbox";
+
+/** An exec in flight, so stop/destroy can say why it ended. */
+export interface InflightExec {
+  child: ChildProcess;
+  /** Set by stop/restart (`stopped`) or destroy (`deleted`) before they kill the shell. */
+  endReason?: KillReason;
+}
+
+/** What the helper needs to reach a shell. */
+export interface ExecTarget {
+  helper: string;
+  initPid: number;
+  initStart: string;
+  cgroupProcs: string[];
+  oomEventsFile: string;
+  pidsEventsFile: string;
+  /** Free bytes at or below which a failed command counts as having hit the disk limit. */
+  diskFullBytes: number;
+  rootCapabilities: "none" | "package-manager";
+}
+
+/** The helper's answer on fd 3. */
+type HelperStatus =
+  { kind: "not_running" } | { kind: "done"; exitCode: number; reason: string; truncated: boolean };
+
+function parseStatus(text: string): HelperStatus | null {
+  const line = text.trim();
+  if (line === "not_running") return { kind: "not_running" };
+  const match = /^exit=(-?\d+) reason=(\w*) truncated=([01])$/.exec(line);
+  if (!match) return null;
+  return {
+    kind: "done",
+    exitCode: Number(match[1]),
+    reason: match[2] ?? "",
+    truncated: match[3] === "1",
+  };
+}
+
+const KILL_REASONS: readonly string[] = [
+  "oom",
+  "pids",
+  "wall_clock",
+  "cpu",
+  "disk",
+  "output_limit",
+  "stopped",
+  "deleted",
+  "host_restart",
+];
+
+/** Thrown when the shell's init is gone (the caller maps it to `not_running`). */
+export class ShellNotRunningError extends Error {
+  override readonly name = "ShellNotRunningError";
+}
+
+/**
+ * Runs one command through the exec helper. The helper enforces the wall clock and the output
+ * limit itself and reports the kill reason; this side streams output, forwards aborts, and keeps a
+ * backstop timer in case the helper itself hangs.
+ */
+export function runExec(
+  target: ExecTarget,
+  request: SandboxExecRequest,
+  env: Record<string, string>,
+  options: SandboxExecOptions,
+  register: (inflight: InflightExec) => () => void,
+): Promise<ExecResult> {
+  const started = performance.now();
+  const args = [
+    "exec",
+    "--init-pid",
+    String(target.initPid),
+    "--init-start",
+    target.initStart,
+    ...target.cgroupProcs.flatMap((file) => ["--cgroup-procs", file]),
+    "--oom-events",
+    target.oomEventsFile,
+    "--pids-events",
+    target.pidsEventsFile,
+    "--cwd",
+    request.cwd,
+    "--timeout-ms",
+    String(request.timeoutMs),
+    "--max-output",
+    String(request.maxOutputBytes),
+    "--disk-full-bytes",
+    String(target.diskFullBytes),
+    "--root-caps",
+    target.rootCapabilities,
+    "--",
+    ...request.command,
+  ];
+  const child = spawn(target.helper, args, {
+    env,
+    stdio: [request.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe", "pipe"],
+  });
+  const inflight: InflightExec = { child };
+  const unregister = register(inflight);
+
+  return new Promise<ExecResult>((resolve, reject) => {
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    let outputBytes = 0;
+    let statusText = "";
+    let abortReason: KillReason | undefined;
+    let backstopFired = false;
+
+    const collect = (stream: "stdout" | "stderr", sink: Buffer[]) => (chunk: Buffer) => {
+      // The helper already cuts at the limit; this guards the control plane's memory regardless.
+      if (outputBytes >= request.maxOutputBytes) return;
+      const piece = chunk.subarray(0, request.maxOutputBytes - outputBytes);
+      outputBytes += piece.length;
+      sink.push(piece);
+      options.onOutput?.(stream, piece);
+    };
+    child.stdout?.on("data", collect("stdout", stdout));
+    child.stderr?.on("data", collect("stderr", stderr));
+    const statusStream = child.stdio[3] as NodeJS.ReadableStream | null;
+    statusStream?.setEncoding("utf8");
+    statusStream?.on("data", (chunk: string) => {
+      statusText += chunk;
+    });
+    if (request.stdin !== undefined && child.stdin) {
+      child.stdin.on("error", () => undefined); // the command may exit without reading its input
+      child.stdin.end(request.stdin);
+    }
+
+    const onAbort = () => {
+      const reason: unknown = options.signal?.reason;
+      abortReason =
+        typeof reason === "string" && KILL_REASONS.includes(reason)
+          ? (reason as KillReason)
+          : "stopped";
+      child.kill("SIGTERM");
+    };
+    if (options.signal?.aborted) onAbort();
+    else options.signal?.addEventListener("abort", onAbort, { once: true });
+
+    // The helper kills at timeoutMs; this only fires if the helper itself is stuck.
+    const backstop = setTimeout(() => {
+      backstopFired = true;
+      child.kill("SIGKILL");
+    }, request.timeoutMs + 10_000);
+
+    child.on("error", (error) => {
+      clearTimeout(backstop);
+      options.signal?.removeEventListener("abort", onAbort);
+      unregister();
+      reject(error);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(backstop);
+      options.signal?.removeEventListener("abort", onAbort);
+      unregister();
+      const status = parseStatus(statusText);
+      const durationMs = Math.round((performance.now() - started) * 100) / 100;
+      const base = {
+        stdout: Buffer.concat(stdout).toString("utf8"),
+        stderr: Buffer.concat(stderr).toString("utf8"),
+        durationMs,
+      };
+      if (status?.kind === "not_running") {
+        reject(new ShellNotRunningError("the shell is not running"));
+        return;
+      }
+      if (status?.kind === "done") {
+        let killReason: KillReason | undefined;
+        if (status.reason === "aborted")
+          killReason = inflight.endReason ?? abortReason ?? "stopped";
+        else if (KILL_REASONS.includes(status.reason)) killReason = status.reason as KillReason;
+        else if (inflight.endReason && status.exitCode >= 128) killReason = inflight.endReason;
+        resolve({
+          exitCode: status.exitCode,
+          ...base,
+          ...(killReason ? { killReason } : {}),
+          ...(status.truncated ? { truncated: true } : {}),
+        });
+        return;
+      }
+      // No status: the helper was killed (the shell was stopped or deleted under it) or failed.
+      const endReason = inflight.endReason ?? (backstopFired ? "wall_clock" : abortReason);
+      if (endReason) {
+        resolve({ exitCode: 137, ...base, killReason: endReason });
+        return;
+      }
+      const how = code === null ? `signal ${signal}` : `exit ${code}`;
+      reject(new Error(`exec helper failed (${how}): ${base.stderr.trim().slice(-500)}`));
+    });
+  });
+}

@@ -1,0 +1,327 @@
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import type { Language } from "@shells/contract";
+import { isAlive, processStartTime, run, sleep } from "./proc.js";
+
+/** One built base image. */
+export interface ImageInfo {
+  language: Language;
+  /** `<language>-<UTC timestamp>`; recorded on each shell as its `imageVersion`. */
+  version: string;
+  /** The root filesystem directory (the overlay's read-only lower layer). */
+  rootfs: string;
+  /** Debian suite it was built from. */
+  suite: string;
+  /** Packages asked for on top of the variant's. */
+  packages: string[];
+  createdAt: string;
+}
+
+/** A step of an image build, for progress output. */
+export interface ImageBuildProgress {
+  phase: string;
+  message: string;
+  percent?: number;
+}
+
+/** Options of an image build. */
+export interface BuildImageOptions {
+  onProgress?: (event: ImageBuildProgress) => void;
+  /** Debian suite (default: the host's Debian codename, else `bookworm`). */
+  suite?: string;
+  /** Debian mirror URL (default: mmdebstrap's; env `SHELLS_DEBIAN_MIRROR`). */
+  mirror?: string;
+}
+
+/**
+ * What each language preset adds to Debian. `essential` is the smallest bootable set (coreutils,
+ * dash, bash, util-linux); `apt` keeps apt/dpkg so root inside can install more packages.
+ */
+export const IMAGE_RECIPES: Record<Language, { variant: "essential" | "apt"; packages: string[] }> =
+  {
+    bash: { variant: "essential", packages: [] },
+    python: {
+      variant: "apt",
+      packages: ["python3", "python3-pip", "python3-venv", "ca-certificates"],
+    },
+    node: { variant: "apt", packages: ["nodejs", "ca-certificates"] },
+    go: { variant: "apt", packages: ["golang-go", "ca-certificates"] },
+    rust: { variant: "apt", packages: ["rustc", "cargo", "ca-certificates"] },
+  };
+
+const LANGUAGES = Object.keys(IMAGE_RECIPES) as Language[];
+
+/** Every built image under `imagesDir`, newest first within each language. */
+export async function listImages(imagesDir: string): Promise<ImageInfo[]> {
+  const images: ImageInfo[] = [];
+  for (const language of LANGUAGES) {
+    let entries: string[];
+    try {
+      entries = await readdir(`${imagesDir}/${language}`);
+    } catch {
+      continue;
+    }
+    for (const entry of entries) {
+      if (entry.startsWith(".")) continue;
+      try {
+        const info = JSON.parse(
+          await readFile(`${imagesDir}/${language}/${entry}/image.json`, "utf8"),
+        ) as ImageInfo;
+        images.push({ ...info, rootfs: `${imagesDir}/${language}/${entry}/rootfs` });
+      } catch {
+        // not a finished image
+      }
+    }
+  }
+  return images.sort((a, b) =>
+    a.language === b.language
+      ? b.version.localeCompare(a.version)
+      : a.language.localeCompare(b.language),
+  );
+}
+
+/** The newest image of a language, or null when none is built. */
+export async function newestImage(
+  imagesDir: string,
+  language: Language,
+): Promise<ImageInfo | null> {
+  return (await listImages(imagesDir)).find((image) => image.language === language) ?? null;
+}
+
+/** The image with this version, or null. */
+export async function findImage(imagesDir: string, version: string): Promise<ImageInfo | null> {
+  return (await listImages(imagesDir)).find((image) => image.version === version) ?? null;
+}
+
+/** The newest image of a language, building it first when there is none. */
+export async function ensureImage(
+  imagesDir: string,
+  language: Language,
+  options: BuildImageOptions = {},
+): Promise<ImageInfo> {
+  const existing = await newestImage(imagesDir, language);
+  if (existing) return existing;
+  return withBuildLock(imagesDir, language, options, async () => {
+    // Another process may have finished it while we waited for the lock.
+    return (await newestImage(imagesDir, language)) ?? (await build(imagesDir, language, options));
+  });
+}
+
+/** Builds a new version of a language's image (the newest from then on). */
+export async function buildImage(
+  imagesDir: string,
+  language: Language,
+  options: BuildImageOptions = {},
+): Promise<ImageInfo> {
+  if (!LANGUAGES.includes(language)) throw new Error(`no image recipe for language ${language}`);
+  return withBuildLock(imagesDir, language, options, () => build(imagesDir, language, options));
+}
+
+const inProcess = new Map<string, Promise<unknown>>();
+
+/**
+ * One build per language at a time, across processes: a lock directory holding the owner's pid
+ * and start time. A lock whose owner died (kill -9 mid-build) is taken over, and its half-built
+ * directory removed; finished images only ever appear by an atomic rename.
+ */
+async function withBuildLock<T>(
+  imagesDir: string,
+  language: Language,
+  options: BuildImageOptions,
+  body: () => Promise<T>,
+): Promise<T> {
+  const key = `${imagesDir}\0${language}`;
+  while (inProcess.has(key)) await inProcess.get(key)?.catch(() => undefined);
+  const task = (async () => {
+    const dir = `${imagesDir}/${language}`;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const lock = `${dir}/.build.lock`;
+    let announced = false;
+    for (;;) {
+      try {
+        await mkdir(lock);
+        const start = await processStartTime(process.pid);
+        await writeFile(`${lock}/owner`, JSON.stringify({ pid: process.pid, start }));
+        break;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+        const owner = await readOwner(lock);
+        if (owner && !(await isAlive(owner.pid, owner.start))) {
+          await rm(lock, { recursive: true, force: true });
+          continue;
+        }
+        if (!owner) {
+          // Just created by another process that has not written its owner file yet, or left
+          // empty by a crash between mkdir and write: give it a moment, then take it over.
+          const age =
+            Date.now() -
+            (await stat(lock).then(
+              (s) => s.mtimeMs,
+              () => Date.now(),
+            ));
+          if (age > 10_000) await rm(lock, { recursive: true, force: true });
+        }
+        if (!announced) {
+          options.onProgress?.({
+            phase: "image",
+            message: `waiting for another build of the ${language} image`,
+          });
+          announced = true;
+        }
+        await sleep(500);
+      }
+    }
+    try {
+      for (const entry of await readdir(dir)) {
+        if (entry.startsWith(".build-"))
+          await rm(`${dir}/${entry}`, { recursive: true, force: true });
+      }
+      return await body();
+    } finally {
+      await rm(lock, { recursive: true, force: true });
+    }
+  })();
+  inProcess.set(key, task);
+  try {
+    return await task;
+  } finally {
+    inProcess.delete(key);
+  }
+}
+
+async function readOwner(lock: string): Promise<{ pid: number; start: string } | null> {
+  try {
+    return JSON.parse(await readFile(`${lock}/owner`, "utf8")) as { pid: number; start: string };
+  } catch {
+    return null;
+  }
+}
+
+function hostSuite(): string {
+  try {
+    const osRelease = readFileSync("/etc/os-release", "utf8");
+    const isDebian = /^ID=debian$/m.test(osRelease);
+    const codename = /^VERSION_CODENAME=(\w+)$/m.exec(osRelease)?.[1];
+    if (isDebian && codename) return codename;
+  } catch {
+    // not Debian
+  }
+  return "bookworm";
+}
+
+/** mmdebstrap's own progress lines, mapped to a rough percentage. */
+const MILESTONES: [RegExp, number][] = [
+  [/running apt-get update/, 5],
+  [/downloading packages/, 20],
+  [/extracting archives/, 45],
+  [/installing essential packages/, 60],
+  [/installing remaining packages/, 75],
+  [/cleaning package lists/, 90],
+  [/success/, 95],
+];
+
+async function build(
+  imagesDir: string,
+  language: Language,
+  options: BuildImageOptions,
+): Promise<ImageInfo> {
+  const recipe = IMAGE_RECIPES[language];
+  const suite = options.suite ?? hostSuite();
+  const mirror = options.mirror ?? process.env.SHELLS_DEBIAN_MIRROR;
+  const now = new Date();
+  const version = `${language}-${now
+    .toISOString()
+    .replace(/[-:]/g, "")
+    .replace(/\.\d+Z$/, "z")
+    .toLowerCase()}`;
+  const work = `${imagesDir}/${language}/.build-${randomBytes(4).toString("hex")}`;
+  const rootfs = `${work}/rootfs`;
+  const report = (message: string, percent?: number) =>
+    options.onProgress?.({
+      phase: "image",
+      message,
+      ...(percent === undefined ? {} : { percent }),
+    });
+
+  report(
+    `building the ${language} image (${suite}, mmdebstrap --variant=${recipe.variant}); this takes a minute`,
+    0,
+  );
+  await mkdir(work, { recursive: true, mode: 0o700 });
+  try {
+    const args = [
+      `--variant=${recipe.variant}`,
+      "--mode=root",
+      "--format=directory",
+      ...(recipe.packages.length ? [`--include=${recipe.packages.join(",")}`] : []),
+      suite,
+      rootfs,
+      ...(mirror ? [mirror] : []),
+    ];
+    const result = await run("mmdebstrap", args, {
+      onStderrLine: (line) => {
+        const milestone = MILESTONES.find(([pattern]) => pattern.test(line));
+        if (milestone) report(line.replace(/^I: /, ""), milestone[1]);
+      },
+    });
+    if (result.code !== 0)
+      throw new Error(
+        `mmdebstrap failed (exit ${result.code}): ${result.stderr.trim().slice(-2000)}`,
+      );
+
+    report("finishing the image", 97);
+    await finishRootfs(rootfs, language);
+    const info: ImageInfo = {
+      language,
+      version,
+      rootfs: "",
+      suite,
+      packages: recipe.packages,
+      createdAt: now.toISOString(),
+    };
+    // Two builds within one second (a rebuild right after a build) get distinct versions.
+    let final = `${imagesDir}/${language}/${version}`;
+    for (
+      let n = 2;
+      await stat(final).then(
+        () => true,
+        () => false,
+      );
+      n++
+    ) {
+      info.version = `${version}-${n}`;
+      final = `${imagesDir}/${language}/${info.version}`;
+    }
+    await writeFile(`${work}/image.json`, JSON.stringify(info, null, 2));
+    await rename(work, final);
+    report(`built ${info.version}`, 100);
+    return { ...info, rootfs: `${final}/rootfs` };
+  } catch (error) {
+    await rm(work, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** Shell-specific touches: a workspace, name resolution for localhost, no host resolver leaked. */
+async function finishRootfs(rootfs: string, language: Language): Promise<void> {
+  // Each shell gets a fresh /dev (a tmpfs with the harmless devices); the image needs no nodes.
+  for (const entry of await readdir(`${rootfs}/dev`))
+    await rm(`${rootfs}/dev/${entry}`, { recursive: true, force: true });
+  await mkdir(`${rootfs}/workspace`, { recursive: true, mode: 0o755 });
+  await writeFile(
+    `${rootfs}/etc/hosts`,
+    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+  );
+  await writeFile(`${rootfs}/etc/hostname`, "shell\n");
+  // mmdebstrap copies the host's resolver config; a shell has no route to it (and must not learn it).
+  await rm(`${rootfs}/etc/resolv.conf`, { force: true });
+  await writeFile(`${rootfs}/etc/resolv.conf`, "");
+  if (language === "python") {
+    // The shell is its own disposable system: let `pip install` write to it (PEP 668 marker off).
+    for (const entry of await readdir(`${rootfs}/usr/lib`)) {
+      if (entry.startsWith("python3"))
+        await rm(`${rootfs}/usr/lib/${entry}/EXTERNALLY-MANAGED`, { force: true });
+    }
+  }
+}

@@ -1,0 +1,134 @@
+import { randomBytes, randomInt } from "node:crypto";
+import { mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
+import type { Language, NetworkMode, ResolvedResources } from "@shells/contract";
+import { isAlive } from "./proc.js";
+
+/**
+ * What the backend keeps about one shell in `<stateDir>/shells/<id>/shell.json`, enough for a new
+ * control plane to re-adopt it. `phase` makes half-made shells recognisable after a crash:
+ * `creating` until the first start succeeded, `destroying` once teardown began.
+ */
+export interface ShellRecord {
+  shellId: string;
+  phase: "creating" | "ready" | "destroying";
+  language: Language;
+  network: NetworkMode;
+  resources: ResolvedResources;
+  env: Record<string, string>;
+  /** The shell's slot in the host-wide uid registry; null until claimed. */
+  uidSlot: number | null;
+  imageVersion: string | null;
+  /** rootfs directory of the image the shell runs on. */
+  imageRootfs: string | null;
+  createdAt: string;
+  /** Counter for snapshot ordering (two snapshots may share a millisecond). */
+  snapshotSeq: number;
+}
+
+/** Written by the keeper once the shell is up: who holds the shell's namespaces. */
+export interface HolderRecord {
+  keeperPid: number;
+  keeperStart: string;
+  initPid: number;
+  initStart: string;
+  /** Loop device of the shell's disk (`loop7`), so teardown can wait for exactly that one. */
+  loopDevice?: string;
+}
+
+/** Atomically replaces a JSON file (readers see the old or the new version, never half). */
+export async function writeJson(file: string, value: unknown): Promise<void> {
+  const temporary = `${file}.${randomBytes(4).toString("hex")}.tmp`;
+  await writeFile(temporary, JSON.stringify(value, null, 2) + "\n", { mode: 0o600 });
+  await rename(temporary, file);
+}
+
+/** Reads a JSON file, or null when it does not exist (or is unreadable after a crash). */
+export async function readJson<T>(file: string): Promise<T | null> {
+  try {
+    return JSON.parse(await readFile(file, "utf8")) as T;
+  } catch {
+    return null;
+  }
+}
+
+/** The holder of a shell when its init is alive, else null. */
+export async function liveHolder(shellDir: string): Promise<HolderRecord | null> {
+  const holder = await readJson<HolderRecord>(`${shellDir}/holder.json`);
+  if (!holder) return null;
+  return (await isAlive(holder.initPid, holder.initStart)) ? holder : null;
+}
+
+/** Shell ids present in the state dir. */
+export async function listShellIds(shellsDir: string): Promise<string[]> {
+  try {
+    return (await readdir(shellsDir, { withFileTypes: true }))
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Host uid ranges: root of slot N is host uid UID_BASE + N * 65536. The band 0x70000000 up to
+ * 0x7FFE0000 stays clear of login users, /etc/subuid allocations (100000+), systemd's dynamic
+ * users and its container ranges (0x80000..0x6FFFFFFF, foreign range 0x7FFE0000+).
+ */
+export const UID_BASE = 0x7000_0000;
+export const UID_RANGE = 65536;
+export const UID_SLOTS = (0x7ffe_0000 - UID_BASE) / UID_RANGE;
+
+/** Host uid that is root inside the shell of this slot. */
+export function uidBaseOf(slot: number): number {
+  return UID_BASE + slot * UID_RANGE;
+}
+
+/**
+ * Claims a uid slot no other shell on this host holds, across state dirs and processes: a slot is
+ * taken by creating `<registry>/<slot>` (atomic), which records the owning shell dir. Slots are
+ * drawn at random so a crash that leaks a claim costs one slot of 4094, not a collision.
+ */
+export async function claimUidSlot(registryDir: string, ownerShellDir: string): Promise<number> {
+  await mkdir(registryDir, { recursive: true, mode: 0o700 });
+  for (let attempt = 0; attempt < 10_000; attempt++) {
+    const slot = randomInt(0, UID_SLOTS);
+    try {
+      await mkdir(`${registryDir}/${slot}`);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "EEXIST") continue;
+      throw error;
+    }
+    await writeFile(`${registryDir}/${slot}/owner`, ownerShellDir);
+    return slot;
+  }
+  throw new Error("no free uid slot: every host uid range is taken");
+}
+
+/** Releases a slot, only if this shell owns it. */
+export async function releaseUidSlot(
+  registryDir: string,
+  slot: number,
+  ownerShellDir: string,
+): Promise<void> {
+  const owner = await readFile(`${registryDir}/${slot}/owner`, "utf8").catch(() => null);
+  if (owner === null || owner === ownerShellDir)
+    await rm(`${registryDir}/${slot}`, { recursive: true, force: true });
+}
+
+/** Releases every slot owned by a shell dir (a crash may have claimed one before recording it). */
+export async function releaseUidSlotsOwnedBy(
+  registryDir: string,
+  ownerShellDir: string,
+): Promise<void> {
+  let entries: string[];
+  try {
+    entries = await readdir(registryDir);
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    const owner = await readFile(`${registryDir}/${entry}/owner`, "utf8").catch(() => null);
+    if (owner === ownerShellDir)
+      await rm(`${registryDir}/${entry}`, { recursive: true, force: true });
+  }
+}

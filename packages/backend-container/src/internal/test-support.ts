@@ -1,0 +1,107 @@
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import type { ResolvedResources } from "@shells/contract";
+import type { SandboxBackend, SandboxExecRequest } from "@shells/sandbox";
+import { ContainerBackend, type ContainerBackendOptions } from "../container-backend.js";
+import { checkContainerHost } from "./host-check.js";
+import { ensureImage } from "./images.js";
+import { NATIVE_DIR } from "./native.js";
+import { runChecked } from "./proc.js";
+
+/**
+ * Base images are slow to build (about a minute each), so tests share one images dir across runs:
+ * `SHELLS_TEST_IMAGE_CACHE`, else /var/cache/shells-test/images. Everything else a test makes lives
+ * in a fresh temporary state dir that `cleanup` destroys.
+ */
+export const TEST_IMAGES_DIR =
+  process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images";
+
+/** Whether this host can run the container backend at all (tests are skipped otherwise, loudly). */
+export const hostReport = await checkContainerHost();
+if (!hostReport.available) console.warn(`container backend tests skipped: ${hostReport.reason}`);
+
+/** Limits small enough for fast exhaustion tests. */
+export const SMALL: ResolvedResources = { cpu: 1, memoryMb: 128, pids: 64, diskMb: 64 };
+
+/**
+ * A backend on a fresh state dir; `cleanup` destroys every shell it made and removes the dir.
+ * Builds the bash image first when the cache has none (call it from a beforeAll: hooks may take
+ * two minutes, a test only thirty seconds).
+ */
+export async function makeTestBackend(options: Partial<ContainerBackendOptions> = {}): Promise<{
+  backend: ContainerBackend;
+  stateDir: string;
+  options: ContainerBackendOptions;
+  cleanup: () => Promise<void>;
+}> {
+  const stateDir = await mkdtemp(`${tmpdir()}/shells-container-test-`);
+  const backendOptions: ContainerBackendOptions = {
+    stateDir,
+    imagesDir: TEST_IMAGES_DIR,
+    ...options,
+  };
+  const backend = new ContainerBackend(backendOptions);
+  if (hostReport.available) await ensureImage(backendOptions.imagesDir ?? TEST_IMAGES_DIR, "bash");
+  return {
+    backend,
+    stateDir,
+    options: backendOptions,
+    cleanup: async () => {
+      const survivor = new ContainerBackend(backendOptions);
+      for (const shell of await survivor.list()) await survivor.destroy(shell.shellId);
+      await rm(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** An exec request with the defaults tests use. */
+export function request(
+  command: string[],
+  extra: Partial<SandboxExecRequest> = {},
+): SandboxExecRequest {
+  return {
+    command,
+    env: {},
+    cwd: "/workspace",
+    stdin: undefined,
+    timeoutMs: 20_000,
+    maxOutputBytes: 1 << 20,
+    ...extra,
+  };
+}
+
+let probe: Promise<string> | null = null;
+
+/**
+ * The test probe (native/test-probe.c), compiled static so it runs in any image, as base64 for
+ * copying into a shell through an exec's stdin.
+ */
+export function probeBase64(): Promise<string> {
+  probe ??= (async () => {
+    const dir = await mkdtemp(`${tmpdir()}/shells-probe-`);
+    try {
+      await runChecked("gcc", [
+        "-static",
+        "-Os",
+        "-o",
+        `${dir}/probe`,
+        `${NATIVE_DIR}test-probe.c`,
+      ]);
+      return (await readFile(`${dir}/probe`)).toString("base64");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  })();
+  return probe;
+}
+
+/** Copies the test probe to /workspace/probe in a running shell. */
+export async function installProbe(backend: SandboxBackend, shellId: string): Promise<void> {
+  const result = await backend.exec(
+    shellId,
+    request(["sh", "-c", "base64 -d > /workspace/probe && chmod 755 /workspace/probe"], {
+      stdin: await probeBase64(),
+    }),
+  );
+  if (result.exitCode !== 0) throw new Error(`installing the probe failed: ${result.stderr}`);
+}
