@@ -15,10 +15,12 @@ import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { renderDocsPage } from "./routes/docs-page.js";
 import { registerRoutes, type Handlers } from "./routes/register-routes.js";
 import { OidcAuth, publicBaseUrl, registerAuthRoutes } from "./iam/oidc/oidc-auth.js";
+import { describeIdpError } from "./iam/oidc/identity-provider.js";
 import { ApprovalGate, isPendingApproval } from "./orchestrator/approval-gate.js";
 import { ActivityService } from "./services/activity-service.js";
 import { AgentGate } from "./services/agent-gate.js";
 import { IamService } from "./services/iam-service.js";
+import { registerMcpEndpoint } from "./mcp/mcp-endpoint.js";
 import { PolicyService } from "./services/policy-service.js";
 import type { Store } from "./store/database.js";
 
@@ -190,10 +192,12 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   registerRoutes(app, handlers, { db, activity, validateResponses: config.validateResponses, oidc });
   // Console login and logout (outside /api/v1 and the route table; see docs/architecture.md).
   registerAuthRoutes(app, oidc);
+  // Agents over MCP (streamable HTTP; see docs/architecture.md): the same tools, through the same gate.
+  registerMcpEndpoint(app, { db, activity, oidc, agentGate, config, version: SERVER_VERSION });
   if (oidc) {
     app.addHook("onReady", async () => {
       oidc.idp.warmUp().catch((error: unknown) =>
-        deps.logger.warn({ err: error }, "OIDC issuer not reachable yet; logins will retry discovery"),
+        deps.logger.warn({ reason: describeIdpError(error) }, "OIDC issuer not reachable yet; logins will retry discovery"),
       );
     });
   }

@@ -75,8 +75,9 @@ export async function startTestIdp(options: {
     scopes: ["openid", "offline_access", "profile", "email", "groups"],
     features: { devInteractions: { enabled: true } },
     pkce: { required: () => true },
+    // The provider tolerates 15 s of clock skew on its own tokens unless told otherwise.
     ...(options.accessTokenTtlSeconds
-      ? { ttl: { AccessToken: options.accessTokenTtlSeconds } }
+      ? { ttl: { AccessToken: options.accessTokenTtlSeconds }, clockTolerance: 0 }
       : {}),
     ...(options.alwaysIssueRefreshTokens ? { issueRefreshToken: () => true } : {}),
     findAccount: (_ctx, accountId) => ({

@@ -198,6 +198,8 @@ export class IdentityProvider {
         clockTolerance: CLOCK_TOLERANCE_SECONDS,
         requiredClaims: ["exp", "sub", ...requiredClaims],
       });
+      if (typeof payload.sub !== "string" || payload.sub.length === 0 || payload.sub.length > 255)
+        throw new TokenRejectedError("the token's subject is not a usable string", true);
       return payload as JWTPayload & { sub: string };
     } catch (error) {
       throw classifyJoseError(error);
@@ -249,8 +251,24 @@ const REGISTERED_CLAIMS = new Set([
   "sid",
 ]);
 
+/**
+ * A one-line account of a failure talking to the issuer, for the server log: error names and
+ * messages along the cause chain only — never the objects themselves, which can hold requests,
+ * responses or token material.
+ */
+export function describeIdpError(error: unknown): string {
+  const parts: string[] = [];
+  let current: unknown = error;
+  for (let depth = 0; depth < 4 && current instanceof Error; depth++) {
+    parts.push(`${current.name}: ${current.message}`);
+    current = current.cause;
+  }
+  return parts.join(" ← ").slice(0, 500) || "unknown failure";
+}
+
 /** Maps a jose verification failure to a fixed, loggable reason. */
 function classifyJoseError(error: unknown): Error {
+  if (error instanceof TokenRejectedError) return error;
   if (error instanceof joseErrors.JWTExpired) return new TokenRejectedError("token expired", true);
   if (error instanceof joseErrors.JWTClaimValidationFailed) {
     const reason =

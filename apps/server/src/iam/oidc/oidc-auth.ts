@@ -12,6 +12,7 @@ import { resolveCaller, type Caller } from "../principal.js";
 import { DirectorySync, type Admission } from "./directory-sync.js";
 import {
   IdentityProvider,
+  describeIdpError,
   TokenRejectedError,
   type IdpGrant,
 } from "./identity-provider.js";
@@ -93,7 +94,10 @@ export class OidcAuth {
         const orgId = error.signatureValid ? await this.directory.orgId() : null;
         return this.#refuse(origin, `JWT refused: ${error.reason}`, orgId);
       }
-      this.options.logger.warn({ err: error }, "could not verify a bearer JWT");
+      this.options.logger.warn(
+        { reason: describeIdpError(error) },
+        "could not verify a bearer JWT",
+      );
       return this.#refuse(origin, "JWT could not be verified: the issuer's keys are unreachable");
     }
     const iatMs = Math.min(Number(claims.iat) * 1000, Date.now());
@@ -229,7 +233,7 @@ export class OidcAuth {
         .where("id_hash", "=", row.id_hash)
         .execute();
       this.options.logger.warn(
-        { err: error },
+        { reason: describeIdpError(error) },
         "could not re-check a session's role with the identity provider",
       );
       return this.#refuse(
@@ -299,7 +303,7 @@ export class OidcAuth {
     try {
       location = await this.idp.authorizationUrl(this.#redirectUri(), checks);
     } catch (error) {
-      this.options.logger.warn({ err: error }, "cannot start an OIDC login");
+      this.options.logger.warn({ reason: describeIdpError(error) }, "cannot start an OIDC login");
       throw new AppError(
         "unauthenticated",
         "The identity provider is unreachable; try again shortly.",
@@ -360,7 +364,7 @@ export class OidcAuth {
     } catch (error) {
       if (error instanceof TokenRejectedError)
         return this.#refuse(origin, `login refused: ${error.reason}`);
-      this.options.logger.warn({ err: error }, "OIDC login failed");
+      this.options.logger.warn({ reason: describeIdpError(error) }, "OIDC login failed");
       return this.#refuse(origin, "the identity provider is unreachable");
     }
     const subject = String(grant.claims.sub);

@@ -9,6 +9,7 @@ import { startServer, type RunningServer } from "../../start-server.js";
 import { TestBrowser, freePort, startTestIdp, type TestIdp } from "../../test-support/test-idp.js";
 import { createTestApp } from "../../test-support/test-app.js";
 import { sameOriginPath } from "./oidc-auth.js";
+import { roleFromClaims } from "./role-mapping.js";
 
 const ROLE_MAP =
   "shells-owners=owner,shells-admins=admin,shells-devs=developer,shells-viewers=viewer";
@@ -248,6 +249,31 @@ describe("OIDC against a real provider", () => {
     });
     expect(replay.status).toBe(401);
     expect((await activity("auth.logout")).length).toBeGreaterThanOrEqual(1);
+  });
+
+  it("refuses and deletes an expired session", async () => {
+    idp.groups.set("judy", ["shells-viewers"]);
+    const { browser } = await login("judy");
+    const me = (await (await asSession(browser, "GET", "/api/v1/me")).json()) as {
+      actor: { id: string };
+    };
+    const db = new Database(join(dataDir, "shells.db"));
+    const sessionsOfJudy = () =>
+      (
+        db.prepare("select count(*) as n from sessions where user_id = ?").get(me.actor.id) as {
+          n: number;
+        }
+      ).n;
+    try {
+      db.prepare("update sessions set expires_at = ? where user_id = ?").run(
+        new Date(Date.now() - 1000).toISOString(),
+        me.actor.id,
+      );
+      expect((await asSession(browser, "GET", "/api/v1/me")).status).toBe(401);
+      expect(sessionsOfJudy()).toBe(0);
+    } finally {
+      db.close();
+    }
   });
 
   it("refuses a callback that this browser did not start", async () => {
@@ -491,6 +517,31 @@ describe("OIDC against a real provider", () => {
   });
 });
 
+describe("role mapping", () => {
+  const map = [
+    { claimValue: "devs", role: "developer" as const },
+    { claimValue: "admins", role: "admin" as const },
+    { claimValue: "viewers", role: "viewer" as const },
+  ];
+
+  it("takes the highest mapped role from a string or an array, and none from unmapped values", () => {
+    expect(roleFromClaims({ groups: ["viewers", "admins", "devs"] }, "groups", map)).toBe("admin");
+    expect(roleFromClaims({ groups: "devs" }, "groups", map)).toBe("developer");
+    expect(roleFromClaims({ groups: ["contractors", 7] }, "groups", map)).toBeNull();
+    expect(roleFromClaims({}, "groups", map)).toBeNull();
+  });
+
+  it("reaches nested claims by dotted path but never through the prototype", () => {
+    expect(roleFromClaims({ realm_access: { roles: ["admins"] } }, "realm_access.roles", map)).toBe(
+      "admin",
+    );
+    expect(
+      roleFromClaims({ "https://x.example/groups": ["devs"] }, "https://x.example/groups", map),
+    ).toBe("developer");
+    expect(roleFromClaims({ groups: [] }, "groups.constructor", map)).toBeNull();
+  });
+});
+
 describe("without OIDC configured", () => {
   it("says so at /auth/config and refuses JWTs and session cookies", async () => {
     const app = await createTestApp();
@@ -515,12 +566,16 @@ describe("without OIDC configured", () => {
 });
 
 describe("a session whose access token expires", () => {
-  it("renews it with the refresh token and keeps re-checking the directory", async () => {
+  /** Logs `ivan` in against an IdP whose access tokens live 1 s, then runs `check` with a `/me` probe. */
+  async function withShortLivedTokens(
+    alwaysIssueRefreshTokens: boolean,
+    check: (me: () => Promise<Response>, idp: TestIdp) => Promise<void>,
+  ) {
     const port = await freePort();
     const idp = await startTestIdp({
       redirectUris: [`http://127.0.0.1:${port}/auth/callback`],
       accessTokenTtlSeconds: 1,
-      alwaysIssueRefreshTokens: true,
+      alwaysIssueRefreshTokens,
     });
     const { server, dataDir } = await start(port, oidcEnv(idp));
     try {
@@ -534,7 +589,17 @@ describe("a session whose access token expires", () => {
       const me = () => browser.request(`${server.url}/api/v1/me`);
       expect((await me()).status).toBe(200);
       await new Promise((resolve) => setTimeout(resolve, 2500));
-      // The access token has expired: userinfo refuses it, the refresh token gets a new one.
+      await check(me, idp);
+    } finally {
+      await server.close();
+      await idp.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }
+
+  it("renews it with the refresh token and keeps re-checking the directory", async () => {
+    await withShortLivedTokens(true, async (me, idp) => {
+      // userinfo refuses the expired access token; the refresh token gets a new one.
       const renewed = await me();
       expect(renewed.status).toBe(200);
       expect(((await renewed.json()) as { role: string }).role).toBe("viewer");
@@ -542,10 +607,12 @@ describe("a session whose access token expires", () => {
       expect(((await (await me()).json()) as { role: string }).role).toBe("developer");
       idp.groups.set("ivan", []);
       expect((await me()).status).toBe(401);
-    } finally {
-      await server.close();
-      await idp.close();
-      rmSync(dataDir, { recursive: true, force: true });
-    }
+    });
+  });
+
+  it("ends the session when there is no refresh token to renew it with", async () => {
+    await withShortLivedTokens(false, async (me) => {
+      expect((await me()).status).toBe(401);
+    });
   });
 });

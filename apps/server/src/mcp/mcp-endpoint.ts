@@ -1,0 +1,104 @@
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { createShellsMcpServer } from "@shells/mcp-tools";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { Kysely } from "kysely";
+import { authenticate, type Caller, type OidcAuthenticator } from "../iam/authenticate.js";
+import { requirePermission } from "../iam/authorize.js";
+import type { ActivityService } from "../services/activity-service.js";
+import type { AgentGate } from "../services/agent-gate.js";
+import type { Database } from "../store/schema.js";
+import { refuseForeignOrigin, type ServerAddress } from "./origin-check.js";
+
+/** The path the control plane serves MCP at. */
+export const MCP_PATH = "/mcp";
+
+/** What the `/mcp` endpoint is built from. */
+export interface McpEndpointDeps {
+  db: Kysely<Database>;
+  activity: ActivityService;
+  /** Bearer JWTs (and sessions); null when OIDC is not configured. */
+  oidc: OidcAuthenticator | null;
+  /** The one agent gate: every tool call runs through it. */
+  agentGate: AgentGate;
+  /** The listen address and public URL `Host` and `Origin` are checked against. */
+  config: ServerAddress;
+  /** The version reported to MCP clients. */
+  version: string;
+}
+
+/**
+ * Serves the Shells MCP tools at `POST /mcp` over streamable HTTP, statelessly: each request is
+ * authenticated on its own (like every route), gets a fresh MCP server bound to its caller, and is
+ * answered with plain JSON. Stateless because the tools need nothing from a session — no
+ * server-initiated messages, no resumable streams — and a session id would be a second credential
+ * to bind to the caller and a reason to pin clients to one replica. So `GET` (a server-to-client
+ * stream) and `DELETE` (ending a session) answer 405, which MCP clients expect.
+ *
+ * A tool call is the gate's `agentInvoke` operation: the credential needs the
+ * `shells:agent:invoke` scope, then the gate checks the `shells.agent.invoke` entitlement and the
+ * tool's own permission, and records the decision. Refusals come back as MCP tool errors.
+ */
+export function registerMcpEndpoint(app: FastifyInstance, deps: McpEndpointDeps): void {
+  app.post(MCP_PATH, async (request, reply) => {
+    refuseForeignOrigin({ host: request.headers.host, origin: request.headers.origin }, deps.config);
+    const caller = await authenticateMcp(request, deps);
+    const server = createShellsMcpServer(
+      async (tool, args) => {
+        await requirePermission(
+          deps.activity,
+          caller,
+          { scope: "shells:agent:invoke" },
+          "agentInvoke",
+        );
+        return (await deps.agentGate.invoke(caller, { tool, arguments: args })).result;
+      },
+      { name: "shells", title: "Shells", version: deps.version },
+      {
+        onUnexpectedError: (error, tool) =>
+          request.log.error({ err: error, tool }, "MCP tool call failed unexpectedly"),
+      },
+    );
+    const transport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: undefined,
+      enableJsonResponse: true,
+    });
+    // From here the transport writes the response; Fastify only keeps the request id header.
+    reply.hijack();
+    reply.raw.setHeader("x-request-id", request.id);
+    reply.raw.on("close", () => {
+      void transport.close();
+      void server.close();
+    });
+    await server.connect(transport);
+    await transport.handleRequest(request.raw, reply.raw, request.body);
+  });
+  app.route({
+    method: ["GET", "DELETE"],
+    url: MCP_PATH,
+    handler: async (request, reply) => {
+      reply.code(405).header("allow", "POST");
+      return {
+        error: {
+          code: "route_not_found",
+          message: `${request.method} ${MCP_PATH}: this MCP endpoint is stateless (no sessions, no server-to-client stream); send JSON-RPC with POST.`,
+          requestId: request.id,
+        },
+      };
+    },
+  });
+}
+
+function authenticateMcp(request: FastifyRequest, deps: McpEndpointDeps): Promise<Caller> {
+  const csrfToken = request.headers["x-csrf-token"];
+  return authenticate(
+    deps.db,
+    deps.activity,
+    {
+      authorization: request.headers.authorization,
+      cookie: request.headers.cookie,
+      csrfToken: typeof csrfToken === "string" ? csrfToken : undefined,
+    },
+    { method: request.method, route: MCP_PATH, ip: request.ip },
+    deps.oidc,
+  );
+}
