@@ -13,7 +13,8 @@ import { AppError } from "./errors.js";
 import { ShellService } from "./orchestrator/shell-service.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { renderDocsPage } from "./routes/docs-page.js";
-import { registerRoutes, type Handlers } from "./routes/register-routes.js";
+import { openEventStream, wantsEventStream } from "./routes/event-stream.js";
+import { registerRoutes, STREAMED, type Handlers } from "./routes/register-routes.js";
 import { OidcAuth, publicBaseUrl, registerAuthRoutes } from "./iam/oidc/oidc-auth.js";
 import { describeIdpError } from "./iam/oidc/identity-provider.js";
 import { ApprovalGate, isPendingApproval } from "./orchestrator/approval-gate.js";
@@ -81,7 +82,15 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const runtimes = new RuntimeRegistry(deps.backends);
   const policies = new PolicyService(db, activity);
   const gate = new ApprovalGate(db, activity, policies);
-  const shells = new ShellService({ db, activity, runtimes, logger: deps.logger, region: config.region, policies, gate });
+  const shells = new ShellService({
+    db,
+    activity,
+    runtimes,
+    logger: deps.logger,
+    region: config.region,
+    policies,
+    gate,
+  });
   const iam = new IamService(db, activity, policies);
   const agentGate = new AgentGate(shells, activity);
   const oidc = config.oidc
@@ -157,11 +166,45 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     listShells: async ({ caller, query }) => shells.list(caller, query),
     createShell: async ({ caller, body }) => shells.create(caller, body),
     getShell: async ({ caller, params }) => shells.get(caller, params.id),
-    deleteShell: async ({ caller, params, query, reply }) => accepted(reply, await shells.delete(caller, params.id, query.confirm)),
+    deleteShell: async ({ caller, params, query, reply }) =>
+      accepted(reply, await shells.delete(caller, params.id, query.confirm)),
     actOnShell: async ({ caller, params, body, reply }) =>
       accepted(reply, await shells.act(caller, params.id, params.capability, body)),
-    listSnapshots: async ({ caller, params }) => ({ items: await shells.snapshots(caller, params.id) }),
-    execInShell: async ({ caller, params, body }) => shells.exec(caller, params.id, body),
+    listSnapshots: async ({ caller, params }) => ({
+      items: await shells.snapshots(caller, params.id),
+    }),
+    execInShell: async ({ caller, params, body, request, reply }) => {
+      if (!wantsEventStream(request)) return shells.exec(caller, params.id, body);
+      // Refuse a missing or stopped shell with a normal JSON error before the stream opens.
+      await shells.requireRunning(caller, params.id);
+      const stream = openEventStream(request, reply);
+      const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+      try {
+        const result = await shells.exec(caller, params.id, body, {
+          signal: stream.signal,
+          onOutput: (type, chunk) =>
+            stream.send(type, {
+              type,
+              data: decoders[type].decode(chunk, { stream: true }),
+              time: Date.now(),
+            }),
+        });
+        await stream.send("exit", {
+          type: "exit",
+          result: { ...result, stdout: "", stderr: "" },
+          time: Date.now(),
+        });
+      } catch (error) {
+        const code = error instanceof AppError ? error.code : "internal";
+        await stream.send(
+          "error",
+          errorBody(code, error instanceof Error ? error.message : "exec failed", request.id),
+        );
+      } finally {
+        stream.end();
+      }
+      return STREAMED;
+    },
     listActivity: async ({ caller, query }) => activity.list(caller.orgId, query),
     getPolicy: async ({ caller }) => policies.get(caller.orgId),
     updatePolicy: async ({ caller, body }) => policies.update(caller, body),
@@ -182,23 +225,34 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     revokeEntitlement: async ({ caller, params }) => iam.revokeEntitlement(caller, params.id),
     listApprovals: async ({ caller, query }) => ({ items: await gate.list(caller, query.state) }),
     getApproval: async ({ caller, params }) => gate.get(caller, params.id),
-    grantApproval: async ({ caller, params, body }) => shells.grantApproval(caller, params.id, body.reason),
+    grantApproval: async ({ caller, params, body }) =>
+      shells.grantApproval(caller, params.id, body.reason),
     denyApproval: async ({ caller, params, body }) => {
       await gate.decide(caller, params.id, "denied", body.reason);
       return gate.get(caller, params.id);
     },
     agentInvoke: async ({ caller, body }) => agentGate.invoke(caller, body),
   };
-  registerRoutes(app, handlers, { db, activity, validateResponses: config.validateResponses, oidc });
+  registerRoutes(app, handlers, {
+    db,
+    activity,
+    validateResponses: config.validateResponses,
+    oidc,
+  });
   // Console login and logout (outside /api/v1 and the route table; see docs/architecture.md).
   registerAuthRoutes(app, oidc);
   // Agents over MCP (streamable HTTP; see docs/architecture.md): the same tools, through the same gate.
   registerMcpEndpoint(app, { db, activity, oidc, agentGate, config, version: SERVER_VERSION });
   if (oidc) {
     app.addHook("onReady", async () => {
-      oidc.idp.warmUp().catch((error: unknown) =>
-        deps.logger.warn({ reason: describeIdpError(error) }, "OIDC issuer not reachable yet; logins will retry discovery"),
-      );
+      oidc.idp
+        .warmUp()
+        .catch((error: unknown) =>
+          deps.logger.warn(
+            { reason: describeIdpError(error) },
+            "OIDC issuer not reachable yet; logins will retry discovery",
+          ),
+        );
     });
   }
 

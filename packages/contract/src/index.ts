@@ -16,6 +16,18 @@ export {
 } from "./activity.js";
 export { ERROR_CODES, ERROR_STATUS, ErrorBody, ErrorCode } from "./errors.js";
 export { buildOpenApiDocument, openApiPath } from "./openapi.js";
+export {
+  Artifact,
+  ExecFrame,
+  FileInfo,
+  InterpreterRequest,
+  InterpreterResult,
+  Run,
+  RunCreate,
+  RunFrame,
+  SeedFile,
+  TermCredential,
+} from "./live.js";
 export { pageOf, type Page } from "./pages.js";
 export {
   AGENT_TOOL_ARGUMENTS,

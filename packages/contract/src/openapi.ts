@@ -83,7 +83,17 @@ export function buildOpenApiDocument(options: { version: string; serverUrl?: str
       responses: {
         [String(route.successStatus)]: {
           description: "Success",
-          content: { "application/json": { schema: jsonSchema(route.response, "output") } },
+          content: {
+            "application/json": { schema: jsonSchema(route.response, "output") },
+            ...(route.eventStream
+              ? {
+                  "text/event-stream": {
+                    schema: jsonSchema(route.eventStream, "output"),
+                    description: "Each event's data is one frame.",
+                  },
+                }
+              : {}),
+          },
         },
         ...errorResponses(route),
       },

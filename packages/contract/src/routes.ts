@@ -22,6 +22,7 @@ import {
   Role,
   Scope,
 } from "./iam.js";
+import { ExecFrame } from "./live.js";
 import { pageOf } from "./pages.js";
 import {
   ActionRequest,
@@ -100,6 +101,8 @@ export interface RouteSpec {
   scope: Scope | null;
   /** Mutating routes that honour `Idempotency-Key`. */
   idempotent?: boolean;
+  /** When set, `Accept: text/event-stream` answers a stream of these events instead of `response`. */
+  eventStream?: z.ZodType;
   /** Minimum membership role, checked after the scope. */
   minRole?: Role;
   /**
@@ -246,8 +249,10 @@ export const ROUTES = {
   execInShell: {
     method: "POST",
     path: "/api/v1/shells/:id/exec",
-    summary: "Run a command in a running shell and wait for it.",
-    description: "A non-zero exit code is a result (200), not an error.",
+    summary: "Run a command in a running shell and wait for it, or stream it.",
+    description:
+      "A non-zero exit code is a result (200), not an error. With `Accept: text/event-stream` the answer is a server-sent event stream of `stdout`/`stderr` frames as they happen, then one `exit` frame with the result (or an `error` event).",
+    eventStream: ExecFrame,
     tag: "shells",
     params: z.strictObject({ id: shellId }),
     body: ExecRequest,

@@ -46,8 +46,12 @@ export interface SandboxExecRequest {
 export interface SandboxExecOptions {
   /** Aborting kills the command; the result then carries the abort reason's kill reason or `stopped`. */
   signal?: AbortSignal;
-  /** Called with each chunk of output as it arrives, before the exec ends. */
-  onOutput?: (stream: "stdout" | "stderr", chunk: Uint8Array) => void;
+  /**
+   * Called with each chunk of output as it arrives, before the exec ends. When it returns a
+   * promise, the backend reads no more output of that exec until the promise settles, so a slow
+   * consumer slows the process (it blocks on a full pipe) instead of growing memory.
+   */
+  onOutput?: (stream: "stdout" | "stderr", chunk: Uint8Array) => void | Promise<void>;
 }
 
 /** Why a backend call failed. The orchestrator maps each code to an API error. */

@@ -117,6 +117,31 @@ export function describeSandboxBackend(
       expect((await run(id, ["pwd"], { cwd: "/workspace/sub" })).stdout).toBe("/workspace/sub\n");
     });
 
+    it("streams output to onOutput before the command ends", async () => {
+      const id = await createShell();
+      const chunks: { text: string; at: number }[] = [];
+      const decoder = new TextDecoder();
+      const result = await subject.backend.exec(
+        id,
+        {
+          command: ["sh", "-c", "echo first; sleep 0.6; echo second"],
+          env: {},
+          cwd: "/workspace",
+          stdin: undefined,
+          timeoutMs: 20_000,
+          maxOutputBytes: 1024 * 1024,
+        },
+        {
+          onOutput: (_stream, chunk) =>
+            void chunks.push({ text: decoder.decode(chunk), at: Date.now() }),
+        },
+      );
+      const ended = Date.now();
+      expect(chunks.map((c) => c.text).join("")).toBe("first\nsecond\n");
+      expect(ended - chunks[0]!.at).toBeGreaterThanOrEqual(400);
+      expect(result.stdout).toBe("first\nsecond\n");
+    });
+
     it("keeps files written by one exec for the next", async () => {
       const id = await createShell();
       expect((await sh(id, "echo kept > /workspace/note.txt")).exitCode).toBe(0);

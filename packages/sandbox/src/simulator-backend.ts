@@ -13,7 +13,7 @@ import {
   type SandboxInfo,
   type SandboxSpec,
 } from "./backend.js";
-import { runScript, type SimFs } from "./internal/sim-shell.js";
+import { isShellScript, runScript, type SimFs } from "./internal/sim-shell.js";
 
 /** Options of the simulator backend. */
 export interface SimulatorBackendOptions {
@@ -120,6 +120,9 @@ export class SimulatorBackend implements SandboxBackend {
     options.signal?.addEventListener("abort", onOuterAbort, { once: true });
     sandbox.inflight.add(controller);
     try {
+      const encoder = new TextEncoder();
+      let emitted = 0;
+      const streamsItself = isShellScript(request.command);
       const outcome = await runScript({
         argv: request.command,
         env: { ...sandbox.spec.env, ...request.env },
@@ -134,6 +137,12 @@ export class SimulatorBackend implements SandboxBackend {
         },
         deadline: started + request.timeoutMs,
         signal: controller.signal,
+        emit: async (stream, text) => {
+          if (emitted >= request.maxOutputBytes) return;
+          const part = text.slice(0, request.maxOutputBytes - emitted);
+          emitted += part.length;
+          await options.onOutput?.(stream, encoder.encode(part));
+        },
       });
       let { stdout, stderr } = outcome;
       let killReason: KillReason | undefined = outcome.killReason;
@@ -146,9 +155,11 @@ export class SimulatorBackend implements SandboxBackend {
         exitCode = 137;
         truncated = true;
       }
-      const encoder = new TextEncoder();
-      if (stdout) options.onOutput?.("stdout", encoder.encode(stdout));
-      if (stderr) options.onOutput?.("stderr", encoder.encode(stderr));
+      // A plain argv (not `sh -c`) produced its output in one piece: deliver it now.
+      if (!streamsItself) {
+        if (stdout) await options.onOutput?.("stdout", encoder.encode(stdout));
+        if (stderr) await options.onOutput?.("stderr", encoder.encode(stderr));
+      }
       return {
         exitCode,
         stdout,

@@ -40,7 +40,10 @@ export interface McpEndpointDeps {
  */
 export function registerMcpEndpoint(app: FastifyInstance, deps: McpEndpointDeps): void {
   app.post(MCP_PATH, async (request, reply) => {
-    refuseForeignOrigin({ host: request.headers.host, origin: request.headers.origin }, deps.config);
+    refuseForeignOrigin(
+      { host: request.headers.host, origin: request.headers.origin },
+      deps.config,
+    );
     const caller = await authenticateMcp(request, deps);
     const server = createShellsMcpServer(
       async (tool, args) => {

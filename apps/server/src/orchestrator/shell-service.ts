@@ -18,7 +18,12 @@ import {
   type ShellStatus,
   type Snapshot,
 } from "@shells/contract";
-import { SandboxError, type SandboxBackend, type SandboxInfo } from "@shells/sandbox";
+import {
+  SandboxError,
+  type SandboxBackend,
+  type SandboxExecOptions,
+  type SandboxInfo,
+} from "@shells/sandbox";
 import type { Kysely, Selectable } from "kysely";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import { z } from "zod";
@@ -303,8 +308,12 @@ export class ShellService {
   }
 
   /** Runs a command in a running shell. A non-zero exit is a result; the sandbox's kill reason is reported. */
-  async exec(caller: Caller, idOrName: string, request: ExecRequest): Promise<ExecResult> {
-    const row = await this.#find(caller.orgId, idOrName);
+  /** Throws what `exec` would throw before running anything: unknown shell, or not running. */
+  async requireRunning(caller: Caller, idOrName: string): Promise<void> {
+    this.#assertRunning(await this.#find(caller.orgId, idOrName));
+  }
+
+  #assertRunning(row: ShellRow): void {
     if (row.status !== "running") {
       throw new AppError(
         "invalid_state",
@@ -315,15 +324,29 @@ export class ShellService {
         },
       );
     }
+  }
+
+  async exec(
+    caller: Caller,
+    idOrName: string,
+    request: ExecRequest,
+    hooks: SandboxExecOptions = {},
+  ): Promise<ExecResult> {
+    const row = await this.#find(caller.orgId, idOrName);
+    this.#assertRunning(row);
     const result = await this.#backendCall(row, (backend) =>
-      backend.exec(row.id, {
-        command: request.command,
-        env: { ...(JSON.parse(row.env) as Record<string, string>), ...request.env },
-        cwd: request.cwd ?? SHELL_DEFAULTS.cwd,
-        stdin: request.stdin,
-        timeoutMs: request.timeoutMs ?? SHELL_DEFAULTS.execTimeoutMs,
-        maxOutputBytes: SHELL_DEFAULTS.maxOutputBytes,
-      }),
+      backend.exec(
+        row.id,
+        {
+          command: request.command,
+          env: { ...(JSON.parse(row.env) as Record<string, string>), ...request.env },
+          cwd: request.cwd ?? SHELL_DEFAULTS.cwd,
+          stdin: request.stdin,
+          timeoutMs: request.timeoutMs ?? SHELL_DEFAULTS.execTimeoutMs,
+          maxOutputBytes: SHELL_DEFAULTS.maxOutputBytes,
+        },
+        hooks,
+      ),
     );
     const summary = request.command.join(" ").slice(0, 300);
     await this.#log(

@@ -32,8 +32,14 @@ export interface HandlerContext<K extends OperationId> {
 
 /** One handler per operation in the route table; a missing one does not compile. */
 export type Handlers = {
-  [K in OperationId]: (ctx: HandlerContext<K>) => Promise<RouteResponse<K>>;
+  [K in OperationId]: (ctx: HandlerContext<K>) => Promise<RouteResponse<K> | typeof STREAMED>;
 };
+
+/**
+ * Returned by a handler that wrote its own response (a server-sent event stream, raw bytes): the
+ * wrapper then neither validates nor serialises anything.
+ */
+export const STREAMED = Symbol("streamed");
 
 /** What registration needs besides the handlers. */
 export interface RegisterOptions {
@@ -91,7 +97,12 @@ export function registerRoutes(
             { method: request.method, route: spec.path, ip: request.ip },
             options.oidc ?? null,
           );
-          await requirePermission(options.activity, caller, { scope: spec.scope, minRole: spec.minRole }, operationId);
+          await requirePermission(
+            options.activity,
+            caller,
+            { scope: spec.scope, minRole: spec.minRole },
+            operationId,
+          );
         }
         const params = spec.params ? parseInput(spec.params, request.params, "path") : {};
         const query = spec.query ? parseInput(spec.query, request.query ?? {}, "query") : {};
@@ -117,6 +128,7 @@ export function registerRoutes(
             request,
             reply,
           } as HandlerContext<OperationId>);
+          if (result === STREAMED) return reply;
           if (options.validateResponses) {
             const checked = spec.response.safeParse(result);
             if (!checked.success) {

@@ -19,6 +19,8 @@ export interface SimRun {
   deadline: number;
   /** Aborted (with a KillReason) when the sandbox stops or is destroyed. */
   signal: AbortSignal;
+  /** Receives each statement's output as the statement ends, so a sequence streams like a real shell. */
+  emit?: (stream: "stdout" | "stderr", text: string) => Promise<void>;
 }
 
 /** What a modeled exec produced. */
@@ -197,11 +199,16 @@ function sizeArg(value: string): number {
   return Number(match[1]) * unit;
 }
 
+/** True for `sh -c SCRIPT` (and bash): the model interprets the script statement by statement. */
+export function isShellScript(argv: readonly string[]): boolean {
+  const [program, flag] = argv;
+  return (program === "sh" || program === "bash" || program === "/bin/sh") && flag === "-c";
+}
+
 /** Interprets one exec against the model. Never runs anything on the host. */
 export async function runScript(run: SimRun): Promise<SimOutcome> {
-  const [program, flag, script] = run.argv;
-  const isShell =
-    (program === "sh" || program === "bash" || program === "/bin/sh") && flag === "-c";
+  const [, , script] = run.argv;
+  const isShell = isShellScript(run.argv);
   try {
     if (isShell) {
       if (FORK_BOMB.test(script ?? "")) throw new Killed("pids");
@@ -232,6 +239,8 @@ async function runStatements(statements: Statement[], run: SimRun): Promise<SimO
           stdout += io.stdout;
           stderr += io.stderr;
           code = io.code;
+          if (io.stdout) await run.emit?.("stdout", io.stdout);
+          if (io.stderr) await run.emit?.("stderr", io.stderr);
         } catch (error) {
           if (error instanceof Exit) return { exitCode: error.code, stdout, stderr };
           if (error instanceof Killed && error.reason === "disk") {
@@ -340,7 +349,10 @@ async function builtin(argv: string[], run: SimRun, stdin: string): Promise<Io> 
         );
       // Like coreutils: print each variable that is set; exit 1 when any is not.
       const values = args.map((name) => run.env[name]);
-      const out = values.filter((v) => v !== undefined).map((v) => `${v}\n`).join("");
+      const out = values
+        .filter((v) => v !== undefined)
+        .map((v) => `${v}\n`)
+        .join("");
       return { stdout: out, stderr: "", code: values.includes(undefined) ? 1 : 0 };
     }
     case "cat": {

@@ -1,0 +1,150 @@
+import { z } from "zod";
+import { ExecResult, KillReason, Language, NetworkMode, RuntimeClass, EnvMap } from "./shells.js";
+
+/** One frame of a streamed exec (`Accept: text/event-stream`). Output frames carry UTF-8 text. */
+export const ExecFrame = z.discriminatedUnion("type", [
+  z.strictObject({
+    type: z.enum(["stdout", "stderr"]),
+    data: z.string(),
+    /** When the chunk left the process, ms since the epoch. */
+    time: z.number(),
+  }),
+  z.strictObject({
+    type: z.literal("exit"),
+    /** The exec's result; its stdout/stderr are empty because the output went out as frames. */
+    result: ExecResult,
+    time: z.number(),
+  }),
+]);
+export type ExecFrame = z.infer<typeof ExecFrame>;
+
+/** A file seeded into a run's or shell's workspace. */
+export const SeedFile = z.strictObject({
+  /** Relative to `/workspace`, or absolute inside it. */
+  path: z.string().min(1).max(4096),
+  content: z.string().max(8 * 1024 * 1024),
+  encoding: z.enum(["utf8", "base64"]).default("utf8"),
+  /** Octal permission bits as a number, e.g. 0o755 = 493. */
+  mode: z.int().min(0).max(0o7777).optional(),
+});
+export type SeedFile = z.input<typeof SeedFile>;
+
+/** Body of `POST /api/v1/runs`: exactly one of `code` or `command`. */
+export const RunCreate = z
+  .strictObject({
+    /** Source in `language`, run by its interpreter (python3, node, bash). */
+    code: z
+      .string()
+      .max(1024 * 1024)
+      .optional(),
+    /** argv to run instead of code. */
+    command: z
+      .array(z.string().max(128 * 1024))
+      .min(1)
+      .max(4096)
+      .optional(),
+    language: Language,
+    runtime: RuntimeClass.optional(),
+    network: NetworkMode.optional(),
+    env: EnvMap.optional(),
+    files: z.array(SeedFile).max(256).optional(),
+    /** Globs (relative to /workspace) of output files to keep as artifacts. */
+    artifacts: z.array(z.string().min(1).max(1024)).max(64).optional(),
+    /** Wall clock of the whole run (default 5 minutes). */
+    timeoutMs: z
+      .int()
+      .min(1)
+      .max(3600 * 1000)
+      .optional(),
+  })
+  .refine(
+    (r) => (r.code === undefined) !== (r.command === undefined),
+    "give exactly one of code or command",
+  );
+export type RunCreate = z.input<typeof RunCreate>;
+
+/** An output file kept from a run. */
+export const Artifact = z.strictObject({
+  /** Path relative to /workspace. */
+  path: z.string(),
+  sizeBytes: z.int(),
+});
+export type Artifact = z.infer<typeof Artifact>;
+
+/** A one-shot run. */
+export const Run = z.strictObject({
+  id: z.string(),
+  status: z.enum(["running", "succeeded", "failed", "cancelled"]),
+  language: Language,
+  runtime: RuntimeClass,
+  /** The ephemeral shell the run used; deleted when the run ends. */
+  shellId: z.string(),
+  exitCode: z.int().nullable(),
+  killReason: KillReason.nullable(),
+  /** The structured result the code reported (`shells.result(...)` or `$SHELLS_RESULT`), if any. */
+  result: z.unknown().nullable(),
+  artifacts: z.array(Artifact),
+  error: z.string().nullable(),
+  createdAt: z.iso.datetime(),
+  finishedAt: z.iso.datetime().nullable(),
+});
+export type Run = z.infer<typeof Run>;
+
+/** One event of a run's stream (SSE; the event id is `seq`, resumable with `Last-Event-ID`). */
+export const RunFrame = z.strictObject({
+  seq: z.int(),
+  type: z.enum(["stdout", "stderr", "status", "result", "artifact", "exit"]),
+  data: z.unknown(),
+  time: z.number(),
+});
+export type RunFrame = z.infer<typeof RunFrame>;
+
+/** Body of `POST /api/v1/shells/:id/interpreter`. */
+export const InterpreterRequest = z.strictObject({
+  code: z.string().max(1024 * 1024),
+  /** `python` or `node`; defaults to the shell's language when it is one of them. */
+  language: z.enum(["python", "node"]).optional(),
+  /** Wall clock of this turn (default 60 s); past it the interpreter is restarted. */
+  timeoutMs: z
+    .int()
+    .min(1)
+    .max(15 * 60 * 1000)
+    .optional(),
+});
+
+/** One interpreter turn's result. */
+export const InterpreterResult = z.strictObject({
+  stdout: z.string(),
+  stderr: z.string(),
+  /** The last expression's value: JSON when it serialises, otherwise its repr. */
+  value: z.unknown().nullable(),
+  error: z
+    .strictObject({ name: z.string(), message: z.string(), traceback: z.string() })
+    .nullable(),
+  /** True when this turn started a fresh interpreter (first turn, or after a crash/timeout). */
+  restarted: z.boolean(),
+  durationMs: z.number(),
+});
+export type InterpreterResult = z.infer<typeof InterpreterResult>;
+
+/** A filesystem entry inside a shell. */
+export const FileInfo = z.strictObject({
+  path: z.string(),
+  type: z.enum(["file", "directory", "symlink", "other"]),
+  sizeBytes: z.int(),
+  /** Permission bits, e.g. 420 (0o644). */
+  mode: z.int(),
+  modifiedAt: z.iso.datetime(),
+});
+export type FileInfo = z.infer<typeof FileInfo>;
+
+/** A short-lived credential to attach a terminal to a shell. Shown once; stored only as a hash. */
+export const TermCredential = z.strictObject({
+  id: z.string(),
+  /** The secret. Single use: the first attach consumes it. */
+  token: z.string(),
+  /** WebSocket URL to attach (the token is in it). */
+  url: z.string(),
+  expiresAt: z.iso.datetime(),
+});
+export type TermCredential = z.infer<typeof TermCredential>;
