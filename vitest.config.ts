@@ -14,6 +14,17 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 120_000,
     pool: "forks",
+    // The workers run with `--conditions source`; eventsource-parser (imported by the MCP SDK's
+    // streamable HTTP client) publishes TypeScript under that condition, which Node cannot load, so
+    // it and its importer go through Vite's transform instead.
+    server: {
+      deps: {
+        inline: [
+          /@modelcontextprotocol\/sdk\/dist\/esm\/client\/streamableHttp\.js$/,
+          "eventsource-parser",
+        ],
+      },
+    },
     reporters: ["default"],
   },
 });

@@ -86,6 +86,6 @@ describe("streamed exec over server-sent events", () => {
       body: JSON.stringify({ command: ["true"] }),
     });
     expect(res.status).toBe(404);
-    expect((await res.json()).error.code).toBe("shell_not_found");
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("shell_not_found");
   });
 });

@@ -40,6 +40,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -710,6 +711,10 @@ static int cmd_exec(int argc, char **argv) {
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         umask(022);
+        /* No core dumps: a crash must neither write the host's core_pattern target nor eat the
+         * shell's disk. */
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
         if (chdir(o.cwd) < 0) {
             dprintf(2, "shells: cannot change directory to %s: %s\n", o.cwd, strerror(errno));
             _exit(126);
@@ -839,7 +844,13 @@ static int cmd_exec(int argc, char **argv) {
         if (middle == 0) {
             setsid();
             prctl(PR_SET_NAME, "shells-drain", 0, 0, 0);
+            /* Keep only the two pipes; hold nothing of the host, and be as confined as any
+             * other process of the shell. */
             for (int fd = 0; fd <= STATUS_FD; fd++) close(fd);
+            close(oom_fd);
+            close(pids_fd);
+            close(child_fd);
+            if (shells_confine(SHELLS_CAPS_NONE) < 0) _exit(0);
             while (open_pipes > 0) {
                 if (poll(fds, 2, -1) < 0 && errno != EINTR) _exit(0);
                 for (int k = 0; k < 2; k++) {

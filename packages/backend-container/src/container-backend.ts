@@ -168,8 +168,8 @@ export class ContainerBackend implements SandboxBackend {
           { cause: error },
         );
       }
-      await mkdir(`${this.#stateDir}/shells`, { recursive: true, mode: 0o700 });
-      await mkdir(shellDir, { mode: 0o700 });
+      // A directory without a record is what a crash before the first write leaves: clear it.
+      if (await exists(shellDir)) await this.#teardown(spec.shellId);
       const record: ShellRecord = {
         shellId: spec.shellId,
         phase: "creating",
@@ -184,6 +184,8 @@ export class ContainerBackend implements SandboxBackend {
         snapshotSeq: 0,
       };
       try {
+        await mkdir(`${this.#stateDir}/shells`, { recursive: true, mode: 0o700 });
+        await mkdir(shellDir, { mode: 0o700 });
         await writeJson(`${shellDir}/shell.json`, record);
         record.uidSlot = await claimUidSlot(this.#registryDir, shellDir);
         await writeJson(`${shellDir}/shell.json`, record);
@@ -527,54 +529,14 @@ export class ContainerBackend implements SandboxBackend {
     helper: string,
     options: { freshDisk?: boolean } = {},
   ): Promise<void> {
-    const shellDir = this.#shellDir(record.shellId);
-    if (record.uidSlot === null || !record.imageRootfs)
-      throw new Error("shell record is incomplete");
-    let imageRootfs = record.imageRootfs;
-    if (
-      !(await stat(imageRootfs).then(
-        () => true,
-        () => false,
-      ))
-    ) {
-      // The image was removed (pruned, or the images dir moved): run on the same version if it is
-      // elsewhere, else on the newest of the language.
-      const image =
-        (record.imageVersion ? await findImage(this.#imagesDir, record.imageVersion) : null) ??
-        (await newestImage(this.#imagesDir, record.language));
-      if (!image)
-        throw new SandboxError(
-          "unavailable",
-          `the ${record.language} image of shell ${record.shellId} is gone`,
-        );
-      imageRootfs = record.imageRootfs = image.rootfs;
-      record.imageVersion = image.version;
-      await writeJson(`${shellDir}/shell.json`, record);
-    }
-    const disk = `${shellDir}/disk.img`;
-    if (!options.freshDisk) {
-      await waitForLoopDetached(disk);
-      await repairDiskIfNeeded(disk);
-    }
     const cgroup = this.#cgroup(record.shellId);
-    await cgroup.create(record.resources);
-    await rm(`${shellDir}/holder.json`, { force: true });
     try {
-      const holder = await launchHolder({
-        helper,
-        shellDir,
-        imageRootfs,
-        disk,
-        uidBase: uidBaseOf(record.uidSlot),
-        network: record.network === "localhost" ? "localhost" : "sealed",
-        hostname: hostnameOf(record.shellId),
-        shmMb: Math.max(16, Math.min(record.resources.memoryMb, 1024)),
-        cgroupProcs: cgroup.procsFiles,
-      });
+      const holder = await this.#launch(record, helper, cgroup, options.freshDisk ?? false);
       this.#holders.set(record.shellId, holder);
     } catch (error) {
       await cgroup.killAll().catch(() => undefined);
       await cgroup.remove().catch(() => undefined);
+      if (error instanceof SandboxError) throw error;
       throw new SandboxError(
         "failed",
         `starting shell ${record.shellId} failed: ${(error as Error).message}`,
@@ -582,6 +544,51 @@ export class ContainerBackend implements SandboxBackend {
         { cause: error },
       );
     }
+  }
+
+  async #launch(
+    record: ShellRecord,
+    helper: string,
+    cgroup: ShellCgroup,
+    freshDisk: boolean,
+  ): Promise<HolderRecord> {
+    const shellDir = this.#shellDir(record.shellId);
+    if (record.uidSlot === null || !record.imageRootfs)
+      throw new Error("shell record is incomplete");
+    if (!(await exists(record.imageRootfs))) {
+      // The image was removed (pruned, or the images dir moved): run on the same version if it is
+      // elsewhere, else on the newest of the language.
+      const image =
+        (record.imageVersion ? await findImage(this.#imagesDir, record.imageVersion) : null) ??
+        (await newestImage(this.#imagesDir, record.language));
+      if (!image) {
+        throw new SandboxError(
+          "unavailable",
+          `the ${record.language} image of shell ${record.shellId} is gone`,
+        );
+      }
+      record.imageRootfs = image.rootfs;
+      record.imageVersion = image.version;
+      await writeJson(`${shellDir}/shell.json`, record);
+    }
+    const disk = `${shellDir}/disk.img`;
+    if (!freshDisk) {
+      await waitForLoopDetached(disk);
+      await repairDiskIfNeeded(disk);
+    }
+    await cgroup.create(record.resources);
+    await rm(`${shellDir}/holder.json`, { force: true });
+    return launchHolder({
+      helper,
+      shellDir,
+      imageRootfs: record.imageRootfs,
+      disk,
+      uidBase: uidBaseOf(record.uidSlot),
+      network: record.network === "localhost" ? "localhost" : "sealed",
+      hostname: hostnameOf(record.shellId),
+      shmMb: Math.max(16, Math.min(record.resources.memoryMb, 1024)),
+      cgroupProcs: cgroup.procsFiles,
+    });
   }
 
   /** Ends every process of the shell, waits until its mounts and loop device are gone. */
@@ -633,10 +640,7 @@ export class ContainerBackend implements SandboxBackend {
   async #teardown(shellId: string): Promise<void> {
     const shellDir = this.#shellDir(shellId);
     const record = await readJson<ShellRecord>(`${shellDir}/shell.json`);
-    const dirExists = await stat(shellDir).then(
-      () => true,
-      () => false,
-    );
+    const dirExists = await exists(shellDir);
     const cgroup = this.#cgroup(shellId);
     if (!record && !dirExists && !(await cgroup.exists())) return;
     if (record && record.phase !== "destroying") {
@@ -679,6 +683,13 @@ export class ContainerBackend implements SandboxBackend {
   #log(level: "info" | "warn" | "error", obj: Record<string, unknown>, msg: string): void {
     this.#options.logger?.[level](obj, msg);
   }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Waits until none of the processes (pid, start time) is alive; zombies count as ended. */

@@ -93,6 +93,18 @@ describe.runIf(hostReport.available)("state of a container shell", () => {
     );
   });
 
+  it("ends running execs with the reason of what ended them: destroy, or an abort", async () => {
+    await create("ended");
+    const controller = new AbortController();
+    const aborted = backend.exec("ended", request(["sleep", "30"]), { signal: controller.signal });
+    setTimeout(() => controller.abort("wall_clock"), 200);
+    expect(await aborted).toMatchObject({ killReason: "wall_clock", exitCode: 137 });
+    const pending = backend.exec("ended", request(["sleep", "30"]));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await backend.destroy("ended");
+    expect(await pending).toMatchObject({ killReason: "deleted", exitCode: 137 });
+  });
+
   it("is re-adopted by a new backend on the same state dir: running, exec works, background processes alive", async () => {
     await create("adopted", "localhost");
     await installProbe(backend, "adopted");

@@ -50,14 +50,10 @@ export function refuseForeignOrigin(
 }
 
 function isServerHostname(hostname: string, server: ServerAddress): boolean {
-  if (isLoopbackName(hostname) || isIP(unbracket(hostname)) !== 0) return true;
+  if (hostname === "localhost" || isIP(unbracket(hostname)) !== 0) return true;
   if (server.publicUrl && new URL(server.publicUrl).hostname === hostname) return true;
   const listen = server.host.toLowerCase();
   return !WILDCARDS.has(listen) && unbracket(listen) === unbracket(hostname);
-}
-
-function isLoopbackName(hostname: string): boolean {
-  return hostname === "localhost";
 }
 
 /** `host[:port]` of a Host header, lowercased by URL parsing; undefined when it is not one. */

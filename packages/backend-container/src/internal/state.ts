@@ -1,5 +1,5 @@
 import { randomBytes, randomInt } from "node:crypto";
-import { mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import type { Language, NetworkMode, ResolvedResources } from "@shells/contract";
 import { isAlive } from "./proc.js";
 
@@ -95,8 +95,20 @@ export async function claimUidSlot(registryDir: string, ownerShellDir: string): 
     try {
       await mkdir(`${registryDir}/${slot}`);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "EEXIST") continue;
-      throw error;
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      // A claim whose shell dir is gone (deleted by hand, or a crash mid-destroy) is stale: the
+      // owner's dir always exists before its claim is made. Free it for a later attempt.
+      const owner = await readFile(`${registryDir}/${slot}/owner`, "utf8").catch(() => null);
+      if (
+        owner &&
+        !(await stat(owner).then(
+          () => true,
+          () => false,
+        ))
+      ) {
+        await rm(`${registryDir}/${slot}`, { recursive: true, force: true });
+      }
+      continue;
     }
     await writeFile(`${registryDir}/${slot}/owner`, ownerShellDir);
     return slot;
