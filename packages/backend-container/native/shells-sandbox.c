@@ -616,6 +616,35 @@ static void kill_group(pid_t pgid) {
     }
 }
 
+/*
+ * Writes output to the control plane. Its pipes are non-blocking: the control plane may stop
+ * reading for a while (backpressure from a slow consumer), and the wall clock and aborts must still
+ * be enforced meanwhile. Returns -1 when the output cannot be delivered any more (the control plane
+ * is gone, or the exec was ended while the control plane held back).
+ */
+static int relay(int fd, const char *buf, size_t len, long long deadline, pid_t group, const char **reason) {
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n > 0) {
+            buf += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR) return -1;
+        if (**reason) return -1; /* ended: drop what the control plane did not take in time */
+        long long now = now_ms();
+        if (now >= deadline || abort_requested) {
+            *reason = now >= deadline ? "wall_clock" : "aborted";
+            kill_group(group);
+            return -1;
+        }
+        struct pollfd writable = {fd, POLLOUT, 0};
+        long long wait = deadline - now < 50 ? deadline - now : 50;
+        poll(&writable, 1, (int)wait);
+    }
+    return 0;
+}
+
 static int cmd_exec(int argc, char **argv) {
     struct exec_options o;
     memset(&o, 0, sizeof o);
@@ -691,6 +720,8 @@ static int cmd_exec(int argc, char **argv) {
 
     int out[2], err[2];
     if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) die("pipe");
+    fcntl(1, F_SETFL, fcntl(1, F_GETFL) | O_NONBLOCK);
+    fcntl(2, F_SETFL, fcntl(2, F_GETFL) | O_NONBLOCK);
     long long started = now_ms();
     pid_t child = fork();
     if (child < 0) {
@@ -774,7 +805,7 @@ static int cmd_exec(int argc, char **argv) {
             long long room = o.max_output - relayed;
             size_t take = (size_t)n;
             if ((long long)take > room) take = room > 0 ? (size_t)room : 0;
-            if (take > 0 && write_all(k + 1, buf, take) < 0) relaying = 0; /* control plane gone */
+            if (take > 0 && relay(k + 1, buf, take, deadline, child, &reason) < 0) relaying = 0;
             relayed += (long long)take;
             if (take < (size_t)n) {
                 truncated = 1;
@@ -805,7 +836,7 @@ static int cmd_exec(int argc, char **argv) {
             long long room = o.max_output - relayed;
             size_t take = (size_t)n;
             if ((long long)take > room) take = room > 0 ? (size_t)room : 0;
-            if (take > 0 && write_all(k + 1, buf, take) < 0) relaying = 0;
+            if (take > 0 && relay(k + 1, buf, take, deadline, child, &reason) < 0) relaying = 0;
             relayed += (long long)take;
             if (take < (size_t)n) {
                 truncated = 1;

@@ -8,7 +8,12 @@ import {
   type SandboxInfo,
   type SandboxSpec,
 } from "@shells/sandbox";
-import { detectCgroups, ShellCgroup, type CgroupHost } from "./internal/cgroups.js";
+import {
+  detectCgroups,
+  ShellCgroup,
+  shellCgroupName,
+  type CgroupHost,
+} from "./internal/cgroups.js";
 import { createDisk, repairDiskIfNeeded, waitForLoopDetached } from "./internal/disk.js";
 import { runExec, ShellNotRunningError, type InflightExec } from "./internal/exec.js";
 import { launchHolder } from "./internal/holder.js";
@@ -467,7 +472,11 @@ export class ContainerBackend implements SandboxBackend {
       if (typeof detected === "string") throw new SandboxError("unavailable", detected);
       this.#cgroupHost = detected;
     }
-    return new ShellCgroup(this.#cgroupHost, this.#cgroupParent, shellId);
+    return new ShellCgroup(
+      this.#cgroupHost,
+      this.#cgroupParent,
+      shellCgroupName(this.#stateDir, shellId),
+    );
   }
 
   async #liveHolder(shellId: string): Promise<HolderRecord | null> {

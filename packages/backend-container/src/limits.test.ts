@@ -130,6 +130,32 @@ describe.runIf(hostReport.available)("limits of a container shell", () => {
     ).toBe("ok\n");
   });
 
+  it("holds a command back while the output consumer is slow, and still ends it at its wall clock", async () => {
+    await backend.create({
+      shellId: "slow-reader",
+      language: "bash",
+      runtime: "container",
+      network: "sealed",
+      resources: SMALL,
+      env: {},
+    });
+    let chunks = 0;
+    const result = await backend.exec(
+      "slow-reader",
+      request(["yes"], { timeoutMs: 1000, maxOutputBytes: 10 * 1024 * 1024 }),
+      {
+        // A consumer that takes 100 ms per chunk: `yes` must wait for it instead of racing ahead.
+        onOutput: () => {
+          chunks += 1;
+          return new Promise((resolve) => setTimeout(resolve, 100));
+        },
+      },
+    );
+    expect(result.killReason).toBe("wall_clock");
+    expect(chunks).toBeLessThan(30);
+    expect(result.stdout.length).toBeLessThan(4 * 1024 * 1024);
+  });
+
   it("throttles cpu to the shell's quota", async () => {
     await backend.create({
       shellId: "quota",

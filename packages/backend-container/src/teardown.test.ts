@@ -1,7 +1,12 @@
 import { readFile, readdir, rm, rmdir } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ContainerBackend } from "./container-backend.js";
-import { detectCgroups, listShellCgroups, type CgroupHost } from "./internal/cgroups.js";
+import {
+  detectCgroups,
+  listShellCgroups,
+  shellCgroupName,
+  type CgroupHost,
+} from "./internal/cgroups.js";
 import { hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
 
 /** Everything on the host a shell could leave behind, as comparable text. */
@@ -101,7 +106,7 @@ describe.runIf(hostReport.available)("teardown of container shells", () => {
         // The census sees a live shell's objects, so an empty census after teardown means something.
         const during = await hostObjects(cgroups, cgroupParent, stateDir, registryDir);
         expect(during.processes.join("\n")).toMatch(/shells-keeper[\s\S]*shells-init[\s\S]*sleep/);
-        expect(during.cgroups).toEqual([shellId]);
+        expect(during.cgroups).toEqual([shellCgroupName(stateDir, shellId)]);
         expect(during.loops).toHaveLength(1);
         expect(during.uidSlots).toHaveLength(1);
         expect(during.shellDirs).toEqual([shellId]);

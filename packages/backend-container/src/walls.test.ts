@@ -5,6 +5,7 @@ import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ContainerBackend } from "./container-backend.js";
+import { detectCgroups, ShellCgroup, shellCgroupName } from "./internal/cgroups.js";
 import { UID_BASE } from "./internal/state.js";
 import {
   hostReport,
@@ -14,19 +15,12 @@ import {
   SMALL,
 } from "./internal/test-support.js";
 
-/** Host pids of the processes in a shell's cgroup (v1 pids hierarchy or v2). */
-async function shellProcesses(shellId: string): Promise<number[]> {
-  for (const file of [
-    `/sys/fs/cgroup/pids/shells/${shellId}/cgroup.procs`,
-    `/sys/fs/cgroup/shells/${shellId}/cgroup.procs`,
-  ]) {
-    try {
-      return (await readFile(file, "utf8")).split("\n").filter(Boolean).map(Number);
-    } catch {
-      // other cgroup version
-    }
-  }
-  return [];
+/** Host pids of the processes in a shell's cgroup. */
+async function shellProcesses(stateDir: string, shellId: string): Promise<number[]> {
+  const cgroups = detectCgroups();
+  if (typeof cgroups === "string") throw new Error(cgroups);
+  const group = new ShellCgroup(cgroups, "shells", shellCgroupName(stateDir, shellId));
+  return group.members();
 }
 
 async function status(pid: number): Promise<Record<string, string>> {
@@ -113,7 +107,7 @@ describe.runIf(hostReport.available)("the walls around a container shell", () =>
     const uids: number[] = [];
     for (const shellId of ["walls-uid-1", "walls-uid-2"]) {
       let sleeper: Record<string, string> | undefined;
-      for (const pid of await shellProcesses(shellId)) {
+      for (const pid of await shellProcesses(stateDir, shellId)) {
         const fields = await status(pid).catch(() => null);
         if (fields?.Name === "sleep") sleeper = fields;
       }

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { access, mkdir, readFile, readdir, rmdir, writeFile } from "node:fs/promises";
 import type { ResolvedResources } from "@shells/contract";
@@ -53,17 +54,27 @@ export function detectCgroups(
   return `cgroup controllers not mounted: ${missing.join(", ")} (need cgroup v2 with memory+pids+cpu, or v1 hierarchies)`;
 }
 
+/**
+ * Name of a shell's cgroup: the shell id plus a tag of the state dir. Cgroups are host-wide while
+ * shell ids are unique only within one state dir; two control planes (or two test runs) on one
+ * host must never share, and so kill, each other's cgroups.
+ */
+export function shellCgroupName(stateDir: string, shellId: string): string {
+  return `${shellId}.${createHash("sha256").update(stateDir).digest("hex").slice(0, 8)}`;
+}
+
 /** One shell's cgroup(s): limits, event counters, members, removal. */
 export class ShellCgroup {
   constructor(
     readonly host: CgroupHost,
     readonly parent: string,
-    readonly shellId: string,
+    /** From shellCgroupName. */
+    readonly name: string,
   ) {}
 
   /** Directory of this shell's cgroup in each hierarchy it uses. */
   get dirs(): string[] {
-    const leaf = `${this.parent}/${this.shellId}`;
+    const leaf = `${this.parent}/${this.name}`;
     if (this.host.version === 2) return [`${this.host.root}/${leaf}`];
     return [`${this.host.memory}/${leaf}`, `${this.host.pids}/${leaf}`, `${this.host.cpu}/${leaf}`];
   }
@@ -76,14 +87,14 @@ export class ShellCgroup {
   /** File whose `oom_kill N` line counts OOM kills in the shell. */
   get oomEventsFile(): string {
     const dir =
-      this.host.version === 2 ? this.dirs[0] : `${this.host.memory}/${this.parent}/${this.shellId}`;
+      this.host.version === 2 ? this.dirs[0] : `${this.host.memory}/${this.parent}/${this.name}`;
     return `${dir}/${this.host.version === 2 ? "memory.events" : "memory.oom_control"}`;
   }
 
   /** File whose `max N` line counts forks refused for the pids limit. */
   get pidsEventsFile(): string {
     const dir =
-      this.host.version === 2 ? this.dirs[0] : `${this.host.pids}/${this.parent}/${this.shellId}`;
+      this.host.version === 2 ? this.dirs[0] : `${this.host.pids}/${this.parent}/${this.name}`;
     return `${dir}/pids.events`;
   }
 
@@ -122,7 +133,7 @@ export class ShellCgroup {
     const file =
       this.host.version === 2
         ? this.procsFiles[0]
-        : `${this.host.pids}/${this.parent}/${this.shellId}/cgroup.procs`;
+        : `${this.host.pids}/${this.parent}/${this.name}/cgroup.procs`;
     try {
       const text = await readFile(file as string, "utf8");
       return text
@@ -166,7 +177,7 @@ export class ShellCgroup {
         }
       }
       if (Date.now() > deadline)
-        throw new Error(`processes of shell ${this.shellId} survive SIGKILL: ${pids.join(" ")}`);
+        throw new Error(`processes of cgroup ${this.name} survive SIGKILL: ${pids.join(" ")}`);
       await sleep(Math.min(2 + round * 2, 50));
     }
   }
@@ -191,7 +202,7 @@ export class ShellCgroup {
   }
 }
 
-/** Names of the shells that have a cgroup under the parent (for leak checks and reconciliation). */
+/** Names of the shell cgroups under the parent (for leak checks). */
 export async function listShellCgroups(host: CgroupHost, parent: string): Promise<string[]> {
   const roots = host.version === 2 ? [host.root] : [host.memory, host.pids, host.cpu];
   const names = new Set<string>();

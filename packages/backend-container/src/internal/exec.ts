@@ -108,13 +108,29 @@ export function runExec(
     let abortReason: KillReason | undefined;
     let backstopFired = false;
 
+    // Backpressure: while a consumer's promise is pending, stop reading; the helper then blocks
+    // on its full pipe and the command on its own (the helper still enforces the wall clock).
+    let pendingConsumers = 0;
+    const release = () => {
+      pendingConsumers -= 1;
+      if (pendingConsumers === 0) {
+        child.stdout?.resume();
+        child.stderr?.resume();
+      }
+    };
     const collect = (stream: "stdout" | "stderr", sink: Buffer[]) => (chunk: Buffer) => {
       // The helper already cuts at the limit; this guards the control plane's memory regardless.
       if (outputBytes >= request.maxOutputBytes) return;
       const piece = chunk.subarray(0, request.maxOutputBytes - outputBytes);
       outputBytes += piece.length;
       sink.push(piece);
-      options.onOutput?.(stream, piece);
+      const consumed = options.onOutput?.(stream, piece);
+      if (consumed instanceof Promise) {
+        pendingConsumers += 1;
+        child.stdout?.pause();
+        child.stderr?.pause();
+        consumed.then(release, release);
+      }
     };
     child.stdout?.on("data", collect("stdout", stdout));
     child.stderr?.on("data", collect("stderr", stderr));
