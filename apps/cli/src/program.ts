@@ -5,9 +5,11 @@ import { registerAgentsCommand } from "./commands/agents-command.js";
 import { registerApprovalsCommand } from "./commands/approvals-command.js";
 import { registerAuditCommand } from "./commands/audit-command.js";
 import { registerCreateCommand } from "./commands/create-command.js";
+import { registerDoctorCommand } from "./commands/doctor-command.js";
 import { registerEntitlementsCommand } from "./commands/entitlements-command.js";
 import { registerExecCommand } from "./commands/exec-command.js";
 import { registerGetCommand } from "./commands/get-command.js";
+import { registerImagesCommand } from "./commands/images-command.js";
 import { registerKeysCommand } from "./commands/keys-command.js";
 import { registerLsCommand } from "./commands/ls-command.js";
 import { registerMembersCommand } from "./commands/members-command.js";
@@ -60,6 +62,8 @@ export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
   registerProjectsCommand(program, ctx);
   registerPolicyCommand(program, ctx);
   registerApprovalsCommand(program, ctx);
+  registerDoctorCommand(program, ctx);
+  registerImagesCommand(program, ctx);
   return { program, ctx };
 }
 

@@ -1,25 +1,29 @@
+import { ContainerBackend } from "@shells/backend-container";
 import { SimulatorBackend, type SandboxBackend } from "@shells/sandbox";
-import { join } from "node:path";
 import type { FastifyBaseLogger as Logger } from "fastify";
+import { join } from "node:path";
 import type { ServerConfig } from "./config.js";
 
 /** The backends the configuration asks for. The simulator only ever runs when named explicitly. */
-export async function createBackends(
-  config: ServerConfig,
-  logger: Logger,
-): Promise<SandboxBackend[]> {
+export function createBackends(config: ServerConfig, logger: Logger): SandboxBackend[] {
   if (config.backend === "simulator") {
-    logger.warn(
-      "backend: simulator — a model that runs no code and isolates nothing; for tests and demos only",
-    );
+    logger.warn("backend: simulator — a model that runs no code and isolates nothing; for tests and demos only");
     return [new SimulatorBackend()];
   }
-  const { ContainerBackend } = (await import("@shells/backend-container")) as unknown as {
-    ContainerBackend?: new (options: { stateDir: string; logger: Logger }) => SandboxBackend;
-  };
-  if (!ContainerBackend)
-    throw new Error(
-      "the container backend is not built into this server yet; start with --backend simulator",
-    );
-  return [new ContainerBackend({ stateDir: join(config.dataDir, "container"), logger })];
+  let lastPercent = -10;
+  return [
+    new ContainerBackend({
+      stateDir: join(config.dataDir, "container"),
+      ...(config.imagesDir ? { imagesDir: config.imagesDir } : {}),
+      rootCapabilities: config.rootCapabilities,
+      logger,
+      // Image builds take about a minute on first need: show where they are.
+      onProgress: (event) => {
+        const percent = event.percent ?? -1;
+        if (percent >= 0 && percent < 100 && percent - lastPercent < 10) return;
+        lastPercent = percent;
+        logger.info({ image: event }, `image build: ${event.message}${percent >= 0 ? ` (${Math.round(percent)}%)` : ""}`);
+      },
+    }),
+  ];
 }

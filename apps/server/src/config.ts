@@ -139,6 +139,18 @@ export const ServerConfig = z.strictObject({
   /** Default region recorded on shells. Env `SHELLS_REGION`. */
   region: z.string().min(1).default("local"),
   /**
+   * Where the container backend keeps its base images (default `<dataDir>/container/images`); several
+   * data dirs may share one. Env `SHELLS_IMAGES_DIR`.
+   */
+  imagesDir: z.string().min(1).optional(),
+  /**
+   * Capabilities root keeps inside container shells: `none` (default: zero effective capabilities,
+   * enough for pip and editing anything in the shell) or `package-manager` (Docker's default set,
+   * still confined to the shell's user namespace, so dpkg/apt can change file owners). Env
+   * `SHELLS_ROOT_CAPABILITIES`.
+   */
+  rootCapabilities: z.enum(["none", "package-manager"]).default("none"),
+  /**
    * Base URL users reach the server at (the OIDC redirect URI is `<publicUrl>/auth/callback`;
    * https makes the session cookie Secure). Default `http://<host>:<port>`. Flag `--public-url`,
    * env `SHELLS_PUBLIC_URL`.
@@ -196,6 +208,8 @@ export function loadConfig(
     logLevel: values["log-level"] ?? env.SHELLS_LOG_LEVEL,
     bodyLimitBytes: env.SHELLS_BODY_LIMIT_BYTES,
     region: env.SHELLS_REGION,
+    imagesDir: env.SHELLS_IMAGES_DIR,
+    rootCapabilities: env.SHELLS_ROOT_CAPABILITIES,
     validateResponses: env.SHELLS_VALIDATE_RESPONSES,
     publicUrl: values["public-url"] ?? env.SHELLS_PUBLIC_URL,
     sessionTtlSeconds: env.SHELLS_SESSION_TTL_SECONDS,

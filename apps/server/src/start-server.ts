@@ -52,7 +52,7 @@ export async function startServer(
     else if (existsSync(adminTokenPath))
       logger.info({ tokenPath: adminTokenPath }, `owner API key is in ${adminTokenPath}`);
   }
-  const backends = await createBackends(config, logger);
+  const backends = createBackends(config, logger);
   const app = await buildApp(config, { store, backends, logger });
   app.addHook("onClose", async () => {
     for (const backend of backends) await backend.close();

@@ -39,6 +39,16 @@ export const ErrorCode = {
   lastOwner: "last_owner",
   /** A cookie-authenticated request without the session's CSRF token. */
   csrfFailed: "csrf_failed",
+  /** The file or directory does not exist inside the shell. */
+  fileNotFound: "file_not_found",
+  /** The path is not an absolute, normalised path inside the shell (no `..`, no NUL). */
+  invalidPath: "invalid_path",
+  /** A directory where a file is needed, a file where a directory is, or a non-empty directory. */
+  wrongFileType: "wrong_file_type",
+  /** The file or archive is larger than the limit in `details.limitBytes`. */
+  fileTooLarge: "file_too_large",
+  /** An uploaded archive is not valid tar, or holds an entry that could land outside its target. */
+  unsafeArchive: "unsafe_archive",
   /** The project does not exist in the caller's org. */
   projectNotFound: "project_not_found",
   /** The capability is not legal in the shell's current lifecycle state. */
@@ -81,6 +91,11 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   snapshot_not_found: 404,
   project_not_found: 404,
   not_found: 404,
+  file_not_found: 404,
+  invalid_path: 400,
+  wrong_file_type: 409,
+  file_too_large: 413,
+  unsafe_archive: 400,
   confirmation_required: 428,
   entitlement_required: 403,
   below_isolation_floor: 422,

@@ -35,7 +35,8 @@ export interface SandboxExecRequest {
   env: Record<string, string>;
   /** Absolute path inside the shell. */
   cwd: string;
-  stdin: string | undefined;
+  /** Standard input: UTF-8 text or raw bytes. */
+  stdin: string | Uint8Array | undefined;
   /** Wall-clock limit; past it the command is killed with `wall_clock`. */
   timeoutMs: number;
   /** Output limit for stdout and stderr together; past it the command is killed with `output_limit`. */
@@ -54,6 +55,65 @@ export interface SandboxExecOptions {
   onOutput?: (stream: "stdout" | "stderr", chunk: Uint8Array) => void | Promise<void>;
 }
 
+/** A long-lived process in a shell (a terminal, an interpreter). */
+export interface SandboxSpawnRequest {
+  command: string[];
+  env: Record<string, string>;
+  cwd: string;
+  /** Run on a pseudo-terminal of this size; the terminal's output arrives as `stdout`. */
+  pty?: { cols: number; rows: number };
+}
+
+/** Signals a caller may send to a spawned process. */
+export type SandboxSignal = "SIGINT" | "SIGTERM" | "SIGKILL" | "SIGHUP" | "SIGQUIT" | "SIGTSTP" | "SIGCONT";
+
+/** A handle on a spawned process. It has no wall clock of its own: its owner ends it. */
+export interface SandboxProcess {
+  /** Writes to stdin (or the terminal); resolves once the bytes are accepted. */
+  write(data: Uint8Array | string): Promise<void>;
+  /** Closes stdin (EOF). */
+  closeStdin(): void;
+  /** Resizes the terminal; no-op without a pty. */
+  resize(cols: number, rows: number): void;
+  /** Sends a signal to the process's group (with a pty, to the terminal's foreground group). */
+  signal(name: SandboxSignal): void;
+  /**
+   * Settles when the process ends, with the exec result shape (stdout/stderr empty: the output went
+   * to `onOutput`). Stop, restart and destroy of the sandbox end it with `stopped`/`deleted`.
+   */
+  readonly exit: Promise<ExecResult>;
+}
+
+/** An entry of a shell's filesystem as a backend reports it. */
+export interface SandboxFileInfo {
+  /** Absolute path inside the shell. */
+  path: string;
+  type: "file" | "directory" | "symlink" | "other";
+  sizeBytes: number;
+  mode: number;
+  modifiedAt: string;
+}
+
+/** File operations inside a shell. Sizes are bounded by the caller. */
+export interface SandboxFiles {
+  stat(shellId: string, path: string): Promise<SandboxFileInfo>;
+  /** Entries of a directory, sorted by name. */
+  list(shellId: string, path: string): Promise<SandboxFileInfo[]>;
+  /** A file's bytes; `path_not_found`, or `wrong_file_type` for a directory; refuses files over `maxBytes`. */
+  read(shellId: string, path: string, maxBytes: number): Promise<Uint8Array>;
+  /** Creates or replaces a file (and missing parent directories). */
+  write(shellId: string, path: string, data: Uint8Array, mode?: number): Promise<SandboxFileInfo>;
+  /** Removes a file, or a directory (`recursive` for a non-empty one). */
+  remove(shellId: string, path: string, recursive: boolean): Promise<void>;
+  /** A tar archive of a directory's contents; refuses archives over `maxBytes`. */
+  exportTar(shellId: string, path: string, maxBytes: number): Promise<Uint8Array>;
+  /**
+   * Unpacks a tar archive into a directory (created if missing). The archive was checked by the
+   * caller; the sandbox unpacks it as its own root, so nothing can land outside the shell.
+   */
+  importTar(shellId: string, path: string, tar: Uint8Array): Promise<void>;
+}
+
 /** Why a backend call failed. The orchestrator maps each code to an API error. */
 export type SandboxErrorCode =
   /** The backend holds no sandbox for this shell id. */
@@ -66,6 +126,10 @@ export type SandboxErrorCode =
   | "unavailable"
   /** The request is outside what the backend supports (e.g. a network mode it does not offer). */
   | "unsupported"
+  /** A file or directory the request names does not exist in the shell. */
+  | "path_not_found"
+  /** The path exists but is the wrong kind (a directory where a file is needed, or the reverse). */
+  | "wrong_file_type"
   /** Anything else: the host failed. */
   | "failed";
 
@@ -108,6 +172,20 @@ export interface SandboxBackend {
   start(shellId: string): Promise<SandboxInfo>;
   /** Kills every process and starts fresh namespaces on the same state. */
   restart(shellId: string): Promise<SandboxInfo>;
+  /**
+   * Starts a long-lived process (a login shell on a pty, an interpreter) in a running sandbox.
+   * Output goes to `onOutput` as it comes, with the same backpressure contract as `exec`.
+   */
+  spawn(
+    shellId: string,
+    request: SandboxSpawnRequest,
+    options: { onOutput: NonNullable<SandboxExecOptions["onOutput"]> },
+  ): Promise<SandboxProcess>;
+  /**
+   * File operations on a running sandbox. Paths are absolute paths inside the shell and are
+   * resolved by the sandbox itself, inside its own root: a symlink can never lead out to the host.
+   */
+  files: SandboxFiles;
   /** Captures the shell's filesystem state as a named restore point. */
   snapshot(shellId: string, name: string): Promise<Snapshot>;
   /** Restore points, newest first. */

@@ -9,6 +9,13 @@ export {
   type SandboxExecOptions,
   type SandboxExecRequest,
   type SandboxInfo,
+  type SandboxFileInfo,
+  type SandboxFiles,
+  type SandboxProcess,
+  type SandboxSignal,
+  type SandboxSpawnRequest,
   type SandboxSpec,
 } from "./backend.js";
+export { ExecFiles, type ExecFn } from "./exec-files.js";
 export { SimulatorBackend, type SimulatorBackendOptions } from "./simulator-backend.js";
+export { TarFormatError, readTar, unsafeTarEntry, writeTar, type TarEntry } from "./tar.js";

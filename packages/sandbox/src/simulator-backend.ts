@@ -11,9 +11,13 @@ import {
   type SandboxExecOptions,
   type SandboxExecRequest,
   type SandboxInfo,
+  type SandboxProcess,
+  type SandboxSpawnRequest,
   type SandboxSpec,
 } from "./backend.js";
-import { isShellScript, runScript, type SimFs } from "./internal/sim-shell.js";
+import { spawnSimulated } from "./internal/sim-process.js";
+import { SimFiles } from "./internal/sim-files.js";
+import { fromModel, isShellScript, runScript, textOf, toModel, type SimFs } from "./internal/sim-shell.js";
 
 /** Options of the simulator backend. */
 export interface SimulatorBackendOptions {
@@ -66,6 +70,7 @@ export class SimulatorBackend implements SandboxBackend {
   readonly name = "simulator";
   readonly #runtimes: RuntimeClass[];
   readonly #sandboxes = new Map<string, SimSandbox>();
+  readonly files = new SimFiles((shellId) => this.#running(shellId).fs);
 
   constructor(options: SimulatorBackendOptions = {}) {
     this.#runtimes = options.runtimes ?? ["wasm", "container", "microvm"];
@@ -120,14 +125,13 @@ export class SimulatorBackend implements SandboxBackend {
     options.signal?.addEventListener("abort", onOuterAbort, { once: true });
     sandbox.inflight.add(controller);
     try {
-      const encoder = new TextEncoder();
       let emitted = 0;
       const streamsItself = isShellScript(request.command);
       const outcome = await runScript({
-        argv: request.command,
-        env: { ...sandbox.spec.env, ...request.env },
-        cwd: request.cwd,
-        stdin: request.stdin ?? "",
+        argv: request.command.map(toModel),
+        env: Object.fromEntries(Object.entries({ ...sandbox.spec.env, ...request.env }).map(([k, v]) => [k, toModel(v)])),
+        cwd: toModel(request.cwd),
+        stdin: toModel(request.stdin ?? ""),
         fs: sandbox.fs,
         limits: {
           memoryBytes: sandbox.spec.resources.memoryMb * 1024 * 1024,
@@ -141,7 +145,7 @@ export class SimulatorBackend implements SandboxBackend {
           if (emitted >= request.maxOutputBytes) return;
           const part = text.slice(0, request.maxOutputBytes - emitted);
           emitted += part.length;
-          await options.onOutput?.(stream, encoder.encode(part));
+          await options.onOutput?.(stream, fromModel(part));
         },
       });
       let { stdout, stderr } = outcome;
@@ -157,13 +161,13 @@ export class SimulatorBackend implements SandboxBackend {
       }
       // A plain argv (not `sh -c`) produced its output in one piece: deliver it now.
       if (!streamsItself) {
-        if (stdout) await options.onOutput?.("stdout", encoder.encode(stdout));
-        if (stderr) await options.onOutput?.("stderr", encoder.encode(stderr));
+        if (stdout) await options.onOutput?.("stdout", fromModel(stdout));
+        if (stderr) await options.onOutput?.("stderr", fromModel(stderr));
       }
       return {
         exitCode,
-        stdout,
-        stderr,
+        stdout: textOf(stdout),
+        stderr: textOf(stderr),
         durationMs: Math.round(performance.now() - started),
         ...(killReason ? { killReason } : {}),
         ...(truncated ? { truncated } : {}),
@@ -172,6 +176,34 @@ export class SimulatorBackend implements SandboxBackend {
       sandbox.inflight.delete(controller);
       options.signal?.removeEventListener("abort", onOuterAbort);
     }
+  }
+
+  async spawn(
+    shellId: string,
+    request: SandboxSpawnRequest,
+    options: { onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void | Promise<void> },
+  ): Promise<SandboxProcess> {
+    const sandbox = this.#running(shellId);
+    const controller = new AbortController();
+    sandbox.inflight.add(controller);
+    const process = spawnSimulated(
+      request,
+      {
+        env: Object.fromEntries(Object.entries({ ...sandbox.spec.env, ...request.env }).map(([k, v]) => [k, toModel(v)])),
+        cwd: toModel(request.cwd),
+        fs: sandbox.fs,
+        limits: {
+          memoryBytes: sandbox.spec.resources.memoryMb * 1024 * 1024,
+          pids: sandbox.spec.resources.pids,
+          diskBytes: sandbox.spec.resources.diskMb * 1024 * 1024,
+          diskUsed: () => fsSize(sandbox.fs),
+        },
+        signal: controller.signal,
+      },
+      options.onOutput,
+    );
+    void process.exit.then(() => sandbox.inflight.delete(controller));
+    return process;
   }
 
   async stop(shellId: string): Promise<SandboxInfo> {
@@ -258,6 +290,12 @@ export class SimulatorBackend implements SandboxBackend {
   #get(shellId: string): SimSandbox {
     const sandbox = this.#sandboxes.get(shellId);
     if (!sandbox) throw new SandboxError("not_found", `the simulator holds no shell ${shellId}`);
+    return sandbox;
+  }
+
+  #running(shellId: string): SimSandbox {
+    const sandbox = this.#get(shellId);
+    if (sandbox.state !== "running") throw new SandboxError("not_running", `shell ${shellId} is stopped`);
     return sandbox;
   }
 

@@ -885,6 +885,10 @@ export class ShellService {
         });
       case "unsupported":
         return new AppError("validation_failed", error.message, error.details);
+      case "path_not_found":
+        return new AppError("file_not_found", error.message, error.details);
+      case "wrong_file_type":
+        return new AppError("wrong_file_type", error.message, error.details);
       case "not_found":
         return new AppError(
           "backend_failed",
@@ -892,6 +896,7 @@ export class ShellService {
           { shellId },
         );
       case "failed":
+        if (error.details.tooLarge) return new AppError("file_too_large", error.message, error.details);
         this.deps.logger.error({ err: error, shellId }, "backend call failed");
         return new AppError(
           "backend_failed",

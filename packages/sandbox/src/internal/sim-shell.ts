@@ -3,8 +3,27 @@ import { posix } from "node:path";
 
 /** The simulator's model of a shell's filesystem state: file contents (or sizes) and directories. */
 export interface SimFs {
+  /** File contents as model strings (one byte per character). */
   files: Map<string, { content: string; size: number }>;
   dirs: Set<string>;
+}
+
+/**
+ * The model works on bytes: every string inside it holds one byte per character (latin1), so
+ * binary stdin and files survive exactly. These convert at its edges.
+ */
+export function toModel(value: string | Uint8Array): string {
+  return typeof value === "string" ? Buffer.from(value, "utf8").toString("latin1") : Buffer.from(value).toString("latin1");
+}
+
+/** The bytes a model string stands for. */
+export function fromModel(value: string): Uint8Array {
+  return new Uint8Array(Buffer.from(value, "latin1"));
+}
+
+/** A model string as UTF-8 text. */
+export function textOf(value: string): string {
+  return Buffer.from(value, "latin1").toString("utf8");
 }
 
 /** Everything one modeled exec sees. */
