@@ -2,7 +2,9 @@ import { defineConfig } from "vitest/config";
 
 // Workspace packages resolve to their TypeScript sources through the `source` export condition,
 // so tests never need a prior build.
-const conditions = ["source", "node", "import", "default"];
+// Vitest also hands these to Node as `--conditions`, so they must not include `import` (that makes
+// CommonJS `require()` calls, e.g. of `ws`, pick ESM entry points).
+const conditions = ["source", "node"];
 
 export default defineConfig({
   resolve: { conditions },

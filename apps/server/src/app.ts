@@ -10,7 +10,10 @@ import { randomBytes } from "node:crypto";
 import { sql } from "kysely";
 import type { ServerConfig } from "./config.js";
 import { AppError } from "./errors.js";
+import fastifyWebsocket from "@fastify/websocket";
+import { FileService } from "./orchestrator/file-service.js";
 import { ShellService } from "./orchestrator/shell-service.js";
+import { TermService } from "./orchestrator/term-service.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { renderDocsPage } from "./routes/docs-page.js";
 import { openEventStream, wantsEventStream } from "./routes/event-stream.js";
@@ -76,6 +79,12 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   });
   // JSON is the only body the API accepts; anything else is 415, never parsed as text.
   app.removeContentTypeParser("text/plain");
+  // File uploads and archives arrive as raw bytes; only the routes that declare them accept them.
+  app.addContentTypeParser(
+    ["application/octet-stream", "application/x-tar"],
+    { parseAs: "buffer" },
+    (_request, body, done) => done(null, body),
+  );
 
   const db = deps.store.db;
   const activity = new ActivityService(db);
@@ -93,6 +102,17 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   });
   const iam = new IamService(db, activity, policies);
   const agentGate = new AgentGate(shells, activity);
+  const files = new FileService(shells, activity);
+  const terms = new TermService(db, shells, policies, activity, deps.logger);
+  await app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 } });
+  terms.register(app);
+  const sendBytes = (reply: FastifyReply, type: string, bytes: Uint8Array) => {
+    void reply
+      .header("content-type", type)
+      .header("content-length", bytes.length)
+      .send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length));
+    return STREAMED;
+  };
   const oidc = config.oidc
     ? new OidcAuth({
         db,
@@ -232,6 +252,31 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       return gate.get(caller, params.id);
     },
     agentInvoke: async ({ caller, body }) => agentGate.invoke(caller, body),
+    listFiles: async ({ caller, params, query }) => ({
+      items: await files.list(caller, params.id, query.path),
+    }),
+    statFile: async ({ caller, params, query }) => files.stat(caller, params.id, query.path),
+    readFile: async ({ caller, params, query, reply }) =>
+      sendBytes(reply, "application/octet-stream", await files.read(caller, params.id, query.path)),
+    writeFile: async ({ caller, params, query, body }) =>
+      files.write(caller, params.id, query, body as Buffer),
+    removeFile: async ({ caller, params, query }) =>
+      files.remove(caller, params.id, query.path, query.recursive === "true"),
+    downloadArchive: async ({ caller, params, query, reply }) =>
+      sendBytes(
+        reply,
+        "application/x-tar",
+        await files.exportArchive(caller, params.id, query.path),
+      ),
+    uploadArchive: async ({ caller, params, query, body }) =>
+      files.importArchive(caller, params.id, query.path, body as Buffer),
+    mintTermCredential: async ({ caller, params, request }) =>
+      terms.mint(
+        caller,
+        params.id,
+        config.publicUrl ??
+          `${request.protocol}://${request.headers.host ?? `${config.host}:${config.port}`}`,
+      ),
   };
   registerRoutes(app, handlers, {
     db,

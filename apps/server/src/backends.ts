@@ -7,7 +7,9 @@ import type { ServerConfig } from "./config.js";
 /** The backends the configuration asks for. The simulator only ever runs when named explicitly. */
 export function createBackends(config: ServerConfig, logger: Logger): SandboxBackend[] {
   if (config.backend === "simulator") {
-    logger.warn("backend: simulator — a model that runs no code and isolates nothing; for tests and demos only");
+    logger.warn(
+      "backend: simulator — a model that runs no code and isolates nothing; for tests and demos only",
+    );
     return [new SimulatorBackend()];
   }
   let lastPercent = -10;
@@ -22,7 +24,10 @@ export function createBackends(config: ServerConfig, logger: Logger): SandboxBac
         const percent = event.percent ?? -1;
         if (percent >= 0 && percent < 100 && percent - lastPercent < 10) return;
         lastPercent = percent;
-        logger.info({ image: event }, `image build: ${event.message}${percent >= 0 ? ` (${Math.round(percent)}%)` : ""}`);
+        logger.info(
+          { image: event },
+          `image build: ${event.message}${percent >= 0 ? ` (${Math.round(percent)}%)` : ""}`,
+        );
       },
     }),
   ];

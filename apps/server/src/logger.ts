@@ -19,7 +19,26 @@ export const REDACTED_PATHS = [
   "*.env",
 ];
 
-/** The server's structured logger. */
+/** Query parameters whose values never reach a log line (the terminal attach URL carries one). */
+const SECRET_QUERY = /([?&](?:token|access_token|code|state)=)[^&]*/g;
+
+/** A URL with secret query values masked. */
+export function redactUrl(url: string): string {
+  return url.replace(SECRET_QUERY, "$1[redacted]");
+}
+
+/** The server's structured logger. Request lines show the method and a redacted URL, no headers. */
 export function createLogger(level: string): Logger {
-  return pino({ level, redact: { paths: REDACTED_PATHS, censor: "[redacted]" } });
+  return pino({
+    level,
+    redact: { paths: REDACTED_PATHS, censor: "[redacted]" },
+    serializers: {
+      req: (req: { id?: string; method?: string; url?: string; ip?: string }) => ({
+        id: req.id,
+        method: req.method,
+        url: redactUrl(req.url ?? ""),
+        remoteAddress: req.ip,
+      }),
+    },
+  });
 }

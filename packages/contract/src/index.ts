@@ -22,10 +22,12 @@ export {
   FileInfo,
   InterpreterRequest,
   InterpreterResult,
+  PathQuery,
   Run,
   RunCreate,
   RunFrame,
   SeedFile,
+  ShellPath,
   TermCredential,
 } from "./live.js";
 export { pageOf, type Page } from "./pages.js";

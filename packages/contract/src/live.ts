@@ -148,3 +148,17 @@ export const TermCredential = z.strictObject({
   expiresAt: z.iso.datetime(),
 });
 export type TermCredential = z.infer<typeof TermCredential>;
+
+/**
+ * A path inside a shell: absolute, or relative to `/workspace`. `..` segments and NUL bytes are
+ * refused rather than normalised away, so a request means exactly what it says.
+ */
+export const ShellPath = z
+  .string()
+  .min(1)
+  .max(4096)
+  .refine((p) => !p.includes("\0"), "a path without NUL bytes")
+  .refine((p) => !p.split("/").includes(".."), "a path without `..` segments");
+
+/** Query naming one path. */
+export const PathQuery = z.strictObject({ path: ShellPath });

@@ -72,19 +72,39 @@ export function buildOpenApiDocument(options: { version: string; serverUrl?: str
             ]
           : []),
       ],
-      ...(route.body
+      ...(route.rawBody
         ? {
             requestBody: {
-              required: !route.bodyOptional,
-              content: { "application/json": { schema: jsonSchema(route.body, "input") } },
+              required: true,
+              content: Object.fromEntries(
+                route.rawBody.contentTypes.map((type) => [
+                  type,
+                  {
+                    schema: {
+                      type: "string",
+                      format: "binary",
+                      maxLength: route.rawBody?.maxBytes,
+                    },
+                  },
+                ]),
+              ),
             },
           }
-        : {}),
+        : route.body
+          ? {
+              requestBody: {
+                required: !route.bodyOptional,
+                content: { "application/json": { schema: jsonSchema(route.body, "input") } },
+              },
+            }
+          : {}),
       responses: {
         [String(route.successStatus)]: {
           description: "Success",
           content: {
-            "application/json": { schema: jsonSchema(route.response, "output") },
+            ...(route.rawResponse
+              ? { [route.rawResponse]: { schema: { type: "string", format: "binary" } } }
+              : { "application/json": { schema: jsonSchema(route.response, "output") } }),
             ...(route.eventStream
               ? {
                   "text/event-stream": {

@@ -22,7 +22,7 @@ import {
   Role,
   Scope,
 } from "./iam.js";
-import { ExecFrame } from "./live.js";
+import { ExecFrame, FileInfo, PathQuery, ShellPath, TermCredential } from "./live.js";
 import { pageOf } from "./pages.js";
 import {
   ActionRequest,
@@ -80,7 +80,7 @@ const shellId = z
   .regex(/^[A-Za-z0-9_-]+$/, "a shell id or name");
 
 /** HTTP methods the API uses. */
-export type HttpMethod = "GET" | "POST" | "PATCH" | "DELETE";
+export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
 
 /** One route of the API: everything the server, the OpenAPI document and the tests need. */
 export interface RouteSpec {
@@ -101,14 +101,18 @@ export interface RouteSpec {
   scope: Scope | null;
   /** Mutating routes that honour `Idempotency-Key`. */
   idempotent?: boolean;
+  /** The body is raw bytes of one of these content types (not JSON), up to `maxBytes`. */
+  rawBody?: { contentTypes: readonly string[]; maxBytes: number };
+  /** The success response is raw bytes of this content type (not JSON). */
+  rawResponse?: string;
   /** When set, `Accept: text/event-stream` answers a stream of these events instead of `response`. */
   eventStream?: z.ZodType;
   /** Minimum membership role, checked after the scope. */
   minRole?: Role;
   /**
    * A valid request within the caller's own org, for generated tests. Values `{shell}`, `{member}`,
-   * `{agent}`, `{key}` (one of the caller's own keys), `{grant}`, `{approval}` stand for a fixture
-   * of that kind.
+   * `{agent}`, `{key}` (one of the caller's own keys), `{grant}`, `{approval}`, `{file}` (a file in
+   * the `{shell}` fixture) stand for a fixture of that kind. A raw body is sent as its bytes.
    */
   example?: {
     params?: Record<string, string>;
@@ -260,6 +264,128 @@ export const ROUTES = {
     successStatus: 200,
     scope: "shells:instances:control",
     example: { params: { id: "{shell}" }, body: { command: ["echo", "hi"] } },
+  },
+  listFiles: {
+    method: "GET",
+    path: "/api/v1/shells/:id/files",
+    summary: "List a directory inside a running shell.",
+    description:
+      "`path` is absolute or relative to /workspace; `..` is refused. Paths resolve inside the shell's own root.",
+    tag: "files",
+    params: z.strictObject({ id: shellId }),
+    query: PathQuery,
+    response: z.strictObject({ items: z.array(FileInfo) }),
+    successStatus: 200,
+    scope: "shells:instances:read",
+    example: { params: { id: "{shell}" }, query: { path: "/workspace" } },
+  },
+  statFile: {
+    method: "GET",
+    path: "/api/v1/shells/:id/files/stat",
+    summary: "Describe one file or directory inside a running shell.",
+    tag: "files",
+    params: z.strictObject({ id: shellId }),
+    query: PathQuery,
+    response: FileInfo,
+    successStatus: 200,
+    scope: "shells:instances:read",
+    example: { params: { id: "{shell}" }, query: { path: "/workspace" } },
+  },
+  readFile: {
+    method: "GET",
+    path: "/api/v1/shells/:id/files/content",
+    summary: "Download a file's bytes (up to 64 MiB).",
+    tag: "files",
+    params: z.strictObject({ id: shellId }),
+    query: PathQuery,
+    response: z.unknown(),
+    rawResponse: "application/octet-stream",
+    successStatus: 200,
+    scope: "shells:instances:control",
+    example: { params: { id: "{shell}" }, query: { path: "{file}" } },
+  },
+  writeFile: {
+    method: "PUT",
+    path: "/api/v1/shells/:id/files/content",
+    summary: "Upload a file's bytes (creates missing parent directories; up to 64 MiB).",
+    tag: "files",
+    params: z.strictObject({ id: shellId }),
+    query: z.strictObject({
+      path: ShellPath,
+      /** Octal permission bits, e.g. `755`. */
+      mode: z
+        .string()
+        .regex(/^[0-7]{3,4}$/)
+        .optional(),
+    }),
+    rawBody: { contentTypes: ["application/octet-stream"], maxBytes: 64 * 1024 * 1024 },
+    body: z.unknown(),
+    response: FileInfo,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    example: {
+      params: { id: "{shell}" },
+      query: { path: "/workspace/example.txt" },
+      body: "hello",
+    },
+  },
+  removeFile: {
+    method: "DELETE",
+    path: "/api/v1/shells/:id/files",
+    summary: "Remove a file, or a directory (`recursive=true` when not empty).",
+    tag: "files",
+    params: z.strictObject({ id: shellId }),
+    query: z.strictObject({
+      path: ShellPath,
+      recursive: z.enum(["true", "false"]).default("false"),
+    }),
+    response: z.strictObject({ path: z.string(), removed: z.literal(true) }),
+    successStatus: 200,
+    scope: "shells:instances:control",
+    example: { params: { id: "{shell}" }, query: { path: "{file}" } },
+  },
+  downloadArchive: {
+    method: "GET",
+    path: "/api/v1/shells/:id/files/archive",
+    summary: "Download a directory as a tar stream (up to 256 MiB).",
+    tag: "files",
+    params: z.strictObject({ id: shellId }),
+    query: PathQuery,
+    response: z.unknown(),
+    rawResponse: "application/x-tar",
+    successStatus: 200,
+    scope: "shells:instances:control",
+    example: { params: { id: "{shell}" }, query: { path: "/workspace" } },
+  },
+  uploadArchive: {
+    method: "PUT",
+    path: "/api/v1/shells/:id/files/archive",
+    summary: "Unpack a tar archive into a directory (created if missing; up to 256 MiB).",
+    description:
+      "Entries with absolute paths, `..` segments, links that point outside the archive, or device files are refused (400 `unsafe_archive`) before anything is written.",
+    tag: "files",
+    params: z.strictObject({ id: shellId }),
+    query: PathQuery,
+    rawBody: { contentTypes: ["application/x-tar"], maxBytes: 256 * 1024 * 1024 },
+    body: z.unknown(),
+    response: z.strictObject({ path: z.string(), entries: z.int() }),
+    successStatus: 200,
+    scope: "shells:instances:control",
+    example: { params: { id: "{shell}" }, query: { path: "/workspace/unpacked" }, body: "" },
+  },
+  mintTermCredential: {
+    method: "POST",
+    path: "/api/v1/shells/:id/term",
+    summary:
+      "Mint a short-lived, single-use credential that attaches a terminal (WebSocket PTY) to the shell.",
+    description:
+      "The token is in this response only and is stored as a hash. It expires after the org's term credential TTL (default 5 minutes); the first attach consumes it and the connection ends when it expires. The mint is an activity event; the material never is.",
+    tag: "shells",
+    params: z.strictObject({ id: shellId }),
+    response: TermCredential,
+    successStatus: 201,
+    scope: "shells:instances:control",
+    example: { params: { id: "{shell}" } },
   },
   listActivity: {
     method: "GET",

@@ -65,7 +65,8 @@ export interface SandboxSpawnRequest {
 }
 
 /** Signals a caller may send to a spawned process. */
-export type SandboxSignal = "SIGINT" | "SIGTERM" | "SIGKILL" | "SIGHUP" | "SIGQUIT" | "SIGTSTP" | "SIGCONT";
+export type SandboxSignal =
+  "SIGINT" | "SIGTERM" | "SIGKILL" | "SIGHUP" | "SIGQUIT" | "SIGTSTP" | "SIGCONT";
 
 /** A handle on a spawned process. It has no wall clock of its own: its owner ends it. */
 export interface SandboxProcess {

@@ -271,7 +271,14 @@ export function describeSandboxBackend(
       expect(info).toMatchObject({ type: "file", sizeBytes: 256 });
       await subject.backend.exec(
         id,
-        { command: ["cat", "/workspace/raw.bin"], env: {}, cwd: "/workspace", stdin: undefined, timeoutMs: 10_000, maxOutputBytes: 4096 },
+        {
+          command: ["cat", "/workspace/raw.bin"],
+          env: {},
+          cwd: "/workspace",
+          stdin: undefined,
+          timeoutMs: 10_000,
+          maxOutputBytes: 4096,
+        },
         { onOutput: (_s, chunk) => void chunks.push(chunk) },
       );
       expect(Buffer.concat(chunks)).toEqual(Buffer.from(bytes));
@@ -281,16 +288,33 @@ export function describeSandboxBackend(
       const id = await createShell();
       const files = subject.backend.files;
       const bytes = Uint8Array.from({ length: 300 }, (_, i) => (i * 7) % 256);
-      expect(await files.write(id, "/workspace/deep/er/data.bin", bytes)).toMatchObject({ type: "file", sizeBytes: 300 });
-      expect(Buffer.from(await files.read(id, "/workspace/deep/er/data.bin", 1024))).toEqual(Buffer.from(bytes));
-      expect((await files.list(id, "/workspace/deep")).map((f) => [f.path, f.type])).toEqual([["/workspace/deep/er", "directory"]]);
+      expect(await files.write(id, "/workspace/deep/er/data.bin", bytes)).toMatchObject({
+        type: "file",
+        sizeBytes: 300,
+      });
+      expect(Buffer.from(await files.read(id, "/workspace/deep/er/data.bin", 1024))).toEqual(
+        Buffer.from(bytes),
+      );
+      expect((await files.list(id, "/workspace/deep")).map((f) => [f.path, f.type])).toEqual([
+        ["/workspace/deep/er", "directory"],
+      ]);
       expect((await run(id, ["cat", "/workspace/deep/er/data.bin"])).exitCode).toBe(0);
-      await expect(files.read(id, "/workspace/deep", 1024)).rejects.toMatchObject({ code: "wrong_file_type" });
-      await expect(files.read(id, "/workspace/nope.txt", 1024)).rejects.toMatchObject({ code: "path_not_found" });
-      await expect(files.read(id, "/workspace/deep/er/data.bin", 10)).rejects.toMatchObject({ details: { tooLarge: true } });
-      await expect(files.remove(id, "/workspace/deep", false)).rejects.toMatchObject({ code: "wrong_file_type" });
+      await expect(files.read(id, "/workspace/deep", 1024)).rejects.toMatchObject({
+        code: "wrong_file_type",
+      });
+      await expect(files.read(id, "/workspace/nope.txt", 1024)).rejects.toMatchObject({
+        code: "path_not_found",
+      });
+      await expect(files.read(id, "/workspace/deep/er/data.bin", 10)).rejects.toMatchObject({
+        details: { tooLarge: true },
+      });
+      await expect(files.remove(id, "/workspace/deep", false)).rejects.toMatchObject({
+        code: "wrong_file_type",
+      });
       await files.remove(id, "/workspace/deep", true);
-      await expect(files.stat(id, "/workspace/deep")).rejects.toMatchObject({ code: "path_not_found" });
+      await expect(files.stat(id, "/workspace/deep")).rejects.toMatchObject({
+        code: "path_not_found",
+      });
     });
 
     it("exports a directory as tar and unpacks a tar into one", async () => {
@@ -298,11 +322,19 @@ export function describeSandboxBackend(
       const files = subject.backend.files;
       await files.write(id, "/workspace/src/a.txt", new TextEncoder().encode("alpha\n"));
       await files.write(id, "/workspace/src/sub/b.txt", new TextEncoder().encode("beta\n"));
-      const names = readTar(await files.exportTar(id, "/workspace/src", 1024 * 1024)).map((e) => e.name.replace(/\/$/, ""));
+      const names = readTar(await files.exportTar(id, "/workspace/src", 1024 * 1024)).map((e) =>
+        e.name.replace(/\/$/, ""),
+      );
       expect(names).toEqual(expect.arrayContaining(["a.txt", "sub", "sub/b.txt"]));
       const archive = writeTar([
         { name: "dir", type: "directory", mode: 0o755, linkName: "", data: new Uint8Array(0) },
-        { name: "dir/c.txt", type: "file", mode: 0o644, linkName: "", data: new TextEncoder().encode("gamma\n") },
+        {
+          name: "dir/c.txt",
+          type: "file",
+          mode: 0o644,
+          linkName: "",
+          data: new TextEncoder().encode("gamma\n"),
+        },
       ]);
       await files.importTar(id, "/workspace/unpacked", archive);
       expect((await run(id, ["cat", "/workspace/unpacked/dir/c.txt"])).stdout).toBe("gamma\n");
@@ -311,7 +343,11 @@ export function describeSandboxBackend(
     it("spawns a long-lived process that reads its stdin and ends on EOF", async () => {
       const id = await createShell();
       const out: string[] = [];
-      const proc = await subject.backend.spawn(id, { command: ["cat"], env: {}, cwd: "/workspace" }, { onOutput: (_s, c) => void out.push(new TextDecoder().decode(c)) });
+      const proc = await subject.backend.spawn(
+        id,
+        { command: ["cat"], env: {}, cwd: "/workspace" },
+        { onOutput: (_s, c) => void out.push(new TextDecoder().decode(c)) },
+      );
       await proc.write("first line\n");
       await expect.poll(() => out.join(""), { timeout: 5000 }).toBe("first line\n");
       await proc.write(new TextEncoder().encode("second\n"));
@@ -339,7 +375,11 @@ export function describeSandboxBackend(
 
     it("ends spawned processes with killReason stopped when the sandbox stops", async () => {
       const id = await createShell();
-      const proc = await subject.backend.spawn(id, { command: ["cat"], env: {}, cwd: "/workspace" }, { onOutput: () => undefined });
+      const proc = await subject.backend.spawn(
+        id,
+        { command: ["cat"], env: {}, cwd: "/workspace" },
+        { onOutput: () => undefined },
+      );
       await subject.backend.stop(id);
       expect((await proc.exit).killReason).toBe("stopped");
     });

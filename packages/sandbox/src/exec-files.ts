@@ -8,7 +8,11 @@ import {
 import type { ExecResult } from "@shells/contract";
 
 /** What `ExecFiles` needs from a backend: its own exec. */
-export type ExecFn = (shellId: string, request: SandboxExecRequest, options?: SandboxExecOptions) => Promise<ExecResult>;
+export type ExecFn = (
+  shellId: string,
+  request: SandboxExecRequest,
+  options?: SandboxExecOptions,
+) => Promise<ExecResult>;
 
 const FIND_FORMAT = "%y\\t%s\\t%m\\t%T@\\t%p\\0";
 const TYPE: Record<string, SandboxFileInfo["type"]> = { f: "file", d: "directory", l: "symlink" };
@@ -39,12 +43,25 @@ function parseFind(output: Uint8Array): SandboxFileInfo[] {
 export class ExecFiles implements SandboxFiles {
   constructor(private readonly exec: ExecFn) {}
 
-  async #run(shellId: string, script: string, args: string[], stdin?: Uint8Array, maxOutputBytes = 1024 * 1024) {
+  async #run(
+    shellId: string,
+    script: string,
+    args: string[],
+    stdin?: Uint8Array,
+    maxOutputBytes = 1024 * 1024,
+  ) {
     const chunks: Uint8Array[] = [];
     let size = 0;
     const result = await this.exec(
       shellId,
-      { command: ["sh", "-c", script, "sh", ...args], env: {}, cwd: "/", stdin, timeoutMs: 60_000, maxOutputBytes },
+      {
+        command: ["sh", "-c", script, "sh", ...args],
+        env: {},
+        cwd: "/",
+        stdin,
+        timeoutMs: 60_000,
+        maxOutputBytes,
+      },
       {
         onOutput: (stream, chunk) => {
           if (stream !== "stdout") return;
@@ -63,13 +80,23 @@ export class ExecFiles implements SandboxFiles {
   }
 
   #fail(result: ExecResult, path: string): never {
-    if (/No such file|not found/i.test(result.stderr)) throw new SandboxError("path_not_found", `${path} does not exist in the shell`, { path });
-    if (/Not a directory|Is a directory/i.test(result.stderr)) throw new SandboxError("wrong_file_type", `${path}: ${result.stderr.trim()}`, { path });
-    throw new SandboxError("failed", `file operation on ${path} failed: ${result.stderr.trim() || `exit ${result.exitCode}`}`, { path });
+    if (/No such file|not found/i.test(result.stderr))
+      throw new SandboxError("path_not_found", `${path} does not exist in the shell`, { path });
+    if (/Not a directory|Is a directory/i.test(result.stderr))
+      throw new SandboxError("wrong_file_type", `${path}: ${result.stderr.trim()}`, { path });
+    throw new SandboxError(
+      "failed",
+      `file operation on ${path} failed: ${result.stderr.trim() || `exit ${result.exitCode}`}`,
+      { path },
+    );
   }
 
   async stat(shellId: string, path: string): Promise<SandboxFileInfo> {
-    const { result, out } = await this.#run(shellId, `find "$1" -maxdepth 0 -printf '${FIND_FORMAT}'`, [path]);
+    const { result, out } = await this.#run(
+      shellId,
+      `find "$1" -maxdepth 0 -printf '${FIND_FORMAT}'`,
+      [path],
+    );
     const [info] = parseFind(out);
     if (result.exitCode !== 0 || !info) this.#fail(result, path);
     return info;
@@ -77,8 +104,15 @@ export class ExecFiles implements SandboxFiles {
 
   async list(shellId: string, path: string): Promise<SandboxFileInfo[]> {
     const dir = await this.stat(shellId, path);
-    if (dir.type !== "directory") throw new SandboxError("wrong_file_type", `${path} is not a directory`, { path });
-    const { result, out } = await this.#run(shellId, `find "$1" -mindepth 1 -maxdepth 1 -printf '${FIND_FORMAT}'`, [path], undefined, 16 * 1024 * 1024);
+    if (dir.type !== "directory")
+      throw new SandboxError("wrong_file_type", `${path} is not a directory`, { path });
+    const { result, out } = await this.#run(
+      shellId,
+      `find "$1" -mindepth 1 -maxdepth 1 -printf '${FIND_FORMAT}'`,
+      [path],
+      undefined,
+      16 * 1024 * 1024,
+    );
     if (result.exitCode !== 0) this.#fail(result, path);
     return parseFind(out).sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   }
@@ -93,12 +127,21 @@ export class ExecFiles implements SandboxFiles {
     );
     if (result.exitCode !== 0 && result.killReason !== "output_limit") this.#fail(result, path);
     if (out.length > maxBytes || result.killReason === "output_limit") {
-      throw new SandboxError("failed", `${path} is larger than ${maxBytes} bytes`, { path, limitBytes: maxBytes, tooLarge: true });
+      throw new SandboxError("failed", `${path} is larger than ${maxBytes} bytes`, {
+        path,
+        limitBytes: maxBytes,
+        tooLarge: true,
+      });
     }
     return out;
   }
 
-  async write(shellId: string, path: string, data: Uint8Array, mode?: number): Promise<SandboxFileInfo> {
+  async write(
+    shellId: string,
+    path: string,
+    data: Uint8Array,
+    mode?: number,
+  ): Promise<SandboxFileInfo> {
     const { result } = await this.#run(
       shellId,
       `mkdir -p -- "$(dirname -- "$1")" && cat > "$1" && if [ -n "$2" ]; then chmod "$2" -- "$1"; fi`,
@@ -111,27 +154,51 @@ export class ExecFiles implements SandboxFiles {
 
   async remove(shellId: string, path: string, recursive: boolean): Promise<void> {
     const info = await this.stat(shellId, path);
-    const script = info.type === "directory" ? (recursive ? `rm -rf -- "$1"` : `rmdir -- "$1"`) : `rm -f -- "$1"`;
+    const script =
+      info.type === "directory"
+        ? recursive
+          ? `rm -rf -- "$1"`
+          : `rmdir -- "$1"`
+        : `rm -f -- "$1"`;
     const { result } = await this.#run(shellId, script, [path]);
     if (result.exitCode !== 0) {
-      if (/not empty/i.test(result.stderr)) throw new SandboxError("wrong_file_type", `${path} is not empty; remove it recursively`, { path });
+      if (/not empty/i.test(result.stderr))
+        throw new SandboxError("wrong_file_type", `${path} is not empty; remove it recursively`, {
+          path,
+        });
       this.#fail(result, path);
     }
   }
 
   async exportTar(shellId: string, path: string, maxBytes: number): Promise<Uint8Array> {
     const dir = await this.stat(shellId, path);
-    if (dir.type !== "directory") throw new SandboxError("wrong_file_type", `${path} is not a directory`, { path });
-    const { result, out } = await this.#run(shellId, `tar -C "$1" -cf - .`, [path], undefined, maxBytes + 1);
+    if (dir.type !== "directory")
+      throw new SandboxError("wrong_file_type", `${path} is not a directory`, { path });
+    const { result, out } = await this.#run(
+      shellId,
+      `tar -C "$1" -cf - .`,
+      [path],
+      undefined,
+      maxBytes + 1,
+    );
     if (out.length > maxBytes || result.killReason === "output_limit") {
-      throw new SandboxError("failed", `the archive of ${path} is larger than ${maxBytes} bytes`, { path, limitBytes: maxBytes, tooLarge: true });
+      throw new SandboxError("failed", `the archive of ${path} is larger than ${maxBytes} bytes`, {
+        path,
+        limitBytes: maxBytes,
+        tooLarge: true,
+      });
     }
     if (result.exitCode !== 0) this.#fail(result, path);
     return out;
   }
 
   async importTar(shellId: string, path: string, tar: Uint8Array): Promise<void> {
-    const { result } = await this.#run(shellId, `mkdir -p -- "$1" && tar -C "$1" -xf - --no-same-owner`, [path], tar);
+    const { result } = await this.#run(
+      shellId,
+      `mkdir -p -- "$1" && tar -C "$1" -xf - --no-same-owner`,
+      [path],
+      tar,
+    );
     if (result.exitCode !== 0) this.#fail(result, path);
   }
 }

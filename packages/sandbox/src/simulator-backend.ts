@@ -17,7 +17,14 @@ import {
 } from "./backend.js";
 import { spawnSimulated } from "./internal/sim-process.js";
 import { SimFiles } from "./internal/sim-files.js";
-import { fromModel, isShellScript, runScript, textOf, toModel, type SimFs } from "./internal/sim-shell.js";
+import {
+  fromModel,
+  isShellScript,
+  runScript,
+  textOf,
+  toModel,
+  type SimFs,
+} from "./internal/sim-shell.js";
 
 /** Options of the simulator backend. */
 export interface SimulatorBackendOptions {
@@ -129,7 +136,9 @@ export class SimulatorBackend implements SandboxBackend {
       const streamsItself = isShellScript(request.command);
       const outcome = await runScript({
         argv: request.command.map(toModel),
-        env: Object.fromEntries(Object.entries({ ...sandbox.spec.env, ...request.env }).map(([k, v]) => [k, toModel(v)])),
+        env: Object.fromEntries(
+          Object.entries({ ...sandbox.spec.env, ...request.env }).map(([k, v]) => [k, toModel(v)]),
+        ),
         cwd: toModel(request.cwd),
         stdin: toModel(request.stdin ?? ""),
         fs: sandbox.fs,
@@ -189,7 +198,9 @@ export class SimulatorBackend implements SandboxBackend {
     const process = spawnSimulated(
       request,
       {
-        env: Object.fromEntries(Object.entries({ ...sandbox.spec.env, ...request.env }).map(([k, v]) => [k, toModel(v)])),
+        env: Object.fromEntries(
+          Object.entries({ ...sandbox.spec.env, ...request.env }).map(([k, v]) => [k, toModel(v)]),
+        ),
         cwd: toModel(request.cwd),
         fs: sandbox.fs,
         limits: {
@@ -295,7 +306,8 @@ export class SimulatorBackend implements SandboxBackend {
 
   #running(shellId: string): SimSandbox {
     const sandbox = this.#get(shellId);
-    if (sandbox.state !== "running") throw new SandboxError("not_running", `shell ${shellId} is stopped`);
+    if (sandbox.state !== "running")
+      throw new SandboxError("not_running", `shell ${shellId} is stopped`);
     return sandbox;
   }
 

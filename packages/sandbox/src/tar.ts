@@ -130,7 +130,8 @@ export function writeTar(entries: readonly Omit<TarEntry, "mtimeSeconds">[]): Ui
   };
   for (const entry of entries) {
     const flag = { file: "0", directory: "5", symlink: "2", hardlink: "1", other: "0" }[entry.type];
-    const name = entry.type === "directory" && !entry.name.endsWith("/") ? `${entry.name}/` : entry.name;
+    const name =
+      entry.type === "directory" && !entry.name.endsWith("/") ? `${entry.name}/` : entry.name;
     if (encoder.encode(name).length > 100) {
       const longName = encoder.encode(`${name}\0`);
       blocks.push(header("././@LongLink", "L", longName.length, 0, ""), pad(longName));
@@ -158,7 +159,8 @@ export function unsafeTarEntry(entry: TarEntry): string | null {
   if (climbs(entry.name)) return `path ${entry.name} climbs out with ..`;
   if (entry.name.includes("\0")) return "a path with a NUL byte";
   if (entry.type === "symlink" || entry.type === "hardlink") {
-    if (entry.linkName.startsWith("/")) return `link ${entry.name} points to the absolute path ${entry.linkName}`;
+    if (entry.linkName.startsWith("/"))
+      return `link ${entry.name} points to the absolute path ${entry.linkName}`;
     const resolved = [...entry.name.split("/").slice(0, -1), ...entry.linkName.split("/")];
     let depth = 0;
     for (const part of resolved) {

@@ -30,7 +30,11 @@ export interface RequestCredentials {
 /** Verifies the credentials only an OIDC setup can vouch for (bearer JWTs and console sessions). */
 export interface OidcAuthenticator {
   authenticateBearer(token: string, origin: RequestOrigin): Promise<Caller>;
-  authenticateSession(cookieValue: string, csrfToken: string | undefined, origin: RequestOrigin): Promise<Caller>;
+  authenticateSession(
+    cookieValue: string,
+    csrfToken: string | undefined,
+    origin: RequestOrigin,
+  ): Promise<Caller>;
 }
 
 const LAST_USED_RESOLUTION_MS = 60_000;
@@ -119,5 +123,7 @@ export async function authenticate(
     { orgId: key.org_id, type: key.principal_type, id: key.principal_id },
     { keyId: key.id, scopes: JSON.parse(key.scopes) as Scope[] },
   );
-  return caller ?? refuse(`the key's ${key.principal_type} was removed or disabled`, key.org_id, key.id);
+  return (
+    caller ?? refuse(`the key's ${key.principal_type} was removed or disabled`, key.org_id, key.id)
+  );
 }

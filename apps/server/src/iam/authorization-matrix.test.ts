@@ -1,5 +1,6 @@
 import { ROLE_SCOPES, ROUTES, Role, Scope, roleAtLeast, type RouteSpec } from "@shells/contract";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeTar } from "@shells/sandbox";
 import { addPrincipal, createTestApp, type TestApp } from "../test-support/test-app.js";
 
 /**
@@ -90,8 +91,25 @@ async function runCase(
   const asOwner = (method: string, url: string, body?: unknown) =>
     t.call(method, url, body, { authorization: `Bearer ${owner.token}` });
 
+  let shellFixture: string | undefined;
   const fixtures: Record<string, () => Promise<string>> = {
-    shell: async () => (await asOwner("POST", "/api/v1/shells", { language: "bash" })).json().id,
+    shell: async () =>
+      (shellFixture ??= (await asOwner("POST", "/api/v1/shells", { language: "bash" })).json()
+        .id as string),
+    file: async () => {
+      const shellId = await fixtures.shell!();
+      const res = await t.app.inject({
+        method: "PUT",
+        url: `/api/v1/shells/${shellId}/files/content?path=/workspace/example.txt`,
+        headers: {
+          authorization: `Bearer ${owner.token}`,
+          "content-type": "application/octet-stream",
+        },
+        payload: Buffer.from("example\n"),
+      });
+      expect(res.statusCode, res.body).toBe(200);
+      return "/workspace/example.txt";
+    },
     member: async () =>
       (
         await asOwner("POST", "/api/v1/members", {
@@ -165,16 +183,28 @@ async function runCase(
     return make ? make() : value;
   };
   let url = op.path;
+  let unknownUrl = op.path;
   let usesResource = false;
   for (const [name, value] of Object.entries(spec.example?.params ?? {})) {
     usesResource ||= /^\{\w+\}$/.test(value);
     url = url.replace(`{${name}}`, encodeURIComponent(await resolve(value)));
+    unknownUrl = unknownUrl.replace(`{${name}}`, /^\{\w+\}$/.test(value) ? "zz-unknown-id" : value);
+  }
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(spec.example?.query ?? {})) {
+    usesResource ||= /^\{\w+\}$/.test(value);
+    query.set(name, await resolve(value));
+  }
+  if (query.size > 0) {
+    url = `${url}?${query.toString()}`;
+    unknownUrl = `${unknownUrl}?${query.toString()}`;
   }
   let body = spec.example?.body;
   if (body !== undefined) body = JSON.parse(await resolveDeep(JSON.stringify(body)));
   async function resolveDeep(json: string): Promise<string> {
     let out = json;
-    for (const placeholder of json.match(/\{(shell|member|agent|key|grant|approval)\}/g) ?? []) {
+    for (const placeholder of json.match(/\{(shell|member|agent|key|grant|approval|file)\}/g) ??
+      []) {
       usesResource = true;
       out = out.replace(placeholder, await resolve(placeholder));
     }
@@ -194,7 +224,22 @@ async function runCase(
           : 403;
 
   const before = await stateOfEverything();
-  const res = await t.call(op.method, url, body, { authorization: `Bearer ${caller.token}` });
+  const send = (target: string) =>
+    spec.rawBody
+      ? t.app.inject({
+          method: op.method as "PUT",
+          url: target,
+          headers: {
+            authorization: `Bearer ${caller.token}`,
+            "content-type": spec.rawBody.contentTypes[0]!,
+          },
+          payload:
+            spec.rawBody.contentTypes[0] === "application/x-tar"
+              ? Buffer.from(writeTar([]))
+              : Buffer.from(String(body)),
+        })
+      : t.call(op.method, target, body, { authorization: `Bearer ${caller.token}` });
+  const res = await send(url);
   const label = `${op.method} ${op.path} as ${role} with [${scopes.join(" ")}]${foreign ? " from a foreign org" : ""} → ${res.statusCode} ${res.body.slice(0, 200)}`;
   if (expected === "success") {
     expect(res.statusCode, label).toBeGreaterThanOrEqual(200);
@@ -203,12 +248,7 @@ async function runCase(
   }
   expect(res.statusCode, label).toBe(expected);
   if (expected === 404) {
-    const unknown = await t.call(
-      op.method,
-      op.path.replace(/\{[^}]+\}/g, (m) => (m === "{capability}" ? "snapshot" : "zz-unknown-id")),
-      body,
-      { authorization: `Bearer ${caller.token}` },
-    );
+    const unknown = await send(unknownUrl);
     expect(unknown.statusCode, `${label} vs unknown id`).toBe(404);
     expect(unknown.json().error.code, label).toBe(res.json().error.code);
   }

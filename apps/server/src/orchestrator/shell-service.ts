@@ -308,6 +308,43 @@ export class ShellService {
   }
 
   /** Runs a command in a running shell. A non-zero exit is a result; the sandbox's kill reason is reported. */
+  /**
+   * A running shell of the caller's org and a way to call its backend with errors mapped to API
+   * errors. For the file, terminal and interpreter services, which share the shell's checks.
+   */
+  async runningSandbox(caller: Caller, idOrName: string) {
+    const row = await this.#find(caller.orgId, idOrName);
+    this.#assertRunning(row);
+    return {
+      shellId: row.id,
+      name: row.name,
+      language: row.language as Shell["language"],
+      env: JSON.parse(row.env) as Record<string, string>,
+      call: <T>(fn: (backend: SandboxBackend) => Promise<T>) => this.#backendCall(row, fn),
+    };
+  }
+
+  /** Like `runningSandbox`, for work authorised earlier (a terminal credential names org and shell). */
+  async sandboxFor(orgId: string, shellId: string) {
+    const row = await this.#find(orgId, shellId);
+    this.#assertRunning(row);
+    return {
+      shellId: row.id,
+      env: JSON.parse(row.env) as Record<string, string>,
+      call: <T>(fn: (backend: SandboxBackend) => Promise<T>) => this.#backendCall(row, fn),
+    };
+  }
+
+  /** Appends a line to a shell's execution log. */
+  async log(
+    orgId: string,
+    shellId: string,
+    kind: LogEntry["kind"],
+    message: string,
+  ): Promise<void> {
+    await this.#log(orgId, shellId, kind, message);
+  }
+
   /** Throws what `exec` would throw before running anything: unknown shell, or not running. */
   async requireRunning(caller: Caller, idOrName: string): Promise<void> {
     this.#assertRunning(await this.#find(caller.orgId, idOrName));
@@ -896,7 +933,8 @@ export class ShellService {
           { shellId },
         );
       case "failed":
-        if (error.details.tooLarge) return new AppError("file_too_large", error.message, error.details);
+        if (error.details.tooLarge)
+          return new AppError("file_too_large", error.message, error.details);
         this.deps.logger.error({ err: error, shellId }, "backend call failed");
         return new AppError(
           "backend_failed",

@@ -23,12 +23,13 @@ export function renderDocsPage(doc: Record<string, unknown>): string {
           schema: unknown;
           description?: string;
         }[]) ?? [];
-      const body = (
-        op.requestBody as { content: { "application/json": { schema: unknown } } } | undefined
-      )?.content["application/json"].schema;
+      const requestContent = (op.requestBody as { content: Record<string, unknown> } | undefined)
+        ?.content;
+      const body =
+        requestContent && Object.keys(requestContent).length > 0 ? requestContent : undefined;
       const responses = op.responses as Record<
         string,
-        { description: string; content?: { "application/json": { schema: unknown } } }
+        { description: string; content?: Record<string, unknown> }
       >;
       const ok = Object.entries(responses).find(([status]) => status.startsWith("2"));
       const errors = Object.entries(responses).filter(([status]) => !status.startsWith("2"));
@@ -38,7 +39,7 @@ export function renderDocsPage(doc: Record<string, unknown>): string {
 <p class="meta">operationId <code>${id}</code> · ${op["x-required-scope"] ? `scope <code>${esc(op["x-required-scope"])}</code>` : "public"}</p>
 ${params.length ? `<table><tr><th>parameter</th><th>in</th><th>required</th><th>schema</th></tr>${params.map((p) => `<tr><td><code>${esc(p.name)}</code></td><td>${esc(p.in)}</td><td>${p.required ? "yes" : "no"}</td><td><code>${esc(JSON.stringify(p.schema))}</code></td></tr>`).join("")}</table>` : ""}
 ${body ? `<details><summary>Request body</summary><pre>${esc(JSON.stringify(body, null, 2))}</pre></details>` : ""}
-${ok ? `<details><summary>Response ${esc(ok[0])}</summary><pre>${esc(JSON.stringify(ok[1].content?.["application/json"].schema, null, 2))}</pre></details>` : ""}
+${ok ? `<details><summary>Response ${esc(ok[0])}</summary><pre>${esc(JSON.stringify(ok[1].content ?? {}, null, 2))}</pre></details>` : ""}
 <p class="meta">Errors: ${errors.map(([status, r]) => `<b>${esc(status)}</b> ${esc(r.description.replace(/^Error: /, ""))}`).join(" · ")}</p>
 </section>`);
     }

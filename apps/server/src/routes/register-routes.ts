@@ -82,6 +82,7 @@ export function registerRoutes(
     app.route({
       method: spec.method,
       url: spec.path,
+      ...(spec.rawBody ? { bodyLimit: spec.rawBody.maxBytes } : {}),
       handler: async (request, reply) => {
         let caller: Caller | null = null;
         if (spec.scope) {
@@ -107,7 +108,20 @@ export function registerRoutes(
         const params = spec.params ? parseInput(spec.params, request.params, "path") : {};
         const query = spec.query ? parseInput(spec.query, request.query ?? {}, "query") : {};
         let body: unknown = undefined;
-        if (spec.body) {
+        const rawTypes = spec.rawBody?.contentTypes;
+        if (rawTypes) {
+          const type = (request.headers["content-type"] ?? "").split(";")[0]?.trim() ?? "";
+          if (!Buffer.isBuffer(request.body) || !rawTypes.includes(type)) {
+            throw new AppError(
+              "unsupported_media_type",
+              `Send this body as ${rawTypes.join(" or ")}.`,
+              { accepted: rawTypes },
+            );
+          }
+          body = request.body;
+        } else if (Buffer.isBuffer(request.body)) {
+          throw new AppError("unsupported_media_type", "Send request bodies as application/json.");
+        } else if (spec.body) {
           if (request.body === undefined || request.body === null) {
             if (!spec.bodyOptional)
               throw new AppError(

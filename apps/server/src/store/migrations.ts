@@ -122,10 +122,15 @@ const MIGRATIONS: Record<string, Migration> = {
   },
   "0002_iam": {
     async up(db: Kysely<unknown>) {
-      await db.schema.alterTable("users").addColumn("source", "text", (c) => c.notNull().defaultTo("local")).execute();
+      await db.schema
+        .alterTable("users")
+        .addColumn("source", "text", (c) => c.notNull().defaultTo("local"))
+        .execute();
       await db.schema.alterTable("users").addColumn("oidc_subject", "text").execute();
       await db.schema.alterTable("users").addColumn("disabled_at", "text").execute();
-      await sql`CREATE UNIQUE INDEX users_oidc_subject ON users (org_id, oidc_subject) WHERE oidc_subject IS NOT NULL`.execute(db);
+      await sql`CREATE UNIQUE INDEX users_oidc_subject ON users (org_id, oidc_subject) WHERE oidc_subject IS NOT NULL`.execute(
+        db,
+      );
       await db.schema
         .createTable("agents")
         .addColumn("id", "text", (c) => c.primaryKey())
@@ -135,7 +140,9 @@ const MIGRATIONS: Record<string, Migration> = {
         .addColumn("created_at", "text", (c) => c.notNull())
         .addColumn("disabled_at", "text")
         .execute();
-      await sql`CREATE UNIQUE INDEX agents_org_live_name ON agents (org_id, name) WHERE disabled_at IS NULL`.execute(db);
+      await sql`CREATE UNIQUE INDEX agents_org_live_name ON agents (org_id, name) WHERE disabled_at IS NULL`.execute(
+        db,
+      );
       await db.schema
         .createTable("entitlements")
         .addColumn("id", "text", (c) => c.primaryKey())
@@ -145,7 +152,12 @@ const MIGRATIONS: Record<string, Migration> = {
         .addColumn("principal_id", "text", (c) => c.notNull())
         .addColumn("granted_by", "text", (c) => c.notNull())
         .addColumn("created_at", "text", (c) => c.notNull())
-        .addUniqueConstraint("entitlements_unique", ["org_id", "entitlement", "principal_type", "principal_id"])
+        .addUniqueConstraint("entitlements_unique", [
+          "org_id",
+          "entitlement",
+          "principal_type",
+          "principal_id",
+        ])
         .execute();
       await db.schema
         .createTable("org_policies")
@@ -171,7 +183,11 @@ const MIGRATIONS: Record<string, Migration> = {
         .addColumn("expires_at", "text", (c) => c.notNull())
         .addColumn("decided_at", "text")
         .execute();
-      await db.schema.createIndex("approvals_org_created").on("approvals").columns(["org_id", "created_at"]).execute();
+      await db.schema
+        .createIndex("approvals_org_created")
+        .on("approvals")
+        .columns(["org_id", "created_at"])
+        .execute();
       await db.schema
         .createTable("sessions")
         .addColumn("id_hash", "text", (c) => c.primaryKey())
@@ -217,6 +233,22 @@ const MIGRATIONS: Record<string, Migration> = {
         .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
         .addColumn("synced_at", "text", (c) => c.notNull())
         .addColumn("offboarded_at", "text")
+        .execute();
+    },
+  },
+  "0004_term": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("term_credentials")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("shell_id", "text", (c) => c.notNull())
+        .addColumn("token_hash", "text", (c) => c.notNull())
+        .addColumn("created_by_type", "text", (c) => c.notNull())
+        .addColumn("created_by_id", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("expires_at", "text", (c) => c.notNull())
+        .addColumn("used_at", "text")
         .execute();
     },
   },

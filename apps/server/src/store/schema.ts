@@ -15,6 +15,7 @@ export interface Database {
   org_policies: OrgPolicyTable;
   approvals: ApprovalTable;
   sessions: SessionTable;
+  term_credentials: TermCredentialTable;
   oidc_logins: OidcLoginTable;
   oidc_accounts: OidcAccountTable;
 }
@@ -205,4 +206,18 @@ export interface OidcAccountTable {
   synced_at: string;
   /** When the directory stopped mapping the user to a role (and the user was disabled for it). */
   offboarded_at: string | null;
+}
+
+export interface TermCredentialTable {
+  id: string;
+  org_id: string;
+  shell_id: string;
+  /** SHA-256 of the token; the token itself is never stored. */
+  token_hash: string;
+  created_by_type: "user" | "agent";
+  created_by_id: string;
+  created_at: string;
+  expires_at: string;
+  /** Set by the first attach: a credential works once. */
+  used_at: string | null;
 }

@@ -3,7 +3,6 @@ import { SandboxError, type SandboxFileInfo, type SandboxFiles } from "../backen
 import { readTar, writeTar, type TarEntry } from "../tar.js";
 import { fromModel, toModel, type SimFs } from "./sim-shell.js";
 
-
 /** The simulator's file API over its in-memory model of a shell's filesystem. */
 export class SimFiles implements SandboxFiles {
   constructor(private readonly fsOf: (shellId: string) => SimFs) {}
@@ -11,31 +10,55 @@ export class SimFiles implements SandboxFiles {
   async stat(shellId: string, path: string): Promise<SandboxFileInfo> {
     const fs = this.fsOf(shellId);
     const file = fs.files.get(path);
-    if (file) return { path, type: "file", sizeBytes: file.size, mode: 0o644, modifiedAt: new Date(0).toISOString() };
-    if (fs.dirs.has(path)) return { path, type: "directory", sizeBytes: 4096, mode: 0o755, modifiedAt: new Date(0).toISOString() };
+    if (file)
+      return {
+        path,
+        type: "file",
+        sizeBytes: file.size,
+        mode: 0o644,
+        modifiedAt: new Date(0).toISOString(),
+      };
+    if (fs.dirs.has(path))
+      return {
+        path,
+        type: "directory",
+        sizeBytes: 4096,
+        mode: 0o755,
+        modifiedAt: new Date(0).toISOString(),
+      };
     throw new SandboxError("path_not_found", `${path} does not exist in the shell`, { path });
   }
 
   async list(shellId: string, path: string): Promise<SandboxFileInfo[]> {
     const dir = await this.stat(shellId, path);
-    if (dir.type !== "directory") throw new SandboxError("wrong_file_type", `${path} is not a directory`, { path });
+    if (dir.type !== "directory")
+      throw new SandboxError("wrong_file_type", `${path} is not a directory`, { path });
     const fs = this.fsOf(shellId);
-    const children = [...fs.files.keys(), ...fs.dirs].filter((p) => p !== path && posix.dirname(p) === path);
+    const children = [...fs.files.keys(), ...fs.dirs].filter(
+      (p) => p !== path && posix.dirname(p) === path,
+    );
     return Promise.all([...new Set(children)].sort().map((p) => this.stat(shellId, p)));
   }
 
   async read(shellId: string, path: string, maxBytes: number): Promise<Uint8Array> {
     const info = await this.stat(shellId, path);
-    if (info.type !== "file") throw new SandboxError("wrong_file_type", `${path}: Is a directory`, { path });
+    if (info.type !== "file")
+      throw new SandboxError("wrong_file_type", `${path}: Is a directory`, { path });
     const file = this.fsOf(shellId).files.get(path)!;
     const bytes = fromModel(file.content);
-    if (bytes.length > maxBytes) throw new SandboxError("failed", `${path} is larger than ${maxBytes} bytes`, { path, limitBytes: maxBytes, tooLarge: true });
+    if (bytes.length > maxBytes)
+      throw new SandboxError("failed", `${path} is larger than ${maxBytes} bytes`, {
+        path,
+        limitBytes: maxBytes,
+        tooLarge: true,
+      });
     return bytes;
   }
 
   async write(shellId: string, path: string, data: Uint8Array): Promise<SandboxFileInfo> {
     const fs = this.fsOf(shellId);
-    if (fs.dirs.has(path)) throw new SandboxError("wrong_file_type", `${path}: Is a directory`, { path });
+    if (fs.dirs.has(path))
+      throw new SandboxError("wrong_file_type", `${path}: Is a directory`, { path });
     for (let dir = posix.dirname(path); dir !== "/"; dir = posix.dirname(dir)) fs.dirs.add(dir);
     fs.files.set(path, { content: toModel(data), size: data.length });
     return this.stat(shellId, path);
@@ -49,7 +72,10 @@ export class SimFiles implements SandboxFiles {
       return;
     }
     const inside = [...fs.files.keys(), ...fs.dirs].filter((p) => p.startsWith(`${path}/`));
-    if (inside.length > 0 && !recursive) throw new SandboxError("wrong_file_type", `${path} is not empty; remove it recursively`, { path });
+    if (inside.length > 0 && !recursive)
+      throw new SandboxError("wrong_file_type", `${path} is not empty; remove it recursively`, {
+        path,
+      });
     for (const p of inside) {
       fs.files.delete(p);
       fs.dirs.delete(p);
@@ -59,17 +85,34 @@ export class SimFiles implements SandboxFiles {
 
   async exportTar(shellId: string, path: string, maxBytes: number): Promise<Uint8Array> {
     const dir = await this.stat(shellId, path);
-    if (dir.type !== "directory") throw new SandboxError("wrong_file_type", `${path} is not a directory`, { path });
+    if (dir.type !== "directory")
+      throw new SandboxError("wrong_file_type", `${path} is not a directory`, { path });
     const fs = this.fsOf(shellId);
     const entries: Omit<TarEntry, "mtimeSeconds">[] = [];
     for (const d of [...fs.dirs].filter((p) => p.startsWith(`${path}/`)).sort()) {
-      entries.push({ name: posix.relative(path, d), type: "directory", mode: 0o755, linkName: "", data: new Uint8Array(0) });
+      entries.push({
+        name: posix.relative(path, d),
+        type: "directory",
+        mode: 0o755,
+        linkName: "",
+        data: new Uint8Array(0),
+      });
     }
     for (const [p, file] of [...fs.files].filter(([p]) => p.startsWith(`${path}/`)).sort()) {
-      entries.push({ name: posix.relative(path, p), type: "file", mode: 0o644, linkName: "", data: fromModel(file.content) });
+      entries.push({
+        name: posix.relative(path, p),
+        type: "file",
+        mode: 0o644,
+        linkName: "",
+        data: fromModel(file.content),
+      });
     }
     const archive = writeTar(entries);
-    if (archive.length > maxBytes) throw new SandboxError("failed", `the archive of ${path} is larger than ${maxBytes} bytes`, { path, tooLarge: true });
+    if (archive.length > maxBytes)
+      throw new SandboxError("failed", `the archive of ${path} is larger than ${maxBytes} bytes`, {
+        path,
+        tooLarge: true,
+      });
     return archive;
   }
 

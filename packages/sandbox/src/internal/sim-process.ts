@@ -19,19 +19,36 @@ export function spawnSimulated(
   const end = (exitCode: number, killReason?: ExecResult["killReason"]) => {
     if (ended) return;
     ended = true;
-    finish({ exitCode, stdout: "", stderr: "", durationMs: Math.round(performance.now() - started), ...(killReason ? { killReason } : {}) });
+    finish({
+      exitCode,
+      stdout: "",
+      stderr: "",
+      durationMs: Math.round(performance.now() - started),
+      ...(killReason ? { killReason } : {}),
+    });
   };
-  context.signal.addEventListener("abort", () => end(137, context.signal.reason as ExecResult["killReason"]), { once: true });
+  context.signal.addEventListener(
+    "abort",
+    () => end(137, context.signal.reason as ExecResult["killReason"]),
+    { once: true },
+  );
   const program = request.command[0] ?? "";
   const tty = request.pty !== undefined;
-  const out = (text: string) => onOutput("stdout", fromModel(tty ? text.replace(/\n/g, "\r\n") : text));
+  const out = (text: string) =>
+    onOutput("stdout", fromModel(tty ? text.replace(/\n/g, "\r\n") : text));
   let pending = "";
   let queue = Promise.resolve();
 
-  const interactiveShell = program === "sh" || program === "bash" || program === "/bin/sh" || program === "/bin/bash";
+  const interactiveShell =
+    program === "sh" || program === "bash" || program === "/bin/sh" || program === "/bin/bash";
   if (!interactiveShell && program !== "cat") {
     queue = queue.then(async () => {
-      await onOutput("stderr", fromModel(`simulator: \`${program}\` is not modeled as a long-lived process (the simulator runs no code)\n`));
+      await onOutput(
+        "stderr",
+        fromModel(
+          `simulator: \`${program}\` is not modeled as a long-lived process (the simulator runs no code)\n`,
+        ),
+      );
       end(127);
     });
   } else if (interactiveShell && tty) {
@@ -42,7 +59,12 @@ export function spawnSimulated(
     if (line.trim() === "exit") return end(0);
     if (line.trim() === "tty") return out("/dev/pts/0\n$ ");
     if (line.trim() === "stty size") return out(`${size.rows} ${size.cols}\n$ `);
-    const result = await runScript({ ...context, argv: ["sh", "-c", line], stdin: "", deadline: performance.now() + 60_000 });
+    const result = await runScript({
+      ...context,
+      argv: ["sh", "-c", line],
+      stdin: "",
+      deadline: performance.now() + 60_000,
+    });
     await out(result.stdout + result.stderr + (tty ? "$ " : ""));
   };
   const size = { cols: request.pty?.cols ?? 80, rows: request.pty?.rows ?? 24 };
@@ -80,7 +102,12 @@ export function spawnSimulated(
     },
     signal(name: SandboxSignal) {
       if (name === "SIGINT" && tty) return;
-      end(128 + ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15, SIGTSTP: 20, SIGCONT: 18 }[name] ?? 9));
+      end(
+        128 +
+          ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15, SIGTSTP: 20, SIGCONT: 18 }[
+            name
+          ] ?? 9),
+      );
     },
   };
 }

@@ -13,7 +13,9 @@ export interface SimFs {
  * binary stdin and files survive exactly. These convert at its edges.
  */
 export function toModel(value: string | Uint8Array): string {
-  return typeof value === "string" ? Buffer.from(value, "utf8").toString("latin1") : Buffer.from(value).toString("latin1");
+  return typeof value === "string"
+    ? Buffer.from(value, "utf8").toString("latin1")
+    : Buffer.from(value).toString("latin1");
 }
 
 /** The bytes a model string stands for. */

@@ -1,0 +1,307 @@
+import {
+  AGENT_TOOL_ARGUMENTS,
+  AgentTool,
+  type ActionResult,
+  type ExecResult,
+  type LogEntry,
+  type Page,
+  type PendingApproval,
+  type Shell,
+} from "@shells/contract";
+import type { Tool, ToolAnnotations } from "@modelcontextprotocol/sdk/types.js";
+import { z } from "zod";
+import { OUTPUT_LIMIT_CHARS, boundOutput } from "./bound-output.js";
+
+/** What each tool answers through the agent gate: the same shape as the REST route it mirrors. */
+export interface ToolResults {
+  shells_list: Page<Shell>;
+  shells_create: Shell;
+  /** `delete` answers the deleted shell; a capability parked for an approver, a pending approval. */
+  shells_action: ActionResult | Shell | PendingApproval;
+  shells_exec: ExecResult;
+}
+
+/** A tool's result as a model receives it: a structured value and a short text that says it all. */
+export interface RenderedResult {
+  structuredContent: Record<string, unknown>;
+  text: string;
+}
+
+/** One row of the tool table. */
+export interface ShellsTool<T extends AgentTool> {
+  title: string;
+  /** Written for a model: what it does, what it costs, what is destructive, what comes back. */
+  description: string;
+  annotations: ToolAnnotations;
+  /** A sentence per argument, added to the JSON Schema generated from the contract. */
+  fields: Partial<Record<keyof z.input<(typeof AGENT_TOOL_ARGUMENTS)[T]>, string>>;
+  /** Renders the gate's result, bounded so a huge output cannot flood the model's context. */
+  render(result: ToolResults[T]): RenderedResult;
+}
+
+/** The tool table. A tool added to the contract's `AgentTool` does not compile until it has a row. */
+export type ShellsToolTable = { [T in AgentTool]: ShellsTool<T> };
+
+/** Most log entries a `logs` result shows; the newest are kept. */
+const LOG_ENTRIES_LIMIT = 200;
+/** Most characters of one log message. */
+const LOG_MESSAGE_LIMIT_CHARS = 1000;
+
+const SHELL_FIELD = "The shell's id or name, as returned by shells_create or shells_list.";
+
+/**
+ * The tools, in the order `tools/list` presents them. Every one is served by the agent gate
+ * (`POST /api/agent/invoke`): the caller needs the `shells.agent.invoke` entitlement and the
+ * permission of the operation.
+ */
+export const SHELLS_TOOLS: ShellsToolTable = {
+  shells_list: {
+    title: "List shells",
+    description: [
+      "List the shells (sandboxes) of your organization — never another org's.",
+      "Read-only and fast: one database query, no sandbox is touched, nothing is billed.",
+      "Filter by status, language or runtime. Results come in pages of `limit` (default 50, at most 200); when `nextCursor` is not null, call again with it as `cursor` for the next page.",
+      "Result: `{ items: Shell[], nextCursor }`; each shell has `id`, `name`, `status` (provisioning | running | stopped | error), `language`, `runtime`, `network`, `region`, `resources`, `expiresAt`.",
+    ].join("\n"),
+    annotations: { readOnlyHint: true, openWorldHint: false },
+    fields: {
+      status: "Only shells in this lifecycle state.",
+      language: "Only shells of this language preset.",
+      runtime: "Only shells of this runtime class.",
+      limit: "Page size (default 50).",
+      cursor: "The `nextCursor` of the previous page.",
+    },
+    render: (page) => {
+      const lines =
+        page.items.length === 0
+          ? ["No shells match."]
+          : [
+              `${page.items.length} shell${page.items.length === 1 ? "" : "s"}:`,
+              ...page.items.map((shell) => `- ${describeShell(shell)}`),
+            ];
+      if (page.nextCursor)
+        lines.push(`More shells: call shells_list with cursor "${page.nextCursor}".`);
+      return { structuredContent: { ...page }, text: lines.join("\n") };
+    },
+  },
+  shells_create: {
+    title: "Create a shell",
+    description: [
+      "Create a shell: an isolated sandbox to run code in, ready in seconds. Same contract as the console's create dialog.",
+      "- language: the preset toolchain (bash, python, node, rust, go).",
+      "- runtime: the isolation class — wasm (lightest, cheapest), container (Linux namespaces; the usual choice), microvm (its own kernel: the strongest wall for the least trusted code; slowest to start, costliest). Defaults to container, or the org's isolation floor when that is higher; never weaker than requested.",
+      "- network: sealed (no network at all; the default), localhost (loopback only), internet (egress only through the org's egress proxy).",
+      "Cost: a running shell is metered per second (wasm < container < microvm) until it is stopped or deleted; set `ttlSeconds` to have it stopped automatically. Not destructive.",
+      "Result: the Shell, with `id` to pass as `shell` to shells_exec and shells_action, and `status` (running when ready).",
+      "Refusals: below_isolation_floor (the org requires a stronger runtime), runtime_unavailable (this host cannot run the class), name_taken.",
+    ].join("\n"),
+    annotations: {
+      readOnlyHint: false,
+      destructiveHint: false,
+      idempotentHint: false,
+      openWorldHint: false,
+    },
+    fields: {
+      name: "Unique in the project; defaults to the shell's id.",
+      language: "Language preset: the toolchain installed in the shell.",
+      runtime: "Isolation class: wasm < container < microvm (strongest).",
+      network:
+        "sealed (default): no network; localhost: loopback only; internet: egress via the org's proxy.",
+      region: "Where to place the shell; defaults to the server's region.",
+      project: "Project name; defaults to `default`. Usage caps are per project.",
+      resources:
+        "Limits: cpu (cores), memoryMb, pids, diskMb. Server defaults apply to omitted fields.",
+      ttlSeconds: "Stop the shell automatically after this many seconds (ends metering).",
+      env: "Environment variables of every exec in the shell. Values are never shown back.",
+    },
+    render: (shell) => ({
+      structuredContent: { ...shell },
+      text: `Shell created: ${describeShell(shell)}.\nPass shell "${shell.id}" to shells_exec and shells_action.`,
+    }),
+  },
+  shells_exec: {
+    title: "Run a command in a shell",
+    description: [
+      "Run one command in a running shell and wait for it to finish.",
+      '`command` is an argv array, not a command line: use ["sh", "-c", "…"] for pipes, redirects, `&&` or globbing. The working directory defaults to /workspace.',
+      "Time: up to `timeoutMs` (default 60000 ms, at most one hour); past it the command is killed with killReason `wall_clock`. Billing is the shell's running time.",
+      "Effects stay inside the sandbox: files written persist until wipe_state or delete (reinstall_os keeps only /workspace); it can change or delete anything in the shell, nothing outside it.",
+      "Result: `{ exitCode, stdout, stderr, durationMs, killReason?, truncated? }`. A non-zero exitCode is a result, not an error. `killReason` says why the sandbox ended the command (wall_clock, oom, pids, cpu, disk, output_limit). Output longer than 8000 characters per stream is cut in the middle with a marker giving the total size.",
+    ].join("\n"),
+    annotations: {
+      readOnlyHint: false,
+      destructiveHint: true,
+      idempotentHint: false,
+      openWorldHint: false,
+    },
+    fields: {
+      shell: SHELL_FIELD,
+      command: 'argv; no shell parsing. Example: ["sh", "-c", "ls -la | head"].',
+      env: "Extra environment variables for this command.",
+      cwd: "Working directory; defaults to /workspace.",
+      stdin: "Text written to the command's standard input.",
+      timeoutMs: "Wall-clock limit in milliseconds (default 60000, at most 3600000).",
+    },
+    render: (result) => {
+      const stdout = boundOutput(result.stdout);
+      const stderr = boundOutput(result.stderr);
+      const cut = stdout !== result.stdout || stderr !== result.stderr;
+      const notes = [`exit code ${result.exitCode} after ${Math.round(result.durationMs)} ms`];
+      if (result.killReason) notes.push(`killed by the sandbox: ${result.killReason}`);
+      if (result.truncated) notes.push("output past the server's limit was dropped");
+      const text = [
+        `${notes.join("; ")}.`,
+        result.stdout === "" ? "stdout: (empty)" : `stdout:\n${stdout}`,
+        result.stderr === "" ? "stderr: (empty)" : `stderr:\n${stderr}`,
+      ].join("\n");
+      return {
+        structuredContent: { ...result, stdout, stderr, ...(cut ? { truncated: true } : {}) },
+        text,
+      };
+    },
+  },
+  shells_action: {
+    title: "Run a lifecycle action on a shell",
+    description: [
+      "Run a lifecycle capability on a shell:",
+      "- logs: read-only; the newest `tail` log entries (default 200).",
+      "- restart: ends every process; files are kept. Recovers a shell in state error.",
+      "- snapshot: saves the filesystem state as restore point `name`. Cheap; do it before anything risky.",
+      "- restore: returns the files to restore point `snapshot` (default: the newest); changes since are lost.",
+      "- start: starts a stopped shell.",
+      "- reinstall_os: DESTRUCTIVE. A fresh base image under the same shell id; /workspace is kept, everything else is replaced.",
+      "- stop: DESTRUCTIVE to running work. Ends every process and the metering; files stay until delete.",
+      "- wipe_state: DESTRUCTIVE, irreversible without a snapshot. Destroys all filesystem state, /workspace included; the shell itself stays running and usable.",
+      "- delete: DESTRUCTIVE, irreversible. Tears the shell down for good.",
+      'The org may gate stop, wipe_state, reinstall_os and delete. Typed confirmation answers the error confirmation_required: call again with `confirm` set to the shell\'s name, only if the user asked for the action. Named approvers answer `{ status: "pending_approval", approval }`: nothing has happened yet, a human approver must grant it; do not retry.',
+      "Each capability takes seconds at most. Result: `{ capability, message, shell, snapshot?, logs? }`; delete answers the deleted Shell.",
+    ].join("\n"),
+    annotations: {
+      readOnlyHint: false,
+      destructiveHint: true,
+      idempotentHint: false,
+      openWorldHint: false,
+    },
+    fields: {
+      shell: SHELL_FIELD,
+      capability: "What to do; see the tool description for what each one destroys.",
+      confirm:
+        "Typed confirmation (the shell's name or id) for an action the org gates by confirmation. Send it only when the user asked for the action.",
+      name: "snapshot: the restore point's name (default: a timestamp).",
+      snapshot: "restore: the restore point to return to (default: the newest).",
+      tail: "logs: how many of the newest entries (default 200).",
+    },
+    render: (result) => {
+      if (isPendingApproval(result)) {
+        return {
+          structuredContent: { ...result },
+          text: `Pending approval, not done yet: ${result.message}\nA listed approver must grant approval ${result.approval.id}; do not retry the call. Tell the user it is waiting.`,
+        };
+      }
+      if (!("capability" in result)) {
+        return {
+          structuredContent: { ...result },
+          text: `Shell ${labelOf(result)} is ${result.status}: every per-shell object was reclaimed.`,
+        };
+      }
+      const lines = [
+        `${result.capability}: ${result.message}.`,
+        `Shell now: ${describeShell(result.shell)}.`,
+      ];
+      if (result.snapshot)
+        lines.push(`Restore point: ${result.snapshot.name} (${result.snapshot.sizeBytes} bytes).`);
+      if (!result.logs) return { structuredContent: { ...result }, text: lines.join("\n") };
+      const logs = boundLogs(result.logs);
+      if (logs.length < result.logs.length)
+        lines.push(`The newest ${logs.length} of ${result.logs.length} entries:`);
+      lines.push(...logs.map((entry) => `${entry.time} ${entry.kind} ${entry.message}`));
+      return { structuredContent: { ...result, logs }, text: lines.join("\n") };
+    },
+  },
+};
+
+/** One line about a shell: what a model needs to pick it and use it. */
+function describeShell(shell: Shell): string {
+  const reason = shell.statusReason ? ` (${shell.statusReason})` : "";
+  return `${labelOf(shell)} is ${shell.status}${reason} · ${shell.language} · ${shell.runtime} · network ${shell.network} · region ${shell.region}`;
+}
+
+/** A shell's name, and its id when that differs. */
+function labelOf(shell: Shell): string {
+  return shell.name === shell.id ? shell.id : `${shell.name} (id ${shell.id})`;
+}
+
+/** The newest log entries that fit in the output bound, each message cut to a line's worth. */
+function boundLogs(entries: readonly LogEntry[]): LogEntry[] {
+  const kept: LogEntry[] = [];
+  let chars = 0;
+  for (let i = entries.length - 1; i >= 0 && kept.length < LOG_ENTRIES_LIMIT; i--) {
+    const entry = entries[i] as LogEntry;
+    const message = boundOutput(entry.message, LOG_MESSAGE_LIMIT_CHARS);
+    chars += message.length;
+    if (chars > OUTPUT_LIMIT_CHARS && kept.length > 0) break;
+    kept.push({ ...entry, message });
+  }
+  return kept.reverse();
+}
+
+function isPendingApproval(value: unknown): value is PendingApproval {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    (value as { status?: unknown }).status === "pending_approval"
+  );
+}
+
+/**
+ * The tool definitions `tools/list` answers: name, title, description, annotations and the input
+ * JSON Schema (draft 2020-12, the default dialect of MCP) generated from the contract's zod schema
+ * — the same schema the gate validates arguments with — with the table's per-field sentences.
+ */
+export function toolDefinitions(): Tool[] {
+  return AgentTool.options.map((name) => {
+    const spec = SHELLS_TOOLS[name];
+    return {
+      name,
+      title: spec.title,
+      description: spec.description,
+      inputSchema: inputSchemaOf(name, spec.fields),
+      annotations: { title: spec.title, ...spec.annotations },
+    };
+  });
+}
+
+function inputSchemaOf(
+  name: AgentTool,
+  fields: Record<string, string | undefined>,
+): Tool["inputSchema"] {
+  const schema = z.toJSONSchema(AGENT_TOOL_ARGUMENTS[name], { io: "input" }) as Tool["inputSchema"];
+  const properties = (schema.properties ?? {}) as Record<string, Record<string, unknown>>;
+  for (const [field, description] of Object.entries(fields)) {
+    const property = properties[field];
+    // A renamed contract field must not leave a stale sentence behind.
+    if (!property) throw new Error(`${name}: no argument "${field}" to describe`);
+    property["description"] = description;
+  }
+  return schema;
+}
+
+/**
+ * Renders a tool's result for a model. A result of a shape this table does not know (a newer
+ * control plane behind the stdio server) is passed on as JSON, bounded, rather than failing a call
+ * that succeeded.
+ */
+export function renderToolResult(tool: AgentTool, result: unknown): RenderedResult {
+  try {
+    return (SHELLS_TOOLS[tool].render as (value: unknown) => RenderedResult)(result);
+  } catch {
+    const json = JSON.stringify(result, null, 2) ?? "null";
+    const text = boundOutput(json);
+    const isRecord = typeof result === "object" && result !== null && !Array.isArray(result);
+    return {
+      structuredContent:
+        isRecord && text === json ? (result as Record<string, unknown>) : { result: text },
+      text,
+    };
+  }
+}
