@@ -1,4 +1,10 @@
-import { ERROR_STATUS, ROUTES, buildOpenApiDocument, type ErrorBody } from "@shells/contract";
+import {
+  ERROR_STATUS,
+  ROUTES,
+  buildOpenApiDocument,
+  type ErrorBody,
+  type RunFrame,
+} from "@shells/contract";
 import type { SandboxBackend } from "@shells/sandbox";
 import Fastify, {
   type FastifyBaseLogger,
@@ -14,6 +20,8 @@ import fastifyWebsocket from "@fastify/websocket";
 import { FileService } from "./orchestrator/file-service.js";
 import { ShellService } from "./orchestrator/shell-service.js";
 import { TermService } from "./orchestrator/term-service.js";
+import { InterpreterService } from "./orchestrator/interpreter-service.js";
+import { RunService } from "./orchestrator/run-service.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { renderDocsPage } from "./routes/docs-page.js";
 import { openEventStream, wantsEventStream } from "./routes/event-stream.js";
@@ -104,6 +112,12 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const agentGate = new AgentGate(shells, activity);
   const files = new FileService(shells, activity);
   const terms = new TermService(db, shells, policies, activity, deps.logger);
+  const interpreters = new InterpreterService(shells, activity);
+  const runs = new RunService(db, shells, activity, config.dataDir, deps.logger);
+  app.addHook("onClose", async () => {
+    interpreters.close();
+    await runs.drain();
+  });
   await app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 } });
   terms.register(app);
   const sendBytes = (reply: FastifyReply, type: string, bytes: Uint8Array) => {
@@ -270,6 +284,64 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ),
     uploadArchive: async ({ caller, params, query, body }) =>
       files.importArchive(caller, params.id, query.path, body as Buffer),
+    runInterpreter: async ({ caller, params, body }) => interpreters.turn(caller, params.id, body),
+    createRun: async ({ caller, body }) => runs.create(caller, body),
+    listRuns: async ({ caller, query }) => ({ items: await runs.list(caller, query.limit) }),
+    getRun: async ({ caller, params }) => runs.get(caller, params.id),
+    getRunResult: async ({ caller, params }) => runs.get(caller, params.id),
+    getRunActivity: async ({ caller, params }) => ({
+      items: await runs.activityOf(caller, params.id),
+    }),
+    readRunArtifact: async ({ caller, params, query, reply }) =>
+      sendBytes(
+        reply,
+        "application/octet-stream",
+        await runs.artifact(caller, params.id, query.path),
+      ),
+    deleteRun: async ({ caller, params }) => runs.teardown(caller, params.id),
+    streamRun: async ({ caller, params, request, reply }) => {
+      const lastEventId = Number(request.headers["last-event-id"] ?? 0) || 0;
+      const backlog = await runs.frames(caller, params.id, lastEventId);
+      if (!wantsEventStream(request)) return { items: backlog };
+      const stream = openEventStream(request, reply);
+      let last = lastEventId;
+      let finished = false;
+      let wake: () => void = () => undefined;
+      const live: RunFrame[] = [];
+      const unsubscribe = runs.subscribe(params.id, (frame) => {
+        live.push(frame);
+        wake();
+      });
+      try {
+        const send = async (frame: RunFrame) => {
+          if (frame.seq <= last) return;
+          last = frame.seq;
+          await stream.send(frame.type, frame, frame.seq);
+          if (frame.type === "exit") finished = true;
+        };
+        for (const frame of backlog) await send(frame);
+        // Frames stored between the backlog read and the subscription are fetched once more.
+        for (const frame of await runs.frames(caller, params.id, last)) await send(frame);
+        if ((await runs.get(caller, params.id)).status !== "running" && !finished) {
+          for (const frame of await runs.frames(caller, params.id, last)) await send(frame);
+          finished = true;
+        }
+        while (!finished && !stream.closed) {
+          if (live.length === 0)
+            await new Promise<void>((resolve) => {
+              wake = resolve;
+              setTimeout(resolve, 15_000).unref();
+            });
+          const frame = live.shift();
+          if (frame) await send(frame);
+          else if (!stream.closed) await stream.send("ping", { time: Date.now() });
+        }
+      } finally {
+        unsubscribe();
+        stream.end();
+      }
+      return STREAMED;
+    },
     mintTermCredential: async ({ caller, params, request }) =>
       terms.mint(
         caller,

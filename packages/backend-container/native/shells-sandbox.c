@@ -1,5 +1,5 @@
 /*
- * shells-sandbox — the host-side helper of the container runtime. Runs as host root; three modes:
+ * shells-sandbox — the host-side helper of the container runtime. Runs as host root; four modes:
  *
  *   start      builds one shell's walls and holds them open:
  *                keeper (host root, private mount namespace, the shell's cgroups)
@@ -12,6 +12,9 @@
  *              once (setns on a pidfd of init), becomes the shell's root, confines itself
  *              (confine.c) and forks the command. It relays output with the exec's limits, and
  *              reports how the command ended (exit code, kill reason) on fd 3.
+ *   spawn      starts a long-lived process in a running shell the same way (a terminal on a pty of
+ *              the shell's own devpts, or an interpreter on pipes) and relays its input, output,
+ *              resizes and signals for as long as it runs.
  *   with-disk  runs a host command (tar, rm) with the shell's disk mounted at a given path in a
  *              private mount namespace, whether or not the shell is running.
  *
@@ -43,10 +46,12 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -645,6 +650,140 @@ static int relay(int fd, const char *buf, size_t len, long long deadline, pid_t 
     return 0;
 }
 
+/*
+ * Joins a running shell (init pinned by `init_fd`, a pidfd): its cgroups first (their files belong to
+ * host root, which we stop being below), then every namespace of the shell in one step, then becomes
+ * the shell's root. Returns -1 when init is gone. Children forked afterwards are in the shell's pid
+ * namespace; this process itself keeps its host pid (and sees host pids).
+ */
+static int enter_shell(int init_fd, char **cgroups, int cgroup_count) {
+    join_cgroups(cgroups, cgroup_count);
+    if (setns(init_fd, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
+                           CLONE_NEWCGROUP) < 0) {
+        if (errno == ESRCH) return -1;
+        die("setns");
+    }
+    close(init_fd);
+    /* Root of the shell: host uid_base, no supplementary groups of the host. */
+    if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) die("become shell root");
+    /* Not dumpable: the shell's processes cannot ptrace or read /proc of this helper (it came from
+     * the host) in the moment between fork and execve, nor while it relays. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    return 0;
+}
+
+/* Closes every file descriptor except the `count` ones in `keep` (-1 entries are ignored). */
+static void close_all_except(const int *keep, int count) {
+    int highest = -1;
+    for (int k = 0; k < count; k++)
+        if (keep[k] > highest) highest = keep[k];
+    for (int fd = 0; fd <= highest; fd++) {
+        int kept = 0;
+        for (int k = 0; k < count; k++)
+            if (keep[k] == fd) kept = 1;
+        if (!kept) close(fd);
+    }
+    close_fds_from(highest + 1);
+}
+
+/*
+ * Background processes of a finished command still hold its output pipes (`server &`). Keep reading
+ * and discarding so they never block or see EPIPE: a drainer in the shell (its pid namespace and
+ * cgroups) that exits when the last writer closes and dies with the shell. Forked twice so that its
+ * parent is the shell's init, not this helper: a child of a process outside the pid namespace would
+ * be reparented to the host's init when we exit, and the shell's teardown would wait for the host's
+ * init to reap it. Returns in the calling helper; entries of `fds` with fd -1 are closed already.
+ */
+static void drain_in_shell(struct pollfd *fds, int count) {
+    pid_t middle = fork();
+    if (middle > 0) {
+        waitpid(middle, NULL, 0);
+        return;
+    }
+    if (middle < 0) return;
+    if (fork() != 0) _exit(0);
+    setsid();
+    prctl(PR_SET_NAME, "shells-drain", 0, 0, 0);
+    /* Keep only the pipes; hold nothing of the host, and be as confined as any other process of
+     * the shell. */
+    int keep[4] = {-1, -1, -1, -1}, open_pipes = 0;
+    for (int k = 0; k < count && k < 4; k++) {
+        keep[k] = fds[k].fd;
+        if (fds[k].fd >= 0) open_pipes++;
+        fds[k].events = POLLIN;
+    }
+    close_all_except(keep, count < 4 ? count : 4);
+    if (shells_confine(SHELLS_CAPS_NONE) < 0) _exit(0);
+    char buf[16384];
+    while (open_pipes > 0) {
+        if (poll(fds, (nfds_t)count, -1) < 0 && errno != EINTR) _exit(0);
+        for (int k = 0; k < count; k++) {
+            if (fds[k].fd < 0 || !(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            fcntl(fds[k].fd, F_SETFL, 0);
+            if (read(fds[k].fd, buf, sizeof buf) <= 0) {
+                close(fds[k].fd);
+                fds[k].fd = -1;
+                open_pipes--;
+            }
+        }
+    }
+    _exit(0);
+}
+
+/*
+ * The command's environment reaches the helper under a prefix that neither the dynamic loader nor
+ * the C library reads (see commandEnvironment in src/internal/exec.ts). The helper runs as host root
+ * until it enters the shell: LD_PRELOAD, LD_LIBRARY_PATH, GCONV_PATH or GLIBC_TUNABLES of the
+ * caller's choosing in its own environment would run the caller's code as host root (e.g. a library
+ * written into the shell, reached through /proc/PID/root). Unwrapped only in the command's process,
+ * inside the shell, right before its execve.
+ */
+#define COMMAND_ENV_PREFIX "SHELLS_ENV_"
+
+static char **command_environment(void) {
+    extern char **environ;
+    size_t count = 0, prefix = strlen(COMMAND_ENV_PREFIX);
+    for (char **e = environ; *e; e++) count++;
+    char **env = calloc(count + 1, sizeof *env);
+    if (!env) _exit(126);
+    size_t n = 0;
+    for (char **e = environ; *e; e++)
+        if (strncmp(*e, COMMAND_ENV_PREFIX, prefix) == 0 && strchr(*e + prefix, '=') != NULL) env[n++] = *e + prefix;
+    return env;
+}
+
+/* In a freshly forked child of the helper, stdio in place: the command's process state, the
+ * confinement (confine.c), then the command. Never returns. */
+static void run_command(const char *cwd, enum shells_caps caps, char **command) __attribute__((noreturn));
+static void run_command(const char *cwd, enum shells_caps caps, char **command) {
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    umask(022);
+    /* No core dumps: a crash must neither write the host's core_pattern target nor eat the
+     * shell's disk. */
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    if (chdir(cwd) < 0) {
+        dprintf(2, "shells: cannot change directory to %s: %s\n", cwd, strerror(errno));
+        _exit(126);
+    }
+    int rc = shells_confine(caps);
+    if (rc < 0) {
+        dprintf(2, "shells: cannot confine the command: %s\n", strerror(-rc));
+        _exit(126);
+    }
+    extern char **environ;
+    environ = command_environment(); /* execvp searches the command's own PATH */
+    execvp(command[0], command);
+    int e = errno;
+    dprintf(2, "shells: %s: %s\n", command[0], strerror(e));
+    _exit(e == ENOENT ? 127 : 126);
+}
+
 static int cmd_exec(int argc, char **argv) {
     struct exec_options o;
     memset(&o, 0, sizeof o);
@@ -697,23 +836,10 @@ static int cmd_exec(int argc, char **argv) {
     int oom_fd = o.oom_events ? open(o.oom_events, O_RDONLY | O_CLOEXEC) : -1;
     int pids_fd = o.pids_events ? open(o.pids_events, O_RDONLY | O_CLOEXEC) : -1;
 
-    /* Cgroups first (their files belong to host root, which we stop being below), then every
-     * namespace of the shell in one step. */
-    join_cgroups(o.cgroups, o.cgroup_count);
-    if (setns(init_fd, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
-                           CLONE_NEWCGROUP) < 0) {
-        if (errno == ESRCH) {
-            dprintf(STATUS_FD, "not_running\n");
-            return 0;
-        }
-        die("setns");
+    if (enter_shell(init_fd, o.cgroups, o.cgroup_count) < 0) {
+        dprintf(STATUS_FD, "not_running\n");
+        return 0;
     }
-    close(init_fd);
-    /* Root of the shell: host uid_base, no supplementary groups of the host. */
-    if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) die("become shell root");
-    /* Not dumpable: the shell's processes cannot ptrace or read /proc of this helper (it came from
-     * the host) in the moment between fork and execve. */
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
     long long oom_before = read_counter(oom_fd, "oom_kill");
     long long pids_before = read_counter(pids_fd, "max");
@@ -735,30 +861,7 @@ static int cmd_exec(int argc, char **argv) {
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         dup2(out[1], 1);
         dup2(err[1], 2);
-        signal(SIGPIPE, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGINT, SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        umask(022);
-        /* No core dumps: a crash must neither write the host's core_pattern target nor eat the
-         * shell's disk. */
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-        if (chdir(o.cwd) < 0) {
-            dprintf(2, "shells: cannot change directory to %s: %s\n", o.cwd, strerror(errno));
-            _exit(126);
-        }
-        int rc = shells_confine(o.caps);
-        if (rc < 0) {
-            dprintf(2, "shells: cannot confine the command: %s\n", strerror(-rc));
-            _exit(126);
-        }
-        execvp(o.command[0], o.command);
-        int e = errno;
-        dprintf(2, "shells: %s: %s\n", o.command[0], strerror(e));
-        _exit(e == ENOENT ? 127 : 126);
+        run_command(o.cwd, o.caps, o.command);
     }
     close(out[1]);
     close(err[1]);
@@ -862,40 +965,490 @@ static int cmd_exec(int argc, char **argv) {
     }
     dprintf(STATUS_FD, "exit=%d reason=%s truncated=%d\n", exit_code, reason, truncated);
 
-    if (open_pipes > 0) {
-        /* Background processes still hold the command's stdout/stderr (`server &`). Keep reading
-         * and discarding so they never block or see EPIPE; the drainer lives in the shell (its pid
-         * namespace and cgroups), exits when the last writer closes, and dies with the shell.
-         * Forked twice so that its parent is the shell's init, not this helper: a child of a
-         * process outside the pid namespace would be reparented to the host's init when we exit,
-         * and the shell's teardown would wait for the host's init to reap it. */
-        pid_t middle = fork();
-        if (middle > 0) waitpid(middle, NULL, 0);
-        if (middle == 0 && fork() != 0) _exit(0);
-        if (middle == 0) {
-            setsid();
-            prctl(PR_SET_NAME, "shells-drain", 0, 0, 0);
-            /* Keep only the two pipes; hold nothing of the host, and be as confined as any
-             * other process of the shell. */
-            for (int fd = 0; fd <= STATUS_FD; fd++) close(fd);
-            close(oom_fd);
-            close(pids_fd);
-            close(child_fd);
-            if (shells_confine(SHELLS_CAPS_NONE) < 0) _exit(0);
-            while (open_pipes > 0) {
-                if (poll(fds, 2, -1) < 0 && errno != EINTR) _exit(0);
-                for (int k = 0; k < 2; k++) {
-                    if (fds[k].fd < 0 || !(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-                    fcntl(fds[k].fd, F_SETFL, 0);
-                    if (read(fds[k].fd, buf, sizeof buf) <= 0) {
-                        fds[k].fd = -1;
-                        open_pipes--;
-                    }
-                }
-            }
-            _exit(0);
+    /* Background processes still hold the command's stdout/stderr (`server &`): see drain_in_shell. */
+    if (open_pipes > 0) drain_in_shell(fds, 2);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* spawn                                                                                           */
+
+/*
+ * A long-lived process in a running shell (a terminal, an interpreter): entered like an exec, with
+ * no wall clock or output limit of its own (its owner ends it), relaying in both directions.
+ *
+ *   fd 0  frames from the control plane: [type: 1 byte][payload length: 4 bytes, big-endian][payload]
+ *           'd' bytes for the process's stdin (or the terminal)
+ *           'e' end of input: closes the stdin pipe; on a terminal, types the EOF character (^D)
+ *           'r' resize the terminal: cols, rows (2 bytes each, big-endian)
+ *           's' a signal (1 byte: its number) to the terminal's foreground process group, or to the
+ *               process group without a terminal
+ *         EOF on fd 0 means the control plane is gone: the process is killed.
+ *   fd 1  output: the terminal's, or the process's stdout;  fd 2  the process's stderr
+ *   fd 3  "started\n" once the process runs (or "not_running\n"), then "exit=N reason=R truncated=0\n"
+ *
+ * With --pty COLSxROWS the terminal is a pseudo-terminal of the shell's own devpts instance (mounted by
+ * init with newinstance): the master is opened from inside the shell's mount namespace and stays in
+ * this helper, the relay; the process gets the slave as its controlling terminal, so `tty` prints
+ * /dev/pts/N, the line discipline turns ^C into SIGINT for the foreground job, and closing the
+ * master (when the process ends or the helper dies) hangs up whatever else still holds the terminal.
+ *
+ * The relay never reads more than it can hand on: output waits in one buffer per stream while the
+ * control plane holds back (it blocks the process on a full pipe or terminal), input in one buffer
+ * while the process does not read. Idle, it sleeps in poll().
+ */
+
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
+#define DEVPTS_MAGIC 0x1cd1
+#define RELAY_BUF 65536
+
+struct spawn_options {
+    pid_t init_pid;
+    unsigned long long init_start;
+    char *cgroups[MAX_CGROUPS];
+    int cgroup_count;
+    const char *oom_events;
+    const char *cwd;
+    enum shells_caps caps;
+    int pty;
+    unsigned short cols, rows;
+    char **command;
+};
+
+/* One direction of output: from the process (pipe or terminal master) to the control plane. */
+struct outbound {
+    int src; /* -1 once it reached EOF (or EIO: no terminal slave left) */
+    int dst; /* 1 or 2 */
+    int dst_dead; /* the control plane stopped reading for good: output is dropped */
+    size_t off, len;
+    char data[RELAY_BUF];
+};
+
+/* Input for the process, with the frame parser of fd 0. */
+struct inbound {
+    int fd; /* the stdin pipe or the terminal master; -1 once closed */
+    int is_pty;
+    int eof_pending;
+    size_t off, len;
+    char data[RELAY_BUF];
+    /* frame parser */
+    unsigned char header[5];
+    int header_len;
+    unsigned char type;
+    uint32_t remaining;
+    unsigned char control[8];
+    size_t control_len;
+};
+
+static void write_all_blocking(struct outbound *o);
+
+/* Sends what a stream holds to the control plane; returns without waiting when it holds back. */
+static void flush_outbound(struct outbound *o) {
+    while (o->len > 0) {
+        if (o->dst_dead) {
+            o->len = 0;
+            break;
+        }
+        ssize_t n = write(o->dst, o->data + o->off, o->len);
+        if (n > 0) {
+            o->off += (size_t)n;
+            o->len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return;
+        o->dst_dead = 1;
+    }
+    o->off = 0;
+}
+
+/* Like flush_outbound, but waits for the control plane to take everything (the final output). */
+static void write_all_blocking(struct outbound *o) {
+    for (;;) {
+        flush_outbound(o);
+        if (o->len == 0) return;
+        struct pollfd writable = {o->dst, POLLOUT, 0};
+        if (poll(&writable, 1, -1) < 0 && errno != EINTR) o->dst_dead = 1;
+    }
+}
+
+/* Reads one chunk from the process into an empty stream buffer. Returns 0 at EOF/EIO. */
+static int fill_outbound(struct outbound *o) {
+    ssize_t n = read(o->src, o->data, sizeof o->data);
+    if (n > 0) {
+        o->off = 0;
+        o->len = (size_t)n;
+        return 1;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 1;
+    return 0; /* EOF; EIO on a terminal master whose slave nobody holds any more */
+}
+
+static void flush_inbound(struct inbound *in) {
+    while (in->len > 0 && in->fd >= 0) {
+        ssize_t n = write(in->fd, in->data + in->off, in->len);
+        if (n > 0) {
+            in->off += (size_t)n;
+            in->len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return;
+        /* The process closed its stdin (EPIPE) or the terminal is gone (EIO): input is dropped. */
+        in->len = 0;
+        if (!in->is_pty) {
+            close(in->fd);
+            in->fd = -1;
         }
     }
+    if (in->len == 0) in->off = 0;
+    if (in->len == 0 && in->eof_pending && in->fd >= 0) {
+        in->eof_pending = 0;
+        if (in->is_pty) {
+            struct termios t;
+            if (tcgetattr(in->fd, &t) == 0 && (t.c_lflag & ICANON) && write(in->fd, &t.c_cc[VEOF], 1) < 0) {
+                /* the terminal is gone */
+            }
+        } else {
+            close(in->fd);
+            in->fd = -1;
+        }
+    }
+}
+
+static void spawn_signal(int master, pid_t child, int sig) {
+    switch (sig) {
+    case SIGINT: case SIGTERM: case SIGKILL: case SIGHUP: case SIGQUIT: case SIGTSTP: case SIGCONT: break;
+    default: return;
+    }
+    pid_t group = child;
+    if (master >= 0) {
+        /* The terminal's foreground job, as this helper's (host) pid namespace numbers it; the kernel
+         * lets a foreground group only be one of the terminal's session, i.e. of the shell. */
+        pid_t foreground = -1;
+        if (ioctl(master, TIOCGPGRP, &foreground) == 0 && foreground > 0) group = foreground;
+    }
+    if (kill(-group, sig) < 0 && errno == ESRCH && group == child) kill(child, sig);
+}
+
+static void handle_frame(struct inbound *in, int master, pid_t child) {
+    switch (in->type) {
+    case 'e':
+        in->eof_pending = 1;
+        break;
+    case 'r':
+        if (master >= 0 && in->control_len >= 4) {
+            struct winsize ws;
+            memset(&ws, 0, sizeof ws);
+            ws.ws_col = (unsigned short)(in->control[0] << 8 | in->control[1]);
+            ws.ws_row = (unsigned short)(in->control[2] << 8 | in->control[3]);
+            ioctl(master, TIOCSWINSZ, &ws); /* the kernel sends SIGWINCH to the foreground job */
+        }
+        break;
+    case 's':
+        if (in->control_len >= 1) spawn_signal(master, child, in->control[0]);
+        break;
+    default:
+        break; /* unknown frames are skipped */
+    }
+}
+
+/* Parses bytes from fd 0. The caller reads no more than the free room of the input buffer, so the
+ * data they carry always fits. */
+static void parse_frames(struct inbound *in, const unsigned char *p, size_t n, int master, pid_t child) {
+    while (n > 0) {
+        if (in->header_len < 5) {
+            in->header[in->header_len++] = *p++;
+            n--;
+            if (in->header_len < 5) continue;
+            in->type = in->header[0];
+            in->remaining = (uint32_t)in->header[1] << 24 | (uint32_t)in->header[2] << 16 |
+                            (uint32_t)in->header[3] << 8 | (uint32_t)in->header[4];
+            in->control_len = 0;
+            if (in->remaining == 0) {
+                if (in->type != 'd') handle_frame(in, master, child);
+                in->header_len = 0;
+            }
+            continue;
+        }
+        size_t take = n < in->remaining ? n : in->remaining;
+        if (in->type == 'd') {
+            if (in->off > 0 && in->off + in->len + take > sizeof in->data) {
+                memmove(in->data, in->data + in->off, in->len);
+                in->off = 0;
+            }
+            memcpy(in->data + in->off + in->len, p, take);
+            in->len += take;
+        } else {
+            for (size_t k = 0; k < take && in->control_len < sizeof in->control; k++)
+                in->control[in->control_len++] = p[k];
+        }
+        p += take;
+        n -= take;
+        in->remaining -= (uint32_t)take;
+        if (in->remaining == 0) {
+            if (in->type != 'd') handle_frame(in, master, child);
+            in->header_len = 0;
+        }
+    }
+}
+
+static void set_nonblocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+/* The master of a new terminal on the shell's own devpts instance (we are in its mount namespace).
+ * /dev/pts is a mount point the shell cannot rename, remove or mount over, and only devpts has a
+ * ptmx node there; the checks make sure nothing else was opened all the same. */
+static int open_pty_master(void) {
+    int master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+    if (master < 0) die("open the shell's /dev/pts/ptmx");
+    struct statfs fs;
+    struct stat st;
+    if (fstatfs(master, &fs) < 0 || fs.f_type != DEVPTS_MAGIC || fstat(master, &st) < 0 || !S_ISCHR(st.st_mode) ||
+        major(st.st_rdev) != 5 || minor(st.st_rdev) != 2) {
+        errno = 0;
+        die("/dev/pts/ptmx of the shell is not a devpts ptmx");
+    }
+    int unlock = 0;
+    if (ioctl(master, TIOCSPTLCK, &unlock) < 0) die("unlock the terminal");
+    return master;
+}
+
+static int cmd_spawn(int argc, char **argv) {
+    struct spawn_options o;
+    memset(&o, 0, sizeof o);
+    o.cwd = "/workspace";
+    int i = 0;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) {
+            i++;
+            break;
+        }
+        if (strcmp(a, "--init-pid") == 0) o.init_pid = (pid_t)strtol(arg_value(&i, argc, argv), NULL, 10);
+        else if (strcmp(a, "--init-start") == 0) o.init_start = strtoull(arg_value(&i, argc, argv), NULL, 10);
+        else if (strcmp(a, "--oom-events") == 0) o.oom_events = arg_value(&i, argc, argv);
+        else if (strcmp(a, "--cwd") == 0) o.cwd = arg_value(&i, argc, argv);
+        else if (strcmp(a, "--pty") == 0) {
+            unsigned cols = 0, rows = 0;
+            if (sscanf(arg_value(&i, argc, argv), "%ux%u", &cols, &rows) != 2 || cols == 0 || rows == 0 ||
+                cols > 65535 || rows > 65535)
+                die("spawn: --pty COLSxROWS");
+            o.pty = 1;
+            o.cols = (unsigned short)cols;
+            o.rows = (unsigned short)rows;
+        } else if (strcmp(a, "--root-caps") == 0) {
+            const char *v = arg_value(&i, argc, argv);
+            if (strcmp(v, "none") == 0) o.caps = SHELLS_CAPS_NONE;
+            else if (strcmp(v, "package-manager") == 0) o.caps = SHELLS_CAPS_PACKAGE_MANAGER;
+            else die("spawn: --root-caps %s", v);
+        } else if (strcmp(a, "--cgroup-procs") == 0) {
+            if (o.cgroup_count == MAX_CGROUPS) die("too many cgroups");
+            o.cgroups[o.cgroup_count++] = (char *)arg_value(&i, argc, argv);
+        } else die("spawn: unknown argument %s", a);
+    }
+    if (i >= argc) die("spawn: no command");
+    o.command = argv + i;
+
+    fcntl(STATUS_FD, F_SETFD, FD_CLOEXEC);
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_abort;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    int init_fd = sys_pidfd_open(o.init_pid);
+    if (init_fd < 0 || proc_start_time(o.init_pid) != o.init_start) {
+        dprintf(STATUS_FD, "not_running\n");
+        return 0;
+    }
+    int oom_fd = o.oom_events ? open(o.oom_events, O_RDONLY | O_CLOEXEC) : -1;
+    if (enter_shell(init_fd, o.cgroups, o.cgroup_count) < 0) {
+        dprintf(STATUS_FD, "not_running\n");
+        return 0;
+    }
+    long long oom_before = read_counter(oom_fd, "oom_kill");
+
+    int master = -1, slave = -1, in_pipe[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+    if (o.pty) {
+        master = open_pty_master();
+        struct winsize ws;
+        memset(&ws, 0, sizeof ws);
+        ws.ws_col = o.cols;
+        ws.ws_row = o.rows;
+        if (ioctl(master, TIOCSWINSZ, &ws) < 0) die("set the terminal size");
+        /* The slave straight from the master: no path lookup in the shell's /dev. */
+        slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (slave < 0) die("open the terminal");
+    } else if (pipe2(in_pipe, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
+        die("pipe");
+    }
+
+    /* Closed by the child's execve (or its exit): from then on its process group and terminal are
+     * in place, so a signal sent right after "started" finds them. */
+    int exec_sync[2];
+    if (pipe2(exec_sync, O_CLOEXEC) < 0) die("pipe");
+    pid_t child = fork();
+    if (child < 0) {
+        const char *reason = errno == EAGAIN ? "pids" : "";
+        dprintf(2, "shells: cannot start the command: %s\n", strerror(errno));
+        dprintf(STATUS_FD, "started\nexit=126 reason=%s truncated=0\n", reason);
+        return 0;
+    }
+    if (child == 0) {
+        setsid();
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        if (o.pty) {
+            /* A new session whose controlling terminal is the slave. */
+            if (ioctl(slave, TIOCSCTTY, 0) < 0) _exit(126);
+            dup2(slave, 0);
+            dup2(slave, 1);
+            dup2(slave, 2);
+        } else {
+            dup2(in_pipe[0], 0);
+            dup2(out[1], 1);
+            dup2(err[1], 2);
+        }
+        dup2(exec_sync[1], 3);
+        fcntl(3, F_SETFD, FD_CLOEXEC);
+        close_fds_from(4);
+        run_command(o.cwd, o.caps, o.command);
+    }
+    close(exec_sync[1]);
+    char sync_byte;
+    while (read(exec_sync[0], &sync_byte, 1) < 0 && errno == EINTR) {}
+    close(exec_sync[0]);
+    /* Only the process holds its ends now: EOF/EIO here means they are closed for good. */
+    if (o.pty) close(slave);
+    else {
+        close(in_pipe[0]);
+        close(out[1]);
+        close(err[1]);
+        set_nonblocking(in_pipe[1]);
+        set_nonblocking(out[0]);
+        set_nonblocking(err[0]);
+    }
+    int child_fd = sys_pidfd_open(child);
+    if (child_fd < 0) die("pidfd of the process");
+    set_nonblocking(0);
+    set_nonblocking(1);
+    set_nonblocking(2);
+    dprintf(STATUS_FD, "started\n");
+
+    static struct outbound outs[2];
+    static struct inbound in;
+    outs[0].src = o.pty ? master : out[0];
+    outs[0].dst = 1;
+    outs[1].src = o.pty ? -1 : err[0];
+    outs[1].dst = 2;
+    in.fd = o.pty ? master : in_pipe[1];
+    in.is_pty = o.pty;
+    int control_open = 1, exited = 0, status = 0;
+
+    while (!exited) {
+        if (abort_requested) {
+            abort_requested = 0;
+            kill_group(child);
+        }
+        struct pollfd p[6];
+        int n = 0, at_control = -1, at_input = -1, at_src[2] = {-1, -1}, at_dst[2] = {-1, -1};
+        if (control_open && in.len < sizeof in.data) {
+            p[n] = (struct pollfd){0, POLLIN, 0};
+            at_control = n++;
+        }
+        if (in.fd >= 0 && in.len > 0) {
+            p[n] = (struct pollfd){in.fd, POLLOUT, 0};
+            at_input = n++;
+        }
+        for (int k = 0; k < 2; k++) {
+            if (outs[k].len > 0) {
+                p[n] = (struct pollfd){outs[k].dst, POLLOUT, 0};
+                at_dst[k] = n++;
+            } else if (outs[k].src >= 0) {
+                p[n] = (struct pollfd){outs[k].src, POLLIN, 0};
+                at_src[k] = n++;
+            }
+        }
+        p[n] = (struct pollfd){child_fd, POLLIN, 0};
+        int at_child = n++;
+        if (poll(p, (nfds_t)n, -1) < 0) {
+            if (errno == EINTR) continue;
+            die("poll");
+        }
+        /* Control first: a resize or signal sent before some input takes effect before it. */
+        if (at_control >= 0 && p[at_control].revents) {
+            unsigned char buf[RELAY_BUF];
+            size_t room = sizeof in.data - in.len;
+            ssize_t got = read(0, buf, room < sizeof buf ? room : sizeof buf);
+            if (got > 0) parse_frames(&in, buf, (size_t)got, master, child);
+            else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
+                /* The control plane is gone: nobody owns the process any more. */
+                control_open = 0;
+                kill_group(child);
+            }
+            flush_inbound(&in);
+        }
+        if (at_input >= 0 && (p[at_input].revents & POLLOUT)) flush_inbound(&in);
+        else if (at_input >= 0 && p[at_input].revents) {
+            /* Hung up and not writable (a terminal nobody holds the slave of any more): the input
+             * can never be delivered; dropping it keeps poll from reporting the hangup forever. */
+            in.len = 0;
+            in.off = 0;
+            flush_inbound(&in); /* a pending end of input still closes the pipe */
+        }
+        for (int k = 0; k < 2; k++) {
+            if (at_dst[k] >= 0 && p[at_dst[k]].revents) flush_outbound(&outs[k]);
+            if (at_src[k] >= 0 && p[at_src[k]].revents) {
+                if (!fill_outbound(&outs[k])) {
+                    if (!o.pty) close(outs[k].src);
+                    outs[k].src = -1;
+                }
+                flush_outbound(&outs[k]);
+            }
+        }
+        if (p[at_child].revents & POLLIN && waitpid(child, &status, WNOHANG) == child) exited = 1;
+    }
+
+    /* The process ended: hand on the output it left. A pipe holds everything it wrote; a terminal
+     * may still be moving the last bytes into the master, which reads EIO once nobody holds the
+     * slave (a background job that keeps it gets a short grace, then the hangup). */
+    long long give_up = now_ms() + 1000;
+    for (int k = 0; k < 2; k++) {
+        write_all_blocking(&outs[k]);
+        while (outs[k].src >= 0) {
+            if (o.pty) {
+                struct pollfd readable = {master, POLLIN, 0};
+                long long left = give_up - now_ms();
+                if (left <= 0 || poll(&readable, 1, left < 50 ? (int)left : 50) <= 0) break;
+            }
+            ssize_t got = read(outs[k].src, outs[k].data, sizeof outs[k].data);
+            if (got > 0) {
+                outs[k].off = 0;
+                outs[k].len = (size_t)got;
+                write_all_blocking(&outs[k]);
+                continue;
+            }
+            if (got < 0 && errno == EINTR) continue;
+            if (got < 0 && errno == EAGAIN) break; /* a pipe a background process still holds */
+            if (!o.pty) close(outs[k].src);
+            outs[k].src = -1;
+        }
+    }
+
+    int exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    const char *reason = "";
+    if (oom_fd >= 0 && read_counter(oom_fd, "oom_kill") > oom_before && WIFSIGNALED(status) &&
+        WTERMSIG(status) == SIGKILL)
+        reason = "oom";
+    dprintf(STATUS_FD, "exit=%d reason=%s truncated=0\n", exit_code, reason);
+
+    if (!o.pty && (outs[0].src >= 0 || outs[1].src >= 0)) {
+        struct pollfd fds[2] = {{outs[0].src, POLLIN, 0}, {outs[1].src, POLLIN, 0}};
+        drain_in_shell(fds, 2);
+    }
+    /* Closing the master (on exit) hangs up the terminal for anything still holding it. */
     return 0;
 }
 
@@ -928,12 +1481,13 @@ static int cmd_with_disk(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: shells-sandbox start|exec|with-disk ...\n");
+        fprintf(stderr, "usage: shells-sandbox start|exec|spawn|with-disk ...\n");
         return 2;
     }
     if (geteuid() != 0) die("must run as root");
     if (strcmp(argv[1], "start") == 0) return cmd_start(argc - 2, argv + 2);
     if (strcmp(argv[1], "exec") == 0) return cmd_exec(argc - 2, argv + 2);
+    if (strcmp(argv[1], "spawn") == 0) return cmd_spawn(argc - 2, argv + 2);
     if (strcmp(argv[1], "with-disk") == 0) return cmd_with_disk(argc - 2, argv + 2);
     if (strcmp(argv[1], "version") == 0) {
         puts("shells-sandbox 1");

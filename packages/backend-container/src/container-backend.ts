@@ -1,11 +1,14 @@
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import type { ExecResult, RuntimeAvailability, Snapshot } from "@shells/contract";
 import {
+  ExecFiles,
   SandboxError,
   type SandboxBackend,
   type SandboxExecOptions,
   type SandboxExecRequest,
   type SandboxInfo,
+  type SandboxProcess,
+  type SandboxSpawnRequest,
   type SandboxSpec,
 } from "@shells/sandbox";
 import {
@@ -15,8 +18,14 @@ import {
   type CgroupHost,
 } from "./internal/cgroups.js";
 import { createDisk, repairDiskIfNeeded, waitForLoopDetached } from "./internal/disk.js";
-import { runExec, ShellNotRunningError, type InflightExec } from "./internal/exec.js";
+import {
+  runExec,
+  ShellNotRunningError,
+  type ExecTarget,
+  type InflightExec,
+} from "./internal/exec.js";
 import { launchHolder } from "./internal/holder.js";
+import { startProcess } from "./internal/spawn.js";
 import { checkContainerHost, type ContainerHostReport } from "./internal/host-check.js";
 import { ensureImage, findImage, newestImage, type ImageBuildProgress } from "./internal/images.js";
 import { ensureHelper } from "./internal/native.js";
@@ -108,6 +117,13 @@ export class ContainerBackend implements SandboxBackend {
   readonly #locks = new Map<string, Promise<unknown>>();
   readonly #inflight = new Map<string, Set<InflightExec>>();
   readonly #holders = new Map<string, HolderRecord>();
+
+  /**
+   * File operations as fixed scripts run by `exec` inside the shell, as its root, from `/`: every
+   * path is resolved by the shell's own mount namespace, whose root is the shell's overlay (`..`
+   * stops at it, symlinks lead only to places inside it), so nothing of the host is reachable.
+   */
+  readonly files = new ExecFiles((id, request, options) => this.exec(id, request, options));
 
   constructor(options: ContainerBackendOptions) {
     this.#options = options;
@@ -222,47 +238,35 @@ export class ContainerBackend implements SandboxBackend {
     request: SandboxExecRequest,
     options: SandboxExecOptions = {},
   ): Promise<ExecResult> {
-    const record = await this.#record(shellId);
-    if (record.phase !== "ready")
-      throw new SandboxError("not_running", `shell ${shellId} is ${record.phase}`);
-    const holder = await this.#liveHolder(shellId);
-    if (!holder) throw new SandboxError("not_running", `shell ${shellId} is not running`);
-    const cgroup = this.#cgroup(shellId);
-    const helper = await ensureHelper(this.#stateDir);
+    const { target, env, record } = await this.#execTarget(shellId, request.env);
     const diskBytes = record.resources.diskMb * 1024 * 1024;
     try {
       return await runExec(
-        {
-          helper,
-          initPid: holder.initPid,
-          initStart: holder.initStart,
-          cgroupProcs: cgroup.procsFiles,
-          oomEventsFile: cgroup.oomEventsFile,
-          pidsEventsFile: cgroup.pidsEventsFile,
-          diskFullBytes: Math.max(1024 * 1024, Math.floor(diskBytes / 100)),
-          rootCapabilities: this.#options.rootCapabilities ?? "none",
-        },
+        { ...target, diskFullBytes: Math.max(1024 * 1024, Math.floor(diskBytes / 100)) },
         request,
-        { ...BASE_ENV, ...record.env, ...request.env },
+        env,
         options,
-        (inflight) => {
-          let set = this.#inflight.get(shellId);
-          if (!set) this.#inflight.set(shellId, (set = new Set()));
-          set.add(inflight);
-          return () => set.delete(inflight);
-        },
+        (inflight) => this.#track(shellId, inflight),
       );
     } catch (error) {
-      if (error instanceof ShellNotRunningError) {
-        this.#holders.delete(shellId);
-        throw new SandboxError("not_running", `shell ${shellId} is not running`);
-      }
-      throw new SandboxError(
-        "failed",
-        `exec failed: ${(error as Error).message}`,
-        {},
-        { cause: error },
+      throw this.#execError(shellId, "exec", error);
+    }
+  }
+
+  async spawn(
+    shellId: string,
+    request: SandboxSpawnRequest,
+    options: { onOutput: NonNullable<SandboxExecOptions["onOutput"]> },
+  ): Promise<SandboxProcess> {
+    const { target, env } = await this.#execTarget(shellId, request.env);
+    // A terminal needs a terminal type; the caller's env (or the shell's) may name another.
+    if (request.pty && env.TERM === undefined) env.TERM = "xterm-256color";
+    try {
+      return await startProcess(target, request, env, options.onOutput, (inflight) =>
+        this.#track(shellId, inflight),
       );
+    } catch (error) {
+      throw this.#execError(shellId, "spawn", error);
     }
   }
 
@@ -486,6 +490,57 @@ export class ContainerBackend implements SandboxBackend {
     const holder = await liveHolder(this.#shellDir(shellId));
     if (holder) this.#holders.set(shellId, holder);
     return holder;
+  }
+
+  /** How to reach a running shell with the helper, and the environment a command starts with. */
+  async #execTarget(
+    shellId: string,
+    requestEnv: Record<string, string>,
+  ): Promise<{
+    target: Omit<ExecTarget, "diskFullBytes">;
+    env: Record<string, string>;
+    record: ShellRecord;
+  }> {
+    const record = await this.#record(shellId);
+    if (record.phase !== "ready")
+      throw new SandboxError("not_running", `shell ${shellId} is ${record.phase}`);
+    const holder = await this.#liveHolder(shellId);
+    if (!holder) throw new SandboxError("not_running", `shell ${shellId} is not running`);
+    const cgroup = this.#cgroup(shellId);
+    return {
+      record,
+      env: { ...BASE_ENV, ...record.env, ...requestEnv },
+      target: {
+        helper: await ensureHelper(this.#stateDir),
+        initPid: holder.initPid,
+        initStart: holder.initStart,
+        cgroupProcs: cgroup.procsFiles,
+        oomEventsFile: cgroup.oomEventsFile,
+        pidsEventsFile: cgroup.pidsEventsFile,
+        rootCapabilities: this.#options.rootCapabilities ?? "none",
+      },
+    };
+  }
+
+  /** Registers an exec or spawned process, so stop/destroy can say why it ended. */
+  #track(shellId: string, inflight: InflightExec): () => void {
+    let set = this.#inflight.get(shellId);
+    if (!set) this.#inflight.set(shellId, (set = new Set()));
+    set.add(inflight);
+    return () => set.delete(inflight);
+  }
+
+  #execError(shellId: string, what: "exec" | "spawn", error: unknown): SandboxError {
+    if (error instanceof ShellNotRunningError) {
+      this.#holders.delete(shellId);
+      return new SandboxError("not_running", `shell ${shellId} is not running`);
+    }
+    return new SandboxError(
+      "failed",
+      `${what} failed: ${(error as Error).message}`,
+      {},
+      { cause: error },
+    );
   }
 
   async #hostCheck(): Promise<ContainerHostReport> {

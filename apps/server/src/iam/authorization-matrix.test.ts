@@ -65,6 +65,7 @@ async function stateOfEverything(): Promise<string> {
     db.selectFrom("org_policies").selectAll().orderBy("org_id").execute(),
     db.selectFrom("approvals").selectAll().orderBy("id").execute(),
     db.selectFrom("shell_logs").select("id").orderBy("id").execute(),
+    db.selectFrom("runs").selectAll().orderBy("id").execute(),
   ]);
   return JSON.stringify(tables);
 }
@@ -96,6 +97,21 @@ async function runCase(
     shell: async () =>
       (shellFixture ??= (await asOwner("POST", "/api/v1/shells", { language: "bash" })).json()
         .id as string),
+    run: async () => {
+      const started = await asOwner("POST", "/api/v1/runs", {
+        language: "bash",
+        command: ["sh", "-c", "echo data > out.txt"],
+        artifacts: ["out.txt"],
+      });
+      expect(started.statusCode, started.body).toBe(201);
+      const runId = started.json().id as string;
+      await expect
+        .poll(async () => (await asOwner("GET", `/api/v1/runs/${runId}`)).json().status, {
+          timeout: 10_000,
+        })
+        .not.toBe("running");
+      return runId;
+    },
     file: async () => {
       const shellId = await fixtures.shell!();
       const res = await t.app.inject({
@@ -177,9 +193,17 @@ async function runCase(
     return key;
   }
 
+  const effective = scopes.filter((s) => ROLE_SCOPES[role].includes(s));
+  const needs = [op.scope, ...(spec.example?.needs ?? [])];
+  // Refused before any lookup: fixtures would never be read, so none are made (this keeps the
+  // matrix fast); the request still must change nothing.
+  const refusedUpFront =
+    !effective.includes(op.scope) ||
+    (spec.minRole !== undefined && !roleAtLeast(role, spec.minRole));
   const resolve = async (value: string) => {
     const match = /^\{(\w+)\}$/.exec(value);
     const make = match ? fixtures[match[1] ?? ""] : undefined;
+    if (make && refusedUpFront) return "zz-unknown-id";
     return make ? make() : value;
   };
   let url = op.path;
@@ -212,16 +236,13 @@ async function runCase(
   }
   if (foreign && !usesResource) return; // the caller acts in its own org: covered by the own-org case
 
-  const effective = scopes.filter((s) => ROLE_SCOPES[role].includes(s));
-  const needs = [op.scope, ...(spec.example?.needs ?? [])];
-  const expected =
-    !effective.includes(op.scope) || (spec.minRole && !roleAtLeast(role, spec.minRole))
-      ? 403
-      : foreign
-        ? 404
-        : needs.every((s) => effective.includes(s))
-          ? "success"
-          : 403;
+  const expected = refusedUpFront
+    ? 403
+    : foreign
+      ? 404
+      : needs.every((s) => effective.includes(s))
+        ? "success"
+        : 403;
 
   const before = await stateOfEverything();
   const send = (target: string) =>

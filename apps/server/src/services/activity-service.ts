@@ -98,6 +98,19 @@ export class ActivityService {
     });
   }
 
+  /** Every event of the org about any of `targetIds`, in chain order (bounded). */
+  async forTargets(orgId: string, targetIds: string[], limit = 5000): Promise<ActivityEvent[]> {
+    const rows = await this.db
+      .selectFrom("activity")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("target_id", "in", targetIds)
+      .orderBy("seq")
+      .limit(limit)
+      .execute();
+    return rows.map(toEvent);
+  }
+
   /** A page of the org's events, filtered. */
   async list(orgId: string, query: z.output<typeof ActivityQuery>): Promise<Page<ActivityEvent>> {
     let q = this.db.selectFrom("activity").selectAll().where("org_id", "=", orgId);

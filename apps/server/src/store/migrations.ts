@@ -252,6 +252,42 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
     },
   },
+  "0005_runs": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("runs")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("shell_id", "text", (c) => c.notNull())
+        .addColumn("status", "text", (c) => c.notNull())
+        .addColumn("language", "text", (c) => c.notNull())
+        .addColumn("runtime", "text", (c) => c.notNull())
+        .addColumn("created_by_type", "text", (c) => c.notNull())
+        .addColumn("created_by_id", "text", (c) => c.notNull())
+        .addColumn("exit_code", "integer")
+        .addColumn("kill_reason", "text")
+        .addColumn("result", "text")
+        .addColumn("artifacts", "text", (c) => c.notNull())
+        .addColumn("error", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("finished_at", "text")
+        .execute();
+      await db.schema
+        .createIndex("runs_org_created")
+        .on("runs")
+        .columns(["org_id", "created_at"])
+        .execute();
+      await db.schema
+        .createTable("run_frames")
+        .addColumn("run_id", "text", (c) => c.notNull())
+        .addColumn("seq", "integer", (c) => c.notNull())
+        .addColumn("type", "text", (c) => c.notNull())
+        .addColumn("data", "text", (c) => c.notNull())
+        .addColumn("time", "integer", (c) => c.notNull())
+        .addPrimaryKeyConstraint("run_frames_pk", ["run_id", "seq"])
+        .execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

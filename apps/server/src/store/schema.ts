@@ -16,6 +16,8 @@ export interface Database {
   approvals: ApprovalTable;
   sessions: SessionTable;
   term_credentials: TermCredentialTable;
+  runs: RunTable;
+  run_frames: RunFrameTable;
   oidc_logins: OidcLoginTable;
   oidc_accounts: OidcAccountTable;
 }
@@ -220,4 +222,33 @@ export interface TermCredentialTable {
   expires_at: string;
   /** Set by the first attach: a credential works once. */
   used_at: string | null;
+}
+
+export interface RunTable {
+  id: string;
+  org_id: string;
+  shell_id: string;
+  status: "running" | "succeeded" | "failed" | "cancelled";
+  language: string;
+  runtime: string;
+  created_by_type: "user" | "agent";
+  created_by_id: string;
+  exit_code: number | null;
+  kill_reason: string | null;
+  /** JSON of the structured result, or null. */
+  result: string | null;
+  /** JSON array of `{ path, sizeBytes }`. */
+  artifacts: string;
+  error: string | null;
+  created_at: string;
+  finished_at: string | null;
+}
+
+export interface RunFrameTable {
+  run_id: string;
+  seq: number;
+  type: "stdout" | "stderr" | "status" | "result" | "artifact" | "exit";
+  /** JSON of the frame's data. */
+  data: string;
+  time: number;
 }

@@ -51,6 +51,19 @@ const KILL_REASONS: readonly string[] = [
   "host_restart",
 ];
 
+/**
+ * The helper's own environment for a command whose environment is `env`: every variable under the
+ * `SHELLS_ENV_` prefix, which the helper unwraps only in the command's process, inside the shell.
+ * The helper starts as host root, so its own environment must hold nothing its dynamic loader or C
+ * library reads (`LD_PRELOAD`, `LD_LIBRARY_PATH`, `GCONV_PATH`, `GLIBC_TUNABLES`, …): a caller could
+ * otherwise run a library of its choosing, e.g. one written into the shell, as host root.
+ */
+export function helperEnvironment(env: Record<string, string>): Record<string, string> {
+  const wrapped: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) wrapped[`SHELLS_ENV_${name}`] = value;
+  return wrapped;
+}
+
 /** Thrown when the shell's init is gone (the caller maps it to `not_running`). */
 export class ShellNotRunningError extends Error {
   override readonly name = "ShellNotRunningError";
@@ -94,7 +107,7 @@ export function runExec(
     ...request.command,
   ];
   const child = spawn(target.helper, args, {
-    env,
+    env: helperEnvironment(env),
     stdio: [request.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe", "pipe"],
   });
   const inflight: InflightExec = { child };

@@ -1,0 +1,439 @@
+import type { ActivityEvent, Artifact, Run, RunFrame, RouteBody } from "@shells/contract";
+import { NODE_HELPER, PYTHON_HELPER, RUNNER_DIR, mainFile, runCommand } from "@shells/runner";
+import type { SandboxFileInfo } from "@shells/sandbox";
+import type { FastifyBaseLogger } from "fastify";
+import type { Kysely, Selectable } from "kysely";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { dirname, join, posix } from "node:path";
+import { AppError } from "../errors.js";
+import { actorOf, type Caller } from "../iam/principal.js";
+import { newId, nowIso } from "../ids.js";
+import type { ActivityService } from "../services/activity-service.js";
+import type { Database, RunTable } from "../store/schema.js";
+import { shellPath } from "./file-service.js";
+import type { ShellService } from "./shell-service.js";
+
+/** Limits of one-shot runs. */
+export const RUN_LIMITS = {
+  defaultTimeoutMs: 5 * 60 * 1000,
+  artifactBytes: 64 * 1024 * 1024,
+  artifactCount: 100,
+  /** Output kept as frames per run; past it output frames stop (the exec's own limit still applies). */
+  frameOutputBytes: 10 * 1024 * 1024,
+};
+
+const encoder = new TextEncoder();
+
+/** `*` matches within a path segment, `**` across segments, `?` one character. */
+export function globToRegExp(glob: string): RegExp {
+  let out = "";
+  for (let i = 0; i < glob.length; i += 1) {
+    const c = glob[i]!;
+    if (c === "*" && glob[i + 1] === "*") {
+      out += glob[i + 2] === "/" ? "(?:.*/)?" : ".*";
+      i += glob[i + 2] === "/" ? 2 : 1;
+    } else if (c === "*") out += "[^/]*";
+    else if (c === "?") out += "[^/]";
+    else out += c.replace(/[.+^${}()|[\]\\]/g, "\\$&");
+  }
+  return new RegExp(`^${out}$`);
+}
+
+function toRun(row: Selectable<RunTable>): Run {
+  return {
+    id: row.id,
+    status: row.status,
+    language: row.language as Run["language"],
+    runtime: row.runtime as Run["runtime"],
+    shellId: row.shell_id,
+    exitCode: row.exit_code,
+    killReason: row.kill_reason as Run["killReason"],
+    result: row.result === null ? null : (JSON.parse(row.result) as unknown),
+    artifacts: JSON.parse(row.artifacts) as Artifact[],
+    error: row.error,
+    createdAt: row.created_at,
+    finishedAt: row.finished_at,
+  };
+}
+
+/**
+ * One-shot runs: an ephemeral shell is created, seeded, runs the code or command with output
+ * streamed as frames, reports its structured result and artifacts, and is torn down. Frames are
+ * stored, so a stream can be resumed from any `seq`; artifacts are kept under the data dir per org.
+ */
+export class RunService {
+  readonly #listeners = new Map<string, Set<(frame: RunFrame) => void>>();
+  readonly #cancel = new Map<string, AbortController>();
+  readonly #running = new Set<Promise<void>>();
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly shells: ShellService,
+    private readonly activity: ActivityService,
+    private readonly dataDir: string,
+    private readonly logger: FastifyBaseLogger,
+  ) {}
+
+  async create(caller: Caller, body: RouteBody<"createRun">): Promise<Run> {
+    const id = newId("run", 10);
+    const shell = await this.shells.create(caller, {
+      name: id,
+      language: body.language,
+      ...(body.runtime ? { runtime: body.runtime } : {}),
+      ...(body.network ? { network: body.network } : {}),
+      ...(body.env ? { env: body.env } : {}),
+    });
+    const row: Selectable<RunTable> = {
+      id,
+      org_id: caller.orgId,
+      shell_id: shell.id,
+      status: "running",
+      language: body.language,
+      runtime: shell.runtime,
+      created_by_type: caller.actor.type,
+      created_by_id: caller.actor.id,
+      exit_code: null,
+      kill_reason: null,
+      result: null,
+      artifacts: "[]",
+      error: null,
+      created_at: nowIso(),
+      finished_at: null,
+    };
+    await this.db.insertInto("runs").values(row).execute();
+    await this.#event(caller, id, "run.start", {
+      shellId: shell.id,
+      language: body.language,
+      mode: body.code !== undefined ? "code" : "command",
+    });
+    const controller = new AbortController();
+    this.#cancel.set(id, controller);
+    const work = this.#execute(caller, row, body, controller.signal)
+      .catch((error: unknown) => this.logger.error({ err: error, runId: id }, "run failed"))
+      .finally(() => {
+        this.#cancel.delete(id);
+        this.#running.delete(work);
+      });
+    this.#running.add(work);
+    return toRun(row);
+  }
+
+  async get(caller: Caller, id: string): Promise<Run> {
+    return toRun(await this.#row(caller, id));
+  }
+
+  async list(caller: Caller, limit: number): Promise<Run[]> {
+    const rows = await this.db
+      .selectFrom("runs")
+      .selectAll()
+      .where("org_id", "=", caller.orgId)
+      .orderBy("created_at", "desc")
+      .limit(limit)
+      .execute();
+    return rows.map(toRun);
+  }
+
+  /** Frames after `afterSeq`, in order. */
+  async frames(caller: Caller, id: string, afterSeq = 0): Promise<RunFrame[]> {
+    await this.#row(caller, id);
+    const rows = await this.db
+      .selectFrom("run_frames")
+      .selectAll()
+      .where("run_id", "=", id)
+      .where("seq", ">", afterSeq)
+      .orderBy("seq")
+      .execute();
+    return rows.map((r) => ({
+      seq: r.seq,
+      type: r.type,
+      data: JSON.parse(r.data) as unknown,
+      time: r.time,
+    }));
+  }
+
+  /** Calls `listener` with every new frame of a run until the returned function is called. */
+  subscribe(id: string, listener: (frame: RunFrame) => void): () => void {
+    const set = this.#listeners.get(id) ?? new Set();
+    set.add(listener);
+    this.#listeners.set(id, set);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0) this.#listeners.delete(id);
+    };
+  }
+
+  async activityOf(caller: Caller, id: string): Promise<ActivityEvent[]> {
+    const run = await this.#row(caller, id);
+    return this.activity.forTargets(caller.orgId, [run.id, run.shell_id]);
+  }
+
+  async artifact(caller: Caller, id: string, path: string): Promise<Uint8Array> {
+    const run = toRun(await this.#row(caller, id));
+    const normal = posix.normalize(path).replace(/^\/workspace\//, "");
+    const known = run.artifacts.find((a) => a.path === normal);
+    if (!known)
+      throw new AppError(
+        "file_not_found",
+        `Run ${id} kept no artifact ${path}; it kept: ${run.artifacts.map((a) => a.path).join(", ") || "nothing"}.`,
+      );
+    return readFile(this.#artifactPath(caller.orgId, id, known.path));
+  }
+
+  /** Cancels a running run and reclaims its shell; records and artifacts stay. */
+  async teardown(caller: Caller, id: string): Promise<Run> {
+    const row = await this.#row(caller, id);
+    const controller = this.#cancel.get(id);
+    if (controller) {
+      controller.abort("stopped");
+      await this.db
+        .updateTable("runs")
+        .set({ status: "cancelled", finished_at: nowIso() })
+        .where("id", "=", id)
+        .where("status", "=", "running")
+        .execute();
+    }
+    await this.shells
+      .delete(caller, row.shell_id, undefined, { approvalId: undefined })
+      .catch(() => undefined);
+    await this.#event(caller, id, "run.teardown", { shellId: row.shell_id });
+    return this.get(caller, id);
+  }
+
+  /** Waits for runs in flight (server shutdown). */
+  async drain(): Promise<void> {
+    for (const controller of this.#cancel.values()) controller.abort("host_restart");
+    await Promise.allSettled([...this.#running]);
+  }
+
+  async #execute(
+    caller: Caller,
+    row: Selectable<RunTable>,
+    body: RouteBody<"createRun">,
+    signal: AbortSignal,
+  ): Promise<void> {
+    let seq = 0;
+    let outputBytes = 0;
+    const emit = async (type: RunFrame["type"], data: unknown) => {
+      seq += 1;
+      const frame: RunFrame = { seq, type, data, time: Date.now() };
+      await this.db
+        .insertInto("run_frames")
+        .values({ run_id: row.id, seq, type, data: JSON.stringify(data), time: frame.time })
+        .execute();
+      for (const listener of this.#listeners.get(row.id) ?? []) listener(frame);
+    };
+    const shell = await this.shells.runningSandbox(caller, row.shell_id);
+    const resultFile = `${RUNNER_DIR}/result.json`;
+    const artifactsFile = `${RUNNER_DIR}/artifacts.txt`;
+    let exitCode: number | null = null;
+    let killReason: string | null = null;
+    let error: string | null = null;
+    try {
+      await emit("status", { status: "running", shellId: row.shell_id });
+      const write = (path: string, data: Uint8Array, mode?: number) =>
+        shell.call((b) => b.files.write(shell.shellId, path, data, mode));
+      await write(`${RUNNER_DIR}/shells.py`, encoder.encode(PYTHON_HELPER));
+      await write(`${RUNNER_DIR}/shells.cjs`, encoder.encode(NODE_HELPER));
+      for (const file of body.files ?? []) {
+        const data =
+          file.encoding === "base64"
+            ? Buffer.from(file.content, "base64")
+            : encoder.encode(file.content);
+        await write(shellPath(file.path), data, file.mode);
+      }
+      let command = body.command;
+      if (body.code !== undefined) {
+        await write(`${RUNNER_DIR}/${mainFile(body.language)}`, encoder.encode(body.code));
+        command = runCommand(body.language);
+      }
+      const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+      const result = await this.shells.exec(
+        caller,
+        shell.shellId,
+        {
+          command: command ?? ["true"],
+          env: {
+            SHELLS_RESULT: resultFile,
+            SHELLS_ARTIFACTS: artifactsFile,
+            SHELLS_RUN_ID: row.id,
+          },
+          timeoutMs: body.timeoutMs ?? RUN_LIMITS.defaultTimeoutMs,
+        },
+        {
+          signal,
+          onOutput: async (stream, chunk) => {
+            if (outputBytes >= RUN_LIMITS.frameOutputBytes) return;
+            outputBytes += chunk.length;
+            await emit(stream, decoders[stream].decode(chunk, { stream: true }));
+          },
+        },
+      );
+      exitCode = result.exitCode;
+      killReason = result.killReason ?? null;
+      const structured = await this.#readResult(shell, resultFile);
+      if (structured.error) error = structured.error;
+      if (structured.present) await emit("result", structured.value);
+      const kept = await this.#collectArtifacts(
+        caller,
+        row,
+        shell,
+        body.artifacts ?? [],
+        artifactsFile,
+      );
+      for (const artifact of kept) await emit("artifact", artifact);
+      const status = signal.aborted
+        ? "cancelled"
+        : exitCode === 0 && !killReason
+          ? "succeeded"
+          : "failed";
+      await emit("exit", { exitCode, killReason, status });
+      await this.db
+        .updateTable("runs")
+        .set({
+          status,
+          exit_code: exitCode,
+          kill_reason: killReason,
+          result: structured.present ? JSON.stringify(structured.value) : null,
+          artifacts: JSON.stringify(kept),
+          error,
+          finished_at: nowIso(),
+        })
+        .where("id", "=", row.id)
+        .execute();
+      await this.#event(caller, row.id, "run.finish", {
+        status,
+        exitCode,
+        killReason,
+        artifacts: kept.length,
+        hasResult: structured.present,
+      });
+    } catch (failure) {
+      error = failure instanceof Error ? failure.message : String(failure);
+      await emit("exit", { exitCode, killReason, status: "failed", error });
+      await this.db
+        .updateTable("runs")
+        .set({ status: "failed", error, finished_at: nowIso() })
+        .where("id", "=", row.id)
+        .execute();
+      await this.#event(caller, row.id, "run.finish", { status: "failed", error });
+    } finally {
+      await this.shells
+        .delete(caller, row.shell_id, undefined, { approvalId: undefined })
+        .catch((e: unknown) => this.logger.warn({ err: e, runId: row.id }, "run teardown failed"));
+    }
+  }
+
+  async #readResult(
+    shell: Awaited<ReturnType<ShellService["runningSandbox"]>>,
+    path: string,
+  ): Promise<{ present: boolean; value: unknown; error?: string }> {
+    let bytes: Uint8Array;
+    try {
+      bytes = await shell.call((b) => b.files.read(shell.shellId, path, 8 * 1024 * 1024));
+    } catch (error) {
+      if (error instanceof AppError && error.code === "file_not_found")
+        return { present: false, value: null };
+      throw error;
+    }
+    try {
+      return { present: true, value: JSON.parse(new TextDecoder().decode(bytes)) as unknown };
+    } catch {
+      return { present: false, value: null, error: "the result file does not hold JSON" };
+    }
+  }
+
+  async #collectArtifacts(
+    caller: Caller,
+    row: Selectable<RunTable>,
+    shell: Awaited<ReturnType<ShellService["runningSandbox"]>>,
+    globs: string[],
+    listFile: string,
+  ): Promise<Artifact[]> {
+    const named = new Set<string>();
+    try {
+      const listed = new TextDecoder().decode(
+        await shell.call((b) => b.files.read(shell.shellId, listFile, 1024 * 1024)),
+      );
+      for (const line of listed.split("\n")) if (line.trim()) named.add(shellPath(line.trim()));
+    } catch {
+      // no shells.artifact() calls
+    }
+    if (globs.length > 0) {
+      const patterns = globs.map((g) =>
+        globToRegExp(g.replace(/^\/workspace\//, "").replace(/^\.\//, "")),
+      );
+      for (const file of await this.#walk(shell, "/workspace", 6)) {
+        const relative = file.path.replace(/^\/workspace\//, "");
+        if (patterns.some((p) => p.test(relative))) named.add(file.path);
+      }
+    }
+    const kept: Artifact[] = [];
+    for (const path of [...named].slice(0, RUN_LIMITS.artifactCount)) {
+      if (!path.startsWith("/workspace/")) continue;
+      let bytes: Uint8Array;
+      try {
+        bytes = await shell.call((b) =>
+          b.files.read(shell.shellId, path, RUN_LIMITS.artifactBytes),
+        );
+      } catch {
+        continue;
+      }
+      const relative = path.slice("/workspace/".length);
+      const target = this.#artifactPath(caller.orgId, row.id, relative);
+      await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+      await writeFile(target, bytes, { mode: 0o600 });
+      kept.push({ path: relative, sizeBytes: bytes.length });
+    }
+    return kept;
+  }
+
+  async #walk(
+    shell: Awaited<ReturnType<ShellService["runningSandbox"]>>,
+    dir: string,
+    depth: number,
+  ): Promise<SandboxFileInfo[]> {
+    if (depth < 0) return [];
+    let entries: SandboxFileInfo[];
+    try {
+      entries = await shell.call((b) => b.files.list(shell.shellId, dir));
+    } catch {
+      return [];
+    }
+    const files: SandboxFileInfo[] = [];
+    for (const entry of entries) {
+      if (entry.type === "file") files.push(entry);
+      else if (entry.type === "directory")
+        files.push(...(await this.#walk(shell, entry.path, depth - 1)));
+    }
+    return files;
+  }
+
+  #artifactPath(orgId: string, runId: string, relative: string): string {
+    const clean = posix.normalize(relative);
+    if (clean.startsWith("..") || clean.startsWith("/"))
+      throw new AppError("invalid_path", `artifact path ${relative} is outside the workspace`);
+    return join(this.dataDir, "runs", orgId, runId, clean);
+  }
+
+  async #row(caller: Caller, id: string): Promise<Selectable<RunTable>> {
+    const row = await this.db
+      .selectFrom("runs")
+      .selectAll()
+      .where("org_id", "=", caller.orgId)
+      .where("id", "=", id)
+      .executeTakeFirst();
+    if (!row) throw new AppError("not_found", `No run ${id}.`, { resource: "run", id });
+    return row;
+  }
+
+  async #event(caller: Caller, runId: string, action: string, details: Record<string, unknown>) {
+    await this.activity.record({
+      orgId: caller.orgId,
+      actor: actorOf(caller),
+      action,
+      target: { type: "run", id: runId },
+      outcome: "success",
+      details,
+    });
+  }
+}
