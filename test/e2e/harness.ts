@@ -35,7 +35,11 @@ export async function startTestServer(
       "--log-level",
       "warn",
     ],
-    { SHELLS_VALIDATE_RESPONSES: "1" },
+    {
+      SHELLS_VALIDATE_RESPONSES: "1",
+      // Container tests share one cache of base images so the suite builds each image once.
+      SHELLS_IMAGES_DIR: process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images",
+    },
   );
   const server = await startServer(config);
   const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
