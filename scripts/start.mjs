@@ -19,17 +19,14 @@ if (!existsSync("node_modules/.package-lock.json")) {
   if (!sh("npm", ["install", "--no-audit", "--no-fund"])) process.exit(1);
 }
 
-const SYSTEM_PACKAGES = {
-  bwrap: "bubblewrap",
-  mmdebstrap: "mmdebstrap",
-  newuidmap: "uidmap",
-  gcc: "gcc",
-};
+// What the container backend needs on the host (`shells doctor` explains each check).
+const SYSTEM_PACKAGES = { mmdebstrap: "mmdebstrap", "mkfs.ext4": "e2fsprogs", gcc: "gcc", tar: "tar" };
 const missing = Object.entries(SYSTEM_PACKAGES)
   .filter(([bin]) => !has(bin))
   .map(([, pkg]) => pkg);
+if (!existsSync("/usr/include/seccomp.h")) missing.push("libseccomp-dev");
 if (!wantsSimulator && missing.length > 0) {
-  const command = `apt-get install -y ${[...missing, "libseccomp-dev"].join(" ")}`;
+  const command = `apt-get install -y ${missing.join(" ")}`;
   if (process.getuid?.() === 0) {
     step(`installing what container sandboxes need: ${missing.join(", ")}`);
     if (!sh("sh", ["-c", `apt-get update -qq && DEBIAN_FRONTEND=noninteractive ${command}`]))
