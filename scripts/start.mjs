@@ -20,7 +20,12 @@ if (!existsSync("node_modules/.package-lock.json")) {
 }
 
 // What the container backend needs on the host (`shells doctor` explains each check).
-const SYSTEM_PACKAGES = { mmdebstrap: "mmdebstrap", "mkfs.ext4": "e2fsprogs", gcc: "gcc", tar: "tar" };
+const SYSTEM_PACKAGES = {
+  mmdebstrap: "mmdebstrap",
+  "mkfs.ext4": "e2fsprogs",
+  gcc: "gcc",
+  tar: "tar",
+};
 const missing = Object.entries(SYSTEM_PACKAGES)
   .filter(([bin]) => !has(bin))
   .map(([, pkg]) => pkg);

@@ -164,7 +164,7 @@ function attach(url: string): Promise<Terminal> {
     socket.on("message", (data, isBinary) => {
       output += isBinary
         ? Buffer.from(data as Buffer).toString("utf8")
-        : `\n[control ${data.toString()}]\n`;
+        : `\n[control ${Buffer.from(data as Buffer).toString("utf8")}]\n`;
     });
     socket.on("open", () => resolve({ socket, output: () => output, closed }));
     socket.on("error", reject);

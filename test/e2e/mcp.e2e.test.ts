@@ -22,7 +22,16 @@ const AGENT_SCOPES: Scope[] = [
   "shells:instances:create",
   "shells:instances:control",
 ];
-const TOOLS = ["shells_action", "shells_create", "shells_exec", "shells_list"];
+const TOOLS = [
+  "shells_action",
+  "shells_create",
+  "shells_exec",
+  "shells_files",
+  "shells_interpreter",
+  "shells_list",
+  "shells_run",
+  "shells_term",
+];
 
 let server: TestServer;
 let owner: ShellsClient;
@@ -216,6 +225,49 @@ describe.each([
     expect(structured(alive)).toMatchObject({ exitCode: 0, stdout: "still here\n" });
   });
 
+  it("mints a term credential that attaches once and is recorded without its material", async () => {
+    const result = await call(client, "shells_term", { shell: shell.id });
+    const credential = structured<{ id: string; token: string; url: string; expiresAt: string }>(
+      result,
+    );
+    expect(credential.token).toMatch(/^sht_/);
+    expect(credential.url).toMatch(/^ws:\/\/.*\/api\/v1\/term\/attach\?token=/);
+    expect(Date.parse(credential.expiresAt)).toBeGreaterThan(Date.now());
+    const mints: ActivityEvent[] = [];
+    for await (const event of owner.activity({ action: "shell.term.mint" })) mints.push(event);
+    const mint = mints.find((e) => e.details["credentialId"] === credential.id);
+    expect(mint).toBeDefined();
+    expect(JSON.stringify(mints)).not.toContain(credential.token);
+  });
+
+  it("reads and writes files and runs one-shot code through the gate", async () => {
+    await call(client, "shells_files", {
+      shell: shell.id,
+      op: "write",
+      path: "notes/a.txt",
+      content: "alpha",
+    });
+    const read = structured<{ content: string; encoding: string }>(
+      await call(client, "shells_files", {
+        shell: shell.id,
+        op: "read",
+        path: "/workspace/notes/a.txt",
+      }),
+    );
+    expect(read).toMatchObject({ content: "alpha", encoding: "utf8" });
+    const listed = structured<{ items: { path: string }[] }>(
+      await call(client, "shells_files", { shell: shell.id, op: "list", path: "notes" }),
+    );
+    expect(listed.items.map((i) => i.path)).toEqual(["/workspace/notes/a.txt"]);
+    const run = structured<{ status: string; result: unknown }>(
+      await call(client, "shells_run", {
+        language: "bash",
+        command: ["sh", "-c", `echo '{"ok":true}' > "$SHELLS_RESULT"`],
+      }),
+    );
+    expect(run).toMatchObject({ status: "succeeded", result: { ok: true } });
+  });
+
   it("lists its own org's shells and never another org's", async () => {
     const result = await call(client, "shells_list", { limit: 200 });
     const ids = structured<{ items: Shell[] }>(result).items.map((s) => s.id);
@@ -277,6 +329,10 @@ describe.each([
       shells_create: { language: "go" },
       shells_exec: { shell: shell.id, command: ["true"] },
       shells_action: { shell: shell.id, capability: "logs" },
+      shells_term: { shell: shell.id },
+      shells_interpreter: { shell: shell.id, code: "1" },
+      shells_run: { language: "bash", command: ["true"] },
+      shells_files: { shell: shell.id, op: "list", path: "/workspace" },
     };
     const since = new Date().toISOString();
     for (const tool of TOOLS) {

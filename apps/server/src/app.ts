@@ -109,11 +109,17 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     gate,
   });
   const iam = new IamService(db, activity, policies);
-  const agentGate = new AgentGate(shells, activity);
   const files = new FileService(shells, activity);
   const terms = new TermService(db, shells, policies, activity, deps.logger);
   const interpreters = new InterpreterService(shells, activity);
   const runs = new RunService(db, shells, activity, config.dataDir, deps.logger);
+  const agentGate = new AgentGate(shells, activity, {
+    terms,
+    interpreters,
+    runs,
+    files,
+    baseUrl: () => publicBaseUrl(app, config),
+  });
   app.addHook("onClose", async () => {
     interpreters.close();
     await runs.drain();

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { InterpreterRequest, RunCreate, ShellPath } from "./live.js";
 import {
   Capability,
   ExecRequest,
@@ -204,7 +205,16 @@ export type Approval = z.infer<typeof Approval>;
 export const ApprovalDecision = z.strictObject({ reason: z.string().min(1).max(1000) });
 
 /** Tools the agent gate serves. */
-export const AgentTool = z.enum(["shells_list", "shells_create", "shells_action", "shells_exec"]);
+export const AgentTool = z.enum([
+  "shells_list",
+  "shells_create",
+  "shells_action",
+  "shells_exec",
+  "shells_term",
+  "shells_interpreter",
+  "shells_run",
+  "shells_files",
+]);
 export type AgentTool = z.infer<typeof AgentTool>;
 
 /** Arguments of each agent tool; the same contract as the REST bodies. */
@@ -225,6 +235,21 @@ export const AGENT_TOOL_ARGUMENTS = {
     name: resourceName.optional(),
     snapshot: resourceName.optional(),
     tail: z.int().min(1).max(10000).optional(),
+  }),
+  shells_term: z.strictObject({ shell: id }),
+  shells_interpreter: InterpreterRequest.extend({ shell: id }),
+  /** The run is waited for (up to its own timeout) and answered with its result. */
+  shells_run: RunCreate,
+  shells_files: z.strictObject({
+    shell: id,
+    op: z.enum(["list", "read", "write"]),
+    path: ShellPath,
+    /** `write`: the new content. */
+    content: z
+      .string()
+      .max(8 * 1024 * 1024)
+      .optional(),
+    encoding: z.enum(["utf8", "base64"]).default("utf8"),
   }),
 } as const;
 

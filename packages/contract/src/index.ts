@@ -63,6 +63,8 @@ export {
 export {
   PendingApproval,
   Principal,
+  type AgentToolResults,
+  type FileContent,
   ROUTES,
   RuntimeAvailability,
   type HttpMethod,

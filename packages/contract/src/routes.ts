@@ -34,7 +34,7 @@ import {
   ShellPath,
   TermCredential,
 } from "./live.js";
-import { pageOf } from "./pages.js";
+import { pageOf, type Page } from "./pages.js";
 import {
   ActionRequest,
   ActionResult,
@@ -415,7 +415,8 @@ export const ROUTES = {
   createRun: {
     method: "POST",
     path: "/api/v1/runs",
-    summary: "Start a one-shot run: an ephemeral shell runs code or a command, reports a result and artifacts, and is torn down.",
+    summary:
+      "Start a one-shot run: an ephemeral shell runs code or a command, reports a result and artifacts, and is torn down.",
     description:
       "Answers at once with the run `running`; follow it with `/stream`, then read `/result`. Inside python and node, user code has a `shells` object: `shells.result(value)` and `shells.artifact(path)`; any language can write JSON to the file named by `$SHELLS_RESULT`.",
     tag: "runs",
@@ -464,7 +465,8 @@ export const ROUTES = {
   getRunResult: {
     method: "GET",
     path: "/api/v1/runs/:id/result",
-    summary: "A run's outcome: status, exit code, kill reason, the structured result and artifacts.",
+    summary:
+      "A run's outcome: status, exit code, kill reason, the structured result and artifacts.",
     tag: "runs",
     params: z.strictObject({ id: shellId }),
     response: Run,
@@ -499,7 +501,8 @@ export const ROUTES = {
   deleteRun: {
     method: "DELETE",
     path: "/api/v1/runs/:id",
-    summary: "Tear a run down: cancel it if still running and reclaim its shell. Records and artifacts stay.",
+    summary:
+      "Tear a run down: cancel it if still running and reclaim its shell. Records and artifacts stay.",
     tag: "runs",
     params: z.strictObject({ id: shellId }),
     response: Run,
@@ -768,6 +771,30 @@ export const ROUTES = {
     example: { body: { tool: "shells_list", arguments: {} }, needs: ["shells:instances:read"] },
   },
 } as const satisfies Record<string, RouteSpec>;
+
+/** A file's content as `shells_files` `read` answers it. */
+export interface FileContent {
+  path: string;
+  sizeBytes: number;
+  encoding: "utf8" | "base64";
+  content: string;
+}
+
+/** What each agent tool answers through the gate: the same shape as the REST route it mirrors. */
+export interface AgentToolResults {
+  /** One page of shells, as `GET /api/v1/shells`. */
+  shells_list: Page<Shell>;
+  shells_create: Shell;
+  /** `delete` answers the deleted shell; a capability parked for an approver, a pending approval. */
+  shells_action: ActionResult | Shell | PendingApproval;
+  shells_exec: ExecResult;
+  shells_term: TermCredential;
+  shells_interpreter: InterpreterResult;
+  /** The run once it ended (or as it stands after 15 minutes). */
+  shells_run: Run;
+  /** `list`: the entries; `read`: the content; `write`: the written file. */
+  shells_files: { items: FileInfo[] } | FileContent | FileInfo;
+}
 
 /** Operation ids of the API. */
 export type OperationId = keyof typeof ROUTES;

@@ -32,6 +32,10 @@ describe("createShellsMcpServer", () => {
       "shells_create",
       "shells_action",
       "shells_exec",
+      "shells_term",
+      "shells_interpreter",
+      "shells_run",
+      "shells_files",
     ]);
   });
 

@@ -1,10 +1,8 @@
 import {
   AGENT_TOOL_ARGUMENTS,
   AgentTool,
-  type ActionResult,
-  type ExecResult,
+  type AgentToolResults,
   type LogEntry,
-  type Page,
   type PendingApproval,
   type Shell,
 } from "@shells/contract";
@@ -13,13 +11,7 @@ import { z } from "zod";
 import { OUTPUT_LIMIT_CHARS, boundOutput } from "./bound-output.js";
 
 /** What each tool answers through the agent gate: the same shape as the REST route it mirrors. */
-export interface ToolResults {
-  shells_list: Page<Shell>;
-  shells_create: Shell;
-  /** `delete` answers the deleted shell; a capability parked for an approver, a pending approval. */
-  shells_action: ActionResult | Shell | PendingApproval;
-  shells_exec: ExecResult;
-}
+export type ToolResults = AgentToolResults;
 
 /** A tool's result as a model receives it: a structured value and a short text that says it all. */
 export interface RenderedResult {
@@ -216,6 +208,144 @@ export const SHELLS_TOOLS: ShellsToolTable = {
         lines.push(`The newest ${logs.length} of ${result.logs.length} entries:`);
       lines.push(...logs.map((entry) => `${entry.time} ${entry.kind} ${entry.message}`));
       return { structuredContent: { ...result, logs }, text: lines.join("\n") };
+    },
+  },
+  shells_term: {
+    title: "Mint a terminal credential",
+    description: [
+      "Mint a short-lived, single-use credential that attaches an interactive terminal (a real PTY running a login shell) to a running shell.",
+      "Result: `{ id, token, url, expiresAt }`. `url` is a WebSocket: binary frames carry terminal bytes both ways; text frames are JSON control messages (resize, signal). The first attach consumes the token and the connection ends when it expires (default 5 minutes).",
+      "Treat the token as a secret: do not log or store it; mint a new one when you need it again.",
+    ].join("\n"),
+    annotations: {
+      readOnlyHint: false,
+      destructiveHint: false,
+      idempotentHint: false,
+      openWorldHint: false,
+    },
+    fields: { shell: SHELL_FIELD },
+    render: (credential) => ({
+      structuredContent: { ...credential },
+      text: `Terminal credential ${credential.id} minted; attach within its lifetime at the returned url (expires ${credential.expiresAt}). The token is shown only here.`,
+    }),
+  },
+  shells_interpreter: {
+    title: "Run code in a warm interpreter",
+    description: [
+      "Run one turn of Python or JavaScript (node) in the shell's warm interpreter. Variables, imports and files persist across turns of the same shell and language.",
+      "Time: up to `timeoutMs` per turn (default 60000 ms); a turn past it stops the interpreter, and the next turn starts a fresh one (`restarted: true`, state gone).",
+      "Result: `{ stdout, stderr, value, error, restarted, durationMs }`. `value` is the last expression's value (JSON, or its repr); `error` is `{ name, message, traceback }` when the code raised.",
+    ].join("\n"),
+    annotations: {
+      readOnlyHint: false,
+      destructiveHint: true,
+      idempotentHint: false,
+      openWorldHint: false,
+    },
+    fields: {
+      shell: SHELL_FIELD,
+      code: "Source of this turn. The last expression's value is returned.",
+      language: "python or node; defaults to the shell's language when it is one of them.",
+      timeoutMs: "Wall clock of this turn in milliseconds (default 60000).",
+    },
+    render: (result) => {
+      const stdout = boundOutput(result.stdout);
+      const stderr = boundOutput(result.stderr);
+      const lines = [
+        result.error
+          ? `Raised ${result.error.name}: ${result.error.message}`
+          : `Value: ${JSON.stringify(result.value)}`,
+        result.restarted ? "(a fresh interpreter: earlier state is gone)" : "",
+        result.stdout ? `stdout:\n${stdout}` : "",
+        result.stderr ? `stderr:\n${stderr}` : "",
+        result.error?.traceback ? `traceback:\n${boundOutput(result.error.traceback)}` : "",
+      ].filter(Boolean);
+      return { structuredContent: { ...result, stdout, stderr }, text: lines.join("\n") };
+    },
+  },
+  shells_run: {
+    title: "Run code once in a fresh sandbox",
+    description: [
+      "Run code (or a command) once in a new ephemeral shell that is torn down afterwards, and wait for it.",
+      "Inside python and node, user code can call `shells.result(value)` to report a structured JSON result and `shells.artifact(path)` to keep an output file; any language can write JSON to the file named by $SHELLS_RESULT.",
+      "Time: up to `timeoutMs` (default 5 minutes); the call answers when the run ends. Billing covers the ephemeral shell's lifetime.",
+      "Result: the Run `{ id, status, exitCode, killReason, result, artifacts, error }`; artifacts can be downloaded from the REST API.",
+    ].join("\n"),
+    annotations: {
+      readOnlyHint: false,
+      destructiveHint: false,
+      idempotentHint: false,
+      openWorldHint: false,
+    },
+    fields: {
+      code: "Source in `language`; give this or `command`.",
+      command: "argv to run instead of code.",
+      language: "Language preset of the ephemeral shell.",
+      runtime: "Isolation class of the ephemeral shell: wasm < container < microvm.",
+      network: "sealed (default): no network; localhost: loopback only.",
+      env: "Environment variables of the run. Values are never shown back.",
+      files: "Files to seed into /workspace before the run.",
+      artifacts: "Globs (relative to /workspace) of output files to keep.",
+      timeoutMs: "Wall clock of the whole run in milliseconds.",
+    },
+    render: (run) => ({
+      structuredContent: { ...run },
+      text: [
+        `Run ${run.id} ${run.status}${run.exitCode === null ? "" : ` with exit code ${run.exitCode}`}${run.killReason ? ` (killed: ${run.killReason})` : ""}.`,
+        run.result === null
+          ? "No structured result was reported."
+          : `Result: ${boundOutput(JSON.stringify(run.result))}`,
+        run.artifacts.length > 0
+          ? `Artifacts: ${run.artifacts.map((a) => `${a.path} (${a.sizeBytes} bytes)`).join(", ")}`
+          : "",
+        run.error ? `Error: ${run.error}` : "",
+      ]
+        .filter(Boolean)
+        .join("\n"),
+    }),
+  },
+  shells_files: {
+    title: "List, read or write files in a shell",
+    description: [
+      "File access inside a running shell. `op`: list (a directory's entries), read (a file's content; text as utf8, other bytes as base64), write (create or replace a file, creating parent directories — overwrites without asking).",
+      "Paths are absolute or relative to /workspace and always resolve inside the shell; `..` is refused.",
+    ].join("\n"),
+    annotations: {
+      readOnlyHint: false,
+      destructiveHint: true,
+      idempotentHint: true,
+      openWorldHint: false,
+    },
+    fields: {
+      shell: SHELL_FIELD,
+      op: "list, read or write.",
+      path: "Absolute, or relative to /workspace.",
+      content: "write: the new content.",
+      encoding: "utf8 (default) or base64, for write's content and read's preference.",
+    },
+    render: (result) => {
+      if ("items" in result) {
+        return {
+          structuredContent: { ...result },
+          text:
+            result.items.length === 0
+              ? "(empty directory)"
+              : result.items
+                  .map((f) => `${f.type === "directory" ? "d" : "-"} ${f.sizeBytes}\t${f.path}`)
+                  .join("\n"),
+        };
+      }
+      if ("content" in result) {
+        const content = boundOutput(result.content);
+        return {
+          structuredContent: { ...result, content },
+          text: `${result.path} (${result.sizeBytes} bytes, ${result.encoding}):\n${content}`,
+        };
+      }
+      return {
+        structuredContent: { ...result },
+        text: `Wrote ${result.path} (${result.sizeBytes} bytes).`,
+      };
     },
   },
 };

@@ -122,6 +122,38 @@ export class RunService {
     return toRun(await this.#row(caller, id));
   }
 
+  /** Resolves once the run ended (or `timeoutMs` passed), with the run as it then stands. */
+  async waitFor(caller: Caller, id: string, timeoutMs: number): Promise<Run> {
+    const deadline = Date.now() + timeoutMs;
+    await new Promise<void>((resolve) => {
+      const unsubscribe = this.subscribe(id, (frame) => {
+        if (frame.type !== "exit") return;
+        unsubscribe();
+        resolve();
+      });
+      void this.get(caller, id).then((run) => {
+        if (run.status !== "running") {
+          unsubscribe();
+          resolve();
+        }
+      });
+      setTimeout(
+        () => {
+          unsubscribe();
+          resolve();
+        },
+        Math.max(0, deadline - Date.now()),
+      ).unref();
+    });
+    // The exit frame is emitted just before the row is final: wait for the row.
+    for (let i = 0; i < 100; i += 1) {
+      const run = await this.get(caller, id);
+      if (run.status !== "running" || Date.now() > deadline) return run;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return this.get(caller, id);
+  }
+
   async list(caller: Caller, limit: number): Promise<Run[]> {
     const rows = await this.db
       .selectFrom("runs")

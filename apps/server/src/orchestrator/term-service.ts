@@ -156,13 +156,12 @@ export class TermService {
   async #serve(socket: WebSocket, token: string, cols: number, rows: number): Promise<void> {
     const grant = await this.#consume(token);
     const shell = await this.shells.sandboxFor(grant.orgId, grant.shellId);
-    let process: SandboxProcess | null = null;
     const waitForDrain = async () => {
       while (socket.bufferedAmount > MAX_BUFFERED_BYTES && socket.readyState === socket.OPEN) {
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
     };
-    process = await shell.call((backend) =>
+    const running: SandboxProcess = await shell.call((backend) =>
       backend.spawn(
         grant.shellId,
         {
@@ -193,7 +192,6 @@ export class TermService {
       outcome: "success",
       details: { credentialId: grant.credentialId },
     });
-    const running = process;
     const expiry = setTimeout(
       () => {
         socket.send(

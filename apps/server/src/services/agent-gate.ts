@@ -4,7 +4,13 @@ import { AppError } from "../errors.js";
 import { requirePermission } from "../iam/authorize.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { isPendingApproval } from "../orchestrator/approval-gate.js";
+import type { FileService } from "../orchestrator/file-service.js";
+import type { InterpreterService } from "../orchestrator/interpreter-service.js";
+import type { RunService } from "../orchestrator/run-service.js";
 import type { ShellService } from "../orchestrator/shell-service.js";
+import type { TermService } from "../orchestrator/term-service.js";
+
+type Args<T extends AgentTool> = z.output<(typeof AGENT_TOOL_ARGUMENTS)[T]>;
 import type { ActivityService } from "./activity-service.js";
 
 /** The entitlement the gate requires, on top of each tool's own permission. */
@@ -16,7 +22,24 @@ const TOOL_SCOPE: Record<AgentTool, Scope> = {
   shells_create: "shells:instances:create",
   shells_action: "shells:instances:control",
   shells_exec: "shells:instances:control",
+  shells_term: "shells:instances:control",
+  shells_interpreter: "shells:instances:control",
+  shells_run: "shells:instances:create",
+  shells_files: "shells:instances:control",
 };
+
+/** Services behind the tools that are not lifecycle operations. */
+export interface AgentGateServices {
+  terms: TermService;
+  interpreters: InterpreterService;
+  runs: RunService;
+  files: FileService;
+  /** Base URL for terminal attach URLs. */
+  baseUrl: () => string;
+}
+
+/** Longest a `shells_run` call waits for its run before answering with the run as it stands. */
+const RUN_WAIT_MS = 15 * 60 * 1000;
 
 /**
  * `POST /api/agent/invoke`: the one door for agents. A call needs the `shells.agent.invoke`
@@ -28,6 +51,7 @@ export class AgentGate {
   constructor(
     private readonly shells: ShellService,
     private readonly activity: ActivityService,
+    private readonly services: AgentGateServices,
   ) {}
 
   async invoke(
@@ -95,6 +119,38 @@ export class AgentGate {
           (typeof AGENT_TOOL_ARGUMENTS)["shells_exec"]
         >;
         return this.shells.exec(caller, shell, request);
+      }
+      case "shells_term": {
+        const { shell } = args as Args<"shells_term">;
+        return this.services.terms.mint(caller, shell, this.services.baseUrl());
+      }
+      case "shells_interpreter": {
+        const { shell, ...turn } = args as Args<"shells_interpreter">;
+        return this.services.interpreters.turn(caller, shell, turn);
+      }
+      case "shells_run": {
+        const run = await this.services.runs.create(caller, args as Args<"shells_run">);
+        return this.services.runs.waitFor(caller, run.id, RUN_WAIT_MS);
+      }
+      case "shells_files": {
+        const { shell, op, path, content, encoding } = args as Args<"shells_files">;
+        if (op === "list") return { items: await this.services.files.list(caller, shell, path) };
+        if (op === "read") {
+          const bytes = Buffer.from(await this.services.files.read(caller, shell, path));
+          const text = bytes.toString("utf8");
+          const asText = encoding === "utf8" && Buffer.from(text, "utf8").equals(bytes);
+          return {
+            path,
+            sizeBytes: bytes.length,
+            encoding: asText ? "utf8" : "base64",
+            content: asText ? text : bytes.toString("base64"),
+          };
+        }
+        if (content === undefined)
+          throw new AppError("validation_failed", "shells_files write needs `content`.");
+        const data =
+          encoding === "base64" ? Buffer.from(content, "base64") : Buffer.from(content, "utf8");
+        return this.services.files.write(caller, shell, { path }, data);
       }
       case "shells_action": {
         const { shell, capability, ...options } = args as z.output<
