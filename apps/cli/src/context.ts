@@ -3,9 +3,26 @@ import { resolveConnection, resolveDataDir, type ConnectionFlags } from "./conne
 
 /** The process surroundings a CLI run reads and writes; tests pass their own. */
 export interface CliIo {
-  stdout: { write(text: string): unknown };
+  /**
+   * Standard output. Bytes (a terminal's output, a downloaded file) are written as they are; the
+   * size and `resize` event of a terminal are read by `shells term`.
+   */
+  stdout: {
+    write(chunk: string | Uint8Array): unknown;
+    isTTY?: boolean | undefined;
+    columns?: number | undefined;
+    rows?: number | undefined;
+    on?(event: "resize", listener: () => void): unknown;
+    off?(event: "resize", listener: () => void): unknown;
+  };
   stderr: { write(text: string): unknown };
-  stdin: AsyncIterable<Buffer | string> & { isTTY?: boolean | undefined };
+  /** Standard input; `shells term` puts a terminal into raw mode while it is attached. */
+  stdin: AsyncIterable<Buffer | string> & {
+    isTTY?: boolean | undefined;
+    setRawMode?(raw: boolean): unknown;
+    /** Stops reading, so a pending read no longer holds the process open. */
+    destroy?(): unknown;
+  };
   env: Record<string, string | undefined>;
   cwd: string;
   /** The `fetch` the SDK uses (tests answer in-process). Default: the global `fetch`. */

@@ -4,9 +4,11 @@ import {
   formatAge,
   formatBytes,
   formatKeyValues,
+  formatMode,
   formatPendingApproval,
   formatTable,
   formatTimeUntil,
+  maskSecret,
 } from "./format.js";
 
 describe("formatTable", () => {
@@ -110,5 +112,25 @@ describe("formatPendingApproval", () => {
       "expires   2025-06-02T12:00:00.000Z (in 24h)",
       'next: ask an approver: shells approvals grant apr-1 --reason "…"',
     ]);
+  });
+});
+
+describe("maskSecret", () => {
+  it("keeps the type prefix and the last 4 characters of a token, nothing else", () => {
+    const token = "sht_Qm9vdHN0cmFwIHRoZSB0ZXJtaW5hbCBhbmQgbW9yZQabcd";
+    expect(maskSecret(token)).toBe("sht_…abcd");
+    expect(maskSecret(token)).not.toContain(token.slice(4, 12));
+  });
+
+  it("masks a secret too short to hide anything whole, and one without a prefix", () => {
+    expect(maskSecret("sht_short")).toBe("sht_…");
+    expect(maskSecret("abcdefghijklmnopqrstuvwxyz")).toBe("…wxyz");
+  });
+});
+
+describe("formatMode", () => {
+  it("reads permission bits as ls -l does", () => {
+    expect(formatMode(0o755)).toBe("rwxr-xr-x");
+    expect(formatMode(0o100644)).toBe("rw-r--r--");
   });
 });

@@ -166,3 +166,22 @@ export function formatPendingApproval(pending: PendingApproval, nowMs: number): 
     `next: ask an approver: shells approvals grant ${approval.id} --reason "…"`,
   ].join("\n");
 }
+
+/**
+ * A secret shown masked: its type prefix (`sht_`, up to the first `_` within 8 characters) and its
+ * last 4 characters, enough to tell two apart and never enough to use one: `sht_…abcd`. A secret
+ * too short to keep anything hidden is masked whole.
+ */
+export function maskSecret(secret: string): string {
+  const underscore = secret.indexOf("_");
+  const prefix = underscore >= 0 && underscore < 8 ? secret.slice(0, underscore + 1) : "";
+  const rest = secret.slice(prefix.length);
+  if (rest.length < 16) return `${prefix}…`;
+  return `${prefix}…${rest.slice(-4)}`;
+}
+
+/** Permission bits as `ls -l` shows them: `rwxr-xr-x`. */
+export function formatMode(mode: number): string {
+  const bits = "rwxrwxrwx";
+  return [...bits].map((letter, i) => (mode & (1 << (8 - i)) ? letter : "-")).join("");
+}

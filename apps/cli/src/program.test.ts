@@ -300,3 +300,45 @@ describe("errors", () => {
     expect(run.stdout).toContain("audit");
   });
 });
+
+describe("shells exec, streamed from a server that streams", () => {
+  const streamingApi: typeof fetch = async (input, init) => {
+    const request = new Request(input, init);
+    if (request.headers.get("accept") !== "text/event-stream") return fakeApi(input, init);
+    const frames = [
+      'event: stdout\ndata: {"type":"stdout","data":"live\\n","time":1}\n\n',
+      'event: stderr\ndata: {"type":"stderr","data":"warn\\n","time":2}\n\n',
+      'event: exit\ndata: {"type":"exit","result":{"exitCode":7,"stdout":"","stderr":"","durationMs":3,"killReason":"wall_clock"},"time":3}\n\n',
+    ];
+    return new Response(frames.join(""), { headers: { "content-type": "text/event-stream" } });
+  };
+
+  async function streamedCli(args: string[]) {
+    let stdout = "";
+    let stderr = "";
+    const io: CliIo = {
+      stdout: { write: (text: string | Uint8Array) => (stdout += String(text)) },
+      stderr: { write: (text: string) => (stderr += text) },
+      stdin: Object.assign(Readable.from([]), { isTTY: true }),
+      env: { SHELLS_URL: "http://shells.test", SHELLS_API_TOKEN: "good" },
+      cwd: "/nonexistent",
+      fetch: streamingApi,
+    };
+    const exitCode = await runCli(args, io);
+    return { exitCode, stdout, stderr };
+  }
+
+  it("prints each frame to its stream, says why the sandbox ended it, and exits with its code", async () => {
+    const run = await streamedCli(["exec", "sh-1", "--", "sh", "-c", "slow"]);
+    expect(run.exitCode).toBe(7);
+    expect(run.stdout).toBe("live\n");
+    expect(run.stderr).toBe(
+      "warn\nshells: the sandbox killed the command: wall_clock (exit code 7)\n",
+    );
+  });
+
+  it("makes the buffered call with --no-stream", async () => {
+    const run = await streamedCli(["exec", "--no-stream", "sh-1", "--", "sh", "-c", "exit 2"]);
+    expect(run).toMatchObject({ exitCode: 2, stdout: "ran: sh -c exit 2\n" });
+  });
+});

@@ -478,3 +478,24 @@ describe("durability", () => {
     expect(result).toMatchObject({ ok: false, eventId: victim.id, seq: victim.seq });
   });
 });
+
+describe("execution logs", () => {
+  it("keep exec output excerpts, redacted at the source: issued credentials and secret-named env values never appear", async () => {
+    t = await createTestApp();
+    const shell = await createShell({
+      language: "bash",
+      env: { API_TOKEN: "tok-very-secret-123", GREETING: "hello" },
+    });
+    await t.call("POST", `/api/v1/shells/${shell.id}/exec`, {
+      command: ["sh", "-c", `echo "$GREETING $API_TOKEN ${t.token}"; echo "oops $API_TOKEN" >&2`],
+    });
+    const logs = (await t.call("POST", `/api/v1/shells/${shell.id}/actions/logs`, {})).json()
+      .logs as { message: string }[];
+    const execLine = logs.find((l) => l.message.includes("stdout:"))!.message;
+    expect(execLine).toContain("stdout: hello [redacted] [redacted]");
+    expect(execLine).toContain("stderr: oops [redacted]");
+    const everything = JSON.stringify(logs) + JSON.stringify(await allActivity(t));
+    expect(everything).not.toContain("tok-very-secret-123");
+    expect(everything).not.toContain(t.token);
+  });
+});

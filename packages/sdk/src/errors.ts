@@ -162,3 +162,15 @@ export function excerpt(text: string): string {
   if (oneLine === "") return "(empty body)";
   return oneLine.length > 200 ? `${oneLine.slice(0, 200)}…` : oneLine;
 }
+
+/**
+ * Builds the error an `error` event of a stream carries: the usual error body, sent after the
+ * response's 200 status, so the HTTP status is the one the error code has in the contract.
+ */
+export async function errorFromStreamEvent(data: string): Promise<ShellsError> {
+  // Loaded on first use: the status registry lives with the contract's schemas.
+  const { ERROR_STATUS } = await import("@shells/contract");
+  const code = parseErrorBody(data)?.code;
+  const status = code === undefined ? 500 : ((ERROR_STATUS as Record<string, number>)[code] ?? 500);
+  return errorFromResponse(status, data);
+}

@@ -19,6 +19,7 @@ export {
   type AgentToolResults,
   type DeleteOptions,
   type IdempotentRequestOptions,
+  type InterpreterRequest,
   type ListShellsQuery,
   type RequestOptions,
   type ShellsClientOptions,
@@ -45,6 +46,22 @@ export type {
   PrincipalRef,
   ProjectCreate,
 } from "./iam-resources.js";
+// The namespace classes and handles are exported as types only: the client builds them.
+export type {
+  DirectoryUploaded,
+  FileRemoveOptions,
+  FileRemoved,
+  FileWriteOptions,
+  FilesApi,
+} from "./files-api.js";
+export type { ListRunsQuery, RunHandle, RunsApi } from "./runs-api.js";
+export type {
+  TerminalAttachOptions,
+  TerminalClose,
+  TerminalConnection,
+  TerminalCredential,
+  TerminalSignal,
+} from "./terminal-connection.js";
 export { isPendingApproval, type ActionOutcome, type GatedCapability } from "./pending-approval.js";
 export { PaginatedList, type PageFetcher } from "./paginated-list.js";
 export {
@@ -68,6 +85,7 @@ export type {
   ActionResult,
   ActivityEvent,
   Actor,
+  Artifact,
   Agent,
   AgentTool,
   ApiKey,
@@ -78,10 +96,13 @@ export type {
   EntitlementGrant,
   ErrorBody,
   ErrorCode,
+  ExecFrame,
   ExecRequest,
   ExecResult,
+  FileInfo,
   GateMode,
   GatedAction,
+  InterpreterResult,
   KillReason,
   Language,
   LogEntry,
@@ -95,12 +116,17 @@ export type {
   ResolvedResources,
   Resources,
   Role,
+  Run,
+  RunCreate,
+  RunFrame,
   RuntimeAvailability,
   RuntimeClass,
   Scope,
   Shell,
   ShellCreate,
   ShellStatus,
+  SeedFile,
   Snapshot,
   Target,
+  TermCredential,
 } from "@shells/contract";

@@ -342,3 +342,84 @@ describe("ShellsClient.verifyActivity", () => {
     expect(await client.verifyActivity()).toMatchObject({ ok: false, eventId: "evt-2", seq: 2 });
   });
 });
+
+describe("ShellsClient.execStream", () => {
+  function eventStream(text: string): Response {
+    return new Response(text, { headers: { "content-type": "text/event-stream" } });
+  }
+
+  async function frames(client: ShellsClient) {
+    const seen = [];
+    for await (const frame of client.execStream("s1", { command: ["sh", "-c", "x"] })) {
+      seen.push(frame);
+    }
+    return seen;
+  }
+
+  it("asks for an event stream and yields its frames until the exit frame", async () => {
+    let accept: string | null = null;
+    const client = new ShellsClient({
+      ...base,
+      fetch: serve((request) => {
+        accept = request.headers.get("accept");
+        return eventStream(
+          [
+            'event: stdout\ndata: {"type":"stdout","data":"a\\n","time":1}\n',
+            'event: stderr\ndata: {"type":"stderr","data":"b\\n","time":2}\n',
+            'event: exit\ndata: {"type":"exit","result":{"exitCode":3,"stdout":"","stderr":"","durationMs":5},"time":3}\n',
+            "",
+          ].join("\n"),
+        );
+      }),
+    });
+    expect(await frames(client)).toEqual([
+      { type: "stdout", data: "a\n", time: 1 },
+      { type: "stderr", data: "b\n", time: 2 },
+      {
+        type: "exit",
+        result: { exitCode: 3, stdout: "", stderr: "", durationMs: 5 },
+        time: 3,
+      },
+    ]);
+    expect(accept).toBe("text/event-stream");
+  });
+
+  it("throws the typed error an error event carries", async () => {
+    const client = new ShellsClient({
+      ...base,
+      fetch: serve(() =>
+        eventStream(
+          'event: error\ndata: {"error":{"code":"invalid_state","message":"stopped","requestId":"r"}}\n\n',
+        ),
+      ),
+    });
+    await expect(frames(client)).rejects.toMatchObject({
+      name: "ConflictError",
+      code: "invalid_state",
+      status: 409,
+    });
+  });
+
+  it("reports a stream that ends before the exit frame as a lost connection", async () => {
+    const client = new ShellsClient({
+      ...base,
+      fetch: serve(() =>
+        eventStream('event: stdout\ndata: {"type":"stdout","data":"a","time":1}\n\n'),
+      ),
+    });
+    await expect(frames(client)).rejects.toMatchObject({
+      name: "ConnectionError",
+      code: "connection_failed",
+    });
+  });
+
+  it("replays a server's buffered JSON answer as frames", async () => {
+    const client = new ShellsClient({
+      ...base,
+      fetch: serve(() => json({ exitCode: 0, stdout: "out", stderr: "", durationMs: 1 })),
+    });
+    const seen = await frames(client);
+    expect(seen.map((f) => f.type)).toEqual(["stdout", "exit"]);
+    expect(seen[1]).toMatchObject({ result: { exitCode: 0, stdout: "" } });
+  });
+});

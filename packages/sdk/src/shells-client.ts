@@ -1,33 +1,36 @@
 import type {
+  AgentToolResults as ContractAgentToolResults,
   AGENT_TOOL_ARGUMENTS,
   ActionRequest,
-  ActionResult,
   ActivityEvent,
   AgentTool,
   Capability,
   ChainVerification,
+  ExecFrame,
   ExecRequest,
   ExecResult,
-  HttpMethod,
+  InterpreterRequest as InterpreterRequestSchema,
+  InterpreterResult,
   Language,
   Page,
   PendingApproval,
   Principal,
+  RunCreate,
   RuntimeAvailability,
   RuntimeClass,
   Shell,
   ShellCreate,
   ShellStatus,
   Snapshot,
+  TermCredential,
 } from "@shells/contract";
 import {
   ConfigurationError,
   ConnectionError,
   ServerError,
-  ShellsError,
-  errorFromResponse,
-  excerpt,
+  errorFromStreamEvent,
 } from "./errors.js";
+import { FilesApi } from "./files-api.js";
 import {
   AgentsApi,
   ApprovalsApi,
@@ -37,10 +40,17 @@ import {
   PolicyApi,
   ProjectsApi,
 } from "./iam-resources.js";
-import { segment, type CallOptions } from "./internal/api-call.js";
+import { segment, type ApiCall } from "./internal/api-call.js";
 import type { SchemaInput } from "./internal/schema-types.js";
+import { Transport } from "./internal/transport.js";
 import { PaginatedList } from "./paginated-list.js";
 import type { ActionOutcome } from "./pending-approval.js";
+import { RunsApi, type RunHandle } from "./runs-api.js";
+import {
+  attachTerminal,
+  type TerminalAttachOptions,
+  type TerminalCredential,
+} from "./terminal-connection.js";
 
 /** Options of {@link ShellsClient}. */
 export interface ShellsClientOptions {
@@ -113,21 +123,14 @@ export interface ActivityListQuery {
   cursor?: string | undefined;
 }
 
+/** Body of {@link ShellsClient.interpreter}: the code, and `python` or `node`. */
+export type InterpreterRequest = SchemaInput<typeof InterpreterRequestSchema>;
+
 /** The `arguments` of one agent-gate tool: the same contract as the REST body it mirrors. */
 export type AgentToolArguments<T extends AgentTool> = SchemaInput<(typeof AGENT_TOOL_ARGUMENTS)[T]>;
 
 /** What each agent-gate tool answers: the same shape as the REST route it mirrors. */
-export interface AgentToolResults {
-  /** One page of shells, as `GET /api/v1/shells`. */
-  shells_list: Page<Shell>;
-  shells_create: Shell;
-  /**
-   * As the action route; `capability: "delete"` answers the deleted shell, and a gated capability
-   * may answer a {@link PendingApproval}.
-   */
-  shells_action: ActionResult | Shell | PendingApproval;
-  shells_exec: ExecResult;
-}
+export type AgentToolResults = ContractAgentToolResults;
 
 /** The answer of {@link ShellsClient.invoke}: which tool ran and its result. */
 export interface AgentInvokeResult<T extends AgentTool> {
@@ -142,6 +145,8 @@ const DEFAULT_EXEC_TIMEOUT_MS = 60_000;
 const EXEC_RESPONSE_MARGIN_MS = 30_000;
 /** The largest page the activity route serves; `verifyActivity` walks the chain with it. */
 const MAX_ACTIVITY_PAGE = 500;
+/** The server's default wall clock of one interpreter turn (InterpreterRequest.timeoutMs). */
+const DEFAULT_INTERPRETER_TIMEOUT_MS = 60_000;
 
 /**
  * A typed client of the Shells control plane. Every method mirrors one REST route; every failure is
@@ -170,8 +175,12 @@ export class ShellsClient {
   readonly policy: PolicyApi;
   /** Approvals of gated destructive actions: list, get, grant, deny. */
   readonly approvals: ApprovalsApi;
-  readonly #token: string;
-  readonly #fetch: typeof globalThis.fetch;
+  /** Files inside a running shell: read, write, list, stat, remove, directories as tar. */
+  readonly files: FilesApi;
+  /** One-shot runs: get, list, and handles on existing runs. Start one with {@link run}. */
+  readonly runs: RunsApi;
+  readonly #transport: Transport;
+  readonly #call: ApiCall;
   readonly #timeoutMs: number;
 
   /** @throws {ConfigurationError} when no base URL or token is given or found in the environment. */
@@ -206,10 +215,15 @@ export class ShellsClient {
       });
     }
     this.baseUrl = baseUrl.replace(/\/+$/, "");
-    this.#token = token;
-    this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const call = this.#call.bind(this);
+    this.#transport = new Transport({
+      baseUrl: this.baseUrl,
+      token,
+      fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
+      timeoutMs: this.#timeoutMs,
+    });
+    const call = this.#transport.call;
+    this.#call = call;
     this.members = new MembersApi(call);
     this.agents = new AgentsApi(call);
     this.keys = new KeysApi(call);
@@ -217,6 +231,8 @@ export class ShellsClient {
     this.projects = new ProjectsApi(call);
     this.policy = new PolicyApi(call);
     this.approvals = new ApprovalsApi(call);
+    this.files = new FilesApi(call);
+    this.runs = new RunsApi(call, this.#transport.events);
   }
 
   /** Creates a shell and answers once it is running (or in `error`). */
@@ -297,6 +313,133 @@ export class ShellsClient {
     });
   }
 
+  /**
+   * Runs a command in a running shell and streams it: `stdout`/`stderr` frames (UTF-8 text, each
+   * stamped with the time it left the process) as they happen, then one `exit` frame with the
+   * result (its `stdout`/`stderr` are empty: the output went out as frames).
+   *
+   * Nothing is sent until the loop starts; a missing or stopped shell fails the first iteration.
+   * Breaking out of the loop hangs up, and the server then ends the command.
+   *
+   * ```ts
+   * for await (const frame of shells.execStream(id, { command: ["sh", "-c", "echo a; sleep 1; echo b"] })) {
+   *   if (frame.type === "exit") console.log("exit code", frame.result.exitCode);
+   *   else process[frame.type].write(frame.data);
+   * }
+   * ```
+   */
+  async *execStream(
+    idOrName: string,
+    request: ExecRequest,
+    options: RequestOptions = {},
+  ): AsyncGenerator<ExecFrame, void, undefined> {
+    const execTimeoutMs = request.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS;
+    const path = `/api/v1/shells/${segment(idOrName)}/exec`;
+    const answer = await this.#transport.events("POST", path, {
+      ...options,
+      body: request,
+      timeoutMs: Math.max(this.#timeoutMs, execTimeoutMs + EXEC_RESPONSE_MARGIN_MS),
+      deadline: "stream",
+    });
+    if (answer.kind === "json") {
+      // A server that does not stream answered the whole result: replay it as frames.
+      const result = answer.body as ExecResult;
+      const time = Date.now();
+      if (result.stdout !== "") yield { type: "stdout", data: result.stdout, time };
+      if (result.stderr !== "") yield { type: "stderr", data: result.stderr, time };
+      yield { type: "exit", result: { ...result, stdout: "", stderr: "" }, time };
+      return;
+    }
+    for await (const event of answer.events) {
+      if (event.event === "error") throw await errorFromStreamEvent(event.data);
+      if (event.event !== "stdout" && event.event !== "stderr" && event.event !== "exit") continue;
+      let frame: ExecFrame;
+      try {
+        frame = JSON.parse(event.data) as ExecFrame;
+      } catch (cause) {
+        throw new ServerError(
+          {
+            code: "unexpected_response",
+            status: 200,
+            message: `POST ${path} streamed a ${event.event} event that is not JSON`,
+          },
+          { cause },
+        );
+      }
+      yield frame;
+      if (frame.type === "exit") return;
+    }
+    throw new ConnectionError({
+      code: "connection_failed",
+      status: 0,
+      message: `POST ${path}: the stream ended before the command's exit frame`,
+    });
+  }
+
+  /**
+   * Runs one turn in the shell's warm code interpreter (python or node): globals, imports and
+   * files persist between turns. Answers the turn's output, the last expression's `value` (JSON,
+   * or its repr) and, when the code raised, `error` with its traceback — an exception in the code is
+   * a result, not a thrown error. `restarted` says a fresh interpreter served this turn.
+   */
+  interpreter(
+    idOrName: string,
+    request: InterpreterRequest,
+    options: RequestOptions = {},
+  ): Promise<InterpreterResult> {
+    const turnTimeoutMs = request.timeoutMs ?? DEFAULT_INTERPRETER_TIMEOUT_MS;
+    return this.#call<InterpreterResult>(
+      "POST",
+      `/api/v1/shells/${segment(idOrName)}/interpreter`,
+      {
+        ...options,
+        body: request,
+        timeoutMs: Math.max(this.#timeoutMs, turnTimeoutMs + EXEC_RESPONSE_MARGIN_MS),
+      },
+    );
+  }
+
+  /**
+   * Mints a short-lived, single-use credential for a terminal on the shell and answers it with
+   * `attach()`, which opens the WebSocket to a PTY running a login shell. The token is in this
+   * answer only (the server keeps a hash); treat it as a secret.
+   *
+   * ```ts
+   * const term = await shells.term(shell.id);
+   * const connection = await term.attach({ cols: 120, rows: 40 });
+   * connection.write("ls\r");
+   * for await (const bytes of connection) process.stdout.write(bytes);
+   * ```
+   */
+  async term(idOrName: string, options: RequestOptions = {}): Promise<TerminalCredential> {
+    const credential = await this.#call<TermCredential>(
+      "POST",
+      `/api/v1/shells/${segment(idOrName)}/term`,
+      options,
+    );
+    return {
+      ...credential,
+      attach: (attachOptions?: TerminalAttachOptions) => attachTerminal(credential, attachOptions),
+    };
+  }
+
+  /**
+   * Starts a one-shot run: an ephemeral shell runs `code` (in `language`) or `command`, reports
+   * stdout, stderr, its exit code, a structured result (`shells.result(value)` in python and node,
+   * or JSON written to `$SHELLS_RESULT` in any language) and the declared `artifacts`, and is torn
+   * down. Answers at once with a handle to follow it.
+   *
+   * ```ts
+   * const run = await shells.run({ language: "python", code: `print("hi"); shells.result({"ok": True})` });
+   * for await (const frame of run.stream()) console.log(frame); // live
+   * const { result } = await run.result(); // structured
+   * await run.teardown();
+   * ```
+   */
+  run(spec: RunCreate, options: IdempotentRequestOptions = {}): Promise<RunHandle> {
+    return this.runs.create(spec, options);
+  }
+
   /** A shell's restore points, newest first. */
   async snapshots(idOrName: string, options: RequestOptions = {}): Promise<Snapshot[]> {
     const { items } = await this.#call<{ items: Snapshot[] }>(
@@ -372,105 +515,4 @@ export class ShellsClient {
       body: { tool, arguments: args },
     });
   }
-
-  async #call<T>(method: HttpMethod, path: string, options: CallOptions): Promise<T> {
-    const url = new URL(this.baseUrl + path);
-    for (const [key, value] of Object.entries(options.query ?? {})) {
-      if (value !== undefined) url.searchParams.set(key, String(value));
-    }
-    const headers: Record<string, string> = {
-      accept: "application/json",
-      authorization: `Bearer ${this.#token}`,
-    };
-    if (options.body !== undefined) headers["content-type"] = "application/json";
-    if (options.idempotencyKey !== undefined) headers["idempotency-key"] = options.idempotencyKey;
-
-    const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
-    const timeout = AbortSignal.timeout(timeoutMs);
-    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
-    const describe = `${method} ${url.pathname}`;
-
-    let status: number;
-    let text: string;
-    try {
-      const response = await this.#fetch(url, {
-        method,
-        headers,
-        body: options.body === undefined ? undefined : JSON.stringify(options.body),
-        signal,
-      });
-      status = response.status;
-      text = await response.text();
-    } catch (cause) {
-      throw connectionError(cause, {
-        describe,
-        baseUrl: this.baseUrl,
-        timeoutMs,
-        timedOut: timeout.aborted,
-        abortedByCaller: options.signal?.aborted === true,
-      });
-    }
-
-    if (status < 200 || status >= 300) throw errorFromResponse(status, text);
-    try {
-      return JSON.parse(text) as T;
-    } catch (cause) {
-      throw new ServerError(
-        {
-          code: "unexpected_response",
-          status,
-          message: `${describe} answered HTTP ${status} with a body that is not JSON: ${excerpt(text)}`,
-        },
-        { cause },
-      );
-    }
-  }
-}
-
-function connectionError(
-  cause: unknown,
-  context: {
-    describe: string;
-    baseUrl: string;
-    timeoutMs: number;
-    timedOut: boolean;
-    abortedByCaller: boolean;
-  },
-): ShellsError {
-  if (cause instanceof ShellsError) return cause;
-  if (context.timedOut) {
-    return new ConnectionError(
-      {
-        code: "timeout",
-        status: 0,
-        message: `${context.describe}: no response from ${context.baseUrl} within ${context.timeoutMs} ms`,
-      },
-      { cause },
-    );
-  }
-  if (context.abortedByCaller) {
-    return new ConnectionError(
-      { code: "aborted", status: 0, message: `${context.describe}: aborted by the caller` },
-      { cause },
-    );
-  }
-  return new ConnectionError(
-    {
-      code: "connection_failed",
-      status: 0,
-      message: `${context.describe}: could not reach ${context.baseUrl}: ${describeCause(cause)}`,
-    },
-    { cause },
-  );
-}
-
-/** The most specific reason a fetch failed (Node puts the socket error in `cause`). */
-function describeCause(cause: unknown): string {
-  if (!(cause instanceof Error)) return String(cause);
-  const inner: unknown = cause.cause;
-  if (inner instanceof Error) {
-    const code = (inner as { code?: unknown }).code;
-    return typeof code === "string" ? `${code} (${inner.message})` : inner.message;
-  }
-  return cause.message;
 }

@@ -1,4 +1,4 @@
-import type { ExecRequest } from "@l1fe/shells";
+import type { ExecRequest, ExecResult } from "@l1fe/shells";
 import type { Command } from "commander";
 import type { CliContext } from "../context.js";
 import { parseDurationMs, parseEnvPair } from "../parsers.js";
@@ -9,6 +9,8 @@ interface ExecOptions {
   env?: Record<string, string>;
   /** False with `--no-stdin`. */
   stdin: boolean;
+  /** False with `--no-stream`. */
+  stream: boolean;
 }
 
 /**
@@ -19,16 +21,28 @@ export function processExitCode(exitCode: number): number {
   return Number.isInteger(exitCode) && exitCode >= 0 && exitCode <= 255 ? exitCode : 1;
 }
 
-async function readAll(stream: AsyncIterable<Buffer | string>): Promise<string> {
+/** Reads a stream to its end as UTF-8 text. */
+export async function readAll(stream: AsyncIterable<Buffer | string>): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream)
     chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
   return Buffer.concat(chunks).toString("utf8");
 }
 
+/** Reports what the output cannot show: truncation, and a kill by the sandbox. */
+function reportEnding(ctx: CliContext, result: ExecResult): void {
+  if (result.truncated) ctx.printErr("shells: output was truncated at the server's limit");
+  if (result.killReason) {
+    ctx.printErr(
+      `shells: the sandbox killed the command: ${result.killReason} (exit code ${result.exitCode})`,
+    );
+  }
+}
+
 /**
  * `shells exec ID -- CMD ARGS…`: run a command in a shell, print its output to the matching
- * streams and exit with its exit code.
+ * streams as it happens (or all at the end, with `--no-stream` or `--json`) and exit with its exit
+ * code.
  */
 export function registerExecCommand(program: Command, ctx: CliContext): void {
   program
@@ -44,6 +58,7 @@ export function registerExecCommand(program: Command, ctx: CliContext): void {
     .option("--cwd <dir>", "working directory (default: /workspace)")
     .option("-e, --env <KEY=VALUE>", "environment variable (repeatable)", parseEnvPair)
     .option("--no-stdin", "do not forward standard input, even when it is not a terminal")
+    .option("--no-stream", "wait for the command, then print its output (--json implies it)")
     .addHelpText("after", "\nExample:\n  shells exec my-shell -- sh -c 'echo hi; exit 3'")
     .action(async (id: string, command: string[], options: ExecOptions) => {
       const request: ExecRequest = { command };
@@ -55,16 +70,21 @@ export function registerExecCommand(program: Command, ctx: CliContext): void {
         if (input !== "") request.stdin = input;
       }
 
-      const result = await ctx.client().exec(id, request);
-      ctx.exitCode = processExitCode(result.exitCode);
-      if (ctx.json) return ctx.printJson(result);
-      ctx.io.stdout.write(result.stdout);
-      ctx.io.stderr.write(result.stderr);
-      if (result.truncated) ctx.printErr("shells: output was truncated at the server's limit");
-      if (result.killReason) {
-        ctx.printErr(
-          `shells: the sandbox killed the command: ${result.killReason} (exit code ${result.exitCode})`,
-        );
+      if (!options.stream || ctx.json) {
+        const result = await ctx.client().exec(id, request);
+        ctx.exitCode = processExitCode(result.exitCode);
+        if (ctx.json) return ctx.printJson(result);
+        ctx.io.stdout.write(result.stdout);
+        ctx.io.stderr.write(result.stderr);
+        return reportEnding(ctx, result);
+      }
+      for await (const frame of ctx.client().execStream(id, request)) {
+        if (frame.type === "exit") {
+          ctx.exitCode = processExitCode(frame.result.exitCode);
+          reportEnding(ctx, frame.result);
+        } else {
+          (frame.type === "stdout" ? ctx.io.stdout : ctx.io.stderr).write(frame.data);
+        }
       }
     });
 }

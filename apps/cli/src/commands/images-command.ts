@@ -11,7 +11,9 @@ import { formatTable } from "../format.js";
  * the Debian mirror; it shows progress as it goes.
  */
 export function registerImagesCommand(program: Command, ctx: CliContext): void {
-  const images = program.command("images").description("build and list the container runtime's base images");
+  const images = program
+    .command("images")
+    .description("build and list the container runtime's base images");
   const stateDir = () => join(ctx.dataDir, "container");
 
   images
@@ -23,13 +25,18 @@ export function registerImagesCommand(program: Command, ctx: CliContext): void {
       for (const language of wanted) {
         const parsed = Language.safeParse(language);
         if (!parsed.success) {
-          ctx.printErr(`error: usage: unknown language ${language} (one of ${Language.options.join(", ")})`);
+          ctx.printErr(
+            `error: usage: unknown language ${language} (one of ${Language.options.join(", ")})`,
+          );
           ctx.exitCode = 2;
           return;
         }
         ctx.printErr(`building the ${language} image…`);
         const info = await buildImage(stateDir(), parsed.data, {
-          onProgress: (event) => ctx.printErr(`  ${language}: ${event.message}${event.percent === undefined ? "" : ` (${Math.round(event.percent)}%)`}`),
+          onProgress: (event) =>
+            ctx.printErr(
+              `  ${language}: ${event.message}${event.percent === undefined ? "" : ` (${Math.round(event.percent)}%)`}`,
+            ),
         });
         if (ctx.json) ctx.printJson(info);
         else ctx.print(`built ${info.version}`);
@@ -42,7 +49,15 @@ export function registerImagesCommand(program: Command, ctx: CliContext): void {
     .action(async () => {
       const list = await listImages(stateDir());
       if (ctx.json) return ctx.printJson(list);
-      if (list.length === 0) return ctx.print("no images yet; they are built on first need, or with: shells images build");
-      ctx.print(formatTable(["language", "version", "suite", "created"], list.map((i) => [i.language, i.version, i.suite, i.createdAt])));
+      if (list.length === 0)
+        return ctx.print(
+          "no images yet; they are built on first need, or with: shells images build",
+        );
+      ctx.print(
+        formatTable(
+          ["language", "version", "suite", "created"],
+          list.map((i) => [i.language, i.version, i.suite, i.createdAt]),
+        ),
+      );
     });
 }

@@ -35,6 +35,7 @@ import type { PolicyService } from "../services/policy-service.js";
 import type { ApprovalGate, GateClearance } from "./approval-gate.js";
 import { decodeCursor, encodeCursor } from "../services/cursor.js";
 import type { Database, ShellTable } from "../store/schema.js";
+import { redact, secretValues } from "../redact.js";
 import { KeyedMutex } from "./keyed-mutex.js";
 import type { RuntimeRegistry } from "./runtimes.js";
 
@@ -46,6 +47,8 @@ export const SHELL_DEFAULTS = {
   cwd: "/workspace",
   /** Newest log entries kept per shell; older ones are dropped. */
   logRetention: 2000,
+  /** Characters of each exec's stdout and stderr kept in its log entry. */
+  logExcerptChars: 2000,
 } as const;
 
 type ShellRow = Selectable<ShellTable> & { project_name: string };
@@ -385,12 +388,20 @@ export class ShellService {
         hooks,
       ),
     );
-    const summary = request.command.join(" ").slice(0, 300);
+    const env = { ...(JSON.parse(row.env) as Record<string, string>), ...request.env };
+    const secrets = secretValues(env);
+    const summary = redact(request.command.join(" ").slice(0, 300), secrets);
+    const excerpt = (label: string, text: string) =>
+      text
+        ? `\n${label}: ${redact(text.slice(0, SHELL_DEFAULTS.logExcerptChars), secrets)}${text.length > SHELL_DEFAULTS.logExcerptChars ? " […]" : ""}`
+        : "";
     await this.#log(
       caller.orgId,
       row.id,
       "exec",
-      `$ ${summary} → exit ${result.exitCode}${result.killReason ? ` (killed: ${result.killReason})` : ""} in ${Math.round(result.durationMs)} ms, ${result.stdout.length} B stdout, ${result.stderr.length} B stderr`,
+      `$ ${summary} → exit ${result.exitCode}${result.killReason ? ` (killed: ${result.killReason})` : ""} in ${Math.round(result.durationMs)} ms, ${result.stdout.length} B stdout, ${result.stderr.length} B stderr` +
+        excerpt("stdout", result.stdout) +
+        excerpt("stderr", result.stderr),
     );
     await this.deps.activity.record({
       orgId: caller.orgId,

@@ -3,7 +3,7 @@ import type { SandboxProcess } from "@shells/sandbox";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import type { Kysely } from "kysely";
 import { randomBytes, timingSafeEqual } from "node:crypto";
-import type { WebSocket } from "ws";
+import type { RawData, WebSocket } from "ws";
 import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { newId, nowIso, sha256Hex } from "../ids.js";
@@ -154,6 +154,12 @@ export class TermService {
   }
 
   async #serve(socket: WebSocket, token: string, cols: number, rows: number): Promise<void> {
+    // Listen before anything is awaited: what the client types while the PTY starts is queued,
+    // not lost, and replayed in order once the process runs.
+    const early: { data: RawData; isBinary: boolean }[] = [];
+    let deliver: (data: RawData, isBinary: boolean) => void = (data, isBinary) =>
+      early.push({ data, isBinary });
+    socket.on("message", (data, isBinary) => deliver(data, isBinary));
     const grant = await this.#consume(token);
     const shell = await this.shells.sandboxFor(grant.orgId, grant.shellId);
     const waitForDrain = async () => {
@@ -204,7 +210,7 @@ export class TermService {
       },
       Math.max(0, grant.expiresAt - Date.now()),
     );
-    socket.on("message", (data, isBinary) => {
+    deliver = (data, isBinary) => {
       const bytes = Buffer.isBuffer(data)
         ? data
         : Array.isArray(data)
@@ -246,12 +252,14 @@ export class TermService {
         // Text that is not a control message is typed into the terminal.
         void running.write(bytes);
       }
-    });
+    };
+    for (const message of early.splice(0)) deliver(message.data, message.isBinary);
     socket.on("close", () => {
       clearTimeout(expiry);
       running.signal("SIGHUP");
       setTimeout(() => running.signal("SIGKILL"), 2000).unref();
     });
+    if (socket.readyState !== socket.OPEN) running.signal("SIGKILL");
     const result = await running.exit;
     clearTimeout(expiry);
     await this.activity.record({

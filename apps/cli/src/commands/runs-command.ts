@@ -1,0 +1,111 @@
+import type { Run } from "@l1fe/shells";
+import type { Command } from "commander";
+import { writeFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import type { CliContext } from "../context.js";
+import { formatAge, formatBytes, formatKeyValues, formatTable } from "../format.js";
+import { parsePositiveInt } from "../parsers.js";
+
+/** One `shells runs ls` row. */
+export function runRow(run: Run, nowMs: number): string[] {
+  return [
+    run.id,
+    run.status,
+    run.language,
+    run.exitCode === null ? "-" : String(run.exitCode),
+    formatAge(run.createdAt, nowMs),
+  ];
+}
+
+/** Everything about one run, as `shells runs get` prints it. */
+export function formatRun(run: Run, nowMs: number): string {
+  const pairs: [string, string][] = [
+    ["id", run.id],
+    ["status", run.status],
+    ["language", run.language],
+    ["runtime", run.runtime],
+    ["shell", run.shellId],
+    ["exit code", run.exitCode === null ? "-" : String(run.exitCode)],
+  ];
+  if (run.killReason) pairs.push(["killed", run.killReason]);
+  if (run.error) pairs.push(["error", run.error]);
+  pairs.push(["result", run.result === null ? "-" : JSON.stringify(run.result)]);
+  pairs.push([
+    "artifacts",
+    run.artifacts.length === 0
+      ? "-"
+      : run.artifacts.map((a) => `${a.path} (${formatBytes(a.sizeBytes)})`).join(", "),
+  ]);
+  pairs.push(["created", `${run.createdAt} (${formatAge(run.createdAt, nowMs)} ago)`]);
+  if (run.finishedAt) pairs.push(["finished", run.finishedAt]);
+  return formatKeyValues(pairs);
+}
+
+/** `shells runs ls|get|result|artifact|rm`: one-shot runs (start one with `shells run`). */
+export function registerRunsCommand(program: Command, ctx: CliContext): void {
+  const runs = program.command("runs").description("list, inspect and tear down one-shot runs");
+
+  runs
+    .command("ls")
+    .alias("list")
+    .description("the org's newest runs")
+    .option("--limit <count>", "how many (1-200, default 50)", parsePositiveInt)
+    .action(async (flags: { limit?: number }) => {
+      const items = await ctx.client().runs.list({ limit: flags.limit });
+      if (ctx.json) return ctx.printJson(items);
+      if (items.length === 0) return ctx.printErr("no runs");
+      const now = ctx.now();
+      ctx.print(
+        formatTable(
+          ["id", "status", "language", "exit", "age"],
+          items.map((run) => runRow(run, now)),
+        ),
+      );
+    });
+
+  runs
+    .command("get")
+    .description("one run as it stands now")
+    .argument("<id>", "run id")
+    .action(async (id: string) => {
+      const run = await ctx.client().runs.get(id);
+      if (ctx.json) ctx.printJson(run);
+      else ctx.print(formatRun(run, ctx.now()));
+    });
+
+  runs
+    .command("result")
+    .description("wait until a run has ended and print it as JSON (with its structured result)")
+    .argument("<id>", "run id")
+    .action(async (id: string) => {
+      ctx.printJson(await ctx.client().runs.handle(id).result());
+    });
+
+  runs
+    .command("artifact")
+    .description("download one of a run's artifacts (to stdout, or -o FILE)")
+    .argument("<id>", "run id")
+    .argument("<path>", "the artifact's path, as `shells runs get` lists it")
+    .option("-o, --output <file>", "write it to this file instead of stdout")
+    .action(async (id: string, path: string, flags: { output?: string }) => {
+      const bytes = await ctx.client().runs.handle(id).artifact(path);
+      if (flags.output === undefined) {
+        ctx.io.stdout.write(bytes);
+        return;
+      }
+      const target = resolve(ctx.io.cwd, flags.output);
+      await writeFile(target, bytes);
+      ctx.printErr(`wrote ${formatBytes(bytes.length)} to ${target}`);
+    });
+
+  runs
+    .command("rm")
+    .alias("teardown")
+    .description("tear a run down: cancel it if running, reclaim its shell (records stay)")
+    .argument("<id>", "run id")
+    .action(async (id: string) => {
+      const run = await ctx.client().runs.handle(id).teardown();
+      if (ctx.json) ctx.printJson(run);
+      else ctx.print(`tore down ${run.id} (${run.status})`);
+    });
+}

@@ -1,0 +1,25 @@
+/**
+ * Redaction at the source: text that is about to be stored (execution logs) loses every credential
+ * the control plane knows the shape or value of, before it is written anywhere.
+ */
+
+/** Shapes of credentials this server issues: API keys and terminal tokens. */
+const ISSUED_CREDENTIALS = /\b(shk|sht)_[0-9a-z]{12}_[A-Za-z0-9_-]{43}\b/g;
+
+/** Environment variable names whose values are treated as secrets. */
+const SECRET_NAME = /TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|API_?KEY|PRIVATE|CREDENTIAL|AUTH/i;
+
+/** The values of `env` whose names look like secrets (long enough to be worth masking). */
+export function secretValues(env: Record<string, string>): string[] {
+  return Object.entries(env)
+    .filter(([name, value]) => SECRET_NAME.test(name) && value.length >= 4)
+    .map(([, value]) => value);
+}
+
+/** `text` with issued credentials and the given secret values replaced by `[redacted]`. */
+export function redact(text: string, secrets: readonly string[] = []): string {
+  let out = text.replace(ISSUED_CREDENTIALS, "[redacted]");
+  for (const secret of [...secrets].sort((a, b) => b.length - a.length))
+    out = out.split(secret).join("[redacted]");
+  return out;
+}
