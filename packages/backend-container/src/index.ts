@@ -41,12 +41,16 @@ export function imagesDirOf(stateDir: string): string {
 export function buildImage(
   stateDir: string,
   language: Language,
-  options: BuildImageOptions = {},
+  options: BuildImageOptions & { imagesDir?: string } = {},
 ): Promise<ImageInfo> {
-  return buildImageIn(imagesDirOf(stateDir), language, options);
+  const { imagesDir, ...build } = options;
+  return buildImageIn(imagesDir ?? imagesDirOf(stateDir), language, build);
 }
 
-/** Built base images under `<stateDir>/images`, newest first per language (for `shells images ls`). */
-export function listImages(stateDir: string): Promise<ImageInfo[]> {
-  return listImagesIn(imagesDirOf(stateDir));
+/**
+ * Built base images under `<stateDir>/images` (or `imagesDir` when the server shares one), newest
+ * first per language (for `shells images ls`).
+ */
+export function listImages(stateDir: string, imagesDir?: string): Promise<ImageInfo[]> {
+  return listImagesIn(imagesDir ?? imagesDirOf(stateDir));
 }

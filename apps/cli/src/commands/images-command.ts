@@ -15,6 +15,8 @@ export function registerImagesCommand(program: Command, ctx: CliContext): void {
     .command("images")
     .description("build and list the container runtime's base images");
   const stateDir = () => join(ctx.dataDir, "container");
+  // The server may share one images dir between data dirs (SHELLS_IMAGES_DIR); follow it here too.
+  const imagesDir = process.env.SHELLS_IMAGES_DIR;
 
   images
     .command("build")
@@ -33,6 +35,7 @@ export function registerImagesCommand(program: Command, ctx: CliContext): void {
         }
         ctx.printErr(`building the ${language} image…`);
         const info = await buildImage(stateDir(), parsed.data, {
+          ...(imagesDir ? { imagesDir } : {}),
           onProgress: (event) =>
             ctx.printErr(
               `  ${language}: ${event.message}${event.percent === undefined ? "" : ` (${Math.round(event.percent)}%)`}`,
@@ -47,7 +50,7 @@ export function registerImagesCommand(program: Command, ctx: CliContext): void {
     .command("ls")
     .description("list built images, newest first per language")
     .action(async () => {
-      const list = await listImages(stateDir());
+      const list = await listImages(stateDir(), imagesDir);
       if (ctx.json) return ctx.printJson(list);
       if (list.length === 0)
         return ctx.print(
