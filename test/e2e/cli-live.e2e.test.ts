@@ -183,7 +183,7 @@ describe("shells term", () => {
       cwd: workDir,
     };
     const exited = runCli(["term", shell.id], io);
-    await expect.poll(() => output, { timeout: 5000 }).toMatch(/\$ $/);
+    await expect.poll(() => output, { timeout: 5000 }).toMatch(/[$#] $/);
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(stdin.rawModes).toEqual([true]);
     stdin.write("stty size\r");
@@ -195,7 +195,7 @@ describe("shells term", () => {
     await expect.poll(() => output, { timeout: 5000 }).toMatch(/43 132/);
     stdin.write("\u0003");
     await expect.poll(() => output, { timeout: 5000 }).toMatch(/\^C/);
-    stdin.write("exit\r");
+    stdin.write("exit 0\r");
     expect(await exited).toBe(0);
     expect(stdin.rawModes).toEqual([true, false]);
   });

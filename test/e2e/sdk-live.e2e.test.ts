@@ -159,7 +159,7 @@ async function record(term: TerminalConnection): Promise<() => string> {
   void (async () => {
     for await (const bytes of term) output += decoder.decode(bytes, { stream: true });
   })();
-  await expect.poll(() => output, { timeout: 5000 }).toMatch(/\$ $/);
+  await expect.poll(() => output, { timeout: 5000 }).toMatch(/[$#] $/);
   await new Promise((resolve) => setTimeout(resolve, 50));
   return () => output;
 }
@@ -180,15 +180,15 @@ describe("the terminal through the SDK", () => {
     await expect.poll(output, { timeout: 5000 }).toMatch(/43 132/);
     term.write("\u0003");
     await expect.poll(output, { timeout: 5000 }).toMatch(/\^C/);
-    term.write("exit\r");
+    term.write("exit 0\r");
     expect(await term.closed).toMatchObject({ code: 1000, exitCode: 0, error: null });
   });
 
   it("reports the remote shell's exit code when a signal ends it", async () => {
     const term = await (await shells.term(shell.id)).attach();
     await record(term);
-    term.signal("SIGTERM");
-    expect(await term.closed).toMatchObject({ code: 1000, exitCode: 143 });
+    term.signal("SIGHUP");
+    expect(await term.closed).toMatchObject({ code: 1000, exitCode: 129 });
   });
 
   it("refuses a second attach with the same credential (4401)", async () => {

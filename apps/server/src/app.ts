@@ -24,6 +24,7 @@ import { InterpreterService } from "./orchestrator/interpreter-service.js";
 import { RunService } from "./orchestrator/run-service.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { renderDocsPage } from "./routes/docs-page.js";
+import { registerConsoleStatic } from "./routes/console-static.js";
 import { openEventStream, wantsEventStream } from "./routes/event-stream.js";
 import { registerRoutes, STREAMED, type Handlers } from "./routes/register-routes.js";
 import { OidcAuth, publicBaseUrl, registerAuthRoutes } from "./iam/oidc/oidc-auth.js";
@@ -121,6 +122,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     baseUrl: () => publicBaseUrl(app, config),
   });
   app.addHook("onClose", async () => {
+    await terms.close();
     interpreters.close();
     await runs.drain();
   });
@@ -383,6 +385,8 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   app.get("/docs", async (_request, reply) =>
     reply.type("text/html; charset=utf-8").send(docsHtml),
   );
+  // The web console at `/` (built files, index.html for its routes); never shadows the API.
+  registerConsoleStatic(app, config.consoleDir);
 
   app.addHook("onReady", async () => {
     const counts = await shells.reconcile();

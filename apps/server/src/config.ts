@@ -151,6 +151,11 @@ export const ServerConfig = z.strictObject({
    */
   rootCapabilities: z.enum(["none", "package-manager"]).default("none"),
   /**
+   * Directory of the built web console served at `/` (default: `apps/console/dist` next to this
+   * server package). Env `SHELLS_CONSOLE_DIR`.
+   */
+  consoleDir: z.string().min(1).optional(),
+  /**
    * Base URL users reach the server at (the OIDC redirect URI is `<publicUrl>/auth/callback`;
    * https makes the session cookie Secure). Default `http://<host>:<port>`. Flag `--public-url`,
    * env `SHELLS_PUBLIC_URL`.
@@ -210,6 +215,7 @@ export function loadConfig(
     region: env.SHELLS_REGION,
     imagesDir: env.SHELLS_IMAGES_DIR,
     rootCapabilities: env.SHELLS_ROOT_CAPABILITIES,
+    consoleDir: env.SHELLS_CONSOLE_DIR,
     validateResponses: env.SHELLS_VALIDATE_RESPONSES,
     publicUrl: values["public-url"] ?? env.SHELLS_PUBLIC_URL,
     sessionTtlSeconds: env.SHELLS_SESSION_TTL_SECONDS,

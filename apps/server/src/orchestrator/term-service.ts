@@ -34,6 +34,9 @@ interface Attachment {
  * event, the material never is. The connection ends when the credential expires.
  */
 export class TermService {
+  /** Terminals being served, so shutdown can end them and record their end before the store closes. */
+  readonly #live = new Map<Promise<void>, () => void>();
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly shells: ShellService,
@@ -135,25 +138,45 @@ export class TermService {
       const token = typeof query.token === "string" ? query.token : "";
       const cols = Math.min(500, Math.max(10, Number(query.cols) || 80));
       const rows = Math.min(200, Math.max(5, Number(query.rows) || 24));
-      this.#serve(socket, token, cols, rows).catch((error: unknown) => {
-        const message = error instanceof AppError ? error.message : "terminal failed";
-        if (!(error instanceof AppError)) this.logger.error({ err: error }, "terminal failed");
-        socket.send(
-          JSON.stringify({
-            type: "error",
-            code: error instanceof AppError ? error.code : "internal",
-            message,
-          }),
-        );
-        socket.close(
-          error instanceof AppError && error.code === "unauthenticated" ? 4401 : 1011,
-          message.slice(0, 120),
-        );
-      });
+      let hangUp = () => socket.close(1001, "server shutting down");
+      const served = this.#serve(socket, token, cols, rows, (end) => (hangUp = end)).catch(
+        (error: unknown) => {
+          const message = error instanceof AppError ? error.message : "terminal failed";
+          if (!(error instanceof AppError)) this.logger.error({ err: error }, "terminal failed");
+          socket.send(
+            JSON.stringify({
+              type: "error",
+              code: error instanceof AppError ? error.code : "internal",
+              message,
+            }),
+          );
+          socket.close(
+            error instanceof AppError && error.code === "unauthenticated" ? 4401 : 1011,
+            message.slice(0, 120),
+          );
+        },
+      );
+      this.#live.set(served, () => hangUp());
+      void served.finally(() => this.#live.delete(served));
     });
   }
 
-  async #serve(socket: WebSocket, token: string, cols: number, rows: number): Promise<void> {
+  /** Ends every terminal and waits (at most 3 s) until each has recorded its end. */
+  async close(): Promise<void> {
+    for (const end of this.#live.values()) end();
+    await Promise.race([
+      Promise.allSettled([...this.#live.keys()]),
+      new Promise((resolve) => setTimeout(resolve, 3000)),
+    ]);
+  }
+
+  async #serve(
+    socket: WebSocket,
+    token: string,
+    cols: number,
+    rows: number,
+    onHangUp: (end: () => void) => void,
+  ): Promise<void> {
     // Listen before anything is awaited: what the client types while the PTY starts is queued,
     // not lost, and replayed in order once the process runs.
     const early: { data: RawData; isBinary: boolean }[] = [];
@@ -260,6 +283,10 @@ export class TermService {
       setTimeout(() => running.signal("SIGKILL"), 2000).unref();
     });
     if (socket.readyState !== socket.OPEN) running.signal("SIGKILL");
+    onHangUp(() => {
+      running.signal("SIGKILL");
+      socket.close(1001, "server shutting down");
+    });
     const result = await running.exit;
     clearTimeout(expiry);
     await this.activity.record({

@@ -56,7 +56,8 @@ export function spawnSimulated(
   }
 
   const runLine = async (line: string) => {
-    if (line.trim() === "exit") return end(0);
+    const exit = /^exit(?:\s+(\d+))?$/.exec(line.trim());
+    if (exit) return end(Number(exit[1] ?? 0));
     if (line.trim() === "tty") return out("/dev/pts/0\n$ ");
     if (line.trim() === "stty size") return out(`${size.rows} ${size.cols}\n$ `);
     const result = await runScript({
