@@ -315,8 +315,13 @@ export class ShellService {
    * A running shell of the caller's org and a way to call its backend with errors mapped to API
    * errors. For the file, terminal and interpreter services, which share the shell's checks.
    */
-  async runningSandbox(caller: Caller, idOrName: string) {
-    const row = await this.#find(caller.orgId, idOrName);
+  runningSandbox(caller: Caller, idOrName: string) {
+    return this.sandboxFor(caller.orgId, idOrName);
+  }
+
+  /** Like `runningSandbox`, for work authorised earlier (a terminal credential names org and shell). */
+  async sandboxFor(orgId: string, idOrName: string) {
+    const row = await this.#find(orgId, idOrName);
     this.#assertRunning(row);
     return {
       shellId: row.id,
@@ -327,26 +332,6 @@ export class ShellService {
     };
   }
 
-  /** Like `runningSandbox`, for work authorised earlier (a terminal credential names org and shell). */
-  async sandboxFor(orgId: string, shellId: string) {
-    const row = await this.#find(orgId, shellId);
-    this.#assertRunning(row);
-    return {
-      shellId: row.id,
-      env: JSON.parse(row.env) as Record<string, string>,
-      call: <T>(fn: (backend: SandboxBackend) => Promise<T>) => this.#backendCall(row, fn),
-    };
-  }
-
-  /** Appends a line to a shell's execution log. */
-  async log(
-    orgId: string,
-    shellId: string,
-    kind: LogEntry["kind"],
-    message: string,
-  ): Promise<void> {
-    await this.#log(orgId, shellId, kind, message);
-  }
 
   /** Throws what `exec` would throw before running anything: unknown shell, or not running. */
   async requireRunning(caller: Caller, idOrName: string): Promise<void> {
