@@ -38,4 +38,14 @@ export default tseslint.config(
       ],
     },
   },
+  {
+    // The web console is a browser app with its own tsconfig (DOM lib, JSX, bundler resolution).
+    files: ["apps/console/**/*.{ts,tsx}"],
+    languageOptions: {
+      parserOptions: {
+        project: "./apps/console/tsconfig.json",
+        tsconfigRootDir: import.meta.dirname,
+      },
+    },
+  },
 );

@@ -46,6 +46,12 @@ if (!wantsSimulator && missing.length > 0) {
 
 step("building (tsc -b)");
 if (!sh("npx", ["tsc", "-b"])) process.exit(1);
+step("building the web console (vite)");
+if (!sh("npm", ["run", "build", "-w", "@shells/console"])) {
+  console.error(
+    "The console did not build; the API still starts (http://…/ explains how to build it).",
+  );
+}
 
 step("starting the control plane");
 const server = spawn(process.execPath, ["apps/server/dist/server.js", ...args], {

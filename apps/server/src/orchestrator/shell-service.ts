@@ -332,7 +332,6 @@ export class ShellService {
     };
   }
 
-
   /** Throws what `exec` would throw before running anything: unknown shell, or not running. */
   async requireRunning(caller: Caller, idOrName: string): Promise<void> {
     this.#assertRunning(await this.#find(caller.orgId, idOrName));

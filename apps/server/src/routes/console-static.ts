@@ -10,7 +10,15 @@ import { fileURLToPath } from "node:url";
 export const DEFAULT_CONSOLE_DIR = fileURLToPath(new URL("../../../console/dist", import.meta.url));
 
 /** Paths the API and the server's own pages own: the console never answers them. */
-const RESERVED_PREFIXES = ["/api", "/auth", "/mcp", "/docs", "/openapi.json", "/healthz", "/readyz"];
+const RESERVED_PREFIXES = [
+  "/api",
+  "/auth",
+  "/mcp",
+  "/docs",
+  "/openapi.json",
+  "/healthz",
+  "/readyz",
+];
 
 const CONTENT_TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",

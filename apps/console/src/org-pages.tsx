@@ -1,0 +1,300 @@
+import type { GateMode, NetworkMode, OrgPolicy, RuntimeClass } from "@l1fe/shells";
+import { useState, type ReactNode } from "react";
+import { canControl, isAdmin, type Session } from "./session.js";
+import { usePoll } from "./use-poll.js";
+import { Button, ErrorNote, Panel, StatusBadge, Tag, fieldClass } from "./ui.js";
+
+function Table({
+  label,
+  headers,
+  rows,
+  empty,
+}: {
+  label: string;
+  headers: string[];
+  rows: ReactNode[][] | undefined;
+  empty: string;
+}) {
+  return (
+    <table className="w-full text-left text-sm" aria-label={label}>
+      <thead className="text-xs tracking-wide text-zinc-500 uppercase dark:text-zinc-400">
+        <tr>
+          {headers.map((header) => (
+            <th key={header} className="px-4 py-2 font-medium">
+              {header}
+            </th>
+          ))}
+        </tr>
+      </thead>
+      <tbody className="divide-y divide-zinc-100 dark:divide-zinc-800">
+        {rows?.map((cells, index) => (
+          <tr key={index}>
+            {cells.map((cell, column) => (
+              <td key={column} className="px-4 py-2 align-top">
+                {cell}
+              </td>
+            ))}
+          </tr>
+        ))}
+        {rows !== undefined && rows.length === 0 && (
+          <tr>
+            <td colSpan={headers.length} className="px-4 py-8 text-center text-zinc-500">
+              {empty}
+            </td>
+          </tr>
+        )}
+        {rows === undefined && (
+          <tr>
+            <td colSpan={headers.length} className="px-4 py-8 text-center text-zinc-500">
+              Loading…
+            </td>
+          </tr>
+        )}
+      </tbody>
+    </table>
+  );
+}
+
+const when = (iso: string | null) => (iso ? new Date(iso).toLocaleString() : "—");
+
+/** The org's activity history, newest first, live. */
+export function ActivityPage({ session }: { session: Session }) {
+  const activity = usePoll(
+    async () => (await session.client.activity({ limit: 100 }).page()).items,
+    3000,
+  );
+  return (
+    <Panel title="Activity">
+      <ErrorNote error={activity.error} />
+      <Table
+        label="Activity"
+        headers={["#", "Time", "Actor", "Action", "Target", "Outcome"]}
+        empty="No activity yet."
+        rows={activity.data?.map((event) => [
+          <span className="text-zinc-500 tabular-nums">{event.seq}</span>,
+          when(event.time),
+          <Tag>{`${event.actor.type}:${event.actor.id}`}</Tag>,
+          <span className="font-mono text-xs">{event.action}</span>,
+          event.target ? <span className="font-mono text-xs">{event.target.id}</span> : "—",
+          <span
+            className={
+              event.outcome === "success"
+                ? "text-emerald-600 dark:text-emerald-400"
+                : "text-red-600 dark:text-red-400"
+            }
+          >
+            {event.outcome}
+          </span>,
+        ])}
+      />
+    </Panel>
+  );
+}
+
+/** Approvals of gated destructive actions; grant and deny for those who may decide. */
+export function ApprovalsPage({ session }: { session: Session }) {
+  const approvals = usePoll(() => session.client.approvals.list(), 3000);
+  const [error, setError] = useState<unknown>(null);
+  const decide = async (id: string, grant: boolean) => {
+    setError(null);
+    const reason = window.prompt(grant ? "Why grant this action?" : "Why deny it?");
+    if (!reason) return;
+    try {
+      if (grant) await session.client.approvals.grant(id, { reason });
+      else await session.client.approvals.deny(id, { reason });
+      approvals.refresh();
+    } catch (caught) {
+      setError(caught);
+    }
+  };
+  const control = canControl(session.principal);
+  return (
+    <Panel title="Approvals">
+      <ErrorNote error={approvals.error ?? error} />
+      <Table
+        label="Approvals"
+        headers={["Action", "Shell", "Requested by", "State", "Created", ""]}
+        empty="No approvals. Gate destructive actions by approvers in the org policy."
+        rows={approvals.data?.map((approval) => [
+          <span className="font-mono text-xs">{approval.action}</span>,
+          <span className="font-mono text-xs">{approval.shellId}</span>,
+          <Tag>{`${approval.requestedBy.type}:${approval.requestedBy.id}`}</Tag>,
+          approval.state,
+          when(approval.createdAt),
+          control && approval.state === "pending" ? (
+            <div className="flex gap-2">
+              <Button onClick={() => void decide(approval.id, true)}>Grant</Button>
+              <Button variant="ghost" onClick={() => void decide(approval.id, false)}>
+                Deny
+              </Button>
+            </div>
+          ) : null,
+        ])}
+      />
+    </Panel>
+  );
+}
+
+/** Members, agents and API keys (lists; secrets are never shown after creation). */
+export function AccessPage({ session }: { session: Session }) {
+  const { client } = session;
+  const members = usePoll(() => client.members.list(), 10_000);
+  const agents = usePoll(() => client.agents.list(), 10_000);
+  const keys = usePoll(() => client.keys.list(), 10_000);
+  return (
+    <div className="space-y-6">
+      <Panel title="Members">
+        <ErrorNote error={members.error} />
+        <Table
+          label="Members"
+          headers={["Email", "Role", "Source", "Since", "Status"]}
+          empty="No members."
+          rows={members.data?.map((member) => [
+            member.email,
+            <Tag>{member.role}</Tag>,
+            member.source,
+            when(member.createdAt),
+            <StatusBadge status={member.disabledAt ? "stopped" : "running"} />,
+          ])}
+        />
+      </Panel>
+      <Panel title="Agents">
+        <ErrorNote error={agents.error} />
+        <Table
+          label="Agents"
+          headers={["Name", "Role", "Since", "Disabled"]}
+          empty="No agents."
+          rows={agents.data?.map((agent) => [
+            agent.name,
+            <Tag>{agent.role}</Tag>,
+            when(agent.createdAt),
+            when(agent.disabledAt),
+          ])}
+        />
+      </Panel>
+      <Panel title="API keys">
+        <ErrorNote error={keys.error} />
+        <Table
+          label="API keys"
+          headers={["Name", "Principal", "Scopes", "Last used", "Revoked"]}
+          empty="No keys."
+          rows={keys.data?.map((key) => [
+            key.name,
+            <Tag>{`${key.principal.type}:${key.principal.id}`}</Tag>,
+            <span className="text-xs">{key.scopes.join(", ")}</span>,
+            when(key.lastUsedAt),
+            when(key.revokedAt),
+          ])}
+        />
+      </Panel>
+    </div>
+  );
+}
+
+const GATED = ["stop", "wipe_state", "reinstall_os", "delete"] as const;
+
+/** The org policy; admins can change the isolation floor, default network and approval gates. */
+export function PolicyPage({ session }: { session: Session }) {
+  const policy = usePoll(() => session.client.policy.get(), 10_000);
+  const editable = isAdmin(session.principal) && canControl(session.principal);
+  const [draft, setDraft] = useState<OrgPolicy | null>(null);
+  const [saveError, setSaveError] = useState<unknown>(null);
+  const [saved, setSaved] = useState(false);
+  const current = draft ?? policy.data;
+  const save = async () => {
+    if (!draft) return;
+    setSaveError(null);
+    try {
+      await session.client.policy.update({
+        isolationFloor: draft.isolationFloor,
+        defaultNetwork: draft.defaultNetwork,
+        approvalGates: draft.approvalGates,
+      });
+      setDraft(null);
+      setSaved(true);
+      policy.refresh();
+    } catch (error) {
+      setSaveError(error);
+    }
+  };
+  const edit = (change: Partial<OrgPolicy>) => {
+    if (current) setDraft({ ...current, ...change });
+    setSaved(false);
+  };
+  const select = <T extends string>(
+    label: string,
+    value: T,
+    options: readonly T[],
+    onChange: (value: T) => void,
+  ) => (
+    <label className="grid grid-cols-[12rem_1fr] items-center gap-4 text-sm">
+      <span className="text-zinc-600 dark:text-zinc-300">{label}</span>
+      {editable ? (
+        <select
+          aria-label={label}
+          value={value}
+          onChange={(event) => onChange(event.target.value as T)}
+          className={`${fieldClass} max-w-56`}
+        >
+          {options.map((option) => (
+            <option key={option}>{option}</option>
+          ))}
+        </select>
+      ) : (
+        <span className="font-mono">{value}</span>
+      )}
+    </label>
+  );
+  return (
+    <Panel title="Org policy">
+      <div className="space-y-3 p-4">
+        <ErrorNote error={policy.error ?? saveError} />
+        {current && (
+          <>
+            {select<RuntimeClass>(
+              "Isolation floor",
+              current.isolationFloor,
+              ["wasm", "container", "microvm"],
+              (isolationFloor) => edit({ isolationFloor }),
+            )}
+            {select<NetworkMode>(
+              "Default network",
+              current.defaultNetwork,
+              ["sealed", "localhost", "internet"],
+              (defaultNetwork) => edit({ defaultNetwork }),
+            )}
+            <p className="text-sm">
+              <span className="inline-block w-48 text-zinc-600 dark:text-zinc-300">
+                Term credential TTL
+              </span>
+              <span className="font-mono">{current.termCredentialTtlSeconds} s</span>
+            </p>
+            <p className="text-sm">
+              <span className="inline-block w-48 text-zinc-600 dark:text-zinc-300">
+                Allowed regions
+              </span>
+              <span className="font-mono">{current.allowedRegions.join(", ") || "any"}</span>
+            </p>
+            <h3 className="pt-2 text-sm font-semibold">Approval gates</h3>
+            {GATED.map((action) =>
+              select<GateMode>(
+                action,
+                current.approvalGates[action],
+                ["none", "confirm", "approvers"],
+                (mode) => edit({ approvalGates: { ...current.approvalGates, [action]: mode } }),
+              ),
+            )}
+            {editable && (
+              <div className="flex items-center gap-3 pt-2">
+                <Button variant="primary" disabled={!draft} onClick={() => void save()}>
+                  Save policy
+                </Button>
+                {saved && <span className="text-sm text-emerald-600">Saved.</span>}
+              </div>
+            )}
+          </>
+        )}
+      </div>
+    </Panel>
+  );
+}

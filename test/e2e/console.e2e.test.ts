@@ -1,0 +1,192 @@
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import ShellsClient from "@l1fe/shells";
+import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestServer, type TestServer } from "./harness.js";
+
+// The console in a real browser (Debian's chromium, driven by playwright-core; never a downloaded
+// browser) against a real control plane with real container sandboxes.
+const CHROMIUM = process.env.SHELLS_TEST_CHROMIUM ?? "/usr/bin/chromium";
+const CHROMIUM_FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+const SHOTS = join("test-results", "console");
+const SHELL_NAME = "console-e2e";
+
+let server: TestServer;
+let context: BrowserContext;
+let page: Page;
+let profileDir: string;
+
+const shot = (name: string) => page.screenshot({ path: join(SHOTS, `${name}.png`) });
+
+async function setTheme(theme: "Light" | "Dark") {
+  await page.getByRole("radio", { name: `${theme} theme` }).click();
+  const dark = await page.evaluate("document.documentElement.classList.contains('dark')");
+  expect(dark).toBe(theme === "Dark");
+}
+
+/** Screenshots of the four surfaces the seed shows, in the current theme. */
+async function screenshotSurfaces(theme: string) {
+  await page.getByRole("table", { name: "Shells" }).waitFor();
+  await shot(`fleet-${theme}`);
+  await page.getByRole("button", { name: "+ New shell" }).click();
+  await page.getByRole("dialog", { name: "New shell" }).waitFor();
+  await shot(`create-dialog-${theme}`);
+  await page.getByRole("button", { name: "Cancel" }).click();
+  await page.locator(`tr[data-shell-name="${SHELL_NAME}"]`).click();
+  const sheet = page.getByRole("dialog", { name: "Shell details" });
+  await sheet.getByText("Danger zone").waitFor();
+  await shot(`detail-sheet-${theme}`);
+  await sheet.getByRole("button", { name: "Terminal & credentials" }).click();
+  const credentials = page.getByRole("dialog", { name: /Terminal & credentials/ });
+  await credentials.getByText(/expires in \d+:\d\d/).waitFor();
+  await shot(`credentials-dialog-${theme}`);
+  await credentials.getByRole("button", { name: "Close" }).click();
+  await sheet.getByRole("button", { name: "Close details" }).click();
+}
+
+describe("the web console", () => {
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) {
+      throw new Error(
+        `Chromium is not installed at ${CHROMIUM}: run \`apt-get install -y chromium\` (CI installs it; never download a browser).`,
+      );
+    }
+    // The server serves apps/console/dist; build it from the current sources (~3 s).
+    execFileSync("npm", ["run", "build", "-w", "@shells/console"], { stdio: "ignore" });
+    mkdirSync(SHOTS, { recursive: true });
+    server = await startTestServer({ backend: "container" });
+    profileDir = mkdtempSync(join(tmpdir(), "shells-chromium-"));
+    context = await chromium.launchPersistentContext(profileDir, {
+      executablePath: CHROMIUM,
+      args: CHROMIUM_FLAGS,
+      headless: true,
+      viewport: { width: 1440, height: 900 },
+      colorScheme: "light",
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+  }, 180_000);
+
+  afterAll(async () => {
+    await context?.close();
+    await server?.close();
+    if (profileDir) rmSync(profileDir, { recursive: true, force: true });
+  });
+
+  it("signs in, creates a python shell, acts on it, opens a terminal and goes dark", async () => {
+    await page.goto(server.url);
+    await page.getByLabel("API token").fill(server.token);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByText("No shells yet").waitFor();
+    // The token lives in sessionStorage, never in the URL.
+    expect(page.url()).not.toContain(server.token);
+
+    // Create: python, container, sealed by default.
+    await page.getByRole("button", { name: "+ New shell" }).click();
+    const create = page.getByRole("dialog", { name: "New shell" });
+    await create.getByRole("textbox", { name: /Name/ }).fill(SHELL_NAME);
+    await create.getByText("python", { exact: true }).click();
+    expect(await create.getByRole("radio", { name: /sealed/ }).isChecked()).toBe(true);
+    await create.getByRole("button", { name: "Create shell" }).click();
+
+    // The table turns running by itself: no reload, no refresh button.
+    const row = page.locator(`tr[data-shell-name="${SHELL_NAME}"]`);
+    await row.locator('[data-status="running"]').waitFor({ timeout: 90_000 });
+    expect(await row.textContent()).toContain("python");
+
+    // The detail sheet: snapshot lands in the activity terminal.
+    await row.click();
+    const sheet = page.getByRole("dialog", { name: "Shell details" });
+    await sheet.getByRole("button", { name: "snapshot", exact: true }).click();
+    const activity = sheet.getByTestId("activity-terminal");
+    await activity
+      .getByText(/snapshot: /)
+      .first()
+      .waitFor({ timeout: 30_000 });
+
+    // wipe_state needs the shell's name typed exactly.
+    await sheet.getByRole("button", { name: "wipe_state", exact: true }).click();
+    const confirm = page.getByRole("dialog", { name: "Confirm wipe_state" });
+    const confirmButton = confirm.getByRole("button", { name: "wipe_state" });
+    await confirm.getByLabel("Type the shell name to confirm").fill("not-the-name");
+    expect(await confirmButton.isDisabled()).toBe(true);
+    await confirm.getByLabel("Type the shell name to confirm").fill(SHELL_NAME);
+    expect(await confirmButton.isEnabled()).toBe(true);
+    await confirmButton.click();
+    await activity
+      .getByText(/wipe_state: /)
+      .first()
+      .waitFor({ timeout: 30_000 });
+
+    // Credentials: masked, revealable, counting down; the embedded terminal runs a command.
+    await sheet.getByRole("button", { name: "Terminal & credentials" }).click();
+    const credentials = page.getByRole("dialog", { name: /Terminal & credentials/ });
+    const token = credentials.getByTestId("credential-token");
+    await credentials.getByText(/expires in \d+:\d\d/).waitFor();
+    expect(await token.textContent()).toContain("••••");
+    const countdown = credentials.getByTestId("credential-countdown");
+    const before = await countdown.textContent();
+    await page.waitForTimeout(1200);
+    expect(await countdown.textContent()).not.toBe(before);
+    await credentials.getByRole("button", { name: "Reveal" }).click();
+    expect(await token.textContent()).not.toContain("•");
+    await credentials.getByRole("button", { name: "Hide" }).click();
+    expect(await token.textContent()).toContain("••••");
+
+    await credentials.getByRole("button", { name: "Connect" }).click();
+    await credentials.getByTestId("terminal-state").getByText("open").waitFor({ timeout: 30_000 });
+    const pty = credentials.getByTestId("pty-terminal");
+    await pty.click();
+    await page.keyboard.type("echo console-$((6*7))\r");
+    await pty.getByText("console-42").first().waitFor({ timeout: 30_000 });
+    await credentials.getByRole("button", { name: "Close" }).click();
+    await sheet.getByRole("button", { name: "Close details" }).click();
+
+    // Screenshots in light, then dark mode (the terminals stay dark in both).
+    await screenshotSurfaces("light");
+    await setTheme("Dark");
+    await screenshotSurfaces("dark");
+    // The choice outlives a reload.
+    await page.reload();
+    await page.getByRole("table", { name: "Shells" }).waitFor();
+    expect(await page.evaluate("document.documentElement.classList.contains('dark')")).toBe(true);
+  }, 150_000);
+
+  it("shows a viewer the fleet and the pages, but no button it cannot use", async () => {
+    const owner = new ShellsClient({ baseUrl: server.url, token: server.token });
+    const member = await owner.members.create({ email: "viewer@example.com", role: "viewer" });
+    const { token } = await owner.keys.create({
+      name: "console-viewer",
+      scopes: ["shells:instances:read"],
+      principal: { type: "user", id: member.id },
+    });
+    // A new tab has its own sessionStorage: it starts signed out.
+    const tab = await context.newPage();
+    await tab.goto(server.url);
+    await tab.getByLabel("API token").fill(token);
+    await tab.getByRole("button", { name: "Sign in" }).click();
+    await tab.locator(`tr[data-shell-name="${SHELL_NAME}"]`).click();
+    const sheet = tab.getByRole("dialog", { name: "Shell details" });
+    await sheet.getByTestId("activity-terminal").waitFor();
+    expect(await tab.getByRole("button", { name: "+ New shell" }).count()).toBe(0);
+    expect(await sheet.getByRole("button", { name: "snapshot" }).count()).toBe(0);
+    expect(await sheet.getByText("Danger zone").count()).toBe(0);
+    expect(await sheet.getByRole("button", { name: "Terminal & credentials" }).count()).toBe(0);
+    await sheet.getByRole("button", { name: "Close details" }).click();
+    await tab.getByRole("link", { name: "Policy" }).click();
+    await tab.getByText("Approval gates").waitFor();
+    expect(await tab.getByRole("button", { name: "Save policy" }).count()).toBe(0);
+    await tab.close();
+  }, 60_000);
+});
