@@ -499,3 +499,14 @@ describe("execution logs", () => {
     expect(everything).not.toContain(t.token);
   });
 });
+
+describe("names and ids", () => {
+  it("refuses a name shaped like a shell id, and an id always finds its own shell", async () => {
+    t = await createTestApp();
+    const victim = await createShell({ language: "bash" });
+    const lookalike = await t.call("POST", "/api/v1/shells", { language: "bash", name: victim.id });
+    expect(lookalike.statusCode).toBe(400);
+    expect(lookalike.json().error.code).toBe("validation_failed");
+    expect((await t.call("GET", `/api/v1/shells/${victim.id}`)).json().id).toBe(victim.id);
+  });
+});

@@ -350,13 +350,9 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       }
       return STREAMED;
     },
-    mintTermCredential: async ({ caller, params, request }) =>
-      terms.mint(
-        caller,
-        params.id,
-        config.publicUrl ??
-          `${request.protocol}://${request.headers.host ?? `${config.host}:${config.port}`}`,
-      ),
+    // The attach URL comes from configuration (or the listening address), never from the request's Host.
+    mintTermCredential: async ({ caller, params }) =>
+      terms.mint(caller, params.id, publicBaseUrl(app, config)),
   };
   registerRoutes(app, handlers, {
     db,

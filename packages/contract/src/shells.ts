@@ -94,8 +94,13 @@ export type ResolvedResources = z.infer<typeof ResolvedResources>;
 
 /** Body of `POST /api/v1/shells`. The same contract as the console's create dialog and MCP. */
 export const ShellCreate = z.strictObject({
-  /** Unique within the project; defaults to the shell's id. */
-  name: name.optional(),
+  /** Unique within the org; defaults to the shell's id. A name may not look like a shell id. */
+  name: name
+    .refine(
+      (n) => !/^sh-[0-9a-z]{10}$/.test(n),
+      "a name that does not look like a shell id (sh-xxxxxxxxxx)",
+    )
+    .optional(),
   language: Language,
   /** Defaults to `container` (or the org's isolation floor when higher). */
   runtime: RuntimeClass.optional(),

@@ -59,6 +59,9 @@ export function readTar(archive: Uint8Array): TarEntry[] {
     for (let i = 0; i < BLOCK; i += 1) sum += i >= 148 && i < 156 ? 32 : (header[i] ?? 0);
     if (sum !== stored) throw new TarFormatError(`bad header checksum at byte ${offset}`);
     const size = octal(header, 124, 12);
+    // A negative or non-numeric size would stall the walk on the same header forever.
+    if (!Number.isSafeInteger(size) || size < 0)
+      throw new TarFormatError(`bad entry size at byte ${offset}`);
     const flag = String.fromCharCode(header[156] ?? 0);
     const dataStart = offset + BLOCK;
     if (dataStart + size > archive.length) throw new TarFormatError("archive ends inside an entry");
@@ -69,15 +72,27 @@ export function readTar(archive: Uint8Array): TarEntry[] {
       continue;
     }
     if (flag === "x") {
-      for (const record of decoder.decode(data).split("\n")) {
-        const match = /^\d+ (path|linkpath)=(.*)$/.exec(record);
-        if (match?.[1] === "path") paxPath = match[2] ?? null;
-        if (match?.[1] === "linkpath") paxLink = match[2] ?? null;
+      // Records are `<length> <key>=<value>\n` where the length covers the whole record, so a
+      // value may itself contain newlines: walk by length, as tar does.
+      const text = decoder.decode(data);
+      let at = 0;
+      while (at < text.length) {
+        const space = text.indexOf(" ", at);
+        const length = Number(text.slice(at, space));
+        if (space < 0 || !Number.isSafeInteger(length) || length <= 0)
+          throw new TarFormatError("bad pax header");
+        const record = text.slice(space + 1, at + length - 1);
+        const eq = record.indexOf("=");
+        const key = record.slice(0, eq);
+        if (key === "path") paxPath = record.slice(eq + 1);
+        if (key === "linkpath") paxLink = record.slice(eq + 1);
+        at += length;
       }
       continue;
     }
     if (flag === "g") continue;
-    const prefix = field(header, 345, 155);
+    // Only POSIX ustar headers carry a name prefix; GNU tar ignores the field otherwise.
+    const prefix = field(header, 257, 6) === "ustar" ? field(header, 345, 155) : "";
     const baseName = field(header, 0, 100);
     const name = paxPath ?? longName ?? (prefix ? `${prefix}/${baseName}` : baseName);
     entries.push({

@@ -412,8 +412,19 @@ export class RunService {
       }
       const relative = path.slice("/workspace/".length);
       const target = this.#artifactPath(caller.orgId, row.id, relative);
-      await mkdir(dirname(target), { recursive: true, mode: 0o700 });
-      await writeFile(target, bytes, { mode: 0o600 });
+      try {
+        await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+        await writeFile(target, bytes, { mode: 0o600 });
+      } catch (error) {
+        // The host path must not reach the run record, its frames or the activity history.
+        this.logger.warn(
+          { err: error, runId: row.id, artifact: relative },
+          "could not keep an artifact",
+        );
+        throw new Error(
+          `could not keep the artifact ${relative} (a file and a directory of the same name?)`,
+        );
+      }
       kept.push({ path: relative, sizeBytes: bytes.length });
     }
     return kept;

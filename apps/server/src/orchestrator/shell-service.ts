@@ -24,7 +24,7 @@ import {
   type SandboxExecOptions,
   type SandboxInfo,
 } from "@shells/sandbox";
-import type { Kysely, Selectable } from "kysely";
+import { sql, type Kysely, type Selectable } from "kysely";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import { z } from "zod";
 import { AppError } from "../errors.js";
@@ -834,7 +834,8 @@ export class ShellService {
           eb.and([eb("shells.name", "=", idOrName), eb("shells.deleted_at", "is", null)]),
         ]),
       )
-      .orderBy("shells.deleted_at", "asc")
+      // An exact id always wins over a name (names cannot take an id's shape either).
+      .orderBy(sql`shells.id = ${idOrName}`, "desc")
       .executeTakeFirst();
     if (!row) throw new AppError("shell_not_found", `No shell ${idOrName}.`, { id: idOrName });
     return row;
