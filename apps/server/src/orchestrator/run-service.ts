@@ -421,8 +421,10 @@ export class RunService {
           { err: error, runId: row.id, artifact: relative },
           "could not keep an artifact",
         );
+        // Only the message reaches the run record; the cause (with the host path) stays in the log.
         throw new Error(
           `could not keep the artifact ${relative} (a file and a directory of the same name?)`,
+          { cause: error },
         );
       }
       kept.push({ path: relative, sizeBytes: bytes.length });
