@@ -49,6 +49,11 @@ export async function startTestServer(
     dataDir,
     server,
     close: async () => {
+      // Sandboxes outlive a server by design (a restart re-adopts them); a test server's must not
+      // outlive its test, whatever state or approval policy the test left its shells in.
+      for (const backend of server.backends) {
+        for (const sandbox of await backend.list()) await backend.destroy(sandbox.shellId);
+      }
       await server.close();
       if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },

@@ -1,3 +1,4 @@
+import type { SandboxBackend } from "@shells/sandbox";
 import type { FastifyInstance } from "fastify";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import { buildApp } from "./app.js";
@@ -15,6 +16,8 @@ export interface RunningServer {
   url: string;
   /** Path of the admin token file, when the local profile keeps one. */
   adminTokenPath: string | null;
+  /** The sandbox backends the server runs shells on. */
+  backends: readonly SandboxBackend[];
   close(): Promise<void>;
 }
 
@@ -64,5 +67,5 @@ export async function startServer(
     { url, backend: config.backend, dataDir: config.dataDir },
     `Shells is serving on ${url} (API reference at ${url}/docs)`,
   );
-  return { app, url, adminTokenPath, close: () => app.close() };
+  return { app, url, adminTokenPath, backends, close: () => app.close() };
 }
