@@ -568,18 +568,64 @@ static int cmd_start(int argc, char **argv) {
 /* ---------------------------------------------------------------------------------------------- */
 /* exec                                                                                            */
 
-struct exec_options {
+/* What exec and spawn share: the shell to enter and how the command starts there. */
+struct entry_options {
     pid_t init_pid;
     unsigned long long init_start;
     char *cgroups[MAX_CGROUPS];
     int cgroup_count;
-    const char *oom_events;  /* memory.oom_control (v1) or memory.events (v2): "oom_kill N" */
-    const char *pids_events; /* pids.events: "max N" */
+    const char *oom_events; /* memory.oom_control (v1) or memory.events (v2): "oom_kill N" */
     const char *cwd;
+    enum shells_caps caps;
+};
+
+/* Consumes one option exec and spawn share; returns 0 when `a` is not one of them. */
+static int parse_entry_option(struct entry_options *e, const char *cmd, const char *a, int *i, int argc, char **argv) {
+    if (strcmp(a, "--init-pid") == 0) e->init_pid = (pid_t)strtol(arg_value(i, argc, argv), NULL, 10);
+    else if (strcmp(a, "--init-start") == 0) e->init_start = strtoull(arg_value(i, argc, argv), NULL, 10);
+    else if (strcmp(a, "--oom-events") == 0) e->oom_events = arg_value(i, argc, argv);
+    else if (strcmp(a, "--cwd") == 0) e->cwd = arg_value(i, argc, argv);
+    else if (strcmp(a, "--root-caps") == 0) {
+        const char *v = arg_value(i, argc, argv);
+        if (strcmp(v, "none") == 0) e->caps = SHELLS_CAPS_NONE;
+        else if (strcmp(v, "package-manager") == 0) e->caps = SHELLS_CAPS_PACKAGE_MANAGER;
+        else die("%s: --root-caps %s", cmd, v);
+    } else if (strcmp(a, "--cgroup-procs") == 0) {
+        if (e->cgroup_count == MAX_CGROUPS) die("too many cgroups");
+        e->cgroups[e->cgroup_count++] = (char *)arg_value(i, argc, argv);
+    } else return 0;
+    return 1;
+}
+
+static void on_abort(int sig);
+
+/*
+ * Readies the helper (status fd not inherited, SIGPIPE ignored, SIGTERM/SIGINT abort) and pins the
+ * shell's init: a pidfd refers to that one process even if its pid is recycled afterwards. Returns
+ * the pidfd, or -1 when init is gone (the caller reports not_running).
+ */
+static int pin_init(const struct entry_options *e) {
+    fcntl(STATUS_FD, F_SETFD, FD_CLOEXEC);
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_abort;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    int init_fd = sys_pidfd_open(e->init_pid);
+    if (init_fd < 0 || proc_start_time(e->init_pid) != e->init_start) {
+        if (init_fd >= 0) close(init_fd);
+        return -1;
+    }
+    return init_fd;
+}
+
+struct exec_options {
+    struct entry_options e;
+    const char *pids_events; /* pids.events: "max N" */
     long long timeout_ms;
     long long max_output;
     unsigned long long disk_full_bytes; /* free space at or below this after a failure = disk limit */
-    enum shells_caps caps;
     char **command;
 };
 
@@ -787,7 +833,7 @@ static void run_command(const char *cwd, enum shells_caps caps, char **command) 
 static int cmd_exec(int argc, char **argv) {
     struct exec_options o;
     memset(&o, 0, sizeof o);
-    o.cwd = "/workspace";
+    o.e.cwd = "/workspace";
     o.timeout_ms = 60000;
     o.max_output = 10 << 20;
     o.disk_full_bytes = 1 << 20;
@@ -798,45 +844,25 @@ static int cmd_exec(int argc, char **argv) {
             i++;
             break;
         }
-        if (strcmp(a, "--init-pid") == 0) o.init_pid = (pid_t)strtol(arg_value(&i, argc, argv), NULL, 10);
-        else if (strcmp(a, "--init-start") == 0) o.init_start = strtoull(arg_value(&i, argc, argv), NULL, 10);
-        else if (strcmp(a, "--oom-events") == 0) o.oom_events = arg_value(&i, argc, argv);
-        else if (strcmp(a, "--pids-events") == 0) o.pids_events = arg_value(&i, argc, argv);
-        else if (strcmp(a, "--cwd") == 0) o.cwd = arg_value(&i, argc, argv);
+        if (parse_entry_option(&o.e, "exec", a, &i, argc, argv)) continue;
+        if (strcmp(a, "--pids-events") == 0) o.pids_events = arg_value(&i, argc, argv);
         else if (strcmp(a, "--timeout-ms") == 0) o.timeout_ms = strtoll(arg_value(&i, argc, argv), NULL, 10);
         else if (strcmp(a, "--max-output") == 0) o.max_output = strtoll(arg_value(&i, argc, argv), NULL, 10);
-        else if (strcmp(a, "--root-caps") == 0) {
-            const char *v = arg_value(&i, argc, argv);
-            if (strcmp(v, "none") == 0) o.caps = SHELLS_CAPS_NONE;
-            else if (strcmp(v, "package-manager") == 0) o.caps = SHELLS_CAPS_PACKAGE_MANAGER;
-            else die("exec: --root-caps %s", v);
-        } else if (strcmp(a, "--disk-full-bytes") == 0) o.disk_full_bytes = strtoull(arg_value(&i, argc, argv), NULL, 10);
-        else if (strcmp(a, "--cgroup-procs") == 0) {
-            if (o.cgroup_count == MAX_CGROUPS) die("too many cgroups");
-            o.cgroups[o.cgroup_count++] = (char *)arg_value(&i, argc, argv);
-        } else die("exec: unknown argument %s", a);
+        else if (strcmp(a, "--disk-full-bytes") == 0) o.disk_full_bytes = strtoull(arg_value(&i, argc, argv), NULL, 10);
+        else die("exec: unknown argument %s", a);
     }
     if (i >= argc) die("exec: no command");
     o.command = argv + i;
 
-    fcntl(STATUS_FD, F_SETFD, FD_CLOEXEC);
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_abort;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-
-    /* Pin init: a pidfd refers to that one process even if its pid is recycled afterwards. */
-    int init_fd = sys_pidfd_open(o.init_pid);
-    if (init_fd < 0 || proc_start_time(o.init_pid) != o.init_start) {
+    int init_fd = pin_init(&o.e);
+    if (init_fd < 0) {
         dprintf(STATUS_FD, "not_running\n");
         return 0;
     }
-    int oom_fd = o.oom_events ? open(o.oom_events, O_RDONLY | O_CLOEXEC) : -1;
+    int oom_fd = o.e.oom_events ? open(o.e.oom_events, O_RDONLY | O_CLOEXEC) : -1;
     int pids_fd = o.pids_events ? open(o.pids_events, O_RDONLY | O_CLOEXEC) : -1;
 
-    if (enter_shell(init_fd, o.cgroups, o.cgroup_count) < 0) {
+    if (enter_shell(init_fd, o.e.cgroups, o.e.cgroup_count) < 0) {
         dprintf(STATUS_FD, "not_running\n");
         return 0;
     }
@@ -861,7 +887,7 @@ static int cmd_exec(int argc, char **argv) {
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         dup2(out[1], 1);
         dup2(err[1], 2);
-        run_command(o.cwd, o.caps, o.command);
+        run_command(o.e.cwd, o.e.caps, o.command);
     }
     close(out[1]);
     close(err[1]);
@@ -1005,13 +1031,7 @@ static int cmd_exec(int argc, char **argv) {
 #define RELAY_BUF 65536
 
 struct spawn_options {
-    pid_t init_pid;
-    unsigned long long init_start;
-    char *cgroups[MAX_CGROUPS];
-    int cgroup_count;
-    const char *oom_events;
-    const char *cwd;
-    enum shells_caps caps;
+    struct entry_options e;
     int pty;
     unsigned short cols, rows;
     char **command;
@@ -1218,7 +1238,7 @@ static int open_pty_master(void) {
 static int cmd_spawn(int argc, char **argv) {
     struct spawn_options o;
     memset(&o, 0, sizeof o);
-    o.cwd = "/workspace";
+    o.e.cwd = "/workspace";
     int i = 0;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -1226,11 +1246,8 @@ static int cmd_spawn(int argc, char **argv) {
             i++;
             break;
         }
-        if (strcmp(a, "--init-pid") == 0) o.init_pid = (pid_t)strtol(arg_value(&i, argc, argv), NULL, 10);
-        else if (strcmp(a, "--init-start") == 0) o.init_start = strtoull(arg_value(&i, argc, argv), NULL, 10);
-        else if (strcmp(a, "--oom-events") == 0) o.oom_events = arg_value(&i, argc, argv);
-        else if (strcmp(a, "--cwd") == 0) o.cwd = arg_value(&i, argc, argv);
-        else if (strcmp(a, "--pty") == 0) {
+        if (parse_entry_option(&o.e, "spawn", a, &i, argc, argv)) continue;
+        if (strcmp(a, "--pty") == 0) {
             unsigned cols = 0, rows = 0;
             if (sscanf(arg_value(&i, argc, argv), "%ux%u", &cols, &rows) != 2 || cols == 0 || rows == 0 ||
                 cols > 65535 || rows > 65535)
@@ -1238,34 +1255,18 @@ static int cmd_spawn(int argc, char **argv) {
             o.pty = 1;
             o.cols = (unsigned short)cols;
             o.rows = (unsigned short)rows;
-        } else if (strcmp(a, "--root-caps") == 0) {
-            const char *v = arg_value(&i, argc, argv);
-            if (strcmp(v, "none") == 0) o.caps = SHELLS_CAPS_NONE;
-            else if (strcmp(v, "package-manager") == 0) o.caps = SHELLS_CAPS_PACKAGE_MANAGER;
-            else die("spawn: --root-caps %s", v);
-        } else if (strcmp(a, "--cgroup-procs") == 0) {
-            if (o.cgroup_count == MAX_CGROUPS) die("too many cgroups");
-            o.cgroups[o.cgroup_count++] = (char *)arg_value(&i, argc, argv);
         } else die("spawn: unknown argument %s", a);
     }
     if (i >= argc) die("spawn: no command");
     o.command = argv + i;
 
-    fcntl(STATUS_FD, F_SETFD, FD_CLOEXEC);
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_abort;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-
-    int init_fd = sys_pidfd_open(o.init_pid);
-    if (init_fd < 0 || proc_start_time(o.init_pid) != o.init_start) {
+    int init_fd = pin_init(&o.e);
+    if (init_fd < 0) {
         dprintf(STATUS_FD, "not_running\n");
         return 0;
     }
-    int oom_fd = o.oom_events ? open(o.oom_events, O_RDONLY | O_CLOEXEC) : -1;
-    if (enter_shell(init_fd, o.cgroups, o.cgroup_count) < 0) {
+    int oom_fd = o.e.oom_events ? open(o.e.oom_events, O_RDONLY | O_CLOEXEC) : -1;
+    if (enter_shell(init_fd, o.e.cgroups, o.e.cgroup_count) < 0) {
         dprintf(STATUS_FD, "not_running\n");
         return 0;
     }
@@ -1314,7 +1315,7 @@ static int cmd_spawn(int argc, char **argv) {
         dup2(exec_sync[1], 3);
         fcntl(3, F_SETFD, FD_CLOEXEC);
         close_fds_from(4);
-        run_command(o.cwd, o.caps, o.command);
+        run_command(o.e.cwd, o.e.caps, o.command);
     }
     close(exec_sync[1]);
     char sync_byte;

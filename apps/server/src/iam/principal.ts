@@ -17,22 +17,8 @@ export async function resolveCaller(
   holder: { orgId: string; type: "user" | "agent"; id: string },
   credential: { keyId: string | null; scopes: readonly Scope[]; csrfToken?: string },
 ): Promise<Caller | null> {
-  const row =
-    holder.type === "user"
-      ? await db
-          .selectFrom("users")
-          .select(["role", "disabled_at"])
-          .where("org_id", "=", holder.orgId)
-          .where("id", "=", holder.id)
-          .executeTakeFirst()
-      : await db
-          .selectFrom("agents")
-          .select(["role", "disabled_at"])
-          .where("org_id", "=", holder.orgId)
-          .where("id", "=", holder.id)
-          .executeTakeFirst();
-  if (!row || row.disabled_at) return null;
-  const role: Role = row.role;
+  const role = await activeHolderRole(db, holder.orgId, holder);
+  if (!role) return null;
   const allowed = ROLE_SCOPES[role];
   const entitlements = await db
     .selectFrom("entitlements")
@@ -50,6 +36,22 @@ export async function resolveCaller(
     entitlements: entitlements.map((e) => e.entitlement).sort(),
     ...(credential.csrfToken ? { csrfToken: credential.csrfToken } : {}),
   };
+}
+
+/** The role of an org's user or agent, or null when there is none or it is disabled. */
+export async function activeHolderRole(
+  db: Kysely<Database>,
+  orgId: string,
+  holder: { type: "user" | "agent"; id: string },
+): Promise<Role | null> {
+  const table = holder.type === "user" ? "users" : "agents";
+  const row = await db
+    .selectFrom(table)
+    .select(["role", "disabled_at"])
+    .where("org_id", "=", orgId)
+    .where("id", "=", holder.id)
+    .executeTakeFirst();
+  return row && !row.disabled_at ? row.role : null;
 }
 
 /** The activity-history actor of a caller. */

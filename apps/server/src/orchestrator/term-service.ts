@@ -16,6 +16,11 @@ import type { ShellService } from "./shell-service.js";
 export const TERM_ATTACH_PATH = "/api/v1/term/attach";
 
 const TOKEN = /^sht_([0-9a-z]{12})_([A-Za-z0-9_-]{43})$/;
+/** A terminal width the server accepts (10–500 columns). */
+const terminalCols = (cols: number) => Math.min(500, Math.max(10, cols));
+/** A terminal height the server accepts (5–200 rows). */
+const terminalRows = (rows: number) => Math.min(200, Math.max(5, rows));
+
 /** Output queued for a slow terminal client before the pty is paused. */
 const MAX_BUFFERED_BYTES = 1024 * 1024;
 
@@ -136,8 +141,8 @@ export class TermService {
     app.get(TERM_ATTACH_PATH, { websocket: true }, (socket: WebSocket, request) => {
       const query = request.query as Record<string, unknown>;
       const token = typeof query.token === "string" ? query.token : "";
-      const cols = Math.min(500, Math.max(10, Number(query.cols) || 80));
-      const rows = Math.min(200, Math.max(5, Number(query.rows) || 24));
+      const cols = terminalCols(Number(query.cols) || 80);
+      const rows = terminalRows(Number(query.rows) || 24);
       let hangUp = () => socket.close(1001, "server shutting down");
       const served = this.#serve(socket, token, cols, rows, (end) => (hangUp = end)).catch(
         (error: unknown) => {
@@ -256,10 +261,7 @@ export class TermService {
           Number.isInteger(message.cols) &&
           Number.isInteger(message.rows)
         ) {
-          running.resize(
-            Math.min(500, Math.max(10, message.cols!)),
-            Math.min(200, Math.max(5, message.rows!)),
-          );
+          running.resize(terminalCols(message.cols!), terminalRows(message.rows!));
         } else if (
           message.type === "signal" &&
           (message.signal === "SIGINT" ||

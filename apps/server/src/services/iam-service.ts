@@ -13,7 +13,7 @@ import {
 import type { Kysely, Selectable } from "kysely";
 import { AppError } from "../errors.js";
 import { mintApiKey } from "../iam/api-keys.js";
-import { actorOf, type Caller } from "../iam/principal.js";
+import { activeHolderRole, actorOf, type Caller } from "../iam/principal.js";
 import { newId, nowIso } from "../ids.js";
 import type {
   AgentTable,
@@ -491,27 +491,14 @@ export class IamService {
     orgId: string,
     principal: { type: "user" | "agent"; id: string },
   ): Promise<Role> {
-    const row =
-      principal.type === "user"
-        ? await this.db
-            .selectFrom("users")
-            .select(["role", "disabled_at"])
-            .where("org_id", "=", orgId)
-            .where("id", "=", principal.id)
-            .executeTakeFirst()
-        : await this.db
-            .selectFrom("agents")
-            .select(["role", "disabled_at"])
-            .where("org_id", "=", orgId)
-            .where("id", "=", principal.id)
-            .executeTakeFirst();
-    if (!row || row.disabled_at) {
+    const role = await activeHolderRole(this.db, orgId, principal);
+    if (!role) {
       throw new AppError("not_found", `No active ${principal.type} ${principal.id}.`, {
         resource: principal.type,
         id: principal.id,
       });
     }
-    return row.role;
+    return role;
   }
 
   async #keepAnOwner(orgId: string, leavingId: string): Promise<void> {

@@ -64,6 +64,29 @@ export function helperEnvironment(env: Record<string, string>): Record<string, s
   return wrapped;
 }
 
+/** The helper arguments exec and spawn share: which shell to enter, and where the command starts. */
+export function shellEntryArgs(
+  target: Pick<
+    ExecTarget,
+    "initPid" | "initStart" | "cgroupProcs" | "oomEventsFile" | "rootCapabilities"
+  >,
+  cwd: string,
+): string[] {
+  return [
+    "--init-pid",
+    String(target.initPid),
+    "--init-start",
+    target.initStart,
+    ...target.cgroupProcs.flatMap((file) => ["--cgroup-procs", file]),
+    "--oom-events",
+    target.oomEventsFile,
+    "--cwd",
+    cwd,
+    "--root-caps",
+    target.rootCapabilities,
+  ];
+}
+
 /** Thrown when the shell's init is gone (the caller maps it to `not_running`). */
 export class ShellNotRunningError extends Error {
   override readonly name = "ShellNotRunningError";
@@ -84,25 +107,15 @@ export function runExec(
   const started = performance.now();
   const args = [
     "exec",
-    "--init-pid",
-    String(target.initPid),
-    "--init-start",
-    target.initStart,
-    ...target.cgroupProcs.flatMap((file) => ["--cgroup-procs", file]),
-    "--oom-events",
-    target.oomEventsFile,
+    ...shellEntryArgs(target, request.cwd),
     "--pids-events",
     target.pidsEventsFile,
-    "--cwd",
-    request.cwd,
     "--timeout-ms",
     String(request.timeoutMs),
     "--max-output",
     String(request.maxOutputBytes),
     "--disk-full-bytes",
     String(target.diskFullBytes),
-    "--root-caps",
-    target.rootCapabilities,
     "--",
     ...request.command,
   ];

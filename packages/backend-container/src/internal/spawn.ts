@@ -10,6 +10,7 @@ import type {
 import {
   helperEnvironment,
   ShellNotRunningError,
+  shellEntryArgs,
   type ExecTarget,
   type InflightExec,
 } from "./exec.js";
@@ -57,17 +58,7 @@ export function startProcess(
   const started = performance.now();
   const args = [
     "spawn",
-    "--init-pid",
-    String(target.initPid),
-    "--init-start",
-    target.initStart,
-    ...target.cgroupProcs.flatMap((file) => ["--cgroup-procs", file]),
-    "--oom-events",
-    target.oomEventsFile,
-    "--cwd",
-    request.cwd,
-    "--root-caps",
-    target.rootCapabilities,
+    ...shellEntryArgs(target, request.cwd),
     ...(request.pty
       ? ["--pty", `${terminalSize(request.pty.cols)}x${terminalSize(request.pty.rows)}`]
       : []),
