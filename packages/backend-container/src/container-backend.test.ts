@@ -4,8 +4,24 @@ import { hostReport, makeTestBackend } from "./internal/test-support.js";
 
 // The shared conformance suite, against real sandboxes on the bash image.
 describe.runIf(hostReport.available)("container backend", () => {
-  describeSandboxBackend("container", async () => {
-    const { backend, cleanup } = await makeTestBackend();
-    return { backend, runtime: "container", language: "bash", cleanup };
-  });
+  describeSandboxBackend(
+    "container",
+    {
+      posixShell: true,
+      pidsLimit: true,
+      memoryLimit: true,
+      diskLimit: true,
+      binaryStdin: true,
+      files: true,
+      spawn: true,
+      pty: true,
+      snapshots: true,
+      reinstallOs: true,
+      networkModes: ["sealed", "localhost"],
+    },
+    async () => {
+      const { backend, cleanup } = await makeTestBackend();
+      return { backend, runtime: "container", language: "bash", cleanup };
+    },
+  );
 });
