@@ -13,6 +13,8 @@ export default defineConfig({
     globals: false,
     environment: "node",
     include: ["packages/*/src/**/*.test.ts", "apps/*/src/**/*.test.ts", "test/**/*.test.ts"],
+    // Builds the base images container tests use before any test (and its timeout) starts.
+    globalSetup: ["test/global-setup.ts"],
     testTimeout: 30_000,
     hookTimeout: 120_000,
     pool: "forks",
