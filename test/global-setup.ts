@@ -10,10 +10,6 @@
 import type { Language } from "@shells/contract";
 import type { TestProject } from "vitest/node";
 import { ensureImage, IMAGE_RECIPES } from "../packages/backend-container/src/internal/images.js";
-import {
-  hostReport,
-  TEST_IMAGES_DIR,
-} from "../packages/backend-container/src/internal/test-support.js";
 
 /** Every language preset has an image recipe; a container test may create a shell of any of them. */
 const LANGUAGES = Object.keys(IMAGE_RECIPES) as Language[];
@@ -40,7 +36,11 @@ async function runUsesContainers(project: TestProject): Promise<boolean> {
 
 /** Vitest global setup: makes sure the image cache holds every image before the tests start. */
 export default async function setup(project: TestProject): Promise<void> {
-  if (!hostReport.available || !(await runUsesContainers(project))) return;
+  if (!(await runUsesContainers(project))) return;
+  // Loaded only now: it checks the host (and says so when container tests will be skipped).
+  const { hostReport, TEST_IMAGES_DIR } =
+    await import("../packages/backend-container/src/internal/test-support.js");
+  if (!hostReport.available) return;
   const log = (line: string) => process.stdout.write(`[images] ${line}\n`);
   log(`making sure ${LANGUAGES.join(", ")} are built in ${TEST_IMAGES_DIR}`);
   for (const language of LANGUAGES) {
