@@ -15,8 +15,8 @@ export interface ExecTarget {
   initPid: number;
   initStart: string;
   cgroupProcs: string[];
+  /** The exec's own cgroup's OOM counter (`oom_kill N`). */
   oomEventsFile: string;
-  pidsEventsFile: string;
   /** Free bytes at or below which a failed command counts as having hit the disk limit. */
   diskFullBytes: number;
   rootCapabilities: "none" | "package-manager";
@@ -108,8 +108,6 @@ export function runExec(
   const args = [
     "exec",
     ...shellEntryArgs(target, request.cwd),
-    "--pids-events",
-    target.pidsEventsFile,
     "--timeout-ms",
     String(request.timeoutMs),
     "--max-output",
