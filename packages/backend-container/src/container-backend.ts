@@ -257,7 +257,7 @@ export class ContainerBackend implements SandboxBackend {
     const diskBytes = record.resources.diskMb * 1024 * 1024;
     const group = await this.#execGroup(shellId);
     try {
-      return await runExec(
+      const result = await runExec(
         {
           ...target,
           cgroupProcs: group.procsFiles,
@@ -269,6 +269,12 @@ export class ContainerBackend implements SandboxBackend {
         options,
         (inflight) => this.#track(shellId, inflight, group),
       );
+      if (result.killReason === undefined && (await group.filledShellLimit())) {
+        // It filled the shell's process limit and ended before the watch looked: end what it left.
+        await group.kill().catch(() => undefined);
+        return { ...result, killReason: "pids" };
+      }
+      return result;
     } catch (error) {
       throw this.#execError(shellId, "exec", error);
     } finally {

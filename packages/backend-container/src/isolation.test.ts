@@ -10,7 +10,13 @@ import { shellEntryArgs } from "./internal/exec.js";
 import { ensureHelper } from "./internal/native.js";
 import type { HolderRecord } from "./internal/state.js";
 import { readJson } from "./internal/state.js";
-import { hostReport, makeTestBackend, request, SMALL, TEST_IMAGES_DIR } from "./internal/test-support.js";
+import {
+  hostReport,
+  makeTestBackend,
+  request,
+  SMALL,
+  TEST_IMAGES_DIR,
+} from "./internal/test-support.js";
 
 const execFileAsync = promisify(execFile);
 

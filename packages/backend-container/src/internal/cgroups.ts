@@ -292,6 +292,21 @@ export class ExecCgroup {
     }
   }
 
+  /**
+   * True when this exec by itself filled the shell's process limit: its cgroup's peak reached the
+   * shell's limit (within a tenth) and a fork was refused (counted in the forking cgroup on v1; on
+   * v2 the refusal is counted at the shell, and the peak alone decides). A fork bomb that burns out
+   * between two looks of the pids watch is still the exec that filled the limit.
+   */
+  async filledShellLimit(): Promise<boolean> {
+    const limit = await readNumber(`${this.shell.pidsDir}/pids.max`);
+    const peak = await readNumber(`${this.pidsDir}/pids.peak`);
+    if (!Number.isFinite(limit) || peak < limit * 0.9) return false;
+    return (
+      this.shell.host.version === 2 || (await readEventsMax(`${this.pidsDir}/pids.events`)) > 0
+    );
+  }
+
   /** Removes the cgroup when no process is left in it; false when something still runs there. */
   async removeIfEmpty(): Promise<boolean> {
     if ((await this.members()).length > 0) return false;

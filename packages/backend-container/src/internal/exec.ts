@@ -211,6 +211,9 @@ export function runExec(
         if (status.reason === "aborted")
           killReason = inflight.endReason ?? abortReason ?? "stopped";
         else if (KILL_REASONS.includes(status.reason)) killReason = status.reason as KillReason;
+        // The pids watch ended this exec's processes (it filled the shell's process limit), whatever
+        // exit status its first process managed to report.
+        else if (inflight.endReason === "pids") killReason = "pids";
         else if (inflight.endReason && status.exitCode >= 128) killReason = inflight.endReason;
         resolve({
           exitCode: status.exitCode,

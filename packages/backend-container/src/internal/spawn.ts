@@ -158,6 +158,7 @@ export function startProcess(
       const exitCode = Number(match[1]);
       let killReason: KillReason | undefined;
       if (match[2] === "oom") killReason = "oom";
+      else if (inflight.endReason === "pids") killReason = "pids";
       else if (inflight.endReason && exitCode >= 128) killReason = inflight.endReason;
       resolve({ exitCode, ...base, ...(killReason ? { killReason } : {}) });
     });
