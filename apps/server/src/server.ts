@@ -1,8 +1,38 @@
 #!/usr/bin/env node
+import { closeSync, readdirSync, readFileSync } from "node:fs";
 import { loadConfig } from "./config.js";
 import { startServer } from "./start-server.js";
 
-// The process entry: parse configuration once, listen, and close cleanly on SIGINT/SIGTERM.
+/**
+ * Closes the descriptors this process inherited and did not open (a supervisor's or a shell's
+ * directory, a socket): every child the server starts would inherit them, and a sandbox helper
+ * started with a directory of the host open is one step from the host's files. Node's and libuv's
+ * own descriptors are all close-on-exec; an inherited one is not. The IPC channel of a parent Node
+ * process (NODE_CHANNEL_FD) stays.
+ */
+function closeInheritedDescriptors(): void {
+  const O_CLOEXEC = 0o2000000;
+  const keep = Number(process.env.NODE_CHANNEL_FD ?? -1);
+  let fds: number[];
+  try {
+    fds = readdirSync("/proc/self/fd").map(Number);
+  } catch {
+    return; // no /proc: nothing to tell inherited descriptors by
+  }
+  for (const fd of fds) {
+    if (!(fd > 2) || fd === keep) continue;
+    try {
+      const flags = /^flags:\s*([0-7]+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"));
+      if (flags && (parseInt(flags[1] as string, 8) & O_CLOEXEC) === 0) closeSync(fd);
+    } catch {
+      // closed meanwhile (the directory listing's own descriptor)
+    }
+  }
+}
+
+// The process entry: drop inherited descriptors, parse configuration once, listen, and close
+// cleanly on SIGINT/SIGTERM.
+closeInheritedDescriptors();
 try {
   const config = loadConfig(process.argv.slice(2));
   const server = await startServer(config);

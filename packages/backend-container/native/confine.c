@@ -2,9 +2,10 @@
  * confine.c — the process-level walls every sandboxed process gets: capabilities, no_new_privs and
  * the seccomp policy.
  *
- * SECURITY BOUNDARY. Keep this file short enough to review in one sitting. It runs in the exec
+ * SECURITY BOUNDARY. Keep this file short enough to review in one sitting: it is the smallest file of
+ * the helper that holds a wall (shells-sandbox.c is dispatch only). It runs in the exec
  * helper's child (after it joined the shell's namespaces as root-of-the-shell, before execve) and in
- * the shell's init. The namespace and cgroup walls are set up in shells-sandbox.c.
+ * the shell's init. The namespace and cgroup walls are set up in holder.c and enter.c.
  *
  * Capabilities. Root inside a shell is uid 0 of the shell's user namespace only (its uid maps to an
  * unprivileged host range), so no capability it could hold reaches a host object. By default it

@@ -13,6 +13,7 @@ import {
 } from "@shells/sandbox";
 import {
   detectCgroups,
+  type ExecCgroup,
   ShellCgroup,
   shellCgroupName,
   type CgroupHost,
@@ -86,6 +87,17 @@ const BASE_ENV: Record<string, string> = {
   LANG: "C.UTF-8",
 };
 
+/** How often the pids watch looks at shells with exec cgroups (see #checkPids). */
+const PIDS_WATCH_MS = 200;
+
+/** One shell's pids watch: refused forks counted so far, and the execs in flight by cgroup name. */
+interface PidsWatch {
+  shell: ShellCgroup;
+  refused: number;
+  /** Execs in flight by cgroup name; null while the exec is being started. */
+  live: Map<string, InflightExec | null>;
+}
+
 /** Shell ids name directories, cgroups and mount paths: keep them to a safe alphabet. */
 const SHELL_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
@@ -117,6 +129,9 @@ export class ContainerBackend implements SandboxBackend {
   readonly #locks = new Map<string, Promise<unknown>>();
   readonly #inflight = new Map<string, Set<InflightExec>>();
   readonly #holders = new Map<string, HolderRecord>();
+  readonly #pidsWatch = new Map<string, PidsWatch>();
+  #pidsTimer: NodeJS.Timeout | null = null;
+  #pidsChecking = false;
 
   /**
    * File operations as fixed scripts run by `exec` inside the shell, as its root, from `/`: every
@@ -240,16 +255,30 @@ export class ContainerBackend implements SandboxBackend {
   ): Promise<ExecResult> {
     const { target, env, record } = await this.#execTarget(shellId, request.env);
     const diskBytes = record.resources.diskMb * 1024 * 1024;
+    const group = await this.#execGroup(shellId);
     try {
-      return await runExec(
-        { ...target, diskFullBytes: Math.max(1024 * 1024, Math.floor(diskBytes / 100)) },
+      const result = await runExec(
+        {
+          ...target,
+          cgroupProcs: group.procsFiles,
+          oomEventsFile: group.oomEventsFile,
+          diskFullBytes: Math.max(1024 * 1024, Math.floor(diskBytes / 100)),
+        },
         request,
         env,
         options,
-        (inflight) => this.#track(shellId, inflight),
+        (inflight) => this.#track(shellId, inflight, group),
       );
+      if (result.killReason === undefined && (await group.filledShellLimit())) {
+        // It filled the shell's process limit and ended before the watch looked: end what it left.
+        await group.kill().catch(() => undefined);
+        return { ...result, killReason: "pids" };
+      }
+      return result;
     } catch (error) {
       throw this.#execError(shellId, "exec", error);
+    } finally {
+      await this.#releaseGroup(shellId, group);
     }
   }
 
@@ -261,11 +290,19 @@ export class ContainerBackend implements SandboxBackend {
     const { target, env } = await this.#execTarget(shellId, request.env);
     // A terminal needs a terminal type; the caller's env (or the shell's) may name another.
     if (request.pty && env.TERM === undefined) env.TERM = "xterm-256color";
+    const group = await this.#execGroup(shellId);
     try {
-      return await startProcess(target, request, env, options.onOutput, (inflight) =>
-        this.#track(shellId, inflight),
+      const process = await startProcess(
+        { ...target, cgroupProcs: group.procsFiles, oomEventsFile: group.oomEventsFile },
+        request,
+        env,
+        options.onOutput,
+        (inflight) => this.#track(shellId, inflight, group),
       );
+      process.exit.finally(() => this.#releaseGroup(shellId, group)).catch(() => undefined);
+      return process;
     } catch (error) {
+      await this.#releaseGroup(shellId, group);
       throw this.#execError(shellId, "spawn", error);
     }
   }
@@ -447,8 +484,11 @@ export class ContainerBackend implements SandboxBackend {
   }
 
   async close(): Promise<void> {
-    // Shells run on without us; execs in flight finish inside their shells. Nothing to release.
+    // Shells run on without us; execs in flight finish inside their shells.
     this.#holders.clear();
+    if (this.#pidsTimer) clearInterval(this.#pidsTimer);
+    this.#pidsTimer = null;
+    this.#pidsWatch.clear();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -516,18 +556,88 @@ export class ContainerBackend implements SandboxBackend {
         initStart: holder.initStart,
         cgroupProcs: cgroup.procsFiles,
         oomEventsFile: cgroup.oomEventsFile,
-        pidsEventsFile: cgroup.pidsEventsFile,
         rootCapabilities: this.#options.rootCapabilities ?? "none",
       },
     };
   }
 
-  /** Registers an exec or spawned process, so stop/destroy can say why it ended. */
-  #track(shellId: string, inflight: InflightExec): () => void {
+  /** Registers an exec or spawned process, so stop/destroy (and the pids watch) can end it. */
+  #track(shellId: string, inflight: InflightExec, group: ExecCgroup): () => void {
     let set = this.#inflight.get(shellId);
     if (!set) this.#inflight.set(shellId, (set = new Set()));
     set.add(inflight);
-    return () => set.delete(inflight);
+    const watch = this.#watchFor(shellId);
+    watch.live.set(group.name, inflight);
+    return () => {
+      set.delete(inflight);
+      watch.live.delete(group.name);
+    };
+  }
+
+  /**
+   * A cgroup of its own for an exec or spawned process, watched for the shell's process limit for
+   * as long as anything runs in it (background processes keep it after the exec returned).
+   */
+  async #execGroup(shellId: string): Promise<ExecCgroup> {
+    const watch = this.#watchFor(shellId);
+    const group = await this.#cgroup(shellId).createExecGroup();
+    // Reserved until the exec is tracked: an empty group is not swept before its helper joins.
+    watch.live.set(group.name, null);
+    return group;
+  }
+
+  /** Ends the watch's claim on an exec's cgroup and removes it if nothing runs there any more. */
+  async #releaseGroup(shellId: string, group: ExecCgroup): Promise<void> {
+    this.#pidsWatch.get(shellId)?.live.delete(group.name);
+    await group.removeIfEmpty().catch(() => false);
+  }
+
+  /** The shell's pids watch, begun if it is not running (see #checkPids). */
+  #watchFor(shellId: string): PidsWatch {
+    let watch = this.#pidsWatch.get(shellId);
+    if (!watch) {
+      // Infinity: refusals counted before the watch began are nobody's to answer for now.
+      watch = { shell: this.#cgroup(shellId), refused: Infinity, live: new Map() };
+      this.#pidsWatch.set(shellId, watch);
+    }
+    this.#pidsTimer ??= setInterval(() => void this.#checkPids(), PIDS_WATCH_MS).unref();
+    return watch;
+  }
+
+  /**
+   * The pids watch. A shell's process limit is shared by everything in it, so when a fork is
+   * refused, the exec whose cgroup holds the most processes — the one that filled the limit — is
+   * killed with reason `pids`, with every process it left (detached descendants too, even after the
+   * exec returned); execs that only tried to fork while the shell was full keep running. Exec
+   * cgroups whose processes are all gone are removed.
+   */
+  async #checkPids(): Promise<void> {
+    if (this.#pidsChecking) return;
+    this.#pidsChecking = true;
+    try {
+      for (const [shellId, watch] of this.#pidsWatch) {
+        const { culprits, refused } = await watch.shell.pidsCulprits(watch.refused);
+        watch.refused = refused;
+        for (const group of culprits) {
+          const inflight = watch.live.get(group.name) ?? undefined;
+          if (inflight) inflight.endReason = "pids";
+          // The helper of a live exec stays to report how its command ended.
+          const spare = inflight?.child.pid !== undefined ? [inflight.child.pid] : [];
+          await group.kill(spare).catch(() => undefined);
+          this.#log("warn", { shellId, cgroup: group.name }, "process limit filled: exec killed");
+        }
+        const groups = await watch.shell.execGroups();
+        for (const group of groups)
+          if (!watch.live.has(group.name)) await group.removeIfEmpty().catch(() => false);
+        if (groups.length === 0 && watch.live.size === 0) this.#pidsWatch.delete(shellId);
+      }
+      if (this.#pidsWatch.size === 0 && this.#pidsTimer) {
+        clearInterval(this.#pidsTimer);
+        this.#pidsTimer = null;
+      }
+    } finally {
+      this.#pidsChecking = false;
+    }
   }
 
   #execError(shellId: string, what: "exec" | "spawn", error: unknown): SandboxError {
@@ -695,6 +805,7 @@ export class ContainerBackend implements SandboxBackend {
         [holder.keeperPid, holder.keeperStart],
       );
     await cgroup.remove();
+    this.#pidsWatch.delete(shellId);
     this.#holders.delete(shellId);
     await rm(`${shellDir}/holder.json`, { force: true });
     await waitForLoopDetached(`${shellDir}/disk.img`, holder?.loopDevice);

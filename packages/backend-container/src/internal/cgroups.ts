@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { access, mkdir, readFile, readdir, rmdir, writeFile } from "node:fs/promises";
 import type { ResolvedResources } from "@shells/contract";
@@ -79,9 +79,66 @@ export class ShellCgroup {
     return [`${this.host.memory}/${leaf}`, `${this.host.pids}/${leaf}`, `${this.host.cpu}/${leaf}`];
   }
 
-  /** The `cgroup.procs` files a process writes itself into to join the shell. */
+  /**
+   * The `cgroup.procs` files the shell's keeper joins. On v2 a cgroup that hands controllers to
+   * children holds no processes itself, so the keeper lives in a `holder` leaf beside the execs.
+   */
   get procsFiles(): string[] {
+    if (this.host.version === 2) return [`${this.dirs[0]}/${HOLDER_GROUP}/cgroup.procs`];
     return this.dirs.map((dir) => `${dir}/cgroup.procs`);
+  }
+
+  /** The shell's directory in the pids hierarchy (its limit, and one child per exec). */
+  get pidsDir(): string {
+    return this.host.version === 2
+      ? (this.dirs[0] as string)
+      : `${this.host.pids}/${this.parent}/${this.name}`;
+  }
+
+  /**
+   * A new cgroup for one exec or spawned process, under the shell's in every hierarchy: the shell's
+   * limits still bound it (they are hierarchical), and its own counters say what it did — the
+   * processes it holds, the forks it was refused, the OOM kills among its processes.
+   */
+  async createExecGroup(): Promise<ExecCgroup> {
+    const group = new ExecCgroup(this, `x-${randomBytes(6).toString("hex")}`);
+    for (const dir of group.dirs) await mkdir(dir);
+    return group;
+  }
+
+  /** The exec cgroups that exist in the shell now. */
+  async execGroups(): Promise<ExecCgroup[]> {
+    try {
+      const entries = await readdir(this.pidsDir, { withFileTypes: true });
+      return entries
+        .filter((entry) => entry.isDirectory() && entry.name.startsWith("x-"))
+        .map((entry) => new ExecCgroup(this, entry.name));
+    } catch {
+      return [];
+    }
+  }
+
+  /**
+   * Finds the exec that filled the shell's process limit: when a fork in the shell was refused since
+   * `sinceRefused` and the shell is (still) at its limit, the exec cgroup holding the most processes
+   * is the one that filled it — not an exec that merely tried to fork while the shell was full.
+   * Returns the culprits (ties are all culprits) and the refusal count to pass next time.
+   */
+  async pidsCulprits(sinceRefused: number): Promise<{ culprits: ExecCgroup[]; refused: number }> {
+    const groups = await this.execGroups();
+    const counts = await Promise.all(
+      groups.map((group) => readNumber(`${group.pidsDir}/pids.current`)),
+    );
+    let refused = await readEventsMax(`${this.pidsDir}/pids.events`);
+    for (const group of groups) refused += await readEventsMax(`${group.pidsDir}/pids.events`);
+    if (refused <= sinceRefused) return { culprits: [], refused };
+    const current = await readNumber(`${this.pidsDir}/pids.current`);
+    const limit = await readNumber(`${this.pidsDir}/pids.max`);
+    // Far from the limit again (the culprit is gone or shrank): nothing to attribute.
+    if (!Number.isFinite(limit) || current < limit * 0.9) return { culprits: [], refused };
+    const largest = Math.max(0, ...counts);
+    const culprits = largest > 0 ? groups.filter((_, i) => counts[i] === largest) : [];
+    return { culprits, refused };
   }
 
   /** File whose `oom_kill N` line counts OOM kills in the shell. */
@@ -89,13 +146,6 @@ export class ShellCgroup {
     const dir =
       this.host.version === 2 ? this.dirs[0] : `${this.host.memory}/${this.parent}/${this.name}`;
     return `${dir}/${this.host.version === 2 ? "memory.events" : "memory.oom_control"}`;
-  }
-
-  /** File whose `max N` line counts forks refused for the pids limit. */
-  get pidsEventsFile(): string {
-    const dir =
-      this.host.version === 2 ? this.dirs[0] : `${this.host.pids}/${this.parent}/${this.name}`;
-    return `${dir}/pids.events`;
   }
 
   /** Creates the cgroup (idempotent) and writes the shell's limits. */
@@ -116,6 +166,9 @@ export class ShellCgroup {
       await writeOptional(`${dir}/memory.swap.max`, "0");
       await writeFile(`${dir}/pids.max`, String(resources.pids));
       await writeOptional(`${dir}/cpu.max`, `${quotaUs} ${periodUs}`);
+      // Exec cgroups below get the controllers too; the keeper moves to a leaf of its own.
+      await enableControllers(`${dir}/cgroup.subtree_control`);
+      await mkdir(`${dir}/${HOLDER_GROUP}`, { recursive: true });
       return;
     }
     const [memoryDir, pidsDir, cpuDir] = this.dirs as [string, string, string];
@@ -128,21 +181,9 @@ export class ShellCgroup {
     await writeFile(`${cpuDir}/cpu.cfs_quota_us`, quotaUs);
   }
 
-  /** Host pids of every process in the shell (the pids hierarchy holds them all on v1). */
+  /** Host pids of every process in the shell, its exec cgroups included. */
   async members(): Promise<number[]> {
-    const file =
-      this.host.version === 2
-        ? this.procsFiles[0]
-        : `${this.host.pids}/${this.parent}/${this.name}/cgroup.procs`;
-    try {
-      const text = await readFile(file as string, "utf8");
-      return text
-        .split("\n")
-        .filter(Boolean)
-        .map((line) => Number(line));
-    } catch {
-      return [];
-    }
+    return subtreeMembers(this.pidsDir);
   }
 
   /** True when any of the shell's cgroup directories exists. */
@@ -182,23 +223,152 @@ export class ShellCgroup {
     }
   }
 
-  /** Removes the shell's cgroups (after killAll). Idempotent. */
+  /** Removes the shell's cgroups and every exec cgroup in them (after killAll). Idempotent. */
   async remove(timeoutMs = 10_000): Promise<void> {
+    for (const dir of this.dirs) await removeTree(dir, timeoutMs);
+  }
+}
+
+/** The `holder` leaf of a shell's cgroup on v2 (keeper and init). */
+const HOLDER_GROUP = "holder";
+
+/** One exec's (or spawned process's) cgroup, nested in its shell's in every hierarchy. */
+export class ExecCgroup {
+  constructor(
+    readonly shell: ShellCgroup,
+    /** `x-<random>`: unique within the shell. */
+    readonly name: string,
+  ) {}
+
+  /** Directory of this exec's cgroup in each hierarchy. */
+  get dirs(): string[] {
+    return this.shell.dirs.map((dir) => `${dir}/${this.name}`);
+  }
+
+  /** The `cgroup.procs` files the exec helper joins. */
+  get procsFiles(): string[] {
+    return this.dirs.map((dir) => `${dir}/cgroup.procs`);
+  }
+
+  /** This exec's directory in the pids hierarchy. */
+  get pidsDir(): string {
+    return `${this.shell.pidsDir}/${this.name}`;
+  }
+
+  /** File whose `oom_kill N` line counts OOM kills among this exec's processes. */
+  get oomEventsFile(): string {
+    const host = this.shell.host;
+    const dir =
+      host.version === 2
+        ? this.dirs[0]
+        : `${host.memory}/${this.shell.parent}/${this.shell.name}/${this.name}`;
+    return `${dir}/${host.version === 2 ? "memory.events" : "memory.oom_control"}`;
+  }
+
+  /** Host pids of the exec's processes (the helper, the command, whatever it left running). */
+  members(): Promise<number[]> {
+    return subtreeMembers(this.pidsDir);
+  }
+
+  /**
+   * Kills every process in the exec's cgroup except `spare` (the helper still relaying, so it can
+   * report), until none is left. Detached descendants (`setsid`, double forks) are members too.
+   */
+  async kill(spare: number[] = [], timeoutMs = 5_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    for (const dir of this.dirs) {
-      for (let round = 0; ; round++) {
+    for (let round = 0; ; round++) {
+      const pids = (await this.members()).filter((pid) => !spare.includes(pid));
+      if (pids.length === 0) return;
+      for (const pid of pids) {
         try {
-          await rmdir(dir);
-          break;
-        } catch (error) {
-          const code = (error as NodeJS.ErrnoException).code;
-          if (code === "ENOENT") break;
-          // EBUSY: exiting tasks are still being released by the kernel.
-          if (code !== "EBUSY" || Date.now() > deadline) throw error;
-          await sleep(Math.min(2 + round * 2, 50));
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // already gone
         }
       }
+      if (Date.now() > deadline)
+        throw new Error(`processes of cgroup ${this.name} survive SIGKILL: ${pids.join(" ")}`);
+      await sleep(Math.min(1 + round, 20));
     }
+  }
+
+  /**
+   * True when this exec by itself filled the shell's process limit: its cgroup's peak reached the
+   * shell's limit (within a tenth) and a fork was refused (counted in the forking cgroup on v1; on
+   * v2 the refusal is counted at the shell, and the peak alone decides). A fork bomb that burns out
+   * between two looks of the pids watch is still the exec that filled the limit.
+   */
+  async filledShellLimit(): Promise<boolean> {
+    const limit = await readNumber(`${this.shell.pidsDir}/pids.max`);
+    const peak = await readNumber(`${this.pidsDir}/pids.peak`);
+    if (!Number.isFinite(limit) || peak < limit * 0.9) return false;
+    return (
+      this.shell.host.version === 2 || (await readEventsMax(`${this.pidsDir}/pids.events`)) > 0
+    );
+  }
+
+  /** Removes the cgroup when no process is left in it; false when something still runs there. */
+  async removeIfEmpty(): Promise<boolean> {
+    if ((await this.members()).length > 0) return false;
+    for (const dir of this.dirs) await removeTree(dir, 2_000);
+    return true;
+  }
+}
+
+/** Pids in a cgroup directory and every cgroup below it. */
+async function subtreeMembers(dir: string): Promise<number[]> {
+  const pids: number[] = [];
+  try {
+    const text = await readFile(`${dir}/cgroup.procs`, "utf8");
+    for (const line of text.split("\n")) if (line) pids.push(Number(line));
+    for (const entry of await readdir(dir, { withFileTypes: true }))
+      if (entry.isDirectory()) pids.push(...(await subtreeMembers(`${dir}/${entry.name}`)));
+  } catch {
+    // gone
+  }
+  return pids;
+}
+
+/** Removes a cgroup directory and its children, deepest first. */
+async function removeTree(dir: string, timeoutMs: number): Promise<void> {
+  try {
+    for (const entry of await readdir(dir, { withFileTypes: true }))
+      if (entry.isDirectory()) await removeTree(`${dir}/${entry.name}`, timeoutMs);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw error;
+  }
+  const deadline = Date.now() + timeoutMs;
+  for (let round = 0; ; round++) {
+    try {
+      await rmdir(dir);
+      return;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return;
+      // EBUSY: exiting tasks are still being released by the kernel.
+      if (code !== "EBUSY" || Date.now() > deadline) throw error;
+      await sleep(Math.min(2 + round * 2, 50));
+    }
+  }
+}
+
+async function readNumber(file: string): Promise<number> {
+  try {
+    const text = (await readFile(file, "utf8")).trim();
+    return text === "max" ? Infinity : Number(text);
+  } catch {
+    return 0;
+  }
+}
+
+/** The `max N` count of a pids.events file (forks refused), 0 when unreadable. */
+async function readEventsMax(file: string): Promise<number> {
+  try {
+    const match = /^max (\d+)/m.exec(await readFile(file, "utf8"));
+    return match ? Number(match[1]) : 0;
+  } catch {
+    return 0;
   }
 }
 

@@ -15,8 +15,8 @@ export interface ExecTarget {
   initPid: number;
   initStart: string;
   cgroupProcs: string[];
+  /** The exec's own cgroup's OOM counter (`oom_kill N`). */
   oomEventsFile: string;
-  pidsEventsFile: string;
   /** Free bytes at or below which a failed command counts as having hit the disk limit. */
   diskFullBytes: number;
   rootCapabilities: "none" | "package-manager";
@@ -108,8 +108,6 @@ export function runExec(
   const args = [
     "exec",
     ...shellEntryArgs(target, request.cwd),
-    "--pids-events",
-    target.pidsEventsFile,
     "--timeout-ms",
     String(request.timeoutMs),
     "--max-output",
@@ -213,6 +211,9 @@ export function runExec(
         if (status.reason === "aborted")
           killReason = inflight.endReason ?? abortReason ?? "stopped";
         else if (KILL_REASONS.includes(status.reason)) killReason = status.reason as KillReason;
+        // The pids watch ended this exec's processes (it filled the shell's process limit), whatever
+        // exit status its first process managed to report.
+        else if (inflight.endReason === "pids") killReason = "pids";
         else if (inflight.endReason && status.exitCode >= 128) killReason = inflight.endReason;
         resolve({
           exitCode: status.exitCode,

@@ -5,7 +5,18 @@ import { run } from "./proc.js";
 
 /** The C sources of the helper, kept in the package beside `src/` (works from `src/` and `dist/`). */
 export const NATIVE_DIR = fileURLToPath(new URL("../../native/", import.meta.url));
-const SOURCES = ["shells-sandbox.c", "confine.c", "confine.h"];
+const SOURCES = [
+  "shells-sandbox.c",
+  "common.c",
+  "holder.c",
+  "enter.c",
+  "relay.c",
+  "exec.c",
+  "spawn.c",
+  "confine.c",
+  "sandbox.h",
+  "confine.h",
+];
 const CFLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-format-truncation", "-D_FORTIFY_SOURCE=2"];
 
 const compiled = new Map<string, Promise<string>>();

@@ -23,7 +23,7 @@ export type SpawnTarget = Pick<
 
 type OnOutput = NonNullable<SandboxExecOptions["onOutput"]>;
 
-/** Frames on the helper's stdin (see `cmd_spawn` in native/shells-sandbox.c). */
+/** Frames on the helper's stdin (see `cmd_spawn` in native/spawn.c). */
 const FRAME_DATA = 0x64; // 'd'
 const FRAME_EOF = 0x65; // 'e'
 const FRAME_RESIZE = 0x72; // 'r'
@@ -158,6 +158,7 @@ export function startProcess(
       const exitCode = Number(match[1]);
       let killReason: KillReason | undefined;
       if (match[2] === "oom") killReason = "oom";
+      else if (inflight.endReason === "pids") killReason = "pids";
       else if (inflight.endReason && exitCode >= 128) killReason = inflight.endReason;
       resolve({ exitCode, ...base, ...(killReason ? { killReason } : {}) });
     });
