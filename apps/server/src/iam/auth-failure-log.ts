@@ -52,7 +52,12 @@ export class AuthFailureLog {
 
   /** Records one refusal: written now when it opens a window, else counted into the window. */
   async record(failure: AuthFailure): Promise<void> {
-    let key = JSON.stringify([failure.orgId, failure.keyId ?? "", failure.origin.ip, failure.reason]);
+    let key = JSON.stringify([
+      failure.orgId,
+      failure.keyId ?? "",
+      failure.origin.ip,
+      failure.reason,
+    ]);
     if (
       !this.#windows.has(key) &&
       this.#windows.size >= (this.options.maxOpenWindows ?? DEFAULT_MAX_OPEN_WINDOWS)

@@ -32,7 +32,8 @@ export const frameworkErrors: NonNullable<FastifyServerOptions["frameworkErrors"
   request,
   reply,
 ) => {
-  const code = error.code === "FST_ERR_MAX_PARAM_LENGTH" ? "validation_failed" : "malformed_request";
+  const code =
+    error.code === "FST_ERR_MAX_PARAM_LENGTH" ? "validation_failed" : "malformed_request";
   void (reply as FastifyReply)
     .code(400)
     .send(errorBody(code, `Malformed request: ${error.message}`, request.id));

@@ -31,11 +31,9 @@ export interface RequestAuthOptions {
 
 /** The `rate_limited` refusal, with the wait in `details.retryAfterMs`. */
 export function rateLimited(retryAfterMs: number): AppError {
-  return new AppError(
-    "rate_limited",
-    "Too many refused requests from this address; retry later.",
-    { retryAfterMs },
-  );
+  return new AppError("rate_limited", "Too many refused requests from this address; retry later.", {
+    retryAfterMs,
+  });
 }
 
 /**

@@ -88,7 +88,8 @@ export function shellHandlers(
       }
       return STREAMED;
     },
-    runInterpreter: async ({ caller, params, body }) => s.interpreters.turn(caller, params.id, body),
+    runInterpreter: async ({ caller, params, body }) =>
+      s.interpreters.turn(caller, params.id, body),
     listActivity: async ({ caller, query }) => s.activity.list(caller.orgId, query),
     getPolicy: async ({ caller }) => s.policies.get(caller.orgId),
     updatePolicy: async ({ caller, body }) => s.policies.update(caller, body),
