@@ -92,9 +92,12 @@ describe("connections from one address", () => {
     const list = await api("/api/v1/shells");
     expect(list.status).toBe(200);
     expect(Date.now() - started).toBeLessThan(2000);
-    const shell: { id: string } = await (
-      await api("/api/v1/shells", { method: "POST", body: JSON.stringify({ language: "bash" }) })
-    ).json();
+    const created = await api("/api/v1/shells", {
+      method: "POST",
+      body: JSON.stringify({ language: "bash" }),
+    });
+    expect(created.status).toBe(201);
+    const shell = (await created.json()) as { id: string };
     // The stream outlives the idle, headers and request timeouts: they bound requests, not responses.
     const exec = await api(`/api/v1/shells/${shell.id}/exec`, {
       method: "POST",
