@@ -17,6 +17,7 @@ import {
   TokenRejectedError,
   type IdpGrant,
 } from "./identity-provider.js";
+import { sameOriginPath } from "./return-path.js";
 import { scopesFromClaims } from "./role-mapping.js";
 import {
   LOGIN_COOKIE,
@@ -28,6 +29,8 @@ import {
   secretsEqual,
   serializeCookie,
 } from "./session-cookies.js";
+
+export { sameOriginPath };
 
 /** How long a login may take between `/auth/login` and `/auth/callback`. */
 const LOGIN_TTL_SECONDS = 600;
@@ -483,20 +486,6 @@ export class OidcAuth {
   ): Promise<never> {
     return refuseAuthentication(this.options.failures, origin, reason, orgId ?? SYSTEM_ORG);
   }
-}
-
-/**
- * The path to return to after login: only a same-origin absolute path (no scheme, no host, no
- * `//` or backslash tricks that browsers treat as another host); anything else becomes `/`.
- */
-export function sameOriginPath(value: unknown): string {
-  if (typeof value !== "string" || value.length > 2048 || !value.startsWith("/")) return "/";
-  // Backslashes and control characters: browsers normalise them into `//host` or drop them.
-  if (value.startsWith("//") || [...value].some((c) => c === "\\" || c <= " " || c === "\u007f"))
-    return "/";
-  const base = new URL("http://shells.invalid");
-  const url = new URL(value, base);
-  return url.origin === base.origin ? `${url.pathname}${url.search}${url.hash}` : "/";
 }
 
 /** The claims a session keeps for display and re-checks: identity only, never tokens. */
