@@ -1,3 +1,4 @@
+import type { AddressInfo } from "node:net";
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { z } from "zod";
@@ -176,6 +177,38 @@ export const ServerConfig = z.strictObject({
     .default(8 * 3600),
   /** OIDC login and JWT bearer tokens; null when `SHELLS_OIDC_ISSUER` is not set. */
   oidc: OidcConfig.nullable().default(null),
+  /**
+   * Most open connections from one remote address; more are closed at once, so one host cannot
+   * hold every socket. Env `SHELLS_MAX_CONNECTIONS_PER_ADDRESS`.
+   */
+  maxConnectionsPerAddress: z.coerce.number().int().min(1).default(256),
+  /** Most open connections in all; more are closed at once. Env `SHELLS_MAX_CONNECTIONS`. */
+  maxConnections: z.coerce.number().int().min(1).default(4096),
+  /**
+   * How long a new connection may stay silent before its first request arrives, ms; then it is
+   * closed. Env `SHELLS_IDLE_SOCKET_TIMEOUT_MS`.
+   */
+  idleSocketTimeoutMs: z.coerce.number().int().min(100).default(10_000),
+  /** Longest a client may take to send a request's headers, ms. Env `SHELLS_HEADERS_TIMEOUT_MS`. */
+  headersTimeoutMs: z.coerce.number().int().min(100).default(15_000),
+  /**
+   * Longest a client may take to send a whole request (headers and body), ms. Responses are not
+   * bounded by it: exec streams, run streams and terminals stay open. Env `SHELLS_REQUEST_TIMEOUT_MS`.
+   */
+  requestTimeoutMs: z.coerce.number().int().min(100).default(120_000),
+  /** How long an idle keep-alive connection is kept between requests, ms. Env `SHELLS_KEEP_ALIVE_TIMEOUT_MS`. */
+  keepAliveTimeoutMs: z.coerce.number().int().min(100).default(5_000),
+  /**
+   * Refused authentications one address may cause per window before it is answered 429
+   * `rate_limited` (callers that authenticate are never throttled by it). Env
+   * `SHELLS_AUTH_FAILURE_LIMIT`.
+   */
+  authFailureLimit: z.coerce.number().int().min(1).default(300),
+  /**
+   * The window of `authFailureLimit`, and of aggregating refused authentications into one activity
+   * event per source, seconds. Env `SHELLS_AUTH_FAILURE_WINDOW_SECONDS`.
+   */
+  authFailureWindowSeconds: z.coerce.number().int().min(1).max(3600).default(60),
   /** Check every response against the contract (on in tests). Env `SHELLS_VALIDATE_RESPONSES=1`. */
   validateResponses: z
     .union([
@@ -185,6 +218,22 @@ export const ServerConfig = z.strictObject({
     .default(false),
 });
 export type ServerConfig = z.infer<typeof ServerConfig>;
+
+/**
+ * The server's public base URL: `SHELLS_PUBLIC_URL` when set, else `http://<host>:<port>` of the
+ * listening socket (a wildcard host is reached through loopback). Attach URLs and the OIDC redirect
+ * URI are built from it, never from a request's `Host`.
+ */
+export function publicBaseUrl(
+  config: Pick<ServerConfig, "publicUrl" | "host" | "port">,
+  server: { address(): AddressInfo | string | null },
+): string {
+  if (config.publicUrl) return config.publicUrl;
+  const address = server.address();
+  const port = address !== null && typeof address === "object" ? address.port : config.port;
+  const host = config.host === "0.0.0.0" ? "127.0.0.1" : config.host === "::" ? "::1" : config.host;
+  return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+}
 
 /** Parses configuration from flags and environment; throws a readable error on bad values. */
 export function loadConfig(
@@ -219,6 +268,14 @@ export function loadConfig(
     validateResponses: env.SHELLS_VALIDATE_RESPONSES,
     publicUrl: values["public-url"] ?? env.SHELLS_PUBLIC_URL,
     sessionTtlSeconds: env.SHELLS_SESSION_TTL_SECONDS,
+    maxConnectionsPerAddress: env.SHELLS_MAX_CONNECTIONS_PER_ADDRESS,
+    maxConnections: env.SHELLS_MAX_CONNECTIONS,
+    idleSocketTimeoutMs: env.SHELLS_IDLE_SOCKET_TIMEOUT_MS,
+    headersTimeoutMs: env.SHELLS_HEADERS_TIMEOUT_MS,
+    requestTimeoutMs: env.SHELLS_REQUEST_TIMEOUT_MS,
+    keepAliveTimeoutMs: env.SHELLS_KEEP_ALIVE_TIMEOUT_MS,
+    authFailureLimit: env.SHELLS_AUTH_FAILURE_LIMIT,
+    authFailureWindowSeconds: env.SHELLS_AUTH_FAILURE_WINDOW_SECONDS,
     oidc: oidcSettings(env),
   };
   const parsed = ServerConfig.safeParse(
@@ -241,6 +298,14 @@ export function loadConfig(
 const ENV_NAMES: Record<string, string> = {
   publicUrl: "SHELLS_PUBLIC_URL",
   sessionTtlSeconds: "SHELLS_SESSION_TTL_SECONDS",
+  maxConnectionsPerAddress: "SHELLS_MAX_CONNECTIONS_PER_ADDRESS",
+  maxConnections: "SHELLS_MAX_CONNECTIONS",
+  idleSocketTimeoutMs: "SHELLS_IDLE_SOCKET_TIMEOUT_MS",
+  headersTimeoutMs: "SHELLS_HEADERS_TIMEOUT_MS",
+  requestTimeoutMs: "SHELLS_REQUEST_TIMEOUT_MS",
+  keepAliveTimeoutMs: "SHELLS_KEEP_ALIVE_TIMEOUT_MS",
+  authFailureLimit: "SHELLS_AUTH_FAILURE_LIMIT",
+  authFailureWindowSeconds: "SHELLS_AUTH_FAILURE_WINDOW_SECONDS",
   "oidc.issuer": "SHELLS_OIDC_ISSUER",
   "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
   "oidc.clientSecret": "SHELLS_OIDC_CLIENT_SECRET",

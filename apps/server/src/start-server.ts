@@ -57,15 +57,18 @@ export async function startServer(
   }
   const backends = createBackends(config, logger);
   const app = await buildApp(config, { store, backends, logger });
-  app.addHook("onClose", async () => {
-    for (const backend of backends) await backend.close();
-    await store.close();
-  });
   const address = await app.listen({ port: config.port, host: config.host });
   const url = address.replace("[::1]", "[::1]");
   logger.info(
     { url, backend: config.backend, dataDir: config.dataDir },
     `Shells is serving on ${url} (API reference at ${url}/docs)`,
   );
-  return { app, url, adminTokenPath, backends, close: () => app.close() };
+  // The app's own close hooks (draining runs, writing pending activity) still need the backends and
+  // the store, so those close after it.
+  const close = async () => {
+    await app.close();
+    for (const backend of backends) await backend.close();
+    await store.close();
+  };
+  return { app, url, adminTokenPath, backends, close };
 }

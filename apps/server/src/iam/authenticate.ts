@@ -2,9 +2,10 @@ import type { Scope } from "@shells/contract";
 import type { Kysely } from "kysely";
 import { AppError } from "../errors.js";
 import { nowIso } from "../ids.js";
-import { SYSTEM_ORG, type ActivityService } from "../services/activity-service.js";
+import { SYSTEM_ORG } from "../services/activity-service.js";
 import type { Database } from "../store/schema.js";
 import { apiKeyMatches, parseApiKey } from "./api-keys.js";
+import type { AuthFailureLog } from "./auth-failure-log.js";
 import { SESSION_COOKIE, readCookie } from "./oidc/session-cookies.js";
 import { resolveCaller, type Caller } from "./principal.js";
 
@@ -27,6 +28,19 @@ export interface RequestCredentials {
   csrfToken: string | undefined;
 }
 
+/** The credentials of an HTTP request: the one place that reads them from headers. */
+export function requestCredentials(request: {
+  headers: Record<string, string | string[] | undefined>;
+}): RequestCredentials {
+  const { authorization, cookie } = request.headers;
+  const csrfToken = request.headers["x-csrf-token"];
+  return {
+    authorization: typeof authorization === "string" ? authorization : undefined,
+    cookie: typeof cookie === "string" ? cookie : undefined,
+    csrfToken: typeof csrfToken === "string" ? csrfToken : undefined,
+  };
+}
+
 /** Verifies the credentials only an OIDC setup can vouch for (bearer JWTs and console sessions). */
 export interface OidcAuthenticator {
   authenticateBearer(token: string, origin: RequestOrigin): Promise<Caller>;
@@ -42,25 +56,18 @@ const LAST_USED_RESOLUTION_MS = 60_000;
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 /**
- * Records a failed authentication as an `auth.failed` event (in `orgId`'s chain when the attempt is
- * attributable to an org, else the system chain) and throws `unauthenticated`. `reason` must never
- * contain credential material.
+ * Records a failed authentication in the bounded failure log (as `auth.failed` in `orgId`'s chain
+ * when the attempt is attributable to an org, else the system chain) and throws `unauthenticated`.
+ * `reason` must never contain credential material.
  */
 export async function refuseAuthentication(
-  activity: ActivityService,
+  failures: AuthFailureLog,
   origin: RequestOrigin,
   reason: string,
   orgId = SYSTEM_ORG,
   keyId?: string,
 ): Promise<never> {
-  await activity.record({
-    orgId,
-    actor: { type: "anonymous", id: "anonymous", ...(keyId ? { keyId } : {}) },
-    action: "auth.failed",
-    target: null,
-    outcome: "denied",
-    details: { reason, method: origin.method, route: origin.route, ip: origin.ip },
-  });
+  await failures.record({ orgId, keyId, origin, reason });
   throw new AppError("unauthenticated", `Authentication failed: ${reason}.`, {
     hint: "Send `Authorization: Bearer <API key or JWT>`, or log in at /auth/login when OIDC is configured. The local profile writes an admin key to <data dir>/admin-token.",
   });
@@ -69,18 +76,18 @@ export async function refuseAuthentication(
 /**
  * Resolves a request's credentials to a caller, or throws `unauthenticated`: an API key (`shk_…`),
  * a bearer JWT from the OIDC issuer, or — with no `Authorization` header — a console session
- * cookie. Every failure is recorded: in the key's org when the token names a key we know, otherwise
- * in the system chain.
+ * cookie. Every failure is recorded (aggregated by the failure log): in the key's org when the token
+ * names a key we know, otherwise in the system chain.
  */
 export async function authenticate(
   db: Kysely<Database>,
-  activity: ActivityService,
+  failures: AuthFailureLog,
   credentials: RequestCredentials,
   origin: RequestOrigin,
   oidc: OidcAuthenticator | null = null,
 ): Promise<Caller> {
   const refuse = (reason: string, orgId = SYSTEM_ORG, keyId?: string): Promise<never> =>
-    refuseAuthentication(activity, origin, reason, orgId, keyId);
+    refuseAuthentication(failures, origin, reason, orgId, keyId);
   const authorization = credentials.authorization;
   if (!authorization) {
     const session = readCookie(credentials.cookie, SESSION_COOKIE);

@@ -1,6 +1,5 @@
 import {
   ROUTES,
-  canonicalJson,
   type OperationId,
   type RouteBody,
   type RouteParams,
@@ -10,13 +9,14 @@ import {
 } from "@shells/contract";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Kysely } from "kysely";
-import type { z } from "zod";
 import { AppError } from "../errors.js";
-import { authenticate, type Caller, type OidcAuthenticator } from "../iam/authenticate.js";
+import type { Caller } from "../iam/authenticate.js";
 import { requirePermission } from "../iam/authorize.js";
-import { nowIso, sha256Hex } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { Database } from "../store/schema.js";
+import { idempotent } from "./idempotency.js";
+import type { AuthenticateRequest } from "./request-auth.js";
+import { parseInput } from "./validate-input.js";
 
 type Route<K extends OperationId> = (typeof ROUTES)[K];
 
@@ -41,30 +41,22 @@ export type Handlers = {
  */
 export const STREAMED = Symbol("streamed");
 
+/** Answers with raw bytes of `type` (file contents, archives, artifacts). */
+export function sendBytes(reply: FastifyReply, type: string, bytes: Uint8Array): typeof STREAMED {
+  void reply
+    .header("content-type", type)
+    .header("content-length", bytes.length)
+    .send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length));
+  return STREAMED;
+}
+
 /** What registration needs besides the handlers. */
 export interface RegisterOptions {
   db: Kysely<Database>;
   activity: ActivityService;
   validateResponses: boolean;
-  /** Bearer JWTs and console sessions; null when OIDC is not configured. */
-  oidc?: OidcAuthenticator | null;
-}
-
-const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
-
-function parseInput<T extends z.ZodType>(schema: T, value: unknown, where: string): z.output<T> {
-  const parsed = schema.safeParse(value);
-  if (parsed.success) return parsed.data;
-  const issues = parsed.error.issues.map((i) => ({
-    path: [where, ...i.path.map(String)].join("."),
-    message: i.message,
-    code: i.code,
-  }));
-  throw new AppError(
-    "validation_failed",
-    `Invalid ${where}: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`,
-    { issues },
-  );
+  /** The one request authenticator (credentials, failure log, failure rate limit). */
+  authenticate: AuthenticateRequest;
 }
 
 /**
@@ -89,18 +81,7 @@ export function registerRoutes(
       handler: async (request, reply) => {
         let caller: Caller | null = null;
         if (spec.scope) {
-          const csrfToken = request.headers["x-csrf-token"];
-          caller = await authenticate(
-            options.db,
-            options.activity,
-            {
-              authorization: request.headers.authorization,
-              cookie: request.headers.cookie,
-              csrfToken: typeof csrfToken === "string" ? csrfToken : undefined,
-            },
-            { method: request.method, route: spec.path, ip: request.ip },
-            options.oidc ?? null,
-          );
+          caller = await options.authenticate(request, reply, spec.path);
           await requirePermission(
             options.activity,
             caller,
@@ -166,103 +147,5 @@ export function registerRoutes(
         return run();
       },
     });
-  }
-}
-
-/**
- * Runs a mutating request at most once per `Idempotency-Key` (per org): a replay gets the first
- * response back, a reuse with a different request is refused, and a replay while the first is
- * still running is told to retry. Server faults are not remembered, so a retry can succeed.
- */
-async function idempotent(
-  db: Kysely<Database>,
-  caller: Caller,
-  rawKey: string | string[],
-  request: FastifyRequest,
-  reply: FastifyReply,
-  spec: RouteSpec,
-  run: () => Promise<unknown>,
-): Promise<unknown> {
-  const key = Array.isArray(rawKey) ? rawKey[0] : rawKey;
-  if (!key || !IDEMPOTENCY_KEY.test(key)) {
-    throw new AppError(
-      "validation_failed",
-      "Idempotency-Key must be 1–255 printable ASCII characters.",
-    );
-  }
-  const requestHash = sha256Hex(
-    `${request.method} ${request.url}\n${canonicalJson(request.body ?? null)}`,
-  );
-  const inserted = await db
-    .insertInto("idempotency_keys")
-    .values({
-      org_id: caller.orgId,
-      key,
-      request_hash: requestHash,
-      state: "pending",
-      status_code: null,
-      response: null,
-      created_at: nowIso(),
-    })
-    .onConflict((oc) => oc.doNothing())
-    .executeTakeFirst();
-  if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) {
-    const previous = await db
-      .selectFrom("idempotency_keys")
-      .selectAll()
-      .where("org_id", "=", caller.orgId)
-      .where("key", "=", key)
-      .executeTakeFirstOrThrow();
-    if (previous.request_hash !== requestHash) {
-      throw new AppError(
-        "idempotency_key_reused",
-        "This Idempotency-Key was used for a different request; use a new key.",
-      );
-    }
-    if (
-      previous.state === "pending" ||
-      previous.status_code === null ||
-      previous.response === null
-    ) {
-      throw new AppError(
-        "request_in_progress",
-        "The first request with this Idempotency-Key is still running; retry shortly.",
-      );
-    }
-    reply.header("idempotent-replayed", "true");
-    reply.code(previous.status_code);
-    return JSON.parse(previous.response) as unknown;
-  }
-  const remember = async (status: number, response: unknown) => {
-    await db
-      .updateTable("idempotency_keys")
-      .set({ state: "done", status_code: status, response: JSON.stringify(response) })
-      .where("org_id", "=", caller.orgId)
-      .where("key", "=", key)
-      .execute();
-  };
-  try {
-    reply.code(spec.successStatus);
-    const result = await run();
-    await remember(reply.statusCode, result);
-    return result;
-  } catch (error) {
-    if (error instanceof AppError && error.status < 500) {
-      await remember(error.status, {
-        error: {
-          code: error.code,
-          message: error.message,
-          ...(error.details ? { details: error.details } : {}),
-          requestId: request.id,
-        },
-      });
-    } else {
-      await db
-        .deleteFrom("idempotency_keys")
-        .where("org_id", "=", caller.orgId)
-        .where("key", "=", key)
-        .execute();
-    }
-    throw error;
   }
 }

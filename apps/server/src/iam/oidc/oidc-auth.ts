@@ -1,5 +1,5 @@
 import { Scope } from "@shells/contract";
-import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from "fastify";
 import type { Kysely, Selectable } from "kysely";
 import { randomNonce, randomPKCECodeVerifier, randomState } from "openid-client";
 import type { OidcConfig } from "../../config.js";
@@ -7,6 +7,7 @@ import { AppError } from "../../errors.js";
 import { sha256Hex } from "../../ids.js";
 import { SYSTEM_ORG, type ActivityService } from "../../services/activity-service.js";
 import type { Database, SessionTable } from "../../store/schema.js";
+import type { AuthFailureLog } from "../auth-failure-log.js";
 import { refuseAuthentication, type RequestOrigin } from "../authenticate.js";
 import { resolveCaller, type Caller } from "../principal.js";
 import { DirectorySync, type Admission } from "./directory-sync.js";
@@ -16,6 +17,7 @@ import {
   TokenRejectedError,
   type IdpGrant,
 } from "./identity-provider.js";
+import { sameOriginPath } from "./return-path.js";
 import { scopesFromClaims } from "./role-mapping.js";
 import {
   LOGIN_COOKIE,
@@ -28,6 +30,8 @@ import {
   serializeCookie,
 } from "./session-cookies.js";
 
+export { sameOriginPath };
+
 /** How long a login may take between `/auth/login` and `/auth/callback`. */
 const LOGIN_TTL_SECONDS = 600;
 /** Methods that change state: a cookie-authenticated one must carry the session's CSRF token. */
@@ -37,6 +41,8 @@ const MUTATING_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 export interface OidcAuthOptions {
   db: Kysely<Database>;
   activity: ActivityService;
+  /** Where refused logins, tokens and sessions are recorded (bounded). */
+  failures: AuthFailureLog;
   settings: OidcConfig;
   /** Lifetime of a console session, seconds. */
   sessionTtlSeconds: number;
@@ -280,17 +286,10 @@ export class OidcAuth {
     await this.#db.deleteFrom("sessions").where("id_hash", "=", idHash).execute();
   }
 
-  // --- login and logout routes ---------------------------------------------------------------
-
-  /** Registers `GET /auth/login`, `GET /auth/callback` and `POST /auth/logout`. */
-  registerRoutes(app: FastifyInstance): void {
-    app.get("/auth/login", async (request, reply) => this.#login(request, reply));
-    app.get("/auth/callback", async (request, reply) => this.#callback(request, reply));
-    app.post("/auth/logout", async (request, reply) => this.#logout(request, reply));
-  }
+  // --- login and logout (served at /auth/*, see routes/auth-routes.ts) -------------------------
 
   /** Starts a login: state, nonce and PKCE verifier stay server-side, bound to a browser cookie. */
-  async #login(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  async login(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const query = request.query as Record<string, unknown>;
     const returnTo = sameOriginPath(query.returnTo);
     const loginId = randomSecret();
@@ -336,7 +335,7 @@ export class OidcAuth {
    * (with the PKCE verifier) and the ID token verified; the claims must map to a role; then a fresh
    * session replaces any the browser had, and the browser goes back to where it started.
    */
-  async #callback(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  async callback(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     reply.header("cache-control", "no-store");
     reply.header("set-cookie", this.#loginCookie("", 0));
     const origin = { method: request.method, route: "/auth/callback", ip: request.ip };
@@ -427,7 +426,7 @@ export class OidcAuth {
   }
 
   /** Ends the browser's session (CSRF-checked when there is one) and clears the cookie. */
-  async #logout(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  async logout(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const cookieValue = readCookie(request.headers.cookie, SESSION_COOKIE);
     const row = cookieValue ? await this.#session(cookieValue) : undefined;
     if (row) {
@@ -485,57 +484,12 @@ export class OidcAuth {
     reason: string,
     orgId: string | null = null,
   ): Promise<never> {
-    return refuseAuthentication(this.options.activity, origin, reason, orgId ?? SYSTEM_ORG);
+    return refuseAuthentication(this.options.failures, origin, reason, orgId ?? SYSTEM_ORG);
   }
-}
-
-/** What `GET /auth/config` answers: whether the console should offer an OIDC login, and where. */
-export interface AuthConfigResponse {
-  oidcEnabled: boolean;
-  loginUrl: string | null;
-  logoutUrl: string | null;
-}
-
-/** Registers the public `GET /auth/config`, and the login routes when OIDC is configured. */
-export function registerAuthRoutes(app: FastifyInstance, oidc: OidcAuth | null): void {
-  const body: AuthConfigResponse = oidc
-    ? { oidcEnabled: true, loginUrl: "/auth/login", logoutUrl: "/auth/logout" }
-    : { oidcEnabled: false, loginUrl: null, logoutUrl: null };
-  app.get("/auth/config", async () => body);
-  oidc?.registerRoutes(app);
-}
-
-/**
- * The path to return to after login: only a same-origin absolute path (no scheme, no host, no
- * `//` or backslash tricks that browsers treat as another host); anything else becomes `/`.
- */
-export function sameOriginPath(value: unknown): string {
-  if (typeof value !== "string" || value.length > 2048 || !value.startsWith("/")) return "/";
-  // Backslashes and control characters: browsers normalise them into `//host` or drop them.
-  if (value.startsWith("//") || [...value].some((c) => c === "\\" || c <= " " || c === "\u007f"))
-    return "/";
-  const base = new URL("http://shells.invalid");
-  const url = new URL(value, base);
-  return url.origin === base.origin ? `${url.pathname}${url.search}${url.hash}` : "/";
 }
 
 /** The claims a session keeps for display and re-checks: identity only, never tokens. */
 function sessionClaims(claims: Record<string, unknown>): Record<string, unknown> {
   const keep = ["iss", "sub", "email", "name", "preferred_username"];
   return Object.fromEntries(keep.filter((k) => claims[k] !== undefined).map((k) => [k, claims[k]]));
-}
-
-/**
- * The server's public base URL: `SHELLS_PUBLIC_URL` when set, else `http://<host>:<port>` of the
- * listening socket (a wildcard host is reached through loopback).
- */
-export function publicBaseUrl(
-  app: FastifyInstance,
-  config: { publicUrl?: string | undefined; host: string; port: number },
-): string {
-  if (config.publicUrl) return config.publicUrl;
-  const address = app.server.address();
-  const port = address !== null && typeof address === "object" ? address.port : config.port;
-  const host = config.host === "0.0.0.0" ? "127.0.0.1" : config.host === "::" ? "::1" : config.host;
-  return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
 }

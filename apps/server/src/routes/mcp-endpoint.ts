@@ -1,23 +1,21 @@
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { createShellsMcpServer } from "@shells/mcp-tools";
-import type { FastifyInstance, FastifyRequest } from "fastify";
-import type { Kysely } from "kysely";
-import { authenticate, type Caller, type OidcAuthenticator } from "../iam/authenticate.js";
+import type { FastifyInstance } from "fastify";
 import { requirePermission } from "../iam/authorize.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { AgentGate } from "../services/agent-gate.js";
-import type { Database } from "../store/schema.js";
+import { errorBody } from "./error-handler.js";
 import { refuseForeignOrigin, type ServerAddress } from "./origin-check.js";
+import type { AuthenticateRequest } from "./request-auth.js";
 
 /** The path the control plane serves MCP at. */
 export const MCP_PATH = "/mcp";
 
 /** What the `/mcp` endpoint is built from. */
 export interface McpEndpointDeps {
-  db: Kysely<Database>;
   activity: ActivityService;
-  /** Bearer JWTs (and sessions); null when OIDC is not configured. */
-  oidc: OidcAuthenticator | null;
+  /** The same request authenticator as every route (API keys, JWTs, sessions). */
+  authenticate: AuthenticateRequest;
   /** The one agent gate: every tool call runs through it. */
   agentGate: AgentGate;
   /** The listen address and public URL `Host` and `Origin` are checked against. */
@@ -44,7 +42,7 @@ export function registerMcpEndpoint(app: FastifyInstance, deps: McpEndpointDeps)
       { host: request.headers.host, origin: request.headers.origin },
       deps.config,
     );
-    const caller = await authenticateMcp(request, deps);
+    const caller = await deps.authenticate(request, reply, MCP_PATH);
     const server = createShellsMcpServer(
       async (tool, args) => {
         await requirePermission(
@@ -80,28 +78,11 @@ export function registerMcpEndpoint(app: FastifyInstance, deps: McpEndpointDeps)
     url: MCP_PATH,
     handler: async (request, reply) => {
       reply.code(405).header("allow", "POST");
-      return {
-        error: {
-          code: "route_not_found",
-          message: `${request.method} ${MCP_PATH}: this MCP endpoint is stateless (no sessions, no server-to-client stream); send JSON-RPC with POST.`,
-          requestId: request.id,
-        },
-      };
+      return errorBody(
+        "route_not_found",
+        `${request.method} ${MCP_PATH}: this MCP endpoint is stateless (no sessions, no server-to-client stream); send JSON-RPC with POST.`,
+        request.id,
+      );
     },
   });
-}
-
-function authenticateMcp(request: FastifyRequest, deps: McpEndpointDeps): Promise<Caller> {
-  const csrfToken = request.headers["x-csrf-token"];
-  return authenticate(
-    deps.db,
-    deps.activity,
-    {
-      authorization: request.headers.authorization,
-      cookie: request.headers.cookie,
-      csrfToken: typeof csrfToken === "string" ? csrfToken : undefined,
-    },
-    { method: request.method, route: MCP_PATH, ip: request.ip },
-    deps.oidc,
-  );
 }

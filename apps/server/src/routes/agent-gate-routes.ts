@@ -1,0 +1,9 @@
+import type { AgentGate } from "../services/agent-gate.js";
+import type { Handlers } from "./register-routes.js";
+
+/** `POST /api/agent/invoke`: the agents' one door, through the agent gate. */
+export function agentGateHandlers(agentGate: AgentGate): Pick<Handlers, "agentInvoke"> {
+  return {
+    agentInvoke: async ({ caller, body }) => agentGate.invoke(caller, body),
+  };
+}

@@ -1,0 +1,79 @@
+import type { RunFrame } from "@shells/contract";
+import type { RunService } from "../orchestrator/run-service.js";
+import { openEventStream, wantsEventStream } from "./event-stream.js";
+import { STREAMED, sendBytes, type Handlers } from "./register-routes.js";
+
+/** Runs: create, inspect, artifacts, teardown, and the frame stream (JSON backlog or SSE). */
+export function runHandlers(
+  runs: RunService,
+): Pick<
+  Handlers,
+  | "createRun"
+  | "listRuns"
+  | "getRun"
+  | "getRunResult"
+  | "getRunActivity"
+  | "readRunArtifact"
+  | "deleteRun"
+  | "streamRun"
+> {
+  return {
+    createRun: async ({ caller, body }) => runs.create(caller, body),
+    listRuns: async ({ caller, query }) => ({ items: await runs.list(caller, query.limit) }),
+    getRun: async ({ caller, params }) => runs.get(caller, params.id),
+    getRunResult: async ({ caller, params }) => runs.get(caller, params.id),
+    getRunActivity: async ({ caller, params }) => ({
+      items: await runs.activityOf(caller, params.id),
+    }),
+    readRunArtifact: async ({ caller, params, query, reply }) =>
+      sendBytes(
+        reply,
+        "application/octet-stream",
+        await runs.artifact(caller, params.id, query.path),
+      ),
+    deleteRun: async ({ caller, params }) => runs.teardown(caller, params.id),
+    streamRun: async ({ caller, params, request, reply }) => {
+      const lastEventId = Number(request.headers["last-event-id"] ?? 0) || 0;
+      const backlog = await runs.frames(caller, params.id, lastEventId);
+      if (!wantsEventStream(request)) return { items: backlog };
+      const stream = openEventStream(request, reply);
+      let last = lastEventId;
+      let finished = false;
+      let wake: () => void = () => undefined;
+      const live: RunFrame[] = [];
+      const unsubscribe = runs.subscribe(params.id, (frame) => {
+        live.push(frame);
+        wake();
+      });
+      try {
+        const send = async (frame: RunFrame) => {
+          if (frame.seq <= last) return;
+          last = frame.seq;
+          await stream.send(frame.type, frame, frame.seq);
+          if (frame.type === "exit") finished = true;
+        };
+        for (const frame of backlog) await send(frame);
+        // Frames stored between the backlog read and the subscription are fetched once more.
+        for (const frame of await runs.frames(caller, params.id, last)) await send(frame);
+        if ((await runs.get(caller, params.id)).status !== "running" && !finished) {
+          for (const frame of await runs.frames(caller, params.id, last)) await send(frame);
+          finished = true;
+        }
+        while (!finished && !stream.closed) {
+          if (live.length === 0)
+            await new Promise<void>((resolve) => {
+              wake = resolve;
+              setTimeout(resolve, 15_000).unref();
+            });
+          const frame = live.shift();
+          if (frame) await send(frame);
+          else if (!stream.closed) await stream.send("ping", { time: Date.now() });
+        }
+      } finally {
+        unsubscribe();
+        stream.end();
+      }
+      return STREAMED;
+    },
+  };
+}

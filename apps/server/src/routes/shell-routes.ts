@@ -1,0 +1,97 @@
+import type { FastifyReply } from "fastify";
+import { AppError } from "../errors.js";
+import { isPendingApproval } from "../orchestrator/approval-gate.js";
+import type { InterpreterService } from "../orchestrator/interpreter-service.js";
+import type { RuntimeRegistry } from "../orchestrator/runtimes.js";
+import type { ShellService } from "../orchestrator/shell-service.js";
+import type { ActivityService } from "../services/activity-service.js";
+import type { PolicyService } from "../services/policy-service.js";
+import { errorBody } from "./error-handler.js";
+import { openEventStream, wantsEventStream } from "./event-stream.js";
+import { STREAMED, type Handlers } from "./register-routes.js";
+
+/** Answers 202 Accepted when the result is a pending approval rather than the action's result. */
+function accepted<T>(reply: FastifyReply, result: T): T {
+  if (isPendingApproval(result)) reply.code(202);
+  return result;
+}
+
+/** What the shell routes are built from. */
+export interface ShellRouteServices {
+  shells: ShellService;
+  runtimes: RuntimeRegistry;
+  interpreters: InterpreterService;
+  activity: ActivityService;
+  policies: PolicyService;
+}
+
+/** Shell lifecycle, exec (JSON or a server-sent event stream), interpreters, activity and policy. */
+export function shellHandlers(
+  s: ShellRouteServices,
+): Pick<
+  Handlers,
+  | "listRuntimes"
+  | "listShells"
+  | "createShell"
+  | "getShell"
+  | "deleteShell"
+  | "actOnShell"
+  | "listSnapshots"
+  | "execInShell"
+  | "runInterpreter"
+  | "listActivity"
+  | "getPolicy"
+  | "updatePolicy"
+> {
+  const { shells } = s;
+  return {
+    listRuntimes: async () => ({ items: await s.runtimes.availability() }),
+    listShells: async ({ caller, query }) => shells.list(caller, query),
+    createShell: async ({ caller, body }) => shells.create(caller, body),
+    getShell: async ({ caller, params }) => shells.get(caller, params.id),
+    deleteShell: async ({ caller, params, query, reply }) =>
+      accepted(reply, await shells.delete(caller, params.id, query.confirm)),
+    actOnShell: async ({ caller, params, body, reply }) =>
+      accepted(reply, await shells.act(caller, params.id, params.capability, body)),
+    listSnapshots: async ({ caller, params }) => ({
+      items: await shells.snapshots(caller, params.id),
+    }),
+    execInShell: async ({ caller, params, body, request, reply }) => {
+      if (!wantsEventStream(request)) return shells.exec(caller, params.id, body);
+      // Refuse a missing or stopped shell with a normal JSON error before the stream opens.
+      await shells.requireRunning(caller, params.id);
+      const stream = openEventStream(request, reply);
+      const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+      try {
+        const result = await shells.exec(caller, params.id, body, {
+          signal: stream.signal,
+          onOutput: (type, chunk) =>
+            stream.send(type, {
+              type,
+              data: decoders[type].decode(chunk, { stream: true }),
+              time: Date.now(),
+            }),
+        });
+        await stream.send("exit", {
+          type: "exit",
+          result: { ...result, stdout: "", stderr: "" },
+          time: Date.now(),
+        });
+      } catch (error) {
+        const code = error instanceof AppError ? error.code : "internal";
+        await stream.send(
+          "error",
+          errorBody(code, error instanceof Error ? error.message : "exec failed", request.id),
+        );
+      } finally {
+        stream.end();
+      }
+      return STREAMED;
+    },
+    runInterpreter: async ({ caller, params, body }) =>
+      s.interpreters.turn(caller, params.id, body),
+    listActivity: async ({ caller, query }) => s.activity.list(caller.orgId, query),
+    getPolicy: async ({ caller }) => s.policies.get(caller.orgId),
+    updatePolicy: async ({ caller, body }) => s.policies.update(caller, body),
+  };
+}
