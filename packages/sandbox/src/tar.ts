@@ -62,7 +62,7 @@ const TYPES: Partial<Record<Header["type"], TarEntry["type"]>> = {
 /** Feeds `archive` to a parser in slices, yielding to the event loop between them. */
 async function* entriesOf(archive: Uint8Array) {
   // v7 headers (no ustar magic) are still tar, as GNU tar reads them; the checksum still holds.
-  const parser = extract({ allowUnknownFormat: true });
+  const parser = extract({ allowUnknownFormat: true } as Parameters<typeof extract>[0]);
   const feeding = (async () => {
     for (let at = 0; at < archive.length && !parser.destroyed; at += SLICE_BYTES) {
       if (!parser.write(archive.subarray(at, at + SLICE_BYTES))) {
