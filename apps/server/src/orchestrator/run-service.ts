@@ -15,6 +15,7 @@ import type { Kysely, Selectable } from "kysely";
 import picomatch from "picomatch";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { newId, nowIso } from "../ids.js";
@@ -481,8 +482,12 @@ export class RunService {
     }
     if (globs.length > 0) {
       const matches = artifactMatcher(globs);
+      let checked = 0;
       for (const file of await this.#walk(shell, "/workspace", 6)) {
         if (matches(file.path.replace(/^\/workspace\//, ""))) named.set(file.path, file);
+        // Many files times many patterns is work a caller chooses: other callers get turns.
+        checked += 1;
+        if (checked % 256 === 0) await nextTurn(undefined);
       }
     }
     const kept: Artifact[] = [];
