@@ -122,7 +122,7 @@ describe("uploaded archives cannot reach outside their directory", () => {
       [dir("a"), dir("a/b"), link("a/b/c", "../.."), link("a/b/c/x", "..")],
     ],
   ] as const)("refuses %s with unsafe_archive and writes nothing", async (_what, entries) => {
-    const res = await upload("/workspace/up/dest", await writeTar(entries as unknown as Entry[]));
+    const res = await upload("/workspace/up/dest", await writeTar(entries));
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe("unsafe_archive");
     const stat = await api(`/api/v1/shells/${shellId}/files/stat?path=${q("/workspace/up")}`);

@@ -7,7 +7,6 @@ import { startTestServer, type TestServer } from "./harness.js";
 /** Runs execute code only on real sandboxes; the pattern checks hold on the simulator too. */
 const backend = process.env["SHELLS_TEST_BACKEND"] === "container" ? "container" : "simulator";
 const onContainer = backend === "container";
-const NEEDS_CONTAINER = "needs a real sandbox to write files: set SHELLS_TEST_BACKEND=container";
 
 let server: TestServer;
 beforeAll(async () => {
@@ -48,7 +47,9 @@ async function finished(id: string): Promise<RunBody> {
 
 /** Bytes actually stored under a directory on the host (sparse files count what they occupy). */
 function storedBytes(dir: string): number {
-  return Number(execFileSync("du", ["-sb", "--apparent-size", dir], { encoding: "utf8" }).split("\t")[0]);
+  return Number(
+    execFileSync("du", ["-sb", "--apparent-size", dir], { encoding: "utf8" }).split("\t")[0],
+  );
 }
 
 describe("artifact patterns cannot hold the control plane", () => {
@@ -154,20 +155,28 @@ describe("artifacts are bounded and die with their run", () => {
     300_000,
   );
 
-  it.skipIf(!onContainer)("does not follow a link named as an artifact", async () => {
-    const started = await api<RunBody>("/api/v1/runs", {
-      method: "POST",
-      body: JSON.stringify({
-        language: "bash",
-        command: ["sh", "-c", 'ln -s /dev/zero zero.out && echo /workspace/zero.out > "$SHELLS_ARTIFACTS"'],
-      }),
-    });
-    const run = await finished(started.body.id);
-    expect(run.artifacts).toEqual([]);
-    expect(run.skippedArtifacts).toEqual([
-      expect.objectContaining({ path: "zero.out", reason: "not_a_file" }),
-    ]);
-  }, 300_000);
+  it.skipIf(!onContainer)(
+    "does not follow a link named as an artifact",
+    async () => {
+      const started = await api<RunBody>("/api/v1/runs", {
+        method: "POST",
+        body: JSON.stringify({
+          language: "bash",
+          command: [
+            "sh",
+            "-c",
+            'ln -s /dev/zero zero.out && echo /workspace/zero.out > "$SHELLS_ARTIFACTS"',
+          ],
+        }),
+      });
+      const run = await finished(started.body.id);
+      expect(run.artifacts).toEqual([]);
+      expect(run.skippedArtifacts).toEqual([
+        expect.objectContaining({ path: "zero.out", reason: "not_a_file" }),
+      ]);
+    },
+    300_000,
+  );
 
   it("deletes a run's artifacts from the host when the run is deleted", async () => {
     // The simulator keeps the seeded file as an artifact without running anything.

@@ -111,7 +111,9 @@ describe("unpacking an archive from a sandbox", () => {
     await mkdir(outside);
     await mkdir(dest);
     await symlink(outside, join(dest, "sub"));
-    await expect(unpackArchive(await writeTar([file("sub/x.txt", "x")]), dest)).rejects.toMatchObject({
+    await expect(
+      unpackArchive(await writeTar([file("sub/x.txt", "x")]), dest),
+    ).rejects.toMatchObject({
       code: "unsafe_archive",
     });
     expect(await exists(join(outside, "x.txt"))).toBe(false);

@@ -226,7 +226,7 @@ describe("sanitizeTar", () => {
       /replaces an entry/,
     ],
   ] as const)("refuses %s", async (_what, entries, reason) => {
-    const error = await refusal(await writeTar(entries as unknown as Entry[]));
+    const error = await refusal(await writeTar(entries));
     expect(error.reason).toMatch(reason);
   });
 

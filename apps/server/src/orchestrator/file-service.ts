@@ -1,10 +1,5 @@
 import type { FileInfo, RouteQuery } from "@shells/contract";
-import {
-  TarFormatError,
-  UnsafeTarError,
-  sanitizeTar,
-  type SandboxFileInfo,
-} from "@shells/sandbox";
+import { TarFormatError, UnsafeTarError, sanitizeTar, type SandboxFileInfo } from "@shells/sandbox";
 import { posix } from "node:path";
 import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";

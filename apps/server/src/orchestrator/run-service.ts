@@ -303,7 +303,9 @@ export class RunService {
     await this.shells
       .delete(caller, row.shell_id, undefined, { approvalId: undefined })
       .catch(() => undefined);
-    const { artifacts, skippedArtifacts } = storedArtifacts((await this.#row(caller, id)).artifacts);
+    const { artifacts, skippedArtifacts } = storedArtifacts(
+      (await this.#row(caller, id)).artifacts,
+    );
     await rm(this.#artifactDir(caller.orgId, id), { recursive: true, force: true });
     await this.db
       .updateTable("runs")
