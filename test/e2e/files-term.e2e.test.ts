@@ -82,7 +82,7 @@ describe("files API", () => {
   });
 
   it("round-trips a directory as tar and refuses archives with traversal, absolute or escaping link entries", async () => {
-    const good = writeTar([
+    const good = await writeTar([
       {
         name: "pkg/readme.txt",
         type: "file",
@@ -110,7 +110,7 @@ describe("files API", () => {
       { name: "sub/link", type: "symlink" as const, linkName: "../../outside" },
     ];
     for (const entry of evil) {
-      const archive = writeTar([
+      const archive = await writeTar([
         { ...entry, mode: 0o644, data: Buffer.from(entry.type === "file" ? "x" : "") },
       ]);
       const res = await api(

@@ -121,7 +121,7 @@ describe("files through the SDK", () => {
       const error = await shells.files.read(shell.id, path).catch((e: unknown) => e);
       expect(error, path).toBeInstanceOf(ValidationError);
     }
-    const evil = writeTar([
+    const evil = await writeTar([
       { name: "../escape.txt", type: "file", mode: 0o644, linkName: "", data: Buffer.from("x") },
     ]);
     await expect(shells.files.uploadDirectory(shell.id, "evil", evil)).rejects.toMatchObject({
@@ -130,7 +130,7 @@ describe("files through the SDK", () => {
   });
 
   it("uploads a directory as tar and downloads it back", async () => {
-    const archive = writeTar([
+    const archive = await writeTar([
       { name: "pkg", type: "directory", mode: 0o755, linkName: "", data: new Uint8Array() },
       {
         name: "pkg/readme.txt",
@@ -143,7 +143,7 @@ describe("files through the SDK", () => {
     expect(await shells.files.uploadDirectory(shell.id, "tree", archive)).toMatchObject({
       path: "/workspace/tree",
     });
-    const back = readTar(await shells.files.downloadDirectory(shell.id, "tree"));
+    const back = await readTar(await shells.files.downloadDirectory(shell.id, "tree"));
     const readme = back.find((entry) => entry.name.replace(/^\.\//, "") === "pkg/readme.txt");
     expect(Buffer.from(readme!.data).toString()).toBe("hi\n");
   });

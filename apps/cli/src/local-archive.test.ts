@@ -55,7 +55,7 @@ describe("packing a local directory", () => {
     const { archive, entries, skipped } = await packDirectory(src);
     expect(entries).toBe(4);
     expect(skipped).toEqual([]);
-    const unpacked = readTar(archive);
+    const unpacked = await readTar(archive);
     expect(unpacked.map((e) => `${e.type} ${e.name.replace(/\/$/, "")}`).sort()).toEqual([
       "directory sub",
       "file run.sh",
@@ -86,7 +86,7 @@ describe("unpacking an archive from a sandbox", () => {
     ["a link out of the archive", [link("sub/up", "../../outside")]],
   ])("refuses %s and writes nothing at all", async (_, evil) => {
     const dest = join(root, "dest");
-    const archive = writeTar([file("first.txt", "written first?"), ...evil]);
+    const archive = await writeTar([file("first.txt", "written first?"), ...evil]);
     await expect(unpackArchive(archive, dest)).rejects.toMatchObject({ code: "unsafe_archive" });
     expect(await exists(join(dest, "first.txt"))).toBe(false);
     expect(await exists(join(root, "escape.txt"))).toBe(false);
@@ -96,7 +96,7 @@ describe("unpacking an archive from a sandbox", () => {
     // `a/l` points at the archive root and `a/l/l2` at its parent: each passes on its own, but
     // together they would lead out of the destination.
     const dest = join(root, "dest");
-    const archive = writeTar([
+    const archive = await writeTar([
       link("a/l", ".."),
       link("a/l/l2", ".."),
       file("a/l/l2/escaped.txt", "x"),
@@ -111,7 +111,9 @@ describe("unpacking an archive from a sandbox", () => {
     await mkdir(outside);
     await mkdir(dest);
     await symlink(outside, join(dest, "sub"));
-    await expect(unpackArchive(writeTar([file("sub/x.txt", "x")]), dest)).rejects.toMatchObject({
+    await expect(
+      unpackArchive(await writeTar([file("sub/x.txt", "x")]), dest),
+    ).rejects.toMatchObject({
       code: "unsafe_archive",
     });
     expect(await exists(join(outside, "x.txt"))).toBe(false);
@@ -123,7 +125,7 @@ describe("unpacking an archive from a sandbox", () => {
     await writeFile(victim, "untouched\n");
     await mkdir(dest);
     await symlink(victim, join(dest, "target.txt"));
-    await unpackArchive(writeTar([file("target.txt", "new\n")]), dest);
+    await unpackArchive(await writeTar([file("target.txt", "new\n")]), dest);
     expect(await readFile(victim, "utf8")).toBe("untouched\n");
     expect(await readFile(join(dest, "target.txt"), "utf8")).toBe("new\n");
     expect((await lstat(join(dest, "target.txt"))).isFile()).toBe(true);
@@ -132,13 +134,13 @@ describe("unpacking an archive from a sandbox", () => {
   it("copies a hard link's earlier file, refuses one naming anything else, and drops setuid", async () => {
     const dest = join(root, "dest");
     await unpackArchive(
-      writeTar([file("orig.sh", "echo\n", 0o4755), link("copy.sh", "orig.sh", "hardlink")]),
+      await writeTar([file("orig.sh", "echo\n", 0o4755), link("copy.sh", "orig.sh", "hardlink")]),
       dest,
     );
     expect(await readFile(join(dest, "copy.sh"), "utf8")).toBe("echo\n");
     expect((await lstat(join(dest, "orig.sh"))).mode & 0o7777).toBe(0o755);
     await expect(
-      unpackArchive(writeTar([link("h", "elsewhere", "hardlink")]), join(root, "d2")),
+      unpackArchive(await writeTar([link("h", "elsewhere", "hardlink")]), join(root, "d2")),
     ).rejects.toMatchObject({ code: "unsafe_archive" });
   });
 

@@ -70,7 +70,7 @@ export async function packDirectory(directory: string): Promise<PackedDirectory>
     }
   };
   await walk(directory);
-  return { archive: writeTar(entries), entries: entries.length, skipped };
+  return { archive: await writeTar(entries), entries: entries.length, skipped };
 }
 
 const empty = new Uint8Array(0);
@@ -85,7 +85,7 @@ const empty = new Uint8Array(0);
 export async function unpackArchive(archive: Uint8Array, destination: string): Promise<number> {
   let entries: TarEntry[];
   try {
-    entries = readTar(archive);
+    entries = await readTar(archive);
   } catch (cause) {
     throw new CliError("unsafe_archive", `the archive does not parse: ${describe(cause)}`);
   }

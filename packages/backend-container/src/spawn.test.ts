@@ -287,7 +287,7 @@ describe.runIf(hostReport.available)("file paths in a container shell stay insid
 
   it("unpacks traversal entries of an archive inside the shell, never on the host", async () => {
     const name = `shells-escape-${Date.now()}`;
-    const archive = writeTar([
+    const archive = await writeTar([
       {
         name: `../../../../../tmp/${name}`,
         type: "file",

@@ -17,7 +17,9 @@ export {
 export { ERROR_CODES, ERROR_STATUS, ErrorBody, ErrorCode } from "./errors.js";
 export { buildOpenApiDocument, openApiPath } from "./openapi.js";
 export {
+  ARTIFACT_PATTERN_LIMITS,
   Artifact,
+  artifactPatternProblem,
   ExecFrame,
   FileInfo,
   InterpreterRequest,
@@ -28,6 +30,7 @@ export {
   RunFrame,
   SeedFile,
   ShellPath,
+  SkippedArtifact,
   TermCredential,
 } from "./live.js";
 export { pageOf, type Page } from "./pages.js";

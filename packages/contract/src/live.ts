@@ -29,6 +29,36 @@ export const SeedFile = z.strictObject({
 });
 export type SeedFile = z.input<typeof SeedFile>;
 
+/** Bounds of a run's artifact globs, so matching them stays fast whatever a caller sends. */
+export const ARTIFACT_PATTERN_LIMITS = {
+  count: 32,
+  length: 256,
+  /** `*` runs and `{…}` groups in one path segment; `**` as a whole segment is apart. */
+  wildcardsPerSegment: 2,
+} as const;
+
+/**
+ * Why an artifact glob is refused, or null: more wildcards in one segment than
+ * {@link ARTIFACT_PATTERN_LIMITS} allows (each one more multiplies the work of matching a long
+ * name), a `/` inside `{…}`, or extglob and negation syntax.
+ */
+export function artifactPatternProblem(glob: string): string | null {
+  if (/[!@+]\(|^!/.test(glob)) return "extglob and negated patterns are not supported";
+  let depth = 0;
+  for (const char of glob) {
+    if (char === "{") depth += 1;
+    else if (char === "}") depth = Math.max(0, depth - 1);
+    else if (char === "/" && depth > 0) return "a {…} group may not hold a /";
+  }
+  for (const segment of glob.split("/")) {
+    if (segment === "**") continue;
+    const wildcards = (segment.match(/\*+|\{/g) ?? []).length;
+    if (wildcards > ARTIFACT_PATTERN_LIMITS.wildcardsPerSegment)
+      return `at most ${ARTIFACT_PATTERN_LIMITS.wildcardsPerSegment} wildcards (* or {…}) per path segment`;
+  }
+  return null;
+}
+
 /** Body of `POST /api/v1/runs`: exactly one of `code` or `command`. */
 export const RunCreate = z
   .strictObject({
@@ -49,7 +79,19 @@ export const RunCreate = z
     env: EnvMap.optional(),
     files: z.array(SeedFile).max(256).optional(),
     /** Globs (relative to /workspace) of output files to keep as artifacts. */
-    artifacts: z.array(z.string().min(1).max(1024)).max(64).optional(),
+    artifacts: z
+      .array(
+        z
+          .string()
+          .min(1)
+          .max(ARTIFACT_PATTERN_LIMITS.length)
+          .superRefine((glob, ctx) => {
+            const problem = artifactPatternProblem(glob);
+            if (problem) ctx.addIssue({ code: "custom", message: problem });
+          }),
+      )
+      .max(ARTIFACT_PATTERN_LIMITS.count)
+      .optional(),
     /** Wall clock of the whole run (default 5 minutes). */
     timeoutMs: z
       .int()
@@ -71,6 +113,21 @@ export const Artifact = z.strictObject({
 });
 export type Artifact = z.infer<typeof Artifact>;
 
+/** An output file a run named but did not keep, and why. */
+export const SkippedArtifact = z.strictObject({
+  /** Path relative to /workspace. */
+  path: z.string(),
+  /** Size in the shell when it was looked at (0 when unknown). */
+  sizeBytes: z.int(),
+  /**
+   * `quota_exceeded`: over the per-artifact limit or what is left of the run's quota;
+   * `count_exceeded`: past the most artifacts a run keeps; `not_a_file`: not a regular file
+   * (links are never followed out of the shell); `unreadable`: it could not be read.
+   */
+  reason: z.enum(["quota_exceeded", "count_exceeded", "not_a_file", "unreadable"]),
+});
+export type SkippedArtifact = z.infer<typeof SkippedArtifact>;
+
 /** A one-shot run. */
 export const Run = z.strictObject({
   id: z.string(),
@@ -84,6 +141,8 @@ export const Run = z.strictObject({
   /** The structured result the code reported (`shells.result(...)` or `$SHELLS_RESULT`), if any. */
   result: z.unknown().nullable(),
   artifacts: z.array(Artifact),
+  /** Files the run named as artifacts but did not keep (size quota, count, type). */
+  skippedArtifacts: z.array(SkippedArtifact).optional(),
   error: z.string().nullable(),
   createdAt: z.iso.datetime(),
   finishedAt: z.iso.datetime().nullable(),

@@ -502,7 +502,7 @@ export const ROUTES = {
     method: "DELETE",
     path: "/api/v1/runs/:id",
     summary:
-      "Tear a run down: cancel it if still running and reclaim its shell. Records and artifacts stay.",
+      "Tear a run down: cancel it if still running, reclaim its shell and delete its artifacts. The record stays.",
     tag: "runs",
     params: z.strictObject({ id: shellId }),
     response: Run,

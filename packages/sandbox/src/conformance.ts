@@ -427,11 +427,11 @@ export function describeSandboxBackend(
         const files = subject.backend.files;
         await files.write(id, "/workspace/src/a.txt", new TextEncoder().encode("alpha\n"));
         await files.write(id, "/workspace/src/sub/b.txt", new TextEncoder().encode("beta\n"));
-        const names = readTar(await files.exportTar(id, "/workspace/src", 1024 * 1024)).map((e) =>
-          e.name.replace(/\/$/, ""),
+        const names = (await readTar(await files.exportTar(id, "/workspace/src", 1024 * 1024))).map(
+          (e) => e.name.replace(/\/$/, ""),
         );
         expect(names).toEqual(expect.arrayContaining(["a.txt", "sub", "sub/b.txt"]));
-        const archive = writeTar([
+        const archive = await writeTar([
           { name: "dir", type: "directory", mode: 0o755, linkName: "", data: new Uint8Array(0) },
           {
             name: "dir/c.txt",

@@ -18,4 +18,13 @@ export {
 } from "./backend.js";
 export { ExecFiles, type ExecFn } from "./exec-files.js";
 export { SimulatorBackend, type SimulatorBackendOptions } from "./simulator-backend.js";
-export { TarFormatError, readTar, unsafeTarEntry, writeTar, type TarEntry } from "./tar.js";
+export {
+  TarFormatError,
+  UnsafeTarError,
+  readTar,
+  sanitizeTar,
+  unsafeTarEntry,
+  writeTar,
+  type SanitizedTar,
+  type TarEntry,
+} from "./tar.js";

@@ -245,7 +245,7 @@ async function runCase(
         : 403;
 
   const before = await stateOfEverything();
-  const send = (target: string) =>
+  const send = async (target: string) =>
     spec.rawBody
       ? t.app.inject({
           method: op.method as "PUT",
@@ -256,7 +256,7 @@ async function runCase(
           },
           payload:
             spec.rawBody.contentTypes[0] === "application/x-tar"
-              ? Buffer.from(writeTar([]))
+              ? Buffer.from(await writeTar([]))
               : Buffer.from(String(body)),
         })
       : t.call(op.method, target, body, { authorization: `Bearer ${caller.token}` });

@@ -1,5 +1,5 @@
 import type { FileInfo, RouteQuery } from "@shells/contract";
-import { TarFormatError, readTar, unsafeTarEntry, type SandboxFileInfo } from "@shells/sandbox";
+import { TarFormatError, UnsafeTarError, sanitizeTar, type SandboxFileInfo } from "@shells/sandbox";
 import { posix } from "node:path";
 import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";
@@ -35,7 +35,8 @@ function toFileInfo(info: SandboxFileInfo): FileInfo {
 
 /**
  * Files inside running shells. Every path resolves inside the shell's own root — the backend runs
- * the operation as the sandbox — and archives are checked entry by entry before anything unpacks.
+ * the operation as the sandbox — and archives are checked entry by entry, while they are read,
+ * before anything unpacks.
  * Writes, removals and downloads are activity events (paths and sizes, never contents).
  */
 export class FileService {
@@ -121,30 +122,28 @@ export class FileService {
   ): Promise<{ path: string; entries: number }> {
     const shell = await this.shells.runningSandbox(caller, id);
     const target = shellPath(path);
-    let entries;
+    let checked;
     try {
-      entries = readTar(archive);
+      checked = await sanitizeTar(archive);
     } catch (error) {
       if (error instanceof TarFormatError)
         throw new AppError("unsafe_archive", `Not a valid tar archive: ${error.message}.`);
-      throw error;
-    }
-    for (const entry of entries) {
-      const problem = unsafeTarEntry(entry);
-      if (problem)
+      if (error instanceof UnsafeTarError)
         throw new AppError(
           "unsafe_archive",
-          `Refusing the archive: ${problem}. Nothing was written.`,
-          { entry: entry.name },
+          `Refusing the archive: ${error.reason}. Nothing was written.`,
+          { entry: error.entry },
         );
+      throw error;
     }
-    await shell.call((b) => b.files.importTar(shell.shellId, target, archive));
+    // What unpacks is the rewrite of the checked entries, never the bytes as uploaded.
+    await shell.call((b) => b.files.importTar(shell.shellId, target, checked.archive));
     await this.#record(caller, shell.shellId, "shell.files.upload_archive", {
       path: target,
-      entries: entries.length,
+      entries: checked.entries,
       sizeBytes: archive.length,
     });
-    return { path: target, entries: entries.length };
+    return { path: target, entries: checked.entries };
   }
 
   async #record(caller: Caller, shellId: string, action: string, details: Record<string, unknown>) {

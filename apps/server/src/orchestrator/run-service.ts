@@ -1,10 +1,21 @@
-import type { ActivityEvent, Artifact, Run, RunFrame, RouteBody } from "@shells/contract";
+import {
+  artifactPatternProblem,
+  ARTIFACT_PATTERN_LIMITS,
+  type ActivityEvent,
+  type Artifact,
+  type Run,
+  type RunFrame,
+  type RouteBody,
+  type SkippedArtifact,
+} from "@shells/contract";
 import { NODE_HELPER, PYTHON_HELPER, RUNNER_DIR, mainFile, runCommand } from "@shells/runner";
 import type { SandboxFileInfo } from "@shells/sandbox";
 import type { FastifyBaseLogger } from "fastify";
 import type { Kysely, Selectable } from "kysely";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import picomatch from "picomatch";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { newId, nowIso } from "../ids.js";
@@ -16,7 +27,10 @@ import type { ShellService } from "./shell-service.js";
 /** Limits of one-shot runs. */
 export const RUN_LIMITS = {
   defaultTimeoutMs: 5 * 60 * 1000,
+  /** Largest single artifact kept. */
   artifactBytes: 64 * 1024 * 1024,
+  /** Bytes of artifacts one run may keep on the host, all together (the default quota). */
+  runArtifactBytes: 64 * 1024 * 1024,
   artifactCount: 100,
   /** Output kept as frames per run; past it output frames stop (the exec's own limit still applies). */
   frameOutputBytes: 10 * 1024 * 1024,
@@ -24,19 +38,70 @@ export const RUN_LIMITS = {
 
 const encoder = new TextEncoder();
 
-/** `*` matches within a path segment, `**` across segments, `?` one character. */
-export function globToRegExp(glob: string): RegExp {
-  let out = "";
-  for (let i = 0; i < glob.length; i += 1) {
-    const c = glob[i]!;
-    if (c === "*" && glob[i + 1] === "*") {
-      out += glob[i + 2] === "/" ? "(?:.*/)?" : ".*";
-      i += glob[i + 2] === "/" ? 2 : 1;
-    } else if (c === "*") out += "[^/]*";
-    else if (c === "?") out += "[^/]";
-    else out += c.replace(/[.+^${}()|[\]\\]/g, "\\$&");
-  }
-  return new RegExp(`^${out}$`);
+/**
+ * A matcher for artifact globs (`*` within a segment, `**` across segments, `?`, `[…]`, `{a,b}`),
+ * matched one path segment at a time: each segment's picomatch expression only ever sees one
+ * file name, with at most two wildcards (see `artifactPatternProblem`), and `**` is stepped
+ * through segment by segment, so no glob can make matching backtrack over a whole path.
+ * Throws a `validation_failed` error for a glob the contract would refuse.
+ */
+export function artifactMatcher(globs: readonly string[]): (relative: string) => boolean {
+  if (globs.length > ARTIFACT_PATTERN_LIMITS.count)
+    throw new AppError(
+      "validation_failed",
+      `At most ${ARTIFACT_PATTERN_LIMITS.count} artifact patterns.`,
+    );
+  const compiled = globs.map((raw) => {
+    const problem =
+      raw.length > ARTIFACT_PATTERN_LIMITS.length
+        ? `longer than ${ARTIFACT_PATTERN_LIMITS.length} characters`
+        : artifactPatternProblem(raw);
+    if (problem)
+      throw new AppError("validation_failed", `Artifact pattern ${raw}: ${problem}.`, {
+        pattern: raw,
+      });
+    const glob = raw.replace(/^\/workspace\//, "").replace(/^(\.\/)+/, "");
+    return glob
+      .split("/")
+      .filter((segment) => segment !== "")
+      .map((segment) =>
+        segment === "**"
+          ? null
+          : picomatch(segment, { dot: true, noextglob: true, nonegate: true }),
+      );
+  });
+  return (relative) => {
+    const names = relative.split("/");
+    return compiled.some((segments) => {
+      // The set of pattern positions reachable so far; `**` (null) may consume any names.
+      const closure = (positions: Set<number>) => {
+        for (const at of positions) if (segments[at] === null) positions.add(at + 1);
+        return positions;
+      };
+      let positions = closure(new Set([0]));
+      for (const name of names) {
+        const next = new Set<number>();
+        for (const at of positions) {
+          const segment = segments[at];
+          if (segment === null) next.add(at);
+          else if (segment !== undefined && segment(name)) next.add(at + 1);
+        }
+        positions = closure(next);
+        if (positions.size === 0) return false;
+      }
+      return positions.has(segments.length);
+    });
+  };
+}
+
+/**
+ * The runs table keeps a run's artifacts as JSON: a plain list of kept artifacts, or
+ * `{ kept, skipped }` once something was skipped or deleted.
+ */
+function storedArtifacts(json: string): Pick<Run, "artifacts" | "skippedArtifacts"> {
+  const stored = JSON.parse(json) as Artifact[] | { kept: Artifact[]; skipped: SkippedArtifact[] };
+  if (Array.isArray(stored)) return { artifacts: stored, skippedArtifacts: [] };
+  return { artifacts: stored.kept, skippedArtifacts: stored.skipped };
 }
 
 function toRun(row: Selectable<RunTable>): Run {
@@ -49,7 +114,7 @@ function toRun(row: Selectable<RunTable>): Run {
     exitCode: row.exit_code,
     killReason: row.kill_reason as Run["killReason"],
     result: row.result === null ? null : (JSON.parse(row.result) as unknown),
-    artifacts: JSON.parse(row.artifacts) as Artifact[],
+    ...storedArtifacts(row.artifacts),
     error: row.error,
     createdAt: row.created_at,
     finishedAt: row.finished_at,
@@ -64,7 +129,8 @@ function toRun(row: Selectable<RunTable>): Run {
 export class RunService {
   readonly #listeners = new Map<string, Set<(frame: RunFrame) => void>>();
   readonly #cancel = new Map<string, AbortController>();
-  readonly #running = new Set<Promise<void>>();
+  readonly #running = new Map<string, Promise<void>>();
+  readonly #artifactQuotaBytes: number;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -72,9 +138,14 @@ export class RunService {
     private readonly activity: ActivityService,
     private readonly dataDir: string,
     private readonly logger: FastifyBaseLogger,
-  ) {}
+    options: { artifactQuotaBytes?: number } = {},
+  ) {
+    this.#artifactQuotaBytes = options.artifactQuotaBytes ?? RUN_LIMITS.runArtifactBytes;
+  }
 
   async create(caller: Caller, body: RouteBody<"createRun">): Promise<Run> {
+    // Refuse unmatchable patterns before any shell exists (the contract refuses them too).
+    artifactMatcher(body.artifacts ?? []);
     const id = newId("run", 10);
     const shell = await this.shells.create(caller, {
       name: id,
@@ -112,9 +183,9 @@ export class RunService {
       .catch((error: unknown) => this.logger.error({ err: error, runId: id }, "run failed"))
       .finally(() => {
         this.#cancel.delete(id);
-        this.#running.delete(work);
+        this.#running.delete(id);
       });
-    this.#running.add(work);
+    this.#running.set(id, work);
     return toRun(row);
   }
 
@@ -211,7 +282,10 @@ export class RunService {
     return readFile(this.#artifactPath(caller.orgId, id, known.path));
   }
 
-  /** Cancels a running run and reclaims its shell; records and artifacts stay. */
+  /**
+   * Cancels a running run, reclaims its shell and deletes its artifacts from the host; the record
+   * stays (with no artifacts).
+   */
   async teardown(caller: Caller, id: string): Promise<Run> {
     const row = await this.#row(caller, id);
     const controller = this.#cancel.get(id);
@@ -224,17 +298,31 @@ export class RunService {
         .where("status", "=", "running")
         .execute();
     }
+    // A cancelled run stops before it keeps anything; wait for it so nothing lands after the delete.
+    await this.#running.get(id);
     await this.shells
       .delete(caller, row.shell_id, undefined, { approvalId: undefined })
       .catch(() => undefined);
-    await this.#event(caller, id, "run.teardown", { shellId: row.shell_id });
+    const { artifacts, skippedArtifacts } = storedArtifacts(
+      (await this.#row(caller, id)).artifacts,
+    );
+    await rm(this.#artifactDir(caller.orgId, id), { recursive: true, force: true });
+    await this.db
+      .updateTable("runs")
+      .set({ artifacts: JSON.stringify({ kept: [], skipped: skippedArtifacts ?? [] }) })
+      .where("id", "=", id)
+      .execute();
+    await this.#event(caller, id, "run.teardown", {
+      shellId: row.shell_id,
+      artifactsDeleted: artifacts.length,
+    });
     return this.get(caller, id);
   }
 
   /** Waits for runs in flight (server shutdown). */
   async drain(): Promise<void> {
     for (const controller of this.#cancel.values()) controller.abort("host_restart");
-    await Promise.allSettled([...this.#running]);
+    await Promise.allSettled([...this.#running.values()]);
   }
 
   async #execute(
@@ -305,13 +393,10 @@ export class RunService {
       const structured = await this.#readResult(shell, resultFile);
       if (structured.error) error = structured.error;
       if (structured.present) await emit("result", structured.value);
-      const kept = await this.#collectArtifacts(
-        caller,
-        row,
-        shell,
-        body.artifacts ?? [],
-        artifactsFile,
-      );
+      // A cancelled run keeps nothing: its teardown is deleting what it would keep.
+      const { kept, skipped } = signal.aborted
+        ? { kept: [], skipped: [] }
+        : await this.#collectArtifacts(caller, row, shell, body.artifacts ?? [], artifactsFile);
       for (const artifact of kept) await emit("artifact", artifact);
       const status = signal.aborted
         ? "cancelled"
@@ -326,7 +411,7 @@ export class RunService {
           exit_code: exitCode,
           kill_reason: killReason,
           result: structured.present ? JSON.stringify(structured.value) : null,
-          artifacts: JSON.stringify(kept),
+          artifacts: JSON.stringify({ kept, skipped }),
           error,
           finished_at: nowIso(),
         })
@@ -337,6 +422,7 @@ export class RunService {
         exitCode,
         killReason,
         artifacts: kept.length,
+        artifactsSkipped: skipped.length,
         hasResult: structured.present,
       });
     } catch (failure) {
@@ -374,43 +460,77 @@ export class RunService {
     }
   }
 
+  /**
+   * Copies the files a run named (by `shells.artifact()` or by glob) out of its shell onto the host,
+   * within the run's quota: sizes are the files' apparent sizes (a sparse file counts whole), each
+   * read is capped at what is left, and what does not fit is recorded as skipped with the reason.
+   */
   async #collectArtifacts(
     caller: Caller,
     row: Selectable<RunTable>,
     shell: Awaited<ReturnType<ShellService["runningSandbox"]>>,
     globs: string[],
     listFile: string,
-  ): Promise<Artifact[]> {
-    const named = new Set<string>();
+  ): Promise<{ kept: Artifact[]; skipped: SkippedArtifact[] }> {
+    const named = new Map<string, SandboxFileInfo | null>();
     try {
       const listed = new TextDecoder().decode(
         await shell.call((b) => b.files.read(shell.shellId, listFile, 1024 * 1024)),
       );
-      for (const line of listed.split("\n")) if (line.trim()) named.add(shellPath(line.trim()));
+      for (const line of listed.split("\n"))
+        if (line.trim()) named.set(shellPath(line.trim()), null);
     } catch {
       // no shells.artifact() calls
     }
     if (globs.length > 0) {
-      const patterns = globs.map((g) =>
-        globToRegExp(g.replace(/^\/workspace\//, "").replace(/^\.\//, "")),
-      );
+      const matches = artifactMatcher(globs);
+      let checked = 0;
       for (const file of await this.#walk(shell, "/workspace", 6)) {
-        const relative = file.path.replace(/^\/workspace\//, "");
-        if (patterns.some((p) => p.test(relative))) named.add(file.path);
+        if (matches(file.path.replace(/^\/workspace\//, ""))) named.set(file.path, file);
+        // Many files times many patterns is work a caller chooses: other callers get turns.
+        checked += 1;
+        if (checked % 256 === 0) await nextTurn(undefined);
       }
     }
     const kept: Artifact[] = [];
-    for (const path of [...named].slice(0, RUN_LIMITS.artifactCount)) {
+    const skipped: SkippedArtifact[] = [];
+    const skip = (path: string, sizeBytes: number, reason: SkippedArtifact["reason"]) => {
+      if (skipped.length < RUN_LIMITS.artifactCount) skipped.push({ path, sizeBytes, reason });
+    };
+    let usedBytes = 0;
+    for (const [path, listed] of named) {
       if (!path.startsWith("/workspace/")) continue;
-      let bytes: Uint8Array;
-      try {
-        bytes = await shell.call((b) =>
-          b.files.read(shell.shellId, path, RUN_LIMITS.artifactBytes),
-        );
-      } catch {
+      const relative = path.slice("/workspace/".length);
+      if (kept.length >= RUN_LIMITS.artifactCount) {
+        skip(relative, listed?.sizeBytes ?? 0, "count_exceeded");
         continue;
       }
-      const relative = path.slice("/workspace/".length);
+      let info: SandboxFileInfo;
+      try {
+        info = listed ?? (await shell.call((b) => b.files.stat(shell.shellId, path)));
+      } catch {
+        skip(relative, 0, "unreadable");
+        continue;
+      }
+      // Links are not followed: an artifact is a file the run wrote, never what a link names.
+      if (info.type !== "file") {
+        skip(relative, info.sizeBytes, "not_a_file");
+        continue;
+      }
+      const room = Math.min(RUN_LIMITS.artifactBytes, this.#artifactQuotaBytes - usedBytes);
+      if (info.sizeBytes > room) {
+        skip(relative, info.sizeBytes, "quota_exceeded");
+        continue;
+      }
+      let bytes: Uint8Array;
+      try {
+        // Capped at what is left, so a file that grew since it was looked at cannot overrun it.
+        bytes = await shell.call((b) => b.files.read(shell.shellId, path, room));
+      } catch (error) {
+        const tooLarge = error instanceof AppError && error.code === "file_too_large";
+        skip(relative, info.sizeBytes, tooLarge ? "quota_exceeded" : "unreadable");
+        continue;
+      }
       const target = this.#artifactPath(caller.orgId, row.id, relative);
       try {
         await mkdir(dirname(target), { recursive: true, mode: 0o700 });
@@ -427,9 +547,10 @@ export class RunService {
           { cause: error },
         );
       }
+      usedBytes += bytes.length;
       kept.push({ path: relative, sizeBytes: bytes.length });
     }
-    return kept;
+    return { kept, skipped };
   }
 
   async #walk(
@@ -457,7 +578,11 @@ export class RunService {
     const clean = posix.normalize(relative);
     if (clean.startsWith("..") || clean.startsWith("/"))
       throw new AppError("invalid_path", `artifact path ${relative} is outside the workspace`);
-    return join(this.dataDir, "runs", orgId, runId, clean);
+    return join(this.#artifactDir(orgId, runId), clean);
+  }
+
+  #artifactDir(orgId: string, runId: string): string {
+    return join(this.dataDir, "runs", orgId, runId);
   }
 
   async #row(caller: Caller, id: string): Promise<Selectable<RunTable>> {

@@ -107,7 +107,7 @@ export class SimFiles implements SandboxFiles {
         data: fromModel(file.content),
       });
     }
-    const archive = writeTar(entries);
+    const archive = await writeTar(entries);
     if (archive.length > maxBytes)
       throw new SandboxError("failed", `the archive of ${path} is larger than ${maxBytes} bytes`, {
         path,
@@ -119,7 +119,7 @@ export class SimFiles implements SandboxFiles {
   async importTar(shellId: string, path: string, tar: Uint8Array): Promise<void> {
     const fs = this.fsOf(shellId);
     fs.dirs.add(path);
-    for (const entry of readTar(tar)) {
+    for (const entry of await readTar(tar)) {
       const target = posix.join(path, entry.name);
       if (entry.type === "directory") fs.dirs.add(target.replace(/\/$/, ""));
       else if (entry.type === "file") await this.write(shellId, target, entry.data);
