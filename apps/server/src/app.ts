@@ -31,7 +31,7 @@ import { OidcAuth, publicBaseUrl, registerAuthRoutes } from "./iam/oidc/oidc-aut
 import { describeIdpError } from "./iam/oidc/identity-provider.js";
 import { ApprovalGate, isPendingApproval } from "./orchestrator/approval-gate.js";
 import { ActivityService } from "./services/activity-service.js";
-import { AgentGate } from "./services/agent-gate.js";
+import { AgentGate } from "./iam/agent-gate.js";
 import { IamService } from "./services/iam-service.js";
 import { registerMcpEndpoint } from "./mcp/mcp-endpoint.js";
 import { PolicyService } from "./services/policy-service.js";

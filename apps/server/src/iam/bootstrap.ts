@@ -4,7 +4,7 @@ import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { newId, nowIso } from "../ids.js";
 import type { Database } from "../store/schema.js";
-import { mintApiKey } from "./api-keys.js";
+import { mintApiKey } from "./tokens.js";
 
 /** What the first start of the local profile made. */
 export interface BootstrapResult {

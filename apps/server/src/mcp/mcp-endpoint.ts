@@ -5,7 +5,7 @@ import type { Kysely } from "kysely";
 import { authenticate, type Caller, type OidcAuthenticator } from "../iam/authenticate.js";
 import { requirePermission } from "../iam/authorize.js";
 import type { ActivityService } from "../services/activity-service.js";
-import type { AgentGate } from "../services/agent-gate.js";
+import type { AgentGate } from "../iam/agent-gate.js";
 import type { Database } from "../store/schema.js";
 import { refuseForeignOrigin, type ServerAddress } from "./origin-check.js";
 

@@ -10,13 +10,13 @@ import {
 } from "@shells/contract";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Kysely } from "kysely";
-import type { z } from "zod";
 import { AppError } from "../errors.js";
 import { authenticate, type Caller, type OidcAuthenticator } from "../iam/authenticate.js";
 import { requirePermission } from "../iam/authorize.js";
 import { nowIso, sha256Hex } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { Database } from "../store/schema.js";
+import { parseInput } from "./validate-input.js";
 
 type Route<K extends OperationId> = (typeof ROUTES)[K];
 
@@ -51,21 +51,6 @@ export interface RegisterOptions {
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
-
-function parseInput<T extends z.ZodType>(schema: T, value: unknown, where: string): z.output<T> {
-  const parsed = schema.safeParse(value);
-  if (parsed.success) return parsed.data;
-  const issues = parsed.error.issues.map((i) => ({
-    path: [where, ...i.path.map(String)].join("."),
-    message: i.message,
-    code: i.code,
-  }));
-  throw new AppError(
-    "validation_failed",
-    `Invalid ${where}: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`,
-    { issues },
-  );
-}
 
 /**
  * Registers every route of the contract's route table: authentication and scope check first, then

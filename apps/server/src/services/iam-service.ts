@@ -12,7 +12,7 @@ import {
 } from "@shells/contract";
 import type { Kysely, Selectable } from "kysely";
 import { AppError } from "../errors.js";
-import { mintApiKey } from "../iam/api-keys.js";
+import { mintApiKey } from "../iam/tokens.js";
 import { activeHolderRole, actorOf, type Caller } from "../iam/principal.js";
 import { newId, nowIso } from "../ids.js";
 import type {

@@ -7,7 +7,7 @@ import pino from "pino";
 import { buildApp } from "../app.js";
 import { loadConfig } from "../config.js";
 import { bootstrapLocalOrg } from "../iam/bootstrap.js";
-import { mintApiKey } from "../iam/api-keys.js";
+import { mintApiKey } from "../iam/tokens.js";
 import { newId } from "../ids.js";
 import { openSqliteStore, type Store } from "../store/database.js";
 
