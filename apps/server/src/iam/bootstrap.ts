@@ -56,6 +56,8 @@ export async function bootstrapLocalOrg(
         created_at: now,
         revoked_at: null,
         last_used_at: null,
+        created_by_type: "user",
+        created_by_id: userId,
       })
       .execute();
   });
