@@ -67,7 +67,8 @@ describe("verifying the activity chain", () => {
     let prevHash = rows[0]!.prev_hash;
     let edited = false;
     for (const row of rows) {
-      const action = !edited && row.action === "shell.delete" ? "shell.action.logs" : row.action;
+      const action: string =
+        !edited && row.action === "shell.delete" ? "shell.action.logs" : row.action;
       edited ||= action !== row.action;
       const hash = await activityEventHash({
         seq: row.seq,
