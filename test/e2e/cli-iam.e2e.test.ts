@@ -119,7 +119,7 @@ describe("shells members and keys", () => {
       "add",
       "bob@example.com",
       "--role",
-      "viewer",
+      "developer",
     ]);
     const forBob = await shells([
       "keys",
@@ -133,7 +133,11 @@ describe("shells members and keys", () => {
     ]);
     expect(forBob.exitCode).toBe(1);
     expect(forBob.stderr).toMatch(/^error: forbidden: /);
-    const bobsFirstKey = await ownToken(member.id, ["shells:instances:read"]);
+    // Minting needs the control scope: Bob uses a key he made earlier (as after a console login).
+    const bobsFirstKey = await ownToken(member.id, [
+      "shells:instances:read",
+      "shells:instances:control",
+    ]);
     const created = await shells(
       ["keys", "create", "--name", "bob laptop", "--scope", "shells:instances:read"],
       bobsFirstKey,
@@ -146,7 +150,7 @@ describe("shells members and keys", () => {
     expect(created.stdout).toContain("shown once and never again");
 
     const whoami = await shells(["whoami"], token);
-    expect(whoami.stdout).toMatch(/^role\s+viewer$/m);
+    expect(whoami.stdout).toMatch(/^role\s+developer$/m);
     const listed = await shells(["keys", "ls"]);
     expect(listed.stdout).toMatch(
       new RegExp(`^${keyId}\\s+bob laptop\\s+user:${member.id}\\s+active`, "m"),
