@@ -10,7 +10,9 @@ import ShellsClient, {
 import { execFileSync, spawn } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { openSqliteStore } from "@shells/server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { addKey } from "../../apps/server/src/test-support/test-app.js";
 import { startTestServer, type TestServer } from "./harness.js";
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
@@ -56,19 +58,28 @@ async function memberWithToken(
   role: "developer" | "admin",
 ): Promise<[string, string]> {
   const member = await shellsJson<Member>(["members", "add", email, "--role", role]);
-  const { token } = await shellsJson<ApiKeyCreated>([
-    "keys",
-    "create",
-    "--name",
-    `${role} key`,
-    "--user",
-    member.id,
-    "--scope",
+  const token = await ownToken(member.id, [
     "shells:instances:read",
     "shells:instances:create",
     "shells:instances:control",
   ]);
   return [member.id, token];
+}
+
+/**
+ * A key member `memberId` minted for themselves, as after a console login (the API mints keys only
+ * for the caller or an agent, never for another member).
+ */
+async function ownToken(memberId: string, scopes: string[]): Promise<string> {
+  const orgId = (await new ShellsClient({ baseUrl: server.url, token: server.token }).whoami())
+    .orgId;
+  const store = await openSqliteStore(join(server.dataDir, "shells.db"));
+  try {
+    return (await addKey(store, { orgId, principal: { type: "user", id: memberId }, scopes }))
+      .token;
+  } finally {
+    await store.close();
+  }
 }
 
 beforeAll(async () => {
@@ -108,9 +119,9 @@ describe("shells members and keys", () => {
       "add",
       "bob@example.com",
       "--role",
-      "viewer",
+      "developer",
     ]);
-    const created = await shells([
+    const forBob = await shells([
       "keys",
       "create",
       "--name",
@@ -120,6 +131,17 @@ describe("shells members and keys", () => {
       "--user",
       member.id,
     ]);
+    expect(forBob.exitCode).toBe(1);
+    expect(forBob.stderr).toMatch(/^error: forbidden: /);
+    // Minting needs the control scope: Bob uses a key he made earlier (as after a console login).
+    const bobsFirstKey = await ownToken(member.id, [
+      "shells:instances:read",
+      "shells:instances:control",
+    ]);
+    const created = await shells(
+      ["keys", "create", "--name", "bob laptop", "--scope", "shells:instances:read"],
+      bobsFirstKey,
+    );
     expect(created.exitCode).toBe(0);
     const token = /^token: (\S+)$/m.exec(created.stdout)?.[1];
     const keyId = /^key\s+(\S+) \(bob laptop\)$/m.exec(created.stdout)?.[1];
@@ -128,7 +150,7 @@ describe("shells members and keys", () => {
     expect(created.stdout).toContain("shown once and never again");
 
     const whoami = await shells(["whoami"], token);
-    expect(whoami.stdout).toMatch(/^role\s+viewer$/m);
+    expect(whoami.stdout).toMatch(/^role\s+developer$/m);
     const listed = await shells(["keys", "ls"]);
     expect(listed.stdout).toMatch(
       new RegExp(`^${keyId}\\s+bob laptop\\s+user:${member.id}\\s+active`, "m"),

@@ -8,7 +8,10 @@ import ShellsClient, {
   type Role,
   type Scope,
 } from "@l1fe/shells";
+import { openSqliteStore } from "@shells/server";
+import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { addKey } from "../../apps/server/src/test-support/test-app.js";
 import { startTestServer, type TestServer } from "./harness.js";
 
 const EVERY_SCOPE: Scope[] = [
@@ -50,12 +53,22 @@ function clientFor(token: string): ShellsClient {
 /** Adds a member with `role` and returns a client holding a fresh key of theirs. */
 async function memberWithKey(email: string, role: Role): Promise<[string, ShellsClient]> {
   const member = await owner.members.create({ email, role });
-  const { token } = await owner.keys.create({
-    name: `${role} key`,
-    scopes: role === "viewer" ? ["shells:instances:read"] : EVERY_SCOPE,
-    principal: { type: "user", id: member.id },
-  });
+  const { token } = await ownKey(
+    member.id,
+    role === "viewer" ? ["shells:instances:read"] : EVERY_SCOPE,
+  );
   return [member.id, clientFor(token)];
+}
+
+/** A key member `memberId` minted for themselves (the API mints keys only for the caller or an agent). */
+async function ownKey(memberId: string, scopes: Scope[], name = "own key") {
+  const orgId = (await owner.whoami()).orgId;
+  const store = await openSqliteStore(join(server.dataDir, "shells.db"));
+  try {
+    return await addKey(store, { orgId, principal: { type: "user", id: memberId }, scopes, name });
+  } finally {
+    await store.close();
+  }
 }
 
 describe("members and keys through the SDK", () => {
@@ -64,13 +77,22 @@ describe("members and keys through the SDK", () => {
     expect(member).toMatchObject({ email: "ada@example.com", role: "developer", disabledAt: null });
     expect((await owner.members.list()).map((m) => m.id)).toContain(member.id);
 
-    const created = await owner.keys.create({
+    // Nobody mints a key that acts as another member, not even the owner.
+    const forAda = await owner.keys
+      .create({
+        name: "ada laptop",
+        scopes: ["shells:instances:read"],
+        principal: { type: "user", id: member.id },
+      })
+      .catch((e: unknown) => e);
+    expect(forAda).toMatchObject({ code: "forbidden", status: 403 });
+    const minted = await ownKey(member.id, ["shells:instances:read"], "ada laptop");
+    const created = { token: minted.token, key: { id: minted.keyId } };
+    expect((await owner.keys.list()).find((k) => k.id === created.key.id)).toMatchObject({
       name: "ada laptop",
-      scopes: ["shells:instances:read"],
-      principal: { type: "user", id: member.id },
+      revokedAt: null,
+      createdBy: { type: "user", id: member.id },
     });
-    expect(created.token).toEqual(expect.any(String));
-    expect(created.key).toMatchObject({ name: "ada laptop", revokedAt: null });
     expect(JSON.stringify(await owner.keys.list())).not.toContain(created.token);
 
     const ada = clientFor(created.token);

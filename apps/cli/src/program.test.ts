@@ -63,6 +63,7 @@ const createdKey: ApiKeyCreated = {
     name: "ci",
     principal: { type: "agent", id: "agt-1" },
     scopes: ["shells:agent:invoke"],
+    createdBy: { type: "user", id: "usr-1" },
     createdAt: "2025-06-01T12:00:00.000Z",
     lastUsedAt: null,
     revokedAt: null,

@@ -30,7 +30,7 @@ import { runHandlers } from "./routes/run-routes.js";
 import { shellHandlers } from "./routes/shell-routes.js";
 import { registerTerminalAttach, terminalHandlers } from "./routes/terminal-routes.js";
 import { ActivityService } from "./services/activity-service.js";
-import { AgentGate } from "./services/agent-gate.js";
+import { AgentGate } from "./iam/agent-gate.js";
 import { IamService } from "./services/iam-service.js";
 import { PolicyService } from "./services/policy-service.js";
 import type { Store } from "./store/database.js";

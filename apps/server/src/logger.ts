@@ -1,4 +1,5 @@
 import pino, { type Logger } from "pino";
+import { ISSUED_TOKEN_PATTERN } from "./iam/tokens.js";
 
 /**
  * Paths pino censors in every log line. Secrets must never reach a log: API keys travel in the
@@ -22,9 +23,9 @@ export const REDACTED_PATHS = [
 /** Query parameters whose values never reach a log line (the terminal attach URL carries one). */
 const SECRET_QUERY = /([?&](?:token|access_token|code|state)=)[^&]*/g;
 
-/** A URL with secret query values masked. */
+/** A URL with secret query values, and any token this server issues wherever it appears, masked. */
 export function redactUrl(url: string): string {
-  return url.replace(SECRET_QUERY, "$1[redacted]");
+  return url.replace(SECRET_QUERY, "$1[redacted]").replace(ISSUED_TOKEN_PATTERN, "[redacted]");
 }
 
 /** The server's structured logger. Request lines show the method and a redacted URL, no headers. */

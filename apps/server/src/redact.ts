@@ -1,10 +1,10 @@
+import { ISSUED_TOKEN_PATTERN } from "./iam/tokens.js";
+
 /**
  * Redaction at the source: text that is about to be stored (execution logs) loses every credential
- * the control plane knows the shape or value of, before it is written anywhere.
+ * the control plane knows the shape or value of, before it is written anywhere. The shapes of the
+ * tokens this server issues come from `iam/tokens.ts`, where they are minted.
  */
-
-/** Shapes of credentials this server issues: API keys and terminal tokens. */
-const ISSUED_CREDENTIALS = /\b(shk|sht)_[0-9a-z]{12}_[A-Za-z0-9_-]{43}\b/g;
 
 /** Environment variable names whose values are treated as secrets. */
 const SECRET_NAME = /TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|API_?KEY|PRIVATE|CREDENTIAL|AUTH/i;
@@ -18,7 +18,7 @@ export function secretValues(env: Record<string, string>): string[] {
 
 /** `text` with issued credentials and the given secret values replaced by `[redacted]`. */
 export function redact(text: string, secrets: readonly string[] = []): string {
-  let out = text.replace(ISSUED_CREDENTIALS, "[redacted]");
+  let out = text.replace(ISSUED_TOKEN_PATTERN, "[redacted]");
   for (const secret of [...secrets].sort((a, b) => b.length - a.length))
     out = out.split(secret).join("[redacted]");
   return out;

@@ -74,22 +74,72 @@ export async function activityEventHash(event: HashedFields): Promise<string> {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** The last event a verification saw: record its hash elsewhere to anchor the chain. */
+export interface ChainHead {
+  eventId: string;
+  seq: number;
+  time: string;
+  hash: string;
+}
+
+/**
+ * What a chain verification establishes, and what it cannot without an external record of the head
+ * (an attacker with write access to the store can drop the newest events, or edit one and recompute
+ * every hash after it, and the chain still links).
+ */
+export const CHAIN_VERIFICATION_SCOPE = {
+  proves:
+    "every event's hash matches its contents and links to the previous event, from the first event to the last one seen",
+  cannotProve:
+    "that no events were removed from the end, or that the chain was not rewritten and re-hashed after an edit; compare the head hash with one recorded elsewhere (verify --expect-head <hash>) to detect that",
+} as const;
+
 /** Outcome of re-computing a chain. */
-export type ChainVerification =
-  | { ok: true; checked: number }
-  | { ok: false; checked: number; eventId: string; seq: number; reason: string };
+export type ChainVerification = (
+  | { ok: true; checked: number; head: ChainHead | null }
+  | {
+      ok: false;
+      checked: number;
+      /** The first event that does not hold; null when every event held but the expected head is missing. */
+      eventId: string | null;
+      seq: number | null;
+      reason: string;
+      head: ChainHead | null;
+    }
+) & {
+  /** The head the caller recorded earlier, when one was given, and whether the chain still has it. */
+  expectedHead?: { hash: string; found: boolean };
+  proves: string;
+  cannotProve: string;
+};
+
+/** Options of `verifyActivityChain`. */
+export interface ChainVerificationOptions {
+  /**
+   * A head hash recorded earlier, outside the store: verification fails unless the chain still
+   * contains an event with this hash. Detects a truncated tail and a rewritten chain, as of then.
+   */
+  expectHead?: string;
+}
 
 /**
  * Re-computes a chain of events given in `seq` order, starting at seq 1, and names the first event
  * that does not hold: a hash that does not match its fields, a link to the wrong predecessor, or a
- * gap in the sequence.
+ * gap in the sequence. Returns the head it reached, so the caller can record it elsewhere; given
+ * `expectHead`, also fails when no event in the chain has that hash.
  */
 export async function verifyActivityChain(
   events: Iterable<ActivityEvent> | AsyncIterable<ActivityEvent>,
+  options: ChainVerificationOptions = {},
 ): Promise<ChainVerification> {
+  const expected = options.expectHead?.trim().toLowerCase();
   let prevHash = GENESIS_HASH;
   let expectedSeq = 1;
   let checked = 0;
+  let head: ChainHead | null = null;
+  let foundExpected = false;
+  const expectation = () =>
+    expected === undefined ? {} : { expectedHead: { hash: expected, found: foundExpected } };
   for await (const event of events) {
     const fail = (reason: string): ChainVerification => ({
       ok: false,
@@ -97,6 +147,9 @@ export async function verifyActivityChain(
       eventId: event.id,
       seq: event.seq,
       reason,
+      head,
+      ...expectation(),
+      ...CHAIN_VERIFICATION_SCOPE,
     });
     if (event.seq !== expectedSeq)
       return fail(
@@ -108,8 +161,22 @@ export async function verifyActivityChain(
     prevHash = event.hash;
     expectedSeq += 1;
     checked += 1;
+    head = { eventId: event.id, seq: event.seq, time: event.time, hash: event.hash };
+    if (event.hash === expected) foundExpected = true;
   }
-  return { ok: true, checked };
+  if (expected !== undefined && !foundExpected) {
+    return {
+      ok: false,
+      checked,
+      eventId: null,
+      seq: null,
+      reason: `the recorded head ${expected} is not in the chain: events were removed from the end, or the chain was rewritten`,
+      head,
+      ...expectation(),
+      ...CHAIN_VERIFICATION_SCOPE,
+    };
+  }
+  return { ok: true, checked, head, ...expectation(), ...CHAIN_VERIFICATION_SCOPE };
 }
 
 /** Query of `GET /api/v1/activity`. */

@@ -35,6 +35,7 @@ export const ErrorCode = {
   regionNotAllowed: "region_not_allowed",
   /** The approval was already decided or has expired. */
   approvalClosed: "approval_closed",
+  separationOfDuties: "separation_of_duties",
   /** The change would leave the org without an owner. */
   lastOwner: "last_owner",
   /** A cookie-authenticated request without the session's CSRF token. */
@@ -101,6 +102,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   below_isolation_floor: 422,
   region_not_allowed: 422,
   approval_closed: 409,
+  separation_of_duties: 403,
   last_owner: 409,
   csrf_failed: 403,
   invalid_state: 409,

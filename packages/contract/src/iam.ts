@@ -86,6 +86,8 @@ export const ApiKey = z.strictObject({
   name: z.string(),
   principal: PrincipalRef,
   scopes: z.array(Scope),
+  /** Who minted the key: its holder, or an admin minting for an agent. */
+  createdBy: PrincipalRef.nullable(),
   createdAt: z.iso.datetime(),
   lastUsedAt: z.iso.datetime().nullable(),
   revokedAt: z.iso.datetime().nullable(),
@@ -95,7 +97,10 @@ export type ApiKey = z.infer<typeof ApiKey>;
 export const ApiKeyCreate = z.strictObject({
   name: z.string().min(1).max(100),
   scopes: z.array(Scope).min(1),
-  /** Whom the key acts for; defaults to the caller. Keys for others need the admin role. */
+  /**
+   * Whom the key acts for; defaults to the caller. A key acts as its holder, so it is minted only for
+   * yourself, or by an admin for an agent — never for another user.
+   */
   principal: PrincipalRef.optional(),
 });
 

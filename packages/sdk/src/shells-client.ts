@@ -471,14 +471,21 @@ export class ShellsClient {
 
   /**
    * Walks the org's whole activity chain from its first event and re-computes every hash and link
-   * on this side of the wire. Returns `{ ok: true, checked }`, or the first event that does not hold
-   * (`eventId`, `seq`, `reason`).
+   * on this side of the wire. Returns `{ ok: true, checked, head }`, or the first event that does not
+   * hold (`eventId`, `seq`, `reason`). Given `expectHead` (a head hash recorded earlier), also fails
+   * when the chain no longer contains it.
    */
-  async verifyActivity(options: RequestOptions = {}): Promise<ChainVerification> {
+  async verifyActivity(
+    options: RequestOptions & { expectHead?: string } = {},
+  ): Promise<ChainVerification> {
     // Loaded on first use: the verifier lives with the contract's schemas, which the rest of the
     // client needs only as types.
     const { verifyActivityChain } = await import("@shells/contract");
-    return verifyActivityChain(this.activity({ order: "asc", limit: MAX_ACTIVITY_PAGE }, options));
+    const { expectHead, ...request } = options;
+    return verifyActivityChain(
+      this.activity({ order: "asc", limit: MAX_ACTIVITY_PAGE }, request),
+      expectHead === undefined ? {} : { expectHead },
+    );
   }
 
   /** Runtime classes and whether this server can run each (and, if not, what is missing). */

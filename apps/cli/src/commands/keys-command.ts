@@ -76,7 +76,10 @@ export function registerKeysCommand(program: Command, ctx: CliContext): void {
         .makeOptionMandatory(),
     )
     .addOption(new Option("--agent <id>", "issue the key to this agent (admins)").conflicts("user"))
-    .option("--user <id>", "issue the key to this member (admins; default: yourself)")
+    .option(
+      "--user <id>",
+      "issue the key to this member: only yourself (a key acts as its holder; default)",
+    )
     .action(async (flags: KeyCreateFlags) => {
       const body: ApiKeyCreate = { name: flags.name, scopes: flags.scope };
       if (flags.agent !== undefined) body.principal = { type: "agent", id: flags.agent };

@@ -4,8 +4,8 @@ import { AppError } from "../errors.js";
 import { nowIso } from "../ids.js";
 import { SYSTEM_ORG } from "../services/activity-service.js";
 import type { Database } from "../store/schema.js";
-import { apiKeyMatches, parseApiKey } from "./api-keys.js";
 import type { AuthFailureLog } from "./auth-failure-log.js";
+import { parseApiKey, tokenMatches } from "./tokens.js";
 import { SESSION_COOKIE, readCookie } from "./oidc/session-cookies.js";
 import { resolveCaller, type Caller } from "./principal.js";
 
@@ -114,7 +114,7 @@ export async function authenticate(
     .where("id", "=", parsed.keyId)
     .executeTakeFirst();
   if (!key) return refuse("unknown API key");
-  if (!apiKeyMatches(token, key.key_hash))
+  if (!tokenMatches(token, key.key_hash))
     return refuse("wrong secret for this API key", key.org_id, key.id);
   if (key.revoked_at) return refuse("the API key was revoked", key.org_id, key.id);
   const now = Date.now();

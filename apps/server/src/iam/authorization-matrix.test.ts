@@ -173,7 +173,7 @@ async function runCase(
   };
   async function addPrincipalKey(principalId: string, orgId: string, holderRole: Role) {
     void holderRole;
-    const { mintApiKey } = await import("./api-keys.js");
+    const { mintApiKey } = await import("./tokens.js");
     const key = mintApiKey();
     await t.store.db
       .insertInto("api_keys")

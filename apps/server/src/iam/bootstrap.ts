@@ -4,7 +4,7 @@ import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { newId, nowIso } from "../ids.js";
 import type { Database } from "../store/schema.js";
-import { mintApiKey } from "./api-keys.js";
+import { mintApiKey } from "./tokens.js";
 
 /** What the first start of the local profile made. */
 export interface BootstrapResult {
@@ -56,6 +56,8 @@ export async function bootstrapLocalOrg(
         created_at: now,
         revoked_at: null,
         last_used_at: null,
+        created_by_type: "user",
+        created_by_id: userId,
       })
       .execute();
   });

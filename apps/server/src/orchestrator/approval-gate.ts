@@ -2,6 +2,7 @@ import type { Approval, GatedAction, PendingApproval } from "@shells/contract";
 import type { Kysely, Selectable } from "kysely";
 import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";
+import { separationOfDutiesConflict } from "../iam/separation-of-duties.js";
 import { newId, nowIso } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { PolicyService } from "../services/policy-service.js";
@@ -120,7 +121,7 @@ export class ApprovalGate {
 
   /**
    * Records an approver's decision on a pending approval. Only listed approvers decide, and never
-   * on their own request. Returns the row as decided; running a granted action is the caller's job.
+   * on a request they control (`iam/separation-of-duties.ts`). Returns the row as decided; running a granted action is the caller's job.
    */
   async decide(
     caller: Caller,
@@ -135,28 +136,23 @@ export class ApprovalGate {
       });
     const policy = await this.policies.get(caller.orgId);
     const isApprover = caller.actor.type === "user" && policy.approvers.includes(caller.actor.id);
-    const ownRequest =
-      caller.actor.type === row.requested_by_type && caller.actor.id === row.requested_by_id;
-    if (!isApprover || ownRequest) {
+    const conflict = isApprover ? await separationOfDutiesConflict(this.db, row, caller) : null;
+    if (!isApprover || conflict) {
       await this.activity.record({
         orgId: caller.orgId,
         actor: actorOf(caller),
         action: `approval.${decision === "granted" ? "grant" : "deny"}`,
         target: { type: "shell", id: row.shell_id },
         outcome: "denied",
-        details: {
-          approvalId: row.id,
-          reason: ownRequest
-            ? "approvers cannot decide their own request"
-            : "not a listed approver",
-        },
+        details: { approvalId: row.id, reason: conflict ?? "not a listed approver" },
       });
-      throw new AppError(
-        "forbidden",
-        ownRequest
-          ? "You cannot decide your own request."
-          : "Only the org's listed approvers can decide approvals.",
-      );
+      throw conflict
+        ? new AppError(
+            "separation_of_duties",
+            `You cannot decide this request: ${conflict}. Another approver must.`,
+            { approvalId: row.id, reason: conflict },
+          )
+        : new AppError("forbidden", "Only the org's listed approvers can decide approvals.");
     }
     const decidedAt = nowIso();
     const updated = await this.db

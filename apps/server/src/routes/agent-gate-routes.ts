@@ -1,4 +1,4 @@
-import type { AgentGate } from "../services/agent-gate.js";
+import type { AgentGate } from "../iam/agent-gate.js";
 import type { Handlers } from "./register-routes.js";
 
 /** `POST /api/agent/invoke`: the agents' one door, through the agent gate. */

@@ -3,7 +3,7 @@ import { createShellsMcpServer } from "@shells/mcp-tools";
 import type { FastifyInstance } from "fastify";
 import { requirePermission } from "../iam/authorize.js";
 import type { ActivityService } from "../services/activity-service.js";
-import type { AgentGate } from "../services/agent-gate.js";
+import type { AgentGate } from "../iam/agent-gate.js";
 import { errorBody } from "./error-handler.js";
 import { refuseForeignOrigin, type ServerAddress } from "./origin-check.js";
 import type { AuthenticateRequest } from "./request-auth.js";

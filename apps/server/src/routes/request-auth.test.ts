@@ -8,7 +8,7 @@ import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { buildApp } from "../app.js";
 import { loadConfig } from "../config.js";
-import { mintApiKey } from "../iam/api-keys.js";
+import { mintApiKey } from "../iam/tokens.js";
 import { bootstrapLocalOrg } from "../iam/bootstrap.js";
 import { ActivityService, SYSTEM_ORG } from "../services/activity-service.js";
 import { openSqliteStore, type Store } from "../store/database.js";

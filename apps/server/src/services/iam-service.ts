@@ -12,7 +12,7 @@ import {
 } from "@shells/contract";
 import type { Kysely, Selectable } from "kysely";
 import { AppError } from "../errors.js";
-import { mintApiKey } from "../iam/api-keys.js";
+import { mintApiKey } from "../iam/tokens.js";
 import { activeHolderRole, actorOf, type Caller } from "../iam/principal.js";
 import { newId, nowIso } from "../ids.js";
 import type {
@@ -47,6 +47,10 @@ const toKey = (row: Selectable<ApiKeyTable>): ApiKey => ({
   name: row.name,
   principal: { type: row.principal_type, id: row.principal_id },
   scopes: JSON.parse(row.scopes) as Scope[],
+  createdBy:
+    row.created_by_type && row.created_by_id
+      ? { type: row.created_by_type, id: row.created_by_id }
+      : null,
   createdAt: row.created_at,
   lastUsedAt: row.last_used_at,
   revokedAt: row.revoked_at,
@@ -216,6 +220,8 @@ export class IamService {
       role: body.role,
       created_at: nowIso(),
       disabled_at: null,
+      created_by_type: caller.actor.type,
+      created_by_id: caller.actor.id,
     };
     try {
       await this.db.insertInto("agents").values(row).execute();
@@ -288,8 +294,11 @@ export class IamService {
   }
 
   /**
-   * Issues a key. Nobody mints more than they hold: the scopes must be within the caller's own
-   * effective scopes and within the holder's role. Keys for someone else need the admin role.
+   * Issues a key. A key acts as its holder, so nobody mints one that acts as another person: a key
+   * is for the caller, or minted by a human admin for an agent (a non-human principal the org
+   * controls; who minted it is recorded and counts as controlling the agent for separation of
+   * duties). Nobody mints more than they hold: the scopes must be within the caller's own effective
+   * scopes and within the holder's role.
    */
   async createKey(
     caller: Caller,
@@ -297,10 +306,30 @@ export class IamService {
   ): Promise<{ key: ApiKey; token: string }> {
     const principal = body.principal ?? caller.actor;
     const forSelf = principal.type === caller.actor.type && principal.id === caller.actor.id;
-    if (!forSelf && !roleAtLeast(caller.role, "admin")) {
-      throw new AppError("forbidden", "Keys for another principal need the admin role.", {
-        requiredRole: "admin",
-      });
+    if (!forSelf) {
+      const refusal =
+        principal.type === "user"
+          ? "A key acts as its holder: nobody mints one for another member; they mint their own."
+          : caller.actor.type !== "user"
+            ? "Only a person mints keys for an agent."
+            : !roleAtLeast(caller.role, "admin")
+              ? "Keys for an agent need the admin role."
+              : null;
+      if (refusal) {
+        await this.#record(
+          caller,
+          "iam.key.create",
+          { type: principal.type, id: principal.id },
+          { name: body.name, principal, reason: refusal },
+          "denied",
+        );
+        throw new AppError("forbidden", refusal, {
+          principal,
+          ...(principal.type === "agent" && caller.actor.type === "user"
+            ? { requiredRole: "admin" }
+            : {}),
+        });
+      }
     }
     const holderRole = await this.#holderRole(caller.orgId, principal);
     const beyondCaller = body.scopes.filter((s) => !caller.scopes.includes(s));
@@ -331,6 +360,8 @@ export class IamService {
       created_at: nowIso(),
       revoked_at: null,
       last_used_at: null,
+      created_by_type: caller.actor.type,
+      created_by_id: caller.actor.id,
     };
     await this.db.insertInto("api_keys").values(row).execute();
     await this.#record(
@@ -519,13 +550,14 @@ export class IamService {
     action: string,
     target: { type: string; id: string },
     details: Record<string, unknown>,
+    outcome: "success" | "denied" = "success",
   ) {
     await this.activity.record({
       orgId: caller.orgId,
       actor: actorOf(caller),
       action,
       target,
-      outcome: "success",
+      outcome,
       details,
     });
   }

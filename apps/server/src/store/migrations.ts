@@ -288,6 +288,32 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
     },
   },
+  /**
+   * Who minted each API key and who created each agent: separation of duties needs to know who
+   * controls a credential or an agent. Existing rows are filled from the activity history, where
+   * every key and agent creation was recorded; a key with no such record (the bootstrap key) was
+   * its holder's own.
+   */
+  "0006_credential_creators": {
+    async up(db: Kysely<unknown>) {
+      for (const table of ["api_keys", "agents"]) {
+        await db.schema.alterTable(table).addColumn("created_by_type", "text").execute();
+        await db.schema.alterTable(table).addColumn("created_by_id", "text").execute();
+      }
+      for (const [table, action, target] of [
+        ["api_keys", "iam.key.create", "api_key"],
+        ["agents", "iam.agent.create", "agent"],
+      ] as const) {
+        const creation = sql`FROM activity WHERE activity.action = ${action} AND activity.target_type = ${target} AND activity.target_id = ${sql.table(table)}.id AND activity.outcome = 'success' ORDER BY activity.seq LIMIT 1`;
+        await sql`UPDATE ${sql.table(table)} SET created_by_type = (SELECT json_extract(activity.actor, '$.type') ${creation}), created_by_id = (SELECT activity.actor_id ${creation})`.execute(
+          db,
+        );
+      }
+      await sql`UPDATE api_keys SET created_by_type = principal_type, created_by_id = principal_id WHERE created_by_id IS NULL`.execute(
+        db,
+      );
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

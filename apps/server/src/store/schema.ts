@@ -59,6 +59,9 @@ export interface ApiKeyTable {
   created_at: string;
   revoked_at: string | null;
   last_used_at: string | null;
+  /** Who minted the key: its holder, or an admin minting for an agent (null only before 0006). */
+  created_by_type: "user" | "agent" | null;
+  created_by_id: string | null;
 }
 
 export interface ShellTable {
@@ -131,6 +134,9 @@ export interface AgentTable {
   role: "owner" | "admin" | "developer" | "viewer";
   created_at: string;
   disabled_at: string | null;
+  /** Who created the agent (null when the history did not say). */
+  created_by_type: "user" | "agent" | null;
+  created_by_id: string | null;
 }
 
 export interface EntitlementTable {

@@ -7,7 +7,7 @@ import pino from "pino";
 import { buildApp } from "../app.js";
 import { loadConfig } from "../config.js";
 import { bootstrapLocalOrg } from "../iam/bootstrap.js";
-import { mintApiKey } from "../iam/api-keys.js";
+import { mintApiKey } from "../iam/tokens.js";
 import { newId } from "../ids.js";
 import { openSqliteStore, type Store } from "../store/database.js";
 
@@ -148,21 +148,44 @@ export async function addPrincipal(
       })
       .execute();
   }
+  const key = await addKey(store, {
+    orgId: options.orgId,
+    principal: { type, id },
+    scopes: options.scopes,
+  });
+  return { token: key.token, id, keyId: key.keyId };
+}
+
+/**
+ * Inserts an API key that its holder minted for themselves (as a member does after logging in to
+ * the console) and returns it; the API mints keys only for the caller or an agent.
+ */
+export async function addKey(
+  store: Store,
+  options: {
+    orgId: string;
+    principal: { type: "user" | "agent"; id: string };
+    scopes: readonly string[];
+    name?: string;
+  },
+): Promise<{ token: string; keyId: string }> {
   const key = mintApiKey();
-  await db
+  await store.db
     .insertInto("api_keys")
     .values({
       id: key.keyId,
       org_id: options.orgId,
-      principal_type: type,
-      principal_id: id,
-      name: "test",
+      principal_type: options.principal.type,
+      principal_id: options.principal.id,
+      name: options.name ?? "test",
       key_hash: key.keyHash,
       scopes: JSON.stringify(options.scopes),
-      created_at: now,
+      created_at: new Date().toISOString(),
       revoked_at: null,
       last_used_at: null,
+      created_by_type: options.principal.type,
+      created_by_id: options.principal.id,
     })
     .execute();
-  return { token: key.token, id, keyId: key.keyId };
+  return { token: key.token, keyId: key.keyId };
 }

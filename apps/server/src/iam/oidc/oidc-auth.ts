@@ -4,12 +4,12 @@ import type { Kysely, Selectable } from "kysely";
 import { randomNonce, randomPKCECodeVerifier, randomState } from "openid-client";
 import type { OidcConfig } from "../../config.js";
 import { AppError } from "../../errors.js";
-import { sha256Hex } from "../../ids.js";
 import { SYSTEM_ORG, type ActivityService } from "../../services/activity-service.js";
 import type { Database, SessionTable } from "../../store/schema.js";
 import type { AuthFailureLog } from "../auth-failure-log.js";
 import { refuseAuthentication, type RequestOrigin } from "../authenticate.js";
 import { resolveCaller, type Caller } from "../principal.js";
+import { mintSessionId, tokenHash } from "../tokens.js";
 import { DirectorySync, type Admission } from "./directory-sync.js";
 import {
   IdentityProvider,
@@ -278,7 +278,7 @@ export class OidcAuth {
     return this.#db
       .selectFrom("sessions")
       .selectAll()
-      .where("id_hash", "=", sha256Hex(cookieValue))
+      .where("id_hash", "=", tokenHash(cookieValue))
       .executeTakeFirst();
   }
 
@@ -292,7 +292,7 @@ export class OidcAuth {
   async login(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const query = request.query as Record<string, unknown>;
     const returnTo = sameOriginPath(query.returnTo);
-    const loginId = randomSecret();
+    const loginId = mintSessionId().token;
     const checks = {
       state: randomState(),
       nonce: randomNonce(),
@@ -316,7 +316,7 @@ export class OidcAuth {
     await this.#db
       .insertInto("oidc_logins")
       .values({
-        id_hash: sha256Hex(loginId),
+        id_hash: tokenHash(loginId),
         state: checks.state,
         nonce: checks.nonce,
         code_verifier: checks.codeVerifier,
@@ -344,7 +344,7 @@ export class OidcAuth {
     const login = await this.#db
       .selectFrom("oidc_logins")
       .selectAll()
-      .where("id_hash", "=", sha256Hex(loginId))
+      .where("id_hash", "=", tokenHash(loginId))
       .executeTakeFirst();
     if (!login) return this.#refuse(origin, "no login in progress in this browser");
     // Single use: a replayed callback finds nothing.
@@ -375,8 +375,8 @@ export class OidcAuth {
     if (!admission.admitted) return this.#refuseAdmission(origin, admission);
 
     const previous = readCookie(request.headers.cookie, SESSION_COOKIE);
-    if (previous) await this.#endSession(sha256Hex(previous));
-    const cookieValue = randomSecret();
+    if (previous) await this.#endSession(tokenHash(previous));
+    const cookieValue = mintSessionId().token;
     const now = Date.now();
     let expiresMs = now + this.options.sessionTtlSeconds * 1000;
     const recheck = grant.roleClaimInUserinfo
@@ -389,7 +389,7 @@ export class OidcAuth {
     await this.#db
       .insertInto("sessions")
       .values({
-        id_hash: sha256Hex(cookieValue),
+        id_hash: tokenHash(cookieValue),
         org_id: admission.orgId,
         user_id: admission.userId,
         csrf_token: randomSecret(),

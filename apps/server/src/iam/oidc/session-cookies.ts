@@ -7,7 +7,7 @@ import {
   timingSafeEqual,
 } from "node:crypto";
 
-/** The console session cookie. Its value is a random secret; the store keeps only its SHA-256. */
+/** The console session cookie. Its value is a session id from `iam/tokens.ts`; the store keeps only its SHA-256. */
 export const SESSION_COOKIE = "shells_session";
 /** Binds a login in flight to the browser that started it (login CSRF); lives 10 minutes. */
 export const LOGIN_COOKIE = "shells_login";

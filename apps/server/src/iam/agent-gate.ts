@@ -1,32 +1,54 @@
-import { AGENT_TOOL_ARGUMENTS, type AgentTool, type RouteBody, type Scope } from "@shells/contract";
+import {
+  AGENT_TOOL_ARGUMENTS,
+  ROUTES,
+  type AgentTool,
+  type OperationId,
+  type RouteBody,
+} from "@shells/contract";
 import type { z } from "zod";
 import { AppError } from "../errors.js";
-import { requirePermission } from "../iam/authorize.js";
-import { actorOf, type Caller } from "../iam/principal.js";
 import { isPendingApproval } from "../orchestrator/approval-gate.js";
 import type { FileService } from "../orchestrator/file-service.js";
 import type { InterpreterService } from "../orchestrator/interpreter-service.js";
 import type { RunService } from "../orchestrator/run-service.js";
 import type { ShellService } from "../orchestrator/shell-service.js";
 import type { TermService } from "../orchestrator/term-service.js";
+import { parseInput } from "../routes/validate-input.js";
+import type { ActivityService } from "../services/activity-service.js";
+import { AGENT_ENTITLEMENT, requirePermission, type Permission } from "./authorize.js";
+import { actorOf, type Caller } from "./principal.js";
 
 type Args<T extends AgentTool> = z.output<(typeof AGENT_TOOL_ARGUMENTS)[T]>;
-import type { ActivityService } from "./activity-service.js";
 
-/** The entitlement the gate requires, on top of each tool's own permission. */
-export const AGENT_ENTITLEMENT = "shells.agent.invoke";
-
-/** The permission each tool needs: exactly the scope of the REST route it mirrors. */
-const TOOL_SCOPE: Record<AgentTool, Scope> = {
-  shells_list: "shells:instances:read",
-  shells_create: "shells:instances:create",
-  shells_action: "shells:instances:control",
-  shells_exec: "shells:instances:control",
-  shells_term: "shells:instances:control",
-  shells_interpreter: "shells:instances:control",
-  shells_run: "shells:instances:create",
-  shells_files: "shells:instances:control",
+/**
+ * The REST operation each tool mirrors. A tool needs exactly that route's permission — its scope
+ * and its minimum role, read from the route table so the two doors cannot drift apart.
+ * `shells_files` mirrors its strictest operation (`writeFile`), since one grant covers list, read
+ * and write; `shells_action` with `delete` needs what `deleteShell` needs, which is the same.
+ */
+const TOOL_OPERATION: Record<AgentTool, OperationId> = {
+  shells_list: "listShells",
+  shells_create: "createShell",
+  shells_action: "actOnShell",
+  shells_exec: "execInShell",
+  shells_term: "mintTermCredential",
+  shells_interpreter: "runInterpreter",
+  shells_run: "createRun",
+  shells_files: "writeFile",
 };
+
+/** The permission a tool needs: its REST route's scope and minimum role, plus the gate's entitlement. */
+export function toolPermission(
+  tool: AgentTool,
+): Permission & { scope: NonNullable<Permission["scope"]> } {
+  const route = ROUTES[TOOL_OPERATION[tool]];
+  if (!route.scope) throw new Error(`the route behind ${tool} must be scoped`);
+  return {
+    scope: route.scope,
+    minRole: "minRole" in route ? route.minRole : undefined,
+    entitlement: AGENT_ENTITLEMENT,
+  };
+}
 
 /** Services behind the tools that are not lifecycle operations. */
 export interface AgentGateServices {
@@ -42,10 +64,11 @@ export interface AgentGateServices {
 const RUN_WAIT_MS = 15 * 60 * 1000;
 
 /**
- * `POST /api/agent/invoke`: the one door for agents. A call needs the `shells.agent.invoke`
- * entitlement AND the permission of the operation it asks for — entitlement plus permission,
- * never either alone — and then runs the same service code as the REST route. Every decision,
- * allowed or denied, is an activity event with the reason.
+ * `POST /api/agent/invoke` and every `/mcp` tool call: the tool door. A call needs the
+ * `shells.agent.invoke` entitlement AND the permission of the REST operation the tool mirrors —
+ * entitlement plus permission, never either alone, for users and agents alike — then its arguments
+ * pass the same validation as the REST body, and it runs the same service code as the REST route.
+ * Every decision, allowed or denied, is an `agent.invoke` activity event with the reason.
  */
 export class AgentGate {
   constructor(
@@ -71,28 +94,26 @@ export class AgentGate {
         outcome,
         details: { tool, ...details },
       });
-    if (!caller.entitlements.includes(AGENT_ENTITLEMENT)) {
-      await decide("denied", { reason: `missing entitlement ${AGENT_ENTITLEMENT}` });
-      throw new AppError(
-        "entitlement_required",
-        `The agent gate needs the ${AGENT_ENTITLEMENT} entitlement; ask an org admin to grant it.`,
-        {
-          entitlement: AGENT_ENTITLEMENT,
-        },
-      );
-    }
+    const permission = toolPermission(tool);
     try {
-      await requirePermission(this.activity, caller, { scope: TOOL_SCOPE[tool] }, `agent:${tool}`);
+      await requirePermission(this.activity, caller, permission, `agent:${tool}`);
     } catch (error) {
-      await decide("denied", { reason: `missing permission ${TOOL_SCOPE[tool]}` });
+      const missingRole = error instanceof AppError && error.details?.["requiredRole"];
+      const reason =
+        error instanceof AppError && error.code === "entitlement_required"
+          ? `missing entitlement ${AGENT_ENTITLEMENT}`
+          : missingRole
+            ? `missing role ${permission.minRole ?? ""}`
+            : `missing permission ${permission.scope}`;
+      await decide("denied", { reason });
       throw error;
     }
-    const args = parseArguments(tool, body.arguments);
+    const args = parseInput(AGENT_TOOL_ARGUMENTS[tool], body.arguments, "arguments");
     try {
       const result = await this.#run(caller, tool, args);
       const pending = isPendingApproval(result) ? { pendingApproval: result.approval.id } : {};
       await decide("success", {
-        reason: `entitlement ${AGENT_ENTITLEMENT} and permission ${TOOL_SCOPE[tool]}`,
+        reason: `entitlement ${AGENT_ENTITLEMENT} and permission ${permission.scope}`,
         ...pending,
       });
       return { tool, result };
@@ -105,19 +126,11 @@ export class AgentGate {
   async #run(caller: Caller, tool: AgentTool, args: unknown): Promise<unknown> {
     switch (tool) {
       case "shells_list":
-        return this.shells.list(
-          caller,
-          args as z.output<(typeof AGENT_TOOL_ARGUMENTS)["shells_list"]>,
-        );
+        return this.shells.list(caller, args as Args<"shells_list">);
       case "shells_create":
-        return this.shells.create(
-          caller,
-          args as z.output<(typeof AGENT_TOOL_ARGUMENTS)["shells_create"]>,
-        );
+        return this.shells.create(caller, args as Args<"shells_create">);
       case "shells_exec": {
-        const { shell, ...request } = args as z.output<
-          (typeof AGENT_TOOL_ARGUMENTS)["shells_exec"]
-        >;
+        const { shell, ...request } = args as Args<"shells_exec">;
         return this.shells.exec(caller, shell, request);
       }
       case "shells_term": {
@@ -146,30 +159,29 @@ export class AgentGate {
             content: asText ? text : bytes.toString("base64"),
           };
         }
-        if (content === undefined)
-          throw new AppError("validation_failed", "shells_files write needs `content`.");
+        if (content === undefined) {
+          const issue = {
+            path: "arguments.content",
+            message: "write needs content",
+            code: "invalid_type",
+          };
+          throw new AppError(
+            "validation_failed",
+            "Invalid arguments: shells_files write needs `content`.",
+            {
+              issues: [issue],
+            },
+          );
+        }
         const data =
           encoding === "base64" ? Buffer.from(content, "base64") : Buffer.from(content, "utf8");
         return this.services.files.write(caller, shell, { path }, data);
       }
       case "shells_action": {
-        const { shell, capability, ...options } = args as z.output<
-          (typeof AGENT_TOOL_ARGUMENTS)["shells_action"]
-        >;
+        const { shell, capability, ...options } = args as Args<"shells_action">;
         if (capability === "delete") return this.shells.delete(caller, shell, options.confirm);
         return this.shells.act(caller, shell, capability, options);
       }
     }
   }
-}
-
-function parseArguments(tool: AgentTool, raw: Record<string, unknown>): unknown {
-  const parsed = AGENT_TOOL_ARGUMENTS[tool].safeParse(raw);
-  if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map(
-    (i) => `${["arguments", ...i.path.map(String)].join(".")}: ${i.message}`,
-  );
-  throw new AppError("validation_failed", `Invalid arguments for ${tool}: ${problems.join("; ")}`, {
-    issues: problems,
-  });
 }

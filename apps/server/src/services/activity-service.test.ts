@@ -1,0 +1,112 @@
+import { activityEventHash, verifyActivityChain, type ActivityEvent } from "@shells/contract";
+import { afterEach, describe, expect, it } from "vitest";
+import { createTestApp, type TestApp } from "../test-support/test-app.js";
+
+let t: TestApp;
+
+afterEach(async () => {
+  await t?.close();
+});
+
+async function chain(): Promise<ActivityEvent[]> {
+  return (await t.call("GET", "/api/v1/activity?order=asc&limit=500")).json().items;
+}
+
+/** Some history: a few shells created and deleted. */
+async function makeHistory(): Promise<void> {
+  for (const name of ["one", "two", "three"]) {
+    const shell = (await t.call("POST", "/api/v1/shells", { language: "bash", name })).json();
+    await t.call("DELETE", `/api/v1/shells/${shell.id}`);
+  }
+}
+
+describe("verifying the activity chain", () => {
+  it("reports its head and says what it cannot prove", async () => {
+    t = await createTestApp();
+    await makeHistory();
+    const events = await chain();
+    const last = events.at(-1)!;
+    const result = await verifyActivityChain(events);
+    expect(result).toMatchObject({
+      ok: true,
+      checked: events.length,
+      head: { eventId: last.id, seq: last.seq, time: last.time, hash: last.hash },
+    });
+    expect(result.proves).toContain("links to the previous event");
+    expect(result.cannotProve).toContain("removed from the end");
+    expect(result.cannotProve).toContain("--expect-head");
+  });
+
+  it("passes a truncated tail on its own, and fails it against the head recorded before", async () => {
+    t = await createTestApp();
+    await makeHistory();
+    const recordedHead = (await verifyActivityChain(await chain())).head!.hash;
+    await t.store.db
+      .deleteFrom("activity")
+      .where("seq", ">", (await chain()).length - 3)
+      .execute();
+
+    const truncated = await chain();
+    expect(await verifyActivityChain(truncated)).toMatchObject({ ok: true });
+    const anchored = await verifyActivityChain(truncated, { expectHead: recordedHead });
+    expect(anchored).toMatchObject({
+      ok: false,
+      eventId: null,
+      expectedHead: { hash: recordedHead, found: false },
+    });
+    expect(anchored.ok === false && anchored.reason).toContain("not in the chain");
+  });
+
+  it("passes a chain edited and re-hashed on its own, and fails it against the head recorded before", async () => {
+    t = await createTestApp();
+    await makeHistory();
+    const recordedHead = (await verifyActivityChain(await chain())).head!.hash;
+
+    // Rewrite: drop an event's trace of a deletion, then recompute every hash after it.
+    const rows = await t.store.db.selectFrom("activity").selectAll().orderBy("seq").execute();
+    let prevHash = rows[0]!.prev_hash;
+    let edited = false;
+    for (const row of rows) {
+      const action: string =
+        !edited && row.action === "shell.delete" ? "shell.action.logs" : row.action;
+      edited ||= action !== row.action;
+      const hash = await activityEventHash({
+        seq: row.seq,
+        orgId: row.org_id,
+        actor: JSON.parse(row.actor),
+        action,
+        target:
+          row.target_type && row.target_id ? { type: row.target_type, id: row.target_id } : null,
+        outcome: row.outcome,
+        details: JSON.parse(row.details),
+        time: row.time,
+        prevHash,
+      });
+      await t.store.db
+        .updateTable("activity")
+        .set({ action, prev_hash: prevHash, hash })
+        .where("id", "=", row.id)
+        .execute();
+      prevHash = hash;
+    }
+    expect(edited).toBe(true);
+
+    const rewritten = await chain();
+    expect(await verifyActivityChain(rewritten)).toMatchObject({ ok: true });
+    expect(await verifyActivityChain(rewritten, { expectHead: recordedHead })).toMatchObject({
+      ok: false,
+      expectedHead: { found: false },
+    });
+  });
+
+  it("passes against a recorded head the chain has since grown past", async () => {
+    t = await createTestApp();
+    await makeHistory();
+    const recordedHead = (await verifyActivityChain(await chain())).head!.hash;
+    await makeHistory();
+    expect(await verifyActivityChain(await chain(), { expectHead: recordedHead })).toMatchObject({
+      ok: true,
+      expectedHead: { hash: recordedHead, found: true },
+    });
+  });
+});
