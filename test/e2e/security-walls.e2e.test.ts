@@ -12,6 +12,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import {
+  chmodSync,
   closeSync,
   existsSync,
   mkdtempSync,
@@ -42,16 +43,21 @@ const skipReason =
       : null;
 if (skipReason) console.warn(`security-walls e2e skipped: ${skipReason}`);
 
-/** The descriptor numbers the server's parent leaves open: the host's `/`, a directory, a file. */
-const STRAY = { root: 7, dir: 8, file: 9 } as const;
+/**
+ * The descriptor numbers the server's parent leaves open: the host's `/`, a directory, a file. Node
+ * itself marks descriptors 0-15 (and any unbroken run above them) close-on-exec at start-up, so a
+ * stray there would prove nothing; a supervisor's descriptor above a gap is what reaches children.
+ */
+const STRAY = { root: 100, dir: 101, file: 102 } as const;
 
 /**
- * Tries every descriptor 3..64 as a way out: list it, read the host's files through it, climb out
- * of it, create a file through it, append to it. Ends with a line the test waits for.
+ * Tries every descriptor 3..255 that is open as a way out: list it, read the host's files through
+ * it, climb out of it, create a file through it, append to it. Ends with a line the test waits for.
  */
 const FD_ATTACK = [
   "ls -la /proc/self/fd",
-  "for n in $(seq 3 64); do",
+  "for n in $(seq 3 255); do",
+  "  [ -e /proc/self/fd/$n ] || continue",
   "  ls -a /proc/self/fd/$n/ 2>/dev/null && echo LISTED-$n",
   "  ls -a /proc/self/fd/$n/.. 2>/dev/null",
   "  cat /proc/self/fd/$n/* 2>/dev/null",
@@ -65,7 +71,7 @@ const FD_ATTACK = [
 const PY_FD_ATTACK = `
 import os, json
 found = {"fds": sorted(os.listdir('/proc/self/fd')), "listed": {}, "targets": {}}
-for n in range(3, 65):
+for n in range(3, 1024):
     p = f'/proc/self/fd/{n}'
     try:
         found["targets"][n] = os.readlink(p)
@@ -133,8 +139,18 @@ async function freePort(): Promise<number> {
   });
 }
 
+/** Child stdio that puts `strays` on descriptors STRAY.root, .dir and .file, nothing else open. */
+function strayStdio(strays: { root: number; dir: number; file: number }) {
+  const stdio: ("ignore" | "pipe" | number)[] = ["ignore", "pipe", "pipe"];
+  while (stdio.length < STRAY.root) stdio.push("ignore");
+  stdio[STRAY.root] = strays.root;
+  stdio[STRAY.dir] = strays.dir;
+  stdio[STRAY.file] = strays.file;
+  return stdio;
+}
+
 /**
- * Starts the built server as its own process with `strays` open on descriptors 7, 8 and 9. Node
+ * Starts the built server as its own process with `strays` open on the STRAY descriptors. Node
  * opens files close-on-exec, but descriptors handed over in `stdio` are duplicated into the child
  * without that flag: exactly what a supervisor that forgets its descriptors does.
  */
@@ -143,9 +159,6 @@ function startServerWithStrays(
   port: number,
   strays: { root: number; dir: number; file: number },
 ): ChildProcess {
-  const stdio: ("ignore" | "pipe" | number)[] = ["ignore", "pipe", "pipe"];
-  while (stdio.length < STRAY.root) stdio.push("ignore");
-  stdio.push(strays.root, strays.dir, strays.file);
   return spawn(
     process.execPath,
     [
@@ -161,7 +174,11 @@ function startServerWithStrays(
       "--log-level",
       "warn",
     ],
-    { cwd: REPO_ROOT, env: { ...process.env, SHELLS_IMAGES_DIR: IMAGES }, stdio },
+    {
+      cwd: REPO_ROOT,
+      env: { ...process.env, SHELLS_IMAGES_DIR: IMAGES },
+      stdio: strayStdio(strays),
+    },
   );
 }
 
@@ -225,6 +242,9 @@ describe.skipIf(skipReason !== null)("the sandbox walls, attacked through the re
     writeFileSync(join(markerDir, markerName), markerContent);
     probeFile = join(markerDir, "probe");
     writeFileSync(probeFile, "");
+    // Bait anyone may write: a leaked descriptor would let the shell's unprivileged uid create files.
+    chmodSync(markerDir, 0o777);
+    chmodSync(probeFile, 0o666);
 
     const strays = {
       root: openSync("/", "r"),
@@ -233,16 +253,7 @@ describe.skipIf(skipReason !== null)("the sandbox walls, attacked through the re
     };
     // The technique must really leave the descriptors open in a child, or the test proves nothing.
     const witness = spawnSync("sh", ["-c", `ls /proc/self/fd/${STRAY.dir}/`], {
-      stdio: [
-        "ignore",
-        "pipe",
-        "pipe",
-        "ignore",
-        "ignore",
-        "ignore",
-        "ignore",
-        ...Object.values(strays),
-      ],
+      stdio: strayStdio(strays),
       encoding: "utf8",
     });
     expect(witness.stdout, "a child started this way holds the marker directory").toContain(
