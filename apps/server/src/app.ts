@@ -19,7 +19,7 @@ import { AppError } from "./errors.js";
 import fastifyWebsocket from "@fastify/websocket";
 import { FileService } from "./orchestrator/file-service.js";
 import { ShellService } from "./orchestrator/shell-service.js";
-import { TermService } from "./orchestrator/term-service.js";
+import { TermService, selectTermProtocol } from "./orchestrator/term-service.js";
 import { InterpreterService } from "./orchestrator/interpreter-service.js";
 import { RunService } from "./orchestrator/run-service.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
@@ -126,7 +126,9 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     interpreters.close();
     await runs.drain();
   });
-  await app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 } });
+  await app.register(fastifyWebsocket, {
+    options: { maxPayload: 1024 * 1024, handleProtocols: selectTermProtocol },
+  });
   terms.register(app);
   const sendBytes = (reply: FastifyReply, type: string, bytes: Uint8Array) => {
     void reply

@@ -28,6 +28,8 @@ export {
   RunFrame,
   SeedFile,
   ShellPath,
+  TERM_PROTOCOL,
+  TERM_TOKEN_PROTOCOL_PREFIX,
   TermCredential,
 } from "./live.js";
 export { pageOf, type Page } from "./pages.js";

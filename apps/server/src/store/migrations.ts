@@ -288,6 +288,13 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
     },
   },
+  "0006_term_minting_key": {
+    async up(db: Kysely<unknown>) {
+      // The API key that minted a terminal credential: revoking it ends the credential and any
+      // terminal attached with it. Null for credentials minted by a console session or a JWT.
+      await db.schema.alterTable("term_credentials").addColumn("created_by_key_id", "text").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */
