@@ -205,7 +205,9 @@ describe("shells term", () => {
     expect(masked.exitCode).toBe(0);
     expect(masked.stdout).toMatch(/^token\s+sht_…[A-Za-z0-9_-]{4}$/m);
     expect(masked.stdout).toMatch(/^url\s+ws:\/\/\S+\/api\/v1\/term\/attach$/m);
-    expect(masked.stdout).toMatch(/^protocols\s+shells\.term\.v1, shells\.token\.sht_…[A-Za-z0-9_-]{4}$/m);
+    expect(masked.stdout).toMatch(
+      /^protocols\s+shells\.term\.v1, shells\.token\.sht_…[A-Za-z0-9_-]{4}$/m,
+    );
     expect(masked.stdout).toMatch(/^expires\s+in (5m|300s|299s) \(\d{4}-\d\d-\d\dT/m);
     expect(masked.stdout).not.toMatch(/sht_[A-Za-z0-9_-]{8,}/);
     expect(masked.stderr).toMatch(/--reveal/);

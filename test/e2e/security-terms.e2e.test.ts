@@ -65,7 +65,9 @@ function open(url: string, protocols: string[]): Promise<Terminal> {
     const socket = new WebSocket(url, protocols);
     let output = "";
     const closed = new Promise<{ code: number; reason: string; at: number }>((done) =>
-      socket.on("close", (code, reason) => done({ code, reason: reason.toString(), at: Date.now() })),
+      socket.on("close", (code, reason) =>
+        done({ code, reason: reason.toString(), at: Date.now() }),
+      ),
     );
     socket.on("message", (data, isBinary) => {
       const text = Buffer.from(data as Buffer).toString("utf8");
@@ -88,6 +90,16 @@ async function attachLive(credential: Credential): Promise<Terminal> {
   return term;
 }
 
+/** How `term` closed, failing when it is still open after `ms`. */
+function closedWithin(term: Terminal, ms: number): Promise<{ code: number; at: number }> {
+  return Promise.race([
+    term.closed,
+    new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new Error(`the terminal is still open after ${ms} ms`)), ms),
+    ),
+  ]);
+}
+
 async function activity(): Promise<string> {
   const res = await fetch(`${server.url}/api/v1/activity?limit=500`, {
     headers: { authorization: `Bearer ${server.token}` },
@@ -107,7 +119,7 @@ describe("terminal credentials end with their holder", () => {
 
     const revokedAt = Date.now();
     await owner.keys.revoke(key.id);
-    const closed = await term.closed;
+    const closed = await closedWithin(term, 5000);
     expect(closed.code).toBe(4003);
     expect(closed.at - revokedAt).toBeLessThan(2000);
     expect(term.output()).toMatch(/"type":"revoked".*API key that minted it was revoked/);
@@ -118,7 +130,9 @@ describe("terminal credentials end with their holder", () => {
 
     const history = await activity();
     expect(history).toMatch(
-      new RegExp(`"action":"shell\\.term\\.end".*?"credentialId":"${live.id}".*?"endedBy":"revoked"`),
+      new RegExp(
+        `"action":"shell\\.term\\.end".*?"credentialId":"${live.id}".*?"endedBy":"revoked"`,
+      ),
     );
   });
 
@@ -135,7 +149,7 @@ describe("terminal credentials end with their holder", () => {
 
     const removedAt = Date.now();
     await owner.members.remove(member.id);
-    const closed = await term.closed;
+    const closed = await closedWithin(term, 5000);
     expect(closed.code).toBe(4003);
     expect(closed.at - removedAt).toBeLessThan(2000);
 
@@ -156,7 +170,7 @@ describe("terminal credentials end with their holder", () => {
 
     const disabledAt = Date.now();
     await owner.members.update(member.id, { disabled: true });
-    const closed = await term.closed;
+    const closed = await closedWithin(term, 5000);
     expect(closed.code).toBe(4003);
     expect(closed.at - disabledAt).toBeLessThan(2000);
     expect(term.output()).toMatch(/its user was removed or disabled/);
