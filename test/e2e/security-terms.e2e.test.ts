@@ -225,7 +225,7 @@ describe("terminal tokens stay out of URLs, logs and history", () => {
 
 describe("terminal input is bounded", () => {
   it.skipIf(backend !== "container")(
-    "a process that never reads its terminal cannot grow the control plane with input",
+    `a process that never reads its terminal cannot grow the control plane with input (${NEEDS_CONTAINER})`,
     async () => {
       const term = await attachLive(await mint(server.token));
       // Raw mode and a sleeper: the terminal's input queue fills and the pty stops taking input.

@@ -136,8 +136,8 @@ export function CredentialsDialog({
           </div>
           <p className="text-xs text-zinc-500 dark:text-zinc-400">
             Single-use and short-lived: attach its WebSocket URL before it expires, offering the
-            subprotocols <span className="font-mono">shells.term.v1, shells.token.&lt;token&gt;</span>{" "}
-            (or run{" "}
+            subprotocols{" "}
+            <span className="font-mono">shells.term.v1, shells.token.&lt;token&gt;</span> (or run{" "}
             <span className="font-mono">shells term {"<shell>"}</span>, which mints its own). The
             server keeps only a hash; nothing durable is left to steal.
           </p>

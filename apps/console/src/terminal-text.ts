@@ -1,4 +1,5 @@
 /** C0 controls, DEL and C1 controls: every character a terminal may act on rather than print. */
+// eslint-disable-next-line no-control-regex -- finding control characters is the point
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
 
 /**

@@ -1,8 +1,4 @@
-import {
-  TERM_PROTOCOL,
-  TERM_TOKEN_PROTOCOL_PREFIX,
-  type TermCredential,
-} from "@shells/contract";
+import { TERM_PROTOCOL, TERM_TOKEN_PROTOCOL_PREFIX, type TermCredential } from "@shells/contract";
 import type { SandboxProcess } from "@shells/sandbox";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import type { Kysely } from "kysely";
@@ -371,8 +367,7 @@ export class TermService {
       socket.close(code, message.slice(0, 120));
     };
     const expiry = setTimeout(
-      () =>
-        live.end(CLOSE.expired, "expired", "the terminal credential expired; mint a new one"),
+      () => live.end(CLOSE.expired, "expired", "the terminal credential expired; mint a new one"),
       Math.max(0, grant.expiresAt - Date.now()),
     );
     // Revoking the minting key and every way of offboarding the holder (removal, disabling,

@@ -292,7 +292,10 @@ const MIGRATIONS: Record<string, Migration> = {
     async up(db: Kysely<unknown>) {
       // The API key that minted a terminal credential: revoking it ends the credential and any
       // terminal attached with it. Null for credentials minted by a console session or a JWT.
-      await db.schema.alterTable("term_credentials").addColumn("created_by_key_id", "text").execute();
+      await db.schema
+        .alterTable("term_credentials")
+        .addColumn("created_by_key_id", "text")
+        .execute();
     },
   },
 };
