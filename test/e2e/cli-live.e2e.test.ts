@@ -204,7 +204,10 @@ describe("shells term", () => {
     const masked = await shells(["term", shell.id, "--print-credential"]);
     expect(masked.exitCode).toBe(0);
     expect(masked.stdout).toMatch(/^token\s+sht_…[A-Za-z0-9_-]{4}$/m);
-    expect(masked.stdout).toMatch(/^url\s+ws:\/\/.*token=sht_…[A-Za-z0-9_-]{4}/m);
+    expect(masked.stdout).toMatch(/^url\s+ws:\/\/\S+\/api\/v1\/term\/attach$/m);
+    expect(masked.stdout).toMatch(
+      /^protocols\s+shells\.term\.v1, shells\.token\.sht_…[A-Za-z0-9_-]{4}$/m,
+    );
     expect(masked.stdout).toMatch(/^expires\s+in (5m|300s|299s) \(\d{4}-\d\d-\d\dT/m);
     expect(masked.stdout).not.toMatch(/sht_[A-Za-z0-9_-]{8,}/);
     expect(masked.stderr).toMatch(/--reveal/);
@@ -215,7 +218,8 @@ describe("shells term", () => {
     const revealed = await shells(["term", shell.id, "--print-credential", "--reveal"]);
     const token = /^token\s+(\S+)$/m.exec(revealed.stdout)?.[1];
     expect(token).toMatch(/^sht_[A-Za-z0-9_-]{20,}$/);
-    expect(revealed.stdout).toContain(`token=${token}`);
+    expect(revealed.stdout).toContain(`shells.token.${token}`);
+    expect(revealed.stdout).not.toContain(`token=`);
   });
 
   it("refuses --reveal without --print-credential", async () => {

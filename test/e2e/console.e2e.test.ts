@@ -163,6 +163,30 @@ describe("the web console", () => {
     expect(await page.evaluate("document.documentElement.classList.contains('dark')")).toBe(true);
   }, 150_000);
 
+  it("prints control sequences from a command string in the activity terminal as inert text", async () => {
+    const owner = new ShellsClient({ baseUrl: server.url, token: server.token });
+    const shell = await owner.get(SHELL_NAME);
+    await page.locator(`tr[data-shell-name="${SHELL_NAME}"]`).click();
+    const sheet = page.getByRole("dialog", { name: "Shell details" });
+    // The terminal's rows as one text: a line wrapped across rows reads whole.
+    const screen = sheet.getByTestId("activity-terminal").locator(".xterm-rows");
+    await expect.poll(() => screen.textContent(), { timeout: 10_000 }).toMatch(/shell\./);
+    // A hyperlink (OSC 8) around "click", then clear-screen: neither may act in the console.
+    const hostile = "\x1b]8;;http://evil\x07click\x1b]8;;\x07\x1b[2J";
+    await owner.exec(shell.id, { command: ["true", hostile] });
+    await expect
+      .poll(() => screen.textContent(), { timeout: 30_000 })
+      .toContain("␛]8;;http://evil␇click␛]8;;␇␛[2J");
+    // Nothing was cleared: the rows above the event still show what was written before it.
+    const rows = await screen.locator(":scope > div").allTextContents();
+    let upTo = "";
+    const eventRow = rows.findIndex((row) => (upTo += row).includes("command=true"));
+    expect(eventRow).toBeGreaterThan(0);
+    expect(rows.slice(0, eventRow).filter((row) => row.trim() !== "").length).toBeGreaterThan(0);
+    expect(await sheet.getByTestId("activity-terminal").locator("a").count()).toBe(0);
+    await sheet.getByRole("button", { name: "Close details" }).click();
+  }, 60_000);
+
   it("shows a viewer the fleet and the pages, but no button it cannot use", async () => {
     const owner = new ShellsClient({ baseUrl: server.url, token: server.token });
     const member = await owner.members.create({ email: "viewer@example.com", role: "viewer" });

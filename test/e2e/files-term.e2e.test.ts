@@ -154,9 +154,12 @@ interface Terminal {
   closed: Promise<{ code: number; reason: string }>;
 }
 
-function attach(url: string): Promise<Terminal> {
+function attach(credential: { url: string; token: string }): Promise<Terminal> {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(url);
+    const socket = new WebSocket(credential.url, [
+      "shells.term.v1",
+      `shells.token.${credential.token}`,
+    ]);
     let output = "";
     const closed = new Promise<{ code: number; reason: string }>((done) =>
       socket.on("close", (code, reason) => done({ code, reason: reason.toString() })),
@@ -183,7 +186,7 @@ describe("terminal credentials and the PTY WebSocket", () => {
     expect(credential.token).toMatch(/^sht_/);
     expect(Date.parse(credential.expiresAt) - Date.now()).toBeGreaterThan(4 * 60 * 1000);
     expect(credential.url.startsWith("ws://127.0.0.1:")).toBe(true);
-    const term = await attach(credential.url);
+    const term = await attach(credential);
     term.socket.send(Buffer.from("tty\r"), { binary: true });
     await expect.poll(() => term.output(), { timeout: 5000 }).toMatch(/\/dev\/pts\/\d+/);
     term.socket.send(JSON.stringify({ type: "resize", cols: 120, rows: 40 }));
@@ -195,7 +198,7 @@ describe("terminal credentials and the PTY WebSocket", () => {
     await expect.poll(() => term.output(), { timeout: 5000 }).toMatch(/"type":"exit","exitCode":0/);
     expect((await term.closed).code).toBe(1000);
 
-    const again = await attach(credential.url);
+    const again = await attach(credential);
     expect((await again.closed).code).toBe(4401);
   });
 
@@ -206,7 +209,7 @@ describe("terminal credentials and the PTY WebSocket", () => {
       new Date(Date.now() - 1000).toISOString(),
       stale.id,
     );
-    const refused = await attach(stale.url);
+    const refused = await attach(stale);
     expect((await refused.closed).code).toBe(4401);
 
     const short = await mint();
@@ -215,7 +218,7 @@ describe("terminal credentials and the PTY WebSocket", () => {
       short.id,
     );
     db.close();
-    const term = await attach(short.url);
+    const term = await attach(short);
     const { code } = await term.closed;
     expect(code).toBe(4001);
     expect(term.output()).toMatch(/expired/);
@@ -223,7 +226,7 @@ describe("terminal credentials and the PTY WebSocket", () => {
 
   it("never shows the token outside the mint response: not in activity, logs or other responses", async () => {
     const credential = await mint();
-    const term = await attach(credential.url);
+    const term = await attach(credential);
     term.socket.close();
     await term.closed;
     const activity = await (await api("/api/v1/activity?limit=500")).text();

@@ -1,4 +1,5 @@
 import { loadConfig, startServer, type RunningServer } from "@shells/server";
+import type { FastifyBaseLogger as Logger } from "fastify";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,7 +20,7 @@ export interface TestServer {
  * real sandboxes pass `backend: "container"`.
  */
 export async function startTestServer(
-  options: { backend?: "simulator" | "container"; dataDir?: string } = {},
+  options: { backend?: "simulator" | "container"; dataDir?: string; logger?: Logger } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "shells-e2e-"));
   const config = loadConfig(
@@ -41,7 +42,7 @@ export async function startTestServer(
       SHELLS_IMAGES_DIR: process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images",
     },
   );
-  const server = await startServer(config);
+  const server = await startServer(config, options.logger ? { logger: options.logger } : {});
   const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
   return {
     url: server.url,

@@ -231,7 +231,7 @@ describe.each([
       result,
     );
     expect(credential.token).toMatch(/^sht_/);
-    expect(credential.url).toMatch(/^ws:\/\/.*\/api\/v1\/term\/attach\?token=/);
+    expect(credential.url).toMatch(/^ws:\/\/.*\/api\/v1\/term\/attach$/);
     expect(Date.parse(credential.expiresAt)).toBeGreaterThan(Date.now());
     const mints: ActivityEvent[] = [];
     for await (const event of owner.activity({ action: "shell.term.mint" })) mints.push(event);

@@ -2,6 +2,7 @@ import type { Shell, TerminalCredential } from "@l1fe/shells";
 import type { Terminal } from "@xterm/xterm";
 import { useCallback, useEffect, useState } from "react";
 import type { Session } from "./session.js";
+import { inertText } from "./terminal-text.js";
 import { TerminalView } from "./terminal-view.js";
 import { useNow } from "./use-poll.js";
 import { Button, Dialog, ErrorNote, describeError } from "./ui.js";
@@ -89,9 +90,11 @@ export function CredentialsDialog({
       input.dispose();
       resize.dispose();
       const why = closed.error ? `${closed.error.code}: ${closed.error.message}` : closed.reason;
-      terminal.writeln(`\r\n\x1b[2m[disconnected: ${why || `code ${closed.code}`}]\x1b[0m`);
+      terminal.writeln(
+        `\r\n\x1b[2m[disconnected: ${inertText(why || `code ${closed.code}`)}]\x1b[0m`,
+      );
     } catch (error) {
-      terminal.writeln(`\r\n\x1b[31m${describeError(error)}\x1b[0m`);
+      terminal.writeln(`\r\n\x1b[31m${inertText(describeError(error))}\x1b[0m`);
     }
     setConnection("closed");
     setHangUp(null);
@@ -132,7 +135,9 @@ export function CredentialsDialog({
             <Button onClick={() => void mint()}>Mint new</Button>
           </div>
           <p className="text-xs text-zinc-500 dark:text-zinc-400">
-            Single-use and short-lived: attach its WebSocket URL before it expires (or run{" "}
+            Single-use and short-lived: attach its WebSocket URL before it expires, offering the
+            subprotocols{" "}
+            <span className="font-mono">shells.term.v1, shells.token.&lt;token&gt;</span> (or run{" "}
             <span className="font-mono">shells term {"<shell>"}</span>, which mints its own). The
             server keeps only a hash; nothing durable is left to steal.
           </p>

@@ -11,6 +11,7 @@ import type { Terminal } from "@xterm/xterm";
 import { useCallback, useEffect, useRef, useState } from "react";
 import { CredentialsDialog } from "./credentials-dialog.js";
 import { canControl, type Session } from "./session.js";
+import { inertText } from "./terminal-text.js";
 import { TerminalView } from "./terminal-view.js";
 import { usePoll } from "./use-poll.js";
 import { Button, Dialog, ErrorNote, StatusBadge, describeError, fieldClass } from "./ui.js";
@@ -48,6 +49,10 @@ function clock(iso: string): string {
   return new Date(iso).toLocaleTimeString([], { hour12: false });
 }
 
+/**
+ * One activity event as a line of the activity terminal. Everything but the console's own styling
+ * is untrusted (details carry command strings and sandbox output) and goes through `inertText`.
+ */
 function eventLine(event: ActivityEvent): string {
   const color =
     event.outcome === "success" ? ansi.green : event.outcome === "denied" ? ansi.yellow : ansi.red;
@@ -56,7 +61,7 @@ function eventLine(event: ActivityEvent): string {
     .slice(0, 4)
     .map(([key, value]) => `${key}=${String(value)}`)
     .join(" ");
-  return `${ansi.dim}${clock(event.time)}${ansi.reset} ${color}${event.outcome.padEnd(7)}${ansi.reset} ${ansi.bold}${event.action}${ansi.reset} ${ansi.dim}by ${event.actor.type}:${event.actor.id}${details ? ` · ${details}` : ""}${ansi.reset}`;
+  return `${ansi.dim}${clock(event.time)}${ansi.reset} ${color}${inertText(event.outcome.padEnd(7))}${ansi.reset} ${ansi.bold}${inertText(event.action)}${ansi.reset} ${ansi.dim}by ${inertText(`${event.actor.type}:${event.actor.id}`)}${details ? ` · ${inertText(details)}` : ""}${ansi.reset}`;
 }
 
 /**
@@ -94,7 +99,7 @@ export function ShellSheet({
   const onTerminalReady = useCallback(
     (terminal: Terminal) => {
       terminalRef.current = terminal;
-      terminal.writeln(`${ansi.dim}activity · ${shellId}${ansi.reset}`);
+      terminal.writeln(`${ansi.dim}activity · ${inertText(shellId)}${ansi.reset}`);
       for (const line of backlog.current.splice(0)) terminal.writeln(line);
       return () => {
         terminalRef.current = null;
@@ -131,12 +136,14 @@ export function ShellSheet({
   const report = (capability: string, outcome: ActionResult | PendingApproval) => {
     if (isPendingApproval(outcome)) {
       setPending(outcome);
-      write(`${ansi.yellow}⏸ ${capability}: ${outcome.message}${ansi.reset}`);
+      write(`${ansi.yellow}⏸ ${capability}: ${inertText(outcome.message)}${ansi.reset}`);
       return;
     }
-    write(`${ansi.cyan}→ ${capability}: ${outcome.message}${ansi.reset}`);
+    write(`${ansi.cyan}→ ${capability}: ${inertText(outcome.message)}${ansi.reset}`);
     for (const entry of outcome.logs ?? []) {
-      write(`${ansi.dim}${clock(entry.time)} [${entry.kind}]${ansi.reset} ${entry.message}`);
+      write(
+        `${ansi.dim}${clock(entry.time)} [${inertText(entry.kind)}]${ansi.reset} ${inertText(entry.message)}`,
+      );
     }
   };
 
@@ -156,7 +163,7 @@ export function ShellSheet({
       onChanged();
     } catch (error) {
       setActionError(error);
-      write(`${ansi.red}✗ ${capability}: ${describeError(error)}${ansi.reset}`);
+      write(`${ansi.red}✗ ${capability}: ${inertText(describeError(error))}${ansi.reset}`);
     } finally {
       setBusy(null);
     }

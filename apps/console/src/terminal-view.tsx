@@ -23,6 +23,12 @@ const DARK_THEME = {
 /**
  * An xterm.js surface, always dark. `onReady` receives the terminal once it is open; the caller
  * writes to it (activity) or wires it to a PTY (credentials). It fits its box and follows resizes.
+ *
+ * A PTY surface interprets what the attached shell writes, as any terminal does; what it may do
+ * beyond the screen stays xterm's safe default: OSC 52 clipboard writes are ignored (only the
+ * clipboard addon, not loaded, handles them) and OSC 8 hyperlinks open only on the user's click,
+ * only for http(s), after a confirmation, without an opener. Text written to the activity surface
+ * is made inert first (`inertText`), so nothing in it is interpreted at all.
  */
 export function TerminalView({
   onReady,

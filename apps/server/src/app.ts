@@ -13,7 +13,7 @@ import { Reconciler } from "./orchestrator/reconciler.js";
 import { RunService } from "./orchestrator/run-service.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { ShellService } from "./orchestrator/shell-service.js";
-import { TermService } from "./orchestrator/term-service.js";
+import { TermService, selectTermProtocol } from "./orchestrator/term-service.js";
 import { agentGateHandlers } from "./routes/agent-gate-routes.js";
 import { approvalHandlers } from "./routes/approval-routes.js";
 import { registerAuthRoutes } from "./routes/auth-routes.js";
@@ -127,7 +127,9 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
 
   const limit = { failureLimit: config.authFailureLimit, windowMs };
   const authenticate = await registerRequestAuth(app, { db, failures, oidc, ...limit });
-  await app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 } });
+  await app.register(fastifyWebsocket, {
+    options: { maxPayload: 1024 * 1024, handleProtocols: selectTermProtocol },
+  });
   registerTerminalAttach(app, terms);
   registerRoutes(
     app,

@@ -28,9 +28,12 @@ export function redactUrl(url: string): string {
   return url.replace(SECRET_QUERY, "$1[redacted]").replace(ISSUED_TOKEN_PATTERN, "[redacted]");
 }
 
-/** The server's structured logger. Request lines show the method and a redacted URL, no headers. */
-export function createLogger(level: string): Logger {
-  return pino({
+/**
+ * The server's structured logger. Request lines show the method and a redacted URL, no headers.
+ * Lines go to `destination` when given (tests read what the server logs), else to stdout.
+ */
+export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
+  const options: pino.LoggerOptions = {
     level,
     redact: { paths: REDACTED_PATHS, censor: "[redacted]" },
     serializers: {
@@ -41,5 +44,6 @@ export function createLogger(level: string): Logger {
         remoteAddress: req.ip,
       }),
     },
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }

@@ -31,6 +31,8 @@ export {
   SeedFile,
   ShellPath,
   SkippedArtifact,
+  TERM_PROTOCOL,
+  TERM_TOKEN_PROTOCOL_PREFIX,
   TermCredential,
 } from "./live.js";
 export { pageOf, type Page } from "./pages.js";

@@ -214,7 +214,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
     title: "Mint a terminal credential",
     description: [
       "Mint a short-lived, single-use credential that attaches an interactive terminal (a real PTY running a login shell) to a running shell.",
-      "Result: `{ id, token, url, expiresAt }`. `url` is a WebSocket: binary frames carry terminal bytes both ways; text frames are JSON control messages (resize, signal). The first attach consumes the token and the connection ends when it expires (default 5 minutes).",
+      "Result: `{ id, token, url, expiresAt }`. `url` is a WebSocket (it holds no secret): open it offering the subprotocols `shells.term.v1, shells.token.<token>` (a token in the URL is refused). Binary frames carry terminal bytes both ways; text frames are JSON control messages (resize, signal). The first attach consumes the token and the connection ends when it expires (default 5 minutes) or when the key that minted it is revoked.",
       "Treat the token as a secret: do not log or store it; mint a new one when you need it again.",
     ].join("\n"),
     annotations: {
@@ -226,7 +226,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
     fields: { shell: SHELL_FIELD },
     render: (credential) => ({
       structuredContent: { ...credential },
-      text: `Terminal credential ${credential.id} minted; attach within its lifetime at the returned url (expires ${credential.expiresAt}). The token is shown only here.`,
+      text: `Terminal credential ${credential.id} minted; attach within its lifetime at the returned url, offering the subprotocols shells.term.v1 and shells.token.<token> (expires ${credential.expiresAt}). The token is shown only here.`,
     }),
   },
   shells_interpreter: {

@@ -402,7 +402,8 @@ export class ShellsClient {
   /**
    * Mints a short-lived, single-use credential for a terminal on the shell and answers it with
    * `attach()`, which opens the WebSocket to a PTY running a login shell. The token is in this
-   * answer only (the server keeps a hash); treat it as a secret.
+   * answer only (the server keeps a hash); treat it as a secret. `attach()` presents it as a
+   * WebSocket subprotocol: the `url` holds no secret, and a token put in a URL is refused.
    *
    * ```ts
    * const term = await shells.term(shell.id);

@@ -1,4 +1,9 @@
-import type { KillReason, TermCredential } from "@shells/contract";
+import {
+  TERM_PROTOCOL,
+  TERM_TOKEN_PROTOCOL_PREFIX,
+  type KillReason,
+  type TermCredential,
+} from "@shells/contract";
 import { ConnectionError } from "./errors.js";
 
 /** Signals a terminal can deliver to the shell's foreground process group. */
@@ -17,8 +22,10 @@ export interface TerminalAttachOptions {
 /** How a terminal connection ended. */
 export interface TerminalClose {
   /**
-   * The WebSocket close code: 1000 the shell ended, 4001 the credential expired, 4401 the
-   * credential was refused (unknown, used or expired before attaching), 1011 the server failed.
+   * The WebSocket close code: 1000 the shell ended, 4001 the credential expired, 4003 the
+   * credential was revoked (the API key that minted it was revoked or its holder offboarded), 4401
+   * the credential was refused (unknown, used, expired or revoked before attaching), 1001 the
+   * server shut down, 1011 the server failed.
    */
   code: number;
   reason: string;
@@ -50,7 +57,7 @@ interface WebSocketLike {
   onclose: ((event: { code: number; reason: string }) => void) | null;
   onerror: ((event: unknown) => void) | null;
 }
-type WebSocketConstructor = new (url: string) => WebSocketLike;
+type WebSocketConstructor = new (url: string, protocols: string[]) => WebSocketLike;
 
 const OPEN = 1;
 
@@ -77,7 +84,11 @@ async function webSocketConstructor(): Promise<WebSocketConstructor> {
   }
 }
 
-/** Attaches to a credential's WebSocket URL. */
+/**
+ * Attaches to a credential's WebSocket URL. The token goes as the subprotocol
+ * `shells.token.<token>` next to `shells.term.v1`, never in the URL (where logs would keep it);
+ * the server selects only `shells.term.v1`.
+ */
 export async function attachTerminal(
   credential: TermCredential,
   options: TerminalAttachOptions = {},
@@ -86,7 +97,11 @@ export async function attachTerminal(
   if (options.cols !== undefined) url.searchParams.set("cols", String(options.cols));
   if (options.rows !== undefined) url.searchParams.set("rows", String(options.rows));
   const WebSocketImpl = await webSocketConstructor();
-  const connection = new TerminalConnection(new WebSocketImpl(url.toString()), options.signal);
+  const protocols = [TERM_PROTOCOL, `${TERM_TOKEN_PROTOCOL_PREFIX}${credential.token}`];
+  const connection = new TerminalConnection(
+    new WebSocketImpl(url.toString(), protocols),
+    options.signal,
+  );
   await connection.opened;
   return connection;
 }
@@ -219,7 +234,7 @@ export class TerminalConnection implements AsyncIterable<Uint8Array> {
     this.#wake?.();
   }
 
-  /** Text frames from the server are control messages: `exit`, `expired`, `error`. */
+  /** Text frames from the server are control messages: `exit`, `expired`, `revoked`, `error`. */
   #controlMessage(text: string): void {
     let message: unknown;
     try {
@@ -233,7 +248,7 @@ export class TerminalConnection implements AsyncIterable<Uint8Array> {
     if (type === "exit" && typeof exitCode === "number") {
       this.#exitCode = exitCode;
       if (typeof killReason === "string") this.#killReason = killReason as KillReason;
-    } else if (type === "error" || type === "expired") {
+    } else if (type === "error" || type === "expired" || type === "revoked") {
       this.#error = {
         code: typeof code === "string" ? code : type,
         message: typeof messageText === "string" ? messageText : String(type),

@@ -1,4 +1,5 @@
 import type { TerminalConnection, TerminalCredential } from "@l1fe/shells";
+import { TERM_PROTOCOL, TERM_TOKEN_PROTOCOL_PREFIX } from "@shells/contract";
 import type { Command } from "commander";
 import type { CliContext, CliIo } from "../context.js";
 import { CliError, USAGE_EXIT_CODE } from "../errors.js";
@@ -13,16 +14,20 @@ interface TermFlags {
   reveal?: boolean;
 }
 
-/** The credential as `--print-credential` shows it: the token masked (in the URL too) unless revealed. */
+/**
+ * The credential as `--print-credential` shows it: the token masked unless revealed. The URL holds
+ * no secret; the token goes in the WebSocket subprotocol `shells.token.<token>`.
+ */
 export function displayedCredential(
   credential: TerminalCredential,
   reveal: boolean,
-): { id: string; token: string; url: string; expiresAt: string } {
+): { id: string; token: string; url: string; protocols: string; expiresAt: string } {
   const token = reveal ? credential.token : maskSecret(credential.token);
   return {
     id: credential.id,
     token,
-    url: credential.url.split(credential.token).join(token),
+    url: credential.url,
+    protocols: `${TERM_PROTOCOL}, ${TERM_TOKEN_PROTOCOL_PREFIX}${token}`,
     expiresAt: credential.expiresAt,
   };
 }
@@ -44,8 +49,12 @@ export function registerTermCommand(program: Command, ctx: CliContext): void {
       [
         "",
         "The credential is single-use and expires after the org's term TTL (default 5 minutes);",
-        "the connection ends when it expires. With a terminal, keys (Ctrl-C too) go to the remote",
-        "shell and window size changes follow; piped input is sent once the shell has prompted.",
+        "the connection ends when it expires, or at once when the key that minted it is revoked or",
+        "its holder is offboarded. With a terminal, keys (Ctrl-C too) go to the remote shell and",
+        "window size changes follow; piped input is sent once the shell has prompted.",
+        "",
+        "To attach a printed credential with another client, open its url offering the WebSocket",
+        "subprotocols `shells.term.v1, shells.token.<token>`; a token in the URL is refused.",
       ].join("\n"),
     )
     .action(async (id: string, flags: TermFlags) => {
@@ -68,6 +77,7 @@ function printCredential(ctx: CliContext, credential: TerminalCredential, reveal
       ["credential", shown.id],
       ["token", shown.token],
       ["url", shown.url],
+      ["protocols", shown.protocols],
       ["expires", `in ${formatTimeUntil(shown.expiresAt, ctx.now())} (${shown.expiresAt})`],
     ]),
   );
@@ -137,6 +147,12 @@ async function attachLocalTerminal(
   if (closed.code === 4001) {
     ctx.printErr(
       `shells: the terminal credential expired and the connection ended; attach again with \`shells term ${shellId}\``,
+    );
+    return 1;
+  }
+  if (closed.code === 4003) {
+    ctx.printErr(
+      `shells: ${closed.error?.message ?? "the terminal credential was revoked"}; the connection ended`,
     );
     return 1;
   }

@@ -314,6 +314,16 @@ const MIGRATIONS: Record<string, Migration> = {
       );
     },
   },
+  "0007_term_minting_key": {
+    async up(db: Kysely<unknown>) {
+      // The API key that minted a terminal credential: revoking it ends the credential and any
+      // terminal attached with it. Null for credentials minted by a console session or a JWT.
+      await db.schema
+        .alterTable("term_credentials")
+        .addColumn("created_by_key_id", "text")
+        .execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

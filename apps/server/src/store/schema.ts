@@ -224,6 +224,8 @@ export interface TermCredentialTable {
   token_hash: string;
   created_by_type: "user" | "agent";
   created_by_id: string;
+  /** The API key that minted it (null for a session or JWT): its revocation ends the credential. */
+  created_by_key_id: string | null;
   created_at: string;
   expires_at: string;
   /** Set by the first attach: a credential works once. */
