@@ -10,6 +10,7 @@
  * - A process-count kill ends the exec that filled the limit, not an innocent one beside it, and a
  *   detached fork bomb does not leave the shell unusable.
  */
+import { TERM_PROTOCOL, TERM_TOKEN_PROTOCOL_PREFIX } from "@shells/contract";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import {
   chmodSync,
@@ -198,9 +199,10 @@ async function waitReady(url: string, child: ChildProcess, log: () => string): P
 /** A terminal attached over the PTY WebSocket, its output so far, and its end. */
 function attachTerminal(
   url: string,
+  token: string,
 ): Promise<{ socket: WebSocket; output: () => string; closed: Promise<number> }> {
   return new Promise((done, fail) => {
-    const socket = new WebSocket(url);
+    const socket = new WebSocket(url, [TERM_PROTOCOL, `${TERM_TOKEN_PROTOCOL_PREFIX}${token}`]);
     let output = "";
     const closed = new Promise<number>((ended) => socket.on("close", (code) => ended(code)));
     socket.on("message", (data) => {
@@ -336,9 +338,13 @@ describe.skipIf(skipReason !== null)("the sandbox walls, attacked through the re
   }, 60_000);
 
   it("terminal: the same attack typed into a PTY", async () => {
-    const credential = await call<{ url: string }>(api, "POST", `/api/v1/shells/${shellId}/term`);
+    const credential = await call<{ url: string; token: string }>(
+      api,
+      "POST",
+      `/api/v1/shells/${shellId}/term`,
+    );
     expect(credential.status, credential.text).toBe(201);
-    const term = await attachTerminal(credential.body.url);
+    const term = await attachTerminal(credential.body.url, credential.body.token);
     // Typed as one line so the echo of the input never contains the end marker unbroken.
     const line = `${FD_ATTACK.replace("echo attack-over", "echo attack-$((40+2))-over")
       .split("\n")

@@ -2,11 +2,11 @@ import { TERM_PROTOCOL, TERM_TOKEN_PROTOCOL_PREFIX, type TermCredential } from "
 import type { SandboxProcess } from "@shells/sandbox";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import type { Kysely } from "kysely";
-import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { RawData, WebSocket } from "ws";
 import { AppError } from "../errors.js";
 import { activeHolderRole, actorOf, type Caller } from "../iam/principal.js";
-import { newId, nowIso, sha256Hex } from "../ids.js";
+import { mintTermToken, parseTermToken, tokenMatches } from "../iam/tokens.js";
+import { nowIso } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { PolicyService } from "../services/policy-service.js";
 import type { Database } from "../store/schema.js";
@@ -15,7 +15,6 @@ import type { ShellService } from "./shell-service.js";
 /** Path of the WebSocket that attaches a terminal. */
 export const TERM_ATTACH_PATH = "/api/v1/term/attach";
 
-const TOKEN = /^sht_([0-9a-z]{12})_([A-Za-z0-9_-]{43})$/;
 /** A terminal width the server accepts (10–500 columns). */
 const terminalCols = (cols: number) => Math.min(500, Math.max(10, cols));
 /** A terminal height the server accepts (5–200 rows). */
@@ -109,8 +108,7 @@ export class TermService {
   async mint(caller: Caller, idOrName: string, baseUrl: string): Promise<TermCredential> {
     const shell = await this.shells.runningSandbox(caller, idOrName);
     const policy = await this.policies.get(caller.orgId);
-    const id = newId("term");
-    const token = `sht_${id.slice(5)}_${randomBytes(32).toString("base64url")}`;
+    const { credentialId: id, token, tokenHash: hash } = mintTermToken();
     const now = Date.now();
     const expiresAt = new Date(now + policy.termCredentialTtlSeconds * 1000).toISOString();
     await this.db
@@ -119,7 +117,7 @@ export class TermService {
         id,
         org_id: caller.orgId,
         shell_id: shell.shellId,
-        token_hash: sha256Hex(token),
+        token_hash: hash,
         created_by_type: caller.actor.type,
         created_by_id: caller.actor.id,
         created_by_key_id: caller.keyId,
@@ -185,17 +183,15 @@ export class TermService {
    * `refusal`, a valid token is consumed and refused anyway (a token that was exposed).
    */
   async #consume(token: string, refusal?: string): Promise<Attachment> {
-    const match = TOKEN.exec(token);
-    const row = match
+    const presented = parseTermToken(token);
+    const row = presented
       ? await this.db
           .selectFrom("term_credentials")
           .selectAll()
-          .where("id", "=", `term-${match[1]}`)
+          .where("id", "=", presented.credentialId)
           .executeTakeFirst()
       : undefined;
-    const presented = Buffer.from(sha256Hex(token), "hex");
-    const valid =
-      row !== undefined && timingSafeEqual(presented, Buffer.from(row.token_hash, "hex"));
+    const valid = row !== undefined && tokenMatches(token, row.token_hash);
     const refuse = async (reason: string): Promise<never> => {
       if (row) {
         await this.activity.record({
