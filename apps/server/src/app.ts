@@ -108,6 +108,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     region: config.region,
     policies,
     gate,
+    dataDir: config.dataDir,
   });
   const iam = new IamService(db, activity, policies);
   const files = new FileService(shells, activity);

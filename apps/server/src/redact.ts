@@ -7,7 +7,8 @@
 const ISSUED_CREDENTIALS = /\b(shk|sht)_[0-9a-z]{12}_[A-Za-z0-9_-]{43}\b/g;
 
 /** Environment variable names whose values are treated as secrets. */
-const SECRET_NAME = /TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|API_?KEY|PRIVATE|CREDENTIAL|AUTH/i;
+const SECRET_NAME =
+  /TOKEN|SECRET|PASS|PRIVATE|CREDENTIAL|AUTH|API_?KEY|(^|_)KEY$|(^|_)PAT$|DATABASE_URL|_DSN$/i;
 
 /** The values of `env` whose names look like secrets (long enough to be worth masking). */
 export function secretValues(env: Record<string, string>): string[] {
