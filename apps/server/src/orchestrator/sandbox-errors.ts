@@ -1,4 +1,4 @@
-import { SandboxError } from "@shells/sandbox";
+import { SandboxError, type SandboxBackend } from "@shells/sandbox";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import { AppError } from "../errors.js";
 
@@ -58,4 +58,26 @@ export function toApiError(error: unknown, shellId: string, logger: Logger): App
 /** An error's message, for logs and failure records. */
 export function describeError(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Calls the backend that holds a shell, with its errors translated by `toApiError`. A shell whose
+ * backend is not configured on this server answers `backend_failed`.
+ */
+export async function callBackend<T>(
+  backend: SandboxBackend | undefined,
+  shell: { id: string; name: string; backend: string },
+  fn: (backend: SandboxBackend) => Promise<T>,
+  logger: Logger,
+): Promise<T> {
+  if (!backend)
+    throw new AppError(
+      "backend_failed",
+      `The ${shell.backend} backend that holds shell ${shell.name} is not configured on this server.`,
+    );
+  try {
+    return await fn(backend);
+  } catch (error) {
+    throw toApiError(error, shell.id, logger);
+  }
 }

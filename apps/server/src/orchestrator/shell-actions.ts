@@ -9,10 +9,18 @@ import type {
   ShellStatus,
   Snapshot,
 } from "@shells/contract";
-import { SandboxError, type SandboxBackend, type SandboxInfo } from "@shells/sandbox";
+import {
+  SandboxError,
+  type SandboxBackend,
+  type SandboxSpec,
+  type SandboxInfo,
+} from "@shells/sandbox";
+import type { FastifyBaseLogger as Logger } from "fastify";
 import type { Kysely } from "kysely";
 import { AppError } from "../errors.js";
-import type { Caller } from "../iam/principal.js";
+import { actorOf, type Caller } from "../iam/principal.js";
+import type { ActivityService } from "../services/activity-service.js";
+import { describeError, toApiError } from "./sandbox-errors.js";
 import type { Database } from "../store/schema.js";
 import type { ShellRow, ShellStateFields } from "../store/shells-store.js";
 import { tailShellLogs } from "../store/shell-logs-store.js";
@@ -25,6 +33,8 @@ import {
 /** What running a capability needs from the shell service. */
 export interface ActionContext {
   db: Kysely<Database>;
+  activity: ActivityService;
+  logger: Logger;
   policy(orgId: string): Promise<OrgPolicy>;
   call<T>(row: ShellRow, fn: (backend: SandboxBackend) => Promise<T>): Promise<T>;
   setState(row: ShellRow, fields: ShellStateFields): Promise<void>;
@@ -39,6 +49,57 @@ export interface Performed {
 }
 
 const MiB = 1024 * 1024;
+
+/**
+ * Brings a new shell's sandbox up on its backend and records the outcome: `running`, or `error`
+ * with the reason. The secret environment is not part of `spec`: the backend keeps a shell's env
+ * on disk, so secrets join each exec's environment instead.
+ */
+export async function provisionShell(
+  ctx: ActionContext,
+  caller: Caller,
+  row: ShellRow,
+  backend: SandboxBackend,
+  spec: SandboxSpec,
+): Promise<void> {
+  const record = (outcome: "success" | "failure", details: Record<string, unknown>) =>
+    ctx.activity.record({
+      orgId: caller.orgId,
+      actor: actorOf(caller),
+      action: "shell.create",
+      target: { type: "shell", id: row.id },
+      outcome,
+      details,
+    });
+  try {
+    const info = await backend.create(spec);
+    await ctx.setState(row, {
+      status: "running",
+      status_reason: null,
+      image_version: info.imageVersion,
+    });
+    await ctx.log(
+      row,
+      "system",
+      `created (${spec.runtime} on ${backend.name}, image ${info.imageVersion ?? "n/a"})`,
+    );
+    await record("success", {
+      name: row.name,
+      language: spec.language,
+      runtime: spec.runtime,
+      network: spec.network,
+      region: row.region,
+      backend: backend.name,
+    });
+  } catch (error) {
+    await ctx.setState(row, {
+      status: "error",
+      status_reason: `provisioning failed: ${describeError(error)}`,
+    });
+    await record("failure", { name: row.name, runtime: spec.runtime, error: describeError(error) });
+    throw toApiError(error, row.id, ctx.logger);
+  }
+}
 
 /** Runs one lifecycle capability on a shell already checked legal and cleared by the gate. */
 export async function performCapability(

@@ -1,13 +1,19 @@
 import type {
+  Capability,
   ExecRequest,
   ExecResult,
   ResolvedResources,
+  RouteBody,
   Shell,
   ShellStatus,
 } from "@shells/contract";
+import { actorOf, type Caller } from "../iam/principal.js";
 import type { SealedBox } from "../iam/sealed-box.js";
 import { redact, secretValues } from "../redact.js";
+import type { ActivityService } from "../services/activity-service.js";
+import type { ShellTable } from "../store/schema.js";
 import type { ShellRow } from "../store/shells-store.js";
+import type { Admitted } from "./admission.js";
 
 /** Characters of each exec's stdout and stderr kept in its log entry. */
 export const EXEC_LOG_EXCERPT_CHARS = 2000;
@@ -43,6 +49,41 @@ export class ShellRecords {
       expiresAt: row.expires_at,
       createdAt: row.created_at,
       updatedAt: row.updated_at,
+    };
+  }
+
+  /** The row of a new shell, `provisioning`; its secret environment is stored sealed. */
+  newRow(
+    id: string,
+    name: string,
+    input: RouteBody<"createShell">,
+    admitted: Admitted,
+  ): Omit<ShellTable, "org_id"> {
+    const now = new Date().toISOString();
+    const secretEnv = input.secretEnv ?? {};
+    return {
+      id,
+      project_id: admitted.project.id,
+      name,
+      status: "provisioning",
+      status_reason: null,
+      language: input.language,
+      runtime: admitted.runtime,
+      network: admitted.network,
+      region: admitted.region,
+      resources: JSON.stringify(admitted.resources),
+      env: JSON.stringify(input.env ?? {}),
+      secret_env:
+        Object.keys(secretEnv).length > 0 ? this.box.seal(JSON.stringify(secretEnv)) : null,
+      backend: admitted.backend.name,
+      image_version: null,
+      ttl_seconds: input.ttlSeconds ?? null,
+      expires_at: input.ttlSeconds
+        ? new Date(Date.now() + input.ttlSeconds * 1000).toISOString()
+        : null,
+      created_at: now,
+      updated_at: now,
+      deleted_at: null,
     };
   }
 
@@ -87,4 +128,23 @@ export function describeExec(
       ...(request.secretEnv ? { secretEnvKeys: Object.keys(request.secretEnv) } : {}),
     },
   };
+}
+
+/** Records a lifecycle step of a caller on a shell in the activity history. */
+export async function recordShellAction(
+  activity: ActivityService,
+  caller: Caller,
+  shellId: string,
+  capability: Capability | "delete",
+  outcome: "success" | "failure" | "denied",
+  details: Record<string, unknown>,
+): Promise<void> {
+  await activity.record({
+    orgId: caller.orgId,
+    actor: actorOf(caller),
+    action: capability === "delete" ? "shell.delete" : `shell.action.${capability}`,
+    target: { type: "shell", id: shellId },
+    outcome,
+    details,
+  });
 }

@@ -10,7 +10,6 @@ import {
   type LogEntry,
   type Page,
   type PendingApproval,
-  type ResolvedResources,
   type RouteBody,
   type RouteQuery,
   type Shell,
@@ -47,10 +46,15 @@ import type { ApprovalGate, GateClearance } from "./approval-gate.js";
 import { KeyedMutex } from "./keyed-mutex.js";
 import { Reconciler } from "./reconciler.js";
 import type { RuntimeRegistry } from "./runtimes.js";
-import { describeError, toApiError } from "./sandbox-errors.js";
+import { callBackend, describeError, toApiError } from "./sandbox-errors.js";
 import { redactingOutput } from "./secret-output.js";
-import { performCapability, type ActionContext } from "./shell-actions.js";
-import { EXEC_LOG_EXCERPT_CHARS, ShellRecords, describeExec } from "./shell-records.js";
+import { performCapability, provisionShell, type ActionContext } from "./shell-actions.js";
+import {
+  EXEC_LOG_EXCERPT_CHARS,
+  ShellRecords,
+  describeExec,
+  recordShellAction,
+} from "./shell-records.js";
 
 /** Defaults applied to every shell and exec; each can be overridden per request within the contract's bounds. */
 export const SHELL_DEFAULTS = {
@@ -114,6 +118,8 @@ export class ShellService {
     this.#records = new ShellRecords(this.#box);
     this.#actions = {
       db: deps.db,
+      activity: deps.activity,
+      logger: deps.logger,
       policy: (orgId) => deps.policies.get(orgId),
       call: (row, fn) => this.#backendCall(row, fn),
       setState: (row, fields) => this.#setState(row, fields),
@@ -143,7 +149,7 @@ export class ShellService {
 
   /** Creates and starts a shell. Refuses classes this host cannot run, naming what is missing. */
   async create(caller: Caller, input: RouteBody<"createShell">): Promise<Shell> {
-    const { db, activity } = this.deps;
+    const { db } = this.deps;
     const policy = await this.deps.policies.get(caller.orgId);
     const admitted = await admitShell(
       { ...this.deps, capacity: this.#capacity },
@@ -151,38 +157,12 @@ export class ShellService {
       policy,
       input,
     );
-    const { runtime, network, region, resources, backend } = admitted;
+    const { runtime, network, resources, backend } = admitted;
     const id = newId("sh", 10);
     const name = input.name ?? id;
     const env = input.env ?? {};
-    const now = nowIso();
     try {
-      await insertShell(db, caller.orgId, {
-        id,
-        project_id: admitted.project.id,
-        name,
-        status: "provisioning",
-        status_reason: null,
-        language: input.language,
-        runtime,
-        network,
-        region,
-        resources: JSON.stringify(resources),
-        env: JSON.stringify(env),
-        secret_env:
-          input.secretEnv && Object.keys(input.secretEnv).length > 0
-            ? this.#box.seal(JSON.stringify(input.secretEnv))
-            : null,
-        backend: backend.name,
-        image_version: null,
-        ttl_seconds: input.ttlSeconds ?? null,
-        expires_at: input.ttlSeconds
-          ? new Date(Date.now() + input.ttlSeconds * 1000).toISOString()
-          : null,
-        created_at: now,
-        updated_at: now,
-        deleted_at: null,
-      });
+      await insertShell(db, caller.orgId, this.#records.newRow(id, name, input, admitted));
     } catch (error) {
       if (isUniqueViolation(error, "shells.name")) {
         throw new AppError("name_taken", `A shell named ${name} already exists in this org.`, {
@@ -192,58 +172,14 @@ export class ShellService {
       throw error;
     }
     return this.#lock.run(id, async () => {
-      const row = await this.#find(caller.orgId, id);
-      try {
-        // The secret environment is not handed to the backend, which keeps a shell's env on
-        // disk; it joins each exec's environment instead.
-        const info = await backend.create({
-          shellId: id,
-          language: input.language,
-          runtime,
-          network,
-          resources,
-          env,
-        });
-        await this.#setState(row, {
-          status: "running",
-          status_reason: null,
-          image_version: info.imageVersion,
-        });
-        await this.#log(
-          row,
-          "system",
-          `created (${runtime} on ${backend.name}, image ${info.imageVersion ?? "n/a"})`,
-        );
-        await activity.record({
-          orgId: caller.orgId,
-          actor: actorOf(caller),
-          action: "shell.create",
-          target: { type: "shell", id },
-          outcome: "success",
-          details: {
-            name,
-            language: input.language,
-            runtime,
-            network,
-            region,
-            backend: backend.name,
-          },
-        });
-      } catch (error) {
-        await this.#setState(row, {
-          status: "error",
-          status_reason: `provisioning failed: ${describeError(error)}`,
-        });
-        await activity.record({
-          orgId: caller.orgId,
-          actor: actorOf(caller),
-          action: "shell.create",
-          target: { type: "shell", id },
-          outcome: "failure",
-          details: { name, runtime, error: describeError(error) },
-        });
-        throw toApiError(error, id, this.deps.logger);
-      }
+      await provisionShell(this.#actions, caller, await this.#find(caller.orgId, id), backend, {
+        shellId: id,
+        language: input.language,
+        runtime,
+        network,
+        resources,
+        env,
+      });
       return this.get(caller, id);
     });
   }
@@ -509,21 +445,14 @@ export class ShellService {
     }
   }
 
-  async #recordAction(
+  #recordAction(
     caller: Caller,
     shellId: string,
     capability: Capability | "delete",
     outcome: "success" | "failure" | "denied",
     details: Record<string, unknown>,
   ) {
-    await this.deps.activity.record({
-      orgId: caller.orgId,
-      actor: actorOf(caller),
-      action: capability === "delete" ? "shell.delete" : `shell.action.${capability}`,
-      target: { type: "shell", id: shellId },
-      outcome,
-      details,
-    });
+    return recordShellAction(this.deps.activity, caller, shellId, capability, outcome, details);
   }
 
   async #find(orgId: string, idOrName: string): Promise<ShellRow> {
@@ -544,17 +473,7 @@ export class ShellService {
     });
   }
 
-  async #backendCall<T>(row: ShellRow, fn: (backend: SandboxBackend) => Promise<T>): Promise<T> {
-    const backend = this.deps.runtimes.byName(row.backend);
-    if (!backend)
-      throw new AppError(
-        "backend_failed",
-        `The ${row.backend} backend that holds shell ${row.name} is not configured on this server.`,
-      );
-    try {
-      return await fn(backend);
-    } catch (error) {
-      throw toApiError(error, row.id, this.deps.logger);
-    }
+  #backendCall<T>(row: ShellRow, fn: (backend: SandboxBackend) => Promise<T>): Promise<T> {
+    return callBackend(this.deps.runtimes.byName(row.backend), row, fn, this.deps.logger);
   }
 }
