@@ -6,7 +6,8 @@ const REDACTED = Buffer.from("[redacted]");
  * Wraps an exec's output hook so every streamed chunk has the given secret values replaced by
  * `[redacted]` before anyone sees it: streamed output is stored (run frames) and relayed
  * (event streams), so it is masked at the source. A secret split across two chunks is caught by
- * holding back the last `longest - 1` bytes of each chunk until the next one (or `flush`).
+ * holding back a chunk's tail while it could be the start of a secret, until the next chunk (or
+ * `flush`) shows whether it is.
  */
 export function redactingOutput(
   hooks: SandboxExecOptions,
@@ -24,7 +25,7 @@ export function redactingOutput(
   };
   const emit = async (stream: "stdout" | "stderr", final: boolean) => {
     const masked = mask(pending[stream], needles);
-    const cut = final ? masked.length : Math.max(0, masked.length - holdBack);
+    const cut = final ? masked.length : masked.length - partialTail(masked, needles, holdBack);
     pending[stream] = masked.subarray(cut);
     if (cut > 0) await onOutput(stream, masked.subarray(0, cut));
   };
@@ -41,6 +42,15 @@ export function redactingOutput(
       await emit("stderr", true);
     },
   };
+}
+
+/** How many trailing bytes of `bytes` (at most `max`) are the beginning of some needle. */
+function partialTail(bytes: Buffer, needles: readonly Buffer[], max: number): number {
+  for (let k = Math.min(max, bytes.length); k > 0; k--) {
+    const tail = bytes.subarray(bytes.length - k);
+    if (needles.some((n) => n.subarray(0, k).equals(tail))) return k;
+  }
+  return 0;
 }
 
 /**
