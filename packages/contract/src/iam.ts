@@ -145,9 +145,18 @@ export type GateMode = z.infer<typeof GateMode>;
 /** The largest resource limits a shell of the org may ask for (same units as `Resources`). */
 export const MaxResources = z.strictObject({
   cpu: z.number().min(0.1).max(1024),
-  memoryMb: z.int().min(16).max(16 * 1024 * 1024),
-  pids: z.int().min(8).max(4 * 1024 * 1024),
-  diskMb: z.int().min(16).max(64 * 1024 * 1024),
+  memoryMb: z
+    .int()
+    .min(16)
+    .max(16 * 1024 * 1024),
+  pids: z
+    .int()
+    .min(8)
+    .max(4 * 1024 * 1024),
+  diskMb: z
+    .int()
+    .min(16)
+    .max(64 * 1024 * 1024),
 });
 export type MaxResources = z.infer<typeof MaxResources>;
 
@@ -156,9 +165,15 @@ export const SnapshotQuota = z.strictObject({
   /** Snapshots one shell may hold. */
   countPerShell: z.int().min(0).max(1000),
   /** Archive MiB one shell's snapshots may hold together. */
-  mbPerShell: z.int().min(0).max(64 * 1024 * 1024),
+  mbPerShell: z
+    .int()
+    .min(0)
+    .max(64 * 1024 * 1024),
   /** Archive MiB the org's live shells' snapshots may hold together. */
-  mbPerOrg: z.int().min(0).max(64 * 1024 * 1024),
+  mbPerOrg: z
+    .int()
+    .min(0)
+    .max(64 * 1024 * 1024),
 });
 export type SnapshotQuota = z.infer<typeof SnapshotQuota>;
 

@@ -12,7 +12,7 @@ const REDACTED = Buffer.from("[redacted]");
 export function redactingOutput(
   hooks: SandboxExecOptions,
   secrets: readonly string[],
-): { hooks: SandboxExecOptions; flush(): Promise<void> } {
+): { hooks: SandboxExecOptions; flush: () => Promise<void> } {
   const onOutput = hooks.onOutput;
   const needles = [...new Set(secrets)]
     .map((s) => Buffer.from(s))
