@@ -24,6 +24,7 @@ const shell: Shell = {
   region: "local",
   resources: { cpu: 1, memoryMb: 512, pids: 256, diskMb: 1024 },
   envKeys: [],
+  secretEnvKeys: [],
   backend: "simulator",
   imageVersion: null,
   ttlSeconds: null,
@@ -76,9 +77,18 @@ const policy: OrgPolicy = {
   allowedRegions: [],
   termCredentialTtlSeconds: 300,
   defaultNetwork: "sealed",
-  approvalGates: { stop: "none", wipe_state: "none", reinstall_os: "none", delete: "none" },
+  approvalGates: {
+    stop: "none",
+    wipe_state: "none",
+    reinstall_os: "none",
+    delete: "none",
+    restore: "none",
+    restart: "none",
+  },
   approvers: [],
   approvalTtlSeconds: 86_400,
+  maxResources: { cpu: 16, memoryMb: 65_536, pids: 4096, diskMb: 102_400 },
+  snapshotQuota: { countPerShell: 10, mbPerShell: 10_240, mbPerOrg: 51_200 },
 };
 
 /** The body of the last `PATCH /org/policy` the stand-in API received. */

@@ -9,7 +9,6 @@ import { OidcAuth } from "./iam/oidc/oidc-auth.js";
 import { ApprovalGate } from "./orchestrator/approval-gate.js";
 import { FileService } from "./orchestrator/file-service.js";
 import { InterpreterService } from "./orchestrator/interpreter-service.js";
-import { Reconciler } from "./orchestrator/reconciler.js";
 import { RunService } from "./orchestrator/run-service.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { ShellService } from "./orchestrator/shell-service.js";
@@ -98,8 +97,9 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     region: config.region,
     policies,
     gate,
+    dataDir: config.dataDir,
   });
-  const reconciler = new Reconciler(shells, deps.logger);
+  const reconciler = shells.reconciler;
   const iam = new IamService(db, activity, policies);
   const files = new FileService(shells, activity);
   const terms = new TermService(db, shells, policies, activity, deps.logger);
@@ -161,8 +161,9 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
           "OIDC issuer not reachable yet; logins will retry discovery",
         ),
       );
-    await reconciler.reconcile();
-    reconciler.startSweep(deps.sweepIntervalMs ?? 5000);
+    deps.logger.info(await reconciler.reconcile(), "reconciled shells with their backends");
+    const sweepMs = deps.sweepIntervalMs ?? 5000;
+    if (sweepMs > 0) reconciler.start(sweepMs);
   });
   return app;
 }

@@ -7,7 +7,8 @@ import { ISSUED_TOKEN_PATTERN } from "./iam/tokens.js";
  */
 
 /** Environment variable names whose values are treated as secrets. */
-const SECRET_NAME = /TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|API_?KEY|PRIVATE|CREDENTIAL|AUTH/i;
+const SECRET_NAME =
+  /TOKEN|SECRET|PASS|PRIVATE|CREDENTIAL|AUTH|API_?KEY|(^|_)KEY$|(^|_)PAT$|DATABASE_URL|_DSN$/i;
 
 /** The values of `env` whose names look like secrets (long enough to be worth masking). */
 export function secretValues(env: Record<string, string>): string[] {

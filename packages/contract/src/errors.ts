@@ -54,6 +54,10 @@ export const ErrorCode = {
   projectNotFound: "project_not_found",
   /** The capability is not legal in the shell's current lifecycle state. */
   invalidState: "invalid_state",
+  /** A resource limit above the org's maximum or the host's capacity; `details` names the field, the asked value and the maximum. */
+  limitExceeded: "limit_exceeded",
+  /** A quota is used up; `details` gives the quota, current use and the limit. */
+  quotaExceeded: "quota_exceeded",
   /** A shell with this name already exists in the project. */
   nameTaken: "name_taken",
   /** The requested runtime class cannot run on this host; `details.missing` says what is missing. */
@@ -106,6 +110,8 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   last_owner: 409,
   csrf_failed: 403,
   invalid_state: 409,
+  limit_exceeded: 422,
+  quota_exceeded: 409,
   name_taken: 409,
   runtime_unavailable: 422,
   network_mode_unavailable: 422,

@@ -129,13 +129,58 @@ export const Project = z.strictObject({
 export type Project = z.infer<typeof Project>;
 export const ProjectCreate = z.strictObject({ name: resourceName });
 
-/** Actions an org can put behind an approval gate. */
-export const GatedAction = z.enum(["stop", "wipe_state", "reinstall_os", "delete"]);
+/**
+ * Actions an org can put behind an approval gate: each destroys work. `restore` discards everything
+ * written since the snapshot; `restart` ends every running process.
+ */
+export const GatedAction = z.enum([
+  "stop",
+  "wipe_state",
+  "reinstall_os",
+  "delete",
+  "restore",
+  "restart",
+]);
 export type GatedAction = z.infer<typeof GatedAction>;
 
 /** How one gated action is approved: not at all, by typed confirmation, or by a named approver. */
 export const GateMode = z.enum(["none", "confirm", "approvers"]);
 export type GateMode = z.infer<typeof GateMode>;
+
+/** The largest resource limits a shell of the org may ask for (same units as `Resources`). */
+export const MaxResources = z.strictObject({
+  cpu: z.number().min(0.1).max(1024),
+  memoryMb: z
+    .int()
+    .min(16)
+    .max(16 * 1024 * 1024),
+  pids: z
+    .int()
+    .min(8)
+    .max(4 * 1024 * 1024),
+  diskMb: z
+    .int()
+    .min(16)
+    .max(64 * 1024 * 1024),
+});
+export type MaxResources = z.infer<typeof MaxResources>;
+
+/** Snapshot quotas: archives counted by their size on the host's disk. */
+export const SnapshotQuota = z.strictObject({
+  /** Snapshots one shell may hold. */
+  countPerShell: z.int().min(0).max(1000),
+  /** Archive MiB one shell's snapshots may hold together. */
+  mbPerShell: z
+    .int()
+    .min(0)
+    .max(64 * 1024 * 1024),
+  /** Archive MiB the org's live shells' snapshots may hold together. */
+  mbPerOrg: z
+    .int()
+    .min(0)
+    .max(64 * 1024 * 1024),
+});
+export type SnapshotQuota = z.infer<typeof SnapshotQuota>;
 
 /** Org-wide governance settings. */
 export const OrgPolicy = z.strictObject({
@@ -154,6 +199,8 @@ export const OrgPolicy = z.strictObject({
     wipe_state: GateMode,
     reinstall_os: GateMode,
     delete: GateMode,
+    restore: GateMode,
+    restart: GateMode,
   }),
   /** User ids who may decide approvals. */
   approvers: z.array(id),
@@ -162,6 +209,10 @@ export const OrgPolicy = z.strictObject({
     .int()
     .min(60)
     .max(7 * 24 * 3600),
+  /** Largest resource limits a shell may ask for; the host's capacity caps them further. */
+  maxResources: MaxResources,
+  /** How much snapshot archive space shells may hold on the host. */
+  snapshotQuota: SnapshotQuota,
 });
 export type OrgPolicy = z.infer<typeof OrgPolicy>;
 
@@ -181,6 +232,8 @@ export const OrgPolicyUpdate = z.strictObject({
       wipe_state: GateMode.optional(),
       reinstall_os: GateMode.optional(),
       delete: GateMode.optional(),
+      restore: GateMode.optional(),
+      restart: GateMode.optional(),
     })
     .optional(),
   approvers: z.array(id).max(100).optional(),
@@ -189,6 +242,8 @@ export const OrgPolicyUpdate = z.strictObject({
     .min(60)
     .max(7 * 24 * 3600)
     .optional(),
+  maxResources: MaxResources.optional(),
+  snapshotQuota: SnapshotQuota.optional(),
 });
 
 /** A request to run a gated action, waiting for (or past) a named approver's decision. */

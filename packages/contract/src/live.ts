@@ -77,6 +77,8 @@ export const RunCreate = z
     runtime: RuntimeClass.optional(),
     network: NetworkMode.optional(),
     env: EnvMap.optional(),
+    /** Secret environment: stored only sealed, never returned, redacted from frames and logs. */
+    secretEnv: EnvMap.optional(),
     files: z.array(SeedFile).max(256).optional(),
     /** Globs (relative to /workspace) of output files to keep as artifacts. */
     artifacts: z

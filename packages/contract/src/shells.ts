@@ -118,6 +118,11 @@ export const ShellCreate = z.strictObject({
     .optional(),
   /** Environment of every exec in the shell. Values are never returned by the API. */
   env: EnvMap.optional(),
+  /**
+   * Secret environment of every exec in the shell: stored only sealed, never returned, and
+   * replaced by `[redacted]` in every stored log, history entry and stream frame.
+   */
+  secretEnv: EnvMap.optional(),
 });
 export type ShellCreate = z.input<typeof ShellCreate>;
 
@@ -136,6 +141,8 @@ export const Shell = z.strictObject({
   resources: ResolvedResources,
   /** Names of the environment variables set on the shell; values are never returned. */
   envKeys: z.array(z.string()),
+  /** Names of the shell's secret environment variables; their values are never returned. */
+  secretEnvKeys: z.array(z.string()),
   /** The backend that runs this shell (`container`, `simulator`, …). */
   backend: z.string(),
   /** Version of the base image the shell's root filesystem runs on, when the backend has one. */
@@ -197,6 +204,8 @@ export const ExecRequest = z.strictObject({
     .min(1)
     .max(4096),
   env: EnvMap.optional(),
+  /** Secret environment of this exec: never stored, and redacted from its log entry and streamed output. */
+  secretEnv: EnvMap.optional(),
   /** Working directory inside the shell; defaults to `/workspace`. */
   cwd: z.string().min(1).max(4096).optional(),
   /** Bytes written to the command's standard input (UTF-8). */

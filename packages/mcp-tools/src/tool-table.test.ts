@@ -15,6 +15,7 @@ const shell: Shell = {
   region: "local",
   resources: { cpu: 1, memoryMb: 512, pids: 256, diskMb: 1024 },
   envKeys: [],
+  secretEnvKeys: [],
   backend: "simulator",
   imageVersion: null,
   ttlSeconds: null,

@@ -157,15 +157,15 @@ export const SHELLS_TOOLS: ShellsToolTable = {
     description: [
       "Run a lifecycle capability on a shell:",
       "- logs: read-only; the newest `tail` log entries (default 200).",
-      "- restart: ends every process; files are kept. Recovers a shell in state error.",
+      "- restart: DESTRUCTIVE to running work. Ends every process; files are kept. Recovers a shell in state error.",
       "- snapshot: saves the filesystem state as restore point `name`. Cheap; do it before anything risky.",
-      "- restore: returns the files to restore point `snapshot` (default: the newest); changes since are lost.",
+      "- restore: DESTRUCTIVE. Returns the files to restore point `snapshot` (default: the newest); everything written since is lost.",
       "- start: starts a stopped shell.",
       "- reinstall_os: DESTRUCTIVE. A fresh base image under the same shell id; /workspace is kept, everything else is replaced.",
       "- stop: DESTRUCTIVE to running work. Ends every process and the metering; files stay until delete.",
       "- wipe_state: DESTRUCTIVE, irreversible without a snapshot. Destroys all filesystem state, /workspace included; the shell itself stays running and usable.",
       "- delete: DESTRUCTIVE, irreversible. Tears the shell down for good.",
-      'The org may gate stop, wipe_state, reinstall_os and delete. Typed confirmation answers the error confirmation_required: call again with `confirm` set to the shell\'s name, only if the user asked for the action. Named approvers answer `{ status: "pending_approval", approval }`: nothing has happened yet, a human approver must grant it; do not retry.',
+      'The org may gate stop, wipe_state, reinstall_os, delete, restore and restart. Typed confirmation answers the error confirmation_required: call again with `confirm` set to the shell\'s name, only if the user asked for the action. Named approvers answer `{ status: "pending_approval", approval }`: nothing has happened yet, a human approver must grant it; do not retry.',
       "Each capability takes seconds at most. Result: `{ capability, message, shell, snapshot?, logs? }`; delete answers the deleted Shell.",
     ].join("\n"),
     annotations: {

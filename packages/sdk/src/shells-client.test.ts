@@ -44,6 +44,7 @@ function shell(id: string): Shell {
     region: "local",
     resources: { cpu: 1, memoryMb: 512, pids: 256, diskMb: 1024 },
     envKeys: [],
+    secretEnvKeys: [],
     backend: "simulator",
     imageVersion: null,
     ttlSeconds: null,

@@ -1,7 +1,7 @@
-import type { Approval, GatedAction, PendingApproval } from "@shells/contract";
+import type { Approval, GatedAction, PendingApproval, Scope } from "@shells/contract";
 import type { Kysely, Selectable } from "kysely";
 import { AppError } from "../errors.js";
-import { actorOf, type Caller } from "../iam/principal.js";
+import { actorOf, resolveCaller, type Caller } from "../iam/principal.js";
 import { separationOfDutiesConflict } from "../iam/separation-of-duties.js";
 import { newId, nowIso } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
@@ -24,6 +24,16 @@ export interface GateClearance {
   approvedBy?: string;
 }
 
+/**
+ * Runs a granted action as its requester. The shell service provides it: the gate decides who may
+ * act, the service knows how to act.
+ */
+export type GrantedActionPerformer = (
+  requester: Caller,
+  approval: Selectable<ApprovalTable>,
+  clearance: GateClearance,
+) => Promise<void>;
+
 const toApproval = (row: Selectable<ApprovalTable>): Approval => ({
   id: row.id,
   shellId: row.shell_id,
@@ -39,12 +49,15 @@ const toApproval = (row: Selectable<ApprovalTable>): Approval => ({
 });
 
 /**
- * The approval gate for destructive actions (`stop`, `wipe_state`, `reinstall_os`, delete). The
+ * The approval gate for destructive actions (every `GatedAction`: `stop`, `wipe_state`,
+ * `reinstall_os`, `delete`, `restore`, `restart`). The
  * org's policy decides per action: no gate, typed confirmation (the request's `confirm` must equal
  * the shell's name or id), or named approvers (the request becomes a pending approval that a
  * listed approver, other than the requester, grants or denies before it expires).
  */
 export class ApprovalGate {
+  #perform: GrantedActionPerformer | null = null;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly activity: ActivityService,
@@ -172,6 +185,57 @@ export class ApprovalGate {
       details: { approvalId: row.id, action: row.action, reason, requestedBy: row.requested_by_id },
     });
     return { ...row, state: decision, decided_by: caller.actor.id, reason, decided_at: decidedAt };
+  }
+
+  /** Sets how a granted action is run (the shell service registers itself here). */
+  performWith(performer: GrantedActionPerformer): void {
+    this.#perform = performer;
+  }
+
+  /**
+   * A listed approver grants a pending approval: the action runs as its original requester, with
+   * the requester's permissions as they are now (a revoked key, or a holder who lost
+   * `shells:instances:control`, runs nothing), and the outcome is stored on the approval.
+   */
+  async grant(caller: Caller, approvalId: string, reason: string): Promise<Approval> {
+    const row = await this.decide(caller, approvalId, "granted", reason);
+    const requester = await this.#requester(row);
+    const clearance: GateClearance = { approvalId: row.id, approvedBy: caller.actor.id };
+    let outcome = "success";
+    if (!requester || !requester.scopes.includes("shells:instances:control")) {
+      outcome = "forbidden: the requester no longer holds shells:instances:control";
+    } else if (!this.#perform) {
+      outcome = "internal: no performer is registered for granted actions";
+    } else {
+      try {
+        await this.#perform(requester, row, clearance);
+      } catch (error) {
+        outcome =
+          error instanceof AppError
+            ? `${error.code}: ${error.message}`
+            : `failed: ${error instanceof Error ? error.message : String(error)}`;
+      }
+    }
+    await this.recordOutcome(row.id, outcome);
+    return this.get(caller, row.id);
+  }
+
+  /** The requester of an approval as a caller now, or null when their key or membership is gone. */
+  async #requester(row: Selectable<ApprovalTable>): Promise<Caller | null> {
+    const holder = { orgId: row.org_id, type: row.requested_by_type, id: row.requested_by_id };
+    if (row.requested_key_id === null)
+      return resolveCaller(this.db, holder, { keyId: null, scopes: ["shells:instances:control"] });
+    const key = await this.db
+      .selectFrom("api_keys")
+      .select(["scopes", "revoked_at"])
+      .where("org_id", "=", row.org_id)
+      .where("id", "=", row.requested_key_id)
+      .executeTakeFirst();
+    if (!key || key.revoked_at) return null;
+    return resolveCaller(this.db, holder, {
+      keyId: row.requested_key_id,
+      scopes: JSON.parse(key.scopes) as Scope[],
+    });
   }
 
   /** Stores what running a granted action did. */

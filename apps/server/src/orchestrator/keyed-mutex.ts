@@ -1,5 +1,7 @@
-/** Runs tasks one at a time per key (here: per shell), in arrival order. */
-export class KeyedMutex {
+import type { LifecycleLock } from "../store/lifecycle-lock.js";
+
+/** Runs tasks one at a time per key (here: per shell), in arrival order, within this process. */
+export class KeyedMutex implements LifecycleLock {
   readonly #tails = new Map<string, Promise<unknown>>();
 
   /** Runs `task` after every earlier task for `key` has settled. */

@@ -1,39 +1,145 @@
-import type { FastifyBaseLogger } from "fastify";
-import type { ShellService } from "./shell-service.js";
+import type { FastifyBaseLogger as Logger } from "fastify";
+import type { Kysely } from "kysely";
+import type { ActivityService } from "../services/activity-service.js";
+import type { LifecycleLock } from "../store/lifecycle-lock.js";
+import type { Database } from "../store/schema.js";
+import { appendShellLog } from "../store/shell-logs-store.js";
+import {
+  expiredShellsAcrossOrgs,
+  findShell,
+  liveShellsOnBackendAcrossOrgs,
+  setShellState,
+} from "../store/shells-store.js";
+import type { RuntimeRegistry } from "./runtimes.js";
+
+/** The actor of work the control plane does on its own (TTL expiry, reconciliation). */
+const SYSTEM_ACTOR = { type: "system", id: "control-plane" } as const;
+
+/** What the reconciler needs. */
+export interface ReconcilerDeps {
+  db: Kysely<Database>;
+  activity: ActivityService;
+  runtimes: RuntimeRegistry;
+  lock: LifecycleLock;
+  logger: Logger;
+  /** Newest log entries kept per shell. */
+  logRetention: number;
+}
 
 /**
- * Keeps recorded shells in line with their backends: `reconcile()` once at start (a sandbox that
- * died while the server was down is marked `error`), and a periodic sweep that stops shells whose
- * TTL has passed.
+ * Keeps the store and the backends in agreement: after a start (`reconcile`) and on a timer
+ * (`expire`, which stops shells whose TTL passed). Works across every org, as the control plane.
  */
 export class Reconciler {
   #timer: NodeJS.Timeout | null = null;
 
-  constructor(
-    private readonly shells: ShellService,
-    private readonly logger: FastifyBaseLogger,
-  ) {}
+  constructor(private readonly deps: ReconcilerDeps) {}
 
-  /** Reconciles every shell with its backend once. */
-  async reconcile(): Promise<void> {
-    const counts = await this.shells.reconcile();
-    this.logger.info(counts, "reconciled shells with their backends");
+  /**
+   * Sandboxes the store does not know (or knows as deleted) are destroyed; shells whose sandbox is
+   * gone become `error`, and shells whose sandbox stopped become `stopped`.
+   */
+  async reconcile(): Promise<{ adopted: number; destroyed: number; lost: number }> {
+    const { db } = this.deps;
+    const counts = { adopted: 0, destroyed: 0, lost: 0 };
+    for (const backend of this.deps.runtimes.backends) {
+      const held = new Map((await backend.list()).map((s) => [s.shellId, s]));
+      const rows = await liveShellsOnBackendAcrossOrgs(db, backend.name);
+      const live = new Set(rows.map((r) => r.id));
+      for (const [shellId] of held) {
+        if (!live.has(shellId)) {
+          await backend.destroy(shellId);
+          counts.destroyed += 1;
+        }
+      }
+      for (const row of rows) {
+        const info = held.get(row.id);
+        if (!info) {
+          if (row.status === "running" || row.status === "provisioning") {
+            await setShellState(db, row.org_id, row.id, {
+              status: "error",
+              status_reason: "sandbox lost: the host or backend restarted (host_restart)",
+            });
+            await this.#event(row.org_id, row.id, "shell.reconcile", {
+              result: "lost",
+              previousStatus: row.status,
+            });
+            counts.lost += 1;
+          }
+          continue;
+        }
+        const status = info.state === "running" ? "running" : "stopped";
+        if (status !== row.status) {
+          await setShellState(db, row.org_id, row.id, {
+            status,
+            status_reason: status === "stopped" ? "sandbox found stopped after a restart" : null,
+            image_version: info.imageVersion,
+          });
+          await this.#event(row.org_id, row.id, "shell.reconcile", {
+            result: status,
+            previousStatus: row.status,
+          });
+        }
+        counts.adopted += 1;
+      }
+    }
+    return counts;
   }
 
-  /** Starts the TTL sweep every `intervalMs` (0 leaves it off). */
-  startSweep(intervalMs: number): void {
-    if (intervalMs <= 0 || this.#timer) return;
+  /** Stops running shells whose TTL has passed; returns how many were due. */
+  async expire(): Promise<number> {
+    const { db } = this.deps;
+    const due = await expiredShellsAcrossOrgs(db, new Date().toISOString());
+    for (const shell of due) {
+      await this.deps.lock.run(shell.id, async () => {
+        const row = await findShell(db, shell.org_id, shell.id);
+        // Someone else stopped or deleted it while it waited for the lock.
+        if (!row || row.status !== "running") return;
+        await this.deps.runtimes
+          .byName(row.backend)
+          ?.stop(shell.id)
+          .catch(() => undefined);
+        await setShellState(db, shell.org_id, shell.id, {
+          status: "stopped",
+          status_reason: "ttl expired",
+        });
+        await appendShellLog(db, shell.org_id, shell.id, {
+          kind: "system",
+          message: "stopped: ttl expired",
+          retention: this.deps.logRetention,
+        });
+        await this.#event(shell.org_id, shell.id, "shell.action.stop", { reason: "ttl expired" });
+      });
+    }
+    return due.length;
+  }
+
+  /** Runs `expire` every `intervalMs` until `stop`; a failed sweep is logged and the next one runs. */
+  start(intervalMs: number): void {
+    this.stop();
+    if (intervalMs <= 0) return;
     this.#timer = setInterval(() => {
-      this.shells
-        .expire()
-        .catch((error: unknown) => this.logger.error({ err: error }, "ttl sweep failed"));
+      this.expire().catch((error: unknown) =>
+        this.deps.logger.error({ err: error }, "ttl sweep failed"),
+      );
     }, intervalMs);
     this.#timer.unref();
   }
 
-  /** Stops the sweep. */
+  /** Stops the timer started by `start`. */
   stop(): void {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
+  }
+
+  async #event(orgId: string, shellId: string, action: string, details: Record<string, unknown>) {
+    await this.deps.activity.record({
+      orgId,
+      actor: SYSTEM_ACTOR,
+      action,
+      target: { type: "shell", id: shellId },
+      outcome: "success",
+      details,
+    });
   }
 }

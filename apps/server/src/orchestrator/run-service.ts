@@ -153,6 +153,7 @@ export class RunService {
       ...(body.runtime ? { runtime: body.runtime } : {}),
       ...(body.network ? { network: body.network } : {}),
       ...(body.env ? { env: body.env } : {}),
+      ...(body.secretEnv ? { secretEnv: body.secretEnv } : {}),
     });
     const row: Selectable<RunTable> = {
       id,

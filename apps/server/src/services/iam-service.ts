@@ -24,6 +24,7 @@ import type {
 } from "../store/schema.js";
 import type { ActivityService } from "./activity-service.js";
 import type { PolicyService } from "./policy-service.js";
+import { isUniqueViolation } from "../store/unique-violation.js";
 
 const toMember = (row: Selectable<UserTable>): Member => ({
   id: row.id,
@@ -63,10 +64,6 @@ const toGrant = (row: Selectable<EntitlementTable>): EntitlementGrant => ({
   grantedBy: row.granted_by,
   createdAt: row.created_at,
 });
-
-function isUniqueViolation(error: unknown): boolean {
-  return error instanceof Error && /UNIQUE constraint failed/.test(error.message);
-}
 
 /**
  * Members, agents, API keys, entitlements and projects of one org. Every query is scoped to the

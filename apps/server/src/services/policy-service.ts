@@ -12,9 +12,18 @@ export const DEFAULT_POLICY: OrgPolicy = {
   allowedRegions: [],
   termCredentialTtlSeconds: 300,
   defaultNetwork: "sealed",
-  approvalGates: { stop: "none", wipe_state: "none", reinstall_os: "none", delete: "none" },
+  approvalGates: {
+    stop: "none",
+    wipe_state: "none",
+    reinstall_os: "none",
+    delete: "none",
+    restore: "none",
+    restart: "none",
+  },
   approvers: [],
   approvalTtlSeconds: 24 * 3600,
+  maxResources: { cpu: 16, memoryMb: 64 * 1024, pids: 4096, diskMb: 100 * 1024 },
+  snapshotQuota: { countPerShell: 10, mbPerShell: 10 * 1024, mbPerOrg: 50 * 1024 },
 };
 
 /** Reads and changes org policy. */
@@ -31,9 +40,14 @@ export class PolicyService {
       .select("policy")
       .where("org_id", "=", orgId)
       .executeTakeFirst();
-    return row
-      ? { ...DEFAULT_POLICY, ...(JSON.parse(row.policy) as Partial<OrgPolicy>) }
-      : DEFAULT_POLICY;
+    if (!row) return DEFAULT_POLICY;
+    const stored = JSON.parse(row.policy) as Partial<OrgPolicy>;
+    // A policy stored before a gate or limit existed takes that field's default.
+    return {
+      ...DEFAULT_POLICY,
+      ...stored,
+      approvalGates: { ...DEFAULT_POLICY.approvalGates, ...stored.approvalGates },
+    };
   }
 
   /**

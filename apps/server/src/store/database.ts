@@ -12,12 +12,13 @@ export interface Store {
 }
 
 /**
- * Opens (creating if needed) the SQLite store at `path` and applies pending migrations.
+ * Opens (creating if needed) the SQLite store at `path` (`:memory:` for one held in memory, gone
+ * when closed) and applies pending migrations.
  * WAL lets readers proceed during a write; the busy timeout makes a second process wait for the
  * write lock instead of failing at once.
  */
 export async function openSqliteStore(path: string): Promise<Store> {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const sqlite = new SQLite(path);
   sqlite.pragma("journal_mode = WAL");
   sqlite.pragma("busy_timeout = 5000");

@@ -324,6 +324,21 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
     },
   },
+  "0008_shell_secrets_and_snapshots": {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("shells").addColumn("secret_env", "text").execute();
+      await db.schema
+        .createTable("snapshots")
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("shell_id", "text", (c) => c.notNull())
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("size_bytes", "integer", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("snapshots_pk", ["shell_id", "name"])
+        .execute();
+      await db.schema.createIndex("snapshots_org").on("snapshots").column("org_id").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

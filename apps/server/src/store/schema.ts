@@ -1,4 +1,5 @@
 import type { Generated } from "kysely";
+import type { GatedAction } from "@shells/contract";
 
 /** Tables of the control plane's store. Every row but `orgs` carries the org it belongs to. */
 export interface Database {
@@ -20,6 +21,7 @@ export interface Database {
   run_frames: RunFrameTable;
   oidc_logins: OidcLoginTable;
   oidc_accounts: OidcAccountTable;
+  snapshots: SnapshotTable;
 }
 
 export interface OrgTable {
@@ -80,6 +82,8 @@ export interface ShellTable {
   /** JSON object of the shell's environment. Never returned by the API (only its keys). */
   env: string;
   backend: string;
+  /** The shell's secret environment as a sealed box (`iam/sealed-box.ts`); null when it has none. */
+  secret_env: string | null;
   image_version: string | null;
   ttl_seconds: number | null;
   expires_at: string | null;
@@ -160,7 +164,7 @@ export interface ApprovalTable {
   id: string;
   org_id: string;
   shell_id: string;
-  action: "stop" | "wipe_state" | "reinstall_os" | "delete";
+  action: GatedAction;
   /** JSON of the original request's options (snapshot names etc.), never secrets. */
   request: string;
   requested_by_type: "user" | "agent";
@@ -259,4 +263,13 @@ export interface RunFrameTable {
   /** JSON of the frame's data. */
   data: string;
   time: number;
+}
+
+/** A snapshot archive a backend wrote, with its size on the host's disk (for quotas). */
+export interface SnapshotTable {
+  org_id: string;
+  shell_id: string;
+  name: string;
+  size_bytes: number;
+  created_at: string;
 }

@@ -28,15 +28,26 @@ export interface TestApp {
   close(options?: { remove?: boolean }): Promise<void>;
 }
 
-/** Builds an app over `dataDir` (fresh when omitted) with the simulator, checking every response against the contract. */
+/**
+ * Builds an app over `dataDir` (fresh when omitted) with the simulator, checking every response
+ * against the contract. `openStore` chooses the store (any implementation of `Store`, migrated);
+ * by default a SQLite file in the data dir.
+ */
 export async function createTestApp(
-  options: { dataDir?: string; backends?: SandboxBackend[]; sweepIntervalMs?: number } = {},
+  options: {
+    dataDir?: string;
+    backends?: SandboxBackend[];
+    sweepIntervalMs?: number;
+    openStore?: (dataDir: string) => Promise<Store>;
+  } = {},
 ): Promise<TestApp> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "shells-app-"));
   const config = loadConfig(["--data-dir", dataDir, "--backend", "simulator"], {
     SHELLS_VALIDATE_RESPONSES: "1",
   });
-  const store = await openSqliteStore(join(dataDir, "shells.db"));
+  const store = await (options.openStore ?? ((dir) => openSqliteStore(join(dir, "shells.db"))))(
+    dataDir,
+  );
   await bootstrapLocalOrg(store.db, dataDir);
   const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
   const app = await buildApp(config, {

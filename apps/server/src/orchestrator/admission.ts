@@ -1,0 +1,167 @@
+import {
+  RuntimeClass,
+  type NetworkMode,
+  type OrgPolicy,
+  type ResolvedResources,
+  type Resources,
+  type RouteBody,
+} from "@shells/contract";
+import type { SandboxBackend } from "@shells/sandbox";
+import type { Kysely } from "kysely";
+import { statfsSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { AppError } from "../errors.js";
+import { actorOf, type Caller } from "../iam/principal.js";
+import type { ActivityService } from "../services/activity-service.js";
+import type { Database } from "../store/schema.js";
+import { findProject } from "../store/shells-store.js";
+import type { RuntimeRegistry } from "./runtimes.js";
+
+/** Resource limits of a shell nobody asked otherwise for. */
+export const DEFAULT_RESOURCES: ResolvedResources = {
+  cpu: 1,
+  memoryMb: 512,
+  pids: 256,
+  diskMb: 1024,
+};
+
+/** What this host can give one shell at most. A field left out is not capped by the host. */
+export type HostCapacity = Partial<Record<keyof ResolvedResources, number>>;
+
+/**
+ * The host's capacity now: its cores, its memory, and the free space of the file system that
+ * holds `dataDir` (where the shells' writable state lives). No host limit on pids: the org
+ * policy's maximum caps them.
+ */
+export function hostCapacity(dataDir?: string): HostCapacity {
+  const capacity: HostCapacity = {
+    cpu: cpus().length,
+    memoryMb: Math.floor(totalmem() / (1024 * 1024)),
+  };
+  if (dataDir) {
+    try {
+      const fs = statfsSync(dataDir);
+      capacity.diskMb = Math.floor((fs.bavail * fs.bsize) / (1024 * 1024));
+    } catch {
+      // A data dir not created yet has no file system to ask; the policy maximum still applies.
+    }
+  }
+  return capacity;
+}
+
+/**
+ * Refuses limits above the org policy's maximum or the host's capacity, naming the field, the
+ * value asked and the maximum: a shell asking for more than the host has would overcommit every
+ * other shell on it. Only the fields the caller chose are checked; defaults always fit.
+ */
+export function checkResourceLimits(asked: Resources, policy: OrgPolicy, host: HostCapacity): void {
+  for (const field of ["cpu", "memoryMb", "pids", "diskMb"] as const) {
+    const value = asked[field];
+    if (value === undefined) continue;
+    const policyMax = policy.maxResources[field];
+    const hostMax = host[field];
+    const maximum = hostMax === undefined ? policyMax : Math.min(policyMax, hostMax);
+    if (value > maximum) {
+      throw new AppError(
+        "limit_exceeded",
+        `resources.${field} ${value} is above the maximum of ${maximum} (${maximum === policyMax ? "org policy" : "host capacity"}).`,
+        {
+          field: `resources.${field}`,
+          asked: value,
+          maximum,
+          limitedBy: maximum === policyMax ? "policy" : "host",
+        },
+      );
+    }
+  }
+}
+
+/** What admission needs from the rest of the control plane. */
+export interface AdmissionDeps {
+  db: Kysely<Database>;
+  activity: ActivityService;
+  runtimes: RuntimeRegistry;
+  /** This server's region, where shells go when the caller names none. */
+  region: string;
+  /** Host capacity, read on each admission (free disk changes). */
+  capacity: () => HostCapacity;
+}
+
+/** Where and how an admitted shell runs. */
+export interface Admitted {
+  runtime: RuntimeClass;
+  region: string;
+  network: NetworkMode;
+  project: { id: string; name: string };
+  backend: SandboxBackend;
+  resources: ResolvedResources;
+}
+
+/**
+ * Decides whether a new shell may exist and where it runs: the org's isolation floor and allowed
+ * regions, a backend that serves the runtime class, a network mode this server offers, resource
+ * limits within policy and host, and an existing project. Throws the first refusal.
+ */
+export async function admitShell(
+  deps: AdmissionDeps,
+  caller: Caller,
+  policy: OrgPolicy,
+  input: RouteBody<"createShell">,
+): Promise<Admitted> {
+  const strength = (r: RuntimeClass) => RuntimeClass.options.indexOf(r);
+  const runtime =
+    input.runtime ??
+    (strength(policy.isolationFloor) > strength("container") ? policy.isolationFloor : "container");
+  if (strength(runtime) < strength(policy.isolationFloor)) {
+    throw new AppError(
+      "below_isolation_floor",
+      `This org runs shells in ${policy.isolationFloor} or stronger; ${runtime} is below that floor.`,
+      { runtime, isolationFloor: policy.isolationFloor },
+    );
+  }
+  const region = input.region ?? deps.region;
+  if (policy.allowedRegions.length > 0 && !policy.allowedRegions.includes(region)) {
+    throw new AppError(
+      "region_not_allowed",
+      `Region ${region} is not allowed in this org; allowed: ${policy.allowedRegions.join(", ")}.`,
+      { region, allowedRegions: policy.allowedRegions },
+    );
+  }
+  const network = input.network ?? policy.defaultNetwork;
+  const placement = await deps.runtimes.backendFor(runtime);
+  if ("refusal" in placement) {
+    await deps.activity.record({
+      orgId: caller.orgId,
+      actor: actorOf(caller),
+      action: "shell.create",
+      target: null,
+      outcome: "failure",
+      details: { runtime, reason: placement.refusal.reason },
+    });
+    throw new AppError(
+      "runtime_unavailable",
+      `This server cannot run ${runtime} shells: ${placement.refusal.reason}.`,
+      { runtime, missing: placement.refusal.reason },
+    );
+  }
+  if (network === "internet") {
+    throw new AppError(
+      "network_mode_unavailable",
+      "Network mode internet needs the egress proxy, which this server does not offer yet. Use sealed or localhost.",
+      { network },
+    );
+  }
+  checkResourceLimits(input.resources ?? {}, policy, deps.capacity());
+  const projectName = input.project ?? "default";
+  const project = await findProject(deps.db, caller.orgId, projectName);
+  if (!project)
+    throw new AppError("project_not_found", `No project named ${projectName} in this org.`);
+  return {
+    runtime,
+    region,
+    network,
+    project,
+    backend: placement.backend,
+    resources: { ...DEFAULT_RESOURCES, ...input.resources },
+  };
+}

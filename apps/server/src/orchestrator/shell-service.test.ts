@@ -1,0 +1,188 @@
+import { CAPABILITY_LEGAL_IN, Capability, ShellStatus, type Shell } from "@shells/contract";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openSqliteStore } from "../store/database.js";
+import { createTestApp, type TestApp } from "../test-support/test-app.js";
+
+let t: TestApp;
+
+beforeAll(async () => {
+  t = await createTestApp({ openStore: () => openSqliteStore(":memory:") });
+});
+
+afterAll(async () => {
+  await t.close();
+});
+
+/** A new shell with one snapshot (so `restore` has a target), brought into `status`. */
+async function shellIn(status: ShellStatus): Promise<Shell> {
+  const created = await t.call("POST", "/api/v1/shells", { language: "bash" });
+  expect(created.statusCode).toBe(201);
+  const shell = created.json<Shell>();
+  const snap = await t.call("POST", `/api/v1/shells/${shell.id}/actions/snapshot`, {
+    name: "base",
+  });
+  expect(snap.statusCode).toBe(200);
+  if (status === "stopped") {
+    expect((await t.call("POST", `/api/v1/shells/${shell.id}/actions/stop`, {})).statusCode).toBe(
+      200,
+    );
+  } else if (status === "deleted") {
+    expect((await t.call("DELETE", `/api/v1/shells/${shell.id}`)).statusCode).toBe(200);
+  } else if (status !== "running") {
+    // `provisioning` and `error` are states the backend puts a shell in (a create under way, a
+    // sandbox lost with its host); the store is set to them as the service would.
+    await t.store.db
+      .updateTable("shells")
+      .set({ status, status_reason: `forced ${status}` })
+      .where("id", "=", shell.id)
+      .execute();
+  }
+  return shell;
+}
+
+describe("the lifecycle state machine", () => {
+  const states = ShellStatus.options;
+  const cases = Capability.options.flatMap((capability) =>
+    states.map((status) => ({
+      capability,
+      status,
+      legal: CAPABILITY_LEGAL_IN[capability].includes(status),
+    })),
+  );
+
+  it.each(cases)(
+    "$capability on a $status shell: legal=$legal",
+    async ({ capability, status, legal }) => {
+      const shell = await shellIn(status);
+      const res = await t.call("POST", `/api/v1/shells/${shell.id}/actions/${capability}`, {});
+      if (legal) {
+        expect(res.statusCode, res.body).toBe(200);
+        expect(res.json<{ capability: string }>().capability).toBe(capability);
+      } else {
+        expect(res.statusCode, res.body).toBe(409);
+        expect(res.json<{ error: { code: string } }>().error.code).toBe("invalid_state");
+      }
+    },
+  );
+
+  it.each(states)("exec on a %s shell succeeds only when running", async (status) => {
+    const shell = await shellIn(status);
+    const res = await t.call("POST", `/api/v1/shells/${shell.id}/exec`, { command: ["true"] });
+    if (status === "running") expect(res.statusCode, res.body).toBe(200);
+    else {
+      expect(res.statusCode, res.body).toBe(409);
+      expect(res.json<{ error: { code: string } }>().error.code).toBe("invalid_state");
+    }
+  });
+});
+
+describe("admission of resource limits", () => {
+  it("refuses limits above the org maximum or the host, naming field, asked value and maximum", async () => {
+    for (const [field, value] of [
+      ["cpu", 64],
+      ["memoryMb", 96 * 1024],
+      ["pids", 65536],
+      ["diskMb", 150 * 1024],
+    ] as const) {
+      const res = await t.call("POST", "/api/v1/shells", {
+        language: "bash",
+        resources: { [field]: value },
+      });
+      expect(res.statusCode, res.body).toBe(422);
+      const { error } = res.json<{
+        error: { code: string; details: { field: string; asked: number; maximum: number } };
+      }>();
+      expect(error.code).toBe("limit_exceeded");
+      expect(error.details.field).toBe(`resources.${field}`);
+      expect(error.details.asked).toBe(value);
+      expect(error.details.maximum).toBeLessThan(value);
+    }
+  });
+
+  it("follows the org policy's maximum", async () => {
+    const set = await t.call("PATCH", "/api/v1/org/policy", {
+      maxResources: { cpu: 1, memoryMb: 256, pids: 64, diskMb: 512 },
+    });
+    expect(set.statusCode, set.body).toBe(200);
+    try {
+      const over = await t.call("POST", "/api/v1/shells", {
+        language: "bash",
+        resources: { memoryMb: 512 },
+      });
+      expect(over.json<{ error: { code: string; details: unknown } }>().error).toMatchObject({
+        code: "limit_exceeded",
+        details: { field: "resources.memoryMb", asked: 512, maximum: 256, limitedBy: "policy" },
+      });
+      const within = await t.call("POST", "/api/v1/shells", {
+        language: "bash",
+        resources: { memoryMb: 256 },
+      });
+      expect(within.statusCode, within.body).toBe(201);
+    } finally {
+      await t.call("PATCH", "/api/v1/org/policy", {
+        maxResources: { cpu: 16, memoryMb: 65536, pids: 4096, diskMb: 102400 },
+      });
+    }
+  });
+});
+
+describe("destructive capabilities behind the approval gate", () => {
+  it.each(["restore", "restart"] as const)(
+    "%s asks for typed confirmation when the org gates it",
+    async (capability) => {
+      await t.call("PATCH", "/api/v1/org/policy", { approvalGates: { [capability]: "confirm" } });
+      try {
+        const shell = await shellIn("running");
+        const bare = await t.call("POST", `/api/v1/shells/${shell.id}/actions/${capability}`, {});
+        expect(bare.statusCode, bare.body).toBe(428);
+        const confirmed = await t.call("POST", `/api/v1/shells/${shell.id}/actions/${capability}`, {
+          confirm: shell.name,
+        });
+        expect(confirmed.statusCode, confirmed.body).toBe(200);
+      } finally {
+        await t.call("PATCH", "/api/v1/org/policy", { approvalGates: { [capability]: "none" } });
+      }
+    },
+  );
+});
+
+describe("secret environment", () => {
+  it("is never returned, and its values and secret-looking ones never reach logs or history", async () => {
+    const created = await t.call("POST", "/api/v1/shells", {
+      language: "bash",
+      env: {
+        API_TOKEN: "tok-visible-guess",
+        DATABASE_URL: "postgres://u:pw-9931@db/x",
+        MODE: "dev",
+      },
+      secretEnv: { DB_PASS: "explicit-2b7f" },
+    });
+    expect(created.statusCode, created.body).toBe(201);
+    const shell = created.json<Shell>();
+    expect(shell.envKeys).toEqual(["API_TOKEN", "DATABASE_URL", "MODE"]);
+    expect(shell.secretEnvKeys).toEqual(["DB_PASS"]);
+    const exec = await t.call("POST", `/api/v1/shells/${shell.id}/exec`, {
+      command: [
+        "echo",
+        "tok-visible-guess",
+        "explicit-2b7f",
+        "postgres://u:pw-9931@db/x",
+        "x-exec-99",
+      ],
+      secretEnv: { ONE_OFF: "x-exec-99" },
+    });
+    expect(exec.statusCode, exec.body).toBe(200);
+    const logs = await t.call("POST", `/api/v1/shells/${shell.id}/actions/logs`, {});
+    const activity = await t.call("GET", "/api/v1/activity?limit=200");
+    const stored = await t.store.db
+      .selectFrom("shells")
+      .select(["env", "secret_env"])
+      .where("id", "=", shell.id)
+      .executeTakeFirstOrThrow();
+    for (const text of [JSON.stringify(shell), logs.body, activity.body, stored.secret_env ?? ""]) {
+      for (const secret of ["tok-visible-guess", "explicit-2b7f", "pw-9931", "x-exec-99"])
+        expect(text).not.toContain(secret);
+    }
+    expect(logs.body).toContain("[redacted]");
+  });
+});

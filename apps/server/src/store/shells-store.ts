@@ -1,0 +1,147 @@
+import { sql, type Kysely, type Selectable } from "kysely";
+import type { Database, ShellTable } from "./schema.js";
+
+/**
+ * The `shells` table. Every function that reads or changes one org's shells takes the org id and
+ * filters by it itself, so no caller can reach another org's rows by forgetting the filter. The
+ * functions named `…AcrossOrgs` serve the reconciler, which works for the whole server.
+ */
+
+/** A shell row with its project's name. */
+export type ShellRow = Selectable<ShellTable> & { project_name: string };
+
+/** Fields a lifecycle step changes. */
+export type ShellStateFields = Partial<
+  Pick<ShellTable, "status" | "status_reason" | "image_version" | "deleted_at">
+>;
+
+function selectShells(db: Kysely<Database>, orgId: string) {
+  return db
+    .selectFrom("shells")
+    .innerJoin("projects", "projects.id", "shells.project_id")
+    .selectAll("shells")
+    .select("projects.name as project_name")
+    .where("shells.org_id", "=", orgId);
+}
+
+/** One of the org's shells by id (deleted ones too) or by the name of a live one. */
+export async function findShell(
+  db: Kysely<Database>,
+  orgId: string,
+  idOrName: string,
+): Promise<ShellRow | undefined> {
+  return (
+    selectShells(db, orgId)
+      .where((eb) =>
+        eb.or([
+          eb("shells.id", "=", idOrName),
+          eb.and([eb("shells.name", "=", idOrName), eb("shells.deleted_at", "is", null)]),
+        ]),
+      )
+      // An exact id always wins over a name (names cannot take an id's shape either).
+      .orderBy(sql`shells.id = ${idOrName}`, "desc")
+      .executeTakeFirst()
+  );
+}
+
+/** A page of the org's shells, newest first, after the `(createdAt, id)` position `after`. */
+export async function listShells(
+  db: Kysely<Database>,
+  orgId: string,
+  filter: {
+    status?: string;
+    language?: string;
+    runtime?: string;
+    after?: { createdAt: string; id: string };
+    limit: number;
+  },
+): Promise<ShellRow[]> {
+  let q = selectShells(db, orgId);
+  q = filter.status
+    ? q.where("shells.status", "=", filter.status)
+    : q.where("shells.status", "!=", "deleted");
+  if (filter.language) q = q.where("shells.language", "=", filter.language);
+  if (filter.runtime) q = q.where("shells.runtime", "=", filter.runtime);
+  const after = filter.after;
+  if (after) {
+    q = q.where((eb) =>
+      eb.or([
+        eb("shells.created_at", "<", after.createdAt),
+        eb.and([eb("shells.created_at", "=", after.createdAt), eb("shells.id", "<", after.id)]),
+      ]),
+    );
+  }
+  return q
+    .orderBy("shells.created_at", "desc")
+    .orderBy("shells.id", "desc")
+    .limit(filter.limit)
+    .execute();
+}
+
+/** Inserts a new shell row (its `org_id` is the org's). Throws the store's unique violation on a taken name. */
+export async function insertShell(
+  db: Kysely<Database>,
+  orgId: string,
+  row: Omit<ShellTable, "org_id">,
+): Promise<void> {
+  await db
+    .insertInto("shells")
+    .values({ ...row, org_id: orgId })
+    .execute();
+}
+
+/** Records a lifecycle step on one of the org's shells. */
+export async function setShellState(
+  db: Kysely<Database>,
+  orgId: string,
+  shellId: string,
+  fields: ShellStateFields,
+): Promise<void> {
+  await db
+    .updateTable("shells")
+    .set({ ...fields, updated_at: new Date().toISOString() })
+    .where("org_id", "=", orgId)
+    .where("id", "=", shellId)
+    .execute();
+}
+
+/** The org's project named `name`. */
+export async function findProject(
+  db: Kysely<Database>,
+  orgId: string,
+  name: string,
+): Promise<{ id: string; name: string } | undefined> {
+  return db
+    .selectFrom("projects")
+    .select(["id", "name"])
+    .where("org_id", "=", orgId)
+    .where("name", "=", name)
+    .executeTakeFirst();
+}
+
+/** Every org's shells on `backend` that are not deleted (reconciliation after a start). */
+export async function liveShellsOnBackendAcrossOrgs(
+  db: Kysely<Database>,
+  backend: string,
+): Promise<Selectable<ShellTable>[]> {
+  return db
+    .selectFrom("shells")
+    .selectAll()
+    .where("backend", "=", backend)
+    .where("status", "!=", "deleted")
+    .execute();
+}
+
+/** Every org's running shells whose TTL passed by `now`. */
+export async function expiredShellsAcrossOrgs(
+  db: Kysely<Database>,
+  now: string,
+): Promise<{ id: string; org_id: string }[]> {
+  return db
+    .selectFrom("shells")
+    .select(["id", "org_id"])
+    .where("status", "=", "running")
+    .where("expires_at", "is not", null)
+    .where("expires_at", "<=", now)
+    .execute();
+}
