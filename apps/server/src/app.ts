@@ -31,6 +31,7 @@ import { registerTerminalAttach, terminalHandlers } from "./routes/terminal-rout
 import { ActivityService } from "./services/activity-service.js";
 import { AgentGate } from "./iam/agent-gate.js";
 import { IamService } from "./services/iam-service.js";
+import { KeyService } from "./services/key-service.js";
 import { PolicyService } from "./services/policy-service.js";
 import type { Store } from "./store/database.js";
 
@@ -101,6 +102,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   });
   const reconciler = shells.reconciler;
   const iam = new IamService(db, activity, policies);
+  const keys = new KeyService(db, activity);
   const files = new FileService(shells, activity);
   const terms = new TermService(db, shells, policies, activity, deps.logger);
   const interpreters = new InterpreterService(shells, activity);
@@ -138,7 +140,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...shellHandlers({ shells, runtimes, interpreters, activity, policies }),
       ...fileHandlers(files),
       ...runHandlers(runs),
-      ...iamHandlers(iam),
+      ...iamHandlers(iam, keys),
       ...approvalHandlers(gate, shells),
       ...agentGateHandlers(agentGate),
       ...terminalHandlers(terms, baseUrl),

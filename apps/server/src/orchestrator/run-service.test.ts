@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { AppError } from "../errors.js";
-import { artifactMatcher } from "./run-service.js";
+import { artifactMatcher } from "./run-artifacts.js";
 
 describe("artifactMatcher", () => {
   it("matches globs the way a shell user expects", () => {

@@ -1,108 +1,31 @@
-import {
-  artifactPatternProblem,
-  ARTIFACT_PATTERN_LIMITS,
-  type ActivityEvent,
-  type Artifact,
-  type Run,
-  type RunFrame,
-  type RouteBody,
-  type SkippedArtifact,
-} from "@shells/contract";
+import { type ActivityEvent, type Run, type RunFrame, type RouteBody } from "@shells/contract";
 import { NODE_HELPER, PYTHON_HELPER, RUNNER_DIR, mainFile, runCommand } from "@shells/runner";
-import type { SandboxFileInfo } from "@shells/sandbox";
 import type { FastifyBaseLogger } from "fastify";
 import type { Kysely, Selectable } from "kysely";
-import picomatch from "picomatch";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { dirname, join, posix } from "node:path";
-import { setImmediate as nextTurn } from "node:timers/promises";
+import { posix } from "node:path";
 import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { newId, nowIso } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { Database, RunTable } from "../store/schema.js";
 import { shellPath } from "./file-service.js";
+import {
+  ARTIFACT_LIMITS,
+  artifactMatcher,
+  RunArtifacts,
+  storedArtifacts,
+} from "./run-artifacts.js";
 import type { ShellService } from "./shell-service.js";
 
 /** Limits of one-shot runs. */
 export const RUN_LIMITS = {
   defaultTimeoutMs: 5 * 60 * 1000,
-  /** Largest single artifact kept. */
-  artifactBytes: 64 * 1024 * 1024,
-  /** Bytes of artifacts one run may keep on the host, all together (the default quota). */
-  runArtifactBytes: 64 * 1024 * 1024,
-  artifactCount: 100,
+  ...ARTIFACT_LIMITS,
   /** Output kept as frames per run; past it output frames stop (the exec's own limit still applies). */
   frameOutputBytes: 10 * 1024 * 1024,
 };
 
 const encoder = new TextEncoder();
-
-/**
- * A matcher for artifact globs (`*` within a segment, `**` across segments, `?`, `[…]`, `{a,b}`),
- * matched one path segment at a time: each segment's picomatch expression only ever sees one
- * file name, with at most two wildcards (see `artifactPatternProblem`), and `**` is stepped
- * through segment by segment, so no glob can make matching backtrack over a whole path.
- * Throws a `validation_failed` error for a glob the contract would refuse.
- */
-export function artifactMatcher(globs: readonly string[]): (relative: string) => boolean {
-  if (globs.length > ARTIFACT_PATTERN_LIMITS.count)
-    throw new AppError(
-      "validation_failed",
-      `At most ${ARTIFACT_PATTERN_LIMITS.count} artifact patterns.`,
-    );
-  const compiled = globs.map((raw) => {
-    const problem =
-      raw.length > ARTIFACT_PATTERN_LIMITS.length
-        ? `longer than ${ARTIFACT_PATTERN_LIMITS.length} characters`
-        : artifactPatternProblem(raw);
-    if (problem)
-      throw new AppError("validation_failed", `Artifact pattern ${raw}: ${problem}.`, {
-        pattern: raw,
-      });
-    const glob = raw.replace(/^\/workspace\//, "").replace(/^(\.\/)+/, "");
-    return glob
-      .split("/")
-      .filter((segment) => segment !== "")
-      .map((segment) =>
-        segment === "**"
-          ? null
-          : picomatch(segment, { dot: true, noextglob: true, nonegate: true }),
-      );
-  });
-  return (relative) => {
-    const names = relative.split("/");
-    return compiled.some((segments) => {
-      // The set of pattern positions reachable so far; `**` (null) may consume any names.
-      const closure = (positions: Set<number>) => {
-        for (const at of positions) if (segments[at] === null) positions.add(at + 1);
-        return positions;
-      };
-      let positions = closure(new Set([0]));
-      for (const name of names) {
-        const next = new Set<number>();
-        for (const at of positions) {
-          const segment = segments[at];
-          if (segment === null) next.add(at);
-          else if (segment !== undefined && segment(name)) next.add(at + 1);
-        }
-        positions = closure(next);
-        if (positions.size === 0) return false;
-      }
-      return positions.has(segments.length);
-    });
-  };
-}
-
-/**
- * The runs table keeps a run's artifacts as JSON: a plain list of kept artifacts, or
- * `{ kept, skipped }` once something was skipped or deleted.
- */
-function storedArtifacts(json: string): Pick<Run, "artifacts" | "skippedArtifacts"> {
-  const stored = JSON.parse(json) as Artifact[] | { kept: Artifact[]; skipped: SkippedArtifact[] };
-  if (Array.isArray(stored)) return { artifacts: stored, skippedArtifacts: [] };
-  return { artifacts: stored.kept, skippedArtifacts: stored.skipped };
-}
 
 function toRun(row: Selectable<RunTable>): Run {
   return {
@@ -130,17 +53,17 @@ export class RunService {
   readonly #listeners = new Map<string, Set<(frame: RunFrame) => void>>();
   readonly #cancel = new Map<string, AbortController>();
   readonly #running = new Map<string, Promise<void>>();
-  readonly #artifactQuotaBytes: number;
+  readonly #artifacts: RunArtifacts;
 
   constructor(
     private readonly db: Kysely<Database>,
     private readonly shells: ShellService,
     private readonly activity: ActivityService,
-    private readonly dataDir: string,
+    dataDir: string,
     private readonly logger: FastifyBaseLogger,
     options: { artifactQuotaBytes?: number } = {},
   ) {
-    this.#artifactQuotaBytes = options.artifactQuotaBytes ?? RUN_LIMITS.runArtifactBytes;
+    this.#artifacts = new RunArtifacts(dataDir, logger, options.artifactQuotaBytes);
   }
 
   async create(caller: Caller, body: RouteBody<"createRun">): Promise<Run> {
@@ -280,7 +203,7 @@ export class RunService {
         "file_not_found",
         `Run ${id} kept no artifact ${path}; it kept: ${run.artifacts.map((a) => a.path).join(", ") || "nothing"}.`,
       );
-    return readFile(this.#artifactPath(caller.orgId, id, known.path));
+    return this.#artifacts.read(caller.orgId, id, known.path);
   }
 
   /**
@@ -307,7 +230,7 @@ export class RunService {
     const { artifacts, skippedArtifacts } = storedArtifacts(
       (await this.#row(caller, id)).artifacts,
     );
-    await rm(this.#artifactDir(caller.orgId, id), { recursive: true, force: true });
+    await this.#artifacts.remove(caller.orgId, id);
     await this.db
       .updateTable("runs")
       .set({ artifacts: JSON.stringify({ kept: [], skipped: skippedArtifacts ?? [] }) })
@@ -397,7 +320,13 @@ export class RunService {
       // A cancelled run keeps nothing: its teardown is deleting what it would keep.
       const { kept, skipped } = signal.aborted
         ? { kept: [], skipped: [] }
-        : await this.#collectArtifacts(caller, row, shell, body.artifacts ?? [], artifactsFile);
+        : await this.#artifacts.collect(
+            caller.orgId,
+            row.id,
+            shell,
+            body.artifacts ?? [],
+            artifactsFile,
+          );
       for (const artifact of kept) await emit("artifact", artifact);
       const status = signal.aborted
         ? "cancelled"
@@ -459,131 +388,6 @@ export class RunService {
     } catch {
       return { present: false, value: null, error: "the result file does not hold JSON" };
     }
-  }
-
-  /**
-   * Copies the files a run named (by `shells.artifact()` or by glob) out of its shell onto the host,
-   * within the run's quota: sizes are the files' apparent sizes (a sparse file counts whole), each
-   * read is capped at what is left, and what does not fit is recorded as skipped with the reason.
-   */
-  async #collectArtifacts(
-    caller: Caller,
-    row: Selectable<RunTable>,
-    shell: Awaited<ReturnType<ShellService["runningSandbox"]>>,
-    globs: string[],
-    listFile: string,
-  ): Promise<{ kept: Artifact[]; skipped: SkippedArtifact[] }> {
-    const named = new Map<string, SandboxFileInfo | null>();
-    try {
-      const listed = new TextDecoder().decode(
-        await shell.call((b) => b.files.read(shell.shellId, listFile, 1024 * 1024)),
-      );
-      for (const line of listed.split("\n"))
-        if (line.trim()) named.set(shellPath(line.trim()), null);
-    } catch {
-      // no shells.artifact() calls
-    }
-    if (globs.length > 0) {
-      const matches = artifactMatcher(globs);
-      let checked = 0;
-      for (const file of await this.#walk(shell, "/workspace", 6)) {
-        if (matches(file.path.replace(/^\/workspace\//, ""))) named.set(file.path, file);
-        // Many files times many patterns is work a caller chooses: other callers get turns.
-        checked += 1;
-        if (checked % 256 === 0) await nextTurn(undefined);
-      }
-    }
-    const kept: Artifact[] = [];
-    const skipped: SkippedArtifact[] = [];
-    const skip = (path: string, sizeBytes: number, reason: SkippedArtifact["reason"]) => {
-      if (skipped.length < RUN_LIMITS.artifactCount) skipped.push({ path, sizeBytes, reason });
-    };
-    let usedBytes = 0;
-    for (const [path, listed] of named) {
-      if (!path.startsWith("/workspace/")) continue;
-      const relative = path.slice("/workspace/".length);
-      if (kept.length >= RUN_LIMITS.artifactCount) {
-        skip(relative, listed?.sizeBytes ?? 0, "count_exceeded");
-        continue;
-      }
-      let info: SandboxFileInfo;
-      try {
-        info = listed ?? (await shell.call((b) => b.files.stat(shell.shellId, path)));
-      } catch {
-        skip(relative, 0, "unreadable");
-        continue;
-      }
-      // Links are not followed: an artifact is a file the run wrote, never what a link names.
-      if (info.type !== "file") {
-        skip(relative, info.sizeBytes, "not_a_file");
-        continue;
-      }
-      const room = Math.min(RUN_LIMITS.artifactBytes, this.#artifactQuotaBytes - usedBytes);
-      if (info.sizeBytes > room) {
-        skip(relative, info.sizeBytes, "quota_exceeded");
-        continue;
-      }
-      let bytes: Uint8Array;
-      try {
-        // Capped at what is left, so a file that grew since it was looked at cannot overrun it.
-        bytes = await shell.call((b) => b.files.read(shell.shellId, path, room));
-      } catch (error) {
-        const tooLarge = error instanceof AppError && error.code === "file_too_large";
-        skip(relative, info.sizeBytes, tooLarge ? "quota_exceeded" : "unreadable");
-        continue;
-      }
-      const target = this.#artifactPath(caller.orgId, row.id, relative);
-      try {
-        await mkdir(dirname(target), { recursive: true, mode: 0o700 });
-        await writeFile(target, bytes, { mode: 0o600 });
-      } catch (error) {
-        // The host path must not reach the run record, its frames or the activity history.
-        this.logger.warn(
-          { err: error, runId: row.id, artifact: relative },
-          "could not keep an artifact",
-        );
-        // Only the message reaches the run record; the cause (with the host path) stays in the log.
-        throw new Error(
-          `could not keep the artifact ${relative} (a file and a directory of the same name?)`,
-          { cause: error },
-        );
-      }
-      usedBytes += bytes.length;
-      kept.push({ path: relative, sizeBytes: bytes.length });
-    }
-    return { kept, skipped };
-  }
-
-  async #walk(
-    shell: Awaited<ReturnType<ShellService["runningSandbox"]>>,
-    dir: string,
-    depth: number,
-  ): Promise<SandboxFileInfo[]> {
-    if (depth < 0) return [];
-    let entries: SandboxFileInfo[];
-    try {
-      entries = await shell.call((b) => b.files.list(shell.shellId, dir));
-    } catch {
-      return [];
-    }
-    const files: SandboxFileInfo[] = [];
-    for (const entry of entries) {
-      if (entry.type === "file") files.push(entry);
-      else if (entry.type === "directory")
-        files.push(...(await this.#walk(shell, entry.path, depth - 1)));
-    }
-    return files;
-  }
-
-  #artifactPath(orgId: string, runId: string, relative: string): string {
-    const clean = posix.normalize(relative);
-    if (clean.startsWith("..") || clean.startsWith("/"))
-      throw new AppError("invalid_path", `artifact path ${relative} is outside the workspace`);
-    return join(this.#artifactDir(orgId, runId), clean);
-  }
-
-  #artifactDir(orgId: string, runId: string): string {
-    return join(this.dataDir, "runs", orgId, runId);
   }
 
   async #row(caller: Caller, id: string): Promise<Selectable<RunTable>> {

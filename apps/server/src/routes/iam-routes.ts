@@ -1,9 +1,11 @@
 import type { IamService } from "../services/iam-service.js";
+import type { KeyService } from "../services/key-service.js";
 import type { Handlers } from "./register-routes.js";
 
 /** Who the caller is, and the org's projects, members, agents, API keys and entitlements. */
 export function iamHandlers(
   iam: IamService,
+  keys: KeyService,
 ): Pick<
   Handlers,
   | "whoami"
@@ -34,9 +36,9 @@ export function iamHandlers(
     listAgents: async ({ caller }) => ({ items: await iam.listAgents(caller) }),
     createAgent: async ({ caller, body }) => iam.createAgent(caller, body),
     deleteAgent: async ({ caller, params }) => iam.deleteAgent(caller, params.id),
-    listKeys: async ({ caller }) => ({ items: await iam.listKeys(caller) }),
-    createKey: async ({ caller, body }) => iam.createKey(caller, body),
-    revokeKey: async ({ caller, params }) => iam.revokeKey(caller, params.id),
+    listKeys: async ({ caller }) => ({ items: await keys.listKeys(caller) }),
+    createKey: async ({ caller, body }) => keys.createKey(caller, body),
+    revokeKey: async ({ caller, params }) => keys.revokeKey(caller, params.id),
     listEntitlements: async ({ caller }) => ({ items: await iam.listEntitlements(caller) }),
     grantEntitlement: async ({ caller, body }) => iam.grantEntitlement(caller, body),
     revokeEntitlement: async ({ caller, params }) => iam.revokeEntitlement(caller, params.id),
