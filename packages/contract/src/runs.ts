@@ -1,0 +1,178 @@
+/** Wire types of running code: streamed exec frames, interpreter turns, one-shot runs. */
+import { z } from "zod";
+import { SeedFile } from "./files.js";
+import { EnvMap, ExecResult, KillReason, Language, NetworkMode, RuntimeClass } from "./shells.js";
+
+/** One frame of a streamed exec (`Accept: text/event-stream`). Output frames carry UTF-8 text. */
+export const ExecFrame = z.discriminatedUnion("type", [
+  z.strictObject({
+    type: z.enum(["stdout", "stderr"]),
+    data: z.string(),
+    /** When the chunk left the process, ms since the epoch. */
+    time: z.number(),
+  }),
+  z.strictObject({
+    type: z.literal("exit"),
+    /** The exec's result; its stdout/stderr are empty because the output went out as frames. */
+    result: ExecResult,
+    time: z.number(),
+  }),
+]);
+export type ExecFrame = z.infer<typeof ExecFrame>;
+
+/** Body of `POST /api/v1/shells/:id/interpreter`. */
+export const InterpreterRequest = z.strictObject({
+  code: z.string().max(1024 * 1024),
+  /** `python` or `node`; defaults to the shell's language when it is one of them. */
+  language: z.enum(["python", "node"]).optional(),
+  /** Wall clock of this turn (default 60 s); past it the interpreter is restarted. */
+  timeoutMs: z
+    .int()
+    .min(1)
+    .max(15 * 60 * 1000)
+    .optional(),
+});
+
+/** One interpreter turn's result. */
+export const InterpreterResult = z.strictObject({
+  stdout: z.string(),
+  stderr: z.string(),
+  /** The last expression's value: JSON when it serialises, otherwise its repr. */
+  value: z.unknown().nullable(),
+  error: z
+    .strictObject({ name: z.string(), message: z.string(), traceback: z.string() })
+    .nullable(),
+  /** True when this turn started a fresh interpreter (first turn, or after a crash/timeout). */
+  restarted: z.boolean(),
+  durationMs: z.number(),
+});
+export type InterpreterResult = z.infer<typeof InterpreterResult>;
+
+/** Bounds of a run's artifact globs, so matching them stays fast whatever a caller sends. */
+export const ARTIFACT_PATTERN_LIMITS = {
+  count: 32,
+  length: 256,
+  /** `*` runs and `{…}` groups in one path segment; `**` as a whole segment is apart. */
+  wildcardsPerSegment: 2,
+} as const;
+
+/**
+ * Why an artifact glob is refused, or null: more wildcards in one segment than
+ * {@link ARTIFACT_PATTERN_LIMITS} allows (each one more multiplies the work of matching a long
+ * name), a `/` inside `{…}`, or extglob and negation syntax.
+ */
+export function artifactPatternProblem(glob: string): string | null {
+  if (/[!@+]\(|^!/.test(glob)) return "extglob and negated patterns are not supported";
+  let depth = 0;
+  for (const char of glob) {
+    if (char === "{") depth += 1;
+    else if (char === "}") depth = Math.max(0, depth - 1);
+    else if (char === "/" && depth > 0) return "a {…} group may not hold a /";
+  }
+  for (const segment of glob.split("/")) {
+    if (segment === "**") continue;
+    const wildcards = (segment.match(/\*+|\{/g) ?? []).length;
+    if (wildcards > ARTIFACT_PATTERN_LIMITS.wildcardsPerSegment)
+      return `at most ${ARTIFACT_PATTERN_LIMITS.wildcardsPerSegment} wildcards (* or {…}) per path segment`;
+  }
+  return null;
+}
+
+/** Body of `POST /api/v1/runs`: exactly one of `code` or `command`. */
+export const RunCreate = z
+  .strictObject({
+    /** Source in `language`, run by its interpreter (python3, node, bash). */
+    code: z
+      .string()
+      .max(1024 * 1024)
+      .optional(),
+    /** argv to run instead of code. */
+    command: z
+      .array(z.string().max(128 * 1024))
+      .min(1)
+      .max(4096)
+      .optional(),
+    language: Language,
+    runtime: RuntimeClass.optional(),
+    network: NetworkMode.optional(),
+    env: EnvMap.optional(),
+    files: z.array(SeedFile).max(256).optional(),
+    /** Globs (relative to /workspace) of output files to keep as artifacts. */
+    artifacts: z
+      .array(
+        z
+          .string()
+          .min(1)
+          .max(ARTIFACT_PATTERN_LIMITS.length)
+          .superRefine((glob, ctx) => {
+            const problem = artifactPatternProblem(glob);
+            if (problem) ctx.addIssue({ code: "custom", message: problem });
+          }),
+      )
+      .max(ARTIFACT_PATTERN_LIMITS.count)
+      .optional(),
+    /** Wall clock of the whole run (default 5 minutes). */
+    timeoutMs: z
+      .int()
+      .min(1)
+      .max(3600 * 1000)
+      .optional(),
+  })
+  .refine(
+    (r) => (r.code === undefined) !== (r.command === undefined),
+    "give exactly one of code or command",
+  );
+export type RunCreate = z.input<typeof RunCreate>;
+
+/** An output file kept from a run. */
+export const Artifact = z.strictObject({
+  /** Path relative to /workspace. */
+  path: z.string(),
+  sizeBytes: z.int(),
+});
+export type Artifact = z.infer<typeof Artifact>;
+
+/** An output file a run named but did not keep, and why. */
+export const SkippedArtifact = z.strictObject({
+  /** Path relative to /workspace. */
+  path: z.string(),
+  /** Size in the shell when it was looked at (0 when unknown). */
+  sizeBytes: z.int(),
+  /**
+   * `quota_exceeded`: over the per-artifact limit or what is left of the run's quota;
+   * `count_exceeded`: past the most artifacts a run keeps; `not_a_file`: not a regular file
+   * (links are never followed out of the shell); `unreadable`: it could not be read.
+   */
+  reason: z.enum(["quota_exceeded", "count_exceeded", "not_a_file", "unreadable"]),
+});
+export type SkippedArtifact = z.infer<typeof SkippedArtifact>;
+
+/** A one-shot run. */
+export const Run = z.strictObject({
+  id: z.string(),
+  status: z.enum(["running", "succeeded", "failed", "cancelled"]),
+  language: Language,
+  runtime: RuntimeClass,
+  /** The ephemeral shell the run used; deleted when the run ends. */
+  shellId: z.string(),
+  exitCode: z.int().nullable(),
+  killReason: KillReason.nullable(),
+  /** The structured result the code reported (`shells.result(...)` or `$SHELLS_RESULT`), if any. */
+  result: z.unknown().nullable(),
+  artifacts: z.array(Artifact),
+  /** Files the run named as artifacts but did not keep (size quota, count, type). */
+  skippedArtifacts: z.array(SkippedArtifact).optional(),
+  error: z.string().nullable(),
+  createdAt: z.iso.datetime(),
+  finishedAt: z.iso.datetime().nullable(),
+});
+export type Run = z.infer<typeof Run>;
+
+/** One event of a run's stream (SSE; the event id is `seq`, resumable with `Last-Event-ID`). */
+export const RunFrame = z.strictObject({
+  seq: z.int(),
+  type: z.enum(["stdout", "stderr", "status", "result", "artifact", "exit"]),
+  data: z.unknown(),
+  time: z.number(),
+});
+export type RunFrame = z.infer<typeof RunFrame>;
