@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { InterpreterRequest, RunCreate, ShellPath } from "./live.js";
+import { ShellPath } from "./files.js";
+import { InterpreterRequest, RunCreate } from "./runs.js";
 import {
   Capability,
   ExecRequest,

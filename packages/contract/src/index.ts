@@ -16,25 +16,20 @@ export {
 } from "./activity.js";
 export { ERROR_CODES, ERROR_STATUS, ErrorBody, ErrorCode } from "./errors.js";
 export { buildOpenApiDocument, openApiPath } from "./openapi.js";
+export { FileInfo, PathQuery, SeedFile, ShellPath, type FileContent } from "./files.js";
 export {
   ARTIFACT_PATTERN_LIMITS,
   Artifact,
   artifactPatternProblem,
   ExecFrame,
-  FileInfo,
   InterpreterRequest,
   InterpreterResult,
-  PathQuery,
   Run,
   RunCreate,
   RunFrame,
-  SeedFile,
-  ShellPath,
   SkippedArtifact,
-  TERM_PROTOCOL,
-  TERM_TOKEN_PROTOCOL_PREFIX,
-  TermCredential,
-} from "./live.js";
+} from "./runs.js";
+export { TERM_PROTOCOL, TERM_TOKEN_PROTOCOL_PREFIX, TermCredential } from "./terminals.js";
 export { pageOf, type Page } from "./pages.js";
 export {
   AGENT_TOOL_ARGUMENTS,
@@ -69,7 +64,6 @@ export {
   PendingApproval,
   Principal,
   type AgentToolResults,
-  type FileContent,
   ROUTES,
   RuntimeAvailability,
   type HttpMethod,

@@ -7,6 +7,15 @@ import {
   openApiPath,
   type RouteSpec,
 } from "./index.js";
+import { agentRoutes } from "./routes/agent-routes.js";
+import { approvalRoutes } from "./routes/approval-routes.js";
+import { fileRoutes } from "./routes/file-routes.js";
+import { iamRoutes } from "./routes/iam-routes.js";
+import { orgRoutes } from "./routes/org-routes.js";
+import { runRoutes } from "./routes/run-routes.js";
+import { shellRoutes } from "./routes/shell-routes.js";
+import { systemRoutes } from "./routes/system-routes.js";
+import { terminalRoutes } from "./routes/terminal-routes.js";
 
 const routes = Object.entries(ROUTES as Record<string, RouteSpec>);
 
@@ -16,6 +25,23 @@ describe("the contract", () => {
       expect(ERROR_STATUS[code], code).toBeGreaterThanOrEqual(400);
       expect(ERROR_STATUS[code], code).toBeLessThan(600);
     }
+  });
+
+  it("takes every route from exactly one area table", () => {
+    const areas = [
+      systemRoutes,
+      shellRoutes,
+      fileRoutes,
+      terminalRoutes,
+      runRoutes,
+      orgRoutes,
+      iamRoutes,
+      approvalRoutes,
+      agentRoutes,
+    ];
+    const fromAreas = areas.flatMap((area) => Object.keys(area));
+    // A key repeated in two areas would silently replace the first route when they are merged.
+    expect(fromAreas).toEqual(Object.keys(ROUTES));
   });
 
   it("gives each route its own method and path", () => {

@@ -1,5 +1,7 @@
+/** Wire types of running code: streamed exec frames, interpreter turns, one-shot runs. */
 import { z } from "zod";
-import { ExecResult, KillReason, Language, NetworkMode, RuntimeClass, EnvMap } from "./shells.js";
+import { SeedFile } from "./files.js";
+import { EnvMap, ExecResult, KillReason, Language, NetworkMode, RuntimeClass } from "./shells.js";
 
 /** One frame of a streamed exec (`Accept: text/event-stream`). Output frames carry UTF-8 text. */
 export const ExecFrame = z.discriminatedUnion("type", [
@@ -18,16 +20,33 @@ export const ExecFrame = z.discriminatedUnion("type", [
 ]);
 export type ExecFrame = z.infer<typeof ExecFrame>;
 
-/** A file seeded into a run's or shell's workspace. */
-export const SeedFile = z.strictObject({
-  /** Relative to `/workspace`, or absolute inside it. */
-  path: z.string().min(1).max(4096),
-  content: z.string().max(8 * 1024 * 1024),
-  encoding: z.enum(["utf8", "base64"]).default("utf8"),
-  /** Octal permission bits as a number, e.g. 0o755 = 493. */
-  mode: z.int().min(0).max(0o7777).optional(),
+/** Body of `POST /api/v1/shells/:id/interpreter`. */
+export const InterpreterRequest = z.strictObject({
+  code: z.string().max(1024 * 1024),
+  /** `python` or `node`; defaults to the shell's language when it is one of them. */
+  language: z.enum(["python", "node"]).optional(),
+  /** Wall clock of this turn (default 60 s); past it the interpreter is restarted. */
+  timeoutMs: z
+    .int()
+    .min(1)
+    .max(15 * 60 * 1000)
+    .optional(),
 });
-export type SeedFile = z.input<typeof SeedFile>;
+
+/** One interpreter turn's result. */
+export const InterpreterResult = z.strictObject({
+  stdout: z.string(),
+  stderr: z.string(),
+  /** The last expression's value: JSON when it serialises, otherwise its repr. */
+  value: z.unknown().nullable(),
+  error: z
+    .strictObject({ name: z.string(), message: z.string(), traceback: z.string() })
+    .nullable(),
+  /** True when this turn started a fresh interpreter (first turn, or after a crash/timeout). */
+  restarted: z.boolean(),
+  durationMs: z.number(),
+});
+export type InterpreterResult = z.infer<typeof InterpreterResult>;
 
 /** Bounds of a run's artifact globs, so matching them stays fast whatever a caller sends. */
 export const ARTIFACT_PATTERN_LIMITS = {
@@ -159,84 +178,3 @@ export const RunFrame = z.strictObject({
   time: z.number(),
 });
 export type RunFrame = z.infer<typeof RunFrame>;
-
-/** Body of `POST /api/v1/shells/:id/interpreter`. */
-export const InterpreterRequest = z.strictObject({
-  code: z.string().max(1024 * 1024),
-  /** `python` or `node`; defaults to the shell's language when it is one of them. */
-  language: z.enum(["python", "node"]).optional(),
-  /** Wall clock of this turn (default 60 s); past it the interpreter is restarted. */
-  timeoutMs: z
-    .int()
-    .min(1)
-    .max(15 * 60 * 1000)
-    .optional(),
-});
-
-/** One interpreter turn's result. */
-export const InterpreterResult = z.strictObject({
-  stdout: z.string(),
-  stderr: z.string(),
-  /** The last expression's value: JSON when it serialises, otherwise its repr. */
-  value: z.unknown().nullable(),
-  error: z
-    .strictObject({ name: z.string(), message: z.string(), traceback: z.string() })
-    .nullable(),
-  /** True when this turn started a fresh interpreter (first turn, or after a crash/timeout). */
-  restarted: z.boolean(),
-  durationMs: z.number(),
-});
-export type InterpreterResult = z.infer<typeof InterpreterResult>;
-
-/** A filesystem entry inside a shell. */
-export const FileInfo = z.strictObject({
-  path: z.string(),
-  type: z.enum(["file", "directory", "symlink", "other"]),
-  sizeBytes: z.int(),
-  /** Permission bits, e.g. 420 (0o644). */
-  mode: z.int(),
-  modifiedAt: z.iso.datetime(),
-});
-export type FileInfo = z.infer<typeof FileInfo>;
-
-/**
- * The WebSocket subprotocol of a terminal. A client offers it first, followed by
- * `TERM_TOKEN_PROTOCOL_PREFIX + token`; the server selects only this one, so the token is never
- * echoed back.
- */
-export const TERM_PROTOCOL = "shells.term.v1";
-
-/**
- * Prefix of the subprotocol that carries a terminal token. The token travels in the
- * `Sec-WebSocket-Protocol` header, never in the URL: URLs end up in proxy and server access logs,
- * browser history and `Referer` headers.
- */
-export const TERM_TOKEN_PROTOCOL_PREFIX = "shells.token.";
-
-/** A short-lived credential to attach a terminal to a shell. Shown once; stored only as a hash. */
-export const TermCredential = z.strictObject({
-  id: z.string(),
-  /**
-   * The secret. Single use: the first attach consumes it. Send it as the WebSocket subprotocol
-   * `shells.token.<token>` next to `shells.term.v1`; a token in the URL is refused.
-   */
-  token: z.string(),
-  /** WebSocket URL to attach. It holds no secret. */
-  url: z.string(),
-  expiresAt: z.iso.datetime(),
-});
-export type TermCredential = z.infer<typeof TermCredential>;
-
-/**
- * A path inside a shell: absolute, or relative to `/workspace`. `..` segments and NUL bytes are
- * refused rather than normalised away, so a request means exactly what it says.
- */
-export const ShellPath = z
-  .string()
-  .min(1)
-  .max(4096)
-  .refine((p) => !p.includes("\0"), "a path without NUL bytes")
-  .refine((p) => !p.split("/").includes(".."), "a path without `..` segments");
-
-/** Query naming one path. */
-export const PathQuery = z.strictObject({ path: ShellPath });

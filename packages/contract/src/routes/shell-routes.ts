@@ -1,0 +1,121 @@
+import { z } from "zod";
+import { pageOf } from "../pages.js";
+import { ExecFrame } from "../runs.js";
+import {
+  ActionRequest,
+  ActionResult,
+  Capability,
+  ExecRequest,
+  ExecResult,
+  Language,
+  RuntimeClass,
+  Shell,
+  ShellCreate,
+  ShellStatus,
+  Snapshot,
+} from "../shells.js";
+import { PendingApproval, shellId, type RouteSpec } from "./route-spec.js";
+
+/** Shells: list, create, get, delete, lifecycle capabilities, snapshots and exec. */
+export const shellRoutes = {
+  listShells: {
+    method: "GET",
+    path: "/api/v1/shells",
+    summary: "List the org's shells, newest first.",
+    description: "Deleted shells are listed only when `status=deleted` is asked for.",
+    tag: "shells",
+    query: z.strictObject({
+      status: ShellStatus.optional(),
+      language: Language.optional(),
+      runtime: RuntimeClass.optional(),
+      limit: z.coerce.number().int().min(1).max(200).default(50),
+      cursor: z.string().max(512).optional(),
+    }),
+    response: pageOf(Shell),
+    successStatus: 200,
+    scope: "shells:instances:read",
+  },
+  createShell: {
+    method: "POST",
+    path: "/api/v1/shells",
+    summary: "Create a shell and start it.",
+    description:
+      "Answers once the shell is running (or in `error`). The runtime defaults to the org's isolation floor or `container`, whichever is stronger. Honours `Idempotency-Key`.",
+    tag: "shells",
+    body: ShellCreate,
+    response: Shell,
+    successStatus: 201,
+    scope: "shells:instances:create",
+    idempotent: true,
+    example: { body: { language: "bash" } },
+  },
+  getShell: {
+    method: "GET",
+    path: "/api/v1/shells/:id",
+    summary: "Get one shell by id or name.",
+    tag: "shells",
+    params: z.strictObject({ id: shellId }),
+    response: Shell,
+    successStatus: 200,
+    scope: "shells:instances:read",
+    example: { params: { id: "{shell}" } },
+  },
+  deleteShell: {
+    method: "DELETE",
+    path: "/api/v1/shells/:id",
+    summary: "Delete a shell: end its processes and reclaim every per-shell object.",
+    description:
+      "The record stays with status `deleted`. Goes through the org's approval gate: `confirm` must equal the shell's name or id under `confirm`; under `approvers` the answer is 202 with a pending approval. Honours `Idempotency-Key`.",
+    tag: "shells",
+    params: z.strictObject({ id: shellId }),
+    query: z.strictObject({ confirm: z.string().max(256).optional() }),
+    response: z.union([Shell, PendingApproval]),
+    successStatus: 200,
+    scope: "shells:instances:control",
+    idempotent: true,
+    example: { params: { id: "{shell}" } },
+  },
+  actOnShell: {
+    method: "POST",
+    path: "/api/v1/shells/:id/actions/:capability",
+    summary:
+      "Run a lifecycle capability: logs, restart, snapshot, restore, reinstall_os, stop, start, wipe_state.",
+    description:
+      "A capability not legal in the shell's current state answers 409 `invalid_state`. `stop`, `wipe_state` and `reinstall_os` go through the org's approval gate (see deleteShell).",
+    tag: "shells",
+    params: z.strictObject({ id: shellId, capability: Capability }),
+    body: ActionRequest,
+    bodyOptional: true,
+    response: z.union([ActionResult, PendingApproval]),
+    successStatus: 200,
+    scope: "shells:instances:control",
+    idempotent: true,
+    example: { params: { id: "{shell}", capability: "snapshot" }, body: {} },
+  },
+  listSnapshots: {
+    method: "GET",
+    path: "/api/v1/shells/:id/snapshots",
+    summary: "List a shell's restore points, newest first.",
+    tag: "shells",
+    params: z.strictObject({ id: shellId }),
+    response: z.strictObject({ items: z.array(Snapshot) }),
+    successStatus: 200,
+    scope: "shells:instances:read",
+    example: { params: { id: "{shell}" } },
+  },
+  execInShell: {
+    method: "POST",
+    path: "/api/v1/shells/:id/exec",
+    summary: "Run a command in a running shell and wait for it, or stream it.",
+    description:
+      "A non-zero exit code is a result (200), not an error. With `Accept: text/event-stream` the answer is a server-sent event stream of `stdout`/`stderr` frames as they happen, then one `exit` frame with the result (or an `error` event).",
+    eventStream: ExecFrame,
+    tag: "shells",
+    params: z.strictObject({ id: shellId }),
+    body: ExecRequest,
+    response: ExecResult,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    example: { params: { id: "{shell}" }, body: { command: ["echo", "hi"] } },
+  },
+} as const satisfies Record<string, RouteSpec>;

@@ -1,0 +1,75 @@
+import { z } from "zod";
+import { Role, Scope } from "../iam.js";
+import { RuntimeClass } from "../shells.js";
+import type { RouteSpec } from "./route-spec.js";
+
+/** Availability of one runtime class on this server. */
+export const RuntimeAvailability = z.strictObject({
+  runtime: RuntimeClass,
+  available: z.boolean(),
+  /** Backend that serves the class (`container`, `simulator`, …), when one does. */
+  backend: z.string().nullable(),
+  /** What is missing when unavailable, or a note (the simulator says it runs no code). */
+  reason: z.string().nullable(),
+});
+export type RuntimeAvailability = z.infer<typeof RuntimeAvailability>;
+
+/** Who the caller is. */
+export const Principal = z.strictObject({
+  orgId: z.string(),
+  actor: z.strictObject({ type: z.enum(["user", "agent"]), id: z.string() }),
+  role: Role,
+  /** The API key used, or null for a console session or a JWT. */
+  keyId: z.string().nullable(),
+  /** Effective scopes: the credential's scopes within the role's. */
+  scopes: z.array(Scope),
+  /** Entitlements held (e.g. `shells.agent.invoke`). */
+  entitlements: z.array(z.string()),
+  /** For console sessions: the token to send as `x-csrf-token` on mutating requests. */
+  csrfToken: z.string().optional(),
+});
+export type Principal = z.infer<typeof Principal>;
+
+/** Health, readiness, the caller's identity and the runtime classes this server runs. */
+export const systemRoutes = {
+  health: {
+    method: "GET",
+    path: "/healthz",
+    summary: "Liveness: the process answers.",
+    tag: "health",
+    response: z.strictObject({ status: z.literal("ok") }),
+    successStatus: 200,
+    scope: null,
+  },
+  ready: {
+    method: "GET",
+    path: "/readyz",
+    summary: "Readiness: the store answers; which runtime classes this host can run.",
+    tag: "health",
+    response: z.strictObject({
+      status: z.literal("ready"),
+      runtimes: z.array(RuntimeAvailability),
+    }),
+    successStatus: 200,
+    scope: null,
+  },
+  whoami: {
+    method: "GET",
+    path: "/api/v1/me",
+    summary:
+      "The authenticated principal: org, actor, role, key, effective scopes and entitlements.",
+    tag: "identity",
+    response: Principal,
+    successStatus: 200,
+    scope: "shells:instances:read",
+  },
+  listRuntimes: {
+    method: "GET",
+    path: "/api/v1/runtimes",
+    summary: "Runtime classes and whether this server can run each (and why not).",
+    tag: "shells",
+    response: z.strictObject({ items: z.array(RuntimeAvailability) }),
+    successStatus: 200,
+    scope: "shells:instances:read",
+  },
+} as const satisfies Record<string, RouteSpec>;
