@@ -5,6 +5,8 @@ import { join } from "node:path";
 import ShellsClient from "@l1fe/shells";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openSqliteStore } from "@shells/server";
+import { addKey } from "../../apps/server/src/test-support/test-app.js";
 import { startTestServer, type TestServer } from "./harness.js";
 
 // The console in a real browser (Debian's chromium, driven by playwright-core; never a downloaded
@@ -190,11 +192,15 @@ describe("the web console", () => {
   it("shows a viewer the fleet and the pages, but no button it cannot use", async () => {
     const owner = new ShellsClient({ baseUrl: server.url, token: server.token });
     const member = await owner.members.create({ email: "viewer@example.com", role: "viewer" });
-    const { token } = await owner.keys.create({
-      name: "console-viewer",
-      scopes: ["shells:instances:read"],
+    // Nobody mints a key for another member through the API: the viewer's key is written to the store.
+    const orgId = (await owner.whoami()).orgId;
+    const store = await openSqliteStore(join(server.dataDir, "shells.db"));
+    const { token } = await addKey(store, {
+      orgId,
       principal: { type: "user", id: member.id },
-    });
+      scopes: ["shells:instances:read"],
+      name: "console-viewer",
+    }).finally(() => store.close());
     // A new tab has its own sessionStorage: it starts signed out.
     const tab = await context.newPage();
     await tab.goto(server.url);

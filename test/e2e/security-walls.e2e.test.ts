@@ -498,7 +498,7 @@ describe.skipIf(skipReason !== null)("the sandbox walls, attacked through the re
     it("kills the exec that filled it and not an innocent exec running beside it", async () => {
       const innocent = exec(api, bombShell, ["sh", "-c", "sleep 4; echo alive"]);
       await new Promise((r) => setTimeout(r, 500)); // the innocent exec has forked its sleep
-      const bomb = await exec(api, bombShell, ["sh", "-c", "f(){ f|f& }; f; wait"]);
+      const bomb = await exec(api, bombShell, ["sh", "-c", "f(){ f|f& }; f; sleep 5"]);
       expect(bomb.status).toBe(200);
       expect(bomb.body.killReason, bomb.text.slice(0, 300)).toBe("pids");
       const survivor = await innocent;

@@ -105,6 +105,8 @@ export const SHELLS_TOOLS: ShellsToolTable = {
         "Limits: cpu (cores), memoryMb, pids, diskMb. Server defaults apply to omitted fields.",
       ttlSeconds: "Stop the shell automatically after this many seconds (ends metering).",
       env: "Environment variables of every exec in the shell. Values are never shown back.",
+      secretEnv:
+        "Secret environment variables (tokens, passwords): sealed at rest, never returned, redacted from logs, history and streamed output.",
     },
     render: (shell) => ({
       structuredContent: { ...shell },
@@ -130,6 +132,8 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       shell: SHELL_FIELD,
       command: 'argv; no shell parsing. Example: ["sh", "-c", "ls -la | head"].',
       env: "Extra environment variables for this command.",
+      secretEnv:
+        "Secret environment variables for this command: never stored, redacted from logs and history.",
       cwd: "Working directory; defaults to /workspace.",
       stdin: "Text written to the command's standard input.",
       timeoutMs: "Wall-clock limit in milliseconds (default 60000, at most 3600000).",
@@ -284,6 +288,8 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       runtime: "Isolation class of the ephemeral shell: wasm < container < microvm.",
       network: "sealed (default): no network; localhost: loopback only.",
       env: "Environment variables of the run. Values are never shown back.",
+      secretEnv:
+        "Secret environment variables of the run: sealed at rest, never returned, redacted from its frames and logs.",
       files: "Files to seed into /workspace before the run.",
       artifacts: "Globs (relative to /workspace) of output files to keep.",
       timeoutMs: "Wall clock of the whole run in milliseconds.",

@@ -566,7 +566,7 @@ describe("without OIDC configured", () => {
 });
 
 describe("a session whose access token expires", () => {
-  /** Logs `ivan` in against an IdP whose access tokens live 1 s, then runs `check` with a `/me` probe. */
+  /** Logs `ivan` in against an IdP whose access tokens live 3 s (room for a loaded machine between login and the first probe), then runs `check` with a `/me` probe. */
   async function withShortLivedTokens(
     alwaysIssueRefreshTokens: boolean,
     check: (me: () => Promise<Response>, idp: TestIdp) => Promise<void>,
@@ -574,7 +574,7 @@ describe("a session whose access token expires", () => {
     const port = await freePort();
     const idp = await startTestIdp({
       redirectUris: [`http://127.0.0.1:${port}/auth/callback`],
-      accessTokenTtlSeconds: 1,
+      accessTokenTtlSeconds: 3,
       alwaysIssueRefreshTokens,
     });
     const { server, dataDir } = await start(port, oidcEnv(idp));
@@ -588,7 +588,7 @@ describe("a session whose access token expires", () => {
       );
       const me = () => browser.request(`${server.url}/api/v1/me`);
       expect((await me()).status).toBe(200);
-      await new Promise((resolve) => setTimeout(resolve, 2500));
+      await new Promise((resolve) => setTimeout(resolve, 4000));
       await check(me, idp);
     } finally {
       await server.close();
