@@ -19,6 +19,7 @@ import {
   mkdtempSync,
   openSync,
   readdirSync,
+  readlinkSync,
   readFileSync,
   rmSync,
   writeFileSync,
@@ -309,6 +310,18 @@ describe.skipIf(skipReason !== null)("the sandbox walls, attacked through the re
     expect(readFileSync(probeFile, "utf8")).toBe("");
     expect(readFileSync(join(markerDir, markerName), "utf8")).toBe(markerContent);
   };
+
+  it("the server keeps none of the descriptors it inherited", () => {
+    const held = readdirSync(`/proc/${child.pid}/fd`).map((fd) => {
+      try {
+        return readlinkSync(`/proc/${child.pid}/fd/${fd}`);
+      } catch {
+        return "";
+      }
+    });
+    expect(held).not.toContain("/");
+    expect(held.filter((target) => target.startsWith(markerDir))).toEqual([]);
+  });
 
   it("exec: no inherited descriptor lists, reads or writes the host", async () => {
     const res = await exec(api, shellId, ["sh", "-c", FD_ATTACK]);

@@ -1,14 +1,16 @@
 #!/usr/bin/env node
-import { closeSync, readdirSync, readFileSync } from "node:fs";
+import { closeSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { loadConfig } from "./config.js";
 import { startServer } from "./start-server.js";
 
 /**
  * Closes the descriptors this process inherited and did not open (a supervisor's or a shell's
- * directory, a socket): every child the server starts would inherit them, and a sandbox helper
- * started with a directory of the host open is one step from the host's files. Node's and libuv's
- * own descriptors are all close-on-exec; an inherited one is not. The IPC channel of a parent Node
- * process (NODE_CHANNEL_FD) stays.
+ * directory, a file, a socket): every child the server starts would inherit them, and a sandbox
+ * helper started with a directory of the host open is one step from the host's files. Node's and
+ * libuv's own descriptors are close-on-exec and are event polls, eventfds, pipes or `/dev/null`; at
+ * start-up Node also marks inherited descriptors close-on-exec up to the first gap
+ * (`uv_disable_stdio_inheritance`), so an inherited one is either not close-on-exec or names a file,
+ * a directory or a socket. The IPC channel of a parent Node process (NODE_CHANNEL_FD) stays.
  */
 function closeInheritedDescriptors(): void {
   const O_CLOEXEC = 0o2000000;
@@ -23,7 +25,11 @@ function closeInheritedDescriptors(): void {
     if (!(fd > 2) || fd === keep) continue;
     try {
       const flags = /^flags:\s*([0-7]+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"));
-      if (flags && (parseInt(flags[1] as string, 8) & O_CLOEXEC) === 0) closeSync(fd);
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      const inheritable = flags !== null && (parseInt(flags[1] as string, 8) & O_CLOEXEC) === 0;
+      const notNodes =
+        (target.startsWith("/") && target !== "/dev/null") || target.startsWith("socket:");
+      if (inheritable || notNodes) closeSync(fd);
     } catch {
       // closed meanwhile (the directory listing's own descriptor)
     }
