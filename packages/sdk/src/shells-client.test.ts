@@ -333,7 +333,11 @@ describe("ShellsClient.verifyActivity", () => {
       "auth.failed",
     ]);
     const client = new ShellsClient({ ...base, fetch: activityServer(events) });
-    expect(await client.verifyActivity()).toMatchObject({ ok: true, checked: 5, head: { eventId: "evt-5" } });
+    expect(await client.verifyActivity()).toMatchObject({
+      ok: true,
+      checked: 5,
+      head: { eventId: "evt-5" },
+    });
   });
 
   it("names the first event whose contents were changed", async () => {
