@@ -6,6 +6,7 @@ import { publicBaseUrl, type ServerConfig } from "./config.js";
 import { AuthFailureLog } from "./iam/auth-failure-log.js";
 import { describeIdpError } from "./iam/oidc/identity-provider.js";
 import { OidcAuth } from "./iam/oidc/oidc-auth.js";
+import { SealedBox } from "./iam/sealed-box.js";
 import { ApprovalGate } from "./orchestrator/approval-gate.js";
 import { FileService } from "./orchestrator/file-service.js";
 import { InterpreterService } from "./orchestrator/interpreter-service.js";
@@ -99,6 +100,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     policies,
     gate,
     dataDir: config.dataDir,
+    sealedBox: SealedBox.open(config.dataDir, config.sealingKeys),
   });
   const reconciler = shells.reconciler;
   const iam = new IamService(db, activity, policies);

@@ -169,6 +169,11 @@ export const ServerConfig = z.strictObject({
     }, "must be a plain http(s) base URL")
     .transform((v) => v.replace(/\/+$/, ""))
     .optional(),
+  /**
+   * Keys that seal secrets at rest (base64 of 32 bytes, comma-separated; the first seals, all open).
+   * Default: `<data dir>/sealing-key`, created on first use. Env `SHELLS_SEALING_KEY`.
+   */
+  sealingKeys: z.string().min(1).optional(),
   /** Lifetime of a console session, seconds (default 8 h). Env `SHELLS_SESSION_TTL_SECONDS`. */
   sessionTtlSeconds: z.coerce
     .number()
@@ -268,6 +273,7 @@ export function loadConfig(
     validateResponses: env.SHELLS_VALIDATE_RESPONSES,
     publicUrl: values["public-url"] ?? env.SHELLS_PUBLIC_URL,
     sessionTtlSeconds: env.SHELLS_SESSION_TTL_SECONDS,
+    sealingKeys: env.SHELLS_SEALING_KEY,
     maxConnectionsPerAddress: env.SHELLS_MAX_CONNECTIONS_PER_ADDRESS,
     maxConnections: env.SHELLS_MAX_CONNECTIONS,
     idleSocketTimeoutMs: env.SHELLS_IDLE_SOCKET_TIMEOUT_MS,
@@ -297,6 +303,7 @@ export function loadConfig(
 /** Environment variables of settings whose field path would not say where to fix them. */
 const ENV_NAMES: Record<string, string> = {
   publicUrl: "SHELLS_PUBLIC_URL",
+  sealingKeys: "SHELLS_SEALING_KEY",
   sessionTtlSeconds: "SHELLS_SESSION_TTL_SECONDS",
   maxConnectionsPerAddress: "SHELLS_MAX_CONNECTIONS_PER_ADDRESS",
   maxConnections: "SHELLS_MAX_CONNECTIONS",

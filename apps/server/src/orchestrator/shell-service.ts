@@ -83,7 +83,7 @@ export interface ShellServiceDeps {
   lock?: LifecycleLock;
   /** The data dir: its file system's free space caps `diskMb`, and it holds the sealing key. */
   dataDir?: string;
-  /** Seals secret environment; by default opened from the data dir (or `SHELLS_SEALING_KEY`). */
+  /** Seals secret environment; by default the key file in `dataDir` (the app passes configuration's). */
   sealedBox?: SealedBox;
   /** Host capacity; measured on this host when omitted. */
   capacity?: () => HostCapacity;
@@ -111,9 +111,7 @@ export class ShellService {
     this.#lock = deps.lock ?? new KeyedMutex();
     this.#box =
       deps.sealedBox ??
-      (deps.dataDir
-        ? SealedBox.open(deps.dataDir, process.env.SHELLS_SEALING_KEY)
-        : new SealedBox([randomBytes(32)]));
+      (deps.dataDir ? SealedBox.open(deps.dataDir) : new SealedBox([randomBytes(32)]));
     this.#capacity = deps.capacity ?? (() => hostCapacity(deps.dataDir));
     this.#records = new ShellRecords(this.#box);
     this.#actions = {
