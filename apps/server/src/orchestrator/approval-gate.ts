@@ -1,6 +1,7 @@
 import type { Approval, GatedAction, PendingApproval, Scope } from "@shells/contract";
 import type { Kysely, Selectable } from "kysely";
 import { AppError } from "../errors.js";
+import { AGENT_ENTITLEMENT } from "../iam/authorize.js";
 import { actorOf, resolveCaller, type Caller } from "../iam/principal.js";
 import { separationOfDutiesConflict } from "../iam/separation-of-duties.js";
 import { newId, nowIso } from "../ids.js";
@@ -194,8 +195,8 @@ export class ApprovalGate {
 
   /**
    * A listed approver grants a pending approval: the action runs as its original requester, with
-   * the requester's permissions as they are now (a revoked key, or a holder who lost
-   * `shells:instances:control`, runs nothing), and the outcome is stored on the approval.
+   * the requester's permissions as they are now (a revoked key, a holder who lost
+   * `shells:instances:control`, or an agent that lost its entitlement, runs nothing), and the outcome is stored on the approval.
    */
   async grant(caller: Caller, approvalId: string, reason: string): Promise<Approval> {
     const row = await this.decide(caller, approvalId, "granted", reason);
@@ -204,6 +205,12 @@ export class ApprovalGate {
     let outcome = "success";
     if (!requester || !requester.scopes.includes("shells:instances:control")) {
       outcome = "forbidden: the requester no longer holds shells:instances:control";
+    } else if (
+      requester.actor.type === "agent" &&
+      !requester.entitlements.includes(AGENT_ENTITLEMENT)
+    ) {
+      // An agent without the entitlement acts through no door, a granted approval included.
+      outcome = `entitlement_required: the requesting agent no longer holds ${AGENT_ENTITLEMENT}`;
     } else if (!this.#perform) {
       outcome = "internal: no performer is registered for granted actions";
     } else {

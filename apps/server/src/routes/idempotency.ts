@@ -10,9 +10,12 @@ import { appErrorBody } from "./error-handler.js";
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
 /**
- * Runs a mutating request at most once per `Idempotency-Key` (per org): a replay gets the first
- * response back, a reuse with a different request is refused, and a replay while the first is
- * still running is told to retry. Server faults are not remembered, so a retry can succeed.
+ * Runs a mutating request at most once per `Idempotency-Key` (per org and principal): a replay gets
+ * the first response back, a reuse with a different request is refused, and a replay while the
+ * first is still running is told to retry. Server faults are not remembered, so a retry can succeed.
+ * Keys belong to the principal that sent them: another member or agent presenting the same key
+ * neither receives the first caller's response (an action recorded as someone else's) nor blocks
+ * the first caller's retries.
  */
 export async function idempotent(
   db: Kysely<Database>,
@@ -23,13 +26,14 @@ export async function idempotent(
   spec: RouteSpec,
   run: () => Promise<unknown>,
 ): Promise<unknown> {
-  const key = Array.isArray(rawKey) ? rawKey[0] : rawKey;
-  if (!key || !IDEMPOTENCY_KEY.test(key)) {
+  const presented = Array.isArray(rawKey) ? rawKey[0] : rawKey;
+  if (!presented || !IDEMPOTENCY_KEY.test(presented)) {
     throw new AppError(
       "validation_failed",
       "Idempotency-Key must be 1–255 printable ASCII characters.",
     );
   }
+  const key = `${caller.actor.type}:${caller.actor.id}:${presented}`;
   const requestHash = sha256Hex(
     `${request.method} ${request.url}\n${canonicalJson(request.body ?? null)}`,
   );
