@@ -185,3 +185,52 @@ describe("a terminal lives only while its minter may open one", () => {
     expect(await closedWithin(await attach(devUnused), 3000)).toBe(4401);
   });
 });
+
+describe("a stream lives only while its caller may open one", () => {
+  it("ends a streamed exec and a run stream within seconds of the key's revocation", async () => {
+    const live = (server = await startTestServer({ backend }));
+    const me = (await (
+      await fetch(`${live.url}/api/v1/me`, { headers: as(live.token) })
+    ).json()) as {
+      orgId: string;
+    };
+    const store = await openSqliteStore(join(live.dataDir, "shells.db"));
+    const dev = await addPrincipal(store, { orgId: me.orgId, role: "developer", scopes: ALL });
+    await store.close();
+    const post = (path: string, body: unknown, token = dev.token, accept = "application/json") =>
+      fetch(`${live.url}${path}`, {
+        method: "POST",
+        headers: { ...as(token), "content-type": "application/json", accept },
+        body: JSON.stringify(body),
+      });
+    const shell = (await (await post("/api/v1/shells", { language: "bash" })).json()) as {
+      id: string;
+    };
+    const run = (await (
+      await post("/api/v1/runs", { language: "bash", command: ["sh", "-c", "sleep 30"] })
+    ).json()) as { id: string };
+
+    const execStream = await post(
+      `/api/v1/shells/${shell.id}/exec`,
+      { command: ["sh", "-c", "echo started; sleep 30; echo finished"] },
+      dev.token,
+      "text/event-stream",
+    );
+    const runStream = await fetch(`${live.url}/api/v1/runs/${run.id}/stream`, {
+      headers: { ...as(dev.token), accept: "text/event-stream" },
+    });
+    expect([execStream.status, runStream.status]).toEqual([200, 200]);
+    const started = Date.now();
+    const revoked = await fetch(`${live.url}/api/v1/keys/${dev.keyId}`, {
+      method: "DELETE",
+      headers: as(live.token),
+    });
+    expect(revoked.status).toBe(200);
+    const [execText, runText] = await Promise.all([execStream.text(), runStream.text()]);
+    // Both streams closed long before their commands' 30 s, each with a final error frame.
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(execText).toMatch(/event: error[\s\S]*revoked/);
+    expect(execText).not.toContain("finished");
+    expect(runText).toMatch(/event: error[\s\S]*revoked/);
+  }, 60_000);
+});

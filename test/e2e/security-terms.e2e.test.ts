@@ -122,11 +122,11 @@ describe("terminal credentials end with their holder", () => {
     const closed = await closedWithin(term, 5000);
     expect(closed.code).toBe(4003);
     expect(closed.at - revokedAt).toBeLessThan(2000);
-    expect(term.output()).toMatch(/"type":"revoked".*API key that minted it was revoked/);
+    expect(term.output()).toMatch(/"type":"revoked".*API key behind it was revoked/);
 
     const refused = await attach(unused);
     expect((await refused.closed).code).toBe(4401);
-    expect(refused.output()).toMatch(/API key that minted it was revoked/);
+    expect(refused.output()).toMatch(/API key behind it was revoked/);
 
     const history = await activity();
     expect(history).toMatch(

@@ -7,6 +7,7 @@ import { AuthFailureLog } from "./iam/auth-failure-log.js";
 import { describeIdpError } from "./iam/oidc/identity-provider.js";
 import { OidcAuth } from "./iam/oidc/oidc-auth.js";
 import { SealedBox } from "./iam/sealed-box.js";
+import { standingWatch } from "./iam/standing.js";
 import { ApprovalGate } from "./orchestrator/approval-gate.js";
 import { FileService } from "./orchestrator/file-service.js";
 import { InterpreterService } from "./orchestrator/interpreter-service.js";
@@ -103,6 +104,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     sealedBox: SealedBox.open(config.dataDir, config.sealingKeys),
   });
   const reconciler = shells.reconciler;
+  const watch = standingWatch(db);
   const iam = new IamService(db, activity, policies);
   const keys = new KeyService(db, activity);
   const files = new FileService(shells, activity);
@@ -139,9 +141,9 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     app,
     {
       ...healthHandlers(db, runtimes),
-      ...shellHandlers({ shells, runtimes, interpreters, activity, policies }),
+      ...shellHandlers({ shells, runtimes, interpreters, activity, policies, watch }),
       ...fileHandlers(files),
-      ...runHandlers(runs),
+      ...runHandlers(runs, watch),
       ...iamHandlers(iam, keys),
       ...approvalHandlers(gate, shells),
       ...agentGateHandlers(agentGate),

@@ -2,7 +2,6 @@ import {
   ROUTES,
   TERM_PROTOCOL,
   TERM_TOKEN_PROTOCOL_PREFIX,
-  type Scope,
   type TermCredential,
 } from "@shells/contract";
 import type { SandboxProcess } from "@shells/sandbox";
@@ -10,8 +9,8 @@ import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import type { Kysely } from "kysely";
 import type { RawData, WebSocket } from "ws";
 import { AppError } from "../errors.js";
-import { AGENT_ENTITLEMENT } from "../iam/authorize.js";
-import { actorOf, resolveCaller, type Caller } from "../iam/principal.js";
+import { actorOf, type Caller } from "../iam/principal.js";
+import { lostStanding } from "../iam/standing.js";
 import { mintTermToken, parseTermToken, tokenMatches } from "../iam/tokens.js";
 import { nowIso } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
@@ -173,31 +172,8 @@ export class TermService {
    * the scope, or an agent whose `shells.agent.invoke` entitlement was revoked, holds a shell's
    * terminal no longer than it could open one.
    */
-  async #lostStanding(minter: Minter): Promise<string | null> {
-    const needed = ROUTES.mintTermCredential.scope;
-    // A console session mints with the holder's role scopes; `resolveCaller` bounds them by role.
-    let scopes: readonly Scope[] = [needed];
-    if (minter.keyId !== null) {
-      const key = await this.db
-        .selectFrom("api_keys")
-        .select(["revoked_at", "scopes"])
-        .where("org_id", "=", minter.orgId)
-        .where("id", "=", minter.keyId)
-        .executeTakeFirst();
-      if (!key || key.revoked_at) return "the API key that minted it was revoked";
-      scopes = JSON.parse(key.scopes) as Scope[];
-    }
-    const holder = await resolveCaller(
-      this.db,
-      { orgId: minter.orgId, ...minter.actor },
-      { keyId: minter.keyId, scopes },
-    );
-    if (!holder) return `its ${minter.actor.type} was removed or disabled`;
-    if (!holder.scopes.includes(needed))
-      return `its ${minter.actor.type} no longer holds ${needed}`;
-    if (holder.actor.type === "agent" && !holder.entitlements.includes(AGENT_ENTITLEMENT))
-      return `its agent no longer holds the ${AGENT_ENTITLEMENT} entitlement`;
-    return null;
+  #lostStanding(minter: Minter): Promise<string | null> {
+    return lostStanding(this.db, minter, ROUTES.mintTermCredential.scope);
   }
 
   /**

@@ -1,11 +1,15 @@
-import type { RunFrame } from "@shells/contract";
+import { ROUTES, type RunFrame } from "@shells/contract";
+import { AppError } from "../errors.js";
+import type { StandingWatch } from "../iam/standing.js";
 import type { RunService } from "../orchestrator/run-service.js";
+import { errorBody } from "./error-handler.js";
 import { openEventStream, wantsEventStream } from "./event-stream.js";
 import { STREAMED, sendBytes, type Handlers } from "./register-routes.js";
 
 /** Runs: create, inspect, artifacts, teardown, and the frame stream (JSON backlog or SSE). */
 export function runHandlers(
   runs: RunService,
+  watch: StandingWatch,
 ): Pick<
   Handlers,
   | "createRun"
@@ -45,6 +49,12 @@ export function runHandlers(
         live.push(frame);
         wake();
       });
+      // A stream never outlives its caller's standing (a key revoked, a holder offboarded).
+      const standing: { lost: string | null } = { lost: null };
+      const stopWatching = watch(caller, ROUTES.streamRun.scope, (reason) => {
+        standing.lost = reason;
+        wake();
+      });
       try {
         const send = async (frame: RunFrame) => {
           if (frame.seq <= last) return;
@@ -59,7 +69,7 @@ export function runHandlers(
           for (const frame of await runs.frames(caller, params.id, last)) await send(frame);
           finished = true;
         }
-        while (!finished && !stream.closed) {
+        while (!finished && !stream.closed && standing.lost === null) {
           if (live.length === 0)
             await new Promise<void>((resolve) => {
               wake = resolve;
@@ -67,9 +77,15 @@ export function runHandlers(
             });
           const frame = live.shift();
           if (frame) await send(frame);
-          else if (!stream.closed) await stream.send("ping", { time: Date.now() });
+          else if (!stream.closed && standing.lost === null)
+            await stream.send("ping", { time: Date.now() });
+        }
+        if (standing.lost !== null) {
+          const ended = new AppError("unauthenticated", `The stream ended: ${standing.lost}.`);
+          await stream.send("error", errorBody(ended.code, ended.message, request.id));
         }
       } finally {
+        stopWatching();
         unsubscribe();
         stream.end();
       }

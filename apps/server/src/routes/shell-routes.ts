@@ -1,5 +1,7 @@
 import type { FastifyReply } from "fastify";
+import { ROUTES } from "@shells/contract";
 import { AppError } from "../errors.js";
+import type { StandingWatch } from "../iam/standing.js";
 import { isPendingApproval } from "../orchestrator/approval-gate.js";
 import type { InterpreterService } from "../orchestrator/interpreter-service.js";
 import type { RuntimeRegistry } from "../orchestrator/runtimes.js";
@@ -23,6 +25,8 @@ export interface ShellRouteServices {
   interpreters: InterpreterService;
   activity: ActivityService;
   policies: PolicyService;
+  /** Ends a stream when its caller loses standing (a key revoked, a holder offboarded). */
+  watch: StandingWatch;
 }
 
 /** Shell lifecycle, exec (JSON or a server-sent event stream), interpreters, activity and policy. */
@@ -62,9 +66,16 @@ export function shellHandlers(
       await shells.requireRunning(caller, params.id);
       const stream = openEventStream(request, reply);
       const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+      // A stream never outlives its caller's standing: the command is ended like a client leaving.
+      const lost = new AbortController();
+      const standing: { lost: string | null } = { lost: null };
+      const stopWatching = s.watch(caller, ROUTES.execInShell.scope, (reason) => {
+        standing.lost = reason;
+        lost.abort();
+      });
       try {
         const result = await shells.exec(caller, params.id, body, {
-          signal: stream.signal,
+          signal: AbortSignal.any([stream.signal, lost.signal]),
           onOutput: (type, chunk) =>
             stream.send(type, {
               type,
@@ -72,18 +83,24 @@ export function shellHandlers(
               time: Date.now(),
             }),
         });
+        if (standing.lost !== null) throw new Error("standing lost");
         await stream.send("exit", {
           type: "exit",
           result: { ...result, stdout: "", stderr: "" },
           time: Date.now(),
         });
       } catch (error) {
-        const code = error instanceof AppError ? error.code : "internal";
+        const failure =
+          standing.lost === null
+            ? error
+            : new AppError("unauthenticated", `The exec ended: ${standing.lost}.`);
+        const code = failure instanceof AppError ? failure.code : "internal";
         await stream.send(
           "error",
-          errorBody(code, error instanceof Error ? error.message : "exec failed", request.id),
+          errorBody(code, failure instanceof Error ? failure.message : "exec failed", request.id),
         );
       } finally {
+        stopWatching();
         stream.end();
       }
       return STREAMED;
