@@ -3,14 +3,18 @@
 // backend needs (installing it when run as root), builds, and serves the control plane on
 // 127.0.0.1:8080 with the embedded defaults (SQLite under ./.shells, container sandboxes).
 // Extra arguments pass through to the server: `npm start -- --backend simulator --port 9000`.
+// `npm start -- issue-key --email <member>` builds the server and runs the operator's command
+// instead of listening: no host packages or console needed, and stdout carries only the token.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 
-const step = (message) => console.log(`\u001b[1m▸ ${message}\u001b[0m`);
+const args = process.argv.slice(2);
+const operatorCommand = args[0] === "issue-key";
+const step = (message) =>
+  (operatorCommand ? console.error : console.log)(`\u001b[1m▸ ${message}\u001b[0m`);
 const sh = (cmd, args) => spawnSync(cmd, args, { stdio: "inherit" }).status === 0;
 const has = (bin) => spawnSync("sh", ["-c", `command -v ${bin}`], { stdio: "ignore" }).status === 0;
 
-const args = process.argv.slice(2);
 const wantsSimulator =
   args.join(" ").includes("simulator") || process.env.SHELLS_BACKEND === "simulator";
 
@@ -30,7 +34,7 @@ const missing = Object.entries(SYSTEM_PACKAGES)
   .filter(([bin]) => !has(bin))
   .map(([, pkg]) => pkg);
 if (!existsSync("/usr/include/seccomp.h")) missing.push("libseccomp-dev");
-if (!wantsSimulator && missing.length > 0) {
+if (!operatorCommand && !wantsSimulator && missing.length > 0) {
   const command = `apt-get install -y ${missing.join(" ")}`;
   if (process.getuid?.() === 0) {
     step(`installing what container sandboxes need: ${missing.join(", ")}`);
@@ -46,14 +50,15 @@ if (!wantsSimulator && missing.length > 0) {
 
 step("building (tsc -b)");
 if (!sh("npx", ["tsc", "-b"])) process.exit(1);
-step("building the web console (vite)");
-if (!sh("npm", ["run", "build", "-w", "@shells/console"])) {
-  console.error(
-    "The console did not build; the API still starts (http://…/ explains how to build it).",
-  );
+if (!operatorCommand) {
+  step("building the web console (vite)");
+  if (!sh("npm", ["run", "build", "-w", "@shells/console"])) {
+    console.error(
+      "The console did not build; the API still starts (http://…/ explains how to build it).",
+    );
+  }
+  step("starting the control plane");
 }
-
-step("starting the control plane");
 const server = spawn(process.execPath, ["apps/server/dist/server.js", ...args], {
   stdio: "inherit",
 });

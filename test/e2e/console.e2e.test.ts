@@ -1,12 +1,12 @@
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import ShellsClient from "@l1fe/shells";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openSqliteStore } from "@shells/server";
-import { addKey } from "../../apps/server/src/test-support/test-app.js";
 import { startTestServer, type TestServer } from "./harness.js";
 
 // The console in a real browser (Debian's chromium, driven by playwright-core; never a downloaded
@@ -24,6 +24,7 @@ const CHROMIUM_FLAGS = [
 ];
 const SHOTS = join("test-results", "console");
 const SHELL_NAME = "console-e2e";
+const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 
 let server: TestServer;
 let context: BrowserContext;
@@ -65,8 +66,14 @@ describe("the web console", () => {
         `Chromium is not installed at ${CHROMIUM}: run \`apt-get install -y chromium\` (CI installs it; never download a browser).`,
       );
     }
-    // The server serves apps/console/dist; build it from the current sources (~3 s).
+    // The server serves apps/console/dist; build it from the current sources (~3 s). The viewer's
+    // key comes from the compiled server's operator command.
     execFileSync("npm", ["run", "build", "-w", "@shells/console"], { stdio: "ignore" });
+    execFileSync(
+      process.execPath,
+      [join(repoRoot, "node_modules/typescript/bin/tsc"), "-b", "apps/server"],
+      { cwd: repoRoot, stdio: "inherit" },
+    );
     mkdirSync(SHOTS, { recursive: true });
     server = await startTestServer({ backend: "container" });
     profileDir = mkdtempSync(join(tmpdir(), "shells-chromium-"));
@@ -191,16 +198,24 @@ describe("the web console", () => {
 
   it("shows a viewer the fleet and the pages, but no button it cannot use", async () => {
     const owner = new ShellsClient({ baseUrl: server.url, token: server.token });
-    const member = await owner.members.create({ email: "viewer@example.com", role: "viewer" });
-    // Nobody mints a key for another member through the API: the viewer's key is written to the store.
-    const orgId = (await owner.whoami()).orgId;
-    const store = await openSqliteStore(join(server.dataDir, "shells.db"));
-    const { token } = await addKey(store, {
-      orgId,
-      principal: { type: "user", id: member.id },
-      scopes: ["shells:instances:read"],
-      name: "console-viewer",
-    }).finally(() => store.close());
+    await owner.members.create({ email: "viewer@example.com", role: "viewer" });
+    // Nobody mints a key for another member through the API: the host's operator issues the
+    // viewer's first key with the server's `issue-key` command, over the same data dir.
+    const issued = await promisify(execFile)(
+      process.execPath,
+      [
+        "apps/server/dist/server.js",
+        "issue-key",
+        "--email",
+        "viewer@example.com",
+        "--name",
+        "console-viewer",
+        "--data-dir",
+        server.dataDir,
+      ],
+      { cwd: repoRoot },
+    );
+    const token = issued.stdout.trim();
     // A new tab has its own sessionStorage: it starts signed out.
     const tab = await context.newPage();
     await tab.goto(server.url);

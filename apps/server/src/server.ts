@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { closeSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { loadConfig } from "./config.js";
+import { runIssueKeyCommand } from "./iam/operator-keys.js";
 import { startServer } from "./start-server.js";
 
 /**
@@ -36,9 +37,11 @@ function closeInheritedDescriptors(): void {
   }
 }
 
-// The process entry: drop inherited descriptors, parse configuration once, listen, and close
-// cleanly on SIGINT/SIGTERM.
+// The process entry: drop inherited descriptors; `issue-key` runs the operator's command over the
+// store and exits without listening; otherwise parse configuration once, listen, and close cleanly
+// on SIGINT/SIGTERM.
 closeInheritedDescriptors();
+if (process.argv[2] === "issue-key") process.exit(await runIssueKeyCommand(process.argv.slice(3)));
 try {
   const config = loadConfig(process.argv.slice(2));
   const server = await startServer(config);

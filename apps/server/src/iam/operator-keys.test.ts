@@ -1,0 +1,127 @@
+import { verifyActivityChain, type ActivityEvent } from "@shells/contract";
+import { afterEach, describe, expect, it } from "vitest";
+import { createTestApp, type TestApp } from "../test-support/test-app.js";
+import { issueMemberKey, OperatorKeyError } from "./operator-keys.js";
+
+let t: TestApp;
+
+afterEach(async () => {
+  await t?.close();
+});
+
+async function addMember(email: string, role: string): Promise<string> {
+  const created = await t.call("POST", "/api/v1/members", { email, role });
+  expect(created.statusCode, created.body).toBe(201);
+  return created.json().id as string;
+}
+
+const asHolder = (token: string) => ({ authorization: `Bearer ${token}` });
+
+describe("the operator's key for a member", () => {
+  it("issues a key that authenticates as the member, within their role, recorded by the operator on an intact chain", async () => {
+    t = await createTestApp();
+    const memberId = await addMember("Dev@Example.com", "developer");
+    const issued = await issueMemberKey(t.store.db, { email: "dev@example.com" });
+
+    const me = await t.call("GET", "/api/v1/me", undefined, asHolder(issued.token));
+    expect(me.statusCode, me.body).toBe(200);
+    expect(me.json()).toMatchObject({
+      actor: { type: "user", id: memberId },
+      role: "developer",
+      keyId: issued.keyId,
+    });
+    expect([...me.json().scopes].sort()).toEqual([
+      "shells:agent:invoke",
+      "shells:instances:control",
+      "shells:instances:create",
+      "shells:instances:read",
+    ]);
+    const shell = await t.call(
+      "POST",
+      "/api/v1/shells",
+      { language: "bash" },
+      asHolder(issued.token),
+    );
+    expect(shell.statusCode, shell.body).toBe(201);
+
+    const keys = (await t.call("GET", "/api/v1/keys")).json().items as {
+      id: string;
+      createdBy: unknown;
+    }[];
+    expect(keys.find((k) => k.id === issued.keyId)?.createdBy).toEqual({
+      type: "user",
+      id: memberId,
+    });
+    const events = (await t.call("GET", "/api/v1/activity?order=asc&limit=500")).json()
+      .items as ActivityEvent[];
+    const event = events.find((e) => e.action === "iam.key.create");
+    expect(event).toMatchObject({
+      actor: { type: "system", id: "operator" },
+      target: { type: "api_key", id: issued.keyId },
+      outcome: "success",
+      details: { principal: { type: "user", id: memberId } },
+    });
+    expect(JSON.stringify(events)).not.toContain(issued.token);
+    expect(await verifyActivityChain(events)).toMatchObject({ ok: true });
+  });
+
+  it("issues a viewer only the read scope by default and refuses a scope beyond the role", async () => {
+    t = await createTestApp();
+    await addMember("viewer@example.com", "viewer");
+    const issued = await issueMemberKey(t.store.db, { email: "viewer@example.com" });
+    expect(issued.scopes).toEqual(["shells:instances:read"]);
+    const refused = issueMemberKey(t.store.db, {
+      email: "viewer@example.com",
+      scopes: ["shells:instances:read", "shells:instances:create"],
+    });
+    await expect(refused).rejects.toThrow(OperatorKeyError);
+    await expect(refused).rejects.toThrow(/viewer cannot hold shells:instances:create/);
+    await expect(
+      issueMemberKey(t.store.db, { email: "viewer@example.com", scopes: ["shells:root"] }),
+    ).rejects.toThrow(/unknown scope shells:root/);
+  });
+
+  it("refuses a disabled member, a removed member and an unknown email, leaving no key behind", async () => {
+    t = await createTestApp();
+    const disabled = await addMember("gone@example.com", "developer");
+    const removed = await addMember("left@example.com", "developer");
+    expect(
+      (await t.call("PATCH", `/api/v1/members/${disabled}`, { disabled: true })).statusCode,
+    ).toBe(200);
+    expect((await t.call("DELETE", `/api/v1/members/${removed}`)).statusCode).toBe(200);
+    await expect(issueMemberKey(t.store.db, { email: "gone@example.com" })).rejects.toThrow(
+      /gone@example.com is disabled or removed/,
+    );
+    await expect(issueMemberKey(t.store.db, { email: "left@example.com" })).rejects.toThrow(
+      /left@example.com is disabled or removed/,
+    );
+    await expect(issueMemberKey(t.store.db, { email: "nobody@example.com" })).rejects.toThrow(
+      /no member nobody@example.com/,
+    );
+    const keys = await t.store.db
+      .selectFrom("api_keys")
+      .select("principal_id")
+      .where("principal_id", "in", [disabled, removed])
+      .where("revoked_at", "is", null)
+      .execute();
+    expect(keys).toEqual([]);
+  });
+
+  it("asks for the org by name when the store holds several, and finds the member in the named one", async () => {
+    t = await createTestApp();
+    await addMember("dev@example.com", "developer");
+    await t.store.db
+      .insertInto("orgs")
+      .values({ id: "org-other", name: "other", created_at: new Date().toISOString() })
+      .execute();
+    await expect(issueMemberKey(t.store.db, { email: "dev@example.com" })).rejects.toThrow(
+      /several orgs; name one with --org \(default, other\)/,
+    );
+    await expect(
+      issueMemberKey(t.store.db, { email: "dev@example.com", org: "other" }),
+    ).rejects.toThrow(/no member dev@example.com/);
+    const issued = await issueMemberKey(t.store.db, { email: "dev@example.com", org: "default" });
+    const me = await t.call("GET", "/api/v1/me", undefined, asHolder(issued.token));
+    expect(me.json().orgId).toBe(issued.orgId);
+  });
+});
