@@ -7,6 +7,9 @@ import { nowIso, sha256Hex } from "../ids.js";
 import type { Database } from "../store/schema.js";
 import { appErrorBody } from "./error-handler.js";
 
+/** How long a finished request is remembered under its key. */
+export const IDEMPOTENCY_RETENTION_MS = 24 * 60 * 60 * 1000;
+
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
 /**
@@ -37,6 +40,13 @@ export async function idempotent(
   const requestHash = sha256Hex(
     `${request.method} ${request.url}\n${canonicalJson(request.body ?? null)}`,
   );
+  // Keys are remembered for a day: retries come within minutes, and the table must not grow with
+  // every mutating request an org ever made.
+  await db
+    .deleteFrom("idempotency_keys")
+    .where("org_id", "=", caller.orgId)
+    .where("created_at", "<", new Date(Date.now() - IDEMPOTENCY_RETENTION_MS).toISOString())
+    .execute();
   const inserted = await db
     .insertInto("idempotency_keys")
     .values({

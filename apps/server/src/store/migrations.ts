@@ -339,6 +339,16 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.createIndex("snapshots_org").on("snapshots").column("org_id").execute();
     },
   },
+  /** Finished idempotency keys are pruned by age, per org: an index keeps that cheap. */
+  "0009_idempotency_key_age": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createIndex("idempotency_keys_age")
+        .on("idempotency_keys")
+        .columns(["org_id", "created_at"])
+        .execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */
