@@ -192,19 +192,33 @@ describe("uploaded archives cannot reach outside their directory", () => {
         await new Promise((r) => setTimeout(r, 20));
       }
     })();
+    // The CPU this process spent between two turns of the loop: what a synchronous check would
+    // spend in one go. Unlike wall-clock delay it does not grow when a loaded machine schedules
+    // the process less often.
+    let lastCpu = process.cpuUsage();
+    let longestTurnCpuMs = 0;
+    const ticker = setInterval(() => {
+      const now = process.cpuUsage();
+      const spentMs = (now.user - lastCpu.user + now.system - lastCpu.system) / 1000;
+      longestTurnCpuMs = Math.max(longestTurnCpuMs, spentMs);
+      lastCpu = now;
+    }, 10);
     delay.enable();
     const res = await upload("/workspace/big", archive);
     refused = true;
     delay.disable();
+    clearInterval(ticker);
     await probe;
     expect(res.status).toBe(400);
     const body = (await res.json()) as { error: { code: string; details?: { entry?: string } } };
     expect(body.error.code).toBe("unsafe_archive");
     expect(body.error.details?.entry).toBe("bad");
-    expect(health).toBeGreaterThan(1);
-    // Generous: the upload itself, the client in this same process and a shared machine's load
-    // and garbage collection all count; a synchronous check of this archive takes seconds.
-    expect(delay.max / 1e6).toBeLessThan(1000);
-    expect(slowest).toBeLessThan(1500);
+    expect(health).toBeGreaterThan(2);
+    // A synchronous check of this archive spends seconds of CPU in one turn; a streaming one a
+    // slice at a time. (Wall-clock delay is logged, not asserted: load inflates it.)
+    expect(longestTurnCpuMs).toBeLessThan(600);
+    console.info(
+      `archive check: longest turn ${longestTurnCpuMs.toFixed(0)} ms CPU, loop delay max ${(delay.max / 1e6).toFixed(0)} ms, slowest /healthz ${slowest.toFixed(0)} ms`,
+    );
   }, 120_000);
 });
