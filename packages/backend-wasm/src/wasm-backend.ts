@@ -123,10 +123,13 @@ export class WasmBackend implements SandboxBackend {
    * Loads the pools' interpreters now and resolves when each pool is full, so the first shells of a
    * process (or a test run) are created warm. Progress goes to `log`.
    */
-  async warm(log: (line: string) => void = () => undefined): Promise<void> {
+  async warm(
+    log: (line: string) => void = () => undefined,
+    languages: readonly WasmLanguage[] = ["python", "node"],
+  ): Promise<void> {
     this.requireAvailable();
     await Promise.all(
-      (["python", "node"] as const).map(async (language) => {
+      languages.map(async (language) => {
         const started = Date.now();
         await this.refill(language);
         if (this.poolSize[language] > 0)
@@ -162,7 +165,7 @@ export class WasmBackend implements SandboxBackend {
       // The pooled worker's /workspace is a bind of its pool directory; renaming that directory
       // keeps the bind (it follows the directory), so the directory becomes the shell's state.
       await rename(pooled.workspace, workspace);
-      await pooled.cgroup.create(this.limits(language, spec.resources));
+      await this.relimit(pooled.cgroup, this.limits(language, spec.resources));
       live = pooled;
     } else {
       if (pooled) await this.discard(pooled);
@@ -461,6 +464,19 @@ export class WasmBackend implements SandboxBackend {
       );
     }
     return { process, cgroup, oomKillsAtStart };
+  }
+
+  /**
+   * Writes a claimed pool worker's limits. On v1 the memory+swap limit may never be below the
+   * memory limit, so it is raised first (a write that would lower it fails and is redone after).
+   */
+  private async relimit(cgroup: ShellCgroup, resources: ResolvedResources): Promise<void> {
+    if (typeof this.cgroups !== "string" && this.cgroups.version === 1)
+      await writeFile(
+        `${this.cgroups.memory}/${this.cgroupParent}/${cgroup.name}/memory.memsw.limit_in_bytes`,
+        String(resources.memoryMb * 1024 * 1024),
+      ).catch(() => undefined);
+    await cgroup.create(resources);
   }
 
   /** Cgroup limits of a worker: the interpreter's own baseline plus the shell's memory. */
