@@ -96,6 +96,7 @@ export class WasmBackend implements SandboxBackend {
   private readonly workers = new Map<string, LiveWorker>();
   private readonly pools: Record<WasmLanguage, PooledWorker[]> = { python: [], node: [] };
   private readonly filling: Record<WasmLanguage, number> = { python: 0, node: 0 };
+  private readonly fills: Record<WasmLanguage, Promise<void> | null> = { python: null, node: null };
   private closed = false;
 
   constructor(options: WasmBackendOptions) {
@@ -488,8 +489,19 @@ export class WasmBackend implements SandboxBackend {
     };
   }
 
-  /** Tops the language's pool up to its size, one worker at a time. */
-  private async refill(language: WasmLanguage): Promise<void> {
+  /** Tops the language's pool up to its size; callers share one fill in progress. */
+  private refill(language: WasmLanguage): Promise<void> {
+    const running = this.fills[language];
+    if (running) return running;
+    const fill = this.fill(language).finally(() => {
+      this.fills[language] = null;
+    });
+    this.fills[language] = fill;
+    return fill;
+  }
+
+  /** Starts pooled workers one at a time until the pool is full. */
+  private async fill(language: WasmLanguage): Promise<void> {
     while (
       !this.closed &&
       this.pools[language].length + this.filling[language] < this.poolSize[language]
