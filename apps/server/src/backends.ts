@@ -1,4 +1,5 @@
 import { ContainerBackend } from "@shells/backend-container";
+import { WasmBackend } from "@shells/backend-wasm";
 import { SimulatorBackend, type SandboxBackend } from "@shells/sandbox";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import { join } from "node:path";
@@ -13,7 +14,17 @@ export function createBackends(config: ServerConfig, logger: Logger): SandboxBac
     return [new SimulatorBackend()];
   }
   let lastPercent = -10;
+  // JavaScript interpreters load in milliseconds: their pool fills at boot. A Python interpreter
+  // takes seconds of CPU and ~160 MB, so its pool fills after the first wasm python shell.
+  const wasm = new WasmBackend({ stateDir: join(config.dataDir, "wasm") });
+  void wasm.availability().then(([offered]) => {
+    if (offered?.available)
+      wasm
+        .warm((line) => logger.info(`wasm pool: ${line}`), ["node"])
+        .catch((error: unknown) => logger.warn({ err: error }, "wasm pool warm-up failed"));
+  });
   return [
+    wasm,
     new ContainerBackend({
       stateDir: join(config.dataDir, "container"),
       ...(config.imagesDir ? { imagesDir: config.imagesDir } : {}),

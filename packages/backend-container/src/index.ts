@@ -22,6 +22,12 @@ export {
   type HostCheck,
 } from "./internal/host-check.js";
 export {
+  detectCgroups,
+  shellCgroupName,
+  ShellCgroup,
+  type CgroupHost,
+} from "./internal/cgroups.js";
+export {
   IMAGE_RECIPES,
   type BuildImageOptions,
   type ImageBuildProgress,

@@ -1,2 +1,6 @@
-// The package's public entry points are added as the backend is built.
-export {};
+/**
+ * The `wasm` runtime class: `python` on Pyodide and `node` on QuickJS, each shell's interpreter in
+ * a jailed worker process. This file is the package's contract; everything else is internal.
+ */
+export { WasmBackend, type WasmBackendOptions } from "./wasm-backend.js";
+export { WASM_COMMANDS } from "./internal/commands.js";

@@ -64,6 +64,8 @@ export const ErrorCode = {
   runtimeUnavailable: "runtime_unavailable",
   /** The requested network mode is not offered yet by this server. */
   networkModeUnavailable: "network_mode_unavailable",
+  /** The shell's runtime cannot run this command (a wasm shell runs only its interpreter); `details.accepted` says what it runs. */
+  unsupportedCommand: "unsupported_command",
   /** The Idempotency-Key was reused with a different request. */
   idempotencyKeyReused: "idempotency_key_reused",
   /** A request with this Idempotency-Key is still being processed; retry shortly. */
@@ -115,6 +117,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   name_taken: 409,
   runtime_unavailable: 422,
   network_mode_unavailable: 422,
+  unsupported_command: 422,
   idempotency_key_reused: 422,
   request_in_progress: 409,
   invalid_cursor: 400,

@@ -144,6 +144,24 @@ export async function admitShell(
       { runtime, missing: placement.refusal.reason },
     );
   }
+  // Wasm shells are interpreters compiled to WebAssembly: the python and node presets, sealed.
+  if (runtime === "wasm" && input.language !== "python" && input.language !== "node")
+    throw new AppError(
+      "runtime_unavailable",
+      `The wasm runtime runs the python and node presets; ${input.language} needs container or microvm.`,
+      {
+        runtime,
+        language: input.language,
+        presets: ["python", "node"],
+        missing: "a wasm build of this language",
+      },
+    );
+  if (runtime === "wasm" && network !== "sealed")
+    throw new AppError(
+      "network_mode_unavailable",
+      `Wasm shells run sealed; network mode ${network} is not offered by the wasm runtime.`,
+      { network, runtime },
+    );
   if (network === "internet") {
     throw new AppError(
       "network_mode_unavailable",

@@ -31,6 +31,10 @@ export function toApiError(error: unknown, shellId: string, logger: Logger): App
         missing: error.message,
       });
     case "unsupported":
+      if (error.details.unsupportedCommand)
+        return new AppError("unsupported_command", error.message, {
+          accepted: error.details.accepted,
+        });
       return new AppError("validation_failed", error.message, error.details);
     case "path_not_found":
       return new AppError("file_not_found", error.message, error.details);

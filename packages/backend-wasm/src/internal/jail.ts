@@ -1,0 +1,170 @@
+import { execFileSync } from "node:child_process";
+import { existsSync, realpathSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { WasmLanguage } from "./worker-process.js";
+
+/** Where the worker and its packages appear inside the jail. */
+const JAIL_ROOT = "/opt/shells";
+
+/** The packages the worker imports, each bound read-only at `/opt/shells/node_modules/<name>`. */
+const WORKER_PACKAGES = [
+  "pyodide",
+  "quickjs-emscripten-core",
+  "@jitl/quickjs-ffi-types",
+  "@jitl/quickjs-wasmfile-release-sync",
+] as const;
+
+/** The worker script's directory in this package. */
+export const WORKER_DIR = join(dirname(fileURLToPath(import.meta.url)), "../../worker");
+
+/**
+ * Host directories of the worker's packages: the first `node_modules/<name>` up from this package,
+ * as Node's own resolution would find them (their `exports` do not all expose `package.json`).
+ */
+function packageDirs(): Record<string, string> {
+  const dirs: Record<string, string> = {};
+  for (const name of WORKER_PACKAGES) {
+    let dir = dirname(fileURLToPath(import.meta.url));
+    for (;;) {
+      const candidate = join(dir, "node_modules", name);
+      if (existsSync(join(candidate, "package.json"))) {
+        dirs[name] = realpathSync(candidate);
+        break;
+      }
+      const parent = dirname(dir);
+      if (parent === dir) throw new Error(`the package ${name} is not installed`);
+      dir = parent;
+    }
+  }
+  return dirs;
+}
+
+/** The node binary and the shared libraries it loads, to bind read-only into the jail. */
+function nodeRuntimePaths(): string[] {
+  const node = realpathSync(process.execPath);
+  const paths = new Set<string>([node]);
+  try {
+    const ldd = execFileSync("ldd", [node], { encoding: "utf8" });
+    // Both the path the loader asks for (`/lib64/ld-linux-x86-64.so.2`) and the file it names.
+    for (const match of ldd.matchAll(/(\/\S+)/g))
+      if (match[1]) paths.add(match[1]).add(realpathSync(match[1]));
+  } catch {
+    // A static node: the binary alone is enough.
+  }
+  return [...paths];
+}
+
+/** What a jailed worker is started with. */
+export interface JailSpec {
+  language: WasmLanguage;
+  /** Host directory bound read-write as `/workspace`. */
+  workspace: string;
+  /** Unprivileged host uid/gid the worker runs as. */
+  uid: number;
+  gid: number;
+  /** `cgroup.procs` files the worker joins before it drops privileges. */
+  cgroupProcs: string[];
+}
+
+/**
+ * Root-side preparation, run in a private mount namespace: a fresh tmpfs over STAGE_DIR (in this
+ * namespace only) gets a bind of each host directory the jail needs, at `STAGE_DIR/<index>`. The
+ * unprivileged worker can then reach them whatever the modes of their host ancestors (the
+ * server's data directory stays 0700), and sees nothing else under those ancestors.
+ */
+const STAGE_BINDS =
+  'set -e; s=$1; shift; mount -t tmpfs -o mode=0755,size=64k shells-wasm "$s"; i=0; while [ "$1" != "--" ]; do mkdir "$s/$i"; mount --bind "$1" "$s/$i"; i=$((i+1)); shift; done; shift; exec "$@"';
+
+/** An empty host directory the staging tmpfs covers; `/run` is traversable on every host. */
+export const STAGE_DIR = "/run/shells-wasm-stage";
+
+/** Joins the cgroups named by the first arguments, then runs the rest. */
+const JOIN_CGROUPS =
+  'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 71; shift; n=$((n-1)); done; exec "$@"';
+
+/**
+ * Builds the command line of a jailed worker. A root `sh` joins the worker's cgroups (so the limits
+ * hold from the first instruction) and stages the directories the jail binds (see STAGE_BINDS);
+ * then `setpriv` drops to the unprivileged uid with no groups and no capabilities; then `bwrap`
+ * unshares every namespace (no network: only a loopback device; its own pid, ipc, uts, cgroup and
+ * mount namespaces) and builds a root holding nothing but the node binary and its libraries, the
+ * worker and its packages (read-only), a private `/tmp`, and the shell's own state as `/workspace`.
+ * The host's files, other shells' state, the server's environment and its sockets are not there.
+ */
+export class Jail {
+  private readonly node = realpathSync(process.execPath);
+  private readonly runtimePaths = nodeRuntimePaths();
+  private readonly packages = packageDirs();
+
+  command(spec: JailSpec): string[] {
+    const staged: string[] = [];
+    const stage = (hostPath: string) => {
+      staged.push(hostPath);
+      return `${STAGE_DIR}/${staged.length - 1}`;
+    };
+    const binds: string[] = [];
+    for (const path of this.runtimePaths) binds.push("--ro-bind", path, path);
+    for (const [name, dir] of Object.entries(this.packages))
+      binds.push("--ro-bind", stage(dir), `${JAIL_ROOT}/node_modules/${name}`);
+    binds.push("--ro-bind", stage(WORKER_DIR), `${JAIL_ROOT}/worker`);
+    binds.push("--bind", stage(spec.workspace), "/workspace");
+    return [
+      "/bin/sh",
+      "-c",
+      JOIN_CGROUPS,
+      "sh",
+      String(spec.cgroupProcs.length),
+      ...spec.cgroupProcs,
+      "unshare",
+      "--mount",
+      "--propagation",
+      "private",
+      "/bin/sh",
+      "-c",
+      STAGE_BINDS,
+      "sh",
+      STAGE_DIR,
+      ...staged,
+      "--",
+      "setpriv",
+      `--reuid=${spec.uid}`,
+      `--regid=${spec.gid}`,
+      "--clear-groups",
+      "--inh-caps=-all",
+      "--",
+      "bwrap",
+      "--unshare-all",
+      "--die-with-parent",
+      "--new-session",
+      "--clearenv",
+      "--setenv",
+      "PATH",
+      "/usr/bin",
+      ...binds,
+      "--proc",
+      "/proc",
+      "--dev",
+      "/dev",
+      "--tmpfs",
+      "/tmp",
+      "--chdir",
+      "/workspace",
+      this.node,
+      `${JAIL_ROOT}/worker/interpreter-worker.mjs`,
+      spec.language,
+      `${JAIL_ROOT}/node_modules`,
+    ];
+  }
+}
+
+/** What this host lacks to jail workers, or null when it has everything. */
+export function missingForJail(): string | null {
+  if (typeof process.getuid === "function" && process.getuid() !== 0)
+    return "the wasm backend runs as root to place each worker in a cgroup and drop it to an unprivileged uid";
+  for (const tool of ["/usr/bin/bwrap", "/usr/bin/setpriv", "/usr/bin/unshare"])
+    if (!existsSync(tool)) return `${tool} is missing (apt-get install bubblewrap util-linux)`;
+  if (!existsSync(join(WORKER_DIR, "interpreter-worker.mjs")))
+    return "the interpreter worker script is missing";
+  return null;
+}

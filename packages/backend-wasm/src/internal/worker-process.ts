@@ -1,0 +1,162 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
+
+/** The interpreters a worker hosts. */
+export type WasmLanguage = "python" | "node";
+
+/** One exec as the worker runs it: a program (code or a file in `/workspace`) and its inputs. */
+export interface WorkerExec {
+  mode: "code" | "file";
+  source: string;
+  argv: string[];
+  env: Record<string, string>;
+  cwd: string;
+  stdin: Uint8Array | null;
+}
+
+/** How an exec in the worker ended. `crashed`: the worker process died before answering. */
+export type WorkerOutcome = { kind: "done"; exitCode: number } | { kind: "crashed" };
+
+/** Events the worker writes, one JSON object per line. */
+type WorkerEvent =
+  | { type: "ready"; loadMs: number }
+  | { type: "output"; stream: "stdout" | "stderr"; data: string }
+  | { type: "done"; id: number; exitCode: number }
+  | { type: "fatal"; message: string };
+
+/** How much of a worker's own stderr is kept to explain a failed start. */
+const STDERR_TAIL = 4096;
+
+/**
+ * One interpreter worker process (already jailed by the command it is started with) and the framed
+ * protocol to it: `exec` requests and `interrupt`s go in on stdin, `ready`, `output` and `done`
+ * events come out on stdout. One exec runs at a time; callers queue on `exec` itself.
+ */
+export class WorkerProcess {
+  /** Settles when the interpreter is loaded; rejects when the worker dies first. */
+  readonly ready: Promise<number>;
+  /** Settles when the process has exited. */
+  readonly exited: Promise<void>;
+  private readonly child: ChildProcess;
+  private alive = true;
+  private nextId = 1;
+  private current: {
+    id: number;
+    onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void;
+    settle: (outcome: WorkerOutcome) => void;
+  } | null = null;
+  private queue: Promise<unknown> = Promise.resolve();
+  private stderrTail = "";
+
+  constructor(command: string[], env: Record<string, string>) {
+    const [file, ...args] = command as [string, ...string[]];
+    this.child = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"], env, detached: false });
+    this.child.stdin?.on("error", () => undefined); // a dead worker surfaces through `exit`
+    this.child.stderr?.on("data", (chunk: Buffer) => {
+      this.stderrTail = (this.stderrTail + chunk.toString("utf8")).slice(-STDERR_TAIL);
+    });
+    let markReady: (ms: number) => void = () => undefined;
+    let failReady: (error: Error) => void = () => undefined;
+    this.ready = new Promise<number>((resolve, reject) => {
+      markReady = resolve;
+      failReady = reject;
+    });
+    this.ready.catch(() => undefined);
+    this.exited = new Promise<void>((resolve) => {
+      this.child.on("exit", () => {
+        this.alive = false;
+        failReady(
+          new Error(`interpreter worker exited before it was ready: ${this.diagnostics()}`),
+        );
+        const current = this.current;
+        this.current = null;
+        current?.settle({ kind: "crashed" });
+        resolve();
+      });
+      this.child.on("error", (error) => {
+        this.alive = false;
+        failReady(error);
+        resolve();
+      });
+    });
+    const lines = createInterface({ input: this.child.stdout! });
+    lines.on("line", (line) => {
+      let event: WorkerEvent;
+      try {
+        event = JSON.parse(line) as WorkerEvent;
+      } catch {
+        return; // not a protocol line: the worker wrote garbage, which only its own exec can cause
+      }
+      if (event.type === "ready") markReady(event.loadMs);
+      else if (event.type === "fatal") this.stderrTail += event.message;
+      else if (event.type === "output")
+        this.current?.onOutput(event.stream, Buffer.from(event.data, "base64"));
+      else if (event.type === "done" && this.current?.id === event.id) {
+        const current = this.current;
+        this.current = null;
+        current.settle({ kind: "done", exitCode: event.exitCode });
+      }
+    });
+  }
+
+  /** The host pid of the worker's outermost process (the jail's entry). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Whether the process is still running. */
+  get running(): boolean {
+    return this.alive;
+  }
+
+  /** The tail of the worker's own stderr, to explain a failure. */
+  diagnostics(): string {
+    return this.stderrTail.trim() || "(no output)";
+  }
+
+  /**
+   * Runs one exec after any queued before it. Output goes to `onOutput` as it arrives; resolves
+   * with the exit code, or `crashed` when the worker died (killed from outside, or out of memory).
+   */
+  exec(
+    request: WorkerExec,
+    onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
+  ): Promise<WorkerOutcome> {
+    const run = async (): Promise<WorkerOutcome> => {
+      await this.ready;
+      if (!this.alive) return { kind: "crashed" };
+      const id = this.nextId++;
+      return new Promise<WorkerOutcome>((settle) => {
+        this.current = { id, onOutput, settle };
+        this.send({
+          type: "exec",
+          id,
+          mode: request.mode,
+          source: request.source,
+          argv: request.argv,
+          env: request.env,
+          cwd: request.cwd,
+          stdin: request.stdin ? Buffer.from(request.stdin).toString("base64") : null,
+        });
+      });
+    };
+    const result = this.queue.then(run, run);
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Asks the interpreter to stop the running guest code (Python sees KeyboardInterrupt). */
+  interrupt(): void {
+    this.send({ type: "interrupt" });
+  }
+
+  /** Kills the worker and everything in its jail; resolves once it has exited. */
+  async kill(): Promise<void> {
+    if (this.alive) this.child.kill("SIGKILL");
+    await this.exited;
+  }
+
+  private send(message: unknown): void {
+    if (this.alive) this.child.stdin?.write(`${JSON.stringify(message)}\n`);
+  }
+}

@@ -1,0 +1,239 @@
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { SandboxExecRequest } from "@shells/sandbox";
+import { describeSandboxBackend } from "@shells/sandbox/conformance";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { WasmBackend } from "./wasm-backend.js";
+
+const probe = new WasmBackend({ stateDir: "/nonexistent", pool: { python: 0, node: 0 } });
+const available = (await probe.availability())[0]?.available === true;
+const describeLive = available ? describe : describe.skip;
+
+const PROFILE = {
+  posixShell: false,
+  pidsLimit: false,
+  memoryLimit: false,
+  diskLimit: false,
+  binaryStdin: false,
+  files: false,
+  spawn: false,
+  pty: false,
+  snapshots: false,
+  reinstallOs: false,
+  networkModes: ["sealed"],
+} as const;
+
+if (available)
+  describeSandboxBackend("wasm (node on QuickJS)", PROFILE, async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), "shells-wasm-conf-"));
+    return {
+      backend: new WasmBackend({ stateDir, pool: { python: 0, node: 1 } }),
+      runtime: "wasm",
+      language: "node",
+      cleanup: () => rm(stateDir, { recursive: true, force: true }),
+    };
+  });
+
+const RESOURCES = { cpu: 1, memoryMb: 128, pids: 64, diskMb: 64 };
+
+describeLive("wasm backend: execs in a real jailed interpreter", () => {
+  let stateDir: string;
+  let backend: WasmBackend;
+  let counter = 0;
+
+  beforeAll(async () => {
+    stateDir = await mkdtemp(join(tmpdir(), "shells-wasm-"));
+    backend = new WasmBackend({ stateDir, pool: { python: 1, node: 1 } });
+    await backend.warm();
+  }, 120_000);
+  afterAll(async () => {
+    for (const info of await backend.list()) await backend.destroy(info.shellId);
+    await backend.close();
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  async function create(language: "python" | "node", memoryMb = 128): Promise<string> {
+    const shellId = `wasm-${process.pid}-${++counter}`;
+    await backend.create({
+      shellId,
+      language,
+      runtime: "wasm",
+      network: "sealed",
+      resources: { ...RESOURCES, memoryMb },
+      env: { GREETING: "from the shell" },
+    });
+    return shellId;
+  }
+  const run = (id: string, command: string[], extra: Partial<SandboxExecRequest> = {}) =>
+    backend.exec(id, {
+      command,
+      env: {},
+      cwd: "/workspace",
+      stdin: undefined,
+      timeoutMs: 20_000,
+      maxOutputBytes: 1024 * 1024,
+      ...extra,
+    });
+
+  it("runs python -c, stdin, env, cwd, argv, exit codes, and keeps files across execs", async () => {
+    const id = await create("python");
+    expect(await run(id, ["python3", "-c", "print(6*7)"])).toMatchObject({
+      exitCode: 0,
+      stdout: "42\n",
+      stderr: "",
+    });
+    const io = await run(
+      id,
+      [
+        "python3",
+        "-c",
+        "import os,sys; print(sys.stdin.read(), os.environ['GREETING'], os.environ['EXTRA'], os.getcwd(), sys.argv[1:])",
+        "a",
+      ],
+      { stdin: "piped", env: { EXTRA: "exec" } },
+    );
+    expect(io.stdout).toBe("piped from the shell exec /workspace ['a']\n");
+    expect((await run(id, ["python3", "-c", "raise SystemExit(3)"])).exitCode).toBe(3);
+    const failed = await run(id, ["python3", "-c", "1/0"]);
+    expect(failed.exitCode).toBe(1);
+    expect(failed.stderr).toMatch(/ZeroDivisionError/);
+    await run(id, [
+      "python3",
+      "-c",
+      "open('/workspace/script.py','w').write('import sys; print(\"file\", sys.argv[1:])')",
+    ]);
+    expect((await run(id, ["python3", "script.py", "x", "y"])).stdout).toBe("file ['x', 'y']\n");
+    await backend.restart(id);
+    expect((await run(id, ["python3", "/workspace/script.py"])).stdout).toBe("file []\n");
+  }, 60_000);
+
+  it("runs node -e and node FILE with stdin, env, argv and a workspace-only fs", async () => {
+    const id = await create("node");
+    expect(await run(id, ["node", "-e", "console.log(6*7)"])).toMatchObject({
+      exitCode: 0,
+      stdout: "42\n",
+    });
+    const io = await run(
+      id,
+      [
+        "node",
+        "-e",
+        "const fs=require('fs'); console.log(fs.readFileSync(0), process.env.GREETING, process.argv.slice(1)); fs.writeFileSync('n.js', 'console.log(process.argv.slice(2).join(\"+\"))')",
+        "q",
+      ],
+      { stdin: "in" },
+    );
+    expect(io.stdout).toBe('in from the shell ["q"]\n');
+    expect((await run(id, ["node", "n.js", "a", "b"])).stdout).toBe("a+b\n");
+    expect((await run(id, ["node", "-e", "process.exit(5)"])).exitCode).toBe(5);
+    const escape = await run(id, ["node", "-e", "require('fs').readFileSync('/etc/passwd')"]);
+    expect(escape.exitCode).toBe(1);
+    expect(escape.stderr).toMatch(/EACCES/);
+  }, 60_000);
+
+  it("refuses other commands with unsupported, naming what wasm shells accept", async () => {
+    const id = await create("python");
+    await expect(run(id, ["sh", "-c", "echo hi"])).rejects.toMatchObject({
+      code: "unsupported",
+      details: { unsupportedCommand: true },
+      message: expect.stringMatching(/python3 -c CODE/),
+    });
+    await expect(run(id, ["node", "-e", "1"])).rejects.toMatchObject({ code: "unsupported" });
+  }, 60_000);
+
+  it("ends an endless loop with wall_clock by interrupt and keeps the interpreter", async () => {
+    const py = await create("python");
+    const looped = await run(py, ["python3", "-c", "while True: pass"], { timeoutMs: 500 });
+    expect(looped.killReason).toBe("wall_clock");
+    expect(looped.exitCode).not.toBe(0);
+    expect(looped.durationMs).toBeLessThan(5000);
+    const after = await run(py, ["python3", "-c", "print('still here')"]);
+    expect(after.stdout).toBe("still here\n");
+    expect(after.durationMs).toBeLessThan(1000); // the same interpreter: no cold start
+    const js = await create("node");
+    const jsLoop = await run(js, ["node", "-e", "for(;;){}"], { timeoutMs: 300 });
+    expect(jsLoop.killReason).toBe("wall_clock");
+    expect((await run(js, ["node", "-e", "console.log('ok')"])).stdout).toBe("ok\n");
+  }, 60_000);
+
+  it("cuts output past the limit with output_limit", async () => {
+    const id = await create("node");
+    const result = await run(id, ["node", "-e", "for(;;) console.log('y')"], {
+      maxOutputBytes: 64 * 1024,
+    });
+    expect(result.killReason).toBe("output_limit");
+    expect(result.truncated).toBe(true);
+    expect(result.stdout.length).toBeLessThanOrEqual(64 * 1024);
+    expect(result.stdout.startsWith("y\ny\n")).toBe(true);
+  }, 60_000);
+
+  it("ends a memory balloon with oom from the cgroup, then serves the next exec", async () => {
+    const id = await create("node", 32);
+    const result = await run(
+      id,
+      ["node", "-e", "const a=[]; for(;;) a.push('x'.repeat(1<<20) + a.length)"],
+      { timeoutMs: 30_000 },
+    );
+    expect(result.killReason).toBe("oom");
+    expect((await run(id, ["node", "-e", "console.log('back')"])).stdout).toBe("back\n");
+  }, 90_000);
+
+  it("streams output before the exec ends", async () => {
+    const id = await create("python");
+    const seen: { text: string; at: number }[] = [];
+    const result = await backend.exec(
+      id,
+      {
+        command: [
+          "python3",
+          "-c",
+          "import time; print('first', flush=True); time.sleep(0.6); print('second')",
+        ],
+        env: {},
+        cwd: "/workspace",
+        stdin: undefined,
+        timeoutMs: 10_000,
+        maxOutputBytes: 4096,
+      },
+      {
+        onOutput: (_s, chunk) =>
+          void seen.push({ text: Buffer.from(chunk).toString(), at: Date.now() }),
+      },
+    );
+    expect(result.stdout).toBe("first\nsecond\n");
+    expect(Date.now() - seen[0]!.at).toBeGreaterThanOrEqual(400);
+  }, 60_000);
+
+  it("shows the guest nothing of the host: no host files, no sockets, no server env, no other shell", async () => {
+    const a = await create("python");
+    const b = await create("python");
+    await run(a, ["python3", "-c", "open('/workspace/secret.txt','w').write('a-only')"]);
+    const probe = await run(b, [
+      "python3",
+      "-c",
+      [
+        "import os, socket",
+        "for p in ['/etc/hostname', '/etc/passwd', '/proc/1/environ']:",
+        "    try: open(p).read(); print('READ', p)",
+        "    except OSError: print('no', p)",
+        "try: socket.create_connection(('127.0.0.1', 22), timeout=2); print('CONNECTED')",
+        "except OSError: print('no socket')",
+        "print(sorted(os.listdir('/workspace')), 'PATH' in os.environ)",
+      ].join("\n"),
+    ]);
+    expect(probe.stdout).toBe(
+      "no /etc/hostname\nno /etc/passwd\nno /proc/1/environ\nno socket\n[] False\n",
+    );
+    expect(await readdir(join(stateDir, "shells", a, "workspace"))).toEqual(["secret.txt"]);
+  }, 60_000);
+
+  it("wipe_state empties the workspace and leaves a working shell", async () => {
+    const id = await create("node");
+    await run(id, ["node", "-e", "require('fs').writeFileSync('w.txt','x')"]);
+    await backend.wipeState(id);
+    expect(
+      (await run(id, ["node", "-e", "console.log(require('fs').existsSync('w.txt'))"])).stdout,
+    ).toBe("false\n");
+  }, 60_000);
+});

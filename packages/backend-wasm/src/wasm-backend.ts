@@ -1,0 +1,597 @@
+import { randomBytes } from "node:crypto";
+import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import {
+  detectCgroups,
+  shellCgroupName,
+  ShellCgroup,
+  type CgroupHost,
+} from "@shells/backend-container";
+import type {
+  ExecResult,
+  KillReason,
+  ResolvedResources,
+  RuntimeAvailability,
+  Snapshot,
+} from "@shells/contract";
+import {
+  SandboxError,
+  type SandboxBackend,
+  type SandboxExecOptions,
+  type SandboxExecRequest,
+  type SandboxFiles,
+  type SandboxInfo,
+  type SandboxProcess,
+  type SandboxSpec,
+} from "@shells/sandbox";
+import { parseCommand, WASM_COMMANDS } from "./internal/commands.js";
+import { Jail, missingForJail, STAGE_DIR } from "./internal/jail.js";
+import { WorkerProcess, type WasmLanguage, type WorkerExec } from "./internal/worker-process.js";
+
+/** Options of the wasm backend. */
+export interface WasmBackendOptions {
+  /** Where shells' state (`shells/<id>/workspace`) and the warm pool's directories live. */
+  stateDir: string;
+  /** Warm interpreters kept ready per language (default: python 1, node 2; 0 turns the pool off). */
+  pool?: Partial<Record<WasmLanguage, number>>;
+  /** Unprivileged host uid and gid the workers run as (default 65534, `nobody`). */
+  uid?: number;
+  gid?: number;
+}
+
+/**
+ * Memory the interpreter itself needs before guest code allocates anything, added to the shell's
+ * `memoryMb` for the worker's cgroup: Pyodide's runtime and standard library take ~160 MB of RSS,
+ * node plus QuickJS ~60 MB.
+ */
+const BASELINE_MB: Record<WasmLanguage, number> = { python: 224, node: 96 };
+
+/** Threads a worker needs (node's own, the engine thread, libuv's pool); guests cannot fork. */
+const WORKER_PIDS = 64;
+
+/** How long an interrupted exec may take to unwind before its worker is killed and replaced. */
+const INTERRUPT_GRACE_MS = 1500;
+
+/** A shell as the backend keeps it on disk (`shells/<id>/shell.json`). */
+interface ShellRecord {
+  shellId: string;
+  language: WasmLanguage;
+  resources: ResolvedResources;
+  env: Record<string, string>;
+  state: "running" | "stopped";
+  /** Name of the worker's cgroup (it was named when the worker was started, maybe in the pool). */
+  cgroup: string;
+}
+
+/** A worker and the cgroup that bounds it. */
+interface LiveWorker {
+  process: WorkerProcess;
+  cgroup: ShellCgroup;
+  /** OOM kills the cgroup had counted when this worker started. */
+  oomKillsAtStart: number;
+}
+
+/** A warm worker waiting in the pool, its workspace under `pool/<token>`. */
+interface PooledWorker extends LiveWorker {
+  workspace: string;
+}
+
+/**
+ * The `wasm` runtime class: `python` on Pyodide and `node` on QuickJS, each shell's interpreter in
+ * its own jailed worker process (see `Jail`) bounded by a cgroup, its files in the shell's persisted
+ * `/workspace`. Execs are interpreter invocations (`python3 -c`, `python3 FILE`, `node -e`,
+ * `node FILE`), not a POSIX shell. Warm pools of loaded interpreters make a new shell's first exec
+ * fast.
+ */
+export class WasmBackend implements SandboxBackend {
+  readonly name = "wasm";
+  private readonly stateDir: string;
+  private readonly uid: number;
+  private readonly gid: number;
+  private readonly poolSize: Record<WasmLanguage, number>;
+  private readonly missing: string | null;
+  private readonly cgroups: CgroupHost | string;
+  private readonly cgroupParent: string;
+  private jail: Jail | null = null;
+  private readonly workers = new Map<string, LiveWorker>();
+  private readonly pools: Record<WasmLanguage, PooledWorker[]> = { python: [], node: [] };
+  private readonly filling: Record<WasmLanguage, number> = { python: 0, node: 0 };
+  private readonly fills: Record<WasmLanguage, Promise<void> | null> = { python: null, node: null };
+  private closed = false;
+
+  constructor(options: WasmBackendOptions) {
+    this.stateDir = options.stateDir.replace(/\/+$/, "");
+    this.uid = options.uid ?? 65534;
+    this.gid = options.gid ?? 65534;
+    this.poolSize = { python: options.pool?.python ?? 1, node: options.pool?.node ?? 2 };
+    this.cgroups = detectCgroups();
+    this.cgroupParent = "shells-wasm";
+    this.missing = missingForJail() ?? (typeof this.cgroups === "string" ? this.cgroups : null);
+  }
+
+  async availability(): Promise<RuntimeAvailability[]> {
+    return [
+      {
+        runtime: "wasm",
+        available: this.missing === null,
+        backend: this.name,
+        reason: this.missing,
+      },
+    ];
+  }
+
+  /**
+   * Loads the pools' interpreters now and resolves when each pool is full, so the first shells of a
+   * process (or a test run) are created warm. Progress goes to `log`.
+   */
+  async warm(
+    log: (line: string) => void = () => undefined,
+    languages: readonly WasmLanguage[] = ["python", "node"],
+  ): Promise<void> {
+    this.requireAvailable();
+    await Promise.all(
+      languages.map(async (language) => {
+        const started = Date.now();
+        await this.refill(language);
+        if (this.poolSize[language] > 0)
+          log(`${language}: ${this.pools[language].length} warm after ${Date.now() - started} ms`);
+      }),
+    );
+  }
+
+  async create(spec: SandboxSpec): Promise<SandboxInfo> {
+    this.requireAvailable();
+    if (spec.language !== "python" && spec.language !== "node")
+      throw new SandboxError(
+        "unavailable",
+        `The wasm runtime runs the python and node presets; ${spec.language} needs the container runtime.`,
+        { runtime: "wasm", language: spec.language, presets: ["python", "node"] },
+      );
+    if (spec.network !== "sealed")
+      throw new SandboxError(
+        "unsupported",
+        `Wasm shells run sealed: network mode ${spec.network} is not offered by the wasm runtime.`,
+        { network: spec.network },
+      );
+    const language: WasmLanguage = spec.language;
+    const dir = this.shellDir(spec.shellId);
+    await mkdir(this.shellsRoot(), { recursive: true, mode: 0o711 });
+    await chmod(this.shellsRoot(), 0o711);
+    await mkdir(dir, { mode: 0o711 });
+    const workspace = join(dir, "workspace");
+    const pooled = this.pools[language].shift();
+    void this.refill(language);
+    let live: LiveWorker;
+    if (pooled && pooled.process.running) {
+      // The pooled worker's /workspace is a bind of its pool directory; renaming that directory
+      // keeps the bind (it follows the directory), so the directory becomes the shell's state.
+      await rename(pooled.workspace, workspace);
+      await this.relimit(pooled.cgroup, this.limits(language, spec.resources));
+      live = pooled;
+    } else {
+      if (pooled) await this.discard(pooled);
+      await this.makeWorkspace(workspace);
+      live = await this.startWorker(language, workspace, spec.resources);
+    }
+    this.workers.set(spec.shellId, live);
+    await this.writeRecord({
+      shellId: spec.shellId,
+      language,
+      resources: spec.resources,
+      env: spec.env,
+      state: "running",
+      cgroup: live.cgroup.name,
+    });
+    return this.info(spec.shellId, "running");
+  }
+
+  async exec(
+    shellId: string,
+    request: SandboxExecRequest,
+    options: SandboxExecOptions = {},
+  ): Promise<ExecResult> {
+    const record = await this.record(shellId);
+    if (record.state !== "running")
+      throw new SandboxError("not_running", `Shell ${shellId}'s sandbox is stopped.`);
+    const program = parseCommand(record.language, request.command);
+    const started = Date.now();
+    const live = await this.liveWorker(record);
+    const workerExec: WorkerExec = {
+      ...program,
+      env: { ...record.env, ...request.env },
+      cwd: request.cwd,
+      stdin:
+        request.stdin === undefined
+          ? null
+          : typeof request.stdin === "string"
+            ? new TextEncoder().encode(request.stdin)
+            : request.stdin,
+    };
+
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    let outputBytes = 0;
+    let truncated = false;
+    let killReason: KillReason | undefined;
+    let graceTimer: NodeJS.Timeout | undefined;
+    // Ends the guest code: an interrupt first (the interpreter survives), the worker's death if
+    // the code does not unwind in time (it is replaced on the next exec).
+    const end = (reason: KillReason) => {
+      if (killReason) return;
+      killReason = reason;
+      live.process.interrupt();
+      graceTimer = setTimeout(() => {
+        void live.process.kill();
+      }, INTERRUPT_GRACE_MS);
+    };
+    const onOutput = (stream: "stdout" | "stderr", chunk: Uint8Array) => {
+      if (truncated) return;
+      let bytes = Buffer.from(chunk);
+      if (outputBytes + bytes.length > request.maxOutputBytes) {
+        bytes = bytes.subarray(0, request.maxOutputBytes - outputBytes);
+        truncated = true;
+        end("output_limit");
+      }
+      outputBytes += bytes.length;
+      if (bytes.length === 0) return;
+      (stream === "stdout" ? stdout : stderr).push(bytes);
+      void options.onOutput?.(stream, bytes);
+    };
+    const wallClock = setTimeout(() => end("wall_clock"), request.timeoutMs);
+    const onAbort = () => {
+      const reason: unknown = options.signal?.reason;
+      end(typeof reason === "string" ? (reason as KillReason) : "stopped");
+    };
+    if (options.signal?.aborted) onAbort();
+    else options.signal?.addEventListener("abort", onAbort, { once: true });
+
+    const outcome = await live.process.exec(workerExec, onOutput);
+    clearTimeout(wallClock);
+    clearTimeout(graceTimer);
+    options.signal?.removeEventListener("abort", onAbort);
+
+    let exitCode: number;
+    if (outcome.kind === "done") exitCode = outcome.exitCode;
+    else {
+      // The worker died under the exec: killed on purpose (killReason is set), or by the cgroup's
+      // OOM killer; it is replaced on the next exec.
+      exitCode = 137;
+      if (!killReason) {
+        if ((await readOomKills(live.cgroup)) > live.oomKillsAtStart) killReason = "oom";
+        else
+          stderr.push(
+            Buffer.from(
+              `the interpreter worker ended unexpectedly: ${live.process.diagnostics()}\n`,
+            ),
+          );
+      }
+      if (this.workers.get(shellId) === live) this.workers.delete(shellId);
+    }
+    if (killReason && exitCode === 0) exitCode = 130;
+    return {
+      exitCode,
+      stdout: Buffer.concat(stdout).toString("utf8"),
+      stderr: Buffer.concat(stderr).toString("utf8"),
+      durationMs: Date.now() - started,
+      ...(killReason ? { killReason } : {}),
+      ...(truncated ? { truncated } : {}),
+    };
+  }
+
+  async stop(shellId: string): Promise<SandboxInfo> {
+    const record = await this.record(shellId);
+    await this.stopWorker(shellId);
+    if (record.state !== "stopped") await this.writeRecord({ ...record, state: "stopped" });
+    return this.info(shellId, "stopped");
+  }
+
+  async start(shellId: string): Promise<SandboxInfo> {
+    const record = await this.record(shellId);
+    if (record.state !== "running") await this.writeRecord({ ...record, state: "running" });
+    return this.info(shellId, "running");
+  }
+
+  async restart(shellId: string): Promise<SandboxInfo> {
+    const record = await this.record(shellId);
+    await this.stopWorker(shellId);
+    await this.writeRecord({ ...record, state: "running" });
+    await this.liveWorker({ ...record, state: "running" });
+    return this.info(shellId, "running");
+  }
+
+  spawn(): Promise<SandboxProcess> {
+    return Promise.reject(
+      new SandboxError(
+        "unsupported",
+        "Wasm shells have no long-lived processes or terminals; use exec with python3 or node.",
+      ),
+    );
+  }
+
+  readonly files: SandboxFiles = {
+    stat: () => Promise.reject(filesUnsupported()),
+    list: () => Promise.reject(filesUnsupported()),
+    read: () => Promise.reject(filesUnsupported()),
+    write: () => Promise.reject(filesUnsupported()),
+    remove: () => Promise.reject(filesUnsupported()),
+    exportTar: () => Promise.reject(filesUnsupported()),
+    importTar: () => Promise.reject(filesUnsupported()),
+  };
+
+  async snapshot(shellId: string): Promise<Snapshot> {
+    await this.record(shellId);
+    throw snapshotsUnsupported();
+  }
+
+  async listSnapshots(shellId: string): Promise<Snapshot[]> {
+    await this.record(shellId);
+    throw snapshotsUnsupported();
+  }
+
+  async restore(shellId: string): Promise<Snapshot> {
+    await this.record(shellId);
+    throw snapshotsUnsupported();
+  }
+
+  async reinstallOs(shellId: string): Promise<SandboxInfo> {
+    await this.record(shellId);
+    throw new SandboxError(
+      "unsupported",
+      "Wasm shells have no operating system image to reinstall: the interpreter ships with the server.",
+    );
+  }
+
+  async wipeState(shellId: string): Promise<SandboxInfo> {
+    const record = await this.record(shellId);
+    // The worker is stopped first so guest code cannot race the wipe; the same directory is
+    // emptied in place and a fresh worker is started on it.
+    await this.stopWorker(shellId);
+    const workspace = join(this.shellDir(shellId), "workspace");
+    for (const entry of await readdir(workspace))
+      await rm(join(workspace, entry), { recursive: true, force: true });
+    if (record.state === "running") await this.liveWorker(record);
+    return this.info(shellId, record.state);
+  }
+
+  async destroy(shellId: string): Promise<void> {
+    let record: ShellRecord | null = null;
+    try {
+      record = await this.record(shellId);
+    } catch {
+      // already gone: still reclaim what a crash may have left
+    }
+    await this.stopWorker(shellId);
+    if (record && typeof this.cgroups !== "string") {
+      const cgroup = new ShellCgroup(this.cgroups, this.cgroupParent, record.cgroup);
+      await cgroup.killAll().catch(() => undefined);
+      await cgroup.remove().catch(() => undefined);
+    }
+    await rm(this.shellDir(shellId), { recursive: true, force: true });
+  }
+
+  async list(): Promise<SandboxInfo[]> {
+    let ids: string[];
+    try {
+      ids = await readdir(this.shellsRoot());
+    } catch {
+      return [];
+    }
+    const infos: SandboxInfo[] = [];
+    for (const id of ids) {
+      try {
+        const record = await this.record(id);
+        infos.push(this.info(id, record.state));
+      } catch {
+        // a half-created or half-destroyed shell: not listed
+      }
+    }
+    return infos;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    // Warm workers belong to no shell: they go. Shells' workers end with this process (their
+    // jails die with their parent); their state stays and the next exec starts a new worker.
+    const pooled = [...this.pools.python, ...this.pools.node];
+    this.pools.python = [];
+    this.pools.node = [];
+    await Promise.all(pooled.map((worker) => this.discard(worker)));
+    const live = [...this.workers.values()];
+    this.workers.clear();
+    await Promise.all(live.map((worker) => worker.process.kill()));
+  }
+
+  private requireAvailable(): void {
+    if (this.missing !== null)
+      throw new SandboxError("unavailable", `The wasm runtime is unavailable: ${this.missing}`, {
+        runtime: "wasm",
+      });
+  }
+
+  /** The shell's worker, started (cold) when it has none: after a stop, a crash or a restart. */
+  private async liveWorker(record: ShellRecord): Promise<LiveWorker> {
+    const existing = this.workers.get(record.shellId);
+    if (existing?.process.running) return existing;
+    const live = await this.startWorker(
+      record.language,
+      join(this.shellDir(record.shellId), "workspace"),
+      record.resources,
+      record.cgroup,
+    );
+    this.workers.set(record.shellId, live);
+    return live;
+  }
+
+  private async stopWorker(shellId: string): Promise<void> {
+    const live = this.workers.get(shellId);
+    this.workers.delete(shellId);
+    if (live) await live.process.kill();
+  }
+
+  /** Starts a jailed worker on a workspace and waits until its interpreter is loaded. */
+  private async startWorker(
+    language: WasmLanguage,
+    workspace: string,
+    resources: ResolvedResources,
+    cgroupName = shellCgroupName(this.stateDir, `w-${randomBytes(6).toString("hex")}`),
+  ): Promise<LiveWorker> {
+    if (typeof this.cgroups === "string") throw new SandboxError("unavailable", this.cgroups);
+    const cgroup = new ShellCgroup(this.cgroups, this.cgroupParent, cgroupName);
+    await cgroup.create(this.limits(language, resources));
+    const oomKillsAtStart = await readOomKills(cgroup);
+    if (!this.jail) {
+      await mkdir(STAGE_DIR, { recursive: true, mode: 0o755 });
+      this.jail = new Jail();
+    }
+    const process = new WorkerProcess(
+      this.jail.command({
+        language,
+        workspace,
+        uid: this.uid,
+        gid: this.gid,
+        cgroupProcs: cgroup.procsFiles,
+      }),
+      { PATH: "/usr/bin:/bin" },
+    );
+    try {
+      await process.ready;
+    } catch (error) {
+      await cgroup.killAll().catch(() => undefined);
+      throw new SandboxError(
+        "failed",
+        `The ${language} interpreter did not start: ${process.diagnostics()}`,
+        {},
+        { cause: error },
+      );
+    }
+    return { process, cgroup, oomKillsAtStart };
+  }
+
+  /**
+   * Writes a claimed pool worker's limits. On v1 the memory+swap limit may never be below the
+   * memory limit, so it is raised first (a write that would lower it fails and is redone after).
+   */
+  private async relimit(cgroup: ShellCgroup, resources: ResolvedResources): Promise<void> {
+    if (typeof this.cgroups !== "string" && this.cgroups.version === 1)
+      await writeFile(
+        `${this.cgroups.memory}/${this.cgroupParent}/${cgroup.name}/memory.memsw.limit_in_bytes`,
+        String(resources.memoryMb * 1024 * 1024),
+      ).catch(() => undefined);
+    await cgroup.create(resources);
+  }
+
+  /** Cgroup limits of a worker: the interpreter's own baseline plus the shell's memory. */
+  private limits(language: WasmLanguage, resources: ResolvedResources): ResolvedResources {
+    return {
+      ...resources,
+      memoryMb: resources.memoryMb + BASELINE_MB[language],
+      pids: WORKER_PIDS,
+    };
+  }
+
+  /** Tops the language's pool up to its size; callers share one fill in progress. */
+  private refill(language: WasmLanguage): Promise<void> {
+    const running = this.fills[language];
+    if (running) return running;
+    const fill = this.fill(language).finally(() => {
+      this.fills[language] = null;
+    });
+    this.fills[language] = fill;
+    return fill;
+  }
+
+  /** Starts pooled workers one at a time until the pool is full. */
+  private async fill(language: WasmLanguage): Promise<void> {
+    while (
+      !this.closed &&
+      this.pools[language].length + this.filling[language] < this.poolSize[language]
+    ) {
+      this.filling[language] += 1;
+      const workspace = join(this.stateDir, "pool", randomBytes(8).toString("hex"));
+      try {
+        await mkdir(join(this.stateDir, "pool"), { recursive: true, mode: 0o711 });
+        await this.makeWorkspace(workspace);
+        const live = await this.startWorker(language, workspace, DEFAULT_POOL_RESOURCES);
+        if (this.closed) await this.discard({ ...live, workspace });
+        else this.pools[language].push({ ...live, workspace });
+      } catch {
+        await rm(workspace, { recursive: true, force: true });
+        return; // the next create starts a worker itself and reports why it fails
+      } finally {
+        this.filling[language] -= 1;
+      }
+    }
+  }
+
+  private async discard(worker: PooledWorker): Promise<void> {
+    await worker.process.kill();
+    await worker.cgroup.killAll().catch(() => undefined);
+    await worker.cgroup.remove().catch(() => undefined);
+    await rm(worker.workspace, { recursive: true, force: true });
+  }
+
+  private async makeWorkspace(path: string): Promise<void> {
+    await mkdir(path, { mode: 0o700 });
+    await chown(path, this.uid, this.gid);
+  }
+
+  private shellsRoot(): string {
+    return join(this.stateDir, "shells");
+  }
+
+  private shellDir(shellId: string): string {
+    if (!/^[A-Za-z0-9_.-]+$/.test(shellId) || shellId.startsWith("."))
+      throw new SandboxError("not_found", `No wasm sandbox for shell ${shellId}.`);
+    return join(this.shellsRoot(), shellId);
+  }
+
+  private async record(shellId: string): Promise<ShellRecord> {
+    try {
+      return JSON.parse(
+        await readFile(join(this.shellDir(shellId), "shell.json"), "utf8"),
+      ) as ShellRecord;
+    } catch {
+      throw new SandboxError("not_found", `No wasm sandbox for shell ${shellId}.`);
+    }
+  }
+
+  private async writeRecord(record: ShellRecord): Promise<void> {
+    const file = join(this.shellDir(record.shellId), "shell.json");
+    await writeFile(`${file}.tmp`, JSON.stringify(record), { mode: 0o600 });
+    await rename(`${file}.tmp`, file);
+  }
+
+  private info(shellId: string, state: "running" | "stopped"): SandboxInfo {
+    return { shellId, state, imageVersion: null };
+  }
+}
+
+/** Limits a pooled worker holds until a shell claims it and its own limits are written. */
+const DEFAULT_POOL_RESOURCES: ResolvedResources = {
+  cpu: 1,
+  memoryMb: 256,
+  pids: WORKER_PIDS,
+  diskMb: 0,
+};
+
+/** OOM kills a cgroup has counted (`oom_kill` in v1 `memory.oom_control` or v2 `memory.events`). */
+async function readOomKills(cgroup: ShellCgroup): Promise<number> {
+  try {
+    const text = await readFile(cgroup.oomEventsFile, "utf8");
+    const match = /^oom_kill (\d+)$/m.exec(text);
+    return match ? Number(match[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function filesUnsupported(): SandboxError {
+  return new SandboxError(
+    "unsupported",
+    `File operations are not offered on wasm shells yet; read and write files from code (${WASM_COMMANDS}).`,
+  );
+}
+
+function snapshotsUnsupported(): SandboxError {
+  return new SandboxError("unsupported", "Snapshots are not offered on wasm shells yet.");
+}

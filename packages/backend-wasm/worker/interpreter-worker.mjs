@@ -1,0 +1,336 @@
+// @ts-check
+/**
+ * One shell's interpreter process. It runs inside the jail the backend builds (an unprivileged uid,
+ * private namespaces, no network, a cgroup) and sees only `/workspace`, the shell's own state.
+ *
+ * The main thread speaks the framed protocol with the backend: one JSON object per line on stdin
+ * (requests) and stdout (events). The interpreter (Pyodide or QuickJS) runs in a worker thread so
+ * the main thread stays responsive while guest code loops: an `interrupt` request flips a shared
+ * flag that Pyodide's eval breaker and QuickJS's interrupt handler both poll, which ends the guest
+ * code without losing the interpreter.
+ *
+ * Usage: node interpreter-worker.mjs <python|node> <node_modules dir holding pyodide>
+ */
+import { createInterface } from "node:readline";
+import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
+import { fileURLToPath } from "node:url";
+
+/** Exit code of guest code ended by an interrupt (128 + SIGINT), as a shell reports it. */
+const INTERRUPTED = 130;
+
+/** The protocol side: forwards requests to the engine thread and its events to stdout. */
+function runMain() {
+  const [language, assets] = process.argv.slice(2);
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  const engine = new Worker(fileURLToPath(import.meta.url), {
+    workerData: { language, assets, flag },
+  });
+  /** @param {unknown} event */
+  const send = (event) => void process.stdout.write(`${JSON.stringify(event)}\n`);
+  engine.on("message", (event) => send(event));
+  engine.on("error", (error) => {
+    send({ type: "fatal", message: String(error?.stack ?? error) });
+    process.exit(70);
+  });
+  engine.on("exit", (code) => process.exit(code === 0 ? 0 : 70));
+  const lines = createInterface({ input: process.stdin });
+  lines.on("line", (line) => {
+    if (line.trim() === "") return;
+    const request = JSON.parse(line);
+    if (request.type === "interrupt") {
+      // 2 is SIGINT for Pyodide's interrupt buffer; QuickJS treats any non-zero value as "stop".
+      Atomics.store(flag, 0, 2);
+      return;
+    }
+    if (request.type === "exec") Atomics.store(flag, 0, 0);
+    engine.postMessage(request);
+  });
+  lines.on("close", () => process.exit(0));
+}
+
+/** The engine side: loads the interpreter once, then runs each exec it is sent. */
+async function runEngine() {
+  const { language, assets, flag } = workerData;
+  const port = /** @type {import("node:worker_threads").MessagePort} */ (parentPort);
+  /** @param {"stdout" | "stderr"} stream @param {Uint8Array} bytes */
+  const emit = (stream, bytes) => {
+    if (bytes.length > 0)
+      port.postMessage({ type: "output", stream, data: Buffer.from(bytes).toString("base64") });
+  };
+  const started = Date.now();
+  const run =
+    language === "python" ? await loadPython(assets, flag, emit) : await loadJs(flag, emit);
+  port.postMessage({ type: "ready", loadMs: Date.now() - started });
+  port.on("message", (request) => {
+    if (request.type !== "exec") return;
+    let exitCode;
+    try {
+      exitCode = run(request);
+    } catch (error) {
+      emit("stderr", Buffer.from(`${String(/** @type {Error} */ (error)?.stack ?? error)}\n`));
+      exitCode = 1;
+    }
+    port.postMessage({ type: "done", id: request.id, exitCode });
+  });
+}
+
+/**
+ * Pyodide with the shell's `/workspace` mounted through NODEFS. Each exec runs in fresh globals
+ * (like a new `python3` process), with its argv, env, cwd and stdin.
+ * @param {string} assets
+ * @param {Int32Array} flag
+ * @param {(stream: "stdout" | "stderr", bytes: Uint8Array) => void} emit
+ */
+async function loadPython(assets, flag, emit) {
+  const { loadPyodide } = await import("pyodide");
+  const pyodide = await loadPyodide({
+    indexURL: `${assets}/pyodide/`,
+    env: { HOME: "/workspace", PATH: "/usr/bin" },
+    stdout: undefined,
+  });
+  pyodide.setInterruptBuffer(flag);
+  pyodide.setStdout({ write: (/** @type {Uint8Array} */ b) => (emit("stdout", b), b.length) });
+  pyodide.setStderr({ write: (/** @type {Uint8Array} */ b) => (emit("stderr", b), b.length) });
+  pyodide.FS.mkdirTree("/workspace");
+  pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: "/workspace" }, "/workspace");
+  pyodide.runPython(PYTHON_RUNNER);
+  const runner = pyodide.globals.get("_shells_run");
+  return (/** @type {ExecRequest} */ request) => {
+    let stdin = request.stdin ? Buffer.from(request.stdin, "base64") : null;
+    pyodide.setStdin({
+      stdin: () => {
+        const chunk = stdin;
+        stdin = null;
+        return chunk ?? null;
+      },
+      isatty: false,
+    });
+    const env = pyodide.toPy(request.env);
+    const argv = pyodide.toPy(request.argv);
+    try {
+      return Number(runner(request.mode, request.source, argv, env, request.cwd));
+    } finally {
+      env.destroy();
+      argv.destroy();
+      Atomics.store(flag, 0, 0);
+    }
+  };
+}
+
+/** Runs one exec in fresh globals and returns its exit code, as `python3` would. */
+const PYTHON_RUNNER = `
+import os, sys, traceback
+
+def _shells_run(mode, source, argv, env, cwd):
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = list(argv)
+    scope = {"__name__": "__main__", "__builtins__": __builtins__}
+    status = 0
+    try:
+        os.chdir(cwd)
+        if mode == "file":
+            scope["__file__"] = source
+            sys.path[0:1] = [os.path.dirname(os.path.abspath(source))]
+            with open(source) as f:
+                code = compile(f.read(), source, "exec")
+        else:
+            sys.path[0:1] = [""]
+            code = compile(source, "<string>", "exec")
+        exec(code, scope)
+    except SystemExit as e:
+        if e.code is None:
+            status = 0
+        elif isinstance(e.code, int):
+            status = e.code
+        else:
+            print(e.code, file=sys.stderr)
+            status = 1
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        status = ${INTERRUPTED}
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return status
+`;
+
+/**
+ * QuickJS. Each exec gets a fresh runtime and context, so one exec's globals never leak into the
+ * next. The guest sees `console`, a small `process` (argv, env, cwd, exit, stdout/stderr.write)
+ * and `require("fs")` with a few synchronous calls on files under `/workspace` and `/tmp`; stdin
+ * reads as `require("fs").readFileSync(0)`. Nothing else of Node is there: no sockets, no
+ * processes, no modules.
+ * @param {Int32Array} flag
+ * @param {(stream: "stdout" | "stderr", bytes: Uint8Array) => void} emit
+ */
+async function loadJs(flag, emit) {
+  const { newQuickJSWASMModuleFromVariant } = await import("quickjs-emscripten-core");
+  const variant = (await import("@jitl/quickjs-wasmfile-release-sync")).default;
+  const QuickJS = await newQuickJSWASMModuleFromVariant(variant);
+  const fs = await import("node:fs");
+  const path = await import("node:path");
+  return (/** @type {ExecRequest} */ request) => {
+    const runtime = QuickJS.newRuntime();
+    runtime.setInterruptHandler(() => Atomics.load(flag, 0) !== 0);
+    const ctx = runtime.newContext();
+    /** @type {number | null} */
+    let exitCode = null;
+    const EXIT = "\u0000shells-exit";
+    const stdin = request.stdin ? Buffer.from(request.stdin, "base64") : Buffer.alloc(0);
+    let cwd = request.cwd;
+    /** Resolves a guest path; only `/workspace` and `/tmp` are reachable. */
+    const resolve = (/** @type {string} */ p) => {
+      const full = path.resolve(cwd, p);
+      if (!/^\/(workspace|tmp)(\/|$)/.test(full)) {
+        const error = new Error(
+          `EACCES: permission denied, '${full}' (wasm shells see only /workspace and /tmp)`,
+        );
+        throw error;
+      }
+      return full;
+    };
+    /** Wraps a host function: guest values in, a JSON-able value out, errors as guest errors. */
+    const hostFn = (/** @type {string} */ name, /** @type {(...args: any[]) => unknown} */ fn) =>
+      ctx.newFunction(name, (/** @type {any[]} */ ...handles) => {
+        const args = handles.map((h) => ctx.dump(h));
+        try {
+          const value = fn(...args);
+          if (value === undefined) return ctx.undefined;
+          return ctx.unwrapResult(ctx.evalCode(`(${JSON.stringify(value)})`));
+        } catch (error) {
+          return { error: ctx.newError(String(/** @type {Error} */ (error)?.message ?? error)) };
+        }
+      });
+    const host = ctx.newObject();
+    const bind = (/** @type {string} */ name, /** @type {(...args: any[]) => unknown} */ fn) => {
+      const handle = hostFn(name, fn);
+      ctx.setProp(host, name, handle);
+      handle.dispose();
+    };
+    bind("write", (stream, text) =>
+      emit(stream === 2 ? "stderr" : "stdout", Buffer.from(String(text))),
+    );
+    bind("exit", (code) => {
+      exitCode = Number(code ?? 0) | 0;
+      throw new Error(EXIT);
+    });
+    bind("cwd", () => cwd);
+    bind("chdir", (p) => void (cwd = resolve(p)));
+    bind("readFile", (p) =>
+      p === 0 ? stdin.toString("utf8") : fs.readFileSync(resolve(p), "utf8"),
+    );
+    bind("writeFile", (p, data) => fs.writeFileSync(resolve(p), String(data)));
+    bind("appendFile", (p, data) => fs.appendFileSync(resolve(p), String(data)));
+    bind("exists", (p) => {
+      try {
+        return fs.existsSync(resolve(p));
+      } catch {
+        return false;
+      }
+    });
+    bind("readdir", (p) => fs.readdirSync(resolve(p)));
+    bind(
+      "mkdir",
+      (p, recursive) => void fs.mkdirSync(resolve(p), { recursive: Boolean(recursive) }),
+    );
+    bind("unlink", (p) => fs.unlinkSync(resolve(p)));
+    bind("rm", (p, recursive) =>
+      fs.rmSync(resolve(p), { recursive: Boolean(recursive), force: false }),
+    );
+    ctx.setProp(ctx.global, "__host", host);
+    host.dispose();
+    const setup = ctx.evalCode(
+      `${JS_PRELUDE}\n;__prelude(${JSON.stringify({ argv: request.argv, env: request.env })});`,
+      "prelude.js",
+    );
+    ctx.unwrapResult(setup).dispose();
+    /** @type {number} */
+    let status = 0;
+    try {
+      const source =
+        request.mode === "file" ? fs.readFileSync(resolve(request.source), "utf8") : request.source;
+      const filename = request.mode === "file" ? resolve(request.source) : "[eval]";
+      const result = ctx.evalCode(source, filename);
+      if (result.error) {
+        const error = ctx.dump(result.error);
+        result.error.dispose();
+        if (exitCode !== null) status = exitCode;
+        else if (Atomics.load(flag, 0) !== 0) {
+          emit("stderr", Buffer.from("Interrupted\n"));
+          status = INTERRUPTED;
+        } else {
+          const text =
+            error && typeof error === "object"
+              ? `${error.name ?? "Error"}: ${error.message ?? ""}\n${error.stack ?? ""}`
+              : `Uncaught ${String(error)}`;
+          emit("stderr", Buffer.from(`${text.trimEnd()}\n`));
+          status = 1;
+        }
+      } else {
+        result.value.dispose();
+        // Pending jobs (resolved promises) run to completion, as Node drains its microtasks.
+        const jobs = runtime.executePendingJobs();
+        if (jobs.error) {
+          const error = ctx.dump(jobs.error);
+          jobs.error.dispose();
+          if (exitCode !== null) status = exitCode;
+          else {
+            emit("stderr", Buffer.from(`Uncaught ${JSON.stringify(error)}\n`));
+            status = 1;
+          }
+        }
+      }
+    } catch (error) {
+      emit("stderr", Buffer.from(`${String(/** @type {Error} */ (error)?.message ?? error)}\n`));
+      status = 1;
+    } finally {
+      ctx.dispose();
+      runtime.dispose();
+      Atomics.store(flag, 0, 0);
+    }
+    return status;
+  };
+}
+
+/** Guest-side globals built over the `__host` functions. */
+const JS_PRELUDE = `
+function __prelude(init) {
+  const host = globalThis.__host;
+  delete globalThis.__host;
+  const show = (v) => typeof v === "string" ? v : (() => { try { return JSON.stringify(v); } catch { return String(v); } })();
+  const line = (args) => args.map(show).join(" ") + "\\n";
+  globalThis.console = {
+    log: (...a) => host.write(1, line(a)), info: (...a) => host.write(1, line(a)),
+    error: (...a) => host.write(2, line(a)), warn: (...a) => host.write(2, line(a)),
+  };
+  const fs = {
+    readFileSync: (p) => host.readFile(p), writeFileSync: (p, d) => host.writeFile(p, d),
+    appendFileSync: (p, d) => host.appendFile(p, d), existsSync: (p) => host.exists(p),
+    readdirSync: (p) => host.readdir(p), mkdirSync: (p, o) => host.mkdir(p, !!(o && o.recursive)),
+    unlinkSync: (p) => host.unlink(p), rmSync: (p, o) => host.rm(p, !!(o && o.recursive)),
+  };
+  globalThis.process = {
+    argv: init.argv, env: init.env, platform: "wasm",
+    cwd: () => host.cwd(), chdir: (p) => host.chdir(p), exit: (c) => host.exit(c),
+    stdout: { write: (s) => (host.write(1, String(s)), true) },
+    stderr: { write: (s) => (host.write(2, String(s)), true) },
+  };
+  globalThis.require = (name) => {
+    if (name === "fs" || name === "node:fs") return fs;
+    throw new Error("Cannot find module '" + name + "' (wasm shells offer only fs)");
+  };
+}
+`;
+
+/**
+ * @typedef {{ type: "exec", id: number, mode: "code" | "file", source: string, argv: string[],
+ *   env: Record<string, string>, cwd: string, stdin: string | null }} ExecRequest
+ */
+
+// Last, so every constant above is initialised before either side starts.
+if (isMainThread) runMain();
+else await runEngine();

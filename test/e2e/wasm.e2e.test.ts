@@ -1,0 +1,114 @@
+import { WasmBackend } from "@shells/backend-wasm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestServer, type TestServer } from "./harness.js";
+
+// Real wasm shells through the real API: Pyodide in a jailed worker process under the control plane.
+const available =
+  (await new WasmBackend({ stateDir: "/nonexistent" }).availability())[0]?.available === true;
+
+async function call<T = Record<string, unknown>>(
+  server: { url: string; token: string },
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: T }> {
+  const res = await fetch(`${server.url}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${server.token}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: res.status, body: (await res.json()) as T };
+}
+
+interface Exec {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  killReason?: string;
+}
+
+describe.skipIf(!available)("wasm shells through the API", () => {
+  let server: TestServer;
+  let shellId: string;
+  const exec = (command: string[], extra: Record<string, unknown> = {}) =>
+    call<Exec>(server, "POST", `/api/v1/shells/${shellId}/exec`, { command, ...extra });
+  const python = (code: string, extra: Record<string, unknown> = {}) =>
+    exec(["python3", "-c", code], extra);
+
+  // The Python pool is filled here, outside any test's timeout: a cold Pyodide load takes
+  // seconds of CPU, a warm one is claimed in milliseconds.
+  beforeAll(async () => {
+    server = await startTestServer({ backend: "container" });
+    const wasm = server.server.backends.find((b) => b.name === "wasm") as WasmBackend;
+    await wasm.warm(undefined, ["python"]);
+  }, 120_000);
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it("creates a python wasm shell and runs python3 -c", async () => {
+    const created = await call<{ id: string; status: string; backend: string; runtime: string }>(
+      server,
+      "POST",
+      "/api/v1/shells",
+      { language: "python", runtime: "wasm" },
+    );
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ status: "running", backend: "wasm", runtime: "wasm" });
+    shellId = created.body.id;
+    expect((await python("print(6*7)")).body).toMatchObject({ exitCode: 0, stdout: "42\n" });
+  });
+
+  it("keeps a file written by one exec for the next", async () => {
+    expect((await python("open('/workspace/note.txt','w').write('kept')")).body.exitCode).toBe(0);
+    expect((await python("print(open('note.txt').read())")).body.stdout).toBe("kept\n");
+  });
+
+  it("ends while True: pass with wall_clock and the shell still answers", async () => {
+    const looped = await python("while True: pass", { timeoutMs: 1000 });
+    expect(looped.status).toBe(200);
+    expect(looped.body.killReason).toBe("wall_clock");
+    expect((await python("print('still here')")).body.stdout).toBe("still here\n");
+  });
+
+  it("refuses a command that is not the interpreter with unsupported_command", async () => {
+    const refused = await call<{ error: { code: string; message: string } }>(
+      server,
+      "POST",
+      `/api/v1/shells/${shellId}/exec`,
+      { command: ["sh", "-c", "cat /etc/hostname"] },
+    );
+    expect(refused.status).toBe(422);
+    expect(refused.body.error.code).toBe("unsupported_command");
+    expect(refused.body.error.message).toMatch(/python3 -c CODE/);
+  });
+
+  it("shows no host file, no socket and none of the server's environment", async () => {
+    const probe = await python(
+      [
+        "import os, socket",
+        "try: print('READ', open('/etc/hostname').read())",
+        "except OSError: print('no host file')",
+        "try: socket.create_connection(('127.0.0.1', 22), timeout=2); print('CONNECTED')",
+        "except OSError: print('no socket')",
+        "print(sorted(k for k in os.environ if k not in ('HOME', 'PATH')))",
+      ].join("\n"),
+    );
+    expect(probe.body.stdout).toBe("no host file\nno socket\n[]\n");
+  });
+
+  it("refuses languages wasm does not run, naming the presets it does", async () => {
+    const refused = await call<{ error: { code: string; message: string } }>(
+      server,
+      "POST",
+      "/api/v1/shells",
+      { language: "bash", runtime: "wasm" },
+    );
+    expect(refused.status).toBe(422);
+    expect(refused.body.error.code).toBe("runtime_unavailable");
+    expect(refused.body.error.message).toMatch(/python and node/);
+  });
+});
