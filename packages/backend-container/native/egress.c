@@ -35,6 +35,8 @@ struct pair {
 };
 
 static struct pair pairs[MAX_PAIRS];
+/* The proxy's socket path, copied: the command line it came from is scrubbed. */
+static char proxy_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
 static void close_pair(struct pair *p) {
     close(p->up.from);
@@ -52,6 +54,7 @@ static int connect_proxy(const char *socket_path) {
     addr.sun_family = AF_UNIX;
     strncpy(addr.sun_path, socket_path, sizeof addr.sun_path - 1);
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        fprintf(stderr, "shells-egress: cannot reach the egress proxy: %s\n", strerror(errno));
         close(fd);
         return -1;
     }
@@ -165,6 +168,7 @@ void start_egress_forwarder(pid_t init_pid, int host_mnt_fd, const char *socket_
         close(netns);
         if (setns(host_mnt_fd, CLONE_NEWNS) < 0 || chdir("/") < 0) die("leave the shell's mounts");
         close(host_mnt_fd);
+        snprintf(proxy_path, sizeof proxy_path, "%s", socket_path);
         int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (listener < 0) die("egress socket");
         int one = 1;
@@ -190,7 +194,7 @@ void start_egress_forwarder(pid_t init_pid, int host_mnt_fd, const char *socket_
         signal(SIGPIPE, SIG_IGN);
         if (write(ready[1], "1", 1) != 1) _exit(1);
         close(ready[1]);
-        forward(listener, socket_path);
+        forward(listener, proxy_path);
         _exit(0);
     }
     close(ready[1]);

@@ -161,6 +161,9 @@ export class EgressProxy {
     port: number,
   ): Promise<{ address: string } | { denial: EgressDenial; address: string | null }> {
     if (this.bytes >= this.options.maxBytes) return { denial: "egress_limit", address: null };
+    const policy = await this.options.policy();
+    const byName = policy.decideName(host, port);
+    if (byName) return { denial: byName, address: null };
     let addresses: string[];
     if (ipFamily(host)) addresses = [host];
     else {
@@ -170,7 +173,7 @@ export class EgressProxy {
         addresses = [];
       }
     }
-    const denial = (await this.options.policy()).decide(host, port, addresses);
+    const denial = policy.decide(host, port, addresses);
     const address = addresses[0] ?? null;
     if (denial || address === null) return { denial: denial ?? "no_address", address };
     return { address };

@@ -123,6 +123,7 @@ export class EgressPolicy {
   readonly #orgDenyCidrs: BlockList;
   readonly #shellCidrs: BlockList;
   readonly #shellHosts: readonly string[];
+  readonly #shellCidrRules: number;
 
   constructor(org: OrgEgressPolicy, shell: ShellEgress | null) {
     this.#org = org;
@@ -132,6 +133,27 @@ export class EgressPolicy {
     const entries = shell?.allow ?? [];
     this.#shellCidrs = blockListOf(entries.filter((e) => parseCidr(e)));
     this.#shellHosts = entries.filter((e) => !parseCidr(e));
+    this.#shellCidrRules = entries.length - this.#shellHosts.length;
+  }
+
+  /**
+   * The checks that need no resolution, made before the name is looked up: a name the policy
+   * refuses anyway is never sent to DNS (a lookup of `<data>.attacker.example` would carry data out
+   * of the shell by itself).
+   */
+  decideName(host: string, port: number): EgressDenial | null {
+    const org = this.#org;
+    if (org.allowPorts.length > 0 && !org.allowPorts.includes(port)) return "port_not_allowed";
+    if (org.denyHosts.some((rule) => hostMatches(host, rule))) return "host_denied";
+    if (org.allowHosts.length > 0 && !org.allowHosts.some((rule) => hostMatches(host, rule)))
+      return "host_not_allowed";
+    if (
+      this.#shellAllow !== null &&
+      this.#shellCidrRules === 0 &&
+      !this.#shellHosts.some((rule) => hostMatches(host, rule))
+    )
+      return "not_in_shell_allowlist";
+    return null;
   }
 
   /**
@@ -140,11 +162,9 @@ export class EgressPolicy {
    * refused as a whole, whichever of its addresses a client would have picked.
    */
   decide(host: string, port: number, addresses: readonly string[]): EgressDenial | null {
+    const byName = this.decideName(host, port);
+    if (byName) return byName;
     const org = this.#org;
-    if (org.allowPorts.length > 0 && !org.allowPorts.includes(port)) return "port_not_allowed";
-    if (org.denyHosts.some((rule) => hostMatches(host, rule))) return "host_denied";
-    if (org.allowHosts.length > 0 && !org.allowHosts.some((rule) => hostMatches(host, rule)))
-      return "host_not_allowed";
     if (addresses.length === 0) return "no_address";
     if (this.#shellAllow !== null) {
       const byHost = this.#shellHosts.some((rule) => hostMatches(host, rule));
