@@ -65,6 +65,7 @@ interface EgressEvent {
 
 describe.runIf(hostReport.available)("internet shells through the egress proxy", () => {
   let server: RunningServer;
+  let config: ReturnType<typeof loadConfig> & { egressTestHosts: Record<string, string[]> };
   let api: Api;
   let dataDir: string;
   let upstream: HttpServer;
@@ -100,25 +101,16 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
     echo = createTcpServer((socket) => socket.pipe(socket));
     echoPort = await listen(echo);
     dataDir = mkdtempSync(join(tmpdir(), "shells-egress-"));
-    const config = loadConfig(
-      [
-        "--port",
-        "0",
-        "--data-dir",
-        dataDir,
-        "--backend",
-        "container",
-        "--log-level",
-        "warn",
-      ],
+    const loaded = loadConfig(
+      ["--port", "0", "--data-dir", dataDir, "--backend", "container", "--log-level", "warn"],
       {
         SHELLS_VALIDATE_RESPONSES: "1",
         SHELLS_IMAGES_DIR: IMAGES,
         SHELLS_EGRESS_DECISION_WINDOW_SECONDS: String(WINDOW_SECONDS),
       },
     );
-    server = await startServer({
-      ...config,
+    config = {
+      ...loaded,
       egressTestHosts: {
         "allowed.test": ["127.0.0.1"],
         "loop.test": ["127.0.0.1"],
@@ -127,7 +119,8 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
         "metadata.test": ["169.254.169.254"],
         "mapped.test": ["::ffff:127.0.0.2"],
       },
-    });
+    };
+    server = await startServer(config);
     api = { url: server.url, token: readFileSync(join(dataDir, "admin-token"), "utf8").trim() };
     const policy = await call(api, "PATCH", "/api/v1/org/policy", {
       egress: { allowCidrs: ["127.0.0.1/32"], denyHosts: ["denied.test"] },
@@ -141,7 +134,14 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
         language: "python",
         egress: {
           mode: "allowlist",
-          allow: ["allowed.test", "loop.test", "denied.test", "private.test", "metadata.test", "mapped.test"],
+          allow: [
+            "allowed.test",
+            "loop.test",
+            "denied.test",
+            "private.test",
+            "metadata.test",
+            "mapped.test",
+          ],
         },
       },
     );
@@ -288,6 +288,23 @@ print(ok)
     expect(loop.every((e) => e.action === "egress.allowed")).toBe(true);
     expect(loop.reduce((sum, e) => sum + e.details.count, 0)).toBe(200);
     expect(loop.reduce((sum, e) => sum + e.details.bytes, 0)).toBeGreaterThan(200 * 50);
-    expect(loop[0]?.details).toMatchObject({ address: "127.0.0.1", port: httpPort, protocol: "http" });
+    expect(loop[0]?.details).toMatchObject({
+      address: "127.0.0.1",
+      port: httpPort,
+      protocol: "http",
+    });
+  }, 60_000);
+
+  it("finds its proxy again after the control plane restarts", async () => {
+    // The sandbox outlives the server; the new server's reconciler starts the shell's proxy on
+    // the same socket, where the shell's forwarder finds it.
+    await server.close();
+    server = await startServer(config);
+    api = { ...api, url: server.url };
+    const result = await exec(`
+import urllib.request
+print(urllib.request.urlopen("http://allowed.test:${httpPort}/again", timeout=20).read().decode())
+`);
+    expect(result.stdout.trim()).toBe(`hello from upstream /again host=allowed.test:${httpPort}`);
   }, 60_000);
 });

@@ -514,9 +514,11 @@ export function describeSandboxBackend(
         await expectSandboxError(subject.backend.snapshot("conf-never-made", "x"), "not_found");
     });
 
-    it("declares the network modes it claims", () => {
-      expect([...(subject.backend.networkModes ?? ["sealed", "localhost"])].sort()).toEqual(
-        [...capabilities.networkModes].sort(),
+    // Admission offers `internet` on a backend only when it declares it: the claim and the
+    // declaration must agree.
+    it("declares internet exactly when it claims it", () => {
+      expect(subject.backend.networkModes?.includes("internet") ?? false).toBe(
+        capabilities.networkModes.includes("internet"),
       );
     });
 

@@ -76,9 +76,14 @@ export class EgressService {
       maxConnections: limits.maxConnections,
       maxBytes: limits.maxBytes,
       record: (decision) => {
-        this.#decisions.record(decision).catch((error: unknown) =>
-          this.options.logger.error({ err: error, shellId }, "could not record an egress decision"),
-        );
+        this.#decisions
+          .record(decision)
+          .catch((error: unknown) =>
+            this.options.logger.error(
+              { err: error, shellId },
+              "could not record an egress decision",
+            ),
+          );
       },
     });
     this.#proxies.set(shellId, proxy);

@@ -71,7 +71,9 @@ export function isPublicAddress(address: string): boolean {
 }
 
 /** Parses `a.b.c.d/n` or `x::/n`; null when it is not a CIDR. */
-export function parseCidr(cidr: string): { address: string; prefix: number; family: "ipv4" | "ipv6" } | null {
+export function parseCidr(
+  cidr: string,
+): { address: string; prefix: number; family: "ipv4" | "ipv6" } | null {
   const match = /^([^/]+)\/(\d{1,3})$/.exec(cidr);
   if (!match) return null;
   const address = match[1] as string;
@@ -164,11 +166,12 @@ export class EgressPolicy {
   decide(host: string, port: number, addresses: readonly string[]): EgressDenial | null {
     const byName = this.decideName(host, port);
     if (byName) return byName;
-    const org = this.#org;
-    if (addresses.length === 0) return "no_address";
+    if (addresses.length === 0 || addresses.some((a) => ipFamily(a) === null)) return "no_address";
     if (this.#shellAllow !== null) {
       const byHost = this.#shellHosts.some((rule) => hostMatches(host, rule));
-      const byAddress = addresses.every((a) => this.#shellCidrs.check(a, ipFamily(a) ?? "ipv4"));
+      const byAddress = addresses.every((a) =>
+        this.#shellCidrs.check(a, ipFamily(a) as "ipv4" | "ipv6"),
+      );
       if (!byHost && !byAddress) return "not_in_shell_allowlist";
     }
     for (const address of addresses) {

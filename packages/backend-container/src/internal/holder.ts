@@ -42,12 +42,7 @@ export async function launchHolder(launch: HolderLaunch): Promise<HolderRecord> 
     "--hostname",
     launch.hostname,
     ...(launch.egress
-      ? [
-          "--egress-socket",
-          launch.egress.socketPath,
-          "--egress-port",
-          String(launch.egress.port),
-        ]
+      ? ["--egress-socket", launch.egress.socketPath, "--egress-port", String(launch.egress.port)]
       : []),
     "--shm-mb",
     String(launch.shmMb),
