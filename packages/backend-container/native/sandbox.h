@@ -4,6 +4,7 @@
  *   holder.c          start, with-disk (building   enter.c    entering a running shell
  *                     and holding a shell)         relay.c    moving bytes to and from a command
  *   exec.c, spawn.c   the exec and spawn modes     common.c   small shared helpers
+ *   egress.c          the internet shell's one way out (a forwarder to its egress proxy)
  */
 #ifndef SHELLS_SANDBOX_H
 #define SHELLS_SANDBOX_H
