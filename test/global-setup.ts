@@ -19,6 +19,7 @@ const ALWAYS_ON_CONTAINERS = [
   "/packages/backend-container/",
   "/test/e2e/container.e2e.test.ts",
   "/test/e2e/console.e2e.test.ts",
+  "/test/e2e/egress",
 ];
 
 /** Whether any test file of this run makes container sandboxes. */

@@ -1,8 +1,11 @@
 import fastifyWebsocket from "@fastify/websocket";
 import type { SandboxBackend } from "@shells/sandbox";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { publicBaseUrl, type ServerConfig } from "./config.js";
+import { makeResolver } from "./egress/egress-proxy.js";
+import { EgressService } from "./egress/egress-service.js";
 import { AuthFailureLog } from "./iam/auth-failure-log.js";
 import { describeIdpError } from "./iam/oidc/identity-provider.js";
 import { OidcAuth } from "./iam/oidc/oidc-auth.js";
@@ -92,6 +95,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const runtimes = new RuntimeRegistry(deps.backends);
   const policies = new PolicyService(db, activity);
   const gate = new ApprovalGate(db, activity, policies);
+  const egress = new EgressService({
+    socketDir: join(config.dataDir, "egress"),
+    activity,
+    policy: (orgId) => policies.get(orgId),
+    logger: deps.logger,
+    resolve: makeResolver(config.egressTestHosts),
+    decisionWindowMs: config.egressDecisionWindowSeconds * 1000,
+  });
   const shells = new ShellService({
     db,
     activity,
@@ -102,6 +113,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     gate,
     dataDir: config.dataDir,
     sealedBox: SealedBox.open(config.dataDir, config.sealingKeys),
+    egress,
   });
   const reconciler = shells.reconciler;
   const watch = standingWatch(db);
@@ -129,6 +141,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     interpreters.close();
     await runs.drain();
     await failures.close();
+    await egress.close();
   });
 
   const limit = { failureLimit: config.authFailureLimit, windowMs };

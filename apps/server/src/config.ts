@@ -214,6 +214,16 @@ export const ServerConfig = z.strictObject({
    * event per source, seconds. Env `SHELLS_AUTH_FAILURE_WINDOW_SECONDS`.
    */
   authFailureWindowSeconds: z.coerce.number().int().min(1).max(3600).default(60),
+  /**
+   * The window of aggregating egress decisions into one activity event per destination, seconds.
+   * Env `SHELLS_EGRESS_DECISION_WINDOW_SECONDS`.
+   */
+  egressDecisionWindowSeconds: z.coerce.number().int().min(1).max(3600).default(60),
+  /**
+   * Names the egress proxies resolve from this map instead of DNS (`name → addresses`). Set only
+   * programmatically, by tests that give their own upstream servers names; no flag or variable.
+   */
+  egressTestHosts: z.record(z.string(), z.array(z.string())).optional(),
   /** Check every response against the contract (on in tests). Env `SHELLS_VALIDATE_RESPONSES=1`. */
   validateResponses: z
     .union([
@@ -282,6 +292,7 @@ export function loadConfig(
     keepAliveTimeoutMs: env.SHELLS_KEEP_ALIVE_TIMEOUT_MS,
     authFailureLimit: env.SHELLS_AUTH_FAILURE_LIMIT,
     authFailureWindowSeconds: env.SHELLS_AUTH_FAILURE_WINDOW_SECONDS,
+    egressDecisionWindowSeconds: env.SHELLS_EGRESS_DECISION_WINDOW_SECONDS,
     oidc: oidcSettings(env),
   };
   const parsed = ServerConfig.safeParse(
@@ -313,6 +324,7 @@ const ENV_NAMES: Record<string, string> = {
   keepAliveTimeoutMs: "SHELLS_KEEP_ALIVE_TIMEOUT_MS",
   authFailureLimit: "SHELLS_AUTH_FAILURE_LIMIT",
   authFailureWindowSeconds: "SHELLS_AUTH_FAILURE_WINDOW_SECONDS",
+  egressDecisionWindowSeconds: "SHELLS_EGRESS_DECISION_WINDOW_SECONDS",
   "oidc.issuer": "SHELLS_OIDC_ISSUER",
   "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
   "oidc.clientSecret": "SHELLS_OIDC_CLIENT_SECRET",

@@ -94,7 +94,9 @@ struct start_options {
     const char *shell_dir; /* holds mnt/{lower,disk,root} and receives holder.json */
     const char *image;     /* base image rootfs (read-only lower layer) */
     const char *disk;      /* ext4 image: upper + work dirs, size-limited */
-    const char *network;   /* sealed | localhost */
+    const char *network;   /* sealed | localhost | internet */
+    const char *egress_socket; /* internet: the egress proxy's unix socket on the host */
+    int egress_port;           /* internet: where the forwarder listens on the shell's loopback */
     const char *hostname;
     unsigned long uid_base;
     unsigned long shm_mb;
@@ -236,8 +238,9 @@ static void run_init(const struct start_options *o, int maps_written, int ready_
     if (chdir("/") < 0) die("chdir /");
 
     if (sethostname(o->hostname, strlen(o->hostname)) < 0) die("sethostname");
-    /* sealed: loopback stays down — no networking at all. localhost: loopback only. */
-    if (strcmp(o->network, "localhost") == 0) bring_loopback_up();
+    /* sealed: loopback stays down — no networking at all. localhost: loopback only. internet:
+     * loopback only as well; the egress forwarder listens on it (egress.c). */
+    if (strcmp(o->network, "sealed") != 0) bring_loopback_up();
 
     /* The shell sees pid 1's command line: show a neutral name, not the keeper's arguments (the
      * state dir, the image's path). Nothing reads the options after this. */
@@ -332,6 +335,8 @@ int cmd_start(int argc, char **argv) {
         else if (strcmp(a, "--image") == 0) o.image = arg_value(&i, argc, argv);
         else if (strcmp(a, "--disk") == 0) o.disk = arg_value(&i, argc, argv);
         else if (strcmp(a, "--network") == 0) o.network = arg_value(&i, argc, argv);
+        else if (strcmp(a, "--egress-socket") == 0) o.egress_socket = arg_value(&i, argc, argv);
+        else if (strcmp(a, "--egress-port") == 0) o.egress_port = atoi(arg_value(&i, argc, argv));
         else if (strcmp(a, "--hostname") == 0) o.hostname = arg_value(&i, argc, argv);
         else if (strcmp(a, "--uid-base") == 0) o.uid_base = strtoul(arg_value(&i, argc, argv), NULL, 10);
         else if (strcmp(a, "--shm-mb") == 0) o.shm_mb = strtoul(arg_value(&i, argc, argv), NULL, 10);
@@ -341,7 +346,13 @@ int cmd_start(int argc, char **argv) {
         } else die("start: unknown argument %s", a);
     }
     if (!o.shell_dir || !o.image || !o.disk || o.uid_base < UID_RANGE) die("start: missing arguments");
-    if (strcmp(o.network, "sealed") != 0 && strcmp(o.network, "localhost") != 0) die("start: network %s", o.network);
+    int internet = strcmp(o.network, "internet") == 0;
+    if (strcmp(o.network, "sealed") != 0 && strcmp(o.network, "localhost") != 0 && !internet)
+        die("start: network %s", o.network);
+    if (internet && (!o.egress_socket || o.egress_socket[0] != '/' ||
+                     strlen(o.egress_socket) >= sizeof(((struct sockaddr_un *)0)->sun_path) ||
+                     o.egress_port < 1 || o.egress_port > 65535))
+        die("start: internet needs --egress-socket (absolute, short) and --egress-port");
 
     /* fd 3: the ready pipe to the control plane ("ok" or "error ..."). */
     report_fd = STATUS_FD;
@@ -370,6 +381,11 @@ int cmd_start(int argc, char **argv) {
     mkdir_or_exists("lower", 0755);
     mkdir_or_exists("disk", 0755);
     mkdir_or_exists("root", 0755);
+
+    /* The host's mount namespace, for the egress forwarder to return to (it must not hold the
+     * shell's mounts). */
+    int host_mnt_fd = internet ? open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC) : -1;
+    if (internet && host_mnt_fd < 0) die("open /proc/self/ns/mnt");
 
     /* A private mount namespace: the shell's mounts never appear in the host's mount table, and
      * they vanish by themselves when the last process using them is gone. */
@@ -419,6 +435,10 @@ int cmd_start(int argc, char **argv) {
     }
     close(init_ready[0]);
     if (chdir("/") < 0) die("chdir /");
+    if (internet) {
+        start_egress_forwarder(init_pid, host_mnt_fd, o.egress_socket, o.egress_port);
+        close(host_mnt_fd);
+    }
 
     write_holder_file(o.shell_dir, init_pid, loop_dev);
     if (write(report_fd, "ok\n", 3) != 3) { /* the control plane went away; the shell stays */ }

@@ -4,6 +4,7 @@
  *   holder.c          start, with-disk (building   enter.c    entering a running shell
  *                     and holding a shell)         relay.c    moving bytes to and from a command
  *   exec.c, spawn.c   the exec and spawn modes     common.c   small shared helpers
+ *   egress.c          the internet shell's one way out (a forwarder to its egress proxy)
  */
 #ifndef SHELLS_SANDBOX_H
 #define SHELLS_SANDBOX_H
@@ -34,6 +35,7 @@
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -64,6 +66,9 @@ void scrub_command_line(const char *name);
 /* holder.c */
 int cmd_start(int argc, char **argv);
 int cmd_with_disk(int argc, char **argv);
+
+/* egress.c */
+void start_egress_forwarder(pid_t init_pid, int host_mnt_fd, const char *socket_path, int port);
 
 /* enter.c */
 /* What exec and spawn share: the shell to enter and how the command starts there. */

@@ -17,7 +17,7 @@ describe.runIf(hostReport.available)("container backend", () => {
       pty: true,
       snapshots: true,
       reinstallOs: true,
-      networkModes: ["sealed", "localhost"],
+      networkModes: ["sealed", "localhost", "internet"],
     },
     async () => {
       const { backend, cleanup } = await makeTestBackend();

@@ -1,3 +1,4 @@
+import { isAbsolute } from "node:path";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import type { ExecResult, RuntimeAvailability, Snapshot } from "@shells/contract";
 import {
@@ -87,6 +88,25 @@ const BASE_ENV: Record<string, string> = {
   LANG: "C.UTF-8",
 };
 
+/**
+ * `internet` shells: the port on the shell's loopback where the egress forwarder (native/egress.c)
+ * listens, relaying each connection to the shell's egress proxy, and the variables that point
+ * ordinary clients (curl, pip, npm, Python's urllib, Go's net/http) at it.
+ */
+const EGRESS_PORT = 3128;
+const EGRESS_PROXY_URL = `http://127.0.0.1:${EGRESS_PORT}`;
+const EGRESS_ENV: Record<string, string> = {
+  HTTP_PROXY: EGRESS_PROXY_URL,
+  HTTPS_PROXY: EGRESS_PROXY_URL,
+  http_proxy: EGRESS_PROXY_URL,
+  https_proxy: EGRESS_PROXY_URL,
+  NO_PROXY: "localhost,127.0.0.1,::1",
+  no_proxy: "localhost,127.0.0.1,::1",
+};
+
+/** Longest unix socket path the kernel takes (sun_path, with its terminating zero). */
+const UNIX_PATH_MAX = 108;
+
 /** How often the pids watch looks at shells with exec cgroups (see #checkPids). */
 const PIDS_WATCH_MS = 200;
 
@@ -119,6 +139,7 @@ interface SnapshotMeta extends Snapshot {
  */
 export class ContainerBackend implements SandboxBackend {
   readonly name = "container";
+  readonly networkModes = ["sealed", "localhost", "internet"] as const;
   readonly #stateDir: string;
   readonly #imagesDir: string;
   readonly #registryDir: string;
@@ -174,11 +195,21 @@ export class ContainerBackend implements SandboxBackend {
       );
     }
     if (spec.network === "internet") {
-      throw new SandboxError(
-        "unsupported",
-        "network mode `internet` needs the egress proxy, which this server does not have yet; use `sealed` or `localhost`",
-        { network: spec.network },
-      );
+      const socketPath = spec.egress?.socketPath;
+      if (!socketPath) {
+        throw new SandboxError(
+          "unsupported",
+          "network mode `internet` needs an egress proxy socket, and none was given",
+          { network: spec.network },
+        );
+      }
+      if (!isAbsolute(socketPath) || Buffer.byteLength(socketPath) >= UNIX_PATH_MAX) {
+        throw new SandboxError(
+          "unsupported",
+          `the egress proxy socket must be an absolute path under ${UNIX_PATH_MAX} bytes`,
+          { socketPath },
+        );
+      }
     }
     const report = await this.#hostCheck();
     if (!report.available)
@@ -213,6 +244,9 @@ export class ContainerBackend implements SandboxBackend {
         network: spec.network,
         resources: spec.resources,
         env: spec.env,
+        ...(spec.network === "internet" && spec.egress
+          ? { egressSocket: spec.egress.socketPath }
+          : {}),
         uidSlot: null,
         imageVersion: image.version,
         imageRootfs: image.rootfs,
@@ -549,7 +583,12 @@ export class ContainerBackend implements SandboxBackend {
     const cgroup = this.#cgroup(shellId);
     return {
       record,
-      env: { ...BASE_ENV, ...record.env, ...requestEnv },
+      env: {
+        ...BASE_ENV,
+        ...(record.network === "internet" ? EGRESS_ENV : {}),
+        ...record.env,
+        ...requestEnv,
+      },
       target: {
         helper: await ensureHelper(this.#stateDir),
         initPid: holder.initPid,
@@ -758,7 +797,10 @@ export class ContainerBackend implements SandboxBackend {
       imageRootfs: record.imageRootfs,
       disk,
       uidBase: uidBaseOf(record.uidSlot),
-      network: record.network === "localhost" ? "localhost" : "sealed",
+      network: record.network,
+      ...(record.network === "internet" && record.egressSocket
+        ? { egress: { socketPath: record.egressSocket, port: EGRESS_PORT } }
+        : {}),
       hostname: hostnameOf(record.shellId),
       shmMb: Math.max(16, Math.min(record.resources.memoryMb, 1024)),
       cgroupProcs: cgroup.procsFiles,

@@ -6,6 +6,8 @@ import {
   ExecRequest,
   Language,
   NetworkMode,
+  EgressCidr,
+  EgressHostRule,
   RuntimeClass,
   ShellCreate,
 } from "./shells.js";
@@ -183,6 +185,29 @@ export const SnapshotQuota = z.strictObject({
 });
 export type SnapshotQuota = z.infer<typeof SnapshotQuota>;
 
+/**
+ * What `internet` shells of an org may reach through their egress proxy. By default only public
+ * addresses, any host, any port. `allowCidrs` opens non-public ranges explicitly (a lab network,
+ * an internal mirror); a shell's own allowlist can only narrow this.
+ */
+export const OrgEgressPolicy = z.strictObject({
+  /** When not empty, only these hosts (exact or `*.suffix`). */
+  allowHosts: z.array(EgressHostRule).max(256),
+  /** Never these hosts. */
+  denyHosts: z.array(EgressHostRule).max(256),
+  /** Non-public ranges shells may reach all the same (private, loopback of the host, …). */
+  allowCidrs: z.array(EgressCidr).max(256),
+  /** Never these ranges, even when public. */
+  denyCidrs: z.array(EgressCidr).max(256),
+  /** When not empty, only these destination ports. */
+  allowPorts: z.array(z.int().min(1).max(65535)).max(64),
+  /** Connections one shell may have open through its proxy at once. */
+  maxConnections: z.int().min(1).max(4096),
+  /** Bytes (both directions) one shell may move through its proxy; past it, connections are refused. */
+  maxBytes: z.int().min(1024).max(Number.MAX_SAFE_INTEGER),
+});
+export type OrgEgressPolicy = z.infer<typeof OrgEgressPolicy>;
+
 /** Org-wide governance settings. */
 export const OrgPolicy = z.strictObject({
   /** Minimum runtime class; creating a shell below it is refused. */
@@ -214,6 +239,8 @@ export const OrgPolicy = z.strictObject({
   maxResources: MaxResources,
   /** How much snapshot archive space shells may hold on the host. */
   snapshotQuota: SnapshotQuota,
+  /** What `internet` shells may reach (always present in responses). */
+  egress: OrgEgressPolicy.optional(),
 });
 export type OrgPolicy = z.infer<typeof OrgPolicy>;
 
@@ -245,6 +272,8 @@ export const OrgPolicyUpdate = z.strictObject({
     .optional(),
   maxResources: MaxResources.optional(),
   snapshotQuota: SnapshotQuota.optional(),
+  /** Replaces the fields given; the others keep their values. */
+  egress: OrgEgressPolicy.partial().optional(),
 });
 
 /** A request to run a gated action, waiting for (or past) a named approver's decision. */

@@ -52,6 +52,7 @@ export {
   MemberCreate,
   MemberUpdate,
   OrgPolicy,
+  OrgEgressPolicy,
   OrgPolicyUpdate,
   Project,
   ProjectCreate,
@@ -91,6 +92,9 @@ export {
   RuntimeClass,
   Shell,
   ShellCreate,
+  ShellEgress,
+  EgressCidr,
+  EgressHostRule,
   ShellStatus,
   Snapshot,
 } from "./shells.js";

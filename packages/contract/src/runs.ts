@@ -1,7 +1,15 @@
 /** Wire types of running code: streamed exec frames, interpreter turns, one-shot runs. */
 import { z } from "zod";
 import { SeedFile } from "./files.js";
-import { EnvMap, ExecResult, KillReason, Language, NetworkMode, RuntimeClass } from "./shells.js";
+import {
+  EnvMap,
+  ExecResult,
+  KillReason,
+  Language,
+  NetworkMode,
+  RuntimeClass,
+  ShellEgress,
+} from "./shells.js";
 
 /** One frame of a streamed exec (`Accept: text/event-stream`). Output frames carry UTF-8 text. */
 export const ExecFrame = z.discriminatedUnion("type", [
@@ -95,6 +103,8 @@ export const RunCreate = z
     language: Language,
     runtime: RuntimeClass.optional(),
     network: NetworkMode.optional(),
+    /** Egress allowlist of the run's shell; sets its network mode (see `ShellEgress`). */
+    egress: ShellEgress.optional(),
     env: EnvMap.optional(),
     /** Secret environment: stored only sealed, never returned, redacted from frames and logs. */
     secretEnv: EnvMap.optional(),

@@ -12,6 +12,29 @@ export type RuntimeClass = z.infer<typeof RuntimeClass>;
 export const NetworkMode = z.enum(["sealed", "localhost", "internet"]);
 export type NetworkMode = z.infer<typeof NetworkMode>;
 
+/** A host name rule: `example.com` (that name only) or `*.example.com` (names under it). */
+export const EgressHostRule = z
+  .string()
+  .max(253)
+  .regex(
+    /^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$/,
+    "a host name or *.suffix",
+  );
+/** An address range in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`). */
+export const EgressCidr = z.union([z.cidrv4(), z.cidrv6()]);
+
+/**
+ * Egress of a shell or run (the seed-004 shape). `deny_all`: nothing but what `allow` names (an
+ * empty list: the shell is `sealed`, with no way out at all); `allowlist`: the `internet` mode
+ * narrowed to `allow`, which must name something. Entries are host names, `*.suffix` or CIDRs; the
+ * org's egress policy still applies on top (a shell narrows it, never widens it).
+ */
+export const ShellEgress = z.strictObject({
+  mode: z.enum(["deny_all", "allowlist"]),
+  allow: z.array(z.union([EgressCidr, EgressHostRule])).max(256),
+});
+export type ShellEgress = z.infer<typeof ShellEgress>;
+
 /** Lifecycle states of a shell. */
 export const ShellStatus = z.enum(["provisioning", "running", "stopped", "error", "deleted"]);
 export type ShellStatus = z.infer<typeof ShellStatus>;
@@ -106,6 +129,8 @@ export const ShellCreate = z.strictObject({
   runtime: RuntimeClass.optional(),
   /** Defaults to the org's default network mode (`sealed` unless the org changed it). */
   network: NetworkMode.optional(),
+  /** Egress allowlist; sets the network mode (see `ShellEgress`). */
+  egress: ShellEgress.optional(),
   region: z.string().min(1).max(64).optional(),
   /** Project name; defaults to `default`. */
   project: name.optional(),
@@ -137,6 +162,8 @@ export const Shell = z.strictObject({
   language: Language,
   runtime: RuntimeClass,
   network: NetworkMode,
+  /** The shell's own egress allowlist, when it has one (the org's policy applies on top). */
+  egress: ShellEgress.optional(),
   region: z.string(),
   resources: ResolvedResources,
   /** Names of the environment variables set on the shell; values are never returned. */

@@ -18,6 +18,18 @@ export interface SandboxSpec {
   resources: ResolvedResources;
   /** Environment of every exec in the shell (an exec's own env overrides it). */
   env: Record<string, string>;
+  /**
+   * `internet` only: the shell's egress proxy. The backend gives the sandbox exactly one way out,
+   * to this unix socket on the host (an HTTP forward proxy: absolute-URI requests and CONNECT), and
+   * points the usual proxy variables at it. `internet` without it is refused with `unsupported`.
+   */
+  egress?: SandboxEgress;
+}
+
+/** Where an `internet` shell's traffic goes: its egress proxy, kept by the control plane. */
+export interface SandboxEgress {
+  /** Absolute path of the proxy's unix socket; it may come and go while the shell runs. */
+  socketPath: string;
 }
 
 /** A sandbox as the backend sees it. */
@@ -157,6 +169,11 @@ export class SandboxError extends Error {
 export interface SandboxBackend {
   /** Short name recorded on each shell (`container`, `simulator`, …). */
   readonly name: string;
+  /**
+   * The network modes `create` accepts. Left out: `sealed` and `localhost`. A backend lists
+   * `internet` only when it routes a shell's traffic to `SandboxSpec.egress` and nowhere else.
+   */
+  readonly networkModes?: readonly NetworkMode[];
   /** The runtime classes this backend serves and whether this host can run each, with the reason. */
   availability(): Promise<RuntimeAvailability[]>;
   /** Provisions the shell's sandbox and starts it. Throws `unavailable` or `unsupported` when it cannot. */

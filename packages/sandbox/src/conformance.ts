@@ -514,11 +514,42 @@ export function describeSandboxBackend(
         await expectSandboxError(subject.backend.snapshot("conf-never-made", "x"), "not_found");
     });
 
+    // Admission offers `internet` on a backend only when it declares it: the claim and the
+    // declaration must agree.
+    it("declares internet exactly when it claims it", () => {
+      expect(subject.backend.networkModes?.includes("internet") ?? false).toBe(
+        capabilities.networkModes.includes("internet"),
+      );
+    });
+
     for (const network of NetworkMode.options) {
       if (capabilities.networkModes.includes(network)) {
         it(`creates a running shell in network mode ${network}`, async () => {
-          await createShell({ network });
+          // No proxy listens on this socket: the shell must come up all the same (the control
+          // plane restarts a shell's proxy independently of the sandbox).
+          await createShell(
+            network === "internet"
+              ? { network, egress: { socketPath: `/tmp/conformance-egress-${process.pid}.sock` } }
+              : { network },
+          );
         });
+        if (network === "internet") {
+          it("refuses network mode internet without an egress proxy, with unsupported", async () => {
+            const shellId = uniqueShellId();
+            created.push(shellId);
+            await expectSandboxError(
+              subject.backend.create({
+                shellId,
+                language: subject.language,
+                runtime: subject.runtime,
+                network,
+                resources: RESOURCES,
+                env: {},
+              }),
+              "unsupported",
+            );
+          });
+        }
       } else {
         it(`refuses network mode ${network}, which it does not claim, with unsupported`, async () => {
           const shellId = uniqueShellId();

@@ -15,6 +15,7 @@ export {
   type SandboxSignal,
   type SandboxSpawnRequest,
   type SandboxSpec,
+  type SandboxEgress,
 } from "./backend.js";
 export { ExecFiles, type ExecFn } from "./exec-files.js";
 export { SimulatorBackend, type SimulatorBackendOptions } from "./simulator-backend.js";

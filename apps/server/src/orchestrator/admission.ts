@@ -5,6 +5,7 @@ import {
   type ResolvedResources,
   type Resources,
   type RouteBody,
+  type ShellEgress,
 } from "@shells/contract";
 import type { SandboxBackend } from "@shells/sandbox";
 import type { Kysely } from "kysely";
@@ -76,6 +77,35 @@ export function checkResourceLimits(asked: Resources, policy: OrgPolicy, host: H
   }
 }
 
+/**
+ * The network mode and egress allowlist a create asks for. The seed-004 `egress` field sets the
+ * mode: `deny_all` with nothing allowed is `sealed`; an allowlist is `internet` narrowed to it. A
+ * `network` that contradicts `egress` is refused rather than silently overridden.
+ */
+export function networkOf(
+  input: { network?: NetworkMode | undefined; egress?: ShellEgress | undefined },
+  policy: OrgPolicy,
+): { network: NetworkMode; egress: ShellEgress | null } {
+  if (!input.egress) return { network: input.network ?? policy.defaultNetwork, egress: null };
+  const { mode, allow } = input.egress;
+  if (mode === "allowlist" && allow.length === 0) {
+    throw new AppError(
+      "validation_failed",
+      "egress mode allowlist needs at least one entry in egress.allow (use deny_all for no egress).",
+      { field: "egress.allow" },
+    );
+  }
+  const network = allow.length === 0 ? "sealed" : "internet";
+  if (input.network && input.network !== network) {
+    throw new AppError(
+      "validation_failed",
+      `network ${input.network} contradicts egress ${mode} with ${allow.length} allowed entries (that is network ${network}).`,
+      { field: "network", network: input.network, implied: network },
+    );
+  }
+  return { network, egress: network === "internet" ? input.egress : null };
+}
+
 /** What admission needs from the rest of the control plane. */
 export interface AdmissionDeps {
   db: Kysely<Database>;
@@ -92,6 +122,8 @@ export interface Admitted {
   runtime: RuntimeClass;
   region: string;
   network: NetworkMode;
+  /** The shell's own egress allowlist (`internet` only). */
+  egress: ShellEgress | null;
   project: { id: string; name: string };
   backend: SandboxBackend;
   resources: ResolvedResources;
@@ -127,7 +159,7 @@ export async function admitShell(
       { region, allowedRegions: policy.allowedRegions },
     );
   }
-  const network = input.network ?? policy.defaultNetwork;
+  const { network, egress } = networkOf(input, policy);
   const placement = await deps.runtimes.backendFor(runtime);
   if ("refusal" in placement) {
     await deps.activity.record({
@@ -162,10 +194,10 @@ export async function admitShell(
       `Wasm shells run sealed; network mode ${network} is not offered by the wasm runtime.`,
       { network, runtime },
     );
-  if (network === "internet") {
+  if (network === "internet" && !placement.backend.networkModes?.includes("internet")) {
     throw new AppError(
       "network_mode_unavailable",
-      "Network mode internet needs the egress proxy, which this server does not offer yet. Use sealed or localhost.",
+      `Network mode internet needs a backend that routes through the egress proxy; ${placement.backend.name} does not. Use sealed or localhost.`,
       { network },
     );
   }
@@ -178,6 +210,7 @@ export async function admitShell(
     runtime,
     region,
     network,
+    egress,
     project,
     backend: placement.backend,
     resources: { ...DEFAULT_RESOURCES, ...input.resources },

@@ -1,5 +1,7 @@
 import type { FastifyBaseLogger as Logger } from "fastify";
 import type { Kysely } from "kysely";
+import type { ShellEgress } from "@shells/contract";
+import type { EgressService } from "../egress/egress-service.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { LifecycleLock } from "../store/lifecycle-lock.js";
 import type { Database } from "../store/schema.js";
@@ -24,6 +26,8 @@ export interface ReconcilerDeps {
   logger: Logger;
   /** Newest log entries kept per shell. */
   logRetention: number;
+  /** Egress proxies: `reconcile` restarts those of live `internet` shells. */
+  egress?: EgressService;
 }
 
 /**
@@ -67,6 +71,15 @@ export class Reconciler {
             counts.lost += 1;
           }
           continue;
+        }
+        if (row.network === "internet" && this.deps.egress) {
+          // The sandbox outlived the previous control plane; its forwarder reconnects to the
+          // proxy's socket path once the proxy listens there again.
+          await this.deps.egress.ensure(
+            row.org_id,
+            row.id,
+            row.egress ? (JSON.parse(row.egress) as ShellEgress) : null,
+          );
         }
         const status = info.state === "running" ? "running" : "stopped";
         if (status !== row.status) {

@@ -75,6 +75,7 @@ export class RunService {
       language: body.language,
       ...(body.runtime ? { runtime: body.runtime } : {}),
       ...(body.network ? { network: body.network } : {}),
+      ...(body.egress ? { egress: body.egress } : {}),
       ...(body.env ? { env: body.env } : {}),
       ...(body.secretEnv ? { secretEnv: body.secretEnv } : {}),
     });

@@ -12,6 +12,7 @@ import type {
 import {
   SandboxError,
   type SandboxBackend,
+  type SandboxEgress,
   type SandboxSpec,
   type SandboxInfo,
 } from "@shells/sandbox";
@@ -38,6 +39,8 @@ export interface ActionContext {
   policy(orgId: string): Promise<OrgPolicy>;
   call<T>(row: ShellRow, fn: (backend: SandboxBackend) => Promise<T>): Promise<T>;
   setState(row: ShellRow, fields: ShellStateFields): Promise<void>;
+  /** The egress proxy of an `internet` shell, started if it is not running. */
+  egressOf(row: ShellRow): Promise<SandboxEgress>;
   log(row: ShellRow, kind: LogEntry["kind"], message: string): Promise<void>;
 }
 
@@ -142,6 +145,7 @@ export async function performCapability(
             network: row.network as Shell["network"],
             resources: JSON.parse(row.resources) as ResolvedResources,
             env: JSON.parse(row.env) as Record<string, string>,
+            ...(row.network === "internet" ? { egress: await ctx.egressOf(row) } : {}),
           });
         }
       });

@@ -6,6 +6,7 @@ import type {
   RouteBody,
   Shell,
   ShellStatus,
+  ShellEgress,
 } from "@shells/contract";
 import { actorOf, type Caller } from "../iam/principal.js";
 import type { SealedBox } from "../iam/sealed-box.js";
@@ -39,6 +40,7 @@ export class ShellRecords {
       language: row.language as Shell["language"],
       runtime: row.runtime as Shell["runtime"],
       network: row.network as Shell["network"],
+      ...(row.egress ? { egress: JSON.parse(row.egress) as ShellEgress } : {}),
       region: row.region,
       resources: JSON.parse(row.resources) as ResolvedResources,
       envKeys: Object.keys(JSON.parse(row.env) as Record<string, string>).sort(),
@@ -70,6 +72,7 @@ export class ShellRecords {
       language: input.language,
       runtime: admitted.runtime,
       network: admitted.network,
+      egress: admitted.egress ? JSON.stringify(admitted.egress) : null,
       region: admitted.region,
       resources: JSON.stringify(admitted.resources),
       env: JSON.stringify(input.env ?? {}),

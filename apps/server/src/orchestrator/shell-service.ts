@@ -11,16 +11,18 @@ import {
   type Page,
   type PendingApproval,
   type RouteBody,
+  type ShellEgress,
   type RouteQuery,
   type Shell,
   type ShellStatus,
   type Snapshot,
 } from "@shells/contract";
-import type { SandboxBackend, SandboxExecOptions } from "@shells/sandbox";
+import type { SandboxBackend, SandboxEgress, SandboxExecOptions } from "@shells/sandbox";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import type { Kysely } from "kysely";
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
+import type { EgressService } from "../egress/egress-service.js";
 import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { SealedBox } from "../iam/sealed-box.js";
@@ -87,6 +89,8 @@ export interface ShellServiceDeps {
   sealedBox?: SealedBox;
   /** Host capacity; measured on this host when omitted. */
   capacity?: () => HostCapacity;
+  /** Egress proxies of `internet` shells; without it, `internet` is refused. */
+  egress?: EgressService;
 }
 
 /** The shell's lifecycle capabilities that pass the approval gate, from the contract's list. */
@@ -121,6 +125,7 @@ export class ShellService {
       policy: (orgId) => deps.policies.get(orgId),
       call: (row, fn) => this.#backendCall(row, fn),
       setState: (row, fields) => this.#setState(row, fields),
+      egressOf: (row) => this.#egressOf(row),
       log: (row, kind, message) => this.#log(row, kind, message),
     };
     this.reconciler = new Reconciler({
@@ -130,6 +135,7 @@ export class ShellService {
       lock: this.#lock,
       logger: deps.logger,
       logRetention: SHELL_DEFAULTS.logRetention,
+      ...(deps.egress ? { egress: deps.egress } : {}),
     });
     deps.gate.performWith(async (requester, approval, clearance) => {
       if (approval.action === "delete")
@@ -156,6 +162,13 @@ export class ShellService {
       input,
     );
     const { runtime, network, resources, backend } = admitted;
+    if (network === "internet" && !this.deps.egress) {
+      throw new AppError(
+        "network_mode_unavailable",
+        "Network mode internet needs the egress proxy, which this server does not run.",
+        { network },
+      );
+    }
     const id = newId("sh", 10);
     const name = input.name ?? id;
     const env = input.env ?? {};
@@ -170,16 +183,33 @@ export class ShellService {
       throw error;
     }
     return this.#lock.run(id, async () => {
-      await provisionShell(this.#actions, caller, await this.#find(caller.orgId, id), backend, {
-        shellId: id,
-        language: input.language,
-        runtime,
-        network,
-        resources,
-        env,
-      });
+      const row = await this.#find(caller.orgId, id);
+      try {
+        await provisionShell(this.#actions, caller, row, backend, {
+          shellId: id,
+          language: input.language,
+          runtime,
+          network,
+          resources,
+          env,
+          ...(network === "internet" ? { egress: await this.#egressOf(row) } : {}),
+        });
+      } catch (error) {
+        await this.deps.egress?.stop(id);
+        throw error;
+      }
       return this.get(caller, id);
     });
+  }
+
+  /** Starts (or finds) the egress proxy of an `internet` shell. */
+  async #egressOf(row: ShellRow): Promise<SandboxEgress> {
+    if (!this.deps.egress) throw new AppError("network_mode_unavailable", "No egress proxy here.");
+    return this.deps.egress.ensure(
+      row.org_id,
+      row.id,
+      row.egress ? (JSON.parse(row.egress) as ShellEgress) : null,
+    );
   }
 
   /** A page of the org's shells, newest first. Deleted shells only when asked for by status. */
@@ -379,6 +409,7 @@ export class ShellService {
       if (backend) {
         try {
           await backend.destroy(row.id);
+          await this.deps.egress?.stop(row.id);
         } catch (error) {
           await this.#recordAction(caller, row.id, "delete", "failure", {
             error: describeError(error),

@@ -24,7 +24,22 @@ export const DEFAULT_POLICY: OrgPolicy = {
   approvalTtlSeconds: 24 * 3600,
   maxResources: { cpu: 16, memoryMb: 64 * 1024, pids: 4096, diskMb: 100 * 1024 },
   snapshotQuota: { countPerShell: 10, mbPerShell: 10 * 1024, mbPerOrg: 50 * 1024 },
+  egress: {
+    allowHosts: [],
+    denyHosts: [],
+    allowCidrs: [],
+    denyCidrs: [],
+    allowPorts: [],
+    maxConnections: 64,
+    maxBytes: 1024 * 1024 * 1024,
+  },
 };
+
+const DEFAULT_EGRESS = DEFAULT_POLICY.egress as NonNullable<OrgPolicy["egress"]>;
+
+function withoutUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
 
 /** Reads and changes org policy. */
 export class PolicyService {
@@ -47,6 +62,7 @@ export class PolicyService {
       ...DEFAULT_POLICY,
       ...stored,
       approvalGates: { ...DEFAULT_POLICY.approvalGates, ...stored.approvalGates },
+      egress: { ...DEFAULT_EGRESS, ...stored.egress },
     };
   }
 
@@ -87,6 +103,7 @@ export class PolicyService {
         ),
       },
     };
+    next.egress = { ...DEFAULT_EGRESS, ...current.egress, ...withoutUndefined(body.egress ?? {}) };
     next.approvers = [...new Set(next.approvers)];
     // Only a change of the approver list is checked against membership: members who left are
     // dropped from the list as they leave (see `dropApprover`).

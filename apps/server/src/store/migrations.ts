@@ -349,6 +349,12 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
     },
   },
+  /** An `internet` shell's own egress allowlist (JSON of ShellEgress), when it has one. */
+  "0010_shell_egress": {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("shells").addColumn("egress", "text").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

@@ -84,6 +84,8 @@ export interface ShellTable {
   backend: string;
   /** The shell's secret environment as a sealed box (`iam/sealed-box.ts`); null when it has none. */
   secret_env: string | null;
+  /** JSON of the shell's own egress allowlist (ShellEgress); null: the org's policy alone. */
+  egress: string | null;
   image_version: string | null;
   ttl_seconds: number | null;
   expires_at: string | null;

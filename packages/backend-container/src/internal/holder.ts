@@ -11,7 +11,9 @@ export interface HolderLaunch {
   imageRootfs: string;
   disk: string;
   uidBase: number;
-  network: Exclude<NetworkMode, "internet">;
+  network: NetworkMode;
+  /** `internet`: the egress proxy's socket and the shell-side port its forwarder listens on. */
+  egress?: { socketPath: string; port: number };
   hostname: string;
   shmMb: number;
   cgroupProcs: string[];
@@ -39,6 +41,9 @@ export async function launchHolder(launch: HolderLaunch): Promise<HolderRecord> 
     launch.network,
     "--hostname",
     launch.hostname,
+    ...(launch.egress
+      ? ["--egress-socket", launch.egress.socketPath, "--egress-port", String(launch.egress.port)]
+      : []),
     "--shm-mb",
     String(launch.shmMb),
     ...launch.cgroupProcs.flatMap((file) => ["--cgroup-procs", file]),

@@ -14,6 +14,7 @@ const SOURCES = [
   "exec.c",
   "spawn.c",
   "confine.c",
+  "egress.c",
   "sandbox.h",
   "confine.h",
 ];

@@ -15,6 +15,8 @@ export interface ShellRecord {
   network: NetworkMode;
   resources: ResolvedResources;
   env: Record<string, string>;
+  /** `internet`: the unix socket of the shell's egress proxy, the shell's only way out. */
+  egressSocket?: string;
   /** The shell's slot in the host-wide uid registry; null until claimed. */
   uidSlot: number | null;
   imageVersion: string | null;

@@ -1,0 +1,144 @@
+import type { FastifyBaseLogger } from "fastify";
+import type { ActivityService } from "../services/activity-service.js";
+import type { EgressDenial } from "./policy.js";
+
+/** One decision of a shell's egress proxy, once its connection ended (or was refused). */
+export interface EgressDecision {
+  orgId: string;
+  shellId: string;
+  allowed: boolean;
+  /** The name the shell asked for (or the IP literal it dialled). */
+  host: string;
+  /** The vetted address the proxy dialled; null when refused before resolution or unresolvable. */
+  address: string | null;
+  port: number;
+  /** `http` for a forwarded request, `connect` for a tunnel (HTTPS and other TCP). */
+  protocol: "http" | "connect";
+  /** Bytes moved both ways (0 for a refusal). */
+  bytes: number;
+  reason?: EgressDenial | undefined;
+}
+
+/** How decisions are aggregated. */
+export interface EgressDecisionLogOptions {
+  /** Length of an aggregation window, ms (a minute in production). */
+  windowMs: number;
+  /** Most destinations with an open window at once; further ones share one window. */
+  maxOpenWindows?: number;
+  logger: FastifyBaseLogger;
+}
+
+interface OpenWindow {
+  first: EgressDecision;
+  repeats: number;
+  bytes: number;
+  openedAt: string;
+  timer: NodeJS.Timeout;
+}
+
+const DEFAULT_MAX_OPEN_WINDOWS = 10_000;
+const PROXY_ACTOR = { type: "system", id: "egress-proxy" } as const;
+
+/**
+ * Writes egress decisions to the shell's activity history in bounded form: code in a shell can
+ * open connections in a loop, and one row per connection would let it grow its org's hash chain
+ * without limit. The first decision per (shell, allowed/denied, host, address, port, protocol,
+ * reason) in a window is written at once with `count: 1`; the repeats in that window are summed
+ * (count and bytes) and written as one more event when the window closes (or on `close()`). The
+ * counts of all events add up to the number of connections.
+ */
+export class EgressDecisionLog {
+  readonly #windows = new Map<string, OpenWindow>();
+
+  constructor(
+    private readonly activity: ActivityService,
+    private readonly options: EgressDecisionLogOptions,
+  ) {}
+
+  /** Records one decision: written now when it opens a window, else counted into the window. */
+  async record(decision: EgressDecision): Promise<void> {
+    let key = JSON.stringify([
+      decision.shellId,
+      decision.allowed,
+      decision.host,
+      decision.address,
+      decision.port,
+      decision.protocol,
+      decision.reason ?? "",
+    ]);
+    if (
+      !this.#windows.has(key) &&
+      this.#windows.size >= (this.options.maxOpenWindows ?? DEFAULT_MAX_OPEN_WINDOWS)
+    ) {
+      key = `*${decision.shellId}`;
+    }
+    const open = this.#windows.get(key);
+    if (open) {
+      open.repeats += 1;
+      open.bytes += decision.bytes;
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.#closeWindow(key).catch((error: unknown) =>
+        this.options.logger.error({ err: error }, "could not record egress decisions"),
+      );
+    }, this.options.windowMs);
+    timer.unref();
+    this.#windows.set(key, {
+      first: decision,
+      repeats: 0,
+      bytes: 0,
+      openedAt: new Date().toISOString(),
+      timer,
+    });
+    await this.#write(decision, 1, decision.bytes);
+  }
+
+  /** Writes the open windows of one shell now (its proxy stops). */
+  async flushShell(shellId: string): Promise<void> {
+    for (const [key, open] of [...this.#windows])
+      if (open.first.shellId === shellId) await this.#closeWindow(key);
+  }
+
+  /** Writes every open window's count now (at shutdown). */
+  async close(): Promise<void> {
+    for (const key of [...this.#windows.keys()]) await this.#closeWindow(key);
+  }
+
+  async #closeWindow(key: string): Promise<void> {
+    const open = this.#windows.get(key);
+    if (!open) return;
+    clearTimeout(open.timer);
+    this.#windows.delete(key);
+    if (open.repeats > 0)
+      await this.#write(open.first, open.repeats, open.bytes, {
+        since: open.openedAt,
+        until: new Date().toISOString(),
+      });
+  }
+
+  async #write(
+    decision: EgressDecision,
+    count: number,
+    bytes: number,
+    span: Record<string, string> = {},
+  ): Promise<void> {
+    await this.activity.record({
+      orgId: decision.orgId,
+      actor: PROXY_ACTOR,
+      action: decision.allowed ? "egress.allowed" : "egress.denied",
+      target: { type: "shell", id: decision.shellId },
+      outcome: decision.allowed ? "success" : "denied",
+      details: {
+        host: decision.host,
+        address: decision.address,
+        port: decision.port,
+        protocol: decision.protocol,
+        bytes,
+        count,
+        ...(decision.reason ? { reason: decision.reason } : {}),
+        ...span,
+      },
+    });
+  }
+}

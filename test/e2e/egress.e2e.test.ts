@@ -1,0 +1,310 @@
+import { loadConfig, startServer, type RunningServer } from "@shells/server";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import { createServer as createTcpServer, type AddressInfo, type Server } from "node:net";
+import { networkInterfaces, tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { hostReport } from "../../packages/backend-container/src/internal/test-support.js";
+
+// The `internet` mode through a real container shell: its only way out is its egress proxy. The
+// upstream servers listen on the host's loopback, which a shell cannot reach by itself; the org's
+// policy opens 127.0.0.1/32 explicitly, and the proxy resolves the test names from a fixed map.
+
+const IMAGES = process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images";
+const WINDOW_SECONDS = 6;
+
+interface Api {
+  url: string;
+  token: string;
+}
+
+async function call<T = Record<string, unknown>>(
+  api: Api,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: T }> {
+  const res = await fetch(`${api.url}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${api.token}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: res.status, body: (await res.json()) as T };
+}
+
+async function listen(server: HttpServer | Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return (server.address() as AddressInfo).port;
+}
+
+/** Addresses of this host other than loopback (what a shell must not reach by IP literal). */
+function hostAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flat()
+    .filter((i) => i && !i.internal && !i.address.startsWith("fe80"))
+    .map((i) => i!.address);
+}
+
+interface EgressEvent {
+  action: string;
+  outcome: string;
+  details: {
+    host: string;
+    address: string | null;
+    port: number;
+    protocol: string;
+    bytes: number;
+    count: number;
+    reason?: string;
+  };
+}
+
+describe.runIf(hostReport.available)("internet shells through the egress proxy", () => {
+  let server: RunningServer;
+  let config: ReturnType<typeof loadConfig> & { egressTestHosts: Record<string, string[]> };
+  let api: Api;
+  let dataDir: string;
+  let upstream: HttpServer;
+  let echo: Server;
+  let httpPort = 0;
+  let echoPort = 0;
+  let shellId = "";
+
+  const exec = async (script: string) => {
+    const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
+      api,
+      "POST",
+      `/api/v1/shells/${shellId}/exec`,
+      { command: ["python3", "-c", script], timeoutMs: 60_000 },
+    );
+    expect(res.status).toBe(200);
+    return res.body;
+  };
+  const egressEvents = async () =>
+    (
+      await call<{ items: EgressEvent[] }>(
+        api,
+        "GET",
+        `/api/v1/activity?shell=${shellId}&action=egress.&limit=500`,
+      )
+    ).body.items;
+
+  beforeAll(async () => {
+    upstream = createHttpServer((req, res) => {
+      res.end(`hello from upstream ${req.url} host=${req.headers.host}`);
+    });
+    httpPort = await listen(upstream);
+    echo = createTcpServer((socket) => socket.pipe(socket));
+    echoPort = await listen(echo);
+    dataDir = mkdtempSync(join(tmpdir(), "shells-egress-"));
+    const loaded = loadConfig(
+      ["--port", "0", "--data-dir", dataDir, "--backend", "container", "--log-level", "warn"],
+      {
+        SHELLS_VALIDATE_RESPONSES: "1",
+        SHELLS_IMAGES_DIR: IMAGES,
+        SHELLS_EGRESS_DECISION_WINDOW_SECONDS: String(WINDOW_SECONDS),
+      },
+    );
+    config = {
+      ...loaded,
+      egressTestHosts: {
+        "allowed.test": ["127.0.0.1"],
+        "loop.test": ["127.0.0.1"],
+        "denied.test": ["127.0.0.1"],
+        "private.test": ["10.1.2.3"],
+        "metadata.test": ["169.254.169.254"],
+        "mapped.test": ["::ffff:127.0.0.2"],
+      },
+    };
+    server = await startServer(config);
+    api = { url: server.url, token: readFileSync(join(dataDir, "admin-token"), "utf8").trim() };
+    const policy = await call(api, "PATCH", "/api/v1/org/policy", {
+      egress: { allowCidrs: ["127.0.0.1/32"], denyHosts: ["denied.test"] },
+    });
+    expect(policy.status).toBe(200);
+    const shell = await call<{ id: string; network: string; status: string }>(
+      api,
+      "POST",
+      "/api/v1/shells",
+      {
+        language: "python",
+        egress: {
+          mode: "allowlist",
+          allow: [
+            "allowed.test",
+            "loop.test",
+            "denied.test",
+            "private.test",
+            "metadata.test",
+            "mapped.test",
+          ],
+        },
+      },
+    );
+    expect(shell.status).toBe(201);
+    expect(shell.body).toMatchObject({ network: "internet", status: "running" });
+    shellId = shell.body.id;
+  }, 120_000);
+
+  afterAll(async () => {
+    if (api && shellId) await call(api, "DELETE", `/api/v1/shells/${shellId}`);
+    await server?.close();
+    upstream?.close();
+    echo?.close();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("reaches an allowed host over HTTP and through a CONNECT tunnel, with no setup in the shell", async () => {
+    const result = await exec(`
+import http.client, json, os, urllib.request
+out = {"proxy": os.environ.get("HTTP_PROXY")}
+out["http"] = urllib.request.urlopen("http://allowed.test:${httpPort}/hello?x=1", timeout=20).read().decode()
+tunnel = http.client.HTTPConnection("127.0.0.1", 3128, timeout=20)
+tunnel.set_tunnel("allowed.test", ${echoPort})
+tunnel.connect()
+tunnel.sock.sendall(b"ping through the tunnel")
+out["echo"] = tunnel.sock.recv(100).decode()
+print(json.dumps(out))
+`);
+    expect(result.stderr).toBe("");
+    expect(JSON.parse(result.stdout)).toEqual({
+      proxy: "http://127.0.0.1:3128",
+      http: `hello from upstream /hello?x=1 host=allowed.test:${httpPort}`,
+      echo: "ping through the tunnel",
+    });
+  });
+
+  it("refuses what the policy does not allow with 403, and records why", async () => {
+    const result = await exec(`
+import http.client, json, urllib.request, urllib.error
+out = {}
+for name in ["denied.test", "private.test", "metadata.test", "mapped.test", "unlisted.test", "127.0.0.2"]:
+    try:
+        urllib.request.urlopen(f"http://{name}:${httpPort}/", timeout=20)
+        out[name] = "reached"
+    except urllib.error.HTTPError as e:
+        out[name] = e.code
+tunnel = http.client.HTTPConnection("127.0.0.1", 3128, timeout=20)
+tunnel.set_tunnel("private.test", 443)
+try:
+    tunnel.connect()
+    out["connect"] = "open"
+except OSError as e:
+    out["connect"] = str(e)
+print(json.dumps(out))
+`);
+    const out = JSON.parse(result.stdout) as Record<string, unknown>;
+    for (const name of [
+      "denied.test",
+      "private.test",
+      "metadata.test",
+      "mapped.test",
+      "unlisted.test",
+      "127.0.0.2",
+    ])
+      expect(out[name], name).toBe(403);
+    expect(String(out.connect)).toContain("403");
+    const reasons = Object.fromEntries(
+      (await egressEvents())
+        .filter((e) => e.action === "egress.denied")
+        .map((e) => [`${e.details.protocol} ${e.details.host}`, e.details.reason]),
+    );
+    expect(reasons).toMatchObject({
+      "http denied.test": "host_denied",
+      "http private.test": "address_not_public",
+      "http metadata.test": "address_not_public",
+      "http mapped.test": "address_not_public",
+      "http unlisted.test": "not_in_shell_allowlist",
+      "http 127.0.0.2": "not_in_shell_allowlist",
+      "connect private.test": "address_not_public",
+    });
+  });
+
+  it("has no route but the proxy: IP literals, UDP, IPv6 and raw sockets all fail", async () => {
+    const targets = [...hostAddresses(), "169.254.169.254", "fd00:ec2::254", "10.0.0.1", "1.1.1.1"];
+    const result = await exec(`
+import json, socket
+out = {}
+for address in ${JSON.stringify(targets)}:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    tcp = socket.socket(family, socket.SOCK_STREAM)
+    tcp.settimeout(3)
+    try:
+        tcp.connect((address, ${httpPort}))
+        out["tcp " + address] = "connected"
+    except OSError as e:
+        out["tcp " + address] = e.errno
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        udp.sendto(b"x", (address, 53))
+        out["udp " + address] = "sent"
+    except OSError as e:
+        out["udp " + address] = e.errno
+# the upstream listens on the host's loopback; the shell's loopback is its own
+local = socket.socket()
+try:
+    local.connect(("127.0.0.1", ${httpPort}))
+    out["loopback"] = "connected"
+except OSError as e:
+    out["loopback"] = e.errno
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    out["raw"] = "opened"
+except OSError as e:
+    out["raw"] = e.errno
+print(json.dumps(out))
+`);
+    const out = JSON.parse(result.stdout) as Record<string, unknown>;
+    expect(Object.keys(out).length).toBe(targets.length * 2 + 2);
+    for (const [probe, outcome] of Object.entries(out)) {
+      expect(typeof outcome, `${probe}: ${String(outcome)}`).toBe("number");
+    }
+    expect(out.loopback).toBe(111); // ECONNREFUSED: nothing of the host listens in the shell
+    expect(out.raw).toBe(1); // EPERM: no CAP_NET_RAW
+  });
+
+  it("aggregates a 200-request loop into bounded history per destination and window", async () => {
+    const result = await exec(`
+import urllib.request
+ok = 0
+for i in range(200):
+    if urllib.request.urlopen("http://loop.test:${httpPort}/n", timeout=20).status == 200:
+        ok += 1
+print(ok)
+`);
+    expect(result.stdout.trim()).toBe("200");
+    let loop: EgressEvent[] = [];
+    const deadline = Date.now() + (WINDOW_SECONDS + 10) * 1000;
+    while (Date.now() < deadline) {
+      loop = (await egressEvents()).filter((e) => e.details.host === "loop.test");
+      if (loop.reduce((sum, e) => sum + e.details.count, 0) >= 200) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(loop.length).toBeLessThanOrEqual(2);
+    expect(loop.every((e) => e.action === "egress.allowed")).toBe(true);
+    expect(loop.reduce((sum, e) => sum + e.details.count, 0)).toBe(200);
+    expect(loop.reduce((sum, e) => sum + e.details.bytes, 0)).toBeGreaterThan(200 * 50);
+    expect(loop[0]?.details).toMatchObject({
+      address: "127.0.0.1",
+      port: httpPort,
+      protocol: "http",
+    });
+  }, 60_000);
+
+  it("finds its proxy again after the control plane restarts", async () => {
+    // The sandbox outlives the server; the new server's reconciler starts the shell's proxy on
+    // the same socket, where the shell's forwarder finds it.
+    await server.close();
+    server = await startServer(config);
+    api = { ...api, url: server.url };
+    const result = await exec(`
+import urllib.request
+print(urllib.request.urlopen("http://allowed.test:${httpPort}/again", timeout=20).read().decode())
+`);
+    expect(result.stdout.trim()).toBe(`hello from upstream /again host=allowed.test:${httpPort}`);
+  }, 60_000);
+});
