@@ -35,8 +35,40 @@ async function runUsesContainers(project: TestProject): Promise<boolean> {
   );
 }
 
+/** Whether any test file of this run restores microvm templates. */
+async function runUsesMicrovms(project: TestProject): Promise<boolean> {
+  const filters = (project.vitest as unknown as { filenamePattern?: string[] }).filenamePattern;
+  const { testFiles } = await project.globTestFiles(filters);
+  return (
+    process.env["SHELLS_TEST_MICROVM"] === "1" &&
+    testFiles.some((file) => file.includes("/packages/backend-microvm/"))
+  );
+}
+
+/**
+ * Makes the microvm template the microvm tests restore from (a guest kernel fetched with apt, a
+ * base disk from the bash image, one cold boot, a saved VM state), before any test timeout runs.
+ */
+async function prepareMicrovmTemplate(): Promise<void> {
+  const support = await import("../packages/backend-microvm/src/internal/test-support.js");
+  if (support.missingTools.length) return;
+  const log = (line: string) => process.stdout.write(`[microvm] ${line}\n`);
+  const { MicrovmBackend } = await import("../packages/backend-microvm/src/index.js");
+  const backend = new MicrovmBackend({
+    stateDir: support.TEST_MICROVM_DIR,
+    cacheDir: support.TEST_MICROVM_DIR,
+    images: support.testImages,
+    onProgress: (event) => log(event.message),
+  });
+  const started = Date.now();
+  const template = await backend.prepare("bash", support.TEST_MEMORY_MB);
+  log(`bash template ready in ${Math.round((Date.now() - started) / 1000)}s (${template.accel})`);
+}
+
 /** Vitest global setup: makes sure the image cache holds every image before the tests start. */
 export default async function setup(project: TestProject): Promise<void> {
+  const microvms = await runUsesMicrovms(project);
+  if (microvms) await prepareMicrovmTemplate();
   if (!(await runUsesContainers(project))) return;
   // Loaded only now: it checks the host (and says so when container tests will be skipped).
   const { hostReport, TEST_IMAGES_DIR } =

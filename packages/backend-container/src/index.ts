@@ -60,3 +60,9 @@ export function buildImage(
 export function listImages(stateDir: string, imagesDir?: string): Promise<ImageInfo[]> {
   return listImagesIn(imagesDir ?? imagesDirOf(stateDir));
 }
+
+/**
+ * The newest image of a language under `imagesDir`, building it first when there is none (other
+ * runtime classes build their disks from the same rootfs: one recipe, two formats).
+ */
+export { ensureImage } from "./internal/images.js";

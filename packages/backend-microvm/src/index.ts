@@ -1,2 +1,7 @@
-// The package's public entry points are added as the backend is built.
-export {};
+/**
+ * The `microvm` runtime class: a QEMU `microvm` guest per shell with its own kernel, restored from
+ * a saved VM state, driven by a static guest agent over virtio-serial.
+ */
+export { MicrovmBackend, type MicrovmBackendOptions } from "./microvm-backend.js";
+export type { BuildProgress } from "./internal/host.js";
+export type { ImageSource, Template } from "./internal/template.js";

@@ -1,0 +1,591 @@
+/*
+ * shells-agent: the guest's init and the host's only way in.
+ *
+ * Runs as PID 1 from a tiny initramfs: loads the virtio modules the Debian cloud kernel ships as
+ * modules, mounts the shell's disk (/dev/vda) and moves into it, then serves the framed protocol of
+ * agent-protocol.h over the virtio-serial port named "shells.agent". Execs run in their own
+ * session (process group) so a wall clock, an output limit or a kill from the host ends the whole
+ * group. As PID 1 it also reaps every orphan in the guest.
+ *
+ * Static (gcc -static): the guest image needs no interpreter or libc of a particular version.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent-protocol.h"
+
+#define GRACE_AFTER_EXIT_MS 200
+
+struct buffer {
+  uint8_t *data;
+  size_t len, cap;
+};
+
+struct exec {
+  int used;
+  uint16_t id;
+  pid_t pid;
+  int exited, status;
+  int out_fd, err_fd, in_fd;
+  struct buffer in_pending;
+  int in_close_pending;
+  uint64_t max_output, output;
+  int64_t deadline_ms, exited_at_ms;
+  uint32_t kill_reason;
+  int truncated;
+};
+
+static struct exec execs[AGENT_MAX_EXECS];
+static int port_fd = -1;
+static int host_connected = 1;
+static struct buffer rx;
+
+static void log_console(const char *message) {
+  int fd = open("/dev/console", O_WRONLY | O_NOCTTY);
+  if (fd < 0) return;
+  dprintf(fd, "shells-agent: %s (%s)\n", message, strerror(errno));
+  close(fd);
+}
+
+static void die(const char *message) {
+  log_console(message);
+  /* PID 1 exiting panics the kernel; with panic=-1 and -no-reboot QEMU then exits. */
+  _exit(1);
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void buffer_append(struct buffer *b, const void *data, size_t len) {
+  if (b->len + len > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + len) cap *= 2;
+    b->data = realloc(b->data, cap);
+    if (!b->data) die("out of memory");
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, data, len);
+  b->len += len;
+}
+
+static void buffer_consume(struct buffer *b, size_t len) {
+  memmove(b->data, b->data + len, b->len - len);
+  b->len -= len;
+}
+
+static void put_u16(uint8_t *p, uint16_t v) {
+  p[0] = v;
+  p[1] = v >> 8;
+}
+static void put_u32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = v >> (8 * i);
+}
+static uint32_t get_u32(const uint8_t *p) {
+  return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get_u64(const uint8_t *p) { return get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
+
+static void write_all(int fd, const uint8_t *data, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, data, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        poll(&p, 1, 100);
+        continue;
+      }
+      return; /* the host went away: the frame is lost, the exec goes on */
+    }
+    data += n;
+    len -= n;
+  }
+}
+
+static void send_frame(uint16_t type, uint16_t id, const void *payload, uint32_t len) {
+  uint8_t header[AGENT_HEADER_BYTES];
+  put_u32(header, len);
+  put_u16(header + 4, type);
+  put_u16(header + 6, id);
+  write_all(port_fd, header, sizeof header);
+  if (len) write_all(port_fd, payload, len);
+}
+
+static void send_ready(void) {
+  struct utsname u;
+  uname(&u);
+  send_frame(AGENT_FRAME_READY, 0, u.release, strlen(u.release));
+}
+
+/* ---- boot ---------------------------------------------------------------------------------- */
+
+static const char *MODULES[] = {"virtio_ring", "virtio", "virtio_mmio", "virtio_blk",
+                                "virtio_console"};
+
+/* Module parameters on the kernel command line ("virtio_mmio.device=…") are modprobe's job for
+ * loadable modules; there is no modprobe here, so they are passed on explicitly. */
+static void module_params(const char *module, char *out, size_t size) {
+  char cmdline[4096] = {0};
+  int fd = open("/proc/cmdline", O_RDONLY);
+  out[0] = 0;
+  if (fd < 0) return;
+  ssize_t n = read(fd, cmdline, sizeof cmdline - 1);
+  close(fd);
+  if (n <= 0) return;
+  size_t prefix = strlen(module);
+  for (char *tok = strtok(cmdline, " \n"); tok; tok = strtok(NULL, " \n")) {
+    if (strncmp(tok, module, prefix) == 0 && tok[prefix] == '.') {
+      if (strlen(out) + strlen(tok) + 2 > size) break;
+      if (out[0]) strcat(out, " ");
+      strcat(out, tok + prefix + 1);
+    }
+  }
+}
+
+static void load_modules(void) {
+  char path[128], params[2048];
+  for (size_t i = 0; i < sizeof MODULES / sizeof *MODULES; i++) {
+    snprintf(path, sizeof path, "/modules/%s.ko", MODULES[i]);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die(path);
+    module_params(MODULES[i], params, sizeof params);
+    if (syscall(SYS_finit_module, fd, params, 0) != 0 && errno != EEXIST) die(path);
+    close(fd);
+  }
+}
+
+static void wait_for(const char *path, int timeout_ms) {
+  int64_t until = now_ms() + timeout_ms;
+  while (access(path, F_OK) != 0) {
+    if (now_ms() > until) die(path);
+    usleep(2000);
+  }
+}
+
+static void bring_up_loopback(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return;
+  struct ifreq ifr = {0};
+  strcpy(ifr.ifr_name, "lo");
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    ioctl(s, SIOCSIFFLAGS, &ifr);
+  }
+  close(s);
+}
+
+static void boot(void) {
+  mkdir("/dev", 0755);
+  mkdir("/proc", 0555);
+  mkdir("/sys", 0555);
+  mkdir("/root", 0700);
+  if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") != 0) die("mount /dev");
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
+    die("mount /proc");
+  if (mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
+    die("mount /sys");
+  load_modules();
+  wait_for("/dev/vda", 20000);
+  if (mount("/dev/vda", "/root", "ext4", 0, NULL) != 0) die("mount /dev/vda");
+  /* Move the pseudo filesystems into the shell's root, then make it "/". */
+  const char *moved[] = {"/dev", "/proc", "/sys"};
+  char target[64];
+  for (int i = 0; i < 3; i++) {
+    snprintf(target, sizeof target, "/root%s", moved[i]);
+    mkdir(target, 0755);
+    if (mount(moved[i], target, NULL, MS_MOVE, NULL) != 0) die(target);
+  }
+  if (chdir("/root") != 0 || mount(".", "/", NULL, MS_MOVE, NULL) != 0 || chroot(".") != 0 ||
+      chdir("/") != 0)
+    die("switch root");
+  mkdir("/tmp", 01777);
+  mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+  mkdir("/run", 0755);
+  mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+  mkdir("/dev/pts", 0755);
+  mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666");
+  mkdir("/dev/shm", 01777);
+  mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+  sethostname("shell", 5);
+  bring_up_loopback();
+}
+
+/* The port's device node (/dev/vportNpM), found by its name: there is no udev to make a link. */
+static int open_port(int timeout_ms) {
+  int64_t until = now_ms() + timeout_ms;
+  for (;;) {
+    DIR *dir = opendir("/sys/class/virtio-ports");
+    struct dirent *entry;
+    while (dir && (entry = readdir(dir))) {
+      if (entry->d_name[0] == '.') continue;
+      char path[300], name[64] = {0};
+      snprintf(path, sizeof path, "/sys/class/virtio-ports/%s/name", entry->d_name);
+      int fd = open(path, O_RDONLY);
+      if (fd < 0) continue;
+      ssize_t n = read(fd, name, sizeof name - 1);
+      close(fd);
+      if (n > 0 && strncmp(name, "shells.agent", 12) == 0) {
+        snprintf(path, sizeof path, "/dev/%s", entry->d_name);
+        closedir(dir);
+        wait_for(path, 5000);
+        int port = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+        if (port < 0) die(path);
+        /* SIGIO when the host connects or disconnects. */
+        fcntl(port, F_SETOWN, getpid());
+        fcntl(port, F_SETFL, fcntl(port, F_GETFL) | O_ASYNC);
+        return port;
+      }
+    }
+    if (dir) closedir(dir);
+    if (now_ms() > until) die("no shells.agent port");
+    usleep(2000);
+  }
+}
+
+/* ---- execs --------------------------------------------------------------------------------- */
+
+static struct exec *find_exec(uint16_t id) {
+  for (int i = 0; i < AGENT_MAX_EXECS; i++)
+    if (execs[i].used && execs[i].id == id) return &execs[i];
+  return NULL;
+}
+
+static void kill_group(struct exec *e) {
+  if (e->pid > 0) kill(-e->pid, SIGKILL);
+}
+
+static void send_exit(uint16_t id, int32_t code, uint32_t reason, uint32_t truncated) {
+  uint8_t payload[12];
+  put_u32(payload, (uint32_t)code);
+  put_u32(payload + 4, reason);
+  put_u32(payload + 8, truncated);
+  send_frame(AGENT_FRAME_EXIT, id, payload, sizeof payload);
+}
+
+/* Reads one string (u32 length + bytes) as a fresh NUL-terminated copy; NULL when malformed. */
+static char *take_string(const uint8_t **p, const uint8_t *end) {
+  if (end - *p < 4) return NULL;
+  uint32_t len = get_u32(*p);
+  *p += 4;
+  if ((uint64_t)(end - *p) < len) return NULL;
+  char *s = malloc(len + 1);
+  if (!s) die("out of memory");
+  memcpy(s, *p, len);
+  s[len] = 0;
+  *p += len;
+  return s;
+}
+
+static void fail_exec(uint16_t id, const char *message) {
+  send_frame(AGENT_FRAME_STDERR, id, message, strlen(message));
+  send_exit(id, 127, AGENT_KILL_NONE, 0);
+}
+
+static void start_exec(uint16_t id, const uint8_t *p, uint32_t len) {
+  const uint8_t *end = p + len;
+  char **argv = NULL, **envp = NULL, *cwd = NULL;
+  uint32_t argc = 0, envc = 0;
+  struct exec *e = NULL;
+  if (find_exec(id)) return fail_exec(id, "shells-agent: exec id in use\n");
+  for (int i = 0; i < AGENT_MAX_EXECS; i++)
+    if (!execs[i].used) {
+      e = &execs[i];
+      break;
+    }
+  if (!e) return fail_exec(id, "shells-agent: too many concurrent execs\n");
+  if (len < 16) return fail_exec(id, "shells-agent: malformed exec\n");
+  uint32_t timeout_ms = get_u32(p);
+  uint64_t max_output = get_u64(p + 4);
+  argc = get_u32(p + 12);
+  p += 16;
+  if (argc == 0 || argc > 65536) return fail_exec(id, "shells-agent: malformed exec\n");
+  argv = calloc(argc + 1, sizeof *argv);
+  for (uint32_t i = 0; i < argc; i++)
+    if (!(argv[i] = take_string(&p, end))) goto malformed;
+  if (end - p < 4) goto malformed;
+  envc = get_u32(p);
+  p += 4;
+  if (envc > 65536) goto malformed;
+  envp = calloc(envc + 1, sizeof *envp);
+  for (uint32_t i = 0; i < envc; i++)
+    if (!(envp[i] = take_string(&p, end))) goto malformed;
+  if (!(cwd = take_string(&p, end))) goto malformed;
+
+  int out[2], err[2], in[2];
+  if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || pipe2(in, O_CLOEXEC)) {
+    fail_exec(id, "shells-agent: pipe failed\n");
+    goto done;
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    setsid();
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    if (chdir(cwd) != 0) {
+      dprintf(2, "cannot enter %s: %s\n", cwd, strerror(errno));
+      _exit(127);
+    }
+    environ = envp;
+    if (!getenv("PATH")) setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
+    execvp(argv[0], argv);
+    dprintf(2, "%s: %s\n", argv[0], strerror(errno));
+    _exit(errno == ENOENT ? 127 : 126);
+  }
+  close(out[1]);
+  close(err[1]);
+  close(in[0]);
+  if (pid < 0) {
+    close(out[0]);
+    close(err[0]);
+    close(in[1]);
+    fail_exec(id, "shells-agent: fork failed\n");
+    goto done;
+  }
+  fcntl(out[0], F_SETFL, O_NONBLOCK);
+  fcntl(err[0], F_SETFL, O_NONBLOCK);
+  fcntl(in[1], F_SETFL, O_NONBLOCK);
+  memset(e, 0, sizeof *e);
+  e->used = 1;
+  e->id = id;
+  e->pid = pid;
+  e->out_fd = out[0];
+  e->err_fd = err[0];
+  e->in_fd = in[1];
+  e->max_output = max_output;
+  e->deadline_ms = now_ms() + timeout_ms;
+  goto done;
+
+malformed:
+  fail_exec(id, "shells-agent: malformed exec\n");
+done:
+  if (argv)
+    for (uint32_t i = 0; i < argc; i++) free(argv[i]);
+  if (envp)
+    for (uint32_t i = 0; i < envc; i++) free(envp[i]);
+  free(argv);
+  free(envp);
+  free(cwd);
+}
+
+static void flush_stdin(struct exec *e) {
+  if (e->in_fd < 0) return;
+  while (e->in_pending.len > 0) {
+    ssize_t n = write(e->in_fd, e->in_pending.data, e->in_pending.len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return;
+      e->in_pending.len = 0; /* the command closed its stdin: drop the rest */
+      break;
+    }
+    buffer_consume(&e->in_pending, n);
+  }
+  if (e->in_close_pending) {
+    close(e->in_fd);
+    e->in_fd = -1;
+  }
+}
+
+static void read_output(struct exec *e, int *fd, uint16_t type) {
+  uint8_t chunk[65536];
+  ssize_t n = read(*fd, chunk, sizeof chunk);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n <= 0) {
+    close(*fd);
+    *fd = -1;
+    return;
+  }
+  if (e->truncated) return;
+  uint64_t room = e->max_output - e->output;
+  if ((uint64_t)n > room) {
+    if (room) send_frame(type, e->id, chunk, room);
+    e->output = e->max_output;
+    e->truncated = 1;
+    if (!e->kill_reason) e->kill_reason = AGENT_KILL_OUTPUT_LIMIT;
+    kill_group(e);
+    return;
+  }
+  e->output += n;
+  send_frame(type, e->id, chunk, n);
+}
+
+static void finish_if_done(struct exec *e) {
+  if (!e->exited) return;
+  if ((e->out_fd >= 0 || e->err_fd >= 0) && now_ms() - e->exited_at_ms < GRACE_AFTER_EXIT_MS)
+    return;
+  int code = WIFEXITED(e->status) ? WEXITSTATUS(e->status) : 128 + WTERMSIG(e->status);
+  if (e->out_fd >= 0) close(e->out_fd);
+  if (e->err_fd >= 0) close(e->err_fd);
+  if (e->in_fd >= 0) close(e->in_fd);
+  free(e->in_pending.data);
+  send_exit(e->id, code, e->kill_reason, e->truncated);
+  memset(e, 0, sizeof *e);
+}
+
+static void reap(void) {
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    for (int i = 0; i < AGENT_MAX_EXECS; i++) {
+      struct exec *e = &execs[i];
+      if (e->used && e->pid == pid) {
+        e->exited = 1;
+        e->status = status;
+        e->exited_at_ms = now_ms();
+        /* The command is done: whatever it left running in its session goes with it. */
+        kill(-pid, SIGKILL);
+      }
+    }
+  }
+}
+
+static void handle_frame(uint16_t type, uint16_t id, const uint8_t *payload, uint32_t len) {
+  struct exec *e;
+  switch (type) {
+  case AGENT_FRAME_PING:
+    send_ready();
+    break;
+  case AGENT_FRAME_EXEC:
+    start_exec(id, payload, len);
+    break;
+  case AGENT_FRAME_STDIN:
+    if (!(e = find_exec(id)) || e->in_fd < 0) break;
+    if (len == 0)
+      e->in_close_pending = 1;
+    else
+      buffer_append(&e->in_pending, payload, len);
+    flush_stdin(e);
+    break;
+  case AGENT_FRAME_KILL:
+    if ((e = find_exec(id))) kill_group(e);
+    break;
+  }
+}
+
+static void read_port(void) {
+  uint8_t chunk[65536];
+  for (;;) {
+    ssize_t n = read(port_fd, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) {
+      host_connected = 0; /* read() answers 0 while no host is connected */
+      rx.len = 0;
+      return;
+    }
+    if (n < 0) return;
+    buffer_append(&rx, chunk, n);
+  }
+}
+
+static void parse_frames(void) {
+  while (rx.len >= AGENT_HEADER_BYTES) {
+    uint32_t len = get_u32(rx.data);
+    uint16_t type = rx.data[4] | rx.data[5] << 8;
+    uint16_t id = rx.data[6] | rx.data[7] << 8;
+    if (len > AGENT_MAX_PAYLOAD) {
+      rx.len = 0; /* out of step with the host: drop what we have */
+      return;
+    }
+    if (rx.len < AGENT_HEADER_BYTES + len) return;
+    handle_frame(type, id, rx.data + AGENT_HEADER_BYTES, len);
+    buffer_consume(&rx, AGENT_HEADER_BYTES + len);
+  }
+}
+
+int main(int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  if (getpid() == 1) boot();
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGCHLD);
+  sigaddset(&mask, SIGIO);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+  int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  port_fd = open_port(20000);
+  send_ready();
+
+  struct pollfd fds[2 + 3 * AGENT_MAX_EXECS];
+  struct exec *owners[2 + 3 * AGENT_MAX_EXECS];
+  for (;;) {
+    int nfds = 0;
+    fds[nfds++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+    fds[nfds++] = (struct pollfd){.fd = host_connected ? port_fd : -1, .events = POLLIN};
+    int64_t now = now_ms(), wait_ms = host_connected ? 60000 : 20;
+    for (int i = 0; i < AGENT_MAX_EXECS; i++) {
+      struct exec *e = &execs[i];
+      if (!e->used) continue;
+      if (e->out_fd >= 0) owners[nfds] = e, fds[nfds++] = (struct pollfd){.fd = e->out_fd, .events = POLLIN};
+      if (e->err_fd >= 0) owners[nfds] = e, fds[nfds++] = (struct pollfd){.fd = e->err_fd, .events = POLLIN};
+      if (e->in_fd >= 0 && e->in_pending.len)
+        owners[nfds] = e, fds[nfds++] = (struct pollfd){.fd = e->in_fd, .events = POLLOUT};
+      int64_t until = e->exited ? e->exited_at_ms + GRACE_AFTER_EXIT_MS : e->deadline_ms;
+      if (until - now < wait_ms) wait_ms = until - now < 0 ? 0 : until - now;
+    }
+    int ready = poll(fds, nfds, (int)wait_ms);
+    if (ready < 0 && errno != EINTR) die("poll");
+    if (ready > 0) {
+      if (fds[0].revents) {
+        struct signalfd_siginfo info;
+        while (read(sfd, &info, sizeof info) == sizeof info) {
+          if (info.ssi_signo == SIGIO) host_connected = 1;
+        }
+        reap();
+      }
+      if (fds[1].revents & POLLIN) {
+        read_port();
+        parse_frames();
+      } else if (fds[1].revents & POLLHUP) {
+        host_connected = 0;
+        rx.len = 0;
+      }
+      for (int i = 2; i < nfds; i++) {
+        struct exec *e = owners[i];
+        if (!fds[i].revents || !e->used) continue;
+        if (fds[i].fd == e->out_fd) read_output(e, &e->out_fd, AGENT_FRAME_STDOUT);
+        else if (fds[i].fd == e->err_fd) read_output(e, &e->err_fd, AGENT_FRAME_STDERR);
+        else if (fds[i].fd == e->in_fd) flush_stdin(e);
+      }
+    }
+    if (!host_connected) {
+      /* Poll for the host coming back (SIGIO says so too, where the kernel sends it). */
+      struct pollfd p = {.fd = port_fd, .events = POLLIN};
+      if (poll(&p, 1, 0) > 0 && !(p.revents & POLLHUP)) host_connected = 1;
+    }
+    now = now_ms();
+    for (int i = 0; i < AGENT_MAX_EXECS; i++) {
+      struct exec *e = &execs[i];
+      if (!e->used) continue;
+      if (!e->exited && now >= e->deadline_ms && !e->kill_reason) {
+        e->kill_reason = AGENT_KILL_WALL_CLOCK;
+        kill_group(e);
+      }
+      finish_if_done(e);
+    }
+  }
+}

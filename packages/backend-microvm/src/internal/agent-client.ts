@@ -1,0 +1,246 @@
+import { connect, type Socket } from "node:net";
+import type { ExecResult, KillReason } from "@shells/contract";
+import type { SandboxExecOptions, SandboxExecRequest } from "@shells/sandbox";
+import {
+  AgentKill,
+  decodeExit,
+  encodeExec,
+  encodeFrame,
+  FrameReader,
+  FrameType,
+  MAX_EXECS,
+  MAX_PAYLOAD,
+  type Frame,
+} from "./protocol.js";
+
+interface PendingExec {
+  onFrame: (frame: Frame) => void;
+  onClosed: () => void;
+}
+
+/** How long past an exec's own wall clock the host waits for the agent before giving up on it. */
+const HOST_GRACE_MS = 5_000;
+
+/**
+ * One connection to a guest agent over its virtio-serial port (a unix socket QEMU serves). Execs
+ * are multiplexed by id; output streams in as it comes.
+ */
+export class AgentClient {
+  readonly #socket: Socket;
+  readonly #reader = new FrameReader();
+  readonly #execs = new Map<number, PendingExec>();
+  #readyWaiters: ((release: string) => void)[] = [];
+  #nextId = 1;
+  #closed = false;
+  /** Why the connection ended, for execs cut off by it (`stopped` unless told otherwise). */
+  closeReason: KillReason = "stopped";
+
+  private constructor(socket: Socket) {
+    this.#socket = socket;
+    socket.on("data", (chunk: Buffer) => {
+      let frames: Frame[];
+      try {
+        frames = this.#reader.push(chunk);
+      } catch {
+        socket.destroy();
+        return;
+      }
+      for (const frame of frames) this.#dispatch(frame);
+    });
+    socket.on("close", () => {
+      this.#closed = true;
+      for (const pending of [...this.#execs.values()]) pending.onClosed();
+      this.#execs.clear();
+    });
+    socket.on("error", () => undefined);
+  }
+
+  /** Connects to the agent socket, retrying while QEMU has not made it yet. */
+  static async connect(path: string, timeoutMs: number): Promise<AgentClient> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const socket = await new Promise<Socket>((resolve, reject) => {
+          const s = connect(path);
+          s.once("connect", () => resolve(s));
+          s.once("error", reject);
+        });
+        return new AgentClient(socket);
+      } catch (error) {
+        if (Date.now() > until) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    }
+  }
+
+  /** Whether the connection is gone (QEMU exited or closed it). */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Resolves with the guest's kernel release once the agent answers. */
+  async ready(timeoutMs: number): Promise<string> {
+    const answer = new Promise<string>((resolve) => this.#readyWaiters.push(resolve));
+    this.#socket.write(encodeFrame(FrameType.PING, 0));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`the guest agent did not answer within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    const closed = new Promise<never>((_, reject) => {
+      this.#socket.once("close", () =>
+        reject(new Error("the VM exited before its agent answered")),
+      );
+    });
+    try {
+      return await Promise.race([answer, timeout, closed]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Runs one command in the guest. */
+  exec(request: SandboxExecRequest, options: SandboxExecOptions = {}): Promise<ExecResult> {
+    if (this.#closed) return Promise.resolve(this.#cutOff(0, "", "", false));
+    const id = this.#allocateId();
+    const started = Date.now();
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    let outputChain: Promise<void> = Promise.resolve();
+    let hostKill: KillReason | undefined;
+
+    return new Promise<ExecResult>((resolve) => {
+      let finished = false;
+      const finish = (result: ExecResult) => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(safety);
+        options.signal?.removeEventListener("abort", onAbort);
+        this.#execs.delete(id);
+        // Output handed to onOutput is delivered before the result.
+        void outputChain.then(() => resolve(result));
+      };
+      const kill = (reason: KillReason) => {
+        hostKill ??= reason;
+        if (!this.#closed) this.#socket.write(encodeFrame(FrameType.KILL, id));
+      };
+      const onAbort = () => {
+        const reason = options.signal?.reason as unknown;
+        kill(typeof reason === "string" ? (reason as KillReason) : "stopped");
+      };
+      // The agent keeps the wall clock; this only guards against a guest that stopped answering.
+      const safety = setTimeout(() => {
+        kill("wall_clock");
+        finish(this.#cutOff(started, text(stdout), text(stderr), false, "wall_clock"));
+      }, request.timeoutMs + HOST_GRACE_MS);
+
+      this.#execs.set(id, {
+        onFrame: (frame) => {
+          if (frame.type === FrameType.STDOUT || frame.type === FrameType.STDERR) {
+            const stream = frame.type === FrameType.STDOUT ? "stdout" : "stderr";
+            const chunk = Buffer.from(frame.payload);
+            (stream === "stdout" ? stdout : stderr).push(chunk);
+            if (options.onOutput) {
+              const onOutput = options.onOutput;
+              outputChain = outputChain.then(() => onOutput(stream, chunk));
+            }
+          } else if (frame.type === FrameType.EXIT) {
+            const exit = decodeExit(frame.payload);
+            const killReason: KillReason | undefined =
+              hostKill ??
+              (exit.killReason === AgentKill.WALL_CLOCK
+                ? "wall_clock"
+                : exit.killReason === AgentKill.OUTPUT_LIMIT
+                  ? "output_limit"
+                  : undefined);
+            finish({
+              exitCode: exit.exitCode,
+              stdout: text(stdout),
+              stderr: text(stderr),
+              durationMs: Date.now() - started,
+              ...(killReason ? { killReason } : {}),
+              ...(exit.truncated ? { truncated: true } : {}),
+            });
+          }
+        },
+        onClosed: () =>
+          finish(this.#cutOff(started, text(stdout), text(stderr), false, this.closeReason)),
+      });
+      if (options.signal?.aborted) onAbort();
+      else options.signal?.addEventListener("abort", onAbort, { once: true });
+
+      this.#socket.write(
+        encodeFrame(
+          FrameType.EXEC,
+          id,
+          encodeExec({
+            argv: request.command,
+            env: request.env,
+            cwd: request.cwd,
+            timeoutMs: request.timeoutMs,
+            maxOutputBytes: request.maxOutputBytes,
+          }),
+        ),
+      );
+      const input =
+        typeof request.stdin === "string" ? Buffer.from(request.stdin, "utf8") : request.stdin;
+      for (let offset = 0; input && offset < input.length; offset += MAX_PAYLOAD)
+        this.#socket.write(
+          encodeFrame(FrameType.STDIN, id, input.subarray(offset, offset + MAX_PAYLOAD)),
+        );
+      this.#socket.write(encodeFrame(FrameType.STDIN, id));
+    });
+  }
+
+  /** Ends execs with `reason` and closes the connection (QEMU keeps running). */
+  close(reason: KillReason = "stopped"): void {
+    this.closeReason = reason;
+    this.#socket.destroy();
+  }
+
+  #cutOff(
+    started: number,
+    stdout: string,
+    stderr: string,
+    truncated: boolean,
+    reason: KillReason = this.closeReason,
+  ): ExecResult {
+    return {
+      exitCode: 137,
+      stdout,
+      stderr,
+      durationMs: started ? Date.now() - started : 0,
+      killReason: reason,
+      ...(truncated ? { truncated } : {}),
+    };
+  }
+
+  #allocateId(): number {
+    for (let tries = 0; tries < 0xffff; tries++) {
+      const id = this.#nextId;
+      this.#nextId = (this.#nextId % 0xffff) + 1;
+      if (!this.#execs.has(id)) {
+        if (this.#execs.size >= MAX_EXECS) break;
+        return id;
+      }
+    }
+    throw new Error(`more than ${MAX_EXECS} execs at once in one microvm`);
+  }
+
+  #dispatch(frame: Frame): void {
+    if (frame.type === FrameType.READY) {
+      const release = frame.payload.toString("utf8");
+      const waiters = this.#readyWaiters;
+      this.#readyWaiters = [];
+      for (const waiter of waiters) waiter(release);
+      return;
+    }
+    this.#execs.get(frame.id)?.onFrame(frame);
+  }
+}
+
+function text(chunks: Buffer[]): string {
+  return Buffer.concat(chunks).toString("utf8");
+}

@@ -1,0 +1,275 @@
+import { execFile, spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import {
+  access,
+  copyFile,
+  mkdir,
+  readFile,
+  readdir,
+  rename,
+  rm,
+  writeFile,
+} from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+const execFileP = promisify(execFile);
+
+/** native/ of this package (the agent's C source). */
+export const NATIVE_DIR = fileURLToPath(new URL("../../native/", import.meta.url));
+
+/** Modules the guest loads before it can see its disk and its agent port, in load order. */
+export const GUEST_MODULES = [
+  "virtio_ring",
+  "virtio",
+  "virtio_mmio",
+  "virtio_blk",
+  "virtio_console",
+];
+const MODULE_DIRS: Record<string, string> = {
+  virtio_ring: "drivers/virtio",
+  virtio: "drivers/virtio",
+  virtio_mmio: "drivers/virtio",
+  virtio_blk: "drivers/block",
+  virtio_console: "drivers/char",
+};
+
+/** A step of a build, for progress output. */
+export interface BuildProgress {
+  phase: string;
+  message: string;
+  percent?: number;
+}
+
+/** Runs a program; throws with its stderr when it fails. */
+export async function runChecked(file: string, args: string[], cwd?: string): Promise<string> {
+  try {
+    const { stdout } = await execFileP(file, args, {
+      cwd,
+      maxBuffer: 64 * 1024 * 1024,
+      env: { ...process.env, LC_ALL: "C" },
+    });
+    return stdout;
+  } catch (error) {
+    const e = error as { stderr?: string; message: string };
+    throw new Error(
+      `${file} ${args.join(" ")} failed: ${(e.stderr ?? e.message).trim().slice(-2000)}`,
+      { cause: error },
+    );
+  }
+}
+
+/** The guest kernel: Debian's cloud kernel, unpacked from its package (never installed on the host). */
+export interface GuestKernel {
+  release: string;
+  vmlinuz: string;
+  /** Directory holding GUEST_MODULES as `<name>.ko`. */
+  modulesDir: string;
+}
+
+/**
+ * Fetches and unpacks the Debian cloud kernel into `<cacheDir>/kernel` (once). The cloud kernel
+ * has ext4 built in but virtio as modules, and no virtio-mmio command-line devices; the guest
+ * therefore boots with ACPI (device discovery) and an initramfs whose init loads the modules.
+ */
+export async function ensureKernel(
+  cacheDir: string,
+  report: (message: string) => void = () => undefined,
+): Promise<GuestKernel> {
+  const dir = `${cacheDir}/kernel`;
+  try {
+    return JSON.parse(await readFile(`${dir}/kernel.json`, "utf8")) as GuestKernel;
+  } catch {
+    // not fetched yet
+  }
+  report("fetching the Debian cloud kernel (apt-get download linux-image-cloud-amd64)");
+  const depends = await runChecked("apt-cache", ["depends", "linux-image-cloud-amd64"]);
+  const pkg = /Depends:\s+(linux-image-[\w.+-]+-cloud-amd64)/.exec(depends)?.[1];
+  if (!pkg)
+    throw new Error("apt knows no linux-image-cloud-amd64 (is this Debian with apt lists?)");
+  const work = `${cacheDir}/.kernel-${randomBytes(4).toString("hex")}`;
+  await mkdir(`${work}/x`, { recursive: true });
+  try {
+    await runChecked("apt-get", ["download", pkg], work);
+    const deb = (await readdir(work)).find((name) => name.endsWith(".deb"));
+    if (!deb) throw new Error(`apt-get download ${pkg} left no package`);
+    await runChecked("dpkg-deb", ["-x", `${work}/${deb}`, `${work}/x`]);
+    const release = pkg.replace(/^linux-image-/, "");
+    const config = await readFile(`${work}/x/boot/config-${release}`, "utf8");
+    for (const option of [
+      "EXT4_FS=y",
+      "VIRTIO_MMIO=[ym]",
+      "VIRTIO_BLK=[ym]",
+      "VIRTIO_CONSOLE=[ym]",
+      "ACPI=y",
+    ])
+      if (!new RegExp(`^CONFIG_${option}$`, "m").test(config))
+        throw new Error(`the ${release} kernel lacks CONFIG_${option}`);
+    const out = `${work}/kernel`;
+    await mkdir(`${out}/modules`, { recursive: true });
+    await copyFile(`${work}/x/boot/vmlinuz-${release}`, `${out}/vmlinuz`);
+    for (const name of GUEST_MODULES)
+      await copyFile(
+        `${work}/x/lib/modules/${release}/kernel/${MODULE_DIRS[name]}/${name}.ko`,
+        `${out}/modules/${name}.ko`,
+      );
+    const kernel: GuestKernel = {
+      release,
+      vmlinuz: `${dir}/vmlinuz`,
+      modulesDir: `${dir}/modules`,
+    };
+    await writeFile(`${out}/kernel.json`, JSON.stringify(kernel, null, 2));
+    await rename(out, dir).catch(async (error: NodeJS.ErrnoException) => {
+      if (!existsSync(`${dir}/kernel.json`)) throw error; // another process won the race
+    });
+    report(`kernel ${release} ready`);
+    return kernel;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The initramfs: the static guest agent as `/shells-agent` (the guest's init) and the virtio
+ * modules. Keyed by the agent's source and the kernel, so a changed agent gets a new one (and new
+ * templates, which are keyed by it).
+ */
+export async function ensureInitrd(
+  cacheDir: string,
+  kernel: GuestKernel,
+): Promise<{ path: string; key: string }> {
+  const source = await readFile(`${NATIVE_DIR}shells-agent.c`);
+  const header = await readFile(`${NATIVE_DIR}agent-protocol.h`);
+  const key = createHash("sha256")
+    .update(source)
+    .update(header)
+    .update(kernel.release)
+    .digest("hex")
+    .slice(0, 12);
+  const path = `${cacheDir}/initrd/${key}.cpio`;
+  if (existsSync(path)) return { path, key };
+  const work = `${cacheDir}/.initrd-${randomBytes(4).toString("hex")}`;
+  await mkdir(`${work}/root/modules`, { recursive: true });
+  try {
+    await runChecked("gcc", [
+      "-static",
+      "-O2",
+      "-Wall",
+      "-o",
+      `${work}/root/shells-agent`,
+      `${NATIVE_DIR}shells-agent.c`,
+    ]);
+    for (const name of GUEST_MODULES)
+      await copyFile(`${kernel.modulesDir}/${name}.ko`, `${work}/root/modules/${name}.ko`);
+    await runChecked(
+      "sh",
+      ["-c", "find . | cpio -o -H newc --quiet > ../initrd.cpio"],
+      `${work}/root`,
+    );
+    await mkdir(`${cacheDir}/initrd`, { recursive: true });
+    await rename(`${work}/initrd.cpio`, path);
+    return { path, key };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The read-only base disk of an image: an ext4 filesystem made from the container image's rootfs
+ * directory (`mkfs.ext4 -d`, no mount needed). Sparse, with room for the shell's writes (which
+ * land in its own overlay).
+ */
+export async function ensureBaseDisk(
+  cacheDir: string,
+  imageVersion: string,
+  rootfs: string,
+): Promise<string> {
+  const path = `${cacheDir}/disks/${imageVersion}.img`;
+  if (existsSync(path)) return path;
+  await mkdir(`${cacheDir}/disks`, { recursive: true });
+  const used = Number((await runChecked("du", ["-sb", rootfs])).split(/\s/)[0]);
+  const sizeMb = Math.ceil((used * 1.3) / 2 ** 20) + 2048;
+  const work = `${path}.${randomBytes(4).toString("hex")}`;
+  try {
+    await runChecked("mkfs.ext4", ["-q", "-F", "-L", "shell", "-d", rootfs, work, `${sizeMb}M`]);
+    await rename(work, path);
+  } finally {
+    await rm(work, { force: true });
+  }
+  return path;
+}
+
+let kvmProbe: Promise<boolean> | null = null;
+
+/**
+ * Whether QEMU can use KVM here: /dev/kvm must open read-write and a microvm must start on it (a
+ * nested host can expose /dev/kvm yet fail on the first vCPU reset).
+ */
+export function kvmUsable(): Promise<boolean> {
+  kvmProbe ??= (async () => {
+    try {
+      await access("/dev/kvm", 6);
+    } catch {
+      return false;
+    }
+    return new Promise<boolean>((resolve) => {
+      const child = spawn(
+        "qemu-system-x86_64",
+        [
+          "-M",
+          "microvm",
+          "-accel",
+          "kvm",
+          "-cpu",
+          "host",
+          "-nodefaults",
+          "-display",
+          "none",
+          "-monitor",
+          "none",
+          "-serial",
+          "none",
+          "-m",
+          "64",
+          "-S",
+        ],
+        { stdio: "ignore" },
+      );
+      const timer = setTimeout(() => {
+        child.kill("SIGKILL");
+        resolve(true);
+      }, 1500);
+      child.on("exit", () => {
+        clearTimeout(timer);
+        resolve(false);
+      });
+      child.on("error", () => {
+        clearTimeout(timer);
+        resolve(false);
+      });
+    });
+  })();
+  return kvmProbe;
+}
+
+/** Whether QEMU and the tools a template build needs are installed. */
+export async function missingHostTools(): Promise<string[]> {
+  const missing: string[] = [];
+  for (const tool of [
+    "qemu-system-x86_64",
+    "qemu-img",
+    "mkfs.ext4",
+    "cpio",
+    "gcc",
+    "apt-get",
+    "dpkg-deb",
+  ]) {
+    try {
+      await runChecked("sh", ["-c", `command -v ${tool}`]);
+    } catch {
+      missing.push(tool);
+    }
+  }
+  return missing;
+}

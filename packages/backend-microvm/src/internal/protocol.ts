@@ -1,0 +1,117 @@
+/**
+ * The framed protocol between the host and the guest agent (native/shells-agent.c) over one
+ * virtio-serial port. `native/agent-protocol.h` is its C twin; `protocol.test.ts` checks both agree.
+ *
+ * A frame is an 8-byte header (u32 payload length, u16 type, u16 exec id; little-endian) and its
+ * payload. Payload layouts are described in the header file.
+ */
+
+/** Bytes of a frame header. */
+export const HEADER_BYTES = 8;
+/** The largest payload either side sends or accepts. */
+export const MAX_PAYLOAD = 1 << 20;
+/** Execs one agent runs at once. */
+export const MAX_EXECS = 64;
+
+/** Frame types. */
+export const FrameType = {
+  READY: 1,
+  PING: 2,
+  EXEC: 3,
+  STDIN: 4,
+  STDOUT: 5,
+  STDERR: 6,
+  EXIT: 7,
+  KILL: 8,
+} as const;
+export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+
+/** Why the agent ended an exec (the `kill_reason` of an EXIT frame). */
+export const AgentKill = { NONE: 0, WALL_CLOCK: 1, OUTPUT_LIMIT: 2 } as const;
+
+/** One decoded frame. */
+export interface Frame {
+  type: number;
+  id: number;
+  payload: Buffer;
+}
+
+/** Encodes one frame. */
+export function encodeFrame(type: FrameType, id: number, payload: Uint8Array = new Uint8Array()) {
+  if (payload.length > MAX_PAYLOAD) throw new Error(`frame payload over ${MAX_PAYLOAD} bytes`);
+  const header = Buffer.alloc(HEADER_BYTES);
+  header.writeUInt32LE(payload.length, 0);
+  header.writeUInt16LE(type, 4);
+  header.writeUInt16LE(id, 6);
+  return Buffer.concat([header, payload]);
+}
+
+function str(value: string): Buffer {
+  const bytes = Buffer.from(value, "utf8");
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(bytes.length, 0);
+  return Buffer.concat([length, bytes]);
+}
+
+/** The payload of an EXEC frame. */
+export function encodeExec(request: {
+  argv: string[];
+  env: Record<string, string>;
+  cwd: string;
+  timeoutMs: number;
+  maxOutputBytes: number;
+}): Buffer {
+  const head = Buffer.alloc(16);
+  head.writeUInt32LE(Math.min(Math.max(0, Math.ceil(request.timeoutMs)), 0xffffffff), 0);
+  head.writeBigUInt64LE(BigInt(Math.max(0, Math.floor(request.maxOutputBytes))), 4);
+  head.writeUInt32LE(request.argv.length, 12);
+  const env = Object.entries(request.env).map(([key, value]) => `${key}=${value}`);
+  const envCount = Buffer.alloc(4);
+  envCount.writeUInt32LE(env.length, 0);
+  return Buffer.concat([
+    head,
+    ...request.argv.map(str),
+    envCount,
+    ...env.map(str),
+    str(request.cwd),
+  ]);
+}
+
+/** A decoded EXIT frame. */
+export interface ExitPayload {
+  exitCode: number;
+  killReason: number;
+  truncated: boolean;
+}
+
+/** Decodes an EXIT frame's payload. */
+export function decodeExit(payload: Buffer): ExitPayload {
+  return {
+    exitCode: payload.readInt32LE(0),
+    killReason: payload.readUInt32LE(4),
+    truncated: payload.readUInt32LE(8) === 1,
+  };
+}
+
+/** Splits a byte stream into frames; throws when the stream is out of step (a payload too big). */
+export class FrameReader {
+  #pending: Buffer = Buffer.alloc(0);
+
+  /** Adds bytes and returns every frame they complete. */
+  push(chunk: Buffer): Frame[] {
+    this.#pending = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : chunk;
+    const frames: Frame[] = [];
+    while (this.#pending.length >= HEADER_BYTES) {
+      const length = this.#pending.readUInt32LE(0);
+      if (length > MAX_PAYLOAD) throw new Error(`agent frame of ${length} bytes`);
+      if (this.#pending.length < HEADER_BYTES + length) break;
+      frames.push({
+        type: this.#pending.readUInt16LE(4),
+        id: this.#pending.readUInt16LE(6),
+        payload: this.#pending.subarray(HEADER_BYTES, HEADER_BYTES + length),
+      });
+      this.#pending = this.#pending.subarray(HEADER_BYTES + length);
+    }
+    return frames;
+  }
+}

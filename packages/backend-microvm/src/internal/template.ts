@@ -1,0 +1,169 @@
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import type { Language } from "@shells/contract";
+import {
+  ensureBaseDisk,
+  ensureInitrd,
+  ensureKernel,
+  kvmUsable,
+  runChecked,
+  type BuildProgress,
+} from "./host.js";
+import { qmp, startVm, killAndWait, type VmConfig } from "./vm.js";
+
+/** A saved VM state to restore shells from, with the disk chain it was saved on. */
+export interface Template {
+  dir: string;
+  language: Language;
+  imageVersion: string;
+  memoryMb: number;
+  accel: "kvm" | "tcg";
+  vmlinuz: string;
+  initrd: string;
+  /** The template's own qcow2 layer (over the base disk); frozen once saved. Shell overlays back onto it. */
+  disk: string;
+  /** The saved VM state (QEMU migration stream). */
+  state: string;
+  /** Cold boot to the agent's first answer while the template was made, ms. */
+  coldBootMs: number;
+}
+
+/** Where an image's rootfs comes from: the container backend's recipes, one recipe, two formats. */
+export type ImageSource = (
+  language: Language,
+  onProgress?: (event: BuildProgress) => void,
+) => Promise<{ version: string; rootfs: string }>;
+
+const inProcess = new Map<string, Promise<Template>>();
+
+/**
+ * The template of a language at a memory size: booted once until its agent answers, its page
+ * cache warmed with a few execs, then paused and saved. Each create restores it with the shell's
+ * own empty overlay over the template's frozen layer, so the guest's page cache and its disk agree.
+ */
+export function ensureTemplate(
+  cacheDir: string,
+  language: Language,
+  memoryMb: number,
+  images: ImageSource,
+  onProgress: (event: BuildProgress) => void = () => undefined,
+): Promise<Template> {
+  const key = `${cacheDir}\0${language}\0${memoryMb}`;
+  let task = inProcess.get(key);
+  if (!task) {
+    task = build(cacheDir, language, memoryMb, images, onProgress);
+    inProcess.set(key, task);
+    task.catch(() => inProcess.delete(key));
+  }
+  return task;
+}
+
+async function build(
+  cacheDir: string,
+  language: Language,
+  memoryMb: number,
+  images: ImageSource,
+  onProgress: (event: BuildProgress) => void,
+): Promise<Template> {
+  const report = (message: string, percent?: number) =>
+    onProgress({ phase: "microvm", message, ...(percent === undefined ? {} : { percent }) });
+  const image = await images(language, onProgress);
+  const kernel = await ensureKernel(cacheDir, report);
+  const initrd = await ensureInitrd(cacheDir, kernel);
+  const accel = (await kvmUsable()) ? "kvm" : "tcg";
+  const dir = `${cacheDir}/templates/${image.version}-${memoryMb}m-${accel}-${initrd.key}`;
+  try {
+    const existing = JSON.parse(await readFile(`${dir}/template.json`, "utf8")) as Template;
+    if (existsSync(existing.state)) return existing;
+  } catch {
+    // not made yet
+  }
+  report(`making the ${language} microvm base disk from ${image.version}`, 10);
+  const base = await ensureBaseDisk(cacheDir, image.version, image.rootfs);
+  const work = `${cacheDir}/templates/.build-${randomBytes(4).toString("hex")}`;
+  await mkdir(work, { recursive: true, mode: 0o700 });
+  const template: Template = {
+    dir,
+    language,
+    imageVersion: image.version,
+    memoryMb,
+    accel,
+    vmlinuz: kernel.vmlinuz,
+    initrd: initrd.path,
+    disk: `${dir}/disk.qcow2`,
+    state: `${dir}/state.bin`,
+    coldBootMs: 0,
+  };
+  let pid = 0;
+  try {
+    await runChecked("qemu-img", [
+      "create",
+      "-q",
+      "-f",
+      "qcow2",
+      "-b",
+      base,
+      "-F",
+      "raw",
+      `${work}/disk.qcow2`,
+    ]);
+    const config: VmConfig = {
+      accel,
+      vmlinuz: kernel.vmlinuz,
+      initrd: initrd.path,
+      memoryMb,
+      disk: `${work}/disk.qcow2`,
+      agentSocket: `${work}/agent.sock`,
+      consoleLog: `${work}/console.log`,
+      qmpSocket: `${work}/qmp.sock`,
+      allowSpawn: true,
+    };
+    report(`booting the ${language} template microvm (${accel})`, 40);
+    const started = Date.now();
+    const vm = await startVm(config, 180_000);
+    pid = vm.pid;
+    template.coldBootMs = Date.now() - started;
+    // Warm the guest's page cache with what most execs touch, so restored shells start warm.
+    for (const command of [
+      ["sh", "-c", "true"],
+      ["sh", "-c", "ls / >/dev/null; cat /etc/os-release >/dev/null"],
+    ])
+      await vm.agent.exec({
+        command,
+        env: {},
+        cwd: "/",
+        stdin: undefined,
+        timeoutMs: 60_000,
+        maxOutputBytes: 1 << 20,
+      });
+    vm.agent.close();
+    report(`saving the ${language} template's state`, 80);
+    const monitor = await qmp(config.qmpSocket!, [
+      { execute: "stop" },
+      { execute: "migrate", arguments: { uri: `exec:cat > ${work}/state.bin` } },
+    ]);
+    for (;;) {
+      const status = (await monitor.call("query-migrate")) as { return?: { status?: string } };
+      if (status.return?.status === "completed") break;
+      if (status.return?.status === "failed" || status.return?.status === "cancelled")
+        throw new Error("saving the template's VM state failed");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await monitor.call("quit").catch(() => undefined);
+    monitor.close();
+    await killAndWait(pid);
+    await rm(`${work}/agent.sock`, { force: true });
+    await rm(`${work}/qmp.sock`, { force: true });
+    await writeFile(`${work}/template.json`, JSON.stringify(template, null, 2));
+    await mkdir(`${cacheDir}/templates`, { recursive: true });
+    await rm(dir, { recursive: true, force: true });
+    await rename(work, dir);
+    report(`the ${language} microvm template is ready (cold boot ${template.coldBootMs} ms)`, 100);
+    return template;
+  } catch (error) {
+    if (pid) await killAndWait(pid);
+    await rm(work, { recursive: true, force: true });
+    throw error;
+  }
+}

@@ -1,0 +1,79 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+// The source, not the package entry: the test global setup loads this without the `source` condition.
+import { ensureImage } from "../../../backend-container/src/internal/images.js";
+import type { SandboxExecRequest } from "@shells/sandbox";
+import { MicrovmBackend } from "../microvm-backend.js";
+import { missingHostTools } from "./host.js";
+import type { ImageSource } from "./template.js";
+
+/** The container tests' shared image cache: the microvm disks are made from the same rootfs. */
+export const TEST_IMAGES_DIR =
+  process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images";
+
+/** Kernel, base disks and templates shared across runs (a template takes a cold boot to make). */
+export const TEST_MICROVM_DIR =
+  process.env.SHELLS_TEST_MICROVM_CACHE ?? "/var/cache/shells-test/microvm";
+
+/** The memory size tests use: every template the tests restore from is made at this size. */
+export const TEST_MEMORY_MB = 256;
+
+/** Images from the shared cache (built by the test global setup). */
+export const testImages: ImageSource = (language, onProgress) =>
+  ensureImage(TEST_IMAGES_DIR, language, onProgress ? { onProgress } : {});
+
+/**
+ * The microvm tests are opt-in (`SHELLS_TEST_MICROVM=1`) until guest boots are reliable on a
+ * loaded, emulated host: a template build that hangs must not stall the suite.
+ */
+export const microvmTestsEnabled = process.env.SHELLS_TEST_MICROVM === "1";
+
+/** What is missing for microvm tests here (empty when they can run). */
+export const missingTools = microvmTestsEnabled
+  ? await missingHostTools()
+  : ["SHELLS_TEST_MICROVM=1 (opt-in)"];
+if (missingTools.length) console.warn(`microvm tests skipped: missing ${missingTools.join(", ")}`);
+
+/**
+ * A backend whose shells live in a fresh temporary dir and whose kernel, disks and templates come
+ * from the shared cache. `cleanup` destroys every shell it made.
+ */
+export async function makeTestBackend(): Promise<{
+  backend: MicrovmBackend;
+  cleanup: () => Promise<void>;
+}> {
+  const shellsRoot = await mkdtemp(`${tmpdir()}/shells-microvm-test-`);
+  const backend = new MicrovmBackend({
+    stateDir: shellsRoot,
+    cacheDir: TEST_MICROVM_DIR,
+    images: testImages,
+  });
+  return {
+    backend,
+    cleanup: async () => {
+      const survivor = new MicrovmBackend({
+        stateDir: shellsRoot,
+        cacheDir: TEST_MICROVM_DIR,
+        images: testImages,
+      });
+      for (const shell of await survivor.list()) await survivor.destroy(shell.shellId);
+      await rm(shellsRoot, { recursive: true, force: true });
+    },
+  };
+}
+
+/** An exec request with the defaults tests use. */
+export function request(
+  command: string[],
+  extra: Partial<SandboxExecRequest> = {},
+): SandboxExecRequest {
+  return {
+    command,
+    env: {},
+    cwd: "/",
+    stdin: undefined,
+    timeoutMs: 20_000,
+    maxOutputBytes: 1 << 20,
+    ...extra,
+  };
+}

@@ -1,0 +1,200 @@
+import { spawn } from "node:child_process";
+import { openSync, closeSync } from "node:fs";
+import { connect } from "node:net";
+import { AgentClient } from "./agent-client.js";
+
+/** Kernel command line: quiet boot; the agent is init; no TSC calibration hang under emulation. */
+const CMDLINE =
+  "console=ttyS0 quiet panic=-1 no_timer_check tsc=reliable lpj=4000000 rdinit=/shells-agent";
+
+/** What one VM is made of. The template and every shell restored from it must agree on all but the files. */
+export interface VmConfig {
+  accel: "kvm" | "tcg";
+  vmlinuz: string;
+  initrd: string;
+  memoryMb: number;
+  /** The shell's qcow2 overlay (its backing chain is written in it). */
+  disk: string;
+  /** Unix socket QEMU serves the agent port on. */
+  agentSocket: string;
+  /** Where the guest's console goes (templates), or nowhere (shells: a guest must not fill host disk). */
+  consoleLog: string | null;
+  /** QMP socket (template builds only). */
+  qmpSocket?: string;
+  /** Saved VM state to start from instead of booting. */
+  incomingState?: string;
+  /** The seccomp filter's `spawn=deny` (template builds save state through `exec:`). */
+  allowSpawn?: boolean;
+}
+
+/** QEMU's argv for a microvm: virtio-mmio devices only, no firmware, display, monitor or NIC. */
+export function qemuArgs(config: VmConfig, incomingFd?: number): string[] {
+  return [
+    "-M",
+    "microvm,pit=on,pic=on,rtc=on,acpi=on",
+    "-accel",
+    config.accel,
+    "-cpu",
+    config.accel === "kvm" ? "host" : "max",
+    "-m",
+    String(config.memoryMb),
+    "-smp",
+    "1",
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-monitor",
+    "none",
+    "-no-reboot",
+    "-nic",
+    "none",
+    "-sandbox",
+    `on,obsolete=deny,elevateprivileges=deny,spawn=${config.allowSpawn ? "allow" : "deny"},resourcecontrol=deny`,
+    "-kernel",
+    config.vmlinuz,
+    "-initrd",
+    config.initrd,
+    "-append",
+    CMDLINE,
+    "-chardev",
+    config.consoleLog ? `file,id=con,path=${config.consoleLog}` : "null,id=con",
+    "-serial",
+    "chardev:con",
+    "-drive",
+    `id=root,file=${config.disk},format=qcow2,if=none,cache=writeback`,
+    "-device",
+    "virtio-blk-device,drive=root",
+    "-device",
+    "virtio-serial-device",
+    "-chardev",
+    `socket,id=agent,path=${config.agentSocket},server=on,wait=off`,
+    "-device",
+    "virtserialport,chardev=agent,name=shells.agent",
+    ...(config.qmpSocket ? ["-qmp", `unix:${config.qmpSocket},server=on,wait=off`] : []),
+    ...(incomingFd !== undefined ? ["-incoming", `fd:${incomingFd}`] : []),
+  ];
+}
+
+/** A started QEMU. */
+export interface StartedVm {
+  pid: number;
+  agent: AgentClient;
+  /** The guest's kernel release, as its agent reported it. */
+  release: string;
+}
+
+/**
+ * Starts QEMU detached (it outlives this process, so a restarted control plane re-adopts it) and
+ * waits for the agent's first answer. With `incomingState` the guest resumes from the saved state
+ * (QEMU starts it as soon as the state is loaded); otherwise it boots.
+ */
+export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise<StartedVm> {
+  const stateFd = config.incomingState ? openSync(config.incomingState, "r") : undefined;
+  let stderr = "";
+  const child = spawn(
+    "qemu-system-x86_64",
+    qemuArgs(config, stateFd === undefined ? undefined : 3),
+    {
+      detached: true,
+      stdio: ["ignore", "ignore", "pipe", ...(stateFd === undefined ? [] : [stateFd])],
+    },
+  );
+  if (stateFd !== undefined) closeSync(stateFd);
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-4000);
+  });
+  const exited = new Promise<never>((_, reject) => {
+    child.once("exit", (code, signal) =>
+      reject(
+        new Error(`qemu exited (${signal ?? code}) before its agent answered: ${stderr.trim()}`),
+      ),
+    );
+    child.once("error", reject);
+  });
+  exited.catch(() => undefined);
+  try {
+    const agent = await Promise.race([
+      AgentClient.connect(config.agentSocket, readyTimeoutMs),
+      exited,
+    ]);
+    const release = await Promise.race([agent.ready(readyTimeoutMs), exited]);
+    child.stderr?.destroy();
+    child.unref();
+    return { pid: child.pid ?? 0, agent, release };
+  } catch (error) {
+    child.kill("SIGKILL");
+    throw error;
+  }
+}
+
+/** A minimal QMP client: one command at a time, events skipped. */
+export async function qmp(path: string, commands: { execute: string; arguments?: object }[]) {
+  const socket = await new Promise<import("node:net").Socket>((resolve, reject) => {
+    const s = connect(path);
+    s.once("connect", () => resolve(s));
+    s.once("error", reject);
+  });
+  let buffered = "";
+  const waiters: ((line: Record<string, unknown>) => void)[] = [];
+  socket.on("data", (chunk: Buffer) => {
+    buffered += chunk.toString();
+    let newline;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      const message = JSON.parse(buffered.slice(0, newline)) as Record<string, unknown>;
+      buffered = buffered.slice(newline + 1);
+      if ("event" in message || "QMP" in message) continue;
+      waiters.shift()?.(message);
+    }
+  });
+  const call = (execute: string, args?: object) =>
+    new Promise<Record<string, unknown>>((resolve, reject) => {
+      waiters.push((message) =>
+        "error" in message
+          ? reject(new Error(`QMP ${execute}: ${JSON.stringify(message.error)}`))
+          : resolve(message),
+      );
+      socket.write(JSON.stringify({ execute, ...(args ? { arguments: args } : {}) }) + "\n");
+    });
+  try {
+    await call("qmp_capabilities");
+    const results: Record<string, unknown>[] = [];
+    for (const command of commands) results.push(await call(command.execute, command.arguments));
+    return { call, results, close: () => socket.destroy() };
+  } catch (error) {
+    socket.destroy();
+    throw error;
+  }
+}
+
+/** Whether a process is alive. */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** SIGKILLs a process and waits until it is gone (reaped by its parent or init). */
+export async function killAndWait(pid: number, timeoutMs = 5000): Promise<void> {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    return;
+  }
+  const until = Date.now() + timeoutMs;
+  while (isAlive(pid) && Date.now() < until) {
+    // A zombie still answers kill(0): treat a zombie as gone.
+    try {
+      const stat = await import("node:fs/promises").then((fs) =>
+        fs.readFile(`/proc/${pid}/stat`, "utf8"),
+      );
+      if (/^\d+ \(.*\) Z/.test(stat)) return;
+    } catch {
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

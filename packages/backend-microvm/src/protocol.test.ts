@@ -1,0 +1,77 @@
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { NATIVE_DIR } from "./internal/host.js";
+import {
+  AgentKill,
+  decodeExit,
+  encodeExec,
+  encodeFrame,
+  FrameReader,
+  FrameType,
+  HEADER_BYTES,
+  MAX_EXECS,
+  MAX_PAYLOAD,
+} from "./internal/protocol.js";
+
+/** The `#define`s of the agent's C header, evaluated. */
+function headerDefines(): Record<string, number> {
+  const text = readFileSync(`${NATIVE_DIR}agent-protocol.h`, "utf8");
+  const defines: Record<string, number> = {};
+  for (const [, name, value] of text.matchAll(/^#define (AGENT_\w+) (.+)$/gm)) {
+    const shifted = /^\(1u << (\d+)\)$/.exec(value!.trim());
+    defines[name!] = shifted ? 2 ** Number(shifted[1]) : Number(value);
+  }
+  return defines;
+}
+
+describe("agent protocol", () => {
+  it("agrees with the C header on frame layout, types and kill reasons", () => {
+    const c = headerDefines();
+    expect(c.AGENT_HEADER_BYTES).toBe(HEADER_BYTES);
+    expect(c.AGENT_MAX_PAYLOAD).toBe(MAX_PAYLOAD);
+    expect(c.AGENT_MAX_EXECS).toBe(MAX_EXECS);
+    for (const [name, value] of Object.entries(FrameType))
+      expect(c[`AGENT_FRAME_${name}`]).toBe(value);
+    for (const [name, value] of Object.entries(AgentKill))
+      expect(c[`AGENT_KILL_${name}`]).toBe(value);
+  });
+
+  it("round-trips frames split at any byte", () => {
+    const bytes = Buffer.concat([
+      encodeFrame(FrameType.STDOUT, 3, Buffer.from("hello")),
+      encodeFrame(FrameType.EXIT, 3, Buffer.from([7, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0])),
+    ]);
+    const reader = new FrameReader();
+    const frames = [...bytes].flatMap((byte) => reader.push(Buffer.from([byte])));
+    expect(frames.map((f) => [f.type, f.id])).toEqual([
+      [FrameType.STDOUT, 3],
+      [FrameType.EXIT, 3],
+    ]);
+    expect(frames[0]!.payload.toString()).toBe("hello");
+    expect(decodeExit(frames[1]!.payload)).toEqual({
+      exitCode: 7,
+      killReason: 1,
+      truncated: false,
+    });
+  });
+
+  it("encodes an exec as the header describes", () => {
+    const payload = encodeExec({
+      argv: ["sh", "-c"],
+      env: { A: "1" },
+      cwd: "/",
+      timeoutMs: 5,
+      maxOutputBytes: 9,
+    });
+    expect(payload.readUInt32LE(0)).toBe(5);
+    expect(payload.readBigUInt64LE(4)).toBe(9n);
+    expect(payload.readUInt32LE(12)).toBe(2);
+    expect(payload.subarray(16, 22).toString("latin1")).toBe("\x02\x00\x00\x00sh");
+  });
+
+  it("refuses a frame over the payload limit", () => {
+    const header = Buffer.alloc(HEADER_BYTES);
+    header.writeUInt32LE(MAX_PAYLOAD + 1, 0);
+    expect(() => new FrameReader().push(header)).toThrow();
+  });
+});
