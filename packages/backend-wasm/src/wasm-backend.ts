@@ -85,6 +85,10 @@ interface PooledWorker extends LiveWorker {
  */
 export class WasmBackend implements SandboxBackend {
   readonly name = "wasm";
+  /** Interpreters compiled to WebAssembly: the python and node presets only. */
+  readonly languages = ["python", "node"] as const;
+  /** No sockets at all: the worker's jail has no network. */
+  readonly networkModes = ["sealed"] as const;
   private readonly stateDir: string;
   private readonly uid: number;
   private readonly gid: number;

@@ -107,6 +107,8 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       env: "Environment variables of every exec in the shell. Values are never shown back.",
       secretEnv:
         "Secret environment variables (tokens, passwords): sealed at rest, never returned, redacted from logs, history and streamed output.",
+      egress:
+        'Network egress: { mode: "deny_all" } for none, or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs] } for internet through the egress proxy, limited to those.',
     },
     render: (shell) => ({
       structuredContent: { ...shell },
@@ -290,6 +292,8 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       env: "Environment variables of the run. Values are never shown back.",
       secretEnv:
         "Secret environment variables of the run: sealed at rest, never returned, redacted from its frames and logs.",
+      egress:
+        'Network egress of the run: { mode: "deny_all" } for none, or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs] } for internet through the egress proxy, limited to those.',
       files: "Files to seed into /workspace before the run.",
       artifacts: "Globs (relative to /workspace) of output files to keep.",
       timeoutMs: "Wall clock of the whole run in milliseconds.",

@@ -174,6 +174,8 @@ export interface SandboxBackend {
    * `internet` only when it routes a shell's traffic to `SandboxSpec.egress` and nowhere else.
    */
   readonly networkModes?: readonly NetworkMode[];
+  /** The language presets `create` accepts. Left out: every preset. */
+  readonly languages?: readonly Language[];
   /** The runtime classes this backend serves and whether this host can run each, with the reason. */
   availability(): Promise<RuntimeAvailability[]>;
   /** Provisions the shell's sandbox and starts it. Throws `unavailable` or `unsupported` when it cannot. */

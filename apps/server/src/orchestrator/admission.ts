@@ -176,31 +176,28 @@ export async function admitShell(
       { runtime, missing: placement.refusal.reason },
     );
   }
-  // Wasm shells are interpreters compiled to WebAssembly: the python and node presets, sealed.
-  if (runtime === "wasm" && input.language !== "python" && input.language !== "node")
+  // What the placed backend runs: its language presets and network modes (the wasm class runs
+  // the python and node interpreters, sealed; only backends wired to the egress proxy offer internet).
+  const { backend } = placement;
+  if (backend.languages && !backend.languages.includes(input.language))
     throw new AppError(
       "runtime_unavailable",
-      `The wasm runtime runs the python and node presets; ${input.language} needs container or microvm.`,
+      `The ${runtime} runtime runs the ${backend.languages.join(" and ")} presets; ${input.language} needs another runtime class.`,
       {
         runtime,
         language: input.language,
-        presets: ["python", "node"],
-        missing: "a wasm build of this language",
+        presets: backend.languages,
+        missing: `a ${runtime} build of this language`,
       },
     );
-  if (runtime === "wasm" && network !== "sealed")
+  if (!(backend.networkModes ?? ["sealed", "localhost"]).includes(network))
     throw new AppError(
       "network_mode_unavailable",
-      `Wasm shells run sealed; network mode ${network} is not offered by the wasm runtime.`,
+      network === "internet"
+        ? `Network mode internet needs a backend that routes through the egress proxy; ${backend.name} does not. Use sealed or localhost.`
+        : `Network mode ${network} is not offered by the ${runtime} runtime; it offers ${(backend.networkModes ?? []).join(", ")}.`,
       { network, runtime },
     );
-  if (network === "internet" && !placement.backend.networkModes?.includes("internet")) {
-    throw new AppError(
-      "network_mode_unavailable",
-      `Network mode internet needs a backend that routes through the egress proxy; ${placement.backend.name} does not. Use sealed or localhost.`,
-      { network },
-    );
-  }
   checkResourceLimits(input.resources ?? {}, policy, deps.capacity());
   const projectName = input.project ?? "default";
   const project = await findProject(deps.db, caller.orgId, projectName);
