@@ -15,6 +15,9 @@ import { createInterface } from "node:readline";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 
+/** Throwaway execs a worker runs before it reports ready. */
+const WARM_UP_EXECS = 20;
+
 /** Exit code of guest code ended by an interrupt (128 + SIGINT), as a shell reports it. */
 const INTERRUPTED = 130;
 
@@ -42,7 +45,7 @@ function runMain() {
       Atomics.store(flag, 0, 2);
       return;
     }
-    if (request.type === "exec") Atomics.store(flag, 0, 0);
+    if (request.type === "exec" || request.type === "turn") Atomics.store(flag, 0, 0);
     engine.postMessage(request);
   });
   lines.on("close", () => process.exit(0));
@@ -58,14 +61,43 @@ async function runEngine() {
       port.postMessage({ type: "output", stream, data: Buffer.from(bytes).toString("base64") });
   };
   const started = Date.now();
-  const run =
-    language === "python" ? await loadPython(assets, flag, emit) : await loadJs(flag, emit);
+  let quiet = true;
+  /** @type {typeof emit} */
+  const output = (stream, bytes) => void (quiet || emit(stream, bytes));
+  const engine =
+    language === "python" ? await loadPython(assets, flag, output) : await loadJs(flag, output);
+  // A few throwaway execs before `ready` compile the engine's hot paths (wasm tiers up lazily),
+  // so a shell's first exec runs as fast as its later ones.
+  for (let i = 0; i < WARM_UP_EXECS; i += 1)
+    engine.run({
+      type: "exec",
+      id: 0,
+      mode: "code",
+      source: language === "python" ? "pass" : "0",
+      argv: [],
+      env: {},
+      cwd: "/workspace",
+      stdin: null,
+    });
+  quiet = false;
   port.postMessage({ type: "ready", loadMs: Date.now() - started });
   port.on("message", (request) => {
+    if (request.type === "turn") {
+      /** @type {TurnAnswer} */
+      let answer;
+      try {
+        answer = engine.turn(request.code, request.env ?? {});
+      } catch (error) {
+        const text = String(/** @type {Error} */ (error)?.stack ?? error);
+        answer = { value: null, error: { name: "InternalError", message: text, traceback: text } };
+      }
+      port.postMessage({ type: "done", id: request.id, exitCode: 0, answer });
+      return;
+    }
     if (request.type !== "exec") return;
     let exitCode;
     try {
-      exitCode = run(request);
+      exitCode = engine.run(request);
     } catch (error) {
       emit("stderr", Buffer.from(`${String(/** @type {Error} */ (error)?.stack ?? error)}\n`));
       exitCode = 1;
@@ -95,7 +127,9 @@ async function loadPython(assets, flag, emit) {
   pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: "/workspace" }, "/workspace");
   pyodide.runPython(PYTHON_RUNNER);
   const runner = pyodide.globals.get("_shells_run");
-  return (/** @type {ExecRequest} */ request) => {
+  const turner = pyodide.globals.get("_shells_turn");
+  /** @type {(request: ExecRequest) => number} */
+  const run = (request) => {
     let stdin = request.stdin ? Buffer.from(request.stdin, "base64") : null;
     pyodide.setStdin({
       stdin: () => {
@@ -115,6 +149,16 @@ async function loadPython(assets, flag, emit) {
       Atomics.store(flag, 0, 0);
     }
   };
+  /** @type {(code: string) => TurnAnswer} */
+  const turn = (/** @type {string} */ code) => {
+    pyodide.setStdin({ stdin: () => null, isatty: false });
+    try {
+      return JSON.parse(String(turner(code)));
+    } finally {
+      Atomics.store(flag, 0, 0);
+    }
+  };
+  return { run, turn };
 }
 
 /** Runs one exec in fresh globals and returns its exit code, as `python3` would. */
@@ -156,14 +200,48 @@ def _shells_run(mode, source, argv, env, cwd):
         sys.stdout.flush()
         sys.stderr.flush()
     return status
+
+# Interpreter turns share one namespace for the worker's life, apart from the execs' fresh ones.
+_shells_turn_scope = None
+
+def _shells_turn(code):
+    import ast, json
+    global _shells_turn_scope
+    fresh = _shells_turn_scope is None
+    if fresh:
+        _shells_turn_scope = {"__name__": "__main__", "__builtins__": __builtins__}
+    scope = _shells_turn_scope
+    value, error = None, None
+    try:
+        tree = ast.parse(code, "<turn>", "exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, "<turn>", "exec"), scope)
+        if last is not None:
+            result = eval(compile(last, "<turn>", "eval"), scope)
+            if result is not None:
+                try:
+                    json.dumps(result)
+                    value = result
+                except Exception:
+                    value = repr(result)
+    except BaseException as e:
+        error = {"name": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return json.dumps({"value": value, "error": error, "fresh": fresh})
 `;
 
 /**
- * QuickJS. Each exec gets a fresh runtime and context, so one exec's globals never leak into the
- * next. The guest sees `console`, a small `process` (argv, env, cwd, exit, stdout/stderr.write)
- * and `require("fs")` with a few synchronous calls on files under `/workspace` and `/tmp`; stdin
- * reads as `require("fs").readFileSync(0)`. Nothing else of Node is there: no sockets, no
- * processes, no modules.
+ * QuickJS. One runtime stays warm for the worker's execs and each exec gets a fresh context in it,
+ * so one exec's globals never leak into the next; the runtime is replaced after an exec that was
+ * interrupted or left jobs pending, so nothing of it can run later. Interpreter turns use their own
+ * runtime and one context kept for the worker's life. The guest sees `console`, a small `process`
+ * (argv, env, cwd, exit, stdout/stderr.write) and `require("fs")` with a few synchronous calls on
+ * files under `/workspace` and `/tmp`; stdin reads as `require("fs").readFileSync(0)`. Nothing
+ * else of Node is there: no sockets, no processes, no modules.
  * @param {Int32Array} flag
  * @param {(stream: "stdout" | "stderr", bytes: Uint8Array) => void} emit
  */
@@ -173,29 +251,27 @@ async function loadJs(flag, emit) {
   const QuickJS = await newQuickJSWASMModuleFromVariant(variant);
   const fs = await import("node:fs");
   const path = await import("node:path");
-  return (/** @type {ExecRequest} */ request) => {
+  const EXIT = "\u0000shells-exit";
+  const interrupted = () => Atomics.load(flag, 0) !== 0;
+  const newRuntime = () => {
     const runtime = QuickJS.newRuntime();
-    runtime.setInterruptHandler(() => Atomics.load(flag, 0) !== 0);
-    const ctx = runtime.newContext();
-    /** @type {number | null} */
-    let exitCode = null;
-    const EXIT = "\u0000shells-exit";
-    const stdin = request.stdin ? Buffer.from(request.stdin, "base64") : Buffer.alloc(0);
-    let cwd = request.cwd;
-    /** Resolves a guest path; only `/workspace` and `/tmp` are reachable. */
-    const resolve = (/** @type {string} */ p) => {
-      const full = path.resolve(cwd, p);
-      if (!/^\/(workspace|tmp)(\/|$)/.test(full)) {
-        const error = new Error(
-          `EACCES: permission denied, '${full}' (wasm shells see only /workspace and /tmp)`,
-        );
-        throw error;
-      }
-      return full;
-    };
-    /** Wraps a host function: guest values in, a JSON-able value out, errors as guest errors. */
-    const hostFn = (/** @type {string} */ name, /** @type {(...args: any[]) => unknown} */ fn) =>
-      ctx.newFunction(name, (/** @type {any[]} */ ...handles) => {
+    runtime.setInterruptHandler(interrupted);
+    return runtime;
+  };
+
+  /**
+   * Gives a context its guest globals over host functions that read and write `state` (the
+   * program's cwd, stdin and exit code).
+   * @param {import("quickjs-emscripten-core").QuickJSContext} ctx
+   * @param {{ cwd: string, stdin: Buffer, exitCode: number | null }} state
+   * @param {{ argv: string[], env: Record<string, string> }} init
+   */
+  const install = (ctx, state, init) => {
+    const resolve = (/** @type {string} */ p) => resolveGuestPath(state.cwd, p);
+    const host = ctx.newObject();
+    /** Binds a host function: guest values in, a JSON-able value out, errors as guest errors. */
+    const bind = (/** @type {string} */ name, /** @type {(...args: any[]) => unknown} */ fn) => {
+      const handle = ctx.newFunction(name, (/** @type {any[]} */ ...handles) => {
         const args = handles.map((h) => ctx.dump(h));
         try {
           const value = fn(...args);
@@ -205,9 +281,6 @@ async function loadJs(flag, emit) {
           return { error: ctx.newError(String(/** @type {Error} */ (error)?.message ?? error)) };
         }
       });
-    const host = ctx.newObject();
-    const bind = (/** @type {string} */ name, /** @type {(...args: any[]) => unknown} */ fn) => {
-      const handle = hostFn(name, fn);
       ctx.setProp(host, name, handle);
       handle.dispose();
     };
@@ -215,13 +288,13 @@ async function loadJs(flag, emit) {
       emit(stream === 2 ? "stderr" : "stdout", Buffer.from(String(text))),
     );
     bind("exit", (code) => {
-      exitCode = Number(code ?? 0) | 0;
+      state.exitCode = Number(code ?? 0) | 0;
       throw new Error(EXIT);
     });
-    bind("cwd", () => cwd);
-    bind("chdir", (p) => void (cwd = resolve(p)));
+    bind("cwd", () => state.cwd);
+    bind("chdir", (p) => void (state.cwd = resolve(p)));
     bind("readFile", (p) =>
-      p === 0 ? stdin.toString("utf8") : fs.readFileSync(resolve(p), "utf8"),
+      p === 0 ? state.stdin.toString("utf8") : fs.readFileSync(resolve(p), "utf8"),
     );
     bind("writeFile", (p, data) => fs.writeFileSync(resolve(p), String(data)));
     bind("appendFile", (p, data) => fs.appendFileSync(resolve(p), String(data)));
@@ -243,25 +316,49 @@ async function loadJs(flag, emit) {
     );
     ctx.setProp(ctx.global, "__host", host);
     host.dispose();
-    const setup = ctx.evalCode(
-      `${JS_PRELUDE}\n;__prelude(${JSON.stringify({ argv: request.argv, env: request.env })});`,
-      "prelude.js",
-    );
-    ctx.unwrapResult(setup).dispose();
+    ctx
+      .unwrapResult(
+        ctx.evalCode(`${JS_PRELUDE}\n;__prelude(${JSON.stringify(init)});`, "prelude.js"),
+      )
+      .dispose();
+  };
+
+  /** Resolves a guest path against its cwd; only `/workspace` and `/tmp` are reachable. */
+  const resolveGuestPath = (/** @type {string} */ cwd, /** @type {string} */ p) => {
+    const full = path.resolve(cwd, p);
+    if (!/^\/(workspace|tmp)(\/|$)/.test(full))
+      throw new Error(
+        `EACCES: permission denied, '${full}' (wasm shells see only /workspace and /tmp)`,
+      );
+    return full;
+  };
+
+  let runtime = newRuntime();
+  /** @type {(request: ExecRequest) => number} */
+  const run = (request) => {
+    const ctx = runtime.newContext();
+    const state = {
+      cwd: request.cwd,
+      stdin: request.stdin ? Buffer.from(request.stdin, "base64") : Buffer.alloc(0),
+      /** @type {number | null} */ exitCode: null,
+    };
     /** @type {number} */
     let status = 0;
+    let abandoned = false;
     try {
-      const source =
-        request.mode === "file" ? fs.readFileSync(resolve(request.source), "utf8") : request.source;
-      const filename = request.mode === "file" ? resolve(request.source) : "[eval]";
+      install(ctx, state, { argv: request.argv, env: request.env });
+      const filename =
+        request.mode === "file" ? resolveGuestPath(state.cwd, request.source) : "[eval]";
+      const source = request.mode === "file" ? fs.readFileSync(filename, "utf8") : request.source;
       const result = ctx.evalCode(source, filename);
       if (result.error) {
         const error = ctx.dump(result.error);
         result.error.dispose();
-        if (exitCode !== null) status = exitCode;
-        else if (Atomics.load(flag, 0) !== 0) {
+        if (state.exitCode !== null) status = state.exitCode;
+        else if (interrupted()) {
           emit("stderr", Buffer.from("Interrupted\n"));
           status = INTERRUPTED;
+          abandoned = true;
         } else {
           const text =
             error && typeof error === "object"
@@ -277,7 +374,7 @@ async function loadJs(flag, emit) {
         if (jobs.error) {
           const error = ctx.dump(jobs.error);
           jobs.error.dispose();
-          if (exitCode !== null) status = exitCode;
+          if (state.exitCode !== null) status = state.exitCode;
           else {
             emit("stderr", Buffer.from(`Uncaught ${JSON.stringify(error)}\n`));
             status = 1;
@@ -289,11 +386,81 @@ async function loadJs(flag, emit) {
       status = 1;
     } finally {
       ctx.dispose();
-      runtime.dispose();
+      if (abandoned || interrupted() || runtime.hasPendingJob()) {
+        runtime.dispose();
+        runtime = newRuntime();
+      }
       Atomics.store(flag, 0, 0);
     }
     return status;
   };
+
+  /** @type {{ runtime: import("quickjs-emscripten-core").QuickJSRuntime, ctx: import("quickjs-emscripten-core").QuickJSContext, format: import("quickjs-emscripten-core").QuickJSHandle } | null} */
+  let turns = null;
+  /** @type {(code: string, env: Record<string, string>) => TurnAnswer} */
+  const turn = (code, env) => {
+    const fresh = turns === null;
+    if (!turns) {
+      const turnRuntime = newRuntime();
+      const ctx = turnRuntime.newContext();
+      install(
+        ctx,
+        { cwd: "/workspace", stdin: Buffer.alloc(0), exitCode: null },
+        { argv: ["node"], env },
+      );
+      // JSON when the value serialises, otherwise its String() form, as the container driver does.
+      const format = ctx.unwrapResult(
+        ctx.evalCode(
+          "(v) => { try { const s = JSON.stringify(v); if (s !== undefined) return s; } catch {} return JSON.stringify(String(v)); }",
+          "format.js",
+        ),
+      );
+      turns = { runtime: turnRuntime, ctx, format };
+    }
+    const { ctx, runtime: turnRuntime, format } = turns;
+    /** @param {import("quickjs-emscripten-core").QuickJSHandle} handle */
+    const failure = (handle) => {
+      const error = ctx.dump(handle);
+      handle.dispose();
+      if (error && typeof error === "object")
+        return {
+          name: String(error.name ?? "Error"),
+          message: String(error.message ?? ""),
+          traceback:
+            `${error.name ?? "Error"}: ${error.message ?? ""}\n${error.stack ?? ""}`.trimEnd(),
+        };
+      return { name: "Error", message: String(error), traceback: `Uncaught ${String(error)}` };
+    };
+    try {
+      const result = ctx.evalCode(code, "turn.js");
+      if (result.error) return { value: null, error: failure(result.error), fresh };
+      let handle = result.value;
+      const jobs = turnRuntime.executePendingJobs();
+      if (jobs.error) {
+        handle.dispose();
+        return { value: null, error: failure(jobs.error), fresh };
+      }
+      const settled = ctx.getPromiseState(handle);
+      if (settled.type === "rejected") {
+        handle.dispose();
+        return { value: null, error: failure(settled.error), fresh };
+      }
+      if (settled.type === "fulfilled" && !settled.notAPromise) {
+        handle.dispose();
+        handle = settled.value;
+      }
+      const shown = ctx.callFunction(format, ctx.undefined, handle);
+      handle.dispose();
+      if (shown.error) return { value: null, error: failure(shown.error), fresh };
+      const text = ctx.dump(shown.value);
+      shown.value.dispose();
+      return { value: typeof text === "string" ? JSON.parse(text) : null, error: null, fresh };
+    } finally {
+      Atomics.store(flag, 0, 0);
+    }
+  };
+
+  return { run, turn };
 }
 
 /** Guest-side globals built over the `__host` functions. */
@@ -325,6 +492,11 @@ function __prelude(init) {
   };
 }
 `;
+
+/**
+ * @typedef {{ value: unknown, error: { name: string, message: string, traceback: string } | null,
+ *   fresh?: boolean }} TurnAnswer
+ */
 
 /**
  * @typedef {{ type: "exec", id: number, mode: "code" | "file", source: string, argv: string[],

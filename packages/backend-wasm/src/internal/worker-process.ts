@@ -14,14 +14,23 @@ export interface WorkerExec {
   stdin: Uint8Array | null;
 }
 
+/** What an interpreter turn answers: its last expression's value or its error. */
+export interface TurnAnswer {
+  value: unknown;
+  error: { name: string; message: string; traceback: string } | null;
+  /** True when this turn created the namespace (the worker's first turn). */
+  fresh: boolean;
+}
+
 /** How an exec in the worker ended. `crashed`: the worker process died before answering. */
-export type WorkerOutcome = { kind: "done"; exitCode: number } | { kind: "crashed" };
+export type WorkerOutcome =
+  { kind: "done"; exitCode: number; answer?: TurnAnswer } | { kind: "crashed" };
 
 /** Events the worker writes, one JSON object per line. */
 type WorkerEvent =
   | { type: "ready"; loadMs: number }
   | { type: "output"; stream: "stdout" | "stderr"; data: string }
-  | { type: "done"; id: number; exitCode: number }
+  | { type: "done"; id: number; exitCode: number; answer?: TurnAnswer }
   | { type: "fatal"; message: string };
 
 /** How much of a worker's own stderr is kept to explain a failed start. */
@@ -94,7 +103,7 @@ export class WorkerProcess {
       else if (event.type === "done" && this.current?.id === event.id) {
         const current = this.current;
         this.current = null;
-        current.settle({ kind: "done", exitCode: event.exitCode });
+        current.settle({ kind: "done", exitCode: event.exitCode, answer: event.answer });
       }
     });
   }
@@ -122,22 +131,43 @@ export class WorkerProcess {
     request: WorkerExec,
     onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
   ): Promise<WorkerOutcome> {
+    return this.request(
+      {
+        type: "exec",
+        mode: request.mode,
+        source: request.source,
+        argv: request.argv,
+        env: request.env,
+        cwd: request.cwd,
+        stdin: request.stdin ? Buffer.from(request.stdin).toString("base64") : null,
+      },
+      onOutput,
+    );
+  }
+
+  /**
+   * Runs one interpreter turn in the worker's persistent namespace (globals kept across turns,
+   * apart from the execs' fresh ones), queued like `exec`. The outcome carries the turn's answer.
+   */
+  turn(
+    code: string,
+    env: Record<string, string>,
+    onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
+  ): Promise<WorkerOutcome> {
+    return this.request({ type: "turn", code, env }, onOutput);
+  }
+
+  private request(
+    message: Record<string, unknown>,
+    onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
+  ): Promise<WorkerOutcome> {
     const run = async (): Promise<WorkerOutcome> => {
       await this.ready;
       if (!this.alive) return { kind: "crashed" };
       const id = this.nextId++;
       return new Promise<WorkerOutcome>((settle) => {
         this.current = { id, onOutput, settle };
-        this.send({
-          type: "exec",
-          id,
-          mode: request.mode,
-          source: request.source,
-          argv: request.argv,
-          env: request.env,
-          cwd: request.cwd,
-          stdin: request.stdin ? Buffer.from(request.stdin).toString("base64") : null,
-        });
+        this.send({ ...message, id });
       });
     };
     const result = this.queue.then(run, run);
