@@ -100,6 +100,50 @@ describe.skipIf(!available)("wasm shells through the API", () => {
     expect(probe.body.stdout).toBe("no host file\nno socket\n[]\n");
   });
 
+  it("keeps globals across interpreter turns and returns errors with their traceback", async () => {
+    const turn = (code: string, extra: Record<string, unknown> = {}) =>
+      call<{
+        value: unknown;
+        stdout: string;
+        error: { name: string; traceback: string } | null;
+        restarted: boolean;
+      }>(server, "POST", `/api/v1/shells/${shellId}/interpreter`, { code, ...extra });
+    const first = await turn("x = 41");
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ error: null, restarted: true });
+    expect((await turn("print('hi'); x + 1")).body).toMatchObject({
+      value: 42,
+      stdout: "hi\n",
+      error: null,
+      restarted: false,
+    });
+    const failed = await turn("def f():\n    raise ValueError('nope')\nf()");
+    expect(failed.status).toBe(200);
+    expect(failed.body.error).toMatchObject({ name: "ValueError" });
+    expect(failed.body.error?.traceback).toMatch(/Traceback[\s\S]*in f[\s\S]*ValueError: nope/);
+    const slow = await turn("while True: pass", { timeoutMs: 500 });
+    expect(slow.body.error?.name).toBe("TimeoutError");
+    expect((await turn("x")).body.value).toBe(41);
+  });
+
+  it("keeps globals across node interpreter turns in a node wasm shell", async () => {
+    const created = await call<{ id: string }>(server, "POST", "/api/v1/shells", {
+      language: "node",
+      runtime: "wasm",
+    });
+    expect(created.status).toBe(201);
+    const turn = (code: string) =>
+      call<{ value: unknown; error: { name: string } | null }>(
+        server,
+        "POST",
+        `/api/v1/shells/${created.body.id}/interpreter`,
+        { code },
+      );
+    expect((await turn("let x = 41")).body.error).toBeNull();
+    expect((await turn("x + 1")).body.value).toBe(42);
+    expect((await turn("null.y")).body.error?.name).toBe("TypeError");
+  });
+
   it("refuses languages wasm does not run, naming the presets it does", async () => {
     const refused = await call<{ error: { code: string; message: string } }>(
       server,

@@ -132,6 +132,64 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
     expect(escape.stderr).toMatch(/EACCES/);
   }, 60_000);
 
+  it("runs each node exec in fresh globals on the worker's warm runtime", async () => {
+    const id = await create("node");
+    expect((await run(id, ["node", "-e", "globalThis.leak = 1; var v = 2"])).exitCode).toBe(0);
+    expect(
+      (await run(id, ["node", "-e", "console.log(typeof leak, typeof v, typeof __host)"])).stdout,
+    ).toBe("undefined undefined undefined\n");
+    const drained = await run(id, ["node", "-e", "Promise.resolve(3).then((n) => console.log(n))"]);
+    expect(drained.stdout).toBe("3\n");
+  }, 60_000);
+
+  const turn = (id: string, language: "python" | "node", code: string, timeoutMs = 10_000) =>
+    backend.interpreterTurn(id, { language, code, env: { TURN_ENV: "t" }, timeoutMs });
+
+  it("keeps globals across python turns, apart from execs, with values, output and tracebacks", async () => {
+    const id = await create("python");
+    expect(await turn(id, "python", "x = 41")).toMatchObject({ value: null, restarted: true });
+    expect(await turn(id, "python", "print('seen'); x + 1")).toEqual({
+      stdout: "seen\n",
+      stderr: "",
+      value: 42,
+      error: null,
+      restarted: false,
+    });
+    expect((await turn(id, "python", "object()")).value).toMatch(/^<object object at/);
+    const failed = await turn(id, "python", "def f():\n    return 1/0\nf()");
+    expect(failed.error).toMatchObject({ name: "ZeroDivisionError", message: "division by zero" });
+    expect(failed.error?.traceback).toMatch(/Traceback[\s\S]*line 2, in f/);
+    // Execs run in fresh globals: they neither see nor disturb the turns' namespace.
+    expect((await run(id, ["python3", "-c", "print('x' in globals())"])).stdout).toBe("False\n");
+    const slow = await turn(id, "python", "while True: pass", 400);
+    expect(slow.error?.name).toBe("TimeoutError");
+    expect((await turn(id, "python", "x")).value).toBe(41);
+    await expect(turn(id, "node", "1")).rejects.toMatchObject({ code: "unsupported" });
+  }, 60_000);
+
+  it("keeps globals across node turns, awaits promises and reports errors with their stack", async () => {
+    const id = await create("node");
+    expect(await turn(id, "node", "x = 41; let y = 1; const z = 0")).toMatchObject({
+      restarted: true,
+      error: null,
+    });
+    expect(await turn(id, "node", "console.log('seen'); x + y + z")).toEqual({
+      stdout: "seen\n",
+      stderr: "",
+      value: 42,
+      error: null,
+      restarted: false,
+    });
+    expect((await turn(id, "node", "Promise.resolve({ a: [x] })")).value).toEqual({ a: [41] });
+    expect((await turn(id, "node", "process.env.TURN_ENV")).value).toBe("t");
+    const failed = await turn(id, "node", "function f() { throw new TypeError('bad') }\nf()");
+    expect(failed.error).toMatchObject({ name: "TypeError", message: "bad" });
+    expect(failed.error?.traceback).toMatch(/at f \(turn\.js/);
+    expect((await run(id, ["node", "-e", "console.log(typeof x)"])).stdout).toBe("undefined\n");
+    expect((await turn(id, "node", "for(;;){}", 300)).error?.name).toBe("TimeoutError");
+    expect((await turn(id, "node", "x + 1")).value).toBe(42);
+  }, 60_000);
+
   it("refuses other commands with unsupported, naming what wasm shells accept", async () => {
     const id = await create("python");
     await expect(run(id, ["sh", "-c", "echo hi"])).rejects.toMatchObject({

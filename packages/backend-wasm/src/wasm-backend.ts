@@ -15,8 +15,12 @@ import type {
   Snapshot,
 } from "@shells/contract";
 import {
+  readTar,
   SandboxError,
+  unsafeTarEntry,
+  writeTar,
   type SandboxBackend,
+  type SandboxFileInfo,
   type SandboxExecOptions,
   type SandboxExecRequest,
   type SandboxFiles,
@@ -423,15 +427,97 @@ export class WasmBackend implements SandboxBackend {
     );
   }
 
+  /**
+   * File operations, carried out by the shell's worker process inside its jail: a path resolves
+   * in the guest's own view (`/workspace` and `/tmp`), every symlink on the way is followed there
+   * and the result must stay under those roots, so no path or link leads to the host.
+   */
   readonly files: SandboxFiles = {
-    stat: () => Promise.reject(filesUnsupported()),
-    list: () => Promise.reject(filesUnsupported()),
-    read: () => Promise.reject(filesUnsupported()),
-    write: () => Promise.reject(filesUnsupported()),
-    remove: () => Promise.reject(filesUnsupported()),
-    exportTar: () => Promise.reject(filesUnsupported()),
-    importTar: () => Promise.reject(filesUnsupported()),
+    stat: async (shellId, path) =>
+      (await this.fileRequest(shellId, { op: "stat", path })) as SandboxFileInfo,
+    list: async (shellId, path) =>
+      (await this.fileRequest(shellId, { op: "list", path })) as SandboxFileInfo[],
+    read: async (shellId, path, maxBytes) =>
+      Buffer.from(
+        (await this.fileRequest(shellId, { op: "read", path, maxBytes })) as string,
+        "base64",
+      ),
+    write: async (shellId, path, data, mode) =>
+      (await this.fileRequest(shellId, {
+        op: "write",
+        path,
+        data: Buffer.from(data).toString("base64"),
+        ...(mode === undefined ? {} : { mode }),
+      })) as SandboxFileInfo,
+    remove: async (shellId, path, recursive) => {
+      await this.fileRequest(shellId, { op: "remove", path, recursive });
+    },
+    exportTar: async (shellId, path, maxBytes) => {
+      const entries = (await this.fileRequest(shellId, { op: "export", path, maxBytes })) as {
+        name: string;
+        type: "file" | "directory" | "symlink";
+        mode: number;
+        linkName: string;
+        data: string;
+      }[];
+      const archive = await writeTar(
+        entries.map((entry) => ({ ...entry, data: Buffer.from(entry.data, "base64") })),
+      );
+      if (archive.length > maxBytes)
+        throw new SandboxError(
+          "failed",
+          `the archive of ${path} is larger than ${maxBytes} bytes`,
+          {
+            path,
+            limitBytes: maxBytes,
+            tooLarge: true,
+          },
+        );
+      return archive;
+    },
+    importTar: async (shellId, path, tar) => {
+      const entries = await readTar(tar);
+      const byName = new Map(entries.map((entry) => [entry.name.replace(/\/$/, ""), entry]));
+      const unpacked = [];
+      for (const entry of entries) {
+        const problem = unsafeTarEntry(entry);
+        if (problem) throw new SandboxError("unsupported", `unsafe archive: ${problem}`, { path });
+        const name = entry.name.replace(/\/$/, "");
+        if (name === "" || name === ".") continue;
+        // A hard link becomes a copy of the file it names (checked to be inside the archive).
+        const source = entry.type === "hardlink" ? byName.get(entry.linkName) : entry;
+        if (
+          !source ||
+          (source.type !== "file" && source.type !== "directory" && source.type !== "symlink")
+        )
+          throw new SandboxError(
+            "unsupported",
+            `unsafe archive: ${entry.name} links to nothing it holds`,
+            { path },
+          );
+        unpacked.push({
+          name,
+          type: source.type,
+          mode: entry.mode,
+          linkName: source.type === "symlink" ? entry.linkName : "",
+          data: source.type === "file" ? Buffer.from(source.data).toString("base64") : "",
+        });
+      }
+      await this.fileRequest(shellId, { op: "import", path, entries: unpacked });
+    },
   };
+
+  /** Sends a file request to the shell's worker (started when it has none). */
+  private async fileRequest(
+    shellId: string,
+    request: { op: string; path: string } & Record<string, unknown>,
+  ): Promise<unknown> {
+    const record = await this.record(shellId);
+    if (record.state !== "running")
+      throw new SandboxError("not_running", `Shell ${shellId}'s sandbox is stopped.`);
+    const live = await this.liveWorker(record);
+    return live.process.file(request);
+  }
 
   async snapshot(shellId: string): Promise<Snapshot> {
     await this.record(shellId);
@@ -725,13 +811,6 @@ async function readOomKills(cgroup: ShellCgroup): Promise<number> {
   } catch {
     return 0;
   }
-}
-
-function filesUnsupported(): SandboxError {
-  return new SandboxError(
-    "unsupported",
-    `File operations are not offered on wasm shells yet; read and write files from code (${WASM_COMMANDS}).`,
-  );
 }
 
 function snapshotsUnsupported(): SandboxError {

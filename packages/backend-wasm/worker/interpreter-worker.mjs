@@ -11,6 +11,8 @@
  *
  * Usage: node interpreter-worker.mjs <python|node> <node_modules dir holding pyodide>
  */
+import fs from "node:fs";
+import { posix } from "node:path";
 import { createInterface } from "node:readline";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
@@ -45,10 +47,282 @@ function runMain() {
       Atomics.store(flag, 0, 2);
       return;
     }
+    if (request.type === "file") {
+      // Served here, beside the engine thread, so files answer while guest code runs.
+      try {
+        send({ type: "file", id: request.id, ok: true, value: fileRequest(request) });
+      } catch (error) {
+        const failure = fileError(error, request.path);
+        send({
+          type: "file",
+          id: request.id,
+          ok: false,
+          error: { code: failure.code, message: failure.message, details: failure.details },
+        });
+      }
+      return;
+    }
     if (request.type === "exec" || request.type === "turn") Atomics.store(flag, 0, 0);
     engine.postMessage(request);
   });
   lines.on("close", () => process.exit(0));
+}
+
+/** The guest's filesystem roots; nothing else of the jail is reachable through file requests. */
+const FILE_ROOTS = /^\/(workspace|tmp)(\/|$)/;
+
+/** A file request's failure, with the sandbox error code the backend throws. */
+class FileError extends Error {
+  /** @param {string} code @param {string} message @param {Record<string, unknown>} [details] */
+  constructor(code, message, details = {}) {
+    super(message);
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/**
+ * The real location of a guest path, resolved inside the jail: its deepest existing ancestor
+ * through `realpath` (so every symlink on the way is followed), the rest appended; the last
+ * component is followed too when `follow` is set. The result must lie under `/workspace` or `/tmp`,
+ * so a symlink the guest planted can never lead a request elsewhere — and the jail holds nothing
+ * of the host besides read-only interpreter files even if it raced one in.
+ * @param {string} guestPath @param {boolean} follow
+ */
+function confine(guestPath, follow) {
+  if (typeof guestPath !== "string" || !guestPath.startsWith("/") || guestPath.includes("\0"))
+    throw new FileError("path_not_found", `${guestPath} is not an absolute path`, {
+      path: guestPath,
+    });
+  const full = posix.normalize(guestPath).replace(/(.)\/+$/, "$1");
+  if (!FILE_ROOTS.test(full))
+    throw new FileError(
+      "path_not_found",
+      `${full} does not exist in the shell (wasm shells hold only /workspace and /tmp)`,
+      { path: guestPath },
+    );
+  const base = follow ? full : posix.dirname(full);
+  let existing = base;
+  const rest = [];
+  for (;;) {
+    try {
+      existing = fs.realpathSync(existing);
+      break;
+    } catch {
+      // A dangling link would be followed by the write that creates its target: refused.
+      if (fs.lstatSync(existing, { throwIfNoEntry: false })?.isSymbolicLink())
+        throw new FileError("path_not_found", `${full} leads through a dangling link`, {
+          path: guestPath,
+        });
+      rest.unshift(posix.basename(existing));
+      existing = posix.dirname(existing);
+    }
+  }
+  let real = posix.join(existing, ...rest);
+  if (!follow && full !== base) real = posix.join(real, posix.basename(full));
+  if (!FILE_ROOTS.test(real))
+    throw new FileError("path_not_found", `${full} leads outside /workspace and /tmp`, {
+      path: guestPath,
+    });
+  return real;
+}
+
+/** @param {string} guestPath @param {import("node:fs").Stats} st */
+function infoOf(guestPath, st) {
+  return {
+    path: guestPath,
+    type: st.isFile()
+      ? "file"
+      : st.isDirectory()
+        ? "directory"
+        : st.isSymbolicLink()
+          ? "symlink"
+          : "other",
+    sizeBytes: st.isFile() ? st.size : 0,
+    mode: st.mode & 0o7777,
+    modifiedAt: st.mtime.toISOString(),
+  };
+}
+
+/** @param {unknown} error @param {string} guestPath */
+function fileError(error, guestPath) {
+  if (error instanceof FileError) return error;
+  const code = /** @type {NodeJS.ErrnoException} */ (error)?.code;
+  if (code === "ENOENT")
+    return new FileError("path_not_found", `${guestPath} does not exist in the shell`, {
+      path: guestPath,
+    });
+  if (code === "EISDIR" || code === "ENOTDIR" || code === "ENOTEMPTY")
+    return new FileError(
+      "wrong_file_type",
+      `${guestPath}: ${String(/** @type {Error} */ (error).message)}`,
+      {
+        path: guestPath,
+      },
+    );
+  return new FileError(
+    "failed",
+    `file operation on ${guestPath} failed: ${String(/** @type {Error} */ (error)?.message ?? error)}`,
+    {
+      path: guestPath,
+    },
+  );
+}
+
+/**
+ * One file request, carried out by this (jailed, unprivileged) process on its own view of the
+ * filesystem. Data travels base64-encoded.
+ * @param {{ op: string, path: string, maxBytes?: number, data?: string, mode?: number,
+ *   recursive?: boolean, entries?: { name: string, type: string, mode: number, linkName: string,
+ *   data: string }[] }} request
+ */
+function fileRequest(request) {
+  const guestPath = request.path;
+  switch (request.op) {
+    case "stat":
+      return infoOf(guestPath, fs.lstatSync(confine(guestPath, false)));
+    case "list": {
+      const dir = confine(guestPath, true);
+      if (!fs.statSync(dir).isDirectory())
+        throw new FileError("wrong_file_type", `${guestPath} is not a directory`, {
+          path: guestPath,
+        });
+      const prefix = guestPath.replace(/\/+$/, "");
+      return fs
+        .readdirSync(dir)
+        .sort()
+        .map((name) => infoOf(`${prefix}/${name}`, fs.lstatSync(posix.join(dir, name))));
+    }
+    case "read": {
+      const file = confine(guestPath, true);
+      const st = fs.statSync(file);
+      if (st.isDirectory())
+        throw new FileError("wrong_file_type", `${guestPath} is a directory`, { path: guestPath });
+      const max = Number(request.maxBytes);
+      if (st.size > max)
+        throw new FileError("failed", `${guestPath} is larger than ${max} bytes`, {
+          path: guestPath,
+          limitBytes: max,
+          tooLarge: true,
+        });
+      return fs.readFileSync(file).toString("base64");
+    }
+    case "write": {
+      const file = confine(guestPath, true);
+      fs.mkdirSync(posix.dirname(file), { recursive: true });
+      fs.writeFileSync(file, Buffer.from(request.data ?? "", "base64"));
+      if (typeof request.mode === "number") fs.chmodSync(file, request.mode & 0o7777);
+      return infoOf(guestPath, fs.lstatSync(file));
+    }
+    case "remove": {
+      const target = confine(guestPath, false);
+      if (/^\/(workspace|tmp)$/.test(target))
+        throw new FileError("wrong_file_type", `${guestPath} is a root of the shell and stays`, {
+          path: guestPath,
+        });
+      const st = fs.lstatSync(target);
+      if (st.isDirectory() && !request.recursive) {
+        try {
+          fs.rmdirSync(target);
+        } catch (error) {
+          if (/** @type {NodeJS.ErrnoException} */ (error)?.code === "ENOTEMPTY")
+            throw new FileError(
+              "wrong_file_type",
+              `${guestPath} is not empty; remove it recursively`,
+              {
+                path: guestPath,
+              },
+            );
+          throw error;
+        }
+      } else fs.rmSync(target, { recursive: true, force: true });
+      return null;
+    }
+    case "export": {
+      // Entries for a tar of the directory, symlinks kept as links (never followed).
+      const root = confine(guestPath, true);
+      if (!fs.statSync(root).isDirectory())
+        throw new FileError("wrong_file_type", `${guestPath} is not a directory`, {
+          path: guestPath,
+        });
+      const max = Number(request.maxBytes);
+      let size = 1024;
+      /** @type {{ name: string, type: string, mode: number, linkName: string, data: string }[]} */
+      const entries = [];
+      /** @param {string} dir @param {string} prefix */
+      const walk = (dir, prefix) => {
+        for (const name of fs.readdirSync(dir).sort()) {
+          const host = posix.join(dir, name);
+          const st = fs.lstatSync(host);
+          const stored = prefix ? `${prefix}/${name}` : name;
+          size += 512;
+          if (st.isDirectory()) {
+            entries.push({
+              name: stored,
+              type: "directory",
+              mode: st.mode & 0o7777,
+              linkName: "",
+              data: "",
+            });
+            walk(host, stored);
+          } else if (st.isSymbolicLink()) {
+            entries.push({
+              name: stored,
+              type: "symlink",
+              mode: 0o777,
+              linkName: fs.readlinkSync(host),
+              data: "",
+            });
+          } else if (st.isFile()) {
+            size += Math.ceil(st.size / 512) * 512;
+            if (size > max) break;
+            entries.push({
+              name: stored,
+              type: "file",
+              mode: st.mode & 0o7777,
+              linkName: "",
+              data: fs.readFileSync(host).toString("base64"),
+            });
+          }
+          if (size > max)
+            throw new FileError(
+              "failed",
+              `the archive of ${guestPath} is larger than ${max} bytes`,
+              {
+                path: guestPath,
+                limitBytes: max,
+                tooLarge: true,
+              },
+            );
+        }
+      };
+      walk(root, "");
+      return entries;
+    }
+    case "import": {
+      // Entries already checked by the backend (no absolute names, no `..`, links inside);
+      // each one's real parent is confined again, so a link an earlier entry made cannot
+      // carry a later one out.
+      const prefix = guestPath.replace(/\/+$/, "");
+      fs.mkdirSync(confine(prefix, true), { recursive: true });
+      for (const entry of request.entries ?? []) {
+        const target = confine(`${prefix}/${entry.name}`, entry.type === "directory");
+        if (entry.type === "directory") fs.mkdirSync(target, { recursive: true, mode: entry.mode });
+        else {
+          fs.mkdirSync(posix.dirname(target), { recursive: true });
+          fs.rmSync(target, { force: true, recursive: false });
+          if (entry.type === "symlink") fs.symlinkSync(entry.linkName, target);
+          else
+            fs.writeFileSync(target, Buffer.from(entry.data, "base64"), {
+              mode: entry.mode & 0o777,
+            });
+        }
+      }
+      return null;
+    }
+    default:
+      throw new FileError("failed", `unknown file operation ${request.op}`);
+  }
 }
 
 /** The engine side: loads the interpreter once, then runs each exec it is sent. */
@@ -125,6 +399,8 @@ async function loadPython(assets, flag, emit) {
   pyodide.setStderr({ write: (/** @type {Uint8Array} */ b) => (emit("stderr", b), b.length) });
   pyodide.FS.mkdirTree("/workspace");
   pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: "/workspace" }, "/workspace");
+  // The jail's private /tmp, the one QuickJS and file requests see too.
+  pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: "/tmp" }, "/tmp");
   pyodide.runPython(PYTHON_RUNNER);
   const runner = pyodide.globals.get("_shells_run");
   const turner = pyodide.globals.get("_shells_turn");
@@ -350,6 +626,15 @@ async function loadJs(flag, emit) {
       const filename =
         request.mode === "file" ? resolveGuestPath(state.cwd, request.source) : "[eval]";
       const source = request.mode === "file" ? fs.readFileSync(filename, "utf8") : request.source;
+      // Preloaded scripts run first, each in its own function scope as Node's modules do.
+      for (const preload of request.preload ?? []) {
+        const file = resolveGuestPath(state.cwd, preload);
+        ctx
+          .unwrapResult(
+            ctx.evalCode(`(function () {\n${fs.readFileSync(file, "utf8")}\n})();`, file),
+          )
+          .dispose();
+      }
       const result = ctx.evalCode(source, filename);
       if (result.error) {
         const error = ctx.dump(result.error);
@@ -500,7 +785,7 @@ function __prelude(init) {
 
 /**
  * @typedef {{ type: "exec", id: number, mode: "code" | "file", source: string, argv: string[],
- *   env: Record<string, string>, cwd: string, stdin: string | null }} ExecRequest
+ *   env: Record<string, string>, cwd: string, stdin: string | null, preload?: string[] }} ExecRequest
  */
 
 // Last, so every constant above is initialised before either side starts.
