@@ -30,7 +30,7 @@ import {
   type SandboxTurnRequest,
   type SandboxTurnResult,
 } from "@shells/sandbox";
-import { parseCommand, WASM_COMMANDS } from "./internal/commands.js";
+import { parseCommand } from "./internal/commands.js";
 import { Jail, missingForJail, STAGE_DIR } from "./internal/jail.js";
 import {
   WorkerProcess,
