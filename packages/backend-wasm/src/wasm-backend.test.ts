@@ -1,7 +1,7 @@
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { SandboxExecRequest } from "@shells/sandbox";
+import { readTar, writeTar, type SandboxExecRequest } from "@shells/sandbox";
 import { describeSandboxBackend } from "@shells/sandbox/conformance";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WasmBackend } from "./wasm-backend.js";
@@ -16,7 +16,7 @@ const PROFILE = {
   memoryLimit: false,
   diskLimit: false,
   binaryStdin: false,
-  files: false,
+  files: true,
   spawn: false,
   pty: false,
   snapshots: false,
@@ -188,6 +188,130 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
     expect((await run(id, ["node", "-e", "console.log(typeof x)"])).stdout).toBe("undefined\n");
     expect((await turn(id, "node", "for(;;){}", 300)).error?.name).toBe("TimeoutError");
     expect((await turn(id, "node", "x + 1")).value).toBe(42);
+  }, 60_000);
+
+  // The suite's file tests verify through a POSIX shell (`cat`), which wasm shells do not have:
+  // the same checks, verified through the interpreter instead.
+  it("writes, stats, lists, reads and removes files inside the jail, binary-safe", async () => {
+    const id = await create("python");
+    const files = backend.files;
+    const bytes = Uint8Array.from({ length: 300 }, (_, i) => (i * 7) % 256);
+    expect(await files.write(id, "/workspace/deep/er/data.bin", bytes)).toMatchObject({
+      path: "/workspace/deep/er/data.bin",
+      type: "file",
+      sizeBytes: 300,
+    });
+    expect(Buffer.from(await files.read(id, "/workspace/deep/er/data.bin", 1024))).toEqual(
+      Buffer.from(bytes),
+    );
+    expect((await files.list(id, "/workspace/deep")).map((f) => [f.path, f.type])).toEqual([
+      ["/workspace/deep/er", "directory"],
+    ]);
+    const seen = await run(id, [
+      "python3",
+      "-c",
+      "print(list(open('/workspace/deep/er/data.bin','rb').read()[:3]))",
+    ]);
+    expect(seen.stdout).toBe("[0, 7, 14]\n");
+    await files.write(id, "/workspace/run.sh", new TextEncoder().encode("x"), 0o750);
+    expect((await files.stat(id, "/workspace/run.sh")).mode).toBe(0o750);
+    await expect(files.read(id, "/workspace/deep", 1024)).rejects.toMatchObject({
+      code: "wrong_file_type",
+    });
+    await expect(files.read(id, "/workspace/nope.txt", 1024)).rejects.toMatchObject({
+      code: "path_not_found",
+    });
+    await expect(files.read(id, "/workspace/deep/er/data.bin", 10)).rejects.toMatchObject({
+      details: { tooLarge: true },
+    });
+    await expect(files.remove(id, "/workspace/deep", false)).rejects.toMatchObject({
+      code: "wrong_file_type",
+    });
+    await files.remove(id, "/workspace/deep", true);
+    await expect(files.stat(id, "/workspace/deep")).rejects.toMatchObject({
+      code: "path_not_found",
+    });
+    expect((await run(id, ["python3", "-c", "import os; print(os.listdir())"])).stdout).toBe(
+      "['run.sh']\n",
+    );
+  }, 60_000);
+
+  it("exports a directory as tar and unpacks a tar into one", async () => {
+    const id = await create("node");
+    const files = backend.files;
+    await files.write(id, "/workspace/src/a.txt", new TextEncoder().encode("alpha\n"));
+    await files.write(id, "/workspace/src/sub/b.txt", new TextEncoder().encode("beta\n"));
+    const names = (await readTar(await files.exportTar(id, "/workspace/src", 1024 * 1024))).map(
+      (e) => e.name.replace(/\/$/, ""),
+    );
+    expect(names).toEqual(expect.arrayContaining(["a.txt", "sub", "sub/b.txt"]));
+    await expect(files.exportTar(id, "/workspace/src", 600)).rejects.toMatchObject({
+      details: { tooLarge: true },
+    });
+    const archive = await writeTar([
+      { name: "dir", type: "directory", mode: 0o755, linkName: "", data: new Uint8Array(0) },
+      {
+        name: "dir/c.txt",
+        type: "file",
+        mode: 0o644,
+        linkName: "",
+        data: new TextEncoder().encode("gamma\n"),
+      },
+    ]);
+    await files.importTar(id, "/workspace/unpacked", archive);
+    const read = await run(id, [
+      "node",
+      "-e",
+      "console.log(require('fs').readFileSync('/workspace/unpacked/dir/c.txt').trim())",
+    ]);
+    expect(read.stdout).toBe("gamma\n");
+  }, 60_000);
+
+  it("keeps file operations inside the shell: no path or symlink leads out of /workspace and /tmp", async () => {
+    const id = await create("node");
+    const other = await create("node");
+    await backend.files.write(other, "/workspace/theirs.txt", new TextEncoder().encode("b"));
+    const files = backend.files;
+    const workspace = join(stateDir, "shells", id, "workspace");
+    // Links the guest could have made: to the jail's interpreter files, to the root, to a place
+    // that does not exist yet, and through a parent directory.
+    await symlink("/opt/shells", join(workspace, "jail"));
+    await symlink("/", join(workspace, "root"));
+    await symlink("/opt/shells/planted.txt", join(workspace, "dangling"));
+    await mkdir(join(workspace, "d"));
+    await symlink("../../..", join(workspace, "d", "up"));
+    const refused = [
+      files.read(id, "/etc/passwd", 4096),
+      files.read(id, "/workspace/../etc/passwd", 4096),
+      files.read(id, "/workspace/root/etc/passwd", 4096),
+      files.list(id, "/workspace/jail"),
+      files.read(id, "/workspace/jail/worker/interpreter-worker.mjs", 1 << 20),
+      files.write(id, "/workspace/dangling", new TextEncoder().encode("x")),
+      files.write(id, "/workspace/root/opt/shells/x", new TextEncoder().encode("x")),
+      files.list(id, "/workspace/d/up"),
+      files.read(id, `/workspace/d/up/shells/${other}/workspace/theirs.txt`, 4096),
+      files.exportTar(id, "/workspace/root", 1 << 20),
+    ];
+    for (const attempt of refused)
+      await expect(attempt).rejects.toMatchObject({ code: "path_not_found" });
+    // A link itself can be looked at and removed; its target is not touched.
+    expect(await files.stat(id, "/workspace/root")).toMatchObject({ type: "symlink" });
+    await files.remove(id, "/workspace/jail", true);
+    await expect(files.stat(id, "/workspace/jail")).rejects.toMatchObject({
+      code: "path_not_found",
+    });
+    const exported = await readTar(await files.exportTar(id, "/workspace", 1 << 20));
+    expect(exported.find((e) => e.name === "root")).toMatchObject({
+      type: "symlink",
+      linkName: "/",
+    });
+    // An archive whose link leads out is refused before anything is written.
+    const escaping = await writeTar([
+      { name: "out", type: "symlink", mode: 0o777, linkName: "/etc", data: new Uint8Array(0) },
+    ]);
+    await expect(files.importTar(id, "/workspace/in", escaping)).rejects.toMatchObject({
+      code: "unsupported",
+    });
   }, 60_000);
 
   it("refuses other commands with unsupported, naming what wasm shells accept", async () => {
