@@ -192,7 +192,15 @@ describe.skipIf(!available)("wasm shells through the API", () => {
       { headers: { authorization: `Bearer ${server.token}` } },
     );
     expect(await artifact.text()).toBe("report");
-    expect((await call(server, "GET", `/api/v1/shells/${run.shellId}`)).status).toBe(404);
+    // The run's shell is deleted right after the run is marked finished.
+    await expect
+      .poll(
+        async () =>
+          (await call<{ status: string }>(server, "GET", `/api/v1/shells/${run.shellId}`)).body
+            .status,
+        { timeout: 10_000 },
+      )
+      .toBe("deleted");
   }, 60_000);
 
   it("runs node code once with shells.result() and a declared artifact pattern", async () => {
