@@ -11,6 +11,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import ShellsClient from "@l1fe/shells";
+import { detectCgroups, ShellCgroup } from "@shells/backend-container";
 import { WasmBackend } from "@shells/backend-wasm";
 import { loadConfig, startServer } from "@shells/server";
 import { ms, summary, timeRuns } from "./stats.mjs";
@@ -25,11 +26,20 @@ function log(line = "") {
   process.stdout.write(`${line}\n`);
 }
 
-function memAvailableKb() {
-  const line = readFileSync("/proc/meminfo", "utf8")
-    .split("\n")
-    .find((l) => l.startsWith("MemAvailable:"));
-  return Number(line?.split(/\s+/)[1] ?? 0);
+/** PSS of the processes in a wasm shell's worker cgroup, in kB. */
+function shellPssKb(host, shellId) {
+  const record = JSON.parse(readFileSync(join(stateDir, "shells", shellId, "shell.json"), "utf8"));
+  const procs = new ShellCgroup(host, "shells-wasm", record.cgroup).procsFiles[0];
+  let total = 0;
+  for (const pid of readFileSync(procs, "utf8").split("\n").filter(Boolean)) {
+    try {
+      const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+      total += Number(/^Pss:\s+(\d+) kB/m.exec(rollup)?.[1] ?? 0);
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return total;
 }
 
 function rawSpawn(argv) {
@@ -142,22 +152,25 @@ try {
     line(`${language}: interpreter turn \`x + 1\`:`, summary(turns), vsNode(summary(turns).p50));
   }
 
-  // Idle shells: MemAvailable drop per shell (each holds its jailed worker and interpreter).
+  // Idle shells: the proportional set size (PSS: private pages plus a share of pages mapped by
+  // several processes, such as the node binary) of each shell's jailed worker processes, read
+  // from its cgroup, so other load on the host does not blur it.
+  const host = detectCgroups();
   for (const [language, n] of [
     ["node", IDLE_SHELLS],
     ["python", Math.max(1, Math.ceil(IDLE_SHELLS / 4))],
   ]) {
-    await backend.warm(() => undefined, [language]);
+    const ids = [];
+    for (let i = 0; i < n; i += 1) {
+      await backend.warm(() => undefined, [language]);
+      ids.push(await create(language));
+      await backend.exec(ids[i], execRequest(first[language]));
+    }
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    const before = memAvailableKb();
-    for (let i = 0; i < n; i += 1) await create(language);
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    await backend.warm(() => undefined, [language]);
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    // The pool is full again before and after: the drop is n shells' workers.
-    const perShellMb = (before - memAvailableKb()) / 1024 / n;
+    const pss = ids.map((id) => shellPssKb(host, id) / 1024);
+    const perShellMb = pss.reduce((a, b) => a + b, 0) / pss.length;
     log(
-      `${`${language}: host memory per idle shell:`.padEnd(40)} ${perShellMb.toFixed(1)} MB (n=${n}) ⇒ ~${Math.floor((TOTAL_GIB * 1024) / Math.max(1, perShellMb))} idle shells in ${TOTAL_GIB} GiB`,
+      `${`${language}: memory per idle shell (PSS):`.padEnd(40)} ${perShellMb.toFixed(1)} MB (n=${n}, min ${Math.min(...pss).toFixed(1)}, max ${Math.max(...pss).toFixed(1)}) ⇒ ~${Math.floor((TOTAL_GIB * 1024) / perShellMb)} idle shells in ${TOTAL_GIB} GiB`,
     );
   }
 } finally {
