@@ -1,7 +1,7 @@
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { SandboxExecRequest } from "@shells/sandbox";
+import { readTar, writeTar, type SandboxExecRequest } from "@shells/sandbox";
 import { describeSandboxBackend } from "@shells/sandbox/conformance";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WasmBackend } from "./wasm-backend.js";
@@ -16,7 +16,7 @@ const PROFILE = {
   memoryLimit: false,
   diskLimit: false,
   binaryStdin: false,
-  files: false,
+  files: true,
   spawn: false,
   pty: false,
   snapshots: false,
@@ -130,6 +130,188 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
     const escape = await run(id, ["node", "-e", "require('fs').readFileSync('/etc/passwd')"]);
     expect(escape.exitCode).toBe(1);
     expect(escape.stderr).toMatch(/EACCES/);
+  }, 60_000);
+
+  it("runs each node exec in fresh globals on the worker's warm runtime", async () => {
+    const id = await create("node");
+    expect((await run(id, ["node", "-e", "globalThis.leak = 1; var v = 2"])).exitCode).toBe(0);
+    expect(
+      (await run(id, ["node", "-e", "console.log(typeof leak, typeof v, typeof __host)"])).stdout,
+    ).toBe("undefined undefined undefined\n");
+    const drained = await run(id, ["node", "-e", "Promise.resolve(3).then((n) => console.log(n))"]);
+    expect(drained.stdout).toBe("3\n");
+  }, 60_000);
+
+  const turn = (id: string, language: "python" | "node", code: string, timeoutMs = 10_000) =>
+    backend.interpreterTurn(id, { language, code, env: { TURN_ENV: "t" }, timeoutMs });
+
+  it("keeps globals across python turns, apart from execs, with values, output and tracebacks", async () => {
+    const id = await create("python");
+    expect(await turn(id, "python", "x = 41")).toMatchObject({ value: null, restarted: true });
+    expect(await turn(id, "python", "print('seen'); x + 1")).toEqual({
+      stdout: "seen\n",
+      stderr: "",
+      value: 42,
+      error: null,
+      restarted: false,
+    });
+    expect((await turn(id, "python", "object()")).value).toMatch(/^<object object at/);
+    const failed = await turn(id, "python", "def f():\n    return 1/0\nf()");
+    expect(failed.error).toMatchObject({ name: "ZeroDivisionError", message: "division by zero" });
+    expect(failed.error?.traceback).toMatch(/Traceback[\s\S]*line 2, in f/);
+    // Execs run in fresh globals: they neither see nor disturb the turns' namespace.
+    expect((await run(id, ["python3", "-c", "print('x' in globals())"])).stdout).toBe("False\n");
+    const slow = await turn(id, "python", "while True: pass", 400);
+    expect(slow.error?.name).toBe("TimeoutError");
+    expect((await turn(id, "python", "x")).value).toBe(41);
+    await expect(turn(id, "node", "1")).rejects.toMatchObject({ code: "unsupported" });
+  }, 60_000);
+
+  it("keeps globals across node turns, awaits promises and reports errors with their stack", async () => {
+    const id = await create("node");
+    expect(await turn(id, "node", "x = 41; let y = 1; const z = 0")).toMatchObject({
+      restarted: true,
+      error: null,
+    });
+    expect(await turn(id, "node", "console.log('seen'); x + y + z")).toEqual({
+      stdout: "seen\n",
+      stderr: "",
+      value: 42,
+      error: null,
+      restarted: false,
+    });
+    expect((await turn(id, "node", "Promise.resolve({ a: [x] })")).value).toEqual({ a: [41] });
+    expect((await turn(id, "node", "process.env.TURN_ENV")).value).toBe("t");
+    const failed = await turn(id, "node", "function f() { throw new TypeError('bad') }\nf()");
+    expect(failed.error).toMatchObject({ name: "TypeError", message: "bad" });
+    expect(failed.error?.traceback).toMatch(/at f \(turn\.js/);
+    expect((await run(id, ["node", "-e", "console.log(typeof x)"])).stdout).toBe("undefined\n");
+    expect((await turn(id, "node", "for(;;){}", 300)).error?.name).toBe("TimeoutError");
+    expect((await turn(id, "node", "x + 1")).value).toBe(42);
+  }, 60_000);
+
+  // The suite's file tests verify through a POSIX shell (`cat`), which wasm shells do not have:
+  // the same checks, verified through the interpreter instead.
+  it("writes, stats, lists, reads and removes files inside the jail, binary-safe", async () => {
+    const id = await create("python");
+    const files = backend.files;
+    const bytes = Uint8Array.from({ length: 300 }, (_, i) => (i * 7) % 256);
+    expect(await files.write(id, "/workspace/deep/er/data.bin", bytes)).toMatchObject({
+      path: "/workspace/deep/er/data.bin",
+      type: "file",
+      sizeBytes: 300,
+    });
+    expect(Buffer.from(await files.read(id, "/workspace/deep/er/data.bin", 1024))).toEqual(
+      Buffer.from(bytes),
+    );
+    expect((await files.list(id, "/workspace/deep")).map((f) => [f.path, f.type])).toEqual([
+      ["/workspace/deep/er", "directory"],
+    ]);
+    const seen = await run(id, [
+      "python3",
+      "-c",
+      "print(list(open('/workspace/deep/er/data.bin','rb').read()[:3]))",
+    ]);
+    expect(seen.stdout).toBe("[0, 7, 14]\n");
+    await files.write(id, "/workspace/run.sh", new TextEncoder().encode("x"), 0o750);
+    expect((await files.stat(id, "/workspace/run.sh")).mode).toBe(0o750);
+    await expect(files.read(id, "/workspace/deep", 1024)).rejects.toMatchObject({
+      code: "wrong_file_type",
+    });
+    await expect(files.read(id, "/workspace/nope.txt", 1024)).rejects.toMatchObject({
+      code: "path_not_found",
+    });
+    await expect(files.read(id, "/workspace/deep/er/data.bin", 10)).rejects.toMatchObject({
+      details: { tooLarge: true },
+    });
+    await expect(files.remove(id, "/workspace/deep", false)).rejects.toMatchObject({
+      code: "wrong_file_type",
+    });
+    await files.remove(id, "/workspace/deep", true);
+    await expect(files.stat(id, "/workspace/deep")).rejects.toMatchObject({
+      code: "path_not_found",
+    });
+    expect((await run(id, ["python3", "-c", "import os; print(os.listdir())"])).stdout).toBe(
+      "['run.sh']\n",
+    );
+  }, 60_000);
+
+  it("exports a directory as tar and unpacks a tar into one", async () => {
+    const id = await create("node");
+    const files = backend.files;
+    await files.write(id, "/workspace/src/a.txt", new TextEncoder().encode("alpha\n"));
+    await files.write(id, "/workspace/src/sub/b.txt", new TextEncoder().encode("beta\n"));
+    const names = (await readTar(await files.exportTar(id, "/workspace/src", 1024 * 1024))).map(
+      (e) => e.name.replace(/\/$/, ""),
+    );
+    expect(names).toEqual(expect.arrayContaining(["a.txt", "sub", "sub/b.txt"]));
+    await expect(files.exportTar(id, "/workspace/src", 600)).rejects.toMatchObject({
+      details: { tooLarge: true },
+    });
+    const archive = await writeTar([
+      { name: "dir", type: "directory", mode: 0o755, linkName: "", data: new Uint8Array(0) },
+      {
+        name: "dir/c.txt",
+        type: "file",
+        mode: 0o644,
+        linkName: "",
+        data: new TextEncoder().encode("gamma\n"),
+      },
+    ]);
+    await files.importTar(id, "/workspace/unpacked", archive);
+    const read = await run(id, [
+      "node",
+      "-e",
+      "console.log(require('fs').readFileSync('/workspace/unpacked/dir/c.txt').trim())",
+    ]);
+    expect(read.stdout).toBe("gamma\n");
+  }, 60_000);
+
+  it("keeps file operations inside the shell: no path or symlink leads out of /workspace and /tmp", async () => {
+    const id = await create("node");
+    const other = await create("node");
+    await backend.files.write(other, "/workspace/theirs.txt", new TextEncoder().encode("b"));
+    const files = backend.files;
+    const workspace = join(stateDir, "shells", id, "workspace");
+    // Links the guest could have made: to the jail's interpreter files, to the root, to a place
+    // that does not exist yet, and through a parent directory.
+    await symlink("/opt/shells", join(workspace, "jail"));
+    await symlink("/", join(workspace, "root"));
+    await symlink("/opt/shells/planted.txt", join(workspace, "dangling"));
+    await mkdir(join(workspace, "d"));
+    await symlink("../../..", join(workspace, "d", "up"));
+    const refused = [
+      files.read(id, "/etc/passwd", 4096),
+      files.read(id, "/workspace/../etc/passwd", 4096),
+      files.read(id, "/workspace/root/etc/passwd", 4096),
+      files.list(id, "/workspace/jail"),
+      files.read(id, "/workspace/jail/worker/interpreter-worker.mjs", 1 << 20),
+      files.write(id, "/workspace/dangling", new TextEncoder().encode("x")),
+      files.write(id, "/workspace/root/opt/shells/x", new TextEncoder().encode("x")),
+      files.list(id, "/workspace/d/up"),
+      files.read(id, `/workspace/d/up/shells/${other}/workspace/theirs.txt`, 4096),
+      files.exportTar(id, "/workspace/root", 1 << 20),
+    ];
+    for (const attempt of refused)
+      await expect(attempt).rejects.toMatchObject({ code: "path_not_found" });
+    // A link itself can be looked at and removed; its target is not touched.
+    expect(await files.stat(id, "/workspace/root")).toMatchObject({ type: "symlink" });
+    await files.remove(id, "/workspace/jail", true);
+    await expect(files.stat(id, "/workspace/jail")).rejects.toMatchObject({
+      code: "path_not_found",
+    });
+    const exported = await readTar(await files.exportTar(id, "/workspace", 1 << 20));
+    expect(exported.find((e) => e.name === "root")).toMatchObject({
+      type: "symlink",
+      linkName: "/",
+    });
+    // An archive whose link leads out is refused before anything is written.
+    const escaping = await writeTar([
+      { name: "out", type: "symlink", mode: 0o777, linkName: "/etc", data: new Uint8Array(0) },
+    ]);
+    await expect(files.importTar(id, "/workspace/in", escaping)).rejects.toMatchObject({
+      code: "unsupported",
+    });
   }, 60_000);
 
   it("refuses other commands with unsupported, naming what wasm shells accept", async () => {

@@ -15,18 +15,30 @@ import type {
   Snapshot,
 } from "@shells/contract";
 import {
+  readTar,
   SandboxError,
+  unsafeTarEntry,
+  writeTar,
   type SandboxBackend,
+  type SandboxFileInfo,
   type SandboxExecOptions,
   type SandboxExecRequest,
   type SandboxFiles,
   type SandboxInfo,
   type SandboxProcess,
   type SandboxSpec,
+  type SandboxTurnRequest,
+  type SandboxTurnResult,
 } from "@shells/sandbox";
-import { parseCommand, WASM_COMMANDS } from "./internal/commands.js";
+import { parseCommand } from "./internal/commands.js";
 import { Jail, missingForJail, STAGE_DIR } from "./internal/jail.js";
-import { WorkerProcess, type WasmLanguage, type WorkerExec } from "./internal/worker-process.js";
+import {
+  WorkerProcess,
+  type TurnAnswer,
+  type WasmLanguage,
+  type WorkerExec,
+  type WorkerOutcome,
+} from "./internal/worker-process.js";
 
 /** Options of the wasm backend. */
 export interface WasmBackendOptions {
@@ -51,6 +63,19 @@ const WORKER_PIDS = 64;
 
 /** How long an interrupted exec may take to unwind before its worker is killed and replaced. */
 const INTERRUPT_GRACE_MS = 1500;
+
+/** Output a turn may write before it is interrupted (the answer is returned whole, not streamed). */
+const TURN_OUTPUT_BYTES = 1024 * 1024;
+
+/**
+ * How long a refill waits after a claim before it starts a worker, so that starting a worker
+ * (a node process and its interpreter, seconds of CPU for Pyodide) does not compete with the
+ * claimed shell's first exec.
+ */
+const REFILL_DELAY_MS = 400;
+
+/** Throwaway execs a pooled worker runs through the protocol before it joins the pool. */
+const POOL_WARM_UP_EXECS = 5;
 
 /** A shell as the backend keeps it on disk (`shells/<id>/shell.json`). */
 interface ShellRecord {
@@ -101,6 +126,10 @@ export class WasmBackend implements SandboxBackend {
   private readonly pools: Record<WasmLanguage, PooledWorker[]> = { python: [], node: [] };
   private readonly filling: Record<WasmLanguage, number> = { python: 0, node: 0 };
   private readonly fills: Record<WasmLanguage, Promise<void> | null> = { python: null, node: null };
+  private readonly refillTimers: Record<WasmLanguage, NodeJS.Timeout | null> = {
+    python: null,
+    node: null,
+  };
   private closed = false;
 
   constructor(options: WasmBackendOptions) {
@@ -164,7 +193,7 @@ export class WasmBackend implements SandboxBackend {
     await mkdir(dir, { mode: 0o711 });
     const workspace = join(dir, "workspace");
     const pooled = this.pools[language].shift();
-    void this.refill(language);
+    this.scheduleRefill(language);
     let live: LiveWorker;
     if (pooled && pooled.process.running) {
       // The pooled worker's /workspace is a bind of its pool directory; renaming that directory
@@ -212,14 +241,104 @@ export class WasmBackend implements SandboxBackend {
             : request.stdin,
     };
 
+    const run = await this.guarded(shellId, live, request, options, (onOutput) =>
+      live.process.exec(workerExec, onOutput),
+    );
+    return {
+      exitCode: run.exitCode,
+      stdout: run.stdout,
+      stderr: run.stderr,
+      durationMs: Date.now() - started,
+      ...(run.killReason ? { killReason: run.killReason } : {}),
+      ...(run.truncated ? { truncated: run.truncated } : {}),
+    };
+  }
+
+  /**
+   * Runs an interpreter turn in the worker's persistent namespace: globals stay across turns
+   * (execs keep running in fresh ones). A turn past its wall clock is interrupted and answers a
+   * `TimeoutError`; the namespace stays unless the worker had to be killed.
+   */
+  async interpreterTurn(shellId: string, request: SandboxTurnRequest): Promise<SandboxTurnResult> {
+    const record = await this.record(shellId);
+    if (record.state !== "running")
+      throw new SandboxError("not_running", `Shell ${shellId}'s sandbox is stopped.`);
+    if (request.language !== record.language)
+      throw new SandboxError(
+        "unsupported",
+        `Wasm ${record.language} shells run ${record.language} turns only, not ${request.language}.`,
+        { language: request.language },
+      );
+    const live = await this.liveWorker(record);
+    const run = await this.guarded(
+      shellId,
+      live,
+      { timeoutMs: request.timeoutMs, maxOutputBytes: TURN_OUTPUT_BYTES },
+      {},
+      (onOutput) => live.process.turn(request.code, { ...record.env, ...request.env }, onOutput),
+    );
+    const answer = run.answer;
+    const ended = (name: string, message: string) => ({
+      stdout: run.stdout,
+      stderr: run.stderr,
+      value: null,
+      error: { name, message, traceback: "" },
+      restarted: answer?.fresh ?? false,
+    });
+    if (run.killReason === "wall_clock")
+      return ended(
+        "TimeoutError",
+        answer
+          ? `The turn ran past its ${request.timeoutMs} ms wall clock and was interrupted; the interpreter's globals are kept.`
+          : `The turn ran past its ${request.timeoutMs} ms wall clock; the interpreter was stopped and the next turn starts a fresh one.`,
+      );
+    if (run.killReason === "output_limit")
+      return ended(
+        "OutputLimitError",
+        `The turn wrote more than ${TURN_OUTPUT_BYTES} bytes and was interrupted.`,
+      );
+    if (!answer)
+      return ended(
+        "InterpreterExited",
+        `The interpreter ended (${run.killReason ?? "it crashed"}); its state is gone and the next turn starts a fresh one.`,
+      );
+    return {
+      stdout: run.stdout,
+      stderr: run.stderr,
+      value: answer.value,
+      error: answer.error,
+      restarted: answer.fresh,
+    };
+  }
+
+  /**
+   * Runs one request on a shell's worker under the exec's bounds: output is collected up to its
+   * limit, and the guest code is ended at the wall clock, on output overflow or on abort — an
+   * interrupt first (the interpreter survives), the worker's death if the code does not unwind in
+   * time (it is replaced on the next exec).
+   */
+  private async guarded(
+    shellId: string,
+    live: LiveWorker,
+    request: Pick<SandboxExecRequest, "timeoutMs" | "maxOutputBytes">,
+    options: SandboxExecOptions,
+    start: (
+      onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
+    ) => Promise<WorkerOutcome>,
+  ): Promise<{
+    exitCode: number;
+    stdout: string;
+    stderr: string;
+    killReason?: KillReason;
+    truncated?: boolean;
+    answer?: TurnAnswer;
+  }> {
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     let outputBytes = 0;
     let truncated = false;
     let killReason: KillReason | undefined;
     let graceTimer: NodeJS.Timeout | undefined;
-    // Ends the guest code: an interrupt first (the interpreter survives), the worker's death if
-    // the code does not unwind in time (it is replaced on the next exec).
     const end = (reason: KillReason) => {
       if (killReason) return;
       killReason = reason;
@@ -249,7 +368,7 @@ export class WasmBackend implements SandboxBackend {
     if (options.signal?.aborted) onAbort();
     else options.signal?.addEventListener("abort", onAbort, { once: true });
 
-    const outcome = await live.process.exec(workerExec, onOutput);
+    const outcome = await start(onOutput);
     clearTimeout(wallClock);
     clearTimeout(graceTimer);
     options.signal?.removeEventListener("abort", onAbort);
@@ -257,8 +376,8 @@ export class WasmBackend implements SandboxBackend {
     let exitCode: number;
     if (outcome.kind === "done") exitCode = outcome.exitCode;
     else {
-      // The worker died under the exec: killed on purpose (killReason is set), or by the cgroup's
-      // OOM killer; it is replaced on the next exec.
+      // The worker died under the request: killed on purpose (killReason is set), or by the
+      // cgroup's OOM killer; it is replaced on the next exec.
       exitCode = 137;
       if (!killReason) {
         if ((await readOomKills(live.cgroup)) > live.oomKillsAtStart) killReason = "oom";
@@ -276,9 +395,9 @@ export class WasmBackend implements SandboxBackend {
       exitCode,
       stdout: Buffer.concat(stdout).toString("utf8"),
       stderr: Buffer.concat(stderr).toString("utf8"),
-      durationMs: Date.now() - started,
       ...(killReason ? { killReason } : {}),
       ...(truncated ? { truncated } : {}),
+      ...(outcome.kind === "done" && outcome.answer ? { answer: outcome.answer } : {}),
     };
   }
 
@@ -312,15 +431,97 @@ export class WasmBackend implements SandboxBackend {
     );
   }
 
+  /**
+   * File operations, carried out by the shell's worker process inside its jail: a path resolves
+   * in the guest's own view (`/workspace` and `/tmp`), every symlink on the way is followed there
+   * and the result must stay under those roots, so no path or link leads to the host.
+   */
   readonly files: SandboxFiles = {
-    stat: () => Promise.reject(filesUnsupported()),
-    list: () => Promise.reject(filesUnsupported()),
-    read: () => Promise.reject(filesUnsupported()),
-    write: () => Promise.reject(filesUnsupported()),
-    remove: () => Promise.reject(filesUnsupported()),
-    exportTar: () => Promise.reject(filesUnsupported()),
-    importTar: () => Promise.reject(filesUnsupported()),
+    stat: async (shellId, path) =>
+      (await this.fileRequest(shellId, { op: "stat", path })) as SandboxFileInfo,
+    list: async (shellId, path) =>
+      (await this.fileRequest(shellId, { op: "list", path })) as SandboxFileInfo[],
+    read: async (shellId, path, maxBytes) =>
+      Buffer.from(
+        (await this.fileRequest(shellId, { op: "read", path, maxBytes })) as string,
+        "base64",
+      ),
+    write: async (shellId, path, data, mode) =>
+      (await this.fileRequest(shellId, {
+        op: "write",
+        path,
+        data: Buffer.from(data).toString("base64"),
+        ...(mode === undefined ? {} : { mode }),
+      })) as SandboxFileInfo,
+    remove: async (shellId, path, recursive) => {
+      await this.fileRequest(shellId, { op: "remove", path, recursive });
+    },
+    exportTar: async (shellId, path, maxBytes) => {
+      const entries = (await this.fileRequest(shellId, { op: "export", path, maxBytes })) as {
+        name: string;
+        type: "file" | "directory" | "symlink";
+        mode: number;
+        linkName: string;
+        data: string;
+      }[];
+      const archive = await writeTar(
+        entries.map((entry) => ({ ...entry, data: Buffer.from(entry.data, "base64") })),
+      );
+      if (archive.length > maxBytes)
+        throw new SandboxError(
+          "failed",
+          `the archive of ${path} is larger than ${maxBytes} bytes`,
+          {
+            path,
+            limitBytes: maxBytes,
+            tooLarge: true,
+          },
+        );
+      return archive;
+    },
+    importTar: async (shellId, path, tar) => {
+      const entries = await readTar(tar);
+      const byName = new Map(entries.map((entry) => [entry.name.replace(/\/$/, ""), entry]));
+      const unpacked = [];
+      for (const entry of entries) {
+        const problem = unsafeTarEntry(entry);
+        if (problem) throw new SandboxError("unsupported", `unsafe archive: ${problem}`, { path });
+        const name = entry.name.replace(/\/$/, "");
+        if (name === "" || name === ".") continue;
+        // A hard link becomes a copy of the file it names (checked to be inside the archive).
+        const source = entry.type === "hardlink" ? byName.get(entry.linkName) : entry;
+        if (
+          !source ||
+          (source.type !== "file" && source.type !== "directory" && source.type !== "symlink")
+        )
+          throw new SandboxError(
+            "unsupported",
+            `unsafe archive: ${entry.name} links to nothing it holds`,
+            { path },
+          );
+        unpacked.push({
+          name,
+          type: source.type,
+          mode: entry.mode,
+          linkName: source.type === "symlink" ? entry.linkName : "",
+          data: source.type === "file" ? Buffer.from(source.data).toString("base64") : "",
+        });
+      }
+      await this.fileRequest(shellId, { op: "import", path, entries: unpacked });
+    },
   };
+
+  /** Sends a file request to the shell's worker (started when it has none). */
+  private async fileRequest(
+    shellId: string,
+    request: { op: string; path: string } & Record<string, unknown>,
+  ): Promise<unknown> {
+    const record = await this.record(shellId);
+    if (record.state !== "running")
+      throw new SandboxError("not_running", `Shell ${shellId}'s sandbox is stopped.`);
+    const live = await this.liveWorker(record);
+    return live.process.file(request);
+  }
 
   async snapshot(shellId: string): Promise<Snapshot> {
     await this.record(shellId);
@@ -394,6 +595,8 @@ export class WasmBackend implements SandboxBackend {
 
   async close(): Promise<void> {
     this.closed = true;
+    for (const language of ["python", "node"] as const)
+      clearTimeout(this.refillTimers[language] ?? undefined);
     // Warm workers belong to no shell: they go. Shells' workers end with this process (their
     // jails die with their parent); their state stays and the next exec starts a new worker.
     const pooled = [...this.pools.python, ...this.pools.node];
@@ -493,6 +696,17 @@ export class WasmBackend implements SandboxBackend {
     };
   }
 
+  /** Tops the language's pool up after `REFILL_DELAY_MS`, once however many claims ask. */
+  private scheduleRefill(language: WasmLanguage): void {
+    if (this.refillTimers[language] || this.closed) return;
+    const timer = setTimeout(() => {
+      this.refillTimers[language] = null;
+      void this.refill(language);
+    }, REFILL_DELAY_MS);
+    timer.unref();
+    this.refillTimers[language] = timer;
+  }
+
   /** Tops the language's pool up to its size; callers share one fill in progress. */
   private refill(language: WasmLanguage): Promise<void> {
     const running = this.fills[language];
@@ -516,6 +730,20 @@ export class WasmBackend implements SandboxBackend {
         await mkdir(join(this.stateDir, "pool"), { recursive: true, mode: 0o711 });
         await this.makeWorkspace(workspace);
         const live = await this.startWorker(language, workspace, DEFAULT_POOL_RESOURCES);
+        // Execs through the protocol warm the pipe and both ends' code paths, so a claimed
+        // worker's first exec costs what its later ones do.
+        for (let i = 0; i < POOL_WARM_UP_EXECS; i += 1)
+          await live.process.exec(
+            {
+              mode: "code",
+              source: language === "python" ? "pass" : "0",
+              argv: [],
+              env: {},
+              cwd: "/workspace",
+              stdin: null,
+            },
+            () => undefined,
+          );
         if (this.closed) await this.discard({ ...live, workspace });
         else this.pools[language].push({ ...live, workspace });
       } catch {
@@ -587,13 +815,6 @@ async function readOomKills(cgroup: ShellCgroup): Promise<number> {
   } catch {
     return 0;
   }
-}
-
-function filesUnsupported(): SandboxError {
-  return new SandboxError(
-    "unsupported",
-    `File operations are not offered on wasm shells yet; read and write files from code (${WASM_COMMANDS}).`,
-  );
 }
 
 function snapshotsUnsupported(): SandboxError {

@@ -11,9 +11,14 @@
  *
  * Usage: node interpreter-worker.mjs <python|node> <node_modules dir holding pyodide>
  */
+import fs from "node:fs";
+import { posix } from "node:path";
 import { createInterface } from "node:readline";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
+
+/** Throwaway execs a worker runs before it reports ready. */
+const WARM_UP_EXECS = 20;
 
 /** Exit code of guest code ended by an interrupt (128 + SIGINT), as a shell reports it. */
 const INTERRUPTED = 130;
@@ -42,10 +47,282 @@ function runMain() {
       Atomics.store(flag, 0, 2);
       return;
     }
-    if (request.type === "exec") Atomics.store(flag, 0, 0);
+    if (request.type === "file") {
+      // Served here, beside the engine thread, so files answer while guest code runs.
+      try {
+        send({ type: "file", id: request.id, ok: true, value: fileRequest(request) });
+      } catch (error) {
+        const failure = fileError(error, request.path);
+        send({
+          type: "file",
+          id: request.id,
+          ok: false,
+          error: { code: failure.code, message: failure.message, details: failure.details },
+        });
+      }
+      return;
+    }
+    if (request.type === "exec" || request.type === "turn") Atomics.store(flag, 0, 0);
     engine.postMessage(request);
   });
   lines.on("close", () => process.exit(0));
+}
+
+/** The guest's filesystem roots; nothing else of the jail is reachable through file requests. */
+const FILE_ROOTS = /^\/(workspace|tmp)(\/|$)/;
+
+/** A file request's failure, with the sandbox error code the backend throws. */
+class FileError extends Error {
+  /** @param {string} code @param {string} message @param {Record<string, unknown>} [details] */
+  constructor(code, message, details = {}) {
+    super(message);
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/**
+ * The real location of a guest path, resolved inside the jail: its deepest existing ancestor
+ * through `realpath` (so every symlink on the way is followed), the rest appended; the last
+ * component is followed too when `follow` is set. The result must lie under `/workspace` or `/tmp`,
+ * so a symlink the guest planted can never lead a request elsewhere — and the jail holds nothing
+ * of the host besides read-only interpreter files even if it raced one in.
+ * @param {string} guestPath @param {boolean} follow
+ */
+function confine(guestPath, follow) {
+  if (typeof guestPath !== "string" || !guestPath.startsWith("/") || guestPath.includes("\0"))
+    throw new FileError("path_not_found", `${guestPath} is not an absolute path`, {
+      path: guestPath,
+    });
+  const full = posix.normalize(guestPath).replace(/(.)\/+$/, "$1");
+  if (!FILE_ROOTS.test(full))
+    throw new FileError(
+      "path_not_found",
+      `${full} does not exist in the shell (wasm shells hold only /workspace and /tmp)`,
+      { path: guestPath },
+    );
+  const base = follow ? full : posix.dirname(full);
+  let existing = base;
+  const rest = [];
+  for (;;) {
+    try {
+      existing = fs.realpathSync(existing);
+      break;
+    } catch {
+      // A dangling link would be followed by the write that creates its target: refused.
+      if (fs.lstatSync(existing, { throwIfNoEntry: false })?.isSymbolicLink())
+        throw new FileError("path_not_found", `${full} leads through a dangling link`, {
+          path: guestPath,
+        });
+      rest.unshift(posix.basename(existing));
+      existing = posix.dirname(existing);
+    }
+  }
+  let real = posix.join(existing, ...rest);
+  if (!follow && full !== base) real = posix.join(real, posix.basename(full));
+  if (!FILE_ROOTS.test(real))
+    throw new FileError("path_not_found", `${full} leads outside /workspace and /tmp`, {
+      path: guestPath,
+    });
+  return real;
+}
+
+/** @param {string} guestPath @param {import("node:fs").Stats} st */
+function infoOf(guestPath, st) {
+  return {
+    path: guestPath,
+    type: st.isFile()
+      ? "file"
+      : st.isDirectory()
+        ? "directory"
+        : st.isSymbolicLink()
+          ? "symlink"
+          : "other",
+    sizeBytes: st.isFile() ? st.size : 0,
+    mode: st.mode & 0o7777,
+    modifiedAt: st.mtime.toISOString(),
+  };
+}
+
+/** @param {unknown} error @param {string} guestPath */
+function fileError(error, guestPath) {
+  if (error instanceof FileError) return error;
+  const code = /** @type {NodeJS.ErrnoException} */ (error)?.code;
+  if (code === "ENOENT")
+    return new FileError("path_not_found", `${guestPath} does not exist in the shell`, {
+      path: guestPath,
+    });
+  if (code === "EISDIR" || code === "ENOTDIR" || code === "ENOTEMPTY")
+    return new FileError(
+      "wrong_file_type",
+      `${guestPath}: ${String(/** @type {Error} */ (error).message)}`,
+      {
+        path: guestPath,
+      },
+    );
+  return new FileError(
+    "failed",
+    `file operation on ${guestPath} failed: ${String(/** @type {Error} */ (error)?.message ?? error)}`,
+    {
+      path: guestPath,
+    },
+  );
+}
+
+/**
+ * One file request, carried out by this (jailed, unprivileged) process on its own view of the
+ * filesystem. Data travels base64-encoded.
+ * @param {{ op: string, path: string, maxBytes?: number, data?: string, mode?: number,
+ *   recursive?: boolean, entries?: { name: string, type: string, mode: number, linkName: string,
+ *   data: string }[] }} request
+ */
+function fileRequest(request) {
+  const guestPath = request.path;
+  switch (request.op) {
+    case "stat":
+      return infoOf(guestPath, fs.lstatSync(confine(guestPath, false)));
+    case "list": {
+      const dir = confine(guestPath, true);
+      if (!fs.statSync(dir).isDirectory())
+        throw new FileError("wrong_file_type", `${guestPath} is not a directory`, {
+          path: guestPath,
+        });
+      const prefix = guestPath.replace(/\/+$/, "");
+      return fs
+        .readdirSync(dir)
+        .sort()
+        .map((name) => infoOf(`${prefix}/${name}`, fs.lstatSync(posix.join(dir, name))));
+    }
+    case "read": {
+      const file = confine(guestPath, true);
+      const st = fs.statSync(file);
+      if (st.isDirectory())
+        throw new FileError("wrong_file_type", `${guestPath} is a directory`, { path: guestPath });
+      const max = Number(request.maxBytes);
+      if (st.size > max)
+        throw new FileError("failed", `${guestPath} is larger than ${max} bytes`, {
+          path: guestPath,
+          limitBytes: max,
+          tooLarge: true,
+        });
+      return fs.readFileSync(file).toString("base64");
+    }
+    case "write": {
+      const file = confine(guestPath, true);
+      fs.mkdirSync(posix.dirname(file), { recursive: true });
+      fs.writeFileSync(file, Buffer.from(request.data ?? "", "base64"));
+      if (typeof request.mode === "number") fs.chmodSync(file, request.mode & 0o7777);
+      return infoOf(guestPath, fs.lstatSync(file));
+    }
+    case "remove": {
+      const target = confine(guestPath, false);
+      if (/^\/(workspace|tmp)$/.test(target))
+        throw new FileError("wrong_file_type", `${guestPath} is a root of the shell and stays`, {
+          path: guestPath,
+        });
+      const st = fs.lstatSync(target);
+      if (st.isDirectory() && !request.recursive) {
+        try {
+          fs.rmdirSync(target);
+        } catch (error) {
+          if (/** @type {NodeJS.ErrnoException} */ (error)?.code === "ENOTEMPTY")
+            throw new FileError(
+              "wrong_file_type",
+              `${guestPath} is not empty; remove it recursively`,
+              {
+                path: guestPath,
+              },
+            );
+          throw error;
+        }
+      } else fs.rmSync(target, { recursive: true, force: true });
+      return null;
+    }
+    case "export": {
+      // Entries for a tar of the directory, symlinks kept as links (never followed).
+      const root = confine(guestPath, true);
+      if (!fs.statSync(root).isDirectory())
+        throw new FileError("wrong_file_type", `${guestPath} is not a directory`, {
+          path: guestPath,
+        });
+      const max = Number(request.maxBytes);
+      let size = 1024;
+      /** @type {{ name: string, type: string, mode: number, linkName: string, data: string }[]} */
+      const entries = [];
+      /** @param {string} dir @param {string} prefix */
+      const walk = (dir, prefix) => {
+        for (const name of fs.readdirSync(dir).sort()) {
+          const host = posix.join(dir, name);
+          const st = fs.lstatSync(host);
+          const stored = prefix ? `${prefix}/${name}` : name;
+          size += 512;
+          if (st.isDirectory()) {
+            entries.push({
+              name: stored,
+              type: "directory",
+              mode: st.mode & 0o7777,
+              linkName: "",
+              data: "",
+            });
+            walk(host, stored);
+          } else if (st.isSymbolicLink()) {
+            entries.push({
+              name: stored,
+              type: "symlink",
+              mode: 0o777,
+              linkName: fs.readlinkSync(host),
+              data: "",
+            });
+          } else if (st.isFile()) {
+            size += Math.ceil(st.size / 512) * 512;
+            if (size > max) break;
+            entries.push({
+              name: stored,
+              type: "file",
+              mode: st.mode & 0o7777,
+              linkName: "",
+              data: fs.readFileSync(host).toString("base64"),
+            });
+          }
+          if (size > max)
+            throw new FileError(
+              "failed",
+              `the archive of ${guestPath} is larger than ${max} bytes`,
+              {
+                path: guestPath,
+                limitBytes: max,
+                tooLarge: true,
+              },
+            );
+        }
+      };
+      walk(root, "");
+      return entries;
+    }
+    case "import": {
+      // Entries already checked by the backend (no absolute names, no `..`, links inside);
+      // each one's real parent is confined again, so a link an earlier entry made cannot
+      // carry a later one out.
+      const prefix = guestPath.replace(/\/+$/, "");
+      fs.mkdirSync(confine(prefix, true), { recursive: true });
+      for (const entry of request.entries ?? []) {
+        const target = confine(`${prefix}/${entry.name}`, entry.type === "directory");
+        if (entry.type === "directory") fs.mkdirSync(target, { recursive: true, mode: entry.mode });
+        else {
+          fs.mkdirSync(posix.dirname(target), { recursive: true });
+          fs.rmSync(target, { force: true, recursive: false });
+          if (entry.type === "symlink") fs.symlinkSync(entry.linkName, target);
+          else
+            fs.writeFileSync(target, Buffer.from(entry.data, "base64"), {
+              mode: entry.mode & 0o777,
+            });
+        }
+      }
+      return null;
+    }
+    default:
+      throw new FileError("failed", `unknown file operation ${request.op}`);
+  }
 }
 
 /** The engine side: loads the interpreter once, then runs each exec it is sent. */
@@ -58,14 +335,43 @@ async function runEngine() {
       port.postMessage({ type: "output", stream, data: Buffer.from(bytes).toString("base64") });
   };
   const started = Date.now();
-  const run =
-    language === "python" ? await loadPython(assets, flag, emit) : await loadJs(flag, emit);
+  let quiet = true;
+  /** @type {typeof emit} */
+  const output = (stream, bytes) => void (quiet || emit(stream, bytes));
+  const engine =
+    language === "python" ? await loadPython(assets, flag, output) : await loadJs(flag, output);
+  // A few throwaway execs before `ready` compile the engine's hot paths (wasm tiers up lazily),
+  // so a shell's first exec runs as fast as its later ones.
+  for (let i = 0; i < WARM_UP_EXECS; i += 1)
+    engine.run({
+      type: "exec",
+      id: 0,
+      mode: "code",
+      source: language === "python" ? "pass" : "0",
+      argv: [],
+      env: {},
+      cwd: "/workspace",
+      stdin: null,
+    });
+  quiet = false;
   port.postMessage({ type: "ready", loadMs: Date.now() - started });
   port.on("message", (request) => {
+    if (request.type === "turn") {
+      /** @type {TurnAnswer} */
+      let answer;
+      try {
+        answer = engine.turn(request.code, request.env ?? {});
+      } catch (error) {
+        const text = String(/** @type {Error} */ (error)?.stack ?? error);
+        answer = { value: null, error: { name: "InternalError", message: text, traceback: text } };
+      }
+      port.postMessage({ type: "done", id: request.id, exitCode: 0, answer });
+      return;
+    }
     if (request.type !== "exec") return;
     let exitCode;
     try {
-      exitCode = run(request);
+      exitCode = engine.run(request);
     } catch (error) {
       emit("stderr", Buffer.from(`${String(/** @type {Error} */ (error)?.stack ?? error)}\n`));
       exitCode = 1;
@@ -93,9 +399,13 @@ async function loadPython(assets, flag, emit) {
   pyodide.setStderr({ write: (/** @type {Uint8Array} */ b) => (emit("stderr", b), b.length) });
   pyodide.FS.mkdirTree("/workspace");
   pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: "/workspace" }, "/workspace");
+  // The jail's private /tmp, the one QuickJS and file requests see too.
+  pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: "/tmp" }, "/tmp");
   pyodide.runPython(PYTHON_RUNNER);
   const runner = pyodide.globals.get("_shells_run");
-  return (/** @type {ExecRequest} */ request) => {
+  const turner = pyodide.globals.get("_shells_turn");
+  /** @type {(request: ExecRequest) => number} */
+  const run = (request) => {
     let stdin = request.stdin ? Buffer.from(request.stdin, "base64") : null;
     pyodide.setStdin({
       stdin: () => {
@@ -115,6 +425,16 @@ async function loadPython(assets, flag, emit) {
       Atomics.store(flag, 0, 0);
     }
   };
+  /** @type {(code: string) => TurnAnswer} */
+  const turn = (/** @type {string} */ code) => {
+    pyodide.setStdin({ stdin: () => null, isatty: false });
+    try {
+      return JSON.parse(String(turner(code)));
+    } finally {
+      Atomics.store(flag, 0, 0);
+    }
+  };
+  return { run, turn };
 }
 
 /** Runs one exec in fresh globals and returns its exit code, as `python3` would. */
@@ -156,14 +476,48 @@ def _shells_run(mode, source, argv, env, cwd):
         sys.stdout.flush()
         sys.stderr.flush()
     return status
+
+# Interpreter turns share one namespace for the worker's life, apart from the execs' fresh ones.
+_shells_turn_scope = None
+
+def _shells_turn(code):
+    import ast, json
+    global _shells_turn_scope
+    fresh = _shells_turn_scope is None
+    if fresh:
+        _shells_turn_scope = {"__name__": "__main__", "__builtins__": __builtins__}
+    scope = _shells_turn_scope
+    value, error = None, None
+    try:
+        tree = ast.parse(code, "<turn>", "exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, "<turn>", "exec"), scope)
+        if last is not None:
+            result = eval(compile(last, "<turn>", "eval"), scope)
+            if result is not None:
+                try:
+                    json.dumps(result)
+                    value = result
+                except Exception:
+                    value = repr(result)
+    except BaseException as e:
+        error = {"name": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return json.dumps({"value": value, "error": error, "fresh": fresh})
 `;
 
 /**
- * QuickJS. Each exec gets a fresh runtime and context, so one exec's globals never leak into the
- * next. The guest sees `console`, a small `process` (argv, env, cwd, exit, stdout/stderr.write)
- * and `require("fs")` with a few synchronous calls on files under `/workspace` and `/tmp`; stdin
- * reads as `require("fs").readFileSync(0)`. Nothing else of Node is there: no sockets, no
- * processes, no modules.
+ * QuickJS. One runtime stays warm for the worker's execs and each exec gets a fresh context in it,
+ * so one exec's globals never leak into the next; the runtime is replaced after an exec that was
+ * interrupted or left jobs pending, so nothing of it can run later. Interpreter turns use their own
+ * runtime and one context kept for the worker's life. The guest sees `console`, a small `process`
+ * (argv, env, cwd, exit, stdout/stderr.write) and `require("fs")` with a few synchronous calls on
+ * files under `/workspace` and `/tmp`; stdin reads as `require("fs").readFileSync(0)`. Nothing
+ * else of Node is there: no sockets, no processes, no modules.
  * @param {Int32Array} flag
  * @param {(stream: "stdout" | "stderr", bytes: Uint8Array) => void} emit
  */
@@ -173,29 +527,27 @@ async function loadJs(flag, emit) {
   const QuickJS = await newQuickJSWASMModuleFromVariant(variant);
   const fs = await import("node:fs");
   const path = await import("node:path");
-  return (/** @type {ExecRequest} */ request) => {
+  const EXIT = "\u0000shells-exit";
+  const interrupted = () => Atomics.load(flag, 0) !== 0;
+  const newRuntime = () => {
     const runtime = QuickJS.newRuntime();
-    runtime.setInterruptHandler(() => Atomics.load(flag, 0) !== 0);
-    const ctx = runtime.newContext();
-    /** @type {number | null} */
-    let exitCode = null;
-    const EXIT = "\u0000shells-exit";
-    const stdin = request.stdin ? Buffer.from(request.stdin, "base64") : Buffer.alloc(0);
-    let cwd = request.cwd;
-    /** Resolves a guest path; only `/workspace` and `/tmp` are reachable. */
-    const resolve = (/** @type {string} */ p) => {
-      const full = path.resolve(cwd, p);
-      if (!/^\/(workspace|tmp)(\/|$)/.test(full)) {
-        const error = new Error(
-          `EACCES: permission denied, '${full}' (wasm shells see only /workspace and /tmp)`,
-        );
-        throw error;
-      }
-      return full;
-    };
-    /** Wraps a host function: guest values in, a JSON-able value out, errors as guest errors. */
-    const hostFn = (/** @type {string} */ name, /** @type {(...args: any[]) => unknown} */ fn) =>
-      ctx.newFunction(name, (/** @type {any[]} */ ...handles) => {
+    runtime.setInterruptHandler(interrupted);
+    return runtime;
+  };
+
+  /**
+   * Gives a context its guest globals over host functions that read and write `state` (the
+   * program's cwd, stdin and exit code).
+   * @param {import("quickjs-emscripten-core").QuickJSContext} ctx
+   * @param {{ cwd: string, stdin: Buffer, exitCode: number | null }} state
+   * @param {{ argv: string[], env: Record<string, string> }} init
+   */
+  const install = (ctx, state, init) => {
+    const resolve = (/** @type {string} */ p) => resolveGuestPath(state.cwd, p);
+    const host = ctx.newObject();
+    /** Binds a host function: guest values in, a JSON-able value out, errors as guest errors. */
+    const bind = (/** @type {string} */ name, /** @type {(...args: any[]) => unknown} */ fn) => {
+      const handle = ctx.newFunction(name, (/** @type {any[]} */ ...handles) => {
         const args = handles.map((h) => ctx.dump(h));
         try {
           const value = fn(...args);
@@ -205,9 +557,6 @@ async function loadJs(flag, emit) {
           return { error: ctx.newError(String(/** @type {Error} */ (error)?.message ?? error)) };
         }
       });
-    const host = ctx.newObject();
-    const bind = (/** @type {string} */ name, /** @type {(...args: any[]) => unknown} */ fn) => {
-      const handle = hostFn(name, fn);
       ctx.setProp(host, name, handle);
       handle.dispose();
     };
@@ -215,13 +564,13 @@ async function loadJs(flag, emit) {
       emit(stream === 2 ? "stderr" : "stdout", Buffer.from(String(text))),
     );
     bind("exit", (code) => {
-      exitCode = Number(code ?? 0) | 0;
+      state.exitCode = Number(code ?? 0) | 0;
       throw new Error(EXIT);
     });
-    bind("cwd", () => cwd);
-    bind("chdir", (p) => void (cwd = resolve(p)));
+    bind("cwd", () => state.cwd);
+    bind("chdir", (p) => void (state.cwd = resolve(p)));
     bind("readFile", (p) =>
-      p === 0 ? stdin.toString("utf8") : fs.readFileSync(resolve(p), "utf8"),
+      p === 0 ? state.stdin.toString("utf8") : fs.readFileSync(resolve(p), "utf8"),
     );
     bind("writeFile", (p, data) => fs.writeFileSync(resolve(p), String(data)));
     bind("appendFile", (p, data) => fs.appendFileSync(resolve(p), String(data)));
@@ -243,25 +592,58 @@ async function loadJs(flag, emit) {
     );
     ctx.setProp(ctx.global, "__host", host);
     host.dispose();
-    const setup = ctx.evalCode(
-      `${JS_PRELUDE}\n;__prelude(${JSON.stringify({ argv: request.argv, env: request.env })});`,
-      "prelude.js",
-    );
-    ctx.unwrapResult(setup).dispose();
+    ctx
+      .unwrapResult(
+        ctx.evalCode(`${JS_PRELUDE}\n;__prelude(${JSON.stringify(init)});`, "prelude.js"),
+      )
+      .dispose();
+  };
+
+  /** Resolves a guest path against its cwd; only `/workspace` and `/tmp` are reachable. */
+  const resolveGuestPath = (/** @type {string} */ cwd, /** @type {string} */ p) => {
+    const full = path.resolve(cwd, p);
+    if (!/^\/(workspace|tmp)(\/|$)/.test(full))
+      throw new Error(
+        `EACCES: permission denied, '${full}' (wasm shells see only /workspace and /tmp)`,
+      );
+    return full;
+  };
+
+  let runtime = newRuntime();
+  /** @type {(request: ExecRequest) => number} */
+  const run = (request) => {
+    const ctx = runtime.newContext();
+    const state = {
+      cwd: request.cwd,
+      stdin: request.stdin ? Buffer.from(request.stdin, "base64") : Buffer.alloc(0),
+      /** @type {number | null} */ exitCode: null,
+    };
     /** @type {number} */
     let status = 0;
+    let abandoned = false;
     try {
-      const source =
-        request.mode === "file" ? fs.readFileSync(resolve(request.source), "utf8") : request.source;
-      const filename = request.mode === "file" ? resolve(request.source) : "[eval]";
+      install(ctx, state, { argv: request.argv, env: request.env });
+      const filename =
+        request.mode === "file" ? resolveGuestPath(state.cwd, request.source) : "[eval]";
+      const source = request.mode === "file" ? fs.readFileSync(filename, "utf8") : request.source;
+      // Preloaded scripts run first, each in its own function scope as Node's modules do.
+      for (const preload of request.preload ?? []) {
+        const file = resolveGuestPath(state.cwd, preload);
+        ctx
+          .unwrapResult(
+            ctx.evalCode(`(function () {\n${fs.readFileSync(file, "utf8")}\n})();`, file),
+          )
+          .dispose();
+      }
       const result = ctx.evalCode(source, filename);
       if (result.error) {
         const error = ctx.dump(result.error);
         result.error.dispose();
-        if (exitCode !== null) status = exitCode;
-        else if (Atomics.load(flag, 0) !== 0) {
+        if (state.exitCode !== null) status = state.exitCode;
+        else if (interrupted()) {
           emit("stderr", Buffer.from("Interrupted\n"));
           status = INTERRUPTED;
+          abandoned = true;
         } else {
           const text =
             error && typeof error === "object"
@@ -277,7 +659,7 @@ async function loadJs(flag, emit) {
         if (jobs.error) {
           const error = ctx.dump(jobs.error);
           jobs.error.dispose();
-          if (exitCode !== null) status = exitCode;
+          if (state.exitCode !== null) status = state.exitCode;
           else {
             emit("stderr", Buffer.from(`Uncaught ${JSON.stringify(error)}\n`));
             status = 1;
@@ -289,11 +671,81 @@ async function loadJs(flag, emit) {
       status = 1;
     } finally {
       ctx.dispose();
-      runtime.dispose();
+      if (abandoned || interrupted() || runtime.hasPendingJob()) {
+        runtime.dispose();
+        runtime = newRuntime();
+      }
       Atomics.store(flag, 0, 0);
     }
     return status;
   };
+
+  /** @type {{ runtime: import("quickjs-emscripten-core").QuickJSRuntime, ctx: import("quickjs-emscripten-core").QuickJSContext, format: import("quickjs-emscripten-core").QuickJSHandle } | null} */
+  let turns = null;
+  /** @type {(code: string, env: Record<string, string>) => TurnAnswer} */
+  const turn = (code, env) => {
+    const fresh = turns === null;
+    if (!turns) {
+      const turnRuntime = newRuntime();
+      const ctx = turnRuntime.newContext();
+      install(
+        ctx,
+        { cwd: "/workspace", stdin: Buffer.alloc(0), exitCode: null },
+        { argv: ["node"], env },
+      );
+      // JSON when the value serialises, otherwise its String() form, as the container driver does.
+      const format = ctx.unwrapResult(
+        ctx.evalCode(
+          "(v) => { try { const s = JSON.stringify(v); if (s !== undefined) return s; } catch {} return JSON.stringify(String(v)); }",
+          "format.js",
+        ),
+      );
+      turns = { runtime: turnRuntime, ctx, format };
+    }
+    const { ctx, runtime: turnRuntime, format } = turns;
+    /** @param {import("quickjs-emscripten-core").QuickJSHandle} handle */
+    const failure = (handle) => {
+      const error = ctx.dump(handle);
+      handle.dispose();
+      if (error && typeof error === "object")
+        return {
+          name: String(error.name ?? "Error"),
+          message: String(error.message ?? ""),
+          traceback:
+            `${error.name ?? "Error"}: ${error.message ?? ""}\n${error.stack ?? ""}`.trimEnd(),
+        };
+      return { name: "Error", message: String(error), traceback: `Uncaught ${String(error)}` };
+    };
+    try {
+      const result = ctx.evalCode(code, "turn.js");
+      if (result.error) return { value: null, error: failure(result.error), fresh };
+      let handle = result.value;
+      const jobs = turnRuntime.executePendingJobs();
+      if (jobs.error) {
+        handle.dispose();
+        return { value: null, error: failure(jobs.error), fresh };
+      }
+      const settled = ctx.getPromiseState(handle);
+      if (settled.type === "rejected") {
+        handle.dispose();
+        return { value: null, error: failure(settled.error), fresh };
+      }
+      if (settled.type === "fulfilled" && !settled.notAPromise) {
+        handle.dispose();
+        handle = settled.value;
+      }
+      const shown = ctx.callFunction(format, ctx.undefined, handle);
+      handle.dispose();
+      if (shown.error) return { value: null, error: failure(shown.error), fresh };
+      const text = ctx.dump(shown.value);
+      shown.value.dispose();
+      return { value: typeof text === "string" ? JSON.parse(text) : null, error: null, fresh };
+    } finally {
+      Atomics.store(flag, 0, 0);
+    }
+  };
+
+  return { run, turn };
 }
 
 /** Guest-side globals built over the `__host` functions. */
@@ -327,8 +779,13 @@ function __prelude(init) {
 `;
 
 /**
+ * @typedef {{ value: unknown, error: { name: string, message: string, traceback: string } | null,
+ *   fresh?: boolean }} TurnAnswer
+ */
+
+/**
  * @typedef {{ type: "exec", id: number, mode: "code" | "file", source: string, argv: string[],
- *   env: Record<string, string>, cwd: string, stdin: string | null }} ExecRequest
+ *   env: Record<string, string>, cwd: string, stdin: string | null, preload?: string[] }} ExecRequest
  */
 
 // Last, so every constant above is initialised before either side starts.

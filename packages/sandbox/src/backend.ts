@@ -97,6 +97,25 @@ export interface SandboxProcess {
   readonly exit: Promise<ExecResult>;
 }
 
+/** One interpreter turn run by a backend that hosts interpreters itself (see `interpreterTurn`). */
+export interface SandboxTurnRequest {
+  language: "python" | "node";
+  code: string;
+  /** The shell's environment, given to the namespace when it is created. */
+  env: Record<string, string>;
+  timeoutMs: number;
+}
+
+/** A turn's answer: its output, its last expression's value (JSON or a repr) or its error. */
+export interface SandboxTurnResult {
+  stdout: string;
+  stderr: string;
+  value: unknown;
+  error: { name: string; message: string; traceback: string } | null;
+  /** True when this turn started with fresh globals (first turn, or after the interpreter ended). */
+  restarted: boolean;
+}
+
 /** An entry of a shell's filesystem as a backend reports it. */
 export interface SandboxFileInfo {
   /** Absolute path inside the shell. */
@@ -206,6 +225,12 @@ export interface SandboxBackend {
    * resolved by the sandbox itself, inside its own root: a symlink can never lead out to the host.
    */
   files: SandboxFiles;
+  /**
+   * Runs an interpreter turn in a namespace that keeps its globals across turns. Offered by
+   * backends whose shells are interpreters (no long-lived processes to run a REPL in); others
+   * leave it out and turns drive a REPL process through `spawn`.
+   */
+  interpreterTurn?(shellId: string, request: SandboxTurnRequest): Promise<SandboxTurnResult>;
   /** Captures the shell's filesystem state as a named restore point. */
   snapshot(shellId: string, name: string): Promise<Snapshot>;
   /** Restore points, newest first. */

@@ -16,6 +16,8 @@ export {
   type SandboxSpawnRequest,
   type SandboxSpec,
   type SandboxEgress,
+  type SandboxTurnRequest,
+  type SandboxTurnResult,
 } from "./backend.js";
 export { ExecFiles, type ExecFn } from "./exec-files.js";
 export { SimulatorBackend, type SimulatorBackendOptions } from "./simulator-backend.js";

@@ -87,16 +87,29 @@ export class InterpreterService {
     const key = `${shell.shellId}:${language}`;
     return this.#order.run(key, async () => {
       const started = performance.now();
-      let session = this.#sessions.get(key);
-      const restarted = !session || session.ended;
-      if (!session || session.ended) session = await this.#start(key, shell, language);
-      const answer = await this.#ask(
-        key,
-        session,
-        body.code,
-        body.timeoutMs ?? INTERPRETER_LIMITS.turnTimeoutMs,
+      const timeoutMs = body.timeoutMs ?? INTERPRETER_LIMITS.turnTimeoutMs;
+      // Backends whose shells are interpreters run the turn themselves; others host a REPL driver.
+      const hosted = await shell.call(async (backend) =>
+        backend.interpreterTurn
+          ? backend.interpreterTurn(shell.shellId, {
+              language,
+              code: body.code,
+              env: shell.env,
+              timeoutMs,
+            })
+          : null,
       );
-      this.#touch(key, session);
+      let answer: Answer;
+      let restarted: boolean;
+      if (hosted) {
+        ({ restarted, ...answer } = hosted);
+      } else {
+        let session = this.#sessions.get(key);
+        restarted = !session || session.ended;
+        if (!session || session.ended) session = await this.#start(key, shell, language);
+        answer = await this.#ask(key, session, body.code, timeoutMs);
+        this.#touch(key, session);
+      }
       const durationMs = Math.round(performance.now() - started);
       await this.activity.record({
         orgId: caller.orgId,

@@ -3,7 +3,7 @@ import type { WasmLanguage, WorkerExec } from "./worker-process.js";
 
 /** The command forms wasm shells accept, as error messages name them. */
 export const WASM_COMMANDS =
-  "python3 -c CODE, python3 FILE [ARGS…], node -e CODE, node FILE [ARGS…]";
+  "python3 -c CODE, python3 FILE [ARGS…], node [-r FILE] -e CODE, node [-r FILE] FILE [ARGS…]";
 
 /** Program names that start each interpreter. */
 const PROGRAMS: Record<WasmLanguage, readonly string[]> = {
@@ -26,8 +26,17 @@ const CODE_FLAG: Record<WasmLanguage, readonly string[]> = {
 export function parseCommand(
   language: WasmLanguage,
   command: string[],
-): Pick<WorkerExec, "mode" | "source" | "argv"> {
-  const [program, first, ...rest] = command;
+): Pick<WorkerExec, "mode" | "source" | "argv" | "preload"> {
+  const [program, ...given] = command;
+  // node's `--require FILE` / `-r FILE` (before the program) preloads scripts, as run helpers do.
+  const preload: string[] = [];
+  while (language === "node" && (given[0] === "--require" || given[0] === "-r")) {
+    const file = given[1];
+    if (file === undefined) break;
+    preload.push(file);
+    given.splice(0, 2);
+  }
+  const [first, ...rest] = given;
   const refuse = (why: string) =>
     new SandboxError(
       "unsupported",
@@ -46,6 +55,7 @@ export function parseCommand(
       mode: "code",
       source: code,
       argv: language === "python" ? ["-c", ...args] : [program, ...args],
+      preload,
     };
   }
   if (first.startsWith("-")) throw refuse(`the option ${first} is not supported`);
@@ -53,5 +63,6 @@ export function parseCommand(
     mode: "file",
     source: first,
     argv: language === "python" ? [first, ...rest] : [program, first, ...rest],
+    preload,
   };
 }

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
+import { SandboxError, type SandboxErrorCode } from "@shells/sandbox";
 
 /** The interpreters a worker hosts. */
 export type WasmLanguage = "python" | "node";
@@ -12,17 +13,35 @@ export interface WorkerExec {
   env: Record<string, string>;
   cwd: string;
   stdin: Uint8Array | null;
+  /** Scripts run first in the same globals (node's `--require`); empty for python. */
+  preload?: string[];
+}
+
+/** What an interpreter turn answers: its last expression's value or its error. */
+export interface TurnAnswer {
+  value: unknown;
+  error: { name: string; message: string; traceback: string } | null;
+  /** True when this turn created the namespace (the worker's first turn). */
+  fresh: boolean;
 }
 
 /** How an exec in the worker ended. `crashed`: the worker process died before answering. */
-export type WorkerOutcome = { kind: "done"; exitCode: number } | { kind: "crashed" };
+export type WorkerOutcome =
+  { kind: "done"; exitCode: number; answer?: TurnAnswer } | { kind: "crashed" };
 
 /** Events the worker writes, one JSON object per line. */
 type WorkerEvent =
   | { type: "ready"; loadMs: number }
   | { type: "output"; stream: "stdout" | "stderr"; data: string }
-  | { type: "done"; id: number; exitCode: number }
-  | { type: "fatal"; message: string };
+  | { type: "done"; id: number; exitCode: number; answer?: TurnAnswer }
+  | { type: "fatal"; message: string }
+  | {
+      type: "file";
+      id: number;
+      ok: boolean;
+      value?: unknown;
+      error?: { code: SandboxErrorCode; message: string; details: Record<string, unknown> };
+    };
 
 /** How much of a worker's own stderr is kept to explain a failed start. */
 const STDERR_TAIL = 4096;
@@ -46,6 +65,10 @@ export class WorkerProcess {
     settle: (outcome: WorkerOutcome) => void;
   } | null = null;
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly files = new Map<
+    number,
+    { resolve: (value: unknown) => void; reject: (error: Error) => void }
+  >();
   private stderrTail = "";
 
   constructor(command: string[], env: Record<string, string>) {
@@ -71,6 +94,11 @@ export class WorkerProcess {
         const current = this.current;
         this.current = null;
         current?.settle({ kind: "crashed" });
+        for (const pending of this.files.values())
+          pending.reject(
+            new SandboxError("failed", "the interpreter worker ended during a file request"),
+          );
+        this.files.clear();
         resolve();
       });
       this.child.on("error", (error) => {
@@ -87,14 +115,26 @@ export class WorkerProcess {
       } catch {
         return; // not a protocol line: the worker wrote garbage, which only its own exec can cause
       }
-      if (event.type === "ready") markReady(event.loadMs);
+      if (event.type === "file") {
+        const pending = this.files.get(event.id);
+        this.files.delete(event.id);
+        if (event.ok) pending?.resolve(event.value);
+        else {
+          const error = event.error ?? {
+            code: "failed",
+            message: "file request failed",
+            details: {},
+          };
+          pending?.reject(new SandboxError(error.code, error.message, error.details));
+        }
+      } else if (event.type === "ready") markReady(event.loadMs);
       else if (event.type === "fatal") this.stderrTail += event.message;
       else if (event.type === "output")
         this.current?.onOutput(event.stream, Buffer.from(event.data, "base64"));
       else if (event.type === "done" && this.current?.id === event.id) {
         const current = this.current;
         this.current = null;
-        current.settle({ kind: "done", exitCode: event.exitCode });
+        current.settle({ kind: "done", exitCode: event.exitCode, answer: event.answer });
       }
     });
   }
@@ -122,27 +162,64 @@ export class WorkerProcess {
     request: WorkerExec,
     onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
   ): Promise<WorkerOutcome> {
+    return this.request(
+      {
+        type: "exec",
+        mode: request.mode,
+        source: request.source,
+        argv: request.argv,
+        env: request.env,
+        cwd: request.cwd,
+        stdin: request.stdin ? Buffer.from(request.stdin).toString("base64") : null,
+        preload: request.preload ?? [],
+      },
+      onOutput,
+    );
+  }
+
+  /**
+   * Runs one interpreter turn in the worker's persistent namespace (globals kept across turns,
+   * apart from the execs' fresh ones), queued like `exec`. The outcome carries the turn's answer.
+   */
+  turn(
+    code: string,
+    env: Record<string, string>,
+    onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
+  ): Promise<WorkerOutcome> {
+    return this.request({ type: "turn", code, env }, onOutput);
+  }
+
+  private request(
+    message: Record<string, unknown>,
+    onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
+  ): Promise<WorkerOutcome> {
     const run = async (): Promise<WorkerOutcome> => {
       await this.ready;
       if (!this.alive) return { kind: "crashed" };
       const id = this.nextId++;
       return new Promise<WorkerOutcome>((settle) => {
         this.current = { id, onOutput, settle };
-        this.send({
-          type: "exec",
-          id,
-          mode: request.mode,
-          source: request.source,
-          argv: request.argv,
-          env: request.env,
-          cwd: request.cwd,
-          stdin: request.stdin ? Buffer.from(request.stdin).toString("base64") : null,
-        });
+        this.send({ ...message, id });
       });
     };
     const result = this.queue.then(run, run);
     this.queue = result.catch(() => undefined);
     return result;
+  }
+
+  /**
+   * A file request served by the worker process itself, inside the jail, beside any running
+   * exec: paths resolve in the jail's own view, confined to `/workspace` and `/tmp`. Rejects with
+   * the `SandboxError` the worker reports.
+   */
+  async file(request: { op: string; path: string } & Record<string, unknown>): Promise<unknown> {
+    await this.ready;
+    if (!this.alive) throw new SandboxError("failed", "the interpreter worker is not running");
+    const id = this.nextId++;
+    return new Promise<unknown>((resolve, reject) => {
+      this.files.set(id, { resolve, reject });
+      this.send({ ...request, type: "file", id });
+    });
   }
 
   /** Asks the interpreter to stop the running guest code (Python sees KeyboardInterrupt). */

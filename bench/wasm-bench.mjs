@@ -1,0 +1,225 @@
+#!/usr/bin/env node
+// Benchmarks the wasm runtime class next to raw baselines measured in the same run on the same
+// machine: a bare `node -e 0` spawn and a bare in-process Pyodide load. Engine numbers come from the
+// backend itself (a real jailed worker per shell); API numbers go through a real server.
+//
+//   node bench/wasm-bench.mjs                  # after `npm run build`
+//   BENCH_ITERATIONS=20 BENCH_PYTHON_ITERATIONS=5 BENCH_IDLE_WASM_SHELLS=10 node bench/wasm-bench.mjs
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import ShellsClient from "@l1fe/shells";
+import { detectCgroups, ShellCgroup } from "@shells/backend-container";
+import { WasmBackend } from "@shells/backend-wasm";
+import { loadConfig, startServer } from "@shells/server";
+import { ms, summary, timeRuns } from "./stats.mjs";
+
+const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 20);
+const PYTHON_ITERATIONS = Number(process.env.BENCH_PYTHON_ITERATIONS ?? 5);
+const IDLE_SHELLS = Number(process.env.BENCH_IDLE_WASM_SHELLS ?? 10);
+const RESOURCES = { cpu: 1, memoryMb: 128, pids: 64, diskMb: 64 };
+const TOTAL_GIB = 24;
+
+function log(line = "") {
+  process.stdout.write(`${line}\n`);
+}
+
+/** PSS of the processes in a wasm shell's worker cgroup, in kB. */
+function shellPssKb(host, shellId) {
+  const record = JSON.parse(readFileSync(join(stateDir, "shells", shellId, "shell.json"), "utf8"));
+  const procs = new ShellCgroup(host, "shells-wasm", record.cgroup).procsFiles[0];
+  let total = 0;
+  for (const pid of readFileSync(procs, "utf8").split("\n").filter(Boolean)) {
+    try {
+      const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+      total += Number(/^Pss:\s+(\d+) kB/m.exec(rollup)?.[1] ?? 0);
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return total;
+}
+
+function rawSpawn(argv) {
+  const t0 = performance.now();
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: "ignore" });
+  if (r.status !== 0) throw new Error(`${argv.join(" ")} exited ${r.status}`);
+  return performance.now() - t0;
+}
+
+const line = (label, s, extra = "") =>
+  log(`${label.padEnd(40)} p50 ${ms(s.p50)}  p99 ${ms(s.p99)}  (n=${s.n})${extra}`);
+
+log(
+  `# Shells wasm benchmark — ${new Date().toISOString()} — ${process.arch}, node ${process.version}`,
+);
+
+// --- baselines ----------------------------------------------------------------------------------
+const nodeZero = summary(
+  Array.from({ length: ITERATIONS }, () => rawSpawn([process.execPath, "-e", "0"])),
+);
+line("baseline `node -e 0` spawn:", nodeZero);
+const pyodideDir = dirname(createRequire(import.meta.url).resolve("pyodide/package.json"));
+const { loadPyodide } = await import("pyodide");
+const pyodideLoad = summary(await timeRuns(2, () => loadPyodide({ indexURL: `${pyodideDir}/` })));
+line("baseline bare loadPyodide():", pyodideLoad);
+const vsNode = (v) => `  = ${(v / nodeZero.p50).toFixed(3)}× node -e 0`;
+const vsPyodide = (v) => `  = ${(v / pyodideLoad.p50).toFixed(4)}× bare Pyodide load`;
+
+// --- the backend --------------------------------------------------------------------------------
+const stateDir = mkdtempSync(join(tmpdir(), "shells-wasm-bench-"));
+const backend = new WasmBackend({ stateDir, pool: { python: 1, node: 2 } });
+const [offered] = await backend.availability();
+if (!offered?.available) {
+  log(`wasm runtime unavailable on this host: ${offered?.reason}`);
+  process.exit(0);
+}
+const execRequest = (command) => ({
+  command,
+  env: {},
+  cwd: "/workspace",
+  stdin: undefined,
+  timeoutMs: 30_000,
+  maxOutputBytes: 1024 * 1024,
+});
+const first = { python: ["python3", "-c", "pass"], node: ["node", "-e", "0"] };
+let counter = 0;
+const created = [];
+async function create(language) {
+  const shellId = `bench-${process.pid}-${++counter}`;
+  await backend.create({
+    shellId,
+    language,
+    runtime: "wasm",
+    network: "sealed",
+    resources: RESOURCES,
+    env: {},
+  });
+  created.push(shellId);
+  return shellId;
+}
+
+try {
+  let t0 = performance.now();
+  await backend.warm(() => undefined);
+  log(`pools filled (python 1, node 2) in ${ms(performance.now() - t0)}`);
+
+  for (const [language, n] of [
+    ["node", ITERATIONS],
+    ["python", PYTHON_ITERATIONS],
+  ]) {
+    // create → first exec with the pool full, as a shell created on a quiet server finds it; the
+    // refill that follows each claim is waited for outside the timing.
+    const samples = [];
+    for (let i = 0; i < n; i += 1) {
+      await backend.warm(() => undefined, [language]);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await backend.warm(() => undefined, [language]);
+      t0 = performance.now();
+      const id = await create(language);
+      const result = await backend.exec(id, execRequest(first[language]));
+      samples.push(performance.now() - t0);
+      if (result.exitCode !== 0) throw new Error(`${language} first exec failed: ${result.stderr}`);
+    }
+    const c = summary(samples);
+    line(
+      `${language}: create→first exec (warm pool):`,
+      c,
+      language === "node" ? vsNode(c.p50) : vsPyodide(c.p50),
+    );
+
+    const id = created[created.length - 1];
+    const rtt = summary(
+      await timeRuns(ITERATIONS, () => backend.exec(id, execRequest(first[language]))),
+    );
+    line(`${language}: exec \`${first[language].join(" ")}\`:`, rtt, vsNode(rtt.p50));
+
+    await backend.interpreterTurn(id, { language, code: "x = 41", env: {}, timeoutMs: 5000 });
+    const turns = [];
+    for (let i = 0; i < ITERATIONS * 5; i += 1) {
+      t0 = performance.now();
+      const answer = await backend.interpreterTurn(id, {
+        language,
+        code: "x + 1",
+        env: {},
+        timeoutMs: 5000,
+      });
+      turns.push(performance.now() - t0);
+      if (answer.value !== 42) throw new Error(`${language} turn answered ${answer.value}`);
+    }
+    line(`${language}: interpreter turn \`x + 1\`:`, summary(turns), vsNode(summary(turns).p50));
+  }
+
+  // Idle shells: the proportional set size (PSS: private pages plus a share of pages mapped by
+  // several processes, such as the node binary) of each shell's jailed worker processes, read
+  // from its cgroup, so other load on the host does not blur it.
+  const host = detectCgroups();
+  for (const [language, n] of [
+    ["node", IDLE_SHELLS],
+    ["python", Math.max(1, Math.ceil(IDLE_SHELLS / 4))],
+  ]) {
+    const ids = [];
+    for (let i = 0; i < n; i += 1) {
+      await backend.warm(() => undefined, [language]);
+      ids.push(await create(language));
+      await backend.exec(ids[i], execRequest(first[language]));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const pss = ids.map((id) => shellPssKb(host, id) / 1024);
+    const perShellMb = pss.reduce((a, b) => a + b, 0) / pss.length;
+    log(
+      `${`${language}: memory per idle shell (PSS):`.padEnd(40)} ${perShellMb.toFixed(1)} MB (n=${n}, min ${Math.min(...pss).toFixed(1)}, max ${Math.max(...pss).toFixed(1)}) ⇒ ~${Math.floor((TOTAL_GIB * 1024) / perShellMb)} idle shells in ${TOTAL_GIB} GiB`,
+    );
+  }
+} finally {
+  for (const id of created) await backend.destroy(id).catch(() => undefined);
+  await backend.close();
+  rmSync(stateDir, { recursive: true, force: true });
+}
+
+// --- through the API ----------------------------------------------------------------------------
+const dataDir = mkdtempSync(join(tmpdir(), "shells-wasm-bench-api-"));
+const server = await startServer(
+  loadConfig([
+    "--port",
+    "0",
+    "--data-dir",
+    dataDir,
+    "--backend",
+    "container",
+    "--log-level",
+    "warn",
+  ]),
+);
+const shells = new ShellsClient({
+  baseUrl: server.url,
+  token: readFileSync(join(dataDir, "admin-token"), "utf8").trim(),
+});
+const wasm = server.backends.find((b) => b.name === "wasm");
+try {
+  await wasm.warm(() => undefined, ["node"]);
+  const samples = [];
+  let last;
+  for (let i = 0; i < ITERATIONS; i += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await wasm.warm(() => undefined, ["node"]);
+    const t0 = performance.now();
+    last = await shells.create({ language: "node", runtime: "wasm" });
+    await shells.exec(last.id, { command: ["node", "-e", "0"] });
+    samples.push(performance.now() - t0);
+  }
+  const c = summary(samples);
+  line("API node: create→first exec (warm pool):", c, vsNode(c.p50));
+  await shells.interpreter(last.id, { language: "node", code: "x = 41" });
+  const turns = summary(
+    await timeRuns(ITERATIONS * 2, () =>
+      shells.interpreter(last.id, { language: "node", code: "x + 1" }),
+    ),
+  );
+  line("API node: interpreter turn `x + 1`:", turns, vsNode(turns.p50));
+} finally {
+  await server.close();
+  rmSync(dataDir, { recursive: true, force: true });
+}
