@@ -419,3 +419,34 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
     ).toBe("false\n");
   }, 60_000);
 });
+
+describeLive("wasm backend: leftovers of a control plane that died", () => {
+  it("removes worker cgroups of its state dir that no shell names, and leaves other dirs' alone", async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), "shells-wasm-sweep-"));
+    const { detectCgroups, shellCgroupName } = await import("@shells/backend-container");
+    const host = detectCgroups();
+    if (typeof host === "string")
+      throw new Error(`the wasm runtime is available without cgroups: ${host}`);
+    const roots =
+      host.version === 2
+        ? [join(host.root, "shells-wasm")]
+        : [host.memory, host.pids, host.cpu].map((root) => join(root, "shells-wasm"));
+    const orphan = shellCgroupName(stateDir, "w-deadbeef0001");
+    const foreign = shellCgroupName(`${stateDir}-other`, "w-deadbeef0002");
+    for (const root of roots)
+      for (const name of [orphan, foreign]) await mkdir(join(root, name), { recursive: true });
+    const backend = new WasmBackend({ stateDir, pool: { python: 0, node: 0 } });
+    try {
+      await backend.warm(() => undefined, []);
+      for (const root of roots) {
+        const left = await readdir(root);
+        expect(left).not.toContain(orphan);
+        expect(left).toContain(foreign);
+      }
+    } finally {
+      await backend.close();
+      for (const root of roots) await rm(join(root, foreign), { recursive: true, force: true });
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+});

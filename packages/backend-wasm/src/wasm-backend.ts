@@ -122,6 +122,7 @@ export class WasmBackend implements SandboxBackend {
   private readonly cgroups: CgroupHost | string;
   private readonly cgroupParent: string;
   private jail: Jail | null = null;
+  private swept = false;
   private readonly workers = new Map<string, LiveWorker>();
   private readonly pools: Record<WasmLanguage, PooledWorker[]> = { python: [], node: [] };
   private readonly filling: Record<WasmLanguage, number> = { python: 0, node: 0 };
@@ -162,6 +163,7 @@ export class WasmBackend implements SandboxBackend {
     languages: readonly WasmLanguage[] = ["python", "node"],
   ): Promise<void> {
     this.requireAvailable();
+    await this.sweepOrphanCgroups();
     await Promise.all(
       languages.map(async (language) => {
         const started = Date.now();
@@ -606,6 +608,38 @@ export class WasmBackend implements SandboxBackend {
     const live = [...this.workers.values()];
     this.workers.clear();
     await Promise.all(live.map((worker) => worker.process.kill()));
+  }
+
+  /**
+   * Removes the worker cgroups of this state dir that no shell record names and no process is in:
+   * what a control plane killed mid-flight (a pool worker, a half-made shell) left behind. Names carry
+   * a hash of the state dir, so another backend's groups are never touched.
+   */
+  private async sweepOrphanCgroups(): Promise<void> {
+    if (this.swept || typeof this.cgroups === "string") return;
+    this.swept = true;
+    const suffix = shellCgroupName(this.stateDir, "").slice(1);
+    const parentDir =
+      this.cgroups.version === 2
+        ? join(this.cgroups.root, this.cgroupParent)
+        : join(this.cgroups.pids, this.cgroupParent);
+    let names: string[];
+    try {
+      names = (await readdir(parentDir)).filter((n) => n.startsWith("w-") && n.endsWith(suffix));
+    } catch {
+      return; // no parent group yet: nothing was ever left
+    }
+    const named = new Set<string>();
+    for (const info of await this.list()) {
+      const record = await this.record(info.shellId).catch(() => null);
+      if (record) named.add(record.cgroup);
+    }
+    for (const name of names) {
+      if (named.has(name)) continue;
+      const cgroup = new ShellCgroup(this.cgroups, this.cgroupParent, name);
+      if ((await cgroup.members().catch(() => [0])).length === 0)
+        await cgroup.remove().catch(() => undefined);
+    }
   }
 
   private requireAvailable(): void {
