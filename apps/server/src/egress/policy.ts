@@ -115,6 +115,7 @@ export type EgressDenial =
   | "address_denied"
   | "address_not_public"
   | "no_address"
+  | "no_server_name"
   | "egress_limit";
 
 /** A shell's effective rules: its org's policy and its own allowlist, compiled once. */
@@ -141,11 +142,12 @@ export class EgressPolicy {
   /**
    * The checks that need no resolution, made before the name is looked up: a name the policy
    * refuses anyway is never sent to DNS (a lookup of `<data>.attacker.example` would carry data out
-   * of the shell by itself).
+   * of the shell by itself). `port` is null for a DNS question (no connection yet).
    */
-  decideName(host: string, port: number): EgressDenial | null {
+  decideName(host: string, port: number | null): EgressDenial | null {
     const org = this.#org;
-    if (org.allowPorts.length > 0 && !org.allowPorts.includes(port)) return "port_not_allowed";
+    if (port !== null && org.allowPorts.length > 0 && !org.allowPorts.includes(port))
+      return "port_not_allowed";
     if (org.denyHosts.some((rule) => hostMatches(host, rule))) return "host_denied";
     if (org.allowHosts.length > 0 && !org.allowHosts.some((rule) => hostMatches(host, rule)))
       return "host_not_allowed";
@@ -161,9 +163,10 @@ export class EgressPolicy {
   /**
    * Decides one connection to `host:port` whose name resolved to `addresses` (an IP literal host
    * resolves to itself). Refuses when any address fails: a name that points anywhere forbidden is
-   * refused as a whole, whichever of its addresses a client would have picked.
+   * refused as a whole, whichever of its addresses a client would have picked. `port` is null for
+   * a DNS question: the shell is told only addresses it could then connect to.
    */
-  decide(host: string, port: number, addresses: readonly string[]): EgressDenial | null {
+  decide(host: string, port: number | null, addresses: readonly string[]): EgressDenial | null {
     const byName = this.decideName(host, port);
     if (byName) return byName;
     if (addresses.length === 0 || addresses.some((a) => ipFamily(a) === null)) return "no_address";
