@@ -73,6 +73,11 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
   let httpPort = 0;
   let echoPort = 0;
   let shellId = "";
+  // Upstreams on ports 80 and 443 at a loopback address of their own: the shell dials them without
+  // the proxy, and the redirect brings the connection to the proxy, which decides on Host / SNI.
+  const webAddress = `127.${2 + Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}.${1 + Math.floor(Math.random() * 250)}`;
+  let web: HttpServer;
+  let tlsUpstream: Server;
 
   const exec = async (script: string) => {
     const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
@@ -100,6 +105,22 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
     httpPort = await listen(upstream);
     echo = createTcpServer((socket) => socket.pipe(socket));
     echoPort = await listen(echo);
+    web = createHttpServer((req, res) => {
+      res.end(`hello from web ${req.url} host=${req.headers.host}`);
+    });
+    await new Promise<void>((resolve) => web.listen(80, webAddress, resolve));
+    // Stands in for a TLS server: answers once it has a ClientHello naming web.test (the bytes
+    // arrive untouched: the proxy relays, it does not terminate TLS).
+    tlsUpstream = createTcpServer((socket) => {
+      let seen = Buffer.alloc(0);
+      socket.on("data", (chunk: Buffer) => {
+        seen = Buffer.concat([seen, chunk]);
+        if (seen[0] === 22 && seen.includes("web.test"))
+          socket.end(`tls upstream saw a ClientHello for web.test`);
+      });
+      socket.on("error", () => socket.destroy());
+    });
+    await new Promise<void>((resolve) => tlsUpstream.listen(443, webAddress, resolve));
     dataDir = mkdtempSync(join(tmpdir(), "shells-egress-"));
     const loaded = loadConfig(
       ["--port", "0", "--data-dir", dataDir, "--backend", "container", "--log-level", "warn"],
@@ -118,12 +139,14 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
         "private.test": ["10.1.2.3"],
         "metadata.test": ["169.254.169.254"],
         "mapped.test": ["::ffff:127.0.0.2"],
+        "web.test": [webAddress],
+        "webdeny.test": [webAddress],
       },
     };
     server = await startServer(config);
     api = { url: server.url, token: readFileSync(join(dataDir, "admin-token"), "utf8").trim() };
     const policy = await call(api, "PATCH", "/api/v1/org/policy", {
-      egress: { allowCidrs: ["127.0.0.1/32"], denyHosts: ["denied.test"] },
+      egress: { allowCidrs: ["127.0.0.1/32", `${webAddress}/32`], denyHosts: ["denied.test"] },
     });
     expect(policy.status).toBe(200);
     const shell = await call<{ id: string; network: string; status: string }>(
@@ -141,6 +164,7 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
             "private.test",
             "metadata.test",
             "mapped.test",
+            "web.test",
           ],
         },
       },
@@ -155,6 +179,8 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
     await server?.close();
     upstream?.close();
     echo?.close();
+    web?.close();
+    tlsUpstream?.close();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
@@ -240,7 +266,7 @@ for address in ${JSON.stringify(targets)}:
         out["tcp " + address] = e.errno
     udp = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        udp.sendto(b"x", (address, 53))
+        udp.sendto(b"x", (address, 9))
         out["udp " + address] = "sent"
     except OSError as e:
         out["udp " + address] = e.errno
@@ -265,6 +291,149 @@ print(json.dumps(out))
     }
     expect(out.loopback).toBe(111); // ECONNREFUSED: nothing of the host listens in the shell
     expect(out.raw).toBe(1); // EPERM: no CAP_NET_RAW
+  });
+
+  it("answers DNS in the shell from the proxy: allowed names get vetted addresses, refused ones are never looked up", async () => {
+    const result = await exec(`
+import json, socket, struct
+out = {"resolv": open("/etc/resolv.conf").read()}
+def lookup(name):
+    try:
+        return sorted({a[4][0] for a in socket.getaddrinfo(name, 80, proto=socket.IPPROTO_TCP)})
+    except socket.gaierror as e:
+        return "gaierror %d" % e.errno
+for name in ["web.test", "webdeny.test", "unlisted.test", "private.test"]:
+    out[name] = lookup(name)
+def query(name, qtype):
+    q = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\\0" + struct.pack("!HH", qtype, 1)
+    return q
+def rcode_and_count(answer):
+    return [answer[3] & 0xF, struct.unpack("!H", answer[6:8])[0]]
+# a client that ignores resolv.conf and asks some other server: steered to the same resolver
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.settimeout(10)
+udp.sendto(query("web.test", 1), ("8.8.8.8", 53))
+out["udp elsewhere"] = rcode_and_count(udp.recvfrom(512)[0])
+# A and AAAA back to back from one socket, as getaddrinfo asks: both answered
+u2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u2.settimeout(2)
+u2.sendto(query("web.test", 1), ("127.0.0.53", 53))
+u2.sendto(query("web.test", 28), ("127.0.0.53", 53))
+got = []
+try:
+    for i in range(2):
+        got.append(rcode_and_count(u2.recvfrom(512)[0]))
+except Exception as e:
+    got.append(str(e))
+out["pair"] = got
+udp.sendto(query("web.test", 16), ("127.0.0.53", 53))
+out["txt"] = rcode_and_count(udp.recvfrom(512)[0])
+tcp = socket.create_connection(("127.0.0.53", 53), timeout=10)
+message = query("web.test", 1)
+tcp.sendall(struct.pack("!H", len(message)) + message)
+length = struct.unpack("!H", tcp.recv(2))[0]
+answer = tcp.recv(length)
+out["tcp"] = rcode_and_count(answer) + [socket.inet_ntoa(answer[-4:])]
+print(json.dumps(out))
+`);
+    expect(result.stderr).toBe("");
+    const out = JSON.parse(result.stdout) as Record<string, unknown>;
+    expect(out.resolv).toBe("nameserver 127.0.0.53\n");
+    expect(out["web.test"]).toEqual([webAddress]);
+    // EAI_NONAME (-2) for the refused ones: REFUSED / NXDOMAIN, no address
+    for (const name of ["webdeny.test", "unlisted.test", "private.test"])
+      expect(String(out[name]), name).toMatch(/^gaierror -[0-9]+$/);
+    expect(out["udp elsewhere"]).toEqual([0, 1]);
+    expect(out.pair).toEqual([
+      [0, 1],
+      [0, 0],
+    ]);
+    expect(out.txt).toEqual([5, 0]); // REFUSED: only A and AAAA are answered
+    expect(out.tcp).toEqual([0, 1, webAddress]);
+    const dns = (await egressEvents()).filter((e) => e.details.protocol === "dns");
+    const byHost = Object.fromEntries(dns.map((e) => [e.details.host, e]));
+    expect(byHost["web.test"]).toMatchObject({
+      action: "egress.allowed",
+      details: { address: webAddress },
+    });
+    // Refused before any lookup: no address was ever resolved for them.
+    expect(byHost["webdeny.test"]).toMatchObject({
+      action: "egress.denied",
+      details: { reason: "not_in_shell_allowlist", address: null },
+    });
+    expect(byHost["unlisted.test"]?.details.address).toBeNull();
+    expect(byHost["private.test"]).toMatchObject({
+      action: "egress.denied",
+      details: { reason: "address_not_public", address: "10.1.2.3" },
+    });
+  });
+
+  it("redirects ports 80 and 443 of clients that ignore the proxy, deciding on Host and SNI", async () => {
+    const result = await exec(`
+import http.client, json, os, socket, ssl
+out = {}
+for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]:
+    os.environ.pop(name, None)
+def get(address, host):
+    c = http.client.HTTPConnection(address, 80, timeout=20)
+    try:
+        c.request("GET", "/direct", headers={"Host": host})
+        r = c.getresponse()
+        return [r.status, r.read().decode()]
+    except OSError as e:
+        return "error %s" % e
+out["by name"] = get("web.test", "web.test")
+out["ip literal, allowed Host"] = get("${webAddress}", "web.test")
+out["ip literal, refused Host"] = get("${webAddress}", "webdeny.test")
+out["elsewhere, allowed Host"] = get("192.0.2.1", "web.test")
+def hello(server_name):
+    context = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+def tls(address, server_name):
+    s = socket.create_connection((address, 443), timeout=20)
+    s.sendall(hello(server_name) if server_name else b"\\x16\\x03\\x01\\x00\\x05hello")
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode() or "closed"
+out["tls by name"] = tls("web.test", "web.test")
+out["tls refused SNI"] = tls("${webAddress}", "webdeny.test")
+out["tls no SNI"] = tls("${webAddress}", None)
+print(json.dumps(out))
+`);
+    expect(result.stderr).toBe("");
+    expect(JSON.parse(result.stdout)).toEqual({
+      "by name": [200, "hello from web /direct host=web.test"],
+      "ip literal, allowed Host": [200, "hello from web /direct host=web.test"],
+      "ip literal, refused Host": [403, "egress denied: not_in_shell_allowlist\n"],
+      "elsewhere, allowed Host": [200, "hello from web /direct host=web.test"],
+      "tls by name": "tls upstream saw a ClientHello for web.test",
+      "tls refused SNI": "closed",
+      "tls no SNI": "closed",
+    });
+    const reasons = (await egressEvents())
+      .filter(
+        (e) =>
+          e.action === "egress.denied" && (e.details.protocol === "tls" || e.details.port === 80),
+      )
+      .map((e) => `${e.details.protocol} ${e.details.host} ${e.details.reason}`);
+    expect(reasons).toEqual(
+      expect.arrayContaining([
+        "http webdeny.test not_in_shell_allowlist",
+        "tls webdeny.test not_in_shell_allowlist",
+        "tls  no_server_name",
+      ]),
+    );
   });
 
   it("aggregates a 200-request loop into bounded history per destination and window", async () => {

@@ -64,7 +64,7 @@ struct pair {
 
 /* A DNS datagram being answered: its client, and the answer read so far (length-prefixed). */
 struct query {
-    int fd; /* the proxy connection; 0 when the slot is free */
+    int fd; /* the proxy connection; -1 when the slot is free (0 is a valid descriptor here) */
     struct sockaddr_storage client;
     socklen_t client_len;
     time_t started;
@@ -215,7 +215,7 @@ static void accept_datagram(int udp) {
     if (n <= 0) return;
     struct query *q = NULL;
     for (int i = 0; i < MAX_QUERIES && !q; i++)
-        if (queries[i].fd == 0) q = &queries[i];
+        if (queries[i].fd < 0) q = &queries[i];
     char line[PREFIX_MAX];
     int line_len = -1;
     if (getsockname(udp, (struct sockaddr *)&destination, &dest_len) == 0)
@@ -245,7 +245,7 @@ static void accept_datagram(int udp) {
 
 static void end_query(struct query *q) {
     close(q->fd);
-    q->fd = 0;
+    q->fd = -1;
 }
 
 /* Reads what the proxy answered; once a whole message is there, sends it to the client. */
@@ -270,6 +270,7 @@ static void answer_datagram(int udp, struct query *q) {
 
 static void forward(const int listeners[L_COUNT]) {
     struct pollfd fds[L_COUNT + 2 * MAX_PAIRS + MAX_QUERIES];
+    for (int i = 0; i < MAX_QUERIES; i++) queries[i].fd = -1;
     for (;;) {
         int n = 0, busy = 0;
         for (int i = 0; i < MAX_PAIRS; i++) busy += pairs[i].used;
@@ -289,7 +290,7 @@ static void forward(const int listeners[L_COUNT]) {
             n++;
         }
         for (int i = 0; i < MAX_QUERIES; i++) {
-            fds[n].fd = queries[i].fd > 0 ? queries[i].fd : -1;
+            fds[n].fd = queries[i].fd;
             fds[n].events = POLLIN;
             n++;
         }
@@ -315,9 +316,9 @@ static void forward(const int listeners[L_COUNT]) {
         time_t now = time(NULL);
         for (int i = 0; i < MAX_QUERIES; i++) {
             struct query *q = &queries[i];
-            if (q->fd <= 0) continue;
+            if (q->fd < 0) continue;
             if (fds[L_COUNT + 2 * MAX_PAIRS + i].revents) answer_datagram(listeners[L_DNS_UDP], q);
-            if (q->fd > 0 && now - q->started > QUERY_TIMEOUT_S) end_query(q);
+            if (q->fd >= 0 && now - q->started > QUERY_TIMEOUT_S) end_query(q);
         }
     }
 }
