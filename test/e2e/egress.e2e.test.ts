@@ -282,9 +282,13 @@ try:
     out["raw"] = "opened"
 except OSError as e:
     out["raw"] = e.errno
+# no capability to change the namespace's routes or nftables rules
+out["capabilities"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
 print(json.dumps(out))
 `);
     const out = JSON.parse(result.stdout) as Record<string, unknown>;
+    expect(out.capabilities).toBe("0000000000000000");
+    delete out.capabilities;
     expect(Object.keys(out).length).toBe(targets.length * 2 + 2);
     for (const [probe, outcome] of Object.entries(out)) {
       expect(typeof outcome, `${probe}: ${String(outcome)}`).toBe("number");
