@@ -1,4 +1,4 @@
-import { loadConfig, startServer, type RunningServer } from "@shells/server";
+import { loadConfig, openSqliteStore, startServer, type RunningServer } from "@shells/server";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createTcpServer, type AddressInfo, type Server } from "node:net";
@@ -6,6 +6,7 @@ import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostReport } from "../../packages/backend-container/src/internal/test-support.js";
+import { addKey } from "../../apps/server/src/test-support/test-app.js";
 
 // The `internet` mode through a real container shell: its only way out is its egress proxy. The
 // upstream servers listen on the host's loopback, which a shell cannot reach by itself; the org's
@@ -466,6 +467,110 @@ print(ok)
       port: httpPort,
       protocol: "http",
     });
+  }, 60_000);
+
+  it("changes a running shell's allowlist: narrowing at once, widening only once an approver grants it", async () => {
+    const resolves = async (name: string) =>
+      (
+        await exec(`
+import socket
+try:
+    print(socket.getaddrinfo("${name}", 80, proto=socket.IPPROTO_TCP)[0][4][0])
+except socket.gaierror:
+    print("refused")
+`)
+      ).stdout.trim();
+    const shell = (
+      await call<{ egress: { allow: string[] } }>(api, "GET", `/api/v1/shells/${shellId}`)
+    ).body;
+    const full = shell.egress.allow;
+    const owner = (await call<{ actor: { id: string } }>(api, "GET", "/api/v1/me")).body.actor.id;
+    const member = await call<{ id: string; orgId: string }>(api, "POST", "/api/v1/members", {
+      email: "dev@example.com",
+      role: "developer",
+    });
+    expect(member.status).toBe(201);
+    const store = await openSqliteStore(join(dataDir, "shells.db"));
+    const me = (await call<{ orgId: string }>(api, "GET", "/api/v1/me")).body;
+    const { token } = await addKey(store, {
+      orgId: me.orgId,
+      principal: { type: "user", id: member.body.id },
+      scopes: ["shells:instances:read", "shells:instances:control", "shells:instances:exec"],
+      name: "dev key",
+    });
+    await store.close();
+    const developer = { url: api.url, token };
+    expect(
+      (
+        await call(api, "PATCH", "/api/v1/org/policy", {
+          approvalGates: { egress_change: "approvers" },
+          approvers: [owner],
+        })
+      ).status,
+    ).toBe(200);
+    try {
+      // Narrowing: never gated, applies at the next question.
+      const narrowed = await call<{ egress: { allow: string[] } }>(
+        developer,
+        "PATCH",
+        `/api/v1/shells/${shellId}/egress`,
+        { egress: { mode: "allowlist", allow: full.filter((h) => h !== "web.test") } },
+      );
+      expect(narrowed.status).toBe(200);
+      expect(narrowed.body.egress.allow).not.toContain("web.test");
+      expect(await resolves("web.test")).toBe("refused");
+
+      // Widening: parked for an approver; nothing changes until the grant.
+      const asked = await call<{ approval: { id: string; action: string; state: string } }>(
+        developer,
+        "PATCH",
+        `/api/v1/shells/${shellId}/egress`,
+        { egress: { mode: "allowlist", allow: full } },
+      );
+      expect(asked.status).toBe(202);
+      expect(asked.body.approval).toMatchObject({ action: "egress_change", state: "pending" });
+      expect(await resolves("web.test")).toBe("refused");
+      const selfGrant = await call(
+        developer,
+        "POST",
+        `/api/v1/approvals/${asked.body.approval.id}/grant`,
+        {
+          reason: "mine",
+        },
+      );
+      expect(selfGrant.status).toBe(403);
+      const granted = await call<{ state: string; outcome: string }>(
+        api,
+        "POST",
+        `/api/v1/approvals/${asked.body.approval.id}/grant`,
+        { reason: "needed for the build" },
+      );
+      expect(granted.body).toMatchObject({ state: "granted", outcome: "success" });
+      expect(await resolves("web.test")).toBe(webAddress);
+
+      const changes = (
+        await call<{
+          items: { action: string; actor: { id: string }; details: { widening: boolean } }[];
+        }>(
+          api,
+          "GET",
+          `/api/v1/activity?shell=${shellId}&action=shell.action.egress_change&limit=50`,
+        )
+      ).body.items;
+      expect(
+        changes
+          .map((e) => [e.actor.id, e.details.widening])
+          .sort((a, b) => String(a[1]).localeCompare(String(b[1]))),
+      ).toEqual([
+        [member.body.id, false],
+        [member.body.id, true],
+      ]);
+    } finally {
+      await call(api, "PATCH", "/api/v1/org/policy", {
+        approvalGates: { egress_change: "none" },
+        approvers: [],
+      });
+    }
   }, 60_000);
 
   it("finds its proxy again after the control plane restarts", async () => {

@@ -187,3 +187,38 @@ export class EgressPolicy {
     return null;
   }
 }
+
+function cidrWithin(inner: string, outer: string): boolean {
+  const a = parseCidr(inner);
+  const b = parseCidr(outer);
+  if (!a || !b || a.family !== b.family || a.prefix < b.prefix) return false;
+  const list = new BlockList();
+  list.addSubnet(b.address, b.prefix, b.family);
+  return list.check(a.address, a.family);
+}
+
+/** Whether one allowlist entry lets through nothing that the entries of `old` do not. */
+function entryCovered(entry: string, old: readonly string[]): boolean {
+  if (parseCidr(entry))
+    return old.some((rule) => parseCidr(rule) !== null && cidrWithin(entry, rule));
+  const name = normalizeHost(entry);
+  return old.some((rule) => {
+    if (parseCidr(rule)) return false;
+    if (normalizeHost(rule) === name) return true;
+    // `*.a.example` is within `*.example`; a plain `a.example` too.
+    return hostMatches(name.startsWith("*.") ? name.slice(2) : name, rule);
+  });
+}
+
+/**
+ * Whether changing a shell's allowlist from `old` to `next` only narrows it: every new entry is
+ * already covered by an old one (an old null is no allowlist at all — the org's policy alone —
+ * which every allowlist narrows). Only a narrowing skips the approval gate; anything this cannot
+ * prove narrower (a host an old CIDR might have covered, say) counts as widening.
+ */
+export function isNarrowing(old: ShellEgress | null, next: ShellEgress): boolean {
+  if (old === null) return true;
+  if (next.mode === "deny_all" || next.allow.length === 0) return true;
+  if (old.mode === "deny_all") return false;
+  return next.allow.every((entry) => entryCovered(entry, old.allow));
+}
