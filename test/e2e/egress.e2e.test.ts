@@ -392,6 +392,9 @@ out["by name"] = get("web.test", "web.test")
 out["ip literal, allowed Host"] = get("${webAddress}", "web.test")
 out["ip literal, refused Host"] = get("${webAddress}", "webdeny.test")
 out["elsewhere, allowed Host"] = get("192.0.2.1", "web.test")
+# the metadata service by IP literal, IPv4 and IPv6: redirected to the proxy, which refuses it
+out["metadata v4"] = get("169.254.169.254", "169.254.169.254")
+out["metadata v6"] = get("fd00:ec2::254", "[fd00:ec2::254]")
 def hello(server_name):
     context = ssl.create_default_context()
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -422,6 +425,8 @@ print(json.dumps(out))
       "ip literal, allowed Host": [200, "hello from web /direct host=web.test"],
       "ip literal, refused Host": [403, "egress denied: not_in_shell_allowlist\n"],
       "elsewhere, allowed Host": [200, "hello from web /direct host=web.test"],
+      "metadata v4": [403, "egress denied: not_in_shell_allowlist\n"],
+      "metadata v6": [403, "egress denied: not_in_shell_allowlist\n"],
       "tls by name": "tls upstream saw a ClientHello for web.test",
       "tls refused SNI": "closed",
       "tls no SNI": "closed",
