@@ -226,6 +226,9 @@ export class ShellService {
     const found = await this.#find(caller.orgId, idOrName);
     return this.#lock.run(found.id, async () => {
       const row = await this.#find(caller.orgId, found.id);
+      // A sealed or localhost shell already reaches nothing outside: "deny all" is what it has.
+      if (row.network !== "internet" && body.egress.mode === "deny_all")
+        return this.get(caller, row.id);
       if (row.network !== "internet" || !this.deps.egress)
         throw new AppError(
           "invalid_state",

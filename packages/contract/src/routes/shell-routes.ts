@@ -98,7 +98,7 @@ export const shellRoutes = {
     path: "/api/v1/shells/:id/egress",
     summary: "Change a running internet shell's egress allowlist.",
     description:
-      "Takes effect at the shell's next connection or DNS question. Narrowing (every new entry already allowed) is never gated; widening goes through the org's `egress_change` approval gate (none, typed confirmation, or named approvers: 202 with a pending approval). A shell whose network is not `internet` answers 409 `invalid_state`.",
+      "Takes effect at the shell's next connection or DNS question. Narrowing (every new entry already allowed) is never gated; widening goes through the org's `egress_change` approval gate (none, typed confirmation, or named approvers: 202 with a pending approval). A shell whose network is not `internet` already reaches nothing outside: `deny_all` leaves it as it is, an allowlist answers 409 `invalid_state`.",
     tag: "shells",
     params: z.strictObject({ id: shellId }),
     body: ShellEgressChange,
@@ -108,7 +108,7 @@ export const shellRoutes = {
     idempotent: true,
     example: {
       params: { id: "{shell}" },
-      body: { egress: { mode: "allowlist", allow: ["api.example.com"] } },
+      body: { egress: { mode: "deny_all", allow: [] } },
     },
   },
   listSnapshots: {
