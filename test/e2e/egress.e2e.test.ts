@@ -489,7 +489,6 @@ except socket.gaierror:
       await call<{ egress: { allow: string[] } }>(api, "GET", `/api/v1/shells/${shellId}`)
     ).body;
     const full = shell.egress.allow;
-    const owner = (await call<{ actor: { id: string } }>(api, "GET", "/api/v1/me")).body.actor.id;
     const member = await call<{ id: string; orgId: string }>(api, "POST", "/api/v1/members", {
       email: "dev@example.com",
       role: "developer",
@@ -505,11 +504,30 @@ except socket.gaierror:
     });
     await store.close();
     const developer = { url: api.url, token };
+    // The agent asks; a person (the developer, a listed approver who neither made the agent nor
+    // minted its key) grants.
+    const agent = await call<{ id: string }>(api, "POST", "/api/v1/agents", { name: "egress-bot" });
+    expect(agent.status).toBe(201);
+    const agentKey = await call<{ token: string }>(api, "POST", "/api/v1/keys", {
+      name: "egress-bot key",
+      scopes: ["shells:instances:read", "shells:instances:control"],
+      principal: { type: "agent", id: agent.body.id },
+    });
+    expect(agentKey.status).toBe(201);
+    expect(
+      (
+        await call(api, "POST", "/api/v1/entitlements", {
+          entitlement: "shells.agent.invoke",
+          principal: { type: "agent", id: agent.body.id },
+        })
+      ).status,
+    ).toBe(201);
+    const bot = { url: api.url, token: agentKey.body.token };
     expect(
       (
         await call(api, "PATCH", "/api/v1/org/policy", {
           approvalGates: { egress_change: "approvers" },
-          approvers: [owner],
+          approvers: [member.body.id],
         })
       ).status,
     ).toBe(200);
@@ -527,7 +545,7 @@ except socket.gaierror:
 
       // Widening: parked for an approver; nothing changes until the grant.
       const asked = await call<{ approval: { id: string; action: string; state: string } }>(
-        developer,
+        bot,
         "PATCH",
         `/api/v1/shells/${shellId}/egress`,
         { egress: { mode: "allowlist", allow: full } },
@@ -535,17 +553,17 @@ except socket.gaierror:
       expect(asked.status).toBe(202);
       expect(asked.body.approval).toMatchObject({ action: "egress_change", state: "pending" });
       expect(await resolves("web.test")).toBe("refused");
-      const selfGrant = await call(
-        developer,
+      const agentGrant = await call(
+        bot,
         "POST",
         `/api/v1/approvals/${asked.body.approval.id}/grant`,
         {
           reason: "mine",
         },
       );
-      expect(selfGrant.status).toBe(403);
+      expect(agentGrant.status).toBe(403); // agents never approve
       const granted = await call<{ state: string; outcome: string }>(
-        api,
+        developer,
         "POST",
         `/api/v1/approvals/${asked.body.approval.id}/grant`,
         { reason: "needed for the build" },
@@ -568,7 +586,7 @@ except socket.gaierror:
           .sort((a, b) => String(a[1]).localeCompare(String(b[1]))),
       ).toEqual([
         [member.body.id, false],
-        [member.body.id, true],
+        [agent.body.id, true],
       ]);
     } finally {
       await call(api, "PATCH", "/api/v1/org/policy", {
