@@ -1,4 +1,4 @@
-import { loadConfig, startServer, type RunningServer } from "@shells/server";
+import { loadConfig, openSqliteStore, startServer, type RunningServer } from "@shells/server";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createTcpServer, type AddressInfo, type Server } from "node:net";
@@ -6,6 +6,7 @@ import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostReport } from "../../packages/backend-container/src/internal/test-support.js";
+import { addKey } from "../../apps/server/src/test-support/test-app.js";
 
 // The `internet` mode through a real container shell: its only way out is its egress proxy. The
 // upstream servers listen on the host's loopback, which a shell cannot reach by itself; the org's
@@ -73,6 +74,11 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
   let httpPort = 0;
   let echoPort = 0;
   let shellId = "";
+  // Upstreams on ports 80 and 443 at a loopback address of their own: the shell dials them without
+  // the proxy, and the redirect brings the connection to the proxy, which decides on Host / SNI.
+  const webAddress = `127.${2 + Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}.${1 + Math.floor(Math.random() * 250)}`;
+  let web: HttpServer;
+  let tlsUpstream: Server;
 
   const exec = async (script: string) => {
     const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
@@ -100,6 +106,22 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
     httpPort = await listen(upstream);
     echo = createTcpServer((socket) => socket.pipe(socket));
     echoPort = await listen(echo);
+    web = createHttpServer((req, res) => {
+      res.end(`hello from web ${req.url} host=${req.headers.host}`);
+    });
+    await new Promise<void>((resolve) => web.listen(80, webAddress, resolve));
+    // Stands in for a TLS server: answers once it has a ClientHello naming web.test (the bytes
+    // arrive untouched: the proxy relays, it does not terminate TLS).
+    tlsUpstream = createTcpServer((socket) => {
+      let seen = Buffer.alloc(0);
+      socket.on("data", (chunk: Buffer) => {
+        seen = Buffer.concat([seen, chunk]);
+        if (seen[0] === 22 && seen.includes("web.test"))
+          socket.end(`tls upstream saw a ClientHello for web.test`);
+      });
+      socket.on("error", () => socket.destroy());
+    });
+    await new Promise<void>((resolve) => tlsUpstream.listen(443, webAddress, resolve));
     dataDir = mkdtempSync(join(tmpdir(), "shells-egress-"));
     const loaded = loadConfig(
       ["--port", "0", "--data-dir", dataDir, "--backend", "container", "--log-level", "warn"],
@@ -118,12 +140,14 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
         "private.test": ["10.1.2.3"],
         "metadata.test": ["169.254.169.254"],
         "mapped.test": ["::ffff:127.0.0.2"],
+        "web.test": [webAddress],
+        "webdeny.test": [webAddress],
       },
     };
     server = await startServer(config);
     api = { url: server.url, token: readFileSync(join(dataDir, "admin-token"), "utf8").trim() };
     const policy = await call(api, "PATCH", "/api/v1/org/policy", {
-      egress: { allowCidrs: ["127.0.0.1/32"], denyHosts: ["denied.test"] },
+      egress: { allowCidrs: ["127.0.0.1/32", `${webAddress}/32`], denyHosts: ["denied.test"] },
     });
     expect(policy.status).toBe(200);
     const shell = await call<{ id: string; network: string; status: string }>(
@@ -141,6 +165,7 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
             "private.test",
             "metadata.test",
             "mapped.test",
+            "web.test",
           ],
         },
       },
@@ -155,6 +180,8 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
     await server?.close();
     upstream?.close();
     echo?.close();
+    web?.close();
+    tlsUpstream?.close();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
@@ -240,7 +267,7 @@ for address in ${JSON.stringify(targets)}:
         out["tcp " + address] = e.errno
     udp = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        udp.sendto(b"x", (address, 53))
+        udp.sendto(b"x", (address, 9))
         out["udp " + address] = "sent"
     except OSError as e:
         out["udp " + address] = e.errno
@@ -256,15 +283,167 @@ try:
     out["raw"] = "opened"
 except OSError as e:
     out["raw"] = e.errno
+# no capability to change the namespace's routes or nftables rules
+out["capabilities"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
 print(json.dumps(out))
 `);
     const out = JSON.parse(result.stdout) as Record<string, unknown>;
+    expect(out.capabilities).toBe("0000000000000000");
+    delete out.capabilities;
     expect(Object.keys(out).length).toBe(targets.length * 2 + 2);
     for (const [probe, outcome] of Object.entries(out)) {
       expect(typeof outcome, `${probe}: ${String(outcome)}`).toBe("number");
     }
     expect(out.loopback).toBe(111); // ECONNREFUSED: nothing of the host listens in the shell
     expect(out.raw).toBe(1); // EPERM: no CAP_NET_RAW
+  });
+
+  it("answers DNS in the shell from the proxy: allowed names get vetted addresses, refused ones are never looked up", async () => {
+    const result = await exec(`
+import json, socket, struct
+out = {"resolv": open("/etc/resolv.conf").read()}
+def lookup(name):
+    try:
+        return sorted({a[4][0] for a in socket.getaddrinfo(name, 80, proto=socket.IPPROTO_TCP)})
+    except socket.gaierror as e:
+        return "gaierror %d" % e.errno
+for name in ["web.test", "webdeny.test", "unlisted.test", "private.test"]:
+    out[name] = lookup(name)
+def query(name, qtype):
+    q = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\\0" + struct.pack("!HH", qtype, 1)
+    return q
+def rcode_and_count(answer):
+    return [answer[3] & 0xF, struct.unpack("!H", answer[6:8])[0]]
+# a client that ignores resolv.conf and asks some other server: steered to the same resolver
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.settimeout(10)
+udp.sendto(query("web.test", 1), ("8.8.8.8", 53))
+out["udp elsewhere"] = rcode_and_count(udp.recvfrom(512)[0])
+# A and AAAA back to back from one socket, as getaddrinfo asks: both answered
+u2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u2.settimeout(2)
+u2.sendto(query("web.test", 1), ("127.0.0.53", 53))
+u2.sendto(query("web.test", 28), ("127.0.0.53", 53))
+got = []
+try:
+    for i in range(2):
+        got.append(rcode_and_count(u2.recvfrom(512)[0]))
+except Exception as e:
+    got.append(str(e))
+out["pair"] = got
+udp.sendto(query("web.test", 16), ("127.0.0.53", 53))
+out["txt"] = rcode_and_count(udp.recvfrom(512)[0])
+tcp = socket.create_connection(("127.0.0.53", 53), timeout=10)
+message = query("web.test", 1)
+tcp.sendall(struct.pack("!H", len(message)) + message)
+length = struct.unpack("!H", tcp.recv(2))[0]
+answer = tcp.recv(length)
+out["tcp"] = rcode_and_count(answer) + [socket.inet_ntoa(answer[-4:])]
+print(json.dumps(out))
+`);
+    expect(result.stderr).toBe("");
+    const out = JSON.parse(result.stdout) as Record<string, unknown>;
+    expect(out.resolv).toBe("nameserver 127.0.0.53\n");
+    expect(out["web.test"]).toEqual([webAddress]);
+    // EAI_NONAME (-2) for the refused ones: REFUSED / NXDOMAIN, no address
+    for (const name of ["webdeny.test", "unlisted.test", "private.test"])
+      expect(String(out[name]), name).toMatch(/^gaierror -[0-9]+$/);
+    expect(out["udp elsewhere"]).toEqual([0, 1]);
+    expect(out.pair).toEqual([
+      [0, 1],
+      [0, 0],
+    ]);
+    expect(out.txt).toEqual([5, 0]); // REFUSED: only A and AAAA are answered
+    expect(out.tcp).toEqual([0, 1, webAddress]);
+    const dns = (await egressEvents()).filter((e) => e.details.protocol === "dns");
+    const byHost = Object.fromEntries(dns.map((e) => [e.details.host, e]));
+    expect(byHost["web.test"]).toMatchObject({
+      action: "egress.allowed",
+      details: { address: webAddress },
+    });
+    // Refused before any lookup: no address was ever resolved for them.
+    expect(byHost["webdeny.test"]).toMatchObject({
+      action: "egress.denied",
+      details: { reason: "not_in_shell_allowlist", address: null },
+    });
+    expect(byHost["unlisted.test"]?.details.address).toBeNull();
+    expect(byHost["private.test"]).toMatchObject({
+      action: "egress.denied",
+      details: { reason: "address_not_public", address: "10.1.2.3" },
+    });
+  });
+
+  it("redirects ports 80 and 443 of clients that ignore the proxy, deciding on Host and SNI", async () => {
+    const result = await exec(`
+import http.client, json, os, socket, ssl
+out = {}
+for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]:
+    os.environ.pop(name, None)
+def get(address, host):
+    c = http.client.HTTPConnection(address, 80, timeout=20)
+    try:
+        c.request("GET", "/direct", headers={"Host": host})
+        r = c.getresponse()
+        return [r.status, r.read().decode()]
+    except OSError as e:
+        return "error %s" % e
+out["by name"] = get("web.test", "web.test")
+out["ip literal, allowed Host"] = get("${webAddress}", "web.test")
+out["ip literal, refused Host"] = get("${webAddress}", "webdeny.test")
+out["elsewhere, allowed Host"] = get("192.0.2.1", "web.test")
+# the metadata service by IP literal, IPv4 and IPv6: redirected to the proxy, which refuses it
+out["metadata v4"] = get("169.254.169.254", "169.254.169.254")
+out["metadata v6"] = get("fd00:ec2::254", "[fd00:ec2::254]")
+def hello(server_name):
+    context = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+def tls(address, server_name):
+    s = socket.create_connection((address, 443), timeout=20)
+    s.sendall(hello(server_name) if server_name else b"\\x16\\x03\\x01\\x00\\x05hello")
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode() or "closed"
+out["tls by name"] = tls("web.test", "web.test")
+out["tls refused SNI"] = tls("${webAddress}", "webdeny.test")
+out["tls no SNI"] = tls("${webAddress}", None)
+print(json.dumps(out))
+`);
+    expect(result.stderr).toBe("");
+    expect(JSON.parse(result.stdout)).toEqual({
+      "by name": [200, "hello from web /direct host=web.test"],
+      "ip literal, allowed Host": [200, "hello from web /direct host=web.test"],
+      "ip literal, refused Host": [403, "egress denied: not_in_shell_allowlist\n"],
+      "elsewhere, allowed Host": [200, "hello from web /direct host=web.test"],
+      "metadata v4": [403, "egress denied: not_in_shell_allowlist\n"],
+      "metadata v6": [403, "egress denied: not_in_shell_allowlist\n"],
+      "tls by name": "tls upstream saw a ClientHello for web.test",
+      "tls refused SNI": "closed",
+      "tls no SNI": "closed",
+    });
+    const reasons = (await egressEvents())
+      .filter(
+        (e) =>
+          e.action === "egress.denied" && (e.details.protocol === "tls" || e.details.port === 80),
+      )
+      .map((e) => `${e.details.protocol} ${e.details.host} ${e.details.reason}`);
+    expect(reasons).toEqual(
+      expect.arrayContaining([
+        "http webdeny.test not_in_shell_allowlist",
+        "tls webdeny.test not_in_shell_allowlist",
+        "tls  no_server_name",
+      ]),
+    );
   });
 
   it("aggregates a 200-request loop into bounded history per destination and window", async () => {
@@ -293,6 +472,128 @@ print(ok)
       port: httpPort,
       protocol: "http",
     });
+  }, 60_000);
+
+  it("changes a running shell's allowlist: narrowing at once, widening only once an approver grants it", async () => {
+    const resolves = async (name: string) =>
+      (
+        await exec(`
+import socket
+try:
+    print(socket.getaddrinfo("${name}", 80, proto=socket.IPPROTO_TCP)[0][4][0])
+except socket.gaierror:
+    print("refused")
+`)
+      ).stdout.trim();
+    const shell = (
+      await call<{ egress: { allow: string[] } }>(api, "GET", `/api/v1/shells/${shellId}`)
+    ).body;
+    const full = shell.egress.allow;
+    const member = await call<{ id: string; orgId: string }>(api, "POST", "/api/v1/members", {
+      email: "dev@example.com",
+      role: "developer",
+    });
+    expect(member.status).toBe(201);
+    const store = await openSqliteStore(join(dataDir, "shells.db"));
+    const me = (await call<{ orgId: string }>(api, "GET", "/api/v1/me")).body;
+    const { token } = await addKey(store, {
+      orgId: me.orgId,
+      principal: { type: "user", id: member.body.id },
+      scopes: ["shells:instances:read", "shells:instances:control", "shells:instances:exec"],
+      name: "dev key",
+    });
+    await store.close();
+    const developer = { url: api.url, token };
+    // The agent asks; a person (the developer, a listed approver who neither made the agent nor
+    // minted its key) grants.
+    const agent = await call<{ id: string }>(api, "POST", "/api/v1/agents", { name: "egress-bot" });
+    expect(agent.status).toBe(201);
+    const agentKey = await call<{ token: string }>(api, "POST", "/api/v1/keys", {
+      name: "egress-bot key",
+      scopes: ["shells:instances:read", "shells:instances:control"],
+      principal: { type: "agent", id: agent.body.id },
+    });
+    expect(agentKey.status).toBe(201);
+    expect(
+      (
+        await call(api, "POST", "/api/v1/entitlements", {
+          entitlement: "shells.agent.invoke",
+          principal: { type: "agent", id: agent.body.id },
+        })
+      ).status,
+    ).toBe(201);
+    const bot = { url: api.url, token: agentKey.body.token };
+    expect(
+      (
+        await call(api, "PATCH", "/api/v1/org/policy", {
+          approvalGates: { egress_change: "approvers" },
+          approvers: [member.body.id],
+        })
+      ).status,
+    ).toBe(200);
+    try {
+      // Narrowing: never gated, applies at the next question.
+      const narrowed = await call<{ egress: { allow: string[] } }>(
+        developer,
+        "PATCH",
+        `/api/v1/shells/${shellId}/egress`,
+        { egress: { mode: "allowlist", allow: full.filter((h) => h !== "web.test") } },
+      );
+      expect(narrowed.status).toBe(200);
+      expect(narrowed.body.egress.allow).not.toContain("web.test");
+      expect(await resolves("web.test")).toBe("refused");
+
+      // Widening: parked for an approver; nothing changes until the grant.
+      const asked = await call<{ approval: { id: string; action: string; state: string } }>(
+        bot,
+        "PATCH",
+        `/api/v1/shells/${shellId}/egress`,
+        { egress: { mode: "allowlist", allow: full } },
+      );
+      expect(asked.status).toBe(202);
+      expect(asked.body.approval).toMatchObject({ action: "egress_change", state: "pending" });
+      expect(await resolves("web.test")).toBe("refused");
+      const agentGrant = await call(
+        bot,
+        "POST",
+        `/api/v1/approvals/${asked.body.approval.id}/grant`,
+        {
+          reason: "mine",
+        },
+      );
+      expect(agentGrant.status).toBe(403); // agents never approve
+      const granted = await call<{ state: string; outcome: string }>(
+        developer,
+        "POST",
+        `/api/v1/approvals/${asked.body.approval.id}/grant`,
+        { reason: "needed for the build" },
+      );
+      expect(granted.body).toMatchObject({ state: "granted", outcome: "success" });
+      expect(await resolves("web.test")).toBe(webAddress);
+
+      const changes = (
+        await call<{
+          items: { action: string; actor: { id: string }; details: { widening: boolean } }[];
+        }>(
+          api,
+          "GET",
+          `/api/v1/activity?shell=${shellId}&action=shell.action.egress_change&limit=50`,
+        )
+      ).body.items;
+      expect(
+        changes
+          .map((e) => [e.actor.id, e.details.widening])
+          .sort((a, b) => String(a[1]).localeCompare(String(b[1]))),
+      ).toEqual([
+        [member.body.id, false],
+        [agent.body.id, true],
+      ]);
+    } finally {
+      await call(api, "PATCH", "/api/v1/org/policy", {
+        approvalGates: { egress_change: "none" },
+        approvers: [],
+      });
+    }
   }, 60_000);
 
   it("finds its proxy again after the control plane restarts", async () => {

@@ -84,6 +84,7 @@ const policy: OrgPolicy = {
     delete: "none",
     restore: "none",
     restart: "none",
+    egress_change: "none",
   },
   approvers: [],
   approvalTtlSeconds: 86_400,

@@ -114,6 +114,27 @@ static void make_device(const char *path, unsigned major, unsigned minor, unsign
 }
 
 /*
+ * An `internet` shell resolves names through its egress forwarder's DNS listener (egress.c), which
+ * asks the egress proxy: /etc/resolv.conf is a read-only bind of a file the keeper writes, so the
+ * shell's resolver points there whatever the image held. (Queries sent to any other address on
+ * port 53 are steered to the same listener by the shell's nftables rules.)
+ */
+static void point_resolver_at_egress(const char *shell_dir, const char *root) {
+    char source[PATH_MAX], target[PATH_MAX];
+    snprintf(source, sizeof source, "%s/resolv.conf", shell_dir);
+    snprintf(target, sizeof target, "%s/etc/resolv.conf", root);
+    int fd = open(source, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    static const char conf[] = "nameserver 127.0.0.53\n";
+    if (fd < 0 || write(fd, conf, sizeof conf - 1) != (ssize_t)(sizeof conf - 1)) die("write %s", source);
+    close(fd);
+    struct stat st;
+    if (lstat(target, &st) < 0 || !S_ISREG(st.st_mode)) return; /* no file to cover: steering still applies */
+    if (mount(source, target, NULL, MS_BIND, NULL) < 0 ||
+        mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        die("bind %s", target);
+}
+
+/*
  * /dev of the shell: a small tmpfs with the harmless character devices, made by the keeper (host
  * root) because a user namespace cannot create device nodes. The sandbox can open these but cannot
  * make others (mknod of devices needs CAP_MKNOD in the host's user namespace).
@@ -405,6 +426,7 @@ int cmd_start(int argc, char **argv) {
               "lowerdir=lower,upperdir=disk/upper,workdir=disk/work") < 0)
         die("mount overlay root");
     populate_dev("root", &o);
+    if (internet) point_resolver_at_egress(o.shell_dir, "root");
     if (chdir("root") < 0) die("chdir root");
 
     /* The shell's init: every namespace at once, copying the finished mount table (the copy's

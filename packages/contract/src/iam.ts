@@ -133,8 +133,9 @@ export type Project = z.infer<typeof Project>;
 export const ProjectCreate = z.strictObject({ name: resourceName });
 
 /**
- * Actions an org can put behind an approval gate: each destroys work. `restore` discards everything
- * written since the snapshot; `restart` ends every running process.
+ * Actions an org can put behind an approval gate: each destroys work or widens reach. `restore`
+ * discards everything written since the snapshot; `restart` ends every running process;
+ * `egress_change` widens what a running `internet` shell may reach (narrowing is never gated).
  */
 export const GatedAction = z.enum([
   "stop",
@@ -143,6 +144,7 @@ export const GatedAction = z.enum([
   "delete",
   "restore",
   "restart",
+  "egress_change",
 ]);
 export type GatedAction = z.infer<typeof GatedAction>;
 
@@ -227,6 +229,7 @@ export const OrgPolicy = z.strictObject({
     delete: GateMode,
     restore: GateMode,
     restart: GateMode,
+    egress_change: GateMode,
   }),
   /** User ids who may decide approvals. */
   approvers: z.array(id),
@@ -262,6 +265,7 @@ export const OrgPolicyUpdate = z.strictObject({
       delete: GateMode.optional(),
       restore: GateMode.optional(),
       restart: GateMode.optional(),
+      egress_change: GateMode.optional(),
     })
     .optional(),
   approvers: z.array(id).max(100).optional(),

@@ -93,6 +93,7 @@ export {
   Shell,
   ShellCreate,
   ShellEgress,
+  ShellEgressChange,
   EgressCidr,
   EgressHostRule,
   ShellStatus,

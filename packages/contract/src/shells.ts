@@ -35,6 +35,14 @@ export const ShellEgress = z.strictObject({
 });
 export type ShellEgress = z.infer<typeof ShellEgress>;
 
+/** Body of `PATCH /api/v1/shells/:id/egress`: the running shell's new allowlist. */
+export const ShellEgressChange = z.strictObject({
+  egress: ShellEgress,
+  /** Typed confirmation (the shell's name or id) when the org gates widening by `confirm`. */
+  confirm: z.string().max(256).optional(),
+});
+export type ShellEgressChange = z.infer<typeof ShellEgressChange>;
+
 /** Lifecycle states of a shell. */
 export const ShellStatus = z.enum(["provisioning", "running", "stopped", "error", "deleted"]);
 export type ShellStatus = z.infer<typeof ShellStatus>;

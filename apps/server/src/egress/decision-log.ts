@@ -12,8 +12,12 @@ export interface EgressDecision {
   /** The vetted address the proxy dialled; null when refused before resolution or unresolvable. */
   address: string | null;
   port: number;
-  /** `http` for a forwarded request, `connect` for a tunnel (HTTPS and other TCP). */
-  protocol: "http" | "connect";
+  /**
+   * `http` for a forwarded request (through the proxy variables or redirected from port 80),
+   * `connect` for a tunnel (HTTPS and other TCP), `tls` for a redirected port-443 connection
+   * (decided on its SNI), `dns` for a question to the shell's resolver (port 53, no bytes).
+   */
+  protocol: "http" | "connect" | "tls" | "dns";
   /** Bytes moved both ways (0 for a refusal). */
   bytes: number;
   reason?: EgressDenial | undefined;

@@ -7,11 +7,25 @@ import {
   type Server,
   type ServerResponse,
 } from "node:http";
-import { connect, type Socket } from "node:net";
+import {
+  connect,
+  createServer as createNetServer,
+  type Server as NetServer,
+  type Socket,
+} from "node:net";
 import { chmod, rm } from "node:fs/promises";
 import { pipeline } from "node:stream";
 import type { Duplex } from "node:stream";
 import type { EgressDecision } from "./decision-log.js";
+import {
+  buildDnsAnswer,
+  buildDnsError,
+  DNS_RCODE,
+  isAddressQuestion,
+  isLookupName,
+  parseDnsQuery,
+} from "./dns-message.js";
+import { MAX_CLIENT_HELLO_BYTES, readServerName } from "./tls-client-hello.js";
 import { ipFamily, normalizeHost, type EgressDenial, type EgressPolicy } from "./policy.js";
 
 /** Resolves a host name to every address it has (the proxy vets them all). */
@@ -58,6 +72,74 @@ const HOP_HEADERS = new Set([
 const RESOLVE_TIMEOUT_MS = 5_000;
 const DIAL_TIMEOUT_MS = 10_000;
 const BUDGET_CHECK_MS = 250;
+/** Time a forwarder connection has to send its PROXY line, a DNS client its next question, and a
+ * redirected TLS client its ClientHello. */
+const PREAMBLE_TIMEOUT_MS = 10_000;
+/** A PROXY protocol v1 line is at most 107 bytes with its CRLF. */
+const MAX_PROXY_LINE = 107;
+/** Largest DNS message the resolver reads (questions are tiny; anything larger is not one). */
+const MAX_DNS_MESSAGE = 4096;
+/** The shell's resolver (the forwarder's DNS listeners). */
+const RESOLVER_ADDRESS = "127.0.0.53";
+const RESOLVER_PORT = 53;
+
+/** A forwarder connection's PROXY protocol v1 line: who connected, and where they were going. */
+export interface ProxyLine {
+  source: string;
+  destination: string;
+  destinationPort: number;
+}
+
+/** Parses `PROXY TCP4|TCP6 <src> <dst> <sport> <dport>` (without its CRLF); null when malformed. */
+export function parseProxyLine(line: string): ProxyLine | null {
+  const match = /^PROXY (TCP4|TCP6) (\S+) (\S+) (\d{1,5}) (\d{1,5})$/.exec(line);
+  if (!match) return null;
+  const family = match[1] === "TCP4" ? "ipv4" : "ipv6";
+  const source = match[2] as string;
+  const destination = match[3] as string;
+  const destinationPort = Number(match[5]);
+  if (ipFamily(source) !== family || ipFamily(destination) !== family) return null;
+  if (!(destinationPort >= 1 && destinationPort <= 65535)) return null;
+  return { source, destination, destinationPort };
+}
+
+/**
+ * Reads from `socket` until `complete` says what the bytes so far amount to, or `limit` bytes or
+ * the preamble timeout pass (null then). The bytes read are returned; nothing is lost.
+ */
+function readPreamble<T>(
+  socket: Socket,
+  limit: number,
+  complete: (data: Buffer) => T | "more",
+): Promise<{ result: T; data: Buffer } | null> {
+  return new Promise((resolve) => {
+    if (socket.readableEnded || socket.destroyed) {
+      resolve(null);
+      return;
+    }
+    let data = Buffer.alloc(0);
+    const finish = (value: { result: T; data: Buffer } | null) => {
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("end", onEnd);
+      socket.off("close", onEnd);
+      socket.pause();
+      resolve(value);
+    };
+    const onData = (chunk: Buffer) => {
+      data = Buffer.concat([data, chunk]);
+      const result = complete(data);
+      if (result !== "more") finish({ result, data });
+      else if (data.length >= limit) finish(null);
+    };
+    const onEnd = () => finish(null);
+    const timer = setTimeout(() => finish(null), PREAMBLE_TIMEOUT_MS);
+    socket.on("data", onData);
+    socket.once("end", onEnd);
+    socket.once("close", onEnd);
+    socket.resume();
+  });
+}
 
 function forwardedHeaders(headers: IncomingHttpHeaders): IncomingHttpHeaders {
   const named = new Set(
@@ -104,7 +186,11 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
  * connections are capped, and bodies and tunnels are piped with backpressure.
  */
 export class EgressProxy {
+  /** Takes the forwarder's connections and dispatches each on its PROXY line. */
+  readonly #front: NetServer;
   readonly #server: Server;
+  /** Redirected port-80 connections: the port the shell dialled (the Host header names the host). */
+  readonly #redirected = new WeakMap<Socket, number>();
   /** Bytes of connections that ended. */
   #closedBytes = 0;
   readonly #live = new Set<Socket>();
@@ -117,7 +203,13 @@ export class EgressProxy {
         this.#onRequest(req, res).catch(() => res.destroy());
       },
     );
-    this.#server.maxConnections = options.maxConnections;
+    // Half-open: a DNS datagram's connection ends its sending side after the question and still
+    // reads the answer.
+    this.#front = createNetServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
+      socket.on("error", () => socket.destroy());
+      this.#onForwarded(socket).catch(() => socket.destroy());
+    });
+    this.#front.maxConnections = options.maxConnections;
     this.#server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       this.#onConnect(req, socket, head).catch(() => socket.destroy());
     });
@@ -137,9 +229,9 @@ export class EgressProxy {
   async listen(): Promise<void> {
     await rm(this.options.socketPath, { force: true });
     await new Promise<void>((resolve, reject) => {
-      this.#server.once("error", reject);
-      this.#server.listen(this.options.socketPath, () => {
-        this.#server.off("error", reject);
+      this.#front.once("error", reject);
+      this.#front.listen(this.options.socketPath, () => {
+        this.#front.off("error", reject);
         resolve();
       });
     });
@@ -151,15 +243,134 @@ export class EgressProxy {
     clearInterval(this.#budgetTimer);
     for (const socket of this.#live) socket.destroy();
     this.#server.closeAllConnections();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    await new Promise<void>((resolve) => this.#front.close(() => resolve()));
     await rm(this.options.socketPath, { force: true });
   }
 
-  /** Resolves and vets one destination: the address to dial, or why not. */
+  /**
+   * Dispatches one connection from the shell's forwarder on its PROXY line: the shell's resolver
+   * (127.0.0.53:53), a redirected connection to port 80 (decided on its Host header) or 443 (on
+   * its TLS SNI), or else the HTTP proxy the proxy variables name. Only the forwarder connects
+   * here (the socket is root's), and the shell's bytes only ever follow its line.
+   */
+  async #onForwarded(socket: Socket): Promise<void> {
+    const preamble = await readPreamble(socket, MAX_PROXY_LINE, (data) => {
+      const end = data.indexOf("\r\n");
+      return end < 0 ? "more" : end;
+    });
+    const line = preamble
+      ? parseProxyLine(preamble.data.toString("latin1", 0, preamble.result))
+      : null;
+    if (!preamble || !line) {
+      socket.destroy();
+      return;
+    }
+    const rest = preamble.data.subarray(preamble.result + 2);
+    if (rest.length > 0) socket.unshift(rest);
+    if (line.destination === RESOLVER_ADDRESS && line.destinationPort === RESOLVER_PORT) {
+      await this.#serveDns(socket);
+    } else if (line.destinationPort === 443) {
+      await this.#onRedirectedTls(socket);
+    } else {
+      if (line.destinationPort === 80) this.#redirected.set(socket, 80);
+      this.#server.emit("connection", socket);
+      socket.resume();
+    }
+  }
+
+  /**
+   * Answers length-prefixed DNS questions (TCP framing; the forwarder frames UDP datagrams the
+   * same way) one after another until the client stops asking.
+   */
+  async #serveDns(socket: Socket): Promise<void> {
+    for (;;) {
+      const message = await readPreamble(socket, 2 + MAX_DNS_MESSAGE, (data) => {
+        if (data.length < 2) return "more";
+        const length = data.readUInt16BE(0);
+        if (length > MAX_DNS_MESSAGE) return -1;
+        return data.length >= 2 + length ? length : "more";
+      });
+      if (!message || message.result < 0) {
+        socket.end();
+        return;
+      }
+      const end = 2 + message.result;
+      const answer = await this.#answerDns(message.data.subarray(2, end));
+      const framed = Buffer.alloc(2 + answer.length);
+      framed.writeUInt16BE(answer.length, 0);
+      answer.copy(framed, 2);
+      socket.write(framed);
+      const rest = message.data.subarray(end);
+      if (rest.length > 0) socket.unshift(rest);
+    }
+  }
+
+  /**
+   * Answers one DNS question. The name is checked against the policy *before* it is looked up
+   * (a refused name never reaches DNS: its lookup alone could carry data out); an allowed name is
+   * answered with the addresses the proxy resolved and vetted, all of which the policy must
+   * allow. Only A and AAAA are answered; other types are refused.
+   */
+  async #answerDns(packet: Buffer): Promise<Buffer> {
+    const question = parseDnsQuery(packet);
+    if ("error" in question)
+      return buildDnsError(
+        question.id ?? 0,
+        question.error === "malformed" ? DNS_RCODE.formErr : DNS_RCODE.notImp,
+      );
+    if (!isAddressQuestion(question) || !isLookupName(question.name))
+      return buildDnsAnswer(question, DNS_RCODE.refused);
+    const decision = await this.#decide(question.name, null);
+    if ("denial" in decision) {
+      this.#record("dns", question.name, RESOLVER_PORT, decision.address, 0, decision.denial);
+      const rcode = decision.denial === "no_address" ? DNS_RCODE.nxDomain : DNS_RCODE.refused;
+      return buildDnsAnswer(question, rcode);
+    }
+    this.#record("dns", question.name, RESOLVER_PORT, decision.address, 0);
+    return buildDnsAnswer(question, DNS_RCODE.noError, decision.addresses);
+  }
+
+  /**
+   * A connection the shell made to some address's port 443 without the proxy: decided on the
+   * server name of its TLS ClientHello, never on the address it dialled, and relayed untouched
+   * (no interception) to the address the proxy resolved and vetted for that name.
+   */
+  async #onRedirectedTls(client: Socket): Promise<void> {
+    const hello = await readPreamble(client, MAX_CLIENT_HELLO_BYTES, (data) => {
+      const result = readServerName(data);
+      return "need" in result ? "more" : result;
+    });
+    const serverName = hello && "serverName" in hello.result ? hello.result.serverName : null;
+    if (!hello || serverName === null) {
+      this.#record("tls", "", 443, null, 0, "no_server_name");
+      client.destroy();
+      return;
+    }
+    const decision = await this.#decide(serverName, 443);
+    if ("denial" in decision) {
+      this.#record("tls", serverName, 443, decision.address, 0, decision.denial);
+      client.destroy();
+      return;
+    }
+    const upstream = connect({ host: decision.address, port: 443, timeout: DIAL_TIMEOUT_MS });
+    this.#meter(upstream, (bytes) => this.#record("tls", serverName, 443, decision.address, bytes));
+    upstream.once("timeout", () => upstream.destroy());
+    upstream.once("error", () => client.destroy());
+    upstream.once("connect", () => {
+      upstream.setTimeout(0);
+      upstream.write(hello.data);
+      pipeline(client, upstream, () => undefined);
+      pipeline(upstream, client, () => undefined);
+    });
+  }
+
+  /** Resolves and vets one destination (`port` null: a DNS question): the address to dial, or why not. */
   async #decide(
     host: string,
-    port: number,
-  ): Promise<{ address: string } | { denial: EgressDenial; address: string | null }> {
+    port: number | null,
+  ): Promise<
+    { address: string; addresses: string[] } | { denial: EgressDenial; address: string | null }
+  > {
     if (this.bytes >= this.options.maxBytes) return { denial: "egress_limit", address: null };
     const policy = await this.options.policy();
     const byName = policy.decideName(host, port);
@@ -176,7 +387,7 @@ export class EgressProxy {
     const denial = policy.decide(host, port, addresses);
     const address = addresses[0] ?? null;
     if (denial || address === null) return { denial: denial ?? "no_address", address };
-    return { address };
+    return { address, addresses };
   }
 
   /**
@@ -222,10 +433,23 @@ export class EgressProxy {
 
   async #onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let url: URL;
+    const redirectedPort = this.#redirected.get(req.socket);
     try {
-      url = new URL(req.url ?? "");
+      // A redirected request names its host only in Host (origin form); the port is the one the
+      // shell dialled, whatever Host says.
+      url =
+        redirectedPort === undefined
+          ? new URL(req.url ?? "")
+          : new URL(`http://${req.headers.host ?? ""}${req.url?.startsWith("/") ? req.url : "/"}`);
+      if (redirectedPort !== undefined) url.port = String(redirectedPort);
     } catch {
       url = new URL("invalid:");
+    }
+    if (redirectedPort !== undefined && (url.protocol !== "http:" || !req.headers.host)) {
+      this.#record("http", "", redirectedPort, null, 0, "no_server_name");
+      res.writeHead(400, { "content-type": "text/plain", connection: "close" });
+      res.end("egress proxy: a request without a Host header\n");
+      return;
     }
     if (url.protocol !== "http:") {
       res.writeHead(400, { "content-type": "text/plain", connection: "close" });

@@ -34,6 +34,8 @@ const FALLBACK_LIMITS = { maxConnections: 64, maxBytes: 1024 * 1024 * 1024 };
  */
 export class EgressService {
   readonly #proxies = new Map<string, EgressProxy>();
+  /** Each running proxy's shell allowlist, read at every connection and DNS question. */
+  readonly #allowlists = new Map<string, ShellEgress | null>();
   readonly #decisions: EgressDecisionLog;
   readonly #resolve: EgressResolver;
 
@@ -53,6 +55,7 @@ export class EgressService {
   /** Starts the shell's proxy unless it runs; returns what the backend needs to route to it. */
   async ensure(orgId: string, shellId: string, egress: ShellEgress | null): Promise<SandboxEgress> {
     const socketPath = this.socketPath(shellId);
+    this.#allowlists.set(shellId, egress);
     if (this.#proxies.has(shellId)) return { socketPath };
     await mkdir(this.options.socketDir, { recursive: true, mode: 0o700 });
     const limits = (await this.options.policy(orgId)).egress ?? FALLBACK_LIMITS;
@@ -70,7 +73,7 @@ export class EgressService {
             allowPorts: [],
             ...FALLBACK_LIMITS,
           },
-          egress,
+          this.#allowlists.get(shellId) ?? null,
         ),
       resolve: this.#resolve,
       maxConnections: limits.maxConnections,
@@ -96,10 +99,16 @@ export class EgressService {
     return { socketPath };
   }
 
+  /** Replaces a shell's allowlist: its proxy applies it from the next connection or question on. */
+  update(shellId: string, egress: ShellEgress | null): void {
+    if (this.#proxies.has(shellId)) this.#allowlists.set(shellId, egress);
+  }
+
   /** Stops a shell's proxy and removes its socket (the shell was deleted or never came up). */
   async stop(shellId: string): Promise<void> {
     const proxy = this.#proxies.get(shellId);
     this.#proxies.delete(shellId);
+    this.#allowlists.delete(shellId);
     await proxy?.close();
     await this.#decisions.flushShell(shellId);
   }
@@ -114,6 +123,7 @@ export class EgressService {
     for (const shellId of [...this.#proxies.keys()]) {
       const proxy = this.#proxies.get(shellId);
       this.#proxies.delete(shellId);
+      this.#allowlists.delete(shellId);
       await proxy?.close();
     }
     await this.#decisions.close();

@@ -1,6 +1,6 @@
 import type { OrgEgressPolicy } from "@shells/contract";
 import { describe, expect, it } from "vitest";
-import { EgressPolicy, hostMatches, isPublicAddress } from "./policy.js";
+import { EgressPolicy, hostMatches, isNarrowing, isPublicAddress } from "./policy.js";
 
 const OPEN: OrgEgressPolicy = {
   allowHosts: [],
@@ -91,5 +91,23 @@ describe("egress policy", () => {
     expect(shell.decide("internal", 443, ["10.1.1.1"])).toBe("address_not_public");
     const hostsOnly = new EgressPolicy(OPEN, { mode: "allowlist", allow: ["pypi.org"] });
     expect(hostsOnly.decideName("attacker.example", 443)).toBe("not_in_shell_allowlist");
+  });
+});
+
+describe("narrowing a shell's allowlist", () => {
+  const list = (...allow: string[]) => ({ mode: "allowlist" as const, allow });
+  it("counts only changes that let nothing new through as narrowing", () => {
+    const old = list("api.example.com", "*.pypi.org", "203.0.113.0/24");
+    expect(isNarrowing(old, list("api.example.com"))).toBe(true);
+    expect(isNarrowing(old, list("files.pypi.org", "*.cdn.pypi.org"))).toBe(true);
+    expect(isNarrowing(old, list("203.0.113.128/25"))).toBe(true);
+    expect(isNarrowing(old, { mode: "deny_all", allow: [] })).toBe(true);
+    expect(isNarrowing(null, list("anything.example"))).toBe(true);
+    expect(isNarrowing(old, list("other.example.com"))).toBe(false);
+    expect(isNarrowing(old, list("pypi.org"))).toBe(false); // `*.pypi.org` is not pypi.org itself
+    expect(isNarrowing(old, list("*.org"))).toBe(false);
+    expect(isNarrowing(old, list("203.0.112.0/23"))).toBe(false);
+    expect(isNarrowing(old, list("203.0.113.7"))).toBe(false); // a host rule, not within the CIDR
+    expect(isNarrowing({ mode: "deny_all", allow: [] }, list("api.example.com"))).toBe(false);
   });
 });

@@ -115,6 +115,7 @@ export type EgressDenial =
   | "address_denied"
   | "address_not_public"
   | "no_address"
+  | "no_server_name"
   | "egress_limit";
 
 /** A shell's effective rules: its org's policy and its own allowlist, compiled once. */
@@ -141,11 +142,12 @@ export class EgressPolicy {
   /**
    * The checks that need no resolution, made before the name is looked up: a name the policy
    * refuses anyway is never sent to DNS (a lookup of `<data>.attacker.example` would carry data out
-   * of the shell by itself).
+   * of the shell by itself). `port` is null for a DNS question (no connection yet).
    */
-  decideName(host: string, port: number): EgressDenial | null {
+  decideName(host: string, port: number | null): EgressDenial | null {
     const org = this.#org;
-    if (org.allowPorts.length > 0 && !org.allowPorts.includes(port)) return "port_not_allowed";
+    if (port !== null && org.allowPorts.length > 0 && !org.allowPorts.includes(port))
+      return "port_not_allowed";
     if (org.denyHosts.some((rule) => hostMatches(host, rule))) return "host_denied";
     if (org.allowHosts.length > 0 && !org.allowHosts.some((rule) => hostMatches(host, rule)))
       return "host_not_allowed";
@@ -161,9 +163,10 @@ export class EgressPolicy {
   /**
    * Decides one connection to `host:port` whose name resolved to `addresses` (an IP literal host
    * resolves to itself). Refuses when any address fails: a name that points anywhere forbidden is
-   * refused as a whole, whichever of its addresses a client would have picked.
+   * refused as a whole, whichever of its addresses a client would have picked. `port` is null for
+   * a DNS question: the shell is told only addresses it could then connect to.
    */
-  decide(host: string, port: number, addresses: readonly string[]): EgressDenial | null {
+  decide(host: string, port: number | null, addresses: readonly string[]): EgressDenial | null {
     const byName = this.decideName(host, port);
     if (byName) return byName;
     if (addresses.length === 0 || addresses.some((a) => ipFamily(a) === null)) return "no_address";
@@ -183,4 +186,39 @@ export class EgressPolicy {
     }
     return null;
   }
+}
+
+function cidrWithin(inner: string, outer: string): boolean {
+  const a = parseCidr(inner);
+  const b = parseCidr(outer);
+  if (!a || !b || a.family !== b.family || a.prefix < b.prefix) return false;
+  const list = new BlockList();
+  list.addSubnet(b.address, b.prefix, b.family);
+  return list.check(a.address, a.family);
+}
+
+/** Whether one allowlist entry lets through nothing that the entries of `old` do not. */
+function entryCovered(entry: string, old: readonly string[]): boolean {
+  if (parseCidr(entry))
+    return old.some((rule) => parseCidr(rule) !== null && cidrWithin(entry, rule));
+  const name = normalizeHost(entry);
+  return old.some((rule) => {
+    if (parseCidr(rule)) return false;
+    if (normalizeHost(rule) === name) return true;
+    // `*.a.example` is within `*.example`; a plain `a.example` too.
+    return hostMatches(name.startsWith("*.") ? name.slice(2) : name, rule);
+  });
+}
+
+/**
+ * Whether changing a shell's allowlist from `old` to `next` only narrows it: every new entry is
+ * already covered by an old one (an old null is no allowlist at all — the org's policy alone —
+ * which every allowlist narrows). Only a narrowing skips the approval gate; anything this cannot
+ * prove narrower (a host an old CIDR might have covered, say) counts as widening.
+ */
+export function isNarrowing(old: ShellEgress | null, next: ShellEgress): boolean {
+  if (old === null) return true;
+  if (next.mode === "deny_all" || next.allow.length === 0) return true;
+  if (old.mode === "deny_all") return false;
+  return next.allow.every((entry) => entryCovered(entry, old.allow));
 }

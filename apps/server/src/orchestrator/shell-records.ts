@@ -138,7 +138,7 @@ export async function recordShellAction(
   activity: ActivityService,
   caller: Caller,
   shellId: string,
-  capability: Capability | "delete",
+  capability: Capability | "delete" | "egress_change",
   outcome: "success" | "failure" | "denied",
   details: Record<string, unknown>,
 ): Promise<void> {

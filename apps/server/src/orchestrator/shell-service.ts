@@ -12,6 +12,7 @@ import {
   type PendingApproval,
   type RouteBody,
   type ShellEgress,
+  type ShellEgressChange,
   type RouteQuery,
   type Shell,
   type ShellStatus,
@@ -23,6 +24,7 @@ import type { Kysely } from "kysely";
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import type { EgressService } from "../egress/egress-service.js";
+import { isNarrowing } from "../egress/policy.js";
 import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { SealedBox } from "../iam/sealed-box.js";
@@ -37,6 +39,7 @@ import {
   findShell,
   insertShell,
   listShells,
+  setShellEgress,
   setShellState,
   type ShellRow,
   type ShellStateFields,
@@ -140,6 +143,13 @@ export class ShellService {
     deps.gate.performWith(async (requester, approval, clearance) => {
       if (approval.action === "delete")
         await this.delete(requester, approval.shell_id, undefined, clearance);
+      else if (approval.action === "egress_change")
+        await this.changeEgress(
+          requester,
+          approval.shell_id,
+          JSON.parse(approval.request) as ShellEgressChange,
+          clearance,
+        );
       else
         await this.act(
           requester,
@@ -199,6 +209,52 @@ export class ShellService {
         throw error;
       }
       return this.get(caller, id);
+    });
+  }
+
+  /**
+   * Replaces a running `internet` shell's allowlist. Narrowing applies at once; widening goes
+   * through the org's `egress_change` gate (a pending approval runs this again, as its requester,
+   * once granted). The org's policy still bounds whatever the shell's list says.
+   */
+  async changeEgress(
+    caller: Caller,
+    idOrName: string,
+    body: ShellEgressChange,
+    clearance?: GateClearance,
+  ): Promise<Shell | PendingApproval> {
+    const found = await this.#find(caller.orgId, idOrName);
+    return this.#lock.run(found.id, async () => {
+      const row = await this.#find(caller.orgId, found.id);
+      // A sealed or localhost shell already reaches nothing outside: "deny all" is what it has.
+      if (row.network !== "internet" && body.egress.mode === "deny_all")
+        return this.get(caller, row.id);
+      if (row.network !== "internet" || !this.deps.egress)
+        throw new AppError(
+          "invalid_state",
+          `Shell ${row.name} has network ${row.network}: only internet shells have an egress allowlist.`,
+          { network: row.network },
+        );
+      const old = row.egress ? (JSON.parse(row.egress) as ShellEgress) : null;
+      const next = body.egress;
+      const widening = !isNarrowing(old, next);
+      let cleared = clearance;
+      if (!cleared && widening) {
+        const decision = await this.#gate(caller, row, "egress_change", body.confirm, {
+          egress: next,
+        });
+        if ("pending" in decision) return decision.pending;
+        cleared = decision.clearance;
+      }
+      await setShellEgress(this.deps.db, row.org_id, row.id, JSON.stringify(next));
+      this.deps.egress.update(row.id, next);
+      await this.#recordAction(caller, row.id, "egress_change", "success", {
+        from: old,
+        to: next,
+        widening,
+        ...cleared,
+      });
+      return this.get(caller, row.id);
     });
   }
 
@@ -477,7 +533,7 @@ export class ShellService {
   #recordAction(
     caller: Caller,
     shellId: string,
-    capability: Capability | "delete",
+    capability: Capability | "delete" | "egress_change",
     outcome: "success" | "failure" | "denied",
     details: Record<string, unknown>,
   ) {

@@ -40,6 +40,7 @@ export function shellHandlers(
   | "getShell"
   | "deleteShell"
   | "actOnShell"
+  | "changeShellEgress"
   | "listSnapshots"
   | "execInShell"
   | "runInterpreter"
@@ -57,6 +58,8 @@ export function shellHandlers(
       accepted(reply, await shells.delete(caller, params.id, query.confirm)),
     actOnShell: async ({ caller, params, body, reply }) =>
       accepted(reply, await shells.act(caller, params.id, params.capability, body)),
+    changeShellEgress: async ({ caller, params, body, reply }) =>
+      accepted(reply, await shells.changeEgress(caller, params.id, body)),
     listSnapshots: async ({ caller, params }) => ({
       items: await shells.snapshots(caller, params.id),
     }),

@@ -19,6 +19,7 @@ export const DEFAULT_POLICY: OrgPolicy = {
     delete: "none",
     restore: "none",
     restart: "none",
+    egress_change: "none",
   },
   approvers: [],
   approvalTtlSeconds: 24 * 3600,

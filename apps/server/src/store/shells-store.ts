@@ -90,6 +90,21 @@ export async function insertShell(
     .execute();
 }
 
+/** Replaces one of the org's shells' egress allowlist (JSON of `ShellEgress`). */
+export async function setShellEgress(
+  db: Kysely<Database>,
+  orgId: string,
+  shellId: string,
+  egress: string,
+): Promise<void> {
+  await db
+    .updateTable("shells")
+    .set({ egress, updated_at: new Date().toISOString() })
+    .where("org_id", "=", orgId)
+    .where("id", "=", shellId)
+    .execute();
+}
+
 /** Records a lifecycle step on one of the org's shells. */
 export async function setShellState(
   db: Kysely<Database>,

@@ -114,6 +114,9 @@ export async function checkContainerHost(): Promise<ContainerHostReport> {
     ["e2fsck", "e2fsprogs"],
     ["tar", "tar"],
     ["gcc", "gcc"],
+    // `internet` shells: the egress forwarder walls the shell's network namespace with these.
+    ["ip", "iproute2"],
+    ["nft", "nftables"],
   ];
   for (const [command, pkg] of tools) {
     const path = await onPath(command);

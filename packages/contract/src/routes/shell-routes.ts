@@ -11,6 +11,7 @@ import {
   RuntimeClass,
   Shell,
   ShellCreate,
+  ShellEgressChange,
   ShellStatus,
   Snapshot,
 } from "../shells.js";
@@ -91,6 +92,24 @@ export const shellRoutes = {
     scope: "shells:instances:control",
     idempotent: true,
     example: { params: { id: "{shell}", capability: "snapshot" }, body: {} },
+  },
+  changeShellEgress: {
+    method: "PATCH",
+    path: "/api/v1/shells/:id/egress",
+    summary: "Change a running internet shell's egress allowlist.",
+    description:
+      "Takes effect at the shell's next connection or DNS question. Narrowing (every new entry already allowed) is never gated; widening goes through the org's `egress_change` approval gate (none, typed confirmation, or named approvers: 202 with a pending approval). A shell whose network is not `internet` already reaches nothing outside: `deny_all` leaves it as it is, an allowlist answers 409 `invalid_state`.",
+    tag: "shells",
+    params: z.strictObject({ id: shellId }),
+    body: ShellEgressChange,
+    response: z.union([Shell, PendingApproval]),
+    successStatus: 200,
+    scope: "shells:instances:control",
+    idempotent: true,
+    example: {
+      params: { id: "{shell}" },
+      body: { egress: { mode: "deny_all", allow: [] } },
+    },
   },
   listSnapshots: {
     method: "GET",
