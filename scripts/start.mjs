@@ -29,6 +29,10 @@ const SYSTEM_PACKAGES = {
   "mkfs.ext4": "e2fsprogs",
   gcc: "gcc",
   tar: "tar",
+  ip: "iproute2",
+  nft: "nftables",
+  bwrap: "bubblewrap",
+  setpriv: "util-linux",
 };
 const missing = Object.entries(SYSTEM_PACKAGES)
   .filter(([bin]) => !has(bin))
