@@ -139,8 +139,10 @@ async function build(
       });
     vm.agent.close();
     report(`saving the ${language} template's state`, 80);
+    // Saved while running (QEMU pauses the guest for the last pass itself): the state then says
+    // "running", and a QEMU restoring it starts the guest as soon as it is loaded. A state saved
+    // after `stop` would restore paused.
     const monitor = await qmp(config.qmpSocket!, [
-      { execute: "stop" },
       { execute: "migrate", arguments: { uri: `exec:cat > ${work}/state.bin` } },
     ]);
     for (;;) {

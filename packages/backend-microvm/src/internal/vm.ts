@@ -3,6 +3,12 @@ import { openSync, closeSync } from "node:fs";
 import { connect } from "node:net";
 import { AgentClient } from "./agent-client.js";
 
+/**
+ * The machine: no ACPI (QEMU names the virtio-mmio devices on the kernel command line instead and
+ * shells_mmio registers them), with the legacy PIT, PIC and RTC the kernel's timer setup needs.
+ */
+const MACHINE = "microvm,pit=on,pic=on,rtc=on,acpi=off";
+
 /** Kernel command line: quiet boot; the agent is init; no TSC calibration hang under emulation. */
 const CMDLINE =
   "console=ttyS0 quiet panic=-1 no_timer_check tsc=reliable lpj=4000000 rdinit=/shells-agent";
@@ -31,7 +37,7 @@ export interface VmConfig {
 export function qemuArgs(config: VmConfig, incomingFd?: number): string[] {
   return [
     "-M",
-    "microvm,pit=on,pic=on,rtc=on,acpi=on",
+    MACHINE,
     "-accel",
     config.accel,
     "-cpu",
