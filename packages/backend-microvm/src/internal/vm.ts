@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { openSync, closeSync } from "node:fs";
 import { connect } from "node:net";
 import { AgentClient } from "./agent-client.js";
@@ -12,6 +13,15 @@ const MACHINE = "microvm,pit=on,pic=on,rtc=on,acpi=off";
 /** Kernel command line: quiet boot; the agent is init; no TSC calibration hang under emulation. */
 const CMDLINE =
   "console=ttyS0 quiet panic=-1 no_timer_check tsc=reliable lpj=4000000 rdinit=/shells-agent";
+
+/**
+ * The machine and command line, as a key: a saved state is only valid for the machine it was
+ * saved on, so templates are keyed by it.
+ */
+export const MACHINE_KEY = createHash("sha256")
+  .update(`${MACHINE}\0${CMDLINE}`)
+  .digest("hex")
+  .slice(0, 8);
 
 /** What one VM is made of. The template and every shell restored from it must agree on all but the files. */
 export interface VmConfig {
