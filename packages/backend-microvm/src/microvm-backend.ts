@@ -51,10 +51,9 @@ const BASE_ENV: Record<string, string> = {
   LANG: "C.UTF-8",
 };
 /**
- * How long each try of a restore may take to answer. Under emulation a restored guest answers in
- * ~0.1–0.4 s, but about one restore in ten to twenty never answers at all (the guest is running
- * and its state loaded; the cause is not found yet): such a VM is killed and the restore tried
- * again on a fresh overlay, with a longer wait each time for a heavily loaded host.
+ * How long each try of a restore may take to answer. A restored guest answers in ~0.1–0.5 s under
+ * emulation; one that sleeps past 1 s is woken through QMP (see `startVm`). A VM that still does
+ * not answer is killed and the restore tried again on a fresh overlay, waiting longer each time.
  */
 const RESTORE_TRIES_MS = [4_000, 8_000, 15_000];
 /** How long a cold boot may take to answer (a loaded, emulated host is slow). */
@@ -277,6 +276,7 @@ export class MicrovmBackend implements SandboxBackend {
   async #boot(shellId: string, record: ShellRecord, fromTemplate: boolean): Promise<void> {
     const dir = this.#dir(shellId);
     await rm(`${dir}/agent.sock`, { force: true });
+    await rm(`${dir}/qmp.sock`, { force: true });
     const config: VmConfig = {
       accel: record.template.accel,
       vmlinuz: record.template.vmlinuz,
@@ -284,6 +284,7 @@ export class MicrovmBackend implements SandboxBackend {
       memoryMb: record.template.memoryMb,
       disk: `${dir}/disk.qcow2`,
       agentSocket: `${dir}/agent.sock`,
+      qmpSocket: `${dir}/qmp.sock`,
       consoleLog: null,
       ...(fromTemplate ? { incomingState: record.template.state } : {}),
     };
@@ -303,6 +304,7 @@ export class MicrovmBackend implements SandboxBackend {
       } catch (error) {
         if (attempt + 1 >= RESTORE_TRIES_MS.length) throw error;
         await rm(config.agentSocket, { force: true });
+        await rm(`${dir}/qmp.sock`, { force: true });
         await this.#newOverlay(dir, template);
       }
     }
@@ -329,6 +331,7 @@ export class MicrovmBackend implements SandboxBackend {
     agent?.close(reason);
     record.pid = null;
     await rm(`${this.#dir(shellId)}/agent.sock`, { force: true });
+    await rm(`${this.#dir(shellId)}/qmp.sock`, { force: true });
     await this.#save(shellId, record);
   }
 
