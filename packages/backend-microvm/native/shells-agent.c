@@ -2,7 +2,8 @@
  * shells-agent: the guest's init and the host's only way in.
  *
  * Runs as PID 1 from a tiny initramfs: loads the virtio modules the Debian cloud kernel ships as
- * modules, mounts the shell's disk (/dev/vda) and moves into it, then serves the framed protocol of
+ * modules (and shells_mmio, which registers the virtio-mmio devices named on the command line),
+ * mounts the shell's disk (/dev/vda) and moves into it, then serves the framed protocol of
  * agent-protocol.h over the virtio-serial port named "shells.agent". Execs run in their own
  * session (process group) so a wall clock, an output limit or a kill from the host ends the whole
  * group. As PID 1 it also reaps every orphan in the guest.
@@ -141,12 +142,14 @@ static void send_ready(void) {
 
 /* ---- boot ---------------------------------------------------------------------------------- */
 
-static const char *MODULES[] = {"virtio_ring", "virtio", "virtio_mmio", "virtio_blk",
-                                "virtio_console"};
+static const char *MODULES[] = {"virtio_ring", "virtio",     "virtio_mmio",
+                                "shells_mmio", "virtio_blk", "virtio_console"};
 
-/* Module parameters on the kernel command line ("virtio_mmio.device=…") are modprobe's job for
- * loadable modules; there is no modprobe here, so they are passed on explicitly. */
-static void module_params(const char *module, char *out, size_t size) {
+/* The virtio-mmio devices QEMU wrote on the kernel command line ("virtio_mmio.device=<d>", one
+ * token each), as shells_mmio's parameter "device=<d>,<d>,...": the kernel's virtio_mmio module
+ * cannot take them itself (no CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES in Debian's kernels). */
+static void mmio_devices(char *out, size_t size) {
+  static const char prefix[] = "virtio_mmio.device=";
   char cmdline[4096] = {0};
   int fd = open("/proc/cmdline", O_RDONLY);
   out[0] = 0;
@@ -154,13 +157,12 @@ static void module_params(const char *module, char *out, size_t size) {
   ssize_t n = read(fd, cmdline, sizeof cmdline - 1);
   close(fd);
   if (n <= 0) return;
-  size_t prefix = strlen(module);
   for (char *tok = strtok(cmdline, " \n"); tok; tok = strtok(NULL, " \n")) {
-    if (strncmp(tok, module, prefix) == 0 && tok[prefix] == '.') {
-      if (strlen(out) + strlen(tok) + 2 > size) break;
-      if (out[0]) strcat(out, " ");
-      strcat(out, tok + prefix + 1);
-    }
+    if (strncmp(tok, prefix, sizeof prefix - 1) != 0) continue;
+    const char *value = tok + sizeof prefix - 1;
+    if (strlen(out) + strlen(value) + 9 > size) break;
+    strcat(out, out[0] ? "," : "device=");
+    strcat(out, value);
   }
 }
 
@@ -170,7 +172,8 @@ static void load_modules(void) {
     snprintf(path, sizeof path, "/modules/%s.ko", MODULES[i]);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) die(path);
-    module_params(MODULES[i], params, sizeof params);
+    params[0] = 0;
+    if (strcmp(MODULES[i], "shells_mmio") == 0) mmio_devices(params, sizeof params);
     if (syscall(SYS_finit_module, fd, params, 0) != 0 && errno != EEXIST) die(path);
     close(fd);
   }
@@ -228,6 +231,7 @@ static void boot(void) {
   mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666");
   mkdir("/dev/shm", 01777);
   mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+  mkdir("/workspace", 0755); /* the shell's working directory, on its own disk layer */
   sethostname("shell", 5);
   bring_up_loopback();
 }

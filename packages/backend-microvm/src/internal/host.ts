@@ -19,11 +19,16 @@ const execFileP = promisify(execFile);
 /** native/ of this package (the agent's C source). */
 export const NATIVE_DIR = fileURLToPath(new URL("../../native/", import.meta.url));
 
-/** Modules the guest loads before it can see its disk and its agent port, in load order. */
+/**
+ * Modules the guest loads before it can see its disk and its agent port, in load order.
+ * `shells_mmio` is built here (native/shells-mmio.c): it registers the virtio-mmio devices QEMU
+ * names on the kernel command line, which Debian's virtio_mmio module cannot read itself.
+ */
 export const GUEST_MODULES = [
   "virtio_ring",
   "virtio",
   "virtio_mmio",
+  "shells_mmio",
   "virtio_blk",
   "virtio_console",
 ];
@@ -69,51 +74,65 @@ export interface GuestKernel {
 }
 
 /**
- * Fetches and unpacks the Debian cloud kernel into `<cacheDir>/kernel` (once). The cloud kernel
- * has ext4 built in but virtio as modules, and no virtio-mmio command-line devices; the guest
- * therefore boots with ACPI (device discovery) and an initramfs whose init loads the modules.
+ * Fetches and unpacks the Debian cloud kernel into `<cacheDir>/kernel-<key>` (once), and builds
+ * native/shells-mmio.c against its headers (also fetched, never installed). The cloud kernel has
+ * ext4 built in but virtio as modules and no virtio-mmio command-line devices; the guest boots
+ * without ACPI and its init loads the modules, shells_mmio registering the devices.
  */
 export async function ensureKernel(
   cacheDir: string,
   report: (message: string) => void = () => undefined,
 ): Promise<GuestKernel> {
-  const dir = `${cacheDir}/kernel`;
+  // Keyed by the module's source: a changed module is built again.
+  const mmioSource = await readFile(`${NATIVE_DIR}shells-mmio.c`);
+  const dir = `${cacheDir}/kernel-${createHash("sha256").update(mmioSource).digest("hex").slice(0, 12)}`;
   try {
     return JSON.parse(await readFile(`${dir}/kernel.json`, "utf8")) as GuestKernel;
   } catch {
     // not fetched yet
   }
   report("fetching the Debian cloud kernel (apt-get download linux-image-cloud-amd64)");
-  const depends = await runChecked("apt-cache", ["depends", "linux-image-cloud-amd64"]);
-  const pkg = /Depends:\s+(linux-image-[\w.+-]+-cloud-amd64)/.exec(depends)?.[1];
+  const pkg = dependsOf(
+    await runChecked("apt-cache", ["depends", "linux-image-cloud-amd64"]),
+    /^linux-image-[\w.+-]+-cloud-amd64$/,
+  );
   if (!pkg)
     throw new Error("apt knows no linux-image-cloud-amd64 (is this Debian with apt lists?)");
+  const release = pkg.replace(/^linux-image-/, "");
+  const headers = `linux-headers-${release}`;
+  const headerDepends = await runChecked("apt-cache", ["depends", headers]);
   const work = `${cacheDir}/.kernel-${randomBytes(4).toString("hex")}`;
   await mkdir(`${work}/x`, { recursive: true });
   try {
-    await runChecked("apt-get", ["download", pkg], work);
-    const deb = (await readdir(work)).find((name) => name.endsWith(".deb"));
-    if (!deb) throw new Error(`apt-get download ${pkg} left no package`);
-    await runChecked("dpkg-deb", ["-x", `${work}/${deb}`, `${work}/x`]);
-    const release = pkg.replace(/^linux-image-/, "");
+    const packages = [
+      pkg,
+      headers,
+      dependsOf(headerDepends, /^linux-headers-[\w.+-]+-common$/),
+      dependsOf(headerDepends, /^linux-kbuild-[\d.]+$/),
+    ];
+    if (packages.some((name) => !name)) throw new Error(`apt knows no complete ${headers}`);
+    await runChecked("apt-get", ["download", ...(packages as string[])], work);
+    for (const deb of (await readdir(work)).filter((name) => name.endsWith(".deb")))
+      await runChecked("dpkg-deb", ["-x", `${work}/${deb}`, `${work}/x`]);
     const config = await readFile(`${work}/x/boot/config-${release}`, "utf8");
     for (const option of [
       "EXT4_FS=y",
       "VIRTIO_MMIO=[ym]",
       "VIRTIO_BLK=[ym]",
       "VIRTIO_CONSOLE=[ym]",
-      "ACPI=y",
     ])
       if (!new RegExp(`^CONFIG_${option}$`, "m").test(config))
         throw new Error(`the ${release} kernel lacks CONFIG_${option}`);
     const out = `${work}/kernel`;
     await mkdir(`${out}/modules`, { recursive: true });
     await copyFile(`${work}/x/boot/vmlinuz-${release}`, `${out}/vmlinuz`);
-    for (const name of GUEST_MODULES)
+    for (const name of GUEST_MODULES.filter((module) => MODULE_DIRS[module]))
       await copyFile(
         `${work}/x/lib/modules/${release}/kernel/${MODULE_DIRS[name]}/${name}.ko`,
         `${out}/modules/${name}.ko`,
       );
+    report(`building shells_mmio for ${release}`);
+    await buildMmioModule(`${work}/x`, headers, `${out}/modules/shells_mmio.ko`);
     const kernel: GuestKernel = {
       release,
       vmlinuz: `${dir}/vmlinuz`,
@@ -130,6 +149,28 @@ export async function ensureKernel(
   }
 }
 
+/** The one `Depends:` of an `apt-cache depends` answer that matches. */
+function dependsOf(answer: string, name: RegExp): string | undefined {
+  return [...answer.matchAll(/Depends:\s+(\S+)/g)].map((m) => m[1]!).find((dep) => name.test(dep));
+}
+
+/**
+ * Builds native/shells-mmio.c as a module against headers unpacked under `root` (the packages'
+ * own paths are absolute; the arch Makefile is pointed at the unpacked common tree).
+ */
+async function buildMmioModule(root: string, headers: string, into: string): Promise<void> {
+  const tree = `${root}/usr/src/${headers}`;
+  const makefile = await readFile(`${tree}/Makefile`, "utf8");
+  await writeFile(`${tree}/Makefile`, makefile.replaceAll("/usr/src/", `${root}/usr/src/`));
+  const build = `${root}/shells-mmio`;
+  await mkdir(build);
+  await copyFile(`${NATIVE_DIR}shells-mmio.c`, `${build}/shells_mmio.c`);
+  await writeFile(`${build}/Kbuild`, "obj-m := shells_mmio.o\n");
+  await runChecked("make", ["-s", "-C", tree, `M=${build}`, "modules"]);
+  await runChecked("strip", ["--strip-debug", `${build}/shells_mmio.ko`]);
+  await copyFile(`${build}/shells_mmio.ko`, into);
+}
+
 /**
  * The initramfs: the static guest agent as `/shells-agent` (the guest's init) and the virtio
  * modules. Keyed by the agent's source and the kernel, so a changed agent gets a new one (and new
@@ -141,9 +182,11 @@ export async function ensureInitrd(
 ): Promise<{ path: string; key: string }> {
   const source = await readFile(`${NATIVE_DIR}shells-agent.c`);
   const header = await readFile(`${NATIVE_DIR}agent-protocol.h`);
+  const mmio = await readFile(`${kernel.modulesDir}/shells_mmio.ko`);
   const key = createHash("sha256")
     .update(source)
     .update(header)
+    .update(mmio)
     .update(kernel.release)
     .digest("hex")
     .slice(0, 12);
@@ -262,6 +305,8 @@ export async function missingHostTools(): Promise<string[]> {
     "mkfs.ext4",
     "cpio",
     "gcc",
+    "make",
+    "strip",
     "apt-get",
     "dpkg-deb",
   ]) {

@@ -10,7 +10,7 @@ import {
   runChecked,
   type BuildProgress,
 } from "./host.js";
-import { qmp, startVm, killAndWait, type VmConfig } from "./vm.js";
+import { MACHINE_KEY, qmp, startVm, killAndWait, type VmConfig } from "./vm.js";
 
 /** A saved VM state to restore shells from, with the disk chain it was saved on. */
 export interface Template {
@@ -72,7 +72,7 @@ async function build(
   const kernel = await ensureKernel(cacheDir, report);
   const initrd = await ensureInitrd(cacheDir, kernel);
   const accel = (await kvmUsable()) ? "kvm" : "tcg";
-  const dir = `${cacheDir}/templates/${image.version}-${memoryMb}m-${accel}-${initrd.key}`;
+  const dir = `${cacheDir}/templates/${image.version}-${memoryMb}m-${accel}-${initrd.key}-${MACHINE_KEY}`;
   try {
     const existing = JSON.parse(await readFile(`${dir}/template.json`, "utf8")) as Template;
     if (existsSync(existing.state)) return existing;
@@ -139,8 +139,10 @@ async function build(
       });
     vm.agent.close();
     report(`saving the ${language} template's state`, 80);
+    // Saved while running (QEMU pauses the guest for the last pass itself): the state then says
+    // "running", and a QEMU restoring it starts the guest as soon as it is loaded. A state saved
+    // after `stop` would restore paused.
     const monitor = await qmp(config.qmpSocket!, [
-      { execute: "stop" },
       { execute: "migrate", arguments: { uri: `exec:cat > ${work}/state.bin` } },
     ]);
     for (;;) {

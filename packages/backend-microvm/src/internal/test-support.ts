@@ -15,8 +15,8 @@ export const TEST_IMAGES_DIR =
 export const TEST_MICROVM_DIR =
   process.env.SHELLS_TEST_MICROVM_CACHE ?? "/var/cache/shells-test/microvm";
 
-/** The memory size tests use: every template the tests restore from is made at this size. */
-export const TEST_MEMORY_MB = 256;
+/** The memory size tests (and the conformance suite) use: the one template the tests restore from. */
+export const TEST_MEMORY_MB = 128;
 
 /** Images from the shared cache (built by the test global setup). */
 export const testImages: ImageSource = (language, onProgress) =>

@@ -1,11 +1,27 @@
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { openSync, closeSync } from "node:fs";
 import { connect } from "node:net";
 import { AgentClient } from "./agent-client.js";
 
+/**
+ * The machine: no ACPI (QEMU names the virtio-mmio devices on the kernel command line instead and
+ * shells_mmio registers them), with the legacy PIT, PIC and RTC the kernel's timer setup needs.
+ */
+const MACHINE = "microvm,pit=on,pic=on,rtc=on,acpi=off";
+
 /** Kernel command line: quiet boot; the agent is init; no TSC calibration hang under emulation. */
 const CMDLINE =
   "console=ttyS0 quiet panic=-1 no_timer_check tsc=reliable lpj=4000000 rdinit=/shells-agent";
+
+/**
+ * The machine and command line, as a key: a saved state is only valid for the machine it was
+ * saved on, so templates are keyed by it.
+ */
+export const MACHINE_KEY = createHash("sha256")
+  .update(`${MACHINE}\0${CMDLINE}`)
+  .digest("hex")
+  .slice(0, 8);
 
 /** What one VM is made of. The template and every shell restored from it must agree on all but the files. */
 export interface VmConfig {
@@ -19,7 +35,7 @@ export interface VmConfig {
   agentSocket: string;
   /** Where the guest's console goes (templates), or nowhere (shells: a guest must not fill host disk). */
   consoleLog: string | null;
-  /** QMP socket (template builds only). */
+  /** QMP socket, on the host only (template builds save through it; restores are woken through it). */
   qmpSocket?: string;
   /** Saved VM state to start from instead of booting. */
   incomingState?: string;
@@ -31,7 +47,7 @@ export interface VmConfig {
 export function qemuArgs(config: VmConfig, incomingFd?: number): string[] {
   return [
     "-M",
-    "microvm,pit=on,pic=on,rtc=on,acpi=on",
+    MACHINE,
     "-accel",
     config.accel,
     "-cpu",
@@ -118,7 +134,7 @@ export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise
       AgentClient.connect(config.agentSocket, readyTimeoutMs),
       exited,
     ]);
-    const release = await Promise.race([agent.ready(readyTimeoutMs), exited]);
+    const release = await Promise.race([awaitReady(agent, config, readyTimeoutMs), exited]);
     child.stderr?.destroy();
     child.unref();
     return { pid: child.pid ?? 0, agent, release };
@@ -126,6 +142,26 @@ export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise
     child.kill("SIGKILL");
     throw error;
   }
+}
+
+/** How long a restored guest may stay silent before it gets a QMP `stop` + `cont`. */
+const KICK_AFTER_MS = 1_000;
+
+/**
+ * Waits for the agent's first answer. A restored guest sometimes sleeps in HLT with no interrupt
+ * ever reaching it (depending on the moment its template was saved; 4 in 40 restores of one
+ * template, 0 in 100 of another); pausing and resuming it through QMP wakes it every time seen.
+ */
+async function awaitReady(agent: AgentClient, config: VmConfig, timeoutMs: number) {
+  if (!config.incomingState || !config.qmpSocket) return agent.ready(timeoutMs);
+  try {
+    return await agent.ready(Math.min(KICK_AFTER_MS, timeoutMs));
+  } catch (error) {
+    if (agent.closed) throw error;
+  }
+  const monitor = await qmp(config.qmpSocket, [{ execute: "stop" }, { execute: "cont" }]);
+  monitor.close();
+  return agent.ready(timeoutMs);
 }
 
 /** A minimal QMP client: one command at a time, events skipped. */
