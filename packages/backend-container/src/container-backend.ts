@@ -116,6 +116,8 @@ interface PidsWatch {
   refused: number;
   /** Execs in flight by cgroup name; null while the exec is being started. */
   live: Map<string, InflightExec | null>;
+  /** Exec cgroups being made and not yet in `live`: while any is, the sweep removes nothing. */
+  creating: number;
 }
 
 /** Shell ids name directories, cgroups and mount paths: keep them to a safe alphabet. */
@@ -619,10 +621,16 @@ export class ContainerBackend implements SandboxBackend {
    */
   async #execGroup(shellId: string): Promise<ExecCgroup> {
     const watch = this.#watchFor(shellId);
-    const group = await this.#cgroup(shellId).createExecGroup();
-    // Reserved until the exec is tracked: an empty group is not swept before its helper joins.
-    watch.live.set(group.name, null);
-    return group;
+    // Reserved from before it exists until the exec is tracked: the sweep must not remove a group
+    // whose helper has not joined it yet (it would find no cgroup.procs to join).
+    watch.creating += 1;
+    try {
+      const group = await this.#cgroup(shellId).createExecGroup();
+      watch.live.set(group.name, null);
+      return group;
+    } finally {
+      watch.creating -= 1;
+    }
   }
 
   /** Ends the watch's claim on an exec's cgroup and removes it if nothing runs there any more. */
@@ -636,7 +644,7 @@ export class ContainerBackend implements SandboxBackend {
     let watch = this.#pidsWatch.get(shellId);
     if (!watch) {
       // Infinity: refusals counted before the watch began are nobody's to answer for now.
-      watch = { shell: this.#cgroup(shellId), refused: Infinity, live: new Map() };
+      watch = { shell: this.#cgroup(shellId), refused: Infinity, live: new Map(), creating: 0 };
       this.#pidsWatch.set(shellId, watch);
     }
     this.#pidsTimer ??= setInterval(() => void this.#checkPids(), PIDS_WATCH_MS).unref();
@@ -666,6 +674,7 @@ export class ContainerBackend implements SandboxBackend {
           this.#log("warn", { shellId, cgroup: group.name }, "process limit filled: exec killed");
         }
         const groups = await watch.shell.execGroups();
+        if (watch.creating > 0) continue; // a new group may be among them, not yet reserved
         for (const group of groups)
           if (!watch.live.has(group.name)) await group.removeIfEmpty().catch(() => false);
         if (groups.length === 0 && watch.live.size === 0) this.#pidsWatch.delete(shellId);
