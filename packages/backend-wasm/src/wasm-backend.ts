@@ -608,6 +608,9 @@ export class WasmBackend implements SandboxBackend {
     const live = [...this.workers.values()];
     this.workers.clear();
     await Promise.all(live.map((worker) => worker.process.kill()));
+    // Whatever a predecessor killed mid-flight left, now that its processes are surely gone.
+    this.swept = false;
+    await this.sweepOrphanCgroups().catch(() => undefined);
   }
 
   /**
@@ -679,25 +682,38 @@ export class WasmBackend implements SandboxBackend {
     if (typeof this.cgroups === "string") throw new SandboxError("unavailable", this.cgroups);
     const cgroup = new ShellCgroup(this.cgroups, this.cgroupParent, cgroupName);
     await cgroup.create(this.limits(language, resources));
-    const oomKillsAtStart = await readOomKills(cgroup);
-    if (!this.jail) {
-      await mkdir(STAGE_DIR, { recursive: true, mode: 0o755 });
-      this.jail = new Jail();
+    // A worker that does not come up (a jail that fails, a control plane closing meanwhile) leaves
+    // no cgroup behind: the next start of a shell's worker makes it again.
+    const abandon = async () => {
+      await cgroup.killAll().catch(() => undefined);
+      await cgroup.remove().catch(() => undefined);
+    };
+    let process: WorkerProcess;
+    let oomKillsAtStart: number;
+    try {
+      oomKillsAtStart = await readOomKills(cgroup);
+      if (!this.jail) {
+        await mkdir(STAGE_DIR, { recursive: true, mode: 0o755 });
+        this.jail = new Jail();
+      }
+      process = new WorkerProcess(
+        this.jail.command({
+          language,
+          workspace,
+          uid: this.uid,
+          gid: this.gid,
+          cgroupProcs: cgroup.procsFiles,
+        }),
+        { PATH: "/usr/bin:/bin" },
+      );
+    } catch (error) {
+      await abandon();
+      throw error;
     }
-    const process = new WorkerProcess(
-      this.jail.command({
-        language,
-        workspace,
-        uid: this.uid,
-        gid: this.gid,
-        cgroupProcs: cgroup.procsFiles,
-      }),
-      { PATH: "/usr/bin:/bin" },
-    );
     try {
       await process.ready;
     } catch (error) {
-      await cgroup.killAll().catch(() => undefined);
+      await abandon();
       throw new SandboxError(
         "failed",
         `The ${language} interpreter did not start: ${process.diagnostics()}`,
