@@ -11,6 +11,7 @@ import { sql, type Kysely, type Selectable } from "kysely";
 import { z } from "zod";
 import { newId, nowIso } from "../ids.js";
 import type { ActivityTable, Database } from "../store/schema.js";
+import { actorOf, type Caller } from "../iam/principal.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 
 /** What a caller records; the service adds id, sequence, time and the chain hashes. */
@@ -49,6 +50,24 @@ function toEvent(row: Selectable<ActivityTable>): ActivityEvent {
  */
 export class ActivityService {
   constructor(private readonly db: Kysely<Database>) {}
+
+  /** Appends an event that `caller` caused, in the caller's org and as the caller's act. */
+  recordFor(
+    caller: Caller,
+    action: string,
+    target: { type: string; id: string },
+    details: Record<string, unknown>,
+    outcome: "success" | "denied" = "success",
+  ): Promise<ActivityEvent> {
+    return this.record({
+      orgId: caller.orgId,
+      actor: actorOf(caller),
+      action,
+      target,
+      outcome,
+      details,
+    });
+  }
 
   /** Appends one event to its org's chain. Appends are serialised by the store's write transaction. */
   async record(input: ActivityInput): Promise<ActivityEvent> {

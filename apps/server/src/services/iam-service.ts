@@ -8,7 +8,7 @@ import {
 } from "@shells/contract";
 import type { Kysely, Selectable } from "kysely";
 import { AppError } from "../errors.js";
-import { actorOf, type Caller } from "../iam/principal.js";
+import type { Caller } from "../iam/principal.js";
 import { newId, nowIso } from "../ids.js";
 import type { AgentTable, Database, EntitlementTable, UserTable } from "../store/schema.js";
 import type { ActivityService } from "./activity-service.js";
@@ -86,7 +86,7 @@ export class IamService {
         throw new AppError("name_taken", `${row.email} is already a member.`, { email: row.email });
       throw error;
     }
-    await this.#record(
+    await this.activity.recordFor(
       caller,
       "iam.member.create",
       { type: "user", id: row.id },
@@ -123,7 +123,7 @@ export class IamService {
       .where("id", "=", member.id)
       .execute();
     if (body.disabled) await this.policies.dropApprover(caller.orgId, member.id);
-    await this.#record(
+    await this.activity.recordFor(
       caller,
       "iam.member.update",
       { type: "user", id: member.id },
@@ -159,7 +159,7 @@ export class IamService {
         .execute();
     });
     await this.policies.dropApprover(caller.orgId, member.id);
-    await this.#record(
+    await this.activity.recordFor(
       caller,
       "iam.member.remove",
       { type: "user", id: member.id },
@@ -206,7 +206,7 @@ export class IamService {
         });
       throw error;
     }
-    await this.#record(
+    await this.activity.recordFor(
       caller,
       "iam.agent.create",
       { type: "agent", id: row.id },
@@ -246,7 +246,7 @@ export class IamService {
         .where("principal_id", "=", agent.id)
         .execute();
     });
-    await this.#record(
+    await this.activity.recordFor(
       caller,
       "iam.agent.delete",
       { type: "agent", id: agent.id },
@@ -291,7 +291,7 @@ export class IamService {
       created_at: nowIso(),
     };
     await this.db.insertInto("entitlements").values(row).execute();
-    await this.#record(
+    await this.activity.recordFor(
       caller,
       "iam.entitlement.grant",
       { type: body.principal.type, id: body.principal.id },
@@ -313,7 +313,7 @@ export class IamService {
         id: grantId,
       });
     await this.db.deleteFrom("entitlements").where("id", "=", row.id).execute();
-    await this.#record(
+    await this.activity.recordFor(
       caller,
       "iam.entitlement.revoke",
       { type: row.principal_type, id: row.principal_id },
@@ -345,7 +345,7 @@ export class IamService {
         });
       throw error;
     }
-    await this.#record(
+    await this.activity.recordFor(
       caller,
       "iam.project.create",
       { type: "project", id: row.id },
@@ -382,22 +382,5 @@ export class IamService {
       .limit(1)
       .executeTakeFirst();
     if (!others) throw new AppError("last_owner", "The org must keep at least one active owner.");
-  }
-
-  async #record(
-    caller: Caller,
-    action: string,
-    target: { type: string; id: string },
-    details: Record<string, unknown>,
-    outcome: "success" | "denied" = "success",
-  ) {
-    await this.activity.record({
-      orgId: caller.orgId,
-      actor: actorOf(caller),
-      action,
-      target,
-      outcome,
-      details,
-    });
   }
 }

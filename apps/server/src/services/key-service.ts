@@ -9,7 +9,7 @@ import {
 import type { Kysely, Selectable } from "kysely";
 import { AppError } from "../errors.js";
 import { mintApiKey } from "../iam/tokens.js";
-import { activeHolderRole, actorOf, type Caller } from "../iam/principal.js";
+import { activeHolderRole, type Caller } from "../iam/principal.js";
 import { nowIso } from "../ids.js";
 import type { ApiKeyTable, Database } from "../store/schema.js";
 import type { ActivityService } from "./activity-service.js";
@@ -91,7 +91,7 @@ export class KeyService {
               ? "Keys for an agent need the admin role."
               : null;
       if (refusal) {
-        await this.#record(
+        await this.activity.recordFor(
           caller,
           "iam.key.create",
           { type: principal.type, id: principal.id },
@@ -139,7 +139,7 @@ export class KeyService {
       created_by_id: caller.actor.id,
     };
     await this.db.insertInto("api_keys").values(row).execute();
-    await this.#record(
+    await this.activity.recordFor(
       caller,
       "iam.key.create",
       { type: "api_key", id: row.id },
@@ -168,29 +168,12 @@ export class KeyService {
       .set({ revoked_at: revokedAt })
       .where("id", "=", key.id)
       .execute();
-    await this.#record(
+    await this.activity.recordFor(
       caller,
       "iam.key.revoke",
       { type: "api_key", id: key.id },
       { name: key.name },
     );
     return toKey({ ...key, revoked_at: revokedAt });
-  }
-
-  async #record(
-    caller: Caller,
-    action: string,
-    target: { type: string; id: string },
-    details: Record<string, unknown>,
-    outcome: "success" | "denied" = "success",
-  ) {
-    await this.activity.record({
-      orgId: caller.orgId,
-      actor: actorOf(caller),
-      action,
-      target,
-      outcome,
-      details,
-    });
   }
 }
