@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, rm, symlink } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readTar, writeTar, type SandboxExecRequest } from "@shells/sandbox";
@@ -341,6 +341,41 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
     const jsLoop = await run(js, ["node", "-e", "for(;;){}"], { timeoutMs: 300 });
     expect(jsLoop.killReason).toBe("wall_clock");
     expect((await run(js, ["node", "-e", "console.log('ok')"])).stdout).toBe("ok\n");
+  }, 60_000);
+
+  it("ends a queued exec past its wall clock without interrupting the one running before it", async () => {
+    const id = await create("python");
+    const first = run(id, [
+      "python3",
+      "-c",
+      "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass\nprint('first done')",
+    ]);
+    const queued = await run(id, ["python3", "-c", "print('never')"], { timeoutMs: 200 });
+    expect(queued).toMatchObject({ killReason: "wall_clock", exitCode: 130, stdout: "" });
+    expect(await first).toMatchObject({ exitCode: 0, stdout: "first done\n" });
+    expect((await first).killReason).toBeUndefined();
+  }, 60_000);
+
+  it("keeps the interpreter when an interrupted turn gets no CPU for longer than the grace", async () => {
+    const id = await create("python");
+    expect((await turn(id, "python", "kept = 'yes'")).error).toBeNull();
+    const record = JSON.parse(
+      await readFile(join(stateDir, "shells", id, "shell.json"), "utf8"),
+    ) as { cgroup: string };
+    const { detectCgroups, ShellCgroup } = await import("@shells/backend-container");
+    const host = detectCgroups();
+    if (typeof host === "string") throw new Error(host);
+    const members = await new ShellCgroup(host, "shells-wasm", record.cgroup).members();
+    expect(members.length).toBeGreaterThan(0);
+    const looping = turn(id, "python", "while True: pass", 300);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Frozen, as a starved host would leave it: the interrupt waits, well past 1.5 s of wall clock.
+    for (const pid of members) process.kill(pid, "SIGSTOP");
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    for (const pid of members) process.kill(pid, "SIGCONT");
+    const answer = await looping;
+    expect(answer.error).toMatchObject({ name: "TimeoutError", message: /globals are kept/ });
+    expect((await turn(id, "python", "kept")).value).toBe("yes");
   }, 60_000);
 
   it("cuts output past the limit with output_limit", async () => {

@@ -61,8 +61,15 @@ const BASELINE_MB: Record<WasmLanguage, number> = { python: 224, node: 96 };
 /** Threads a worker needs (node's own, the engine thread, libuv's pool); guests cannot fork. */
 const WORKER_PIDS = 64;
 
-/** How long an interrupted exec may take to unwind before its worker is killed and replaced. */
-const INTERRUPT_GRACE_MS = 1500;
+/**
+ * CPU time an interrupted exec may spend unwinding before its worker is killed and replaced. It is
+ * counted in the worker's CPU time, not the wall clock: on a host starved by other work the
+ * interpreter may get no CPU for seconds, and that must not cost a shell its interpreter state.
+ */
+const INTERRUPT_GRACE_CPU_MS = 1500;
+
+/** The wall-clock bound on unwinding, whatever the CPU count says (a worker blocked, not busy). */
+const INTERRUPT_GRACE_WALL_MS = 15_000;
 
 /** Output a turn may write before it is interrupted (the answer is returned whole, not streamed). */
 const TURN_OUTPUT_BYTES = 1024 * 1024;
@@ -243,8 +250,8 @@ export class WasmBackend implements SandboxBackend {
             : request.stdin,
     };
 
-    const run = await this.guarded(shellId, live, request, options, (onOutput) =>
-      live.process.exec(workerExec, onOutput),
+    const run = await this.guarded(shellId, live, request, options, (onOutput, stop) =>
+      live.process.exec(workerExec, onOutput, stop),
     );
     return {
       exitCode: run.exitCode,
@@ -277,7 +284,8 @@ export class WasmBackend implements SandboxBackend {
       live,
       { timeoutMs: request.timeoutMs, maxOutputBytes: TURN_OUTPUT_BYTES },
       {},
-      (onOutput) => live.process.turn(request.code, { ...record.env, ...request.env }, onOutput),
+      (onOutput, stop) =>
+        live.process.turn(request.code, { ...record.env, ...request.env }, onOutput, stop),
     );
     const answer = run.answer;
     const ended = (name: string, message: string) => ({
@@ -290,9 +298,11 @@ export class WasmBackend implements SandboxBackend {
     if (run.killReason === "wall_clock")
       return ended(
         "TimeoutError",
-        answer
-          ? `The turn ran past its ${request.timeoutMs} ms wall clock and was interrupted; the interpreter's globals are kept.`
-          : `The turn ran past its ${request.timeoutMs} ms wall clock; the interpreter was stopped and the next turn starts a fresh one.`,
+        run.skipped
+          ? `The turn waited past its ${request.timeoutMs} ms wall clock behind other work on this shell and did not run; the interpreter's globals are kept.`
+          : answer
+            ? `The turn ran past its ${request.timeoutMs} ms wall clock and was interrupted; the interpreter's globals are kept.`
+            : `The turn ran past its ${request.timeoutMs} ms wall clock; the interpreter was stopped and the next turn starts a fresh one.`,
       );
     if (run.killReason === "output_limit")
       return ended(
@@ -326,6 +336,7 @@ export class WasmBackend implements SandboxBackend {
     options: SandboxExecOptions,
     start: (
       onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
+      stop: AbortSignal,
     ) => Promise<WorkerOutcome>,
   ): Promise<{
     exitCode: number;
@@ -334,20 +345,21 @@ export class WasmBackend implements SandboxBackend {
     killReason?: KillReason;
     truncated?: boolean;
     answer?: TurnAnswer;
+    /** The request ended while still queued behind others: it never ran. */
+    skipped?: boolean;
   }> {
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     let outputBytes = 0;
     let truncated = false;
     let killReason: KillReason | undefined;
-    let graceTimer: NodeJS.Timeout | undefined;
+    const stop = new AbortController();
+    let stopUnwindWatch = () => undefined as void;
     const end = (reason: KillReason) => {
       if (killReason) return;
       killReason = reason;
-      live.process.interrupt();
-      graceTimer = setTimeout(() => {
-        void live.process.kill();
-      }, INTERRUPT_GRACE_MS);
+      stop.abort();
+      stopUnwindWatch = killUnlessUnwound(live);
     };
     const onOutput = (stream: "stdout" | "stderr", chunk: Uint8Array) => {
       if (truncated) return;
@@ -370,13 +382,15 @@ export class WasmBackend implements SandboxBackend {
     if (options.signal?.aborted) onAbort();
     else options.signal?.addEventListener("abort", onAbort, { once: true });
 
-    const outcome = await start(onOutput);
+    const outcome = await start(onOutput, stop.signal);
     clearTimeout(wallClock);
-    clearTimeout(graceTimer);
+    stopUnwindWatch();
     options.signal?.removeEventListener("abort", onAbort);
 
     let exitCode: number;
     if (outcome.kind === "done") exitCode = outcome.exitCode;
+    else if (outcome.kind === "skipped")
+      exitCode = 130; // ended while queued: killReason says why
     else {
       // The worker died under the request: killed on purpose (killReason is set), or by the
       // cgroup's OOM killer; it is replaced on the next exec.
@@ -400,6 +414,7 @@ export class WasmBackend implements SandboxBackend {
       ...(killReason ? { killReason } : {}),
       ...(truncated ? { truncated } : {}),
       ...(outcome.kind === "done" && outcome.answer ? { answer: outcome.answer } : {}),
+      ...(outcome.kind === "skipped" ? { skipped: true } : {}),
     };
   }
 
@@ -793,6 +808,7 @@ export class WasmBackend implements SandboxBackend {
               stdin: null,
             },
             () => undefined,
+            new AbortController().signal,
           );
         if (this.closed) await this.discard({ ...live, workspace });
         else this.pools[language].push({ ...live, workspace });
@@ -855,6 +871,53 @@ const DEFAULT_POOL_RESOURCES: ResolvedResources = {
   pids: WORKER_PIDS,
   diskMb: 0,
 };
+
+/**
+ * Watches an interrupted worker and kills it when its code has not unwound within
+ * INTERRUPT_GRACE_CPU_MS of CPU time (or INTERRUPT_GRACE_WALL_MS of wall clock, or the grace in
+ * wall clock where its CPU time cannot be read). Returns the function that ends the watch.
+ */
+function killUnlessUnwound(live: LiveWorker): () => void {
+  const started = Date.now();
+  let cpuAtStart: number | null | undefined;
+  let ended = false;
+  const check = async () => {
+    const cpu = await cpuMillis(live.cgroup);
+    cpuAtStart ??= cpu;
+    if (ended) return;
+    const wall = Date.now() - started;
+    const spent = cpu !== null && cpuAtStart !== null ? cpu - cpuAtStart : wall;
+    if (spent >= INTERRUPT_GRACE_CPU_MS || wall >= INTERRUPT_GRACE_WALL_MS) {
+      ended = true;
+      await live.process.kill();
+    }
+  };
+  void check();
+  const timer = setInterval(() => void check(), 100);
+  return () => {
+    ended = true;
+    clearInterval(timer);
+  };
+}
+
+/** CPU time (user + system) the processes in a cgroup have used, or null when unreadable. */
+async function cpuMillis(cgroup: ShellCgroup): Promise<number | null> {
+  try {
+    let ticks = 0;
+    for (const pid of await cgroup.members()) {
+      const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+      // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+    }
+    return ticks * CLOCK_TICK_MS;
+  } catch {
+    return null;
+  }
+}
+
+/** Length of the kernel's clock tick, the unit of /proc's CPU times (USER_HZ, 100 on Linux). */
+const CLOCK_TICK_MS = 10;
 
 /** OOM kills a cgroup has counted (`oom_kill` in v1 `memory.oom_control` or v2 `memory.events`). */
 async function readOomKills(cgroup: ShellCgroup): Promise<number> {

@@ -32,7 +32,16 @@ function runMain() {
   });
   /** @param {unknown} event */
   const send = (event) => void process.stdout.write(`${JSON.stringify(event)}\n`);
-  engine.on("message", (event) => send(event));
+  /**
+   * The request the engine runs now: an interrupt names the request it is meant for, so one that
+   * arrives late (its request already answered) cannot stop the next request's code.
+   * @type {number | null}
+   */
+  let running = null;
+  engine.on("message", (event) => {
+    if (event?.type === "done" && event.id === running) running = null;
+    send(event);
+  });
   engine.on("error", (error) => {
     send({ type: "fatal", message: String(error?.stack ?? error) });
     process.exit(70);
@@ -44,7 +53,7 @@ function runMain() {
     const request = JSON.parse(line);
     if (request.type === "interrupt") {
       // 2 is SIGINT for Pyodide's interrupt buffer; QuickJS treats any non-zero value as "stop".
-      Atomics.store(flag, 0, 2);
+      if (request.id === running) Atomics.store(flag, 0, 2);
       return;
     }
     if (request.type === "file") {
@@ -62,7 +71,10 @@ function runMain() {
       }
       return;
     }
-    if (request.type === "exec" || request.type === "turn") Atomics.store(flag, 0, 0);
+    if (request.type === "exec" || request.type === "turn") {
+      running = request.id;
+      Atomics.store(flag, 0, 0);
+    }
     engine.postMessage(request);
   });
   lines.on("close", () => process.exit(0));

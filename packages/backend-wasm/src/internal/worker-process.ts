@@ -27,7 +27,10 @@ export interface TurnAnswer {
 
 /** How an exec in the worker ended. `crashed`: the worker process died before answering. */
 export type WorkerOutcome =
-  { kind: "done"; exitCode: number; answer?: TurnAnswer } | { kind: "crashed" };
+  | { kind: "done"; exitCode: number; answer?: TurnAnswer }
+  | { kind: "crashed" }
+  /** Stopped while it still waited its turn in the queue: it never ran. */
+  | { kind: "skipped" };
 
 /** Events the worker writes, one JSON object per line. */
 type WorkerEvent =
@@ -49,7 +52,9 @@ const STDERR_TAIL = 4096;
 /**
  * One interpreter worker process (already jailed by the command it is started with) and the framed
  * protocol to it: `exec` requests and `interrupt`s go in on stdin, `ready`, `output` and `done`
- * events come out on stdout. One exec runs at a time; callers queue on `exec` itself.
+ * events come out on stdout. One exec runs at a time; callers queue on `exec` itself, and each
+ * request's `stop` signal interrupts that request alone: before it is sent it is skipped, while it
+ * runs its guest code is interrupted, after its answer it does nothing.
  */
 export class WorkerProcess {
   /** Settles when the interpreter is loaded; rejects when the worker dies first. */
@@ -161,6 +166,7 @@ export class WorkerProcess {
   exec(
     request: WorkerExec,
     onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
+    stop: AbortSignal,
   ): Promise<WorkerOutcome> {
     return this.request(
       {
@@ -174,6 +180,7 @@ export class WorkerProcess {
         preload: request.preload ?? [],
       },
       onOutput,
+      stop,
     );
   }
 
@@ -185,22 +192,30 @@ export class WorkerProcess {
     code: string,
     env: Record<string, string>,
     onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
+    stop: AbortSignal,
   ): Promise<WorkerOutcome> {
-    return this.request({ type: "turn", code, env }, onOutput);
+    return this.request({ type: "turn", code, env }, onOutput, stop);
   }
 
   private request(
     message: Record<string, unknown>,
     onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
+    stop: AbortSignal,
   ): Promise<WorkerOutcome> {
     const run = async (): Promise<WorkerOutcome> => {
       await this.ready;
       if (!this.alive) return { kind: "crashed" };
+      if (stop.aborted) return { kind: "skipped" };
       const id = this.nextId++;
-      return new Promise<WorkerOutcome>((settle) => {
+      // The worker applies an interrupt only to the request it names, and only while it runs.
+      const interrupt = () => this.send({ type: "interrupt", id });
+      stop.addEventListener("abort", interrupt, { once: true });
+      const outcome = await new Promise<WorkerOutcome>((settle) => {
         this.current = { id, onOutput, settle };
         this.send({ ...message, id });
       });
+      stop.removeEventListener("abort", interrupt);
+      return outcome;
     };
     const result = this.queue.then(run, run);
     this.queue = result.catch(() => undefined);
@@ -220,11 +235,6 @@ export class WorkerProcess {
       this.files.set(id, { resolve, reject });
       this.send({ ...request, type: "file", id });
     });
-  }
-
-  /** Asks the interpreter to stop the running guest code (Python sees KeyboardInterrupt). */
-  interrupt(): void {
-    this.send({ type: "interrupt" });
   }
 
   /** Kills the worker and everything in its jail; resolves once it has exited. */
