@@ -614,6 +614,9 @@ export class WasmBackend implements SandboxBackend {
     this.closed = true;
     for (const language of ["python", "node"] as const)
       clearTimeout(this.refillTimers[language] ?? undefined);
+    // A fill in flight discards what it started once it sees `closed`; wait for it, or its worker's
+    // cgroup outlives this backend (the sweep below skips groups that still hold processes).
+    await Promise.all([this.fills.python, this.fills.node]);
     // Warm workers belong to no shell: they go. Shells' workers end with this process (their
     // jails die with their parent); their state stays and the next exec starts a new worker.
     const pooled = [...this.pools.python, ...this.pools.node];
@@ -797,7 +800,7 @@ export class WasmBackend implements SandboxBackend {
         const live = await this.startWorker(language, workspace, DEFAULT_POOL_RESOURCES);
         // Execs through the protocol warm the pipe and both ends' code paths, so a claimed
         // worker's first exec costs what its later ones do.
-        for (let i = 0; i < POOL_WARM_UP_EXECS; i += 1)
+        for (let i = 0; i < POOL_WARM_UP_EXECS && !this.closed; i += 1)
           await live.process.exec(
             {
               mode: "code",
