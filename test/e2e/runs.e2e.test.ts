@@ -163,6 +163,32 @@ describe("one-shot runs", () => {
     expect(listed.body.items.find((r) => r.id === run.id)).toMatchObject({ output });
   });
 
+  it("shows the output so far while the run is still running", async () => {
+    const started = await api<RunBody>("/api/v1/runs", {
+      method: "POST",
+      body: JSON.stringify({
+        language: "bash",
+        command: ["sh", "-c", "echo first; sleep 1.5; echo second"],
+      }),
+    });
+    await expect
+      .poll(
+        async () => {
+          const { body } = await api<RunBody & { output: { stdout: string } | null }>(
+            `/api/v1/runs/${started.body.id}`,
+          );
+          return [body.status, body.output?.stdout];
+        },
+        { timeout: 5_000, interval: 50 },
+      )
+      .toEqual(["running", "first\n"]);
+    await finished(started.body.id);
+    const done = await api<RunBody & { output: { stdout: string } }>(
+      `/api/v1/runs/${started.body.id}`,
+    );
+    expect(done.body.output.stdout).toBe("first\nsecond\n");
+  });
+
   it("reports a failing command as failed with its exit code and refuses a body with both code and command", async () => {
     const started = await api<RunBody>("/api/v1/runs", {
       method: "POST",
