@@ -493,7 +493,9 @@ export class ShellsClient {
    * Readiness (`GET /readyz`, no credentials needed): the store answers, and which runtime classes
    * this host can run, with the backend that serves each (`simulator` runs no code).
    */
-  ready(options: RequestOptions = {}): Promise<{ status: "ready"; runtimes: RuntimeAvailability[] }> {
+  ready(
+    options: RequestOptions = {},
+  ): Promise<{ status: "ready"; runtimes: RuntimeAvailability[] }> {
     return this.#call("GET", "/readyz", options);
   }
 
