@@ -6,51 +6,18 @@
 // `npm start -- issue-key --email <member>` builds the server and runs the operator's command
 // instead of listening: no host packages or console needed, and stdout carries only the token.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { prepareHost } from "./prepare-host.mjs";
 
 const args = process.argv.slice(2);
 const operatorCommand = args[0] === "issue-key";
 const step = (message) =>
   (operatorCommand ? console.error : console.log)(`\u001b[1m▸ ${message}\u001b[0m`);
 const sh = (cmd, args) => spawnSync(cmd, args, { stdio: "inherit" }).status === 0;
-const has = (bin) => spawnSync("sh", ["-c", `command -v ${bin}`], { stdio: "ignore" }).status === 0;
 
 const wantsSimulator =
   args.join(" ").includes("simulator") || process.env.SHELLS_BACKEND === "simulator";
 
-if (!existsSync("node_modules/.package-lock.json")) {
-  step("installing npm dependencies (npm install; better-sqlite3 compiles from source, ~2 min)");
-  if (!sh("npm", ["install", "--no-audit", "--no-fund"])) process.exit(1);
-}
-
-// What the container backend needs on the host (`shells doctor` explains each check).
-const SYSTEM_PACKAGES = {
-  mmdebstrap: "mmdebstrap",
-  "mkfs.ext4": "e2fsprogs",
-  gcc: "gcc",
-  tar: "tar",
-  ip: "iproute2",
-  nft: "nftables",
-  bwrap: "bubblewrap",
-  setpriv: "util-linux",
-};
-const missing = Object.entries(SYSTEM_PACKAGES)
-  .filter(([bin]) => !has(bin))
-  .map(([, pkg]) => pkg);
-if (!existsSync("/usr/include/seccomp.h")) missing.push("libseccomp-dev");
-if (!operatorCommand && !wantsSimulator && missing.length > 0) {
-  const command = `apt-get install -y ${missing.join(" ")}`;
-  if (process.getuid?.() === 0) {
-    step(`installing what container sandboxes need: ${missing.join(", ")}`);
-    if (!sh("sh", ["-c", `apt-get update -qq && DEBIAN_FRONTEND=noninteractive ${command}`]))
-      process.exit(1);
-  } else {
-    console.error(
-      `Container sandboxes need: ${missing.join(", ")}. Install them as root:\n  sudo ${command}\nor run without real sandboxes: npm start -- --backend simulator`,
-    );
-    process.exit(1);
-  }
-}
+if (!prepareHost({ step, hostPackages: !operatorCommand && !wantsSimulator })) process.exit(1);
 
 step("building (tsc -b)");
 if (!sh("npx", ["tsc", "-b"])) process.exit(1);

@@ -1,4 +1,4 @@
-import ShellsClient, { type ActivityEvent, type Scope, type Shell } from "@l1fe/shells";
+import ShellsClient, { type ActivityEvent, type Run, type Scope, type Shell } from "@l1fe/shells";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -266,6 +266,59 @@ describe.each([
       }),
     );
     expect(run).toMatchObject({ status: "succeeded", result: { ok: true } });
+  });
+
+  it("runs code once and reads the end of its output when it reported no result", async () => {
+    const result = await call(client, "shells_run", {
+      language: "bash",
+      command: ["sh", "-c", "echo step one; echo 'no such table: rows' >&2; exit 4"],
+      egress: { mode: "deny_all", allow: [] },
+    });
+    const run = structured<Run>(result);
+    expect(run).toMatchObject({
+      status: "failed",
+      exitCode: 4,
+      result: null,
+      output: {
+        stdout: "step one\n",
+        stderr: "no such table: rows\n",
+        stdoutBytes: 9,
+        stderrBytes: 20,
+      },
+    });
+    expect(textOf(result)).toContain("No structured result was reported.");
+    expect(textOf(result)).toContain("stdout:\nstep one\n");
+    expect(textOf(result)).toContain("stderr:\nno such table: rows\n");
+  });
+
+  it("passes the seed-004 egress shape through shells_create and shells_run", async () => {
+    const sealed = structured<Shell>(
+      await call(client, "shells_create", {
+        language: "bash",
+        egress: { mode: "deny_all", allow: [] },
+      }),
+    );
+    expect(sealed).toMatchObject({ network: "sealed", status: "running" });
+    expect(sealed.egress).toBeUndefined();
+    await call(client, "shells_action", { shell: sealed.id, capability: "delete" });
+    // An allowlist means internet through the egress proxy, which the simulator does not offer:
+    // refused as such, never quietly run sealed.
+    for (const tool of ["shells_create", "shells_run"]) {
+      const refused = await call(client, tool, {
+        language: "bash",
+        ...(tool === "shells_run" ? { command: ["true"] } : {}),
+        egress: { mode: "allowlist", allow: ["pypi.org"] },
+      });
+      expect(errorCode(refused), tool).toBe("network_mode_unavailable");
+      expect(textOf(refused)).toContain("internet");
+      const malformed = await call(client, tool, {
+        language: "bash",
+        ...(tool === "shells_run" ? { command: ["true"] } : {}),
+        egress: { mode: "open", allow: [] },
+      });
+      expect(errorCode(malformed), tool).toBe("validation_failed");
+      expect(textOf(malformed)).toMatch(/arguments\.egress\.mode/);
+    }
   });
 
   it("lists its own org's shells and never another org's", async () => {

@@ -132,6 +132,63 @@ describe("one-shot runs", () => {
     expect(rest).toEqual([4, 5]);
   });
 
+  it("keeps the end of the run's output on its record, with secret values redacted", async () => {
+    const secret = "s3cr3t-value-never-shown";
+    const started = await api<RunBody>("/api/v1/runs", {
+      method: "POST",
+      body: JSON.stringify({
+        language: "bash",
+        command: [
+          "sh",
+          "-c",
+          'printf "%s" "$FILLER"; echo; echo "token=$API_TOKEN"; echo "failed with $API_TOKEN" >&2; exit 2',
+        ],
+        env: { FILLER: "x".repeat(6000) },
+        secretEnv: { API_TOKEN: secret },
+      }),
+    });
+    const run = await finished(started.body.id);
+    expect(run).toMatchObject({ status: "failed", exitCode: 2 });
+    const { output } = (
+      await api<RunBody & { output: Record<string, unknown> }>(`/api/v1/runs/${run.id}`)
+    ).body;
+    expect(output).toEqual({
+      stdout: `${"x".repeat(4096 - "\ntoken=[redacted]\n".length)}\ntoken=[redacted]\n`,
+      stderr: "failed with [redacted]\n",
+      stdoutBytes: 6000 + "\ntoken=[redacted]\n".length,
+      stderrBytes: "failed with [redacted]\n".length,
+    });
+    const listed = await api<{ items: RunBody[] }>("/api/v1/runs?limit=5");
+    expect(JSON.stringify(listed.body)).not.toContain(secret);
+    expect(listed.body.items.find((r) => r.id === run.id)).toMatchObject({ output });
+  });
+
+  it("shows the output so far while the run is still running", async () => {
+    const started = await api<RunBody>("/api/v1/runs", {
+      method: "POST",
+      body: JSON.stringify({
+        language: "bash",
+        command: ["sh", "-c", "echo first; sleep 1.5; echo second"],
+      }),
+    });
+    await expect
+      .poll(
+        async () => {
+          const { body } = await api<RunBody & { output: { stdout: string } | null }>(
+            `/api/v1/runs/${started.body.id}`,
+          );
+          return [body.status, body.output?.stdout];
+        },
+        { timeout: 5_000, interval: 50 },
+      )
+      .toEqual(["running", "first\n"]);
+    await finished(started.body.id);
+    const done = await api<RunBody & { output: { stdout: string } }>(
+      `/api/v1/runs/${started.body.id}`,
+    );
+    expect(done.body.output.stdout).toBe("first\nsecond\n");
+  });
+
   it("reports a failing command as failed with its exit code and refuses a body with both code and command", async () => {
     const started = await api<RunBody>("/api/v1/runs", {
       method: "POST",

@@ -231,7 +231,7 @@ describe("one-shot runs through the SDK", () => {
       artifacts: [{ path: "out.txt" }],
     });
     expect(new TextDecoder().decode(await run.artifact("out.txt"))).toBe("report\n");
-    expect((await run.activity()).map((e) => e.action)).toContain("run.finish");
+    expect((await run.audit()).map((e) => e.action)).toContain("run.finish");
     expect((await shells.runs.list()).map((r) => r.id)).toContain(run.id);
     expect(await shells.runs.get(run.id)).toMatchObject({ status: "succeeded" });
     expect(await run.teardown()).toMatchObject({ id: run.id, status: "succeeded" });

@@ -6,6 +6,7 @@ import { registerApprovalsCommand } from "./commands/approvals-command.js";
 import { registerAuditCommand } from "./commands/audit-command.js";
 import { registerCpCommand } from "./commands/cp-command.js";
 import { registerCreateCommand } from "./commands/create-command.js";
+import { registerDemoCommand } from "./commands/demo-command.js";
 import { registerDoctorCommand } from "./commands/doctor-command.js";
 import { registerEntitlementsCommand } from "./commands/entitlements-command.js";
 import { registerExecCommand } from "./commands/exec-command.js";
@@ -75,6 +76,7 @@ export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
   registerPolicyCommand(program, ctx);
   registerApprovalsCommand(program, ctx);
   registerDoctorCommand(program, ctx);
+  registerDemoCommand(program, ctx);
   registerImagesCommand(program, ctx);
   return { program, ctx };
 }

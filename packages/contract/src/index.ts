@@ -27,6 +27,8 @@ export {
   Run,
   RunCreate,
   RunFrame,
+  RunOutput,
+  RUN_OUTPUT_TAIL_BYTES,
   SkippedArtifact,
 } from "./runs.js";
 export { TERM_PROTOCOL, TERM_TOKEN_PROTOCOL_PREFIX, TermCredential } from "./terminals.js";

@@ -159,6 +159,27 @@ export const SkippedArtifact = z.strictObject({
 });
 export type SkippedArtifact = z.infer<typeof SkippedArtifact>;
 
+/** Bytes of each output stream a run's record keeps: the end of its stdout and of its stderr. */
+export const RUN_OUTPUT_TAIL_BYTES = 4 * 1024;
+
+/**
+ * The end of a run's output, kept on its record so a caller that did not follow the stream (an
+ * agent waiting on the run) still sees how it ended: the last {@link RUN_OUTPUT_TAIL_BYTES} bytes
+ * of stdout and of stderr, with secret values already replaced by `[redacted]`, as they were
+ * streamed.
+ */
+export const RunOutput = z.strictObject({
+  /** The end of stdout, as UTF-8 text (a character cut by the tail's start is left out). */
+  stdout: z.string(),
+  /** The end of stderr, as UTF-8 text. */
+  stderr: z.string(),
+  /** Bytes the run wrote to stdout in all: more than `stdout` holds when its start was cut. */
+  stdoutBytes: z.int(),
+  /** Bytes the run wrote to stderr in all. */
+  stderrBytes: z.int(),
+});
+export type RunOutput = z.infer<typeof RunOutput>;
+
 /** A one-shot run. */
 export const Run = z.strictObject({
   id: z.string(),
@@ -174,6 +195,11 @@ export const Run = z.strictObject({
   artifacts: z.array(Artifact),
   /** Files the run named as artifacts but did not keep (size quota, count, type). */
   skippedArtifacts: z.array(SkippedArtifact).optional(),
+  /**
+   * The end of the run's output (live while it runs on the server that runs it); null for a run
+   * recorded before output tails were kept, or one still running on another server.
+   */
+  output: RunOutput.nullable(),
   error: z.string().nullable(),
   createdAt: z.iso.datetime(),
   finishedAt: z.iso.datetime().nullable(),

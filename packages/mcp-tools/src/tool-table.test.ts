@@ -1,4 +1,10 @@
-import { AgentTool, type ActionResult, type PendingApproval, type Shell } from "@shells/contract";
+import {
+  AgentTool,
+  type ActionResult,
+  type PendingApproval,
+  type Run,
+  type Shell,
+} from "@shells/contract";
 import { describe, expect, it } from "vitest";
 import { OUTPUT_LIMIT_CHARS } from "./bound-output.js";
 import { renderToolResult, toolDefinitions } from "./tool-table.js";
@@ -170,6 +176,60 @@ describe("rendering results", () => {
     );
     expect(renderToolResult("shells_list", { items: [], nextCursor: null }).text).toBe(
       "No shells match.",
+    );
+  });
+
+  it("shows a run's output tail when it reported no result, saying how much of each stream it is", () => {
+    const run: Run = {
+      id: "run-1",
+      status: "failed",
+      language: "python",
+      runtime: "container",
+      shellId: "sh-9",
+      exitCode: 1,
+      killReason: null,
+      result: null,
+      artifacts: [],
+      output: {
+        stdout: "step 3 of 3\n",
+        stderr: 'Traceback (most recent call last):\nKeyError: "rows"\n',
+        stdoutBytes: 9000,
+        stderrBytes: 46,
+      },
+      error: null,
+      createdAt: "2026-01-01T00:00:00.000Z",
+      finishedAt: "2026-01-01T00:00:02.000Z",
+    };
+    const rendered = renderToolResult("shells_run", run);
+    expect(rendered.text).toBe(
+      [
+        "Run run-1 failed with exit code 1.",
+        "No structured result was reported.",
+        "stdout (the last 12 of 9000 bytes):\nstep 3 of 3\n",
+        'stderr:\nTraceback (most recent call last):\nKeyError: "rows"\n',
+      ].join("\n"),
+    );
+    expect(rendered.structuredContent).toEqual(run);
+    const quiet = renderToolResult("shells_run", {
+      ...run,
+      status: "succeeded",
+      exitCode: 0,
+      result: { ok: true },
+      output: { stdout: "", stderr: "", stdoutBytes: 0, stderrBytes: 0 },
+    });
+    expect(quiet.text).toBe(
+      'Run run-1 succeeded with exit code 0.\nResult: {"ok":true}\nstdout: (empty)\nstderr: (empty)',
+    );
+  });
+
+  it("names an internet shell's egress allowlist", () => {
+    const rendered = renderToolResult("shells_create", {
+      ...shell,
+      network: "internet",
+      egress: { mode: "allowlist", allow: ["pypi.org", "*.pythonhosted.org"] },
+    });
+    expect(rendered.text).toContain(
+      "network internet (egress allowed to pypi.org, *.pythonhosted.org) · region local",
     );
   });
 

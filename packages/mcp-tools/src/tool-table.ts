@@ -8,7 +8,7 @@ import {
 } from "@shells/contract";
 import type { Tool, ToolAnnotations } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
-import { OUTPUT_LIMIT_CHARS, boundOutput } from "./bound-output.js";
+import { OUTPUT_LIMIT_CHARS, boundOutput, utf8Bytes } from "./bound-output.js";
 
 /** What each tool answers through the agent gate: the same shape as the REST route it mirrors. */
 export type ToolResults = AgentToolResults;
@@ -108,7 +108,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       secretEnv:
         "Secret environment variables (tokens, passwords): sealed at rest, never returned, redacted from logs, history and streamed output.",
       egress:
-        'Network egress: { mode: "deny_all" } for none, or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs] } for internet through the egress proxy, limited to those.',
+        'Network egress: { mode: "deny_all", allow: [] } for none (network sealed), or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs] } for internet through the egress proxy, limited to those (the org policy applies on top). Every egress decision is recorded in the activity history.',
     },
     render: (shell) => ({
       structuredContent: { ...shell },
@@ -275,7 +275,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       "Run code (or a command) once in a new ephemeral shell that is torn down afterwards, and wait for it.",
       "Inside python and node, user code can call `shells.result(value)` to report a structured JSON result and `shells.artifact(path)` to keep an output file; any language can write JSON to the file named by $SHELLS_RESULT.",
       "Time: up to `timeoutMs` (default 5 minutes); the call answers when the run ends. Billing covers the ephemeral shell's lifetime.",
-      "Result: the Run `{ id, status, exitCode, killReason, result, artifacts, error }`; artifacts can be downloaded from the REST API.",
+      "Result: the Run `{ id, status, exitCode, killReason, result, artifacts, output, error }`. `output` is the end of what the code printed: the last 4 KiB of stdout and of stderr (secret values replaced by [redacted]) with each stream's total size — read it when there is no result or the run failed. Artifacts can be downloaded from the REST API.",
     ].join("\n"),
     annotations: {
       readOnlyHint: false,
@@ -293,26 +293,41 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       secretEnv:
         "Secret environment variables of the run: sealed at rest, never returned, redacted from its frames and logs.",
       egress:
-        'Network egress of the run: { mode: "deny_all" } for none, or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs] } for internet through the egress proxy, limited to those.',
+        'Network egress of the run: { mode: "deny_all", allow: [] } for none (network sealed), or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs] } for internet through the egress proxy, limited to those (the org policy applies on top). Every egress decision is recorded in the run\'s activity.',
       files: "Files to seed into /workspace before the run.",
       artifacts: "Globs (relative to /workspace) of output files to keep.",
       timeoutMs: "Wall clock of the whole run in milliseconds.",
     },
-    render: (run) => ({
-      structuredContent: { ...run },
-      text: [
-        `Run ${run.id} ${run.status}${run.exitCode === null ? "" : ` with exit code ${run.exitCode}`}${run.killReason ? ` (killed: ${run.killReason})` : ""}.`,
-        run.result === null
-          ? "No structured result was reported."
-          : `Result: ${boundOutput(JSON.stringify(run.result))}`,
-        run.artifacts.length > 0
-          ? `Artifacts: ${run.artifacts.map((a) => `${a.path} (${a.sizeBytes} bytes)`).join(", ")}`
-          : "",
-        run.error ? `Error: ${run.error}` : "",
-      ]
-        .filter(Boolean)
-        .join("\n"),
-    }),
+    render: (run) => {
+      // A run answered by a control plane from before output tails has none.
+      const output = run.output ?? null;
+      const bounded = output && {
+        ...output,
+        stdout: boundOutput(output.stdout),
+        stderr: boundOutput(output.stderr),
+      };
+      return {
+        structuredContent: { ...run, ...(bounded ? { output: bounded } : {}) },
+        text: [
+          `Run ${run.id} ${run.status}${run.exitCode === null ? "" : ` with exit code ${run.exitCode}`}${run.killReason ? ` (killed by the sandbox: ${run.killReason})` : ""}.`,
+          run.result === null
+            ? "No structured result was reported."
+            : `Result: ${boundOutput(JSON.stringify(run.result))}`,
+          run.artifacts.length > 0
+            ? `Artifacts: ${run.artifacts.map((a) => `${a.path} (${a.sizeBytes} bytes)`).join(", ")}`
+            : "",
+          run.error ? `Error: ${run.error}` : "",
+          ...(bounded
+            ? [
+                outputLines("stdout", bounded.stdout, output.stdoutBytes),
+                outputLines("stderr", bounded.stderr, output.stderrBytes),
+              ]
+            : []),
+        ]
+          .filter(Boolean)
+          .join("\n"),
+      };
+    },
   },
   shells_files: {
     title: "List, read or write files in a shell",
@@ -360,10 +375,20 @@ export const SHELLS_TOOLS: ShellsToolTable = {
   },
 };
 
+/** A stream of a run's output tail, headed by how much of it is shown. */
+function outputLines(stream: "stdout" | "stderr", text: string, totalBytes: number): string {
+  if (totalBytes === 0) return `${stream}: (empty)`;
+  const shown = utf8Bytes(text);
+  const head =
+    shown < totalBytes ? `${stream} (the last ${shown} of ${totalBytes} bytes):` : `${stream}:`;
+  return `${head}\n${text}`;
+}
+
 /** One line about a shell: what a model needs to pick it and use it. */
 function describeShell(shell: Shell): string {
   const reason = shell.statusReason ? ` (${shell.statusReason})` : "";
-  return `${labelOf(shell)} is ${shell.status}${reason} · ${shell.language} · ${shell.runtime} · network ${shell.network} · region ${shell.region}`;
+  const allow = shell.egress ? ` (egress allowed to ${shell.egress.allow.join(", ")})` : "";
+  return `${labelOf(shell)} is ${shell.status}${reason} · ${shell.language} · ${shell.runtime} · network ${shell.network}${allow} · region ${shell.region}`;
 }
 
 /** A shell's name, and its id when that differs. */

@@ -50,6 +50,7 @@ const run: Run = {
   killReason: null,
   result: { ok: true },
   artifacts: [{ path: "out.txt", sizeBytes: 3 }],
+  output: { stdout: "one\n", stderr: "", stdoutBytes: 4, stderrBytes: 0 },
   error: null,
   createdAt: "2025-01-01T00:00:00.000Z",
   finishedAt: "2025-01-01T00:00:01.000Z",

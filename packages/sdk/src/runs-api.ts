@@ -58,12 +58,17 @@ export class RunsApi {
 
 /**
  * A one-shot run: follow it live with {@link stream}, wait for its outcome with {@link result},
- * read its artifacts and activity, and {@link teardown} it.
+ * read its artifacts and its {@link audit} trail, and {@link teardown} it.
  *
  * ```ts
- * const run = await shells.run({ language: "python", code: `print("hi"); shells.result({"ok": True})` });
+ * const run = await shells.run({
+ *   code: `print("hi"); shells.result({"ok": True})`,
+ *   language: "python",
+ *   egress: { mode: "deny_all", allow: [] },
+ * });
  * for await (const frame of run.stream()) console.log(frame); // live
- * const { result } = await run.result(); // { ok: true }
+ * const { result, output } = await run.result(); // { ok: true }, the end of stdout and stderr
+ * const events = await run.audit(); // run.start, shell.create, …, egress decisions, run.finish
  * await run.teardown();
  * ```
  */
@@ -139,8 +144,8 @@ export class RunHandle {
 
   /**
    * Waits until the run has ended (following its stream, then polling) and answers it: `status`,
-   * `exitCode`, `killReason`, the structured `result` the code reported, and `artifacts`. A
-   * non-zero exit code is a result, not an error.
+   * `exitCode`, `killReason`, the structured `result` the code reported, `artifacts`, and `output`
+   * (the end of its stdout and stderr). A non-zero exit code is a result, not an error.
    */
   async result(options: RequestOptions = {}): Promise<Run> {
     let run = await this.#call<Run>("GET", this.#path("/result"), options);
@@ -153,8 +158,14 @@ export class RunHandle {
     }
   }
 
-  /** The activity events of the run and of its ephemeral shell, in order. */
-  async activity(options: RequestOptions = {}): Promise<ActivityEvent[]> {
+  /**
+   * The run's audit trail: the activity events of the run and of its ephemeral shell, in order —
+   * its start, the shell's creation (runtime, network), each exec, every egress decision of its
+   * proxy (`egress.allowed` / `egress.denied`: host, address, port, reason), the shell's deletion,
+   * the run's finish (status, kill reason) and its teardown. Complete once {@link result} says the
+   * run ended (the teardown's own event comes with {@link teardown}).
+   */
+  async audit(options: RequestOptions = {}): Promise<ActivityEvent[]> {
     const { items } = await this.#call<{ items: ActivityEvent[] }>(
       "GET",
       this.#path("/activity"),

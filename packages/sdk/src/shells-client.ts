@@ -489,6 +489,16 @@ export class ShellsClient {
     );
   }
 
+  /**
+   * Readiness (`GET /readyz`, no credentials needed): the store answers, and which runtime classes
+   * this host can run, with the backend that serves each (`simulator` runs no code).
+   */
+  ready(
+    options: RequestOptions = {},
+  ): Promise<{ status: "ready"; runtimes: RuntimeAvailability[] }> {
+    return this.#call("GET", "/readyz", options);
+  }
+
   /** Runtime classes and whether this server can run each (and, if not, what is missing). */
   async runtimes(options: RequestOptions = {}): Promise<RuntimeAvailability[]> {
     const { items } = await this.#call<{ items: RuntimeAvailability[] }>(

@@ -38,7 +38,17 @@ export function formatRun(run: Run, nowMs: number): string {
   ]);
   pairs.push(["created", `${run.createdAt} (${formatAge(run.createdAt, nowMs)} ago)`]);
   if (run.finishedAt) pairs.push(["finished", run.finishedAt]);
-  return formatKeyValues(pairs);
+  const sections = [formatKeyValues(pairs)];
+  for (const stream of ["stdout", "stderr"] as const) {
+    const text = run.output?.[stream];
+    if (!run.output || !text) continue;
+    const total = run.output[`${stream}Bytes`];
+    const shown = Buffer.byteLength(text);
+    sections.push(
+      `--- ${stream}${shown < total ? ` (the last ${formatBytes(shown)} of ${formatBytes(total)})` : ""} ---\n${text.replace(/\n$/, "")}`,
+    );
+  }
+  return sections.join("\n");
 }
 
 /** `shells runs ls|get|result|artifact|rm`: one-shot runs (start one with `shells run`). */

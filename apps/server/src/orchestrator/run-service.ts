@@ -1,4 +1,12 @@
-import { type ActivityEvent, type Run, type RunFrame, type RouteBody } from "@shells/contract";
+import {
+  type ActivityEvent,
+  type Artifact,
+  type Run,
+  type RunFrame,
+  type RunOutput,
+  type RouteBody,
+  type SkippedArtifact,
+} from "@shells/contract";
 import { NODE_HELPER, PYTHON_HELPER, RUNNER_DIR, mainFile, runCommand } from "@shells/runner";
 import type { FastifyBaseLogger } from "fastify";
 import type { Kysely, Selectable } from "kysely";
@@ -15,6 +23,7 @@ import {
   RunArtifacts,
   storedArtifacts,
 } from "./run-artifacts.js";
+import { RunOutputTail } from "./run-output-tail.js";
 import type { ShellService } from "./shell-service.js";
 
 /** Limits of one-shot runs. */
@@ -27,7 +36,21 @@ export const RUN_LIMITS = {
 
 const encoder = new TextEncoder();
 
-function toRun(row: Selectable<RunTable>): Run {
+/** How a run ended, as its record, its exit frame and its history say. */
+interface RunOutcome {
+  status: Run["status"];
+  exitCode: number | null;
+  killReason: string | null;
+  /** JSON of the structured result, or null. */
+  result: string | null;
+  /** What it kept; null when it failed before it got that far. */
+  artifacts: { kept: Artifact[]; skipped: SkippedArtifact[] } | null;
+  /** Why it failed (the control plane could not run it), or a result file that is not JSON. */
+  error: string | null;
+}
+
+/** A run as the API shows it; `live` is the output tail of a run this server runs now. */
+function toRun(row: Selectable<RunTable>, live?: RunOutputTail): Run {
   return {
     id: row.id,
     status: row.status,
@@ -38,6 +61,11 @@ function toRun(row: Selectable<RunTable>): Run {
     killReason: row.kill_reason as Run["killReason"],
     result: row.result === null ? null : (JSON.parse(row.result) as unknown),
     ...storedArtifacts(row.artifacts),
+    output: live
+      ? live.snapshot()
+      : row.output_tail === null
+        ? null
+        : (JSON.parse(row.output_tail) as RunOutput),
     error: row.error,
     createdAt: row.created_at,
     finishedAt: row.finished_at,
@@ -53,6 +81,8 @@ export class RunService {
   readonly #listeners = new Map<string, Set<(frame: RunFrame) => void>>();
   readonly #cancel = new Map<string, AbortController>();
   readonly #running = new Map<string, Promise<void>>();
+  /** The output tails of the runs this server runs now; a finished run's is on its record. */
+  readonly #tails = new Map<string, RunOutputTail>();
   readonly #artifacts: RunArtifacts;
 
   constructor(
@@ -92,6 +122,7 @@ export class RunService {
       kill_reason: null,
       result: null,
       artifacts: "[]",
+      output_tail: null,
       error: null,
       created_at: nowIso(),
       finished_at: null,
@@ -104,18 +135,21 @@ export class RunService {
     });
     const controller = new AbortController();
     this.#cancel.set(id, controller);
-    const work = this.#execute(caller, row, body, controller.signal)
+    const tail = new RunOutputTail();
+    this.#tails.set(id, tail);
+    const work = this.#execute(caller, row, body, controller.signal, tail)
       .catch((error: unknown) => this.logger.error({ err: error, runId: id }, "run failed"))
       .finally(() => {
         this.#cancel.delete(id);
         this.#running.delete(id);
+        this.#tails.delete(id);
       });
     this.#running.set(id, work);
-    return toRun(row);
+    return this.#toRun(row);
   }
 
   async get(caller: Caller, id: string): Promise<Run> {
-    return toRun(await this.#row(caller, id));
+    return this.#toRun(await this.#row(caller, id));
   }
 
   /** Resolves once the run ended (or `timeoutMs` passed), with the run as it then stands. */
@@ -158,7 +192,7 @@ export class RunService {
       .orderBy("created_at", "desc")
       .limit(limit)
       .execute();
-    return rows.map(toRun);
+    return rows.map((row) => this.#toRun(row));
   }
 
   /** Frames after `afterSeq`, in order. */
@@ -196,7 +230,7 @@ export class RunService {
   }
 
   async artifact(caller: Caller, id: string, path: string): Promise<Uint8Array> {
-    const run = toRun(await this.#row(caller, id));
+    const run = this.#toRun(await this.#row(caller, id));
     const normal = posix.normalize(path).replace(/^\/workspace\//, "");
     const known = run.artifacts.find((a) => a.path === normal);
     if (!known)
@@ -255,6 +289,7 @@ export class RunService {
     row: Selectable<RunTable>,
     body: RouteBody<"createRun">,
     signal: AbortSignal,
+    tail: RunOutputTail,
   ): Promise<void> {
     let seq = 0;
     let outputBytes = 0;
@@ -267,13 +302,13 @@ export class RunService {
         .execute();
       for (const listener of this.#listeners.get(row.id) ?? []) listener(frame);
     };
-    const shell = await this.shells.runningSandbox(caller, row.shell_id);
     const resultFile = `${RUNNER_DIR}/result.json`;
     const artifactsFile = `${RUNNER_DIR}/artifacts.txt`;
     let exitCode: number | null = null;
     let killReason: string | null = null;
-    let error: string | null = null;
+    let outcome: RunOutcome;
     try {
+      const shell = await this.shells.runningSandbox(caller, row.shell_id);
       await emit("status", { status: "running", shellId: row.shell_id });
       const write = (path: string, data: Uint8Array, mode?: number) =>
         shell.call((b) => b.files.write(shell.shellId, path, data, mode));
@@ -306,7 +341,9 @@ export class RunService {
         },
         {
           signal,
+          // Chunks arrive with secret values already masked (ShellService.exec).
           onOutput: async (stream, chunk) => {
+            tail.push(stream, chunk);
             if (outputBytes >= RUN_LIMITS.frameOutputBytes) return;
             outputBytes += chunk.length;
             await emit(stream, decoders[stream].decode(chunk, { stream: true }));
@@ -316,7 +353,6 @@ export class RunService {
       exitCode = result.exitCode;
       killReason = result.killReason ?? null;
       const structured = await this.#readResult(shell, resultFile);
-      if (structured.error) error = structured.error;
       if (structured.present) await emit("result", structured.value);
       // A cancelled run keeps nothing: its teardown is deleting what it would keep.
       const { kept, skipped } = signal.aborted
@@ -329,47 +365,69 @@ export class RunService {
             artifactsFile,
           );
       for (const artifact of kept) await emit("artifact", artifact);
-      const status = signal.aborted
-        ? "cancelled"
-        : exitCode === 0 && !killReason
-          ? "succeeded"
-          : "failed";
-      await emit("exit", { exitCode, killReason, status });
-      await this.db
-        .updateTable("runs")
-        .set({
-          status,
-          exit_code: exitCode,
-          kill_reason: killReason,
-          result: structured.present ? JSON.stringify(structured.value) : null,
-          artifacts: JSON.stringify({ kept, skipped }),
-          error,
-          finished_at: nowIso(),
-        })
-        .where("id", "=", row.id)
-        .execute();
-      await this.#event(caller, row.id, "run.finish", {
-        status,
+      outcome = {
+        status: signal.aborted
+          ? "cancelled"
+          : exitCode === 0 && !killReason
+            ? "succeeded"
+            : "failed",
         exitCode,
         killReason,
-        artifacts: kept.length,
-        artifactsSkipped: skipped.length,
-        hasResult: structured.present,
-      });
+        result: structured.present ? JSON.stringify(structured.value) : null,
+        artifacts: { kept, skipped },
+        error: structured.error ?? null,
+      };
     } catch (failure) {
-      error = failure instanceof Error ? failure.message : String(failure);
-      await emit("exit", { exitCode, killReason, status: "failed", error });
-      await this.db
-        .updateTable("runs")
-        .set({ status: "failed", error, finished_at: nowIso() })
-        .where("id", "=", row.id)
-        .execute();
-      await this.#event(caller, row.id, "run.finish", { status: "failed", error });
-    } finally {
-      await this.shells
-        .delete(caller, row.shell_id, undefined, { approvalId: undefined })
-        .catch((e: unknown) => this.logger.warn({ err: e, runId: row.id }, "run teardown failed"));
+      outcome = {
+        status: "failed",
+        exitCode,
+        killReason,
+        result: null,
+        artifacts: null,
+        error: failure instanceof Error ? failure.message : String(failure),
+      };
     }
+    // The shell goes before the run is final: once a caller sees the run ended, its history is
+    // complete (the shell's deletion, and the egress decisions its proxy writes on the way out).
+    await this.shells
+      .delete(caller, row.shell_id, undefined, { approvalId: undefined })
+      .catch((e: unknown) => this.logger.warn({ err: e, runId: row.id }, "run teardown failed"));
+    const { status, error } = outcome;
+    await emit("exit", {
+      exitCode: outcome.exitCode,
+      killReason: outcome.killReason,
+      status,
+      ...(outcome.artifacts ? {} : { error }),
+    });
+    await this.db
+      .updateTable("runs")
+      .set({
+        status,
+        exit_code: outcome.exitCode,
+        kill_reason: outcome.killReason,
+        result: outcome.result,
+        ...(outcome.artifacts ? { artifacts: JSON.stringify(outcome.artifacts) } : {}),
+        output_tail: JSON.stringify(tail.snapshot()),
+        error,
+        finished_at: nowIso(),
+      })
+      .where("id", "=", row.id)
+      .execute();
+    await this.#event(
+      caller,
+      row.id,
+      "run.finish",
+      outcome.artifacts
+        ? {
+            status,
+            exitCode: outcome.exitCode,
+            killReason: outcome.killReason,
+            artifacts: outcome.artifacts.kept.length,
+            artifactsSkipped: outcome.artifacts.skipped.length,
+            hasResult: outcome.result !== null,
+          }
+        : { status, error },
+    );
   }
 
   async #readResult(
@@ -389,6 +447,11 @@ export class RunService {
     } catch {
       return { present: false, value: null, error: "the result file does not hold JSON" };
     }
+  }
+
+  /** A run as the API shows it, with the live output tail while this server runs it. */
+  #toRun(row: Selectable<RunTable>): Run {
+    return toRun(row, this.#tails.get(row.id));
   }
 
   async #row(caller: Caller, id: string): Promise<Selectable<RunTable>> {

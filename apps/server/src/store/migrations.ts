@@ -355,6 +355,12 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable("shells").addColumn("egress", "text").execute();
     },
   },
+  /** The end of a run's output (JSON of RunOutput), kept once the run ends. */
+  "0011_run_output_tail": {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("runs").addColumn("output_tail", "text").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

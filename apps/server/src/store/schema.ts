@@ -253,6 +253,8 @@ export interface RunTable {
   result: string | null;
   /** JSON array of `{ path, sizeBytes }`. */
   artifacts: string;
+  /** JSON of the end of its output (RunOutput), written when it ends; null before. */
+  output_tail: string | null;
   error: string | null;
   created_at: string;
   finished_at: string | null;
