@@ -17,7 +17,11 @@ export class SecretMask extends Transform {
 
   constructor(forms: readonly string[]) {
     super();
-    this.#forms = forms.filter((f) => f.length > 0).map((f) => Buffer.from(f));
+    // Longest first: where two forms match at one place, the longer one is masked whole.
+    this.#forms = forms
+      .filter((f) => f.length > 0)
+      .map((f) => Buffer.from(f))
+      .sort((a, b) => b.length - a.length);
     this.#keep = Math.max(0, ...this.#forms.map((f) => f.length - 1));
   }
 
