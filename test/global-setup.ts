@@ -20,6 +20,7 @@ const ALWAYS_ON_CONTAINERS = [
   "/test/e2e/container.e2e.test.ts",
   "/test/e2e/console.e2e.test.ts",
   "/test/e2e/egress",
+  "/test/e2e/bindings",
 ];
 
 /** Whether any test file of this run makes container sandboxes. */

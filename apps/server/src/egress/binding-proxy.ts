@@ -115,12 +115,14 @@ export class BindingProxy {
     const call = { binding: name.slice(0, 64), method, path: path.slice(0, MAX_RECORDED_PATH) };
     const deny = (status: number, reason: BindingDenial) => {
       this.#record("binding.denied", "denied", { ...call, reason }, 0);
+      const body = `binding denied: ${reason}\n`;
       res.writeHead(status, {
         "content-type": "text/plain",
+        "content-length": Buffer.byteLength(body),
         "x-shells-binding": "denied",
         connection: "close",
       });
-      res.end(`binding denied: ${reason}\n`);
+      res.end(body);
     };
 
     const grant = this.options.grants().find((g) => g.name === name);
