@@ -68,7 +68,10 @@ export interface BindingProxyOptions {
   record(decision: LoggedDecision): void;
 }
 
+/** Time to reach the upstream (TCP and TLS). */
 const DIAL_TIMEOUT_MS = 10_000;
+/** Silence allowed once connected: an API may think for a while (a model's completion, a build). */
+const UPSTREAM_IDLE_MS = 300_000;
 const MAX_RECORDED_PATH = 256;
 
 /** Content codings the gateway can undo to look for the secret in a body. */
@@ -180,7 +183,8 @@ export class BindingProxy {
           }
         : {}),
     });
-    outgoing.once("socket", (socket: Socket) =>
+    outgoing.once("socket", (socket: Socket) => {
+      socket.once(tls ? "secureConnect" : "connect", () => socket.setTimeout(UPSTREAM_IDLE_MS));
       link.meter(socket, (bytes) =>
         this.#record(
           "binding.invoked",
@@ -188,8 +192,8 @@ export class BindingProxy {
           { ...call, status },
           bytes,
         ),
-      ),
-    );
+      );
+    });
     outgoing.once("timeout", () => outgoing.destroy(new Error("upstream timed out")));
     outgoing.once("response", (answer) => {
       const coding = String(answer.headers["content-encoding"] ?? "identity")
