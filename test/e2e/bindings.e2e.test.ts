@@ -1,16 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import {
-  closeSync,
-  existsSync,
-  mkdtempSync,
-  openSync,
-  readFileSync,
-  readSync,
-  readdirSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { createServer as createHttpServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import { createServer as createNetServer, type AddressInfo } from "node:net";
@@ -54,27 +45,30 @@ function leaks(text: string): string[] {
   return SECRETS.filter((secret) => text.includes(secret));
 }
 
-/** The test's secrets that appear in a file, read in chunks (a shell's disk image is large). */
-function fileLeaks(path: string): string[] {
+/**
+ * The test's secrets that appear in a file, read in chunks (a shell's disk image is large) and
+ * asynchronously, so the event loop keeps serving the test's own connections meanwhile.
+ */
+async function fileLeaks(path: string): Promise<string[]> {
   const needles = SECRETS.map((s) => Buffer.from(s));
   const overlap = Math.max(...needles.map((n) => n.length)) - 1;
   const found = new Set<string>();
-  const fd = openSync(path, "r");
+  const file = await open(path, "r");
   try {
     const chunk = Buffer.alloc(8 << 20);
     let carry = Buffer.alloc(0);
     for (let position = 0; ;) {
-      const read = readSync(fd, chunk, 0, chunk.length, position);
-      if (read === 0) break;
-      position += read;
-      const window = Buffer.concat([carry, chunk.subarray(0, read)]);
+      const { bytesRead } = await file.read(chunk, 0, chunk.length, position);
+      if (bytesRead === 0) break;
+      position += bytesRead;
+      const window = Buffer.concat([carry, chunk.subarray(0, bytesRead)]);
       needles.forEach((needle, i) => {
         if (window.includes(needle)) found.add(SECRETS[i] as string);
       });
       carry = Buffer.from(window.subarray(Math.max(0, window.length - overlap)));
     }
   } finally {
-    closeSync(fd);
+    await file.close();
   }
   return [...found];
 }
@@ -390,6 +384,33 @@ print(json.dumps({"url": base, "unfollowed": get(base + "/v1/redirect"), "follow
     expect(upstreamSeen.at(-1)?.headers.authorization).toBe(`Bearer ${SECRET}`);
   });
 
+  it("gives a one-shot run its binding, and stops the run's proxy when the run is torn down", async () => {
+    const started = await call<{ id: string; shellId: string }>("POST", "/api/v1/runs", {
+      language: "python",
+      bindings: ["echo"],
+      code: [
+        "import os, urllib.request",
+        'answer = urllib.request.urlopen(os.environ["SHELLS_BINDING_ECHO_URL"] + "/v1/echo?run=1", timeout=30).read().decode()',
+        "shells.result({'answer': answer})",
+      ].join("\n"),
+    });
+    expect(started.status, JSON.stringify(started.body)).toBe(201);
+    let run: { status: string; result: unknown } = { status: "running", result: null };
+    for (let i = 0; i < 300 && run.status === "running"; i += 1) {
+      await new Promise((r) => setTimeout(r, 200));
+      run = (await call<typeof run>("GET", `/api/v1/runs/${started.body.id}/result`)).body;
+    }
+    expect(run).toMatchObject({
+      status: "succeeded",
+      result: { answer: "authorized GET /v1/echo?run=1" },
+    });
+    expect(upstreamSeen.at(-1)?.headers.authorization).toBe(`Bearer ${SECRET}`);
+    const socket = join(dataDir, "egress", `${started.body.shellId}.sock`);
+    for (let i = 0; i < 100 && existsSync(socket); i += 1)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(existsSync(socket)).toBe(false);
+  }, 120_000);
+
   it("uses a rotated secret from the next call on, and refuses a deleted binding", async () => {
     expect((await call("POST", "/api/v1/bindings/echo/rotate", { secret: ROTATED })).status).toBe(
       200,
@@ -460,7 +481,7 @@ print(json.dumps(out))
         .map((entry) => entry.name);
       expect(searchedFiles).toContain("disk.img");
       for (const file of searchedFiles)
-        expect(fileLeaks(join(shellDir, file)), `${shellDir}/${file}`).toEqual([]);
+        expect(await fileLeaks(join(shellDir, file)), `${shellDir}/${file}`).toEqual([]);
     }
   }, 180_000);
 
@@ -513,6 +534,6 @@ print(json.dumps(out))
     expect(leaks(serverOutput), "server stdout/stderr").toEqual([]);
     const storeFiles = readdirSync(dataDir).filter((f) => f.startsWith("shells.db"));
     expect(storeFiles).toContain("shells.db");
-    for (const file of storeFiles) expect(fileLeaks(join(dataDir, file)), file).toEqual([]);
+    for (const file of storeFiles) expect(await fileLeaks(join(dataDir, file)), file).toEqual([]);
   });
 });
