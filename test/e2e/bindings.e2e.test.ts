@@ -90,6 +90,48 @@ describe.runIf(hostReport.available)("service bindings through real container sh
   let sealedShell = "";
   let internetShell = "";
   const startedAt = Date.now() / 1000;
+  let serverPort = 0;
+  let caPath = "";
+
+  /** Starts the control plane as its own process, its stdout and stderr kept for the search. */
+  async function startServerProcess(): Promise<void> {
+    child = spawn(
+      process.execPath,
+      [
+        "apps/server/dist/server.js",
+        "--backend",
+        "container",
+        "--data-dir",
+        dataDir,
+        "--port",
+        String(serverPort),
+        // The most the server says about itself: a secret in any debug line would show here.
+        "--log-level",
+        "trace",
+      ],
+      {
+        env: {
+          ...process.env,
+          SHELLS_IMAGES_DIR: IMAGES,
+          SHELLS_VALIDATE_RESPONSES: "1",
+          SHELLS_BINDINGS_CA_FILE: caPath,
+          SHELLS_EGRESS_DECISION_WINDOW_SECONDS: "2",
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    child.stdout?.on("data", (chunk: Buffer) => (serverOutput += chunk.toString()));
+    child.stderr?.on("data", (chunk: Buffer) => (serverOutput += chunk.toString()));
+    for (let i = 0; i < 300; i += 1) {
+      try {
+        if ((await fetch(`${url}/readyz`)).ok) return;
+      } catch {
+        // not up yet
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error("the server did not become ready");
+  }
 
   async function call<T = Record<string, unknown>>(
     method: string,
@@ -174,41 +216,9 @@ base = os.environ.get("SHELLS_BINDING_ECHO_URL")
     expect(existsSync("apps/server/dist/server.js"), "build first: npx tsc -b").toBe(true);
     const port = await freePort();
     url = `http://127.0.0.1:${port}`;
-    child = spawn(
-      process.execPath,
-      [
-        "apps/server/dist/server.js",
-        "--backend",
-        "container",
-        "--data-dir",
-        dataDir,
-        "--port",
-        String(port),
-        // The most the server says about itself: a secret in any debug line would show here.
-        "--log-level",
-        "trace",
-      ],
-      {
-        env: {
-          ...process.env,
-          SHELLS_IMAGES_DIR: IMAGES,
-          SHELLS_VALIDATE_RESPONSES: "1",
-          SHELLS_BINDINGS_CA_FILE: caFile,
-          SHELLS_EGRESS_DECISION_WINDOW_SECONDS: "2",
-        },
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
-    child.stdout?.on("data", (chunk: Buffer) => (serverOutput += chunk.toString()));
-    child.stderr?.on("data", (chunk: Buffer) => (serverOutput += chunk.toString()));
-    for (let i = 0; i < 300; i += 1) {
-      try {
-        if ((await fetch(`${url}/readyz`)).ok) break;
-      } catch {
-        // not up yet
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    serverPort = port;
+    caPath = caFile;
+    await startServerProcess();
     token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
 
     // The upstreams listen on the host's loopback, which the org opens explicitly (as an org admin
@@ -422,6 +432,24 @@ print(json.dumps({"url": base, "unfollowed": get(base + "/v1/redirect"), "follow
     const bindings = await call<{ items: { name: string }[] }>("GET", "/api/v1/bindings");
     expect(bindings.body.items.map((b) => b.name)).toEqual(["echo"]);
   });
+
+  it("finds its binding again after the control plane restarts (grants come from the store)", async () => {
+    // Sandboxes outlive the server; the new one's reconciler starts each proxy again with the
+    // shell's grants, and the forwarder inside the shell finds it at the same socket.
+    child?.kill("SIGTERM");
+    await new Promise((resolve) => child?.once("exit", resolve));
+    await startServerProcess();
+    const out = await exec(
+      sealedShell,
+      `${CLIENT}\nprint(json.dumps(get(base + "/v1/echo?again=1")))`,
+    );
+    expect(out as unknown as unknown[]).toEqual([
+      200,
+      expect.any(Object),
+      "authorized GET /v1/echo?again=1",
+    ]);
+    expect(upstreamSeen.at(-1)?.headers.authorization).toBe(`Bearer ${ROTATED}`);
+  }, 60_000);
 
   it("never puts the secret inside a shell: no process's environment or command line, no file it wrote", async () => {
     for (const shellId of [sealedShell, internetShell]) {
