@@ -225,6 +225,15 @@ describe("the binding gateway", () => {
     const odd = await request("GET", "/bindings/api/v1/odd-coding");
     expect(odd.status).toBe(502);
     expect(odd.body).toBe("binding denied: response_encoding\n");
+    // Calls are recorded once their upstream connection closes; the refused one at once.
+    await expect.poll(() => decisions.length).toBe(3);
+    await new Promise((r) => setTimeout(r, 100));
+    const recorded = decisions.map((d) => [d.action, d.details.path, d.details.reason ?? null]);
+    expect(recorded.sort((a, b) => String(a[1]).localeCompare(String(b[1])))).toEqual([
+      ["binding.denied", "/v1/odd-coding", "response_encoding"],
+      ["binding.invoked", "/v1/reflect", null],
+      ["binding.invoked", "/v1/reflect-gzip", null],
+    ]);
     for (const answer of [plain, gzipped, odd])
       expect(JSON.stringify(answer)).not.toContain(SECRET);
   });

@@ -164,6 +164,8 @@ export class BindingProxy {
     const basePath = upstream.pathname.replace(/\/+$/, "");
     const send = tls ? httpsRequest : httpRequest;
     let status = 502;
+    /** Set when the answer itself is refused: that call is recorded as denied, not invoked. */
+    let refused = false;
     const outgoing = send({
       host: vetted.address,
       port,
@@ -185,14 +187,15 @@ export class BindingProxy {
     });
     outgoing.once("socket", (socket: Socket) => {
       socket.once(tls ? "secureConnect" : "connect", () => socket.setTimeout(UPSTREAM_IDLE_MS));
-      link.meter(socket, (bytes) =>
-        this.#record(
-          "binding.invoked",
-          status < 500 ? "success" : "failure",
-          { ...call, status },
-          bytes,
-        ),
-      );
+      link.meter(socket, (bytes) => {
+        if (!refused)
+          this.#record(
+            "binding.invoked",
+            status < 500 ? "success" : "failure",
+            { ...call, status },
+            bytes,
+          );
+      });
     });
     outgoing.once("timeout", () => outgoing.destroy(new Error("upstream timed out")));
     outgoing.once("response", (answer) => {
@@ -201,8 +204,8 @@ export class BindingProxy {
         .toLowerCase();
       const decoder = coding === "identity" ? null : DECODERS[coding];
       if (decoder === undefined) {
+        refused = true;
         answer.destroy();
-        status = 502;
         return deny(502, "response_encoding");
       }
       status = answer.statusCode ?? 502;
