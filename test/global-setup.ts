@@ -22,6 +22,7 @@ const ALWAYS_ON_CONTAINERS = [
   "/test/e2e/egress",
   "/test/e2e/seed-004",
   "/test/e2e/demo",
+  "/test/e2e/bindings",
 ];
 
 /** Whether any test file of this run makes container sandboxes. */

@@ -87,3 +87,8 @@ export function parseGate(
   }
   return { ...previous, [parsedAction.data]: parsedMode.data };
 }
+
+/** Collects a repeatable option's values. */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}

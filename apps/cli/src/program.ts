@@ -4,6 +4,7 @@ import { registerActivityCommand } from "./commands/activity-command.js";
 import { registerAgentsCommand } from "./commands/agents-command.js";
 import { registerApprovalsCommand } from "./commands/approvals-command.js";
 import { registerAuditCommand } from "./commands/audit-command.js";
+import { registerBindingsCommand } from "./commands/bindings-command.js";
 import { registerCpCommand } from "./commands/cp-command.js";
 import { registerCreateCommand } from "./commands/create-command.js";
 import { registerDemoCommand } from "./commands/demo-command.js";
@@ -74,6 +75,7 @@ export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
   registerEntitlementsCommand(program, ctx);
   registerProjectsCommand(program, ctx);
   registerPolicyCommand(program, ctx);
+  registerBindingsCommand(program, ctx);
   registerApprovalsCommand(program, ctx);
   registerDoctorCommand(program, ctx);
   registerDemoCommand(program, ctx);

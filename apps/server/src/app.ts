@@ -3,6 +3,7 @@ import type { SandboxBackend } from "@shells/sandbox";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { publicBaseUrl, type ServerConfig } from "./config.js";
 import { makeResolver } from "./egress/egress-proxy.js";
 import { EgressService } from "./egress/egress-service.js";
@@ -20,6 +21,7 @@ import { ShellService } from "./orchestrator/shell-service.js";
 import { TermService, selectTermProtocol } from "./orchestrator/term-service.js";
 import { agentGateHandlers } from "./routes/agent-gate-routes.js";
 import { approvalHandlers } from "./routes/approval-routes.js";
+import { bindingHandlers } from "./routes/binding-routes.js";
 import { registerAuthRoutes } from "./routes/auth-routes.js";
 import { guardConnections } from "./routes/connection-guard.js";
 import { registerConsoleStatic } from "./routes/console-static.js";
@@ -34,6 +36,7 @@ import { runHandlers } from "./routes/run-routes.js";
 import { shellHandlers } from "./routes/shell-routes.js";
 import { registerTerminalAttach, terminalHandlers } from "./routes/terminal-routes.js";
 import { ActivityService } from "./services/activity-service.js";
+import { BindingService } from "./services/binding-service.js";
 import { AgentGate } from "./iam/agent-gate.js";
 import { IamService } from "./services/iam-service.js";
 import { KeyService } from "./services/key-service.js";
@@ -95,6 +98,10 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const runtimes = new RuntimeRegistry(deps.backends);
   const policies = new PolicyService(db, activity);
   const gate = new ApprovalGate(db, activity, policies);
+  const sealedBox = SealedBox.open(config.dataDir, config.sealingKeys);
+  const bindings = new BindingService(db, activity, sealedBox, {
+    allowHttpUpstream: config.bindingsAllowHttp,
+  });
   const egress = new EgressService({
     socketDir: join(config.dataDir, "egress"),
     activity,
@@ -102,6 +109,10 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     logger: deps.logger,
     resolve: makeResolver(config.egressTestHosts),
     decisionWindowMs: config.egressDecisionWindowSeconds * 1000,
+    bindings,
+    ...(config.bindingsCaFile
+      ? { bindingsExtraCa: [readFileSync(config.bindingsCaFile, "utf8")] }
+      : {}),
   });
   const shells = new ShellService({
     db,
@@ -112,8 +123,9 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     policies,
     gate,
     dataDir: config.dataDir,
-    sealedBox: SealedBox.open(config.dataDir, config.sealingKeys),
+    sealedBox,
     egress,
+    bindings,
   });
   const reconciler = shells.reconciler;
   const watch = standingWatch(db);
@@ -158,6 +170,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...fileHandlers(files),
       ...runHandlers(runs, watch),
       ...iamHandlers(iam, keys),
+      ...bindingHandlers(bindings),
       ...approvalHandlers(gate, shells),
       ...agentGateHandlers(agentGate),
       ...terminalHandlers(terms, baseUrl),

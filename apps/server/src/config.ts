@@ -224,6 +224,22 @@ export const ServerConfig = z.strictObject({
    * programmatically, by tests that give their own upstream servers names; no flag or variable.
    */
   egressTestHosts: z.record(z.string(), z.array(z.string())).optional(),
+  /**
+   * A PEM file of extra CA certificates the egress proxy trusts for service binding upstreams,
+   * besides Node's bundled roots (a private CA, or a test CA). Nothing else trusts them: not the
+   * API's clients, not the shells. Env `SHELLS_BINDINGS_CA_FILE`.
+   */
+  bindingsCaFile: z.string().min(1).optional(),
+  /**
+   * Accept plain `http://` binding upstreams: for tests and development only (the secret would
+   * cross the network in the clear). Env `SHELLS_BINDINGS_ALLOW_HTTP=1`.
+   */
+  bindingsAllowHttp: z
+    .union([
+      z.boolean(),
+      z.enum(["0", "1", "true", "false"]).transform((v) => v === "1" || v === "true"),
+    ])
+    .default(false),
   /** Check every response against the contract (on in tests). Env `SHELLS_VALIDATE_RESPONSES=1`. */
   validateResponses: z
     .union([
@@ -293,6 +309,8 @@ export function loadConfig(
     authFailureLimit: env.SHELLS_AUTH_FAILURE_LIMIT,
     authFailureWindowSeconds: env.SHELLS_AUTH_FAILURE_WINDOW_SECONDS,
     egressDecisionWindowSeconds: env.SHELLS_EGRESS_DECISION_WINDOW_SECONDS,
+    bindingsCaFile: env.SHELLS_BINDINGS_CA_FILE,
+    bindingsAllowHttp: env.SHELLS_BINDINGS_ALLOW_HTTP,
     oidc: oidcSettings(env),
   };
   const parsed = ServerConfig.safeParse(
@@ -325,6 +343,8 @@ const ENV_NAMES: Record<string, string> = {
   authFailureLimit: "SHELLS_AUTH_FAILURE_LIMIT",
   authFailureWindowSeconds: "SHELLS_AUTH_FAILURE_WINDOW_SECONDS",
   egressDecisionWindowSeconds: "SHELLS_EGRESS_DECISION_WINDOW_SECONDS",
+  bindingsCaFile: "SHELLS_BINDINGS_CA_FILE",
+  bindingsAllowHttp: "SHELLS_BINDINGS_ALLOW_HTTP",
   "oidc.issuer": "SHELLS_OIDC_ISSUER",
   "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
   "oidc.clientSecret": "SHELLS_OIDC_CLIENT_SECRET",

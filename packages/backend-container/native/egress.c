@@ -1,5 +1,5 @@
 /*
- * egress.c — the one way out of an `internet` shell.
+ * egress.c — the one way out of an `internet` shell, and any shell's way to its service bindings.
  *
  * An `internet` shell's network namespace holds only `lo`. Its only exit is this forwarder: a
  * process outside the shell (host pid and mount namespaces, the shell's cgroups, no capabilities
@@ -24,6 +24,9 @@
  *   127.0.0.53:53 TCP      DNS over TCP (length-prefixed messages, relayed as they are);
  *   127.0.0.53:53 UDP      each datagram is sent to the proxy length-prefixed on a connection of
  *                          its own, and the answer is sent back to the client.
+ * A `sealed` or `localhost` shell granted service bindings gets the same forwarder and wall: the
+ * proxy behind it refuses every destination and answers only the shell's binding URLs
+ * (`http://127.0.0.1:<port>/bindings/<name>`), so the listener is all it reaches.
  * The forwarder parses nothing of what the shell sends. Its memory is fixed (MAX_PAIRS
  * connections, two buffers each; MAX_QUERIES DNS datagrams in flight): when every slot is busy it
  * stops accepting and new connections wait in the listen backlog; datagrams past the limit are

@@ -95,8 +95,8 @@ struct start_options {
     const char *image;     /* base image rootfs (read-only lower layer) */
     const char *disk;      /* ext4 image: upper + work dirs, size-limited */
     const char *network;   /* sealed | localhost | internet */
-    const char *egress_socket; /* internet: the egress proxy's unix socket on the host */
-    int egress_port;           /* internet: where the forwarder listens on the shell's loopback */
+    const char *egress_socket; /* the egress proxy's unix socket on the host (internet, or bindings) */
+    int egress_port;           /* where the forwarder listens on the shell's loopback */
     const char *hostname;
     unsigned long uid_base;
     unsigned long shm_mb;
@@ -260,8 +260,10 @@ static void run_init(const struct start_options *o, int maps_written, int ready_
 
     if (sethostname(o->hostname, strlen(o->hostname)) < 0) die("sethostname");
     /* sealed: loopback stays down — no networking at all. localhost: loopback only. internet:
-     * loopback only as well; the egress forwarder listens on it (egress.c). */
-    if (strcmp(o->network, "sealed") != 0) bring_loopback_up();
+     * loopback only as well; the egress forwarder listens on it (egress.c). A sealed shell with an
+     * egress proxy (service bindings) needs loopback up for the forwarder's listener, and the
+     * forwarder's wall refuses everything that is not local. */
+    if (strcmp(o->network, "sealed") != 0 || o->egress_socket) bring_loopback_up();
 
     /* The shell sees pid 1's command line: show a neutral name, not the keeper's arguments (the
      * state dir, the image's path). Nothing reads the options after this. */
@@ -370,10 +372,13 @@ int cmd_start(int argc, char **argv) {
     int internet = strcmp(o.network, "internet") == 0;
     if (strcmp(o.network, "sealed") != 0 && strcmp(o.network, "localhost") != 0 && !internet)
         die("start: network %s", o.network);
-    if (internet && (!o.egress_socket || o.egress_socket[0] != '/' ||
-                     strlen(o.egress_socket) >= sizeof(((struct sockaddr_un *)0)->sun_path) ||
-                     o.egress_port < 1 || o.egress_port > 65535))
-        die("start: internet needs --egress-socket (absolute, short) and --egress-port");
+    /* internet needs the egress proxy; the other modes may have it (service bindings). */
+    int forwarded = o.egress_socket != NULL;
+    if (internet && !forwarded) die("start: internet needs --egress-socket and --egress-port");
+    if (forwarded && (o.egress_socket[0] != '/' ||
+                      strlen(o.egress_socket) >= sizeof(((struct sockaddr_un *)0)->sun_path) ||
+                      o.egress_port < 1 || o.egress_port > 65535))
+        die("start: --egress-socket must be absolute and short, with --egress-port");
 
     /* fd 3: the ready pipe to the control plane ("ok" or "error ..."). */
     report_fd = STATUS_FD;
@@ -405,8 +410,8 @@ int cmd_start(int argc, char **argv) {
 
     /* The host's mount namespace, for the egress forwarder to return to (it must not hold the
      * shell's mounts). */
-    int host_mnt_fd = internet ? open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC) : -1;
-    if (internet && host_mnt_fd < 0) die("open /proc/self/ns/mnt");
+    int host_mnt_fd = forwarded ? open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC) : -1;
+    if (forwarded && host_mnt_fd < 0) die("open /proc/self/ns/mnt");
 
     /* A private mount namespace: the shell's mounts never appear in the host's mount table, and
      * they vanish by themselves when the last process using them is gone. */
@@ -457,7 +462,7 @@ int cmd_start(int argc, char **argv) {
     }
     close(init_ready[0]);
     if (chdir("/") < 0) die("chdir /");
-    if (internet) {
+    if (forwarded) {
         start_egress_forwarder(init_pid, host_mnt_fd, o.egress_socket, o.egress_port);
         close(host_mnt_fd);
     }

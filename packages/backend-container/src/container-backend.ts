@@ -3,6 +3,7 @@ import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import type { ExecResult, RuntimeAvailability, Snapshot } from "@shells/contract";
 import {
   ExecFiles,
+  SANDBOX_EGRESS_PORT,
   SandboxError,
   type SandboxBackend,
   type SandboxExecOptions,
@@ -89,11 +90,12 @@ const BASE_ENV: Record<string, string> = {
 };
 
 /**
- * `internet` shells: the port on the shell's loopback where the egress forwarder (native/egress.c)
- * listens, relaying each connection to the shell's egress proxy, and the variables that point
- * ordinary clients (curl, pip, npm, Python's urllib, Go's net/http) at it.
+ * Shells given an egress proxy: the port on the shell's loopback where the egress forwarder
+ * (native/egress.c) listens, relaying each connection to the shell's egress proxy, and (`internet`
+ * only) the variables that point ordinary clients (curl, pip, npm, Python's urllib, Go's net/http)
+ * at it.
  */
-const EGRESS_PORT = 3128;
+const EGRESS_PORT = SANDBOX_EGRESS_PORT;
 const EGRESS_PROXY_URL = `http://127.0.0.1:${EGRESS_PORT}`;
 const EGRESS_ENV: Record<string, string> = {
   HTTP_PROXY: EGRESS_PROXY_URL,
@@ -196,15 +198,17 @@ export class ContainerBackend implements SandboxBackend {
         `the container backend does not run the ${spec.runtime} runtime class`,
       );
     }
-    if (spec.network === "internet") {
-      const socketPath = spec.egress?.socketPath;
-      if (!socketPath) {
-        throw new SandboxError(
-          "unsupported",
-          "network mode `internet` needs an egress proxy socket, and none was given",
-          { network: spec.network },
-        );
-      }
+    if (spec.network === "internet" && !spec.egress?.socketPath) {
+      throw new SandboxError(
+        "unsupported",
+        "network mode `internet` needs an egress proxy socket, and none was given",
+        { network: spec.network },
+      );
+    }
+    // Any mode may have a proxy: a sealed or localhost shell granted service bindings reaches the
+    // proxy's listener and nothing else (the proxy refuses all but the bindings).
+    if (spec.egress) {
+      const socketPath = spec.egress.socketPath;
       if (!isAbsolute(socketPath) || Buffer.byteLength(socketPath) >= UNIX_PATH_MAX) {
         throw new SandboxError(
           "unsupported",
@@ -246,9 +250,7 @@ export class ContainerBackend implements SandboxBackend {
         network: spec.network,
         resources: spec.resources,
         env: spec.env,
-        ...(spec.network === "internet" && spec.egress
-          ? { egressSocket: spec.egress.socketPath }
-          : {}),
+        ...(spec.egress ? { egressSocket: spec.egress.socketPath } : {}),
         uidSlot: null,
         imageVersion: image.version,
         imageRootfs: image.rootfs,
@@ -807,7 +809,7 @@ export class ContainerBackend implements SandboxBackend {
       disk,
       uidBase: uidBaseOf(record.uidSlot),
       network: record.network,
-      ...(record.network === "internet" && record.egressSocket
+      ...(record.egressSocket
         ? { egress: { socketPath: record.egressSocket, port: EGRESS_PORT } }
         : {}),
       hostname: hostnameOf(record.shellId),

@@ -52,6 +52,24 @@ export const ErrorCode = {
   unsafeArchive: "unsafe_archive",
   /** The project does not exist in the caller's org. */
   projectNotFound: "project_not_found",
+  /** The service binding does not exist in the caller's org (another org's is not found either). */
+  bindingNotFound: "binding_not_found",
+  /** A binding name that is not lowercase letters, digits and `_`, starting with a letter (≤ 63). */
+  bindingNameInvalid: "binding_name_invalid",
+  /** A binding upstream that is not a URL with a host, or carries credentials, a query or a fragment. */
+  bindingUpstreamInvalid: "binding_upstream_invalid",
+  /** A binding upstream that is not `https://` (plain http only where the server allows it for tests). */
+  bindingUpstreamNotHttps: "binding_upstream_not_https",
+  /** `{secret}` in a binding's upstream URL: the secret goes in one header only. */
+  bindingSecretInUrl: "binding_secret_in_url",
+  /** A binding's header template is not `Name: value with {secret}`, has CR/LF or control characters, or names a header that frames the request. */
+  bindingHeaderInvalid: "binding_header_invalid",
+  /** A binding path glob that is not an absolute path, or has more wildcards than allowed. */
+  bindingPathInvalid: "binding_path_invalid",
+  /** A binding secret that is not 8 or more printable ASCII characters, or that appears in a field shown in the clear. */
+  bindingSecretInvalid: "binding_secret_invalid",
+  /** The shell's runtime cannot route to the egress proxy, which service bindings need. */
+  bindingsUnavailable: "bindings_unavailable",
   /** The capability is not legal in the shell's current lifecycle state. */
   invalidState: "invalid_state",
   /** A resource limit above the org's maximum or the host's capacity; `details` names the field, the asked value and the maximum. */
@@ -111,6 +129,15 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   separation_of_duties: 403,
   last_owner: 409,
   csrf_failed: 403,
+  binding_not_found: 404,
+  binding_name_invalid: 400,
+  binding_upstream_invalid: 400,
+  binding_upstream_not_https: 400,
+  binding_secret_in_url: 400,
+  binding_header_invalid: 400,
+  binding_path_invalid: 400,
+  binding_secret_invalid: 400,
+  bindings_unavailable: 422,
   invalid_state: 409,
   limit_exceeded: 422,
   quota_exceeded: 409,

@@ -14,6 +14,15 @@ export {
   type ChainVerification,
   type HashedFields,
 } from "./activity.js";
+export {
+  BINDING_NAME_PATTERN,
+  BINDING_SECRET_PLACEHOLDER,
+  Binding,
+  BindingCreate,
+  BindingMethod,
+  BindingRotate,
+  bindingEnvName,
+} from "./bindings.js";
 export { ERROR_CODES, ERROR_STATUS, ErrorBody, ErrorCode } from "./errors.js";
 export { buildOpenApiDocument, openApiPath } from "./openapi.js";
 export { FileInfo, PathQuery, SeedFile, ShellPath, type FileContent } from "./files.js";

@@ -1,5 +1,6 @@
 /** Wire types of running code: streamed exec frames, interpreter turns, one-shot runs. */
 import { z } from "zod";
+import { BindingGrants } from "./bindings.js";
 import { SeedFile } from "./files.js";
 import {
   EnvMap,
@@ -108,6 +109,8 @@ export const RunCreate = z
     env: EnvMap.optional(),
     /** Secret environment: stored only sealed, never returned, redacted from frames and logs. */
     secretEnv: EnvMap.optional(),
+    /** Service bindings the run's shell may call, by name (see `ShellCreate.bindings`). */
+    bindings: BindingGrants.optional(),
     files: z.array(SeedFile).max(256).optional(),
     /** Globs (relative to /workspace) of output files to keep as artifacts. */
     artifacts: z

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { BindingGrants } from "./bindings.js";
 
 /** Language presets a shell can be created with. */
 export const Language = z.enum(["bash", "python", "node", "rust", "go"]);
@@ -156,6 +157,12 @@ export const ShellCreate = z.strictObject({
    * replaced by `[redacted]` in every stored log, history entry and stream frame.
    */
   secretEnv: EnvMap.optional(),
+  /**
+   * Service bindings the shell may call, by name (`binding_not_found` for one the org lacks). Each
+   * sets `SHELLS_BINDING_<NAME>_URL` in the shell; its secret never enters the shell. Works in every
+   * network mode: a shell that is not `internet` reaches its bindings and nothing else.
+   */
+  bindings: BindingGrants.optional(),
 });
 export type ShellCreate = z.input<typeof ShellCreate>;
 
@@ -178,6 +185,8 @@ export const Shell = z.strictObject({
   envKeys: z.array(z.string()),
   /** Names of the shell's secret environment variables; their values are never returned. */
   secretEnvKeys: z.array(z.string()),
+  /** Names of the service bindings granted to the shell at launch (never their secrets). */
+  bindings: z.array(z.string()).optional(),
   /** The backend that runs this shell (`container`, `simulator`, …). */
   backend: z.string(),
   /** Version of the base image the shell's root filesystem runs on, when the backend has one. */

@@ -59,6 +59,17 @@ describe("the tool definitions", () => {
     }
   });
 
+  it("let shells_create and shells_run grant service bindings by name", () => {
+    for (const name of ["shells_create", "shells_run"]) {
+      const bindings = definitions.find((d) => d.name === name)?.inputSchema.properties?.bindings;
+      expect(bindings, name).toMatchObject({
+        type: "array",
+        items: { type: "string" },
+        description: expect.stringContaining("SHELLS_BINDING_<NAME>_URL"),
+      });
+    }
+  });
+
   it("mark what is read-only and what is destructive", () => {
     const hints = Object.fromEntries(definitions.map((d) => [d.name, d.annotations]));
     expect(hints["shells_list"]?.readOnlyHint).toBe(true);

@@ -40,6 +40,8 @@ const LOG_ENTRIES_LIMIT = 200;
 const LOG_MESSAGE_LIMIT_CHARS = 1000;
 
 const SHELL_FIELD = "The shell's id or name, as returned by shells_create or shells_list.";
+const BINDINGS_FIELD =
+  "Names of the org's service bindings the code may call (any network mode). Each sets $SHELLS_BINDING_<NAME>_URL; requests to it get the binding's secret added on the way out, and the code never sees the secret. Unknown names: binding_not_found.";
 
 /**
  * The tools, in the order `tools/list` presents them. Every one is served by the agent gate
@@ -109,6 +111,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
         "Secret environment variables (tokens, passwords): sealed at rest, never returned, redacted from logs, history and streamed output.",
       egress:
         'Network egress: { mode: "deny_all", allow: [] } for none (network sealed), or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs] } for internet through the egress proxy, limited to those (the org policy applies on top). Every egress decision is recorded in the activity history.',
+      bindings: BINDINGS_FIELD,
     },
     render: (shell) => ({
       structuredContent: { ...shell },
@@ -294,6 +297,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
         "Secret environment variables of the run: sealed at rest, never returned, redacted from its frames and logs.",
       egress:
         'Network egress of the run: { mode: "deny_all", allow: [] } for none (network sealed), or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs] } for internet through the egress proxy, limited to those (the org policy applies on top). Every egress decision is recorded in the run\'s activity.',
+      bindings: BINDINGS_FIELD,
       files: "Files to seed into /workspace before the run.",
       artifacts: "Globs (relative to /workspace) of output files to keep.",
       timeoutMs: "Wall clock of the whole run in milliseconds.",

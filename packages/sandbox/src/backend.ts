@@ -19,14 +19,25 @@ export interface SandboxSpec {
   /** Environment of every exec in the shell (an exec's own env overrides it). */
   env: Record<string, string>;
   /**
-   * `internet` only: the shell's egress proxy. The backend gives the sandbox exactly one way out,
-   * to this unix socket on the host (an HTTP forward proxy: absolute-URI requests and CONNECT), and
-   * points the usual proxy variables at it. `internet` without it is refused with `unsupported`.
+   * The shell's egress proxy, a unix socket on the host (an HTTP forward proxy: absolute-URI
+   * requests, CONNECT, and requests to its own `/bindings/` paths). The backend makes it reachable
+   * inside the sandbox at `http://127.0.0.1:` {@link SANDBOX_EGRESS_PORT}. `internet`: the proxy is
+   * the sandbox's exactly one way out, and the usual proxy variables point at it; `internet`
+   * without it is refused with `unsupported`. `sealed` or `localhost` (a shell granted service
+   * bindings): the proxy's listener is the only thing outside the sandbox it can reach, no proxy
+   * variables are set, and the proxy itself refuses everything but the shell's bindings.
    */
   egress?: SandboxEgress;
 }
 
-/** Where an `internet` shell's traffic goes: its egress proxy, kept by the control plane. */
+/**
+ * The port on the sandbox's loopback where a backend that routes to `SandboxSpec.egress` lets
+ * the sandbox reach the egress proxy. Fixed for every backend: binding URLs
+ * (`http://127.0.0.1:3128/bindings/<name>`) are made by the control plane from it.
+ */
+export const SANDBOX_EGRESS_PORT = 3128;
+
+/** Where a shell's traffic to the outside goes: its egress proxy, kept by the control plane. */
 export interface SandboxEgress {
   /** Absolute path of the proxy's unix socket; it may come and go while the shell runs. */
   socketPath: string;
@@ -190,7 +201,8 @@ export interface SandboxBackend {
   readonly name: string;
   /**
    * The network modes `create` accepts. Left out: `sealed` and `localhost`. A backend lists
-   * `internet` only when it routes a shell's traffic to `SandboxSpec.egress` and nowhere else.
+   * `internet` only when it routes a shell's traffic to `SandboxSpec.egress` and nowhere else; such
+   * a backend also honours `egress` in its other modes (service bindings need that).
    */
   readonly networkModes?: readonly NetworkMode[];
   /** The language presets `create` accepts. Left out: every preset. */

@@ -4,8 +4,13 @@ import {
   type ResolvedResources,
   type RuntimeClass,
 } from "@shells/contract";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer as createNetServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  SANDBOX_EGRESS_PORT,
   SandboxError,
   type SandboxBackend,
   type SandboxExecRequest,
@@ -534,6 +539,31 @@ export function describeSandboxBackend(
           );
         });
         if (network === "internet") {
+          // Service bindings: a shell that is not `internet` may still be given the proxy, and
+          // then reaches its listener at 127.0.0.1:SANDBOX_EGRESS_PORT (and nothing else).
+          it("routes a sealed shell given an egress proxy to it at 127.0.0.1:3128", async () => {
+            const dir = await mkdtemp(join(tmpdir(), "conformance-egress-"));
+            const socketPath = join(dir, "proxy.sock");
+            const received: Buffer[] = [];
+            const proxy = createNetServer((socket) => {
+              socket.on("data", (chunk: Buffer) => received.push(chunk));
+              socket.on("error", () => undefined);
+            });
+            await new Promise<void>((resolve) => proxy.listen(socketPath, resolve));
+            try {
+              const id = await createShell({ network: "sealed", egress: { socketPath } });
+              const result = await run(id, [
+                "bash",
+                "-c",
+                `exec 3<>/dev/tcp/127.0.0.1/${SANDBOX_EGRESS_PORT} && printf 'hello proxy' >&3 && sleep 0.5`,
+              ]);
+              expect(result.exitCode, result.stderr).toBe(0);
+              expect(Buffer.concat(received).toString("latin1")).toContain("hello proxy");
+            } finally {
+              proxy.close();
+              await rm(dir, { recursive: true, force: true });
+            }
+          });
           it("refuses network mode internet without an egress proxy, with unsupported", async () => {
             const shellId = uniqueShellId();
             created.push(shellId);

@@ -127,6 +127,41 @@ describe("the client's IAM namespaces", () => {
         undefined,
       ],
       [
+        "bindings.list",
+        (c) => c.bindings.list(),
+        { method: "GET", url: "/api/v1/bindings" },
+        undefined,
+      ],
+      [
+        "bindings.create",
+        (c) =>
+          c.bindings.create({
+            name: "github",
+            upstream: "https://api.github.com",
+            inject: "Authorization: Bearer {secret}",
+            secret: "ghp_example",
+          }),
+        { method: "POST", url: "/api/v1/bindings" },
+        {
+          name: "github",
+          upstream: "https://api.github.com",
+          inject: "Authorization: Bearer {secret}",
+          secret: "ghp_example",
+        },
+      ],
+      [
+        "bindings.rotate",
+        (c) => c.bindings.rotate("github", { secret: "ghp_rotated" }),
+        { method: "POST", url: "/api/v1/bindings/github/rotate" },
+        { secret: "ghp_rotated" },
+      ],
+      [
+        "bindings.remove",
+        (c) => c.bindings.remove("github"),
+        { method: "DELETE", url: "/api/v1/bindings/github" },
+        undefined,
+      ],
+      [
         "projects.create",
         (c) => c.projects.create({ name: "research" }),
         { method: "POST", url: "/api/v1/projects" },

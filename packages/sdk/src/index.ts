@@ -46,6 +46,7 @@ export type {
   PrincipalRef,
   ProjectCreate,
 } from "./iam-resources.js";
+export type { BindingCreate, BindingRotate, BindingsApi } from "./bindings-api.js";
 // The namespace classes and handles are exported as types only: the client builds them.
 export type {
   DirectoryUploaded,
@@ -87,6 +88,8 @@ export type {
   Actor,
   Artifact,
   Agent,
+  Binding,
+  BindingMethod,
   AgentTool,
   ApiKey,
   Approval,

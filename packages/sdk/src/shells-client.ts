@@ -30,6 +30,7 @@ import {
   ServerError,
   errorFromStreamEvent,
 } from "./errors.js";
+import { BindingsApi } from "./bindings-api.js";
 import { FilesApi } from "./files-api.js";
 import {
   AgentsApi,
@@ -175,6 +176,8 @@ export class ShellsClient {
   readonly policy: PolicyApi;
   /** Approvals of gated destructive actions: list, get, grant, deny. */
   readonly approvals: ApprovalsApi;
+  /** Service bindings: credentials a shell uses without seeing them (create, rotate, delete). */
+  readonly bindings: BindingsApi;
   /** Files inside a running shell: read, write, list, stat, remove, directories as tar. */
   readonly files: FilesApi;
   /** One-shot runs: get, list, and handles on existing runs. Start one with {@link run}. */
@@ -231,6 +234,7 @@ export class ShellsClient {
     this.projects = new ProjectsApi(call);
     this.policy = new PolicyApi(call);
     this.approvals = new ApprovalsApi(call);
+    this.bindings = new BindingsApi(call);
     this.files = new FilesApi(call);
     this.runs = new RunsApi(call, this.#transport.events);
   }

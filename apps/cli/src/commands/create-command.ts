@@ -4,6 +4,7 @@ import { Option, type Command } from "commander";
 import type { CliContext } from "../context.js";
 import { formatShell } from "../format.js";
 import {
+  collect,
   parseDurationMs,
   parseEnvPair,
   parsePositiveInt,
@@ -18,6 +19,7 @@ interface CreateOptions {
   region?: string;
   project?: string;
   env?: Record<string, string>;
+  binding?: string[];
   cpu?: number;
   memory?: number;
   pids?: number;
@@ -41,6 +43,7 @@ export function createBodyFrom(options: CreateOptions): ShellCreate {
     ...(options.region === undefined ? {} : { region: options.region }),
     ...(options.project === undefined ? {} : { project: options.project }),
     ...(options.env === undefined ? {} : { env: options.env }),
+    ...(options.binding === undefined ? {} : { bindings: options.binding }),
     ...(Object.keys(resources).length === 0 ? {} : { resources }),
     ...(options.ttl === undefined ? {} : { ttlSeconds: Math.round(options.ttl / 1000) }),
   };
@@ -71,6 +74,11 @@ export function registerCreateCommand(program: Command, ctx: CliContext): void {
       "-e, --env <KEY=VALUE>",
       "environment variable of every exec (repeatable)",
       parseEnvPair,
+    )
+    .option(
+      "-b, --binding <name>",
+      "service binding the shell may call, via $SHELLS_BINDING_<NAME>_URL (repeatable)",
+      collect,
     )
     .option("--cpu <cores>", "CPU cores, may be fractional", parsePositiveNumber)
     .option("--memory <MiB>", "memory limit in MiB", parsePositiveInt)

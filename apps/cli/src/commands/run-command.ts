@@ -6,7 +6,7 @@ import { basename, resolve } from "node:path";
 import type { CliContext } from "../context.js";
 import { CliError, USAGE_EXIT_CODE } from "../errors.js";
 import { formatBytes } from "../format.js";
-import { parseDurationMs, parseEnvPair } from "../parsers.js";
+import { collect, parseDurationMs, parseEnvPair } from "../parsers.js";
 import { processExitCode } from "./exec-command.js";
 
 interface RunFlags {
@@ -18,12 +18,8 @@ interface RunFlags {
   env?: Record<string, string>;
   network?: RunCreate["network"];
   runtime?: RunCreate["runtime"];
+  binding?: string[];
   timeout?: number;
-}
-
-/** Collects a repeatable option's values. */
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
 }
 
 /**
@@ -84,6 +80,7 @@ async function runSpecFrom(
     ...(flags.runtime === undefined ? {} : { runtime: flags.runtime }),
     ...(flags.network === undefined ? {} : { network: flags.network }),
     ...(flags.env === undefined ? {} : { env: flags.env }),
+    ...(flags.binding === undefined ? {} : { bindings: flags.binding }),
     ...(files.length === 0 ? {} : { files }),
     ...(flags.artifact === undefined ? {} : { artifacts: flags.artifact }),
     ...(flags.timeout === undefined ? {} : { timeoutMs: flags.timeout }),
@@ -139,6 +136,11 @@ export function registerRunCommand(program: Command, ctx: CliContext): void {
     .option("-e, --env <KEY=VALUE>", "environment variable (repeatable)", parseEnvPair)
     .addOption(new Option("--network <mode>", "network mode").choices(NetworkMode.options))
     .addOption(new Option("-r, --runtime <class>", "runtime class").choices(RuntimeClass.options))
+    .option(
+      "-b, --binding <name>",
+      "service binding the run may call, via $SHELLS_BINDING_<NAME>_URL (repeatable)",
+      collect,
+    )
     .option("--timeout <duration>", "wall clock of the whole run, e.g. 30s, 5m", parseDurationMs)
     .addHelpText(
       "after",

@@ -23,8 +23,39 @@ export interface EgressDecision {
   reason?: EgressDenial | undefined;
 }
 
+/** One decision as the history records it: an egress decision or a binding call. */
+export interface LoggedDecision {
+  orgId: string;
+  shellId: string;
+  /** `egress.allowed`, `egress.denied`, `binding.invoked` or `binding.denied`. */
+  action: string;
+  outcome: "success" | "failure" | "denied";
+  /** What the decision was about; decisions with equal details share an aggregation window. */
+  details: Record<string, string | number | null>;
+  /** Bytes moved both ways (0 for a refusal); summed over a window. */
+  bytes: number;
+}
+
+/** An egress decision as the history records it. */
+export function egressEntry(decision: EgressDecision): LoggedDecision {
+  return {
+    orgId: decision.orgId,
+    shellId: decision.shellId,
+    action: decision.allowed ? "egress.allowed" : "egress.denied",
+    outcome: decision.allowed ? "success" : "denied",
+    details: {
+      host: decision.host,
+      address: decision.address,
+      port: decision.port,
+      protocol: decision.protocol,
+      ...(decision.reason ? { reason: decision.reason } : {}),
+    },
+    bytes: decision.bytes,
+  };
+}
+
 /** How decisions are aggregated. */
-export interface EgressDecisionLogOptions {
+export interface DecisionLogOptions {
   /** Length of an aggregation window, ms (a minute in production). */
   windowMs: number;
   /** Most destinations with an open window at once; further ones share one window. */
@@ -33,7 +64,7 @@ export interface EgressDecisionLogOptions {
 }
 
 interface OpenWindow {
-  first: EgressDecision;
+  first: LoggedDecision;
   repeats: number;
   bytes: number;
   openedAt: string;
@@ -44,32 +75,24 @@ const DEFAULT_MAX_OPEN_WINDOWS = 10_000;
 const PROXY_ACTOR = { type: "system", id: "egress-proxy" } as const;
 
 /**
- * Writes egress decisions to the shell's activity history in bounded form: code in a shell can
- * open connections in a loop, and one row per connection would let it grow its org's hash chain
- * without limit. The first decision per (shell, allowed/denied, host, address, port, protocol,
- * reason) in a window is written at once with `count: 1`; the repeats in that window are summed
- * (count and bytes) and written as one more event when the window closes (or on `close()`). The
- * counts of all events add up to the number of connections.
+ * Writes the egress proxy's decisions (connections, DNS answers, binding calls) to the shell's
+ * activity history in bounded form: code in a shell can open connections in a loop, and one row
+ * per connection would let it grow its org's hash chain without limit. The first decision per
+ * (shell, action, details) in a window is written at once with `count: 1`; the repeats in that
+ * window are summed (count and bytes) and written as one more event when the window closes (or on
+ * `close()`). The counts of all events add up to the number of decisions.
  */
-export class EgressDecisionLog {
+export class DecisionLog {
   readonly #windows = new Map<string, OpenWindow>();
 
   constructor(
     private readonly activity: ActivityService,
-    private readonly options: EgressDecisionLogOptions,
+    private readonly options: DecisionLogOptions,
   ) {}
 
   /** Records one decision: written now when it opens a window, else counted into the window. */
-  async record(decision: EgressDecision): Promise<void> {
-    let key = JSON.stringify([
-      decision.shellId,
-      decision.allowed,
-      decision.host,
-      decision.address,
-      decision.port,
-      decision.protocol,
-      decision.reason ?? "",
-    ]);
+  async record(decision: LoggedDecision): Promise<void> {
+    let key = JSON.stringify([decision.shellId, decision.action, decision.details]);
     if (
       !this.#windows.has(key) &&
       this.#windows.size >= (this.options.maxOpenWindows ?? DEFAULT_MAX_OPEN_WINDOWS)
@@ -84,7 +107,7 @@ export class EgressDecisionLog {
     }
     const timer = setTimeout(() => {
       this.#closeWindow(key).catch((error: unknown) =>
-        this.options.logger.error({ err: error }, "could not record egress decisions"),
+        this.options.logger.error({ err: error }, "could not record proxy decisions"),
       );
     }, this.options.windowMs);
     timer.unref();
@@ -122,7 +145,7 @@ export class EgressDecisionLog {
   }
 
   async #write(
-    decision: EgressDecision,
+    decision: LoggedDecision,
     count: number,
     bytes: number,
     span: Record<string, string> = {},
@@ -130,19 +153,10 @@ export class EgressDecisionLog {
     await this.activity.record({
       orgId: decision.orgId,
       actor: PROXY_ACTOR,
-      action: decision.allowed ? "egress.allowed" : "egress.denied",
+      action: decision.action,
       target: { type: "shell", id: decision.shellId },
-      outcome: decision.allowed ? "success" : "denied",
-      details: {
-        host: decision.host,
-        address: decision.address,
-        port: decision.port,
-        protocol: decision.protocol,
-        bytes,
-        count,
-        ...(decision.reason ? { reason: decision.reason } : {}),
-        ...span,
-      },
+      outcome: decision.outcome,
+      details: { ...decision.details, bytes, count, ...span },
     });
   }
 }

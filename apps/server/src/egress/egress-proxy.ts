@@ -2,7 +2,6 @@ import { lookup } from "node:dns/promises";
 import {
   createServer,
   request as httpRequest,
-  type IncomingHttpHeaders,
   type IncomingMessage,
   type Server,
   type ServerResponse,
@@ -17,6 +16,8 @@ import { chmod, rm } from "node:fs/promises";
 import { pipeline } from "node:stream";
 import type { Duplex } from "node:stream";
 import type { EgressDecision } from "./decision-log.js";
+import { BINDINGS_PATH, type BindingProxy } from "./binding-proxy.js";
+import { forwardedHeaders } from "./http-headers.js";
 import {
   buildDnsAnswer,
   buildDnsError,
@@ -54,20 +55,12 @@ export interface EgressProxyOptions {
   /** Bytes the shell may move in total; past it every connection is refused and open ones end. */
   maxBytes: number;
   record(decision: EgressDecision): void;
+  /**
+   * The shell's service bindings: requests the shell addresses to the proxy itself under
+   * `/bindings/` go here. Without it, every such request is refused.
+   */
+  bindings?: Pick<BindingProxy, "serve"> | undefined;
 }
-
-/** Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus the proxy's own. */
-const HOP_HEADERS = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "proxy-authorization",
-  "proxy-authenticate",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-]);
 
 const RESOLVE_TIMEOUT_MS = 5_000;
 const DIAL_TIMEOUT_MS = 10_000;
@@ -141,15 +134,25 @@ function readPreamble<T>(
   });
 }
 
-function forwardedHeaders(headers: IncomingHttpHeaders): IncomingHttpHeaders {
-  const named = new Set(
-    String(headers.connection ?? "")
-      .split(",")
-      .map((h) => h.trim().toLowerCase()),
-  );
-  return Object.fromEntries(
-    Object.entries(headers).filter(([name]) => !HOP_HEADERS.has(name) && !named.has(name)),
-  );
+/**
+ * The path and query of a request the shell addressed to the proxy listener itself — in origin
+ * form (`GET /bindings/x/ HTTP/1.1`, a client that dialled the binding URL directly) or in
+ * absolute form naming the listener's own address (a client that sent it through its proxy
+ * variables) — or null for a request meant for somewhere else.
+ */
+function requestToProxy(target: string, own: string): string | null {
+  if (target.startsWith("/")) return target;
+  let url: URL;
+  try {
+    url = new URL(target);
+  } catch {
+    return null;
+  }
+  const port = own.slice(own.lastIndexOf(":") + 1);
+  const self =
+    url.protocol === "http:" &&
+    (url.host === own || (url.hostname === "localhost" && url.port === port));
+  return self ? `${url.pathname}${url.search}` : null;
 }
 
 /** `host:port` of a CONNECT request (`[v6]:port` for IPv6); null when malformed. */
@@ -177,6 +180,38 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   });
 }
 
+/** A destination the policy allows (the address to dial, and every address the name had), or why not. */
+export type VettedDestination =
+  { address: string; addresses: string[] } | { denial: EgressDenial; address: string | null };
+
+/**
+ * Resolves and vets one destination (`port` null: a DNS question). A name the policy refuses
+ * outright is never looked up; an allowed one is resolved once, and every address it resolved to
+ * must pass, so the caller dials exactly an address that was vetted.
+ */
+export async function vetDestination(
+  policy: EgressPolicy,
+  resolve: EgressResolver,
+  host: string,
+  port: number | null,
+): Promise<VettedDestination> {
+  const byName = policy.decideName(host, port);
+  if (byName) return { denial: byName, address: null };
+  let addresses: string[];
+  if (ipFamily(host)) addresses = [host];
+  else {
+    try {
+      addresses = await withTimeout(resolve(host), RESOLVE_TIMEOUT_MS);
+    } catch {
+      addresses = [];
+    }
+  }
+  const denial = policy.decide(host, port, addresses);
+  const address = addresses[0] ?? null;
+  if (denial || address === null) return { denial: denial ?? "no_address", address };
+  return { address, addresses };
+}
+
 /**
  * One shell's egress proxy: an HTTP forward proxy on a unix socket that only the shell's egress
  * forwarder connects to. Plain HTTP requests with an absolute URI are forwarded; CONNECT is
@@ -191,6 +226,8 @@ export class EgressProxy {
   readonly #server: Server;
   /** Redirected port-80 connections: the port the shell dialled (the Host header names the host). */
   readonly #redirected = new WeakMap<Socket, number>();
+  /** Connections to the proxy listener itself: the `address:port` the shell dialled. */
+  readonly #direct = new WeakMap<Socket, string>();
   /** Bytes of connections that ended. */
   #closedBytes = 0;
   readonly #live = new Set<Socket>();
@@ -273,6 +310,7 @@ export class EgressProxy {
       await this.#onRedirectedTls(socket);
     } else {
       if (line.destinationPort === 80) this.#redirected.set(socket, 80);
+      else this.#direct.set(socket, `${line.destination}:${line.destinationPort}`);
       this.#server.emit("connection", socket);
       socket.resume();
     }
@@ -365,29 +403,9 @@ export class EgressProxy {
   }
 
   /** Resolves and vets one destination (`port` null: a DNS question): the address to dial, or why not. */
-  async #decide(
-    host: string,
-    port: number | null,
-  ): Promise<
-    { address: string; addresses: string[] } | { denial: EgressDenial; address: string | null }
-  > {
+  async #decide(host: string, port: number | null): Promise<VettedDestination> {
     if (this.bytes >= this.options.maxBytes) return { denial: "egress_limit", address: null };
-    const policy = await this.options.policy();
-    const byName = policy.decideName(host, port);
-    if (byName) return { denial: byName, address: null };
-    let addresses: string[];
-    if (ipFamily(host)) addresses = [host];
-    else {
-      try {
-        addresses = await withTimeout(this.options.resolve(host), RESOLVE_TIMEOUT_MS);
-      } catch {
-        addresses = [];
-      }
-    }
-    const denial = policy.decide(host, port, addresses);
-    const address = addresses[0] ?? null;
-    if (denial || address === null) return { denial: denial ?? "no_address", address };
-    return { address, addresses };
+    return vetDestination(await this.options.policy(), this.options.resolve, host, port);
   }
 
   /**
@@ -432,6 +450,22 @@ export class EgressProxy {
   }
 
   async #onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const own = this.#direct.get(req.socket);
+    const target = own === undefined ? null : requestToProxy(req.url ?? "", own);
+    if (target !== null) {
+      if (this.options.bindings && target.startsWith(BINDINGS_PATH)) {
+        await this.options.bindings.serve(req, res, target, {
+          meter: (socket, onDone) => this.#meter(socket, onDone),
+          overBudget: () => this.bytes >= this.options.maxBytes,
+        });
+        return;
+      }
+      res.writeHead(400, { "content-type": "text/plain", connection: "close" });
+      res.end(
+        "egress proxy: send absolute http:// URLs, CONNECT for https, or call a binding URL (/bindings/<name>/)\n",
+      );
+      return;
+    }
     let url: URL;
     const redirectedPort = this.#redirected.get(req.socket);
     try {

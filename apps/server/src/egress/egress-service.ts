@@ -4,7 +4,8 @@ import type { FastifyBaseLogger } from "fastify";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { ActivityService } from "../services/activity-service.js";
-import { EgressDecisionLog } from "./decision-log.js";
+import { BindingProxy, type BindingGrant, type BindingTarget } from "./binding-proxy.js";
+import { DecisionLog, egressEntry, type LoggedDecision } from "./decision-log.js";
 import { EgressProxy, makeResolver, type EgressResolver } from "./egress-proxy.js";
 import { EgressPolicy } from "./policy.js";
 
@@ -20,27 +21,56 @@ export interface EgressServiceOptions {
   resolve?: EgressResolver;
   /** Aggregation window of egress decisions in the history, ms (a minute by default). */
   decisionWindowMs?: number;
+  /** The org's service bindings, as the proxy reads them per call (rules and opened secret). */
+  bindings?: {
+    target(orgId: string, bindingId: string): Promise<BindingTarget | null | "unusable">;
+  };
+  /** Extra CA certificates (PEM) the proxy trusts for binding upstreams. */
+  bindingsExtraCa?: readonly string[];
+}
+
+/** What a shell's proxy serves: general egress (`internet` only) and the shell's bindings. */
+export interface ShellEgressSettings {
+  /** Whether the shell is `internet`: without it, the proxy refuses every destination. */
+  internet: boolean;
+  /** The shell's own allowlist (`internet` only; null: the org's policy alone). */
+  egress: ShellEgress | null;
+  /** Service bindings granted at launch. */
+  bindings: readonly BindingGrant[];
 }
 
 /** The policy limits nobody configured (the org policy always carries its own). */
 const FALLBACK_LIMITS = { maxConnections: 64, maxBytes: 1024 * 1024 * 1024 };
+const FALLBACK_POLICY = {
+  allowHosts: [],
+  denyHosts: [],
+  allowCidrs: [],
+  denyCidrs: [],
+  allowPorts: [],
+  ...FALLBACK_LIMITS,
+};
+/** The allowlist of a shell that is not `internet` but has bindings: nothing. */
+const NOTHING: ShellEgress = { mode: "deny_all", allow: [] };
 
 /**
- * Runs one egress proxy per `internet` shell, from the shell's creation to its deletion (a
- * stopped shell keeps its proxy, idle: nothing connects). The proxy's socket is what the backend
- * gives the sandbox as its one way out (`SandboxSpec.egress`). After a control-plane restart the
- * reconciler calls `ensure` for every live `internet` shell, so running sandboxes find their proxy
- * again at the same path.
+ * Runs one egress proxy per `internet` shell and per shell granted service bindings, from the
+ * shell's creation to its deletion (a stopped shell keeps its proxy, idle: nothing connects). The
+ * proxy's socket is what the backend gives the sandbox (`SandboxSpec.egress`): an `internet`
+ * shell's one way out, and any shell's way to its bindings. After a control-plane restart the
+ * reconciler calls `ensure` for every live shell that has one, so running sandboxes find their
+ * proxy again at the same path.
  */
 export class EgressService {
   readonly #proxies = new Map<string, EgressProxy>();
   /** Each running proxy's shell allowlist, read at every connection and DNS question. */
   readonly #allowlists = new Map<string, ShellEgress | null>();
-  readonly #decisions: EgressDecisionLog;
+  /** Each running proxy's binding grants, read at every binding call. */
+  readonly #grants = new Map<string, readonly BindingGrant[]>();
+  readonly #decisions: DecisionLog;
   readonly #resolve: EgressResolver;
 
   constructor(private readonly options: EgressServiceOptions) {
-    this.#decisions = new EgressDecisionLog(options.activity, {
+    this.#decisions = new DecisionLog(options.activity, {
       windowMs: options.decisionWindowMs ?? 60_000,
       logger: options.logger,
     });
@@ -53,41 +83,48 @@ export class EgressService {
   }
 
   /** Starts the shell's proxy unless it runs; returns what the backend needs to route to it. */
-  async ensure(orgId: string, shellId: string, egress: ShellEgress | null): Promise<SandboxEgress> {
+  async ensure(
+    orgId: string,
+    shellId: string,
+    settings: ShellEgressSettings,
+  ): Promise<SandboxEgress> {
     const socketPath = this.socketPath(shellId);
-    this.#allowlists.set(shellId, egress);
+    this.#allowlists.set(shellId, settings.internet ? settings.egress : NOTHING);
+    this.#grants.set(shellId, settings.bindings);
     if (this.#proxies.has(shellId)) return { socketPath };
     await mkdir(this.options.socketDir, { recursive: true, mode: 0o700 });
     const limits = (await this.options.policy(orgId)).egress ?? FALLBACK_LIMITS;
+    const orgRules = async () => (await this.options.policy(orgId)).egress ?? FALLBACK_POLICY;
+    const record = (entry: LoggedDecision) => {
+      this.#decisions
+        .record(entry)
+        .catch((error: unknown) =>
+          this.options.logger.error({ err: error, shellId }, "could not record a proxy decision"),
+        );
+    };
+    const bindings = this.options.bindings;
     const proxy = new EgressProxy({
       orgId,
       shellId,
       socketPath,
-      policy: async () =>
-        new EgressPolicy(
-          (await this.options.policy(orgId)).egress ?? {
-            allowHosts: [],
-            denyHosts: [],
-            allowCidrs: [],
-            denyCidrs: [],
-            allowPorts: [],
-            ...FALLBACK_LIMITS,
-          },
-          this.#allowlists.get(shellId) ?? null,
-        ),
+      policy: async () => new EgressPolicy(await orgRules(), this.#allowlists.get(shellId) ?? null),
       resolve: this.#resolve,
       maxConnections: limits.maxConnections,
       maxBytes: limits.maxBytes,
-      record: (decision) => {
-        this.#decisions
-          .record(decision)
-          .catch((error: unknown) =>
-            this.options.logger.error(
-              { err: error, shellId },
-              "could not record an egress decision",
-            ),
-          );
-      },
+      record: (decision) => record(egressEntry(decision)),
+      bindings: bindings
+        ? new BindingProxy({
+            orgId,
+            shellId,
+            grants: () => this.#grants.get(shellId) ?? [],
+            lookup: (bindingId) => bindings.target(orgId, bindingId),
+            // The grant is what allows the upstream; the org's own rules still bound it.
+            policy: async () => new EgressPolicy(await orgRules(), null),
+            resolve: this.#resolve,
+            extraCa: this.options.bindingsExtraCa,
+            record,
+          })
+        : undefined,
     });
     this.#proxies.set(shellId, proxy);
     try {
@@ -109,6 +146,7 @@ export class EgressService {
     const proxy = this.#proxies.get(shellId);
     this.#proxies.delete(shellId);
     this.#allowlists.delete(shellId);
+    this.#grants.delete(shellId);
     await proxy?.close();
     await this.#decisions.flushShell(shellId);
   }
@@ -124,6 +162,7 @@ export class EgressService {
       const proxy = this.#proxies.get(shellId);
       this.#proxies.delete(shellId);
       this.#allowlists.delete(shellId);
+      this.#grants.delete(shellId);
       await proxy?.close();
     }
     await this.#decisions.close();

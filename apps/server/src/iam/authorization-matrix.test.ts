@@ -66,6 +66,7 @@ async function stateOfEverything(): Promise<string> {
     db.selectFrom("approvals").selectAll().orderBy("id").execute(),
     db.selectFrom("shell_logs").select("id").orderBy("id").execute(),
     db.selectFrom("runs").selectAll().orderBy("id").execute(),
+    db.selectFrom("bindings").selectAll().orderBy("id").execute(),
   ]);
   return JSON.stringify(tables);
 }
@@ -148,6 +149,17 @@ async function runCase(
         })
       ).json().id;
     },
+    binding: async () => {
+      const name = `binding_${caseNumber}`;
+      const created = await asOwner("POST", "/api/v1/bindings", {
+        name,
+        upstream: "https://api.example.com",
+        inject: "Authorization: Bearer {secret}",
+        secret: "matrix-secret-value",
+      });
+      expect(created.statusCode, created.body).toBe(201);
+      return name;
+    },
     approval: async () => {
       const requester = await addPrincipal(t.store, {
         orgId: orgA,
@@ -227,8 +239,9 @@ async function runCase(
   if (body !== undefined) body = JSON.parse(await resolveDeep(JSON.stringify(body)));
   async function resolveDeep(json: string): Promise<string> {
     let out = json;
-    for (const placeholder of json.match(/\{(shell|member|agent|key|grant|approval|file)\}/g) ??
-      []) {
+    for (const placeholder of json.match(
+      /\{(shell|member|agent|key|grant|approval|file|binding)\}/g,
+    ) ?? []) {
       usesResource = true;
       out = out.replace(placeholder, await resolve(placeholder));
     }

@@ -1,6 +1,5 @@
 import type { FastifyBaseLogger as Logger } from "fastify";
 import type { Kysely } from "kysely";
-import type { ShellEgress } from "@shells/contract";
 import type { EgressService } from "../egress/egress-service.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { LifecycleLock } from "../store/lifecycle-lock.js";
@@ -13,6 +12,7 @@ import {
   setShellState,
 } from "../store/shells-store.js";
 import type { RuntimeRegistry } from "./runtimes.js";
+import { egressSettingsOf } from "./shell-records.js";
 
 /** The actor of work the control plane does on its own (TTL expiry, reconciliation). */
 const SYSTEM_ACTOR = { type: "system", id: "control-plane" } as const;
@@ -26,7 +26,7 @@ export interface ReconcilerDeps {
   logger: Logger;
   /** Newest log entries kept per shell. */
   logRetention: number;
-  /** Egress proxies: `reconcile` restarts those of live `internet` shells. */
+  /** Egress proxies: `reconcile` restarts those of live shells that have one. */
   egress?: EgressService;
 }
 
@@ -72,14 +72,11 @@ export class Reconciler {
           }
           continue;
         }
-        if (row.network === "internet" && this.deps.egress) {
+        const egress = egressSettingsOf(row);
+        if (egress && this.deps.egress) {
           // The sandbox outlived the previous control plane; its forwarder reconnects to the
           // proxy's socket path once the proxy listens there again.
-          await this.deps.egress.ensure(
-            row.org_id,
-            row.id,
-            row.egress ? (JSON.parse(row.egress) as ShellEgress) : null,
-          );
+          await this.deps.egress.ensure(row.org_id, row.id, egress);
         }
         const status = info.state === "running" ? "running" : "stopped";
         if (status !== row.status) {

@@ -108,6 +108,7 @@ export class RunService {
       ...(body.egress ? { egress: body.egress } : {}),
       ...(body.env ? { env: body.env } : {}),
       ...(body.secretEnv ? { secretEnv: body.secretEnv } : {}),
+      ...(body.bindings ? { bindings: body.bindings } : {}),
     });
     const row: Selectable<RunTable> = {
       id,

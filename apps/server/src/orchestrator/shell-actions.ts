@@ -39,8 +39,8 @@ export interface ActionContext {
   policy(orgId: string): Promise<OrgPolicy>;
   call<T>(row: ShellRow, fn: (backend: SandboxBackend) => Promise<T>): Promise<T>;
   setState(row: ShellRow, fields: ShellStateFields): Promise<void>;
-  /** The egress proxy of an `internet` shell, started if it is not running. */
-  egressOf(row: ShellRow): Promise<SandboxEgress>;
+  /** The shell's egress proxy (`internet`, or granted bindings), started if it is not running. */
+  egressOf(row: ShellRow): Promise<SandboxEgress | null>;
   log(row: ShellRow, kind: LogEntry["kind"], message: string): Promise<void>;
 }
 
@@ -138,6 +138,7 @@ export async function performCapability(
         } catch (error) {
           // A sandbox the backend lost (status `error` after a host restart) is provisioned afresh.
           if (!(error instanceof SandboxError && error.code === "not_found")) throw error;
+          const egress = await ctx.egressOf(row);
           return backend.create({
             shellId: row.id,
             language: row.language as Shell["language"],
@@ -145,7 +146,7 @@ export async function performCapability(
             network: row.network as Shell["network"],
             resources: JSON.parse(row.resources) as ResolvedResources,
             env: JSON.parse(row.env) as Record<string, string>,
-            ...(row.network === "internet" ? { egress: await ctx.egressOf(row) } : {}),
+            ...(egress ? { egress } : {}),
           });
         }
       });

@@ -1,13 +1,17 @@
-import type {
-  Capability,
-  ExecRequest,
-  ExecResult,
-  ResolvedResources,
-  RouteBody,
-  Shell,
-  ShellStatus,
-  ShellEgress,
+import {
+  bindingEnvName,
+  type Capability,
+  type ExecRequest,
+  type ExecResult,
+  type ResolvedResources,
+  type RouteBody,
+  type Shell,
+  type ShellStatus,
+  type ShellEgress,
 } from "@shells/contract";
+import { SANDBOX_EGRESS_PORT } from "@shells/sandbox";
+import { BINDINGS_PATH, type BindingGrant } from "../egress/binding-proxy.js";
+import type { ShellEgressSettings } from "../egress/egress-service.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import type { SealedBox } from "../iam/sealed-box.js";
 import { redact, secretValues } from "../redact.js";
@@ -41,6 +45,7 @@ export class ShellRecords {
       runtime: row.runtime as Shell["runtime"],
       network: row.network as Shell["network"],
       ...(row.egress ? { egress: JSON.parse(row.egress) as ShellEgress } : {}),
+      ...(row.bindings ? { bindings: grantsOf(row).map((g) => g.name) } : {}),
       region: row.region,
       resources: JSON.parse(row.resources) as ResolvedResources,
       envKeys: Object.keys(JSON.parse(row.env) as Record<string, string>).sort(),
@@ -60,6 +65,7 @@ export class ShellRecords {
     name: string,
     input: RouteBody<"createShell">,
     admitted: Admitted,
+    grants: readonly BindingGrant[],
   ): Omit<ShellTable, "org_id"> {
     const now = new Date().toISOString();
     const secretEnv = input.secretEnv ?? {};
@@ -73,6 +79,7 @@ export class ShellRecords {
       runtime: admitted.runtime,
       network: admitted.network,
       egress: admitted.egress ? JSON.stringify(admitted.egress) : null,
+      bindings: grants.length > 0 ? JSON.stringify(grants) : null,
       region: admitted.region,
       resources: JSON.stringify(admitted.resources),
       env: JSON.stringify(input.env ?? {}),
@@ -104,6 +111,42 @@ export class ShellRecords {
       ...Object.values(secret).filter((v) => v.length >= MIN_EXPLICIT_SECRET_CHARS),
     ];
   }
+}
+
+/** The service bindings a shell was granted at launch. */
+export function grantsOf(row: Pick<ShellTable, "bindings">): BindingGrant[] {
+  return row.bindings ? (JSON.parse(row.bindings) as BindingGrant[]) : [];
+}
+
+/**
+ * What a shell's egress proxy serves, or null when the shell has none: `internet` shells and
+ * shells granted bindings have one.
+ */
+export function egressSettingsOf(
+  row: Pick<ShellTable, "network" | "egress" | "bindings">,
+): ShellEgressSettings | null {
+  const bindings = grantsOf(row);
+  const internet = row.network === "internet";
+  if (!internet && bindings.length === 0) return null;
+  return {
+    internet,
+    egress: row.egress ? (JSON.parse(row.egress) as ShellEgress) : null,
+    bindings,
+  };
+}
+
+/**
+ * The variables that carry a shell's binding URLs: `SHELLS_BINDING_<NAME>_URL` =
+ * `http://127.0.0.1:3128/bindings/<name>` — the egress proxy's listener inside the sandbox. A URL,
+ * never a secret: the proxy holds the secret and adds it on the way out.
+ */
+export function bindingEnv(grants: readonly BindingGrant[]): Record<string, string> {
+  return Object.fromEntries(
+    grants.map((g) => [
+      bindingEnvName(g.name),
+      `http://127.0.0.1:${SANDBOX_EGRESS_PORT}${BINDINGS_PATH}${g.name}`,
+    ]),
+  );
 }
 
 /** An exec's log line and history details, with `secrets` masked in every excerpt. */

@@ -23,6 +23,7 @@ import type { FastifyBaseLogger as Logger } from "fastify";
 import type { Kysely } from "kysely";
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
+import type { BindingGrant } from "../egress/binding-proxy.js";
 import type { EgressService } from "../egress/egress-service.js";
 import { isNarrowing } from "../egress/policy.js";
 import { AppError } from "../errors.js";
@@ -30,6 +31,7 @@ import { actorOf, type Caller } from "../iam/principal.js";
 import { SealedBox } from "../iam/sealed-box.js";
 import { newId, nowIso } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
+import type { BindingService } from "../services/binding-service.js";
 import { decodeCursor, encodeCursor } from "../services/cursor.js";
 import type { PolicyService } from "../services/policy-service.js";
 import type { LifecycleLock } from "../store/lifecycle-lock.js";
@@ -57,7 +59,9 @@ import { performCapability, provisionShell, type ActionContext } from "./shell-a
 import {
   EXEC_LOG_EXCERPT_CHARS,
   ShellRecords,
+  bindingEnv,
   describeExec,
+  egressSettingsOf,
   recordShellAction,
 } from "./shell-records.js";
 
@@ -94,6 +98,8 @@ export interface ShellServiceDeps {
   capacity?: () => HostCapacity;
   /** Egress proxies of `internet` shells; without it, `internet` is refused. */
   egress?: EgressService;
+  /** The org's service bindings; without it (or without `egress`), granting one is refused. */
+  bindings?: BindingService;
 }
 
 /** The shell's lifecycle capabilities that pass the approval gate, from the contract's list. */
@@ -179,11 +185,16 @@ export class ShellService {
         { network },
       );
     }
+    const grants = await this.#grantsOf(caller, input.bindings ?? [], admitted.backend);
     const id = newId("sh", 10);
     const name = input.name ?? id;
-    const env = input.env ?? {};
+    const env = { ...input.env, ...bindingEnv(grants) };
     try {
-      await insertShell(db, caller.orgId, this.#records.newRow(id, name, input, admitted));
+      await insertShell(
+        db,
+        caller.orgId,
+        this.#records.newRow(id, name, { ...input, env }, admitted, grants),
+      );
     } catch (error) {
       if (isUniqueViolation(error, "shells.name")) {
         throw new AppError("name_taken", `A shell named ${name} already exists in this org.`, {
@@ -202,7 +213,7 @@ export class ShellService {
           network,
           resources,
           env,
-          ...(network === "internet" ? { egress: await this.#egressOf(row) } : {}),
+          ...(await this.#egressSpecOf(row)),
         });
       } catch (error) {
         await this.deps.egress?.stop(id);
@@ -258,14 +269,43 @@ export class ShellService {
     });
   }
 
-  /** Starts (or finds) the egress proxy of an `internet` shell. */
-  async #egressOf(row: ShellRow): Promise<SandboxEgress> {
+  /**
+   * The bindings a new shell is granted: each named binding of the caller's org (an unknown one,
+   * or another org's, is `binding_not_found`), on a backend that can route to the egress proxy.
+   */
+  async #grantsOf(
+    caller: Caller,
+    names: readonly string[],
+    backend: SandboxBackend,
+  ): Promise<BindingGrant[]> {
+    if (names.length === 0) return [];
+    if (!this.deps.bindings || !this.deps.egress)
+      throw new AppError(
+        "bindings_unavailable",
+        "Service bindings need the egress proxy, which this server does not run.",
+      );
+    const grants = await this.deps.bindings.grantsFor(caller.orgId, names);
+    if (!backend.networkModes?.includes("internet"))
+      throw new AppError(
+        "bindings_unavailable",
+        `Service bindings need a backend that routes to the egress proxy; ${backend.name} does not. Use the container runtime.`,
+        { backend: backend.name },
+      );
+    return grants;
+  }
+
+  /** Starts (or finds) the egress proxy of a shell that has one: `internet`, or granted bindings. */
+  async #egressOf(row: ShellRow): Promise<SandboxEgress | null> {
+    const settings = egressSettingsOf(row);
+    if (!settings) return null;
     if (!this.deps.egress) throw new AppError("network_mode_unavailable", "No egress proxy here.");
-    return this.deps.egress.ensure(
-      row.org_id,
-      row.id,
-      row.egress ? (JSON.parse(row.egress) as ShellEgress) : null,
-    );
+    return this.deps.egress.ensure(row.org_id, row.id, settings);
+  }
+
+  /** The `egress` field of a sandbox spec for the shell (none when it has no proxy). */
+  async #egressSpecOf(row: ShellRow): Promise<{ egress?: SandboxEgress }> {
+    const egress = await this.#egressOf(row);
+    return egress ? { egress } : {};
   }
 
   /** A page of the org's shells, newest first. Deleted shells only when asked for by status. */

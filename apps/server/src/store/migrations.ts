@@ -361,6 +361,31 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable("runs").addColumn("output_tail", "text").execute();
     },
   },
+  /**
+   * Service bindings: the org's secret store (values sealed), and each shell's grants (JSON of
+   * `{ id, name }[]`, null when it has none).
+   */
+  "0012_service_bindings": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("bindings")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("upstream", "text", (c) => c.notNull())
+        .addColumn("inject", "text", (c) => c.notNull())
+        .addColumn("paths", "text", (c) => c.notNull())
+        .addColumn("methods", "text", (c) => c.notNull())
+        .addColumn("secret", "text", (c) => c.notNull())
+        .addColumn("created_by_type", "text", (c) => c.notNull())
+        .addColumn("created_by_id", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("rotated_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("bindings_org_name", ["org_id", "name"])
+        .execute();
+      await db.schema.alterTable("shells").addColumn("bindings", "text").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

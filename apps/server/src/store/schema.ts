@@ -22,6 +22,7 @@ export interface Database {
   oidc_logins: OidcLoginTable;
   oidc_accounts: OidcAccountTable;
   snapshots: SnapshotTable;
+  bindings: BindingTable;
 }
 
 export interface OrgTable {
@@ -86,6 +87,8 @@ export interface ShellTable {
   secret_env: string | null;
   /** JSON of the shell's own egress allowlist (ShellEgress); null: the org's policy alone. */
   egress: string | null;
+  /** JSON of the service bindings granted at launch (`{ id, name }[]`); null when none. */
+  bindings: string | null;
   image_version: string | null;
   ttl_seconds: number | null;
   expires_at: string | null;
@@ -276,4 +279,24 @@ export interface SnapshotTable {
   name: string;
   size_bytes: number;
   created_at: string;
+}
+
+/** A service binding: its rules in the clear, its secret only sealed. */
+export interface BindingTable {
+  id: string;
+  org_id: string;
+  name: string;
+  upstream: string;
+  /** The header template, with `{secret}` where the secret goes. */
+  inject: string;
+  /** JSON array of path globs. */
+  paths: string;
+  /** JSON array of methods. */
+  methods: string;
+  /** The secret as a sealed box (`iam/sealed-box.ts`). */
+  secret: string;
+  created_by_type: "user" | "agent";
+  created_by_id: string;
+  created_at: string;
+  rotated_at: string;
 }

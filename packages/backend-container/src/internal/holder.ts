@@ -12,7 +12,7 @@ export interface HolderLaunch {
   disk: string;
   uidBase: number;
   network: NetworkMode;
-  /** `internet`: the egress proxy's socket and the shell-side port its forwarder listens on. */
+  /** The egress proxy's socket and the shell-side port its forwarder listens on (any mode). */
   egress?: { socketPath: string; port: number };
   hostname: string;
   shmMb: number;

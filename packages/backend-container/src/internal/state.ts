@@ -15,7 +15,10 @@ export interface ShellRecord {
   network: NetworkMode;
   resources: ResolvedResources;
   env: Record<string, string>;
-  /** `internet`: the unix socket of the shell's egress proxy, the shell's only way out. */
+  /**
+   * The unix socket of the shell's egress proxy: an `internet` shell's only way out, and any
+   * shell's way to its service bindings.
+   */
   egressSocket?: string;
   /** The shell's slot in the host-wide uid registry; null until claimed. */
   uidSlot: number | null;
