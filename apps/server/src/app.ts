@@ -9,6 +9,7 @@ import { EgressService } from "./egress/egress-service.js";
 import { AuthFailureLog } from "./iam/auth-failure-log.js";
 import { describeIdpError } from "./iam/oidc/identity-provider.js";
 import { OidcAuth } from "./iam/oidc/oidc-auth.js";
+import { ServerMetrics } from "./metrics/server-metrics.js";
 import { SealedBox } from "./iam/sealed-box.js";
 import { standingWatch } from "./iam/standing.js";
 import { ApprovalGate } from "./orchestrator/approval-gate.js";
@@ -28,6 +29,7 @@ import { frameworkErrors, registerErrorHandler } from "./routes/error-handler.js
 import { fileHandlers } from "./routes/file-routes.js";
 import { iamHandlers } from "./routes/iam-routes.js";
 import { registerMcpEndpoint } from "./routes/mcp-endpoint.js";
+import { registerMetrics } from "./routes/metrics-route.js";
 import { registerRoutes } from "./routes/register-routes.js";
 import { registerRequestAuth } from "./routes/request-auth.js";
 import { runHandlers } from "./routes/run-routes.js";
@@ -95,6 +97,9 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const runtimes = new RuntimeRegistry(deps.backends);
   const policies = new PolicyService(db, activity);
   const gate = new ApprovalGate(db, activity, policies);
+  const metrics = new ServerMetrics(db, { region: config.region });
+  // Times every response; serves Prometheus metrics to the operator (token-protected, else off).
+  registerMetrics(app, metrics, config.metricsToken);
   const egress = new EgressService({
     socketDir: join(config.dataDir, "egress"),
     activity,
@@ -102,6 +107,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     logger: deps.logger,
     resolve: makeResolver(config.egressTestHosts),
     decisionWindowMs: config.egressDecisionWindowSeconds * 1000,
+    metrics,
   });
   const shells = new ShellService({
     db,
@@ -114,6 +120,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     dataDir: config.dataDir,
     sealedBox: SealedBox.open(config.dataDir, config.sealingKeys),
     egress,
+    metrics,
   });
   const reconciler = shells.reconciler;
   const watch = standingWatch(db);

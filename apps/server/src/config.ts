@@ -224,6 +224,12 @@ export const ServerConfig = z.strictObject({
    * programmatically, by tests that give their own upstream servers names; no flag or variable.
    */
   egressTestHosts: z.record(z.string(), z.array(z.string())).optional(),
+  /**
+   * Bearer token a Prometheus scraper presents at `GET /metrics` (at least 16 characters). Metrics
+   * describe every org on the server, so no org's API key opens them; without a token the path is
+   * not served. Env `SHELLS_METRICS_TOKEN`.
+   */
+  metricsToken: z.string().min(16, "must be at least 16 characters").optional(),
   /** Check every response against the contract (on in tests). Env `SHELLS_VALIDATE_RESPONSES=1`. */
   validateResponses: z
     .union([
@@ -293,6 +299,7 @@ export function loadConfig(
     authFailureLimit: env.SHELLS_AUTH_FAILURE_LIMIT,
     authFailureWindowSeconds: env.SHELLS_AUTH_FAILURE_WINDOW_SECONDS,
     egressDecisionWindowSeconds: env.SHELLS_EGRESS_DECISION_WINDOW_SECONDS,
+    metricsToken: env.SHELLS_METRICS_TOKEN,
     oidc: oidcSettings(env),
   };
   const parsed = ServerConfig.safeParse(
@@ -325,6 +332,7 @@ const ENV_NAMES: Record<string, string> = {
   authFailureLimit: "SHELLS_AUTH_FAILURE_LIMIT",
   authFailureWindowSeconds: "SHELLS_AUTH_FAILURE_WINDOW_SECONDS",
   egressDecisionWindowSeconds: "SHELLS_EGRESS_DECISION_WINDOW_SECONDS",
+  metricsToken: "SHELLS_METRICS_TOKEN",
   "oidc.issuer": "SHELLS_OIDC_ISSUER",
   "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
   "oidc.clientSecret": "SHELLS_OIDC_CLIENT_SECRET",

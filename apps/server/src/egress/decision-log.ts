@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger } from "fastify";
+import type { EgressMetrics } from "../metrics/server-metrics.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { EgressDenial } from "./policy.js";
 
@@ -30,6 +31,8 @@ export interface EgressDecisionLogOptions {
   /** Most destinations with an open window at once; further ones share one window. */
   maxOpenWindows?: number;
   logger: FastifyBaseLogger;
+  /** Counts every decision as it is made (the history aggregates; the counter does not). */
+  metrics?: EgressMetrics | undefined;
 }
 
 interface OpenWindow {
@@ -61,6 +64,7 @@ export class EgressDecisionLog {
 
   /** Records one decision: written now when it opens a window, else counted into the window. */
   async record(decision: EgressDecision): Promise<void> {
+    this.options.metrics?.countEgressDecision(decision.allowed, decision.reason);
     let key = JSON.stringify([
       decision.shellId,
       decision.allowed,

@@ -3,6 +3,7 @@ import type { SandboxEgress } from "@shells/sandbox";
 import type { FastifyBaseLogger } from "fastify";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import type { EgressMetrics } from "../metrics/server-metrics.js";
 import type { ActivityService } from "../services/activity-service.js";
 import { EgressDecisionLog } from "./decision-log.js";
 import { EgressProxy, makeResolver, type EgressResolver } from "./egress-proxy.js";
@@ -20,6 +21,8 @@ export interface EgressServiceOptions {
   resolve?: EgressResolver;
   /** Aggregation window of egress decisions in the history, ms (a minute by default). */
   decisionWindowMs?: number;
+  /** Where every decision is counted. */
+  metrics?: EgressMetrics;
 }
 
 /** The policy limits nobody configured (the org policy always carries its own). */
@@ -43,6 +46,7 @@ export class EgressService {
     this.#decisions = new EgressDecisionLog(options.activity, {
       windowMs: options.decisionWindowMs ?? 60_000,
       logger: options.logger,
+      metrics: options.metrics,
     });
     this.#resolve = options.resolve ?? makeResolver();
   }

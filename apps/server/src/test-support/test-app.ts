@@ -39,11 +39,14 @@ export async function createTestApp(
     backends?: SandboxBackend[];
     sweepIntervalMs?: number;
     openStore?: (dataDir: string) => Promise<Store>;
+    /** Settings as environment variables (`SHELLS_METRICS_TOKEN`, …). */
+    env?: Record<string, string>;
   } = {},
 ): Promise<TestApp> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "shells-app-"));
   const config = loadConfig(["--data-dir", dataDir, "--backend", "simulator"], {
     SHELLS_VALIDATE_RESPONSES: "1",
+    ...options.env,
   });
   const store = await (options.openStore ?? ((dir) => openSqliteStore(join(dir, "shells.db"))))(
     dataDir,
