@@ -152,7 +152,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   });
 
   const limit = { failureLimit: config.authFailureLimit, windowMs };
-  const authenticate = await registerRequestAuth(app, { db, failures, oidc, ...limit });
+  const authenticate = await registerRequestAuth(app, {
+    db,
+    failures,
+    oidc,
+    ...limit,
+    requestLimit: config.rateLimitPerKey,
+    requestWindowMs: config.rateLimitWindowSeconds * 1000,
+  });
   await app.register(fastifyWebsocket, {
     options: { maxPayload: 1024 * 1024, handleProtocols: selectTermProtocol },
   });

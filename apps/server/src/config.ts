@@ -215,6 +215,14 @@ export const ServerConfig = z.strictObject({
    */
   authFailureWindowSeconds: z.coerce.number().int().min(1).max(3600).default(60),
   /**
+   * Requests one API key may make per `rateLimitWindowSeconds` (for a console session or a JWT: one
+   * person or agent); past it the API answers 429 `rate_limited` with `Retry-After`. 0 turns the
+   * limit off. Env `SHELLS_RATE_LIMIT_PER_KEY`.
+   */
+  rateLimitPerKey: z.coerce.number().int().min(0).default(6000),
+  /** The window of `rateLimitPerKey`, seconds. Env `SHELLS_RATE_LIMIT_WINDOW_SECONDS`. */
+  rateLimitWindowSeconds: z.coerce.number().int().min(1).max(3600).default(60),
+  /**
    * The window of aggregating egress decisions into one activity event per destination, seconds.
    * Env `SHELLS_EGRESS_DECISION_WINDOW_SECONDS`.
    */
@@ -300,6 +308,8 @@ export function loadConfig(
     authFailureWindowSeconds: env.SHELLS_AUTH_FAILURE_WINDOW_SECONDS,
     egressDecisionWindowSeconds: env.SHELLS_EGRESS_DECISION_WINDOW_SECONDS,
     metricsToken: env.SHELLS_METRICS_TOKEN,
+    rateLimitPerKey: env.SHELLS_RATE_LIMIT_PER_KEY,
+    rateLimitWindowSeconds: env.SHELLS_RATE_LIMIT_WINDOW_SECONDS,
     oidc: oidcSettings(env),
   };
   const parsed = ServerConfig.safeParse(
@@ -333,6 +343,8 @@ const ENV_NAMES: Record<string, string> = {
   authFailureWindowSeconds: "SHELLS_AUTH_FAILURE_WINDOW_SECONDS",
   egressDecisionWindowSeconds: "SHELLS_EGRESS_DECISION_WINDOW_SECONDS",
   metricsToken: "SHELLS_METRICS_TOKEN",
+  rateLimitPerKey: "SHELLS_RATE_LIMIT_PER_KEY",
+  rateLimitWindowSeconds: "SHELLS_RATE_LIMIT_WINDOW_SECONDS",
   "oidc.issuer": "SHELLS_OIDC_ISSUER",
   "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
   "oidc.clientSecret": "SHELLS_OIDC_CLIENT_SECRET",
