@@ -40,7 +40,7 @@ import {
   PolicyApi,
   ProjectsApi,
 } from "./iam-resources.js";
-import { segment, type ApiCall } from "./internal/api-call.js";
+import { idempotencyKeyOf, segment, type ApiCall } from "./internal/api-call.js";
 import type { SchemaInput } from "./internal/schema-types.js";
 import { Transport } from "./internal/transport.js";
 import { PaginatedList } from "./paginated-list.js";
@@ -66,6 +66,12 @@ export interface ShellsClientOptions {
    * its own `timeoutMs` plus a margin.
    */
   timeoutMs?: number | undefined;
+  /**
+   * How often a request is tried again when that is safe: a GET, PUT or DELETE, or a request with
+   * an idempotency key, after a 429 or 503 (waiting what `Retry-After` asks) or a reset
+   * connection. Backoff doubles from half a second, with jitter. Default 2; 0 turns retries off.
+   */
+  maxRetries?: number | undefined;
 }
 
 /** Per-call options every method accepts. */
@@ -139,6 +145,7 @@ export interface AgentInvokeResult<T extends AgentTool> {
 }
 
 const DEFAULT_TIMEOUT_MS = 600_000;
+const DEFAULT_MAX_RETRIES = 2;
 /** The server's default exec wall-clock limit (ExecRequest.timeoutMs). */
 const DEFAULT_EXEC_TIMEOUT_MS = 60_000;
 /** How much longer than an exec's own limit the client waits for its result. */
@@ -221,6 +228,7 @@ export class ShellsClient {
       token,
       fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
       timeoutMs: this.#timeoutMs,
+      maxRetries: options.maxRetries ?? DEFAULT_MAX_RETRIES,
     });
     const call = this.#transport.call;
     this.#call = call;
@@ -235,9 +243,16 @@ export class ShellsClient {
     this.runs = new RunsApi(call, this.#transport.events);
   }
 
-  /** Creates a shell and answers once it is running (or in `error`). */
+  /**
+   * Creates a shell and answers once it is running (or in `error`). Sent with an idempotency key
+   * (a fresh one unless given), so a retry never makes a second shell.
+   */
   create(body: ShellCreate, options: IdempotentRequestOptions = {}): Promise<Shell> {
-    return this.#call<Shell>("POST", "/api/v1/shells", { ...options, body });
+    return this.#call<Shell>("POST", "/api/v1/shells", {
+      ...options,
+      body,
+      idempotencyKey: idempotencyKeyOf(options.idempotencyKey),
+    });
   }
 
   /**
@@ -296,7 +311,7 @@ export class ShellsClient {
     return this.#call<ActionOutcome<C>>(
       "POST",
       `/api/v1/shells/${segment(idOrName)}/actions/${segment(capability)}`,
-      { body, idempotencyKey, signal },
+      { body, idempotencyKey: idempotencyKeyOf(idempotencyKey), signal },
     );
   }
 
