@@ -35,12 +35,15 @@ import { registerRequestAuth } from "./routes/request-auth.js";
 import { runHandlers } from "./routes/run-routes.js";
 import { shellHandlers } from "./routes/shell-routes.js";
 import { registerTerminalAttach, terminalHandlers } from "./routes/terminal-routes.js";
+import { webhookHandlers } from "./routes/webhook-routes.js";
 import { ActivityService } from "./services/activity-service.js";
 import { AgentGate } from "./iam/agent-gate.js";
 import { IamService } from "./services/iam-service.js";
 import { KeyService } from "./services/key-service.js";
 import { PolicyService } from "./services/policy-service.js";
 import type { Store } from "./store/database.js";
+import { WebhookDispatcher } from "./webhooks/webhook-dispatcher.js";
+import { WebhookService } from "./webhooks/webhook-service.js";
 
 /** The server's version, reported in the OpenAPI document. */
 export const SERVER_VERSION = "0.1.0";
@@ -52,6 +55,11 @@ export interface AppDeps {
   logger: FastifyBaseLogger;
   /** How often expired shells are stopped; 0 disables the sweep (default 5000). */
   sweepIntervalMs?: number;
+  /**
+   * How often the webhook outbox is checked for due retries, ms (new deliveries go out at once);
+   * 0 sends nothing, and deliveries wait in the outbox (default 1000).
+   */
+  webhookPollIntervalMs?: number;
 }
 
 /**
@@ -96,6 +104,8 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const failures = new AuthFailureLog(activity, { windowMs, logger: deps.logger });
   const runtimes = new RuntimeRegistry(deps.backends);
   const policies = new PolicyService(db, activity);
+  const sealedBox = SealedBox.open(config.dataDir, config.sealingKeys);
+  const resolve = makeResolver(config.egressTestHosts);
   const gate = new ApprovalGate(db, activity, policies);
   const metrics = new ServerMetrics(db, { region: config.region });
   // Times every response; serves Prometheus metrics to the operator (token-protected, else off).
@@ -105,7 +115,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     activity,
     policy: (orgId) => policies.get(orgId),
     logger: deps.logger,
-    resolve: makeResolver(config.egressTestHosts),
+    resolve,
     decisionWindowMs: config.egressDecisionWindowSeconds * 1000,
     metrics,
   });
@@ -118,7 +128,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     policies,
     gate,
     dataDir: config.dataDir,
-    sealedBox: SealedBox.open(config.dataDir, config.sealingKeys),
+    sealedBox,
     egress,
     metrics,
   });
@@ -130,6 +140,20 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const terms = new TermService(db, shells, policies, activity, deps.logger);
   const interpreters = new InterpreterService(shells, activity);
   const runs = new RunService(db, shells, activity, config.dataDir, deps.logger);
+  const dispatcher = new WebhookDispatcher({
+    db,
+    box: sealedBox,
+    policies,
+    resolve,
+    logger: deps.logger,
+    metrics,
+    maxAttempts: config.webhookMaxAttempts,
+    retryBaseMs: config.webhookRetryBaseMs,
+    timeoutMs: config.webhookTimeoutMs,
+  });
+  const webhooks = new WebhookService(db, activity, sealedBox, policies, dispatcher.wake);
+  // Every recorded event that endpoints subscribe to queues its deliveries in its own transaction.
+  activity.addSink(webhooks.enqueue);
   const agentGate = new AgentGate(shells, activity, { terms, interpreters, runs, files, baseUrl });
   const oidc = config.oidc
     ? new OidcAuth({
@@ -149,6 +173,8 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     await runs.drain();
     await failures.close();
     await egress.close();
+    // Last: what closing the rest recorded is queued; a try cut off here is due again at start.
+    await dispatcher.close();
   });
 
   const limit = { failureLimit: config.authFailureLimit, windowMs };
@@ -173,6 +199,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...runHandlers(runs, watch),
       ...iamHandlers(iam, keys),
       ...approvalHandlers(gate, shells),
+      ...webhookHandlers(webhooks),
       ...agentGateHandlers(agentGate),
       ...terminalHandlers(terms, baseUrl),
     },
@@ -197,6 +224,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     deps.logger.info(await reconciler.reconcile(), "reconciled shells with their backends");
     const sweepMs = deps.sweepIntervalMs ?? 5000;
     if (sweepMs > 0) reconciler.start(sweepMs);
+    dispatcher.start(deps.webhookPollIntervalMs ?? 1000);
   });
   return app;
 }

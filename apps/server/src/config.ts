@@ -238,6 +238,17 @@ export const ServerConfig = z.strictObject({
    * not served. Env `SHELLS_METRICS_TOKEN`.
    */
   metricsToken: z.string().min(16, "must be at least 16 characters").optional(),
+  /**
+   * Tries per webhook delivery before it is given up (`failed`). Env `SHELLS_WEBHOOK_MAX_ATTEMPTS`.
+   */
+  webhookMaxAttempts: z.coerce.number().int().min(1).max(50).default(10),
+  /**
+   * Wait after a webhook delivery's first failed try, ms; it doubles with each further try (up to
+   * an hour). Env `SHELLS_WEBHOOK_RETRY_BASE_MS`.
+   */
+  webhookRetryBaseMs: z.coerce.number().int().min(10).default(10_000),
+  /** Longest one webhook delivery try may take, ms. Env `SHELLS_WEBHOOK_TIMEOUT_MS`. */
+  webhookTimeoutMs: z.coerce.number().int().min(100).max(120_000).default(10_000),
   /** Check every response against the contract (on in tests). Env `SHELLS_VALIDATE_RESPONSES=1`. */
   validateResponses: z
     .union([
@@ -310,6 +321,9 @@ export function loadConfig(
     metricsToken: env.SHELLS_METRICS_TOKEN,
     rateLimitPerKey: env.SHELLS_RATE_LIMIT_PER_KEY,
     rateLimitWindowSeconds: env.SHELLS_RATE_LIMIT_WINDOW_SECONDS,
+    webhookMaxAttempts: env.SHELLS_WEBHOOK_MAX_ATTEMPTS,
+    webhookRetryBaseMs: env.SHELLS_WEBHOOK_RETRY_BASE_MS,
+    webhookTimeoutMs: env.SHELLS_WEBHOOK_TIMEOUT_MS,
     oidc: oidcSettings(env),
   };
   const parsed = ServerConfig.safeParse(
@@ -345,6 +359,9 @@ const ENV_NAMES: Record<string, string> = {
   metricsToken: "SHELLS_METRICS_TOKEN",
   rateLimitPerKey: "SHELLS_RATE_LIMIT_PER_KEY",
   rateLimitWindowSeconds: "SHELLS_RATE_LIMIT_WINDOW_SECONDS",
+  webhookMaxAttempts: "SHELLS_WEBHOOK_MAX_ATTEMPTS",
+  webhookRetryBaseMs: "SHELLS_WEBHOOK_RETRY_BASE_MS",
+  webhookTimeoutMs: "SHELLS_WEBHOOK_TIMEOUT_MS",
   "oidc.issuer": "SHELLS_OIDC_ISSUER",
   "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
   "oidc.clientSecret": "SHELLS_OIDC_CLIENT_SECRET",

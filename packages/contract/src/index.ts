@@ -54,6 +54,7 @@ export {
   OrgPolicy,
   OrgEgressPolicy,
   OrgPolicyUpdate,
+  OrgWebhookPolicy,
   Project,
   ProjectCreate,
   ROLE_SCOPES,
@@ -75,6 +76,20 @@ export {
   type RouteResponse,
   type RouteSpec,
 } from "./routes.js";
+export {
+  WEBHOOK_RESULT_LIMIT_BYTES,
+  Webhook,
+  WebhookCreate,
+  WebhookCreated,
+  WebhookDelivery,
+  WebhookDeliveryQuery,
+  WebhookDeliveryState,
+  WebhookEventFilter,
+  WebhookEventType,
+  WebhookPayload,
+  WebhookUrl,
+  webhookWants,
+} from "./webhooks.js";
 export {
   ActionRequest,
   ActionResult,

@@ -40,7 +40,7 @@ const SECONDS_SLOW = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
  * The control plane's metrics in one Prometheus registry of its own (no global state: two apps in
  * one process keep apart). Counters and histograms are fed where things happen (the orchestrator,
  * the egress proxies, the webhook dispatcher, every HTTP response); gauges of state (shells by
- * status, pending approvals) are read from the store when scraped, so
+ * status, pending approvals, queued webhook deliveries) are read from the store when scraped, so
  * they are right after a restart too. Labels hold only bounded values: route patterns, never URLs;
  * classes, statuses and reasons, never ids.
  */
@@ -131,6 +131,19 @@ export class ServerMetrics implements OrchestratorMetrics, EgressMetrics, Webhoo
           .select((eb) => eb.fn.countAll<number>().as("count"))
           .where("state", "=", "pending")
           .where("expires_at", ">", new Date().toISOString())
+          .executeTakeFirst();
+        this.set(Number(row?.count ?? 0));
+      },
+    });
+    new Gauge({
+      name: "shells_webhook_deliveries_pending",
+      help: "Webhook deliveries waiting in the outbox (not yet delivered, not given up).",
+      registers,
+      async collect() {
+        const row = await db
+          .selectFrom("webhook_deliveries")
+          .select((eb) => eb.fn.countAll<number>().as("count"))
+          .where("state", "=", "pending")
           .executeTakeFirst();
         this.set(Number(row?.count ?? 0));
       },

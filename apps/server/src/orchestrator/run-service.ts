@@ -27,7 +27,8 @@ export const RUN_LIMITS = {
 
 const encoder = new TextEncoder();
 
-function toRun(row: Selectable<RunTable>): Run {
+/** The API's view of a run row. */
+export function toRun(row: Selectable<RunTable>): Run {
   return {
     id: row.id,
     status: row.status,
