@@ -55,6 +55,8 @@ export type {
   FilesApi,
 } from "./files-api.js";
 export type { ListRunsQuery, RunHandle, RunsApi } from "./runs-api.js";
+export type { ListWebhookDeliveriesQuery, WebhookCreate, WebhooksApi } from "./webhooks-api.js";
+export { verifyWebhook, WebhookVerificationError, type WebhookHeaders } from "./verify-webhook.js";
 export type {
   TerminalAttachOptions,
   TerminalClose,
@@ -129,4 +131,10 @@ export type {
   Snapshot,
   Target,
   TermCredential,
+  Webhook,
+  WebhookCreated,
+  WebhookDelivery,
+  WebhookEventFilter,
+  WebhookEventType,
+  WebhookPayload,
 } from "@shells/contract";

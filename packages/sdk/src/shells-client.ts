@@ -46,6 +46,7 @@ import { Transport } from "./internal/transport.js";
 import { PaginatedList } from "./paginated-list.js";
 import type { ActionOutcome } from "./pending-approval.js";
 import { RunsApi, type RunHandle } from "./runs-api.js";
+import { WebhooksApi } from "./webhooks-api.js";
 import {
   attachTerminal,
   type TerminalAttachOptions,
@@ -186,6 +187,8 @@ export class ShellsClient {
   readonly files: FilesApi;
   /** One-shot runs: get, list, and handles on existing runs. Start one with {@link run}. */
   readonly runs: RunsApi;
+  /** Webhook endpoints (admins): create (secret shown once), rotate, delivery logs, redeliver. */
+  readonly webhooks: WebhooksApi;
   readonly #transport: Transport;
   readonly #call: ApiCall;
   readonly #timeoutMs: number;
@@ -241,6 +244,7 @@ export class ShellsClient {
     this.approvals = new ApprovalsApi(call);
     this.files = new FilesApi(call);
     this.runs = new RunsApi(call, this.#transport.events);
+    this.webhooks = new WebhooksApi(call);
   }
 
   /**

@@ -49,6 +49,9 @@ export function backoffMs(attempts: number, baseMs: number): number {
  */
 export class WebhookDispatcher {
   #timer: NodeJS.Timeout | null = null;
+  /** Wakes the dispatcher when the soonest retry is due before the next poll. */
+  #soonest: NodeJS.Timeout | null = null;
+  #intervalMs = 0;
   #pass: Promise<void> | null = null;
   #again = false;
   #stopping = new AbortController();
@@ -60,6 +63,7 @@ export class WebhookDispatcher {
     this.stop();
     this.#stopping = new AbortController();
     if (intervalMs <= 0) return;
+    this.#intervalMs = intervalMs;
     this.#timer = setInterval(() => this.wake(), intervalMs);
     this.#timer.unref();
     this.wake();
@@ -73,7 +77,7 @@ export class WebhookDispatcher {
       return;
     }
     this.#pass = this.drain()
-      .then(() => undefined)
+      .then(() => this.#wakeForSoonest())
       .catch((error: unknown) => this.options.logger.error({ err: error }, "webhook pass failed"))
       .finally(() => {
         this.#pass = null;
@@ -87,7 +91,9 @@ export class WebhookDispatcher {
   /** Stops polling; tries in flight end at once and are due again at the next start. */
   stop(): void {
     if (this.#timer) clearInterval(this.#timer);
+    if (this.#soonest) clearTimeout(this.#soonest);
     this.#timer = null;
+    this.#soonest = null;
     this.#stopping.abort();
   }
 
@@ -107,6 +113,20 @@ export class WebhookDispatcher {
       tries += due.length;
       if (due.length < BATCH || this.#stopping.signal.aborted) return tries;
     }
+  }
+
+  /** A retry due before the next poll is sent when it is due, not at the poll. */
+  async #wakeForSoonest(): Promise<void> {
+    const next = await this.options.db
+      .selectFrom("webhook_deliveries")
+      .select((eb) => eb.fn.min("next_attempt_at").as("at"))
+      .where("state", "=", "pending")
+      .executeTakeFirst();
+    const dueInMs = next?.at ? Date.parse(next.at) - Date.now() : Infinity;
+    if (!this.#timer || dueInMs >= this.#intervalMs) return;
+    if (this.#soonest) clearTimeout(this.#soonest);
+    this.#soonest = setTimeout(() => this.wake(), Math.max(0, dueInMs));
+    this.#soonest.unref();
   }
 
   /** Takes due deliveries by pushing their due time past their try (a lease); answers those taken. */
