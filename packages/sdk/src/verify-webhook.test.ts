@@ -64,7 +64,7 @@ describe("verifyWebhook", () => {
 });
 
 describe("shells.webhooks", () => {
-  it("sends each call to its route, create with an idempotency key", async () => {
+  it("sends each call to its route; create carries no idempotency key (its answer holds the secret)", async () => {
     const seen: string[] = [];
     const client = new ShellsClient({
       baseUrl: "http://shells.test",
@@ -91,7 +91,7 @@ describe("shells.webhooks", () => {
     await client.webhooks.redeliver("whk-1", "whd-1");
     await client.webhooks.delete("whk-1");
     expect(seen).toEqual([
-      "POST /api/v1/webhooks (key)",
+      "POST /api/v1/webhooks",
       "GET /api/v1/webhooks",
       "GET /api/v1/webhooks/whk-1",
       "POST /api/v1/webhooks/whk-1/rotate",

@@ -10,10 +10,10 @@ import type {
   WebhookDeliveryState,
   Page,
 } from "@shells/contract";
-import { idempotencyKeyOf, segment, type ApiCall } from "./internal/api-call.js";
+import { segment, type ApiCall } from "./internal/api-call.js";
 import type { SchemaInput } from "./internal/schema-types.js";
 import { PaginatedList } from "./paginated-list.js";
-import type { IdempotentRequestOptions, RequestOptions } from "./shells-client.js";
+import type { RequestOptions } from "./shells-client.js";
 
 /** Body of `webhooks.create()`: the endpoint's URL, the event types it is sent, a description. */
 export type WebhookCreate = SchemaInput<typeof WebhookCreateSchema>;
@@ -39,15 +39,11 @@ export class WebhooksApi {
 
   /**
    * Adds an endpoint. Answers it with its signing `secret` (`whsec_…`), which the server shows this
-   * once: keep it where the receiver can read it. Sent with an idempotency key (a fresh one unless
-   * given), so a retry never adds a second endpoint.
+   * once: keep it where the receiver can read it. Sent once, never retried: the server does not
+   * keep this answer for replays (it holds the secret).
    */
-  create(body: WebhookCreate, options: IdempotentRequestOptions = {}): Promise<WebhookCreated> {
-    return this.#call<WebhookCreated>("POST", "/api/v1/webhooks", {
-      ...options,
-      body,
-      idempotencyKey: idempotencyKeyOf(options.idempotencyKey),
-    });
+  create(body: WebhookCreate, options: RequestOptions = {}): Promise<WebhookCreated> {
+    return this.#call<WebhookCreated>("POST", "/api/v1/webhooks", { ...options, body });
   }
 
   /** The org's endpoints; secrets are never listed. */

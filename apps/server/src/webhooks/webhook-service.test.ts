@@ -76,7 +76,15 @@ describe("webhook endpoints", () => {
   it("show the signing secret once, keep it sealed, and record only the URL's origin", async () => {
     const a = await app();
     const url = "https://hooks.example.com/in?token=url-secret-123";
-    const { webhook, secret } = await createWebhook(a, url, ["shell.*"]);
+    // An Idempotency-Key is not honoured here: a stored replay would hold the secret in clear.
+    const created = await a.call(
+      "POST",
+      "/api/v1/webhooks",
+      { url, events: ["shell.*"] },
+      { "idempotency-key": "create-hook-1" },
+    );
+    expect(created.statusCode, created.body).toBe(201);
+    const { webhook, secret } = created.json<{ webhook: { id: string }; secret: string }>();
     expect(secret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
     const listed = await a.call("GET", "/api/v1/webhooks");
     expect(listed.json().items).toEqual([expect.objectContaining({ id: webhook.id, url })]);

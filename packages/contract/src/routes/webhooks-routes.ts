@@ -28,7 +28,8 @@ export const webhooksRoutes = {
     successStatus: 201,
     scope: "shells:instances:control",
     minRole: "admin",
-    idempotent: true,
+    // Not idempotent on purpose: a replayed answer is stored as it was sent, and this one holds the
+    // signing secret, which must rest only sealed.
     example: {
       body: { url: "https://hooks.example.com/shells", events: ["shell.*", "run.finished"] },
     },
