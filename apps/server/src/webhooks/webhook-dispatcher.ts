@@ -32,6 +32,11 @@ const MAX_BACKOFF_MS = 60 * 60 * 1000;
 /** Extra time a claimed delivery is held past its try's timeout before another pass may take it. */
 const LEASE_MARGIN_MS = 5_000;
 
+/** How long the delivery log keeps a delivered or given-up delivery. */
+export const DELIVERY_LOG_RETENTION_MS = 30 * 24 * 60 * 60 * 1000;
+/** How often the log is pruned. */
+const PRUNE_EVERY_MS = 60 * 60 * 1000;
+
 /** Wait before the next try after `attempts` failed ones: doubling, with ±20 % jitter. */
 export function backoffMs(attempts: number, baseMs: number): number {
   const plain = Math.min(baseMs * 2 ** Math.max(0, attempts - 1), MAX_BACKOFF_MS);
@@ -55,6 +60,7 @@ export class WebhookDispatcher {
   #pass: Promise<void> | null = null;
   #again = false;
   #stopping = new AbortController();
+  #prunedAt = 0;
 
   constructor(private readonly options: WebhookDispatcherOptions) {}
 
@@ -105,6 +111,7 @@ export class WebhookDispatcher {
 
   /** Sends every delivery that is due, batch by batch; answers how many tries were made. */
   async drain(): Promise<number> {
+    await this.#prune();
     let tries = 0;
     for (;;) {
       const due = await this.#claim();
@@ -113,6 +120,17 @@ export class WebhookDispatcher {
       tries += due.length;
       if (due.length < BATCH || this.#stopping.signal.aborted) return tries;
     }
+  }
+
+  /** Drops finished deliveries past the log's retention (at most once an hour). */
+  async #prune(): Promise<void> {
+    if (Date.now() - this.#prunedAt < PRUNE_EVERY_MS) return;
+    this.#prunedAt = Date.now();
+    await this.options.db
+      .deleteFrom("webhook_deliveries")
+      .where("state", "!=", "pending")
+      .where("created_at", "<", new Date(Date.now() - DELIVERY_LOG_RETENTION_MS).toISOString())
+      .execute();
   }
 
   /** A retry due before the next poll is sent when it is due, not at the poll. */

@@ -289,3 +289,49 @@ describe("webhook deliveries", () => {
     expect((await a.call("GET", `/api/v1/webhooks/${webhook.id}`)).statusCode).toBe(404);
   });
 });
+
+describe("the delivery log", () => {
+  it("keeps finished deliveries for 30 days and pending ones until they are sent", async () => {
+    const first = await createTestApp();
+    const { webhook } = await createWebhook(first, "https://hooks.example.com/in");
+    const orgId = (await first.call("GET", "/api/v1/me")).json().orgId as string;
+    const day = 24 * 60 * 60 * 1000;
+    const row = (id: string, state: "pending" | "delivered" | "failed", ageDays: number) => ({
+      id,
+      org_id: orgId,
+      webhook_id: webhook.id,
+      message_id: `msg-${id}`,
+      event_type: "shell.created",
+      activity_id: "ev-1",
+      payload: "{}",
+      state,
+      attempts: 1,
+      next_attempt_at: state === "pending" ? new Date(Date.now() + day).toISOString() : null,
+      last_attempt_at: null,
+      last_status: null,
+      last_error: null,
+      created_at: new Date(Date.now() - ageDays * day).toISOString(),
+      delivered_at: null,
+      redelivery_of: null,
+    });
+    await first.store.db
+      .insertInto("webhook_deliveries")
+      .values([
+        row("old-delivered", "delivered", 31),
+        row("old-failed", "failed", 31),
+        row("old-pending", "pending", 31),
+        row("recent-delivered", "delivered", 29),
+      ])
+      .execute();
+    await first.close({ remove: false });
+
+    t = await createTestApp({ dataDir: first.dataDir, webhookPollIntervalMs: 50 });
+    await expect
+      .poll(async () =>
+        (
+          await t!.store.db.selectFrom("webhook_deliveries").select("id").orderBy("id").execute()
+        ).map((r) => r.id),
+      )
+      .toEqual(["old-pending", "recent-delivered"]);
+  });
+});
