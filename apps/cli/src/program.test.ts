@@ -254,6 +254,15 @@ describe("shells keys create", () => {
 });
 
 describe("shells policy set", () => {
+  it("sends the ranges webhook endpoints may be at", async () => {
+    const run = await cli(["policy", "set", "--webhook-allow-cidrs", "127.0.0.1/32,10.0.0.0/8"]);
+    expect(run.exitCode).toBe(0);
+    expect(lastPolicyUpdate).toEqual({
+      webhooks: { allowCidrs: ["127.0.0.1/32", "10.0.0.0/8"] },
+    });
+    expect(run.stdout).toMatch(/^webhook private ranges\s+127\.0\.0\.1\/32, 10\.0\.0\.0\/8$/m);
+  });
+
   it("sends only the fields given, each gate on its own", async () => {
     const run = await cli([
       "policy",

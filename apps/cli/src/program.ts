@@ -27,6 +27,7 @@ import { registerRuntimesCommand } from "./commands/runtimes-command.js";
 import { registerServeCommand } from "./commands/serve-command.js";
 import { registerSnapshotsCommand } from "./commands/snapshots-command.js";
 import { registerTermCommand } from "./commands/term-command.js";
+import { registerWebhooksCommand } from "./commands/webhooks-command.js";
 import { registerWhoamiCommand } from "./commands/whoami-command.js";
 import { CliContext, type CliIo, type GlobalOptions } from "./context.js";
 import { reportError } from "./errors.js";
@@ -77,6 +78,7 @@ export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
   registerPolicyCommand(program, ctx);
   registerBindingsCommand(program, ctx);
   registerApprovalsCommand(program, ctx);
+  registerWebhooksCommand(program, ctx);
   registerDoctorCommand(program, ctx);
   registerDemoCommand(program, ctx);
   registerImagesCommand(program, ctx);

@@ -53,6 +53,33 @@ describe("public routes", () => {
     expect(docs.body).toContain("/api/v1/shells/{id}/exec");
   });
 
+  it("answers unknown API paths, missing files and non-page requests with a JSON 404, never the console's page", async () => {
+    t = await createTestApp();
+    const cases: [string, string, Record<string, string>][] = [
+      ["GET", "/api/v1/nope", { accept: "text/html" }],
+      ["GET", "/api/nope.json", {}],
+      ["GET", "/nope.json", { accept: "text/html" }],
+      ["GET", "/metrics/x", { accept: "text/html" }],
+      ["POST", "/nope", {}],
+      ["GET", "/v1/shells", { accept: "application/json" }],
+      ["GET", "/v1/shells", {}],
+    ];
+    for (const [method, url, headers] of cases) {
+      const res = await t.app.inject({ method: method as "GET", url, headers });
+      expect(res.statusCode, `${method} ${url}`).toBe(404);
+      expect(res.headers["content-type"], `${method} ${url}`).toMatch(/^application\/json/);
+      expect(res.json().error.code, `${method} ${url}`).toBe("route_not_found");
+    }
+    // A browser navigating to one of the console's own pages still gets the console.
+    const page = await t.app.inject({
+      method: "GET",
+      url: "/shells/sh-123",
+      headers: { accept: "text/html,application/xhtml+xml,*/*;q=0.8" },
+    });
+    expect(page.statusCode).toBe(200);
+    expect(page.headers["content-type"]).toMatch(/^text\/html/);
+  });
+
   it("bootstrap writes the owner key with mode 0600", async () => {
     t = await createTestApp();
     expect(statSync(join(t.dataDir, "admin-token")).mode & 0o777).toBe(0o600);
@@ -79,6 +106,7 @@ describe("authentication", () => {
         });
         expect(res.statusCode, `${route.method} ${url} with ${authorization}`).toBe(401);
         expect(res.json().error.code).toBe("unauthenticated");
+        expect(res.headers["www-authenticate"]).toBe('Bearer realm="shells"');
       }
     }
   });

@@ -10,6 +10,7 @@ import { EgressService } from "./egress/egress-service.js";
 import { AuthFailureLog } from "./iam/auth-failure-log.js";
 import { describeIdpError } from "./iam/oidc/identity-provider.js";
 import { OidcAuth } from "./iam/oidc/oidc-auth.js";
+import { ServerMetrics } from "./metrics/server-metrics.js";
 import { SealedBox } from "./iam/sealed-box.js";
 import { standingWatch } from "./iam/standing.js";
 import { ApprovalGate } from "./orchestrator/approval-gate.js";
@@ -30,11 +31,13 @@ import { frameworkErrors, registerErrorHandler } from "./routes/error-handler.js
 import { fileHandlers } from "./routes/file-routes.js";
 import { iamHandlers } from "./routes/iam-routes.js";
 import { registerMcpEndpoint } from "./routes/mcp-endpoint.js";
+import { registerMetrics } from "./routes/metrics-route.js";
 import { registerRoutes } from "./routes/register-routes.js";
 import { registerRequestAuth } from "./routes/request-auth.js";
 import { runHandlers } from "./routes/run-routes.js";
 import { shellHandlers } from "./routes/shell-routes.js";
 import { registerTerminalAttach, terminalHandlers } from "./routes/terminal-routes.js";
+import { webhookHandlers } from "./routes/webhook-routes.js";
 import { ActivityService } from "./services/activity-service.js";
 import { BindingService } from "./services/binding-service.js";
 import { AgentGate } from "./iam/agent-gate.js";
@@ -42,6 +45,8 @@ import { IamService } from "./services/iam-service.js";
 import { KeyService } from "./services/key-service.js";
 import { PolicyService } from "./services/policy-service.js";
 import type { Store } from "./store/database.js";
+import { WebhookDispatcher } from "./webhooks/webhook-dispatcher.js";
+import { WebhookService } from "./webhooks/webhook-service.js";
 
 /** The server's version, reported in the OpenAPI document. */
 export const SERVER_VERSION = "0.1.0";
@@ -53,6 +58,11 @@ export interface AppDeps {
   logger: FastifyBaseLogger;
   /** How often expired shells are stopped; 0 disables the sweep (default 5000). */
   sweepIntervalMs?: number;
+  /**
+   * How often the webhook outbox is checked for due retries, ms (new deliveries go out at once);
+   * 0 sends nothing, and deliveries wait in the outbox (default 1000).
+   */
+  webhookPollIntervalMs?: number;
 }
 
 /**
@@ -97,22 +107,27 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const failures = new AuthFailureLog(activity, { windowMs, logger: deps.logger });
   const runtimes = new RuntimeRegistry(deps.backends);
   const policies = new PolicyService(db, activity);
-  const gate = new ApprovalGate(db, activity, policies);
   const sealedBox = SealedBox.open(config.dataDir, config.sealingKeys);
+  const resolve = makeResolver(config.egressTestHosts);
+  const gate = new ApprovalGate(db, activity, policies);
   const bindings = new BindingService(db, activity, sealedBox, {
     allowHttpUpstream: config.bindingsAllowHttp,
   });
+  const metrics = new ServerMetrics(db, { region: config.region });
+  // Times every response; serves Prometheus metrics to the operator (token-protected, else off).
+  registerMetrics(app, metrics, config.metricsToken);
   const egress = new EgressService({
     socketDir: join(config.dataDir, "egress"),
     activity,
     policy: (orgId) => policies.get(orgId),
     logger: deps.logger,
-    resolve: makeResolver(config.egressTestHosts),
+    resolve,
     decisionWindowMs: config.egressDecisionWindowSeconds * 1000,
     bindings,
     ...(config.bindingsCaFile
       ? { bindingsExtraCa: [readFileSync(config.bindingsCaFile, "utf8")] }
       : {}),
+    metrics,
   });
   const shells = new ShellService({
     db,
@@ -126,6 +141,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     sealedBox,
     egress,
     bindings,
+    metrics,
   });
   const reconciler = shells.reconciler;
   const watch = standingWatch(db);
@@ -135,6 +151,20 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const terms = new TermService(db, shells, policies, activity, deps.logger);
   const interpreters = new InterpreterService(shells, activity);
   const runs = new RunService(db, shells, activity, config.dataDir, deps.logger);
+  const dispatcher = new WebhookDispatcher({
+    db,
+    box: sealedBox,
+    policies,
+    resolve,
+    logger: deps.logger,
+    metrics,
+    maxAttempts: config.webhookMaxAttempts,
+    retryBaseMs: config.webhookRetryBaseMs,
+    timeoutMs: config.webhookTimeoutMs,
+  });
+  const webhooks = new WebhookService(db, activity, sealedBox, policies, dispatcher.wake);
+  // Every recorded event that endpoints subscribe to queues its deliveries in its own transaction.
+  activity.addSink(webhooks.enqueue);
   const agentGate = new AgentGate(shells, activity, { terms, interpreters, runs, files, baseUrl });
   const oidc = config.oidc
     ? new OidcAuth({
@@ -154,10 +184,19 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     await runs.drain();
     await failures.close();
     await egress.close();
+    // Last: what closing the rest recorded is queued; a try cut off here is due again at start.
+    await dispatcher.close();
   });
 
   const limit = { failureLimit: config.authFailureLimit, windowMs };
-  const authenticate = await registerRequestAuth(app, { db, failures, oidc, ...limit });
+  const authenticate = await registerRequestAuth(app, {
+    db,
+    failures,
+    oidc,
+    ...limit,
+    requestLimit: config.rateLimitPerKey,
+    requestWindowMs: config.rateLimitWindowSeconds * 1000,
+  });
   await app.register(fastifyWebsocket, {
     options: { maxPayload: 1024 * 1024, handleProtocols: selectTermProtocol },
   });
@@ -172,6 +211,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...iamHandlers(iam, keys),
       ...bindingHandlers(bindings),
       ...approvalHandlers(gate, shells),
+      ...webhookHandlers(webhooks),
       ...agentGateHandlers(agentGate),
       ...terminalHandlers(terms, baseUrl),
     },
@@ -196,6 +236,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     deps.logger.info(await reconciler.reconcile(), "reconciled shells with their backends");
     const sweepMs = deps.sweepIntervalMs ?? 5000;
     if (sweepMs > 0) reconciler.start(sweepMs);
+    dispatcher.start(deps.webhookPollIntervalMs ?? 1000);
   });
   return app;
 }

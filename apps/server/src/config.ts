@@ -215,6 +215,14 @@ export const ServerConfig = z.strictObject({
    */
   authFailureWindowSeconds: z.coerce.number().int().min(1).max(3600).default(60),
   /**
+   * Requests one API key may make per `rateLimitWindowSeconds` (for a console session or a JWT: one
+   * person or agent); past it the API answers 429 `rate_limited` with `Retry-After`. 0 turns the
+   * limit off. Env `SHELLS_RATE_LIMIT_PER_KEY`.
+   */
+  rateLimitPerKey: z.coerce.number().int().min(0).default(6000),
+  /** The window of `rateLimitPerKey`, seconds. Env `SHELLS_RATE_LIMIT_WINDOW_SECONDS`. */
+  rateLimitWindowSeconds: z.coerce.number().int().min(1).max(3600).default(60),
+  /**
    * The window of aggregating egress decisions into one activity event per destination, seconds.
    * Env `SHELLS_EGRESS_DECISION_WINDOW_SECONDS`.
    */
@@ -240,6 +248,23 @@ export const ServerConfig = z.strictObject({
       z.enum(["0", "1", "true", "false"]).transform((v) => v === "1" || v === "true"),
     ])
     .default(false),
+  /**
+   * Bearer token a Prometheus scraper presents at `GET /metrics` (at least 16 characters). Metrics
+   * describe every org on the server, so no org's API key opens them; without a token the path is
+   * not served. Env `SHELLS_METRICS_TOKEN`.
+   */
+  metricsToken: z.string().min(16, "must be at least 16 characters").optional(),
+  /**
+   * Tries per webhook delivery before it is given up (`failed`). Env `SHELLS_WEBHOOK_MAX_ATTEMPTS`.
+   */
+  webhookMaxAttempts: z.coerce.number().int().min(1).max(50).default(10),
+  /**
+   * Wait after a webhook delivery's first failed try, ms; it doubles with each further try (up to
+   * an hour). Env `SHELLS_WEBHOOK_RETRY_BASE_MS`.
+   */
+  webhookRetryBaseMs: z.coerce.number().int().min(10).default(10_000),
+  /** Longest one webhook delivery try may take, ms. Env `SHELLS_WEBHOOK_TIMEOUT_MS`. */
+  webhookTimeoutMs: z.coerce.number().int().min(100).max(120_000).default(10_000),
   /** Check every response against the contract (on in tests). Env `SHELLS_VALIDATE_RESPONSES=1`. */
   validateResponses: z
     .union([
@@ -311,6 +336,12 @@ export function loadConfig(
     egressDecisionWindowSeconds: env.SHELLS_EGRESS_DECISION_WINDOW_SECONDS,
     bindingsCaFile: env.SHELLS_BINDINGS_CA_FILE,
     bindingsAllowHttp: env.SHELLS_BINDINGS_ALLOW_HTTP,
+    metricsToken: env.SHELLS_METRICS_TOKEN,
+    rateLimitPerKey: env.SHELLS_RATE_LIMIT_PER_KEY,
+    rateLimitWindowSeconds: env.SHELLS_RATE_LIMIT_WINDOW_SECONDS,
+    webhookMaxAttempts: env.SHELLS_WEBHOOK_MAX_ATTEMPTS,
+    webhookRetryBaseMs: env.SHELLS_WEBHOOK_RETRY_BASE_MS,
+    webhookTimeoutMs: env.SHELLS_WEBHOOK_TIMEOUT_MS,
     oidc: oidcSettings(env),
   };
   const parsed = ServerConfig.safeParse(
@@ -345,6 +376,12 @@ const ENV_NAMES: Record<string, string> = {
   egressDecisionWindowSeconds: "SHELLS_EGRESS_DECISION_WINDOW_SECONDS",
   bindingsCaFile: "SHELLS_BINDINGS_CA_FILE",
   bindingsAllowHttp: "SHELLS_BINDINGS_ALLOW_HTTP",
+  metricsToken: "SHELLS_METRICS_TOKEN",
+  rateLimitPerKey: "SHELLS_RATE_LIMIT_PER_KEY",
+  rateLimitWindowSeconds: "SHELLS_RATE_LIMIT_WINDOW_SECONDS",
+  webhookMaxAttempts: "SHELLS_WEBHOOK_MAX_ATTEMPTS",
+  webhookRetryBaseMs: "SHELLS_WEBHOOK_RETRY_BASE_MS",
+  webhookTimeoutMs: "SHELLS_WEBHOOK_TIMEOUT_MS",
   "oidc.issuer": "SHELLS_OIDC_ISSUER",
   "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
   "oidc.clientSecret": "SHELLS_OIDC_CLIENT_SECRET",

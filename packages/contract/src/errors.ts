@@ -84,6 +84,8 @@ export const ErrorCode = {
   networkModeUnavailable: "network_mode_unavailable",
   /** The shell's runtime cannot run this command (a wasm shell runs only its interpreter); `details.accepted` says what it runs. */
   unsupportedCommand: "unsupported_command",
+  /** A webhook URL points at a private, loopback or link-local address the org's policy does not allow (`webhooks.allowCidrs`). */
+  destinationNotAllowed: "destination_not_allowed",
   /** The Idempotency-Key was reused with a different request. */
   idempotencyKeyReused: "idempotency_key_reused",
   /** A request with this Idempotency-Key is still being processed; retry shortly. */
@@ -145,6 +147,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   runtime_unavailable: 422,
   network_mode_unavailable: 422,
   unsupported_command: 422,
+  destination_not_allowed: 422,
   idempotency_key_reused: 422,
   request_in_progress: 409,
   invalid_cursor: 400,

@@ -81,7 +81,8 @@ export const AgentCreate = z.strictObject({
   role: Role.exclude(["owner"]).default("developer"),
 });
 
-const PrincipalRef = z.strictObject({ type: z.enum(["user", "agent"]), id });
+/** A user or an agent of the org, by id. */
+export const PrincipalRef = z.strictObject({ type: z.enum(["user", "agent"]), id });
 
 /** An API key as listed: never its secret. */
 export const ApiKey = z.strictObject({
@@ -210,6 +211,16 @@ export const OrgEgressPolicy = z.strictObject({
 });
 export type OrgEgressPolicy = z.infer<typeof OrgEgressPolicy>;
 
+/** The org's rules for webhook destinations. */
+export const OrgWebhookPolicy = z.strictObject({
+  /**
+   * Non-public ranges webhook endpoints may be at all the same (a receiver on the host's loopback,
+   * one on the private network). Every other endpoint must resolve only to public addresses.
+   */
+  allowCidrs: z.array(EgressCidr).max(256),
+});
+export type OrgWebhookPolicy = z.infer<typeof OrgWebhookPolicy>;
+
 /** Org-wide governance settings. */
 export const OrgPolicy = z.strictObject({
   /** Minimum runtime class; creating a shell below it is refused. */
@@ -244,6 +255,8 @@ export const OrgPolicy = z.strictObject({
   snapshotQuota: SnapshotQuota,
   /** What `internet` shells may reach (always present in responses). */
   egress: OrgEgressPolicy.optional(),
+  /** Where webhook endpoints may be (always present in responses). */
+  webhooks: OrgWebhookPolicy.optional(),
 });
 export type OrgPolicy = z.infer<typeof OrgPolicy>;
 
@@ -278,6 +291,8 @@ export const OrgPolicyUpdate = z.strictObject({
   snapshotQuota: SnapshotQuota.optional(),
   /** Replaces the fields given; the others keep their values. */
   egress: OrgEgressPolicy.partial().optional(),
+  /** Replaces the fields given; the others keep their values. */
+  webhooks: OrgWebhookPolicy.partial().optional(),
 });
 
 /** A request to run a gated action, waiting for (or past) a named approver's decision. */

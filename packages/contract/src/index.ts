@@ -65,6 +65,7 @@ export {
   OrgPolicy,
   OrgEgressPolicy,
   OrgPolicyUpdate,
+  OrgWebhookPolicy,
   Project,
   ProjectCreate,
   ROLE_SCOPES,
@@ -86,6 +87,20 @@ export {
   type RouteResponse,
   type RouteSpec,
 } from "./routes.js";
+export {
+  WEBHOOK_RESULT_LIMIT_BYTES,
+  Webhook,
+  WebhookCreate,
+  WebhookCreated,
+  WebhookDelivery,
+  WebhookDeliveryQuery,
+  WebhookDeliveryState,
+  WebhookEventFilter,
+  WebhookEventType,
+  WebhookPayload,
+  WebhookUrl,
+  webhookWants,
+} from "./webhooks.js";
 export {
   ActionRequest,
   ActionResult,

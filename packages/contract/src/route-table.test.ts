@@ -17,6 +17,7 @@ import { runRoutes } from "./routes/run-routes.js";
 import { shellRoutes } from "./routes/shell-routes.js";
 import { systemRoutes } from "./routes/system-routes.js";
 import { terminalRoutes } from "./routes/terminal-routes.js";
+import { webhooksRoutes } from "./routes/webhooks-routes.js";
 
 const routes = Object.entries(ROUTES as Record<string, RouteSpec>);
 
@@ -39,6 +40,7 @@ describe("the contract", () => {
       bindingRoutes,
       iamRoutes,
       approvalRoutes,
+      webhooksRoutes,
       agentRoutes,
     ];
     const fromAreas = areas.flatMap((area) => Object.keys(area));

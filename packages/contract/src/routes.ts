@@ -10,6 +10,7 @@ import { runRoutes } from "./routes/run-routes.js";
 import { shellRoutes } from "./routes/shell-routes.js";
 import { systemRoutes } from "./routes/system-routes.js";
 import { terminalRoutes } from "./routes/terminal-routes.js";
+import { webhooksRoutes } from "./routes/webhooks-routes.js";
 
 export type { AgentToolResults } from "./routes/agent-routes.js";
 export { PendingApproval, type HttpMethod, type RouteSpec } from "./routes/route-spec.js";
@@ -29,6 +30,7 @@ export const ROUTES = {
   ...bindingRoutes,
   ...iamRoutes,
   ...approvalRoutes,
+  ...webhooksRoutes,
   ...agentRoutes,
 } as const satisfies Record<string, RouteSpec>;
 

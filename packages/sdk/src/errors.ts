@@ -6,10 +6,16 @@ import type { ErrorCode } from "@shells/contract";
  * - `timeout`: no response within the client's `timeoutMs`;
  * - `aborted`: the caller's `AbortSignal` fired;
  * - `unexpected_response`: the server answered, but not with the JSON the contract promises;
- * - `invalid_configuration`: the client was constructed without a base URL or token.
+ * - `invalid_configuration`: the client was constructed without a base URL or token;
+ * - `invalid_signature`: a webhook delivery did not verify (`verifyWebhook`).
  */
 export type ClientErrorCode =
-  "connection_failed" | "timeout" | "aborted" | "unexpected_response" | "invalid_configuration";
+  | "connection_failed"
+  | "timeout"
+  | "aborted"
+  | "unexpected_response"
+  | "invalid_configuration"
+  | "invalid_signature";
 
 /** Every code a {@link ShellsError} can carry: the API's stable codes plus the SDK's own. */
 export type ShellsErrorCode = ErrorCode | ClientErrorCode;

@@ -56,6 +56,8 @@ export type {
   FilesApi,
 } from "./files-api.js";
 export type { ListRunsQuery, RunHandle, RunsApi } from "./runs-api.js";
+export type { ListWebhookDeliveriesQuery, WebhookCreate, WebhooksApi } from "./webhooks-api.js";
+export { verifyWebhook, WebhookVerificationError, type WebhookHeaders } from "./verify-webhook.js";
 export type {
   TerminalAttachOptions,
   TerminalClose,
@@ -132,4 +134,10 @@ export type {
   Snapshot,
   Target,
   TermCredential,
+  Webhook,
+  WebhookCreated,
+  WebhookDelivery,
+  WebhookEventFilter,
+  WebhookEventType,
+  WebhookPayload,
 } from "@shells/contract";

@@ -1,6 +1,6 @@
 import type { ActivityEvent, Run, RunCreate, RunFrame } from "@shells/contract";
 import { ConnectionError, ServerError, errorFromStreamEvent } from "./errors.js";
-import { segment, type ApiCall, type EventCall } from "./internal/api-call.js";
+import { idempotencyKeyOf, segment, type ApiCall, type EventCall } from "./internal/api-call.js";
 import type { IdempotentRequestOptions, RequestOptions } from "./shells-client.js";
 
 /** Filters of {@link RunsApi.list}. */
@@ -30,9 +30,13 @@ export class RunsApi {
     this.#events = events;
   }
 
-  /** Starts a run; the handle follows it. See `ShellsClient.run`. */
+  /** Starts a run (with an idempotency key, a fresh one unless given); the handle follows it. See `ShellsClient.run`. */
   async create(spec: RunCreate, options: IdempotentRequestOptions = {}): Promise<RunHandle> {
-    const run = await this.#call<Run>("POST", "/api/v1/runs", { ...options, body: spec });
+    const run = await this.#call<Run>("POST", "/api/v1/runs", {
+      ...options,
+      body: spec,
+      idempotencyKey: idempotencyKeyOf(options.idempotencyKey),
+    });
     return new RunHandle(run.id, this.#call, this.#events);
   }
 

@@ -107,7 +107,11 @@ describe("ShellsClient errors", () => {
   ] as const)(
     "turns HTTP %i %s into its error class, keeping code, details and request id",
     async (status, code, ErrorClass) => {
-      const client = new ShellsClient({ ...base, fetch: serve(() => errorResponse(status, code)) });
+      const client = new ShellsClient({
+        ...base,
+        maxRetries: 0,
+        fetch: serve(() => errorResponse(status, code)),
+      });
       const error = await client.get("x").catch((e: unknown) => e);
       expect(error).toBeInstanceOf(ErrorClass);
       expect(error).toBeInstanceOf(ShellsError);
@@ -426,5 +430,130 @@ describe("ShellsClient.execStream", () => {
     const seen = await frames(client);
     expect(seen.map((f) => f.type)).toEqual(["stdout", "exit"]);
     expect(seen[1]).toMatchObject({ result: { exitCode: 0, stdout: "" } });
+  });
+});
+
+/** A fetch that answers each call with the next of `answers` and records what it was sent. */
+function scripted(answers: (Response | Error)[]) {
+  const seen: { method: string; key: string | null; at: number }[] = [];
+  const fetch = serve((request) => {
+    seen.push({
+      method: request.method,
+      key: request.headers.get("idempotency-key"),
+      at: Date.now(),
+    });
+    const next = answers.shift();
+    if (next === undefined) throw new Error("no more answers");
+    if (next instanceof Error) throw next;
+    return next;
+  });
+  return { fetch, seen };
+}
+
+/** What undici throws when the server drops the connection mid-request. */
+function reset(): Error {
+  return new TypeError("fetch failed", {
+    cause: Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }),
+  });
+}
+
+function tooMany(retryAfter: string): Response {
+  return new Response(
+    JSON.stringify({ error: { code: "rate_limited", message: "slow down", requestId: "r" } }),
+    { status: 429, headers: { "content-type": "application/json", "retry-after": retryAfter } },
+  );
+}
+
+describe("ShellsClient retries", () => {
+  it("retries a GET after a 429, waiting what Retry-After asks, then answers", async () => {
+    const { fetch, seen } = scripted([tooMany("1"), json(shell("s1"))]);
+    const client = new ShellsClient({ ...base, fetch });
+    expect((await client.get("s1")).id).toBe("s1");
+    expect(seen).toHaveLength(2);
+    expect(seen[1]!.at - seen[0]!.at).toBeGreaterThanOrEqual(950);
+  });
+
+  it("retries a GET after a 503 and a reset connection", async () => {
+    const { fetch, seen } = scripted([errorResponse(503, "not_ready"), reset(), json(shell("s1"))]);
+    const client = new ShellsClient({ ...base, fetch });
+    expect((await client.get("s1")).id).toBe("s1");
+    expect(seen.map((s) => s.method)).toEqual(["GET", "GET", "GET"]);
+  });
+
+  it("sends create again after a reset with the same idempotency key, so the server makes one shell", async () => {
+    const { fetch, seen } = scripted([reset(), json(shell("s1"), 201)]);
+    const client = new ShellsClient({ ...base, fetch });
+    expect((await client.create({ language: "bash" })).id).toBe("s1");
+    expect(seen).toHaveLength(2);
+    expect(seen[0]!.key).toMatch(/^sdk-[0-9a-f-]{36}$/);
+    expect(seen[1]!.key).toBe(seen[0]!.key);
+  });
+
+  it("waits out request_in_progress for a request with an idempotency key", async () => {
+    const { fetch, seen } = scripted([
+      new Response(
+        JSON.stringify({ error: { code: "request_in_progress", message: "wait", requestId: "r" } }),
+        { status: 409, headers: { "retry-after": "0" } },
+      ),
+      json(shell("s1"), 201),
+    ]);
+    const client = new ShellsClient({ ...base, fetch });
+    await client.create({ language: "bash" }, { idempotencyKey: "k1" });
+    expect(seen.map((s) => s.key)).toEqual(["k1", "k1"]);
+  });
+
+  it("never sends a POST without an idempotency key twice", async () => {
+    const { fetch, seen } = scripted([errorResponse(503, "not_ready"), reset()]);
+    const client = new ShellsClient({ ...base, fetch });
+    await expect(
+      client.members.create({ email: "a@example.com", role: "viewer" }),
+    ).rejects.toBeInstanceOf(ServerError);
+    expect(seen).toHaveLength(1);
+    await expect(
+      client.members.create({ email: "a@example.com", role: "viewer" }),
+    ).rejects.toMatchObject({ code: "connection_failed" });
+    expect(seen).toHaveLength(2);
+  });
+
+  it("gives up after maxRetries, on a refused connection at once, and past a minute's Retry-After", async () => {
+    const unavailable = () => new Response("", { status: 503, headers: { "retry-after": "0" } });
+    const always = scripted([unavailable(), unavailable(), unavailable(), unavailable()]);
+    await expect(
+      new ShellsClient({ ...base, fetch: always.fetch }).get("s1"),
+    ).rejects.toBeInstanceOf(ServerError);
+    expect(always.seen).toHaveLength(3);
+
+    const refused = scripted([
+      new TypeError("fetch failed", {
+        cause: Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }),
+      }),
+    ]);
+    await expect(
+      new ShellsClient({ ...base, fetch: refused.fetch }).get("s1"),
+    ).rejects.toMatchObject({ code: "connection_failed" });
+    expect(refused.seen).toHaveLength(1);
+
+    const later = scripted([tooMany("120")]);
+    await expect(
+      new ShellsClient({ ...base, fetch: later.fetch }).get("s1"),
+    ).rejects.toBeInstanceOf(RateLimitError);
+    expect(later.seen).toHaveLength(1);
+
+    const off = scripted([unavailable()]);
+    await expect(
+      new ShellsClient({ ...base, fetch: off.fetch, maxRetries: 0 }).get("s1"),
+    ).rejects.toBeInstanceOf(ServerError);
+    expect(off.seen).toHaveLength(1);
+  });
+
+  it("stops waiting to retry when the caller aborts", async () => {
+    const { fetch, seen } = scripted([tooMany("30"), json(shell("s1"))]);
+    const client = new ShellsClient({ ...base, fetch });
+    const controller = new AbortController();
+    const pending = client.get("s1", { signal: controller.signal });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    controller.abort();
+    await expect(pending).rejects.toMatchObject({ name: "ConnectionError", code: "aborted" });
+    expect(seen).toHaveLength(1);
   });
 });

@@ -41,12 +41,13 @@ import {
   PolicyApi,
   ProjectsApi,
 } from "./iam-resources.js";
-import { segment, type ApiCall } from "./internal/api-call.js";
+import { idempotencyKeyOf, segment, type ApiCall } from "./internal/api-call.js";
 import type { SchemaInput } from "./internal/schema-types.js";
 import { Transport } from "./internal/transport.js";
 import { PaginatedList } from "./paginated-list.js";
 import type { ActionOutcome } from "./pending-approval.js";
 import { RunsApi, type RunHandle } from "./runs-api.js";
+import { WebhooksApi } from "./webhooks-api.js";
 import {
   attachTerminal,
   type TerminalAttachOptions,
@@ -67,6 +68,12 @@ export interface ShellsClientOptions {
    * its own `timeoutMs` plus a margin.
    */
   timeoutMs?: number | undefined;
+  /**
+   * How often a request is tried again when that is safe: a GET, PUT or DELETE, or a request with
+   * an idempotency key, after a 429 or 503 (waiting what `Retry-After` asks) or a reset
+   * connection. Backoff doubles from half a second, with jitter. Default 2; 0 turns retries off.
+   */
+  maxRetries?: number | undefined;
 }
 
 /** Per-call options every method accepts. */
@@ -140,6 +147,7 @@ export interface AgentInvokeResult<T extends AgentTool> {
 }
 
 const DEFAULT_TIMEOUT_MS = 600_000;
+const DEFAULT_MAX_RETRIES = 2;
 /** The server's default exec wall-clock limit (ExecRequest.timeoutMs). */
 const DEFAULT_EXEC_TIMEOUT_MS = 60_000;
 /** How much longer than an exec's own limit the client waits for its result. */
@@ -182,6 +190,8 @@ export class ShellsClient {
   readonly files: FilesApi;
   /** One-shot runs: get, list, and handles on existing runs. Start one with {@link run}. */
   readonly runs: RunsApi;
+  /** Webhook endpoints (admins): create (secret shown once), rotate, delivery logs, redeliver. */
+  readonly webhooks: WebhooksApi;
   readonly #transport: Transport;
   readonly #call: ApiCall;
   readonly #timeoutMs: number;
@@ -224,6 +234,7 @@ export class ShellsClient {
       token,
       fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
       timeoutMs: this.#timeoutMs,
+      maxRetries: options.maxRetries ?? DEFAULT_MAX_RETRIES,
     });
     const call = this.#transport.call;
     this.#call = call;
@@ -237,11 +248,19 @@ export class ShellsClient {
     this.bindings = new BindingsApi(call);
     this.files = new FilesApi(call);
     this.runs = new RunsApi(call, this.#transport.events);
+    this.webhooks = new WebhooksApi(call);
   }
 
-  /** Creates a shell and answers once it is running (or in `error`). */
+  /**
+   * Creates a shell and answers once it is running (or in `error`). Sent with an idempotency key
+   * (a fresh one unless given), so a retry never makes a second shell.
+   */
   create(body: ShellCreate, options: IdempotentRequestOptions = {}): Promise<Shell> {
-    return this.#call<Shell>("POST", "/api/v1/shells", { ...options, body });
+    return this.#call<Shell>("POST", "/api/v1/shells", {
+      ...options,
+      body,
+      idempotencyKey: idempotencyKeyOf(options.idempotencyKey),
+    });
   }
 
   /**
@@ -300,7 +319,7 @@ export class ShellsClient {
     return this.#call<ActionOutcome<C>>(
       "POST",
       `/api/v1/shells/${segment(idOrName)}/actions/${segment(capability)}`,
-      { body, idempotencyKey, signal },
+      { body, idempotencyKey: idempotencyKeyOf(idempotencyKey), signal },
     );
   }
 

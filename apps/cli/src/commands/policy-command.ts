@@ -13,6 +13,7 @@ interface PolicySetFlags {
   gate?: Partial<Record<GatedAction, GateMode>>;
   approvers?: string[];
   approvalTtl?: number;
+  webhookAllowCidrs?: string[];
 }
 
 /** The `PATCH /org/policy` body the flags describe; flags left out keep the policy's value. */
@@ -25,6 +26,9 @@ export function policyUpdateFrom(flags: PolicySetFlags): OrgPolicyUpdate {
     ...(flags.gate === undefined ? {} : { approvalGates: flags.gate }),
     ...(flags.approvers === undefined ? {} : { approvers: flags.approvers }),
     ...(flags.approvalTtl === undefined ? {} : { approvalTtlSeconds: flags.approvalTtl }),
+    ...(flags.webhookAllowCidrs === undefined
+      ? {}
+      : { webhooks: { allowCidrs: flags.webhookAllowCidrs } }),
   };
 }
 
@@ -44,6 +48,10 @@ export function formatPolicy(policy: OrgPolicy): string {
     ]),
     ["approvers", policy.approvers.length > 0 ? policy.approvers.join(", ") : "-"],
     ["approval ttl", `${policy.approvalTtlSeconds}s`],
+    [
+      "webhook private ranges",
+      policy.webhooks?.allowCidrs.length ? policy.webhooks.allowCidrs.join(", ") : "none",
+    ],
   ]);
 }
 
@@ -93,6 +101,11 @@ export function registerPolicyCommand(program: Command, ctx: CliContext): void {
       "--approval-ttl <duration>",
       "how long a pending approval waits before it expires (e.g. 1h)",
       parseDurationSeconds,
+    )
+    .option(
+      "--webhook-allow-cidrs <cidr,cidr>",
+      'non-public ranges webhook endpoints may be at, e.g. 127.0.0.1/32 ("" for none)',
+      parseCommaList,
     )
     .action(async (flags: PolicySetFlags, command: Command) => {
       const update = policyUpdateFrom(flags);

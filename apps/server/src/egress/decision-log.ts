@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger } from "fastify";
+import type { EgressMetrics } from "../metrics/server-metrics.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { EgressDenial } from "./policy.js";
 
@@ -61,6 +62,8 @@ export interface DecisionLogOptions {
   /** Most destinations with an open window at once; further ones share one window. */
   maxOpenWindows?: number;
   logger: FastifyBaseLogger;
+  /** Counts every decision as it is made (the history aggregates; the counter does not). */
+  metrics?: EgressMetrics | undefined;
 }
 
 interface OpenWindow {
@@ -92,6 +95,13 @@ export class DecisionLog {
 
   /** Records one decision: written now when it opens a window, else counted into the window. */
   async record(decision: LoggedDecision): Promise<void> {
+    if (decision.action.startsWith("egress.")) {
+      const reason = decision.details["reason"];
+      this.options.metrics?.countEgressDecision(
+        decision.action === "egress.allowed",
+        typeof reason === "string" ? reason : undefined,
+      );
+    }
     let key = JSON.stringify([decision.shellId, decision.action, decision.details]);
     if (
       !this.#windows.has(key) &&

@@ -3,6 +3,7 @@ import type { SandboxEgress } from "@shells/sandbox";
 import type { FastifyBaseLogger } from "fastify";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import type { EgressMetrics } from "../metrics/server-metrics.js";
 import type { ActivityService } from "../services/activity-service.js";
 import { BindingProxy, type BindingGrant, type BindingTarget } from "./binding-proxy.js";
 import { DecisionLog, egressEntry, type LoggedDecision } from "./decision-log.js";
@@ -21,6 +22,8 @@ export interface EgressServiceOptions {
   resolve?: EgressResolver;
   /** Aggregation window of egress decisions in the history, ms (a minute by default). */
   decisionWindowMs?: number;
+  /** Where every decision is counted. */
+  metrics?: EgressMetrics;
   /** The org's service bindings, as the proxy reads them per call (rules and opened secret). */
   bindings?: {
     target(orgId: string, bindingId: string): Promise<BindingTarget | null | "unusable">;
@@ -73,6 +76,7 @@ export class EgressService {
     this.#decisions = new DecisionLog(options.activity, {
       windowMs: options.decisionWindowMs ?? 60_000,
       logger: options.logger,
+      metrics: options.metrics,
     });
     this.#resolve = options.resolve ?? makeResolver();
   }

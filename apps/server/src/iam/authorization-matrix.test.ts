@@ -67,6 +67,8 @@ async function stateOfEverything(): Promise<string> {
     db.selectFrom("shell_logs").select("id").orderBy("id").execute(),
     db.selectFrom("runs").selectAll().orderBy("id").execute(),
     db.selectFrom("bindings").selectAll().orderBy("id").execute(),
+    db.selectFrom("webhooks").selectAll().orderBy("id").execute(),
+    db.selectFrom("webhook_deliveries").selectAll().orderBy("id").execute(),
   ]);
   return JSON.stringify(tables);
 }
@@ -94,7 +96,22 @@ async function runCase(
     t.call(method, url, body, { authorization: `Bearer ${owner.token}` });
 
   let shellFixture: string | undefined;
+  let webhookFixture: string | undefined;
   const fixtures: Record<string, () => Promise<string>> = {
+    webhook: async () =>
+      (webhookFixture ??= (
+        await asOwner("POST", "/api/v1/webhooks", {
+          url: "https://hooks.example.com/matrix",
+          events: ["*"],
+        })
+      ).json().webhook.id as string),
+    delivery: async () => {
+      const webhookId = await fixtures.webhook!();
+      await asOwner("POST", "/api/v1/shells", { language: "bash" });
+      const log = await asOwner("GET", `/api/v1/webhooks/${webhookId}/deliveries`);
+      expect(log.statusCode, log.body).toBe(200);
+      return log.json().items[0].id as string;
+    },
     shell: async () =>
       (shellFixture ??= (await asOwner("POST", "/api/v1/shells", { language: "bash" })).json()
         .id as string),

@@ -50,7 +50,7 @@ interface RunOutcome {
 }
 
 /** A run as the API shows it; `live` is the output tail of a run this server runs now. */
-function toRun(row: Selectable<RunTable>, live?: RunOutputTail): Run {
+export function toRun(row: Selectable<RunTable>, live?: RunOutputTail): Run {
   return {
     id: row.id,
     status: row.status,

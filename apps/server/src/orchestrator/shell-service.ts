@@ -34,6 +34,7 @@ import type { ActivityService } from "../services/activity-service.js";
 import type { BindingService } from "../services/binding-service.js";
 import { decodeCursor, encodeCursor } from "../services/cursor.js";
 import type { PolicyService } from "../services/policy-service.js";
+import type { OrchestratorMetrics } from "../metrics/server-metrics.js";
 import type { LifecycleLock } from "../store/lifecycle-lock.js";
 import type { Database } from "../store/schema.js";
 import { appendShellLog } from "../store/shell-logs-store.js";
@@ -100,6 +101,8 @@ export interface ShellServiceDeps {
   egress?: EgressService;
   /** The org's service bindings; without it (or without `egress`), granting one is refused. */
   bindings?: BindingService;
+  /** Where create and exec times and kill reasons are counted. */
+  metrics?: OrchestratorMetrics;
 }
 
 /** The shell's lifecycle capabilities that pass the approval gate, from the contract's list. */
@@ -205,6 +208,8 @@ export class ShellService {
     }
     return this.#lock.run(id, async () => {
       const row = await this.#find(caller.orgId, id);
+      const started = performance.now();
+      const took = () => (performance.now() - started) / 1000;
       try {
         await provisionShell(this.#actions, caller, row, backend, {
           shellId: id,
@@ -216,9 +221,11 @@ export class ShellService {
           ...(await this.#egressSpecOf(row)),
         });
       } catch (error) {
+        this.deps.metrics?.observeShellCreate(runtime, "failure", took());
         await this.deps.egress?.stop(id);
         throw error;
       }
+      this.deps.metrics?.observeShellCreate(runtime, "success", took());
       return this.get(caller, id);
     });
   }
@@ -390,6 +397,7 @@ export class ShellService {
     const secretEnv = { ...this.#records.secretEnv(row), ...request.secretEnv };
     const secrets = this.#records.secretsOf(plainEnv, secretEnv);
     const streamed = redactingOutput(hooks, secrets);
+    const started = performance.now();
     const result = await this.#backendCall(row, (backend) =>
       backend.exec(
         row.id,
@@ -403,6 +411,11 @@ export class ShellService {
         },
         streamed.hooks,
       ),
+    );
+    this.deps.metrics?.observeExec(
+      row.runtime,
+      (performance.now() - started) / 1000,
+      result.killReason,
     );
     await streamed.flush();
     const entry = describeExec(request, result, secrets);

@@ -39,7 +39,11 @@ describe("the console's static files", () => {
   it("serves index.html at / and for client routes, never cached", async () => {
     const server = await serve(builtConsole());
     for (const url of ["/", "/shells/sh-123", "/activity?x=1"]) {
-      const response = await server.inject({ method: "GET", url });
+      const response = await server.inject({
+        method: "GET",
+        url,
+        headers: { accept: "text/html,application/xhtml+xml,*/*;q=0.8" },
+      });
       expect(response.statusCode).toBe(200);
       expect(response.headers["content-type"]).toBe("text/html; charset=utf-8");
       expect(response.headers["cache-control"]).toBe("no-cache");
@@ -71,10 +75,35 @@ describe("the console's static files", () => {
     expect((await server.inject({ method: "GET", url: "/healthz" })).json()).toEqual({
       status: "ok",
     });
-    for (const url of ["/api/v1/nope", "/api", "/auth/whatever", "/mcp", "/docs/x", "/readyz"]) {
-      const response = await server.inject({ method: "GET", url });
+    for (const url of [
+      "/api/v1/nope",
+      "/api",
+      "/auth/whatever",
+      "/mcp",
+      "/docs/x",
+      "/readyz",
+      "/metrics",
+    ]) {
+      const response = await server.inject({
+        method: "GET",
+        url,
+        headers: { accept: "text/html" },
+      });
       expect(response.statusCode, url).toBe(404);
       expect(response.json(), url).toEqual({ error: "not found" });
+    }
+  });
+
+  it("answers a request that does not ask for a page with the 404, not the app", async () => {
+    const server = await serve(builtConsole());
+    for (const accept of [undefined, "application/json", "*/*"]) {
+      const response = await server.inject({
+        method: "GET",
+        url: "/shells/sh-123",
+        headers: accept ? { accept } : {},
+      });
+      expect(response.statusCode, accept).toBe(404);
+      expect(response.json(), accept).toEqual({ error: "not found" });
     }
   });
 

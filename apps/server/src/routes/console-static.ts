@@ -18,6 +18,7 @@ const RESERVED_PREFIXES = [
   "/openapi.json",
   "/healthz",
   "/readyz",
+  "/metrics",
 ];
 
 const CONTENT_TYPES: Record<string, string> = {
@@ -47,6 +48,10 @@ const NOT_BUILT_PAGE = `<!doctype html>
 to serve a console built elsewhere.)</p>
 </body></html>`;
 
+function acceptsHtml(accept: string | undefined): boolean {
+  return accept !== undefined && /(^|,)\s*text\/html\s*(;|,|$)/i.test(accept);
+}
+
 function isReserved(path: string): boolean {
   return RESERVED_PREFIXES.some(
     (prefix) => path === prefix || path.startsWith(`${prefix}/`) || path.startsWith(`${prefix}?`),
@@ -55,8 +60,9 @@ function isReserved(path: string): boolean {
 
 /**
  * Serves the built web console at `/`: its files with their content types, `index.html` for any
- * other GET (the console's client-side routes), and a short "how to build it" page when it is not
- * built. Paths the API owns fall through to the JSON 404 so the console never shadows them.
+ * other GET a browser navigates to (the console's client-side routes), and a short "how to build it"
+ * page when it is not built. Paths the API owns, and requests that do not ask for HTML, fall through
+ * to the JSON 404 so the console never shadows them.
  */
 export function registerConsoleStatic(app: FastifyInstance, consoleDir: string | undefined): void {
   const root = resolve(consoleDir ?? DEFAULT_CONSOLE_DIR);
@@ -75,7 +81,10 @@ export function registerConsoleStatic(app: FastifyInstance, consoleDir: string |
       .send(html);
   };
 
-  const handler = async (request: { url: string }, reply: FastifyReply) => {
+  const handler = async (
+    request: { url: string; headers: { accept?: string | undefined } },
+    reply: FastifyReply,
+  ) => {
     const pathname = request.url.split("?")[0] ?? "/";
     if (isReserved(pathname)) return reply.callNotFound();
     let decoded: string;
@@ -100,6 +109,9 @@ export function registerConsoleStatic(app: FastifyInstance, consoleDir: string |
     }
     // A missing file with an extension is a 404, not the app: a stale asset must not parse as HTML.
     if (extname(decoded) !== "" && extname(decoded) !== ".html") return reply.callNotFound();
+    // The app's client-side routes are pages a browser navigates to (it asks for text/html); a
+    // program asking an unknown path for JSON or anything else gets the JSON 404, not a page.
+    if (decoded !== "/" && !acceptsHtml(request.headers.accept)) return reply.callNotFound();
     return sendIndex(reply);
   };
 

@@ -8,6 +8,9 @@ import type {
 } from "fastify";
 import { AppError } from "../errors.js";
 
+/** The challenge every 401 carries: a bearer token (API key or JWT) for the Shells realm. */
+export const WWW_AUTHENTICATE = 'Bearer realm="shells"';
+
 /** The one error body every refusal is answered with (routes, idempotency replays, stream frames). */
 export function errorBody(
   code: AppError["code"],
@@ -60,6 +63,8 @@ export function registerErrorHandler(
     async (error: FastifyError | AppError, request: FastifyRequest, reply: FastifyReply) => {
       if (error instanceof AppError) {
         reply.code(error.status);
+        // RFC 9110 §11.6.1: a 401 names the scheme that would be accepted.
+        if (error.code === "unauthenticated") reply.header("www-authenticate", WWW_AUTHENTICATE);
         return appErrorBody(error, request.id);
       }
       const status = error.statusCode ?? 500;

@@ -12,6 +12,7 @@ import { mintApiKey } from "../iam/tokens.js";
 import { bootstrapLocalOrg } from "../iam/bootstrap.js";
 import { ActivityService, SYSTEM_ORG } from "../services/activity-service.js";
 import { openSqliteStore, type Store } from "../store/database.js";
+import { addPrincipal } from "../test-support/test-app.js";
 
 interface Harness {
   app: FastifyInstance;
@@ -128,5 +129,50 @@ describe("refused authentication", () => {
     expect(refused).toHaveLength(2);
     expect(refused.map((e) => e.details.count)).toEqual([1, 299]);
     expect((await verifyActivityChain(events)).ok).toBe(true);
+  });
+});
+
+describe("per-key request limit", () => {
+  it("answers a key past its budget 429 rate_limited with Retry-After, while another key is served, and serves it again once the window passes", async () => {
+    h = await start({ SHELLS_RATE_LIMIT_PER_KEY: "20", SHELLS_RATE_LIMIT_WINDOW_SECONDS: "2" });
+    const other = await addPrincipal(h.store, {
+      orgId: await ownerOrg(h.store),
+      role: "developer",
+      scopes: ["shells:instances:read"],
+    });
+    const get = (token: string) =>
+      h!.app.inject({
+        method: "GET",
+        url: "/api/v1/shells",
+        headers: { authorization: `Bearer ${token}` },
+      });
+    const remaining: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const res = await get(h.token);
+      expect(res.statusCode).toBe(200);
+      expect(res.headers["x-ratelimit-limit"]).toBe("20");
+      remaining.push(Number(res.headers["x-ratelimit-remaining"]));
+    }
+    expect(remaining.at(0)).toBe(19);
+    expect(remaining.at(-1)).toBe(0);
+    const refused = await get(h.token);
+    expect(refused.statusCode).toBe(429);
+    expect(refused.json().error.code).toBe("rate_limited");
+    expect(refused.json().error.details.retryAfterMs).toBeGreaterThan(0);
+    expect(Number(refused.headers["retry-after"])).toBeGreaterThanOrEqual(1);
+    expect((await get(other.token)).statusCode).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 2100));
+    expect((await get(h.token)).statusCode).toBe(200);
+  });
+
+  it("is off with a limit of 0", async () => {
+    h = await start({ SHELLS_RATE_LIMIT_PER_KEY: "0" });
+    const res = await h.app.inject({
+      method: "GET",
+      url: "/api/v1/shells",
+      headers: { authorization: `Bearer ${h.token}` },
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers["x-ratelimit-limit"]).toBeUndefined();
   });
 });

@@ -27,6 +27,9 @@ export interface RequestAuthOptions {
   /** Refused authentications one address may cause per window before it gets 429. */
   failureLimit: number;
   windowMs: number;
+  /** Requests one credential may make per `requestWindowMs` before it gets 429; 0 turns it off. */
+  requestLimit: number;
+  requestWindowMs: number;
 }
 
 /** The `rate_limited` refusal, with the wait in `details.retryAfterMs`. */
@@ -37,11 +40,23 @@ export function rateLimited(retryAfterMs: number): AppError {
 }
 
 /**
+ * What a caller's requests are counted under: the API key, or for a console session or a JWT (no
+ * key) the person or agent. Two keys of one holder are two budgets; revoking one ends its own.
+ */
+function requestBudgetOf(caller: Caller): string {
+  return caller.keyId ?? `${caller.orgId}:${caller.actor.type}:${caller.actor.id}`;
+}
+
+/**
  * Registers `@fastify/rate-limit` (off by default; routes opt in with `config.rateLimit`) and returns
- * the one request authenticator the route table and `/mcp` use. Refused authentications are counted
- * per address: past `failureLimit` in a window the address is answered 429 `rate_limited` with
- * `Retry-After` instead of 401, so anonymous callers cannot make the server do unbounded work.
- * A caller that authenticates is never counted or throttled.
+ * the one request authenticator the route table and `/mcp` use. Two budgets, both answered 429
+ * `rate_limited` with `Retry-After` when spent:
+ * - refused authentications, per address: past `failureLimit` in a window the address is answered
+ *   429 instead of 401, so anonymous callers cannot make the server do unbounded work;
+ * - requests of an authenticated caller, per API key (or per person or agent for sessions and
+ *   JWTs): past `requestLimit` in `requestWindowMs`, so one runaway client cannot starve the
+ *   others. Every answer carries `x-ratelimit-limit`, `x-ratelimit-remaining` and
+ *   `x-ratelimit-reset` (seconds) of that budget.
  */
 export async function registerRequestAuth(
   app: FastifyInstance,
@@ -57,9 +72,36 @@ export async function registerRequestAuth(
     max: options.failureLimit,
     timeWindow: options.windowMs,
   });
+  const budgets = new WeakMap<FastifyRequest, string>();
+  const countRequest =
+    options.requestLimit > 0
+      ? app.createRateLimit({
+          max: options.requestLimit,
+          timeWindow: options.requestWindowMs,
+          keyGenerator: (request) => budgets.get(request) ?? request.ip,
+        })
+      : null;
+  const spend = async (request: FastifyRequest, reply: FastifyReply, caller: Caller) => {
+    if (!countRequest) return;
+    budgets.set(request, requestBudgetOf(caller));
+    const count = await countRequest(request);
+    if (count.isAllowed) return; // never: no allow list is configured
+    reply.header("x-ratelimit-limit", options.requestLimit);
+    reply.header("x-ratelimit-remaining", count.remaining);
+    reply.header("x-ratelimit-reset", count.ttlInSeconds);
+    if (count.isExceeded) {
+      reply.header("retry-after", count.ttlInSeconds);
+      throw new AppError(
+        "rate_limited",
+        `This credential made more than ${options.requestLimit} requests in ${options.requestWindowMs / 1000} s; retry later.`,
+        { retryAfterMs: count.ttl, limit: options.requestLimit },
+      );
+    }
+  };
   return async (request, reply, route) => {
+    let caller: Caller;
     try {
-      return await authenticate(
+      caller = await authenticate(
         options.db,
         options.failures,
         requestCredentials(request),
@@ -76,5 +118,7 @@ export async function registerRequestAuth(
       }
       throw error;
     }
+    await spend(request, reply, caller);
+    return caller;
   };
 }

@@ -1,6 +1,7 @@
 import { activityEventHash, verifyActivityChain, type ActivityEvent } from "@shells/contract";
 import { afterEach, describe, expect, it } from "vitest";
 import { createTestApp, type TestApp } from "../test-support/test-app.js";
+import { ActivityService } from "./activity-service.js";
 
 let t: TestApp;
 
@@ -108,5 +109,36 @@ describe("verifying the activity chain", () => {
       ok: true,
       expectedHead: { hash: recordedHead, found: true },
     });
+  });
+});
+
+describe("activity sinks", () => {
+  it("run in the event's transaction: a sink that fails leaves neither the event nor its writes", async () => {
+    t = await createTestApp();
+    const activity = new ActivityService(t.store.db);
+    const orgId = (await t.call("GET", "/api/v1/me")).json().orgId as string;
+    activity.addSink(async (trx, event) => {
+      await trx
+        .insertInto("projects")
+        .values({ id: `prj-${event.id}`, org_id: orgId, name: event.id, created_at: event.time })
+        .execute();
+      if (event.action === "test.fail") throw new Error("sink failed");
+    });
+    const record = (action: string) =>
+      activity.record({
+        orgId,
+        actor: { type: "system", id: "test" },
+        action,
+        target: null,
+        outcome: "success",
+      });
+    const kept = await record("test.ok");
+    await expect(record("test.fail")).rejects.toThrow("sink failed");
+    const events = await chain();
+    expect(events.map((e) => e.action)).toContain("test.ok");
+    expect(events.map((e) => e.action)).not.toContain("test.fail");
+    const projects = await t.store.db.selectFrom("projects").select("name").execute();
+    expect(projects.map((p) => p.name)).toContain(kept.id);
+    expect(projects).toHaveLength(2);
   });
 });

@@ -7,7 +7,7 @@ import {
   type Page,
   type Target,
 } from "@shells/contract";
-import { sql, type Kysely, type Selectable } from "kysely";
+import { sql, type Kysely, type Selectable, type Transaction } from "kysely";
 import { z } from "zod";
 import { newId, nowIso } from "../ids.js";
 import type { ActivityTable, Database } from "../store/schema.js";
@@ -23,6 +23,13 @@ export interface ActivityInput {
   outcome: ActivityEvent["outcome"];
   details?: Record<string, unknown>;
 }
+
+/**
+ * Work an appended event triggers that must commit or roll back with it: it runs inside the
+ * event's own transaction (the webhook outbox writes its deliveries this way, so an event is never
+ * recorded without them, nor they without it).
+ */
+export type ActivitySink = (trx: Transaction<Database>, event: ActivityEvent) => Promise<void>;
 
 /** Org id under which events with no attributable org (an unknown API key) are chained. */
 export const SYSTEM_ORG = "_system";
@@ -49,7 +56,14 @@ function toEvent(row: Selectable<ActivityTable>): ActivityEvent {
  * by re-computing the chain.
  */
 export class ActivityService {
+  readonly #sinks: ActivitySink[] = [];
+
   constructor(private readonly db: Kysely<Database>) {}
+
+  /** Runs `sink` for every event appended from now on, in the event's transaction. */
+  addSink(sink: ActivitySink): void {
+    this.#sinks.push(sink);
+  }
 
   /** Appends an event that `caller` caused, in the caller's org and as the caller's act. */
   recordFor(
@@ -113,6 +127,7 @@ export class ActivityService {
           hash: event.hash,
         })
         .execute();
+      for (const sink of this.#sinks) await sink(trx, event);
       return event;
     });
   }

@@ -34,9 +34,11 @@ export const DEFAULT_POLICY: OrgPolicy = {
     maxConnections: 64,
     maxBytes: 1024 * 1024 * 1024,
   },
+  webhooks: { allowCidrs: [] },
 };
 
 const DEFAULT_EGRESS = DEFAULT_POLICY.egress as NonNullable<OrgPolicy["egress"]>;
+const DEFAULT_WEBHOOKS = DEFAULT_POLICY.webhooks as NonNullable<OrgPolicy["webhooks"]>;
 
 function withoutUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
@@ -64,6 +66,7 @@ export class PolicyService {
       ...stored,
       approvalGates: { ...DEFAULT_POLICY.approvalGates, ...stored.approvalGates },
       egress: { ...DEFAULT_EGRESS, ...stored.egress },
+      webhooks: { ...DEFAULT_WEBHOOKS, ...stored.webhooks },
     };
   }
 
@@ -105,6 +108,11 @@ export class PolicyService {
       },
     };
     next.egress = { ...DEFAULT_EGRESS, ...current.egress, ...withoutUndefined(body.egress ?? {}) };
+    next.webhooks = {
+      ...DEFAULT_WEBHOOKS,
+      ...current.webhooks,
+      ...withoutUndefined(body.webhooks ?? {}),
+    };
     next.approvers = [...new Set(next.approvers)];
     // Only a change of the approver list is checked against membership: members who left are
     // dropped from the list as they leave (see `dropApprover`).

@@ -386,6 +386,62 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable("shells").addColumn("bindings", "text").execute();
     },
   },
+  /**
+   * Webhook endpoints (signing secrets sealed) and their deliveries: the outbox the dispatcher
+   * sends from and each endpoint's delivery log. A delivery row is written in the transaction of
+   * the activity event it is made from, so none is lost to a crash.
+   */
+  "0013_webhooks": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("webhooks")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("url", "text", (c) => c.notNull())
+        .addColumn("description", "text")
+        .addColumn("events", "text", (c) => c.notNull())
+        .addColumn("secret", "text", (c) => c.notNull())
+        .addColumn("previous_secret", "text")
+        .addColumn("previous_secret_expires_at", "text")
+        .addColumn("secret_rotated_at", "text")
+        .addColumn("created_by_type", "text", (c) => c.notNull())
+        .addColumn("created_by_id", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("webhooks_org").on("webhooks").column("org_id").execute();
+      await db.schema
+        .createTable("webhook_deliveries")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull())
+        .addColumn("webhook_id", "text", (c) =>
+          c.notNull().references("webhooks.id").onDelete("cascade"),
+        )
+        .addColumn("message_id", "text", (c) => c.notNull())
+        .addColumn("event_type", "text", (c) => c.notNull())
+        .addColumn("activity_id", "text", (c) => c.notNull())
+        .addColumn("payload", "text", (c) => c.notNull())
+        .addColumn("state", "text", (c) => c.notNull())
+        .addColumn("attempts", "integer", (c) => c.notNull())
+        .addColumn("next_attempt_at", "text")
+        .addColumn("last_attempt_at", "text")
+        .addColumn("last_status", "integer")
+        .addColumn("last_error", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("delivered_at", "text")
+        .addColumn("redelivery_of", "text")
+        .execute();
+      await db.schema
+        .createIndex("webhook_deliveries_due")
+        .on("webhook_deliveries")
+        .columns(["state", "next_attempt_at"])
+        .execute();
+      await db.schema
+        .createIndex("webhook_deliveries_log")
+        .on("webhook_deliveries")
+        .columns(["webhook_id", "created_at", "id"])
+        .execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

@@ -23,6 +23,8 @@ export interface Database {
   oidc_accounts: OidcAccountTable;
   snapshots: SnapshotTable;
   bindings: BindingTable;
+  webhooks: WebhookTable;
+  webhook_deliveries: WebhookDeliveryTable;
 }
 
 export interface OrgTable {
@@ -299,4 +301,43 @@ export interface BindingTable {
   created_by_id: string;
   created_at: string;
   rotated_at: string;
+}
+
+export interface WebhookTable {
+  id: string;
+  org_id: string;
+  url: string;
+  description: string | null;
+  /** JSON array of event types and groups. */
+  events: string;
+  /** The signing secret (`whsec_…`), sealed. */
+  secret: string;
+  /** The secret the last rotation replaced, sealed; it still signs until it expires. */
+  previous_secret: string | null;
+  previous_secret_expires_at: string | null;
+  secret_rotated_at: string | null;
+  created_by_type: "user" | "agent";
+  created_by_id: string;
+  created_at: string;
+}
+
+export interface WebhookDeliveryTable {
+  id: string;
+  org_id: string;
+  webhook_id: string;
+  /** The `webhook-id` header: shared by every try and every redelivery of one message. */
+  message_id: string;
+  event_type: string;
+  activity_id: string;
+  /** The exact JSON body that is signed and sent. */
+  payload: string;
+  state: "pending" | "delivered" | "failed";
+  attempts: number;
+  next_attempt_at: string | null;
+  last_attempt_at: string | null;
+  last_status: number | null;
+  last_error: string | null;
+  created_at: string;
+  delivered_at: string | null;
+  redelivery_of: string | null;
 }

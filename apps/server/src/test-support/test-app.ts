@@ -38,12 +38,17 @@ export async function createTestApp(
     dataDir?: string;
     backends?: SandboxBackend[];
     sweepIntervalMs?: number;
+    /** How often the webhook outbox is sent; 0 (the default here) leaves deliveries queued. */
+    webhookPollIntervalMs?: number;
     openStore?: (dataDir: string) => Promise<Store>;
+    /** Settings as environment variables (`SHELLS_METRICS_TOKEN`, …). */
+    env?: Record<string, string>;
   } = {},
 ): Promise<TestApp> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "shells-app-"));
   const config = loadConfig(["--data-dir", dataDir, "--backend", "simulator"], {
     SHELLS_VALIDATE_RESPONSES: "1",
+    ...options.env,
   });
   const store = await (options.openStore ?? ((dir) => openSqliteStore(join(dir, "shells.db"))))(
     dataDir,
@@ -55,6 +60,7 @@ export async function createTestApp(
     backends: options.backends ?? [new SimulatorBackend()],
     logger: pino({ level: "silent" }),
     sweepIntervalMs: options.sweepIntervalMs ?? 0,
+    webhookPollIntervalMs: options.webhookPollIntervalMs ?? 0,
   });
   await app.ready();
   return {

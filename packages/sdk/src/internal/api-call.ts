@@ -56,3 +56,11 @@ export type EventCall = (
 export function segment(value: string): string {
   return encodeURIComponent(value);
 }
+
+/**
+ * The caller's idempotency key, or a fresh one: a mutation the server deduplicates by key is then
+ * safe to send again after a reset connection or a 503 (the server answers it at most once).
+ */
+export function idempotencyKeyOf(given: string | undefined): string {
+  return given ?? `sdk-${globalThis.crypto.randomUUID()}`;
+}

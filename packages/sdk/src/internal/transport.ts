@@ -21,7 +21,38 @@ export interface TransportOptions {
   token: string;
   fetch: typeof globalThis.fetch;
   timeoutMs: number;
+  /** Retries of a request that may safely be sent again (see {@link retryPolicy}). */
+  maxRetries: number;
+  /** First backoff, ms; each retry doubles it (with jitter) up to `MAX_BACKOFF_MS`. */
+  retryBaseMs?: number;
 }
+
+/** Longest backoff between two tries, and the longest `Retry-After` the client waits out. */
+const MAX_BACKOFF_MS = 8_000;
+const MAX_RETRY_AFTER_MS = 60_000;
+const DEFAULT_RETRY_BASE_MS = 500;
+
+/** Methods that mean the same when sent twice (RFC 9110 §9.2.2). */
+const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set([
+  "GET",
+  "HEAD",
+  "PUT",
+  "DELETE",
+  "OPTIONS",
+]);
+
+/** Socket errors that end a connection the server may or may not have acted on. */
+const RESET_CODES: ReadonlySet<string> = new Set([
+  "ECONNRESET",
+  "EPIPE",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CLOSED",
+]);
+
+/** One try: the exchange, or the error with whether (and after how long) it may be tried again. */
+type Attempt =
+  | { ok: true; exchange: Exchange }
+  | { ok: false; error: ShellsError; retry: boolean; retryAfterMs: number | null };
 
 /** One request in flight: its response (2xx) and how to end or fail it. */
 interface Exchange {
@@ -43,12 +74,16 @@ export class Transport {
   readonly #token: string;
   readonly #fetch: typeof globalThis.fetch;
   readonly #timeoutMs: number;
+  readonly #maxRetries: number;
+  readonly #retryBaseMs: number;
 
   constructor(options: TransportOptions) {
     this.baseUrl = options.baseUrl;
     this.#token = options.token;
     this.#fetch = options.fetch;
     this.#timeoutMs = options.timeoutMs;
+    this.#maxRetries = options.maxRetries;
+    this.#retryBaseMs = options.retryBaseMs ?? DEFAULT_RETRY_BASE_MS;
   }
 
   /** See {@link ApiCall}. */
@@ -94,6 +129,13 @@ export class Transport {
     return { kind: "events", events: guardEvents(readServerSentEvents(response.body), exchange) };
   };
 
+  /**
+   * Sends a request, retrying it while that is safe and useful: a request that means the same when
+   * sent twice (GET, PUT, DELETE, or any request carrying an `Idempotency-Key`, which the server
+   * answers at most once) is tried again after a 429 or a 503 (waiting what `Retry-After` asks,
+   * up to a minute), after its connection was reset before an answer came, and — with a key —
+   * while the server says the first try is still in progress. Other requests are sent once.
+   */
   async #open(
     method: HttpMethod,
     path: string,
@@ -101,6 +143,25 @@ export class Transport {
     accept: string,
     extraHeaders: Record<string, string> = {},
   ): Promise<Exchange> {
+    const retryable = IDEMPOTENT_METHODS.has(method) || options.idempotencyKey !== undefined;
+    for (let attempt = 0; ; attempt += 1) {
+      const result = await this.#attempt(method, path, options, accept, extraHeaders);
+      if (result.ok) return result.exchange;
+      const backoff = Math.min(this.#retryBaseMs * 2 ** attempt, MAX_BACKOFF_MS);
+      const waitMs = result.retryAfterMs ?? backoff * (0.5 + Math.random() / 2);
+      if (!retryable || !result.retry || attempt >= this.#maxRetries || waitMs > MAX_RETRY_AFTER_MS)
+        throw result.error;
+      await sleep(waitMs, options.signal, `${method} ${path}`);
+    }
+  }
+
+  async #attempt(
+    method: HttpMethod,
+    path: string,
+    options: CallOptions,
+    accept: string,
+    extraHeaders: Record<string, string>,
+  ): Promise<Attempt> {
     const url = new URL(this.baseUrl + path);
     for (const [key, value] of Object.entries(options.query ?? {})) {
       if (value !== undefined) url.searchParams.set(key, String(value));
@@ -156,7 +217,8 @@ export class Transport {
     try {
       response = await this.#fetch(url, { method, headers, body, signal: controller.signal });
     } catch (cause) {
-      throw fail(cause);
+      const error = fail(cause);
+      return { ok: false, error, retry: isReset(cause), retryAfterMs: null };
     }
     responded = true;
     if (response.status < 200 || response.status >= 300) {
@@ -167,10 +229,63 @@ export class Transport {
         throw fail(cause);
       }
       close();
-      throw errorFromResponse(response.status, text);
+      const error = errorFromResponse(response.status, text);
+      const retry =
+        response.status === 429 ||
+        response.status === 503 ||
+        (error.code === "request_in_progress" && options.idempotencyKey !== undefined);
+      return { ok: false, error, retry, retryAfterMs: retryAfterMs(response, error) };
     }
-    return { response, clearDeadline: () => clearTimeout(timer), fail, close };
+    return {
+      ok: true,
+      exchange: { response, clearDeadline: () => clearTimeout(timer), fail, close },
+    };
   }
+}
+
+/** Whether a failed fetch lost its connection to a reset (not a refusal, a timeout or an abort). */
+function isReset(cause: unknown): boolean {
+  for (let error = cause, depth = 0; error instanceof Error && depth < 4; depth += 1) {
+    const code = (error as { code?: unknown }).code;
+    if (typeof code === "string" && RESET_CODES.has(code)) return true;
+    error = error.cause;
+  }
+  return false;
+}
+
+/** How long the server asked to wait: `Retry-After` (seconds or a date), else `retryAfterMs`. */
+function retryAfterMs(response: Response, error: ShellsError): number | null {
+  const header = response.headers.get("retry-after");
+  if (header !== null) {
+    const seconds = Number(header);
+    if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
+    const date = Date.parse(header);
+    if (Number.isFinite(date)) return Math.max(0, date - Date.now());
+  }
+  const detail = error.details?.["retryAfterMs"];
+  return typeof detail === "number" && detail >= 0 ? detail : null;
+}
+
+/** Waits `ms`, or fails as aborted when the caller's signal fires first. */
+function sleep(ms: number, signal: AbortSignal | undefined, describe: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const aborted = () =>
+      new ConnectionError({
+        code: "aborted",
+        status: 0,
+        message: `${describe}: aborted by the caller`,
+      });
+    if (signal?.aborted) return reject(aborted());
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(aborted());
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /** The events of a stream, with read failures mapped to `ShellsError`s and the exchange closed. */
