@@ -16,6 +16,7 @@ import { runRoutes } from "./routes/run-routes.js";
 import { shellRoutes } from "./routes/shell-routes.js";
 import { systemRoutes } from "./routes/system-routes.js";
 import { terminalRoutes } from "./routes/terminal-routes.js";
+import { usageRoutes } from "./routes/usage-routes.js";
 
 const routes = Object.entries(ROUTES as Record<string, RouteSpec>);
 
@@ -38,6 +39,7 @@ describe("the contract", () => {
       iamRoutes,
       approvalRoutes,
       agentRoutes,
+      usageRoutes,
     ];
     const fromAreas = areas.flatMap((area) => Object.keys(area));
     // A key repeated in two areas would silently replace the first route when they are merged.

@@ -9,6 +9,7 @@ import { runRoutes } from "./routes/run-routes.js";
 import { shellRoutes } from "./routes/shell-routes.js";
 import { systemRoutes } from "./routes/system-routes.js";
 import { terminalRoutes } from "./routes/terminal-routes.js";
+import { usageRoutes } from "./routes/usage-routes.js";
 
 export type { AgentToolResults } from "./routes/agent-routes.js";
 export { PendingApproval, type HttpMethod, type RouteSpec } from "./routes/route-spec.js";
@@ -28,6 +29,7 @@ export const ROUTES = {
   ...iamRoutes,
   ...approvalRoutes,
   ...agentRoutes,
+  ...usageRoutes,
 } as const satisfies Record<string, RouteSpec>;
 
 /** Operation ids of the API. */
