@@ -33,10 +33,13 @@ import { registerRequestAuth } from "./routes/request-auth.js";
 import { runHandlers } from "./routes/run-routes.js";
 import { shellHandlers } from "./routes/shell-routes.js";
 import { registerTerminalAttach, terminalHandlers } from "./routes/terminal-routes.js";
+import { usageHandlers } from "./routes/usage-routes.js";
 import { ActivityService } from "./services/activity-service.js";
 import { AgentGate } from "./iam/agent-gate.js";
+import { CapService } from "./services/cap-service.js";
 import { IamService } from "./services/iam-service.js";
 import { KeyService } from "./services/key-service.js";
+import { MeteringService } from "./services/metering-service.js";
 import { PolicyService } from "./services/policy-service.js";
 import type { Store } from "./store/database.js";
 
@@ -50,6 +53,11 @@ export interface AppDeps {
   logger: FastifyBaseLogger;
   /** How often expired shells are stopped; 0 disables the sweep (default 5000). */
   sweepIntervalMs?: number;
+  /**
+   * How often metering checkpoints and period caps are swept, ms; 0 disables both timers (state
+   * changes are still metered). Default: the configuration's `meteringCheckpointSeconds`.
+   */
+  meteringIntervalMs?: number;
 }
 
 /**
@@ -103,6 +111,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     resolve: makeResolver(config.egressTestHosts),
     decisionWindowMs: config.egressDecisionWindowSeconds * 1000,
   });
+  const metering = new MeteringService({
+    db,
+    runtimes,
+    activity,
+    logger: deps.logger,
+    egress,
+  });
+  const caps = new CapService({ db, activity, metering, logger: deps.logger });
   const shells = new ShellService({
     db,
     activity,
@@ -114,7 +130,10 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     dataDir: config.dataDir,
     sealedBox: SealedBox.open(config.dataDir, config.sealingKeys),
     egress,
+    metering,
+    caps,
   });
+  caps.stopWith((orgId, shellId, why) => shells.stopForQuota(orgId, shellId, why));
   const reconciler = shells.reconciler;
   const watch = standingWatch(db);
   const iam = new IamService(db, activity, policies);
@@ -137,9 +156,13 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     : null;
   app.addHook("onClose", async () => {
     reconciler.stop();
+    caps.stop();
+    metering.stop();
     await terms.close();
     interpreters.close();
     await runs.drain();
+    // The last checkpoint: a restart continues every shell still in its state from here.
+    await metering.checkpoint();
     await failures.close();
     await egress.close();
   });
@@ -161,6 +184,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...approvalHandlers(gate, shells),
       ...agentGateHandlers(agentGate),
       ...terminalHandlers(terms, baseUrl),
+      ...usageHandlers(metering, caps),
     },
     { db, activity, validateResponses: config.validateResponses, authenticate },
   );
@@ -180,9 +204,16 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
           "OIDC issuer not reachable yet; logins will retry discovery",
         ),
       );
+    // Metering closes what a previous process left open before reconciliation changes any state,
+    // and opens the intervals of the shells found afterwards.
+    await metering.recover();
     deps.logger.info(await reconciler.reconcile(), "reconciled shells with their backends");
+    await metering.resume();
     const sweepMs = deps.sweepIntervalMs ?? 5000;
     if (sweepMs > 0) reconciler.start(sweepMs);
+    const meteringMs = deps.meteringIntervalMs ?? config.meteringCheckpointSeconds * 1000;
+    metering.start(meteringMs);
+    caps.start(meteringMs);
   });
   return app;
 }

@@ -224,6 +224,12 @@ export const ServerConfig = z.strictObject({
    * programmatically, by tests that give their own upstream servers names; no flag or variable.
    */
   egressTestHosts: z.record(z.string(), z.array(z.string())).optional(),
+  /**
+   * How often metering reads every running shell's counters and checkpoints its open intervals,
+   * and how often period caps are swept, seconds. A crash loses at most this much of the time of
+   * shells whose state changed while the server was down. Env `SHELLS_METERING_CHECKPOINT_SECONDS`.
+   */
+  meteringCheckpointSeconds: z.coerce.number().min(0.1).max(60).default(2),
   /** Check every response against the contract (on in tests). Env `SHELLS_VALIDATE_RESPONSES=1`. */
   validateResponses: z
     .union([
@@ -293,6 +299,7 @@ export function loadConfig(
     authFailureLimit: env.SHELLS_AUTH_FAILURE_LIMIT,
     authFailureWindowSeconds: env.SHELLS_AUTH_FAILURE_WINDOW_SECONDS,
     egressDecisionWindowSeconds: env.SHELLS_EGRESS_DECISION_WINDOW_SECONDS,
+    meteringCheckpointSeconds: env.SHELLS_METERING_CHECKPOINT_SECONDS,
     oidc: oidcSettings(env),
   };
   const parsed = ServerConfig.safeParse(
@@ -325,6 +332,7 @@ const ENV_NAMES: Record<string, string> = {
   authFailureLimit: "SHELLS_AUTH_FAILURE_LIMIT",
   authFailureWindowSeconds: "SHELLS_AUTH_FAILURE_WINDOW_SECONDS",
   egressDecisionWindowSeconds: "SHELLS_EGRESS_DECISION_WINDOW_SECONDS",
+  meteringCheckpointSeconds: "SHELLS_METERING_CHECKPOINT_SECONDS",
   "oidc.issuer": "SHELLS_OIDC_ISSUER",
   "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
   "oidc.clientSecret": "SHELLS_OIDC_CLIENT_SECRET",

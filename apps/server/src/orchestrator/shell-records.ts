@@ -60,6 +60,7 @@ export class ShellRecords {
     name: string,
     input: RouteBody<"createShell">,
     admitted: Admitted,
+    creator: { type: "user" | "agent"; id: string },
   ): Omit<ShellTable, "org_id"> {
     const now = new Date().toISOString();
     const secretEnv = input.secretEnv ?? {};
@@ -87,6 +88,8 @@ export class ShellRecords {
       created_at: now,
       updated_at: now,
       deleted_at: null,
+      created_by_type: creator.type,
+      created_by_id: creator.id,
     };
   }
 

@@ -38,6 +38,8 @@ export async function createTestApp(
     dataDir?: string;
     backends?: SandboxBackend[];
     sweepIntervalMs?: number;
+    /** Metering checkpoints and cap sweeps, ms (default 0: none; state changes are still metered). */
+    meteringIntervalMs?: number;
     openStore?: (dataDir: string) => Promise<Store>;
   } = {},
 ): Promise<TestApp> {
@@ -55,6 +57,7 @@ export async function createTestApp(
     backends: options.backends ?? [new SimulatorBackend()],
     logger: pino({ level: "silent" }),
     sweepIntervalMs: options.sweepIntervalMs ?? 0,
+    meteringIntervalMs: options.meteringIntervalMs ?? 0,
   });
   await app.ready();
   return {
