@@ -53,7 +53,6 @@ export type RateCardUpdate = z.infer<typeof RateCardUpdate>;
 export const UsageDimension = z.enum(["hour", "day", "class", "project", "shell", "actor"]);
 export type UsageDimension = z.infer<typeof UsageDimension>;
 
-
 /** Query of `GET /api/v1/usage`. Times are UTC; hours and days are UTC hours and days. */
 export const UsageQuery = z
   .strictObject({
@@ -155,10 +154,7 @@ export const Cap = z.discriminatedUnion("metric", [
   z.strictObject({
     metric: z.literal("running_seconds"),
     period: CapPeriod,
-    limit: z
-      .int()
-      .min(0)
-      .max(1e12),
+    limit: z.int().min(0).max(1e12),
     runtime: RuntimeClass.optional(),
   }),
   z.strictObject({

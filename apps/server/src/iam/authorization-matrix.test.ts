@@ -66,6 +66,8 @@ async function stateOfEverything(): Promise<string> {
     db.selectFrom("approvals").selectAll().orderBy("id").execute(),
     db.selectFrom("shell_logs").select("id").orderBy("id").execute(),
     db.selectFrom("runs").selectAll().orderBy("id").execute(),
+    db.selectFrom("project_caps").selectAll().orderBy("id").execute(),
+    db.selectFrom("usage_rates").selectAll().orderBy("id").execute(),
   ]);
   return JSON.stringify(tables);
 }

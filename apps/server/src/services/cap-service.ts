@@ -76,9 +76,7 @@ export class CapService {
 
   /** The org's caps (one project's) with their use now. */
   async list(caller: Caller, projectName?: string): Promise<CapStatus[]> {
-    const projectId = projectName
-      ? (await this.#project(caller.orgId, projectName)).id
-      : undefined;
+    const projectId = projectName ? (await this.#project(caller.orgId, projectName)).id : undefined;
     const rows = await listCaps(this.deps.db, caller.orgId, projectId);
     return Promise.all(rows.map((row) => this.#status(row)));
   }
@@ -216,16 +214,22 @@ export class CapService {
           row.runtime,
         );
         if (await raiseCapAlert(this.deps.db, row.id, period.startMs, "reached"))
-          await this.#event(row, "quota.reached", { type: "project", id: row.project_id }, {
-            ...details,
-            stopping: running.map((s) => s.id),
-          });
+          await this.#event(
+            row,
+            "quota.reached",
+            { type: "project", id: row.project_id },
+            {
+              ...details,
+              stopping: running.map((s) => s.id),
+            },
+          );
         for (const shell of running) {
           const stopped = await this.#stopper?.(row.org_id, shell.id, {
             reason: `project ${row.project_name} reached its cap ${capLabel(row)}`,
             details,
           });
-          if (stopped) await this.#event(row, "quota.stopped", { type: "shell", id: shell.id }, details);
+          if (stopped)
+            await this.#event(row, "quota.stopped", { type: "shell", id: shell.id }, details);
         }
       }
     } finally {
@@ -252,7 +256,11 @@ export class CapService {
         CONCURRENT_STATES,
         row.runtime,
       );
-      return { used: shells.length, limit: row.limit_value, percent: percentOf(shells.length, row.limit_value) };
+      return {
+        used: shells.length,
+        limit: row.limit_value,
+        percent: percentOf(shells.length, row.limit_value),
+      };
     }
     const now = this.deps.metering.now();
     const startMs = row.period === "day" ? dayStart(now) : monthStart(now);
@@ -267,11 +275,15 @@ export class CapService {
     const period = { startMs, endMs };
     if (row.metric === "running_seconds") {
       const seconds = Math.round(totals.runningMs) / 1000;
-      return { used: seconds, limit: row.limit_value, percent: percentOf(seconds, row.limit_value), period };
+      return {
+        used: seconds,
+        limit: row.limit_value,
+        percent: percentOf(seconds, row.limit_value),
+        period,
+      };
     }
     const limit = BigInt(row.limit_value);
-    const percent =
-      limit === 0n ? 100 : Number((totals.costMicros * 10_000n) / limit) / 100;
+    const percent = limit === 0n ? 100 : Number((totals.costMicros * 10_000n) / limit) / 100;
     return { used: totals.costMicros, limit, percent, period };
   }
 

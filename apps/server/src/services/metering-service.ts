@@ -169,10 +169,15 @@ export class MeteringService {
     const next = applyRateUpdate(before, update);
     const row = await insertRates(this.deps.db, caller.orgId, JSON.stringify(next), now);
     const card = toRateCard(next, row.effective_at_ms);
-    await this.deps.activity.recordFor(caller, "usage.rates.update", { type: "org", id: caller.orgId }, {
-      from: toRateCard(before, current?.effective_at_ms ?? null),
-      to: card,
-    });
+    await this.deps.activity.recordFor(
+      caller,
+      "usage.rates.update",
+      { type: "org", id: caller.orgId },
+      {
+        from: toRateCard(before, current?.effective_at_ms ?? null),
+        to: card,
+      },
+    );
     return card;
   }
 
@@ -196,7 +201,10 @@ export class MeteringService {
     const groupBy = query.groupBy ?? [];
     await this.#serialised(() => this.#rollDue(now));
     const rows = await sumUsage(this.deps.db, caller.orgId, filter, groupColumns(groupBy), now);
-    const ratesOf = await this.#ratesLookup(caller.orgId, rows.map((r) => r.rates_id));
+    const ratesOf = await this.#ratesLookup(
+      caller.orgId,
+      rows.map((r) => r.rates_id),
+    );
     return foldUsage(rows, {
       fromMs,
       toMs,
@@ -211,7 +219,10 @@ export class MeteringService {
   async totals(orgId: string, filter: UsageFilter): Promise<UsageTotals> {
     const now = this.#now();
     const rows = await sumUsage(this.deps.db, orgId, filter, [], now);
-    const ratesOf = await this.#ratesLookup(orgId, rows.map((r) => r.rates_id));
+    const ratesOf = await this.#ratesLookup(
+      orgId,
+      rows.map((r) => r.rates_id),
+    );
     const cost = new CostSum();
     let runningMs = 0;
     for (const row of rows) {
@@ -266,9 +277,7 @@ export class MeteringService {
     if (usage) {
       // A new epoch means the counter started again from zero: all of it is new.
       const sameEpoch = usage.epoch === row.cpu_epoch && row.cpu_mark_usec !== null;
-      cpuUsec = sameEpoch
-        ? Math.max(0, usage.cpuUsec - (row.cpu_mark_usec ?? 0))
-        : usage.cpuUsec;
+      cpuUsec = sameEpoch ? Math.max(0, usage.cpuUsec - (row.cpu_mark_usec ?? 0)) : usage.cpuUsec;
     }
     return {
       id: row.id,

@@ -39,7 +39,10 @@ export function parseMoney(value: string): bigint {
 /** 40 000n micro-units → `"0.04"`: at least two decimals, trailing zeros beyond them dropped. */
 export function formatMoney(micros: bigint): string {
   const whole = micros / MICROS;
-  const fraction = (micros % MICROS).toString().padStart(6, "0").replace(/0{1,4}$/, "");
+  const fraction = (micros % MICROS)
+    .toString()
+    .padStart(6, "0")
+    .replace(/0{1,4}$/, "");
   return `${whole}.${fraction.padEnd(2, "0")}`;
 }
 

@@ -117,18 +117,20 @@ export function foldUsage(rows: readonly UsageSumRow[], input: UsageReportInput)
 }
 
 /** The columns of a CSV export, in order; the grouped dimensions come first. */
-const DIMENSION_COLUMNS: Record<UsageDimension, { header: string; of: (row: UsageRow) => unknown }> =
-  {
-    hour: { header: "period", of: (row) => row.period },
-    day: { header: "period", of: (row) => row.period },
-    class: { header: "runtime", of: (row) => row.runtime },
-    project: { header: "project", of: (row) => row.project },
-    shell: { header: "shell", of: (row) => row.shell },
-    actor: { header: "actor", of: (row) => row.actor },
-  };
+const DIMENSION_COLUMNS: Record<
+  UsageDimension,
+  { header: string; of: (row: UsageRow) => string | null | undefined }
+> = {
+  hour: { header: "period", of: (row) => row.period },
+  day: { header: "period", of: (row) => row.period },
+  class: { header: "runtime", of: (row) => row.runtime },
+  project: { header: "project", of: (row) => row.project },
+  shell: { header: "shell", of: (row) => row.shell },
+  actor: { header: "actor", of: (row) => row.actor },
+};
 
 /** RFC 4180 field: quoted when it holds a comma, quote or line break; a leading `=+-@` is defused. */
-function csvField(value: unknown): string {
+function csvField(value: string | number | null | undefined): string {
   let text = value === null || value === undefined ? "" : String(value);
   // Spreadsheets run a cell that starts with these as a formula (CSV injection).
   if (/^[=+\-@\t\r]/.test(text) && !/^-?\d/.test(text)) text = `'${text}`;

@@ -15,6 +15,8 @@ export const METERED_STATES: readonly string[] = ["provisioning", "running", "st
 
 /** One hour in milliseconds: intervals are split at UTC hour boundaries. */
 export const HOUR_MS = 3_600_000;
+/** One day in milliseconds (UTC days have no leap seconds in epoch time). */
+const DAY_MS = 86_400_000;
 
 /** Columns copied into an interval from its shell: org, project, class, creator. */
 function openFromShell(
@@ -246,10 +248,11 @@ export async function openMissingIntervals(
     .selectFrom("shells as s")
     .select(["s.id", "s.status"])
     .where("s.status", "in", [...METERED_STATES])
-    .where(({ not, exists, selectFrom }) =>
-      not(
-        exists(
-          selectFrom("usage_intervals as u")
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom("usage_intervals as u")
             .select("u.id")
             .whereRef("u.shell_id", "=", "s.id")
             .where("u.ended_at_ms", "is", null),
@@ -313,10 +316,11 @@ export async function sumUsage(
   const full = sql`(coalesce(u.ended_at_ms, ${nowMs}) - u.started_at_ms)`;
   const share = (column: string) =>
     sql`sum(CASE WHEN ${full} > 0 THEN ${sql.ref(`u.${column}`)} * (${end} - ${start}) / ${full} ELSE ${sql.ref(`u.${column}`)} END)`;
+  // Integer division by literals (a bound JS number is a REAL in SQLite, whose division is exact).
   const period = columns.includes("hour")
-    ? sql`(u.started_at_ms / ${HOUR_MS}) * ${HOUR_MS}`
+    ? sql`(u.started_at_ms / ${sql.lit(HOUR_MS)}) * ${sql.lit(HOUR_MS)}`
     : columns.includes("day")
-      ? sql`(u.started_at_ms / 86400000) * 86400000`
+      ? sql`(u.started_at_ms / ${sql.lit(DAY_MS)}) * ${sql.lit(DAY_MS)}`
       : sql`NULL`;
   const keyed = (column: UsageGroupColumn, expression: string) =>
     columns.includes(column) ? sql.ref(expression) : sql`NULL`;
@@ -324,6 +328,8 @@ export async function sumUsage(
     sql`u.org_id = ${orgId}`,
     sql`u.started_at_ms < ${filter.toMs}`,
     sql`coalesce(u.ended_at_ms, ${nowMs}) > ${filter.fromMs}`,
+    // A state left the moment it was entered took no time.
+    sql`coalesce(u.ended_at_ms, ${nowMs}) > u.started_at_ms`,
   ];
   if (filter.projectId) where.push(sql`u.project_id = ${filter.projectId}`);
   if (filter.shellId) where.push(sql`u.shell_id = ${filter.shellId}`);

@@ -51,7 +51,13 @@ export function detectCgroups(
     }
   }
   if (v1.memory && v1.pids && v1.cpu)
-    return { version: 1, memory: v1.memory, pids: v1.pids, cpu: v1.cpu, cpuacct: v1.cpuacct ?? null };
+    return {
+      version: 1,
+      memory: v1.memory,
+      pids: v1.pids,
+      cpu: v1.cpu,
+      cpuacct: v1.cpuacct ?? null,
+    };
   const missing = CONTROLLERS.filter((c) => !v1[c]);
   return `cgroup controllers not mounted: ${missing.join(", ")} (need cgroup v2 with memory+pids+cpu, or v1 hierarchies)`;
 }

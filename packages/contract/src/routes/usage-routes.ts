@@ -1,5 +1,12 @@
 import { z } from "zod";
-import { CapStatus, ProjectCaps, RateCard, RateCardUpdate, UsageQuery, UsageReport } from "../usage.js";
+import {
+  CapStatus,
+  ProjectCaps,
+  RateCard,
+  RateCardUpdate,
+  UsageQuery,
+  UsageReport,
+} from "../usage.js";
 import type { RouteSpec } from "./route-spec.js";
 
 const projectName = z
