@@ -55,6 +55,7 @@ export type {
   FilesApi,
 } from "./files-api.js";
 export type { ListRunsQuery, RunHandle, RunsApi } from "./runs-api.js";
+export type { CapsApi, RateCardUpdate, UsageApi, UsageReportQuery } from "./usage-api.js";
 export type {
   TerminalAttachOptions,
   TerminalClose,
@@ -85,6 +86,8 @@ export type {
   ActionResult,
   ActivityEvent,
   Actor,
+  Cap,
+  CapStatus,
   Artifact,
   Agent,
   AgentTool,
@@ -112,6 +115,7 @@ export type {
   Page,
   PendingApproval,
   Principal,
+  RateCard,
   Project,
   ResolvedResources,
   Resources,
@@ -129,4 +133,7 @@ export type {
   Snapshot,
   Target,
   TermCredential,
+  UsageDimension,
+  UsageReport,
+  UsageRow,
 } from "@shells/contract";

@@ -46,6 +46,7 @@ import { Transport } from "./internal/transport.js";
 import { PaginatedList } from "./paginated-list.js";
 import type { ActionOutcome } from "./pending-approval.js";
 import { RunsApi, type RunHandle } from "./runs-api.js";
+import { CapsApi, UsageApi } from "./usage-api.js";
 import {
   attachTerminal,
   type TerminalAttachOptions,
@@ -179,6 +180,10 @@ export class ShellsClient {
   readonly files: FilesApi;
   /** One-shot runs: get, list, and handles on existing runs. Start one with {@link run}. */
   readonly runs: RunsApi;
+  /** Metered usage and its cost (JSON or CSV), and the org's rates. */
+  readonly usage: UsageApi;
+  /** Per-project caps: concurrent shells, running seconds and cost per day or month. */
+  readonly caps: CapsApi;
   readonly #transport: Transport;
   readonly #call: ApiCall;
   readonly #timeoutMs: number;
@@ -233,6 +238,8 @@ export class ShellsClient {
     this.approvals = new ApprovalsApi(call);
     this.files = new FilesApi(call);
     this.runs = new RunsApi(call, this.#transport.events);
+    this.usage = new UsageApi(call);
+    this.caps = new CapsApi(call);
   }
 
   /** Creates a shell and answers once it is running (or in `error`). */
