@@ -64,11 +64,10 @@ describe("project caps", () => {
     const result = exec.json<ExecResult>();
     // Ended by the cap (after 1 s of running time), not by the end of its 30 s sleep.
     expect(result.killReason).toBe("quota");
-    const stopped = (await t.call("GET", `/api/v1/shells/${shell.id}`)).json<Shell>();
-    expect(stopped).toMatchObject({
-      status: "stopped",
-      statusReason: expect.stringMatching(/^quota: /),
-    });
+    // The exec ends as the stop kills its processes; the stop is recorded right after.
+    await expect
+      .poll(async () => (await t.call("GET", `/api/v1/shells/${shell.id}`)).json<Shell>())
+      .toMatchObject({ status: "stopped", statusReason: expect.stringMatching(/^quota: /) });
 
     const [warning] = await events("quota.warning");
     const [reached] = await events("quota.reached");
