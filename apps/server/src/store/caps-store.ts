@@ -1,4 +1,4 @@
-import type { Kysely, Selectable } from "kysely";
+import { sql, type Kysely, type Selectable } from "kysely";
 import type { CapAlertTable, Database, ProjectCapTable } from "./schema.js";
 
 /**
@@ -10,7 +10,7 @@ import type { CapAlertTable, Database, ProjectCapTable } from "./schema.js";
 /** A cap row with its project's name. */
 export type CapRow = Selectable<ProjectCapTable> & { project_name: string };
 
-/** The org's caps (one project's, when `projectId` is given), oldest first. */
+/** The org's caps (one project's, when `projectId` is given), in the order they were set. */
 export async function listCaps(
   db: Kysely<Database>,
   orgId: string,
@@ -23,7 +23,8 @@ export async function listCaps(
     .select("p.name as project_name")
     .where("c.org_id", "=", orgId);
   if (projectId) q = q.where("c.project_id", "=", projectId);
-  return q.orderBy("c.created_at").orderBy("c.id").execute();
+  // rowid: the order the caps were given in (a replace inserts them in that order).
+  return q.orderBy(sql`c.rowid`).execute();
 }
 
 /** Replaces every cap of one of the org's projects with `caps`, in one transaction. */
