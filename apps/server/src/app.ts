@@ -37,6 +37,7 @@ import { usageHandlers } from "./routes/usage-routes.js";
 import { ActivityService } from "./services/activity-service.js";
 import { AgentGate } from "./iam/agent-gate.js";
 import { CapService } from "./services/cap-service.js";
+import { GovernanceService } from "./services/governance-service.js";
 import { IamService } from "./services/iam-service.js";
 import { KeyService } from "./services/key-service.js";
 import { MeteringService } from "./services/metering-service.js";
@@ -184,7 +185,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...approvalHandlers(gate, shells),
       ...agentGateHandlers(agentGate),
       ...terminalHandlers(terms, baseUrl),
-      ...usageHandlers(metering, caps),
+      ...usageHandlers(metering, caps, new GovernanceService(db)),
     },
     { db, activity, validateResponses: config.validateResponses, authenticate },
   );

@@ -36,6 +36,8 @@ export {
   CapPeriod,
   CapStatus,
   ClassRates,
+  GovernanceQuery,
+  GovernanceReport,
   MeteredState,
   Money,
   ProjectCaps,

@@ -189,3 +189,60 @@ export const CapStatus = z.strictObject({
   periodEnd: z.iso.datetime().optional(),
 });
 export type CapStatus = z.infer<typeof CapStatus>;
+
+/** Query of `GET /api/v1/governance`: one project (a team) or the whole org, over a range. */
+export const GovernanceQuery = z
+  .strictObject({
+    /** Start of the range (inclusive); default: the start of the current UTC month. */
+    from: z.iso.datetime({ offset: true }).optional(),
+    /** End of the range (exclusive); default: now. */
+    to: z.iso.datetime({ offset: true }).optional(),
+    /** Only this project's shells, runs, approvals and denials (its name). */
+    project: z.string().max(63).optional(),
+  })
+  .refine((q) => !q.from || !q.to || Date.parse(q.from) < Date.parse(q.to), {
+    message: "from must be before to",
+    path: ["from"],
+  });
+export type GovernanceQuery = z.input<typeof GovernanceQuery>;
+
+/** How a project (or the org) is governed: activity now, and decisions over the range. */
+export const GovernanceReport = z.strictObject({
+  from: z.iso.datetime(),
+  to: z.iso.datetime(),
+  /** The project reported on; null for the whole org. */
+  project: z.string().nullable(),
+  /** Shells by state now (deleted ones left out). */
+  shells: z.strictObject({
+    provisioning: z.int(),
+    running: z.int(),
+    stopped: z.int(),
+    error: z.int(),
+  }),
+  /** Runs running now, and runs started in the range by how they ended. */
+  runs: z.strictObject({
+    active: z.int(),
+    started: z.int(),
+    succeeded: z.int(),
+    failed: z.int(),
+    cancelled: z.int(),
+  }),
+  /** Requests refused in the range, by kind (the history's action), most frequent first. */
+  denials: z.strictObject({
+    total: z.int(),
+    byKind: z.array(z.strictObject({ kind: z.string(), count: z.int() })),
+  }),
+  /** Approvals requested in the range, by where they stand, and how long decisions took. */
+  approvals: z.strictObject({
+    requested: z.int(),
+    pending: z.int(),
+    granted: z.int(),
+    denied: z.int(),
+    expired: z.int(),
+    /** Seconds from request to decision of the decided ones; null when none was decided. */
+    timeToDecisionSeconds: z
+      .strictObject({ p50: z.number(), p90: z.number(), max: z.number() })
+      .nullable(),
+  }),
+});
+export type GovernanceReport = z.infer<typeof GovernanceReport>;

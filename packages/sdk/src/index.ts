@@ -105,6 +105,7 @@ export type {
   FileInfo,
   GateMode,
   GatedAction,
+  GovernanceReport,
   InterpreterResult,
   KillReason,
   Language,

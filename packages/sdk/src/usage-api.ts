@@ -5,6 +5,7 @@
 import type {
   Cap,
   CapStatus,
+  GovernanceReport,
   RateCard,
   RateCardUpdate as RateCardUpdateSchema,
   RuntimeClass,
@@ -79,6 +80,21 @@ export class UsageApi {
       responseType: "bytes",
     });
     return new TextDecoder().decode(bytes);
+  }
+
+  /**
+   * Governance metrics of the org or one project: shells and runs active now, and over the range
+   * (default: this UTC month) denials by kind, approvals requested and decided, time to decision.
+   */
+  governance(
+    query: Pick<UsageReportQuery, "from" | "to" | "project"> = {},
+    options: RequestOptions = {},
+  ): Promise<GovernanceReport> {
+    const { from, to, project } = usageQuery(query, "json");
+    return this.#call<GovernanceReport>("GET", "/api/v1/governance", {
+      ...options,
+      query: { from, to, project },
+    });
   }
 
   /** The org's rate card: per hour running and stopped, by runtime class. */

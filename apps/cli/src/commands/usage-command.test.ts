@@ -55,6 +55,29 @@ const fakeApi: typeof fetch = async (input, init) => {
     return new Response("day,runtime,cost\r\n", { headers: { "content-type": "text/csv" } });
   if (url.pathname === "/api/v1/usage") return Response.json(report);
   if (url.pathname === "/api/v1/usage/rates") return Response.json(card);
+  if (url.pathname === "/api/v1/governance")
+    return Response.json({
+      from: "2026-03-01T00:00:00.000Z",
+      to: "2026-03-15T12:00:00.000Z",
+      project: url.searchParams.get("project"),
+      shells: { provisioning: 0, running: 3, stopped: 1, error: 0 },
+      runs: { active: 1, started: 4, succeeded: 2, failed: 1, cancelled: 0 },
+      denials: {
+        total: 5,
+        byKind: [
+          { kind: "egress.denied", count: 4 },
+          { kind: "shell.delete", count: 1 },
+        ],
+      },
+      approvals: {
+        requested: 2,
+        pending: 0,
+        granted: 1,
+        denied: 1,
+        expired: 0,
+        timeToDecisionSeconds: { p50: 90, p90: 3600, max: 3600 },
+      },
+    });
   const caps: CapStatus[] = ((body as { caps?: CapStatus["cap"][] })?.caps ?? []).map((cap, i) => ({
     id: `cap-${i}`,
     project: "research",
@@ -104,6 +127,17 @@ describe("shells usage", () => {
     expect((await cli(["usage", "--by", "weekday"])).exitCode).toBe(2);
     expect(resolveTime("2026-03-01", NOW)).toBe("2026-03-01T00:00:00.000Z");
     expect(resolveTime("90m", NOW)).toBe("2026-03-15T10:30:00.000Z");
+  });
+});
+
+describe("shells governance", () => {
+  it("prints a project's activity, denials by kind and time to decision", async () => {
+    const { exitCode, stdout } = await cli(["governance", "--project", "team-a"]);
+    expect(exitCode).toBe(0);
+    expect(received.at(-1)!.url.searchParams.get("project")).toBe("team-a");
+    expect(stdout).toMatch(/scope +project team-a/);
+    expect(stdout).toMatch(/denials +5: egress.denied 4, shell.delete 1/);
+    expect(stdout).toMatch(/time to decision +p50 1m30s, p90 1h00m, max 1h00m/);
   });
 });
 

@@ -1,5 +1,11 @@
 import { RuntimeClass, UsageDimension } from "@shells/contract";
-import type { RateCard, RateCardUpdate, UsageReport, UsageRow } from "@l1fe/shells";
+import type {
+  GovernanceReport,
+  RateCard,
+  RateCardUpdate,
+  UsageReport,
+  UsageRow,
+} from "@l1fe/shells";
 import { InvalidArgumentError, Option, type Command } from "commander";
 import type { CliContext } from "../context.js";
 import { formatBytes, formatKeyValues, formatTable } from "../format.js";
@@ -122,6 +128,38 @@ export function formatRates(card: RateCard): string {
   ].join("\n");
 }
 
+/** Governance metrics as `shells governance` prints them. */
+export function formatGovernance(report: GovernanceReport): string {
+  const { shells, runs, denials, approvals } = report;
+  const waits = approvals.timeToDecisionSeconds;
+  return formatKeyValues([
+    ["scope", report.project ? `project ${report.project}` : "the whole org"],
+    ["range", `${report.from} to ${report.to}`],
+    [
+      "shells now",
+      `${shells.running} running, ${shells.provisioning} provisioning, ${shells.stopped} stopped, ${shells.error} error`,
+    ],
+    [
+      "runs",
+      `${runs.active} active now; ${runs.started} started: ${runs.succeeded} succeeded, ${runs.failed} failed, ${runs.cancelled} cancelled`,
+    ],
+    [
+      "denials",
+      `${denials.total}${denials.byKind.length > 0 ? `: ${denials.byKind.map((k) => `${k.kind} ${k.count}`).join(", ")}` : ""}`,
+    ],
+    [
+      "approvals",
+      `${approvals.requested} requested: ${approvals.granted} granted, ${approvals.denied} denied, ${approvals.expired} expired, ${approvals.pending} pending`,
+    ],
+    [
+      "time to decision",
+      waits
+        ? `p50 ${formatSeconds(waits.p50)}, p90 ${formatSeconds(waits.p90)}, max ${formatSeconds(waits.max)}`
+        : "-",
+    ],
+  ]);
+}
+
 /** `container.running=0.05` → the rate card change it names. */
 export function parseRate(value: string, previous: RateCardUpdate = {}): RateCardUpdate {
   const match = /^(wasm|container|microvm)\.(running|stopped)=(\d{1,12}(?:\.\d{1,6})?)$/.exec(
@@ -143,7 +181,7 @@ export function parseRate(value: string, previous: RateCardUpdate = {}): RateCar
   };
 }
 
-/** `shells usage` and `shells rates`: what the org's shells used and cost. */
+/** `shells usage`, `shells governance` and `shells rates`: what the org's shells used and cost. */
 export function registerUsageCommand(program: Command, ctx: CliContext): void {
   program
     .command("usage")
@@ -186,6 +224,28 @@ export function registerUsageCommand(program: Command, ctx: CliContext): void {
       const report = await usage.report(query);
       if (ctx.json) ctx.printJson(report);
       else ctx.print(formatUsage(report));
+    });
+
+  program
+    .command("governance")
+    .description(
+      "show governance metrics: shells and runs active now, denials by kind, approvals and time to decision",
+    )
+    .option("--project <name>", "only this project (a team); default: the whole org")
+    .option(
+      "--from <time>",
+      "start: ISO date/time or a span back from now (7d); default: this month",
+    )
+    .option("--to <time>", "end: ISO date/time or a span back from now; default: now")
+    .action(async (flags: { project?: string; from?: string; to?: string }) => {
+      const now = ctx.now();
+      const report = await ctx.client().usage.governance({
+        project: flags.project,
+        from: flags.from === undefined ? undefined : resolveTime(flags.from, now),
+        to: flags.to === undefined ? undefined : resolveTime(flags.to, now),
+      });
+      if (ctx.json) ctx.printJson(report);
+      else ctx.print(formatGovernance(report));
     });
 
   const rates = program

@@ -1,5 +1,6 @@
 import type { FastifyRequest } from "fastify";
 import type { CapService } from "../services/cap-service.js";
+import type { GovernanceService } from "../services/governance-service.js";
 import type { MeteringService } from "../services/metering-service.js";
 import { usageCsv } from "../services/usage-report.js";
 import { sendBytes, type Handlers } from "./register-routes.js";
@@ -12,11 +13,15 @@ function acceptsCsvFirst(request: FastifyRequest): boolean {
   return csv >= 0 && (json < 0 || csv < json);
 }
 
-/** Spend: usage reports (JSON or CSV), the org's rates, project caps. */
+/** Spend and operations: usage reports (JSON or CSV), rates, project caps, governance metrics. */
 export function usageHandlers(
   metering: MeteringService,
   caps: CapService,
-): Pick<Handlers, "getUsage" | "getRates" | "updateRates" | "listCaps" | "setProjectCaps"> {
+  governance: GovernanceService,
+): Pick<
+  Handlers,
+  "getUsage" | "getRates" | "updateRates" | "listCaps" | "setProjectCaps" | "getGovernance"
+> {
   return {
     getUsage: async ({ caller, query, request, reply }) => {
       const report = await metering.report(caller, query);
@@ -31,5 +36,6 @@ export function usageHandlers(
     setProjectCaps: async ({ caller, params, body }) => ({
       items: await caps.replace(caller, params.project, body),
     }),
+    getGovernance: async ({ caller, query }) => governance.report(caller, query),
   };
 }

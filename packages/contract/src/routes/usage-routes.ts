@@ -1,6 +1,8 @@
 import { z } from "zod";
 import {
   CapStatus,
+  GovernanceQuery,
+  GovernanceReport,
   ProjectCaps,
   RateCard,
   RateCardUpdate,
@@ -15,7 +17,7 @@ const projectName = z
   .max(63)
   .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, "a project name");
 
-/** Spend: metered usage with its cost, the org's rates, and per-project caps. */
+/** Spend and operations: metered usage with its cost, the org's rates, per-project caps, governance metrics. */
 export const usageRoutes = {
   getUsage: {
     method: "GET",
@@ -85,5 +87,16 @@ export const usageRoutes = {
       params: { project: "default" },
       body: { caps: [{ metric: "concurrent_shells", limit: 50 }] },
     },
+  },
+  getGovernance: {
+    method: "GET",
+    path: "/api/v1/governance",
+    summary:
+      "Governance metrics of the org or one project: shells and runs active now, denials by kind, approvals requested and decided, time to decision.",
+    tag: "usage",
+    query: GovernanceQuery,
+    response: GovernanceReport,
+    successStatus: 200,
+    scope: "shells:instances:read",
   },
 } as const satisfies Record<string, RouteSpec>;
