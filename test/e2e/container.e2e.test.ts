@@ -1,30 +1,18 @@
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestServer, type TestServer } from "./harness.js";
+import {
+  call,
+  freePort,
+  startServerProcess,
+  startTestServer,
+  waitReady,
+  type TestServer,
+} from "./harness.js";
 
 // Real sandboxes through the real API: the container backend under the control plane.
-const IMAGES = process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images";
-
-async function call<T = Record<string, unknown>>(
-  server: { url: string; token: string },
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<{ status: number; body: T }> {
-  const res = await fetch(`${server.url}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${server.token}`,
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, body: (await res.json()) as T };
-}
 
 describe("container shells through the API", () => {
   let server: TestServer;
@@ -155,49 +143,6 @@ describe("container shells through the API", () => {
     expect(await res.text()).toBe("total,6\n");
   }, 120_000);
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = createServer();
-    probe.listen(0, "127.0.0.1", () => {
-      const address = probe.address();
-      probe.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
-
-function startServerProcess(dataDir: string, port: number): ChildProcess {
-  return spawn(
-    process.execPath,
-    [
-      "apps/server/dist/server.js",
-      "--backend",
-      "container",
-      "--data-dir",
-      dataDir,
-      "--port",
-      String(port),
-      "--log-level",
-      "warn",
-    ],
-    {
-      env: { ...process.env, SHELLS_IMAGES_DIR: IMAGES },
-      stdio: "ignore",
-    },
-  );
-}
-
-async function waitReady(url: string): Promise<void> {
-  for (let i = 0; i < 200; i += 1) {
-    try {
-      if ((await fetch(`${url}/readyz`)).ok) return;
-    } catch {
-      // not up yet
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error("server did not become ready");
-}
 
 function shellCgroups(stateDirHashHint: string): string[] {
   const dir = "/sys/fs/cgroup/pids/shells";

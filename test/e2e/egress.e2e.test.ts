@@ -472,6 +472,21 @@ print(ok)
       port: httpPort,
       protocol: "http",
     });
+    // Metering counts the same bytes against the shell, read from its proxy every checkpoint.
+    const loopBytes = loop.reduce((sum, e) => sum + e.details.bytes, 0);
+    await expect
+      .poll(
+        async () =>
+          (
+            await call<{ total: { egressBytes: number } }>(
+              api,
+              "GET",
+              `/api/v1/usage?shell=${shellId}`,
+            )
+          ).body.total.egressBytes,
+        { timeout: 10_000, interval: 500 },
+      )
+      .toBeGreaterThanOrEqual(loopBytes);
   }, 60_000);
 
   it("changes a running shell's allowlist: narrowing at once, widening only once an approver grants it", async () => {

@@ -1,6 +1,8 @@
 import { loadConfig, startServer, type RunningServer } from "@shells/server";
+import { spawn, type ChildProcess } from "node:child_process";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -66,4 +68,78 @@ export async function startTestServer(
       if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** Where container tests keep the base images `test/global-setup.ts` built. */
+const IMAGES = process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images";
+
+/** One JSON request to a server with its owner key; answers the status and the parsed body. */
+export async function call<T = Record<string, unknown>>(
+  server: { url: string; token: string },
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: T }> {
+  const res = await fetch(`${server.url}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${server.token}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: res.status, body: (await res.json()) as T };
+}
+
+/** A TCP port free on loopback now. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.listen(0, "127.0.0.1", () => {
+      const address = probe.address();
+      probe.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+/**
+ * The built server (`apps/server/dist/server.js`) as a process of its own on the container
+ * backend, so a test can kill it as a crash would (`kill -9`) and start it again on the same data.
+ */
+export function startServerProcess(
+  dataDir: string,
+  port: number,
+  env: Record<string, string> = {},
+): ChildProcess {
+  return spawn(
+    process.execPath,
+    [
+      "apps/server/dist/server.js",
+      "--backend",
+      "container",
+      "--data-dir",
+      dataDir,
+      "--port",
+      String(port),
+      "--log-level",
+      "warn",
+    ],
+    {
+      env: { ...process.env, SHELLS_IMAGES_DIR: IMAGES, ...env },
+      stdio: "ignore",
+    },
+  );
+}
+
+/** Waits until the server at `url` answers `/readyz`. */
+export async function waitReady(url: string): Promise<void> {
+  for (let i = 0; i < 200; i += 1) {
+    try {
+      if ((await fetch(`${url}/readyz`)).ok) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("server did not become ready");
 }

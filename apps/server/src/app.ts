@@ -38,11 +38,15 @@ import { runHandlers } from "./routes/run-routes.js";
 import { shellHandlers } from "./routes/shell-routes.js";
 import { registerTerminalAttach, terminalHandlers } from "./routes/terminal-routes.js";
 import { webhookHandlers } from "./routes/webhook-routes.js";
+import { usageHandlers } from "./routes/usage-routes.js";
 import { ActivityService } from "./services/activity-service.js";
 import { BindingService } from "./services/binding-service.js";
 import { AgentGate } from "./iam/agent-gate.js";
+import { CapService } from "./services/cap-service.js";
+import { GovernanceService } from "./services/governance-service.js";
 import { IamService } from "./services/iam-service.js";
 import { KeyService } from "./services/key-service.js";
+import { MeteringService } from "./services/metering-service.js";
 import { PolicyService } from "./services/policy-service.js";
 import type { Store } from "./store/database.js";
 import { WebhookDispatcher } from "./webhooks/webhook-dispatcher.js";
@@ -63,6 +67,11 @@ export interface AppDeps {
    * 0 sends nothing, and deliveries wait in the outbox (default 1000).
    */
   webhookPollIntervalMs?: number;
+  /**
+   * How often metering checkpoints and period caps are swept, ms; 0 disables both timers (state
+   * changes are still metered). Default: the configuration's `meteringCheckpointSeconds`.
+   */
+  meteringIntervalMs?: number;
 }
 
 /**
@@ -129,6 +138,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       : {}),
     metrics,
   });
+  const metering = new MeteringService({
+    db,
+    runtimes,
+    activity,
+    logger: deps.logger,
+    egress,
+  });
+  const caps = new CapService({ db, activity, metering, logger: deps.logger });
   const shells = new ShellService({
     db,
     activity,
@@ -142,7 +159,10 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     egress,
     bindings,
     metrics,
+    metering,
+    caps,
   });
+  caps.stopWith((orgId, shellId, why) => shells.stopForQuota(orgId, shellId, why));
   const reconciler = shells.reconciler;
   const watch = standingWatch(db);
   const iam = new IamService(db, activity, policies);
@@ -179,9 +199,13 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     : null;
   app.addHook("onClose", async () => {
     reconciler.stop();
+    caps.stop();
+    metering.stop();
     await terms.close();
     interpreters.close();
     await runs.drain();
+    // The last checkpoint: a restart continues every shell still in its state from here.
+    await metering.checkpoint();
     await failures.close();
     await egress.close();
     // Last: what closing the rest recorded is queued; a try cut off here is due again at start.
@@ -214,6 +238,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...webhookHandlers(webhooks),
       ...agentGateHandlers(agentGate),
       ...terminalHandlers(terms, baseUrl),
+      ...usageHandlers(metering, caps, new GovernanceService(db)),
     },
     { db, activity, validateResponses: config.validateResponses, authenticate },
   );
@@ -233,10 +258,17 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
           "OIDC issuer not reachable yet; logins will retry discovery",
         ),
       );
+    // Metering closes what a previous process left open before reconciliation changes any state,
+    // and opens the intervals of the shells found afterwards.
+    await metering.recover();
     deps.logger.info(await reconciler.reconcile(), "reconciled shells with their backends");
+    await metering.resume();
     const sweepMs = deps.sweepIntervalMs ?? 5000;
     if (sweepMs > 0) reconciler.start(sweepMs);
     dispatcher.start(deps.webhookPollIntervalMs ?? 1000);
+    const meteringMs = deps.meteringIntervalMs ?? config.meteringCheckpointSeconds * 1000;
+    metering.start(meteringMs);
+    caps.start(meteringMs);
   });
   return app;
 }

@@ -265,6 +265,12 @@ export const ServerConfig = z.strictObject({
   webhookRetryBaseMs: z.coerce.number().int().min(10).default(10_000),
   /** Longest one webhook delivery try may take, ms. Env `SHELLS_WEBHOOK_TIMEOUT_MS`. */
   webhookTimeoutMs: z.coerce.number().int().min(100).max(120_000).default(10_000),
+  /**
+   * How often metering reads every running shell's counters and checkpoints its open intervals,
+   * and how often period caps are swept, seconds. A crash loses at most this much of the time of
+   * shells whose state changed while the server was down. Env `SHELLS_METERING_CHECKPOINT_SECONDS`.
+   */
+  meteringCheckpointSeconds: z.coerce.number().min(0.1).max(60).default(2),
   /** Check every response against the contract (on in tests). Env `SHELLS_VALIDATE_RESPONSES=1`. */
   validateResponses: z
     .union([
@@ -342,6 +348,7 @@ export function loadConfig(
     webhookMaxAttempts: env.SHELLS_WEBHOOK_MAX_ATTEMPTS,
     webhookRetryBaseMs: env.SHELLS_WEBHOOK_RETRY_BASE_MS,
     webhookTimeoutMs: env.SHELLS_WEBHOOK_TIMEOUT_MS,
+    meteringCheckpointSeconds: env.SHELLS_METERING_CHECKPOINT_SECONDS,
     oidc: oidcSettings(env),
   };
   const parsed = ServerConfig.safeParse(
@@ -382,6 +389,7 @@ const ENV_NAMES: Record<string, string> = {
   webhookMaxAttempts: "SHELLS_WEBHOOK_MAX_ATTEMPTS",
   webhookRetryBaseMs: "SHELLS_WEBHOOK_RETRY_BASE_MS",
   webhookTimeoutMs: "SHELLS_WEBHOOK_TIMEOUT_MS",
+  meteringCheckpointSeconds: "SHELLS_METERING_CHECKPOINT_SECONDS",
   "oidc.issuer": "SHELLS_OIDC_ISSUER",
   "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
   "oidc.clientSecret": "SHELLS_OIDC_CLIENT_SECRET",

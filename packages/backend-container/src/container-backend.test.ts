@@ -17,6 +17,7 @@ describe.runIf(hostReport.available)("container backend", () => {
       pty: true,
       snapshots: true,
       reinstallOs: true,
+      cpuUsage: true,
       networkModes: ["sealed", "localhost", "internet"],
     },
     async () => {

@@ -1,6 +1,6 @@
 import { isAbsolute } from "node:path";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
-import type { ExecResult, RuntimeAvailability, Snapshot } from "@shells/contract";
+import type { ExecResult, KillReason, RuntimeAvailability, Snapshot } from "@shells/contract";
 import {
   ExecFiles,
   SANDBOX_EGRESS_PORT,
@@ -12,6 +12,7 @@ import {
   type SandboxProcess,
   type SandboxSpawnRequest,
   type SandboxSpec,
+  type SandboxUsage,
 } from "@shells/sandbox";
 import {
   detectCgroups,
@@ -345,10 +346,10 @@ export class ContainerBackend implements SandboxBackend {
     }
   }
 
-  async stop(shellId: string): Promise<SandboxInfo> {
+  async stop(shellId: string, reason: KillReason = "stopped"): Promise<SandboxInfo> {
     return this.#locked(shellId, async () => {
       const record = await this.#record(shellId);
-      await this.#stopHolder(shellId, "stopped");
+      await this.#stopHolder(shellId, reason);
       return this.#info(record, "stopped");
     });
   }
@@ -508,6 +509,16 @@ export class ContainerBackend implements SandboxBackend {
   async destroy(shellId: string): Promise<void> {
     if (!SHELL_ID.test(shellId)) return;
     await this.#locked(shellId, () => this.#teardown(shellId));
+  }
+
+  /** The shell cgroup's counters (CPU time since it was made, memory now); null once stopped. */
+  async usage(shellId: string): Promise<SandboxUsage | null> {
+    if (!SHELL_ID.test(shellId)) return null;
+    try {
+      return await this.#cgroup(shellId).usage();
+    } catch {
+      return null;
+    }
   }
 
   async list(): Promise<SandboxInfo[]> {
@@ -819,7 +830,7 @@ export class ContainerBackend implements SandboxBackend {
   }
 
   /** Ends every process of the shell, waits until its mounts and loop device are gone. */
-  async #stopHolder(shellId: string, reason: "stopped" | "deleted"): Promise<void> {
+  async #stopHolder(shellId: string, reason: KillReason): Promise<void> {
     for (const inflight of this.#inflight.get(shellId) ?? []) inflight.endReason = reason;
     const shellDir = this.#shellDir(shellId);
     const holder =

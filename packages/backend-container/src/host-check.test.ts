@@ -55,6 +55,7 @@ describe("container host readiness", () => {
       memory: "/sys/fs/cgroup/memory",
       pids: "/sys/fs/cgroup/pids",
       cpu: "/sys/fs/cgroup/cpu,cpuacct",
+      cpuacct: "/sys/fs/cgroup/cpu,cpuacct",
     });
     expect(
       detectCgroups("36 25 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n", () => ""),

@@ -19,6 +19,7 @@ const PROFILE = {
   pty: false,
   snapshots: false,
   reinstallOs: false,
+  cpuUsage: false,
   networkModes: ["sealed", "localhost"],
 } as const;
 

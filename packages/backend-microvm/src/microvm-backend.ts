@@ -172,9 +172,9 @@ export class MicrovmBackend implements SandboxBackend {
     return agent.exec({ ...request, env: { ...BASE_ENV, ...spec.env, ...request.env } }, options);
   }
 
-  async stop(shellId: string): Promise<SandboxInfo> {
+  async stop(shellId: string, reason: KillReason = "stopped"): Promise<SandboxInfo> {
     const record = await this.#record(shellId);
-    await this.#halt(shellId, record, "stopped");
+    await this.#halt(shellId, record, reason);
     return this.#info(record);
   }
 
@@ -314,6 +314,8 @@ export class MicrovmBackend implements SandboxBackend {
     const agent = this.#agents.get(shellId);
     this.#agents.delete(shellId);
     if (reason === "deleted") this.#specs.delete(shellId);
+    // Execs cut off when QEMU dies report why the shell was halted.
+    if (agent) agent.closeReason = reason;
     // The guest's page cache holds writes its disk has not seen yet: flush them before QEMU is
     // killed, or a stopped shell would lose its last writes.
     if (reason !== "deleted" && agent && !agent.closed)

@@ -21,6 +21,7 @@ const PROFILE = {
   pty: false,
   snapshots: false,
   reinstallOs: false,
+  cpuUsage: true,
   networkModes: ["sealed"],
 } as const;
 
@@ -75,6 +76,24 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
       maxOutputBytes: 1024 * 1024,
       ...extra,
     });
+
+  it("meters the CPU a busy exec burns from the claim on (not the pool's warm-up) and ends execs with the stop's reason", async () => {
+    const id = await create("node");
+    const claimed = await backend.usage(id);
+    // The pooled worker loaded its interpreter before the shell claimed it: that is not counted.
+    expect(claimed?.cpuUsec).toBeLessThan(50_000);
+    await run(id, ["node", "-e", "const end = Date.now() + 800; while (Date.now() < end);"]);
+    const after = await backend.usage(id);
+    expect(after?.epoch).toBe(claimed?.epoch);
+    // 800 ms of a busy loop is well over 100 ms of CPU even on a host shared with other work.
+    expect((after?.cpuUsec ?? 0) - (claimed?.cpuUsec ?? 0)).toBeGreaterThan(100_000);
+    expect(after?.memoryBytes).toBeGreaterThan(0);
+    const busy = run(id, ["node", "-e", "while (true);"]);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await backend.stop(id, "quota");
+    expect(await busy).toMatchObject({ killReason: "quota" });
+    expect(await backend.usage(id)).toBeNull();
+  }, 60_000);
 
   it("runs python -c, stdin, env, cwd, argv, exit codes, and keeps files across execs", async () => {
     const id = await create("python");

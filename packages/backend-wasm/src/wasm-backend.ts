@@ -28,6 +28,7 @@ import {
   type SandboxProcess,
   type SandboxSpec,
   type SandboxTurnRequest,
+  type SandboxUsage,
   type SandboxTurnResult,
 } from "@shells/sandbox";
 import { parseCommand } from "./internal/commands.js";
@@ -93,6 +94,11 @@ interface ShellRecord {
   state: "running" | "stopped";
   /** Name of the worker's cgroup (it was named when the worker was started, maybe in the pool). */
   cgroup: string;
+  /**
+   * The cgroup's CPU counter when the shell claimed it: a pooled worker's warm-up ran before the
+   * shell existed and is not the shell's. Absent in records written before it was kept.
+   */
+  cpuBase?: { epoch: string; cpuUsec: number };
 }
 
 /** A worker and the cgroup that bounds it. */
@@ -101,6 +107,8 @@ interface LiveWorker {
   cgroup: ShellCgroup;
   /** OOM kills the cgroup had counted when this worker started. */
   oomKillsAtStart: number;
+  /** Set when the shell is stopped on purpose: requests cut off by the worker's end report it. */
+  endReason?: KillReason;
 }
 
 /** A warm worker waiting in the pool, its workspace under `pool/<token>`. */
@@ -216,6 +224,7 @@ export class WasmBackend implements SandboxBackend {
       live = await this.startWorker(language, workspace, spec.resources);
     }
     this.workers.set(spec.shellId, live);
+    const claimed = await live.cgroup.usage().catch(() => null);
     await this.writeRecord({
       shellId: spec.shellId,
       language,
@@ -223,6 +232,7 @@ export class WasmBackend implements SandboxBackend {
       env: spec.env,
       state: "running",
       cgroup: live.cgroup.name,
+      ...(claimed ? { cpuBase: { epoch: claimed.epoch, cpuUsec: claimed.cpuUsec } } : {}),
     });
     return this.info(spec.shellId, "running");
   }
@@ -395,6 +405,7 @@ export class WasmBackend implements SandboxBackend {
       // The worker died under the request: killed on purpose (killReason is set), or by the
       // cgroup's OOM killer; it is replaced on the next exec.
       exitCode = 137;
+      if (!killReason && live.endReason) killReason = live.endReason;
       if (!killReason) {
         if ((await readOomKills(live.cgroup)) > live.oomKillsAtStart) killReason = "oom";
         else
@@ -418,9 +429,9 @@ export class WasmBackend implements SandboxBackend {
     };
   }
 
-  async stop(shellId: string): Promise<SandboxInfo> {
+  async stop(shellId: string, reason: KillReason = "stopped"): Promise<SandboxInfo> {
     const record = await this.record(shellId);
-    await this.stopWorker(shellId);
+    await this.stopWorker(shellId, reason);
     if (record.state !== "stopped") await this.writeRecord({ ...record, state: "stopped" });
     return this.info(shellId, "stopped");
   }
@@ -591,6 +602,27 @@ export class WasmBackend implements SandboxBackend {
     await rm(this.shellDir(shellId), { recursive: true, force: true });
   }
 
+  /**
+   * The worker cgroup's counters while the shell runs: CPU time since the shell claimed the worker
+   * (a pool's warm-up is left out), memory now. Null while stopped.
+   */
+  async usage(shellId: string): Promise<SandboxUsage | null> {
+    if (typeof this.cgroups === "string") return null;
+    let record: ShellRecord;
+    try {
+      record = await this.record(shellId);
+    } catch {
+      return null;
+    }
+    if (record.state !== "running") return null;
+    const usage = await new ShellCgroup(this.cgroups, this.cgroupParent, record.cgroup)
+      .usage()
+      .catch(() => null);
+    if (!usage) return null;
+    const base = record.cpuBase?.epoch === usage.epoch ? record.cpuBase.cpuUsec : 0;
+    return { ...usage, cpuUsec: Math.max(0, usage.cpuUsec - base) };
+  }
+
   async list(): Promise<SandboxInfo[]> {
     let ids: string[];
     try {
@@ -684,10 +716,12 @@ export class WasmBackend implements SandboxBackend {
     return live;
   }
 
-  private async stopWorker(shellId: string): Promise<void> {
+  private async stopWorker(shellId: string, reason: KillReason = "stopped"): Promise<void> {
     const live = this.workers.get(shellId);
     this.workers.delete(shellId);
-    if (live) await live.process.kill();
+    if (!live) return;
+    live.endReason = reason;
+    await live.process.kill();
   }
 
   /** Starts a jailed worker on a workspace and waits until its interpreter is loaded. */

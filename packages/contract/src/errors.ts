@@ -74,7 +74,7 @@ export const ErrorCode = {
   invalidState: "invalid_state",
   /** A resource limit above the org's maximum or the host's capacity; `details` names the field, the asked value and the maximum. */
   limitExceeded: "limit_exceeded",
-  /** A quota is used up; `details` gives the quota, current use and the limit. */
+  /** A quota or a project cap is used up; `details` give the quota (or cap), its current use and the limit. */
   quotaExceeded: "quota_exceeded",
   /** A shell with this name already exists in the project. */
   nameTaken: "name_taken",

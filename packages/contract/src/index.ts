@@ -43,6 +43,24 @@ export {
 export { TERM_PROTOCOL, TERM_TOKEN_PROTOCOL_PREFIX, TermCredential } from "./terminals.js";
 export { pageOf, type Page } from "./pages.js";
 export {
+  Cap,
+  CapPeriod,
+  CapStatus,
+  ClassRates,
+  GovernanceQuery,
+  GovernanceReport,
+  MeteredState,
+  Money,
+  ProjectCaps,
+  RateCard,
+  RateCardUpdate,
+  StateSeconds,
+  UsageDimension,
+  UsageQuery,
+  UsageReport,
+  UsageRow,
+} from "./usage.js";
+export {
   AGENT_TOOL_ARGUMENTS,
   Agent,
   AgentCreate,

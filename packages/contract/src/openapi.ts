@@ -105,6 +105,14 @@ export function buildOpenApiDocument(options: { version: string; serverUrl?: str
             ...(route.rawResponse
               ? { [route.rawResponse]: { schema: { type: "string", format: "binary" } } }
               : { "application/json": { schema: jsonSchema(route.response, "output") } }),
+            ...(route.alternateResponse
+              ? {
+                  [route.alternateResponse.contentType]: {
+                    schema: { type: "string" },
+                    description: route.alternateResponse.description,
+                  },
+                }
+              : {}),
             ...(route.eventStream
               ? {
                   "text/event-stream": {

@@ -18,6 +18,7 @@ import { shellRoutes } from "./routes/shell-routes.js";
 import { systemRoutes } from "./routes/system-routes.js";
 import { terminalRoutes } from "./routes/terminal-routes.js";
 import { webhooksRoutes } from "./routes/webhooks-routes.js";
+import { usageRoutes } from "./routes/usage-routes.js";
 
 const routes = Object.entries(ROUTES as Record<string, RouteSpec>);
 
@@ -42,6 +43,7 @@ describe("the contract", () => {
       approvalRoutes,
       webhooksRoutes,
       agentRoutes,
+      usageRoutes,
     ];
     const fromAreas = areas.flatMap((area) => Object.keys(area));
     // A key repeated in two areas would silently replace the first route when they are merged.

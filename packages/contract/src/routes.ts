@@ -11,6 +11,7 @@ import { shellRoutes } from "./routes/shell-routes.js";
 import { systemRoutes } from "./routes/system-routes.js";
 import { terminalRoutes } from "./routes/terminal-routes.js";
 import { webhooksRoutes } from "./routes/webhooks-routes.js";
+import { usageRoutes } from "./routes/usage-routes.js";
 
 export type { AgentToolResults } from "./routes/agent-routes.js";
 export { PendingApproval, type HttpMethod, type RouteSpec } from "./routes/route-spec.js";
@@ -32,6 +33,7 @@ export const ROUTES = {
   ...approvalRoutes,
   ...webhooksRoutes,
   ...agentRoutes,
+  ...usageRoutes,
 } as const satisfies Record<string, RouteSpec>;
 
 /** Operation ids of the API. */

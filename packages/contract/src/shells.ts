@@ -87,6 +87,8 @@ export const KillReason = z.enum([
   "stopped",
   "deleted",
   "host_restart",
+  /** The shell was stopped because its project reached a period cap (`running_seconds`, `cost`). */
+  "quota",
 ]);
 export type KillReason = z.infer<typeof KillReason>;
 

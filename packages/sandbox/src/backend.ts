@@ -1,5 +1,6 @@
 import type {
   ExecResult,
+  KillReason,
   Language,
   NetworkMode,
   ResolvedResources,
@@ -50,6 +51,20 @@ export interface SandboxInfo {
   state: "running" | "stopped";
   /** Version of the base image under the shell's root filesystem, when the backend has images. */
   imageVersion: string | null;
+}
+
+/**
+ * What a sandbox's processes have used, as its backend reads it (cgroup counters for containers).
+ * CPU time is a counter that only grows within one `epoch`; a new epoch (the sandbox's cgroup was
+ * made again: a stop and start, a restart) starts it again from zero.
+ */
+export interface SandboxUsage {
+  /** CPU time (user + system) of the sandbox's processes since the epoch began, microseconds. */
+  cpuUsec: number;
+  /** Memory charged to the sandbox now, bytes. */
+  memoryBytes: number;
+  /** Names where the counters started; a different value means they started again from zero. */
+  epoch: string;
 }
 
 /** One command to run in a shell. Every field is resolved by the orchestrator. */
@@ -217,8 +232,11 @@ export interface SandboxBackend {
     request: SandboxExecRequest,
     options?: SandboxExecOptions,
   ): Promise<ExecResult>;
-  /** Ends every process (running execs end with `stopped`); filesystem state stays. Idempotent. */
-  stop(shellId: string): Promise<SandboxInfo>;
+  /**
+   * Ends every process (running execs end with `reason`, `stopped` by default; `quota` when a cap
+   * stopped the shell); filesystem state stays. Idempotent.
+   */
+  stop(shellId: string, reason?: KillReason): Promise<SandboxInfo>;
   /** Starts a stopped sandbox again on its existing state. Idempotent. */
   start(shellId: string): Promise<SandboxInfo>;
   /** Kills every process and starts fresh namespaces on the same state. */
@@ -255,6 +273,11 @@ export interface SandboxBackend {
   wipeState(shellId: string): Promise<SandboxInfo>;
   /** Reclaims every per-shell object: processes, cgroups, mounts, directories, snapshots. Idempotent. */
   destroy(shellId: string): Promise<void>;
+  /**
+   * What the sandbox uses now, for metering; null when it has no processes (stopped) or the host
+   * cannot say. Left out by backends that cannot read it: their shells meter time only.
+   */
+  usage?(shellId: string): Promise<SandboxUsage | null>;
   /** Every sandbox this backend holds on this host, for reconciliation after a restart. */
   list(): Promise<SandboxInfo[]>;
   /** Releases what this process holds; sandboxes keep running (a restarted server re-adopts them). */

@@ -57,6 +57,8 @@ export interface BackendCapabilities {
   snapshots: boolean;
   /** `reinstallOs`: the shell sits on a base image that can be replaced under `/workspace`. */
   reinstallOs: boolean;
+  /** `usage` reports the CPU time the sandbox's processes use (cgroup counters, not a model). */
+  cpuUsage: boolean;
   /** The network modes `create` accepts; every other mode must be refused with `unsupported`. */
   networkModes: readonly NetworkMode[];
 }
@@ -294,6 +296,49 @@ export function describeSandboxBackend(
         await subject.backend.stop(id);
         const result = await pending;
         expect(result.killReason).toBe("stopped");
+      },
+    );
+
+    itNeeds(
+      ["posixShell"],
+      "ends a running exec with the reason the stop gives (quota for a project cap)",
+      async () => {
+        const id = await createShell();
+        const pending = run(id, ["sleep", "30"]);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        await subject.backend.stop(id, "quota");
+        expect((await pending).killReason).toBe("quota");
+      },
+    );
+
+    it("reports usage while running and none while stopped, if it meters usage", async () => {
+      const usage = subject.backend.usage?.bind(subject.backend);
+      if (!usage) {
+        expect(capabilities.cpuUsage).toBe(false);
+        return;
+      }
+      const id = await createShell();
+      const running = await usage(id);
+      expect(running).not.toBeNull();
+      expect(running?.cpuUsec).toBeGreaterThanOrEqual(0);
+      expect(running?.memoryBytes).toBeGreaterThanOrEqual(0);
+      await subject.backend.stop(id);
+      expect(await usage(id)).toBeNull();
+      expect(await usage("conf-never-made")).toBeNull();
+    });
+
+    itNeeds(
+      ["posixShell", "cpuUsage"],
+      "counts the CPU time a busy exec burns in the sandbox's usage",
+      async () => {
+        const id = await createShell();
+        const before = await subject.backend.usage?.(id);
+        await sh(id, "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done");
+        const after = await subject.backend.usage?.(id);
+        expect(after?.epoch).toBe(before?.epoch);
+        // The loop takes well over 100 ms of CPU on any host; a counter that missed it stays put.
+        expect((after?.cpuUsec ?? 0) - (before?.cpuUsec ?? 0)).toBeGreaterThan(100_000);
+        expect(after?.memoryBytes).toBeGreaterThan(0);
       },
     );
 

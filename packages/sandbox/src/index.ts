@@ -19,6 +19,7 @@ export {
   type SandboxEgress,
   type SandboxTurnRequest,
   type SandboxTurnResult,
+  type SandboxUsage,
 } from "./backend.js";
 export { ExecFiles, type ExecFn } from "./exec-files.js";
 export { SimulatorBackend, type SimulatorBackendOptions } from "./simulator-backend.js";

@@ -23,6 +23,7 @@ const SIMULATOR_CAPABILITIES: BackendCapabilities = {
   pty: true,
   snapshots: true,
   reinstallOs: true,
+  cpuUsage: false,
   networkModes: ["sealed", "localhost"],
 };
 

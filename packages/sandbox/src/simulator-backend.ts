@@ -14,6 +14,7 @@ import {
   type SandboxProcess,
   type SandboxSpawnRequest,
   type SandboxSpec,
+  type SandboxUsage,
 } from "./backend.js";
 import { spawnSimulated } from "./internal/sim-process.js";
 import { SimFiles } from "./internal/sim-files.js";
@@ -217,9 +218,9 @@ export class SimulatorBackend implements SandboxBackend {
     return process;
   }
 
-  async stop(shellId: string): Promise<SandboxInfo> {
+  async stop(shellId: string, reason: KillReason = "stopped"): Promise<SandboxInfo> {
     const sandbox = this.#get(shellId);
-    this.#killAll(sandbox, "stopped");
+    this.#killAll(sandbox, reason);
     sandbox.state = "stopped";
     return this.#info(sandbox);
   }
@@ -296,6 +297,16 @@ export class SimulatorBackend implements SandboxBackend {
 
   async close(): Promise<void> {
     // Nothing outlives the process: the model's state is in memory only.
+  }
+
+  /**
+   * The simulator's model of usage: it runs no code, so no CPU time; its memory is what its
+   * in-memory files hold. Null while stopped, as a real backend has no processes then.
+   */
+  async usage(shellId: string): Promise<SandboxUsage | null> {
+    const sandbox = this.#sandboxes.get(shellId);
+    if (!sandbox || sandbox.state !== "running") return null;
+    return { cpuUsec: 0, memoryBytes: fsSize(sandbox.fs), epoch: "simulated" };
   }
 
   #get(shellId: string): SimSandbox {

@@ -58,6 +58,7 @@ export type {
 export type { ListRunsQuery, RunHandle, RunsApi } from "./runs-api.js";
 export type { ListWebhookDeliveriesQuery, WebhookCreate, WebhooksApi } from "./webhooks-api.js";
 export { verifyWebhook, WebhookVerificationError, type WebhookHeaders } from "./verify-webhook.js";
+export type { CapsApi, RateCardUpdate, UsageApi, UsageReportQuery } from "./usage-api.js";
 export type {
   TerminalAttachOptions,
   TerminalClose,
@@ -88,6 +89,8 @@ export type {
   ActionResult,
   ActivityEvent,
   Actor,
+  Cap,
+  CapStatus,
   Artifact,
   Agent,
   Binding,
@@ -107,6 +110,7 @@ export type {
   FileInfo,
   GateMode,
   GatedAction,
+  GovernanceReport,
   InterpreterResult,
   KillReason,
   Language,
@@ -117,6 +121,7 @@ export type {
   Page,
   PendingApproval,
   Principal,
+  RateCard,
   Project,
   ResolvedResources,
   Resources,
@@ -140,4 +145,7 @@ export type {
   WebhookEventFilter,
   WebhookEventType,
   WebhookPayload,
+  UsageDimension,
+  UsageReport,
+  UsageRow,
 } from "@shells/contract";

@@ -48,6 +48,7 @@ import { PaginatedList } from "./paginated-list.js";
 import type { ActionOutcome } from "./pending-approval.js";
 import { RunsApi, type RunHandle } from "./runs-api.js";
 import { WebhooksApi } from "./webhooks-api.js";
+import { CapsApi, UsageApi } from "./usage-api.js";
 import {
   attachTerminal,
   type TerminalAttachOptions,
@@ -192,6 +193,10 @@ export class ShellsClient {
   readonly runs: RunsApi;
   /** Webhook endpoints (admins): create (secret shown once), rotate, delivery logs, redeliver. */
   readonly webhooks: WebhooksApi;
+  /** Metered usage and its cost (JSON or CSV), and the org's rates. */
+  readonly usage: UsageApi;
+  /** Per-project caps: concurrent shells, running seconds and cost per day or month. */
+  readonly caps: CapsApi;
   readonly #transport: Transport;
   readonly #call: ApiCall;
   readonly #timeoutMs: number;
@@ -249,6 +254,8 @@ export class ShellsClient {
     this.files = new FilesApi(call);
     this.runs = new RunsApi(call, this.#transport.events);
     this.webhooks = new WebhooksApi(call);
+    this.usage = new UsageApi(call);
+    this.caps = new CapsApi(call);
   }
 
   /**

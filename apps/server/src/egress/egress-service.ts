@@ -140,6 +140,14 @@ export class EgressService {
     return { socketPath };
   }
 
+  /**
+   * Bytes the shell's proxy has moved since it started in this process (it starts again from zero
+   * after a control-plane restart); null when the shell has no proxy here.
+   */
+  bytes(shellId: string): number | null {
+    return this.#proxies.get(shellId)?.bytes ?? null;
+  }
+
   /** Replaces a shell's allowlist: its proxy applies it from the next connection or question on. */
   update(shellId: string, egress: ShellEgress | null): void {
     if (this.#proxies.has(shellId)) this.#allowlists.set(shellId, egress);

@@ -69,6 +69,8 @@ async function stateOfEverything(): Promise<string> {
     db.selectFrom("bindings").selectAll().orderBy("id").execute(),
     db.selectFrom("webhooks").selectAll().orderBy("id").execute(),
     db.selectFrom("webhook_deliveries").selectAll().orderBy("id").execute(),
+    db.selectFrom("project_caps").selectAll().orderBy("id").execute(),
+    db.selectFrom("usage_rates").selectAll().orderBy("id").execute(),
   ]);
   return JSON.stringify(tables);
 }

@@ -2,6 +2,7 @@ import type { FastifyBaseLogger as Logger } from "fastify";
 import type { Kysely } from "kysely";
 import type { EgressService } from "../egress/egress-service.js";
 import type { ActivityService } from "../services/activity-service.js";
+import type { MeteringService } from "../services/metering-service.js";
 import type { LifecycleLock } from "../store/lifecycle-lock.js";
 import type { Database } from "../store/schema.js";
 import { appendShellLog } from "../store/shell-logs-store.js";
@@ -14,8 +15,8 @@ import {
 import type { RuntimeRegistry } from "./runtimes.js";
 import { egressSettingsOf } from "./shell-records.js";
 
-/** The actor of work the control plane does on its own (TTL expiry, reconciliation). */
-const SYSTEM_ACTOR = { type: "system", id: "control-plane" } as const;
+/** The actor of work the control plane does on its own (TTL expiry, reconciliation, caps). */
+export const SYSTEM_ACTOR = { type: "system", id: "control-plane" } as const;
 
 /** What the reconciler needs. */
 export interface ReconcilerDeps {
@@ -28,6 +29,8 @@ export interface ReconcilerDeps {
   logRetention: number;
   /** Egress proxies: `reconcile` restarts those of live shells that have one. */
   egress?: EgressService;
+  /** Metering: an expiring shell's counters are read before it stops. */
+  metering?: MeteringService;
 }
 
 /**
@@ -105,6 +108,7 @@ export class Reconciler {
         const row = await findShell(db, shell.org_id, shell.id);
         // Someone else stopped or deleted it while it waited for the lock.
         if (!row || row.status !== "running") return;
+        await this.deps.metering?.settle(shell.id);
         await this.deps.runtimes
           .byName(row.backend)
           ?.stop(shell.id)

@@ -66,6 +66,7 @@ export class ShellRecords {
     input: RouteBody<"createShell">,
     admitted: Admitted,
     grants: readonly BindingGrant[],
+    creator: { type: "user" | "agent"; id: string },
   ): Omit<ShellTable, "org_id"> {
     const now = new Date().toISOString();
     const secretEnv = input.secretEnv ?? {};
@@ -94,6 +95,8 @@ export class ShellRecords {
       created_at: now,
       updated_at: now,
       deleted_at: null,
+      created_by_type: creator.type,
+      created_by_id: creator.id,
     };
   }
 

@@ -32,7 +32,9 @@ import { SealedBox } from "../iam/sealed-box.js";
 import { newId, nowIso } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { BindingService } from "../services/binding-service.js";
+import type { CapService, QuotaStop } from "../services/cap-service.js";
 import { decodeCursor, encodeCursor } from "../services/cursor.js";
+import type { MeteringService } from "../services/metering-service.js";
 import type { PolicyService } from "../services/policy-service.js";
 import type { OrchestratorMetrics } from "../metrics/server-metrics.js";
 import type { LifecycleLock } from "../store/lifecycle-lock.js";
@@ -52,7 +54,7 @@ import { isUniqueViolation } from "../store/unique-violation.js";
 import { DEFAULT_RESOURCES, admitShell, hostCapacity, type HostCapacity } from "./admission.js";
 import type { ApprovalGate, GateClearance } from "./approval-gate.js";
 import { KeyedMutex } from "./keyed-mutex.js";
-import { Reconciler } from "./reconciler.js";
+import { Reconciler, SYSTEM_ACTOR } from "./reconciler.js";
 import type { RuntimeRegistry } from "./runtimes.js";
 import { callBackend, describeError, toApiError } from "./sandbox-errors.js";
 import { redactingOutput } from "./secret-output.js";
@@ -103,7 +105,20 @@ export interface ShellServiceDeps {
   bindings?: BindingService;
   /** Where create and exec times and kill reasons are counted. */
   metrics?: OrchestratorMetrics;
+  /** Metering: a shell's counters are read before its processes end. */
+  metering?: MeteringService;
+  /** Project caps: creates and starts over a cap are refused. */
+  caps?: CapService;
 }
+
+/** Capabilities that end a shell's processes: its counters are read before they run. */
+const ENDS_PROCESSES: ReadonlySet<Capability> = new Set<Capability>([
+  "stop",
+  "restart",
+  "restore",
+  "reinstall_os",
+  "wipe_state",
+]);
 
 /** The shell's lifecycle capabilities that pass the approval gate, from the contract's list. */
 const GATED_CAPABILITIES: ReadonlySet<string> = new Set(GatedAction.options);
@@ -148,6 +163,7 @@ export class ShellService {
       logger: deps.logger,
       logRetention: SHELL_DEFAULTS.logRetention,
       ...(deps.egress ? { egress: deps.egress } : {}),
+      ...(deps.metering ? { metering: deps.metering } : {}),
     });
     deps.gate.performWith(async (requester, approval, clearance) => {
       if (approval.action === "delete")
@@ -192,13 +208,27 @@ export class ShellService {
     const id = newId("sh", 10);
     const name = input.name ?? id;
     const env = { ...input.env, ...bindingEnv(grants) };
-    try {
-      await insertShell(
+    const insert = () =>
+      insertShell(
         db,
         caller.orgId,
-        this.#records.newRow(id, name, { ...input, env }, admitted, grants),
+        this.#records.newRow(id, name, { ...input, env }, admitted, grants, caller.actor),
       );
+    try {
+      if (this.deps.caps)
+        await this.deps.caps.admit(caller.orgId, admitted.project, runtime, insert);
+      else await insert();
     } catch (error) {
+      if (error instanceof AppError && error.code === "quota_exceeded") {
+        await this.deps.activity.recordFor(
+          caller,
+          "shell.create",
+          { type: "project", id: admitted.project.id },
+          { name, runtime, reason: error.message, ...error.details },
+          "denied",
+        );
+        throw error;
+      }
       if (isUniqueViolation(error, "shells.name")) {
         throw new AppError("name_taken", `A shell named ${name} already exists in this org.`, {
           name,
@@ -457,6 +487,17 @@ export class ShellService {
           { status: row.status, capability, legalIn: legal },
         );
       }
+      // Starting a shell (or bringing one in `error` back) makes it count against the caps again.
+      if (capability === "start" || (capability === "restart" && row.status === "error")) {
+        try {
+          await this.deps.caps?.check(row.org_id, row.project_id, row.runtime);
+        } catch (error) {
+          await this.#recordAction(caller, row.id, capability, "denied", {
+            reason: describeError(error),
+          });
+          throw error;
+        }
+      }
       let cleared = clearance;
       if (!cleared && GATED_CAPABILITIES.has(capability)) {
         const { confirm: _confirm, ...request } = options;
@@ -471,6 +512,7 @@ export class ShellService {
         cleared = decision.clearance;
       }
       try {
+        if (ENDS_PROCESSES.has(capability)) await this.deps.metering?.settle(row.id);
         const result = await performCapability(this.#actions, caller, row, capability, options);
         await this.#recordAction(caller, row.id, capability, "success", {
           ...result.details,
@@ -517,6 +559,7 @@ export class ShellService {
       const backend = this.deps.runtimes.byName(row.backend);
       if (backend) {
         try {
+          await this.deps.metering?.settle(row.id);
           await backend.destroy(row.id);
           await this.deps.egress?.stop(row.id);
         } catch (error) {
@@ -542,6 +585,31 @@ export class ShellService {
         details: { name: row.name, ...cleared },
       });
       return this.get(caller, row.id);
+    });
+  }
+
+  /**
+   * Stops a running shell because its project reached a period cap: running execs end with kill
+   * reason `quota`, the shell's status reason names the cap, and the stop is in the history as
+   * the control plane's. False when the shell was not running (any more).
+   */
+  async stopForQuota(orgId: string, shellId: string, why: QuotaStop): Promise<boolean> {
+    return this.#lock.run(shellId, async () => {
+      const row = await findShell(this.deps.db, orgId, shellId);
+      if (!row || row.status !== "running") return false;
+      await this.deps.metering?.settle(row.id);
+      await this.#backendCall(row, (backend) => backend.stop(row.id, "quota"));
+      await this.#setState(row, { status: "stopped", status_reason: `quota: ${why.reason}` });
+      await this.#log(row, "system", `stopped (kill reason quota): ${why.reason}`);
+      await this.deps.activity.record({
+        orgId,
+        actor: SYSTEM_ACTOR,
+        action: "shell.action.stop",
+        target: { type: "shell", id: row.id },
+        outcome: "success",
+        details: { reason: "quota", ...why.details },
+      });
+      return true;
     });
   }
 

@@ -442,6 +442,86 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
     },
   },
+  /**
+   * Metering: one row per stretch of time a shell spent in one state (within one UTC hour, under
+   * one rate card), the org's rate cards, project caps and the cap alerts already raised. Shells
+   * get their creator, backfilled from the history, for usage by actor.
+   */
+  "0014_metering": {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("shells").addColumn("created_by_type", "text").execute();
+      await db.schema.alterTable("shells").addColumn("created_by_id", "text").execute();
+      const creation = sql`FROM activity WHERE activity.action = 'shell.create' AND activity.target_type = 'shell' AND activity.target_id = shells.id ORDER BY activity.seq LIMIT 1`;
+      await sql`UPDATE shells SET created_by_type = (SELECT json_extract(activity.actor, '$.type') ${creation}), created_by_id = (SELECT activity.actor_id ${creation})`.execute(
+        db,
+      );
+      await db.schema
+        .createTable("usage_rates")
+        .addColumn("id", "integer", (c) => c.primaryKey().autoIncrement())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("rates", "text", (c) => c.notNull())
+        .addColumn("effective_at_ms", "integer", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex("usage_rates_org")
+        .on("usage_rates")
+        .columns(["org_id", "id"])
+        .execute();
+      await db.schema
+        .createTable("usage_intervals")
+        .addColumn("id", "integer", (c) => c.primaryKey().autoIncrement())
+        .addColumn("org_id", "text", (c) => c.notNull())
+        .addColumn("project_id", "text", (c) => c.notNull())
+        .addColumn("shell_id", "text", (c) => c.notNull())
+        .addColumn("runtime", "text", (c) => c.notNull())
+        .addColumn("state", "text", (c) => c.notNull())
+        .addColumn("actor_id", "text")
+        .addColumn("rates_id", "integer")
+        .addColumn("started_at_ms", "integer", (c) => c.notNull())
+        .addColumn("ended_at_ms", "integer")
+        .addColumn("checkpoint_ms", "integer", (c) => c.notNull())
+        .addColumn("cpu_usec", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("memory_mb_ms", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("egress_bytes", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("cpu_epoch", "text")
+        .addColumn("cpu_mark_usec", "integer")
+        .execute();
+      // At most one open interval per shell: time can never be counted twice.
+      await sql`CREATE UNIQUE INDEX usage_intervals_open ON usage_intervals (shell_id) WHERE ended_at_ms IS NULL`.execute(
+        db,
+      );
+      await db.schema
+        .createIndex("usage_intervals_org_time")
+        .on("usage_intervals")
+        .columns(["org_id", "started_at_ms"])
+        .execute();
+      await db.schema
+        .createIndex("usage_intervals_project_time")
+        .on("usage_intervals")
+        .columns(["project_id", "started_at_ms"])
+        .execute();
+      await db.schema
+        .createTable("project_caps")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("project_id", "text", (c) => c.notNull().references("projects.id"))
+        .addColumn("metric", "text", (c) => c.notNull())
+        .addColumn("period", "text")
+        .addColumn("runtime", "text")
+        .addColumn("limit_value", "integer", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("project_caps_org").on("project_caps").column("org_id").execute();
+      await db.schema
+        .createTable("cap_alerts")
+        .addColumn("cap_id", "text", (c) => c.notNull())
+        .addColumn("period_start_ms", "integer", (c) => c.notNull())
+        .addColumn("level", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("cap_alerts_pk", ["cap_id", "period_start_ms", "level"])
+        .execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

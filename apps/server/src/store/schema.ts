@@ -25,6 +25,10 @@ export interface Database {
   bindings: BindingTable;
   webhooks: WebhookTable;
   webhook_deliveries: WebhookDeliveryTable;
+  usage_intervals: UsageIntervalTable;
+  usage_rates: UsageRatesTable;
+  project_caps: ProjectCapTable;
+  cap_alerts: CapAlertTable;
 }
 
 export interface OrgTable {
@@ -97,6 +101,9 @@ export interface ShellTable {
   created_at: string;
   updated_at: string;
   deleted_at: string | null;
+  /** Who created the shell (null when the history did not say, before 0011). */
+  created_by_type: "user" | "agent" | null;
+  created_by_id: string | null;
 }
 
 export interface ShellLogTable {
@@ -340,4 +347,61 @@ export interface WebhookDeliveryTable {
   created_at: string;
   delivered_at: string | null;
   redelivery_of: string | null;
+}
+
+/**
+ * A stretch of time one shell spent in one metered state, within one UTC hour and under one rate
+ * card. Open (`ended_at_ms` null) while it lasts; at most one open row per shell. Counters are
+ * what the backend reported for the stretch.
+ */
+export interface UsageIntervalTable {
+  id: Generated<number>;
+  org_id: string;
+  project_id: string;
+  shell_id: string;
+  runtime: string;
+  state: "provisioning" | "running" | "stopped" | "error";
+  /** The shell's creator (user or agent id). */
+  actor_id: string | null;
+  /** The org's rate card in effect (`usage_rates.id`); null: the server's defaults. */
+  rates_id: number | null;
+  started_at_ms: number;
+  ended_at_ms: number | null;
+  /** While open: the last time the stretch was known to go on (a crash closes it here). */
+  checkpoint_ms: number;
+  cpu_usec: Generated<number>;
+  /** Memory in use integrated over time, MiB × ms. */
+  memory_mb_ms: Generated<number>;
+  egress_bytes: Generated<number>;
+  /** The backend's CPU counter as last read: its epoch and value (see `SandboxUsage`). */
+  cpu_epoch: string | null;
+  cpu_mark_usec: number | null;
+}
+
+/** An org's rate card from `effective_at_ms` on (JSON of micro-units per hour by class). */
+export interface UsageRatesTable {
+  id: Generated<number>;
+  org_id: string;
+  rates: string;
+  effective_at_ms: number;
+}
+
+/** One cap on a project (see the contract's `Cap`); cost limits in micro-units. */
+export interface ProjectCapTable {
+  id: string;
+  org_id: string;
+  project_id: string;
+  metric: "concurrent_shells" | "running_seconds" | "cost";
+  period: "day" | "month" | null;
+  runtime: string | null;
+  limit_value: number;
+  created_at: string;
+}
+
+/** A cap warning or stop already raised for one period, so each is raised once. */
+export interface CapAlertTable {
+  cap_id: string;
+  period_start_ms: number;
+  level: "warning" | "reached";
+  created_at: string;
 }

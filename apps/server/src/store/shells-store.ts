@@ -1,5 +1,6 @@
 import { sql, type Kysely, type Selectable } from "kysely";
 import type { Database, ShellTable } from "./schema.js";
+import { moveShellMeter } from "./usage-store.js";
 
 /**
  * The `shells` table. Every function that reads or changes one org's shells takes the org id and
@@ -78,16 +79,22 @@ export async function listShells(
     .execute();
 }
 
-/** Inserts a new shell row (its `org_id` is the org's). Throws the store's unique violation on a taken name. */
+/**
+ * Inserts a new shell row (its `org_id` is the org's) and starts its meter in its first state.
+ * Throws the store's unique violation on a taken name.
+ */
 export async function insertShell(
   db: Kysely<Database>,
   orgId: string,
   row: Omit<ShellTable, "org_id">,
 ): Promise<void> {
-  await db
-    .insertInto("shells")
-    .values({ ...row, org_id: orgId })
-    .execute();
+  await db.transaction().execute(async (trx) => {
+    await trx
+      .insertInto("shells")
+      .values({ ...row, org_id: orgId })
+      .execute();
+    await moveShellMeter(trx, row.id, row.status, Date.parse(row.created_at));
+  });
 }
 
 /** Replaces one of the org's shells' egress allowlist (JSON of `ShellEgress`). */
@@ -105,19 +112,27 @@ export async function setShellEgress(
     .execute();
 }
 
-/** Records a lifecycle step on one of the org's shells. */
+/**
+ * Records a lifecycle step on one of the org's shells. A new status moves the shell's meter in the
+ * same transaction, so metered time follows the recorded state to the millisecond.
+ */
 export async function setShellState(
   db: Kysely<Database>,
   orgId: string,
   shellId: string,
   fields: ShellStateFields,
 ): Promise<void> {
-  await db
-    .updateTable("shells")
-    .set({ ...fields, updated_at: new Date().toISOString() })
-    .where("org_id", "=", orgId)
-    .where("id", "=", shellId)
-    .execute();
+  const now = new Date();
+  await db.transaction().execute(async (trx) => {
+    const updated = await trx
+      .updateTable("shells")
+      .set({ ...fields, updated_at: now.toISOString() })
+      .where("org_id", "=", orgId)
+      .where("id", "=", shellId)
+      .executeTakeFirst();
+    if (fields.status && updated.numUpdatedRows > 0n)
+      await moveShellMeter(trx, shellId, fields.status, now.getTime());
+  });
 }
 
 /** The org's project named `name`. */

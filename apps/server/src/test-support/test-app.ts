@@ -40,6 +40,8 @@ export async function createTestApp(
     sweepIntervalMs?: number;
     /** How often the webhook outbox is sent; 0 (the default here) leaves deliveries queued. */
     webhookPollIntervalMs?: number;
+    /** Metering checkpoints and cap sweeps, ms (default 0: none; state changes are still metered). */
+    meteringIntervalMs?: number;
     openStore?: (dataDir: string) => Promise<Store>;
     /** Settings as environment variables (`SHELLS_METRICS_TOKEN`, …). */
     env?: Record<string, string>;
@@ -61,6 +63,7 @@ export async function createTestApp(
     logger: pino({ level: "silent" }),
     sweepIntervalMs: options.sweepIntervalMs ?? 0,
     webhookPollIntervalMs: options.webhookPollIntervalMs ?? 0,
+    meteringIntervalMs: options.meteringIntervalMs ?? 0,
   });
   await app.ready();
   return {

@@ -1,15 +1,17 @@
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { access, mkdir, readFile, readdir, rmdir, writeFile } from "node:fs/promises";
+import { access, mkdir, readFile, readdir, rmdir, stat, writeFile } from "node:fs/promises";
 import type { ResolvedResources } from "@shells/contract";
 import { sleep } from "./proc.js";
 
 /**
  * Where this host's cgroup controllers live. v2: one unified hierarchy. v1 (this build machine):
- * a hierarchy per controller, possibly co-mounted (`cpu,cpuacct`).
+ * a hierarchy per controller, possibly co-mounted (`cpu,cpuacct`). `cpuacct` (v1) counts CPU time
+ * for metering; null where it is not mounted (usage then reports no CPU time).
  */
 export type CgroupHost =
-  { version: 2; root: string } | { version: 1; memory: string; pids: string; cpu: string };
+  | { version: 2; root: string }
+  | { version: 1; memory: string; pids: string; cpu: string; cpuacct: string | null };
 
 /** The controllers a shell needs; each limit is enforced by one of them. */
 const CONTROLLERS = ["memory", "pids", "cpu"] as const;
@@ -23,7 +25,7 @@ export function detectCgroups(
   mountinfo = readFileSync("/proc/self/mountinfo", "utf8"),
   readControllers = (root: string) => readFileSync(`${root}/cgroup.controllers`, "utf8"),
 ): CgroupHost | string {
-  const v1: Partial<Record<(typeof CONTROLLERS)[number], string>> = {};
+  const v1: Partial<Record<(typeof CONTROLLERS)[number] | "cpuacct", string>> = {};
   let unified: string | null = null;
   for (const line of mountinfo.split("\n")) {
     // "36 25 0:31 / /sys/fs/cgroup/memory rw,... shared:15 - cgroup cgroup rw,memory"
@@ -35,7 +37,7 @@ export function detectCgroups(
     if (fsType === "cgroup2" && unified === null) unified = mountPoint;
     if (fsType === "cgroup") {
       const options = superOptions.split(",");
-      for (const controller of CONTROLLERS)
+      for (const controller of [...CONTROLLERS, "cpuacct"] as const)
         if (options.includes(controller)) v1[controller] ??= mountPoint;
     }
   }
@@ -49,7 +51,13 @@ export function detectCgroups(
     }
   }
   if (v1.memory && v1.pids && v1.cpu)
-    return { version: 1, memory: v1.memory, pids: v1.pids, cpu: v1.cpu };
+    return {
+      version: 1,
+      memory: v1.memory,
+      pids: v1.pids,
+      cpu: v1.cpu,
+      cpuacct: v1.cpuacct ?? null,
+    };
   const missing = CONTROLLERS.filter((c) => !v1[c]);
   return `cgroup controllers not mounted: ${missing.join(", ")} (need cgroup v2 with memory+pids+cpu, or v1 hierarchies)`;
 }
@@ -76,7 +84,41 @@ export class ShellCgroup {
   get dirs(): string[] {
     const leaf = `${this.parent}/${this.name}`;
     if (this.host.version === 2) return [`${this.host.root}/${leaf}`];
-    return [`${this.host.memory}/${leaf}`, `${this.host.pids}/${leaf}`, `${this.host.cpu}/${leaf}`];
+    return v1Roots(this.host).map((root) => `${root}/${leaf}`);
+  }
+
+  /**
+   * What the shell's processes have used: CPU time (cpuacct on v1, `cpu.stat` on v2) since the
+   * cgroup was made, memory charged now, and the cgroup directory's inode as the counters' epoch
+   * (a cgroup made again is a new directory with a new inode, its counters back at zero). Null when
+   * the cgroup does not exist (a stopped shell).
+   */
+  async usage(): Promise<{ cpuUsec: number; memoryBytes: number; epoch: string } | null> {
+    const leaf = `${this.parent}/${this.name}`;
+    const host = this.host;
+    const cpuDir =
+      host.version === 2 ? `${host.root}/${leaf}` : `${host.cpuacct ?? host.cpu}/${leaf}`;
+    let epoch: string;
+    try {
+      epoch = String((await stat(cpuDir)).ino);
+    } catch {
+      return null;
+    }
+    if (host.version === 2) {
+      const cpuStat = await readFile(`${cpuDir}/cpu.stat`, "utf8").catch(() => "");
+      const usec = /^usage_usec (\d+)$/m.exec(cpuStat)?.[1];
+      return {
+        cpuUsec: Number(usec ?? 0),
+        memoryBytes: finiteOrZero(await readNumber(`${cpuDir}/memory.current`)),
+        epoch,
+      };
+    }
+    const nanoseconds = host.cpuacct ? await readNumber(`${cpuDir}/cpuacct.usage`) : 0;
+    return {
+      cpuUsec: Math.floor(finiteOrZero(nanoseconds) / 1000),
+      memoryBytes: finiteOrZero(await readNumber(`${host.memory}/${leaf}/memory.usage_in_bytes`)),
+      epoch,
+    };
   }
 
   /**
@@ -102,6 +144,10 @@ export class ShellCgroup {
    */
   async createExecGroup(): Promise<ExecCgroup> {
     const group = new ExecCgroup(this, `x-${randomBytes(6).toString("hex")}`);
+    const host = this.host;
+    // A shell started before CPU accounting was joined has no cpuacct group: its execs start one.
+    if (host.version === 1 && host.cpuacct && host.cpuacct !== host.cpu)
+      await mkdir(`${host.cpuacct}/${this.parent}/${this.name}`, { recursive: true });
     for (const dir of group.dirs) await mkdir(dir);
     return group;
   }
@@ -372,9 +418,23 @@ async function readEventsMax(file: string): Promise<number> {
   }
 }
 
+/**
+ * The v1 hierarchies a shell's cgroup lives in: memory, pids, cpu, and cpuacct where it is mounted
+ * apart from cpu (co-mounted, the cpu directory already counts CPU time).
+ */
+function v1Roots(host: Extract<CgroupHost, { version: 1 }>): string[] {
+  const roots = [host.memory, host.pids, host.cpu];
+  if (host.cpuacct && !roots.includes(host.cpuacct)) roots.push(host.cpuacct);
+  return roots;
+}
+
+function finiteOrZero(value: number): number {
+  return Number.isFinite(value) ? value : 0;
+}
+
 /** Names of the shell cgroups under the parent (for leak checks). */
 export async function listShellCgroups(host: CgroupHost, parent: string): Promise<string[]> {
-  const roots = host.version === 2 ? [host.root] : [host.memory, host.pids, host.cpu];
+  const roots = host.version === 2 ? [host.root] : v1Roots(host);
   const names = new Set<string>();
   for (const root of roots) {
     try {

@@ -42,6 +42,11 @@ export interface RouteSpec {
   rawBody?: { contentTypes: readonly string[]; maxBytes: number };
   /** The success response is raw bytes of this content type (not JSON). */
   rawResponse?: string;
+  /**
+   * Another representation of the same answer, chosen by `Accept: <contentType>` or the query's
+   * `format` (a usage report as CSV).
+   */
+  alternateResponse?: { contentType: string; description: string };
   /** When set, `Accept: text/event-stream` answers a stream of these events instead of `response`. */
   eventStream?: z.ZodType;
   /** Minimum membership role, checked after the scope. */
