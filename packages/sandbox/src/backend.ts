@@ -39,6 +39,11 @@ export interface SandboxInfo {
   state: "running" | "stopped";
   /** Version of the base image under the shell's root filesystem, when the backend has images. */
   imageVersion: string | null;
+  /**
+   * How this sandbox is isolated, in words, when the backend runs it in more than one way
+   * (`microvm (kvm)`, `microvm (emulated)`); recorded on the shell.
+   */
+  isolation?: string;
 }
 
 /** One command to run in a shell. Every field is resolved by the orchestrator. */
