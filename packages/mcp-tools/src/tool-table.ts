@@ -363,7 +363,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
 /** One line about a shell: what a model needs to pick it and use it. */
 function describeShell(shell: Shell): string {
   const reason = shell.statusReason ? ` (${shell.statusReason})` : "";
-  return `${labelOf(shell)} is ${shell.status}${reason} · ${shell.language} · ${shell.runtime} · network ${shell.network} · region ${shell.region}`;
+  return `${labelOf(shell)} is ${shell.status}${reason} · ${shell.language} · ${shell.isolation ?? shell.runtime} · network ${shell.network} · region ${shell.region}`;
 }
 
 /** A shell's name, and its id when that differs. */

@@ -355,6 +355,12 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable("shells").addColumn("egress", "text").execute();
     },
   },
+  /** How a shell is isolated when its backend says (`microvm (kvm)`, `microvm (emulated)`). */
+  "0011_shell_isolation": {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("shells").addColumn("isolation", "text").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

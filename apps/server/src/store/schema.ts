@@ -87,6 +87,8 @@ export interface ShellTable {
   /** JSON of the shell's own egress allowlist (ShellEgress); null: the org's policy alone. */
   egress: string | null;
   image_version: string | null;
+  /** How the backend isolates the shell, when it runs its class in more than one way. */
+  isolation: string | null;
   ttl_seconds: number | null;
   expires_at: string | null;
   created_at: string;
