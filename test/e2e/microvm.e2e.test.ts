@@ -147,6 +147,26 @@ describe.skipIf(missingTools.length > 0)("microvm shells through the server", ()
     expect(after).toMatchObject({ exitCode: 0, stdout: "alive\n" });
   }, 60_000);
 
+  it("keeps running across a control-plane restart and is re-adopted with its state", async () => {
+    await shells.exec(shell.id, { command: ["sh", "-c", "echo kept > /workspace/across.txt"] });
+    // A closed server leaves its guests running (QEMU is detached); the next one reconciles them.
+    const dataDir = server.dataDir;
+    await server.server.close();
+    const restarted = await startTestServer({ backend: "container", dataDir });
+    const close = () => restarted.close();
+    server = {
+      ...restarted,
+      close: async () => {
+        await close();
+        rmSync(dataDir, { recursive: true, force: true });
+      },
+    };
+    shells = new ShellsClient({ baseUrl: server.url, token: server.token });
+    expect(await shells.get(shell.id)).toMatchObject({ status: "running" });
+    const read = await shells.exec(shell.id, { command: ["cat", "/workspace/across.txt"] });
+    expect(read).toMatchObject({ exitCode: 0, stdout: "kept\n" });
+  }, 120_000);
+
   describe("an agent over the MCP server (stdio)", () => {
     let client: Client;
     let created: Shell;

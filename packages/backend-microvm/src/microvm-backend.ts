@@ -75,6 +75,8 @@ const BASE_ENV: Record<string, string> = {
  * not answer is killed and the restore tried again on a fresh overlay, waiting longer each time.
  */
 const RESTORE_TRIES_MS = [4_000, 8_000, 15_000];
+/** How long each try of connecting to a running VM's agent waits for its answer. */
+const RECONNECT_TRIES_MS = [1_000, 2_000, 4_000, 8_000];
 /** How long a cold boot may take to answer (a loaded, emulated host is slow). */
 const BOOT_TIMEOUT_MS = 180_000;
 
@@ -95,6 +97,8 @@ export class MicrovmBackend implements SandboxBackend {
   readonly #agents = new Map<string, AgentClient>();
   /** Shells' specs, read once from their records. */
   readonly #specs = new Map<string, SandboxSpec>();
+  /** Connections being made to running VMs' agents, so concurrent calls share one. */
+  readonly #connecting = new Map<string, Promise<AgentClient>>();
 
   constructor(options: MicrovmBackendOptions) {
     this.#options = options;
@@ -389,7 +393,7 @@ export class MicrovmBackend implements SandboxBackend {
 
   /** Flushes the guest's page cache to its disk (the layer QEMU writes). */
   async #sync(shellId: string): Promise<void> {
-    const agent = this.#agents.get(shellId) ?? (await this.#agent(shellId));
+    const agent = await this.#agent(shellId);
     await agent
       .exec({
         command: ["sync"],
@@ -423,17 +427,45 @@ export class MicrovmBackend implements SandboxBackend {
     await this.#save(shellId, record);
   }
 
-  async #agent(shellId: string): Promise<AgentClient> {
+  /** The shell's agent connection, connecting again when there is none (one attempt at a time). */
+  #agent(shellId: string): Promise<AgentClient> {
     const existing = this.#agents.get(shellId);
-    if (existing && !existing.closed) return existing;
+    if (existing && !existing.closed) return Promise.resolve(existing);
+    let pending = this.#connecting.get(shellId);
+    if (!pending) {
+      pending = this.#reconnect(shellId).finally(() => this.#connecting.delete(shellId));
+      this.#connecting.set(shellId, pending);
+    }
+    return pending;
+  }
+
+  /**
+   * Connects to the agent of a VM that runs without a connection (one left by an earlier process of
+   * the control plane). QEMU serves one connection at a time, so a connection that gets no answer is
+   * closed before the next try. Seen here: the first connection after a control-plane restart now
+   * and then gets no answer while a fresh one at once does; between tries the guest is also paused
+   * and resumed through QMP, which wakes a guest asleep in HLT (see `startVm`).
+   */
+  async #reconnect(shellId: string): Promise<AgentClient> {
     const record = await this.#record(shellId);
     if (!record.pid || !isAlive(record.pid))
       throw new SandboxError("not_running", `shell ${shellId} is stopped`);
-    // A VM left running by an earlier process: connect to its agent again.
-    const agent = await AgentClient.connect(`${this.#dir(shellId)}/agent.sock`, 5_000);
-    await agent.ready(10_000);
-    this.#agents.set(shellId, agent);
-    return agent;
+    const dir = this.#dir(shellId);
+    for (let attempt = 0; ; attempt++) {
+      const agent = await AgentClient.connect(`${dir}/agent.sock`, 5_000);
+      try {
+        await agent.ready(RECONNECT_TRIES_MS[attempt]!);
+        this.#agents.set(shellId, agent);
+        return agent;
+      } catch (error) {
+        agent.close();
+        if (attempt + 1 >= RECONNECT_TRIES_MS.length) throw error;
+      }
+      await qmp(`${dir}/qmp.sock`, [{ execute: "stop" }, { execute: "cont" }]).then(
+        (monitor) => monitor.close(),
+        () => undefined,
+      );
+    }
   }
 
   async #record(shellId: string): Promise<ShellRecord> {
