@@ -165,7 +165,7 @@ export class MicrovmBackend implements SandboxBackend {
     } catch (error) {
       throw new SandboxError(
         "unavailable",
-        `the ${spec.language} microvm template could not be made: ${(error as Error).message}. Make it with \`shells images build --runtime microvm ${spec.language}\` to see each step.`,
+        `the ${spec.language} microvm template could not be made: ${(error as Error).message}. Make it with \`shells images build --runtime microvm --memory-mb ${spec.resources.memoryMb} ${spec.language}\` to see each step.`,
         { language: spec.language },
         { cause: error },
       );

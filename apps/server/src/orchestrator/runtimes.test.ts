@@ -1,9 +1,12 @@
-import { MicrovmBackend } from "@shells/backend-microvm";
+import { checkMicrovmHost, MicrovmBackend } from "@shells/backend-microvm";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { createTestApp, type TestApp } from "../test-support/test-app.js";
+
+/** Whether this host has what a microvm create needs before its template (QEMU and the tools). */
+const microvmHost = await checkMicrovmHost(tmpdir());
 
 describe("a microvm class this host cannot run", () => {
   let t: TestApp | undefined;
@@ -42,4 +45,34 @@ describe("a microvm class this host cannot run", () => {
       rmSync(stateDir, { recursive: true, force: true });
     }
   });
+});
+
+describe("a microvm class whose template cannot be made", () => {
+  let t: TestApp | undefined;
+  afterEach(async () => {
+    await t?.close();
+  });
+
+  it.skipIf(!microvmHost.available)(
+    "refuses the create with runtime_unavailable, saying why and which command shows each step",
+    async () => {
+      const stateDir = mkdtempSync(join(tmpdir(), "shells-microvm-template-"));
+      const microvm = new MicrovmBackend({
+        stateDir,
+        images: () => Promise.reject(new Error("the Debian mirror is unreachable")),
+      });
+      try {
+        t = await createTestApp({ backends: [microvm] });
+        const res = await t.call("POST", "/api/v1/shells", { language: "go", runtime: "microvm" });
+        expect(res.statusCode).toBe(422);
+        expect(res.json().error.code).toBe("runtime_unavailable");
+        expect(res.json().error.message).toContain("the Debian mirror is unreachable");
+        expect(res.json().error.message).toContain(
+          "shells images build --runtime microvm --memory-mb 512 go",
+        );
+      } finally {
+        rmSync(stateDir, { recursive: true, force: true });
+      }
+    },
+  );
 });

@@ -82,11 +82,11 @@ export async function checkMicrovmHost(cacheDir: string): Promise<MicrovmHostRep
         : "apt knows no linux-image-cloud-amd64: run apt-get update (Debian's main archive must be in apt's sources)",
   );
 
-  const accel = platformOk && (await onPath("qemu-system-x86_64")) && (await kvmUsable());
+  const kvm = platformOk && (await onPath("qemu-system-x86_64")) !== null && (await kvmUsable());
   add(
     "accelerator",
     true,
-    accel ? "kvm" : "tcg: no usable /dev/kvm, QEMU emulates the guest (slower, still a VM)",
+    kvm ? "kvm" : "tcg: no usable /dev/kvm, QEMU emulates the guest (slower, still a VM)",
   );
 
   const failed = checks.filter((c) => !c.ok);
@@ -96,13 +96,13 @@ export async function checkMicrovmHost(cacheDir: string): Promise<MicrovmHostRep
   const installCommand = packages.length ? `apt-get install -y ${packages.join(" ")}` : null;
   const reason = failed.length
     ? `missing: ${failed.map((c) => `${c.name} (${c.detail})`).join("; ")}${installCommand ? `. Fix, as root: ${installCommand}` : ""}`
-    : isolationOf(accel ? "kvm" : "tcg");
+    : isolationOf(kvm ? "kvm" : "tcg");
   return {
     available: failed.length === 0,
     reason,
     checks,
     installCommand,
-    accel: accel ? "kvm" : "tcg",
+    accel: kvm ? "kvm" : "tcg",
   };
 }
 
