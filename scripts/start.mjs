@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// `npm start`: installs dependencies when missing, makes sure the host has what the container
-// backend needs (installing it when run as root), builds, and serves the control plane on
+// `npm start`: installs dependencies when missing, makes sure the host has what the container and
+// microvm backends need (installing it when run as root), builds, and serves the control plane on
 // 127.0.0.1:8080 with the embedded defaults (SQLite under ./.shells, container sandboxes).
 // Extra arguments pass through to the server: `npm start -- --backend simulator --port 9000`.
 // `npm start -- issue-key --email <member>` builds the server and runs the operator's command
@@ -18,6 +18,41 @@ const wantsSimulator =
   args.join(" ").includes("simulator") || process.env.SHELLS_BACKEND === "simulator";
 
 if (!prepareHost({ step, hostPackages: !operatorCommand && !wantsSimulator })) process.exit(1);
+
+// What the microvm class needs (QEMU, qcow2 tools, and the tools that build its guest kernel
+// module and initramfs). Optional: without them the server offers the other classes and answers
+// microvm creates with runtime_unavailable naming this same command.
+const MICROVM_PACKAGES = {
+  "qemu-system-x86_64": "qemu-system-x86",
+  "qemu-img": "qemu-utils",
+  cpio: "cpio",
+  make: "make",
+  strip: "binutils",
+};
+const microvmMissing = Object.entries(MICROVM_PACKAGES)
+  .filter(([bin]) => !has(bin))
+  .map(([, pkg]) => pkg);
+if (!operatorCommand && !wantsSimulator && microvmMissing.length > 0) {
+  const command = `apt-get install -y --no-install-recommends ${microvmMissing.join(" ")}`;
+  if (process.getuid?.() === 0) {
+    step(`installing what microvm sandboxes need: ${microvmMissing.join(", ")}`);
+    if (!sh("sh", ["-c", `apt-get update -qq && DEBIAN_FRONTEND=noninteractive ${command}`]))
+      console.error("Installing them failed; microvm shells stay unavailable until they are.");
+  } else {
+    console.error(
+      `Microvm sandboxes also need: ${microvmMissing.join(", ")} (as root: ${command}).`,
+    );
+  }
+} else if (
+  !operatorCommand &&
+  !wantsSimulator &&
+  process.getuid?.() === 0 &&
+  !sh("sh", ["-c", "apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1"])
+) {
+  // The first microvm template fetches the guest kernel with apt-get download: apt must know it.
+  step("refreshing apt's lists (the microvm guest kernel comes from them)");
+  sh("apt-get", ["update", "-qq"]);
+}
 
 step("building (tsc -b)");
 if (!sh("npx", ["tsc", "-b"])) process.exit(1);

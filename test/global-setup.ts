@@ -5,7 +5,7 @@
  * it races that test's timeout, so a fresh, loaded machine failed tests that were correct. Here it
  * runs before any timeout starts, with its progress printed; the tests then find every image in the
  * shared cache. Builds are locked across processes, so runs that start together build each image
- * once between them.
+ * once between them. The microvm templates (a saved VM state per language) are made here too.
  */
 import type { Language } from "@shells/contract";
 import type { TestProject } from "vitest/node";
@@ -26,11 +26,29 @@ const ALWAYS_ON_CONTAINERS = [
   "/test/e2e/bindings",
 ];
 
-/** Whether any test file of this run makes container sandboxes. */
-async function runUsesContainers(project: TestProject): Promise<boolean> {
-  // The run's file filters (`vitest run packages/sandbox`); none means every file.
+/** Test files that restore microvm templates, with the templates each needs (language, memory). */
+const MICROVM_TEMPLATES: [file: string, templates: [Language, number][]][] = [
+  // The backend's own suite: bash at the tests' memory size.
+  ["/packages/backend-microvm/", [["bash", 128]]],
+  // The seed's SDK snippet (rust) and MCP flow (go), at the server's default memory size
+  // (DEFAULT_RESOURCES.memoryMb in apps/server/src/orchestrator/admission.ts).
+  [
+    "/test/e2e/microvm.e2e.test.ts",
+    [
+      ["rust", 512],
+      ["go", 512],
+    ],
+  ],
+];
+
+/** The test files of this run (its file filters, `vitest run packages/sandbox`; none means all). */
+async function testFilesOf(project: TestProject): Promise<string[]> {
   const filters = (project.vitest as unknown as { filenamePattern?: string[] }).filenamePattern;
-  const { testFiles } = await project.globTestFiles(filters);
+  return (await project.globTestFiles(filters)).testFiles;
+}
+
+/** Whether any test file of this run makes container sandboxes. */
+function runUsesContainers(testFiles: string[]): boolean {
   const liveOnContainers = process.env["SHELLS_TEST_BACKEND"] === "container";
   return testFiles.some(
     (file) =>
@@ -39,21 +57,19 @@ async function runUsesContainers(project: TestProject): Promise<boolean> {
   );
 }
 
-/** Whether any test file of this run restores microvm templates. */
-async function runUsesMicrovms(project: TestProject): Promise<boolean> {
-  const filters = (project.vitest as unknown as { filenamePattern?: string[] }).filenamePattern;
-  const { testFiles } = await project.globTestFiles(filters);
-  return (
-    process.env["SHELLS_TEST_MICROVM"] === "1" &&
-    testFiles.some((file) => file.includes("/packages/backend-microvm/"))
-  );
+/** The microvm templates this run's test files restore. */
+function microvmTemplatesOf(testFiles: string[]): [Language, number][] {
+  return MICROVM_TEMPLATES.filter(([part]) =>
+    testFiles.some((file) => file.includes(part)),
+  ).flatMap(([, templates]) => templates);
 }
 
 /**
- * Makes the microvm template the microvm tests restore from (a guest kernel fetched with apt, a
- * base disk from the bash image, one cold boot, a saved VM state), before any test timeout runs.
+ * Makes the microvm templates the microvm tests restore from (a guest kernel fetched with apt, a
+ * base disk from the language's image, one cold boot, a saved VM state), before any test timeout
+ * runs. Slow the first time on an emulated host: a minute or more per template.
  */
-async function prepareMicrovmTemplate(): Promise<void> {
+async function prepareMicrovmTemplates(templates: [Language, number][]): Promise<void> {
   const support = await import("../packages/backend-microvm/src/internal/test-support.js");
   if (support.missingTools.length) return;
   const log = (line: string) => process.stdout.write(`[microvm] ${line}\n`);
@@ -64,26 +80,40 @@ async function prepareMicrovmTemplate(): Promise<void> {
     images: support.testImages,
     onProgress: (event) => log(event.message),
   });
-  const started = Date.now();
-  const template = await backend.prepare("bash", support.TEST_MEMORY_MB);
-  log(`bash template ready in ${Math.round((Date.now() - started) / 1000)}s (${template.accel})`);
+  for (const [language, memoryMb] of templates) {
+    const started = Date.now();
+    const template = await backend.prepare(language, memoryMb);
+    const seconds = Math.round((Date.now() - started) / 1000);
+    log(`${language} ${memoryMb} MB template ready in ${seconds}s (${template.accel})`);
+  }
 }
 
 /** Vitest global setup: makes sure the image cache holds every image before the tests start. */
 export default async function setup(project: TestProject): Promise<void> {
-  const microvms = await runUsesMicrovms(project);
-  if (microvms) await prepareMicrovmTemplate();
-  if (!(await runUsesContainers(project))) return;
+  const testFiles = await testFilesOf(project);
+  const templates = microvmTemplatesOf(testFiles);
+  const containers = runUsesContainers(testFiles);
+  if (!containers && templates.length === 0) return;
   // Loaded only now: it checks the host (and says so when container tests will be skipped).
   const { hostReport, TEST_IMAGES_DIR } =
     await import("../packages/backend-container/src/internal/test-support.js");
-  if (!hostReport.available) return;
+  if (hostReport.available) {
+    // Microvm disks are made from the same images: build the ones they need even when no
+    // container test runs.
+    const languages = containers ? LANGUAGES : [...new Set(templates.map(([l]) => l))];
+    await buildImages(TEST_IMAGES_DIR, languages);
+  }
+  if (templates.length) await prepareMicrovmTemplates(templates);
+}
+
+/** Builds (or finds) the images of `languages` in the shared cache, with progress. */
+async function buildImages(imagesDir: string, languages: Language[]): Promise<void> {
   const log = (line: string) => process.stdout.write(`[images] ${line}\n`);
-  log(`making sure ${LANGUAGES.join(", ")} are built in ${TEST_IMAGES_DIR}`);
-  for (const language of LANGUAGES) {
+  log(`making sure ${languages.join(", ")} are built in ${imagesDir}`);
+  for (const language of languages) {
     const started = Date.now();
     let lastPercent = -10;
-    const image = await ensureImage(TEST_IMAGES_DIR, language, {
+    const image = await ensureImage(imagesDir, language, {
       onProgress: (event) => {
         const percent = event.percent ?? -1;
         if (percent >= 0 && percent < 100 && percent - lastPercent < 10) return;

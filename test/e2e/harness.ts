@@ -48,6 +48,9 @@ export async function startTestServer(
       SHELLS_VALIDATE_RESPONSES: "1",
       // Container tests share one cache of base images so the suite builds each image once.
       SHELLS_IMAGES_DIR: process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images",
+      // Microvm tests share the guest kernel, base disks and templates the same way.
+      SHELLS_MICROVM_CACHE_DIR:
+        process.env.SHELLS_TEST_MICROVM_CACHE ?? "/var/cache/shells-test/microvm",
       ...options.env,
     },
   );

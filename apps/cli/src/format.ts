@@ -106,7 +106,7 @@ export function formatShell(shell: Shell, nowMs: number): string {
     ["project", shell.project],
     ["status", shell.statusReason ? `${shell.status} (${shell.statusReason})` : shell.status],
     ["language", shell.language],
-    ["runtime", `${shell.runtime} (backend ${shell.backend})`],
+    ["runtime", `${shell.isolation ?? shell.runtime} (backend ${shell.backend})`],
     ["network", shell.network],
     ["region", shell.region],
     ["resources", `cpu ${cpu}, memory ${memoryMb} MiB, pids ${pids}, disk ${diskMb} MiB`],

@@ -27,6 +27,7 @@ const shell: Shell = {
   secretEnvKeys: [],
   backend: "simulator",
   imageVersion: null,
+  isolation: null,
   ttlSeconds: null,
   expiresAt: null,
   createdAt: "2025-06-01T11:55:00.000Z",

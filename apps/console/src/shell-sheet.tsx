@@ -310,7 +310,7 @@ function Metadata({ shell }: { shell: Shell }) {
   const rows: [string, string][] = [
     ["Project", shell.project],
     ["Language", shell.language],
-    ["Runtime", `${shell.runtime} · ${shell.backend}`],
+    ["Runtime", `${shell.isolation ?? shell.runtime} · ${shell.backend}`],
     ["Network", shell.network],
     ["Region", shell.region],
     ["Image", shell.imageVersion ?? "—"],

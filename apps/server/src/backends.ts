@@ -1,4 +1,5 @@
-import { ContainerBackend } from "@shells/backend-container";
+import { ContainerBackend, ensureImage, imagesDirOf } from "@shells/backend-container";
+import { MicrovmBackend, type BuildProgress } from "@shells/backend-microvm";
 import { WasmBackend } from "@shells/backend-wasm";
 import { SimulatorBackend, type SandboxBackend } from "@shells/sandbox";
 import type { FastifyBaseLogger as Logger } from "fastify";
@@ -13,7 +14,6 @@ export function createBackends(config: ServerConfig, logger: Logger): SandboxBac
     );
     return [new SimulatorBackend()];
   }
-  let lastPercent = -10;
   // JavaScript interpreters load in milliseconds: their pool fills at boot. A Python interpreter
   // takes seconds of CPU and ~160 MB, so its pool fills after the first wasm python shell.
   const wasm = new WasmBackend({ stateDir: join(config.dataDir, "wasm") });
@@ -23,23 +23,44 @@ export function createBackends(config: ServerConfig, logger: Logger): SandboxBac
         .warm((line) => logger.info(`wasm pool: ${line}`), ["node"])
         .catch((error: unknown) => logger.warn({ err: error }, "wasm pool warm-up failed"));
   });
+  const containerDir = join(config.dataDir, "container");
+  const imagesDir = config.imagesDir ?? imagesDirOf(containerDir);
+  const onProgress = buildProgressLogger(logger);
   return [
     wasm,
     new ContainerBackend({
-      stateDir: join(config.dataDir, "container"),
+      stateDir: containerDir,
       ...(config.imagesDir ? { imagesDir: config.imagesDir } : {}),
       rootCapabilities: config.rootCapabilities,
       logger,
-      // Image builds take about a minute on first need: show where they are.
-      onProgress: (event) => {
-        const percent = event.percent ?? -1;
-        if (percent >= 0 && percent < 100 && percent - lastPercent < 10) return;
-        lastPercent = percent;
-        logger.info(
-          { image: event },
-          `image build: ${event.message}${percent >= 0 ? ` (${Math.round(percent)}%)` : ""}`,
-        );
-      },
+      onProgress,
+    }),
+    // Its disks are made from the container backend's images (one recipe, two formats). The first
+    // create of a language makes its template (minutes under emulation, progress in this log);
+    // `shells images build --runtime microvm <language>` makes it ahead of time.
+    new MicrovmBackend({
+      stateDir: join(config.dataDir, "microvm"),
+      cacheDir: config.microvmCacheDir ?? join(config.dataDir, "microvm", "cache"),
+      images: (language, onImageProgress) =>
+        ensureImage(imagesDir, language, onImageProgress ? { onProgress: onImageProgress } : {}),
+      onProgress,
     }),
   ];
+}
+
+/**
+ * Logs image and template builds as they go (they take a minute or more on first need), at most
+ * one line per 10% of a step that reports percentages.
+ */
+function buildProgressLogger(logger: Logger): (event: BuildProgress) => void {
+  let lastPercent = -10;
+  return (event) => {
+    const percent = event.percent ?? -1;
+    if (percent >= 0 && percent < 100 && percent - lastPercent < 10) return;
+    lastPercent = percent;
+    logger.info(
+      { image: event },
+      `${event.phase === "microvm" ? "microvm" : "image build"}: ${event.message}${percent >= 0 ? ` (${Math.round(percent)}%)` : ""}`,
+    );
+  };
 }

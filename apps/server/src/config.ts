@@ -145,6 +145,11 @@ export const ServerConfig = z.strictObject({
    */
   imagesDir: z.string().min(1).optional(),
   /**
+   * Where the microvm backend keeps the guest kernel, base disks and saved VM templates (default
+   * `<dataDir>/microvm/cache`); several data dirs may share one. Env `SHELLS_MICROVM_CACHE_DIR`.
+   */
+  microvmCacheDir: z.string().min(1).optional(),
+  /**
    * Capabilities root keeps inside container shells: `none` (default: zero effective capabilities,
    * enough for pip and editing anything in the shell) or `package-manager` (Docker's default set,
    * still confined to the shell's user namespace, so dpkg/apt can change file owners). Env
@@ -325,6 +330,7 @@ export function loadConfig(
     bodyLimitBytes: env.SHELLS_BODY_LIMIT_BYTES,
     region: env.SHELLS_REGION,
     imagesDir: env.SHELLS_IMAGES_DIR,
+    microvmCacheDir: env.SHELLS_MICROVM_CACHE_DIR,
     rootCapabilities: env.SHELLS_ROOT_CAPABILITIES,
     consoleDir: env.SHELLS_CONSOLE_DIR,
     validateResponses: env.SHELLS_VALIDATE_RESPONSES,

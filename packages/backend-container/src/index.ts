@@ -18,6 +18,7 @@ export {
 } from "./container-backend.js";
 export {
   checkContainerHost,
+  onPath,
   type ContainerHostReport,
   type HostCheck,
 } from "./internal/host-check.js";

@@ -4,4 +4,5 @@
  */
 export { MicrovmBackend, type MicrovmBackendOptions } from "./microvm-backend.js";
 export type { BuildProgress } from "./internal/host.js";
+export { checkMicrovmHost, type MicrovmHostReport } from "./internal/host-check.js";
 export type { ImageSource, Template } from "./internal/template.js";

@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import type {
   ExecResult,
   KillReason,
@@ -8,6 +8,7 @@ import type {
   Snapshot,
 } from "@shells/contract";
 import {
+  ExecFiles,
   SandboxError,
   type SandboxBackend,
   type SandboxExecOptions,
@@ -18,9 +19,17 @@ import {
   type SandboxSpec,
 } from "@shells/sandbox";
 import { AgentClient } from "./internal/agent-client.js";
-import { kvmUsable, missingHostTools, runChecked, type BuildProgress } from "./internal/host.js";
+import { checkMicrovmHost, isolationOf } from "./internal/host-check.js";
+import { runChecked, type BuildProgress } from "./internal/host.js";
 import { ensureTemplate, type ImageSource, type Template } from "./internal/template.js";
-import { isAlive, killAndWait, startVm, type StartedVm, type VmConfig } from "./internal/vm.js";
+import {
+  isAlive,
+  killAndWait,
+  qmp,
+  startVm,
+  type StartedVm,
+  type VmConfig,
+} from "./internal/vm.js";
 
 /** Options of a `MicrovmBackend`. */
 export interface MicrovmBackendOptions {
@@ -40,7 +49,17 @@ interface ShellRecord {
   template: Template;
   /** QEMU's pid while running, else null. */
   pid: number | null;
+  /** Snapshots taken so far (orders them, newest first). */
+  snapshotSeq?: number;
 }
+
+/** What a snapshot's metadata file holds beside its disk. */
+interface SnapshotMeta extends Snapshot {
+  seq: number;
+}
+
+/** Snapshot names: they become file names in the shell's directory. */
+const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 const NETWORK_MODES = ["sealed", "localhost"] as const;
 
@@ -56,6 +75,8 @@ const BASE_ENV: Record<string, string> = {
  * not answer is killed and the restore tried again on a fresh overlay, waiting longer each time.
  */
 const RESTORE_TRIES_MS = [4_000, 8_000, 15_000];
+/** How long each try of connecting to a running VM's agent waits for its answer. */
+const RECONNECT_TRIES_MS = [1_000, 2_000, 4_000, 8_000];
 /** How long a cold boot may take to answer (a loaded, emulated host is slow). */
 const BOOT_TIMEOUT_MS = 180_000;
 
@@ -65,9 +86,10 @@ const BOOT_TIMEOUT_MS = 180_000;
  * template layer over the read-only base disk made from the container image's rootfs. A static
  * agent inside (native/shells-agent.c) runs execs over a virtio-serial port.
  *
- * This first slice offers create, exec (streamed, wall clock, output limit), stop/start/restart
- * (cold boot on the shell's own disk), wipe_state (a fresh overlay, restored from the template) and
- * destroy. Spawn, files, snapshots and reinstall_os are refused with `unsupported`.
+ * It offers create, exec (streamed, wall clock, output limit), files (run by the guest agent),
+ * stop/start/restart (cold boot on the shell's own disk), snapshots (copies of the disk layer),
+ * wipe_state (a fresh overlay, restored from the template) and destroy. Spawn and reinstall_os are
+ * refused with `unsupported`.
  */
 export class MicrovmBackend implements SandboxBackend {
   readonly name = "microvm";
@@ -75,6 +97,8 @@ export class MicrovmBackend implements SandboxBackend {
   readonly #agents = new Map<string, AgentClient>();
   /** Shells' specs, read once from their records. */
   readonly #specs = new Map<string, SandboxSpec>();
+  /** Connections being made to running VMs' agents, so concurrent calls share one. */
+  readonly #connecting = new Map<string, Promise<AgentClient>>();
 
   constructor(options: MicrovmBackendOptions) {
     this.#options = options;
@@ -95,32 +119,25 @@ export class MicrovmBackend implements SandboxBackend {
     return `${this.#shellsDir}/${shellId}`;
   }
 
+  get #cacheDir(): string {
+    return this.#options.cacheDir ?? `${this.#options.stateDir}/cache`;
+  }
+
   async availability(): Promise<RuntimeAvailability[]> {
-    const missing = await missingHostTools();
-    if (missing.length)
-      return [
-        {
-          runtime: "microvm",
-          available: false,
-          backend: this.name,
-          reason: `missing on this host: ${missing.join(", ")} (apt-get install qemu-system-x86 qemu-utils cpio gcc)`,
-        },
-      ];
-    const kvm = await kvmUsable();
+    const host = await checkMicrovmHost(this.#cacheDir);
     return [
-      {
-        runtime: "microvm",
-        available: true,
-        backend: this.name,
-        reason: kvm ? "microvm (kvm)" : "microvm (emulated)",
-      },
+      { runtime: "microvm", available: host.available, backend: this.name, reason: host.reason },
     ];
   }
 
-  /** Builds (or finds) the template a create of this language and memory size restores from. */
+  /**
+   * Builds (or finds) the template a create of this language and memory size restores from: the
+   * language's image, the guest kernel, a base disk, one cold boot and a saved VM state. Minutes the
+   * first time (progress goes to `onProgress`); instant once made.
+   */
   prepare(language: Language, memoryMb: number): Promise<Template> {
     return ensureTemplate(
-      this.#options.cacheDir ?? `${this.#options.stateDir}/cache`,
+      this.#cacheDir,
       language,
       memoryMb,
       this.#options.images,
@@ -139,11 +156,20 @@ export class MicrovmBackend implements SandboxBackend {
           network: spec.network,
         },
       );
-    const missing = await missingHostTools();
-    if (missing.length)
-      throw new SandboxError("unavailable", `microvm needs ${missing.join(", ")} on this host`);
+    const host = await checkMicrovmHost(this.#cacheDir);
+    if (!host.available) throw new SandboxError("unavailable", `microvm needs ${host.reason}`);
     const dir = this.#dir(spec.shellId);
-    const template = await this.prepare(spec.language, spec.resources.memoryMb);
+    let template: Template;
+    try {
+      template = await this.prepare(spec.language, spec.resources.memoryMb);
+    } catch (error) {
+      throw new SandboxError(
+        "unavailable",
+        `the ${spec.language} microvm template could not be made: ${(error as Error).message}. Make it with \`shells images build --runtime microvm --memory-mb ${spec.resources.memoryMb} ${spec.language}\` to see each step.`,
+        { language: spec.language },
+        { cause: error },
+      );
+    }
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const record: ShellRecord = { spec, template, pid: null };
     try {
@@ -196,27 +222,82 @@ export class MicrovmBackend implements SandboxBackend {
     return Promise.reject(new SandboxError("unsupported", "spawn is not available on microvm yet"));
   }
 
-  readonly files: SandboxFiles = {
-    stat: () => unsupported("file operations"),
-    list: () => unsupported("file operations"),
-    read: () => unsupported("file operations"),
-    write: () => unsupported("file operations"),
-    remove: () => unsupported("file operations"),
-    exportTar: () => unsupported("file operations"),
-    importTar: () => unsupported("file operations"),
-  };
+  /** File operations run as small POSIX scripts by the guest agent: paths resolve inside the guest. */
+  readonly files: SandboxFiles = new ExecFiles((id, request, options) =>
+    this.exec(id, request, options),
+  );
 
-  snapshot(): Promise<Snapshot> {
-    return unsupported("snapshots");
+  /**
+   * A copy of the shell's disk layer. A running guest first flushes its page cache (`sync`), then
+   * is paused while the layer is copied: QEMU drains and flushes the disk when it stops, so the copy
+   * is what the guest had written, never a half-written qcow2.
+   */
+  async snapshot(shellId: string, name: string): Promise<Snapshot> {
+    if (!SNAPSHOT_NAME.test(name))
+      throw new SandboxError("unsupported", `snapshot name ${JSON.stringify(name)} is not allowed`);
+    const record = await this.#record(shellId);
+    const dir = this.#dir(shellId);
+    await mkdir(`${dir}/snapshots`, { recursive: true, mode: 0o700 });
+    const disk = `${dir}/snapshots/${name}.qcow2`;
+    const temporary = `${disk}.tmp`;
+    if (record.pid && isAlive(record.pid)) {
+      await this.#sync(shellId);
+      const monitor = await qmp(`${dir}/qmp.sock`, [{ execute: "stop" }]);
+      try {
+        await copyFile(`${dir}/disk.qcow2`, temporary);
+      } finally {
+        await monitor.call("cont").finally(() => monitor.close());
+      }
+    } else {
+      await copyFile(`${dir}/disk.qcow2`, temporary);
+    }
+    await rename(temporary, disk);
+    record.snapshotSeq = (record.snapshotSeq ?? 0) + 1;
+    const meta: SnapshotMeta = {
+      name,
+      sizeBytes: (await stat(disk)).size,
+      createdAt: new Date().toISOString(),
+      seq: record.snapshotSeq,
+    };
+    await writeFile(`${dir}/snapshots/${name}.json`, JSON.stringify(meta, null, 2));
+    await this.#save(shellId, record);
+    return { name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
   }
-  listSnapshots(): Promise<Snapshot[]> {
-    return unsupported("snapshots");
+
+  async listSnapshots(shellId: string): Promise<Snapshot[]> {
+    await this.#record(shellId);
+    return (await this.#snapshots(shellId)).map(({ name, sizeBytes, createdAt }) => ({
+      name,
+      sizeBytes,
+      createdAt,
+    }));
   }
-  restore(): Promise<Snapshot> {
-    return unsupported("snapshots");
+
+  /**
+   * Puts a snapshot's disk layer back. The guest's memory belongs to the old disk, so a running
+   * shell is cold-booted on the restored layer (seconds under emulation).
+   */
+  async restore(shellId: string, name: string): Promise<Snapshot> {
+    const record = await this.#record(shellId);
+    const meta = (await this.#snapshots(shellId)).find((s) => s.name === name);
+    if (!meta)
+      throw new SandboxError(
+        "snapshot_not_found",
+        `shell ${shellId} has no snapshot named ${JSON.stringify(name)}`,
+      );
+    const dir = this.#dir(shellId);
+    const wasRunning = Boolean(record.pid && isAlive(record.pid));
+    await this.#halt(shellId, record, "stopped", { flush: false });
+    await copyFile(`${dir}/snapshots/${name}.qcow2`, `${dir}/disk.restore.qcow2`);
+    await rename(`${dir}/disk.restore.qcow2`, `${dir}/disk.qcow2`);
+    if (wasRunning) await this.#boot(shellId, record, false);
+    return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
   }
+
   reinstallOs(): Promise<SandboxInfo> {
-    return unsupported("reinstall_os");
+    return Promise.reject(
+      new SandboxError("unsupported", "reinstall_os is not available on microvm yet"),
+    );
   }
 
   async wipeState(shellId: string): Promise<SandboxInfo> {
@@ -310,25 +391,34 @@ export class MicrovmBackend implements SandboxBackend {
     }
   }
 
-  async #halt(shellId: string, record: ShellRecord, reason: KillReason): Promise<void> {
+  /** Flushes the guest's page cache to its disk (the layer QEMU writes). */
+  async #sync(shellId: string): Promise<void> {
+    const agent = await this.#agent(shellId);
+    await agent
+      .exec({
+        command: ["sync"],
+        env: BASE_ENV,
+        cwd: "/",
+        stdin: undefined,
+        timeoutMs: 10_000,
+        maxOutputBytes: 1024,
+      })
+      .catch(() => undefined);
+  }
+
+  async #halt(
+    shellId: string,
+    record: ShellRecord,
+    reason: KillReason,
+    { flush = reason !== "deleted" } = {},
+  ): Promise<void> {
+    // The guest's page cache holds writes its disk has not seen yet: flush them before QEMU is
+    // killed, or a stopped shell would lose its last writes.
+    if (flush && record.pid && isAlive(record.pid))
+      await this.#sync(shellId).catch(() => undefined);
     const agent = this.#agents.get(shellId);
     this.#agents.delete(shellId);
     if (reason === "deleted") this.#specs.delete(shellId);
-    // Execs cut off when QEMU dies report why the shell was halted.
-    if (agent) agent.closeReason = reason;
-    // The guest's page cache holds writes its disk has not seen yet: flush them before QEMU is
-    // killed, or a stopped shell would lose its last writes.
-    if (reason !== "deleted" && agent && !agent.closed)
-      await agent
-        .exec({
-          command: ["sync"],
-          env: BASE_ENV,
-          cwd: "/",
-          stdin: undefined,
-          timeoutMs: 10_000,
-          maxOutputBytes: 1024,
-        })
-        .catch(() => undefined);
     if (record.pid) await killAndWait(record.pid);
     agent?.close(reason);
     record.pid = null;
@@ -337,17 +427,45 @@ export class MicrovmBackend implements SandboxBackend {
     await this.#save(shellId, record);
   }
 
-  async #agent(shellId: string): Promise<AgentClient> {
+  /** The shell's agent connection, connecting again when there is none (one attempt at a time). */
+  #agent(shellId: string): Promise<AgentClient> {
     const existing = this.#agents.get(shellId);
-    if (existing && !existing.closed) return existing;
+    if (existing && !existing.closed) return Promise.resolve(existing);
+    let pending = this.#connecting.get(shellId);
+    if (!pending) {
+      pending = this.#reconnect(shellId).finally(() => this.#connecting.delete(shellId));
+      this.#connecting.set(shellId, pending);
+    }
+    return pending;
+  }
+
+  /**
+   * Connects to the agent of a VM that runs without a connection (one left by an earlier process of
+   * the control plane). QEMU serves one connection at a time, so a connection that gets no answer is
+   * closed before the next try. Seen here: the first connection after a control-plane restart now
+   * and then gets no answer while a fresh one at once does; between tries the guest is also paused
+   * and resumed through QMP, which wakes a guest asleep in HLT (see `startVm`).
+   */
+  async #reconnect(shellId: string): Promise<AgentClient> {
     const record = await this.#record(shellId);
     if (!record.pid || !isAlive(record.pid))
       throw new SandboxError("not_running", `shell ${shellId} is stopped`);
-    // A VM left running by an earlier process: connect to its agent again.
-    const agent = await AgentClient.connect(`${this.#dir(shellId)}/agent.sock`, 5_000);
-    await agent.ready(10_000);
-    this.#agents.set(shellId, agent);
-    return agent;
+    const dir = this.#dir(shellId);
+    for (let attempt = 0; ; attempt++) {
+      const agent = await AgentClient.connect(`${dir}/agent.sock`, 5_000);
+      try {
+        await agent.ready(RECONNECT_TRIES_MS[attempt]!);
+        this.#agents.set(shellId, agent);
+        return agent;
+      } catch (error) {
+        agent.close();
+        if (attempt + 1 >= RECONNECT_TRIES_MS.length) throw error;
+      }
+      await qmp(`${dir}/qmp.sock`, [{ execute: "stop" }, { execute: "cont" }]).then(
+        (monitor) => monitor.close(),
+        () => undefined,
+      );
+    }
   }
 
   async #record(shellId: string): Promise<ShellRecord> {
@@ -362,17 +480,21 @@ export class MicrovmBackend implements SandboxBackend {
     await writeFile(`${this.#dir(shellId)}/shell.json`, JSON.stringify(record, null, 2));
   }
 
+  async #snapshots(shellId: string): Promise<SnapshotMeta[]> {
+    const dir = `${this.#dir(shellId)}/snapshots`;
+    const entries = await readdir(dir).catch(() => [] as string[]);
+    const metas: SnapshotMeta[] = [];
+    for (const entry of entries.filter((e) => e.endsWith(".json")))
+      metas.push(JSON.parse(await readFile(`${dir}/${entry}`, "utf8")) as SnapshotMeta);
+    return metas.sort((a, b) => b.seq - a.seq);
+  }
+
   #info(record: ShellRecord): SandboxInfo {
     return {
       shellId: record.spec.shellId,
       state: record.pid && isAlive(record.pid) ? "running" : "stopped",
       imageVersion: record.template.imageVersion,
+      isolation: isolationOf(record.template.accel),
     };
   }
-}
-
-function unsupported(what: string): Promise<never> {
-  return Promise.reject(
-    new SandboxError("unsupported", `${what} are not available on microvm yet`),
-  );
 }

@@ -193,6 +193,12 @@ export const Shell = z.strictObject({
   backend: z.string(),
   /** Version of the base image the shell's root filesystem runs on, when the backend has one. */
   imageVersion: z.string().nullable(),
+  /**
+   * How the shell is isolated, when its backend runs the class in more than one way: `microvm
+   * (kvm)` (hardware virtualization) or `microvm (emulated)` (QEMU without KVM: the same wall,
+   * slower). Null otherwise.
+   */
+  isolation: z.string().nullable(),
   ttlSeconds: z.int().nullable(),
   expiresAt: z.iso.datetime().nullable(),
   createdAt: z.iso.datetime(),

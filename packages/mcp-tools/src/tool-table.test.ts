@@ -22,8 +22,9 @@ const shell: Shell = {
   resources: { cpu: 1, memoryMb: 512, pids: 256, diskMb: 1024 },
   envKeys: [],
   secretEnvKeys: [],
-  backend: "simulator",
+  backend: "microvm",
   imageVersion: null,
+  isolation: "microvm (emulated)",
   ttlSeconds: null,
   expiresAt: null,
   createdAt: "2026-01-01T00:00:00.000Z",
@@ -125,7 +126,7 @@ describe("rendering results", () => {
     const rendered = renderToolResult("shells_action", result);
     expect(rendered.structuredContent).toEqual(result);
     expect(rendered.text).toBe(
-      "wipe_state: filesystem state destroyed, sandbox intact.\nShell now: scratch (id sh-1) is running · go · microvm · network sealed · region local.",
+      "wipe_state: filesystem state destroyed, sandbox intact.\nShell now: scratch (id sh-1) is running · go · microvm (emulated) · network sealed · region local.",
     );
   });
 
@@ -183,7 +184,7 @@ describe("rendering results", () => {
   it("renders a page of shells one line each, with the cursor of the next page", () => {
     const rendered = renderToolResult("shells_list", { items: [shell], nextCursor: "c2" });
     expect(rendered.text).toBe(
-      '1 shell:\n- scratch (id sh-1) is running · go · microvm · network sealed · region local\nMore shells: call shells_list with cursor "c2".',
+      '1 shell:\n- scratch (id sh-1) is running · go · microvm (emulated) · network sealed · region local\nMore shells: call shells_list with cursor "c2".',
     );
     expect(renderToolResult("shells_list", { items: [], nextCursor: null }).text).toBe(
       "No shells match.",

@@ -392,7 +392,7 @@ function outputLines(stream: "stdout" | "stderr", text: string, totalBytes: numb
 function describeShell(shell: Shell): string {
   const reason = shell.statusReason ? ` (${shell.statusReason})` : "";
   const allow = shell.egress ? ` (egress allowed to ${shell.egress.allow.join(", ")})` : "";
-  return `${labelOf(shell)} is ${shell.status}${reason} · ${shell.language} · ${shell.runtime} · network ${shell.network}${allow} · region ${shell.region}`;
+  return `${labelOf(shell)} is ${shell.status}${reason} · ${shell.language} · ${shell.isolation ?? shell.runtime} · network ${shell.network}${allow} · region ${shell.region}`;
 }
 
 /** A shell's name, and its id when that differs. */

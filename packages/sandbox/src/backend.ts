@@ -51,6 +51,11 @@ export interface SandboxInfo {
   state: "running" | "stopped";
   /** Version of the base image under the shell's root filesystem, when the backend has images. */
   imageVersion: string | null;
+  /**
+   * How this sandbox is isolated, in words, when the backend runs it in more than one way
+   * (`microvm (kvm)`, `microvm (emulated)`); recorded on the shell.
+   */
+  isolation?: string;
 }
 
 /**

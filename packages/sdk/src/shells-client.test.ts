@@ -47,6 +47,7 @@ function shell(id: string): Shell {
     secretEnvKeys: [],
     backend: "simulator",
     imageVersion: null,
+    isolation: null,
     ttlSeconds: null,
     expiresAt: null,
     createdAt: "2025-01-01T00:00:00.000Z",

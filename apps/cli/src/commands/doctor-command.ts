@@ -1,11 +1,13 @@
 import { checkContainerHost } from "@shells/backend-container";
+import { checkMicrovmHost } from "@shells/backend-microvm";
+import { join } from "node:path";
 import type { Command } from "commander";
 import type { CliContext } from "../context.js";
 import { formatTable } from "../format.js";
 
 /**
- * `shells doctor`: what this host can run and why not — the container backend's host checks run
- * locally, and, when a server answers, the runtime classes it reports.
+ * `shells doctor`: what this host can run and why not — the container and microvm backends' host
+ * checks run locally, and, when a server answers, the runtime classes it reports.
  */
 export function registerDoctorCommand(program: Command, ctx: CliContext): void {
   program
@@ -13,6 +15,9 @@ export function registerDoctorCommand(program: Command, ctx: CliContext): void {
     .description("check which runtime classes this host can run, and what is missing")
     .action(async () => {
       const host = await checkContainerHost();
+      const microvm = await checkMicrovmHost(
+        ctx.io.env.SHELLS_MICROVM_CACHE_DIR ?? join(ctx.dataDir, "microvm", "cache"),
+      );
       let server:
         | { runtime: string; available: boolean; backend: string | null; reason: string | null }[]
         | null = null;
@@ -22,7 +27,7 @@ export function registerDoctorCommand(program: Command, ctx: CliContext): void {
       } catch (error) {
         serverError = error instanceof Error ? error.message : String(error);
       }
-      if (ctx.json) return ctx.printJson({ host, server, serverError });
+      if (ctx.json) return ctx.printJson({ host, microvm, server, serverError });
       ctx.print(
         `container runtime on this host: ${host.available ? "available" : "NOT available"}${host.cgroupVersion ? ` (cgroup v${host.cgroupVersion})` : ""}`,
       );
@@ -34,8 +39,15 @@ export function registerDoctorCommand(program: Command, ctx: CliContext): void {
       );
       if (host.installCommand) ctx.print(`\nto fix, as root: ${host.installCommand}`);
       ctx.print(
-        "\nwasm: no wasm backend is installed in this build\nmicrovm: no microvm backend is installed in this build",
+        `\nmicrovm runtime on this host: ${microvm.available ? `available, ${microvm.reason}` : "NOT available"}`,
       );
+      ctx.print(
+        formatTable(
+          ["check", "ok", "detail"],
+          microvm.checks.map((c) => [c.name, c.ok ? "yes" : "NO", c.detail]),
+        ),
+      );
+      if (microvm.installCommand) ctx.print(`\nto fix, as root: ${microvm.installCommand}`);
       if (server) {
         ctx.print("\nthe server reports:");
         ctx.print(

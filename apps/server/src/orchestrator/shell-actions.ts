@@ -80,11 +80,12 @@ export async function provisionShell(
       status: "running",
       status_reason: null,
       image_version: info.imageVersion,
+      isolation: info.isolation ?? null,
     });
     await ctx.log(
       row,
       "system",
-      `created (${spec.runtime} on ${backend.name}, image ${info.imageVersion ?? "n/a"})`,
+      `created (${info.isolation ?? spec.runtime} on ${backend.name}, image ${info.imageVersion ?? "n/a"})`,
     );
     await record("success", {
       name: row.name,
@@ -93,6 +94,7 @@ export async function provisionShell(
       network: spec.network,
       region: row.region,
       backend: backend.name,
+      ...(info.isolation ? { isolation: info.isolation } : {}),
     });
   } catch (error) {
     await ctx.setState(row, {

@@ -52,6 +52,7 @@ export class ShellRecords {
       secretEnvKeys: Object.keys(this.secretEnv(row)).sort(),
       backend: row.backend,
       imageVersion: row.image_version,
+      isolation: row.isolation,
       ttlSeconds: row.ttl_seconds,
       expiresAt: row.expires_at,
       createdAt: row.created_at,
@@ -88,6 +89,7 @@ export class ShellRecords {
         Object.keys(secretEnv).length > 0 ? this.box.seal(JSON.stringify(secretEnv)) : null,
       backend: admitted.backend.name,
       image_version: null,
+      isolation: null,
       ttl_seconds: input.ttlSeconds ?? null,
       expires_at: input.ttlSeconds
         ? new Date(Date.now() + input.ttlSeconds * 1000).toISOString()

@@ -522,6 +522,12 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
     },
   },
+  /** How a shell is isolated when its backend says (`microvm (kvm)`, `microvm (emulated)`). */
+  "0015_shell_isolation": {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("shells").addColumn("isolation", "text").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

@@ -96,6 +96,8 @@ export interface ShellTable {
   /** JSON of the service bindings granted at launch (`{ id, name }[]`); null when none. */
   bindings: string | null;
   image_version: string | null;
+  /** How the backend isolates the shell, when it runs its class in more than one way. */
+  isolation: string | null;
   ttl_seconds: number | null;
   expires_at: string | null;
   created_at: string;

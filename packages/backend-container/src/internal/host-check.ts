@@ -22,7 +22,8 @@ export interface ContainerHostReport {
   cgroupVersion: 1 | 2 | null;
 }
 
-async function onPath(command: string): Promise<string | null> {
+/** The full path of `command` on PATH, or null when it is not installed. */
+export async function onPath(command: string): Promise<string | null> {
   for (const dir of (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {
     try {
       await access(`${dir}/${command}`, constants.X_OK);

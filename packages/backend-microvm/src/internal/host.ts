@@ -73,6 +73,17 @@ export interface GuestKernel {
   modulesDir: string;
 }
 
+/** Where the guest kernel lives: keyed by the module's source, so a changed module is built again. */
+async function kernelDir(cacheDir: string): Promise<string> {
+  const mmioSource = await readFile(`${NATIVE_DIR}shells-mmio.c`);
+  return `${cacheDir}/kernel-${createHash("sha256").update(mmioSource).digest("hex").slice(0, 12)}`;
+}
+
+/** Whether the guest kernel has been fetched (and its module built) into `cacheDir`. */
+export async function kernelCached(cacheDir: string): Promise<boolean> {
+  return existsSync(`${await kernelDir(cacheDir)}/kernel.json`);
+}
+
 /**
  * Fetches and unpacks the Debian cloud kernel into `<cacheDir>/kernel-<key>` (once), and builds
  * native/shells-mmio.c against its headers (also fetched, never installed). The cloud kernel has
@@ -83,9 +94,7 @@ export async function ensureKernel(
   cacheDir: string,
   report: (message: string) => void = () => undefined,
 ): Promise<GuestKernel> {
-  // Keyed by the module's source: a changed module is built again.
-  const mmioSource = await readFile(`${NATIVE_DIR}shells-mmio.c`);
-  const dir = `${cacheDir}/kernel-${createHash("sha256").update(mmioSource).digest("hex").slice(0, 12)}`;
+  const dir = await kernelDir(cacheDir);
   try {
     return JSON.parse(await readFile(`${dir}/kernel.json`, "utf8")) as GuestKernel;
   } catch {
@@ -294,27 +303,4 @@ export function kvmUsable(): Promise<boolean> {
     });
   })();
   return kvmProbe;
-}
-
-/** Whether QEMU and the tools a template build needs are installed. */
-export async function missingHostTools(): Promise<string[]> {
-  const missing: string[] = [];
-  for (const tool of [
-    "qemu-system-x86_64",
-    "qemu-img",
-    "mkfs.ext4",
-    "cpio",
-    "gcc",
-    "make",
-    "strip",
-    "apt-get",
-    "dpkg-deb",
-  ]) {
-    try {
-      await runChecked("sh", ["-c", `command -v ${tool}`]);
-    } catch {
-      missing.push(tool);
-    }
-  }
-  return missing;
 }
