@@ -20,7 +20,13 @@ export interface TestServer {
  * real sandboxes pass `backend: "container"`.
  */
 export async function startTestServer(
-  options: { backend?: "simulator" | "container"; dataDir?: string; logger?: Logger } = {},
+  options: {
+    backend?: "simulator" | "container";
+    dataDir?: string;
+    logger?: Logger;
+    /** Extra environment of the server's config (`SHELLS_*` settings). */
+    env?: Record<string, string>;
+  } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "shells-e2e-"));
   const config = loadConfig(
@@ -40,6 +46,7 @@ export async function startTestServer(
       SHELLS_VALIDATE_RESPONSES: "1",
       // Container tests share one cache of base images so the suite builds each image once.
       SHELLS_IMAGES_DIR: process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images",
+      ...options.env,
     },
   );
   const server = await startServer(config, options.logger ? { logger: options.logger } : {});
