@@ -240,6 +240,20 @@ export const ServerConfig = z.strictObject({
       z.enum(["0", "1", "true", "false"]).transform((v) => v === "1" || v === "true"),
     ])
     .default(false),
+  /**
+   * Most bytes a git workload source may fetch and check out (each bounded on its own), bytes.
+   * Env `SHELLS_GIT_MAX_BYTES`.
+   */
+  gitMaxBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .max(4 * 1024 ** 3)
+    .default(64 * 1024 ** 2),
+  /** Most files in a git workload source's commit. Env `SHELLS_GIT_MAX_FILES`. */
+  gitMaxFiles: z.coerce.number().int().min(1).max(1_000_000).default(20_000),
+  /** Wall clock of a git source's clone, seconds. Env `SHELLS_GIT_TIMEOUT_SECONDS`. */
+  gitTimeoutSeconds: z.coerce.number().int().min(1).max(3600).default(120),
   /** Check every response against the contract (on in tests). Env `SHELLS_VALIDATE_RESPONSES=1`. */
   validateResponses: z
     .union([
@@ -311,6 +325,9 @@ export function loadConfig(
     egressDecisionWindowSeconds: env.SHELLS_EGRESS_DECISION_WINDOW_SECONDS,
     bindingsCaFile: env.SHELLS_BINDINGS_CA_FILE,
     bindingsAllowHttp: env.SHELLS_BINDINGS_ALLOW_HTTP,
+    gitMaxBytes: env.SHELLS_GIT_MAX_BYTES,
+    gitMaxFiles: env.SHELLS_GIT_MAX_FILES,
+    gitTimeoutSeconds: env.SHELLS_GIT_TIMEOUT_SECONDS,
     oidc: oidcSettings(env),
   };
   const parsed = ServerConfig.safeParse(
@@ -345,6 +362,9 @@ const ENV_NAMES: Record<string, string> = {
   egressDecisionWindowSeconds: "SHELLS_EGRESS_DECISION_WINDOW_SECONDS",
   bindingsCaFile: "SHELLS_BINDINGS_CA_FILE",
   bindingsAllowHttp: "SHELLS_BINDINGS_ALLOW_HTTP",
+  gitMaxBytes: "SHELLS_GIT_MAX_BYTES",
+  gitMaxFiles: "SHELLS_GIT_MAX_FILES",
+  gitTimeoutSeconds: "SHELLS_GIT_TIMEOUT_SECONDS",
   "oidc.issuer": "SHELLS_OIDC_ISSUER",
   "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
   "oidc.clientSecret": "SHELLS_OIDC_CLIENT_SECRET",
