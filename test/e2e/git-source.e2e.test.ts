@@ -5,7 +5,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostReport } from "../../packages/backend-container/src/internal/test-support.js";
-import { makeRepo, startGitHttpServer, type GitHttpServer } from "./git-http-server.js";
+import {
+  makeRepo,
+  startGitHttpServer,
+  type GitHttpServer,
+} from "../../apps/server/src/test-support/git-http-server.js";
 import { startTestServer, type TestServer } from "./harness.js";
 
 // Runs from a git source through real container shells and a real git server (`git http-backend`
