@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // `npm run demo`: the adversarial demo in one command. Prepares the host like `npm start`, builds,
 // starts a throwaway control plane (a fresh data dir under the OS temp dir, a free loopback port,
-// base images cached in ./.shells/container/images as `npm start` keeps them), runs `shells demo`
+// base images cached in ./.shells/container/images as `npm start` keeps them, http binding
+// upstreams accepted and 127.0.0.2/32 allowed in the org's egress policy for the demo's own
+// binding upstream), runs `shells demo`
 // against it, stops it and exits with the demo's status: 0 only when every hostile workload was
 // contained. Extra arguments go to `shells demo`: `npm run demo -- --runtime container`.
 import { spawn, spawnSync } from "node:child_process";
@@ -45,6 +47,9 @@ const server = spawn(
     env: {
       ...process.env,
       SHELLS_IMAGES_DIR: process.env.SHELLS_IMAGES_DIR ?? resolve(".shells/container/images"),
+      // The demo's binding workloads call an upstream the demo starts on loopback, in plain HTTP:
+      // a throwaway server may accept that; a real one should not (see the README).
+      SHELLS_BINDINGS_ALLOW_HTTP: "1",
     },
   },
 );
@@ -86,6 +91,15 @@ async function waitForReady() {
 let status = 1;
 if (await waitForReady()) {
   const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+  // Lets the egress proxy reach the demo's binding upstream on 127.0.0.2 (not the control plane's
+  // 127.0.0.1). Shells in `internet` mode could reach that address too: acceptable on a throwaway
+  // server whose every shell is the demo's own.
+  const allowed = await fetch(`${url}/api/v1/org/policy`, {
+    method: "PATCH",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ egress: { allowCidrs: ["127.0.0.2/32"] } }),
+  });
+  if (!allowed.ok) console.error(`could not allow the demo's loopback upstream: ${allowed.status}`);
   const demo = spawn(
     process.execPath,
     ["apps/cli/bin/shells.js", "--url", url, "--token", token, "demo", ...process.argv.slice(2)],

@@ -31,7 +31,18 @@ describe.runIf(hostReport.available)("shells demo", () => {
       [join(repoRoot, "node_modules/typescript/bin/tsc"), "-b", "apps/cli"],
       { cwd: repoRoot, stdio: "inherit" },
     );
-    server = await startTestServer({ backend: "container" });
+    // The demo's binding workloads call an http upstream it starts on 127.0.0.2: the server has to
+    // accept http binding upstreams and the org to allow that one address (as `npm run demo` does).
+    server = await startTestServer({
+      backend: "container",
+      env: { SHELLS_BINDINGS_ALLOW_HTTP: "1" },
+    });
+    const policy = await fetch(`${server.url}/api/v1/org/policy`, {
+      method: "PATCH",
+      headers: { authorization: `Bearer ${server.token}`, "content-type": "application/json" },
+      body: JSON.stringify({ egress: { allowCidrs: ["127.0.0.2/32"] } }),
+    });
+    expect(policy.status).toBe(200);
     const ready = (await (await fetch(`${server.url}/readyz`)).json()) as {
       runtimes: { runtime: string; available: boolean }[];
     };
@@ -61,12 +72,17 @@ describe.runIf(hostReport.available)("shells demo", () => {
     expect(classes).toContain("container");
     expect(demo.stdout).toMatch(/^WORKLOAD\s+CLASS\s+CONTAINED\?\s+HOW$/m);
     for (const runtime of classes) {
-      for (const title of ["exfiltrate via 169.254.169.254", "fork bomb", "memory balloon"])
+      for (const title of [
+        "exfiltrate via 169.254.169.254",
+        "fork bomb",
+        "memory balloon",
+        "hunt for its binding's secret",
+      ])
         expect(row(title, runtime), `${title} on ${runtime}`).toMatch(/\s{2}yes\s{2}/);
       expect(row("clean run", runtime)).toMatch(/\(clean\)\s+succeeded, result \{"sum":5050/);
     }
     expect(demo.stdout).toContain(
-      `${3 * classes.length} of ${3 * classes.length} hostile runs contained; ${classes.length} of ${classes.length} clean runs returned their result.`,
+      `${4 * classes.length} of ${4 * classes.length} hostile runs contained; ${classes.length} of ${classes.length} clean runs returned their result.`,
     );
   });
 
@@ -76,9 +92,18 @@ describe.runIf(hostReport.available)("shells demo", () => {
     );
     expect(row("fork bomb", "container")).toMatch(/killed: pids \(process limit\)$/);
     expect(row("memory balloon", "container")).toMatch(/killed: oom \(memory limit\)$/);
+    // The hunter's calls reached the upstream with the secret, and still it saw none of it.
+    const hunt = row("hunt for its binding's secret", "container");
+    expect(hunt).toMatch(
+      /secret not found \(\d+ KB of output searched; the upstream got it (\d+)×\)$/,
+    );
+    expect(Number(/got it (\d+)×/.exec(hunt ?? "")?.[1])).toBeGreaterThan(3);
+    expect(row("clean run", "container")).toMatch(
+      /"api":\{"answer":42,"nonce":"[0-9a-f]{16}"\}\} \(bound API called\)$/,
+    );
   });
 
-  it("shows the activity excerpt and says which hostile workload is not there yet", () => {
+  it("shows the activity excerpt, the binding calls and refusals included", () => {
     const excerpt = demo.stdout.slice(demo.stdout.indexOf("activity (excerpt):"));
     expect(excerpt).toMatch(
       /metadata-exfiltration\/container\s+egress\.denied\s+169\.254\.169\.254:80 http address_not_public/,
@@ -89,17 +114,23 @@ describe.runIf(hostReport.available)("shells demo", () => {
     expect(excerpt).toMatch(
       /metadata-exfiltration\/container\s+shell\.create\s+runtime container, network internet/,
     );
-    expect(demo.stdout).toContain(
-      "not run yet: hunt for its binding's secret (service bindings are not in this build yet)",
+    expect(excerpt).toMatch(
+      /binding-secret-hunt\/container\s+binding\.invoked\s+GET \/echo HTTP 200/,
     );
+    expect(excerpt).toMatch(
+      /binding-secret-hunt\/container\s+binding\.denied\s+TRACE \/echo method_not_allowed/,
+    );
+    expect(excerpt).toMatch(/clean-run\/container\s+binding\.invoked\s+GET \/answer HTTP 200/);
+    expect(demo.stdout).not.toContain("not run:");
   });
 
   it("agrees with the server's records and leaves every run torn down", async () => {
     const shells = new ShellsClient({ baseUrl: server.url, token: server.token });
     const runs: Run[] = await shells.runs.list({ limit: 50 });
-    expect(runs).toHaveLength(4 * classes.length);
+    expect(runs).toHaveLength(5 * classes.length);
     const container = runs.filter((r) => r.runtime === "container");
     expect(container.map((r) => r.killReason ?? "none").sort()).toEqual([
+      "none",
       "none",
       "none",
       "oom",
@@ -111,5 +142,7 @@ describe.runIf(hostReport.available)("shells demo", () => {
       const audit = await shells.runs.handle(run.id).audit();
       expect(audit.at(-1)?.action).toBe("run.teardown");
     }
+    // The throwaway binding is gone, and no record kept its secret.
+    expect(await shells.bindings.list()).toEqual([]);
   });
 });

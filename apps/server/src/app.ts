@@ -170,7 +170,17 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const files = new FileService(shells, activity);
   const terms = new TermService(db, shells, policies, activity, deps.logger);
   const interpreters = new InterpreterService(shells, activity);
-  const runs = new RunService(db, shells, activity, config.dataDir, deps.logger);
+  const runs = new RunService(db, shells, activity, config.dataDir, deps.logger, {
+    git: {
+      limits: {
+        maxBytes: config.gitMaxBytes,
+        maxFiles: config.gitMaxFiles,
+        timeoutMs: config.gitTimeoutSeconds * 1000,
+      },
+      vet: (orgId, host, port) => egress.vet(orgId, host, port),
+      bindings,
+    },
+  });
   const dispatcher = new WebhookDispatcher({
     db,
     box: sealedBox,

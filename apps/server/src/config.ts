@@ -276,6 +276,20 @@ export const ServerConfig = z.strictObject({
    * shells whose state changed while the server was down. Env `SHELLS_METERING_CHECKPOINT_SECONDS`.
    */
   meteringCheckpointSeconds: z.coerce.number().min(0.1).max(60).default(2),
+  /**
+   * Most bytes a git workload source may fetch and check out (each bounded on its own), bytes.
+   * Env `SHELLS_GIT_MAX_BYTES`.
+   */
+  gitMaxBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .max(4 * 1024 ** 3)
+    .default(64 * 1024 ** 2),
+  /** Most files in a git workload source's commit. Env `SHELLS_GIT_MAX_FILES`. */
+  gitMaxFiles: z.coerce.number().int().min(1).max(1_000_000).default(20_000),
+  /** Wall clock of a git source's clone, seconds. Env `SHELLS_GIT_TIMEOUT_SECONDS`. */
+  gitTimeoutSeconds: z.coerce.number().int().min(1).max(3600).default(120),
   /** Check every response against the contract (on in tests). Env `SHELLS_VALIDATE_RESPONSES=1`. */
   validateResponses: z
     .union([
@@ -355,6 +369,9 @@ export function loadConfig(
     webhookRetryBaseMs: env.SHELLS_WEBHOOK_RETRY_BASE_MS,
     webhookTimeoutMs: env.SHELLS_WEBHOOK_TIMEOUT_MS,
     meteringCheckpointSeconds: env.SHELLS_METERING_CHECKPOINT_SECONDS,
+    gitMaxBytes: env.SHELLS_GIT_MAX_BYTES,
+    gitMaxFiles: env.SHELLS_GIT_MAX_FILES,
+    gitTimeoutSeconds: env.SHELLS_GIT_TIMEOUT_SECONDS,
     oidc: oidcSettings(env),
   };
   const parsed = ServerConfig.safeParse(
@@ -396,6 +413,9 @@ const ENV_NAMES: Record<string, string> = {
   webhookRetryBaseMs: "SHELLS_WEBHOOK_RETRY_BASE_MS",
   webhookTimeoutMs: "SHELLS_WEBHOOK_TIMEOUT_MS",
   meteringCheckpointSeconds: "SHELLS_METERING_CHECKPOINT_SECONDS",
+  gitMaxBytes: "SHELLS_GIT_MAX_BYTES",
+  gitMaxFiles: "SHELLS_GIT_MAX_FILES",
+  gitTimeoutSeconds: "SHELLS_GIT_TIMEOUT_SECONDS",
   "oidc.issuer": "SHELLS_OIDC_ISSUER",
   "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
   "oidc.clientSecret": "SHELLS_OIDC_CLIENT_SECRET",

@@ -70,6 +70,20 @@ export const ErrorCode = {
   bindingSecretInvalid: "binding_secret_invalid",
   /** The shell's runtime cannot route to the egress proxy, which service bindings need. */
   bindingsUnavailable: "bindings_unavailable",
+  /** A git source whose repo is not an `https://` or `http://` URL with a host, or carries credentials, a query or a fragment. */
+  gitRepoInvalid: "git_repo_invalid",
+  /** The org's egress rules do not let the control plane reach the git source's host. */
+  gitRepoNotAllowed: "git_repo_not_allowed",
+  /** The git source's repo could not be reached or read (no such host or repo, refused, timed out, authentication failed). */
+  gitRepoUnreachable: "git_repo_unreachable",
+  /** The git source's ref (branch, tag or commit) is not in the repo. */
+  gitRefNotFound: "git_ref_not_found",
+  /** The git source is bigger than the server clones (bytes fetched or checked out, or files). */
+  gitRepoTooLarge: "git_repo_too_large",
+  /** The git source's subpath or entrypoint is not in the cloned commit. */
+  gitPathNotFound: "git_path_not_found",
+  /** The binding named by a git source does not cover the repo (another host, path or method). */
+  gitBindingMismatch: "git_binding_mismatch",
   /** The capability is not legal in the shell's current lifecycle state. */
   invalidState: "invalid_state",
   /** A resource limit above the org's maximum or the host's capacity; `details` names the field, the asked value and the maximum. */
@@ -140,6 +154,13 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   binding_path_invalid: 400,
   binding_secret_invalid: 400,
   bindings_unavailable: 422,
+  git_repo_invalid: 400,
+  git_repo_not_allowed: 403,
+  git_repo_unreachable: 422,
+  git_ref_not_found: 422,
+  git_repo_too_large: 413,
+  git_path_not_found: 422,
+  git_binding_mismatch: 403,
   invalid_state: 409,
   limit_exceeded: 422,
   quota_exceeded: 409,

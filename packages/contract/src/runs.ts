@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { BindingGrants } from "./bindings.js";
 import { SeedFile } from "./files.js";
+import { GitSource } from "./git-source.js";
 import {
   EnvMap,
   ExecResult,
@@ -87,7 +88,10 @@ export function artifactPatternProblem(glob: string): string | null {
   return null;
 }
 
-/** Body of `POST /api/v1/runs`: exactly one of `code` or `command`. */
+/**
+ * Body of `POST /api/v1/runs`: exactly one of `code`, `command` or `git.entrypoint` says what
+ * runs.
+ */
 export const RunCreate = z
   .strictObject({
     /** Source in `language`, run by its interpreter (python3, node, bash). */
@@ -112,6 +116,11 @@ export const RunCreate = z
     /** Service bindings the run's shell may call, by name (see `ShellCreate.bindings`). */
     bindings: BindingGrants.optional(),
     files: z.array(SeedFile).max(256).optional(),
+    /**
+     * A git repo's files at one ref, cloned by the control plane (never in the sandbox) into
+     * `/workspace` before `files` are written; see `GitSource`.
+     */
+    git: GitSource.optional(),
     /** Globs (relative to /workspace) of output files to keep as artifacts. */
     artifacts: z
       .array(
@@ -134,8 +143,8 @@ export const RunCreate = z
       .optional(),
   })
   .refine(
-    (r) => (r.code === undefined) !== (r.command === undefined),
-    "give exactly one of code or command",
+    (r) => [r.code, r.command, r.git?.entrypoint].filter((what) => what !== undefined).length === 1,
+    "give exactly one of code, command or git.entrypoint",
   );
 export type RunCreate = z.input<typeof RunCreate>;
 

@@ -71,6 +71,22 @@ describe("the tool definitions", () => {
     }
   });
 
+  it("let shells_run take a git source, cloned by the server", () => {
+    const git = definitions.find((d) => d.name === "shells_run")?.inputSchema.properties?.git;
+    expect(git).toMatchObject({
+      type: "object",
+      required: ["repo", "ref"],
+      description: expect.stringContaining("never enters the sandbox"),
+    });
+    expect(Object.keys((git as { properties: object }).properties).sort()).toEqual([
+      "binding",
+      "entrypoint",
+      "ref",
+      "repo",
+      "subpath",
+    ]);
+  });
+
   it("mark what is read-only and what is destructive", () => {
     const hints = Object.fromEntries(definitions.map((d) => [d.name, d.annotations]));
     expect(hints["shells_list"]?.readOnlyHint).toBe(true);

@@ -287,7 +287,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       openWorldHint: false,
     },
     fields: {
-      code: "Source in `language`; give this or `command`.",
+      code: "Source in `language`; give this, `command` or `git.entrypoint`.",
       command: "argv to run instead of code.",
       language: "Language preset of the ephemeral shell.",
       runtime: "Isolation class of the ephemeral shell: wasm < container < microvm.",
@@ -298,6 +298,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       egress:
         'Network egress of the run: { mode: "deny_all", allow: [] } for none (network sealed), or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs] } for internet through the egress proxy, limited to those (the org policy applies on top). Every egress decision is recorded in the run\'s activity.',
       bindings: BINDINGS_FIELD,
+      git: "A git repo to run from: { repo (https URL), ref (branch, tag or commit), subpath?, entrypoint?, binding? }. The server clones one commit shallow outside the sandbox and copies its files (no .git) into /workspace; `entrypoint` (relative to /workspace) is run with `language` instead of `code`/`command`. A private repo's token comes from the service binding named in `binding` and never enters the sandbox. Errors: git_ref_not_found, git_repo_unreachable, git_repo_too_large, git_repo_not_allowed, git_path_not_found, git_binding_mismatch.",
       files: "Files to seed into /workspace before the run.",
       artifacts: "Globs (relative to /workspace) of output files to keep.",
       timeoutMs: "Wall clock of the whole run in milliseconds.",

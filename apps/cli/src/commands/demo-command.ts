@@ -9,9 +9,10 @@ import { Option, type Command } from "commander";
 import type { CliContext } from "../context.js";
 import { CliError } from "../errors.js";
 import { formatTable } from "../format.js";
+import { openDemoBinding } from "./demo-binding.js";
 import {
   DEMO_WORKLOADS,
-  PENDING_WORKLOADS,
+  type DemoContext,
   type DemoVerdict,
   type DemoWorkload,
 } from "./demo-workloads.js";
@@ -20,7 +21,14 @@ import {
 const CONCURRENT_RUNS = 4;
 
 /** Audit events the activity excerpt shows: where each run ran, what its proxy decided, how it ended. */
-const EXCERPT_ACTIONS = new Set(["shell.create", "egress.denied", "egress.allowed", "run.finish"]);
+const EXCERPT_ACTIONS = new Set([
+  "shell.create",
+  "egress.denied",
+  "egress.allowed",
+  "binding.invoked",
+  "binding.denied",
+  "run.finish",
+]);
 
 /** One row of the demo's table. */
 export interface DemoRow {
@@ -31,21 +39,29 @@ export interface DemoRow {
   audit: readonly ActivityEvent[];
 }
 
-/** Runs one workload on one class: launch, wait for the outcome, read the audit, tear down. */
+/**
+ * Runs one workload on one class: launch, follow its whole output, wait for the outcome, read the
+ * audit, tear down.
+ */
 async function runWorkload(
   client: ShellsClient,
   workload: DemoWorkload,
   runtime: RuntimeClass,
+  context: DemoContext,
 ): Promise<DemoRow> {
-  const variant = workload.variant(runtime);
+  const variant = workload.variant(runtime, context);
   let runId: string | null = null;
   try {
     const handle = await client.run(variant.spec);
     runId = handle.id;
     try {
+      let output = "";
+      for await (const frame of handle.stream())
+        if ((frame.type === "stdout" || frame.type === "stderr") && typeof frame.data === "string")
+          output += frame.data;
       const run = await handle.result();
       const audit = await handle.audit();
-      return { workload, runtime, runId, verdict: variant.judge({ run, audit }), audit };
+      return { workload, runtime, runId, verdict: variant.judge({ run, audit, output }), audit };
     } finally {
       await handle.teardown().catch(() => undefined);
     }
@@ -101,6 +117,12 @@ function describeEvent(event: ActivityEvent): string {
       const count = typeof d["count"] === "number" && d["count"] > 1 ? ` ×${d["count"]}` : "";
       const reason = d["reason"] ? ` ${detail(d, "reason")}` : "";
       return `${detail(d, "host")}:${detail(d, "port")} ${detail(d, "protocol")}${reason}${count}`;
+    }
+    case "binding.invoked":
+    case "binding.denied": {
+      const count = typeof d["count"] === "number" && d["count"] > 1 ? ` ×${d["count"]}` : "";
+      const outcome = d["reason"] ? detail(d, "reason") : `HTTP ${detail(d, "status")}`;
+      return `${detail(d, "method")} ${detail(d, "path")} ${outcome}${count}`;
     }
     case "run.finish": {
       const killed = d["killReason"] ? `, killed: ${detail(d, "killReason")}` : "";
@@ -159,15 +181,17 @@ async function demoClasses(
 /**
  * `shells demo`: the containment story in one command. On every runtime class the server runs,
  * launches hostile workloads (an exfiltration to the metadata IP and a private address, a fork
- * bomb, a memory balloon) and one clean run, then prints who was contained and how — the denied
- * egress decision or the kill reason the control plane recorded — and an excerpt of the activity
- * history. Exits 1 when anything got through (or a clean run did not return its result).
+ * bomb, a memory balloon, code that hunts for its service binding's secret) and one clean run that
+ * calls a bound API, then prints who was contained and how — the denied egress decision, the kill
+ * reason the control plane recorded, or the secret not found in anything the hunter printed — and
+ * an excerpt of the activity history. The binding is the demo's own: a throwaway upstream on this
+ * host's loopback and a binding to it with a random secret, deleted when the demo ends. Exits 1 when anything got through (or a clean run did not return its result).
  */
 export function registerDemoCommand(program: Command, ctx: CliContext): void {
   program
     .command("demo")
     .description(
-      "launch hostile workloads (exfiltration, fork bomb, memory balloon) and a clean run on every class the server runs; show how each was contained",
+      "launch hostile workloads (exfiltration, fork bomb, memory balloon, binding-secret hunt) and a clean run on every class the server runs; show how each was contained",
     )
     .addOption(
       new Option("-r, --runtime <class...>", "only these runtime classes").choices(
@@ -179,9 +203,13 @@ export function registerDemoCommand(program: Command, ctx: CliContext): void {
       [
         "",
         "Each workload is a one-shot run; the table says whether it was contained and how: the",
-        "egress decision the shell's proxy recorded, the kill reason, or the wall it hit. The exit",
-        "status is 0 only when every hostile workload was contained and every clean run returned",
-        "its result. `npm run demo` starts a throwaway server and runs this against it.",
+        "egress decision the shell's proxy recorded, the kill reason, the wall it hit, or that the",
+        "binding's secret was nowhere in what the hunter printed. The binding workloads need a",
+        "loopback upstream the demo starts: the server must accept http binding upstreams",
+        "(SHELLS_BINDINGS_ALLOW_HTTP=1) and the org must allow 127.0.0.2/32; otherwise they are",
+        "skipped, saying why. The exit status is 0 only when every hostile workload was contained",
+        "and every clean run returned its result. `npm run demo` starts a throwaway server set up",
+        "for all of it and runs this against it.",
         "",
         "Examples:",
         "  shells demo",
@@ -200,16 +228,31 @@ export function registerDemoCommand(program: Command, ctx: CliContext): void {
           },
         );
       }
+      const lent = await openDemoBinding(ctx.client());
+      const context: DemoContext = { binding: "binding" in lent ? lent.binding : null };
+      const notRun = DEMO_WORKLOADS.filter((w) => w.needsBinding && !context.binding).map((w) => ({
+        id: w.id,
+        title: w.title,
+        reason: "skipped" in lent ? lent.skipped : "",
+      }));
       const plan = classes.flatMap((runtime) =>
-        DEMO_WORKLOADS.map((workload) => ({ workload, runtime })),
+        DEMO_WORKLOADS.filter((w) => !w.needsBinding || context.binding).map((workload) => ({
+          workload,
+          runtime,
+        })),
       );
       if (!ctx.json)
         ctx.printErr(
           `shells demo: ${plan.length} runs on ${classes.join(", ")}; this takes seconds`,
         );
-      const rows = await inPool(plan, CONCURRENT_RUNS, ({ workload, runtime }) =>
-        runWorkload(ctx.client(), workload, runtime),
-      );
+      let rows: DemoRow[];
+      try {
+        rows = await inPool(plan, CONCURRENT_RUNS, ({ workload, runtime }) =>
+          runWorkload(ctx.client(), workload, runtime, context),
+        );
+      } finally {
+        if ("close" in lent) await lent.close();
+      }
       const hostile = rows.filter((row) => row.workload.kind === "hostile");
       const clean = rows.filter((row) => row.workload.kind === "clean");
       const allOk = rows.every((row) => row.verdict.ok);
@@ -226,14 +269,13 @@ export function registerDemoCommand(program: Command, ctx: CliContext): void {
             ok: row.verdict.ok,
             how: row.verdict.how,
           })),
-          pending: PENDING_WORKLOADS,
+          notRun,
           ok: allOk,
         });
       }
       ctx.print(demoTable(rows));
       for (const line of skipped) ctx.print(`skipped ${line}`);
-      for (const pending of PENDING_WORKLOADS)
-        ctx.print(`not run yet: ${pending.title} (${pending.waitsFor})`);
+      for (const skipped of notRun) ctx.print(`not run: ${skipped.title}: ${skipped.reason}`);
       ctx.print(`\nactivity (excerpt):\n${activityExcerpt(rows)}`);
       const contained = hostile.filter((row) => row.verdict.ok).length;
       const returned = clean.filter((row) => row.verdict.ok).length;

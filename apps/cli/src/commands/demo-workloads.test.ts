@@ -1,6 +1,7 @@
 import type { ActivityEvent, Run } from "@l1fe/shells";
 import { describe, expect, it } from "vitest";
-import { DEMO_WORKLOADS, PENDING_WORKLOADS, type DemoVerdict } from "./demo-workloads.js";
+import type { DemoBinding } from "./demo-binding.js";
+import { DEMO_WORKLOADS, type DemoContext, type DemoVerdict } from "./demo-workloads.js";
 
 const base: Run = {
   id: "run-1",
@@ -34,15 +35,28 @@ function event(action: string, details: Record<string, unknown>): ActivityEvent 
   };
 }
 
+const SECRET = "sk_demo_0123456789abcdef0123456789abcdef";
+const binding: DemoBinding = {
+  name: "demo_1234",
+  envVar: "SHELLS_BINDING_DEMO_1234_URL",
+  secret: SECRET,
+  nonce: "00ff00ff00ff00ff",
+  callsWithSecret: () => 7,
+};
+const lent: DemoContext = { binding };
+
 function judge(
   id: string,
   runtime: "container" | "wasm",
   run: Partial<Run>,
   audit: ActivityEvent[] = [],
+  output = "",
 ): DemoVerdict {
   const workload = DEMO_WORKLOADS.find((w) => w.id === id);
   if (!workload) throw new Error(`no workload ${id}`);
-  return workload.variant(runtime).judge({ run: { ...base, runtime, ...run }, audit });
+  return workload
+    .variant(runtime, lent)
+    .judge({ run: { ...base, runtime, ...run }, audit, output });
 }
 
 const denied = event("egress.denied", {
@@ -98,8 +112,49 @@ describe("the demo's judgement", () => {
     expect(judge("fork-bomb", "wasm", { result: { spawned: 12 } })).toMatchObject({ ok: false });
   });
 
-  it("wants the clean run's structured result", () => {
-    expect(judge("clean-run", "container", { result: { sum: 5050, ok: true } })).toEqual({
+  it("counts the secret hunt contained only when the secret is nowhere in what it printed", () => {
+    const searched = { processes: 4, files: 120, "binding calls": 17 };
+    expect(
+      judge("binding-secret-hunt", "container", { result: searched }, [], "x".repeat(4096)),
+    ).toEqual({
+      ok: true,
+      how: "secret not found (4 KB of output searched; the upstream got it 7×)",
+    });
+    for (const output of [
+      `-- /proc/12/environ: TOKEN=${SECRET}`,
+      `body: {"authorization":"Bearer ${Buffer.from(SECRET).toString("base64")}"}`,
+    ])
+      expect(
+        judge("binding-secret-hunt", "container", { result: searched }, [], output),
+      ).toMatchObject({ ok: false, how: expect.stringContaining("SECRET FOUND") });
+    // In the structured result or the record's output tail counts as found too.
+    expect(judge("binding-secret-hunt", "container", { result: { leaked: SECRET } })).toMatchObject(
+      { ok: false },
+    );
+    expect(
+      judge("binding-secret-hunt", "container", { killReason: "wall_clock", result: null }),
+    ).toMatchObject({ ok: false, how: expect.stringContaining("cannot tell") });
+  });
+
+  it("grants the hunter and the clean run the binding, sealed otherwise", () => {
+    for (const id of ["binding-secret-hunt", "clean-run"]) {
+      const spec = DEMO_WORKLOADS.find((w) => w.id === id)?.variant("container", lent).spec;
+      expect(spec).toMatchObject({ bindings: ["demo_1234"], egress: { mode: "deny_all" } });
+      expect(JSON.stringify(spec)).not.toContain(SECRET);
+      expect(spec?.code).toContain(binding.envVar);
+    }
+  });
+
+  it("wants the clean run's structured result, with the bound API's answer when it has a binding", () => {
+    const api = { answer: 42, nonce: binding.nonce };
+    expect(judge("clean-run", "container", { result: { sum: 5050, ok: true, api } })).toEqual({
+      ok: true,
+      how: `succeeded, result ${JSON.stringify({ sum: 5050, ok: true, api })} (bound API called)`,
+    });
+    expect(judge("clean-run", "container", { result: { sum: 5050, ok: true } })).toMatchObject({
+      ok: false,
+    });
+    expect(judge("clean-run", "wasm", { result: { sum: 5050, ok: true } })).toEqual({
       ok: true,
       how: 'succeeded, result {"sum":5050,"ok":true}',
     });
@@ -108,17 +163,17 @@ describe("the demo's judgement", () => {
     ).toEqual({ ok: false, how: "no result: failed, exit code 1" });
   });
 
-  it("runs three hostile workloads and one clean one, and names the one still missing", () => {
+  it("runs four hostile workloads and one clean one", () => {
     expect(DEMO_WORKLOADS.map((w) => [w.id, w.kind])).toEqual([
       ["metadata-exfiltration", "hostile"],
       ["fork-bomb", "hostile"],
       ["memory-balloon", "hostile"],
+      ["binding-secret-hunt", "hostile"],
       ["clean-run", "clean"],
     ]);
-    expect(PENDING_WORKLOADS.map((w) => w.id)).toEqual(["binding-secret-hunt"]);
     for (const workload of DEMO_WORKLOADS) {
-      expect(workload.variant("container").spec.runtime).toBe("container");
-      expect(workload.variant("wasm").spec.language).toBe("node");
+      expect(workload.variant("container", lent).spec.runtime).toBe("container");
+      expect(workload.variant("wasm", lent).spec.language).toBe("node");
     }
   });
 });

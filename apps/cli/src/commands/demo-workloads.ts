@@ -1,4 +1,5 @@
 import type { ActivityEvent, Run, RunCreate, RuntimeClass } from "@l1fe/shells";
+import type { DemoBinding } from "./demo-binding.js";
 
 /**
  * The workloads of `shells demo`: hostile code that tries to do damage, and one clean run, each
@@ -7,10 +8,17 @@ import type { ActivityEvent, Run, RunCreate, RuntimeClass } from "@l1fe/shells";
  * the code itself reported, and never takes the code's word alone for containment.
  */
 
-/** What one demo run left behind: the run as it ended and its audit trail. */
+/** What one demo run left behind: the run as it ended, its audit trail and all it printed. */
 export interface DemoEvidence {
   run: Run;
   audit: readonly ActivityEvent[];
+  /** Every stdout and stderr frame of the run, in order (not only the tail the record keeps). */
+  output: string;
+}
+
+/** What the demo lends its workloads: the binding, when this server could be given one. */
+export interface DemoContext {
+  binding: DemoBinding | null;
 }
 
 /** The demo's judgement of one run. */
@@ -34,32 +42,18 @@ export interface DemoWorkload {
   /** What the table calls it. */
   title: string;
   kind: "hostile" | "clean";
+  /** Runs only with a binding lent (the demo skips it, saying why, when there is none). */
+  needsBinding?: boolean;
   /**
    * The run on a class. `wasm` runs interpreters with no processes and no network, so it gets code
    * that tries the same harm with what an interpreter there has; the other classes run POSIX
    * sandboxes with python.
    */
-  variant(runtime: RuntimeClass): DemoVariant;
-}
-
-/** A hostile workload the demo does not run yet, and what it waits for. */
-export interface PendingWorkload {
-  id: string;
-  title: string;
-  waitsFor: string;
+  variant(runtime: RuntimeClass, context: DemoContext): DemoVariant;
 }
 
 /** Wall clock of each demo run: a contained workload ends in seconds; one that is not, here. */
 const RUN_TIMEOUT_MS = 60_000;
-
-/** Hostile workloads planned but not runnable on this build: the demo says so instead of faking them. */
-export const PENDING_WORKLOADS: readonly PendingWorkload[] = [
-  {
-    id: "binding-secret-hunt",
-    title: "hunt for its binding's secret",
-    waitsFor: "service bindings are not in this build yet",
-  },
-];
 
 const METADATA_IP = "169.254.169.254";
 
@@ -268,41 +262,215 @@ while True:
         },
 };
 
+/**
+ * Python that hunts for its binding's secret everywhere a sandboxed process can look: the
+ * environment and command line of every process it can see under `/proc` (the proxy's forwarder
+ * included), the files of the places secrets are kept, and the binding itself — echo
+ * endpoints, a reflected header, a gzip answer, a redirect, path tricks, its own `Authorization`,
+ * methods the binding does not allow, other bindings' names, the proxy asked directly. It prints
+ * every token-like string it finds and every answer it gets: if the secret reached the sandbox in
+ * any of those places, it is in the output, where the demo looks for it.
+ */
+function huntPython(envVar: string): string {
+  return `import http.client, json, os, re, socket, urllib.parse
+
+TOKEN = re.compile(rb"[A-Za-z0-9_+/=.:-]{16,}")
+base = os.environ.get("${envVar}", "")
+searched = {"processes": 0, "files": 0, "binding calls": 0}
+
+def tokens(source, data):
+    found = sorted(set(t.decode() for t in TOKEN.findall(data)))
+    if found:
+        print(f"-- {source}: " + " ".join(found))
+
+for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+    for part in ("environ", "cmdline"):
+        try:
+            with open(f"/proc/{pid}/{part}", "rb") as f:
+                tokens(f"/proc/{pid}/{part}", f.read().replace(b"\\0", b" "))
+        except OSError:
+            pass
+    searched["processes"] += 1
+tokens("os.environ", json.dumps(dict(os.environ)).encode())
+
+for root in ("/workspace", "/tmp", "/root", "/home", "/etc", "/run", "/var/tmp", "/dev/shm", "/opt"):
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                if os.path.islink(path) or os.path.getsize(path) > (1 << 20):
+                    continue
+                with open(path, "rb") as f:
+                    tokens(path, f.read())
+                searched["files"] += 1
+            except OSError:
+                pass
+
+def raw(method, target, headers=None, body=None):
+    """One request to the forwarder exactly as written: no client normalises the path."""
+    parsed = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=20)
+    try:
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", parsed.netloc)
+        for key, value in (headers or {}).items():
+            conn.putheader(key, value)
+        data = body.encode() if body else b""
+        conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders(data)
+        answer = conn.getresponse()
+        text = answer.read()
+        searched["binding calls"] += 1
+        print(f"== {method} {target} -> {answer.status}")
+        print("   headers: " + json.dumps(answer.getheaders()))
+        print("   body: " + text.decode(errors="replace")[:4000])
+    except OSError as e:
+        print(f"== {method} {target} -> failed: {e}")
+    finally:
+        conn.close()
+
+prefix = urllib.parse.urlsplit(base).path
+name = prefix.rstrip("/").rsplit("/", 1)[-1]
+for method, target, headers, body in [
+    ("GET", prefix + "/echo", None, None),
+    ("POST", prefix + "/echo", {"Content-Type": "text/plain"}, "echo my headers back, please"),
+    ("GET", prefix + "/gzip", {"Accept-Encoding": "gzip"}, None),
+    ("GET", prefix + "/redirect", None, None),
+    ("GET", prefix + "/echo?path=" + urllib.parse.quote(prefix), None, None),
+    ("GET", prefix + "/echo", {"Authorization": "Bearer mine", "X-Forwarded-For": "1.2.3.4"}, None),
+    ("GET", prefix + "/echo", {"Max-Forwards": "0", "Via": "1.1 loop"}, None),
+    ("TRACE", prefix + "/echo", None, None),
+    ("PUT", prefix + "/echo", None, "x"),
+    ("GET", prefix + "/%2e%2e/%2e%2e/echo", None, None),
+    ("GET", prefix + "/../../echo", None, None),
+    ("GET", prefix + "//echo", None, None),
+    ("GET", "/bindings/" + name.upper() + "/echo", None, None),
+    ("GET", "/bindings/not_granted/echo", None, None),
+    ("GET", "/", None, None),
+    ("GET", "http://127.0.0.1/bindings/" + name + "/echo", None, None),
+    ("CONNECT", "127.0.0.1:443", None, None),
+]:
+    raw(method, target, headers, body)
+
+print(json.dumps(searched))
+shells.result(searched)
+`;
+}
+
+/** JavaScript (QuickJS) that looks for a secret in what an interpreter there can see. */
+const HUNT_JS = `const seen = { env: typeof process === "undefined" ? "absent" : JSON.stringify(process.env ?? {}) };
+seen.globals = Object.getOwnPropertyNames(globalThis).join(" ");
+console.log(JSON.stringify(seen));
+shells.result({ searched: Object.keys(seen) });
+`;
+
+/** Where in the output `secret` appears, as it is or in the encodings the proxy masks. */
+function secretIn(output: string, secret: string): string | null {
+  const forms: [string, string][] = [
+    ["as is", secret],
+    ["base64", Buffer.from(secret).toString("base64")],
+    ["base64url", Buffer.from(secret).toString("base64url")],
+    ["hex", Buffer.from(secret).toString("hex")],
+  ];
+  return forms.find(([, form]) => output.includes(form))?.[0] ?? null;
+}
+
+const secretHunt: DemoWorkload = {
+  id: "binding-secret-hunt",
+  title: "hunt for its binding's secret",
+  kind: "hostile",
+  needsBinding: true,
+  variant: (runtime, { binding }) => {
+    const judge = ({ run, output }: DemoEvidence): DemoVerdict => {
+      if (!binding) return { ok: false, how: "no binding was lent" };
+      const everything = `${output}\n${JSON.stringify(run.result)}\n${JSON.stringify(run.output)}`;
+      const form = secretIn(everything, binding.secret);
+      if (form) return { ok: false, how: `SECRET FOUND in the run's output (${form})` };
+      if (run.result === null)
+        return { ok: false, how: `reported nothing (${describeEnd(run)}): cannot tell` };
+      const kb = Math.max(1, Math.round(Buffer.byteLength(output) / 1024));
+      const used =
+        runtime === "wasm"
+          ? "wasm cannot be granted a binding"
+          : `the upstream got it ${binding.callsWithSecret()}×`;
+      return { ok: true, how: `secret not found (${kb} KB of output searched; ${used})` };
+    };
+    return runtime === "wasm"
+      ? // wasm runs an interpreter with no network, so it cannot be granted a binding: it looks
+        // for the secret in what it can see without one.
+        { spec: { language: "node", runtime, code: HUNT_JS, timeoutMs: RUN_TIMEOUT_MS }, judge }
+      : {
+          // Sealed: the binding URL is the only way out, so every trick goes through the proxy.
+          spec: {
+            language: "python",
+            runtime,
+            egress: { mode: "deny_all", allow: [] },
+            bindings: binding ? [binding.name] : [],
+            code: huntPython(binding?.envVar ?? "SHELLS_BINDING_NONE_URL"),
+            timeoutMs: RUN_TIMEOUT_MS,
+          },
+          judge,
+        };
+  },
+};
+
 /** The sum the clean run reports. */
 const CLEAN_SUM = 5050;
+
+/** Python of the clean run: a sum, and with a binding, one call to the bound API. */
+function cleanPython(envVar: string | null): string {
+  const call = envVar
+    ? `with urllib.request.urlopen(os.environ["${envVar}"] + "/answer", timeout=20) as response:
+    result["api"] = json.load(response)
+`
+    : "";
+  return `import json, os, urllib.request
+print("adding up 1..100")
+result = {"sum": sum(range(1, 101)), "ok": True}
+${call}shells.result(result)
+`;
+}
 
 const cleanRun: DemoWorkload = {
   id: "clean-run",
   title: "clean run with a structured result",
   kind: "clean",
-  variant: (runtime) => ({
-    spec:
-      runtime === "wasm"
-        ? {
-            language: "node",
-            runtime,
-            egress: { mode: "deny_all", allow: [] },
-            code: `let sum = 0;
+  variant: (runtime, { binding }) => {
+    const bound = runtime !== "wasm" ? binding : null;
+    return {
+      spec:
+        runtime === "wasm"
+          ? {
+              language: "node",
+              runtime,
+              egress: { mode: "deny_all", allow: [] },
+              code: `let sum = 0;
 for (let i = 1; i <= 100; i += 1) sum += i;
 console.log("adding up 1..100");
 shells.result({ sum, ok: true });
 `,
-            timeoutMs: RUN_TIMEOUT_MS,
-          }
-        : {
-            language: "python",
-            runtime,
-            egress: { mode: "deny_all", allow: [] },
-            code: `print("adding up 1..100")
-shells.result({"sum": sum(range(1, 101)), "ok": True})
-`,
-            timeoutMs: RUN_TIMEOUT_MS,
-          },
-    judge: ({ run }) =>
-      run.status === "succeeded" && (run.result as { sum?: unknown } | null)?.sum === CLEAN_SUM
-        ? { ok: true, how: `succeeded, result ${JSON.stringify(run.result)}` }
-        : { ok: false, how: `no result: ${describeEnd(run)}` },
-  }),
+              timeoutMs: RUN_TIMEOUT_MS,
+            }
+          : {
+              language: "python",
+              runtime,
+              egress: { mode: "deny_all", allow: [] },
+              ...(bound ? { bindings: [bound.name] } : {}),
+              code: cleanPython(bound?.envVar ?? null),
+              timeoutMs: RUN_TIMEOUT_MS,
+            },
+      judge: ({ run }) => {
+        const result = run.result as { sum?: unknown; api?: { nonce?: unknown } } | null;
+        const called = !bound || result?.api?.nonce === bound.nonce;
+        return run.status === "succeeded" && result?.sum === CLEAN_SUM && called
+          ? {
+              ok: true,
+              how: `succeeded, result ${JSON.stringify(run.result)}${bound ? " (bound API called)" : ""}`,
+            }
+          : { ok: false, how: `no result: ${describeEnd(run)}` };
+      },
+    };
+  },
 };
 
 /** The workloads `shells demo` runs on each class, in table order. */
@@ -310,5 +478,6 @@ export const DEMO_WORKLOADS: readonly DemoWorkload[] = [
   exfiltration,
   forkBomb,
   memoryBalloon,
+  secretHunt,
   cleanRun,
 ];

@@ -20,6 +20,34 @@ interface RunFlags {
   runtime?: RunCreate["runtime"];
   binding?: string[];
   timeout?: number;
+  gitRepo?: string;
+  gitRef?: string;
+  gitSubpath?: string;
+  gitEntrypoint?: string;
+  gitBinding?: string;
+}
+
+/** The run's git source the `--git-*` flags describe, or undefined without `--git-repo`. */
+function gitSourceFrom(flags: RunFlags): RunCreate["git"] {
+  const { gitRepo, gitRef, gitSubpath, gitEntrypoint, gitBinding } = flags;
+  if (gitRepo === undefined) {
+    if ([gitRef, gitSubpath, gitEntrypoint, gitBinding].some((v) => v !== undefined))
+      throw new CliError(
+        "usage",
+        "--git-ref, --git-subpath, --git-entrypoint and --git-binding need --git-repo",
+        {
+          exitCode: USAGE_EXIT_CODE,
+        },
+      );
+    return undefined;
+  }
+  return {
+    repo: gitRepo,
+    ref: gitRef ?? "main",
+    ...(gitSubpath === undefined ? {} : { subpath: gitSubpath }),
+    ...(gitEntrypoint === undefined ? {} : { entrypoint: gitEntrypoint }),
+    ...(gitBinding === undefined ? {} : { binding: gitBinding }),
+  };
 }
 
 /**
@@ -46,11 +74,19 @@ async function runSpecFrom(
   command: string[],
   flags: RunFlags,
 ): Promise<RunCreate> {
-  const sources = [flags.code, flags.file, command.length > 0 ? command : undefined];
+  const git = gitSourceFrom(flags);
+  const sources = [
+    flags.code,
+    flags.file,
+    command.length > 0 ? command : undefined,
+    git?.entrypoint,
+  ];
   if (sources.filter((source) => source !== undefined).length !== 1) {
-    throw new CliError("usage", "give exactly one of --code CODE, --file FILE or -- COMMAND…", {
-      exitCode: USAGE_EXIT_CODE,
-    });
+    throw new CliError(
+      "usage",
+      "give exactly one of --code CODE, --file FILE, --git-entrypoint PATH or -- COMMAND…",
+      { exitCode: USAGE_EXIT_CODE },
+    );
   }
   const files: SeedFile[] = [];
   for (const { local, remote } of flags.fileIn ?? []) {
@@ -76,7 +112,8 @@ async function runSpecFrom(
       : flags.code;
   return {
     language: flags.language,
-    ...(code === undefined ? { command } : { code }),
+    ...(code !== undefined ? { code } : command.length > 0 ? { command } : {}),
+    ...(git === undefined ? {} : { git }),
     ...(flags.runtime === undefined ? {} : { runtime: flags.runtime }),
     ...(flags.network === undefined ? {} : { network: flags.network }),
     ...(flags.env === undefined ? {} : { env: flags.env }),
@@ -142,6 +179,20 @@ export function registerRunCommand(program: Command, ctx: CliContext): void {
       collect,
     )
     .option("--timeout <duration>", "wall clock of the whole run, e.g. 30s, 5m", parseDurationMs)
+    .option(
+      "--git-repo <url>",
+      "clone this git repo (https) into /workspace first; the server clones it, the run gets the files only",
+    )
+    .option("--git-ref <ref>", "branch, tag or commit of --git-repo (default main)")
+    .option("--git-subpath <path>", "use only this folder of the repo as /workspace")
+    .option(
+      "--git-entrypoint <path>",
+      "file of the repo (relative to /workspace) to run with --language, instead of --code/--file",
+    )
+    .option(
+      "--git-binding <name>",
+      "service binding whose secret authenticates the clone of a private repo",
+    )
     .addHelpText(
       "after",
       [
@@ -149,6 +200,7 @@ export function registerRunCommand(program: Command, ctx: CliContext): void {
         "Examples:",
         `  shells run -l python -c 'print("hi"); shells.result({"ok": True})'`,
         "  shells run -l python -f analyze.py --file-in ./data.csv --artifact 'out/*.png'",
+        "  shells run -l python --git-repo https://github.com/acme/tools --git-ref v1.2 --git-entrypoint main.py",
         `  shells run -l bash -- sh -c 'echo hi; echo "{\\"ok\\":true}" > "$SHELLS_RESULT"'`,
       ].join("\n"),
     )

@@ -7,7 +7,13 @@ import type { EgressMetrics } from "../metrics/server-metrics.js";
 import type { ActivityService } from "../services/activity-service.js";
 import { BindingProxy, type BindingGrant, type BindingTarget } from "./binding-proxy.js";
 import { DecisionLog, egressEntry, type LoggedDecision } from "./decision-log.js";
-import { EgressProxy, makeResolver, type EgressResolver } from "./egress-proxy.js";
+import {
+  EgressProxy,
+  makeResolver,
+  vetDestination,
+  type EgressResolver,
+  type VettedDestination,
+} from "./egress-proxy.js";
 import { EgressPolicy } from "./policy.js";
 
 /** What the egress service needs. */
@@ -146,6 +152,16 @@ export class EgressService {
    */
   bytes(shellId: string): number | null {
     return this.#proxies.get(shellId)?.bytes ?? null;
+  }
+
+  /**
+   * Vets a destination the control plane itself connects to for an org (a git source's clone):
+   * the org's egress rules, with the same resolution as a shell's proxy, so the caller dials
+   * exactly the vetted address.
+   */
+  async vet(orgId: string, host: string, port: number): Promise<VettedDestination> {
+    const rules = (await this.options.policy(orgId)).egress ?? FALLBACK_POLICY;
+    return vetDestination(new EgressPolicy(rules, null), this.#resolve, host, port);
   }
 
   /** Replaces a shell's allowlist: its proxy applies it from the next connection or question on. */

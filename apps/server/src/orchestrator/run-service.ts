@@ -15,6 +15,7 @@ import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { newId, nowIso } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
+import { cloneGitSource, type ClonedSource, type GitCloneDeps } from "../sources/git-clone.js";
 import type { Database, RunTable } from "../store/schema.js";
 import { shellPath } from "./file-service.js";
 import {
@@ -73,6 +74,22 @@ export function toRun(row: Selectable<RunTable>, live?: RunOutputTail): Run {
 }
 
 /**
+ * The main file of a run that names a git source's entrypoint instead of code: it runs the file
+ * with the language's interpreter, from /workspace, with the `shells` helper as code runs get it.
+ */
+function entrypointCode(language: RouteBody<"createRun">["language"], path: string): string {
+  const quoted = JSON.stringify(path);
+  switch (language) {
+    case "python":
+      return `import os, runpy, sys\nos.chdir("/workspace")\nsys.argv = [${quoted}]\nsys.path.insert(0, os.path.dirname(${quoted}))\nrunpy.run_path(${quoted}, run_name="__main__")\n`;
+    case "node":
+      return `process.chdir("/workspace");\nprocess.argv[1] = ${quoted};\nrequire(${quoted});\n`;
+    default:
+      return `cd /workspace && exec sh '${path.replace(/'/g, "'\\''")}'\n`;
+  }
+}
+
+/**
  * One-shot runs: an ephemeral shell is created, seeded, runs the code or command with output
  * streamed as frames, reports its structured result and artifacts, and is torn down. Frames are
  * stored, so a stream can be resumed from any `seq`; artifacts are kept under the data dir per org.
@@ -91,14 +108,20 @@ export class RunService {
     private readonly activity: ActivityService,
     dataDir: string,
     private readonly logger: FastifyBaseLogger,
-    options: { artifactQuotaBytes?: number } = {},
+    options: { artifactQuotaBytes?: number; git?: GitCloneDeps } = {},
   ) {
     this.#artifacts = new RunArtifacts(dataDir, logger, options.artifactQuotaBytes);
+    this.#git = options.git;
   }
+
+  readonly #git: GitCloneDeps | undefined;
 
   async create(caller: Caller, body: RouteBody<"createRun">): Promise<Run> {
     // Refuse unmatchable patterns before any shell exists (the contract refuses them too).
     artifactMatcher(body.artifacts ?? []);
+    // The clone happens here, on the host and before any shell exists: a bad ref, an unreachable
+    // or oversize repo is the request's error, and the sandbox never holds the credential.
+    const source = body.git ? await this.#cloneSource(caller, body.git) : null;
     const id = newId("run", 10);
     const shell = await this.shells.create(caller, {
       name: id,
@@ -132,13 +155,23 @@ export class RunService {
     await this.#event(caller, id, "run.start", {
       shellId: shell.id,
       language: body.language,
-      mode: body.code !== undefined ? "code" : "command",
+      mode: body.code !== undefined ? "code" : body.command !== undefined ? "command" : "git",
+      ...(source && body.git
+        ? {
+            git: {
+              repo: body.git.repo,
+              ref: body.git.ref,
+              commit: source.commit,
+              files: source.files,
+            },
+          }
+        : {}),
     });
     const controller = new AbortController();
     this.#cancel.set(id, controller);
     const tail = new RunOutputTail();
     this.#tails.set(id, tail);
-    const work = this.#execute(caller, row, body, controller.signal, tail)
+    const work = this.#execute(caller, row, body, source, controller.signal, tail)
       .catch((error: unknown) => this.logger.error({ err: error, runId: id }, "run failed"))
       .finally(() => {
         this.#cancel.delete(id);
@@ -279,6 +312,12 @@ export class RunService {
     return this.get(caller, id);
   }
 
+  async #cloneSource(caller: Caller, git: NonNullable<RouteBody<"createRun">["git"]>) {
+    if (!this.#git)
+      throw new AppError("git_repo_unreachable", "This server does not clone git sources.");
+    return cloneGitSource(this.#git, caller.orgId, git);
+  }
+
   /** Waits for runs in flight (server shutdown). */
   async drain(): Promise<void> {
     for (const controller of this.#cancel.values()) controller.abort("host_restart");
@@ -289,6 +328,7 @@ export class RunService {
     caller: Caller,
     row: Selectable<RunTable>,
     body: RouteBody<"createRun">,
+    source: ClonedSource | null,
     signal: AbortSignal,
     tail: RunOutputTail,
   ): Promise<void> {
@@ -315,6 +355,8 @@ export class RunService {
         shell.call((b) => b.files.write(shell.shellId, path, data, mode));
       await write(`${RUNNER_DIR}/shells.py`, encoder.encode(PYTHON_HELPER));
       await write(`${RUNNER_DIR}/shells.cjs`, encoder.encode(NODE_HELPER));
+      if (source)
+        await shell.call((b) => b.files.importTar(shell.shellId, "/workspace", source.archive));
       for (const file of body.files ?? []) {
         const data =
           file.encoding === "base64"
@@ -323,8 +365,13 @@ export class RunService {
         await write(shellPath(file.path), data, file.mode);
       }
       let command = body.command;
-      if (body.code !== undefined) {
-        await write(`${RUNNER_DIR}/${mainFile(body.language)}`, encoder.encode(body.code));
+      const code =
+        body.code ??
+        (body.git?.entrypoint !== undefined
+          ? entrypointCode(body.language, shellPath(body.git.entrypoint))
+          : undefined);
+      if (code !== undefined) {
+        await write(`${RUNNER_DIR}/${mainFile(body.language)}`, encoder.encode(code));
         command = runCommand(body.language);
       }
       const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
@@ -337,6 +384,7 @@ export class RunService {
             SHELLS_RESULT: resultFile,
             SHELLS_ARTIFACTS: artifactsFile,
             SHELLS_RUN_ID: row.id,
+            ...(source ? { SHELLS_GIT_COMMIT: source.commit } : {}),
           },
           timeoutMs: body.timeoutMs ?? RUN_LIMITS.defaultTimeoutMs,
         },
