@@ -1,6 +1,7 @@
 import {
   ShellsError,
   type ActivityEvent,
+  type RuntimeAvailability,
   type RuntimeClass,
   type ShellsClient,
 } from "@l1fe/shells";
@@ -161,7 +162,7 @@ export function demoTable(rows: readonly DemoRow[]): string {
 async function demoClasses(
   ctx: CliContext,
   asked: RuntimeClass[] | undefined,
-): Promise<{ classes: RuntimeClass[]; skipped: string[] }> {
+): Promise<{ classes: RuntimeClass[]; offers: RuntimeAvailability[]; skipped: string[] }> {
   const { runtimes } = await ctx.client().ready();
   const classes: RuntimeClass[] = [];
   const skipped: string[] = [];
@@ -175,7 +176,7 @@ async function demoClasses(
       );
     else classes.push(offer.runtime);
   }
-  return { classes, skipped };
+  return { classes, offers: runtimes, skipped };
 }
 
 /**
@@ -218,7 +219,7 @@ export function registerDemoCommand(program: Command, ctx: CliContext): void {
       ].join("\n"),
     )
     .action(async (flags: { runtime?: RuntimeClass[] }) => {
-      const { classes, skipped } = await demoClasses(ctx, flags.runtime);
+      const { classes, offers, skipped } = await demoClasses(ctx, flags.runtime);
       if (classes.length === 0) {
         throw new CliError(
           "nothing_to_demonstrate",
@@ -229,14 +230,22 @@ export function registerDemoCommand(program: Command, ctx: CliContext): void {
         );
       }
       const lent = await openDemoBinding(ctx.client());
-      const context: DemoContext = { binding: "binding" in lent ? lent.binding : null };
-      const notRun = DEMO_WORKLOADS.filter((w) => w.needsBinding && !context.binding).map((w) => ({
+      const binding = "binding" in lent ? lent.binding : null;
+      const contextOf = (runtime: RuntimeClass): DemoContext => {
+        const offer = offers.find((o) => o.runtime === runtime);
+        return {
+          binding,
+          internet: offer?.networks?.includes("internet") ?? false,
+          bindings: offer?.bindings ?? false,
+        };
+      };
+      const notRun = DEMO_WORKLOADS.filter((w) => w.needsBinding && !binding).map((w) => ({
         id: w.id,
         title: w.title,
         reason: "skipped" in lent ? lent.skipped : "",
       }));
       const plan = classes.flatMap((runtime) =>
-        DEMO_WORKLOADS.filter((w) => !w.needsBinding || context.binding).map((workload) => ({
+        DEMO_WORKLOADS.filter((w) => !w.needsBinding || binding).map((workload) => ({
           workload,
           runtime,
         })),
@@ -248,7 +257,7 @@ export function registerDemoCommand(program: Command, ctx: CliContext): void {
       let rows: DemoRow[];
       try {
         rows = await inPool(plan, CONCURRENT_RUNS, ({ workload, runtime }) =>
-          runWorkload(ctx.client(), workload, runtime, context),
+          runWorkload(ctx.client(), workload, runtime, contextOf(runtime)),
         );
       } finally {
         if ("close" in lent) await lent.close();

@@ -43,7 +43,9 @@ const binding: DemoBinding = {
   nonce: "00ff00ff00ff00ff",
   callsWithSecret: () => 7,
 };
-const lent: DemoContext = { binding };
+const lent: DemoContext = { binding, internet: true, bindings: true };
+/** What the demo lends on a class with no route out and no bindings (wasm, microvm here). */
+const sealedOnly: DemoContext = { binding, internet: false, bindings: false };
 
 function judge(
   id: string,
@@ -55,7 +57,7 @@ function judge(
   const workload = DEMO_WORKLOADS.find((w) => w.id === id);
   if (!workload) throw new Error(`no workload ${id}`);
   return workload
-    .variant(runtime, lent)
+    .variant(runtime, runtime === "wasm" ? sealedOnly : lent)
     .judge({ run: { ...base, runtime, ...run }, audit, output });
 }
 
@@ -145,6 +147,18 @@ describe("the demo's judgement", () => {
     }
   });
 
+  it("runs the POSIX workloads sealed and unbound on a class with no route out or bindings", () => {
+    const exfiltration = DEMO_WORKLOADS.find((w) => w.id === "metadata-exfiltration");
+    expect(exfiltration?.variant("microvm", sealedOnly).spec).toMatchObject({ network: "sealed" });
+    expect(exfiltration?.variant("microvm", lent).spec).toMatchObject({ network: "internet" });
+    for (const id of ["binding-secret-hunt", "clean-run"]) {
+      const spec = DEMO_WORKLOADS.find((w) => w.id === id)?.variant("microvm", sealedOnly).spec;
+      expect(spec).toMatchObject({ language: "python", egress: { mode: "deny_all" } });
+      expect(spec?.bindings ?? []).toEqual([]);
+      expect(spec?.code).not.toContain(binding.envVar);
+    }
+  });
+
   it("wants the clean run's structured result, with the bound API's answer when it has a binding", () => {
     const api = { answer: 42, nonce: binding.nonce };
     expect(judge("clean-run", "container", { result: { sum: 5050, ok: true, api } })).toEqual({
@@ -173,7 +187,7 @@ describe("the demo's judgement", () => {
     ]);
     for (const workload of DEMO_WORKLOADS) {
       expect(workload.variant("container", lent).spec.runtime).toBe("container");
-      expect(workload.variant("wasm", lent).spec.language).toBe("node");
+      expect(workload.variant("wasm", sealedOnly).spec.language).toBe("node");
     }
   });
 });

@@ -16,9 +16,14 @@ export interface DemoEvidence {
   output: string;
 }
 
-/** What the demo lends its workloads: the binding, when this server could be given one. */
+/** What the demo lends its workloads, and what the class they run on offers. */
 export interface DemoContext {
+  /** The demo's binding, when this server could be given one. */
   binding: DemoBinding | null;
+  /** The class offers `internet` (a route out through the egress proxy). */
+  internet: boolean;
+  /** Shells of the class can be granted service bindings. */
+  bindings: boolean;
 }
 
 /** The demo's judgement of one run. */
@@ -167,7 +172,7 @@ const exfiltration: DemoWorkload = {
   id: "metadata-exfiltration",
   title: `exfiltrate via ${METADATA_IP} and a private address`,
   kind: "hostile",
-  variant: (runtime) =>
+  variant: (runtime, { internet }) =>
     runtime === "wasm"
       ? {
           spec: { language: "node", runtime, code: EXFILTRATION_JS, timeoutMs: RUN_TIMEOUT_MS },
@@ -176,15 +181,20 @@ const exfiltration: DemoWorkload = {
         }
       : {
           // `internet` with the default policy (public addresses only), so every attempt meets
-          // the egress proxy and leaves a decision in the audit trail.
+          // the egress proxy and leaves a decision in the audit trail; on a class that offers no
+          // route out, the best it offers.
           spec: {
             language: "python",
             runtime,
-            network: "internet",
+            network: internet ? "internet" : "sealed",
             code: EXFILTRATION_PYTHON,
             timeoutMs: RUN_TIMEOUT_MS,
           },
-          judge: (evidence) => judgeExfiltration(evidence, "no route out"),
+          judge: (evidence) =>
+            judgeExfiltration(
+              evidence,
+              internet ? "no route out" : `no route out: ${runtime} offers no internet (sealed)`,
+            ),
         },
 };
 
@@ -380,7 +390,7 @@ const secretHunt: DemoWorkload = {
   title: "hunt for its binding's secret",
   kind: "hostile",
   needsBinding: true,
-  variant: (runtime, { binding }) => {
+  variant: (runtime, { binding, bindings }) => {
     const judge = ({ run, output }: DemoEvidence): DemoVerdict => {
       if (!binding) return { ok: false, how: "no binding was lent" };
       const everything = `${output}\n${JSON.stringify(run.result)}\n${JSON.stringify(run.output)}`;
@@ -389,10 +399,9 @@ const secretHunt: DemoWorkload = {
       if (run.result === null)
         return { ok: false, how: `reported nothing (${describeEnd(run)}): cannot tell` };
       const kb = Math.max(1, Math.round(Buffer.byteLength(output) / 1024));
-      const used =
-        runtime === "wasm"
-          ? "wasm cannot be granted a binding"
-          : `the upstream got it ${binding.callsWithSecret()}×`;
+      const used = bindings
+        ? `the upstream got it ${binding.callsWithSecret()}×`
+        : `${runtime} cannot be granted a binding`;
       return { ok: true, how: `secret not found (${kb} KB of output searched; ${used})` };
     };
     return runtime === "wasm"
@@ -405,8 +414,9 @@ const secretHunt: DemoWorkload = {
             language: "python",
             runtime,
             egress: { mode: "deny_all", allow: [] },
-            bindings: binding ? [binding.name] : [],
-            code: huntPython(binding?.envVar ?? "SHELLS_BINDING_NONE_URL"),
+            // A class that cannot be granted the binding hunts without it, in what it can see.
+            bindings: binding && bindings ? [binding.name] : [],
+            code: huntPython((bindings ? binding?.envVar : null) ?? "SHELLS_BINDING_NONE_URL"),
             timeoutMs: RUN_TIMEOUT_MS,
           },
           judge,
@@ -435,8 +445,8 @@ const cleanRun: DemoWorkload = {
   id: "clean-run",
   title: "clean run with a structured result",
   kind: "clean",
-  variant: (runtime, { binding }) => {
-    const bound = runtime !== "wasm" ? binding : null;
+  variant: (runtime, { binding, bindings }) => {
+    const bound = bindings ? binding : null;
     return {
       spec:
         runtime === "wasm"

@@ -76,3 +76,22 @@ describe("a microvm class whose template cannot be made", () => {
     },
   );
 });
+
+describe("what an available class offers", () => {
+  let t: TestApp | undefined;
+  afterEach(async () => t?.close());
+
+  it("lists each available class's network modes, and bindings only where internet is routed", async () => {
+    t = await createTestApp();
+    const ready = await t.app.inject({ method: "GET", url: "/readyz" });
+    const runtimes = ready.json<{
+      runtimes: { runtime: string; available: boolean; networks?: string[]; bindings?: boolean }[];
+    }>().runtimes;
+    const container = runtimes.find((r) => r.runtime === "container");
+    // The test app's simulator accepts sealed and localhost only: no route to an egress proxy.
+    expect(container).toMatchObject({ available: true, networks: ["sealed", "localhost"] });
+    expect(container?.bindings).toBe(false);
+    for (const unavailable of runtimes.filter((r) => !r.available))
+      expect(unavailable.networks).toBeUndefined();
+  });
+});

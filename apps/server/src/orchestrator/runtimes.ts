@@ -1,7 +1,12 @@
-import { RuntimeClass, type RuntimeAvailability } from "@shells/contract";
+import { RuntimeClass, type NetworkMode, type RuntimeAvailability } from "@shells/contract";
 import type { SandboxBackend } from "@shells/sandbox";
 
 const AVAILABILITY_TTL_MS = 30_000;
+
+/** The network modes a backend accepts (one that does not list its own: sealed and localhost). */
+export function networkModesOf(backend: SandboxBackend): readonly NetworkMode[] {
+  return backend.networkModes ?? ["sealed", "localhost"];
+}
 
 /**
  * Which backend serves each runtime class on this server. A class no backend serves is
@@ -16,16 +21,21 @@ export class RuntimeRegistry {
   async availability(): Promise<RuntimeAvailability[]> {
     if (this.#cache && Date.now() - this.#cache.at < AVAILABILITY_TTL_MS) return this.#cache.value;
     const offered = (await Promise.all(this.backends.map((b) => b.availability()))).flat();
-    const value = RuntimeClass.options.map(
-      (runtime): RuntimeAvailability =>
-        offered.find((o) => o.runtime === runtime && o.available) ??
+    const value = RuntimeClass.options.map((runtime): RuntimeAvailability => {
+      const entry = offered.find((o) => o.runtime === runtime && o.available) ??
         offered.find((o) => o.runtime === runtime) ?? {
           runtime,
           available: false,
           backend: null,
           reason: `no ${runtime} backend is installed on this server`,
-        },
-    );
+        };
+      const backend = entry.available ? this.backends.find((b) => b.name === entry.backend) : null;
+      if (!backend) return entry;
+      // What a client may ask of the class: its network modes, and bindings where the backend
+      // routes to the egress proxy (the backends that offer `internet` do, in every mode).
+      const networks = [...networkModesOf(backend)];
+      return { ...entry, networks, bindings: networks.includes("internet") };
+    });
     this.#cache = { at: Date.now(), value };
     return value;
   }

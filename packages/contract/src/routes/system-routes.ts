@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { Role, Scope } from "../iam.js";
-import { RuntimeClass } from "../shells.js";
+import { NetworkMode, RuntimeClass } from "../shells.js";
 import type { RouteSpec } from "./route-spec.js";
 
 /** Availability of one runtime class on this server. */
@@ -11,6 +11,10 @@ export const RuntimeAvailability = z.strictObject({
   backend: z.string().nullable(),
   /** What is missing when unavailable, or a note (the simulator says it runs no code). */
   reason: z.string().nullable(),
+  /** The network modes shells of this class may have (the server fills it for available classes). */
+  networks: z.array(NetworkMode).optional(),
+  /** Whether shells of this class can be granted service bindings (their calls go through the proxy). */
+  bindings: z.boolean().optional(),
 });
 export type RuntimeAvailability = z.infer<typeof RuntimeAvailability>;
 
