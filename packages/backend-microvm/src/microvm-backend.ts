@@ -435,6 +435,8 @@ export class MicrovmBackend implements SandboxBackend {
     const agent = this.#agents.get(shellId);
     this.#agents.delete(shellId);
     if (reason === "deleted") this.#specs.delete(shellId);
+    // Execs cut off when QEMU dies end with the reason of the stop, not a generic one.
+    if (agent) agent.closeReason = reason;
     if (record.pid) await killAndWait(record.pid);
     agent?.close(reason);
     record.pid = null;
