@@ -149,7 +149,7 @@ describe.skipIf(missingTools.length > 0)("microvm backend, from inside a real gu
         "cat /sys/fs/cgroup/shell/pids.current; cat /proc/[0-9]*/comm | grep -c '^sleep$'",
     ]);
     const deadline = Date.now() + 20_000;
-    let counts: number[] = [];
+    let counts: number[];
     do {
       await new Promise((resolve) => setTimeout(resolve, 300));
       counts = (await backend.exec(id, census)).stdout.trim().split("\n").map(Number);
