@@ -24,9 +24,10 @@
  *                        u64 memory_max_bytes, u32 pids_max as applied (memory is capped below
  *                        what the guest's kernel and agent need)
  *
- * Kill reasons PIDS and OOM come from the exec's own cgroup under the shell-wide one that holds
- * the limits: PIDS when the exec held the most processes as a fork was refused at pids.max, OOM
- * when its memory.events counted an oom_kill.
+ * Kill reasons PIDS and OOM come from the guest's cgroups: a shell-wide one holds the limits, each
+ * exec has its own below it. PIDS when the exec's group held the most processes as a fork was
+ * refused at pids.max; OOM when the exec ended by SIGKILL (or exit code 137) while the shell's
+ * memory.events counted an oom_kill.
  */
 #ifndef SHELLS_AGENT_PROTOCOL_H
 #define SHELLS_AGENT_PROTOCOL_H

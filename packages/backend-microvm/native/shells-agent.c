@@ -68,6 +68,7 @@ struct exec {
   uint32_t kill_reason;
   int truncated;
   int group; /* index into groups, or -1 */
+  uint64_t oom_kills_at_start; /* the shell's oom_kill count when the exec started */
 };
 
 /* One exec's cgroup; outlives its exec while processes it left run. */
@@ -277,11 +278,18 @@ static uint64_t number_at(const char *path) {
 }
 
 static void setup_cgroups(void) {
-  if (mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
+  /* favordynmods: moving a task into a cgroup (once per exec) otherwise waits for an RCU grace
+   * period, tens of milliseconds in a one-vCPU guest under emulation; forks pay a little instead. */
+  if (mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "favordynmods") != 0 &&
+      mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
     return log_console("mount cgroup2 (no pids/memory limits)");
   if (write_file("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids") != 0 ||
       (mkdir(SHELL_CGROUP, 0755) != 0 && errno != EEXIST) ||
-      write_file(SHELL_CGROUP "/cgroup.subtree_control", "+memory +pids") != 0)
+      /* Exec groups get pids only: a memory cgroup per exec made each exec ~65 ms slower under
+       * emulation (exec round trip p50 96 ms against 30 ms), so memory is bounded and counted
+       * once, for the whole shell. */
+      write_file(SHELL_CGROUP "/cgroup.subtree_control", "+pids") != 0)
     return log_console("cgroup controllers (no pids/memory limits)");
   shell_pids_events_fd = open(SHELL_CGROUP "/pids.events", O_RDONLY | O_CLOEXEC);
   cgroups_ready = 1;
@@ -333,9 +341,6 @@ static int new_group(struct exec *e) {
     snprintf(g->path, sizeof g->path, SHELL_CGROUP "/x%u", ++seq);
     if (mkdir(g->path, 0755) != 0) return -2;
     char file[96];
-    /* An OOM kill in the exec takes its whole group, not one process of it. */
-    snprintf(file, sizeof file, "%s/memory.oom.group", g->path);
-    write_file(file, "1");
     snprintf(file, sizeof file, "%s/pids.events", g->path);
     g->pids_events_fd = open(file, O_RDONLY | O_CLOEXEC);
     g->used = 1;
@@ -364,11 +369,12 @@ static void release_group(int index) {
   memset(g, 0, sizeof *g);
 }
 
-static uint64_t group_event(struct group *g, const char *file, const char *key) {
-  char path[96], text[512];
-  snprintf(path, sizeof path, "%s/%s", g->path, file);
-  read_path(path, text, sizeof text);
-  return keyed_value(text, key);
+/* OOM kills in the shell so far (its memory.events; 0 without cgroups). */
+static uint64_t shell_oom_kills(void) {
+  char text[512];
+  if (!cgroups_ready) return 0;
+  read_path(SHELL_CGROUP "/memory.events", text, sizeof text);
+  return keyed_value(text, "oom_kill");
 }
 
 /*
@@ -597,6 +603,7 @@ static void start_exec(uint16_t id, const uint8_t *p, uint32_t len) {
   e->max_output = max_output;
   e->deadline_ms = now_ms() + timeout_ms;
   e->group = group;
+  e->oom_kills_at_start = shell_oom_kills();
   goto done;
 
 malformed:
@@ -658,9 +665,13 @@ static void finish_if_done(struct exec *e) {
     return;
   int code = WIFEXITED(e->status) ? WEXITSTATUS(e->status) : 128 + WTERMSIG(e->status);
   if (e->group >= 0) {
+    /* The shell's memory limit is shared: an exec ended by SIGKILL (itself, or a child it reports
+     * as 137) while the shell's OOM killer struck was ended by it. What it left goes too. */
     struct group *g = &groups[e->group];
-    if (!e->kill_reason && group_event(g, "memory.events", "oom_kill") > 0)
+    if (!e->kill_reason && code == 128 + SIGKILL && shell_oom_kills() > e->oom_kills_at_start) {
       e->kill_reason = AGENT_KILL_OOM;
+      kill_cgroup(g);
+    }
     g->exec = NULL;
     release_group(e->group);
   }
