@@ -147,6 +147,16 @@ describe.skipIf(missingTools.length > 0)("microvm shells through the server", ()
     expect(after).toMatchObject({ exitCode: 0, stdout: "alive\n" });
   }, 60_000);
 
+  it("stops a fork bomb with killReason pids and the shell stays usable", async () => {
+    const bomb = await shells.exec(shell.id, {
+      command: ["sh", "-c", "f(){ f|f & }; f; sleep 5"],
+      timeoutMs: 30_000,
+    });
+    expect(bomb).toMatchObject({ exitCode: 137, killReason: "pids" });
+    const after = await shells.exec(shell.id, { command: ["echo", "alive"] });
+    expect(after).toMatchObject({ exitCode: 0, stdout: "alive\n" });
+  }, 60_000);
+
   it("keeps running across a control-plane restart and is re-adopted with its state", async () => {
     await shells.exec(shell.id, { command: ["sh", "-c", "echo kept > /workspace/across.txt"] });
     // A closed server leaves its guests running (QEMU is detached); the next one reconciles them.

@@ -18,6 +18,16 @@
  *   EXIT    guest->host  i32 exit_code (128 + signal when a signal ended it), u32 kill_reason,
  *                        u32 truncated (1 when output past the limit was cut)
  *   KILL    host->guest  empty: kill the exec's process group (the host says why)
+ *   LIMITS  host->guest  u64 memory_max_bytes, u32 pids_max: the shell's limits, sent after every
+ *                        restore, boot and reconnect (a template is saved without them)
+ *           guest->host  u32 error (0, or the errno that kept the limits from being set),
+ *                        u64 memory_max_bytes, u32 pids_max as applied (memory is capped below
+ *                        what the guest's kernel and agent need)
+ *
+ * Kill reasons PIDS and OOM come from the guest's cgroups: a shell-wide one holds the limits, each
+ * exec has its own below it. PIDS when the exec's group held the most processes as a fork was
+ * refused at pids.max; OOM when the exec ended by SIGKILL (or exit code 137) while the shell's
+ * memory.events counted an oom_kill.
  */
 #ifndef SHELLS_AGENT_PROTOCOL_H
 #define SHELLS_AGENT_PROTOCOL_H
@@ -34,9 +44,12 @@
 #define AGENT_FRAME_STDERR 6
 #define AGENT_FRAME_EXIT 7
 #define AGENT_FRAME_KILL 8
+#define AGENT_FRAME_LIMITS 9
 
 #define AGENT_KILL_NONE 0
 #define AGENT_KILL_WALL_CLOCK 1
 #define AGENT_KILL_OUTPUT_LIMIT 2
+#define AGENT_KILL_PIDS 3
+#define AGENT_KILL_OOM 4
 
 #endif

@@ -16,7 +16,7 @@ import type { MicrovmBackend } from "./microvm-backend.js";
  */
 const PROFILE = {
   posixShell: true,
-  pidsLimit: false,
+  pidsLimit: true,
   memoryLimit: false,
   diskLimit: false,
   binaryStdin: true,
@@ -34,6 +34,8 @@ if (missingTools.length === 0)
     const { backend, cleanup } = await makeTestBackend();
     return { backend, runtime: "microvm", language: "bash", cleanup };
   });
+
+const FORK_BOMB = "f(){ f|f & }; f";
 
 const spec = (shellId: string, extra: Partial<SandboxSpec> = {}): SandboxSpec => ({
   shellId,
@@ -86,6 +88,76 @@ describe.skipIf(missingTools.length > 0)("microvm backend, from inside a real gu
     expect(result.killReason).toBe("wall_clock");
     expect(Date.now() - started).toBeLessThan(10_000);
     expect((await backend.exec(id, request(["echo", "alive"]))).stdout).toBe("alive\n");
+  });
+
+  it("sets the shell's pids limit and a memory limit below the guest's size in the guest", async () => {
+    const result = await backend.exec(
+      id,
+      request(["cat", "/sys/fs/cgroup/shell/pids.max", "/sys/fs/cgroup/shell/memory.max"]),
+    );
+    const [pids, memoryBytes] = result.stdout.trim().split("\n").map(Number);
+    expect(pids).toBe(64);
+    // What the guest kernel and the agent need stays out of the shell's reach.
+    expect(memoryBytes).toBeGreaterThan(16 * 1024 * 1024);
+    expect(memoryBytes).toBeLessThan(TEST_MEMORY_MB * 1024 * 1024);
+  });
+
+  it("stops a fork bomb with killReason pids, and the next exec works", async () => {
+    const result = await backend.exec(
+      id,
+      request(["sh", "-c", `${FORK_BOMB}; sleep 5`], { timeoutMs: 20_000 }),
+    );
+    expect(result.killReason).toBe("pids");
+    expect(result.exitCode).toBe(137);
+    expect((await backend.exec(id, request(["echo", "still here"]))).stdout).toBe("still here\n");
+  });
+
+  it("ends a memory balloon with killReason oom, and the next exec works", async () => {
+    const result = await backend.exec(
+      id,
+      request(["sh", "-c", "head -c 1000000000 /dev/zero | tail"], { timeoutMs: 60_000 }),
+    );
+    expect(result.killReason).toBe("oom");
+    expect(result.exitCode).toBe(137);
+    expect((await backend.exec(id, request(["echo", "still here"]))).stdout).toBe("still here\n");
+  });
+
+  it("kills a detached fork bomb after its exec returned, and the shell takes execs again", async () => {
+    // A server started by an earlier, well-behaved exec must survive the bomb's end. (Each exec's
+    // own process group ends with it: the exec waits a moment so setsid has left that group.)
+    await backend.exec(
+      id,
+      request(["sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 & sleep 1"]),
+    );
+    // The bomb starts two seconds after its exec has returned.
+    const bomb = await backend.exec(
+      id,
+      request([
+        "sh",
+        "-c",
+        `setsid sh -c 'sleep 2; touch /tmp/bomb-started; ${FORK_BOMB}' </dev/null >/dev/null 2>&1 & sleep 0.5`,
+      ]),
+    );
+    expect(bomb).toMatchObject({ exitCode: 0 });
+    expect(bomb.killReason).toBeUndefined();
+    // Whether the bomb has started, the exec cgroups (the server's and this census's once the
+    // bomb's is gone), the processes in the shell's cgroup, and the sleeps running.
+    const census = request([
+      "sh",
+      "-c",
+      "test -e /tmp/bomb-started && echo 1 || echo 0; ls -d /sys/fs/cgroup/shell/x* | wc -l; " +
+        "cat /sys/fs/cgroup/shell/pids.current; cat /proc/[0-9]*/comm | grep -c '^sleep$'",
+    ]);
+    const deadline = Date.now() + 20_000;
+    let counts: number[];
+    do {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      counts = (await backend.exec(id, census)).stdout.trim().split("\n").map(Number);
+    } while (!(counts[0] === 1 && counts[1] === 2 && counts[2]! < 8) && Date.now() < deadline);
+    const [started, groups, processes, sleeps] = counts;
+    expect({ started, groups, sleeps }).toEqual({ started: 1, groups: 2, sleeps: 1 });
+    expect(processes).toBeLessThan(8);
+    expect((await backend.exec(id, request(["echo", "still here"]))).stdout).toBe("still here\n");
   });
 
   it("cuts output at the limit with output_limit", async () => {

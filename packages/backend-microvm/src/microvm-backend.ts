@@ -19,6 +19,7 @@ import {
   type SandboxSpec,
 } from "@shells/sandbox";
 import { AgentClient } from "./internal/agent-client.js";
+import type { GuestLimits } from "./internal/protocol.js";
 import { checkMicrovmHost, isolationOf } from "./internal/host-check.js";
 import { runChecked, type BuildProgress } from "./internal/host.js";
 import { ensureTemplate, type ImageSource, type Template } from "./internal/template.js";
@@ -79,6 +80,13 @@ const RESTORE_TRIES_MS = [4_000, 8_000, 15_000];
 const RECONNECT_TRIES_MS = [1_000, 2_000, 4_000, 8_000];
 /** How long a cold boot may take to answer (a loaded, emulated host is slow). */
 const BOOT_TIMEOUT_MS = 180_000;
+/** How long the agent may take to apply the shell's limits. */
+const LIMITS_TIMEOUT_MS = 10_000;
+
+/** The shell's pids and memory limits as the guest's cgroup enforces them. */
+function guestLimits(spec: SandboxSpec): GuestLimits {
+  return { memoryBytes: spec.resources.memoryMb * 1024 * 1024, pids: spec.resources.pids };
+}
 
 /**
  * The `microvm` runtime class: one QEMU `microvm` guest per shell with its own kernel, restored
@@ -372,6 +380,14 @@ export class MicrovmBackend implements SandboxBackend {
     const vm = fromTemplate
       ? await this.#restore(dir, record.template, config)
       : await startVm(config, BOOT_TIMEOUT_MS);
+    try {
+      // The template was saved without limits; every restored or booted guest gets the shell's.
+      await vm.agent.setLimits(guestLimits(record.spec), LIMITS_TIMEOUT_MS);
+    } catch (error) {
+      vm.agent.close();
+      await killAndWait(vm.pid);
+      throw error;
+    }
     record.pid = vm.pid;
     this.#agents.set(shellId, vm.agent);
     await this.#save(shellId, record);
@@ -419,6 +435,8 @@ export class MicrovmBackend implements SandboxBackend {
     const agent = this.#agents.get(shellId);
     this.#agents.delete(shellId);
     if (reason === "deleted") this.#specs.delete(shellId);
+    // Execs cut off when QEMU dies end with the reason of the stop, not a generic one.
+    if (agent) agent.closeReason = reason;
     if (record.pid) await killAndWait(record.pid);
     agent?.close(reason);
     record.pid = null;
@@ -455,6 +473,8 @@ export class MicrovmBackend implements SandboxBackend {
       const agent = await AgentClient.connect(`${dir}/agent.sock`, 5_000);
       try {
         await agent.ready(RECONNECT_TRIES_MS[attempt]!);
+        // The guest kept its limits; sending them again costs one frame and asserts they hold.
+        await agent.setLimits(guestLimits(record.spec), LIMITS_TIMEOUT_MS);
         this.#agents.set(shellId, agent);
         return agent;
       } catch (error) {

@@ -4,14 +4,25 @@ import type { SandboxExecOptions, SandboxExecRequest } from "@shells/sandbox";
 import {
   AgentKill,
   decodeExit,
+  decodeLimits,
   encodeExec,
+  encodeLimits,
   encodeFrame,
   FrameReader,
   FrameType,
   MAX_EXECS,
   MAX_PAYLOAD,
   type Frame,
+  type GuestLimits,
 } from "./protocol.js";
+
+/** How the agent's kill reasons read in an exec's result. */
+const KILL_REASONS: Partial<Record<number, KillReason>> = {
+  [AgentKill.WALL_CLOCK]: "wall_clock",
+  [AgentKill.OUTPUT_LIMIT]: "output_limit",
+  [AgentKill.PIDS]: "pids",
+  [AgentKill.OOM]: "oom",
+};
 
 interface PendingExec {
   onFrame: (frame: Frame) => void;
@@ -30,6 +41,7 @@ export class AgentClient {
   readonly #reader = new FrameReader();
   readonly #execs = new Map<number, PendingExec>();
   #readyWaiters: ((release: string) => void)[] = [];
+  #limitsWaiters: ((answer: Buffer) => void)[] = [];
   #nextId = 1;
   #closed = false;
   /** Why the connection ended, for execs cut off by it (`stopped` unless told otherwise). */
@@ -101,6 +113,31 @@ export class AgentClient {
     }
   }
 
+  /**
+   * Sends the shell's limits (pids.max and memory.max of the guest's shell-wide cgroup) and
+   * resolves with what the guest applied; rejects when it could not set them, so a shell never runs
+   * without its limits.
+   */
+  async setLimits(limits: GuestLimits, timeoutMs: number): Promise<GuestLimits> {
+    const answer = new Promise<Buffer>((resolve) => this.#limitsWaiters.push(resolve));
+    this.#socket.write(encodeFrame(FrameType.LIMITS, 0, encodeLimits(limits)));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`the guest agent did not take the limits within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    try {
+      const applied = decodeLimits(await Promise.race([answer, timeout]));
+      if (applied.error !== 0)
+        throw new Error(`the guest could not set the shell's limits (errno ${applied.error})`);
+      return { memoryBytes: applied.memoryBytes, pids: applied.pids };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Runs one command in the guest. */
   exec(request: SandboxExecRequest, options: SandboxExecOptions = {}): Promise<ExecResult> {
     if (this.#closed) return Promise.resolve(this.#cutOff(0, "", "", false));
@@ -148,13 +185,7 @@ export class AgentClient {
             }
           } else if (frame.type === FrameType.EXIT) {
             const exit = decodeExit(frame.payload);
-            const killReason: KillReason | undefined =
-              hostKill ??
-              (exit.killReason === AgentKill.WALL_CLOCK
-                ? "wall_clock"
-                : exit.killReason === AgentKill.OUTPUT_LIMIT
-                  ? "output_limit"
-                  : undefined);
+            const killReason = hostKill ?? KILL_REASONS[exit.killReason];
             finish({
               exitCode: exit.exitCode,
               stdout: text(stdout),
@@ -235,6 +266,10 @@ export class AgentClient {
       const waiters = this.#readyWaiters;
       this.#readyWaiters = [];
       for (const waiter of waiters) waiter(release);
+      return;
+    }
+    if (frame.type === FrameType.LIMITS) {
+      this.#limitsWaiters.shift()?.(Buffer.from(frame.payload));
       return;
     }
     this.#execs.get(frame.id)?.onFrame(frame);

@@ -23,11 +23,12 @@ export const FrameType = {
   STDERR: 6,
   EXIT: 7,
   KILL: 8,
+  LIMITS: 9,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
 /** Why the agent ended an exec (the `kill_reason` of an EXIT frame). */
-export const AgentKill = { NONE: 0, WALL_CLOCK: 1, OUTPUT_LIMIT: 2 } as const;
+export const AgentKill = { NONE: 0, WALL_CLOCK: 1, OUTPUT_LIMIT: 2, PIDS: 3, OOM: 4 } as const;
 
 /** One decoded frame. */
 export interface Frame {
@@ -75,6 +76,29 @@ export function encodeExec(request: {
     ...env.map(str),
     str(request.cwd),
   ]);
+}
+
+/** The shell's limits, as the guest enforces them. */
+export interface GuestLimits {
+  memoryBytes: number;
+  pids: number;
+}
+
+/** The payload of a LIMITS frame (host to guest). */
+export function encodeLimits(limits: GuestLimits): Buffer {
+  const payload = Buffer.alloc(12);
+  payload.writeBigUInt64LE(BigInt(Math.max(0, Math.floor(limits.memoryBytes))), 0);
+  payload.writeUInt32LE(Math.min(Math.max(1, Math.floor(limits.pids)), 0xffffffff), 8);
+  return payload;
+}
+
+/** Decodes the guest's answer to LIMITS: an errno (0 when applied) and the limits it applied. */
+export function decodeLimits(payload: Buffer): GuestLimits & { error: number } {
+  return {
+    error: payload.readUInt32LE(0),
+    memoryBytes: Number(payload.readBigUInt64LE(4)),
+    pids: payload.readUInt32LE(12),
+  };
 }
 
 /** A decoded EXIT frame. */
