@@ -9,6 +9,10 @@ import { EgressService } from "./egress/egress-service.js";
 import { AuthFailureLog } from "./iam/auth-failure-log.js";
 import { describeIdpError } from "./iam/oidc/identity-provider.js";
 import { OidcAuth } from "./iam/oidc/oidc-auth.js";
+import { ActivityTree } from "./audit/activity-tree.js";
+import { CheckpointService } from "./audit/checkpoint-service.js";
+import { CheckpointSigner } from "./audit/checkpoint-signer.js";
+import { EvidenceService } from "./audit/evidence-service.js";
 import { SealedBox } from "./iam/sealed-box.js";
 import { standingWatch } from "./iam/standing.js";
 import { ApprovalGate } from "./orchestrator/approval-gate.js";
@@ -20,6 +24,7 @@ import { ShellService } from "./orchestrator/shell-service.js";
 import { TermService, selectTermProtocol } from "./orchestrator/term-service.js";
 import { agentGateHandlers } from "./routes/agent-gate-routes.js";
 import { approvalHandlers } from "./routes/approval-routes.js";
+import { auditHandlers } from "./routes/audit-routes.js";
 import { registerAuthRoutes } from "./routes/auth-routes.js";
 import { guardConnections } from "./routes/connection-guard.js";
 import { registerConsoleStatic } from "./routes/console-static.js";
@@ -91,6 +96,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const baseUrl = () => publicBaseUrl(config, app.server);
   const windowMs = config.authFailureWindowSeconds * 1000;
   const activity = new ActivityService(db);
+  const sealedBox = SealedBox.open(config.dataDir, config.sealingKeys);
+  const signer = CheckpointSigner.open(config.dataDir, sealedBox);
+  const checkpoints = new CheckpointService({
+    db,
+    tree: new ActivityTree(db),
+    signer,
+    logger: deps.logger,
+  });
   const failures = new AuthFailureLog(activity, { windowMs, logger: deps.logger });
   const runtimes = new RuntimeRegistry(deps.backends);
   const policies = new PolicyService(db, activity);
@@ -112,7 +125,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     policies,
     gate,
     dataDir: config.dataDir,
-    sealedBox: SealedBox.open(config.dataDir, config.sealingKeys),
+    sealedBox,
     egress,
   });
   const reconciler = shells.reconciler;
@@ -123,6 +136,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const terms = new TermService(db, shells, policies, activity, deps.logger);
   const interpreters = new InterpreterService(shells, activity);
   const runs = new RunService(db, shells, activity, config.dataDir, deps.logger);
+  const evidence = new EvidenceService(runs, checkpoints, signer);
   const agentGate = new AgentGate(shells, activity, { terms, interpreters, runs, files, baseUrl });
   const oidc = config.oidc
     ? new OidcAuth({
@@ -137,6 +151,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     : null;
   app.addHook("onClose", async () => {
     reconciler.stop();
+    checkpoints.stop();
     await terms.close();
     interpreters.close();
     await runs.drain();
@@ -159,6 +174,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...runHandlers(runs, watch),
       ...iamHandlers(iam, keys),
       ...approvalHandlers(gate, shells),
+      ...auditHandlers(checkpoints, evidence),
       ...agentGateHandlers(agentGate),
       ...terminalHandlers(terms, baseUrl),
     },
@@ -183,6 +199,8 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     deps.logger.info(await reconciler.reconcile(), "reconciled shells with their backends");
     const sweepMs = deps.sweepIntervalMs ?? 5000;
     if (sweepMs > 0) reconciler.start(sweepMs);
+    if (config.checkpointIntervalSeconds > 0)
+      checkpoints.start(config.checkpointIntervalSeconds * 1000);
   });
   return app;
 }

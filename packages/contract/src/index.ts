@@ -14,6 +14,52 @@ export {
   type ChainVerification,
   type HashedFields,
 } from "./activity.js";
+export {
+  CHECKPOINT_FORMAT,
+  Checkpoint,
+  CheckpointConsistency,
+  CheckpointKey,
+  CheckpointKeys,
+  ConsistencyProof,
+  EventProof,
+  HashHex,
+  InclusionProof,
+  TreeLeaves,
+  activityLeafHash,
+  checkpointConsistencyProblem,
+  checkpointKeyId,
+  checkpointSignatureProblem,
+  checkpointSignedBytes,
+  eventInclusionProblem,
+  fromBase64,
+  type SignedCheckpointFields,
+} from "./checkpoints.js";
+export {
+  ArtifactEvidence,
+  EVIDENCE_FORMAT,
+  EvidenceBundle,
+  runResultHash,
+  verifyEvidenceBundle,
+  type EvidenceVerification,
+} from "./evidence.js";
+export {
+  InMemoryMerkleTree,
+  MerkleTreeReader,
+  emptyTreeRoot,
+  fromHex,
+  leftSiblingsOf,
+  merkleLeafHash,
+  merkleNodeHash,
+  sameHash,
+  subtreesCompletedBy,
+  toHex,
+  verifyConsistency,
+  verifyInclusion,
+  type CompleteSubtreeHash,
+  type MerkleNode,
+  type ProofProblem,
+  type Sha256,
+} from "./merkle.js";
 export { ERROR_CODES, ERROR_STATUS, ErrorBody, ErrorCode } from "./errors.js";
 export { buildOpenApiDocument, openApiPath } from "./openapi.js";
 export { FileInfo, PathQuery, SeedFile, ShellPath, type FileContent } from "./files.js";

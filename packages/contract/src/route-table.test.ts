@@ -9,6 +9,7 @@ import {
 } from "./index.js";
 import { agentRoutes } from "./routes/agent-routes.js";
 import { approvalRoutes } from "./routes/approval-routes.js";
+import { auditRoutes } from "./routes/audit-routes.js";
 import { fileRoutes } from "./routes/file-routes.js";
 import { iamRoutes } from "./routes/iam-routes.js";
 import { orgRoutes } from "./routes/org-routes.js";
@@ -35,6 +36,7 @@ describe("the contract", () => {
       terminalRoutes,
       runRoutes,
       orgRoutes,
+      auditRoutes,
       iamRoutes,
       approvalRoutes,
       agentRoutes,

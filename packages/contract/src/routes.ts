@@ -1,6 +1,7 @@
 import type { z } from "zod";
 import { agentRoutes } from "./routes/agent-routes.js";
 import { approvalRoutes } from "./routes/approval-routes.js";
+import { auditRoutes } from "./routes/audit-routes.js";
 import { fileRoutes } from "./routes/file-routes.js";
 import { iamRoutes } from "./routes/iam-routes.js";
 import { orgRoutes } from "./routes/org-routes.js";
@@ -25,6 +26,7 @@ export const ROUTES = {
   ...terminalRoutes,
   ...runRoutes,
   ...orgRoutes,
+  ...auditRoutes,
   ...iamRoutes,
   ...approvalRoutes,
   ...agentRoutes,

@@ -1,5 +1,6 @@
 /** Wire types of running code: streamed exec frames, interpreter turns, one-shot runs. */
 import { z } from "zod";
+import { HashHex } from "./checkpoints.js";
 import { SeedFile } from "./files.js";
 import {
   EnvMap,
@@ -141,6 +142,8 @@ export const Artifact = z.strictObject({
   /** Path relative to /workspace. */
   path: z.string(),
   sizeBytes: z.int(),
+  /** SHA-256 (hex) of the bytes kept; absent on runs recorded before hashes were kept. */
+  sha256: HashHex.optional(),
 });
 export type Artifact = z.infer<typeof Artifact>;
 

@@ -8,6 +8,7 @@ import {
 import type { SandboxFileInfo } from "@shells/sandbox";
 import type { FastifyBaseLogger } from "fastify";
 import picomatch from "picomatch";
+import { createHash } from "node:crypto";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
 import { setImmediate as nextTurn } from "node:timers/promises";
@@ -203,7 +204,11 @@ export class RunArtifacts {
         );
       }
       usedBytes += bytes.length;
-      kept.push({ path: relative, sizeBytes: bytes.length });
+      kept.push({
+        path: relative,
+        sizeBytes: bytes.length,
+        sha256: createHash("sha256").update(bytes).digest("hex"),
+      });
     }
     return { kept, skipped };
   }

@@ -1,4 +1,5 @@
 import {
+  runResultHash,
   type ActivityEvent,
   type Artifact,
   type Run,
@@ -14,6 +15,7 @@ import { posix } from "node:path";
 import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { newId, nowIso } from "../ids.js";
+import { sha256 } from "../audit/sha256.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { Database, RunTable } from "../store/schema.js";
 import { shellPath } from "./file-service.js";
@@ -425,6 +427,12 @@ export class RunService {
             artifacts: outcome.artifacts.kept.length,
             artifactsSkipped: outcome.artifacts.skipped.length,
             hasResult: outcome.result !== null,
+            // What an evidence bundle checks the run's record and artifacts against.
+            artifactManifest: outcome.artifacts.kept,
+            resultSha256:
+              outcome.result === null
+                ? null
+                : runResultHash(sha256, JSON.parse(outcome.result) as unknown),
           }
         : { status, error },
     );

@@ -22,6 +22,30 @@ export interface Database {
   oidc_logins: OidcLoginTable;
   oidc_accounts: OidcAccountTable;
   snapshots: SnapshotTable;
+  activity_tree: ActivityTreeTable;
+  audit_checkpoints: AuditCheckpointTable;
+}
+
+/** A complete, aligned subtree of an org's activity tree: leaves [idx·2^level, (idx+1)·2^level). */
+export interface ActivityTreeTable {
+  org_id: string;
+  level: number;
+  idx: number;
+  /** 32-byte SHA-256. */
+  hash: Uint8Array;
+}
+
+/** A signed checkpoint of an org's activity tree. */
+export interface AuditCheckpointTable {
+  id: string;
+  org_id: string;
+  tree_size: number;
+  /** Hex. */
+  root_hash: string;
+  time: string;
+  key_id: string;
+  /** Base64 Ed25519 signature over the contract's `checkpointSignedBytes`. */
+  signature: string;
 }
 
 export interface OrgTable {
