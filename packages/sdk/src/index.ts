@@ -55,6 +55,7 @@ export type {
   FilesApi,
 } from "./files-api.js";
 export type { ListRunsQuery, RunHandle, RunsApi } from "./runs-api.js";
+export type { AuditApi } from "./audit-api.js";
 export type {
   TerminalAttachOptions,
   TerminalClose,
@@ -92,6 +93,11 @@ export type {
   Approval,
   Capability,
   ChainVerification,
+  Checkpoint,
+  CheckpointConsistency,
+  CheckpointKey,
+  EventProof,
+  EvidenceBundle,
   Entitlement,
   EntitlementGrant,
   ErrorBody,
@@ -129,4 +135,5 @@ export type {
   Snapshot,
   Target,
   TermCredential,
+  TreeLeaves,
 } from "@shells/contract";

@@ -30,6 +30,7 @@ import {
   ServerError,
   errorFromStreamEvent,
 } from "./errors.js";
+import { AuditApi } from "./audit-api.js";
 import { FilesApi } from "./files-api.js";
 import {
   AgentsApi,
@@ -179,6 +180,8 @@ export class ShellsClient {
   readonly files: FilesApi;
   /** One-shot runs: get, list, and handles on existing runs. Start one with {@link run}. */
   readonly runs: RunsApi;
+  /** Signed checkpoints of the activity history, and proofs against them. */
+  readonly audit: AuditApi;
   readonly #transport: Transport;
   readonly #call: ApiCall;
   readonly #timeoutMs: number;
@@ -233,6 +236,7 @@ export class ShellsClient {
     this.approvals = new ApprovalsApi(call);
     this.files = new FilesApi(call);
     this.runs = new RunsApi(call, this.#transport.events);
+    this.audit = new AuditApi(call);
   }
 
   /** Creates a shell and answers once it is running (or in `error`). */

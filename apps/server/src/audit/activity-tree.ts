@@ -6,6 +6,7 @@ import {
   type ActivityEvent,
 } from "@shells/contract";
 import type { Kysely } from "kysely";
+import { AppError } from "../errors.js";
 import { activityEventOf } from "../store/activity-rows.js";
 import type { Database } from "../store/schema.js";
 import { sha256 } from "./sha256.js";
@@ -83,7 +84,12 @@ export class ActivityTree {
         .where("level", "=", level)
         .where("idx", "=", index)
         .executeTakeFirst();
-      if (!row) throw new Error(`activity tree of ${orgId} lacks subtree (${level}, ${index})`);
+      if (!row)
+        throw new AppError(
+          "audit_tree_damaged",
+          `The stored activity tree lacks subtree (${level}, ${index}): the store was altered outside the server.`,
+          { level, index },
+        );
       return row.hash;
     });
   }
