@@ -74,7 +74,11 @@ describe("shells audit verify --checkpoint", () => {
   });
 
   /** A server with some history and a checkpoint of it saved to a file outside the server. */
-  async function withSavedCheckpoint(): Promise<{ server: TestServer; file: string; saved: Checkpoint }> {
+  async function withSavedCheckpoint(): Promise<{
+    server: TestServer;
+    file: string;
+    saved: Checkpoint;
+  }> {
     server = await startTestServer();
     await makeHistory(server, "first");
     const file = join(work, `checkpoint-${Date.now()}.json`);
@@ -93,7 +97,9 @@ describe("shells audit verify --checkpoint", () => {
       `ok: the history still begins with the ${saved.treeSize} events of checkpoint ${saved.id}`,
     );
     expect(run.stdout).toContain("checked: consistency proof from the saved checkpoint");
-    const json = JSON.parse((await shells(server, ["audit", "verify", "--checkpoint", file, "--json"])).stdout);
+    const json = JSON.parse(
+      (await shells(server, ["audit", "verify", "--checkpoint", file, "--json"])).stdout,
+    );
     expect(json).toMatchObject({ ok: true, problem: null, saved: { id: saved.id } });
     expect(json.current.treeSize).toBeGreaterThan(saved.treeSize);
     expect(json.historySize).toBe(json.current.treeSize);
@@ -159,13 +165,16 @@ describe("shells audit verify --checkpoint", () => {
     let prevHash = GENESIS_HASH;
     const rewritten: { id: string; action: string; prevHash: string; hash: string }[] = [];
     for (const row of rows) {
-      const action = row.action === "shell.action.restart" ? "shell.action.logs" : (row.action as string);
+      const action =
+        row.action === "shell.action.restart" ? "shell.action.logs" : (row.action as string);
       const hash = await activityEventHash({
         seq: row.seq as number,
         orgId: row.org_id as string,
         actor: JSON.parse(row.actor as string),
         action,
-        target: row.target_type ? { type: row.target_type as string, id: row.target_id as string } : null,
+        target: row.target_type
+          ? { type: row.target_type as string, id: row.target_id as string }
+          : null,
         outcome: row.outcome as "success",
         details: JSON.parse(row.details as string),
         time: row.time as string,
@@ -175,7 +184,9 @@ describe("shells audit verify --checkpoint", () => {
       prevHash = hash;
     }
     tamper(server, (db) => {
-      const update = db.prepare("UPDATE activity SET action = ?, prev_hash = ?, hash = ? WHERE id = ?");
+      const update = db.prepare(
+        "UPDATE activity SET action = ?, prev_hash = ?, hash = ? WHERE id = ?",
+      );
       for (const r of rewritten) update.run(r.action, r.prevHash, r.hash, r.id);
       db.prepare("DELETE FROM activity_tree").run();
       db.prepare("DELETE FROM audit_checkpoints").run();
@@ -255,7 +266,15 @@ describe("shells evidence on a container run", () => {
     expect(exported.stdout).toContain("2 artifacts in the manifest, 2 with their bytes");
     const bundle = JSON.parse(readFileSync(bundleFile, "utf8")) as EvidenceBundle;
     const actions = bundle.events.map((e) => e.action);
-    expect(actions).toEqual(expect.arrayContaining(["run.start", "shell.create", "shell.exec", "shell.delete", "run.finish"]));
+    expect(actions).toEqual(
+      expect.arrayContaining([
+        "run.start",
+        "shell.create",
+        "shell.exec",
+        "shell.delete",
+        "run.finish",
+      ]),
+    );
     expect(bundle.proofs).toHaveLength(bundle.events.length);
     expect((await shells(server, ["audit", "keys", "-o", keysFile])).exitCode).toBe(0);
 
@@ -267,7 +286,9 @@ describe("shells evidence on a container run", () => {
     expect(verified.stdout).toContain("is one you trust");
     const unpinned = await offline(["evidence", "verify", bundleFile]);
     expect(unpinned.exitCode).toBe(0);
-    expect(unpinned.stdout).toContain("came with the bundle: compare it with the server's published keys");
+    expect(unpinned.stdout).toContain(
+      "came with the bundle: compare it with the server's published keys",
+    );
   });
 
   /** Writes a changed copy of the bundle and verifies it. */
@@ -296,7 +317,9 @@ describe("shells evidence on a container run", () => {
     const manifest = await verifyChanged((b) => {
       b.artifacts[0]!.sha256 = "0".repeat(64);
     });
-    expect(manifest.stderr).toContain("artifact manifest differs from the one the run.finish event recorded");
+    expect(manifest.stderr).toContain(
+      "artifact manifest differs from the one the run.finish event recorded",
+    );
 
     const exitCode = await verifyChanged((b) => {
       b.run.exitCode = 0 === b.run.exitCode ? 1 : 0;

@@ -83,7 +83,8 @@ export async function verifyAgainstCheckpoint(
 
   current = await client.audit.checkpoint();
   const currentSignature = await checkpointSignatureProblem(sha256, current, keys);
-  if (currentSignature) return outcome(`the server's newest checkpoint does not verify: ${currentSignature}`);
+  if (currentSignature)
+    return outcome(`the server's newest checkpoint does not verify: ${currentSignature}`);
   if (current.treeSize < saved.treeSize)
     return outcome(
       `truncated: the server's tree now holds ${current.treeSize} events, fewer than the ${saved.treeSize} the saved checkpoint covers (events ${current.treeSize + 1} to ${saved.treeSize} were removed, from the history and its tree)`,
@@ -119,7 +120,10 @@ export async function verifyAgainstCheckpoint(
     const root = await tree.reader().root(signed.treeSize);
     if (toHex(root) !== signed.rootHash) {
       const located = await locateChange(client, signed, history, tree);
-      return outcome(`${located.problem} (the first ${signed.treeSize} events no longer hash to ${which}'s root)`, located.event);
+      return outcome(
+        `${located.problem} (the first ${signed.treeSize} events no longer hash to ${which}'s root)`,
+        located.event,
+      );
     }
   }
   checked.push(

@@ -158,7 +158,8 @@ export async function checkpointSignatureProblem(
   keys: readonly CheckpointKey[],
 ): Promise<string | null> {
   const key = keys.find((k) => k.keyId === checkpoint.keyId);
-  if (!key) return `checkpoint ${checkpoint.id} is signed by key ${checkpoint.keyId}, which is not among the trusted keys`;
+  if (!key)
+    return `checkpoint ${checkpoint.id} is signed by key ${checkpoint.keyId}, which is not among the trusted keys`;
   const raw = fromBase64(key.publicKey);
   if (checkpointKeyId(sha256, raw) !== key.keyId)
     return `key ${key.keyId} is not the hash of the public key published under it`;

@@ -107,11 +107,18 @@ export async function verifyEvidenceBundle(
   if (bundle.proofs.length !== bundle.events.length)
     return result(`${bundle.events.length} events but ${bundle.proofs.length} proofs`);
   for (const [i, event] of bundle.events.entries()) {
-    const problem = eventInclusionProblem(sha256, event, bundle.proofs[i] as InclusionProof, checkpoint);
+    const problem = eventInclusionProblem(
+      sha256,
+      event,
+      bundle.proofs[i] as InclusionProof,
+      checkpoint,
+    );
     if (problem) return result(problem);
     const about = event.target?.id;
     if (about !== run.id && about !== run.shellId)
-      return result(`event ${event.id} (seq ${event.seq}) is about ${about ?? "nothing"}, not run ${run.id} or its shell`);
+      return result(
+        `event ${event.id} (seq ${event.seq}) is about ${about ?? "nothing"}, not run ${run.id} or its shell`,
+      );
   }
   checked.push(`inclusion of ${bundle.events.length} events in the checkpoint's tree`);
 
@@ -123,7 +130,8 @@ export async function verifyEvidenceBundle(
     return result(`the run's shell ${run.shellId} is not the one its run.start event names`);
   const finish = ofRun("run.finish");
   if (run.status !== "running") {
-    if (!finish) return result(`run ${run.id} is ${run.status} but no signed run.finish event says so`);
+    if (!finish)
+      return result(`run ${run.id} is ${run.status} but no signed run.finish event says so`);
     const d = finish.details;
     // A run that failed before its command ran records why instead of an exit code.
     const fields: [string, unknown][] = [["status", run.status]];
@@ -140,14 +148,20 @@ export async function verifyEvidenceBundle(
       if (d["resultSha256"] !== resultHash)
         return result("the run's result differs from the one its run.finish event recorded");
     }
-    checked.push("the run's status, exit code, kill reason and result against its run.finish event");
+    checked.push(
+      "the run's status, exit code, kill reason and result against its run.finish event",
+    );
   }
 
   const manifest = finish ? RecordedManifest.safeParse(finish.details["artifactManifest"]) : null;
   if (manifest?.success) {
     const recorded = canonicalJson(manifest.data);
     const given = canonicalJson(
-      bundle.artifacts.map(({ path, sizeBytes, sha256: hash }) => ({ path, sizeBytes, sha256: hash })),
+      bundle.artifacts.map(({ path, sizeBytes, sha256: hash }) => ({
+        path,
+        sizeBytes,
+        sha256: hash,
+      })),
     );
     if (recorded !== given)
       return result("the artifact manifest differs from the one the run.finish event recorded");

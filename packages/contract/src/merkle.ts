@@ -17,7 +17,10 @@ export type Sha256 = (data: Uint8Array) => Uint8Array;
  * Hash of a complete, aligned subtree: node (level, index) covers leaves
  * [index·2^level, (index+1)·2^level). Level 0 holds the leaf hashes.
  */
-export type CompleteSubtreeHash = (level: number, index: number) => Uint8Array | Promise<Uint8Array>;
+export type CompleteSubtreeHash = (
+  level: number,
+  index: number,
+) => Uint8Array | Promise<Uint8Array>;
 
 /** One complete, aligned subtree and its hash (see {@link CompleteSubtreeHash}). */
 export interface MerkleNode {
@@ -272,7 +275,13 @@ export type ProofProblem = string | null;
  */
 export function verifyInclusion(
   sha256: Sha256,
-  proof: { index: number; size: number; leafHash: Uint8Array; path: Uint8Array[]; root: Uint8Array },
+  proof: {
+    index: number;
+    size: number;
+    leafHash: Uint8Array;
+    path: Uint8Array[];
+    root: Uint8Array;
+  },
 ): ProofProblem {
   const { index, size, path } = proof;
   if (!Number.isInteger(index) || !Number.isInteger(size) || index < 0 || index >= size)
@@ -319,7 +328,8 @@ export function verifyConsistency(
   const { fromSize, toSize, fromRoot, toRoot, path } = proof;
   if (!Number.isInteger(fromSize) || !Number.isInteger(toSize) || fromSize < 0)
     return "tree sizes must be whole numbers";
-  if (fromSize > toSize) return `the later tree (${toSize}) is smaller than the earlier (${fromSize})`;
+  if (fromSize > toSize)
+    return `the later tree (${toSize}) is smaller than the earlier (${fromSize})`;
   if (fromSize === toSize) {
     if (path.length > 0) return "equal trees need an empty proof";
     return sameHash(fromRoot, toRoot) ? null : "the same size has two different roots";

@@ -46,7 +46,10 @@ export class AuditApi {
   }
 
   /** The org's checkpoints, newest first; iterate with `for await`, or `.page()`. */
-  checkpoints(query: { limit?: number } = {}, options: RequestOptions = {}): PaginatedList<Checkpoint> {
+  checkpoints(
+    query: { limit?: number } = {},
+    options: RequestOptions = {},
+  ): PaginatedList<Checkpoint> {
     return new PaginatedList<Checkpoint>((cursor) =>
       this.#call<Page<Checkpoint>>("GET", "/api/v1/audit/checkpoints", {
         ...options,
@@ -57,7 +60,11 @@ export class AuditApi {
 
   /** One checkpoint by id. */
   getCheckpoint(checkpointId: string, options: RequestOptions = {}): Promise<Checkpoint> {
-    return this.#call<Checkpoint>("GET", `/api/v1/audit/checkpoints/${segment(checkpointId)}`, options);
+    return this.#call<Checkpoint>(
+      "GET",
+      `/api/v1/audit/checkpoints/${segment(checkpointId)}`,
+      options,
+    );
   }
 
   /**
@@ -88,7 +95,10 @@ export class AuditApi {
   }
 
   /** Leaf hashes of the org's tree as recorded, from leaf `from` on (at most `limit`, ≤ 5000). */
-  leaves(query: { from?: number; limit?: number } = {}, options: RequestOptions = {}): Promise<TreeLeaves> {
+  leaves(
+    query: { from?: number; limit?: number } = {},
+    options: RequestOptions = {},
+  ): Promise<TreeLeaves> {
     return this.#call<TreeLeaves>("GET", "/api/v1/audit/leaves", {
       ...options,
       query: { from: query.from, limit: query.limit },

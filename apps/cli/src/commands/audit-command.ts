@@ -129,14 +129,22 @@ export function registerAuditCommand(program: Command, ctx: CliContext): void {
         items.length === 0
           ? "no checkpoints yet (sign one with `shells audit checkpoint`)"
           : items
-              .map((c) => `${c.id}  ${c.time}  ${String(c.treeSize).padStart(7)} events  root ${c.rootHash}`)
+              .map(
+                (c) =>
+                  `${c.id}  ${c.time}  ${String(c.treeSize).padStart(7)} events  root ${c.rootHash}`,
+              )
               .join("\n"),
       );
     });
   audit
     .command("keys")
-    .description("the public keys checkpoints are signed with (as /.well-known/shells-checkpoint-keys publishes them)")
-    .option("-o, --output <file>", "save them, to verify checkpoints and evidence with later (--keys)")
+    .description(
+      "the public keys checkpoints are signed with (as /.well-known/shells-checkpoint-keys publishes them)",
+    )
+    .option(
+      "-o, --output <file>",
+      "save them, to verify checkpoints and evidence with later (--keys)",
+    )
     .action(async (options: { output?: string }) => {
       const keys = await ctx.client().audit.keys();
       if (options.output !== undefined) await writeJsonFile(ctx.io.cwd, options.output, { keys });
@@ -169,14 +177,15 @@ async function verifyCheckpointCommand(
         ...lines,
         `proved: ${CHECKPOINT_VERIFICATION_SCOPE.proves}`,
         `not proved: ${CHECKPOINT_VERIFICATION_SCOPE.cannotProve}`,
-        ...(current ? [`newest checkpoint: ${current.id} (${current.treeSize} events); save it with \`shells audit checkpoint -o FILE\``] : []),
+        ...(current
+          ? [
+              `newest checkpoint: ${current.id} (${current.treeSize} events); save it with \`shells audit checkpoint -o FILE\``,
+            ]
+          : []),
       ].join("\n"),
     );
   }
   ctx.printErr(
-    [
-      `tampered: ${verification.problem ?? "the history does not hold"}`,
-      ...lines,
-    ].join("\n"),
+    [`tampered: ${verification.problem ?? "the history does not hold"}`, ...lines].join("\n"),
   );
 }

@@ -17,7 +17,9 @@ export function registerEvidenceCommand(program: Command, ctx: CliContext): void
     .description("export a run's evidence bundle, and verify one offline");
   evidence
     .command("export")
-    .description("write a run's evidence bundle (events with inclusion proofs, signed checkpoint, artifact hashes)")
+    .description(
+      "write a run's evidence bundle (events with inclusion proofs, signed checkpoint, artifact hashes)",
+    )
     .argument("<run>", "run id")
     .option("-o, --output <file>", "write the bundle to this file (default: stdout)")
     .option("--with-artifacts", "include the bytes of the artifacts the run still keeps")
@@ -46,9 +48,14 @@ export function registerEvidenceCommand(program: Command, ctx: CliContext): void
     });
   evidence
     .command("verify")
-    .description("check an evidence bundle with no server: signature, every inclusion proof, the run against its signed events, artifact hashes")
+    .description(
+      "check an evidence bundle with no server: signature, every inclusion proof, the run against its signed events, artifact hashes",
+    )
     .argument("<file>", "an evidence bundle (shells evidence export)")
-    .option("--keys <file>", "trust only these keys (a saved copy of /.well-known/shells-checkpoint-keys)")
+    .option(
+      "--keys <file>",
+      "trust only these keys (a saved copy of /.well-known/shells-checkpoint-keys)",
+    )
     .option("--key-id <id>", "require the checkpoint to be signed by the key with this id")
     .action(async (file: string, options: { keys?: string; keyId?: string }) => {
       const bundle = await readJsonFile(ctx.io.cwd, file, EvidenceBundle, "an evidence bundle");
@@ -63,13 +70,19 @@ export function registerEvidenceCommand(program: Command, ctx: CliContext): void
               keyId: bundle.checkpoint.keyId,
               keyTrusted: false,
             }
-          : await verifyEvidenceBundle(sha256, bundle, keys === undefined ? {} : { trustedKeys: keys });
+          : await verifyEvidenceBundle(
+              sha256,
+              bundle,
+              keys === undefined ? {} : { trustedKeys: keys },
+            );
       const keyTrusted = verification.keyTrusted || pinned === bundle.checkpoint.keyId;
       if (!verification.ok) ctx.exitCode = 1;
       if (ctx.json) return ctx.printJson({ ...verification, keyTrusted });
       const lines = verification.checked.map((line) => `  checked: ${line}`);
       if (!verification.ok) {
-        ctx.printErr([`invalid: ${verification.problem ?? "the bundle does not hold"}`, ...lines].join("\n"));
+        ctx.printErr(
+          [`invalid: ${verification.problem ?? "the bundle does not hold"}`, ...lines].join("\n"),
+        );
         return;
       }
       ctx.print(

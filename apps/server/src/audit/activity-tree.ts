@@ -119,7 +119,7 @@ export class ActivityTree {
    * (checkpoints say so) rather than stop the history from recording.
    */
   async #catchUp(trx: Kysely<Database>, orgId: string, from: number, to: number) {
-    for (let next = from; next < to; ) {
+    for (let next = from; next < to;) {
       const rows = await trx
         .selectFrom("activity")
         .selectAll()

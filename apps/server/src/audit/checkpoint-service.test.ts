@@ -120,14 +120,14 @@ describe("signed checkpoints of the activity history", () => {
     for (const event of history) {
       const res = await a.call("GET", `/api/v1/audit/events/${event.id}/proof`);
       expect(res.statusCode, res.body).toBe(200);
-      const { proof, checkpoint: against } = res.json() as EventProof;
+      const { proof, checkpoint: against } = res.json<EventProof>();
       expect(against.id).toBe(late.id);
       expect(eventInclusionProblem(sha256, event, proof, against)).toBeNull();
     }
     const old = history[1]!;
     const pinned = (
       await a.call("GET", `/api/v1/audit/events/${old.id}/proof?checkpoint=${early.id}`)
-    ).json() as EventProof;
+    ).json<EventProof>();
     expect(pinned.checkpoint.id).toBe(early.id);
     expect(eventInclusionProblem(sha256, old, pinned.proof, early)).toBeNull();
 
@@ -145,7 +145,7 @@ describe("signed checkpoints of the activity history", () => {
     await makeHistory(a);
     const newest = (await events(a)).at(-1)!;
     const res = await a.call("GET", `/api/v1/audit/events/${newest.id}/proof`);
-    const { proof, checkpoint: against } = res.json() as EventProof;
+    const { proof, checkpoint: against } = res.json<EventProof>();
     expect(against.id).not.toBe(early.id);
     expect(against.treeSize).toBe(newest.seq);
     expect(eventInclusionProblem(sha256, newest, proof, against)).toBeNull();
@@ -157,7 +157,10 @@ describe("signed checkpoints of the activity history", () => {
     const early = await checkpoint(a);
     await makeHistory(a);
     const newer = (await events(a)).at(-1)!;
-    const late = await a.call("GET", `/api/v1/audit/events/${newer.id}/proof?checkpoint=${early.id}`);
+    const late = await a.call(
+      "GET",
+      `/api/v1/audit/events/${newer.id}/proof?checkpoint=${early.id}`,
+    );
     expect(late.statusCode).toBe(409);
     expect(late.json().error.code).toBe("not_in_checkpoint");
     const tooFar = await a.call("GET", `/api/v1/audit/consistency?from=100000&to=${early.id}`);
@@ -172,10 +175,20 @@ describe("signed checkpoints of the activity history", () => {
       scopes: ["shells:instances:read"],
     });
     const as = { authorization: `Bearer ${stranger.token}` };
-    const foreignEvent = await a.call("GET", `/api/v1/audit/events/${newer.id}/proof`, undefined, as);
+    const foreignEvent = await a.call(
+      "GET",
+      `/api/v1/audit/events/${newer.id}/proof`,
+      undefined,
+      as,
+    );
     expect(foreignEvent.statusCode).toBe(404);
     expect(foreignEvent.json().error.code).toBe("event_not_found");
-    const foreignCheckpoint = await a.call("GET", `/api/v1/audit/checkpoints/${early.id}`, undefined, as);
+    const foreignCheckpoint = await a.call(
+      "GET",
+      `/api/v1/audit/checkpoints/${early.id}`,
+      undefined,
+      as,
+    );
     expect(foreignCheckpoint.json().error.code).toBe("checkpoint_not_found");
   });
 
@@ -191,7 +204,7 @@ describe("signed checkpoints of the activity history", () => {
     const edited = (await events(a)).find((e) => e.id === victim.id)!;
     const { proof, checkpoint: against } = (
       await a.call("GET", `/api/v1/audit/events/${victim.id}/proof`)
-    ).json() as EventProof;
+    ).json<EventProof>();
     expect(eventInclusionProblem(sha256, victim, proof, against)).toBeNull();
     expect(eventInclusionProblem(sha256, edited, proof, against)).toMatch(
       `event ${victim.id} (seq ${victim.seq}) was changed after it was recorded`,
@@ -202,7 +215,10 @@ describe("signed checkpoints of the activity history", () => {
     const a = await app();
     await makeHistory(a);
     const before = await checkpoint(a);
-    await a.store.db.deleteFrom("activity").where("seq", ">", before.treeSize - 2).execute();
+    await a.store.db
+      .deleteFrom("activity")
+      .where("seq", ">", before.treeSize - 2)
+      .execute();
     await makeHistory(a);
     const after = await checkpoint(a);
     const consistency = (
@@ -233,9 +249,14 @@ describe("signed checkpoints of the activity history", () => {
       role: "owner",
       scopes: ["shells:instances:read", "shells:instances:create", "shells:instances:control"],
     });
-    await a.call("POST", "/api/v1/shells", { language: "bash" }, {
-      authorization: `Bearer ${other.token}`,
-    });
+    await a.call(
+      "POST",
+      "/api/v1/shells",
+      { language: "bash" },
+      {
+        authorization: `Bearer ${other.token}`,
+      },
+    );
     const listed = async (token: string) =>
       (
         await a.call("GET", "/api/v1/audit/checkpoints", undefined, {

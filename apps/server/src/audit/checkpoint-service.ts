@@ -185,7 +185,11 @@ export class CheckpointService {
         `Checkpoint ${checkpoint.id} covers events 1 to ${checkpoint.treeSize}; event ${eventId} is number ${event.seq}.`,
         { treeSize: checkpoint.treeSize, seq: event.seq },
       );
-    const [proof] = await this.inclusionProofs(orgId, [{ id: eventId, seq: event.seq }], checkpoint);
+    const [proof] = await this.inclusionProofs(
+      orgId,
+      [{ id: eventId, seq: event.seq }],
+      checkpoint,
+    );
     return { proof: proof as EventProof["proof"], checkpoint };
   }
 
@@ -211,8 +215,13 @@ export class CheckpointService {
   }
 
   /** The proof that checkpoint `toId` (the newest when left out) extends the first `fromSize` events. */
-  async consistency(orgId: string, fromSize: number, toId?: string): Promise<CheckpointConsistency> {
-    const checkpoint = toId === undefined ? await this.covering(orgId, 0) : await this.get(orgId, toId);
+  async consistency(
+    orgId: string,
+    fromSize: number,
+    toId?: string,
+  ): Promise<CheckpointConsistency> {
+    const checkpoint =
+      toId === undefined ? await this.covering(orgId, 0) : await this.get(orgId, toId);
     if (fromSize > checkpoint.treeSize)
       throw new AppError(
         "not_in_checkpoint",

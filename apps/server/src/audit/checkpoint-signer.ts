@@ -55,7 +55,11 @@ export class CheckpointSigner {
       .filter((line) => line.length > 0);
     return new CheckpointSigner(
       lines.map((line) =>
-        createPrivateKey({ key: Buffer.from(box.unseal(line), "base64"), format: "der", type: "pkcs8" }),
+        createPrivateKey({
+          key: Buffer.from(box.unseal(line), "base64"),
+          format: "der",
+          type: "pkcs8",
+        }),
       ),
     );
   }

@@ -33,7 +33,8 @@ export const auditRoutes = {
   createCheckpoint: {
     method: "POST",
     path: "/api/v1/audit/checkpoints",
-    summary: "Sign a checkpoint of the org's activity history now (the newest one when nothing was added since).",
+    summary:
+      "Sign a checkpoint of the org's activity history now (the newest one when nothing was added since).",
     description:
       "A checkpoint signs the org's event count and the RFC 6962 Merkle root over its events. Save it outside the server: `shells audit verify --checkpoint FILE` later proves that nothing it covers was changed, removed or truncated.",
     tag: "audit",
@@ -99,7 +100,8 @@ export const auditRoutes = {
   listTreeLeaves: {
     method: "GET",
     path: "/api/v1/audit/leaves",
-    summary: "Leaf hashes of the org's activity tree, as recorded with each event, from leaf `from` on.",
+    summary:
+      "Leaf hashes of the org's activity tree, as recorded with each event, from leaf `from` on.",
     description:
       "A verifier that finds the history no longer matching a checkpoint compares these (once they reproduce the checkpoint's root) with the events to name the one that changed.",
     tag: "audit",
@@ -114,7 +116,8 @@ export const auditRoutes = {
   getRunEvidence: {
     method: "GET",
     path: "/api/v1/runs/:id/evidence",
-    summary: "A run's evidence bundle: record, events with inclusion proofs, artifact manifest, signed checkpoint.",
+    summary:
+      "A run's evidence bundle: record, events with inclusion proofs, artifact manifest, signed checkpoint.",
     description:
       "Proves its events against the newest checkpoint, signing a new one first when it does not cover them. `shells evidence verify` checks a bundle with no server.",
     tag: "audit",
