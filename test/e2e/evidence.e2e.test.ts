@@ -276,6 +276,13 @@ describe("shells evidence on a container run", () => {
       ]),
     );
     expect(bundle.proofs).toHaveLength(bundle.events.length);
+    expect(bundle.workspaceChanges?.changes.map((c) => `${c.change} ${c.path}`)).toEqual([
+      "added out/chart.png",
+      "added out/chart.svg",
+      "added out/notes.txt",
+    ]);
+    const changes = await shells(server, ["runs", "changes", run.id]);
+    expect(changes.stdout).toContain("+ out/notes.txt");
     expect((await shells(server, ["audit", "keys", "-o", keysFile])).exitCode).toBe(0);
 
     const verified = await offline(["evidence", "verify", bundleFile, "--keys", keysFile]);
@@ -283,6 +290,7 @@ describe("shells evidence on a container run", () => {
     expect(verified.stdout).toContain(`ok: evidence of run ${run.id} (succeeded) holds`);
     expect(verified.stdout).toContain(`inclusion of ${bundle.events.length} events`);
     expect(verified.stdout).toContain("bytes of 2 artifacts against their hashes");
+    expect(verified.stdout).toContain("workspace changes (3) against the run.finish event");
     expect(verified.stdout).toContain("is one you trust");
     const unpinned = await offline(["evidence", "verify", bundleFile]);
     expect(unpinned.exitCode).toBe(0);
@@ -326,6 +334,13 @@ describe("shells evidence on a container run", () => {
     });
     expect(exitCode.exitCode).toBe(1);
     expect(exitCode.stderr).toContain("differs from its run.finish event");
+
+    const hidden = await verifyChanged((b) => {
+      b.workspaceChanges!.changes = b.workspaceChanges!.changes.filter(
+        (c) => c.path !== "out/notes.txt",
+      );
+    });
+    expect(hidden.stderr).toContain("workspace changes differ");
 
     const result = await verifyChanged((b) => {
       b.run.result = { rows: 4 };

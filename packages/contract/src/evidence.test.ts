@@ -10,7 +10,7 @@ import {
 } from "./checkpoints.js";
 import {
   EVIDENCE_FORMAT,
-  runResultHash,
+  canonicalSha256,
   verifyEvidenceBundle,
   type EvidenceBundle,
 } from "./evidence.js";
@@ -62,6 +62,19 @@ async function bundle(): Promise<{ bundle: EvidenceBundle; key: CheckpointKey }>
   const manifest = [
     { path: "out/a.svg", sizeBytes: artifact.length, sha256: toHex(sha256(artifact)) },
   ];
+  const changes = {
+    changes: [
+      {
+        path: "out/a.svg",
+        change: "added" as const,
+        sizeBytes: artifact.length,
+        sha256: toHex(sha256(artifact)),
+        previousSizeBytes: null,
+        previousSha256: null,
+      },
+    ],
+    truncated: false,
+  };
   const run: Run = {
     id: "run-1",
     status: "succeeded",
@@ -87,7 +100,9 @@ async function bundle(): Promise<{ bundle: EvidenceBundle; key: CheckpointKey }>
       exitCode: 0,
       killReason: null,
       artifactManifest: manifest,
-      resultSha256: runResultHash(sha256, { rows: 3 }),
+      resultSha256: canonicalSha256(sha256, { rows: 3 }),
+      workspaceChanges: 1,
+      workspaceChangesSha256: canonicalSha256(sha256, changes),
     }),
     event(6, "shell.delete", "sh-other"),
   ];
@@ -125,6 +140,7 @@ async function bundle(): Promise<{ bundle: EvidenceBundle; key: CheckpointKey }>
         ...m,
         contentBase64: Buffer.from(artifact).toString("base64"),
       })),
+      workspaceChanges: changes,
       checkpoint,
       key,
     },
@@ -136,7 +152,7 @@ describe("evidence bundles", () => {
     const { bundle: b, key } = await bundle();
     const checked = await verifyEvidenceBundle(sha256, b, { trustedKeys: [key] });
     expect(checked).toMatchObject({ ok: true, problem: null, keyId: key.keyId, keyTrusted: true });
-    expect(checked.checked).toHaveLength(5);
+    expect(checked.checked).toHaveLength(6);
     expect((await verifyEvidenceBundle(sha256, b)).keyTrusted).toBe(false);
   });
 
@@ -153,6 +169,8 @@ describe("evidence bundles", () => {
       [(b) => (b.run.shellId = "sh-other"), "is about sh-1, not run run-1 or its shell"],
       [(b) => (b.run.result = null), "result differs"],
       [(b) => (b.artifacts = []), "artifact manifest differs"],
+      [(b) => (b.workspaceChanges = { changes: [], truncated: false }), "workspace changes differ"],
+      [(b) => (b.workspaceChanges = null), "leaves out the workspace changes"],
       [
         (b) => {
           b.events = b.events.slice(1);

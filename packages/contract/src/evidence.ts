@@ -15,7 +15,7 @@ import {
   fromBase64,
 } from "./checkpoints.js";
 import { toHex, type Sha256 } from "./merkle.js";
-import { Run } from "./runs.js";
+import { Run, WorkspaceChanges } from "./runs.js";
 
 /** Format tag of an evidence bundle. */
 export const EVIDENCE_FORMAT = "shells-evidence/v1";
@@ -41,6 +41,8 @@ export const EvidenceBundle = z.strictObject({
   proofs: z.array(InclusionProof),
   /** The artifacts the run kept, as its `run.finish` event lists them. */
   artifacts: z.array(ArtifactEvidence),
+  /** What the run changed in /workspace, when it was taken (its hash is in `run.finish`). */
+  workspaceChanges: WorkspaceChanges.nullable(),
   checkpoint: Checkpoint,
   /** The public key that signed the checkpoint (compare its id with the server's published keys). */
   key: CheckpointKey,
@@ -66,17 +68,20 @@ export interface EvidenceVerification {
 
 const encoder = new TextEncoder();
 
-/** SHA-256 (hex) of a run's structured result as its `run.finish` event records it. */
-export function runResultHash(sha256: Sha256, result: unknown): string {
-  return toHex(sha256(encoder.encode(canonicalJson(result))));
+/**
+ * SHA-256 (hex) of a value's canonical JSON: how a `run.finish` event records the run's structured
+ * result and its workspace changes.
+ */
+export function canonicalSha256(sha256: Sha256, value: unknown): string {
+  return toHex(sha256(encoder.encode(canonicalJson(value))));
 }
 
 /**
  * Checks an evidence bundle offline: the checkpoint's signature (with `trustedKeys`, else the key
  * the bundle carries, reported as untrusted), every event's inclusion proof, that every event is
  * about this run or its shell, that the run's record agrees with its signed `run.start` and
- * `run.finish` events, that the artifact manifest is the one `run.finish` recorded, and the hash of
- * every artifact whose bytes are included. Stops at the first failure and names it.
+ * `run.finish` events, that the artifact manifest and the workspace changes are the ones
+ * `run.finish` recorded, and the hash of every artifact whose bytes are included. Stops at the first failure and names it.
  */
 export async function verifyEvidenceBundle(
   sha256: Sha256,
@@ -144,7 +149,7 @@ export async function verifyEvidenceBundle(
         );
     }
     if (typeof d["resultSha256"] === "string" || run.result !== null) {
-      const resultHash = run.result === null ? null : runResultHash(sha256, run.result);
+      const resultHash = run.result === null ? null : canonicalSha256(sha256, run.result);
       if (d["resultSha256"] !== resultHash)
         return result("the run's result differs from the one its run.finish event recorded");
     }
@@ -168,6 +173,18 @@ export async function verifyEvidenceBundle(
     checked.push(`artifact manifest (${bundle.artifacts.length}) against the run.finish event`);
   } else if (bundle.artifacts.length > 0) {
     return result("the bundle lists artifacts but no signed run.finish event records a manifest");
+  }
+  const changesHash = finish?.details["workspaceChangesSha256"];
+  if (typeof changesHash === "string") {
+    if (bundle.workspaceChanges === null)
+      return result("the bundle leaves out the workspace changes its run.finish event records");
+    if (canonicalSha256(sha256, bundle.workspaceChanges) !== changesHash)
+      return result("the workspace changes differ from the ones the run.finish event recorded");
+    checked.push(
+      `workspace changes (${bundle.workspaceChanges.changes.length}) against the run.finish event`,
+    );
+  } else if (bundle.workspaceChanges !== null) {
+    return result("the bundle lists workspace changes but no signed run.finish event records them");
   }
   let withBytes = 0;
   for (const artifact of bundle.artifacts) {

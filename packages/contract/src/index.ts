@@ -38,7 +38,7 @@ export {
   ArtifactEvidence,
   EVIDENCE_FORMAT,
   EvidenceBundle,
-  runResultHash,
+  canonicalSha256,
   verifyEvidenceBundle,
   type EvidenceVerification,
 } from "./evidence.js";
@@ -76,6 +76,9 @@ export {
   RunOutput,
   RUN_OUTPUT_TAIL_BYTES,
   SkippedArtifact,
+  WORKSPACE_CHANGE_LIMITS,
+  WorkspaceChange,
+  WorkspaceChanges,
 } from "./runs.js";
 export { TERM_PROTOCOL, TERM_TOKEN_PROTOCOL_PREFIX, TermCredential } from "./terminals.js";
 export { pageOf, type Page } from "./pages.js";

@@ -136,4 +136,6 @@ export type {
   Target,
   TermCredential,
   TreeLeaves,
+  WorkspaceChange,
+  WorkspaceChanges,
 } from "@shells/contract";

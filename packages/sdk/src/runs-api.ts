@@ -1,4 +1,11 @@
-import type { ActivityEvent, EvidenceBundle, Run, RunCreate, RunFrame } from "@shells/contract";
+import type {
+  ActivityEvent,
+  EvidenceBundle,
+  Run,
+  RunCreate,
+  RunFrame,
+  WorkspaceChanges,
+} from "@shells/contract";
 import { ConnectionError, ServerError, errorFromStreamEvent } from "./errors.js";
 import { segment, type ApiCall, type EventCall } from "./internal/api-call.js";
 import type { IdempotentRequestOptions, RequestOptions } from "./shells-client.js";
@@ -172,6 +179,14 @@ export class RunHandle {
       options,
     );
     return items;
+  }
+
+  /**
+   * What the run changed in /workspace from its start (files seeded) to its end: files added,
+   * removed and modified, with sizes and SHA-256 before and after. `invalid_state` while it runs.
+   */
+  changes(options: RequestOptions = {}): Promise<WorkspaceChanges> {
+    return this.#call<WorkspaceChanges>("GET", this.#path("/changes"), options);
   }
 
   /**

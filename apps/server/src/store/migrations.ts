@@ -392,6 +392,12 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
     },
   },
+  /** What a run changed in /workspace (JSON of WorkspaceChanges), once it ended. */
+  "0013_run_workspace_changes": {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("runs").addColumn("workspace_changes", "text").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

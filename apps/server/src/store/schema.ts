@@ -279,6 +279,8 @@ export interface RunTable {
   artifacts: string;
   /** JSON of the end of its output (RunOutput), written when it ends; null before. */
   output_tail: string | null;
+  /** JSON of its /workspace changes (WorkspaceChanges), written when it ends; null before or when not taken. */
+  workspace_changes: string | null;
   error: string | null;
   created_at: string;
   finished_at: string | null;
