@@ -200,6 +200,19 @@ describe("terminal credentials and the PTY WebSocket", () => {
 
     const again = await attach(credential);
     expect((await again.closed).code).toBe(4401);
+
+    // The history counts what crossed the terminal (typed bytes, not resize messages), never its content.
+    const ends = async () =>
+      (
+        (await (await api(`/api/v1/activity?shell=${shellId}&action=shell.term.end`)).json()) as {
+          items: { details: Record<string, unknown> }[];
+        }
+      ).items;
+    await expect.poll(async () => (await ends()).length, { timeout: 5000 }).toBe(1);
+    const [ended] = await ends();
+    expect(ended?.details).toMatchObject({ exitCode: 0, inputBytes: 20 });
+    expect(ended?.details["outputBytes"]).toBeGreaterThan(10);
+    expect(JSON.stringify(ended)).not.toContain("stty");
   });
 
   it("refuses an expired credential and ends a live terminal when its credential expires", async () => {

@@ -11,6 +11,7 @@ import { registerCreateCommand } from "./commands/create-command.js";
 import { registerDemoCommand } from "./commands/demo-command.js";
 import { registerDoctorCommand } from "./commands/doctor-command.js";
 import { registerEntitlementsCommand } from "./commands/entitlements-command.js";
+import { registerEvidenceCommand } from "./commands/evidence-command.js";
 import { registerExecCommand } from "./commands/exec-command.js";
 import { registerFilesCommand } from "./commands/files-command.js";
 import { registerGetCommand } from "./commands/get-command.js";
@@ -70,6 +71,7 @@ export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
   registerRmCommand(program, ctx);
   registerActivityCommand(program, ctx);
   registerAuditCommand(program, ctx);
+  registerEvidenceCommand(program, ctx);
   registerRuntimesCommand(program, ctx);
   registerWhoamiCommand(program, ctx);
   registerMembersCommand(program, ctx);

@@ -11,6 +11,10 @@ import { AuthFailureLog } from "./iam/auth-failure-log.js";
 import { describeIdpError } from "./iam/oidc/identity-provider.js";
 import { OidcAuth } from "./iam/oidc/oidc-auth.js";
 import { ServerMetrics } from "./metrics/server-metrics.js";
+import { ActivityTree } from "./audit/activity-tree.js";
+import { CheckpointService } from "./audit/checkpoint-service.js";
+import { CheckpointSigner } from "./audit/checkpoint-signer.js";
+import { EvidenceService } from "./audit/evidence-service.js";
 import { SealedBox } from "./iam/sealed-box.js";
 import { standingWatch } from "./iam/standing.js";
 import { ApprovalGate } from "./orchestrator/approval-gate.js";
@@ -23,6 +27,7 @@ import { TermService, selectTermProtocol } from "./orchestrator/term-service.js"
 import { agentGateHandlers } from "./routes/agent-gate-routes.js";
 import { approvalHandlers } from "./routes/approval-routes.js";
 import { bindingHandlers } from "./routes/binding-routes.js";
+import { auditHandlers } from "./routes/audit-routes.js";
 import { registerAuthRoutes } from "./routes/auth-routes.js";
 import { guardConnections } from "./routes/connection-guard.js";
 import { registerConsoleStatic } from "./routes/console-static.js";
@@ -113,6 +118,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const baseUrl = () => publicBaseUrl(config, app.server);
   const windowMs = config.authFailureWindowSeconds * 1000;
   const activity = new ActivityService(db);
+  const sealedBox = SealedBox.open(config.dataDir, config.sealingKeys);
+  const signer = CheckpointSigner.open(config.dataDir, sealedBox);
+  const checkpoints = new CheckpointService({
+    db,
+    tree: new ActivityTree(db),
+    signer,
+    logger: deps.logger,
+  });
   const failures = new AuthFailureLog(activity, { windowMs, logger: deps.logger });
   const runtimes = new RuntimeRegistry(deps.backends);
   const policies = new PolicyService(db, activity);
@@ -195,6 +208,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const webhooks = new WebhookService(db, activity, sealedBox, policies, dispatcher.wake);
   // Every recorded event that endpoints subscribe to queues its deliveries in its own transaction.
   activity.addSink(webhooks.enqueue);
+  const evidence = new EvidenceService(runs, checkpoints, signer);
   const agentGate = new AgentGate(shells, activity, { terms, interpreters, runs, files, baseUrl });
   const oidc = config.oidc
     ? new OidcAuth({
@@ -211,6 +225,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     reconciler.stop();
     caps.stop();
     metering.stop();
+    checkpoints.stop();
     await terms.close();
     interpreters.close();
     await runs.drain();
@@ -246,6 +261,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...bindingHandlers(bindings),
       ...approvalHandlers(gate, shells),
       ...webhookHandlers(webhooks),
+      ...auditHandlers(checkpoints, evidence),
       ...agentGateHandlers(agentGate),
       ...terminalHandlers(terms, baseUrl),
       ...usageHandlers(metering, caps, new GovernanceService(db)),
@@ -279,6 +295,8 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     const meteringMs = deps.meteringIntervalMs ?? config.meteringCheckpointSeconds * 1000;
     metering.start(meteringMs);
     caps.start(meteringMs);
+    if (config.checkpointIntervalSeconds > 0)
+      checkpoints.start(config.checkpointIntervalSeconds * 1000);
   });
   return app;
 }

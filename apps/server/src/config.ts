@@ -233,6 +233,16 @@ export const ServerConfig = z.strictObject({
    */
   egressDecisionWindowSeconds: z.coerce.number().int().min(1).max(3600).default(60),
   /**
+   * How often each org whose activity history grew gets a signed checkpoint, seconds; 0 signs only
+   * on demand. Env `SHELLS_CHECKPOINT_INTERVAL_SECONDS`.
+   */
+  checkpointIntervalSeconds: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(7 * 24 * 3600)
+    .default(3600),
+  /**
    * Names the egress proxies resolve from this map instead of DNS (`name → addresses`). Set only
    * programmatically, by tests that give their own upstream servers names; no flag or variable.
    */
@@ -372,6 +382,7 @@ export function loadConfig(
     gitMaxBytes: env.SHELLS_GIT_MAX_BYTES,
     gitMaxFiles: env.SHELLS_GIT_MAX_FILES,
     gitTimeoutSeconds: env.SHELLS_GIT_TIMEOUT_SECONDS,
+    checkpointIntervalSeconds: env.SHELLS_CHECKPOINT_INTERVAL_SECONDS,
     oidc: oidcSettings(env),
   };
   const parsed = ServerConfig.safeParse(
@@ -416,6 +427,7 @@ const ENV_NAMES: Record<string, string> = {
   gitMaxBytes: "SHELLS_GIT_MAX_BYTES",
   gitMaxFiles: "SHELLS_GIT_MAX_FILES",
   gitTimeoutSeconds: "SHELLS_GIT_TIMEOUT_SECONDS",
+  checkpointIntervalSeconds: "SHELLS_CHECKPOINT_INTERVAL_SECONDS",
   "oidc.issuer": "SHELLS_OIDC_ISSUER",
   "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
   "oidc.clientSecret": "SHELLS_OIDC_CLIENT_SECRET",

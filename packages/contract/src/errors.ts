@@ -40,6 +40,17 @@ export const ErrorCode = {
   lastOwner: "last_owner",
   /** A cookie-authenticated request without the session's CSRF token. */
   csrfFailed: "csrf_failed",
+  /** The activity event does not exist in the caller's org. */
+  eventNotFound: "event_not_found",
+  /** The checkpoint does not exist in the caller's org. */
+  checkpointNotFound: "checkpoint_not_found",
+  /** The checkpoint does not cover what was asked: an event newer than it, or a larger tree than it signs. */
+  notInCheckpoint: "not_in_checkpoint",
+  /**
+   * The org's stored activity tree lacks a subtree it must hold: the store was altered outside the
+   * server. Verify the history against a checkpoint saved elsewhere (`shells audit verify --checkpoint`).
+   */
+  auditTreeDamaged: "audit_tree_damaged",
   /** The file or directory does not exist inside the shell. */
   fileNotFound: "file_not_found",
   /** The path is not an absolute, normalised path inside the shell (no `..`, no NUL). */
@@ -132,6 +143,10 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   snapshot_not_found: 404,
   project_not_found: 404,
   not_found: 404,
+  event_not_found: 404,
+  checkpoint_not_found: 404,
+  not_in_checkpoint: 409,
+  audit_tree_damaged: 500,
   file_not_found: 404,
   invalid_path: 400,
   wrong_file_type: 409,

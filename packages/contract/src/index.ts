@@ -23,6 +23,52 @@ export {
   BindingRotate,
   bindingEnvName,
 } from "./bindings.js";
+export {
+  CHECKPOINT_FORMAT,
+  Checkpoint,
+  CheckpointConsistency,
+  CheckpointKey,
+  CheckpointKeys,
+  ConsistencyProof,
+  EventProof,
+  HashHex,
+  InclusionProof,
+  TreeLeaves,
+  activityLeafHash,
+  checkpointConsistencyProblem,
+  checkpointKeyId,
+  checkpointSignatureProblem,
+  checkpointSignedBytes,
+  eventInclusionProblem,
+  fromBase64,
+  type SignedCheckpointFields,
+} from "./checkpoints.js";
+export {
+  ArtifactEvidence,
+  EVIDENCE_FORMAT,
+  EvidenceBundle,
+  canonicalSha256,
+  verifyEvidenceBundle,
+  type EvidenceVerification,
+} from "./evidence.js";
+export {
+  InMemoryMerkleTree,
+  MerkleTreeReader,
+  emptyTreeRoot,
+  fromHex,
+  leftSiblingsOf,
+  merkleLeafHash,
+  merkleNodeHash,
+  sameHash,
+  subtreesCompletedBy,
+  toHex,
+  verifyConsistency,
+  verifyInclusion,
+  type CompleteSubtreeHash,
+  type MerkleNode,
+  type ProofProblem,
+  type Sha256,
+} from "./merkle.js";
 export { ERROR_CODES, ERROR_STATUS, ErrorBody, ErrorCode } from "./errors.js";
 export { buildOpenApiDocument, openApiPath } from "./openapi.js";
 export { FileInfo, PathQuery, SeedFile, ShellPath, type FileContent } from "./files.js";
@@ -40,6 +86,9 @@ export {
   RunOutput,
   RUN_OUTPUT_TAIL_BYTES,
   SkippedArtifact,
+  WORKSPACE_CHANGE_LIMITS,
+  WorkspaceChange,
+  WorkspaceChanges,
 } from "./runs.js";
 export { TERM_PROTOCOL, TERM_TOKEN_PROTOCOL_PREFIX, TermCredential } from "./terminals.js";
 export { pageOf, type Page } from "./pages.js";

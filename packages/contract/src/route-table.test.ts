@@ -10,6 +10,7 @@ import {
 import { agentRoutes } from "./routes/agent-routes.js";
 import { approvalRoutes } from "./routes/approval-routes.js";
 import { bindingRoutes } from "./routes/bindings-routes.js";
+import { auditRoutes } from "./routes/audit-routes.js";
 import { fileRoutes } from "./routes/file-routes.js";
 import { iamRoutes } from "./routes/iam-routes.js";
 import { orgRoutes } from "./routes/org-routes.js";
@@ -39,6 +40,7 @@ describe("the contract", () => {
       runRoutes,
       orgRoutes,
       bindingRoutes,
+      auditRoutes,
       iamRoutes,
       approvalRoutes,
       webhooksRoutes,

@@ -2,6 +2,7 @@ import type { z } from "zod";
 import { agentRoutes } from "./routes/agent-routes.js";
 import { approvalRoutes } from "./routes/approval-routes.js";
 import { bindingRoutes } from "./routes/bindings-routes.js";
+import { auditRoutes } from "./routes/audit-routes.js";
 import { fileRoutes } from "./routes/file-routes.js";
 import { iamRoutes } from "./routes/iam-routes.js";
 import { orgRoutes } from "./routes/org-routes.js";
@@ -29,6 +30,7 @@ export const ROUTES = {
   ...runRoutes,
   ...orgRoutes,
   ...bindingRoutes,
+  ...auditRoutes,
   ...iamRoutes,
   ...approvalRoutes,
   ...webhooksRoutes,

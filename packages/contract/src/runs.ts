@@ -1,6 +1,7 @@
 /** Wire types of running code: streamed exec frames, interpreter turns, one-shot runs. */
 import { z } from "zod";
 import { BindingGrants } from "./bindings.js";
+import { HashHex } from "./checkpoints.js";
 import { SeedFile } from "./files.js";
 import { GitSource } from "./git-source.js";
 import {
@@ -153,8 +154,44 @@ export const Artifact = z.strictObject({
   /** Path relative to /workspace. */
   path: z.string(),
   sizeBytes: z.int(),
+  /** SHA-256 (hex) of the bytes kept; absent on runs recorded before hashes were kept. */
+  sha256: HashHex.optional(),
 });
 export type Artifact = z.infer<typeof Artifact>;
+
+/** Bounds of the manifest of a run's `/workspace` changes. */
+export const WORKSPACE_CHANGE_LIMITS = {
+  /** Files looked at, before and after; past it the manifest says `truncated`. */
+  files: 2000,
+  /** Directory levels entered below /workspace. */
+  depth: 8,
+  /** Larger files are compared by size and modification time (their `sha256` is null). */
+  hashBytesPerFile: 16 * 1024 * 1024,
+  /** Bytes hashed per manifest in all; files past it are compared like larger ones. */
+  hashBytesTotal: 256 * 1024 * 1024,
+} as const;
+
+/** One file under /workspace that a run added, removed or modified. */
+export const WorkspaceChange = z.strictObject({
+  /** Path relative to /workspace. */
+  path: z.string(),
+  change: z.enum(["added", "removed", "modified"]),
+  /** After the run: size and SHA-256 (null when removed; the hash is null past the hashing limit). */
+  sizeBytes: z.int().nullable(),
+  sha256: HashHex.nullable(),
+  /** Before the run (null when added). */
+  previousSizeBytes: z.int().nullable(),
+  previousSha256: HashHex.nullable(),
+});
+export type WorkspaceChange = z.infer<typeof WorkspaceChange>;
+
+/** What a run changed in /workspace, from its start (after its files were seeded) to its end. */
+export const WorkspaceChanges = z.strictObject({
+  changes: z.array(WorkspaceChange),
+  /** True when /workspace held more than the manifest covers: changes past the limits are not listed. */
+  truncated: z.boolean(),
+});
+export type WorkspaceChanges = z.infer<typeof WorkspaceChanges>;
 
 /** An output file a run named but did not keep, and why. */
 export const SkippedArtifact = z.strictObject({

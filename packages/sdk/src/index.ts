@@ -59,6 +59,7 @@ export type { ListRunsQuery, RunHandle, RunsApi } from "./runs-api.js";
 export type { ListWebhookDeliveriesQuery, WebhookCreate, WebhooksApi } from "./webhooks-api.js";
 export { verifyWebhook, WebhookVerificationError, type WebhookHeaders } from "./verify-webhook.js";
 export type { CapsApi, RateCardUpdate, UsageApi, UsageReportQuery } from "./usage-api.js";
+export type { AuditApi } from "./audit-api.js";
 export type {
   TerminalAttachOptions,
   TerminalClose,
@@ -100,6 +101,11 @@ export type {
   Approval,
   Capability,
   ChainVerification,
+  Checkpoint,
+  CheckpointConsistency,
+  CheckpointKey,
+  EventProof,
+  EvidenceBundle,
   Entitlement,
   EntitlementGrant,
   ErrorBody,
@@ -148,4 +154,7 @@ export type {
   UsageDimension,
   UsageReport,
   UsageRow,
+  TreeLeaves,
+  WorkspaceChange,
+  WorkspaceChanges,
 } from "@shells/contract";

@@ -1,4 +1,11 @@
-import type { ActivityEvent, Run, RunCreate, RunFrame } from "@shells/contract";
+import type {
+  ActivityEvent,
+  EvidenceBundle,
+  Run,
+  RunCreate,
+  RunFrame,
+  WorkspaceChanges,
+} from "@shells/contract";
 import { ConnectionError, ServerError, errorFromStreamEvent } from "./errors.js";
 import { idempotencyKeyOf, segment, type ApiCall, type EventCall } from "./internal/api-call.js";
 import type { IdempotentRequestOptions, RequestOptions } from "./shells-client.js";
@@ -176,6 +183,23 @@ export class RunHandle {
       options,
     );
     return items;
+  }
+
+  /**
+   * What the run changed in /workspace from its start (files seeded) to its end: files added,
+   * removed and modified, with sizes and SHA-256 before and after. `invalid_state` while it runs.
+   */
+  changes(options: RequestOptions = {}): Promise<WorkspaceChanges> {
+    return this.#call<WorkspaceChanges>("GET", this.#path("/changes"), options);
+  }
+
+  /**
+   * The run's evidence bundle: its record, its audit trail with an inclusion proof of every event
+   * against a signed checkpoint, the artifact manifest with hashes, and the public key. Check it
+   * with no server using the contract's `verifyEvidenceBundle` (or `shells evidence verify`).
+   */
+  evidence(options: RequestOptions = {}): Promise<EvidenceBundle> {
+    return this.#call<EvidenceBundle>("GET", this.#path("/evidence"), options);
   }
 
   /** One artifact's bytes, by its path relative to /workspace (as `run.artifacts` lists it). */

@@ -31,6 +31,7 @@ import {
   errorFromStreamEvent,
 } from "./errors.js";
 import { BindingsApi } from "./bindings-api.js";
+import { AuditApi } from "./audit-api.js";
 import { FilesApi } from "./files-api.js";
 import {
   AgentsApi,
@@ -197,6 +198,8 @@ export class ShellsClient {
   readonly usage: UsageApi;
   /** Per-project caps: concurrent shells, running seconds and cost per day or month. */
   readonly caps: CapsApi;
+  /** Signed checkpoints of the activity history, and proofs against them. */
+  readonly audit: AuditApi;
   readonly #transport: Transport;
   readonly #call: ApiCall;
   readonly #timeoutMs: number;
@@ -256,6 +259,7 @@ export class ShellsClient {
     this.webhooks = new WebhooksApi(call);
     this.usage = new UsageApi(call);
     this.caps = new CapsApi(call);
+    this.audit = new AuditApi(call);
   }
 
   /**

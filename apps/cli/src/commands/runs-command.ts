@@ -109,6 +109,28 @@ export function registerRunsCommand(program: Command, ctx: CliContext): void {
     });
 
   runs
+    .command("changes")
+    .description("what a finished run changed in /workspace: files added, removed, modified")
+    .argument("<id>", "run id")
+    .action(async (id: string) => {
+      const { changes, truncated } = await ctx.client().runs.handle(id).changes();
+      if (ctx.json) return ctx.printJson({ changes, truncated });
+      const mark = { added: "+", removed: "-", modified: "~" } as const;
+      ctx.print(
+        [
+          ...(changes.length === 0 ? ["no files changed in /workspace"] : []),
+          ...changes.map(
+            (c) =>
+              `${mark[c.change]} ${c.path}  ${c.change === "removed" ? formatBytes(c.previousSizeBytes ?? 0) : formatBytes(c.sizeBytes ?? 0)}${c.sha256 ? `  sha256 ${c.sha256.slice(0, 16)}…` : ""}`,
+          ),
+          ...(truncated
+            ? ["(more files than the manifest covers: changes past its limits are not listed)"]
+            : []),
+        ].join("\n"),
+      );
+    });
+
+  runs
     .command("rm")
     .alias("teardown")
     .description("tear a run down: cancel it if running, reclaim its shell (records stay)")

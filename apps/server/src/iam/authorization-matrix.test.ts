@@ -146,6 +146,15 @@ async function runCase(
       expect(res.statusCode, res.body).toBe(200);
       return "/workspace/example.txt";
     },
+    event: async () => {
+      await fixtures.shell!();
+      return (await asOwner("GET", "/api/v1/activity?order=asc&limit=1")).json().items[0]
+        .id as string;
+    },
+    checkpoint: async () => {
+      await fixtures.shell!();
+      return (await asOwner("POST", "/api/v1/audit/checkpoints")).json().id as string;
+    },
     member: async () =>
       (
         await asOwner("POST", "/api/v1/members", {

@@ -8,6 +8,7 @@ import {
 import type { SandboxFileInfo } from "@shells/sandbox";
 import type { FastifyBaseLogger } from "fastify";
 import picomatch from "picomatch";
+import { createHash } from "node:crypto";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
 import { setImmediate as nextTurn } from "node:timers/promises";
@@ -25,7 +26,44 @@ export const ARTIFACT_LIMITS = {
 };
 
 /** The running shell of a run, as the shell service hands it out. */
-type RunningShell = Awaited<ReturnType<ShellService["runningSandbox"]>>;
+export type RunningShell = Awaited<ReturnType<ShellService["runningSandbox"]>>;
+
+/**
+ * The regular files under `dir` (directories entered `depth` levels deep; links are never
+ * followed), stopping once `maxFiles` were found (`truncated` then says so). An unreadable
+ * directory is skipped.
+ */
+export async function walkFiles(
+  shell: RunningShell,
+  dir: string,
+  depth: number,
+  maxFiles = Number.POSITIVE_INFINITY,
+): Promise<{ files: SandboxFileInfo[]; truncated: boolean }> {
+  const files: SandboxFileInfo[] = [];
+  let truncated = false;
+  const visit = async (at: string, left: number): Promise<void> => {
+    if (left < 0) {
+      truncated = true;
+      return;
+    }
+    let entries: SandboxFileInfo[];
+    try {
+      entries = await shell.call((b) => b.files.list(shell.shellId, at));
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      if (files.length >= maxFiles) {
+        truncated = true;
+        return;
+      }
+      if (entry.type === "file") files.push(entry);
+      else if (entry.type === "directory") await visit(entry.path, left - 1);
+    }
+  };
+  await visit(dir, depth);
+  return { files, truncated };
+}
 
 /**
  * A matcher for artifact globs (`*` within a segment, `**` across segments, `?`, `[…]`, `{a,b}`),
@@ -143,7 +181,7 @@ export class RunArtifacts {
     if (globs.length > 0) {
       const matches = artifactMatcher(globs);
       let checked = 0;
-      for (const file of await this.#walk(shell, "/workspace", 6)) {
+      for (const file of (await walkFiles(shell, "/workspace", 6)).files) {
         if (matches(file.path.replace(/^\/workspace\//, ""))) named.set(file.path, file);
         // Many files times many patterns is work a caller chooses: other callers get turns.
         checked += 1;
@@ -203,26 +241,13 @@ export class RunArtifacts {
         );
       }
       usedBytes += bytes.length;
-      kept.push({ path: relative, sizeBytes: bytes.length });
+      kept.push({
+        path: relative,
+        sizeBytes: bytes.length,
+        sha256: createHash("sha256").update(bytes).digest("hex"),
+      });
     }
     return { kept, skipped };
-  }
-
-  async #walk(shell: RunningShell, dir: string, depth: number): Promise<SandboxFileInfo[]> {
-    if (depth < 0) return [];
-    let entries: SandboxFileInfo[];
-    try {
-      entries = await shell.call((b) => b.files.list(shell.shellId, dir));
-    } catch {
-      return [];
-    }
-    const files: SandboxFileInfo[] = [];
-    for (const entry of entries) {
-      if (entry.type === "file") files.push(entry);
-      else if (entry.type === "directory")
-        files.push(...(await this.#walk(shell, entry.path, depth - 1)));
-    }
-    return files;
   }
 
   #artifactPath(orgId: string, runId: string, relative: string): string {

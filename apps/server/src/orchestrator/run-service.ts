@@ -1,4 +1,5 @@
 import {
+  canonicalSha256,
   type ActivityEvent,
   type Artifact,
   type Run,
@@ -6,6 +7,7 @@ import {
   type RunOutput,
   type RouteBody,
   type SkippedArtifact,
+  type WorkspaceChanges,
 } from "@shells/contract";
 import { NODE_HELPER, PYTHON_HELPER, RUNNER_DIR, mainFile, runCommand } from "@shells/runner";
 import type { FastifyBaseLogger } from "fastify";
@@ -14,6 +16,7 @@ import { posix } from "node:path";
 import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { newId, nowIso } from "../ids.js";
+import { sha256 } from "../audit/sha256.js";
 import type { ActivityService } from "../services/activity-service.js";
 import { cloneGitSource, type ClonedSource, type GitCloneDeps } from "../sources/git-clone.js";
 import type { Database, RunTable } from "../store/schema.js";
@@ -25,6 +28,7 @@ import {
   storedArtifacts,
 } from "./run-artifacts.js";
 import { RunOutputTail } from "./run-output-tail.js";
+import { workspaceChanges, workspaceManifest } from "./workspace-changes.js";
 import type { ShellService } from "./shell-service.js";
 
 /** Limits of one-shot runs. */
@@ -46,6 +50,8 @@ interface RunOutcome {
   result: string | null;
   /** What it kept; null when it failed before it got that far. */
   artifacts: { kept: Artifact[]; skipped: SkippedArtifact[] } | null;
+  /** What it changed in /workspace; null when that was not taken (cancelled, failed early). */
+  workspaceChanges: WorkspaceChanges | null;
   /** Why it failed (the control plane could not run it), or a result file that is not JSON. */
   error: string | null;
 }
@@ -147,6 +153,7 @@ export class RunService {
       result: null,
       artifacts: "[]",
       output_tail: null,
+      workspace_changes: null,
       error: null,
       created_at: nowIso(),
       finished_at: null,
@@ -263,6 +270,31 @@ export class RunService {
     return this.activity.forTargets(caller.orgId, [run.id, run.shell_id]);
   }
 
+  /** What a finished run changed in /workspace; `invalid_state` when that was not taken. */
+  async changes(caller: Caller, id: string): Promise<WorkspaceChanges> {
+    const row = await this.#row(caller, id);
+    const changes = this.#changesOf(row);
+    if (changes) return changes;
+    throw new AppError(
+      "invalid_state",
+      row.status === "running"
+        ? `Run ${id} is still running; its workspace changes are taken when it ends.`
+        : `Run ${id} recorded no workspace changes: it was cancelled, or ended before they were taken.`,
+      { status: row.status },
+    );
+  }
+
+  /** What a run changed in /workspace, or null when that was not taken (yet). */
+  async changesOf(caller: Caller, id: string): Promise<WorkspaceChanges | null> {
+    return this.#changesOf(await this.#row(caller, id));
+  }
+
+  #changesOf(row: Selectable<RunTable>): WorkspaceChanges | null {
+    return row.workspace_changes === null
+      ? null
+      : (JSON.parse(row.workspace_changes) as WorkspaceChanges);
+  }
+
   async artifact(caller: Caller, id: string, path: string): Promise<Uint8Array> {
     const run = this.#toRun(await this.#row(caller, id));
     const normal = posix.normalize(path).replace(/^\/workspace\//, "");
@@ -374,6 +406,11 @@ export class RunService {
         await write(`${RUNNER_DIR}/${mainFile(body.language)}`, encoder.encode(code));
         command = runCommand(body.language);
       }
+      // The workspace as the run starts (its files seeded), to say afterwards what it changed.
+      const startState = await workspaceManifest(shell).catch((error: unknown) => {
+        this.logger.warn({ err: error, runId: row.id }, "could not record the starting workspace");
+        return null;
+      });
       const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
       const result = await this.shells.exec(
         caller,
@@ -414,6 +451,8 @@ export class RunService {
             artifactsFile,
           );
       for (const artifact of kept) await emit("artifact", artifact);
+      const endState =
+        startState && !signal.aborted ? await workspaceManifest(shell).catch(() => null) : null;
       outcome = {
         status: signal.aborted
           ? "cancelled"
@@ -424,6 +463,7 @@ export class RunService {
         killReason,
         result: structured.present ? JSON.stringify(structured.value) : null,
         artifacts: { kept, skipped },
+        workspaceChanges: startState && endState ? workspaceChanges(startState, endState) : null,
         error: structured.error ?? null,
       };
     } catch (failure) {
@@ -433,6 +473,7 @@ export class RunService {
         killReason,
         result: null,
         artifacts: null,
+        workspaceChanges: null,
         error: failure instanceof Error ? failure.message : String(failure),
       };
     }
@@ -457,6 +498,7 @@ export class RunService {
         result: outcome.result,
         ...(outcome.artifacts ? { artifacts: JSON.stringify(outcome.artifacts) } : {}),
         output_tail: JSON.stringify(tail.snapshot()),
+        workspace_changes: outcome.workspaceChanges && JSON.stringify(outcome.workspaceChanges),
         error,
         finished_at: nowIso(),
       })
@@ -474,6 +516,18 @@ export class RunService {
             artifacts: outcome.artifacts.kept.length,
             artifactsSkipped: outcome.artifacts.skipped.length,
             hasResult: outcome.result !== null,
+            // What an evidence bundle checks the run's record and artifacts against.
+            artifactManifest: outcome.artifacts.kept,
+            resultSha256:
+              outcome.result === null
+                ? null
+                : canonicalSha256(sha256, JSON.parse(outcome.result) as unknown),
+            ...(outcome.workspaceChanges
+              ? {
+                  workspaceChanges: outcome.workspaceChanges.changes.length,
+                  workspaceChangesSha256: canonicalSha256(sha256, outcome.workspaceChanges),
+                }
+              : {}),
           }
         : { status, error },
     );

@@ -315,6 +315,8 @@ export class TermService {
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
     };
+    // What crossed the terminal, in bytes (never its content), for the history's `shell.term.end`.
+    const traffic = { inputBytes: 0, outputBytes: 0 };
     const running: SandboxProcess = await shell.call((backend) =>
       backend.spawn(
         grant.shellId,
@@ -331,6 +333,7 @@ export class TermService {
         {
           onOutput: (_stream, chunk) => {
             if (socket.readyState !== socket.OPEN) return;
+            traffic.outputBytes += chunk.length;
             socket.send(chunk, { binary: true });
             if (socket.bufferedAmount > MAX_BUFFERED_BYTES) return waitForDrain();
           },
@@ -388,6 +391,7 @@ export class TermService {
     let pendingInput = 0;
     const type = (bytes: Buffer | string) => {
       const size = Buffer.byteLength(bytes);
+      traffic.inputBytes += size;
       pendingInput += size;
       if (pendingInput > MAX_PENDING_INPUT_BYTES) socket.pause();
       void running.write(bytes).finally(() => {
@@ -457,6 +461,7 @@ export class TermService {
         credentialId: grant.credentialId,
         exitCode: result.exitCode,
         durationMs: Date.now() - started,
+        ...traffic,
         ...(result.killReason ? { killReason: result.killReason } : {}),
         ...(ended ? { endedBy: ended.type, reason: ended.message } : {}),
       },

@@ -17,6 +17,7 @@ export function runHandlers(
   | "getRun"
   | "getRunResult"
   | "getRunActivity"
+  | "getRunChanges"
   | "readRunArtifact"
   | "deleteRun"
   | "streamRun"
@@ -29,6 +30,7 @@ export function runHandlers(
     getRunActivity: async ({ caller, params }) => ({
       items: await runs.activityOf(caller, params.id),
     }),
+    getRunChanges: async ({ caller, params }) => runs.changes(caller, params.id),
     readRunArtifact: async ({ caller, params, query, reply }) =>
       sendBytes(
         reply,

@@ -10,7 +10,9 @@ import {
 import { sql, type Kysely, type Selectable, type Transaction } from "kysely";
 import { z } from "zod";
 import { newId, nowIso } from "../ids.js";
-import type { ActivityTable, Database } from "../store/schema.js";
+import { ActivityTree } from "../audit/activity-tree.js";
+import { activityEventOf } from "../store/activity-rows.js";
+import type { Database } from "../store/schema.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 
@@ -34,31 +36,19 @@ export type ActivitySink = (trx: Transaction<Database>, event: ActivityEvent) =>
 /** Org id under which events with no attributable org (an unknown API key) are chained. */
 export const SYSTEM_ORG = "_system";
 
-function toEvent(row: Selectable<ActivityTable>): ActivityEvent {
-  return {
-    id: row.id,
-    seq: row.seq,
-    orgId: row.org_id,
-    actor: JSON.parse(row.actor) as Actor,
-    action: row.action,
-    target: row.target_type && row.target_id ? { type: row.target_type, id: row.target_id } : null,
-    outcome: row.outcome,
-    details: JSON.parse(row.details) as Record<string, unknown>,
-    time: row.time,
-    prevHash: row.prev_hash,
-    hash: row.hash,
-  };
-}
-
 /**
  * The append-only activity history. Each org's events form a hash chain: an event's hash covers
  * its fields and the previous event's hash, so editing, removing or inserting a row is detectable
- * by re-computing the chain.
+ * by re-computing the chain. Each event is also a leaf of the org's Merkle tree, which signed
+ * checkpoints cover (see `audit/`).
  */
 export class ActivityService {
   readonly #sinks: ActivitySink[] = [];
+  readonly #tree: ActivityTree;
 
-  constructor(private readonly db: Kysely<Database>) {}
+  constructor(private readonly db: Kysely<Database>) {
+    this.#tree = new ActivityTree(db);
+  }
 
   /** Runs `sink` for every event appended from now on, in the event's transaction. */
   addSink(sink: ActivitySink): void {
@@ -127,6 +117,8 @@ export class ActivityService {
           hash: event.hash,
         })
         .execute();
+      // The event's leaf in the org's Merkle tree, committed with it (see ActivityTree).
+      await this.#tree.append(trx, event);
       for (const sink of this.#sinks) await sink(trx, event);
       return event;
     });
@@ -142,7 +134,7 @@ export class ActivityService {
       .orderBy("seq")
       .limit(limit)
       .execute();
-    return rows.map(toEvent);
+    return rows.map(activityEventOf);
   }
 
   /** A page of the org's events, filtered. */
@@ -163,7 +155,7 @@ export class ActivityService {
       .orderBy("seq", query.order)
       .limit(query.limit + 1)
       .execute();
-    const items = rows.slice(0, query.limit).map(toEvent);
+    const items = rows.slice(0, query.limit).map(activityEventOf);
     const last = items.at(-1);
     return {
       items,

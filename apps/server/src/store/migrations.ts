@@ -528,6 +528,43 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable("shells").addColumn("isolation", "text").execute();
     },
   },
+  /**
+   * Signed checkpoints of the activity history. `activity_tree` holds every complete, aligned
+   * subtree of each org's RFC 6962 tree (level 0 = the leaf hash recorded with each event), so
+   * roots and proofs are a few indexed lookups; rows are only ever added.
+   */
+  "0016_activity_checkpoints": {
+    async up(db: Kysely<unknown>) {
+      await sql`CREATE TABLE activity_tree (
+        org_id TEXT NOT NULL,
+        level INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        PRIMARY KEY (org_id, level, idx)
+      ) WITHOUT ROWID`.execute(db);
+      await db.schema
+        .createTable("audit_checkpoints")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull())
+        .addColumn("tree_size", "integer", (c) => c.notNull())
+        .addColumn("root_hash", "text", (c) => c.notNull())
+        .addColumn("time", "text", (c) => c.notNull())
+        .addColumn("key_id", "text", (c) => c.notNull())
+        .addColumn("signature", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex("audit_checkpoints_org_size")
+        .on("audit_checkpoints")
+        .columns(["org_id", "tree_size", "time"])
+        .execute();
+    },
+  },
+  /** What a run changed in /workspace (JSON of WorkspaceChanges), once it ended. */
+  "0017_run_workspace_changes": {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("runs").addColumn("workspace_changes", "text").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

@@ -29,6 +29,30 @@ export interface Database {
   usage_rates: UsageRatesTable;
   project_caps: ProjectCapTable;
   cap_alerts: CapAlertTable;
+  activity_tree: ActivityTreeTable;
+  audit_checkpoints: AuditCheckpointTable;
+}
+
+/** A complete, aligned subtree of an org's activity tree: leaves [idx·2^level, (idx+1)·2^level). */
+export interface ActivityTreeTable {
+  org_id: string;
+  level: number;
+  idx: number;
+  /** 32-byte SHA-256. */
+  hash: Uint8Array;
+}
+
+/** A signed checkpoint of an org's activity tree. */
+export interface AuditCheckpointTable {
+  id: string;
+  org_id: string;
+  tree_size: number;
+  /** Hex. */
+  root_hash: string;
+  time: string;
+  key_id: string;
+  /** Base64 Ed25519 signature over the contract's `checkpointSignedBytes`. */
+  signature: string;
 }
 
 export interface OrgTable {
@@ -269,6 +293,8 @@ export interface RunTable {
   artifacts: string;
   /** JSON of the end of its output (RunOutput), written when it ends; null before. */
   output_tail: string | null;
+  /** JSON of its /workspace changes (WorkspaceChanges), written when it ends; null before or when not taken. */
+  workspace_changes: string | null;
   error: string | null;
   created_at: string;
   finished_at: string | null;

@@ -1,6 +1,13 @@
 import { z } from "zod";
 import { ActivityEvent } from "../activity.js";
-import { InterpreterRequest, InterpreterResult, Run, RunCreate, RunFrame } from "../runs.js";
+import {
+  InterpreterRequest,
+  InterpreterResult,
+  Run,
+  RunCreate,
+  RunFrame,
+  WorkspaceChanges,
+} from "../runs.js";
 import { shellId, type RouteSpec } from "./route-spec.js";
 
 /** Running code: interpreter turns in a shell and one-shot runs with their results and artifacts. */
@@ -88,6 +95,20 @@ export const runRoutes = {
     tag: "runs",
     params: z.strictObject({ id: shellId }),
     response: z.strictObject({ items: z.array(ActivityEvent) }),
+    successStatus: 200,
+    scope: "shells:instances:read",
+    example: { params: { id: "{run}" } },
+  },
+  getRunChanges: {
+    method: "GET",
+    path: "/api/v1/runs/:id/changes",
+    summary:
+      "What a run changed in /workspace: files added, removed or modified, with sizes and SHA-256 before and after.",
+    description:
+      "Taken from the run's start (after its files were seeded) to its end; 409 `invalid_state` while it runs or when it ended before they were taken. Its `run.finish` event records the manifest's hash, so an evidence bundle proves it.",
+    tag: "runs",
+    params: z.strictObject({ id: shellId }),
+    response: WorkspaceChanges,
     successStatus: 200,
     scope: "shells:instances:read",
     example: { params: { id: "{run}" } },
