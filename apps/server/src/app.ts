@@ -129,7 +129,6 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const failures = new AuthFailureLog(activity, { windowMs, logger: deps.logger });
   const runtimes = new RuntimeRegistry(deps.backends);
   const policies = new PolicyService(db, activity);
-  const sealedBox = SealedBox.open(config.dataDir, config.sealingKeys);
   const resolve = makeResolver(config.egressTestHosts);
   const gate = new ApprovalGate(db, activity, policies);
   const bindings = new BindingService(db, activity, sealedBox, {
