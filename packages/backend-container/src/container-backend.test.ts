@@ -18,6 +18,7 @@ describe.runIf(hostReport.available)("container backend", () => {
       snapshots: true,
       reinstallOs: true,
       networkModes: ["sealed", "localhost", "internet"],
+      pause: true,
     },
     async () => {
       const { backend, cleanup } = await makeTestBackend();

@@ -1,6 +1,6 @@
 import { isAbsolute } from "node:path";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
-import type { ExecResult, RuntimeAvailability, Snapshot } from "@shells/contract";
+import type { ExecResult, PauseInfo, RuntimeAvailability, Snapshot } from "@shells/contract";
 import {
   ExecFiles,
   SandboxError,
@@ -120,6 +120,18 @@ interface PidsWatch {
   creating: number;
 }
 
+/** How this backend pauses: the cgroup freezer, with the processes' memory kept resident. */
+const PAUSE_BY_FREEZER: PauseInfo = {
+  method: "freeze",
+  memoryReleased: false,
+  reason:
+    "processes are frozen in place by the cgroup freezer and keep their memory; the container backend does not checkpoint processes to disk",
+};
+
+function pausedError(shellId: string): SandboxError {
+  return new SandboxError("paused", `shell ${shellId} is paused; resume it first`);
+}
+
 /** Shell ids name directories, cgroups and mount paths: keep them to a safe alphabet. */
 const SHELL_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
@@ -160,8 +172,11 @@ export class ContainerBackend implements SandboxBackend {
    * File operations as fixed scripts run by `exec` inside the shell, as its root, from `/`: every
    * path is resolved by the shell's own mount namespace, whose root is the shell's overlay (`..`
    * stops at it, symlinks lead only to places inside it), so nothing of the host is reachable.
+   * They work on a paused shell too where this host can run them beside its frozen processes.
    */
-  readonly files = new ExecFiles((id, request, options) => this.exec(id, request, options));
+  readonly files = new ExecFiles((id, request, options) =>
+    this.#exec(id, request, options ?? {}, "beside"),
+  );
 
   constructor(options: ContainerBackendOptions) {
     this.#options = options;
@@ -284,19 +299,43 @@ export class ContainerBackend implements SandboxBackend {
     });
   }
 
-  async exec(
+  exec(
     shellId: string,
     request: SandboxExecRequest,
     options: SandboxExecOptions = {},
   ): Promise<ExecResult> {
-    const { target, env, record } = await this.#execTarget(shellId, request.env);
+    return this.#exec(shellId, request, options, "refuse");
+  }
+
+  /**
+   * An exec. `whilePaused`: `refuse` answers `paused` on a paused shell; `beside` (file
+   * operations) runs the command outside the shell's freezer group, so it runs while the shell's
+   * own processes stay frozen, and ends whatever it left behind when it returns (nothing of a
+   * paused shell may keep running). Where the freezer cannot leave an exec out (cgroup v2, where
+   * freezing is hierarchical), `beside` is refused as well.
+   */
+  async #exec(
+    shellId: string,
+    request: SandboxExecRequest,
+    options: SandboxExecOptions,
+    whilePaused: "refuse" | "beside",
+  ): Promise<ExecResult> {
+    const { target, env, record, paused } = await this.#execTarget(shellId, request.env);
+    const cgroup = this.#cgroup(shellId);
+    if (paused && (whilePaused === "refuse" || cgroup.host.version === 2))
+      throw pausedError(shellId);
     const diskBytes = record.resources.diskMb * 1024 * 1024;
     const group = await this.#execGroup(shellId);
+    const freezerProcs = cgroup.freezerDir
+      ? `${cgroup.freezerDir}/${group.name}/cgroup.procs`
+      : null;
     try {
       const result = await runExec(
         {
           ...target,
-          cgroupProcs: group.procsFiles,
+          cgroupProcs: paused
+            ? group.procsFiles.filter((file) => file !== freezerProcs)
+            : group.procsFiles,
           oomEventsFile: group.oomEventsFile,
           diskFullBytes: Math.max(1024 * 1024, Math.floor(diskBytes / 100)),
         },
@@ -314,6 +353,7 @@ export class ContainerBackend implements SandboxBackend {
     } catch (error) {
       throw this.#execError(shellId, "exec", error);
     } finally {
+      if (paused) await group.kill().catch(() => undefined);
       await this.#releaseGroup(shellId, group);
     }
   }
@@ -323,7 +363,8 @@ export class ContainerBackend implements SandboxBackend {
     request: SandboxSpawnRequest,
     options: { onOutput: NonNullable<SandboxExecOptions["onOutput"]> },
   ): Promise<SandboxProcess> {
-    const { target, env } = await this.#execTarget(shellId, request.env);
+    const { target, env, paused } = await this.#execTarget(shellId, request.env);
+    if (paused) throw pausedError(shellId);
     // A terminal needs a terminal type; the caller's env (or the shell's) may name another.
     if (request.pty && env.TERM === undefined) env.TERM = "xterm-256color";
     const group = await this.#execGroup(shellId);
@@ -373,6 +414,50 @@ export class ContainerBackend implements SandboxBackend {
     });
   }
 
+  /**
+   * Freezes every process of the shell with the cgroup freezer: they stop where they are, use no
+   * CPU and keep their memory (resident on the host; the memory limit still bounds it). Execs and
+   * spawns are refused with `paused` until `resume`; execs already running are frozen too and
+   * finish after it (their wall clock keeps counting). The kernel holds the state, so a paused
+   * shell stays paused across control-plane restarts.
+   */
+  async pause(shellId: string): Promise<{ info: SandboxInfo; pause: PauseInfo }> {
+    return this.#locked(shellId, async () => {
+      const record = await this.#record(shellId);
+      if (record.phase !== "ready" || !(await this.#liveHolder(shellId)))
+        throw new SandboxError("not_running", `shell ${shellId} is not running`);
+      const cgroup = this.#cgroup(shellId);
+      if (!cgroup.freezerDir)
+        throw new SandboxError(
+          "unsupported",
+          "this host mounts no cgroup freezer (cgroup v1 without the freezer hierarchy): shells cannot be paused",
+        );
+      try {
+        await cgroup.freeze();
+      } catch (error) {
+        throw new SandboxError(
+          "failed",
+          `pausing shell ${shellId} failed: ${(error as Error).message}`,
+          {},
+          { cause: error },
+        );
+      }
+      this.#log("info", { shellId }, "shell paused");
+      return { info: this.#info(record, "paused"), pause: PAUSE_BY_FREEZER };
+    });
+  }
+
+  async resume(shellId: string): Promise<SandboxInfo> {
+    return this.#locked(shellId, async () => {
+      const record = await this.#record(shellId);
+      if (record.phase !== "ready" || !(await this.#liveHolder(shellId)))
+        throw new SandboxError("not_running", `shell ${shellId} is not running`);
+      await this.#cgroup(shellId).thaw();
+      this.#log("info", { shellId }, "shell resumed");
+      return this.#info(record, "running");
+    });
+  }
+
   async snapshot(shellId: string, name: string): Promise<Snapshot> {
     if (!SNAPSHOT_NAME.test(name))
       throw new SandboxError("unsupported", `snapshot name ${JSON.stringify(name)} is not allowed`);
@@ -385,20 +470,23 @@ export class ContainerBackend implements SandboxBackend {
       const temporary = `${archive}.tmp`;
       // Running or not: the helper mounts the shell's disk (sharing the live superblock when the
       // shell runs) in a private mount namespace, and tar archives the upper dir with the overlay's
-      // own metadata (whiteouts, opaque-dir xattrs) and the shell's numeric owners.
-      await this.#withDisk(record, [
-        "tar",
-        "--create",
-        `--file=${temporary}`,
-        "--xattrs",
-        "--xattrs-include=*",
-        "--numeric-owner",
-        "--sparse",
-        "--one-file-system",
-        "-C",
-        `${shellDir}/mnt/disk/upper`,
-        ".",
-      ]);
+      // own metadata (whiteouts, opaque-dir xattrs) and the shell's numeric owners. A running
+      // shell is frozen for the capture, so the archive is the state of one instant.
+      await this.#stillWhile(shellId, () =>
+        this.#withDisk(record, [
+          "tar",
+          "--create",
+          `--file=${temporary}`,
+          "--xattrs",
+          "--xattrs-include=*",
+          "--numeric-owner",
+          "--sparse",
+          "--one-file-system",
+          "-C",
+          `${shellDir}/mnt/disk/upper`,
+          ".",
+        ]),
+      );
       await rename(temporary, archive);
       record.snapshotSeq += 1;
       const meta: SnapshotMeta = {
@@ -514,7 +602,8 @@ export class ContainerBackend implements SandboxBackend {
       const record = await readJson<ShellRecord>(`${this.#shellDir(shellId)}/shell.json`);
       if (!record) continue;
       const running = record.phase === "ready" && (await this.#liveHolder(shellId)) !== null;
-      infos.push(this.#info(record, running ? "running" : "stopped"));
+      const paused = running && (await this.#cgroup(shellId).isFrozen());
+      infos.push(this.#info(record, paused ? "paused" : running ? "running" : "stopped"));
     }
     return infos;
   }
@@ -576,6 +665,8 @@ export class ContainerBackend implements SandboxBackend {
     target: Omit<ExecTarget, "diskFullBytes">;
     env: Record<string, string>;
     record: ShellRecord;
+    /** The shell's processes are frozen (see `pause`). */
+    paused: boolean;
   }> {
     const record = await this.#record(shellId);
     if (record.phase !== "ready")
@@ -585,6 +676,7 @@ export class ContainerBackend implements SandboxBackend {
     const cgroup = this.#cgroup(shellId);
     return {
       record,
+      paused: await cgroup.isFrozen(),
       env: {
         ...BASE_ENV,
         ...(record.network === "internet" ? EGRESS_ENV : {}),
@@ -685,6 +777,36 @@ export class ContainerBackend implements SandboxBackend {
       }
     } finally {
       this.#pidsChecking = false;
+    }
+  }
+
+  /**
+   * Runs `body` with the shell's processes frozen if it runs, and thaws them after: what `body`
+   * reads of the shell's state is one instant's. A paused shell stays as it is; on a host without
+   * a freezer `body` runs on the live shell.
+   */
+  async #stillWhile<T>(shellId: string, body: () => Promise<T>): Promise<T> {
+    const cgroup = this.#cgroup(shellId);
+    const freeze =
+      cgroup.freezerDir !== null &&
+      (await this.#liveHolder(shellId)) !== null &&
+      !(await cgroup.isFrozen());
+    if (freeze) {
+      try {
+        await cgroup.freeze();
+      } catch (error) {
+        throw new SandboxError(
+          "failed",
+          `holding shell ${shellId} still failed: ${(error as Error).message}`,
+          {},
+          { cause: error },
+        );
+      }
+    }
+    try {
+      return await body();
+    } finally {
+      if (freeze) await cgroup.thaw();
     }
   }
 
@@ -833,6 +955,9 @@ export class ContainerBackend implements SandboxBackend {
       } catch {
         // already gone
       }
+      // A paused shell's init acts on the SIGKILL once thawed (cgroup v1 holds frozen tasks even
+      // against SIGKILL); the kill is queued first, so nothing runs on after the thaw.
+      await this.#cgroup(shellId).thaw();
       await waitUntilDead(2000, [holder.initPid, holder.initStart]).catch(() => undefined);
     }
     // Then whatever else is in the shell's cgroups (exec helpers, the keeper, anything a crash

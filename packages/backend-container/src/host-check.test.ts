@@ -56,6 +56,12 @@ describe("container host readiness", () => {
       pids: "/sys/fs/cgroup/pids",
       cpu: "/sys/fs/cgroup/cpu,cpuacct",
     });
+    // The freezer hierarchy, when mounted, is what pauses shells on v1.
+    const freezer = "39 25 0:34 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer\n";
+    expect(detectCgroups(v1 + "\n" + freezer, () => "")).toMatchObject({
+      version: 1,
+      freezer: "/sys/fs/cgroup/freezer",
+    });
     expect(
       detectCgroups("36 25 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n", () => ""),
     ).toMatch(/not mounted: pids, cpu/);

@@ -54,6 +54,8 @@ export const ErrorCode = {
   projectNotFound: "project_not_found",
   /** The capability is not legal in the shell's current lifecycle state. */
   invalidState: "invalid_state",
+  /** The shell is paused: its processes are frozen and it runs nothing until `resume`. */
+  shellPaused: "shell_paused",
   /** A resource limit above the org's maximum or the host's capacity; `details` names the field, the asked value and the maximum. */
   limitExceeded: "limit_exceeded",
   /** A quota is used up; `details` gives the quota, current use and the limit. */
@@ -112,6 +114,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   last_owner: 409,
   csrf_failed: 403,
   invalid_state: 409,
+  shell_paused: 409,
   limit_exceeded: 422,
   quota_exceeded: 409,
   name_taken: 409,

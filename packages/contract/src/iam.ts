@@ -316,7 +316,7 @@ export const AGENT_TOOL_ARGUMENTS = {
   shells_create: ShellCreate,
   shells_exec: ExecRequest.extend({ shell: id }),
   shells_list: z.strictObject({
-    status: z.enum(["provisioning", "running", "stopped", "error"]).optional(),
+    status: z.enum(["provisioning", "running", "paused", "stopped", "error"]).optional(),
     language: Language.optional(),
     runtime: RuntimeClass.optional(),
     limit: z.int().min(1).max(200).default(50),

@@ -87,6 +87,7 @@ export {
   Language,
   LogEntry,
   NetworkMode,
+  PauseInfo,
   ResolvedResources,
   Resources,
   RuntimeClass,

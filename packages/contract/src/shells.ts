@@ -43,8 +43,18 @@ export const ShellEgressChange = z.strictObject({
 });
 export type ShellEgressChange = z.infer<typeof ShellEgressChange>;
 
-/** Lifecycle states of a shell. */
-export const ShellStatus = z.enum(["provisioning", "running", "stopped", "error", "deleted"]);
+/**
+ * Lifecycle states of a shell. `paused`: its processes are held where they are (frozen, not
+ * ended) and use no CPU; execs are refused until `resume`, and it is not metered as running.
+ */
+export const ShellStatus = z.enum([
+  "provisioning",
+  "running",
+  "paused",
+  "stopped",
+  "error",
+  "deleted",
+]);
 export type ShellStatus = z.infer<typeof ShellStatus>;
 
 /** Lifecycle capabilities invoked through `POST /shells/:id/actions/:capability`. */
@@ -57,22 +67,28 @@ export const Capability = z.enum([
   "stop",
   "start",
   "wipe_state",
+  "pause",
+  "resume",
 ]);
 export type Capability = z.infer<typeof Capability>;
 
 /**
  * The states in which each capability is legal. Anything else answers 409 `invalid_state`.
- * Filesystem capabilities work on a stopped shell too (they need the state, not the processes).
+ * Filesystem capabilities work on a stopped shell too (they need the state, not the processes);
+ * a paused shell can be snapshotted (its state is still), stopped or restarted, and otherwise
+ * needs `resume` first.
  */
 export const CAPABILITY_LEGAL_IN: Record<Capability, readonly ShellStatus[]> = {
-  logs: ["provisioning", "running", "stopped", "error"],
-  restart: ["running", "error"],
-  snapshot: ["running", "stopped"],
+  logs: ["provisioning", "running", "paused", "stopped", "error"],
+  restart: ["running", "paused", "error"],
+  snapshot: ["running", "paused", "stopped"],
   restore: ["running", "stopped"],
   reinstall_os: ["running", "stopped"],
-  stop: ["running", "error"],
+  stop: ["running", "paused", "error"],
   start: ["stopped"],
   wipe_state: ["running", "stopped"],
+  pause: ["running"],
+  resume: ["paused"],
 };
 
 /** Kill reasons: why the sandbox ended a process. Precise and part of the contract. */
@@ -218,6 +234,20 @@ export const ActionRequest = z.strictObject({
 });
 export type ActionRequest = z.infer<typeof ActionRequest>;
 
+/**
+ * How `pause` holds a shell's processes. `freeze`: stopped in place by the cgroup freezer; their
+ * memory stays resident on the host. `checkpoint`: written to the shell's state and ended, so
+ * their memory is freed (where the host can checkpoint processes).
+ */
+export const PauseInfo = z.strictObject({
+  method: z.enum(["freeze", "checkpoint"]),
+  /** Whether the processes' memory was released while paused. */
+  memoryReleased: z.boolean(),
+  /** Why this method, in words (e.g. why checkpointing is not possible on this host). */
+  reason: z.string(),
+});
+export type PauseInfo = z.infer<typeof PauseInfo>;
+
 /** Result of a lifecycle action. */
 export const ActionResult = z.strictObject({
   capability: Capability,
@@ -228,6 +258,8 @@ export const ActionResult = z.strictObject({
   snapshot: Snapshot.optional(),
   /** `logs`: the newest log entries, oldest first. */
   logs: z.array(LogEntry).optional(),
+  /** `pause`: how the processes are held. */
+  pause: PauseInfo.optional(),
 });
 export type ActionResult = z.infer<typeof ActionResult>;
 

@@ -53,7 +53,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       "List the shells (sandboxes) of your organization — never another org's.",
       "Read-only and fast: one database query, no sandbox is touched, nothing is billed.",
       "Filter by status, language or runtime. Results come in pages of `limit` (default 50, at most 200); when `nextCursor` is not null, call again with it as `cursor` for the next page.",
-      "Result: `{ items: Shell[], nextCursor }`; each shell has `id`, `name`, `status` (provisioning | running | stopped | error), `language`, `runtime`, `network`, `region`, `resources`, `expiresAt`.",
+      "Result: `{ items: Shell[], nextCursor }`; each shell has `id`, `name`, `status` (provisioning | running | paused | stopped | error), `language`, `runtime`, `network`, `region`, `resources`, `expiresAt`.",
     ].join("\n"),
     annotations: { readOnlyHint: true, openWorldHint: false },
     fields: {
@@ -170,6 +170,8 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       "- reinstall_os: DESTRUCTIVE. A fresh base image under the same shell id; /workspace is kept, everything else is replaced.",
       "- stop: DESTRUCTIVE to running work. Ends every process and the metering; files stay until delete.",
       "- wipe_state: DESTRUCTIVE, irreversible without a snapshot. Destroys all filesystem state, /workspace included; the shell itself stays running and usable.",
+      "- pause: holds every process where it is (a dev server keeps its memory); execs answer shell_paused until resume; file reads still work. Not metered as running.",
+      "- resume: lets a paused shell's processes run on from where they were.",
       "- delete: DESTRUCTIVE, irreversible. Tears the shell down for good.",
       'The org may gate stop, wipe_state, reinstall_os, delete, restore and restart. Typed confirmation answers the error confirmation_required: call again with `confirm` set to the shell\'s name, only if the user asked for the action. Named approvers answer `{ status: "pending_approval", approval }`: nothing has happened yet, a human approver must grant it; do not retry.',
       "Each capability takes seconds at most. Result: `{ capability, message, shell, snapshot?, logs? }`; delete answers the deleted Shell.",

@@ -2,6 +2,7 @@ import type {
   ExecResult,
   Language,
   NetworkMode,
+  PauseInfo,
   ResolvedResources,
   RuntimeAvailability,
   RuntimeClass,
@@ -35,8 +36,11 @@ export interface SandboxEgress {
 /** A sandbox as the backend sees it. */
 export interface SandboxInfo {
   shellId: string;
-  /** `running`: namespaces are held open and execs work; `stopped`: only filesystem state exists. */
-  state: "running" | "stopped";
+  /**
+   * `running`: namespaces are held open and execs work; `paused`: they are held, with every
+   * process frozen (see `pause`); `stopped`: only filesystem state exists.
+   */
+  state: "running" | "paused" | "stopped";
   /** Version of the base image under the shell's root filesystem, when the backend has images. */
   imageVersion: string | null;
 }
@@ -152,6 +156,8 @@ export type SandboxErrorCode =
   | "not_found"
   /** The call needs a running sandbox and this one is stopped. */
   | "not_running"
+  /** The call needs running processes and this sandbox is paused (see `pause`). */
+  | "paused"
   /** No snapshot of that name. */
   | "snapshot_not_found"
   /** This host cannot run the requested runtime class (details name what is missing). */
@@ -205,12 +211,23 @@ export interface SandboxBackend {
     request: SandboxExecRequest,
     options?: SandboxExecOptions,
   ): Promise<ExecResult>;
-  /** Ends every process (running execs end with `stopped`); filesystem state stays. Idempotent. */
+  /**
+   * Ends every process (running execs end with `stopped`); filesystem state stays. Idempotent.
+   * Works on a paused sandbox too.
+   */
   stop(shellId: string): Promise<SandboxInfo>;
   /** Starts a stopped sandbox again on its existing state. Idempotent. */
   start(shellId: string): Promise<SandboxInfo>;
-  /** Kills every process and starts fresh namespaces on the same state. */
+  /** Kills every process (of a paused sandbox too) and starts fresh namespaces on the same state. */
   restart(shellId: string): Promise<SandboxInfo>;
+  /**
+   * Holds every process of a running sandbox where it is, using no CPU: `exec` and `spawn` answer
+   * `paused` until `resume`, and nothing in the sandbox runs. The result says how (frozen in
+   * memory, or checkpointed to the shell's state and ended). Backends that cannot pause leave it out.
+   */
+  pause?(shellId: string): Promise<{ info: SandboxInfo; pause: PauseInfo }>;
+  /** Lets a paused sandbox's processes run on from where they were. Idempotent on a running one. */
+  resume?(shellId: string): Promise<SandboxInfo>;
   /**
    * Starts a long-lived process (a login shell on a pty, an interpreter) in a running sandbox.
    * Output goes to `onOutput` as it comes, with the same backpressure contract as `exec`.
@@ -231,7 +248,10 @@ export interface SandboxBackend {
    * leave it out and turns drive a REPL process through `spawn`.
    */
   interpreterTurn?(shellId: string, request: SandboxTurnRequest): Promise<SandboxTurnResult>;
-  /** Captures the shell's filesystem state as a named restore point. */
+  /**
+   * Captures the shell's filesystem state as a named restore point. A running sandbox's processes
+   * are held still for the capture where the backend can, so it is one instant's state.
+   */
   snapshot(shellId: string, name: string): Promise<Snapshot>;
   /** Restore points, newest first. */
   listSnapshots(shellId: string): Promise<Snapshot[]>;

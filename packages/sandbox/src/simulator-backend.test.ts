@@ -24,6 +24,7 @@ const SIMULATOR_CAPABILITIES: BackendCapabilities = {
   snapshots: true,
   reinstallOs: true,
   networkModes: ["sealed", "localhost"],
+  pause: true,
 };
 
 describeSandboxBackend("simulator", SIMULATOR_CAPABILITIES, async () => ({

@@ -1,6 +1,7 @@
 import type {
   ExecResult,
   KillReason,
+  PauseInfo,
   RuntimeAvailability,
   RuntimeClass,
   Snapshot,
@@ -40,7 +41,7 @@ interface SimSnapshot {
 
 interface SimSandbox {
   spec: SandboxSpec;
-  state: "running" | "stopped";
+  state: "running" | "paused" | "stopped";
   fs: SimFs;
   snapshots: SimSnapshot[];
   /** Execs in flight; aborted with their kill reason when the sandbox stops or goes away. */
@@ -77,7 +78,13 @@ export class SimulatorBackend implements SandboxBackend {
   readonly name = "simulator";
   readonly #runtimes: RuntimeClass[];
   readonly #sandboxes = new Map<string, SimSandbox>();
-  readonly files = new SimFiles((shellId) => this.#running(shellId).fs);
+  /** Files of a running or paused shell (the model's files are not processes: nothing to freeze). */
+  readonly files = new SimFiles((shellId) => {
+    const sandbox = this.#get(shellId);
+    if (sandbox.state === "stopped")
+      throw new SandboxError("not_running", `shell ${shellId} is stopped`);
+    return sandbox.fs;
+  });
 
   constructor(options: SimulatorBackendOptions = {}) {
     this.#runtimes = options.runtimes ?? ["wasm", "container", "microvm"];
@@ -123,9 +130,7 @@ export class SimulatorBackend implements SandboxBackend {
     request: SandboxExecRequest,
     options: SandboxExecOptions = {},
   ): Promise<ExecResult> {
-    const sandbox = this.#get(shellId);
-    if (sandbox.state !== "running")
-      throw new SandboxError("not_running", `shell ${shellId} is stopped`);
+    const sandbox = this.#running(shellId);
     const started = performance.now();
     const controller = new AbortController();
     const onOuterAbort = () => controller.abort(options.signal?.reason ?? "stopped");
@@ -237,6 +242,28 @@ export class SimulatorBackend implements SandboxBackend {
     return this.#info(sandbox);
   }
 
+  /** Models a freeze: execs are refused until `resume`; nothing in the model runs meanwhile. */
+  async pause(shellId: string): Promise<{ info: SandboxInfo; pause: PauseInfo }> {
+    const sandbox = this.#running(shellId);
+    sandbox.state = "paused";
+    return {
+      info: this.#info(sandbox),
+      pause: {
+        method: "freeze",
+        memoryReleased: false,
+        reason: "simulated: the model holds its shells in memory",
+      },
+    };
+  }
+
+  async resume(shellId: string): Promise<SandboxInfo> {
+    const sandbox = this.#get(shellId);
+    if (sandbox.state === "stopped")
+      throw new SandboxError("not_running", `shell ${shellId} is stopped`);
+    sandbox.state = "running";
+    return this.#info(sandbox);
+  }
+
   async snapshot(shellId: string, name: string): Promise<Snapshot> {
     const sandbox = this.#get(shellId);
     const snap: SimSnapshot = {
@@ -306,6 +333,8 @@ export class SimulatorBackend implements SandboxBackend {
 
   #running(shellId: string): SimSandbox {
     const sandbox = this.#get(shellId);
+    if (sandbox.state === "paused")
+      throw new SandboxError("paused", `shell ${shellId} is paused; resume it first`);
     if (sandbox.state !== "running")
       throw new SandboxError("not_running", `shell ${shellId} is stopped`);
     return sandbox;

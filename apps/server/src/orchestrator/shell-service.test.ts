@@ -26,6 +26,10 @@ async function shellIn(status: ShellStatus): Promise<Shell> {
     expect((await t.call("POST", `/api/v1/shells/${shell.id}/actions/stop`, {})).statusCode).toBe(
       200,
     );
+  } else if (status === "paused") {
+    expect((await t.call("POST", `/api/v1/shells/${shell.id}/actions/pause`, {})).statusCode).toBe(
+      200,
+    );
   } else if (status === "deleted") {
     expect((await t.call("DELETE", `/api/v1/shells/${shell.id}`)).statusCode).toBe(200);
   } else if (status !== "running") {
@@ -71,8 +75,48 @@ describe("the lifecycle state machine", () => {
     if (status === "running") expect(res.statusCode, res.body).toBe(200);
     else {
       expect(res.statusCode, res.body).toBe(409);
-      expect(res.json<{ error: { code: string } }>().error.code).toBe("invalid_state");
+      expect(res.json<{ error: { code: string } }>().error.code).toBe(
+        status === "paused" ? "shell_paused" : "invalid_state",
+      );
     }
+  });
+
+  it("pauses and resumes a shell: the status, the reason, files readable, execs refused", async () => {
+    const shell = await shellIn("running");
+    await t.call("PUT", `/api/v1/shells/${shell.id}/files/content?path=/workspace/a.txt`, "kept", {
+      "content-type": "application/octet-stream",
+    });
+    const paused = await t.call("POST", `/api/v1/shells/${shell.id}/actions/pause`, {});
+    expect(paused.statusCode, paused.body).toBe(200);
+    const result = paused.json<{ shell: Shell; pause: { method: string } }>();
+    expect(result.shell.status).toBe("paused");
+    expect(result.shell.statusReason).toMatch(/^paused: /);
+    expect(result.pause.method).toBe("freeze");
+    const read = await t.call(
+      "GET",
+      `/api/v1/shells/${shell.id}/files/content?path=/workspace/a.txt`,
+    );
+    expect(read.statusCode, read.body).toBe(200);
+    expect(read.body).toBe("kept");
+    const write = await t.call(
+      "PUT",
+      `/api/v1/shells/${shell.id}/files/content?path=/workspace/b.txt`,
+      "x",
+      {
+        "content-type": "application/octet-stream",
+      },
+    );
+    expect(write.statusCode).toBe(409);
+    expect(write.json<{ error: { code: string } }>().error.code).toBe("shell_paused");
+    const resumed = await t.call("POST", `/api/v1/shells/${shell.id}/actions/resume`, {});
+    expect(resumed.json<{ shell: Shell }>().shell).toMatchObject({
+      status: "running",
+      statusReason: null,
+    });
+    const exec = await t.call("POST", `/api/v1/shells/${shell.id}/exec`, {
+      command: ["cat", "/workspace/a.txt"],
+    });
+    expect(exec.json<{ stdout: string }>().stdout).toBe("kept");
   });
 });
 

@@ -96,6 +96,15 @@ export interface ShellServiceDeps {
   egress?: EgressService;
 }
 
+/** How a service means to use a shell's sandbox. */
+export interface SandboxUse {
+  /**
+   * Only reads its files: a paused shell serves them too, where its backend can read beside the
+   * frozen processes (elsewhere the backend answers `shell_paused`).
+   */
+  readWhilePaused?: boolean;
+}
+
 /** The shell's lifecycle capabilities that pass the approval gate, from the contract's list. */
 const GATED_CAPABILITIES: ReadonlySet<string> = new Set(GatedAction.options);
 
@@ -303,8 +312,8 @@ export class ShellService {
    * A running shell of the caller's org and a way to call its backend with errors mapped to API
    * errors. For the file, terminal and interpreter services, which share the shell's checks.
    */
-  runningSandbox(caller: Caller, idOrName: string) {
-    return this.sandboxFor(caller.orgId, idOrName);
+  runningSandbox(caller: Caller, idOrName: string, options: SandboxUse = {}) {
+    return this.sandboxFor(caller.orgId, idOrName, options);
   }
 
   /**
@@ -312,9 +321,9 @@ export class ShellService {
    * `env` includes the secret environment (it is the environment processes start with); `secrets`
    * are the values to mask in anything stored or echoed.
    */
-  async sandboxFor(orgId: string, idOrName: string) {
+  async sandboxFor(orgId: string, idOrName: string, options: SandboxUse = {}) {
     const row = await this.#find(orgId, idOrName);
-    this.#assertRunning(row);
+    if (!(options.readWhilePaused && row.status === "paused")) this.#assertRunning(row);
     const env = JSON.parse(row.env) as Record<string, string>;
     const secretEnv = this.#records.secretEnv(row);
     return {
@@ -503,6 +512,12 @@ export class ShellService {
   }
 
   #assertRunning(row: ShellRow): void {
+    if (row.status === "paused")
+      throw new AppError(
+        "shell_paused",
+        `Shell ${row.name} is paused: its processes are frozen and it runs nothing until resumed.`,
+        { status: row.status, hint: "resume it with the `resume` action" },
+      );
     if (row.status !== "running") {
       throw new AppError(
         "invalid_state",

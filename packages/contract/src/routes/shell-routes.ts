@@ -80,9 +80,9 @@ export const shellRoutes = {
     method: "POST",
     path: "/api/v1/shells/:id/actions/:capability",
     summary:
-      "Run a lifecycle capability: logs, restart, snapshot, restore, reinstall_os, stop, start, wipe_state.",
+      "Run a lifecycle capability: logs, restart, snapshot, restore, reinstall_os, stop, start, wipe_state, pause, resume.",
     description:
-      "A capability not legal in the shell's current state answers 409 `invalid_state`. `stop`, `wipe_state` and `reinstall_os` go through the org's approval gate (see deleteShell).",
+      "A capability not legal in the shell's current state answers 409 `invalid_state`. `stop`, `wipe_state` and `reinstall_os` go through the org's approval gate (see deleteShell). `pause` holds every process where it is (the result's `pause` says how: frozen in memory, or checkpointed where the host can) and `resume` lets them run on; a paused shell refuses execs with 409 `shell_paused`. A snapshot of a running shell is taken with its processes frozen for the capture.",
     tag: "shells",
     params: z.strictObject({ id: shellId, capability: Capability }),
     body: ActionRequest,
