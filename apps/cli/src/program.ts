@@ -10,6 +10,7 @@ import { registerDoctorCommand } from "./commands/doctor-command.js";
 import { registerEntitlementsCommand } from "./commands/entitlements-command.js";
 import { registerExecCommand } from "./commands/exec-command.js";
 import { registerFilesCommand } from "./commands/files-command.js";
+import { registerForkCommand } from "./commands/fork-command.js";
 import { registerGetCommand } from "./commands/get-command.js";
 import { registerImagesCommand } from "./commands/images-command.js";
 import { registerInterpreterCommand } from "./commands/interpreter-command.js";
@@ -62,6 +63,7 @@ export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
   registerRunsCommand(program, ctx);
   registerActionCommand(program, ctx);
   registerSnapshotsCommand(program, ctx);
+  registerForkCommand(program, ctx);
   registerRmCommand(program, ctx);
   registerActivityCommand(program, ctx);
   registerAuditCommand(program, ctx);

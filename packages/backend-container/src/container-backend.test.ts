@@ -19,6 +19,7 @@ describe.runIf(hostReport.available)("container backend", () => {
       reinstallOs: true,
       networkModes: ["sealed", "localhost", "internet"],
       pause: true,
+      fork: true,
     },
     async () => {
       const { backend, cleanup } = await makeTestBackend();

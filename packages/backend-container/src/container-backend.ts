@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { isAbsolute } from "node:path";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import type { ExecResult, PauseInfo, RuntimeAvailability, Snapshot } from "@shells/contract";
@@ -7,6 +8,7 @@ import {
   type SandboxBackend,
   type SandboxExecOptions,
   type SandboxExecRequest,
+  type SandboxForkCapture,
   type SandboxInfo,
   type SandboxProcess,
   type SandboxSpawnRequest,
@@ -19,7 +21,14 @@ import {
   shellCgroupName,
   type CgroupHost,
 } from "./internal/cgroups.js";
-import { createDisk, repairDiskIfNeeded, waitForLoopDetached } from "./internal/disk.js";
+import {
+  allocatedBytes,
+  copyDisk,
+  createDisk,
+  repairDiskIfNeeded,
+  waitForLoopDetached,
+  type DiskCopyMethod,
+} from "./internal/disk.js";
 import {
   runExec,
   ShellNotRunningError,
@@ -135,6 +144,21 @@ function pausedError(shellId: string): SandboxError {
 /** Shell ids name directories, cgroups and mount paths: keep them to a safe alphabet. */
 const SHELL_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const CAPTURE_ID = /^fork-[0-9a-f]{16}$/;
+/** Age past which a capture nobody released is a crash's leftover. */
+const CAPTURE_MAX_AGE_MS = 60 * 60 * 1000;
+
+/** What `<stateDir>/forks/<id>/capture.json` says of a capture. */
+interface CaptureMeta {
+  captureId: string;
+  parent: string;
+  language: SandboxSpec["language"];
+  diskMb: number;
+  imageVersion: string | null;
+  /** Host uid of root in the captured files. */
+  diskUidBase: number;
+  createdAt: string;
+}
 
 interface SnapshotMeta extends Snapshot {
   seq: number;
@@ -239,11 +263,15 @@ export class ContainerBackend implements SandboxBackend {
       if (await readJson<ShellRecord>(`${shellDir}/shell.json`)) {
         throw new SandboxError("failed", `shell ${spec.shellId} already exists on this host`);
       }
+      const capture = spec.from ? await this.#capture(spec.from.captureId, spec) : null;
       let helper: string;
       let image;
       try {
         helper = await ensureHelper(this.#stateDir);
-        image = await ensureImage(this.#imagesDir, spec.language, this.#buildOptions());
+        // A fork runs on its parent's image: its upper dir holds changes to that image.
+        image =
+          (capture?.imageVersion ? await findImage(this.#imagesDir, capture.imageVersion) : null) ??
+          (await ensureImage(this.#imagesDir, spec.language, this.#buildOptions()));
       } catch (error) {
         throw new SandboxError(
           "unavailable",
@@ -275,8 +303,12 @@ export class ContainerBackend implements SandboxBackend {
         await mkdir(shellDir, { mode: 0o700 });
         await writeJson(`${shellDir}/shell.json`, record);
         record.uidSlot = await claimUidSlot(this.#registryDir, shellDir);
+        if (capture) {
+          record.diskUidBase = capture.diskUidBase;
+          await copyDisk(`${this.#forksDir}/${capture.captureId}/disk.img`, `${shellDir}/disk.img`);
+        }
         await writeJson(`${shellDir}/shell.json`, record);
-        await createDisk(`${shellDir}/disk.img`, spec.resources.diskMb);
+        if (!capture) await createDisk(`${shellDir}/disk.img`, spec.resources.diskMb);
         await this.#startHolder(record, helper, { freshDisk: true });
         record.phase = "ready";
         await writeJson(`${shellDir}/shell.json`, record);
@@ -501,6 +533,65 @@ export class ContainerBackend implements SandboxBackend {
     });
   }
 
+  /**
+   * Copies the shell's disk image at one instant: a running shell is frozen, its filesystem
+   * flushed (syncfs through a mount sharing the live superblock), the image copied (a reflink
+   * where the host's filesystem has them, else a sparse copy of the allocated blocks) and thawed.
+   * The copy is then checked and marked clean (e2fsck), outside the freeze. Each fork copies it
+   * again (or reflinks it) in `create`, so forks share nothing with each other or the parent.
+   */
+  async captureFork(shellId: string): Promise<SandboxForkCapture> {
+    return this.#locked(shellId, async () => {
+      const record = await this.#record(shellId);
+      if (record.uidSlot === null) throw new SandboxError("failed", "shell record is incomplete");
+      const shellDir = this.#shellDir(shellId);
+      await this.#sweepCaptures();
+      const captureId = `fork-${randomBytes(8).toString("hex")}`;
+      const dir = `${this.#forksDir}/${captureId}`;
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      try {
+        const running = (await this.#liveHolder(shellId)) !== null;
+        const started = performance.now();
+        let frozenMs = 0;
+        const method = await this.#stillWhile(shellId, async () => {
+          if (running) await this.#withDisk(record, ["sync", "-f", `${shellDir}/mnt/disk`]);
+          const copied: DiskCopyMethod = await copyDisk(`${shellDir}/disk.img`, `${dir}/disk.img`);
+          frozenMs = running ? performance.now() - started : 0;
+          return copied;
+        });
+        // Mounted while copied: the copy's superblock says "not cleanly unmounted".
+        await repairDiskIfNeeded(`${dir}/disk.img`);
+        const meta: CaptureMeta = {
+          captureId,
+          parent: shellId,
+          language: record.language,
+          diskMb: record.resources.diskMb,
+          imageVersion: record.imageVersion,
+          diskUidBase: record.diskUidBase ?? uidBaseOf(record.uidSlot),
+          createdAt: new Date().toISOString(),
+        };
+        await writeJson(`${dir}/capture.json`, meta);
+        const sizeBytes = await allocatedBytes(`${dir}/disk.img`);
+        this.#log("info", { shellId, captureId, method, sizeBytes, frozenMs }, "fork captured");
+        return { captureId, method, sizeBytes, frozenMs: Math.round(frozenMs * 10) / 10 };
+      } catch (error) {
+        await rm(dir, { recursive: true, force: true });
+        if (error instanceof SandboxError) throw error;
+        throw new SandboxError(
+          "failed",
+          `capturing shell ${shellId} for a fork failed: ${(error as Error).message}`,
+          {},
+          { cause: error },
+        );
+      }
+    });
+  }
+
+  async releaseFork(captureId: string): Promise<void> {
+    if (!CAPTURE_ID.test(captureId)) return;
+    await rm(`${this.#forksDir}/${captureId}`, { recursive: true, force: true });
+  }
+
   async listSnapshots(shellId: string): Promise<Snapshot[]> {
     await this.#record(shellId);
     return (await this.#snapshots(shellId)).map(({ name, sizeBytes, createdAt }) => ({
@@ -586,6 +677,11 @@ export class ContainerBackend implements SandboxBackend {
       const wasRunning = (await this.#liveHolder(shellId)) !== null;
       await this.#stopHolder(shellId, "stopped");
       await createDisk(`${this.#shellDir(shellId)}/disk.img`, record.resources.diskMb);
+      if (record.diskUidBase !== undefined) {
+        // A fresh disk holds nothing of a fork's parent: its files are the shell's own again.
+        delete record.diskUidBase;
+        await writeJson(`${this.#shellDir(shellId)}/shell.json`, record);
+      }
       if (wasRunning) await this.#startHolder(record, await ensureHelper(this.#stateDir));
       return this.#info(record, wasRunning ? "running" : "stopped");
     });
@@ -620,6 +716,40 @@ export class ContainerBackend implements SandboxBackend {
 
   #shellDir(shellId: string): string {
     return `${this.#stateDir}/shells/${shellId}`;
+  }
+
+  /** Where fork captures live until released. */
+  get #forksDir(): string {
+    return `${this.#stateDir}/forks`;
+  }
+
+  /** A capture a new shell may start from: it exists and fits the spec. */
+  async #capture(captureId: string, spec: SandboxSpec): Promise<CaptureMeta> {
+    const meta = CAPTURE_ID.test(captureId)
+      ? await readJson<CaptureMeta>(`${this.#forksDir}/${captureId}/capture.json`)
+      : null;
+    if (!meta) throw new SandboxError("failed", `no fork capture ${captureId} on this host`);
+    if (meta.language !== spec.language || meta.diskMb !== spec.resources.diskMb)
+      throw new SandboxError(
+        "unsupported",
+        `a fork keeps its parent's language (${meta.language}) and disk size (${meta.diskMb} MiB)`,
+      );
+    return meta;
+  }
+
+  /** Removes captures a crash left behind (a fork takes seconds; an hour-old capture is lost). */
+  async #sweepCaptures(): Promise<void> {
+    let entries: string[];
+    try {
+      entries = await readdir(this.#forksDir);
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      const info = await stat(`${this.#forksDir}/${entry}`).catch(() => null);
+      if (info && Date.now() - info.mtimeMs > CAPTURE_MAX_AGE_MS)
+        await rm(`${this.#forksDir}/${entry}`, { recursive: true, force: true });
+    }
   }
 
   #info(record: ShellRecord, state: SandboxInfo["state"]): SandboxInfo {
@@ -928,6 +1058,7 @@ export class ContainerBackend implements SandboxBackend {
       imageRootfs: record.imageRootfs,
       disk,
       uidBase: uidBaseOf(record.uidSlot),
+      ...(record.diskUidBase !== undefined ? { diskUidBase: record.diskUidBase } : {}),
       network: record.network,
       ...(record.network === "internet" && record.egressSocket
         ? { egress: { socketPath: record.egressSocket, port: EGRESS_PORT } }
@@ -1019,7 +1150,7 @@ export class ContainerBackend implements SandboxBackend {
       "--mountpoint",
       `${shellDir}/mnt/disk`,
       "--uid-base",
-      String(uidBaseOf(record.uidSlot)),
+      String(record.diskUidBase ?? uidBaseOf(record.uidSlot)),
       "--",
       ...command,
     ]);

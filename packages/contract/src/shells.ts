@@ -139,15 +139,16 @@ export const ResolvedResources = z.strictObject({
 });
 export type ResolvedResources = z.infer<typeof ResolvedResources>;
 
+/** A shell's name: unique within the org, and never shaped like a shell id. */
+const shellName = name.refine(
+  (n) => !/^sh-[0-9a-z]{10}$/.test(n),
+  "a name that does not look like a shell id (sh-xxxxxxxxxx)",
+);
+
 /** Body of `POST /api/v1/shells`. The same contract as the console's create dialog and MCP. */
 export const ShellCreate = z.strictObject({
   /** Unique within the org; defaults to the shell's id. A name may not look like a shell id. */
-  name: name
-    .refine(
-      (n) => !/^sh-[0-9a-z]{10}$/.test(n),
-      "a name that does not look like a shell id (sh-xxxxxxxxxx)",
-    )
-    .optional(),
+  name: shellName.optional(),
   language: Language,
   /** Defaults to `container` (or the org's isolation floor when higher). */
   runtime: RuntimeClass.optional(),
@@ -204,6 +205,77 @@ export const Shell = z.strictObject({
   updatedAt: z.iso.datetime(),
 });
 export type Shell = z.infer<typeof Shell>;
+
+/** Most shells one fork makes. */
+export const MAX_FORK_COUNT = 20;
+
+/** The fields of a fork request (the REST body, and the agent tool's arguments with `shell`). */
+export const FORK_FIELDS = {
+  /** How many shells to make from the parent's state. */
+  count: z.int().min(1).max(MAX_FORK_COUNT),
+  /** Their names, one per shell in order (default: each shell's id). */
+  names: z.array(shellName).min(1).max(MAX_FORK_COUNT).optional(),
+};
+
+/** A fork request's rules across fields: one distinct name per shell, when names are given. */
+export function withForkRules<T extends z.ZodType<{ count: number; names?: string[] | undefined }>>(
+  schema: T,
+) {
+  return schema
+    .refine((fork) => !fork.names || fork.names.length === fork.count, {
+      message: "names must name exactly `count` shells",
+      path: ["names"],
+    })
+    .refine((fork) => !fork.names || new Set(fork.names).size === fork.names.length, {
+      message: "names must differ from each other",
+      path: ["names"],
+    });
+}
+
+/** Body of `POST /api/v1/shells/:id/fork`. */
+export const ShellFork = withForkRules(z.strictObject(FORK_FIELDS));
+export type ShellFork = z.infer<typeof ShellFork>;
+
+/** One shell of a fork that could not be made. */
+export const ForkFailure = z.strictObject({
+  /** Its position among the `count` asked for, from 0. */
+  index: z.int(),
+  name: z.string().nullable(),
+  /** The error code a create would have answered (`limit_exceeded`, `name_taken`, …). */
+  code: z.string(),
+  message: z.string(),
+});
+export type ForkFailure = z.infer<typeof ForkFailure>;
+
+/** Result of a fork. */
+export const ShellForkResult = z.strictObject({
+  /** The shell forked from. */
+  parent: z.string(),
+  /** The new shells, in the order asked for; each one was an audited create of its own. */
+  shells: z.array(Shell),
+  /** Shells that were not made, with why; after the first failure no more are tried. */
+  failed: z.array(ForkFailure),
+  /** What the new shells start from. */
+  state: z.strictObject({
+    /**
+     * The parent's filesystem at one instant. `reflink`: the copies share the parent's blocks
+     * until written; `copy`: every allocated block was copied again, once for the capture and once
+     * per shell (the host's filesystem has no reflinks).
+     */
+    filesystem: z.strictObject({
+      method: z.enum(["reflink", "copy"]),
+      /** Bytes of the parent's state each new shell holds on the host's disk. */
+      bytesPerShell: z.int(),
+      /** How long the parent's processes were frozen for the capture (0 when it ran none). */
+      parentFrozenMs: z.number(),
+    }),
+    /** Processes and memory are not forked: the new shells start with fresh processes. */
+    memory: z.literal("not_copied"),
+  }),
+  /** What happened, in words. */
+  message: z.string(),
+});
+export type ShellForkResult = z.infer<typeof ShellForkResult>;
 
 /** A named restore point of a shell's filesystem state. */
 export const Snapshot = z.strictObject({

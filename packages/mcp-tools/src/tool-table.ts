@@ -360,6 +360,36 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       };
     },
   },
+  shells_fork: {
+    title: "Fork a shell",
+    description: [
+      "Make `count` new shells (1–20), each starting from the shell's files at one instant: try several approaches side by side from the same state.",
+      "The shell keeps running (it is frozen for a moment during the capture). Only files are copied: no process or memory state comes along; start servers again in each new shell.",
+      "Each new shell is a create of its own: same language, runtime, network, resources and environment as the original; the org's limits apply, and each is metered while it runs until stopped or deleted. Not destructive.",
+      "Result: `{ parent, shells: Shell[], failed, state }`; pass each shell's `id` as `shell` to shells_exec. `failed` lists a shell that could not be made (and why); the ones before it were made. `state.filesystem.method` says whether the files were copied or shared by reflink.",
+    ].join("\n"),
+    annotations: {
+      readOnlyHint: false,
+      destructiveHint: false,
+      idempotentHint: false,
+      openWorldHint: false,
+    },
+    fields: {
+      shell: SHELL_FIELD,
+      count: "How many shells to make (1–20).",
+      names: "Names of the new shells, one per shell in order (default: their ids).",
+    },
+    render: (result) => {
+      const lines = [
+        `${result.shells.length} shell${result.shells.length === 1 ? "" : "s"} forked from ${result.parent} (files only; no processes or memory):`,
+        ...result.shells.map((shell) => `- ${describeShell(shell)}`),
+        ...result.failed.map(
+          (failure) => `Not made: shell ${failure.index + 1}: ${failure.code}: ${failure.message}`,
+        ),
+      ];
+      return { structuredContent: { ...result }, text: lines.join("\n") };
+    },
+  },
 };
 
 /** One line about a shell: what a model needs to pick it and use it. */

@@ -25,6 +25,25 @@ export interface SandboxSpec {
    * points the usual proxy variables at it. `internet` without it is refused with `unsupported`.
    */
   egress?: SandboxEgress;
+  /**
+   * A fork: the new shell's filesystem starts as the state `captureFork` captured (the language,
+   * runtime and disk size must be the captured shell's). Left out: a fresh filesystem.
+   */
+  from?: { captureId: string };
+}
+
+/**
+ * A shell's filesystem state captured at one instant by `captureFork`, held by the backend until
+ * `releaseFork`, for any number of `create` calls with `from`.
+ */
+export interface SandboxForkCapture {
+  captureId: string;
+  /** How the state was copied: `reflink` shares blocks until written; `copy` wrote them again. */
+  method: "reflink" | "copy";
+  /** Bytes the capture occupies on the host (each fork copies as much again, or shares it). */
+  sizeBytes: number;
+  /** How long the shell's processes were held still for the capture (0 when none ran). */
+  frozenMs: number;
 }
 
 /** Where an `internet` shell's traffic goes: its egress proxy, kept by the control plane. */
@@ -255,6 +274,14 @@ export interface SandboxBackend {
   snapshot(shellId: string, name: string): Promise<Snapshot>;
   /** Restore points, newest first. */
   listSnapshots(shellId: string): Promise<Snapshot[]>;
+  /**
+   * Captures a shell's filesystem state at one instant for forks (`create` with `from`): a running
+   * shell is frozen for the capture and thawed after. Memory is not captured. Backends that cannot
+   * fork leave it (and `releaseFork`) out.
+   */
+  captureFork?(shellId: string): Promise<SandboxForkCapture>;
+  /** Drops a capture; the shells created from it are independent of it. Idempotent. */
+  releaseFork?(captureId: string): Promise<void>;
   /** Returns the filesystem state to a restore point; running processes are restarted. */
   restore(shellId: string, name: string): Promise<Snapshot>;
   /** Puts the newest base image under the shell, keeping `/workspace`. Running processes are restarted. */

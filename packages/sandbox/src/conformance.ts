@@ -59,6 +59,11 @@ export interface BackendCapabilities {
    * be stopped. Left out: not claimed, and the backend must leave `pause` out too.
    */
   pause?: boolean;
+  /**
+   * `captureFork` and `create` with `from`: a fork starts from its parent's files at the capture
+   * and is independent afterwards. Left out: not claimed, and the backend leaves `captureFork` out.
+   */
+  fork?: boolean;
 }
 
 /** A capability that is claimed or not, as named in skipped tests' titles. */
@@ -380,6 +385,43 @@ export function describeSandboxBackend(
       expect(await subject.backend.start(id)).toMatchObject({ state: "running" });
       expect((await run(id, ["cat", "/workspace/s.txt"])).stdout).toBe("kept\n");
     });
+
+    itNeeds(
+      ["posixShell", "fork"],
+      "a fork starts from its parent's files at the capture and is independent afterwards",
+      async () => {
+        const parent = await createShell();
+        await sh(
+          parent,
+          "echo before > /workspace/f.txt; mkdir -p /workspace/d; echo x > /workspace/d/y",
+        );
+        const capture = await subject.backend.captureFork!(parent);
+        expect(["reflink", "copy"]).toContain(capture.method);
+        await sh(parent, "echo after > /workspace/f.txt");
+        const children: string[] = [];
+        try {
+          for (let i = 0; i < 2; i++)
+            children.push(await createShell({ from: { captureId: capture.captureId } }));
+        } finally {
+          await subject.backend.releaseFork!(capture.captureId);
+        }
+        const [a, b] = children as [string, string];
+        expect((await run(a, ["cat", "/workspace/f.txt"])).stdout).toBe("before\n");
+        expect((await run(a, ["cat", "/workspace/d/y"])).stdout).toBe("x\n");
+        await sh(a, "echo mine > /workspace/f.txt; touch /workspace/only-a");
+        expect((await run(b, ["cat", "/workspace/f.txt"])).stdout).toBe("before\n");
+        expect((await sh(b, "test -e /workspace/only-a")).exitCode).not.toBe(0);
+        expect((await run(parent, ["cat", "/workspace/f.txt"])).stdout).toBe("after\n");
+        // What the parent wrote, the fork may change.
+        expect((await sh(a, "echo z > /workspace/d/y && cat /workspace/d/y")).stdout).toBe("z\n");
+      },
+    );
+
+    if (!capabilities.fork) {
+      it("leaves captureFork out when it does not claim forks", () => {
+        expect("captureFork" in subject.backend).toBe(false);
+      });
+    }
 
     if (!capabilities.pause) {
       it("leaves pause and resume out when it does not claim them", () => {

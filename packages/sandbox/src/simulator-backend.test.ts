@@ -25,6 +25,7 @@ const SIMULATOR_CAPABILITIES: BackendCapabilities = {
   reinstallOs: true,
   networkModes: ["sealed", "localhost"],
   pause: true,
+  fork: true,
 };
 
 describeSandboxBackend("simulator", SIMULATOR_CAPABILITIES, async () => ({

@@ -11,6 +11,7 @@ import {
   type SandboxBackend,
   type SandboxExecOptions,
   type SandboxExecRequest,
+  type SandboxForkCapture,
   type SandboxInfo,
   type SandboxProcess,
   type SandboxSpawnRequest,
@@ -78,6 +79,8 @@ export class SimulatorBackend implements SandboxBackend {
   readonly name = "simulator";
   readonly #runtimes: RuntimeClass[];
   readonly #sandboxes = new Map<string, SimSandbox>();
+  /** Filesystems captured for forks, by capture id. */
+  readonly #captures = new Map<string, { fs: SimFs; language: SandboxSpec["language"] }>();
   /** Files of a running or paused shell (the model's files are not processes: nothing to freeze). */
   readonly files = new SimFiles((shellId) => {
     const sandbox = this.#get(shellId);
@@ -114,10 +117,15 @@ export class SimulatorBackend implements SandboxBackend {
     }
     const existing = this.#sandboxes.get(spec.shellId);
     if (existing) return this.#info(existing);
+    const capture = spec.from ? this.#captures.get(spec.from.captureId) : undefined;
+    if (spec.from && !capture)
+      throw new SandboxError("failed", `no fork capture ${spec.from.captureId}`);
+    if (capture && capture.language !== spec.language)
+      throw new SandboxError("unsupported", "a fork keeps its parent's language");
     const sandbox: SimSandbox = {
       spec,
       state: "running",
-      fs: emptyFs(),
+      fs: capture ? cloneFs(capture.fs) : emptyFs(),
       snapshots: [],
       inflight: new Set(),
     };
@@ -273,6 +281,17 @@ export class SimulatorBackend implements SandboxBackend {
     };
     sandbox.snapshots = [snap, ...sandbox.snapshots.filter((s) => s.name !== name)];
     return this.#describeSnapshot(snap);
+  }
+
+  async captureFork(shellId: string): Promise<SandboxForkCapture> {
+    const sandbox = this.#get(shellId);
+    const captureId = `capture-${this.#captures.size + 1}-${Date.now().toString(36)}`;
+    this.#captures.set(captureId, { fs: cloneFs(sandbox.fs), language: sandbox.spec.language });
+    return { captureId, method: "copy", sizeBytes: fsSize(sandbox.fs), frozenMs: 0 };
+  }
+
+  async releaseFork(captureId: string): Promise<void> {
+    this.#captures.delete(captureId);
   }
 
   async listSnapshots(shellId: string): Promise<Snapshot[]> {

@@ -64,6 +64,7 @@ export async function provisionShell(
   row: ShellRow,
   backend: SandboxBackend,
   spec: SandboxSpec,
+  forkOf?: string,
 ): Promise<void> {
   const record = (outcome: "success" | "failure", details: Record<string, unknown>) =>
     ctx.activity.record({
@@ -93,13 +94,19 @@ export async function provisionShell(
       network: spec.network,
       region: row.region,
       backend: backend.name,
+      ...(forkOf ? { forkOf } : {}),
     });
   } catch (error) {
     await ctx.setState(row, {
       status: "error",
       status_reason: `provisioning failed: ${describeError(error)}`,
     });
-    await record("failure", { name: row.name, runtime: spec.runtime, error: describeError(error) });
+    await record("failure", {
+      name: row.name,
+      runtime: spec.runtime,
+      error: describeError(error),
+      ...(forkOf ? { forkOf } : {}),
+    });
     throw toApiError(error, row.id, ctx.logger);
   }
 }

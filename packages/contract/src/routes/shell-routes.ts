@@ -12,6 +12,8 @@ import {
   Shell,
   ShellCreate,
   ShellEgressChange,
+  ShellFork,
+  ShellForkResult,
   ShellStatus,
   Snapshot,
 } from "../shells.js";
@@ -92,6 +94,21 @@ export const shellRoutes = {
     scope: "shells:instances:control",
     idempotent: true,
     example: { params: { id: "{shell}", capability: "snapshot" }, body: {} },
+  },
+  forkShell: {
+    method: "POST",
+    path: "/api/v1/shells/:id/fork",
+    summary: "Make `count` new shells, each starting from the shell's filesystem at one instant.",
+    description:
+      "The parent (running, paused or stopped) is frozen for the capture of its filesystem and thawed after; its processes and memory are not forked (`state.memory` says so). Each new shell is a create of its own: the same admission, limits and history as `POST /api/v1/shells`, with the parent's language, runtime, network, egress, project, resources, environment and TTL. `state.filesystem` says how the state was copied: `reflink` shares blocks until written, `copy` wrote them again per shell. When a shell cannot be made (a limit, a taken name) the ones made are returned with the failure; when none could be, the first refusal is the answer. Honours `Idempotency-Key`.",
+    tag: "shells",
+    params: z.strictObject({ id: shellId }),
+    body: ShellFork,
+    response: ShellForkResult,
+    successStatus: 201,
+    scope: "shells:instances:create",
+    idempotent: true,
+    example: { params: { id: "{shell}" }, body: { count: 1 } },
   },
   changeShellEgress: {
     method: "PATCH",
