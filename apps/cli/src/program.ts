@@ -26,6 +26,7 @@ import { registerRuntimesCommand } from "./commands/runtimes-command.js";
 import { registerServeCommand } from "./commands/serve-command.js";
 import { registerSnapshotsCommand } from "./commands/snapshots-command.js";
 import { registerTermCommand } from "./commands/term-command.js";
+import { registerUrlCommand } from "./commands/url-command.js";
 import { registerWhoamiCommand } from "./commands/whoami-command.js";
 import { CliContext, type CliIo, type GlobalOptions } from "./context.js";
 import { reportError } from "./errors.js";
@@ -64,6 +65,7 @@ export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
   registerActionCommand(program, ctx);
   registerSnapshotsCommand(program, ctx);
   registerForkCommand(program, ctx);
+  registerUrlCommand(program, ctx);
   registerRmCommand(program, ctx);
   registerActivityCommand(program, ctx);
   registerAuditCommand(program, ctx);

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { isAbsolute } from "node:path";
+import type { Duplex } from "node:stream";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import type { ExecResult, PauseInfo, RuntimeAvailability, Snapshot } from "@shells/contract";
 import {
@@ -36,6 +37,7 @@ import {
   type InflightExec,
 } from "./internal/exec.js";
 import { launchHolder } from "./internal/holder.js";
+import { connectInShell, PortRefusedError } from "./internal/port.js";
 import { startProcess } from "./internal/spawn.js";
 import { checkContainerHost, type ContainerHostReport } from "./internal/host-check.js";
 import { ensureImage, findImage, newestImage, type ImageBuildProgress } from "./internal/images.js";
@@ -178,6 +180,8 @@ interface SnapshotMeta extends Snapshot {
 export class ContainerBackend implements SandboxBackend {
   readonly name = "container";
   readonly networkModes = ["sealed", "localhost", "internet"] as const;
+  /** The egress forwarder's listeners on an `internet` shell's loopback (native/egress.c). */
+  readonly reservedPorts = { internet: [EGRESS_PORT, EGRESS_PORT + 1] } as const;
   readonly #stateDir: string;
   readonly #imagesDir: string;
   readonly #registryDir: string;
@@ -531,6 +535,32 @@ export class ContainerBackend implements SandboxBackend {
       await writeJson(`${shellDir}/shell.json`, record);
       return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
     });
+  }
+
+  /**
+   * A connection to `port` on the shell's loopback by the helper's `connect` mode, which joins only
+   * the shell's network namespace and dials only 127.0.0.1 or ::1, then drops every capability.
+   */
+  async connectPort(shellId: string, port: number): Promise<Duplex> {
+    const { target, record, paused } = await this.#execTarget(shellId, {});
+    if (paused) throw pausedError(shellId);
+    if (record.network === "sealed")
+      throw new SandboxError("unsupported", `shell ${shellId} is sealed: it has no network`);
+    const reserved: readonly number[] =
+      record.network === "internet" ? this.reservedPorts.internet : [];
+    if (!Number.isInteger(port) || port < 1 || port > 65535 || reserved.includes(port))
+      throw new SandboxError(
+        "unsupported",
+        `port ${port} cannot be reached in shell ${shellId}${reserved.includes(port) ? " (it is the egress forwarder's)" : ""}`,
+        { port },
+      );
+    try {
+      return await connectInShell(target, port);
+    } catch (error) {
+      if (error instanceof PortRefusedError)
+        throw new SandboxError("connection_refused", error.message, { port });
+      throw this.#execError(shellId, "exec", error);
+    }
   }
 
   /**

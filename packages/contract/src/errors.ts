@@ -78,6 +78,8 @@ export const ErrorCode = {
   rateLimited: "rate_limited",
   /** The sandbox backend failed; the shell may be in state `error`. */
   backendFailed: "backend_failed",
+  /** Nothing listens on the exposed port inside the shell (start the server, then retry). */
+  portNotListening: "port_not_listening",
   /** The server is not ready (starting, or a dependency is down). */
   notReady: "not_ready",
   /** An unexpected server fault. Reported with a request id; never caused by input. */
@@ -126,6 +128,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   invalid_cursor: 400,
   rate_limited: 429,
   backend_failed: 502,
+  port_not_listening: 502,
   not_ready: 503,
   internal: 500,
 };

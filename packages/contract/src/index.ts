@@ -90,6 +90,8 @@ export {
   LogEntry,
   NetworkMode,
   PauseInfo,
+  PortExpose,
+  PortUrl,
   ResolvedResources,
   Resources,
   RuntimeClass,

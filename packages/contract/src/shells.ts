@@ -277,6 +277,34 @@ export const ShellForkResult = z.strictObject({
 });
 export type ShellForkResult = z.infer<typeof ShellForkResult>;
 
+/** Body of `POST /api/v1/shells/:id/ports`. */
+export const PortExpose = z.strictObject({
+  /** The TCP port a server listens on inside the shell (on its loopback, or on all addresses). */
+  port: z.int().min(1).max(65535),
+  /** How long the URL works, in seconds (default 3600, at most a day). */
+  ttlSeconds: z
+    .int()
+    .min(60)
+    .max(24 * 3600)
+    .optional(),
+});
+export type PortExpose = z.infer<typeof PortExpose>;
+
+/**
+ * A URL that reaches a server listening on a port inside a shell (HTTP and WebSocket), through the
+ * control plane. The URL carries its own short-lived token: whoever holds it reaches that port of
+ * that shell, and nothing else, until it expires or the key that made it is revoked.
+ */
+export const PortUrl = z.strictObject({
+  id: z.string(),
+  shellId: z.string(),
+  port: z.int(),
+  /** Treat it as a secret: its path holds the token. Requests to it reach `port` in the shell. */
+  url: z.string(),
+  expiresAt: z.iso.datetime(),
+});
+export type PortUrl = z.infer<typeof PortUrl>;
+
 /** A named restore point of a shell's filesystem state. */
 export const Snapshot = z.strictObject({
   name: z.string(),

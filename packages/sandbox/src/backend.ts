@@ -1,3 +1,4 @@
+import type { Duplex } from "node:stream";
 import type {
   ExecResult,
   Language,
@@ -187,6 +188,8 @@ export type SandboxErrorCode =
   | "path_not_found"
   /** The path exists but is the wrong kind (a directory where a file is needed, or the reverse). */
   | "wrong_file_type"
+  /** Nothing listens on the port `connectPort` was asked for. */
+  | "connection_refused"
   /** Anything else: the host failed. */
   | "failed";
 
@@ -218,6 +221,11 @@ export interface SandboxBackend {
    * `internet` only when it routes a shell's traffic to `SandboxSpec.egress` and nowhere else.
    */
   readonly networkModes?: readonly NetworkMode[];
+  /**
+   * Ports of a shell's loopback that belong to the backend itself (e.g. the egress forwarder of
+   * `internet` shells), by network mode: `connectPort` refuses them. Left out: none.
+   */
+  readonly reservedPorts?: Partial<Record<NetworkMode, readonly number[]>>;
   /** The language presets `create` accepts. Left out: every preset. */
   readonly languages?: readonly Language[];
   /** The runtime classes this backend serves and whether this host can run each, with the reason. */
@@ -274,6 +282,14 @@ export interface SandboxBackend {
   snapshot(shellId: string, name: string): Promise<Snapshot>;
   /** Restore points, newest first. */
   listSnapshots(shellId: string): Promise<Snapshot[]>;
+  /**
+   * A TCP connection to `port` on a running shell's own loopback, made from inside the shell's
+   * network namespace: only the shell's loopback is ever dialled, so no port number reaches the
+   * host or another shell. `connection_refused` when nothing listens there; `paused` while paused;
+   * `unsupported` for a reserved port. The caller owns the stream and destroys it when done.
+   * Backends that cannot reach into a shell's network leave it out.
+   */
+  connectPort?(shellId: string, port: number): Promise<Duplex>;
   /**
    * Captures a shell's filesystem state at one instant for forks (`create` with `from`): a running
    * shell is frozen for the capture and thawed after. Memory is not captured. Backends that cannot

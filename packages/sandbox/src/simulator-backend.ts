@@ -1,3 +1,4 @@
+import type { Duplex } from "node:stream";
 import type {
   ExecResult,
   KillReason,
@@ -281,6 +282,15 @@ export class SimulatorBackend implements SandboxBackend {
     };
     sandbox.snapshots = [snap, ...sandbox.snapshots.filter((s) => s.name !== name)];
     return this.#describeSnapshot(snap);
+  }
+
+  /** The model runs no servers: nothing ever listens on a port. */
+  async connectPort(shellId: string, port: number): Promise<Duplex> {
+    this.#running(shellId);
+    throw new SandboxError(
+      "connection_refused",
+      `nothing listens on port ${port} in shell ${shellId} (the simulator runs no code)`,
+    );
   }
 
   async captureFork(shellId: string): Promise<SandboxForkCapture> {

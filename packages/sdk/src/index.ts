@@ -129,6 +129,7 @@ export type {
   ShellStatus,
   SeedFile,
   PauseInfo,
+  PortUrl,
   ForkFailure,
   Snapshot,
   Target,

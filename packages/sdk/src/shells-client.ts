@@ -21,6 +21,7 @@ import type {
   Shell,
   ShellCreate,
   ShellForkResult,
+  PortUrl,
   ShellStatus,
   Snapshot,
   TermCredential,
@@ -328,6 +329,29 @@ export class ShellsClient {
       body: { count, ...(names ? { names } : {}) },
       idempotencyKey,
       signal,
+    });
+  }
+
+  /**
+   * A URL that reaches a server listening on `port` inside a running `localhost` or `internet`
+   * shell, over HTTP and WebSocket, through the control plane. The URL carries a short-lived
+   * token (default one hour, `ttlSeconds` up to a day): treat it as a secret. Requests to it
+   * answer 502 `port_not_listening` while nothing listens on the port.
+   *
+   * ```ts
+   * const { url } = await shells.url(shell.id, 8000);
+   * await fetch(url); // the shell's server answers
+   * ```
+   */
+  url(
+    idOrName: string,
+    port: number,
+    options: RequestOptions & { ttlSeconds?: number | undefined } = {},
+  ): Promise<PortUrl> {
+    const { ttlSeconds, ...rest } = options;
+    return this.#call<PortUrl>("POST", `/api/v1/shells/${segment(idOrName)}/ports`, {
+      ...rest,
+      body: { port, ...(ttlSeconds === undefined ? {} : { ttlSeconds }) },
     });
   }
 

@@ -95,8 +95,10 @@ async function runCase(
   let shellFixture: string | undefined;
   const fixtures: Record<string, () => Promise<string>> = {
     shell: async () =>
-      (shellFixture ??= (await asOwner("POST", "/api/v1/shells", { language: "bash" })).json()
-        .id as string),
+      // With loopback up: a port of it can be exposed (a sealed shell has no network to serve on).
+      (shellFixture ??= (
+        await asOwner("POST", "/api/v1/shells", { language: "bash", network: "localhost" })
+      ).json().id as string),
     run: async () => {
       const started = await asOwner("POST", "/api/v1/runs", {
         language: "bash",

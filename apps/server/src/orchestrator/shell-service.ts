@@ -454,6 +454,7 @@ export class ShellService {
       shellId: row.id,
       name: row.name,
       language: row.language as Shell["language"],
+      network: row.network as Shell["network"],
       env: { ...env, ...secretEnv },
       secrets: this.#records.secretsOf({ ...env }, secretEnv),
       call: <T>(fn: (backend: SandboxBackend) => Promise<T>) => this.#backendCall(row, fn),

@@ -12,6 +12,8 @@ import {
   Shell,
   ShellCreate,
   ShellEgressChange,
+  PortExpose,
+  PortUrl,
   ShellFork,
   ShellForkResult,
   ShellStatus,
@@ -109,6 +111,21 @@ export const shellRoutes = {
     scope: "shells:instances:create",
     idempotent: true,
     example: { params: { id: "{shell}" }, body: { count: 1 } },
+  },
+  exposePort: {
+    method: "POST",
+    path: "/api/v1/shells/:id/ports",
+    summary:
+      "Get a URL that reaches a server listening on a port inside the shell (HTTP and WebSocket).",
+    description:
+      "The URL goes through the control plane and carries a short-lived token (default one hour): whoever holds it reaches that port of that shell — connected from inside the shell's own network namespace, so never the host's services nor another shell's — until it expires or the key that made it is revoked or its holder loses the scope. `localhost` and `internet` shells only (a `sealed` shell has no network to listen on). Responses are served with `Content-Security-Policy: sandbox` and without cookies in either direction, so a page the shell serves cannot act as the console. The URL is an activity event; its token never is. A request when nothing listens answers 502 `port_not_listening`.",
+    tag: "shells",
+    params: z.strictObject({ id: shellId }),
+    body: PortExpose,
+    response: PortUrl,
+    successStatus: 201,
+    scope: "shells:instances:control",
+    example: { params: { id: "{shell}" }, body: { port: 8000 } },
   },
   changeShellEgress: {
     method: "PATCH",
