@@ -1,3 +1,4 @@
+import { readdir, readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import type { Duplex } from "node:stream";
 import type { NetworkMode } from "@shells/contract";
@@ -11,6 +12,19 @@ import {
   request,
   SMALL,
 } from "./internal/test-support.js";
+
+/** How many of this process's port relays are alive (their helper names itself `shells-port`). */
+async function relays(): Promise<number> {
+  let count = 0;
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
+    const match = /^\d+ \((.*)\) (\S) (\d+)/.exec(stat);
+    if (match?.[1] === "shells-port" && match[2] !== "Z" && Number(match[3]) === process.pid)
+      count += 1;
+  }
+  return count;
+}
 
 /** Everything the connection answers until the server closes it. */
 async function readAll(stream: Duplex): Promise<string> {
@@ -69,12 +83,14 @@ describe.runIf(hostReport.available)("connecting to a port inside a container sh
     expect(await readAll(await backend.connectPort("port-b", 7001))).toBe("pong\n");
   }, 120_000);
 
-  it("carries many connections at once and ends each helper with its stream", async () => {
-    const streams = await Promise.all(
-      Array.from({ length: 8 }, () => backend.connectPort("port-a", 7000)),
-    );
-    const answers = await Promise.all(streams.map(readAll));
-    expect(answers).toEqual(Array.from({ length: 8 }, () => "pong\n"));
+  it("carries many connections at once, and no relay outlives its connection", async () => {
+    for (let round = 0; round < 4; round++) {
+      const answers = await Promise.all(
+        Array.from({ length: 8 }, async () => readAll(await backend.connectPort("port-a", 7000))),
+      );
+      expect(answers).toEqual(Array.from({ length: 8 }, () => "pong\n"));
+    }
+    await expect.poll(relays, { timeout: 5_000 }).toBe(0);
   }, 60_000);
 
   it("refuses a sealed shell, a paused one, and ports out of range", async () => {

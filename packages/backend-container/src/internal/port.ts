@@ -33,7 +33,34 @@ export async function connectInShell(
     ],
     { stdio: ["pipe", "pipe", "ignore", "pipe"], env: {} },
   );
-  const status = child.stdio[3] as NodeJS.ReadableStream;
+  const { stdout, stdin } = child;
+  const status = child.stdio[3] as NodeJS.ReadableStream | null;
+  if (!stdout || !stdin || !status) throw new Error("the port relay has no pipes");
+  // The two directions end on their own: the server may close after its answer while the caller
+  // is still writing (what it writes then is dropped), or the caller may finish first.
+  stdin.on("error", () => undefined);
+  const stream = new Duplex({
+    read: () => stdout.resume(),
+    write: (chunk: Buffer, _encoding, done) => {
+      if (stdin.destroyed || !stdin.writable) return done();
+      stdin.write(chunk, () => done());
+    },
+    final: (done) => {
+      stdin.end();
+      done();
+    },
+    // The stream is the only handle: when it goes, so does the helper (and the connection).
+    destroy: (error, done) => {
+      child.kill("SIGKILL");
+      done(error);
+    },
+  });
+  // Wired before anything is awaited: a server that answers and closes at once can make the helper
+  // exit before the status is read, and Node drains an exited child's unread output.
+  stdout.on("data", (chunk: Buffer) => {
+    if (!stream.push(chunk)) stdout.pause();
+  });
+  stdout.on("end", () => stream.push(null));
   const answer = await new Promise<string>((resolve, reject) => {
     let text = "";
     const timer = setTimeout(() => {
@@ -54,17 +81,16 @@ export async function connectInShell(
       clearTimeout(timer);
       reject(error);
     });
+  }).catch((error: unknown) => {
+    stream.destroy();
+    throw error;
   });
   if (answer !== "ok") {
-    child.kill("SIGKILL");
+    stream.destroy();
     if (answer === "not_running") throw new ShellNotRunningError("the shell is not running");
     if (answer === "refused" || answer === "unreachable")
       throw new PortRefusedError(`nothing listens on port ${port} in the shell`);
     throw new Error(`the port relay failed to start${answer ? `: ${answer}` : ""}`);
   }
-  const stream = Duplex.from({ readable: child.stdout!, writable: child.stdin! });
-  // The stream is the only handle: when it goes, so does the helper (and with it the connection).
-  stream.on("close", () => child.kill("SIGKILL"));
-  child.stdin?.on("error", () => undefined); // the server closed first
   return stream;
 }
