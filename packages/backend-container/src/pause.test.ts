@@ -1,3 +1,4 @@
+import { writeFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ContainerBackend, type ContainerBackendOptions } from "./container-backend.js";
 import { detectCgroups, ShellCgroup, shellCgroupName } from "./internal/cgroups.js";
@@ -69,6 +70,28 @@ describe.runIf(hostReport.available && canFreeze)("pausing a container shell", (
       expect(after).toBeGreaterThan(frozenAt);
       expect(after).toBeLessThan(frozenAt + 60);
       expect((await sh("pause-a", "pgrep -o -f 'i=0; while'")).stdout.trim()).toBe(pidBefore);
+    },
+    60_000,
+  );
+
+  it.runIf(readsWhilePaused)(
+    "freezes the processes of a shell that started outside the freezer hierarchy",
+    async () => {
+      await create("pause-f");
+      await sh("pause-f", `(${COUNTER}) >/dev/null 2>&1 &`);
+      // As a shell started before the freezer was in use: every process in the root freezer group.
+      const group = shellCgroup("pause-f");
+      if (typeof cgroups === "string" || cgroups.version !== 1 || !cgroups.freezer)
+        throw new Error("needs cgroup v1 with a freezer");
+      for (const pid of await group.members())
+        await writeFile(`${cgroups.freezer}/cgroup.procs`, String(pid)).catch(() => undefined);
+      await backend.pause("pause-f");
+      const frozenAt = await count("pause-f");
+      await sleep(400);
+      expect(await count("pause-f")).toBe(frozenAt);
+      await backend.resume("pause-f");
+      await sleep(300);
+      expect(await count("pause-f")).toBeGreaterThan(frozenAt);
     },
     60_000,
   );

@@ -224,7 +224,11 @@ export class ShellCgroup {
   async freeze(timeoutMs = 5_000): Promise<void> {
     const dir = this.freezerDir;
     if (!dir) throw new Error("this host has no cgroup freezer (v1 without the freezer hierarchy)");
-    if (this.host.version === 1) await this.#adoptIntoFreezer(dir);
+    if (this.host.version === 1) {
+      // A shell started before the freezer hierarchy was in use here has no group in it yet.
+      await mkdir(dir, { recursive: true });
+      await this.#adoptIntoFreezer(dir);
+    }
     await writeFile(
       this.host.version === 2 ? `${dir}/cgroup.freeze` : `${dir}/freezer.state`,
       this.host.version === 2 ? "1" : "FROZEN",
