@@ -5,8 +5,18 @@
 //
 //   npm run bench                       # defaults
 //   BENCH_IDLE_SHELLS=500 npm run bench # how many idle shells to hold at once
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+//   BENCH_FORK_MB=500 BENCH_FORK_COUNT=10 npm run bench   # the fork's workspace size and fan-out
+import { spawn, spawnSync } from "node:child_process";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  statfsSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import ShellsClient from "@l1fe/shells";
@@ -17,6 +27,9 @@ const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 40);
 const IDLE_SHELLS = Number(process.env.BENCH_IDLE_SHELLS ?? 200);
 const THROUGHPUT_SECONDS = Number(process.env.BENCH_THROUGHPUT_SECONDS ?? 5);
 const BACKEND = process.env.BENCH_BACKEND ?? "container";
+const FORK_MB = Number(process.env.BENCH_FORK_MB ?? 500);
+const FORK_COUNT = Number(process.env.BENCH_FORK_COUNT ?? 10);
+const PAUSE_ROUNDS = Number(process.env.BENCH_PAUSE_ROUNDS ?? 20);
 
 function log(line = "") {
   process.stdout.write(`${line}\n`);
@@ -27,6 +40,11 @@ function memAvailableKb() {
     .split("\n")
     .find((l) => l.startsWith("MemAvailable:"));
   return Number(line?.split(/\s+/)[1] ?? 0);
+}
+
+function statfsFreeBytes(path) {
+  const fs = statfsSync(path);
+  return fs.bavail * fs.bsize;
 }
 
 function rawSpawn(argv) {
@@ -61,6 +79,69 @@ log(
   `baseline raw \`bwrap … true\` spawn: p50 ${ms(bwrap.p50)}  p99 ${ms(bwrap.p99)}  (n=${bwrap.n})`,
 );
 const ratio = (v) => `${(v / bwrap.p50).toFixed(2)}× raw bwrap`;
+
+/**
+ * Raw freezer baseline: a cgroup of our own holding one `sleep`, frozen and thawed directly through
+ * the kernel's files (v1 freezer hierarchy, or v2 `cgroup.freeze`), timed until the kernel reports
+ * the state. Null where this host has neither.
+ */
+async function rawFreezeBaseline(rounds) {
+  const v1 = "/sys/fs/cgroup/freezer";
+  const v2 = "/sys/fs/cgroup";
+  const version = existsSync(`${v1}/cgroup.procs`)
+    ? 1
+    : existsSync(`${v2}/cgroup.controllers`)
+      ? 2
+      : null;
+  if (version === null) return null;
+  const dir = `${version === 1 ? v1 : v2}/shells-bench-${process.pid}`;
+  mkdirSync(dir);
+  const sleeper = spawn("sleep", ["600"], { stdio: "ignore" });
+  try {
+    writeFileSync(`${dir}/cgroup.procs`, String(sleeper.pid));
+    const stateFile = version === 1 ? `${dir}/freezer.state` : `${dir}/cgroup.freeze`;
+    const frozen = () =>
+      version === 1
+        ? readFileSync(stateFile, "utf8").trim() === "FROZEN"
+        : /^frozen 1$/m.test(readFileSync(`${dir}/cgroup.events`, "utf8"));
+    const freezes = [];
+    const thaws = [];
+    for (let i = 0; i < rounds; i += 1) {
+      let t0 = performance.now();
+      writeFileSync(stateFile, version === 1 ? "FROZEN" : "1");
+      while (!frozen()) await new Promise((r) => setImmediate(r));
+      freezes.push(performance.now() - t0);
+      t0 = performance.now();
+      writeFileSync(stateFile, version === 1 ? "THAWED" : "0");
+      while (frozen()) await new Promise((r) => setImmediate(r));
+      thaws.push(performance.now() - t0);
+    }
+    return { freeze: summary(freezes), thaw: summary(thaws) };
+  } finally {
+    sleeper.kill("SIGKILL");
+    await new Promise((r) => sleeper.once("exit", r));
+    rmdirSync(dir);
+  }
+}
+
+/** Raw copy baseline: `cp --sparse=always` of a file of `mb` MiB of random data on the data dir's filesystem. */
+function rawCopyBaseline(dir, mb) {
+  const source = join(dir, "copy-source");
+  spawnSync("sh", ["-c", `head -c ${mb * 1024 * 1024} /dev/urandom > ${source} && sync`]);
+  const times = [];
+  for (let i = 0; i < 3; i += 1) {
+    const target = join(dir, `copy-${i}`);
+    const t0 = performance.now();
+    const r = spawnSync("cp", ["--sparse=always", source, target]);
+    times.push(performance.now() - t0);
+    if (r.status !== 0) throw new Error(`cp failed: ${r.stderr}`);
+    rmSync(target);
+  }
+  const reflink = spawnSync("cp", ["--reflink=always", source, join(dir, "copy-reflink")]);
+  rmSync(join(dir, "copy-reflink"), { force: true });
+  rmSync(source);
+  return { copy: summary(times), reflinks: reflink.status === 0 };
+}
 
 // --- server -------------------------------------------------------------------------------------
 const dataDir = mkdtempSync(join(tmpdir(), "shells-bench-"));
@@ -125,6 +206,77 @@ try {
       `execs per second, ${clients} clients:      ${perSecond.toFixed(1)}  (raw bwrap spawns/s on one core: ${(1000 / bwrap.p50).toFixed(1)})`,
     );
   }
+
+  // pause / resume, against the raw freezer in the same run
+  const raw = await rawFreezeBaseline(PAUSE_ROUNDS);
+  if (raw)
+    log(
+      `baseline raw cgroup freeze / thaw:   p50 ${ms(raw.freeze.p50)} / ${ms(raw.thaw.p50)}  p99 ${ms(raw.freeze.p99)} / ${ms(raw.thaw.p99)}  (n=${raw.freeze.n})`,
+    );
+  const paused = await shells.create({ language: "bash" });
+  created.push(paused.id);
+  await shells.exec(paused.id, {
+    command: ["sh", "-c", "(while :; do sleep 0.01; done) >/dev/null 2>&1 &"],
+  });
+  const pauses = [];
+  const resumes = [];
+  for (let i = 0; i < PAUSE_ROUNDS; i += 1) {
+    t0 = performance.now();
+    await shells.action(paused.id, "pause");
+    pauses.push(performance.now() - t0);
+    t0 = performance.now();
+    await shells.action(paused.id, "resume");
+    resumes.push(performance.now() - t0);
+  }
+  const p = summary(pauses);
+  const r = summary(resumes);
+  log(
+    `API pause / resume:                p50 ${ms(p.p50)} / ${ms(r.p50)}  p99 ${ms(p.p99)} / ${ms(r.p99)}  (n=${p.n})${raw ? `  p50 = ${(p.p50 / raw.freeze.p50).toFixed(1)}× / ${(r.p50 / raw.thaw.p50).toFixed(1)}× raw` : ""}`,
+  );
+
+  // fork of a shell with a FORK_MB workspace into FORK_COUNT shells, against a raw copy of as much data
+  const copyBaseline = rawCopyBaseline(dataDir, FORK_MB);
+  log(
+    `baseline raw \`cp --sparse=always\` of ${FORK_MB} MiB: p50 ${ms(copyBaseline.copy.p50)}  (n=${copyBaseline.copy.n}; reflinks on this filesystem: ${copyBaseline.reflinks ? "yes" : "no"})`,
+  );
+  const parent = await shells.create({
+    language: "bash",
+    resources: { diskMb: Math.max(1024, FORK_MB * 2) },
+  });
+  created.push(parent.id);
+  await shells.exec(parent.id, {
+    command: ["sh", "-c", `head -c ${FORK_MB * 1024 * 1024} /dev/urandom > /workspace/data`],
+    timeoutMs: 600_000,
+  });
+  await shells.exec(parent.id, {
+    command: ["sh", "-c", "(while :; do sleep 0.01; done) >/dev/null 2>&1 &"],
+  });
+  const freeBefore = statfsFreeBytes(dataDir);
+  t0 = performance.now();
+  const fork = await shells.fork(parent.id, { count: FORK_COUNT });
+  const forkMs = performance.now() - t0;
+  const freeAfter = statfsFreeBytes(dataDir);
+  created.push(...fork.shells.map((s) => s.id));
+  const { method, bytesPerShell, parentFrozenMs } = fork.state.filesystem;
+  log(
+    `API fork of a ${FORK_MB} MiB workspace into ${fork.shells.length}: ${ms(forkMs)} in all, ${ms(forkMs / fork.shells.length)} per shell (filesystem ${method}, parent frozen ${ms(parentFrozenMs)})`,
+  );
+  log(
+    `  disk used by the fork:            ${(bytesPerShell / 1024 / 1024).toFixed(1)} MiB per shell; host free space fell ${((freeBefore - freeAfter) / 1024 / 1024).toFixed(0)} MiB`,
+  );
+  const single = [];
+  for (let i = 0; i < 5; i += 1) {
+    t0 = performance.now();
+    const one = await shells.fork(parent.id, { count: 1 });
+    single.push(performance.now() - t0);
+    await shells.exec(one.shells[0].id, { command: ["true"] });
+    await shells.delete(one.shells[0].id);
+  }
+  const f1 = summary(single);
+  log(
+    `API fork into 1 shell:              p50 ${ms(f1.p50)}  p99 ${ms(f1.p99)}  (n=${f1.n})  p50 = ${(f1.p50 / copyBaseline.copy.p50).toFixed(2)}× raw copy, ${(f1.p50 / c.p50).toFixed(2)}× create→first exec`,
+  );
+  for (const id of created.splice(1)) await shells.delete(id);
 
   // idle shells
   const before = memAvailableKb();

@@ -27,6 +27,7 @@ const TOOLS = [
   "shells_create",
   "shells_exec",
   "shells_files",
+  "shells_fork",
   "shells_interpreter",
   "shells_list",
   "shells_run",
@@ -319,6 +320,28 @@ describe.each([
       expect(errorCode(malformed), tool).toBe("validation_failed");
       expect(textOf(malformed)).toMatch(/arguments\.egress\.mode/);
     }
+  });
+
+  it("forks a shell through the gate: new shells with the parent's files", async () => {
+    await call(client, "shells_files", {
+      shell: shell.id,
+      op: "write",
+      path: "fork/seed.txt",
+      content: "from the parent",
+    });
+    const result = await call(client, "shells_fork", { shell: shell.id, count: 2 });
+    const fork = structured<{ parent: string; shells: Shell[]; state: { memory: string } }>(result);
+    expect(fork.parent).toBe(shell.id);
+    expect(fork.shells).toHaveLength(2);
+    expect(fork.state.memory).toBe("not_copied");
+    const read = structured<{ content: string }>(
+      await call(client, "shells_files", {
+        shell: fork.shells[1]!.id,
+        op: "read",
+        path: "fork/seed.txt",
+      }),
+    );
+    expect(read.content).toBe("from the parent");
   });
 
   it("lists its own org's shells and never another org's", async () => {

@@ -33,6 +33,7 @@ const HINTS: Partial<Record<string, string>> = {
   timeout: "the server did not answer in time; check it with `shells whoami`",
   shell_not_found: "list your shells with `shells ls`",
   invalid_state: "see the shell's status with `shells get <id>`",
+  shell_paused: "resume it with `shells action <id> resume`",
   runtime_unavailable: "see which runtime classes this server can run with `shells runtimes`",
   name_taken:
     "choose a name (or email) not yet in use; a shell created without --name is named after its id",

@@ -14,6 +14,7 @@ import { registerEntitlementsCommand } from "./commands/entitlements-command.js"
 import { registerEvidenceCommand } from "./commands/evidence-command.js";
 import { registerExecCommand } from "./commands/exec-command.js";
 import { registerFilesCommand } from "./commands/files-command.js";
+import { registerForkCommand } from "./commands/fork-command.js";
 import { registerGetCommand } from "./commands/get-command.js";
 import { registerImagesCommand } from "./commands/images-command.js";
 import { registerInterpreterCommand } from "./commands/interpreter-command.js";
@@ -31,6 +32,7 @@ import { registerSnapshotsCommand } from "./commands/snapshots-command.js";
 import { registerTermCommand } from "./commands/term-command.js";
 import { registerWebhooksCommand } from "./commands/webhooks-command.js";
 import { registerUsageCommand } from "./commands/usage-command.js";
+import { registerUrlCommand } from "./commands/url-command.js";
 import { registerWhoamiCommand } from "./commands/whoami-command.js";
 import { CliContext, type CliIo, type GlobalOptions } from "./context.js";
 import { reportError } from "./errors.js";
@@ -68,6 +70,8 @@ export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
   registerRunsCommand(program, ctx);
   registerActionCommand(program, ctx);
   registerSnapshotsCommand(program, ctx);
+  registerForkCommand(program, ctx);
+  registerUrlCommand(program, ctx);
   registerRmCommand(program, ctx);
   registerActivityCommand(program, ctx);
   registerAuditCommand(program, ctx);

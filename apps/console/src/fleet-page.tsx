@@ -34,7 +34,7 @@ const NOTICE_TONES: Record<Notice["tone"], string> = {
     "border-red-200 bg-red-50 text-red-700 dark:border-red-900 dark:bg-red-950/40 dark:text-red-300",
 };
 
-const STATUSES: ShellStatus[] = ["provisioning", "running", "stopped", "error"];
+const STATUSES: ShellStatus[] = ["provisioning", "running", "paused", "stopped", "error"];
 
 /** Every shell of the tenant, live; click a row for its detail sheet. */
 export function FleetPage({

@@ -19,7 +19,7 @@ import { Button, Dialog, ErrorNote, StatusBadge, describeError, fieldClass } fro
 /** Actions that destroy something: typed confirmation of the shell's name, or an approver. */
 type ConfirmedAction = "stop" | "wipe_state" | "reinstall_os" | "delete";
 
-const LIFECYCLE: Capability[] = ["restart", "snapshot", "restore", "logs"];
+const LIFECYCLE: Capability[] = ["restart", "snapshot", "restore", "pause", "resume", "logs"];
 
 const DANGER: { action: ConfirmedAction; title: string; detail: string }[] = [
   {

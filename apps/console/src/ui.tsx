@@ -31,6 +31,8 @@ const STATUS_STYLES: Record<string, string> = {
     "bg-emerald-50 text-emerald-700 ring-emerald-600/20 dark:bg-emerald-500/10 dark:text-emerald-400 dark:ring-emerald-400/20",
   provisioning:
     "bg-amber-50 text-amber-700 ring-amber-600/20 dark:bg-amber-500/10 dark:text-amber-300 dark:ring-amber-400/20",
+  paused:
+    "bg-sky-50 text-sky-700 ring-sky-600/20 dark:bg-sky-500/10 dark:text-sky-300 dark:ring-sky-400/20",
   stopped:
     "bg-zinc-100 text-zinc-600 ring-zinc-500/20 dark:bg-zinc-500/10 dark:text-zinc-400 dark:ring-zinc-400/20",
   error:
@@ -42,6 +44,7 @@ const STATUS_STYLES: Record<string, string> = {
 const DOT_STYLES: Record<string, string> = {
   running: "bg-emerald-500",
   provisioning: "bg-amber-500 animate-pulse",
+  paused: "bg-sky-500",
   stopped: "bg-zinc-400",
   error: "bg-red-500",
   deleted: "bg-zinc-400",

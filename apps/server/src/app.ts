@@ -23,6 +23,7 @@ import { InterpreterService } from "./orchestrator/interpreter-service.js";
 import { RunService } from "./orchestrator/run-service.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { ShellService } from "./orchestrator/shell-service.js";
+import { PortService } from "./orchestrator/port-service.js";
 import { TermService, selectTermProtocol } from "./orchestrator/term-service.js";
 import { agentGateHandlers } from "./routes/agent-gate-routes.js";
 import { approvalHandlers } from "./routes/approval-routes.js";
@@ -37,6 +38,7 @@ import { fileHandlers } from "./routes/file-routes.js";
 import { iamHandlers } from "./routes/iam-routes.js";
 import { registerMcpEndpoint } from "./routes/mcp-endpoint.js";
 import { registerMetrics } from "./routes/metrics-route.js";
+import { portHandlers, registerPortProxy } from "./routes/port-routes.js";
 import { registerRoutes } from "./routes/register-routes.js";
 import { registerRequestAuth } from "./routes/request-auth.js";
 import { runHandlers } from "./routes/run-routes.js";
@@ -181,6 +183,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const keys = new KeyService(db, activity);
   const files = new FileService(shells, activity);
   const terms = new TermService(db, shells, policies, activity, deps.logger);
+  const ports = new PortService(db, shells, activity);
   const interpreters = new InterpreterService(shells, activity);
   const runs = new RunService(db, shells, activity, config.dataDir, deps.logger, {
     git: {
@@ -245,6 +248,8 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     requestLimit: config.rateLimitPerKey,
     requestWindowMs: config.rateLimitWindowSeconds * 1000,
   });
+  // Before `@fastify/websocket`: exposed ports tunnel upgrades themselves (see port-routes.ts).
+  await registerPortProxy(app, ports);
   await app.register(fastifyWebsocket, {
     options: { maxPayload: 1024 * 1024, handleProtocols: selectTermProtocol },
   });
@@ -264,6 +269,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...agentGateHandlers(agentGate),
       ...terminalHandlers(terms, baseUrl),
       ...usageHandlers(metering, caps, new GovernanceService(db)),
+      ...portHandlers(ports, baseUrl),
     },
     { db, activity, validateResponses: config.validateResponses, authenticate },
   );

@@ -99,6 +99,7 @@ struct start_options {
     int egress_port;           /* where the forwarder listens on the shell's loopback */
     const char *hostname;
     unsigned long uid_base;
+    unsigned long disk_uid_base; /* host uid of root in the files on the disk (a fork's parent's) */
     unsigned long shm_mb;
     char *cgroups[MAX_CGROUPS]; /* cgroup.procs files to join */
     int cgroup_count;
@@ -185,6 +186,32 @@ static void mount_idmapped_lower(const char *image, const char *target, int user
         die("id-map base image (kernel >= 5.19 with idmapped mounts needed)");
     if (syscall(SYS_move_mount, tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0) die("move_mount lower");
     close(tree);
+}
+
+static int make_idmap_userns(const char *map);
+
+/*
+ * A forked shell's disk holds its parent's files, owned by the parent's uid range on disk. Its
+ * upper and work dirs are used through an id-mapped view of the disk that shows the parent's range
+ * as this shell's (and writes this shell's back as the parent's), so the copy needs no chown of
+ * every file. Host root stays root: overlayfs creates its work files with the mounter's identity.
+ * Mounted at `target` (relative to the keeper's mnt dir).
+ */
+static void mount_idmapped_disk(const char *disk, const char *target, unsigned long disk_uid_base,
+                                unsigned long uid_base) {
+    char map[96];
+    snprintf(map, sizeof map, "0 0 1\n%lu %lu %d\n", disk_uid_base, uid_base, UID_RANGE);
+    int userns_fd = make_idmap_userns(map);
+    int tree = (int)syscall(SYS_open_tree, AT_FDCWD, disk, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (tree < 0) die("open_tree %s", disk);
+    struct mount_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID;
+    attr.userns_fd = (uint64_t)userns_fd;
+    if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) die("id-map the forked disk");
+    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0) die("move_mount disk view");
+    close(tree);
+    close(userns_fd);
 }
 
 static void bring_loopback_up(void) {
@@ -294,18 +321,23 @@ static void run_init(const struct start_options *o, int maps_written, int ready_
     }
 }
 
-static void write_uid_maps(pid_t pid, unsigned long uid_base) {
-    char path[64], map[64];
-    snprintf(map, sizeof map, "0 %lu %d\n", uid_base, UID_RANGE);
+static void write_id_maps(pid_t pid, const char *map) {
+    char path[64];
     snprintf(path, sizeof path, "/proc/%d/uid_map", pid);
     write_file(path, map);
     snprintf(path, sizeof path, "/proc/%d/gid_map", pid);
     write_file(path, map);
 }
 
-/* A user namespace with the shell's uid map, only to id-map the base image before the shell's own
+static void write_uid_maps(pid_t pid, unsigned long uid_base) {
+    char map[64];
+    snprintf(map, sizeof map, "0 %lu %d\n", uid_base, UID_RANGE);
+    write_id_maps(pid, map);
+}
+
+/* A user namespace with uid and gid map `map`, only to id-map a mount before the shell's own
  * namespaces exist (the mount table must be complete when they copy it). Returns its fd. */
-static int make_idmap_userns(unsigned long uid_base) {
+static int make_idmap_userns(const char *map) {
     int ready[2], release[2];
     if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(release, O_CLOEXEC) < 0) die("pipe");
     pid_t child = fork();
@@ -322,7 +354,7 @@ static int make_idmap_userns(unsigned long uid_base) {
     close(release[0]);
     char c;
     if (read(ready[0], &c, 1) != 1) die("id-map user namespace");
-    write_uid_maps(child, uid_base);
+    write_id_maps(child, map);
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/ns/user", child);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -362,6 +394,7 @@ int cmd_start(int argc, char **argv) {
         else if (strcmp(a, "--egress-port") == 0) o.egress_port = atoi(arg_value(&i, argc, argv));
         else if (strcmp(a, "--hostname") == 0) o.hostname = arg_value(&i, argc, argv);
         else if (strcmp(a, "--uid-base") == 0) o.uid_base = strtoul(arg_value(&i, argc, argv), NULL, 10);
+        else if (strcmp(a, "--disk-uid-base") == 0) o.disk_uid_base = strtoul(arg_value(&i, argc, argv), NULL, 10);
         else if (strcmp(a, "--shm-mb") == 0) o.shm_mb = strtoul(arg_value(&i, argc, argv), NULL, 10);
         else if (strcmp(a, "--cgroup-procs") == 0) {
             if (o.cgroup_count == MAX_CGROUPS) die("too many cgroups");
@@ -369,6 +402,8 @@ int cmd_start(int argc, char **argv) {
         } else die("start: unknown argument %s", a);
     }
     if (!o.shell_dir || !o.image || !o.disk || o.uid_base < UID_RANGE) die("start: missing arguments");
+    if (o.disk_uid_base == 0) o.disk_uid_base = o.uid_base;
+    if (o.disk_uid_base < UID_RANGE) die("start: --disk-uid-base");
     int internet = strcmp(o.network, "internet") == 0;
     if (strcmp(o.network, "sealed") != 0 && strcmp(o.network, "localhost") != 0 && !internet)
         die("start: network %s", o.network);
@@ -406,6 +441,7 @@ int cmd_start(int argc, char **argv) {
     if (chdir(mnt) < 0) die("chdir %s", mnt);
     mkdir_or_exists("lower", 0755);
     mkdir_or_exists("disk", 0755);
+    mkdir_or_exists("diskview", 0755);
     mkdir_or_exists("root", 0755);
 
     /* The host's mount namespace, for the egress forwarder to return to (it must not hold the
@@ -420,15 +456,20 @@ int cmd_start(int argc, char **argv) {
 
     char loop_dev[64];
     mount_disk(o.disk, "disk", 0, loop_dev, sizeof loop_dev);
-    ensure_disk_layout("disk", o.uid_base);
+    ensure_disk_layout("disk", o.disk_uid_base);
+    int forked = o.disk_uid_base != o.uid_base;
+    if (forked) mount_idmapped_disk("disk", "diskview", o.disk_uid_base, o.uid_base);
 
-    int userns_fd = make_idmap_userns(o.uid_base);
+    char lower_map[64];
+    snprintf(lower_map, sizeof lower_map, "0 %lu %d\n", o.uid_base, UID_RANGE);
+    int userns_fd = make_idmap_userns(lower_map);
     mount_idmapped_lower(o.image, "lower", userns_fd);
     close(userns_fd);
     /* Relative layer paths (we are in mnt/) keep the option string short and free of the state
      * dir's characters. No xino/index/metacopy: plain copy-up semantics. */
     if (mount("overlay", "root", "overlay", MS_NOSUID | MS_NODEV,
-              "lowerdir=lower,upperdir=disk/upper,workdir=disk/work") < 0)
+              forked ? "lowerdir=lower,upperdir=diskview/upper,workdir=diskview/work"
+                     : "lowerdir=lower,upperdir=disk/upper,workdir=disk/work") < 0)
         die("mount overlay root");
     populate_dev("root", &o);
     if (internet) point_resolver_at_egress(o.shell_dir, "root");

@@ -5,6 +5,7 @@
  *                     and holding a shell)         relay.c    moving bytes to and from a command
  *   exec.c, spawn.c   the exec and spawn modes     common.c   small shared helpers
  *   egress.c          the internet shell's one way out (a forwarder to its egress proxy)
+ *   port.c            `connect`: one connection to a server on a shell's loopback (exposed ports)
  */
 #ifndef SHELLS_SANDBOX_H
 #define SHELLS_SANDBOX_H
@@ -139,8 +140,9 @@ void parse_frames(struct inbound *in, const unsigned char *p, size_t n, int mast
 void set_nonblocking(int fd);
 int open_pty_master(void);
 
-/* exec.c, spawn.c */
+/* exec.c, spawn.c, port.c */
 int cmd_exec(int argc, char **argv);
 int cmd_spawn(int argc, char **argv);
+int cmd_connect(int argc, char **argv);
 
 #endif

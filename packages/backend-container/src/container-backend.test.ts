@@ -19,6 +19,8 @@ describe.runIf(hostReport.available)("container backend", () => {
       reinstallOs: true,
       cpuUsage: true,
       networkModes: ["sealed", "localhost", "internet"],
+      pause: true,
+      fork: true,
     },
     async () => {
       const { backend, cleanup } = await makeTestBackend();

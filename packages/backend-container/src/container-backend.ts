@@ -1,6 +1,14 @@
+import { randomBytes } from "node:crypto";
 import { isAbsolute } from "node:path";
+import type { Duplex } from "node:stream";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
-import type { ExecResult, KillReason, RuntimeAvailability, Snapshot } from "@shells/contract";
+import type {
+  ExecResult,
+  KillReason,
+  PauseInfo,
+  RuntimeAvailability,
+  Snapshot,
+} from "@shells/contract";
 import {
   ExecFiles,
   SANDBOX_EGRESS_PORT,
@@ -8,6 +16,7 @@ import {
   type SandboxBackend,
   type SandboxExecOptions,
   type SandboxExecRequest,
+  type SandboxForkCapture,
   type SandboxInfo,
   type SandboxProcess,
   type SandboxSpawnRequest,
@@ -21,7 +30,14 @@ import {
   shellCgroupName,
   type CgroupHost,
 } from "./internal/cgroups.js";
-import { createDisk, repairDiskIfNeeded, waitForLoopDetached } from "./internal/disk.js";
+import {
+  allocatedBytes,
+  copyDisk,
+  createDisk,
+  repairDiskIfNeeded,
+  waitForLoopDetached,
+  type DiskCopyMethod,
+} from "./internal/disk.js";
 import {
   runExec,
   ShellNotRunningError,
@@ -29,6 +45,7 @@ import {
   type InflightExec,
 } from "./internal/exec.js";
 import { launchHolder } from "./internal/holder.js";
+import { connectInShell, PortRefusedError } from "./internal/port.js";
 import { startProcess } from "./internal/spawn.js";
 import { checkContainerHost, type ContainerHostReport } from "./internal/host-check.js";
 import { ensureImage, findImage, newestImage, type ImageBuildProgress } from "./internal/images.js";
@@ -123,9 +140,36 @@ interface PidsWatch {
   creating: number;
 }
 
+/** How this backend pauses: the cgroup freezer, with the processes' memory kept resident. */
+const PAUSE_BY_FREEZER: PauseInfo = {
+  method: "freeze",
+  memoryReleased: false,
+  reason:
+    "processes are frozen in place by the cgroup freezer and keep their memory; the container backend does not checkpoint processes to disk",
+};
+
+function pausedError(shellId: string): SandboxError {
+  return new SandboxError("paused", `shell ${shellId} is paused; resume it first`);
+}
+
 /** Shell ids name directories, cgroups and mount paths: keep them to a safe alphabet. */
 const SHELL_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const CAPTURE_ID = /^fork-[0-9a-f]{16}$/;
+/** Age past which a capture nobody released is a crash's leftover. */
+const CAPTURE_MAX_AGE_MS = 60 * 60 * 1000;
+
+/** What `<stateDir>/forks/<id>/capture.json` says of a capture. */
+interface CaptureMeta {
+  captureId: string;
+  parent: string;
+  language: SandboxSpec["language"];
+  diskMb: number;
+  imageVersion: string | null;
+  /** Host uid of root in the captured files. */
+  diskUidBase: number;
+  createdAt: string;
+}
 
 interface SnapshotMeta extends Snapshot {
   seq: number;
@@ -145,6 +189,8 @@ interface SnapshotMeta extends Snapshot {
 export class ContainerBackend implements SandboxBackend {
   readonly name = "container";
   readonly networkModes = ["sealed", "localhost", "internet"] as const;
+  /** The egress forwarder's listeners on an `internet` shell's loopback (native/egress.c). */
+  readonly reservedPorts = { internet: [EGRESS_PORT, EGRESS_PORT + 1] } as const;
   readonly #stateDir: string;
   readonly #imagesDir: string;
   readonly #registryDir: string;
@@ -163,8 +209,11 @@ export class ContainerBackend implements SandboxBackend {
    * File operations as fixed scripts run by `exec` inside the shell, as its root, from `/`: every
    * path is resolved by the shell's own mount namespace, whose root is the shell's overlay (`..`
    * stops at it, symlinks lead only to places inside it), so nothing of the host is reachable.
+   * They work on a paused shell too where this host can run them beside its frozen processes.
    */
-  readonly files = new ExecFiles((id, request, options) => this.exec(id, request, options));
+  readonly files = new ExecFiles((id, request, options) =>
+    this.#exec(id, request, options ?? {}, "beside"),
+  );
 
   constructor(options: ContainerBackendOptions) {
     this.#options = options;
@@ -229,11 +278,15 @@ export class ContainerBackend implements SandboxBackend {
       if (await readJson<ShellRecord>(`${shellDir}/shell.json`)) {
         throw new SandboxError("failed", `shell ${spec.shellId} already exists on this host`);
       }
+      const capture = spec.from ? await this.#capture(spec.from.captureId, spec) : null;
       let helper: string;
       let image;
       try {
         helper = await ensureHelper(this.#stateDir);
-        image = await ensureImage(this.#imagesDir, spec.language, this.#buildOptions());
+        // A fork runs on its parent's image: its upper dir holds changes to that image.
+        image =
+          (capture?.imageVersion ? await findImage(this.#imagesDir, capture.imageVersion) : null) ??
+          (await ensureImage(this.#imagesDir, spec.language, this.#buildOptions()));
       } catch (error) {
         throw new SandboxError(
           "unavailable",
@@ -263,8 +316,12 @@ export class ContainerBackend implements SandboxBackend {
         await mkdir(shellDir, { mode: 0o700 });
         await writeJson(`${shellDir}/shell.json`, record);
         record.uidSlot = await claimUidSlot(this.#registryDir, shellDir);
+        if (capture) {
+          record.diskUidBase = capture.diskUidBase;
+          await copyDisk(`${this.#forksDir}/${capture.captureId}/disk.img`, `${shellDir}/disk.img`);
+        }
         await writeJson(`${shellDir}/shell.json`, record);
-        await createDisk(`${shellDir}/disk.img`, spec.resources.diskMb);
+        if (!capture) await createDisk(`${shellDir}/disk.img`, spec.resources.diskMb);
         await this.#startHolder(record, helper, { freshDisk: true });
         record.phase = "ready";
         await writeJson(`${shellDir}/shell.json`, record);
@@ -287,19 +344,43 @@ export class ContainerBackend implements SandboxBackend {
     });
   }
 
-  async exec(
+  exec(
     shellId: string,
     request: SandboxExecRequest,
     options: SandboxExecOptions = {},
   ): Promise<ExecResult> {
-    const { target, env, record } = await this.#execTarget(shellId, request.env);
+    return this.#exec(shellId, request, options, "refuse");
+  }
+
+  /**
+   * An exec. `whilePaused`: `refuse` answers `paused` on a paused shell; `beside` (file
+   * operations) runs the command outside the shell's freezer group, so it runs while the shell's
+   * own processes stay frozen, and ends whatever it left behind when it returns (nothing of a
+   * paused shell may keep running). Where the freezer cannot leave an exec out (cgroup v2, where
+   * freezing is hierarchical), `beside` is refused as well.
+   */
+  async #exec(
+    shellId: string,
+    request: SandboxExecRequest,
+    options: SandboxExecOptions,
+    whilePaused: "refuse" | "beside",
+  ): Promise<ExecResult> {
+    const { target, env, record, paused } = await this.#execTarget(shellId, request.env);
+    const cgroup = this.#cgroup(shellId);
+    if (paused && (whilePaused === "refuse" || cgroup.host.version === 2))
+      throw pausedError(shellId);
     const diskBytes = record.resources.diskMb * 1024 * 1024;
     const group = await this.#execGroup(shellId);
+    const freezerProcs = cgroup.freezerDir
+      ? `${cgroup.freezerDir}/${group.name}/cgroup.procs`
+      : null;
     try {
       const result = await runExec(
         {
           ...target,
-          cgroupProcs: group.procsFiles,
+          cgroupProcs: paused
+            ? group.procsFiles.filter((file) => file !== freezerProcs)
+            : group.procsFiles,
           oomEventsFile: group.oomEventsFile,
           diskFullBytes: Math.max(1024 * 1024, Math.floor(diskBytes / 100)),
         },
@@ -317,6 +398,7 @@ export class ContainerBackend implements SandboxBackend {
     } catch (error) {
       throw this.#execError(shellId, "exec", error);
     } finally {
+      if (paused) await group.kill().catch(() => undefined);
       await this.#releaseGroup(shellId, group);
     }
   }
@@ -326,7 +408,8 @@ export class ContainerBackend implements SandboxBackend {
     request: SandboxSpawnRequest,
     options: { onOutput: NonNullable<SandboxExecOptions["onOutput"]> },
   ): Promise<SandboxProcess> {
-    const { target, env } = await this.#execTarget(shellId, request.env);
+    const { target, env, paused } = await this.#execTarget(shellId, request.env);
+    if (paused) throw pausedError(shellId);
     // A terminal needs a terminal type; the caller's env (or the shell's) may name another.
     if (request.pty && env.TERM === undefined) env.TERM = "xterm-256color";
     const group = await this.#execGroup(shellId);
@@ -376,6 +459,50 @@ export class ContainerBackend implements SandboxBackend {
     });
   }
 
+  /**
+   * Freezes every process of the shell with the cgroup freezer: they stop where they are, use no
+   * CPU and keep their memory (resident on the host; the memory limit still bounds it). Execs and
+   * spawns are refused with `paused` until `resume`; execs already running are frozen too and
+   * finish after it (their wall clock keeps counting). The kernel holds the state, so a paused
+   * shell stays paused across control-plane restarts.
+   */
+  async pause(shellId: string): Promise<{ info: SandboxInfo; pause: PauseInfo }> {
+    return this.#locked(shellId, async () => {
+      const record = await this.#record(shellId);
+      if (record.phase !== "ready" || !(await this.#liveHolder(shellId)))
+        throw new SandboxError("not_running", `shell ${shellId} is not running`);
+      const cgroup = this.#cgroup(shellId);
+      if (!cgroup.freezerDir)
+        throw new SandboxError(
+          "unsupported",
+          "this host mounts no cgroup freezer (cgroup v1 without the freezer hierarchy): shells cannot be paused",
+        );
+      try {
+        await cgroup.freeze();
+      } catch (error) {
+        throw new SandboxError(
+          "failed",
+          `pausing shell ${shellId} failed: ${(error as Error).message}`,
+          {},
+          { cause: error },
+        );
+      }
+      this.#log("info", { shellId }, "shell paused");
+      return { info: this.#info(record, "paused"), pause: PAUSE_BY_FREEZER };
+    });
+  }
+
+  async resume(shellId: string): Promise<SandboxInfo> {
+    return this.#locked(shellId, async () => {
+      const record = await this.#record(shellId);
+      if (record.phase !== "ready" || !(await this.#liveHolder(shellId)))
+        throw new SandboxError("not_running", `shell ${shellId} is not running`);
+      await this.#cgroup(shellId).thaw();
+      this.#log("info", { shellId }, "shell resumed");
+      return this.#info(record, "running");
+    });
+  }
+
   async snapshot(shellId: string, name: string): Promise<Snapshot> {
     if (!SNAPSHOT_NAME.test(name))
       throw new SandboxError("unsupported", `snapshot name ${JSON.stringify(name)} is not allowed`);
@@ -388,20 +515,23 @@ export class ContainerBackend implements SandboxBackend {
       const temporary = `${archive}.tmp`;
       // Running or not: the helper mounts the shell's disk (sharing the live superblock when the
       // shell runs) in a private mount namespace, and tar archives the upper dir with the overlay's
-      // own metadata (whiteouts, opaque-dir xattrs) and the shell's numeric owners.
-      await this.#withDisk(record, [
-        "tar",
-        "--create",
-        `--file=${temporary}`,
-        "--xattrs",
-        "--xattrs-include=*",
-        "--numeric-owner",
-        "--sparse",
-        "--one-file-system",
-        "-C",
-        `${shellDir}/mnt/disk/upper`,
-        ".",
-      ]);
+      // own metadata (whiteouts, opaque-dir xattrs) and the shell's numeric owners. A running
+      // shell is frozen for the capture, so the archive is the state of one instant.
+      await this.#stillWhile(shellId, () =>
+        this.#withDisk(record, [
+          "tar",
+          "--create",
+          `--file=${temporary}`,
+          "--xattrs",
+          "--xattrs-include=*",
+          "--numeric-owner",
+          "--sparse",
+          "--one-file-system",
+          "-C",
+          `${shellDir}/mnt/disk/upper`,
+          ".",
+        ]),
+      );
       await rename(temporary, archive);
       record.snapshotSeq += 1;
       const meta: SnapshotMeta = {
@@ -414,6 +544,91 @@ export class ContainerBackend implements SandboxBackend {
       await writeJson(`${shellDir}/shell.json`, record);
       return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
     });
+  }
+
+  /**
+   * A connection to `port` on the shell's loopback by the helper's `connect` mode, which joins only
+   * the shell's network namespace and dials only 127.0.0.1 or ::1, then drops every capability.
+   */
+  async connectPort(shellId: string, port: number): Promise<Duplex> {
+    const { target, record, paused } = await this.#execTarget(shellId, {});
+    if (paused) throw pausedError(shellId);
+    if (record.network === "sealed")
+      throw new SandboxError("unsupported", `shell ${shellId} is sealed: it has no network`);
+    const reserved: readonly number[] =
+      record.network === "internet" ? this.reservedPorts.internet : [];
+    if (!Number.isInteger(port) || port < 1 || port > 65535 || reserved.includes(port))
+      throw new SandboxError(
+        "unsupported",
+        `port ${port} cannot be reached in shell ${shellId}${reserved.includes(port) ? " (it is the egress forwarder's)" : ""}`,
+        { port },
+      );
+    try {
+      return await connectInShell(target, port);
+    } catch (error) {
+      if (error instanceof PortRefusedError)
+        throw new SandboxError("connection_refused", error.message, { port });
+      throw this.#execError(shellId, "exec", error);
+    }
+  }
+
+  /**
+   * Copies the shell's disk image at one instant: a running shell is frozen, its filesystem
+   * flushed (syncfs through a mount sharing the live superblock), the image copied (a reflink
+   * where the host's filesystem has them, else a sparse copy of the allocated blocks) and thawed.
+   * The copy is then checked and marked clean (e2fsck), outside the freeze. Each fork copies it
+   * again (or reflinks it) in `create`, so forks share nothing with each other or the parent.
+   */
+  async captureFork(shellId: string): Promise<SandboxForkCapture> {
+    return this.#locked(shellId, async () => {
+      const record = await this.#record(shellId);
+      if (record.uidSlot === null) throw new SandboxError("failed", "shell record is incomplete");
+      const shellDir = this.#shellDir(shellId);
+      await this.#sweepCaptures();
+      const captureId = `fork-${randomBytes(8).toString("hex")}`;
+      const dir = `${this.#forksDir}/${captureId}`;
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      try {
+        const running = (await this.#liveHolder(shellId)) !== null;
+        const started = performance.now();
+        let frozenMs = 0;
+        const method = await this.#stillWhile(shellId, async () => {
+          if (running) await this.#withDisk(record, ["sync", "-f", `${shellDir}/mnt/disk`]);
+          const copied: DiskCopyMethod = await copyDisk(`${shellDir}/disk.img`, `${dir}/disk.img`);
+          frozenMs = running ? performance.now() - started : 0;
+          return copied;
+        });
+        // Mounted while copied: the copy's superblock says "not cleanly unmounted".
+        await repairDiskIfNeeded(`${dir}/disk.img`);
+        const meta: CaptureMeta = {
+          captureId,
+          parent: shellId,
+          language: record.language,
+          diskMb: record.resources.diskMb,
+          imageVersion: record.imageVersion,
+          diskUidBase: record.diskUidBase ?? uidBaseOf(record.uidSlot),
+          createdAt: new Date().toISOString(),
+        };
+        await writeJson(`${dir}/capture.json`, meta);
+        const sizeBytes = await allocatedBytes(`${dir}/disk.img`);
+        this.#log("info", { shellId, captureId, method, sizeBytes, frozenMs }, "fork captured");
+        return { captureId, method, sizeBytes, frozenMs: Math.round(frozenMs * 10) / 10 };
+      } catch (error) {
+        await rm(dir, { recursive: true, force: true });
+        if (error instanceof SandboxError) throw error;
+        throw new SandboxError(
+          "failed",
+          `capturing shell ${shellId} for a fork failed: ${(error as Error).message}`,
+          {},
+          { cause: error },
+        );
+      }
+    });
+  }
+
+  async releaseFork(captureId: string): Promise<void> {
+    if (!CAPTURE_ID.test(captureId)) return;
+    await rm(`${this.#forksDir}/${captureId}`, { recursive: true, force: true });
   }
 
   async listSnapshots(shellId: string): Promise<Snapshot[]> {
@@ -501,6 +716,11 @@ export class ContainerBackend implements SandboxBackend {
       const wasRunning = (await this.#liveHolder(shellId)) !== null;
       await this.#stopHolder(shellId, "stopped");
       await createDisk(`${this.#shellDir(shellId)}/disk.img`, record.resources.diskMb);
+      if (record.diskUidBase !== undefined) {
+        // A fresh disk holds nothing of a fork's parent: its files are the shell's own again.
+        delete record.diskUidBase;
+        await writeJson(`${this.#shellDir(shellId)}/shell.json`, record);
+      }
       if (wasRunning) await this.#startHolder(record, await ensureHelper(this.#stateDir));
       return this.#info(record, wasRunning ? "running" : "stopped");
     });
@@ -527,7 +747,8 @@ export class ContainerBackend implements SandboxBackend {
       const record = await readJson<ShellRecord>(`${this.#shellDir(shellId)}/shell.json`);
       if (!record) continue;
       const running = record.phase === "ready" && (await this.#liveHolder(shellId)) !== null;
-      infos.push(this.#info(record, running ? "running" : "stopped"));
+      const paused = running && (await this.#cgroup(shellId).isFrozen());
+      infos.push(this.#info(record, paused ? "paused" : running ? "running" : "stopped"));
     }
     return infos;
   }
@@ -544,6 +765,40 @@ export class ContainerBackend implements SandboxBackend {
 
   #shellDir(shellId: string): string {
     return `${this.#stateDir}/shells/${shellId}`;
+  }
+
+  /** Where fork captures live until released. */
+  get #forksDir(): string {
+    return `${this.#stateDir}/forks`;
+  }
+
+  /** A capture a new shell may start from: it exists and fits the spec. */
+  async #capture(captureId: string, spec: SandboxSpec): Promise<CaptureMeta> {
+    const meta = CAPTURE_ID.test(captureId)
+      ? await readJson<CaptureMeta>(`${this.#forksDir}/${captureId}/capture.json`)
+      : null;
+    if (!meta) throw new SandboxError("failed", `no fork capture ${captureId} on this host`);
+    if (meta.language !== spec.language || meta.diskMb !== spec.resources.diskMb)
+      throw new SandboxError(
+        "unsupported",
+        `a fork keeps its parent's language (${meta.language}) and disk size (${meta.diskMb} MiB)`,
+      );
+    return meta;
+  }
+
+  /** Removes captures a crash left behind (a fork takes seconds; an hour-old capture is lost). */
+  async #sweepCaptures(): Promise<void> {
+    let entries: string[];
+    try {
+      entries = await readdir(this.#forksDir);
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      const info = await stat(`${this.#forksDir}/${entry}`).catch(() => null);
+      if (info && Date.now() - info.mtimeMs > CAPTURE_MAX_AGE_MS)
+        await rm(`${this.#forksDir}/${entry}`, { recursive: true, force: true });
+    }
   }
 
   #info(record: ShellRecord, state: SandboxInfo["state"]): SandboxInfo {
@@ -589,6 +844,8 @@ export class ContainerBackend implements SandboxBackend {
     target: Omit<ExecTarget, "diskFullBytes">;
     env: Record<string, string>;
     record: ShellRecord;
+    /** The shell's processes are frozen (see `pause`). */
+    paused: boolean;
   }> {
     const record = await this.#record(shellId);
     if (record.phase !== "ready")
@@ -598,6 +855,7 @@ export class ContainerBackend implements SandboxBackend {
     const cgroup = this.#cgroup(shellId);
     return {
       record,
+      paused: await cgroup.isFrozen(),
       env: {
         ...BASE_ENV,
         ...(record.network === "internet" ? EGRESS_ENV : {}),
@@ -698,6 +956,36 @@ export class ContainerBackend implements SandboxBackend {
       }
     } finally {
       this.#pidsChecking = false;
+    }
+  }
+
+  /**
+   * Runs `body` with the shell's processes frozen if it runs, and thaws them after: what `body`
+   * reads of the shell's state is one instant's. A paused shell stays as it is; on a host without
+   * a freezer `body` runs on the live shell.
+   */
+  async #stillWhile<T>(shellId: string, body: () => Promise<T>): Promise<T> {
+    const cgroup = this.#cgroup(shellId);
+    const freeze =
+      cgroup.freezerDir !== null &&
+      (await this.#liveHolder(shellId)) !== null &&
+      !(await cgroup.isFrozen());
+    if (freeze) {
+      try {
+        await cgroup.freeze();
+      } catch (error) {
+        throw new SandboxError(
+          "failed",
+          `holding shell ${shellId} still failed: ${(error as Error).message}`,
+          {},
+          { cause: error },
+        );
+      }
+    }
+    try {
+      return await body();
+    } finally {
+      if (freeze) await cgroup.thaw();
     }
   }
 
@@ -819,6 +1107,7 @@ export class ContainerBackend implements SandboxBackend {
       imageRootfs: record.imageRootfs,
       disk,
       uidBase: uidBaseOf(record.uidSlot),
+      ...(record.diskUidBase !== undefined ? { diskUidBase: record.diskUidBase } : {}),
       network: record.network,
       ...(record.egressSocket
         ? { egress: { socketPath: record.egressSocket, port: EGRESS_PORT } }
@@ -846,6 +1135,9 @@ export class ContainerBackend implements SandboxBackend {
       } catch {
         // already gone
       }
+      // A paused shell's init acts on the SIGKILL once thawed (cgroup v1 holds frozen tasks even
+      // against SIGKILL); the kill is queued first, so nothing runs on after the thaw.
+      await this.#cgroup(shellId).thaw();
       await waitUntilDead(2000, [holder.initPid, holder.initStart]).catch(() => undefined);
     }
     // Then whatever else is in the shell's cgroups (exec helpers, the keeper, anything a crash
@@ -907,7 +1199,7 @@ export class ContainerBackend implements SandboxBackend {
       "--mountpoint",
       `${shellDir}/mnt/disk`,
       "--uid-base",
-      String(uidBaseOf(record.uidSlot)),
+      String(record.diskUidBase ?? uidBaseOf(record.uidSlot)),
       "--",
       ...command,
     ]);

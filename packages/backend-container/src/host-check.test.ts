@@ -57,6 +57,12 @@ describe("container host readiness", () => {
       cpu: "/sys/fs/cgroup/cpu,cpuacct",
       cpuacct: "/sys/fs/cgroup/cpu,cpuacct",
     });
+    // The freezer hierarchy, when mounted, is what pauses shells on v1.
+    const freezer = "39 25 0:34 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer\n";
+    expect(detectCgroups(v1 + "\n" + freezer, () => "")).toMatchObject({
+      version: 1,
+      freezer: "/sys/fs/cgroup/freezer",
+    });
     expect(
       detectCgroups("36 25 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n", () => ""),
     ).toMatch(/not mounted: pids, cpu/);

@@ -97,6 +97,8 @@ export const ErrorCode = {
   gitBindingMismatch: "git_binding_mismatch",
   /** The capability is not legal in the shell's current lifecycle state. */
   invalidState: "invalid_state",
+  /** The shell is paused: its processes are frozen and it runs nothing until `resume`. */
+  shellPaused: "shell_paused",
   /** A resource limit above the org's maximum or the host's capacity; `details` names the field, the asked value and the maximum. */
   limitExceeded: "limit_exceeded",
   /** A quota or a project cap is used up; `details` give the quota (or cap), its current use and the limit. */
@@ -121,6 +123,8 @@ export const ErrorCode = {
   rateLimited: "rate_limited",
   /** The sandbox backend failed; the shell may be in state `error`. */
   backendFailed: "backend_failed",
+  /** Nothing listens on the exposed port inside the shell (start the server, then retry). */
+  portNotListening: "port_not_listening",
   /** The server is not ready (starting, or a dependency is down). */
   notReady: "not_ready",
   /** An unexpected server fault. Reported with a request id; never caused by input. */
@@ -177,6 +181,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   git_path_not_found: 422,
   git_binding_mismatch: 403,
   invalid_state: 409,
+  shell_paused: 409,
   limit_exceeded: 422,
   quota_exceeded: 409,
   name_taken: 409,
@@ -189,6 +194,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   invalid_cursor: 400,
   rate_limited: 429,
   backend_failed: 502,
+  port_not_listening: 502,
   not_ready: 503,
   internal: 500,
 };

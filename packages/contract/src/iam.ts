@@ -4,6 +4,8 @@ import { InterpreterRequest, RunCreate } from "./runs.js";
 import {
   Capability,
   ExecRequest,
+  FORK_FIELDS,
+  withForkRules,
   Language,
   NetworkMode,
   EgressCidr,
@@ -323,6 +325,7 @@ export const AgentTool = z.enum([
   "shells_interpreter",
   "shells_run",
   "shells_files",
+  "shells_fork",
 ]);
 export type AgentTool = z.infer<typeof AgentTool>;
 
@@ -331,7 +334,7 @@ export const AGENT_TOOL_ARGUMENTS = {
   shells_create: ShellCreate,
   shells_exec: ExecRequest.extend({ shell: id }),
   shells_list: z.strictObject({
-    status: z.enum(["provisioning", "running", "stopped", "error"]).optional(),
+    status: z.enum(["provisioning", "running", "paused", "stopped", "error"]).optional(),
     language: Language.optional(),
     runtime: RuntimeClass.optional(),
     limit: z.int().min(1).max(200).default(50),
@@ -346,6 +349,7 @@ export const AGENT_TOOL_ARGUMENTS = {
     tail: z.int().min(1).max(10000).optional(),
   }),
   shells_term: z.strictObject({ shell: id }),
+  shells_fork: withForkRules(z.strictObject({ shell: id, ...FORK_FIELDS })),
   shells_interpreter: InterpreterRequest.extend({ shell: id }),
   /** The run is waited for (up to its own timeout) and answered with its result. */
   shells_run: RunCreate,

@@ -44,8 +44,18 @@ export const ShellEgressChange = z.strictObject({
 });
 export type ShellEgressChange = z.infer<typeof ShellEgressChange>;
 
-/** Lifecycle states of a shell. */
-export const ShellStatus = z.enum(["provisioning", "running", "stopped", "error", "deleted"]);
+/**
+ * Lifecycle states of a shell. `paused`: its processes are held where they are (frozen, not
+ * ended) and use no CPU; execs are refused until `resume`, and it is not metered as running.
+ */
+export const ShellStatus = z.enum([
+  "provisioning",
+  "running",
+  "paused",
+  "stopped",
+  "error",
+  "deleted",
+]);
 export type ShellStatus = z.infer<typeof ShellStatus>;
 
 /** Lifecycle capabilities invoked through `POST /shells/:id/actions/:capability`. */
@@ -58,22 +68,28 @@ export const Capability = z.enum([
   "stop",
   "start",
   "wipe_state",
+  "pause",
+  "resume",
 ]);
 export type Capability = z.infer<typeof Capability>;
 
 /**
  * The states in which each capability is legal. Anything else answers 409 `invalid_state`.
- * Filesystem capabilities work on a stopped shell too (they need the state, not the processes).
+ * Filesystem capabilities work on a stopped shell too (they need the state, not the processes);
+ * a paused shell can be snapshotted (its state is still), stopped or restarted, and otherwise
+ * needs `resume` first.
  */
 export const CAPABILITY_LEGAL_IN: Record<Capability, readonly ShellStatus[]> = {
-  logs: ["provisioning", "running", "stopped", "error"],
-  restart: ["running", "error"],
-  snapshot: ["running", "stopped"],
+  logs: ["provisioning", "running", "paused", "stopped", "error"],
+  restart: ["running", "paused", "error"],
+  snapshot: ["running", "paused", "stopped"],
   restore: ["running", "stopped"],
   reinstall_os: ["running", "stopped"],
-  stop: ["running", "error"],
+  stop: ["running", "paused", "error"],
   start: ["stopped"],
   wipe_state: ["running", "stopped"],
+  pause: ["running"],
+  resume: ["paused"],
 };
 
 /** Kill reasons: why the sandbox ended a process. Precise and part of the contract. */
@@ -126,15 +142,16 @@ export const ResolvedResources = z.strictObject({
 });
 export type ResolvedResources = z.infer<typeof ResolvedResources>;
 
+/** A shell's name: unique within the org, and never shaped like a shell id. */
+const shellName = name.refine(
+  (n) => !/^sh-[0-9a-z]{10}$/.test(n),
+  "a name that does not look like a shell id (sh-xxxxxxxxxx)",
+);
+
 /** Body of `POST /api/v1/shells`. The same contract as the console's create dialog and MCP. */
 export const ShellCreate = z.strictObject({
   /** Unique within the org; defaults to the shell's id. A name may not look like a shell id. */
-  name: name
-    .refine(
-      (n) => !/^sh-[0-9a-z]{10}$/.test(n),
-      "a name that does not look like a shell id (sh-xxxxxxxxxx)",
-    )
-    .optional(),
+  name: shellName.optional(),
   language: Language,
   /** Defaults to `container` (or the org's isolation floor when higher). */
   runtime: RuntimeClass.optional(),
@@ -206,6 +223,105 @@ export const Shell = z.strictObject({
 });
 export type Shell = z.infer<typeof Shell>;
 
+/** Most shells one fork makes. */
+export const MAX_FORK_COUNT = 20;
+
+/** The fields of a fork request (the REST body, and the agent tool's arguments with `shell`). */
+export const FORK_FIELDS = {
+  /** How many shells to make from the parent's state. */
+  count: z.int().min(1).max(MAX_FORK_COUNT),
+  /** Their names, one per shell in order (default: each shell's id). */
+  names: z.array(shellName).min(1).max(MAX_FORK_COUNT).optional(),
+};
+
+/** A fork request's rules across fields: one distinct name per shell, when names are given. */
+export function withForkRules<T extends z.ZodType<{ count: number; names?: string[] | undefined }>>(
+  schema: T,
+) {
+  return schema
+    .refine((fork) => !fork.names || fork.names.length === fork.count, {
+      message: "names must name exactly `count` shells",
+      path: ["names"],
+    })
+    .refine((fork) => !fork.names || new Set(fork.names).size === fork.names.length, {
+      message: "names must differ from each other",
+      path: ["names"],
+    });
+}
+
+/** Body of `POST /api/v1/shells/:id/fork`. */
+export const ShellFork = withForkRules(z.strictObject(FORK_FIELDS));
+export type ShellFork = z.infer<typeof ShellFork>;
+
+/** One shell of a fork that could not be made. */
+export const ForkFailure = z.strictObject({
+  /** Its position among the `count` asked for, from 0. */
+  index: z.int(),
+  name: z.string().nullable(),
+  /** The error code a create would have answered (`limit_exceeded`, `name_taken`, …). */
+  code: z.string(),
+  message: z.string(),
+});
+export type ForkFailure = z.infer<typeof ForkFailure>;
+
+/** Result of a fork. */
+export const ShellForkResult = z.strictObject({
+  /** The shell forked from. */
+  parent: z.string(),
+  /** The new shells, in the order asked for; each one was an audited create of its own. */
+  shells: z.array(Shell),
+  /** Shells that were not made, with why; after the first failure no more are tried. */
+  failed: z.array(ForkFailure),
+  /** What the new shells start from. */
+  state: z.strictObject({
+    /**
+     * The parent's filesystem at one instant. `reflink`: the copies share the parent's blocks
+     * until written; `copy`: every allocated block was copied again, once for the capture and once
+     * per shell (the host's filesystem has no reflinks).
+     */
+    filesystem: z.strictObject({
+      method: z.enum(["reflink", "copy"]),
+      /** Bytes of the parent's state each new shell holds on the host's disk. */
+      bytesPerShell: z.int(),
+      /** How long the parent's processes were frozen for the capture (0 when it ran none). */
+      parentFrozenMs: z.number(),
+    }),
+    /** Processes and memory are not forked: the new shells start with fresh processes. */
+    memory: z.literal("not_copied"),
+  }),
+  /** What happened, in words. */
+  message: z.string(),
+});
+export type ShellForkResult = z.infer<typeof ShellForkResult>;
+
+/** Body of `POST /api/v1/shells/:id/ports`. */
+export const PortExpose = z.strictObject({
+  /** The TCP port a server listens on inside the shell (on its loopback, or on all addresses). */
+  port: z.int().min(1).max(65535),
+  /** How long the URL works, in seconds (default 3600, at most a day). */
+  ttlSeconds: z
+    .int()
+    .min(60)
+    .max(24 * 3600)
+    .optional(),
+});
+export type PortExpose = z.infer<typeof PortExpose>;
+
+/**
+ * A URL that reaches a server listening on a port inside a shell (HTTP and WebSocket), through the
+ * control plane. The URL carries its own short-lived token: whoever holds it reaches that port of
+ * that shell, and nothing else, until it expires or the key that made it is revoked.
+ */
+export const PortUrl = z.strictObject({
+  id: z.string(),
+  shellId: z.string(),
+  port: z.int(),
+  /** Treat it as a secret: its path holds the token. Requests to it reach `port` in the shell. */
+  url: z.string(),
+  expiresAt: z.iso.datetime(),
+});
+export type PortUrl = z.infer<typeof PortUrl>;
+
 /** A named restore point of a shell's filesystem state. */
 export const Snapshot = z.strictObject({
   name: z.string(),
@@ -235,6 +351,20 @@ export const ActionRequest = z.strictObject({
 });
 export type ActionRequest = z.infer<typeof ActionRequest>;
 
+/**
+ * How `pause` holds a shell's processes. `freeze`: stopped in place by the cgroup freezer; their
+ * memory stays resident on the host. `checkpoint`: written to the shell's state and ended, so
+ * their memory is freed (where the host can checkpoint processes).
+ */
+export const PauseInfo = z.strictObject({
+  method: z.enum(["freeze", "checkpoint"]),
+  /** Whether the processes' memory was released while paused. */
+  memoryReleased: z.boolean(),
+  /** Why this method, in words (e.g. why checkpointing is not possible on this host). */
+  reason: z.string(),
+});
+export type PauseInfo = z.infer<typeof PauseInfo>;
+
 /** Result of a lifecycle action. */
 export const ActionResult = z.strictObject({
   capability: Capability,
@@ -245,6 +375,8 @@ export const ActionResult = z.strictObject({
   snapshot: Snapshot.optional(),
   /** `logs`: the newest log entries, oldest first. */
   logs: z.array(LogEntry).optional(),
+  /** `pause`: how the processes are held. */
+  pause: PauseInfo.optional(),
 });
 export type ActionResult = z.infer<typeof ActionResult>;
 

@@ -36,6 +36,7 @@ describe("createShellsMcpServer", () => {
       "shells_interpreter",
       "shells_run",
       "shells_files",
+      "shells_fork",
     ]);
   });
 

@@ -40,6 +40,8 @@ const NEXT_STEP: Partial<Record<ErrorCode | ClientErrorCode, string>> = {
     "take one first with shells_action capability `snapshot`, or omit `snapshot` to restore the newest.",
   invalid_state:
     "check the shell's status with shells_list: a stopped shell needs capability `start`, a shell in `error` needs `restart`.",
+  shell_paused:
+    "the shell is paused: call shells_action with capability `resume` (only if the user wants it running again), then retry.",
   name_taken: "choose another `name`, or omit it to name the shell after its id.",
   project_not_found: "omit `project` to use the default project.",
   below_isolation_floor:

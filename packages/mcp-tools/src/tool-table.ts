@@ -55,7 +55,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       "List the shells (sandboxes) of your organization — never another org's.",
       "Read-only and fast: one database query, no sandbox is touched, nothing is billed.",
       "Filter by status, language or runtime. Results come in pages of `limit` (default 50, at most 200); when `nextCursor` is not null, call again with it as `cursor` for the next page.",
-      "Result: `{ items: Shell[], nextCursor }`; each shell has `id`, `name`, `status` (provisioning | running | stopped | error), `language`, `runtime`, `network`, `region`, `resources`, `expiresAt`.",
+      "Result: `{ items: Shell[], nextCursor }`; each shell has `id`, `name`, `status` (provisioning | running | paused | stopped | error), `language`, `runtime`, `network`, `region`, `resources`, `expiresAt`.",
     ].join("\n"),
     annotations: { readOnlyHint: true, openWorldHint: false },
     fields: {
@@ -173,6 +173,8 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       "- reinstall_os: DESTRUCTIVE. A fresh base image under the same shell id; /workspace is kept, everything else is replaced.",
       "- stop: DESTRUCTIVE to running work. Ends every process and the metering; files stay until delete.",
       "- wipe_state: DESTRUCTIVE, irreversible without a snapshot. Destroys all filesystem state, /workspace included; the shell itself stays running and usable.",
+      "- pause: holds every process where it is (a dev server keeps its memory); execs answer shell_paused until resume; file reads still work. Not metered as running.",
+      "- resume: lets a paused shell's processes run on from where they were.",
       "- delete: DESTRUCTIVE, irreversible. Tears the shell down for good.",
       'The org may gate stop, wipe_state, reinstall_os, delete, restore and restart. Typed confirmation answers the error confirmation_required: call again with `confirm` set to the shell\'s name, only if the user asked for the action. Named approvers answer `{ status: "pending_approval", approval }`: nothing has happened yet, a human approver must grant it; do not retry.',
       "Each capability takes seconds at most. Result: `{ capability, message, shell, snapshot?, logs? }`; delete answers the deleted Shell.",
@@ -376,6 +378,36 @@ export const SHELLS_TOOLS: ShellsToolTable = {
         structuredContent: { ...result },
         text: `Wrote ${result.path} (${result.sizeBytes} bytes).`,
       };
+    },
+  },
+  shells_fork: {
+    title: "Fork a shell",
+    description: [
+      "Make `count` new shells (1–20), each starting from the shell's files at one instant: try several approaches side by side from the same state.",
+      "The shell keeps running (it is frozen for a moment during the capture). Only files are copied: no process or memory state comes along; start servers again in each new shell.",
+      "Each new shell is a create of its own: same language, runtime, network, resources and environment as the original; the org's limits apply, and each is metered while it runs until stopped or deleted. Not destructive.",
+      "Result: `{ parent, shells: Shell[], failed, state }`; pass each shell's `id` as `shell` to shells_exec. `failed` lists a shell that could not be made (and why); the ones before it were made. `state.filesystem.method` says whether the files were copied or shared by reflink.",
+    ].join("\n"),
+    annotations: {
+      readOnlyHint: false,
+      destructiveHint: false,
+      idempotentHint: false,
+      openWorldHint: false,
+    },
+    fields: {
+      shell: SHELL_FIELD,
+      count: "How many shells to make (1–20).",
+      names: "Names of the new shells, one per shell in order (default: their ids).",
+    },
+    render: (result) => {
+      const lines = [
+        `${result.shells.length} shell${result.shells.length === 1 ? "" : "s"} forked from ${result.parent} (files only; no processes or memory):`,
+        ...result.shells.map((shell) => `- ${describeShell(shell)}`),
+        ...result.failed.map(
+          (failure) => `Not made: shell ${failure.index + 1}: ${failure.code}: ${failure.message}`,
+        ),
+      ];
+      return { structuredContent: { ...result }, text: lines.join("\n") };
     },
   },
 };

@@ -1,8 +1,10 @@
+import type { Duplex } from "node:stream";
 import type {
   ExecResult,
   KillReason,
   Language,
   NetworkMode,
+  PauseInfo,
   ResolvedResources,
   RuntimeAvailability,
   RuntimeClass,
@@ -29,6 +31,25 @@ export interface SandboxSpec {
    * variables are set, and the proxy itself refuses everything but the shell's bindings.
    */
   egress?: SandboxEgress;
+  /**
+   * A fork: the new shell's filesystem starts as the state `captureFork` captured (the language,
+   * runtime and disk size must be the captured shell's). Left out: a fresh filesystem.
+   */
+  from?: { captureId: string };
+}
+
+/**
+ * A shell's filesystem state captured at one instant by `captureFork`, held by the backend until
+ * `releaseFork`, for any number of `create` calls with `from`.
+ */
+export interface SandboxForkCapture {
+  captureId: string;
+  /** How the state was copied: `reflink` shares blocks until written; `copy` wrote them again. */
+  method: "reflink" | "copy";
+  /** Bytes the capture occupies on the host (each fork copies as much again, or shares it). */
+  sizeBytes: number;
+  /** How long the shell's processes were held still for the capture (0 when none ran). */
+  frozenMs: number;
 }
 
 /**
@@ -47,8 +68,11 @@ export interface SandboxEgress {
 /** A sandbox as the backend sees it. */
 export interface SandboxInfo {
   shellId: string;
-  /** `running`: namespaces are held open and execs work; `stopped`: only filesystem state exists. */
-  state: "running" | "stopped";
+  /**
+   * `running`: namespaces are held open and execs work; `paused`: they are held, with every
+   * process frozen (see `pause`); `stopped`: only filesystem state exists.
+   */
+  state: "running" | "paused" | "stopped";
   /** Version of the base image under the shell's root filesystem, when the backend has images. */
   imageVersion: string | null;
   /**
@@ -183,6 +207,8 @@ export type SandboxErrorCode =
   | "not_found"
   /** The call needs a running sandbox and this one is stopped. */
   | "not_running"
+  /** The call needs running processes and this sandbox is paused (see `pause`). */
+  | "paused"
   /** No snapshot of that name. */
   | "snapshot_not_found"
   /** This host cannot run the requested runtime class (details name what is missing). */
@@ -193,6 +219,8 @@ export type SandboxErrorCode =
   | "path_not_found"
   /** The path exists but is the wrong kind (a directory where a file is needed, or the reverse). */
   | "wrong_file_type"
+  /** Nothing listens on the port `connectPort` was asked for. */
+  | "connection_refused"
   /** Anything else: the host failed. */
   | "failed";
 
@@ -225,6 +253,11 @@ export interface SandboxBackend {
    * a backend also honours `egress` in its other modes (service bindings need that).
    */
   readonly networkModes?: readonly NetworkMode[];
+  /**
+   * Ports of a shell's loopback that belong to the backend itself (e.g. the egress forwarder of
+   * `internet` shells), by network mode: `connectPort` refuses them. Left out: none.
+   */
+  readonly reservedPorts?: Partial<Record<NetworkMode, readonly number[]>>;
   /** The language presets `create` accepts. Left out: every preset. */
   readonly languages?: readonly Language[];
   /** The runtime classes this backend serves and whether this host can run each, with the reason. */
@@ -239,13 +272,21 @@ export interface SandboxBackend {
   ): Promise<ExecResult>;
   /**
    * Ends every process (running execs end with `reason`, `stopped` by default; `quota` when a cap
-   * stopped the shell); filesystem state stays. Idempotent.
+   * stopped the shell); filesystem state stays. Idempotent. Works on a paused sandbox too.
    */
   stop(shellId: string, reason?: KillReason): Promise<SandboxInfo>;
   /** Starts a stopped sandbox again on its existing state. Idempotent. */
   start(shellId: string): Promise<SandboxInfo>;
-  /** Kills every process and starts fresh namespaces on the same state. */
+  /** Kills every process (of a paused sandbox too) and starts fresh namespaces on the same state. */
   restart(shellId: string): Promise<SandboxInfo>;
+  /**
+   * Holds every process of a running sandbox where it is, using no CPU: `exec` and `spawn` answer
+   * `paused` until `resume`, and nothing in the sandbox runs. The result says how (frozen in
+   * memory, or checkpointed to the shell's state and ended). Backends that cannot pause leave it out.
+   */
+  pause?(shellId: string): Promise<{ info: SandboxInfo; pause: PauseInfo }>;
+  /** Lets a paused sandbox's processes run on from where they were. Idempotent on a running one. */
+  resume?(shellId: string): Promise<SandboxInfo>;
   /**
    * Starts a long-lived process (a login shell on a pty, an interpreter) in a running sandbox.
    * Output goes to `onOutput` as it comes, with the same backpressure contract as `exec`.
@@ -266,10 +307,29 @@ export interface SandboxBackend {
    * leave it out and turns drive a REPL process through `spawn`.
    */
   interpreterTurn?(shellId: string, request: SandboxTurnRequest): Promise<SandboxTurnResult>;
-  /** Captures the shell's filesystem state as a named restore point. */
+  /**
+   * Captures the shell's filesystem state as a named restore point. A running sandbox's processes
+   * are held still for the capture where the backend can, so it is one instant's state.
+   */
   snapshot(shellId: string, name: string): Promise<Snapshot>;
   /** Restore points, newest first. */
   listSnapshots(shellId: string): Promise<Snapshot[]>;
+  /**
+   * A TCP connection to `port` on a running shell's own loopback, made from inside the shell's
+   * network namespace: only the shell's loopback is ever dialled, so no port number reaches the
+   * host or another shell. `connection_refused` when nothing listens there; `paused` while paused;
+   * `unsupported` for a reserved port. The caller owns the stream and destroys it when done.
+   * Backends that cannot reach into a shell's network leave it out.
+   */
+  connectPort?(shellId: string, port: number): Promise<Duplex>;
+  /**
+   * Captures a shell's filesystem state at one instant for forks (`create` with `from`): a running
+   * shell is frozen for the capture and thawed after. Memory is not captured. Backends that cannot
+   * fork leave it (and `releaseFork`) out.
+   */
+  captureFork?(shellId: string): Promise<SandboxForkCapture>;
+  /** Drops a capture; the shells created from it are independent of it. Idempotent. */
+  releaseFork?(captureId: string): Promise<void>;
   /** Returns the filesystem state to a restore point; running processes are restarted. */
   restore(shellId: string, name: string): Promise<Snapshot>;
   /** Puts the newest base image under the shell, keeping `/workspace`. Running processes are restarted. */

@@ -61,11 +61,23 @@ export interface BackendCapabilities {
   cpuUsage: boolean;
   /** The network modes `create` accepts; every other mode must be refused with `unsupported`. */
   networkModes: readonly NetworkMode[];
+  /**
+   * `pause` and `resume`: a paused sandbox refuses execs with `paused`, keeps its state, and can
+   * be stopped. Left out: not claimed, and the backend must leave `pause` out too.
+   */
+  pause?: boolean;
+  /**
+   * `captureFork` and `create` with `from`: a fork starts from its parent's files at the capture
+   * and is independent afterwards. Left out: not claimed, and the backend leaves `captureFork` out.
+   */
+  fork?: boolean;
 }
 
 /** A capability that is claimed or not, as named in skipped tests' titles. */
 export type BackendCapability = {
-  [K in keyof BackendCapabilities]: BackendCapabilities[K] extends boolean ? K : never;
+  [K in keyof BackendCapabilities]-?: NonNullable<BackendCapabilities[K]> extends boolean
+    ? K
+    : never;
 }[keyof BackendCapabilities];
 
 const RESOURCES: ResolvedResources = { cpu: 1, memoryMb: 128, pids: 64, diskMb: 64 };
@@ -396,6 +408,77 @@ export function describeSandboxBackend(
         expect((await sh(id, "test -e /root/junk.txt")).exitCode).not.toBe(0);
       },
     );
+
+    itNeeds(
+      ["posixShell", "pause"],
+      "pause refuses execs with paused, resume runs them again, and state survives both",
+      async () => {
+        const id = await createShell();
+        await sh(id, "echo kept > /workspace/p.txt");
+        const paused = await subject.backend.pause!(id);
+        expect(paused.info).toMatchObject({ shellId: id, state: "paused" });
+        expect(["freeze", "checkpoint"]).toContain(paused.pause.method);
+        await expectSandboxError(run(id, ["true"]), "paused");
+        expect((await subject.backend.list()).find((s) => s.shellId === id)?.state).toBe("paused");
+        expect(await subject.backend.resume!(id)).toMatchObject({ state: "running" });
+        expect((await run(id, ["cat", "/workspace/p.txt"])).stdout).toBe("kept\n");
+        // Resuming a running sandbox changes nothing.
+        expect(await subject.backend.resume!(id)).toMatchObject({ state: "running" });
+      },
+    );
+
+    itNeeds(["posixShell", "pause"], "a paused sandbox can be stopped and started", async () => {
+      const id = await createShell();
+      await sh(id, "echo kept > /workspace/s.txt");
+      await subject.backend.pause!(id);
+      expect(await subject.backend.stop(id)).toMatchObject({ state: "stopped" });
+      expect(await subject.backend.start(id)).toMatchObject({ state: "running" });
+      expect((await run(id, ["cat", "/workspace/s.txt"])).stdout).toBe("kept\n");
+    });
+
+    itNeeds(
+      ["posixShell", "fork"],
+      "a fork starts from its parent's files at the capture and is independent afterwards",
+      async () => {
+        const parent = await createShell();
+        await sh(
+          parent,
+          "echo before > /workspace/f.txt; mkdir -p /workspace/d; echo x > /workspace/d/y",
+        );
+        const capture = await subject.backend.captureFork!(parent);
+        expect(["reflink", "copy"]).toContain(capture.method);
+        await sh(parent, "echo after > /workspace/f.txt");
+        const children: string[] = [];
+        try {
+          for (let i = 0; i < 2; i++)
+            children.push(await createShell({ from: { captureId: capture.captureId } }));
+        } finally {
+          await subject.backend.releaseFork!(capture.captureId);
+        }
+        const [a, b] = children as [string, string];
+        expect((await run(a, ["cat", "/workspace/f.txt"])).stdout).toBe("before\n");
+        expect((await run(a, ["cat", "/workspace/d/y"])).stdout).toBe("x\n");
+        await sh(a, "echo mine > /workspace/f.txt; touch /workspace/only-a");
+        expect((await run(b, ["cat", "/workspace/f.txt"])).stdout).toBe("before\n");
+        expect((await sh(b, "test -e /workspace/only-a")).exitCode).not.toBe(0);
+        expect((await run(parent, ["cat", "/workspace/f.txt"])).stdout).toBe("after\n");
+        // What the parent wrote, the fork may change.
+        expect((await sh(a, "echo z > /workspace/d/y && cat /workspace/d/y")).stdout).toBe("z\n");
+      },
+    );
+
+    if (!capabilities.fork) {
+      it("leaves captureFork out when it does not claim forks", () => {
+        expect("captureFork" in subject.backend).toBe(false);
+      });
+    }
+
+    if (!capabilities.pause) {
+      it("leaves pause and resume out when it does not claim them", () => {
+        expect("pause" in subject.backend).toBe(false);
+        expect("resume" in subject.backend).toBe(false);
+      });
+    }
 
     it("destroy reclaims the sandbox and is idempotent", async () => {
       const id = await createShell();

@@ -12,6 +12,7 @@ export {
   type SandboxInfo,
   type SandboxFileInfo,
   type SandboxFiles,
+  type SandboxForkCapture,
   type SandboxProcess,
   type SandboxSignal,
   type SandboxSpawnRequest,

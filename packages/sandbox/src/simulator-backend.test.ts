@@ -25,6 +25,8 @@ const SIMULATOR_CAPABILITIES: BackendCapabilities = {
   reinstallOs: true,
   cpuUsage: false,
   networkModes: ["sealed", "localhost"],
+  pause: true,
+  fork: true,
 };
 
 describeSandboxBackend("simulator", SIMULATOR_CAPABILITIES, async () => ({

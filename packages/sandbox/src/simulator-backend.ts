@@ -1,6 +1,8 @@
+import type { Duplex } from "node:stream";
 import type {
   ExecResult,
   KillReason,
+  PauseInfo,
   RuntimeAvailability,
   RuntimeClass,
   Snapshot,
@@ -10,6 +12,7 @@ import {
   type SandboxBackend,
   type SandboxExecOptions,
   type SandboxExecRequest,
+  type SandboxForkCapture,
   type SandboxInfo,
   type SandboxProcess,
   type SandboxSpawnRequest,
@@ -41,7 +44,7 @@ interface SimSnapshot {
 
 interface SimSandbox {
   spec: SandboxSpec;
-  state: "running" | "stopped";
+  state: "running" | "paused" | "stopped";
   fs: SimFs;
   snapshots: SimSnapshot[];
   /** Execs in flight; aborted with their kill reason when the sandbox stops or goes away. */
@@ -78,7 +81,15 @@ export class SimulatorBackend implements SandboxBackend {
   readonly name = "simulator";
   readonly #runtimes: RuntimeClass[];
   readonly #sandboxes = new Map<string, SimSandbox>();
-  readonly files = new SimFiles((shellId) => this.#running(shellId).fs);
+  /** Filesystems captured for forks, by capture id. */
+  readonly #captures = new Map<string, { fs: SimFs; language: SandboxSpec["language"] }>();
+  /** Files of a running or paused shell (the model's files are not processes: nothing to freeze). */
+  readonly files = new SimFiles((shellId) => {
+    const sandbox = this.#get(shellId);
+    if (sandbox.state === "stopped")
+      throw new SandboxError("not_running", `shell ${shellId} is stopped`);
+    return sandbox.fs;
+  });
 
   constructor(options: SimulatorBackendOptions = {}) {
     this.#runtimes = options.runtimes ?? ["wasm", "container", "microvm"];
@@ -108,10 +119,15 @@ export class SimulatorBackend implements SandboxBackend {
     }
     const existing = this.#sandboxes.get(spec.shellId);
     if (existing) return this.#info(existing);
+    const capture = spec.from ? this.#captures.get(spec.from.captureId) : undefined;
+    if (spec.from && !capture)
+      throw new SandboxError("failed", `no fork capture ${spec.from.captureId}`);
+    if (capture && capture.language !== spec.language)
+      throw new SandboxError("unsupported", "a fork keeps its parent's language");
     const sandbox: SimSandbox = {
       spec,
       state: "running",
-      fs: emptyFs(),
+      fs: capture ? cloneFs(capture.fs) : emptyFs(),
       snapshots: [],
       inflight: new Set(),
     };
@@ -124,9 +140,7 @@ export class SimulatorBackend implements SandboxBackend {
     request: SandboxExecRequest,
     options: SandboxExecOptions = {},
   ): Promise<ExecResult> {
-    const sandbox = this.#get(shellId);
-    if (sandbox.state !== "running")
-      throw new SandboxError("not_running", `shell ${shellId} is stopped`);
+    const sandbox = this.#running(shellId);
     const started = performance.now();
     const controller = new AbortController();
     const onOuterAbort = () => controller.abort(options.signal?.reason ?? "stopped");
@@ -238,6 +252,28 @@ export class SimulatorBackend implements SandboxBackend {
     return this.#info(sandbox);
   }
 
+  /** Models a freeze: execs are refused until `resume`; nothing in the model runs meanwhile. */
+  async pause(shellId: string): Promise<{ info: SandboxInfo; pause: PauseInfo }> {
+    const sandbox = this.#running(shellId);
+    sandbox.state = "paused";
+    return {
+      info: this.#info(sandbox),
+      pause: {
+        method: "freeze",
+        memoryReleased: false,
+        reason: "simulated: the model holds its shells in memory",
+      },
+    };
+  }
+
+  async resume(shellId: string): Promise<SandboxInfo> {
+    const sandbox = this.#get(shellId);
+    if (sandbox.state === "stopped")
+      throw new SandboxError("not_running", `shell ${shellId} is stopped`);
+    sandbox.state = "running";
+    return this.#info(sandbox);
+  }
+
   async snapshot(shellId: string, name: string): Promise<Snapshot> {
     const sandbox = this.#get(shellId);
     const snap: SimSnapshot = {
@@ -247,6 +283,26 @@ export class SimulatorBackend implements SandboxBackend {
     };
     sandbox.snapshots = [snap, ...sandbox.snapshots.filter((s) => s.name !== name)];
     return this.#describeSnapshot(snap);
+  }
+
+  /** The model runs no servers: nothing ever listens on a port. */
+  async connectPort(shellId: string, port: number): Promise<Duplex> {
+    this.#running(shellId);
+    throw new SandboxError(
+      "connection_refused",
+      `nothing listens on port ${port} in shell ${shellId} (the simulator runs no code)`,
+    );
+  }
+
+  async captureFork(shellId: string): Promise<SandboxForkCapture> {
+    const sandbox = this.#get(shellId);
+    const captureId = `capture-${this.#captures.size + 1}-${Date.now().toString(36)}`;
+    this.#captures.set(captureId, { fs: cloneFs(sandbox.fs), language: sandbox.spec.language });
+    return { captureId, method: "copy", sizeBytes: fsSize(sandbox.fs), frozenMs: 0 };
+  }
+
+  async releaseFork(captureId: string): Promise<void> {
+    this.#captures.delete(captureId);
   }
 
   async listSnapshots(shellId: string): Promise<Snapshot[]> {
@@ -317,6 +373,8 @@ export class SimulatorBackend implements SandboxBackend {
 
   #running(shellId: string): SimSandbox {
     const sandbox = this.#get(shellId);
+    if (sandbox.state === "paused")
+      throw new SandboxError("paused", `shell ${shellId} is paused; resume it first`);
     if (sandbox.state !== "running")
       throw new SandboxError("not_running", `shell ${shellId} is stopped`);
     return sandbox;

@@ -20,6 +20,8 @@ import type {
   RuntimeClass,
   Shell,
   ShellCreate,
+  ShellForkResult,
+  PortUrl,
   ShellStatus,
   Snapshot,
   TermCredential,
@@ -104,6 +106,14 @@ export interface DeleteOptions extends IdempotentRequestOptions {
 
 /** Options of {@link ShellsClient.action}: the action's body plus per-call options. */
 export type ActionOptions = ActionRequest & IdempotentRequestOptions;
+
+/** Options of {@link ShellsClient.fork}: how many shells, their names, and per-call options. */
+export interface ForkOptions extends IdempotentRequestOptions {
+  /** How many shells to make (1–20). */
+  count: number;
+  /** Their names, one per shell in order (default: each shell's id). */
+  names?: string[] | undefined;
+}
 
 /** Filters of {@link ShellsClient.list}. */
 export interface ListShellsQuery {
@@ -313,8 +323,10 @@ export class ShellsClient {
 
   /**
    * Runs a lifecycle capability (`logs`, `restart`, `snapshot`, `restore`, `reinstall_os`, `stop`,
-   * `start`, `wipe_state`). A capability that is not legal in the shell's state fails with a
-   * `ConflictError` (`invalid_state`).
+   * `start`, `wipe_state`, `pause`, `resume`). A capability that is not legal in the shell's state
+   * fails with a `ConflictError` (`invalid_state`). `pause` holds every process where it is (the
+   * result's `pause` says how); a paused shell's execs fail with a `ConflictError`
+   * (`shell_paused`) until `resume`.
    *
    * `stop`, `wipe_state` and `reinstall_os` pass the org's approval gate: under `confirm`, pass
    * `confirm` (the shell's name or id) or the call fails with a `ConfirmationRequiredError`; under
@@ -332,6 +344,49 @@ export class ShellsClient {
       `/api/v1/shells/${segment(idOrName)}/actions/${segment(capability)}`,
       { body, idempotencyKey: idempotencyKeyOf(idempotencyKey), signal },
     );
+  }
+
+  /**
+   * Makes `count` new shells, each starting from this shell's filesystem at one instant (the
+   * parent is frozen briefly for the capture). Processes and memory are not copied. Each new shell
+   * is a create of its own (the org's limits apply); the ones made before a refusal come back with
+   * it in `failed`. `state.filesystem.method` says whether the state was shared by reflink or
+   * copied.
+   *
+   * ```ts
+   * const { shells: [a, b] } = await shells.fork(base.id, { count: 2 });
+   * ```
+   */
+  fork(idOrName: string, options: ForkOptions): Promise<ShellForkResult> {
+    const { count, names, idempotencyKey, signal } = options;
+    return this.#call<ShellForkResult>("POST", `/api/v1/shells/${segment(idOrName)}/fork`, {
+      body: { count, ...(names ? { names } : {}) },
+      idempotencyKey,
+      signal,
+    });
+  }
+
+  /**
+   * A URL that reaches a server listening on `port` inside a running `localhost` or `internet`
+   * shell, over HTTP and WebSocket, through the control plane. The URL carries a short-lived
+   * token (default one hour, `ttlSeconds` up to a day): treat it as a secret. Requests to it
+   * answer 502 `port_not_listening` while nothing listens on the port.
+   *
+   * ```ts
+   * const { url } = await shells.url(shell.id, 8000);
+   * await fetch(url); // the shell's server answers
+   * ```
+   */
+  url(
+    idOrName: string,
+    port: number,
+    options: RequestOptions & { ttlSeconds?: number | undefined } = {},
+  ): Promise<PortUrl> {
+    const { ttlSeconds, ...rest } = options;
+    return this.#call<PortUrl>("POST", `/api/v1/shells/${segment(idOrName)}/ports`, {
+      ...rest,
+      body: { port, ...(ttlSeconds === undefined ? {} : { ttlSeconds }) },
+    });
   }
 
   /**

@@ -35,6 +35,7 @@ const TOOL_OPERATION: Record<AgentTool, OperationId> = {
   shells_interpreter: "runInterpreter",
   shells_run: "createRun",
   shells_files: "writeFile",
+  shells_fork: "forkShell",
 };
 
 /** The permission a tool needs: its REST route's scope and minimum role, plus the gate's entitlement. */
@@ -176,6 +177,10 @@ export class AgentGate {
         const data =
           encoding === "base64" ? Buffer.from(content, "base64") : Buffer.from(content, "utf8");
         return this.services.files.write(caller, shell, { path }, data);
+      }
+      case "shells_fork": {
+        const { shell, ...fork } = args as Args<"shells_fork">;
+        return this.shells.fork(caller, shell, fork);
       }
       case "shells_action": {
         const { shell, capability, ...options } = args as Args<"shells_action">;

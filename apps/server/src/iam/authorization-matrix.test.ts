@@ -115,8 +115,10 @@ async function runCase(
       return log.json().items[0].id as string;
     },
     shell: async () =>
-      (shellFixture ??= (await asOwner("POST", "/api/v1/shells", { language: "bash" })).json()
-        .id as string),
+      // With loopback up: a port of it can be exposed (a sealed shell has no network to serve on).
+      (shellFixture ??= (
+        await asOwner("POST", "/api/v1/shells", { language: "bash", network: "localhost" })
+      ).json().id as string),
     run: async () => {
       const started = await asOwner("POST", "/api/v1/runs", {
         language: "bash",

@@ -12,12 +12,14 @@ import { newId, sha256Hex } from "../ids.js";
  *
  * - API keys: `shk_<key id>_<secret>` (the id finds the `api_keys` row without a scan).
  * - Terminal credentials: `sht_<credential id>_<secret>` (one attach, short-lived).
+ * - Port URLs: `shp_<port url id>_<secret>` (in the path of an exposed port's URL, short-lived).
  * - Console session ids: `shs_<secret>` (the cookie; the `sessions` row is found by its hash). The
  *   login-in-progress cookie has the same shape.
  */
 const TOKEN_KINDS = {
   apiKey: { prefix: "shk", idPrefix: "key" },
   term: { prefix: "sht", idPrefix: "term" },
+  port: { prefix: "shp", idPrefix: "port" },
   session: { prefix: "shs", idPrefix: null },
 } as const;
 
@@ -38,6 +40,7 @@ function tokenSource(kind: TokenKind): string {
 const EXACT: Record<TokenKind, RegExp> = {
   apiKey: new RegExp(`^${tokenSource("apiKey")}$`),
   term: new RegExp(`^${tokenSource("term")}$`),
+  port: new RegExp(`^${tokenSource("port")}$`),
   session: new RegExp(`^${tokenSource("session")}$`),
 };
 
@@ -124,6 +127,25 @@ export function mintTermToken(): MintedTermToken {
 export function parseTermToken(token: string): { credentialId: string } | null {
   const credentialId = rowIdOf("term", token);
   return credentialId ? { credentialId } : null;
+}
+
+/** A freshly minted port URL token: the id names its `port_urls` row. */
+export interface MintedPortToken {
+  portUrlId: string;
+  token: string;
+  tokenHash: string;
+}
+
+/** Mints a port URL token (`shp_…`). */
+export function mintPortToken(): MintedPortToken {
+  const { id, token, tokenHash: hash } = mint("port");
+  return { portUrlId: id, token, tokenHash: hash };
+}
+
+/** The port URL id a token claims, or null when the text is not shaped like one. */
+export function parsePortToken(token: string): { portUrlId: string } | null {
+  const portUrlId = rowIdOf("port", token);
+  return portUrlId ? { portUrlId } : null;
 }
 
 /** Mints a console session id (`shs_…`), also used for the login-in-progress cookie. */

@@ -33,8 +33,11 @@ function toFileInfo(info: SandboxFileInfo): FileInfo {
   };
 }
 
+/** Reads serve paused shells too; writes, removals and uploads need a running one. */
+const READ_ONLY = { readWhilePaused: true } as const;
+
 /**
- * Files inside running shells. Every path resolves inside the shell's own root — the backend runs
+ * Files inside running shells (and, for reads, paused ones). Every path resolves inside the shell's own root — the backend runs
  * the operation as the sandbox — and archives are checked entry by entry, while they are read,
  * before anything unpacks.
  * Writes, removals and downloads are activity events (paths and sizes, never contents).
@@ -46,17 +49,17 @@ export class FileService {
   ) {}
 
   async list(caller: Caller, id: string, path: string): Promise<FileInfo[]> {
-    const shell = await this.shells.runningSandbox(caller, id);
+    const shell = await this.shells.runningSandbox(caller, id, READ_ONLY);
     return (await shell.call((b) => b.files.list(shell.shellId, shellPath(path)))).map(toFileInfo);
   }
 
   async stat(caller: Caller, id: string, path: string): Promise<FileInfo> {
-    const shell = await this.shells.runningSandbox(caller, id);
+    const shell = await this.shells.runningSandbox(caller, id, READ_ONLY);
     return toFileInfo(await shell.call((b) => b.files.stat(shell.shellId, shellPath(path))));
   }
 
   async read(caller: Caller, id: string, path: string): Promise<Uint8Array> {
-    const shell = await this.shells.runningSandbox(caller, id);
+    const shell = await this.shells.runningSandbox(caller, id, READ_ONLY);
     const target = shellPath(path);
     const bytes = await shell.call((b) => b.files.read(shell.shellId, target, MAX_FILE_BYTES));
     await this.#record(caller, shell.shellId, "shell.files.read", {
@@ -102,7 +105,7 @@ export class FileService {
   }
 
   async exportArchive(caller: Caller, id: string, path: string): Promise<Uint8Array> {
-    const shell = await this.shells.runningSandbox(caller, id);
+    const shell = await this.shells.runningSandbox(caller, id, READ_ONLY);
     const target = shellPath(path);
     const archive = await shell.call((b) =>
       b.files.exportTar(shell.shellId, target, MAX_ARCHIVE_BYTES),

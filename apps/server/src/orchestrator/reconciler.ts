@@ -62,7 +62,7 @@ export class Reconciler {
       for (const row of rows) {
         const info = held.get(row.id);
         if (!info) {
-          if (row.status === "running" || row.status === "provisioning") {
+          if (["running", "paused", "provisioning"].includes(row.status)) {
             await setShellState(db, row.org_id, row.id, {
               status: "error",
               status_reason: "sandbox lost: the host or backend restarted (host_restart)",
@@ -81,7 +81,7 @@ export class Reconciler {
           // proxy's socket path once the proxy listens there again.
           await this.deps.egress.ensure(row.org_id, row.id, egress);
         }
-        const status = info.state === "running" ? "running" : "stopped";
+        const status = info.state;
         if (status !== row.status) {
           await setShellState(db, row.org_id, row.id, {
             status,
@@ -107,7 +107,7 @@ export class Reconciler {
       await this.deps.lock.run(shell.id, async () => {
         const row = await findShell(db, shell.org_id, shell.id);
         // Someone else stopped or deleted it while it waited for the lock.
-        if (!row || row.status !== "running") return;
+        if (!row || (row.status !== "running" && row.status !== "paused")) return;
         await this.deps.metering?.settle(shell.id);
         await this.deps.runtimes
           .byName(row.backend)

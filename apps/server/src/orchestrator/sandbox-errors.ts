@@ -23,6 +23,17 @@ export function toApiError(error: unknown, shellId: string, logger: Logger): App
       return new AppError("invalid_state", `Shell ${shellId}'s sandbox is not running.`, {
         shellId,
       });
+    case "paused":
+      return new AppError("shell_paused", `Shell ${shellId} is paused; resume it first.`, {
+        shellId,
+        hint: "resume it with the `resume` action",
+      });
+    case "connection_refused":
+      return new AppError(
+        "port_not_listening",
+        `Nothing listens on that port in shell ${shellId}; start the server (listening on 127.0.0.1, ::1 or all addresses), then retry.`,
+        { shellId, ...error.details },
+      );
     case "snapshot_not_found":
       return new AppError("snapshot_not_found", error.message, { shellId });
     case "unavailable":

@@ -64,6 +64,7 @@ export async function provisionShell(
   row: ShellRow,
   backend: SandboxBackend,
   spec: SandboxSpec,
+  forkOf?: string,
 ): Promise<void> {
   const record = (outcome: "success" | "failure", details: Record<string, unknown>) =>
     ctx.activity.record({
@@ -95,13 +96,19 @@ export async function provisionShell(
       region: row.region,
       backend: backend.name,
       ...(info.isolation ? { isolation: info.isolation } : {}),
+      ...(forkOf ? { forkOf } : {}),
     });
   } catch (error) {
     await ctx.setState(row, {
       status: "error",
       status_reason: `provisioning failed: ${describeError(error)}`,
     });
-    await record("failure", { name: row.name, runtime: spec.runtime, error: describeError(error) });
+    await record("failure", {
+      name: row.name,
+      runtime: spec.runtime,
+      error: describeError(error),
+      ...(forkOf ? { forkOf } : {}),
+    });
     throw toApiError(error, row.id, ctx.logger);
   }
 }
@@ -118,7 +125,7 @@ export async function performCapability(
   const after = async (
     info: SandboxInfo,
     message: string,
-    status: ShellStatus = info.state === "running" ? "running" : "stopped",
+    status: ShellStatus = info.state,
     reason: string | null = null,
   ) => {
     await ctx.setState(row, { status, status_reason: reason, image_version: info.imageVersion });
@@ -217,6 +224,36 @@ export async function performCapability(
       const info = await call((backend) => backend.start(row.id));
       await after(info, "started");
       return { message: "started", details: {}, extra: {} };
+    }
+    case "pause": {
+      const paused = await call(async (backend) => {
+        if (!backend.pause)
+          throw new AppError(
+            "invalid_state",
+            `The ${backend.name} backend cannot pause shells; stop the shell instead.`,
+            { backend: backend.name },
+          );
+        return backend.pause(row.id);
+      });
+      const how =
+        paused.pause.method === "checkpoint"
+          ? "processes checkpointed to the shell's state, memory released"
+          : "processes frozen in place, memory kept resident";
+      await after(paused.info, `paused: ${how}`, "paused", `paused: ${paused.pause.reason}`);
+      return {
+        message: `paused: ${how} (${paused.pause.reason}); execs are refused until resume`,
+        details: { method: paused.pause.method, memoryReleased: paused.pause.memoryReleased },
+        extra: { pause: paused.pause },
+      };
+    }
+    case "resume": {
+      const info = await call(async (backend) => {
+        if (!backend.resume)
+          throw new AppError("invalid_state", `The ${backend.name} backend cannot resume shells.`);
+        return backend.resume(row.id);
+      });
+      await after(info, "resumed: processes run on from where they were");
+      return { message: "resumed: processes run on from where they were", details: {}, extra: {} };
     }
     case "wipe_state": {
       const info = await call((backend) => backend.wipeState(row.id));

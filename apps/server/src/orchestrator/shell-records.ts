@@ -102,6 +102,26 @@ export class ShellRecords {
     };
   }
 
+  /**
+   * The create request a fork of `row` makes: the parent's language, runtime, network and egress,
+   * region, project, resources, environment (secret too) and TTL; the name is the caller's.
+   */
+  forkInput(row: ShellRow): RouteBody<"createShell"> {
+    const secretEnv = this.secretEnv(row);
+    return {
+      language: row.language as Shell["language"],
+      runtime: row.runtime as Shell["runtime"],
+      network: row.network as Shell["network"],
+      ...(row.egress ? { egress: JSON.parse(row.egress) as ShellEgress } : {}),
+      region: row.region,
+      project: row.project_name,
+      resources: JSON.parse(row.resources) as ResolvedResources,
+      env: JSON.parse(row.env) as Record<string, string>,
+      ...(Object.keys(secretEnv).length > 0 ? { secretEnv } : {}),
+      ...(row.ttl_seconds !== null ? { ttlSeconds: row.ttl_seconds } : {}),
+    };
+  }
+
   /** The shell's secret environment, opened. */
   secretEnv(row: ShellRow): Record<string, string> {
     return row.secret_env

@@ -26,6 +26,10 @@ async function shellIn(status: ShellStatus): Promise<Shell> {
     expect((await t.call("POST", `/api/v1/shells/${shell.id}/actions/stop`, {})).statusCode).toBe(
       200,
     );
+  } else if (status === "paused") {
+    expect((await t.call("POST", `/api/v1/shells/${shell.id}/actions/pause`, {})).statusCode).toBe(
+      200,
+    );
   } else if (status === "deleted") {
     expect((await t.call("DELETE", `/api/v1/shells/${shell.id}`)).statusCode).toBe(200);
   } else if (status !== "running") {
@@ -71,8 +75,48 @@ describe("the lifecycle state machine", () => {
     if (status === "running") expect(res.statusCode, res.body).toBe(200);
     else {
       expect(res.statusCode, res.body).toBe(409);
-      expect(res.json<{ error: { code: string } }>().error.code).toBe("invalid_state");
+      expect(res.json<{ error: { code: string } }>().error.code).toBe(
+        status === "paused" ? "shell_paused" : "invalid_state",
+      );
     }
+  });
+
+  it("pauses and resumes a shell: the status, the reason, files readable, execs refused", async () => {
+    const shell = await shellIn("running");
+    await t.call("PUT", `/api/v1/shells/${shell.id}/files/content?path=/workspace/a.txt`, "kept", {
+      "content-type": "application/octet-stream",
+    });
+    const paused = await t.call("POST", `/api/v1/shells/${shell.id}/actions/pause`, {});
+    expect(paused.statusCode, paused.body).toBe(200);
+    const result = paused.json<{ shell: Shell; pause: { method: string } }>();
+    expect(result.shell.status).toBe("paused");
+    expect(result.shell.statusReason).toMatch(/^paused: /);
+    expect(result.pause.method).toBe("freeze");
+    const read = await t.call(
+      "GET",
+      `/api/v1/shells/${shell.id}/files/content?path=/workspace/a.txt`,
+    );
+    expect(read.statusCode, read.body).toBe(200);
+    expect(read.body).toBe("kept");
+    const write = await t.call(
+      "PUT",
+      `/api/v1/shells/${shell.id}/files/content?path=/workspace/b.txt`,
+      "x",
+      {
+        "content-type": "application/octet-stream",
+      },
+    );
+    expect(write.statusCode).toBe(409);
+    expect(write.json<{ error: { code: string } }>().error.code).toBe("shell_paused");
+    const resumed = await t.call("POST", `/api/v1/shells/${shell.id}/actions/resume`, {});
+    expect(resumed.json<{ shell: Shell }>().shell).toMatchObject({
+      status: "running",
+      statusReason: null,
+    });
+    const exec = await t.call("POST", `/api/v1/shells/${shell.id}/exec`, {
+      command: ["cat", "/workspace/a.txt"],
+    });
+    expect(exec.json<{ stdout: string }>().stdout).toBe("kept");
   });
 });
 
@@ -184,5 +228,132 @@ describe("secret environment", () => {
         expect(text).not.toContain(secret);
     }
     expect(logs.body).toContain("[redacted]");
+  });
+});
+
+describe("forking a shell", () => {
+  interface ForkBody {
+    parent: string;
+    shells: Shell[];
+    failed: { index: number; name: string | null; code: string }[];
+    state: { filesystem: { method: string }; memory: string };
+  }
+
+  it("makes count shells from the parent's files and settings, each an audited create of its own", async () => {
+    const created = await t.call("POST", "/api/v1/shells", {
+      language: "bash",
+      network: "localhost",
+      resources: { memoryMb: 256 },
+      env: { MODE: "dev" },
+      secretEnv: { API_KEY: "k-forked-secret" },
+      ttlSeconds: 3600,
+    });
+    const parent = created.json<Shell>();
+    await t.call("POST", `/api/v1/shells/${parent.id}/exec`, {
+      command: ["sh", "-c", "echo v1 > /workspace/a.txt"],
+    });
+    const res = await t.call("POST", `/api/v1/shells/${parent.id}/fork`, {
+      count: 2,
+      names: ["fork-left", "fork-right"],
+    });
+    expect(res.statusCode, res.body).toBe(201);
+    const fork = res.json<ForkBody>();
+    expect(fork.parent).toBe(parent.id);
+    expect(fork.failed).toEqual([]);
+    expect(fork.state.memory).toBe("not_copied");
+    expect(fork.shells.map((s) => s.name)).toEqual(["fork-left", "fork-right"]);
+    for (const child of fork.shells) {
+      expect(child).toMatchObject({
+        status: "running",
+        language: "bash",
+        network: "localhost",
+        resources: parent.resources,
+        envKeys: ["MODE"],
+        secretEnvKeys: ["API_KEY"],
+        ttlSeconds: 3600,
+      });
+      const read = await t.call("POST", `/api/v1/shells/${child.id}/exec`, {
+        command: ["cat", "/workspace/a.txt"],
+      });
+      expect(read.json<{ stdout: string }>().stdout).toBe("v1\n");
+    }
+    // Independent afterwards: a write in one is not seen by the other or the parent.
+    const [left, right] = fork.shells as [Shell, Shell];
+    await t.call("POST", `/api/v1/shells/${left.id}/exec`, {
+      command: ["sh", "-c", "echo left > /workspace/a.txt"],
+    });
+    for (const id of [right.id, parent.id]) {
+      const read = await t.call("POST", `/api/v1/shells/${id}/exec`, {
+        command: ["cat", "/workspace/a.txt"],
+      });
+      expect(read.json<{ stdout: string }>().stdout).toBe("v1\n");
+    }
+    const history = await t.call("GET", `/api/v1/activity?action=shell.&limit=500`);
+    const events = history.json<{
+      items: { action: string; target: { id: string } | null; details: Record<string, unknown> }[];
+    }>().items;
+    expect(
+      events.find((e) => e.action === "shell.fork" && e.target?.id === parent.id),
+    ).toMatchObject({
+      details: { count: 2 },
+    });
+    for (const child of fork.shells)
+      expect(
+        events.find((e) => e.action === "shell.create" && e.target?.id === child.id)?.details,
+      ).toMatchObject({ forkOf: parent.id });
+  });
+
+  it("goes through a create's admission: the org's limits refuse a fork of a shell above them", async () => {
+    const parent = (
+      await t.call("POST", "/api/v1/shells", { language: "bash", resources: { memoryMb: 512 } })
+    ).json<Shell>();
+    await t.call("PATCH", "/api/v1/org/policy", {
+      maxResources: { cpu: 1, memoryMb: 256, pids: 64, diskMb: 4096 },
+    });
+    try {
+      const res = await t.call("POST", `/api/v1/shells/${parent.id}/fork`, { count: 1 });
+      expect(res.statusCode, res.body).toBe(422);
+      expect(res.json<{ error: { code: string } }>().error.code).toBe("limit_exceeded");
+    } finally {
+      await t.call("PATCH", "/api/v1/org/policy", {
+        maxResources: { cpu: 16, memoryMb: 65536, pids: 4096, diskMb: 102400 },
+      });
+    }
+  });
+
+  it("returns the shells it made with the refusal that stopped it", async () => {
+    const parent = await shellIn("running");
+    await t.call("POST", "/api/v1/shells", { language: "bash", name: "fork-taken" });
+    const res = await t.call("POST", `/api/v1/shells/${parent.id}/fork`, {
+      count: 3,
+      names: ["fork-free", "fork-taken", "fork-later"],
+    });
+    expect(res.statusCode, res.body).toBe(201);
+    const fork = res.json<ForkBody>();
+    expect(fork.shells.map((s) => s.name)).toEqual(["fork-free"]);
+    expect(fork.failed).toEqual([
+      expect.objectContaining({ index: 1, name: "fork-taken", code: "name_taken" }),
+    ]);
+  });
+
+  it("refuses bad counts and names, a deleted parent, and another org's shell as not found", async () => {
+    const parent = await shellIn("running");
+    for (const body of [
+      { count: 0 },
+      { count: 21 },
+      { count: 2, names: ["only-one"] },
+      { count: 2, names: ["same", "same"] },
+      { count: 1, names: ["sh-0123456789"] },
+    ]) {
+      const res = await t.call("POST", `/api/v1/shells/${parent.id}/fork`, body);
+      expect(res.statusCode, `${JSON.stringify(body)} ${res.body}`).toBe(400);
+      expect(res.json<{ error: { code: string } }>().error.code).toBe("validation_failed");
+    }
+    const gone = await shellIn("deleted");
+    const deleted = await t.call("POST", `/api/v1/shells/${gone.id}/fork`, { count: 1 });
+    expect(deleted.statusCode, deleted.body).toBe(409);
+    expect(deleted.json<{ error: { code: string } }>().error.code).toBe("invalid_state");
+    const missing = await t.call("POST", `/api/v1/shells/sh-zzzzzzzzzz/fork`, { count: 1 });
+    expect(missing.statusCode).toBe(404);
   });
 });

@@ -13,6 +13,8 @@ import {
   type RouteBody,
   type ShellEgress,
   type ShellEgressChange,
+  type ShellFork,
+  type ShellForkResult,
   type RouteQuery,
   type Shell,
   type ShellStatus,
@@ -120,6 +122,25 @@ const ENDS_PROCESSES: ReadonlySet<Capability> = new Set<Capability>([
   "wipe_state",
 ]);
 
+/** Where a forked shell's filesystem comes from. */
+export interface ForkOrigin {
+  parentId: string;
+  /** The backend's capture of the parent's filesystem. */
+  captureId: string;
+}
+
+/** States a shell can be forked in: its filesystem state exists and holds still for a capture. */
+const FORKABLE: readonly ShellStatus[] = ["running", "paused", "stopped"];
+
+/** How a service means to use a shell's sandbox. */
+export interface SandboxUse {
+  /**
+   * Only reads its files: a paused shell serves them too, where its backend can read beside the
+   * frozen processes (elsewhere the backend answers `shell_paused`).
+   */
+  readWhilePaused?: boolean;
+}
+
 /** The shell's lifecycle capabilities that pass the approval gate, from the contract's list. */
 const GATED_CAPABILITIES: ReadonlySet<string> = new Set(GatedAction.options);
 
@@ -186,8 +207,15 @@ export class ShellService {
     });
   }
 
-  /** Creates and starts a shell. Refuses classes this host cannot run, naming what is missing. */
-  async create(caller: Caller, input: RouteBody<"createShell">): Promise<Shell> {
+  /**
+   * Creates and starts a shell. Refuses classes this host cannot run, naming what is missing.
+   * `origin`: the shell is a fork, starting from a capture of its parent's filesystem.
+   */
+  async create(
+    caller: Caller,
+    input: RouteBody<"createShell">,
+    origin?: ForkOrigin,
+  ): Promise<Shell> {
     const { db } = this.deps;
     const policy = await this.deps.policies.get(caller.orgId);
     const admitted = await admitShell(
@@ -241,15 +269,23 @@ export class ShellService {
       const started = performance.now();
       const took = () => (performance.now() - started) / 1000;
       try {
-        await provisionShell(this.#actions, caller, row, backend, {
-          shellId: id,
-          language: input.language,
-          runtime,
-          network,
-          resources,
-          env,
-          ...(await this.#egressSpecOf(row)),
-        });
+        await provisionShell(
+          this.#actions,
+          caller,
+          row,
+          backend,
+          {
+            shellId: id,
+            language: input.language,
+            runtime,
+            network,
+            resources,
+            env,
+            ...(await this.#egressSpecOf(row)),
+            ...(origin ? { from: { captureId: origin.captureId } } : {}),
+          },
+          origin?.parentId,
+        );
       } catch (error) {
         this.deps.metrics?.observeShellCreate(runtime, "failure", took());
         await this.deps.egress?.stop(id);
@@ -258,6 +294,103 @@ export class ShellService {
       this.deps.metrics?.observeShellCreate(runtime, "success", took());
       return this.get(caller, id);
     });
+  }
+
+  /**
+   * Makes `count` shells from the parent's filesystem at one instant: the parent's backend
+   * captures it (freezing a running parent briefly), then each new shell is a `create` of its own
+   * — admission, limits, history — with the parent's settings and that capture as its disk. Shells
+   * made before a refusal are kept and returned with it; a fork that makes none answers the
+   * refusal. The capture is dropped at the end either way.
+   */
+  async fork(caller: Caller, idOrName: string, body: ShellFork): Promise<ShellForkResult> {
+    const found = await this.#find(caller.orgId, idOrName);
+    const backend = this.deps.runtimes.byName(found.backend);
+    if (!backend?.captureFork || !backend.releaseFork)
+      throw new AppError(
+        "runtime_unavailable",
+        `Shells of the ${found.runtime} runtime cannot be forked on this server: the ${found.backend} backend does not capture filesystem state.`,
+        { runtime: found.runtime, missing: "filesystem capture in the backend" },
+      );
+    const { parent, capture } = await this.#lock.run(found.id, async () => {
+      const row = await this.#find(caller.orgId, found.id);
+      if (!FORKABLE.includes(row.status as ShellStatus))
+        throw new AppError(
+          "invalid_state",
+          `Cannot fork shell ${row.name} while it is ${row.status}.`,
+          { status: row.status, legalIn: FORKABLE },
+        );
+      return {
+        parent: row,
+        capture: await this.#backendCall(row, (b) => b.captureFork!(row.id)),
+      };
+    });
+    const shells: Shell[] = [];
+    const failed: ShellForkResult["failed"] = [];
+    let firstError: unknown;
+    try {
+      await this.deps.activity.record({
+        orgId: caller.orgId,
+        actor: actorOf(caller),
+        action: "shell.fork",
+        target: { type: "shell", id: parent.id },
+        outcome: "success",
+        details: {
+          count: body.count,
+          method: capture.method,
+          bytesPerShell: capture.sizeBytes,
+          parentFrozenMs: capture.frozenMs,
+        },
+      });
+      const input = this.#records.forkInput(parent);
+      const origin = { parentId: parent.id, captureId: capture.captureId };
+      for (let index = 0; index < body.count; index++) {
+        const name = body.names?.[index];
+        try {
+          shells.push(await this.create(caller, { ...input, ...(name ? { name } : {}) }, origin));
+        } catch (error) {
+          firstError = error;
+          failed.push({
+            index,
+            name: name ?? null,
+            code: error instanceof AppError ? error.code : "internal",
+            message: error instanceof AppError ? error.message : "the shell could not be made",
+          });
+          break;
+        }
+      }
+    } finally {
+      await backend
+        .releaseFork(capture.captureId)
+        .catch((error: unknown) =>
+          this.deps.logger.error(
+            { err: error, captureId: capture.captureId },
+            "dropping a fork capture failed",
+          ),
+        );
+    }
+    if (shells.length === 0) throw firstError;
+    const megabytes = (capture.sizeBytes / (1024 * 1024)).toFixed(1);
+    return {
+      parent: parent.id,
+      shells,
+      failed,
+      state: {
+        filesystem: {
+          method: capture.method,
+          bytesPerShell: capture.sizeBytes,
+          parentFrozenMs: capture.frozenMs,
+        },
+        memory: "not_copied",
+      },
+      message:
+        `${shells.length} of ${body.count} shells forked from ${parent.name}: filesystem ` +
+        (capture.method === "reflink"
+          ? `shared by reflink (${megabytes} MB, copied only where written)`
+          : `copied (${megabytes} MB per shell; this host's filesystem has no reflinks)`) +
+        `, parent frozen ${Math.round(capture.frozenMs)} ms; processes and memory not copied` +
+        (failed[0] ? `; stopped at shell ${failed[0].index + 1}: ${failed[0].message}` : ""),
+    };
   }
 
   /**
@@ -380,8 +513,8 @@ export class ShellService {
    * A running shell of the caller's org and a way to call its backend with errors mapped to API
    * errors. For the file, terminal and interpreter services, which share the shell's checks.
    */
-  runningSandbox(caller: Caller, idOrName: string) {
-    return this.sandboxFor(caller.orgId, idOrName);
+  runningSandbox(caller: Caller, idOrName: string, options: SandboxUse = {}) {
+    return this.sandboxFor(caller.orgId, idOrName, options);
   }
 
   /**
@@ -389,15 +522,16 @@ export class ShellService {
    * `env` includes the secret environment (it is the environment processes start with); `secrets`
    * are the values to mask in anything stored or echoed.
    */
-  async sandboxFor(orgId: string, idOrName: string) {
+  async sandboxFor(orgId: string, idOrName: string, options: SandboxUse = {}) {
     const row = await this.#find(orgId, idOrName);
-    this.#assertRunning(row);
+    if (!(options.readWhilePaused && row.status === "paused")) this.#assertRunning(row);
     const env = JSON.parse(row.env) as Record<string, string>;
     const secretEnv = this.#records.secretEnv(row);
     return {
       shellId: row.id,
       name: row.name,
       language: row.language as Shell["language"],
+      network: row.network as Shell["network"],
       env: { ...env, ...secretEnv },
       secrets: this.#records.secretsOf({ ...env }, secretEnv),
       call: <T>(fn: (backend: SandboxBackend) => Promise<T>) => this.#backendCall(row, fn),
@@ -624,6 +758,12 @@ export class ShellService {
   }
 
   #assertRunning(row: ShellRow): void {
+    if (row.status === "paused")
+      throw new AppError(
+        "shell_paused",
+        `Shell ${row.name} is paused: its processes are frozen and it runs nothing until resumed.`,
+        { status: row.status, hint: "resume it with the `resume` action" },
+      );
     if (row.status !== "running") {
       throw new AppError(
         "invalid_state",

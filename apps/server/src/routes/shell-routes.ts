@@ -41,6 +41,7 @@ export function shellHandlers(
   | "deleteShell"
   | "actOnShell"
   | "changeShellEgress"
+  | "forkShell"
   | "listSnapshots"
   | "execInShell"
   | "runInterpreter"
@@ -58,6 +59,7 @@ export function shellHandlers(
       accepted(reply, await shells.delete(caller, params.id, query.confirm)),
     actOnShell: async ({ caller, params, body, reply }) =>
       accepted(reply, await shells.act(caller, params.id, params.capability, body)),
+    forkShell: async ({ caller, params, body }) => shells.fork(caller, params.id, body),
     changeShellEgress: async ({ caller, params, body, reply }) =>
       accepted(reply, await shells.changeEgress(caller, params.id, body)),
     listSnapshots: async ({ caller, params }) => ({

@@ -565,6 +565,25 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable("runs").addColumn("workspace_changes", "text").execute();
     },
   },
+  /** URLs of exposed ports: the token's hash, the shell and port it reaches, who made it, until when. */
+  "0018_port_urls": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("port_urls")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("shell_id", "text", (c) => c.notNull())
+        .addColumn("port", "integer", (c) => c.notNull())
+        .addColumn("token_hash", "text", (c) => c.notNull())
+        .addColumn("created_by_type", "text", (c) => c.notNull())
+        .addColumn("created_by_id", "text", (c) => c.notNull())
+        .addColumn("created_by_key_id", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("expires_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("port_urls_shell").on("port_urls").column("shell_id").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

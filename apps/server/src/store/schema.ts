@@ -17,6 +17,7 @@ export interface Database {
   approvals: ApprovalTable;
   sessions: SessionTable;
   term_credentials: TermCredentialTable;
+  port_urls: PortUrlTable;
   runs: RunTable;
   run_frames: RunFrameTable;
   oidc_logins: OidcLoginTable;
@@ -274,6 +275,21 @@ export interface TermCredentialTable {
   expires_at: string;
   /** Set by the first attach: a credential works once. */
   used_at: string | null;
+}
+
+export interface PortUrlTable {
+  id: string;
+  org_id: string;
+  shell_id: string;
+  port: number;
+  /** SHA-256 of the token; the token itself is never stored. */
+  token_hash: string;
+  created_by_type: "user" | "agent";
+  created_by_id: string;
+  /** The API key that made it (null for a session or JWT): its revocation ends the URL. */
+  created_by_key_id: string | null;
+  created_at: string;
+  expires_at: string;
 }
 
 export interface RunTable {

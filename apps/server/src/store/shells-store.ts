@@ -162,7 +162,7 @@ export async function liveShellsOnBackendAcrossOrgs(
     .execute();
 }
 
-/** Every org's running shells whose TTL passed by `now`. */
+/** Every org's running (or paused) shells whose TTL passed by `now`. */
 export async function expiredShellsAcrossOrgs(
   db: Kysely<Database>,
   now: string,
@@ -170,7 +170,7 @@ export async function expiredShellsAcrossOrgs(
   return db
     .selectFrom("shells")
     .select(["id", "org_id"])
-    .where("status", "=", "running")
+    .where("status", "in", ["running", "paused"])
     .where("expires_at", "is not", null)
     .where("expires_at", "<=", now)
     .execute();

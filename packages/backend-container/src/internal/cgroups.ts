@@ -5,13 +5,21 @@ import type { ResolvedResources } from "@shells/contract";
 import { sleep } from "./proc.js";
 
 /**
- * Where this host's cgroup controllers live. v2: one unified hierarchy. v1 (this build machine):
- * a hierarchy per controller, possibly co-mounted (`cpu,cpuacct`). `cpuacct` (v1) counts CPU time
- * for metering; null where it is not mounted (usage then reports no CPU time).
+ * Where this host's cgroup controllers live. v2: one unified hierarchy (freezing is built in). v1
+ * (this build machine): a hierarchy per controller, possibly co-mounted (`cpu,cpuacct`).
+ * `cpuacct` (v1) counts CPU time for metering; null where it is not mounted (usage then reports no
+ * CPU time). The freezer's, when it is mounted (without it shells cannot be paused).
  */
 export type CgroupHost =
   | { version: 2; root: string }
-  | { version: 1; memory: string; pids: string; cpu: string; cpuacct: string | null };
+  | {
+      version: 1;
+      memory: string;
+      pids: string;
+      cpu: string;
+      cpuacct: string | null;
+      freezer?: string;
+    };
 
 /** The controllers a shell needs; each limit is enforced by one of them. */
 const CONTROLLERS = ["memory", "pids", "cpu"] as const;
@@ -25,7 +33,7 @@ export function detectCgroups(
   mountinfo = readFileSync("/proc/self/mountinfo", "utf8"),
   readControllers = (root: string) => readFileSync(`${root}/cgroup.controllers`, "utf8"),
 ): CgroupHost | string {
-  const v1: Partial<Record<(typeof CONTROLLERS)[number] | "cpuacct", string>> = {};
+  const v1: Partial<Record<(typeof CONTROLLERS)[number] | "cpuacct" | "freezer", string>> = {};
   let unified: string | null = null;
   for (const line of mountinfo.split("\n")) {
     // "36 25 0:31 / /sys/fs/cgroup/memory rw,... shared:15 - cgroup cgroup rw,memory"
@@ -37,7 +45,7 @@ export function detectCgroups(
     if (fsType === "cgroup2" && unified === null) unified = mountPoint;
     if (fsType === "cgroup") {
       const options = superOptions.split(",");
-      for (const controller of [...CONTROLLERS, "cpuacct"] as const)
+      for (const controller of [...CONTROLLERS, "cpuacct", "freezer"] as const)
         if (options.includes(controller)) v1[controller] ??= mountPoint;
     }
   }
@@ -57,6 +65,7 @@ export function detectCgroups(
       pids: v1.pids,
       cpu: v1.cpu,
       cpuacct: v1.cpuacct ?? null,
+      ...(v1.freezer ? { freezer: v1.freezer } : {}),
     };
   const missing = CONTROLLERS.filter((c) => !v1[c]);
   return `cgroup controllers not mounted: ${missing.join(", ")} (need cgroup v2 with memory+pids+cpu, or v1 hierarchies)`;
@@ -119,6 +128,15 @@ export class ShellCgroup {
       memoryBytes: finiteOrZero(await readNumber(`${host.memory}/${leaf}/memory.usage_in_bytes`)),
       epoch,
     };
+  }
+
+  /**
+   * The shell's directory in the hierarchy that freezes it (v2: its own; v1: the freezer's), or
+   * null on a v1 host without the freezer.
+   */
+  get freezerDir(): string | null {
+    if (this.host.version === 2) return this.dirs[0] as string;
+    return this.host.freezer ? `${this.host.freezer}/${this.parent}/${this.name}` : null;
   }
 
   /**
@@ -207,6 +225,7 @@ export class ShellCgroup {
       await enableControllers(`${root}/${this.parent}/cgroup.subtree_control`);
       const dir = this.dirs[0] as string;
       await mkdir(dir, { recursive: true });
+      await this.thaw();
       await writeFile(`${dir}/memory.max`, memoryBytes);
       // No swap: past memory.max the shell is OOM-killed instead of thrashing the host's swap.
       await writeOptional(`${dir}/memory.swap.max`, "0");
@@ -219,12 +238,74 @@ export class ShellCgroup {
     }
     const [memoryDir, pidsDir, cpuDir] = this.dirs as [string, string, string];
     for (const dir of this.dirs) await mkdir(dir, { recursive: true });
+    // A group left frozen by a crash mid-pause would freeze the new keeper on its first step.
+    await this.thaw();
     await writeFile(`${memoryDir}/memory.limit_in_bytes`, memoryBytes);
     // memsw = memory + swap; equal to the memory limit means no swap. Absent without swap accounting.
     await writeOptional(`${memoryDir}/memory.memsw.limit_in_bytes`, memoryBytes);
     await writeFile(`${pidsDir}/pids.max`, String(resources.pids));
     await writeFile(`${cpuDir}/cpu.cfs_period_us`, String(periodUs));
     await writeFile(`${cpuDir}/cpu.cfs_quota_us`, quotaUs);
+  }
+
+  /** Whether the shell's processes are frozen now (v1: FROZEN; v2: `frozen 1`). */
+  async isFrozen(): Promise<boolean> {
+    const dir = this.freezerDir;
+    if (!dir) return false;
+    if (this.host.version === 2)
+      return /^frozen 1$/m.test(await readFile(`${dir}/cgroup.events`, "utf8").catch(() => ""));
+    return (await readFile(`${dir}/freezer.state`, "utf8").catch(() => "")).trim() === "FROZEN";
+  }
+
+  /**
+   * Freezes every process of the shell (the keeper, init, execs and their helpers, background
+   * processes) and waits until the kernel reports them all frozen. A task that cannot be frozen in
+   * time (one stuck in an uninterruptible wait) makes this thaw the shell again and fail: a shell
+   * is either wholly paused or not at all.
+   */
+  async freeze(timeoutMs = 5_000): Promise<void> {
+    const dir = this.freezerDir;
+    if (!dir) throw new Error("this host has no cgroup freezer (v1 without the freezer hierarchy)");
+    if (this.host.version === 1) {
+      // A shell started before the freezer hierarchy was in use here has no group in it yet.
+      await mkdir(dir, { recursive: true });
+      await this.#adoptIntoFreezer(dir);
+    }
+    await writeFile(
+      this.host.version === 2 ? `${dir}/cgroup.freeze` : `${dir}/freezer.state`,
+      this.host.version === 2 ? "1" : "FROZEN",
+    );
+    const deadline = Date.now() + timeoutMs;
+    for (let round = 0; !(await this.isFrozen()); round++) {
+      if (Date.now() > deadline) {
+        await this.thaw();
+        throw new Error(`the shell's processes did not freeze within ${timeoutMs} ms`);
+      }
+      // v1 may stay FREEZING after a task woke; writing FROZEN again retries the stragglers.
+      if (this.host.version === 1 && round % 10 === 9)
+        await writeFile(`${dir}/freezer.state`, "FROZEN");
+      await sleep(Math.min(1 + round, 20));
+    }
+  }
+
+  /** Lets the shell's processes run again. Idempotent; a no-op where nothing is frozen. */
+  async thaw(): Promise<void> {
+    const dir = this.freezerDir;
+    if (!dir) return;
+    const file = this.host.version === 2 ? `${dir}/cgroup.freeze` : `${dir}/freezer.state`;
+    await writeOptional(file, this.host.version === 2 ? "0" : "THAWED");
+  }
+
+  /**
+   * v1: every process of the shell into its freezer group, for shells started before the freezer
+   * hierarchy was in use here (their processes joined only memory, pids and cpu).
+   */
+  async #adoptIntoFreezer(dir: string): Promise<void> {
+    const inFreezer = new Set(await subtreeMembers(dir));
+    for (const pid of await this.members()) {
+      if (inFreezer.has(pid)) continue;
+      await writeFile(`${dir}/cgroup.procs`, String(pid)).catch(() => undefined); // gone meanwhile
+    }
   }
 
   /** Host pids of every process in the shell, its exec cgroups included. */
@@ -263,6 +344,8 @@ export class ShellCgroup {
           // already gone
         }
       }
+      // A frozen task (a paused shell) acts on its SIGKILL only once thawed.
+      if (round === 0) await this.thaw();
       if (Date.now() > deadline)
         throw new Error(`processes of cgroup ${this.name} survive SIGKILL: ${pids.join(" ")}`);
       await sleep(Math.min(2 + round * 2, 50));
@@ -425,6 +508,7 @@ async function readEventsMax(file: string): Promise<number> {
 function v1Roots(host: Extract<CgroupHost, { version: 1 }>): string[] {
   const roots = [host.memory, host.pids, host.cpu];
   if (host.cpuacct && !roots.includes(host.cpuacct)) roots.push(host.cpuacct);
+  if (host.freezer && !roots.includes(host.freezer)) roots.push(host.freezer);
   return roots;
 }
 

@@ -1,4 +1,4 @@
-import { open, readFile, readdir, rm, truncate, writeFile } from "node:fs/promises";
+import { open, readFile, readdir, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { run, runChecked, sleep } from "./proc.js";
 
 /*
@@ -35,6 +35,31 @@ export async function createDisk(path: string, sizeMb: number): Promise<void> {
     "shell",
     path,
   ]);
+}
+
+/**
+ * How a disk image was copied: `reflink` shares the source's blocks until either side writes
+ * (btrfs, XFS); `copy` wrote every allocated block again (ext4 and other filesystems without
+ * reflinks), keeping holes as holes.
+ */
+export type DiskCopyMethod = "reflink" | "copy";
+
+/**
+ * Copies a disk image (only call while nothing writes it). A reflink is tried first; where the
+ * host's filesystem has none, a sparse copy writes only the allocated blocks.
+ */
+export async function copyDisk(source: string, target: string): Promise<DiskCopyMethod> {
+  await rm(target, { force: true });
+  const reflink = await run("cp", ["--reflink=always", source, target]);
+  if (reflink.code === 0) return "reflink";
+  await rm(target, { force: true });
+  await runChecked("cp", ["--sparse=always", source, target]);
+  return "copy";
+}
+
+/** Bytes a file occupies on the host's disk (its allocated blocks; holes cost nothing). */
+export async function allocatedBytes(path: string): Promise<number> {
+  return (await stat(path)).blocks * 512;
 }
 
 /**

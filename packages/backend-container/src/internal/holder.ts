@@ -11,6 +11,8 @@ export interface HolderLaunch {
   imageRootfs: string;
   disk: string;
   uidBase: number;
+  /** Host uid of root in the files on the disk, when it differs from `uidBase` (a fork). */
+  diskUidBase?: number;
   network: NetworkMode;
   /** The egress proxy's socket and the shell-side port its forwarder listens on (any mode). */
   egress?: { socketPath: string; port: number };
@@ -37,6 +39,9 @@ export async function launchHolder(launch: HolderLaunch): Promise<HolderRecord> 
     launch.disk,
     "--uid-base",
     String(launch.uidBase),
+    ...(launch.diskUidBase !== undefined && launch.diskUidBase !== launch.uidBase
+      ? ["--disk-uid-base", String(launch.diskUidBase)]
+      : []),
     "--network",
     launch.network,
     "--hostname",

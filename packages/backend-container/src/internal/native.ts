@@ -15,6 +15,7 @@ const SOURCES = [
   "spawn.c",
   "confine.c",
   "egress.c",
+  "port.c",
   "sandbox.h",
   "confine.h",
 ];

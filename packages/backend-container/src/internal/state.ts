@@ -22,6 +22,11 @@ export interface ShellRecord {
   egressSocket?: string;
   /** The shell's slot in the host-wide uid registry; null until claimed. */
   uidSlot: number | null;
+  /**
+   * Host uid of root in the files on the shell's disk, when they are not the shell's own: a fork's
+   * disk is a copy of its parent's. The keeper then uses the disk through an id-mapped view.
+   */
+  diskUidBase?: number;
   imageVersion: string | null;
   /** rootfs directory of the image the shell runs on. */
   imageRootfs: string | null;

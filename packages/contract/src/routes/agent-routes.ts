@@ -2,7 +2,7 @@ import type { FileContent, FileInfo } from "../files.js";
 import { AgentInvokeRequest, AgentInvokeResult } from "../iam.js";
 import type { Page } from "../pages.js";
 import type { InterpreterResult, Run } from "../runs.js";
-import type { ActionResult, ExecResult, Shell } from "../shells.js";
+import type { ActionResult, ExecResult, Shell, ShellForkResult } from "../shells.js";
 import type { TermCredential } from "../terminals.js";
 import type { PendingApproval, RouteSpec } from "./route-spec.js";
 
@@ -37,4 +37,5 @@ export interface AgentToolResults {
   shells_run: Run;
   /** `list`: the entries; `read`: the content; `write`: the written file. */
   shells_files: { items: FileInfo[] } | FileContent | FileInfo;
+  shells_fork: ShellForkResult;
 }

@@ -12,6 +12,10 @@ import {
   Shell,
   ShellCreate,
   ShellEgressChange,
+  PortExpose,
+  PortUrl,
+  ShellFork,
+  ShellForkResult,
   ShellStatus,
   Snapshot,
 } from "../shells.js";
@@ -80,9 +84,9 @@ export const shellRoutes = {
     method: "POST",
     path: "/api/v1/shells/:id/actions/:capability",
     summary:
-      "Run a lifecycle capability: logs, restart, snapshot, restore, reinstall_os, stop, start, wipe_state.",
+      "Run a lifecycle capability: logs, restart, snapshot, restore, reinstall_os, stop, start, wipe_state, pause, resume.",
     description:
-      "A capability not legal in the shell's current state answers 409 `invalid_state`. `stop`, `wipe_state` and `reinstall_os` go through the org's approval gate (see deleteShell).",
+      "A capability not legal in the shell's current state answers 409 `invalid_state`. `stop`, `wipe_state` and `reinstall_os` go through the org's approval gate (see deleteShell). `pause` holds every process where it is (the result's `pause` says how: frozen in memory, or checkpointed where the host can) and `resume` lets them run on; a paused shell refuses execs with 409 `shell_paused`. A snapshot of a running shell is taken with its processes frozen for the capture.",
     tag: "shells",
     params: z.strictObject({ id: shellId, capability: Capability }),
     body: ActionRequest,
@@ -92,6 +96,36 @@ export const shellRoutes = {
     scope: "shells:instances:control",
     idempotent: true,
     example: { params: { id: "{shell}", capability: "snapshot" }, body: {} },
+  },
+  forkShell: {
+    method: "POST",
+    path: "/api/v1/shells/:id/fork",
+    summary: "Make `count` new shells, each starting from the shell's filesystem at one instant.",
+    description:
+      "The parent (running, paused or stopped) is frozen for the capture of its filesystem and thawed after; its processes and memory are not forked (`state.memory` says so). Each new shell is a create of its own: the same admission, limits and history as `POST /api/v1/shells`, with the parent's language, runtime, network, egress, project, resources, environment and TTL. `state.filesystem` says how the state was copied: `reflink` shares blocks until written, `copy` wrote them again per shell. When a shell cannot be made (a limit, a taken name) the ones made are returned with the failure; when none could be, the first refusal is the answer. Honours `Idempotency-Key`.",
+    tag: "shells",
+    params: z.strictObject({ id: shellId }),
+    body: ShellFork,
+    response: ShellForkResult,
+    successStatus: 201,
+    scope: "shells:instances:create",
+    idempotent: true,
+    example: { params: { id: "{shell}" }, body: { count: 1 } },
+  },
+  exposePort: {
+    method: "POST",
+    path: "/api/v1/shells/:id/ports",
+    summary:
+      "Get a URL that reaches a server listening on a port inside the shell (HTTP and WebSocket).",
+    description:
+      "The URL goes through the control plane and carries a short-lived token (default one hour): whoever holds it reaches that port of that shell — connected from inside the shell's own network namespace, so never the host's services nor another shell's — until it expires or the key that made it is revoked or its holder loses the scope. `localhost` and `internet` shells only (a `sealed` shell has no network to listen on). Responses are served with `Content-Security-Policy: sandbox` and without cookies in either direction, so a page the shell serves cannot act as the console. The URL is an activity event; its token never is. A request when nothing listens answers 502 `port_not_listening`.",
+    tag: "shells",
+    params: z.strictObject({ id: shellId }),
+    body: PortExpose,
+    response: PortUrl,
+    successStatus: 201,
+    scope: "shells:instances:control",
+    example: { params: { id: "{shell}" }, body: { port: 8000 } },
   },
   changeShellEgress: {
     method: "PATCH",
