@@ -134,6 +134,8 @@ export type {
   Scope,
   Shell,
   ShellCreate,
+  ShellEgress,
+  ShellEgressChange,
   ShellStatus,
   SeedFile,
   Snapshot,

@@ -20,6 +20,7 @@ import type {
   RuntimeClass,
   Shell,
   ShellCreate,
+  ShellEgressChange,
   ShellStatus,
   Snapshot,
   TermCredential,
@@ -327,6 +328,24 @@ export class ShellsClient {
       "POST",
       `/api/v1/shells/${segment(idOrName)}/actions/${segment(capability)}`,
       { body, idempotencyKey: idempotencyKeyOf(idempotencyKey), signal },
+    );
+  }
+
+  /**
+   * Replaces a running `internet` shell's egress allowlist; it takes effect at the shell's next
+   * connection or DNS question. Narrowing is never gated; widening passes the org's `egress_change`
+   * gate: under `confirm`, pass `confirm` (the shell's name or id); under `approvers`, nothing
+   * changes yet and the answer is a {@link PendingApproval} (check with `isPendingApproval`).
+   */
+  changeEgress(
+    idOrName: string,
+    body: ShellEgressChange,
+    options: IdempotentRequestOptions = {},
+  ): Promise<Shell | PendingApproval> {
+    return this.#call<Shell | PendingApproval>(
+      "PATCH",
+      `/api/v1/shells/${segment(idOrName)}/egress`,
+      { ...options, body, idempotencyKey: idempotencyKeyOf(options.idempotencyKey) },
     );
   }
 

@@ -16,7 +16,7 @@ import { actorOf, type Caller } from "../iam/principal.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { Database } from "../store/schema.js";
 import { findProject } from "../store/shells-store.js";
-import type { RuntimeRegistry } from "./runtimes.js";
+import { networkModesOf, type RuntimeRegistry } from "./runtimes.js";
 
 /** Resource limits of a shell nobody asked otherwise for. */
 export const DEFAULT_RESOURCES: ResolvedResources = {
@@ -190,12 +190,12 @@ export async function admitShell(
         missing: `a ${runtime} build of this language`,
       },
     );
-  if (!(backend.networkModes ?? ["sealed", "localhost"]).includes(network))
+  if (!networkModesOf(backend).includes(network))
     throw new AppError(
       "network_mode_unavailable",
       network === "internet"
         ? `Network mode internet needs a backend that routes through the egress proxy; ${backend.name} does not. Use sealed or localhost.`
-        : `Network mode ${network} is not offered by the ${runtime} runtime; it offers ${(backend.networkModes ?? []).join(", ")}.`,
+        : `Network mode ${network} is not offered by the ${runtime} runtime; it offers ${networkModesOf(backend).join(", ")}.`,
       { network, runtime },
     );
   checkResourceLimits(input.resources ?? {}, policy, deps.capacity());

@@ -76,3 +76,19 @@ describe("a microvm class whose template cannot be made", () => {
     },
   );
 });
+
+describe("the runtimes list", () => {
+  let t: TestApp | undefined;
+  afterEach(async () => {
+    await t?.close();
+  });
+
+  it("names the network modes each class offers on this server", async () => {
+    t = await createTestApp();
+    const res = await t.call("GET", "/api/v1/runtimes");
+    expect(res.statusCode).toBe(200);
+    const items = res.json<{ items: { runtime: string; networks: string[] }[] }>().items;
+    // The simulator routes through no egress proxy: sealed and localhost, never internet.
+    expect(items.find((r) => r.runtime === "container")?.networks).toEqual(["sealed", "localhost"]);
+  });
+});

@@ -1,5 +1,10 @@
-import { RuntimeClass, type RuntimeAvailability } from "@shells/contract";
+import { RuntimeClass, type NetworkMode, type RuntimeAvailability } from "@shells/contract";
 import type { SandboxBackend } from "@shells/sandbox";
+
+/** The network modes a backend runs: its own list, or sealed and localhost when it names none. */
+export function networkModesOf(backend: SandboxBackend): readonly NetworkMode[] {
+  return backend.networkModes ?? ["sealed", "localhost"];
+}
 
 const AVAILABILITY_TTL_MS = 30_000;
 
@@ -16,16 +21,21 @@ export class RuntimeRegistry {
   async availability(): Promise<RuntimeAvailability[]> {
     if (this.#cache && Date.now() - this.#cache.at < AVAILABILITY_TTL_MS) return this.#cache.value;
     const offered = (await Promise.all(this.backends.map((b) => b.availability()))).flat();
-    const value = RuntimeClass.options.map(
-      (runtime): RuntimeAvailability =>
-        offered.find((o) => o.runtime === runtime && o.available) ??
+    const value = RuntimeClass.options.map((runtime): RuntimeAvailability => {
+      const entry = offered.find((o) => o.runtime === runtime && o.available) ??
         offered.find((o) => o.runtime === runtime) ?? {
           runtime,
           available: false,
           backend: null,
           reason: `no ${runtime} backend is installed on this server`,
-        },
-    );
+        };
+      // The modes admission accepts on the backend that serves the class.
+      const backend = entry.available
+        ? this.backends.find((b) => b.name === entry.backend)
+        : undefined;
+      const networks = backend ? [...networkModesOf(backend)] : [];
+      return { ...entry, networks };
+    });
     this.#cache = { at: Date.now(), value };
     return value;
   }

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { Role, Scope } from "../iam.js";
-import { RuntimeClass } from "../shells.js";
+import { NetworkMode, RuntimeClass } from "../shells.js";
 import type { RouteSpec } from "./route-spec.js";
 
 /** Availability of one runtime class on this server. */
@@ -11,6 +11,12 @@ export const RuntimeAvailability = z.strictObject({
   backend: z.string().nullable(),
   /** What is missing when unavailable, or a note (the simulator says it runs no code). */
   reason: z.string().nullable(),
+  /**
+   * Network modes a shell of this class can have on this server (`internet` only where the backend
+   * routes through the egress proxy); empty when the class is unavailable. Absent from a backend's
+   * own report; the server fills it in.
+   */
+  networks: z.array(NetworkMode).optional(),
 });
 export type RuntimeAvailability = z.infer<typeof RuntimeAvailability>;
 
