@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import ShellsClient from "@l1fe/shells";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -74,4 +75,88 @@ describe("the console's governance pages", () => {
     await owner.policy.update({ approvalGates: { egress_change: "none" } });
     await sheet.getByRole("button", { name: "Close details" }).click();
   }, 150_000);
+
+  it("creates, rotates and deletes a binding without the secret ever reaching the page", async () => {
+    // Everything the page receives from here on: bodies and headers of every response.
+    const received: Promise<string>[] = [];
+    page.on("response", (response) => {
+      received.push(
+        response
+          .body()
+          .then((body) => `${JSON.stringify(response.headers())}\n${body.toString("utf8")}`)
+          .catch(() => ""),
+      );
+    });
+    const secret = `console-secret-${randomUUID()}`;
+    const rotatedSecret = `console-rotated-${randomUUID()}`;
+    /** The page's HTML, every field's current value and both storages, as one text. */
+    const pageText = () =>
+      page.evaluate<string>(`[
+        document.documentElement.outerHTML,
+        ...Array.from(document.querySelectorAll("input, textarea"), (field) => field.value),
+        JSON.stringify({ ...localStorage }),
+        JSON.stringify({ ...sessionStorage }),
+      ].join("\\n")`);
+
+    await page.getByRole("link", { name: "Bindings" }).click();
+    await page.getByText("No bindings yet.").waitFor();
+    await page.getByRole("button", { name: "+ New binding" }).click();
+    const create = page.getByRole("dialog", { name: "New binding" });
+    await create.getByLabel("Name").fill("Bad-Name");
+    await create.getByLabel("Upstream (https)").fill("http://api.example.com/v1");
+    await create.getByLabel("Allowed paths").fill("/items/*, /v1/**");
+    await create.getByLabel("POST").check();
+    await create.getByLabel("Secret").fill(secret);
+    // The probe sees a typed field's value: what it misses later is truly gone.
+    expect(await pageText()).toContain(secret);
+    await create.getByRole("button", { name: "Create binding" }).click();
+    // Refused here first (the name's form), then by the server (plain http).
+    await create.getByText(/name: lowercase letters/).waitFor();
+    await create.getByLabel("Name").fill("payments_api");
+    await create.getByRole("button", { name: "Create binding" }).click();
+    await create.getByText(/binding_upstream_not_https/).waitFor();
+    await create.getByLabel("Upstream (https)").fill("https://api.example.com/v1");
+    await create.getByRole("button", { name: "Create binding" }).click();
+
+    const table = page.getByRole("table", { name: "Bindings" });
+    await table.getByText("payments_api").waitFor();
+    await page.getByText(/SHELLS_BINDING_PAYMENTS_API_URL/).waitFor();
+    const [listed] = await owner.bindings.list();
+    expect(listed).toMatchObject({
+      name: "payments_api",
+      upstream: "https://api.example.com/v1",
+      inject: "Authorization: Bearer {secret}",
+      paths: ["/items/*", "/v1/**"],
+      methods: ["GET", "POST"],
+    });
+    expect(await pageText()).not.toContain(secret);
+
+    await table.getByRole("button", { name: "Rotate payments_api" }).click();
+    const rotate = page.getByRole("dialog", { name: "Rotate payments_api" });
+    await rotate.getByLabel("New secret").fill(rotatedSecret);
+    await rotate.getByRole("button", { name: "Rotate secret" }).click();
+    await page.getByText("Rotated the secret of payments_api.").waitFor();
+    const [rotated] = await owner.bindings.list();
+    expect(Date.parse(rotated?.rotatedAt ?? "")).toBeGreaterThan(
+      Date.parse(listed?.rotatedAt ?? ""),
+    );
+    expect(await pageText()).not.toContain(rotatedSecret);
+
+    await table.getByRole("button", { name: "Delete payments_api" }).click();
+    const remove = page.getByRole("dialog", { name: "Delete payments_api" });
+    const confirm = remove.getByRole("button", { name: "Delete binding" });
+    expect(await confirm.isDisabled()).toBe(true);
+    await remove.getByLabel("Type the binding name to confirm").fill("payments_api");
+    await confirm.click();
+    await page.getByText("No bindings yet.").waitFor();
+    expect(await owner.bindings.list()).toEqual([]);
+
+    page.removeAllListeners("response");
+    const responses = await Promise.all(received);
+    expect(responses.length).toBeGreaterThan(5);
+    for (const response of responses) {
+      expect(response).not.toContain(secret);
+      expect(response).not.toContain(rotatedSecret);
+    }
+  }, 60_000);
 });

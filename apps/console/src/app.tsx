@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useState, type FormEvent } from "react";
+import { BindingsPage } from "./bindings-page.js";
 import { FleetPage } from "./fleet-page.js";
 import { AccessPage, ActivityPage, ApprovalsPage, PolicyPage } from "./org-pages.js";
 import {
@@ -18,6 +19,7 @@ const PAGES = [
   { path: "/approvals", label: "Approvals" },
   { path: "/access", label: "Access" },
   { path: "/policy", label: "Policy" },
+  { path: "/bindings", label: "Bindings" },
 ] as const;
 
 /** Client-side routes on the History API; the server answers index.html for each. */
@@ -263,6 +265,7 @@ function Shell({
         {page === "/approvals" && <ApprovalsPage session={session} />}
         {page === "/access" && <AccessPage session={session} />}
         {page === "/policy" && <PolicyPage session={session} />}
+        {page === "/bindings" && <BindingsPage session={session} />}
         {!PAGES.some((item) => item.path === page) && (
           <p className="text-sm text-zinc-500">
             No page here.{" "}

@@ -161,3 +161,58 @@ export function Panel({ title, children }: { title: string; children: ReactNode 
     </section>
   );
 }
+
+/** A plain table of rows; `undefined` rows read as loading, none as `empty`. */
+export function Table({
+  label,
+  headers,
+  rows,
+  empty,
+}: {
+  label: string;
+  headers: string[];
+  rows: ReactNode[][] | undefined;
+  empty: string;
+}) {
+  return (
+    <table className="w-full text-left text-sm" aria-label={label}>
+      <thead className="text-xs tracking-wide text-zinc-500 uppercase dark:text-zinc-400">
+        <tr>
+          {headers.map((header) => (
+            <th key={header} className="px-4 py-2 font-medium">
+              {header}
+            </th>
+          ))}
+        </tr>
+      </thead>
+      <tbody className="divide-y divide-zinc-100 dark:divide-zinc-800">
+        {rows?.map((cells, index) => (
+          <tr key={index}>
+            {cells.map((cell, column) => (
+              <td key={column} className="px-4 py-2 align-top">
+                {cell}
+              </td>
+            ))}
+          </tr>
+        ))}
+        {rows !== undefined && rows.length === 0 && (
+          <tr>
+            <td colSpan={headers.length} className="px-4 py-8 text-center text-zinc-500">
+              {empty}
+            </td>
+          </tr>
+        )}
+        {rows === undefined && (
+          <tr>
+            <td colSpan={headers.length} className="px-4 py-8 text-center text-zinc-500">
+              Loading…
+            </td>
+          </tr>
+        )}
+      </tbody>
+    </table>
+  );
+}
+
+/** A timestamp in the viewer's locale, or a dash. */
+export const when = (iso: string | null) => (iso ? new Date(iso).toLocaleString() : "—");
