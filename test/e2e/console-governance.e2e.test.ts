@@ -159,4 +159,62 @@ describe("the console's governance pages", () => {
       expect(response).not.toContain(rotatedSecret);
     }
   }, 60_000);
+
+  it("launches a run, streams its output live beside its audit, then shows result, tail and artifacts", async () => {
+    await page.getByRole("link", { name: "Runs" }).click();
+    const launch = page.getByRole("form", { name: "Launch a run" });
+    await launch.getByLabel("Language").selectOption("python");
+    await launch.getByLabel("Network").selectOption("internet");
+    await launch.getByLabel("Allow host or CIDR").fill("example.com");
+    await launch.getByRole("button", { name: "Add" }).click();
+    await launch.getByLabel("Artifacts").fill("*.txt");
+    await launch
+      .getByLabel("Code")
+      .fill(
+        [
+          "import sys, time",
+          'print("first-line", flush=True)',
+          "time.sleep(4)",
+          'print("to-stderr", file=sys.stderr, flush=True)',
+          'open("out.txt", "w").write("artifact-body")',
+          'shells.result({"answer": 42})',
+          'print("last-line")',
+        ].join("\n"),
+      );
+    await launch.getByRole("button", { name: "Launch run" }).click();
+
+    const view = page.getByRole("region", { name: /^Run run/ });
+    const output = view.getByTestId("run-output");
+    // Live: the first line shows while the run still runs (it sleeps before the rest).
+    await output.getByText("first-line").waitFor({ timeout: 60_000 });
+    expect(await view.locator("header [data-status]").getAttribute("data-status")).toBe("running");
+    expect(await output.textContent()).not.toContain("last-line");
+    const audit = view.getByTestId("run-audit");
+    await audit.getByText("run.start").waitFor();
+
+    await view.locator('header [data-status="succeeded"]').waitFor({ timeout: 60_000 });
+    await output.getByText("last-line").waitFor();
+    await audit.getByText("run.finish", { exact: true }).waitFor();
+    // The run's shell was created internet, narrowed to the list.
+    expect(await audit.textContent()).toContain("shell.create");
+    expect(await view.getByTestId("run-exit-code").textContent()).toBe("0");
+    expect(JSON.parse((await view.getByTestId("run-result").textContent()) ?? "")).toEqual({
+      answer: 42,
+    });
+    const tail = await view.getByTestId("run-output-tail").textContent();
+    expect(tail).toContain("first-line");
+    expect(tail).toContain("to-stderr");
+
+    const runId = page.url().split("/runs/")[1] ?? "";
+    const run = await owner.runs.get(runId);
+    expect(run.artifacts.map((a) => a.path)).toEqual(["out.txt"]);
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      view.getByRole("button", { name: "Download out.txt" }).click(),
+    ]);
+    const stream = await download.createReadStream();
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).toString("utf8")).toBe("artifact-body");
+  }, 120_000);
 });

@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { BindingsPage } from "./bindings-page.js";
 import { FleetPage } from "./fleet-page.js";
+import { RunsPage } from "./runs-page.js";
 import { AccessPage, ActivityPage, ApprovalsPage, PolicyPage } from "./org-pages.js";
 import {
   fetchAuthConfig,
@@ -15,6 +16,7 @@ import { Button, ErrorNote, fieldClass } from "./ui.js";
 
 const PAGES = [
   { path: "/", label: "Fleet" },
+  { path: "/runs", label: "Runs" },
   { path: "/activity", label: "Activity" },
   { path: "/approvals", label: "Approvals" },
   { path: "/access", label: "Access" },
@@ -211,7 +213,9 @@ function Shell({
   const [path, navigate] = usePath();
   const shellMatch = /^\/shells\/([^/]+)$/.exec(path);
   const openShellId = shellMatch?.[1] ? decodeURIComponent(shellMatch[1]) : null;
-  const page = openShellId !== null ? "/" : path;
+  const runMatch = /^\/runs\/([^/]+)$/.exec(path);
+  const openRunId = runMatch?.[1] ? decodeURIComponent(runMatch[1]) : null;
+  const page = openShellId !== null ? "/" : openRunId !== null ? "/runs" : path;
   const { principal } = session;
   return (
     <div className="min-h-screen">
@@ -259,6 +263,13 @@ function Shell({
             session={session}
             openShellId={openShellId}
             onOpenShell={(id) => navigate(id === null ? "/" : `/shells/${encodeURIComponent(id)}`)}
+          />
+        )}
+        {page === "/runs" && (
+          <RunsPage
+            session={session}
+            openRunId={openRunId}
+            onOpenRun={(id) => navigate(id === null ? "/runs" : `/runs/${encodeURIComponent(id)}`)}
           />
         )}
         {page === "/activity" && <ActivityPage session={session} />}

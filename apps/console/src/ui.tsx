@@ -37,6 +37,10 @@ const STATUS_STYLES: Record<string, string> = {
     "bg-red-50 text-red-700 ring-red-600/20 dark:bg-red-500/10 dark:text-red-400 dark:ring-red-400/20",
   deleted:
     "bg-zinc-100 text-zinc-400 line-through ring-zinc-500/10 dark:bg-zinc-800 dark:text-zinc-500",
+  succeeded:
+    "bg-emerald-50 text-emerald-700 ring-emerald-600/20 dark:bg-emerald-500/10 dark:text-emerald-400 dark:ring-emerald-400/20",
+  failed:
+    "bg-red-50 text-red-700 ring-red-600/20 dark:bg-red-500/10 dark:text-red-400 dark:ring-red-400/20",
 };
 
 const DOT_STYLES: Record<string, string> = {
@@ -45,6 +49,8 @@ const DOT_STYLES: Record<string, string> = {
   stopped: "bg-zinc-400",
   error: "bg-red-500",
   deleted: "bg-zinc-400",
+  succeeded: "bg-emerald-500",
+  failed: "bg-red-500",
 };
 
 export function StatusBadge({ status }: { status: string }) {
