@@ -1,4 +1,6 @@
 import { randomUUID } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
 import ShellsClient from "@l1fe/shells";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,8 +12,13 @@ let browser: ConsoleBrowser;
 let page: Page;
 let owner: ShellsClient;
 
+const SHOTS = join("test-results", "console");
+const shot = (name: string) =>
+  page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+
 describe("the console's governance pages", () => {
   beforeAll(async () => {
+    mkdirSync(SHOTS, { recursive: true });
     browser = await startConsoleBrowser({ backend: "container" });
     page = browser.page;
     owner = new ShellsClient({ baseUrl: browser.server.url, token: browser.server.token });
@@ -41,6 +48,7 @@ describe("the console's governance pages", () => {
       await entry.fill(allowed);
       await entry.press("Enter");
     }
+    await shot("create-dialog-internet");
     await create.getByRole("button", { name: "Create shell" }).click();
 
     const row = page.locator('tr[data-shell-name="egress-e2e"]');
@@ -71,6 +79,7 @@ describe("the console's governance pages", () => {
     await egress.getByRole("button", { name: "Add" }).click();
     await egress.getByRole("button", { name: "Save allowlist" }).click();
     await egress.getByText(/Pending approval: egress_change/).waitFor();
+    await shot("shell-egress-pending");
     expect((await owner.get("egress-e2e")).egress?.allow).toEqual(["example.com", "*.example.org"]);
     await owner.policy.update({ approvalGates: { egress_change: "none" } });
     await sheet.getByRole("button", { name: "Close details" }).click();
@@ -130,6 +139,7 @@ describe("the console's governance pages", () => {
       methods: ["GET", "POST"],
     });
     expect(await pageText()).not.toContain(secret);
+    await shot("bindings");
 
     await table.getByRole("button", { name: "Rotate payments_api" }).click();
     const rotate = page.getByRole("dialog", { name: "Rotate payments_api" });
@@ -204,6 +214,7 @@ describe("the console's governance pages", () => {
     const tail = await view.getByTestId("run-output-tail").textContent();
     expect(tail).toContain("first-line");
     expect(tail).toContain("to-stderr");
+    await shot("run");
 
     const runId = page.url().split("/runs/")[1] ?? "";
     const run = await owner.runs.get(runId);
@@ -217,4 +228,31 @@ describe("the console's governance pages", () => {
     for await (const chunk of stream) chunks.push(chunk as Buffer);
     expect(Buffer.concat(chunks).toString("utf8")).toBe("artifact-body");
   }, 120_000);
+
+  it("charts usage by day and class and lists the top shells, as the usage API reports them", async () => {
+    // Metered: the internet shell and the run's shell the tests above made.
+    await page.getByRole("link", { name: "Usage" }).click();
+    const today = new Date().toISOString().slice(0, 10);
+    const bar = page.locator(`rect[data-day="${today}"][data-class="container"]`);
+    await bar.waitFor({ timeout: 30_000 });
+    const shown = Number(await bar.getAttribute("data-value"));
+    const report = await owner.usage.report({ groupBy: ["day", "class"] });
+    const row = report.rows.find(
+      (r) => r.period?.slice(0, 10) === today && r.runtime === "container",
+    );
+    const reported = (row?.seconds.running ?? 0) / 3600;
+    expect(reported).toBeGreaterThan(0);
+    // The page read its report a moment before this one: within a minute of running time.
+    expect(Math.abs(shown - reported)).toBeLessThan(60 / 3600);
+
+    await shot("usage");
+    const shellId = (await owner.get("egress-e2e")).id;
+    await page.getByRole("table", { name: "Top shells" }).getByText(shellId).waitFor();
+
+    await page.getByRole("radio", { name: "Cost" }).click();
+    const costBar = page.locator(`rect[data-day="${today}"][data-class="container"]`);
+    await expect
+      .poll(async () => Number(await costBar.getAttribute("data-value")))
+      .toBeCloseTo(Number(row?.cost ?? 0), 1);
+  }, 60_000);
 });

@@ -2,6 +2,7 @@ import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { BindingsPage } from "./bindings-page.js";
 import { FleetPage } from "./fleet-page.js";
 import { RunsPage } from "./runs-page.js";
+import { UsagePage } from "./usage-page.js";
 import { AccessPage, ActivityPage, ApprovalsPage, PolicyPage } from "./org-pages.js";
 import {
   fetchAuthConfig,
@@ -22,6 +23,7 @@ const PAGES = [
   { path: "/access", label: "Access" },
   { path: "/policy", label: "Policy" },
   { path: "/bindings", label: "Bindings" },
+  { path: "/usage", label: "Usage" },
 ] as const;
 
 /** Client-side routes on the History API; the server answers index.html for each. */
@@ -277,6 +279,7 @@ function Shell({
         {page === "/access" && <AccessPage session={session} />}
         {page === "/policy" && <PolicyPage session={session} />}
         {page === "/bindings" && <BindingsPage session={session} />}
+        {page === "/usage" && <UsagePage session={session} />}
         {!PAGES.some((item) => item.path === page) && (
           <p className="text-sm text-zinc-500">
             No page here.{" "}
