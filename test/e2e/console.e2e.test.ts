@@ -1,35 +1,23 @@
-import { execFile, execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { execFile } from "node:child_process";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import ShellsClient from "@l1fe/shells";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestServer, type TestServer } from "./harness.js";
+import { startConsoleBrowser, type ConsoleBrowser } from "./console-browser.js";
+import type { TestServer } from "./harness.js";
 
-// The console in a real browser (Debian's chromium, driven by playwright-core; never a downloaded
-// browser) against a real control plane with real container sandboxes.
-const CHROMIUM = process.env.SHELLS_TEST_CHROMIUM ?? "/usr/bin/chromium";
-const CHROMIUM_FLAGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
+// The console in a real browser (Debian's chromium via playwright-core) against a real control
+// plane with real container sandboxes.
 const SHOTS = join("test-results", "console");
 const SHELL_NAME = "console-e2e";
-const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 
+let browser: ConsoleBrowser;
+let repoRoot: string;
 let server: TestServer;
 let context: BrowserContext;
 let page: Page;
-let profileDir: string;
 
 const shot = (name: string) => page.screenshot({ path: join(SHOTS, `${name}.png`) });
 
@@ -61,36 +49,13 @@ async function screenshotSurfaces(theme: string) {
 
 describe("the web console", () => {
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(
-        `Chromium is not installed at ${CHROMIUM}: run \`apt-get install -y chromium\` (CI installs it; never download a browser).`,
-      );
-    }
-    // The server serves apps/console/dist; build it from the current sources (~3 s). The viewer's
-    // key comes from the compiled server's operator command.
-    execFileSync("npm", ["run", "build", "-w", "@shells/console"], { stdio: "ignore" });
-    execFileSync(
-      process.execPath,
-      [join(repoRoot, "node_modules/typescript/bin/tsc"), "-b", "apps/server"],
-      { cwd: repoRoot, stdio: "inherit" },
-    );
     mkdirSync(SHOTS, { recursive: true });
-    server = await startTestServer({ backend: "container" });
-    profileDir = mkdtempSync(join(tmpdir(), "shells-chromium-"));
-    context = await chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM,
-      args: CHROMIUM_FLAGS,
-      headless: true,
-      viewport: { width: 1440, height: 900 },
-      colorScheme: "light",
-    });
-    page = context.pages()[0] ?? (await context.newPage());
+    browser = await startConsoleBrowser({ backend: "container" });
+    ({ server, context, page, repoRoot } = browser);
   }, 180_000);
 
   afterAll(async () => {
-    await context?.close();
-    await server?.close();
-    if (profileDir) rmSync(profileDir, { recursive: true, force: true });
+    await browser?.close();
   });
 
   it("signs in, creates a python shell, acts on it, opens a terminal and goes dark", async () => {

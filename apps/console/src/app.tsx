@@ -1,5 +1,8 @@
 import { useCallback, useEffect, useState, type FormEvent } from "react";
+import { BindingsPage } from "./bindings-page.js";
 import { FleetPage } from "./fleet-page.js";
+import { RunsPage } from "./runs-page.js";
+import { UsagePage } from "./usage-page.js";
 import { AccessPage, ActivityPage, ApprovalsPage, PolicyPage } from "./org-pages.js";
 import {
   fetchAuthConfig,
@@ -14,10 +17,13 @@ import { Button, ErrorNote, fieldClass } from "./ui.js";
 
 const PAGES = [
   { path: "/", label: "Fleet" },
+  { path: "/runs", label: "Runs" },
   { path: "/activity", label: "Activity" },
   { path: "/approvals", label: "Approvals" },
   { path: "/access", label: "Access" },
   { path: "/policy", label: "Policy" },
+  { path: "/bindings", label: "Bindings" },
+  { path: "/usage", label: "Usage" },
 ] as const;
 
 /** Client-side routes on the History API; the server answers index.html for each. */
@@ -209,7 +215,9 @@ function Shell({
   const [path, navigate] = usePath();
   const shellMatch = /^\/shells\/([^/]+)$/.exec(path);
   const openShellId = shellMatch?.[1] ? decodeURIComponent(shellMatch[1]) : null;
-  const page = openShellId !== null ? "/" : path;
+  const runMatch = /^\/runs\/([^/]+)$/.exec(path);
+  const openRunId = runMatch?.[1] ? decodeURIComponent(runMatch[1]) : null;
+  const page = openShellId !== null ? "/" : openRunId !== null ? "/runs" : path;
   const { principal } = session;
   return (
     <div className="min-h-screen">
@@ -259,10 +267,19 @@ function Shell({
             onOpenShell={(id) => navigate(id === null ? "/" : `/shells/${encodeURIComponent(id)}`)}
           />
         )}
+        {page === "/runs" && (
+          <RunsPage
+            session={session}
+            openRunId={openRunId}
+            onOpenRun={(id) => navigate(id === null ? "/runs" : `/runs/${encodeURIComponent(id)}`)}
+          />
+        )}
         {page === "/activity" && <ActivityPage session={session} />}
         {page === "/approvals" && <ApprovalsPage session={session} />}
         {page === "/access" && <AccessPage session={session} />}
         {page === "/policy" && <PolicyPage session={session} />}
+        {page === "/bindings" && <BindingsPage session={session} />}
+        {page === "/usage" && <UsagePage session={session} />}
         {!PAGES.some((item) => item.path === page) && (
           <p className="text-sm text-zinc-500">
             No page here.{" "}

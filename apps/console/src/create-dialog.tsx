@@ -1,6 +1,7 @@
 import type { Language, NetworkMode, RuntimeAvailability, RuntimeClass, Shell } from "@l1fe/shells";
 import { ShellCreate } from "@shells/contract";
 import { useEffect, useState, type FormEvent, type ReactNode } from "react";
+import { AllowlistEditor, egressOf } from "./allowlist-editor.js";
 import type { Session } from "./session.js";
 import { Button, Dialog, ErrorNote, fieldClass } from "./ui.js";
 
@@ -12,7 +13,7 @@ const RUNTIMES: { value: RuntimeClass; blurb: string }[] = [
 ];
 const NETWORKS: { value: NetworkMode; blurb: string }[] = [
   { value: "sealed", blurb: "No egress at all" },
-  { value: "internet", blurb: "Outbound access" },
+  { value: "internet", blurb: "Through the egress proxy" },
   { value: "localhost", blurb: "Loopback only" },
 ];
 
@@ -61,7 +62,8 @@ function Choice({
 
 /**
  * The create dialog: language preset, isolation class (classes the server cannot run are disabled
- * with the server's reason) and network (sealed by default), validated with the contract's schema.
+ * with the server's reason), network (sealed by default; modes the class does not offer here are
+ * disabled) and, for `internet`, an egress allowlist; validated with the contract's schema.
  * It closes on submit; the fleet table shows the shell going from provisioning to running.
  */
 export function CreateShellDialog({
@@ -82,11 +84,13 @@ export function CreateShellDialog({
   const [language, setLanguage] = useState<Language>("python");
   const [runtime, setRuntime] = useState<RuntimeClass>("container");
   const [network, setNetwork] = useState<NetworkMode>("sealed");
+  const [allow, setAllow] = useState<string[]>([]);
   const [issues, setIssues] = useState<string[]>([]);
 
   useEffect(() => {
     if (!open) return;
     setName("");
+    setAllow([]);
     setIssues([]);
     client.runtimes().then(
       (items) => {
@@ -101,10 +105,24 @@ export function CreateShellDialog({
   }, [open, client]);
 
   const availability = (value: RuntimeClass) => runtimes?.find((r) => r.runtime === value);
+  /** The modes the chosen class offers here (all of them until the server has said). */
+  const offered = (value: NetworkMode) => availability(runtime)?.networks?.includes(value) ?? true;
+  // A class that does not offer the chosen mode falls back to sealed, which every class runs.
+  useEffect(() => {
+    if (!offered(network)) setNetwork("sealed");
+  });
 
   const submit = (event: FormEvent) => {
     event.preventDefault();
-    const body = { language, runtime, network, ...(name.trim() ? { name: name.trim() } : {}) };
+    // An internet shell with a list is narrowed to it; with none it reaches what the org allows.
+    const egress = network === "internet" && allow.length > 0 ? { egress: egressOf(allow) } : {};
+    const body = {
+      language,
+      runtime,
+      network,
+      ...egress,
+      ...(name.trim() ? { name: name.trim() } : {}),
+    };
     const parsed = ShellCreate.safeParse(body);
     if (!parsed.success) {
       setIssues(parsed.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`));
@@ -189,12 +207,24 @@ export function CreateShellDialog({
                 name="network"
                 value={value}
                 checked={network === value}
+                disabled={!offered(value)}
                 onChange={() => setNetwork(value)}
                 title={value}
-                detail={blurb}
+                detail={offered(value) ? blurb : `Not offered by ${runtime} here`}
               />
             ))}
           </div>
+          {network === "internet" && (
+            <div className="mt-3 space-y-1.5">
+              <p className="text-sm font-medium">Allowed destinations</p>
+              <p className="text-xs text-zinc-500 dark:text-zinc-400">
+                Host names, <span className="font-mono">*.suffix</span> or CIDRs. Empty: whatever
+                the org&apos;s egress policy allows. The org&apos;s policy applies on top either
+                way.
+              </p>
+              <AllowlistEditor value={allow} onChange={setAllow} />
+            </div>
+          )}
         </fieldset>
         {issues.length > 0 && (
           <ul

@@ -1,61 +1,8 @@
 import type { GateMode, NetworkMode, OrgPolicy, RuntimeClass } from "@l1fe/shells";
-import { useState, type ReactNode } from "react";
+import { useState } from "react";
 import { canControl, isAdmin, type Session } from "./session.js";
 import { usePoll } from "./use-poll.js";
-import { Button, ErrorNote, Panel, StatusBadge, Tag, fieldClass } from "./ui.js";
-
-function Table({
-  label,
-  headers,
-  rows,
-  empty,
-}: {
-  label: string;
-  headers: string[];
-  rows: ReactNode[][] | undefined;
-  empty: string;
-}) {
-  return (
-    <table className="w-full text-left text-sm" aria-label={label}>
-      <thead className="text-xs tracking-wide text-zinc-500 uppercase dark:text-zinc-400">
-        <tr>
-          {headers.map((header) => (
-            <th key={header} className="px-4 py-2 font-medium">
-              {header}
-            </th>
-          ))}
-        </tr>
-      </thead>
-      <tbody className="divide-y divide-zinc-100 dark:divide-zinc-800">
-        {rows?.map((cells, index) => (
-          <tr key={index}>
-            {cells.map((cell, column) => (
-              <td key={column} className="px-4 py-2 align-top">
-                {cell}
-              </td>
-            ))}
-          </tr>
-        ))}
-        {rows !== undefined && rows.length === 0 && (
-          <tr>
-            <td colSpan={headers.length} className="px-4 py-8 text-center text-zinc-500">
-              {empty}
-            </td>
-          </tr>
-        )}
-        {rows === undefined && (
-          <tr>
-            <td colSpan={headers.length} className="px-4 py-8 text-center text-zinc-500">
-              Loading…
-            </td>
-          </tr>
-        )}
-      </tbody>
-    </table>
-  );
-}
-
-const when = (iso: string | null) => (iso ? new Date(iso).toLocaleString() : "—");
+import { Button, ErrorNote, Panel, StatusBadge, Table, Tag, fieldClass, when } from "./ui.js";
 
 /** The org's activity history, newest first, live. */
 export function ActivityPage({ session }: { session: Session }) {

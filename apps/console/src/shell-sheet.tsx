@@ -11,6 +11,7 @@ import type { Terminal } from "@xterm/xterm";
 import { useCallback, useEffect, useRef, useState } from "react";
 import { CredentialsDialog } from "./credentials-dialog.js";
 import { canControl, type Session } from "./session.js";
+import { ShellEgressSection } from "./shell-egress.js";
 import { inertText } from "./terminal-text.js";
 import { TerminalView } from "./terminal-view.js";
 import { usePoll } from "./use-poll.js";
@@ -248,6 +249,18 @@ export function ShellSheet({
             </div>
           )}
           {actionError !== null && <ErrorNote error={actionError} />}
+
+          {shell?.network === "internet" && shell.status !== "deleted" && (
+            <ShellEgressSection
+              session={session}
+              shell={shell}
+              control={control}
+              onChanged={() => {
+                shellPoll.refresh();
+                events.refresh();
+              }}
+            />
+          )}
 
           <section>
             <h3 className="mb-2 text-sm font-semibold">Activity</h3>

@@ -39,6 +39,10 @@ const STATUS_STYLES: Record<string, string> = {
     "bg-red-50 text-red-700 ring-red-600/20 dark:bg-red-500/10 dark:text-red-400 dark:ring-red-400/20",
   deleted:
     "bg-zinc-100 text-zinc-400 line-through ring-zinc-500/10 dark:bg-zinc-800 dark:text-zinc-500",
+  succeeded:
+    "bg-emerald-50 text-emerald-700 ring-emerald-600/20 dark:bg-emerald-500/10 dark:text-emerald-400 dark:ring-emerald-400/20",
+  failed:
+    "bg-red-50 text-red-700 ring-red-600/20 dark:bg-red-500/10 dark:text-red-400 dark:ring-red-400/20",
 };
 
 const DOT_STYLES: Record<string, string> = {
@@ -48,6 +52,8 @@ const DOT_STYLES: Record<string, string> = {
   stopped: "bg-zinc-400",
   error: "bg-red-500",
   deleted: "bg-zinc-400",
+  succeeded: "bg-emerald-500",
+  failed: "bg-red-500",
 };
 
 export function StatusBadge({ status }: { status: string }) {
@@ -164,3 +170,58 @@ export function Panel({ title, children }: { title: string; children: ReactNode 
     </section>
   );
 }
+
+/** A plain table of rows; `undefined` rows read as loading, none as `empty`. */
+export function Table({
+  label,
+  headers,
+  rows,
+  empty,
+}: {
+  label: string;
+  headers: string[];
+  rows: ReactNode[][] | undefined;
+  empty: string;
+}) {
+  return (
+    <table className="w-full text-left text-sm" aria-label={label}>
+      <thead className="text-xs tracking-wide text-zinc-500 uppercase dark:text-zinc-400">
+        <tr>
+          {headers.map((header) => (
+            <th key={header} className="px-4 py-2 font-medium">
+              {header}
+            </th>
+          ))}
+        </tr>
+      </thead>
+      <tbody className="divide-y divide-zinc-100 dark:divide-zinc-800">
+        {rows?.map((cells, index) => (
+          <tr key={index}>
+            {cells.map((cell, column) => (
+              <td key={column} className="px-4 py-2 align-top">
+                {cell}
+              </td>
+            ))}
+          </tr>
+        ))}
+        {rows !== undefined && rows.length === 0 && (
+          <tr>
+            <td colSpan={headers.length} className="px-4 py-8 text-center text-zinc-500">
+              {empty}
+            </td>
+          </tr>
+        )}
+        {rows === undefined && (
+          <tr>
+            <td colSpan={headers.length} className="px-4 py-8 text-center text-zinc-500">
+              Loading…
+            </td>
+          </tr>
+        )}
+      </tbody>
+    </table>
+  );
+}
+
+/** A timestamp in the viewer's locale, or a dash. */
+export const when = (iso: string | null) => (iso ? new Date(iso).toLocaleString() : "—");

@@ -142,6 +142,8 @@ export type {
   Shell,
   ShellCreate,
   ShellForkResult,
+  ShellEgress,
+  ShellEgressChange,
   ShellStatus,
   SeedFile,
   PauseInfo,

@@ -232,6 +232,32 @@ describe("ShellsClient requests", () => {
     });
   });
 
+  it("changes a shell's egress with PATCH, the allowlist and confirmation as the body", async () => {
+    let seen: { method: string; url: string; body: unknown; key: string | null } | undefined;
+    const client = new ShellsClient({
+      ...base,
+      fetch: serve(async (request) => {
+        seen = {
+          method: request.method,
+          url: request.url,
+          body: await request.json(),
+          key: request.headers.get("idempotency-key"),
+        };
+        return json(shell("s1"));
+      }),
+    });
+    const egress = { mode: "allowlist" as const, allow: ["example.com", "10.0.0.0/8"] };
+    const answer = await client.changeEgress("s1", { egress, confirm: "s1" });
+    expect(answer).toMatchObject({ id: "s1" });
+    expect(seen).toMatchObject({
+      method: "PATCH",
+      url: "http://shells.test/api/v1/shells/s1/egress",
+      body: { egress, confirm: "s1" },
+    });
+    // A retry of the same change is safe: every call carries an idempotency key.
+    expect(seen?.key).toBeTruthy();
+  });
+
   it("escapes ids so they cannot reach another route", async () => {
     const urls: string[] = [];
     const client = new ShellsClient({

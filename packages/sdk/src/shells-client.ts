@@ -22,6 +22,7 @@ import type {
   ShellCreate,
   ShellForkResult,
   PortUrl,
+  ShellEgressChange,
   ShellStatus,
   Snapshot,
   TermCredential,
@@ -387,6 +388,24 @@ export class ShellsClient {
       ...rest,
       body: { port, ...(ttlSeconds === undefined ? {} : { ttlSeconds }) },
     });
+  }
+
+  /**
+   * Replaces a running `internet` shell's egress allowlist; it takes effect at the shell's next
+   * connection or DNS question. Narrowing is never gated; widening passes the org's `egress_change`
+   * gate: under `confirm`, pass `confirm` (the shell's name or id); under `approvers`, nothing
+   * changes yet and the answer is a {@link PendingApproval} (check with `isPendingApproval`).
+   */
+  changeEgress(
+    idOrName: string,
+    body: ShellEgressChange,
+    options: IdempotentRequestOptions = {},
+  ): Promise<Shell | PendingApproval> {
+    return this.#call<Shell | PendingApproval>(
+      "PATCH",
+      `/api/v1/shells/${segment(idOrName)}/egress`,
+      { ...options, body, idempotencyKey: idempotencyKeyOf(options.idempotencyKey) },
+    );
   }
 
   /**

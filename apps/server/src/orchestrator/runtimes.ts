@@ -1,12 +1,12 @@
 import { RuntimeClass, type NetworkMode, type RuntimeAvailability } from "@shells/contract";
 import type { SandboxBackend } from "@shells/sandbox";
 
-const AVAILABILITY_TTL_MS = 30_000;
-
-/** The network modes a backend accepts (one that does not list its own: sealed and localhost). */
+/** The network modes a backend runs: its own list, or sealed and localhost when it names none. */
 export function networkModesOf(backend: SandboxBackend): readonly NetworkMode[] {
   return backend.networkModes ?? ["sealed", "localhost"];
 }
+
+const AVAILABILITY_TTL_MS = 30_000;
 
 /**
  * Which backend serves each runtime class on this server. A class no backend serves is

@@ -11,7 +11,11 @@ export const RuntimeAvailability = z.strictObject({
   backend: z.string().nullable(),
   /** What is missing when unavailable, or a note (the simulator says it runs no code). */
   reason: z.string().nullable(),
-  /** The network modes shells of this class may have (the server fills it for available classes). */
+  /**
+   * Network modes a shell of this class can have on this server (`internet` only where the backend
+   * routes through the egress proxy). Absent when the class is unavailable, and from a backend's
+   * own report; the server fills it in.
+   */
   networks: z.array(NetworkMode).optional(),
   /** Whether shells of this class can be granted service bindings (their calls go through the proxy). */
   bindings: z.boolean().optional(),
