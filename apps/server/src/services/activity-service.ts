@@ -7,7 +7,7 @@ import {
   type Page,
   type Target,
 } from "@shells/contract";
-import { sql, type Kysely, type Selectable, type Transaction } from "kysely";
+import { sql, type Kysely, type Transaction } from "kysely";
 import { z } from "zod";
 import { newId, nowIso } from "../ids.js";
 import { ActivityTree } from "../audit/activity-tree.js";
