@@ -89,7 +89,8 @@ describe("public routes", () => {
 
 describe("authentication", () => {
   it("refuses every scoped route without a key, with a wrong key, and with a well-formed unknown key", async () => {
-    t = await createTestApp();
+    // Four refusals per route from one address: more than the default refusal budget per window.
+    t = await createTestApp({ env: { SHELLS_AUTH_FAILURE_LIMIT: "100000" } });
     const scoped = Object.values(ROUTES).filter((r) => r.scope !== null);
     for (const route of scoped) {
       const url = route.path.replace(":id", "sh-nope").replace(":capability", "logs");
