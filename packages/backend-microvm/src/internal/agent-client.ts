@@ -340,7 +340,8 @@ export class AgentClient {
       resize: (cols, rows) => {
         if (request.pty) void send(FrameType.RESIZE, encodeResize(cols, rows));
       },
-      signal: (name: SandboxSignal) => void send(FrameType.SIGNAL, encodeU32(constants.signals[name])),
+      signal: (name: SandboxSignal) =>
+        void send(FrameType.SIGNAL, encodeU32(constants.signals[name])),
     };
   }
 
