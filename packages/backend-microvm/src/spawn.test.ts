@@ -170,14 +170,15 @@ describe.skipIf(missingTools.length > 0)("spawned processes in a microvm", () =>
       cacheDir: TEST_MICROVM_DIR,
       images: testImages,
     });
-    // The listing holds its own `cat`: an exec that failed (empty output) does not pass.
+    // The listing holds its own `cat`: an exec that failed (empty output) does not pass. The
+    // first connection after a restart may go unanswered and be retried (up to ~15 s, see README).
     await expect
       .poll(
         async () => ((list) => /\bcat\b/.test(list) && !/sleep 302/.test(list))(await processes()),
         {
-          timeout: 20_000,
+          timeout: 40_000,
         },
       )
       .toBe(true);
-  }, 60_000);
+  }, 90_000);
 });
