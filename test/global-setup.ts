@@ -40,6 +40,8 @@ const MICROVM_TEMPLATES: [file: string, templates: [Language, number][]][] = [
       ["go", 512],
     ],
   ],
+  // A terminal and interpreter turns (a Python REPL) in a microvm.
+  ["/test/e2e/microvm-term.e2e.test.ts", [["python", 512]]],
 ];
 
 /** The test files of this run (its file filters, `vitest run packages/sandbox`; none means all). */

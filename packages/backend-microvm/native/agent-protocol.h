@@ -5,7 +5,8 @@
  * A frame: an 8-byte header, then `length` bytes of payload. All integers little-endian.
  *   u32 length   payload bytes (at most AGENT_MAX_PAYLOAD)
  *   u16 type     one of AGENT_FRAME_*
- *   u16 id       the exec the frame belongs to (0 for agent-wide frames)
+ *   u16 id       the exec (or spawned process) the frame belongs to (0 for agent-wide frames);
+ *                every exec and spawn of a guest shares the one port, told apart by id
  *
  * Payloads:
  *   READY   guest->host  the guest's kernel release (sent at boot and in answer to PING)
@@ -18,6 +19,16 @@
  *   EXIT    guest->host  i32 exit_code (128 + signal when a signal ended it), u32 kill_reason,
  *                        u32 truncated (1 when output past the limit was cut)
  *   KILL    host->guest  empty: kill the exec's process group (the host says why)
+ *   SPAWN   host->guest  u32 cols, u32 rows (both 0: pipes, no pty), then as EXEC from argc on
+ *                        (argc, argv, envc, env, cwd). A spawned process is an exec without a wall
+ *                        clock or output limit: STDIN, STDOUT (a pty's output), STDERR, KILL and
+ *                        EXIT as for execs, in its own exec cgroup. On a pty, an empty STDIN sends
+ *                        the terminal's EOF character (^D) instead of closing it.
+ *   RESIZE  host->guest  u32 cols, u32 rows: the spawned process's terminal size (TIOCSWINSZ)
+ *   SIGNAL  host->guest  u32 signal number: to the process's group, or with a pty to the
+ *                        terminal's foreground group
+ *   FLOW    host->guest  u32 paused: 1 stops reading the exec's output (its pipe or pty fills
+ *                        and the process blocks), 0 reads again; the host's backpressure
  *   LIMITS  host->guest  u64 memory_max_bytes, u32 pids_max: the shell's limits, sent after every
  *                        restore, boot and reconnect (a template is saved without them)
  *           guest->host  u32 error (0, or the errno that kept the limits from being set),
@@ -45,6 +56,10 @@
 #define AGENT_FRAME_EXIT 7
 #define AGENT_FRAME_KILL 8
 #define AGENT_FRAME_LIMITS 9
+#define AGENT_FRAME_SPAWN 10
+#define AGENT_FRAME_RESIZE 11
+#define AGENT_FRAME_SIGNAL 12
+#define AGENT_FRAME_FLOW 13
 
 #define AGENT_KILL_NONE 0
 #define AGENT_KILL_WALL_CLOCK 1

@@ -34,12 +34,17 @@
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "agent-protocol.h"
 
 #define GRACE_AFTER_EXIT_MS 200
+
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41) /* Linux 4.13: the pty's other end, without a path lookup */
+#endif
 
 #define SHELL_CGROUP "/sys/fs/cgroup/shell"
 /* Exec groups that may exist at once: live execs plus those whose exec returned while processes
@@ -69,6 +74,9 @@ struct exec {
   int truncated;
   int group; /* index into groups, or -1 */
   uint64_t oom_kills_at_start; /* the shell's oom_kill count when the exec started */
+  int spawned; /* a SPAWN: no wall clock or output limit, ended when the host goes away */
+  int pty;     /* out_fd is a pty's master (in_fd a copy of it), err_fd unused */
+  int paused;  /* the host asked (FLOW) not to read its output for now */
 };
 
 /* One exec's cgroup; outlives its exec while processes it left run. */
@@ -483,6 +491,8 @@ static struct exec *find_exec(uint16_t id) {
 
 static void kill_group(struct exec *e) {
   if (e->pid > 0) kill(-e->pid, SIGKILL);
+  /* A terminal's jobs run in process groups of their own: its cgroup holds them all. */
+  if (e->spawned && e->group >= 0) kill_cgroup(&groups[e->group]);
 }
 
 static void send_exit(uint16_t id, int32_t code, uint32_t reason, uint32_t truncated) {
@@ -512,7 +522,23 @@ static void fail_exec(uint16_t id, const char *message) {
   send_exit(id, 127, AGENT_KILL_NONE, 0);
 }
 
-static void start_exec(uint16_t id, const uint8_t *p, uint32_t len) {
+/* Opens a pty of the guest's devpts and sets its size; the master, and the peer in *peer. */
+static int open_pty(uint32_t cols, uint32_t rows, int *peer) {
+  int unlock = 0;
+  int master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) return -1;
+  struct winsize size = {.ws_row = rows, .ws_col = cols};
+  if (ioctl(master, TIOCSPTLCK, &unlock) != 0 || ioctl(master, TIOCSWINSZ, &size) != 0 ||
+      (*peer = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+    close(master);
+    return -1;
+  }
+  return master;
+}
+
+/* EXEC and SPAWN: the same command layout after a head of their own (see agent-protocol.h). */
+static void start_exec(uint16_t id, const uint8_t *p, uint32_t len, int spawned) {
   const uint8_t *end = p + len;
   char **argv = NULL, **envp = NULL, *cwd = NULL;
   uint32_t argc = 0, envc = 0;
@@ -524,11 +550,20 @@ static void start_exec(uint16_t id, const uint8_t *p, uint32_t len) {
       break;
     }
   if (!e) return fail_exec(id, "shells-agent: too many concurrent execs\n");
-  if (len < 16) return fail_exec(id, "shells-agent: malformed exec\n");
-  uint32_t timeout_ms = get_u32(p);
-  uint64_t max_output = get_u64(p + 4);
-  argc = get_u32(p + 12);
-  p += 16;
+  uint32_t timeout_ms = 0, cols = 0, rows = 0;
+  uint64_t max_output = UINT64_MAX;
+  if (len < (spawned ? 12 : 16)) return fail_exec(id, "shells-agent: malformed exec\n");
+  if (spawned) {
+    cols = get_u32(p), rows = get_u32(p + 4);
+    if (cols > 65535 || rows > 65535) return fail_exec(id, "shells-agent: malformed spawn\n");
+    p += 8;
+  } else {
+    timeout_ms = get_u32(p), max_output = get_u64(p + 4);
+    p += 12;
+  }
+  int pty = cols > 0 && rows > 0;
+  argc = get_u32(p);
+  p += 4;
   if (argc == 0 || argc > 65536) return fail_exec(id, "shells-agent: malformed exec\n");
   argv = calloc(argc + 1, sizeof *argv);
   for (uint32_t i = 0; i < argc; i++)
@@ -542,17 +577,28 @@ static void start_exec(uint16_t id, const uint8_t *p, uint32_t len) {
     if (!(envp[i] = take_string(&p, end))) goto malformed;
   if (!(cwd = take_string(&p, end))) goto malformed;
 
-  int out[2], err[2], in[2];
-  if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || pipe2(in, O_CLOEXEC)) {
+  /* A pty stands in for all three pipes: [0] the agent's end (the master), [1] the process's. */
+  int out[2] = {-1, -1}, err[2] = {-1, -1}, in[2] = {-1, -1};
+  if (pty) {
+    if ((out[0] = open_pty(cols, rows, &out[1])) < 0 ||
+        (in[1] = fcntl(out[0], F_DUPFD_CLOEXEC, 0)) < 0) {
+      if (out[0] >= 0) close(out[0]), close(out[1]);
+      fail_exec(id, "shells-agent: no pty for the process\n");
+      goto done;
+    }
+  } else if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || pipe2(in, O_CLOEXEC)) {
     fail_exec(id, "shells-agent: pipe failed\n");
     goto done;
   }
   int group = new_group(e);
   if (group == -2) {
-    close(out[0]), close(out[1]), close(err[0]), close(err[1]), close(in[0]), close(in[1]);
+    int fds[] = {out[0], out[1], err[0], err[1], in[0], in[1]};
+    for (int i = 0; i < 6; i++)
+      if (fds[i] >= 0) close(fds[i]);
     fail_exec(id, "shells-agent: no cgroup for the exec\n");
     goto done;
   }
+  int child_err = pty ? out[1] : err[1];
   char procs[96] = {0};
   if (group >= 0) snprintf(procs, sizeof procs, "%s/cgroup.procs", groups[group].path);
   pid_t pid = fork();
@@ -562,13 +608,17 @@ static void start_exec(uint16_t id, const uint8_t *p, uint32_t len) {
     sigprocmask(SIG_SETMASK, &none, NULL);
     /* Into the exec's group before anything runs: every process it starts is counted there. */
     if (procs[0] && write_file(procs, "0") != 0) {
-      dprintf(err[1], "shells-agent: joining the exec's cgroup: %s\n", strerror(errno));
+      dprintf(child_err, "shells-agent: joining the exec's cgroup: %s\n", strerror(errno));
       _exit(126);
     }
     setsid();
-    dup2(in[0], 0);
-    dup2(out[1], 1);
-    dup2(err[1], 2);
+    if (pty) {
+      /* The pty becomes the session's controlling terminal: job control and ^C work in it. */
+      ioctl(out[1], TIOCSCTTY, 0);
+      dup2(out[1], 0), dup2(out[1], 1), dup2(out[1], 2);
+    } else {
+      dup2(in[0], 0), dup2(out[1], 1), dup2(err[1], 2);
+    }
     if (chdir(cwd) != 0) {
       dprintf(2, "cannot enter %s: %s\n", cwd, strerror(errno));
       _exit(127);
@@ -580,19 +630,17 @@ static void start_exec(uint16_t id, const uint8_t *p, uint32_t len) {
     _exit(errno == ENOENT ? 127 : 126);
   }
   close(out[1]);
-  close(err[1]);
-  close(in[0]);
+  if (!pty) close(err[1]), close(in[0]);
   if (pid < 0) {
     close(out[0]);
-    close(err[0]);
+    if (!pty) close(err[0]);
     close(in[1]);
     if (group >= 0) groups[group].exec = NULL, release_group(group);
     fail_exec(id, "shells-agent: fork failed\n");
     goto done;
   }
-  fcntl(out[0], F_SETFL, O_NONBLOCK);
-  fcntl(err[0], F_SETFL, O_NONBLOCK);
-  fcntl(in[1], F_SETFL, O_NONBLOCK);
+  fcntl(out[0], F_SETFL, O_NONBLOCK); /* with a pty: in[1] shares the master's file flags */
+  if (!pty) fcntl(err[0], F_SETFL, O_NONBLOCK), fcntl(in[1], F_SETFL, O_NONBLOCK);
   memset(e, 0, sizeof *e);
   e->used = 1;
   e->id = id;
@@ -601,7 +649,9 @@ static void start_exec(uint16_t id, const uint8_t *p, uint32_t len) {
   e->err_fd = err[0];
   e->in_fd = in[1];
   e->max_output = max_output;
-  e->deadline_ms = now_ms() + timeout_ms;
+  e->deadline_ms = spawned ? INT64_MAX : now_ms() + timeout_ms;
+  e->spawned = spawned;
+  e->pty = pty;
   e->group = group;
   e->oom_kills_at_start = shell_oom_kills();
   goto done;
@@ -661,6 +711,10 @@ static void read_output(struct exec *e, int *fd, uint16_t type) {
 
 static void finish_if_done(struct exec *e) {
   if (!e->exited) return;
+  if (e->paused && (e->out_fd >= 0 || e->err_fd >= 0)) {
+    e->exited_at_ms = now_ms(); /* the grace for its last output starts once the host reads again */
+    return;
+  }
   if ((e->out_fd >= 0 || e->err_fd >= 0) && now_ms() - e->exited_at_ms < GRACE_AFTER_EXIT_MS)
     return;
   int code = WIFEXITED(e->status) ? WEXITSTATUS(e->status) : 128 + WTERMSIG(e->status);
@@ -708,11 +762,14 @@ static void handle_frame(uint16_t type, uint16_t id, const uint8_t *payload, uin
     send_ready();
     break;
   case AGENT_FRAME_EXEC:
-    start_exec(id, payload, len);
+  case AGENT_FRAME_SPAWN:
+    start_exec(id, payload, len, type == AGENT_FRAME_SPAWN);
     break;
   case AGENT_FRAME_STDIN:
     if (!(e = find_exec(id)) || e->in_fd < 0) break;
-    if (len == 0)
+    if (len == 0 && e->pty)
+      buffer_append(&e->in_pending, "\x04", 1); /* the terminal's EOF; the pty stays open */
+    else if (len == 0)
       e->in_close_pending = 1;
     else
       buffer_append(&e->in_pending, payload, len);
@@ -721,9 +778,44 @@ static void handle_frame(uint16_t type, uint16_t id, const uint8_t *payload, uin
   case AGENT_FRAME_KILL:
     if ((e = find_exec(id))) kill_group(e);
     break;
+  case AGENT_FRAME_RESIZE:
+    if ((e = find_exec(id)) && e->pty && e->out_fd >= 0 && len >= 8) {
+      struct winsize size = {.ws_col = get_u32(payload), .ws_row = get_u32(payload + 4)};
+      ioctl(e->out_fd, TIOCSWINSZ, &size); /* the foreground group gets SIGWINCH */
+    }
+    break;
+  case AGENT_FRAME_SIGNAL:
+    if ((e = find_exec(id)) && !e->exited && len >= 4 && get_u32(payload) >= 1 &&
+        get_u32(payload) <= 64) {
+      /* With a pty: the terminal's foreground job (what ^C would reach), else the group. */
+      pid_t target = e->pid;
+      if (e->pty && e->out_fd >= 0) {
+        pid_t foreground = tcgetpgrp(e->out_fd);
+        if (foreground > 0) target = foreground;
+      }
+      kill(-target, (int)get_u32(payload));
+    }
+    break;
+  case AGENT_FRAME_FLOW:
+    if ((e = find_exec(id)) && len >= 4) e->paused = get_u32(payload) != 0;
+    break;
   case AGENT_FRAME_LIMITS:
     set_limits(payload, len);
     break;
+  }
+}
+
+/* The host went away: spawned processes have lost their owner (their ids die with the connection)
+ * and are killed; execs run on to their own end. */
+static void host_gone(void) {
+  host_connected = 0;
+  rx.len = 0;
+  for (int i = 0; i < AGENT_MAX_EXECS; i++) {
+    struct exec *e = &execs[i];
+    if (!e->used || !e->spawned) continue;
+    kill_group(e);
+    e->id = 0; /* never matched by a frame of the next host; its EXIT goes nowhere */
+    e->paused = 0;
   }
 }
 
@@ -733,8 +825,7 @@ static void read_port(void) {
     ssize_t n = read(port_fd, chunk, sizeof chunk);
     if (n < 0 && errno == EINTR) continue;
     if (n == 0) {
-      host_connected = 0; /* read() answers 0 while no host is connected */
-      rx.len = 0;
+      host_gone(); /* read() answers 0 while no host is connected */
       return;
     }
     if (n < 0) return;
@@ -785,8 +876,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < AGENT_MAX_EXECS; i++) {
       struct exec *e = &execs[i];
       if (!e->used) continue;
-      if (e->out_fd >= 0) owners[nfds] = e, fds[nfds++] = (struct pollfd){.fd = e->out_fd, .events = POLLIN};
-      if (e->err_fd >= 0) owners[nfds] = e, fds[nfds++] = (struct pollfd){.fd = e->err_fd, .events = POLLIN};
+      if (e->out_fd >= 0 && !e->paused) owners[nfds] = e, fds[nfds++] = (struct pollfd){.fd = e->out_fd, .events = POLLIN};
+      if (e->err_fd >= 0 && !e->paused) owners[nfds] = e, fds[nfds++] = (struct pollfd){.fd = e->err_fd, .events = POLLIN};
       if (e->in_fd >= 0 && e->in_pending.len)
         owners[nfds] = e, fds[nfds++] = (struct pollfd){.fd = e->in_fd, .events = POLLOUT};
       int64_t until = e->exited ? e->exited_at_ms + GRACE_AFTER_EXIT_MS : e->deadline_ms;
@@ -814,8 +905,7 @@ int main(int argc, char **argv) {
         read_port();
         parse_frames();
       } else if (fds[WATCHES + 1].revents & POLLHUP) {
-        host_connected = 0;
-        rx.len = 0;
+        host_gone();
       }
       for (int i = WATCHES + 2; i < nfds; i++) {
         struct exec *e = owners[i];

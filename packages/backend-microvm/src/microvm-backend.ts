@@ -16,6 +16,7 @@ import {
   type SandboxFiles,
   type SandboxInfo,
   type SandboxProcess,
+  type SandboxSpawnRequest,
   type SandboxSpec,
 } from "@shells/sandbox";
 import { AgentClient } from "./internal/agent-client.js";
@@ -94,10 +95,10 @@ function guestLimits(spec: SandboxSpec): GuestLimits {
  * template layer over the read-only base disk made from the container image's rootfs. A static
  * agent inside (native/shells-agent.c) runs execs over a virtio-serial port.
  *
- * It offers create, exec (streamed, wall clock, output limit), files (run by the guest agent),
- * stop/start/restart (cold boot on the shell's own disk), snapshots (copies of the disk layer),
- * wipe_state (a fresh overlay, restored from the template) and destroy. Spawn and reinstall_os are
- * refused with `unsupported`.
+ * It offers create, exec (streamed, wall clock, output limit), spawn (pipes or a pty, resize,
+ * signals), files (run by the guest agent), stop/start/restart (cold boot on the shell's own disk),
+ * snapshots (copies of the disk layer), wipe_state (a fresh overlay, restored from the template)
+ * and destroy. reinstall_os is refused with `unsupported`.
  */
 export class MicrovmBackend implements SandboxBackend {
   readonly name = "microvm";
@@ -201,9 +202,14 @@ export class MicrovmBackend implements SandboxBackend {
     options?: SandboxExecOptions,
   ): Promise<ExecResult> {
     const agent = await this.#agent(shellId);
+    const spec = await this.#spec(shellId);
+    return agent.exec({ ...request, env: { ...BASE_ENV, ...spec.env, ...request.env } }, options);
+  }
+
+  async #spec(shellId: string): Promise<SandboxSpec> {
     const spec = this.#specs.get(shellId) ?? (await this.#record(shellId)).spec;
     this.#specs.set(shellId, spec);
-    return agent.exec({ ...request, env: { ...BASE_ENV, ...spec.env, ...request.env } }, options);
+    return spec;
   }
 
   async stop(shellId: string, reason: KillReason = "stopped"): Promise<SandboxInfo> {
@@ -226,8 +232,20 @@ export class MicrovmBackend implements SandboxBackend {
     return this.#info(record);
   }
 
-  spawn(): Promise<SandboxProcess> {
-    return Promise.reject(new SandboxError("unsupported", "spawn is not available on microvm yet"));
+  /**
+   * A long-lived process in the guest (a terminal on a pty, an interpreter on pipes), in its own
+   * exec cgroup like an exec, multiplexed with every other exec and spawn over the agent's port.
+   */
+  async spawn(
+    shellId: string,
+    request: SandboxSpawnRequest,
+    options: { onOutput: NonNullable<SandboxExecOptions["onOutput"]> },
+  ): Promise<SandboxProcess> {
+    const agent = await this.#agent(shellId);
+    const env = { ...BASE_ENV, ...(await this.#spec(shellId)).env, ...request.env };
+    // A terminal needs a terminal type; the caller's env (or the shell's) may name another.
+    if (request.pty && env.TERM === undefined) env.TERM = "xterm-256color";
+    return agent.spawn({ ...request, env }, options.onOutput);
   }
 
   /** File operations run as small POSIX scripts by the guest agent: paths resolve inside the guest. */

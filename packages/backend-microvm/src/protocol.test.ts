@@ -6,6 +6,8 @@ import {
   decodeExit,
   encodeExec,
   encodeFrame,
+  encodeResize,
+  encodeSpawn,
   FrameReader,
   FrameType,
   HEADER_BYTES,
@@ -67,6 +69,18 @@ describe("agent protocol", () => {
     expect(payload.readBigUInt64LE(4)).toBe(9n);
     expect(payload.readUInt32LE(12)).toBe(2);
     expect(payload.subarray(16, 22).toString("latin1")).toBe("\x02\x00\x00\x00sh");
+  });
+
+  it("encodes a spawn as an exec's command behind a terminal size (0x0: pipes)", () => {
+    const command = { argv: ["sh"], env: { A: "1" }, cwd: "/" };
+    const onPty = encodeSpawn({ ...command, pty: { cols: 80, rows: 24 } });
+    expect([onPty.readUInt32LE(0), onPty.readUInt32LE(4)]).toEqual([80, 24]);
+    // After its own head, a spawn carries exactly the bytes an exec carries after its head.
+    const exec = encodeExec({ ...command, timeoutMs: 5, maxOutputBytes: 9 });
+    expect(onPty.subarray(8)).toEqual(exec.subarray(12));
+    const onPipes = encodeSpawn(command);
+    expect([onPipes.readUInt32LE(0), onPipes.readUInt32LE(4)]).toEqual([0, 0]);
+    expect([...encodeResize(0, 1e6)]).toEqual([1, 0, 0, 0, 0xff, 0xff, 0, 0]);
   });
 
   it("refuses a frame over the payload limit", () => {

@@ -1,6 +1,13 @@
 import { connect, type Socket } from "node:net";
+import { constants } from "node:os";
 import type { ExecResult, KillReason } from "@shells/contract";
-import type { SandboxExecOptions, SandboxExecRequest } from "@shells/sandbox";
+import type {
+  SandboxExecOptions,
+  SandboxExecRequest,
+  SandboxProcess,
+  SandboxSignal,
+  SandboxSpawnRequest,
+} from "@shells/sandbox";
 import {
   AgentKill,
   decodeExit,
@@ -8,6 +15,9 @@ import {
   encodeExec,
   encodeLimits,
   encodeFrame,
+  encodeResize,
+  encodeSpawn,
+  encodeU32,
   FrameReader,
   FrameType,
   MAX_EXECS,
@@ -223,6 +233,116 @@ export class AgentClient {
         );
       this.#socket.write(encodeFrame(FrameType.STDIN, id));
     });
+  }
+
+  /**
+   * Starts a long-lived process in the guest (on a pty when asked) and hands it back at once: a
+   * command that cannot start ends with exit 127 and says why on stderr, as in a shell. Output
+   * follows the exec backpressure contract: while an `onOutput` promise is pending, later chunks
+   * wait in order and the agent is told (FLOW) to stop reading the process, which then blocks on
+   * its full pipe or pty. The process has no wall clock; stop, restart and destroy end it.
+   */
+  spawn(
+    request: SandboxSpawnRequest,
+    onOutput: NonNullable<SandboxExecOptions["onOutput"]>,
+  ): SandboxProcess {
+    const id = this.#allocateId();
+    const started = Date.now();
+    let ended = this.#closed;
+    const send = (type: FrameType, payload?: Uint8Array) =>
+      new Promise<void>((resolve) => {
+        if (ended || this.#closed) resolve();
+        else this.#socket.write(encodeFrame(type, id, payload), () => resolve());
+      });
+
+    // Chunks wait here, in order, while a consumer holds back; the agent pauses meanwhile.
+    const queue: ["stdout" | "stderr", Uint8Array][] = [];
+    let holding = false;
+    let whenDrained: (() => void)[] = [];
+    const drain = () => {
+      holding = false;
+      while (queue.length > 0) {
+        const [stream, chunk] = queue.shift()!;
+        const consumed = onOutput(stream, chunk);
+        if (consumed instanceof Promise) {
+          holding = true;
+          consumed.then(drain, drain);
+          return;
+        }
+      }
+      void send(FrameType.FLOW, encodeU32(0));
+      const waiters = whenDrained;
+      whenDrained = [];
+      for (const waiter of waiters) waiter();
+    };
+    const deliver = (stream: "stdout" | "stderr", chunk: Uint8Array) => {
+      if (holding) {
+        queue.push([stream, chunk]);
+        return;
+      }
+      const consumed = onOutput(stream, chunk);
+      if (consumed instanceof Promise) {
+        holding = true;
+        void send(FrameType.FLOW, encodeU32(1));
+        consumed.then(drain, drain);
+      }
+    };
+    const drained = () =>
+      holding ? new Promise<void>((resolve) => whenDrained.push(resolve)) : Promise.resolve();
+
+    const exit = new Promise<ExecResult>((resolve) => {
+      const finish = (exitCode: number, killReason: KillReason | undefined) => {
+        if (ended) return;
+        ended = true;
+        this.#execs.delete(id);
+        void drained().then(() =>
+          resolve({
+            exitCode,
+            stdout: "",
+            stderr: "",
+            durationMs: Date.now() - started,
+            ...(killReason ? { killReason } : {}),
+          }),
+        );
+      };
+      if (ended) {
+        resolve(this.#cutOff(started, "", "", false));
+        return;
+      }
+      this.#execs.set(id, {
+        onFrame: (frame) => {
+          if (frame.type === FrameType.STDOUT || frame.type === FrameType.STDERR)
+            deliver(
+              frame.type === FrameType.STDOUT ? "stdout" : "stderr",
+              Uint8Array.from(frame.payload),
+            );
+          else if (frame.type === FrameType.EXIT) {
+            const result = decodeExit(frame.payload);
+            finish(result.exitCode, KILL_REASONS[result.killReason]);
+          }
+        },
+        onClosed: () => finish(137, this.closeReason),
+      });
+    });
+    void send(
+      FrameType.SPAWN,
+      encodeSpawn({ argv: request.command, env: request.env, cwd: request.cwd, pty: request.pty }),
+    );
+
+    return {
+      exit,
+      write: async (data) => {
+        const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data);
+        for (let offset = 0; offset < bytes.length; offset += MAX_PAYLOAD)
+          await send(FrameType.STDIN, bytes.subarray(offset, offset + MAX_PAYLOAD));
+      },
+      closeStdin: () => void send(FrameType.STDIN),
+      resize: (cols, rows) => {
+        if (request.pty) void send(FrameType.RESIZE, encodeResize(cols, rows));
+      },
+      signal: (name: SandboxSignal) =>
+        void send(FrameType.SIGNAL, encodeU32(constants.signals[name])),
+    };
   }
 
   /** Ends execs with `reason` and closes the connection (QEMU keeps running). */

@@ -24,6 +24,10 @@ export const FrameType = {
   EXIT: 7,
   KILL: 8,
   LIMITS: 9,
+  SPAWN: 10,
+  RESIZE: 11,
+  SIGNAL: 12,
+  FLOW: 13,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -54,28 +58,64 @@ function str(value: string): Buffer {
   return Buffer.concat([length, bytes]);
 }
 
-/** The payload of an EXEC frame. */
-export function encodeExec(request: {
+function u32s(...values: number[]): Buffer {
+  const bytes = Buffer.alloc(4 * values.length);
+  values.forEach((value, index) => bytes.writeUInt32LE(value, 4 * index));
+  return bytes;
+}
+
+/** What EXEC and SPAWN share after their own head: argc, argv, envc, env, cwd. */
+interface CommandPayload {
   argv: string[];
   env: Record<string, string>;
   cwd: string;
-  timeoutMs: number;
-  maxOutputBytes: number;
-}): Buffer {
-  const head = Buffer.alloc(16);
-  head.writeUInt32LE(Math.min(Math.max(0, Math.ceil(request.timeoutMs)), 0xffffffff), 0);
-  head.writeBigUInt64LE(BigInt(Math.max(0, Math.floor(request.maxOutputBytes))), 4);
-  head.writeUInt32LE(request.argv.length, 12);
+}
+
+function encodeCommand(request: CommandPayload): Buffer {
   const env = Object.entries(request.env).map(([key, value]) => `${key}=${value}`);
-  const envCount = Buffer.alloc(4);
-  envCount.writeUInt32LE(env.length, 0);
   return Buffer.concat([
-    head,
+    u32s(request.argv.length),
     ...request.argv.map(str),
-    envCount,
+    u32s(env.length),
     ...env.map(str),
     str(request.cwd),
   ]);
+}
+
+/** The payload of an EXEC frame. */
+export function encodeExec(
+  request: CommandPayload & { timeoutMs: number; maxOutputBytes: number },
+): Buffer {
+  const head = Buffer.alloc(12);
+  head.writeUInt32LE(Math.min(Math.max(0, Math.ceil(request.timeoutMs)), 0xffffffff), 0);
+  head.writeBigUInt64LE(BigInt(Math.max(0, Math.floor(request.maxOutputBytes))), 4);
+  return Buffer.concat([head, encodeCommand(request)]);
+}
+
+/** A terminal size as the agent takes it (1–65535 each). */
+export function terminalSize(value: number): number {
+  return Math.min(65535, Math.max(1, Math.floor(Number.isFinite(value) ? value : 1)));
+}
+
+/** The payload of a SPAWN frame: a terminal size (none: pipes), then the command. */
+export function encodeSpawn(
+  request: CommandPayload & { pty?: { cols: number; rows: number } },
+): Buffer {
+  const { pty } = request;
+  return Buffer.concat([
+    pty ? u32s(terminalSize(pty.cols), terminalSize(pty.rows)) : u32s(0, 0),
+    encodeCommand(request),
+  ]);
+}
+
+/** The payload of a RESIZE frame. */
+export function encodeResize(cols: number, rows: number): Buffer {
+  return u32s(terminalSize(cols), terminalSize(rows));
+}
+
+/** The payload of a SIGNAL frame (a Linux signal number) or a FLOW frame (1 paused, 0 not). */
+export function encodeU32(value: number): Buffer {
+  return u32s(value);
 }
 
 /** The shell's limits, as the guest enforces them. */
