@@ -5,6 +5,7 @@ import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import type {
   ExecResult,
   KillReason,
+  Language,
   PauseInfo,
   RuntimeAvailability,
   Snapshot,
@@ -13,12 +14,14 @@ import {
   ExecFiles,
   SANDBOX_EGRESS_PORT,
   SandboxError,
+  SharedPreparations,
   type SandboxBackend,
   type SandboxExecOptions,
   type SandboxExecRequest,
   type SandboxForkCapture,
   type SandboxInfo,
   type SandboxProcess,
+  type SandboxProgress,
   type SandboxSpawnRequest,
   type SandboxSpec,
   type SandboxUsage,
@@ -202,6 +205,8 @@ export class ContainerBackend implements SandboxBackend {
   readonly #inflight = new Map<string, Set<InflightExec>>();
   readonly #holders = new Map<string, HolderRecord>();
   readonly #pidsWatch = new Map<string, PidsWatch>();
+  /** Image builds under way for `prepareLanguage`, one per language. */
+  readonly #imageBuilds = new SharedPreparations<Language>();
   #pidsTimer: NodeJS.Timeout | null = null;
   #pidsChecking = false;
 
@@ -233,6 +238,43 @@ export class ContainerBackend implements SandboxBackend {
         reason: report.reason,
       },
     ];
+  }
+
+  /** Whether the language's base image is built (a create without it builds it first). */
+  async languageReady(language: Language): Promise<boolean> {
+    return (await newestImage(this.#imagesDir, language)) !== null;
+  }
+
+  /**
+   * Builds the language's base image when there is none, reporting mmdebstrap's steps with a
+   * rough percentage. Concurrent calls share one build (across processes too, by the build lock).
+   */
+  async prepareLanguage(
+    language: Language,
+    onProgress: (progress: SandboxProgress) => void,
+  ): Promise<void> {
+    if (await this.languageReady(language)) return;
+    await this.#imageBuilds.run(language, onProgress, async (report) => {
+      try {
+        await ensureImage(this.#imagesDir, language, {
+          ...this.#buildOptions(),
+          onProgress: (event) => {
+            this.#options.onProgress?.(event);
+            report({
+              message: event.message,
+              ...(event.percent === undefined ? {} : { percent: event.percent }),
+            });
+          },
+        });
+      } catch (error) {
+        throw new SandboxError(
+          "unavailable",
+          `cannot prepare the ${language} image: ${(error as Error).message}`,
+          {},
+          { cause: error },
+        );
+      }
+    });
   }
 
   async create(spec: SandboxSpec): Promise<SandboxInfo> {
