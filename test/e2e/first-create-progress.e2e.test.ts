@@ -1,0 +1,174 @@
+import ShellsClient, { ProvisioningError, type Scope } from "@l1fe/shells";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { SimulatorBackend } from "@shells/sandbox";
+import { execFileSync, spawn } from "node:child_process";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestServer, type TestServer } from "./harness.js";
+
+const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+
+/**
+ * A first create of a language whose image is not built: the simulator models a build of five
+ * steps over a second and a half, so no real image build is ever covered by a test timeout.
+ */
+const BUILD_MS = 1500;
+
+function newServer(options: { imageBuildError?: string } = {}): Promise<TestServer> {
+  return startTestServer({
+    backends: [new SimulatorBackend({ imageBuildMs: BUILD_MS, ...options })],
+  });
+}
+
+beforeAll(() => {
+  // The CLI and the MCP server run as users run them: the compiled binaries.
+  execFileSync(
+    process.execPath,
+    [join(repoRoot, "node_modules/typescript/bin/tsc"), "-b", "apps/cli", "apps/mcp"],
+    { cwd: repoRoot, stdio: "inherit" },
+  );
+});
+
+describe("a first create of a language whose image is not built", () => {
+  let server: TestServer;
+  let client: ShellsClient;
+
+  beforeAll(async () => {
+    server = await newServer();
+    client = new ShellsClient({ baseUrl: server.url, token: server.token });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it("answers provisioning at once, reports the build's steps, then runs", async () => {
+    const started = Date.now();
+    const created = await client.create({ language: "python" });
+    expect(Date.now() - started).toBeLessThan(BUILD_MS);
+    expect(created.status).toBe("provisioning");
+    expect(created.statusReason).toMatch(/python image/);
+
+    const seen: string[] = [];
+    const running = await client.waitUntilRunning(created.id, {
+      onProgress: (reason) => seen.push(reason),
+      intervalMs: 50,
+    });
+    expect(running.status).toBe("running");
+    expect(seen.some((reason) => /step \d\/5 \(\d+%\)/.test(reason))).toBe(true);
+    const exec = await client.exec(running.id, { command: ["echo", "ready"] });
+    expect(exec.stdout).toBe("ready\n");
+  });
+
+  it("shares one build between two first creates and keeps a create of a built language synchronous", async () => {
+    const [a, b] = await Promise.all([
+      client.create({ language: "node" }),
+      client.create({ language: "node" }),
+    ]);
+    expect([a.status, b.status]).toEqual(["provisioning", "provisioning"]);
+    const started = Date.now();
+    await Promise.all([
+      client.waitUntilRunning(a.id, { intervalMs: 50 }),
+      client.waitUntilRunning(b.id, { intervalMs: 50 }),
+    ]);
+    // One build of ~1.5 s, not two in a row.
+    expect(Date.now() - started).toBeLessThan(BUILD_MS * 2);
+    const again = await client.create({ language: "node" });
+    expect(again.status).toBe("running");
+  });
+
+  it("prints a progress line from shells create, and answers at once with --no-wait", async () => {
+    const env = { ...process.env, SHELLS_URL: server.url, SHELLS_API_TOKEN: server.token };
+    const noWait = await runCli(["create", "-l", "go", "--no-wait", "--json"], env);
+    expect(noWait.exitCode).toBe(0);
+    expect(JSON.parse(noWait.stdout).status).toBe("provisioning");
+
+    const run = await runCli(["create", "-l", "rust", "--json"], env);
+    expect(run.exitCode).toBe(0);
+    expect(run.stderr).toMatch(/provisioning .*: building the rust image: step \d\/5/);
+    expect(JSON.parse(run.stdout).status).toBe("running");
+  });
+
+  it("sends MCP progress notifications to a client that asked, and answers the running shell", async () => {
+    const owner = client;
+    const agent = await owner.agents.create({ name: "progress-agent" });
+    const scopes: Scope[] = [
+      "shells:agent:invoke",
+      "shells:instances:read",
+      "shells:instances:create",
+      "shells:instances:control",
+    ];
+    const { token } = await owner.keys.create({
+      name: "mcp",
+      scopes,
+      principal: { type: "agent", id: agent.id },
+    });
+    await owner.entitlements.grant({
+      entitlement: "shells.agent.invoke",
+      principal: { type: "agent", id: agent.id },
+    });
+    const mcp = new Client({ name: "shells-e2e", version: "0.0.0" });
+    await mcp.connect(
+      new StdioClientTransport({
+        command: process.execPath,
+        args: [join(repoRoot, "apps/mcp/bin/shells-mcp.js")],
+        env: { PATH: process.env["PATH"] ?? "", SHELLS_URL: server.url, SHELLS_API_TOKEN: token },
+        stderr: "ignore",
+      }),
+    );
+    try {
+      const progress: string[] = [];
+      const result = await mcp.callTool(
+        { name: "shells_create", arguments: { language: "bash" } },
+        undefined,
+        { onprogress: (event) => progress.push(event.message ?? ""), resetTimeoutOnProgress: true },
+      );
+      expect(result.isError).toBeFalsy();
+      expect((result.structuredContent as { status: string }).status).toBe("running");
+      expect(progress.some((message) => /building the bash image/.test(message))).toBe(true);
+    } finally {
+      await mcp.close();
+    }
+  });
+});
+
+describe("a first create whose image build fails", () => {
+  it("ends in error with the build's reason, which waitUntilRunning throws", async () => {
+    const server = await newServer({ imageBuildError: "the Debian mirror did not answer" });
+    try {
+      const client = new ShellsClient({ baseUrl: server.url, token: server.token });
+      const created = await client.create({ language: "python" });
+      expect(created.status).toBe("provisioning");
+      const failure = await client
+        .waitUntilRunning(created.id, { intervalMs: 50 })
+        .catch((error: unknown) => error);
+      expect(failure).toBeInstanceOf(ProvisioningError);
+      expect((failure as ProvisioningError).code).toBe("provisioning_failed");
+      expect((failure as ProvisioningError).message).toMatch(/Debian mirror did not answer/);
+      expect((await client.get(created.id)).status).toBe("error");
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+/** Runs the built `shells` binary with `env`. */
+function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ exitCode: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(repoRoot, "apps/cli/bin/shells.js"), ...args], {
+      cwd: repoRoot,
+      env,
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("error", reject);
+    child.on("close", (exitCode) => resolve({ exitCode, stdout, stderr }));
+    child.stdin.end();
+  });
+}
