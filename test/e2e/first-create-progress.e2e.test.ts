@@ -3,6 +3,8 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { SimulatorBackend } from "@shells/sandbox";
 import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -132,6 +134,62 @@ describe("a first create of a language whose image is not built", () => {
     }
   });
 });
+
+// The container backend needs root (and the host checks `shells doctor` runs).
+describe.runIf(process.getuid?.() === 0)(
+  "a first container shell of a language on an empty images dir",
+  () => {
+    let server: TestServer;
+    let scratch: string;
+    const path = process.env.PATH;
+
+    beforeAll(async () => {
+      // The image builder is a stand-in `mmdebstrap` that prints mmdebstrap's progress lines and
+      // copies the cached bash image: the real backend's build path runs in seconds.
+      scratch = mkdtempSync(join(tmpdir(), "shells-first-create-"));
+      const cache = process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images";
+      const bash = readdirSync(join(cache, "bash")).filter((entry) => !entry.startsWith("."));
+      writeFileSync(
+        join(scratch, "mmdebstrap"),
+        [
+          "#!/bin/sh",
+          'for last; do :; done; target="$last"',
+          "echo 'I: downloading packages with apt...' >&2; sleep 0.5",
+          "echo 'I: extracting archives...' >&2; sleep 0.5",
+          `cp -a ${join(cache, "bash", bash.sort().at(-1) ?? "none", "rootfs")} "$target"`,
+          "echo 'I: success' >&2",
+        ].join("\n"),
+        { mode: 0o755 },
+      );
+      process.env.PATH = `${scratch}:${path ?? ""}`;
+      server = await startTestServer({
+        backend: "container",
+        env: { SHELLS_IMAGES_DIR: join(scratch, "images") },
+      });
+    });
+    afterAll(async () => {
+      process.env.PATH = path;
+      await server?.close();
+      rmSync(scratch, { recursive: true, force: true });
+    });
+
+    it("answers provisioning with the build's progress, then runs real commands", async () => {
+      const client = new ShellsClient({ baseUrl: server.url, token: server.token });
+      const created = await client.create({ language: "bash", runtime: "container" });
+      expect(created).toMatchObject({ status: "provisioning", backend: "container" });
+      const seen: string[] = [];
+      const running = await client.waitUntilRunning(created.id, {
+        onProgress: (reason) => seen.push(reason),
+        intervalMs: 50,
+      });
+      expect(running.status).toBe("running");
+      expect(seen.some((reason) => /\(\d+%\)$/.test(reason))).toBe(true);
+      const exec = await client.exec(running.id, { command: ["sh", "-c", "echo real"] });
+      expect(exec.stdout).toBe("real\n");
+      await client.delete(running.id);
+    });
+  },
+);
 
 describe("a first create whose image build fails", () => {
   it("ends in error with the build's reason, which waitUntilRunning throws", async () => {
