@@ -283,7 +283,10 @@ export interface SandboxBackend {
    * Concurrent calls for one language share one preparation, and each caller sees its progress.
    * Throws `unavailable` with the reason when it cannot.
    */
-  prepareLanguage?(language: Language, onProgress: (progress: SandboxProgress) => void): Promise<void>;
+  prepareLanguage?(
+    language: Language,
+    onProgress: (progress: SandboxProgress) => void,
+  ): Promise<void>;
   /** Runs a command in a running sandbox and waits for it. A non-zero exit is a result, not an error. */
   exec(
     shellId: string,

@@ -338,7 +338,9 @@ export class ShellsClient {
           },
           shell,
         );
-      await new Promise((resolve) => setTimeout(resolve, Math.min(intervalMs, deadline - Date.now())));
+      await new Promise((resolve) =>
+        setTimeout(resolve, Math.min(intervalMs, deadline - Date.now())),
+      );
     }
   }
 
