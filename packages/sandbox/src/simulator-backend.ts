@@ -96,6 +96,8 @@ export class SimulatorBackend implements SandboxBackend {
   /** Languages prepared (models with `imageBuildMs` only), and preparations under way. */
   readonly #prepared = new Set<Language>();
   readonly #preparing = new SharedPreparations<Language>();
+  /** How many image builds the model has started (with `imageBuildMs`), per language. */
+  readonly imageBuilds = new Map<Language, number>();
   readonly #sandboxes = new Map<string, SimSandbox>();
   /** Filesystems captured for forks, by capture id. */
   readonly #captures = new Map<string, { fs: SimFs; language: SandboxSpec["language"] }>();
@@ -125,6 +127,7 @@ export class SimulatorBackend implements SandboxBackend {
     const steps = 5;
     const stepMs = (this.#imageBuildMs ?? 0) / steps;
     await this.#preparing.run(language, onProgress, async (report) => {
+      this.imageBuilds.set(language, (this.imageBuilds.get(language) ?? 0) + 1);
       for (let step = 1; step <= steps; step++) {
         report({
           message: `building the ${language} image: step ${step}/${steps}`,
