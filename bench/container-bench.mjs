@@ -156,6 +156,48 @@ const config = loadConfig([
   "warn",
 ]);
 const server = await startServer(config);
+
+/**
+ * Create→first exec on a second server whose container backend keeps `ITERATIONS` formatted disks
+ * ready (`SHELLS_CONTAINER_WARM_DISKS`), measured once the pool is full; it refills meanwhile.
+ */
+async function createToExecWithPool() {
+  const pooledDir = mkdtempSync(join(tmpdir(), "shells-bench-pool-"));
+  const pooledServer = await startServer(
+    loadConfig(
+      ["--port", "0", "--host", "127.0.0.1", "--data-dir", pooledDir, "--log-level", "warn"],
+      {
+        ...process.env,
+        SHELLS_IMAGES_DIR: config.imagesDir ?? join(dataDir, "container", "images"),
+        SHELLS_CONTAINER_WARM_DISKS: String(ITERATIONS),
+      },
+    ),
+  );
+  const client = new ShellsClient({
+    baseUrl: pooledServer.url,
+    token: readFileSync(join(pooledDir, "admin-token"), "utf8").trim(),
+  });
+  const ids = [];
+  try {
+    for (;;) {
+      const ready = await (await fetch(`${pooledServer.url}/readyz`)).json();
+      const pool = ready.runtimes.find((r) => r.runtime === "container")?.warmPool;
+      if (!pool || pool.ready >= pool.target) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    return summary(
+      await timeRuns(ITERATIONS, async () => {
+        const shell = await client.create({ language: "bash", runtime: "container" });
+        await client.exec(shell.id, { command: ["true"] });
+        ids.push(shell.id);
+      }),
+    );
+  } finally {
+    for (const id of ids) await client.delete(id).catch(() => undefined);
+    await pooledServer.close();
+    rmSync(pooledDir, { recursive: true, force: true });
+  }
+}
 const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
 const shells = new ShellsClient({ baseUrl: server.url, token });
 const created = [];
@@ -179,6 +221,14 @@ try {
     `API create→first exec:             p50 ${ms(c.p50)}  p99 ${ms(c.p99)}  (n=${c.n})  p50 = ${ratio(c.p50)}`,
   );
   for (const id of created.splice(1)) await shells.delete(id);
+
+  // create → first exec with a warm disk pool (a second server on the same images)
+  if (BACKEND === "container") {
+    const pooled = await createToExecWithPool();
+    log(
+      `API create→first exec, warm pool:  p50 ${ms(pooled.p50)}  p99 ${ms(pooled.p99)}  (n=${pooled.n})  p50 = ${ratio(pooled.p50)}, ${(pooled.p50 / c.p50).toFixed(2)}× without the pool`,
+    );
+  }
 
   // exec round trip
   const rtt = summary(

@@ -3,9 +3,13 @@
 // microvm backends need (installing it when run as root), builds, and serves the control plane on
 // 127.0.0.1:8080 with the embedded defaults (SQLite under ./.shells, container sandboxes).
 // Extra arguments pass through to the server: `npm start -- --backend simulator --port 9000`.
+// `SHELLS_PREBUILD_IMAGES=python,node npm start` (or `all`) builds those languages' base images
+// first, when not built yet, so no first create of them waits a minute for one.
 // `npm start -- issue-key --email <member>` builds the server and runs the operator's command
 // instead of listening: no host packages or console needed, and stdout carries only the token.
 import { spawn, spawnSync } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { prepareHost } from "./prepare-host.mjs";
 
 const args = process.argv.slice(2);
@@ -63,8 +67,38 @@ if (!operatorCommand) {
       "The console did not build; the API still starts (http://…/ explains how to build it).",
     );
   }
+  prebuildImages();
   step("starting the control plane");
 }
+/** Builds the base images `SHELLS_PREBUILD_IMAGES` names that the images dir does not hold yet. */
+function prebuildImages() {
+  const wanted = process.env.SHELLS_PREBUILD_IMAGES?.trim();
+  if (!wanted || wantsSimulator) return;
+  const at = args.indexOf("--data-dir");
+  const dataDir = resolve(at >= 0 ? args[at + 1] : process.env.SHELLS_DATA_DIR || ".shells");
+  const imagesDir = process.env.SHELLS_IMAGES_DIR || join(dataDir, "container", "images");
+  const languages = wanted === "all" ? ["bash", "python", "node", "go", "rust"] : wanted.split(",");
+  const built = (language) =>
+    existsSync(join(imagesDir, language)) &&
+    readdirSync(join(imagesDir, language)).some((entry) =>
+      existsSync(join(imagesDir, language, entry, "image.json")),
+    );
+  const missing = languages.map((l) => l.trim()).filter((l) => l && !built(l));
+  if (missing.length === 0) return;
+  step(`building base images first (SHELLS_PREBUILD_IMAGES): ${missing.join(", ")}`);
+  if (
+    !sh(process.execPath, [
+      "apps/cli/dist/bin.js",
+      "--data-dir",
+      dataDir,
+      "images",
+      "build",
+      ...missing,
+    ])
+  )
+    console.error("Building them failed; a first create of each builds its image instead.");
+}
+
 const server = spawn(process.execPath, ["apps/server/dist/server.js", ...args], {
   stdio: "inherit",
 });

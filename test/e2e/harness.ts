@@ -1,4 +1,5 @@
 import { loadConfig, startServer, type RunningServer } from "@shells/server";
+import type { SandboxBackend } from "@shells/sandbox";
 import { spawn, type ChildProcess } from "node:child_process";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -28,6 +29,8 @@ export async function startTestServer(
     logger?: Logger;
     /** Settings as environment variables (`SHELLS_WEBHOOK_RETRY_BASE_MS`, …). */
     env?: Record<string, string>;
+    /** Backends instead of `backend`'s (a simulator modelling slow image builds). */
+    backends?: SandboxBackend[];
   } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "shells-e2e-"));
@@ -54,7 +57,10 @@ export async function startTestServer(
       ...options.env,
     },
   );
-  const server = await startServer(config, options.logger ? { logger: options.logger } : {});
+  const server = await startServer(config, {
+    ...(options.logger ? { logger: options.logger } : {}),
+    ...(options.backends ? { backends: options.backends } : {}),
+  });
   const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
   return {
     url: server.url,

@@ -4,7 +4,16 @@ import { CreateShellDialog } from "./create-dialog.js";
 import { canCreate, type Session } from "./session.js";
 import { ShellSheet } from "./shell-sheet.js";
 import { usePoll, useNow } from "./use-poll.js";
-import { Button, ErrorNote, StatusBadge, Tag, age, describeError, fieldClass } from "./ui.js";
+import {
+  Button,
+  ErrorNote,
+  ProvisioningProgress,
+  StatusBadge,
+  Tag,
+  age,
+  describeError,
+  fieldClass,
+} from "./ui.js";
 
 /** How often the fleet is re-read: the table is live without a refresh button. */
 const FLEET_POLL_MS = 2000;
@@ -61,7 +70,8 @@ export function FleetPage({
   const [creating, setCreating] = useState(false);
   const [notices, setNotices] = useState<Notice[]>([]);
 
-  // A create answers once the shell runs; meanwhile the polled table shows it provisioning.
+  // A create answers once the shell runs, or at once as provisioning when its language's image is
+  // being built; the polled table shows that build's progress.
   const track = (creation: Promise<Shell>, label: string) => {
     const id = Date.now() + Math.random();
     const startedAt = Date.now();
@@ -72,10 +82,13 @@ export function FleetPage({
     creation.then(
       (shell) => {
         const seconds = ((Date.now() - startedAt) / 1000).toFixed(1);
-        settle(
-          `${shell.name} is ${shell.status} (${seconds} s)`,
-          shell.status === "error" ? "error" : "ok",
-        );
+        if (shell.status === "provisioning")
+          settle(`${shell.name} is provisioning: building its image (about a minute)`, "info");
+        else
+          settle(
+            `${shell.name} is ${shell.status} (${seconds} s)`,
+            shell.status === "error" ? "error" : "ok",
+          );
         fleet.refresh();
         setTimeout(() => setNotices((list) => list.filter((n) => n.id !== id)), 6000);
       },
@@ -241,6 +254,9 @@ export function FleetPage({
                 </td>
                 <td className="px-4 py-2.5">
                   <StatusBadge status={shell.status} />
+                  {shell.status === "provisioning" && (
+                    <ProvisioningProgress reason={shell.statusReason} />
+                  )}
                 </td>
                 <td className="px-4 py-2.5">
                   <Tag>{shell.language}</Tag>

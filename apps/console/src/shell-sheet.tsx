@@ -15,7 +15,15 @@ import { ShellEgressSection } from "./shell-egress.js";
 import { inertText } from "./terminal-text.js";
 import { TerminalView } from "./terminal-view.js";
 import { usePoll } from "./use-poll.js";
-import { Button, Dialog, ErrorNote, StatusBadge, describeError, fieldClass } from "./ui.js";
+import {
+  Button,
+  Dialog,
+  ErrorNote,
+  ProvisioningProgress,
+  StatusBadge,
+  describeError,
+  fieldClass,
+} from "./ui.js";
 
 /** Actions that destroy something: typed confirmation of the shell's name, or an approver. */
 type ConfirmedAction = "stop" | "wipe_state" | "reinstall_os" | "delete";
@@ -188,6 +196,9 @@ export function ShellSheet({
               {shell && <StatusBadge status={shell.status} />}
             </div>
             <p className="font-mono text-xs text-zinc-500">{shellId}</p>
+            {shell?.status === "provisioning" && (
+              <ProvisioningProgress reason={shell.statusReason} />
+            )}
           </div>
           <div className="flex shrink-0 items-center gap-2">
             {control && (

@@ -69,6 +69,34 @@ export function StatusBadge({ status }: { status: string }) {
   );
 }
 
+/**
+ * A provisioning shell's progress (a first create of a language builds its image): a bar filled to
+ * the percentage its status reason ends with (`… (45%)`), or a pulsing one when it names none, and
+ * the step in words.
+ */
+export function ProvisioningProgress({ reason }: { reason: string | null }) {
+  const percent = Number(/\((\d{1,3})%\)\s*$/.exec(reason ?? "")?.[1] ?? Number.NaN);
+  const known = Number.isFinite(percent);
+  return (
+    <div className="mt-1 w-44" title={reason ?? undefined}>
+      <div
+        role="progressbar"
+        aria-label="Provisioning"
+        aria-valuemin={0}
+        aria-valuemax={100}
+        {...(known ? { "aria-valuenow": percent } : {})}
+        className="h-1 overflow-hidden rounded-full bg-zinc-200 dark:bg-zinc-800"
+      >
+        <div
+          className={`h-full rounded-full bg-amber-500 ${known ? "" : "w-1/3 animate-pulse"}`}
+          style={known ? { width: `${Math.min(100, percent)}%` } : undefined}
+        />
+      </div>
+      {reason && <div className="mt-0.5 truncate text-xs text-zinc-500">{reason}</div>}
+    </div>
+  );
+}
+
 export function Tag({ children }: { children: ReactNode }) {
   return (
     <span className="rounded bg-zinc-100 px-1.5 py-0.5 font-mono text-xs text-zinc-700 dark:bg-zinc-800 dark:text-zinc-300">

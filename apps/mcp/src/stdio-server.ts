@@ -1,4 +1,5 @@
 import ShellsClient from "@l1fe/shells";
+import { ProvisioningError } from "@l1fe/shells";
 import { createShellsMcpServer } from "@shells/mcp-tools";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import type { Server } from "@modelcontextprotocol/sdk/server/index.js";
@@ -41,6 +42,12 @@ export async function startStdioServer(options: StdioServerOptions): Promise<Ser
     async (tool, args, signal) => (await shells.invoke(tool, args, { signal })).result,
     { name: "shells-mcp", title: "Shells", version: MCP_SERVER_VERSION },
     {
+      waitForShell: (shellId, onProgress, signal) =>
+        shells.waitUntilRunning(shellId, { onProgress, signal }).catch((error: unknown) => {
+          // A shell that ended in `error` is the answer, with its reason; not a tool failure.
+          if (error instanceof ProvisioningError) return error.shell;
+          throw error;
+        }),
       onUnexpectedError: (error, tool) =>
         log(
           `${tool} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,

@@ -493,6 +493,21 @@ describe("durability", () => {
     expect((await verifyActivityChain(events)).ok).toBe(true);
   });
 
+  it("settles a shell whose image build a restart cut off as error, and restart provisions it", async () => {
+    // A build that would take a minute: the control plane stops while the shell provisions.
+    t = await createTestApp({ backends: [new SimulatorBackend({ imageBuildMs: 60_000 })] });
+    const created = (await t.call("POST", "/api/v1/shells", { language: "python" })).json();
+    expect(created.status).toBe("provisioning");
+    const dataDir = t.dataDir;
+    await t.close({ remove: false });
+    t = await createTestApp({ dataDir });
+    const after = (await t.call("GET", `/api/v1/shells/${created.id}`)).json();
+    expect(after.status).toBe("error");
+    expect(after.statusReason).toMatch(/cut off by a restart.*restart the shell/);
+    const restarted = await t.call("POST", `/api/v1/shells/${created.id}/actions/restart`);
+    expect(restarted.json().shell.status).toBe("running");
+  });
+
   it("detects an edited activity row and names that event", async () => {
     t = await createTestApp();
     const shell = await createShell();

@@ -5,6 +5,7 @@ import { SimulatorBackend, type SandboxBackend } from "@shells/sandbox";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import { join } from "node:path";
 import type { ServerConfig } from "./config.js";
+import { DEFAULT_RESOURCES } from "./orchestrator/admission.js";
 
 /** The backends the configuration asks for. The simulator only ever runs when named explicitly. */
 export function createBackends(config: ServerConfig, logger: Logger): SandboxBackend[] {
@@ -26,15 +27,22 @@ export function createBackends(config: ServerConfig, logger: Logger): SandboxBac
   const containerDir = join(config.dataDir, "container");
   const imagesDir = config.imagesDir ?? imagesDirOf(containerDir);
   const onProgress = buildProgressLogger(logger);
+  const container = new ContainerBackend({
+    stateDir: containerDir,
+    ...(config.imagesDir ? { imagesDir: config.imagesDir } : {}),
+    rootCapabilities: config.rootCapabilities,
+    logger,
+    onProgress,
+    warmDisks: config.containerWarmDisks,
+    warmDiskMb: DEFAULT_RESOURCES.diskMb,
+  });
+  if (config.containerWarmDisks > 0)
+    void container.availability().then(([offered]) => {
+      if (offered?.available) void container.warm();
+    });
   return [
     wasm,
-    new ContainerBackend({
-      stateDir: containerDir,
-      ...(config.imagesDir ? { imagesDir: config.imagesDir } : {}),
-      rootCapabilities: config.rootCapabilities,
-      logger,
-      onProgress,
-    }),
+    container,
     // Its disks are made from the container backend's images (one recipe, two formats). The first
     // create of a language makes its template (minutes under emulation, progress in this log);
     // `shells images build --runtime microvm <language>` makes it ahead of time.

@@ -157,6 +157,12 @@ export const ServerConfig = z.strictObject({
    */
   rootCapabilities: z.enum(["none", "package-manager"]).default("none"),
   /**
+   * Formatted shell disks (of the default `diskMb`) the container backend keeps ready, so a create
+   * skips mkfs; refilled in the background, reported by `/readyz`. 0: none. Env
+   * `SHELLS_CONTAINER_WARM_DISKS`.
+   */
+  containerWarmDisks: z.coerce.number().int().min(0).max(1000).default(0),
+  /**
    * Directory of the built web console served at `/` (default: `apps/console/dist` next to this
    * server package). Env `SHELLS_CONSOLE_DIR`.
    */
@@ -356,6 +362,7 @@ export function loadConfig(
     imagesDir: env.SHELLS_IMAGES_DIR,
     microvmCacheDir: env.SHELLS_MICROVM_CACHE_DIR,
     rootCapabilities: env.SHELLS_ROOT_CAPABILITIES,
+    containerWarmDisks: env.SHELLS_CONTAINER_WARM_DISKS,
     consoleDir: env.SHELLS_CONSOLE_DIR,
     validateResponses: env.SHELLS_VALIDATE_RESPONSES,
     publicUrl: values["public-url"] ?? env.SHELLS_PUBLIC_URL,

@@ -28,7 +28,11 @@ export interface RunningServer {
  */
 export async function startServer(
   config: ServerConfig,
-  options: { logger?: Logger } = {},
+  options: {
+    logger?: Logger;
+    /** Backends to offer instead of those the configuration names (tests of slow first creates). */
+    backends?: SandboxBackend[];
+  } = {},
 ): Promise<RunningServer> {
   const logger = options.logger ?? createLogger(config.logLevel);
   // A hosted server has no bootstrap key, so without OIDC nobody could ever sign in: refuse to
@@ -55,7 +59,7 @@ export async function startServer(
     else if (existsSync(adminTokenPath))
       logger.info({ tokenPath: adminTokenPath }, `owner API key is in ${adminTokenPath}`);
   }
-  const backends = createBackends(config, logger);
+  const backends = options.backends ?? createBackends(config, logger);
   const app = await buildApp(config, { store, backends, logger });
   const address = await app.listen({ port: config.port, host: config.host });
   const url = address.replace("[::1]", "[::1]");

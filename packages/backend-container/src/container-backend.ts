@@ -5,6 +5,7 @@ import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import type {
   ExecResult,
   KillReason,
+  Language,
   PauseInfo,
   RuntimeAvailability,
   Snapshot,
@@ -13,12 +14,14 @@ import {
   ExecFiles,
   SANDBOX_EGRESS_PORT,
   SandboxError,
+  SharedPreparations,
   type SandboxBackend,
   type SandboxExecOptions,
   type SandboxExecRequest,
   type SandboxForkCapture,
   type SandboxInfo,
   type SandboxProcess,
+  type SandboxProgress,
   type SandboxSpawnRequest,
   type SandboxSpec,
   type SandboxUsage,
@@ -48,6 +51,7 @@ import { launchHolder } from "./internal/holder.js";
 import { connectInShell, PortRefusedError } from "./internal/port.js";
 import { startProcess } from "./internal/spawn.js";
 import { checkContainerHost, type ContainerHostReport } from "./internal/host-check.js";
+import { DiskPool } from "./internal/disk-pool.js";
 import { ensureImage, findImage, newestImage, type ImageBuildProgress } from "./internal/images.js";
 import { ensureHelper } from "./internal/native.js";
 import { isAlive, run, sleep } from "./internal/proc.js";
@@ -96,6 +100,15 @@ export interface ContainerBackendOptions {
    */
   rootCapabilities?: "none" | "package-manager";
   logger?: ContainerLogger;
+  /**
+   * Formatted shell disks to keep ready under `<stateDir>/warm-disks` (default 0: none), so a
+   * create of `warmDiskMb` takes one instead of running mkfs; refilled in the background after
+   * each claim and by `warm()`. Each costs its allocated blocks on the host's disk (a few MiB of a
+   * sparse file) and no memory.
+   */
+  warmDisks?: number;
+  /** Size of the pool's disks, MiB (default 1024, the server's default `diskMb`). */
+  warmDiskMb?: number;
   /** Image build progress (a first create of a language builds its image, about a minute). */
   onProgress?: (event: ImageBuildProgress) => void;
 }
@@ -202,6 +215,9 @@ export class ContainerBackend implements SandboxBackend {
   readonly #inflight = new Map<string, Set<InflightExec>>();
   readonly #holders = new Map<string, HolderRecord>();
   readonly #pidsWatch = new Map<string, PidsWatch>();
+  readonly #diskPool: DiskPool;
+  /** Image builds under way for `prepareLanguage`, one per language. */
+  readonly #imageBuilds = new SharedPreparations<Language>();
   #pidsTimer: NodeJS.Timeout | null = null;
   #pidsChecking = false;
 
@@ -221,6 +237,21 @@ export class ContainerBackend implements SandboxBackend {
     this.#imagesDir = options.imagesDir ?? `${this.#stateDir}/images`;
     this.#registryDir = options.uidRegistryDir ?? "/var/lib/shells/uid-slots";
     this.#cgroupParent = options.cgroupParent ?? "shells";
+    this.#diskPool = new DiskPool(
+      `${this.#stateDir}/warm-disks`,
+      options.warmDisks ?? 0,
+      options.warmDiskMb ?? 1024,
+      (error) => this.#log("warn", { err: error }, "refilling the warm disk pool failed"),
+    );
+  }
+
+  /**
+   * Fills the warm disk pool (`warmDisks`) in the background; settles once it is full. A no-op
+   * without a pool.
+   */
+  async warm(): Promise<void> {
+    this.#diskPool.refill();
+    await this.#diskPool.settled();
   }
 
   async availability(): Promise<RuntimeAvailability[]> {
@@ -231,8 +262,46 @@ export class ContainerBackend implements SandboxBackend {
         available: report.available,
         backend: this.name,
         reason: report.reason,
+        ...(this.#diskPool.target > 0 ? { warmPool: await this.#diskPool.report() } : {}),
       },
     ];
+  }
+
+  /** Whether the language's base image is built (a create without it builds it first). */
+  async languageReady(language: Language): Promise<boolean> {
+    return (await newestImage(this.#imagesDir, language)) !== null;
+  }
+
+  /**
+   * Builds the language's base image when there is none, reporting mmdebstrap's steps with a
+   * rough percentage. Concurrent calls share one build (across processes too, by the build lock).
+   */
+  async prepareLanguage(
+    language: Language,
+    onProgress: (progress: SandboxProgress) => void,
+  ): Promise<void> {
+    if (await this.languageReady(language)) return;
+    await this.#imageBuilds.run(language, onProgress, async (report) => {
+      try {
+        await ensureImage(this.#imagesDir, language, {
+          ...this.#buildOptions(),
+          onProgress: (event) => {
+            this.#options.onProgress?.(event);
+            report({
+              message: event.message,
+              ...(event.percent === undefined ? {} : { percent: event.percent }),
+            });
+          },
+        });
+      } catch (error) {
+        throw new SandboxError(
+          "unavailable",
+          `cannot prepare the ${language} image: ${(error as Error).message}`,
+          {},
+          { cause: error },
+        );
+      }
+    });
   }
 
   async create(spec: SandboxSpec): Promise<SandboxInfo> {
@@ -321,7 +390,11 @@ export class ContainerBackend implements SandboxBackend {
           await copyDisk(`${this.#forksDir}/${capture.captureId}/disk.img`, `${shellDir}/disk.img`);
         }
         await writeJson(`${shellDir}/shell.json`, record);
-        if (!capture) await createDisk(`${shellDir}/disk.img`, spec.resources.diskMb);
+        if (
+          !capture &&
+          !(await this.#diskPool.claim(`${shellDir}/disk.img`, spec.resources.diskMb))
+        )
+          await createDisk(`${shellDir}/disk.img`, spec.resources.diskMb);
         await this.#startHolder(record, helper, { freshDisk: true });
         record.phase = "ready";
         await writeJson(`${shellDir}/shell.json`, record);

@@ -26,6 +26,18 @@ export type InvokeTool = (
 /** Options of {@link createShellsMcpServer}. */
 export interface ShellsMcpServerOptions {
   /**
+   * Waits for a `provisioning` shell (a first create of a language builds its image, about a
+   * minute) to settle, calling `onProgress` with each new status reason, and resolves to the
+   * shell. Given, a `shells_create` whose client asked for progress (a `progressToken`) answers
+   * once the shell runs, sending `notifications/progress` meanwhile so the client does not time
+   * out; without a token the call answers the `provisioning` shell at once.
+   */
+  waitForShell?: (
+    shellId: string,
+    onProgress: (statusReason: string) => void,
+    signal: AbortSignal,
+  ) => Promise<unknown>;
+  /**
    * Called with a failure that carries no stable code (a bug, not a refusal). The model only sees
    * `internal`; this is where the error itself is logged.
    */
@@ -41,6 +53,15 @@ const INSTRUCTIONS = [
 ].join("\n");
 
 let definitions: Tool[] | undefined;
+
+function isProvisioning(result: unknown): result is { id: string; status: "provisioning" } {
+  return (
+    typeof result === "object" &&
+    result !== null &&
+    (result as { status?: unknown }).status === "provisioning" &&
+    typeof (result as { id?: unknown }).id === "string"
+  );
+}
 
 /**
  * Builds an MCP server that serves the Shells tools through `invoke`. Connect it to a transport:
@@ -76,6 +97,28 @@ export function createShellsMcpServer(
       let result: unknown;
       try {
         result = await invoke(tool.data, request.params.arguments ?? {}, extra.signal);
+        const progressToken = request.params._meta?.progressToken;
+        if (
+          tool.data === "shells_create" &&
+          options.waitForShell &&
+          progressToken !== undefined &&
+          isProvisioning(result)
+        ) {
+          let step = 0;
+          result = await options.waitForShell(
+            result.id,
+            (statusReason) => {
+              step += 1;
+              void extra
+                .sendNotification({
+                  method: "notifications/progress",
+                  params: { progressToken, progress: step, message: statusReason },
+                })
+                .catch(() => undefined);
+            },
+            extra.signal,
+          );
+        }
       } catch (error) {
         const failure = toToolFailure(error);
         if (failure === UNEXPECTED_FAILURE) options.onUnexpectedError?.(error, tool.data);

@@ -86,7 +86,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       "- runtime: the isolation class — wasm (lightest, cheapest), container (Linux namespaces; the usual choice), microvm (its own kernel: the strongest wall for the least trusted code; slowest to start, costliest). Defaults to container, or the org's isolation floor when that is higher; never weaker than requested.",
       "- network: sealed (no network at all; the default), localhost (loopback only), internet (egress only through the org's egress proxy).",
       "Cost: a running shell is metered per second (wasm < container < microvm) until it is stopped or deleted; set `ttlSeconds` to have it stopped automatically. Not destructive.",
-      "Result: the Shell, with `id` to pass as `shell` to shells_exec and shells_action, and `status` (running when ready).",
+      "Result: the Shell, with `id` to pass as `shell` to shells_exec and shells_action, and `status` (running when ready). A first shell of a language may come back `provisioning` while its image builds (about a minute; `statusReason` shows the step): call shells_list with status provisioning to see when it runs. Clients that send a progressToken get progress notifications and the running shell instead.",
       "Refusals: below_isolation_floor (the org requires a stronger runtime), runtime_unavailable (this host cannot run the class), name_taken.",
     ].join("\n"),
     annotations: {

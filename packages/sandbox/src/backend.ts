@@ -65,6 +65,14 @@ export interface SandboxEgress {
   socketPath: string;
 }
 
+/** A step of a slow preparation (an image build), for the caller to show. */
+export interface SandboxProgress {
+  /** What happens now, in words (`downloading packages`). */
+  message: string;
+  /** How far along, 0–100, where the backend can tell. */
+  percent?: number;
+}
+
 /** A sandbox as the backend sees it. */
 export interface SandboxInfo {
   shellId: string;
@@ -264,6 +272,21 @@ export interface SandboxBackend {
   availability(): Promise<RuntimeAvailability[]>;
   /** Provisions the shell's sandbox and starts it. Throws `unavailable` or `unsupported` when it cannot. */
   create(spec: SandboxSpec): Promise<SandboxInfo>;
+  /**
+   * Whether `create` of a language can start at once, or must first prepare something slow (a
+   * base image build, about a minute). Backends without such a step leave it and
+   * `prepareLanguage` out: every create is fast.
+   */
+  languageReady?(language: Language): Promise<boolean>;
+  /**
+   * Prepares what `create` of a language needs (builds its base image), reporting each step.
+   * Concurrent calls for one language share one preparation, and each caller sees its progress.
+   * Throws `unavailable` with the reason when it cannot.
+   */
+  prepareLanguage?(
+    language: Language,
+    onProgress: (progress: SandboxProgress) => void,
+  ): Promise<void>;
   /** Runs a command in a running sandbox and waits for it. A non-zero exit is a result, not an error. */
   exec(
     shellId: string,

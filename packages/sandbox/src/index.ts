@@ -14,6 +14,7 @@ export {
   type SandboxFiles,
   type SandboxForkCapture,
   type SandboxProcess,
+  type SandboxProgress,
   type SandboxSignal,
   type SandboxSpawnRequest,
   type SandboxSpec,
@@ -23,6 +24,7 @@ export {
   type SandboxUsage,
 } from "./backend.js";
 export { ExecFiles, type ExecFn } from "./exec-files.js";
+export { SharedPreparations } from "./shared-preparations.js";
 export { SimulatorBackend, type SimulatorBackendOptions } from "./simulator-backend.js";
 export {
   TarFormatError,

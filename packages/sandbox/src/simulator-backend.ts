@@ -1,6 +1,7 @@
 import type { Duplex } from "node:stream";
 import type {
   ExecResult,
+  Language,
   KillReason,
   PauseInfo,
   RuntimeAvailability,
@@ -15,10 +16,12 @@ import {
   type SandboxForkCapture,
   type SandboxInfo,
   type SandboxProcess,
+  type SandboxProgress,
   type SandboxSpawnRequest,
   type SandboxSpec,
   type SandboxUsage,
 } from "./backend.js";
+import { SharedPreparations } from "./shared-preparations.js";
 import { spawnSimulated } from "./internal/sim-process.js";
 import { SimFiles } from "./internal/sim-files.js";
 import {
@@ -34,6 +37,14 @@ import {
 export interface SimulatorBackendOptions {
   /** Runtime classes the simulator pretends to offer (default: all of them). */
   runtimes?: RuntimeClass[];
+  /**
+   * Models a backend whose languages need a slow first preparation (an image build): each
+   * language starts unprepared, and `prepareLanguage` reports five steps spread over this many
+   * milliseconds. Left out: every language is ready.
+   */
+  imageBuildMs?: number;
+  /** With `imageBuildMs`: the preparation fails at its end with this reason. */
+  imageBuildError?: string;
 }
 
 interface SimSnapshot {
@@ -80,6 +91,13 @@ function fsSize(fs: SimFs): number {
 export class SimulatorBackend implements SandboxBackend {
   readonly name = "simulator";
   readonly #runtimes: RuntimeClass[];
+  readonly #imageBuildMs: number | undefined;
+  readonly #imageBuildError: string | undefined;
+  /** Languages prepared (models with `imageBuildMs` only), and preparations under way. */
+  readonly #prepared = new Set<Language>();
+  readonly #preparing = new SharedPreparations<Language>();
+  /** How many image builds the model has started (with `imageBuildMs`), per language. */
+  readonly imageBuilds = new Map<Language, number>();
   readonly #sandboxes = new Map<string, SimSandbox>();
   /** Filesystems captured for forks, by capture id. */
   readonly #captures = new Map<string, { fs: SimFs; language: SandboxSpec["language"] }>();
@@ -93,6 +111,37 @@ export class SimulatorBackend implements SandboxBackend {
 
   constructor(options: SimulatorBackendOptions = {}) {
     this.#runtimes = options.runtimes ?? ["wasm", "container", "microvm"];
+    this.#imageBuildMs = options.imageBuildMs;
+    this.#imageBuildError = options.imageBuildError;
+  }
+
+  async languageReady(language: Language): Promise<boolean> {
+    return this.#imageBuildMs === undefined || this.#prepared.has(language);
+  }
+
+  async prepareLanguage(
+    language: Language,
+    onProgress: (progress: SandboxProgress) => void,
+  ): Promise<void> {
+    if (await this.languageReady(language)) return;
+    const steps = 5;
+    const stepMs = (this.#imageBuildMs ?? 0) / steps;
+    await this.#preparing.run(language, onProgress, async (report) => {
+      this.imageBuilds.set(language, (this.imageBuilds.get(language) ?? 0) + 1);
+      for (let step = 1; step <= steps; step++) {
+        report({
+          message: `building the ${language} image: step ${step}/${steps}`,
+          percent: Math.round(((step - 1) / steps) * 100),
+        });
+        await new Promise((resolve) => setTimeout(resolve, stepMs));
+      }
+      if (this.#imageBuildError)
+        throw new SandboxError(
+          "unavailable",
+          `cannot prepare the ${language} image: ${this.#imageBuildError}`,
+        );
+      this.#prepared.add(language);
+    });
   }
 
   async availability(): Promise<RuntimeAvailability[]> {
@@ -119,6 +168,8 @@ export class SimulatorBackend implements SandboxBackend {
     }
     const existing = this.#sandboxes.get(spec.shellId);
     if (existing) return this.#info(existing);
+    // Like a backend with images: a create of an unprepared language prepares it first.
+    if (!spec.from) await this.prepareLanguage(spec.language, () => undefined);
     const capture = spec.from ? this.#captures.get(spec.from.captureId) : undefined;
     if (spec.from && !capture)
       throw new SandboxError("failed", `no fork capture ${spec.from.captureId}`);

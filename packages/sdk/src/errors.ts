@@ -1,4 +1,4 @@
-import type { ErrorCode } from "@shells/contract";
+import type { ErrorCode, Shell } from "@shells/contract";
 
 /**
  * Codes the SDK itself reports, for failures that never produced an API error body:
@@ -7,7 +7,8 @@ import type { ErrorCode } from "@shells/contract";
  * - `aborted`: the caller's `AbortSignal` fired;
  * - `unexpected_response`: the server answered, but not with the JSON the contract promises;
  * - `invalid_configuration`: the client was constructed without a base URL or token;
- * - `invalid_signature`: a webhook delivery did not verify (`verifyWebhook`).
+ * - `invalid_signature`: a webhook delivery did not verify (`verifyWebhook`);
+ * - `provisioning_failed`: a shell `waitUntilRunning` waited for ended in `error`.
  */
 export type ClientErrorCode =
   | "connection_failed"
@@ -15,7 +16,8 @@ export type ClientErrorCode =
   | "aborted"
   | "unexpected_response"
   | "invalid_configuration"
-  | "invalid_signature";
+  | "invalid_signature"
+  | "provisioning_failed";
 
 /** Every code a {@link ShellsError} can carry: the API's stable codes plus the SDK's own. */
 export type ShellsErrorCode = ErrorCode | ClientErrorCode;
@@ -103,6 +105,20 @@ export class ServerError extends ShellsError {}
 
 /** The server could not be reached, did not answer in time, or the request was aborted. */
 export class ConnectionError extends ShellsError {}
+
+/**
+ * A shell being provisioned ended in `error` (`provisioning_failed`; the message is its status
+ * reason, which says what to do), or did not start within `waitUntilRunning`'s `timeoutMs`
+ * (`timeout`). `shell` is the shell as last seen.
+ */
+export class ProvisioningError extends ShellsError {
+  constructor(
+    fields: ShellsErrorFields,
+    readonly shell: Shell,
+  ) {
+    super(fields);
+  }
+}
 
 /** The client was constructed without what it needs (base URL, token). */
 export class ConfigurationError extends ShellsError {}

@@ -23,6 +23,7 @@ export {
   type InterpreterRequest,
   type ListShellsQuery,
   type RequestOptions,
+  type WaitUntilRunningOptions,
   type ShellsClientOptions,
 } from "./shells-client.js";
 // The namespace classes are exported as types only: the client builds them (`shells.members`, …).
@@ -78,6 +79,7 @@ export {
   ConnectionError,
   NotFoundError,
   PermissionDeniedError,
+  ProvisioningError,
   RateLimitError,
   ServerError,
   ShellsError,

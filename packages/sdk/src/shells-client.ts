@@ -30,6 +30,7 @@ import type {
 import {
   ConfigurationError,
   ConnectionError,
+  ProvisioningError,
   ServerError,
   errorFromStreamEvent,
 } from "./errors.js";
@@ -94,6 +95,16 @@ export interface IdempotentRequestOptions extends RequestOptions {
    * acting twice (a second shell, a second snapshot).
    */
   idempotencyKey?: string | undefined;
+}
+
+/** Options of {@link ShellsClient.waitUntilRunning}. */
+export interface WaitUntilRunningOptions extends RequestOptions {
+  /** Called with each new status reason while the shell provisions (its image build's steps). */
+  onProgress?: (statusReason: string, shell: Shell) => void;
+  /** How long to wait in all, ms (default 600000). */
+  timeoutMs?: number;
+  /** How often to look, ms (default 500). */
+  intervalMs?: number;
 }
 
 /** Options of {@link ShellsClient.delete}. */
@@ -274,8 +285,10 @@ export class ShellsClient {
   }
 
   /**
-   * Creates a shell and answers once it is running (or in `error`). Sent with an idempotency key
-   * (a fresh one unless given), so a retry never makes a second shell.
+   * Creates a shell. It answers `running` (or `error`) at once, except for a first shell of a
+   * language whose image the server has not built yet: that one answers `provisioning`, its
+   * `statusReason` following the build; {@link waitUntilRunning} waits for it. Sent with an
+   * idempotency key (a fresh one unless given), so a retry never makes a second shell.
    */
   create(body: ShellCreate, options: IdempotentRequestOptions = {}): Promise<Shell> {
     return this.#call<Shell>("POST", "/api/v1/shells", {
@@ -283,6 +296,52 @@ export class ShellsClient {
       body,
       idempotencyKey: idempotencyKeyOf(options.idempotencyKey),
     });
+  }
+
+  /**
+   * Waits while the shell is `provisioning` (a first create of a language builds its image, about
+   * a minute), calling `onProgress` with each new status reason (`building the python image:
+   * downloading packages (20%)`). Answers the shell once it is past provisioning; throws
+   * {@link ProvisioningError} when it ended in `error` (`provisioning_failed`, the reason says
+   * what to do) or `timeoutMs` passed first (`timeout`).
+   *
+   * @example
+   * let shell = await shells.create({ language: "python" });
+   * shell = await shells.waitUntilRunning(shell.id, { onProgress: (line) => console.log(line) });
+   */
+  async waitUntilRunning(idOrName: string, options: WaitUntilRunningOptions = {}): Promise<Shell> {
+    const { onProgress, timeoutMs = 10 * 60_000, intervalMs = 500, ...request } = options;
+    const deadline = Date.now() + timeoutMs;
+    let said: string | null = null;
+    for (;;) {
+      const shell = await this.get(idOrName, request);
+      if (shell.status === "provisioning" && shell.statusReason && shell.statusReason !== said) {
+        said = shell.statusReason;
+        onProgress?.(said, shell);
+      }
+      if (shell.status === "error")
+        throw new ProvisioningError(
+          {
+            code: "provisioning_failed",
+            message: shell.statusReason ?? `shell ${shell.name} failed to start`,
+            status: 0,
+          },
+          shell,
+        );
+      if (shell.status !== "provisioning") return shell;
+      if (Date.now() >= deadline)
+        throw new ProvisioningError(
+          {
+            code: "timeout",
+            message: `shell ${shell.name} was still provisioning after ${timeoutMs} ms${said ? `: ${said}` : ""}`,
+            status: 0,
+          },
+          shell,
+        );
+      await new Promise((resolve) =>
+        setTimeout(resolve, Math.min(intervalMs, deadline - Date.now())),
+      );
+    }
   }
 
   /**

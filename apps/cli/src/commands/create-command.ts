@@ -25,6 +25,8 @@ interface CreateOptions {
   pids?: number;
   disk?: number;
   ttl?: number;
+  /** Commander's name for `--no-wait`: false when given. */
+  wait: boolean;
 }
 
 /** The `POST /shells` body the options describe; unset options are left to the server's defaults. */
@@ -89,8 +91,19 @@ export function registerCreateCommand(program: Command, ctx: CliContext): void {
       "stop the shell automatically after this long (e.g. 30m, 2h)",
       parseDurationMs,
     )
+    .option(
+      "--no-wait",
+      "answer at once, even while the shell is provisioning (a first create of a language builds its image)",
+    )
     .action(async (options: CreateOptions) => {
-      const shell = await ctx.client().create(createBodyFrom(options));
+      const client = ctx.client();
+      let shell = await client.create(createBodyFrom(options));
+      if (shell.status === "provisioning" && options.wait) {
+        // A first create of a language builds its image (about a minute): say each step on stderr.
+        shell = await client.waitUntilRunning(shell.id, {
+          onProgress: (reason) => ctx.printErr(`provisioning ${shell.name}: ${reason}`),
+        });
+      }
       if (ctx.json) ctx.printJson(shell);
       else ctx.print(formatShell(shell, ctx.now()));
     });

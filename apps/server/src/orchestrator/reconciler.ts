@@ -65,7 +65,10 @@ export class Reconciler {
           if (["running", "paused", "provisioning"].includes(row.status)) {
             await setShellState(db, row.org_id, row.id, {
               status: "error",
-              status_reason: "sandbox lost: the host or backend restarted (host_restart)",
+              status_reason:
+                row.status === "provisioning"
+                  ? "provisioning was cut off by a restart of the control plane (host_restart); restart the shell to provision it again"
+                  : "sandbox lost: the host or backend restarted (host_restart)",
             });
             await this.#event(row.org_id, row.id, "shell.reconcile", {
               result: "lost",

@@ -56,7 +56,8 @@ const MiB = 1024 * 1024;
 /**
  * Brings a new shell's sandbox up on its backend and records the outcome: `running`, or `error`
  * with the reason. The secret environment is not part of `spec`: the backend keeps a shell's env
- * on disk, so secrets join each exec's environment instead.
+ * on disk, so secrets join each exec's environment instead. `prepared`: the preparation of the
+ * shell's language that ran first (an image build); its failure is the create's.
  */
 export async function provisionShell(
   ctx: ActionContext,
@@ -65,6 +66,7 @@ export async function provisionShell(
   backend: SandboxBackend,
   spec: SandboxSpec,
   forkOf?: string,
+  prepared?: Promise<void>,
 ): Promise<void> {
   const record = (outcome: "success" | "failure", details: Record<string, unknown>) =>
     ctx.activity.record({
@@ -76,6 +78,7 @@ export async function provisionShell(
       details,
     });
   try {
+    await prepared;
     const info = await backend.create(spec);
     await ctx.setState(row, {
       status: "running",

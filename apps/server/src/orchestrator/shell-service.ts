@@ -7,6 +7,7 @@ import {
   type Capability,
   type ExecRequest,
   type ExecResult,
+  type Language,
   type LogEntry,
   type Page,
   type PendingApproval,
@@ -47,6 +48,7 @@ import {
   insertShell,
   listShells,
   setShellEgress,
+  setProvisioningReason,
   setShellState,
   type ShellRow,
   type ShellStateFields,
@@ -264,36 +266,92 @@ export class ShellService {
       }
       throw error;
     }
-    return this.#lock.run(id, async () => {
-      const row = await this.#find(caller.orgId, id);
-      const started = performance.now();
-      const took = () => (performance.now() - started) / 1000;
-      try {
-        await provisionShell(
-          this.#actions,
-          caller,
-          row,
-          backend,
-          {
-            shellId: id,
-            language: input.language,
-            runtime,
-            network,
-            resources,
-            env,
-            ...(await this.#egressSpecOf(row)),
-            ...(origin ? { from: { captureId: origin.captureId } } : {}),
-          },
-          origin?.parentId,
-        );
-      } catch (error) {
-        this.deps.metrics?.observeShellCreate(runtime, "failure", took());
-        await this.deps.egress?.stop(id);
-        throw error;
-      }
-      this.deps.metrics?.observeShellCreate(runtime, "success", took());
+    const started = performance.now();
+    const took = () => (performance.now() - started) / 1000;
+    const provision = (prepared?: Promise<void>) =>
+      this.#lock.run(id, async () => {
+        const row = await this.#find(caller.orgId, id);
+        // Deleted (or otherwise settled) while its language was being prepared: nothing to start.
+        if (row.status !== "provisioning") return;
+        try {
+          await provisionShell(
+            this.#actions,
+            caller,
+            row,
+            backend,
+            {
+              shellId: id,
+              language: input.language,
+              runtime,
+              network,
+              resources,
+              env,
+              ...(await this.#egressSpecOf(row)),
+              ...(origin ? { from: { captureId: origin.captureId } } : {}),
+            },
+            origin?.parentId,
+            prepared,
+          );
+        } catch (error) {
+          this.deps.metrics?.observeShellCreate(runtime, "failure", took());
+          await this.deps.egress?.stop(id);
+          throw error;
+        }
+        this.deps.metrics?.observeShellCreate(runtime, "success", took());
+      });
+    // A language whose image is not built yet takes a minute: the shell is answered at once as
+    // `provisioning`, its status reason follows the build, and it starts when the build is done.
+    // A fork runs on its parent's image, so it never waits for one.
+    if (!origin && backend.prepareLanguage && !(await backend.languageReady?.(input.language))) {
+      await setProvisioningReason(
+        db,
+        caller.orgId,
+        id,
+        `waiting for the ${input.language} image build`,
+      );
+      this.#provisionLater(caller.orgId, id, input.language, backend, provision);
       return this.get(caller, id);
+    }
+    await provision();
+    return this.get(caller, id);
+  }
+
+  /**
+   * Prepares a shell's language in the background (one build shared by every shell waiting for
+   * it), writing each step into the shell's status reason, then provisions the shell. A failure
+   * leaves the shell `error` with the reason (recorded by `provisionShell`).
+   */
+  #provisionLater(
+    orgId: string,
+    shellId: string,
+    language: Language,
+    backend: SandboxBackend,
+    provision: (prepared: Promise<void>) => Promise<void>,
+  ): void {
+    let reported = Promise.resolve();
+    const prepared = backend.prepareLanguage!(language, (progress) => {
+      const reason =
+        progress.percent === undefined
+          ? progress.message
+          : `${progress.message} (${progress.percent}%)`;
+      // One write at a time, in order; a shell that left `provisioning` keeps its own reason.
+      reported = reported
+        .then(() => setProvisioningReason(this.deps.db, orgId, shellId, reason))
+        .catch((error: unknown) =>
+          this.deps.logger.warn({ shellId, error }, "could not record build progress"),
+        );
     });
+    void prepared
+      .catch(() => undefined)
+      .then(() => reported)
+      .then(() => provision(prepared))
+      .catch((error: unknown) =>
+        // provisionShell recorded the failure on the shell and in the history already.
+        this.deps.logger.warn(
+          { shellId, reason: describeError(error) },
+          "shell provisioning failed",
+        ),
+      );
   }
 
   /**

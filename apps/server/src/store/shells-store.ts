@@ -135,6 +135,25 @@ export async function setShellState(
   });
 }
 
+/**
+ * Sets the status reason of a shell still `provisioning` (its image build's progress); a shell
+ * that has moved on (running, error, deleted) keeps its own.
+ */
+export async function setProvisioningReason(
+  db: Kysely<Database>,
+  orgId: string,
+  shellId: string,
+  reason: string,
+): Promise<void> {
+  await db
+    .updateTable("shells")
+    .set({ status_reason: reason, updated_at: new Date().toISOString() })
+    .where("org_id", "=", orgId)
+    .where("id", "=", shellId)
+    .where("status", "=", "provisioning")
+    .execute();
+}
+
 /** The org's project named `name`. */
 export async function findProject(
   db: Kysely<Database>,

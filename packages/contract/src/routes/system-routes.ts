@@ -19,6 +19,19 @@ export const RuntimeAvailability = z.strictObject({
   networks: z.array(NetworkMode).optional(),
   /** Whether shells of this class can be granted service bindings (their calls go through the proxy). */
   bindings: z.boolean().optional(),
+  /**
+   * The backend's warm pool, where it keeps one: formatted shell disks of `diskMb` made ahead so a
+   * create skips mkfs (`ready` of `target`), and the host disk space they hold (`diskBytes`; they
+   * hold no memory).
+   */
+  warmPool: z
+    .strictObject({
+      ready: z.number().int().nonnegative(),
+      target: z.number().int().nonnegative(),
+      diskMb: z.number().int().positive(),
+      diskBytes: z.number().int().nonnegative(),
+    })
+    .optional(),
 });
 export type RuntimeAvailability = z.infer<typeof RuntimeAvailability>;
 
