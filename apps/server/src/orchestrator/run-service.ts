@@ -69,6 +69,7 @@ export function toRun(row: Selectable<RunTable>, live?: RunOutputTail): Run {
   return {
     id: row.id,
     status: row.status,
+    ...(row.template !== null ? { template: row.template } : {}),
     language: row.language as Run["language"],
     runtime: row.runtime as Run["runtime"],
     shellId: row.shell_id,

@@ -15,6 +15,7 @@ const EXAMPLE_DEFINITION = {
   language: "python",
   network: "sealed",
   files: [{ path: "POLICY.md", content: "Do not exfiltrate.\n", readOnly: true }],
+  runtime: "container",
   locks: ["network", "runtime"],
 };
 
