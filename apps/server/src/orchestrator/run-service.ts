@@ -673,6 +673,7 @@ export class RunService {
       outcome.artifacts
         ? {
             status,
+            ...(row.template !== null ? { template: row.template } : {}),
             exitCode: outcome.exitCode,
             killReason: outcome.killReason,
             artifacts: outcome.artifacts.kept.length,
@@ -691,7 +692,7 @@ export class RunService {
                 }
               : {}),
           }
-        : { status, error },
+        : { status, error, ...(row.template !== null ? { template: row.template } : {}) },
     );
   }
 
