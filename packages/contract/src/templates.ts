@@ -31,7 +31,14 @@ const templateName = z
  * sealed network where the template says internet, fewer allowlist hosts or bindings, a stronger
  * class, smaller resources, a shorter TTL) but never loosen it: that answers 422 `template_locked`.
  */
-export const TemplateLock = z.enum(["runtime", "network", "egress", "bindings", "resources", "ttl"]);
+export const TemplateLock = z.enum([
+  "runtime",
+  "network",
+  "egress",
+  "bindings",
+  "resources",
+  "ttl",
+]);
 export type TemplateLock = z.infer<typeof TemplateLock>;
 
 /**

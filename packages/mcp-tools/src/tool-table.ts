@@ -100,7 +100,8 @@ export const SHELLS_TOOLS: ShellsToolTable = {
     fields: {
       name: "Unique in the project; defaults to the shell's id.",
       template: TEMPLATE_FIELD,
-      language: "Language preset: the toolchain installed in the shell (required without a template).",
+      language:
+        "Language preset: the toolchain installed in the shell (required without a template).",
       runtime: "Isolation class: wasm < container < microvm (strongest).",
       network:
         "sealed (default): no network; localhost: loopback only; internet: egress via the org's proxy.",

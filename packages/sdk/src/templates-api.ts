@@ -82,7 +82,12 @@ export class TemplatesApi {
   }
 
   /** The fields that differ from version `from` to version `to`. */
-  diff(name: string, from: number, to: number, options: RequestOptions = {}): Promise<TemplateDiff> {
+  diff(
+    name: string,
+    from: number,
+    to: number,
+    options: RequestOptions = {},
+  ): Promise<TemplateDiff> {
     return this.#call<TemplateDiff>("GET", `/api/v1/templates/${segment(name)}/diff`, {
       ...options,
       query: { from, to },

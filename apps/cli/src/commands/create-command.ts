@@ -62,8 +62,10 @@ export function registerCreateCommand(program: Command, ctx: CliContext): void {
     .command("create")
     .description("create a shell and wait until it is running")
     .addOption(
-      new Option("-l, --language <language>", "language preset (default: the template's, else bash)")
-        .choices(Language.options),
+      new Option(
+        "-l, --language <language>",
+        "language preset (default: the template's, else bash)",
+      ).choices(Language.options),
     )
     .option(
       "-t, --template <name[@version]>",

@@ -13,9 +13,15 @@ function formatVersion(version: TemplateVersion): string {
     ["sha256", version.sha256],
     ["language", d.language],
     ["runtime", d.runtime ?? "(server default)"],
-    ["network", d.egress ? `allowlist ${d.egress.allow.join(" ")}` : (d.network ?? "(org default)")],
+    [
+      "network",
+      d.egress ? `allowlist ${d.egress.allow.join(" ")}` : (d.network ?? "(org default)"),
+    ],
     ["bindings", (d.bindings ?? []).join(" ") || "none"],
-    ["files", (d.files ?? []).map((f) => f.path + (f.readOnly ? " (read-only)" : "")).join(" ") || "none"],
+    [
+      "files",
+      (d.files ?? []).map((f) => f.path + (f.readOnly ? " (read-only)" : "")).join(" ") || "none",
+    ],
     ["metadata", (d.metadata ?? []).map((m) => `${m.kind}s/${m.name}`).join(" ") || "none"],
     ["review before run", d.reviewBeforeRun ? "yes" : "no"],
     ["locks", (d.locks ?? []).join(" ") || "none"],
@@ -94,7 +100,9 @@ export function registerTemplatesCommand(program: Command, ctx: CliContext): voi
 
   templates
     .command("version")
-    .description("add the next version of a template from FILE (JSON); earlier versions never change")
+    .description(
+      "add the next version of a template from FILE (JSON); earlier versions never change",
+    )
     .argument("<name>", "template name")
     .requiredOption("-f, --file <path>", "the definition, as JSON")
     .action(async (name: string, flags: { file: string }) => {
@@ -112,9 +120,7 @@ export function registerTemplatesCommand(program: Command, ctx: CliContext): voi
     .argument("<from>", "version")
     .argument("<to>", "version")
     .action(async (name: string, from: string, to: string) => {
-      const diff = await ctx
-        .client()
-        .templates.diff(name, versionNumber(from), versionNumber(to));
+      const diff = await ctx.client().templates.diff(name, versionNumber(from), versionNumber(to));
       if (ctx.json) return ctx.printJson(diff);
       if (diff.changes.length === 0) return ctx.print(`${name}@${from} and @${to} are the same`);
       ctx.print(

@@ -141,10 +141,7 @@ export class RunService {
    * Starts a run, or parks it for review when its template asks for one: then the answer is the
    * pending approval, and the run starts as its requester when a listed approver grants it.
    */
-  async create(
-    caller: Caller,
-    request: RouteBody<"createRun">,
-  ): Promise<Run | PendingApproval> {
+  async create(caller: Caller, request: RouteBody<"createRun">): Promise<Run | PendingApproval> {
     // Refuse unmatchable patterns before any shell exists (the contract refuses them too).
     artifactMatcher(request.artifacts ?? []);
     const { input: body, template } = await this.shells.withTemplate(caller, request);
@@ -255,12 +252,7 @@ export class RunService {
     );
   }
 
-  #newRow(
-    caller: Caller,
-    id: string,
-    body: PreparedRun,
-    shellId: string,
-  ): Selectable<RunTable> {
+  #newRow(caller: Caller, id: string, body: PreparedRun, shellId: string): Selectable<RunTable> {
     return {
       id,
       org_id: caller.orgId,
@@ -315,7 +307,12 @@ export class RunService {
     if (parked)
       await this.db
         .updateTable("runs")
-        .set({ status: "running", shell_id: shell.id, runtime: shell.runtime, pending_request: null })
+        .set({
+          status: "running",
+          shell_id: shell.id,
+          runtime: shell.runtime,
+          pending_request: null,
+        })
         .where("id", "=", id)
         .execute();
     else await this.db.insertInto("runs").values(row).execute();
@@ -475,6 +472,10 @@ export class RunService {
    */
   async teardown(caller: Caller, id: string): Promise<Run> {
     const row = await this.#row(caller, id);
+    // A run still waiting for review has no shell yet: tearing it down withdraws it (a later
+    // grant then starts nothing).
+    if (row.status === "pending_approval")
+      return this.#toRun(await this.#settle(row, `withdrawn by ${caller.actor.id} before review`));
     const controller = this.#cancel.get(id);
     if (controller) {
       controller.abort("stopped");

@@ -318,9 +318,13 @@ export class ShellService {
   ): Promise<{ input: T & { language: Language }; template: ResolvedTemplate | null }> {
     if (request.template === undefined) {
       if (request.language === undefined)
-        throw new AppError("validation_failed", "language is required unless a template gives it.", {
-          field: "language",
-        });
+        throw new AppError(
+          "validation_failed",
+          "language is required unless a template gives it.",
+          {
+            field: "language",
+          },
+        );
       return { input: { ...request, language: request.language }, template: null };
     }
     if (!this.deps.templates)

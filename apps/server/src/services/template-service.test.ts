@@ -80,7 +80,11 @@ describe("templates", () => {
     t = await createTestApp();
     const cases: [unknown, number, string][] = [
       [{ name: "x", definition: { language: "cobol" } }, 400, "validation_failed"],
-      [{ name: "x", definition: { language: "bash", locks: ["runtime"] } }, 400, "template_invalid"],
+      [
+        { name: "x", definition: { language: "bash", locks: ["runtime"] } },
+        400,
+        "template_invalid",
+      ],
       [
         { name: "x", definition: { language: "bash", files: [{ path: "/etc/x", content: "" }] } },
         400,
@@ -126,7 +130,11 @@ describe("templates", () => {
   it("hides another org's templates as not found", async () => {
     t = await createTestApp();
     await t.call("POST", "/api/v1/templates", { name: "mine", definition: DEFINITION });
-    const stranger = await addPrincipal(t.store, { orgId: "org-other", role: "owner", scopes: ALL });
+    const stranger = await addPrincipal(t.store, {
+      orgId: "org-other",
+      role: "owner",
+      scopes: ALL,
+    });
     const asStranger = { authorization: `Bearer ${stranger.token}` };
     const get = await t.call("GET", "/api/v1/templates/mine", undefined, asStranger);
     expect([get.statusCode, get.json().error.code]).toEqual([404, "template_not_found"]);
@@ -173,7 +181,10 @@ describe("templates", () => {
     const listing = await t.call("GET", `/api/v1/shells/${id}/files?path=/workspace/.shells/tools`);
     expect(listing.body).toContain("search.json");
 
-    const loosened = await t.call("POST", "/api/v1/shells", { template: "py", network: "internet" });
+    const loosened = await t.call("POST", "/api/v1/shells", {
+      template: "py",
+      network: "internet",
+    });
     expect([loosened.statusCode, loosened.json().error]).toMatchObject([
       422,
       { code: "template_locked", details: { field: "network" } },
@@ -183,7 +194,10 @@ describe("templates", () => {
       runtime: "wasm",
       code: "print(1)",
     });
-    expect(weaker.json().error).toMatchObject({ code: "template_locked", details: { field: "runtime" } });
+    expect(weaker.json().error).toMatchObject({
+      code: "template_locked",
+      details: { field: "runtime" },
+    });
   });
 
   it("parks a run of a reviewBeforeRun template until an approver grants it, then runs it", async () => {

@@ -59,9 +59,15 @@ export class TemplateService {
   }
 
   /** One template with its latest version. */
-  async get(caller: Caller, name: string): Promise<{ template: Template; latest: TemplateVersion }> {
+  async get(
+    caller: Caller,
+    name: string,
+  ): Promise<{ template: Template; latest: TemplateVersion }> {
     const row = await this.#find(caller.orgId, name);
-    return { template: this.#toTemplate(row), latest: await this.#version(row, row.latest_version) };
+    return {
+      template: this.#toTemplate(row),
+      latest: await this.#version(row, row.latest_version),
+    };
   }
 
   /** Creates a template and its version 1 (org-wide, or for one existing project). */

@@ -74,7 +74,11 @@ describe("applyTemplate", () => {
   });
 
   it("refuses a wider network mode than a locked one", () => {
-    const local: TemplateDefinition = { language: "bash", network: "localhost", locks: ["network"] };
+    const local: TemplateDefinition = {
+      language: "bash",
+      network: "localhost",
+      locks: ["network"],
+    };
     expect(refusal(local, { network: "internet" })?.details).toMatchObject({ field: "network" });
     expect(
       refusal(local, { egress: { mode: "allowlist", allow: ["example.com"] } })?.details,

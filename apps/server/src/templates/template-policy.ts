@@ -110,17 +110,26 @@ export function refuseManagedOverwrite(
 ): void {
   const managed = new Set(placedFiles(definition).map((file) => file.path));
   for (const file of files) {
-    const absolute = posix.normalize(file.path.startsWith("/") ? file.path : `/workspace/${file.path}`);
+    const absolute = posix.normalize(
+      file.path.startsWith("/") ? file.path : `/workspace/${file.path}`,
+    );
     if (managed.has(absolute))
-      throw new AppError("template_locked", `The template manages ${absolute}; a run may not replace it.`, {
-        field: "files",
-        path: absolute,
-      });
+      throw new AppError(
+        "template_locked",
+        `The template manages ${absolute}; a run may not replace it.`,
+        {
+          field: "files",
+          path: absolute,
+        },
+      );
   }
 }
 
 /** What a network mode and egress allowlist reach: `all`, or the set of allowlist entries. */
-function reach(network: NetworkMode | undefined, egress: ShellEgress | undefined): "all" | string[] {
+function reach(
+  network: NetworkMode | undefined,
+  egress: ShellEgress | undefined,
+): "all" | string[] {
   if (egress) return egress.allow;
   return network === "internet" ? "all" : [];
 }
@@ -178,7 +187,10 @@ export function applyTemplate<T extends TemplatedFields>(
   }
   if (locks.has("ttl") && request.ttlSeconds !== undefined && definition.ttlSeconds !== undefined) {
     if (request.ttlSeconds > definition.ttlSeconds)
-      throw locked("ttl", `ttlSeconds ${request.ttlSeconds} is longer than ${definition.ttlSeconds}.`);
+      throw locked(
+        "ttl",
+        `ttlSeconds ${request.ttlSeconds} is longer than ${definition.ttlSeconds}.`,
+      );
   }
   const runtime = request.runtime ?? definition.runtime;
   const resources =
@@ -207,7 +219,8 @@ function fieldsOf(definition: TemplateDefinition): Map<string, unknown> {
   for (const [key, value] of Object.entries(definition)) {
     if (value === undefined) continue;
     if (key === "files")
-      for (const file of definition.files ?? []) fields.set(`files[${managedPath(file.path)}]`, file);
+      for (const file of definition.files ?? [])
+        fields.set(`files[${managedPath(file.path)}]`, file);
     else if (key === "metadata")
       for (const meta of definition.metadata ?? [])
         fields.set(`metadata[${meta.kind}/${meta.name}]`, meta.content);
