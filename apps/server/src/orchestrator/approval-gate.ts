@@ -42,6 +42,12 @@ export type GrantedActionPerformer = (
   clearance: GateClearance,
 ) => Promise<void>;
 
+/** What an approval's history events are about: the run it holds back, or the shell. */
+const targetOf = (row: { action: ApprovalAction; shell_id: string }) => ({
+  type: row.action === "run" ? "run" : "shell",
+  id: row.shell_id,
+});
+
 const toApproval = (row: Selectable<ApprovalTable>): Approval => ({
   id: row.id,
   shellId: row.shell_id,
@@ -141,7 +147,7 @@ export class ApprovalGate {
       orgId: caller.orgId,
       actor: actorOf(caller),
       action: "approval.request",
-      target: { type: action === "run" ? "run" : "shell", id: target.id },
+      target: targetOf({ action, shell_id: target.id }),
       outcome: "success",
       details: {
         approvalId: row.id,
@@ -204,7 +210,7 @@ export class ApprovalGate {
         orgId: caller.orgId,
         actor: actorOf(caller),
         action: `approval.${decision === "granted" ? "grant" : "deny"}`,
-        target: { type: "shell", id: row.shell_id },
+        target: targetOf(row),
         outcome: "denied",
         details: { approvalId: row.id, reason: conflict ?? "not a listed approver" },
       });
@@ -229,7 +235,7 @@ export class ApprovalGate {
       orgId: caller.orgId,
       actor: actorOf(caller),
       action: `approval.${decision === "granted" ? "grant" : "deny"}`,
-      target: { type: "shell", id: row.shell_id },
+      target: targetOf(row),
       outcome: "success",
       details: { approvalId: row.id, action: row.action, reason, requestedBy: row.requested_by_id },
     });
