@@ -51,7 +51,7 @@ describe("applyTemplate", () => {
       ttlSeconds: 60,
     });
     expect(narrowed).toMatchObject({ runtime: "microvm", network: "sealed", bindings: [] });
-    expect(narrowed.egress).toBeUndefined();
+    expect((narrowed as TemplatedFields).egress).toBeUndefined();
     expect(
       applyTemplate(LOCKED, { egress: { mode: "allowlist", allow: ["pypi.org"] } }).egress,
     ).toEqual({ mode: "allowlist", allow: ["pypi.org"] });
