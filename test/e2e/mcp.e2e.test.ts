@@ -169,7 +169,9 @@ describe.each([
       expect(tool.inputSchema.type).toBe("object");
     }
     const create = tools.find((t) => t.name === "shells_create");
-    expect(create?.inputSchema.required).toEqual(["language"]);
+    // A template can give the language, so nothing is required by the schema itself.
+    expect(create?.inputSchema.required ?? []).toEqual([]);
+    expect(create?.inputSchema.properties?.["template"]).toMatchObject({ type: "string" });
     expect(create?.inputSchema.properties?.["network"]).toMatchObject({
       enum: ["sealed", "localhost", "internet"],
     });

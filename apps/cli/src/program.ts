@@ -5,6 +5,7 @@ import { registerAgentsCommand } from "./commands/agents-command.js";
 import { registerApprovalsCommand } from "./commands/approvals-command.js";
 import { registerAuditCommand } from "./commands/audit-command.js";
 import { registerBindingsCommand } from "./commands/bindings-command.js";
+import { registerTemplatesCommand } from "./commands/templates-command.js";
 import { registerCapsCommand } from "./commands/caps-command.js";
 import { registerCpCommand } from "./commands/cp-command.js";
 import { registerCreateCommand } from "./commands/create-command.js";
@@ -85,6 +86,7 @@ export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
   registerProjectsCommand(program, ctx);
   registerPolicyCommand(program, ctx);
   registerBindingsCommand(program, ctx);
+  registerTemplatesCommand(program, ctx);
   registerUsageCommand(program, ctx);
   registerCapsCommand(program, ctx);
   registerApprovalsCommand(program, ctx);

@@ -28,6 +28,7 @@ import { TermService, selectTermProtocol } from "./orchestrator/term-service.js"
 import { agentGateHandlers } from "./routes/agent-gate-routes.js";
 import { approvalHandlers } from "./routes/approval-routes.js";
 import { bindingHandlers } from "./routes/binding-routes.js";
+import { templateHandlers } from "./routes/template-routes.js";
 import { auditHandlers } from "./routes/audit-routes.js";
 import { registerAuthRoutes } from "./routes/auth-routes.js";
 import { guardConnections } from "./routes/connection-guard.js";
@@ -48,6 +49,7 @@ import { webhookHandlers } from "./routes/webhook-routes.js";
 import { usageHandlers } from "./routes/usage-routes.js";
 import { ActivityService } from "./services/activity-service.js";
 import { BindingService } from "./services/binding-service.js";
+import { TemplateService } from "./services/template-service.js";
 import { AgentGate } from "./iam/agent-gate.js";
 import { CapService } from "./services/cap-service.js";
 import { GovernanceService } from "./services/governance-service.js";
@@ -136,6 +138,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const bindings = new BindingService(db, activity, sealedBox, {
     allowHttpUpstream: config.bindingsAllowHttp,
   });
+  const templates = new TemplateService(db, activity);
   const metrics = new ServerMetrics(db, { region: config.region });
   // Times every response; serves Prometheus metrics to the operator (token-protected, else off).
   registerMetrics(app, metrics, config.metricsToken);
@@ -175,6 +178,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     metrics,
     metering,
     caps,
+    templates,
   });
   caps.stopWith((orgId, shellId, why) => shells.stopForQuota(orgId, shellId, why));
   const reconciler = shells.reconciler;
@@ -186,6 +190,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const ports = new PortService(db, shells, activity);
   const interpreters = new InterpreterService(shells, activity);
   const runs = new RunService(db, shells, activity, config.dataDir, deps.logger, {
+    gate,
     git: {
       limits: {
         maxBytes: config.gitMaxBytes,
@@ -263,6 +268,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...runHandlers(runs, watch),
       ...iamHandlers(iam, keys),
       ...bindingHandlers(bindings),
+      ...templateHandlers(templates),
       ...approvalHandlers(gate, shells),
       ...webhookHandlers(webhooks),
       ...auditHandlers(checkpoints, evidence),

@@ -95,6 +95,14 @@ export const ErrorCode = {
   gitPathNotFound: "git_path_not_found",
   /** The binding named by a git source does not cover the repo (another host, path or method). */
   gitBindingMismatch: "git_binding_mismatch",
+  /** No template of that name (or version) in the caller's org and project. */
+  templateNotFound: "template_not_found",
+  /** A template definition that cannot work (a lock on a field it leaves open, a path outside /workspace, a duplicate file). */
+  templateInvalid: "template_invalid",
+  /** The request loosens a field its template locks; `details.field` names it. */
+  templateLocked: "template_locked",
+  /** A template marked `reviewBeforeRun`, but the org lists no approvers to review its runs. */
+  reviewUnavailable: "review_unavailable",
   /** The capability is not legal in the shell's current lifecycle state. */
   invalidState: "invalid_state",
   /** The shell is paused: its processes are frozen and it runs nothing until `resume`. */
@@ -180,6 +188,10 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   git_repo_too_large: 413,
   git_path_not_found: 422,
   git_binding_mismatch: 403,
+  template_not_found: 404,
+  template_invalid: 400,
+  template_locked: 422,
+  review_unavailable: 422,
   invalid_state: 409,
   shell_paused: 409,
   limit_exceeded: 422,

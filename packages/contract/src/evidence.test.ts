@@ -78,6 +78,7 @@ async function bundle(): Promise<{ bundle: EvidenceBundle; key: CheckpointKey }>
   const run: Run = {
     id: "run-1",
     status: "succeeded",
+    template: "py-guarded@1",
     language: "python",
     runtime: "container",
     shellId: "sh-1",
@@ -92,7 +93,7 @@ async function bundle(): Promise<{ bundle: EvidenceBundle; key: CheckpointKey }>
   };
   const history = [
     event(1, "shell.create", "sh-other"),
-    event(2, "run.start", "run-1", { shellId: "sh-1" }),
+    event(2, "run.start", "run-1", { shellId: "sh-1", template: "py-guarded@1" }),
     event(3, "shell.create", "sh-1"),
     event(4, "shell.exec", "sh-1"),
     event(5, "run.finish", "run-1", {
@@ -166,6 +167,8 @@ describe("evidence bundles", () => {
     const cases: [(b: EvidenceBundle) => void, string][] = [
       [(b) => (b.run.status = "failed"), "status"],
       [(b) => (b.run.killReason = "oom"), "killReason"],
+      [(b) => (b.run.template = "py-guarded@2"), "template py-guarded@2 is not the one"],
+      [(b) => delete b.run.template, "template (none) is not the one"],
       [(b) => (b.run.shellId = "sh-other"), "is about sh-1, not run run-1 or its shell"],
       [(b) => (b.run.result = null), "result differs"],
       [(b) => (b.artifacts = []), "artifact manifest differs"],

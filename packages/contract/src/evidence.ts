@@ -133,6 +133,12 @@ export async function verifyEvidenceBundle(
   if (!start) return result(`no signed run.start event of run ${run.id}`);
   if (start.details["shellId"] !== run.shellId)
     return result(`the run's shell ${run.shellId} is not the one its run.start event names`);
+  // The template version is part of the run's policy contract: the record must name the one
+  // its signed start event names (both absent for a run made without one).
+  if ((start.details["template"] ?? null) !== (run.template ?? null))
+    return result(
+      `the run's template ${run.template ?? "(none)"} is not the one its run.start event names`,
+    );
   const finish = ofRun("run.finish");
   if (run.status !== "running") {
     if (!finish)

@@ -298,10 +298,32 @@ export const OrgPolicyUpdate = z.strictObject({
 });
 
 /** A request to run a gated action, waiting for (or past) a named approver's decision. */
+/**
+ * What an approval holds back: a gated action on a shell, or `run`: the start of a run of a
+ * template marked `reviewBeforeRun` (its `shellId` is then the run's id).
+ */
+export const ApprovalAction = z.enum([...GatedAction.options, "run"]);
+export type ApprovalAction = z.infer<typeof ApprovalAction>;
+
+/** What the approver is shown beyond the action: for a `run`, its template and what it runs. */
+export const ApprovalContext = z.strictObject({
+  /** The template, as `name@version`, and the SHA-256 of that version's definition. */
+  template: z.string().optional(),
+  templateSha256: z.string().optional(),
+  /** Why review is required (the policy that asks for it). */
+  policy: z.string().optional(),
+  /** SHA-256 of the code, command or git entrypoint the run would start. */
+  codeSha256: z.string().optional(),
+  language: z.string().optional(),
+});
+export type ApprovalContext = z.infer<typeof ApprovalContext>;
+
 export const Approval = z.strictObject({
   id: z.string(),
   shellId: z.string(),
-  action: GatedAction,
+  action: ApprovalAction,
+  /** For a `run`: what it runs and why it waits (set on approvals made since templates). */
+  context: ApprovalContext.nullable().optional(),
   state: z.enum(["pending", "granted", "denied", "expired"]),
   requestedBy: PrincipalRef,
   decidedBy: z.string().nullable(),

@@ -24,6 +24,20 @@ export {
   bindingEnvName,
 } from "./bindings.js";
 export {
+  ManagedFile,
+  TEMPLATE_METADATA_DIR,
+  Template,
+  TemplateCreate,
+  TemplateDefinition,
+  TemplateDiff,
+  TemplateFieldChange,
+  TemplateLock,
+  TemplateMetadataFile,
+  TemplateRef,
+  TemplateVersion,
+  TemplateVersionCreate,
+} from "./templates.js";
+export {
   CHECKPOINT_FORMAT,
   Checkpoint,
   CheckpointConsistency,
@@ -127,6 +141,8 @@ export {
   EntitlementGrantCreate,
   GateMode,
   GatedAction,
+  ApprovalAction,
+  ApprovalContext,
   Member,
   MemberCreate,
   MemberUpdate,

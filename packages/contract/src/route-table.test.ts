@@ -10,6 +10,7 @@ import {
 import { agentRoutes } from "./routes/agent-routes.js";
 import { approvalRoutes } from "./routes/approval-routes.js";
 import { bindingRoutes } from "./routes/bindings-routes.js";
+import { templateRoutes } from "./routes/templates-routes.js";
 import { auditRoutes } from "./routes/audit-routes.js";
 import { fileRoutes } from "./routes/file-routes.js";
 import { iamRoutes } from "./routes/iam-routes.js";
@@ -40,6 +41,7 @@ describe("the contract", () => {
       runRoutes,
       orgRoutes,
       bindingRoutes,
+      templateRoutes,
       auditRoutes,
       iamRoutes,
       approvalRoutes,

@@ -10,6 +10,7 @@ import type { RouteSpec } from "./routes/route-spec.js";
 import { runRoutes } from "./routes/run-routes.js";
 import { shellRoutes } from "./routes/shell-routes.js";
 import { systemRoutes } from "./routes/system-routes.js";
+import { templateRoutes } from "./routes/templates-routes.js";
 import { terminalRoutes } from "./routes/terminal-routes.js";
 import { webhooksRoutes } from "./routes/webhooks-routes.js";
 import { usageRoutes } from "./routes/usage-routes.js";
@@ -30,6 +31,7 @@ export const ROUTES = {
   ...runRoutes,
   ...orgRoutes,
   ...bindingRoutes,
+  ...templateRoutes,
   ...auditRoutes,
   ...iamRoutes,
   ...approvalRoutes,

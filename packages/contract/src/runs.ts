@@ -12,6 +12,7 @@ import {
   NetworkMode,
   RuntimeClass,
   ShellEgress,
+  TemplateRef,
 } from "./shells.js";
 
 /** One frame of a streamed exec (`Accept: text/event-stream`). Output frames carry UTF-8 text. */
@@ -106,7 +107,14 @@ export const RunCreate = z
       .min(1)
       .max(4096)
       .optional(),
-    language: Language,
+    /**
+     * A template (`name` or `name@version`), as for shells: its values are defaults, its locked
+     * fields may only be narrowed. A template marked `reviewBeforeRun` makes the run wait for an
+     * approver: the answer is 202 with the pending approval, and the run starts when granted.
+     */
+    template: TemplateRef.optional(),
+    /** Required unless a template gives it. */
+    language: Language.optional(),
     runtime: RuntimeClass.optional(),
     network: NetworkMode.optional(),
     /** Egress allowlist of the run's shell; sets its network mode (see `ShellEgress`). */
@@ -232,7 +240,14 @@ export type RunOutput = z.infer<typeof RunOutput>;
 /** A one-shot run. */
 export const Run = z.strictObject({
   id: z.string(),
-  status: z.enum(["running", "succeeded", "failed", "cancelled"]),
+  /**
+   * `pending_approval`: the run's template asks for review and no approver decided yet (nothing
+   * runs, and `shellId` is empty); a denied or expired review ends it `cancelled` with the reason
+   * in `error`.
+   */
+  status: z.enum(["pending_approval", "running", "succeeded", "failed", "cancelled"]),
+  /** The template the run was made from, as `name@version`. */
+  template: z.string().nullable().optional(),
   language: Language,
   runtime: RuntimeClass,
   /** The ephemeral shell the run used; deleted when the run ends. */

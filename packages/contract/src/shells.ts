@@ -148,11 +148,24 @@ const shellName = name.refine(
   "a name that does not look like a shell id (sh-xxxxxxxxxx)",
 );
 
+/** `name` (its latest version) or `name@version`, as `template` in a shell or run request. */
+export const TemplateRef = z
+  .string()
+  .max(80)
+  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(@[1-9][0-9]{0,8})?$/, "a template name or name@version");
+
 /** Body of `POST /api/v1/shells`. The same contract as the console's create dialog and MCP. */
 export const ShellCreate = z.strictObject({
   /** Unique within the org; defaults to the shell's id. A name may not look like a shell id. */
   name: shellName.optional(),
-  language: Language,
+  /**
+   * A template (`name` for its latest version, or `name@version`): its values are the defaults
+   * of every field left out here, and the fields it locks may only be narrowed (422
+   * `template_locked` names the field otherwise). Its managed files are written at create.
+   */
+  template: TemplateRef.optional(),
+  /** Required unless a template gives it. */
+  language: Language.optional(),
   /** Defaults to `container` (or the org's isolation floor when higher). */
   runtime: RuntimeClass.optional(),
   /** Defaults to the org's default network mode (`sealed` unless the org changed it). */
@@ -206,6 +219,8 @@ export const Shell = z.strictObject({
   secretEnvKeys: z.array(z.string()),
   /** Names of the service bindings granted to the shell at launch (never their secrets). */
   bindings: z.array(z.string()).optional(),
+  /** The template the shell was made from, as `name@version`. */
+  template: z.string().nullable().optional(),
   /** The backend that runs this shell (`container`, `simulator`, …). */
   backend: z.string(),
   /** Version of the base image the shell's root filesystem runs on, when the backend has one. */

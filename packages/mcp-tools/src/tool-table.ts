@@ -40,6 +40,8 @@ const LOG_ENTRIES_LIMIT = 200;
 const LOG_MESSAGE_LIMIT_CHARS = 1000;
 
 const SHELL_FIELD = "The shell's id or name, as returned by shells_create or shells_list.";
+const TEMPLATE_FIELD =
+  "A template of the org: `name` (its latest version) or `name@version`. Its values are the defaults of every field you leave out (language too); fields it locks may only be narrowed (a looser value answers template_locked naming the field). Its managed files are written into /workspace, and its tool, skill, prompt and MCP descriptions into /workspace/.shells/<kind>s/.";
 const BINDINGS_FIELD =
   "Names of the org's service bindings the code may call (any network mode). Each sets $SHELLS_BINDING_<NAME>_URL; requests to it get the binding's secret added on the way out, and the code never sees the secret. Unknown names: binding_not_found.";
 
@@ -97,7 +99,9 @@ export const SHELLS_TOOLS: ShellsToolTable = {
     },
     fields: {
       name: "Unique in the project; defaults to the shell's id.",
-      language: "Language preset: the toolchain installed in the shell.",
+      template: TEMPLATE_FIELD,
+      language:
+        "Language preset: the toolchain installed in the shell (required without a template).",
       runtime: "Isolation class: wasm < container < microvm (strongest).",
       network:
         "sealed (default): no network; localhost: loopback only; internet: egress via the org's proxy.",
@@ -291,7 +295,8 @@ export const SHELLS_TOOLS: ShellsToolTable = {
     fields: {
       code: "Source in `language`; give this, `command` or `git.entrypoint`.",
       command: "argv to run instead of code.",
-      language: "Language preset of the ephemeral shell.",
+      template: `${TEMPLATE_FIELD} A template marked review-before-run answers { status: "pending_approval", approval }: the run starts only when a human approver grants it; do not retry.`,
+      language: "Language preset of the ephemeral shell (required without a template).",
       runtime: "Isolation class of the ephemeral shell: wasm < container < microvm.",
       network: "sealed (default): no network; localhost: loopback only.",
       env: "Environment variables of the run. Values are never shown back.",
@@ -306,6 +311,12 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       timeoutMs: "Wall clock of the whole run in milliseconds.",
     },
     render: (run) => {
+      if (isPendingApproval(run)) {
+        return {
+          structuredContent: { ...run },
+          text: `Pending review, not started yet: ${run.message}\nA listed approver must grant approval ${run.approval.id}; the run ${run.approval.shellId} starts then. Do not retry the call. Tell the user it is waiting.`,
+        };
+      }
       // A run answered by a control plane from before output tails has none.
       const output = run.output ?? null;
       const bounded = output && {

@@ -153,3 +153,32 @@ describe("a run's result", () => {
     expect(body).toEqual({ language: "bash", command: ["echo", "hi"] });
   });
 });
+
+describe("a run of a template that asks for review", () => {
+  it("answers a handle on the waiting run with its pending approval", async () => {
+    const approval = {
+      id: "apr-1",
+      shellId: "run-9",
+      action: "run",
+      state: "pending",
+      requestedBy: { type: "user", id: "usr-1" },
+      decidedBy: null,
+      reason: null,
+      outcome: null,
+      context: { template: "reviewed@1" },
+      createdAt: "2025-01-01T00:00:00.000Z",
+      expiresAt: "2025-01-01T01:00:00.000Z",
+      decidedAt: null,
+    };
+    const client = new ShellsClient({
+      baseUrl: "http://shells.test",
+      token: "t",
+      fetch: serve(() =>
+        json({ status: "pending_approval", message: "run of run-9 waits", approval }, 202),
+      ),
+    });
+    const handle = await client.run({ template: "reviewed", command: ["true"] });
+    expect(handle.id).toBe("run-9");
+    expect(handle.pendingApproval?.approval).toMatchObject({ id: "apr-1", action: "run" });
+  });
+});

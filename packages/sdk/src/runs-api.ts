@@ -1,6 +1,7 @@
 import type {
   ActivityEvent,
   EvidenceBundle,
+  PendingApproval,
   Run,
   RunCreate,
   RunFrame,
@@ -8,6 +9,7 @@ import type {
 } from "@shells/contract";
 import { ConnectionError, ServerError, errorFromStreamEvent } from "./errors.js";
 import { idempotencyKeyOf, segment, type ApiCall, type EventCall } from "./internal/api-call.js";
+import { isPendingApproval } from "./pending-approval.js";
 import type { IdempotentRequestOptions, RequestOptions } from "./shells-client.js";
 
 /** Filters of {@link RunsApi.list}. */
@@ -37,14 +39,20 @@ export class RunsApi {
     this.#events = events;
   }
 
-  /** Starts a run (with an idempotency key, a fresh one unless given); the handle follows it. See `ShellsClient.run`. */
+  /**
+   * Starts a run (with an idempotency key, a fresh one unless given); the handle follows it. See
+   * `ShellsClient.run`. A run of a template marked `reviewBeforeRun` waits for an approver: its
+   * handle's `pendingApproval` says which approval (the run is `pending_approval` until then).
+   */
   async create(spec: RunCreate, options: IdempotentRequestOptions = {}): Promise<RunHandle> {
-    const run = await this.#call<Run>("POST", "/api/v1/runs", {
+    const answer = await this.#call<Run | PendingApproval>("POST", "/api/v1/runs", {
       ...options,
       body: spec,
       idempotencyKey: idempotencyKeyOf(options.idempotencyKey),
     });
-    return new RunHandle(run.id, this.#call, this.#events);
+    if (isPendingApproval(answer))
+      return new RunHandle(answer.approval.shellId, this.#call, this.#events, answer);
+    return new RunHandle(answer.id, this.#call, this.#events);
   }
 
   /** One run, as it stands now. */
@@ -86,12 +94,15 @@ export class RunsApi {
 export class RunHandle {
   /** The run's id. */
   readonly id: string;
+  /** Set when the run waits for review: the approval a listed approver grants or denies. */
+  readonly pendingApproval: PendingApproval | undefined;
   readonly #call: ApiCall;
   readonly #events: EventCall;
 
   /** @internal Use `shells.run()` or `shells.runs.handle()`. */
-  constructor(id: string, call: ApiCall, events: EventCall) {
+  constructor(id: string, call: ApiCall, events: EventCall, pendingApproval?: PendingApproval) {
     this.id = id;
+    this.pendingApproval = pendingApproval;
     this.#call = call;
     this.#events = events;
   }

@@ -35,6 +35,7 @@ import {
   errorFromStreamEvent,
 } from "./errors.js";
 import { BindingsApi } from "./bindings-api.js";
+import { TemplatesApi } from "./templates-api.js";
 import { AuditApi } from "./audit-api.js";
 import { FilesApi } from "./files-api.js";
 import {
@@ -210,6 +211,8 @@ export class ShellsClient {
   readonly approvals: ApprovalsApi;
   /** Service bindings: credentials a shell uses without seeing them (create, rotate, delete). */
   readonly bindings: BindingsApi;
+  /** Templates: versioned sandbox definitions (create, add a version, list, read, diff). */
+  readonly templates: TemplatesApi;
   /** Files inside a running shell: read, write, list, stat, remove, directories as tar. */
   readonly files: FilesApi;
   /** One-shot runs: get, list, and handles on existing runs. Start one with {@link run}. */
@@ -276,6 +279,7 @@ export class ShellsClient {
     this.policy = new PolicyApi(call);
     this.approvals = new ApprovalsApi(call);
     this.bindings = new BindingsApi(call);
+    this.templates = new TemplatesApi(call);
     this.files = new FilesApi(call);
     this.runs = new RunsApi(call, this.#transport.events);
     this.webhooks = new WebhooksApi(call);

@@ -12,7 +12,8 @@ import {
 } from "../parsers.js";
 
 interface CreateOptions {
-  language: ShellCreate["language"];
+  language?: ShellCreate["language"];
+  template?: string;
   runtime?: ShellCreate["runtime"];
   network?: ShellCreate["network"];
   name?: string;
@@ -38,7 +39,13 @@ export function createBodyFrom(options: CreateOptions): ShellCreate {
     ...(options.disk === undefined ? {} : { diskMb: options.disk }),
   };
   return {
-    language: options.language,
+    // A template gives the language unless one is named; without either, bash.
+    ...(options.language !== undefined
+      ? { language: options.language }
+      : options.template === undefined
+        ? { language: "bash" as const }
+        : {}),
+    ...(options.template === undefined ? {} : { template: options.template }),
     ...(options.runtime === undefined ? {} : { runtime: options.runtime }),
     ...(options.network === undefined ? {} : { network: options.network }),
     ...(options.name === undefined ? {} : { name: options.name }),
@@ -57,9 +64,14 @@ export function registerCreateCommand(program: Command, ctx: CliContext): void {
     .command("create")
     .description("create a shell and wait until it is running")
     .addOption(
-      new Option("-l, --language <language>", "language preset")
-        .choices(Language.options)
-        .default("bash"),
+      new Option(
+        "-l, --language <language>",
+        "language preset (default: the template's, else bash)",
+      ).choices(Language.options),
+    )
+    .option(
+      "-t, --template <name[@version]>",
+      "start from a template: its values are defaults, its locked fields may only be narrowed",
     )
     .addOption(
       new Option("-r, --runtime <class>", "runtime class (default: the org's policy)").choices(

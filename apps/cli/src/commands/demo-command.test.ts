@@ -28,7 +28,7 @@ function leakyApi(runtimes: RuntimeAvailability[]): typeof fetch {
       const run: Run = {
         id: `run-${runs.size + 1}`,
         status: "succeeded",
-        language: spec.language,
+        language: spec.language ?? "bash",
         runtime: spec.runtime ?? "container",
         shellId: `sh-${runs.size + 1}`,
         exitCode: 0,

@@ -10,7 +10,8 @@ import { collect, parseDurationMs, parseEnvPair } from "../parsers.js";
 import { processExitCode } from "./exec-command.js";
 
 interface RunFlags {
-  language: RunCreate["language"];
+  language?: RunCreate["language"];
+  template?: string;
   code?: string;
   file?: string;
   artifact?: string[];
@@ -110,8 +111,13 @@ async function runSpecFrom(
           );
         })
       : flags.code;
+  if (flags.language === undefined && flags.template === undefined)
+    throw new CliError("usage", "name a --language, or a --template that gives one", {
+      exitCode: USAGE_EXIT_CODE,
+    });
   return {
-    language: flags.language,
+    ...(flags.language === undefined ? {} : { language: flags.language }),
+    ...(flags.template === undefined ? {} : { template: flags.template }),
     ...(code !== undefined ? { code } : command.length > 0 ? { command } : {}),
     ...(git === undefined ? {} : { git }),
     ...(flags.runtime === undefined ? {} : { runtime: flags.runtime }),
@@ -158,9 +164,14 @@ export function registerRunCommand(program: Command, ctx: CliContext): void {
     .description("run code or a command once in an ephemeral shell, live, then print its result")
     .argument("[command...]", "the command and its arguments (after --), instead of --code/--file")
     .addOption(
-      new Option("-l, --language <language>", "language of the sandbox and of --code")
-        .choices(Language.options)
-        .makeOptionMandatory(),
+      new Option(
+        "-l, --language <language>",
+        "language of the sandbox and of --code (required unless --template gives it)",
+      ).choices(Language.options),
+    )
+    .option(
+      "-t, --template <name[@version]>",
+      "run from a template; one marked review-before-run waits for an approver",
     )
     .option("-c, --code <code>", "source code to run")
     .option("-f, --file <file>", "local file whose contents are the code to run")
@@ -207,6 +218,15 @@ export function registerRunCommand(program: Command, ctx: CliContext): void {
     .action(async (command: string[], flags: RunFlags) => {
       const spec = await runSpecFrom(ctx, command, flags);
       const handle = await ctx.client().run(spec);
+      if (handle.pendingApproval) {
+        const { approval } = handle.pendingApproval;
+        if (ctx.json) ctx.printJson(handle.pendingApproval);
+        else
+          ctx.printErr(
+            `shells: run ${handle.id} waits for review (approval ${approval.id}, expires ${approval.expiresAt}); it starts when an approver runs \`shells approvals grant ${approval.id}\`; follow it with \`shells runs get ${handle.id}\``,
+          );
+        return;
+      }
       if (!ctx.json) ctx.printErr(`shells: run ${handle.id} started`);
       for await (const frame of handle.stream()) printFrame(ctx, frame);
       const run = await handle.result();

@@ -144,6 +144,8 @@ export class AgentGate {
       }
       case "shells_run": {
         const run = await this.services.runs.create(caller, args as Args<"shells_run">);
+        // A run of a template that asks for review answers its pending approval.
+        if (run.status === "pending_approval") return run;
         return this.services.runs.waitFor(caller, run.id, RUN_WAIT_MS);
       }
       case "shells_files": {

@@ -190,6 +190,15 @@ async function runCase(
       expect(created.statusCode, created.body).toBe(201);
       return name;
     },
+    template: async () => {
+      const name = `template-${caseNumber}`;
+      const created = await asOwner("POST", "/api/v1/templates", {
+        name,
+        definition: { language: "bash" },
+      });
+      expect(created.statusCode, created.body).toBe(201);
+      return name;
+    },
     approval: async () => {
       const requester = await addPrincipal(t.store, {
         orgId: orgA,

@@ -1,4 +1,5 @@
 import {
+  type Language,
   RuntimeClass,
   type NetworkMode,
   type OrgPolicy,
@@ -138,7 +139,7 @@ export async function admitShell(
   deps: AdmissionDeps,
   caller: Caller,
   policy: OrgPolicy,
-  input: RouteBody<"createShell">,
+  input: RouteBody<"createShell"> & { language: Language },
 ): Promise<Admitted> {
   const strength = (r: RuntimeClass) => RuntimeClass.options.indexOf(r);
   const runtime =

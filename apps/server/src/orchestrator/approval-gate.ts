@@ -1,4 +1,11 @@
-import type { Approval, GatedAction, PendingApproval, Scope } from "@shells/contract";
+import type {
+  Approval,
+  ApprovalAction,
+  ApprovalContext,
+  GatedAction,
+  PendingApproval,
+  Scope,
+} from "@shells/contract";
 import type { Kysely, Selectable } from "kysely";
 import { AppError } from "../errors.js";
 import { AGENT_ENTITLEMENT } from "../iam/authorize.js";
@@ -35,6 +42,12 @@ export type GrantedActionPerformer = (
   clearance: GateClearance,
 ) => Promise<void>;
 
+/** What an approval's history events are about: the run it holds back, or the shell. */
+const targetOf = (row: { action: ApprovalAction; shell_id: string }) => ({
+  type: row.action === "run" ? "run" : "shell",
+  id: row.shell_id,
+});
+
 const toApproval = (row: Selectable<ApprovalTable>): Approval => ({
   id: row.id,
   shellId: row.shell_id,
@@ -47,6 +60,7 @@ const toApproval = (row: Selectable<ApprovalTable>): Approval => ({
   createdAt: row.created_at,
   expiresAt: row.expires_at,
   decidedAt: row.decided_at,
+  context: row.context === null ? null : (JSON.parse(row.context) as ApprovalContext),
 });
 
 /**
@@ -58,6 +72,7 @@ const toApproval = (row: Selectable<ApprovalTable>): Approval => ({
  */
 export class ApprovalGate {
   #perform: GrantedActionPerformer | null = null;
+  #performRun: GrantedActionPerformer | null = null;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -86,11 +101,33 @@ export class ApprovalGate {
         { action, shell: shell.name },
       );
     }
+    return { pending: await this.park(caller, shell, action, request, null) };
+  }
+
+  /**
+   * Parks an action as a pending approval for the org's listed approvers, whatever the gate's
+   * mode: a `run` of a template marked `reviewBeforeRun` always waits for one, with `context`
+   * saying what it runs and why it waits. `review_unavailable` when the org lists no approvers.
+   */
+  async park(
+    caller: Caller,
+    target: { id: string; name: string },
+    action: ApprovalAction,
+    request: Record<string, unknown>,
+    context: ApprovalContext | null,
+  ): Promise<PendingApproval> {
+    const policy = await this.policies.get(caller.orgId);
+    if (action === "run" && policy.approvers.length === 0)
+      throw new AppError(
+        "review_unavailable",
+        "This run's template requires review before run, but the org lists no approvers.",
+        { template: context?.template },
+      );
     const now = Date.now();
     const row: Selectable<ApprovalTable> = {
       id: newId("apr"),
       org_id: caller.orgId,
-      shell_id: shell.id,
+      shell_id: target.id,
       action,
       request: JSON.stringify(request),
       requested_by_type: caller.actor.type,
@@ -100,6 +137,7 @@ export class ApprovalGate {
       decided_by: null,
       reason: null,
       outcome: null,
+      context: context ? JSON.stringify(context) : null,
       created_at: new Date(now).toISOString(),
       expires_at: new Date(now + policy.approvalTtlSeconds * 1000).toISOString(),
       decided_at: null,
@@ -109,17 +147,33 @@ export class ApprovalGate {
       orgId: caller.orgId,
       actor: actorOf(caller),
       action: "approval.request",
-      target: { type: "shell", id: shell.id },
+      target: targetOf({ action, shell_id: target.id }),
       outcome: "success",
-      details: { approvalId: row.id, action, approvers: policy.approvers },
+      details: {
+        approvalId: row.id,
+        action,
+        approvers: policy.approvers,
+        ...(context ? { context } : {}),
+      },
     });
     return {
-      pending: {
-        status: "pending_approval",
-        message: `${action} on ${shell.name} waits for an approver (approval ${row.id}, expires ${row.expires_at}).`,
-        approval: toApproval(row),
-      },
+      status: "pending_approval",
+      message: `${action} of ${target.name} waits for an approver (approval ${row.id}, expires ${row.expires_at}).`,
+      approval: toApproval(row),
     };
+  }
+
+  /** The latest approval of a run that waits for review (its state brought up to date). */
+  async forRun(orgId: string, runId: string): Promise<Selectable<ApprovalTable> | undefined> {
+    await this.#expireDue(orgId);
+    return this.db
+      .selectFrom("approvals")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("shell_id", "=", runId)
+      .where("action", "=", "run")
+      .orderBy("created_at", "desc")
+      .executeTakeFirst();
   }
 
   async list(caller: Caller, state?: Approval["state"]): Promise<Approval[]> {
@@ -156,7 +210,7 @@ export class ApprovalGate {
         orgId: caller.orgId,
         actor: actorOf(caller),
         action: `approval.${decision === "granted" ? "grant" : "deny"}`,
-        target: { type: "shell", id: row.shell_id },
+        target: targetOf(row),
         outcome: "denied",
         details: { approvalId: row.id, reason: conflict ?? "not a listed approver" },
       });
@@ -181,7 +235,7 @@ export class ApprovalGate {
       orgId: caller.orgId,
       actor: actorOf(caller),
       action: `approval.${decision === "granted" ? "grant" : "deny"}`,
-      target: { type: "shell", id: row.shell_id },
+      target: targetOf(row),
       outcome: "success",
       details: { approvalId: row.id, action: row.action, reason, requestedBy: row.requested_by_id },
     });
@@ -193,6 +247,11 @@ export class ApprovalGate {
     this.#perform = performer;
   }
 
+  /** Sets how a granted `run` approval starts its run (the run service registers itself here). */
+  performRunsWith(performer: GrantedActionPerformer): void {
+    this.#performRun = performer;
+  }
+
   /**
    * A listed approver grants a pending approval: the action runs as its original requester, with
    * the requester's permissions as they are now (a revoked key, a holder who lost
@@ -202,6 +261,7 @@ export class ApprovalGate {
     const row = await this.decide(caller, approvalId, "granted", reason);
     const requester = await this.#requester(row);
     const clearance: GateClearance = { approvalId: row.id, approvedBy: caller.actor.id };
+    const perform = row.action === "run" ? this.#performRun : this.#perform;
     let outcome = "success";
     if (!requester || !requester.scopes.includes("shells:instances:control")) {
       outcome = "forbidden: the requester no longer holds shells:instances:control";
@@ -211,11 +271,11 @@ export class ApprovalGate {
     ) {
       // An agent without the entitlement acts through no door, a granted approval included.
       outcome = `entitlement_required: the requesting agent no longer holds ${AGENT_ENTITLEMENT}`;
-    } else if (!this.#perform) {
+    } else if (!perform) {
       outcome = "internal: no performer is registered for granted actions";
     } else {
       try {
-        await this.#perform(requester, row, clearance);
+        await perform(requester, row, clearance);
       } catch (error) {
         outcome =
           error instanceof AppError

@@ -2,6 +2,8 @@ import {
   canonicalSha256,
   type ActivityEvent,
   type Artifact,
+  type Language,
+  type PendingApproval,
   type Run,
   type RunFrame,
   type RunOutput,
@@ -30,6 +32,9 @@ import {
 import { RunOutputTail } from "./run-output-tail.js";
 import { workspaceChanges, workspaceManifest } from "./workspace-changes.js";
 import type { ShellService } from "./shell-service.js";
+import type { ApprovalGate } from "./approval-gate.js";
+import type { ResolvedTemplate } from "../services/template-service.js";
+import { refuseManagedOverwrite, type TemplatedFields } from "../templates/template-policy.js";
 
 /** Limits of one-shot runs. */
 export const RUN_LIMITS = {
@@ -40,6 +45,9 @@ export const RUN_LIMITS = {
 };
 
 const encoder = new TextEncoder();
+
+/** A run request with its template applied: every default filled in, the template pinned. */
+type PreparedRun = RouteBody<"createRun"> & TemplatedFields & { language: Language };
 
 /** How a run ended, as its record, its exit frame and its history say. */
 interface RunOutcome {
@@ -61,6 +69,7 @@ export function toRun(row: Selectable<RunTable>, live?: RunOutputTail): Run {
   return {
     id: row.id,
     status: row.status,
+    ...(row.template !== null ? { template: row.template } : {}),
     language: row.language as Run["language"],
     runtime: row.runtime as Run["runtime"],
     shellId: row.shell_id,
@@ -114,38 +123,143 @@ export class RunService {
     private readonly activity: ActivityService,
     dataDir: string,
     private readonly logger: FastifyBaseLogger,
-    options: { artifactQuotaBytes?: number; git?: GitCloneDeps } = {},
+    options: { artifactQuotaBytes?: number; git?: GitCloneDeps; gate?: ApprovalGate } = {},
   ) {
     this.#artifacts = new RunArtifacts(dataDir, logger, options.artifactQuotaBytes);
     this.#git = options.git;
+    this.#gate = options.gate;
+    this.#gate?.performRunsWith((requester, approval) =>
+      this.startApproved(requester, approval.shell_id),
+    );
   }
 
   readonly #git: GitCloneDeps | undefined;
+  /** Where runs of templates marked `reviewBeforeRun` wait; without it they are refused. */
+  readonly #gate: ApprovalGate | undefined;
 
-  async create(caller: Caller, body: RouteBody<"createRun">): Promise<Run> {
+  /**
+   * Starts a run, or parks it for review when its template asks for one: then the answer is the
+   * pending approval, and the run starts as its requester when a listed approver grants it.
+   */
+  async create(caller: Caller, request: RouteBody<"createRun">): Promise<Run | PendingApproval> {
     // Refuse unmatchable patterns before any shell exists (the contract refuses them too).
-    artifactMatcher(body.artifacts ?? []);
-    // The clone happens here, on the host and before any shell exists: a bad ref, an unreachable
-    // or oversize repo is the request's error, and the sandbox never holds the credential.
-    const source = body.git ? await this.#cloneSource(caller, body.git) : null;
+    artifactMatcher(request.artifacts ?? []);
+    const { input: body, template } = await this.shells.withTemplate(caller, request);
+    if (template) refuseManagedOverwrite(template.definition, body.files ?? []);
     const id = newId("run", 10);
-    const shell = await this.shells.create(caller, {
-      name: id,
-      language: body.language,
-      ...(body.runtime ? { runtime: body.runtime } : {}),
-      ...(body.network ? { network: body.network } : {}),
-      ...(body.egress ? { egress: body.egress } : {}),
-      ...(body.env ? { env: body.env } : {}),
-      ...(body.secretEnv ? { secretEnv: body.secretEnv } : {}),
-      ...(body.bindings ? { bindings: body.bindings } : {}),
-    });
+    if (template?.definition.reviewBeforeRun) return this.#park(caller, id, body, template);
+    return this.#start(caller, id, body, null);
+  }
+
+  /**
+   * Records a run that waits for review and parks it at the approval gate. Its request is kept
+   * on the run's record until it starts; a secret environment is refused here, since the record
+   * would hold it in the clear (use bindings).
+   */
+  async #park(
+    caller: Caller,
+    id: string,
+    body: PreparedRun,
+    template: ResolvedTemplate,
+  ): Promise<PendingApproval> {
+    if (body.secretEnv && Object.keys(body.secretEnv).length > 0)
+      throw new AppError(
+        "validation_failed",
+        "A run that waits for review cannot carry secretEnv (its request is kept until it is granted); use bindings.",
+        { field: "secretEnv" },
+      );
+    if (!this.#gate) throw new AppError("review_unavailable", "This server reviews no runs.");
+    const what = body.code ?? body.command ?? body.git;
     const row: Selectable<RunTable> = {
+      ...this.#newRow(caller, id, body, ""),
+      status: "pending_approval",
+      pending_request: JSON.stringify(body),
+    };
+    const pending = await this.#gate.park(
+      caller,
+      { id, name: id },
+      "run",
+      { runId: id },
+      {
+        template: template.ref,
+        templateSha256: template.sha256,
+        policy: `template ${template.ref} requires review before run`,
+        codeSha256: canonicalSha256(sha256, what ?? null),
+        language: body.language,
+      },
+    );
+    await this.db.insertInto("runs").values(row).execute();
+    await this.#event(caller, id, "run.request", {
+      template: template.ref,
+      approvalId: pending.approval.id,
+    });
+    return pending;
+  }
+
+  /** Starts a run that waited for review, as its requester, once an approver granted it. */
+  async startApproved(requester: Caller, id: string): Promise<void> {
+    const row = await this.#row(requester, id);
+    if (row.status !== "pending_approval" || row.pending_request === null)
+      throw new AppError("invalid_state", `Run ${id} is ${row.status}, not waiting for review.`, {
+        status: row.status,
+      });
+    const body = JSON.parse(row.pending_request) as PreparedRun;
+    try {
+      await this.#start(requester, id, body, row);
+    } catch (error) {
+      await this.#settle(
+        row,
+        `could not start after review: ${error instanceof Error ? error.message : String(error)}`,
+      );
+      throw error;
+    }
+  }
+
+  /**
+   * Ends a run whose review was denied or expired (read lazily: whenever the run is read), or
+   * that could not start after it was granted.
+   */
+  async #settle(row: Selectable<RunTable>, why: string): Promise<Selectable<RunTable>> {
+    const settled = { status: "cancelled" as const, error: why, finished_at: nowIso() };
+    const updated = await this.db
+      .updateTable("runs")
+      .set({ ...settled, pending_request: null })
+      .where("id", "=", row.id)
+      .where("status", "=", "pending_approval")
+      .executeTakeFirst();
+    if (Number(updated.numUpdatedRows) > 0)
+      await this.activity.record({
+        orgId: row.org_id,
+        actor: { type: "system", id: "system" },
+        action: "run.finish",
+        target: { type: "run", id: row.id },
+        outcome: "success",
+        details: { status: "cancelled", error: why, template: row.template },
+      });
+    return { ...row, ...settled, pending_request: null };
+  }
+
+  /** A pending run as it stands: cancelled once its review was denied or has expired. */
+  async #current(row: Selectable<RunTable>): Promise<Selectable<RunTable>> {
+    if (row.status !== "pending_approval" || !this.#gate) return row;
+    const approval = await this.#gate.forRun(row.org_id, row.id);
+    if (!approval || approval.state === "pending" || approval.state === "granted") return row;
+    return this.#settle(
+      row,
+      approval.state === "denied"
+        ? `review denied by ${approval.decided_by ?? "an approver"}: ${approval.reason ?? ""}`
+        : "review expired before an approver decided",
+    );
+  }
+
+  #newRow(caller: Caller, id: string, body: PreparedRun, shellId: string): Selectable<RunTable> {
+    return {
       id,
       org_id: caller.orgId,
-      shell_id: shell.id,
+      shell_id: shellId,
       status: "running",
       language: body.language,
-      runtime: shell.runtime,
+      runtime: body.runtime ?? "container",
       created_by_type: caller.actor.type,
       created_by_id: caller.actor.id,
       exit_code: null,
@@ -154,15 +268,59 @@ export class RunService {
       artifacts: "[]",
       output_tail: null,
       workspace_changes: null,
+      template: body.template ?? null,
+      pending_request: null,
       error: null,
       created_at: nowIso(),
       finished_at: null,
     };
-    await this.db.insertInto("runs").values(row).execute();
+  }
+
+  /** Makes the run's shell and runs it; `parked`: the record of a run that waited for review. */
+  async #start(
+    caller: Caller,
+    id: string,
+    body: PreparedRun,
+    parked: Selectable<RunTable> | null,
+  ): Promise<Run> {
+    // The clone happens here, on the host and before any shell exists: a bad ref, an unreachable
+    // or oversize repo is the request's error, and the sandbox never holds the credential.
+    const source = body.git ? await this.#cloneSource(caller, body.git) : null;
+    const shell = await this.shells.create(caller, {
+      name: id,
+      language: body.language,
+      ...(body.template ? { template: body.template } : {}),
+      ...(body.runtime ? { runtime: body.runtime } : {}),
+      ...(body.network ? { network: body.network } : {}),
+      ...(body.egress ? { egress: body.egress } : {}),
+      ...(body.resources ? { resources: body.resources } : {}),
+      ...(body.ttlSeconds !== undefined ? { ttlSeconds: body.ttlSeconds } : {}),
+      ...(body.env ? { env: body.env } : {}),
+      ...(body.secretEnv ? { secretEnv: body.secretEnv } : {}),
+      ...(body.bindings ? { bindings: body.bindings } : {}),
+    });
+    const row: Selectable<RunTable> = {
+      ...this.#newRow(caller, id, body, shell.id),
+      runtime: shell.runtime,
+      ...(parked ? { created_at: parked.created_at } : {}),
+    };
+    if (parked)
+      await this.db
+        .updateTable("runs")
+        .set({
+          status: "running",
+          shell_id: shell.id,
+          runtime: shell.runtime,
+          pending_request: null,
+        })
+        .where("id", "=", id)
+        .execute();
+    else await this.db.insertInto("runs").values(row).execute();
     await this.#event(caller, id, "run.start", {
       shellId: shell.id,
       language: body.language,
       mode: body.code !== undefined ? "code" : body.command !== undefined ? "command" : "git",
+      ...(body.template ? { template: body.template } : {}),
       ...(source && body.git
         ? {
             git: {
@@ -190,7 +348,7 @@ export class RunService {
   }
 
   async get(caller: Caller, id: string): Promise<Run> {
-    return this.#toRun(await this.#row(caller, id));
+    return this.#toRun(await this.#current(await this.#row(caller, id)));
   }
 
   /** Resolves once the run ended (or `timeoutMs` passed), with the run as it then stands. */
@@ -233,7 +391,8 @@ export class RunService {
       .orderBy("created_at", "desc")
       .limit(limit)
       .execute();
-    return rows.map((row) => this.#toRun(row));
+    const current = await Promise.all(rows.map((row) => this.#current(row)));
+    return current.map((row) => this.#toRun(row));
   }
 
   /** Frames after `afterSeq`, in order. */
@@ -313,6 +472,10 @@ export class RunService {
    */
   async teardown(caller: Caller, id: string): Promise<Run> {
     const row = await this.#row(caller, id);
+    // A run still waiting for review has no shell yet: tearing it down withdraws it (a later
+    // grant then starts nothing).
+    if (row.status === "pending_approval")
+      return this.#toRun(await this.#settle(row, `withdrawn by ${caller.actor.id} before review`));
     const controller = this.#cancel.get(id);
     if (controller) {
       controller.abort("stopped");
@@ -359,7 +522,7 @@ export class RunService {
   async #execute(
     caller: Caller,
     row: Selectable<RunTable>,
-    body: RouteBody<"createRun">,
+    body: PreparedRun,
     source: ClonedSource | null,
     signal: AbortSignal,
     tail: RunOutputTail,
@@ -511,6 +674,7 @@ export class RunService {
       outcome.artifacts
         ? {
             status,
+            ...(row.template !== null ? { template: row.template } : {}),
             exitCode: outcome.exitCode,
             killReason: outcome.killReason,
             artifacts: outcome.artifacts.kept.length,
@@ -529,7 +693,7 @@ export class RunService {
                 }
               : {}),
           }
-        : { status, error },
+        : { status, error, ...(row.template !== null ? { template: row.template } : {}) },
     );
   }
 

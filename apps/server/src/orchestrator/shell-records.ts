@@ -46,6 +46,7 @@ export class ShellRecords {
       network: row.network as Shell["network"],
       ...(row.egress ? { egress: JSON.parse(row.egress) as ShellEgress } : {}),
       ...(row.bindings ? { bindings: grantsOf(row).map((g) => g.name) } : {}),
+      ...(row.template ? { template: row.template } : {}),
       region: row.region,
       resources: JSON.parse(row.resources) as ResolvedResources,
       envKeys: Object.keys(JSON.parse(row.env) as Record<string, string>).sort(),
@@ -64,7 +65,7 @@ export class ShellRecords {
   newRow(
     id: string,
     name: string,
-    input: RouteBody<"createShell">,
+    input: RouteBody<"createShell"> & { language: Shell["language"] },
     admitted: Admitted,
     grants: readonly BindingGrant[],
     creator: { type: "user" | "agent"; id: string },
@@ -97,6 +98,7 @@ export class ShellRecords {
       created_at: now,
       updated_at: now,
       deleted_at: null,
+      template: input.template ?? null,
       created_by_type: creator.type,
       created_by_id: creator.id,
     };
@@ -119,6 +121,7 @@ export class ShellRecords {
       env: JSON.parse(row.env) as Record<string, string>,
       ...(Object.keys(secretEnv).length > 0 ? { secretEnv } : {}),
       ...(row.ttl_seconds !== null ? { ttlSeconds: row.ttl_seconds } : {}),
+      ...(row.template !== null ? { template: row.template } : {}),
     };
   }
 

@@ -16,6 +16,7 @@ import {
   type ShellEgressChange,
   type ShellFork,
   type ShellForkResult,
+  type TemplateDefinition,
   type RouteQuery,
   type Shell,
   type ShellStatus,
@@ -39,6 +40,8 @@ import type { CapService, QuotaStop } from "../services/cap-service.js";
 import { decodeCursor, encodeCursor } from "../services/cursor.js";
 import type { MeteringService } from "../services/metering-service.js";
 import type { PolicyService } from "../services/policy-service.js";
+import type { ResolvedTemplate, TemplateService } from "../services/template-service.js";
+import { applyTemplate, placedFiles } from "../templates/template-policy.js";
 import type { OrchestratorMetrics } from "../metrics/server-metrics.js";
 import type { LifecycleLock } from "../store/lifecycle-lock.js";
 import type { Database } from "../store/schema.js";
@@ -113,6 +116,8 @@ export interface ShellServiceDeps {
   metering?: MeteringService;
   /** Project caps: creates and starts over a cap are refused. */
   caps?: CapService;
+  /** The org's templates; without it, a create that names one is refused. */
+  templates?: TemplateService;
 }
 
 /** Capabilities that end a shell's processes: its counters are read before they run. */
@@ -189,6 +194,8 @@ export class ShellService {
       ...(deps.metering ? { metering: deps.metering } : {}),
     });
     deps.gate.performWith(async (requester, approval, clearance) => {
+      if (approval.action === "run")
+        throw new AppError("internal", "A run approval is not a shell action.");
       if (approval.action === "delete")
         await this.delete(requester, approval.shell_id, undefined, clearance);
       else if (approval.action === "egress_change")
@@ -215,10 +222,11 @@ export class ShellService {
    */
   async create(
     caller: Caller,
-    input: RouteBody<"createShell">,
+    request: RouteBody<"createShell">,
     origin?: ForkOrigin,
   ): Promise<Shell> {
     const { db } = this.deps;
+    const { input, template } = await this.withTemplate(caller, request);
     const policy = await this.deps.policies.get(caller.orgId);
     const admitted = await admitShell(
       { ...this.deps, capacity: this.#capacity },
@@ -292,6 +300,8 @@ export class ShellService {
             origin?.parentId,
             prepared,
           );
+          // A fork's disk already holds its parent's copy of the template's files.
+          if (template && !origin) await this.#placeTemplateFiles(row, template.definition);
         } catch (error) {
           this.deps.metrics?.observeShellCreate(runtime, "failure", took());
           await this.deps.egress?.stop(id);
@@ -352,6 +362,51 @@ export class ShellService {
           "shell provisioning failed",
         ),
       );
+  }
+
+  /**
+   * A create request with its template's values as defaults (and the template pinned as
+   * `name@version`), after refusing any loosening of what the template locks. Without a template
+   * the request must name its language.
+   */
+  async withTemplate<T extends RouteBody<"createShell">>(
+    caller: Caller,
+    request: T,
+  ): Promise<{ input: T & { language: Language }; template: ResolvedTemplate | null }> {
+    if (request.template === undefined) {
+      if (request.language === undefined)
+        throw new AppError(
+          "validation_failed",
+          "language is required unless a template gives it.",
+          {
+            field: "language",
+          },
+        );
+      return { input: { ...request, language: request.language }, template: null };
+    }
+    if (!this.deps.templates)
+      throw new AppError("template_not_found", `No template ${request.template} on this server.`);
+    const template = await this.deps.templates.resolve(
+      caller,
+      request.template,
+      request.project ?? "default",
+    );
+    return {
+      input: { ...applyTemplate(template.definition, request), template: template.ref },
+      template,
+    };
+  }
+
+  /**
+   * Writes a template's managed and metadata files into a new shell. Read-only ones get mode
+   * 0444: the shell's processes hold no capability that overrides file permissions, so opening
+   * one for writing fails; they own it, though, so a deliberate chmod undoes it.
+   */
+  async #placeTemplateFiles(row: ShellRow, definition: TemplateDefinition): Promise<void> {
+    for (const file of placedFiles(definition)) {
+      const data = new TextEncoder().encode(file.content);
+      await this.#backendCall(row, (b) => b.files.write(row.id, file.path, data, file.mode));
+    }
   }
 
   /**

@@ -5,6 +5,7 @@ import type { RunService } from "../orchestrator/run-service.js";
 import { errorBody } from "./error-handler.js";
 import { openEventStream, wantsEventStream } from "./event-stream.js";
 import { STREAMED, sendBytes, type Handlers } from "./register-routes.js";
+import { accepted } from "./shell-routes.js";
 
 /** Runs: create, inspect, artifacts, teardown, and the frame stream (JSON backlog or SSE). */
 export function runHandlers(
@@ -23,7 +24,7 @@ export function runHandlers(
   | "streamRun"
 > {
   return {
-    createRun: async ({ caller, body }) => runs.create(caller, body),
+    createRun: async ({ caller, body, reply }) => accepted(reply, await runs.create(caller, body)),
     listRuns: async ({ caller, query }) => ({ items: await runs.list(caller, query.limit) }),
     getRun: async ({ caller, params }) => runs.get(caller, params.id),
     getRunResult: async ({ caller, params }) => runs.get(caller, params.id),

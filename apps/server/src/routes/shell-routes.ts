@@ -13,7 +13,7 @@ import { openEventStream, wantsEventStream } from "./event-stream.js";
 import { STREAMED, type Handlers } from "./register-routes.js";
 
 /** Answers 202 Accepted when the result is a pending approval rather than the action's result. */
-function accepted<T>(reply: FastifyReply, result: T): T {
+export function accepted<T>(reply: FastifyReply, result: T): T {
   if (isPendingApproval(result)) reply.code(202);
   return result;
 }

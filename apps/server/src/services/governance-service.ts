@@ -68,7 +68,7 @@ export class GovernanceService {
     for (const row of runRows) {
       runs.started += Number(row.started);
       if (row.status === "running") runs.active = Number(row.all);
-      else runs[row.status] = Number(row.started);
+      else if (row.status !== "pending_approval") runs[row.status] = Number(row.started);
     }
 
     const denialRows = await this.db

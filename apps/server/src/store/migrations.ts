@@ -584,6 +584,42 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.createIndex("port_urls_shell").on("port_urls").column("shell_id").execute();
     },
   },
+  /**
+   * Templates and their immutable versions; the template (name@version) a shell or run was made
+   * from; the request of a run that waits for review; the context an approval carries.
+   */
+  "0019_templates": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("templates")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("project_id", "text")
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("latest_version", "integer", (c) => c.notNull())
+        .addColumn("created_by_type", "text", (c) => c.notNull())
+        .addColumn("created_by_id", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("templates_org_name", ["org_id", "name"])
+        .execute();
+      await db.schema
+        .createTable("template_versions")
+        .addColumn("template_id", "text", (c) => c.notNull().references("templates.id"))
+        .addColumn("version", "integer", (c) => c.notNull())
+        .addColumn("definition", "text", (c) => c.notNull())
+        .addColumn("sha256", "text", (c) => c.notNull())
+        .addColumn("created_by_type", "text", (c) => c.notNull())
+        .addColumn("created_by_id", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("template_versions_pk", ["template_id", "version"])
+        .execute();
+      await db.schema.alterTable("shells").addColumn("template", "text").execute();
+      await db.schema.alterTable("runs").addColumn("template", "text").execute();
+      await db.schema.alterTable("runs").addColumn("pending_request", "text").execute();
+      await db.schema.alterTable("approvals").addColumn("context", "text").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

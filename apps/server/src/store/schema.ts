@@ -1,5 +1,5 @@
 import type { Generated } from "kysely";
-import type { GatedAction } from "@shells/contract";
+import type { ApprovalAction } from "@shells/contract";
 
 /** Tables of the control plane's store. Every row but `orgs` carries the org it belongs to. */
 export interface Database {
@@ -24,6 +24,8 @@ export interface Database {
   oidc_accounts: OidcAccountTable;
   snapshots: SnapshotTable;
   bindings: BindingTable;
+  templates: TemplateTable;
+  template_versions: TemplateVersionTable;
   webhooks: WebhookTable;
   webhook_deliveries: WebhookDeliveryTable;
   usage_intervals: UsageIntervalTable;
@@ -128,6 +130,8 @@ export interface ShellTable {
   created_at: string;
   updated_at: string;
   deleted_at: string | null;
+  /** The template the shell was made from, as `name@version`; null when none. */
+  template: string | null;
   /** Who created the shell (null when the history did not say, before 0011). */
   created_by_type: "user" | "agent" | null;
   created_by_id: string | null;
@@ -205,7 +209,7 @@ export interface ApprovalTable {
   id: string;
   org_id: string;
   shell_id: string;
-  action: GatedAction;
+  action: ApprovalAction;
   /** JSON of the original request's options (snapshot names etc.), never secrets. */
   request: string;
   requested_by_type: "user" | "agent";
@@ -215,6 +219,8 @@ export interface ApprovalTable {
   decided_by: string | null;
   reason: string | null;
   outcome: string | null;
+  /** JSON of what the approver is shown beyond the action (a run's template and code hash). */
+  context: string | null;
   created_at: string;
   expires_at: string;
   decided_at: string | null;
@@ -296,7 +302,7 @@ export interface RunTable {
   id: string;
   org_id: string;
   shell_id: string;
-  status: "running" | "succeeded" | "failed" | "cancelled";
+  status: "pending_approval" | "running" | "succeeded" | "failed" | "cancelled";
   language: string;
   runtime: string;
   created_by_type: "user" | "agent";
@@ -311,6 +317,10 @@ export interface RunTable {
   output_tail: string | null;
   /** JSON of its /workspace changes (WorkspaceChanges), written when it ends; null before or when not taken. */
   workspace_changes: string | null;
+  /** The template the run was made from, as `name@version`; null when none. */
+  template: string | null;
+  /** JSON of the request of a run that waits for review (never secrets); null once it started. */
+  pending_request: string | null;
   error: string | null;
   created_at: string;
   finished_at: string | null;
@@ -331,6 +341,33 @@ export interface SnapshotTable {
   shell_id: string;
   name: string;
   size_bytes: number;
+  created_at: string;
+}
+
+/** A template: its name and scope; its definitions are its versions. */
+export interface TemplateTable {
+  id: string;
+  org_id: string;
+  /** The project it is scoped to; null: the whole org. */
+  project_id: string | null;
+  name: string;
+  latest_version: number;
+  created_by_type: "user" | "agent";
+  created_by_id: string;
+  created_at: string;
+  updated_at: string;
+}
+
+/** One immutable version of a template. */
+export interface TemplateVersionTable {
+  template_id: string;
+  version: number;
+  /** JSON of the TemplateDefinition. */
+  definition: string;
+  /** SHA-256 of the definition's canonical JSON. */
+  sha256: string;
+  created_by_type: "user" | "agent";
+  created_by_id: string;
   created_at: string;
 }
 

@@ -34,7 +34,7 @@ export interface AgentToolResults {
   shells_term: TermCredential;
   shells_interpreter: InterpreterResult;
   /** The run once it ended (or as it stands after 15 minutes). */
-  shells_run: Run;
+  shells_run: Run | PendingApproval;
   /** `list`: the entries; `read`: the content; `write`: the written file. */
   shells_files: { items: FileInfo[] } | FileContent | FileInfo;
   shells_fork: ShellForkResult;

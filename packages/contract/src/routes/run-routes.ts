@@ -8,7 +8,7 @@ import {
   RunFrame,
   WorkspaceChanges,
 } from "../runs.js";
-import { shellId, type RouteSpec } from "./route-spec.js";
+import { PendingApproval, shellId, type RouteSpec } from "./route-spec.js";
 
 /** Running code: interpreter turns in a shell and one-shot runs with their results and artifacts. */
 export const runRoutes = {
@@ -32,10 +32,10 @@ export const runRoutes = {
     summary:
       "Start a one-shot run: an ephemeral shell runs code or a command, reports a result and artifacts, and is torn down.",
     description:
-      "Answers at once with the run `running`; follow it with `/stream`, then read `/result`. Inside python and node, user code has a `shells` object: `shells.result(value)` and `shells.artifact(path)`; any language can write JSON to the file named by `$SHELLS_RESULT`.",
+      "Answers at once with the run `running`; follow it with `/stream`, then read `/result`. Inside python and node, user code has a `shells` object: `shells.result(value)` and `shells.artifact(path)`; any language can write JSON to the file named by `$SHELLS_RESULT`. A run of a template marked `reviewBeforeRun` answers 202 with a pending approval (`approval.shellId` is the run's id): the run is `pending_approval` until a listed approver grants it (then it starts) or denies it (then it ends `cancelled`).",
     tag: "runs",
     body: RunCreate,
-    response: Run,
+    response: z.union([Run, PendingApproval]),
     successStatus: 201,
     scope: "shells:instances:create",
     idempotent: true,

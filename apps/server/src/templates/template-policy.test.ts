@@ -1,0 +1,167 @@
+import type { TemplateDefinition } from "@shells/contract";
+import { describe, expect, it } from "vitest";
+import { AppError } from "../errors.js";
+import {
+  applyTemplate,
+  checkDefinition,
+  diffDefinitions,
+  placedFiles,
+  type TemplatedFields,
+} from "./template-policy.js";
+
+const LOCKED: TemplateDefinition = {
+  language: "python",
+  runtime: "container",
+  egress: { mode: "allowlist", allow: ["pypi.org", "files.pythonhosted.org"] },
+  bindings: ["github"],
+  resources: { cpu: 1, memoryMb: 512 },
+  ttlSeconds: 600,
+  locks: ["runtime", "network", "egress", "bindings", "resources", "ttl"],
+};
+
+function refusal(definition: TemplateDefinition, request: TemplatedFields): AppError | null {
+  try {
+    applyTemplate(definition, request);
+    return null;
+  } catch (error) {
+    if (error instanceof AppError) return error;
+    throw error;
+  }
+}
+
+describe("applyTemplate", () => {
+  it("fills every field the request leaves out from the template", () => {
+    expect(applyTemplate(LOCKED, { env: { A: "1" } })).toMatchObject({
+      language: "python",
+      runtime: "container",
+      egress: LOCKED.egress,
+      bindings: ["github"],
+      resources: { cpu: 1, memoryMb: 512 },
+      ttlSeconds: 600,
+      env: { A: "1" },
+    });
+  });
+
+  it("lets a request narrow every locked field", () => {
+    const narrowed = applyTemplate(LOCKED, {
+      runtime: "microvm",
+      network: "sealed",
+      bindings: [],
+      resources: { cpu: 0.5 },
+      ttlSeconds: 60,
+    });
+    expect(narrowed).toMatchObject({ runtime: "microvm", network: "sealed", bindings: [] });
+    expect((narrowed as TemplatedFields).egress).toBeUndefined();
+    expect(
+      applyTemplate(LOCKED, { egress: { mode: "allowlist", allow: ["pypi.org"] } }).egress,
+    ).toEqual({ mode: "allowlist", allow: ["pypi.org"] });
+  });
+
+  it("refuses loosening each locked field with template_locked naming it", () => {
+    const cases: [TemplatedFields, string][] = [
+      [{ runtime: "wasm" }, "runtime"],
+      [{ network: "internet" }, "egress"],
+      [{ egress: { mode: "allowlist", allow: ["pypi.org", "evil.example"] } }, "egress"],
+      [{ bindings: ["github", "payments"] }, "bindings"],
+      [{ resources: { memoryMb: 4096 } }, "resources"],
+      [{ ttlSeconds: 3600 }, "ttl"],
+    ];
+    for (const [request, field] of cases) {
+      const error = refusal(LOCKED, request);
+      expect(error?.code, field).toBe("template_locked");
+      expect(error?.details, field).toMatchObject({ field });
+    }
+  });
+
+  it("refuses a wider network mode than a locked one", () => {
+    const local: TemplateDefinition = {
+      language: "bash",
+      network: "localhost",
+      locks: ["network"],
+    };
+    expect(refusal(local, { network: "internet" })?.details).toMatchObject({ field: "network" });
+    expect(
+      refusal(local, { egress: { mode: "allowlist", allow: ["example.com"] } })?.details,
+    ).toMatchObject({ field: "network" });
+    expect(refusal(local, { network: "sealed" })).toBeNull();
+  });
+
+  it("refuses widening a locked egress list even when network is not locked", () => {
+    const definition: TemplateDefinition = { ...LOCKED, locks: ["egress"] };
+    expect(refusal(definition, { network: "internet" })?.details).toMatchObject({
+      field: "egress",
+    });
+    expect(refusal(definition, { network: "localhost" })).toBeNull();
+  });
+
+  it("lets an unlocked field be loosened", () => {
+    const definition: TemplateDefinition = { ...LOCKED, locks: [] };
+    expect(applyTemplate(definition, { runtime: "wasm", ttlSeconds: 3600 })).toMatchObject({
+      runtime: "wasm",
+      ttlSeconds: 3600,
+    });
+  });
+});
+
+describe("checkDefinition", () => {
+  it("refuses definitions that cannot work with template_invalid", () => {
+    const bad: TemplateDefinition[] = [
+      { language: "bash", locks: ["runtime"] },
+      { language: "bash", locks: ["network"] },
+      { language: "bash", files: [{ path: "../etc/passwd", content: "" }] },
+      { language: "bash", files: [{ path: "/etc/motd", content: "" }] },
+      { language: "bash", files: [{ path: ".shells/tools/x", content: "" }] },
+      {
+        language: "bash",
+        files: [
+          { path: "a.txt", content: "" },
+          { path: "/workspace/a.txt", content: "" },
+        ],
+      },
+    ];
+    for (const definition of bad)
+      expect(() => checkDefinition(definition), JSON.stringify(definition)).toThrow(
+        expect.objectContaining({ code: "template_invalid" }),
+      );
+  });
+
+  it("places read-only files at 0444 and metadata under /workspace/.shells", () => {
+    expect(
+      placedFiles({
+        language: "bash",
+        files: [
+          { path: "POLICY.md", content: "p", readOnly: true },
+          { path: "run.sh", content: "r", mode: 0o755 },
+        ],
+        metadata: [{ kind: "mcp", name: "github.json", content: "{}" }],
+      }),
+    ).toEqual([
+      { path: "/workspace/POLICY.md", content: "p", mode: 0o444 },
+      { path: "/workspace/run.sh", content: "r", mode: 0o755 },
+      { path: "/workspace/.shells/mcps/github.json", content: "{}", mode: 0o444 },
+    ]);
+  });
+});
+
+describe("diffDefinitions", () => {
+  it("names each changed, added and removed field", () => {
+    const changes = diffDefinitions(
+      { ...LOCKED, env: { A: "1" }, files: [{ path: "a.txt", content: "one" }] },
+      {
+        ...LOCKED,
+        resources: { cpu: 2, memoryMb: 512 },
+        env: { B: "2" },
+        files: [{ path: "a.txt", content: "two" }],
+        reviewBeforeRun: true,
+      },
+    );
+    expect(changes.map((c) => [c.field, c.change])).toEqual([
+      ["env.A", "removed"],
+      ["env.B", "added"],
+      ["files[/workspace/a.txt]", "changed"],
+      ["resources.cpu", "changed"],
+      ["reviewBeforeRun", "added"],
+    ]);
+    expect(changes.find((c) => c.field === "resources.cpu")).toMatchObject({ from: 1, to: 2 });
+  });
+});
