@@ -158,7 +158,7 @@ export class ApprovalGate {
     });
     return {
       status: "pending_approval",
-      message: `${action} of ${target.name} waits for an approver (approval ${row.id}, expires ${row.expires_at}).`,
+      message: `${action} on ${target.name} waits for an approver (approval ${row.id}, expires ${row.expires_at}).`,
       approval: toApproval(row),
     };
   }
