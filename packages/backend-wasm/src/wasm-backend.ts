@@ -369,7 +369,7 @@ export class WasmBackend implements SandboxBackend {
       if (killReason) return;
       killReason = reason;
       stop.abort();
-      stopUnwindWatch = killUnlessUnwound(live);
+      stopUnwindWatch = killUnlessUnwound(live, stop.signal);
     };
     const onOutput = (stream: "stdout" | "stderr", chunk: Uint8Array) => {
       if (truncated) return;
@@ -910,20 +910,34 @@ const DEFAULT_POOL_RESOURCES: ResolvedResources = {
 };
 
 /**
- * Watches an interrupted worker and kills it when its code has not unwound within
- * INTERRUPT_GRACE_CPU_MS of CPU time (or INTERRUPT_GRACE_WALL_MS of wall clock, or the grace in
- * wall clock where its CPU time cannot be read). Returns the function that ends the watch.
+ * Watches an interrupted request's worker and kills it when the code has not unwound within
+ * INTERRUPT_GRACE_CPU_MS of CPU time counted from when the interrupt reached the interpreter (the
+ * worker says so), or within INTERRUPT_GRACE_WALL_MS of wall clock in all; a request still queued
+ * is left alone. Returns the function that ends the watch.
  */
-function killUnlessUnwound(live: LiveWorker): () => void {
+function killUnlessUnwound(live: LiveWorker, stop: AbortSignal): () => void {
   const started = Date.now();
   let cpuAtStart: number | null | undefined;
   let ended = false;
+  let reachedAt: number | null = null;
   const check = async () => {
+    // The grace counts from when the interrupt reached the interpreter: until then the worker's
+    // CPU goes to the guest's loop while the interrupt waits to be read, which is not unwinding.
+    // A request still queued is skipped when its turn comes: nothing of it runs to unwind.
+    if (!live.process.runs(stop)) return;
+    if (!live.process.interruptReached(stop)) {
+      if (!ended && Date.now() - started >= INTERRUPT_GRACE_WALL_MS) {
+        ended = true;
+        await live.process.kill();
+      }
+      return;
+    }
+    reachedAt ??= Date.now();
     const cpu = await cpuMillis(live.cgroup);
     cpuAtStart ??= cpu;
     if (ended) return;
     const wall = Date.now() - started;
-    const spent = cpu !== null && cpuAtStart !== null ? cpu - cpuAtStart : wall;
+    const spent = cpu !== null && cpuAtStart !== null ? cpu - cpuAtStart : Date.now() - reachedAt;
     if (spent >= INTERRUPT_GRACE_CPU_MS || wall >= INTERRUPT_GRACE_WALL_MS) {
       ended = true;
       await live.process.kill();

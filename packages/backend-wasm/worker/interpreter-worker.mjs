@@ -53,7 +53,11 @@ function runMain() {
     const request = JSON.parse(line);
     if (request.type === "interrupt") {
       // 2 is SIGINT for Pyodide's interrupt buffer; QuickJS treats any non-zero value as "stop".
-      if (request.id === running) Atomics.store(flag, 0, 2);
+      if (request.id === running) {
+        Atomics.store(flag, 0, 2);
+        // The backend's unwind grace starts now, not while this line waited to be read.
+        send({ type: "interrupting", id: request.id });
+      }
       return;
     }
     if (request.type === "file") {

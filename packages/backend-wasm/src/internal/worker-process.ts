@@ -38,6 +38,8 @@ type WorkerEvent =
   | { type: "output"; stream: "stdout" | "stderr"; data: string }
   | { type: "done"; id: number; exitCode: number; answer?: TurnAnswer }
   | { type: "fatal"; message: string }
+  /** The interrupt of request `id` reached the interpreter: its guest code unwinds from now on. */
+  | { type: "interrupting"; id: number }
   | {
       type: "file";
       id: number;
@@ -68,6 +70,7 @@ export class WorkerProcess {
     id: number;
     onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void;
     settle: (outcome: WorkerOutcome) => void;
+    stop?: AbortSignal;
   } | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private readonly files = new Map<
@@ -75,6 +78,20 @@ export class WorkerProcess {
     { resolve: (value: unknown) => void; reject: (error: Error) => void }
   >();
   private stderrTail = "";
+  #interruptReached = false;
+
+  /**
+   * Whether the request stopped by `stop` runs now and its interrupt has reached the interpreter
+   * (its code is unwinding); false while it waits in the queue or after it ended.
+   */
+  interruptReached(stop: AbortSignal): boolean {
+    return this.current?.stop === stop && this.#interruptReached;
+  }
+
+  /** Whether the request stopped by `stop` is the one running now. */
+  runs(stop: AbortSignal): boolean {
+    return this.current?.stop === stop;
+  }
 
   constructor(command: string[], env: Record<string, string>) {
     const [file, ...args] = command as [string, ...string[]];
@@ -134,6 +151,8 @@ export class WorkerProcess {
         }
       } else if (event.type === "ready") markReady(event.loadMs);
       else if (event.type === "fatal") this.stderrTail += event.message;
+      else if (event.type === "interrupting" && this.current?.id === event.id)
+        this.#interruptReached = true;
       else if (event.type === "output")
         this.current?.onOutput(event.stream, Buffer.from(event.data, "base64"));
       else if (event.type === "done" && this.current?.id === event.id) {
@@ -211,7 +230,8 @@ export class WorkerProcess {
       const interrupt = () => this.send({ type: "interrupt", id });
       stop.addEventListener("abort", interrupt, { once: true });
       const outcome = await new Promise<WorkerOutcome>((settle) => {
-        this.current = { id, onOutput, settle };
+        this.current = { id, onOutput, settle, stop };
+        this.#interruptReached = false;
         this.send({ ...message, id });
       });
       stop.removeEventListener("abort", interrupt);
