@@ -108,7 +108,8 @@ describe.skipIf(missingTools.length > 0)("microvm backend, from inside a real gu
       request(["sh", "-c", `${FORK_BOMB}; sleep 5`], { timeoutMs: 20_000 }),
     );
     expect(result.killReason).toBe("pids");
-    expect(result.exitCode).toBe(137);
+    // Killed (137), or `sh` gave up on a refused fork (2) just before its group was killed.
+    expect([137, 2]).toContain(result.exitCode);
     expect((await backend.exec(id, request(["echo", "still here"]))).stdout).toBe("still here\n");
   });
 
