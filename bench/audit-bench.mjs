@@ -15,14 +15,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { verifyAgainstCheckpoint } from "../apps/cli/dist/checkpoint-verification.js";
 import { ActivityService } from "../apps/server/dist/services/activity-service.js";
-import { ms, summary, timeRuns } from "./stats.mjs";
+import { log, ms, summary, timeRuns } from "./lib.mjs";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 100_000);
 const PROOFS = Number(process.env.BENCH_PROOFS ?? 200);
-
-function log(line = "") {
-  process.stdout.write(`${line}\n`);
-}
 
 const fmt = ({ n, p50, p99 }) => `p50 ${ms(p50)}  p99 ${ms(p99)}  (n=${n})`;
 

@@ -21,7 +21,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import ShellsClient from "@l1fe/shells";
 import { loadConfig, startServer } from "@shells/server";
-import { ms, summary, timeRuns } from "./stats.mjs";
+import { log, ms, rawSpawn, summary, timeRuns } from "./lib.mjs";
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 40);
 const IDLE_SHELLS = Number(process.env.BENCH_IDLE_SHELLS ?? 200);
@@ -30,10 +30,6 @@ const BACKEND = process.env.BENCH_BACKEND ?? "container";
 const FORK_MB = Number(process.env.BENCH_FORK_MB ?? 500);
 const FORK_COUNT = Number(process.env.BENCH_FORK_COUNT ?? 10);
 const PAUSE_ROUNDS = Number(process.env.BENCH_PAUSE_ROUNDS ?? 20);
-
-function log(line = "") {
-  process.stdout.write(`${line}\n`);
-}
 
 function memAvailableKb() {
   const line = readFileSync("/proc/meminfo", "utf8")
@@ -45,13 +41,6 @@ function memAvailableKb() {
 function statfsFreeBytes(path) {
   const fs = statfsSync(path);
   return fs.bavail * fs.bsize;
-}
-
-function rawSpawn(argv) {
-  const t0 = performance.now();
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: "ignore" });
-  if (r.status !== 0) throw new Error(`${argv.join(" ")} exited ${r.status}`);
-  return performance.now() - t0;
 }
 
 log(

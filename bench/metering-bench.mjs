@@ -7,7 +7,6 @@
 //   node bench/metering-bench.mjs                      # after `npm run build`
 //   BENCH_METERING_SHELLS=1000 BENCH_METERING_WINDOW_SECONDS=10 BENCH_METERING_CONTAINER_SHELLS=20 \
 //     node bench/metering-bench.mjs
-import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,7 +21,7 @@ import {
   loadConfig,
   openSqliteStore,
 } from "@shells/server";
-import { ms, summary, timeRuns } from "./stats.mjs";
+import { log, ms, rawSpawn, summary, timeRuns } from "./lib.mjs";
 
 const SHELLS = Number(process.env.BENCH_METERING_SHELLS ?? 1000);
 const WINDOW_SECONDS = Number(process.env.BENCH_METERING_WINDOW_SECONDS ?? 10);
@@ -36,10 +35,6 @@ const MODES = [
   { label: `every ${DEFAULT_INTERVAL_MS} ms (default)`, intervalMs: DEFAULT_INTERVAL_MS },
   { label: `every ${DEFAULT_INTERVAL_MS / 10} ms`, intervalMs: DEFAULT_INTERVAL_MS / 10 },
 ];
-
-function log(line = "") {
-  process.stdout.write(`${line}\n`);
-}
 
 const sleep = (msToWait) => new Promise((resolve) => setTimeout(resolve, msToWait));
 
@@ -85,13 +80,6 @@ async function withLoopDelay(fn) {
     p50: histogram.percentile(50) / 1e6,
     p99: histogram.percentile(99) / 1e6,
   };
-}
-
-function rawSpawn(argv) {
-  const t0 = performance.now();
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: "ignore" });
-  if (r.status !== 0) throw new Error(`${argv.join(" ")} exited ${r.status}`);
-  return performance.now() - t0;
 }
 
 log(

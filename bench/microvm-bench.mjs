@@ -16,7 +16,7 @@ import ShellsClient from "@l1fe/shells";
 import { loadConfig, startServer } from "@shells/server";
 // The raw baseline starts QEMU exactly as the backend does, from the backend's own machine setup.
 import { killAndWait, startVm } from "../packages/backend-microvm/dist/internal/vm.js";
-import { ms, summary, timeRuns } from "./stats.mjs";
+import { log, ms, summary, timeRuns } from "./lib.mjs";
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 10);
 const COLD_BOOTS = Number(process.env.BENCH_COLD_BOOTS ?? 3);
@@ -24,9 +24,6 @@ const IDLE_MICROVMS = Number(process.env.BENCH_IDLE_MICROVMS ?? 5);
 const MEMORY_MB = 512; // the server's default shell memory: the template creates restore
 const TOTAL_GIB = 24;
 
-function log(line = "") {
-  process.stdout.write(`${line}\n`);
-}
 const line = (label, s, extra = "") =>
   log(`${label.padEnd(44)} p50 ${ms(s.p50)}  p99 ${ms(s.p99)}  (n=${s.n})${extra}`);
 

@@ -5,7 +5,6 @@
 //
 //   node bench/wasm-bench.mjs                  # after `npm run build`
 //   BENCH_ITERATIONS=20 BENCH_PYTHON_ITERATIONS=5 BENCH_IDLE_WASM_SHELLS=10 node bench/wasm-bench.mjs
-import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
@@ -14,17 +13,13 @@ import ShellsClient from "@l1fe/shells";
 import { detectCgroups, ShellCgroup } from "@shells/backend-container";
 import { WasmBackend } from "@shells/backend-wasm";
 import { loadConfig, startServer } from "@shells/server";
-import { ms, summary, timeRuns } from "./stats.mjs";
+import { log, ms, rawSpawn, summary, timeRuns } from "./lib.mjs";
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 20);
 const PYTHON_ITERATIONS = Number(process.env.BENCH_PYTHON_ITERATIONS ?? 5);
 const IDLE_SHELLS = Number(process.env.BENCH_IDLE_WASM_SHELLS ?? 10);
 const RESOURCES = { cpu: 1, memoryMb: 128, pids: 64, diskMb: 64 };
 const TOTAL_GIB = 24;
-
-function log(line = "") {
-  process.stdout.write(`${line}\n`);
-}
 
 /** PSS of the processes in a wasm shell's worker cgroup, in kB. */
 function shellPssKb(host, shellId) {
@@ -40,13 +35,6 @@ function shellPssKb(host, shellId) {
     }
   }
   return total;
-}
-
-function rawSpawn(argv) {
-  const t0 = performance.now();
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: "ignore" });
-  if (r.status !== 0) throw new Error(`${argv.join(" ")} exited ${r.status}`);
-  return performance.now() - t0;
 }
 
 const line = (label, s, extra = "") =>

@@ -1,4 +1,5 @@
-// Small statistics helpers shared by the benchmarks.
+// Small statistics and measuring helpers shared by the benchmarks.
+import { spawnSync } from "node:child_process";
 
 /** The p-th percentile (0–100) of a list of numbers, by nearest rank. */
 export function percentile(values, p) {
@@ -26,3 +27,16 @@ export async function timeRuns(n, fn) {
 
 /** Formats milliseconds to two decimals. */
 export const ms = (v) => `${v.toFixed(2)} ms`;
+
+/** Prints one line of a benchmark's report. */
+export function log(line = "") {
+  process.stdout.write(`${line}\n`);
+}
+
+/** Runs `argv` to completion with no output; returns its wall time in milliseconds (a baseline). */
+export function rawSpawn(argv) {
+  const t0 = performance.now();
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: "ignore" });
+  if (r.status !== 0) throw new Error(`${argv.join(" ")} exited ${r.status}`);
+  return performance.now() - t0;
+}
