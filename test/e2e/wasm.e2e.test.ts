@@ -1,27 +1,10 @@
 import { WasmBackend } from "@shells/backend-wasm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestServer, type TestServer } from "./harness.js";
+import { call, startTestServer, type TestServer } from "./harness.js";
 
 // Real wasm shells through the real API: Pyodide in a jailed worker process under the control plane.
 const available =
   (await new WasmBackend({ stateDir: "/nonexistent" }).availability())[0]?.available === true;
-
-async function call<T = Record<string, unknown>>(
-  server: { url: string; token: string },
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<{ status: number; body: T }> {
-  const res = await fetch(`${server.url}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${server.token}`,
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, body: (await res.json()) as T };
-}
 
 interface Exec {
   exitCode: number;
