@@ -2,7 +2,9 @@ import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { BindingsPage } from "./bindings-page.js";
 import { FleetPage } from "./fleet-page.js";
 import { RunsPage } from "./runs-page.js";
+import { TemplatesPage } from "./templates-page.js";
 import { UsagePage } from "./usage-page.js";
+import { WebhooksPage } from "./webhooks-page.js";
 import { AccessPage, ActivityPage, ApprovalsPage, PolicyPage } from "./org-pages.js";
 import {
   fetchAuthConfig,
@@ -22,9 +24,21 @@ const PAGES = [
   { path: "/approvals", label: "Approvals" },
   { path: "/access", label: "Access" },
   { path: "/policy", label: "Policy" },
+  { path: "/templates", label: "Templates" },
   { path: "/bindings", label: "Bindings" },
+  { path: "/webhooks", label: "Webhooks" },
   { path: "/usage", label: "Usage" },
 ] as const;
+
+/** The decoded `<id>` of a detail path `<page>/<id>`, or null when `path` is not one. */
+function detailOf(path: string, page: string): string | null {
+  const match = new RegExp(`^${page}/([^/]+)$`).exec(path);
+  return match?.[1] ? decodeURIComponent(match[1]) : null;
+}
+
+/** The path of a page's detail `id`, or of the page itself for null. */
+const detailPath = (page: string, id: string | null) =>
+  id === null ? page : `${page}/${encodeURIComponent(id)}`;
 
 /** Client-side routes on the History API; the server answers index.html for each. */
 function usePath(): [string, (path: string) => void] {
@@ -213,11 +227,21 @@ function Shell({
   setTheme: (t: ThemeChoice) => void;
 }) {
   const [path, navigate] = usePath();
-  const shellMatch = /^\/shells\/([^/]+)$/.exec(path);
-  const openShellId = shellMatch?.[1] ? decodeURIComponent(shellMatch[1]) : null;
-  const runMatch = /^\/runs\/([^/]+)$/.exec(path);
-  const openRunId = runMatch?.[1] ? decodeURIComponent(runMatch[1]) : null;
-  const page = openShellId !== null ? "/" : openRunId !== null ? "/runs" : path;
+  const openShellId = detailOf(path, "/shells");
+  const openRunId = detailOf(path, "/runs");
+  const openTemplate = detailOf(path, "/templates");
+  const openWebhookId = detailOf(path, "/webhooks");
+  const page =
+    openShellId !== null
+      ? "/"
+      : openRunId !== null
+        ? "/runs"
+        : openTemplate !== null
+          ? "/templates"
+          : openWebhookId !== null
+            ? "/webhooks"
+            : path;
+  const openShell = (id: string | null) => navigate(detailPath("/shells", id));
   const { principal } = session;
   return (
     <div className="min-h-screen">
@@ -264,21 +288,36 @@ function Shell({
           <FleetPage
             session={session}
             openShellId={openShellId}
-            onOpenShell={(id) => navigate(id === null ? "/" : `/shells/${encodeURIComponent(id)}`)}
+            onOpenShell={(id) => (id === null ? navigate("/") : openShell(id))}
           />
         )}
         {page === "/runs" && (
           <RunsPage
             session={session}
             openRunId={openRunId}
-            onOpenRun={(id) => navigate(id === null ? "/runs" : `/runs/${encodeURIComponent(id)}`)}
+            onOpenRun={(id) => navigate(detailPath("/runs", id))}
           />
         )}
         {page === "/activity" && <ActivityPage session={session} />}
         {page === "/approvals" && <ApprovalsPage session={session} />}
         {page === "/access" && <AccessPage session={session} />}
         {page === "/policy" && <PolicyPage session={session} />}
+        {page === "/templates" && (
+          <TemplatesPage
+            session={session}
+            openTemplate={openTemplate}
+            onOpenTemplate={(name) => navigate(detailPath("/templates", name))}
+            onOpenShell={openShell}
+          />
+        )}
         {page === "/bindings" && <BindingsPage session={session} />}
+        {page === "/webhooks" && (
+          <WebhooksPage
+            session={session}
+            openWebhookId={openWebhookId}
+            onOpenWebhook={(id) => navigate(detailPath("/webhooks", id))}
+          />
+        )}
         {page === "/usage" && <UsagePage session={session} />}
         {!PAGES.some((item) => item.path === page) && (
           <p className="text-sm text-zinc-500">

@@ -1,9 +1,17 @@
 import type { Binding, BindingMethod } from "@l1fe/shells";
 import { BINDING_NAME_PATTERN, BindingCreate, BindingRotate } from "@shells/contract";
-import { useRef, useState, type FormEvent, type RefObject } from "react";
+import { useRef, useState, type RefObject } from "react";
+import {
+  Field,
+  FormDialog,
+  FormIssues,
+  TypedConfirmDialog,
+  issuesOf,
+  parseForm,
+} from "./form-dialog.js";
 import { canControl, isAdmin, type Session } from "./session.js";
 import { usePoll } from "./use-poll.js";
-import { Button, Dialog, ErrorNote, Panel, Table, Tag, fieldClass, when } from "./ui.js";
+import { Button, ErrorNote, Notice, Panel, Table, Tag, fieldClass, when } from "./ui.js";
 
 const METHODS: BindingMethod[] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -38,11 +46,7 @@ export function BindingsPage({ session }: { session: Session }) {
           </Button>
         )}
       </div>
-      {notice && (
-        <p role="status" className="px-4 pb-2 text-sm text-emerald-600 dark:text-emerald-400">
-          {notice}
-        </p>
-      )}
+      <Notice text={notice} />
       <ErrorNote error={bindings.error} />
       <Table
         label="Bindings"
@@ -104,15 +108,21 @@ export function BindingsPage({ session }: { session: Session }) {
         />
       )}
       {deleting && (
-        <DeleteBindingDialog
-          session={session}
-          binding={deleting}
+        <TypedConfirmDialog
+          title={`Delete ${deleting.name}`}
+          expected={deleting.name}
+          inputLabel="Type the binding name to confirm"
+          confirmLabel="Delete binding"
           onClose={() => setDeleting(null)}
-          onDeleted={(binding) => {
+          onConfirm={async () => {
+            const removed = await client.bindings.remove(deleting.name);
             setDeleting(null);
-            done(`Deleted ${binding.name}; shells granted it are refused from now on.`);
+            done(`Deleted ${removed.name}; shells granted it are refused from now on.`);
           }}
-        />
+        >
+          The binding and its secret are destroyed; shells granted it are refused from then on. Type
+          the binding&apos;s name to confirm.
+        </TypedConfirmDialog>
       )}
     </Panel>
   );
@@ -145,24 +155,6 @@ function SecretField({
   );
 }
 
-function issuesOf(error: { issues: { path: PropertyKey[]; message: string }[] }): string[] {
-  return error.issues.map((i) => `${i.path.map(String).join(".") || "body"}: ${i.message}`);
-}
-
-function Issues({ issues }: { issues: string[] }) {
-  if (issues.length === 0) return null;
-  return (
-    <ul
-      role="alert"
-      className="list-inside list-disc rounded-md bg-red-50 px-3 py-2 text-sm text-red-700 dark:bg-red-950/40 dark:text-red-300"
-    >
-      {issues.map((issue) => (
-        <li key={issue}>{issue}</li>
-      ))}
-    </ul>
-  );
-}
-
 function CreateBindingDialog({
   session,
   onClose,
@@ -178,13 +170,8 @@ function CreateBindingDialog({
   const [paths, setPaths] = useState("/**");
   const [methods, setMethods] = useState<BindingMethod[]>(["GET"]);
   const secretRef = useRef<HTMLInputElement>(null);
-  const [issues, setIssues] = useState<string[]>([]);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
 
-  const submit = async (event: FormEvent) => {
-    event.preventDefault();
-    setError(null);
+  const submit = async () => {
     const body = {
       name: name.trim(),
       upstream: upstream.trim(),
@@ -197,101 +184,85 @@ function CreateBindingDialog({
     const found = parsed.success ? [] : issuesOf(parsed.error);
     if (!BINDING_NAME_PATTERN.test(body.name))
       found.unshift("name: lowercase letters, digits and _, starting with a letter");
-    setIssues(found);
-    if (found.length > 0) return;
-    setBusy(true);
-    try {
-      const binding = await session.client.bindings.create(body);
-      if (secretRef.current) secretRef.current.value = "";
-      onCreated(binding);
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
+    if (found.length > 0) throw new FormIssues(found);
+    const binding = await session.client.bindings.create(body);
+    if (secretRef.current) secretRef.current.value = "";
+    onCreated(binding);
   };
 
   return (
-    <Dialog open onClose={onClose} title="New binding">
-      <form onSubmit={(event) => void submit(event)} className="space-y-4" aria-label="New binding">
-        <label className="block space-y-1.5 text-sm">
-          <span className="font-medium">Name</span>
-          <input
-            value={name}
-            onChange={(event) => setName(event.target.value)}
-            placeholder="payments_api"
-            autoComplete="off"
-            className={`${fieldClass} w-full font-mono`}
-          />
-        </label>
-        <label className="block space-y-1.5 text-sm">
-          <span className="font-medium">Upstream (https)</span>
-          <input
-            value={upstream}
-            onChange={(event) => setUpstream(event.target.value)}
-            autoComplete="off"
-            className={`${fieldClass} w-full font-mono`}
-          />
-        </label>
-        <label className="block space-y-1.5 text-sm">
-          <span className="font-medium">Header template</span>
-          <input
-            value={inject}
-            onChange={(event) => setInject(event.target.value)}
-            autoComplete="off"
-            className={`${fieldClass} w-full font-mono`}
-          />
-        </label>
-        <label className="block space-y-1.5 text-sm">
-          <span className="font-medium">Allowed paths</span>
-          <input
-            value={paths}
-            onChange={(event) => setPaths(event.target.value)}
-            placeholder="/v1/items/*, /v1/**"
-            autoComplete="off"
-            className={`${fieldClass} w-full font-mono`}
-          />
-        </label>
-        <fieldset className="text-sm">
-          <legend className="mb-1.5 font-medium">Allowed methods</legend>
-          <div className="flex flex-wrap gap-3">
-            {METHODS.map((method) => (
-              <label key={method} className="flex items-center gap-1.5 font-mono text-xs">
-                <input
-                  type="checkbox"
-                  checked={methods.includes(method)}
-                  onChange={(event) =>
-                    setMethods((list) =>
-                      event.target.checked
-                        ? [...list, method]
-                        : list.filter((entry) => entry !== method),
-                    )
-                  }
-                />
-                {method}
-              </label>
-            ))}
-          </div>
-        </fieldset>
-        <div className="space-y-1.5 text-sm">
-          <label htmlFor="binding-secret" className="font-medium">
-            Secret
-          </label>
-          <SecretField id="binding-secret" inputRef={secretRef} />
-          <p className="text-xs text-zinc-500 dark:text-zinc-400">
-            Sealed at rest and never shown again, here or anywhere.
-          </p>
+    <FormDialog
+      title="New binding"
+      onClose={onClose}
+      onSubmit={submit}
+      submitLabel="Create binding"
+      busyLabel="Creating…"
+    >
+      <Field label="Name">
+        <input
+          value={name}
+          onChange={(event) => setName(event.target.value)}
+          placeholder="payments_api"
+          autoComplete="off"
+          className={`${fieldClass} w-full font-mono`}
+        />
+      </Field>
+      <Field label="Upstream (https)">
+        <input
+          value={upstream}
+          onChange={(event) => setUpstream(event.target.value)}
+          autoComplete="off"
+          className={`${fieldClass} w-full font-mono`}
+        />
+      </Field>
+      <Field label="Header template">
+        <input
+          value={inject}
+          onChange={(event) => setInject(event.target.value)}
+          autoComplete="off"
+          className={`${fieldClass} w-full font-mono`}
+        />
+      </Field>
+      <Field label="Allowed paths">
+        <input
+          value={paths}
+          onChange={(event) => setPaths(event.target.value)}
+          placeholder="/v1/items/*, /v1/**"
+          autoComplete="off"
+          className={`${fieldClass} w-full font-mono`}
+        />
+      </Field>
+      <fieldset className="text-sm">
+        <legend className="mb-1.5 font-medium">Allowed methods</legend>
+        <div className="flex flex-wrap gap-3">
+          {METHODS.map((method) => (
+            <label key={method} className="flex items-center gap-1.5 font-mono text-xs">
+              <input
+                type="checkbox"
+                checked={methods.includes(method)}
+                onChange={(event) =>
+                  setMethods((list) =>
+                    event.target.checked
+                      ? [...list, method]
+                      : list.filter((entry) => entry !== method),
+                  )
+                }
+              />
+              {method}
+            </label>
+          ))}
         </div>
-        <Issues issues={issues} />
-        <ErrorNote error={error} />
-        <div className="flex justify-end gap-2 border-t border-zinc-200 pt-4 dark:border-zinc-800">
-          <Button onClick={onClose}>Cancel</Button>
-          <Button type="submit" variant="primary" disabled={busy}>
-            {busy ? "Creating…" : "Create binding"}
-          </Button>
-        </div>
-      </form>
-    </Dialog>
+      </fieldset>
+      <div className="space-y-1.5 text-sm">
+        <label htmlFor="binding-secret" className="font-medium">
+          Secret
+        </label>
+        <SecretField id="binding-secret" inputRef={secretRef} />
+        <p className="text-xs text-zinc-500 dark:text-zinc-400">
+          Sealed at rest and never shown again, here or anywhere.
+        </p>
+      </div>
+    </FormDialog>
   );
 }
 
@@ -308,102 +279,31 @@ function RotateBindingDialog({
 }) {
   const secretRef = useRef<HTMLInputElement>(null);
   const [filled, setFilled] = useState(false);
-  const [issues, setIssues] = useState<string[]>([]);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const submit = async (event: FormEvent) => {
-    event.preventDefault();
-    setError(null);
+  const submit = async () => {
     const secret = secretRef.current?.value ?? "";
-    const parsed = BindingRotate.safeParse({ secret });
-    setIssues(parsed.success ? [] : issuesOf(parsed.error));
-    if (!parsed.success) return;
-    setBusy(true);
-    try {
-      const rotated = await session.client.bindings.rotate(binding.name, { secret });
-      if (secretRef.current) secretRef.current.value = "";
-      onRotated(rotated);
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
+    parseForm(BindingRotate, { secret });
+    const rotated = await session.client.bindings.rotate(binding.name, { secret });
+    if (secretRef.current) secretRef.current.value = "";
+    onRotated(rotated);
   };
   return (
-    <Dialog open onClose={onClose} title={`Rotate ${binding.name}`}>
-      <form onSubmit={(event) => void submit(event)} className="space-y-4">
-        <p className="text-sm text-zinc-600 dark:text-zinc-300">
-          Running shells use the new secret from their next call. The old one is gone.
-        </p>
-        <div className="space-y-1.5 text-sm">
-          <label htmlFor="binding-new-secret" className="font-medium">
-            New secret
-          </label>
-          <SecretField id="binding-new-secret" inputRef={secretRef} onFilled={setFilled} />
-        </div>
-        <Issues issues={issues} />
-        <ErrorNote error={error} />
-        <div className="flex justify-end gap-2">
-          <Button onClick={onClose}>Cancel</Button>
-          <Button type="submit" variant="primary" disabled={busy || !filled}>
-            {busy ? "Rotating…" : "Rotate secret"}
-          </Button>
-        </div>
-      </form>
-    </Dialog>
-  );
-}
-
-function DeleteBindingDialog({
-  session,
-  binding,
-  onClose,
-  onDeleted,
-}: {
-  session: Session;
-  binding: Binding;
-  onClose: () => void;
-  onDeleted: (binding: Binding) => void;
-}) {
-  const [typed, setTyped] = useState("");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const remove = async (event: FormEvent) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      onDeleted(await session.client.bindings.remove(binding.name));
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
-  };
-  return (
-    <Dialog open onClose={onClose} title={`Delete ${binding.name}`}>
-      <form onSubmit={(event) => void remove(event)} className="space-y-4">
-        <p className="text-sm text-zinc-600 dark:text-zinc-300">
-          The binding and its secret are destroyed; shells granted it are refused from then on. Type
-          the binding&apos;s name to confirm.
-        </p>
-        <input
-          aria-label="Type the binding name to confirm"
-          value={typed}
-          onChange={(event) => setTyped(event.target.value)}
-          placeholder={binding.name}
-          autoComplete="off"
-          autoFocus
-          className={`${fieldClass} w-full font-mono`}
-        />
-        <ErrorNote error={error} />
-        <div className="flex justify-end gap-2">
-          <Button onClick={onClose}>Cancel</Button>
-          <Button type="submit" variant="danger" disabled={busy || typed !== binding.name}>
-            Delete binding
-          </Button>
-        </div>
-      </form>
-    </Dialog>
+    <FormDialog
+      title={`Rotate ${binding.name}`}
+      onClose={onClose}
+      onSubmit={submit}
+      submitLabel="Rotate secret"
+      busyLabel="Rotating…"
+      canSubmit={filled}
+    >
+      <p className="text-sm text-zinc-600 dark:text-zinc-300">
+        Running shells use the new secret from their next call. The old one is gone.
+      </p>
+      <div className="space-y-1.5 text-sm">
+        <label htmlFor="binding-new-secret" className="font-medium">
+          New secret
+        </label>
+        <SecretField id="binding-new-secret" inputRef={secretRef} onFilled={setFilled} />
+      </div>
+    </FormDialog>
   );
 }

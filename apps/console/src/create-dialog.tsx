@@ -2,6 +2,7 @@ import type { Language, NetworkMode, RuntimeAvailability, RuntimeClass, Shell } 
 import { ShellCreate } from "@shells/contract";
 import { useEffect, useState, type FormEvent, type ReactNode } from "react";
 import { AllowlistEditor, egressOf } from "./allowlist-editor.js";
+import { Issues, issuesOf } from "./form-dialog.js";
 import type { Session } from "./session.js";
 import { Button, Dialog, ErrorNote, fieldClass } from "./ui.js";
 
@@ -125,7 +126,7 @@ export function CreateShellDialog({
     };
     const parsed = ShellCreate.safeParse(body);
     if (!parsed.success) {
-      setIssues(parsed.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`));
+      setIssues(issuesOf(parsed.error));
       return;
     }
     onSubmitted(client.create(body), name.trim() || `${language} shell`);
@@ -226,16 +227,7 @@ export function CreateShellDialog({
             </div>
           )}
         </fieldset>
-        {issues.length > 0 && (
-          <ul
-            role="alert"
-            className="list-inside list-disc rounded-md bg-red-50 px-3 py-2 text-sm text-red-700 dark:bg-red-950/40 dark:text-red-300"
-          >
-            {issues.map((issue) => (
-              <li key={issue}>{issue}</li>
-            ))}
-          </ul>
-        )}
+        <Issues issues={issues} />
         <div className="flex justify-end gap-2 border-t border-zinc-200 pt-4 dark:border-zinc-800">
           <Button onClick={onClose}>Cancel</Button>
           <Button type="submit" variant="primary">

@@ -300,10 +300,12 @@ export function FleetPage({
       />
       {openShellId !== null && (
         <ShellSheet
+          key={openShellId}
           session={session}
           shellId={openShellId}
           onClose={() => onOpenShell(null)}
           onChanged={() => fleet.refresh()}
+          onOpenShell={onOpenShell}
         />
       )}
     </div>

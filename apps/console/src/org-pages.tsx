@@ -1,40 +1,44 @@
 import type { GateMode, NetworkMode, OrgPolicy, RuntimeClass } from "@l1fe/shells";
 import { useState } from "react";
+import { CheckpointsPanel } from "./checkpoints-panel.js";
 import { canControl, isAdmin, type Session } from "./session.js";
 import { usePoll } from "./use-poll.js";
 import { Button, ErrorNote, Panel, StatusBadge, Table, Tag, fieldClass, when } from "./ui.js";
 
-/** The org's activity history, newest first, live. */
+/** The org's activity history, newest first, live, under its signed checkpoints. */
 export function ActivityPage({ session }: { session: Session }) {
   const activity = usePoll(
     async () => (await session.client.activity({ limit: 100 }).page()).items,
     3000,
   );
   return (
-    <Panel title="Activity">
-      <ErrorNote error={activity.error} />
-      <Table
-        label="Activity"
-        headers={["#", "Time", "Actor", "Action", "Target", "Outcome"]}
-        empty="No activity yet."
-        rows={activity.data?.map((event) => [
-          <span className="text-zinc-500 tabular-nums">{event.seq}</span>,
-          when(event.time),
-          <Tag>{`${event.actor.type}:${event.actor.id}`}</Tag>,
-          <span className="font-mono text-xs">{event.action}</span>,
-          event.target ? <span className="font-mono text-xs">{event.target.id}</span> : "—",
-          <span
-            className={
-              event.outcome === "success"
-                ? "text-emerald-600 dark:text-emerald-400"
-                : "text-red-600 dark:text-red-400"
-            }
-          >
-            {event.outcome}
-          </span>,
-        ])}
-      />
-    </Panel>
+    <div className="space-y-6">
+      <CheckpointsPanel session={session} />
+      <Panel title="Activity">
+        <ErrorNote error={activity.error} />
+        <Table
+          label="Activity"
+          headers={["#", "Time", "Actor", "Action", "Target", "Outcome"]}
+          empty="No activity yet."
+          rows={activity.data?.map((event) => [
+            <span className="text-zinc-500 tabular-nums">{event.seq}</span>,
+            when(event.time),
+            <Tag>{`${event.actor.type}:${event.actor.id}`}</Tag>,
+            <span className="font-mono text-xs">{event.action}</span>,
+            event.target ? <span className="font-mono text-xs">{event.target.id}</span> : "—",
+            <span
+              className={
+                event.outcome === "success"
+                  ? "text-emerald-600 dark:text-emerald-400"
+                  : "text-red-600 dark:text-red-400"
+              }
+            >
+              {event.outcome}
+            </span>,
+          ])}
+        />
+      </Panel>
+    </div>
   );
 }
 

@@ -11,6 +11,8 @@ import type {
 import { RunCreate } from "@shells/contract";
 import { useEffect, useRef, useState, type FormEvent } from "react";
 import { AllowlistEditor, egressOf } from "./allowlist-editor.js";
+import { saveFile, saveJson } from "./download.js";
+import { Issues, issuesOf } from "./form-dialog.js";
 import { canControl, canCreate, type Session } from "./session.js";
 import { inertText } from "./terminal-text.js";
 import { usePoll } from "./use-poll.js";
@@ -127,11 +129,7 @@ function LaunchPanel({
       ...(globs.length > 0 ? { artifacts: globs } : {}),
     };
     const parsed = RunCreate.safeParse(body);
-    setIssues(
-      parsed.success
-        ? []
-        : parsed.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`),
-    );
+    setIssues(parsed.success ? [] : issuesOf(parsed.error));
     if (!parsed.success) return;
     setBusy(true);
     try {
@@ -222,7 +220,7 @@ function LaunchPanel({
           result and <span className="font-mono">shells.artifact(path)</span> keeps a file; any
           language can write JSON to <span className="font-mono">$SHELLS_RESULT</span>.
         </p>
-        {issues.length > 0 && <ErrorNote error={new Error(issues.join("; "))} />}
+        <Issues issues={issues} />
         <ErrorNote error={error} />
         <div className="flex justify-end">
           <Button type="submit" variant="primary" disabled={busy || !code.trim()}>
@@ -321,13 +319,17 @@ function RunView({
 
   const download = async (path: string) => {
     try {
-      const bytes = await handle.artifact(path);
-      const url = URL.createObjectURL(new Blob([bytes as Uint8Array<ArrayBuffer>]));
-      const link = document.createElement("a");
-      link.href = url;
-      link.download = path.split("/").pop() ?? "artifact";
-      link.click();
-      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+      saveFile(path.split("/").pop() ?? "artifact", await handle.artifact(path));
+    } catch (caught) {
+      setError(caught);
+    }
+  };
+
+  // The bundle proves the run's events against a signed checkpoint; `shells evidence verify`
+  // checks the file with no server.
+  const downloadEvidence = async () => {
+    try {
+      saveJson(`evidence-${runId}.json`, await handle.evidence());
     } catch (caught) {
       setError(caught);
     }
@@ -355,6 +357,14 @@ function RunView({
           {run && <StatusBadge status={run.status} />}
         </div>
         <div className="flex gap-2">
+          {finished && (
+            <Button
+              onClick={() => void downloadEvidence()}
+              title="The run's record and events with inclusion proofs against a signed checkpoint"
+            >
+              Evidence bundle
+            </Button>
+          )}
           {canControl(session.principal) && run && (
             <Button onClick={() => void teardown()}>
               {run.status === "running" ? "Cancel" : "Tear down"}

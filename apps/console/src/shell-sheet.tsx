@@ -3,32 +3,33 @@ import {
   type ActionResult,
   type ActivityEvent,
   type Capability,
+  type PauseInfo,
   type PendingApproval,
   type Shell,
+  type ShellForkResult,
+  type ShellStatus,
 } from "@l1fe/shells";
 import { CAPABILITY_LEGAL_IN } from "@shells/contract";
 import type { Terminal } from "@xterm/xterm";
 import { useCallback, useEffect, useRef, useState } from "react";
 import { CredentialsDialog } from "./credentials-dialog.js";
-import { canControl, type Session } from "./session.js";
+import { TypedConfirmDialog } from "./form-dialog.js";
+import { canControl, canCreate, type Session } from "./session.js";
 import { ShellEgressSection } from "./shell-egress.js";
+import { ForkDialog, ForkOutcome } from "./shell-fork.js";
+import { ShellPortsSection } from "./shell-ports.js";
 import { inertText } from "./terminal-text.js";
 import { TerminalView } from "./terminal-view.js";
 import { usePoll } from "./use-poll.js";
-import {
-  Button,
-  Dialog,
-  ErrorNote,
-  ProvisioningProgress,
-  StatusBadge,
-  describeError,
-  fieldClass,
-} from "./ui.js";
+import { Button, ErrorNote, ProvisioningProgress, StatusBadge, describeError } from "./ui.js";
 
 /** Actions that destroy something: typed confirmation of the shell's name, or an approver. */
 type ConfirmedAction = "stop" | "wipe_state" | "reinstall_os" | "delete";
 
-const LIFECYCLE: Capability[] = ["restart", "snapshot", "restore", "pause", "resume", "logs"];
+const LIFECYCLE: Capability[] = ["restart", "snapshot", "restore", "logs"];
+
+/** States a shell can be forked from (its filesystem is captured frozen). */
+const FORKABLE: readonly ShellStatus[] = ["running", "paused", "stopped"];
 
 const DANGER: { action: ConfirmedAction; title: string; detail: string }[] = [
   {
@@ -82,11 +83,13 @@ export function ShellSheet({
   shellId,
   onClose,
   onChanged,
+  onOpenShell,
 }: {
   session: Session;
   shellId: string;
   onClose: () => void;
   onChanged: () => void;
+  onOpenShell: (shellId: string) => void;
 }) {
   const { client, principal } = session;
   const control = canControl(principal);
@@ -97,6 +100,9 @@ export function ShellSheet({
   const [pending, setPending] = useState<PendingApproval | null>(null);
   const [confirming, setConfirming] = useState<ConfirmedAction | null>(null);
   const [credentialsOpen, setCredentialsOpen] = useState(false);
+  const [forking, setForking] = useState(false);
+  const [forked, setForked] = useState<ShellForkResult | null>(null);
+  const [pauseInfo, setPauseInfo] = useState<PauseInfo | null>(null);
 
   // The activity terminal: lines written before xterm is ready wait in `backlog`.
   const terminalRef = useRef<Terminal | null>(null);
@@ -136,11 +142,11 @@ export function ShellSheet({
 
   useEffect(() => {
     const onKey = (event: KeyboardEvent) => {
-      if (event.key === "Escape" && confirming === null && !credentialsOpen) onClose();
+      if (event.key === "Escape" && confirming === null && !credentialsOpen && !forking) onClose();
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [onClose, confirming, credentialsOpen]);
+  }, [onClose, confirming, credentialsOpen, forking]);
 
   const report = (capability: string, outcome: ActionResult | PendingApproval) => {
     if (isPendingApproval(outcome)) {
@@ -149,6 +155,7 @@ export function ShellSheet({
       return;
     }
     write(`${ansi.cyan}→ ${capability}: ${inertText(outcome.message)}${ansi.reset}`);
+    if (outcome.pause) setPauseInfo(outcome.pause);
     for (const entry of outcome.logs ?? []) {
       write(
         `${ansi.dim}${clock(entry.time)} [${inertText(entry.kind)}]${ansi.reset} ${inertText(entry.message)}`,
@@ -244,8 +251,46 @@ export function ShellSheet({
                     start
                   </Button>
                 )}
+                {shell?.status === "paused" ? (
+                  <Button disabled={busy !== null} onClick={() => void run("resume")}>
+                    {busy === "resume" ? "Resuming…" : "Resume"}
+                  </Button>
+                ) : (
+                  <Button
+                    disabled={busy !== null || !legal("pause")}
+                    onClick={() => void run("pause")}
+                    title={legal("pause") ? undefined : `Not possible while ${shell?.status}`}
+                  >
+                    {busy === "pause" ? "Pausing…" : "Pause"}
+                  </Button>
+                )}
+                {canCreate(principal) && (
+                  <Button
+                    disabled={busy !== null || !shell || !FORKABLE.includes(shell.status)}
+                    onClick={() => setForking(true)}
+                  >
+                    Fork…
+                  </Button>
+                )}
               </div>
+              {shell?.status === "paused" && (
+                <p className="mt-2 text-xs text-zinc-500 dark:text-zinc-400" role="status">
+                  Every process is held where it was; execs are refused until Resume.
+                  {pauseInfo &&
+                    ` Held by ${pauseInfo.method === "freeze" ? "freezing" : "checkpointing"}, memory ${pauseInfo.memoryReleased ? "released" : "kept"}: ${pauseInfo.reason}`}
+                </p>
+              )}
             </section>
+          )}
+
+          {forked && (
+            <ForkOutcome
+              result={forked}
+              onOpenShell={(id) => {
+                setForked(null);
+                onOpenShell(id);
+              }}
+            />
           )}
 
           {pending && (
@@ -271,6 +316,10 @@ export function ShellSheet({
                 events.refresh();
               }}
             />
+          )}
+
+          {shell && shell.network !== "sealed" && shell.status !== "deleted" && (
+            <ShellPortsSection session={session} shell={shell} control={control} />
           )}
 
           <section>
@@ -308,14 +357,33 @@ export function ShellSheet({
         </div>
       </aside>
 
-      {shell && (
-        <ConfirmDialog
-          action={confirming}
-          shell={shell}
-          onCancel={() => setConfirming(null)}
-          onConfirm={(action) => {
+      {shell && confirming !== null && (
+        <TypedConfirmDialog
+          title={`Confirm ${confirming}`}
+          expected={shell.name}
+          inputLabel="Type the shell name to confirm"
+          confirmLabel={confirming}
+          onClose={() => setConfirming(null)}
+          onConfirm={() => {
             setConfirming(null);
-            void run(action, shell.name);
+            void run(confirming, shell.name);
+          }}
+        >
+          This runs <span className="font-mono font-semibold">{confirming}</span> on{" "}
+          <span className="font-mono font-semibold">{shell.name}</span> and is recorded in the
+          activity history. Type the shell&apos;s name to confirm.
+        </TypedConfirmDialog>
+      )}
+      {shell && forking && (
+        <ForkDialog
+          session={session}
+          shell={shell}
+          onClose={() => setForking(false)}
+          onForked={(result) => {
+            setForking(false);
+            setForked(result);
+            events.refresh();
+            onChanged();
           }}
         />
       )}
@@ -374,54 +442,5 @@ function Metadata({ shell }: { shell: Shell }) {
         </dl>
       </div>
     </div>
-  );
-}
-
-/** Typed confirmation: the button stays disabled until the shell's name is typed exactly. */
-function ConfirmDialog({
-  action,
-  shell,
-  onCancel,
-  onConfirm,
-}: {
-  action: ConfirmedAction | null;
-  shell: Shell;
-  onCancel: () => void;
-  onConfirm: (action: ConfirmedAction) => void;
-}) {
-  const [typed, setTyped] = useState("");
-  useEffect(() => setTyped(""), [action]);
-  const matches = typed === shell.name;
-  return (
-    <Dialog open={action !== null} onClose={onCancel} title={`Confirm ${action ?? ""}`}>
-      <form
-        className="space-y-4"
-        onSubmit={(event) => {
-          event.preventDefault();
-          if (matches && action) onConfirm(action);
-        }}
-      >
-        <p className="text-sm text-zinc-600 dark:text-zinc-300">
-          This runs <span className="font-mono font-semibold">{action}</span> on{" "}
-          <span className="font-mono font-semibold">{shell.name}</span> and is recorded in the
-          activity history. Type the shell&apos;s name to confirm.
-        </p>
-        <input
-          aria-label="Type the shell name to confirm"
-          value={typed}
-          onChange={(event) => setTyped(event.target.value)}
-          placeholder={shell.name}
-          autoComplete="off"
-          autoFocus
-          className={`${fieldClass} w-full`}
-        />
-        <div className="flex justify-end gap-2">
-          <Button onClick={onCancel}>Cancel</Button>
-          <Button type="submit" variant="danger" disabled={!matches}>
-            {action}
-          </Button>
-        </div>
-      </form>
-    </Dialog>
   );
 }

@@ -43,6 +43,10 @@ const STATUS_STYLES: Record<string, string> = {
     "bg-emerald-50 text-emerald-700 ring-emerald-600/20 dark:bg-emerald-500/10 dark:text-emerald-400 dark:ring-emerald-400/20",
   failed:
     "bg-red-50 text-red-700 ring-red-600/20 dark:bg-red-500/10 dark:text-red-400 dark:ring-red-400/20",
+  delivered:
+    "bg-emerald-50 text-emerald-700 ring-emerald-600/20 dark:bg-emerald-500/10 dark:text-emerald-400 dark:ring-emerald-400/20",
+  pending:
+    "bg-amber-50 text-amber-700 ring-amber-600/20 dark:bg-amber-500/10 dark:text-amber-300 dark:ring-amber-400/20",
 };
 
 const DOT_STYLES: Record<string, string> = {
@@ -54,6 +58,8 @@ const DOT_STYLES: Record<string, string> = {
   deleted: "bg-zinc-400",
   succeeded: "bg-emerald-500",
   failed: "bg-red-500",
+  delivered: "bg-emerald-500",
+  pending: "bg-amber-500",
 };
 
 export function StatusBadge({ status }: { status: string }) {
@@ -172,6 +178,16 @@ export function ErrorNote({ error }: { error: unknown }) {
       className="rounded-md border border-red-200 bg-red-50 px-3 py-2 text-sm text-red-700 dark:border-red-900/60 dark:bg-red-950/40 dark:text-red-300"
     >
       {describeError(error)}
+    </p>
+  );
+}
+
+/** A one-line confirmation of what just happened, or nothing. */
+export function Notice({ text }: { text: string | null }) {
+  if (text === null) return null;
+  return (
+    <p role="status" className="px-4 pb-2 text-sm text-emerald-600 dark:text-emerald-400">
+      {text}
     </p>
   );
 }

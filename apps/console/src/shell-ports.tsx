@@ -1,0 +1,175 @@
+import type { PortUrl, Shell } from "@l1fe/shells";
+import { PortExpose } from "@shells/contract";
+import { useState, type FormEvent } from "react";
+import { FormIssues, Issues, parseForm } from "./form-dialog.js";
+import type { Session } from "./session.js";
+import { usePoll, useNow } from "./use-poll.js";
+import { Button, ErrorNote, Table, fieldClass, when } from "./ui.js";
+
+const TTL_CHOICES: { seconds: number; label: string }[] = [
+  { seconds: 900, label: "15 minutes" },
+  { seconds: 3600, label: "1 hour" },
+  { seconds: 4 * 3600, label: "4 hours" },
+  { seconds: 24 * 3600, label: "1 day" },
+];
+
+/** A port the history says was exposed: `shell.port.expose` events carry no token, only these. */
+interface ExposedPort {
+  portUrlId: string;
+  port: number;
+  expiresAt: string;
+  by: string;
+}
+
+/**
+ * Exposed ports of a `localhost` or `internet` shell: a URL through the control plane
+ * (`/ports/<token>/`) that reaches a server listening on a port inside it. The API answers the URL
+ * once, when it is made (the server keeps only its token's hash), so this sheet shows the URLs it
+ * made until it closes; the list of every port exposed comes from the shell's activity history,
+ * which records each URL's port and expiry but never its token. A URL works until it expires.
+ */
+export function ShellPortsSection({
+  session,
+  shell,
+  control,
+}: {
+  session: Session;
+  shell: Shell;
+  control: boolean;
+}) {
+  const { client } = session;
+  const now = useNow(1000);
+  const [port, setPort] = useState("8000");
+  const [ttlSeconds, setTtlSeconds] = useState(3600);
+  const [made, setMade] = useState<PortUrl[]>([]);
+  const [issues, setIssues] = useState<string[]>([]);
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const history = usePoll(
+    async () =>
+      (
+        await client.activity({ shell: shell.id, action: "shell.port.expose", limit: 50 }).page()
+      ).items.map((event): ExposedPort => ({
+        portUrlId: String(event.details["portUrlId"]),
+        port: Number(event.details["port"]),
+        expiresAt: String(event.details["expiresAt"]),
+        by: `${event.actor.type}:${event.actor.id}`,
+      })),
+    5000,
+    shell.id,
+  );
+
+  const expose = async (event: FormEvent) => {
+    event.preventDefault();
+    setIssues([]);
+    setError(null);
+    setBusy(true);
+    try {
+      const body = parseForm(PortExpose, { port: Number(port), ttlSeconds });
+      const url = await client.url(shell.id, body.port, { ttlSeconds });
+      setMade((list) => [url, ...list]);
+      history.refresh();
+    } catch (caught) {
+      if (caught instanceof FormIssues) setIssues(caught.issues);
+      else setError(caught);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const urlOf = (id: string) => made.find((url) => url.id === id);
+  const running = shell.status === "running";
+  return (
+    <section aria-label="Exposed ports">
+      <h3 className="mb-1 text-sm font-semibold">Exposed ports</h3>
+      <p className="mb-2 text-xs text-zinc-500 dark:text-zinc-400">
+        A URL reaches a server listening on that port inside the shell, over HTTP and WebSocket,
+        until it expires. Whoever holds it gets in: the URL is shown once, here, when it is made.
+        The API can neither list a URL again nor revoke one before it expires.
+      </p>
+      {control && (
+        <form
+          onSubmit={(event) => void expose(event)}
+          className="mb-3 flex flex-wrap items-end gap-2"
+          aria-label="Expose a port"
+        >
+          <label className="flex flex-col gap-1 text-sm">
+            <span className="font-medium">Port</span>
+            <input
+              aria-label="Port"
+              inputMode="numeric"
+              value={port}
+              onChange={(event) => setPort(event.target.value)}
+              className={`${fieldClass} w-28 font-mono`}
+            />
+          </label>
+          <label className="flex flex-col gap-1 text-sm">
+            <span className="font-medium">Works for</span>
+            <select
+              aria-label="Works for"
+              value={ttlSeconds}
+              onChange={(event) => setTtlSeconds(Number(event.target.value))}
+              className={fieldClass}
+            >
+              {TTL_CHOICES.map((choice) => (
+                <option key={choice.seconds} value={choice.seconds}>
+                  {choice.label}
+                </option>
+              ))}
+            </select>
+          </label>
+          <Button
+            type="submit"
+            variant="primary"
+            disabled={busy || !running}
+            title={running ? undefined : `Not possible while ${shell.status}`}
+          >
+            {busy ? "Exposing…" : "Expose port"}
+          </Button>
+        </form>
+      )}
+      <Issues issues={issues} />
+      <ErrorNote error={error ?? history.error} />
+      <div className="overflow-hidden rounded-lg border border-zinc-200 dark:border-zinc-800">
+        <Table
+          label="Exposed ports"
+          headers={["Port", "URL", "Expires", "By"]}
+          empty="No port exposed yet."
+          rows={history.data?.map((exposed) => {
+            const url = urlOf(exposed.portUrlId);
+            const expired = Date.parse(exposed.expiresAt) <= now;
+            return [
+              <span className="font-mono text-xs">{exposed.port}</span>,
+              url && !expired ? (
+                <div className="flex items-center gap-2">
+                  <a
+                    href={url.url}
+                    target="_blank"
+                    rel="noreferrer noopener"
+                    data-testid="port-url"
+                    className="font-mono text-xs break-all text-sky-700 underline dark:text-sky-400"
+                  >
+                    {url.url}
+                  </a>
+                  <Button
+                    variant="ghost"
+                    aria-label={`Copy the URL of port ${exposed.port}`}
+                    onClick={() => void navigator.clipboard?.writeText(url.url)}
+                  >
+                    Copy
+                  </Button>
+                </div>
+              ) : (
+                <span className="text-xs text-zinc-500">
+                  {expired ? "expired" : "shown once, when it was made"}
+                </span>
+              ),
+              <span className="text-xs">{when(exposed.expiresAt)}</span>,
+              <span className="font-mono text-xs">{exposed.by}</span>,
+            ];
+          })}
+        />
+      </div>
+    </section>
+  );
+}
