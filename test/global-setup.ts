@@ -20,7 +20,7 @@ const ALWAYS_ON_CONTAINERS = [
   "/test/e2e/container.e2e.test.ts",
   "/test/e2e/metering.e2e.test.ts",
   "/test/e2e/evidence",
-  "/test/e2e/console.e2e.test.ts",
+  "/test/e2e/console",
   "/test/e2e/egress",
   "/test/e2e/seed-004",
   "/test/e2e/demo",

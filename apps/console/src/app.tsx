@@ -103,7 +103,7 @@ function ThemeSwitch({
           aria-label={`${option.label} theme`}
           title={`${option.label} theme`}
           onClick={() => setTheme(option.value)}
-          className={`rounded px-2 py-0.5 text-xs ${
+          className={`rounded px-2 py-0.5 text-xs whitespace-nowrap ${
             theme === option.value
               ? "bg-zinc-900 text-white dark:bg-zinc-100 dark:text-zinc-900"
               : "text-zinc-500 hover:text-zinc-900 dark:hover:text-zinc-100"
@@ -246,7 +246,7 @@ function Shell({
   return (
     <div className="min-h-screen">
       <header className="border-b border-zinc-200 bg-white dark:border-zinc-800 dark:bg-zinc-900">
-        <div className="mx-auto flex max-w-7xl items-center gap-6 px-6 py-3">
+        <div className="mx-auto flex max-w-7xl items-center gap-4 px-6 py-3">
           <Logo />
           <nav className="flex gap-1" aria-label="Main">
             {PAGES.map((item) => (
@@ -258,7 +258,7 @@ function Shell({
                   event.preventDefault();
                   navigate(item.path);
                 }}
-                className={`rounded-md px-3 py-1.5 text-sm ${
+                className={`rounded-md px-2.5 py-1.5 text-sm whitespace-nowrap ${
                   page === item.path
                     ? "bg-zinc-100 font-medium text-zinc-900 dark:bg-zinc-800 dark:text-zinc-100"
                     : "text-zinc-500 hover:text-zinc-900 dark:text-zinc-400 dark:hover:text-zinc-100"
@@ -271,13 +271,17 @@ function Shell({
           <div className="ml-auto flex items-center gap-3">
             <ThemeSwitch theme={theme} setTheme={setTheme} />
             <span
-              className="hidden text-xs text-zinc-500 md:inline dark:text-zinc-400"
-              title={principal.orgId}
+              className="hidden max-w-52 truncate text-xs whitespace-nowrap text-zinc-500 2xl:block dark:text-zinc-400"
+              title={`${principal.actor.type}:${principal.actor.id} · ${principal.role} · ${principal.orgId}`}
             >
               {principal.actor.type}:{principal.actor.id} ·{" "}
               <span className="font-medium">{principal.role}</span>
             </span>
-            <Button variant="ghost" onClick={() => signOut(session, auth)}>
+            <Button
+              variant="ghost"
+              title={`Signed in as ${principal.actor.type}:${principal.actor.id} (${principal.role})`}
+              onClick={() => signOut(session, auth)}
+            >
               Sign out
             </Button>
           </div>

@@ -406,6 +406,7 @@ function Metadata({ shell }: { shell: Shell }) {
     ["Network", shell.network],
     ["Region", shell.region],
     ["Image", shell.imageVersion ?? "—"],
+    ["Template", shell.template ?? "—"],
     ["Created", new Date(shell.createdAt).toLocaleString()],
     ["Expires", shell.expiresAt ? new Date(shell.expiresAt).toLocaleString() : "never"],
     ["Env", shell.envKeys.length ? shell.envKeys.join(", ") : "—"],

@@ -185,6 +185,7 @@ export function TemplateEditorDialog({
   ) => (
     <Field label={label}>
       <select
+        aria-label={label}
         value={value}
         onChange={(event) => onChange(event.target.value as T | "")}
         className={`${fieldClass} w-full`}

@@ -330,7 +330,7 @@ function DefinitionView({ version }: { version: TemplateVersion }) {
           {d.locks?.length ? (
             <span className="flex flex-wrap gap-1" data-testid="template-locks">
               {d.locks.map((lock) => (
-                <Tag key={lock}>🔒 {lock}</Tag>
+                <Tag key={lock}>{lock}</Tag>
               ))}
             </span>
           ) : (
