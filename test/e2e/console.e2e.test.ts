@@ -197,6 +197,13 @@ describe("the web console", () => {
     await tab.getByRole("link", { name: "Policy" }).click();
     await tab.getByText("Approval gates").waitFor();
     expect(await tab.getByRole("button", { name: "Save policy" }).count()).toBe(0);
+    await tab.getByRole("link", { name: "Templates" }).click();
+    await tab.getByText("No templates yet.").waitFor();
+    expect(await tab.getByRole("button", { name: "+ New template" }).count()).toBe(0);
+    // Webhooks are the admins' (an endpoint's URL can be a credential): no table, no button.
+    await tab.getByRole("link", { name: "Webhooks" }).click();
+    await tab.getByText(/shown to the org's admins only/).waitFor();
+    expect(await tab.getByRole("table", { name: "Webhooks" }).count()).toBe(0);
     await tab.close();
   }, 60_000);
 });
