@@ -8,6 +8,8 @@ const OPEN: OrgEgressPolicy = {
   allowCidrs: [],
   denyCidrs: [],
   allowPorts: [],
+  denyPorts: [],
+  maxRequestsPerSecond: 1000,
   maxConnections: 64,
   maxBytes: 1 << 30,
 };
@@ -51,7 +53,7 @@ describe("egress policy", () => {
   });
 
   it("allows public addresses by default and refuses the rest", () => {
-    const policy = new EgressPolicy(OPEN, null);
+    const policy = new EgressPolicy({ org: OPEN });
     expect(policy.decide("example.com", 443, ["93.184.216.34"])).toBeNull();
     expect(policy.decide("example.com", 443, ["93.184.216.34", "10.0.0.1"])).toBe(
       "address_not_public",
@@ -60,7 +62,7 @@ describe("egress policy", () => {
   });
 
   it("opens a private range only where the org names it", () => {
-    const policy = new EgressPolicy({ ...OPEN, allowCidrs: ["10.9.0.0/16"] }, null);
+    const policy = new EgressPolicy({ org: { ...OPEN, allowCidrs: ["10.9.0.0/16"] } });
     expect(policy.decide("lab", 80, ["10.9.1.1"])).toBeNull();
     expect(policy.decide("lab", 80, ["10.8.1.1"])).toBe("address_not_public");
     expect(policy.decide("lab", 80, ["169.254.169.254"])).toBe("address_not_public");
@@ -73,23 +75,29 @@ describe("egress policy", () => {
       denyCidrs: ["93.184.0.0/16"],
       allowPorts: [443],
     };
-    const policy = new EgressPolicy(org, null);
+    const policy = new EgressPolicy({ org });
     expect(policy.decideName("example.com", 80)).toBe("port_not_allowed");
     expect(policy.decideName("x.evil.net", 443)).toBe("host_denied");
     expect(policy.decide("example.com", 443, ["93.184.216.34"])).toBe("address_denied");
-    const only = new EgressPolicy({ ...OPEN, allowHosts: ["*.corp.example"] }, null);
+    const only = new EgressPolicy({ org: { ...OPEN, allowHosts: ["*.corp.example"] } });
     expect(only.decideName("example.com", 443)).toBe("host_not_allowed");
     expect(only.decideName("git.corp.example", 443)).toBeNull();
   });
 
   it("lets a shell narrow its org's policy but never widen it", () => {
-    const shell = new EgressPolicy(OPEN, { mode: "allowlist", allow: ["pypi.org", "10.0.0.0/8"] });
+    const shell = new EgressPolicy({
+      org: OPEN,
+      shell: { mode: "allowlist", allow: ["pypi.org", "10.0.0.0/8"] },
+    });
     expect(shell.decideName("example.com", 443)).toBeNull(); // a CIDR entry needs the addresses
     expect(shell.decide("example.com", 443, ["93.184.216.34"])).toBe("not_in_shell_allowlist");
     expect(shell.decide("pypi.org", 443, ["151.101.0.223"])).toBeNull();
     // The shell lists a private range; its org does not open it.
     expect(shell.decide("internal", 443, ["10.1.1.1"])).toBe("address_not_public");
-    const hostsOnly = new EgressPolicy(OPEN, { mode: "allowlist", allow: ["pypi.org"] });
+    const hostsOnly = new EgressPolicy({
+      org: OPEN,
+      shell: { mode: "allowlist", allow: ["pypi.org"] },
+    });
     expect(hostsOnly.decideName("attacker.example", 443)).toBe("not_in_shell_allowlist");
   });
 });
