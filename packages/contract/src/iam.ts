@@ -10,7 +10,6 @@ import {
   Language,
   NetworkMode,
   EgressCidr,
-  EgressHostRule,
   RuntimeClass,
   ShellCreate,
 } from "./shells.js";

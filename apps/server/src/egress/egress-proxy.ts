@@ -118,7 +118,8 @@ export function parseProxyLine(line: string): ProxyLine | null {
 
 /**
  * Reads from `socket` until `complete` says what the bytes so far amount to, or `limit` bytes or
- * `timeoutMs` pass (null then). The bytes read are returned; nothing is lost.
+ * `timeoutMs` pass (null then); `complete` never sees more than `limit` bytes. The bytes read are
+ * returned; nothing is lost.
  */
 function readPreamble<T>(
   socket: Socket,
@@ -142,7 +143,8 @@ function readPreamble<T>(
     };
     const onData = (chunk: Buffer) => {
       data = Buffer.concat([data, chunk]);
-      const result = complete(data);
+      // Only the first `limit` bytes count, however large the chunk that brought them.
+      const result = complete(data.length > limit ? data.subarray(0, limit) : data);
       if (result !== "more") finish({ result, data });
       else if (data.length >= limit) finish(null);
     };

@@ -10,9 +10,9 @@ import type { ActivityService } from "./activity-service.js";
 /** The rules with each list's repeats dropped (first occurrence kept) and lists left out omitted. */
 function normalized(rules: EgressRules): EgressRules {
   const out: Record<string, unknown[]> = {};
-  for (const [key, list] of Object.entries(rules) as [string, unknown[] | undefined][])
-    if (list !== undefined) out[key] = [...new Set(list)];
-  return out as EgressRules;
+  for (const [key, list] of Object.entries(rules))
+    if (list !== undefined) out[key] = [...new Set<unknown>(list)];
+  return out;
 }
 
 /**
