@@ -81,7 +81,7 @@ const FALLBACK_POLICY: OrgEgressPolicy = {
   denyPorts: [],
   maxConnections: 64,
   maxBytes: 1024 * 1024 * 1024,
-  maxRequestsPerSecond: 100,
+  maxRequestsPerSecond: 500,
 };
 /** The allowlist of a shell that is not `internet` but has bindings: nothing. */
 const NOTHING: ShellEgress = { mode: "deny_all", allow: [] };

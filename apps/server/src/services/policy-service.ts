@@ -34,7 +34,7 @@ export const DEFAULT_POLICY: OrgPolicy = {
     denyPorts: [],
     maxConnections: 64,
     maxBytes: 1024 * 1024 * 1024,
-    maxRequestsPerSecond: 100,
+    maxRequestsPerSecond: 500,
   },
   webhooks: { allowCidrs: [] },
 };
