@@ -71,7 +71,7 @@ describe("the egress service", () => {
     // A fork is made from the same version, rules included.
     const forked = await t.call("POST", `/api/v1/shells/${fromTemplate.id}/fork`, { count: 1 });
     expect(forked.statusCode, forked.body).toBe(201);
-    const child = (forked.json() as { shells: Shell[] }).shells[0] as Shell;
+    const child = forked.json<{ shells: Shell[] }>().shells[0] as Shell;
     expect((await getThroughProxy(proxySocketOf(t.dataDir, child.id), url)).status).toBe(403);
   });
 

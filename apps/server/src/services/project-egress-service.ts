@@ -57,7 +57,11 @@ export class ProjectEgressService {
   }
 
   /** Replaces a project's rules (`{}` removes them) and records the change. */
-  async set(caller: Caller, projectName: string, body: ProjectEgressUpdate): Promise<ProjectEgress> {
+  async set(
+    caller: Caller,
+    projectName: string,
+    body: ProjectEgressUpdate,
+  ): Promise<ProjectEgress> {
     const project = await this.#project(caller.orgId, projectName);
     const before = await this.rulesOf(caller.orgId, project.id);
     const rules = normalized(body.rules);
