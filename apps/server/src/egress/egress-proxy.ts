@@ -290,7 +290,7 @@ export class EgressProxy {
     // Node enforces `headersTimeout` and `requestTimeout` from a check it starts when its server
     // starts listening. This server never listens (the front server hands it its connections),
     // so it is told it does; without it a request head trickled in a byte at a time would hold
-    // its connection forever (egress-proxy.test.ts shows it cut off).
+    // its connection forever (egress-proxy-limits.test.ts shows it cut off).
     this.#server.emit("listening");
     // Half-open: a DNS datagram's connection ends its sending side after the question and still
     // reads the answer.
