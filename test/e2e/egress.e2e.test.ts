@@ -611,6 +611,86 @@ except socket.gaierror:
     }
   }, 60_000);
 
+  it("honours a project's deny from inside the shell, and no shell allowlist widens it", async () => {
+    expect((await call(api, "POST", "/api/v1/projects", { name: "locked" })).status).toBe(201);
+    const rules = await call(api, "PUT", "/api/v1/projects/locked/egress", {
+      rules: { denyHosts: ["allowed.test"] },
+    });
+    expect(rules.status).toBe(200);
+    const created = await call<{ id: string; status: string }>(api, "POST", "/api/v1/shells", {
+      language: "python",
+      project: "locked",
+      egress: { mode: "allowlist", allow: ["allowed.test", "web.test"] },
+    });
+    expect(created.status).toBe(201);
+    const locked = created.body.id;
+    // NO_PROXY keeps the shell's own loopback off the proxy; here 127.0.0.1 means the host's.
+    const probe = `
+import json, os, socket, urllib.request, urllib.error
+for name in ["NO_PROXY", "no_proxy"]:
+    os.environ.pop(name, None)
+out = {}
+for url in ["http://allowed.test:${httpPort}/p", "http://127.0.0.1:${httpPort}/p", "http://web.test/p"]:
+    try:
+        out[url] = urllib.request.urlopen(url, timeout=20).status
+    except urllib.error.HTTPError as e:
+        out[url] = [e.code, e.read().decode().strip()]
+    except urllib.error.URLError as e:
+        out[url] = str(e.reason)
+try:
+    socket.getaddrinfo("allowed.test", 80, proto=socket.IPPROTO_TCP)
+    out["dns"] = "resolved"
+except socket.gaierror:
+    out["dns"] = "refused"
+print(json.dumps(out))
+`;
+    const run = async (shell: string) => {
+      const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
+        api,
+        "POST",
+        `/api/v1/shells/${shell}/exec`,
+        { command: ["python3", "-c", probe], timeoutMs: 60_000 },
+      );
+      expect(res.body.stderr).toBe("");
+      return JSON.parse(res.body.stdout) as Record<string, unknown>;
+    };
+    try {
+      expect(await run(locked)).toEqual({
+        [`http://allowed.test:${httpPort}/p`]: [403, "egress denied: host_denied"],
+        [`http://127.0.0.1:${httpPort}/p`]: [403, "egress denied: not_in_shell_allowlist"],
+        "http://web.test/p": 200,
+        dns: "refused",
+      });
+      // The shell widens its own allowlist as far as it can: the project's deny still holds.
+      const widened = await call(api, "PATCH", `/api/v1/shells/${locked}/egress`, {
+        egress: { mode: "allowlist", allow: ["allowed.test", "web.test", "127.0.0.1/32"] },
+      });
+      expect(widened.status).toBe(200);
+      const after = await run(locked);
+      expect(after[`http://allowed.test:${httpPort}/p`]).toEqual([
+        403,
+        "egress denied: host_denied",
+      ]);
+      expect(after.dns).toBe("refused");
+      // The IP literal is now on the shell's list and nothing in the project refuses it.
+      expect(after[`http://127.0.0.1:${httpPort}/p`]).toBe(200);
+      // The default project's shell, with the same host on its list, is untouched.
+      expect((await run(shellId))[`http://allowed.test:${httpPort}/p`]).toBe(200);
+      const denied = (
+        await call<{ items: EgressEvent[] }>(
+          api,
+          "GET",
+          `/api/v1/activity?shell=${locked}&action=egress.denied&limit=50`,
+        )
+      ).body.items.map((e) => `${e.details.protocol} ${e.details.host} ${e.details.reason}`);
+      expect(denied).toEqual(
+        expect.arrayContaining(["http allowed.test host_denied", "dns allowed.test host_denied"]),
+      );
+    } finally {
+      await call(api, "DELETE", `/api/v1/shells/${locked}`);
+    }
+  }, 120_000);
+
   it("finds its proxy again after the control plane restarts", async () => {
     // The sandbox outlives the server; the new server's reconciler starts the shell's proxy on
     // the same socket, where the shell's forwarder finds it.

@@ -28,6 +28,7 @@ import { TermService, selectTermProtocol } from "./orchestrator/term-service.js"
 import { agentGateHandlers } from "./routes/agent-gate-routes.js";
 import { approvalHandlers } from "./routes/approval-routes.js";
 import { bindingHandlers } from "./routes/binding-routes.js";
+import { projectEgressHandlers } from "./routes/project-egress-routes.js";
 import { templateHandlers } from "./routes/template-routes.js";
 import { auditHandlers } from "./routes/audit-routes.js";
 import { registerAuthRoutes } from "./routes/auth-routes.js";
@@ -57,6 +58,7 @@ import { IamService } from "./services/iam-service.js";
 import { KeyService } from "./services/key-service.js";
 import { MeteringService } from "./services/metering-service.js";
 import { PolicyService } from "./services/policy-service.js";
+import { ProjectEgressService } from "./services/project-egress-service.js";
 import type { Store } from "./store/database.js";
 import { WebhookDispatcher } from "./webhooks/webhook-dispatcher.js";
 import { WebhookService } from "./webhooks/webhook-service.js";
@@ -139,6 +141,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     allowHttpUpstream: config.bindingsAllowHttp,
   });
   const templates = new TemplateService(db, activity);
+  const projectEgress = new ProjectEgressService(db, activity);
   const metrics = new ServerMetrics(db, { region: config.region });
   // Times every response; serves Prometheus metrics to the operator (token-protected, else off).
   registerMetrics(app, metrics, config.metricsToken);
@@ -146,9 +149,12 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     socketDir: join(config.dataDir, "egress"),
     activity,
     policy: (orgId) => policies.get(orgId),
+    projectRules: (orgId, projectId) => projectEgress.rulesOf(orgId, projectId),
     logger: deps.logger,
     resolve,
     decisionWindowMs: config.egressDecisionWindowSeconds * 1000,
+    headerTimeoutMs: config.egressHeaderTimeoutSeconds * 1000,
+    tunnelIdleMs: config.egressTunnelIdleSeconds * 1000,
     bindings,
     ...(config.bindingsCaFile
       ? { bindingsExtraCa: [readFileSync(config.bindingsCaFile, "utf8")] }
@@ -181,6 +187,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     templates,
   });
   caps.stopWith((orgId, shellId, why) => shells.stopForQuota(orgId, shellId, why));
+  egress.stopWith((orgId, shellId, usage) => shells.stopForEgressLimit(orgId, shellId, usage));
   const reconciler = shells.reconciler;
   const watch = standingWatch(db);
   const iam = new IamService(db, activity, policies);
@@ -269,6 +276,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...iamHandlers(iam, keys),
       ...bindingHandlers(bindings),
       ...templateHandlers(templates),
+      ...projectEgressHandlers(projectEgress),
       ...approvalHandlers(gate, shells),
       ...webhookHandlers(webhooks),
       ...auditHandlers(checkpoints, evidence),

@@ -239,6 +239,22 @@ export const ServerConfig = z.strictObject({
    */
   egressDecisionWindowSeconds: z.coerce.number().int().min(1).max(3600).default(60),
   /**
+   * Time a connection from a shell has to send what its egress proxy decides on (request head,
+   * CONNECT, TLS ClientHello, DNS question), seconds; a slower one is closed (slow-loris). Env
+   * `SHELLS_EGRESS_HEADER_TIMEOUT_SECONDS`.
+   */
+  egressHeaderTimeoutSeconds: z.coerce.number().int().min(1).max(300).default(10),
+  /**
+   * A tunnel (CONNECT, redirected TLS) through a shell's egress proxy that moves no byte either way
+   * this long is closed, seconds. Env `SHELLS_EGRESS_TUNNEL_IDLE_SECONDS`.
+   */
+  egressTunnelIdleSeconds: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 3600)
+    .default(600),
+  /**
    * How often each org whose activity history grew gets a signed checkpoint, seconds; 0 signs only
    * on demand. Env `SHELLS_CHECKPOINT_INTERVAL_SECONDS`.
    */
@@ -377,6 +393,8 @@ export function loadConfig(
     authFailureLimit: env.SHELLS_AUTH_FAILURE_LIMIT,
     authFailureWindowSeconds: env.SHELLS_AUTH_FAILURE_WINDOW_SECONDS,
     egressDecisionWindowSeconds: env.SHELLS_EGRESS_DECISION_WINDOW_SECONDS,
+    egressHeaderTimeoutSeconds: env.SHELLS_EGRESS_HEADER_TIMEOUT_SECONDS,
+    egressTunnelIdleSeconds: env.SHELLS_EGRESS_TUNNEL_IDLE_SECONDS,
     bindingsCaFile: env.SHELLS_BINDINGS_CA_FILE,
     bindingsAllowHttp: env.SHELLS_BINDINGS_ALLOW_HTTP,
     metricsToken: env.SHELLS_METRICS_TOKEN,
@@ -422,6 +440,8 @@ const ENV_NAMES: Record<string, string> = {
   authFailureLimit: "SHELLS_AUTH_FAILURE_LIMIT",
   authFailureWindowSeconds: "SHELLS_AUTH_FAILURE_WINDOW_SECONDS",
   egressDecisionWindowSeconds: "SHELLS_EGRESS_DECISION_WINDOW_SECONDS",
+  egressHeaderTimeoutSeconds: "SHELLS_EGRESS_HEADER_TIMEOUT_SECONDS",
+  egressTunnelIdleSeconds: "SHELLS_EGRESS_TUNNEL_IDLE_SECONDS",
   bindingsCaFile: "SHELLS_BINDINGS_CA_FILE",
   bindingsAllowHttp: "SHELLS_BINDINGS_ALLOW_HTTP",
   metricsToken: "SHELLS_METRICS_TOKEN",

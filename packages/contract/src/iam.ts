@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { EgressRuleLists } from "./egress-rules.js";
 import { ShellPath } from "./files.js";
 import { InterpreterRequest, RunCreate } from "./runs.js";
 import {
@@ -9,7 +10,6 @@ import {
   Language,
   NetworkMode,
   EgressCidr,
-  EgressHostRule,
   RuntimeClass,
   ShellCreate,
 } from "./shells.js";
@@ -191,25 +191,24 @@ export const SnapshotQuota = z.strictObject({
 export type SnapshotQuota = z.infer<typeof SnapshotQuota>;
 
 /**
- * What `internet` shells of an org may reach through their egress proxy. By default only public
- * addresses, any host, any port. `allowCidrs` opens non-public ranges explicitly (a lab network,
- * an internal mirror); a shell's own allowlist can only narrow this.
+ * What `internet` shells of an org may reach through their egress proxy, and how much they may
+ * use it. By default only public addresses, any host, any port. `allowCidrs` opens non-public
+ * ranges explicitly (a lab network, an internal mirror); project and template rules and a shell's
+ * own allowlist can only narrow this.
  */
-export const OrgEgressPolicy = z.strictObject({
-  /** When not empty, only these hosts (exact or `*.suffix`). */
-  allowHosts: z.array(EgressHostRule).max(256),
-  /** Never these hosts. */
-  denyHosts: z.array(EgressHostRule).max(256),
-  /** Non-public ranges shells may reach all the same (private, loopback of the host, …). */
-  allowCidrs: z.array(EgressCidr).max(256),
-  /** Never these ranges, even when public. */
-  denyCidrs: z.array(EgressCidr).max(256),
-  /** When not empty, only these destination ports. */
-  allowPorts: z.array(z.int().min(1).max(65535)).max(64),
+export const OrgEgressPolicy = EgressRuleLists.extend({
   /** Connections one shell may have open through its proxy at once. */
   maxConnections: z.int().min(1).max(4096),
-  /** Bytes (both directions) one shell may move through its proxy; past it, connections are refused. */
+  /**
+   * Bytes (both directions) one shell may move through its proxy; past it, its connections end and
+   * the shell is stopped with kill reason `egress_limit`.
+   */
   maxBytes: z.int().min(1024).max(Number.MAX_SAFE_INTEGER),
+  /**
+   * Requests one shell may make through its proxy per second (HTTP requests, tunnels, redirected
+   * connections, DNS questions), with bursts of as many; past it, refused as `rate_limited`.
+   */
+  maxRequestsPerSecond: z.int().min(1).max(10_000),
 });
 export type OrgEgressPolicy = z.infer<typeof OrgEgressPolicy>;
 

@@ -24,6 +24,12 @@ export {
   bindingEnvName,
 } from "./bindings.js";
 export {
+  EgressRuleLists,
+  EgressRules,
+  ProjectEgress,
+  ProjectEgressUpdate,
+} from "./egress-rules.js";
+export {
   ManagedFile,
   TEMPLATE_METADATA_DIR,
   Template,

@@ -105,6 +105,8 @@ export const KillReason = z.enum([
   "host_restart",
   /** The shell was stopped because its project reached a period cap (`running_seconds`, `cost`). */
   "quota",
+  /** The shell was stopped because it moved more bytes through its egress proxy than its org allows. */
+  "egress_limit",
 ]);
 export type KillReason = z.infer<typeof KillReason>;
 

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { BindingGrants } from "./bindings.js";
+import { EgressRules } from "./egress-rules.js";
 import {
   EnvMap,
   Language,
@@ -80,6 +81,11 @@ export const TemplateDefinition = z.strictObject({
   runtime: RuntimeClass.optional(),
   network: NetworkMode.optional(),
   egress: ShellEgress.optional(),
+  /**
+   * Egress rules every shell and run made from this version keeps, whatever its request says: a
+   * level between the project's rules and the shell's own allowlist, which can only narrow.
+   */
+  egressRules: EgressRules.optional(),
   resources: Resources.optional(),
   ttlSeconds: z
     .int()

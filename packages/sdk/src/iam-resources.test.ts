@@ -82,6 +82,18 @@ describe("the client's IAM namespaces", () => {
         undefined,
       ],
       [
+        "projects.getEgress",
+        (c) => c.projects.getEgress("research"),
+        { method: "GET", url: "/api/v1/projects/research/egress" },
+        undefined,
+      ],
+      [
+        "projects.setEgress",
+        (c) => c.projects.setEgress("research", { denyHosts: ["*.example.net"], denyPorts: [25] }),
+        { method: "PUT", url: "/api/v1/projects/research/egress" },
+        { rules: { denyHosts: ["*.example.net"], denyPorts: [25] } },
+      ],
+      [
         "agents.create",
         (c) => c.agents.create({ name: "ci-bot" }),
         { method: "POST", url: "/api/v1/agents" },

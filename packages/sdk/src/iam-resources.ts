@@ -12,6 +12,7 @@ import type {
   ApiKeyCreated as ApiKeyCreatedSchema,
   Approval,
   ApprovalDecision as ApprovalDecisionSchema,
+  EgressRules,
   EntitlementGrant,
   EntitlementGrantCreate as EntitlementGrantCreateSchema,
   Member,
@@ -21,10 +22,11 @@ import type {
   OrgPolicyUpdate as OrgPolicyUpdateSchema,
   Project,
   ProjectCreate as ProjectCreateSchema,
+  ProjectEgress,
 } from "@shells/contract";
 import { segment, type ApiCall } from "./internal/api-call.js";
 import type { SchemaInput, SchemaOutput } from "./internal/schema-types.js";
-import type { RequestOptions } from "./shells-client.js";
+import type { IdempotentRequestOptions, RequestOptions } from "./shells-client.js";
 
 /** Body of `members.create()`: the new member's email and role. */
 export type MemberCreate = SchemaInput<typeof MemberCreateSchema>;
@@ -203,6 +205,27 @@ export class ProjectsApi {
   /** Creates a project (admins). A name already taken is `name_taken`. */
   create(body: ProjectCreate, options: RequestOptions = {}): Promise<Project> {
     return this.#call<Project>("POST", "/api/v1/projects", { ...options, body });
+  }
+
+  /** A project's egress rules (`rules: {}` when it has none: the org's policy alone). */
+  getEgress(project: string, options: RequestOptions = {}): Promise<ProjectEgress> {
+    return this.#call<ProjectEgress>("GET", `/api/v1/projects/${segment(project)}/egress`, options);
+  }
+
+  /**
+   * Replaces a project's egress rules (admins); `{}` removes them. Every `internet` shell of the
+   * project keeps them from its next connection on; they narrow the org's policy and cannot widen
+   * it (a list left out says nothing at the project's level).
+   */
+  setEgress(
+    project: string,
+    rules: EgressRules,
+    options: IdempotentRequestOptions = {},
+  ): Promise<ProjectEgress> {
+    return this.#call<ProjectEgress>("PUT", `/api/v1/projects/${segment(project)}/egress`, {
+      ...options,
+      body: { rules },
+    });
   }
 }
 

@@ -1,8 +1,9 @@
 import type { Command } from "commander";
 import type { CliContext } from "../context.js";
 import { formatAge, formatTable } from "../format.js";
+import { registerProjectEgressCommand } from "./project-egress-command.js";
 
-/** `shells projects ls|create`: the org's projects. */
+/** `shells projects ls|create|egress`: the org's projects and their egress rules. */
 export function registerProjectsCommand(program: Command, ctx: CliContext): void {
   const projects = program
     .command("projects")
@@ -34,4 +35,6 @@ export function registerProjectsCommand(program: Command, ctx: CliContext): void
       if (ctx.json) ctx.printJson(project);
       else ctx.print(`created project ${project.id} (${project.name})`);
     });
+
+  registerProjectEgressCommand(projects, ctx);
 }

@@ -25,6 +25,8 @@ const ORG: OrgEgressPolicy = {
   allowCidrs: ["127.0.0.1/32"],
   denyCidrs: [],
   allowPorts: [],
+  denyPorts: [],
+  maxRequestsPerSecond: 1000,
   maxConnections: 16,
   maxBytes: 1 << 30,
 };
@@ -99,13 +101,15 @@ async function startProxy(): Promise<void> {
     orgId: "org",
     shellId: "shl",
     socketPath,
-    policy: () => Promise.resolve(new EgressPolicy(org, { mode: "deny_all", allow: [] })),
+    policy: () =>
+      Promise.resolve(new EgressPolicy({ org, shell: { mode: "deny_all", allow: [] } })),
     resolve: (host) => {
       lookups.push(host);
       return Promise.resolve(["127.0.0.1"]);
     },
     maxConnections: 16,
     maxBytes: 1 << 30,
+    maxRequestsPerSecond: 1000,
     record: () => undefined,
     bindings: new BindingProxy({
       orgId: "org",
@@ -116,7 +120,7 @@ async function startProxy(): Promise<void> {
       ],
       lookup: (id) =>
         Promise.resolve(id === "bnd-api" ? target(`https://api.test:${upstreamPort}`) : null),
-      policy: () => Promise.resolve(new EgressPolicy(org, null)),
+      policy: () => Promise.resolve(new EgressPolicy({ org })),
       resolve: (host) => {
         lookups.push(host);
         return Promise.resolve(["127.0.0.1"]);

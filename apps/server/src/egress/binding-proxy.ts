@@ -44,12 +44,15 @@ export type BindingDenial =
   | "response_encoding"
   | EgressDenial;
 
-/** What the egress proxy lends a binding call: metering against the shell's byte budget. */
+/** What the egress proxy lends a binding call: the shell's byte budget and request rate. */
 export interface ProxyLink {
   /** Counts a dialled socket's bytes against the shell's budget. */
   meter(socket: Socket, onDone: (bytes: number) => void): void;
-  /** Whether the shell has used up its byte budget. */
-  overBudget(): boolean;
+  /**
+   * Counts the call against the shell's request rate: `egress_limit` when the shell has used up
+   * its byte budget, `rate_limited` when it is over its rate, else null.
+   */
+  limit(): "egress_limit" | "rate_limited" | null;
 }
 
 /** What one shell's binding gateway needs. */
@@ -128,6 +131,8 @@ export class BindingProxy {
       res.end(body);
     };
 
+    const limited = link.limit();
+    if (limited) return deny(limited === "rate_limited" ? 429 : 403, limited);
     const grant = this.options.grants().find((g) => g.name === name);
     if (!grant) return deny(403, "not_granted");
     const found = await this.options.lookup(grant.id);
@@ -138,7 +143,6 @@ export class BindingProxy {
       return deny(403, "method_not_allowed");
     if (requestPathProblem(path) !== null) return deny(400, "path_invalid");
     if (!rules.paths.some((glob) => pathMatches(glob, path))) return deny(403, "path_not_allowed");
-    if (link.overBudget()) return deny(403, "egress_limit");
 
     const upstream = rules.upstream;
     const host = upstream.hostname.replace(/^\[(.*)\]$/, "$1");

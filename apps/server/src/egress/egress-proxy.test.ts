@@ -18,6 +18,8 @@ const ORG: OrgEgressPolicy = {
   allowCidrs: ["127.0.0.1/32"],
   denyCidrs: [],
   allowPorts: [],
+  denyPorts: [],
+  maxRequestsPerSecond: 1000,
   maxConnections: 16,
   maxBytes: 1 << 30,
 };
@@ -38,13 +40,19 @@ beforeEach(async () => {
     shellId: "shl",
     socketPath,
     policy: () =>
-      Promise.resolve(new EgressPolicy(ORG, { mode: "allowlist", allow: ["ok.test", "tls.test"] })),
+      Promise.resolve(
+        new EgressPolicy({
+          org: ORG,
+          shell: { mode: "allowlist", allow: ["ok.test", "tls.test"] },
+        }),
+      ),
     resolve: (host) => {
       lookups.push(host);
       return Promise.resolve(["127.0.0.1"]);
     },
     maxConnections: 16,
     maxBytes: 1 << 30,
+    maxRequestsPerSecond: 1000,
     record: (decision) => decisions.push(decision),
   });
   await proxy.listen();

@@ -28,6 +28,7 @@ import {
 } from "./dns-message.js";
 import { MAX_CLIENT_HELLO_BYTES, readServerName } from "./tls-client-hello.js";
 import { ipFamily, normalizeHost, type EgressDenial, type EgressPolicy } from "./policy.js";
+import { RequestRate } from "./request-rate.js";
 
 /** Resolves a host name to every address it has (the proxy vets them all). */
 export type EgressResolver = (host: string) => Promise<string[]>;
@@ -54,6 +55,22 @@ export interface EgressProxyOptions {
   maxConnections: number;
   /** Bytes the shell may move in total; past it every connection is refused and open ones end. */
   maxBytes: number;
+  /**
+   * Requests the shell may make per second, with bursts of as many: HTTP requests, tunnels,
+   * redirected connections, DNS questions and binding calls. Past it they are refused
+   * (`rate_limited`).
+   */
+  maxRequestsPerSecond: number;
+  /** Called once, when the shell passes `maxBytes` (the service stops the shell for it). */
+  onByteLimit?: ((bytes: number) => void) | undefined;
+  /**
+   * Time a connection has to send what the proxy decides on — its PROXY line, its HTTP request
+   * head, its ClientHello, its next DNS question — ms (10 s by default). A slow-loris client is
+   * cut off here, whatever it trickles in meanwhile.
+   */
+  headerTimeoutMs?: number | undefined;
+  /** A tunnel or relayed TLS connection that moves no byte either way this long is closed, ms. */
+  tunnelIdleMs?: number | undefined;
   record(decision: EgressDecision): void;
   /**
    * The shell's service bindings: requests the shell addresses to the proxy itself under
@@ -65,9 +82,12 @@ export interface EgressProxyOptions {
 const RESOLVE_TIMEOUT_MS = 5_000;
 const DIAL_TIMEOUT_MS = 10_000;
 const BUDGET_CHECK_MS = 250;
-/** Time a forwarder connection has to send its PROXY line, a DNS client its next question, and a
- * redirected TLS client its ClientHello. */
-const PREAMBLE_TIMEOUT_MS = 10_000;
+/** See `EgressProxyOptions.headerTimeoutMs`. */
+const DEFAULT_HEADER_TIMEOUT_MS = 10_000;
+/** See `EgressProxyOptions.tunnelIdleMs`: long enough for a quiet SSH session or database link. */
+export const DEFAULT_TUNNEL_IDLE_MS = 10 * 60_000;
+/** Time a forwarded plain HTTP request has to arrive whole (head and body). */
+const REQUEST_TIMEOUT_MS = 30_000;
 /** A PROXY protocol v1 line is at most 107 bytes with its CRLF. */
 const MAX_PROXY_LINE = 107;
 /** Largest DNS message the resolver reads (questions are tiny; anything larger is not one). */
@@ -98,11 +118,13 @@ export function parseProxyLine(line: string): ProxyLine | null {
 
 /**
  * Reads from `socket` until `complete` says what the bytes so far amount to, or `limit` bytes or
- * the preamble timeout pass (null then). The bytes read are returned; nothing is lost.
+ * `timeoutMs` pass (null then); `complete` never sees more than `limit` bytes. The bytes read are
+ * returned; nothing is lost.
  */
 function readPreamble<T>(
   socket: Socket,
   limit: number,
+  timeoutMs: number,
   complete: (data: Buffer) => T | "more",
 ): Promise<{ result: T; data: Buffer } | null> {
   return new Promise((resolve) => {
@@ -121,12 +143,13 @@ function readPreamble<T>(
     };
     const onData = (chunk: Buffer) => {
       data = Buffer.concat([data, chunk]);
-      const result = complete(data);
+      // Only the first `limit` bytes count, however large the chunk that brought them.
+      const result = complete(data.length > limit ? data.subarray(0, limit) : data);
       if (result !== "more") finish({ result, data });
       else if (data.length >= limit) finish(null);
     };
     const onEnd = () => finish(null);
-    const timer = setTimeout(() => finish(null), PREAMBLE_TIMEOUT_MS);
+    const timer = setTimeout(() => finish(null), timeoutMs);
     socket.on("data", onData);
     socket.once("end", onEnd);
     socket.once("close", onEnd);
@@ -212,13 +235,25 @@ export async function vetDestination(
   return { address, addresses };
 }
 
+/** Closes both ends of a relay once neither has moved a byte for `idleMs`. */
+function closeWhenIdle(a: Socket | Duplex, b: Socket, idleMs: number): void {
+  const close = () => {
+    a.destroy();
+    b.destroy();
+  };
+  for (const side of [a, b]) if ("setTimeout" in side) side.setTimeout(idleMs, close);
+}
+
 /**
  * One shell's egress proxy: an HTTP forward proxy on a unix socket that only the shell's egress
  * forwarder connects to. Plain HTTP requests with an absolute URI are forwarded; CONNECT is
  * tunnelled without interception (the decision is on the CONNECT host). Each connection's name is
  * resolved once, every address is vetted by the policy, and the proxy dials exactly the address it
- * vetted. Memory stays bounded: request heads are capped by Node's header limit and time out,
- * connections are capped, and bodies and tunnels are piped with backpressure.
+ * vetted. Memory stays bounded against a hostile shell: connections are capped (`maxConnections`,
+ * further ones dropped and recorded as `connection_limit`), whatever the proxy reads before it
+ * decides is capped in size and must arrive within `headerTimeoutMs` (a slow-loris client is cut
+ * off), idle tunnels close, requests are rate-limited, and bodies and tunnels are piped with
+ * backpressure.
  */
 export class EgressProxy {
   /** Takes the forwarder's connections and dispatches each on its PROXY line. */
@@ -232,14 +267,31 @@ export class EgressProxy {
   #closedBytes = 0;
   readonly #live = new Set<Socket>();
   readonly #budgetTimer: NodeJS.Timeout;
+  readonly #rate: RequestRate;
+  readonly #headerTimeoutMs: number;
+  readonly #tunnelIdleMs: number;
+  #byteLimitReported = false;
 
   constructor(private readonly options: EgressProxyOptions) {
+    this.#headerTimeoutMs = options.headerTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS;
+    this.#tunnelIdleMs = options.tunnelIdleMs ?? DEFAULT_TUNNEL_IDLE_MS;
+    this.#rate = new RequestRate(options.maxRequestsPerSecond);
     this.#server = createServer(
-      { headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000 },
+      {
+        headersTimeout: this.#headerTimeoutMs,
+        requestTimeout: Math.max(REQUEST_TIMEOUT_MS, this.#headerTimeoutMs),
+        keepAliveTimeout: 5_000,
+        connectionsCheckingInterval: Math.min(1_000, Math.ceil(this.#headerTimeoutMs / 4)),
+      },
       (req, res) => {
         this.#onRequest(req, res).catch(() => res.destroy());
       },
     );
+    // Node enforces `headersTimeout` and `requestTimeout` from a check it starts when its server
+    // starts listening. This server never listens (the front server hands it its connections),
+    // so it is told it does; without it a request head trickled in a byte at a time would hold
+    // its connection forever (egress-proxy-limits.test.ts shows it cut off).
+    this.#server.emit("listening");
     // Half-open: a DNS datagram's connection ends its sending side after the question and still
     // reads the answer.
     this.#front = createNetServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
@@ -247,6 +299,8 @@ export class EgressProxy {
       this.#onForwarded(socket).catch(() => socket.destroy());
     });
     this.#front.maxConnections = options.maxConnections;
+    // Node closes a connection over the cap at once; the refusal is recorded like any other.
+    this.#front.on("drop", () => this.#record("connect", "", 0, null, 0, "connection_limit"));
     this.#server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       this.#onConnect(req, socket, head).catch(() => socket.destroy());
     });
@@ -280,6 +334,7 @@ export class EgressProxy {
     clearInterval(this.#budgetTimer);
     for (const socket of this.#live) socket.destroy();
     this.#server.closeAllConnections();
+    this.#server.close();
     await new Promise<void>((resolve) => this.#front.close(() => resolve()));
     await rm(this.options.socketPath, { force: true });
   }
@@ -291,7 +346,7 @@ export class EgressProxy {
    * here (the socket is root's), and the shell's bytes only ever follow its line.
    */
   async #onForwarded(socket: Socket): Promise<void> {
-    const preamble = await readPreamble(socket, MAX_PROXY_LINE, (data) => {
+    const preamble = await readPreamble(socket, MAX_PROXY_LINE, this.#headerTimeoutMs, (data) => {
       const end = data.indexOf("\r\n");
       return end < 0 ? "more" : end;
     });
@@ -322,12 +377,17 @@ export class EgressProxy {
    */
   async #serveDns(socket: Socket): Promise<void> {
     for (;;) {
-      const message = await readPreamble(socket, 2 + MAX_DNS_MESSAGE, (data) => {
-        if (data.length < 2) return "more";
-        const length = data.readUInt16BE(0);
-        if (length > MAX_DNS_MESSAGE) return -1;
-        return data.length >= 2 + length ? length : "more";
-      });
+      const message = await readPreamble(
+        socket,
+        2 + MAX_DNS_MESSAGE,
+        this.#headerTimeoutMs,
+        (data) => {
+          if (data.length < 2) return "more";
+          const length = data.readUInt16BE(0);
+          if (length > MAX_DNS_MESSAGE) return -1;
+          return data.length >= 2 + length ? length : "more";
+        },
+      );
       if (!message || message.result < 0) {
         socket.end();
         return;
@@ -374,10 +434,15 @@ export class EgressProxy {
    * (no interception) to the address the proxy resolved and vetted for that name.
    */
   async #onRedirectedTls(client: Socket): Promise<void> {
-    const hello = await readPreamble(client, MAX_CLIENT_HELLO_BYTES, (data) => {
-      const result = readServerName(data);
-      return "need" in result ? "more" : result;
-    });
+    const hello = await readPreamble(
+      client,
+      MAX_CLIENT_HELLO_BYTES,
+      this.#headerTimeoutMs,
+      (data) => {
+        const result = readServerName(data);
+        return "need" in result ? "more" : result;
+      },
+    );
     const serverName = hello && "serverName" in hello.result ? hello.result.serverName : null;
     if (!hello || serverName === null) {
       this.#record("tls", "", 443, null, 0, "no_server_name");
@@ -397,15 +462,37 @@ export class EgressProxy {
     upstream.once("connect", () => {
       upstream.setTimeout(0);
       upstream.write(hello.data);
+      closeWhenIdle(client, upstream, this.#tunnelIdleMs);
       pipeline(client, upstream, () => undefined);
       pipeline(upstream, client, () => undefined);
     });
   }
 
-  /** Resolves and vets one destination (`port` null: a DNS question): the address to dial, or why not. */
+  /**
+   * Resolves and vets one destination (`port` null: a DNS question): the address to dial, or why
+   * not. Each decision is one request against the shell's rate.
+   */
   async #decide(host: string, port: number | null): Promise<VettedDestination> {
-    if (this.bytes >= this.options.maxBytes) return { denial: "egress_limit", address: null };
+    const limited = this.#limit();
+    if (limited) return { denial: limited, address: null };
     return vetDestination(await this.options.policy(), this.options.resolve, host, port);
+  }
+
+  /** Counts one request: refused when the byte budget is spent or the rate is passed. */
+  #limit(): "egress_limit" | "rate_limited" | null {
+    if (this.#overBudget()) return "egress_limit";
+    return this.#rate.take() ? null : "rate_limited";
+  }
+
+  /** Whether the shell has used up its byte budget; the first time, the service is told. */
+  #overBudget(): boolean {
+    const bytes = this.bytes;
+    if (bytes < this.options.maxBytes) return false;
+    if (!this.#byteLimitReported) {
+      this.#byteLimitReported = true;
+      this.options.onByteLimit?.(bytes);
+    }
+    return true;
   }
 
   /**
@@ -424,7 +511,7 @@ export class EgressProxy {
 
   /** Ends every open connection once the shell's bytes pass its budget. */
   #enforceBudget(): void {
-    if (this.bytes <= this.options.maxBytes) return;
+    if (!this.#overBudget()) return;
     for (const socket of this.#live) socket.destroy();
   }
 
@@ -456,7 +543,7 @@ export class EgressProxy {
       if (this.options.bindings && target.startsWith(BINDINGS_PATH)) {
         await this.options.bindings.serve(req, res, target, {
           meter: (socket, onDone) => this.#meter(socket, onDone),
-          overBudget: () => this.bytes >= this.options.maxBytes,
+          limit: () => this.#limit(),
         });
         return;
       }
@@ -495,7 +582,7 @@ export class EgressProxy {
     const decision = await this.#decide(host, port);
     if ("denial" in decision) {
       this.#record("http", host, port, decision.address, 0, decision.denial);
-      res.writeHead(403, {
+      res.writeHead(decision.denial === "rate_limited" ? 429 : 403, {
         "content-type": "text/plain",
         "x-shells-egress": "denied",
         connection: "close",
@@ -541,8 +628,9 @@ export class EgressProxy {
     const decision = await this.#decide(host, port);
     if ("denial" in decision) {
       this.#record("connect", host, port, decision.address, 0, decision.denial);
+      const status = decision.denial === "rate_limited" ? "429 Too Many Requests" : "403 Forbidden";
       client.end(
-        `HTTP/1.1 403 Forbidden\r\nx-shells-egress: denied\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\negress denied: ${decision.denial}\n`,
+        `HTTP/1.1 ${status}\r\nx-shells-egress: denied\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\negress denied: ${decision.denial}\n`,
       );
       return;
     }
@@ -557,6 +645,7 @@ export class EgressProxy {
       upstream.setTimeout(0);
       client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
       if (head.length > 0) upstream.write(head);
+      closeWhenIdle(client, upstream, this.#tunnelIdleMs);
       pipeline(client, upstream, () => undefined);
       pipeline(upstream, client, () => undefined);
     });

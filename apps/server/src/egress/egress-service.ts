@@ -1,4 +1,4 @@
-import type { OrgPolicy, ShellEgress } from "@shells/contract";
+import type { EgressRules, OrgEgressPolicy, OrgPolicy, ShellEgress } from "@shells/contract";
 import type { SandboxEgress } from "@shells/sandbox";
 import type { FastifyBaseLogger } from "fastify";
 import { mkdir } from "node:fs/promises";
@@ -23,6 +23,12 @@ export interface EgressServiceOptions {
   activity: ActivityService;
   /** The org's policy, read at each connection: an org that narrows its egress does so at once. */
   policy(orgId: string): Promise<OrgPolicy>;
+  /** A project's egress rules (null: none), read at each connection like the org's policy. */
+  projectRules?(orgId: string, projectId: string): Promise<EgressRules | null>;
+  /** See `EgressProxyOptions.headerTimeoutMs` (10 s by default). */
+  headerTimeoutMs?: number;
+  /** See `EgressProxyOptions.tunnelIdleMs` (10 minutes by default). */
+  tunnelIdleMs?: number;
   logger: FastifyBaseLogger;
   /** Resolver of destination names (the system's by default). */
   resolve?: EgressResolver;
@@ -38,25 +44,44 @@ export interface EgressServiceOptions {
   bindingsExtraCa?: readonly string[];
 }
 
+/** How much a shell moved through its proxy when it passed its org's byte budget. */
+export interface EgressOveruse {
+  bytes: number;
+  maxBytes: number;
+}
+
+/** Stops a shell that passed its byte budget (kill reason `egress_limit`). */
+export type EgressLimitStopper = (
+  orgId: string,
+  shellId: string,
+  usage: EgressOveruse,
+) => Promise<unknown>;
+
 /** What a shell's proxy serves: general egress (`internet` only) and the shell's bindings. */
 export interface ShellEgressSettings {
   /** Whether the shell is `internet`: without it, the proxy refuses every destination. */
   internet: boolean;
-  /** The shell's own allowlist (`internet` only; null: the org's policy alone). */
+  /** The shell's project, whose egress rules apply below the org's. */
+  projectId: string;
+  /** The egress rules of the template version the shell was made from (null: none). */
+  templateRules: EgressRules | null;
+  /** The shell's own allowlist (`internet` only; null: the levels above alone). */
   egress: ShellEgress | null;
   /** Service bindings granted at launch. */
   bindings: readonly BindingGrant[];
 }
 
-/** The policy limits nobody configured (the org policy always carries its own). */
-const FALLBACK_LIMITS = { maxConnections: 64, maxBytes: 1024 * 1024 * 1024 };
-const FALLBACK_POLICY = {
+/** The egress policy nobody configured (the org policy service always gives one). */
+const FALLBACK_POLICY: OrgEgressPolicy = {
   allowHosts: [],
   denyHosts: [],
   allowCidrs: [],
   denyCidrs: [],
   allowPorts: [],
-  ...FALLBACK_LIMITS,
+  denyPorts: [],
+  maxConnections: 64,
+  maxBytes: 1024 * 1024 * 1024,
+  maxRequestsPerSecond: 500,
 };
 /** The allowlist of a shell that is not `internet` but has bindings: nothing. */
 const NOTHING: ShellEgress = { mode: "deny_all", allow: [] };
@@ -73,10 +98,13 @@ export class EgressService {
   readonly #proxies = new Map<string, EgressProxy>();
   /** Each running proxy's shell allowlist, read at every connection and DNS question. */
   readonly #allowlists = new Map<string, ShellEgress | null>();
+  /** Each running proxy's project and template rules. */
+  readonly #levels = new Map<string, { projectId: string; templateRules: EgressRules | null }>();
   /** Each running proxy's binding grants, read at every binding call. */
   readonly #grants = new Map<string, readonly BindingGrant[]>();
   readonly #decisions: DecisionLog;
   readonly #resolve: EgressResolver;
+  #stopper: EgressLimitStopper | null = null;
 
   constructor(private readonly options: EgressServiceOptions) {
     this.#decisions = new DecisionLog(options.activity, {
@@ -85,6 +113,14 @@ export class EgressService {
       metrics: options.metrics,
     });
     this.#resolve = options.resolve ?? makeResolver();
+  }
+
+  /**
+   * How a shell that passes its byte budget is stopped (the shell service's `egress_limit` stop).
+   * Its proxy ends its connections and refuses new ones either way.
+   */
+  stopWith(stopper: EgressLimitStopper): void {
+    this.#stopper = stopper;
   }
 
   /** The socket path of a shell's proxy. */
@@ -100,10 +136,14 @@ export class EgressService {
   ): Promise<SandboxEgress> {
     const socketPath = this.socketPath(shellId);
     this.#allowlists.set(shellId, settings.internet ? settings.egress : NOTHING);
+    this.#levels.set(shellId, {
+      projectId: settings.projectId,
+      templateRules: settings.templateRules,
+    });
     this.#grants.set(shellId, settings.bindings);
     if (this.#proxies.has(shellId)) return { socketPath };
     await mkdir(this.options.socketDir, { recursive: true, mode: 0o700 });
-    const limits = (await this.options.policy(orgId)).egress ?? FALLBACK_LIMITS;
+    const limits = (await this.options.policy(orgId)).egress ?? FALLBACK_POLICY;
     const orgRules = async () => (await this.options.policy(orgId)).egress ?? FALLBACK_POLICY;
     const record = (entry: LoggedDecision) => {
       this.#decisions
@@ -117,10 +157,22 @@ export class EgressService {
       orgId,
       shellId,
       socketPath,
-      policy: async () => new EgressPolicy(await orgRules(), this.#allowlists.get(shellId) ?? null),
+      policy: () => this.#policyOf(orgId, shellId),
       resolve: this.#resolve,
       maxConnections: limits.maxConnections,
       maxBytes: limits.maxBytes,
+      maxRequestsPerSecond: limits.maxRequestsPerSecond,
+      onByteLimit: (bytes) => {
+        this.#stopper?.(orgId, shellId, { bytes, maxBytes: limits.maxBytes }).catch(
+          (error: unknown) =>
+            this.options.logger.error(
+              { err: error, shellId },
+              "could not stop a shell over its egress bytes",
+            ),
+        );
+      },
+      headerTimeoutMs: this.options.headerTimeoutMs,
+      tunnelIdleMs: this.options.tunnelIdleMs,
       record: (decision) => record(egressEntry(decision)),
       bindings: bindings
         ? new BindingProxy({
@@ -129,7 +181,7 @@ export class EgressService {
             grants: () => this.#grants.get(shellId) ?? [],
             lookup: (bindingId) => bindings.target(orgId, bindingId),
             // The grant is what allows the upstream; the org's own rules still bound it.
-            policy: async () => new EgressPolicy(await orgRules(), null),
+            policy: async () => new EgressPolicy({ org: await orgRules() }),
             resolve: this.#resolve,
             extraCa: this.options.bindingsExtraCa,
             record,
@@ -147,6 +199,26 @@ export class EgressService {
   }
 
   /**
+   * The shell's rules as they stand now: the org's policy and the project's rules (both read now:
+   * a change applies from the next connection on), the template version's and the shell's own.
+   */
+  async #policyOf(orgId: string, shellId: string): Promise<EgressPolicy> {
+    const levels = this.#levels.get(shellId);
+    const [org, project] = await Promise.all([
+      this.options.policy(orgId),
+      levels && this.options.projectRules
+        ? this.options.projectRules(orgId, levels.projectId)
+        : null,
+    ]);
+    return new EgressPolicy({
+      org: org.egress ?? FALLBACK_POLICY,
+      project,
+      template: levels?.templateRules,
+      shell: this.#allowlists.get(shellId) ?? null,
+    });
+  }
+
+  /**
    * Bytes the shell's proxy has moved since it started in this process (it starts again from zero
    * after a control-plane restart); null when the shell has no proxy here.
    */
@@ -161,7 +233,7 @@ export class EgressService {
    */
   async vet(orgId: string, host: string, port: number): Promise<VettedDestination> {
     const rules = (await this.options.policy(orgId)).egress ?? FALLBACK_POLICY;
-    return vetDestination(new EgressPolicy(rules, null), this.#resolve, host, port);
+    return vetDestination(new EgressPolicy({ org: rules }), this.#resolve, host, port);
   }
 
   /** Replaces a shell's allowlist: its proxy applies it from the next connection or question on. */
@@ -174,6 +246,7 @@ export class EgressService {
     const proxy = this.#proxies.get(shellId);
     this.#proxies.delete(shellId);
     this.#allowlists.delete(shellId);
+    this.#levels.delete(shellId);
     this.#grants.delete(shellId);
     await proxy?.close();
     await this.#decisions.flushShell(shellId);
@@ -190,6 +263,7 @@ export class EgressService {
       const proxy = this.#proxies.get(shellId);
       this.#proxies.delete(shellId);
       this.#allowlists.delete(shellId);
+      this.#levels.delete(shellId);
       this.#grants.delete(shellId);
       await proxy?.close();
     }

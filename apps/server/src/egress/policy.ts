@@ -3,20 +3,26 @@
  *
  * Every connection a shell makes leaves through its egress proxy, and the proxy asks `decide`
  * before it dials anything. The rules, in order (the first refusal wins):
- *   1. the port must be one the org allows (none listed: any port);
- *   2. the host must not be on the org's deny list, and must be on its allow list when it has one;
+ * The rules come in levels — the org's policy, the shell's project's rules, the rules of the
+ * template version it was made from, the shell's own allowlist — and a destination passes only
+ * when every level allows it, so no level can widen what a level above it allows. Per level, in
+ * order (the first refusal wins):
+ *   1. the port must be one the level allows (none listed: any port) and not one it denies;
+ *   2. the host must not be on the level's deny list, and must be on its allow list when it has
+ *      one;
  *   3. with a shell allowlist, the host (exact or `*.suffix`) or every resolved address (a CIDR)
- *      must be on it — a shell narrows what its org allows, it never widens it;
+ *      must be on it;
  *   4. every address the name resolved to must be public — not loopback, private, shared (CGNAT),
  *      link-local (the cloud metadata service at 169.254.169.254 and fd00:ec2::254), multicast,
  *      reserved, documentation, unspecified, or a v6 form that embeds or tunnels to one of those
- *      (IPv4-mapped, NAT64, 6to4, Teredo) — unless the org's `allowCidrs` names it explicitly,
- *      and none may be on the org's `denyCidrs`.
+ *      (IPv4-mapped, NAT64, 6to4, Teredo) — unless the org's `allowCidrs` names it explicitly (and
+ *      the project's and template's too, where they have that list), and none may be on any
+ *      level's `denyCidrs`.
  * The proxy then dials exactly the address it checked, so a name cannot be re-resolved to
  * somewhere else between the decision and the connection (DNS rebinding).
  */
 import { BlockList, isIP } from "node:net";
-import type { OrgEgressPolicy, ShellEgress } from "@shells/contract";
+import type { EgressRuleLists, EgressRules, ShellEgress } from "@shells/contract";
 
 /** Address ranges that are not the public internet (IANA special-purpose registries). */
 const NON_PUBLIC_V4: readonly [string, number][] = [
@@ -109,6 +115,7 @@ export function hostMatches(host: string, pattern: string): boolean {
 /** Why a connection was refused; stable strings recorded on `egress.denied` events. */
 export type EgressDenial =
   | "port_not_allowed"
+  | "port_denied"
   | "host_denied"
   | "host_not_allowed"
   | "not_in_shell_allowlist"
@@ -116,23 +123,58 @@ export type EgressDenial =
   | "address_not_public"
   | "no_address"
   | "no_server_name"
-  | "egress_limit";
+  | "egress_limit"
+  | "rate_limited"
+  | "connection_limit";
 
-/** A shell's effective rules: its org's policy and its own allowlist, compiled once. */
+/** Every level of a shell's egress rules, widest first. */
+export interface EgressLevels {
+  /** The org's policy: every list given. */
+  org: EgressRuleLists;
+  /** The shell's project's rules (none: the project says nothing). */
+  project?: EgressRules | null | undefined;
+  /** The rules of the template version the shell was made from. */
+  template?: EgressRules | null | undefined;
+  /** The shell's own allowlist (null: none). */
+  shell?: ShellEgress | null | undefined;
+}
+
+/** One level's rule lists, compiled once. */
+interface RuleLevel {
+  rules: EgressRules;
+  denyCidrs: BlockList;
+  /** The non-public ranges this level keeps open; null: it says nothing about them. */
+  allowCidrs: BlockList | null;
+}
+
+function ruleLevel(rules: EgressRules): RuleLevel {
+  return {
+    rules,
+    denyCidrs: blockListOf(rules.denyCidrs ?? []),
+    allowCidrs: rules.allowCidrs ? blockListOf(rules.allowCidrs) : null,
+  };
+}
+
+/**
+ * A shell's effective rules: its org's policy, its project's and template's rules and its own
+ * allowlist, compiled once. A destination passes only when it passes every level — each level is
+ * checked on its own, in the same way, and any one refusal refuses — so a lower level narrows
+ * what the levels above allow and cannot widen it, whatever it lists.
+ */
 export class EgressPolicy {
-  readonly #org: OrgEgressPolicy;
+  /** The org's level first, then the project's and the template's. */
+  readonly #levels: readonly RuleLevel[];
   readonly #shellAllow: readonly string[] | null;
-  readonly #orgAllowCidrs: BlockList;
-  readonly #orgDenyCidrs: BlockList;
   readonly #shellCidrs: BlockList;
   readonly #shellHosts: readonly string[];
   readonly #shellCidrRules: number;
 
-  constructor(org: OrgEgressPolicy, shell: ShellEgress | null) {
-    this.#org = org;
+  constructor(levels: EgressLevels) {
+    this.#levels = [levels.org, levels.project, levels.template]
+      .filter((rules): rules is EgressRules => !!rules)
+      .map(ruleLevel);
+    const shell = levels.shell ?? null;
     this.#shellAllow = shell ? shell.allow : null;
-    this.#orgAllowCidrs = blockListOf(org.allowCidrs);
-    this.#orgDenyCidrs = blockListOf(org.denyCidrs);
     const entries = shell?.allow ?? [];
     this.#shellCidrs = blockListOf(entries.filter((e) => parseCidr(e)));
     this.#shellHosts = entries.filter((e) => !parseCidr(e));
@@ -145,12 +187,15 @@ export class EgressPolicy {
    * of the shell by itself). `port` is null for a DNS question (no connection yet).
    */
   decideName(host: string, port: number | null): EgressDenial | null {
-    const org = this.#org;
-    if (port !== null && org.allowPorts.length > 0 && !org.allowPorts.includes(port))
-      return "port_not_allowed";
-    if (org.denyHosts.some((rule) => hostMatches(host, rule))) return "host_denied";
-    if (org.allowHosts.length > 0 && !org.allowHosts.some((rule) => hostMatches(host, rule)))
-      return "host_not_allowed";
+    for (const { rules } of this.#levels) {
+      if (port !== null) {
+        if (rules.allowPorts?.length && !rules.allowPorts.includes(port)) return "port_not_allowed";
+        if (rules.denyPorts?.includes(port)) return "port_denied";
+      }
+      if (rules.denyHosts?.some((rule) => hostMatches(host, rule))) return "host_denied";
+      if (rules.allowHosts?.length && !rules.allowHosts.some((rule) => hostMatches(host, rule)))
+        return "host_not_allowed";
+    }
     if (
       this.#shellAllow !== null &&
       this.#shellCidrRules === 0 &&
@@ -180,9 +225,13 @@ export class EgressPolicy {
     for (const address of addresses) {
       const family = ipFamily(address);
       if (!family) return "no_address";
-      if (this.#orgDenyCidrs.check(address, family)) return "address_denied";
-      if (!isPublicAddress(address) && !this.#orgAllowCidrs.check(address, family))
-        return "address_not_public";
+      const isPublic = isPublicAddress(address);
+      for (const level of this.#levels) {
+        if (level.denyCidrs.check(address, family)) return "address_denied";
+        // The org's level always has its list; a lower level without one leaves it to the org.
+        if (!isPublic && level.allowCidrs && !level.allowCidrs.check(address, family))
+          return "address_not_public";
+      }
     }
     return null;
   }

@@ -7,6 +7,7 @@ import {
   type RouteBody,
   type Shell,
   type ShellStatus,
+  type EgressRules,
   type ShellEgress,
 } from "@shells/contract";
 import { SANDBOX_EGRESS_PORT } from "@shells/sandbox";
@@ -61,7 +62,10 @@ export class ShellRecords {
     };
   }
 
-  /** The row of a new shell, `provisioning`; its secret environment is stored sealed. */
+  /**
+   * The row of a new shell, `provisioning`; its secret environment is stored sealed.
+   * `egressRules`: those of the template version it is made from, kept for its egress proxy.
+   */
   newRow(
     id: string,
     name: string,
@@ -69,6 +73,7 @@ export class ShellRecords {
     admitted: Admitted,
     grants: readonly BindingGrant[],
     creator: { type: "user" | "agent"; id: string },
+    egressRules: EgressRules | null,
   ): Omit<ShellTable, "org_id"> {
     const now = new Date().toISOString();
     const secretEnv = input.secretEnv ?? {};
@@ -82,6 +87,7 @@ export class ShellRecords {
       runtime: admitted.runtime,
       network: admitted.network,
       egress: admitted.egress ? JSON.stringify(admitted.egress) : null,
+      egress_rules: egressRules ? JSON.stringify(egressRules) : null,
       bindings: grants.length > 0 ? JSON.stringify(grants) : null,
       region: admitted.region,
       resources: JSON.stringify(admitted.resources),
@@ -151,13 +157,15 @@ export function grantsOf(row: Pick<ShellTable, "bindings">): BindingGrant[] {
  * shells granted bindings have one.
  */
 export function egressSettingsOf(
-  row: Pick<ShellTable, "network" | "egress" | "bindings">,
+  row: Pick<ShellTable, "network" | "egress" | "egress_rules" | "bindings" | "project_id">,
 ): ShellEgressSettings | null {
   const bindings = grantsOf(row);
   const internet = row.network === "internet";
   if (!internet && bindings.length === 0) return null;
   return {
     internet,
+    projectId: row.project_id,
+    templateRules: row.egress_rules ? (JSON.parse(row.egress_rules) as EgressRules) : null,
     egress: row.egress ? (JSON.parse(row.egress) as ShellEgress) : null,
     bindings,
   };

@@ -250,7 +250,15 @@ export class ShellService {
       insertShell(
         db,
         caller.orgId,
-        this.#records.newRow(id, name, { ...input, env }, admitted, grants, caller.actor),
+        this.#records.newRow(
+          id,
+          name,
+          { ...input, env },
+          admitted,
+          grants,
+          caller.actor,
+          template?.definition.egressRules ?? null,
+        ),
       );
     try {
       if (this.deps.caps)
@@ -841,20 +849,50 @@ export class ShellService {
    * the control plane's. False when the shell was not running (any more).
    */
   async stopForQuota(orgId: string, shellId: string, why: QuotaStop): Promise<boolean> {
+    return this.#stopFor(orgId, shellId, "quota", why.reason, why.details);
+  }
+
+  /**
+   * Stops one running shell that moved more bytes through its egress proxy than its org's
+   * `egress.maxBytes` (kill reason `egress_limit`), as the egress service reports it; its proxy
+   * has already ended its connections. False when it was not running any more.
+   */
+  async stopForEgressLimit(
+    orgId: string,
+    shellId: string,
+    usage: { bytes: number; maxBytes: number },
+  ): Promise<boolean> {
+    return this.#stopFor(
+      orgId,
+      shellId,
+      "egress_limit",
+      `moved ${usage.bytes} bytes through its egress proxy; the org allows ${usage.maxBytes}`,
+      usage,
+    );
+  }
+
+  /** Stops a running shell for a limit, with its kill reason, as the system. */
+  async #stopFor(
+    orgId: string,
+    shellId: string,
+    reason: "quota" | "egress_limit",
+    words: string,
+    details: Record<string, unknown>,
+  ): Promise<boolean> {
     return this.#lock.run(shellId, async () => {
       const row = await findShell(this.deps.db, orgId, shellId);
       if (!row || row.status !== "running") return false;
       await this.deps.metering?.settle(row.id);
-      await this.#backendCall(row, (backend) => backend.stop(row.id, "quota"));
-      await this.#setState(row, { status: "stopped", status_reason: `quota: ${why.reason}` });
-      await this.#log(row, "system", `stopped (kill reason quota): ${why.reason}`);
+      await this.#backendCall(row, (backend) => backend.stop(row.id, reason));
+      await this.#setState(row, { status: "stopped", status_reason: `${reason}: ${words}` });
+      await this.#log(row, "system", `stopped (kill reason ${reason}): ${words}`);
       await this.deps.activity.record({
         orgId,
         actor: SYSTEM_ACTOR,
         action: "shell.action.stop",
         target: { type: "shell", id: row.id },
         outcome: "success",
-        details: { reason: "quota", ...why.details },
+        details: { reason, ...details },
       });
       return true;
     });

@@ -1,6 +1,6 @@
-import { SimulatorBackend, type SandboxInfo, type SandboxSpec } from "@shells/sandbox";
 import { existsSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
+import { RoutingSimulator } from "../test-support/egress-link.js";
 import { addPrincipal, createTestApp, type TestApp } from "../test-support/test-app.js";
 
 // The org's secret store through the API: a secret goes in and never comes out, bad bindings get
@@ -26,16 +26,6 @@ let t: TestApp;
 afterEach(async () => {
   await t?.close();
 });
-
-/** A simulator that claims to route to the egress proxy, keeping the specs it was given. */
-class RoutingSimulator extends SimulatorBackend {
-  readonly networkModes = ["sealed", "localhost", "internet"] as const;
-  readonly specs: SandboxSpec[] = [];
-  override create(spec: SandboxSpec): Promise<SandboxInfo> {
-    this.specs.push(spec);
-    return super.create({ ...spec, network: "sealed" });
-  }
-}
 
 async function orgOf(app: TestApp): Promise<string> {
   return (await app.call("GET", "/api/v1/me")).json().orgId as string;

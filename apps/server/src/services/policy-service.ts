@@ -31,8 +31,10 @@ export const DEFAULT_POLICY: OrgPolicy = {
     allowCidrs: [],
     denyCidrs: [],
     allowPorts: [],
+    denyPorts: [],
     maxConnections: 64,
     maxBytes: 1024 * 1024 * 1024,
+    maxRequestsPerSecond: 500,
   },
   webhooks: { allowCidrs: [] },
 };

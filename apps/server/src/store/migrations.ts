@@ -620,6 +620,24 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable("approvals").addColumn("context", "text").execute();
     },
   },
+  /**
+   * Egress rules below the org's policy: a project's (one row per project that has any), and the
+   * rules of the template version a shell was made from, kept with the shell (JSON of EgressRules).
+   */
+  "0020_egress_rule_levels": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("project_egress_rules")
+        .addColumn("project_id", "text", (c) => c.primaryKey().references("projects.id"))
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("rules", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .addColumn("updated_by_type", "text", (c) => c.notNull())
+        .addColumn("updated_by_id", "text", (c) => c.notNull())
+        .execute();
+      await db.schema.alterTable("shells").addColumn("egress_rules", "text").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

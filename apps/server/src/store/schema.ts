@@ -31,6 +31,7 @@ export interface Database {
   usage_intervals: UsageIntervalTable;
   usage_rates: UsageRatesTable;
   project_caps: ProjectCapTable;
+  project_egress_rules: ProjectEgressRulesTable;
   cap_alerts: CapAlertTable;
   activity_tree: ActivityTreeTable;
   audit_checkpoints: AuditCheckpointTable;
@@ -118,8 +119,10 @@ export interface ShellTable {
   backend: string;
   /** The shell's secret environment as a sealed box (`iam/sealed-box.ts`); null when it has none. */
   secret_env: string | null;
-  /** JSON of the shell's own egress allowlist (ShellEgress); null: the org's policy alone. */
+  /** JSON of the shell's own egress allowlist (ShellEgress); null: the levels above alone. */
   egress: string | null;
+  /** JSON of the egress rules of the template version it was made from (EgressRules); null: none. */
+  egress_rules: string | null;
   /** JSON of the service bindings granted at launch (`{ id, name }[]`); null when none. */
   bindings: string | null;
   image_version: string | null;
@@ -468,6 +471,17 @@ export interface UsageRatesTable {
 }
 
 /** One cap on a project (see the contract's `Cap`); cost limits in micro-units. */
+/** A project's egress rules (below the org's policy, above templates and shells). */
+export interface ProjectEgressRulesTable {
+  project_id: string;
+  org_id: string;
+  /** JSON of EgressRules. */
+  rules: string;
+  updated_at: string;
+  updated_by_type: "user" | "agent";
+  updated_by_id: string;
+}
+
 export interface ProjectCapTable {
   id: string;
   org_id: string;

@@ -59,18 +59,16 @@ const MAX_ANSWER_BYTES = 4096;
 
 /** The address rules of the egress policy, with nothing but the org's allowed ranges. */
 function destinationRules(allowCidrs: readonly string[]): EgressPolicy {
-  return new EgressPolicy(
-    {
+  return new EgressPolicy({
+    org: {
       allowHosts: [],
       denyHosts: [],
       allowCidrs: [...allowCidrs],
       denyCidrs: [],
       allowPorts: [],
-      maxConnections: 1,
-      maxBytes: 1024,
+      denyPorts: [],
     },
-    null,
-  );
+  });
 }
 
 /** A URL's host without the brackets of an IPv6 literal. */

@@ -1,10 +1,17 @@
 import { z } from "zod";
 import { ActivityEvent, ActivityQuery } from "../activity.js";
+import { ProjectEgress, ProjectEgressUpdate } from "../egress-rules.js";
 import { OrgPolicy, OrgPolicyUpdate, Project, ProjectCreate } from "../iam.js";
 import { pageOf } from "../pages.js";
 import type { RouteSpec } from "./route-spec.js";
 
-/** The org: its activity history, its policy and its projects. */
+const projectName = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, "a project name");
+
+/** The org: its activity history, its policy and its projects (with their egress rules). */
 export const orgRoutes = {
   listActivity: {
     method: "GET",
@@ -58,5 +65,35 @@ export const orgRoutes = {
     scope: "shells:instances:control",
     minRole: "admin",
     example: { body: { name: "research" } },
+  },
+  getProjectEgress: {
+    method: "GET",
+    path: "/api/v1/projects/:project/egress",
+    summary: "A project's egress rules (empty: the org's policy alone).",
+    tag: "org",
+    params: z.strictObject({ project: projectName }),
+    response: ProjectEgress,
+    successStatus: 200,
+    scope: "shells:instances:read",
+    example: { params: { project: "default" } },
+  },
+  setProjectEgress: {
+    method: "PUT",
+    path: "/api/v1/projects/:project/egress",
+    summary: "Replace a project's egress rules (admins); `{ rules: {} }` removes them.",
+    description:
+      "Rules of the org policy's shape (`allowHosts`, `denyHosts`, `allowCidrs`, `denyCidrs`, `allowPorts`, `denyPorts`), each optional: a list left out says nothing at the project's level. Every `internet` shell of the project keeps them from its next connection or DNS question on, below the org's policy and above the template's rules and the shell's own allowlist: a connection goes through only when every level allows it, so nothing here can widen what the org allows (`allowCidrs` keeps open only the org's non-public ranges it also names). Recorded as `project.egress.update` with the old and new rules.",
+    tag: "org",
+    params: z.strictObject({ project: projectName }),
+    body: ProjectEgressUpdate,
+    response: ProjectEgress,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    idempotent: true,
+    example: {
+      params: { project: "default" },
+      body: { rules: { denyHosts: ["*.example.net"], denyPorts: [25] } },
+    },
   },
 } as const satisfies Record<string, RouteSpec>;
