@@ -19,17 +19,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EgressProxy } from "../apps/server/dist/egress/egress-proxy.js";
 import { EgressPolicy } from "../apps/server/dist/egress/policy.js";
-import { ms, percentile, timeRuns } from "./stats.mjs";
+import { log, ms, percentile, timeRuns } from "./lib.mjs";
 
 const REQUESTS = Number(process.env.BENCH_EGRESS_REQUESTS ?? 2000);
 const CONCURRENCY = Number(process.env.BENCH_EGRESS_CONCURRENCY ?? 16);
 const TUNNELS = Number(process.env.BENCH_EGRESS_TUNNELS ?? 1000);
 const MEGABYTES = Number(process.env.BENCH_EGRESS_MB ?? 256);
 const HOST = "bench.test";
-
-function log(line = "") {
-  process.stdout.write(`${line}\n`);
-}
 
 const stats = (values) => ({
   n: values.length,
