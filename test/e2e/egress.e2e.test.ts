@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostReport } from "../../packages/backend-container/src/internal/test-support.js";
 import { addKey } from "../../apps/server/src/test-support/test-app.js";
+import { call } from "./harness.js";
 
 // The `internet` mode through a real container shell: its only way out is its egress proxy. The
 // upstream servers listen on the host's loopback, which a shell cannot reach by itself; the org's
@@ -18,23 +19,6 @@ const WINDOW_SECONDS = 6;
 interface Api {
   url: string;
   token: string;
-}
-
-async function call<T = Record<string, unknown>>(
-  api: Api,
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<{ status: number; body: T }> {
-  const res = await fetch(`${api.url}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${api.token}`,
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, body: (await res.json()) as T };
 }
 
 async function listen(server: HttpServer | Server): Promise<number> {
