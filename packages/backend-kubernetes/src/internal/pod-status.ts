@@ -44,7 +44,7 @@ export function killReasonOf(pod: V1Pod): KillReason | undefined {
   if (reason === "DeadlineExceeded") return "wall_clock";
   if (reason === "Evicted") {
     const message = pod.status?.message ?? "";
-    if (/ephemeral[- ]storage|disk/i.test(message)) return "disk";
+    if (/ephemeral|disk|storage/i.test(message)) return "disk";
     if (/memory/i.test(message)) return "oom";
     return "stopped";
   }
