@@ -1,6 +1,12 @@
 import { KubeConfig } from "@kubernetes/client-node";
 import { afterEach, describe, expect, it } from "vitest";
-import { Channel, ExecSession, execEndOf, execPath, type ExecEnd } from "./internal/exec-channel.js";
+import {
+  Channel,
+  ExecSession,
+  execEndOf,
+  execPath,
+  type ExecEnd,
+} from "./internal/exec-channel.js";
 import { FakeKubeApi, fixture, type ExecReplay } from "./test-support/fake-kube-api.js";
 
 /**
@@ -119,7 +125,9 @@ describe("the exec channel protocol", () => {
   it("holds the stream while the consumer is busy, and delivers everything before the end", async () => {
     const config = await configFor();
     const frames = Array.from({ length: 20 }, (_, i) => ({ channel: 1, text: `line ${i}\n` }));
-    fake.onExec = () => ({ frames: [...frames, { channel: 3, json: { metadata: {}, status: "Success" } }] });
+    fake.onExec = () => ({
+      frames: [...frames, { channel: 3, json: { metadata: {}, status: "Success" } }],
+    });
     const seen: string[] = [];
     let busy = 0;
     let overlapped = false;
@@ -139,7 +147,10 @@ describe("the exec channel protocol", () => {
 describe("the error channel's Status", () => {
   it("reads each documented shape", () => {
     const encode = (value: unknown) => Buffer.from(JSON.stringify(value));
-    expect(execEndOf(encode({ metadata: {}, status: "Success" }))).toEqual({ kind: "exit", exitCode: 0 });
+    expect(execEndOf(encode({ metadata: {}, status: "Success" }))).toEqual({
+      kind: "exit",
+      exitCode: 0,
+    });
     expect(
       execEndOf(
         encode({

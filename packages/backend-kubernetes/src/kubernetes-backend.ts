@@ -205,7 +205,8 @@ export class KubernetesBackend implements SandboxBackend {
     const runtimeClassName =
       options.runtimeClassName === undefined ? "gvisor" : options.runtimeClassName;
     this.#runtime =
-      options.runtime ?? (runtimeClassName && /kata/i.test(runtimeClassName) ? "microvm" : "container");
+      options.runtime ??
+      (runtimeClassName && /kata/i.test(runtimeClassName) ? "microvm" : "container");
     this.#startTimeoutMs = options.startTimeoutMs ?? 180_000;
     this.#egressOptions = options.egress;
     this.#settings = {
@@ -225,8 +226,12 @@ export class KubernetesBackend implements SandboxBackend {
           }
         : null,
     };
-    this.networkModes = options.egress ? ["sealed", "localhost", "internet"] : ["sealed", "localhost"];
-    this.#bridge = options.egress ? new EgressBridge((shellId) => this.#egressRoute(shellId)) : null;
+    this.networkModes = options.egress
+      ? ["sealed", "localhost", "internet"]
+      : ["sealed", "localhost"];
+    this.#bridge = options.egress
+      ? new EgressBridge((shellId) => this.#egressRoute(shellId))
+      : null;
   }
 
   /** The objects' settings (namespace, images, RuntimeClass…), as the builders see them. */
@@ -278,7 +283,10 @@ export class KubernetesBackend implements SandboxBackend {
 
   async create(spec: SandboxSpec): Promise<SandboxInfo> {
     if (spec.runtime !== this.#runtime)
-      throw new SandboxError("unsupported", `the kubernetes backend runs ${this.#runtime}, not ${spec.runtime}`);
+      throw new SandboxError(
+        "unsupported",
+        `the kubernetes backend runs ${this.#runtime}, not ${spec.runtime}`,
+      );
     if (!this.networkModes.includes(spec.network))
       throw new SandboxError(
         "unsupported",
@@ -294,7 +302,8 @@ export class KubernetesBackend implements SandboxBackend {
         `shell id ${JSON.stringify(spec.shellId)} cannot name Kubernetes objects (lowercase letters, digits and dashes, at most 52)`,
       );
     return this.#locked(spec.shellId, async () => {
-      const egressToken = spec.egress && this.#bridge ? randomBytes(32).toString("base64url") : null;
+      const egressToken =
+        spec.egress && this.#bridge ? randomBytes(32).toString("base64url") : null;
       if (egressToken) await this.listenEgress();
       try {
         const secret = await this.#ensureSecret(buildSecret(this.#settings, spec, egressToken));
@@ -341,18 +350,25 @@ export class KubernetesBackend implements SandboxBackend {
       hostKill = reason;
       void this.#signal(pod, execId, "ALRM", "").catch(() => undefined);
     };
-    const session = await this.#open(shellId, pod, "shell", argv, { tty: false }, (stream, chunk) => {
-      if (truncated) return;
-      const room = request.maxOutputBytes - outputBytes;
-      const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
-      outputBytes += part.length;
-      output[stream].push(Buffer.from(part));
-      if (chunk.length > room) {
-        truncated = true;
-        kill("output_limit");
-      }
-      return part.length > 0 ? options.onOutput?.(stream, part) : undefined;
-    });
+    const session = await this.#open(
+      shellId,
+      pod,
+      "shell",
+      argv,
+      { tty: false },
+      (stream, chunk) => {
+        if (truncated) return;
+        const room = request.maxOutputBytes - outputBytes;
+        const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
+        outputBytes += part.length;
+        output[stream].push(Buffer.from(part));
+        if (chunk.length > room) {
+          truncated = true;
+          kill("output_limit");
+        }
+        return part.length > 0 ? options.onOutput?.(stream, part) : undefined;
+      },
+    );
     const onAbort = () => {
       const reason = options.signal?.reason as unknown;
       kill(typeof reason === "string" ? (reason as KillReason) : "stopped");
@@ -422,7 +438,8 @@ export class KubernetesBackend implements SandboxBackend {
       write: (data) => session.write(typeof data === "string" ? Buffer.from(data, "utf8") : data),
       closeStdin: () => {
         // Protocol v5 closes stdin alone; before it, a terminal still reads ^D as end of input.
-        if (!session.closeStdin() && tty) void session.write(Buffer.from("\x04")).catch(() => undefined);
+        if (!session.closeStdin() && tty)
+          void session.write(Buffer.from("\x04")).catch(() => undefined);
       },
       resize: (cols, rows) => {
         if (tty) session.resize(cols, rows);
@@ -648,7 +665,8 @@ export class KubernetesBackend implements SandboxBackend {
         "persistentvolumeclaim",
         pvc.metadata!,
         () => this.#core.createNamespacedPersistentVolumeClaim({ namespace, body: pvc }),
-        () => this.#core.readNamespacedPersistentVolumeClaim({ name: pvc.metadata!.name!, namespace }),
+        () =>
+          this.#core.readNamespacedPersistentVolumeClaim({ name: pvc.metadata!.name!, namespace }),
       );
     }
     const policy = buildNetworkPolicy(this.#settings, spec);
@@ -758,28 +776,49 @@ export class KubernetesBackend implements SandboxBackend {
     );
   }
 
-  /** Deletes every object of a shell; each one already gone (404) counts as deleted. */
+  /**
+   * Deletes every object of a shell: those its labels find (this instance's objects of that shell,
+   * whatever their names), Pods first. One already gone (404) counts as deleted; an object of the
+   * same name that is not this instance's (a create refused it) is never touched.
+   */
   async #teardown(shellId: string): Promise<void> {
-    const names = namesOf(shellId);
     const namespace = this.#settings.namespace;
+    const labelSelector = selectorOf(this.#settings, shellId);
     this.#ending.set(shellId, "deleted");
     this.#bridge?.forget(shellId);
     this.#specs.delete(shellId);
-    const deletions: (() => Promise<unknown>)[] = [
-      () => this.#core.deleteNamespacedPod({ name: names.pod, namespace, gracePeriodSeconds: 0 }),
-      () =>
-        this.#core.deleteNamespacedPod({
-          name: names.maintenancePod,
-          namespace,
-          gracePeriodSeconds: 0,
-        }),
-      () => this.#networking.deleteNamespacedNetworkPolicy({ name: names.networkPolicy, namespace }),
-      () => this.#core.deleteNamespacedSecret({ name: names.secret, namespace }),
-      // A PVC goes once no Pod uses it (the API server holds it until then).
-      () => this.#core.deleteNamespacedPersistentVolumeClaim({ name: names.statePvc, namespace }),
-      () => this.#core.deleteNamespacedPersistentVolumeClaim({ name: names.snapshotsPvc, namespace }),
-    ];
-    for (const deletion of deletions) await this.#deleteIgnoringMissing(deletion);
+    const names = (list: { items: { metadata?: V1ObjectMeta }[] }) =>
+      list.items.map((item) => item.metadata?.name).filter((name): name is string => !!name);
+    let found: [string[], string[], string[], string[]];
+    try {
+      const lists = await Promise.all([
+        this.#core.listNamespacedPod({ namespace, labelSelector }),
+        this.#networking.listNamespacedNetworkPolicy({ namespace, labelSelector }),
+        this.#core.listNamespacedSecret({ namespace, labelSelector }),
+        this.#core.listNamespacedPersistentVolumeClaim({ namespace, labelSelector }),
+      ]);
+      found = [names(lists[0]), names(lists[1]), names(lists[2]), names(lists[3])];
+    } catch (error) {
+      throw toSandboxError(error, `listing the objects of shell ${shellId}`);
+    }
+    const [pods, policies, secrets, pvcs] = found;
+    for (const name of pods)
+      await this.#deleteIgnoringMissing(() =>
+        this.#core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 }),
+      );
+    for (const name of policies)
+      await this.#deleteIgnoringMissing(() =>
+        this.#networking.deleteNamespacedNetworkPolicy({ name, namespace }),
+      );
+    for (const name of secrets)
+      await this.#deleteIgnoringMissing(() =>
+        this.#core.deleteNamespacedSecret({ name, namespace }),
+      );
+    // A PVC goes once no Pod uses it (the API server holds it until then).
+    for (const name of pvcs)
+      await this.#deleteIgnoringMissing(() =>
+        this.#core.deleteNamespacedPersistentVolumeClaim({ name, namespace }),
+      );
   }
 
   async #deleteIgnoringMissing(deletion: () => Promise<unknown>): Promise<void> {
@@ -801,7 +840,8 @@ export class KubernetesBackend implements SandboxBackend {
 
   /** The shell's Pod's name when it runs; `not_found` for an unknown shell, else `not_running`. */
   async #runningPod(shellId: string): Promise<string> {
-    if (!KUBERNETES_SHELL_ID.test(shellId)) throw new SandboxError("not_found", `no shell ${shellId}`);
+    if (!KUBERNETES_SHELL_ID.test(shellId))
+      throw new SandboxError("not_found", `no shell ${shellId}`);
     const name = namesOf(shellId).pod;
     const pod = await this.#readPod(name);
     if (pod && podPhaseOf(pod) === "running") return name;
@@ -833,7 +873,8 @@ export class KubernetesBackend implements SandboxBackend {
   async #spec(shellId: string): Promise<SandboxSpec> {
     const known = this.#specs.get(shellId);
     if (known) return known;
-    if (!KUBERNETES_SHELL_ID.test(shellId)) throw new SandboxError("not_found", `no shell ${shellId}`);
+    if (!KUBERNETES_SHELL_ID.test(shellId))
+      throw new SandboxError("not_found", `no shell ${shellId}`);
     let secret: V1Secret;
     try {
       secret = await this.#core.readNamespacedSecret({
@@ -880,14 +921,23 @@ export class KubernetesBackend implements SandboxBackend {
     io: { tty: boolean },
     onOutput: NonNullable<SandboxExecOptions["onOutput"]>,
   ): Promise<ExecSession> {
-    const path = execPath(this.#settings.namespace, pod, container, argv, { stdin: true, tty: io.tty });
+    const path = execPath(this.#settings.namespace, pod, container, argv, {
+      stdin: true,
+      tty: io.tty,
+    });
     let session: ExecSession;
     try {
       session = await ExecSession.open(this.#kubeConfig, path, onOutput);
     } catch (error) {
       const message = (error as { message?: string } | null)?.message ?? String(error);
-      if (/\b404\b/.test(message)) throw new SandboxError("not_running", `shell ${shellId} is stopped`);
-      throw new SandboxError("failed", `opening an exec in pod ${pod} failed: ${message}`, {}, { cause: error });
+      if (/\b404\b/.test(message))
+        throw new SandboxError("not_running", `shell ${shellId} is stopped`);
+      throw new SandboxError(
+        "failed",
+        `opening an exec in pod ${pod} failed: ${message}`,
+        {},
+        { cause: error },
+      );
     }
     let open = this.#sessions.get(shellId);
     if (!open) this.#sessions.set(shellId, (open = new Set()));
@@ -897,19 +947,39 @@ export class KubernetesBackend implements SandboxBackend {
   }
 
   /** Runs a fixed script in a Pod's container and returns its stdout; non-zero exit is `failed`. */
-  async #script(pod: string, container: "shell" | "agent", script: string, args: string[]): Promise<string> {
+  async #script(
+    pod: string,
+    container: "shell" | "agent",
+    script: string,
+    args: string[],
+  ): Promise<string> {
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     const shellId = pod.replace(/^shells-/, "").replace(/-maint$/, "");
-    const session = await this.#open(shellId, pod, container, ["/bin/sh", "-c", script, "sh", ...args], { tty: false }, (stream, chunk) => {
-      (stream === "stdout" ? stdout : stderr).push(Buffer.from(chunk));
-    });
+    const session = await this.#open(
+      shellId,
+      pod,
+      container,
+      ["/bin/sh", "-c", script, "sh", ...args],
+      { tty: false },
+      (stream, chunk) => {
+        (stream === "stdout" ? stdout : stderr).push(Buffer.from(chunk));
+      },
+    );
     const timer = setTimeout(() => session.close(), STATE_SCRIPT_TIMEOUT_MS);
     try {
       const end = await session.end;
       if (end.kind === "exit" && end.exitCode === 0) return text(stdout);
-      const why = end.kind === "exit" ? `exit ${end.exitCode}` : end.kind === "error" ? end.message : "the connection closed";
-      throw new SandboxError("failed", `a state operation in pod ${pod} failed (${why}): ${text(stderr).trim()}`);
+      const why =
+        end.kind === "exit"
+          ? `exit ${end.exitCode}`
+          : end.kind === "error"
+            ? end.message
+            : "the connection closed";
+      throw new SandboxError(
+        "failed",
+        `a state operation in pod ${pod} failed (${why}): ${text(stderr).trim()}`,
+      );
     } finally {
       clearTimeout(timer);
     }
@@ -959,8 +1029,11 @@ export class KubernetesBackend implements SandboxBackend {
     }
   }
 
-  async #readSnapshots(shellId: string): Promise<{ pvc: V1PersistentVolumeClaim; list: Snapshot[] }> {
-    if (!KUBERNETES_SHELL_ID.test(shellId)) throw new SandboxError("not_found", `no shell ${shellId}`);
+  async #readSnapshots(
+    shellId: string,
+  ): Promise<{ pvc: V1PersistentVolumeClaim; list: Snapshot[] }> {
+    if (!KUBERNETES_SHELL_ID.test(shellId))
+      throw new SandboxError("not_found", `no shell ${shellId}`);
     let pvc: V1PersistentVolumeClaim;
     try {
       pvc = await this.#core.readNamespacedPersistentVolumeClaim({
@@ -988,7 +1061,10 @@ export class KubernetesBackend implements SandboxBackend {
         ...pvc,
         metadata: {
           ...pvc.metadata,
-          annotations: { ...pvc.metadata?.annotations, [SNAPSHOTS_ANNOTATION]: JSON.stringify(next) },
+          annotations: {
+            ...pvc.metadata?.annotations,
+            [SNAPSHOTS_ANNOTATION]: JSON.stringify(next),
+          },
         },
       };
       try {

@@ -50,7 +50,10 @@ describe("a Pod's phase and problems", () => {
   it("keeps waiting through an image pull back-off but gives up on an invalid image name", () => {
     const backoff = pod("pod-status-image-pull-backoff.json");
     expect(podPhaseOf(backoff)).toBe("starting");
-    expect(podProblemOf(backoff)).toMatchObject({ fatal: false, message: expect.stringContaining("ImagePullBackOff") });
+    expect(podProblemOf(backoff)).toMatchObject({
+      fatal: false,
+      message: expect.stringContaining("ImagePullBackOff"),
+    });
     expect(podProblemOf(pod("pod-status-invalid-image.json"))).toMatchObject({
       fatal: true,
       message: expect.stringContaining("InvalidImageName"),

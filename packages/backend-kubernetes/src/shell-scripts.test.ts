@@ -75,7 +75,11 @@ describe("the exec wrapper", () => {
       }),
     );
     const result = await done;
-    expect(result).toMatchObject({ code: 3, stdout: `hello world from ${dir}\n`, stderr: "oops\n" });
+    expect(result).toMatchObject({
+      code: 3,
+      stdout: `hello world from ${dir}\n`,
+      stderr: "oops\n",
+    });
   });
 
   it("gives the command exactly the stdin bytes, then EOF, though the stream stays open", async () => {
@@ -102,11 +106,9 @@ describe("the exec wrapper", () => {
 
   it("ends early when the backend sends ALRM through the signal script (output limit, abort)", async () => {
     const { done } = run(exec(["sleep", "30"], { execId: "x2" }));
-    const signal = spawnSync(
-      "/bin/sh",
-      ["-c", SIGNAL_SCRIPT, "sh", "x2", "ALRM", ""],
-      { env: { PATH: process.env.PATH, SHELLS_EXEC_DIR: join(dir, "execs") } },
-    );
+    const signal = spawnSync("/bin/sh", ["-c", SIGNAL_SCRIPT, "sh", "x2", "ALRM", ""], {
+      env: { PATH: process.env.PATH, SHELLS_EXEC_DIR: join(dir, "execs") },
+    });
     expect(signal.status).toBe(0);
     const result = await done;
     expect(result.code).toBe(137);
@@ -148,77 +150,101 @@ describe("the spawn wrapper", () => {
 
 const bwrap = spawnSync("bwrap", ["--version"]).status === 0;
 
-describe.skipIf(!bwrap)("the state scripts (in a mount namespace with /state and /snapshots)", () => {
-  let state: string;
-  let snapshots: string;
+describe.skipIf(!bwrap)(
+  "the state scripts (in a mount namespace with /state and /snapshots)",
+  () => {
+    let state: string;
+    let snapshots: string;
 
-  beforeAll(async () => {
-    state = join(dir, "state");
-    snapshots = join(dir, "snapshots");
-    await mkdir(join(state, "workspace"), { recursive: true });
-    await mkdir(snapshots, { recursive: true });
-  });
+    beforeAll(async () => {
+      state = join(dir, "state");
+      snapshots = join(dir, "snapshots");
+      await mkdir(join(state, "workspace"), { recursive: true });
+      await mkdir(snapshots, { recursive: true });
+    });
 
-  function inPod(script: string, args: string[] = []) {
-    const result = spawnSync(
-      "bwrap",
-      [
-        "--ro-bind", "/usr", "/usr",
-        "--symlink", "usr/bin", "/bin",
-        "--symlink", "usr/lib", "/lib",
-        "--symlink", "usr/lib64", "/lib64",
-        "--symlink", "usr/sbin", "/sbin",
-        "--proc", "/proc",
-        "--dev", "/dev",
-        "--tmpfs", "/tmp",
-        "--bind", state, "/state",
-        "--bind", snapshots, "/snapshots",
-        "/bin/sh", "-ec", script, "sh", ...args,
-      ],
-      { encoding: "utf8" },
-    );
-    return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-  }
+    function inPod(script: string, args: string[] = []) {
+      const result = spawnSync(
+        "bwrap",
+        [
+          "--ro-bind",
+          "/usr",
+          "/usr",
+          "--symlink",
+          "usr/bin",
+          "/bin",
+          "--symlink",
+          "usr/lib",
+          "/lib",
+          "--symlink",
+          "usr/lib64",
+          "/lib64",
+          "--symlink",
+          "usr/sbin",
+          "/sbin",
+          "--proc",
+          "/proc",
+          "--dev",
+          "/dev",
+          "--tmpfs",
+          "/tmp",
+          "--bind",
+          state,
+          "/state",
+          "--bind",
+          snapshots,
+          "/snapshots",
+          "/bin/sh",
+          "-ec",
+          script,
+          "sh",
+          ...args,
+        ],
+        { encoding: "utf8" },
+      );
+      return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+    }
 
-  it("snapshots the workspace and restores it, dropping what was written since", async () => {
-    await writeFile(join(state, "workspace", "kept.txt"), "before");
-    const snap = inPod(SNAPSHOT_SCRIPT, ["first"]);
-    expect(snap.code, snap.stderr).toBe(0);
-    expect(Number(snap.stdout.trim())).toBeGreaterThan(0);
-    await writeFile(join(state, "workspace", "kept.txt"), "after");
-    await writeFile(join(state, "workspace", "new.txt"), "new");
-    const restore = inPod(RESTORE_SCRIPT, ["first"]);
-    expect(restore.code, restore.stderr).toBe(0);
-    expect(await readFile(join(state, "workspace", "kept.txt"), "utf8")).toBe("before");
-    expect(existsSync(join(state, "workspace", "new.txt"))).toBe(false);
-    expect((await readdir(state)).sort()).toEqual(["workspace"]);
-  });
+    it("snapshots the workspace and restores it, dropping what was written since", async () => {
+      await writeFile(join(state, "workspace", "kept.txt"), "before");
+      const snap = inPod(SNAPSHOT_SCRIPT, ["first"]);
+      expect(snap.code, snap.stderr).toBe(0);
+      expect(Number(snap.stdout.trim())).toBeGreaterThan(0);
+      await writeFile(join(state, "workspace", "kept.txt"), "after");
+      await writeFile(join(state, "workspace", "new.txt"), "new");
+      const restore = inPod(RESTORE_SCRIPT, ["first"]);
+      expect(restore.code, restore.stderr).toBe(0);
+      expect(await readFile(join(state, "workspace", "kept.txt"), "utf8")).toBe("before");
+      expect(existsSync(join(state, "workspace", "new.txt"))).toBe(false);
+      expect((await readdir(state)).sort()).toEqual(["workspace"]);
+    });
 
-  it("refuses a snapshot that does not exist and leaves the workspace alone", async () => {
-    const restore = inPod(RESTORE_SCRIPT, ["missing"]);
-    expect(restore.code).toBe(3);
-    expect(await readFile(join(state, "workspace", "kept.txt"), "utf8")).toBe("before");
-  });
+    it("refuses a snapshot that does not exist and leaves the workspace alone", async () => {
+      const restore = inPod(RESTORE_SCRIPT, ["missing"]);
+      expect(restore.code).toBe(3);
+      expect(await readFile(join(state, "workspace", "kept.txt"), "utf8")).toBe("before");
+    });
 
-  it("finishes a restore a crash cut between its two renames, when the Pod starts again", async () => {
-    // The state a crash leaves after `mv workspace workspace.old` and before the second rename.
-    await rm(join(state, "workspace.old"), { recursive: true, force: true });
-    await mkdir(join(state, "workspace.restore"), { recursive: true });
-    await writeFile(join(state, "workspace.restore", "restored.txt"), "new state");
-    await rm(join(state, "workspace"), { recursive: true });
-    await mkdir(join(state, "workspace.old"));
-    const prepare = inPod(PREPARE_STATE_SCRIPT);
-    expect(prepare.code, prepare.stderr).toBe(0);
-    expect(await readFile(join(state, "workspace", "restored.txt"), "utf8")).toBe("new state");
-    expect((await readdir(state)).sort()).toEqual(["workspace"]);
-  });
+    it("finishes a restore a crash cut between its two renames, when the Pod starts again", async () => {
+      // The state a crash leaves after `mv workspace workspace.old` and before the second rename.
+      await rm(join(state, "workspace.old"), { recursive: true, force: true });
+      await mkdir(join(state, "workspace.restore"), { recursive: true });
+      await writeFile(join(state, "workspace.restore", "restored.txt"), "new state");
+      await rm(join(state, "workspace"), { recursive: true });
+      await mkdir(join(state, "workspace.old"));
+      const prepare = inPod(PREPARE_STATE_SCRIPT);
+      expect(prepare.code, prepare.stderr).toBe(0);
+      expect(await readFile(join(state, "workspace", "restored.txt"), "utf8")).toBe("new state");
+      expect((await readdir(state)).sort()).toEqual(["workspace"]);
+    });
 
-  it("keeps the old workspace when a crash cut a restore while it unpacked", async () => {
-    await mkdir(join(state, "workspace.restore"), { recursive: true });
-    await writeFile(join(state, "workspace.restore", "half.txt"), "half");
-    const prepare = inPod(PREPARE_STATE_SCRIPT);
-    expect(prepare.code, prepare.stderr).toBe(0);
-    expect(await readFile(join(state, "workspace", "restored.txt"), "utf8")).toBe("new state");
-    expect((await readdir(state)).sort()).toEqual(["workspace"]);
-  });
-});
+    it("keeps the old workspace when a crash cut a restore while it unpacked", async () => {
+      await mkdir(join(state, "workspace.restore"), { recursive: true });
+      await writeFile(join(state, "workspace.restore", "half.txt"), "half");
+      const prepare = inPod(PREPARE_STATE_SCRIPT);
+      expect(prepare.code, prepare.stderr).toBe(0);
+      expect(await readFile(join(state, "workspace", "restored.txt"), "utf8")).toBe("new state");
+      expect((await readdir(state)).sort()).toEqual(["workspace"]);
+    });
+  },
+);

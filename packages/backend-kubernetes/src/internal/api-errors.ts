@@ -20,7 +20,12 @@ export function apiStatusOf(error: unknown): { reason?: string; message?: string
       return { message: raw };
     }
   }
-  return body && typeof body === "object" ? (body as { reason?: string; message?: string }) : null;
+  if (!body || typeof body !== "object") return null;
+  const { reason, message } = body as Record<string, unknown>;
+  return {
+    ...(typeof reason === "string" ? { reason } : {}),
+    ...(typeof message === "string" ? { message } : {}),
+  };
 }
 
 /** 404: the object is not there (a delete of it is done). */
@@ -32,7 +37,8 @@ export const isConflict = (error: unknown) => httpStatusOf(error) === 409;
 export function toSandboxError(error: unknown, doing: string): SandboxError {
   if (error instanceof SandboxError) return error;
   const status = httpStatusOf(error);
-  const said = apiStatusOf(error)?.message ?? (error instanceof Error ? error.message : String(error));
+  const said =
+    apiStatusOf(error)?.message ?? (error instanceof Error ? error.message : String(error));
   return new SandboxError(
     status === 403 ? "unavailable" : "failed",
     `${doing} failed${status ? ` (HTTP ${status})` : ""}: ${said.split("\n")[0]}`,

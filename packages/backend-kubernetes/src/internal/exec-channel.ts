@@ -184,9 +184,7 @@ export class ExecSession {
   /** Sets the terminal's size (a tty session). */
   resize(cols: number, rows: number): void {
     const payload = Buffer.from(JSON.stringify({ Width: cols, Height: rows }), "utf8");
-    void this.#send(Buffer.concat([Buffer.from([Channel.resize]), payload])).catch(
-      () => undefined,
-    );
+    void this.#send(Buffer.concat([Buffer.from([Channel.resize]), payload])).catch(() => undefined);
   }
 
   /** Drops the connection (the server then ends its side). */

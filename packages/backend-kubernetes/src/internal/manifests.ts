@@ -75,7 +75,11 @@ export const EGRESS_ENV: Record<string, string> = {
  * the orphans execs leave behind (a bare `sleep` as PID 1 would collect zombies), and TERM ends it
  * at once.
  */
-export const KEEPALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"];
+export const KEEPALIVE = [
+  "/bin/sh",
+  "-c",
+  "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done",
+];
 
 /** How the agent container finds the forwarder script in the control plane's image. */
 export const AGENT_FORWARDER = "/app/packages/backend-kubernetes/dist/agent/egress-forwarder.js";

@@ -47,7 +47,7 @@ export function waitFor<O extends WithMetadata, T>(
     let finished = false;
     let controller: AbortController | null = null;
     let resourceVersion = "";
-    const finish = (outcome: { value: T } | { error: unknown }) => {
+    const finish = (outcome: { value: T } | { error: Error }) => {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
@@ -61,7 +61,7 @@ export function waitFor<O extends WithMetadata, T>(
         const value = check(object);
         if (value !== undefined) finish({ value });
       } catch (error) {
-        finish({ error });
+        finish({ error: error instanceof Error ? error : new Error(String(error)) });
       }
       return finished;
     };

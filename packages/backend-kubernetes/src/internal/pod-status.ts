@@ -53,7 +53,8 @@ export function killReasonOf(pod: V1Pod): KillReason | undefined {
 }
 
 /** Waiting reasons that no amount of waiting fixes. */
-const FATAL_WAITING = /^(InvalidImageName|CreateContainerConfigError|CreateContainerError|RunContainerError)$/;
+const FATAL_WAITING =
+  /^(InvalidImageName|CreateContainerConfigError|CreateContainerError|RunContainerError)$/;
 /** Waiting reasons that may pass (a registry that answers later) but are worth reporting. */
 const SLOW_WAITING = /^(ErrImagePull|ImagePullBackOff)$/;
 
@@ -99,7 +100,5 @@ export function podProblemOf(pod: V1Pod): { message: string; fatal: boolean } | 
 /** The image a running shell container really runs (digest), else the image it was given. */
 export function imageVersionOf(pod: V1Pod): string | null {
   const shell = pod.status?.containerStatuses?.find((c) => c.name === "shell");
-  return (
-    shell?.imageID || pod.spec?.containers.find((c) => c.name === "shell")?.image || null
-  );
+  return shell?.imageID || pod.spec?.containers.find((c) => c.name === "shell")?.image || null;
 }

@@ -10,7 +10,11 @@
  * a real API server's admission would (Pod Security, quotas, RBAC).
  */
 import { readFileSync } from "node:fs";
-import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type ServerResponse,
+} from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -19,9 +23,13 @@ import { WebSocketServer, type WebSocket } from "ws";
 const FIXTURES = join(import.meta.dirname, "fixtures");
 
 /** A fixture file, parsed, with `{{placeholders}}` filled in. */
-export function fixture<T = unknown>(name: string, values: Record<string, string | number> = {}): T {
+export function fixture<T = unknown>(
+  name: string,
+  values: Record<string, string | number> = {},
+): T {
   let raw = readFileSync(join(FIXTURES, name), "utf8");
-  for (const [key, value] of Object.entries(values)) raw = raw.replaceAll(`{{${key}}}`, String(value));
+  for (const [key, value] of Object.entries(values))
+    raw = raw.replaceAll(`{{${key}}}`, String(value));
   return JSON.parse(raw) as T;
 }
 
@@ -42,6 +50,8 @@ export interface ExecReplay {
   closeWithoutStatus?: boolean;
   /** Keep the connection open after the frames (the test ends it through `call.socket`). */
   holdOpen?: boolean;
+  /** Send the frames only once the client sent something (its stdin). */
+  afterInput?: boolean;
 }
 
 /** An exec call the fake received. */
@@ -100,7 +110,9 @@ export function encodeFrame(frame: ExecFrame): Buffer {
 }
 
 /** A collection path and its kind's plural, from a request path; null when not one the fake has. */
-function parsePath(path: string): { collection: string; plural: string; name?: string; sub?: string } | null {
+function parsePath(
+  path: string,
+): { collection: string; plural: string; name?: string; sub?: string } | null {
   const m =
     /^(\/api\/v1\/namespaces\/[^/]+\/(pods|secrets|persistentvolumeclaims)|\/apis\/networking\.k8s\.io\/v1\/namespaces\/[^/]+\/(networkpolicies)|\/apis\/node\.k8s\.io\/v1\/(runtimeclasses))(?:\/([^/]+))?(?:\/(exec))?$/.exec(
       path,
@@ -154,7 +166,13 @@ export class FakeKubeApi {
   /** Watches still to be answered with a 410 `ERROR` event (one per count). */
   expireWatches = 0;
   readonly #events: WatchEventRecord[] = [];
-  readonly #watchers = new Set<{ collection: string; field: string | null; label: string | null; from: number; response: ServerResponse }>();
+  readonly #watchers = new Set<{
+    collection: string;
+    field: string | null;
+    label: string | null;
+    from: number;
+    response: ServerResponse;
+  }>();
   readonly #server;
   readonly #wss: WebSocketServer;
   readonly #options: FakeKubeApiOptions;
@@ -193,18 +211,26 @@ export class FakeKubeApi {
   /** Every object the client sent in a create or replace. */
   get sentObjects(): StoredObject[] {
     return this.requests
-      .filter((r) => (r.method === "POST" || r.method === "PUT") && r.body && typeof r.body === "object")
+      .filter(
+        (r) => (r.method === "POST" || r.method === "PUT") && r.body && typeof r.body === "object",
+      )
       .map((r) => r.body as StoredObject);
   }
 
   /** Objects of one plural (`pods`) now held. */
   stored(plural: string): StoredObject[] {
-    return [...this.objects.entries()].filter(([key]) => key.split("/").at(-2) === plural).map(([, o]) => o);
+    return [...this.objects.entries()]
+      .filter(([key]) => key.split("/").at(-2) === plural)
+      .map(([, o]) => o);
   }
 
   /** Puts an object in the store as if someone else made it (bumps the version, tells watchers). */
   put(collection: string, object: StoredObject): void {
-    this.#write(collection, object, this.objects.has(`${collection}/${object.metadata.name}`) ? "MODIFIED" : "ADDED");
+    this.#write(
+      collection,
+      object,
+      this.objects.has(`${collection}/${object.metadata.name}`) ? "MODIFIED" : "ADDED",
+    );
   }
 
   /** Changes a stored Pod's status as the kubelet would (e.g. to OOMKilled). */
@@ -229,11 +255,18 @@ export class FakeKubeApi {
   }
 
   #deliver(
-    watcher: { collection: string; field: string | null; label: string | null; from: number; response: ServerResponse },
+    watcher: {
+      collection: string;
+      field: string | null;
+      label: string | null;
+      from: number;
+      response: ServerResponse;
+    },
     event: WatchEventRecord,
   ): void {
     if (event.collection !== watcher.collection || event.version <= watcher.from) return;
-    if (!matchesFields(event.object, watcher.field) || !matchesLabels(event.object, watcher.label)) return;
+    if (!matchesFields(event.object, watcher.field) || !matchesLabels(event.object, watcher.label))
+      return;
     watcher.response.write(`${JSON.stringify({ type: event.type, object: event.object })}\n`);
   }
 
@@ -257,7 +290,8 @@ export class FakeKubeApi {
     const intercepted = this.intercept(recorded);
     if (intercepted) return send(intercepted.status, intercepted.body);
     const route = parsePath(url.pathname);
-    if (!route) return send(404, fixture("status-not-found.json", { kind: "path", name: url.pathname }));
+    if (!route)
+      return send(404, fixture("status-not-found.json", { kind: "path", name: url.pathname }));
     const { collection, plural, name } = route;
     const key = `${collection}/${name}`;
     const method = recorded.method;
@@ -271,7 +305,10 @@ export class FakeKubeApi {
         );
         return;
       }
-      response.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
+      response.writeHead(200, {
+        "content-type": "application/json",
+        "transfer-encoding": "chunked",
+      });
       response.flushHeaders();
       const watcher = {
         collection,
@@ -291,17 +328,27 @@ export class FakeKubeApi {
         .map(([, o]) => o)
         .filter((o) => matchesLabels(o, url.searchParams.get("labelSelector")))
         .filter((o) => matchesFields(o, url.searchParams.get("fieldSelector")));
-      return send(200, { kind: "List", apiVersion: "v1", metadata: { resourceVersion: String(this.#version) }, items });
+      return send(200, {
+        kind: "List",
+        apiVersion: "v1",
+        metadata: { resourceVersion: String(this.#version) },
+        items,
+      });
     }
     if (method === "GET") {
       const found = this.objects.get(key);
-      return found ? send(200, found) : send(404, fixture("status-not-found.json", { kind: plural, name: name! }));
+      return found
+        ? send(200, found)
+        : send(404, fixture("status-not-found.json", { kind: plural, name: name! }));
     }
     if (method === "POST") {
       const body = recorded.body as StoredObject;
       const objectKey = `${collection}/${body.metadata.name}`;
       if (this.objects.has(objectKey))
-        return send(409, fixture("status-already-exists.json", { kind: plural, name: body.metadata.name }));
+        return send(
+          409,
+          fixture("status-already-exists.json", { kind: plural, name: body.metadata.name }),
+        );
       const object: StoredObject = {
         ...body,
         metadata: {
@@ -326,45 +373,92 @@ export class FakeKubeApi {
     if (method === "PUT") {
       const body = recorded.body as StoredObject;
       const current = this.objects.get(key);
-      if (!current) return send(404, fixture("status-not-found.json", { kind: plural, name: name! }));
-      if (body.metadata.resourceVersion && body.metadata.resourceVersion !== current.metadata.resourceVersion)
+      if (!current)
+        return send(404, fixture("status-not-found.json", { kind: plural, name: name! }));
+      if (
+        body.metadata.resourceVersion &&
+        body.metadata.resourceVersion !== current.metadata.resourceVersion
+      )
         return send(409, fixture("status-conflict.json", { kind: plural, name: name! }));
       return send(200, this.#write(collection, body, "MODIFIED"));
     }
     if (method === "DELETE") {
       const current = this.objects.get(key);
-      if (!current) return send(404, fixture("status-not-found.json", { kind: plural, name: name! }));
-      if (plural === "pods") {
+      if (!current)
+        return send(404, fixture("status-not-found.json", { kind: plural, name: name! }));
+      // Pods end after their grace period; a PVC waits for the Pods that use it (its
+      // `kubernetes.io/pvc-protection` finalizer): both are marked first, then gone.
+      if (plural === "pods" || plural === "persistentvolumeclaims") {
         if (current.metadata.deletionTimestamp) return send(200, current);
         const marked = this.#write(
           collection,
-          { ...current, metadata: { ...current.metadata, deletionTimestamp: new Date().toISOString() } },
+          {
+            ...current,
+            metadata: { ...current.metadata, deletionTimestamp: new Date().toISOString() },
+          },
           "MODIFIED",
         );
-        setTimeout(() => {
+        this.#whenWatched(collection, name!, 300, () => {
           for (const call of this.execCalls) if (call.pod === name) call.socket.terminate();
           const latest = this.objects.get(key);
           if (latest) this.#write(collection, latest, "DELETED");
-        }, this.#options.kubeletDelayMs ?? 5);
+        });
         return send(200, marked);
       }
       this.#write(collection, current, "DELETED");
-      return send(200, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Success", details: { name, kind: plural } });
+      return send(200, {
+        kind: "Status",
+        apiVersion: "v1",
+        metadata: {},
+        status: "Success",
+        details: { name, kind: plural },
+      });
     }
     send(405, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", code: 405 });
   }
 
+  /**
+   * Runs a created Pod a moment after a client watches it (a real kubelet takes seconds; waiting
+   * for the watch makes every test go through the backend's watch, not a lucky list).
+   */
   #runPod(collection: string, name: string): void {
-    setTimeout(() => {
+    this.#whenWatched(collection, name, 2_000, () => {
       const pod = this.objects.get(`${collection}/${name}`);
       if (!pod || pod.metadata.deletionTimestamp) return;
       this.#write(collection, { ...pod, status: this.podStatusOnStart(name) }, "MODIFIED");
-    }, this.#options.kubeletDelayMs ?? 5);
+    });
+  }
+
+  /**
+   * Does what a kubelet or controller would do to an object (run a Pod, remove a deleted one) a
+   * moment after a client watches it, or after `patienceMs` without a watcher. A real cluster takes
+   * seconds; waiting for the watch makes every test go through the backend's watch rather than a
+   * list that happened to come late.
+   */
+  #whenWatched(collection: string, name: string, patienceMs: number, act: () => void): void {
+    const watched = () =>
+      [...this.#watchers].some(
+        (w) => w.collection === collection && (!w.field || w.field === `metadata.name=${name}`),
+      );
+    const tick = (waited: number) => {
+      if (!watched() && waited < patienceMs) {
+        setTimeout(() => tick(waited + 5), 5);
+        return;
+      }
+      setTimeout(act, this.#options.kubeletDelayMs ?? 5);
+    };
+    tick(0);
   }
 
   #exec(socket: WebSocket, request: IncomingMessage): void {
     const url = new URL(request.url ?? "/", "http://fake");
-    this.requests.push({ method: "GET", path: url.pathname, query: url.searchParams, headers: request.headers, body: undefined });
+    this.requests.push({
+      method: "GET",
+      path: url.pathname,
+      query: url.searchParams,
+      headers: request.headers,
+      body: undefined,
+    });
     const route = parsePath(url.pathname);
     const call: ExecCall = {
       pod: route?.name ?? "",
@@ -382,10 +476,14 @@ export class FakeKubeApi {
       socket.close(1002, `this replay needs ${replay.protocol}`);
       return;
     }
-    for (const frame of replay.frames) socket.send(encodeFrame(frame));
-    if (replay.holdOpen) return;
-    if (replay.closeWithoutStatus) socket.terminate();
-    else socket.close(1000);
+    const play = () => {
+      for (const frame of replay.frames) socket.send(encodeFrame(frame));
+      if (replay.holdOpen) return;
+      if (replay.closeWithoutStatus) socket.terminate();
+      else socket.close(1000);
+    };
+    if (replay.afterInput) socket.once("message", play);
+    else play();
   }
 }
 

@@ -33,7 +33,9 @@ async function modelOf(apiVersion: string, kind: string): Promise<ModelClass> {
   try {
     module = (await import(modulePathOf(apiVersion, kind))) as Record<string, unknown>;
   } catch {
-    throw new Error(`no schema for ${apiVersion} ${kind} in the Kubernetes ${KUBERNETES_SCHEMA_VERSION} API`);
+    throw new Error(
+      `no schema for ${apiVersion} ${kind} in the Kubernetes ${KUBERNETES_SCHEMA_VERSION} API`,
+    );
   }
   const model = module[kind] as ModelClass | undefined;
   if (!model) throw new Error(`no model ${kind} in ${modulePathOf(apiVersion, kind)}`);
