@@ -98,11 +98,11 @@ export function spawnArgv(options: {
 
 /**
  * Sends a signal to an exec or spawn by its id: `$1` the id, `$2` the signal, `$3` `-` to signal its
- * whole process group. It waits up to 2 s for the pid file (the process may be starting).
+ * whole process group. It waits up to 10 s for the pid file (the process may still be starting).
  */
 export const SIGNAL_SCRIPT = [
   `f=${EXEC_DIR}/$1.pid; i=0`,
-  `while [ ! -s "$f" ] && [ "$i" -lt 20 ]; do sleep 0.1; i=$((i+1)); done`,
+  `while [ ! -s "$f" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i+1)); done`,
   `[ -s "$f" ] || exit 0`,
   `kill -s "$2" -- "$3$(cat "$f")" 2>/dev/null || true`,
 ].join("\n");
