@@ -9,4 +9,3 @@ export {
   type KubernetesBackendOptions,
 } from "./kubernetes-backend.js";
 export { loadKubeConfig, type KubeConfigSource } from "./kube-config.js";
-export { DEFAULT_IMAGES } from "./internal/manifests.js";

@@ -522,21 +522,33 @@ describe("a shell's lifecycle", () => {
     await backend.destroy("sh-other");
   });
 
-  it("lists every shell of its instance from labels, and reaps a leftover maintenance Pod", async () => {
+  it("lists every shell of its instance from labels, and reaps a maintenance Pod that ended", async () => {
     await setup();
     await backend.create(spec("sh-a"));
     await backend.create(spec("sh-b"));
     await backend.stop("sh-b");
-    const labels = {
+    const maintenance = (shellId: string) => ({
       "app.kubernetes.io/managed-by": "shells",
       "shells.dev/instance": "default",
-      "shells.dev/shell-id": "sh-b",
+      "shells.dev/shell-id": shellId,
       "app.kubernetes.io/component": "maintenance",
-    };
+    });
+    // A maintenance Pod a crash left, past its deadline; and one another replica works in now.
     fake.put(PODS, {
       apiVersion: "v1",
       kind: "Pod",
-      metadata: { name: "shells-sh-b-maint", labels },
+      metadata: { name: "shells-sh-b-maint", labels: maintenance("sh-b") },
+      status: fixture("pod-status-deadline-exceeded.json"),
+    });
+    fake.put(PODS, {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: {
+        name: "shells-sh-a-maint",
+        labels: maintenance("sh-a"),
+        creationTimestamp: new Date().toISOString(),
+      },
+      status: fixture("pod-status-running.json"),
     });
     fake.put(PODS, {
       apiVersion: "v1",
@@ -554,7 +566,7 @@ describe("a shell's lifecycle", () => {
           .map((p) => p.metadata.name)
           .sort(),
       )
-      .toEqual(["shells-sh-a", "someone-else"]);
+      .toEqual(["shells-sh-a", "shells-sh-a-maint", "someone-else"]);
   });
 
   it("wipes state with a new, empty state volume and a new Pod", async () => {

@@ -139,6 +139,8 @@ const GONE_TIMEOUT_MS = 120_000;
 const EXEC_GRACE_MS = 2_000;
 /** How long state scripts (tar of a workspace) may take. */
 const STATE_SCRIPT_TIMEOUT_MS = 30 * 60_000;
+/** How long a maintenance Pod may run before the kubelet ends it (`activeDeadlineSeconds`). */
+const MAINTENANCE_DEADLINE_SECONDS = 900;
 /** Tries of an update that lost a race (409 Conflict) before it gives up. */
 const CONFLICT_TRIES = 5;
 
@@ -348,7 +350,7 @@ export class KubernetesBackend implements SandboxBackend {
     const kill = (reason: KillReason) => {
       if (hostKill) return;
       hostKill = reason;
-      void this.#signal(pod, execId, "ALRM", "").catch(() => undefined);
+      void this.#signal({ shellId, pod }, execId, "ALRM", "").catch(() => undefined);
     };
     const session = await this.#open(
       shellId,
@@ -397,7 +399,7 @@ export class KubernetesBackend implements SandboxBackend {
         let killReason = hostKill;
         if (!killReason && end.exitCode === 137) {
           if (durationMs >= request.timeoutMs) killReason = "wall_clock";
-          else if (await this.#diedOfOom(pod, execId)) killReason = "oom";
+          else if (await this.#diedOfOom({ shellId, pod }, execId)) killReason = "oom";
         }
         return result(end.exitCode, killReason);
       }
@@ -447,7 +449,10 @@ export class KubernetesBackend implements SandboxBackend {
       signal: (name) => {
         const key = TERMINAL_SIGNALS[name];
         if (tty && key) void session.write(Buffer.from(key)).catch(() => undefined);
-        else void this.#signal(pod, spawnId, name.replace(/^SIG/, ""), "-").catch(() => undefined);
+        else
+          void this.#signal({ shellId, pod }, spawnId, name.replace(/^SIG/, ""), "-").catch(
+            () => undefined,
+          );
       },
       exit,
     };
@@ -493,8 +498,8 @@ export class KubernetesBackend implements SandboxBackend {
       throw new SandboxError("unsupported", `snapshot name ${JSON.stringify(name)} is not allowed`);
     return this.#locked(shellId, async () => {
       const spec = await this.#spec(shellId);
-      const answer = await this.#withAgent(spec, (pod) =>
-        this.#script(pod, "agent", SNAPSHOT_SCRIPT, [name]),
+      const answer = await this.#withAgent(spec, (target) =>
+        this.#script(target, "agent", SNAPSHOT_SCRIPT, [name]),
       );
       const sizeBytes = Number(answer.trim().split("\n").pop());
       const snapshot: Snapshot = {
@@ -531,7 +536,9 @@ export class KubernetesBackend implements SandboxBackend {
         );
       const wasRunning = (await this.#readPod(namesOf(shellId).pod)) !== null;
       await this.#stopPod(shellId, "stopped");
-      await this.#withAgent(spec, (pod) => this.#script(pod, "agent", RESTORE_SCRIPT, [name]));
+      await this.#withAgent(spec, (target) =>
+        this.#script(target, "agent", RESTORE_SCRIPT, [name]),
+      );
       if (wasRunning) await this.#startPod(spec);
       return snapshot;
     });
@@ -581,8 +588,9 @@ export class KubernetesBackend implements SandboxBackend {
 
   /**
    * Every shell with an object of this instance (its Secret, Pod, volumes or policy), so the
-   * control plane can adopt what it knows and destroy what it does not. Maintenance Pods this
-   * process does not use are leftovers of a crash and are deleted here.
+   * control plane can adopt what it knows and destroy what it does not. Maintenance Pods that
+   * ended, or outlived their deadline, are leftovers of a crash and are deleted here (a running one
+   * may be another replica's work).
    */
   async list(): Promise<SandboxInfo[]> {
     const namespace = this.#settings.namespace;
@@ -605,7 +613,7 @@ export class KubernetesBackend implements SandboxBackend {
         const name = pod.metadata?.name ?? "";
         if (!id) continue;
         if (pod.metadata?.labels?.[COMPONENT_LABEL] === "maintenance") {
-          if (!this.#maintenance.has(name))
+          if (!this.#maintenance.has(name) && isLeftover(pod))
             await this.#deleteIgnoringMissing(() =>
               this.#core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 }),
             );
@@ -948,14 +956,13 @@ export class KubernetesBackend implements SandboxBackend {
 
   /** Runs a fixed script in a Pod's container and returns its stdout; non-zero exit is `failed`. */
   async #script(
-    pod: string,
+    { shellId, pod }: PodTarget,
     container: "shell" | "agent",
     script: string,
     args: string[],
   ): Promise<string> {
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
-    const shellId = pod.replace(/^shells-/, "").replace(/-maint$/, "");
     const session = await this.#open(
       shellId,
       pod,
@@ -986,12 +993,12 @@ export class KubernetesBackend implements SandboxBackend {
   }
 
   /** Sends a signal to an exec or spawn in the shell container (see `SIGNAL_SCRIPT`). */
-  async #signal(pod: string, id: string, signal: string, group: "" | "-"): Promise<void> {
-    await this.#script(pod, "shell", SIGNAL_SCRIPT, [id, signal, group]);
+  async #signal(target: PodTarget, id: string, signal: string, group: "" | "-"): Promise<void> {
+    await this.#script(target, "shell", SIGNAL_SCRIPT, [id, signal, group]);
   }
 
-  async #diedOfOom(pod: string, execId: string): Promise<boolean> {
-    const answer = await this.#script(pod, "shell", OOM_CHECK_SCRIPT, [execId]).catch(() => "");
+  async #diedOfOom(target: PodTarget, execId: string): Promise<boolean> {
+    const answer = await this.#script(target, "shell", OOM_CHECK_SCRIPT, [execId]).catch(() => "");
     return answer.trim() === "oom";
   }
 
@@ -1009,12 +1016,13 @@ export class KubernetesBackend implements SandboxBackend {
    * Runs `work` with a Pod whose agent container sees the shell's volumes: the shell's own Pod when
    * it runs, else a maintenance Pod made for the work and deleted after it.
    */
-  async #withAgent<T>(spec: SandboxSpec, work: (pod: string) => Promise<T>): Promise<T> {
+  async #withAgent<T>(spec: SandboxSpec, work: (target: PodTarget) => Promise<T>): Promise<T> {
     const names = namesOf(spec.shellId);
     const running = await this.#readPod(names.pod);
-    if (running && podPhaseOf(running) === "running") return work(names.pod);
+    if (running && podPhaseOf(running) === "running")
+      return work({ shellId: spec.shellId, pod: names.pod });
     const namespace = this.#settings.namespace;
-    const body = buildPod(this.#settings, spec, "maintenance");
+    const body = buildPod(this.#settings, spec, "maintenance", MAINTENANCE_DEADLINE_SECONDS);
     this.#maintenance.add(names.maintenancePod);
     try {
       await this.#deletePodAndWait(names.maintenancePod);
@@ -1022,7 +1030,7 @@ export class KubernetesBackend implements SandboxBackend {
         throw toSandboxError(error, `creating pod ${names.maintenancePod}`);
       });
       await this.#waitRunning(names.maintenancePod, "agent");
-      return await work(names.maintenancePod);
+      return await work({ shellId: spec.shellId, pod: names.maintenancePod });
     } finally {
       await this.#deletePodAndWait(names.maintenancePod).catch(() => undefined);
       this.#maintenance.delete(names.maintenancePod);
@@ -1075,8 +1083,8 @@ export class KubernetesBackend implements SandboxBackend {
         });
         const dropped = list.filter((s) => !next.some((n) => n.name === s.name));
         for (const snapshot of dropped)
-          await this.#withAgent(await this.#spec(shellId), (pod) =>
-            this.#script(pod, "agent", DROP_SNAPSHOT_SCRIPT, [snapshot.name]),
+          await this.#withAgent(await this.#spec(shellId), (target) =>
+            this.#script(target, "agent", DROP_SNAPSHOT_SCRIPT, [snapshot.name]),
           ).catch(() => undefined);
         return;
       } catch (error) {
@@ -1113,6 +1121,20 @@ export class KubernetesBackend implements SandboxBackend {
     });
     return next;
   }
+}
+
+/** A maintenance Pod nobody works in any more: it ended, or it is older than its deadline. */
+function isLeftover(pod: V1Pod): boolean {
+  if (podPhaseOf(pod, "agent") === "ended") return true;
+  const created = pod.metadata?.creationTimestamp;
+  const age = created ? Date.now() - new Date(created).getTime() : 0;
+  return age > (MAINTENANCE_DEADLINE_SECONDS + 60) * 1000;
+}
+
+/** A Pod the backend runs a command in, and the shell it belongs to. */
+interface PodTarget {
+  shellId: string;
+  pod: string;
 }
 
 /** A Secret's value by key (`data` is base64; `stringData` only on objects this process built). */
