@@ -27,7 +27,7 @@ function kubeconfig(): string {
 }
 
 describe("the Kubernetes backend as the server configures it", () => {
-  it("takes its namespace, RuntimeClass and images from SHELLS_KUBERNETES_*", () => {
+  it("takes its namespace, RuntimeClass and images from SHELLS_KUBERNETES_*", async () => {
     const config = loadConfig(["--data-dir", dir], {
       SHELLS_KUBERNETES: "1",
       SHELLS_KUBERNETES_KUBECONFIG: kubeconfig(),
@@ -35,7 +35,7 @@ describe("the Kubernetes backend as the server configures it", () => {
       SHELLS_KUBERNETES_RUNTIME_CLASS: "none",
       SHELLS_KUBERNETES_IMAGES: "python=registry.example/python:3.12",
     });
-    const backend = createKubernetesBackend(config, createLogger("silent"));
+    const backend = await createKubernetesBackend(config, createLogger("silent"));
     expect(backend.name).toBe("kubernetes");
     expect(backend.settings).toMatchObject({
       namespace: "sandboxes",
@@ -52,7 +52,7 @@ describe("the Kubernetes backend as the server configures it", () => {
       SHELLS_KUBERNETES: "1",
       SHELLS_KUBERNETES_KUBECONFIG: kubeconfig(),
     });
-    const backend = createKubernetesBackend(config, createLogger("silent"));
+    const backend = await createKubernetesBackend(config, createLogger("silent"));
     const [offered] = await backend.availability();
     expect(offered).toMatchObject({
       runtime: "container",

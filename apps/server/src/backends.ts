@@ -1,5 +1,5 @@
 import { ContainerBackend, ensureImage, imagesDirOf } from "@shells/backend-container";
-import { KubernetesBackend, loadKubeConfig } from "@shells/backend-kubernetes";
+import type { KubernetesBackend } from "@shells/backend-kubernetes";
 import { MicrovmBackend, type BuildProgress } from "@shells/backend-microvm";
 import { WasmBackend } from "@shells/backend-wasm";
 import { SimulatorBackend, type SandboxBackend } from "@shells/sandbox";
@@ -9,7 +9,10 @@ import type { ServerConfig } from "./config.js";
 import { DEFAULT_RESOURCES } from "./orchestrator/admission.js";
 
 /** The backends the configuration asks for. The simulator only ever runs when named explicitly. */
-export function createBackends(config: ServerConfig, logger: Logger): SandboxBackend[] {
+export async function createBackends(
+  config: ServerConfig,
+  logger: Logger,
+): Promise<SandboxBackend[]> {
   if (config.backend === "simulator") {
     logger.warn(
       "backend: simulator — a model that runs no code and isolates nothing; for tests and demos only",
@@ -43,7 +46,7 @@ export function createBackends(config: ServerConfig, logger: Logger): SandboxBac
     });
   return [
     // Listed first: where it is configured, it serves its class ahead of this host's backends.
-    ...(config.kubernetes ? [createKubernetesBackend(config, logger)] : []),
+    ...(config.kubernetes ? [await createKubernetesBackend(config, logger)] : []),
     wasm,
     container,
     // Its disks are made from the container backend's images (one recipe, two formats). The first
@@ -61,9 +64,15 @@ export function createBackends(config: ServerConfig, logger: Logger): SandboxBac
 
 /**
  * The Kubernetes backend the configuration describes (`SHELLS_KUBERNETES_*`). Its egress bridge
- * listens from the start when shells get egress, so shells adopted after a restart reach it.
+ * listens from the start when shells get egress, so shells adopted after a restart reach it. The
+ * package is loaded only here, when configured: the Kubernetes client takes about a second and
+ * 70 MB to load, which no other server should pay.
  */
-export function createKubernetesBackend(config: ServerConfig, logger: Logger): KubernetesBackend {
+export async function createKubernetesBackend(
+  config: ServerConfig,
+  logger: Logger,
+): Promise<KubernetesBackend> {
+  const { KubernetesBackend, loadKubeConfig } = await import("@shells/backend-kubernetes");
   const backend = new KubernetesBackend({
     kubeConfig: loadKubeConfig(
       config.kubernetesKubeconfig ? { kubeconfigPath: config.kubernetesKubeconfig } : {},
