@@ -1,4 +1,5 @@
 import { ContainerBackend, ensureImage, imagesDirOf } from "@shells/backend-container";
+import type { KubernetesBackend } from "@shells/backend-kubernetes";
 import { MicrovmBackend, type BuildProgress } from "@shells/backend-microvm";
 import { WasmBackend } from "@shells/backend-wasm";
 import { SimulatorBackend, type SandboxBackend } from "@shells/sandbox";
@@ -8,7 +9,10 @@ import type { ServerConfig } from "./config.js";
 import { DEFAULT_RESOURCES } from "./orchestrator/admission.js";
 
 /** The backends the configuration asks for. The simulator only ever runs when named explicitly. */
-export function createBackends(config: ServerConfig, logger: Logger): SandboxBackend[] {
+export async function createBackends(
+  config: ServerConfig,
+  logger: Logger,
+): Promise<SandboxBackend[]> {
   if (config.backend === "simulator") {
     logger.warn(
       "backend: simulator — a model that runs no code and isolates nothing; for tests and demos only",
@@ -41,6 +45,8 @@ export function createBackends(config: ServerConfig, logger: Logger): SandboxBac
       if (offered?.available) void container.warm();
     });
   return [
+    // Listed first: where it is configured, it serves its class ahead of this host's backends.
+    ...(config.kubernetes ? [await createKubernetesBackend(config, logger)] : []),
     wasm,
     container,
     // Its disks are made from the container backend's images (one recipe, two formats). The first
@@ -54,6 +60,54 @@ export function createBackends(config: ServerConfig, logger: Logger): SandboxBac
       onProgress,
     }),
   ];
+}
+
+/**
+ * The Kubernetes backend the configuration describes (`SHELLS_KUBERNETES_*`). Its egress bridge
+ * listens from the start when shells get egress, so shells adopted after a restart reach it. The
+ * package is loaded only here, when configured: the Kubernetes client takes about a second and
+ * 70 MB to load, which no other server should pay.
+ */
+export async function createKubernetesBackend(
+  config: ServerConfig,
+  logger: Logger,
+): Promise<KubernetesBackend> {
+  const { KubernetesBackend, loadKubeConfig } = await import("@shells/backend-kubernetes");
+  const backend = new KubernetesBackend({
+    kubeConfig: loadKubeConfig(
+      config.kubernetesKubeconfig ? { kubeconfigPath: config.kubernetesKubeconfig } : {},
+    ),
+    namespace: config.kubernetesNamespace,
+    instance: config.kubernetesInstance,
+    runtimeClassName:
+      config.kubernetesRuntimeClass === "none" ? null : config.kubernetesRuntimeClass,
+    ...(config.kubernetesImages ? { images: config.kubernetesImages } : {}),
+    agentImage: config.kubernetesAgentImage,
+    storageClassName: config.kubernetesStorageClass ?? null,
+    snapshotsDiskMb: config.kubernetesSnapshotsDiskMb,
+    ...(config.kubernetesEgressHost
+      ? {
+          egress: {
+            port: config.kubernetesEgressPort,
+            advertiseHost: config.kubernetesEgressHost,
+            controlPlaneNamespace: config.kubernetesControlPlaneNamespace,
+            controlPlaneLabels: config.kubernetesControlPlaneLabels,
+          },
+        }
+      : {}),
+  });
+  logger.warn(
+    { namespace: config.kubernetesNamespace, runtimeClass: config.kubernetesRuntimeClass },
+    "backend: kubernetes — unverified against a live cluster (its objects and API handling are tested without one)",
+  );
+  if (config.kubernetesEgressHost)
+    backend
+      .listenEgress()
+      .then((port) => logger.info(`kubernetes egress bridge: listening on port ${port}`))
+      .catch((error: unknown) =>
+        logger.error({ err: error }, "kubernetes egress bridge: could not listen"),
+      );
+  return backend;
 }
 
 /**

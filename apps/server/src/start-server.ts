@@ -59,7 +59,7 @@ export async function startServer(
     else if (existsSync(adminTokenPath))
       logger.info({ tokenPath: adminTokenPath }, `owner API key is in ${adminTokenPath}`);
   }
-  const backends = options.backends ?? createBackends(config, logger);
+  const backends = options.backends ?? (await createBackends(config, logger));
   const app = await buildApp(config, { store, backends, logger });
   const address = await app.listen({ port: config.port, host: config.host });
   const url = address.replace("[::1]", "[::1]");

@@ -5,9 +5,14 @@ import type { Command } from "commander";
 import type { CliContext } from "../context.js";
 import { formatTable } from "../format.js";
 
+/** What doctor says of a class the server runs on the Kubernetes backend. */
+export const KUBERNETES_UNVERIFIED =
+  "the kubernetes backend is unverified against a live cluster: its objects are checked against the Kubernetes 1.33 schemas and its handling of the API's answers against recorded ones, but no cluster has run it";
+
 /**
  * `shells doctor`: what this host can run and why not — the container and microvm backends' host
- * checks run locally, and, when a server answers, the runtime classes it reports.
+ * checks run locally, and, when a server answers, the runtime classes it reports. A class served
+ * by the Kubernetes backend is flagged as unverified against a live cluster.
  */
 export function registerDoctorCommand(program: Command, ctx: CliContext): void {
   program
@@ -27,7 +32,15 @@ export function registerDoctorCommand(program: Command, ctx: CliContext): void {
       } catch (error) {
         serverError = error instanceof Error ? error.message : String(error);
       }
-      if (ctx.json) return ctx.printJson({ host, microvm, server, serverError });
+      const kubernetes = server?.some((r) => r.backend === "kubernetes") ?? false;
+      if (ctx.json)
+        return ctx.printJson({
+          host,
+          microvm,
+          server,
+          serverError,
+          ...(kubernetes ? { kubernetes: KUBERNETES_UNVERIFIED } : {}),
+        });
       ctx.print(
         `container runtime on this host: ${host.available ? "available" : "NOT available"}${host.cgroupVersion ? ` (cgroup v${host.cgroupVersion})` : ""}`,
       );
@@ -61,6 +74,7 @@ export function registerDoctorCommand(program: Command, ctx: CliContext): void {
             ]),
           ),
         );
+        if (kubernetes) ctx.print(`\nnote: ${KUBERNETES_UNVERIFIED}`);
       } else {
         ctx.print(
           `\nno server answered (${serverError ?? "unknown error"}); start one with: npm start`,
