@@ -1,6 +1,6 @@
 import { onPath, type HostCheck } from "@shells/backend-container";
 import { access } from "node:fs/promises";
-import { kernelCached, kvmUsable, runChecked } from "./host.js";
+import { kernelCached, kvmRefused, kvmUsable, runChecked } from "./host.js";
 
 /** What this host can run for the `microvm` class, and what is missing. */
 export interface MicrovmHostReport {
@@ -83,10 +83,15 @@ export async function checkMicrovmHost(cacheDir: string): Promise<MicrovmHostRep
   );
 
   const kvm = platformOk && (await onPath("qemu-system-x86_64")) !== null && (await kvmUsable());
+  const refused = kvmRefused();
   add(
     "accelerator",
     true,
-    kvm ? "kvm" : "tcg: no usable /dev/kvm, QEMU emulates the guest (slower, still a VM)",
+    kvm
+      ? "kvm"
+      : refused
+        ? `tcg: a guest did not boot on /dev/kvm (${refused}), QEMU emulates the guest (slower, still a VM)`
+        : "tcg: no usable /dev/kvm, QEMU emulates the guest (slower, still a VM)",
   );
 
   const failed = checks.filter((c) => !c.ok);

@@ -253,6 +253,8 @@ export async function ensureBaseDisk(
 }
 
 let kvmProbe: Promise<boolean> | null = null;
+/** Why KVM was given up in this process after a guest did not boot on it; null while it was not. */
+let kvmRefusal: string | null = null;
 
 /**
  * Whether QEMU can use KVM here: /dev/kvm must open read-write and a microvm must start on it (a
@@ -303,4 +305,20 @@ export function kvmUsable(): Promise<boolean> {
     });
   })();
   return kvmProbe;
+}
+
+/**
+ * Gives up KVM for the rest of this process: QEMU started on /dev/kvm (so `kvmUsable` said yes) but
+ * a guest did not boot on it. A paravirtual KVM (PVM, `kvm_pvm`, as in some nested hosts) does
+ * that: it runs only guest kernels built for it, and a stock kernel hangs early in its boot.
+ * Templates are then made, and shells run, emulated.
+ */
+export function refuseKvm(reason: string): void {
+  kvmProbe = Promise.resolve(false);
+  kvmRefusal = reason;
+}
+
+/** Why KVM was given up (`refuseKvm`), or null. */
+export function kvmRefused(): string | null {
+  return kvmRefusal;
 }

@@ -7,6 +7,7 @@ import {
   ensureInitrd,
   ensureKernel,
   kvmUsable,
+  refuseKvm,
   runChecked,
   type BuildProgress,
 } from "./host.js";
@@ -36,6 +37,14 @@ export type ImageSource = (
 ) => Promise<{ version: string; rootfs: string }>;
 
 const inProcess = new Map<string, Promise<Template>>();
+
+/** A cold boot's wait for the agent under emulation (a loaded 2-core host takes seconds). */
+const TCG_COLD_BOOT_MS = 180_000;
+/**
+ * Under KVM a guest reaches its agent in about a second; one that has not in this long will not
+ * (see `refuseKvm`), and the template is made emulated instead.
+ */
+const KVM_COLD_BOOT_MS = 20_000;
 
 /**
  * The template of a language at a memory size: booted once until its agent answers, its page
@@ -96,6 +105,7 @@ async function build(
     coldBootMs: 0,
   };
   let pid = 0;
+  let booting = false;
   try {
     await runChecked("qemu-img", [
       "create",
@@ -121,7 +131,9 @@ async function build(
     };
     report(`booting the ${language} template microvm (${accel})`, 40);
     const started = Date.now();
-    const vm = await startVm(config, 180_000);
+    booting = true;
+    const vm = await startVm(config, accel === "kvm" ? KVM_COLD_BOOT_MS : TCG_COLD_BOOT_MS);
+    booting = false;
     pid = vm.pid;
     template.coldBootMs = Date.now() - started;
     // Warm the guest's page cache with what most execs touch, so restored shells start warm.
@@ -166,6 +178,10 @@ async function build(
   } catch (error) {
     if (pid) await killAndWait(pid);
     await rm(work, { recursive: true, force: true });
-    throw error;
+    if (!booting || accel !== "kvm") throw error;
+    const reason = (error as Error).message;
+    refuseKvm(reason);
+    report(`the ${language} guest did not boot on KVM (${reason}): emulating it instead`, 40);
+    return build(cacheDir, language, memoryMb, images, onProgress);
   }
 }
