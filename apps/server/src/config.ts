@@ -306,6 +306,13 @@ export const ServerConfig = z.strictObject({
   gitMaxFiles: z.coerce.number().int().min(1).max(1_000_000).default(20_000),
   /** Wall clock of a git source's clone, seconds. Env `SHELLS_GIT_TIMEOUT_SECONDS`. */
   gitTimeoutSeconds: z.coerce.number().int().min(1).max(3600).default(120),
+  /**
+   * How long a shutdown (SIGTERM, SIGINT) waits for requests under way to finish, seconds. Every
+   * new request is answered 503 `shutting_down` from the start; past the grace, execs still
+   * running end with kill reason `host_restart`, runs and terminals end, and open connections are
+   * closed. Env `SHELLS_SHUTDOWN_GRACE_SECONDS`.
+   */
+  shutdownGraceSeconds: z.coerce.number().min(0).max(3600).default(10),
   /** Check every response against the contract (on in tests). Env `SHELLS_VALIDATE_RESPONSES=1`. */
   validateResponses: z
     .union([
@@ -389,6 +396,7 @@ export function loadConfig(
     gitMaxBytes: env.SHELLS_GIT_MAX_BYTES,
     gitMaxFiles: env.SHELLS_GIT_MAX_FILES,
     gitTimeoutSeconds: env.SHELLS_GIT_TIMEOUT_SECONDS,
+    shutdownGraceSeconds: env.SHELLS_SHUTDOWN_GRACE_SECONDS,
     checkpointIntervalSeconds: env.SHELLS_CHECKPOINT_INTERVAL_SECONDS,
     oidc: oidcSettings(env),
   };
@@ -434,6 +442,7 @@ const ENV_NAMES: Record<string, string> = {
   gitMaxBytes: "SHELLS_GIT_MAX_BYTES",
   gitMaxFiles: "SHELLS_GIT_MAX_FILES",
   gitTimeoutSeconds: "SHELLS_GIT_TIMEOUT_SECONDS",
+  shutdownGraceSeconds: "SHELLS_SHUTDOWN_GRACE_SECONDS",
   checkpointIntervalSeconds: "SHELLS_CHECKPOINT_INTERVAL_SECONDS",
   "oidc.issuer": "SHELLS_OIDC_ISSUER",
   "oidc.clientId": "SHELLS_OIDC_CLIENT_ID",
