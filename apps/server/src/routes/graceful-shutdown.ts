@@ -45,6 +45,10 @@ export function registerGracefulShutdown(
         ),
       );
   });
+  // Answers finished during the shutdown end their connection, so it closes as soon as they are.
+  app.addHook("onSend", async (_request, reply) => {
+    if (closing) reply.header("connection", "close");
+  });
   app.addHook("preClose", async () => {
     closing = true;
     const grace = setTimeout(() => {

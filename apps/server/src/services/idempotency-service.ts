@@ -99,19 +99,23 @@ export class IdempotencyService {
   }
 
   /**
-   * Renews this process's leases every third of the lease, and resolves keys whose owner's lease
-   * ran out (another replica that died), until `stop`.
+   * Runs `heartbeat` every third of the lease, until `stop`: this process's claims stay alive, and
+   * keys of other processes whose lease ran out (a replica that died) are resolved.
    */
   start(describeShell: (orgId: string, shellId: string) => Promise<Shell | null>): void {
     this.stop();
     this.#timer = setInterval(() => {
-      renewKeyLeases(this.db, this.bootId, this.leaseExpiresAt())
-        .then(() => this.recover({ othersMayBeAlive: true, describeShell }))
-        .catch((error: unknown) =>
-          this.#logger.error({ err: error }, "renewing idempotency leases failed"),
-        );
+      this.heartbeat(describeShell).catch((error: unknown) =>
+        this.#logger.error({ err: error }, "renewing idempotency leases failed"),
+      );
     }, this.#leaseMs / 3);
     this.#timer.unref();
+  }
+
+  /** Renews the lease of every key this process holds pending, then resolves expired ones. */
+  async heartbeat(describeShell: (orgId: string, shellId: string) => Promise<Shell | null>) {
+    await renewKeyLeases(this.db, this.bootId, this.leaseExpiresAt());
+    await this.recover({ othersMayBeAlive: true, describeShell });
   }
 
   /** Stops the timer started by `start`. */
