@@ -19,7 +19,8 @@ import { ms, percentile, summary } from "./stats.mjs";
 const CYCLES = Number(process.env.BENCH_CRASH_CYCLES ?? 60);
 const SEED = process.env.BENCH_CRASH_SEED ? Number(process.env.BENCH_CRASH_SEED) : undefined;
 // The base images `npm start` uses (built once, here if missing): no cycle waits for an image build.
-const IMAGES = process.env.SHELLS_IMAGES_DIR ?? join(process.cwd(), ".shells", "container", "images");
+const IMAGES =
+  process.env.SHELLS_IMAGES_DIR ?? join(process.cwd(), ".shells", "container", "images");
 
 function log(line = "") {
   process.stdout.write(`${line}\n`);
@@ -59,7 +60,9 @@ try {
 const { checked } = report;
 log();
 log(`seed ${report.seed}`);
-log(`cycles: ${checked.cycles}, of which killed with the request unanswered: ${checked.killedMidRequest}`);
+log(
+  `cycles: ${checked.cycles}, of which killed with the request unanswered: ${checked.killedMidRequest}`,
+);
 log(
   `checked after every restart: no idempotency key left pending; the retry of every keyed request (${checked.keyedRetries}) answers neither request_in_progress nor a 5xx, and ${checked.keysAnsweredFirstOutcome} answered before the kill replay the first answer; every cut create plus its retry made exactly one shell (${checked.creates}); no shell stuck in provisioning; every running shell runs a command (${checked.shellsChecked} shell checks); a shell whose wipe or restore was cut starts`,
 );

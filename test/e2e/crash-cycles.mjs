@@ -254,7 +254,13 @@ export async function runCrashCycles(options) {
       key ? { "idempotency-key": key } : {},
     );
   const create = (key) =>
-    call(server, "POST", "/api/v1/shells", { language: "bash" }, key ? { "idempotency-key": key } : {});
+    call(
+      server,
+      "POST",
+      "/api/v1/shells",
+      { language: "bash" },
+      key ? { "idempotency-key": key } : {},
+    );
   const remove = (id, key) =>
     call(
       server,
@@ -279,7 +285,9 @@ export async function runCrashCycles(options) {
     const bring = async (capability) => {
       const res = await act(shell.id, capability);
       if (res.status !== 200)
-        throw new Error(`preparing: ${capability} answered ${res.status} ${JSON.stringify(res.body)}`);
+        throw new Error(
+          `preparing: ${capability} answered ${res.status} ${JSON.stringify(res.body)}`,
+        );
       shell = res.body.shell;
     };
     if (shell.status === "error" || shell.status === "paused") await bring("restart");
@@ -309,7 +317,11 @@ export async function runCrashCycles(options) {
       case "exec": {
         const shell = await subject(cycle, "running");
         const script = "echo a >> /workspace/log; sleep 0.2; echo b >> /workspace/log";
-        return { send: () => exec(shell.id, ["sh", "-c", script]), keyed: false, shellId: shell.id };
+        return {
+          send: () => exec(shell.id, ["sh", "-c", script]),
+          keyed: false,
+          shellId: shell.id,
+        };
       }
       case "delete": {
         const shell = await subject(cycle, "running");
@@ -362,7 +374,10 @@ export async function runCrashCycles(options) {
     for (const leak of leaks) fail(cycle, `leaked ${leak.kind}: ${leak.what}`);
     const stopped = live.filter((s) => s.status === "stopped" || s.status === "error");
     for (const shell of stopped) {
-      if (!existsSync(`${dataDir}/container/shells/${shell.id}/disk.img`) && shell.status === "stopped")
+      if (
+        !existsSync(`${dataDir}/container/shells/${shell.id}/disk.img`) &&
+        shell.status === "stopped"
+      )
         fail(cycle, `stopped shell ${shell.id} has no disk`);
     }
   };
@@ -400,22 +415,37 @@ export async function runCrashCycles(options) {
 
       const pending = pendingKeys();
       if (pending.length > 0)
-        fail(cycle, `pending idempotency keys after a restart: ${pending.map((k) => k.key).join(", ")}`);
+        fail(
+          cycle,
+          `pending idempotency keys after a restart: ${pending.map((k) => k.key).join(", ")}`,
+        );
       if (operation.keyed) {
         const retry = await operation.send();
         checked.keyedRetries += 1;
         if (retry.status >= 500 || retry.body?.error?.code === "request_in_progress")
-          fail(cycle, `${op} retried with its key answered ${retry.status} ${JSON.stringify(retry.body)}`);
+          fail(
+            cycle,
+            `${op} retried with its key answered ${retry.status} ${JSON.stringify(retry.body)}`,
+          );
         if (first !== null && first.status < 500) {
           checked.keysAnsweredFirstOutcome += 1;
-          if (retry.status !== first.status || JSON.stringify(retry.body?.id) !== JSON.stringify(first.body?.id))
-            fail(cycle, `${op} retry answered ${retry.status}, not the first answer ${first.status}`);
+          if (
+            retry.status !== first.status ||
+            JSON.stringify(retry.body?.id) !== JSON.stringify(first.body?.id)
+          )
+            fail(
+              cycle,
+              `${op} retry answered ${retry.status}, not the first answer ${first.status}`,
+            );
         }
         if (op === "create") {
           checked.creates += 1;
           const made = (await shells()).filter((s) => !before.has(s.id));
           if (made.length !== 1 || made[0].id !== retry.body?.id)
-            fail(cycle, `a cut create and its retry made ${made.length} shells (answer ${retry.body?.id})`);
+            fail(
+              cycle,
+              `a cut create and its retry made ${made.length} shells (answer ${retry.body?.id})`,
+            );
         }
         if (op === "delete") {
           const after = (await call(server, "GET", `/api/v1/shells/${operation.shellId}`)).body;
@@ -430,7 +460,8 @@ export async function runCrashCycles(options) {
         const shell = (await call(server, "GET", `/api/v1/shells/${operation.shellId}`)).body;
         if (shell.status === "stopped") {
           const res = await act(shell.id, "start");
-          if (res.status !== 200) fail(cycle, `after a cut ${op} the shell does not start: ${res.status}`);
+          if (res.status !== 200)
+            fail(cycle, `after a cut ${op} the shell does not start: ${res.status}`);
         }
       }
       await checkShells(cycle);
@@ -443,7 +474,11 @@ export async function runCrashCycles(options) {
     let cursor = "";
     do {
       const page = (
-        await call(server, "GET", `/api/v1/activity?order=asc&limit=500${cursor ? `&cursor=${cursor}` : ""}`)
+        await call(
+          server,
+          "GET",
+          `/api/v1/activity?order=asc&limit=500${cursor ? `&cursor=${cursor}` : ""}`,
+        )
       ).body;
       events.push(...page.items);
       cursor = page.nextCursor ?? "";

@@ -10,8 +10,10 @@ import { CRASH_OPERATIONS, runCrashCycles } from "./crash-cycles.mjs";
 const onContainers = process.getuid?.() === 0 && (await checkContainerHost()).available;
 const CYCLES = CRASH_OPERATIONS.length;
 /** The cycles whose operation is keyed (all but exec). */
-const KEYED = Array.from({ length: CYCLES }, (_, i) => CRASH_OPERATIONS[i % CRASH_OPERATIONS.length])
-  .filter((op) => op !== "exec").length;
+const KEYED = Array.from(
+  { length: CYCLES },
+  (_, i) => CRASH_OPERATIONS[i % CRASH_OPERATIONS.length],
+).filter((op) => op !== "exec").length;
 
 describe("the control plane killed at random points", () => {
   it(`keeps shells, idempotency keys, history and the host consistent over ${CYCLES} crashes (${onContainers ? "container" : "simulator"} backend)`, async () => {

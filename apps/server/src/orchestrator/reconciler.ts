@@ -144,7 +144,10 @@ export class Reconciler {
 
   /** Marks a shell whose sandbox is gone (or was never whole) `error`, with the reason. */
   async #lose(row: Selectable<ShellTable>, reason: string): Promise<void> {
-    await setShellState(this.deps.db, row.org_id, row.id, { status: "error", status_reason: reason });
+    await setShellState(this.deps.db, row.org_id, row.id, {
+      status: "error",
+      status_reason: reason,
+    });
     await this.#event(row.org_id, row.id, "shell.reconcile", {
       result: "lost",
       previousStatus: row.status,

@@ -16,7 +16,11 @@ export interface KeyEffects {
 }
 
 /** Forgets the org's keys created before `before` (ISO time). */
-export async function pruneKeys(db: Kysely<Database>, orgId: string, before: string): Promise<void> {
+export async function pruneKeys(
+  db: Kysely<Database>,
+  orgId: string,
+  before: string,
+): Promise<void> {
   await db
     .deleteFrom("idempotency_keys")
     .where("org_id", "=", orgId)

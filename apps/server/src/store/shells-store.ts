@@ -15,7 +15,12 @@ export type ShellRow = Selectable<ShellTable> & { project_name: string };
 export type ShellStateFields = Partial<
   Pick<
     ShellTable,
-    "status" | "status_reason" | "image_version" | "isolation" | "deleted_at" | "delete_requested_by"
+    | "status"
+    | "status_reason"
+    | "image_version"
+    | "isolation"
+    | "deleted_at"
+    | "delete_requested_by"
   >
 >;
 
