@@ -66,6 +66,7 @@ import {
   uidBaseOf,
   writeJson,
   type HolderRecord,
+  type ShellIntent,
   type ShellRecord,
 } from "./internal/state.js";
 
@@ -788,10 +789,12 @@ export class ContainerBackend implements SandboxBackend {
         );
       }
       const wasRunning = (await this.#liveHolder(shellId)) !== null;
-      record.intent = { kind: "reinstall", imageVersion: image.version, imageRootfs: image.rootfs };
-      await writeJson(`${this.#shellDir(shellId)}/shell.json`, record);
       await this.#stopHolder(shellId, "stopped");
-      await this.#finishReinstall(record);
+      await this.#withIntent(
+        record,
+        { kind: "reinstall", imageVersion: image.version, imageRootfs: image.rootfs },
+        () => this.#finishReinstall(record),
+      );
       if (wasRunning) await this.#startHolder(record, await ensureHelper(this.#stateDir));
       return this.#info(record, wasRunning ? "running" : "stopped");
     });
@@ -801,10 +804,8 @@ export class ContainerBackend implements SandboxBackend {
     return this.#locked(shellId, async () => {
       const record = await this.#record(shellId);
       const wasRunning = (await this.#liveHolder(shellId)) !== null;
-      record.intent = { kind: "wipe" };
-      await writeJson(`${this.#shellDir(shellId)}/shell.json`, record);
       await this.#stopHolder(shellId, "stopped");
-      await this.#finishWipe(record);
+      await this.#withIntent(record, { kind: "wipe" }, () => this.#finishWipe(record));
       if (wasRunning) await this.#startHolder(record, await ensureHelper(this.#stateDir));
       return this.#info(record, wasRunning ? "running" : "stopped");
     });
@@ -1158,7 +1159,30 @@ export class ContainerBackend implements SandboxBackend {
   }
 
   /**
-   * The rest of a wipe once the shell is stopped (its intent recorded): a fresh disk is made beside
+   * Records `intent` in the shell's record, then runs `finish`, which clears it when done. An
+   * intent is for a crash: a `finish` that fails with an answer clears it too, so the failure the
+   * caller saw is final and no later start redoes the step behind their back.
+   */
+  async #withIntent(
+    record: ShellRecord,
+    intent: ShellIntent,
+    finish: () => Promise<void>,
+  ): Promise<void> {
+    record.intent = intent;
+    await writeJson(`${this.#shellDir(record.shellId)}/shell.json`, record);
+    try {
+      await finish();
+    } catch (error) {
+      delete record.intent;
+      await writeJson(`${this.#shellDir(record.shellId)}/shell.json`, record).catch(
+        () => undefined,
+      );
+      throw error;
+    }
+  }
+
+  /**
+   * The rest of a wipe once the shell is stopped and its intent recorded: a fresh disk is made beside
    * the shell's and renamed over it, so the shell has its old disk or the new one, never none.
    */
   async #finishWipe(record: ShellRecord): Promise<void> {
@@ -1172,7 +1196,7 @@ export class ContainerBackend implements SandboxBackend {
   }
 
   /**
-   * The rest of a reinstall once the shell is stopped (its intent recorded): everything the shell
+   * The rest of a reinstall once the shell is stopped and its intent recorded: everything the shell
    * changed outside /workspace goes, and it runs on the intent's image. Removing again what is
    * already gone is harmless, so a cut reinstall is simply done again.
    */
