@@ -357,15 +357,16 @@ export async function runCrashCycles(options) {
         fail(cycle, `running shell ${shell.id} does not run a command: ${res.status}`);
     }
     if (backend !== "container") return;
-    // A host object belongs to a shell the store says runs; anything else is a leak. What an
-    // operation cut at the kill may still be ending is given a few seconds.
+    // A host object belongs to a shell the store says runs (a mount on the host never does);
+    // anything else is a leak. What an operation cut at the kill may still be ending is given a
+    // few seconds.
     const running = new Set(
       live.filter((s) => s.status === "running" || s.status === "paused").map((s) => s.id),
     );
     let leaks = [];
     for (let attempt = 0; attempt < 50; attempt++) {
       leaks = hostObjectsOf(dataDir).filter(
-        (o) => o.kind !== "mount" && (o.shellId === null || !running.has(o.shellId)),
+        (o) => o.kind === "mount" || o.shellId === null || !running.has(o.shellId),
       );
       if (leaks.length === 0) break;
       await sleep(100);

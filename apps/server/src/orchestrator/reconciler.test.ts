@@ -60,6 +60,17 @@ describe("reconciliation at start-up", () => {
     expect(restarted.json().shell.status).toBe("running");
   });
 
+  it("marks a stopped shell whose sandbox is gone error, and restart provisions it", async () => {
+    const shell = await shellLeftAs((t = await createTestApp()), { status: "stopped" });
+    // A new simulator: every sandbox of the old one is gone, as with a host that lost its disks.
+    t = await restart(t, new CrashingSimulator());
+    const after = (await t.call("GET", `/api/v1/shells/${shell.id}`)).json<Shell>();
+    expect(after.status).toBe("error");
+    expect(after.statusReason).toMatch(/sandbox lost/);
+    const restarted = await t.call("POST", `/api/v1/shells/${shell.id}/actions/restart`);
+    expect(restarted.json().shell.status).toBe("running");
+  });
+
   it("finishes a delete that began, in the caller's name, and the history still verifies", async () => {
     const backend = new CrashingSimulator();
     const shell = await shellLeftAs((t = await createTestApp({ backends: [backend] })), {

@@ -63,8 +63,8 @@ export class Reconciler {
    * not know (or knows as deleted) are destroyed; a delete that began is finished; a shell still
    * `provisioning` (its create never answered) becomes `error` and its sandbox, if any, is
    * destroyed; a sandbox still running for a shell the store says is `stopped` or in `error` is
-   * stopped; shells whose sandbox is gone become `error`, and shells whose sandbox stopped become
-   * `stopped`. Call it before the control plane serves: it takes no lifecycle locks.
+   * stopped; shells whose sandbox is gone become `error` (`restart` provisions them again), and
+   * shells whose sandbox stopped become `stopped`. Call it before the control plane serves: it takes no lifecycle locks.
    */
   async reconcile(): Promise<ReconcileCounts> {
     const { db } = this.deps;
@@ -101,7 +101,8 @@ export class Reconciler {
           continue;
         }
         if (!info) {
-          if (row.status === "running" || row.status === "paused") {
+          // A stopped shell whose sandbox is gone cannot start either: `restart` provisions it.
+          if (row.status === "running" || row.status === "paused" || row.status === "stopped") {
             await this.#lose(row, "sandbox lost: the host or backend restarted (host_restart)");
             counts.lost += 1;
           }
