@@ -38,6 +38,9 @@ export interface KeyRecovery {
   released: number;
 }
 
+/** One of an org's shells as the API shows it, or null when it does not exist. */
+export type DescribeShell = (orgId: string, shellId: string) => Promise<Shell | null>;
+
 /** A keyed request this process runs now. */
 interface KeyedRequest {
   orgId: string;
@@ -102,7 +105,7 @@ export class IdempotencyService {
    * Runs `heartbeat` every third of the lease, until `stop`: this process's claims stay alive, and
    * keys of other processes whose lease ran out (a replica that died) are resolved.
    */
-  start(describeShell: (orgId: string, shellId: string) => Promise<Shell | null>): void {
+  start(describeShell: DescribeShell): void {
     this.stop();
     this.#timer = setInterval(() => {
       this.heartbeat(describeShell).catch((error: unknown) =>
@@ -113,7 +116,7 @@ export class IdempotencyService {
   }
 
   /** Renews the lease of every key this process holds pending, then resolves expired ones. */
-  async heartbeat(describeShell: (orgId: string, shellId: string) => Promise<Shell | null>) {
+  async heartbeat(describeShell: DescribeShell): Promise<void> {
     await renewKeyLeases(this.db, this.bootId, this.leaseExpiresAt());
     await this.recover({ othersMayBeAlive: true, describeShell });
   }
@@ -131,7 +134,7 @@ export class IdempotencyService {
    */
   async recover(options: {
     othersMayBeAlive: boolean;
-    describeShell: (orgId: string, shellId: string) => Promise<Shell | null>;
+    describeShell: DescribeShell;
   }): Promise<KeyRecovery> {
     const counts: KeyRecovery = { answered: 0, interrupted: 0, released: 0 };
     const abandoned = await abandonedKeysAcrossOrgs(
