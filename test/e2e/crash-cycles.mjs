@@ -432,11 +432,12 @@ export async function runCrashCycles(options) {
           checked.keysAnsweredFirstOutcome += 1;
           if (
             retry.status !== first.status ||
-            JSON.stringify(retry.body?.id) !== JSON.stringify(first.body?.id)
+            JSON.stringify(retry.body) !== JSON.stringify(first.body) ||
+            retry.headers["idempotent-replayed"] !== "true"
           )
             fail(
               cycle,
-              `${op} retry answered ${retry.status}, not the first answer ${first.status}`,
+              `${op} retry answered ${retry.status} ${JSON.stringify(retry.body)}, not a replay of the first answer ${first.status} ${JSON.stringify(first.body)}`,
             );
         }
         if (op === "create") {

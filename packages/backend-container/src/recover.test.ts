@@ -64,20 +64,27 @@ describe.runIf(hostReport.available)("recovery of container shells after a crash
   };
   const census = () => hostObjects(cgroups, cgroupParent, stateDir, registryDir);
 
-  it("reclaims every host object of a shell whose create was cut after its sandbox started", async () => {
-    await create("cut-create");
-    await leaveRecord("cut-create", (record) => (record.phase = "creating"));
-    expect((await census()).loops).toHaveLength(1);
-    const next = await recovered();
-    expect(await next.list()).toEqual([]);
-    expect(await census()).toMatchObject({
-      processes: [],
-      cgroups: [],
-      loops: [],
-      uidSlots: [],
-      shellDirs: [],
-    });
-  });
+  it.each([
+    ["create", "creating"],
+    ["destroy", "destroying"],
+  ] as const)(
+    "reclaims every host object of a shell whose %s was cut while it ran",
+    async (step, phase) => {
+      const shellId = `cut-${step}`;
+      await create(shellId);
+      await leaveRecord(shellId, (record) => (record.phase = phase));
+      expect((await census()).loops).toHaveLength(1);
+      const next = await recovered();
+      expect(await next.list()).toEqual([]);
+      expect(await census()).toMatchObject({
+        processes: [],
+        cgroups: [],
+        loops: [],
+        uidSlots: [],
+        shellDirs: [],
+      });
+    },
+  );
 
   it("finishes a wipe cut after the shell stopped: the shell starts, on an empty disk", async () => {
     await create("cut-wipe");
