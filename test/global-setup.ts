@@ -18,6 +18,7 @@ const LANGUAGES = Object.keys(IMAGE_RECIPES) as Language[];
 const ALWAYS_ON_CONTAINERS = [
   "/packages/backend-container/",
   "/test/e2e/container.e2e.test.ts",
+  "/test/e2e/crash.e2e.test.ts",
   "/test/e2e/metering.e2e.test.ts",
   "/test/e2e/evidence",
   "/test/e2e/console",

@@ -36,6 +36,7 @@ import { guardConnections } from "./routes/connection-guard.js";
 import { registerConsoleStatic } from "./routes/console-static.js";
 import { healthHandlers, registerDocsRoutes } from "./routes/docs-routes.js";
 import { frameworkErrors, registerErrorHandler } from "./routes/error-handler.js";
+import { registerGracefulShutdown } from "./routes/graceful-shutdown.js";
 import { fileHandlers } from "./routes/file-routes.js";
 import { iamHandlers } from "./routes/iam-routes.js";
 import { registerMcpEndpoint } from "./routes/mcp-endpoint.js";
@@ -55,6 +56,7 @@ import { AgentGate } from "./iam/agent-gate.js";
 import { CapService } from "./services/cap-service.js";
 import { GovernanceService } from "./services/governance-service.js";
 import { IamService } from "./services/iam-service.js";
+import { IdempotencyService } from "./services/idempotency-service.js";
 import { KeyService } from "./services/key-service.js";
 import { MeteringService } from "./services/metering-service.js";
 import { PolicyService } from "./services/policy-service.js";
@@ -83,6 +85,13 @@ export interface AppDeps {
    * changes are still metered). Default: the configuration's `meteringCheckpointSeconds`.
    */
   meteringIntervalMs?: number;
+  /**
+   * Whether other control-plane processes use the same store at once (replicas over a shared
+   * database). False (default, SQLite): at start-up every pending idempotency key of another
+   * process belongs to a dead one and is resolved at once. True: only keys whose owner's lease ran
+   * out are (see `IdempotencyService`).
+   */
+  storeSharedByReplicas?: boolean;
 }
 
 /**
@@ -96,7 +105,8 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     genReqId: () => `req-${randomBytes(8).toString("hex")}`,
     requestIdHeader: false,
     routerOptions: { maxParamLength: 200 },
-    return503OnClosing: true,
+    // A shutdown answers in the API's own error shape (see graceful-shutdown.ts).
+    return503OnClosing: false,
     frameworkErrors,
     // Slow or silent clients are cut off; these bound receiving a request, never a response.
     keepAliveTimeout: config.keepAliveTimeoutMs,
@@ -169,6 +179,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     egress,
   });
   const caps = new CapService({ db, activity, metering, logger: deps.logger });
+  const idempotency = new IdempotencyService({ db, logger: deps.logger });
   const shells = new ShellService({
     db,
     activity,
@@ -185,6 +196,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     metering,
     caps,
     templates,
+    idempotency,
   });
   caps.stopWith((orgId, shellId, why) => shells.stopForQuota(orgId, shellId, why));
   egress.stopWith((orgId, shellId, usage) => shells.stopForEgressLimit(orgId, shellId, usage));
@@ -235,7 +247,18 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
         logger: deps.logger,
       })
     : null;
+  registerGracefulShutdown(app, {
+    graceMs: config.shutdownGraceSeconds * 1000,
+    logger: deps.logger,
+    endWork: async () => {
+      const execs = shells.endExecs("host_restart");
+      deps.logger.warn({ execs }, "execs still running end with kill reason host_restart");
+      interpreters.close();
+      await Promise.all([terms.close(), runs.drain()]);
+    },
+  });
   app.addHook("onClose", async () => {
+    idempotency.stop();
     reconciler.stop();
     caps.stop();
     metering.stop();
@@ -285,7 +308,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...usageHandlers(metering, caps, new GovernanceService(db)),
       ...portHandlers(ports, baseUrl),
     },
-    { db, activity, validateResponses: config.validateResponses, authenticate },
+    { idempotency, activity, validateResponses: config.validateResponses, authenticate },
   );
   registerAuthRoutes(app, oidc, limit);
   // Agents over MCP (streamable HTTP; see docs/architecture.md): the same tools, through the same gate.
@@ -307,6 +330,13 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     // and opens the intervals of the shells found afterwards.
     await metering.recover();
     deps.logger.info(await reconciler.reconcile(), "reconciled shells with their backends");
+    // After reconciliation: a key of a cut create is answered with its shell as it now stands.
+    const describeShell = (orgId: string, shellId: string) => shells.describe(orgId, shellId);
+    await idempotency.recover({
+      othersMayBeAlive: deps.storeSharedByReplicas ?? false,
+      describeShell,
+    });
+    idempotency.start(describeShell);
     await metering.resume();
     const sweepMs = deps.sweepIntervalMs ?? 5000;
     if (sweepMs > 0) reconciler.start(sweepMs);

@@ -464,6 +464,12 @@ export const ServerConfig = z.strictObject({
     unit: "seconds",
     description: "Wall clock of a git source's clone.",
   }),
+  shutdownGraceSeconds: z.coerce.number().min(0).max(3600).default(10).register(settingDocs, {
+    env: "SHELLS_SHUTDOWN_GRACE_SECONDS",
+    unit: "seconds",
+    description:
+      "How long a shutdown (SIGTERM, SIGINT) waits for requests under way to finish. Every new request is answered 503 `shutting_down` from the start; past the grace, execs still running end with kill reason `host_restart`, runs and terminals end, and open connections are closed.",
+  }),
   validateResponses: flagSetting().register(settingDocs, {
     env: "SHELLS_VALIDATE_RESPONSES",
     description: "Check every response against the contract (on in tests).",

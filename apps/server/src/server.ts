@@ -37,6 +37,9 @@ function closeInheritedDescriptors(): void {
   }
 }
 
+/** How long past the shutdown grace the process may take to close before it exits anyway. */
+const SHUTDOWN_MARGIN_SECONDS = 20;
+
 // The process entry: drop inherited descriptors; `issue-key` runs the operator's command over the
 // store and exits without listening; otherwise parse configuration once, listen, and close cleanly
 // on SIGINT/SIGTERM.
@@ -50,9 +53,18 @@ try {
     if (closing) return;
     closing = true;
     server.app.log.info(
-      { signal },
+      { signal, graceSeconds: config.shutdownGraceSeconds },
       "shutting down; sandboxes keep running and are re-adopted at next start",
     );
+    // The last bound: whatever still holds the process this long after the grace is cut, as a
+    // crash would cut it (the next start recovers from that too).
+    setTimeout(
+      () => {
+        server.app.log.error("shutdown did not finish in time; exiting");
+        process.exit(1);
+      },
+      (config.shutdownGraceSeconds + SHUTDOWN_MARGIN_SECONDS) * 1000,
+    ).unref();
     server.close().then(
       () => process.exit(0),
       () => process.exit(1),

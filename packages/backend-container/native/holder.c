@@ -526,6 +526,13 @@ int cmd_start(int argc, char **argv) {
 /* with-disk                                                                                       */
 
 int cmd_with_disk(int argc, char **argv) {
+    /* The command (tar, rm) is work of the control plane that started it: should that process die,
+     * the command dies too, instead of running on with the shell's disk on a loop device while the
+     * next control plane recovers the shell. Its half-done work is never committed (archives and
+     * disks are written beside and renamed, or recorded as intents and redone). */
+    pid_t parent = getppid();
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != parent)
+        die("with-disk: the control plane that started it is gone");
     const char *disk = NULL, *mountpoint = NULL;
     unsigned long uid_base = 0;
     int i = 0;

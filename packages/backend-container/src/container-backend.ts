@@ -37,6 +37,7 @@ import {
   allocatedBytes,
   copyDisk,
   createDisk,
+  loopBackings,
   repairDiskIfNeeded,
   waitForLoopDetached,
   type DiskCopyMethod,
@@ -65,6 +66,7 @@ import {
   uidBaseOf,
   writeJson,
   type HolderRecord,
+  type ShellIntent,
   type ShellRecord,
 } from "./internal/state.js";
 
@@ -186,7 +188,20 @@ interface CaptureMeta {
 
 interface SnapshotMeta extends Snapshot {
   seq: number;
+  /** File name of the archive in the snapshots dir (`<name>.tar` when left out, as before). */
+  archive?: string;
 }
+
+/** The archive file of a snapshot. */
+function archiveOf(meta: SnapshotMeta): string {
+  return meta.archive ?? `${meta.name}.tar`;
+}
+
+/**
+ * Files a step writes beside a shell's state and renames into place when complete (a restored or
+ * wiped disk, a JSON record being replaced); after a crash, what is left of them is garbage.
+ */
+const TEMPORARY_FILE = /^disk\.(restore|wipe)\.img$|\.tmp$/;
 
 /**
  * The `container` runtime class: each shell is a set of Linux namespaces (user, mount, pid, net,
@@ -584,13 +599,18 @@ export class ContainerBackend implements SandboxBackend {
       const shellDir = this.#shellDir(shellId);
       const snapshotsDir = `${shellDir}/snapshots`;
       await mkdir(snapshotsDir, { recursive: true, mode: 0o700 });
-      const archive = `${snapshotsDir}/${name}.tar`;
-      const temporary = `${archive}.tmp`;
+      const existing = await this.#snapshots(shellId);
+      const seq = Math.max(record.snapshotSeq, ...existing.map((s) => s.seq)) + 1;
+      // Each archive has a name of its own; the snapshot's metadata naming it is written last and
+      // is the commit: a crash before it leaves the previous snapshot of this name whole, and an
+      // archive nobody names, which `recover` removes.
+      const archive = `${name}.${seq}.tar`;
+      const temporary = `${snapshotsDir}/${archive}.tmp`;
       // Running or not: the helper mounts the shell's disk (sharing the live superblock when the
       // shell runs) in a private mount namespace, and tar archives the upper dir with the overlay's
       // own metadata (whiteouts, opaque-dir xattrs) and the shell's numeric owners. A running
       // shell is frozen for the capture, so the archive is the state of one instant.
-      await this.#stillWhile(shellId, () =>
+      await this.#stillWhile(record, () =>
         this.#withDisk(record, [
           "tar",
           "--create",
@@ -605,16 +625,20 @@ export class ContainerBackend implements SandboxBackend {
           ".",
         ]),
       );
-      await rename(temporary, archive);
-      record.snapshotSeq += 1;
+      await rename(temporary, `${snapshotsDir}/${archive}`);
       const meta: SnapshotMeta = {
         name,
-        sizeBytes: (await stat(archive)).size,
+        sizeBytes: (await stat(`${snapshotsDir}/${archive}`)).size,
         createdAt: new Date().toISOString(),
-        seq: record.snapshotSeq,
+        seq,
+        archive,
       };
       await writeJson(`${snapshotsDir}/${name}.json`, meta);
+      record.snapshotSeq = seq;
       await writeJson(`${shellDir}/shell.json`, record);
+      const replaced = existing.find((s) => s.name === name);
+      if (replaced && archiveOf(replaced) !== archive)
+        await rm(`${snapshotsDir}/${archiveOf(replaced)}`, { force: true });
       return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
     });
   }
@@ -665,7 +689,7 @@ export class ContainerBackend implements SandboxBackend {
         const running = (await this.#liveHolder(shellId)) !== null;
         const started = performance.now();
         let frozenMs = 0;
-        const method = await this.#stillWhile(shellId, async () => {
+        const method = await this.#stillWhile(record, async () => {
           if (running) await this.#withDisk(record, ["sync", "-f", `${shellDir}/mnt/disk`]);
           const copied: DiskCopyMethod = await copyDisk(`${shellDir}/disk.img`, `${dir}/disk.img`);
           frozenMs = running ? performance.now() - started : 0;
@@ -733,7 +757,7 @@ export class ContainerBackend implements SandboxBackend {
         [
           "tar",
           "--extract",
-          `--file=${shellDir}/snapshots/${name}.tar`,
+          `--file=${shellDir}/snapshots/${archiveOf(meta)}`,
           "--xattrs",
           "--xattrs-include=*",
           "--numeric-owner",
@@ -766,18 +790,11 @@ export class ContainerBackend implements SandboxBackend {
       }
       const wasRunning = (await this.#liveHolder(shellId)) !== null;
       await this.#stopHolder(shellId, "stopped");
-      const disk = `${this.#shellDir(shellId)}/mnt/disk`;
-      // Everything the shell changed outside /workspace goes; /workspace stays as it is.
-      await this.#withDisk(record, [
-        "sh",
-        "-c",
-        'cd "$1/upper" && find . -mindepth 1 -maxdepth 1 ! -name workspace -exec rm -rf -- {} + && rm -rf -- "$1/work" && mkdir -m 700 "$1/work"',
-        "reinstall",
-        disk,
-      ]);
-      record.imageVersion = image.version;
-      record.imageRootfs = image.rootfs;
-      await writeJson(`${this.#shellDir(shellId)}/shell.json`, record);
+      await this.#withIntent(
+        record,
+        { kind: "reinstall", imageVersion: image.version, imageRootfs: image.rootfs },
+        () => this.#finishReinstall(record),
+      );
       if (wasRunning) await this.#startHolder(record, await ensureHelper(this.#stateDir));
       return this.#info(record, wasRunning ? "running" : "stopped");
     });
@@ -788,12 +805,7 @@ export class ContainerBackend implements SandboxBackend {
       const record = await this.#record(shellId);
       const wasRunning = (await this.#liveHolder(shellId)) !== null;
       await this.#stopHolder(shellId, "stopped");
-      await createDisk(`${this.#shellDir(shellId)}/disk.img`, record.resources.diskMb);
-      if (record.diskUidBase !== undefined) {
-        // A fresh disk holds nothing of a fork's parent: its files are the shell's own again.
-        delete record.diskUidBase;
-        await writeJson(`${this.#shellDir(shellId)}/shell.json`, record);
-      }
+      await this.#withIntent(record, { kind: "wipe" }, () => this.#finishWipe(record));
       if (wasRunning) await this.#startHolder(record, await ensureHelper(this.#stateDir));
       return this.#info(record, wasRunning ? "running" : "stopped");
     });
@@ -812,6 +824,78 @@ export class ContainerBackend implements SandboxBackend {
     } catch {
       return null;
     }
+  }
+
+  /**
+   * Settles every shell a crash of the control plane left between two states (see
+   * `SandboxBackend.recover`): a record still `creating` (a create that never answered) or
+   * `destroying` is torn down; a recorded intent is finished (a wipe, a reinstall) or undone (a
+   * hold: the shell is thawed); temporary files and unnamed snapshot archives are removed; a shell
+   * that is not running gives back what it still holds (its cgroups, its keeper, its loop device),
+   * and a running one its empty exec cgroups. Fork captures are dropped: no fork is under way
+   * before the control plane serves. Shells it cannot settle are logged and left for the next try.
+   */
+  async recover(): Promise<void> {
+    const shellIds = await listShellIds(`${this.#stateDir}/shells`);
+    await rm(this.#forksDir, { recursive: true, force: true });
+    await this.#removeTemporaries(`${this.#stateDir}/bin`);
+    if (shellIds.length === 0) return;
+    const looped = await loopBackings();
+    for (const shellId of shellIds) {
+      if (!SHELL_ID.test(shellId)) continue;
+      await this.#locked(shellId, () => this.#recoverShell(shellId, looped)).catch(
+        (error: unknown) =>
+          this.#log("error", { shellId, err: error }, "recovering the shell after a crash failed"),
+      );
+    }
+  }
+
+  async #recoverShell(shellId: string, looped: Map<string, string[]>): Promise<void> {
+    const shellDir = this.#shellDir(shellId);
+    const record = await readJson<ShellRecord>(`${shellDir}/shell.json`);
+    if (!record || record.phase !== "ready") {
+      await this.#teardown(shellId);
+      this.#log("info", { shellId, phase: record?.phase ?? null }, "cut create or destroy undone");
+      return;
+    }
+    const intent = record.intent;
+    if (intent?.kind === "hold") {
+      await this.#endHold(record);
+    } else if (intent) {
+      await this.#stopHolder(shellId, "stopped");
+      if (intent.kind === "wipe") await this.#finishWipe(record);
+      else await this.#finishReinstall(record);
+      this.#log("info", { shellId, intent: intent.kind }, "cut step finished");
+    }
+    await this.#removeTemporaries(shellDir);
+    await this.#removeUnnamedArchives(shellId);
+    const cgroup = this.#cgroup(shellId);
+    if (await this.#liveHolder(shellId)) {
+      for (const group of await cgroup.execGroups()) await group.removeIfEmpty().catch(() => false);
+    } else if (
+      looped.has(`${shellDir}/disk.img`) ||
+      (await cgroup.exists()) ||
+      (await exists(`${shellDir}/holder.json`))
+    ) {
+      await this.#stopHolder(shellId, "stopped");
+      this.#log("info", { shellId }, "what a stopped shell still held is released");
+    }
+  }
+
+  /** Removes the temporary files a crash left in a directory (see TEMPORARY_FILE). */
+  async #removeTemporaries(dir: string): Promise<void> {
+    for (const entry of await readdir(dir).catch(() => [] as string[]))
+      if (TEMPORARY_FILE.test(entry)) await rm(`${dir}/${entry}`, { force: true });
+  }
+
+  /** Removes snapshot archives no snapshot names (a snapshot cut before its commit) and temporaries. */
+  async #removeUnnamedArchives(shellId: string): Promise<void> {
+    const dir = `${this.#shellDir(shellId)}/snapshots`;
+    const named = new Set((await this.#snapshots(shellId)).map(archiveOf));
+    for (const entry of await readdir(dir).catch(() => [] as string[]))
+      if (!entry.endsWith(".json") && !named.has(entry))
+        await rm(`${dir}/${entry}`, { recursive: true, force: true });
+    await this.#removeTemporaries(dir);
   }
 
   async list(): Promise<SandboxInfo[]> {
@@ -1035,18 +1119,23 @@ export class ContainerBackend implements SandboxBackend {
   /**
    * Runs `body` with the shell's processes frozen if it runs, and thaws them after: what `body`
    * reads of the shell's state is one instant's. A paused shell stays as it is; on a host without
-   * a freezer `body` runs on the live shell.
+   * a freezer `body` runs on the live shell. The freeze is recorded as the shell's intent first, so
+   * a crash while frozen does not leave the shell looking paused: `recover` thaws it.
    */
-  async #stillWhile<T>(shellId: string, body: () => Promise<T>): Promise<T> {
+  async #stillWhile<T>(record: ShellRecord, body: () => Promise<T>): Promise<T> {
+    const shellId = record.shellId;
     const cgroup = this.#cgroup(shellId);
     const freeze =
       cgroup.freezerDir !== null &&
       (await this.#liveHolder(shellId)) !== null &&
       !(await cgroup.isFrozen());
     if (freeze) {
+      record.intent = { kind: "hold" };
+      await writeJson(`${this.#shellDir(shellId)}/shell.json`, record);
       try {
         await cgroup.freeze();
       } catch (error) {
+        await this.#endHold(record);
         throw new SandboxError(
           "failed",
           `holding shell ${shellId} still failed: ${(error as Error).message}`,
@@ -1058,8 +1147,73 @@ export class ContainerBackend implements SandboxBackend {
     try {
       return await body();
     } finally {
-      if (freeze) await cgroup.thaw();
+      if (freeze) await this.#endHold(record);
     }
+  }
+
+  /** Thaws a shell held still for a capture and clears the intent that said so. */
+  async #endHold(record: ShellRecord): Promise<void> {
+    await this.#cgroup(record.shellId).thaw();
+    delete record.intent;
+    await writeJson(`${this.#shellDir(record.shellId)}/shell.json`, record);
+  }
+
+  /**
+   * Records `intent` in the shell's record, then runs `finish`, which clears it when done. An
+   * intent is for a crash: a `finish` that fails with an answer clears it too, so the failure the
+   * caller saw is final and no later start redoes the step behind their back.
+   */
+  async #withIntent(
+    record: ShellRecord,
+    intent: ShellIntent,
+    finish: () => Promise<void>,
+  ): Promise<void> {
+    record.intent = intent;
+    await writeJson(`${this.#shellDir(record.shellId)}/shell.json`, record);
+    try {
+      await finish();
+    } catch (error) {
+      delete record.intent;
+      await writeJson(`${this.#shellDir(record.shellId)}/shell.json`, record).catch(
+        () => undefined,
+      );
+      throw error;
+    }
+  }
+
+  /**
+   * The rest of a wipe once the shell is stopped and its intent recorded: a fresh disk is made beside
+   * the shell's and renamed over it, so the shell has its old disk or the new one, never none.
+   */
+  async #finishWipe(record: ShellRecord): Promise<void> {
+    const shellDir = this.#shellDir(record.shellId);
+    await createDisk(`${shellDir}/disk.wipe.img`, record.resources.diskMb);
+    await rename(`${shellDir}/disk.wipe.img`, `${shellDir}/disk.img`);
+    // A fresh disk holds nothing of a fork's parent: its files are the shell's own again.
+    delete record.diskUidBase;
+    delete record.intent;
+    await writeJson(`${shellDir}/shell.json`, record);
+  }
+
+  /**
+   * The rest of a reinstall once the shell is stopped and its intent recorded: everything the shell
+   * changed outside /workspace goes, and it runs on the intent's image. Removing again what is
+   * already gone is harmless, so a cut reinstall is simply done again.
+   */
+  async #finishReinstall(record: ShellRecord): Promise<void> {
+    if (record.intent?.kind !== "reinstall") return;
+    const disk = `${this.#shellDir(record.shellId)}/mnt/disk`;
+    await this.#withDisk(record, [
+      "sh",
+      "-c",
+      'cd "$1/upper" && find . -mindepth 1 -maxdepth 1 ! -name workspace -exec rm -rf -- {} + && rm -rf -- "$1/work" && mkdir -m 700 "$1/work"',
+      "reinstall",
+      disk,
+    ]);
+    record.imageVersion = record.intent.imageVersion;
+    record.imageRootfs = record.intent.imageRootfs;
+    delete record.intent;
+    await writeJson(`${this.#shellDir(record.shellId)}/shell.json`, record);
   }
 
   #execError(shellId: string, what: "exec" | "spawn", error: unknown): SandboxError {

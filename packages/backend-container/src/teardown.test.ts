@@ -1,61 +1,14 @@
-import { readFile, readdir, rm, rmdir } from "node:fs/promises";
+import { rm, rmdir } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ContainerBackend } from "./container-backend.js";
+import { detectCgroups, shellCgroupName, type CgroupHost } from "./internal/cgroups.js";
 import {
-  detectCgroups,
-  listShellCgroups,
-  shellCgroupName,
-  type CgroupHost,
-} from "./internal/cgroups.js";
-import { hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
-
-/** Everything on the host a shell could leave behind, as comparable text. */
-async function hostObjects(
-  cgroups: CgroupHost,
-  cgroupParent: string,
-  stateDir: string,
-  registryDir: string,
-) {
-  const processes: string[] = [];
-  for (const entry of await readdir("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const [cmdline, cgroup, status] = await Promise.all([
-      readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => ""),
-      readFile(`/proc/${entry}/cgroup`, "utf8").catch(() => ""),
-      readFile(`/proc/${entry}/status`, "utf8").catch(() => ""),
-    ]);
-    // Ours: anything in our cgroups, anything naming our state dir, any shell keeper/init/drainer
-    // whose cgroup is ours, and zombies count (an unreaped process is a leftover too).
-    if (cgroup.includes(`/${cgroupParent}/`) || cmdline.includes(stateDir)) {
-      processes.push(
-        `${entry} ${/Name:\t(.*)/.exec(status)?.[1]} ${/State:\t(.*)/.exec(status)?.[1]}`,
-      );
-    }
-  }
-  const loops: string[] = [];
-  for (const entry of await readdir("/sys/block")) {
-    const backing = await readFile(`/sys/block/${entry}/loop/backing_file`, "utf8").catch(() => "");
-    if (backing.includes(stateDir)) loops.push(`${entry} ${backing.trim()}`);
-  }
-  const registry = await readdir(registryDir).catch(() => [] as string[]);
-  const claimed: string[] = [];
-  for (const slot of registry) {
-    const owner = await readFile(`${registryDir}/${slot}/owner`, "utf8").catch(() => "");
-    if (owner.includes(stateDir)) claimed.push(slot);
-  }
-  return {
-    processes,
-    cgroups: await listShellCgroups(cgroups, cgroupParent),
-    // The host's whole mount table: a shell's mounts live only in its private namespaces.
-    mounts: (await readFile("/proc/self/mountinfo", "utf8"))
-      .split("\n")
-      .map((line) => line.split(" ").slice(4, 5).join())
-      .sort(),
-    loops,
-    uidSlots: claimed,
-    shellDirs: await readdir(`${stateDir}/shells`).catch(() => [] as string[]),
-  };
-}
+  hostObjects,
+  hostReport,
+  makeTestBackend,
+  request,
+  SMALL,
+} from "./internal/test-support.js";
 
 // Slow: 50 full create/exec/destroy cycles (about 5 s).
 describe.runIf(hostReport.available)("teardown of container shells", () => {

@@ -125,6 +125,11 @@ export const ErrorCode = {
   idempotencyKeyReused: "idempotency_key_reused",
   /** A request with this Idempotency-Key is still being processed; retry shortly. */
   requestInProgress: "request_in_progress",
+  /**
+   * The first request with this Idempotency-Key was cut off by a restart of the control plane after
+   * it made something (`details.shells` names what exists); its own answer is not knowable.
+   */
+  requestInterrupted: "request_interrupted",
   /** The pagination cursor is not one this server issued. */
   invalidCursor: "invalid_cursor",
   /** Too many requests; retry after the interval in `details.retryAfterMs`. */
@@ -135,6 +140,11 @@ export const ErrorCode = {
   portNotListening: "port_not_listening",
   /** The server is not ready (starting, or a dependency is down). */
   notReady: "not_ready",
+  /**
+   * The server is shutting down and takes no new requests; retry after `Retry-After` seconds (a
+   * restarted server, or another replica, answers it).
+   */
+  shuttingDown: "shutting_down",
   /** An unexpected server fault. Reported with a request id; never caused by input. */
   internal: "internal",
 } as const;
@@ -203,11 +213,13 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   destination_not_allowed: 422,
   idempotency_key_reused: 422,
   request_in_progress: 409,
+  request_interrupted: 409,
   invalid_cursor: 400,
   rate_limited: 429,
   backend_failed: 502,
   port_not_listening: 502,
   not_ready: 503,
+  shutting_down: 503,
   internal: 500,
 };
 

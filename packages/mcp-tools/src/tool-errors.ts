@@ -53,9 +53,12 @@ const NEXT_STEP: Partial<Record<ErrorCode | ClientErrorCode, string>> = {
   invalid_cursor: "call shells_list again without `cursor` to start from the first page.",
   rate_limited: "wait `details.retryAfterMs` milliseconds, then retry.",
   request_in_progress: "the same request is still running; retry shortly.",
+  request_interrupted:
+    "the first try was cut off by a restart after it made the shells in `details.shells`; check them with shells_list instead of creating more.",
   backend_failed:
     "the sandbox backend failed; check the shell with shells_list: `restart` may recover a shell in state `error`.",
   not_ready: "the control plane is starting or degraded; retry in a few seconds.",
+  shutting_down: "the control plane is restarting; retry in a few seconds.",
   internal: "a server fault, not caused by the input; retry once, then report the request id.",
   connection_failed:
     "the Shells control plane could not be reached at SHELLS_URL; it may be down. Retry later or tell the user.",

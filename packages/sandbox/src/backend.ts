@@ -366,6 +366,16 @@ export interface SandboxBackend {
    * cannot say. Left out by backends that cannot read it: their shells meter time only.
    */
   usage?(shellId: string): Promise<SandboxUsage | null>;
+  /**
+   * Settles what a crash of the control plane cut in the middle of a step, so that every sandbox
+   * is in the state before the step or the state after it: half-made sandboxes (a `create` that
+   * never answered) and half-destroyed ones are reclaimed, steps recorded as intents are finished,
+   * temporary files are removed, and what stopped sandboxes still hold on the host (cgroups, loop
+   * devices, processes) is released. Whole sandboxes are left as they are. The control plane calls
+   * it once at start-up, before `list`, while it runs nothing else on the backend. Backends whose
+   * sandboxes do not outlive the process leave it out.
+   */
+  recover?(): Promise<void>;
   /** Every sandbox this backend holds on this host, for reconciliation after a restart. */
   list(): Promise<SandboxInfo[]>;
   /** Releases what this process holds; sandboxes keep running (a restarted server re-adopts them). */

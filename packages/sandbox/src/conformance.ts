@@ -480,6 +480,23 @@ export function describeSandboxBackend(
       });
     }
 
+    itNeeds(
+      ["posixShell"],
+      "keeps whole sandboxes as they are through recover, if it recovers",
+      async () => {
+        if (!subject.backend.recover) return;
+        const running = await createShell();
+        await sh(running, "echo kept > /workspace/kept");
+        const stopped = await createShell();
+        await subject.backend.stop(stopped);
+        await subject.backend.recover();
+        const states = new Map((await subject.backend.list()).map((s) => [s.shellId, s.state]));
+        expect(states.get(running)).toBe("running");
+        expect(states.get(stopped)).toBe("stopped");
+        expect((await sh(running, "cat /workspace/kept")).stdout).toBe("kept\n");
+      },
+    );
+
     it("destroy reclaims the sandbox and is idempotent", async () => {
       const id = await createShell();
       expect((await subject.backend.list()).map((s) => s.shellId)).toContain(id);

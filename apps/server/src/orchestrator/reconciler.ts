@@ -1,11 +1,12 @@
 import type { FastifyBaseLogger as Logger } from "fastify";
-import type { Kysely } from "kysely";
+import type { Kysely, Selectable } from "kysely";
 import type { EgressService } from "../egress/egress-service.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { MeteringService } from "../services/metering-service.js";
 import type { LifecycleLock } from "../store/lifecycle-lock.js";
-import type { Database } from "../store/schema.js";
+import type { Database, ShellTable } from "../store/schema.js";
 import { appendShellLog } from "../store/shell-logs-store.js";
+import { forgetShellSnapshots } from "../store/snapshots-store.js";
 import {
   expiredShellsAcrossOrgs,
   findShell,
@@ -14,6 +15,20 @@ import {
 } from "../store/shells-store.js";
 import type { RuntimeRegistry } from "./runtimes.js";
 import { egressSettingsOf } from "./shell-records.js";
+
+/** What `reconcile` did, by kind. */
+export interface ReconcileCounts {
+  /** Sandboxes adopted as the store has them (or with the state the backend found). */
+  adopted: number;
+  /** Sandboxes destroyed: unknown to the store, deleted there, or of a cut create. */
+  destroyed: number;
+  /** Shells that became `error`: their sandbox is gone, or their create was cut. */
+  lost: number;
+  /** Deletes cut by a crash, finished. */
+  deleted: number;
+  /** Sandboxes stopped because the store says their shell runs nothing. */
+  stopped: number;
+}
 
 /** The actor of work the control plane does on its own (TTL expiry, reconciliation, caps). */
 export const SYSTEM_ACTOR = { type: "system", id: "control-plane" } as const;
@@ -43,13 +58,19 @@ export class Reconciler {
   constructor(private readonly deps: ReconcilerDeps) {}
 
   /**
-   * Sandboxes the store does not know (or knows as deleted) are destroyed; shells whose sandbox is
-   * gone become `error`, and shells whose sandbox stopped become `stopped`.
+   * Brings the store and the backends into agreement after a start, whatever step a crash cut:
+   * each backend first settles its own half-done steps (`recover`); then sandboxes the store does
+   * not know (or knows as deleted) are destroyed; a delete that began is finished; a shell still
+   * `provisioning` (its create never answered) becomes `error` and its sandbox, if any, is
+   * destroyed; a sandbox still running for a shell the store says is `stopped` or in `error` is
+   * stopped; shells whose sandbox is gone become `error` (`restart` provisions them again), and
+   * shells whose sandbox stopped become `stopped`. Call it before the control plane serves: it takes no lifecycle locks.
    */
-  async reconcile(): Promise<{ adopted: number; destroyed: number; lost: number }> {
+  async reconcile(): Promise<ReconcileCounts> {
     const { db } = this.deps;
-    const counts = { adopted: 0, destroyed: 0, lost: 0 };
+    const counts: ReconcileCounts = { adopted: 0, destroyed: 0, lost: 0, deleted: 0, stopped: 0 };
     for (const backend of this.deps.runtimes.backends) {
+      await backend.recover?.();
       const held = new Map((await backend.list()).map((s) => [s.shellId, s]));
       const rows = await liveShellsOnBackendAcrossOrgs(db, backend.name);
       const live = new Set(rows.map((r) => r.id));
@@ -61,21 +82,41 @@ export class Reconciler {
       }
       for (const row of rows) {
         const info = held.get(row.id);
+        if (row.delete_requested_by !== null) {
+          if (info) await backend.destroy(row.id);
+          await this.#finishDelete(row, row.delete_requested_by);
+          counts.deleted += 1;
+          continue;
+        }
+        if (row.status === "provisioning") {
+          if (info) {
+            await backend.destroy(row.id);
+            counts.destroyed += 1;
+          }
+          await this.#lose(
+            row,
+            "provisioning was cut off by a restart of the control plane (host_restart); restart the shell to provision it again",
+          );
+          counts.lost += 1;
+          continue;
+        }
         if (!info) {
-          if (["running", "paused", "provisioning"].includes(row.status)) {
-            await setShellState(db, row.org_id, row.id, {
-              status: "error",
-              status_reason:
-                row.status === "provisioning"
-                  ? "provisioning was cut off by a restart of the control plane (host_restart); restart the shell to provision it again"
-                  : "sandbox lost: the host or backend restarted (host_restart)",
-            });
-            await this.#event(row.org_id, row.id, "shell.reconcile", {
-              result: "lost",
-              previousStatus: row.status,
-            });
+          // A stopped shell whose sandbox is gone cannot start either: `restart` provisions it.
+          if (row.status === "running" || row.status === "paused" || row.status === "stopped") {
+            await this.#lose(row, "sandbox lost: the host or backend restarted (host_restart)");
             counts.lost += 1;
           }
+          continue;
+        }
+        if (info.state !== "stopped" && (row.status === "stopped" || row.status === "error")) {
+          // A start cut before it was recorded, or a stop cut before the sandbox ended: the store
+          // says the shell runs nothing, so nothing runs.
+          await backend.stop(row.id);
+          await this.#event(row.org_id, row.id, "shell.reconcile", {
+            result: "sandbox_stopped",
+            previousStatus: row.status,
+          });
+          counts.stopped += 1;
           continue;
         }
         const egress = egressSettingsOf(row);
@@ -100,6 +141,47 @@ export class Reconciler {
       }
     }
     return counts;
+  }
+
+  /** Marks a shell whose sandbox is gone (or was never whole) `error`, with the reason. */
+  async #lose(row: Selectable<ShellTable>, reason: string): Promise<void> {
+    await setShellState(this.deps.db, row.org_id, row.id, {
+      status: "error",
+      status_reason: reason,
+    });
+    await this.#event(row.org_id, row.id, "shell.reconcile", {
+      result: "lost",
+      previousStatus: row.status,
+    });
+  }
+
+  /**
+   * Finishes a delete a crash cut after it began (its sandbox is destroyed by now): the shell is
+   * `deleted`, as its caller asked, and the history says who asked and that the control plane
+   * finished it.
+   */
+  async #finishDelete(row: Selectable<ShellTable>, requestedBy: string): Promise<void> {
+    const { db } = this.deps;
+    await this.deps.egress?.stop(row.id);
+    await setShellState(db, row.org_id, row.id, {
+      status: "deleted",
+      status_reason: `deleted by ${requestedBy}`,
+      deleted_at: new Date().toISOString(),
+    });
+    await forgetShellSnapshots(db, row.org_id, row.id);
+    await appendShellLog(db, row.org_id, row.id, {
+      kind: "system",
+      message: "deleted: every per-shell object reclaimed (finished after a restart)",
+      retention: this.deps.logRetention,
+    });
+    await this.deps.activity.record({
+      orgId: row.org_id,
+      actor: SYSTEM_ACTOR,
+      action: "shell.delete",
+      target: { type: "shell", id: row.id },
+      outcome: "success",
+      details: { name: row.name, requestedBy, finishedAfterRestart: true },
+    });
   }
 
   /** Stops running shells whose TTL has passed; returns how many were due. */

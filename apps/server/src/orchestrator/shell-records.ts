@@ -107,6 +107,7 @@ export class ShellRecords {
       template: input.template ?? null,
       created_by_type: creator.type,
       created_by_id: creator.id,
+      delete_requested_by: null,
     };
   }
 

@@ -7,6 +7,7 @@ import {
   type Capability,
   type ExecRequest,
   type ExecResult,
+  type KillReason,
   type Language,
   type LogEntry,
   type Page,
@@ -38,6 +39,7 @@ import type { ActivityService } from "../services/activity-service.js";
 import type { BindingService } from "../services/binding-service.js";
 import type { CapService, QuotaStop } from "../services/cap-service.js";
 import { decodeCursor, encodeCursor } from "../services/cursor.js";
+import type { IdempotencyService } from "../services/idempotency-service.js";
 import type { MeteringService } from "../services/metering-service.js";
 import type { PolicyService } from "../services/policy-service.js";
 import type { ResolvedTemplate, TemplateService } from "../services/template-service.js";
@@ -61,7 +63,7 @@ import { isUniqueViolation } from "../store/unique-violation.js";
 import { DEFAULT_RESOURCES, admitShell, hostCapacity, type HostCapacity } from "./admission.js";
 import type { ApprovalGate, GateClearance } from "./approval-gate.js";
 import { KeyedMutex } from "./keyed-mutex.js";
-import { Reconciler, SYSTEM_ACTOR } from "./reconciler.js";
+import { Reconciler, SYSTEM_ACTOR, type ReconcileCounts } from "./reconciler.js";
 import type { RuntimeRegistry } from "./runtimes.js";
 import { callBackend, describeError, toApiError } from "./sandbox-errors.js";
 import { redactingOutput } from "./secret-output.js";
@@ -118,6 +120,8 @@ export interface ShellServiceDeps {
   caps?: CapService;
   /** The org's templates; without it, a create that names one is refused. */
   templates?: TemplateService;
+  /** Idempotency keys: a keyed create notes the shell it makes before it makes it. */
+  idempotency?: IdempotencyService;
 }
 
 /** Capabilities that end a shell's processes: its counters are read before they run. */
@@ -157,6 +161,8 @@ const GATED_CAPABILITIES: ReadonlySet<string> = new Set(GatedAction.options);
  * history. Lifecycle operations on one shell are serialised; execs run concurrently.
  */
 export class ShellService {
+  /** Execs in flight, so a shutdown can end them (`endExecs`). */
+  readonly #execs = new Set<AbortController>();
   readonly #lock: LifecycleLock;
   readonly #box: SealedBox;
   readonly #capacity: () => HostCapacity;
@@ -260,6 +266,8 @@ export class ShellService {
           template?.definition.egressRules ?? null,
         ),
       );
+    // Noted before the row exists: a crash after it leaves a key that knows its shell.
+    await this.deps.idempotency?.noteShell(id);
     try {
       if (this.deps.caps)
         await this.deps.caps.admit(caller.orgId, admitted.project, runtime, insert);
@@ -618,6 +626,12 @@ export class ShellService {
     };
   }
 
+  /** One of the org's shells by id, as the API shows it; null when there is none. */
+  async describe(orgId: string, shellId: string): Promise<Shell | null> {
+    const row = await findShell(this.deps.db, orgId, shellId);
+    return row && row.id === shellId ? this.#records.toShell(row) : null;
+  }
+
   /** One shell by id (deleted ones too) or by the name of a live one. Other orgs' shells are not found. */
   async get(caller: Caller, idOrName: string): Promise<Shell> {
     return this.#records.toShell(await this.#find(caller.orgId, idOrName));
@@ -683,20 +697,30 @@ export class ShellService {
     const secrets = this.#records.secretsOf(plainEnv, secretEnv);
     const streamed = redactingOutput(hooks, secrets);
     const started = performance.now();
-    const result = await this.#backendCall(row, (backend) =>
-      backend.exec(
-        row.id,
-        {
-          command: request.command,
-          env: { ...plainEnv, ...secretEnv },
-          cwd: request.cwd ?? SHELL_DEFAULTS.cwd,
-          stdin: request.stdin,
-          timeoutMs: request.timeoutMs ?? SHELL_DEFAULTS.execTimeoutMs,
-          maxOutputBytes: SHELL_DEFAULTS.maxOutputBytes,
-        },
-        streamed.hooks,
-      ),
-    );
+    const ending = new AbortController();
+    this.#execs.add(ending);
+    let result: ExecResult;
+    try {
+      result = await this.#backendCall(row, (backend) =>
+        backend.exec(
+          row.id,
+          {
+            command: request.command,
+            env: { ...plainEnv, ...secretEnv },
+            cwd: request.cwd ?? SHELL_DEFAULTS.cwd,
+            stdin: request.stdin,
+            timeoutMs: request.timeoutMs ?? SHELL_DEFAULTS.execTimeoutMs,
+            maxOutputBytes: SHELL_DEFAULTS.maxOutputBytes,
+          },
+          {
+            ...streamed.hooks,
+            signal: hooks.signal ? AbortSignal.any([hooks.signal, ending.signal]) : ending.signal,
+          },
+        ),
+      );
+    } finally {
+      this.#execs.delete(ending);
+    }
     this.deps.metrics?.observeExec(
       row.runtime,
       (performance.now() - started) / 1000,
@@ -714,6 +738,15 @@ export class ShellService {
       details: entry.details,
     });
     return result;
+  }
+
+  /**
+   * Ends every exec in flight: each ends as if its caller aborted it, with `reason` as its kill
+   * reason (a shutdown whose grace is over ends them with `host_restart`). Returns how many.
+   */
+  endExecs(reason: KillReason): number {
+    for (const exec of this.#execs) exec.abort(reason);
+    return this.#execs.size;
   }
 
   /**
@@ -813,11 +846,15 @@ export class ShellService {
       }
       const backend = this.deps.runtimes.byName(row.backend);
       if (backend) {
+        // Recorded before the sandbox goes: a crash from here on leaves a delete the next start
+        // finishes, never a shell whose sandbox is half gone.
+        await this.#setState(row, { delete_requested_by: caller.actor.id });
         try {
           await this.deps.metering?.settle(row.id);
           await backend.destroy(row.id);
           await this.deps.egress?.stop(row.id);
         } catch (error) {
+          await this.#setState(row, { delete_requested_by: null });
           await this.#recordAction(caller, row.id, "delete", "failure", {
             error: describeError(error),
           });
@@ -899,7 +936,7 @@ export class ShellService {
   }
 
   /** See `Reconciler.reconcile`. */
-  reconcile(): Promise<{ adopted: number; destroyed: number; lost: number }> {
+  reconcile(): Promise<ReconcileCounts> {
     return this.reconciler.reconcile();
   }
 

@@ -1,10 +1,10 @@
 import { canonicalJson, type RouteSpec } from "@shells/contract";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { Kysely } from "kysely";
 import { AppError } from "../errors.js";
 import type { Caller } from "../iam/authenticate.js";
-import { nowIso, sha256Hex } from "../ids.js";
-import type { Database } from "../store/schema.js";
+import { sha256Hex } from "../ids.js";
+import type { IdempotencyService } from "../services/idempotency-service.js";
+import { claimKey, findKey, finishKey, pruneKeys, releaseKey } from "../store/idempotency-store.js";
 import { appErrorBody } from "./error-handler.js";
 
 /** How long a finished request is remembered under its key. */
@@ -18,15 +18,16 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
  * first is still running is told to retry. Server faults are not remembered, so a retry can succeed.
  * Keys belong to the principal that sent them: another member or agent presenting the same key
  * neither receives the first caller's response (an action recorded as someone else's) nor blocks
- * the first caller's retries.
+ * the first caller's retries. A pending key names the process that runs its request; should that
+ * process die, the next one resolves the key (see `IdempotencyService`).
  */
 export async function idempotent(
-  db: Kysely<Database>,
+  keys: IdempotencyService,
   caller: Caller,
   rawKey: string | string[],
   request: FastifyRequest,
   reply: FastifyReply,
-  spec: RouteSpec,
+  operation: { operationId: string; spec: RouteSpec },
   run: () => Promise<unknown>,
 ): Promise<unknown> {
   const presented = Array.isArray(rawKey) ? rawKey[0] : rawKey;
@@ -42,31 +43,30 @@ export async function idempotent(
   );
   // Keys are remembered for a day: retries come within minutes, and the table must not grow with
   // every mutating request an org ever made.
-  await db
-    .deleteFrom("idempotency_keys")
-    .where("org_id", "=", caller.orgId)
-    .where("created_at", "<", new Date(Date.now() - IDEMPOTENCY_RETENTION_MS).toISOString())
-    .execute();
-  const inserted = await db
-    .insertInto("idempotency_keys")
-    .values({
-      org_id: caller.orgId,
-      key,
-      request_hash: requestHash,
-      state: "pending",
-      status_code: null,
-      response: null,
-      created_at: nowIso(),
-    })
-    .onConflict((oc) => oc.doNothing())
-    .executeTakeFirst();
-  if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) {
-    const previous = await db
-      .selectFrom("idempotency_keys")
-      .selectAll()
-      .where("org_id", "=", caller.orgId)
-      .where("key", "=", key)
-      .executeTakeFirstOrThrow();
+  await pruneKeys(
+    keys.db,
+    caller.orgId,
+    new Date(Date.now() - IDEMPOTENCY_RETENTION_MS).toISOString(),
+  );
+  const claimed = await claimKey(keys.db, {
+    orgId: caller.orgId,
+    key,
+    requestHash,
+    operation: operation.operationId,
+    requestId: request.id,
+    owner: keys.bootId,
+    leaseExpiresAt: keys.leaseExpiresAt(),
+    createdAt: new Date().toISOString(),
+  });
+  if (!claimed) {
+    const previous = await findKey(keys.db, caller.orgId, key);
+    if (!previous) {
+      // Released between the claim and this read (its request failed with a server fault).
+      throw new AppError(
+        "request_in_progress",
+        "The first request with this Idempotency-Key just ended; retry shortly.",
+      );
+    }
     if (previous.request_hash !== requestHash) {
       throw new AppError(
         "idempotency_key_reused",
@@ -87,28 +87,16 @@ export async function idempotent(
     reply.code(previous.status_code);
     return JSON.parse(previous.response) as unknown;
   }
-  const remember = async (status: number, response: unknown) => {
-    await db
-      .updateTable("idempotency_keys")
-      .set({ state: "done", status_code: status, response: JSON.stringify(response) })
-      .where("org_id", "=", caller.orgId)
-      .where("key", "=", key)
-      .execute();
-  };
   try {
-    reply.code(spec.successStatus);
-    const result = await run();
-    await remember(reply.statusCode, result);
+    reply.code(operation.spec.successStatus);
+    const result = await keys.runKeyed(caller.orgId, key, run);
+    await finishKey(keys.db, caller.orgId, key, reply.statusCode, result);
     return result;
   } catch (error) {
     if (error instanceof AppError && error.status < 500) {
-      await remember(error.status, appErrorBody(error, request.id));
+      await finishKey(keys.db, caller.orgId, key, error.status, appErrorBody(error, request.id));
     } else {
-      await db
-        .deleteFrom("idempotency_keys")
-        .where("org_id", "=", caller.orgId)
-        .where("key", "=", key)
-        .execute();
+      await releaseKey(keys.db, caller.orgId, key);
     }
     throw error;
   }

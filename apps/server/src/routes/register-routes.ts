@@ -8,12 +8,11 @@ import {
   type RouteSpec,
 } from "@shells/contract";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import type { Kysely } from "kysely";
 import { AppError } from "../errors.js";
 import type { Caller } from "../iam/authenticate.js";
 import { requirePermission } from "../iam/authorize.js";
 import type { ActivityService } from "../services/activity-service.js";
-import type { Database } from "../store/schema.js";
+import type { IdempotencyService } from "../services/idempotency-service.js";
 import { idempotent } from "./idempotency.js";
 import type { AuthenticateRequest } from "./request-auth.js";
 import { parseInput } from "./validate-input.js";
@@ -52,7 +51,8 @@ export function sendBytes(reply: FastifyReply, type: string, bytes: Uint8Array):
 
 /** What registration needs besides the handlers. */
 export interface RegisterOptions {
-  db: Kysely<Database>;
+  /** Keeps `Idempotency-Key`s and resolves those of a process that died. */
+  idempotency: IdempotencyService;
   activity: ActivityService;
   validateResponses: boolean;
   /** The one request authenticator (credentials, failure log, failure rate limit). */
@@ -141,7 +141,15 @@ export function registerRoutes(
         };
         const idempotencyKey = request.headers["idempotency-key"];
         if (spec.idempotent && caller && idempotencyKey !== undefined) {
-          return idempotent(options.db, caller, idempotencyKey, request, reply, spec, run);
+          return idempotent(
+            options.idempotency,
+            caller,
+            idempotencyKey,
+            request,
+            reply,
+            { operationId, spec },
+            run,
+          );
         }
         reply.code(spec.successStatus);
         return run();

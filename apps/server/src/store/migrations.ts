@@ -638,6 +638,21 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable("shells").addColumn("egress_rules", "text").execute();
     },
   },
+  /**
+   * Crash consistency. An idempotency key records which control-plane process runs its request
+   * (`owner`, a boot id) and until when that process vouches for it (`lease_expires_at`, renewed
+   * while it runs), the operation, the first request's id, and what the request made before it
+   * made it (`effects`): a key whose process died is resolved at the next start instead of staying
+   * `pending`. A shell records a delete that began (`delete_requested_by`), so a delete cut by a
+   * crash is finished at the next start.
+   */
+  "0021_crash_consistency": {
+    async up(db: Kysely<unknown>) {
+      for (const column of ["owner", "lease_expires_at", "operation", "request_id", "effects"])
+        await db.schema.alterTable("idempotency_keys").addColumn(column, "text").execute();
+      await db.schema.alterTable("shells").addColumn("delete_requested_by", "text").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

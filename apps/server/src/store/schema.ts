@@ -138,6 +138,11 @@ export interface ShellTable {
   /** Who created the shell (null when the history did not say, before 0011). */
   created_by_type: "user" | "agent" | null;
   created_by_id: string | null;
+  /**
+   * Who asked for the shell's deletion, set before its sandbox is destroyed: a delete cut by a
+   * crash is finished by the next start's reconciliation. Null when none was asked for.
+   */
+  delete_requested_by: string | null;
 }
 
 export interface ShellLogTable {
@@ -177,6 +182,16 @@ export interface IdempotencyTable {
   status_code: number | null;
   response: string | null;
   created_at: string;
+  /** Boot id of the control-plane process running a pending request (null before 0020). */
+  owner: string | null;
+  /** Until when `owner` vouches for its pending request; it renews this while it runs. */
+  lease_expires_at: string | null;
+  /** The route's operation id (`createShell`), so a cut request can be resolved by its kind. */
+  operation: string | null;
+  /** Request id of the first request, for the body of an answer made for it after a crash. */
+  request_id: string | null;
+  /** JSON `{ shells: string[] }`: what the request made, each noted before it was made. */
+  effects: string | null;
 }
 
 export interface AgentTable {

@@ -13,7 +13,15 @@ export type ShellRow = Selectable<ShellTable> & { project_name: string };
 
 /** Fields a lifecycle step changes. */
 export type ShellStateFields = Partial<
-  Pick<ShellTable, "status" | "status_reason" | "image_version" | "isolation" | "deleted_at">
+  Pick<
+    ShellTable,
+    | "status"
+    | "status_reason"
+    | "image_version"
+    | "isolation"
+    | "deleted_at"
+    | "delete_requested_by"
+  >
 >;
 
 function selectShells(db: Kysely<Database>, orgId: string) {

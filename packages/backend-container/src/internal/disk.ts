@@ -92,23 +92,38 @@ export async function repairDiskIfNeeded(path: string): Promise<void> {
 
 /** Loop devices currently backed by `path` (a running shell, or one still being torn down). */
 export async function loopDevicesFor(path: string): Promise<string[]> {
+  return (await loopBackings()).get(path) ?? [];
+}
+
+/**
+ * Every loop device of the host by the file backing it (a file deleted since keeps its path): one
+ * scan of sysfs, for callers that ask about many files at once.
+ */
+export async function loopBackings(): Promise<Map<string, string[]>> {
+  const backings = new Map<string, string[]>();
   let entries: string[];
   try {
     entries = await readdir("/sys/block");
   } catch {
-    return [];
+    return backings;
   }
-  const devices: string[] = [];
-  for (const entry of entries)
-    if (entry.startsWith("loop")) devices.push(...(await backedBy(entry, path)));
-  return devices;
+  for (const device of entries) {
+    if (!device.startsWith("loop")) continue;
+    const file = await backingFile(device);
+    if (file !== null) backings.set(file, [...(backings.get(file) ?? []), device]);
+  }
+  return backings;
 }
 
-async function backedBy(device: string, path: string): Promise<string[]> {
+async function backingFile(device: string): Promise<string | null> {
   const backing = await readFile(`/sys/block/${device}/loop/backing_file`, "utf8").catch(
     () => null,
   );
-  return backing !== null && backing.trim().replace(/ \(deleted\)$/, "") === path ? [device] : [];
+  return backing === null ? null : backing.trim().replace(/ \(deleted\)$/, "");
+}
+
+async function backedBy(device: string, path: string): Promise<string[]> {
+  return (await backingFile(device)) === path ? [device] : [];
 }
 
 /**

@@ -33,7 +33,22 @@ export interface ShellRecord {
   createdAt: string;
   /** Counter for snapshot ordering (two snapshots may share a millisecond). */
   snapshotSeq: number;
+  /** A step under way that changes the shell's state in place (see {@link ShellIntent}). */
+  intent?: ShellIntent;
 }
+
+/**
+ * A step that changes a shell's state in place, recorded before it begins and cleared when it is
+ * done, so that the backend's `recover` finishes it after a crash of the control plane: a shell is
+ * then in the state after the step, never halfway. `wipe`: a fresh disk replaces the shell's (a
+ * fork's disk becomes the shell's own). `reinstall`: everything on the disk outside /workspace
+ * goes and the shell runs on the image named. `hold`: the shell's processes were frozen for a
+ * capture (snapshot, fork) and are thawed.
+ */
+export type ShellIntent =
+  | { kind: "wipe" }
+  | { kind: "reinstall"; imageVersion: string; imageRootfs: string }
+  | { kind: "hold" };
 
 /** Written by the keeper once the shell is up: who holds the shell's namespaces. */
 export interface HolderRecord {

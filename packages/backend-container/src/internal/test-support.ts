@@ -1,8 +1,9 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import type { ResolvedResources } from "@shells/contract";
 import type { SandboxBackend, SandboxExecRequest } from "@shells/sandbox";
 import { ContainerBackend, type ContainerBackendOptions } from "../container-backend.js";
+import { listShellCgroups, type CgroupHost } from "./cgroups.js";
 import { checkContainerHost } from "./host-check.js";
 import { ensureImage } from "./images.js";
 import { NATIVE_DIR } from "./native.js";
@@ -104,4 +105,52 @@ export async function installProbe(backend: SandboxBackend, shellId: string): Pr
     }),
   );
   if (result.exitCode !== 0) throw new Error(`installing the probe failed: ${result.stderr}`);
+}
+
+/** Everything on the host a shell could leave behind, as comparable text. */
+export async function hostObjects(
+  cgroups: CgroupHost,
+  cgroupParent: string,
+  stateDir: string,
+  registryDir: string,
+) {
+  const processes: string[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const [cmdline, cgroup, status] = await Promise.all([
+      readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => ""),
+      readFile(`/proc/${entry}/cgroup`, "utf8").catch(() => ""),
+      readFile(`/proc/${entry}/status`, "utf8").catch(() => ""),
+    ]);
+    // Ours: anything in our cgroups, anything naming our state dir, any shell keeper/init/drainer
+    // whose cgroup is ours, and zombies count (an unreaped process is a leftover too).
+    if (cgroup.includes(`/${cgroupParent}/`) || cmdline.includes(stateDir)) {
+      processes.push(
+        `${entry} ${/Name:\t(.*)/.exec(status)?.[1]} ${/State:\t(.*)/.exec(status)?.[1]}`,
+      );
+    }
+  }
+  const loops: string[] = [];
+  for (const entry of await readdir("/sys/block")) {
+    const backing = await readFile(`/sys/block/${entry}/loop/backing_file`, "utf8").catch(() => "");
+    if (backing.includes(stateDir)) loops.push(`${entry} ${backing.trim()}`);
+  }
+  const registry = await readdir(registryDir).catch(() => [] as string[]);
+  const claimed: string[] = [];
+  for (const slot of registry) {
+    const owner = await readFile(`${registryDir}/${slot}/owner`, "utf8").catch(() => "");
+    if (owner.includes(stateDir)) claimed.push(slot);
+  }
+  return {
+    processes,
+    cgroups: await listShellCgroups(cgroups, cgroupParent),
+    // The host's whole mount table: a shell's mounts live only in its private namespaces.
+    mounts: (await readFile("/proc/self/mountinfo", "utf8"))
+      .split("\n")
+      .map((line) => line.split(" ").slice(4, 5).join())
+      .sort(),
+    loops,
+    uidSlots: claimed,
+    shellDirs: await readdir(`${stateDir}/shells`).catch(() => [] as string[]),
+  };
 }
