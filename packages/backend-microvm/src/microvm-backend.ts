@@ -666,7 +666,9 @@ export class MicrovmBackend implements SandboxBackend {
     if (reason === "deleted") this.#specs.delete(shellId);
     // Execs cut off when QEMU dies end with the reason of the stop, not a generic one.
     if (agent) agent.closeReason = reason;
-    if (record.pid) await killAndWait(record.pid);
+    // A jailed VM is ended through its cgroup alone: a recorded pid may by now be another
+    // process's, the cgroup's members never are. A VM started before the jail has only its pid.
+    if (record.pid && record.uid === undefined) await killAndWait(record.pid);
     const cgroup = this.#cgroup(shellId);
     await cgroup.killAll();
     await cgroup.remove();
