@@ -248,6 +248,38 @@ describe.skipIf(missingTools.length > 0)("microvm backend, from inside a real gu
     expect(info["virtual-size"] - record.template.diskBytes).toBe(64 * 1024 * 1024);
   });
 
+  it("reinstalls a stopped shell's OS, carrying a workspace of several chunks byte for byte", async () => {
+    const other = `${id}-os`;
+    await backend.create(spec(other));
+    try {
+      // 10 MB of noise (three of the transfer's 4 MiB chunks), a link and a mode to keep.
+      const made = await backend.exec(
+        other,
+        request([
+          "sh",
+          "-c",
+          "cd /workspace && head -c 10000000 /dev/urandom > big && ln -s big link && chmod 751 big && " +
+            "echo junk > /etc/junk && md5sum big",
+        ]),
+      );
+      expect(made.exitCode).toBe(0);
+      await backend.stop(other);
+      expect(await backend.reinstallOs(other)).toMatchObject({ state: "stopped" });
+      await backend.start(other);
+      const after = await backend.exec(
+        other,
+        request([
+          "sh",
+          "-c",
+          "cd /workspace && md5sum big && readlink link && stat -c %a big; test -e /etc/junk && echo kept",
+        ]),
+      );
+      expect(after.stdout).toBe(`${made.stdout}big\n751\n`);
+    } finally {
+      await backend.destroy(other);
+    }
+  }, 120_000);
+
   it("refuses internet", async () => {
     await expect(backend.create(spec(`${id}-net`, { network: "internet" }))).rejects.toMatchObject({
       code: "unsupported",
