@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -230,12 +231,25 @@ static void wait_for(const char *path, int timeout_ms) {
   }
 }
 
-/* The guest's only interface: up for `localhost`, down for `sealed` (no networking at all). */
+/*
+ * The guest's only interface: up for `localhost`, down for `sealed` (no networking at all). A
+ * loopback that was up keeps its local routes when it goes down, so connects to 127.0.0.1 would
+ * hang instead of failing: its address goes first (0.0.0.0 deletes it), which takes the routes
+ * with it, and a connect fails at once with ENETUNREACH. Brought up again, the kernel gives it
+ * 127.0.0.1/8 back by itself.
+ */
 static int set_loopback(int up) {
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (s < 0) return -1;
   struct ifreq ifr = {0};
   strcpy(ifr.ifr_name, "lo");
+  if (!up) {
+    struct sockaddr_in *address = (struct sockaddr_in *)&ifr.ifr_addr;
+    address->sin_family = AF_INET;
+    ioctl(s, SIOCSIFADDR, &ifr); /* EADDRNOTAVAIL once gone: nothing to delete */
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+  }
   int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
   if (rc == 0) {
     if (up) ifr.ifr_flags |= IFF_UP | IFF_RUNNING;

@@ -226,8 +226,7 @@ describe.skipIf(missingTools.length > 0)("microvm backend, from inside a real gu
     await backend.exec(id, serve);
     const sealed = await backend.exec(id, ask);
     expect(sealed.exitCode).not.toBe(0);
-    // A down loopback drops the packets: the connect times out (or is refused as unreachable).
-    expect(sealed.stderr).toMatch(/^connect: /);
+    expect(sealed.stderr).toMatch(/^connect: Network is unreachable/);
   });
 
   it("gives the shell its diskMb to write, and bounds its layer by the template's disk plus that", async () => {

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
-import { detectCgroups, shellCgroupName } from "@shells/backend-container";
+import { detectCgroups, shellCgroupName, ShellCgroup } from "@shells/backend-container";
 import {
   missingTools,
   request,
@@ -144,9 +144,8 @@ describe.skipIf(missingTools.length > 0)("a control plane killed with SIGKILL", 
 
       const host = detectCgroups();
       if (typeof host === "string") throw new Error(host);
-      const name = shellCgroupName(stateDir, shellId);
-      const roots = host.version === 2 ? [host.root] : [host.memory, host.pids, host.cpu];
-      const cgroupDirs = roots.map((root) => `${root}/shells-microvm/${name}`);
+      const cgroupDirs = new ShellCgroup(host, "shells-microvm", shellCgroupName(stateDir, shellId))
+        .dirs;
       for (const dir of cgroupDirs) expect(existsSync(dir), dir).toBe(true);
       const shellDir = backend.shellDirOf(shellId);
 
