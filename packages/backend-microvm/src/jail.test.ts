@@ -106,6 +106,21 @@ describe.skipIf(missingTools.length > 0)("QEMU's jail, seen from the host", () =
     expect(diskB.mode & 0o077).toBe(0);
   });
 
+  it("caps the files QEMU writes near its disk's size, and puts its sockets out of its reach", () => {
+    const limits = readFileSync(`/proc/${pidA}/limits`, "utf8");
+    const fileSize = Number(/^Max file size\s+(\d+)\s+(\d+)\s+bytes/m.exec(limits)?.[1]);
+    const record = JSON.parse(readFileSync(`${backend.shellDirOf(a)}/shell.json`, "utf8")) as {
+      template: { diskBytes: number };
+    };
+    const diskBytes = record.template.diskBytes + 64 * 1024 * 1024;
+    expect(fileSize).toBeGreaterThan(diskBytes);
+    expect(fileSize).toBeLessThan(diskBytes * 1.1 + 128 * 1024 * 1024);
+    // The socket directory is root's once QEMU has bound its sockets: QEMU cannot swap them.
+    const runDir = statSync(`${backend.shellDirOf(a)}/run`);
+    expect([runDir.uid, runDir.mode & 0o777]).toEqual([0, 0o700]);
+    expect(statSync(`${backend.shellDirOf(a)}/run/agent.sock`).uid).toBe(uidA);
+  });
+
   it("bounds QEMU's memory and threads with a host cgroup", () => {
     const host = detectCgroups();
     if (typeof host === "string") throw new Error(host);

@@ -125,13 +125,21 @@ const QEMU_OVERHEAD_MB = 192;
 /** Processes and threads of a jailed QEMU (vCPU, I/O worker pool, RCU, bwrap's outer process). */
 const QEMU_PIDS = 256;
 
-/** The shell's limits and network as the guest enforces them; `diskBytes` is its disk's size. */
-function guestLimits(spec: SandboxSpec, diskBytes: number): GuestLimits {
+/**
+ * The largest the shell's qcow2 layer can honestly grow for a disk of `diskBytes`: the data, its
+ * L2 and refcount tables (well under 1 %) and room to spare. A jailed QEMU may write no larger file.
+ */
+function layerFileBytes(diskBytes: number): number {
+  return diskBytes + Math.ceil(diskBytes / 32) + 64 * 1024 * 1024;
+}
+
+/** The shell's limits and network as the guest enforces them, on a disk of `disk.bytes`. */
+function guestLimits(spec: SandboxSpec, disk: { bytes: number; grow: boolean }): GuestLimits {
   const budget = spec.resources.diskMb * 1024 * 1024;
   return {
     memoryBytes: spec.resources.memoryMb * 1024 * 1024,
     pids: spec.resources.pids,
-    diskBytes,
+    diskBytes: disk.grow ? disk.bytes : 0,
     // The container backend's rule: a failure with at most 1 % of the disk (1 MiB at least) free.
     diskFullBytes: Math.max(1024 * 1024, Math.floor(budget / 100)),
     loopback: spec.network !== "sealed",
@@ -492,12 +500,15 @@ export class MicrovmBackend implements SandboxBackend {
 
   /**
    * The size of the shell's disk: the template's disk plus the shell's `diskMb`. The guest grows
-   * its root filesystem to fill it, and the layer can never outgrow it, whatever the guest does.
+   * its root filesystem to fill it (`grow`), and the layer can never outgrow it, whatever the guest
+   * does. Templates made before base disks were shrunk recorded no size: their shells keep the
+   * base disk's size (and its room), ungrown.
    */
-  async #diskBytes(record: ShellRecord): Promise<number> {
-    const base =
-      record.template.diskBytes ?? (await stat(await this.#baseDisk(record.template))).size;
-    return base + record.spec.resources.diskMb * 1024 * 1024;
+  async #disk(record: ShellRecord): Promise<{ bytes: number; grow: boolean }> {
+    const { diskBytes } = record.template;
+    if (diskBytes === undefined)
+      return { bytes: (await stat(await this.#baseDisk(record.template))).size, grow: false };
+    return { bytes: diskBytes + record.spec.resources.diskMb * 1024 * 1024, grow: true };
   }
 
   /**
@@ -528,7 +539,7 @@ export class MicrovmBackend implements SandboxBackend {
       "-F",
       "qcow2",
       `${dir}/disk.qcow2`,
-      String(await this.#diskBytes(record)),
+      String((await this.#disk(record)).bytes),
     ]);
   }
 
@@ -553,9 +564,9 @@ export class MicrovmBackend implements SandboxBackend {
     await rm(runDir, { recursive: true, force: true });
     await mkdir(runDir, { mode: 0o700 });
     await chown(runDir, uid, uid);
-    const disk = `${dir}/disk.qcow2`;
-    await chown(disk, uid, uid);
-    await chmod(disk, 0o600);
+    const layer = `${dir}/disk.qcow2`;
+    await chown(layer, uid, uid);
+    await chmod(layer, 0o600);
     const template = record.template;
     const cgroup = this.#cgroup(shellId);
     await cgroup.create({
@@ -566,12 +577,13 @@ export class MicrovmBackend implements SandboxBackend {
       diskMb: record.spec.resources.diskMb,
     });
     const sockets = this.#sockets(shellId, record);
+    const disk = await this.#disk(record);
     const config: VmConfig = {
       accel: template.accel,
       vmlinuz: template.vmlinuz,
       initrd: template.initrd,
       memoryMb: template.memoryMb,
-      disk,
+      disk: layer,
       agentSocket: sockets.agent,
       qmpSocket: sockets.qmp,
       consoleLog: null,
@@ -586,25 +598,26 @@ export class MicrovmBackend implements SandboxBackend {
             template.disk,
             await this.#baseDisk(template),
           ],
-          writable: [disk, runDir],
+          layer,
+          socketDir: runDir,
+          maxFileBytes: layerFileBytes(disk.bytes),
           kvm: template.accel === "kvm",
         },
         killAll: () => cgroup.killAll(),
       },
     };
-    const diskBytes = await this.#diskBytes(record);
     const vm = fromTemplate
       ? await this.#restore(dir, record, config)
       : await startVm(config, BOOT_TIMEOUT_MS);
     try {
       // The restored guest still knows the template's disk size: a resize to the size the layer
       // already has tells it the real one (a virtio config change), and the agent grows into it.
-      if (fromTemplate)
+      if (fromTemplate && disk.grow)
         await qmp(sockets.qmp, [
-          { execute: "block_resize", arguments: { device: "root", size: diskBytes } },
+          { execute: "block_resize", arguments: { device: "root", size: disk.bytes } },
         ]).then((monitor) => monitor.close());
       // The template was saved without limits; every restored or booted guest gets the shell's.
-      await vm.agent.setLimits(guestLimits(record.spec, diskBytes), LIMITS_TIMEOUT_MS);
+      await vm.agent.setLimits(guestLimits(record.spec, disk), LIMITS_TIMEOUT_MS);
     } catch (error) {
       vm.agent.close();
       await cgroup.killAll();
@@ -705,13 +718,13 @@ export class MicrovmBackend implements SandboxBackend {
     if (!record.pid || !isAlive(record.pid))
       throw new SandboxError("not_running", `shell ${shellId} is stopped`);
     const sockets = this.#sockets(shellId, record);
-    const diskBytes = await this.#diskBytes(record);
+    const disk = await this.#disk(record);
     for (let attempt = 0; ; attempt++) {
       const agent = await AgentClient.connect(sockets.agent, 5_000);
       try {
         await agent.ready(RECONNECT_TRIES_MS[attempt]!);
         // The guest kept its limits; sending them again costs one frame and asserts they hold.
-        await agent.setLimits(guestLimits(record.spec, diskBytes), LIMITS_TIMEOUT_MS);
+        await agent.setLimits(guestLimits(record.spec, disk), LIMITS_TIMEOUT_MS);
         this.#agents.set(shellId, agent);
         return agent;
       } catch (error) {

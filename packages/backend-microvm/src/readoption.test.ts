@@ -56,14 +56,17 @@ function running(pid: number): boolean {
   }
 }
 
-/** Pids of every process on the host whose real uid is `uid`. */
+/**
+ * Pids of every process on the host running as `uid` (zombies aside: they hold nothing but their
+ * pid until whichever process inherited them reaps them).
+ */
 function processesOf(uid: number): number[] {
   return readdirSync("/proc")
     .filter((entry) => /^\d+$/.test(entry))
     .filter((pid) => {
       try {
         const status = readFileSync(`/proc/${pid}/status`, "utf8");
-        return Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]) === uid;
+        return Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]) === uid && !/^State:\s+Z/m.test(status);
       } catch {
         return false;
       }

@@ -14,6 +14,11 @@
  *   and disk layers read-only, and read-write only the shell's own disk layer and the directory
  *   its sockets live in — each at its host path, so the backing chain written in the layers
  *   resolves. No other shell's files, no state directory, no host configuration.
+ * - files: RLIMIT_FSIZE (`prlimit`) caps every file QEMU writes at a bit over the disk's size, so
+ *   even a subverted QEMU cannot grow the shell's layer past its disk and fill the host's.
+ * - sockets: once QEMU has bound its agent and QMP sockets (before the guest runs at all), their
+ *   directory is handed to root (`sealSockets`): QEMU keeps listening, but can no longer swap a
+ *   socket for a link to another VM's, which the control plane would then connect to.
  * - user: `setpriv` drops to the VM's own unprivileged uid and gid (no supplementary groups but
  *   the group of /dev/kvm where KVM is used), clears every capability set and sets no_new_privs;
  *   no user namespace is made, so QEMU holds no capability in any namespace.
@@ -25,7 +30,7 @@
  */
 import { execFile } from "node:child_process";
 import { existsSync, realpathSync } from "node:fs";
-import { stat } from "node:fs/promises";
+import { chmod, chown, lstat, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { promisify } from "node:util";
 
@@ -39,8 +44,12 @@ export interface JailSpec {
   cgroupProcs: string[];
   /** Host files bound read-only at their own paths (kernel, initrd, the frozen disk layers). */
   readOnly: string[];
-  /** Host files and directories bound read-write at their own paths (the shell's layer, its sockets). */
-  writable: string[];
+  /** The shell's disk layer, bound read-write at its own path (owned by `uid`). */
+  layer: string;
+  /** The directory QEMU makes its sockets in, bound read-write (owned by `uid` until sealed). */
+  socketDir: string;
+  /** The largest file QEMU may write, bytes (its layer: the disk's size and qcow2's metadata). */
+  maxFileBytes: number;
   /** Bind /dev/kvm and keep its group. */
   kvm: boolean;
 }
@@ -86,7 +95,8 @@ export async function jailedQemu(spec: JailSpec, qemuArgs: string[]): Promise<st
   const binds: [flag: string, path: string][] = [
     ...paths.map((path): [string, string] => ["--ro-bind", path]),
     ...spec.readOnly.map((path): [string, string] => ["--ro-bind", path]),
-    ...spec.writable.map((path): [string, string] => ["--bind", path]),
+    ["--bind", spec.layer],
+    ["--bind", spec.socketDir],
     ...(spec.kvm ? [["--dev-bind", "/dev/kvm"] as [string, string]] : []),
   ];
   // bwrap makes missing parents of a bind mode 0700 and root's: made here first, they are 0755,
@@ -103,6 +113,9 @@ export async function jailedQemu(spec: JailSpec, qemuArgs: string[]): Promise<st
     "sh",
     String(spec.cgroupProcs.length),
     ...spec.cgroupProcs,
+    "prlimit",
+    `--fsize=${spec.maxFileBytes}:${spec.maxFileBytes}`,
+    "--",
     "bwrap",
     "--unshare-pid",
     "--unshare-net",
@@ -130,4 +143,18 @@ export async function jailedQemu(spec: JailSpec, qemuArgs: string[]): Promise<st
     qemu,
     ...qemuArgs,
   ];
+}
+
+/**
+ * Hands the socket directory to root once QEMU has bound its sockets, and checks that each is a
+ * socket of the VM's uid (not a link QEMU planted). QEMU keeps accepting on the sockets it holds.
+ */
+export async function sealSockets(spec: JailSpec, sockets: string[]): Promise<void> {
+  await chown(spec.socketDir, 0, 0);
+  await chmod(spec.socketDir, 0o700);
+  for (const socket of sockets) {
+    const info = await lstat(socket);
+    if (!info.isSocket() || info.uid !== spec.uid)
+      throw new Error(`${socket} is not the jailed QEMU's socket`);
+  }
 }

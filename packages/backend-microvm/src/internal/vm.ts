@@ -1,9 +1,9 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { closeSync, openSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { connect } from "node:net";
 import { AgentClient } from "./agent-client.js";
-import { jailedQemu, type JailSpec } from "./jail.js";
+import { jailedQemu, sealSockets, type JailSpec } from "./jail.js";
 
 /**
  * The machine: no ACPI (QEMU names the virtio-mmio devices on the kernel command line instead and
@@ -144,6 +144,12 @@ export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise
   });
   exited.catch(() => undefined);
   try {
+    if (config.jail) {
+      // QEMU binds its sockets while it sets up, before the guest runs: sealed then, they stay its.
+      const sockets = [config.agentSocket, ...(config.qmpSocket ? [config.qmpSocket] : [])];
+      await Promise.race([waitForPaths(sockets, readyTimeoutMs), exited]);
+      await sealSockets(config.jail.spec, sockets);
+    }
     const agent = await Promise.race([
       AgentClient.connect(config.agentSocket, readyTimeoutMs),
       exited,
@@ -156,6 +162,16 @@ export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise
     child.kill("SIGKILL");
     await config.jail?.killAll();
     throw error;
+  }
+}
+
+/** Waits until every path exists. */
+async function waitForPaths(paths: string[], timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!paths.every((path) => existsSync(path))) {
+    if (Date.now() > until)
+      throw new Error(`qemu made no ${paths.join(" and ")} in ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }
 
