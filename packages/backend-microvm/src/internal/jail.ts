@@ -63,24 +63,41 @@ const QEMU_DATA_DIRS = ["/usr/share/qemu", "/usr/share/seabios"];
 const JOIN_CGROUPS =
   'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 71; shift; n=$((n-1)); done; exec "$@"';
 
-let runtime: Promise<{ qemu: string; setpriv: string; paths: string[] }> | null = null;
+/** What QEMU and setpriv need to run: files and directories to bind, links to make. */
+interface Runtime {
+  qemu: string;
+  setpriv: string;
+  /** Real files and directories, bound read-only at their own paths. */
+  paths: string[];
+  /** [path, target]: the names the loader asks for (`/lib64/ld-linux-x86-64.so.2`), as links. */
+  links: [string, string][];
+}
 
-/** The host paths QEMU and setpriv need to run: the binaries, their libraries, modules, firmware. */
-function runtimePaths(): Promise<{ qemu: string; setpriv: string; paths: string[] }> {
+let runtime: Promise<Runtime> | null = null;
+
+/**
+ * The binaries, the libraries `ldd` names (each real file bound once, the names that lead to it
+ * made links: a link costs bwrap nothing, a bind a mount), QEMU's modules and firmware.
+ */
+function runtimePaths(): Promise<Runtime> {
   runtime ??= (async () => {
     const which = async (name: string) =>
       realpathSync((await execFileP("sh", ["-c", `command -v ${name}`])).stdout.trim());
     const qemu = await which("qemu-system-x86_64");
     const setpriv = await which("setpriv");
     const paths = new Set<string>([qemu, setpriv]);
+    const links = new Map<string, string>();
     for (const binary of [qemu, setpriv]) {
       const { stdout } = await execFileP("ldd", [binary]);
-      // Both the path the loader asks for (`/lib64/ld-linux-x86-64.so.2`) and the file it names.
-      for (const match of stdout.matchAll(/(\/\S+)/g))
-        if (match[1]) paths.add(match[1]).add(realpathSync(match[1]));
+      for (const match of stdout.matchAll(/(\/\S+)/g)) {
+        const path = match[1]!;
+        const real = realpathSync(path);
+        paths.add(real);
+        if (real !== path) links.set(path, real);
+      }
     }
     for (const dir of [...QEMU_MODULE_DIRS, ...QEMU_DATA_DIRS]) if (existsSync(dir)) paths.add(dir);
-    return { qemu, setpriv, paths: [...paths] };
+    return { qemu, setpriv, paths: [...paths], links: [...links] };
   })();
   runtime.catch(() => (runtime = null));
   return runtime;
@@ -91,7 +108,7 @@ function runtimePaths(): Promise<{ qemu: string; setpriv: string; paths: string[
  * Inherited file descriptors (the saved state QEMU restores from) pass through every step.
  */
 export async function jailedQemu(spec: JailSpec, qemuArgs: string[]): Promise<string[]> {
-  const { qemu, setpriv, paths } = await runtimePaths();
+  const { qemu, setpriv, paths, links } = await runtimePaths();
   const binds: [flag: string, path: string][] = [
     ...paths.map((path): [string, string] => ["--ro-bind", path]),
     ...spec.readOnly.map((path): [string, string] => ["--ro-bind", path]),
@@ -102,7 +119,7 @@ export async function jailedQemu(spec: JailSpec, qemuArgs: string[]): Promise<st
   // bwrap makes missing parents of a bind mode 0700 and root's: made here first, they are 0755,
   // which the unprivileged uid can traverse.
   const parents = new Set<string>();
-  for (const [, path] of binds)
+  for (const path of [...binds.map(([, path]) => path), ...links.map(([path]) => path)])
     for (let dir = dirname(path); dir !== "/" && dir !== "/dev"; dir = dirname(dir))
       parents.add(dir);
   const groups = spec.kvm ? `--groups=${(await stat("/dev/kvm")).gid}` : "--clear-groups";
@@ -131,6 +148,7 @@ export async function jailedQemu(spec: JailSpec, qemuArgs: string[]): Promise<st
     "/dev",
     ...[...parents].sort().flatMap((dir) => ["--dir", dir]),
     ...binds.flatMap(([flag, path]) => [flag, path, path]),
+    ...links.flatMap(([path, target]) => ["--symlink", target, path]),
     "--",
     setpriv,
     `--reuid=${spec.uid}`,
