@@ -29,16 +29,23 @@
  *                        terminal's foreground group
  *   FLOW    host->guest  u32 paused: 1 stops reading the exec's output (its pipe or pty fills
  *                        and the process blocks), 0 reads again; the host's backpressure
- *   LIMITS  host->guest  u64 memory_max_bytes, u32 pids_max: the shell's limits, sent after every
- *                        restore, boot and reconnect (a template is saved without them)
+ *   LIMITS  host->guest  u64 memory_max_bytes, u32 pids_max, u64 disk_bytes, u64 disk_full_bytes,
+ *                        u32 loopback: the shell's limits and network, sent after every restore,
+ *                        boot and reconnect (a template is saved without them). disk_bytes: the
+ *                        size the disk has (the host grew it); the agent waits until the disk shows
+ *                        it and grows the root filesystem to fill it (0: leave it). A failed exec
+ *                        that leaves at most disk_full_bytes free ends with DISK. loopback 1 brings
+ *                        `lo` up (`localhost`), 0 takes it down (`sealed`)
  *           guest->host  u32 error (0, or the errno that kept the limits from being set),
  *                        u64 memory_max_bytes, u32 pids_max as applied (memory is capped below
- *                        what the guest's kernel and agent need)
+ *                        what the guest's kernel and agent need), u64 filesystem_bytes: the root
+ *                        filesystem's size
  *
  * Kill reasons PIDS and OOM come from the guest's cgroups: a shell-wide one holds the limits, each
  * exec has its own below it. PIDS when the exec's group held the most processes as a fork was
  * refused at pids.max; OOM when the exec ended by SIGKILL (or exit code 137) while the shell's
- * memory.events counted an oom_kill.
+ * memory.events counted an oom_kill. DISK when a failed exec (non-zero status) left the root
+ * filesystem (nearly) full, in blocks or inodes: writes past the shell's disk fail with ENOSPC.
  */
 #ifndef SHELLS_AGENT_PROTOCOL_H
 #define SHELLS_AGENT_PROTOCOL_H
@@ -66,5 +73,8 @@
 #define AGENT_KILL_OUTPUT_LIMIT 2
 #define AGENT_KILL_PIDS 3
 #define AGENT_KILL_OOM 4
+#define AGENT_KILL_DISK 5
+
+#define AGENT_LIMITS_BYTES 32
 
 #endif

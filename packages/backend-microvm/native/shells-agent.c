@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -31,6 +32,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -41,6 +43,10 @@
 #include "agent-protocol.h"
 
 #define GRACE_AFTER_EXIT_MS 200
+
+#ifndef EXT4_IOC_RESIZE_FS
+#define EXT4_IOC_RESIZE_FS _IOW('f', 16, uint64_t) /* online growth of a mounted ext4 */
+#endif
 
 #ifndef TIOCGPTPEER
 #define TIOCGPTPEER _IO('T', 0x41) /* Linux 4.13: the pty's other end, without a path lookup */
@@ -91,6 +97,7 @@ static struct group groups[MAX_GROUPS];
 static int cgroups_ready;
 static int shell_pids_events_fd = -1;
 static uint64_t memory_cap; /* bytes the shell may use at most; found at the first LIMITS */
+static uint64_t disk_full_bytes; /* free bytes on / at or below which a failed exec hit the disk */
 
 static struct exec execs[AGENT_MAX_EXECS];
 static int port_fd = -1;
@@ -224,16 +231,35 @@ static void wait_for(const char *path, int timeout_ms) {
   }
 }
 
-static void bring_up_loopback(void) {
+/*
+ * The guest's only interface: up for `localhost`, down for `sealed` (no networking at all). A
+ * loopback that was up keeps its local routes when it goes down, so connects to 127.0.0.1 would
+ * hang instead of failing: its address goes first (0.0.0.0 deletes it), which takes the routes
+ * with it, and a connect fails at once with ENETUNREACH. Brought up again, the kernel gives it
+ * 127.0.0.1/8 back by itself.
+ */
+static int set_loopback(int up) {
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) return;
+  if (s < 0) return -1;
   struct ifreq ifr = {0};
   strcpy(ifr.ifr_name, "lo");
-  if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
-    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-    ioctl(s, SIOCSIFFLAGS, &ifr);
+  if (!up) {
+    struct sockaddr_in *address = (struct sockaddr_in *)&ifr.ifr_addr;
+    address->sin_family = AF_INET;
+    ioctl(s, SIOCSIFADDR, &ifr); /* EADDRNOTAVAIL once gone: nothing to delete */
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
   }
+  int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
+  if (rc == 0) {
+    if (up) ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    else ifr.ifr_flags &= ~IFF_UP;
+    rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+  }
+  int saved = errno;
   close(s);
+  errno = saved;
+  return rc;
 }
 
 /* ---- cgroups ------------------------------------------------------------------------------- */
@@ -303,19 +329,45 @@ static void setup_cgroups(void) {
   cgroups_ready = 1;
 }
 
-/* Applies the shell's limits; answers with the errno (0) and what was applied. */
+/*
+ * Grows the root filesystem to fill a disk the host made `bytes` long. After a restore the guest
+ * still knows the template's disk size until the host's resize notice arrives, so this waits (5 s
+ * at most) for the disk to show its size; then ext4 grows online. Growing to the size it has
+ * already is a no-op. Returns 0 or an errno.
+ */
+static int grow_root(uint64_t bytes) {
+  char text[32];
+  int64_t until = now_ms() + 5000;
+  while (read_path("/sys/block/vda/size", text, sizeof text) <= 0 ||
+         strtoull(text, NULL, 10) * 512 < bytes) {
+    if (now_ms() > until) return ETIMEDOUT;
+    usleep(2000);
+  }
+  struct statvfs fs;
+  if (statvfs("/", &fs) != 0) return errno;
+  uint64_t blocks = bytes / fs.f_bsize;
+  int fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  int rc = ioctl(fd, EXT4_IOC_RESIZE_FS, &blocks) == 0 ? 0 : errno;
+  close(fd);
+  return rc;
+}
+
+/* Applies the shell's limits and network; answers with the errno (0) and what was applied. */
 static void set_limits(const uint8_t *p, uint32_t len) {
-  uint8_t answer[16] = {0};
+  uint8_t answer[24] = {0};
   uint32_t error = 0;
-  uint64_t memory = 0;
+  uint64_t memory = 0, filesystem = 0;
   uint32_t pids = 0;
-  if (len < 12) {
+  if (len < AGENT_LIMITS_BYTES) {
     error = EINVAL;
   } else if (!cgroups_ready) {
     error = EOPNOTSUPP;
   } else {
     memory = get_u64(p);
     pids = get_u32(p + 8);
+    uint64_t disk = get_u64(p + 12);
+    disk_full_bytes = get_u64(p + 20);
     if (!memory_cap) {
       char meminfo[4096];
       read_path("/proc/meminfo", meminfo, sizeof meminfo);
@@ -331,12 +383,26 @@ static void set_limits(const uint8_t *p, uint32_t len) {
     write_file(SHELL_CGROUP "/memory.swap.max", "0"); /* absent without swap accounting */
     snprintf(value, sizeof value, "%u", pids);
     if (!error && write_file(SHELL_CGROUP "/pids.max", value) != 0) error = errno;
+    if (!error && set_loopback(get_u32(p + 28) != 0) != 0) error = errno;
+    if (!error && disk) error = grow_root(disk);
+    struct statvfs fs;
+    if (statvfs("/", &fs) == 0) filesystem = (uint64_t)fs.f_blocks * fs.f_frsize;
   }
   put_u32(answer, error);
   put_u32(answer + 4, (uint32_t)memory);
   put_u32(answer + 8, (uint32_t)(memory >> 32));
   put_u32(answer + 12, pids);
+  put_u32(answer + 16, (uint32_t)filesystem);
+  put_u32(answer + 20, (uint32_t)(filesystem >> 32));
   send_frame(AGENT_FRAME_LIMITS, 0, answer, sizeof answer);
+}
+
+/* Whether the root filesystem is (nearly) full, in blocks or inodes: a failure there is the
+ * shell's disk limit. */
+static int root_full(void) {
+  struct statvfs fs;
+  if (!disk_full_bytes || statvfs("/", &fs) != 0) return 0;
+  return (uint64_t)fs.f_bavail * fs.f_frsize <= disk_full_bytes || fs.f_favail == 0;
 }
 
 /* A fresh cgroup for one exec; -1 without cgroups (then the exec runs unconfined). */
@@ -445,7 +511,7 @@ static void boot(void) {
   mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
   mkdir("/workspace", 0755); /* the shell's working directory, on its own disk layer */
   sethostname("shell", 5);
-  bring_up_loopback();
+  set_loopback(1);
   setup_cgroups();
 }
 
@@ -729,6 +795,7 @@ static void finish_if_done(struct exec *e) {
     g->exec = NULL;
     release_group(e->group);
   }
+  if (!e->kill_reason && code != 0 && root_full()) e->kill_reason = AGENT_KILL_DISK;
   if (e->out_fd >= 0) close(e->out_fd);
   if (e->err_fd >= 0) close(e->err_fd);
   if (e->in_fd >= 0) close(e->in_fd);

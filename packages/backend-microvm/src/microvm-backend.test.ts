@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { release } from "node:os";
@@ -18,13 +19,13 @@ const PROFILE = {
   posixShell: true,
   pidsLimit: true,
   memoryLimit: false,
-  diskLimit: false,
+  diskLimit: true,
   binaryStdin: true,
   files: true,
   spawn: true,
   pty: true,
   snapshots: true,
-  reinstallOs: false,
+  reinstallOs: true,
   cpuUsage: false,
   networkModes: ["sealed", "localhost"],
 } as const;
@@ -192,6 +193,91 @@ describe.skipIf(missingTools.length > 0)("microvm backend, from inside a real gu
     const result = await backend.exec(id, request(["sh", "-c", "ls /sys/class/net"]));
     expect(result.stdout.trim().split(/\s+/)).toEqual(["lo"]);
   });
+
+  it("brings loopback up only in localhost mode: a server from one exec answers the next", async () => {
+    const server =
+      'my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1:8000", Listen => 5, ReuseAddr => 1) or die "listen: $!\\n"; while (my $c = $s->accept) { print $c "pong\\n"; close $c }';
+    const client =
+      'my $c = IO::Socket::INET->new(PeerAddr => "127.0.0.1:8000", Timeout => 2) or die "connect: $!\\n"; print scalar <$c>';
+    const serve = request([
+      "sh",
+      "-c",
+      'setsid perl -MIO::Socket::INET -e "$1" </dev/null >/dev/null 2>&1 & sleep 1',
+      "sh",
+      server,
+    ]);
+    const ask = request(["perl", "-MIO::Socket::INET", "-e", client]);
+    const local = `${id}-lo`;
+    await backend.create(spec(local, { network: "localhost" }));
+    try {
+      await backend.exec(local, serve);
+      expect(await backend.exec(local, ask)).toMatchObject({ exitCode: 0, stdout: "pong\n" });
+      // IFF_UP | IFF_LOOPBACK
+      expect((await backend.exec(local, request(["cat", "/sys/class/net/lo/flags"]))).stdout).toBe(
+        "0x9\n",
+      );
+    } finally {
+      await backend.destroy(local);
+    }
+    // Sealed: the loopback is down, so not even the shell's own server can be reached.
+    expect((await backend.exec(id, request(["cat", "/sys/class/net/lo/flags"]))).stdout).toBe(
+      "0x8\n",
+    );
+    await backend.exec(id, serve);
+    const sealed = await backend.exec(id, ask);
+    expect(sealed.exitCode).not.toBe(0);
+    expect(sealed.stderr).toMatch(/^connect: Network is unreachable/);
+  });
+
+  it("gives the shell its diskMb to write, and bounds its layer by the template's disk plus that", async () => {
+    const free = await backend.exec(id, request(["sh", "-c", "df -k / | tail -n 1"]));
+    const availableMb = Number(free.stdout.trim().split(/\s+/)[3]) / 1024;
+    // 64 MiB, less ext4's metadata for the added space, plus the few MiB the base disk keeps free.
+    expect(availableMb).toBeGreaterThan(56);
+    expect(availableMb).toBeLessThan(72);
+    const dir = backend.shellDirOf(id);
+    const record = JSON.parse(readFileSync(`${dir}/shell.json`, "utf8")) as {
+      template: { diskBytes: number };
+    };
+    const info = JSON.parse(
+      execFileSync("qemu-img", ["info", "-U", "--output=json", `${dir}/disk.qcow2`], {
+        encoding: "utf8",
+      }),
+    ) as { "virtual-size": number };
+    expect(info["virtual-size"] - record.template.diskBytes).toBe(64 * 1024 * 1024);
+  });
+
+  it("reinstalls a stopped shell's OS, carrying a workspace of several chunks byte for byte", async () => {
+    const other = `${id}-os`;
+    await backend.create(spec(other));
+    try {
+      // 10 MB of noise (three of the transfer's 4 MiB chunks), a link and a mode to keep.
+      const made = await backend.exec(
+        other,
+        request([
+          "sh",
+          "-c",
+          "cd /workspace && head -c 10000000 /dev/urandom > big && ln -s big link && chmod 751 big && " +
+            "echo junk > /etc/junk && md5sum big",
+        ]),
+      );
+      expect(made.exitCode).toBe(0);
+      await backend.stop(other);
+      expect(await backend.reinstallOs(other)).toMatchObject({ state: "stopped" });
+      await backend.start(other);
+      const after = await backend.exec(
+        other,
+        request([
+          "sh",
+          "-c",
+          "cd /workspace && md5sum big && readlink link && stat -c %a big; test -e /etc/junk && echo kept",
+        ]),
+      );
+      expect(after.stdout).toBe(`${made.stdout}big\n751\n`);
+    } finally {
+      await backend.destroy(other);
+    }
+  }, 120_000);
 
   it("refuses internet", async () => {
     await expect(backend.create(spec(`${id}-net`, { network: "internet" }))).rejects.toMatchObject({

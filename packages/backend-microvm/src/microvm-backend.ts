@@ -1,5 +1,22 @@
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  chown,
+  copyFile,
+  mkdir,
+  readFile,
+  readdir,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
+import {
+  detectCgroups,
+  shellCgroupName,
+  ShellCgroup,
+  type CgroupHost,
+} from "@shells/backend-container";
 import type {
   ExecResult,
   KillReason,
@@ -23,15 +40,18 @@ import { AgentClient } from "./internal/agent-client.js";
 import type { GuestLimits } from "./internal/protocol.js";
 import { checkMicrovmHost, isolationOf } from "./internal/host-check.js";
 import { runChecked, type BuildProgress } from "./internal/host.js";
+import { claimJailUid, releaseJailUid } from "./internal/jail-uids.js";
 import { ensureTemplate, type ImageSource, type Template } from "./internal/template.js";
 import {
   isAlive,
   killAndWait,
   qmp,
   startVm,
+  TCG_CACHE_MB,
   type StartedVm,
   type VmConfig,
 } from "./internal/vm.js";
+import { exportWorkspace, importWorkspace } from "./internal/workspace-transfer.js";
 
 /** Options of a `MicrovmBackend`. */
 export interface MicrovmBackendOptions {
@@ -43,6 +63,13 @@ export interface MicrovmBackendOptions {
   images: ImageSource;
   /** Progress of kernel, disk and template builds (the first create of a language takes a while). */
   onProgress?: (event: BuildProgress) => void;
+  /**
+   * Host-wide registry of the uids jailed QEMUs run as, one per VM (default
+   * `/var/lib/shells/microvm-uids`). Shared by every control plane on the host.
+   */
+  uidRegistryDir?: string;
+  /** Parent of each VM's host cgroup (default `shells-microvm`). */
+  cgroupParent?: string;
 }
 
 /** What a shell's directory records, so a restarted control plane finds its VM again. */
@@ -51,6 +78,11 @@ interface ShellRecord {
   template: Template;
   /** QEMU's pid while running, else null. */
   pid: number | null;
+  /**
+   * The unprivileged uid (and gid) the VM's QEMU runs as in its jail; claimed at the first start.
+   * A record without one was made before QEMU was jailed: its VM runs unjailed until restarted.
+   */
+  uid?: number;
   /** Snapshots taken so far (orders them, newest first). */
   snapshotSeq?: number;
 }
@@ -84,9 +116,34 @@ const BOOT_TIMEOUT_MS = 180_000;
 /** How long the agent may take to apply the shell's limits. */
 const LIMITS_TIMEOUT_MS = 10_000;
 
-/** The shell's pids and memory limits as the guest's cgroup enforces them. */
-function guestLimits(spec: SandboxSpec): GuestLimits {
-  return { memoryBytes: spec.resources.memoryMb * 1024 * 1024, pids: spec.resources.pids };
+/**
+ * Memory of QEMU itself beyond the guest's, MiB: its own code and heap, I/O buffers, and the host
+ * page cache its disk reads are charged with (reclaimable). The TCG translation cache comes on top
+ * under emulation. Measured: a 128 MiB guest's QEMU holds ~160 MiB resident after a restore.
+ */
+const QEMU_OVERHEAD_MB = 192;
+/** Processes and threads of a jailed QEMU (vCPU, I/O worker pool, RCU, bwrap's outer process). */
+const QEMU_PIDS = 256;
+
+/**
+ * The largest the shell's qcow2 layer can honestly grow for a disk of `diskBytes`: the data, its
+ * L2 and refcount tables (well under 1 %) and room to spare. A jailed QEMU may write no larger file.
+ */
+function layerFileBytes(diskBytes: number): number {
+  return diskBytes + Math.ceil(diskBytes / 32) + 64 * 1024 * 1024;
+}
+
+/** The shell's limits and network as the guest enforces them, on a disk of `disk.bytes`. */
+function guestLimits(spec: SandboxSpec, disk: { bytes: number; grow: boolean }): GuestLimits {
+  const budget = spec.resources.diskMb * 1024 * 1024;
+  return {
+    memoryBytes: spec.resources.memoryMb * 1024 * 1024,
+    pids: spec.resources.pids,
+    diskBytes: disk.grow ? disk.bytes : 0,
+    // The container backend's rule: a failure with at most 1 % of the disk (1 MiB at least) free.
+    diskFullBytes: Math.max(1024 * 1024, Math.floor(budget / 100)),
+    loopback: spec.network !== "sealed",
+  };
 }
 
 /**
@@ -97,8 +154,11 @@ function guestLimits(spec: SandboxSpec): GuestLimits {
  *
  * It offers create, exec (streamed, wall clock, output limit), spawn (pipes or a pty, resize,
  * signals), files (run by the guest agent), stop/start/restart (cold boot on the shell's own disk),
- * snapshots (copies of the disk layer), wipe_state (a fresh overlay, restored from the template)
- * and destroy. reinstall_os is refused with `unsupported`.
+ * snapshots (copies of the disk layer), wipe_state (a fresh overlay, restored from the template),
+ * reinstall_os (a fresh overlay over the newest template, `/workspace` carried over) and destroy.
+ *
+ * QEMU runs jailed (internal/jail.ts): its own unprivileged uid, its own namespaces seeing only
+ * its own files, its seccomp filter, and a host cgroup bounding its memory, CPU and threads.
  */
 export class MicrovmBackend implements SandboxBackend {
   readonly name = "microvm";
@@ -108,9 +168,28 @@ export class MicrovmBackend implements SandboxBackend {
   readonly #specs = new Map<string, SandboxSpec>();
   /** Connections being made to running VMs' agents, so concurrent calls share one. */
   readonly #connecting = new Map<string, Promise<AgentClient>>();
+  #cgroupHost: CgroupHost | null = null;
 
   constructor(options: MicrovmBackendOptions) {
     this.#options = options;
+  }
+
+  get #uidRegistryDir(): string {
+    return this.#options.uidRegistryDir ?? "/var/lib/shells/microvm-uids";
+  }
+
+  /** The VM's host cgroup: QEMU's memory, CPU and threads, and every process of its jail. */
+  #cgroup(shellId: string): ShellCgroup {
+    if (!this.#cgroupHost) {
+      const detected = detectCgroups();
+      if (typeof detected === "string") throw new SandboxError("unavailable", detected);
+      this.#cgroupHost = detected;
+    }
+    return new ShellCgroup(
+      this.#cgroupHost,
+      this.#options.cgroupParent ?? "shells-microvm",
+      shellCgroupName(this.#options.stateDir, shellId),
+    );
   }
 
   get #shellsDir(): string {
@@ -182,9 +261,11 @@ export class MicrovmBackend implements SandboxBackend {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const record: ShellRecord = { spec, template, pid: null };
     try {
-      await this.#newOverlay(dir, template);
+      await this.#newOverlay(dir, record);
       await this.#boot(spec.shellId, record, true);
     } catch (error) {
+      await this.#halt(spec.shellId, record, "deleted").catch(() => undefined);
+      if (record.uid !== undefined) await releaseJailUid(this.#uidRegistryDir, record.uid, dir);
       await rm(dir, { recursive: true, force: true });
       throw new SandboxError(
         "failed",
@@ -268,7 +349,7 @@ export class MicrovmBackend implements SandboxBackend {
     const temporary = `${disk}.tmp`;
     if (record.pid && isAlive(record.pid)) {
       await this.#sync(shellId);
-      const monitor = await qmp(`${dir}/qmp.sock`, [{ execute: "stop" }]);
+      const monitor = await qmp(this.#sockets(shellId, record).qmp, [{ execute: "stop" }]);
       try {
         await copyFile(`${dir}/disk.qcow2`, temporary);
       } finally {
@@ -320,17 +401,65 @@ export class MicrovmBackend implements SandboxBackend {
     return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
   }
 
-  reinstallOs(): Promise<SandboxInfo> {
-    return Promise.reject(
-      new SandboxError("unsupported", "reinstall_os is not available on microvm yet"),
-    );
+  /**
+   * A fresh OS layer from the language's newest template, `/workspace` kept: the guest packs
+   * `/workspace` into a tar archive spooled to the shell's directory, the shell's layer is put
+   * aside, a new one over the template is restored, and the archive unpacked into it. A stopped
+   * shell is cold-booted to read its `/workspace` and stopped again. When anything fails the old
+   * layer is put back, so the shell keeps what it had.
+   */
+  async reinstallOs(shellId: string): Promise<SandboxInfo> {
+    const record = await this.#record(shellId);
+    const dir = this.#dir(shellId);
+    const wasRunning = Boolean(record.pid && isAlive(record.pid));
+    let template: Template;
+    try {
+      template = await this.prepare(record.spec.language, record.spec.resources.memoryMb);
+    } catch (error) {
+      throw new SandboxError(
+        "unavailable",
+        `the ${record.spec.language} microvm template could not be made: ${(error as Error).message}`,
+        { language: record.spec.language },
+        { cause: error },
+      );
+    }
+    if (!wasRunning) await this.#boot(shellId, record, false);
+    const archive = `${dir}/workspace.tar`;
+    const previous = record.template;
+    try {
+      await exportWorkspace(await this.#agent(shellId), archive);
+      await this.#halt(shellId, record, "stopped");
+      await rename(`${dir}/disk.qcow2`, `${dir}/disk.previous.qcow2`);
+      record.template = template;
+      await this.#newOverlay(dir, record);
+      await this.#boot(shellId, record, true);
+      await importWorkspace(await this.#agent(shellId), archive);
+    } catch (error) {
+      await this.#halt(shellId, record, "stopped", { flush: false });
+      if (existsSync(`${dir}/disk.previous.qcow2`))
+        await rename(`${dir}/disk.previous.qcow2`, `${dir}/disk.qcow2`);
+      record.template = previous;
+      await this.#save(shellId, record);
+      if (wasRunning) await this.#boot(shellId, record, false);
+      throw new SandboxError(
+        "failed",
+        `reinstall_os failed, the shell keeps its disk: ${(error as Error).message}`,
+        {},
+        { cause: error },
+      );
+    } finally {
+      await rm(archive, { force: true });
+    }
+    await rm(`${dir}/disk.previous.qcow2`, { force: true });
+    if (!wasRunning) await this.#halt(shellId, record, "stopped");
+    return this.#info(record);
   }
 
   async wipeState(shellId: string): Promise<SandboxInfo> {
     const record = await this.#record(shellId);
     const wasRunning = Boolean(record.pid && isAlive(record.pid));
     await this.#halt(shellId, record, "stopped");
-    await this.#newOverlay(this.#dir(shellId), record.template);
+    await this.#newOverlay(this.#dir(shellId), record);
     // An empty overlay matches the template again, so the saved state is valid for it.
     if (wasRunning) await this.#boot(shellId, record, true);
     return this.#info(record);
@@ -341,7 +470,12 @@ export class MicrovmBackend implements SandboxBackend {
     if (!existsSync(dir)) return;
     const record = await this.#record(shellId).catch(() => null);
     if (record) await this.#halt(shellId, record, "deleted");
+    // Whatever a crash left in the VM's cgroup goes too, record or not.
+    const cgroup = this.#cgroup(shellId);
+    await cgroup.killAll();
+    await cgroup.remove();
     await rm(dir, { recursive: true, force: true });
+    if (record?.uid !== undefined) await releaseJailUid(this.#uidRegistryDir, record.uid, dir);
   }
 
   async list(): Promise<SandboxInfo[]> {
@@ -364,7 +498,36 @@ export class MicrovmBackend implements SandboxBackend {
     this.#agents.clear();
   }
 
-  async #newOverlay(dir: string, template: Template): Promise<void> {
+  /**
+   * The size of the shell's disk: the template's disk plus the shell's `diskMb`. The guest grows
+   * its root filesystem to fill it (`grow`), and the layer can never outgrow it, whatever the guest
+   * does. Templates made before base disks were shrunk recorded no size: their shells keep the
+   * base disk's size (and its room), ungrown.
+   */
+  async #disk(record: ShellRecord): Promise<{ bytes: number; grow: boolean }> {
+    const { diskBytes } = record.template;
+    if (diskBytes === undefined)
+      return { bytes: (await stat(await this.#baseDisk(record.template))).size, grow: false };
+    return { bytes: diskBytes + record.spec.resources.diskMb * 1024 * 1024, grow: true };
+  }
+
+  /**
+   * The read-only disk under a template's layer. Read from the template's own layer (made by this
+   * host, never written by a guest) when older templates did not record it, and never from a
+   * shell's layer, whose header a guest-driven QEMU could have rewritten.
+   */
+  async #baseDisk(template: Template): Promise<string> {
+    if (template.baseDisk) return template.baseDisk;
+    const info = JSON.parse(
+      await runChecked("qemu-img", ["info", "-U", "--output=json", template.disk]),
+    ) as { "full-backing-filename"?: string; "backing-filename"?: string };
+    const base = info["full-backing-filename"] ?? info["backing-filename"];
+    if (!base) throw new Error(`the template layer ${template.disk} has no backing disk`);
+    return base;
+  }
+
+  /** A fresh, empty layer over the shell's template, of the shell's disk size. */
+  async #newOverlay(dir: string, record: ShellRecord): Promise<void> {
     await rm(`${dir}/disk.qcow2`, { force: true });
     await runChecked("qemu-img", [
       "create",
@@ -372,38 +535,92 @@ export class MicrovmBackend implements SandboxBackend {
       "-f",
       "qcow2",
       "-b",
-      template.disk,
+      record.template.disk,
       "-F",
       "qcow2",
       `${dir}/disk.qcow2`,
+      String((await this.#disk(record)).bytes),
     ]);
   }
 
-  /** Starts the shell's VM: restored from the template (fresh overlay) or cold-booted on its disk. */
+  /** The VM's agent and QMP sockets (beside the layer for VMs started before the jail). */
+  #sockets(shellId: string, record: ShellRecord): { agent: string; qmp: string } {
+    const dir = this.#dir(shellId);
+    const runDir = record.uid === undefined ? dir : `${dir}/run`;
+    return { agent: `${runDir}/agent.sock`, qmp: `${runDir}/qmp.sock` };
+  }
+
+  /**
+   * Starts the shell's VM in its jail: restored from the template (fresh overlay) or cold-booted
+   * on its disk. The jail's uid owns the layer and the socket directory and nothing else; the
+   * cgroup is made with QEMU's limits before QEMU starts.
+   */
   async #boot(shellId: string, record: ShellRecord, fromTemplate: boolean): Promise<void> {
     const dir = this.#dir(shellId);
-    await rm(`${dir}/agent.sock`, { force: true });
-    await rm(`${dir}/qmp.sock`, { force: true });
+    record.uid ??= await claimJailUid(this.#uidRegistryDir, dir);
+    await this.#save(shellId, record);
+    const uid = record.uid;
+    const runDir = `${dir}/run`;
+    await rm(runDir, { recursive: true, force: true });
+    await mkdir(runDir, { mode: 0o700 });
+    await chown(runDir, uid, uid);
+    const layer = `${dir}/disk.qcow2`;
+    await chown(layer, uid, uid);
+    await chmod(layer, 0o600);
+    const template = record.template;
+    const cgroup = this.#cgroup(shellId);
+    await cgroup.create({
+      cpu: record.spec.resources.cpu,
+      memoryMb:
+        template.memoryMb + QEMU_OVERHEAD_MB + (template.accel === "tcg" ? TCG_CACHE_MB : 0),
+      pids: QEMU_PIDS,
+      diskMb: record.spec.resources.diskMb,
+    });
+    const sockets = this.#sockets(shellId, record);
+    const disk = await this.#disk(record);
     const config: VmConfig = {
-      accel: record.template.accel,
-      vmlinuz: record.template.vmlinuz,
-      initrd: record.template.initrd,
-      memoryMb: record.template.memoryMb,
-      disk: `${dir}/disk.qcow2`,
-      agentSocket: `${dir}/agent.sock`,
-      qmpSocket: `${dir}/qmp.sock`,
+      accel: template.accel,
+      vmlinuz: template.vmlinuz,
+      initrd: template.initrd,
+      memoryMb: template.memoryMb,
+      disk: layer,
+      agentSocket: sockets.agent,
+      qmpSocket: sockets.qmp,
       consoleLog: null,
-      ...(fromTemplate ? { incomingState: record.template.state } : {}),
+      ...(fromTemplate ? { incomingState: template.state } : {}),
+      jail: {
+        spec: {
+          uid,
+          cgroupProcs: cgroup.procsFiles,
+          readOnly: [
+            template.vmlinuz,
+            template.initrd,
+            template.disk,
+            await this.#baseDisk(template),
+          ],
+          layer,
+          socketDir: runDir,
+          maxFileBytes: layerFileBytes(disk.bytes),
+          kvm: template.accel === "kvm",
+        },
+        killAll: () => cgroup.killAll(),
+      },
     };
     const vm = fromTemplate
-      ? await this.#restore(dir, record.template, config)
+      ? await this.#restore(dir, record, config)
       : await startVm(config, BOOT_TIMEOUT_MS);
     try {
+      // The restored guest still knows the template's disk size: a resize to the size the layer
+      // already has tells it the real one (a virtio config change), and the agent grows into it.
+      if (fromTemplate && disk.grow)
+        await qmp(sockets.qmp, [
+          { execute: "block_resize", arguments: { device: "root", size: disk.bytes } },
+        ]).then((monitor) => monitor.close());
       // The template was saved without limits; every restored or booted guest gets the shell's.
-      await vm.agent.setLimits(guestLimits(record.spec), LIMITS_TIMEOUT_MS);
+      await vm.agent.setLimits(guestLimits(record.spec, disk), LIMITS_TIMEOUT_MS);
     } catch (error) {
       vm.agent.close();
-      await killAndWait(vm.pid);
+      await cgroup.killAll();
       throw error;
     }
     record.pid = vm.pid;
@@ -412,15 +629,17 @@ export class MicrovmBackend implements SandboxBackend {
   }
 
   /** Restores the template's state, retrying on a fresh overlay when the guest does not answer. */
-  async #restore(dir: string, template: Template, config: VmConfig): Promise<StartedVm> {
+  async #restore(dir: string, record: ShellRecord, config: VmConfig): Promise<StartedVm> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await startVm(config, RESTORE_TRIES_MS[attempt]!);
       } catch (error) {
         if (attempt + 1 >= RESTORE_TRIES_MS.length) throw error;
         await rm(config.agentSocket, { force: true });
-        await rm(`${dir}/qmp.sock`, { force: true });
-        await this.#newOverlay(dir, template);
+        await rm(config.qmpSocket!, { force: true });
+        await this.#newOverlay(dir, record);
+        await chown(config.disk, record.uid!, record.uid!);
+        await chmod(config.disk, 0o600);
       }
     }
   }
@@ -440,6 +659,11 @@ export class MicrovmBackend implements SandboxBackend {
       .catch(() => undefined);
   }
 
+  /**
+   * Ends the VM: its agent connection, QEMU, and every other process of its jail (the cgroup is
+   * the authority, so a QEMU this process never started is reclaimed too), then the cgroup itself
+   * and the sockets.
+   */
   async #halt(
     shellId: string,
     record: ShellRecord,
@@ -455,11 +679,18 @@ export class MicrovmBackend implements SandboxBackend {
     if (reason === "deleted") this.#specs.delete(shellId);
     // Execs cut off when QEMU dies end with the reason of the stop, not a generic one.
     if (agent) agent.closeReason = reason;
-    if (record.pid) await killAndWait(record.pid);
+    // A jailed VM is ended through its cgroup alone: a recorded pid may by now be another
+    // process's, the cgroup's members never are. A VM started before the jail has only its pid.
+    if (record.pid && record.uid === undefined) await killAndWait(record.pid);
+    const cgroup = this.#cgroup(shellId);
+    await cgroup.killAll();
+    await cgroup.remove();
     agent?.close(reason);
     record.pid = null;
-    await rm(`${this.#dir(shellId)}/agent.sock`, { force: true });
-    await rm(`${this.#dir(shellId)}/qmp.sock`, { force: true });
+    const sockets = this.#sockets(shellId, record);
+    await rm(sockets.agent, { force: true });
+    await rm(sockets.qmp, { force: true });
+    await rm(`${this.#dir(shellId)}/run`, { recursive: true, force: true });
     await this.#save(shellId, record);
   }
 
@@ -486,20 +717,21 @@ export class MicrovmBackend implements SandboxBackend {
     const record = await this.#record(shellId);
     if (!record.pid || !isAlive(record.pid))
       throw new SandboxError("not_running", `shell ${shellId} is stopped`);
-    const dir = this.#dir(shellId);
+    const sockets = this.#sockets(shellId, record);
+    const disk = await this.#disk(record);
     for (let attempt = 0; ; attempt++) {
-      const agent = await AgentClient.connect(`${dir}/agent.sock`, 5_000);
+      const agent = await AgentClient.connect(sockets.agent, 5_000);
       try {
         await agent.ready(RECONNECT_TRIES_MS[attempt]!);
         // The guest kept its limits; sending them again costs one frame and asserts they hold.
-        await agent.setLimits(guestLimits(record.spec), LIMITS_TIMEOUT_MS);
+        await agent.setLimits(guestLimits(record.spec, disk), LIMITS_TIMEOUT_MS);
         this.#agents.set(shellId, agent);
         return agent;
       } catch (error) {
         agent.close();
         if (attempt + 1 >= RECONNECT_TRIES_MS.length) throw error;
       }
-      await qmp(`${dir}/qmp.sock`, [{ execute: "stop" }, { execute: "cont" }]).then(
+      await qmp(sockets.qmp, [{ execute: "stop" }, { execute: "cont" }]).then(
         (monitor) => monitor.close(),
         () => undefined,
       );

@@ -1,8 +1,10 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { chown, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { describe, expect, it } from "vitest";
+import { detectCgroups, shellCgroupName, ShellCgroup } from "@shells/backend-container";
 import type { SandboxSpec } from "@shells/sandbox";
 import { runChecked } from "./internal/host.js";
+import { claimJailUid, releaseJailUid } from "./internal/jail-uids.js";
 import {
   makeTestBackend,
   missingTools,
@@ -12,12 +14,13 @@ import {
   TEST_MICROVM_DIR,
 } from "./internal/test-support.js";
 import { ensureTemplate } from "./internal/template.js";
-import { killAndWait, startVm } from "./internal/vm.js";
+import { killAndWait, startVm, TCG_CACHE_MB, type VmConfig } from "./internal/vm.js";
 
 /**
  * Measurements, opt-in (`SHELLS_BENCH_MICROVM=1` beside `SHELLS_TEST_MICROVM=1`): create → first
  * exec and the exec round trip through the backend, next to the raw baseline measured in the same
- * run — a bare QEMU restore of the same saved state to the agent's first answer.
+ * run — a bare QEMU restore of the same saved state to the agent's first answer — and the same
+ * restore in QEMU's jail (bwrap, setpriv, a host cgroup), the two taking turns.
  */
 const enabled = missingTools.length === 0 && process.env.SHELLS_BENCH_MICROVM === "1";
 const RUNS = Number(process.env.SHELLS_BENCH_MICROVM_RUNS ?? 10);
@@ -40,12 +43,19 @@ describe.skipIf(!enabled)("microvm measurements", () => {
   it("restore → first exec and exec round trip, beside a bare QEMU restore", async () => {
     const template = await ensureTemplate(TEST_MICROVM_DIR, "bash", TEST_MEMORY_MB, testImages);
     const bare: number[] = [];
+    const jailed: number[] = [];
     // Restores whose guest never answered (the backend retries those; a bare restore does not).
     let unanswered = 0;
     const work = await mkdtemp(`${tmpdir()}/shells-microvm-bench-`);
+    const cgroups = detectCgroups();
+    if (typeof cgroups === "string") throw new Error(cgroups);
+    const registry = `${work}/uids`;
     try {
-      for (let i = 0; i < RUNS; i++) {
-        const disk = `${work}/disk-${i}.qcow2`;
+      for (let i = 0; i < RUNS * 2; i++) {
+        const jail = i % 2 === 1;
+        const dir = `${work}/vm-${i}`;
+        await mkdir(`${dir}/run`, { recursive: true });
+        const disk = `${dir}/disk.qcow2`;
         await runChecked("qemu-img", [
           "create",
           "-q",
@@ -57,27 +67,53 @@ describe.skipIf(!enabled)("microvm measurements", () => {
           "qcow2",
           disk,
         ]);
-        const started = performance.now();
-        const vm = await startVm(
-          {
-            accel: template.accel,
-            vmlinuz: template.vmlinuz,
-            initrd: template.initrd,
-            memoryMb: template.memoryMb,
-            disk,
-            agentSocket: `${work}/agent-${i}.sock`,
-            consoleLog: null,
-            incomingState: template.state,
-          },
-          10_000,
-        ).catch(() => null);
-        if (!vm) {
-          unanswered += 1;
-          continue;
+        const config: VmConfig = {
+          accel: template.accel,
+          vmlinuz: template.vmlinuz,
+          initrd: template.initrd,
+          memoryMb: template.memoryMb,
+          disk,
+          agentSocket: `${dir}/run/agent.sock`,
+          qmpSocket: `${dir}/run/qmp.sock`,
+          consoleLog: null,
+          incomingState: template.state,
+        };
+        const cgroup = new ShellCgroup(cgroups, "shells-microvm", shellCgroupName(work, `${i}`));
+        const uid = jail ? await claimJailUid(registry, dir) : 0;
+        if (jail) {
+          await chown(disk, uid, uid);
+          await chown(`${dir}/run`, uid, uid);
+          await cgroup.create({
+            cpu: 1,
+            memoryMb: template.memoryMb + 192 + TCG_CACHE_MB,
+            pids: 256,
+            diskMb: 0,
+          });
+          config.jail = {
+            spec: {
+              uid,
+              cgroupProcs: cgroup.procsFiles,
+              readOnly: [template.vmlinuz, template.initrd, template.disk, template.baseDisk!],
+              layer: disk,
+              socketDir: `${dir}/run`,
+              maxFileBytes: 2 * template.diskBytes!,
+              kvm: template.accel === "kvm",
+            },
+            killAll: () => cgroup.killAll(),
+          };
         }
-        bare.push(performance.now() - started);
-        vm.agent.close();
-        await killAndWait(vm.pid);
+        const started = performance.now();
+        const vm = await startVm(config, 10_000).catch(() => null);
+        if (vm) {
+          (jail ? jailed : bare).push(performance.now() - started);
+          vm.agent.close();
+          await killAndWait(vm.pid);
+        } else unanswered += 1;
+        if (jail) {
+          await cgroup.killAll();
+          await cgroup.remove();
+          await releaseJailUid(registry, uid, dir);
+        }
       }
     } finally {
       await rm(work, { recursive: true, force: true });
@@ -112,7 +148,8 @@ describe.skipIf(!enabled)("microvm measurements", () => {
       [
         `microvm (${template.accel}), template cold boot ${template.coldBootMs} ms`,
         line("bare QEMU restore → agent answer", bare),
-        `bare restores that never answered: ${unanswered} of ${RUNS}`,
+        line("jailed QEMU restore → agent answer", jailed),
+        `restores that never answered: ${unanswered} of ${RUNS * 2}`,
         line("create → first exec", createToExec),
         line("exec round trip (true)", roundTrip),
       ].join("\n"),

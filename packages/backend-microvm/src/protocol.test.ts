@@ -10,7 +10,10 @@ import {
   encodeSpawn,
   FrameReader,
   FrameType,
+  decodeLimits,
+  encodeLimits,
   HEADER_BYTES,
+  LIMITS_BYTES,
   MAX_EXECS,
   MAX_PAYLOAD,
 } from "./internal/protocol.js";
@@ -32,6 +35,7 @@ describe("agent protocol", () => {
     expect(c.AGENT_HEADER_BYTES).toBe(HEADER_BYTES);
     expect(c.AGENT_MAX_PAYLOAD).toBe(MAX_PAYLOAD);
     expect(c.AGENT_MAX_EXECS).toBe(MAX_EXECS);
+    expect(c.AGENT_LIMITS_BYTES).toBe(LIMITS_BYTES);
     for (const [name, value] of Object.entries(FrameType))
       expect(c[`AGENT_FRAME_${name}`]).toBe(value);
     for (const [name, value] of Object.entries(AgentKill))
@@ -81,6 +85,34 @@ describe("agent protocol", () => {
     const onPipes = encodeSpawn(command);
     expect([onPipes.readUInt32LE(0), onPipes.readUInt32LE(4)]).toEqual([0, 0]);
     expect([...encodeResize(0, 1e6)]).toEqual([1, 0, 0, 0, 0xff, 0xff, 0, 0]);
+  });
+
+  it("encodes the shell's limits and network as the header describes, and reads both answers", () => {
+    const payload = encodeLimits({
+      memoryBytes: 2 ** 33,
+      pids: 64,
+      diskBytes: 3 * 2 ** 30,
+      diskFullBytes: 2 ** 20,
+      loopback: true,
+    });
+    expect(payload.length).toBe(LIMITS_BYTES);
+    expect(payload.readBigUInt64LE(0)).toBe(2n ** 33n);
+    expect(payload.readUInt32LE(8)).toBe(64);
+    expect(payload.readBigUInt64LE(12)).toBe(3n * 2n ** 30n);
+    expect(payload.readBigUInt64LE(20)).toBe(2n ** 20n);
+    expect(payload.readUInt32LE(28)).toBe(1);
+    const answer = Buffer.alloc(24);
+    answer.writeBigUInt64LE(2n ** 32n, 4);
+    answer.writeUInt32LE(64, 12);
+    answer.writeBigUInt64LE(5n * 2n ** 30n, 16);
+    expect(decodeLimits(answer)).toEqual({
+      error: 0,
+      memoryBytes: 2 ** 32,
+      pids: 64,
+      filesystemBytes: 5 * 2 ** 30,
+    });
+    // An agent from before the disk field answers without it.
+    expect(decodeLimits(answer.subarray(0, 16)).filesystemBytes).toBe(0);
   });
 
   it("refuses a frame over the payload limit", () => {

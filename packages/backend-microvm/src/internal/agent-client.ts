@@ -23,6 +23,7 @@ import {
   MAX_EXECS,
   MAX_PAYLOAD,
   type Frame,
+  type AppliedLimits,
   type GuestLimits,
 } from "./protocol.js";
 
@@ -32,6 +33,7 @@ const KILL_REASONS: Partial<Record<number, KillReason>> = {
   [AgentKill.OUTPUT_LIMIT]: "output_limit",
   [AgentKill.PIDS]: "pids",
   [AgentKill.OOM]: "oom",
+  [AgentKill.DISK]: "disk",
 };
 
 interface PendingExec {
@@ -124,11 +126,11 @@ export class AgentClient {
   }
 
   /**
-   * Sends the shell's limits (pids.max and memory.max of the guest's shell-wide cgroup) and
-   * resolves with what the guest applied; rejects when it could not set them, so a shell never runs
-   * without its limits.
+   * Sends the shell's limits (pids.max and memory.max of the guest's shell-wide cgroup, the disk's
+   * size, loopback up or down) and resolves with what the guest applied; rejects when it could not
+   * apply them, so a shell never runs without its limits.
    */
-  async setLimits(limits: GuestLimits, timeoutMs: number): Promise<GuestLimits> {
+  async setLimits(limits: GuestLimits, timeoutMs: number): Promise<AppliedLimits> {
     const answer = new Promise<Buffer>((resolve) => this.#limitsWaiters.push(resolve));
     this.#socket.write(encodeFrame(FrameType.LIMITS, 0, encodeLimits(limits)));
     let timer: NodeJS.Timeout | undefined;
@@ -142,7 +144,11 @@ export class AgentClient {
       const applied = decodeLimits(await Promise.race([answer, timeout]));
       if (applied.error !== 0)
         throw new Error(`the guest could not set the shell's limits (errno ${applied.error})`);
-      return { memoryBytes: applied.memoryBytes, pids: applied.pids };
+      return {
+        memoryBytes: applied.memoryBytes,
+        pids: applied.pids,
+        filesystemBytes: applied.filesystemBytes,
+      };
     } finally {
       clearTimeout(timer);
     }

@@ -1,4 +1,4 @@
-import { onPath, type HostCheck } from "@shells/backend-container";
+import { detectCgroups, onPath, type HostCheck } from "@shells/backend-container";
 import { access } from "node:fs/promises";
 import { kernelCached, kvmRefused, kvmUsable, runChecked } from "./host.js";
 
@@ -22,6 +22,14 @@ const TOOLS: [command: string, aptPackage: string][] = [
   ["qemu-system-x86_64", "qemu-system-x86"],
   ["qemu-img", "qemu-utils"],
   ["mkfs.ext4", "e2fsprogs"],
+  // Base disks are shrunk to their contents (resize2fs -M after e2fsck, dumpe2fs reads the size).
+  ["resize2fs", "e2fsprogs"],
+  ["e2fsck", "e2fsprogs"],
+  ["dumpe2fs", "e2fsprogs"],
+  // QEMU's jail (jail.ts): namespaces and binds, then the drop to the VM's own uid.
+  ["bwrap", "bubblewrap"],
+  ["setpriv", "util-linux"],
+  ["prlimit", "util-linux"],
   ["cpio", "cpio"],
   // The guest agent is linked statically; the shells_mmio module is built against the guest
   // kernel's own headers (fetched, never installed) with make, gcc and strip.
@@ -64,6 +72,20 @@ export async function checkMicrovmHost(cacheDir: string): Promise<MicrovmHostRep
     staticLibc,
     staticLibc ? STATIC_LIBC : `${STATIC_LIBC} missing (links the guest agent)`,
     "libc6-dev",
+  );
+
+  // The jail puts QEMU in a host cgroup and drops it to a uid of its own: both need root.
+  const root = process.getuid?.() === 0;
+  add(
+    "root",
+    root,
+    root ? "root" : "the microvm class runs as root (each QEMU gets a host cgroup and its own uid)",
+  );
+  const cgroups = detectCgroups();
+  add(
+    "cgroups",
+    typeof cgroups !== "string",
+    typeof cgroups === "string" ? cgroups : `v${cgroups.version}`,
   );
 
   const cached = await kernelCached(cacheDir);

@@ -9,6 +9,7 @@ import {
   readdir,
   rename,
   rm,
+  truncate,
   writeFile,
 } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
@@ -229,27 +230,61 @@ export async function ensureInitrd(
 
 /**
  * The read-only base disk of an image: an ext4 filesystem made from the container image's rootfs
- * directory (`mkfs.ext4 -d`, no mount needed). Sparse, with room for the shell's writes (which
- * land in its own overlay).
+ * directory (`mkfs.ext4 -d`, no mount needed), then shrunk to (nearly) its minimum with
+ * `resize2fs -M` and the file cut to it: a few MiB stay free. Each shell's disk is this size plus
+ * its `diskMb`, and the guest grows the filesystem to fill it (`grow_root` in the agent), so what
+ * a shell can write is its `diskMb` and not whatever room the base happened to have. No blocks
+ * are reserved for root (every exec runs as root; the limit is the whole `diskMb`).
  */
 export async function ensureBaseDisk(
   cacheDir: string,
   imageVersion: string,
   rootfs: string,
 ): Promise<string> {
-  const path = `${cacheDir}/disks/${imageVersion}.img`;
+  const path = `${cacheDir}/disks/${imageVersion}.min.img`;
   if (existsSync(path)) return path;
   await mkdir(`${cacheDir}/disks`, { recursive: true });
   const used = Number((await runChecked("du", ["-sb", rootfs])).split(/\s/)[0]);
-  const sizeMb = Math.ceil((used * 1.3) / 2 ** 20) + 2048;
+  const sizeMb = Math.ceil((used * 1.3) / 2 ** 20) + 256;
   const work = `${path}.${randomBytes(4).toString("hex")}`;
   try {
-    await runChecked("mkfs.ext4", ["-q", "-F", "-L", "shell", "-d", rootfs, work, `${sizeMb}M`]);
+    await runChecked("mkfs.ext4", [
+      "-q",
+      "-F",
+      "-b",
+      "4096",
+      "-m",
+      "0",
+      "-L",
+      "shell",
+      "-d",
+      rootfs,
+      work,
+      `${sizeMb}M`,
+    ]);
+    // resize2fs -M estimates its minimum with room to spare; a second pass takes most of it back.
+    let blocks = Infinity;
+    for (let pass = 0; pass < 4; pass++) {
+      // e2fsck answers 1 when it tidied something up, which is fine here.
+      await runChecked("sh", ["-c", 'e2fsck -f -y "$1" >/dev/null; [ $? -le 1 ]', "sh", work]);
+      await runChecked("resize2fs", ["-M", work]);
+      const now = blockCount(await runChecked("dumpe2fs", ["-h", work]));
+      if (now >= blocks) break;
+      blocks = now;
+    }
+    await truncate(work, blocks * 4096);
     await rename(work, path);
   } finally {
     await rm(work, { force: true });
   }
   return path;
+}
+
+/** The `Block count:` of a `dumpe2fs -h` answer. */
+function blockCount(superblock: string): number {
+  const count = Number(/^Block count:\s+(\d+)$/m.exec(superblock)?.[1]);
+  if (!Number.isFinite(count) || count <= 0) throw new Error("dumpe2fs named no block count");
+  return count;
 }
 
 let kvmProbe: Promise<boolean> | null = null;

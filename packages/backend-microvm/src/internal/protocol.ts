@@ -32,7 +32,14 @@ export const FrameType = {
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
 /** Why the agent ended an exec (the `kill_reason` of an EXIT frame). */
-export const AgentKill = { NONE: 0, WALL_CLOCK: 1, OUTPUT_LIMIT: 2, PIDS: 3, OOM: 4 } as const;
+export const AgentKill = {
+  NONE: 0,
+  WALL_CLOCK: 1,
+  OUTPUT_LIMIT: 2,
+  PIDS: 3,
+  OOM: 4,
+  DISK: 5,
+} as const;
 
 /** One decoded frame. */
 export interface Frame {
@@ -118,26 +125,54 @@ export function encodeU32(value: number): Buffer {
   return u32s(value);
 }
 
-/** The shell's limits, as the guest enforces them. */
+/** The shell's limits and network, as the guest enforces them. */
 export interface GuestLimits {
   memoryBytes: number;
   pids: number;
+  /**
+   * The size of the shell's disk (bytes): the guest grows its root filesystem to it once the disk
+   * shows that size. 0 leaves the disk as it is.
+   */
+  diskBytes: number;
+  /** Free bytes on the root filesystem at or below which a failed exec ends with `disk`. */
+  diskFullBytes: number;
+  /** Loopback up (`localhost`) or down (`sealed`); the guest has no other interface. */
+  loopback: boolean;
 }
+
+/** What the guest applied: memory capped below what its kernel needs, the root filesystem's size. */
+export interface AppliedLimits {
+  memoryBytes: number;
+  pids: number;
+  /** The root filesystem's size once grown (0 from an agent that does not grow it). */
+  filesystemBytes: number;
+}
+
+/** Bytes of a LIMITS payload (host to guest). */
+export const LIMITS_BYTES = 32;
 
 /** The payload of a LIMITS frame (host to guest). */
 export function encodeLimits(limits: GuestLimits): Buffer {
-  const payload = Buffer.alloc(12);
-  payload.writeBigUInt64LE(BigInt(Math.max(0, Math.floor(limits.memoryBytes))), 0);
+  const payload = Buffer.alloc(LIMITS_BYTES);
+  const u64 = (value: number) => BigInt(Math.max(0, Math.floor(value)));
+  payload.writeBigUInt64LE(u64(limits.memoryBytes), 0);
   payload.writeUInt32LE(Math.min(Math.max(1, Math.floor(limits.pids)), 0xffffffff), 8);
+  payload.writeBigUInt64LE(u64(limits.diskBytes), 12);
+  payload.writeBigUInt64LE(u64(limits.diskFullBytes), 20);
+  payload.writeUInt32LE(limits.loopback ? 1 : 0, 28);
   return payload;
 }
 
-/** Decodes the guest's answer to LIMITS: an errno (0 when applied) and the limits it applied. */
-export function decodeLimits(payload: Buffer): GuestLimits & { error: number } {
+/**
+ * Decodes the guest's answer to LIMITS: an errno (0 when applied) and what it applied. An agent
+ * older than the disk field answers 16 bytes.
+ */
+export function decodeLimits(payload: Buffer): AppliedLimits & { error: number } {
   return {
     error: payload.readUInt32LE(0),
     memoryBytes: Number(payload.readBigUInt64LE(4)),
     pids: payload.readUInt32LE(12),
+    filesystemBytes: payload.length >= 24 ? Number(payload.readBigUInt64LE(16)) : 0,
   };
 }
 

@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import type { Language } from "@shells/contract";
 import {
@@ -24,6 +24,13 @@ export interface Template {
   initrd: string;
   /** The template's own qcow2 layer (over the base disk); frozen once saved. Shell overlays back onto it. */
   disk: string;
+  /**
+   * The read-only base disk under `disk` (absent in templates made before it was recorded: read
+   * from the template's layer then). Both are bound read-only into each shell's jail.
+   */
+  baseDisk?: string;
+  /** The disk's size the template was saved with, bytes (absent in older templates). */
+  diskBytes?: number;
   /** The saved VM state (QEMU migration stream). */
   state: string;
   /** Cold boot to the agent's first answer while the template was made, ms. */
@@ -81,7 +88,8 @@ async function build(
   const kernel = await ensureKernel(cacheDir, report);
   const initrd = await ensureInitrd(cacheDir, kernel);
   const accel = (await kvmUsable()) ? "kvm" : "tcg";
-  const dir = `${cacheDir}/templates/${image.version}-${memoryMb}m-${accel}-${initrd.key}-${MACHINE_KEY}`;
+  // "min": made on a base disk shrunk to its contents (see ensureBaseDisk).
+  const dir = `${cacheDir}/templates/${image.version}-${memoryMb}m-${accel}-${initrd.key}-${MACHINE_KEY}-min`;
   try {
     const existing = JSON.parse(await readFile(`${dir}/template.json`, "utf8")) as Template;
     if (existsSync(existing.state)) return existing;
@@ -101,6 +109,8 @@ async function build(
     vmlinuz: kernel.vmlinuz,
     initrd: initrd.path,
     disk: `${dir}/disk.qcow2`,
+    baseDisk: base,
+    diskBytes: (await stat(base)).size,
     state: `${dir}/state.bin`,
     coldBootMs: 0,
   };

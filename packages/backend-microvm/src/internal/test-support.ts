@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 // The source, not the package entry: the test global setup loads this without the `source` condition.
 import { ensureImage } from "../../../backend-container/src/internal/images.js";
@@ -78,4 +78,15 @@ export function request(
     maxOutputBytes: 1 << 20,
     ...extra,
   };
+}
+
+/** The pid of a running shell's QEMU, as its record holds it. */
+export async function qemuPidOf(backend: MicrovmBackend, shellId: string): Promise<number> {
+  const record = JSON.parse(
+    await readFile(`${backend.shellDirOf(shellId)}/shell.json`, "utf8"),
+  ) as {
+    pid: number | null;
+  };
+  if (!record.pid) throw new Error(`shell ${shellId} has no QEMU running`);
+  return record.pid;
 }

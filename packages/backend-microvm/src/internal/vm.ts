@@ -1,8 +1,9 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { openSync, closeSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { connect } from "node:net";
 import { AgentClient } from "./agent-client.js";
+import { jailedQemu, sealSockets, type JailSpec } from "./jail.js";
 
 /**
  * The machine: no ACPI (QEMU names the virtio-mmio devices on the kernel command line instead and
@@ -41,7 +42,19 @@ export interface VmConfig {
   incomingState?: string;
   /** The seccomp filter's `spawn=deny` (template builds save state through `exec:`). */
   allowSpawn?: boolean;
+  /**
+   * Runs QEMU in its jail (jail.ts) instead of as this process's user; `killAll` ends every
+   * process of the VM (its cgroup), which is how a jailed VM that failed to start is cleaned up.
+   */
+  jail?: { spec: JailSpec; killAll(): Promise<void> };
 }
+
+/**
+ * The TCG translation cache, MiB. QEMU's default (1 GiB, touched as the guest runs new code)
+ * would let a busy guest grow QEMU far past its guest memory; the host cgroup that bounds a
+ * jailed QEMU counts on this bound.
+ */
+export const TCG_CACHE_MB = 256;
 
 /** QEMU's argv for a microvm: virtio-mmio devices only, no firmware, display, monitor or NIC. */
 export function qemuArgs(config: VmConfig, incomingFd?: number): string[] {
@@ -49,7 +62,7 @@ export function qemuArgs(config: VmConfig, incomingFd?: number): string[] {
     "-M",
     MACHINE,
     "-accel",
-    config.accel,
+    config.accel === "tcg" ? `tcg,tb-size=${TCG_CACHE_MB}` : config.accel,
     "-cpu",
     config.accel === "kvm" ? "host" : "max",
     "-m",
@@ -94,6 +107,7 @@ export function qemuArgs(config: VmConfig, incomingFd?: number): string[] {
 
 /** A started QEMU. */
 export interface StartedVm {
+  /** QEMU's pid (in the host's pid namespace). */
   pid: number;
   agent: AgentClient;
   /** The guest's kernel release, as its agent reported it. */
@@ -106,16 +120,16 @@ export interface StartedVm {
  * (QEMU starts it as soon as the state is loaded); otherwise it boots.
  */
 export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise<StartedVm> {
+  const args = qemuArgs(config, config.incomingState ? 3 : undefined);
+  const [file, ...argv] = config.jail
+    ? await jailedQemu(config.jail.spec, args)
+    : ["qemu-system-x86_64", ...args];
   const stateFd = config.incomingState ? openSync(config.incomingState, "r") : undefined;
   let stderr = "";
-  const child = spawn(
-    "qemu-system-x86_64",
-    qemuArgs(config, stateFd === undefined ? undefined : 3),
-    {
-      detached: true,
-      stdio: ["ignore", "ignore", "pipe", ...(stateFd === undefined ? [] : [stateFd])],
-    },
-  );
+  const child = spawn(file!, argv, {
+    detached: true,
+    stdio: ["ignore", "ignore", "pipe", ...(stateFd === undefined ? [] : [stateFd])],
+  });
   if (stateFd !== undefined) closeSync(stateFd);
   child.stderr?.on("data", (chunk: Buffer) => {
     stderr = (stderr + chunk.toString()).slice(-4000);
@@ -130,6 +144,12 @@ export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise
   });
   exited.catch(() => undefined);
   try {
+    if (config.jail) {
+      // QEMU binds its sockets while it sets up, before the guest runs: sealed then, they stay its.
+      const sockets = [config.agentSocket, ...(config.qmpSocket ? [config.qmpSocket] : [])];
+      await Promise.race([waitForPaths(sockets, readyTimeoutMs), exited]);
+      await sealSockets(config.jail.spec, sockets);
+    }
     const agent = await Promise.race([
       AgentClient.connect(config.agentSocket, readyTimeoutMs),
       exited,
@@ -137,11 +157,30 @@ export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise
     const release = await Promise.race([awaitReady(agent, config, readyTimeoutMs), exited]);
     child.stderr?.destroy();
     child.unref();
-    return { pid: child.pid ?? 0, agent, release };
+    return { pid: config.jail ? jailedPid(child.pid ?? 0) : (child.pid ?? 0), agent, release };
   } catch (error) {
     child.kill("SIGKILL");
+    await config.jail?.killAll();
     throw error;
   }
+}
+
+/** Waits until every path exists. */
+async function waitForPaths(paths: string[], timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!paths.every((path) => existsSync(path))) {
+    if (Date.now() > until)
+      throw new Error(`qemu made no ${paths.join(" and ")} in ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** QEMU's pid in a jail: bwrap's only child (QEMU is pid 1 of its own pid namespace). */
+function jailedPid(bwrapPid: number): number {
+  const children = readFileSync(`/proc/${bwrapPid}/task/${bwrapPid}/children`, "utf8").trim();
+  const pid = Number(children.split(/\s+/)[0]);
+  if (!pid) throw new Error("the jailed qemu has no process");
+  return pid;
 }
 
 /** How long a restored guest may stay silent before it gets a QMP `stop` + `cont`. */
