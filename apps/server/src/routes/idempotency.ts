@@ -47,33 +47,39 @@ export async function idempotent(
     .where("org_id", "=", caller.orgId)
     .where("created_at", "<", new Date(Date.now() - IDEMPOTENCY_RETENTION_MS).toISOString())
     .execute();
-  const inserted = await db
-    .insertInto("idempotency_keys")
-    .values({
-      org_id: caller.orgId,
-      key,
-      request_hash: requestHash,
-      state: "pending",
-      status_code: null,
-      response: null,
-      created_at: nowIso(),
-    })
-    .onConflict((oc) => oc.doNothing())
-    .executeTakeFirst();
-  if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) {
+  // The insert decides, on every server sharing the store: exactly one request claims the key;
+  // every other finds the claim (or its outcome). A claim released between the two statements
+  // (the first request failed) is claimed again.
+  for (let attempt = 0; ; attempt += 1) {
+    const inserted = await db
+      .insertInto("idempotency_keys")
+      .values({
+        org_id: caller.orgId,
+        key,
+        request_hash: requestHash,
+        state: "pending",
+        status_code: null,
+        response: null,
+        created_at: nowIso(),
+      })
+      .onConflict((oc) => oc.doNothing())
+      .executeTakeFirst();
+    if (Number(inserted.numInsertedOrUpdatedRows ?? 0) > 0) break;
     const previous = await db
       .selectFrom("idempotency_keys")
       .selectAll()
       .where("org_id", "=", caller.orgId)
       .where("key", "=", key)
-      .executeTakeFirstOrThrow();
-    if (previous.request_hash !== requestHash) {
+      .executeTakeFirst();
+    if (!previous && attempt < 3) continue;
+    if (previous && previous.request_hash !== requestHash) {
       throw new AppError(
         "idempotency_key_reused",
         "This Idempotency-Key was used for a different request; use a new key.",
       );
     }
     if (
+      !previous ||
       previous.state === "pending" ||
       previous.status_code === null ||
       previous.response === null
