@@ -58,8 +58,12 @@ import { KeyService } from "./services/key-service.js";
 import { MeteringService } from "./services/metering-service.js";
 import { PolicyService } from "./services/policy-service.js";
 import type { Store } from "./store/database.js";
+import { LeaseKeeper } from "./replicas/lease-keeper.js";
 import { WebhookDispatcher } from "./webhooks/webhook-dispatcher.js";
 import { WebhookService } from "./webhooks/webhook-service.js";
+
+/** The lease of the background work (see `LeaseKeeper`), as named in `leases` and the metrics. */
+export const BACKGROUND_LEASE = "background";
 
 /** The server's version, reported in the OpenAPI document. */
 export const SERVER_VERSION = "0.1.0";
@@ -228,7 +232,42 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
         logger: deps.logger,
       })
     : null;
+  // The background work over every org (reconciliation, the TTL sweep, metering checkpoints, cap
+  // sweeps, webhook delivery, checkpoint signing) runs on one server of those sharing the store:
+  // whichever holds the lease (see replicas/lease-keeper.ts). On SQLite that is always this one.
+  const background = new LeaseKeeper({
+    db,
+    name: BACKGROUND_LEASE,
+    exclusive: deps.store.dialect === "sqlite",
+    ttlMs: config.leaseTtlSeconds * 1000,
+    logger: deps.logger,
+    onAcquire: async () => {
+      // Metering closes what a previous holder left open before reconciliation changes any
+      // state, and opens the intervals of the shells found afterwards.
+      await metering.recover();
+      deps.logger.info(await reconciler.reconcile(), "reconciled shells with their backends");
+      await metering.resume();
+      const sweepMs = deps.sweepIntervalMs ?? 5000;
+      if (sweepMs > 0) reconciler.start(sweepMs);
+      dispatcher.start(deps.webhookPollIntervalMs ?? 1000);
+      const meteringMs = deps.meteringIntervalMs ?? config.meteringCheckpointSeconds * 1000;
+      metering.start(meteringMs);
+      caps.start(meteringMs);
+      if (config.checkpointIntervalSeconds > 0)
+        checkpoints.start(config.checkpointIntervalSeconds * 1000);
+    },
+    onLose: () => {
+      reconciler.stop();
+      caps.stop();
+      metering.stop();
+      checkpoints.stop();
+      dispatcher.stop();
+    },
+  });
+  metrics.reportLease(BACKGROUND_LEASE, () => background.held);
+
   app.addHook("onClose", async () => {
+    const held = background.held;
     reconciler.stop();
     caps.stop();
     metering.stop();
@@ -236,12 +275,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     await terms.close();
     interpreters.close();
     await runs.drain();
-    // The last checkpoint: a restart continues every shell still in its state from here.
-    await metering.checkpoint();
+    // The last checkpoint: a restart continues every shell still in its state from here. Only
+    // the holder checkpoints: two readers of one counter would both count it.
+    if (held) await metering.checkpoint();
     await failures.close();
     await egress.close();
     // Last: what closing the rest recorded is queued; a try cut off here is due again at start.
     await dispatcher.close();
+    await background.close();
   });
 
   const limit = { failureLimit: config.authFailureLimit, windowMs };
@@ -295,19 +336,8 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
           "OIDC issuer not reachable yet; logins will retry discovery",
         ),
       );
-    // Metering closes what a previous process left open before reconciliation changes any state,
-    // and opens the intervals of the shells found afterwards.
-    await metering.recover();
-    deps.logger.info(await reconciler.reconcile(), "reconciled shells with their backends");
-    await metering.resume();
-    const sweepMs = deps.sweepIntervalMs ?? 5000;
-    if (sweepMs > 0) reconciler.start(sweepMs);
-    dispatcher.start(deps.webhookPollIntervalMs ?? 1000);
-    const meteringMs = deps.meteringIntervalMs ?? config.meteringCheckpointSeconds * 1000;
-    metering.start(meteringMs);
-    caps.start(meteringMs);
-    if (config.checkpointIntervalSeconds > 0)
-      checkpoints.start(config.checkpointIntervalSeconds * 1000);
+    // A free lease is taken (and its start-up work done) before the server answers.
+    await background.start();
   });
   return app;
 }

@@ -123,6 +123,29 @@ export const ServerConfig = z.strictObject({
   /** Directory of the SQLite store, the admin token and backend state. Flag `--data-dir`, env `SHELLS_DATA_DIR`. */
   dataDir: z.string().min(1).default("./.shells"),
   /**
+   * The store on a PostgreSQL server instead of SQLite in the data dir:
+   * `postgres://user:password@host:port/database` (libpq-style query parameters such as `sslmode`
+   * pass through). Several servers over one database are replicas (see `leaseTtlSeconds`). Its
+   * password never reaches a log. Env `SHELLS_DATABASE_URL`.
+   */
+  databaseUrl: z
+    .string()
+    .refine((value) => {
+      try {
+        return ["postgres:", "postgresql:"].includes(new URL(value).protocol);
+      } catch {
+        return false;
+      }
+    }, "must be a postgres:// (or postgresql://) URL")
+    .optional(),
+  /**
+   * How long a replica's lease on the background work (reconciler, TTL sweep, metering, cap
+   * sweeps, webhook delivery, checkpoint signing) lasts without renewal, seconds: the longest
+   * that work pauses after its holder dies. Renewed every third of it. Only a PostgreSQL store
+   * has replicas; on SQLite the one server always holds it. Env `SHELLS_LEASE_TTL_SECONDS`.
+   */
+  leaseTtlSeconds: z.coerce.number().min(1).max(300).default(15),
+  /**
    * Which backend runs shells. Flag `--backend`, env `SHELLS_BACKEND`. `container` is the real one;
    * `simulator` is a model for tests and demos that runs no code, used only when asked for.
    */
@@ -354,6 +377,8 @@ export function loadConfig(
     port: values.port ?? env.SHELLS_PORT,
     host: values.host ?? env.SHELLS_HOST,
     dataDir: values["data-dir"] ?? env.SHELLS_DATA_DIR,
+    databaseUrl: env.SHELLS_DATABASE_URL,
+    leaseTtlSeconds: env.SHELLS_LEASE_TTL_SECONDS,
     backend: values.backend ?? env.SHELLS_BACKEND,
     profile: values.profile ?? env.SHELLS_PROFILE,
     logLevel: values["log-level"] ?? env.SHELLS_LOG_LEVEL,
@@ -410,6 +435,8 @@ export function loadConfig(
 
 /** Environment variables of settings whose field path would not say where to fix them. */
 const ENV_NAMES: Record<string, string> = {
+  databaseUrl: "SHELLS_DATABASE_URL",
+  leaseTtlSeconds: "SHELLS_LEASE_TTL_SECONDS",
   publicUrl: "SHELLS_PUBLIC_URL",
   sealingKeys: "SHELLS_SEALING_KEY",
   sessionTtlSeconds: "SHELLS_SESSION_TTL_SECONDS",

@@ -114,6 +114,38 @@ describeEachStore((store) => {
     });
   });
 
+  describe("appending at once", () => {
+    it("keeps one chain per org, with no fork and no gap, when two servers append to it together", async () => {
+      t = await createTestApp({ openStore: store.open });
+      const orgId = (await t.call("GET", "/api/v1/me")).json().orgId as string;
+      // A second connection pool on the same store, as another server sharing it has (a SQLite
+      // store has one server).
+      const other = store.dialect === "postgres" ? await store.open(t.dataDir) : t.store;
+      try {
+        const servers = [new ActivityService(t.store.db), new ActivityService(other.db)];
+        const before = (await chain()).length;
+        const appended = await Promise.all(
+          Array.from({ length: 40 }, (_, i) =>
+            servers[i % 2]!.record({
+              orgId,
+              actor: { type: "system", id: "test" },
+              action: `test.append.${i}`,
+              target: null,
+              outcome: "success",
+            }),
+          ),
+        );
+        const events = await chain();
+        expect(events).toHaveLength(before + 40);
+        expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+        expect(new Set(appended.map((e) => e.seq)).size).toBe(40);
+        expect(await verifyActivityChain(events)).toMatchObject({ ok: true });
+      } finally {
+        if (other !== t.store) await other.close();
+      }
+    });
+  });
+
   describe("activity sinks", () => {
     it("run in the event's transaction: a sink that fails leaves neither the event nor its writes", async () => {
       t = await createTestApp({ openStore: store.open });

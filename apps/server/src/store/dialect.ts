@@ -86,3 +86,13 @@ export async function lockShellRows(
       .forUpdate()
       .execute();
 }
+
+/**
+ * The database server's clock, in ms since the epoch. Leases are dated by it, so replicas whose
+ * own clocks drift still agree on when one lapses.
+ */
+export function storeClockMs(db: QueryExecutorProvider): RawBuilder<number> {
+  return dialectOf(db) === "postgres"
+    ? sql<number>`(extract(epoch from clock_timestamp()) * 1000)::bigint`
+    : sql<number>`CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)`;
+}

@@ -46,12 +46,49 @@ async function postgresReachable(): Promise<string | null> {
   }
 }
 
-/** `url` pointing at database `name`, with extra query parameters. */
-function withDatabase(url: string, name: string, params: Record<string, string> = {}): string {
+/** `url` pointing at database `name`. */
+function withDatabase(url: string, name: string): string {
   const parsed = new URL(url);
   parsed.pathname = `/${name}`;
-  for (const [key, value] of Object.entries(params)) parsed.searchParams.set(key, value);
   return parsed.toString();
+}
+
+/** A database of its own on the test server, for a test that starts servers over it. */
+export interface TestDatabase {
+  name: string;
+  /** Its URL, as `SHELLS_DATABASE_URL` takes it. */
+  url: string;
+  /** Drops it, ending the connections still open to it. */
+  drop(): Promise<void>;
+}
+
+/** Runs one statement on the test server (in `database`, default the one the URL names). */
+async function runStatement(statement: string, database?: string): Promise<void> {
+  const client = new pg.Client({
+    connectionString: database ? withDatabase(TEST_POSTGRES_URL, database) : TEST_POSTGRES_URL,
+  });
+  await client.connect();
+  try {
+    await client.query(statement);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Creates `shells_test_<random>` on the test server (C collation: text sorts by code point, as
+ * SQLite compares it).
+ */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const name = `shells_test_${randomBytes(6).toString("hex")}`;
+  await runStatement(
+    `CREATE DATABASE ${name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'`,
+  );
+  return {
+    name,
+    url: withDatabase(TEST_POSTGRES_URL, name),
+    drop: () => runStatement(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
+  };
 }
 
 /**
@@ -60,50 +97,34 @@ function withDatabase(url: string, name: string, params: Record<string, string> 
  * test starts from an empty, freshly migrated store as it does on SQLite.
  */
 function postgresTestStore(): TestStore {
-  const database = `shells_test_${randomBytes(6).toString("hex")}`;
+  let database: TestDatabase | undefined;
   const schemas = new Map<string, string>();
-  const admin = () => new pg.Client({ connectionString: TEST_POSTGRES_URL });
-  const run = async (statement: string, url = TEST_POSTGRES_URL) => {
-    const client = new pg.Client({ connectionString: url });
-    await client.connect();
-    try {
-      await client.query(statement);
-    } finally {
-      await client.end();
-    }
-  };
   beforeAll(async () => {
-    // C collation: text sorts by code point, as SQLite compares it.
-    await run(
-      `CREATE DATABASE ${database} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'`,
-    );
+    database = await createTestDatabase();
   });
   afterAll(async () => {
-    const client = admin();
-    await client.connect();
-    try {
-      await client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-    } finally {
-      await client.end();
-    }
+    await database?.drop();
   });
   return {
     dialect: "postgres",
     open: async (dataDir) => {
+      if (!database) throw new Error("the test database is made in beforeAll");
       let schema = schemas.get(dataDir);
       if (!schema) {
         schema = `store_${schemas.size + 1}`;
         schemas.set(dataDir, schema);
-        await run(`CREATE SCHEMA ${schema}`, withDatabase(TEST_POSTGRES_URL, database));
+        await runStatement(`CREATE SCHEMA ${schema}`, database.name);
       }
-      return openPostgresStore(
-        withDatabase(TEST_POSTGRES_URL, database, { options: `-c search_path=${schema}` }),
-      );
+      const url = new URL(database.url);
+      url.searchParams.set("options", `-c search_path=${schema}`);
+      return openPostgresStore(url.toString());
     },
   };
 }
 
-const unreachable = await postgresReachable();
+/** Why the test server cannot be reached, or null when it answers. */
+export const POSTGRES_UNREACHABLE = await postgresReachable();
+const unreachable = POSTGRES_UNREACHABLE;
 if (unreachable)
   console.warn(
     `\n!!! PostgreSQL is not reachable at ${new URL(TEST_POSTGRES_URL).host} (${unreachable}): ` +
