@@ -20,6 +20,7 @@ import { standingWatch } from "./iam/standing.js";
 import { ApprovalGate } from "./orchestrator/approval-gate.js";
 import { FileService } from "./orchestrator/file-service.js";
 import { InterpreterService } from "./orchestrator/interpreter-service.js";
+import { KeyedMutex } from "./orchestrator/keyed-mutex.js";
 import { RunService } from "./orchestrator/run-service.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { ShellService } from "./orchestrator/shell-service.js";
@@ -166,9 +167,13 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     logger: deps.logger,
     egress,
   });
-  const caps = new CapService({ db, activity, metering, logger: deps.logger });
+  // Lifecycle work on one shell (and admission to one project's caps) runs one at a time, on
+  // every server sharing the store.
+  const lock = deps.store.lifecycleLock(new KeyedMutex());
+  const caps = new CapService({ db, activity, metering, logger: deps.logger, lock });
   const shells = new ShellService({
     db,
+    lock,
     activity,
     runtimes,
     logger: deps.logger,

@@ -1,10 +1,11 @@
 import type { FastifyBaseLogger as Logger } from "fastify";
-import type { Kysely } from "kysely";
+import type { SandboxInfo } from "@shells/sandbox";
+import type { Kysely, Selectable } from "kysely";
 import type { EgressService } from "../egress/egress-service.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { MeteringService } from "../services/metering-service.js";
 import type { LifecycleLock } from "../store/lifecycle-lock.js";
-import type { Database } from "../store/schema.js";
+import type { Database, ShellTable } from "../store/schema.js";
 import { appendShellLog } from "../store/shell-logs-store.js";
 import {
   expiredShellsAcrossOrgs,
@@ -44,62 +45,79 @@ export class Reconciler {
 
   /**
    * Sandboxes the store does not know (or knows as deleted) are destroyed; shells whose sandbox is
-   * gone become `error`, and shells whose sandbox stopped become `stopped`.
+   * gone become `error`, and shells whose sandbox stopped become `stopped`. Each shell is settled
+   * under its lifecycle lock, and only when no lifecycle step changed it since the backend was
+   * listed: replicas sharing the store may be working on it (a server that takes over the
+   * background work reconciles while others serve).
    */
   async reconcile(): Promise<{ adopted: number; destroyed: number; lost: number }> {
     const { db } = this.deps;
     const counts = { adopted: 0, destroyed: 0, lost: 0 };
     for (const backend of this.deps.runtimes.backends) {
       const held = new Map((await backend.list()).map((s) => [s.shellId, s]));
+      // Listed after the sandboxes: a row is inserted before its sandbox is made, so every
+      // sandbox listed above that belongs to a live shell has its row here.
       const rows = await liveShellsOnBackendAcrossOrgs(db, backend.name);
       const live = new Set(rows.map((r) => r.id));
       for (const [shellId] of held) {
         if (!live.has(shellId)) {
-          await backend.destroy(shellId);
+          await this.deps.lock.run(shellId, () => backend.destroy(shellId));
           counts.destroyed += 1;
         }
       }
-      for (const row of rows) {
-        const info = held.get(row.id);
-        if (!info) {
-          if (["running", "paused", "provisioning"].includes(row.status)) {
-            await setShellState(db, row.org_id, row.id, {
-              status: "error",
-              status_reason:
-                row.status === "provisioning"
-                  ? "provisioning was cut off by a restart of the control plane (host_restart); restart the shell to provision it again"
-                  : "sandbox lost: the host or backend restarted (host_restart)",
-            });
-            await this.#event(row.org_id, row.id, "shell.reconcile", {
-              result: "lost",
-              previousStatus: row.status,
-            });
-            counts.lost += 1;
-          }
-          continue;
-        }
-        const egress = egressSettingsOf(row);
-        if (egress && this.deps.egress) {
-          // The sandbox outlived the previous control plane; its forwarder reconnects to the
-          // proxy's socket path once the proxy listens there again.
-          await this.deps.egress.ensure(row.org_id, row.id, egress);
-        }
-        const status = info.state;
-        if (status !== row.status) {
-          await setShellState(db, row.org_id, row.id, {
-            status,
-            status_reason: status === "stopped" ? "sandbox found stopped after a restart" : null,
-            image_version: info.imageVersion,
-          });
-          await this.#event(row.org_id, row.id, "shell.reconcile", {
-            result: status,
-            previousStatus: row.status,
-          });
-        }
-        counts.adopted += 1;
+      for (const listed of rows) {
+        await this.deps.lock.run(listed.id, async () => {
+          const now = await findShell(db, listed.org_id, listed.id);
+          // Changed since the backend was listed: whoever changed it saw the sandbox as it is.
+          if (now?.updated_at !== listed.updated_at) return;
+          const result = await this.#settle(listed, held.get(listed.id));
+          if (result) counts[result] += 1;
+        });
       }
     }
     return counts;
+  }
+
+  /** Settles one shell with what its backend holds (`info`, undefined: no sandbox). */
+  async #settle(
+    row: Selectable<ShellTable>,
+    info: SandboxInfo | undefined,
+  ): Promise<"adopted" | "lost" | null> {
+    const { db } = this.deps;
+    if (!info) {
+      if (!["running", "paused", "provisioning"].includes(row.status)) return null;
+      await setShellState(db, row.org_id, row.id, {
+        status: "error",
+        status_reason:
+          row.status === "provisioning"
+            ? "provisioning was cut off by a restart of the control plane (host_restart); restart the shell to provision it again"
+            : "sandbox lost: the host or backend restarted (host_restart)",
+      });
+      await this.#event(row.org_id, row.id, "shell.reconcile", {
+        result: "lost",
+        previousStatus: row.status,
+      });
+      return "lost";
+    }
+    const egress = egressSettingsOf(row);
+    if (egress && this.deps.egress) {
+      // The sandbox outlived the previous control plane; its forwarder reconnects to the
+      // proxy's socket path once the proxy listens there again.
+      await this.deps.egress.ensure(row.org_id, row.id, egress);
+    }
+    const status = info.state;
+    if (status !== row.status) {
+      await setShellState(db, row.org_id, row.id, {
+        status,
+        status_reason: status === "stopped" ? "sandbox found stopped after a restart" : null,
+        image_version: info.imageVersion,
+      });
+      await this.#event(row.org_id, row.id, "shell.reconcile", {
+        result: status,
+        previousStatus: row.status,
+      });
+    }
+    return "adopted";
   }
 
   /** Stops running shells whose TTL has passed; returns how many were due. */

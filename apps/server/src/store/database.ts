@@ -4,6 +4,7 @@ import { mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import pg from "pg";
 import type { StoreDialect } from "./dialect.js";
+import { AdvisoryLifecycleLock, type LifecycleLock } from "./lifecycle-lock.js";
 import { migrationProvider } from "./migrations.js";
 import type { Database } from "./schema.js";
 
@@ -11,6 +12,11 @@ import type { Database } from "./schema.js";
 export interface Store {
   db: Kysely<Database>;
   dialect: StoreDialect;
+  /**
+   * The lifecycle lock of servers sharing this store, built on `local` (this process's): SQLite
+   * has one server, so `local` itself; PostgreSQL adds a lock every replica sees.
+   */
+  lifecycleLock(local: LifecycleLock): LifecycleLock;
   close(): Promise<void>;
 }
 
@@ -39,7 +45,7 @@ export async function openSqliteStore(path: string): Promise<Store> {
   sqlite.pragma("synchronous = NORMAL");
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
   await migrate(db, path);
-  return { db, dialect: "sqlite", close: () => db.destroy() };
+  return { db, dialect: "sqlite", lifecycleLock: (local) => local, close: () => db.destroy() };
 }
 
 /** PostgreSQL type ids whose text form the store reads as JS numbers. */
@@ -78,11 +84,24 @@ export async function openPostgresStore(
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   // The store lives in the connection's current schema (`public`, or the URL's `search_path`);
   // the migrator's own tables are named in it, so another schema's never count as this one's.
-  const schema = await sql<{ name: string }>`SELECT current_schema() AS name`
-    .execute(db)
-    .then((r) => r.rows[0]?.name, () => undefined);
+  const schema = await sql<{ name: string }>`SELECT current_schema() AS name`.execute(db).then(
+    (r) => r.rows[0]?.name,
+    () => undefined,
+  );
   await migrate(db, redactDatabaseUrl(url), schema);
-  return { db, dialect: "postgres", close: () => db.destroy() };
+  // Lifecycle locks hold a connection each while their work runs on the main pool, so they have
+  // a pool of their own: waiting for a lock never starves the work that would release it.
+  const lockPool = new pg.Pool({ connectionString: url, types: STORE_TYPES, max: 16 });
+  lockPool.on("error", (error) => options.onPoolError?.(error));
+  return {
+    db,
+    dialect: "postgres",
+    lifecycleLock: (local) => new AdvisoryLifecycleLock(local, lockPool),
+    close: async () => {
+      await db.destroy();
+      await lockPool.end();
+    },
+  };
 }
 
 /** A database URL with its password masked, for logs and error messages. */
