@@ -104,7 +104,10 @@ export class LeaseKeeper {
     try {
       holds = (await claimLease(db, name, this.holder, ttlMs)) !== undefined;
     } catch (error) {
-      logger.warn({ err: error, lease: name }, "lease not renewed or claimed: the store did not answer");
+      logger.warn(
+        { err: error, lease: name },
+        "lease not renewed or claimed: the store did not answer",
+      );
       return;
     }
     if (this.#closed) return;

@@ -344,7 +344,6 @@ const MIGRATIONS: Record<string, Migration> = {
   },
   "0007_term_minting_key": {
     async up(db: Kysely<unknown>) {
-      const t = columnTypes(db);
       // The API key that minted a terminal credential: revoking it ends the credential and any
       // terminal attached with it. Null for credentials minted by a console session or a JWT.
       await db.schema

@@ -20,7 +20,7 @@ export interface TestStore {
    * Opens the store of `dataDir`, migrated: a fresh one for a new data dir, the same one again for
    * a data dir opened before (a restart).
    */
-  open(dataDir: string): Promise<Store>;
+  open: (dataDir: string) => Promise<Store>;
 }
 
 /** The embedded default: a SQLite file in the data dir. */
