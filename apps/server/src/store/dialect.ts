@@ -18,7 +18,8 @@ export type StoreDialect = "sqlite" | "postgres";
 
 /** Which dialect a store handle (or a transaction of it) speaks. */
 export function dialectOf(db: QueryExecutorProvider): StoreDialect {
-  // Kysely keeps the dialect's adapter on the executor that every handle and transaction shares.
+  // Kysely keeps the dialect's adapter on the executor every handle and transaction shares
+  // (`getExecutor` is in its typings, documented as internal: this is the one place that asks).
   return db.getExecutor().adapter instanceof PostgresAdapter ? "postgres" : "sqlite";
 }
 
