@@ -26,6 +26,7 @@ const ALWAYS_ON_CONTAINERS = [
   "/test/e2e/seed-004",
   "/test/e2e/demo",
   "/test/e2e/bindings",
+  "/test/e2e/replicas",
 ];
 
 /** Test files that restore microvm templates, with the templates each needs (language, memory). */

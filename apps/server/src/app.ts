@@ -20,6 +20,7 @@ import { standingWatch } from "./iam/standing.js";
 import { ApprovalGate } from "./orchestrator/approval-gate.js";
 import { FileService } from "./orchestrator/file-service.js";
 import { InterpreterService } from "./orchestrator/interpreter-service.js";
+import { KeyedMutex } from "./orchestrator/keyed-mutex.js";
 import { RunService } from "./orchestrator/run-service.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { ShellService } from "./orchestrator/shell-service.js";
@@ -62,8 +63,12 @@ import { MeteringService } from "./services/metering-service.js";
 import { PolicyService } from "./services/policy-service.js";
 import { ProjectEgressService } from "./services/project-egress-service.js";
 import type { Store } from "./store/database.js";
+import { LeaseKeeper } from "./replicas/lease-keeper.js";
 import { WebhookDispatcher } from "./webhooks/webhook-dispatcher.js";
 import { WebhookService } from "./webhooks/webhook-service.js";
+
+/** The lease of the background work (see `LeaseKeeper`), as named in `leases` and the metrics. */
+export const BACKGROUND_LEASE = "background";
 
 /** The server's version, reported in the OpenAPI document. */
 export const SERVER_VERSION = "0.1.0";
@@ -87,7 +92,7 @@ export interface AppDeps {
   meteringIntervalMs?: number;
   /**
    * Whether other control-plane processes use the same store at once (replicas over a shared
-   * database). False (default, SQLite): at start-up every pending idempotency key of another
+   * database). Default: true on PostgreSQL, false on SQLite. False: at start-up every pending idempotency key of another
    * process belongs to a dead one and is resolved at once. True: only keys whose owner's lease ran
    * out are (see `IdempotencyService`).
    */
@@ -178,10 +183,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     logger: deps.logger,
     egress,
   });
-  const caps = new CapService({ db, activity, metering, logger: deps.logger });
+  // Lifecycle work on one shell (and admission to one project's caps) runs one at a time, on
+  // every server sharing the store.
+  const lock = deps.store.lifecycleLock(new KeyedMutex());
+  const caps = new CapService({ db, activity, metering, logger: deps.logger, lock });
   const idempotency = new IdempotencyService({ db, logger: deps.logger });
   const shells = new ShellService({
     db,
+    lock,
     activity,
     runtimes,
     logger: deps.logger,
@@ -257,8 +266,49 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       await Promise.all([terms.close(), runs.drain()]);
     },
   });
+  const describeShell = (orgId: string, shellId: string) => shells.describe(orgId, shellId);
+  // The background work over every org (reconciliation, the TTL sweep, metering checkpoints, cap
+  // sweeps, webhook delivery, checkpoint signing) runs on one server of those sharing the store:
+  // whichever holds the lease (see replicas/lease-keeper.ts). On SQLite that is always this one.
+  const background = new LeaseKeeper({
+    db,
+    name: BACKGROUND_LEASE,
+    exclusive: deps.store.dialect === "sqlite",
+    ttlMs: config.leaseTtlSeconds * 1000,
+    logger: deps.logger,
+    onAcquire: async () => {
+      // Metering closes what a previous holder left open before reconciliation changes any
+      // state, and opens the intervals of the shells found afterwards.
+      await metering.recover();
+      deps.logger.info(await reconciler.reconcile(), "reconciled shells with their backends");
+      // After reconciliation: a key of a cut create is answered with its shell as it now stands.
+      await idempotency.recover({
+        othersMayBeAlive: deps.storeSharedByReplicas ?? deps.store.dialect !== "sqlite",
+        describeShell,
+      });
+      await metering.resume();
+      const sweepMs = deps.sweepIntervalMs ?? 5000;
+      if (sweepMs > 0) reconciler.start(sweepMs);
+      dispatcher.start(deps.webhookPollIntervalMs ?? 1000);
+      const meteringMs = deps.meteringIntervalMs ?? config.meteringCheckpointSeconds * 1000;
+      metering.start(meteringMs);
+      caps.start(meteringMs);
+      if (config.checkpointIntervalSeconds > 0)
+        checkpoints.start(config.checkpointIntervalSeconds * 1000);
+    },
+    onLose: () => {
+      reconciler.stop();
+      caps.stop();
+      metering.stop();
+      checkpoints.stop();
+      dispatcher.stop();
+    },
+  });
+  metrics.reportLease(BACKGROUND_LEASE, () => background.held);
+
   app.addHook("onClose", async () => {
     idempotency.stop();
+    const held = background.held;
     reconciler.stop();
     caps.stop();
     metering.stop();
@@ -266,12 +316,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     await terms.close();
     interpreters.close();
     await runs.drain();
-    // The last checkpoint: a restart continues every shell still in its state from here.
-    await metering.checkpoint();
+    // The last checkpoint: a restart continues every shell still in its state from here. Only
+    // the holder checkpoints: two readers of one counter would both count it.
+    if (held) await metering.checkpoint();
     await failures.close();
     await egress.close();
     // Last: what closing the rest recorded is queued; a try cut off here is due again at start.
     await dispatcher.close();
+    await background.close();
   });
 
   const limit = { failureLimit: config.authFailureLimit, windowMs };
@@ -326,26 +378,10 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
           "OIDC issuer not reachable yet; logins will retry discovery",
         ),
       );
-    // Metering closes what a previous process left open before reconciliation changes any state,
-    // and opens the intervals of the shells found afterwards.
-    await metering.recover();
-    deps.logger.info(await reconciler.reconcile(), "reconciled shells with their backends");
-    // After reconciliation: a key of a cut create is answered with its shell as it now stands.
-    const describeShell = (orgId: string, shellId: string) => shells.describe(orgId, shellId);
-    await idempotency.recover({
-      othersMayBeAlive: deps.storeSharedByReplicas ?? false,
-      describeShell,
-    });
+    // A free lease is taken (and its start-up work done) before the server answers.
+    await background.start();
+    // Every server resolves the keys of dead ones as their leases run out.
     idempotency.start(describeShell);
-    await metering.resume();
-    const sweepMs = deps.sweepIntervalMs ?? 5000;
-    if (sweepMs > 0) reconciler.start(sweepMs);
-    dispatcher.start(deps.webhookPollIntervalMs ?? 1000);
-    const meteringMs = deps.meteringIntervalMs ?? config.meteringCheckpointSeconds * 1000;
-    metering.start(meteringMs);
-    caps.start(meteringMs);
-    if (config.checkpointIntervalSeconds > 0)
-      checkpoints.start(config.checkpointIntervalSeconds * 1000);
   });
   return app;
 }

@@ -185,6 +185,28 @@ export const ServerConfig = z.strictObject({
     flag: "--data-dir",
     description: "Directory of the SQLite store, the admin token and backend state.",
   }),
+  databaseUrl: z
+    .string()
+    .refine((value) => {
+      try {
+        return ["postgres:", "postgresql:"].includes(new URL(value).protocol);
+      } catch {
+        return false;
+      }
+    }, "must be a postgres:// (or postgresql://) URL")
+    .optional()
+    .register(settingDocs, {
+      env: "SHELLS_DATABASE_URL",
+      defaultText: "none: SQLite in the data dir",
+      description:
+        "The store on a PostgreSQL server instead of SQLite in the data dir: `postgres://user:password@host:port/database` (libpq-style query parameters such as `sslmode` pass through). Several servers over one database are replicas (see `SHELLS_LEASE_TTL_SECONDS`). Its password never reaches a log.",
+    }),
+  leaseTtlSeconds: z.coerce.number().min(1).max(300).default(15).register(settingDocs, {
+    env: "SHELLS_LEASE_TTL_SECONDS",
+    unit: "seconds",
+    description:
+      "How long a replica's lease on the background work (reconciler, TTL sweep, metering, cap sweeps, webhook delivery, checkpoint signing) lasts without renewal: the longest that work pauses after its holder dies. Renewed every third of it. Only a PostgreSQL store has replicas; on SQLite the one server always holds it.",
+  }),
   backend: z.enum(["container", "simulator"]).default("container").register(settingDocs, {
     env: "SHELLS_BACKEND",
     flag: "--backend",

@@ -6,4 +6,10 @@ export { AppError } from "./errors.js";
 export { bootstrapLocalOrg, type BootstrapResult } from "./iam/bootstrap.js";
 export { createLogger } from "./logger.js";
 export { startServer, type RunningServer } from "./start-server.js";
-export { openSqliteStore, type Store } from "./store/database.js";
+export {
+  openPostgresStore,
+  openSqliteStore,
+  openStore,
+  redactDatabaseUrl,
+  type Store,
+} from "./store/database.js";

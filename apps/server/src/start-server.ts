@@ -6,7 +6,7 @@ import { createBackends } from "./backends.js";
 import type { ServerConfig } from "./config.js";
 import { bootstrapLocalOrg } from "./iam/bootstrap.js";
 import { createLogger } from "./logger.js";
-import { openSqliteStore } from "./store/database.js";
+import { openStore, redactDatabaseUrl } from "./store/database.js";
 import { join } from "node:path";
 import { existsSync } from "node:fs";
 
@@ -46,7 +46,10 @@ export async function startServer(
     logger.warn(
       "SHELLS_PUBLIC_URL is not set: the OIDC redirect URI is derived from the listen address and the session cookie is not Secure",
     );
-  const store = await openSqliteStore(join(config.dataDir, "shells.db"));
+  const store = await openStore(config, {
+    onPoolError: (error) =>
+      logger.warn({ err: error }, "a store connection failed; it is replaced"),
+  });
   let adminTokenPath: string | null = null;
   if (config.profile === "local") {
     const boot = await bootstrapLocalOrg(store.db, config.dataDir);
@@ -64,7 +67,12 @@ export async function startServer(
   const address = await app.listen({ port: config.port, host: config.host });
   const url = address.replace("[::1]", "[::1]");
   logger.info(
-    { url, backend: config.backend, dataDir: config.dataDir },
+    {
+      url,
+      backend: config.backend,
+      dataDir: config.dataDir,
+      store: config.databaseUrl ? redactDatabaseUrl(config.databaseUrl) : "sqlite",
+    },
     `Shells is serving on ${url} (API reference at ${url}/docs)`,
   );
   // The app's own close hooks (draining runs, writing pending activity) still need the backends and

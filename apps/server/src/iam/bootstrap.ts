@@ -3,6 +3,7 @@ import type { Kysely } from "kysely";
 import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { newId, nowIso } from "../ids.js";
+import { lockForTransaction } from "../store/dialect.js";
 import type { Database } from "../store/schema.js";
 import { mintApiKey } from "./tokens.js";
 
@@ -21,13 +22,15 @@ export async function bootstrapLocalOrg(
   db: Kysely<Database>,
   dataDir: string,
 ): Promise<BootstrapResult | null> {
-  const existing = await db.selectFrom("orgs").select("id").limit(1).executeTakeFirst();
-  if (existing) return null;
   const now = nowIso();
   const orgId = newId("org");
   const userId = newId("usr");
   const key = mintApiKey();
-  await db.transaction().execute(async (trx) => {
+  // Replicas starting together over one store: one of them bootstraps, the others find its org.
+  const made = await db.transaction().execute(async (trx) => {
+    await lockForTransaction(trx, "bootstrap");
+    const existing = await trx.selectFrom("orgs").select("id").limit(1).executeTakeFirst();
+    if (existing) return false;
     await trx.insertInto("orgs").values({ id: orgId, name: "default", created_at: now }).execute();
     await trx
       .insertInto("projects")
@@ -60,7 +63,9 @@ export async function bootstrapLocalOrg(
         created_by_id: userId,
       })
       .execute();
+    return true;
   });
+  if (!made) return null;
   const tokenPath = join(dataDir, "admin-token");
   writeFileSync(tokenPath, `${key.token}\n`, { mode: 0o600 });
   chmodSync(tokenPath, 0o600);

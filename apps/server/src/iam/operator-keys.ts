@@ -3,10 +3,10 @@ import type { Kysely } from "kysely";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { loadConfig } from "../config.js";
+import { loadConfig, type ServerConfig } from "../config.js";
 import { nowIso } from "../ids.js";
 import { ActivityService } from "../services/activity-service.js";
-import { openSqliteStore } from "../store/database.js";
+import { openStore, redactDatabaseUrl } from "../store/database.js";
 import type { Database } from "../store/schema.js";
 import { mintApiKey } from "./tokens.js";
 
@@ -192,22 +192,24 @@ export async function runIssueKeyCommand(
     return fail(2, `${(error as Error).message}\n${USAGE}`);
   }
   if (!values.email) return fail(2, `--email is required\n${USAGE}`);
-  let dataDir: string;
+  let config: ServerConfig;
   try {
-    dataDir = loadConfig(values["data-dir"] ? ["--data-dir", values["data-dir"]] : [], env).dataDir;
+    config = loadConfig(values["data-dir"] ? ["--data-dir", values["data-dir"]] : [], env);
   } catch (error) {
     return fail(1, (error as Error).message);
   }
-  const dbPath = join(dataDir, "shells.db");
+  const where = config.databaseUrl
+    ? redactDatabaseUrl(config.databaseUrl)
+    : join(config.dataDir, "shells.db");
   // Opening would create an empty store: a wrong data dir must be an error, not a new instance.
-  if (!existsSync(dbPath)) {
-    return fail(1, `no store at ${dbPath}: start the server once, or pass --data-dir`);
+  if (!config.databaseUrl && !existsSync(where)) {
+    return fail(1, `no store at ${where}: start the server once, or pass --data-dir`);
   }
   let store;
   try {
-    store = await openSqliteStore(dbPath);
+    store = await openStore(config);
   } catch (error) {
-    return fail(1, `cannot open ${dbPath}: ${(error as Error).message}`);
+    return fail(1, `cannot open ${where}: ${(error as Error).message}`);
   }
   try {
     const issued = await issueMemberKey(store.db, {

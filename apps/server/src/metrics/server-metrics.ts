@@ -53,6 +53,8 @@ export class ServerMetrics implements OrchestratorMetrics, EgressMetrics, Webhoo
   readonly #egress: Counter<"decision" | "reason">;
   readonly #requestSeconds: Histogram<"method" | "route" | "status">;
   readonly #deliveries: Counter<"result">;
+  /** Whether this server holds each lease, read when scraped. */
+  readonly #leases = new Map<string, () => boolean>();
 
   constructor(db: Kysely<Database>, options: ServerMetricsOptions) {
     const registers = [this.registry];
@@ -121,6 +123,16 @@ export class ServerMetrics implements OrchestratorMetrics, EgressMetrics, Webhoo
           );
       },
     });
+    const leases = this.#leases;
+    new Gauge({
+      name: "shells_lease_held",
+      help: "Whether this server holds the lease (1) or waits for it (0): of replicas over one store, one runs the background work.",
+      labelNames: ["lease"],
+      registers,
+      collect() {
+        for (const [lease, held] of leases) this.set({ lease }, held() ? 1 : 0);
+      },
+    });
     new Gauge({
       name: "shells_approvals_pending",
       help: "Approvals waiting for a decision (not yet expired).",
@@ -170,6 +182,11 @@ export class ServerMetrics implements OrchestratorMetrics, EgressMetrics, Webhoo
 
   countWebhookDelivery(result: DeliveryResult): void {
     this.#deliveries.inc({ result });
+  }
+
+  /** Reports whether this server holds the lease `name` (`shells_lease_held`), asking `held`. */
+  reportLease(name: string, held: () => boolean): void {
+    this.#leases.set(name, held);
   }
 
   /** The registry in the Prometheus text exposition format. */

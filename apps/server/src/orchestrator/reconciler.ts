@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger as Logger } from "fastify";
+import type { SandboxBackend, SandboxInfo } from "@shells/sandbox";
 import type { Kysely, Selectable } from "kysely";
 import type { EgressService } from "../egress/egress-service.js";
 import type { ActivityService } from "../services/activity-service.js";
@@ -58,13 +59,16 @@ export class Reconciler {
   constructor(private readonly deps: ReconcilerDeps) {}
 
   /**
-   * Brings the store and the backends into agreement after a start, whatever step a crash cut:
-   * each backend first settles its own half-done steps (`recover`); then sandboxes the store does
-   * not know (or knows as deleted) are destroyed; a delete that began is finished; a shell still
-   * `provisioning` (its create never answered) becomes `error` and its sandbox, if any, is
-   * destroyed; a sandbox still running for a shell the store says is `stopped` or in `error` is
-   * stopped; shells whose sandbox is gone become `error` (`restart` provisions them again), and
-   * shells whose sandbox stopped become `stopped`. Call it before the control plane serves: it takes no lifecycle locks.
+   * Brings the store and the backends into agreement after a start (or when this server takes
+   * over the background work from a replica that died), whatever step a crash cut: each backend
+   * first settles its own half-done steps (`recover`); then sandboxes the store does not know (or
+   * knows as deleted) are destroyed; a delete that began is finished; a shell still `provisioning`
+   * (its create never answered) becomes `error` and its sandbox, if any, is destroyed; a sandbox
+   * still running for a shell the store says is `stopped` or in `error` is stopped; shells whose
+   * sandbox is gone become `error` (`restart` provisions them again), and shells whose sandbox
+   * stopped become `stopped`. Each shell is settled under its lifecycle lock, and only when no
+   * lifecycle step changed it since the backend was listed: replicas sharing the store may be
+   * working on it.
    */
   async reconcile(): Promise<ReconcileCounts> {
     const { db } = this.deps;
@@ -72,75 +76,86 @@ export class Reconciler {
     for (const backend of this.deps.runtimes.backends) {
       await backend.recover?.();
       const held = new Map((await backend.list()).map((s) => [s.shellId, s]));
+      // Listed after the sandboxes: a row is inserted before its sandbox is made, so every
+      // sandbox listed above that belongs to a live shell has its row here.
       const rows = await liveShellsOnBackendAcrossOrgs(db, backend.name);
       const live = new Set(rows.map((r) => r.id));
       for (const [shellId] of held) {
         if (!live.has(shellId)) {
-          await backend.destroy(shellId);
+          await this.deps.lock.run(shellId, () => backend.destroy(shellId));
           counts.destroyed += 1;
         }
       }
-      for (const row of rows) {
-        const info = held.get(row.id);
-        if (row.delete_requested_by !== null) {
-          if (info) await backend.destroy(row.id);
-          await this.#finishDelete(row, row.delete_requested_by);
-          counts.deleted += 1;
-          continue;
-        }
-        if (row.status === "provisioning") {
-          if (info) {
-            await backend.destroy(row.id);
-            counts.destroyed += 1;
-          }
-          await this.#lose(
-            row,
-            "provisioning was cut off by a restart of the control plane (host_restart); restart the shell to provision it again",
-          );
-          counts.lost += 1;
-          continue;
-        }
-        if (!info) {
-          // A stopped shell whose sandbox is gone cannot start either: `restart` provisions it.
-          if (row.status === "running" || row.status === "paused" || row.status === "stopped") {
-            await this.#lose(row, "sandbox lost: the host or backend restarted (host_restart)");
-            counts.lost += 1;
-          }
-          continue;
-        }
-        if (info.state !== "stopped" && (row.status === "stopped" || row.status === "error")) {
-          // A start cut before it was recorded, or a stop cut before the sandbox ended: the store
-          // says the shell runs nothing, so nothing runs.
-          await backend.stop(row.id);
-          await this.#event(row.org_id, row.id, "shell.reconcile", {
-            result: "sandbox_stopped",
-            previousStatus: row.status,
-          });
-          counts.stopped += 1;
-          continue;
-        }
-        const egress = egressSettingsOf(row);
-        if (egress && this.deps.egress) {
-          // The sandbox outlived the previous control plane; its forwarder reconnects to the
-          // proxy's socket path once the proxy listens there again.
-          await this.deps.egress.ensure(row.org_id, row.id, egress);
-        }
-        const status = info.state;
-        if (status !== row.status) {
-          await setShellState(db, row.org_id, row.id, {
-            status,
-            status_reason: status === "stopped" ? "sandbox found stopped after a restart" : null,
-            image_version: info.imageVersion,
-          });
-          await this.#event(row.org_id, row.id, "shell.reconcile", {
-            result: status,
-            previousStatus: row.status,
-          });
-        }
-        counts.adopted += 1;
+      for (const listed of rows) {
+        await this.deps.lock.run(listed.id, async () => {
+          const now = await findShell(db, listed.org_id, listed.id);
+          // Changed since the backend was listed: whoever changed it saw the sandbox as it is.
+          if (now?.updated_at !== listed.updated_at) return;
+          for (const result of await this.#settle(backend, listed, held.get(listed.id)))
+            counts[result] += 1;
+        });
       }
     }
     return counts;
+  }
+
+  /** Settles one shell with what its backend holds (`info`, undefined: no sandbox). */
+  async #settle(
+    backend: SandboxBackend,
+    row: Selectable<ShellTable>,
+    info: SandboxInfo | undefined,
+  ): Promise<(keyof ReconcileCounts)[]> {
+    const { db } = this.deps;
+    if (row.delete_requested_by !== null) {
+      if (info) await backend.destroy(row.id);
+      await this.#finishDelete(row, row.delete_requested_by);
+      return ["deleted"];
+    }
+    if (row.status === "provisioning") {
+      if (info) await backend.destroy(row.id);
+      await this.#lose(
+        row,
+        "provisioning was cut off by a restart of the control plane (host_restart); restart the shell to provision it again",
+      );
+      return info ? ["destroyed", "lost"] : ["lost"];
+    }
+    if (!info) {
+      // A stopped shell whose sandbox is gone cannot start either: `restart` provisions it.
+      if (row.status === "running" || row.status === "paused" || row.status === "stopped") {
+        await this.#lose(row, "sandbox lost: the host or backend restarted (host_restart)");
+        return ["lost"];
+      }
+      return [];
+    }
+    if (info.state !== "stopped" && (row.status === "stopped" || row.status === "error")) {
+      // A start cut before it was recorded, or a stop cut before the sandbox ended: the store
+      // says the shell runs nothing, so nothing runs.
+      await backend.stop(row.id);
+      await this.#event(row.org_id, row.id, "shell.reconcile", {
+        result: "sandbox_stopped",
+        previousStatus: row.status,
+      });
+      return ["stopped"];
+    }
+    const egress = egressSettingsOf(row);
+    if (egress && this.deps.egress) {
+      // The sandbox outlived the previous control plane; its forwarder reconnects to the
+      // proxy's socket path once the proxy listens there again.
+      await this.deps.egress.ensure(row.org_id, row.id, egress);
+    }
+    const status = info.state;
+    if (status !== row.status) {
+      await setShellState(db, row.org_id, row.id, {
+        status,
+        status_reason: status === "stopped" ? "sandbox found stopped after a restart" : null,
+        image_version: info.imageVersion,
+      });
+      await this.#event(row.org_id, row.id, "shell.reconcile", {
+        result: status,
+        previousStatus: row.status,
+      });
+    }
+    return ["adopted"];
   }
 
   /** Marks a shell whose sandbox is gone (or was never whole) `error`, with the reason. */

@@ -59,7 +59,7 @@ import {
   type ShellStateFields,
 } from "../store/shells-store.js";
 import { forgetShellSnapshots } from "../store/snapshots-store.js";
-import { isUniqueViolation } from "../store/unique-violation.js";
+import { isUniqueViolation, UNIQUE_CONSTRAINTS } from "../store/unique-violation.js";
 import { DEFAULT_RESOURCES, admitShell, hostCapacity, type HostCapacity } from "./admission.js";
 import type { ApprovalGate, GateClearance } from "./approval-gate.js";
 import { KeyedMutex } from "./keyed-mutex.js";
@@ -283,7 +283,7 @@ export class ShellService {
         );
         throw error;
       }
-      if (isUniqueViolation(error, "shells.name")) {
+      if (isUniqueViolation(error, UNIQUE_CONSTRAINTS.shellName)) {
         throw new AppError("name_taken", `A shell named ${name} already exists in this org.`, {
           name,
         });

@@ -48,32 +48,31 @@ export async function idempotent(
     caller.orgId,
     new Date(Date.now() - IDEMPOTENCY_RETENTION_MS).toISOString(),
   );
-  const claimed = await claimKey(keys.db, {
-    orgId: caller.orgId,
-    key,
-    requestHash,
-    operation: operation.operationId,
-    requestId: request.id,
-    owner: keys.bootId,
-    leaseExpiresAt: keys.leaseExpiresAt(),
-    createdAt: new Date().toISOString(),
-  });
-  if (!claimed) {
+  // The insert decides, on every server sharing the store: exactly one request claims the key;
+  // every other finds the claim (or its outcome). A claim released between the two statements
+  // (the first request failed) is claimed again.
+  for (let attempt = 0; ; attempt += 1) {
+    const claimed = await claimKey(keys.db, {
+      orgId: caller.orgId,
+      key,
+      requestHash,
+      operation: operation.operationId,
+      requestId: request.id,
+      owner: keys.bootId,
+      leaseExpiresAt: keys.leaseExpiresAt(),
+      createdAt: new Date().toISOString(),
+    });
+    if (claimed) break;
     const previous = await findKey(keys.db, caller.orgId, key);
-    if (!previous) {
-      // Released between the claim and this read (its request failed with a server fault).
-      throw new AppError(
-        "request_in_progress",
-        "The first request with this Idempotency-Key just ended; retry shortly.",
-      );
-    }
-    if (previous.request_hash !== requestHash) {
+    if (!previous && attempt < 3) continue;
+    if (previous && previous.request_hash !== requestHash) {
       throw new AppError(
         "idempotency_key_reused",
         "This Idempotency-Key was used for a different request; use a new key.",
       );
     }
     if (
+      !previous ||
       previous.state === "pending" ||
       previous.status_code === null ||
       previous.response === null

@@ -12,6 +12,7 @@ import { z } from "zod";
 import { newId, nowIso } from "../ids.js";
 import { ActivityTree } from "../audit/activity-tree.js";
 import { activityEventOf } from "../store/activity-rows.js";
+import { lockForTransaction } from "../store/dialect.js";
 import type { Database } from "../store/schema.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
@@ -73,9 +74,14 @@ export class ActivityService {
     });
   }
 
-  /** Appends one event to its org's chain. Appends are serialised by the store's write transaction. */
+  /**
+   * Appends one event to its org's chain. Appends to one org's chain are serialised across every
+   * server on the store (the org's chain lock, held to commit), so each event links to the one
+   * committed before it: no forks, no gaps; the unique (org, seq) key refuses anything else.
+   */
   async record(input: ActivityInput): Promise<ActivityEvent> {
     return this.db.transaction().execute(async (trx) => {
+      await lockForTransaction(trx, `activity:${input.orgId}`);
       const last = await trx
         .selectFrom("activity")
         .select(["seq", "hash"])

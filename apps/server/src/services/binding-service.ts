@@ -13,7 +13,7 @@ import type { Caller } from "../iam/principal.js";
 import type { SealedBox } from "../iam/sealed-box.js";
 import { newId, nowIso } from "../ids.js";
 import type { BindingTable, Database } from "../store/schema.js";
-import { isUniqueViolation } from "../store/unique-violation.js";
+import { isUniqueViolation, UNIQUE_CONSTRAINTS } from "../store/unique-violation.js";
 import type { ActivityService } from "./activity-service.js";
 
 /** What the binding service needs. */
@@ -92,7 +92,7 @@ export class BindingService {
     try {
       await this.db.insertInto("bindings").values(row).execute();
     } catch (error) {
-      if (isUniqueViolation(error, "bindings.name"))
+      if (isUniqueViolation(error, UNIQUE_CONSTRAINTS.bindingName))
         throw new AppError("name_taken", `A binding named ${body.name} already exists.`, {
           name: body.name,
         });

@@ -14,6 +14,7 @@ import {
   replaceProjectCaps,
   type CapRow,
 } from "../store/caps-store.js";
+import type { LifecycleLock } from "../store/lifecycle-lock.js";
 import type { Database } from "../store/schema.js";
 import { findProject } from "../store/shells-store.js";
 import type { ActivityService } from "./activity-service.js";
@@ -32,6 +33,8 @@ export interface CapServiceDeps {
   activity: ActivityService;
   metering: MeteringService;
   logger: Logger;
+  /** Serialises admission per project (on every server sharing the store); in-process if omitted. */
+  lock?: LifecycleLock;
 }
 
 /** Why a shell is stopped for a cap, as the shell service records it. */
@@ -62,12 +65,14 @@ interface Use {
  * cap's scope with kill reason `quota` (`quota.stopped` for each).
  */
 export class CapService {
-  readonly #admission = new KeyedMutex();
+  readonly #admission: LifecycleLock;
   #stopper: QuotaStopper | null = null;
   #timer: NodeJS.Timeout | null = null;
   #sweeping = false;
 
-  constructor(private readonly deps: CapServiceDeps) {}
+  constructor(private readonly deps: CapServiceDeps) {
+    this.#admission = deps.lock ?? new KeyedMutex();
+  }
 
   /** How shells are stopped when a period cap is reached (the shell service's quota stop). */
   stopWith(stopper: QuotaStopper): void {
@@ -129,7 +134,7 @@ export class CapService {
     runtime: RuntimeClass,
     fn: () => Promise<T>,
   ): Promise<T> {
-    return this.#admission.run(project.id, async () => {
+    return this.#admission.run(`caps:${project.id}`, async () => {
       await this.check(orgId, project.id, runtime);
       return fn();
     });

@@ -2,6 +2,7 @@ import type { GovernanceReport, RouteQuery } from "@shells/contract";
 import { sql, type Kysely } from "kysely";
 import { AppError } from "../errors.js";
 import type { Caller } from "../iam/principal.js";
+import { jsonInteger } from "../store/dialect.js";
 import type { Database } from "../store/schema.js";
 import { findProject } from "../store/shells-store.js";
 import { monthStart } from "./metering-service.js";
@@ -75,7 +76,7 @@ export class GovernanceService {
       .selectFrom("activity")
       .select([
         "action",
-        sql<number>`sum(coalesce(json_extract(details, '$.count'), 1))`.as("count"),
+        sql<number>`sum(coalesce(${jsonInteger(this.db, sql`details`, "count")}, 1))`.as("count"),
       ])
       .where("org_id", "=", orgId)
       .where("outcome", "=", "denied")

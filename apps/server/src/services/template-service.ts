@@ -13,7 +13,7 @@ import type { Caller } from "../iam/principal.js";
 import { newId, nowIso } from "../ids.js";
 import type { Database, TemplateTable, TemplateVersionTable } from "../store/schema.js";
 import { findProject } from "../store/shells-store.js";
-import { isUniqueViolation } from "../store/unique-violation.js";
+import { isUniqueViolation, UNIQUE_CONSTRAINTS } from "../store/unique-violation.js";
 import { checkDefinition, diffDefinitions } from "../templates/template-policy.js";
 import type { ActivityService } from "./activity-service.js";
 
@@ -98,7 +98,7 @@ export class TemplateService {
         await trx.insertInto("template_versions").values(version).execute();
       });
     } catch (error) {
-      if (isUniqueViolation(error, "templates.name"))
+      if (isUniqueViolation(error, UNIQUE_CONSTRAINTS.templateName))
         throw new AppError("name_taken", `A template named ${body.name} already exists.`, {
           name: body.name,
         });
@@ -117,22 +117,17 @@ export class TemplateService {
     checkDefinition(body.definition);
     const row = await this.#find(caller.orgId, name);
     const now = nowIso();
-    // The version number comes from the row inside the transaction; the primary key on
-    // (template, version) refuses a second writer of the same number.
+    // The version number is taken by incrementing the row inside the transaction: the update
+    // holds the row until commit, so concurrent writers (on any server) get consecutive numbers.
     const version = await this.db.transaction().execute(async (trx) => {
-      const current = await trx
-        .selectFrom("templates")
-        .select("latest_version")
+      const { latest_version: next } = await trx
+        .updateTable("templates")
+        .set((eb) => ({ latest_version: eb("latest_version", "+", 1), updated_at: now }))
         .where("id", "=", row.id)
+        .returning("latest_version")
         .executeTakeFirstOrThrow();
-      const next = current.latest_version + 1;
       const versionRow = this.#versionRow(caller, row.id, next, body.definition, now);
       await trx.insertInto("template_versions").values(versionRow).execute();
-      await trx
-        .updateTable("templates")
-        .set({ latest_version: next, updated_at: now })
-        .where("id", "=", row.id)
-        .execute();
       return versionRow;
     });
     await this.#record(caller, "template.version", row, version);

@@ -1,4 +1,5 @@
-import { sql, type Kysely, type Selectable } from "kysely";
+import type { Kysely, Selectable } from "kysely";
+import { lockForTransaction } from "./dialect.js";
 import type { CapAlertTable, Database, ProjectCapTable } from "./schema.js";
 
 /**
@@ -23,8 +24,7 @@ export async function listCaps(
     .select("p.name as project_name")
     .where("c.org_id", "=", orgId);
   if (projectId) q = q.where("c.project_id", "=", projectId);
-  // rowid: the order the caps were given in (a replace inserts them in that order).
-  return q.orderBy(sql`c.rowid`).execute();
+  return q.orderBy("c.position").orderBy("c.id").execute();
 }
 
 /** Replaces every cap of one of the org's projects with `caps`, in one transaction. */
@@ -32,9 +32,11 @@ export async function replaceProjectCaps(
   db: Kysely<Database>,
   orgId: string,
   projectId: string,
-  caps: readonly Omit<ProjectCapTable, "org_id" | "project_id">[],
+  caps: readonly Omit<ProjectCapTable, "org_id" | "project_id" | "position">[],
 ): Promise<void> {
   await db.transaction().execute(async (trx) => {
+    // Two replacements of one project's caps (on any server) run one after the other.
+    await lockForTransaction(trx, `caps:${projectId}`);
     await trx
       .deleteFrom("project_caps")
       .where("org_id", "=", orgId)
@@ -43,7 +45,9 @@ export async function replaceProjectCaps(
     if (caps.length > 0)
       await trx
         .insertInto("project_caps")
-        .values(caps.map((cap) => ({ ...cap, org_id: orgId, project_id: projectId })))
+        .values(
+          caps.map((cap, position) => ({ ...cap, org_id: orgId, project_id: projectId, position })),
+        )
         .execute();
   });
 }

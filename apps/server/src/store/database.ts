@@ -1,14 +1,33 @@
 import SQLite from "better-sqlite3";
-import { Kysely, Migrator, SqliteDialect } from "kysely";
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from "kysely";
 import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
+import pg from "pg";
+import type { StoreDialect } from "./dialect.js";
+import { AdvisoryLifecycleLock, type LifecycleLock } from "./lifecycle-lock.js";
 import { migrationProvider } from "./migrations.js";
 import type { Database } from "./schema.js";
 
-/** The store: a Kysely handle plus what it takes to close it. */
+/** The store: a Kysely handle, the dialect it speaks, and what it takes to close it. */
 export interface Store {
   db: Kysely<Database>;
+  dialect: StoreDialect;
+  /**
+   * The lifecycle lock of servers sharing this store, built on `local` (this process's): SQLite
+   * has one server, so `local` itself; PostgreSQL adds a lock every replica sees.
+   */
+  lifecycleLock(local: LifecycleLock): LifecycleLock;
   close(): Promise<void>;
+}
+
+/** Where the store lives: a PostgreSQL URL when one is configured, else SQLite in the data dir. */
+export async function openStore(
+  config: { databaseUrl?: string | undefined; dataDir: string },
+  options: { onPoolError?: (error: Error) => void } = {},
+): Promise<Store> {
+  return config.databaseUrl
+    ? openPostgresStore(config.databaseUrl, options)
+    : openSqliteStore(join(config.dataDir, "shells.db"));
 }
 
 /**
@@ -25,16 +44,90 @@ export async function openSqliteStore(path: string): Promise<Store> {
   sqlite.pragma("foreign_keys = ON");
   sqlite.pragma("synchronous = NORMAL");
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  await migrate(db, path);
+  return { db, dialect: "sqlite", lifecycleLock: (local) => local, close: () => db.destroy() };
+}
+
+/** PostgreSQL type ids whose text form the store reads as JS numbers. */
+const INT8_OID = 20;
+const NUMERIC_OID = 1700;
+
+/**
+ * Parses values the way the SQLite store returns them: `bigint` columns (every integer column on
+ * PostgreSQL: millisecond times, byte counts) and `count`/`sum` results are numbers, not the
+ * strings `pg` gives by default. Every such value the store holds is far below 2^53.
+ */
+const STORE_TYPES: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: "text" | "binary") =>
+    oid === INT8_OID || oid === NUMERIC_OID
+      ? (value: string) => Number(value)
+      : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig["getTypeParser"],
+};
+
+/**
+ * Opens the PostgreSQL store at `url` (`postgres://user:password@host:port/database`) over a
+ * connection pool and applies pending migrations; several servers may share it (migrations take
+ * an advisory lock, so replicas starting together apply each one once).
+ */
+export async function openPostgresStore(
+  url: string,
+  options: { onPoolError?: (error: Error) => void; maxConnections?: number } = {},
+): Promise<Store> {
+  const pool = new pg.Pool({
+    connectionString: url,
+    types: STORE_TYPES,
+    max: options.maxConnections ?? 10,
+  });
+  // An idle connection the server dropped (a restart, a failover) is replaced on next use; the
+  // pool reports it here instead of crashing the process.
+  pool.on("error", (error) => options.onPoolError?.(error));
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  // The store lives in the connection's current schema (`public`, or the URL's `search_path`);
+  // the migrator's own tables are named in it, so another schema's never count as this one's.
+  const schema = await sql<{ name: string }>`SELECT current_schema() AS name`.execute(db).then(
+    (r) => r.rows[0]?.name,
+    () => undefined,
+  );
+  await migrate(db, redactDatabaseUrl(url), schema);
+  // Lifecycle locks hold a connection each while their work runs on the main pool, so they have
+  // a pool of their own: waiting for a lock never starves the work that would release it.
+  const lockPool = new pg.Pool({ connectionString: url, types: STORE_TYPES, max: 16 });
+  lockPool.on("error", (error) => options.onPoolError?.(error));
+  return {
+    db,
+    dialect: "postgres",
+    lifecycleLock: (local) => new AdvisoryLifecycleLock(local, lockPool),
+    close: async () => {
+      await db.destroy();
+      await lockPool.end();
+    },
+  };
+}
+
+/** A database URL with its password masked, for logs and error messages. */
+export function redactDatabaseUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "redacted";
+    for (const name of [...parsed.searchParams.keys()])
+      if (/pass/i.test(name)) parsed.searchParams.set(name, "redacted");
+    return parsed.toString();
+  } catch {
+    return "(a database URL that does not parse)";
+  }
+}
+
+async function migrate(db: Kysely<Database>, where: string, schema?: string): Promise<void> {
   const { error, results } = await new Migrator({
     db,
     provider: migrationProvider,
+    ...(schema ? { migrationTableSchema: schema } : {}),
   }).migrateToLatest();
   const failed = results?.find((r) => r.status === "Error");
   if (error || failed) {
     await db.destroy();
-    throw new Error(`store migration ${failed?.migrationName ?? ""} failed on ${path}`, {
+    throw new Error(`store migration ${failed?.migrationName ?? ""} failed on ${where}`, {
       cause: error,
     });
   }
-  return { db, close: () => db.destroy() };
 }

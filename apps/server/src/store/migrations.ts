@@ -1,9 +1,36 @@
-import { sql, type Kysely, type Migration, type MigrationProvider } from "kysely";
+import {
+  sql,
+  type ColumnDefinitionBuilder,
+  type Kysely,
+  type Migration,
+  type MigrationProvider,
+} from "kysely";
+import { dialectOf, jsonText } from "./dialect.js";
+
+/**
+ * Column types that differ between the dialects, so each migration has one definition for both.
+ * SQLite's INTEGER holds 64 bits; PostgreSQL's `integer` only 32, so integer columns (millisecond
+ * times, byte and microsecond counts, money in micros) are BIGINT there. An auto-numbered key is
+ * SQLite's `integer primary key autoincrement` and PostgreSQL's `bigserial`; bytes are BLOB and
+ * BYTEA. On SQLite every migration compiles exactly as it did before PostgreSQL was supported.
+ */
+function columnTypes(db: Kysely<unknown>) {
+  const postgres = dialectOf(db) === "postgres";
+  return {
+    integer: postgres ? "bigint" : "integer",
+    serial: postgres ? "bigserial" : "integer",
+    autoIncrement: (c: ColumnDefinitionBuilder) => (postgres ? c : c.autoIncrement()),
+    blob: postgres ? "bytea" : "blob",
+    /** SQLite stores a table with a composite key as its own index; PostgreSQL has no such option. */
+    withoutRowid: postgres ? sql`` : sql` WITHOUT ROWID`,
+  } as const;
+}
 
 /** Migrations, oldest first. Applied at start; never edit one that has shipped — add another. */
 const MIGRATIONS: Record<string, Migration> = {
   "0001_foundation": {
     async up(db: Kysely<unknown>) {
+      const t = columnTypes(db);
       await db.schema
         .createTable("orgs")
         .addColumn("id", "text", (c) => c.primaryKey())
@@ -56,7 +83,7 @@ const MIGRATIONS: Record<string, Migration> = {
         .addColumn("env", "text", (c) => c.notNull())
         .addColumn("backend", "text", (c) => c.notNull())
         .addColumn("image_version", "text")
-        .addColumn("ttl_seconds", "integer")
+        .addColumn("ttl_seconds", t.integer)
         .addColumn("expires_at", "text")
         .addColumn("created_at", "text", (c) => c.notNull())
         .addColumn("updated_at", "text", (c) => c.notNull())
@@ -73,7 +100,7 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
       await db.schema
         .createTable("shell_logs")
-        .addColumn("id", "integer", (c) => c.primaryKey().autoIncrement())
+        .addColumn("id", t.serial, (c) => t.autoIncrement(c.primaryKey()))
         .addColumn("org_id", "text", (c) => c.notNull())
         .addColumn("shell_id", "text", (c) => c.notNull())
         .addColumn("time", "text", (c) => c.notNull())
@@ -89,7 +116,7 @@ const MIGRATIONS: Record<string, Migration> = {
         .createTable("activity")
         .addColumn("id", "text", (c) => c.primaryKey())
         .addColumn("org_id", "text", (c) => c.notNull())
-        .addColumn("seq", "integer", (c) => c.notNull())
+        .addColumn("seq", t.integer, (c) => c.notNull())
         .addColumn("actor", "text", (c) => c.notNull())
         .addColumn("actor_id", "text", (c) => c.notNull())
         .addColumn("action", "text", (c) => c.notNull())
@@ -113,7 +140,7 @@ const MIGRATIONS: Record<string, Migration> = {
         .addColumn("key", "text", (c) => c.notNull())
         .addColumn("request_hash", "text", (c) => c.notNull())
         .addColumn("state", "text", (c) => c.notNull())
-        .addColumn("status_code", "integer")
+        .addColumn("status_code", t.integer)
         .addColumn("response", "text")
         .addColumn("created_at", "text", (c) => c.notNull())
         .addPrimaryKeyConstraint("idempotency_pk", ["org_id", "key"])
@@ -254,6 +281,7 @@ const MIGRATIONS: Record<string, Migration> = {
   },
   "0005_runs": {
     async up(db: Kysely<unknown>) {
+      const t = columnTypes(db);
       await db.schema
         .createTable("runs")
         .addColumn("id", "text", (c) => c.primaryKey())
@@ -264,7 +292,7 @@ const MIGRATIONS: Record<string, Migration> = {
         .addColumn("runtime", "text", (c) => c.notNull())
         .addColumn("created_by_type", "text", (c) => c.notNull())
         .addColumn("created_by_id", "text", (c) => c.notNull())
-        .addColumn("exit_code", "integer")
+        .addColumn("exit_code", t.integer)
         .addColumn("kill_reason", "text")
         .addColumn("result", "text")
         .addColumn("artifacts", "text", (c) => c.notNull())
@@ -280,10 +308,10 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema
         .createTable("run_frames")
         .addColumn("run_id", "text", (c) => c.notNull())
-        .addColumn("seq", "integer", (c) => c.notNull())
+        .addColumn("seq", t.integer, (c) => c.notNull())
         .addColumn("type", "text", (c) => c.notNull())
         .addColumn("data", "text", (c) => c.notNull())
-        .addColumn("time", "integer", (c) => c.notNull())
+        .addColumn("time", t.integer, (c) => c.notNull())
         .addPrimaryKeyConstraint("run_frames_pk", ["run_id", "seq"])
         .execute();
     },
@@ -305,7 +333,7 @@ const MIGRATIONS: Record<string, Migration> = {
         ["agents", "iam.agent.create", "agent"],
       ] as const) {
         const creation = sql`FROM activity WHERE activity.action = ${action} AND activity.target_type = ${target} AND activity.target_id = ${sql.table(table)}.id AND activity.outcome = 'success' ORDER BY activity.seq LIMIT 1`;
-        await sql`UPDATE ${sql.table(table)} SET created_by_type = (SELECT json_extract(activity.actor, '$.type') ${creation}), created_by_id = (SELECT activity.actor_id ${creation})`.execute(
+        await sql`UPDATE ${sql.table(table)} SET created_by_type = (SELECT ${jsonText(db, sql`activity.actor`, "type")} ${creation}), created_by_id = (SELECT activity.actor_id ${creation})`.execute(
           db,
         );
       }
@@ -326,13 +354,14 @@ const MIGRATIONS: Record<string, Migration> = {
   },
   "0008_shell_secrets_and_snapshots": {
     async up(db: Kysely<unknown>) {
+      const t = columnTypes(db);
       await db.schema.alterTable("shells").addColumn("secret_env", "text").execute();
       await db.schema
         .createTable("snapshots")
         .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
         .addColumn("shell_id", "text", (c) => c.notNull())
         .addColumn("name", "text", (c) => c.notNull())
-        .addColumn("size_bytes", "integer", (c) => c.notNull())
+        .addColumn("size_bytes", t.integer, (c) => c.notNull())
         .addColumn("created_at", "text", (c) => c.notNull())
         .addPrimaryKeyConstraint("snapshots_pk", ["shell_id", "name"])
         .execute();
@@ -393,6 +422,7 @@ const MIGRATIONS: Record<string, Migration> = {
    */
   "0013_webhooks": {
     async up(db: Kysely<unknown>) {
+      const t = columnTypes(db);
       await db.schema
         .createTable("webhooks")
         .addColumn("id", "text", (c) => c.primaryKey())
@@ -421,10 +451,10 @@ const MIGRATIONS: Record<string, Migration> = {
         .addColumn("activity_id", "text", (c) => c.notNull())
         .addColumn("payload", "text", (c) => c.notNull())
         .addColumn("state", "text", (c) => c.notNull())
-        .addColumn("attempts", "integer", (c) => c.notNull())
+        .addColumn("attempts", t.integer, (c) => c.notNull())
         .addColumn("next_attempt_at", "text")
         .addColumn("last_attempt_at", "text")
-        .addColumn("last_status", "integer")
+        .addColumn("last_status", t.integer)
         .addColumn("last_error", "text")
         .addColumn("created_at", "text", (c) => c.notNull())
         .addColumn("delivered_at", "text")
@@ -449,18 +479,19 @@ const MIGRATIONS: Record<string, Migration> = {
    */
   "0014_metering": {
     async up(db: Kysely<unknown>) {
+      const t = columnTypes(db);
       await db.schema.alterTable("shells").addColumn("created_by_type", "text").execute();
       await db.schema.alterTable("shells").addColumn("created_by_id", "text").execute();
       const creation = sql`FROM activity WHERE activity.action = 'shell.create' AND activity.target_type = 'shell' AND activity.target_id = shells.id ORDER BY activity.seq LIMIT 1`;
-      await sql`UPDATE shells SET created_by_type = (SELECT json_extract(activity.actor, '$.type') ${creation}), created_by_id = (SELECT activity.actor_id ${creation})`.execute(
+      await sql`UPDATE shells SET created_by_type = (SELECT ${jsonText(db, sql`activity.actor`, "type")} ${creation}), created_by_id = (SELECT activity.actor_id ${creation})`.execute(
         db,
       );
       await db.schema
         .createTable("usage_rates")
-        .addColumn("id", "integer", (c) => c.primaryKey().autoIncrement())
+        .addColumn("id", t.serial, (c) => t.autoIncrement(c.primaryKey()))
         .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
         .addColumn("rates", "text", (c) => c.notNull())
-        .addColumn("effective_at_ms", "integer", (c) => c.notNull())
+        .addColumn("effective_at_ms", t.integer, (c) => c.notNull())
         .execute();
       await db.schema
         .createIndex("usage_rates_org")
@@ -469,22 +500,22 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
       await db.schema
         .createTable("usage_intervals")
-        .addColumn("id", "integer", (c) => c.primaryKey().autoIncrement())
+        .addColumn("id", t.serial, (c) => t.autoIncrement(c.primaryKey()))
         .addColumn("org_id", "text", (c) => c.notNull())
         .addColumn("project_id", "text", (c) => c.notNull())
         .addColumn("shell_id", "text", (c) => c.notNull())
         .addColumn("runtime", "text", (c) => c.notNull())
         .addColumn("state", "text", (c) => c.notNull())
         .addColumn("actor_id", "text")
-        .addColumn("rates_id", "integer")
-        .addColumn("started_at_ms", "integer", (c) => c.notNull())
-        .addColumn("ended_at_ms", "integer")
-        .addColumn("checkpoint_ms", "integer", (c) => c.notNull())
-        .addColumn("cpu_usec", "integer", (c) => c.notNull().defaultTo(0))
-        .addColumn("memory_mb_ms", "integer", (c) => c.notNull().defaultTo(0))
-        .addColumn("egress_bytes", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("rates_id", t.integer)
+        .addColumn("started_at_ms", t.integer, (c) => c.notNull())
+        .addColumn("ended_at_ms", t.integer)
+        .addColumn("checkpoint_ms", t.integer, (c) => c.notNull())
+        .addColumn("cpu_usec", t.integer, (c) => c.notNull().defaultTo(0))
+        .addColumn("memory_mb_ms", t.integer, (c) => c.notNull().defaultTo(0))
+        .addColumn("egress_bytes", t.integer, (c) => c.notNull().defaultTo(0))
         .addColumn("cpu_epoch", "text")
-        .addColumn("cpu_mark_usec", "integer")
+        .addColumn("cpu_mark_usec", t.integer)
         .execute();
       // At most one open interval per shell: time can never be counted twice.
       await sql`CREATE UNIQUE INDEX usage_intervals_open ON usage_intervals (shell_id) WHERE ended_at_ms IS NULL`.execute(
@@ -508,14 +539,14 @@ const MIGRATIONS: Record<string, Migration> = {
         .addColumn("metric", "text", (c) => c.notNull())
         .addColumn("period", "text")
         .addColumn("runtime", "text")
-        .addColumn("limit_value", "integer", (c) => c.notNull())
+        .addColumn("limit_value", t.integer, (c) => c.notNull())
         .addColumn("created_at", "text", (c) => c.notNull())
         .execute();
       await db.schema.createIndex("project_caps_org").on("project_caps").column("org_id").execute();
       await db.schema
         .createTable("cap_alerts")
         .addColumn("cap_id", "text", (c) => c.notNull())
-        .addColumn("period_start_ms", "integer", (c) => c.notNull())
+        .addColumn("period_start_ms", t.integer, (c) => c.notNull())
         .addColumn("level", "text", (c) => c.notNull())
         .addColumn("created_at", "text", (c) => c.notNull())
         .addPrimaryKeyConstraint("cap_alerts_pk", ["cap_id", "period_start_ms", "level"])
@@ -535,18 +566,19 @@ const MIGRATIONS: Record<string, Migration> = {
    */
   "0016_activity_checkpoints": {
     async up(db: Kysely<unknown>) {
+      const t = columnTypes(db);
       await sql`CREATE TABLE activity_tree (
         org_id TEXT NOT NULL,
         level INTEGER NOT NULL,
-        idx INTEGER NOT NULL,
-        hash BLOB NOT NULL,
+        idx ${sql.raw(t.integer.toUpperCase())} NOT NULL,
+        hash ${sql.raw(t.blob.toUpperCase())} NOT NULL,
         PRIMARY KEY (org_id, level, idx)
-      ) WITHOUT ROWID`.execute(db);
+      )${t.withoutRowid}`.execute(db);
       await db.schema
         .createTable("audit_checkpoints")
         .addColumn("id", "text", (c) => c.primaryKey())
         .addColumn("org_id", "text", (c) => c.notNull())
-        .addColumn("tree_size", "integer", (c) => c.notNull())
+        .addColumn("tree_size", t.integer, (c) => c.notNull())
         .addColumn("root_hash", "text", (c) => c.notNull())
         .addColumn("time", "text", (c) => c.notNull())
         .addColumn("key_id", "text", (c) => c.notNull())
@@ -568,12 +600,13 @@ const MIGRATIONS: Record<string, Migration> = {
   /** URLs of exposed ports: the token's hash, the shell and port it reaches, who made it, until when. */
   "0018_port_urls": {
     async up(db: Kysely<unknown>) {
+      const t = columnTypes(db);
       await db.schema
         .createTable("port_urls")
         .addColumn("id", "text", (c) => c.primaryKey())
         .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
         .addColumn("shell_id", "text", (c) => c.notNull())
-        .addColumn("port", "integer", (c) => c.notNull())
+        .addColumn("port", t.integer, (c) => c.notNull())
         .addColumn("token_hash", "text", (c) => c.notNull())
         .addColumn("created_by_type", "text", (c) => c.notNull())
         .addColumn("created_by_id", "text", (c) => c.notNull())
@@ -590,13 +623,14 @@ const MIGRATIONS: Record<string, Migration> = {
    */
   "0019_templates": {
     async up(db: Kysely<unknown>) {
+      const t = columnTypes(db);
       await db.schema
         .createTable("templates")
         .addColumn("id", "text", (c) => c.primaryKey())
         .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
         .addColumn("project_id", "text")
         .addColumn("name", "text", (c) => c.notNull())
-        .addColumn("latest_version", "integer", (c) => c.notNull())
+        .addColumn("latest_version", t.integer, (c) => c.notNull())
         .addColumn("created_by_type", "text", (c) => c.notNull())
         .addColumn("created_by_id", "text", (c) => c.notNull())
         .addColumn("created_at", "text", (c) => c.notNull())
@@ -606,7 +640,7 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema
         .createTable("template_versions")
         .addColumn("template_id", "text", (c) => c.notNull().references("templates.id"))
-        .addColumn("version", "integer", (c) => c.notNull())
+        .addColumn("version", t.integer, (c) => c.notNull())
         .addColumn("definition", "text", (c) => c.notNull())
         .addColumn("sha256", "text", (c) => c.notNull())
         .addColumn("created_by_type", "text", (c) => c.notNull())
@@ -651,6 +685,36 @@ const MIGRATIONS: Record<string, Migration> = {
       for (const column of ["owner", "lease_expires_at", "operation", "request_id", "effects"])
         await db.schema.alterTable("idempotency_keys").addColumn(column, "text").execute();
       await db.schema.alterTable("shells").addColumn("delete_requested_by", "text").execute();
+    },
+  },
+  /**
+   * The order a project's caps were given in, kept as a column: SQLite's implicit rowid kept it
+   * until now, and PostgreSQL has no such thing. Existing SQLite rows keep their rowid's order.
+   */
+  "0022_cap_order": {
+    async up(db: Kysely<unknown>) {
+      const t = columnTypes(db);
+      await db.schema.alterTable("project_caps").addColumn("position", t.integer).execute();
+      // Only a SQLite store can hold caps set before this column existed.
+      if (dialectOf(db) === "sqlite")
+        await sql`UPDATE project_caps SET position = rowid`.execute(db);
+    },
+  },
+  /**
+   * Leases electing one server, of several over one store, to run the background work (the
+   * reconciler, the TTL sweep, metering, cap sweeps, webhook delivery, checkpoint signing): the
+   * holder renews its row before `expires_at_ms`; once it lapses another server takes it.
+   */
+  "0023_leases": {
+    async up(db: Kysely<unknown>) {
+      const t = columnTypes(db);
+      await db.schema
+        .createTable("leases")
+        .addColumn("name", "text", (c) => c.primaryKey())
+        .addColumn("holder", "text", (c) => c.notNull())
+        .addColumn("acquired_at_ms", t.integer, (c) => c.notNull())
+        .addColumn("expires_at_ms", t.integer, (c) => c.notNull())
+        .execute();
     },
   },
 };

@@ -35,6 +35,15 @@ export interface Database {
   cap_alerts: CapAlertTable;
   activity_tree: ActivityTreeTable;
   audit_checkpoints: AuditCheckpointTable;
+  leases: LeaseTable;
+}
+
+/** A lease on one kind of background work: who runs it, since and until when (store clock, ms). */
+export interface LeaseTable {
+  name: string;
+  holder: string;
+  acquired_at_ms: number;
+  expires_at_ms: number;
 }
 
 /** A complete, aligned subtree of an org's activity tree: leaves [idx·2^level, (idx+1)·2^level). */
@@ -506,6 +515,8 @@ export interface ProjectCapTable {
   runtime: string | null;
   limit_value: number;
   created_at: string;
+  /** Where the cap stood in the list it was set with (the order `listCaps` answers in). */
+  position: number | null;
 }
 
 /** A cap warning or stop already raised for one period, so each is raised once. */

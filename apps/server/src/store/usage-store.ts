@@ -1,4 +1,5 @@
 import { sql, type Kysely, type Transaction } from "kysely";
+import { dialectOf, greatest, least, lockShellRows } from "./dialect.js";
 import type { Database, UsageIntervalTable } from "./schema.js";
 
 /**
@@ -48,6 +49,7 @@ export async function moveShellMeter(
   status: string,
   nowMs: number,
 ): Promise<void> {
+  await lockShellRows(trx, [shellId]);
   const open = await trx
     .selectFrom("usage_intervals")
     .select(["id", "state"])
@@ -59,8 +61,8 @@ export async function moveShellMeter(
     await trx
       .updateTable("usage_intervals")
       .set({
-        ended_at_ms: sql`max(started_at_ms, ${nowMs})`,
-        checkpoint_ms: sql`max(started_at_ms, ${nowMs})`,
+        ended_at_ms: greatest(trx, sql.ref("started_at_ms"), nowMs),
+        checkpoint_ms: greatest(trx, sql.ref("started_at_ms"), nowMs),
       })
       .where("id", "=", open.id)
       .where("ended_at_ms", "is", null)
@@ -148,8 +150,7 @@ export async function checkpointIntervals(
           egress_bytes = u.egress_bytes + d.egress,
           cpu_epoch = coalesce(d.epoch, u.cpu_epoch),
           cpu_mark_usec = coalesce(d.mark, u.cpu_mark_usec)
-        FROM (SELECT value ->> 0 AS id, value ->> 1 AS cpu, value ->> 2 AS mem, value ->> 3 AS egress,
-                value ->> 4 AS epoch, value ->> 5 AS mark FROM json_each(${rows})) AS d
+        FROM ${readings(trx, rows)} AS d
         WHERE u.id = d.id`.execute(trx);
     }
     let q = trx
@@ -160,6 +161,20 @@ export async function checkpointIntervals(
     if (ids) q = q.where("id", "in", ids.length > 0 ? [...ids] : [-1]);
     await q.execute();
   });
+}
+
+/**
+ * The rows of a JSON array of readings `[id, cpu, mem, egress, epoch, mark]` as a table: SQLite
+ * walks it with `json_each`, PostgreSQL with `jsonb_array_elements` (typed, so the sums stay
+ * integers).
+ */
+function readings(db: Kysely<Database>, rows: string) {
+  return dialectOf(db) === "postgres"
+    ? sql`(SELECT (value ->> 0)::bigint AS id, (value ->> 1)::bigint AS cpu, (value ->> 2)::bigint AS mem,
+          (value ->> 3)::bigint AS egress, value ->> 4 AS epoch, (value ->> 5)::bigint AS mark
+          FROM jsonb_array_elements(${rows}::jsonb) AS value)`
+    : sql`(SELECT value ->> 0 AS id, value ->> 1 AS cpu, value ->> 2 AS mem, value ->> 3 AS egress,
+          value ->> 4 AS epoch, value ->> 5 AS mark FROM json_each(${rows}))`;
 }
 
 /**
@@ -179,13 +194,23 @@ export async function rollOpenIntervals(
       .where("ended_at_ms", "is", null)
       .where("started_at_ms", "<", boundaryMs);
     if (options.orgId) q = q.where("org_id", "=", options.orgId);
-    const due = await q.execute();
+    let due = await q.execute();
     if (due.length === 0) return 0;
+    await lockShellRows(
+      trx,
+      due.map((d) => d.shell_id),
+    );
+    // What a concurrent state change did before the locks were taken stands: only intervals
+    // still open and still due are split.
+    due = await q.execute();
     const shellIds = due.map((d) => d.shell_id);
     for (let i = 0; i < shellIds.length; i += 500) {
       await trx
         .updateTable("usage_intervals")
-        .set({ ended_at_ms: boundaryMs, checkpoint_ms: sql`max(checkpoint_ms, ${boundaryMs})` })
+        .set({
+          ended_at_ms: boundaryMs,
+          checkpoint_ms: greatest(trx, sql.ref("checkpoint_ms"), boundaryMs),
+        })
         .where("ended_at_ms", "is", null)
         .where("shell_id", "in", shellIds.slice(i, i + 500))
         .execute();
@@ -219,14 +244,18 @@ export interface StaleInterval {
  */
 export async function closeStaleIntervals(db: Kysely<Database>): Promise<StaleInterval[]> {
   return db.transaction().execute(async (trx) => {
-    const stale = await trx
+    const open = trx
       .selectFrom("usage_intervals")
       .select(["shell_id", "state", "checkpoint_ms"])
-      .where("ended_at_ms", "is", null)
-      .execute();
+      .where("ended_at_ms", "is", null);
+    await lockShellRows(
+      trx,
+      (await open.execute()).map((s) => s.shell_id),
+    );
+    const stale = await open.execute();
     await trx
       .updateTable("usage_intervals")
-      .set({ ended_at_ms: sql`max(started_at_ms, checkpoint_ms)` })
+      .set({ ended_at_ms: greatest(trx, sql.ref("started_at_ms"), sql.ref("checkpoint_ms")) })
       .where("ended_at_ms", "is", null)
       .execute();
     return stale;
@@ -244,31 +273,38 @@ export async function openMissingIntervals(
   stale: readonly StaleInterval[],
 ): Promise<number> {
   const continued = new Map(stale.map((s) => [s.shell_id, s]));
-  const missing = await db
-    .selectFrom("shells as s")
-    .select(["s.id", "s.status"])
-    .where("s.status", "in", [...METERED_STATES])
-    .where((eb) =>
-      eb.not(
-        eb.exists(
-          eb
-            .selectFrom("usage_intervals as u")
-            .select("u.id")
-            .whereRef("u.shell_id", "=", "s.id")
-            .where("u.ended_at_ms", "is", null),
+  const unmetered = (q: Kysely<Database>) =>
+    q
+      .selectFrom("shells as s")
+      .select(["s.id", "s.status"])
+      .where("s.status", "in", [...METERED_STATES])
+      .where((eb) =>
+        eb.not(
+          eb.exists(
+            eb
+              .selectFrom("usage_intervals as u")
+              .select("u.id")
+              .whereRef("u.shell_id", "=", "s.id")
+              .where("u.ended_at_ms", "is", null),
+          ),
         ),
-      ),
-    )
-    .execute();
-  await db.transaction().execute(async (trx) => {
+      )
+      .execute();
+  return db.transaction().execute(async (trx) => {
+    await lockShellRows(
+      trx,
+      (await unmetered(trx)).map((s) => s.id),
+    );
+    // A shell whose state changed before its lock was taken got its interval then.
+    const missing = await unmetered(trx);
     for (const shell of missing) {
       const before = continued.get(shell.id);
       const startMs =
         before && before.state === shell.status ? Math.min(before.checkpoint_ms, nowMs) : nowMs;
       await openFromShell(trx, shell.id, shell.status, startMs, nowMs);
     }
+    return missing.length;
   });
-  return missing.length;
 }
 
 /** Which shells a usage sum counts. Times are ms; open intervals count up to `nowMs`. */
@@ -311,8 +347,8 @@ export async function sumUsage(
   columns: readonly UsageGroupColumn[],
   nowMs: number,
 ): Promise<UsageSumRow[]> {
-  const end = sql`min(coalesce(u.ended_at_ms, ${nowMs}), ${filter.toMs})`;
-  const start = sql`max(u.started_at_ms, ${filter.fromMs})`;
+  const end = least(db, sql`coalesce(u.ended_at_ms, ${nowMs})`, filter.toMs);
+  const start = greatest(db, sql.ref("u.started_at_ms"), filter.fromMs);
   const full = sql`(coalesce(u.ended_at_ms, ${nowMs}) - u.started_at_ms)`;
   const share = (column: string) =>
     sql`sum(CASE WHEN ${full} > 0 THEN ${sql.ref(`u.${column}`)} * (${end} - ${start}) / ${full} ELSE ${sql.ref(`u.${column}`)} END)`;

@@ -3,6 +3,7 @@ import type { Kysely, Transaction } from "kysely";
 import type { OidcConfig } from "../../config.js";
 import { newId, nowIso } from "../../ids.js";
 import type { ActivityInput, ActivityService } from "../../services/activity-service.js";
+import { lockForTransaction } from "../../store/dialect.js";
 import type { Database } from "../../store/schema.js";
 import { roleFromClaims, type Claims } from "./role-mapping.js";
 
@@ -58,7 +59,9 @@ export class DirectorySync {
     const role = this.roleOf(evidence.claims);
     const events: ActivityInput[] = [];
     const admission = await this.db.transaction().execute(async (trx) => {
-      // Inside the transaction, every query goes through `trx` (the store has one connection).
+      // Inside the transaction, every query goes through `trx` (a SQLite store has one
+      // connection). Two logins of one subject, on any server, apply their evidence in turn.
+      await lockForTransaction(trx, `oidc-subject:${evidence.subject}`);
       const orgId = role ? await this.#ensureOrg(trx) : await this.orgId(trx);
       if (!orgId) return refused(null, null, "the directory maps the user to no Shells role");
       const user = await trx
