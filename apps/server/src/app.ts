@@ -267,6 +267,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     },
   });
   const describeShell = (orgId: string, shellId: string) => shells.describe(orgId, shellId);
+  const othersMayBeAlive = deps.storeSharedByReplicas ?? deps.store.dialect !== "sqlite";
   // The background work over every org (reconciliation, the TTL sweep, metering checkpoints, cap
   // sweeps, webhook delivery, checkpoint signing) runs on one server of those sharing the store:
   // whichever holds the lease (see replicas/lease-keeper.ts). On SQLite that is always this one.
@@ -280,10 +281,12 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       // Metering closes what a previous holder left open before reconciliation changes any
       // state, and opens the intervals of the shells found afterwards.
       await metering.recover();
+      // Runs a dead process left `running` end before reconciliation, which deletes their shells.
+      if (!othersMayBeAlive) deps.logger.info({ runs: await runs.recover() }, "ended cut runs");
       deps.logger.info(await reconciler.reconcile(), "reconciled shells with their backends");
       // After reconciliation: a key of a cut create is answered with its shell as it now stands.
       await idempotency.recover({
-        othersMayBeAlive: deps.storeSharedByReplicas ?? deps.store.dialect !== "sqlite",
+        othersMayBeAlive,
         describeShell,
       });
       await metering.resume();

@@ -71,6 +71,52 @@ describe("reconciliation at start-up", () => {
     expect(restarted.json().shell.status).toBe("running");
   });
 
+  it("ends a run a dead process left running with host_restart, and deletes its shell", async () => {
+    const backend = new CrashingSimulator();
+    const shell = await shellLeftAs((t = await createTestApp({ backends: [backend] })), {
+      status: "running",
+    });
+    const orgId = (await t.store.db.selectFrom("shells").select("org_id").executeTakeFirstOrThrow())
+      .org_id;
+    const runId = "run_cut_by_a_crash";
+    await t.store.db
+      .insertInto("runs")
+      .values({
+        id: runId,
+        org_id: orgId,
+        shell_id: shell.id,
+        status: "running",
+        language: "bash",
+        runtime: "container",
+        created_by_type: "user",
+        created_by_id: "usr-runner",
+        exit_code: null,
+        kill_reason: null,
+        result: null,
+        artifacts: "[]",
+        output_tail: null,
+        workspace_changes: null,
+        template: null,
+        pending_request: null,
+        error: null,
+        created_at: new Date().toISOString(),
+        finished_at: null,
+      })
+      .execute();
+    t = await restart(t, backend);
+    const run = (await t.call("GET", `/api/v1/runs/${runId}`)).json();
+    expect(run).toMatchObject({ status: "failed", killReason: "host_restart" });
+    expect(run.error).toMatch(/control plane stopped while the run was running/);
+    expect((await t.call("GET", `/api/v1/shells/${shell.id}`)).json().status).toBe("deleted");
+    expect(await backend.list()).toEqual([]);
+    const events = (await t.call("GET", `/api/v1/activity?order=asc`)).json()
+      .items as ActivityEvent[];
+    expect(events.filter((e) => e.action === "run.finish" && e.target?.id === runId)).toHaveLength(
+      1,
+    );
+    expect((await verifyActivityChain(events)).ok).toBe(true);
+  });
+
   it("finishes a delete that began, in the caller's name, and the history still verifies", async () => {
     const backend = new CrashingSimulator();
     const shell = await shellLeftAs((t = await createTestApp({ backends: [backend] })), {

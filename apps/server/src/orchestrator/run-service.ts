@@ -30,6 +30,7 @@ import {
   storedArtifacts,
 } from "./run-artifacts.js";
 import { RunOutputTail } from "./run-output-tail.js";
+import { SYSTEM_ACTOR as RUN_RECOVERY_ACTOR } from "./reconciler.js";
 import { workspaceChanges, workspaceManifest } from "./workspace-changes.js";
 import type { ShellService } from "./shell-service.js";
 import type { ApprovalGate } from "./approval-gate.js";
@@ -511,6 +512,45 @@ export class RunService {
     if (!this.#git)
       throw new AppError("git_repo_unreachable", "This server does not clone git sources.");
     return cloneGitSource(this.#git, caller.orgId, git);
+  }
+
+  /**
+   * Ends the runs a previous process left `running` (it died mid-run: nothing is executing them
+   * any more): each becomes `failed` with kill reason `host_restart`, and its shell is marked for
+   * deletion, which the reconciler then finishes (a run's shell lives only as long as the run).
+   * Call it with the store to itself, before reconciliation: with replicas sharing the store a
+   * `running` run may belong to a live one. Answers how many runs it ended.
+   */
+  async recover(): Promise<number> {
+    const cut = await this.db
+      .selectFrom("runs")
+      .selectAll()
+      .where("status", "=", "running")
+      .execute();
+    const error = "the control plane stopped while the run was running (host_restart)";
+    for (const row of cut) {
+      await this.db
+        .updateTable("runs")
+        .set({ status: "failed", kill_reason: "host_restart", error, finished_at: nowIso() })
+        .where("id", "=", row.id)
+        .where("status", "=", "running")
+        .execute();
+      await this.db
+        .updateTable("shells")
+        .set({ delete_requested_by: RUN_RECOVERY_ACTOR.id })
+        .where("id", "=", row.shell_id)
+        .where("status", "!=", "deleted")
+        .execute();
+      await this.activity.record({
+        orgId: row.org_id,
+        actor: RUN_RECOVERY_ACTOR,
+        action: "run.finish",
+        target: { type: "run", id: row.id },
+        outcome: "failure",
+        details: { status: "failed", killReason: "host_restart", error, template: row.template },
+      });
+    }
+    return cut.length;
   }
 
   /** Waits for runs in flight (server shutdown). */
