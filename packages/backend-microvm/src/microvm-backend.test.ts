@@ -26,7 +26,7 @@ const PROFILE = {
   pty: true,
   snapshots: true,
   reinstallOs: true,
-  cpuUsage: false,
+  cpuUsage: true,
   networkModes: ["sealed", "localhost"],
 } as const;
 

@@ -35,6 +35,7 @@ import {
   type SandboxProcess,
   type SandboxSpawnRequest,
   type SandboxSpec,
+  type SandboxUsage,
 } from "@shells/sandbox";
 import { AgentClient } from "./internal/agent-client.js";
 import type { GuestLimits } from "./internal/protocol.js";
@@ -297,6 +298,21 @@ export class MicrovmBackend implements SandboxBackend {
     const record = await this.#record(shellId);
     await this.#halt(shellId, record, reason);
     return this.#info(record);
+  }
+
+  /**
+   * The VM's host cgroup counters while it runs: the CPU time QEMU spent (the guest's own work and,
+   * under emulation, the translation around it: what the host paid), and QEMU's memory now. Null
+   * while stopped or for a shell this backend does not have.
+   */
+  async usage(shellId: string): Promise<SandboxUsage | null> {
+    try {
+      const record = await this.#record(shellId);
+      if (!record.pid || !isAlive(record.pid)) return null;
+      return await this.#cgroup(shellId).usage();
+    } catch {
+      return null;
+    }
   }
 
   async start(shellId: string): Promise<SandboxInfo> {
