@@ -296,10 +296,58 @@ describe("shells projects and policy", () => {
     expect(reset.stdout).toMatch(/^allowed regions\s+any$/m);
   });
 
+  it("sets the org's egress rules and limits, and shows them", async () => {
+    const set = await shells([
+      "policy",
+      "set",
+      "--egress-deny-hosts",
+      "*.tracker.example,ads.example.com",
+      "--egress-deny-ports",
+      "25,465",
+      "--egress-max-requests-per-second",
+      "40",
+      "--egress-max-bytes",
+      "1048576",
+    ]);
+    expect(set.exitCode).toBe(0);
+    expect(set.stdout).toMatch(/^egress deny hosts\s+\*\.tracker\.example, ads\.example\.com$/m);
+    expect(set.stdout).toMatch(/^egress deny ports\s+25, 465$/m);
+    expect(set.stdout).toMatch(/^egress requests\/s per shell\s+40$/m);
+    const stored = await shellsJson<OrgPolicy>(["policy", "get"]);
+    expect(stored.egress).toMatchObject({
+      denyHosts: ["*.tracker.example", "ads.example.com"],
+      denyPorts: [25, 465],
+      maxRequestsPerSecond: 40,
+      maxBytes: 1048576,
+    });
+    // Flags left out keep their value; an empty list clears one.
+    await shells(["policy", "set", "--egress-deny-ports", ""]);
+    expect((await shellsJson<OrgPolicy>(["policy", "get"])).egress).toMatchObject({
+      denyHosts: ["*.tracker.example", "ads.example.com"],
+      denyPorts: [],
+      maxRequestsPerSecond: 40,
+    });
+    const refused = await shells(["policy", "set", "--egress-deny-hosts", "not a host"]);
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toMatch(/^error: validation_failed: /);
+    await shells([
+      "policy",
+      "set",
+      "--egress-deny-hosts",
+      "",
+      "--egress-max-bytes",
+      "1073741824",
+      "--egress-max-requests-per-second",
+      "500",
+    ]);
+  });
+
   it.each([
     [["policy", "set"]],
     [["policy", "set", "--gate", "wipe_state=maybe"]],
     [["policy", "set", "--gate", "explode=confirm"]],
+    [["policy", "set", "--egress-deny-ports", "70000"]],
+    [["policy", "set", "--egress-max-requests-per-second", "0"]],
     [["keys", "create", "--name", "x", "--scope", "shells:everything"]],
     [
       [
