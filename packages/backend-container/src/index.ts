@@ -28,6 +28,8 @@ export {
   ShellCgroup,
   type CgroupHost,
 } from "./internal/cgroups.js";
+/** Host-wide claims on numbered entries (uid slots, microvm jail uids), one registry dir each. */
+export { claimRegistryEntry } from "./internal/state.js";
 export {
   IMAGE_RECIPES,
   type BuildImageOptions,

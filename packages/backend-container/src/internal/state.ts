@@ -113,17 +113,31 @@ export function uidBaseOf(slot: number): number {
  * taken by creating `<registry>/<slot>` (atomic), which records the owning shell dir. Slots are
  * drawn at random so a crash that leaks a claim costs one slot of 4094, not a collision.
  */
-export async function claimUidSlot(registryDir: string, ownerShellDir: string): Promise<number> {
+export function claimUidSlot(registryDir: string, ownerShellDir: string): Promise<number> {
+  return claimRegistryEntry(registryDir, { first: 0, count: UID_SLOTS }, ownerShellDir);
+}
+
+/**
+ * Claims one number of `first` … `first + count - 1` that no other claimant on this host holds,
+ * across state dirs and processes: `<registry>/<number>` is created (atomic) and records the owning
+ * shell dir. Drawn at random, so a claim leaked by a crash costs one number, never a collision; a
+ * claim whose shell dir is gone is stale and freed for a later attempt.
+ */
+export async function claimRegistryEntry(
+  registryDir: string,
+  range: { first: number; count: number },
+  ownerShellDir: string,
+): Promise<number> {
   await mkdir(registryDir, { recursive: true, mode: 0o700 });
   for (let attempt = 0; attempt < 10_000; attempt++) {
-    const slot = randomInt(0, UID_SLOTS);
+    const entry = range.first + randomInt(0, range.count);
     try {
-      await mkdir(`${registryDir}/${slot}`);
+      await mkdir(`${registryDir}/${entry}`);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
       // A claim whose shell dir is gone (deleted by hand, or a crash mid-destroy) is stale: the
-      // owner's dir always exists before its claim is made. Free it for a later attempt.
-      const owner = await readFile(`${registryDir}/${slot}/owner`, "utf8").catch(() => null);
+      // owner's dir always exists before its claim is made.
+      const owner = await readFile(`${registryDir}/${entry}/owner`, "utf8").catch(() => null);
       if (
         owner &&
         !(await stat(owner).then(
@@ -131,14 +145,14 @@ export async function claimUidSlot(registryDir: string, ownerShellDir: string): 
           () => false,
         ))
       ) {
-        await rm(`${registryDir}/${slot}`, { recursive: true, force: true });
+        await rm(`${registryDir}/${entry}`, { recursive: true, force: true });
       }
       continue;
     }
-    await writeFile(`${registryDir}/${slot}/owner`, ownerShellDir);
-    return slot;
+    await writeFile(`${registryDir}/${entry}/owner`, ownerShellDir);
+    return entry;
   }
-  throw new Error("no free uid slot: every host uid range is taken");
+  throw new Error(`no free entry in ${registryDir}: all ${range.count} are taken`);
 }
 
 /** Releases a slot, only if this shell owns it. */

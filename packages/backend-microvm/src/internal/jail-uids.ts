@@ -1,5 +1,5 @@
-import { randomInt } from "node:crypto";
-import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { claimRegistryEntry } from "@shells/backend-container";
+import { readFile, rm } from "node:fs/promises";
 
 /**
  * Each VM's QEMU runs as a uid of its own, so that nothing the kernel keeps per uid (process and
@@ -16,28 +16,11 @@ export const JAIL_UID_BASE = 0x6ffe_0000;
 export const JAIL_UIDS = 0x2_0000;
 
 /**
- * Claims a uid no other VM on this host holds, across state dirs and processes: a uid is taken by
- * creating `<registry>/<uid>` (atomic), which records the owning shell dir. Drawn at random, so a
- * claim leaked by a crash costs one uid, never a collision; a claim whose shell dir is gone is
- * stale and freed.
+ * Claims a uid no other VM on this host holds, across state dirs and processes: `<registry>/<uid>`, claimed
+ * the way the container backend claims its uid slots.
  */
-export async function claimJailUid(registryDir: string, ownerShellDir: string): Promise<number> {
-  await mkdir(registryDir, { recursive: true, mode: 0o700 });
-  for (let attempt = 0; attempt < 1000; attempt++) {
-    const uid = JAIL_UID_BASE + randomInt(0, JAIL_UIDS);
-    try {
-      await mkdir(`${registryDir}/${uid}`);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      const owner = await readFile(`${registryDir}/${uid}/owner`, "utf8").catch(() => null);
-      if (owner && !(await stat(owner).then(Boolean, () => false)))
-        await rm(`${registryDir}/${uid}`, { recursive: true, force: true });
-      continue;
-    }
-    await writeFile(`${registryDir}/${uid}/owner`, ownerShellDir);
-    return uid;
-  }
-  throw new Error("no free uid for a microvm jail");
+export function claimJailUid(registryDir: string, ownerShellDir: string): Promise<number> {
+  return claimRegistryEntry(registryDir, { first: JAIL_UID_BASE, count: JAIL_UIDS }, ownerShellDir);
 }
 
 /** Releases a uid, only if this shell holds it. */
