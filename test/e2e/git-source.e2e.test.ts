@@ -176,6 +176,58 @@ shells.result({"found": found, "files": sorted(os.listdir("/workspace")), "git":
     expect(readdirSync(tmpdir()).filter((name) => name.startsWith("shells-git-"))).toEqual([]);
   });
 
+  it("starts a shell with a repo's files at one ref, and records which commit", async () => {
+    const shell = await shells.create({
+      language: "bash",
+      git: { repo: `${gitServer.url}/public.git`, ref: "v1", subpath: "tools" },
+    });
+    try {
+      const listed = await shells.exec(shell.id, {
+        command: ["sh", "-c", 'ls -A /workspace; echo "commit=$SHELLS_GIT_COMMIT"'],
+      });
+      expect(listed.stdout).toBe(`run.sh\ntool.py\ncommit=${publicCommit}\n`);
+      expect(shell.envKeys).toContain("SHELLS_GIT_COMMIT");
+      const events = await shells
+        .activity({ shell: shell.id, action: "shell.git_source" })
+        .toArray();
+      expect(events.map((e) => e.details)).toEqual([
+        {
+          repo: `${gitServer.url}/public.git`,
+          ref: "v1",
+          subpath: "tools",
+          commit: publicCommit,
+          files: 2,
+        },
+      ]);
+    } finally {
+      await shells.delete(shell.id);
+    }
+  });
+
+  it("refuses a shell's git source before the shell exists, with the project's egress rules too", async () => {
+    const before = (await shells.list().toArray()).length;
+    const badRef = await post("/api/v1/shells", {
+      language: "bash",
+      git: { repo: `${gitServer.url}/public.git`, ref: "no-such-branch" },
+    });
+    expect([badRef.status, badRef.body.error?.code]).toEqual([422, "git_ref_not_found"]);
+    const entrypoint = await post("/api/v1/shells", {
+      language: "bash",
+      git: { repo: `${gitServer.url}/public.git`, ref: "main", entrypoint: "main.py" },
+    });
+    expect([entrypoint.status, entrypoint.body.error?.code]).toEqual([400, "validation_failed"]);
+    // The org allows the git server; a project that denies it refuses the clone for its shells.
+    await shells.projects.create({ name: "no-loopback" });
+    await shells.projects.setEgress("no-loopback", { denyCidrs: ["127.0.0.0/8"] });
+    const refused = await post("/api/v1/shells", {
+      language: "bash",
+      project: "no-loopback",
+      git: { repo: `${gitServer.url}/public.git`, ref: "main" },
+    });
+    expect([refused.status, refused.body.error?.code]).toEqual([403, "git_repo_not_allowed"]);
+    expect(await shells.list().toArray()).toHaveLength(before);
+  });
+
   it("answers clear errors for a bad ref, a private repo without its binding, an unreachable or oversize repo", async () => {
     const cases: [unknown, number, string][] = [
       [{ repo: `${gitServer.url}/public.git`, ref: "no-such-branch" }, 422, "git_ref_not_found"],

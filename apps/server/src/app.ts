@@ -24,6 +24,7 @@ import { KeyedMutex } from "./orchestrator/keyed-mutex.js";
 import { RunService } from "./orchestrator/run-service.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { ShellService } from "./orchestrator/shell-service.js";
+import type { GitCloneDeps } from "./sources/git-clone.js";
 import { PortService } from "./orchestrator/port-service.js";
 import { TermService, selectTermProtocol } from "./orchestrator/term-service.js";
 import { agentGateHandlers } from "./routes/agent-gate-routes.js";
@@ -188,6 +189,15 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const lock = deps.store.lifecycleLock(new KeyedMutex());
   const caps = new CapService({ db, activity, metering, logger: deps.logger, lock });
   const idempotency = new IdempotencyService({ db, logger: deps.logger });
+  const git: GitCloneDeps = {
+    limits: {
+      maxBytes: config.gitMaxBytes,
+      maxFiles: config.gitMaxFiles,
+      timeoutMs: config.gitTimeoutSeconds * 1000,
+    },
+    vet: (orgId, host, port, scope) => egress.vet(orgId, host, port, scope),
+    bindings,
+  };
   const shells = new ShellService({
     db,
     lock,
@@ -206,6 +216,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     caps,
     templates,
     idempotency,
+    git,
   });
   caps.stopWith((orgId, shellId, why) => shells.stopForQuota(orgId, shellId, why));
   egress.stopWith((orgId, shellId, usage) => shells.stopForEgressLimit(orgId, shellId, usage));
@@ -219,15 +230,6 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const interpreters = new InterpreterService(shells, activity);
   const runs = new RunService(db, shells, activity, config.dataDir, deps.logger, {
     gate,
-    git: {
-      limits: {
-        maxBytes: config.gitMaxBytes,
-        maxFiles: config.gitMaxFiles,
-        timeoutMs: config.gitTimeoutSeconds * 1000,
-      },
-      vet: (orgId, host, port) => egress.vet(orgId, host, port),
-      bindings,
-    },
   });
   const dispatcher = new WebhookDispatcher({
     db,

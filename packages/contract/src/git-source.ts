@@ -36,3 +36,10 @@ export const GitSource = z.strictObject({
   binding: z.string().min(1).max(64).optional(),
 });
 export type GitSource = z.input<typeof GitSource>;
+
+/**
+ * A shell's git source: the same clone as a run's, made once at create into the new shell's
+ * `/workspace` (a shell has no entrypoint: it runs what its execs say).
+ */
+export const ShellGitSource = GitSource.omit({ entrypoint: true });
+export type ShellGitSource = z.input<typeof ShellGitSource>;

@@ -92,7 +92,7 @@ export {
 export { ERROR_CODES, ERROR_STATUS, ErrorBody, ErrorCode } from "./errors.js";
 export { buildOpenApiDocument, openApiPath } from "./openapi.js";
 export { FileInfo, PathQuery, SeedFile, ShellPath, type FileContent } from "./files.js";
-export { GitSource } from "./git-source.js";
+export { GitSource, ShellGitSource } from "./git-source.js";
 export {
   ARTIFACT_PATTERN_LIMITS,
   Artifact,

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { BindingGrants } from "./bindings.js";
+import { ShellGitSource } from "./git-source.js";
 
 /** Language presets a shell can be created with. */
 export const Language = z.enum(["bash", "python", "node", "rust", "go"]);
@@ -197,6 +198,12 @@ export const ShellCreate = z.strictObject({
    * network mode: a shell that is not `internet` reaches its bindings and nothing else.
    */
   bindings: BindingGrants.optional(),
+  /**
+   * A git repo's files at one ref, cloned by the control plane (never in the sandbox) and copied
+   * into `/workspace` at create, without `.git`; `SHELLS_GIT_COMMIT` names the commit. A private
+   * repo's credential comes from the binding named in `git.binding` and never enters the shell.
+   */
+  git: ShellGitSource.optional(),
 });
 export type ShellCreate = z.input<typeof ShellCreate>;
 

@@ -116,6 +116,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       egress:
         'Network egress: { mode: "deny_all", allow: [] } for none (network sealed), or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs] } for internet through the egress proxy, limited to those (the org policy applies on top). Every egress decision is recorded in the activity history.',
       bindings: BINDINGS_FIELD,
+      git: "A git repo whose files the shell starts with: { repo (https URL), ref (branch, tag or commit), subpath?, binding? }. The server clones one commit shallow outside the sandbox and copies its files (no .git) into /workspace; $SHELLS_GIT_COMMIT names the commit. A private repo's token comes from the service binding named in `binding` and never enters the sandbox. Errors: git_ref_not_found, git_repo_unreachable, git_repo_too_large, git_repo_not_allowed, git_path_not_found, git_binding_mismatch.",
     },
     render: (shell) => ({
       structuredContent: { ...shell },

@@ -2,6 +2,7 @@ import { Language, NetworkMode, RuntimeClass } from "@shells/contract";
 import type { ShellCreate } from "@l1fe/shells";
 import { Option, type Command } from "commander";
 import type { CliContext } from "../context.js";
+import { addGitOptions, gitSourceFrom, type GitFlags } from "./git-flags.js";
 import { formatShell } from "../format.js";
 import {
   collect,
@@ -11,7 +12,7 @@ import {
   parsePositiveNumber,
 } from "../parsers.js";
 
-interface CreateOptions {
+interface CreateOptions extends GitFlags {
   language?: ShellCreate["language"];
   template?: string;
   runtime?: ShellCreate["runtime"];
@@ -32,6 +33,7 @@ interface CreateOptions {
 
 /** The `POST /shells` body the options describe; unset options are left to the server's defaults. */
 export function createBodyFrom(options: CreateOptions): ShellCreate {
+  const git = gitSourceFrom(options);
   const resources = {
     ...(options.cpu === undefined ? {} : { cpu: options.cpu }),
     ...(options.memory === undefined ? {} : { memoryMb: options.memory }),
@@ -53,6 +55,7 @@ export function createBodyFrom(options: CreateOptions): ShellCreate {
     ...(options.project === undefined ? {} : { project: options.project }),
     ...(options.env === undefined ? {} : { env: options.env }),
     ...(options.binding === undefined ? {} : { bindings: options.binding }),
+    ...(git === undefined ? {} : { git }),
     ...(Object.keys(resources).length === 0 ? {} : { resources }),
     ...(options.ttl === undefined ? {} : { ttlSeconds: Math.round(options.ttl / 1000) }),
   };
@@ -60,7 +63,7 @@ export function createBodyFrom(options: CreateOptions): ShellCreate {
 
 /** `shells create`: create a shell and print it once it runs. */
 export function registerCreateCommand(program: Command, ctx: CliContext): void {
-  program
+  const command = program
     .command("create")
     .description("create a shell and wait until it is running")
     .addOption(
@@ -106,17 +109,17 @@ export function registerCreateCommand(program: Command, ctx: CliContext): void {
     .option(
       "--no-wait",
       "answer at once, even while the shell is provisioning (a first create of a language builds its image)",
-    )
-    .action(async (options: CreateOptions) => {
-      const client = ctx.client();
-      let shell = await client.create(createBodyFrom(options));
-      if (shell.status === "provisioning" && options.wait) {
-        // A first create of a language builds its image (about a minute): say each step on stderr.
-        shell = await client.waitUntilRunning(shell.id, {
-          onProgress: (reason) => ctx.printErr(`provisioning ${shell.name}: ${reason}`),
-        });
-      }
-      if (ctx.json) ctx.printJson(shell);
-      else ctx.print(formatShell(shell, ctx.now()));
-    });
+    );
+  addGitOptions(command, "shell").action(async (options: CreateOptions) => {
+    const client = ctx.client();
+    let shell = await client.create(createBodyFrom(options));
+    if (shell.status === "provisioning" && options.wait) {
+      // A first create of a language builds its image (about a minute): say each step on stderr.
+      shell = await client.waitUntilRunning(shell.id, {
+        onProgress: (reason) => ctx.printErr(`provisioning ${shell.name}: ${reason}`),
+      });
+    }
+    if (ctx.json) ctx.printJson(shell);
+    else ctx.print(formatShell(shell, ctx.now()));
+  });
 }

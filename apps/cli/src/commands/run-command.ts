@@ -8,8 +8,9 @@ import { CliError, USAGE_EXIT_CODE } from "../errors.js";
 import { formatBytes } from "../format.js";
 import { collect, parseDurationMs, parseEnvPair } from "../parsers.js";
 import { processExitCode } from "./exec-command.js";
+import { addGitOptions, gitSourceFrom, type GitFlags } from "./git-flags.js";
 
-interface RunFlags {
+interface RunFlags extends GitFlags {
   language?: RunCreate["language"];
   template?: string;
   code?: string;
@@ -21,34 +22,6 @@ interface RunFlags {
   runtime?: RunCreate["runtime"];
   binding?: string[];
   timeout?: number;
-  gitRepo?: string;
-  gitRef?: string;
-  gitSubpath?: string;
-  gitEntrypoint?: string;
-  gitBinding?: string;
-}
-
-/** The run's git source the `--git-*` flags describe, or undefined without `--git-repo`. */
-function gitSourceFrom(flags: RunFlags): RunCreate["git"] {
-  const { gitRepo, gitRef, gitSubpath, gitEntrypoint, gitBinding } = flags;
-  if (gitRepo === undefined) {
-    if ([gitRef, gitSubpath, gitEntrypoint, gitBinding].some((v) => v !== undefined))
-      throw new CliError(
-        "usage",
-        "--git-ref, --git-subpath, --git-entrypoint and --git-binding need --git-repo",
-        {
-          exitCode: USAGE_EXIT_CODE,
-        },
-      );
-    return undefined;
-  }
-  return {
-    repo: gitRepo,
-    ref: gitRef ?? "main",
-    ...(gitSubpath === undefined ? {} : { subpath: gitSubpath }),
-    ...(gitEntrypoint === undefined ? {} : { entrypoint: gitEntrypoint }),
-    ...(gitBinding === undefined ? {} : { binding: gitBinding }),
-  };
 }
 
 /**
@@ -159,7 +132,7 @@ export function runExitStatus(ctx: CliContext, run: Run): number {
  * its structured result and artifacts) as JSON at the end and exits with its exit code.
  */
 export function registerRunCommand(program: Command, ctx: CliContext): void {
-  program
+  const command = program
     .command("run")
     .description("run code or a command once in an ephemeral shell, live, then print its result")
     .argument("[command...]", "the command and its arguments (after --), instead of --code/--file")
@@ -189,21 +162,8 @@ export function registerRunCommand(program: Command, ctx: CliContext): void {
       "service binding the run may call, via $SHELLS_BINDING_<NAME>_URL (repeatable)",
       collect,
     )
-    .option("--timeout <duration>", "wall clock of the whole run, e.g. 30s, 5m", parseDurationMs)
-    .option(
-      "--git-repo <url>",
-      "clone this git repo (https) into /workspace first; the server clones it, the run gets the files only",
-    )
-    .option("--git-ref <ref>", "branch, tag or commit of --git-repo (default main)")
-    .option("--git-subpath <path>", "use only this folder of the repo as /workspace")
-    .option(
-      "--git-entrypoint <path>",
-      "file of the repo (relative to /workspace) to run with --language, instead of --code/--file",
-    )
-    .option(
-      "--git-binding <name>",
-      "service binding whose secret authenticates the clone of a private repo",
-    )
+    .option("--timeout <duration>", "wall clock of the whole run, e.g. 30s, 5m", parseDurationMs);
+  addGitOptions(command, "run")
     .addHelpText(
       "after",
       [

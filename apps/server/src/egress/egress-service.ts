@@ -45,6 +45,12 @@ export interface EgressServiceOptions {
 }
 
 /** How much a shell moved through its proxy when it passed its org's byte budget. */
+/** The levels below the org's that bound a destination: a project's rules and a template's. */
+export interface EgressScope {
+  projectId?: string;
+  templateRules?: EgressRules | null;
+}
+
 export interface EgressOveruse {
   bytes: number;
   maxBytes: number;
@@ -204,17 +210,26 @@ export class EgressService {
    */
   async #policyOf(orgId: string, shellId: string): Promise<EgressPolicy> {
     const levels = this.#levels.get(shellId);
+    return this.#leveled(orgId, levels ?? {}, this.#allowlists.get(shellId) ?? null);
+  }
+
+  /** The org's policy, read now, with the project's rules (read now) and the levels below. */
+  async #leveled(
+    orgId: string,
+    levels: EgressScope,
+    shell: ShellEgress | null = null,
+  ): Promise<EgressPolicy> {
     const [org, project] = await Promise.all([
       this.options.policy(orgId),
-      levels && this.options.projectRules
+      levels.projectId && this.options.projectRules
         ? this.options.projectRules(orgId, levels.projectId)
         : null,
     ]);
     return new EgressPolicy({
       org: org.egress ?? FALLBACK_POLICY,
       project,
-      template: levels?.templateRules,
-      shell: this.#allowlists.get(shellId) ?? null,
+      template: levels.templateRules,
+      shell,
     });
   }
 
@@ -228,12 +243,16 @@ export class EgressService {
 
   /**
    * Vets a destination the control plane itself connects to for an org (a git source's clone):
-   * the org's egress rules, with the same resolution as a shell's proxy, so the caller dials
-   * exactly the vetted address.
+   * the org's egress rules and, within `scope`, the project's and the template's, with the same
+   * resolution as a shell's proxy, so the caller dials exactly the vetted address.
    */
-  async vet(orgId: string, host: string, port: number): Promise<VettedDestination> {
-    const rules = (await this.options.policy(orgId)).egress ?? FALLBACK_POLICY;
-    return vetDestination(new EgressPolicy({ org: rules }), this.#resolve, host, port);
+  async vet(
+    orgId: string,
+    host: string,
+    port: number,
+    scope: EgressScope = {},
+  ): Promise<VettedDestination> {
+    return vetDestination(await this.#leveled(orgId, scope), this.#resolve, host, port);
   }
 
   /** Replaces a shell's allowlist: its proxy applies it from the next connection or question on. */

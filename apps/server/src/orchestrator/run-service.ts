@@ -20,7 +20,7 @@ import { actorOf, type Caller } from "../iam/principal.js";
 import { newId, nowIso } from "../ids.js";
 import { sha256 } from "../audit/sha256.js";
 import type { ActivityService } from "../services/activity-service.js";
-import { cloneGitSource, type ClonedSource, type GitCloneDeps } from "../sources/git-clone.js";
+import type { ClonedSource } from "../sources/git-clone.js";
 import type { Database, RunTable } from "../store/schema.js";
 import { shellPath } from "./file-service.js";
 import {
@@ -124,17 +124,15 @@ export class RunService {
     private readonly activity: ActivityService,
     dataDir: string,
     private readonly logger: FastifyBaseLogger,
-    options: { artifactQuotaBytes?: number; git?: GitCloneDeps; gate?: ApprovalGate } = {},
+    options: { artifactQuotaBytes?: number; gate?: ApprovalGate } = {},
   ) {
     this.#artifacts = new RunArtifacts(dataDir, logger, options.artifactQuotaBytes);
-    this.#git = options.git;
     this.#gate = options.gate;
     this.#gate?.performRunsWith((requester, approval) =>
       this.startApproved(requester, approval.shell_id),
     );
   }
 
-  readonly #git: GitCloneDeps | undefined;
   /** Where runs of templates marked `reviewBeforeRun` wait; without it they are refused. */
   readonly #gate: ApprovalGate | undefined;
 
@@ -286,7 +284,7 @@ export class RunService {
   ): Promise<Run> {
     // The clone happens here, on the host and before any shell exists: a bad ref, an unreachable
     // or oversize repo is the request's error, and the sandbox never holds the credential.
-    const source = body.git ? await this.#cloneSource(caller, body.git) : null;
+    const source = body.git ? await this.shells.cloneFor(caller, body.git, body) : null;
     const shell = await this.shells.create(caller, {
       name: id,
       language: body.language,
@@ -508,11 +506,6 @@ export class RunService {
     return this.get(caller, id);
   }
 
-  async #cloneSource(caller: Caller, git: NonNullable<RouteBody<"createRun">["git"]>) {
-    if (!this.#git)
-      throw new AppError("git_repo_unreachable", "This server does not clone git sources.");
-    return cloneGitSource(this.#git, caller.orgId, git);
-  }
 
   /**
    * Ends the runs a previous process left `running` (it died mid-run: nothing is executing them

@@ -16,6 +16,8 @@ import {
   type ShellEgress,
   type ShellEgressChange,
   type ShellFork,
+  type GitSource,
+  type ShellGitSource,
   type ShellForkResult,
   type TemplateDefinition,
   type RouteQuery,
@@ -29,7 +31,8 @@ import type { Kysely } from "kysely";
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import type { BindingGrant } from "../egress/binding-proxy.js";
-import type { EgressService } from "../egress/egress-service.js";
+import type { EgressScope, EgressService } from "../egress/egress-service.js";
+import { cloneGitSource, type ClonedSource, type GitCloneDeps } from "../sources/git-clone.js";
 import { isNarrowing } from "../egress/policy.js";
 import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";
@@ -49,6 +52,7 @@ import type { LifecycleLock } from "../store/lifecycle-lock.js";
 import type { Database } from "../store/schema.js";
 import { appendShellLog } from "../store/shell-logs-store.js";
 import {
+  findProject,
   findShell,
   insertShell,
   listShells,
@@ -122,6 +126,8 @@ export interface ShellServiceDeps {
   templates?: TemplateService;
   /** Idempotency keys: a keyed create notes the shell it makes before it makes it. */
   idempotency?: IdempotencyService;
+  /** Clones git sources; without it, a create that names one is refused. */
+  git?: GitCloneDeps;
 }
 
 /** Capabilities that end a shell's processes: its counters are read before they run. */
@@ -249,9 +255,21 @@ export class ShellService {
       );
     }
     const grants = await this.#grantsOf(caller, input.bindings ?? [], admitted.backend);
+    // Cloned before the shell exists: a bad ref or an unreachable repo is this request's error,
+    // and the credential stays on the host.
+    const source = input.git
+      ? await this.#cloneSource(caller, input.git, {
+          projectId: admitted.project.id,
+          templateRules: template?.definition.egressRules ?? null,
+        })
+      : null;
     const id = newId("sh", 10);
     const name = input.name ?? id;
-    const env = { ...input.env, ...bindingEnv(grants) };
+    const env = {
+      ...input.env,
+      ...bindingEnv(grants),
+      ...(source ? { SHELLS_GIT_COMMIT: source.commit } : {}),
+    };
     const insert = () =>
       insertShell(
         db,
@@ -318,6 +336,7 @@ export class ShellService {
           );
           // A fork's disk already holds its parent's copy of the template's files.
           if (template && !origin) await this.#placeTemplateFiles(row, template.definition);
+          if (source && input.git) await this.#placeSource(caller, row, input.git, source);
         } catch (error) {
           this.deps.metrics?.observeShellCreate(runtime, "failure", took());
           await this.deps.egress?.stop(id);
@@ -418,6 +437,58 @@ export class ShellService {
    * 0444: the shell's processes hold no capability that overrides file permissions, so opening
    * one for writing fails; they own it, though, so a deliberate chmod undoes it.
    */
+  async #cloneSource(caller: Caller, git: GitSource, scope: EgressScope) {
+    if (!this.deps.git)
+      throw new AppError("git_repo_unreachable", "This server does not clone git sources.");
+    return cloneGitSource(this.deps.git, caller.orgId, git, scope);
+  }
+
+  /**
+   * Clones a git source for a shell still to be made in `request`'s project from its template (a
+   * run's, before its shell exists): the repo's host is vetted by the org's egress rules and those
+   * of that project and template, as the shell's own traffic would be.
+   */
+  async cloneFor(
+    caller: Caller,
+    git: GitSource,
+    request: { project?: string | undefined; template?: string | undefined },
+  ): Promise<ClonedSource> {
+    const projectName = request.project ?? "default";
+    const project = await findProject(this.deps.db, caller.orgId, projectName);
+    if (!project)
+      throw new AppError("project_not_found", `No project named ${projectName} in this org.`);
+    const template =
+      request.template && this.deps.templates
+        ? await this.deps.templates.resolve(caller, request.template, projectName)
+        : null;
+    return this.#cloneSource(caller, git, {
+      projectId: project.id,
+      templateRules: template?.definition.egressRules ?? null,
+    });
+  }
+
+  /** Copies a cloned commit's files into a new shell's `/workspace`, and records which commit. */
+  async #placeSource(
+    caller: Caller,
+    row: ShellRow,
+    git: ShellGitSource,
+    source: ClonedSource,
+  ): Promise<void> {
+    await this.#backendCall(row, (b) => b.files.importTar(row.id, "/workspace", source.archive));
+    await this.deps.activity.recordFor(
+      caller,
+      "shell.git_source",
+      { type: "shell", id: row.id },
+      {
+        repo: git.repo,
+        ref: git.ref,
+        ...(git.subpath ? { subpath: git.subpath } : {}),
+        commit: source.commit,
+        files: source.files,
+      },
+    );
+  }
+
   async #placeTemplateFiles(row: ShellRow, definition: TemplateDefinition): Promise<void> {
     for (const file of placedFiles(definition)) {
       const data = new TextEncoder().encode(file.content);

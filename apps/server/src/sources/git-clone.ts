@@ -1,4 +1,4 @@
-import type { GitSource } from "@shells/contract";
+import type { ShellGitSource } from "@shells/contract";
 import { TarFormatError, UnsafeTarError, sanitizeTar } from "@shells/sandbox";
 import { spawn } from "node:child_process";
 import { lstat, mkdtemp, readdir, rm } from "node:fs/promises";
@@ -7,6 +7,7 @@ import { join, posix } from "node:path";
 import { injectedValue, pathMatches, secretForms } from "../egress/binding-policy.js";
 import type { BindingGrant, BindingTarget } from "../egress/binding-proxy.js";
 import type { VettedDestination } from "../egress/egress-proxy.js";
+import type { EgressScope } from "../egress/egress-service.js";
 import { AppError } from "../errors.js";
 
 /**
@@ -35,8 +36,11 @@ export interface GitCloneLimits {
 /** What the clone step needs from the rest of the control plane. */
 export interface GitCloneDeps {
   limits: GitCloneLimits;
-  /** Vets a destination with the org's egress rules (see `EgressService.vet`). */
-  vet(orgId: string, host: string, port: number): Promise<VettedDestination>;
+  /**
+   * Vets a destination with the org's egress rules and those of the project and template the
+   * clone is for (see `EgressService.vet`).
+   */
+  vet(orgId: string, host: string, port: number, scope?: EgressScope): Promise<VettedDestination>;
   /** The org's bindings: a grant by name (404 when unknown) and its rules and secret. */
   bindings?: {
     grantsFor(orgId: string, names: readonly string[]): Promise<BindingGrant[]>;
@@ -226,7 +230,8 @@ function masked(text: string, forms: readonly string[]): string {
 export async function cloneGitSource(
   deps: GitCloneDeps,
   orgId: string,
-  source: GitSource,
+  source: ShellGitSource & { entrypoint?: string | undefined },
+  scope: EgressScope = {},
 ): Promise<ClonedSource> {
   const { limits } = deps;
   const repo = parseRepoUrl(source.repo);
@@ -234,11 +239,11 @@ export async function cloneGitSource(
   const forms = auth?.forms ?? [];
   const host = repo.hostname.replace(/^\[(.*)\]$/, "$1");
   const port = repo.port ? Number(repo.port) : repo.protocol === "https:" ? 443 : 80;
-  const vetted = await deps.vet(orgId, host, port);
+  const vetted = await deps.vet(orgId, host, port, scope);
   if ("denial" in vetted)
     throw new AppError(
       "git_repo_not_allowed",
-      `The org's egress rules do not allow the git repo's host ${host}:${port} (${vetted.denial}).`,
+      `The egress rules do not allow the git repo's host ${host}:${port} (${vetted.denial}).`,
       { host, port, reason: vetted.denial },
     );
   const pinned = vetted.address.includes(":") ? `[${vetted.address}]` : vetted.address;
