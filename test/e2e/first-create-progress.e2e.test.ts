@@ -1,6 +1,7 @@
 import ShellsClient, { ProvisioningError, type Scope } from "@l1fe/shells";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { SimulatorBackend } from "@shells/sandbox";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -128,6 +129,45 @@ describe("a first create of a language whose image is not built", () => {
       expect(progress.some((message) => /building the bash image/.test(message))).toBe(true);
     } finally {
       await mcp.close();
+    }
+  });
+
+  it("sends the same progress over the server's own /mcp endpoint (streamable HTTP)", async () => {
+    // A server of its own: its simulator has built no image yet.
+    const fresh = await newServer();
+    const owner = new ShellsClient({ baseUrl: fresh.url, token: fresh.token });
+    const agent = await owner.agents.create({ name: "http-progress-agent" });
+    const { token } = await owner.keys.create({
+      name: "mcp-http",
+      scopes: ["shells:agent:invoke", "shells:instances:read", "shells:instances:create"],
+      principal: { type: "agent", id: agent.id },
+    });
+    await owner.entitlements.grant({
+      entitlement: "shells.agent.invoke",
+      principal: { type: "agent", id: agent.id },
+    });
+    const mcp = new Client({ name: "shells-e2e-http", version: "0.0.0" });
+    await mcp.connect(
+      new StreamableHTTPClientTransport(new URL(`${fresh.url}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${token}` } },
+      }),
+    );
+    try {
+      const progress: string[] = [];
+      const result = await mcp.callTool(
+        { name: "shells_create", arguments: { language: "python" } },
+        undefined,
+        { onprogress: (event) => progress.push(event.message ?? ""), resetTimeoutOnProgress: true },
+      );
+      expect(result.isError).toBeFalsy();
+      expect((result.structuredContent as { status: string }).status).toBe("running");
+      expect(progress.some((message) => /building the python image/.test(message))).toBe(true);
+      // Without a progressToken the call answers at once, as JSON, with the provisioning shell.
+      const quick = await mcp.callTool({ name: "shells_create", arguments: { language: "go" } });
+      expect((quick.structuredContent as { status: string }).status).toBe("provisioning");
+    } finally {
+      await mcp.close();
+      await fresh.close();
     }
   });
 });

@@ -369,7 +369,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   );
   registerAuthRoutes(app, oidc, limit);
   // Agents over MCP (streamable HTTP; see docs/architecture.md): the same tools, through the same gate.
-  registerMcpEndpoint(app, { activity, authenticate, agentGate, config, version: SERVER_VERSION });
+  registerMcpEndpoint(app, {
+    activity,
+    authenticate,
+    agentGate,
+    config,
+    version: SERVER_VERSION,
+    shells,
+  });
   registerDocsRoutes(app, SERVER_VERSION);
   // The web console at `/` (built files, index.html for its routes); never shadows the API.
   registerConsoleStatic(app, config.consoleDir);

@@ -1,6 +1,9 @@
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { createShellsMcpServer } from "@shells/mcp-tools";
+import type { Shell } from "@shells/contract";
 import type { FastifyInstance } from "fastify";
+import { setTimeout as delay } from "node:timers/promises";
+import type { Caller } from "../iam/principal.js";
 import { requirePermission } from "../iam/authorize.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { AgentGate } from "../iam/agent-gate.js";
@@ -22,13 +25,57 @@ export interface McpEndpointDeps {
   config: ServerAddress;
   /** The version reported to MCP clients. */
   version: string;
+  /** Reads a shell as its caller sees it: how a `shells_create` that asked for progress waits. */
+  shells?: { get(caller: Caller, idOrName: string): Promise<Shell> };
+}
+
+/** How often a create that asked for progress looks at its provisioning shell. */
+const PROGRESS_POLL_MS = 250;
+
+/**
+ * Whether a request body calls a tool with a `progressToken`: that call is answered as an event
+ * stream (progress notifications, then the result); everything else as plain JSON.
+ */
+function asksForProgress(body: unknown): boolean {
+  const messages: unknown[] = Array.isArray(body) ? body : [body];
+  return messages.some((message) => {
+    if (typeof message !== "object" || message === null) return false;
+    const { method, params } = message as { method?: unknown; params?: unknown };
+    if (method !== "tools/call" || typeof params !== "object" || params === null) return false;
+    const meta = (params as { _meta?: unknown })._meta;
+    return typeof meta === "object" && meta !== null && "progressToken" in meta;
+  });
+}
+
+/**
+ * Waits until a shell leaves `provisioning`, calling `onProgress` with each new status reason,
+ * and answers the shell as it then stands (`running`, or `error` with its reason).
+ */
+async function waitForShell(
+  read: () => Promise<Shell>,
+  onProgress: (statusReason: string) => void,
+  signal: AbortSignal,
+): Promise<Shell> {
+  let reported: string | null = null;
+  for (;;) {
+    signal.throwIfAborted();
+    const shell = await read();
+    if (shell.status !== "provisioning") return shell;
+    if (shell.statusReason && shell.statusReason !== reported) {
+      reported = shell.statusReason;
+      onProgress(shell.statusReason);
+    }
+    await delay(PROGRESS_POLL_MS, undefined, { signal });
+  }
 }
 
 /**
  * Serves the Shells MCP tools at `POST /mcp` over streamable HTTP, statelessly: each request is
  * authenticated on its own (like every route), gets a fresh MCP server bound to its caller, and is
- * answered with plain JSON. Stateless because the tools need nothing from a session — no
- * server-initiated messages, no resumable streams — and a session id would be a second credential
+ * answered with plain JSON — or, for a `shells_create` that sent a `progressToken`, an event stream
+ * of progress notifications (a first create of a language builds its image) ending with the
+ * result. Stateless because the tools need nothing from a session — no resumable streams, no
+ * messages outside a request's own answer — and a session id would be a second credential
  * to bind to the caller and a reason to pin clients to one replica. So `GET` (a server-to-client
  * stream) and `DELETE` (ending a session) answer 405, which MCP clients expect.
  *
@@ -55,13 +102,24 @@ export function registerMcpEndpoint(app: FastifyInstance, deps: McpEndpointDeps)
       },
       { name: "shells", title: "Shells", version: deps.version },
       {
+        ...(deps.shells
+          ? {
+              waitForShell: (
+                shellId: string,
+                onProgress: (reason: string) => void,
+                signal: AbortSignal,
+              ) => waitForShell(() => deps.shells!.get(caller, shellId), onProgress, signal),
+            }
+          : {}),
         onUnexpectedError: (error, tool) =>
           request.log.error({ err: error, tool }, "MCP tool call failed unexpectedly"),
       },
     );
+    // A tool call that asked for progress is answered as an event stream, so its notifications
+    // reach the client while it waits; every other request as plain JSON.
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: undefined,
-      enableJsonResponse: true,
+      enableJsonResponse: !(deps.shells && asksForProgress(request.body)),
     });
     // From here the transport writes the response; Fastify only keeps the request id header.
     reply.hijack();
