@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from "fastify";
 import type { EgressMetrics } from "../metrics/server-metrics.js";
 import type { ActivityService } from "../services/activity-service.js";
+import { WindowedLog, type WindowSpan } from "../services/windowed-log.js";
 import type { EgressDenial } from "./policy.js";
 
 /** One decision of a shell's egress proxy, once its connection ended (or was refused). */
@@ -66,15 +67,6 @@ export interface DecisionLogOptions {
   metrics?: EgressMetrics | undefined;
 }
 
-interface OpenWindow {
-  first: LoggedDecision;
-  repeats: number;
-  bytes: number;
-  openedAt: string;
-  timer: NodeJS.Timeout;
-}
-
-const DEFAULT_MAX_OPEN_WINDOWS = 10_000;
 const PROXY_ACTOR = { type: "system", id: "egress-proxy" } as const;
 
 /**
@@ -86,12 +78,22 @@ const PROXY_ACTOR = { type: "system", id: "egress-proxy" } as const;
  * `close()`). The counts of all events add up to the number of decisions.
  */
 export class DecisionLog {
-  readonly #windows = new Map<string, OpenWindow>();
+  readonly #log: WindowedLog<LoggedDecision>;
 
   constructor(
     private readonly activity: ActivityService,
     private readonly options: DecisionLogOptions,
-  ) {}
+  ) {
+    this.#log = new WindowedLog({
+      ...options,
+      what: "proxy decisions",
+      keyOf: (decision) => JSON.stringify([decision.shellId, decision.action, decision.details]),
+      // Too many destinations at once: a shell's further ones share one window.
+      overflowKey: (decision) => `*${decision.shellId}`,
+      weight: (decision) => decision.bytes,
+      write: (first, _last, count, bytes, span) => this.#write(first, count, bytes, span),
+    });
+  }
 
   /** Records one decision: written now when it opens a window, else counted into the window. */
   async record(decision: LoggedDecision): Promise<void> {
@@ -102,63 +104,24 @@ export class DecisionLog {
         typeof reason === "string" ? reason : undefined,
       );
     }
-    let key = JSON.stringify([decision.shellId, decision.action, decision.details]);
-    if (
-      !this.#windows.has(key) &&
-      this.#windows.size >= (this.options.maxOpenWindows ?? DEFAULT_MAX_OPEN_WINDOWS)
-    ) {
-      key = `*${decision.shellId}`;
-    }
-    const open = this.#windows.get(key);
-    if (open) {
-      open.repeats += 1;
-      open.bytes += decision.bytes;
-      return;
-    }
-    const timer = setTimeout(() => {
-      this.#closeWindow(key).catch((error: unknown) =>
-        this.options.logger.error({ err: error }, "could not record proxy decisions"),
-      );
-    }, this.options.windowMs);
-    timer.unref();
-    this.#windows.set(key, {
-      first: decision,
-      repeats: 0,
-      bytes: 0,
-      openedAt: new Date().toISOString(),
-      timer,
-    });
-    await this.#write(decision, 1, decision.bytes);
+    await this.#log.record(decision);
   }
 
   /** Writes the open windows of one shell now (its proxy stops). */
-  async flushShell(shellId: string): Promise<void> {
-    for (const [key, open] of [...this.#windows])
-      if (open.first.shellId === shellId) await this.#closeWindow(key);
+  flushShell(shellId: string): Promise<void> {
+    return this.#log.flush((first) => first.shellId === shellId);
   }
 
   /** Writes every open window's count now (at shutdown). */
-  async close(): Promise<void> {
-    for (const key of [...this.#windows.keys()]) await this.#closeWindow(key);
-  }
-
-  async #closeWindow(key: string): Promise<void> {
-    const open = this.#windows.get(key);
-    if (!open) return;
-    clearTimeout(open.timer);
-    this.#windows.delete(key);
-    if (open.repeats > 0)
-      await this.#write(open.first, open.repeats, open.bytes, {
-        since: open.openedAt,
-        until: new Date().toISOString(),
-      });
+  close(): Promise<void> {
+    return this.#log.close();
   }
 
   async #write(
     decision: LoggedDecision,
     count: number,
     bytes: number,
-    span: Record<string, string> = {},
+    span: WindowSpan | undefined,
   ): Promise<void> {
     await this.activity.record({
       orgId: decision.orgId,

@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger } from "fastify";
 import type { ActivityService } from "../services/activity-service.js";
+import { WindowedLog, type WindowSpan } from "../services/windowed-log.js";
 import type { RequestOrigin } from "./authenticate.js";
 
 /** One refused authentication, before it is written to the activity history. */
@@ -22,16 +23,6 @@ export interface AuthFailureLogOptions {
   logger: FastifyBaseLogger;
 }
 
-interface OpenWindow {
-  first: AuthFailure;
-  /** Refusals after the first, not yet written. */
-  repeats: number;
-  last: RequestOrigin;
-  openedAt: string;
-  timer: NodeJS.Timeout;
-}
-
-const DEFAULT_MAX_OPEN_WINDOWS = 10_000;
 const OVERFLOW_KEY = "*";
 
 /**
@@ -43,73 +34,39 @@ const OVERFLOW_KEY = "*";
  * window closes (or on `close()`). The counts of all events add up to the number of refusals.
  */
 export class AuthFailureLog {
-  readonly #windows = new Map<string, OpenWindow>();
+  readonly #log: WindowedLog<AuthFailure>;
 
   constructor(
     private readonly activity: ActivityService,
-    private readonly options: AuthFailureLogOptions,
-  ) {}
-
-  /** Records one refusal: written now when it opens a window, else counted into the window. */
-  async record(failure: AuthFailure): Promise<void> {
-    let key = JSON.stringify([
-      failure.orgId,
-      failure.keyId ?? "",
-      failure.origin.ip,
-      failure.reason,
-    ]);
-    if (
-      !this.#windows.has(key) &&
-      this.#windows.size >= (this.options.maxOpenWindows ?? DEFAULT_MAX_OPEN_WINDOWS)
-    ) {
+    options: AuthFailureLogOptions,
+  ) {
+    this.#log = new WindowedLog({
+      ...options,
+      what: "refused authentications",
+      keyOf: (failure) =>
+        JSON.stringify([failure.orgId, failure.keyId ?? "", failure.origin.ip, failure.reason]),
       // Too many distinct sources at once (many addresses): they share one window so memory and
       // rows stay bounded; the first of them names its own address and reason.
-      key = OVERFLOW_KEY;
-    }
-    const open = this.#windows.get(key);
-    if (open) {
-      open.repeats += 1;
-      open.last = failure.origin;
-      return;
-    }
-    const timer = setTimeout(() => {
-      this.#closeWindow(key).catch((error: unknown) =>
-        this.options.logger.error({ err: error }, "could not record refused authentications"),
-      );
-    }, this.options.windowMs);
-    timer.unref();
-    this.#windows.set(key, {
-      first: failure,
-      repeats: 0,
-      last: failure.origin,
-      openedAt: new Date().toISOString(),
-      timer,
+      overflowKey: () => OVERFLOW_KEY,
+      write: (first, last, count, _sum, span) => this.#write(first, last.origin, count, span),
     });
-    await this.#write(failure, failure.origin, 1);
+  }
+
+  /** Records one refusal: written now when it opens a window, else counted into the window. */
+  record(failure: AuthFailure): Promise<void> {
+    return this.#log.record(failure);
   }
 
   /** Writes every open window's count now (at shutdown). */
-  async close(): Promise<void> {
-    for (const key of [...this.#windows.keys()]) await this.#closeWindow(key);
-  }
-
-  async #closeWindow(key: string): Promise<void> {
-    const open = this.#windows.get(key);
-    if (!open) return;
-    clearTimeout(open.timer);
-    this.#windows.delete(key);
-    if (open.repeats > 0)
-      await this.#write(open.first, open.last, open.repeats, {
-        since: open.openedAt,
-        until: new Date().toISOString(),
-      });
+  close(): Promise<void> {
+    return this.#log.close();
   }
 
   async #write(
     failure: AuthFailure,
     origin: RequestOrigin,
     count: number,
-    span: Record<string, string> = {},
+    span: WindowSpan | undefined,
   ): Promise<void> {
     await this.activity.record({
       orgId: failure.orgId,
