@@ -58,6 +58,7 @@ export async function createBackends(
       images: (language, onImageProgress) =>
         ensureImage(imagesDir, language, onImageProgress ? { onProgress: onImageProgress } : {}),
       onProgress,
+      logger,
     }),
   ];
 }

@@ -16,6 +16,7 @@ import {
   shellCgroupName,
   ShellCgroup,
   type CgroupHost,
+  type ContainerLogger,
 } from "@shells/backend-container";
 import type {
   ExecResult,
@@ -41,7 +42,7 @@ import { AgentClient } from "./internal/agent-client.js";
 import type { GuestLimits } from "./internal/protocol.js";
 import { checkMicrovmHost, isolationOf } from "./internal/host-check.js";
 import { runChecked, type BuildProgress } from "./internal/host.js";
-import { claimJailUid, releaseJailUid } from "./internal/jail-uids.js";
+import { claimJailUid, releaseJailUid, releaseJailUidsOf } from "./internal/jail-uids.js";
 import { ensureTemplate, type ImageSource, type Template } from "./internal/template.js";
 import {
   isAlive,
@@ -71,6 +72,8 @@ export interface MicrovmBackendOptions {
   uidRegistryDir?: string;
   /** Parent of each VM's host cgroup (default `shells-microvm`). */
   cgroupParent?: string;
+  /** Where the backend reports what it did on its own (recovery after a crash). */
+  logger?: ContainerLogger;
 }
 
 /** What a shell's directory records, so a restarted control plane finds its VM again. */
@@ -86,7 +89,16 @@ interface ShellRecord {
   uid?: number;
   /** Snapshots taken so far (orders them, newest first). */
   snapshotSeq?: number;
+  /**
+   * Set while `reinstall_os` replaces the layer: the template the old layer (kept as
+   * `disk.previous.qcow2` once set aside) belongs to. A crash with it set is rolled back by
+   * `recover`: the old layer and template come back.
+   */
+  reinstallFrom?: Template;
 }
+
+/** Files a step writes beside their final name and renames over it; a crash may leave them. */
+const TEMPORARY_FILES = /(\.tmp|^disk\.(restore|new)\.qcow2|^workspace\.tar)$/;
 
 /** What a snapshot's metadata file holds beside its disk. */
 interface SnapshotMeta extends Snapshot {
@@ -445,6 +457,8 @@ export class MicrovmBackend implements SandboxBackend {
     try {
       await exportWorkspace(await this.#agent(shellId), archive);
       await this.#halt(shellId, record, "stopped");
+      record.reinstallFrom = previous;
+      await this.#save(shellId, record);
       await rename(`${dir}/disk.qcow2`, `${dir}/disk.previous.qcow2`);
       record.template = template;
       await this.#newOverlay(dir, record);
@@ -455,6 +469,7 @@ export class MicrovmBackend implements SandboxBackend {
       if (existsSync(`${dir}/disk.previous.qcow2`))
         await rename(`${dir}/disk.previous.qcow2`, `${dir}/disk.qcow2`);
       record.template = previous;
+      delete record.reinstallFrom;
       await this.#save(shellId, record);
       if (wasRunning) await this.#boot(shellId, record, false);
       throw new SandboxError(
@@ -466,6 +481,8 @@ export class MicrovmBackend implements SandboxBackend {
     } finally {
       await rm(archive, { force: true });
     }
+    delete record.reinstallFrom;
+    await this.#save(shellId, record);
     await rm(`${dir}/disk.previous.qcow2`, { force: true });
     if (!wasRunning) await this.#halt(shellId, record, "stopped");
     return this.#info(record);
@@ -492,6 +509,72 @@ export class MicrovmBackend implements SandboxBackend {
     await cgroup.remove();
     await rm(dir, { recursive: true, force: true });
     if (record?.uid !== undefined) await releaseJailUid(this.#uidRegistryDir, record.uid, dir);
+  }
+
+  /**
+   * Settles what a crash of the control plane cut in the middle of a step (see
+   * `SandboxBackend.recover`):
+   * - a shell directory without a record (a create cut before its first save, or a destroy cut
+   *   after removing it) is reclaimed: its cgroup, its uid claim and the directory;
+   * - a cut `reinstall_os` is rolled back: the VM is stopped and the old layer and template put
+   *   back (the reconciler then starts it again when the store says it runs);
+   * - a VM a cut snapshot left paused is resumed;
+   * - snapshot files no metadata names, and temporary files, are removed;
+   * - what a VM that is gone still holds (its cgroup, sockets) is released.
+   * Running VMs are otherwise left as they are.
+   */
+  async recover(): Promise<void> {
+    const entries = await readdir(this.#shellsDir).catch(() => [] as string[]);
+    for (const shellId of entries)
+      await this.#recoverShell(shellId).catch((error: unknown) =>
+        this.#options.logger?.error(
+          { shellId, err: error },
+          "recovering the microvm after a crash failed",
+        ),
+      );
+  }
+
+  async #recoverShell(shellId: string): Promise<void> {
+    const dir = this.#dir(shellId);
+    const record = await this.#record(shellId).catch(() => null);
+    if (!record) {
+      const cgroup = this.#cgroup(shellId);
+      await cgroup.killAll();
+      await cgroup.remove();
+      await releaseJailUidsOf(this.#uidRegistryDir, dir);
+      await rm(dir, { recursive: true, force: true });
+      return;
+    }
+    const alive = Boolean(record.pid && isAlive(record.pid));
+    if (record.reinstallFrom) {
+      await this.#halt(shellId, record, "stopped", { flush: false });
+      if (existsSync(`${dir}/disk.previous.qcow2`))
+        await rename(`${dir}/disk.previous.qcow2`, `${dir}/disk.qcow2`);
+      record.template = record.reinstallFrom;
+      delete record.reinstallFrom;
+      await this.#save(shellId, record);
+    } else if (alive) {
+      // Nothing but a snapshot stops a VM and lets it go on: one still paused was cut there.
+      await qmp(this.#sockets(shellId, record).qmp, [{ execute: "query-status" }]).then(
+        async (monitor) => {
+          try {
+            const [status] = monitor.results as { return?: { status?: string } }[];
+            if (status?.return?.status === "paused") await monitor.call("cont");
+          } finally {
+            monitor.close();
+          }
+        },
+      );
+    } else if (record.pid || (await this.#cgroup(shellId).exists())) {
+      await this.#halt(shellId, record, "stopped", { flush: false });
+    }
+    await rm(`${dir}/disk.previous.qcow2`, { force: true });
+    for (const entry of await readdir(dir))
+      if (TEMPORARY_FILES.test(entry)) await rm(`${dir}/${entry}`, { force: true });
+    const named = new Set((await this.#snapshots(shellId)).map((meta) => `${meta.name}.qcow2`));
+    for (const entry of await readdir(`${dir}/snapshots`).catch(() => [] as string[]))
+      if (!entry.endsWith(".json") && !named.has(entry))
+        await rm(`${dir}/snapshots/${entry}`, { force: true });
   }
 
   async list(): Promise<SandboxInfo[]> {
@@ -542,9 +625,13 @@ export class MicrovmBackend implements SandboxBackend {
     return base;
   }
 
-  /** A fresh, empty layer over the shell's template, of the shell's disk size. */
+  /**
+   * A fresh, empty layer over the shell's template, of the shell's disk size. Made beside the old
+   * one and renamed over it, so a crash leaves the old layer or the new one, never none.
+   */
   async #newOverlay(dir: string, record: ShellRecord): Promise<void> {
-    await rm(`${dir}/disk.qcow2`, { force: true });
+    const fresh = `${dir}/disk.new.qcow2`;
+    await rm(fresh, { force: true });
     await runChecked("qemu-img", [
       "create",
       "-q",
@@ -554,9 +641,10 @@ export class MicrovmBackend implements SandboxBackend {
       record.template.disk,
       "-F",
       "qcow2",
-      `${dir}/disk.qcow2`,
+      fresh,
       String((await this.#disk(record)).bytes),
     ]);
+    await rename(fresh, `${dir}/disk.qcow2`);
   }
 
   /** The VM's agent and QMP sockets (beside the layer for VMs started before the jail). */

@@ -1,5 +1,5 @@
 import { claimRegistryEntry } from "@shells/backend-container";
-import { readFile, rm } from "node:fs/promises";
+import { readFile, readdir, rm } from "node:fs/promises";
 
 /**
  * Each VM's QEMU runs as a uid of its own, so that nothing the kernel keeps per uid (process and
@@ -31,4 +31,10 @@ export async function releaseJailUid(
 ): Promise<void> {
   const owner = await readFile(`${registryDir}/${uid}/owner`, "utf8").catch(() => null);
   if (owner === ownerShellDir) await rm(`${registryDir}/${uid}`, { recursive: true, force: true });
+}
+
+/** Releases every uid a shell directory holds (a record cut before it named its uid). */
+export async function releaseJailUidsOf(registryDir: string, ownerShellDir: string): Promise<void> {
+  for (const entry of await readdir(registryDir).catch(() => [] as string[]))
+    if (/^\d+$/.test(entry)) await releaseJailUid(registryDir, Number(entry), ownerShellDir);
 }
