@@ -99,6 +99,8 @@ export interface AppDeps {
    * out are (see `IdempotencyService`).
    */
   storeSharedByReplicas?: boolean;
+  /** The time the retention sweep expires runs against (default: the wall clock); tests move it. */
+  clock?: () => Date;
 }
 
 /**
@@ -257,6 +259,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     runs,
     logger: deps.logger,
     defaultDays: config.runRetentionDays,
+    ...(deps.clock ? { clock: deps.clock } : {}),
   });
   const agentGate = new AgentGate(shells, activity, { terms, interpreters, runs, files, baseUrl });
   const oidc = config.oidc

@@ -4,28 +4,63 @@ import {
   type WorkspaceDiff,
   type WorkspaceFileDiff,
 } from "@shells/contract";
-import { createTwoFilesPatch } from "diff";
+import { createTwoFilesPatch, FILE_HEADERS_ONLY, formatPatch } from "diff";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import type { TextCopy, WorkspaceManifest } from "./workspace-changes.js";
 
 /**
- * Longest one file's diff may compute before it is omitted as too large: the diff runs in steps
- * that yield to other work, and this bounds the time a pathological pair of files can take.
+ * Time one file's diff may take, and one run's diffs all together: the diff runs on the event
+ * loop, and past these a pathological pair of files is omitted (`diff_too_large`) instead of
+ * stalling other work.
  */
-const DIFF_TIMEOUT_MS = 2000;
+const DIFF_TIMEOUT_MS = { perFile: 500, perRun: 5000 };
 
-/** A unified diff of two texts, or null when computing it ran past {@link DIFF_TIMEOUT_MS}. */
-function unifiedDiff(path: string, change: WorkspaceFileDiff["change"], was: string, now: string) {
-  return new Promise<string | null>((resolve) => {
-    createTwoFilesPatch(
-      change === "added" ? "/dev/null" : `a/${path}`,
-      change === "removed" ? "/dev/null" : `b/${path}`,
-      was,
-      now,
-      undefined,
-      undefined,
-      { context: 3, timeout: DIFF_TIMEOUT_MS, callback: (patch) => resolve(patch ?? null) },
-    );
-  });
+/** A side a manifest does not hold (it changed between the listing and the read). */
+const absent: TextCopy = { omitted: "no_starting_copy" };
+
+/**
+ * The patch of a file added or removed whole: every line on one side. Built directly (the diff
+ * algorithm has nothing to find) and formatted by the diff library like any other patch.
+ */
+function wholeFilePatch(path: string, change: "added" | "removed", text: string): string {
+  const lines = text.split("\n");
+  const endsWithNewline = lines.at(-1) === "";
+  if (endsWithNewline) lines.pop();
+  const sign = change === "added" ? "+" : "-";
+  const body = lines.map((line) => sign + line);
+  if (!endsWithNewline && text !== "") body.push("\\ No newline at end of file");
+  return formatPatch(
+    {
+      oldFileName: change === "added" ? "/dev/null" : `a/${path}`,
+      newFileName: change === "removed" ? "/dev/null" : `b/${path}`,
+      oldHeader: undefined,
+      newHeader: undefined,
+      hunks:
+        lines.length === 0
+          ? []
+          : [
+              {
+                oldStart: 1,
+                oldLines: change === "removed" ? lines.length : 0,
+                newStart: 1,
+                newLines: change === "added" ? lines.length : 0,
+                lines: body,
+              },
+            ],
+    },
+    FILE_HEADERS_ONLY,
+  );
+}
+
+/** A unified diff of a modified text file, or null when computing it ran past `timeoutMs`. */
+function modifiedPatch(path: string, was: string, now: string, timeoutMs: number): string | null {
+  return (
+    createTwoFilesPatch(`a/${path}`, `b/${path}`, was, now, undefined, undefined, {
+      context: 3,
+      timeout: timeoutMs,
+      headerOptions: FILE_HEADERS_ONLY,
+    }) ?? null
+  );
 }
 
 /**
@@ -41,24 +76,32 @@ export async function workspaceDiff(
 ): Promise<WorkspaceDiff> {
   const files: WorkspaceFileDiff[] = [];
   let patchBytes = 0;
+  const deadline = Date.now() + DIFF_TIMEOUT_MS.perRun;
   for (const change of changes.changes) {
     const sides: TextCopy[] = [];
     if (change.change !== "added") sides.push(before.files.get(change.path)?.copy ?? absent);
     if (change.change !== "removed") sides.push(after.files.get(change.path)?.copy ?? absent);
     const binary = sides.some((side) => "omitted" in side && side.omitted === "binary");
     const entry = { ...change, kind: binary ? ("binary" as const) : ("text" as const) };
-    const missing = sides.find((side): side is Exclude<TextCopy, { text: string }> => !("text" in side));
+    const missing = sides.find(
+      (side): side is Exclude<TextCopy, { text: string }> => !("text" in side),
+    );
     if (missing) {
       files.push({ ...entry, patch: null, omitted: missing.omitted });
       continue;
     }
     const text = (copy: TextCopy | undefined) => (copy && "text" in copy ? copy.text : "");
-    const patch = await unifiedDiff(
-      change.path,
-      change.change,
-      change.change === "added" ? "" : text(before.files.get(change.path)?.copy),
-      change.change === "removed" ? "" : text(after.files.get(change.path)?.copy),
-    );
+    const was = text(before.files.get(change.path)?.copy);
+    const now = text(after.files.get(change.path)?.copy);
+    const left = deadline - Date.now();
+    const patch =
+      change.change === "modified"
+        ? left > 0
+          ? modifiedPatch(change.path, was, now, Math.min(DIFF_TIMEOUT_MS.perFile, left))
+          : null
+        : wholeFilePatch(change.path, change.change, change.change === "added" ? now : was);
+    // Each diff may hold the event loop for a moment: other work gets a turn in between.
+    await nextTurn(undefined);
     const bytes = patch === null ? Number.POSITIVE_INFINITY : Buffer.byteLength(patch);
     if (bytes > WORKSPACE_DIFF_LIMITS.patchBytesPerFile)
       files.push({ ...entry, patch: null, omitted: "diff_too_large" });
@@ -71,6 +114,3 @@ export async function workspaceDiff(
   }
   return { files, patchBytes, truncated: changes.truncated };
 }
-
-/** A side a manifest does not hold (it changed between the listing and the read). */
-const absent: TextCopy = { omitted: "no_starting_copy" };

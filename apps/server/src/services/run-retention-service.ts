@@ -21,6 +21,8 @@ export interface RunRetentionServiceDeps {
   logger: FastifyBaseLogger;
   /** Days where neither a run's project nor its org sets any (`SHELLS_RUN_RETENTION_DAYS`). */
   defaultDays: number;
+  /** The time sweeps expire runs against (default: the wall clock). */
+  clock?: () => Date;
 }
 
 /**
@@ -61,10 +63,10 @@ export class RunRetentionService {
   }
 
   /**
-   * One sweep over every org: expires each finished run whose retention ran out by `now` (taken
-   * as a parameter, so a test can move the clock). Answers how many runs it expired.
+   * One sweep over every org: expires each finished run whose retention ran out by `now` (the
+   * service's clock unless given). Answers how many runs it expired.
    */
-  async sweep(now: Date = new Date()): Promise<number> {
+  async sweep(now: Date = this.deps.clock?.() ?? new Date()): Promise<number> {
     if (this.#sweeping) return 0;
     this.#sweeping = true;
     try {
