@@ -459,17 +459,12 @@ export const ServerConfig = z.strictObject({
       unit: "ms",
       description: "Longest one webhook delivery try may take.",
     }),
-  runRetentionDays: z.coerce
-    .number()
-    .min(0)
-    .max(36_500)
-    .default(30)
-    .register(settingDocs, {
-      env: "SHELLS_RUN_RETENTION_DAYS",
-      unit: "days",
-      description:
-        "How long after a run ends its artifacts, workspace changes and diff are kept, where neither its project nor its org sets it (`PUT /api/v1/org/retention`, `/api/v1/projects/:project/retention`). Fractions allowed; 0 removes them at the next sweep. The run's record, result and manifest with hashes stay.",
-    }),
+  runRetentionDays: z.coerce.number().min(0).max(36_500).default(30).register(settingDocs, {
+    env: "SHELLS_RUN_RETENTION_DAYS",
+    unit: "days",
+    description:
+      "How long after a run ends its artifacts, workspace changes and diff are kept, where neither its project nor its org sets it (`PUT /api/v1/org/retention`, `/api/v1/projects/:project/retention`). Fractions allowed; 0 removes them at the next sweep. The run's record, result and manifest with hashes stay.",
+  }),
   retentionSweepSeconds: z.coerce
     .number()
     .min(0.1)

@@ -838,7 +838,10 @@ export class RunService {
     try {
       const diff = await workspaceDiff(before, after, changes);
       if (await this.#artifacts.writeDiff(orgId, runId, diff)) return diff;
-      this.logger.warn({ runId }, "the data dir is short of its reserve: the run's diff is not kept");
+      this.logger.warn(
+        { runId },
+        "the data dir is short of its reserve: the run's diff is not kept",
+      );
     } catch (error) {
       this.logger.warn({ err: error, runId }, "could not keep the run's workspace diff");
     }

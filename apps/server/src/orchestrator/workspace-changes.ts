@@ -14,8 +14,7 @@ import { walkFiles, type RunningShell } from "./run-artifacts.js";
  * past the manifest's budget of kept text).
  */
 export type TextCopy =
-  | { text: string }
-  | { omitted: "binary" | "file_too_large" | "no_starting_copy" };
+  { text: string } | { omitted: "binary" | "file_too_large" | "no_starting_copy" };
 
 /** One file of /workspace as a manifest records it. */
 interface ManifestEntry {

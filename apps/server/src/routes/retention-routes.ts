@@ -11,8 +11,7 @@ export function retentionHandlers(
   return {
     getOrgRetention: async ({ caller }) => retention.getOrg(caller),
     setOrgRetention: async ({ caller, body }) => retention.setOrg(caller, body),
-    getProjectRetention: async ({ caller, params }) =>
-      retention.getProject(caller, params.project),
+    getProjectRetention: async ({ caller, params }) => retention.getProject(caller, params.project),
     setProjectRetention: async ({ caller, params, body }) =>
       retention.setProject(caller, params.project, body),
   };
