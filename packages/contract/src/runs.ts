@@ -210,7 +210,7 @@ export const WORKSPACE_DIFF_LIMITS = {
   /** Larger files are listed with their sizes and hashes but not diffed. */
   textFileBytes: 1024 * 1024,
   /** Bytes of text kept per side (start, end) of one run while it runs. */
-  startCopyBytesTotal: 16 * 1024 * 1024,
+  startCopyBytesTotal: 8 * 1024 * 1024,
   /** A larger patch of one file is omitted (`diff_too_large`). */
   patchBytesPerFile: 256 * 1024,
   /** Bytes of patches one run's diff keeps in all; past it patches are omitted (`total_too_large`). */

@@ -10,7 +10,7 @@ import type { SandboxFileInfo } from "@shells/sandbox";
 import type { FastifyBaseLogger } from "fastify";
 import picomatch from "picomatch";
 import { createHash } from "node:crypto";
-import { mkdir, readFile, rm, statfs, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, statfs, unlink, writeFile } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { AppError } from "../errors.js";
@@ -200,9 +200,15 @@ export class RunArtifacts {
     }
   }
 
-  /** Deletes a run's workspace diff from the host. */
-  async removeDiff(orgId: string, runId: string): Promise<void> {
-    await rm(this.#diffPath(orgId, runId), { force: true });
+  /** Deletes a run's workspace diff from the host; answers whether there was one. */
+  async removeDiff(orgId: string, runId: string): Promise<boolean> {
+    try {
+      await unlink(this.#diffPath(orgId, runId));
+      return true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
+      throw error;
+    }
   }
 
   /** Free bytes of the data dir's file system, for unprivileged writers. */

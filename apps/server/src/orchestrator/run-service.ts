@@ -512,9 +512,8 @@ export class RunService {
       .where("expired_at", "is", null)
       .executeTakeFirst();
     if (Number(marked.numUpdatedRows) === 0) return false;
-    const hadDiff = (await this.#artifacts.readDiff(row.org_id, row.id).catch(() => null)) !== null;
     await this.#artifacts.remove(row.org_id, row.id);
-    await this.#artifacts.removeDiff(row.org_id, row.id);
+    const hadDiff = await this.#artifacts.removeDiff(row.org_id, row.id);
     await this.activity.record({
       orgId: row.org_id,
       actor: RUN_RECOVERY_ACTOR,
