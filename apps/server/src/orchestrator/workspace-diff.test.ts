@@ -99,6 +99,27 @@ describe("workspaceDiff", () => {
   });
 });
 
+describe("workspaceDiff on files too costly to diff", () => {
+  it("omits a rewrite whose diff runs past its time limit as diff_too_large, and still diffs the rest", async () => {
+    // Two unrelated texts of 12,000 lines: a patch under the size limit (about 170 KiB), but an edit
+    // script as long as both, which takes the diff past its time limit.
+    let seed = 1;
+    const random = () => {
+      seed = (seed * 48271) % 2147483647;
+      return seed.toString(36);
+    };
+    const text = () => Array.from({ length: 12_000 }, random).join("\n") + "\n";
+    const diff = await diffOf(
+      manifest({ "big.txt": text(), "small.txt": "a\n" }),
+      manifest({ "big.txt": text(), "small.txt": "b\n" }),
+    );
+    expect(diff.files.map((f) => [f.path, f.omitted])).toEqual([
+      ["big.txt", "diff_too_large"],
+      ["small.txt", null],
+    ]);
+  });
+});
+
 describe("a run's workspace diff", () => {
   async function finished(a: TestApp, id: string): Promise<Run> {
     await expect
