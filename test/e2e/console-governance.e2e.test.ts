@@ -214,6 +214,10 @@ describe("the console's governance pages", () => {
     const tail = await view.getByTestId("run-output-tail").textContent();
     expect(tail).toContain("first-line");
     expect(tail).toContain("to-stderr");
+    // The workspace diff: the file the run wrote, added, as a unified diff.
+    const diff = view.getByTestId("run-diff");
+    await diff.getByText("+artifact-body").waitFor({ timeout: 10_000 });
+    expect(await diff.textContent()).toContain("out.txt");
     await shot("run");
 
     const runId = page.url().split("/runs/")[1] ?? "";

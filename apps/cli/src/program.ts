@@ -27,6 +27,7 @@ import { registerProjectsCommand } from "./commands/projects-command.js";
 import { registerRmCommand } from "./commands/rm-command.js";
 import { registerRunCommand } from "./commands/run-command.js";
 import { registerRunsCommand } from "./commands/runs-command.js";
+import { registerRetentionCommand } from "./commands/retention-command.js";
 import { registerRuntimesCommand } from "./commands/runtimes-command.js";
 import { registerServeCommand } from "./commands/serve-command.js";
 import { registerSnapshotsCommand } from "./commands/snapshots-command.js";
@@ -69,6 +70,7 @@ export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
   registerInterpreterCommand(program, ctx);
   registerRunCommand(program, ctx);
   registerRunsCommand(program, ctx);
+  registerRetentionCommand(program, ctx);
   registerActionCommand(program, ctx);
   registerSnapshotsCommand(program, ctx);
   registerForkCommand(program, ctx);

@@ -13,6 +13,7 @@ import { useEffect, useRef, useState, type FormEvent } from "react";
 import { AllowlistEditor, egressOf } from "./allowlist-editor.js";
 import { saveFile, saveJson } from "./download.js";
 import { Issues, issuesOf } from "./form-dialog.js";
+import { RunDiff } from "./run-diff.js";
 import { canControl, canCreate, type Session } from "./session.js";
 import { inertText } from "./terminal-text.js";
 import { usePoll } from "./use-poll.js";
@@ -432,6 +433,7 @@ function RunView({
           </div>
         </div>
         {finished && <RunOutcome run={run} onDownload={(path) => void download(path)} />}
+        {finished && <RunDiff run={run} client={client} />}
       </div>
     </section>
   );
@@ -491,15 +493,22 @@ function RunOutcome({ run, onDownload }: { run: Run; onDownload: (path: string) 
                 <span className="text-xs text-zinc-500 tabular-nums">
                   {artifact.sizeBytes} bytes
                 </span>
-                <Button
-                  variant="ghost"
-                  aria-label={`Download ${artifact.path}`}
-                  onClick={() => onDownload(artifact.path)}
-                >
-                  Download
-                </Button>
+                {!run.expiredAt && (
+                  <Button
+                    variant="ghost"
+                    aria-label={`Download ${artifact.path}`}
+                    onClick={() => onDownload(artifact.path)}
+                  >
+                    Download
+                  </Button>
+                )}
               </li>
             ))}
+            {run.expiredAt && (
+              <li className="text-xs text-zinc-500 dark:text-zinc-400">
+                Removed by retention on {run.expiredAt}; the manifest and hashes stay.
+              </li>
+            )}
             {run.skippedArtifacts?.map((skipped) => (
               <li key={skipped.path} className="text-xs text-amber-700 dark:text-amber-300">
                 <span className="font-mono">{skipped.path}</span> not kept: {skipped.reason}

@@ -15,6 +15,8 @@ import { ActivityTree } from "./audit/activity-tree.js";
 import { CheckpointService } from "./audit/checkpoint-service.js";
 import { CheckpointSigner } from "./audit/checkpoint-signer.js";
 import { EvidenceService } from "./audit/evidence-service.js";
+import { RunRetentionService } from "./services/run-retention-service.js";
+import { retentionHandlers } from "./routes/retention-routes.js";
 import { SealedBox } from "./iam/sealed-box.js";
 import { standingWatch } from "./iam/standing.js";
 import { ApprovalGate } from "./orchestrator/approval-gate.js";
@@ -98,6 +100,8 @@ export interface AppDeps {
    * out are (see `IdempotencyService`).
    */
   storeSharedByReplicas?: boolean;
+  /** The time the retention sweep expires runs against (default: the wall clock); tests move it. */
+  clock?: () => Date;
 }
 
 /**
@@ -229,6 +233,11 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const ports = new PortService(db, shells, activity);
   const interpreters = new InterpreterService(shells, activity);
   const runs = new RunService(db, shells, activity, config.dataDir, deps.logger, {
+    artifacts: {
+      quotaBytes: config.runArtifactMaxBytes,
+      maxCount: config.runArtifactMaxCount,
+      reserveBytes: config.dataDirReserveMb * 1024 * 1024,
+    },
     gate,
   });
   const dispatcher = new WebhookDispatcher({
@@ -246,6 +255,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   // Every recorded event that endpoints subscribe to queues its deliveries in its own transaction.
   activity.addSink(webhooks.enqueue);
   const evidence = new EvidenceService(runs, checkpoints, signer);
+  const retention = new RunRetentionService({
+    db,
+    activity,
+    runs,
+    logger: deps.logger,
+    defaultDays: config.runRetentionDays,
+    ...(deps.clock ? { clock: deps.clock } : {}),
+  });
   const agentGate = new AgentGate(shells, activity, { terms, interpreters, runs, files, baseUrl });
   const oidc = config.oidc
     ? new OidcAuth({
@@ -271,7 +288,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const describeShell = (orgId: string, shellId: string) => shells.describe(orgId, shellId);
   const othersMayBeAlive = deps.storeSharedByReplicas ?? deps.store.dialect !== "sqlite";
   // The background work over every org (reconciliation, the TTL sweep, metering checkpoints, cap
-  // sweeps, webhook delivery, checkpoint signing) runs on one server of those sharing the store:
+  // sweeps, webhook delivery, checkpoint signing, the retention sweep) runs on one server of those sharing the store:
   // whichever holds the lease (see replicas/lease-keeper.ts). On SQLite that is always this one.
   const background = new LeaseKeeper({
     db,
@@ -300,8 +317,10 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       caps.start(meteringMs);
       if (config.checkpointIntervalSeconds > 0)
         checkpoints.start(config.checkpointIntervalSeconds * 1000);
+      retention.start(config.retentionSweepSeconds * 1000);
     },
     onLose: () => {
+      retention.stop();
       reconciler.stop();
       caps.stop();
       metering.stop();
@@ -314,6 +333,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   app.addHook("onClose", async () => {
     idempotency.stop();
     const held = background.held;
+    retention.stop();
     reconciler.stop();
     caps.stop();
     metering.stop();
@@ -357,6 +377,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...bindingHandlers(bindings),
       ...templateHandlers(templates),
       ...projectEgressHandlers(projectEgress),
+      ...retentionHandlers(retention),
       ...approvalHandlers(gate, shells),
       ...webhookHandlers(webhooks),
       ...auditHandlers(checkpoints, evidence),

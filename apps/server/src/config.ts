@@ -459,6 +459,59 @@ export const ServerConfig = z.strictObject({
       unit: "ms",
       description: "Longest one webhook delivery try may take.",
     }),
+  runRetentionDays: z.coerce.number().min(0).max(36_500).default(30).register(settingDocs, {
+    env: "SHELLS_RUN_RETENTION_DAYS",
+    unit: "days",
+    description:
+      "How long after a run ends its artifacts, workspace changes and diff are kept, where neither its project nor its org sets it (`PUT /api/v1/org/retention`, `/api/v1/projects/:project/retention`). Fractions allowed; 0 removes them at the next sweep. The run's record, result and manifest with hashes stay.",
+  }),
+  retentionSweepSeconds: z.coerce
+    .number()
+    .min(0.1)
+    .max(24 * 3600)
+    .default(600)
+    .register(settingDocs, {
+      env: "SHELLS_RETENTION_SWEEP_SECONDS",
+      unit: "seconds",
+      description:
+        "How often the server holding the background lease removes what runs kept past their retention (each removal recorded as `run.retention.expire`).",
+    }),
+  runArtifactMaxBytes: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(16 * 1024 ** 3)
+    .default(64 * 1024 ** 2)
+    .register(settingDocs, {
+      env: "SHELLS_RUN_ARTIFACT_MAX_BYTES",
+      unit: "bytes",
+      description:
+        "Bytes of artifacts one run keeps, all together (one artifact at most 64 MiB); what does not fit is listed in the run's `skippedArtifacts` as `quota_exceeded`.",
+    }),
+  runArtifactMaxCount: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(10_000)
+    .default(100)
+    .register(settingDocs, {
+      env: "SHELLS_RUN_ARTIFACT_MAX_COUNT",
+      unit: "artifacts",
+      description:
+        "Artifacts one run keeps; the rest are listed in its `skippedArtifacts` as `count_exceeded`.",
+    }),
+  dataDirReserveMb: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(1024 * 1024)
+    .default(1024)
+    .register(settingDocs, {
+      env: "SHELLS_DATA_DIR_RESERVE_MB",
+      unit: "MiB",
+      description:
+        "Free space the data dir's file system keeps whatever runs keep: an artifact that would go below it is skipped as `host_disk_low`, and a diff is not kept.",
+    }),
   meteringCheckpointSeconds: z.coerce.number().min(0.1).max(60).default(2).register(settingDocs, {
     env: "SHELLS_METERING_CHECKPOINT_SECONDS",
     unit: "seconds",

@@ -51,6 +51,11 @@ export const ErrorCode = {
    * server. Verify the history against a checkpoint saved elsewhere (`shells audit verify --checkpoint`).
    */
   auditTreeDamaged: "audit_tree_damaged",
+  /**
+   * A run's artifacts, workspace changes or diff were removed when their retention ran out
+   * (`details.expiredAt`); the run's record and its history stay.
+   */
+  artifactExpired: "artifact_expired",
   /** The file or directory does not exist inside the shell. */
   fileNotFound: "file_not_found",
   /** The path is not an absolute, normalised path inside the shell (no `..`, no NUL). */
@@ -169,6 +174,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   checkpoint_not_found: 404,
   not_in_checkpoint: 409,
   audit_tree_damaged: 500,
+  artifact_expired: 410,
   file_not_found: 404,
   invalid_path: 400,
   wrong_file_type: 409,

@@ -10,6 +10,8 @@ import {
 } from "./checkpoints.js";
 import {
   EVIDENCE_FORMAT,
+  EVIDENCE_FORMAT_V1,
+  EvidenceBundle as EvidenceBundleSchema,
   canonicalSha256,
   verifyEvidenceBundle,
   type EvidenceBundle,
@@ -155,6 +157,22 @@ describe("evidence bundles", () => {
     expect(checked).toMatchObject({ ok: true, problem: null, keyId: key.keyId, keyTrusted: true });
     expect(checked.checked).toHaveLength(6);
     expect((await verifyEvidenceBundle(sha256, b)).keyTrusted).toBe(false);
+  });
+
+  it("verify bundles of both formats: v1 (before diffs) as v2, and refuse a diff neither may carry unrecorded", async () => {
+    const { bundle: v1 } = await bundle();
+    v1.format = EVIDENCE_FORMAT_V1;
+    expect(EvidenceBundleSchema.safeParse(v1).success).toBe(true);
+    expect((await verifyEvidenceBundle(sha256, v1)).problem).toBeNull();
+    const diff = { files: [], patchBytes: 0, truncated: false };
+    expect((await verifyEvidenceBundle(sha256, { ...v1, workspaceDiff: diff })).problem).toBe(
+      `a ${EVIDENCE_FORMAT_V1} bundle carries no workspace diff`,
+    );
+    const { bundle: v2 } = await bundle();
+    expect(v2.format).toBe(EVIDENCE_FORMAT);
+    expect((await verifyEvidenceBundle(sha256, { ...v2, workspaceDiff: diff })).problem).toBe(
+      "the bundle carries a workspace diff but no signed run.finish event records it",
+    );
   });
 
   it("name an event about another shell slipped into the bundle", async () => {

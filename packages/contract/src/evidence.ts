@@ -15,10 +15,12 @@ import {
   fromBase64,
 } from "./checkpoints.js";
 import { toHex, type Sha256 } from "./merkle.js";
-import { Run, WorkspaceChanges } from "./runs.js";
+import { Run, WorkspaceChanges, WorkspaceDiff } from "./runs.js";
 
-/** Format tag of an evidence bundle. */
-export const EVIDENCE_FORMAT = "shells-evidence/v1";
+/** Format tag of the first evidence bundles: no workspace diff. Still verified. */
+export const EVIDENCE_FORMAT_V1 = "shells-evidence/v1";
+/** Format tag of the evidence bundles exported now: v1 plus the run's workspace diff. */
+export const EVIDENCE_FORMAT = "shells-evidence/v2";
 
 /** One kept artifact: its hash as recorded when the run ended, and its bytes when exported with them. */
 export const ArtifactEvidence = z.strictObject({
@@ -32,7 +34,7 @@ export type ArtifactEvidence = z.infer<typeof ArtifactEvidence>;
 
 /** What `GET /api/v1/runs/:id/evidence` answers and `shells evidence export` writes. */
 export const EvidenceBundle = z.strictObject({
-  format: z.literal(EVIDENCE_FORMAT),
+  format: z.enum([EVIDENCE_FORMAT_V1, EVIDENCE_FORMAT]),
   exportedAt: z.iso.datetime(),
   run: Run,
   /** Every activity event of the run and of its shell, in `seq` order. */
@@ -43,6 +45,11 @@ export const EvidenceBundle = z.strictObject({
   artifacts: z.array(ArtifactEvidence),
   /** What the run changed in /workspace, when it was taken (its hash is in `run.finish`). */
   workspaceChanges: WorkspaceChanges.nullable(),
+  /**
+   * What the run changed as unified diffs and a binary manifest (its hash is in `run.finish`);
+   * v2 only. Null when not taken, or removed when the run's retention ran out.
+   */
+  workspaceDiff: WorkspaceDiff.nullable().optional(),
   checkpoint: Checkpoint,
   /** The public key that signed the checkpoint (compare its id with the server's published keys). */
   key: CheckpointKey,
@@ -81,7 +88,8 @@ export function canonicalSha256(sha256: Sha256, value: unknown): string {
  * the bundle carries, reported as untrusted), every event's inclusion proof, that every event is
  * about this run or its shell, that the run's record agrees with its signed `run.start` and
  * `run.finish` events, that the artifact manifest and the workspace changes are the ones
- * `run.finish` recorded, and the hash of every artifact whose bytes are included. Stops at the first failure and names it.
+ * `run.finish` recorded (or that a signed `run.retention.expire` event says why they are gone), and the
+ * hash of every artifact whose bytes are included. Bundles of both formats (v1, v2) verify. Stops at the first failure and names it.
  */
 export async function verifyEvidenceBundle(
   sha256: Sha256,
@@ -180,8 +188,15 @@ export async function verifyEvidenceBundle(
   } else if (bundle.artifacts.length > 0) {
     return result("the bundle lists artifacts but no signed run.finish event records a manifest");
   }
+  // Retention may have removed the changes and diff: then a signed event of the run says so, and
+  // the bundle proves their hashes (in run.finish) but not their content.
+  const expiry = ofRun("run.retention.expire");
+  if (run.expiredAt !== undefined && !expiry)
+    return result(`run ${run.id} says its retention ran out but no signed event records it`);
   const changesHash = finish?.details["workspaceChangesSha256"];
-  if (typeof changesHash === "string") {
+  if (typeof changesHash === "string" && bundle.workspaceChanges === null && expiry) {
+    checked.push("workspace changes removed by retention (a signed event records it)");
+  } else if (typeof changesHash === "string") {
     if (bundle.workspaceChanges === null)
       return result("the bundle leaves out the workspace changes its run.finish event records");
     if (canonicalSha256(sha256, bundle.workspaceChanges) !== changesHash)
@@ -191,6 +206,21 @@ export async function verifyEvidenceBundle(
     );
   } else if (bundle.workspaceChanges !== null) {
     return result("the bundle lists workspace changes but no signed run.finish event records them");
+  }
+  const diffHash = finish?.details["workspaceDiffSha256"];
+  const diff = bundle.workspaceDiff ?? null;
+  if (bundle.format === EVIDENCE_FORMAT_V1 && bundle.workspaceDiff !== undefined)
+    return result(`a ${EVIDENCE_FORMAT_V1} bundle carries no workspace diff`);
+  if (typeof diffHash === "string" && diff === null) {
+    // A v1 bundle predates diffs; a v2 one leaves it out only when retention removed it.
+    if (bundle.format !== EVIDENCE_FORMAT_V1 && !expiry)
+      return result("the bundle leaves out the workspace diff its run.finish event records");
+  } else if (typeof diffHash === "string") {
+    if (canonicalSha256(sha256, diff) !== diffHash)
+      return result("the workspace diff differs from the one the run.finish event recorded");
+    checked.push(`workspace diff (${diff?.files.length ?? 0} files) against the run.finish event`);
+  } else if (diff !== null) {
+    return result("the bundle carries a workspace diff but no signed run.finish event records it");
   }
   let withBytes = 0;
   for (const artifact of bundle.artifacts) {

@@ -66,6 +66,7 @@ export {
 export {
   ArtifactEvidence,
   EVIDENCE_FORMAT,
+  EVIDENCE_FORMAT_V1,
   EvidenceBundle,
   canonicalSha256,
   verifyEvidenceBundle,
@@ -107,9 +108,13 @@ export {
   RUN_OUTPUT_TAIL_BYTES,
   SkippedArtifact,
   WORKSPACE_CHANGE_LIMITS,
+  WORKSPACE_DIFF_LIMITS,
   WorkspaceChange,
   WorkspaceChanges,
+  WorkspaceDiff,
+  WorkspaceFileDiff,
 } from "./runs.js";
+export { RetentionDays, RunRetention, RunRetentionUpdate } from "./retention.js";
 export { TERM_PROTOCOL, TERM_TOKEN_PROTOCOL_PREFIX, TermCredential } from "./terminals.js";
 export { pageOf, type Page } from "./pages.js";
 export {

@@ -201,6 +201,57 @@ export const WorkspaceChanges = z.strictObject({
 });
 export type WorkspaceChanges = z.infer<typeof WorkspaceChanges>;
 
+/**
+ * Bounds of a run's workspace diff: starting copies are kept only of text files up to
+ * `textFileBytes`, within `startCopyBytesTotal` per run; a patch past `patchBytesPerFile`, or past
+ * what is left of `patchBytesTotal`, is omitted with a marker saying so.
+ */
+export const WORKSPACE_DIFF_LIMITS = {
+  /** Larger files are listed with their sizes and hashes but not diffed. */
+  textFileBytes: 1024 * 1024,
+  /** Bytes of text kept per side (start, end) of one run while it runs. */
+  startCopyBytesTotal: 8 * 1024 * 1024,
+  /** A larger patch of one file is omitted (`diff_too_large`). */
+  patchBytesPerFile: 256 * 1024,
+  /** Bytes of patches one run's diff keeps in all; past it patches are omitted (`total_too_large`). */
+  patchBytesTotal: 4 * 1024 * 1024,
+} as const;
+
+/** One changed file of a run's workspace diff: a unified diff for text, sizes and hashes for all. */
+export const WorkspaceFileDiff = z.strictObject({
+  /** Path relative to /workspace. */
+  path: z.string(),
+  change: z.enum(["added", "removed", "modified"]),
+  /** `text`: UTF-8 with no NUL byte on every side that exists; else `binary`. */
+  kind: z.enum(["text", "binary"]),
+  sizeBytes: z.int().nullable(),
+  sha256: HashHex.nullable(),
+  previousSizeBytes: z.int().nullable(),
+  previousSha256: HashHex.nullable(),
+  /** The unified diff (`--- a/path`, `+++ b/path`, hunks), or null when omitted. */
+  patch: z.string().nullable(),
+  /**
+   * Why `patch` is null: `binary` (a manifest entry only), `file_too_large` (a side over
+   * `textFileBytes`), `no_starting_copy` (the run's copies were over `startCopyBytesTotal`, or it
+   * could not be read), `diff_too_large` (the patch over `patchBytesPerFile`), `total_too_large`
+   * (past `patchBytesTotal`).
+   */
+  omitted: z
+    .enum(["binary", "file_too_large", "no_starting_copy", "diff_too_large", "total_too_large"])
+    .nullable(),
+});
+export type WorkspaceFileDiff = z.infer<typeof WorkspaceFileDiff>;
+
+/** What a run changed in /workspace, as unified diffs for text and a manifest for binaries. */
+export const WorkspaceDiff = z.strictObject({
+  files: z.array(WorkspaceFileDiff),
+  /** Bytes of the patches kept, all together. */
+  patchBytes: z.int().min(0),
+  /** True when /workspace held more than the manifest covers (as in `WorkspaceChanges`). */
+  truncated: z.boolean(),
+});
+export type WorkspaceDiff = z.infer<typeof WorkspaceDiff>;
+
 /** An output file a run named but did not keep, and why. */
 export const SkippedArtifact = z.strictObject({
   /** Path relative to /workspace. */
@@ -210,9 +261,10 @@ export const SkippedArtifact = z.strictObject({
   /**
    * `quota_exceeded`: over the per-artifact limit or what is left of the run's quota;
    * `count_exceeded`: past the most artifacts a run keeps; `not_a_file`: not a regular file
-   * (links are never followed out of the shell); `unreadable`: it could not be read.
+   * (links are never followed out of the shell); `unreadable`: it could not be read;
+   * `host_disk_low`: keeping it would leave the server's data dir less free space than its reserve.
    */
-  reason: z.enum(["quota_exceeded", "count_exceeded", "not_a_file", "unreadable"]),
+  reason: z.enum(["quota_exceeded", "count_exceeded", "not_a_file", "unreadable", "host_disk_low"]),
 });
 export type SkippedArtifact = z.infer<typeof SkippedArtifact>;
 
@@ -267,6 +319,11 @@ export const Run = z.strictObject({
   error: z.string().nullable(),
   createdAt: z.iso.datetime(),
   finishedAt: z.iso.datetime().nullable(),
+  /**
+   * When its retention ran out and its artifacts, workspace changes and diff were removed (their
+   * manifest stays on the record and in its history); absent while they are kept.
+   */
+  expiredAt: z.iso.datetime().optional(),
 });
 export type Run = z.infer<typeof Run>;
 

@@ -79,6 +79,12 @@ export class NotFoundError extends ShellsError {}
 export class ConflictError extends ShellsError {}
 
 /**
+ * 410: what was asked for existed and was removed for good: a run's artifacts, workspace changes
+ * or diff after its retention ran out (`artifact_expired`, with `details.expiredAt`).
+ */
+export class GoneError extends ShellsError {}
+
+/**
  * 428: the org gates this action by typed confirmation, and the request carried none or the wrong
  * one (`confirmation_required`). Repeat it with `confirm` set to the shell's name or id.
  */
@@ -129,6 +135,7 @@ function errorClassForStatus(status: number): typeof ShellsError {
   if (status === 403) return PermissionDeniedError;
   if (status === 404) return NotFoundError;
   if (status === 409) return ConflictError;
+  if (status === 410) return GoneError;
   if (status === 428) return ConfirmationRequiredError;
   if (status === 429) return RateLimitError;
   if (status === 400 || status === 413 || status === 415 || status === 422) return ValidationError;

@@ -23,6 +23,7 @@ import type {
   Project,
   ProjectCreate as ProjectCreateSchema,
   ProjectEgress,
+  RunRetention,
 } from "@shells/contract";
 import { segment, type ApiCall } from "./internal/api-call.js";
 import type { SchemaInput, SchemaOutput } from "./internal/schema-types.js";
@@ -207,6 +208,30 @@ export class ProjectsApi {
     return this.#call<Project>("POST", "/api/v1/projects", { ...options, body });
   }
 
+  /** How long the project's runs keep their artifacts, changes and diffs (`effectiveDays`). */
+  getRetention(project: string, options: RequestOptions = {}): Promise<RunRetention> {
+    return this.#call<RunRetention>(
+      "GET",
+      `/api/v1/projects/${segment(project)}/retention`,
+      options,
+    );
+  }
+
+  /**
+   * Sets the days the project's runs keep their artifacts, changes and diffs after they end
+   * (admins); `null` removes the project's setting (the org's applies).
+   */
+  setRetention(
+    project: string,
+    days: number | null,
+    options: IdempotentRequestOptions = {},
+  ): Promise<RunRetention> {
+    return this.#call<RunRetention>("PUT", `/api/v1/projects/${segment(project)}/retention`, {
+      ...options,
+      body: { days },
+    });
+  }
+
   /** A project's egress rules (`rules: {}` when it has none: the org's policy alone). */
   getEgress(project: string, options: RequestOptions = {}): Promise<ProjectEgress> {
     return this.#call<ProjectEgress>("GET", `/api/v1/projects/${segment(project)}/egress`, options);
@@ -249,6 +274,19 @@ export class PolicyApi {
    */
   update(body: OrgPolicyUpdate, options: RequestOptions = {}): Promise<OrgPolicy> {
     return this.#call<OrgPolicy>("PATCH", "/api/v1/org/policy", { ...options, body });
+  }
+
+  /** How long the org's runs keep their artifacts, changes and diffs where a project sets none. */
+  getRetention(options: RequestOptions = {}): Promise<RunRetention> {
+    return this.#call<RunRetention>("GET", "/api/v1/org/retention", options);
+  }
+
+  /**
+   * Sets the days the org's runs keep their artifacts, changes and diffs after they end (admins);
+   * `null` removes the org's setting (the server's default applies). Recorded as `retention.update`.
+   */
+  setRetention(days: number | null, options: IdempotentRequestOptions = {}): Promise<RunRetention> {
+    return this.#call<RunRetention>("PUT", "/api/v1/org/retention", { ...options, body: { days } });
   }
 }
 

@@ -78,6 +78,7 @@ export {
   ConfirmationRequiredError,
   ConflictError,
   ConnectionError,
+  GoneError,
   NotFoundError,
   PermissionDeniedError,
   ProvisioningError,
@@ -169,4 +170,7 @@ export type {
   TreeLeaves,
   WorkspaceChange,
   WorkspaceChanges,
+  WorkspaceDiff,
+  WorkspaceFileDiff,
+  RunRetention,
 } from "@shells/contract";

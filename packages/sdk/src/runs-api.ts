@@ -6,6 +6,7 @@ import type {
   RunCreate,
   RunFrame,
   WorkspaceChanges,
+  WorkspaceDiff,
 } from "@shells/contract";
 import { ConnectionError, ServerError, errorFromStreamEvent } from "./errors.js";
 import { idempotencyKeyOf, segment, type ApiCall, type EventCall } from "./internal/api-call.js";
@@ -205,6 +206,16 @@ export class RunHandle {
   }
 
   /**
+   * What the run changed in /workspace as unified diffs of its text files (`patch`) and a manifest
+   * of sizes and SHA-256 for binaries; a patch left out for size says why in `omitted`.
+   * `invalid_state` (ConflictError) while it runs; `artifact_expired` (GoneError) once the run's
+   * retention ran out.
+   */
+  diff(options: RequestOptions = {}): Promise<WorkspaceDiff> {
+    return this.#call<WorkspaceDiff>("GET", this.#path("/diff"), options);
+  }
+
+  /**
    * The run's evidence bundle: its record, its audit trail with an inclusion proof of every event
    * against a signed checkpoint, the artifact manifest with hashes, and the public key. Check it
    * with no server using the contract's `verifyEvidenceBundle` (or `shells evidence verify`).
@@ -213,7 +224,10 @@ export class RunHandle {
     return this.#call<EvidenceBundle>("GET", this.#path("/evidence"), options);
   }
 
-  /** One artifact's bytes, by its path relative to /workspace (as `run.artifacts` lists it). */
+  /**
+   * One artifact's bytes, by its path relative to /workspace (as `run.artifacts` lists it);
+   * `artifact_expired` (GoneError) once the run's retention ran out.
+   */
   artifact(path: string, options: RequestOptions = {}): Promise<Uint8Array> {
     return this.#call<Uint8Array>("GET", this.#path("/artifacts/content"), {
       ...options,

@@ -26,7 +26,8 @@ export function registerEvidenceCommand(program: Command, ctx: CliContext): void
     .action(async (runId: string, options: { output?: string; withArtifacts?: boolean }) => {
       const handle = ctx.client().runs.handle(runId);
       const bundle = await handle.evidence();
-      if (options.withArtifacts) {
+      // Once retention removed them, only the manifest's hashes remain to export.
+      if (options.withArtifacts && bundle.run.expiredAt === undefined) {
         const kept = new Set(bundle.run.artifacts.map((a) => a.path));
         for (const artifact of bundle.artifacts) {
           if (!kept.has(artifact.path)) continue;
@@ -42,6 +43,11 @@ export function registerEvidenceCommand(program: Command, ctx: CliContext): void
           `evidence of run ${bundle.run.id} (${bundle.run.status}) written to ${path}`,
           `  ${bundle.events.length} events proved against checkpoint ${bundle.checkpoint.id} (${bundle.checkpoint.treeSize} events, key ${bundle.checkpoint.keyId})`,
           `  ${bundle.artifacts.length} artifacts in the manifest${options.withArtifacts ? `, ${bundle.artifacts.filter((a) => a.contentBase64 !== undefined).length} with their bytes` : ""}`,
+          bundle.workspaceDiff
+            ? `  workspace diff of ${bundle.workspaceDiff.files.length} files`
+            : bundle.run.expiredAt
+              ? `  artifacts, changes and diff removed by retention at ${bundle.run.expiredAt} (their hashes stay)`
+              : "  no workspace diff",
           `check it anywhere: shells evidence verify ${options.output}`,
         ].join("\n"),
       );

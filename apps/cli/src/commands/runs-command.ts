@@ -1,4 +1,4 @@
-import type { Run } from "@l1fe/shells";
+import type { Run, WorkspaceDiff } from "@l1fe/shells";
 import type { Command } from "commander";
 import { writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
@@ -36,8 +36,17 @@ export function formatRun(run: Run, nowMs: number): string {
       ? "-"
       : run.artifacts.map((a) => `${a.path} (${formatBytes(a.sizeBytes)})`).join(", "),
   ]);
+  if (run.skippedArtifacts && run.skippedArtifacts.length > 0)
+    pairs.push([
+      "not kept",
+      run.skippedArtifacts
+        .map((a) => `${a.path} (${formatBytes(a.sizeBytes)}: ${a.reason})`)
+        .join(", "),
+    ]);
   pairs.push(["created", `${run.createdAt} (${formatAge(run.createdAt, nowMs)} ago)`]);
   if (run.finishedAt) pairs.push(["finished", run.finishedAt]);
+  if (run.expiredAt)
+    pairs.push(["expired", `${run.expiredAt} (artifacts, changes and diff removed by retention)`]);
   const sections = [formatKeyValues(pairs)];
   for (const stream of ["stdout", "stderr"] as const) {
     const text = run.output?.[stream];
@@ -51,7 +60,38 @@ export function formatRun(run: Run, nowMs: number): string {
   return sections.join("\n");
 }
 
-/** `shells runs ls|get|result|artifact|rm`: one-shot runs (start one with `shells run`). */
+const OMITTED: Record<NonNullable<WorkspaceDiff["files"][number]["omitted"]>, string> = {
+  binary: "binary file",
+  file_too_large: "file over the diff size limit",
+  no_starting_copy: "no copy of its starting content was kept (over the run's text budget)",
+  diff_too_large: "patch over the per-file limit",
+  total_too_large: "past the run's total patch limit",
+};
+
+/**
+ * A run's workspace diff as `shells runs diff` prints it: each text file's unified diff, and for
+ * a file without one a `Binary files …`-style line with its sizes, hashes and why.
+ */
+export function formatDiff(diff: WorkspaceDiff): string {
+  if (diff.files.length === 0) return "no files changed in /workspace";
+  const parts = diff.files.map((file) => {
+    if (file.patch !== null) return file.patch.replace(/\n$/, "");
+    const side = (size: number | null, sha: string | null) =>
+      size === null ? "none" : `${formatBytes(size)}${sha ? ` sha256 ${sha}` : ""}`;
+    return [
+      `--- ${file.change === "added" ? "/dev/null" : `a/${file.path}`}`,
+      `+++ ${file.change === "removed" ? "/dev/null" : `b/${file.path}`}`,
+      `# ${file.change} ${file.kind} file, diff omitted: ${file.omitted ? OMITTED[file.omitted] : "-"}`,
+      `#   before: ${side(file.previousSizeBytes, file.previousSha256)}`,
+      `#   after:  ${side(file.sizeBytes, file.sha256)}`,
+    ].join("\n");
+  });
+  if (diff.truncated)
+    parts.push("# (more files than the manifest covers: changes past its limits are not listed)");
+  return parts.join("\n");
+}
+
+/** `shells runs ls|get|result|artifact|changes|diff|rm`: one-shot runs (start one with `shells run`). */
 export function registerRunsCommand(program: Command, ctx: CliContext): void {
   const runs = program.command("runs").description("list, inspect and tear down one-shot runs");
 
@@ -128,6 +168,18 @@ export function registerRunsCommand(program: Command, ctx: CliContext): void {
             : []),
         ].join("\n"),
       );
+    });
+
+  runs
+    .command("diff")
+    .description(
+      "what a finished run changed in /workspace: unified diffs of text files, sizes and SHA-256 of binaries",
+    )
+    .argument("<id>", "run id")
+    .action(async (id: string) => {
+      const diff = await ctx.client().runs.handle(id).diff();
+      if (ctx.json) ctx.printJson(diff);
+      else ctx.print(formatDiff(diff));
     });
 
   runs

@@ -14,8 +14,8 @@ const RecordedManifest = z.array(
 /**
  * Evidence bundles of runs: the run's record, every activity event of the run and of its shell
  * (actions, policy decisions, approvals, egress decisions) with inclusion proofs against a signed
- * checkpoint that covers them all, the artifact manifest and the workspace changes its
- * `run.finish` event recorded, and the public key. The contract's `verifyEvidenceBundle` checks one with no server.
+ * checkpoint that covers them all, the artifact manifest, the workspace changes and the diff its
+ * `run.finish` event recorded (the hashes only, once retention removed them), and the public key. The contract's `verifyEvidenceBundle` checks one with no server.
  */
 export class EvidenceService {
   constructor(
@@ -44,6 +44,7 @@ export class EvidenceService {
         ? manifest.data.map(({ path, sizeBytes, sha256 }) => ({ path, sizeBytes, sha256 }))
         : [],
       workspaceChanges: await this.runs.changesOf(caller, runId),
+      workspaceDiff: await this.runs.diffOf(caller, runId),
       checkpoint,
       key,
     };

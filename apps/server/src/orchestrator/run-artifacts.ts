@@ -4,12 +4,13 @@ import {
   type Artifact,
   type Run,
   type SkippedArtifact,
+  type WorkspaceDiff,
 } from "@shells/contract";
 import type { SandboxFileInfo } from "@shells/sandbox";
 import type { FastifyBaseLogger } from "fastify";
 import picomatch from "picomatch";
 import { createHash } from "node:crypto";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, statfs, unlink, writeFile } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { AppError } from "../errors.js";
@@ -22,8 +23,21 @@ export const ARTIFACT_LIMITS = {
   artifactBytes: 64 * 1024 * 1024,
   /** Bytes of artifacts one run may keep on the host, all together (the default quota). */
   runArtifactBytes: 64 * 1024 * 1024,
+  /** Artifacts one run may keep (the default). */
   artifactCount: 100,
+  /** Free space the data dir keeps whatever runs keep (the default). */
+  reserveBytes: 1024 * 1024 * 1024,
 };
+
+/** Limits of what the runs of one server keep on its disk. */
+export interface RunArtifactsOptions {
+  /** Bytes of artifacts one run keeps, all together. */
+  quotaBytes?: number;
+  /** Artifacts one run keeps. */
+  maxCount?: number;
+  /** Free bytes the data dir's file system keeps: nothing is kept that would go below it. */
+  reserveBytes?: number;
+}
 
 /** The running shell of a run, as the shell service hands it out. */
 export type RunningShell = Awaited<ReturnType<ShellService["runningSandbox"]>>;
@@ -132,18 +146,25 @@ export function storedArtifacts(json: string): Pick<Run, "artifacts" | "skippedA
 }
 
 /**
- * A run's artifacts on the host, under `<dataDir>/runs/<orgId>/<runId>/`: collected out of the
- * run's shell within a per-run quota, read back by path, and deleted with the run's teardown.
+ * What runs keep on the host, per org: artifacts under `<dataDir>/runs/<orgId>/<runId>/`,
+ * collected out of the run's shell within a per-run quota and count, read back by path, deleted
+ * with the run's teardown or when its retention runs out; and workspace diffs under
+ * `<dataDir>/run-diffs/<orgId>/<runId>.json`. Nothing is written that would leave the data dir's
+ * file system less free space than its reserve, so no run fills the host's disk.
  */
 export class RunArtifacts {
   readonly #quotaBytes: number;
+  readonly #maxCount: number;
+  readonly #reserveBytes: number;
 
   constructor(
     private readonly dataDir: string,
     private readonly logger: FastifyBaseLogger,
-    quotaBytes: number = ARTIFACT_LIMITS.runArtifactBytes,
+    options: RunArtifactsOptions = {},
   ) {
-    this.#quotaBytes = quotaBytes;
+    this.#quotaBytes = options.quotaBytes ?? ARTIFACT_LIMITS.runArtifactBytes;
+    this.#maxCount = options.maxCount ?? ARTIFACT_LIMITS.artifactCount;
+    this.#reserveBytes = options.reserveBytes ?? ARTIFACT_LIMITS.reserveBytes;
   }
 
   /** The bytes of an artifact a run kept, by its path relative to `/workspace`. */
@@ -154,6 +175,47 @@ export class RunArtifacts {
   /** Deletes every artifact a run kept from the host. */
   async remove(orgId: string, runId: string): Promise<void> {
     await rm(this.#artifactDir(orgId, runId), { recursive: true, force: true });
+  }
+
+  /**
+   * Keeps a run's workspace diff; answers false (and keeps nothing) when it would leave the data
+   * dir less than its reserve.
+   */
+  async writeDiff(orgId: string, runId: string, diff: WorkspaceDiff): Promise<boolean> {
+    const bytes = Buffer.from(JSON.stringify(diff));
+    if ((await this.#freeBytes()) - bytes.length < this.#reserveBytes) return false;
+    const target = this.#diffPath(orgId, runId);
+    await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+    await writeFile(target, bytes, { mode: 0o600 });
+    return true;
+  }
+
+  /** A run's workspace diff as kept, or null when none is. */
+  async readDiff(orgId: string, runId: string): Promise<WorkspaceDiff | null> {
+    try {
+      return JSON.parse(await readFile(this.#diffPath(orgId, runId), "utf8")) as WorkspaceDiff;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
+      throw error;
+    }
+  }
+
+  /** Deletes a run's workspace diff from the host; answers whether there was one. */
+  async removeDiff(orgId: string, runId: string): Promise<boolean> {
+    try {
+      await unlink(this.#diffPath(orgId, runId));
+      return true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
+      throw error;
+    }
+  }
+
+  /** Free bytes of the data dir's file system, for unprivileged writers. */
+  async #freeBytes(): Promise<number> {
+    await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
+    const stats = await statfs(this.dataDir);
+    return stats.bavail * stats.bsize;
   }
 
   /**
@@ -191,13 +253,15 @@ export class RunArtifacts {
     const kept: Artifact[] = [];
     const skipped: SkippedArtifact[] = [];
     const skip = (path: string, sizeBytes: number, reason: SkippedArtifact["reason"]) => {
-      if (skipped.length < ARTIFACT_LIMITS.artifactCount) skipped.push({ path, sizeBytes, reason });
+      if (skipped.length < this.#maxCount) skipped.push({ path, sizeBytes, reason });
     };
     let usedBytes = 0;
+    // Read once: what this run writes is at most its quota, so the reserve holds within it.
+    const freeBytes = named.size > 0 ? await this.#freeBytes() : 0;
     for (const [path, listed] of named) {
       if (!path.startsWith("/workspace/")) continue;
       const relative = path.slice("/workspace/".length);
-      if (kept.length >= ARTIFACT_LIMITS.artifactCount) {
+      if (kept.length >= this.#maxCount) {
         skip(relative, listed?.sizeBytes ?? 0, "count_exceeded");
         continue;
       }
@@ -216,6 +280,10 @@ export class RunArtifacts {
       const room = Math.min(ARTIFACT_LIMITS.artifactBytes, this.#quotaBytes - usedBytes);
       if (info.sizeBytes > room) {
         skip(relative, info.sizeBytes, "quota_exceeded");
+        continue;
+      }
+      if (freeBytes - usedBytes - info.sizeBytes < this.#reserveBytes) {
+        skip(relative, info.sizeBytes, "host_disk_low");
         continue;
       }
       let bytes: Uint8Array;
@@ -259,5 +327,9 @@ export class RunArtifacts {
 
   #artifactDir(orgId: string, runId: string): string {
     return join(this.dataDir, "runs", orgId, runId);
+  }
+
+  #diffPath(orgId: string, runId: string): string {
+    return join(this.dataDir, "run-diffs", orgId, `${runId}.json`);
   }
 }

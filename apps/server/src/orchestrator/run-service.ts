@@ -10,6 +10,7 @@ import {
   type RouteBody,
   type SkippedArtifact,
   type WorkspaceChanges,
+  type WorkspaceDiff,
 } from "@shells/contract";
 import { NODE_HELPER, PYTHON_HELPER, RUNNER_DIR, mainFile, runCommand } from "@shells/runner";
 import type { FastifyBaseLogger } from "fastify";
@@ -28,10 +29,12 @@ import {
   artifactMatcher,
   RunArtifacts,
   storedArtifacts,
+  type RunArtifactsOptions,
 } from "./run-artifacts.js";
 import { RunOutputTail } from "./run-output-tail.js";
 import { SYSTEM_ACTOR as RUN_RECOVERY_ACTOR } from "./reconciler.js";
 import { workspaceChanges, workspaceManifest } from "./workspace-changes.js";
+import { workspaceDiff } from "./workspace-diff.js";
 import type { ShellService } from "./shell-service.js";
 import type { ApprovalGate } from "./approval-gate.js";
 import type { ResolvedTemplate } from "../services/template-service.js";
@@ -61,6 +64,8 @@ interface RunOutcome {
   artifacts: { kept: Artifact[]; skipped: SkippedArtifact[] } | null;
   /** What it changed in /workspace; null when that was not taken (cancelled, failed early). */
   workspaceChanges: WorkspaceChanges | null;
+  /** The diff of those changes as kept on the host; null when not taken or not kept. */
+  workspaceDiff: WorkspaceDiff | null;
   /** Why it failed (the control plane could not run it), or a result file that is not JSON. */
   error: string | null;
 }
@@ -86,7 +91,18 @@ export function toRun(row: Selectable<RunTable>, live?: RunOutputTail): Run {
     error: row.error,
     createdAt: row.created_at,
     finishedAt: row.finished_at,
+    ...(row.expired_at !== null ? { expiredAt: row.expired_at } : {}),
   };
+}
+
+/** Refuses to answer what a run kept once its retention ran out, with `artifact_expired`. */
+function refuseExpired(row: Selectable<RunTable>, what: string): void {
+  if (row.expired_at !== null)
+    throw new AppError(
+      "artifact_expired",
+      `Run ${row.id} no longer keeps its ${what}: they were removed when its retention ran out (${row.expired_at}); its record and manifest stay.`,
+      { expiredAt: row.expired_at },
+    );
 }
 
 /**
@@ -124,9 +140,9 @@ export class RunService {
     private readonly activity: ActivityService,
     dataDir: string,
     private readonly logger: FastifyBaseLogger,
-    options: { artifactQuotaBytes?: number; gate?: ApprovalGate } = {},
+    options: { artifacts?: RunArtifactsOptions; gate?: ApprovalGate } = {},
   ) {
-    this.#artifacts = new RunArtifacts(dataDir, logger, options.artifactQuotaBytes);
+    this.#artifacts = new RunArtifacts(dataDir, logger, options.artifacts);
     this.#gate = options.gate;
     this.#gate?.performRunsWith((requester, approval) =>
       this.startApproved(requester, approval.shell_id),
@@ -267,6 +283,7 @@ export class RunService {
       artifacts: "[]",
       output_tail: null,
       workspace_changes: null,
+      expired_at: null,
       template: body.template ?? null,
       pending_request: null,
       error: null,
@@ -431,6 +448,7 @@ export class RunService {
   /** What a finished run changed in /workspace; `invalid_state` when that was not taken. */
   async changes(caller: Caller, id: string): Promise<WorkspaceChanges> {
     const row = await this.#row(caller, id);
+    refuseExpired(row, "workspace changes");
     const changes = this.#changesOf(row);
     if (changes) return changes;
     throw new AppError(
@@ -453,8 +471,68 @@ export class RunService {
       : (JSON.parse(row.workspace_changes) as WorkspaceChanges);
   }
 
+  /**
+   * What a finished run changed in /workspace as unified diffs and a binary manifest;
+   * `invalid_state` when that was not taken, `artifact_expired` once its retention ran out.
+   */
+  async diff(caller: Caller, id: string): Promise<WorkspaceDiff> {
+    const row = await this.#row(caller, id);
+    refuseExpired(row, "workspace diff");
+    const diff = row.status === "running" ? null : await this.#artifacts.readDiff(row.org_id, id);
+    if (diff) return diff;
+    throw new AppError(
+      "invalid_state",
+      row.status === "running"
+        ? `Run ${id} is still running; its diff is taken when it ends.`
+        : `Run ${id} recorded no workspace diff: it was cancelled, ended before it was taken, or the server's disk was short of its reserve.`,
+      { status: row.status },
+    );
+  }
+
+  /** A run's workspace diff as kept, or null when none is (for evidence bundles). */
+  async diffOf(caller: Caller, id: string): Promise<WorkspaceDiff | null> {
+    const row = await this.#row(caller, id);
+    return row.expired_at === null ? this.#artifacts.readDiff(row.org_id, id) : null;
+  }
+
+  /**
+   * Removes what a finished run kept (artifacts, workspace changes, diff) once its retention ran
+   * out, marks its record expired and records `run.retention.expire` with what was removed. The
+   * record, its result and its artifact manifest with hashes stay. Answers false when another
+   * sweep expired it first.
+   */
+  async expire(row: Selectable<RunTable>, retentionDays: number, now: Date): Promise<boolean> {
+    const expiredAt = now.toISOString();
+    const marked = await this.db
+      .updateTable("runs")
+      .set({ expired_at: expiredAt, workspace_changes: null })
+      .where("id", "=", row.id)
+      .where("expired_at", "is", null)
+      .executeTakeFirst();
+    if (Number(marked.numUpdatedRows) === 0) return false;
+    await this.#artifacts.remove(row.org_id, row.id);
+    const hadDiff = await this.#artifacts.removeDiff(row.org_id, row.id);
+    await this.activity.record({
+      orgId: row.org_id,
+      actor: RUN_RECOVERY_ACTOR,
+      action: "run.retention.expire",
+      target: { type: "run", id: row.id },
+      outcome: "success",
+      details: {
+        retentionDays,
+        finishedAt: row.finished_at,
+        artifactsRemoved: storedArtifacts(row.artifacts).artifacts.length,
+        workspaceChangesRemoved: row.workspace_changes !== null,
+        workspaceDiffRemoved: hadDiff,
+      },
+    });
+    return true;
+  }
+
   async artifact(caller: Caller, id: string, path: string): Promise<Uint8Array> {
-    const run = this.#toRun(await this.#row(caller, id));
+    const row = await this.#row(caller, id);
+    refuseExpired(row, "artifacts");
+    const run = this.#toRun(row);
     const normal = posix.normalize(path).replace(/^\/workspace\//, "");
     const known = run.artifacts.find((a) => a.path === normal);
     if (!known)
@@ -649,6 +727,11 @@ export class RunService {
       for (const artifact of kept) await emit("artifact", artifact);
       const endState =
         startState && !signal.aborted ? await workspaceManifest(shell).catch(() => null) : null;
+      const changes = startState && endState ? workspaceChanges(startState, endState) : null;
+      const diff =
+        startState && endState && changes
+          ? await this.#keepDiff(caller.orgId, row.id, startState, endState, changes)
+          : null;
       outcome = {
         status: signal.aborted
           ? "cancelled"
@@ -659,7 +742,8 @@ export class RunService {
         killReason,
         result: structured.present ? JSON.stringify(structured.value) : null,
         artifacts: { kept, skipped },
-        workspaceChanges: startState && endState ? workspaceChanges(startState, endState) : null,
+        workspaceChanges: changes,
+        workspaceDiff: diff,
         error: structured.error ?? null,
       };
     } catch (failure) {
@@ -670,6 +754,7 @@ export class RunService {
         result: null,
         artifacts: null,
         workspaceChanges: null,
+        workspaceDiff: null,
         error: failure instanceof Error ? failure.message : String(failure),
       };
     }
@@ -725,9 +810,34 @@ export class RunService {
                   workspaceChangesSha256: canonicalSha256(sha256, outcome.workspaceChanges),
                 }
               : {}),
+            ...(outcome.workspaceDiff
+              ? {
+                  workspaceDiffFiles: outcome.workspaceDiff.files.length,
+                  workspaceDiffSha256: canonicalSha256(sha256, outcome.workspaceDiff),
+                }
+              : {}),
           }
         : { status, error, ...(row.template !== null ? { template: row.template } : {}) },
     );
+  }
+
+  /** The run's workspace diff, kept on the host; null when it could not be kept. */
+  async #keepDiff(
+    orgId: string,
+    runId: string,
+    ...[before, after, changes]: Parameters<typeof workspaceDiff>
+  ): Promise<WorkspaceDiff | null> {
+    try {
+      const diff = await workspaceDiff(before, after, changes);
+      if (await this.#artifacts.writeDiff(orgId, runId, diff)) return diff;
+      this.logger.warn(
+        { runId },
+        "the data dir is short of its reserve: the run's diff is not kept",
+      );
+    } catch (error) {
+      this.logger.warn({ err: error, runId }, "could not keep the run's workspace diff");
+    }
+    return null;
   }
 
   async #readResult(

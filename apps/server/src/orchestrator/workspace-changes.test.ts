@@ -109,7 +109,7 @@ describe("workspaceChanges", () => {
     files: new Map(
       entries.map(([path, sizeBytes, modifiedAt, sha256]) => [
         path,
-        { sizeBytes, modifiedAt, sha256 },
+        { sizeBytes, modifiedAt, sha256, copy: { omitted: "file_too_large" as const } },
       ]),
     ),
     truncated,

@@ -1,5 +1,6 @@
 import {
   WORKSPACE_CHANGE_LIMITS,
+  WORKSPACE_DIFF_LIMITS,
   type WorkspaceChange,
   type WorkspaceChanges,
 } from "@shells/contract";
@@ -7,12 +8,33 @@ import { createHash } from "node:crypto";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { walkFiles, type RunningShell } from "./run-artifacts.js";
 
+/**
+ * A file's content as a manifest keeps it for diffs: its text, or why it has none (`binary`: a NUL
+ * byte or invalid UTF-8; `file_too_large`: over the text limit or never read; `no_starting_copy`:
+ * past the manifest's budget of kept text).
+ */
+export type TextCopy =
+  { text: string } | { omitted: "binary" | "file_too_large" | "no_starting_copy" };
+
 /** One file of /workspace as a manifest records it. */
 interface ManifestEntry {
   sizeBytes: number;
   modifiedAt: string;
   /** Null past the hashing limit, or when the file could not be read. */
   sha256: string | null;
+  copy: TextCopy;
+}
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Whether bytes read whole are text: no NUL byte and valid UTF-8. */
+function textOf(bytes: Uint8Array): string | null {
+  if (bytes.includes(0)) return null;
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    return null;
+  }
 }
 
 /** The files under /workspace at one moment, by path relative to it. */
@@ -24,7 +46,9 @@ export interface WorkspaceManifest {
 /**
  * Records every regular file under /workspace (within {@link WORKSPACE_CHANGE_LIMITS}) with its
  * size, modification time and SHA-256, read through the backend; past the per-file or total
- * hashing limit a file is recorded without its hash. Links are never followed.
+ * hashing limit a file is recorded without its hash. Links are never followed. Text files up to
+ * `WORKSPACE_DIFF_LIMITS.textFileBytes` keep their content, within `startCopyBytesTotal` in all,
+ * so a later manifest can be diffed against this one: what a run holds in memory is bounded.
  */
 export async function workspaceManifest(shell: RunningShell): Promise<WorkspaceManifest> {
   const { files, truncated } = await walkFiles(
@@ -36,8 +60,10 @@ export async function workspaceManifest(shell: RunningShell): Promise<WorkspaceM
   const manifest = new Map<string, ManifestEntry>();
   // What a run makes us read is bounded whatever it leaves in /workspace.
   let budget: number = WORKSPACE_CHANGE_LIMITS.hashBytesTotal;
+  let textBudget: number = WORKSPACE_DIFF_LIMITS.startCopyBytesTotal;
   for (const [i, file] of files.entries()) {
     let sha256: string | null = null;
+    let copy: TextCopy = { omitted: "file_too_large" };
     if (file.sizeBytes <= Math.min(WORKSPACE_CHANGE_LIMITS.hashBytesPerFile, budget)) {
       budget -= file.sizeBytes;
       try {
@@ -45,6 +71,15 @@ export async function workspaceManifest(shell: RunningShell): Promise<WorkspaceM
           b.files.read(shell.shellId, file.path, WORKSPACE_CHANGE_LIMITS.hashBytesPerFile),
         );
         sha256 = createHash("sha256").update(bytes).digest("hex");
+        if (bytes.length <= WORKSPACE_DIFF_LIMITS.textFileBytes) {
+          const text = textOf(bytes);
+          if (text === null) copy = { omitted: "binary" };
+          else if (bytes.length > textBudget) copy = { omitted: "no_starting_copy" };
+          else {
+            textBudget -= bytes.length;
+            copy = { text };
+          }
+        } else if (bytes.subarray(0, 8192).includes(0)) copy = { omitted: "binary" };
       } catch {
         // Gone or grown past the limit meanwhile: compared by size.
       }
@@ -53,6 +88,7 @@ export async function workspaceManifest(shell: RunningShell): Promise<WorkspaceM
       sizeBytes: file.sizeBytes,
       modifiedAt: file.modifiedAt,
       sha256,
+      copy,
     });
     // Hashing is work the workload chose the size of: other callers get turns.
     if (i % 64 === 63) await nextTurn(undefined);

@@ -19,6 +19,7 @@ export function runHandlers(
   | "getRunResult"
   | "getRunActivity"
   | "getRunChanges"
+  | "getRunDiff"
   | "readRunArtifact"
   | "deleteRun"
   | "streamRun"
@@ -32,6 +33,7 @@ export function runHandlers(
       items: await runs.activityOf(caller, params.id),
     }),
     getRunChanges: async ({ caller, params }) => runs.changes(caller, params.id),
+    getRunDiff: async ({ caller, params }) => runs.diff(caller, params.id),
     readRunArtifact: async ({ caller, params, query, reply }) =>
       sendBytes(
         reply,

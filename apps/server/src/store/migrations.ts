@@ -717,6 +717,31 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
     },
   },
+  /**
+   * Retention of what runs keep: `runs.expired_at` marks a run whose artifacts, workspace changes
+   * and diff the sweeper removed; `run_retention` holds the days set per org (`project_id` '') and
+   * per project.
+   */
+  "0024_run_retention": {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("runs").addColumn("expired_at", "text").execute();
+      await db.schema
+        .createIndex("runs_unexpired_finished")
+        .on("runs")
+        .columns(["expired_at", "finished_at"])
+        .execute();
+      await db.schema
+        .createTable("run_retention")
+        .addColumn("org_id", "text", (c) => c.notNull())
+        .addColumn("project_id", "text", (c) => c.notNull())
+        .addColumn("days", "double precision", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .addColumn("updated_by_type", "text", (c) => c.notNull())
+        .addColumn("updated_by_id", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("run_retention_pk", ["org_id", "project_id"])
+        .execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

@@ -19,6 +19,7 @@ export interface Database {
   term_credentials: TermCredentialTable;
   port_urls: PortUrlTable;
   runs: RunTable;
+  run_retention: RunRetentionTable;
   run_frames: RunFrameTable;
   oidc_logins: OidcLoginTable;
   oidc_accounts: OidcAccountTable;
@@ -325,6 +326,17 @@ export interface PortUrlTable {
   expires_at: string;
 }
 
+/** Days runs keep what they kept, set for an org (`project_id` '') or one of its projects. */
+export interface RunRetentionTable {
+  org_id: string;
+  /** The project's id; '' for the org's own setting. */
+  project_id: string;
+  days: number;
+  updated_at: string;
+  updated_by_type: "user" | "agent";
+  updated_by_id: string;
+}
+
 export interface RunTable {
   id: string;
   org_id: string;
@@ -344,6 +356,8 @@ export interface RunTable {
   output_tail: string | null;
   /** JSON of its /workspace changes (WorkspaceChanges), written when it ends; null before or when not taken. */
   workspace_changes: string | null;
+  /** When its retention ran out and what it kept was removed; null while kept. */
+  expired_at: string | null;
   /** The template the run was made from, as `name@version`; null when none. */
   template: string | null;
   /** JSON of the request of a run that waits for review (never secrets); null once it started. */

@@ -45,6 +45,8 @@ export async function createTestApp(
     openStore?: (dataDir: string) => Promise<Store>;
     /** Settings as environment variables (`SHELLS_METRICS_TOKEN`, …). */
     env?: Record<string, string>;
+    /** The clock the retention sweep reads (default: the wall clock). */
+    clock?: () => Date;
   } = {},
 ): Promise<TestApp> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "shells-app-"));
@@ -64,6 +66,7 @@ export async function createTestApp(
     sweepIntervalMs: options.sweepIntervalMs ?? 0,
     webhookPollIntervalMs: options.webhookPollIntervalMs ?? 0,
     meteringIntervalMs: options.meteringIntervalMs ?? 0,
+    ...(options.clock ? { clock: options.clock } : {}),
   });
   await app.ready();
   return {

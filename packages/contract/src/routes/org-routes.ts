@@ -3,6 +3,7 @@ import { ActivityEvent, ActivityQuery } from "../activity.js";
 import { ProjectEgress, ProjectEgressUpdate } from "../egress-rules.js";
 import { OrgPolicy, OrgPolicyUpdate, Project, ProjectCreate } from "../iam.js";
 import { pageOf } from "../pages.js";
+import { RunRetention, RunRetentionUpdate } from "../retention.js";
 import type { RouteSpec } from "./route-spec.js";
 
 const projectName = z
@@ -10,6 +11,9 @@ const projectName = z
   .min(1)
   .max(63)
   .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, "a project name");
+
+const retentionDescription =
+  "Days after a run ends that its artifacts, workspace changes and diff are kept: a project's setting, else the org's, else the server's default (`SHELLS_RUN_RETENTION_DAYS`). `{ days: null }` removes this level's setting. A sweeper removes what ran out, recording `run.retention.expire` for each run; reading them afterwards answers 410 `artifact_expired`. The run's record, its result and the manifest with hashes stay. Changes are recorded as `retention.update`.";
 
 /** The org: its activity history, its policy and its projects (with their egress rules). */
 export const orgRoutes = {
@@ -95,5 +99,54 @@ export const orgRoutes = {
       params: { project: "default" },
       body: { rules: { denyHosts: ["*.example.net"], denyPorts: [25] } },
     },
+  },
+  getOrgRetention: {
+    method: "GET",
+    path: "/api/v1/org/retention",
+    summary: "How long the org keeps its runs' artifacts, workspace changes and diffs.",
+    tag: "org",
+    response: RunRetention,
+    successStatus: 200,
+    scope: "shells:instances:read",
+  },
+  setOrgRetention: {
+    method: "PUT",
+    path: "/api/v1/org/retention",
+    summary: "Set how many days the org keeps its runs' artifacts, changes and diffs (admins).",
+    description: retentionDescription,
+    tag: "org",
+    body: RunRetentionUpdate,
+    response: RunRetention,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    idempotent: true,
+    example: { body: { days: 90 } },
+  },
+  getProjectRetention: {
+    method: "GET",
+    path: "/api/v1/projects/:project/retention",
+    summary: "How long a project keeps its runs' artifacts, workspace changes and diffs.",
+    tag: "org",
+    params: z.strictObject({ project: projectName }),
+    response: RunRetention,
+    successStatus: 200,
+    scope: "shells:instances:read",
+    example: { params: { project: "default" } },
+  },
+  setProjectRetention: {
+    method: "PUT",
+    path: "/api/v1/projects/:project/retention",
+    summary: "Set how many days a project keeps its runs' artifacts, changes and diffs (admins).",
+    description: retentionDescription,
+    tag: "org",
+    params: z.strictObject({ project: projectName }),
+    body: RunRetentionUpdate,
+    response: RunRetention,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    idempotent: true,
+    example: { params: { project: "default" }, body: { days: 7 } },
   },
 } as const satisfies Record<string, RouteSpec>;

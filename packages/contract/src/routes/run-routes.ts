@@ -7,6 +7,7 @@ import {
   RunCreate,
   RunFrame,
   WorkspaceChanges,
+  WorkspaceDiff,
 } from "../runs.js";
 import { PendingApproval, shellId, type RouteSpec } from "./route-spec.js";
 
@@ -105,10 +106,24 @@ export const runRoutes = {
     summary:
       "What a run changed in /workspace: files added, removed or modified, with sizes and SHA-256 before and after.",
     description:
-      "Taken from the run's start (after its files were seeded) to its end; 409 `invalid_state` while it runs or when it ended before they were taken. Its `run.finish` event records the manifest's hash, so an evidence bundle proves it.",
+      "Taken from the run's start (after its files were seeded) to its end; 409 `invalid_state` while it runs or when it ended before they were taken; 410 `artifact_expired` once its retention ran out. Its `run.finish` event records the manifest's hash, so an evidence bundle proves it.",
     tag: "runs",
     params: z.strictObject({ id: shellId }),
     response: WorkspaceChanges,
+    successStatus: 200,
+    scope: "shells:instances:read",
+    example: { params: { id: "{run}" } },
+  },
+  getRunDiff: {
+    method: "GET",
+    path: "/api/v1/runs/:id/diff",
+    summary:
+      "What a run changed in /workspace as unified diffs for text files and a manifest (sizes, SHA-256) for binaries.",
+    description:
+      "Taken at the run's end against /workspace as it started (after its files were seeded). Text files up to 1 MiB are diffed; a patch over 256 KiB, or past 4 MiB for the run, is omitted with `omitted` saying why. 409 `invalid_state` while it runs or when it ended before the diff was taken; 410 `artifact_expired` once its retention ran out. Its `run.finish` event records the diff's hash, so an evidence bundle proves it.",
+    tag: "runs",
+    params: z.strictObject({ id: shellId }),
+    response: WorkspaceDiff,
     successStatus: 200,
     scope: "shells:instances:read",
     example: { params: { id: "{run}" } },
@@ -117,6 +132,8 @@ export const runRoutes = {
     method: "GET",
     path: "/api/v1/runs/:id/artifacts/content",
     summary: "Download one of a run's artifacts.",
+    description:
+      "404 `file_not_found` for a path the run did not keep; 410 `artifact_expired` once the run's retention ran out (its manifest with hashes stays on the record).",
     tag: "runs",
     params: z.strictObject({ id: shellId }),
     query: z.strictObject({ path: z.string().min(1).max(4096) }),
