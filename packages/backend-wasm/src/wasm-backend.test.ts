@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, symlink } from "node:fs/promises
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readTar, writeTar, type SandboxExecRequest } from "@shells/sandbox";
-import { describeSandboxBackend } from "@shells/sandbox/conformance";
+import { describeSandboxBackend, type ConformanceCommands } from "@shells/sandbox/conformance";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WasmBackend } from "./wasm-backend.js";
 
@@ -14,27 +14,69 @@ const PROFILE = {
   posixShell: false,
   pidsLimit: false,
   memoryLimit: false,
-  diskLimit: false,
+  diskLimit: true,
   binaryStdin: false,
   files: true,
   spawn: false,
   pty: false,
-  snapshots: false,
-  reinstallOs: false,
+  snapshots: true,
+  reinstallOs: true,
   cpuUsage: true,
   networkModes: ["sealed"],
 } as const;
 
+/** The suite's steps as `node -e` programs (QuickJS's `process.argv` is `["node", ...args]`). */
+const NODE_COMMANDS: ConformanceCommands = {
+  cat: (path) => [
+    "node",
+    "-e",
+    "process.stdout.write(require('fs').readFileSync(process.argv[1]))",
+    path,
+  ],
+  write: (path, text) => [
+    "node",
+    "-e",
+    "require('fs').writeFileSync(process.argv[1], process.argv[2] + '\\n')",
+    path,
+    text,
+  ],
+  exists: (path) => [
+    "node",
+    "-e",
+    "process.exit(require('fs').existsSync(process.argv[1]) ? 0 : 1)",
+    path,
+  ],
+  fill: (path, mb) => [
+    "node",
+    "-e",
+    "const fs = require('fs'), chunk = 'x'.repeat(1 << 20); fs.writeFileSync(process.argv[1], ''); for (let i = 0; i < Number(process.argv[2]); i++) fs.appendFileSync(process.argv[1], chunk);",
+    path,
+    String(mb),
+  ],
+  remove: (path) => [
+    "node",
+    "-e",
+    "const fs = require('fs'); if (fs.existsSync(process.argv[1])) fs.unlinkSync(process.argv[1]);",
+    path,
+  ],
+  scratchDir: "/tmp",
+};
+
 if (available)
-  describeSandboxBackend("wasm (node on QuickJS)", PROFILE, async () => {
-    const stateDir = await mkdtemp(join(tmpdir(), "shells-wasm-conf-"));
-    return {
-      backend: new WasmBackend({ stateDir, pool: { python: 0, node: 1 } }),
-      runtime: "wasm",
-      language: "node",
-      cleanup: () => rm(stateDir, { recursive: true, force: true }),
-    };
-  });
+  describeSandboxBackend(
+    "wasm (node on QuickJS)",
+    PROFILE,
+    async () => {
+      const stateDir = await mkdtemp(join(tmpdir(), "shells-wasm-conf-"));
+      return {
+        backend: new WasmBackend({ stateDir, pool: { python: 0, node: 1 } }),
+        runtime: "wasm",
+        language: "node",
+        cleanup: () => rm(stateDir, { recursive: true, force: true }),
+      };
+    },
+    { commands: NODE_COMMANDS },
+  );
 
 const RESOURCES = { cpu: 1, memoryMb: 128, pids: 64, diskMb: 64 };
 

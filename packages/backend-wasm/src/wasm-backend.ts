@@ -33,6 +33,7 @@ import {
 } from "@shells/sandbox";
 import { parseCommand } from "./internal/commands.js";
 import { Jail, missingForJail, STAGE_DIR } from "./internal/jail.js";
+import { ShellState } from "./internal/snapshots.js";
 import {
   WorkerProcess,
   type TurnAnswer,
@@ -58,6 +59,8 @@ export interface WasmBackendOptions {
  * node plus QuickJS ~60 MB.
  */
 const BASELINE_MB: Record<WasmLanguage, number> = { python: 224, node: 96 };
+
+const MB = 1024 * 1024;
 
 /** Threads a worker needs (node's own, the engine thread, libuv's pool); guests cannot fork. */
 const WORKER_PIDS = 64;
@@ -99,6 +102,8 @@ interface ShellRecord {
    * shell existed and is not the shell's. Absent in records written before it was kept.
    */
   cpuBase?: { epoch: string; cpuUsec: number };
+  /** Highest snapshot sequence number used, so a re-taken name never reuses an archive name. */
+  snapshotSeq?: number;
 }
 
 /** A worker and the cgroup that bounds it. */
@@ -147,6 +152,7 @@ export class WasmBackend implements SandboxBackend {
     node: null,
   };
   private closed = false;
+  private readonly locks = new Map<string, Promise<unknown>>();
 
   constructor(options: WasmBackendOptions) {
     this.stateDir = options.stateDir.replace(/\/+$/, "");
@@ -217,11 +223,13 @@ export class WasmBackend implements SandboxBackend {
       // keeps the bind (it follows the directory), so the directory becomes the shell's state.
       await rename(pooled.workspace, workspace);
       await this.relimit(pooled.cgroup, this.limits(language, spec.resources));
+      pooled.process.setDiskLimit(spec.resources.diskMb * MB);
       live = pooled;
     } else {
       if (pooled) await this.discard(pooled);
       await this.makeWorkspace(workspace);
       live = await this.startWorker(language, workspace, spec.resources);
+      live.process.setDiskLimit(spec.resources.diskMb * MB);
     }
     this.workers.set(spec.shellId, live);
     const claimed = await live.cgroup.usage().catch(() => null);
@@ -398,8 +406,11 @@ export class WasmBackend implements SandboxBackend {
     options.signal?.removeEventListener("abort", onAbort);
 
     let exitCode: number;
-    if (outcome.kind === "done") exitCode = outcome.exitCode;
-    else if (outcome.kind === "skipped")
+    if (outcome.kind === "done") {
+      exitCode = outcome.exitCode;
+      // As the container backend does: a command that failed after the disk filled up ends `disk`.
+      if (outcome.diskFull && exitCode !== 0 && !killReason) killReason = "disk";
+    } else if (outcome.kind === "skipped")
       exitCode = 130; // ended while queued: killReason says why
     else {
       // The worker died under the request: killed on purpose (killReason is set), or by the
@@ -551,39 +562,98 @@ export class WasmBackend implements SandboxBackend {
     return live.process.file(request);
   }
 
-  async snapshot(shellId: string): Promise<Snapshot> {
-    await this.record(shellId);
-    throw snapshotsUnsupported();
+  /**
+   * Archives the shell's `/workspace` (its whole persisted state) as a restore point. A running
+   * worker is frozen (cgroup freezer) for the archiving, so an exec or turn in flight is held
+   * where it is and the archive is one instant's state; it runs on afterwards, globals intact.
+   */
+  async snapshot(shellId: string, name: string): Promise<Snapshot> {
+    return this.locked(shellId, async () => {
+      const record = await this.record(shellId);
+      const meta = await this.state(shellId).take(name, record.snapshotSeq ?? 0, (body) =>
+        this.stillWhile(shellId, body),
+      );
+      await this.writeRecord({ ...record, snapshotSeq: meta.seq });
+      return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
+    });
   }
 
   async listSnapshots(shellId: string): Promise<Snapshot[]> {
     await this.record(shellId);
-    throw snapshotsUnsupported();
+    return (await this.state(shellId).snapshots()).map(({ name, sizeBytes, createdAt }) => ({
+      name,
+      sizeBytes,
+      createdAt,
+    }));
   }
 
-  async restore(shellId: string): Promise<Snapshot> {
-    await this.record(shellId);
-    throw snapshotsUnsupported();
+  /**
+   * Returns `/workspace` to a snapshot: the worker is stopped (requests in flight end `stopped`),
+   * the snapshot unpacked beside the workspace and swapped in, and a running shell gets a fresh
+   * worker on it (interpreter globals do not survive a restore).
+   */
+  async restore(shellId: string, name: string): Promise<Snapshot> {
+    return this.locked(shellId, async () => {
+      const record = await this.record(shellId);
+      const state = this.state(shellId);
+      const meta = (await state.snapshots()).find((s) => s.name === name);
+      if (!meta)
+        throw new SandboxError(
+          "snapshot_not_found",
+          `shell ${shellId} has no snapshot named ${JSON.stringify(name)}`,
+        );
+      await this.stopWorker(shellId);
+      await state.restore(meta, { uid: this.uid, gid: this.gid });
+      if (record.state === "running") await this.liveWorker(record);
+      return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
+    });
   }
 
+  /**
+   * A wasm shell's "operating system" is its interpreter: the Pyodide or QuickJS build the server
+   * ships, its loaded modules, the interpreter turns' globals and the jail's private `/tmp`. A
+   * reinstall ends the worker and starts a fresh one, which loads the interpreter build installed
+   * now; `/workspace`, the shell's only persisted state, is kept as it is.
+   */
   async reinstallOs(shellId: string): Promise<SandboxInfo> {
-    await this.record(shellId);
-    throw new SandboxError(
-      "unsupported",
-      "Wasm shells have no operating system image to reinstall: the interpreter ships with the server.",
-    );
+    return this.locked(shellId, async () => {
+      const record = await this.record(shellId);
+      await this.stopWorker(shellId);
+      if (record.state === "running") await this.liveWorker(record);
+      return this.info(shellId, record.state);
+    });
   }
 
   async wipeState(shellId: string): Promise<SandboxInfo> {
-    const record = await this.record(shellId);
-    // The worker is stopped first so guest code cannot race the wipe; the same directory is
-    // emptied in place and a fresh worker is started on it.
-    await this.stopWorker(shellId);
-    const workspace = join(this.shellDir(shellId), "workspace");
-    for (const entry of await readdir(workspace))
-      await rm(join(workspace, entry), { recursive: true, force: true });
-    if (record.state === "running") await this.liveWorker(record);
-    return this.info(shellId, record.state);
+    return this.locked(shellId, async () => {
+      const record = await this.record(shellId);
+      // The worker is stopped first so guest code cannot race the wipe; the same directory is
+      // emptied in place and a fresh worker is started on it.
+      await this.stopWorker(shellId);
+      const workspace = this.state(shellId).workspace;
+      for (const entry of await readdir(workspace))
+        await rm(join(workspace, entry), { recursive: true, force: true });
+      if (record.state === "running") await this.liveWorker(record);
+      return this.info(shellId, record.state);
+    });
+  }
+
+  /**
+   * Settles what a crash of the control plane cut: a restore's swap is finished or undone, and
+   * archives no snapshot names (a snapshot cut before its commit) and temporaries are removed.
+   */
+  async recover(): Promise<void> {
+    let ids: string[];
+    try {
+      ids = await readdir(this.shellsRoot());
+    } catch {
+      return;
+    }
+    for (const id of ids) {
+      const dir = this.shellDir(id);
+      await rm(join(dir, "shell.json.tmp"), { force: true });
+      await new ShellState(dir).settle();
+    }
   }
 
   async destroy(shellId: string): Promise<void> {
@@ -712,6 +782,7 @@ export class WasmBackend implements SandboxBackend {
       record.resources,
       record.cgroup,
     );
+    live.process.setDiskLimit(record.resources.diskMb * MB);
     this.workers.set(record.shellId, live);
     return live;
   }
@@ -870,6 +941,46 @@ export class WasmBackend implements SandboxBackend {
     await chown(path, this.uid, this.gid);
   }
 
+  /** Serialises lifecycle operations per shell (execs, turns and file requests do not take it). */
+  private async locked<T>(shellId: string, body: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(shellId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(body);
+    this.locks.set(shellId, next);
+    try {
+      return await next;
+    } finally {
+      if (this.locks.get(shellId) === next) this.locks.delete(shellId);
+    }
+  }
+
+  /**
+   * Runs `body` with the shell's worker frozen (every thread of it held by the cgroup freezer),
+   * so nothing in the guest writes meanwhile; with no worker running nothing can write anyway.
+   */
+  private async stillWhile<T>(shellId: string, body: () => Promise<T>): Promise<T> {
+    const live = this.workers.get(shellId);
+    if (!live?.process.running) return body();
+    try {
+      await live.cgroup.freeze();
+    } catch (error) {
+      throw new SandboxError(
+        "failed",
+        `shell ${shellId}'s interpreter could not be held still: ${(error as Error).message}`,
+        {},
+        { cause: error },
+      );
+    }
+    try {
+      return await body();
+    } finally {
+      await live.cgroup.thaw();
+    }
+  }
+
+  private state(shellId: string): ShellState {
+    return new ShellState(this.shellDir(shellId));
+  }
+
   private shellsRoot(): string {
     return join(this.stateDir, "shells");
   }
@@ -979,8 +1090,4 @@ async function readOomKills(cgroup: ShellCgroup): Promise<number> {
   } catch {
     return 0;
   }
-}
-
-function snapshotsUnsupported(): SandboxError {
-  return new SandboxError("unsupported", "Snapshots are not offered on wasm shells yet.");
 }
