@@ -115,10 +115,17 @@ describe.skipIf(!available)(
         ].join("\n"),
       );
       expect(probe.stdout).toBe("/etc/passwd False\n/proc/1/environ False\n/root False\n[]\n[]\n");
-      // Nor through the files API: paths resolve inside the shell's own view.
-      await expect(
-        shells.files.read(shell.id, `/workspace/../../${other.id}/workspace/other-secret.txt`),
-      ).rejects.toMatchObject({ status: 404 });
+      // Nor through a link to the other shell's host path, by exec or by the files API: the link
+      // resolves in the shell's own view, where that path does not exist.
+      const hostPath = `${server.dataDir}/wasm/shells/${other.id}/workspace/other-secret.txt`;
+      const linked = await python(
+        shell.id,
+        `import os\nos.symlink(${JSON.stringify(hostPath)}, 'link')\ntry: print(open('link').read())\nexcept OSError: print('unreachable')`,
+      );
+      expect(linked.stdout).toBe("unreachable\n");
+      await expect(shells.files.read(shell.id, "/workspace/link")).rejects.toMatchObject({
+        status: 404,
+      });
     }, 60_000);
 
     it("floor wasm admits wasm shells; a floor above wasm refuses them with below_isolation_floor", async () => {

@@ -200,6 +200,15 @@ export function describeSandboxBackend(
     const sh = (shellId: string, script: string, extra: Partial<SandboxExecRequest> = {}) =>
       run(shellId, ["sh", "-c", script], extra);
 
+    /** Writes a line to a file by an exec in the sandbox, and checks it worked. */
+    async function put(shellId: string, path: string, text: string): Promise<void> {
+      expect((await run(shellId, steps.write(path, text))).exitCode).toBe(0);
+    }
+    const read = async (shellId: string, path: string) =>
+      (await run(shellId, steps.cat(path))).stdout;
+    const exists = async (shellId: string, path: string) =>
+      (await run(shellId, steps.exists(path))).exitCode === 0;
+
     it("offers the runtime class it is tested with", async () => {
       const offered = await subject.backend.availability();
       expect(offered).toContainEqual(
@@ -322,16 +331,16 @@ export function describeSandboxBackend(
     );
 
     itNeeds(
-      ["posixShell"],
+      stepsNeed,
       "refuses execs on a stopped sandbox and keeps its state across stop and start",
       async () => {
         const id = await createShell();
-        await sh(id, "echo survives > /workspace/state.txt");
+        await put(id, "/workspace/state.txt", "survives");
         expect(await subject.backend.stop(id)).toMatchObject({ state: "stopped" });
         await expectSandboxError(run(id, ["true"]), "not_running");
         expect(await subject.backend.stop(id)).toMatchObject({ state: "stopped" });
         expect(await subject.backend.start(id)).toMatchObject({ state: "running" });
-        expect((await run(id, ["cat", "/workspace/state.txt"])).stdout).toBe("survives\n");
+        expect(await read(id, "/workspace/state.txt")).toBe("survives\n");
       },
     );
 
@@ -390,15 +399,6 @@ export function describeSandboxBackend(
         expect(after?.memoryBytes).toBeGreaterThan(0);
       },
     );
-
-    /** Writes a line to a file by an exec in the sandbox, and checks it worked. */
-    async function put(shellId: string, path: string, text: string): Promise<void> {
-      expect((await run(shellId, steps.write(path, text))).exitCode).toBe(0);
-    }
-    const read = async (shellId: string, path: string) =>
-      (await run(shellId, steps.cat(path))).stdout;
-    const exists = async (shellId: string, path: string) =>
-      (await run(shellId, steps.exists(path))).exitCode === 0;
 
     itNeeds(stepsNeed, "restart keeps filesystem state", async () => {
       const id = await createShell();
@@ -528,19 +528,19 @@ export function describeSandboxBackend(
     }
 
     itNeeds(
-      ["posixShell"],
+      stepsNeed,
       "keeps whole sandboxes as they are through recover, if it recovers",
       async () => {
         if (!subject.backend.recover) return;
         const running = await createShell();
-        await sh(running, "echo kept > /workspace/kept");
+        await put(running, "/workspace/kept", "kept");
         const stopped = await createShell();
         await subject.backend.stop(stopped);
         await subject.backend.recover();
         const states = new Map((await subject.backend.list()).map((s) => [s.shellId, s.state]));
         expect(states.get(running)).toBe("running");
         expect(states.get(stopped)).toBe("stopped");
-        expect((await sh(running, "cat /workspace/kept")).stdout).toBe("kept\n");
+        expect(await read(running, "/workspace/kept")).toBe("kept\n");
       },
     );
 
