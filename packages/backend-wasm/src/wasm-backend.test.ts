@@ -22,7 +22,7 @@ const PROFILE = {
   snapshots: true,
   reinstallOs: true,
   cpuUsage: true,
-  networkModes: ["sealed"],
+  networkModes: ["sealed", "localhost"],
 } as const;
 
 /** The suite's steps as `node -e` programs (QuickJS's `process.argv` is `["node", ...args]`). */
@@ -96,13 +96,17 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
     await rm(stateDir, { recursive: true, force: true });
   });
 
-  async function create(language: "python" | "node", memoryMb = 128): Promise<string> {
+  async function create(
+    language: "python" | "node",
+    memoryMb = 128,
+    network: "sealed" | "localhost" = "sealed",
+  ): Promise<string> {
     const shellId = `wasm-${process.pid}-${++counter}`;
     await backend.create({
       shellId,
       language,
       runtime: "wasm",
-      network: "sealed",
+      network,
       resources: { ...RESOURCES, memoryMb },
       env: { GREETING: "from the shell" },
     });
@@ -489,7 +493,8 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
 
   it("shows the guest nothing of the host: no host files, no sockets, no server env, no other shell", async () => {
     const a = await create("python");
-    const b = await create("python");
+    // A localhost shell is a sealed one: no socket, not even to its own loopback.
+    const b = await create("python", 128, "localhost");
     await run(a, ["python3", "-c", "open('/workspace/secret.txt','w').write('a-only')"]);
     const probe = await run(b, [
       "python3",
@@ -501,12 +506,16 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
         "    except OSError: print('no', p)",
         "try: socket.create_connection(('127.0.0.1', 22), timeout=2); print('CONNECTED')",
         "except OSError: print('no socket')",
+        "try: s = socket.socket(); s.bind(('127.0.0.1', 8000)); s.listen(); print('LISTENING')",
+        "except OSError: print('no listening')",
         "print(sorted(os.listdir('/workspace')), 'PATH' in os.environ)",
       ].join("\n"),
     ]);
     expect(probe.stdout).toBe(
-      "no /etc/hostname\nno /etc/passwd\nno /proc/1/environ\nno socket\n[] False\n",
+      "no /etc/hostname\nno /etc/passwd\nno /proc/1/environ\nno socket\nno listening\n[] False\n",
     );
+    // The refusals left the interpreter whole.
+    expect((await run(b, ["python3", "-c", "print('still here')"])).stdout).toBe("still here\n");
     expect(await readdir(join(stateDir, "shells", a, "workspace"))).toEqual(["secret.txt"]);
   }, 60_000);
 

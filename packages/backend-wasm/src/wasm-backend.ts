@@ -132,8 +132,13 @@ export class WasmBackend implements SandboxBackend {
   readonly name = "wasm";
   /** Interpreters compiled to WebAssembly: the python and node presets only. */
   readonly languages = ["python", "node"] as const;
-  /** No sockets at all: the worker's jail has no network. */
-  readonly networkModes = ["sealed"] as const;
+  /**
+   * No sockets at all: the engines offer the guest no socket API and the worker's jail has no
+   * network. `localhost` (loopback only) therefore holds as `sealed` does, and is the same shell:
+   * nothing in it can listen on or dial the loopback (the ports API answers that the backend cannot
+   * reach ports). `internet` would need HTTP through the egress proxy, which is not built.
+   */
+  readonly networkModes = ["sealed", "localhost"] as const;
   private readonly stateDir: string;
   private readonly uid: number;
   private readonly gid: number;
@@ -203,10 +208,10 @@ export class WasmBackend implements SandboxBackend {
         `The wasm runtime runs the python and node presets; ${spec.language} needs the container runtime.`,
         { runtime: "wasm", language: spec.language, presets: ["python", "node"] },
       );
-    if (spec.network !== "sealed")
+    if (!this.networkModes.some((mode) => mode === spec.network))
       throw new SandboxError(
         "unsupported",
-        `Wasm shells run sealed: network mode ${spec.network} is not offered by the wasm runtime.`,
+        `Wasm shells have no network: network mode ${spec.network} is not offered by the wasm runtime (sealed and localhost are, and are the same).`,
         { network: spec.network },
       );
     const language: WasmLanguage = spec.language;

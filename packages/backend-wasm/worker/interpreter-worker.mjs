@@ -474,6 +474,15 @@ async function runEngine() {
       emit("stderr", Buffer.from(`${String(/** @type {Error} */ (error)?.stack ?? error)}\n`));
       exitCode = 1;
     }
+    if ("usable" in engine && !engine.usable()) {
+      // An interpreter that failed fatally cannot run anything more: this worker ends, and the
+      // backend starts a fresh one for the shell's next request.
+      emit(
+        "stderr",
+        Buffer.from("the interpreter failed fatally; the next exec starts a fresh one\n"),
+      );
+      process.exit(70);
+    }
     const diskFull = Atomics.load(disk, REFUSED) !== refusedBefore;
     port.postMessage({ type: "done", id: request.id, exitCode, ...(diskFull ? { diskFull } : {}) });
   });
@@ -502,6 +511,16 @@ async function loadPython(assets, flag, disk, emit) {
   // The jail's private /tmp, the one QuickJS and file requests see too.
   pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: "/tmp" }, "/tmp");
   quotaPython(pyodide, disk);
+  // Emscripten's sockets are WebSockets through the `ws` package, which the jail does not hold:
+  // its `listen` and `connect` would throw a JavaScript error that fails Pyodide for good. The
+  // guest gets the errno a host without a network gives instead.
+  const sockets = pyodide._module.SOCKFS.websocket_sock_ops;
+  sockets.listen = () => {
+    throw new pyodide.FS.ErrnoError(pyodide.ERRNO_CODES.EACCES);
+  };
+  sockets.connect = () => {
+    throw new pyodide.FS.ErrnoError(pyodide.ERRNO_CODES.ENETUNREACH);
+  };
   pyodide.runPython(PYTHON_RUNNER);
   const runner = pyodide.globals.get("_shells_run");
   const turner = pyodide.globals.get("_shells_turn");
@@ -535,7 +554,15 @@ async function loadPython(assets, flag, disk, emit) {
       Atomics.store(flag, 0, 0);
     }
   };
-  return { run, turn };
+  /** False once Pyodide failed fatally: its API then throws on every use. */
+  const usable = () => {
+    try {
+      return typeof pyodide.setStdin === "function";
+    } catch {
+      return false;
+    }
+  };
+  return { run, turn, usable };
 }
 
 /**
