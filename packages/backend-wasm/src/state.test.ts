@@ -157,9 +157,16 @@ describeLive("wasm backend: a shell's state (snapshots, restore, reinstall, disk
       "import os, glob\nfor f in glob.glob('*'): os.remove(f)\nopen('after','wb').write(b'a' * (6 << 20)); print(os.path.getsize('after'))",
     );
     expect(freed).toMatchObject({ exitCode: 0, stdout: `${6 << 20}\n` });
-    // The quota holds for a worker started cold on the same state (after a restart).
+    // The quota holds for a worker started cold on the same state (after a restart), and for the
+    // warm pooled worker a restore hands the shell.
     await backend.restart(id);
     expect((await py(id, "open('more','wb').write(b'b' * (4 << 20))")).killReason).toBe("disk");
+    await backend.snapshot(id, "six");
+    await py(id, "import os; os.remove('after')");
+    await backend.restore(id, "six");
+    expect((await py(id, "open('more','wb').write(b'b' * (4 << 20))")).killReason).toBe("disk");
+    // And the shell's usage is read from the worker it runs in now.
+    expect((await backend.usage(id))?.memoryBytes).toBeGreaterThan(0);
   }, 90_000);
 
   it("recover finishes a restore a crash cut after its first rename and drops unnamed archives", async () => {

@@ -607,9 +607,9 @@ export class WasmBackend implements SandboxBackend {
           "snapshot_not_found",
           `shell ${shellId} has no snapshot named ${JSON.stringify(name)}`,
         );
-      await this.stopWorker(shellId);
-      await state.restore(meta, { uid: this.uid, gid: this.gid });
-      if (record.state === "running") await this.liveWorker(record);
+      await this.replaceWorkspace(record, (into) =>
+        state.restore(meta, { uid: this.uid, gid: this.gid }, into),
+      );
       return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
     });
   }
@@ -632,14 +632,56 @@ export class WasmBackend implements SandboxBackend {
   async wipeState(shellId: string): Promise<SandboxInfo> {
     return this.locked(shellId, async () => {
       const record = await this.record(shellId);
-      // The worker is stopped first so guest code cannot race the wipe; the same directory is
-      // emptied in place and a fresh worker is started on it.
-      await this.stopWorker(shellId);
-      const workspace = this.state(shellId).workspace;
-      for (const entry of await readdir(workspace))
-        await rm(join(workspace, entry), { recursive: true, force: true });
-      if (record.state === "running") await this.liveWorker(record);
+      // The worker is stopped first so guest code cannot race the wipe; an empty directory is
+      // swapped in for the workspace, and a fresh worker runs on it.
+      await this.replaceWorkspace(record, (into) =>
+        this.state(shellId).empty({ uid: this.uid, gid: this.gid }, into),
+      );
       return this.info(shellId, record.state);
+    });
+  }
+
+  /**
+   * Stops the shell's worker and puts a new workspace under the shell (`replace` fills it and
+   * swaps it in). A running shell gets a fresh worker on it: a warm one from the pool where there
+   * is one — `replace` is given the pooled worker's empty directory, whose bind follows it into
+   * place, so a restore or wipe costs no interpreter load — else a cold one.
+   */
+  private async replaceWorkspace(
+    record: ShellRecord,
+    replace: (into?: string) => Promise<void>,
+  ): Promise<void> {
+    let pooled = record.state === "running" ? this.pools[record.language].shift() : undefined;
+    if (pooled) this.scheduleRefill(record.language);
+    if (pooled && !pooled.process.running) {
+      await this.discard(pooled);
+      pooled = undefined;
+    }
+    await this.stopWorker(record.shellId);
+    try {
+      await replace(pooled?.workspace);
+    } catch (error) {
+      if (pooled) await this.discard(pooled);
+      throw error;
+    }
+    if (!pooled) {
+      if (record.state === "running") await this.liveWorker(record);
+      return;
+    }
+    await this.relimit(pooled.cgroup, this.limits(record.language, record.resources));
+    pooled.process.setDiskLimit(record.resources.diskMb * MB);
+    this.workers.set(record.shellId, pooled);
+    // The shell now runs in the pooled worker's cgroup; its old one goes.
+    if (typeof this.cgroups !== "string") {
+      const old = new ShellCgroup(this.cgroups, this.cgroupParent, record.cgroup);
+      await old.killAll().catch(() => undefined);
+      await old.remove().catch(() => undefined);
+    }
+    const claimed = await pooled.cgroup.usage().catch(() => null);
+    await this.writeRecord({
+      ...record,
+      cgroup: pooled.cgroup.name,
+      ...(claimed ? { cpuBase: { epoch: claimed.epoch, cpuUsec: claimed.cpuUsec } } : {}),
     });
   }
 

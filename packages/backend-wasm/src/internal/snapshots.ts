@@ -104,31 +104,56 @@ export class ShellState {
   }
 
   /**
-   * Replaces `/workspace` with a snapshot's content: unpacked into `workspace.restore` beside it,
-   * then swapped in. The caller has stopped the shell's worker (its bind holds the old directory).
+   * Replaces `/workspace` with a snapshot's content, unpacked into `into` (an empty directory the
+   * guest's uid owns: a pooled worker's, whose bind follows it) or a new directory, then swapped in.
+   * The caller has stopped the shell's worker (its bind holds the old directory).
    */
-  async restore(meta: SnapshotMeta, owner: { uid: number; gid: number }): Promise<void> {
-    const fresh = `${this.workspace}.restore`;
-    await rm(fresh, { recursive: true, force: true });
-    await mkdir(fresh, { mode: 0o700 });
-    // The archive was made by `take` from a real directory tree, so it holds no `..` and no member
-    // under a link; GNU tar refuses both anyway and sets links aside until everything else is out.
-    await tar([
-      "--extract",
-      `--file=${join(this.snapshotsDir, meta.archive)}`,
-      "--numeric-owner",
-      "--same-owner",
-      "--same-permissions",
-      "-C",
-      fresh,
-    ]);
-    // tar gives `.` the archived directory's owner and mode; set them explicitly all the same.
-    await chown(fresh, owner.uid, owner.gid);
-    await this.swapIn(fresh);
+  async restore(
+    meta: SnapshotMeta,
+    owner: { uid: number; gid: number },
+    into?: string,
+  ): Promise<void> {
+    await this.replace(owner, into, async (dir) => {
+      // The archive was made by `take` from a real directory tree, so it holds no `..` and no
+      // member under a link; GNU tar refuses both anyway and sets links aside until the rest is out.
+      await tar([
+        "--extract",
+        `--file=${join(this.snapshotsDir, meta.archive)}`,
+        "--numeric-owner",
+        "--same-owner",
+        "--same-permissions",
+        "-C",
+        dir,
+      ]);
+      // tar gives `.` the archived directory's owner and mode; set the owner explicitly all the same.
+      await chown(dir, owner.uid, owner.gid);
+    });
   }
 
-  /** Swaps a complete directory in as `/workspace` (see the class comment). */
-  private async swapIn(fresh: string): Promise<void> {
+  /** Replaces `/workspace` with an empty directory (`into`, or a new one), swapped in whole. */
+  async empty(owner: { uid: number; gid: number }, into?: string): Promise<void> {
+    await this.replace(owner, into, async () => undefined);
+  }
+
+  /**
+   * Fills `into` (or a new directory the guest's uid owns), moves it to `workspace.restore` and
+   * swaps it in as `/workspace` (see the class comment).
+   */
+  private async replace(
+    owner: { uid: number; gid: number },
+    into: string | undefined,
+    fill: (dir: string) => Promise<void>,
+  ): Promise<void> {
+    const fresh = `${this.workspace}.restore`;
+    await rm(fresh, { recursive: true, force: true });
+    if (into === undefined) {
+      await mkdir(fresh, { mode: 0o700 });
+      await chown(fresh, owner.uid, owner.gid);
+      await fill(fresh);
+    } else {
+      await fill(into);
+      await rename(into, fresh);
+    }
     const old = `${this.workspace}.old`;
     await rm(old, { recursive: true, force: true });
     await rename(this.workspace, old);
