@@ -192,3 +192,46 @@ describeLive("wasm backend: a shell's state (snapshots, restore, reinstall, disk
     ).toBe("restored\n");
   }, 60_000);
 });
+
+describeLive("wasm backend: interpreter turns' idle TTL and lifetime", () => {
+  it("drops turn globals after the idle TTL and after the lifetime, and the fresh turn says so", async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), "shells-wasm-ttl-"));
+    const backend = new WasmBackend({
+      stateDir,
+      pool: { python: 0, node: 0 },
+      // Wide enough that back-to-back turns never idle out on a busy host.
+      turnIdleMs: 1500,
+      turnLifetimeMs: 4000,
+    });
+    const turn = (code: string) =>
+      backend.interpreterTurn("ttl", { language: "node", code, env: {}, timeoutMs: 10_000 });
+    try {
+      await backend.create({
+        shellId: "ttl",
+        language: "node",
+        runtime: "wasm",
+        network: "sealed",
+        resources: RESOURCES,
+        env: {},
+      });
+      expect(await turn("globalThis.x = 1")).toMatchObject({ restarted: true, error: null });
+      expect(await turn("x")).toMatchObject({ value: 1, restarted: false });
+      await new Promise((resolve) => setTimeout(resolve, 1800));
+      expect(await turn("typeof x")).toMatchObject({ value: "undefined", restarted: true });
+      // Turns every 100 ms keep it from idling, but not past its lifetime.
+      await turn("globalThis.y = 2");
+      const answers: { value: unknown; restarted: boolean }[] = [];
+      const until = Date.now() + 5000;
+      while (Date.now() < until) {
+        answers.push(await turn("typeof y"));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(answers[0]).toMatchObject({ value: "number", restarted: false });
+      expect(answers.some((a) => a.restarted && a.value === "undefined")).toBe(true);
+    } finally {
+      await backend.destroy("ttl");
+      await backend.close();
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});

@@ -51,6 +51,13 @@ export interface WasmBackendOptions {
   /** Unprivileged host uid and gid the workers run as (default 65534, `nobody`). */
   uid?: number;
   gid?: number;
+  /**
+   * Interpreter turns' globals are dropped when the shell had no turn for this long, ms (default
+   * 10 minutes, as the control plane's REPL sessions): the next turn starts fresh and says so.
+   */
+  turnIdleMs?: number;
+  /** ...and once they are this old, whatever the traffic, ms (default 60 minutes). */
+  turnLifetimeMs?: number;
 }
 
 /**
@@ -114,6 +121,8 @@ interface LiveWorker {
   oomKillsAtStart: number;
   /** Set when the shell is stopped on purpose: requests cut off by the worker's end report it. */
   endReason?: KillReason;
+  /** When the interpreter turns' namespace was made and last used (none before the first turn). */
+  turns?: { startedAt: number; lastAt: number };
 }
 
 /** A warm worker waiting in the pool, its workspace under `pool/<token>`. */
@@ -143,6 +152,8 @@ export class WasmBackend implements SandboxBackend {
   private readonly uid: number;
   private readonly gid: number;
   private readonly poolSize: Record<WasmLanguage, number>;
+  private readonly turnIdleMs: number;
+  private readonly turnLifetimeMs: number;
   private readonly missing: string | null;
   private readonly cgroups: CgroupHost | string;
   private readonly cgroupParent: string;
@@ -164,6 +175,8 @@ export class WasmBackend implements SandboxBackend {
     this.uid = options.uid ?? 65534;
     this.gid = options.gid ?? 65534;
     this.poolSize = { python: options.pool?.python ?? 1, node: options.pool?.node ?? 2 };
+    this.turnIdleMs = options.turnIdleMs ?? 10 * 60 * 1000;
+    this.turnLifetimeMs = options.turnLifetimeMs ?? 60 * 60 * 1000;
     this.cgroups = detectCgroups();
     this.cgroupParent = "shells-wasm";
     this.missing = missingForJail() ?? (typeof this.cgroups === "string" ? this.cgroups : null);
@@ -302,15 +315,24 @@ export class WasmBackend implements SandboxBackend {
         { language: request.language },
       );
     const live = await this.liveWorker(record);
+    // Globals past their idle TTL or lifetime are dropped before the turn, which then reports a
+    // fresh start, as a REPL session that ended would.
+    const now = Date.now();
+    const expired =
+      live.turns !== undefined &&
+      (now - live.turns.lastAt >= this.turnIdleMs ||
+        now - live.turns.startedAt >= this.turnLifetimeMs);
     const run = await this.guarded(
       shellId,
       live,
       { timeoutMs: request.timeoutMs, maxOutputBytes: TURN_OUTPUT_BYTES },
       {},
       (onOutput, stop) =>
-        live.process.turn(request.code, { ...record.env, ...request.env }, onOutput, stop),
+        live.process.turn(request.code, { ...record.env, ...request.env }, onOutput, stop, expired),
     );
     const answer = run.answer;
+    if (answer?.fresh) live.turns = { startedAt: now, lastAt: Date.now() };
+    else if (answer && live.turns) live.turns.lastAt = Date.now();
     const ended = (name: string, message: string) => ({
       stdout: run.stdout,
       stderr: run.stderr,

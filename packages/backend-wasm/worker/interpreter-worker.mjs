@@ -457,7 +457,7 @@ async function runEngine() {
       /** @type {TurnAnswer} */
       let answer;
       try {
-        answer = engine.turn(request.code, request.env ?? {});
+        answer = engine.turn(request.code, request.env ?? {}, request.fresh === true);
       } catch (error) {
         const text = String(/** @type {Error} */ (error)?.stack ?? error);
         answer = { value: null, error: { name: "InternalError", message: text, traceback: text } };
@@ -545,11 +545,11 @@ async function loadPython(assets, flag, disk, emit) {
       Atomics.store(flag, 0, 0);
     }
   };
-  /** @type {(code: string) => TurnAnswer} */
-  const turn = (/** @type {string} */ code) => {
+  /** @type {(code: string, env: Record<string, string>, fresh: boolean) => TurnAnswer} */
+  const turn = (code, _env, fresh) => {
     pyodide.setStdin({ stdin: () => null, isatty: false });
     try {
-      return JSON.parse(String(turner(code)));
+      return JSON.parse(String(turner(code, fresh)));
     } finally {
       Atomics.store(flag, 0, 0);
     }
@@ -650,9 +650,11 @@ def _shells_run(mode, source, argv, env, cwd):
 # Interpreter turns share one namespace for the worker's life, apart from the execs' fresh ones.
 _shells_turn_scope = None
 
-def _shells_turn(code):
+def _shells_turn(code, renew=False):
     import ast, json
     global _shells_turn_scope
+    if renew:
+        _shells_turn_scope = None
     fresh = _shells_turn_scope is None
     if fresh:
         _shells_turn_scope = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -863,8 +865,14 @@ async function loadJs(flag, disk, emit) {
 
   /** @type {{ runtime: import("quickjs-emscripten-core").QuickJSRuntime, ctx: import("quickjs-emscripten-core").QuickJSContext, format: import("quickjs-emscripten-core").QuickJSHandle } | null} */
   let turns = null;
-  /** @type {(code: string, env: Record<string, string>) => TurnAnswer} */
-  const turn = (code, env) => {
+  /** @type {(code: string, env: Record<string, string>, renew: boolean) => TurnAnswer} */
+  const turn = (code, env, renew) => {
+    if (renew && turns) {
+      turns.format.dispose();
+      turns.ctx.dispose();
+      turns.runtime.dispose();
+      turns = null;
+    }
     const fresh = turns === null;
     if (!turns) {
       const turnRuntime = newRuntime();

@@ -223,8 +223,10 @@ export class WorkerProcess {
     env: Record<string, string>,
     onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
     stop: AbortSignal,
+    /** Drop the namespace first: the turn starts with fresh globals. */
+    fresh = false,
   ): Promise<WorkerOutcome> {
-    return this.request({ type: "turn", code, env }, onOutput, stop);
+    return this.request({ type: "turn", code, env, fresh }, onOutput, stop);
   }
 
   private request(
