@@ -874,6 +874,9 @@ export class WasmBackend implements SandboxBackend {
     if (typeof this.cgroups === "string") throw new SandboxError("unavailable", this.cgroups);
     const cgroup = new ShellCgroup(this.cgroups, this.cgroupParent, cgroupName);
     await cgroup.create(this.limits(language, resources));
+    // A control plane that died during a snapshot left the group frozen: a worker joining it
+    // would never run (and the dead one's leftovers get to end).
+    await cgroup.thaw();
     // A worker that does not come up (a jail that fails, a control plane closing meanwhile) leaves
     // no cgroup behind: the next start of a shell's worker makes it again.
     const abandon = async () => {
