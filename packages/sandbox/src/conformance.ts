@@ -136,7 +136,9 @@ async function expectSandboxError(
 /**
  * The behaviour every `SandboxBackend` must show, held to the capabilities it claims. Each
  * backend's test file calls this once. Exec tests use plain POSIX sh and coreutils so any Linux
- * image (and the simulator's model) can run them; they need `posixShell`.
+ * image (and the simulator's model) can run them; they need `posixShell`. A backend whose execs
+ * are interpreters passes `options.commands` instead, and the state, file, disk and recover tests
+ * run their steps with those.
  */
 export function describeSandboxBackend(
   label: string,
