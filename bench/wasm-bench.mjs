@@ -4,8 +4,9 @@
 // backend itself (a real jailed worker per shell); API numbers go through a real server.
 //
 //   node bench/wasm-bench.mjs                  # after `npm run build`
-//   BENCH_ITERATIONS=20 BENCH_PYTHON_ITERATIONS=5 BENCH_IDLE_WASM_SHELLS=10 node bench/wasm-bench.mjs
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+//   BENCH_ITERATIONS=20 BENCH_PYTHON_ITERATIONS=5 BENCH_IDLE_WASM_SHELLS=10 \
+//     BENCH_SNAPSHOT_ITERATIONS=5 node bench/wasm-bench.mjs
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -18,6 +19,7 @@ import { log, ms, rawSpawn, summary, timeRuns } from "./lib.mjs";
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 20);
 const PYTHON_ITERATIONS = Number(process.env.BENCH_PYTHON_ITERATIONS ?? 5);
 const IDLE_SHELLS = Number(process.env.BENCH_IDLE_WASM_SHELLS ?? 10);
+const SNAPSHOT_ITERATIONS = Number(process.env.BENCH_SNAPSHOT_ITERATIONS ?? 5);
 const RESOURCES = { cpu: 1, memoryMb: 128, pids: 64, diskMb: 64 };
 const TOTAL_GIB = 24;
 
@@ -58,7 +60,8 @@ const vsPyodide = (v) => `  = ${(v / pyodideLoad.p50).toFixed(4)}× bare Pyodide
 
 // --- the backend --------------------------------------------------------------------------------
 const stateDir = mkdtempSync(join(tmpdir(), "shells-wasm-bench-"));
-const backend = new WasmBackend({ stateDir, pool: { python: 1, node: 2 } });
+const POOL = { python: 1, node: 2 };
+const backend = new WasmBackend({ stateDir, pool: POOL });
 const [offered] = await backend.availability();
 if (!offered?.available) {
   log(`wasm runtime unavailable on this host: ${offered?.reason}`);
@@ -138,6 +141,83 @@ try {
       if (answer.value !== 42) throw new Error(`${language} turn answered ${answer.value}`);
     }
     line(`${language}: interpreter turn \`x + 1\`:`, summary(turns), vsNode(summary(turns).p50));
+  }
+
+  // Snapshots and restores of a small and a 50 MB workspace, beside the raw `tar` of the same
+  // directory (create to a file, extract into an empty one) measured in the same run.
+  // A restore hands a running shell a warm pooled worker: each is timed with the pool full (the
+  // refill is waited for outside the timing), and once cold (pool empty: an interpreter load).
+  for (const [language, label, megabytes] of [
+    ["node", "small (4 KB)", 0],
+    ["node", "50 MB", 50],
+    ["python", "small (4 KB)", 0],
+  ]) {
+    await backend.warm(() => undefined, [language]);
+    const id = await create(language);
+    const fill =
+      megabytes === 0
+        ? "require('fs').writeFileSync('small.txt', 'x'.repeat(4096))"
+        : `const fs = require('fs'), chunk = 'x'.repeat(1 << 20); for (let i = 0; i < ${megabytes}; i++) fs.writeFileSync('f' + i, chunk);`;
+    const filled = await backend.exec(
+      id,
+      execRequest(
+        language === "node"
+          ? ["node", "-e", fill]
+          : ["python3", "-c", "open('small.txt', 'w').write('x' * 4096)"],
+      ),
+    );
+    if (filled.exitCode !== 0) throw new Error(`filling the workspace failed: ${filled.stderr}`);
+    const workspace = join(stateDir, "shells", id, "workspace");
+    const scratch = mkdtempSync(join(tmpdir(), "shells-wasm-bench-tar-"));
+    const rawCreate = summary(
+      Array.from({ length: SNAPSHOT_ITERATIONS }, () =>
+        rawSpawn(["tar", "--create", `--file=${scratch}/raw.tar`, "-C", workspace, "."]),
+      ),
+    );
+    const rawExtract = summary(
+      Array.from({ length: SNAPSHOT_ITERATIONS }, (_, i) => {
+        mkdirSync(`${scratch}/x${i}`);
+        return rawSpawn([
+          "tar",
+          "--extract",
+          `--file=${scratch}/raw.tar`,
+          "-C",
+          `${scratch}/x${i}`,
+        ]);
+      }),
+    );
+    rmSync(scratch, { recursive: true, force: true });
+    const snap = summary(await timeRuns(SNAPSHOT_ITERATIONS, (i) => backend.snapshot(id, `s${i}`)));
+    const restores = [];
+    for (let i = 0; i < SNAPSHOT_ITERATIONS; i += 1) {
+      await backend.warm(() => undefined, [language]);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await backend.warm(() => undefined, [language]);
+      t0 = performance.now();
+      await backend.restore(id, `s${i}`);
+      restores.push(performance.now() - t0);
+    }
+    const restore = summary(restores);
+    // Cold: the pool is emptied first, so the restore starts an interpreter itself.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await backend.warm(() => undefined, [language]);
+    const drained = [];
+    // Creates claim every pooled worker; the refill they schedule starts only after 400 ms.
+    for (let i = 0; i < POOL[language]; i += 1) drained.push(await create(language));
+    t0 = performance.now();
+    await backend.restore(id, "s0");
+    const cold = performance.now() - t0;
+    for (const other of drained) await backend.destroy(other);
+    const of = `${language}, ${label}`;
+    line(`baseline raw tar create, ${label}:`, rawCreate);
+    line(`wasm snapshot, ${of}:`, snap, `  = ${(snap.p50 / rawCreate.p50).toFixed(2)}× raw tar`);
+    line(`baseline raw tar extract, ${label}:`, rawExtract);
+    line(
+      `wasm restore (warm pool), ${of}:`,
+      restore,
+      `  = ${(restore.p50 / rawExtract.p50).toFixed(2)}× raw tar`,
+    );
+    log(`${`wasm restore (pool empty), ${of}:`.padEnd(40)} ${ms(cold)} (n=1)`);
   }
 
   // Idle shells: the proportional set size (PSS: private pages plus a share of pages mapped by

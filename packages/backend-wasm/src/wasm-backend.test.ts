@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, symlink } from "node:fs/promises
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readTar, writeTar, type SandboxExecRequest } from "@shells/sandbox";
-import { describeSandboxBackend } from "@shells/sandbox/conformance";
+import { describeSandboxBackend, type ConformanceCommands } from "@shells/sandbox/conformance";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WasmBackend } from "./wasm-backend.js";
 
@@ -14,27 +14,69 @@ const PROFILE = {
   posixShell: false,
   pidsLimit: false,
   memoryLimit: false,
-  diskLimit: false,
+  diskLimit: true,
   binaryStdin: false,
   files: true,
   spawn: false,
   pty: false,
-  snapshots: false,
-  reinstallOs: false,
+  snapshots: true,
+  reinstallOs: true,
   cpuUsage: true,
-  networkModes: ["sealed"],
+  networkModes: ["sealed", "localhost"],
 } as const;
 
+/** The suite's steps as `node -e` programs (QuickJS's `process.argv` is `["node", ...args]`). */
+const NODE_COMMANDS: ConformanceCommands = {
+  cat: (path) => [
+    "node",
+    "-e",
+    "process.stdout.write(require('fs').readFileSync(process.argv[1]))",
+    path,
+  ],
+  write: (path, text) => [
+    "node",
+    "-e",
+    "require('fs').writeFileSync(process.argv[1], process.argv[2] + '\\n')",
+    path,
+    text,
+  ],
+  exists: (path) => [
+    "node",
+    "-e",
+    "process.exit(require('fs').existsSync(process.argv[1]) ? 0 : 1)",
+    path,
+  ],
+  fill: (path, mb) => [
+    "node",
+    "-e",
+    "const fs = require('fs'), chunk = 'x'.repeat(1 << 20); fs.writeFileSync(process.argv[1], ''); for (let i = 0; i < Number(process.argv[2]); i++) fs.appendFileSync(process.argv[1], chunk);",
+    path,
+    String(mb),
+  ],
+  remove: (path) => [
+    "node",
+    "-e",
+    "const fs = require('fs'); if (fs.existsSync(process.argv[1])) fs.unlinkSync(process.argv[1]);",
+    path,
+  ],
+  scratchDir: "/tmp",
+};
+
 if (available)
-  describeSandboxBackend("wasm (node on QuickJS)", PROFILE, async () => {
-    const stateDir = await mkdtemp(join(tmpdir(), "shells-wasm-conf-"));
-    return {
-      backend: new WasmBackend({ stateDir, pool: { python: 0, node: 1 } }),
-      runtime: "wasm",
-      language: "node",
-      cleanup: () => rm(stateDir, { recursive: true, force: true }),
-    };
-  });
+  describeSandboxBackend(
+    "wasm (node on QuickJS)",
+    PROFILE,
+    async () => {
+      const stateDir = await mkdtemp(join(tmpdir(), "shells-wasm-conf-"));
+      return {
+        backend: new WasmBackend({ stateDir, pool: { python: 0, node: 1 } }),
+        runtime: "wasm",
+        language: "node",
+        cleanup: () => rm(stateDir, { recursive: true, force: true }),
+      };
+    },
+    { commands: NODE_COMMANDS },
+  );
 
 const RESOURCES = { cpu: 1, memoryMb: 128, pids: 64, diskMb: 64 };
 
@@ -54,13 +96,17 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
     await rm(stateDir, { recursive: true, force: true });
   });
 
-  async function create(language: "python" | "node", memoryMb = 128): Promise<string> {
+  async function create(
+    language: "python" | "node",
+    memoryMb = 128,
+    network: "sealed" | "localhost" = "sealed",
+  ): Promise<string> {
     const shellId = `wasm-${process.pid}-${++counter}`;
     await backend.create({
       shellId,
       language,
       runtime: "wasm",
-      network: "sealed",
+      network,
       resources: { ...RESOURCES, memoryMb },
       env: { GREETING: "from the shell" },
     });
@@ -447,7 +493,8 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
 
   it("shows the guest nothing of the host: no host files, no sockets, no server env, no other shell", async () => {
     const a = await create("python");
-    const b = await create("python");
+    // A localhost shell is a sealed one: no socket, not even to its own loopback.
+    const b = await create("python", 128, "localhost");
     await run(a, ["python3", "-c", "open('/workspace/secret.txt','w').write('a-only')"]);
     const probe = await run(b, [
       "python3",
@@ -459,12 +506,16 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
         "    except OSError: print('no', p)",
         "try: socket.create_connection(('127.0.0.1', 22), timeout=2); print('CONNECTED')",
         "except OSError: print('no socket')",
+        "try: s = socket.socket(); s.bind(('127.0.0.1', 8000)); s.listen(); print('LISTENING')",
+        "except OSError: print('no listening')",
         "print(sorted(os.listdir('/workspace')), 'PATH' in os.environ)",
       ].join("\n"),
     ]);
     expect(probe.stdout).toBe(
-      "no /etc/hostname\nno /etc/passwd\nno /proc/1/environ\nno socket\n[] False\n",
+      "no /etc/hostname\nno /etc/passwd\nno /proc/1/environ\nno socket\nno listening\n[] False\n",
     );
+    // The refusals left the interpreter whole.
+    expect((await run(b, ["python3", "-c", "print('still here')"])).stdout).toBe("still here\n");
     expect(await readdir(join(stateDir, "shells", a, "workspace"))).toEqual(["secret.txt"]);
   }, 60_000);
 

@@ -33,6 +33,7 @@ import {
 } from "@shells/sandbox";
 import { parseCommand } from "./internal/commands.js";
 import { Jail, missingForJail, STAGE_DIR } from "./internal/jail.js";
+import { ShellState } from "./internal/snapshots.js";
 import {
   WorkerProcess,
   type TurnAnswer,
@@ -50,6 +51,13 @@ export interface WasmBackendOptions {
   /** Unprivileged host uid and gid the workers run as (default 65534, `nobody`). */
   uid?: number;
   gid?: number;
+  /**
+   * Interpreter turns' globals are dropped when the shell had no turn for this long, ms (default
+   * 10 minutes, as the control plane's REPL sessions): the next turn starts fresh and says so.
+   */
+  turnIdleMs?: number;
+  /** ...and once they are this old, whatever the traffic, ms (default 60 minutes). */
+  turnLifetimeMs?: number;
 }
 
 /**
@@ -58,6 +66,8 @@ export interface WasmBackendOptions {
  * node plus QuickJS ~60 MB.
  */
 const BASELINE_MB: Record<WasmLanguage, number> = { python: 224, node: 96 };
+
+const MB = 1024 * 1024;
 
 /** Threads a worker needs (node's own, the engine thread, libuv's pool); guests cannot fork. */
 const WORKER_PIDS = 64;
@@ -99,6 +109,8 @@ interface ShellRecord {
    * shell existed and is not the shell's. Absent in records written before it was kept.
    */
   cpuBase?: { epoch: string; cpuUsec: number };
+  /** Highest snapshot sequence number used, so a re-taken name never reuses an archive name. */
+  snapshotSeq?: number;
 }
 
 /** A worker and the cgroup that bounds it. */
@@ -109,6 +121,8 @@ interface LiveWorker {
   oomKillsAtStart: number;
   /** Set when the shell is stopped on purpose: requests cut off by the worker's end report it. */
   endReason?: KillReason;
+  /** When the interpreter turns' namespace was made and last used (none before the first turn). */
+  turns?: { startedAt: number; lastAt: number };
 }
 
 /** A warm worker waiting in the pool, its workspace under `pool/<token>`. */
@@ -127,12 +141,19 @@ export class WasmBackend implements SandboxBackend {
   readonly name = "wasm";
   /** Interpreters compiled to WebAssembly: the python and node presets only. */
   readonly languages = ["python", "node"] as const;
-  /** No sockets at all: the worker's jail has no network. */
-  readonly networkModes = ["sealed"] as const;
+  /**
+   * No sockets at all: the engines offer the guest no socket API and the worker's jail has no
+   * network. `localhost` (loopback only) therefore holds as `sealed` does, and is the same shell:
+   * nothing in it can listen on or dial the loopback (the ports API answers that the backend cannot
+   * reach ports). `internet` would need HTTP through the egress proxy, which is not built.
+   */
+  readonly networkModes = ["sealed", "localhost"] as const;
   private readonly stateDir: string;
   private readonly uid: number;
   private readonly gid: number;
   private readonly poolSize: Record<WasmLanguage, number>;
+  private readonly turnIdleMs: number;
+  private readonly turnLifetimeMs: number;
   private readonly missing: string | null;
   private readonly cgroups: CgroupHost | string;
   private readonly cgroupParent: string;
@@ -147,12 +168,15 @@ export class WasmBackend implements SandboxBackend {
     node: null,
   };
   private closed = false;
+  private readonly locks = new Map<string, Promise<unknown>>();
 
   constructor(options: WasmBackendOptions) {
     this.stateDir = options.stateDir.replace(/\/+$/, "");
     this.uid = options.uid ?? 65534;
     this.gid = options.gid ?? 65534;
     this.poolSize = { python: options.pool?.python ?? 1, node: options.pool?.node ?? 2 };
+    this.turnIdleMs = options.turnIdleMs ?? 10 * 60 * 1000;
+    this.turnLifetimeMs = options.turnLifetimeMs ?? 60 * 60 * 1000;
     this.cgroups = detectCgroups();
     this.cgroupParent = "shells-wasm";
     this.missing = missingForJail() ?? (typeof this.cgroups === "string" ? this.cgroups : null);
@@ -197,10 +221,10 @@ export class WasmBackend implements SandboxBackend {
         `The wasm runtime runs the python and node presets; ${spec.language} needs the container runtime.`,
         { runtime: "wasm", language: spec.language, presets: ["python", "node"] },
       );
-    if (spec.network !== "sealed")
+    if (!this.networkModes.some((mode) => mode === spec.network))
       throw new SandboxError(
         "unsupported",
-        `Wasm shells run sealed: network mode ${spec.network} is not offered by the wasm runtime.`,
+        `Wasm shells have no network: network mode ${spec.network} is not offered by the wasm runtime (sealed and localhost are, and are the same).`,
         { network: spec.network },
       );
     const language: WasmLanguage = spec.language;
@@ -217,11 +241,13 @@ export class WasmBackend implements SandboxBackend {
       // keeps the bind (it follows the directory), so the directory becomes the shell's state.
       await rename(pooled.workspace, workspace);
       await this.relimit(pooled.cgroup, this.limits(language, spec.resources));
+      pooled.process.setDiskLimit(spec.resources.diskMb * MB);
       live = pooled;
     } else {
       if (pooled) await this.discard(pooled);
       await this.makeWorkspace(workspace);
       live = await this.startWorker(language, workspace, spec.resources);
+      live.process.setDiskLimit(spec.resources.diskMb * MB);
     }
     this.workers.set(spec.shellId, live);
     const claimed = await live.cgroup.usage().catch(() => null);
@@ -289,15 +315,24 @@ export class WasmBackend implements SandboxBackend {
         { language: request.language },
       );
     const live = await this.liveWorker(record);
+    // Globals past their idle TTL or lifetime are dropped before the turn, which then reports a
+    // fresh start, as a REPL session that ended would.
+    const now = Date.now();
+    const expired =
+      live.turns !== undefined &&
+      (now - live.turns.lastAt >= this.turnIdleMs ||
+        now - live.turns.startedAt >= this.turnLifetimeMs);
     const run = await this.guarded(
       shellId,
       live,
       { timeoutMs: request.timeoutMs, maxOutputBytes: TURN_OUTPUT_BYTES },
       {},
       (onOutput, stop) =>
-        live.process.turn(request.code, { ...record.env, ...request.env }, onOutput, stop),
+        live.process.turn(request.code, { ...record.env, ...request.env }, onOutput, stop, expired),
     );
     const answer = run.answer;
+    if (answer?.fresh) live.turns = { startedAt: now, lastAt: Date.now() };
+    else if (answer && live.turns) live.turns.lastAt = Date.now();
     const ended = (name: string, message: string) => ({
       stdout: run.stdout,
       stderr: run.stderr,
@@ -398,8 +433,11 @@ export class WasmBackend implements SandboxBackend {
     options.signal?.removeEventListener("abort", onAbort);
 
     let exitCode: number;
-    if (outcome.kind === "done") exitCode = outcome.exitCode;
-    else if (outcome.kind === "skipped")
+    if (outcome.kind === "done") {
+      exitCode = outcome.exitCode;
+      // As the container backend does: a command that failed after the disk filled up ends `disk`.
+      if (outcome.diskFull && exitCode !== 0 && !killReason) killReason = "disk";
+    } else if (outcome.kind === "skipped")
       exitCode = 130; // ended while queued: killReason says why
     else {
       // The worker died under the request: killed on purpose (killReason is set), or by the
@@ -551,39 +589,140 @@ export class WasmBackend implements SandboxBackend {
     return live.process.file(request);
   }
 
-  async snapshot(shellId: string): Promise<Snapshot> {
-    await this.record(shellId);
-    throw snapshotsUnsupported();
+  /**
+   * Archives the shell's `/workspace` (its whole persisted state) as a restore point. A running
+   * worker is frozen (cgroup freezer) for the archiving, so an exec or turn in flight is held
+   * where it is and the archive is one instant's state; it runs on afterwards, globals intact.
+   */
+  async snapshot(shellId: string, name: string): Promise<Snapshot> {
+    return this.locked(shellId, async () => {
+      const record = await this.record(shellId);
+      const meta = await this.state(shellId).take(name, record.snapshotSeq ?? 0, (body) =>
+        this.stillWhile(shellId, body),
+      );
+      await this.writeRecord({ ...record, snapshotSeq: meta.seq });
+      return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
+    });
   }
 
   async listSnapshots(shellId: string): Promise<Snapshot[]> {
     await this.record(shellId);
-    throw snapshotsUnsupported();
+    return (await this.state(shellId).snapshots()).map(({ name, sizeBytes, createdAt }) => ({
+      name,
+      sizeBytes,
+      createdAt,
+    }));
   }
 
-  async restore(shellId: string): Promise<Snapshot> {
-    await this.record(shellId);
-    throw snapshotsUnsupported();
+  /**
+   * Returns `/workspace` to a snapshot: the worker is stopped (requests in flight end `stopped`),
+   * the snapshot unpacked beside the workspace and swapped in, and a running shell gets a fresh
+   * worker on it (interpreter globals do not survive a restore).
+   */
+  async restore(shellId: string, name: string): Promise<Snapshot> {
+    return this.locked(shellId, async () => {
+      const record = await this.record(shellId);
+      const state = this.state(shellId);
+      const meta = (await state.snapshots()).find((s) => s.name === name);
+      if (!meta)
+        throw new SandboxError(
+          "snapshot_not_found",
+          `shell ${shellId} has no snapshot named ${JSON.stringify(name)}`,
+        );
+      await this.replaceWorkspace(record, (into) =>
+        state.restore(meta, { uid: this.uid, gid: this.gid }, into),
+      );
+      return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
+    });
   }
 
+  /**
+   * A wasm shell's "operating system" is its interpreter: the Pyodide or QuickJS build the server
+   * ships, its loaded modules, the interpreter turns' globals and the jail's private `/tmp`. A
+   * reinstall ends the worker and starts a fresh one, which loads the interpreter build installed
+   * now; `/workspace`, the shell's only persisted state, is kept as it is.
+   */
   async reinstallOs(shellId: string): Promise<SandboxInfo> {
-    await this.record(shellId);
-    throw new SandboxError(
-      "unsupported",
-      "Wasm shells have no operating system image to reinstall: the interpreter ships with the server.",
-    );
+    return this.locked(shellId, async () => {
+      const record = await this.record(shellId);
+      await this.stopWorker(shellId);
+      if (record.state === "running") await this.liveWorker(record);
+      return this.info(shellId, record.state);
+    });
   }
 
   async wipeState(shellId: string): Promise<SandboxInfo> {
-    const record = await this.record(shellId);
-    // The worker is stopped first so guest code cannot race the wipe; the same directory is
-    // emptied in place and a fresh worker is started on it.
-    await this.stopWorker(shellId);
-    const workspace = join(this.shellDir(shellId), "workspace");
-    for (const entry of await readdir(workspace))
-      await rm(join(workspace, entry), { recursive: true, force: true });
-    if (record.state === "running") await this.liveWorker(record);
-    return this.info(shellId, record.state);
+    return this.locked(shellId, async () => {
+      const record = await this.record(shellId);
+      // The worker is stopped first so guest code cannot race the wipe; an empty directory is
+      // swapped in for the workspace, and a fresh worker runs on it.
+      await this.replaceWorkspace(record, (into) =>
+        this.state(shellId).empty({ uid: this.uid, gid: this.gid }, into),
+      );
+      return this.info(shellId, record.state);
+    });
+  }
+
+  /**
+   * Stops the shell's worker and puts a new workspace under the shell (`replace` fills it and
+   * swaps it in). A running shell gets a fresh worker on it: a warm one from the pool where there
+   * is one — `replace` is given the pooled worker's empty directory, whose bind follows it into
+   * place, so a restore or wipe costs no interpreter load — else a cold one.
+   */
+  private async replaceWorkspace(
+    record: ShellRecord,
+    replace: (into?: string) => Promise<void>,
+  ): Promise<void> {
+    let pooled = record.state === "running" ? this.pools[record.language].shift() : undefined;
+    if (pooled) this.scheduleRefill(record.language);
+    if (pooled && !pooled.process.running) {
+      await this.discard(pooled);
+      pooled = undefined;
+    }
+    await this.stopWorker(record.shellId);
+    try {
+      await replace(pooled?.workspace);
+    } catch (error) {
+      if (pooled) await this.discard(pooled);
+      throw error;
+    }
+    if (!pooled) {
+      if (record.state === "running") await this.liveWorker(record);
+      return;
+    }
+    await this.relimit(pooled.cgroup, this.limits(record.language, record.resources));
+    pooled.process.setDiskLimit(record.resources.diskMb * MB);
+    this.workers.set(record.shellId, pooled);
+    // The shell now runs in the pooled worker's cgroup; its old one goes.
+    if (typeof this.cgroups !== "string") {
+      const old = new ShellCgroup(this.cgroups, this.cgroupParent, record.cgroup);
+      await old.killAll().catch(() => undefined);
+      await old.remove().catch(() => undefined);
+    }
+    const claimed = await pooled.cgroup.usage().catch(() => null);
+    await this.writeRecord({
+      ...record,
+      cgroup: pooled.cgroup.name,
+      ...(claimed ? { cpuBase: { epoch: claimed.epoch, cpuUsec: claimed.cpuUsec } } : {}),
+    });
+  }
+
+  /**
+   * Settles what a crash of the control plane cut: a restore's swap is finished or undone, and
+   * archives no snapshot names (a snapshot cut before its commit) and temporaries are removed.
+   */
+  async recover(): Promise<void> {
+    let ids: string[];
+    try {
+      ids = await readdir(this.shellsRoot());
+    } catch {
+      return;
+    }
+    for (const id of ids) {
+      const dir = this.shellDir(id);
+      await rm(join(dir, "shell.json.tmp"), { force: true });
+      await new ShellState(dir).settle();
+    }
   }
 
   async destroy(shellId: string): Promise<void> {
@@ -712,6 +851,7 @@ export class WasmBackend implements SandboxBackend {
       record.resources,
       record.cgroup,
     );
+    live.process.setDiskLimit(record.resources.diskMb * MB);
     this.workers.set(record.shellId, live);
     return live;
   }
@@ -734,6 +874,9 @@ export class WasmBackend implements SandboxBackend {
     if (typeof this.cgroups === "string") throw new SandboxError("unavailable", this.cgroups);
     const cgroup = new ShellCgroup(this.cgroups, this.cgroupParent, cgroupName);
     await cgroup.create(this.limits(language, resources));
+    // A control plane that died during a snapshot left the group frozen: a worker joining it
+    // would never run (and the dead one's leftovers get to end).
+    await cgroup.thaw();
     // A worker that does not come up (a jail that fails, a control plane closing meanwhile) leaves
     // no cgroup behind: the next start of a shell's worker makes it again.
     const abandon = async () => {
@@ -870,6 +1013,46 @@ export class WasmBackend implements SandboxBackend {
     await chown(path, this.uid, this.gid);
   }
 
+  /** Serialises lifecycle operations per shell (execs, turns and file requests do not take it). */
+  private async locked<T>(shellId: string, body: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(shellId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(body);
+    this.locks.set(shellId, next);
+    try {
+      return await next;
+    } finally {
+      if (this.locks.get(shellId) === next) this.locks.delete(shellId);
+    }
+  }
+
+  /**
+   * Runs `body` with the shell's worker frozen (every thread of it held by the cgroup freezer),
+   * so nothing in the guest writes meanwhile; with no worker running nothing can write anyway.
+   */
+  private async stillWhile<T>(shellId: string, body: () => Promise<T>): Promise<T> {
+    const live = this.workers.get(shellId);
+    if (!live?.process.running) return body();
+    try {
+      await live.cgroup.freeze();
+    } catch (error) {
+      throw new SandboxError(
+        "failed",
+        `shell ${shellId}'s interpreter could not be held still: ${(error as Error).message}`,
+        {},
+        { cause: error },
+      );
+    }
+    try {
+      return await body();
+    } finally {
+      await live.cgroup.thaw();
+    }
+  }
+
+  private state(shellId: string): ShellState {
+    return new ShellState(this.shellDir(shellId));
+  }
+
   private shellsRoot(): string {
     return join(this.stateDir, "shells");
   }
@@ -979,8 +1162,4 @@ async function readOomKills(cgroup: ShellCgroup): Promise<number> {
   } catch {
     return 0;
   }
-}
-
-function snapshotsUnsupported(): SandboxError {
-  return new SandboxError("unsupported", "Snapshots are not offered on wasm shells yet.");
 }

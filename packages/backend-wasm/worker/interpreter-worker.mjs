@@ -23,12 +23,68 @@ const WARM_UP_EXECS = 20;
 /** Exit code of guest code ended by an interrupt (128 + SIGINT), as a shell reports it. */
 const INTERRUPTED = 130;
 
+/**
+ * The shell's disk quota over `/workspace`, shared by both threads: [0] the limit in bytes (0: none
+ * yet, a pooled worker), [1] the bytes in use as last counted plus what was charged since, [2]
+ * writes refused for it (an exec that fails after a refusal reports kill reason `disk`).
+ */
+const LIMIT = 0;
+const USED = 1;
+const REFUSED = 2;
+
+/**
+ * Bytes `/workspace` holds: the apparent size of every file (a sparse file counts whole, as a
+ * write filling its holes would), walked with lstat so links are never followed.
+ * @param {string} dir
+ * @returns {number}
+ */
+function workspaceBytes(dir = "/workspace") {
+  let bytes = 0;
+  for (const name of fs.readdirSync(dir)) {
+    const st = fs.lstatSync(posix.join(dir, name));
+    if (st.isDirectory()) bytes += workspaceBytes(posix.join(dir, name));
+    else if (st.isFile()) bytes += st.size;
+  }
+  return bytes;
+}
+
+/**
+ * Accounts a write that grows `/workspace` by `growth` bytes, or refuses it with ENOSPC when the
+ * quota has no room: the running count is checked first, and only when it says "full" is the
+ * workspace counted again (files the guest deleted meanwhile give their room back), so a write
+ * costs a walk only near the limit. Writes under `/tmp` (the jail's tmpfs, charged to the
+ * worker's memory cgroup) are not counted.
+ * @param {BigInt64Array} disk @param {string} path @param {number} growth
+ */
+function chargeDisk(disk, path, growth) {
+  const limit = Number(Atomics.load(disk, LIMIT));
+  if (limit <= 0 || growth <= 0 || !/^\/workspace(\/|$)/.test(path)) return;
+  if (Number(Atomics.add(disk, USED, BigInt(growth))) + growth <= limit) return;
+  const used = workspaceBytes();
+  if (used + growth <= limit) {
+    Atomics.store(disk, USED, BigInt(used + growth));
+    return;
+  }
+  Atomics.store(disk, USED, BigInt(used));
+  Atomics.add(disk, REFUSED, 1n);
+  throw Object.assign(
+    new Error(`ENOSPC: No space left on device, write '${path}' (the shell's disk quota is full)`),
+    { code: "ENOSPC", usedBytes: used, limitBytes: limit },
+  );
+}
+
+/** Size of a file now, 0 when it does not exist. @param {string} path */
+function sizeOf(path) {
+  return fs.statSync(path, { throwIfNoEntry: false })?.size ?? 0;
+}
+
 /** The protocol side: forwards requests to the engine thread and its events to stdout. */
 function runMain() {
   const [language, assets] = process.argv.slice(2);
   const flag = new Int32Array(new SharedArrayBuffer(4));
+  const disk = new BigInt64Array(new SharedArrayBuffer(24));
   const engine = new Worker(fileURLToPath(import.meta.url), {
-    workerData: { language, assets, flag },
+    workerData: { language, assets, flag, disk },
   });
   /** @param {unknown} event */
   const send = (event) => void process.stdout.write(`${JSON.stringify(event)}\n`);
@@ -60,10 +116,17 @@ function runMain() {
       }
       return;
     }
+    if (request.type === "limits") {
+      // Sent before any request that may write: by the backend when a shell claims or starts
+      // this worker. The workspace is counted now, restored or grown while no worker ran.
+      Atomics.store(disk, USED, BigInt(workspaceBytes()));
+      Atomics.store(disk, LIMIT, BigInt(Math.max(0, Math.floor(Number(request.diskBytes) || 0))));
+      return;
+    }
     if (request.type === "file") {
       // Served here, beside the engine thread, so files answer while guest code runs.
       try {
-        send({ type: "file", id: request.id, ok: true, value: fileRequest(request) });
+        send({ type: "file", id: request.id, ok: true, value: fileRequest(request, disk) });
       } catch (error) {
         const failure = fileError(error, request.path);
         send({
@@ -168,6 +231,13 @@ function fileError(error, guestPath) {
     return new FileError("path_not_found", `${guestPath} does not exist in the shell`, {
       path: guestPath,
     });
+  if (code === "ENOSPC")
+    return new FileError("failed", String(/** @type {Error} */ (error).message), {
+      path: guestPath,
+      noSpace: true,
+      usedBytes: /** @type {{ usedBytes?: number }} */ (error).usedBytes,
+      limitBytes: /** @type {{ limitBytes?: number }} */ (error).limitBytes,
+    });
   if (code === "EISDIR" || code === "ENOTDIR" || code === "ENOTEMPTY")
     return new FileError(
       "wrong_file_type",
@@ -191,8 +261,9 @@ function fileError(error, guestPath) {
  * @param {{ op: string, path: string, maxBytes?: number, data?: string, mode?: number,
  *   recursive?: boolean, entries?: { name: string, type: string, mode: number, linkName: string,
  *   data: string }[] }} request
+ * @param {BigInt64Array} disk
  */
-function fileRequest(request) {
+function fileRequest(request, disk) {
   const guestPath = request.path;
   switch (request.op) {
     case "stat":
@@ -225,8 +296,10 @@ function fileRequest(request) {
     }
     case "write": {
       const file = confine(guestPath, true);
+      const data = Buffer.from(request.data ?? "", "base64");
+      chargeDisk(disk, file, data.length - sizeOf(file));
       fs.mkdirSync(posix.dirname(file), { recursive: true });
-      fs.writeFileSync(file, Buffer.from(request.data ?? "", "base64"));
+      fs.writeFileSync(file, data);
       if (typeof request.mode === "number") fs.chmodSync(file, request.mode & 0o7777);
       return infoOf(guestPath, fs.lstatSync(file));
     }
@@ -320,7 +393,13 @@ function fileRequest(request) {
       // each one's real parent is confined again, so a link an earlier entry made cannot
       // carry a later one out.
       const prefix = guestPath.replace(/\/+$/, "");
-      fs.mkdirSync(confine(prefix, true), { recursive: true });
+      const root = confine(prefix, true);
+      chargeDisk(
+        disk,
+        root,
+        (request.entries ?? []).reduce((sum, entry) => sum + (entry.data.length * 3) / 4, 0),
+      );
+      fs.mkdirSync(root, { recursive: true });
       for (const entry of request.entries ?? []) {
         const target = confine(`${prefix}/${entry.name}`, entry.type === "directory");
         if (entry.type === "directory") fs.mkdirSync(target, { recursive: true, mode: entry.mode });
@@ -343,7 +422,7 @@ function fileRequest(request) {
 
 /** The engine side: loads the interpreter once, then runs each exec it is sent. */
 async function runEngine() {
-  const { language, assets, flag } = workerData;
+  const { language, assets, flag, disk } = workerData;
   const port = /** @type {import("node:worker_threads").MessagePort} */ (parentPort);
   /** @param {"stdout" | "stderr"} stream @param {Uint8Array} bytes */
   const emit = (stream, bytes) => {
@@ -355,7 +434,9 @@ async function runEngine() {
   /** @type {typeof emit} */
   const output = (stream, bytes) => void (quiet || emit(stream, bytes));
   const engine =
-    language === "python" ? await loadPython(assets, flag, output) : await loadJs(flag, output);
+    language === "python"
+      ? await loadPython(assets, flag, disk, output)
+      : await loadJs(flag, disk, output);
   // A few throwaway execs before `ready` compile the engine's hot paths (wasm tiers up lazily),
   // so a shell's first exec runs as fast as its later ones.
   for (let i = 0; i < WARM_UP_EXECS; i += 1)
@@ -376,7 +457,7 @@ async function runEngine() {
       /** @type {TurnAnswer} */
       let answer;
       try {
-        answer = engine.turn(request.code, request.env ?? {});
+        answer = engine.turn(request.code, request.env ?? {}, request.fresh === true);
       } catch (error) {
         const text = String(/** @type {Error} */ (error)?.stack ?? error);
         answer = { value: null, error: { name: "InternalError", message: text, traceback: text } };
@@ -385,6 +466,7 @@ async function runEngine() {
       return;
     }
     if (request.type !== "exec") return;
+    const refusedBefore = Atomics.load(disk, REFUSED);
     let exitCode;
     try {
       exitCode = engine.run(request);
@@ -392,7 +474,17 @@ async function runEngine() {
       emit("stderr", Buffer.from(`${String(/** @type {Error} */ (error)?.stack ?? error)}\n`));
       exitCode = 1;
     }
-    port.postMessage({ type: "done", id: request.id, exitCode });
+    if ("usable" in engine && !engine.usable()) {
+      // An interpreter that failed fatally cannot run anything more: this worker ends, and the
+      // backend starts a fresh one for the shell's next request.
+      emit(
+        "stderr",
+        Buffer.from("the interpreter failed fatally; the next exec starts a fresh one\n"),
+      );
+      process.exit(70);
+    }
+    const diskFull = Atomics.load(disk, REFUSED) !== refusedBefore;
+    port.postMessage({ type: "done", id: request.id, exitCode, ...(diskFull ? { diskFull } : {}) });
   });
 }
 
@@ -401,9 +493,10 @@ async function runEngine() {
  * (like a new `python3` process), with its argv, env, cwd and stdin.
  * @param {string} assets
  * @param {Int32Array} flag
+ * @param {BigInt64Array} disk
  * @param {(stream: "stdout" | "stderr", bytes: Uint8Array) => void} emit
  */
-async function loadPython(assets, flag, emit) {
+async function loadPython(assets, flag, disk, emit) {
   const { loadPyodide } = await import("pyodide");
   const pyodide = await loadPyodide({
     indexURL: `${assets}/pyodide/`,
@@ -417,6 +510,17 @@ async function loadPython(assets, flag, emit) {
   pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: "/workspace" }, "/workspace");
   // The jail's private /tmp, the one QuickJS and file requests see too.
   pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: "/tmp" }, "/tmp");
+  quotaPython(pyodide, disk);
+  // Emscripten's sockets are WebSockets through the `ws` package, which the jail does not hold:
+  // its `listen` and `connect` would throw a JavaScript error that fails Pyodide for good. The
+  // guest gets the errno a host without a network gives instead.
+  const sockets = pyodide._module.SOCKFS.websocket_sock_ops;
+  sockets.listen = () => {
+    throw new pyodide.FS.ErrnoError(pyodide.ERRNO_CODES.EACCES);
+  };
+  sockets.connect = () => {
+    throw new pyodide.FS.ErrnoError(pyodide.ERRNO_CODES.ENETUNREACH);
+  };
   pyodide.runPython(PYTHON_RUNNER);
   const runner = pyodide.globals.get("_shells_run");
   const turner = pyodide.globals.get("_shells_turn");
@@ -441,16 +545,66 @@ async function loadPython(assets, flag, emit) {
       Atomics.store(flag, 0, 0);
     }
   };
-  /** @type {(code: string) => TurnAnswer} */
-  const turn = (/** @type {string} */ code) => {
+  /** @type {(code: string, env: Record<string, string>, fresh: boolean) => TurnAnswer} */
+  const turn = (code, _env, fresh) => {
     pyodide.setStdin({ stdin: () => null, isatty: false });
     try {
-      return JSON.parse(String(turner(code)));
+      return JSON.parse(String(turner(code, fresh)));
     } finally {
       Atomics.store(flag, 0, 0);
     }
   };
-  return { run, turn };
+  /** False once Pyodide failed fatally: its API then throws on every use. */
+  const usable = () => {
+    try {
+      return typeof pyodide.setStdin === "function";
+    } catch {
+      return false;
+    }
+  };
+  return { run, turn, usable };
+}
+
+/**
+ * Puts Pyodide's writes to `/workspace` under the disk quota: NODEFS's `write` and size changes
+ * (truncate up) are charged for what they grow a file by, and refused with ENOSPC (Python's
+ * `OSError: [Errno 28] No space left on device`) when the quota has no room.
+ * @param {any} pyodide @param {BigInt64Array} disk
+ */
+function quotaPython(pyodide, disk) {
+  const { FS } = pyodide;
+  const NODEFS = FS.filesystems.NODEFS;
+  const ENOSPC = pyodide.ERRNO_CODES.ENOSPC;
+  /** @param {() => void} charge */
+  const guarded = (charge) => {
+    try {
+      charge();
+    } catch (error) {
+      if (/** @type {NodeJS.ErrnoException} */ (error)?.code === "ENOSPC")
+        throw new FS.ErrnoError(ENOSPC);
+      throw error;
+    }
+  };
+  const write = NODEFS.stream_ops.write;
+  NODEFS.stream_ops.write = (
+    /** @type {any} */ stream,
+    /** @type {Uint8Array} */ buffer,
+    /** @type {number} */ offset,
+    /** @type {number} */ length,
+    /** @type {number} */ position,
+  ) => {
+    const path = NODEFS.realPath(stream.node);
+    guarded(() => chargeDisk(disk, path, position + length - fs.fstatSync(stream.nfd).size));
+    return write(stream, buffer, offset, length, position);
+  };
+  const setattr = NODEFS.node_ops.setattr;
+  NODEFS.node_ops.setattr = (/** @type {any} */ node, /** @type {any} */ attr) => {
+    if (attr.size != null) {
+      const path = NODEFS.realPath(node);
+      guarded(() => chargeDisk(disk, path, attr.size - sizeOf(path)));
+    }
+    return setattr(node, attr);
+  };
 }
 
 /** Runs one exec in fresh globals and returns its exit code, as `python3` would. */
@@ -496,9 +650,11 @@ def _shells_run(mode, source, argv, env, cwd):
 # Interpreter turns share one namespace for the worker's life, apart from the execs' fresh ones.
 _shells_turn_scope = None
 
-def _shells_turn(code):
+def _shells_turn(code, renew=False):
     import ast, json
     global _shells_turn_scope
+    if renew:
+        _shells_turn_scope = None
     fresh = _shells_turn_scope is None
     if fresh:
         _shells_turn_scope = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -535,9 +691,10 @@ def _shells_turn(code):
  * files under `/workspace` and `/tmp`; stdin reads as `require("fs").readFileSync(0)`. Nothing
  * else of Node is there: no sockets, no processes, no modules.
  * @param {Int32Array} flag
+ * @param {BigInt64Array} disk
  * @param {(stream: "stdout" | "stderr", bytes: Uint8Array) => void} emit
  */
-async function loadJs(flag, emit) {
+async function loadJs(flag, disk, emit) {
   const { newQuickJSWASMModuleFromVariant } = await import("quickjs-emscripten-core");
   const variant = (await import("@jitl/quickjs-wasmfile-release-sync")).default;
   const QuickJS = await newQuickJSWASMModuleFromVariant(variant);
@@ -588,8 +745,18 @@ async function loadJs(flag, emit) {
     bind("readFile", (p) =>
       p === 0 ? state.stdin.toString("utf8") : fs.readFileSync(resolve(p), "utf8"),
     );
-    bind("writeFile", (p, data) => fs.writeFileSync(resolve(p), String(data)));
-    bind("appendFile", (p, data) => fs.appendFileSync(resolve(p), String(data)));
+    bind("writeFile", (p, data) => {
+      const file = resolve(p);
+      const bytes = Buffer.from(String(data));
+      chargeDisk(disk, file, bytes.length - sizeOf(file));
+      fs.writeFileSync(file, bytes);
+    });
+    bind("appendFile", (p, data) => {
+      const file = resolve(p);
+      const bytes = Buffer.from(String(data));
+      chargeDisk(disk, file, bytes.length);
+      fs.appendFileSync(file, bytes);
+    });
     bind("exists", (p) => {
       try {
         return fs.existsSync(resolve(p));
@@ -698,8 +865,14 @@ async function loadJs(flag, emit) {
 
   /** @type {{ runtime: import("quickjs-emscripten-core").QuickJSRuntime, ctx: import("quickjs-emscripten-core").QuickJSContext, format: import("quickjs-emscripten-core").QuickJSHandle } | null} */
   let turns = null;
-  /** @type {(code: string, env: Record<string, string>) => TurnAnswer} */
-  const turn = (code, env) => {
+  /** @type {(code: string, env: Record<string, string>, renew: boolean) => TurnAnswer} */
+  const turn = (code, env, renew) => {
+    if (renew && turns) {
+      turns.format.dispose();
+      turns.ctx.dispose();
+      turns.runtime.dispose();
+      turns = null;
+    }
     const fresh = turns === null;
     if (!turns) {
       const turnRuntime = newRuntime();

@@ -73,6 +73,39 @@ export interface BackendCapabilities {
   fork?: boolean;
 }
 
+/**
+ * Commands for the steps the suite otherwise writes in POSIX sh, for a backend whose execs are
+ * not a POSIX shell (interpreters): given them, the state, file and disk tests run without
+ * `posixShell`, each step still an exec inside the sandbox.
+ */
+export interface ConformanceCommands {
+  /** Prints a file's content to stdout. */
+  cat(path: string): string[];
+  /** Writes `text` and a newline to a file, replacing it. */
+  write(path: string, text: string): string[];
+  /** Exits 0 when the path exists, non-zero when it does not. */
+  exists(path: string): string[];
+  /**
+   * Writes `mb` MiB to a file, ending non-zero on the first error with the error's
+   * message (`No space left on device`) on stderr.
+   */
+  fill(path: string, mb: number): string[];
+  /** Removes a file. */
+  remove(path: string): string[];
+  /** A directory outside `/workspace` the guest can write to and a reinstall drops. */
+  scratchDir: string;
+}
+
+/** The POSIX sh forms of `ConformanceCommands` (the suite's words and paths need no quoting). */
+const POSIX_COMMANDS: ConformanceCommands = {
+  cat: (path) => ["cat", path],
+  write: (path, text) => ["sh", "-c", `echo ${text} > ${path}`],
+  exists: (path) => ["sh", "-c", `test -e ${path}`],
+  fill: (path, mb) => ["sh", "-c", `dd if=/dev/zero of=${path} bs=1M count=${mb}`],
+  remove: (path) => ["sh", "-c", `rm -f ${path}`],
+  scratchDir: "/root",
+};
+
 /** A capability that is claimed or not, as named in skipped tests' titles. */
 export type BackendCapability = {
   [K in keyof BackendCapabilities]-?: NonNullable<BackendCapabilities[K]> extends boolean
@@ -103,13 +136,19 @@ async function expectSandboxError(
 /**
  * The behaviour every `SandboxBackend` must show, held to the capabilities it claims. Each
  * backend's test file calls this once. Exec tests use plain POSIX sh and coreutils so any Linux
- * image (and the simulator's model) can run them; they need `posixShell`.
+ * image (and the simulator's model) can run them; they need `posixShell`. A backend whose execs
+ * are interpreters passes `options.commands` instead, and the state, file, disk and recover tests
+ * run their steps with those.
  */
 export function describeSandboxBackend(
   label: string,
   capabilities: BackendCapabilities,
   make: () => Promise<ConformanceSubject>,
+  options: { commands?: ConformanceCommands } = {},
 ): void {
+  /** How the state, file and disk tests act inside the sandbox, and what they need for it. */
+  const steps = options.commands ?? POSIX_COMMANDS;
+  const stepsNeed: BackendCapability[] = options.commands ? [] : ["posixShell"];
   /**
    * Registers a test that runs when every capability it needs is claimed, and otherwise shows up
    * as skipped with the missing capabilities in its name.
@@ -162,6 +201,15 @@ export function describeSandboxBackend(
     }
     const sh = (shellId: string, script: string, extra: Partial<SandboxExecRequest> = {}) =>
       run(shellId, ["sh", "-c", script], extra);
+
+    /** Writes a line to a file by an exec in the sandbox, and checks it worked. */
+    async function put(shellId: string, path: string, text: string): Promise<void> {
+      expect((await run(shellId, steps.write(path, text))).exitCode).toBe(0);
+    }
+    const read = async (shellId: string, path: string) =>
+      (await run(shellId, steps.cat(path))).stdout;
+    const exists = async (shellId: string, path: string) =>
+      (await run(shellId, steps.exists(path))).exitCode === 0;
 
     it("offers the runtime class it is tested with", async () => {
       const offered = await subject.backend.availability();
@@ -270,31 +318,31 @@ export function describeSandboxBackend(
     );
 
     itNeeds(
-      ["posixShell", "diskLimit"],
+      [...stepsNeed, "diskLimit"],
       "fails writes past the disk limit with ENOSPC and killReason disk",
       async () => {
         const id = await createShell({ resources: { ...RESOURCES, diskMb: 32 } });
-        const result = await sh(id, "dd if=/dev/zero of=/workspace/big bs=1M count=64", {
-          timeoutMs: 15_000,
-        });
+        const result = await run(id, steps.fill("/workspace/big", 64), { timeoutMs: 15_000 });
         expect(result.exitCode).not.toBe(0);
         expect(result.stderr).toMatch(/No space left on device/);
         expect(result.killReason).toBe("disk");
-        expect((await sh(id, "rm -f /workspace/big && echo freed")).stdout).toBe("freed\n");
+        expect((await run(id, steps.remove("/workspace/big"))).exitCode).toBe(0);
+        expect((await run(id, steps.write("/workspace/after.txt", "freed"))).exitCode).toBe(0);
+        expect((await run(id, steps.cat("/workspace/after.txt"))).stdout).toBe("freed\n");
       },
     );
 
     itNeeds(
-      ["posixShell"],
+      stepsNeed,
       "refuses execs on a stopped sandbox and keeps its state across stop and start",
       async () => {
         const id = await createShell();
-        await sh(id, "echo survives > /workspace/state.txt");
+        await put(id, "/workspace/state.txt", "survives");
         expect(await subject.backend.stop(id)).toMatchObject({ state: "stopped" });
         await expectSandboxError(run(id, ["true"]), "not_running");
         expect(await subject.backend.stop(id)).toMatchObject({ state: "stopped" });
         expect(await subject.backend.start(id)).toMatchObject({ state: "running" });
-        expect((await run(id, ["cat", "/workspace/state.txt"])).stdout).toBe("survives\n");
+        expect(await read(id, "/workspace/state.txt")).toBe("survives\n");
       },
     );
 
@@ -354,58 +402,59 @@ export function describeSandboxBackend(
       },
     );
 
-    itNeeds(["posixShell"], "restart keeps filesystem state", async () => {
+    itNeeds(stepsNeed, "restart keeps filesystem state", async () => {
       const id = await createShell();
-      await sh(id, "echo before > /workspace/r.txt");
+      await put(id, "/workspace/r.txt", "before");
       expect(await subject.backend.restart(id)).toMatchObject({ state: "running" });
-      expect((await run(id, ["cat", "/workspace/r.txt"])).stdout).toBe("before\n");
+      expect(await read(id, "/workspace/r.txt")).toBe("before\n");
     });
 
     itNeeds(
-      ["posixShell", "snapshots"],
+      [...stepsNeed, "snapshots"],
       "snapshot, change, restore returns the old content",
       async () => {
         const id = await createShell();
-        await sh(id, "echo v1 > /workspace/doc.txt");
+        await put(id, "/workspace/doc.txt", "v1");
         const snap = await subject.backend.snapshot(id, "first");
         expect(snap.name).toBe("first");
-        await sh(id, "echo v2 > /workspace/doc.txt; echo new > /workspace/extra.txt");
+        await put(id, "/workspace/doc.txt", "v2");
+        await put(id, "/workspace/extra.txt", "new");
         await subject.backend.snapshot(id, "second");
         const listed = await subject.backend.listSnapshots(id);
         expect(listed.map((s) => s.name)).toEqual(["second", "first"]);
         expect(await subject.backend.restore(id, "first")).toMatchObject({ name: "first" });
-        expect((await run(id, ["cat", "/workspace/doc.txt"])).stdout).toBe("v1\n");
-        expect((await sh(id, "test -e /workspace/extra.txt")).exitCode).not.toBe(0);
+        expect(await read(id, "/workspace/doc.txt")).toBe("v1\n");
+        expect(await exists(id, "/workspace/extra.txt")).toBe(false);
         await expectSandboxError(subject.backend.restore(id, "never-made"), "snapshot_not_found");
       },
     );
 
     itNeeds(
-      ["posixShell"],
+      stepsNeed,
       "wipe_state destroys all filesystem state and leaves a working sandbox",
       async () => {
         const id = await createShell();
-        await sh(id, "echo gone > /workspace/w.txt; echo gone > /tmp/t.txt");
+        await put(id, "/workspace/w.txt", "gone");
+        await put(id, "/tmp/t.txt", "gone");
         await subject.backend.wipeState(id);
-        expect((await sh(id, "test -e /workspace/w.txt")).exitCode).not.toBe(0);
-        expect((await sh(id, "test -e /tmp/t.txt")).exitCode).not.toBe(0);
-        expect((await run(id, ["echo", "alive"])).stdout).toBe("alive\n");
-        expect((await sh(id, "echo again > /workspace/w.txt && cat /workspace/w.txt")).stdout).toBe(
-          "again\n",
-        );
+        expect(await exists(id, "/workspace/w.txt")).toBe(false);
+        expect(await exists(id, "/tmp/t.txt")).toBe(false);
+        await put(id, "/workspace/w.txt", "again");
+        expect(await read(id, "/workspace/w.txt")).toBe("again\n");
       },
     );
 
     itNeeds(
-      ["posixShell", "reinstallOs"],
+      [...stepsNeed, "reinstallOs"],
       "reinstall_os keeps /workspace and drops changes outside it",
       async () => {
         const id = await createShell();
-        await sh(id, "echo mine > /workspace/keep.txt; echo junk > /root/junk.txt");
+        await put(id, "/workspace/keep.txt", "mine");
+        await put(id, `${steps.scratchDir}/junk.txt`, "junk");
         const info = await subject.backend.reinstallOs(id);
         expect(info.state).toBe("running");
-        expect((await run(id, ["cat", "/workspace/keep.txt"])).stdout).toBe("mine\n");
-        expect((await sh(id, "test -e /root/junk.txt")).exitCode).not.toBe(0);
+        expect(await read(id, "/workspace/keep.txt")).toBe("mine\n");
+        expect(await exists(id, `${steps.scratchDir}/junk.txt`)).toBe(false);
       },
     );
 
@@ -481,19 +530,19 @@ export function describeSandboxBackend(
     }
 
     itNeeds(
-      ["posixShell"],
+      stepsNeed,
       "keeps whole sandboxes as they are through recover, if it recovers",
       async () => {
         if (!subject.backend.recover) return;
         const running = await createShell();
-        await sh(running, "echo kept > /workspace/kept");
+        await put(running, "/workspace/kept", "kept");
         const stopped = await createShell();
         await subject.backend.stop(stopped);
         await subject.backend.recover();
         const states = new Map((await subject.backend.list()).map((s) => [s.shellId, s.state]));
         expect(states.get(running)).toBe("running");
         expect(states.get(stopped)).toBe("stopped");
-        expect((await sh(running, "cat /workspace/kept")).stdout).toBe("kept\n");
+        expect(await read(running, "/workspace/kept")).toBe("kept\n");
       },
     );
 
@@ -533,7 +582,7 @@ export function describeSandboxBackend(
     );
 
     itNeeds(
-      ["posixShell", "files"],
+      [...stepsNeed, "files"],
       "writes, stats, lists, reads and removes files, binary-safe, creating parent directories",
       async () => {
         const id = await createShell();
@@ -549,7 +598,7 @@ export function describeSandboxBackend(
         expect((await files.list(id, "/workspace/deep")).map((f) => [f.path, f.type])).toEqual([
           ["/workspace/deep/er", "directory"],
         ]);
-        expect((await run(id, ["cat", "/workspace/deep/er/data.bin"])).exitCode).toBe(0);
+        expect((await run(id, steps.cat("/workspace/deep/er/data.bin"))).exitCode).toBe(0);
         await expect(files.read(id, "/workspace/deep", 1024)).rejects.toMatchObject({
           code: "wrong_file_type",
         });
@@ -570,7 +619,7 @@ export function describeSandboxBackend(
     );
 
     itNeeds(
-      ["posixShell", "files"],
+      [...stepsNeed, "files"],
       "exports a directory as tar and unpacks a tar into one",
       async () => {
         const id = await createShell();
@@ -592,7 +641,7 @@ export function describeSandboxBackend(
           },
         ]);
         await files.importTar(id, "/workspace/unpacked", archive);
-        expect((await run(id, ["cat", "/workspace/unpacked/dir/c.txt"])).stdout).toBe("gamma\n");
+        expect(await read(id, "/workspace/unpacked/dir/c.txt")).toBe("gamma\n");
       },
     );
 

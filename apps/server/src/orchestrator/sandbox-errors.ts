@@ -60,6 +60,9 @@ export function toApiError(error: unknown, shellId: string, logger: Logger): App
     case "failed":
       if (error.details.tooLarge)
         return new AppError("file_too_large", error.message, error.details);
+      // A write the shell's disk quota has no room for (backends that account it say so).
+      if (error.details.noSpace)
+        return new AppError("quota_exceeded", error.message, { quota: "disk", ...error.details });
       logger.error({ err: error, shellId }, "backend call failed");
       return new AppError(
         "backend_failed",

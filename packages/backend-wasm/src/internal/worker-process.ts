@@ -27,7 +27,13 @@ export interface TurnAnswer {
 
 /** How an exec in the worker ended. `crashed`: the worker process died before answering. */
 export type WorkerOutcome =
-  | { kind: "done"; exitCode: number; answer?: TurnAnswer }
+  | {
+      kind: "done";
+      exitCode: number;
+      answer?: TurnAnswer;
+      /** A write of this exec was refused because the shell's disk quota was full. */
+      diskFull?: boolean;
+    }
   | { kind: "crashed" }
   /** Stopped while it still waited its turn in the queue: it never ran. */
   | { kind: "skipped" };
@@ -36,7 +42,7 @@ export type WorkerOutcome =
 type WorkerEvent =
   | { type: "ready"; loadMs: number }
   | { type: "output"; stream: "stdout" | "stderr"; data: string }
-  | { type: "done"; id: number; exitCode: number; answer?: TurnAnswer }
+  | { type: "done"; id: number; exitCode: number; answer?: TurnAnswer; diskFull?: boolean }
   | { type: "fatal"; message: string }
   /** The interrupt of request `id` reached the interpreter: its guest code unwinds from now on. */
   | { type: "interrupting"; id: number }
@@ -158,7 +164,12 @@ export class WorkerProcess {
       else if (event.type === "done" && this.current?.id === event.id) {
         const current = this.current;
         this.current = null;
-        current.settle({ kind: "done", exitCode: event.exitCode, answer: event.answer });
+        current.settle({
+          kind: "done",
+          exitCode: event.exitCode,
+          answer: event.answer,
+          ...(event.diskFull ? { diskFull: true } : {}),
+        });
       }
     });
   }
@@ -212,8 +223,10 @@ export class WorkerProcess {
     env: Record<string, string>,
     onOutput: (stream: "stdout" | "stderr", chunk: Uint8Array) => void,
     stop: AbortSignal,
+    /** Drop the namespace first: the turn starts with fresh globals. */
+    fresh = false,
   ): Promise<WorkerOutcome> {
-    return this.request({ type: "turn", code, env }, onOutput, stop);
+    return this.request({ type: "turn", code, env, fresh }, onOutput, stop);
   }
 
   private request(
@@ -255,6 +268,14 @@ export class WorkerProcess {
       this.files.set(id, { resolve, reject });
       this.send({ ...request, type: "file", id });
     });
+  }
+
+  /**
+   * Sets the shell's disk quota over `/workspace` (0: none, a pooled worker before its claim). It
+   * applies to every request sent after it; the worker counts the workspace as it takes it.
+   */
+  setDiskLimit(bytes: number): void {
+    this.send({ type: "limits", diskBytes: bytes });
   }
 
   /** Kills the worker and everything in its jail; resolves once it has exited. */
