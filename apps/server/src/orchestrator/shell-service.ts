@@ -60,7 +60,14 @@ import {
 } from "../store/shells-store.js";
 import { forgetShellSnapshots } from "../store/snapshots-store.js";
 import { isUniqueViolation, UNIQUE_CONSTRAINTS } from "../store/unique-violation.js";
-import { DEFAULT_RESOURCES, admitShell, hostCapacity, type HostCapacity } from "./admission.js";
+import {
+  DEFAULT_RESOURCES,
+  admitShell,
+  hostCapacity,
+  type Admitted,
+  type HostCapacity,
+} from "./admission.js";
+import type { CapacityGate, CapacityTicket } from "./capacity.js";
 import type { ApprovalGate, GateClearance } from "./approval-gate.js";
 import { KeyedMutex } from "./keyed-mutex.js";
 import { Reconciler, SYSTEM_ACTOR, type ReconcileCounts } from "./reconciler.js";
@@ -122,6 +129,8 @@ export interface ShellServiceDeps {
   templates?: TemplateService;
   /** Idempotency keys: a keyed create notes the shell it makes before it makes it. */
   idempotency?: IdempotencyService;
+  /** The host's capacity for creates (a bounded queue, a memory budget); unbounded when omitted. */
+  hostGate?: CapacityGate;
 }
 
 /** Capabilities that end a shell's processes: its counters are read before they run. */
@@ -231,7 +240,6 @@ export class ShellService {
     request: RouteBody<"createShell">,
     origin?: ForkOrigin,
   ): Promise<Shell> {
-    const { db } = this.deps;
     const { input, template } = await this.withTemplate(caller, request);
     const policy = await this.deps.policies.get(caller.orgId);
     const admitted = await admitShell(
@@ -240,15 +248,35 @@ export class ShellService {
       policy,
       input,
     );
-    const { runtime, network, resources, backend } = admitted;
-    if (network === "internet" && !this.deps.egress) {
+    if (admitted.network === "internet" && !this.deps.egress) {
       throw new AppError(
         "network_mode_unavailable",
         "Network mode internet needs the egress proxy, which this server does not run.",
-        { network },
+        { network: admitted.network },
       );
     }
     const grants = await this.#grantsOf(caller, input.bindings ?? [], admitted.backend);
+    // The host's capacity is the last check before the shell exists: a refusal leaves nothing.
+    const ticket = await this.deps.hostGate?.admit(admitted.resources.memoryMb);
+    try {
+      return await this.#createAdmitted(caller, input, template, admitted, grants, origin, ticket);
+    } finally {
+      ticket?.release();
+    }
+  }
+
+  /** The rest of `create`, once the shell is admitted: its row, then its sandbox. */
+  async #createAdmitted(
+    caller: Caller,
+    input: RouteBody<"createShell"> & { language: Language },
+    template: ResolvedTemplate | null,
+    admitted: Admitted,
+    grants: BindingGrant[],
+    origin: ForkOrigin | undefined,
+    ticket: CapacityTicket | undefined,
+  ): Promise<Shell> {
+    const { db } = this.deps;
+    const { runtime, network, resources, backend } = admitted;
     const id = newId("sh", 10);
     const name = input.name ?? id;
     const env = { ...input.env, ...bindingEnv(grants) };
@@ -290,6 +318,7 @@ export class ShellService {
       }
       throw error;
     }
+    ticket?.recorded();
     const started = performance.now();
     const took = () => (performance.now() - started) / 1000;
     const provision = (prepared?: Promise<void>) =>

@@ -45,7 +45,7 @@ export const shellRoutes = {
     path: "/api/v1/shells",
     summary: "Create a shell and start it.",
     description:
-      "Answers once the shell is running (or in `error`). The runtime defaults to the org's isolation floor or `container`, whichever is stronger. Honours `Idempotency-Key`.",
+      "Answers once the shell is running (or in `error`). The runtime defaults to the org's isolation floor or `container`, whichever is stronger. Honours `Idempotency-Key`. A burst past what the host starts at once waits in a short queue; past the host's capacity the create answers 503 `capacity_unavailable` with `Retry-After`, having made nothing (the key is free for the retry).",
     tag: "shells",
     body: ShellCreate,
     response: Shell,
