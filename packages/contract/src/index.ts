@@ -208,6 +208,7 @@ export {
   PauseInfo,
   PortExpose,
   PortUrl,
+  ExposedPort,
   ResolvedResources,
   Resources,
   RuntimeClass,

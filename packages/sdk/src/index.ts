@@ -153,6 +153,7 @@ export type {
   SeedFile,
   PauseInfo,
   PortUrl,
+  ExposedPort,
   ForkFailure,
   Snapshot,
   Target,
