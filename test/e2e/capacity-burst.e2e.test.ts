@@ -132,3 +132,42 @@ describe("creates past the host's capacity", () => {
     expect(await statuses(server)).toMatchObject({ running: 4 });
   }, 180_000);
 });
+
+describe("the SDK against a host that starts one shell at a time", () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    // One provisioning slot and (almost) no queue: every create that arrives while another starts
+    // is refused with Retry-After.
+    server = await startTestServer({
+      backend: "container",
+      env: { SHELLS_MAX_PROVISIONING: "1", SHELLS_CREATE_QUEUE_TIMEOUT_MS: "1" },
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it("retries a refused create with the same idempotency key after Retry-After, so a burst ends with every shell made once", async () => {
+    const refusals: string[] = [];
+    const counting: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init);
+      if (response.status === 503) refusals.push(response.headers.get("retry-after") ?? "");
+      return response;
+    };
+    const shells = new ShellsClient({
+      baseUrl: server.url,
+      token: server.token,
+      fetch: counting,
+      maxRetries: 20,
+    });
+    const made = await Promise.all(
+      Array.from({ length: 4 }, () => shells.create({ language: "bash" })),
+    );
+    expect(refusals.length).toBeGreaterThan(0);
+    expect(refusals.every((seconds) => Number(seconds) >= 1)).toBe(true);
+    expect(made.every((shell) => shell.status === "running")).toBe(true);
+    expect(new Set(made.map((shell) => shell.id)).size).toBe(4);
+    expect(await statuses(server)).toEqual({ running: 4 });
+  }, 180_000);
+});
