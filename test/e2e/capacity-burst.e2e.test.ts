@@ -129,7 +129,22 @@ describe("creates past the host's capacity", () => {
     const retried = await rawCreate(server, retryKey);
     expect(retried.status).toBe(201);
     expect(retried.body.status).toBe("running");
-    expect(await statuses(server)).toMatchObject({ running: 4 });
+    expect(await statuses(server)).toEqual({ running: 4 });
+
+    // A stopped shell gives its memory back, and starting it again asks for it like a create.
+    const stopped = retried.body.id!;
+    const stop = await call(server, "POST", `/api/v1/shells/${stopped}/actions/stop`, {});
+    expect(stop.status).toBeLessThan(300);
+    expect((await rawCreate(server, randomUUID())).status).toBe(201);
+    const start = await call<{ error: { code: string } }>(
+      server,
+      "POST",
+      `/api/v1/shells/${stopped}/actions/start`,
+      {},
+    );
+    expect(start.status).toBe(503);
+    expect(start.body.error.code).toBe("capacity_unavailable");
+    expect(await statuses(server)).toEqual({ running: 4, stopped: 1 });
   }, 180_000);
 });
 

@@ -804,8 +804,10 @@ export class ShellService {
           { status: row.status, capability, legalIn: legal },
         );
       }
-      // Starting a shell (or bringing one in `error` back) makes it count against the caps again.
-      if (capability === "start" || (capability === "restart" && row.status === "error")) {
+      // Starting a shell (or bringing one in `error` back) makes it count against the caps and the
+      // host's memory again.
+      const starts = capability === "start" || (capability === "restart" && row.status === "error");
+      if (starts) {
         try {
           await this.deps.caps?.check(row.org_id, row.project_id, row.runtime);
         } catch (error) {
@@ -828,7 +830,9 @@ export class ShellService {
         if ("pending" in decision) return decision.pending;
         cleared = decision.clearance;
       }
+      let ticket: CapacityTicket | undefined;
       try {
+        if (starts) ticket = await this.#admitStart(caller, row, capability);
         if (ENDS_PROCESSES.has(capability)) await this.deps.metering?.settle(row.id);
         const result = await performCapability(this.#actions, caller, row, capability, options);
         await this.#recordAction(caller, row.id, capability, "success", {
@@ -842,13 +846,36 @@ export class ShellService {
           ...result.extra,
         };
       } catch (error) {
+        if (error instanceof AppError && error.code === "capacity_unavailable") throw error;
         await this.#recordAction(caller, row.id, capability, "failure", {
           error: describeError(error),
           ...cleared,
         });
         throw error;
+      } finally {
+        ticket?.release();
       }
     });
+  }
+
+  /**
+   * The host's capacity for a stopped (or failed) shell about to start: its memory counts again.
+   * A refusal is recorded as denied and changes nothing.
+   */
+  async #admitStart(
+    caller: Caller,
+    row: ShellRow,
+    capability: Capability,
+  ): Promise<CapacityTicket | undefined> {
+    const { memoryMb } = JSON.parse(row.resources) as { memoryMb: number };
+    try {
+      return await this.deps.hostGate?.admit(memoryMb);
+    } catch (error) {
+      await this.#recordAction(caller, row.id, capability, "denied", {
+        reason: describeError(error),
+      });
+      throw error;
+    }
   }
 
   /** A listed approver grants a pending approval; the gate runs it as its requester. */
