@@ -6,6 +6,9 @@
 //   npm run bench                       # defaults
 //   BENCH_IDLE_SHELLS=500 npm run bench # how many idle shells to hold at once
 //   BENCH_FORK_MB=500 BENCH_FORK_COUNT=10 npm run bench   # the fork's workspace size and fan-out
+//   BENCH_BURST=100 npm run bench       # concurrent creates in the burst
+// The server runs with the configuration's defaults (SHELLS_MAX_PROVISIONING, SHELLS_MEMORY_OVERCOMMIT…)
+// from the environment; a host with little memory refuses idle shells past its budget, and says so.
 import { spawn, spawnSync } from "node:child_process";
 import {
   existsSync,
@@ -30,6 +33,7 @@ const BACKEND = process.env.BENCH_BACKEND ?? "container";
 const FORK_MB = Number(process.env.BENCH_FORK_MB ?? 500);
 const FORK_COUNT = Number(process.env.BENCH_FORK_COUNT ?? 10);
 const PAUSE_ROUNDS = Number(process.env.BENCH_PAUSE_ROUNDS ?? 20);
+const BURST = Number(process.env.BENCH_BURST ?? 100);
 
 function memAvailableKb() {
   const line = readFileSync("/proc/meminfo", "utf8")
@@ -111,6 +115,24 @@ async function rawFreezeBaseline(rounds) {
     await new Promise((r) => sleeper.once("exit", r));
     rmdirSync(dir);
   }
+}
+
+/** Raw burst baseline: `count` `bwrap … true` spawned at once; each one's time to exit, ms. */
+async function rawBurst(argv, count) {
+  return Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise((resolve, reject) => {
+          const t0 = performance.now();
+          const child = spawn(argv[0], argv.slice(1), { stdio: "ignore" });
+          child.once("error", reject);
+          child.once("exit", (code) =>
+            code === 0 ? resolve(performance.now() - t0) : reject(new Error(`exit ${code}`)),
+          );
+        }),
+    ),
+  );
 }
 
 /** Raw copy baseline: `cp --sparse=always` of a file of `mb` MiB of random data on the data dir's filesystem. */
@@ -218,6 +240,33 @@ try {
       `API create→first exec, warm pool:  p50 ${ms(pooled.p50)}  p99 ${ms(pooled.p99)}  (n=${pooled.n})  p50 = ${ratio(pooled.p50)}, ${(pooled.p50 / c.p50).toFixed(2)}× without the pool`,
     );
   }
+
+  // a burst of concurrent creates, against as many raw bwrap spawns at once
+  const rawBursts = summary(await rawBurst(bwrapArgv, BURST));
+  log(
+    `baseline ${BURST} raw \`bwrap … true\` at once:  p50 ${ms(rawBursts.p50)}  p99 ${ms(rawBursts.p99)}`,
+  );
+  const burstTimes = [];
+  const burstErrors = {};
+  t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: BURST }, async () => {
+      const started = performance.now();
+      try {
+        const shell = await shells.create({ language: "bash" });
+        burstTimes.push(performance.now() - started);
+        created.push(shell.id);
+      } catch (error) {
+        burstErrors[error.code ?? "unknown"] = (burstErrors[error.code ?? "unknown"] ?? 0) + 1;
+      }
+    }),
+  );
+  const burstMs = performance.now() - t0;
+  const b = summary(burstTimes);
+  log(
+    `API ${BURST} concurrent creates:        p50 ${ms(b.p50)}  p99 ${ms(b.p99)}  ${b.n} made, ${BURST - b.n} failed ${JSON.stringify(burstErrors)}, ${ms(burstMs)} in all  p50 = ${(b.p50 / rawBursts.p50).toFixed(2)}× the raw burst`,
+  );
+  for (const id of created.splice(1)) await shells.delete(id);
 
   // exec round trip
   const rtt = summary(

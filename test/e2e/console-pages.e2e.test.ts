@@ -196,9 +196,9 @@ describe("the console's templates, webhooks, shell sheet and evidence", () => {
     const sheet = page.getByRole("dialog", { name: "Shell details" });
     const statusOf = () => sheet.locator("header [data-status]").getAttribute("data-status");
 
-    // Exposed ports: a URL made here reaches the shell's server; the history lists the port.
+    // Exposed ports: a URL made here reaches the shell's server; the API lists it; Revoke ends it.
     const ports = sheet.getByRole("region", { name: "Exposed ports" });
-    await ports.getByText("No port exposed yet.").waitFor();
+    await ports.getByText("No port URL works now.").waitFor();
     await ports.getByLabel("Port", { exact: true }).fill("70000");
     await ports.getByRole("button", { name: "Expose port" }).click();
     await ports.getByText(/^port: /).waitFor();
@@ -216,7 +216,11 @@ describe("the console's templates, webhooks, shell sheet and evidence", () => {
       .page()
       .then((p) => p.items);
     expect(exposed?.details).toMatchObject({ port: 8000, ttlSeconds: 3600 });
+    expect((await owner.urls(shell.id)).map((listed) => listed.port)).toEqual([8000]);
     await shot("shell-ports");
+    await ports.getByRole("button", { name: "Revoke the URL of port 8000" }).click();
+    await ports.getByText("No port URL works now.").waitFor();
+    expect((await fetch(`${url}POLICY.md`)).status).toBe(404);
 
     // Pause: the button turns into Resume, and the shell refuses execs until then.
     await sheet.getByRole("button", { name: "Pause", exact: true }).click();

@@ -229,6 +229,68 @@ describe("exposed ports of container shells", () => {
     expect(logLines.join("\n")).not.toContain(token);
   }, 60_000);
 
+  it("lists the URLs that still work without their tokens, and a revoked URL answers 404 at once and closes its open WebSocket", async () => {
+    const kept = await shells.url(local.id, 8000);
+    const revoked = await shells.url(local.id, 8000, { ttlSeconds: 600 });
+    const socket = new WebSocket(`${revoked.url.replace(/^http/, "ws")}ws`);
+    await new Promise((resolve, reject) => {
+      socket.on("open", resolve);
+      socket.on("error", reject);
+    });
+    const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+
+    const listed = await shells.urls(local.id);
+    const ids = listed.map((url) => url.id);
+    expect(ids).toEqual(expect.arrayContaining([kept.id, revoked.id]));
+    expect(listed.find((url) => url.id === revoked.id)).toMatchObject({
+      shellId: local.id,
+      port: 8000,
+      expiresAt: revoked.expiresAt,
+      revokedAt: null,
+      createdBy: { type: "user" },
+    });
+    const tokenOf = (url: string) => /\/ports\/([^/]+)\//.exec(url)![1]!;
+    const listedJson = JSON.stringify(listed);
+    expect(listedJson).not.toContain(tokenOf(kept.url));
+    expect(listedJson).not.toContain(tokenOf(revoked.url));
+
+    const answer = await shells.revokeUrl(local.id, revoked.id);
+    expect(answer.revokedAt).not.toBeNull();
+    const refused = await fetch(`${revoked.url}after`);
+    expect(refused.status).toBe(404);
+    expect(await errorCode(refused)).toBe("not_found");
+    await closed;
+    // The other URL still works, and only it is listed.
+    expect((await fetch(`${kept.url}still`)).status).toBe(200);
+    expect((await shells.urls(local.id)).map((url) => url.id)).not.toContain(revoked.id);
+    // A second revocation finds nothing; the revocation is recorded, without the token.
+    await expect(shells.revokeUrl(local.id, revoked.id)).rejects.toMatchObject({
+      code: "not_found",
+    });
+    const events = [];
+    for await (const event of shells.activity({ action: "shell.port.revoke" })) events.push(event);
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({
+      target: { id: local.id },
+      details: { portUrlId: revoked.id },
+    });
+    expect(JSON.stringify(events)).not.toContain(tokenOf(revoked.url));
+  }, 60_000);
+
+  it("`shells url --list` shows a URL's id and port, and `--revoke` ends it", async () => {
+    const exposed = await shells.url(local.id, 8000);
+    const list = await cli(server, ["url", local.id, "--list"]);
+    expect(list.exitCode, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(new RegExp(`${exposed.id}\\s+8000\\s`));
+    expect(list.stdout).not.toContain(/\/ports\/([^/]+)\//.exec(exposed.url)![1]!);
+    const revoke = await cli(server, ["url", local.id, "--revoke", exposed.id]);
+    expect(revoke.exitCode, revoke.stderr).toBe(0);
+    expect(revoke.stdout).toContain(`revoked ${exposed.id}`);
+    expect((await fetch(exposed.url)).status).toBe(404);
+    const both = await cli(server, ["url", local.id, "8000", "--list"]);
+    expect(both.exitCode).not.toBe(0);
+  }, 60_000);
+
   it("`shells url` prints a URL that works", async () => {
     const run = await cli(server, ["url", local.id, "8000", "--ttl", "5m"]);
     expect(run.exitCode, run.stderr).toBe(0);

@@ -13,20 +13,12 @@ const TTL_CHOICES: { seconds: number; label: string }[] = [
   { seconds: 24 * 3600, label: "1 day" },
 ];
 
-/** A port the history says was exposed: `shell.port.expose` events carry no token, only these. */
-interface ExposedPort {
-  portUrlId: string;
-  port: number;
-  expiresAt: string;
-  by: string;
-}
-
 /**
  * Exposed ports of a `localhost` or `internet` shell: a URL through the control plane
- * (`/ports/<token>/`) that reaches a server listening on a port inside it. The API answers the URL
- * once, when it is made (the server keeps only its token's hash), so this sheet shows the URLs it
- * made until it closes; the list of every port exposed comes from the shell's activity history,
- * which records each URL's port and expiry but never its token. A URL works until it expires.
+ * (`/ports/<token>/`) that reaches a server listening on a port inside it. The list comes from the
+ * API (`GET …/ports`: the URLs that still work, with port, maker and expiry, never the token); the
+ * URL itself is answered once, when it is made, so this sheet shows the URLs it made until it
+ * closes. Revoke ends a URL before it expires.
  */
 export function ShellPortsSection({
   session,
@@ -45,19 +37,8 @@ export function ShellPortsSection({
   const [issues, setIssues] = useState<string[]>([]);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
-  const history = usePoll(
-    async () =>
-      (
-        await client.activity({ shell: shell.id, action: "shell.port.expose", limit: 50 }).page()
-      ).items.map((event): ExposedPort => ({
-        portUrlId: String(event.details["portUrlId"]),
-        port: Number(event.details["port"]),
-        expiresAt: String(event.details["expiresAt"]),
-        by: `${event.actor.type}:${event.actor.id}`,
-      })),
-    5000,
-    shell.id,
-  );
+  const [revoking, setRevoking] = useState<string | null>(null);
+  const listed = usePoll(() => client.urls(shell.id), 5000, shell.id);
 
   const expose = async (event: FormEvent) => {
     event.preventDefault();
@@ -68,12 +49,26 @@ export function ShellPortsSection({
       const body = parseForm(PortExpose, { port: Number(port), ttlSeconds });
       const url = await client.url(shell.id, body.port, { ttlSeconds });
       setMade((list) => [url, ...list]);
-      history.refresh();
+      listed.refresh();
     } catch (caught) {
       if (caught instanceof FormIssues) setIssues(caught.issues);
       else setError(caught);
     } finally {
       setBusy(false);
+    }
+  };
+
+  const revoke = async (portUrlId: string) => {
+    setError(null);
+    setRevoking(portUrlId);
+    try {
+      await client.revokeUrl(shell.id, portUrlId);
+      setMade((list) => list.filter((url) => url.id !== portUrlId));
+      listed.refresh();
+    } catch (caught) {
+      setError(caught);
+    } finally {
+      setRevoking(null);
     }
   };
 
@@ -84,8 +79,8 @@ export function ShellPortsSection({
       <h3 className="mb-1 text-sm font-semibold">Exposed ports</h3>
       <p className="mb-2 text-xs text-zinc-500 dark:text-zinc-400">
         A URL reaches a server listening on that port inside the shell, over HTTP and WebSocket,
-        until it expires. Whoever holds it gets in: the URL is shown once, here, when it is made.
-        The API can neither list a URL again nor revoke one before it expires.
+        until it expires or is revoked. Whoever holds it gets in: the URL is shown once, here, when
+        it is made; the list below shows every URL that still works, without its token.
       </p>
       {control && (
         <form
@@ -129,14 +124,14 @@ export function ShellPortsSection({
         </form>
       )}
       <Issues issues={issues} />
-      <ErrorNote error={error ?? history.error} />
+      <ErrorNote error={error ?? listed.error} />
       <div className="overflow-hidden rounded-lg border border-zinc-200 dark:border-zinc-800">
         <Table
           label="Exposed ports"
-          headers={["Port", "URL", "Expires", "By"]}
-          empty="No port exposed yet."
-          rows={history.data?.map((exposed) => {
-            const url = urlOf(exposed.portUrlId);
+          headers={["Port", "URL", "Expires", "By", ""]}
+          empty="No port URL works now."
+          rows={listed.data?.map((exposed) => {
+            const url = urlOf(exposed.id);
             const expired = Date.parse(exposed.expiresAt) <= now;
             return [
               <span className="font-mono text-xs">{exposed.port}</span>,
@@ -165,7 +160,19 @@ export function ShellPortsSection({
                 </span>
               ),
               <span className="text-xs">{when(exposed.expiresAt)}</span>,
-              <span className="font-mono text-xs">{exposed.by}</span>,
+              <span className="font-mono text-xs">
+                {exposed.createdBy.type}:{exposed.createdBy.id}
+              </span>,
+              control ? (
+                <Button
+                  variant="ghost"
+                  aria-label={`Revoke the URL of port ${exposed.port}`}
+                  disabled={revoking !== null}
+                  onClick={() => void revoke(exposed.id)}
+                >
+                  {revoking === exposed.id ? "Revoking…" : "Revoke"}
+                </Button>
+              ) : null,
             ];
           })}
         />

@@ -4,6 +4,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
 import { publicBaseUrl, type ServerConfig } from "./config.js";
 import { makeResolver } from "./egress/egress-proxy.js";
 import { EgressService } from "./egress/egress-service.js";
@@ -20,6 +21,7 @@ import { retentionHandlers } from "./routes/retention-routes.js";
 import { SealedBox } from "./iam/sealed-box.js";
 import { standingWatch } from "./iam/standing.js";
 import { ApprovalGate } from "./orchestrator/approval-gate.js";
+import { CapacityGate } from "./orchestrator/capacity.js";
 import { FileService } from "./orchestrator/file-service.js";
 import { InterpreterService } from "./orchestrator/interpreter-service.js";
 import { KeyedMutex } from "./orchestrator/keyed-mutex.js";
@@ -66,6 +68,7 @@ import { MeteringService } from "./services/metering-service.js";
 import { PolicyService } from "./services/policy-service.js";
 import { ProjectEgressService } from "./services/project-egress-service.js";
 import type { Store } from "./store/database.js";
+import { memoryHeldAcrossOrgs } from "./store/shells-store.js";
 import { LeaseKeeper } from "./replicas/lease-keeper.js";
 import { WebhookDispatcher } from "./webhooks/webhook-dispatcher.js";
 import { WebhookService } from "./webhooks/webhook-service.js";
@@ -202,8 +205,18 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     vet: (orgId, host, port, scope) => egress.vet(orgId, host, port, scope),
     bindings,
   };
+  // The host's capacity: creates start a few at a time, within a budget of shell memory.
+  const hostGate = new CapacityGate({
+    maxProvisioning: config.maxProvisioning ?? 8 * cpus().length,
+    queueTimeoutMs: config.createQueueTimeoutMs,
+    memoryBudgetMb: Math.floor(
+      (config.hostMemoryMb ?? totalmem() / (1024 * 1024)) * config.memoryOvercommit,
+    ),
+    committedMb: () => memoryHeldAcrossOrgs(db),
+  });
   const shells = new ShellService({
     db,
+    hostGate,
     lock,
     activity,
     runtimes,

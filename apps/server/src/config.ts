@@ -263,6 +263,36 @@ export const ServerConfig = z.strictObject({
     description:
       "Formatted shell disks (of the default `diskMb`) the container backend keeps ready, so a create skips mkfs; refilled in the background, reported by `/readyz`. 0: none.",
   }),
+  maxProvisioning: z.coerce.number().int().min(0).optional().register(settingDocs, {
+    env: "SHELLS_MAX_PROVISIONING",
+    defaultText: "8 × CPU cores",
+    description:
+      "Creates that start sandboxes at once on this host; more wait in a queue, in arrival order, up to `SHELLS_CREATE_QUEUE_TIMEOUT_MS`. 0: no limit.",
+  }),
+  createQueueTimeoutMs: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(600_000)
+    .default(30_000)
+    .register(settingDocs, {
+      env: "SHELLS_CREATE_QUEUE_TIMEOUT_MS",
+      unit: "ms",
+      description:
+        "Longest a create waits for a provisioning slot; then it answers 503 `capacity_unavailable` with `Retry-After`, having made nothing.",
+    }),
+  hostMemoryMb: z.coerce.number().int().min(1).optional().register(settingDocs, {
+    env: "SHELLS_HOST_MEMORY_MB",
+    unit: "MiB",
+    defaultText: "the host's physical memory",
+    description:
+      "Memory this host gives its shells, before overcommit (set it lower to keep memory for other work on the host).",
+  }),
+  memoryOvercommit: z.coerce.number().min(0).max(1000).default(8).register(settingDocs, {
+    env: "SHELLS_MEMORY_OVERCOMMIT",
+    description:
+      "How many times `SHELLS_HOST_MEMORY_MB` the memory limits of living shells (provisioning, running, paused) may add up to; a create past it answers 503 `capacity_unavailable`. A limit is a ceiling, not a reservation (an idle shell holds a few MB), hence the default of 8. 0: no memory admission.",
+  }),
   consoleDir: z.string().min(1).optional().register(settingDocs, {
     env: "SHELLS_CONSOLE_DIR",
     defaultText: "`apps/console/dist` next to the server package",

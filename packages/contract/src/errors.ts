@@ -146,6 +146,12 @@ export const ErrorCode = {
   /** The server is not ready (starting, or a dependency is down). */
   notReady: "not_ready",
   /**
+   * This host cannot take the shell now: creates starting at once are at the host's limit and none
+   * finished within the queue's wait (`details.reason` `provisioning`), or its shells' memory is
+   * promised (`memory`). Nothing of the shell was made; retry after `Retry-After` seconds.
+   */
+  capacityUnavailable: "capacity_unavailable",
+  /**
    * The server is shutting down and takes no new requests; retry after `Retry-After` seconds (a
    * restarted server, or another replica, answers it).
    */
@@ -225,6 +231,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   backend_failed: 502,
   port_not_listening: 502,
   not_ready: 503,
+  capacity_unavailable: 503,
   shutting_down: 503,
   internal: 500,
 };

@@ -213,6 +213,7 @@ export {
   PauseInfo,
   PortExpose,
   PortUrl,
+  ExposedPort,
   ResolvedResources,
   Resources,
   RuntimeClass,

@@ -346,6 +346,22 @@ export const PortUrl = z.strictObject({
 });
 export type PortUrl = z.infer<typeof PortUrl>;
 
+/**
+ * A port URL as listed: which port, who made it, until when — never the URL itself, whose path is
+ * its token (the server keeps only the token's hash; the URL is answered once, when it is made).
+ */
+export const ExposedPort = z.strictObject({
+  id: z.string(),
+  shellId: z.string(),
+  port: z.int(),
+  createdBy: z.strictObject({ type: z.enum(["user", "agent"]), id: z.string() }),
+  createdAt: z.iso.datetime(),
+  expiresAt: z.iso.datetime(),
+  /** When it was revoked; null while it stands. */
+  revokedAt: z.iso.datetime().nullable(),
+});
+export type ExposedPort = z.infer<typeof ExposedPort>;
+
 /** A named restore point of a shell's filesystem state. */
 export const Snapshot = z.strictObject({
   name: z.string(),

@@ -58,6 +58,8 @@ const NEXT_STEP: Partial<Record<ErrorCode | ClientErrorCode, string>> = {
   backend_failed:
     "the sandbox backend failed; check the shell with shells_list: `restart` may recover a shell in state `error`.",
   not_ready: "the control plane is starting or degraded; retry in a few seconds.",
+  capacity_unavailable:
+    "the host is full for now (`details.reason`); wait `details.retryAfterMs` milliseconds, then retry. Nothing was created.",
   shutting_down: "the control plane is restarting; retry in a few seconds.",
   internal: "a server fault, not caused by the input; retry once, then report the request id.",
   connection_failed:

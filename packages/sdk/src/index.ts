@@ -154,6 +154,7 @@ export type {
   SeedFile,
   PauseInfo,
   PortUrl,
+  ExposedPort,
   ForkFailure,
   Snapshot,
   Target,

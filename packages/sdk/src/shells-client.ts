@@ -22,6 +22,7 @@ import type {
   ShellCreate,
   ShellForkResult,
   PortUrl,
+  ExposedPort,
   ShellEgressChange,
   ShellStatus,
   Snapshot,
@@ -451,6 +452,36 @@ export class ShellsClient {
       ...rest,
       body: { port, ...(ttlSeconds === undefined ? {} : { ttlSeconds }) },
     });
+  }
+
+  /**
+   * The shell's port URLs that still work (neither expired nor revoked): port, maker, expiry —
+   * never the URL, whose path is its token (it is answered once, by {@link url}).
+   */
+  async urls(idOrName: string, options: RequestOptions = {}): Promise<ExposedPort[]> {
+    const { items } = await this.#call<{ items: ExposedPort[] }>(
+      "GET",
+      `/api/v1/shells/${segment(idOrName)}/ports`,
+      options,
+    );
+    return items;
+  }
+
+  /**
+   * Revokes a port URL (by its `id`) before it expires: requests with it answer 404 `not_found`
+   * from then on, and connections open through it are closed. A URL already revoked or expired
+   * fails with a `NotFoundError`.
+   */
+  revokeUrl(
+    idOrName: string,
+    portUrlId: string,
+    options: RequestOptions = {},
+  ): Promise<ExposedPort> {
+    return this.#call<ExposedPort>(
+      "DELETE",
+      `/api/v1/shells/${segment(idOrName)}/ports/${segment(portUrlId)}`,
+      options,
+    );
   }
 
   /**

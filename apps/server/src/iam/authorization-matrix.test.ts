@@ -113,6 +113,12 @@ async function runCase(
       (shellFixture ??= (
         await asOwner("POST", "/api/v1/shells", { language: "bash", network: "localhost" })
       ).json().id as string),
+    portUrl: async () => {
+      const shellId = await fixtures.shell!();
+      const exposed = await asOwner("POST", `/api/v1/shells/${shellId}/ports`, { port: 8000 });
+      expect(exposed.statusCode, exposed.body).toBe(201);
+      return exposed.json().id as string;
+    },
     run: async () => {
       const started = await asOwner("POST", "/api/v1/runs", {
         language: "bash",

@@ -1,4 +1,4 @@
-import { ROUTES, type PortExpose, type PortUrl } from "@shells/contract";
+import { ROUTES, type ExposedPort, type PortExpose, type PortUrl } from "@shells/contract";
 import type { Duplex } from "node:stream";
 import type { Kysely } from "kysely";
 import { AppError } from "../errors.js";
@@ -6,7 +6,7 @@ import { actorOf, type Caller } from "../iam/principal.js";
 import { lostStanding, type Holder } from "../iam/standing.js";
 import { mintPortToken, parsePortToken, tokenMatches } from "../iam/tokens.js";
 import type { ActivityService } from "../services/activity-service.js";
-import type { Database } from "../store/schema.js";
+import type { Database, PortUrlTable } from "../store/schema.js";
 import type { ShellService } from "./shell-service.js";
 
 /** Where exposed ports are served: `<base>/ports/<token>/…`. */
@@ -32,6 +32,9 @@ export interface PortGrant extends Holder {
  * shell's own loopback from inside its network namespace.
  */
 export class PortService {
+  /** Connections open through each port URL, so a revocation ends them too. */
+  readonly #open = new Map<string, Set<Duplex>>();
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly shells: ShellService,
@@ -83,9 +86,63 @@ export class PortService {
     };
   }
 
+  /** The shell's port URLs that still work (not expired, not revoked), newest first. */
+  async list(caller: Caller, idOrName: string): Promise<ExposedPort[]> {
+    const shell = await this.shells.get(caller, idOrName);
+    const rows = await this.db
+      .selectFrom("port_urls")
+      .selectAll()
+      .where("org_id", "=", caller.orgId)
+      .where("shell_id", "=", shell.id)
+      .where("revoked_at", "is", null)
+      .where("expires_at", ">", new Date().toISOString())
+      .orderBy("created_at", "desc")
+      .orderBy("id", "desc")
+      .execute();
+    return rows.map(exposedPortOf);
+  }
+
   /**
-   * The grant a presented token stands for, or `unauthenticated`: unknown, expired, or its maker
-   * lost standing (the same test a new mint would pass, so a URL never outlives an offboarding).
+   * Revokes a port URL that still works: its token opens nothing from now on, and the connections
+   * open through it on this server are closed. Recorded; an unknown, expired or already revoked
+   * URL is `not_found`.
+   */
+  async revoke(caller: Caller, idOrName: string, portUrlId: string): Promise<ExposedPort> {
+    const shell = await this.shells.get(caller, idOrName);
+    const now = new Date().toISOString();
+    const revoked = await this.db
+      .updateTable("port_urls")
+      .set({ revoked_at: now, revoked_by_type: caller.actor.type, revoked_by_id: caller.actor.id })
+      .where("id", "=", portUrlId)
+      .where("org_id", "=", caller.orgId)
+      .where("shell_id", "=", shell.id)
+      .where("revoked_at", "is", null)
+      .where("expires_at", ">", now)
+      .returningAll()
+      .executeTakeFirst();
+    if (!revoked)
+      throw new AppError(
+        "not_found",
+        `Shell ${shell.name} has no port URL ${portUrlId} that still works.`,
+        { portUrlId },
+      );
+    for (const connection of this.#open.get(portUrlId) ?? []) connection.destroy();
+    this.#open.delete(portUrlId);
+    await this.activity.record({
+      orgId: caller.orgId,
+      actor: actorOf(caller),
+      action: "shell.port.revoke",
+      target: { type: "shell", id: shell.id },
+      outcome: "success",
+      details: { portUrlId, port: revoked.port, expiresAt: revoked.expires_at },
+    });
+    return exposedPortOf(revoked);
+  }
+
+  /**
+   * The grant a presented token stands for: `unauthenticated` when unknown, expired, or its maker
+   * lost standing (the same test a new mint would pass, so a URL never outlives an offboarding);
+   * `not_found` when revoked.
    */
   async grantOf(token: string): Promise<PortGrant> {
     const presented = parsePortToken(token);
@@ -100,6 +157,8 @@ export class PortService {
       throw new AppError("unauthenticated", `Port URL refused: ${reason}. Ask for a new one.`);
     };
     if (!row || !tokenMatches(token, row.token_hash)) return refuse("unknown URL");
+    if (row.revoked_at !== null)
+      throw new AppError("not_found", "Port URL revoked. Ask for a new one.");
     if (Date.parse(row.expires_at) <= Date.now()) return refuse("the URL expired");
     const grant: PortGrant = {
       portUrlId: row.id,
@@ -122,7 +181,18 @@ export class PortService {
    */
   async connect(grant: PortGrant): Promise<Duplex> {
     const shell = await this.shells.sandboxFor(grant.orgId, grant.shellId);
-    return shell.call((backend) => backend.connectPort!(grant.shellId, grant.port));
+    const connection = await shell.call((backend) =>
+      backend.connectPort!(grant.shellId, grant.port),
+    );
+    const open = this.#open.get(grant.portUrlId) ?? new Set<Duplex>();
+    this.#open.set(grant.portUrlId, open);
+    open.add(connection);
+    connection.once("close", () => {
+      open.delete(connection);
+      if (open.size === 0 && this.#open.get(grant.portUrlId) === open)
+        this.#open.delete(grant.portUrlId);
+    });
+    return connection;
   }
 
   /** Refuses a port no connection could reach: no network, a backend without ports, a reserved port. */
@@ -151,4 +221,17 @@ export class PortService {
         { field: "port", port },
       );
   }
+}
+
+/** A port URL row as the API lists it: no token, no hash. */
+function exposedPortOf(row: PortUrlTable): ExposedPort {
+  return {
+    id: row.id,
+    shellId: row.shell_id,
+    port: row.port,
+    createdBy: { type: row.created_by_type, id: row.created_by_id },
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+  };
 }

@@ -64,7 +64,14 @@ import {
 } from "../store/shells-store.js";
 import { forgetShellSnapshots } from "../store/snapshots-store.js";
 import { isUniqueViolation, UNIQUE_CONSTRAINTS } from "../store/unique-violation.js";
-import { DEFAULT_RESOURCES, admitShell, hostCapacity, type HostCapacity } from "./admission.js";
+import {
+  DEFAULT_RESOURCES,
+  admitShell,
+  hostCapacity,
+  type Admitted,
+  type HostCapacity,
+} from "./admission.js";
+import type { CapacityGate, CapacityTicket } from "./capacity.js";
 import type { ApprovalGate, GateClearance } from "./approval-gate.js";
 import { KeyedMutex } from "./keyed-mutex.js";
 import { Reconciler, SYSTEM_ACTOR, type ReconcileCounts } from "./reconciler.js";
@@ -128,6 +135,8 @@ export interface ShellServiceDeps {
   idempotency?: IdempotencyService;
   /** Clones git sources; without it, a create that names one is refused. */
   git?: GitCloneDeps;
+  /** The host's capacity for creates (a bounded queue, a memory budget); unbounded when omitted. */
+  hostGate?: CapacityGate;
 }
 
 /** Capabilities that end a shell's processes: its counters are read before they run. */
@@ -237,7 +246,6 @@ export class ShellService {
     request: RouteBody<"createShell">,
     origin?: ForkOrigin,
   ): Promise<Shell> {
-    const { db } = this.deps;
     const { input, template } = await this.withTemplate(caller, request);
     const policy = await this.deps.policies.get(caller.orgId);
     const admitted = await admitShell(
@@ -246,12 +254,11 @@ export class ShellService {
       policy,
       input,
     );
-    const { runtime, network, resources, backend } = admitted;
-    if (network === "internet" && !this.deps.egress) {
+    if (admitted.network === "internet" && !this.deps.egress) {
       throw new AppError(
         "network_mode_unavailable",
         "Network mode internet needs the egress proxy, which this server does not run.",
-        { network },
+        { network: admitted.network },
       );
     }
     const grants = await this.#grantsOf(caller, input.bindings ?? [], admitted.backend);
@@ -263,6 +270,37 @@ export class ShellService {
           templateRules: template?.definition.egressRules ?? null,
         })
       : null;
+    // The host's capacity is the last check before the shell exists: a refusal leaves nothing.
+    const ticket = await this.deps.hostGate?.admit(admitted.resources.memoryMb);
+    try {
+      return await this.#createAdmitted(
+        caller,
+        input,
+        template,
+        admitted,
+        grants,
+        origin,
+        ticket,
+        source,
+      );
+    } finally {
+      ticket?.release();
+    }
+  }
+
+  /** The rest of `create`, once the shell is admitted: its row, then its sandbox. */
+  async #createAdmitted(
+    caller: Caller,
+    input: RouteBody<"createShell"> & { language: Language },
+    template: ResolvedTemplate | null,
+    admitted: Admitted,
+    grants: BindingGrant[],
+    origin: ForkOrigin | undefined,
+    ticket: CapacityTicket | undefined,
+    source: ClonedSource | null,
+  ): Promise<Shell> {
+    const { db } = this.deps;
+    const { runtime, network, resources, backend } = admitted;
     const id = newId("sh", 10);
     const name = input.name ?? id;
     const env = {
@@ -308,6 +346,7 @@ export class ShellService {
       }
       throw error;
     }
+    ticket?.recorded();
     const started = performance.now();
     const took = () => (performance.now() - started) / 1000;
     const provision = (prepared?: Promise<void>) =>
@@ -846,8 +885,10 @@ export class ShellService {
           { status: row.status, capability, legalIn: legal },
         );
       }
-      // Starting a shell (or bringing one in `error` back) makes it count against the caps again.
-      if (capability === "start" || (capability === "restart" && row.status === "error")) {
+      // Starting a shell (or bringing one in `error` back) makes it count against the caps and the
+      // host's memory again.
+      const starts = capability === "start" || (capability === "restart" && row.status === "error");
+      if (starts) {
         try {
           await this.deps.caps?.check(row.org_id, row.project_id, row.runtime);
         } catch (error) {
@@ -870,7 +911,9 @@ export class ShellService {
         if ("pending" in decision) return decision.pending;
         cleared = decision.clearance;
       }
+      let ticket: CapacityTicket | undefined;
       try {
+        if (starts) ticket = await this.#admitStart(caller, row, capability);
         if (ENDS_PROCESSES.has(capability)) await this.deps.metering?.settle(row.id);
         const result = await performCapability(this.#actions, caller, row, capability, options);
         await this.#recordAction(caller, row.id, capability, "success", {
@@ -884,13 +927,36 @@ export class ShellService {
           ...result.extra,
         };
       } catch (error) {
+        if (error instanceof AppError && error.code === "capacity_unavailable") throw error;
         await this.#recordAction(caller, row.id, capability, "failure", {
           error: describeError(error),
           ...cleared,
         });
         throw error;
+      } finally {
+        ticket?.release();
       }
     });
+  }
+
+  /**
+   * The host's capacity for a stopped (or failed) shell about to start: its memory counts again.
+   * A refusal is recorded as denied and changes nothing.
+   */
+  async #admitStart(
+    caller: Caller,
+    row: ShellRow,
+    capability: Capability,
+  ): Promise<CapacityTicket | undefined> {
+    const { memoryMb } = JSON.parse(row.resources) as { memoryMb: number };
+    try {
+      return await this.deps.hostGate?.admit(memoryMb);
+    } catch (error) {
+      await this.#recordAction(caller, row.id, capability, "denied", {
+        reason: describeError(error),
+      });
+      throw error;
+    }
   }
 
   /** A listed approver grants a pending approval; the gate runs it as its requester. */

@@ -65,6 +65,10 @@ export function registerErrorHandler(
         reply.code(error.status);
         // RFC 9110 §11.6.1: a 401 names the scheme that would be accepted.
         if (error.code === "unauthenticated") reply.header("www-authenticate", WWW_AUTHENTICATE);
+        // A refusal that names its wait says it in the header clients and proxies honour too.
+        const retryAfterMs = error.details?.["retryAfterMs"];
+        if ((error.status === 429 || error.status === 503) && typeof retryAfterMs === "number")
+          reply.header("retry-after", String(Math.max(1, Math.ceil(retryAfterMs / 1000))));
         return appErrorBody(error, request.id);
       }
       const status = error.statusCode ?? 500;

@@ -117,14 +117,16 @@ function shellPath(request: FastifyRequest, token: string): string {
   return rest.startsWith("/") ? rest : `/${rest}`;
 }
 
-/** The exposed-port route: mints a port URL. */
+/** The exposed-port routes: mint, list and revoke port URLs. */
 export function portHandlers(
   ports: PortService,
   baseUrl: () => string,
-): Pick<Handlers, "exposePort"> {
+): Pick<Handlers, "exposePort" | "listPorts" | "revokePort"> {
   return {
     exposePort: async ({ caller, params, body }) =>
       ports.expose(caller, params.id, body, baseUrl()),
+    listPorts: async ({ caller, params }) => ({ items: await ports.list(caller, params.id) }),
+    revokePort: async ({ caller, params }) => ports.revoke(caller, params.id, params.portId),
   };
 }
 

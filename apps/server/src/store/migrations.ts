@@ -742,6 +742,14 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
     },
   },
+  /** A port URL revoked before its expiry: when, and by whom (null while it stands). */
+  "0025_port_url_revocation": {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("port_urls").addColumn("revoked_at", "text").execute();
+      await db.schema.alterTable("port_urls").addColumn("revoked_by_type", "text").execute();
+      await db.schema.alterTable("port_urls").addColumn("revoked_by_id", "text").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

@@ -324,6 +324,10 @@ export interface PortUrlTable {
   created_by_key_id: string | null;
   created_at: string;
   expires_at: string;
+  /** When it was revoked (null while it stands): the token no longer opens anything. */
+  revoked_at: string | null;
+  revoked_by_type: "user" | "agent" | null;
+  revoked_by_id: string | null;
 }
 
 /** Days runs keep what they kept, set for an org (`project_id` '') or one of its projects. */

@@ -189,6 +189,24 @@ export async function liveShellsOnBackendAcrossOrgs(
     .execute();
 }
 
+/**
+ * The memory limits of every org's shells that hold memory (provisioning, running or paused), MiB
+ * in all: what the host has promised its shells.
+ */
+export async function memoryHeldAcrossOrgs(db: Kysely<Database>): Promise<number> {
+  const rows = await db
+    .selectFrom("shells")
+    .select("resources")
+    .where("status", "in", ["provisioning", "running", "paused"])
+    .execute();
+  let total = 0;
+  for (const row of rows) {
+    const { memoryMb } = JSON.parse(row.resources) as { memoryMb?: unknown };
+    if (typeof memoryMb === "number") total += memoryMb;
+  }
+  return total;
+}
+
 /** Every org's running (or paused) shells whose TTL passed by `now`. */
 export async function expiredShellsAcrossOrgs(
   db: Kysely<Database>,
