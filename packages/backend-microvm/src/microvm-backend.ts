@@ -26,6 +26,8 @@ import type {
 } from "@shells/contract";
 import {
   ExecFiles,
+  SANDBOX_EGRESS_ENV,
+  SANDBOX_EGRESS_PORT,
   SandboxError,
   type SandboxBackend,
   type SandboxExecOptions,
@@ -38,6 +40,7 @@ import {
   type SandboxUsage,
 } from "@shells/sandbox";
 import { AgentClient } from "./internal/agent-client.js";
+import { agentEgressOf, checkEgressSpec, relayOptionsOf } from "./internal/egress-relay.js";
 import type { GuestLimits } from "./internal/protocol.js";
 import { checkMicrovmHost, isolationOf } from "./internal/host-check.js";
 import { runChecked, type BuildProgress } from "./internal/host.js";
@@ -96,7 +99,7 @@ interface SnapshotMeta extends Snapshot {
 /** Snapshot names: they become file names in the shell's directory. */
 const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
-const NETWORK_MODES = ["sealed", "localhost"] as const;
+const NETWORK_MODES = ["sealed", "localhost", "internet"] as const;
 
 /** Environment every exec starts from; the shell's env and the exec's env override it. */
 const BASE_ENV: Record<string, string> = {
@@ -143,8 +146,15 @@ function guestLimits(spec: SandboxSpec, disk: { bytes: number; grow: boolean }):
     diskBytes: disk.grow ? disk.bytes : 0,
     // The container backend's rule: a failure with at most 1 % of the disk (1 MiB at least) free.
     diskFullBytes: Math.max(1024 * 1024, Math.floor(budget / 100)),
-    loopback: spec.network !== "sealed",
+    // A sealed shell granted service bindings reaches its proxy listener over loopback.
+    loopback: spec.network !== "sealed" || Boolean(spec.egress),
+    egress: agentEgressOf(spec),
   };
+}
+
+/** What every exec and spawn of a shell starts from (before its own env). */
+function execEnv(spec: SandboxSpec): Record<string, string> {
+  return { ...BASE_ENV, ...(spec.network === "internet" ? SANDBOX_EGRESS_ENV : {}), ...spec.env };
 }
 
 /**
@@ -163,6 +173,9 @@ function guestLimits(spec: SandboxSpec, disk: { bytes: number; grow: boolean }):
  */
 export class MicrovmBackend implements SandboxBackend {
   readonly name = "microvm";
+  readonly networkModes = NETWORK_MODES;
+  /** The guest agent's egress proxy listener on an `internet` shell's loopback. */
+  readonly reservedPorts = { internet: [SANDBOX_EGRESS_PORT] } as const;
   readonly #options: MicrovmBackendOptions;
   readonly #agents = new Map<string, AgentClient>();
   /** Shells' specs, read once from their records. */
@@ -245,6 +258,7 @@ export class MicrovmBackend implements SandboxBackend {
           network: spec.network,
         },
       );
+    checkEgressSpec(spec);
     const host = await checkMicrovmHost(this.#cacheDir);
     if (!host.available) throw new SandboxError("unavailable", `microvm needs ${host.reason}`);
     const dir = this.#dir(spec.shellId);
@@ -285,7 +299,7 @@ export class MicrovmBackend implements SandboxBackend {
   ): Promise<ExecResult> {
     const agent = await this.#agent(shellId);
     const spec = await this.#spec(shellId);
-    return agent.exec({ ...request, env: { ...BASE_ENV, ...spec.env, ...request.env } }, options);
+    return agent.exec({ ...request, env: { ...execEnv(spec), ...request.env } }, options);
   }
 
   async #spec(shellId: string): Promise<SandboxSpec> {
@@ -339,7 +353,7 @@ export class MicrovmBackend implements SandboxBackend {
     options: { onOutput: NonNullable<SandboxExecOptions["onOutput"]> },
   ): Promise<SandboxProcess> {
     const agent = await this.#agent(shellId);
-    const env = { ...BASE_ENV, ...(await this.#spec(shellId)).env, ...request.env };
+    const env = { ...execEnv(await this.#spec(shellId)), ...request.env };
     // A terminal needs a terminal type; the caller's env (or the shell's) may name another.
     if (request.pty && env.TERM === undefined) env.TERM = "xterm-256color";
     return agent.spawn({ ...request, env }, options.onOutput);
@@ -632,6 +646,8 @@ export class MicrovmBackend implements SandboxBackend {
         await qmp(sockets.qmp, [
           { execute: "block_resize", arguments: { device: "root", size: disk.bytes } },
         ]).then((monitor) => monitor.close());
+      // The guest's egress listeners open with the limits: streams find the relay in place.
+      vm.agent.serveEgress(relayOptionsOf(record.spec));
       // The template was saved without limits; every restored or booted guest gets the shell's.
       await vm.agent.setLimits(guestLimits(record.spec, disk), LIMITS_TIMEOUT_MS);
     } catch (error) {
@@ -737,6 +753,7 @@ export class MicrovmBackend implements SandboxBackend {
     const disk = await this.#disk(record);
     for (let attempt = 0; ; attempt++) {
       const agent = await AgentClient.connect(sockets.agent, 5_000);
+      agent.serveEgress(relayOptionsOf(record.spec));
       try {
         await agent.ready(RECONNECT_TRIES_MS[attempt]!);
         // The guest kept its limits; sending them again costs one frame and asserts they hold.
