@@ -27,7 +27,7 @@ const PROFILE = {
   snapshots: true,
   reinstallOs: true,
   cpuUsage: true,
-  networkModes: ["sealed", "localhost"],
+  networkModes: ["sealed", "localhost", "internet"],
 } as const;
 
 if (missingTools.length === 0)
