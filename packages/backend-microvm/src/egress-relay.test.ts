@@ -25,7 +25,7 @@ describe("egress relay (host side)", () => {
   let sent: { type: number; id: number; payload: Buffer }[];
   let relay: EgressRelay;
 
-  const frame = (type: number, id: number, payload = Buffer.alloc(0)): Frame => ({
+  const frame = (type: number, id: number, payload: Buffer = Buffer.alloc(0)): Frame => ({
     type,
     id,
     payload,
