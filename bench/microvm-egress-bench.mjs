@@ -49,6 +49,15 @@ const CLIENT = `for i in $(seq ${REQUESTS}); do
   echo $(( (\${t1/./} - \${t0/./}) ))
 done`;
 
+// The client's own cost in the same shell: a connect refused by the shell's own loopback (bash,
+// the guest's or namespace's TCP stack, the clock; nothing relayed).
+const BASELINE = `for i in $(seq ${REQUESTS}); do
+  t0=$EPOCHREALTIME
+  : 3<>/dev/tcp/127.0.0.1/9 2>/dev/null
+  t1=$EPOCHREALTIME
+  echo $(( (\${t1/./} - \${t0/./}) ))
+done`;
+
 const spec = (shellId, runtime) => ({
   shellId,
   language: "bash",
@@ -58,27 +67,32 @@ const spec = (shellId, runtime) => ({
   env: {},
   egress: { socketPath },
 });
-const request = {
-  command: ["bash", "-c", CLIENT],
+const request = (script) => ({
+  command: ["bash", "-c", script],
   env: {},
   cwd: "/",
   stdin: undefined,
   timeoutMs: 600_000,
   maxOutputBytes: 1 << 20,
-};
+});
 
 async function measure(label, backend, runtime) {
   const id = `bench-egress-${runtime}-${process.pid}`;
   await backend.create(spec(id, runtime));
   try {
-    const result = await backend.exec(id, request);
-    if (result.exitCode !== 0) throw new Error(`${label}: ${result.stderr}`);
-    const micros = result.stdout.trim().split("\n").map(Number);
-    // The first connection pays for warming caches in the guest: left out.
-    const values = micros.slice(1).map((us) => us / 1000);
-    log(
-      `${label.padEnd(40)} p50 ${ms(percentile(values, 50))}  p95 ${ms(percentile(values, 95))}  (n=${values.length})`,
-    );
+    for (const [what, script] of [
+      ["HTTP request through the proxy", CLIENT],
+      ["refused connect (client's own cost)", BASELINE],
+    ]) {
+      const result = await backend.exec(id, request(script));
+      if (result.exitCode !== 0) throw new Error(`${label}: ${result.stderr}`);
+      const micros = result.stdout.trim().split("\n").map(Number);
+      // The first connection pays for warming caches in the guest: left out.
+      const values = micros.slice(1).map((us) => us / 1000);
+      log(
+        `${`${label}: ${what}`.padEnd(60)} p50 ${ms(percentile(values, 50))}  p95 ${ms(percentile(values, 95))}  (n=${values.length})`,
+      );
+    }
   } finally {
     await backend.destroy(id);
   }
@@ -94,8 +108,8 @@ const microvm = new MicrovmBackend({
 });
 await microvm.prepare("bash", RESOURCES.memoryMb);
 try {
-  await measure("HTTP request, container forwarder", container, "container");
-  await measure("HTTP request, microvm agent relay", microvm, "microvm");
+  await measure("container (forwarder)", container, "container");
+  await measure("microvm (agent relay)", microvm, "microvm");
 } finally {
   await microvm.close();
   proxy.close();
