@@ -39,8 +39,10 @@ export type SendFrame = (type: FrameType, id: number, payload?: Uint8Array) => v
 
 interface RelayedStream {
   socket: Socket;
-  /** Bytes sent to the guest that it has not credited yet. */
+  /** Bytes sent to the guest that it has not credited yet (at most `NET_WINDOW`). */
   unackedDown: number;
+  /** What the proxy said that the guest's window has no room for yet (the socket is paused). */
+  held: Buffer | null;
   /** Bytes the guest sent that the proxy's socket has not taken yet. */
   pendingUp: number;
 }
@@ -98,7 +100,7 @@ export class EgressRelay {
       case FrameType.NET_CREDIT:
         if (!stream || frame.payload.length < 4) break;
         stream.unackedDown = Math.max(0, stream.unackedDown - frame.payload.readUInt32LE(0));
-        if (stream.unackedDown < NET_WINDOW && stream.socket.isPaused()) stream.socket.resume();
+        this.#sendDown(frame.id, stream);
         break;
       case FrameType.NET_CLOSE:
         if (!stream) break;
@@ -136,7 +138,7 @@ export class EgressRelay {
     }
     // allowHalfOpen: a proxy that has said all it will say may still be sent the rest.
     const socket = connect({ path: this.#options.socketPath, allowHalfOpen: true });
-    const stream: RelayedStream = { socket, unackedDown: 0, pendingUp: 0 };
+    const stream: RelayedStream = { socket, unackedDown: 0, held: null, pendingUp: 0 };
     this.#streams.set(id, stream);
     // The line goes first and is ours: the guest's bytes only ever follow it.
     socket.write(
@@ -144,12 +146,8 @@ export class EgressRelay {
     );
     socket.on("data", (chunk: Buffer) => {
       if (this.#streams.get(id) !== stream) return;
-      for (let offset = 0; offset < chunk.length; offset += MAX_PAYLOAD) {
-        const part = chunk.subarray(offset, offset + MAX_PAYLOAD);
-        stream.unackedDown += part.length;
-        this.#send(FrameType.NET_DATA, id, part);
-      }
-      if (stream.unackedDown >= NET_WINDOW) socket.pause();
+      stream.held = chunk;
+      this.#sendDown(id, stream);
     });
     socket.on("end", () => {
       if (this.#streams.get(id) === stream) this.#send(FrameType.NET_DATA, id);
@@ -161,6 +159,24 @@ export class EgressRelay {
       this.#streams.delete(id);
       this.#send(FrameType.NET_CLOSE, id);
     });
+  }
+
+  /**
+   * Sends what the proxy said, as far as the guest's window allows: never past it (the agent cuts
+   * off a host that does). The rest of a chunk waits here, with the socket paused, until credit
+   * comes: at most one chunk per stream.
+   */
+  #sendDown(id: number, stream: RelayedStream): void {
+    let held = stream.held;
+    while (held && held.length > 0 && stream.unackedDown < NET_WINDOW) {
+      const part = held.subarray(0, Math.min(NET_WINDOW - stream.unackedDown, MAX_PAYLOAD));
+      held = held.subarray(part.length);
+      stream.unackedDown += part.length;
+      this.#send(FrameType.NET_DATA, id, part);
+    }
+    stream.held = held && held.length > 0 ? held : null;
+    if (stream.held || stream.unackedDown >= NET_WINDOW) stream.socket.pause();
+    else if (stream.socket.isPaused()) stream.socket.resume();
   }
 
   #writeUp(id: number, stream: RelayedStream, bytes: Buffer): void {
