@@ -27,13 +27,21 @@ const RESOURCES = { cpu: 1, memoryMb: 128, pids: 64, diskMb: 64 };
 
 const dir = mkdtempSync(join(tmpdir(), "shells-microvm-egress-bench-"));
 const socketPath = join(dir, "proxy.sock");
+const BULK_MB = Number(process.env.BENCH_EGRESS_BULK_MB ?? 16);
+const BULK = Buffer.alloc(BULK_MB << 20, 0x61);
 const proxy = createServer((socket) => {
   let seen = "";
-  socket.on("data", (chunk) => {
+  const onData = (chunk) => {
     seen += chunk.toString("latin1");
-    if (seen.includes("\r\n\r\n"))
-      socket.end("HTTP/1.0 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-  });
+    if (!seen.includes("\r\n\r\n")) return;
+    socket.off("data", onData);
+    const bulk = seen.includes("/bulk ");
+    socket.write(
+      `HTTP/1.0 200 OK\r\ncontent-length: ${bulk ? BULK.length : 2}\r\nconnection: close\r\n\r\n`,
+    );
+    socket.end(bulk ? BULK : "ok");
+  };
+  socket.on("data", onData);
   socket.on("error", () => undefined);
 });
 await new Promise((resolve) => proxy.listen(socketPath, resolve));
@@ -57,6 +65,14 @@ const BASELINE = `for i in $(seq ${REQUESTS}); do
   t1=$EPOCHREALTIME
   echo $(( (\${t1/./} - \${t0/./}) ))
 done`;
+
+// One download of BULK_MB through the proxy, timed in the shell (ms).
+const DOWNLOAD = `t0=$EPOCHREALTIME
+exec 3<>/dev/tcp/127.0.0.1/3128 || exit 1
+printf 'GET http://bench.test/bulk HTTP/1.0\\r\\n\\r\\n' >&3
+bytes=$(cat <&3 | wc -c)
+t1=$EPOCHREALTIME
+echo "$bytes $(( (\${t1/./} - \${t0/./}) / 1000 ))"`;
 
 const spec = (shellId, runtime) => ({
   shellId,
@@ -93,6 +109,13 @@ async function measure(label, backend, runtime) {
         `${`${label}: ${what}`.padEnd(60)} p50 ${ms(percentile(values, 50))}  p95 ${ms(percentile(values, 95))}  (n=${values.length})`,
       );
     }
+    const download = await backend.exec(id, request(DOWNLOAD));
+    const [bytes, millis] = download.stdout.trim().split(" ").map(Number);
+    if (download.exitCode !== 0 || bytes < BULK.length)
+      throw new Error(`${label}: ${download.stderr}`);
+    log(
+      `${`${label}: download of ${BULK_MB} MiB`.padEnd(60)} ${millis} ms  (${((BULK_MB * 1000) / millis).toFixed(1)} MiB/s)`,
+    );
   } finally {
     await backend.destroy(id);
   }
