@@ -11,21 +11,6 @@ import {
   type Frame,
 } from "./protocol.js";
 
-/**
- * The host's half of a microvm shell's way out: the guest agent accepts connections on its egress
- * listeners (127.0.0.1:3128, and for `internet` the resolver at 127.0.0.53:53) and relays each as
- * a stream of NET_* frames over its port; this relay connects each stream to the shell's egress
- * proxy (a unix socket the control plane keeps) and writes the PROXY protocol line first.
- *
- * This is the boundary, not the agent: a subverted guest can send any frame. So the destination in
- * the PROXY line is never taken from the guest — it is the listener's fixed address, and a listener
- * the shell's mode does not have (the resolver for a shell that only has bindings) is refused. What
- * a connection may reach past that is the proxy's decision. Memory is bounded: at most
- * `MAX_STREAMS` streams, and per stream at most `NET_WINDOW` bytes in each direction that the
- * receiver has not credited (a guest that sends past its window is cut off; the proxy's socket is
- * paused while the guest has a window's worth unread).
- */
-
 /** Where a shell's streams go and which listeners it has. */
 export interface EgressRelayOptions {
   /** The shell's egress proxy (it may come and go: every stream connects afresh). */
@@ -60,7 +45,20 @@ const LISTENERS: Record<number, { address: string; port: number; needs: AgentEgr
 /** The guest's clients connect from its loopback. */
 const LOOPBACK_V4 = /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
 
-/** Relays one agent connection's NET_* streams to the shell's egress proxy. */
+/**
+ * The host's half of a microvm shell's way out: the guest agent accepts connections on its egress
+ * listeners (127.0.0.1:3128, and for `internet` the resolver at 127.0.0.53:53) and relays each as
+ * a stream of NET_* frames over its port; this relay connects each stream to the shell's egress
+ * proxy (a unix socket the control plane keeps) and writes the PROXY protocol line first.
+ *
+ * This is the boundary, not the agent: a subverted guest can send any frame. So the destination in
+ * the PROXY line is never taken from the guest — it is the listener's fixed address, and a listener
+ * the shell's mode does not have (the resolver for a shell that only has bindings) is refused. What
+ * a connection may reach past that is the proxy's decision. Memory is bounded: at most
+ * `MAX_STREAMS` streams, and per stream at most `NET_WINDOW` bytes in each direction that the
+ * receiver has not credited (a guest that sends past its window is cut off; the proxy's socket is
+ * paused while the guest has a window's worth unread).
+ */
 export class EgressRelay {
   readonly #send: SendFrame;
   readonly #options: EgressRelayOptions;
@@ -146,7 +144,7 @@ export class EgressRelay {
     );
     socket.on("data", (chunk: Buffer) => {
       if (this.#streams.get(id) !== stream) return;
-      stream.held = chunk;
+      stream.held = stream.held ? Buffer.concat([stream.held, chunk]) : chunk;
       this.#sendDown(id, stream);
     });
     socket.on("end", () => {
