@@ -166,7 +166,9 @@ function execEnv(spec: SandboxSpec): Record<string, string> {
  * It offers create, exec (streamed, wall clock, output limit), spawn (pipes or a pty, resize,
  * signals), files (run by the guest agent), stop/start/restart (cold boot on the shell's own disk),
  * snapshots (copies of the disk layer), wipe_state (a fresh overlay, restored from the template),
- * reinstall_os (a fresh overlay over the newest template, `/workspace` carried over) and destroy.
+ * reinstall_os (a fresh overlay over the newest template, `/workspace` carried over) and destroy,
+ * in `sealed`, `localhost` and `internet`; a shell given an egress proxy reaches it at
+ * 127.0.0.1:3128 through the guest agent's relay (internal/egress-relay.ts), with no network device.
  *
  * QEMU runs jailed (internal/jail.ts): its own unprivileged uid, its own namespaces seeing only
  * its own files, its seccomp filter, and a host cgroup bounding its memory, CPU and threads.
