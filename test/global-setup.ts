@@ -42,6 +42,10 @@ const MICROVM_TEMPLATES: [file: string, templates: [Language, number][]][] = [
       ["go", 512],
     ],
   ],
+  // Egress and service bindings of microvm shells, at the backend suite's memory size.
+  ["/test/e2e/microvm-egress.e2e.test.ts", [["bash", 128]]],
+  // `shells demo` runs its python workloads on every class the server runs, microvm included.
+  ["/test/e2e/demo.e2e.test.ts", [["python", 512]]],
   // A terminal and interpreter turns (a Python REPL) in a microvm.
   ["/test/e2e/microvm-term.e2e.test.ts", [["python", 512]]],
 ];

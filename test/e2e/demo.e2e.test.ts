@@ -103,6 +103,17 @@ describe.runIf(hostReport.available)("shells demo", () => {
     );
   });
 
+  it("routes the microvm class's exfiltration and binding hunt through its egress proxy too", (ctx) => {
+    if (!classes.includes("microvm")) ctx.skip();
+    expect(row("exfiltrate", "microvm")).toMatch(
+      /egress\.denied 169\.254\.169\.254:80 address_not_public, 10\.0\.0\.1:80 address_not_public/,
+    );
+    expect(row("hunt for its binding's secret", "microvm")).toMatch(
+      /secret not found \(\d+ KB of output searched; the upstream got it \d+×\)$/,
+    );
+    expect(row("clean run", "microvm")).toMatch(/\(bound API called\)$/);
+  });
+
   it("shows the activity excerpt, the binding calls and refusals included", () => {
     const excerpt = demo.stdout.slice(demo.stdout.indexOf("activity (excerpt):"));
     expect(excerpt).toMatch(

@@ -12,6 +12,7 @@ import type {
 } from "@shells/contract";
 import {
   ExecFiles,
+  SANDBOX_EGRESS_ENV,
   SANDBOX_EGRESS_PORT,
   SandboxError,
   SharedPreparations,
@@ -124,20 +125,10 @@ const BASE_ENV: Record<string, string> = {
 
 /**
  * Shells given an egress proxy: the port on the shell's loopback where the egress forwarder
- * (native/egress.c) listens, relaying each connection to the shell's egress proxy, and (`internet`
- * only) the variables that point ordinary clients (curl, pip, npm, Python's urllib, Go's net/http)
- * at it.
+ * (native/egress.c) listens, relaying each connection to the shell's egress proxy; `internet`
+ * shells' execs get `SANDBOX_EGRESS_ENV`, which points ordinary clients at it.
  */
 const EGRESS_PORT = SANDBOX_EGRESS_PORT;
-const EGRESS_PROXY_URL = `http://127.0.0.1:${EGRESS_PORT}`;
-const EGRESS_ENV: Record<string, string> = {
-  HTTP_PROXY: EGRESS_PROXY_URL,
-  HTTPS_PROXY: EGRESS_PROXY_URL,
-  http_proxy: EGRESS_PROXY_URL,
-  https_proxy: EGRESS_PROXY_URL,
-  NO_PROXY: "localhost,127.0.0.1,::1",
-  no_proxy: "localhost,127.0.0.1,::1",
-};
 
 /** Longest unix socket path the kernel takes (sun_path, with its terminating zero). */
 const UNIX_PATH_MAX = 108;
@@ -1015,7 +1006,7 @@ export class ContainerBackend implements SandboxBackend {
       paused: await cgroup.isFrozen(),
       env: {
         ...BASE_ENV,
-        ...(record.network === "internet" ? EGRESS_ENV : {}),
+        ...(record.network === "internet" ? SANDBOX_EGRESS_ENV : {}),
         ...record.env,
         ...requestEnv,
       },

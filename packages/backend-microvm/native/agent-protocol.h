@@ -30,16 +30,35 @@
  *   FLOW    host->guest  u32 paused: 1 stops reading the exec's output (its pipe or pty fills
  *                        and the process blocks), 0 reads again; the host's backpressure
  *   LIMITS  host->guest  u64 memory_max_bytes, u32 pids_max, u64 disk_bytes, u64 disk_full_bytes,
- *                        u32 loopback: the shell's limits and network, sent after every restore,
- *                        boot and reconnect (a template is saved without them). disk_bytes: the
- *                        size the disk has (the host grew it); the agent waits until the disk shows
- *                        it and grows the root filesystem to fill it (0: leave it). A failed exec
- *                        that leaves at most disk_full_bytes free ends with DISK. loopback 1 brings
- *                        `lo` up (`localhost`), 0 takes it down (`sealed`)
+ *                        u32 loopback, u32 egress: the shell's limits and network, sent after every
+ *                        restore, boot and reconnect (a template is saved without them). disk_bytes:
+ *                        the size the disk has (the host grew it); the agent waits until the disk
+ *                        shows it and grows the root filesystem to fill it (0: leave it). A failed
+ *                        exec that leaves at most disk_full_bytes free ends with DISK. loopback 1
+ *                        brings `lo` up (`localhost`), 0 takes it down (`sealed`). egress: one of
+ *                        AGENT_EGRESS_* (which egress listeners the agent opens, below)
  *           guest->host  u32 error (0, or the errno that kept the limits from being set),
  *                        u64 memory_max_bytes, u32 pids_max as applied (memory is capped below
  *                        what the guest's kernel and agent need), u64 filesystem_bytes: the root
  *                        filesystem's size
+ *
+ *   NET_OPEN   guest->host  a connection to one of the agent's egress listeners: u32 listener
+ *                        (AGENT_LISTENER_*), u8[4] client IPv4 address, u32 client port. The id is
+ *                        the stream's, chosen by the agent (1..AGENT_MAX_STREAMS), its own space
+ *                        apart from exec ids
+ *   NET_DATA   both ways bytes of the stream; an empty payload ends that direction (half close)
+ *   NET_CREDIT both ways u32 bytes the receiver has passed on (to the guest's client, or to the
+ *                        egress proxy): the sender may have at most AGENT_NET_WINDOW bytes sent and
+ *                        not yet credited per stream; a peer that sends more is cut off
+ *   NET_CLOSE  both ways the stream is gone. The host forgets the id when it sends or receives one;
+ *                        the agent reuses an id only once the host's NET_CLOSE for it arrived
+ *
+ * Egress (`AGENT_EGRESS_*`): NONE opens no listener; BINDINGS opens 127.0.0.1:3128 only (a shell
+ * granted service bindings); INTERNET opens it and the resolver, 127.0.0.53:53 over TCP and UDP
+ * (each datagram is one stream: the DNS message length-prefixed as over TCP, then end of data; the
+ * answer comes back the same way), and points /etc/resolv.conf at it. Every connection is relayed
+ * as a stream to the host, which decides what the listener may reach: the host writes the PROXY
+ * protocol line itself, so nothing the guest sends can name another destination.
  *
  * Kill reasons PIDS and OOM come from the guest's cgroups: a shell-wide one holds the limits, each
  * exec has its own below it. PIDS when the exec's group held the most processes as a fork was
@@ -67,6 +86,10 @@
 #define AGENT_FRAME_RESIZE 11
 #define AGENT_FRAME_SIGNAL 12
 #define AGENT_FRAME_FLOW 13
+#define AGENT_FRAME_NET_OPEN 14
+#define AGENT_FRAME_NET_DATA 15
+#define AGENT_FRAME_NET_CREDIT 16
+#define AGENT_FRAME_NET_CLOSE 17
 
 #define AGENT_KILL_NONE 0
 #define AGENT_KILL_WALL_CLOCK 1
@@ -75,6 +98,17 @@
 #define AGENT_KILL_OOM 4
 #define AGENT_KILL_DISK 5
 
-#define AGENT_LIMITS_BYTES 32
+#define AGENT_LIMITS_BYTES 36
+
+#define AGENT_EGRESS_NONE 0
+#define AGENT_EGRESS_BINDINGS 1
+#define AGENT_EGRESS_INTERNET 2
+
+#define AGENT_LISTENER_PROXY 0
+#define AGENT_LISTENER_DNS 1
+
+#define AGENT_MAX_STREAMS 64
+#define AGENT_NET_WINDOW (1u << 18)
+#define AGENT_NET_OPEN_BYTES 12
 
 #endif

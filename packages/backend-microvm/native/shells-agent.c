@@ -16,6 +16,7 @@
  * Static (gcc -static): the guest image needs no interpreter or libc of a particular version.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -353,6 +354,273 @@ static int grow_root(uint64_t bytes) {
   return rc;
 }
 
+/* ---- egress: listeners in the guest, relayed to the host as streams ------------------------ */
+
+/*
+ * A shell given an egress proxy reaches it only through these listeners, owned by this agent: the
+ * guest has no network interface but `lo`, so nothing else leaves it. Each accepted connection
+ * (and each DNS datagram) becomes a stream of NET_* frames; the host connects it to the shell's
+ * egress proxy and names the destination itself. Flow control is by credit both ways
+ * (AGENT_NET_WINDOW per stream and direction), so the agent's memory per stream is bounded; with
+ * every stream slot busy the listeners are not polled and new connections wait in the backlog.
+ */
+
+#define DNS_MAX_MESSAGE 4096
+#define DNS_TIMEOUT_MS 6000
+
+enum { STREAM_FREE, STREAM_OPEN, STREAM_CLOSING, STREAM_DRAINING };
+
+struct stream {
+  int state;
+  uint16_t id;
+  int fd;              /* the client's connection; -1 for a datagram or once closed */
+  int up_eof;          /* the client's end of data was sent to the host */
+  uint32_t up_unacked; /* bytes sent to the host and not yet credited */
+  struct buffer down;  /* bytes from the host not yet written to the client */
+  int down_eof;        /* the host ended its direction: shut the client's down once written */
+  int datagram;        /* a DNS question over UDP: the answer goes back with sendto */
+  struct sockaddr_in client;
+  int64_t deadline_ms; /* datagrams only: no answer by then, no answer at all */
+};
+
+static struct stream streams[AGENT_MAX_STREAMS];
+static int listen_proxy = -1, listen_dns_tcp = -1, listen_dns_udp = -1;
+
+static int listen_on(int type, const char *address, int port) {
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, address, &sa.sin_addr);
+  int fd = socket(AF_INET, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return -1;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || (type == SOCK_STREAM && listen(fd, 128) != 0)) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
+
+/*
+ * The resolver for `internet`: /etc/resolv.conf is covered (read-only bind) by a file naming
+ * 127.0.0.53, whatever the image held; the shell's disk is not written.
+ */
+static int point_resolver_at_egress(void) {
+  static const char conf[] = "nameserver 127.0.0.53\n";
+  struct stat st;
+  mkdir("/run/shells", 0755);
+  int fd = open("/run/shells/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0 || write(fd, conf, sizeof conf - 1) != (ssize_t)(sizeof conf - 1)) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  close(fd);
+  if (lstat("/etc/resolv.conf", &st) != 0 || !S_ISREG(st.st_mode)) {
+    /* No file (or a link into /run): make one there. */
+    unlink("/etc/resolv.conf");
+    if (symlink("/run/shells/resolv.conf", "/etc/resolv.conf") != 0) return -1;
+    return 0;
+  }
+  if (mount("/run/shells/resolv.conf", "/etc/resolv.conf", NULL, MS_BIND, NULL) != 0) return -1;
+  mount(NULL, "/etc/resolv.conf", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  return 0;
+}
+
+/* Opens the listeners `egress` names (once; a shell's mode does not change while it runs). */
+static int open_egress(uint32_t egress) {
+  if (egress >= AGENT_EGRESS_BINDINGS && listen_proxy < 0 &&
+      (listen_proxy = listen_on(SOCK_STREAM, "127.0.0.1", 3128)) < 0)
+    return errno;
+  if (egress >= AGENT_EGRESS_INTERNET && listen_dns_tcp < 0) {
+    if ((listen_dns_tcp = listen_on(SOCK_STREAM, "127.0.0.53", 53)) < 0) return errno;
+    if ((listen_dns_udp = listen_on(SOCK_DGRAM, "127.0.0.53", 53)) < 0) return errno;
+    if (point_resolver_at_egress() != 0) return errno ? errno : EIO;
+  }
+  return 0;
+}
+
+static struct stream *find_stream(uint16_t id) {
+  for (int i = 0; i < AGENT_MAX_STREAMS; i++)
+    if (streams[i].state != STREAM_FREE && streams[i].state != STREAM_DRAINING && streams[i].id == id)
+      return &streams[i];
+  return NULL;
+}
+
+/* A free slot, and an id no live stream uses (slot i has id i + 1, so none is ever shared). */
+static struct stream *free_stream(void) {
+  for (int i = 0; i < AGENT_MAX_STREAMS; i++)
+    if (streams[i].state == STREAM_FREE) {
+      memset(&streams[i], 0, sizeof streams[i]);
+      streams[i].id = (uint16_t)(i + 1);
+      streams[i].fd = -1;
+      return &streams[i];
+    }
+  return NULL;
+}
+
+static void release_stream(struct stream *s) {
+  if (s->fd >= 0) close(s->fd);
+  free(s->down.data);
+  memset(s, 0, sizeof *s);
+  s->fd = -1;
+}
+
+/* The client is done (or failed): tell the host, and keep the id until its NET_CLOSE comes. */
+static void close_stream(struct stream *s) {
+  if (s->state != STREAM_OPEN) return;
+  if (s->fd >= 0) close(s->fd);
+  s->fd = -1;
+  s->down.len = 0;
+  s->state = STREAM_CLOSING;
+  send_frame(AGENT_FRAME_NET_CLOSE, s->id, NULL, 0);
+}
+
+static void open_stream(struct stream *s, uint32_t listener, const struct sockaddr_in *client) {
+  uint8_t head[AGENT_NET_OPEN_BYTES];
+  put_u32(head, listener);
+  memcpy(head + 4, &client->sin_addr, 4);
+  put_u32(head + 8, ntohs(client->sin_port));
+  s->state = STREAM_OPEN;
+  s->client = *client;
+  send_frame(AGENT_FRAME_NET_OPEN, s->id, head, sizeof head);
+}
+
+static void accept_stream(int listener_fd, uint32_t listener) {
+  struct sockaddr_in client;
+  socklen_t len = sizeof client;
+  int fd = accept4(listener_fd, (struct sockaddr *)&client, &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (fd < 0) return;
+  struct stream *s = free_stream();
+  if (!s || client.sin_family != AF_INET) {
+    close(fd);
+    return;
+  }
+  s->fd = fd;
+  open_stream(s, listener, &client);
+}
+
+/* One DNS question over UDP: a stream of its own carrying it length-prefixed, then end of data. */
+static void accept_datagram(void) {
+  uint8_t packet[2 + DNS_MAX_MESSAGE];
+  struct sockaddr_in client;
+  socklen_t len = sizeof client;
+  ssize_t n = recvfrom(listen_dns_udp, packet + 2, DNS_MAX_MESSAGE, 0, (struct sockaddr *)&client, &len);
+  if (n <= 0 || client.sin_family != AF_INET) return;
+  struct stream *s = free_stream();
+  if (!s) return; /* every slot busy: dropped, DNS clients ask again */
+  s->datagram = 1;
+  s->deadline_ms = now_ms() + DNS_TIMEOUT_MS;
+  open_stream(s, AGENT_LISTENER_DNS, &client);
+  packet[0] = (uint8_t)(n >> 8);
+  packet[1] = (uint8_t)n;
+  send_frame(AGENT_FRAME_NET_DATA, s->id, packet, (uint32_t)n + 2);
+  send_frame(AGENT_FRAME_NET_DATA, s->id, NULL, 0);
+  s->up_eof = 1;
+}
+
+/* Reads what the client sent, as far as the window allows, and passes it to the host. */
+static void read_stream(struct stream *s) {
+  uint8_t chunk[65536];
+  size_t room = AGENT_NET_WINDOW - s->up_unacked;
+  if (room > sizeof chunk) room = sizeof chunk;
+  if (room == 0) return;
+  ssize_t n = read(s->fd, chunk, room);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n < 0) return close_stream(s);
+  if (n == 0) {
+    s->up_eof = 1;
+    send_frame(AGENT_FRAME_NET_DATA, s->id, NULL, 0);
+    return;
+  }
+  s->up_unacked += (uint32_t)n;
+  send_frame(AGENT_FRAME_NET_DATA, s->id, chunk, (uint32_t)n);
+}
+
+/* Writes what the host sent to the client, crediting the host with what was written. */
+static void write_stream(struct stream *s) {
+  uint32_t written = 0;
+  while (s->fd >= 0 && s->down.len > 0) {
+    ssize_t n = send(s->fd, s->down.data, s->down.len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    if (n <= 0) {
+      if (s->state == STREAM_DRAINING) release_stream(s);
+      else close_stream(s);
+      return;
+    }
+    buffer_consume(&s->down, (size_t)n);
+    written += (uint32_t)n;
+  }
+  if (written && s->state == STREAM_OPEN) {
+    uint8_t credit[4];
+    put_u32(credit, written);
+    send_frame(AGENT_FRAME_NET_CREDIT, s->id, credit, sizeof credit);
+  }
+  if (s->down.len == 0 && s->down_eof && s->fd >= 0) shutdown(s->fd, SHUT_WR);
+  if (s->down.len == 0 && s->state == STREAM_DRAINING) release_stream(s);
+}
+
+/* A DNS answer is complete: back to its client, and the stream is done. */
+static void answer_datagram(struct stream *s) {
+  if (s->down.len < 2) return;
+  size_t want = (size_t)s->down.data[0] << 8 | s->down.data[1];
+  if (s->down.len < 2 + want) return;
+  sendto(listen_dns_udp, s->down.data + 2, want, 0, (struct sockaddr *)&s->client, sizeof s->client);
+  s->down.len = 0;
+  close_stream(s);
+}
+
+static void handle_net_frame(uint16_t type, uint16_t id, const uint8_t *payload, uint32_t len) {
+  struct stream *s = find_stream(id);
+  if (!s) return;
+  switch (type) {
+  case AGENT_FRAME_NET_DATA:
+    if (s->state != STREAM_OPEN) break;
+    if (len == 0) {
+      s->down_eof = 1;
+    } else if (s->down.len + len > (s->datagram ? 2 + DNS_MAX_MESSAGE : AGENT_NET_WINDOW)) {
+      close_stream(s); /* past the window: the host is out of step */
+      break;
+    } else {
+      buffer_append(&s->down, payload, len);
+    }
+    if (s->datagram) answer_datagram(s);
+    else write_stream(s);
+    break;
+  case AGENT_FRAME_NET_CREDIT:
+    if (len >= 4) s->up_unacked -= get_u32(payload) < s->up_unacked ? get_u32(payload) : s->up_unacked;
+    break;
+  case AGENT_FRAME_NET_CLOSE:
+    /* The host is done with the id. What it sent before still goes to the client. */
+    if (s->state == STREAM_OPEN && s->fd >= 0 && s->down.len > 0) {
+      s->state = STREAM_DRAINING;
+      s->down_eof = 1;
+    } else {
+      release_stream(s);
+    }
+    break;
+  }
+}
+
+/* The host went away: every stream goes with it (their ids mean nothing to the next host). */
+static void close_all_streams(void) {
+  for (int i = 0; i < AGENT_MAX_STREAMS; i++)
+    if (streams[i].state != STREAM_FREE) release_stream(&streams[i]);
+}
+
+static void expire_datagrams(int64_t now) {
+  for (int i = 0; i < AGENT_MAX_STREAMS; i++)
+    if (streams[i].state == STREAM_OPEN && streams[i].datagram && now >= streams[i].deadline_ms)
+      close_stream(&streams[i]);
+}
+
+static int streams_free(void) {
+  for (int i = 0; i < AGENT_MAX_STREAMS; i++)
+    if (streams[i].state == STREAM_FREE) return 1;
+  return 0;
+}
+
 /* Applies the shell's limits and network; answers with the errno (0) and what was applied. */
 static void set_limits(const uint8_t *p, uint32_t len) {
   uint8_t answer[24] = {0};
@@ -384,6 +652,7 @@ static void set_limits(const uint8_t *p, uint32_t len) {
     snprintf(value, sizeof value, "%u", pids);
     if (!error && write_file(SHELL_CGROUP "/pids.max", value) != 0) error = errno;
     if (!error && set_loopback(get_u32(p + 28) != 0) != 0) error = errno;
+    if (!error) error = open_egress(get_u32(p + 32));
     if (!error && disk) error = grow_root(disk);
     struct statvfs fs;
     if (statvfs("/", &fs) == 0) filesystem = (uint64_t)fs.f_blocks * fs.f_frsize;
@@ -869,14 +1138,20 @@ static void handle_frame(uint16_t type, uint16_t id, const uint8_t *payload, uin
   case AGENT_FRAME_LIMITS:
     set_limits(payload, len);
     break;
+  case AGENT_FRAME_NET_DATA:
+  case AGENT_FRAME_NET_CREDIT:
+  case AGENT_FRAME_NET_CLOSE:
+    handle_net_frame(type, id, payload, len);
+    break;
   }
 }
 
 /* The host went away: spawned processes have lost their owner (their ids die with the connection)
- * and are killed; execs run on to their own end. */
+ * and are killed, and relayed streams closed; execs run on to their own end. */
 static void host_gone(void) {
   host_connected = 0;
   rx.len = 0;
+  close_all_streams();
   for (int i = 0; i < AGENT_MAX_EXECS; i++) {
     struct exec *e = &execs[i];
     if (!e->used || !e->spawned) continue;
@@ -929,8 +1204,10 @@ int main(int argc, char **argv) {
   send_ready();
 
   enum { WATCHES = 1 + MAX_GROUPS };
-  struct pollfd fds[WATCHES + 2 + 3 * AGENT_MAX_EXECS];
-  struct exec *owners[WATCHES + 2 + 3 * AGENT_MAX_EXECS];
+  enum { SLOTS = WATCHES + 2 + 3 * AGENT_MAX_EXECS + 3 + AGENT_MAX_STREAMS };
+  struct pollfd fds[SLOTS];
+  struct exec *owners[SLOTS];
+  struct stream *relayed[SLOTS];
   for (;;) {
     /* pids.events of the shell and of each exec group: POLLPRI when a fork was refused. */
     int nfds = 0;
@@ -950,6 +1227,23 @@ int main(int argc, char **argv) {
       int64_t until = e->exited ? e->exited_at_ms + GRACE_AFTER_EXIT_MS : e->deadline_ms;
       if (until - now < wait_ms) wait_ms = until - now < 0 ? 0 : until - now;
     }
+    /* Egress: listeners while the host is there to take streams and a slot is free; each
+     * stream's client while its window has room (reads) or the host's bytes wait (writes). */
+    int execs_end = nfds, listening = host_connected && streams_free();
+    fds[nfds++] = (struct pollfd){.fd = listening ? listen_proxy : -1, .events = POLLIN};
+    fds[nfds++] = (struct pollfd){.fd = listening ? listen_dns_tcp : -1, .events = POLLIN};
+    fds[nfds++] = (struct pollfd){.fd = listening ? listen_dns_udp : -1, .events = POLLIN};
+    for (int i = 0; i < AGENT_MAX_STREAMS; i++) {
+      struct stream *s = &streams[i];
+      if (s->fd < 0 || (s->state != STREAM_OPEN && s->state != STREAM_DRAINING)) continue;
+      short events = (short)((s->state == STREAM_OPEN && !s->up_eof && s->up_unacked < AGENT_NET_WINDOW ? POLLIN : 0) |
+                             (s->down.len > 0 ? POLLOUT : 0));
+      if (!events) continue;
+      relayed[nfds] = s, fds[nfds++] = (struct pollfd){.fd = s->fd, .events = events};
+    }
+    for (int i = 0; i < AGENT_MAX_STREAMS; i++)
+      if (streams[i].state == STREAM_OPEN && streams[i].datagram && streams[i].deadline_ms - now < wait_ms)
+        wait_ms = streams[i].deadline_ms - now < 0 ? 0 : streams[i].deadline_ms - now;
     int ready = poll(fds, nfds, (int)wait_ms);
     if (ready < 0 && errno != EINTR) die("poll");
     if (ready > 0) {
@@ -974,12 +1268,22 @@ int main(int argc, char **argv) {
       } else if (fds[WATCHES + 1].revents & POLLHUP) {
         host_gone();
       }
-      for (int i = WATCHES + 2; i < nfds; i++) {
+      for (int i = WATCHES + 2; i < execs_end; i++) {
         struct exec *e = owners[i];
         if (!fds[i].revents || !e->used) continue;
         if (fds[i].fd == e->out_fd) read_output(e, &e->out_fd, AGENT_FRAME_STDOUT);
         else if (fds[i].fd == e->err_fd) read_output(e, &e->err_fd, AGENT_FRAME_STDERR);
         else if (fds[i].fd == e->in_fd) flush_stdin(e);
+      }
+      if (fds[execs_end].revents) accept_stream(listen_proxy, AGENT_LISTENER_PROXY);
+      if (fds[execs_end + 1].revents) accept_stream(listen_dns_tcp, AGENT_LISTENER_DNS);
+      if (fds[execs_end + 2].revents) accept_datagram();
+      for (int i = execs_end + 3; i < nfds; i++) {
+        struct stream *s = relayed[i];
+        if (!fds[i].revents || s->fd != fds[i].fd) continue;
+        if (fds[i].revents & (POLLOUT | POLLERR | POLLHUP)) write_stream(s);
+        if (s->fd == fds[i].fd && s->state == STREAM_OPEN && (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) && !s->up_eof)
+          read_stream(s);
       }
     }
     if (!host_connected) {
@@ -988,6 +1292,7 @@ int main(int argc, char **argv) {
       if (poll(&p, 1, 0) > 0 && !(p.revents & POLLHUP)) host_connected = 1;
     }
     now = now_ms();
+    expire_datagrams(now);
     for (int i = 0; i < AGENT_MAX_EXECS; i++) {
       struct exec *e = &execs[i];
       if (!e->used) continue;

@@ -27,7 +27,7 @@ const PROFILE = {
   snapshots: true,
   reinstallOs: true,
   cpuUsage: true,
-  networkModes: ["sealed", "localhost"],
+  networkModes: ["sealed", "localhost", "internet"],
 } as const;
 
 if (missingTools.length === 0)
@@ -279,10 +279,18 @@ describe.skipIf(missingTools.length > 0)("microvm backend, from inside a real gu
     }
   }, 120_000);
 
-  it("refuses internet", async () => {
+  it("refuses internet without an egress proxy, and a proxy socket path the kernel cannot take", async () => {
     await expect(backend.create(spec(`${id}-net`, { network: "internet" }))).rejects.toMatchObject({
       code: "unsupported",
     });
+    await expect(
+      backend.create(
+        spec(`${id}-net`, { network: "internet", egress: { socketPath: "relative/proxy.sock" } }),
+      ),
+    ).rejects.toMatchObject({ code: "unsupported" });
+    await expect(
+      backend.create(spec(`${id}-net`, { egress: { socketPath: `/${"x".repeat(120)}` } })),
+    ).rejects.toMatchObject({ code: "unsupported" });
   });
 
   it("destroy leaves no qemu process, socket or overlay behind", async () => {

@@ -27,6 +27,8 @@ import type {
 } from "@shells/contract";
 import {
   ExecFiles,
+  SANDBOX_EGRESS_ENV,
+  SANDBOX_EGRESS_PORT,
   SandboxError,
   type SandboxBackend,
   type SandboxExecOptions,
@@ -39,6 +41,7 @@ import {
   type SandboxUsage,
 } from "@shells/sandbox";
 import { AgentClient } from "./internal/agent-client.js";
+import { agentEgressOf, checkEgressSpec, relayOptionsOf } from "./internal/egress-relay.js";
 import type { GuestLimits } from "./internal/protocol.js";
 import { checkMicrovmHost, isolationOf } from "./internal/host-check.js";
 import { runChecked, type BuildProgress } from "./internal/host.js";
@@ -108,7 +111,7 @@ interface SnapshotMeta extends Snapshot {
 /** Snapshot names: they become file names in the shell's directory. */
 const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
-const NETWORK_MODES = ["sealed", "localhost"] as const;
+const NETWORK_MODES = ["sealed", "localhost", "internet"] as const;
 
 /** Environment every exec starts from; the shell's env and the exec's env override it. */
 const BASE_ENV: Record<string, string> = {
@@ -155,8 +158,15 @@ function guestLimits(spec: SandboxSpec, disk: { bytes: number; grow: boolean }):
     diskBytes: disk.grow ? disk.bytes : 0,
     // The container backend's rule: a failure with at most 1 % of the disk (1 MiB at least) free.
     diskFullBytes: Math.max(1024 * 1024, Math.floor(budget / 100)),
-    loopback: spec.network !== "sealed",
+    // A sealed shell granted service bindings reaches its proxy listener over loopback.
+    loopback: spec.network !== "sealed" || Boolean(spec.egress),
+    egress: agentEgressOf(spec),
   };
+}
+
+/** What every exec and spawn of a shell starts from (before its own env). */
+function execEnv(spec: SandboxSpec): Record<string, string> {
+  return { ...BASE_ENV, ...(spec.network === "internet" ? SANDBOX_EGRESS_ENV : {}), ...spec.env };
 }
 
 /**
@@ -168,13 +178,18 @@ function guestLimits(spec: SandboxSpec, disk: { bytes: number; grow: boolean }):
  * It offers create, exec (streamed, wall clock, output limit), spawn (pipes or a pty, resize,
  * signals), files (run by the guest agent), stop/start/restart (cold boot on the shell's own disk),
  * snapshots (copies of the disk layer), wipe_state (a fresh overlay, restored from the template),
- * reinstall_os (a fresh overlay over the newest template, `/workspace` carried over) and destroy.
+ * reinstall_os (a fresh overlay over the newest template, `/workspace` carried over) and destroy,
+ * in `sealed`, `localhost` and `internet`; a shell given an egress proxy reaches it at
+ * 127.0.0.1:3128 through the guest agent's relay (internal/egress-relay.ts), with no network device.
  *
  * QEMU runs jailed (internal/jail.ts): its own unprivileged uid, its own namespaces seeing only
  * its own files, its seccomp filter, and a host cgroup bounding its memory, CPU and threads.
  */
 export class MicrovmBackend implements SandboxBackend {
   readonly name = "microvm";
+  readonly networkModes = NETWORK_MODES;
+  /** The guest agent's egress proxy listener on an `internet` shell's loopback. */
+  readonly reservedPorts = { internet: [SANDBOX_EGRESS_PORT] } as const;
   readonly #options: MicrovmBackendOptions;
   readonly #agents = new Map<string, AgentClient>();
   /** Shells' specs, read once from their records. */
@@ -257,6 +272,7 @@ export class MicrovmBackend implements SandboxBackend {
           network: spec.network,
         },
       );
+    checkEgressSpec(spec);
     const host = await checkMicrovmHost(this.#cacheDir);
     if (!host.available) throw new SandboxError("unavailable", `microvm needs ${host.reason}`);
     const dir = this.#dir(spec.shellId);
@@ -297,7 +313,7 @@ export class MicrovmBackend implements SandboxBackend {
   ): Promise<ExecResult> {
     const agent = await this.#agent(shellId);
     const spec = await this.#spec(shellId);
-    return agent.exec({ ...request, env: { ...BASE_ENV, ...spec.env, ...request.env } }, options);
+    return agent.exec({ ...request, env: { ...execEnv(spec), ...request.env } }, options);
   }
 
   async #spec(shellId: string): Promise<SandboxSpec> {
@@ -351,7 +367,7 @@ export class MicrovmBackend implements SandboxBackend {
     options: { onOutput: NonNullable<SandboxExecOptions["onOutput"]> },
   ): Promise<SandboxProcess> {
     const agent = await this.#agent(shellId);
-    const env = { ...BASE_ENV, ...(await this.#spec(shellId)).env, ...request.env };
+    const env = { ...execEnv(await this.#spec(shellId)), ...request.env };
     // A terminal needs a terminal type; the caller's env (or the shell's) may name another.
     if (request.pty && env.TERM === undefined) env.TERM = "xterm-256color";
     return agent.spawn({ ...request, env }, options.onOutput);
@@ -720,6 +736,8 @@ export class MicrovmBackend implements SandboxBackend {
         await qmp(sockets.qmp, [
           { execute: "block_resize", arguments: { device: "root", size: disk.bytes } },
         ]).then((monitor) => monitor.close());
+      // The guest's egress listeners open with the limits: streams find the relay in place.
+      vm.agent.serveEgress(relayOptionsOf(record.spec));
       // The template was saved without limits; every restored or booted guest gets the shell's.
       await vm.agent.setLimits(guestLimits(record.spec, disk), LIMITS_TIMEOUT_MS);
     } catch (error) {
@@ -825,6 +843,7 @@ export class MicrovmBackend implements SandboxBackend {
     const disk = await this.#disk(record);
     for (let attempt = 0; ; attempt++) {
       const agent = await AgentClient.connect(sockets.agent, 5_000);
+      agent.serveEgress(relayOptionsOf(record.spec));
       try {
         await agent.ready(RECONNECT_TRIES_MS[attempt]!);
         // The guest kept its limits; sending them again costs one frame and asserts they hold.

@@ -2,7 +2,9 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { NATIVE_DIR } from "./internal/host.js";
 import {
+  AgentEgress,
   AgentKill,
+  AgentListener,
   decodeExit,
   encodeExec,
   encodeFrame,
@@ -16,6 +18,9 @@ import {
   LIMITS_BYTES,
   MAX_EXECS,
   MAX_PAYLOAD,
+  MAX_STREAMS,
+  NET_OPEN_BYTES,
+  NET_WINDOW,
 } from "./internal/protocol.js";
 
 /** The `#define`s of the agent's C header, evaluated. */
@@ -40,6 +45,13 @@ describe("agent protocol", () => {
       expect(c[`AGENT_FRAME_${name}`]).toBe(value);
     for (const [name, value] of Object.entries(AgentKill))
       expect(c[`AGENT_KILL_${name}`]).toBe(value);
+    for (const [name, value] of Object.entries(AgentEgress))
+      expect(c[`AGENT_EGRESS_${name}`]).toBe(value);
+    for (const [name, value] of Object.entries(AgentListener))
+      expect(c[`AGENT_LISTENER_${name}`]).toBe(value);
+    expect(c.AGENT_MAX_STREAMS).toBe(MAX_STREAMS);
+    expect(c.AGENT_NET_WINDOW).toBe(NET_WINDOW);
+    expect(c.AGENT_NET_OPEN_BYTES).toBe(NET_OPEN_BYTES);
   });
 
   it("round-trips frames split at any byte", () => {
@@ -94,6 +106,7 @@ describe("agent protocol", () => {
       diskBytes: 3 * 2 ** 30,
       diskFullBytes: 2 ** 20,
       loopback: true,
+      egress: AgentEgress.INTERNET,
     });
     expect(payload.length).toBe(LIMITS_BYTES);
     expect(payload.readBigUInt64LE(0)).toBe(2n ** 33n);
@@ -101,6 +114,7 @@ describe("agent protocol", () => {
     expect(payload.readBigUInt64LE(12)).toBe(3n * 2n ** 30n);
     expect(payload.readBigUInt64LE(20)).toBe(2n ** 20n);
     expect(payload.readUInt32LE(28)).toBe(1);
+    expect(payload.readUInt32LE(32)).toBe(2);
     const answer = Buffer.alloc(24);
     answer.writeBigUInt64LE(2n ** 32n, 4);
     answer.writeUInt32LE(64, 12);

@@ -59,6 +59,21 @@ export interface SandboxForkCapture {
  */
 export const SANDBOX_EGRESS_PORT = 3128;
 
+const SANDBOX_EGRESS_URL = `http://127.0.0.1:${SANDBOX_EGRESS_PORT}`;
+/**
+ * The variables that point ordinary clients (curl, pip, npm, Python's urllib, Go's net/http) at an
+ * `internet` shell's egress proxy: every backend that claims `internet` sets them in every exec
+ * (the shell's and the exec's own env override them). Loopback stays direct.
+ */
+export const SANDBOX_EGRESS_ENV: Readonly<Record<string, string>> = {
+  HTTP_PROXY: SANDBOX_EGRESS_URL,
+  HTTPS_PROXY: SANDBOX_EGRESS_URL,
+  http_proxy: SANDBOX_EGRESS_URL,
+  https_proxy: SANDBOX_EGRESS_URL,
+  NO_PROXY: "localhost,127.0.0.1,::1",
+  no_proxy: "localhost,127.0.0.1,::1",
+};
+
 /** Where a shell's traffic to the outside goes: its egress proxy, kept by the control plane. */
 export interface SandboxEgress {
   /** Absolute path of the proxy's unix socket; it may come and go while the shell runs. */

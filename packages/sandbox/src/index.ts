@@ -3,6 +3,7 @@
  * The conformance suite every backend runs is exported separately from `@shells/sandbox/conformance`.
  */
 export {
+  SANDBOX_EGRESS_ENV,
   SANDBOX_EGRESS_PORT,
   SandboxError,
   type SandboxBackend,

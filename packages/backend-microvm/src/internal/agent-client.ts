@@ -26,6 +26,7 @@ import {
   type AppliedLimits,
   type GuestLimits,
 } from "./protocol.js";
+import { EgressRelay, type EgressRelayOptions } from "./egress-relay.js";
 
 /** How the agent's kill reasons read in an exec's result. */
 const KILL_REASONS: Partial<Record<number, KillReason>> = {
@@ -56,6 +57,8 @@ export class AgentClient {
   #limitsWaiters: ((answer: Buffer) => void)[] = [];
   #nextId = 1;
   #closed = false;
+  /** Where the guest's egress streams go; none: every stream is refused. */
+  #egress: EgressRelay | null = null;
   /** Why the connection ended, for execs cut off by it (`stopped` unless told otherwise). */
   closeReason: KillReason = "stopped";
 
@@ -73,6 +76,7 @@ export class AgentClient {
     });
     socket.on("close", () => {
       this.#closed = true;
+      this.#egress?.closeAll();
       for (const pending of [...this.#execs.values()]) pending.onClosed();
       this.#execs.clear();
     });
@@ -95,6 +99,19 @@ export class AgentClient {
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
     }
+  }
+
+  /**
+   * Relays the guest's egress streams (connections to its listeners at 127.0.0.1:3128 and, for
+   * `internet`, 127.0.0.53:53) to the shell's egress proxy; null refuses them all.
+   */
+  serveEgress(options: EgressRelayOptions | null): void {
+    this.#egress?.closeAll();
+    this.#egress = options
+      ? new EgressRelay((type, id, payload) => {
+          if (!this.#closed) this.#socket.write(encodeFrame(type, id, payload));
+        }, options)
+      : null;
   }
 
   /** Whether the connection is gone (QEMU exited or closed it). */
@@ -396,6 +413,12 @@ export class AgentClient {
     }
     if (frame.type === FrameType.LIMITS) {
       this.#limitsWaiters.shift()?.(Buffer.from(frame.payload));
+      return;
+    }
+    if (frame.type >= FrameType.NET_OPEN && frame.type <= FrameType.NET_CLOSE) {
+      if (this.#egress) this.#egress.onFrame(frame);
+      else if (frame.type === FrameType.NET_OPEN)
+        this.#socket.write(encodeFrame(FrameType.NET_CLOSE, frame.id));
       return;
     }
     this.#execs.get(frame.id)?.onFrame(frame);

@@ -28,6 +28,10 @@ export const FrameType = {
   RESIZE: 11,
   SIGNAL: 12,
   FLOW: 13,
+  NET_OPEN: 14,
+  NET_DATA: 15,
+  NET_CREDIT: 16,
+  NET_CLOSE: 17,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -40,6 +44,61 @@ export const AgentKill = {
   OOM: 4,
   DISK: 5,
 } as const;
+
+/** Which egress listeners the agent opens (the `egress` field of LIMITS). */
+export const AgentEgress = {
+  /** None: the shell reaches nothing outside the guest. */
+  NONE: 0,
+  /** 127.0.0.1:3128 only: a `sealed` or `localhost` shell granted service bindings. */
+  BINDINGS: 1,
+  /** 127.0.0.1:3128 and the resolver at 127.0.0.53:53 (TCP and UDP): an `internet` shell. */
+  INTERNET: 2,
+} as const;
+export type AgentEgress = (typeof AgentEgress)[keyof typeof AgentEgress];
+
+/** The guest listener a relayed stream came from (the `listener` of NET_OPEN). */
+export const AgentListener = {
+  PROXY: 0,
+  DNS: 1,
+} as const;
+
+/** Relayed streams one agent has open at once. */
+export const MAX_STREAMS = 64;
+/** Bytes either side may have sent on a stream and not yet had credited. */
+export const NET_WINDOW = 1 << 18;
+/** Bytes of a NET_OPEN payload. */
+export const NET_OPEN_BYTES = 12;
+
+/** A decoded NET_OPEN frame: which listener the guest's client connected to, and from where. */
+export interface NetOpen {
+  listener: number;
+  /** The client's IPv4 address in the guest, dotted. */
+  clientAddress: string;
+  clientPort: number;
+}
+
+/** Decodes a NET_OPEN payload; null when malformed. */
+export function decodeNetOpen(payload: Buffer): NetOpen | null {
+  if (payload.length < NET_OPEN_BYTES) return null;
+  const clientPort = payload.readUInt32LE(8);
+  if (clientPort > 65535) return null;
+  return {
+    listener: payload.readUInt32LE(0),
+    clientAddress: [...payload.subarray(4, 8)].join("."),
+    clientPort,
+  };
+}
+
+/** Encodes a NET_OPEN payload (the agent's side; for tests of the host's relay). */
+export function encodeNetOpen(open: NetOpen): Buffer {
+  const payload = Buffer.alloc(NET_OPEN_BYTES);
+  payload.writeUInt32LE(open.listener, 0);
+  open.clientAddress
+    .split(".")
+    .forEach((part, index) => payload.writeUInt8(Number(part), 4 + index));
+  payload.writeUInt32LE(open.clientPort, 8);
+  return payload;
+}
 
 /** One decoded frame. */
 export interface Frame {
@@ -136,8 +195,10 @@ export interface GuestLimits {
   diskBytes: number;
   /** Free bytes on the root filesystem at or below which a failed exec ends with `disk`. */
   diskFullBytes: number;
-  /** Loopback up (`localhost`) or down (`sealed`); the guest has no other interface. */
+  /** Loopback up (`localhost`, or any shell given egress) or down (`sealed`); no other interface. */
   loopback: boolean;
+  /** Which egress listeners the agent opens. */
+  egress: AgentEgress;
 }
 
 /** What the guest applied: memory capped below what its kernel needs, the root filesystem's size. */
@@ -149,7 +210,7 @@ export interface AppliedLimits {
 }
 
 /** Bytes of a LIMITS payload (host to guest). */
-export const LIMITS_BYTES = 32;
+export const LIMITS_BYTES = 36;
 
 /** The payload of a LIMITS frame (host to guest). */
 export function encodeLimits(limits: GuestLimits): Buffer {
@@ -160,6 +221,7 @@ export function encodeLimits(limits: GuestLimits): Buffer {
   payload.writeBigUInt64LE(u64(limits.diskBytes), 12);
   payload.writeBigUInt64LE(u64(limits.diskFullBytes), 20);
   payload.writeUInt32LE(limits.loopback ? 1 : 0, 28);
+  payload.writeUInt32LE(limits.egress, 32);
   return payload;
 }
 

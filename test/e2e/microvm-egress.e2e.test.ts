@@ -1,0 +1,201 @@
+/**
+ * The `internet` mode and service bindings on the microvm class, through a real server and its
+ * real egress proxy: a microvm `internet` shell reaches an allowed loopback upstream and is denied
+ * the metadata address and a private one (with `egress.denied` events), and a sealed microvm shell
+ * granted a binding calls it while the secret is found nowhere in the guest.
+ *
+ * Two shells only: each is a QEMU guest restored from the bash template at 128 MiB (made by the
+ * test global setup), ~1 s under emulation. The bash image has no HTTP client: requests are
+ * written by hand over bash's /dev/tcp, which is all the relay needs.
+ */
+import { loadConfig, startServer, type RunningServer } from "@shells/server";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer, type Server } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { makeTestCa } from "../../apps/server/src/test-support/test-ca.js";
+import {
+  missingTools,
+  TEST_MICROVM_DIR,
+} from "../../packages/backend-microvm/src/internal/test-support.js";
+import { call } from "./harness.js";
+
+const IMAGES = process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images";
+const SECRET = `sk_live_${randomBytes(18).toString("hex")}`;
+/** The secret as a pattern that matches it but not itself: the search's own command line. */
+const SECRET_PATTERN = `s[k]${SECRET.slice(2)}`;
+
+interface EgressEvent {
+  action: string;
+  details: { host: string; protocol: string; reason?: string };
+}
+
+/** Bash that writes an HTTP request to the shell's proxy listener and prints the answer. */
+function viaProxy(requestLine: string, headers = ""): string {
+  return `exec 3<>/dev/tcp/127.0.0.1/3128 && printf '${requestLine}\\r\\n${headers}Connection: close\\r\\n\\r\\n' >&3 && timeout 30 cat <&3`;
+}
+
+describe.skipIf(missingTools.length > 0)("microvm shells' egress through the server", () => {
+  let server: RunningServer;
+  let api: { url: string; token: string };
+  let dataDir: string;
+  let upstream: Server;
+  let secured: Server;
+  let upstreamPort = 0;
+  let securedPort = 0;
+  const securedAuth: string[] = [];
+  let internetShell = "";
+  let boundShell = "";
+
+  const exec = async (shellId: string, script: string) => {
+    const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
+      api,
+      "POST",
+      `/api/v1/shells/${shellId}/exec`,
+      { command: ["bash", "-c", script], timeoutMs: 120_000 },
+    );
+    expect(res.status).toBe(200);
+    return res.body;
+  };
+
+  beforeAll(async () => {
+    upstream = createHttpServer((req, res) => res.end(`upstream saw ${req.url}`));
+    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+    upstreamPort = (upstream.address() as AddressInfo).port;
+    const ca = makeTestCa(["127.0.0.1"]);
+    secured = createHttpsServer({ cert: ca.cert, key: ca.key }, (req, res) => {
+      securedAuth.push(req.headers.authorization ?? "");
+      res.end(req.headers.authorization === `Bearer ${SECRET}` ? "authorized" : "unauthorized");
+    });
+    await new Promise<void>((resolve) => secured.listen(0, "127.0.0.1", resolve));
+    securedPort = (secured.address() as AddressInfo).port;
+
+    dataDir = mkdtempSync(join(tmpdir(), "shells-microvm-egress-"));
+    const caFile = join(dataDir, "test-ca.pem");
+    writeFileSync(caFile, ca.caCert);
+    const loaded = loadConfig(
+      ["--port", "0", "--data-dir", dataDir, "--backend", "container", "--log-level", "warn"],
+      {
+        SHELLS_VALIDATE_RESPONSES: "1",
+        SHELLS_IMAGES_DIR: IMAGES,
+        SHELLS_MICROVM_CACHE_DIR: TEST_MICROVM_DIR,
+        SHELLS_BINDINGS_CA_FILE: caFile,
+        SHELLS_EGRESS_DECISION_WINDOW_SECONDS: "1",
+      },
+    );
+    server = await startServer({
+      ...loaded,
+      egressTestHosts: {
+        "allowed.test": ["127.0.0.1"],
+        "private.test": ["10.1.2.3"],
+        "metadata.test": ["169.254.169.254"],
+      },
+    });
+    api = { url: server.url, token: readFileSync(join(dataDir, "admin-token"), "utf8").trim() };
+    const policy = await call(api, "PATCH", "/api/v1/org/policy", {
+      egress: { allowCidrs: ["127.0.0.1/32"] },
+    });
+    expect(policy.status).toBe(200);
+    const binding = await call(api, "POST", "/api/v1/bindings", {
+      name: "echo",
+      upstream: `https://127.0.0.1:${securedPort}`,
+      inject: "Authorization: Bearer {secret}",
+      paths: ["/v1/*"],
+      methods: ["GET"],
+      secret: SECRET,
+    });
+    expect(binding.status, JSON.stringify(binding.body)).toBe(201);
+    const resources = { memoryMb: 128 };
+    const open = await call<{ id: string; network: string; status: string }>(
+      api,
+      "POST",
+      "/api/v1/shells",
+      {
+        language: "bash",
+        runtime: "microvm",
+        resources,
+        egress: { mode: "allowlist", allow: ["allowed.test", "private.test", "metadata.test"] },
+      },
+    );
+    expect(open.status, JSON.stringify(open.body)).toBe(201);
+    expect(open.body).toMatchObject({ network: "internet", status: "running" });
+    internetShell = open.body.id;
+    const bound = await call<{ id: string; network: string }>(api, "POST", "/api/v1/shells", {
+      language: "bash",
+      runtime: "microvm",
+      resources,
+      bindings: ["echo"],
+    });
+    expect(bound.status, JSON.stringify(bound.body)).toBe(201);
+    expect(bound.body.network).toBe("sealed");
+    boundShell = bound.body.id;
+  }, 180_000);
+
+  afterAll(async () => {
+    for (const id of [internetShell, boundShell])
+      if (id && api) await call(api, "DELETE", `/api/v1/shells/${id}`).catch(() => undefined);
+    await server?.close();
+    upstream?.close();
+    secured?.close();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  }, 120_000);
+
+  it("reaches an allowed upstream through the proxy its variables name, and is denied the metadata and private addresses", async () => {
+    const allowed = await exec(
+      internetShell,
+      `echo "proxy=$HTTP_PROXY"; ${viaProxy(`GET http://allowed.test:${upstreamPort}/hello HTTP/1.1`, `Host: allowed.test:${upstreamPort}\\r\\n`)}`,
+    );
+    expect(allowed.stdout).toContain("proxy=http://127.0.0.1:3128");
+    expect(allowed.stdout).toContain("upstream saw /hello");
+    for (const target of ["metadata.test", "169.254.169.254", "private.test", "10.1.2.3"]) {
+      const denied = await exec(
+        internetShell,
+        viaProxy(`GET http://${target}/latest/meta-data HTTP/1.1`, `Host: ${target}\\r\\n`),
+      );
+      expect(denied.stdout, target).toMatch(/^HTTP\/1.1 403/);
+    }
+    // Without the proxy there is no way out at all: no interface but loopback.
+    const direct = await exec(
+      internetShell,
+      "timeout 10 bash -c 'exec 3<>/dev/tcp/169.254.169.254/80' || echo refused",
+    );
+    expect(direct.stdout).toContain("refused");
+    const events = (
+      await call<{ items: EgressEvent[] }>(
+        api,
+        "GET",
+        `/api/v1/activity?shell=${internetShell}&action=egress.&limit=100`,
+      )
+    ).body.items;
+    const denied = events.filter((e) => e.action === "egress.denied").map((e) => e.details.host);
+    expect(denied).toEqual(
+      expect.arrayContaining(["metadata.test", "169.254.169.254", "private.test", "10.1.2.3"]),
+    );
+  }, 120_000);
+
+  it("calls a binding from a sealed microvm shell, and the secret is nowhere in the guest", async () => {
+    const called = await exec(
+      boundShell,
+      `echo "url=$SHELLS_BINDING_ECHO_URL"; ${viaProxy("GET /bindings/echo/v1/echo HTTP/1.1", "Host: 127.0.0.1:3128\\r\\n")} > /workspace/answer.txt; cat /workspace/answer.txt`,
+    );
+    expect(called.stdout).toContain("url=http://127.0.0.1:3128/bindings/echo");
+    expect(called.stdout).toContain("authorized");
+    expect(securedAuth).toContain(`Bearer ${SECRET}`);
+    // Every process's environment and command line, and every file of the guest's disk.
+    const search = await exec(
+      boundShell,
+      `grep -l -a -e '${SECRET_PATTERN}' /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null; grep -r -l -a -e '${SECRET_PATTERN}' / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev 2>/dev/null; echo searched`,
+    );
+    expect(search.stdout.trim()).toBe("searched");
+    // The search would have found it: the pattern matches the secret where it is.
+    const control = await exec(
+      boundShell,
+      `printf '%s' '${SECRET.slice(0, 4)}''${SECRET.slice(4)}' > /tmp/control && grep -l -e '${SECRET_PATTERN}' /tmp/control`,
+    );
+    expect(control.stdout.trim()).toBe("/tmp/control");
+  }, 180_000);
+});
