@@ -759,6 +759,9 @@ export class MicrovmBackend implements SandboxBackend {
         if (attempt + 1 >= RESTORE_TRIES_MS.length) throw error;
         await rm(config.agentSocket, { force: true });
         await rm(config.qmpSocket!, { force: true });
+        // The failed try's sockets were sealed (their directory handed to root): the next QEMU
+        // makes its own there again, as the VM's uid.
+        if (config.jail) await chown(config.jail.spec.socketDir, record.uid!, record.uid!);
         await this.#newOverlay(dir, record);
         await chown(config.disk, record.uid!, record.uid!);
         await chmod(config.disk, 0o600);
