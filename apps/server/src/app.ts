@@ -64,6 +64,7 @@ import { PolicyService } from "./services/policy-service.js";
 import { ProjectEgressService } from "./services/project-egress-service.js";
 import type { Store } from "./store/database.js";
 import { LeaseKeeper } from "./replicas/lease-keeper.js";
+import { TemplateImageService } from "./templates/template-images.js";
 import { WebhookDispatcher } from "./webhooks/webhook-dispatcher.js";
 import { WebhookService } from "./webhooks/webhook-service.js";
 
@@ -156,6 +157,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     allowHttpUpstream: config.bindingsAllowHttp,
   });
   const templates = new TemplateService(db, activity);
+  const templateImages = new TemplateImageService({
+    db,
+    templates,
+    runtimes,
+    activity,
+    logger: deps.logger,
+    unusedForMs: config.imageUnusedSeconds * 1000,
+  });
   const projectEgress = new ProjectEgressService(db, activity);
   const metrics = new ServerMetrics(db, { region: config.region });
   // Times every response; serves Prometheus metrics to the operator (token-protected, else off).
@@ -205,6 +214,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     metering,
     caps,
     templates,
+    templateImages,
     idempotency,
   });
   caps.stopWith((orgId, shellId, why) => shells.stopForQuota(orgId, shellId, why));
@@ -298,8 +308,10 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       caps.start(meteringMs);
       if (config.checkpointIntervalSeconds > 0)
         checkpoints.start(config.checkpointIntervalSeconds * 1000);
+      templateImages.start(config.imageSweepIntervalSeconds * 1000);
     },
     onLose: () => {
+      templateImages.stop();
       reconciler.stop();
       caps.stop();
       metering.stop();
@@ -316,6 +328,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     caps.stop();
     metering.stop();
     checkpoints.stop();
+    templateImages.stop();
     await terms.close();
     interpreters.close();
     await runs.drain();
@@ -353,7 +366,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...runHandlers(runs, watch),
       ...iamHandlers(iam, keys),
       ...bindingHandlers(bindings),
-      ...templateHandlers(templates),
+      ...templateHandlers(templates, templateImages),
       ...projectEgressHandlers(projectEgress),
       ...approvalHandlers(gate, shells),
       ...webhookHandlers(webhooks),

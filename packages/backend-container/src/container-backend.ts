@@ -363,7 +363,6 @@ export class ContainerBackend implements SandboxBackend {
     return pruneCustomImages(this.#imagesDir, inUse, unusedForMs);
   }
 
-
   async create(spec: SandboxSpec): Promise<SandboxInfo> {
     if (!SHELL_ID.test(spec.shellId)) {
       throw new SandboxError(

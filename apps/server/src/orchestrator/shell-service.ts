@@ -9,6 +9,7 @@ import {
   type ExecResult,
   type KillReason,
   type Language,
+  type RuntimeClass,
   type LogEntry,
   type Page,
   type PendingApproval,
@@ -23,7 +24,13 @@ import {
   type ShellStatus,
   type Snapshot,
 } from "@shells/contract";
-import type { SandboxBackend, SandboxEgress, SandboxExecOptions } from "@shells/sandbox";
+import type {
+  SandboxBackend,
+  SandboxEgress,
+  SandboxExecOptions,
+  SandboxImage,
+  SandboxProgress,
+} from "@shells/sandbox";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import type { Kysely } from "kysely";
 import { randomBytes } from "node:crypto";
@@ -43,6 +50,11 @@ import type { IdempotencyService } from "../services/idempotency-service.js";
 import type { MeteringService } from "../services/metering-service.js";
 import type { PolicyService } from "../services/policy-service.js";
 import type { ResolvedTemplate, TemplateService } from "../services/template-service.js";
+import {
+  refuseWithoutCustomImages,
+  sandboxImageOf,
+  type TemplateImageService,
+} from "../templates/template-images.js";
 import { applyTemplate, placedFiles } from "../templates/template-policy.js";
 import type { OrchestratorMetrics } from "../metrics/server-metrics.js";
 import type { LifecycleLock } from "../store/lifecycle-lock.js";
@@ -120,6 +132,8 @@ export interface ShellServiceDeps {
   caps?: CapService;
   /** The org's templates; without it, a create that names one is refused. */
   templates?: TemplateService;
+  /** Builds of templates' custom images; without it, a template with an image recipe is refused. */
+  templateImages?: TemplateImageService;
   /** Idempotency keys: a keyed create notes the shell it makes before it makes it. */
   idempotency?: IdempotencyService;
 }
@@ -241,6 +255,9 @@ export class ShellService {
       input,
     );
     const { runtime, network, resources, backend } = admitted;
+    // A template's custom image; a fork runs on its parent's image, whatever it is.
+    const image =
+      template?.definition.image && !origin ? this.#imageOf(template, backend, runtime) : undefined;
     if (network === "internet" && !this.deps.egress) {
       throw new AppError(
         "network_mode_unavailable",
@@ -312,6 +329,7 @@ export class ShellService {
               env,
               ...(await this.#egressSpecOf(row)),
               ...(origin ? { from: { captureId: origin.captureId } } : {}),
+              ...(image ? { image } : {}),
             },
             origin?.parentId,
             prepared,
@@ -325,17 +343,23 @@ export class ShellService {
         }
         this.deps.metrics?.observeShellCreate(runtime, "success", took());
       });
-    // A language whose image is not built yet takes a minute: the shell is answered at once as
-    // `provisioning`, its status reason follows the build, and it starts when the build is done.
-    // A fork runs on its parent's image, so it never waits for one.
-    if (!origin && backend.prepareLanguage && !(await backend.languageReady?.(input.language))) {
+    // A language (or template) whose image is not built yet takes a minute: the shell is answered
+    // at once as `provisioning`, its status reason follows the build, and it starts when the
+    // build is done. A fork runs on its parent's image, so it never waits for one.
+    if (
+      !origin &&
+      backend.prepareLanguage &&
+      !(await backend.languageReady?.(input.language, image))
+    ) {
       await setProvisioningReason(
         db,
         caller.orgId,
         id,
-        `waiting for the ${input.language} image build`,
+        image
+          ? `waiting for the build of custom image ${image.id}`
+          : `waiting for the ${input.language} image build`,
       );
-      this.#provisionLater(caller.orgId, id, input.language, backend, provision);
+      this.#provisionLater(caller.orgId, id, input.language, backend, provision, image);
       return this.get(caller, id);
     }
     await provision();
@@ -353,9 +377,10 @@ export class ShellService {
     language: Language,
     backend: SandboxBackend,
     provision: (prepared: Promise<void>) => Promise<void>,
+    image?: SandboxImage,
   ): void {
     let reported = Promise.resolve();
-    const prepared = backend.prepareLanguage!(language, (progress) => {
+    const onProgress = (progress: SandboxProgress) => {
       const reason =
         progress.percent === undefined
           ? progress.message
@@ -366,7 +391,11 @@ export class ShellService {
         .catch((error: unknown) =>
           this.deps.logger.warn({ shellId, error }, "could not record build progress"),
         );
-    });
+    };
+    const prepared =
+      image && this.deps.templateImages
+        ? this.deps.templateImages.prepare(backend, language, image, onProgress)
+        : backend.prepareLanguage!(language, onProgress);
     void prepared
       .catch(() => undefined)
       .then(() => reported)
@@ -378,6 +407,22 @@ export class ShellService {
           "shell provisioning failed",
         ),
       );
+  }
+
+  /** The custom image of a template with an image recipe, refused where it cannot run. */
+  #imageOf(
+    template: ResolvedTemplate,
+    backend: SandboxBackend,
+    runtime: RuntimeClass,
+  ): SandboxImage {
+    if (!this.deps.templateImages)
+      throw new AppError(
+        "runtime_unavailable",
+        `Template ${template.ref} asks for a custom image, which this server does not build.`,
+        { runtime, missing: "custom images" },
+      );
+    refuseWithoutCustomImages(backend, runtime);
+    return sandboxImageOf(template.definition.language, template.definition.image!);
   }
 
   /**

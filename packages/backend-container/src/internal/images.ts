@@ -246,13 +246,10 @@ async function buildCustom(
   await mkdir(work, { recursive: true, mode: 0o700 });
   try {
     const extra = recipe.packages.length ? ` with ${recipe.packages.join(", ")}` : "";
-    const suite = await debootstrap(
-      rootfs,
-      IMAGE_RECIPES[language].variant,
-      packages,
-      options,
-      { what: `custom image ${recipe.id} (${language}${extra})`, report },
-    );
+    const suite = await debootstrap(rootfs, IMAGE_RECIPES[language].variant, packages, options, {
+      what: `custom image ${recipe.id} (${language}${extra})`,
+      report,
+    });
     report("finishing the image", 97);
     await finishRootfs(rootfs, language);
     for (const file of recipe.files) {
@@ -494,10 +491,7 @@ async function debootstrap(
 ): Promise<string> {
   const suite = options.suite ?? hostSuite();
   const mirror = options.mirror ?? process.env.SHELLS_DEBIAN_MIRROR;
-  report(
-    `building ${what} (${suite}, mmdebstrap --variant=${variant}); this takes a minute`,
-    0,
-  );
+  report(`building ${what} (${suite}, mmdebstrap --variant=${variant}); this takes a minute`, 0);
   const args = [
     `--variant=${variant}`,
     "--mode=root",
@@ -514,7 +508,9 @@ async function debootstrap(
     },
   });
   if (result.code !== 0)
-    throw new Error(`mmdebstrap failed (exit ${result.code}): ${result.stderr.trim().slice(-2000)}`);
+    throw new Error(
+      `mmdebstrap failed (exit ${result.code}): ${result.stderr.trim().slice(-2000)}`,
+    );
   return suite;
 }
 

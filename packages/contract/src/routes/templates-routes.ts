@@ -110,7 +110,8 @@ export const templateRoutes = {
   getTemplateImage: {
     method: "GET",
     path: "/api/v1/templates/:name/versions/:version/image",
-    summary: "Where a version's custom image stands on this server: missing, building (with its step), ready or failed.",
+    summary:
+      "Where a version's custom image stands on this server: missing, building (with its step), ready or failed.",
     description:
       "A version without an image recipe answers 422 `template_invalid`. Poll it after `POST` to follow a build.",
     tag: "templates",
