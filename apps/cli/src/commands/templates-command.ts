@@ -170,6 +170,9 @@ export function registerTemplatesCommand(program: Command, ctx: CliContext): voi
       else if (image.state === "ready")
         ctx.print(`${parsed.name}@${version}: image ${image.imageId} is ready`);
       if (image.state === "failed")
-        throw new CliError("failed", `the image build failed: ${image.message ?? "no reason given"}`);
+        throw new CliError(
+          "failed",
+          `the image build failed: ${image.message ?? "no reason given"}`,
+        );
     });
 }
