@@ -201,6 +201,7 @@ export class ShellService {
       call: (row, fn) => this.#backendCall(row, fn),
       setState: (row, fields) => this.#setState(row, fields),
       egressOf: (row) => this.#egressOf(row),
+      imageOf: (row) => this.#imageOfRow(row),
       log: (row, kind, message) => this.#log(row, kind, message),
     };
     this.reconciler = new Reconciler({
@@ -423,6 +424,13 @@ export class ShellService {
       );
     refuseWithoutCustomImages(backend, runtime);
     return sandboxImageOf(template.definition.language, template.definition.image!);
+  }
+
+  /** The custom image of the template version a shell was made from (to provision it again). */
+  async #imageOfRow(row: ShellRow): Promise<SandboxImage | null> {
+    if (!row.template || !this.deps.templates) return null;
+    const definition = await this.deps.templates.definitionAt(row.org_id, row.template);
+    return definition?.image ? sandboxImageOf(definition.language, definition.image) : null;
   }
 
   /**

@@ -84,6 +84,25 @@ describe("template images", () => {
     expect(backend.imageBuilds.get(IMAGE_ID)).toBe(1);
   });
 
+  it("provisions a shell whose sandbox the backend lost on its template's image again", async () => {
+    const backend = new SimulatorBackend();
+    t = await createTestApp({ backends: [backend] });
+    await defineTemplate();
+    const created = await t.call("POST", "/api/v1/shells", { template: "tools" });
+    const id = created.json().id as string;
+    await expect
+      .poll(async () => (await t.call("GET", `/api/v1/shells/${id}`)).json().status)
+      .toBe("running");
+    await backend.destroy(id);
+    const restarted = await t.call("POST", `/api/v1/shells/${id}/actions/restart`, {});
+    expect(restarted.statusCode, restarted.body).toBe(200);
+    expect((await backend.list()).map((s) => s.shellId)).toEqual([id]);
+    expect((await t.call("GET", `/api/v1/shells/${id}`)).json()).toMatchObject({
+      status: "running",
+      imageVersion: IMAGE_ID,
+    });
+  });
+
   it("records an admin's build and reports a failed build with its reason", async () => {
     t = await createTestApp({
       backends: [new SimulatorBackend({ imageBuildMs: 50, imageBuildError: "apt: no jq" })],
