@@ -19,7 +19,14 @@ import {
   pruneCustomImages,
   type CustomImageRecipe,
 } from "./internal/images.js";
-import { TEST_IMAGES_DIR, hostReport } from "./internal/test-support.js";
+import type { SandboxProgress } from "@shells/sandbox";
+import {
+  SMALL,
+  TEST_IMAGES_DIR,
+  hostReport,
+  makeTestBackend,
+  request,
+} from "./internal/test-support.js";
 
 const ID_A = `img-${"a".repeat(32)}`;
 const ID_B = `img-${"b".repeat(32)}`;
@@ -126,5 +133,49 @@ describe.runIf(hostReport.available)("custom images", () => {
     expect((await readdir(`${imagesDir}/custom`)).sort()).toEqual([ID_A]);
     expect(await customImageReady(imagesDir, ID_B)).toBe(false);
     expect(await customImageReady(imagesDir, ID_A)).toBe(true);
+  });
+
+  it("builds a spec's image once for concurrent callers, runs a shell on it, and keeps it while the shell exists", async () => {
+    const { backend, cleanup } = await makeTestBackend({ imagesDir });
+    try {
+      const image = {
+        id: `img-${"d".repeat(32)}`,
+        packages: ["jq"],
+        files: [{ path: "/opt/tool/VERSION", content: "7\n", mode: 0o644 }],
+      };
+      expect(await backend.languageReady("bash", image)).toBe(false);
+      const first: SandboxProgress[] = [];
+      const second: SandboxProgress[] = [];
+      await Promise.all([
+        backend.prepareLanguage("bash", (p) => first.push(p), image),
+        backend.prepareLanguage("bash", (p) => second.push(p), image),
+      ]);
+      expect(first.at(-1)).toMatchObject({ percent: 100 });
+      expect(first[0]?.message).toContain(`custom image ${image.id} (bash with jq)`);
+      expect(second.map((p) => p.message)).toEqual(first.map((p) => p.message));
+      expect(await backend.languageReady("bash", image)).toBe(true);
+
+      const info = await backend.create({
+        shellId: "sh-custom1",
+        language: "bash",
+        runtime: "container",
+        network: "sealed",
+        resources: SMALL,
+        env: {},
+        image,
+      });
+      expect(info.imageVersion).toBe(image.id);
+      const read = await backend.exec("sh-custom1", request(["cat", "/opt/tool/VERSION"]));
+      expect(read.stdout).toBe("7\n");
+
+      const old = new Date(Date.now() - 3_600_000);
+      await utimes(`${imagesDir}/custom/${image.id}/used`, old, old);
+      expect(await backend.pruneImages(new Set(), 60_000)).not.toContain(image.id);
+      await backend.destroy("sh-custom1");
+      expect(await backend.pruneImages(new Set(), 60_000)).toContain(image.id);
+      expect(await backend.languageReady("bash", image)).toBe(false);
+    } finally {
+      await cleanup();
+    }
   });
 });
