@@ -3,6 +3,7 @@ import { SimulatorBackend } from "@shells/sandbox";
 import { afterEach, describe, expect, it } from "vitest";
 import { sha256 } from "../audit/sha256.js";
 import { createTestApp, type TestApp } from "../test-support/test-app.js";
+import { describeEachStore } from "../test-support/test-stores.js";
 
 // Templates' custom images through the API, over the simulator's model of a slow image build:
 // shells wait for the build as `provisioning`, share it with an admin's build request, run on the
@@ -140,11 +141,15 @@ describe("template images", () => {
     expect(none.statusCode).toBe(400);
     expect(none.json()).toMatchObject({ error: { code: "template_invalid" } });
   });
+});
 
+// The sweep's queries over every org's template versions and shells run on both stores.
+describeEachStore((store) => {
   it("sweeps away an image once no latest version names it and no shell runs on it, and records it", async () => {
     const backend = new SimulatorBackend();
     t = await createTestApp({
       backends: [backend],
+      openStore: store.open,
       env: { SHELLS_IMAGE_SWEEP_INTERVAL_SECONDS: "1", SHELLS_IMAGE_UNUSED_SECONDS: "0" },
     });
     await defineTemplate();
