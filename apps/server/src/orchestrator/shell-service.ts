@@ -258,7 +258,9 @@ export class ShellService {
     const { runtime, network, resources, backend } = admitted;
     // A template's custom image; a fork runs on its parent's image, whatever it is.
     const image =
-      template?.definition.image && !origin ? this.#imageOf(template, backend, runtime) : undefined;
+      template?.definition.image && !origin
+        ? this.#imageOf(template, input.language, backend, runtime)
+        : undefined;
     if (network === "internet" && !this.deps.egress) {
       throw new AppError(
         "network_mode_unavailable",
@@ -410,9 +412,14 @@ export class ShellService {
       );
   }
 
-  /** The custom image of a template with an image recipe, refused where it cannot run. */
+  /**
+   * The custom image of a template with an image recipe on the shell's language (a request may
+   * name another language than the template's: its image is another one), refused where it
+   * cannot run.
+   */
   #imageOf(
     template: ResolvedTemplate,
+    language: Language,
     backend: SandboxBackend,
     runtime: RuntimeClass,
   ): SandboxImage {
@@ -423,14 +430,14 @@ export class ShellService {
         { runtime, missing: "custom images" },
       );
     refuseWithoutCustomImages(backend, runtime);
-    return sandboxImageOf(template.definition.language, template.definition.image!);
+    return sandboxImageOf(language, template.definition.image!);
   }
 
   /** The custom image of the template version a shell was made from (to provision it again). */
   async #imageOfRow(row: ShellRow): Promise<SandboxImage | null> {
     if (!row.template || !this.deps.templates) return null;
     const definition = await this.deps.templates.definitionAt(row.org_id, row.template);
-    return definition?.image ? sandboxImageOf(definition.language, definition.image) : null;
+    return definition?.image ? sandboxImageOf(row.language as Language, definition.image) : null;
   }
 
   /**

@@ -104,6 +104,21 @@ describe("template images", () => {
     });
   });
 
+  it("gives a shell that asks for another language than the template's the recipe on that language", async () => {
+    t = await createTestApp({ backends: [new SimulatorBackend()] });
+    await defineTemplate();
+    const created = await t.call("POST", "/api/v1/shells", {
+      template: "tools",
+      language: "python",
+    });
+    expect(created.statusCode, created.body).toBe(201);
+    const pythonImage = customImageId(sha256, "python", RECIPE);
+    expect(pythonImage).not.toBe(IMAGE_ID);
+    await expect
+      .poll(async () => (await t.call("GET", `/api/v1/shells/${created.json().id}`)).json())
+      .toMatchObject({ status: "running", language: "python", imageVersion: pythonImage });
+  });
+
   it("records an admin's build and reports a failed build with its reason", async () => {
     t = await createTestApp({
       backends: [new SimulatorBackend({ imageBuildMs: 50, imageBuildError: "apt: no jq" })],
