@@ -3,6 +3,7 @@ import {
   TEMPLATE_METADATA_DIR,
   type Template,
   type TemplateDefinition,
+  type TemplateImage,
   type TemplateVersion,
 } from "@shells/contract";
 import { useState, type ReactNode } from "react";
@@ -10,7 +11,17 @@ import { Field, FormDialog, parseForm } from "./form-dialog.js";
 import { canControl, canCreate, isAdmin, type Session } from "./session.js";
 import { TemplateEditorDialog } from "./template-editor.js";
 import { usePoll } from "./use-poll.js";
-import { Button, ErrorNote, Notice, Panel, Table, Tag, fieldClass, when } from "./ui.js";
+import {
+  Button,
+  ErrorNote,
+  Notice,
+  Panel,
+  ProvisioningProgress,
+  Table,
+  Tag,
+  fieldClass,
+  when,
+} from "./ui.js";
 
 /**
  * Templates: versioned sandbox definitions. Every member reads them and may create a shell from
@@ -189,7 +200,17 @@ function TemplateView({
         )}
         {version && (
           <div className="grid gap-6 lg:grid-cols-[3fr_2fr]">
-            <DefinitionView version={version} />
+            <div className="space-y-4">
+              <DefinitionView version={version} />
+              {version.definition.image && (
+                <ImageView
+                  key={`${name}@${version.version}`}
+                  session={session}
+                  version={version}
+                  manage={manage}
+                />
+              )}
+            </div>
             <div className="space-y-2">
               <h3 className="text-sm font-semibold">
                 {version.version > 1
@@ -382,6 +403,84 @@ function DefinitionView({ version }: { version: TemplateVersion }) {
           <p className="text-sm text-zinc-500">None.</p>
         )}
       </div>
+    </div>
+  );
+}
+
+/**
+ * A version's custom image: its recipe (extra packages, baked files) and where its build stands on
+ * the server, with each step of a build under way on a bar; admins can build it ahead of its first
+ * shell.
+ */
+function ImageView({
+  session,
+  version,
+  manage,
+}: {
+  session: Session;
+  version: TemplateVersion;
+  manage: boolean;
+}) {
+  const { client } = session;
+  const recipe = version.definition.image!;
+  const [live, setLive] = useState<TemplateImage | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const polled = usePoll(
+    () => client.templates.image(version.template, version.version),
+    5_000,
+    `${version.template}@${version.version}`,
+  );
+  const image = live ?? polled.data;
+  const build = () => {
+    setError(null);
+    client.templates
+      .buildImage(version.template, version.version, { onProgress: setLive })
+      .then((done) => {
+        setLive(done);
+        polled.refresh();
+      })
+      .catch((caught: unknown) => setError(caught));
+  };
+  return (
+    <div aria-label="Custom image" className="space-y-2">
+      <h3 className="text-sm font-semibold">Custom image</h3>
+      <dl className="grid grid-cols-[auto_1fr] gap-x-4 gap-y-1.5 text-sm">
+        <Row label="Packages">
+          {recipe.packages.length ? recipe.packages.join(" ") : "none beyond the base"}
+        </Row>
+        <Row label="Image">{image ? <span title={image.imageId}>{image.imageId}</span> : "…"}</Row>
+        <Row label="State">
+          {image ? (
+            <span data-testid="template-image-state">
+              {image.state}
+              {image.state === "failed" && image.message ? `: ${image.message}` : ""}
+            </span>
+          ) : (
+            "…"
+          )}
+        </Row>
+      </dl>
+      {image?.state === "building" && (
+        <ProvisioningProgress
+          reason={`${image.message ?? "building"}${image.percent === null ? "" : ` (${Math.round(image.percent)}%)`}`}
+        />
+      )}
+      {manage && image && (image.state === "missing" || image.state === "failed") && (
+        <Button onClick={build}>Build image</Button>
+      )}
+      <ErrorNote error={error ?? polled.error} />
+      {recipe.files?.length ? (
+        <ul className="space-y-1.5" aria-label="Baked files">
+          {recipe.files.map((file) => (
+            <FileItem
+              key={file.path}
+              path={file.path}
+              badge={`baked, mode ${(file.mode ?? 0o644).toString(8).padStart(4, "0")}`}
+              content={file.content}
+            />
+          ))}
+        </ul>
+      ) : null}
     </div>
   );
 }

@@ -70,6 +70,7 @@ import { ProjectEgressService } from "./services/project-egress-service.js";
 import type { Store } from "./store/database.js";
 import { memoryHeldAcrossOrgs } from "./store/shells-store.js";
 import { LeaseKeeper } from "./replicas/lease-keeper.js";
+import { TemplateImageService } from "./templates/template-images.js";
 import { WebhookDispatcher } from "./webhooks/webhook-dispatcher.js";
 import { WebhookService } from "./webhooks/webhook-service.js";
 
@@ -164,6 +165,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     allowHttpUpstream: config.bindingsAllowHttp,
   });
   const templates = new TemplateService(db, activity);
+  const templateImages = new TemplateImageService({
+    db,
+    templates,
+    runtimes,
+    activity,
+    logger: deps.logger,
+    unusedForMs: config.imageUnusedSeconds * 1000,
+  });
   const projectEgress = new ProjectEgressService(db, activity);
   const metrics = new ServerMetrics(db, { region: config.region });
   // Times every response; serves Prometheus metrics to the operator (token-protected, else off).
@@ -232,6 +241,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     metering,
     caps,
     templates,
+    templateImages,
     idempotency,
     git,
   });
@@ -331,9 +341,11 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       if (config.checkpointIntervalSeconds > 0)
         checkpoints.start(config.checkpointIntervalSeconds * 1000);
       retention.start(config.retentionSweepSeconds * 1000);
+      templateImages.start(config.imageSweepIntervalSeconds * 1000);
     },
     onLose: () => {
       retention.stop();
+      templateImages.stop();
       reconciler.stop();
       caps.stop();
       metering.stop();
@@ -351,6 +363,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     caps.stop();
     metering.stop();
     checkpoints.stop();
+    templateImages.stop();
     await terms.close();
     interpreters.close();
     await runs.drain();
@@ -388,7 +401,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...runHandlers(runs, watch),
       ...iamHandlers(iam, keys),
       ...bindingHandlers(bindings),
-      ...templateHandlers(templates),
+      ...templateHandlers(templates, templateImages),
       ...projectEgressHandlers(projectEgress),
       ...retentionHandlers(retention),
       ...approvalHandlers(gate, shells),

@@ -442,6 +442,30 @@ export const ServerConfig = z.strictObject({
       description:
         "How often each org whose activity history grew gets a signed checkpoint; 0 signs only on demand.",
     }),
+  imageSweepIntervalSeconds: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(7 * 24 * 3600)
+    .default(3600)
+    .register(settingDocs, {
+      env: "SHELLS_IMAGE_SWEEP_INTERVAL_SECONDS",
+      unit: "seconds",
+      description:
+        "How often unused custom images (of template image recipes) are removed from the image cache; 0 never removes them.",
+    }),
+  imageUnusedSeconds: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(365 * 24 * 3600)
+    .default(7 * 24 * 3600)
+    .register(settingDocs, {
+      env: "SHELLS_IMAGE_UNUSED_SECONDS",
+      unit: "seconds",
+      description:
+        "A custom image that no template's latest version names and no shell runs on is removed once nothing has used it this long.",
+    }),
   /**
    * Names the egress proxies resolve from this map instead of DNS (`name → addresses`). Set only
    * programmatically, by tests that give their own upstream servers names; no flag or variable.

@@ -20,6 +20,7 @@ import {
   type SandboxExecOptions,
   type SandboxExecRequest,
   type SandboxForkCapture,
+  type SandboxImage,
   type SandboxInfo,
   type SandboxProcess,
   type SandboxProgress,
@@ -54,7 +55,17 @@ import { connectInShell, PortRefusedError } from "./internal/port.js";
 import { startProcess } from "./internal/spawn.js";
 import { checkContainerHost, type ContainerHostReport } from "./internal/host-check.js";
 import { DiskPool } from "./internal/disk-pool.js";
-import { ensureImage, findImage, newestImage, type ImageBuildProgress } from "./internal/images.js";
+import {
+  customImageReady,
+  ensureCustomImage,
+  ensureImage,
+  findImage,
+  newestImage,
+  pruneCustomImages,
+  type BuildImageOptions,
+  type ImageBuildProgress,
+  type ImageInfo,
+} from "./internal/images.js";
 import { ensureHelper } from "./internal/native.js";
 import { isAlive, run, sleep } from "./internal/proc.js";
 import {
@@ -223,7 +234,7 @@ export class ContainerBackend implements SandboxBackend {
   readonly #pidsWatch = new Map<string, PidsWatch>();
   readonly #diskPool: DiskPool;
   /** Image builds under way for `prepareLanguage`, one per language. */
-  readonly #imageBuilds = new SharedPreparations<Language>();
+  readonly #imageBuilds = new SharedPreparations<string>();
   #pidsTimer: NodeJS.Timeout | null = null;
   #pidsChecking = false;
 
@@ -273,23 +284,32 @@ export class ContainerBackend implements SandboxBackend {
     ];
   }
 
-  /** Whether the language's base image is built (a create without it builds it first). */
-  async languageReady(language: Language): Promise<boolean> {
+  /** Custom images (`SandboxSpec.image`) are built with the base image builder and cached. */
+  readonly customImages = true;
+
+  /**
+   * Whether the language's base image (or the custom image `image`) is built: a create without
+   * it builds it first.
+   */
+  async languageReady(language: Language, image?: SandboxImage): Promise<boolean> {
+    if (image) return customImageReady(this.#imagesDir, image.id);
     return (await newestImage(this.#imagesDir, language)) !== null;
   }
 
   /**
-   * Builds the language's base image when there is none, reporting mmdebstrap's steps with a
-   * rough percentage. Concurrent calls share one build (across processes too, by the build lock).
+   * Builds the language's base image (or the custom image `image`) when there is none, reporting
+   * mmdebstrap's steps with a rough percentage. Concurrent calls share one build (across
+   * processes too, by the build lock).
    */
   async prepareLanguage(
     language: Language,
     onProgress: (progress: SandboxProgress) => void,
+    image?: SandboxImage,
   ): Promise<void> {
-    if (await this.languageReady(language)) return;
-    await this.#imageBuilds.run(language, onProgress, async (report) => {
+    if (await this.languageReady(language, image)) return;
+    await this.#imageBuilds.run(image?.id ?? language, onProgress, async (report) => {
       try {
-        await ensureImage(this.#imagesDir, language, {
+        await this.#ensureImage(language, image, {
           ...this.#buildOptions(),
           onProgress: (event) => {
             this.#options.onProgress?.(event);
@@ -308,6 +328,30 @@ export class ContainerBackend implements SandboxBackend {
         );
       }
     });
+  }
+  /** The base image of `language`, or the custom image `image` on it, built when missing. */
+  #ensureImage(
+    language: Language,
+    image: SandboxImage | undefined,
+    options: BuildImageOptions,
+  ): Promise<ImageInfo> {
+    return image
+      ? ensureCustomImage(this.#imagesDir, language, image, options)
+      : ensureImage(this.#imagesDir, language, options);
+  }
+
+  /**
+   * Removes the custom images outside `keep` that no shell of this host runs on (whatever its
+   * phase: a stopped shell's overlay still needs its image) and nothing used for `unusedForMs`.
+   */
+  async pruneImages(keep: ReadonlySet<string>, unusedForMs: number): Promise<string[]> {
+    const inUse = new Set(keep);
+    for (const shellId of await listShellIds(`${this.#stateDir}/shells`)) {
+      const record = await readJson<ShellRecord>(`${this.#shellDir(shellId)}/shell.json`);
+      if (record?.imageVersion) inUse.add(record.imageVersion);
+      if (record?.intent?.kind === "reinstall") inUse.add(record.intent.imageVersion);
+    }
+    return pruneCustomImages(this.#imagesDir, inUse, unusedForMs);
   }
 
   async create(spec: SandboxSpec): Promise<SandboxInfo> {
@@ -361,7 +405,7 @@ export class ContainerBackend implements SandboxBackend {
         // A fork runs on its parent's image: its upper dir holds changes to that image.
         image =
           (capture?.imageVersion ? await findImage(this.#imagesDir, capture.imageVersion) : null) ??
-          (await ensureImage(this.#imagesDir, spec.language, this.#buildOptions()));
+          (await this.#ensureImage(spec.language, spec.image, this.#buildOptions()));
       } catch (error) {
         throw new SandboxError(
           "unavailable",
@@ -770,7 +814,12 @@ export class ContainerBackend implements SandboxBackend {
       const record = await this.#record(shellId);
       let image;
       try {
-        image = await ensureImage(this.#imagesDir, record.language, this.#buildOptions());
+        // A shell on a custom image stays on it (its packages are what its template asked for);
+        // one on a base image moves to the language's newest.
+        image =
+          (record.imageVersion?.startsWith("img-")
+            ? await findImage(this.#imagesDir, record.imageVersion)
+            : null) ?? (await ensureImage(this.#imagesDir, record.language, this.#buildOptions()));
       } catch (error) {
         throw new SandboxError(
           "unavailable",

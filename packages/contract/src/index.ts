@@ -30,6 +30,15 @@ export {
   ProjectEgressUpdate,
 } from "./egress-rules.js";
 export {
+  DebianPackageName,
+  IMAGE_RECIPE_MAX_PACKAGES,
+  ImageFile,
+  ImageRecipe,
+  customImageId,
+  normalizeImageRecipe,
+  type NormalizedImageRecipe,
+} from "./image-recipes.js";
+export {
   ManagedFile,
   TEMPLATE_METADATA_DIR,
   Template,
@@ -37,6 +46,7 @@ export {
   TemplateDefinition,
   TemplateDiff,
   TemplateFieldChange,
+  TemplateImage,
   TemplateLock,
   TemplateMetadataFile,
   TemplateRef,

@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { BindingGrants } from "./bindings.js";
 import { EgressRules } from "./egress-rules.js";
+import { ImageRecipe } from "./image-recipes.js";
 import {
   EnvMap,
   Language,
@@ -95,6 +96,11 @@ export const TemplateDefinition = z.strictObject({
   env: EnvMap.optional(),
   bindings: BindingGrants.optional(),
   files: z.array(ManagedFile).max(64).optional(),
+  /**
+   * A custom image for the version's shells and runs (container class only): extra Debian
+   * packages and files baked in. Left out: the language's base image.
+   */
+  image: ImageRecipe.optional(),
   metadata: z.array(TemplateMetadataFile).max(64).optional(),
   /** Every run of this template waits for a listed approver of the org before it starts. */
   reviewBeforeRun: z.boolean().optional(),
@@ -158,3 +164,20 @@ export const TemplateDiff = z.strictObject({
   changes: z.array(TemplateFieldChange),
 });
 export type TemplateDiff = z.infer<typeof TemplateDiff>;
+
+/**
+ * Where a template version's custom image stands on this server: `ready` (built and cached),
+ * `building` (with the step and percentage), `failed` (with the reason), or `missing` (not built
+ * yet; the first shell from the version, or a build request, builds it).
+ */
+export const TemplateImage = z.strictObject({
+  template: z.string(),
+  version: z.int(),
+  /** The image's content address: the same recipe and language give the same id. */
+  imageId: z.string(),
+  state: z.enum(["missing", "building", "ready", "failed"]),
+  /** The current step of a build, or why it failed. */
+  message: z.string().nullable(),
+  percent: z.number().min(0).max(100).nullable(),
+});
+export type TemplateImage = z.infer<typeof TemplateImage>;

@@ -36,6 +36,23 @@ export interface SandboxSpec {
    * runtime and disk size must be the captured shell's). Left out: a fresh filesystem.
    */
   from?: { captureId: string };
+  /**
+   * A custom image to run on instead of the language's base image: the base plus extra Debian
+   * packages and files baked in, named by its content address (see `customImageId` in the
+   * contract). Only a backend with `customImages` honours it; the orchestrator never sends it to
+   * another, and such a backend refuses it with `unsupported`.
+   */
+  image?: SandboxImage;
+}
+
+/** A custom image: what `SandboxSpec.image` asks a backend to build (once) and run on. */
+export interface SandboxImage {
+  /** Content address of the image (`img-…`); equal recipes have equal ids. */
+  id: string;
+  /** Extra Debian packages, sorted, installed on top of the language's base packages. */
+  packages: string[];
+  /** Files baked into the image: absolute path, UTF-8 content, permission bits. */
+  files: { path: string; content: string; mode: number }[];
 }
 
 /**
@@ -292,7 +309,7 @@ export interface SandboxBackend {
    * base image build, about a minute). Backends without such a step leave it and
    * `prepareLanguage` out: every create is fast.
    */
-  languageReady?(language: Language): Promise<boolean>;
+  languageReady?(language: Language, image?: SandboxImage): Promise<boolean>;
   /**
    * Prepares what `create` of a language needs (builds its base image), reporting each step.
    * Concurrent calls for one language share one preparation, and each caller sees its progress.
@@ -301,7 +318,18 @@ export interface SandboxBackend {
   prepareLanguage?(
     language: Language,
     onProgress: (progress: SandboxProgress) => void,
+    image?: SandboxImage,
   ): Promise<void>;
+  /**
+   * Whether `create` honours `SandboxSpec.image` (and `languageReady`/`prepareLanguage` build
+   * it). Left out: false.
+   */
+  readonly customImages?: boolean;
+  /**
+   * Removes the custom images that are not in `keep`, that no sandbox of this backend runs on,
+   * and that nothing used for `unusedForMs`; answers their ids. Base images are never removed.
+   */
+  pruneImages?(keep: ReadonlySet<string>, unusedForMs: number): Promise<string[]>;
   /** Runs a command in a running sandbox and waits for it. A non-zero exit is a result, not an error. */
   exec(
     shellId: string,

@@ -14,6 +14,7 @@ export {
   type SandboxFileInfo,
   type SandboxFiles,
   type SandboxForkCapture,
+  type SandboxImage,
   type SandboxProcess,
   type SandboxProgress,
   type SandboxSignal,

@@ -14,6 +14,7 @@ import {
   type SandboxExecOptions,
   type SandboxExecRequest,
   type SandboxForkCapture,
+  type SandboxImage,
   type SandboxInfo,
   type SandboxProcess,
   type SandboxProgress,
@@ -95,9 +96,14 @@ export class SimulatorBackend implements SandboxBackend {
   readonly #imageBuildError: string | undefined;
   /** Languages prepared (models with `imageBuildMs` only), and preparations under way. */
   readonly #prepared = new Set<Language>();
-  readonly #preparing = new SharedPreparations<Language>();
-  /** How many image builds the model has started (with `imageBuildMs`), per language. */
-  readonly imageBuilds = new Map<Language, number>();
+  readonly #preparing = new SharedPreparations<string>();
+  /** Custom images built, by id, with when each was last used. */
+  readonly #customImages = new Map<string, number>();
+  /**
+   * How many image builds the model has started (with `imageBuildMs`), per language, and per
+   * custom image id.
+   */
+  readonly imageBuilds = new Map<string, number>();
   readonly #sandboxes = new Map<string, SimSandbox>();
   /** Filesystems captured for forks, by capture id. */
   readonly #captures = new Map<string, { fs: SimFs; language: SandboxSpec["language"] }>();
@@ -115,22 +121,31 @@ export class SimulatorBackend implements SandboxBackend {
     this.#imageBuildError = options.imageBuildError;
   }
 
-  async languageReady(language: Language): Promise<boolean> {
+  /** Custom images are modelled: built (with `imageBuildMs`'s steps) once, then cached. */
+  readonly customImages = true;
+
+  async languageReady(language: Language, image?: SandboxImage): Promise<boolean> {
+    if (image) return this.#customImages.has(image.id);
     return this.#imageBuildMs === undefined || this.#prepared.has(language);
   }
 
   async prepareLanguage(
     language: Language,
     onProgress: (progress: SandboxProgress) => void,
+    image?: SandboxImage,
   ): Promise<void> {
-    if (await this.languageReady(language)) return;
+    if (await this.languageReady(language, image)) {
+      if (image) this.#customImages.set(image.id, Date.now());
+      return;
+    }
     const steps = 5;
     const stepMs = (this.#imageBuildMs ?? 0) / steps;
-    await this.#preparing.run(language, onProgress, async (report) => {
-      this.imageBuilds.set(language, (this.imageBuilds.get(language) ?? 0) + 1);
+    const key = image?.id ?? language;
+    await this.#preparing.run(key, onProgress, async (report) => {
+      this.imageBuilds.set(key, (this.imageBuilds.get(key) ?? 0) + 1);
       for (let step = 1; step <= steps; step++) {
         report({
-          message: `building the ${language} image: step ${step}/${steps}`,
+          message: `building the ${image ? `custom image ${image.id}` : `${language} image`}: step ${step}/${steps}`,
           percent: Math.round(((step - 1) / steps) * 100),
         });
         await new Promise((resolve) => setTimeout(resolve, stepMs));
@@ -140,8 +155,20 @@ export class SimulatorBackend implements SandboxBackend {
           "unavailable",
           `cannot prepare the ${language} image: ${this.#imageBuildError}`,
         );
-      this.#prepared.add(language);
+      if (image) this.#customImages.set(image.id, Date.now());
+      else this.#prepared.add(language);
     });
+  }
+
+  async pruneImages(keep: ReadonlySet<string>, unusedForMs: number): Promise<string[]> {
+    const inUse = new Set([...this.#sandboxes.values()].map((s) => s.spec.image?.id));
+    const removed: string[] = [];
+    for (const [id, usedAt] of this.#customImages) {
+      if (keep.has(id) || inUse.has(id) || Date.now() - usedAt < unusedForMs) continue;
+      this.#customImages.delete(id);
+      removed.push(id);
+    }
+    return removed;
   }
 
   async availability(): Promise<RuntimeAvailability[]> {
@@ -169,7 +196,7 @@ export class SimulatorBackend implements SandboxBackend {
     const existing = this.#sandboxes.get(spec.shellId);
     if (existing) return this.#info(existing);
     // Like a backend with images: a create of an unprepared language prepares it first.
-    if (!spec.from) await this.prepareLanguage(spec.language, () => undefined);
+    if (!spec.from) await this.prepareLanguage(spec.language, () => undefined, spec.image);
     const capture = spec.from ? this.#captures.get(spec.from.captureId) : undefined;
     if (spec.from && !capture)
       throw new SandboxError("failed", `no fork capture ${spec.from.captureId}`);
@@ -436,7 +463,11 @@ export class SimulatorBackend implements SandboxBackend {
   }
 
   #info(sandbox: SimSandbox): SandboxInfo {
-    return { shellId: sandbox.spec.shellId, state: sandbox.state, imageVersion: IMAGE_VERSION };
+    return {
+      shellId: sandbox.spec.shellId,
+      state: sandbox.state,
+      imageVersion: sandbox.spec.image?.id ?? IMAGE_VERSION,
+    };
   }
 
   #describeSnapshot(snap: SimSnapshot): Snapshot {

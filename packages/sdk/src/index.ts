@@ -49,7 +49,12 @@ export type {
   ProjectCreate,
 } from "./iam-resources.js";
 export type { BindingCreate, BindingRotate, BindingsApi } from "./bindings-api.js";
-export type { TemplateCreate, TemplateVersionCreate, TemplatesApi } from "./templates-api.js";
+export type {
+  TemplateCreate,
+  TemplateImageBuildOptions,
+  TemplateVersionCreate,
+  TemplatesApi,
+} from "./templates-api.js";
 // The namespace classes and handles are exported as types only: the client builds them.
 export type {
   DirectoryUploaded,

@@ -7,6 +7,7 @@ import type {
   Template,
   TemplateCreate as TemplateCreateSchema,
   TemplateDiff,
+  TemplateImage,
   TemplateVersion,
   TemplateVersionCreate as TemplateVersionCreateSchema,
 } from "@shells/contract";
@@ -18,6 +19,14 @@ import type { RequestOptions } from "./shells-client.js";
 export type TemplateCreate = SchemaInput<typeof TemplateCreateSchema>;
 /** Body of `templates.addVersion()`: the next version's definition. */
 export type TemplateVersionCreate = SchemaInput<typeof TemplateVersionCreateSchema>;
+
+/** Options of `templates.buildImage()`. */
+export interface TemplateImageBuildOptions extends RequestOptions {
+  /** Each step of the build as it changes (`downloading packages with apt...`, 20). */
+  onProgress?: (image: TemplateImage) => void;
+  /** How often to ask (default 1000 ms). */
+  pollIntervalMs?: number;
+}
 
 /** `shells.templates`: list and read for every member; create and add versions for admins. */
 export class TemplatesApi {
@@ -92,5 +101,38 @@ export class TemplatesApi {
       ...options,
       query: { from, to },
     });
+  }
+
+  /** Where a version's custom image stands: `missing`, `building` (with its step), `ready`, `failed`. */
+  image(name: string, version: number, options: RequestOptions = {}): Promise<TemplateImage> {
+    return this.#call<TemplateImage>("GET", this.#imagePath(name, version), options);
+  }
+
+  /**
+   * Builds a version's custom image ahead of its first shell (admins), following the build until
+   * it is `ready` or `failed` (with the reason in `message`); every step goes to `onProgress`.
+   * A version without an image recipe answers `template_invalid`.
+   */
+  async buildImage(
+    name: string,
+    version: number,
+    options: TemplateImageBuildOptions = {},
+  ): Promise<TemplateImage> {
+    const { onProgress, pollIntervalMs = 1000, ...request } = options;
+    let image = await this.#call<TemplateImage>("POST", this.#imagePath(name, version), request);
+    let said = "";
+    for (;;) {
+      const step = `${image.state} ${image.message ?? ""} ${image.percent ?? ""}`;
+      if (step !== said) onProgress?.(image);
+      said = step;
+      if (image.state !== "building") return image;
+      await new Promise((resolve) => setTimeout(resolve, pollIntervalMs));
+      request.signal?.throwIfAborted();
+      image = await this.image(name, version, request);
+    }
+  }
+
+  #imagePath(name: string, version: number): string {
+    return `/api/v1/templates/${segment(name)}/versions/${version}/image`;
   }
 }

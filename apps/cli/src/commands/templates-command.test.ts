@@ -1,4 +1,4 @@
-import type { TemplateDiff, TemplateVersion } from "@shells/contract";
+import type { TemplateDiff, TemplateImage, TemplateVersion } from "@shells/contract";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -30,11 +30,23 @@ const diff: TemplateDiff = {
   changes: [{ field: "network", change: "changed", from: "sealed", to: "localhost" }],
 };
 
+/** What the image route answers, one per call (the build request first, then each poll). */
+let images: TemplateImage[] = [];
+const image = (state: TemplateImage["state"], message: string | null, percent: number | null) => ({
+  template: "py",
+  version: 1,
+  imageId: `img-${"c".repeat(32)}`,
+  state,
+  message,
+  percent,
+});
+
 let received: { method: string; url: string; body: unknown }[] = [];
 let dir: string | undefined;
 
 afterEach(() => {
   received = [];
+  images = [];
   if (dir) rmSync(dir, { recursive: true, force: true });
   dir = undefined;
 });
@@ -48,7 +60,11 @@ const fakeApi: typeof fetch = async (input, init) => {
     url: url.pathname + url.search,
     body: text ? JSON.parse(text) : undefined,
   });
-  const answer = url.pathname.endsWith("/diff") ? diff : version;
+  const answer = url.pathname.endsWith("/diff")
+    ? diff
+    : url.pathname.endsWith("/image")
+      ? images.shift()
+      : version;
   return new Response(JSON.stringify(answer), {
     status: request.method === "POST" ? 201 : 200,
     headers: { "content-type": "application/json" },
@@ -105,5 +121,34 @@ describe("shells templates", () => {
       "/api/v1/templates/py/versions/1",
       "/api/v1/templates/py/diff?from=1&to=2",
     ]);
+  });
+
+  it("builds a version's image with a progress line per step, and says when it is ready", async () => {
+    images = [
+      image("building", "starting the build", 0),
+      image("building", "downloading packages with apt...", 20),
+      image("ready", null, 100),
+    ];
+    const run = await cli(["templates", "build", "py@1"]);
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(run.stderr.trim().split("\n")).toEqual([
+      `building img-${"c".repeat(32)}: starting the build (0%)`,
+      `building img-${"c".repeat(32)}: downloading packages with apt... (20%)`,
+    ]);
+    expect(run.stdout.trim()).toBe(`py@1: image img-${"c".repeat(32)} is ready`);
+    expect(received.map((r) => `${r.method} ${r.url}`)).toEqual([
+      "POST /api/v1/templates/py/versions/1/image",
+      "GET /api/v1/templates/py/versions/1/image",
+      "GET /api/v1/templates/py/versions/1/image",
+    ]);
+  });
+
+  it("fails with the build's reason when the image does not build", async () => {
+    images = [image("failed", "mmdebstrap failed: E: Unable to locate package nosuch", null)];
+    const run = await cli(["templates", "build", "py@1"]);
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toContain(
+      "the image build failed: mmdebstrap failed: E: Unable to locate package nosuch",
+    );
   });
 });

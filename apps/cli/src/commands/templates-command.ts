@@ -19,6 +19,13 @@ function formatVersion(version: TemplateVersion): string {
     ],
     ["bindings", (d.bindings ?? []).join(" ") || "none"],
     [
+      "image",
+      d.image
+        ? `base + ${d.image.packages.join(" ") || "no packages"}` +
+          (d.image.files?.length ? `, files ${d.image.files.map((f) => f.path).join(" ")}` : "")
+        : "base image",
+    ],
+    [
       "files",
       (d.files ?? []).map((f) => f.path + (f.readOnly ? " (read-only)" : "")).join(" ") || "none",
     ],
@@ -36,7 +43,13 @@ function versionNumber(text: string): number {
   return value;
 }
 
-/** `shells templates ls|show|create|version|diff`: the org's versioned sandbox definitions. */
+/** `name@version` (or `name`, the latest version) as a name and a version number, if given. */
+function parseRef(ref: string): { name: string; version: number | undefined } {
+  const [name = "", at] = ref.split("@");
+  return { name, version: at === undefined ? undefined : versionNumber(at) };
+}
+
+/** `shells templates ls|show|create|version|diff|build`: the org's versioned sandbox definitions. */
 export function registerTemplatesCommand(program: Command, ctx: CliContext): void {
   const templates = program
     .command("templates")
@@ -73,11 +86,11 @@ export function registerTemplatesCommand(program: Command, ctx: CliContext): voi
     .description("show a template's latest version, or name@version")
     .argument("<template>", "name or name@version")
     .action(async (ref: string) => {
-      const [name = "", at] = ref.split("@");
+      const { name, version: at } = parseRef(ref);
       const version =
         at === undefined
           ? (await ctx.client().templates.get(name)).latest
-          : await ctx.client().templates.version(name, versionNumber(at));
+          : await ctx.client().templates.version(name, at);
       if (ctx.json) ctx.printJson(version);
       else ctx.print(formatVersion(version));
     });
@@ -134,5 +147,32 @@ export function registerTemplatesCommand(program: Command, ctx: CliContext): voi
           ]),
         ),
       );
+    });
+
+  templates
+    .command("build")
+    .description(
+      "build a version's custom image (its `image` recipe) now, ahead of its first shell, showing each step; a cached image answers at once",
+    )
+    .argument("<template>", "name (latest version) or name@version")
+    .action(async (ref: string) => {
+      const client = ctx.client();
+      const parsed = parseRef(ref);
+      const version = parsed.version ?? (await client.templates.get(parsed.name)).latest.version;
+      const image = await client.templates.buildImage(parsed.name, version, {
+        onProgress: (step) => {
+          if (step.state !== "building" || ctx.json) return;
+          const percent = step.percent === null ? "" : ` (${Math.round(step.percent)}%)`;
+          ctx.printErr(`building ${step.imageId}: ${step.message ?? ""}${percent}`);
+        },
+      });
+      if (ctx.json) ctx.printJson(image);
+      else if (image.state === "ready")
+        ctx.print(`${parsed.name}@${version}: image ${image.imageId} is ready`);
+      if (image.state === "failed")
+        throw new CliError(
+          "failed",
+          `the image build failed: ${image.message ?? "no reason given"}`,
+        );
     });
 }

@@ -192,9 +192,10 @@ async function runCase(
     },
     template: async () => {
       const name = `template-${caseNumber}`;
+      // With an image recipe, so its image routes answer too (the simulator builds at once).
       const created = await asOwner("POST", "/api/v1/templates", {
         name,
-        definition: { language: "bash" },
+        definition: { language: "bash", image: { packages: ["jq"] } },
       });
       expect(created.statusCode, created.body).toBe(201);
       return name;

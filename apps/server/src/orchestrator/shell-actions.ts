@@ -13,6 +13,7 @@ import {
   SandboxError,
   type SandboxBackend,
   type SandboxEgress,
+  type SandboxImage,
   type SandboxSpec,
   type SandboxInfo,
 } from "@shells/sandbox";
@@ -41,6 +42,8 @@ export interface ActionContext {
   setState(row: ShellRow, fields: ShellStateFields): Promise<void>;
   /** The shell's egress proxy (`internet`, or granted bindings), started if it is not running. */
   egressOf(row: ShellRow): Promise<SandboxEgress | null>;
+  /** The custom image of the template version the shell was made from, or null when none. */
+  imageOf(row: ShellRow): Promise<SandboxImage | null>;
   log(row: ShellRow, kind: LogEntry["kind"], message: string): Promise<void>;
 }
 
@@ -151,6 +154,7 @@ export async function performCapability(
           // A sandbox the backend lost (status `error` after a host restart) is provisioned afresh.
           if (!(error instanceof SandboxError && error.code === "not_found")) throw error;
           const egress = await ctx.egressOf(row);
+          const image = await ctx.imageOf(row);
           return backend.create({
             shellId: row.id,
             language: row.language as Shell["language"],
@@ -159,6 +163,7 @@ export async function performCapability(
             resources: JSON.parse(row.resources) as ResolvedResources,
             env: JSON.parse(row.env) as Record<string, string>,
             ...(egress ? { egress } : {}),
+            ...(image ? { image } : {}),
           });
         }
       });

@@ -9,6 +9,7 @@ import {
   type ExecResult,
   type KillReason,
   type Language,
+  type RuntimeClass,
   type LogEntry,
   type Page,
   type PendingApproval,
@@ -25,7 +26,13 @@ import {
   type ShellStatus,
   type Snapshot,
 } from "@shells/contract";
-import type { SandboxBackend, SandboxEgress, SandboxExecOptions } from "@shells/sandbox";
+import type {
+  SandboxBackend,
+  SandboxEgress,
+  SandboxExecOptions,
+  SandboxImage,
+  SandboxProgress,
+} from "@shells/sandbox";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import type { Kysely } from "kysely";
 import { randomBytes } from "node:crypto";
@@ -46,6 +53,11 @@ import type { IdempotencyService } from "../services/idempotency-service.js";
 import type { MeteringService } from "../services/metering-service.js";
 import type { PolicyService } from "../services/policy-service.js";
 import type { ResolvedTemplate, TemplateService } from "../services/template-service.js";
+import {
+  refuseWithoutCustomImages,
+  sandboxImageOf,
+  type TemplateImageService,
+} from "../templates/template-images.js";
 import { applyTemplate, placedFiles } from "../templates/template-policy.js";
 import type { OrchestratorMetrics } from "../metrics/server-metrics.js";
 import type { LifecycleLock } from "../store/lifecycle-lock.js";
@@ -131,12 +143,29 @@ export interface ShellServiceDeps {
   caps?: CapService;
   /** The org's templates; without it, a create that names one is refused. */
   templates?: TemplateService;
+  /** Builds of templates' custom images; without it, a template with an image recipe is refused. */
+  templateImages?: TemplateImageService;
   /** Idempotency keys: a keyed create notes the shell it makes before it makes it. */
   idempotency?: IdempotencyService;
   /** Clones git sources; without it, a create that names one is refused. */
   git?: GitCloneDeps;
   /** The host's capacity for creates (a bounded queue, a memory budget); unbounded when omitted. */
   hostGate?: CapacityGate;
+}
+
+/** What `create` settled before the shell exists, for the rest of it. */
+interface AdmittedCreate {
+  template: ResolvedTemplate | null;
+  admitted: Admitted;
+  grants: BindingGrant[];
+  /** Set for a fork: the parent and the capture its disk starts from. */
+  origin: ForkOrigin | undefined;
+  /** The host capacity it holds while it provisions. */
+  ticket: CapacityTicket | undefined;
+  /** The git source cloned for its `/workspace`. */
+  source: ClonedSource | null;
+  /** Its template's custom image. */
+  image: SandboxImage | undefined;
 }
 
 /** Capabilities that end a shell's processes: its counters are read before they run. */
@@ -202,6 +231,7 @@ export class ShellService {
       call: (row, fn) => this.#backendCall(row, fn),
       setState: (row, fields) => this.#setState(row, fields),
       egressOf: (row) => this.#egressOf(row),
+      imageOf: (row) => this.#imageOfRow(row),
       log: (row, kind, message) => this.#log(row, kind, message),
     };
     this.reconciler = new Reconciler({
@@ -254,6 +284,11 @@ export class ShellService {
       policy,
       input,
     );
+    // A template's custom image; a fork runs on its parent's image, whatever it is.
+    const image =
+      template?.definition.image && !origin
+        ? this.#imageOf(template, input.language, admitted.backend, admitted.runtime)
+        : undefined;
     if (admitted.network === "internet" && !this.deps.egress) {
       throw new AppError(
         "network_mode_unavailable",
@@ -273,16 +308,15 @@ export class ShellService {
     // The host's capacity is the last check before the shell exists: a refusal leaves nothing.
     const ticket = await this.deps.hostGate?.admit(admitted.resources.memoryMb);
     try {
-      return await this.#createAdmitted(
-        caller,
-        input,
+      return await this.#createAdmitted(caller, input, {
         template,
         admitted,
         grants,
         origin,
         ticket,
         source,
-      );
+        image,
+      });
     } finally {
       ticket?.release();
     }
@@ -292,13 +326,9 @@ export class ShellService {
   async #createAdmitted(
     caller: Caller,
     input: RouteBody<"createShell"> & { language: Language },
-    template: ResolvedTemplate | null,
-    admitted: Admitted,
-    grants: BindingGrant[],
-    origin: ForkOrigin | undefined,
-    ticket: CapacityTicket | undefined,
-    source: ClonedSource | null,
+    admission: AdmittedCreate,
   ): Promise<Shell> {
+    const { template, admitted, grants, origin, ticket, source, image } = admission;
     const { db } = this.deps;
     const { runtime, network, resources, backend } = admitted;
     const id = newId("sh", 10);
@@ -369,6 +399,7 @@ export class ShellService {
               env,
               ...(await this.#egressSpecOf(row)),
               ...(origin ? { from: { captureId: origin.captureId } } : {}),
+              ...(image ? { image } : {}),
             },
             origin?.parentId,
             prepared,
@@ -383,17 +414,23 @@ export class ShellService {
         }
         this.deps.metrics?.observeShellCreate(runtime, "success", took());
       });
-    // A language whose image is not built yet takes a minute: the shell is answered at once as
-    // `provisioning`, its status reason follows the build, and it starts when the build is done.
-    // A fork runs on its parent's image, so it never waits for one.
-    if (!origin && backend.prepareLanguage && !(await backend.languageReady?.(input.language))) {
+    // A language (or template) whose image is not built yet takes a minute: the shell is answered
+    // at once as `provisioning`, its status reason follows the build, and it starts when the
+    // build is done. A fork runs on its parent's image, so it never waits for one.
+    if (
+      !origin &&
+      backend.prepareLanguage &&
+      !(await backend.languageReady?.(input.language, image))
+    ) {
       await setProvisioningReason(
         db,
         caller.orgId,
         id,
-        `waiting for the ${input.language} image build`,
+        image
+          ? `waiting for the build of custom image ${image.id}`
+          : `waiting for the ${input.language} image build`,
       );
-      this.#provisionLater(caller.orgId, id, input.language, backend, provision);
+      this.#provisionLater(caller.orgId, id, input.language, backend, provision, image);
       return this.get(caller, id);
     }
     await provision();
@@ -411,9 +448,10 @@ export class ShellService {
     language: Language,
     backend: SandboxBackend,
     provision: (prepared: Promise<void>) => Promise<void>,
+    image?: SandboxImage,
   ): void {
     let reported = Promise.resolve();
-    const prepared = backend.prepareLanguage!(language, (progress) => {
+    const onProgress = (progress: SandboxProgress) => {
       const reason =
         progress.percent === undefined
           ? progress.message
@@ -424,7 +462,11 @@ export class ShellService {
         .catch((error: unknown) =>
           this.deps.logger.warn({ shellId, error }, "could not record build progress"),
         );
-    });
+    };
+    const prepared =
+      image && this.deps.templateImages
+        ? this.deps.templateImages.prepare(backend, language, image, onProgress)
+        : backend.prepareLanguage!(language, onProgress);
     void prepared
       .catch(() => undefined)
       .then(() => reported)
@@ -436,6 +478,34 @@ export class ShellService {
           "shell provisioning failed",
         ),
       );
+  }
+
+  /**
+   * The custom image of a template with an image recipe on the shell's language (a request may
+   * name another language than the template's: its image is another one), refused where it
+   * cannot run.
+   */
+  #imageOf(
+    template: ResolvedTemplate,
+    language: Language,
+    backend: SandboxBackend,
+    runtime: RuntimeClass,
+  ): SandboxImage {
+    if (!this.deps.templateImages)
+      throw new AppError(
+        "runtime_unavailable",
+        `Template ${template.ref} asks for a custom image, which this server does not build.`,
+        { runtime, missing: "custom images" },
+      );
+    refuseWithoutCustomImages(backend, runtime);
+    return sandboxImageOf(language, template.definition.image!);
+  }
+
+  /** The custom image of the template version a shell was made from (to provision it again). */
+  async #imageOfRow(row: ShellRow): Promise<SandboxImage | null> {
+    if (!row.template || !this.deps.templates) return null;
+    const definition = await this.deps.templates.definitionAt(row.org_id, row.template);
+    return definition?.image ? sandboxImageOf(row.language as Language, definition.image) : null;
   }
 
   /**

@@ -1,9 +1,11 @@
 import type { TemplateService } from "../services/template-service.js";
+import type { TemplateImageService } from "../templates/template-images.js";
 import type { Handlers } from "./register-routes.js";
 
-/** Templates: read for members, create and add versions for admins. */
+/** Templates: read for members, create and add versions (and build their images) for admins. */
 export function templateHandlers(
   templates: TemplateService,
+  images: TemplateImageService,
 ): Pick<
   Handlers,
   | "listTemplates"
@@ -13,6 +15,8 @@ export function templateHandlers(
   | "listTemplateVersions"
   | "getTemplateVersion"
   | "diffTemplateVersions"
+  | "getTemplateImage"
+  | "buildTemplateImage"
 > {
   return {
     listTemplates: async ({ caller }) => ({ items: await templates.list(caller) }),
@@ -27,5 +31,9 @@ export function templateHandlers(
       templates.version(caller, params.name, params.version),
     diffTemplateVersions: async ({ caller, params, query }) =>
       templates.diff(caller, params.name, query.from, query.to),
+    getTemplateImage: async ({ caller, params }) =>
+      images.status(caller, params.name, params.version),
+    buildTemplateImage: async ({ caller, params }) =>
+      images.build(caller, params.name, params.version),
   };
 }

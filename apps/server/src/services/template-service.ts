@@ -180,6 +180,14 @@ export class TemplateService {
     };
   }
 
+  /** The definition of `name@version` in an org (a shell's recorded template), or null. */
+  async definitionAt(orgId: string, ref: string): Promise<TemplateDefinition | null> {
+    const [name = "", version] = ref.split("@");
+    const row = await this.#rows(orgId).where("templates.name", "=", name).executeTakeFirst();
+    if (!row || version === undefined) return null;
+    return (await this.#version(row, Number(version)).catch(() => null))?.definition ?? null;
+  }
+
   #versionRow(
     caller: Caller,
     templateId: string,

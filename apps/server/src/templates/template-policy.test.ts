@@ -125,6 +125,56 @@ describe("checkDefinition", () => {
       );
   });
 
+  it("refuses image recipes that cannot build, naming the field", () => {
+    const bad: [TemplateDefinition, string][] = [
+      [{ language: "bash", runtime: "wasm", image: { packages: ["jq"] } }, "image"],
+      [{ language: "bash", runtime: "microvm", image: { packages: ["jq"] } }, "image"],
+      [{ language: "bash", image: { packages: ["jq", "tree", "jq"] } }, "image.packages"],
+      [
+        {
+          language: "bash",
+          image: { packages: [], files: [{ path: "/etc/../root/x", content: "" }] },
+        },
+        "image.files",
+      ],
+      [
+        { language: "bash", image: { packages: [], files: [{ path: "/etc/", content: "" }] } },
+        "image.files",
+      ],
+      [
+        { language: "bash", image: { packages: [], files: [{ path: "/sys/x", content: "" }] } },
+        "image.files",
+      ],
+      [
+        {
+          language: "bash",
+          image: {
+            packages: [],
+            files: [
+              { path: "/etc/a", content: "1" },
+              { path: "/etc/a", content: "2" },
+            ],
+          },
+        },
+        "image.files",
+      ],
+    ];
+    for (const [definition, field] of bad)
+      expect(() => checkDefinition(definition), JSON.stringify(definition)).toThrow(
+        expect.objectContaining({ code: "template_invalid", details: { field } }),
+      );
+    expect(() =>
+      checkDefinition({
+        language: "python",
+        runtime: "container",
+        image: {
+          packages: ["jq", "libxml2-dev", "g++"],
+          files: [{ path: "/etc/a.conf", content: "" }],
+        },
+      }),
+    ).not.toThrow();
+  });
+
   it("places read-only files at 0444 and metadata under /workspace/.shells", () => {
     expect(
       placedFiles({
@@ -163,5 +213,22 @@ describe("diffDefinitions", () => {
       ["reviewBeforeRun", "added"],
     ]);
     expect(changes.find((c) => c.field === "resources.cpu")).toMatchObject({ from: 1, to: 2 });
+  });
+
+  it("names a changed image recipe by its packages and each baked file", () => {
+    const changes = diffDefinitions(
+      {
+        language: "bash",
+        image: { packages: ["tree", "jq"], files: [{ path: "/etc/a", content: "1" }] },
+      },
+      {
+        language: "bash",
+        image: { packages: ["jq", "tree"], files: [{ path: "/etc/b", content: "1" }] },
+      },
+    );
+    expect(changes.map((c) => [c.field, c.change])).toEqual([
+      ["image.files[/etc/a]", "removed"],
+      ["image.files[/etc/b]", "added"],
+    ]);
   });
 });

@@ -79,11 +79,47 @@ export function checkDefinition(definition: TemplateDefinition): void {
     if (paths.has(path)) throw invalid(`Managed file ${path} is listed twice.`, "files");
     paths.add(path);
   }
+  if (definition.image) checkImageRecipe(definition);
   const names = new Set<string>();
   for (const meta of definition.metadata ?? []) {
     const key = `${meta.kind}/${meta.name}`;
     if (names.has(key)) throw invalid(`Metadata file ${key} is listed twice.`, "metadata");
     names.add(key);
+  }
+}
+
+/** Kernel filesystems every shell mounts fresh: a file baked there would never be seen. */
+const UNBAKEABLE = ["/proc", "/sys", "/dev"];
+
+/**
+ * Refuses an image recipe that cannot build as written: a runtime class that runs no custom
+ * image, a package named twice, a file path that is not plain and absolute, or under a kernel
+ * filesystem, or named twice. (The package name grammar is the contract's.)
+ */
+function checkImageRecipe(definition: TemplateDefinition): void {
+  const recipe = definition.image!;
+  if (definition.runtime && definition.runtime !== "container")
+    throw invalid(
+      `Custom images run in the container class only; this template asks for ${definition.runtime}.`,
+      "image",
+    );
+  const packages = new Set<string>();
+  for (const name of recipe.packages) {
+    if (packages.has(name)) throw invalid(`Package ${name} is listed twice.`, "image.packages");
+    packages.add(name);
+  }
+  const paths = new Set<string>();
+  for (const file of recipe.files ?? []) {
+    if (posix.normalize(file.path) !== file.path || file.path.endsWith("/"))
+      throw invalid(`Image file ${file.path} is not a plain absolute path.`, "image.files");
+    if (UNBAKEABLE.some((top) => file.path === top || file.path.startsWith(`${top}/`)))
+      throw invalid(
+        `Image file ${file.path} is under ${UNBAKEABLE.join(", ")}, which every shell mounts fresh.`,
+        "image.files",
+      );
+    if (paths.has(file.path))
+      throw invalid(`Image file ${file.path} is listed twice.`, "image.files");
+    paths.add(file.path);
   }
 }
 
@@ -224,7 +260,11 @@ function fieldsOf(definition: TemplateDefinition): Map<string, unknown> {
     else if (key === "metadata")
       for (const meta of definition.metadata ?? [])
         fields.set(`metadata[${meta.kind}/${meta.name}]`, meta.content);
-    else if (key === "resources" || key === "env")
+    else if (key === "image") {
+      fields.set("image.packages", [...(definition.image?.packages ?? [])].sort());
+      for (const file of definition.image?.files ?? [])
+        fields.set(`image.files[${file.path}]`, file);
+    } else if (key === "resources" || key === "env")
       for (const [sub, subValue] of Object.entries(value as Record<string, unknown>))
         fields.set(`${key}.${sub}`, subValue);
     else fields.set(key, value);

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import type { Language } from "@shells/contract";
 import { isAlive, processStartTime, run, sleep } from "./proc.js";
 
@@ -89,9 +89,202 @@ export async function newestImage(
   return (await listImages(imagesDir)).find((image) => image.language === language) ?? null;
 }
 
-/** The image with this version, or null. */
+/** The image with this version (a base image's, or a custom image's id), or null. */
 export async function findImage(imagesDir: string, version: string): Promise<ImageInfo | null> {
+  if (CUSTOM_ID.test(version)) return readCustomImage(imagesDir, version);
   return (await listImages(imagesDir)).find((image) => image.version === version) ?? null;
+}
+
+/** What a custom image adds to its language's base image (see `SandboxImage`). */
+export interface CustomImageRecipe {
+  /** Content address, `img-` and 32 hex digits: the image's directory name. */
+  id: string;
+  /** Extra Debian packages. */
+  packages: string[];
+  /** Files baked in: absolute path, UTF-8 content, permission bits. */
+  files: { path: string; content: string; mode: number }[];
+}
+
+const CUSTOM_ID = /^img-[0-9a-f]{32}$/;
+/** Debian policy's package name grammar; nothing else may reach mmdebstrap's command line. */
+const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]+$/;
+/** Kernel filesystems every shell mounts fresh: a file baked there would be hidden, or worse. */
+const UNBAKEABLE = ["/proc", "/sys", "/dev"];
+
+/** Where custom images live: `<imagesDir>/custom/<id>/image/{rootfs,image.json}`. */
+const customDir = (imagesDir: string, id: string) => `${imagesDir}/custom/${id}`;
+
+/**
+ * The custom image of `recipe`, building it first when it is not cached. Builds are shared like
+ * base image builds; each use marks the image as used now, which keeps it from
+ * `pruneCustomImages` for a while. A cached image is used as built, even after the language's
+ * base recipe changed: shells may run on it, so it is only ever removed whole by the prune.
+ */
+export async function ensureCustomImage(
+  imagesDir: string,
+  language: Language,
+  recipe: CustomImageRecipe,
+  options: BuildImageOptions = {},
+): Promise<ImageInfo> {
+  checkCustomRecipe(recipe);
+  const dir = customDir(imagesDir, recipe.id);
+  const current = () => readCustomImage(imagesDir, recipe.id);
+  const image =
+    (await current()) ??
+    (await withBuildLock(dir, `custom image ${recipe.id}`, options, async () => {
+      // Another process may have finished it while we waited for the lock.
+      return (await current()) ?? (await buildCustom(imagesDir, language, recipe, options));
+    }));
+  await markUsed(dir);
+  return image;
+}
+
+/** Whether the custom image `id` is cached (a create on it can start at once). */
+export async function customImageReady(imagesDir: string, id: string): Promise<boolean> {
+  return CUSTOM_ID.test(id) && (await readCustomImage(imagesDir, id)) !== null;
+}
+
+/**
+ * Removes every custom image that is not in `keep` or `inUse` and was not used for `unusedForMs`
+ * (a build or a create marks it used); answers the removed ids. An image being built is skipped
+ * (its lock is held); base images are never touched.
+ */
+export async function pruneCustomImages(
+  imagesDir: string,
+  keep: ReadonlySet<string>,
+  unusedForMs: number,
+): Promise<string[]> {
+  let entries: string[];
+  try {
+    entries = await readdir(`${imagesDir}/custom`);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const id of entries) {
+    // What a prune cut short (a crash between its rename and its rm) goes now.
+    if (id.startsWith(".removing-"))
+      await rm(`${imagesDir}/custom/${id}`, { recursive: true, force: true });
+    if (!CUSTOM_ID.test(id) || keep.has(id)) continue;
+    const dir = customDir(imagesDir, id);
+    if (await exists(`${dir}/.build.lock`)) continue;
+    const usedAt = await stat(`${dir}/used`).then(
+      (s) => s.mtimeMs,
+      () => stat(dir).then((s) => s.mtimeMs),
+    );
+    if (Date.now() - usedAt < unusedForMs) continue;
+    // Renamed away first: a reader never sees a half-removed image.
+    const doomed = `${imagesDir}/custom/.removing-${id}-${randomBytes(4).toString("hex")}`;
+    await rename(dir, doomed);
+    await rm(doomed, { recursive: true, force: true });
+    removed.push(id);
+  }
+  return removed;
+}
+
+function checkCustomRecipe(recipe: CustomImageRecipe): void {
+  if (!CUSTOM_ID.test(recipe.id)) throw new Error(`not a custom image id: ${recipe.id}`);
+  const bad = recipe.packages.find((name) => !PACKAGE_NAME.test(name));
+  if (bad !== undefined) throw new Error(`not a Debian package name: ${JSON.stringify(bad)}`);
+  for (const file of recipe.files) {
+    const parts = file.path.split("/");
+    if (
+      !file.path.startsWith("/") ||
+      parts.includes("..") ||
+      parts.includes(".") ||
+      UNBAKEABLE.some((top) => file.path === top || file.path.startsWith(`${top}/`))
+    )
+      throw new Error(`a custom image cannot hold a file at ${file.path}`);
+  }
+}
+
+async function readCustomImage(imagesDir: string, id: string): Promise<ImageInfo | null> {
+  const image = `${customDir(imagesDir, id)}/image`;
+  try {
+    const info = JSON.parse(await readFile(`${image}/image.json`, "utf8")) as ImageInfo;
+    return { ...info, rootfs: `${image}/rootfs` };
+  } catch {
+    return null;
+  }
+}
+
+/** The packages a custom image of `recipe` holds on `language`'s current base recipe. */
+function customPackages(language: Language, recipe: CustomImageRecipe): string[] {
+  return [...new Set([...IMAGE_RECIPES[language].packages, ...recipe.packages])];
+}
+
+async function markUsed(dir: string): Promise<void> {
+  const now = new Date();
+  await writeFile(`${dir}/used`, "").catch(() => undefined);
+  await utimes(`${dir}/used`, now, now).catch(() => undefined);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * Builds a custom image: mmdebstrap of the language's variant with its base packages and the
+ * recipe's, the shell touches every image gets, then the recipe's files written from inside a
+ * chroot of the new root — so a path through a symlink of the image (`/etc/alternatives/…` points
+ * at absolute paths) resolves inside it, never on the host.
+ */
+async function buildCustom(
+  imagesDir: string,
+  language: Language,
+  recipe: CustomImageRecipe,
+  options: BuildImageOptions,
+): Promise<ImageInfo> {
+  const dir = customDir(imagesDir, recipe.id);
+  const work = `${dir}/.build-${randomBytes(4).toString("hex")}`;
+  const rootfs = `${work}/rootfs`;
+  const report = reporter(options);
+  const packages = customPackages(language, recipe);
+  await mkdir(work, { recursive: true, mode: 0o700 });
+  try {
+    const extra = recipe.packages.length ? ` with ${recipe.packages.join(", ")}` : "";
+    const suite = await debootstrap(rootfs, IMAGE_RECIPES[language].variant, packages, options, {
+      what: `custom image ${recipe.id} (${language}${extra})`,
+      report,
+    });
+    report("finishing the image", 97);
+    await finishRootfs(rootfs, language);
+    for (const file of recipe.files) {
+      const written = await run(
+        "chroot",
+        [
+          rootfs,
+          "/bin/sh",
+          "-c",
+          'mkdir -p -- "$(dirname -- "$1")" && cat > "$1" && chmod "$2" "$1"',
+          "sh",
+          file.path,
+          file.mode.toString(8),
+        ],
+        { input: file.content },
+      );
+      if (written.code !== 0)
+        throw new Error(`could not bake ${file.path} into the image: ${written.stderr.trim()}`);
+    }
+    const info: ImageInfo = {
+      language,
+      version: recipe.id,
+      rootfs: "",
+      suite,
+      packages,
+      createdAt: new Date().toISOString(),
+    };
+    await writeFile(`${work}/image.json`, JSON.stringify(info, null, 2));
+    await rename(work, `${dir}/image`);
+    report(`built ${recipe.id}`, 100);
+    return { ...info, rootfs: `${dir}/image/rootfs` };
+  } catch (error) {
+    await rm(work, { recursive: true, force: true });
+    throw error;
+  }
 }
 
 /** The newest image of a language, building it first when there is none. */
@@ -102,7 +295,7 @@ export async function ensureImage(
 ): Promise<ImageInfo> {
   const existing = await newestImage(imagesDir, language);
   if (existing) return existing;
-  return withBuildLock(imagesDir, language, options, async () => {
+  return withBuildLock(`${imagesDir}/${language}`, `the ${language} image`, options, async () => {
     // Another process may have finished it while we waited for the lock.
     return (await newestImage(imagesDir, language)) ?? (await build(imagesDir, language, options));
   });
@@ -115,26 +308,28 @@ export async function buildImage(
   options: BuildImageOptions = {},
 ): Promise<ImageInfo> {
   if (!LANGUAGES.includes(language)) throw new Error(`no image recipe for language ${language}`);
-  return withBuildLock(imagesDir, language, options, () => build(imagesDir, language, options));
+  return withBuildLock(`${imagesDir}/${language}`, `the ${language} image`, options, () =>
+    build(imagesDir, language, options),
+  );
 }
 
 const inProcess = new Map<string, Promise<unknown>>();
 
 /**
- * One build per language at a time, across processes: a lock directory holding the owner's pid
- * and start time. A lock whose owner died (kill -9 mid-build) is taken over, and its half-built
- * directory removed; finished images only ever appear by an atomic rename.
+ * One build per image directory (a language's, or one custom image's) at a time, across
+ * processes: a lock directory holding the owner's pid and start time. A lock whose owner died
+ * (kill -9 mid-build) is taken over, and its half-built directory removed; finished images only
+ * ever appear by an atomic rename.
  */
 async function withBuildLock<T>(
-  imagesDir: string,
-  language: Language,
+  dir: string,
+  what: string,
   options: BuildImageOptions,
   body: () => Promise<T>,
 ): Promise<T> {
-  const key = `${imagesDir}\0${language}`;
+  const key = dir;
   while (inProcess.has(key)) await inProcess.get(key)?.catch(() => undefined);
   const task = (async () => {
-    const dir = `${imagesDir}/${language}`;
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const lock = `${dir}/.build.lock`;
     let announced = false;
@@ -165,7 +360,7 @@ async function withBuildLock<T>(
         if (!announced) {
           options.onProgress?.({
             phase: "image",
-            message: `waiting for another build of the ${language} image`,
+            message: `waiting for another build of ${what}`,
           });
           announced = true;
         }
@@ -227,8 +422,6 @@ async function build(
   options: BuildImageOptions,
 ): Promise<ImageInfo> {
   const recipe = IMAGE_RECIPES[language];
-  const suite = options.suite ?? hostSuite();
-  const mirror = options.mirror ?? process.env.SHELLS_DEBIAN_MIRROR;
   const now = new Date();
   const version = `${language}-${now
     .toISOString()
@@ -236,42 +429,15 @@ async function build(
     .replace(/\.\d+Z$/, "z")
     .toLowerCase()}`;
   const work = `${imagesDir}/${language}/.build-${randomBytes(4).toString("hex")}`;
-  const rootfs = `${work}/rootfs`;
-  const report = (message: string, percent?: number) =>
-    options.onProgress?.({
-      phase: "image",
-      message,
-      ...(percent === undefined ? {} : { percent }),
-    });
-
-  report(
-    `building the ${language} image (${suite}, mmdebstrap --variant=${recipe.variant}); this takes a minute`,
-    0,
-  );
+  const report = reporter(options);
   await mkdir(work, { recursive: true, mode: 0o700 });
   try {
-    const args = [
-      `--variant=${recipe.variant}`,
-      "--mode=root",
-      "--format=directory",
-      ...(recipe.packages.length ? [`--include=${recipe.packages.join(",")}`] : []),
-      suite,
-      rootfs,
-      ...(mirror ? [mirror] : []),
-    ];
-    const result = await run("mmdebstrap", args, {
-      onStderrLine: (line) => {
-        const milestone = MILESTONES.find(([pattern]) => pattern.test(line));
-        if (milestone) report(line.replace(/^I: /, ""), milestone[1]);
-      },
+    const suite = await debootstrap(`${work}/rootfs`, recipe.variant, recipe.packages, options, {
+      what: `the ${language} image`,
+      report,
     });
-    if (result.code !== 0)
-      throw new Error(
-        `mmdebstrap failed (exit ${result.code}): ${result.stderr.trim().slice(-2000)}`,
-      );
-
     report("finishing the image", 97);
-    await finishRootfs(rootfs, language);
+    await finishRootfs(`${work}/rootfs`, language);
     const info: ImageInfo = {
       language,
       version,
@@ -301,6 +467,51 @@ async function build(
     await rm(work, { recursive: true, force: true });
     throw error;
   }
+}
+
+function reporter(options: BuildImageOptions) {
+  return (message: string, percent?: number) =>
+    options.onProgress?.({
+      phase: "image",
+      message,
+      ...(percent === undefined ? {} : { percent }),
+    });
+}
+
+/**
+ * Runs mmdebstrap into `rootfs` with `packages` on top of `variant`, mapping its progress lines
+ * to `report`; answers the Debian suite it used.
+ */
+async function debootstrap(
+  rootfs: string,
+  variant: "essential" | "apt",
+  packages: string[],
+  options: BuildImageOptions,
+  { what, report }: { what: string; report: ReturnType<typeof reporter> },
+): Promise<string> {
+  const suite = options.suite ?? hostSuite();
+  const mirror = options.mirror ?? process.env.SHELLS_DEBIAN_MIRROR;
+  report(`building ${what} (${suite}, mmdebstrap --variant=${variant}); this takes a minute`, 0);
+  const args = [
+    `--variant=${variant}`,
+    "--mode=root",
+    "--format=directory",
+    ...(packages.length ? [`--include=${packages.join(",")}`] : []),
+    suite,
+    rootfs,
+    ...(mirror ? [mirror] : []),
+  ];
+  const result = await run("mmdebstrap", args, {
+    onStderrLine: (line) => {
+      const milestone = MILESTONES.find(([pattern]) => pattern.test(line));
+      if (milestone) report(line.replace(/^I: /, ""), milestone[1]);
+    },
+  });
+  if (result.code !== 0)
+    throw new Error(
+      `mmdebstrap failed (exit ${result.code}): ${result.stderr.trim().slice(-2000)}`,
+    );
+  return suite;
 }
 
 /** Shell-specific touches: a workspace, name resolution for localhost, no host resolver leaked. */

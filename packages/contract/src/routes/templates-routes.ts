@@ -3,6 +3,7 @@ import {
   Template,
   TemplateCreate,
   TemplateDiff,
+  TemplateImage,
   TemplateVersion,
   TemplateVersionCreate,
 } from "../templates.js";
@@ -10,6 +11,7 @@ import type { RouteSpec } from "./route-spec.js";
 
 const templateParams = z.strictObject({ name: z.string().min(1).max(63) });
 const version = z.coerce.number().int().min(1).max(999_999_999);
+const versionParams = z.strictObject({ name: z.string().min(1).max(63), version });
 
 const EXAMPLE_DEFINITION = {
   language: "python",
@@ -49,7 +51,7 @@ export const templateRoutes = {
     path: "/api/v1/templates",
     summary: "Create a template and its version 1 (admins).",
     description:
-      "A definition holds the runtime class, language, network and egress allowlist, resources, TTL, env (never secrets), bindings, managed files, metadata files (under `/workspace/.shells/<kind>s/`), `reviewBeforeRun` and `locks`: the fields a shell or run from it may narrow but not loosen.",
+      "A definition holds the runtime class, language, an image recipe (`image`: extra Debian packages and files baked into a custom image), network and egress allowlist, resources, TTL, env (never secrets), bindings, managed files, metadata files (under `/workspace/.shells/<kind>s/`), `reviewBeforeRun` and `locks`: the fields a shell or run from it may narrow but not loosen.",
     tag: "templates",
     body: TemplateCreate,
     response: TemplateVersion,
@@ -87,7 +89,7 @@ export const templateRoutes = {
     path: "/api/v1/templates/:name/versions/:version",
     summary: "One version of a template.",
     tag: "templates",
-    params: z.strictObject({ name: z.string().min(1).max(63), version }),
+    params: versionParams,
     response: TemplateVersion,
     successStatus: 200,
     scope: "shells:instances:read",
@@ -104,5 +106,33 @@ export const templateRoutes = {
     successStatus: 200,
     scope: "shells:instances:read",
     example: { params: { name: "{template}" }, query: { from: "1", to: "1" } },
+  },
+  getTemplateImage: {
+    method: "GET",
+    path: "/api/v1/templates/:name/versions/:version/image",
+    summary:
+      "Where a version's custom image stands on this server: missing, building (with its step), ready or failed.",
+    description:
+      "A version without an image recipe answers 422 `template_invalid`. Poll it after `POST` to follow a build.",
+    tag: "templates",
+    params: versionParams,
+    response: TemplateImage,
+    successStatus: 200,
+    scope: "shells:instances:read",
+    example: { params: { name: "{template}", version: "1" } },
+  },
+  buildTemplateImage: {
+    method: "POST",
+    path: "/api/v1/templates/:name/versions/:version/image",
+    summary: "Build a version's custom image ahead of its first shell (admins).",
+    description:
+      "Answers at once: `ready` when the image is cached already, else `building`; poll `GET` for its progress. Every caller (and every shell waiting for the image) shares one build. A runtime class that cannot run custom images answers 422 `runtime_unavailable`.",
+    tag: "templates",
+    params: versionParams,
+    response: TemplateImage,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    example: { params: { name: "{template}", version: "1" } },
   },
 } as const satisfies Record<string, RouteSpec>;
