@@ -66,6 +66,8 @@ import type { Store } from "./store/database.js";
 import { LeaseKeeper } from "./replicas/lease-keeper.js";
 import { WebhookDispatcher } from "./webhooks/webhook-dispatcher.js";
 import { WebhookService } from "./webhooks/webhook-service.js";
+import { traceBackend } from "./tracing/backend-spans.js";
+import { registerRequestSpans } from "./tracing/request-spans.js";
 
 /** The lease of the background work (see `LeaseKeeper`), as named in `leases` and the metrics. */
 export const BACKGROUND_LEASE = "background";
@@ -134,6 +136,10 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     reply.header("x-request-id", request.id);
   });
   registerErrorHandler(app, config);
+  // With tracing on (see tracing/tracing.ts): a span per request, and backend calls under it.
+  const tracing = config.otlpEndpoint !== undefined;
+  if (tracing) registerRequestSpans(app);
+  const backends = tracing ? deps.backends.map(traceBackend) : deps.backends;
 
   const db = deps.store.db;
   const baseUrl = () => publicBaseUrl(config, app.server);
@@ -148,7 +154,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     logger: deps.logger,
   });
   const failures = new AuthFailureLog(activity, { windowMs, logger: deps.logger });
-  const runtimes = new RuntimeRegistry(deps.backends);
+  const runtimes = new RuntimeRegistry(backends);
   const policies = new PolicyService(db, activity);
   const resolve = makeResolver(config.egressTestHosts);
   const gate = new ApprovalGate(db, activity, policies);

@@ -459,6 +459,25 @@ export const ServerConfig = z.strictObject({
       unit: "ms",
       description: "Longest one webhook delivery try may take.",
     }),
+  otlpEndpoint: z
+    .url()
+    .refine((value) => /^https?:$/.test(new URL(value).protocol), "must be an http or https URL")
+    .optional()
+    .register(settingDocs, {
+      env: "SHELLS_OTLP_ENDPOINT",
+      defaultText: "unset: no tracing",
+      description:
+        "OTLP/HTTP traces URL of an OpenTelemetry collector (e.g. `http://127.0.0.1:4318/v1/traces`). Setting it turns tracing on: a span per API request and child spans for admission, store writes and backend calls, exported as OTLP JSON.",
+    }),
+  otlpServiceName: z.string().min(1).default("shells").register(settingDocs, {
+    env: "SHELLS_OTLP_SERVICE_NAME",
+    description: "`service.name` of the exported spans.",
+  }),
+  traceSampleRatio: z.coerce.number().min(0).max(1).default(1).register(settingDocs, {
+    env: "SHELLS_TRACE_SAMPLE_RATIO",
+    description:
+      "Share of traces started here that are recorded (0 to 1). A request with a W3C `traceparent` follows its caller's sampling decision instead.",
+  }),
   meteringCheckpointSeconds: z.coerce.number().min(0.1).max(60).default(2).register(settingDocs, {
     env: "SHELLS_METERING_CHECKPOINT_SECONDS",
     unit: "seconds",

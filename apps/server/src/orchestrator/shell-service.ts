@@ -60,6 +60,7 @@ import {
 } from "../store/shells-store.js";
 import { forgetShellSnapshots } from "../store/snapshots-store.js";
 import { isUniqueViolation, UNIQUE_CONSTRAINTS } from "../store/unique-violation.js";
+import { inSpan } from "../tracing/tracing.js";
 import { DEFAULT_RESOURCES, admitShell, hostCapacity, type HostCapacity } from "./admission.js";
 import type { ApprovalGate, GateClearance } from "./approval-gate.js";
 import { KeyedMutex } from "./keyed-mutex.js";
@@ -234,11 +235,8 @@ export class ShellService {
     const { db } = this.deps;
     const { input, template } = await this.withTemplate(caller, request);
     const policy = await this.deps.policies.get(caller.orgId);
-    const admitted = await admitShell(
-      { ...this.deps, capacity: this.#capacity },
-      caller,
-      policy,
-      input,
+    const admitted = await inSpan("shells.admission", {}, () =>
+      admitShell({ ...this.deps, capacity: this.#capacity }, caller, policy, input),
     );
     const { runtime, network, resources, backend } = admitted;
     if (network === "internet" && !this.deps.egress) {
@@ -269,9 +267,11 @@ export class ShellService {
     // Noted before the row exists: a crash after it leaves a key that knows its shell.
     await this.deps.idempotency?.noteShell(id);
     try {
-      if (this.deps.caps)
-        await this.deps.caps.admit(caller.orgId, admitted.project, runtime, insert);
-      else await insert();
+      await inSpan("store.insert_shell", { "shells.shell_id": id }, async () => {
+        if (this.deps.caps)
+          await this.deps.caps.admit(caller.orgId, admitted.project, runtime, insert);
+        else await insert();
+      });
     } catch (error) {
       if (error instanceof AppError && error.code === "quota_exceeded") {
         await this.deps.activity.recordFor(

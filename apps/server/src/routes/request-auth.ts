@@ -10,6 +10,7 @@ import {
   type OidcAuthenticator,
 } from "../iam/authenticate.js";
 import type { Database } from "../store/schema.js";
+import { noteOrg } from "../tracing/request-spans.js";
 
 /** Authenticates a request for `route` (for the record of a refusal), or throws. */
 export type AuthenticateRequest = (
@@ -118,6 +119,7 @@ export async function registerRequestAuth(
       }
       throw error;
     }
+    noteOrg(caller.orgId);
     await spend(request, reply, caller);
     return caller;
   };
