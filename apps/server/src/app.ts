@@ -22,6 +22,7 @@ import { FileService } from "./orchestrator/file-service.js";
 import { InterpreterService } from "./orchestrator/interpreter-service.js";
 import { KeyedMutex } from "./orchestrator/keyed-mutex.js";
 import { RunService } from "./orchestrator/run-service.js";
+import { ReservationService } from "./orchestrator/reservations.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { ShellService } from "./orchestrator/shell-service.js";
 import { PortService } from "./orchestrator/port-service.js";
@@ -193,6 +194,15 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   // every server sharing the store.
   const lock = deps.store.lifecycleLock(new KeyedMutex());
   const caps = new CapService({ db, activity, metering, logger: deps.logger, lock });
+  const reservations =
+    Object.keys(config.classSlots).length > 0 || config.reservations.length > 0
+      ? new ReservationService({
+          db,
+          slots: config.classSlots,
+          reservations: config.reservations,
+          lock,
+        })
+      : undefined;
   const idempotency = new IdempotencyService({ db, logger: deps.logger });
   const shells = new ShellService({
     db,
@@ -210,6 +220,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     metrics,
     metering,
     caps,
+    reservations,
     templates,
     idempotency,
   });

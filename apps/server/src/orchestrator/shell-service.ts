@@ -61,6 +61,7 @@ import {
 import { forgetShellSnapshots } from "../store/snapshots-store.js";
 import { isUniqueViolation, UNIQUE_CONSTRAINTS } from "../store/unique-violation.js";
 import { inSpan } from "../tracing/tracing.js";
+import type { ReservationService } from "./reservations.js";
 import { DEFAULT_RESOURCES, admitShell, hostCapacity, type HostCapacity } from "./admission.js";
 import type { ApprovalGate, GateClearance } from "./approval-gate.js";
 import { KeyedMutex } from "./keyed-mutex.js";
@@ -119,6 +120,8 @@ export interface ShellServiceDeps {
   metering?: MeteringService;
   /** Project caps: creates and starts over a cap are refused. */
   caps?: CapService;
+  /** The server's class slots and their reservations: creates and starts without a free slot are refused. */
+  reservations?: ReservationService;
   /** The org's templates; without it, a create that names one is refused. */
   templates?: TemplateService;
   /** Idempotency keys: a keyed create notes the shell it makes before it makes it. */
@@ -267,13 +270,19 @@ export class ShellService {
     // Noted before the row exists: a crash after it leaves a key that knows its shell.
     await this.deps.idempotency?.noteShell(id);
     try {
+      const { caps, reservations } = this.deps;
+      const inSlot = reservations
+        ? () => reservations.admit(caller.orgId, admitted.project, runtime, insert)
+        : insert;
       await inSpan("store.insert_shell", { "shells.shell_id": id }, async () => {
-        if (this.deps.caps)
-          await this.deps.caps.admit(caller.orgId, admitted.project, runtime, insert);
-        else await insert();
+        if (caps) await caps.admit(caller.orgId, admitted.project, runtime, inSlot);
+        else await inSlot();
       });
     } catch (error) {
-      if (error instanceof AppError && error.code === "quota_exceeded") {
+      if (
+        error instanceof AppError &&
+        (error.code === "quota_exceeded" || error.code === "capacity_exhausted")
+      ) {
         await this.deps.activity.recordFor(
           caller,
           "shell.create",
@@ -779,6 +788,7 @@ export class ShellService {
       if (capability === "start" || (capability === "restart" && row.status === "error")) {
         try {
           await this.deps.caps?.check(row.org_id, row.project_id, row.runtime);
+          await this.deps.reservations?.check(row.org_id, row.project_id, row.runtime);
         } catch (error) {
           await this.#recordAction(caller, row.id, capability, "denied", {
             reason: describeError(error),
