@@ -187,6 +187,7 @@ export {
   WebhookDeliveryState,
   WebhookEventFilter,
   WebhookEventType,
+  WebhookMessageType,
   WebhookPayload,
   WebhookUrl,
   webhookWants,
