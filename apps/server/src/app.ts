@@ -8,6 +8,7 @@ import { publicBaseUrl, type ServerConfig } from "./config.js";
 import { makeResolver } from "./egress/egress-proxy.js";
 import { EgressService } from "./egress/egress-service.js";
 import { AuthFailureLog } from "./iam/auth-failure-log.js";
+import { CallerCache } from "./iam/caller-cache.js";
 import { describeIdpError } from "./iam/oidc/identity-provider.js";
 import { OidcAuth } from "./iam/oidc/oidc-auth.js";
 import { ServerMetrics } from "./metrics/server-metrics.js";
@@ -346,11 +347,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     await background.close();
   });
 
+  const callers = new CallerCache();
+  activity.addSink(callers.forgetOnIamChange);
   const limit = { failureLimit: config.authFailureLimit, windowMs };
   const authenticate = await registerRequestAuth(app, {
     db,
     failures,
     oidc,
+    callers,
     ...limit,
     requestLimit: config.rateLimitPerKey,
     requestWindowMs: config.rateLimitWindowSeconds * 1000,
