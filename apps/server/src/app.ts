@@ -368,7 +368,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   registerRoutes(
     app,
     {
-      ...healthHandlers(db, runtimes),
+      ...healthHandlers(db, runtimes, { region: config.region, reservations }),
       ...shellHandlers({ shells, runtimes, interpreters, activity, policies, watch }),
       ...fileHandlers(files),
       ...runHandlers(runs, watch),

@@ -83,6 +83,13 @@ describe("reserved capacity", () => {
     expect(outside.json().error.code).toBe("capacity_exhausted");
     const inside = await b("POST", "/api/v1/shells", { language: "bash", project: "ci" });
     expect(inside.statusCode, inside.body).toBe(201);
+    // Readiness shows the pool, not who holds it.
+    const ready = await t.app.inject("/readyz");
+    expect(ready.json()).toMatchObject({
+      region: "local",
+      capacity: [{ runtime: "container", slots: 1, reserved: 1, inUse: 1 }],
+    });
+    expect(ready.body).not.toContain("org_b");
   });
 
   it("refuses reservations that do not fit the slots, and malformed settings", () => {

@@ -142,6 +142,28 @@ export class ReservationService {
     );
   }
 
+  /** Each limited class's slots, how many are reserved, and how many shells hold one now. */
+  async capacity(): Promise<
+    { runtime: RuntimeClass; slots: number; reserved: number; inUse: number }[]
+  > {
+    const rows = await this.deps.db
+      .selectFrom("shells")
+      .select("runtime")
+      .select((eb) => eb.fn.countAll<number | string>().as("count"))
+      .where("status", "in", [...CONCURRENT_STATES])
+      .groupBy("runtime")
+      .execute();
+    return RuntimeClass.options.flatMap((runtime) => {
+      const slots = this.deps.slots[runtime];
+      if (slots === undefined) return [];
+      const reserved = sum(
+        this.deps.reservations.filter((r) => r.runtime === runtime).map((r) => r.slots),
+      );
+      const inUse = Number(rows.find((row) => row.runtime === runtime)?.count ?? 0);
+      return [{ runtime, slots, reserved, inUse }];
+    });
+  }
+
   /** How the class's slots are used as a create in this org's project sees them; null: unlimited. */
   async use(orgId: string, projectId: string, runtime: string): Promise<SlotUse | null> {
     const parsed = RuntimeClass.safeParse(runtime);
