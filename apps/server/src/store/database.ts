@@ -1,12 +1,5 @@
 import SQLite from "better-sqlite3";
-import {
-  Kysely,
-  Migrator,
-  PostgresDialect,
-  SqliteDialect,
-  sql,
-  type SqliteDatabase,
-} from "kysely";
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type SqliteDatabase } from "kysely";
 import { mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import pg from "pg";
