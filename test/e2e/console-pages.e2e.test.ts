@@ -315,6 +315,14 @@ describe("the console's templates, webhooks, shell sheet and evidence", () => {
     await deliveries.getByText("redelivery").waitFor({ timeout: 30_000 });
     await expect.poll(() => receiver.seen.length).toBe(2);
     expect(receiver.seen[1]?.headers["webhook-id"]).toBe(receiver.seen[0]?.headers["webhook-id"]);
+
+    // A test message, signed like the rest, lands in the log.
+    await deliveries.getByRole("button", { name: "Send test" }).click();
+    const test = deliveries.locator("tr", { hasText: "webhook.test" }).first();
+    await test.locator('[data-status="delivered"]').waitFor({ timeout: 30_000 });
+    expect(verifyWebhook(receiver.seen[2]!.body, receiver.seen[2]!.headers, secret).type).toBe(
+      "webhook.test",
+    );
     await shot("webhook-deliveries");
 
     await table.getByRole("button", { name: `Delete ${receiver.url}` }).click();

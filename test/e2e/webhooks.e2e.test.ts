@@ -247,6 +247,15 @@ describe("webhooks to a receiver on loopback", () => {
     );
     expect(verifyWebhook(redelivered.body, redelivered.headers, secret).type).toBe("shell.created");
 
+    const test = await shellsJson<WebhookDelivery>(server, ["webhooks", "test", webhook.id]);
+    expect(test).toMatchObject({ eventType: "webhook.test", state: "pending" });
+    await expect.poll(() => hook.seen.length, { timeout: 10_000 }).toBe(5);
+    const tested = hook.seen[4]!;
+    expect(verifyWebhook(tested.body, tested.headers, rotated.secret).type).toBe("webhook.test");
+    await expect
+      .poll(async () => (await deliveriesOf(client, webhook.id)).find((d) => d.id === test.id))
+      .toMatchObject({ state: "delivered" });
+
     const listed = await shells(server, ["webhooks", "ls"]);
     expect(listed.stdout).toContain(webhook.id);
     expect(listed.stdout).not.toContain("whsec_");

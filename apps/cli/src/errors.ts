@@ -43,6 +43,10 @@ const HINTS: Partial<Record<string, string>> = {
   below_isolation_floor:
     "see the floor with `shells policy get`, and pick a --runtime at or above it",
   region_not_allowed: "see the allowed regions with `shells policy get`",
+  region_unavailable:
+    "pick one of the regions this server offers (details.offered), or leave --region out",
+  capacity_exhausted:
+    "wait for a shell of this class to stop, or ask the operator for a reservation",
   approval_closed: "see its state with `shells approvals get <id>`",
   last_owner: "make another member an owner first: `shells members set-role <id> owner`",
 };

@@ -38,6 +38,7 @@ import { registerUrlCommand } from "./commands/url-command.js";
 import { registerWhoamiCommand } from "./commands/whoami-command.js";
 import { CliContext, type CliIo, type GlobalOptions } from "./context.js";
 import { reportError } from "./errors.js";
+import { CLI_VERSION } from "./version.js";
 
 /** Builds the `shells` command tree around a context that carries its output and exit status. */
 export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
@@ -45,7 +46,7 @@ export function buildProgram(io: CliIo): { program: Command; ctx: CliContext } {
   const ctx = new CliContext(io, () => program.opts<GlobalOptions>());
   program
     .description("Shells: sandboxes for untrusted code, governed.")
-    .version("0.1.0")
+    .version(CLI_VERSION)
     .option("--url <url>", "control plane URL (env SHELLS_URL, default http://127.0.0.1:8080)")
     .option("--token <token>", "API key (env SHELLS_API_TOKEN, default <data dir>/admin-token)")
     .option("--data-dir <dir>", "local data directory (env SHELLS_DATA_DIR, default ./.shells)")

@@ -382,6 +382,16 @@ function DeliveriesPanel({
       setError(caught);
     }
   };
+  const sendTest = async () => {
+    setError(null);
+    try {
+      const delivery = await client.webhooks.test(webhookId);
+      setNotice(`Sent a webhook.test message (message ${delivery.messageId}).`);
+      deliveries.refresh();
+    } catch (caught) {
+      setError(caught);
+    }
+  };
   return (
     <section
       aria-label="Deliveries"
@@ -404,6 +414,9 @@ function DeliveriesPanel({
               <option key={option}>{option}</option>
             ))}
           </select>
+          <Button variant="ghost" onClick={() => void sendTest()}>
+            Send test
+          </Button>
           <Button variant="ghost" aria-label="Close deliveries" onClick={onClose}>
             ✕
           </Button>

@@ -9,6 +9,7 @@ import { publicBaseUrl, type ServerConfig } from "./config.js";
 import { makeResolver } from "./egress/egress-proxy.js";
 import { EgressService } from "./egress/egress-service.js";
 import { AuthFailureLog } from "./iam/auth-failure-log.js";
+import { CallerCache } from "./iam/caller-cache.js";
 import { describeIdpError } from "./iam/oidc/identity-provider.js";
 import { OidcAuth } from "./iam/oidc/oidc-auth.js";
 import { ServerMetrics } from "./metrics/server-metrics.js";
@@ -26,6 +27,7 @@ import { FileService } from "./orchestrator/file-service.js";
 import { InterpreterService } from "./orchestrator/interpreter-service.js";
 import { KeyedMutex } from "./orchestrator/keyed-mutex.js";
 import { RunService } from "./orchestrator/run-service.js";
+import { ReservationService } from "./orchestrator/reservations.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { ShellService } from "./orchestrator/shell-service.js";
 import type { GitCloneDeps } from "./sources/git-clone.js";
@@ -73,6 +75,8 @@ import { LeaseKeeper } from "./replicas/lease-keeper.js";
 import { TemplateImageService } from "./templates/template-images.js";
 import { WebhookDispatcher } from "./webhooks/webhook-dispatcher.js";
 import { WebhookService } from "./webhooks/webhook-service.js";
+import { traceBackend } from "./tracing/backend-spans.js";
+import { registerRequestSpans } from "./tracing/request-spans.js";
 
 /** The lease of the background work (see `LeaseKeeper`), as named in `leases` and the metrics. */
 export const BACKGROUND_LEASE = "background";
@@ -143,6 +147,10 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     reply.header("x-request-id", request.id);
   });
   registerErrorHandler(app, config);
+  // With tracing on (see tracing/tracing.ts): a span per request, and backend calls under it.
+  const tracing = config.otlpEndpoint !== undefined;
+  if (tracing) registerRequestSpans(app);
+  const backends = tracing ? deps.backends.map(traceBackend) : deps.backends;
 
   const db = deps.store.db;
   const baseUrl = () => publicBaseUrl(config, app.server);
@@ -157,7 +165,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     logger: deps.logger,
   });
   const failures = new AuthFailureLog(activity, { windowMs, logger: deps.logger });
-  const runtimes = new RuntimeRegistry(deps.backends);
+  const runtimes = new RuntimeRegistry(backends);
   const policies = new PolicyService(db, activity);
   const resolve = makeResolver(config.egressTestHosts);
   const gate = new ApprovalGate(db, activity, policies);
@@ -204,6 +212,15 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   // every server sharing the store.
   const lock = deps.store.lifecycleLock(new KeyedMutex());
   const caps = new CapService({ db, activity, metering, logger: deps.logger, lock });
+  const reservations =
+    Object.keys(config.classSlots).length > 0 || config.reservations.length > 0
+      ? new ReservationService({
+          db,
+          slots: config.classSlots,
+          reservations: config.reservations,
+          lock,
+        })
+      : undefined;
   const idempotency = new IdempotencyService({ db, logger: deps.logger });
   const git: GitCloneDeps = {
     limits: {
@@ -240,6 +257,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     metrics,
     metering,
     caps,
+    reservations,
     templates,
     templateImages,
     idempotency,
@@ -377,11 +395,14 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     await background.close();
   });
 
+  const callers = new CallerCache();
+  activity.addSink(callers.forgetOnIamChange);
   const limit = { failureLimit: config.authFailureLimit, windowMs };
   const authenticate = await registerRequestAuth(app, {
     db,
     failures,
     oidc,
+    callers,
     ...limit,
     requestLimit: config.rateLimitPerKey,
     requestWindowMs: config.rateLimitWindowSeconds * 1000,
@@ -395,7 +416,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   registerRoutes(
     app,
     {
-      ...healthHandlers(db, runtimes),
+      ...healthHandlers(db, runtimes, { region: config.region, reservations }),
       ...shellHandlers({ shells, runtimes, interpreters, activity, policies, watch }),
       ...fileHandlers(files),
       ...runHandlers(runs, watch),

@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { z } from "zod";
 import { Language, Role } from "@shells/contract";
+import { parseClassSlots, parseReservations } from "./orchestrator/reservations.js";
 
 /** JWS algorithms a token may be signed with. Symmetric (HS*) and `none` are never accepted. */
 export const ASYMMETRIC_JWS_ALGORITHMS = [
@@ -239,8 +240,43 @@ export const ServerConfig = z.strictObject({
     }),
   region: z.string().min(1).default("local").register(settingDocs, {
     env: "SHELLS_REGION",
-    description: "Default region recorded on shells.",
+    description:
+      "The region this server runs shells in, recorded on each. A create naming another region is refused (422 `region_unavailable`).",
   }),
+  classSlots: z
+    .string()
+    .default("")
+    .transform((value, ctx) => {
+      const slots = parseClassSlots(value);
+      if (typeof slots === "string") {
+        ctx.addIssue({ code: "custom", message: slots });
+        return z.NEVER;
+      }
+      return slots;
+    })
+    .register(settingDocs, {
+      env: "SHELLS_CLASS_SLOTS",
+      defaultText: "unset: no class is limited",
+      description:
+        "Concurrent shells (provisioning or running) this server runs per runtime class, e.g. `container=20,microvm=4`; past it a create answers 409 `capacity_exhausted`. The pool `SHELLS_RESERVATIONS` is carved from.",
+    }),
+  reservations: z
+    .string()
+    .default("")
+    .transform((value, ctx) => {
+      const reservations = parseReservations(value);
+      if (typeof reservations === "string") {
+        ctx.addIssue({ code: "custom", message: reservations });
+        return z.NEVER;
+      }
+      return reservations;
+    })
+    .register(settingDocs, {
+      env: "SHELLS_RESERVATIONS",
+      defaultText: "unset: every slot is shared",
+      description:
+        "Slots of `SHELLS_CLASS_SLOTS` held for one org or one of its projects, e.g. `org_a:container=4,org_b/ci:microvm=1`: those shells always find room, and no other org or project can take them. Reservations of a class must fit in its slots.",
+    }),
   imagesDir: z.string().min(1).optional().register(settingDocs, {
     env: "SHELLS_IMAGES_DIR",
     defaultText: "`<data dir>/container/images`",
@@ -566,6 +602,25 @@ export const ServerConfig = z.strictObject({
       description:
         "Free space the data dir's file system keeps whatever runs keep: an artifact that would go below it is skipped as `host_disk_low`, and a diff is not kept.",
     }),
+  otlpEndpoint: z
+    .url()
+    .refine((value) => /^https?:$/.test(new URL(value).protocol), "must be an http or https URL")
+    .optional()
+    .register(settingDocs, {
+      env: "SHELLS_OTLP_ENDPOINT",
+      defaultText: "unset: no tracing",
+      description:
+        "OTLP/HTTP traces URL of an OpenTelemetry collector (e.g. `http://127.0.0.1:4318/v1/traces`). Setting it turns tracing on: a span per API request and child spans for admission, store writes and backend calls, exported as OTLP JSON.",
+    }),
+  otlpServiceName: z.string().min(1).default("shells").register(settingDocs, {
+    env: "SHELLS_OTLP_SERVICE_NAME",
+    description: "`service.name` of the exported spans.",
+  }),
+  traceSampleRatio: z.coerce.number().min(0).max(1).default(1).register(settingDocs, {
+    env: "SHELLS_TRACE_SAMPLE_RATIO",
+    description:
+      "Share of traces started here that are recorded (0 to 1). A request with a W3C `traceparent` follows its caller's sampling decision instead.",
+  }),
   meteringCheckpointSeconds: z.coerce.number().min(0.1).max(60).default(2).register(settingDocs, {
     env: "SHELLS_METERING_CHECKPOINT_SECONDS",
     unit: "seconds",

@@ -7,6 +7,7 @@ import type { ServerConfig } from "./config.js";
 import { bootstrapLocalOrg } from "./iam/bootstrap.js";
 import { createLogger } from "./logger.js";
 import { openStore, redactDatabaseUrl } from "./store/database.js";
+import { startTracing } from "./tracing/tracing.js";
 import { join } from "node:path";
 import { existsSync } from "node:fs";
 
@@ -63,6 +64,9 @@ export async function startServer(
       logger.info({ tokenPath: adminTokenPath }, `owner API key is in ${adminTokenPath}`);
   }
   const backends = options.backends ?? (await createBackends(config, logger));
+  // Before the app: its request and backend spans go to this provider.
+  const tracing = startTracing(config);
+  if (tracing) logger.info({ otlpEndpoint: config.otlpEndpoint }, "tracing exports to OTLP/HTTP");
   const app = await buildApp(config, { store, backends, logger });
   const address = await app.listen({ port: config.port, host: config.host });
   const url = address.replace("[::1]", "[::1]");
@@ -81,6 +85,8 @@ export async function startServer(
     await app.close();
     for (const backend of backends) await backend.close();
     await store.close();
+    // Last: the spans of closing are exported too.
+    await tracing?.shutdown();
   };
   return { app, url, adminTokenPath, backends, close };
 }

@@ -33,6 +33,13 @@ export const ErrorCode = {
   belowIsolationFloor: "below_isolation_floor",
   /** The requested region is not among the org's allowed regions. */
   regionNotAllowed: "region_not_allowed",
+  /** The requested region is not one this server runs shells in (`details.offered` lists those). */
+  regionUnavailable: "region_unavailable",
+  /**
+   * No slot of the runtime class is free for the caller on this server: the rest are in use or
+   * reserved for other orgs or projects (`details` counts them).
+   */
+  capacityExhausted: "capacity_exhausted",
   /** The approval was already decided or has expired. */
   approvalClosed: "approval_closed",
   separationOfDuties: "separation_of_duties",
@@ -190,6 +197,8 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   entitlement_required: 403,
   below_isolation_floor: 422,
   region_not_allowed: 422,
+  region_unavailable: 422,
+  capacity_exhausted: 409,
   approval_closed: 409,
   separation_of_duties: 403,
   last_owner: 409,

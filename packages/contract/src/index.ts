@@ -202,6 +202,7 @@ export {
   WebhookDeliveryState,
   WebhookEventFilter,
   WebhookEventType,
+  WebhookMessageType,
   WebhookPayload,
   WebhookUrl,
   webhookWants,

@@ -27,6 +27,13 @@ export const WebhookEventType = z.enum([
 ]);
 export type WebhookEventType = z.infer<typeof WebhookEventType>;
 
+/**
+ * What a message is about: an event type, or `webhook.test`, the message `POST
+ * /api/v1/webhooks/:id/test` sends to one endpoint whatever it subscribed to (never subscribable).
+ */
+export const WebhookMessageType = z.union([WebhookEventType, z.literal("webhook.test")]);
+export type WebhookMessageType = z.infer<typeof WebhookMessageType>;
+
 /** An event type, every type of a group (`shell.*`), or every type (`*`). */
 export const WebhookEventFilter = z.union([
   WebhookEventType,
@@ -92,7 +99,7 @@ export const WebhookDelivery = z.strictObject({
   webhookId: z.string(),
   /** The `webhook-id` header: the same for every try and every redelivery of this message. */
   messageId: z.string(),
-  eventType: WebhookEventType,
+  eventType: WebhookMessageType,
   /** The activity event the message was made from. */
   activityId: z.string(),
   state: WebhookDeliveryState,
@@ -127,7 +134,7 @@ export const WEBHOOK_RESULT_LIMIT_BYTES = 64 * 1024;
  * `run.finished` message also carries the run with its structured result.
  */
 export const WebhookPayload = z.strictObject({
-  type: WebhookEventType,
+  type: WebhookMessageType,
   timestamp: z.iso.datetime(),
   data: z.strictObject({
     orgId: z.string(),

@@ -93,7 +93,7 @@ export class ConfirmationRequiredError extends ShellsError {}
 /**
  * The request itself was refused: 400 (malformed or invalid), 413 (too large), 415 (wrong media
  * type) or 422 (well-formed but not satisfiable: `runtime_unavailable`, or refused by org policy:
- * `below_isolation_floor`, `region_not_allowed`).
+ * `below_isolation_floor`, `region_not_allowed`; or not served here: `region_unavailable`).
  */
 export class ValidationError extends ShellsError {}
 

@@ -218,7 +218,7 @@ export class ShellsClient {
   readonly files: FilesApi;
   /** One-shot runs: get, list, and handles on existing runs. Start one with {@link run}. */
   readonly runs: RunsApi;
-  /** Webhook endpoints (admins): create (secret shown once), rotate, delivery logs, redeliver. */
+  /** Webhook endpoints (admins): create (secret shown once), rotate, delivery logs, redeliver, test. */
   readonly webhooks: WebhooksApi;
   /** Metered usage and its cost (JSON or CSV), and the org's rates. */
   readonly usage: UsageApi;

@@ -89,6 +89,7 @@ describe("shells.webhooks", () => {
     await client.webhooks.rotateSecret("whk-1");
     await client.webhooks.deliveries("whk-1", { state: "failed" }).page();
     await client.webhooks.redeliver("whk-1", "whd-1");
+    await client.webhooks.test("whk-1");
     await client.webhooks.delete("whk-1");
     expect(seen).toEqual([
       "POST /api/v1/webhooks",
@@ -97,6 +98,7 @@ describe("shells.webhooks", () => {
       "POST /api/v1/webhooks/whk-1/rotate",
       "GET /api/v1/webhooks/whk-1/deliveries?state=failed",
       "POST /api/v1/webhooks/whk-1/deliveries/whd-1/redeliver",
+      "POST /api/v1/webhooks/whk-1/test",
       "DELETE /api/v1/webhooks/whk-1",
     ]);
   });

@@ -1,5 +1,5 @@
 /**
- * `shells.webhooks`: the org's webhook endpoints, their delivery logs and redelivery. Admins only.
+ * `shells.webhooks`: the org's webhook endpoints, their delivery logs, redelivery and test messages. Admins only.
  * Verify what an endpoint receives with {@link verifyWebhook}.
  */
 import type {
@@ -100,6 +100,18 @@ export class WebhooksApi {
     return this.#call<WebhookDelivery>(
       "POST",
       `/api/v1/webhooks/${segment(webhookId)}/deliveries/${segment(deliveryId)}/redeliver`,
+      options,
+    );
+  }
+
+  /**
+   * Sends the endpoint a signed `webhook.test` message (whatever it subscribed to), through the
+   * outbox like any other; answers its delivery, which the delivery log then shows.
+   */
+  test(webhookId: string, options: RequestOptions = {}): Promise<WebhookDelivery> {
+    return this.#call<WebhookDelivery>(
+      "POST",
+      `/api/v1/webhooks/${segment(webhookId)}/test`,
       options,
     );
   }

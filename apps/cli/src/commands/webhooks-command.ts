@@ -60,7 +60,7 @@ export function formatCreatedWebhook(created: WebhookCreated, verb: "created" | 
   ].join("\n");
 }
 
-/** `shells webhooks create|ls|rm|deliveries|redeliver|rotate`: the org's webhook endpoints. */
+/** `shells webhooks create|ls|rm|deliveries|redeliver|rotate|test`: the org's webhook endpoints. */
 export function registerWebhooksCommand(program: Command, ctx: CliContext): void {
   const webhooks = program
     .command("webhooks")
@@ -162,5 +162,15 @@ export function registerWebhooksCommand(program: Command, ctx: CliContext): void
       const delivery = await ctx.client().webhooks.redeliver(id, deliveryId);
       if (ctx.json) ctx.printJson(delivery);
       else ctx.print(`queued ${delivery.id} (again: ${delivery.redeliveryOf ?? deliveryId})`);
+    });
+
+  webhooks
+    .command("test")
+    .description("send the endpoint a signed webhook.test message (see it in `deliveries`)")
+    .argument("<id>", "webhook id")
+    .action(async (id: string) => {
+      const delivery = await ctx.client().webhooks.test(id);
+      if (ctx.json) ctx.printJson(delivery);
+      else ctx.print(`queued ${delivery.id} (webhook.test, message ${delivery.messageId})`);
     });
 }

@@ -5,6 +5,7 @@ import { nowIso } from "../ids.js";
 import { SYSTEM_ORG } from "../services/activity-service.js";
 import type { Database } from "../store/schema.js";
 import type { AuthFailureLog } from "./auth-failure-log.js";
+import type { CallerCache } from "./caller-cache.js";
 import { parseApiKey, tokenMatches } from "./tokens.js";
 import { SESSION_COOKIE, readCookie } from "./oidc/session-cookies.js";
 import { resolveCaller, type Caller } from "./principal.js";
@@ -85,6 +86,7 @@ export async function authenticate(
   credentials: RequestCredentials,
   origin: RequestOrigin,
   oidc: OidcAuthenticator | null = null,
+  cache?: CallerCache,
 ): Promise<Caller> {
   const refuse = (reason: string, orgId = SYSTEM_ORG, keyId?: string): Promise<never> =>
     refuseAuthentication(failures, origin, reason, orgId, keyId);
@@ -108,6 +110,8 @@ export async function authenticate(
   }
   const parsed = parseApiKey(token);
   if (!parsed) return refuse("the token is not a Shells API key");
+  const cached = cache?.get(token);
+  if (cached) return cached;
   const key = await db
     .selectFrom("api_keys")
     .selectAll()
@@ -130,7 +134,8 @@ export async function authenticate(
     { orgId: key.org_id, type: key.principal_type, id: key.principal_id },
     { keyId: key.id, scopes: JSON.parse(key.scopes) as Scope[] },
   );
-  return (
-    caller ?? refuse(`the key's ${key.principal_type} was removed or disabled`, key.org_id, key.id)
-  );
+  if (!caller)
+    return refuse(`the key's ${key.principal_type} was removed or disabled`, key.org_id, key.id);
+  cache?.set(token, caller);
+  return caller;
 }

@@ -160,6 +160,14 @@ export async function admitShell(
       { region, allowedRegions: policy.allowedRegions },
     );
   }
+  // One server runs shells in one region; routing a create to another region's server is not built.
+  if (region !== deps.region) {
+    throw new AppError(
+      "region_unavailable",
+      `This server runs shells in region ${deps.region}, not ${region}.`,
+      { region, offered: [deps.region] },
+    );
+  }
   const { network, egress } = networkOf(input, policy);
   const placement = await deps.runtimes.backendFor(runtime);
   if ("refusal" in placement) {

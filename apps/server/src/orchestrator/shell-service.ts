@@ -84,6 +84,8 @@ import {
   type HostCapacity,
 } from "./admission.js";
 import type { CapacityGate, CapacityTicket } from "./capacity.js";
+import { inSpan } from "../tracing/tracing.js";
+import type { ReservationService } from "./reservations.js";
 import type { ApprovalGate, GateClearance } from "./approval-gate.js";
 import { KeyedMutex } from "./keyed-mutex.js";
 import { Reconciler, SYSTEM_ACTOR, type ReconcileCounts } from "./reconciler.js";
@@ -141,6 +143,8 @@ export interface ShellServiceDeps {
   metering?: MeteringService;
   /** Project caps: creates and starts over a cap are refused. */
   caps?: CapService;
+  /** The server's class slots and their reservations: creates and starts without a free slot are refused. */
+  reservations?: ReservationService;
   /** The org's templates; without it, a create that names one is refused. */
   templates?: TemplateService;
   /** Builds of templates' custom images; without it, a template with an image recipe is refused. */
@@ -278,11 +282,8 @@ export class ShellService {
   ): Promise<Shell> {
     const { input, template } = await this.withTemplate(caller, request);
     const policy = await this.deps.policies.get(caller.orgId);
-    const admitted = await admitShell(
-      { ...this.deps, capacity: this.#capacity },
-      caller,
-      policy,
-      input,
+    const admitted = await inSpan("shells.admission", {}, () =>
+      admitShell({ ...this.deps, capacity: this.#capacity }, caller, policy, input),
     );
     // A template's custom image; a fork runs on its parent's image, whatever it is.
     const image =
@@ -355,11 +356,19 @@ export class ShellService {
     // Noted before the row exists: a crash after it leaves a key that knows its shell.
     await this.deps.idempotency?.noteShell(id);
     try {
-      if (this.deps.caps)
-        await this.deps.caps.admit(caller.orgId, admitted.project, runtime, insert);
-      else await insert();
+      const { caps, reservations } = this.deps;
+      const inSlot = reservations
+        ? () => reservations.admit(caller.orgId, admitted.project, runtime, insert)
+        : insert;
+      await inSpan("store.insert_shell", { "shells.shell_id": id }, async () => {
+        if (caps) await caps.admit(caller.orgId, admitted.project, runtime, inSlot);
+        else await inSlot();
+      });
     } catch (error) {
-      if (error instanceof AppError && error.code === "quota_exceeded") {
+      if (
+        error instanceof AppError &&
+        (error.code === "quota_exceeded" || error.code === "capacity_exhausted")
+      ) {
         await this.deps.activity.recordFor(
           caller,
           "shell.create",
@@ -961,6 +970,7 @@ export class ShellService {
       if (starts) {
         try {
           await this.deps.caps?.check(row.org_id, row.project_id, row.runtime);
+          await this.deps.reservations?.check(row.org_id, row.project_id, row.runtime);
         } catch (error) {
           await this.#recordAction(caller, row.id, capability, "denied", {
             reason: describeError(error),

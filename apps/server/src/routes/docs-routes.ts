@@ -2,6 +2,7 @@ import { buildOpenApiDocument } from "@shells/contract";
 import type { FastifyInstance } from "fastify";
 import { sql, type Kysely } from "kysely";
 import { AppError } from "../errors.js";
+import type { ReservationService } from "../orchestrator/reservations.js";
 import type { RuntimeRegistry } from "../orchestrator/runtimes.js";
 import type { Database } from "../store/schema.js";
 import { renderDocsPage } from "./docs-page.js";
@@ -11,6 +12,7 @@ import type { Handlers } from "./register-routes.js";
 export function healthHandlers(
   db: Kysely<Database>,
   runtimes: RuntimeRegistry,
+  placement: { region: string; reservations?: ReservationService | undefined },
 ): Pick<Handlers, "health" | "ready"> {
   return {
     health: async () => ({ status: "ok" }),
@@ -20,7 +22,12 @@ export function healthHandlers(
       } catch (error) {
         throw new AppError("not_ready", "The store does not answer.", undefined, { cause: error });
       }
-      return { status: "ready", runtimes: await runtimes.availability() };
+      return {
+        status: "ready",
+        runtimes: await runtimes.availability(),
+        region: placement.region,
+        capacity: (await placement.reservations?.capacity()) ?? [],
+      };
     },
   };
 }

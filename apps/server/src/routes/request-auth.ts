@@ -9,7 +9,9 @@ import {
   type Caller,
   type OidcAuthenticator,
 } from "../iam/authenticate.js";
+import type { CallerCache } from "../iam/caller-cache.js";
 import type { Database } from "../store/schema.js";
+import { noteOrg } from "../tracing/request-spans.js";
 
 /** Authenticates a request for `route` (for the record of a refusal), or throws. */
 export type AuthenticateRequest = (
@@ -27,6 +29,8 @@ export interface RequestAuthOptions {
   /** Refused authentications one address may cause per window before it gets 429. */
   failureLimit: number;
   windowMs: number;
+  /** API keys' verified callers, reused for a moment (see `CallerCache`); none: every request reads the store. */
+  callers?: CallerCache;
   /** Requests one credential may make per `requestWindowMs` before it gets 429; 0 turns it off. */
   requestLimit: number;
   requestWindowMs: number;
@@ -107,6 +111,7 @@ export async function registerRequestAuth(
         requestCredentials(request),
         { method: request.method, route, ip: request.ip },
         options.oidc,
+        options.callers,
       );
     } catch (error) {
       if (error instanceof AppError && error.code === "unauthenticated") {
@@ -118,6 +123,7 @@ export async function registerRequestAuth(
       }
       throw error;
     }
+    noteOrg(caller.orgId);
     await spend(request, reply, caller);
     return caller;
   };

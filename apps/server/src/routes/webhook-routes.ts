@@ -1,7 +1,7 @@
 import type { WebhookService } from "../webhooks/webhook-service.js";
 import type { Handlers } from "./register-routes.js";
 
-/** Webhook endpoints: create (secret shown once), list, get, remove, rotate, delivery log, redeliver. */
+/** Webhook endpoints: create (secret shown once), list, get, remove, rotate, delivery log, redeliver, test. */
 export function webhookHandlers(
   webhooks: WebhookService,
 ): Pick<
@@ -13,6 +13,7 @@ export function webhookHandlers(
   | "rotateWebhookSecret"
   | "listWebhookDeliveries"
   | "redeliverWebhook"
+  | "testWebhook"
 > {
   return {
     createWebhook: async ({ caller, body }) => webhooks.create(caller, body),
@@ -24,5 +25,6 @@ export function webhookHandlers(
       webhooks.deliveries(caller, params.id, query),
     redeliverWebhook: async ({ caller, params }) =>
       webhooks.redeliver(caller, params.id, params.deliveryId),
+    testWebhook: async ({ caller, params }) => webhooks.test(caller, params.id),
   };
 }

@@ -7,6 +7,7 @@ import type { Caller } from "../iam/principal.js";
 import { KeyedMutex } from "../orchestrator/keyed-mutex.js";
 import { SYSTEM_ACTOR } from "../orchestrator/reconciler.js";
 import {
+  CONCURRENT_STATES,
   listCaps,
   periodCapsAcrossOrgs,
   projectShellsIn,
@@ -23,9 +24,6 @@ import { formatMoney, parseMoney } from "./usage-rates.js";
 
 /** From this share of a period cap on, a `quota.warning` is raised (once per period). */
 export const WARNING_PERCENT = 80;
-
-/** States that count as a concurrent shell. */
-const CONCURRENT_STATES = ["provisioning", "running"];
 
 /** What the cap service needs. */
 export interface CapServiceDeps {

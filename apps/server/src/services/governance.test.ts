@@ -258,7 +258,7 @@ describeEachStore((store) => {
 
   describe("org policy", () => {
     it("refuses a shell below the isolation floor and outside the allowed regions, and defaults to the floor", async () => {
-      t = await createTestApp({ openStore: store.open });
+      t = await createTestApp({ openStore: store.open, env: { SHELLS_REGION: "eu-west" } });
       await t.call("PATCH", "/api/v1/org/policy", {
         isolationFloor: "microvm",
         allowedRegions: ["eu-west"],

@@ -8,6 +8,9 @@ import type { CapAlertTable, Database, ProjectCapTable } from "./schema.js";
  * for the whole server.
  */
 
+/** States that count as a concurrent shell (against caps and against a server's class slots). */
+export const CONCURRENT_STATES: readonly string[] = ["provisioning", "running"];
+
 /** A cap row with its project's name. */
 export type CapRow = Selectable<ProjectCapTable> & { project_name: string };
 

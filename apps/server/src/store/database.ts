@@ -1,5 +1,5 @@
 import SQLite from "better-sqlite3";
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from "kysely";
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type SqliteDatabase } from "kysely";
 import { mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import pg from "pg";
@@ -43,9 +43,39 @@ export async function openSqliteStore(path: string): Promise<Store> {
   sqlite.pragma("busy_timeout = 5000");
   sqlite.pragma("foreign_keys = ON");
   sqlite.pragma("synchronous = NORMAL");
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const db = new Kysely<Database>({
+    dialect: new SqliteDialect({ database: withStatementCache(sqlite) }),
+  });
   await migrate(db, path);
   return { db, dialect: "sqlite", lifecycleLock: (local) => local, close: () => db.destroy() };
+}
+
+/** Distinct SQL texts whose prepared statements are kept; past it the oldest is dropped. */
+const STATEMENT_CACHE_SIZE = 1000;
+
+/**
+ * The database as Kysely's SQLite driver sees it, with each SQL text prepared once: Kysely prepares
+ * a statement for every query, and preparing costs about as much as running a point lookup. A
+ * statement is reused only after its previous run returned (`all`/`run` are synchronous); the
+ * store never streams a query (`iterate`), which would hold a statement busy across awaits.
+ */
+function withStatementCache(sqlite: SQLite.Database): SqliteDatabase {
+  const statements = new Map<string, SQLite.Statement>();
+  return {
+    close: () => sqlite.close(),
+    prepare: (sqlText: string) => {
+      let statement = statements.get(sqlText);
+      if (!statement) {
+        statement = sqlite.prepare(sqlText);
+        if (statements.size >= STATEMENT_CACHE_SIZE) {
+          const oldest = statements.keys().next();
+          if (!oldest.done) statements.delete(oldest.value);
+        }
+        statements.set(sqlText, statement);
+      }
+      return statement;
+    },
+  };
 }
 
 /** PostgreSQL type ids whose text form the store reads as JS numbers. */

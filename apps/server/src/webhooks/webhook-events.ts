@@ -2,6 +2,7 @@ import {
   WEBHOOK_RESULT_LIMIT_BYTES,
   type ActivityEvent,
   type WebhookEventType,
+  type WebhookMessageType,
   type WebhookPayload,
 } from "@shells/contract";
 import type { Transaction } from "kysely";
@@ -59,7 +60,7 @@ export function webhookEventTypeOf(event: ActivityEvent): WebhookEventType | nul
  */
 export async function webhookPayloadOf(
   trx: Transaction<Database>,
-  type: WebhookEventType,
+  type: WebhookMessageType,
   event: ActivityEvent,
 ): Promise<WebhookPayload> {
   const data: WebhookPayload["data"] = { orgId: event.orgId, activity: event };

@@ -256,6 +256,37 @@ describe("webhook deliveries", () => {
     expect(hook.seen[1]!.body).toBe(hook.seen[0]!.body);
   });
 
+  it("send a signed webhook.test message to the one endpoint tested, whatever it subscribed to", async () => {
+    const a = await app();
+    await allowLoopback(a);
+    const hook = await receiver();
+    const other = await receiver();
+    const tested = await createWebhook(a, hook.url, ["run.finished"]);
+    await createWebhook(a, other.url, ["*"]);
+    const sent = await a.call("POST", `/api/v1/webhooks/${tested.webhook.id}/test`);
+    expect(sent.statusCode, sent.body).toBe(201);
+    const delivery = sent.json<WebhookDelivery>();
+    expect(delivery).toMatchObject({
+      webhookId: tested.webhook.id,
+      eventType: "webhook.test",
+      state: "pending",
+    });
+    await expect.poll(() => hook.seen.length).toBe(1);
+    const payload = verify(tested.secret, hook.seen[0]!);
+    expect(payload.type).toBe("webhook.test");
+    expect(payload.data.activity).toMatchObject({
+      action: "webhook.test",
+      target: { type: "webhook", id: tested.webhook.id },
+      id: delivery.activityId,
+    });
+    await expect
+      .poll(async () => (await deliveries(a, tested.webhook.id))[0])
+      .toMatchObject({ id: delivery.id, state: "delivered", lastStatus: 200 });
+    expect(other.seen).toHaveLength(0);
+    const missing = await a.call("POST", "/api/v1/webhooks/wh-nope/test");
+    expect(missing.statusCode).toBe(404);
+  });
+
   it("carry a finished run's structured result", async () => {
     const a = await app();
     await allowLoopback(a);

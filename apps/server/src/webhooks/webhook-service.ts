@@ -9,6 +9,7 @@ import {
   type WebhookDelivery,
   type WebhookEventFilter,
   type WebhookEventType,
+  type WebhookMessageType,
 } from "@shells/contract";
 import type { Kysely, Selectable, Transaction } from "kysely";
 import { randomBytes } from "node:crypto";
@@ -23,6 +24,9 @@ import type { PolicyService } from "../services/policy-service.js";
 import type { Database, WebhookDeliveryTable, WebhookTable } from "../store/schema.js";
 import { literalDestinationDenial } from "./webhook-dialer.js";
 import { webhookEventTypeOf, webhookPayloadOf } from "./webhook-events.js";
+
+/** The activity action of a test message (`POST /api/v1/webhooks/:id/test`). */
+const TEST_ACTION = "webhook.test";
 
 /** Endpoints one org may have. */
 export const MAX_WEBHOOKS_PER_ORG = 25;
@@ -265,20 +269,43 @@ export class WebhookService {
   }
 
   /**
+   * Sends the endpoint a `webhook.test` message: the `webhook.test` event recorded in the history
+   * queues it (in the event's transaction, through `enqueue`), and it is signed, tried and retried
+   * like any other. Returns its delivery.
+   */
+  async test(caller: Caller, id: string): Promise<WebhookDelivery> {
+    const hook = await this.#row(caller.orgId, id);
+    // The URL stays out of the history: receivers often embed a token in it.
+    const event = await this.activity.recordFor(caller, TEST_ACTION, webhookTarget(hook.id), {});
+    const row = await this.db
+      .selectFrom("webhook_deliveries")
+      .selectAll()
+      .where("org_id", "=", caller.orgId)
+      .where("webhook_id", "=", hook.id)
+      .where("activity_id", "=", event.id)
+      .executeTakeFirstOrThrow();
+    return toDelivery(row);
+  }
+
+  /**
    * The activity history's sink: when `event` is one endpoints can be told about, queues one
    * delivery per endpoint of its org that subscribed to its type, in the event's transaction.
    */
   readonly enqueue = async (trx: Transaction<Database>, event: ActivityEvent): Promise<void> => {
-    const type = webhookEventTypeOf(event);
+    const testOf = event.action === TEST_ACTION ? event.target?.id : undefined;
+    const type: WebhookMessageType | null = testOf ? "webhook.test" : webhookEventTypeOf(event);
     if (type === null) return;
-    const hooks = await trx
+    let query = trx
       .selectFrom("webhooks")
       .select(["id", "events"])
-      .where("org_id", "=", event.orgId)
-      .execute();
-    const subscribed = hooks.filter((hook) =>
-      webhookWants(JSON.parse(hook.events) as string[], type),
-    );
+      .where("org_id", "=", event.orgId);
+    if (testOf) query = query.where("id", "=", testOf);
+    const hooks = await query.execute();
+    // A test message goes to its one endpoint whatever it subscribed to.
+    const subscribed =
+      type === "webhook.test"
+        ? hooks
+        : hooks.filter((hook) => webhookWants(JSON.parse(hook.events) as string[], type));
     if (subscribed.length === 0) return;
     const payload = JSON.stringify(await webhookPayloadOf(trx, type, event));
     const messageId = newId("msg", 16);

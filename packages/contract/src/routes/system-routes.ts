@@ -65,11 +65,28 @@ export const systemRoutes = {
   ready: {
     method: "GET",
     path: "/readyz",
-    summary: "Readiness: the store answers; which runtime classes this host can run.",
+    summary:
+      "Readiness: the store answers; which runtime classes this host can run; the region and each limited class's slots.",
     tag: "health",
     response: z.strictObject({
       status: z.literal("ready"),
       runtimes: z.array(RuntimeAvailability),
+      /** The region this server runs shells in. */
+      region: z.string().optional(),
+      /**
+       * Each class limited by `SHELLS_CLASS_SLOTS`: its slots, how many are reserved (for any org
+       * or project; who holds them is not shown here) and how many shells provision or run now.
+       */
+      capacity: z
+        .array(
+          z.strictObject({
+            runtime: RuntimeClass,
+            slots: z.int(),
+            reserved: z.int(),
+            inUse: z.int(),
+          }),
+        )
+        .optional(),
     }),
     successStatus: 200,
     scope: null,

@@ -110,4 +110,18 @@ export const webhooksRoutes = {
     minRole: "admin",
     example: { params: { id: "{webhook}", deliveryId: "{delivery}" } },
   },
+  testWebhook: {
+    method: "POST",
+    path: "/api/v1/webhooks/:id/test",
+    summary: "Send the endpoint a signed `webhook.test` message through the outbox (admins).",
+    description:
+      "The message goes to this endpoint only, whatever it subscribed to, and is tried and retried like any other; its delivery is in the endpoint's log. `data.activity` is the recorded `webhook.test` event.",
+    tag: "webhooks",
+    params: webhookId,
+    response: WebhookDelivery,
+    successStatus: 201,
+    scope: "shells:instances:control",
+    minRole: "admin",
+    example: { params: { id: "{webhook}" } },
+  },
 } as const satisfies Record<string, RouteSpec>;

@@ -1,0 +1,52 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { addPrincipal, createTestApp, type TestApp } from "../test-support/test-app.js";
+import { CALLER_CACHE_TTL_MS } from "./caller-cache.js";
+
+let t: TestApp | undefined;
+afterEach(async () => {
+  await t?.close();
+  t = undefined;
+});
+
+const me = (app: TestApp, token: string) =>
+  app.call("GET", "/api/v1/me", undefined, { authorization: `Bearer ${token}` });
+
+describe("reusing a verified API key's caller", () => {
+  it("still refuses a wrong secret for a key just used, and a revoked key at once on this server", async () => {
+    t = await createTestApp();
+    const orgId = (await t.call("GET", "/api/v1/me")).json().orgId as string;
+    const dev = await addPrincipal(t.store, {
+      orgId,
+      role: "developer",
+      scopes: ["shells:instances:read", "shells:instances:control"],
+    });
+    expect((await me(t, dev.token)).statusCode).toBe(200);
+    const last = dev.token.at(-1) === "A" ? "B" : "A";
+    const forged = `${dev.token.slice(0, -1)}${last}`;
+    expect((await me(t, forged)).statusCode).toBe(401);
+
+    const revoked = await t.call("DELETE", `/api/v1/keys/${dev.keyId}`);
+    expect(revoked.statusCode, revoked.body).toBe(200);
+    expect((await me(t, dev.token)).statusCode).toBe(401);
+  });
+
+  it("stops a key revoked behind this server's back (another replica) within a second", async () => {
+    t = await createTestApp();
+    const orgId = (await t.call("GET", "/api/v1/me")).json().orgId as string;
+    const dev = await addPrincipal(t.store, {
+      orgId,
+      role: "developer",
+      scopes: ["shells:instances:read"],
+    });
+    expect((await me(t, dev.token)).statusCode).toBe(200);
+    const revokedAt = Date.now();
+    await t.store.db
+      .updateTable("api_keys")
+      .set({ revoked_at: new Date().toISOString() })
+      .where("id", "=", dev.keyId)
+      .execute();
+    await expect.poll(async () => (await me(t!, dev.token)).statusCode, { interval: 20 }).toBe(401);
+    expect(Date.now() - revokedAt).toBeLessThan(1000);
+    expect(CALLER_CACHE_TTL_MS).toBeLessThan(1000);
+  });
+});
