@@ -5,7 +5,8 @@ import { RunsPage } from "./runs-page.js";
 import { TemplatesPage } from "./templates-page.js";
 import { UsagePage } from "./usage-page.js";
 import { WebhooksPage } from "./webhooks-page.js";
-import { AccessPage, ActivityPage, ApprovalsPage, PolicyPage } from "./org-pages.js";
+import { AccessPage } from "./access-page.js";
+import { ActivityPage, ApprovalsPage, PolicyPage } from "./org-pages.js";
 import {
   fetchAuthConfig,
   restoreSession,
