@@ -456,7 +456,7 @@ function InviteDialog({
         hint="They sign in through the identity provider with this email; without one, the host's operator issues their first key (server issue-key --email)."
       >
         <input
-          type="email"
+          inputMode="email"
           value={email}
           onChange={(event) => setEmail(event.target.value)}
           autoComplete="off"
