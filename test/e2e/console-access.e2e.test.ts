@@ -103,6 +103,7 @@ describe("the console's Access page", () => {
     await newKey.getByLabel("Key name").fill("ci-bot-key");
     await newKey.getByLabel("Acts as").selectOption({ label: "agent ci-bot (developer)" });
     await newKey.getByLabel("shells:agent:invoke").check();
+    await newKey.getByLabel("Expires").selectOption({ label: "in 30 days" });
     await newKey.getByRole("button", { name: "Issue key" }).click();
     const token = (await page.getByTestId("api-key-token").textContent()) ?? "";
     expect(token.length).toBeGreaterThan(20);
@@ -111,6 +112,10 @@ describe("the console's Access page", () => {
     expect(me).toMatchObject({ actor: { type: "agent", id: agent?.id }, role: "developer" });
     expect(me.scopes.sort()).toEqual(["shells:agent:invoke", "shells:instances:read"]);
     expect(me.entitlements).toEqual(["shells.agent.invoke"]);
+    const issued = (await owner.keys.list()).find((key) => key.name === "ci-bot-key");
+    const daysLeft = (Date.parse(issued?.expiresAt ?? "") - Date.now()) / 86_400_000;
+    expect(daysLeft).toBeGreaterThan(29.9);
+    expect(daysLeft).toBeLessThan(30.1);
     await page.getByRole("button", { name: "I have stored it" }).click();
     const keys = page.getByRole("table", { name: "API keys" });
     await keys.getByText("ci-bot-key").waitFor();

@@ -244,7 +244,7 @@ export function AccessPage({ session }: { session: Session }) {
         <ErrorNote error={keys.error} />
         <Table
           label="API keys"
-          headers={["Name", "Holder", "Scopes", "Created", "Last used", "Revoked", ""]}
+          headers={["Name", "Holder", "Scopes", "Created", "Last used", "Expires", "Revoked", ""]}
           empty="No keys."
           rows={keys.data?.map((key) => [
             <span>
@@ -262,6 +262,7 @@ export function AccessPage({ session }: { session: Session }) {
               )}
             </span>,
             when(key.lastUsedAt),
+            key.expiresAt ? when(key.expiresAt) : "never",
             when(key.revokedAt),
             rights.manageKeys && key.revokedAt === null ? (
               <Button
@@ -539,6 +540,10 @@ function AgentDialog({
   );
 }
 
+const DAY_MS = 24 * 60 * 60 * 1000;
+/** Expiries offered for a new key, in days; 0 for none. */
+const EXPIRY_DAYS = [7, 30, 90, 365, 0] as const;
+
 function KeyDialog({
   session,
   rights,
@@ -556,6 +561,7 @@ function KeyDialog({
   const [name, setName] = useState("");
   const [holder, setHolder] = useState("me");
   const [scopes, setScopes] = useState<ScopeName[]>(["shells:instances:read"]);
+  const [expiresInDays, setExpiresInDays] = useState(90);
   const agent = agents.find((candidate) => candidate.id === holder);
   const holderRole = agent?.role ?? principal.role;
   // Nobody mints more than they hold, nor more than the holder's role allows.
@@ -572,6 +578,9 @@ function KeyDialog({
           name: name.trim(),
           scopes: chosen,
           ...(agent ? { principal: { type: "agent", id: agent.id } } : {}),
+          ...(expiresInDays > 0
+            ? { expiresAt: new Date(Date.now() + expiresInDays * DAY_MS).toISOString() }
+            : {}),
         });
         onCreated(await session.client.keys.create(body));
       }}
@@ -620,9 +629,19 @@ function KeyDialog({
           </label>
         ))}
       </fieldset>
-      <p className="text-xs text-zinc-500 dark:text-zinc-400">
-        Keys do not expire: revoke one when it is no longer needed.
-      </p>
+      <Field label="Expires" hint="An expired key is refused as a revoked one is.">
+        <select
+          value={expiresInDays}
+          onChange={(event) => setExpiresInDays(Number(event.target.value))}
+          className={`${fieldClass} w-full`}
+        >
+          {EXPIRY_DAYS.map((days) => (
+            <option key={days} value={days}>
+              {days === 0 ? "never (until revoked)" : `in ${days} days`}
+            </option>
+          ))}
+        </select>
+      </Field>
     </FormDialog>
   );
 }
