@@ -5,9 +5,9 @@ import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startConsoleBrowser, type ConsoleBrowser } from "./console-browser.js";
 
-// Role-based administration on the console's Access page, in a real browser against a real
-// control plane: an owner changes members, agents, entitlements and keys; lesser roles see the
-// same tables with only the controls they may use.
+// Role-based administration in the console, in a real browser against a real control plane: an
+// owner changes members, agents, entitlements, keys and projects' egress rules; lesser roles see
+// the same tables with only the controls they may use.
 let browser: ConsoleBrowser;
 let page: Page;
 let owner: ShellsClient;
@@ -29,7 +29,7 @@ async function actions(): Promise<string[]> {
   );
 }
 
-describe("the console's Access page", () => {
+describe("the console's Access and Projects pages", () => {
   beforeAll(async () => {
     browser = await startConsoleBrowser();
     page = browser.page;
@@ -151,6 +151,47 @@ describe("the console's Access page", () => {
     await activity.getByText("iam.member.update").first().waitFor();
   }, 60_000);
 
+  it("lets an admin create a project and narrow its egress rules, recorded with the old and new rules", async () => {
+    await page.getByRole("link", { name: "Projects" }).click();
+    const projects = page.getByRole("table", { name: "Projects" });
+    await projects.getByText("default").waitFor();
+    await page.getByRole("button", { name: "+ New project" }).click();
+    const create = page.getByRole("dialog", { name: "New project" });
+    await create.getByLabel("Project name").fill("payments");
+    await create.getByRole("button", { name: "Create project" }).click();
+    await page.getByText("Created the project payments.").waitFor();
+
+    await projects.getByRole("button", { name: "Edit the egress rules of payments" }).click();
+    const edit = page.getByRole("dialog", { name: "Egress rules of payments" });
+    await edit.getByLabel("Set allow hosts").check();
+    await edit.getByLabel("Allow hosts", { exact: true }).fill("api.example.com, *.example.org");
+    await edit.getByLabel("Set deny ports").check();
+    await edit.getByLabel("Deny ports", { exact: true }).fill("25 smtp");
+    await edit.getByRole("button", { name: "Save rules" }).click();
+    await edit.getByText(/rules\.denyPorts\.1: /).waitFor();
+    await edit.getByLabel("Deny ports", { exact: true }).fill("25");
+    // Set and empty: closes every non-public range the org opened.
+    await edit.getByLabel("Set allow CIDRs").check();
+    await edit.getByRole("button", { name: "Save rules" }).click();
+    await page.getByText("Saved the egress rules of payments.").waitFor();
+    expect((await owner.projects.getEgress("payments")).rules).toEqual({
+      allowHosts: ["api.example.com", "*.example.org"],
+      allowCidrs: [],
+      denyPorts: [25],
+    });
+    const row = projects.getByRole("row").filter({ hasText: "payments" });
+    await row.getByText("*.example.org").waitFor();
+    expect(await row.getByTestId("egress-rules").textContent()).toContain("Allow CIDRs:none");
+    const [update] = (await owner.activity({ limit: 200 }).page()).items.filter(
+      (event) => event.action === "project.egress.update",
+    );
+    expect(update?.details).toMatchObject({
+      project: "payments",
+      from: {},
+      to: { allowHosts: ["api.example.com", "*.example.org"], allowCidrs: [], denyPorts: [25] },
+    });
+  }, 60_000);
+
   it("draws for an admin, a developer and a viewer only the controls each may use", async () => {
     // Nobody mints a key for another member through the API: the host's operator issues the
     // member's key (every scope of their role, admin now) with the server's `issue-key` command.
@@ -230,6 +271,10 @@ describe("the console's Access page", () => {
     expect(await count(/^Revoke /)).toBe(0);
     expect(await count("+ Invite member")).toBe(0);
     expect(await count("+ New agent")).toBe(0);
+    expect(await tab.locator("main").getByRole("button").count()).toBe(0);
+    // The projects' rules are there to read, with nothing to change them.
+    await tab.getByRole("link", { name: "Projects" }).click();
+    await tab.getByRole("table", { name: "Projects" }).getByText("*.example.org").waitFor();
     expect(await tab.locator("main").getByRole("button").count()).toBe(0);
     await tab.close();
   }, 60_000);
