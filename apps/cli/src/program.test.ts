@@ -1,4 +1,5 @@
 import type {
+  ApiKeyCreate,
   ApiKeyCreated,
   ExecRequest,
   ExecResult,
@@ -69,6 +70,7 @@ const createdKey: ApiKeyCreated = {
     createdAt: "2025-06-01T12:00:00.000Z",
     lastUsedAt: null,
     revokedAt: null,
+    expiresAt: null,
   },
   token: "shk_secret",
 };
@@ -95,6 +97,7 @@ const policy: OrgPolicy = {
 
 /** The body of the last `PATCH /org/policy` the stand-in API received. */
 let lastPolicyUpdate: OrgPolicyUpdate | undefined;
+let lastKeyCreate: ApiKeyCreate | undefined;
 
 /** An in-process stand-in for the API: answers the routes these tests use, and echoes exec's input. */
 const fakeApi: typeof fetch = async (input, init) => {
@@ -121,7 +124,11 @@ const fakeApi: typeof fetch = async (input, init) => {
     return json(pending, 202);
   if (request.method === "DELETE" && url.pathname === "/api/v1/shells/sh-1")
     return json({ ...pending, approval: { ...pending.approval, action: "delete" } }, 202);
-  if (request.method === "POST" && url.pathname === "/api/v1/keys") return json(createdKey, 201);
+  if (request.method === "POST" && url.pathname === "/api/v1/keys") {
+    lastKeyCreate = (await request.json()) as ApiKeyCreate;
+    const expiresAt = lastKeyCreate.expiresAt ?? null;
+    return json({ ...createdKey, key: { ...createdKey.key, expiresAt } }, 201);
+  }
   if (request.method === "PATCH" && url.pathname === "/api/v1/org/policy") {
     lastPolicyUpdate = (await request.json()) as OrgPolicyUpdate;
     return json({ ...policy, ...lastPolicyUpdate });
@@ -238,6 +245,23 @@ describe("shells keys create", () => {
     expect(run.stdout).toMatch(/^token: shk_secret$/m);
     expect(run.stdout).toMatch(/^for\s+agent:agt-1$/m);
     expect(run.stdout).toContain("warning: this token is shown once and never again");
+    expect(run.stdout).toMatch(/^expires\s+never \(until revoked\)$/m);
+  });
+
+  it("asks for a key that expires after --expires-in-days and says when", async () => {
+    const run = await cli([
+      "keys",
+      "create",
+      "--name",
+      "ci",
+      "--scope",
+      "shells:instances:read",
+      "--expires-in-days",
+      "30",
+    ]);
+    expect(run.exitCode).toBe(0);
+    expect(lastKeyCreate?.expiresAt).toBe("2025-07-01T12:00:00.000Z");
+    expect(run.stdout).toMatch(/^expires\s+2025-07-01T12:00:00.000Z$/m);
   });
 
   it("prints key and token as JSON with --json", async () => {

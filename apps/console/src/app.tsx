@@ -1,11 +1,13 @@
 import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { BindingsPage } from "./bindings-page.js";
 import { FleetPage } from "./fleet-page.js";
+import { ProjectsPage } from "./projects-page.js";
 import { RunsPage } from "./runs-page.js";
 import { TemplatesPage } from "./templates-page.js";
 import { UsagePage } from "./usage-page.js";
 import { WebhooksPage } from "./webhooks-page.js";
-import { AccessPage, ActivityPage, ApprovalsPage, PolicyPage } from "./org-pages.js";
+import { AccessPage } from "./access-page.js";
+import { ActivityPage, ApprovalsPage, PolicyPage } from "./org-pages.js";
 import {
   fetchAuthConfig,
   restoreSession,
@@ -24,6 +26,7 @@ const PAGES = [
   { path: "/approvals", label: "Approvals" },
   { path: "/access", label: "Access" },
   { path: "/policy", label: "Policy" },
+  { path: "/projects", label: "Projects" },
   { path: "/templates", label: "Templates" },
   { path: "/bindings", label: "Bindings" },
   { path: "/webhooks", label: "Webhooks" },
@@ -306,6 +309,7 @@ function Shell({
         {page === "/approvals" && <ApprovalsPage session={session} />}
         {page === "/access" && <AccessPage session={session} />}
         {page === "/policy" && <PolicyPage session={session} />}
+        {page === "/projects" && <ProjectsPage session={session} />}
         {page === "/templates" && (
           <TemplatesPage
             session={session}

@@ -3,7 +3,7 @@ import { useState } from "react";
 import { CheckpointsPanel } from "./checkpoints-panel.js";
 import { canControl, isAdmin, type Session } from "./session.js";
 import { usePoll } from "./use-poll.js";
-import { Button, ErrorNote, Panel, StatusBadge, Table, Tag, fieldClass, when } from "./ui.js";
+import { Button, ErrorNote, Panel, Table, Tag, fieldClass, when } from "./ui.js";
 
 /** The org's activity history, newest first, live, under its signed checkpoints. */
 export function ActivityPage({ session }: { session: Session }) {
@@ -83,62 +83,6 @@ export function ApprovalsPage({ session }: { session: Session }) {
         ])}
       />
     </Panel>
-  );
-}
-
-/** Members, agents and API keys (lists; secrets are never shown after creation). */
-export function AccessPage({ session }: { session: Session }) {
-  const { client } = session;
-  const members = usePoll(() => client.members.list(), 10_000);
-  const agents = usePoll(() => client.agents.list(), 10_000);
-  const keys = usePoll(() => client.keys.list(), 10_000);
-  return (
-    <div className="space-y-6">
-      <Panel title="Members">
-        <ErrorNote error={members.error} />
-        <Table
-          label="Members"
-          headers={["Email", "Role", "Source", "Since", "Status"]}
-          empty="No members."
-          rows={members.data?.map((member) => [
-            member.email,
-            <Tag>{member.role}</Tag>,
-            member.source,
-            when(member.createdAt),
-            <StatusBadge status={member.disabledAt ? "stopped" : "running"} />,
-          ])}
-        />
-      </Panel>
-      <Panel title="Agents">
-        <ErrorNote error={agents.error} />
-        <Table
-          label="Agents"
-          headers={["Name", "Role", "Since", "Disabled"]}
-          empty="No agents."
-          rows={agents.data?.map((agent) => [
-            agent.name,
-            <Tag>{agent.role}</Tag>,
-            when(agent.createdAt),
-            when(agent.disabledAt),
-          ])}
-        />
-      </Panel>
-      <Panel title="API keys">
-        <ErrorNote error={keys.error} />
-        <Table
-          label="API keys"
-          headers={["Name", "Principal", "Scopes", "Last used", "Revoked"]}
-          empty="No keys."
-          rows={keys.data?.map((key) => [
-            key.name,
-            <Tag>{`${key.principal.type}:${key.principal.id}`}</Tag>,
-            <span className="text-xs">{key.scopes.join(", ")}</span>,
-            when(key.lastUsedAt),
-            when(key.revokedAt),
-          ])}
-        />
-      </Panel>
-    </div>
   );
 }
 

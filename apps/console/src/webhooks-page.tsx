@@ -2,11 +2,11 @@ import type { Webhook, WebhookCreated, WebhookDelivery } from "@l1fe/shells";
 import { WebhookCreate, WebhookEventType } from "@shells/contract";
 import { useState } from "react";
 import { Field, FormDialog, parseForm } from "./form-dialog.js";
+import { SecretOnceDialog } from "./secret-once-dialog.js";
 import { canControl, isAdmin, type Session } from "./session.js";
 import { usePoll } from "./use-poll.js";
 import {
   Button,
-  Dialog,
   ErrorNote,
   Notice,
   Panel,
@@ -210,7 +210,18 @@ function AdminWebhooks({
           </p>
         </FormDialog>
       )}
-      {secret && <SecretOnceDialog created={secret} onClose={() => setSecret(null)} />}
+      {secret && (
+        <SecretOnceDialog
+          title="Signing secret"
+          secret={secret.secret}
+          testId="webhook-secret"
+          onClose={() => setSecret(null)}
+        >
+          Deliveries to <span className="font-mono break-all">{secret.webhook.url}</span> are signed
+          with this secret. Store it where the receiver reads it: it is shown now and never again
+          (the server keeps it sealed).
+        </SecretOnceDialog>
+      )}
     </div>
   );
 }
@@ -300,47 +311,6 @@ function CreateWebhookDialog({
         />
       </Field>
     </FormDialog>
-  );
-}
-
-/**
- * The signing secret, the one time the API answers it. It lives in this dialog's props only: once
- * closed, nothing in the page or the browser's storage holds it.
- */
-function SecretOnceDialog({ created, onClose }: { created: WebhookCreated; onClose: () => void }) {
-  const [copied, setCopied] = useState(false);
-  const copy = async () => {
-    try {
-      await navigator.clipboard.writeText(created.secret);
-      setCopied(true);
-    } catch {
-      setCopied(false); // No clipboard (insecure context): the secret stays selectable.
-    }
-  };
-  return (
-    <Dialog open onClose={onClose} title="Signing secret">
-      <div className="space-y-4">
-        <p className="text-sm text-zinc-600 dark:text-zinc-300">
-          Deliveries to <span className="font-mono break-all">{created.webhook.url}</span> are
-          signed with this secret. Store it where the receiver reads it: it is shown now and never
-          again (the server keeps it sealed).
-        </p>
-        <div className="flex items-center gap-2">
-          <code
-            data-testid="webhook-secret"
-            className="min-w-0 flex-1 rounded-md border border-zinc-200 bg-zinc-50 px-3 py-2 font-mono text-sm break-all select-all dark:border-zinc-800 dark:bg-zinc-950"
-          >
-            {created.secret}
-          </code>
-          <Button onClick={() => void copy()}>{copied ? "Copied" : "Copy"}</Button>
-        </div>
-        <div className="flex justify-end border-t border-zinc-200 pt-4 dark:border-zinc-800">
-          <Button variant="primary" onClick={onClose}>
-            I have stored it
-          </Button>
-        </div>
-      </div>
-    </Dialog>
   );
 }
 

@@ -97,6 +97,8 @@ export const ApiKey = z.strictObject({
   createdAt: z.iso.datetime(),
   lastUsedAt: z.iso.datetime().nullable(),
   revokedAt: z.iso.datetime().nullable(),
+  /** From this time on the key is refused, as if revoked; null: it lasts until revoked. */
+  expiresAt: z.iso.datetime().nullable(),
 });
 export type ApiKey = z.infer<typeof ApiKey>;
 
@@ -108,6 +110,8 @@ export const ApiKeyCreate = z.strictObject({
    * yourself, or by an admin for an agent — never for another user.
    */
   principal: PrincipalRef.optional(),
+  /** When the key stops working (in the future); left out, it lasts until revoked. */
+  expiresAt: z.iso.datetime().optional(),
 });
 
 /** A newly created key. `token` is shown this once and never again. */

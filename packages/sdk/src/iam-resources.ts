@@ -37,7 +37,10 @@ export type MemberUpdate = SchemaInput<typeof MemberUpdateSchema>;
 export type AgentCreate = SchemaInput<typeof AgentCreateSchema>;
 /** Whom a key or an entitlement belongs to: a user (member) or an agent, by id. */
 export type PrincipalRef = ApiKey["principal"];
-/** Body of `keys.create()`. `principal` defaults to the caller; keys for others need the admin role. */
+/**
+ * Body of `keys.create()`. `principal` defaults to the caller; keys for agents need the admin role.
+ * `expiresAt` (ISO time, in the future) makes a key that is refused from then on.
+ */
 export type ApiKeyCreate = SchemaInput<typeof ApiKeyCreateSchema>;
 /** A newly issued key: its record and its secret `token`, which the server shows this once only. */
 export type ApiKeyCreated = SchemaOutput<typeof ApiKeyCreatedSchema>;

@@ -2,6 +2,7 @@ import { Scope } from "@shells/contract";
 import type { ApiKey, ApiKeyCreate, ApiKeyCreated } from "@l1fe/shells";
 import { Option, type Command } from "commander";
 import type { CliContext } from "../context.js";
+import { parsePositiveInt } from "../parsers.js";
 import { formatAge, formatKeyValues, formatPrincipal, formatTable } from "../format.js";
 
 interface KeyCreateFlags {
@@ -9,7 +10,10 @@ interface KeyCreateFlags {
   scope: Scope[];
   agent?: string;
   user?: string;
+  expiresInDays?: number;
 }
+
+const DAY_MS = 24 * 60 * 60 * 1000;
 
 /** One `shells keys ls` row. */
 export function keyRow(key: ApiKey, nowMs: number): string[] {
@@ -17,7 +21,11 @@ export function keyRow(key: ApiKey, nowMs: number): string[] {
     key.id,
     key.name,
     formatPrincipal(key.principal),
-    key.revokedAt === null ? "active" : "revoked",
+    key.revokedAt !== null
+      ? "revoked"
+      : key.expiresAt !== null && Date.parse(key.expiresAt) <= nowMs
+        ? "expired"
+        : "active",
     key.lastUsedAt === null ? "never" : `${formatAge(key.lastUsedAt, nowMs)} ago`,
     formatAge(key.createdAt, nowMs),
     key.scopes.join(","),
@@ -35,6 +43,7 @@ export function formatCreatedKey(created: ApiKeyCreated): string {
       ["key", `${key.id} (${key.name})`],
       ["for", formatPrincipal(key.principal)],
       ["scopes", key.scopes.join(", ")],
+      ["expires", key.expiresAt ?? "never (until revoked)"],
     ]),
     "",
     `token: ${token}`,
@@ -80,8 +89,15 @@ export function registerKeysCommand(program: Command, ctx: CliContext): void {
       "--user <id>",
       "issue the key to this member: only yourself (a key acts as its holder; default)",
     )
+    .option(
+      "--expires-in-days <days>",
+      "the key stops working after this many days (default: until revoked)",
+      parsePositiveInt,
+    )
     .action(async (flags: KeyCreateFlags) => {
       const body: ApiKeyCreate = { name: flags.name, scopes: flags.scope };
+      if (flags.expiresInDays !== undefined)
+        body.expiresAt = new Date(ctx.now() + flags.expiresInDays * DAY_MS).toISOString();
       if (flags.agent !== undefined) body.principal = { type: "agent", id: flags.agent };
       if (flags.user !== undefined) body.principal = { type: "user", id: flags.user };
       const created = await ctx.client().keys.create(body);

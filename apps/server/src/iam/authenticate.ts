@@ -8,7 +8,7 @@ import type { AuthFailureLog } from "./auth-failure-log.js";
 import type { CallerCache } from "./caller-cache.js";
 import { parseApiKey, tokenMatches } from "./tokens.js";
 import { SESSION_COOKIE, readCookie } from "./oidc/session-cookies.js";
-import { resolveCaller, type Caller } from "./principal.js";
+import { keyLapse, resolveCaller, type Caller } from "./principal.js";
 
 export type { Caller };
 
@@ -120,7 +120,8 @@ export async function authenticate(
   if (!key) return refuse("unknown API key");
   if (!tokenMatches(token, key.key_hash))
     return refuse("wrong secret for this API key", key.org_id, key.id);
-  if (key.revoked_at) return refuse("the API key was revoked", key.org_id, key.id);
+  const lapse = keyLapse(key);
+  if (lapse) return refuse(`the API key ${lapse}`, key.org_id, key.id);
   const now = Date.now();
   if (!key.last_used_at || now - Date.parse(key.last_used_at) > LAST_USED_RESOLUTION_MS) {
     await db
@@ -136,6 +137,6 @@ export async function authenticate(
   );
   if (!caller)
     return refuse(`the key's ${key.principal_type} was removed or disabled`, key.org_id, key.id);
-  cache?.set(token, caller);
+  cache?.set(token, caller, Date.now(), key.expires_at ? Date.parse(key.expires_at) : Infinity);
   return caller;
 }

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { addPrincipal, createTestApp, type TestApp } from "../test-support/test-app.js";
-import { CALLER_CACHE_TTL_MS } from "./caller-cache.js";
+import { CALLER_CACHE_TTL_MS, CallerCache } from "./caller-cache.js";
+import type { Caller } from "./principal.js";
 
 let t: TestApp | undefined;
 afterEach(async () => {
@@ -48,5 +49,16 @@ describe("reusing a verified API key's caller", () => {
     await expect.poll(async () => (await me(t!, dev.token)).statusCode, { interval: 20 }).toBe(401);
     expect(Date.now() - revokedAt).toBeLessThan(1000);
     expect(CALLER_CACHE_TTL_MS).toBeLessThan(1000);
+  });
+
+  it("never serves a key from the cache past the key's own expiry", () => {
+    const cache = new CallerCache();
+    const caller = { orgId: "org", actor: { type: "user", id: "u" } } as unknown as Caller;
+    // The key expires 100 ms after it was verified, well inside the cache's TTL.
+    cache.set("token", caller, 1_000, 1_100);
+    expect(cache.get("token", 1_050)).toEqual(caller);
+    expect(cache.get("token", 1_100)).toBeUndefined();
+    cache.set("other", caller, 1_000);
+    expect(cache.get("other", 1_000 + CALLER_CACHE_TTL_MS - 1)).toEqual(caller);
   });
 });

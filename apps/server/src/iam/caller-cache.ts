@@ -45,15 +45,18 @@ export class CallerCache {
     if (event.action.startsWith("iam.")) this.#entries.clear();
   };
 
-  /** Remembers that `token` was just verified as `caller`. */
-  set(token: string, caller: Caller, now = Date.now()): void {
+  /**
+   * Remembers that `token` was just verified as `caller`; never past `notAfterMs` (the key's own
+   * expiry), so an expiring key is not honoured a moment longer from the cache.
+   */
+  set(token: string, caller: Caller, now = Date.now(), notAfterMs = Infinity): void {
     if (this.#entries.size >= MAX_ENTRIES) {
       const oldest = this.#entries.keys().next();
       if (!oldest.done) this.#entries.delete(oldest.value);
     }
     this.#entries.set(tokenHash(token), {
       caller: structuredClone(caller),
-      expiresAt: now + this.ttlMs,
+      expiresAt: Math.min(now + this.ttlMs, notAfterMs),
     });
   }
 }

@@ -38,6 +38,21 @@ export async function resolveCaller(
   };
 }
 
+/**
+ * Why an API key no longer works — `revoked`, or `expired` once its expiry has passed — or null
+ * while it does. Every use of a key (a request, a live terminal's standing, an approved action run
+ * as its requester) asks this one question, so an expired key is refused everywhere a revoked one
+ * is.
+ */
+export function keyLapse(
+  key: { revoked_at: string | null; expires_at: string | null },
+  nowMs: number = Date.now(),
+): "revoked" | "expired" | null {
+  if (key.revoked_at) return "revoked";
+  if (key.expires_at && Date.parse(key.expires_at) <= nowMs) return "expired";
+  return null;
+}
+
 /** The role of an org's user or agent, or null when there is none or it is disabled. */
 export async function activeHolderRole(
   db: Kysely<Database>,

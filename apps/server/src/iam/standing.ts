@@ -2,7 +2,7 @@ import type { Scope } from "@shells/contract";
 import type { Kysely } from "kysely";
 import type { Database } from "../store/schema.js";
 import { AGENT_ENTITLEMENT } from "./authorize.js";
-import { resolveCaller } from "./principal.js";
+import { keyLapse, resolveCaller } from "./principal.js";
 
 /** Who holds a long-lived grant (a terminal, a stream): the holder and the key it came through. */
 export interface Holder {
@@ -31,11 +31,13 @@ export async function lostStanding(
   if (holder.keyId !== null) {
     const key = await db
       .selectFrom("api_keys")
-      .select(["revoked_at", "scopes"])
+      .select(["revoked_at", "expires_at", "scopes"])
       .where("org_id", "=", holder.orgId)
       .where("id", "=", holder.keyId)
       .executeTakeFirst();
-    if (!key || key.revoked_at) return "the API key behind it was revoked";
+    if (!key) return "the API key behind it was revoked";
+    const lapse = keyLapse(key);
+    if (lapse) return `the API key behind it ${lapse}`;
     scopes = JSON.parse(key.scopes) as Scope[];
   }
   const caller = await resolveCaller(

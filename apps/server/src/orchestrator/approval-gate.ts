@@ -9,7 +9,7 @@ import type {
 import type { Kysely, Selectable } from "kysely";
 import { AppError } from "../errors.js";
 import { AGENT_ENTITLEMENT } from "../iam/authorize.js";
-import { actorOf, resolveCaller, type Caller } from "../iam/principal.js";
+import { actorOf, keyLapse, resolveCaller, type Caller } from "../iam/principal.js";
 import { separationOfDutiesConflict } from "../iam/separation-of-duties.js";
 import { newId, nowIso } from "../ids.js";
 import type { ActivityService } from "../services/activity-service.js";
@@ -294,11 +294,11 @@ export class ApprovalGate {
       return resolveCaller(this.db, holder, { keyId: null, scopes: ["shells:instances:control"] });
     const key = await this.db
       .selectFrom("api_keys")
-      .select(["scopes", "revoked_at"])
+      .select(["scopes", "revoked_at", "expires_at"])
       .where("org_id", "=", row.org_id)
       .where("id", "=", row.requested_key_id)
       .executeTakeFirst();
-    if (!key || key.revoked_at) return null;
+    if (!key || keyLapse(key)) return null;
     return resolveCaller(this.db, holder, {
       keyId: row.requested_key_id,
       scopes: JSON.parse(key.scopes) as Scope[],

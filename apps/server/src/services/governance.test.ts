@@ -1,5 +1,6 @@
 import type { ActivityEvent } from "@shells/contract";
 import { afterEach, describe, expect, it } from "vitest";
+import { lostStanding } from "../iam/standing.js";
 import { addPrincipal, createTestApp, type TestApp } from "../test-support/test-app.js";
 import { describeEachStore } from "../test-support/test-stores.js";
 
@@ -324,6 +325,50 @@ describeEachStore((store) => {
           .statusCode,
       ).toBe(401);
       expect(JSON.stringify(await activity())).not.toContain(token);
+    });
+
+    it("refuses a key past its expiry as it refuses a revoked one, and never mints one already expired", async () => {
+      t = await createTestApp({ openStore: store.open });
+      const past = await t.call("POST", "/api/v1/keys", {
+        name: "stale",
+        scopes: ["shells:instances:read"],
+        expiresAt: new Date(Date.now() - 1000).toISOString(),
+      });
+      expect(past.statusCode).toBe(400);
+      expect(past.json().error.code).toBe("validation_failed");
+
+      const expiresAt = new Date(Date.now() + 3_600_000).toISOString();
+      const created = await t.call("POST", "/api/v1/keys", {
+        name: "hour",
+        scopes: ["shells:instances:read"],
+        expiresAt,
+      });
+      expect(created.statusCode).toBe(201);
+      const { key, token } = created.json();
+      expect(key.expiresAt).toBe(expiresAt);
+      const listed = (await t.call("GET", "/api/v1/keys")).json().items;
+      expect(listed.find((k: { id: string }) => k.id === key.id).expiresAt).toBe(expiresAt);
+      const as = { authorization: `Bearer ${token}` };
+      expect((await t.call("GET", "/api/v1/me", undefined, as)).statusCode).toBe(200);
+      const holder = { orgId: await orgId(), actor: key.principal, keyId: key.id };
+      expect(await lostStanding(t.store.db, holder, "shells:instances:read")).toBeNull();
+
+      // The hour passes.
+      await t.store.db
+        .updateTable("api_keys")
+        .set({ expires_at: new Date(Date.now() - 1).toISOString() })
+        .where("id", "=", key.id)
+        .execute();
+      const refused = await t.call("GET", "/api/v1/me", undefined, as);
+      expect(refused.statusCode).toBe(401);
+      expect(refused.json().error.message).toContain("the API key expired");
+      expect(await lostStanding(t.store.db, holder, "shells:instances:read")).toBe(
+        "the API key behind it expired",
+      );
+      const creation = (await activity()).find(
+        (event) => event.action === "iam.key.create" && event.target?.id === key.id,
+      );
+      expect(creation?.details).toMatchObject({ expiresAt });
     });
 
     it("narrows a viewer's key to read whatever scopes it carries, through REST and the gate alike", async () => {

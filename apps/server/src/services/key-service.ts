@@ -26,6 +26,7 @@ const toKey = (row: Selectable<ApiKeyTable>): ApiKey => ({
   createdAt: row.created_at,
   lastUsedAt: row.last_used_at,
   revokedAt: row.revoked_at,
+  expiresAt: row.expires_at,
 });
 
 /**
@@ -106,6 +107,11 @@ export class KeyService {
         });
       }
     }
+    if (body.expiresAt !== undefined && Date.parse(body.expiresAt) <= Date.now()) {
+      throw new AppError("validation_failed", "A key's expiry must be in the future.", {
+        expiresAt: body.expiresAt,
+      });
+    }
     const holderRole = await requireActiveHolder(this.db, caller.orgId, principal);
     const beyondCaller = body.scopes.filter((s) => !caller.scopes.includes(s));
     if (beyondCaller.length > 0) {
@@ -135,6 +141,7 @@ export class KeyService {
       created_at: nowIso(),
       revoked_at: null,
       last_used_at: null,
+      expires_at: body.expiresAt === undefined ? null : new Date(body.expiresAt).toISOString(),
       created_by_type: caller.actor.type,
       created_by_id: caller.actor.id,
     };
@@ -143,7 +150,7 @@ export class KeyService {
       caller,
       "iam.key.create",
       { type: "api_key", id: row.id },
-      { name: row.name, principal, scopes: body.scopes },
+      { name: row.name, principal, scopes: body.scopes, expiresAt: row.expires_at },
     );
     return { key: toKey(row), token: minted.token };
   }

@@ -750,6 +750,12 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable("port_urls").addColumn("revoked_by_id", "text").execute();
     },
   },
+  "0026_api_key_expiry": {
+    async up(db: Kysely<unknown>) {
+      // When an API key stops working (ISO time), or null for a key that lasts until revoked.
+      await db.schema.alterTable("api_keys").addColumn("expires_at", "text").execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

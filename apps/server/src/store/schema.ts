@@ -106,6 +106,8 @@ export interface ApiKeyTable {
   created_at: string;
   revoked_at: string | null;
   last_used_at: string | null;
+  /** When the key stops working (ISO time); null: it lasts until revoked (0024). */
+  expires_at: string | null;
   /** Who minted the key: its holder, or an admin minting for an agent (null only before 0006). */
   created_by_type: "user" | "agent" | null;
   created_by_id: string | null;
