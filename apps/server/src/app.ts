@@ -295,6 +295,17 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   const webhooks = new WebhookService(db, activity, sealedBox, policies, dispatcher.wake);
   // Every recorded event that endpoints subscribe to queues its deliveries in its own transaction.
   activity.addSink(webhooks.enqueue);
+  // Each signed checkpoint goes to the endpoints that subscribed to it: someone outside holds it.
+  checkpoints.onCheckpoint((checkpoint) => {
+    webhooks
+      .enqueueCheckpoint(checkpoint)
+      .catch((error: unknown) =>
+        deps.logger.error(
+          { err: error, checkpointId: checkpoint.id },
+          "could not queue a checkpoint",
+        ),
+      );
+  });
   const evidence = new EvidenceService(runs, checkpoints, signer);
   const retention = new RunRetentionService({
     db,

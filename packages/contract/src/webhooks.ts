@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { ActivityEvent } from "./activity.js";
+import { Checkpoint } from "./checkpoints.js";
 import { PrincipalRef } from "./iam.js";
 import { Run } from "./runs.js";
 
@@ -24,6 +25,7 @@ export const WebhookEventType = z.enum([
   "quota.warning",
   "quota.stopped",
   "egress.denied",
+  "audit.checkpoint",
 ]);
 export type WebhookEventType = z.infer<typeof WebhookEventType>;
 
@@ -37,7 +39,7 @@ export type WebhookMessageType = z.infer<typeof WebhookMessageType>;
 /** An event type, every type of a group (`shell.*`), or every type (`*`). */
 export const WebhookEventFilter = z.union([
   WebhookEventType,
-  z.enum(["*", "shell.*", "run.*", "approval.*", "quota.*", "egress.*"]),
+  z.enum(["*", "shell.*", "run.*", "approval.*", "quota.*", "egress.*", "audit.*"]),
 ]);
 export type WebhookEventFilter = z.infer<typeof WebhookEventFilter>;
 
@@ -100,7 +102,10 @@ export const WebhookDelivery = z.strictObject({
   /** The `webhook-id` header: the same for every try and every redelivery of this message. */
   messageId: z.string(),
   eventType: WebhookMessageType,
-  /** The activity event the message was made from. */
+  /**
+   * The activity event the message was made from; for `audit.checkpoint`, the checkpoint's id (a
+   * checkpoint is not an event of the history it signs).
+   */
   activityId: z.string(),
   state: WebhookDeliveryState,
   attempts: z.int(),
@@ -131,14 +136,22 @@ export const WEBHOOK_RESULT_LIMIT_BYTES = 64 * 1024;
 /**
  * The JSON body of every delivery, in the Standard Webhooks shape. `data.activity` is the activity
  * event the message was made from (its `hash` can be checked against the org's chain); a
- * `run.finished` message also carries the run with its structured result.
+ * `run.finished` message also carries the run with its structured result, and an
+ * `audit.checkpoint` message carries the signed checkpoint instead of an event.
  */
 export const WebhookPayload = z.strictObject({
   type: WebhookMessageType,
   timestamp: z.iso.datetime(),
   data: z.strictObject({
     orgId: z.string(),
-    activity: ActivityEvent,
+    /** The event the message is about; absent only from `audit.checkpoint`. */
+    activity: ActivityEvent.optional(),
+    /**
+     * `audit.checkpoint`: a signed checkpoint of the org's activity history, sent as it is signed
+     * so that someone outside the server holds it (`shells audit verify --checkpoint FILE` takes it
+     * as it is).
+     */
+    checkpoint: Checkpoint.optional(),
     run: Run.optional(),
     /** Set when the run's result was larger than `WEBHOOK_RESULT_LIMIT_BYTES` and left out. */
     runResultOmitted: z.strictObject({ bytes: z.int(), limitBytes: z.int() }).optional(),

@@ -287,6 +287,38 @@ describe("webhook deliveries", () => {
     expect(missing.statusCode).toBe(404);
   });
 
+  it("hand each signed checkpoint to the endpoints that subscribed to audit.*", async () => {
+    const a = await app();
+    await allowLoopback(a);
+    const hook = await receiver();
+    const other = await receiver();
+    const { secret } = await createWebhook(a, hook.url, ["audit.*"]);
+    await createWebhook(a, other.url, ["shell.*"]);
+    const signed = await a.call("POST", "/api/v1/audit/checkpoints");
+    expect(signed.statusCode, signed.body).toBe(200);
+    const checkpoint = signed.json<{ id: string; treeSize: number; signature: string }>();
+    await expect.poll(() => hook.seen.length).toBe(1);
+    const payload = verify(secret, hook.seen[0]!);
+    expect(payload.type).toBe("audit.checkpoint");
+    // The checkpoint as the API answered it: a verifier can take it as it is.
+    expect(payload.data.checkpoint).toEqual(checkpoint);
+    expect(payload.data.activity).toBeUndefined();
+    const [delivery] = await deliveries(
+      a,
+      (await a.call("GET", "/api/v1/webhooks"))
+        .json<{
+          items: { id: string; url: string }[];
+        }>()
+        .items.find((w) => w.url === hook.url)!.id,
+    );
+    expect(delivery).toMatchObject({ eventType: "audit.checkpoint", activityId: checkpoint.id });
+    // A checkpoint of an unchanged tree is the same one: nothing new is sent.
+    await a.call("POST", "/api/v1/audit/checkpoints");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(hook.seen).toHaveLength(1);
+    expect(other.seen).toHaveLength(0);
+  });
+
   it("carry a finished run's structured result", async () => {
     const a = await app();
     await allowLoopback(a);

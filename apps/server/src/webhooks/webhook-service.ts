@@ -1,6 +1,7 @@
 import {
   webhookWants,
   type ActivityEvent,
+  type Checkpoint,
   type Page,
   type RouteBody,
   type RouteQuery,
@@ -10,6 +11,7 @@ import {
   type WebhookEventFilter,
   type WebhookEventType,
   type WebhookMessageType,
+  type WebhookPayload,
 } from "@shells/contract";
 import type { Kysely, Selectable, Transaction } from "kysely";
 import { randomBytes } from "node:crypto";
@@ -308,34 +310,43 @@ export class WebhookService {
         : hooks.filter((hook) => webhookWants(JSON.parse(hook.events) as string[], type));
     if (subscribed.length === 0) return;
     const payload = JSON.stringify(await webhookPayloadOf(trx, type, event));
-    const messageId = newId("msg", 16);
-    const now = nowIso();
-    await trx
-      .insertInto("webhook_deliveries")
-      .values(
-        subscribed.map((hook) => ({
-          id: newId("whd", 14),
-          org_id: event.orgId,
-          webhook_id: hook.id,
-          message_id: messageId,
-          event_type: type,
-          activity_id: event.id,
-          payload,
-          state: "pending" as const,
-          attempts: 0,
-          next_attempt_at: now,
-          last_attempt_at: null,
-          last_status: null,
-          last_error: null,
-          created_at: now,
-          delivered_at: null,
-          redelivery_of: null,
-        })),
-      )
-      .execute();
+    await queueMessage(trx, event.orgId, subscribed, type, event.id, payload);
     // The dispatcher's first query waits for this transaction's connection, so it sees the rows.
     setImmediate(this.onQueued);
   };
+
+  /**
+   * Queues an `audit.checkpoint` message with a newly signed checkpoint to every endpoint of its
+   * org that subscribed to it, so that someone outside the server holds the checkpoint. Queued
+   * after the checkpoint is stored (a checkpoint is no event of the history it signs): a crash
+   * between the two loses this one message; the next checkpoint covers it.
+   */
+  async enqueueCheckpoint(checkpoint: Checkpoint): Promise<void> {
+    const type = "audit.checkpoint";
+    const hooks = await this.db
+      .selectFrom("webhooks")
+      .select(["id", "events"])
+      .where("org_id", "=", checkpoint.orgId)
+      .execute();
+    const subscribed = hooks.filter((hook) =>
+      webhookWants(JSON.parse(hook.events) as string[], type),
+    );
+    if (subscribed.length === 0) return;
+    const payload: WebhookPayload = {
+      type,
+      timestamp: checkpoint.time,
+      data: { orgId: checkpoint.orgId, checkpoint },
+    };
+    await queueMessage(
+      this.db,
+      checkpoint.orgId,
+      subscribed,
+      type,
+      checkpoint.id,
+      JSON.stringify(payload),
+    );
+    this.onQueued();
+  }
 
   async #row(orgId: string, id: string): Promise<Selectable<WebhookTable>> {
     const row = await this.db
@@ -351,4 +362,40 @@ export class WebhookService {
 
 function webhookTarget(id: string): { type: string; id: string } {
   return { type: "webhook", id };
+}
+
+/** Queues one message (one `webhook-id`) to each of `hooks`, due now. */
+async function queueMessage(
+  db: Kysely<Database>,
+  orgId: string,
+  hooks: readonly { id: string }[],
+  type: WebhookMessageType,
+  sourceId: string,
+  payload: string,
+): Promise<void> {
+  const messageId = newId("msg", 16);
+  const now = nowIso();
+  await db
+    .insertInto("webhook_deliveries")
+    .values(
+      hooks.map((hook) => ({
+        id: newId("whd", 14),
+        org_id: orgId,
+        webhook_id: hook.id,
+        message_id: messageId,
+        event_type: type,
+        activity_id: sourceId,
+        payload,
+        state: "pending" as const,
+        attempts: 0,
+        next_attempt_at: now,
+        last_attempt_at: null,
+        last_status: null,
+        last_error: null,
+        created_at: now,
+        delivered_at: null,
+        redelivery_of: null,
+      })),
+    )
+    .execute();
 }
