@@ -584,7 +584,6 @@ export class RunService {
     return this.get(caller, id);
   }
 
-
   /**
    * Ends the runs a previous process left `running` (it died mid-run: nothing is executing them
    * any more): each becomes `failed` with kill reason `host_restart`, and its shell is marked for
