@@ -1,5 +1,6 @@
 import type { ActivityEvent } from "@shells/contract";
 import { afterEach, describe, expect, it } from "vitest";
+import { CALLER_CACHE_TTL_MS } from "../iam/caller-cache.js";
 import { lostStanding } from "../iam/standing.js";
 import { addPrincipal, createTestApp, type TestApp } from "../test-support/test-app.js";
 import { describeEachStore } from "../test-support/test-stores.js";
@@ -359,8 +360,16 @@ describeEachStore((store) => {
         .set({ expires_at: new Date(Date.now() - 1).toISOString() })
         .where("id", "=", key.id)
         .execute();
+      // Changed in the store behind the server's back: its verified callers are reused for at
+      // most CALLER_CACHE_TTL_MS, so the refusal comes within that.
+      const changedAt = Date.now();
+      await expect
+        .poll(async () => (await t!.call("GET", "/api/v1/me", undefined, as)).statusCode, {
+          interval: 20,
+        })
+        .toBe(401);
+      expect(Date.now() - changedAt).toBeLessThan(CALLER_CACHE_TTL_MS + 500);
       const refused = await t.call("GET", "/api/v1/me", undefined, as);
-      expect(refused.statusCode).toBe(401);
       expect(refused.json().error.message).toContain("the API key expired");
       expect(await lostStanding(t.store.db, holder, "shells:instances:read")).toBe(
         "the API key behind it expired",
