@@ -37,7 +37,7 @@ export async function lostStanding(
       .executeTakeFirst();
     if (!key) return "the API key behind it was revoked";
     const lapse = keyLapse(key);
-    if (lapse) return `the API key behind it ${lapse}`;
+    if (lapse) return `the API key behind it ${lapse === "revoked" ? "was revoked" : "expired"}`;
     scopes = JSON.parse(key.scopes) as Scope[];
   }
   const caller = await resolveCaller(
