@@ -121,7 +121,12 @@ export async function authenticate(
   if (!tokenMatches(token, key.key_hash))
     return refuse("wrong secret for this API key", key.org_id, key.id);
   const lapse = keyLapse(key);
-  if (lapse) return refuse(`the API key ${lapse}`, key.org_id, key.id);
+  if (lapse)
+    return refuse(
+      `the API key ${lapse === "revoked" ? "was revoked" : "expired"}`,
+      key.org_id,
+      key.id,
+    );
   const now = Date.now();
   if (!key.last_used_at || now - Date.parse(key.last_used_at) > LAST_USED_RESOLUTION_MS) {
     await db
