@@ -8,7 +8,7 @@ import type { AuthFailureLog } from "./auth-failure-log.js";
 import type { CallerCache } from "./caller-cache.js";
 import { parseApiKey, tokenMatches } from "./tokens.js";
 import { SESSION_COOKIE, readCookie } from "./oidc/session-cookies.js";
-import { keyLapse, resolveCaller, type Caller } from "./principal.js";
+import { keyLapse, lapseText, resolveCaller, type Caller } from "./principal.js";
 
 export type { Caller };
 
@@ -121,12 +121,7 @@ export async function authenticate(
   if (!tokenMatches(token, key.key_hash))
     return refuse("wrong secret for this API key", key.org_id, key.id);
   const lapse = keyLapse(key);
-  if (lapse)
-    return refuse(
-      `the API key ${lapse === "revoked" ? "was revoked" : "expired"}`,
-      key.org_id,
-      key.id,
-    );
+  if (lapse) return refuse(`the API key ${lapseText(lapse)}`, key.org_id, key.id);
   const now = Date.now();
   if (!key.last_used_at || now - Date.parse(key.last_used_at) > LAST_USED_RESOLUTION_MS) {
     await db

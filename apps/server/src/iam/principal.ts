@@ -53,6 +53,11 @@ export function keyLapse(
   return null;
 }
 
+/** How a refusal says why a key stopped working: "was revoked" or "expired". */
+export function lapseText(lapse: "revoked" | "expired"): string {
+  return lapse === "revoked" ? "was revoked" : "expired";
+}
+
 /** The role of an org's user or agent, or null when there is none or it is disabled. */
 export async function activeHolderRole(
   db: Kysely<Database>,

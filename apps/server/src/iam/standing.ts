@@ -2,7 +2,7 @@ import type { Scope } from "@shells/contract";
 import type { Kysely } from "kysely";
 import type { Database } from "../store/schema.js";
 import { AGENT_ENTITLEMENT } from "./authorize.js";
-import { keyLapse, resolveCaller } from "./principal.js";
+import { keyLapse, lapseText, resolveCaller } from "./principal.js";
 
 /** Who holds a long-lived grant (a terminal, a stream): the holder and the key it came through. */
 export interface Holder {
@@ -37,7 +37,7 @@ export async function lostStanding(
       .executeTakeFirst();
     if (!key) return "the API key behind it was revoked";
     const lapse = keyLapse(key);
-    if (lapse) return `the API key behind it ${lapse === "revoked" ? "was revoked" : "expired"}`;
+    if (lapse) return `the API key behind it ${lapseText(lapse)}`;
     scopes = JSON.parse(key.scopes) as Scope[];
   }
   const caller = await resolveCaller(
