@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { ImageRecipe, customImageId } from "./image-recipes.js";
+import { ImageRecipe, customImageId, normalizeImageRecipe } from "./image-recipes.js";
 import type { Sha256 } from "./merkle.js";
 
 const sha256: Sha256 = (data) => createHash("sha256").update(data).digest();
@@ -57,5 +57,47 @@ describe("image recipes", () => {
       }),
     ];
     expect(new Set([a, ...others]).size).toBe(4);
+  });
+
+  it("accept toolchains as a name and a major or exact version, nothing else", () => {
+    for (const toolchains of [{ node: "22" }, { node: "24" }, { node: "22.23.3" }, { go: "1" }])
+      expect(ImageRecipe.safeParse({ packages: [], toolchains }).success).toBe(true);
+    for (const toolchains of [
+      { node: "latest" },
+      { node: "^22" },
+      { node: "22.1" },
+      { node: "22 && id" },
+      { node: "" },
+      { Node: "22" },
+      { "../node": "22" },
+    ])
+      expect(
+        ImageRecipe.safeParse({ packages: [], toolchains }).success,
+        JSON.stringify(toolchains),
+      ).toBe(false);
+  });
+
+  it("address a toolchain as asked, and leave the address of a recipe without one as it was", () => {
+    const plain = customImageId(sha256, "bash", { packages: ["jq"] });
+    // The id a recipe had before toolchains existed: the hash of base, packages and files only.
+    const before = createHash("sha256")
+      .update('{"base":"bash","files":[],"packages":["jq"]}')
+      .digest("hex");
+    expect(plain).toBe(`img-${before.slice(0, 32)}`);
+    expect(customImageId(sha256, "bash", { packages: ["jq"], toolchains: {} })).toBe(plain);
+    const node22 = customImageId(sha256, "bash", { packages: ["jq"], toolchains: { node: "22" } });
+    const ids = [
+      plain,
+      node22,
+      customImageId(sha256, "bash", { packages: ["jq"], toolchains: { node: "24" } }),
+      customImageId(sha256, "bash", { packages: ["jq"], toolchains: { node: "22.23.3" } }),
+      customImageId(sha256, "node", { packages: ["jq"], toolchains: { node: "22" } }),
+    ];
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(normalizeImageRecipe({ packages: [], toolchains: { node: "22" } })).toEqual({
+      packages: [],
+      files: [],
+      toolchains: { node: "22" },
+    });
   });
 });

@@ -32,8 +32,12 @@ export {
 export {
   DebianPackageName,
   IMAGE_RECIPE_MAX_PACKAGES,
+  IMAGE_TOOLCHAINS,
   ImageFile,
   ImageRecipe,
+  ImageToolchains,
+  ToolchainVersion,
+  type ImageToolchainName,
   customImageId,
   normalizeImageRecipe,
   type NormalizedImageRecipe,

@@ -53,6 +53,11 @@ export interface SandboxImage {
   packages: string[];
   /** Files baked into the image: absolute path, UTF-8 content, permission bits. */
   files: { path: string; content: string; mode: number }[];
+  /**
+   * Newer toolchains than Debian's, by name and version as the recipe asks (`{ node: "22" }`);
+   * absent: none. A backend that cannot fetch one refuses the image.
+   */
+  toolchains?: Record<string, string>;
 }
 
 /**

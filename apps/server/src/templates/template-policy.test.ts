@@ -175,6 +175,24 @@ describe("checkDefinition", () => {
     ).not.toThrow();
   });
 
+  it("adds node from the npm registry and refuses a toolchain it cannot fetch, naming node", () => {
+    for (const name of ["go", "rust"])
+      expect(() =>
+        checkDefinition({ language: "bash", image: { packages: [], toolchains: { [name]: "1" } } }),
+      ).toThrow(
+        expect.objectContaining({
+          code: "template_invalid",
+          details: { field: "image.toolchains" },
+          message: expect.stringMatching(
+            new RegExp(`^Toolchain ${name} .*offers node \\(from the npm registry`),
+          ),
+        }),
+      );
+    expect(() =>
+      checkDefinition({ language: "bash", image: { packages: [], toolchains: { node: "22" } } }),
+    ).not.toThrow();
+  });
+
   it("places read-only files at 0444 and metadata under /workspace/.shells", () => {
     expect(
       placedFiles({

@@ -5,6 +5,7 @@
  * resources, a shorter TTL); anything wider is refused with `template_locked` naming the field.
  */
 import {
+  IMAGE_TOOLCHAINS,
   TEMPLATE_METADATA_DIR,
   canonicalJson,
   type Language,
@@ -93,7 +94,7 @@ const UNBAKEABLE = ["/proc", "/sys", "/dev"];
 
 /**
  * Refuses an image recipe that cannot build as written: a runtime class that runs no custom
- * image, a package named twice, a file path that is not plain and absolute, or under a kernel
+ * image, a package named twice, a toolchain the image builder cannot fetch, a file path that is not plain and absolute, or under a kernel
  * filesystem, or named twice. (The package name grammar is the contract's.)
  */
 function checkImageRecipe(definition: TemplateDefinition): void {
@@ -108,6 +109,16 @@ function checkImageRecipe(definition: TemplateDefinition): void {
     if (packages.has(name)) throw invalid(`Package ${name} is listed twice.`, "image.packages");
     packages.add(name);
   }
+  for (const name of Object.keys(recipe.toolchains ?? {}))
+    if (!Object.hasOwn(IMAGE_TOOLCHAINS, name))
+      throw invalid(
+        `Toolchain ${name} cannot be added on this server: it offers ${Object.entries(
+          IMAGE_TOOLCHAINS,
+        )
+          .map(([offered, { source }]) => `${offered} (from ${source})`)
+          .join(", ")}; others come only as the Debian packages of the language presets.`,
+        "image.toolchains",
+      );
   const paths = new Set<string>();
   for (const file of recipe.files ?? []) {
     if (posix.normalize(file.path) !== file.path || file.path.endsWith("/"))
@@ -262,6 +273,8 @@ function fieldsOf(definition: TemplateDefinition): Map<string, unknown> {
         fields.set(`metadata[${meta.kind}/${meta.name}]`, meta.content);
     else if (key === "image") {
       fields.set("image.packages", [...(definition.image?.packages ?? [])].sort());
+      for (const [name, version] of Object.entries(definition.image?.toolchains ?? {}))
+        fields.set(`image.toolchains.${name}`, version);
       for (const file of definition.image?.files ?? [])
         fields.set(`image.files[${file.path}]`, file);
     } else if (key === "resources" || key === "env")

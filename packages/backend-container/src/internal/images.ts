@@ -3,6 +3,12 @@ import { readFileSync } from "node:fs";
 import { mkdir, readFile, readdir, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import type { Language } from "@shells/contract";
 import { isAlive, processStartTime, run, sleep } from "./proc.js";
+import {
+  checkToolchain,
+  installToolchains,
+  toolchainPackages,
+  type InstalledToolchain,
+} from "./toolchains.js";
 
 /** One built base image. */
 export interface ImageInfo {
@@ -15,6 +21,8 @@ export interface ImageInfo {
   suite: string;
   /** Packages asked for on top of the variant's. */
   packages: string[];
+  /** Toolchains installed beside Debian's (custom images whose recipe names any). */
+  toolchains?: InstalledToolchain[];
   createdAt: string;
 }
 
@@ -32,6 +40,8 @@ export interface BuildImageOptions {
   suite?: string;
   /** Debian mirror URL (default: mmdebstrap's; env `SHELLS_DEBIAN_MIRROR`). */
   mirror?: string;
+  /** npm registry toolchains come from (default: the public one; env `SHELLS_NPM_REGISTRY`). */
+  npmRegistry?: string;
 }
 
 /**
@@ -103,6 +113,8 @@ export interface CustomImageRecipe {
   packages: string[];
   /** Files baked in: absolute path, UTF-8 content, permission bits. */
   files: { path: string; content: string; mode: number }[];
+  /** Newer toolchains than Debian's, by name and version as asked (`{ node: "22" }`). */
+  toolchains?: Record<string, string>;
 }
 
 const CUSTOM_ID = /^img-[0-9a-f]{32}$/;
@@ -186,6 +198,8 @@ function checkCustomRecipe(recipe: CustomImageRecipe): void {
   if (!CUSTOM_ID.test(recipe.id)) throw new Error(`not a custom image id: ${recipe.id}`);
   const bad = recipe.packages.find((name) => !PACKAGE_NAME.test(name));
   if (bad !== undefined) throw new Error(`not a Debian package name: ${JSON.stringify(bad)}`);
+  for (const [name, version] of Object.entries(recipe.toolchains ?? {}))
+    checkToolchain(name, version);
   for (const file of recipe.files) {
     const parts = file.path.split("/");
     if (
@@ -210,7 +224,13 @@ async function readCustomImage(imagesDir: string, id: string): Promise<ImageInfo
 
 /** The packages a custom image of `recipe` holds on `language`'s current base recipe. */
 function customPackages(language: Language, recipe: CustomImageRecipe): string[] {
-  return [...new Set([...IMAGE_RECIPES[language].packages, ...recipe.packages])];
+  return [
+    ...new Set([
+      ...IMAGE_RECIPES[language].packages,
+      ...recipe.packages,
+      ...toolchainPackages(recipe.toolchains ?? {}),
+    ]),
+  ];
 }
 
 async function markUsed(dir: string): Promise<void> {
@@ -228,7 +248,8 @@ async function exists(path: string): Promise<boolean> {
 
 /**
  * Builds a custom image: mmdebstrap of the language's variant with its base packages and the
- * recipe's, the shell touches every image gets, then the recipe's files written from inside a
+ * recipe's, the shell touches every image gets, the recipe's toolchains (fetched on the host and
+ * checked, see toolchains.ts), then the recipe's files written from inside a
  * chroot of the new root — so a path through a symlink of the image (`/etc/alternatives/…` points
  * at absolute paths) resolves inside it, never on the host.
  */
@@ -245,13 +266,23 @@ async function buildCustom(
   const packages = customPackages(language, recipe);
   await mkdir(work, { recursive: true, mode: 0o700 });
   try {
-    const extra = recipe.packages.length ? ` with ${recipe.packages.join(", ")}` : "";
+    const asked = [
+      ...recipe.packages,
+      ...Object.entries(recipe.toolchains ?? {}).map(([name, version]) => `${name} ${version}`),
+    ];
+    const extra = asked.length ? ` with ${asked.join(", ")}` : "";
     const suite = await debootstrap(rootfs, IMAGE_RECIPES[language].variant, packages, options, {
       what: `custom image ${recipe.id} (${language}${extra})`,
       report,
     });
     report("finishing the image", 97);
     await finishRootfs(rootfs, language);
+    const toolchains = recipe.toolchains
+      ? await installToolchains(rootfs, `${imagesDir}/toolchains`, recipe.toolchains, {
+          ...(options.npmRegistry ? { npmRegistry: options.npmRegistry } : {}),
+          report,
+        })
+      : [];
     for (const file of recipe.files) {
       const written = await run(
         "chroot",
@@ -275,6 +306,7 @@ async function buildCustom(
       rootfs: "",
       suite,
       packages,
+      ...(toolchains.length ? { toolchains } : {}),
       createdAt: new Date().toISOString(),
     };
     await writeFile(`${work}/image.json`, JSON.stringify(info, null, 2));
