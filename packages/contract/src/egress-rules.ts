@@ -6,9 +6,7 @@
  */
 import { z } from "zod";
 import { Actor } from "./activity.js";
-import { EgressCidr, EgressHostRule } from "./shells.js";
-
-const EgressPort = z.int().min(1).max(65535);
+import { EgressCidr, EgressHostRule, EgressPort } from "./shells.js";
 
 /** The rule lists every level has, with the meaning they have at each. */
 export const EgressRuleLists = z.strictObject({

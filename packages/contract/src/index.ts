@@ -235,6 +235,7 @@ export {
   Shell,
   ShellCreate,
   ShellEgress,
+  ShellEgressDeny,
   ShellEgressChange,
   ShellFork,
   ShellForkResult,

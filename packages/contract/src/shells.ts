@@ -25,15 +25,32 @@ export const EgressHostRule = z
 /** An address range in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`). */
 export const EgressCidr = z.union([z.cidrv4(), z.cidrv6()]);
 
+/** A destination port. */
+export const EgressPort = z.int().min(1).max(65535);
+
+/**
+ * What a shell never reaches, whatever its allowlist and the levels above allow: hosts (exact or
+ * `*.suffix`), address ranges, destination ports. A deny only ever narrows.
+ */
+export const ShellEgressDeny = z.strictObject({
+  hosts: z.array(EgressHostRule).max(256).optional(),
+  cidrs: z.array(EgressCidr).max(256).optional(),
+  ports: z.array(EgressPort).max(64).optional(),
+});
+export type ShellEgressDeny = z.infer<typeof ShellEgressDeny>;
+
 /**
  * Egress of a shell or run (the seed-004 shape). `deny_all`: nothing but what `allow` names (an
  * empty list: the shell is `sealed`, with no way out at all); `allowlist`: the `internet` mode
- * narrowed to `allow`, which must name something. Entries are host names, `*.suffix` or CIDRs; the
- * org's egress policy still applies on top (a shell narrows it, never widens it).
+ * narrowed to `allow`, which must name something. Entries are host names, `*.suffix` or CIDRs;
+ * `deny` refuses some of what `allow` lets through (`allow: ["*.example.com"], deny: { hosts:
+ * ["admin.example.com"] }`). The org's egress policy still applies on top (a shell narrows it,
+ * never widens it).
  */
 export const ShellEgress = z.strictObject({
   mode: z.enum(["deny_all", "allowlist"]),
   allow: z.array(z.union([EgressCidr, EgressHostRule])).max(256),
+  deny: ShellEgressDeny.optional(),
 });
 export type ShellEgress = z.infer<typeof ShellEgress>;
 

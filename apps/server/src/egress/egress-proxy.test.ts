@@ -1,10 +1,12 @@
 import type { OrgEgressPolicy } from "@shells/contract";
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { connect, createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { getThroughProxy } from "../test-support/egress-link.js";
 import type { EgressDecision } from "./decision-log.js";
 import { EgressProxy, parseProxyLine } from "./egress-proxy.js";
 import { EgressPolicy } from "./policy.js";
@@ -175,5 +177,101 @@ describe("the egress proxy's forwarder link", () => {
       reason: "not_in_shell_allowlist",
     });
     expect(lookups).toEqual([]);
+  });
+});
+
+describe("the egress proxy over IPv6", () => {
+  /** The DNS messages of a length-prefixed answer stream. */
+  function messagesOf(answer: Buffer): Buffer[] {
+    const messages: Buffer[] = [];
+    for (let at = 0; at < answer.length;) {
+      const length = answer.readUInt16BE(at);
+      messages.push(answer.subarray(at + 2, at + 2 + length));
+      at += 2 + length;
+    }
+    return messages;
+  }
+
+  it("answers AAAA with vetted IPv6 addresses, refuses non-public ones, and dials the one it vetted", async () => {
+    const v6Decisions: EgressDecision[] = [];
+    const upstream = createHttpServer((_req, res) => res.end("over v6"));
+    await new Promise<void>((resolve) => upstream.listen(0, "::1", resolve));
+    const port = (upstream.address() as AddressInfo).port;
+    const names: Record<string, string[]> = {
+      "v6.test": ["::1"],
+      "metadata.test": ["fd00:ec2::254"],
+      "ula.test": ["fd12:3456::1"],
+      "link.test": ["fe80::1"],
+      "mapped.test": ["::ffff:169.254.169.254"],
+      "mixed.test": ["::1", "fd00:ec2::254"],
+    };
+    const v6Socket = join(dir, "v6.sock");
+    const v6 = new EgressProxy({
+      orgId: "org",
+      shellId: "shl-v6",
+      socketPath: v6Socket,
+      // The org opens IPv6 loopback only (the upstream here), nothing else non-public.
+      policy: () => Promise.resolve(new EgressPolicy({ org: { ...ORG, allowCidrs: ["::1/128"] } })),
+      resolve: (host) => Promise.resolve(names[host] ?? []),
+      maxConnections: 16,
+      maxBytes: 1 << 30,
+      maxRequestsPerSecond: 1000,
+      record: (decision) => v6Decisions.push(decision),
+    });
+    await v6.listen();
+    try {
+      const ask = (bytes: Buffer) =>
+        new Promise<Buffer>((resolve) => {
+          const socket = connect(v6Socket);
+          const chunks: Buffer[] = [];
+          socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+          socket.on("error", () => undefined);
+          socket.on("close", () => resolve(Buffer.concat(chunks)));
+          socket.end(bytes);
+        });
+      const AAAA = 28;
+      const messages = messagesOf(
+        await ask(
+          Buffer.concat([
+            Buffer.from(DNS_LINE),
+            ...[
+              "v6.test",
+              "metadata.test",
+              "ula.test",
+              "link.test",
+              "mapped.test",
+              "mixed.test",
+            ].map((name) => dnsQuery(name, AAAA)),
+            dnsQuery("v6.test", 1),
+          ]),
+        ),
+      );
+      // NOERROR with ::1; REFUSED for every non-public address (a name with any is refused whole);
+      // an A question for a name with IPv6 addresses only: NOERROR, no records.
+      expect(messages.map((m) => (m[3] as number) & 0xf)).toEqual([0, 5, 5, 5, 5, 5, 0]);
+      expect(messages.map((m) => m.readUInt16BE(6))).toEqual([1, 0, 0, 0, 0, 0, 0]);
+      expect([...(messages[0] as Buffer).subarray(-16)]).toEqual([...Array(15).fill(0), 1]);
+      expect(v6Decisions.map((d) => [d.host, d.allowed, d.reason ?? null])).toEqual([
+        ["v6.test", true, null],
+        ["metadata.test", false, "address_not_public"],
+        ["ula.test", false, "address_not_public"],
+        ["link.test", false, "address_not_public"],
+        ["mapped.test", false, "address_not_public"],
+        ["mixed.test", false, "address_not_public"],
+        ["v6.test", true, null],
+      ]);
+      expect(await getThroughProxy(v6Socket, `http://v6.test:${port}/`)).toEqual({
+        status: 200,
+        body: "over v6",
+      });
+      expect(v6Decisions.at(-1)).toMatchObject({ host: "v6.test", address: "::1", allowed: true });
+      expect(await getThroughProxy(v6Socket, `http://[fd00:ec2::254]:${port}/`)).toEqual({
+        status: 403,
+        body: "egress denied: address_not_public\n",
+      });
+    } finally {
+      await v6.close();
+      upstream.close();
+    }
   });
 });

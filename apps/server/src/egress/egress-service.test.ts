@@ -27,8 +27,14 @@ afterEach(async () => {
   t = undefined;
 });
 
-async function internetApp(egress: Record<string, unknown> = {}): Promise<TestApp> {
-  const app = await createTestApp({ backends: [new RoutingSimulator()] });
+async function internetApp(
+  egress: Record<string, unknown> = {},
+  egressTestHosts?: Record<string, string[]>,
+): Promise<TestApp> {
+  const app = await createTestApp({
+    backends: [new RoutingSimulator()],
+    ...(egressTestHosts ? { egressTestHosts } : {}),
+  });
   const opened = await app.call("PATCH", "/api/v1/org/policy", {
     egress: { allowCidrs: ["127.0.0.1/32"], ...egress },
   });
@@ -73,6 +79,66 @@ describe("the egress service", () => {
     expect(forked.statusCode, forked.body).toBe(201);
     const child = forked.json<{ shells: Shell[] }>().shells[0] as Shell;
     expect((await getThroughProxy(proxySocketOf(t.dataDir, child.id), url)).status).toBe(403);
+  });
+
+  it("refuses what a shell's deny lists name, at create and after a change to its allowlist; a deny dropped is a widening", async () => {
+    t = await internetApp({}, { "api.test": ["127.0.0.1"], "admin.api.test": ["127.0.0.1"] });
+    const created = await t.call("POST", "/api/v1/shells", {
+      language: "bash",
+      egress: {
+        mode: "allowlist",
+        allow: ["api.test", "*.api.test"],
+        deny: { hosts: ["admin.api.test"] },
+      },
+    });
+    expect(created.statusCode, created.body).toBe(201);
+    const shell = created.json<Shell>();
+    expect(shell.egress).toEqual({
+      mode: "allowlist",
+      allow: ["api.test", "*.api.test"],
+      deny: { hosts: ["admin.api.test"] },
+    });
+    const socketPath = proxySocketOf(t.dataDir, shell.id);
+    const api = `http://api.test:${upstreamPort}/`;
+    expect(await getThroughProxy(socketPath, api)).toEqual({ status: 200, body: "small" });
+    expect(await getThroughProxy(socketPath, `http://admin.api.test:${upstreamPort}/`)).toEqual({
+      status: 403,
+      body: "egress denied: host_denied\n",
+    });
+
+    // Denying the upstream's port too narrows: applied at once, recorded as no widening.
+    const narrowed = await t.call("PATCH", `/api/v1/shells/${shell.id}/egress`, {
+      egress: {
+        mode: "allowlist",
+        allow: ["api.test", "*.api.test"],
+        deny: { hosts: ["admin.api.test"], ports: [upstreamPort] },
+      },
+    });
+    expect(narrowed.statusCode, narrowed.body).toBe(200);
+    expect(await getThroughProxy(socketPath, api)).toEqual({
+      status: 403,
+      body: "egress denied: port_denied\n",
+    });
+    // Dropping the denies again is a widening (the org does not gate it here, so it applies).
+    const dropped = await t.call("PATCH", `/api/v1/shells/${shell.id}/egress`, {
+      egress: { mode: "allowlist", allow: ["api.test", "*.api.test"] },
+    });
+    expect(dropped.statusCode, dropped.body).toBe(200);
+    expect(await getThroughProxy(socketPath, api)).toEqual({ status: 200, body: "small" });
+    const changes = (
+      await t.call(
+        "GET",
+        `/api/v1/activity?shell=${shell.id}&action=shell.action.egress_change&limit=10`,
+      )
+    ).json().items as { details: { widening: boolean } }[];
+    expect(changes.map((c) => c.details.widening).sort()).toEqual([false, true]);
+
+    const bad = await t.call("POST", "/api/v1/shells", {
+      language: "bash",
+      egress: { mode: "allowlist", allow: ["api.test"], deny: { ports: [0], hosts: ["a b"] } },
+    });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.code).toBe("validation_failed");
   });
 
   it("refuses a template whose egress rules are malformed, with a stable code", async () => {

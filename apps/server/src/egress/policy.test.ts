@@ -107,6 +107,34 @@ describe("egress policy", () => {
     });
     expect(hostsOnly.decideName("attacker.example", 443)).toBe("not_in_shell_allowlist");
   });
+
+  it("refuses what a shell's deny lists name, within its allowlist and above its org's policy", () => {
+    const policy = new EgressPolicy({
+      org: { ...OPEN, allowCidrs: ["10.9.0.0/16"] },
+      shell: {
+        mode: "allowlist",
+        allow: ["*.example.com", "10.9.0.0/16"],
+        deny: {
+          hosts: ["admin.example.com", "*.internal.example.com"],
+          cidrs: ["10.9.3.0/24"],
+          ports: [22],
+        },
+      },
+    });
+    expect(policy.decide("api.example.com", 443, ["93.184.216.34"])).toBeNull();
+    expect(policy.decideName("admin.example.com", 443)).toBe("host_denied");
+    expect(policy.decideName("db.internal.example.com", 443)).toBe("host_denied");
+    // A denied name is refused before it is looked up (a DNS question: no port yet).
+    expect(policy.decideName("admin.example.com", null)).toBe("host_denied");
+    expect(policy.decideName("api.example.com", 22)).toBe("port_denied");
+    expect(policy.decide("lab", 80, ["10.9.1.1"])).toBeNull();
+    expect(policy.decide("lab", 80, ["10.9.3.7"])).toBe("address_denied");
+    // A deny never widens: allowing a port or range there is not a thing, and a host not on the
+    // allowlist stays refused whatever the deny lists say.
+    expect(policy.decide("other.example.org", 443, ["93.184.216.34"])).toBe(
+      "not_in_shell_allowlist",
+    );
+  });
 });
 
 describe("narrowing a shell's allowlist", () => {
@@ -124,6 +152,32 @@ describe("narrowing a shell's allowlist", () => {
     expect(isNarrowing(old, list("203.0.112.0/23"))).toBe(false);
     expect(isNarrowing(old, list("203.0.113.7"))).toBe(false); // a host rule, not within the CIDR
     expect(isNarrowing({ mode: "deny_all", allow: [] }, list("api.example.com"))).toBe(false);
+  });
+
+  it("counts a deny added as narrowing and a deny dropped or shrunk as widening", () => {
+    const old: ShellEgress = {
+      mode: "allowlist",
+      allow: ["*.example.com"],
+      deny: { hosts: ["*.admin.example.com"], cidrs: ["203.0.113.0/25"], ports: [22] },
+    };
+    const same = { ...old, deny: { ...old.deny } };
+    expect(isNarrowing(old, same)).toBe(true);
+    expect(isNarrowing(old, { ...old, deny: { ...old.deny, ports: [22, 25] } })).toBe(true);
+    expect(isNarrowing(old, { ...old, deny: { ...old.deny, cidrs: ["203.0.113.0/24"] } })).toBe(
+      true,
+    );
+    expect(isNarrowing(old, { ...old, deny: { ...old.deny, hosts: ["*.example.com"] } })).toBe(
+      true,
+    );
+    expect(isNarrowing(list("*.example.com"), old)).toBe(true);
+    expect(isNarrowing(old, list("*.example.com"))).toBe(false);
+    expect(isNarrowing(old, { ...old, deny: { ...old.deny, ports: [] } })).toBe(false);
+    expect(isNarrowing(old, { ...old, deny: { ...old.deny, cidrs: ["203.0.113.0/26"] } })).toBe(
+      false,
+    );
+    expect(
+      isNarrowing(old, { ...old, deny: { ...old.deny, hosts: ["x.admin.example.com"] } }),
+    ).toBe(false);
   });
 });
 

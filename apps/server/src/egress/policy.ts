@@ -4,8 +4,10 @@
  * Every connection a shell makes leaves through its egress proxy, and the proxy asks `decide`
  * before it dials anything. The rules, in order (the first refusal wins):
  * The rules come in levels — the org's policy, the shell's project's rules, the rules of the
- * template version it was made from, the shell's own allowlist — and a destination passes only
- * when every level allows it, so no level can widen what a level above it allows. Per level, in
+ * template version it was made from, the shell's own allowlist and deny lists — and a destination
+ * passes only
+ * when every level allows it, so no level can widen what a level above it allows (the shell's
+ * `deny` is one more level with deny lists only: it can only refuse). Per level, in
  * order (the first refusal wins):
  *   1. the port must be one the level allows (none listed: any port) and not one it denies;
  *   2. the host must not be on the level's deny list, and must be on its allow list when it has
@@ -162,7 +164,7 @@ function ruleLevel(rules: EgressRules): RuleLevel {
  * what the levels above allow and cannot widen it, whatever it lists.
  */
 export class EgressPolicy {
-  /** The org's level first, then the project's and the template's. */
+  /** The org's level first, then the project's, the template's and the shell's deny lists. */
   readonly #levels: readonly RuleLevel[];
   readonly #shellAllow: readonly string[] | null;
   readonly #shellCidrs: BlockList;
@@ -170,10 +172,10 @@ export class EgressPolicy {
   readonly #shellCidrRules: number;
 
   constructor(levels: EgressLevels) {
-    this.#levels = [levels.org, levels.project, levels.template]
+    const shell = levels.shell ?? null;
+    this.#levels = [levels.org, levels.project, levels.template, shellDenyRules(shell)]
       .filter((rules): rules is EgressRules => !!rules)
       .map(ruleLevel);
-    const shell = levels.shell ?? null;
     this.#shellAllow = shell ? shell.allow : null;
     const entries = shell?.allow ?? [];
     this.#shellCidrs = blockListOf(entries.filter((e) => parseCidr(e)));
@@ -237,6 +239,13 @@ export class EgressPolicy {
   }
 }
 
+/** A shell's `deny` as a rule level of deny lists (null: it has none). */
+function shellDenyRules(shell: ShellEgress | null): EgressRules | null {
+  const deny = shell?.deny;
+  if (!deny) return null;
+  return { denyHosts: deny.hosts ?? [], denyCidrs: deny.cidrs ?? [], denyPorts: deny.ports ?? [] };
+}
+
 function cidrWithin(inner: string, outer: string): boolean {
   const a = parseCidr(inner);
   const b = parseCidr(outer);
@@ -260,14 +269,29 @@ function entryCovered(entry: string, old: readonly string[]): boolean {
 }
 
 /**
+ * Whether `next` denies at least what `old` denies: each old denied host and range is covered by
+ * one of the new ones, and each old denied port is still denied.
+ */
+export function keepsDenies(old: ShellEgress, next: ShellEgress): boolean {
+  const before = old.deny ?? {};
+  const after = next.deny ?? {};
+  return (
+    (before.hosts ?? []).every((entry) => entryCovered(entry, after.hosts ?? [])) &&
+    (before.cidrs ?? []).every((entry) => entryCovered(entry, after.cidrs ?? [])) &&
+    (before.ports ?? []).every((port) => (after.ports ?? []).includes(port))
+  );
+}
+
+/**
  * Whether changing a shell's allowlist from `old` to `next` only narrows it: every new entry is
  * already covered by an old one (an old null is no allowlist at all — the org's policy alone —
- * which every allowlist narrows). Only a narrowing skips the approval gate; anything this cannot
- * prove narrower (a host an old CIDR might have covered, say) counts as widening.
+ * which every allowlist narrows), and every old deny is still denied (a deny added narrows; one
+ * dropped widens). Only a narrowing skips the approval gate; anything this cannot prove narrower
+ * (a host an old CIDR might have covered, say) counts as widening.
  */
 export function isNarrowing(old: ShellEgress | null, next: ShellEgress): boolean {
   if (old === null) return true;
   if (next.mode === "deny_all" || next.allow.length === 0) return true;
   if (old.mode === "deny_all") return false;
-  return next.allow.every((entry) => entryCovered(entry, old.allow));
+  return next.allow.every((entry) => entryCovered(entry, old.allow)) && keepsDenies(old, next);
 }

@@ -94,6 +94,23 @@ describe("applyTemplate", () => {
     expect(refusal(definition, { network: "localhost" })).toBeNull();
   });
 
+  it("keeps a locked template's egress denies on a request that reaches out", () => {
+    const egress = {
+      mode: "allowlist" as const,
+      allow: ["pypi.org", "files.pythonhosted.org"],
+      deny: { ports: [80] },
+    };
+    const definition: TemplateDefinition = { ...LOCKED, egress, locks: ["egress"] };
+    expect(
+      refusal(definition, { egress: { mode: "allowlist", allow: ["pypi.org"] } })?.message,
+    ).toBe("The template locks egress: the request drops what the template's egress.deny refuses.");
+    const kept = { mode: "allowlist" as const, allow: ["pypi.org"], deny: { ports: [80, 25] } };
+    expect(refusal(definition, { egress: kept })).toBeNull();
+    expect(refusal(definition, { network: "sealed" })).toBeNull();
+    // No request of its own: the template's egress, denies included, is the shell's.
+    expect(applyTemplate(definition, {}).egress).toEqual(egress);
+  });
+
   it("lets an unlocked field be loosened", () => {
     const definition: TemplateDefinition = { ...LOCKED, locks: [] };
     expect(applyTemplate(definition, { runtime: "wasm", ttlSeconds: 3600 })).toMatchObject({

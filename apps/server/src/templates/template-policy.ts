@@ -18,6 +18,7 @@ import {
   type TemplateLock,
 } from "@shells/contract";
 import { posix } from "node:path";
+import { keepsDenies } from "../egress/policy.js";
 import { AppError } from "../errors.js";
 
 /** The fields of a shell or run request a template gives defaults for. */
@@ -218,6 +219,14 @@ export function applyTemplate<T extends TemplatedFields>(
       if (extra.length > 0)
         throw locked("egress", `${extra.join(", ")} is not in the template's allowlist.`);
     }
+    // What the template denies stays denied for a request that reaches out at all.
+    const reachesOut = asked === "all" || asked.length > 0;
+    if (
+      reachesOut &&
+      definition.egress?.deny &&
+      !(request.egress && keepsDenies(definition.egress, request.egress))
+    )
+      throw locked("egress", "the request drops what the template's egress.deny refuses.");
   }
   if (locks.has("bindings") && request.bindings) {
     const extra = request.bindings.filter((name) => !(definition.bindings ?? []).includes(name));

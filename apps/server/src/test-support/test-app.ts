@@ -47,6 +47,8 @@ export async function createTestApp(
     env?: Record<string, string>;
     /** The clock the retention sweep reads (default: the wall clock). */
     clock?: () => Date;
+    /** Names the egress proxies resolve from this map instead of DNS (`name → addresses`). */
+    egressTestHosts?: Record<string, string[]>;
   } = {},
 ): Promise<TestApp> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "shells-app-"));
@@ -54,6 +56,7 @@ export async function createTestApp(
     SHELLS_VALIDATE_RESPONSES: "1",
     ...options.env,
   });
+  if (options.egressTestHosts) config.egressTestHosts = options.egressTestHosts;
   const store = await (options.openStore ?? ((dir) => openSqliteStore(join(dir, "shells.db"))))(
     dataDir,
   );

@@ -181,11 +181,11 @@ async function installNode(
   { npmRegistry, report }: ToolchainOptions,
 ): Promise<InstalledToolchain> {
   const registry = npmRegistry ?? process.env.SHELLS_NPM_REGISTRY ?? "https://registry.npmjs.org";
-  report(`resolving node ${asked} on the npm registry (${NODE_PACKAGE})`, 96);
+  report(`resolving node ${asked} on the npm registry (${NODE_PACKAGE})`, 98);
   const resolved = await resolveNode(registry, asked);
   const tarball = await cachedTarball(cacheDir, resolved, report);
   const path = `/opt/shells/node-${resolved.version}`;
-  report(`installing node ${resolved.version} at ${path}`, 97);
+  report(`installing node ${resolved.version} at ${path}`, 99);
   await mkdir(`${rootfs}${path}`, { recursive: true, mode: 0o755 });
   // npm tarballs hold everything under `package/`; members are unpacked as the builder's own
   // files (no owners from the archive) and GNU tar refuses members that climb out of the target.
