@@ -61,6 +61,7 @@ import {
   ensureImage,
   findImage,
   newestImage,
+  presetVersions,
   pruneCustomImages,
   type BuildImageOptions,
   type ImageBuildProgress,
@@ -280,6 +281,8 @@ export class ContainerBackend implements SandboxBackend {
         backend: this.name,
         reason: report.reason,
         ...(this.#diskPool.target > 0 ? { warmPool: await this.#diskPool.report() } : {}),
+        // What each language's shells get: the toolchain version in its newest base image.
+        ...(report.available ? { presets: await presetVersions(this.#imagesDir) } : {}),
       },
     ];
   }

@@ -7,8 +7,10 @@ import type { Language } from "@shells/contract";
 import {
   buildImage as buildImageIn,
   listImages as listImagesIn,
+  presetVersions as presetVersionsIn,
   type BuildImageOptions,
   type ImageInfo,
+  type PresetVersion,
 } from "./internal/images.js";
 
 export {
@@ -35,6 +37,7 @@ export {
   type BuildImageOptions,
   type ImageBuildProgress,
   type ImageInfo,
+  type PresetVersion,
 } from "./internal/images.js";
 
 /** Where a state dir keeps its images unless `ContainerBackendOptions.imagesDir` says otherwise. */
@@ -62,6 +65,14 @@ export function buildImage(
  */
 export function listImages(stateDir: string, imagesDir?: string): Promise<ImageInfo[]> {
   return listImagesIn(imagesDir ?? imagesDirOf(stateDir));
+}
+
+/**
+ * Each language preset's toolchain and its version in the language's newest base image under
+ * `<stateDir>/images` (or `imagesDir`); null versions for images not built yet.
+ */
+export function presetVersions(stateDir: string, imagesDir?: string): Promise<PresetVersion[]> {
+  return presetVersionsIn(imagesDir ?? imagesDirOf(stateDir));
 }
 
 /**

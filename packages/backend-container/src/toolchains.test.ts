@@ -13,7 +13,12 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { customImageReady, ensureCustomImage, newestImage } from "./internal/images.js";
+import {
+  customImageReady,
+  ensureCustomImage,
+  newestImage,
+  presetVersions,
+} from "./internal/images.js";
 import { runChecked } from "./internal/proc.js";
 import { TEST_IMAGES_DIR, hostReport } from "./internal/test-support.js";
 
@@ -195,5 +200,42 @@ describe.runIf(hostReport.available)("toolchains in custom images", () => {
       ),
     ).rejects.toThrow("toolchain go cannot be added");
     expect(await customImageReady(imagesDir, id("5"))).toBe(false);
+  });
+});
+
+describe.runIf(hostReport.available)("the language presets' toolchain versions", () => {
+  it("are read from each newest base image, and agree with the binary there", async () => {
+    const presets = await presetVersions(TEST_IMAGES_DIR);
+    expect(presets.map((p) => [p.language, p.toolchain])).toEqual([
+      ["bash", "bash"],
+      ["python", "python3"],
+      ["node", "nodejs"],
+      ["go", "golang-go"],
+      ["rust", "rustc"],
+    ]);
+    const node = presets.find((p) => p.language === "node");
+    expect(node?.image).toBe((await newestImage(TEST_IMAGES_DIR, "node"))?.version);
+    const rootfs = (await newestImage(TEST_IMAGES_DIR, "node"))?.rootfs as string;
+    const ran = (await runChecked("chroot", [rootfs, "/usr/bin/node", "--version"])).trim();
+    // Debian's version is the upstream one plus its own suffix: 18.20.4+dfsg-1~deb12u3.
+    expect(node?.version?.startsWith(`${ran.replace(/^v/, "")}+`)).toBe(true);
+    const rust = presets.find((p) => p.language === "rust");
+    const rustc = await runChecked("chroot", [
+      (await newestImage(TEST_IMAGES_DIR, "rust"))?.rootfs as string,
+      "/usr/bin/rustc",
+      "--version",
+    ]);
+    expect(rustc.trim()).toBe(`rustc ${rust?.version?.split("+")[0]}`);
+    for (const preset of presets) expect(preset.version, preset.language).toMatch(/^\S+$/);
+  });
+
+  it("are null for a language whose image is not built yet", async () => {
+    const empty = await mkdtemp(`${tmpdir()}/shells-no-images-`);
+    try {
+      const presets = await presetVersions(empty);
+      expect(presets.every((p) => p.image === null && p.version === null)).toBe(true);
+    } finally {
+      await rm(empty, { recursive: true, force: true });
+    }
   });
 });

@@ -1,5 +1,11 @@
 import { Language } from "@shells/contract";
-import { buildImage, ensureImage, imagesDirOf, listImages } from "@shells/backend-container";
+import {
+  buildImage,
+  ensureImage,
+  imagesDirOf,
+  listImages,
+  presetVersions,
+} from "@shells/backend-container";
 import { MicrovmBackend, type BuildProgress } from "@shells/backend-microvm";
 import type { Command } from "commander";
 import { join } from "node:path";
@@ -100,9 +106,12 @@ export function registerImagesCommand(program: Command, ctx: CliContext): void {
 
   images
     .command("ls")
-    .description("list built images, newest first per language")
+    .description(
+      "list built images, newest first per language, with the toolchain version each language's newest holds",
+    )
     .action(async () => {
       const list = await listImages(stateDir(), imagesDir);
+      const presets = await presetVersions(stateDir(), imagesDir);
       if (ctx.json) return ctx.printJson(list);
       if (list.length === 0)
         return ctx.print(
@@ -110,8 +119,12 @@ export function registerImagesCommand(program: Command, ctx: CliContext): void {
         );
       ctx.print(
         formatTable(
-          ["language", "version", "suite", "created"],
-          list.map((i) => [i.language, i.version, i.suite, i.createdAt]),
+          ["language", "version", "suite", "toolchain", "created"],
+          list.map((i) => {
+            const preset = presets.find((p) => p.image === i.version);
+            const toolchain = preset?.version ? `${preset.toolchain} ${preset.version}` : "";
+            return [i.language, i.version, i.suite, toolchain, i.createdAt];
+          }),
         ),
       );
     });

@@ -47,18 +47,65 @@ export interface BuildImageOptions {
 /**
  * What each language preset adds to Debian. `essential` is the smallest bootable set (coreutils,
  * dash, bash, util-linux); `apt` keeps apt/dpkg so root inside can install more packages.
+ * `toolchain` is the Debian package whose version is the preset's (reported by `presetVersions`).
  */
-export const IMAGE_RECIPES: Record<Language, { variant: "essential" | "apt"; packages: string[] }> =
-  {
-    bash: { variant: "essential", packages: [] },
-    python: {
-      variant: "apt",
-      packages: ["python3", "python3-pip", "python3-venv", "ca-certificates"],
-    },
-    node: { variant: "apt", packages: ["nodejs", "ca-certificates"] },
-    go: { variant: "apt", packages: ["golang-go", "ca-certificates"] },
-    rust: { variant: "apt", packages: ["rustc", "cargo", "ca-certificates"] },
-  };
+export const IMAGE_RECIPES: Record<
+  Language,
+  { variant: "essential" | "apt"; packages: string[]; toolchain: string }
+> = {
+  bash: { variant: "essential", packages: [], toolchain: "bash" },
+  python: {
+    variant: "apt",
+    packages: ["python3", "python3-pip", "python3-venv", "ca-certificates"],
+    toolchain: "python3",
+  },
+  node: { variant: "apt", packages: ["nodejs", "ca-certificates"], toolchain: "nodejs" },
+  go: { variant: "apt", packages: ["golang-go", "ca-certificates"], toolchain: "golang-go" },
+  rust: { variant: "apt", packages: ["rustc", "cargo", "ca-certificates"], toolchain: "rustc" },
+};
+
+/** One language preset's toolchain as its newest base image holds it. */
+export interface PresetVersion {
+  language: Language;
+  /** The image shells of the language start from now; null until one is built. */
+  image: string | null;
+  /** The Debian package that is the preset's toolchain. */
+  toolchain: string;
+  /** Its version in the image (Debian's version string); null until the image is built. */
+  version: string | null;
+}
+
+/**
+ * The toolchain version of every language preset, read from the package database of each
+ * language's newest base image (what a shell gets, not what a mirror offers today).
+ */
+export async function presetVersions(imagesDir: string): Promise<PresetVersion[]> {
+  const images = await listImages(imagesDir);
+  return Promise.all(
+    LANGUAGES.map(async (language) => {
+      const { toolchain } = IMAGE_RECIPES[language];
+      const image = images.find((i) => i.language === language) ?? null;
+      const version = image ? await installedVersion(image.rootfs, toolchain) : null;
+      return { language, image: image?.version ?? null, toolchain, version };
+    }),
+  );
+}
+
+/** The version of `name` in the dpkg database of `rootfs`, or null when it is not installed. */
+async function installedVersion(rootfs: string, name: string): Promise<string | null> {
+  let status: string;
+  try {
+    status = await readFile(`${rootfs}/var/lib/dpkg/status`, "utf8");
+  } catch {
+    return null;
+  }
+  for (const stanza of status.split(/\n\n+/)) {
+    if (!new RegExp(`^Package: ${name.replace(/[.+]/g, "\\$&")}$`, "m").test(stanza)) continue;
+    if (!/^Status: install ok installed$/m.test(stanza)) continue;
+    return /^Version: (.+)$/m.exec(stanza)?.[1] ?? null;
+  }
+  return null;
+}
 
 const LANGUAGES = Object.keys(IMAGE_RECIPES) as Language[];
 

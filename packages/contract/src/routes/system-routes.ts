@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { Role, Scope } from "../iam.js";
-import { NetworkMode, RuntimeClass } from "../shells.js";
+import { Language, NetworkMode, RuntimeClass } from "../shells.js";
 import type { RouteSpec } from "./route-spec.js";
 
 /** Availability of one runtime class on this server. */
@@ -31,6 +31,22 @@ export const RuntimeAvailability = z.strictObject({
       diskMb: z.number().int().positive(),
       diskBytes: z.number().int().nonnegative(),
     })
+    .optional(),
+  /**
+   * The language presets of this class, each with the toolchain its base image holds and that
+   * toolchain's version as installed there (Debian's version string, read from the image's
+   * package database); `image` and `version` are null until the image is built. Absent where the
+   * backend does not report them. Newer toolchains come from a template's `image.toolchains`.
+   */
+  presets: z
+    .array(
+      z.strictObject({
+        language: Language,
+        image: z.string().nullable(),
+        toolchain: z.string(),
+        version: z.string().nullable(),
+      }),
+    )
     .optional(),
 });
 export type RuntimeAvailability = z.infer<typeof RuntimeAvailability>;
