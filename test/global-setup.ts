@@ -7,7 +7,12 @@
  * shared cache. Builds are locked across processes, so runs that start together build each image
  * once between them. The microvm templates (a saved VM state per language) are made here too.
  */
-import { customImageId, normalizeImageRecipe, type Language } from "@shells/contract";
+import {
+  customImageId,
+  normalizeImageRecipe,
+  type ImageRecipe,
+  type Language,
+} from "@shells/contract";
 import { createHash } from "node:crypto";
 import type { TestProject } from "vitest/node";
 import {
@@ -15,7 +20,12 @@ import {
   ensureImage,
   IMAGE_RECIPES,
 } from "../packages/backend-container/src/internal/images.js";
-import { TEMPLATE_IMAGE_LANGUAGE, TEMPLATE_IMAGE_RECIPE } from "./e2e/template-image-recipe.js";
+import {
+  TEMPLATE_IMAGE_LANGUAGE,
+  TEMPLATE_IMAGE_RECIPE,
+  TOOLCHAIN_IMAGE_RECIPE,
+  TOOLCHAIN_TEST_ENABLED,
+} from "./e2e/template-image-recipe.js";
 
 /** Every language preset has an image recipe; a container test may create a shell of any of them. */
 const LANGUAGES = Object.keys(IMAGE_RECIPES) as Language[];
@@ -34,10 +44,14 @@ const ALWAYS_ON_CONTAINERS = [
   "/test/e2e/bindings",
   "/test/e2e/replicas",
   "/test/e2e/template-images",
+  "/test/e2e/template-toolchains",
 ];
 
 /** Test files that run shells on the custom image of `TEMPLATE_IMAGE_RECIPE`. */
 const CUSTOM_IMAGE_TESTS = ["/test/e2e/template-images"];
+
+/** Test files that run shells on the custom image of `TOOLCHAIN_IMAGE_RECIPE` (opt-in). */
+const TOOLCHAIN_IMAGE_TESTS = ["/test/e2e/template-toolchains"];
 
 /** Test files that restore microvm templates, with the templates each needs (language, memory). */
 const MICROVM_TEMPLATES: [file: string, templates: [Language, number][]][] = [
@@ -122,24 +136,29 @@ export default async function setup(project: TestProject): Promise<void> {
     const languages = containers ? LANGUAGES : [...new Set(templates.map(([l]) => l))];
     await buildImages(TEST_IMAGES_DIR, languages);
     if (testFiles.some((file) => CUSTOM_IMAGE_TESTS.some((part) => file.includes(part))))
-      await buildTemplateImage(TEST_IMAGES_DIR);
+      await buildTemplateImage(TEST_IMAGES_DIR, TEMPLATE_IMAGE_RECIPE);
+    if (
+      TOOLCHAIN_TEST_ENABLED &&
+      testFiles.some((file) => TOOLCHAIN_IMAGE_TESTS.some((part) => file.includes(part)))
+    )
+      await buildTemplateImage(TEST_IMAGES_DIR, TOOLCHAIN_IMAGE_RECIPE);
   }
   if (templates.length) await prepareMicrovmTemplates(templates);
 }
 
 /**
- * Builds (or finds) the custom image of the template image test's recipe in the shared cache,
- * under the id the server gives it, so the test's shells find it built.
+ * Builds (or finds) the custom image of a template image test's recipe (on the bash preset) in
+ * the shared cache, under the id the server gives it, so the test's shells find it built.
  */
-async function buildTemplateImage(imagesDir: string): Promise<void> {
+async function buildTemplateImage(imagesDir: string, recipe: ImageRecipe): Promise<void> {
   const log = (line: string) => process.stdout.write(`[images] ${line}\n`);
   const sha256 = (data: Uint8Array) => createHash("sha256").update(data).digest();
-  const id = customImageId(sha256, TEMPLATE_IMAGE_LANGUAGE, TEMPLATE_IMAGE_RECIPE);
+  const id = customImageId(sha256, TEMPLATE_IMAGE_LANGUAGE, recipe);
   const started = Date.now();
   await ensureCustomImage(
     imagesDir,
     TEMPLATE_IMAGE_LANGUAGE,
-    { id, ...normalizeImageRecipe(TEMPLATE_IMAGE_RECIPE) },
+    { id, ...normalizeImageRecipe(recipe) },
     {
       onProgress: (event) =>
         log(`${id}: ${event.message}${event.percent === undefined ? "" : ` (${event.percent}%)`}`),

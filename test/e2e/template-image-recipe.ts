@@ -17,3 +17,12 @@ export const TEMPLATE_IMAGE_RECIPE: ImageRecipe = {
     },
   ],
 };
+
+/**
+ * Whether the end-to-end test of toolchains in images runs: it fetches Node.js (about 50 MB) from
+ * the public npm registry and builds an image with it, so it is opt-in (`SHELLS_TEST_TOOLCHAINS=1`).
+ */
+export const TOOLCHAIN_TEST_ENABLED = process.env["SHELLS_TEST_TOOLCHAINS"] === "1";
+
+/** The recipe of that test: the bash preset's base image plus Node.js 22 from the npm registry. */
+export const TOOLCHAIN_IMAGE_RECIPE: ImageRecipe = { packages: [], toolchains: { node: "22" } };

@@ -15,13 +15,21 @@ function formatVersion(version: TemplateVersion): string {
     ["runtime", d.runtime ?? "(server default)"],
     [
       "network",
-      d.egress ? `allowlist ${d.egress.allow.join(" ")}` : (d.network ?? "(org default)"),
+      d.egress
+        ? `allowlist ${d.egress.allow.join(" ")}` +
+          (d.egress.deny
+            ? `, deny ${[...(d.egress.deny.hosts ?? []), ...(d.egress.deny.cidrs ?? []), ...(d.egress.deny.ports ?? []).map((p) => `port ${p}`)].join(" ")}`
+            : "")
+        : (d.network ?? "(org default)"),
     ],
     ["bindings", (d.bindings ?? []).join(" ") || "none"],
     [
       "image",
       d.image
         ? `base + ${d.image.packages.join(" ") || "no packages"}` +
+          Object.entries(d.image.toolchains ?? {})
+            .map(([name, version]) => `, ${name} ${version}`)
+            .join("") +
           (d.image.files?.length ? `, files ${d.image.files.map((f) => f.path).join(" ")}` : "")
         : "base image",
     ],

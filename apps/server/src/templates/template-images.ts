@@ -123,7 +123,13 @@ export class TemplateImageService {
       caller,
       "template.image.build",
       { type: "template", id: target.templateId },
-      { name, version, imageId: target.image.id, packages: target.image.packages },
+      {
+        name,
+        version,
+        imageId: target.image.id,
+        packages: target.image.packages,
+        ...(target.image.toolchains ? { toolchains: target.image.toolchains } : {}),
+      },
     );
     const { backend, language, image } = target;
     this.prepare(backend, language, image, () => undefined).catch((error: unknown) =>
