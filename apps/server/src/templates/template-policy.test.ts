@@ -108,7 +108,8 @@ describe("applyTemplate", () => {
     expect(refusal(definition, { egress: kept })).toBeNull();
     expect(refusal(definition, { network: "sealed" })).toBeNull();
     // No request of its own: the template's egress, denies included, is the shell's.
-    expect(applyTemplate(definition, {}).egress).toEqual(egress);
+    const none: TemplatedFields = {};
+    expect(applyTemplate(definition, none).egress).toEqual(egress);
   });
 
   it("lets an unlocked field be loosened", () => {

@@ -153,7 +153,7 @@ async function cachedTarball(
   const hash = createHash("sha512");
   try {
     await pipeline(
-      Readable.fromWeb(response.body as import("node:stream/web").ReadableStream),
+      Readable.fromWeb(response.body),
       new Transform({
         transform(chunk: Buffer, _encoding, done) {
           hash.update(chunk);
