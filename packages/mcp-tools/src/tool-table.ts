@@ -114,7 +114,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       secretEnv:
         "Secret environment variables (tokens, passwords): sealed at rest, never returned, redacted from logs, history and streamed output.",
       egress:
-        'Network egress: { mode: "deny_all", allow: [] } for none (network sealed), or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs] } for internet through the egress proxy, limited to those (the org policy applies on top). Every egress decision is recorded in the activity history.',
+        'Network egress: { mode: "deny_all", allow: [] } for none (network sealed), or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs], deny?: { hosts?, cidrs?, ports? } } for internet through the egress proxy, limited to those and never what deny names (the org policy applies on top). Every egress decision is recorded in the activity history.',
       bindings: BINDINGS_FIELD,
       git: "A git repo whose files the shell starts with: { repo (https URL), ref (branch, tag or commit), subpath?, binding? }. The server clones one commit shallow outside the sandbox and copies its files (no .git) into /workspace; $SHELLS_GIT_COMMIT names the commit. A private repo's token comes from the service binding named in `binding` and never enters the sandbox. Errors: git_ref_not_found, git_repo_unreachable, git_repo_too_large, git_repo_not_allowed, git_path_not_found, git_binding_mismatch.",
     },
@@ -304,7 +304,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       secretEnv:
         "Secret environment variables of the run: sealed at rest, never returned, redacted from its frames and logs.",
       egress:
-        'Network egress of the run: { mode: "deny_all", allow: [] } for none (network sealed), or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs] } for internet through the egress proxy, limited to those (the org policy applies on top). Every egress decision is recorded in the run\'s activity.',
+        'Network egress of the run: { mode: "deny_all", allow: [] } for none (network sealed), or { mode: "allowlist", allow: [hosts, *.suffixes, CIDRs], deny?: { hosts?, cidrs?, ports? } } for internet through the egress proxy, limited to those and never what deny names (the org policy applies on top). Every egress decision is recorded in the run\'s activity.',
       bindings: BINDINGS_FIELD,
       git: "A git repo to run from: { repo (https URL), ref (branch, tag or commit), subpath?, entrypoint?, binding? }. The server clones one commit shallow outside the sandbox and copies its files (no .git) into /workspace; `entrypoint` (relative to /workspace) is run with `language` instead of `code`/`command`. A private repo's token comes from the service binding named in `binding` and never enters the sandbox. Errors: git_ref_not_found, git_repo_unreachable, git_repo_too_large, git_repo_not_allowed, git_path_not_found, git_binding_mismatch.",
       files: "Files to seed into /workspace before the run.",
