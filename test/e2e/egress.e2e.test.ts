@@ -675,6 +675,59 @@ print(json.dumps(out))
     }
   }, 120_000);
 
+  it("honours a shell's own deny lists from inside it, and a deny added while it runs", async () => {
+    const allow = ["allowed.test", "web.test"];
+    const created = await call<{ id: string }>(api, "POST", "/api/v1/shells", {
+      language: "python",
+      egress: { mode: "allowlist", allow, deny: { hosts: ["web.test"] } },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const shell = created.body.id;
+    const probe = `
+import json, socket, urllib.request, urllib.error
+out = {}
+for url in ["http://allowed.test:${httpPort}/p", "http://web.test/p"]:
+    try:
+        out[url] = urllib.request.urlopen(url, timeout=20).status
+    except urllib.error.HTTPError as e:
+        out[url] = [e.code, e.read().decode().strip()]
+try:
+    socket.getaddrinfo("web.test", 80, proto=socket.IPPROTO_TCP)
+    out["dns"] = "resolved"
+except socket.gaierror:
+    out["dns"] = "refused"
+print(json.dumps(out))
+`;
+    const run = async () => {
+      const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
+        api,
+        "POST",
+        `/api/v1/shells/${shell}/exec`,
+        { command: ["python3", "-c", probe], timeoutMs: 60_000 },
+      );
+      expect(res.body.stderr).toBe("");
+      return JSON.parse(res.body.stdout) as Record<string, unknown>;
+    };
+    try {
+      expect(await run()).toEqual({
+        [`http://allowed.test:${httpPort}/p`]: 200,
+        "http://web.test/p": [403, "egress denied: host_denied"],
+        dns: "refused",
+      });
+      // Denying the upstream's port as well narrows: no approval, applied from the next request.
+      const narrowed = await call(api, "PATCH", `/api/v1/shells/${shell}/egress`, {
+        egress: { mode: "allowlist", allow, deny: { hosts: ["web.test"], ports: [httpPort] } },
+      });
+      expect(narrowed.status, JSON.stringify(narrowed.body)).toBe(200);
+      expect((await run())[`http://allowed.test:${httpPort}/p`]).toEqual([
+        403,
+        "egress denied: port_denied",
+      ]);
+    } finally {
+      await call(api, "DELETE", `/api/v1/shells/${shell}`);
+    }
+  }, 120_000);
+
   it("finds its proxy again after the control plane restarts", async () => {
     // The sandbox outlives the server; the new server's reconciler starts the shell's proxy on
     // the same socket, where the shell's forwarder finds it.
