@@ -760,7 +760,11 @@ export class ContainerBackend implements SandboxBackend {
         let frozenMs = 0;
         let method: SandboxForkCapture["method"];
         if (!running && !deep) {
-          layer = await this.#stackOnOwnDisk(record);
+          // A stopped shell forked again before it ran: its top layer is still all of its state.
+          layer =
+            record.untouchedSinceStack && chain[0]
+              ? chain[0]
+              : await this.#stackOnOwnDisk(record);
           method = "layered";
         } else {
           const target = deep ? `${dir}/disk.img` : null;
@@ -789,7 +793,7 @@ export class ContainerBackend implements SandboxBackend {
           imageVersion: record.imageVersion,
           diskUidBase,
           mode: layer ? "layered" : "copy",
-          layers: layer ? [layer, ...chain] : chain,
+          layers: layer ? [...new Set([layer, ...chain])] : chain,
           createdAt: new Date().toISOString(),
         };
         await writeJson(`${dir}/capture.json`, meta);
@@ -847,6 +851,7 @@ export class ContainerBackend implements SandboxBackend {
     // The fresh disk is the shell's own: its files will be owned by its own uid range.
     delete record.diskUidBase;
     delete record.intent;
+    record.untouchedSinceStack = true;
     await writeJson(`${shellDir}/shell.json`, record);
   }
 
@@ -915,6 +920,7 @@ export class ContainerBackend implements SandboxBackend {
       // The restored state is the archive over the layers the shell stood on when it was taken.
       if (meta.layers?.length) record.layers = meta.layers;
       else delete record.layers;
+      delete record.untouchedSinceStack;
       if (meta.diskUidBase !== undefined && record.uidSlot !== null) {
         if (meta.diskUidBase === uidBaseOf(record.uidSlot)) delete record.diskUidBase;
         else record.diskUidBase = meta.diskUidBase;
@@ -1356,6 +1362,7 @@ export class ContainerBackend implements SandboxBackend {
     // it stacks on no inherited layer.
     delete record.diskUidBase;
     delete record.layers;
+    delete record.untouchedSinceStack;
     delete record.intent;
     await writeJson(`${shellDir}/shell.json`, record);
     await this.#sweepLayers();
@@ -1512,6 +1519,10 @@ export class ContainerBackend implements SandboxBackend {
       await writeJson(`${shellDir}/shell.json`, record);
     }
     const disk = `${shellDir}/disk.img`;
+    if (record.untouchedSinceStack) {
+      delete record.untouchedSinceStack;
+      await writeJson(`${shellDir}/shell.json`, record);
+    }
     if (!freshDisk) {
       await waitForLoopDetached(disk);
       await repairDiskIfNeeded(disk);

@@ -60,6 +60,11 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
     expect(capture.frozenMs).toBe(0);
     const made = (await layers()).filter((id) => !before.includes(id));
     expect(made).toHaveLength(1);
+    // Forked again before it ran: the same layer is still all of the parent's state.
+    expect((await forkOf("lay-s", ["lay-s3"])).method).toBe("layered");
+    expect((await layers()).filter((id) => !before.includes(id))).toEqual(made);
+    expect(await sh("lay-s3", "cat /workspace/a")).toBe("one\n");
+    await backend.destroy("lay-s3");
 
     // Children change inherited files in place, delete them (whiteouts), replace a directory
     // (an opaque dir) and add files: none of it reaches a sibling or the parent.

@@ -33,6 +33,11 @@ export interface ShellRecord {
    * layers.ts); none when the shell's disk holds all its state.
    */
   layers?: LayerRef[];
+  /**
+   * The shell's disk was made empty over its top layer by a fork of the stopped shell and has not
+   * been mounted since: another fork can share that layer as it is instead of stacking again.
+   */
+  untouchedSinceStack?: boolean;
   imageVersion: string | null;
   /** rootfs directory of the image the shell runs on. */
   imageRootfs: string | null;
