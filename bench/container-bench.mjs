@@ -467,7 +467,7 @@ try {
           `backend fork into ${FORK_COUNT}, parent ${state}${warmDisks ? `, ${warmDisks} warm disks` : ""}: capture ${ms(run.captureMs)} (${run.method}), then per child create p50 ${ms(run.create.p50)} p99 ${ms(run.create.p99)}, create→first exec p50 ${ms(run.toExec.p50)} p99 ${ms(run.toExec.p99)}  p50 = ${ratio(run.toExec.p50)}, ${(run.toExec.p50 / copyBaseline.copy.p50).toFixed(3)}× raw cp -a`,
         );
         log(
-          `  host disk used by capture + ${FORK_COUNT} children: ${mib(run.usedBytes)} (a copy each: ${FORK_COUNT * FORK_MB} MiB; the warm disks made before it are not counted)`,
+          `  host disk used by capture + ${FORK_COUNT} children: ${mib(run.usedBytes)} (a copy each: ${FORK_COUNT * FORK_MB} MiB; warm-pool refills included)`,
         );
       }
     }

@@ -42,7 +42,6 @@ import {
   loopBackings,
   repairDiskIfNeeded,
   waitForLoopDetached,
-  type DiskCopyMethod,
 } from "./internal/disk.js";
 import {
   runExec,
@@ -762,9 +761,7 @@ export class ContainerBackend implements SandboxBackend {
         if (!running && !deep) {
           // A stopped shell forked again before it ran: its top layer is still all of its state.
           layer =
-            record.untouchedSinceStack && chain[0]
-              ? chain[0]
-              : await this.#stackOnOwnDisk(record);
+            record.untouchedSinceStack && chain[0] ? chain[0] : await this.#stackOnOwnDisk(record);
           method = "layered";
         } else {
           const target = deep ? `${dir}/disk.img` : null;
@@ -833,9 +830,7 @@ export class ContainerBackend implements SandboxBackend {
       record.diskUidBase ?? uidBaseOf(record.uidSlot),
       "link",
     );
-    await this.#withIntent(record, { kind: "stack", layer: ref }, () =>
-      this.#finishStack(record),
-    );
+    await this.#withIntent(record, { kind: "stack", layer: ref }, () => this.#finishStack(record));
     return ref;
   }
 

@@ -48,7 +48,7 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
   const SEED =
     "mkdir -p /workspace/d /opt/tool && echo one > /workspace/a && echo two > /workspace/d/b && echo t > /opt/tool/x && rm -f /etc/motd";
   const LOOK =
-    "for f in /workspace/a /workspace/d/b /workspace/c /opt/tool/x /etc/motd; do if [ -e $f ]; then echo \"$f=$(cat $f)\"; else echo \"$f-\"; fi; done";
+    'for f in /workspace/a /workspace/d/b /workspace/c /opt/tool/x /etc/motd; do if [ -e $f ]; then echo "$f=$(cat $f)"; else echo "$f-"; fi; done';
 
   it("forks a stopped parent with no copy: the parent and its children stack on one layer, each independent", async () => {
     await backend.create(spec("lay-s"));
