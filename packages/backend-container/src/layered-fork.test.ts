@@ -1,7 +1,10 @@
-import { readdir } from "node:fs/promises";
+import { mkdir, readdir, stat } from "node:fs/promises";
 import type { SandboxSpec } from "@shells/sandbox";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ContainerBackend } from "./container-backend.js";
+import { createDisk } from "./internal/disk.js";
+import { makeLayer } from "./internal/layers.js";
+import { readJson, uidBaseOf, writeJson, type ShellRecord } from "./internal/state.js";
 import { hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
 
 describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
@@ -139,6 +142,39 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
       (await layers()).filter((id) => inUse.includes(id)),
       "the fork's layer goes with its last shell",
     ).toEqual([]);
+  }, 120_000);
+
+  it("finishes a stopped parent's cut stack at recover and removes half-made layers", async () => {
+    await backend.create(spec("lay-x"));
+    await sh("lay-x", "echo mine > /workspace/m");
+    await backend.stop("lay-x");
+    // A fork of the stopped shell cut after the layer was made and the intent recorded, before the
+    // fresh disk went in; and a layer cut while it was being made.
+    const shellDir = `${stateDir}/shells/lay-x`;
+    const record = (await readJson<ShellRecord>(`${shellDir}/shell.json`))!;
+    await createDisk(`${shellDir}/disk.stack.img`, SMALL.diskMb);
+    const { ref } = await makeLayer(
+      stateDir,
+      `${shellDir}/disk.img`,
+      uidBaseOf(record.uidSlot!),
+      "link",
+    );
+    await writeJson(`${shellDir}/shell.json`, { ...record, intent: { kind: "stack", layer: ref } });
+    await mkdir(`${stateDir}/layers/.layer-0123456789abcdef`);
+
+    const next = new ContainerBackend(options);
+    await next.recover();
+    const after = (await readJson<ShellRecord>(`${shellDir}/shell.json`))!;
+    expect(after.intent).toBeUndefined();
+    expect(after.layers).toEqual([ref]);
+    await expect(stat(`${shellDir}/disk.stack.img`)).rejects.toThrow();
+    await expect(stat(`${stateDir}/layers/.layer-0123456789abcdef`)).rejects.toThrow();
+    await next.start("lay-x");
+    expect(
+      await sh("lay-x", "cat /workspace/m; echo more >> /workspace/m; cat /workspace/m", next),
+    ).toBe("mine\nmine\nmore\n");
+    await next.destroy("lay-x");
+    expect(await layers()).not.toContain(ref.id);
   }, 120_000);
 
   it("snapshots a child as its whole state and restores it, and wipe drops inherited layers (kept by the snapshot)", async () => {
