@@ -52,6 +52,7 @@ import {
 import { launchHolder } from "./internal/holder.js";
 import {
   layerDisk,
+  linkTo,
   makeLayer,
   MAX_LAYER_DEPTH,
   removePendingLayers,
@@ -701,6 +702,8 @@ export class ContainerBackend implements SandboxBackend {
       const replaced = existing.find((s) => s.name === name);
       if (replaced && archiveOf(replaced) !== archive)
         await rm(`${snapshotsDir}/${archiveOf(replaced)}`, { force: true });
+      // The replaced snapshot may have been the last to stand on some layers.
+      if (replaced?.layers?.length) await this.#sweepLayers();
       return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
     });
   }
@@ -764,21 +767,20 @@ export class ContainerBackend implements SandboxBackend {
             record.untouchedSinceStack && chain[0] ? chain[0] : await this.#stackOnOwnDisk(record);
           method = "layered";
         } else {
-          const target = deep ? `${dir}/disk.img` : null;
-          const copied = await this.#stillWhile(record, async () => {
-            if (running) await this.#withDisk(record, ["sync", "-f", `${shellDir}/mnt/disk`]);
-            const made = target
-              ? await copyDisk(`${shellDir}/disk.img`, target)
-              : await makeLayer(this.#stateDir, `${shellDir}/disk.img`, diskUidBase, "copy");
-            frozenMs = running ? performance.now() - started : 0;
-            return made;
-          });
-          if (typeof copied === "string") {
+          // One copy of the disk at one instant: the shell is held still only for the copy.
+          const copyStill = (target: string) =>
+            this.#stillWhile(record, async () => {
+              if (running) await this.#withDisk(record, ["sync", "-f", `${shellDir}/mnt/disk`]);
+              const copied = await copyDisk(`${shellDir}/disk.img`, target);
+              frozenMs = running ? performance.now() - started : 0;
+              return copied;
+            });
+          if (deep) {
+            method = await copyStill(`${dir}/disk.img`);
             // Mounted while copied: the copy's superblock says "not cleanly unmounted".
             await repairDiskIfNeeded(`${dir}/disk.img`);
-            method = copied;
           } else {
-            layer = copied.ref;
+            layer = (await makeLayer(this.#stateDir, diskUidBase, copyStill)).ref;
             method = "layered_copy_once";
           }
         }
@@ -826,9 +828,8 @@ export class ContainerBackend implements SandboxBackend {
     await this.#freshDisk(`${shellDir}/disk.stack.img`, record.resources.diskMb);
     const { ref } = await makeLayer(
       this.#stateDir,
-      `${shellDir}/disk.img`,
       record.diskUidBase ?? uidBaseOf(record.uidSlot),
-      "link",
+      linkTo(`${shellDir}/disk.img`),
     );
     await this.#withIntent(record, { kind: "stack", layer: ref }, () => this.#finishStack(record));
     return ref;
@@ -1610,12 +1611,16 @@ export class ContainerBackend implements SandboxBackend {
       await writeJson(`${shellDir}/shell.json`, record);
     }
     await this.#stopHolder(shellId, "deleted");
+    // Layers this shell or one of its snapshots stacked on may have no one else left.
+    const heldLayers =
+      (record?.layers?.length ?? 0) > 0 ||
+      (await this.#snapshots(shellId)).some((snapshot) => (snapshot.layers?.length ?? 0) > 0);
     if (record?.uidSlot !== null && record?.uidSlot !== undefined)
       await releaseUidSlot(this.#registryDir, record.uidSlot, shellDir);
     else await releaseUidSlotsOwnedBy(this.#registryDir, shellDir);
     await rm(shellDir, { recursive: true, force: true });
     this.#inflight.delete(shellId);
-    if (record?.layers?.length) await this.#sweepLayers();
+    if (heldLayers) await this.#sweepLayers();
     this.#log("info", { shellId }, "shell destroyed");
   }
 

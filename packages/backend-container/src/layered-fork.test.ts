@@ -3,7 +3,7 @@ import type { SandboxSpec } from "@shells/sandbox";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ContainerBackend } from "./container-backend.js";
 import { createDisk } from "./internal/disk.js";
-import { makeLayer } from "./internal/layers.js";
+import { linkTo, makeLayer } from "./internal/layers.js";
 import { readJson, uidBaseOf, writeJson, type ShellRecord } from "./internal/state.js";
 import { hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
 
@@ -155,9 +155,8 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
     await createDisk(`${shellDir}/disk.stack.img`, SMALL.diskMb);
     const { ref } = await makeLayer(
       stateDir,
-      `${shellDir}/disk.img`,
       uidBaseOf(record.uidSlot!),
-      "link",
+      linkTo(`${shellDir}/disk.img`),
     );
     await writeJson(`${shellDir}/shell.json`, { ...record, intent: { kind: "stack", layer: ref } });
     await mkdir(`${stateDir}/layers/.layer-0123456789abcdef`);
@@ -180,7 +179,10 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
   it("snapshots a child as its whole state and restores it, and wipe drops inherited layers (kept by the snapshot)", async () => {
     await backend.create(spec("lay-p"));
     await sh("lay-p", SEED);
+    const before = await layers();
     await forkOf("lay-p", ["lay-p1"]);
+    const made = (await layers()).filter((id) => !before.includes(id));
+    expect(made).toHaveLength(1);
     await sh("lay-p1", "echo snap >> /workspace/a && rm /workspace/d/b");
     await backend.snapshot("lay-p1", "one");
     await sh("lay-p1", "echo after > /workspace/a && echo x > /workspace/d/b && rm /opt/tool/x");
@@ -197,7 +199,11 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
     await backend.destroy("lay-p");
     await backend.restore("lay-p1", "one");
     expect(await sh("lay-p1", "cat /workspace/a; stat -c %u /workspace/a")).toBe("one\nsnap\n0\n");
+    // Only the snapshot stands on the layer now; it goes with the shell and its snapshots.
+    await backend.wipeState("lay-p1");
+    expect(await layers()).toContain(made[0]);
     await backend.destroy("lay-p1");
+    expect(await layers()).not.toContain(made[0]);
   }, 120_000);
 
   it("reinstalls a child's system and keeps its /workspace, the inherited part included", async () => {

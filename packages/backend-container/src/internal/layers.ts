@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { link, mkdir, readdir, rename, rm } from "node:fs/promises";
-import { copyDisk, repairDiskIfNeeded, type DiskCopyMethod } from "./disk.js";
+import { repairDiskIfNeeded, type DiskCopyMethod } from "./disk.js";
 import { listShellIds, readJson, writeJson } from "./state.js";
 
 /*
@@ -41,31 +41,25 @@ export function layerDisk(stateDir: string, layerId: string): string {
 }
 
 /**
- * Makes a layer from a disk image. `link`: the image is not written any more (a stopped shell's
- * disk about to be replaced), so a hard link is the layer; otherwise it is copied (a reflink where
- * the host has them), then checked. Made under a hidden name and renamed in when whole: a crash
- * leaves a hidden directory, which the next sweep removes.
+ * Makes a layer whose disk image `fill` puts at the path it is given: a hard link to a disk nothing
+ * writes any more (a stopped shell's, about to be replaced), or a copy (see `copyDisk`), which is
+ * then checked (`e2fsck`) after `fill` returned, so a caller that holds a shell still for `fill`
+ * does not hold it for the check. Made under a hidden name and renamed in when whole: a crash
+ * leaves a hidden directory, which `recover` removes.
  */
 export async function makeLayer(
   stateDir: string,
-  source: string,
   uidBase: number,
-  how: "link" | "copy",
+  fill: (target: string) => Promise<DiskCopyMethod | "link">,
 ): Promise<{ ref: LayerRef; method: DiskCopyMethod | "link" }> {
   const id = `layer-${randomBytes(8).toString("hex")}`;
   const dir = layersDirOf(stateDir);
   const pending = `${dir}/.${id}`;
   await mkdir(pending, { recursive: true, mode: 0o700 });
   try {
-    let method: DiskCopyMethod | "link";
-    if (how === "link") {
-      await link(source, `${pending}/disk.img`);
-      method = "link";
-    } else {
-      method = await copyDisk(source, `${pending}/disk.img`);
-      // Copied while mounted: the copy's superblock says "not cleanly unmounted".
-      await repairDiskIfNeeded(`${pending}/disk.img`);
-    }
+    const method = await fill(`${pending}/disk.img`);
+    // Copied while mounted: the copy's superblock says "not cleanly unmounted".
+    if (method !== "link") await repairDiskIfNeeded(`${pending}/disk.img`);
     await writeJson(`${pending}/layer.json`, { id, uidBase, createdAt: new Date().toISOString() });
     await rename(pending, `${dir}/${id}`);
     return { ref: { id, uidBase }, method };
@@ -129,4 +123,12 @@ async function referencedLayers(stateDir: string, forksDir: string): Promise<Set
   for (const entry of await readdir(forksDir).catch(() => [] as string[]))
     add(await readJson<LayerHolder>(`${forksDir}/${entry}/capture.json`));
   return referenced;
+}
+
+/** A `makeLayer` fill that hard-links `source` (only for a disk nothing writes any more). */
+export function linkTo(source: string): (target: string) => Promise<"link"> {
+  return async (target) => {
+    await link(source, target);
+    return "link";
+  };
 }
