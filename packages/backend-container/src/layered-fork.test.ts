@@ -224,6 +224,28 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
     await backend.destroy("lay-o1");
   }, 120_000);
 
+  it("bounds a child's own writes by its disk limit, not what it inherits", async () => {
+    // SMALL.diskMb is 64: the parent fills 40 MiB, each child may still write 40 MiB of its own.
+    await backend.create(spec("lay-l"));
+    await sh("lay-l", "head -c 41943040 /dev/zero > /workspace/big");
+    await backend.stop("lay-l");
+    await forkOf("lay-l", ["lay-l1"]);
+    expect(
+      await sh(
+        "lay-l1",
+        "head -c 41943040 /dev/zero > /workspace/own && du -cm /workspace | tail -1",
+      ),
+    ).toMatch(/^8\d\ttotal\n$/);
+    const full = await backend.exec(
+      "lay-l1",
+      request(["sh", "-c", "head -c 41943040 /dev/zero > /workspace/more"]),
+    );
+    expect(full.exitCode).not.toBe(0);
+    expect(full.killReason).toBe("disk");
+    await backend.destroy("lay-l1");
+    await backend.destroy("lay-l");
+  }, 120_000);
+
   it("stacks no deeper than the limit: a fork past it copies the parent's disk instead", async () => {
     await backend.create(spec("lay-d"));
     await backend.stop("lay-d");
