@@ -7,6 +7,8 @@
 //   BENCH_IDLE_SHELLS=500 npm run bench # how many idle shells to hold at once
 //   BENCH_FORK_MB=500 BENCH_FORK_COUNT=10 npm run bench   # the fork's workspace size and fan-out
 //   BENCH_BURST=100 npm run bench       # concurrent creates in the burst
+//   BENCH_SECTIONS=fork node bench/container-bench.mjs   # only some sections (create, burst, exec,
+//                                       # throughput, pause, fork, idle; default all)
 // The server runs with the configuration's defaults (SHELLS_MAX_PROVISIONING, SHELLS_MEMORY_OVERCOMMIT…)
 // from the environment; a host with little memory refuses idle shells past its budget, and says so.
 import { spawn, spawnSync } from "node:child_process";
@@ -23,6 +25,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import ShellsClient from "@l1fe/shells";
+import { ContainerBackend } from "@shells/backend-container";
 import { loadConfig, startServer } from "@shells/server";
 import { log, ms, rawSpawn, summary, timeRuns } from "./lib.mjs";
 
@@ -34,6 +37,10 @@ const FORK_MB = Number(process.env.BENCH_FORK_MB ?? 500);
 const FORK_COUNT = Number(process.env.BENCH_FORK_COUNT ?? 10);
 const PAUSE_ROUNDS = Number(process.env.BENCH_PAUSE_ROUNDS ?? 20);
 const BURST = Number(process.env.BENCH_BURST ?? 100);
+const SECTIONS = new Set(
+  (process.env.BENCH_SECTIONS ?? "create,burst,exec,throughput,pause,fork,idle").split(","),
+);
+const want = (section) => SECTIONS.has(section);
 
 function memAvailableKb() {
   const line = readFileSync("/proc/meminfo", "utf8")
@@ -135,23 +142,103 @@ async function rawBurst(argv, count) {
   );
 }
 
-/** Raw copy baseline: `cp --sparse=always` of a file of `mb` MiB of random data on the data dir's filesystem. */
+/** Raw copy baseline: `cp -a` of a directory of `mb` MiB of random data on the data dir's filesystem. */
 function rawCopyBaseline(dir, mb) {
   const source = join(dir, "copy-source");
-  spawnSync("sh", ["-c", `head -c ${mb * 1024 * 1024} /dev/urandom > ${source} && sync`]);
+  mkdirSync(source);
+  spawnSync("sh", ["-c", `head -c ${mb * 1024 * 1024} /dev/urandom > ${source}/data && sync`]);
   const times = [];
   for (let i = 0; i < 3; i += 1) {
     const target = join(dir, `copy-${i}`);
     const t0 = performance.now();
-    const r = spawnSync("cp", ["--sparse=always", source, target]);
+    const r = spawnSync("cp", ["-a", source, target]);
     times.push(performance.now() - t0);
     if (r.status !== 0) throw new Error(`cp failed: ${r.stderr}`);
-    rmSync(target);
+    rmSync(target, { recursive: true });
   }
-  const reflink = spawnSync("cp", ["--reflink=always", source, join(dir, "copy-reflink")]);
+  const reflink = spawnSync("cp", [
+    "--reflink=always",
+    `${source}/data`,
+    join(dir, "copy-reflink"),
+  ]);
   rmSync(join(dir, "copy-reflink"), { force: true });
-  rmSync(source);
+  rmSync(source, { recursive: true });
   return { copy: summary(times), reflinks: reflink.status === 0 };
+}
+
+const mib = (bytes) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+
+/** Bytes allocated under `path` (sparse files count their written blocks only). */
+function allocatedUnder(path) {
+  return Number(spawnSync("du", ["-sB1", path], { encoding: "utf8" }).stdout.split(/\s/)[0]);
+}
+
+/**
+ * Per-child figures the API cannot show (it makes the children inside one request): the container
+ * backend driven directly on a state dir of its own, on the server's images. A parent with a
+ * FORK_MB workspace, `state` running (with a busy process) or stopped, is captured once and
+ * FORK_COUNT children are made from the capture one after another.
+ */
+async function backendForks(state, warmDisks) {
+  const stateDir = mkdtempSync(join(dataDir, "fork-bench-"));
+  const diskMb = Math.max(1024, FORK_MB * 2);
+  const backend = new ContainerBackend({
+    stateDir,
+    imagesDir: config.imagesDir ?? join(dataDir, "container", "images"),
+    warmDisks,
+    warmDiskMb: diskMb,
+  });
+  const spec = (shellId, captureId) => ({
+    shellId,
+    language: "bash",
+    runtime: "container",
+    network: "sealed",
+    resources: { cpu: 1, memoryMb: 256, pids: 256, diskMb },
+    env: {},
+    ...(captureId ? { from: { captureId } } : {}),
+  });
+  const exec = (shellId, script) =>
+    backend.exec(shellId, {
+      command: ["sh", "-c", script],
+      env: {},
+      cwd: "/workspace",
+      stdin: undefined,
+      timeoutMs: 600_000,
+      maxOutputBytes: 65536,
+    });
+  try {
+    await backend.create(spec("parent"));
+    await exec("parent", `head -c ${FORK_MB * 1024 * 1024} /dev/urandom > /workspace/data`);
+    if (state === "stopped") await backend.stop("parent");
+    else await exec("parent", "(while :; do sleep 0.01; done) >/dev/null 2>&1 &");
+    await backend.warm();
+    spawnSync("sync");
+    const before = allocatedUnder(stateDir);
+    let t0 = performance.now();
+    const capture = await backend.captureFork("parent");
+    const captureMs = performance.now() - t0;
+    const create = [];
+    const toExec = [];
+    for (let i = 0; i < FORK_COUNT; i += 1) {
+      t0 = performance.now();
+      await backend.create(spec(`child-${i}`, capture.captureId));
+      create.push(performance.now() - t0);
+      await exec(`child-${i}`, "true");
+      toExec.push(performance.now() - t0);
+    }
+    await backend.releaseFork(capture.captureId);
+    spawnSync("sync");
+    return {
+      method: capture.method,
+      captureMs,
+      create: summary(create),
+      toExec: summary(toExec),
+      usedBytes: allocatedUnder(stateDir) - before,
+    };
+  } finally {
+    for (const shell of await backend.list()) await backend.destroy(shell.shellId);
+    rmSync(stateDir, { recursive: true, force: true });
+  }
 }
 
 // --- server -------------------------------------------------------------------------------------
@@ -216,182 +303,204 @@ try {
   let t0 = performance.now();
   const warm = await shells.create({ language: "bash" });
   created.push(warm.id);
+  // A first create on a data dir without the image answers `provisioning` while it builds.
+  await shells.waitUntilRunning(warm.id, { timeoutMs: 600_000 });
   await shells.exec(warm.id, { command: ["true"] });
   log(
     `first create (includes building/caching the bash image when absent): ${ms(performance.now() - t0)}`,
   );
 
   // create → first exec
-  const createToExec = await timeRuns(ITERATIONS, async () => {
-    const shell = await shells.create({ language: "bash" });
-    await shells.exec(shell.id, { command: ["true"] });
-    created.push(shell.id);
-  });
-  const c = summary(createToExec);
-  log(
-    `API create→first exec:             p50 ${ms(c.p50)}  p99 ${ms(c.p99)}  (n=${c.n})  p50 = ${ratio(c.p50)}`,
-  );
-  for (const id of created.splice(1)) await shells.delete(id);
-
-  // create → first exec with a warm disk pool (a second server on the same images)
-  if (BACKEND === "container") {
-    const pooled = await createToExecWithPool();
+  if (want("create")) {
+    const createToExec = await timeRuns(ITERATIONS, async () => {
+      const shell = await shells.create({ language: "bash" });
+      await shells.exec(shell.id, { command: ["true"] });
+      created.push(shell.id);
+    });
+    const c = summary(createToExec);
     log(
-      `API create→first exec, warm pool:  p50 ${ms(pooled.p50)}  p99 ${ms(pooled.p99)}  (n=${pooled.n})  p50 = ${ratio(pooled.p50)}, ${(pooled.p50 / c.p50).toFixed(2)}× without the pool`,
+      `API create→first exec:             p50 ${ms(c.p50)}  p99 ${ms(c.p99)}  (n=${c.n})  p50 = ${ratio(c.p50)}`,
     );
+    for (const id of created.splice(1)) await shells.delete(id);
+
+    // create → first exec with a warm disk pool (a second server on the same images)
+    if (BACKEND === "container") {
+      const pooled = await createToExecWithPool();
+      log(
+        `API create→first exec, warm pool:  p50 ${ms(pooled.p50)}  p99 ${ms(pooled.p99)}  (n=${pooled.n})  p50 = ${ratio(pooled.p50)}, ${(pooled.p50 / c.p50).toFixed(2)}× without the pool`,
+      );
+    }
   }
 
   // a burst of concurrent creates, against as many raw bwrap spawns at once
-  const rawBursts = summary(await rawBurst(bwrapArgv, BURST));
-  log(
-    `baseline ${BURST} raw \`bwrap … true\` at once:  p50 ${ms(rawBursts.p50)}  p99 ${ms(rawBursts.p99)}`,
-  );
-  const burstTimes = [];
-  const burstErrors = {};
-  t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: BURST }, async () => {
-      const started = performance.now();
-      try {
-        const shell = await shells.create({ language: "bash" });
-        burstTimes.push(performance.now() - started);
-        created.push(shell.id);
-      } catch (error) {
-        burstErrors[error.code ?? "unknown"] = (burstErrors[error.code ?? "unknown"] ?? 0) + 1;
-      }
-    }),
-  );
-  const burstMs = performance.now() - t0;
-  const b = summary(burstTimes);
-  log(
-    `API ${BURST} concurrent creates:        p50 ${ms(b.p50)}  p99 ${ms(b.p99)}  ${b.n} made, ${BURST - b.n} failed ${JSON.stringify(burstErrors)}, ${ms(burstMs)} in all  p50 = ${(b.p50 / rawBursts.p50).toFixed(2)}× the raw burst`,
-  );
-  for (const id of created.splice(1)) await shells.delete(id);
-
-  // exec round trip
-  const rtt = summary(
-    await timeRuns(ITERATIONS * 5, () => shells.exec(warm.id, { command: ["true"] })),
-  );
-  log(
-    `API exec round trip:               p50 ${ms(rtt.p50)}  p99 ${ms(rtt.p99)}  (n=${rtt.n})  p50 = ${ratio(rtt.p50)}`,
-  );
-
-  // throughput with concurrent clients
-  for (const clients of [2, 8]) {
-    let count = 0;
-    const deadline = performance.now() + THROUGHPUT_SECONDS * 1000;
+  if (want("burst")) {
+    const rawBursts = summary(await rawBurst(bwrapArgv, BURST));
+    log(
+      `baseline ${BURST} raw \`bwrap … true\` at once:  p50 ${ms(rawBursts.p50)}  p99 ${ms(rawBursts.p99)}`,
+    );
+    const burstTimes = [];
+    const burstErrors = {};
     t0 = performance.now();
     await Promise.all(
-      Array.from({ length: clients }, async () => {
-        while (performance.now() < deadline) {
-          await shells.exec(warm.id, { command: ["true"] });
-          count += 1;
+      Array.from({ length: BURST }, async () => {
+        const started = performance.now();
+        try {
+          const shell = await shells.create({ language: "bash" });
+          burstTimes.push(performance.now() - started);
+          created.push(shell.id);
+        } catch (error) {
+          burstErrors[error.code ?? "unknown"] = (burstErrors[error.code ?? "unknown"] ?? 0) + 1;
         }
       }),
     );
-    const perSecond = count / ((performance.now() - t0) / 1000);
+    const burstMs = performance.now() - t0;
+    const b = summary(burstTimes);
     log(
-      `execs per second, ${clients} clients:      ${perSecond.toFixed(1)}  (raw bwrap spawns/s on one core: ${(1000 / bwrap.p50).toFixed(1)})`,
+      `API ${BURST} concurrent creates:        p50 ${ms(b.p50)}  p99 ${ms(b.p99)}  ${b.n} made, ${BURST - b.n} failed ${JSON.stringify(burstErrors)}, ${ms(burstMs)} in all  p50 = ${(b.p50 / rawBursts.p50).toFixed(2)}× the raw burst`,
     );
+    for (const id of created.splice(1)) await shells.delete(id);
+  }
+
+  // exec round trip
+  if (want("exec")) {
+    const rtt = summary(
+      await timeRuns(ITERATIONS * 5, () => shells.exec(warm.id, { command: ["true"] })),
+    );
+    log(
+      `API exec round trip:               p50 ${ms(rtt.p50)}  p99 ${ms(rtt.p99)}  (n=${rtt.n})  p50 = ${ratio(rtt.p50)}`,
+    );
+  }
+
+  // throughput with concurrent clients
+  if (want("throughput")) {
+    for (const clients of [2, 8]) {
+      let count = 0;
+      const deadline = performance.now() + THROUGHPUT_SECONDS * 1000;
+      t0 = performance.now();
+      await Promise.all(
+        Array.from({ length: clients }, async () => {
+          while (performance.now() < deadline) {
+            await shells.exec(warm.id, { command: ["true"] });
+            count += 1;
+          }
+        }),
+      );
+      const perSecond = count / ((performance.now() - t0) / 1000);
+      log(
+        `execs per second, ${clients} clients:      ${perSecond.toFixed(1)}  (raw bwrap spawns/s on one core: ${(1000 / bwrap.p50).toFixed(1)})`,
+      );
+    }
   }
 
   // pause / resume, against the raw freezer in the same run
-  const raw = await rawFreezeBaseline(PAUSE_ROUNDS);
-  if (raw)
+  if (want("pause")) {
+    const raw = await rawFreezeBaseline(PAUSE_ROUNDS);
+    if (raw)
+      log(
+        `baseline raw cgroup freeze / thaw:   p50 ${ms(raw.freeze.p50)} / ${ms(raw.thaw.p50)}  p99 ${ms(raw.freeze.p99)} / ${ms(raw.thaw.p99)}  (n=${raw.freeze.n})`,
+      );
+    const paused = await shells.create({ language: "bash" });
+    created.push(paused.id);
+    await shells.exec(paused.id, {
+      command: ["sh", "-c", "(while :; do sleep 0.01; done) >/dev/null 2>&1 &"],
+    });
+    const pauses = [];
+    const resumes = [];
+    for (let i = 0; i < PAUSE_ROUNDS; i += 1) {
+      t0 = performance.now();
+      await shells.action(paused.id, "pause");
+      pauses.push(performance.now() - t0);
+      t0 = performance.now();
+      await shells.action(paused.id, "resume");
+      resumes.push(performance.now() - t0);
+    }
+    const p = summary(pauses);
+    const r = summary(resumes);
     log(
-      `baseline raw cgroup freeze / thaw:   p50 ${ms(raw.freeze.p50)} / ${ms(raw.thaw.p50)}  p99 ${ms(raw.freeze.p99)} / ${ms(raw.thaw.p99)}  (n=${raw.freeze.n})`,
+      `API pause / resume:                p50 ${ms(p.p50)} / ${ms(r.p50)}  p99 ${ms(p.p99)} / ${ms(r.p99)}  (n=${p.n})${raw ? `  p50 = ${(p.p50 / raw.freeze.p50).toFixed(1)}× / ${(r.p50 / raw.thaw.p50).toFixed(1)}× raw` : ""}`,
     );
-  const paused = await shells.create({ language: "bash" });
-  created.push(paused.id);
-  await shells.exec(paused.id, {
-    command: ["sh", "-c", "(while :; do sleep 0.01; done) >/dev/null 2>&1 &"],
-  });
-  const pauses = [];
-  const resumes = [];
-  for (let i = 0; i < PAUSE_ROUNDS; i += 1) {
-    t0 = performance.now();
-    await shells.action(paused.id, "pause");
-    pauses.push(performance.now() - t0);
-    t0 = performance.now();
-    await shells.action(paused.id, "resume");
-    resumes.push(performance.now() - t0);
   }
-  const p = summary(pauses);
-  const r = summary(resumes);
-  log(
-    `API pause / resume:                p50 ${ms(p.p50)} / ${ms(r.p50)}  p99 ${ms(p.p99)} / ${ms(r.p99)}  (n=${p.n})${raw ? `  p50 = ${(p.p50 / raw.freeze.p50).toFixed(1)}× / ${(r.p50 / raw.thaw.p50).toFixed(1)}× raw` : ""}`,
-  );
 
-  // fork of a shell with a FORK_MB workspace into FORK_COUNT shells, against a raw copy of as much data
-  const copyBaseline = rawCopyBaseline(dataDir, FORK_MB);
-  log(
-    `baseline raw \`cp --sparse=always\` of ${FORK_MB} MiB: p50 ${ms(copyBaseline.copy.p50)}  (n=${copyBaseline.copy.n}; reflinks on this filesystem: ${copyBaseline.reflinks ? "yes" : "no"})`,
-  );
-  const parent = await shells.create({
-    language: "bash",
-    resources: { diskMb: Math.max(1024, FORK_MB * 2) },
-  });
-  created.push(parent.id);
-  await shells.exec(parent.id, {
-    command: ["sh", "-c", `head -c ${FORK_MB * 1024 * 1024} /dev/urandom > /workspace/data`],
-    timeoutMs: 600_000,
-  });
-  await shells.exec(parent.id, {
-    command: ["sh", "-c", "(while :; do sleep 0.01; done) >/dev/null 2>&1 &"],
-  });
-  const freeBefore = statfsFreeBytes(dataDir);
-  t0 = performance.now();
-  const fork = await shells.fork(parent.id, { count: FORK_COUNT });
-  const forkMs = performance.now() - t0;
-  const freeAfter = statfsFreeBytes(dataDir);
-  created.push(...fork.shells.map((s) => s.id));
-  const { method, bytesPerShell, parentFrozenMs } = fork.state.filesystem;
-  log(
-    `API fork of a ${FORK_MB} MiB workspace into ${fork.shells.length}: ${ms(forkMs)} in all, ${ms(forkMs / fork.shells.length)} per shell (filesystem ${method}, parent frozen ${ms(parentFrozenMs)})`,
-  );
-  log(
-    `  disk used by the fork:            ${(bytesPerShell / 1024 / 1024).toFixed(1)} MiB per shell; host free space fell ${((freeBefore - freeAfter) / 1024 / 1024).toFixed(0)} MiB`,
-  );
-  const single = [];
-  for (let i = 0; i < 5; i += 1) {
-    t0 = performance.now();
-    const one = await shells.fork(parent.id, { count: 1 });
-    single.push(performance.now() - t0);
-    await shells.exec(one.shells[0].id, { command: ["true"] });
-    await shells.delete(one.shells[0].id);
-  }
-  const f1 = summary(single);
-  log(
-    `API fork into 1 shell:              p50 ${ms(f1.p50)}  p99 ${ms(f1.p99)}  (n=${f1.n})  p50 = ${(f1.p50 / copyBaseline.copy.p50).toFixed(2)}× raw copy, ${(f1.p50 / c.p50).toFixed(2)}× create→first exec`,
-  );
-  for (const id of created.splice(1)) await shells.delete(id);
-
-  // idle shells
-  const before = memAvailableKb();
-  t0 = performance.now();
-  let failures = 0;
-  for (let i = 0; i < IDLE_SHELLS; i += 1) {
-    try {
-      created.push((await shells.create({ language: "bash" })).id);
-    } catch (error) {
-      failures += 1;
-      if (failures === 1)
-        log(`  first failure at shell ${i}: ${error.code ?? ""} ${error.message}`);
+  // fork of a shell with a FORK_MB workspace into FORK_COUNT shells, parent running (one copy into
+  // a shared layer) and stopped (its disk becomes the layer), against raw baselines of the same run
+  if (want("fork")) {
+    const copyBaseline = rawCopyBaseline(dataDir, FORK_MB);
+    log(
+      `baseline raw \`cp -a\` of ${FORK_MB} MiB:      p50 ${ms(copyBaseline.copy.p50)}  (n=${copyBaseline.copy.n}; reflinks on this filesystem: ${copyBaseline.reflinks ? "yes" : "no"})`,
+    );
+    const parent = await shells.create({
+      language: "bash",
+      resources: { diskMb: Math.max(1024, FORK_MB * 2) },
+    });
+    created.push(parent.id);
+    await shells.exec(parent.id, {
+      command: ["sh", "-c", `head -c ${FORK_MB * 1024 * 1024} /dev/urandom > /workspace/data`],
+      timeoutMs: 600_000,
+    });
+    await shells.exec(parent.id, {
+      command: ["sh", "-c", "(while :; do sleep 0.01; done) >/dev/null 2>&1 &"],
+    });
+    for (const state of ["running", "stopped"]) {
+      if (state === "stopped") await shells.action(parent.id, "stop");
+      spawnSync("sync");
+      const freeBefore = statfsFreeBytes(dataDir);
+      t0 = performance.now();
+      const fork = await shells.fork(parent.id, { count: FORK_COUNT });
+      const forkMs = performance.now() - t0;
+      spawnSync("sync");
+      const freeAfter = statfsFreeBytes(dataDir);
+      const { method, parentFrozenMs } = fork.state.filesystem;
+      log(
+        `API fork of a ${FORK_MB} MiB workspace into ${fork.shells.length}, parent ${state}: ${ms(forkMs)} in all, ${ms(forkMs / fork.shells.length)} per child (filesystem ${method}, parent frozen ${ms(parentFrozenMs)}); host disk used ${mib(freeBefore - freeAfter)} (a copy each: ${FORK_COUNT * FORK_MB} MiB)`,
+      );
+      for (const child of fork.shells) await shells.delete(child.id);
+    }
+    if (BACKEND === "container") {
+      for (const [state, warmDisks] of [
+        ["running", 0],
+        ["stopped", 0],
+        ["running", FORK_COUNT],
+        ["stopped", FORK_COUNT],
+      ]) {
+        const run = await backendForks(state, warmDisks);
+        log(
+          `backend fork into ${FORK_COUNT}, parent ${state}${warmDisks ? `, ${warmDisks} warm disks` : ""}: capture ${ms(run.captureMs)} (${run.method}), then per child create p50 ${ms(run.create.p50)} p99 ${ms(run.create.p99)}, create→first exec p50 ${ms(run.toExec.p50)} p99 ${ms(run.toExec.p99)}  p50 = ${ratio(run.toExec.p50)}, ${(run.toExec.p50 / copyBaseline.copy.p50).toFixed(3)}× raw cp -a`,
+        );
+        log(
+          `  host disk used by capture + ${FORK_COUNT} children: ${mib(run.usedBytes)} (a copy each: ${FORK_COUNT * FORK_MB} MiB; warm-pool refills included)`,
+        );
+      }
     }
   }
-  await new Promise((r) => setTimeout(r, 1000));
-  const usedKb = before - memAvailableKb();
-  const idle = created.length - 1;
-  log(
-    `idle shells held at once:          ${idle} of ${IDLE_SHELLS} (${failures} failed) in ${ms(performance.now() - t0)}`,
-  );
-  log(
-    `host memory per idle shell:        ${(usedKb / 1024 / Math.max(1, idle)).toFixed(2)} MB  (MemAvailable drop ${(usedKb / 1024).toFixed(1)} MB / ${idle})`,
-  );
-  const stillAnswers = await shells.exec(warm.id, { command: ["echo", "ok"] });
-  log(
-    `exec with ${idle} idle shells around:  ${stillAnswers.stdout.trim()} in ${ms(stillAnswers.durationMs)}`,
-  );
+
+  // idle shells
+  if (want("idle")) {
+    const before = memAvailableKb();
+    t0 = performance.now();
+    let failures = 0;
+    for (let i = 0; i < IDLE_SHELLS; i += 1) {
+      try {
+        created.push((await shells.create({ language: "bash" })).id);
+      } catch (error) {
+        failures += 1;
+        if (failures === 1)
+          log(`  first failure at shell ${i}: ${error.code ?? ""} ${error.message}`);
+      }
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+    const usedKb = before - memAvailableKb();
+    const idle = created.length - 1;
+    log(
+      `idle shells held at once:          ${idle} of ${IDLE_SHELLS} (${failures} failed) in ${ms(performance.now() - t0)}`,
+    );
+    log(
+      `host memory per idle shell:        ${(usedKb / 1024 / Math.max(1, idle)).toFixed(2)} MB  (MemAvailable drop ${(usedKb / 1024).toFixed(1)} MB / ${idle})`,
+    );
+    const stillAnswers = await shells.exec(warm.id, { command: ["echo", "ok"] });
+    log(
+      `exec with ${idle} idle shells around:  ${stillAnswers.stdout.trim()} in ${ms(stillAnswers.durationMs)}`,
+    );
+  }
 } finally {
   for (const id of created) await shells.delete(id).catch(() => undefined);
   await server.close();

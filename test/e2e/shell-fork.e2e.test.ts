@@ -48,7 +48,8 @@ describe("forking a container shell through the API, the SDK and the CLI", () =>
     expect(fork.failed).toEqual([]);
     expect(fork.shells).toHaveLength(3);
     expect(fork.state.memory).toBe("not_copied");
-    expect(["reflink", "copy"]).toContain(fork.state.filesystem.method);
+    // A running parent on the container backend: copied once into a layer the three share.
+    expect(fork.state.filesystem.method).toBe("layered_copy_once");
     expect(fork.state.filesystem.bytesPerShell).toBeGreaterThan(20_000_000);
     expect(fork.state.filesystem.parentFrozenMs).toBeGreaterThan(0);
     expect(fork.message).toMatch(/processes and memory not copied/);
@@ -109,7 +110,7 @@ describe("forking a container shell through the API, the SDK and the CLI", () =>
     expect(run.stdout).toMatch(/fork-cli-a\s+running/);
     expect(run.stdout).toMatch(/fork-cli-b\s+running/);
     expect(run.stdout).toMatch(
-      /filesystem: (copied|shared by reflink), .* per shell; .*memory not copied/,
+      /filesystem: shared layer \(copied once\), .* shared; .*memory not copied/,
     );
     const refused = await cli(server, ["fork", "fork-base", "--count", "2", "--name", "only-one"]);
     expect(refused.exitCode).toBe(2);

@@ -42,10 +42,11 @@ static int find_loop_for(const char *image, char *dev, size_t devlen) {
  * dead keeper never leaves a loop device behind. `share_live`: mount the device already backed by
  * the image if there is one (the keeper skips the scan: the control plane starts a shell only once
  * its previous loop device is gone). */
-static void mount_disk(const char *image, const char *target, int share_live, char *dev, size_t devlen) {
+static void mount_disk(const char *image, const char *target, int share_live, int read_only, char *dev,
+                       size_t devlen) {
     int loop_fd = -1;
     if (!share_live || find_loop_for(image, dev, devlen) != 0) {
-        int backing = open(image, O_RDWR | O_CLOEXEC);
+        int backing = open(image, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
         if (backing < 0) die("open disk %s", image);
         int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
         if (ctl < 0) die("open /dev/loop-control");
@@ -62,7 +63,7 @@ static void mount_disk(const char *image, const char *target, int share_live, ch
             struct loop_config config;
             memset(&config, 0, sizeof config);
             config.fd = (unsigned)backing;
-            config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+            config.info.lo_flags = LO_FLAGS_AUTOCLEAR | (read_only ? LO_FLAGS_READ_ONLY : 0);
             strncpy((char *)config.info.lo_file_name, image, LO_NAME_SIZE - 1);
             if (ioctl(loop_fd, LOOP_CONFIGURE, &config) == 0) break;
             /* Another process took this free device between GET_FREE and CONFIGURE: try the next. */
@@ -72,7 +73,8 @@ static void mount_disk(const char *image, const char *target, int share_live, ch
         close(backing);
         close(ctl);
     }
-    if (mount(dev, target, "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, "") < 0) die("mount %s on %s", dev, target);
+    if (mount(dev, target, "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME | (read_only ? MS_RDONLY : 0), "") < 0)
+        die("mount %s on %s", dev, target);
     if (loop_fd >= 0) close(loop_fd);
 }
 
@@ -90,6 +92,25 @@ static void ensure_disk_layout(const char *disk, unsigned long uid_base) {
 /* ---------------------------------------------------------------------------------------------- */
 /* start                                                                                           */
 
+/* Shared read-only layers a shell stacks on (a fork's inherited state), top first: each an ext4
+ * image whose upper/ is one overlay lower layer, with the host uid of root in its files. */
+struct layer_stack {
+    const char *disks[MAX_LAYERS];
+    unsigned long uid_bases[MAX_LAYERS];
+    int count;
+};
+
+/* `--layer IMG --layer-uid-base N` at argv[*i]: true when taken. */
+static int parse_layer(struct layer_stack *stack, int *i, int argc, char **argv) {
+    if (strcmp(argv[*i], "--layer") != 0) return 0;
+    if (stack->count == MAX_LAYERS) die("too many layers");
+    stack->disks[stack->count] = arg_value(i, argc, argv);
+    if (*i + 2 >= argc || strcmp(argv[*i + 1], "--layer-uid-base") != 0) die("--layer needs --layer-uid-base");
+    (*i)++;
+    stack->uid_bases[stack->count++] = strtoul(arg_value(i, argc, argv), NULL, 10);
+    return 1;
+}
+
 struct start_options {
     const char *shell_dir; /* holds mnt/{lower,disk,root} and receives holder.json */
     const char *image;     /* base image rootfs (read-only lower layer) */
@@ -103,6 +124,7 @@ struct start_options {
     unsigned long shm_mb;
     char *cgroups[MAX_CGROUPS]; /* cgroup.procs files to join */
     int cgroup_count;
+    struct layer_stack stack;
 };
 
 static void mkdir_or_exists(const char *path, mode_t mode) {
@@ -198,7 +220,7 @@ static int make_idmap_userns(const char *map);
  * Mounted at `target` (relative to the keeper's mnt dir).
  */
 static void mount_idmapped_disk(const char *disk, const char *target, unsigned long disk_uid_base,
-                                unsigned long uid_base) {
+                                unsigned long uid_base, int read_only) {
     char map[96];
     snprintf(map, sizeof map, "0 0 1\n%lu %lu %d\n", disk_uid_base, uid_base, UID_RANGE);
     int userns_fd = make_idmap_userns(map);
@@ -206,7 +228,7 @@ static void mount_idmapped_disk(const char *disk, const char *target, unsigned l
     if (tree < 0) die("open_tree %s", disk);
     struct mount_attr attr;
     memset(&attr, 0, sizeof attr);
-    attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID;
+    attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID | (read_only ? MOUNT_ATTR_RDONLY : 0);
     attr.userns_fd = (uint64_t)userns_fd;
     if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) die("id-map the forked disk");
     if (syscall(SYS_move_mount, tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0) die("move_mount disk view");
@@ -378,6 +400,36 @@ static void write_holder_file(const char *shell_dir, pid_t init_pid, const char 
     if (rename(tmp, final) < 0) die("rename %s", final);
 }
 
+/*
+ * The shared layers a fork stacks on: each layer image is loop-mounted read-only (its own loop
+ * device, so no shell can write a layer another shell reads) at `layerN`, and its upper dir shown
+ * through an id-mapped, read-only view (`layerNv`) that maps the uid range of the shell that wrote
+ * it onto this shell's. Overlay honours the whiteouts and opaque dirs of a lower layer, so what the
+ * parent deleted stays deleted. Writes `lowerdir` entries (top first, each ending in ':').
+ */
+static void stack_layers(const struct layer_stack *stack, unsigned long uid_base, char *lowerdirs, size_t size) {
+    size_t used = 0;
+    lowerdirs[0] = 0;
+    for (int i = 0; i < stack->count; i++) {
+        if (stack->uid_bases[i] < UID_RANGE) die("--layer-uid-base");
+        char mountpoint[32], view[32], upper[48], dev[64];
+        snprintf(mountpoint, sizeof mountpoint, "layer%d", i);
+        snprintf(view, sizeof view, "layer%dv", i);
+        snprintf(upper, sizeof upper, "%s/upper", mountpoint);
+        mkdir_or_exists(mountpoint, 0755);
+        mkdir_or_exists(view, 0755);
+        mount_disk(stack->disks[i], mountpoint, 0, 1, dev, sizeof dev);
+        const char *lower = upper;
+        if (stack->uid_bases[i] != uid_base) {
+            mount_idmapped_disk(upper, view, stack->uid_bases[i], uid_base, 1);
+            lower = view;
+        }
+        int n = snprintf(lowerdirs + used, size - used, "%s:", lower);
+        if (n < 0 || (size_t)n >= size - used) die("too many layers");
+        used += (size_t)n;
+    }
+}
+
 int cmd_start(int argc, char **argv) {
     struct start_options o;
     memset(&o, 0, sizeof o);
@@ -396,6 +448,7 @@ int cmd_start(int argc, char **argv) {
         else if (strcmp(a, "--uid-base") == 0) o.uid_base = strtoul(arg_value(&i, argc, argv), NULL, 10);
         else if (strcmp(a, "--disk-uid-base") == 0) o.disk_uid_base = strtoul(arg_value(&i, argc, argv), NULL, 10);
         else if (strcmp(a, "--shm-mb") == 0) o.shm_mb = strtoul(arg_value(&i, argc, argv), NULL, 10);
+        else if (parse_layer(&o.stack, &i, argc, argv)) continue;
         else if (strcmp(a, "--cgroup-procs") == 0) {
             if (o.cgroup_count == MAX_CGROUPS) die("too many cgroups");
             o.cgroups[o.cgroup_count++] = (char *)arg_value(&i, argc, argv);
@@ -455,10 +508,12 @@ int cmd_start(int argc, char **argv) {
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("make / private");
 
     char loop_dev[64];
-    mount_disk(o.disk, "disk", 0, loop_dev, sizeof loop_dev);
+    mount_disk(o.disk, "disk", 0, 0, loop_dev, sizeof loop_dev);
     ensure_disk_layout("disk", o.disk_uid_base);
     int forked = o.disk_uid_base != o.uid_base;
-    if (forked) mount_idmapped_disk("disk", "diskview", o.disk_uid_base, o.uid_base);
+    if (forked) mount_idmapped_disk("disk", "diskview", o.disk_uid_base, o.uid_base, 0);
+    char lowerdirs[64 * (MAX_LAYERS + 1)];
+    stack_layers(&o.stack, o.uid_base, lowerdirs, sizeof lowerdirs);
 
     char lower_map[64];
     snprintf(lower_map, sizeof lower_map, "0 %lu %d\n", o.uid_base, UID_RANGE);
@@ -467,10 +522,10 @@ int cmd_start(int argc, char **argv) {
     close(userns_fd);
     /* Relative layer paths (we are in mnt/) keep the option string short and free of the state
      * dir's characters. No xino/index/metacopy: plain copy-up semantics. */
-    if (mount("overlay", "root", "overlay", MS_NOSUID | MS_NODEV,
-              forked ? "lowerdir=lower,upperdir=diskview/upper,workdir=diskview/work"
-                     : "lowerdir=lower,upperdir=disk/upper,workdir=disk/work") < 0)
-        die("mount overlay root");
+    char overlay_opts[sizeof lowerdirs + 128];
+    snprintf(overlay_opts, sizeof overlay_opts, "lowerdir=%slower,%s", lowerdirs,
+             forked ? "upperdir=diskview/upper,workdir=diskview/work" : "upperdir=disk/upper,workdir=disk/work");
+    if (mount("overlay", "root", "overlay", MS_NOSUID | MS_NODEV, overlay_opts) < 0) die("mount overlay root");
     populate_dev("root", &o);
     if (internet) point_resolver_at_egress(o.shell_dir, "root");
     if (chdir("root") < 0) die("chdir root");
@@ -533,8 +588,10 @@ int cmd_with_disk(int argc, char **argv) {
     pid_t parent = getppid();
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != parent)
         die("with-disk: the control plane that started it is gone");
-    const char *disk = NULL, *mountpoint = NULL;
+    const char *disk = NULL, *mountpoint = NULL, *layers_dir = NULL;
     unsigned long uid_base = 0;
+    struct layer_stack stack;
+    memset(&stack, 0, sizeof stack);
     int i = 0;
     for (; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0) {
@@ -544,14 +601,30 @@ int cmd_with_disk(int argc, char **argv) {
         if (strcmp(argv[i], "--disk") == 0) disk = arg_value(&i, argc, argv);
         else if (strcmp(argv[i], "--mountpoint") == 0) mountpoint = arg_value(&i, argc, argv);
         else if (strcmp(argv[i], "--uid-base") == 0) uid_base = strtoul(arg_value(&i, argc, argv), NULL, 10);
+        else if (strcmp(argv[i], "--layers-dir") == 0) layers_dir = arg_value(&i, argc, argv);
+        else if (parse_layer(&stack, &i, argc, argv)) continue;
         else die("with-disk: unknown argument %s", argv[i]);
     }
     if (!disk || !mountpoint || uid_base < UID_RANGE || i >= argc) die("with-disk: missing arguments");
     if (unshare(CLONE_NEWNS) < 0) die("unshare mount namespace");
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("make / private");
     char loop_dev[64];
-    mount_disk(disk, mountpoint, 1, loop_dev, sizeof loop_dev);
+    mount_disk(disk, mountpoint, 1, 0, loop_dev, sizeof loop_dev);
     ensure_disk_layout(mountpoint, uid_base);
+    if (stack.count > 0) {
+        /* The disk's upper over the shell's layers, read-only at `<layers-dir>/merged`, owned as
+         * the disk's files are: what the shell sees of its own state, less the base image. */
+        if (!layers_dir || mountpoint[0] != '/') die("with-disk: layers need --layers-dir and an absolute mountpoint");
+        if (chdir(layers_dir) < 0) die("chdir %s", layers_dir);
+        mkdir_or_exists("merged", 0755);
+        char lowerdirs[64 * (MAX_LAYERS + 1)];
+        stack_layers(&stack, uid_base, lowerdirs, sizeof lowerdirs);
+        lowerdirs[strlen(lowerdirs) - 1] = 0; /* the trailing ':' */
+        char opts[PATH_MAX + sizeof lowerdirs + 32];
+        snprintf(opts, sizeof opts, "lowerdir=%s/upper:%s", mountpoint, lowerdirs);
+        if (mount("overlay", "merged", "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, opts) < 0)
+            die("mount merged layers");
+    }
     execvp(argv[i], argv + i);
     die("exec %s", argv[i]);
 }

@@ -47,6 +47,8 @@
 
 #define UID_RANGE 65536
 #define MAX_CGROUPS 8
+/* Shared read-only layers one shell may stack on (the backend flattens before a deeper fork). */
+#define MAX_LAYERS 8
 #define STATUS_FD 3
 
 /* common.c */

@@ -42,7 +42,6 @@ import {
   loopBackings,
   repairDiskIfNeeded,
   waitForLoopDetached,
-  type DiskCopyMethod,
 } from "./internal/disk.js";
 import {
   runExec,
@@ -51,6 +50,15 @@ import {
   type InflightExec,
 } from "./internal/exec.js";
 import { launchHolder } from "./internal/holder.js";
+import {
+  layerDisk,
+  linkTo,
+  makeLayer,
+  MAX_LAYER_DEPTH,
+  removePendingLayers,
+  sweepLayers,
+  type LayerRef,
+} from "./internal/layers.js";
 import { connectInShell, PortRefusedError } from "./internal/port.js";
 import { startProcess } from "./internal/spawn.js";
 import { checkContainerHost, type ContainerHostReport } from "./internal/host-check.js";
@@ -186,11 +194,25 @@ interface CaptureMeta {
   imageVersion: string | null;
   /** Host uid of root in the captured files. */
   diskUidBase: number;
+  /**
+   * `layered`: the new shells stack on `layers` with empty disks of their own; `copy`: each copies
+   * the capture's `disk.img` (the parent's chain was as deep as allowed) and stacks on `layers`.
+   */
+  mode?: "layered" | "copy";
+  /** The layers the new shells stack on, top first (the parent's state, shared read-only). */
+  layers?: LayerRef[];
   createdAt: string;
 }
 
 interface SnapshotMeta extends Snapshot {
   seq: number;
+  /**
+   * The layers the shell stacked on when the snapshot was taken: the archive is the upper only,
+   * so the snapshot is the archive over these (they are kept while the snapshot is).
+   */
+  layers?: LayerRef[];
+  /** Host uid of root in the archived files (the shell's disk's at the time). */
+  diskUidBase?: number;
   /** File name of the archive in the snapshots dir (`<name>.tar` when left out, as before). */
   archive?: string;
 }
@@ -204,7 +226,7 @@ function archiveOf(meta: SnapshotMeta): string {
  * Files a step writes beside a shell's state and renames into place when complete (a restored or
  * wiped disk, a JSON record being replaced); after a crash, what is left of them is garbage.
  */
-const TEMPORARY_FILE = /^disk\.(restore|wipe)\.img$|\.tmp$/;
+const TEMPORARY_FILE = /^disk\.(restore|wipe|stack)\.img$|\.tmp$/;
 
 /**
  * The `container` runtime class: each shell is a set of Linux namespaces (user, mount, pid, net,
@@ -438,16 +460,16 @@ export class ContainerBackend implements SandboxBackend {
         await mkdir(shellDir, { mode: 0o700 });
         await writeJson(`${shellDir}/shell.json`, record);
         record.uidSlot = await claimUidSlot(this.#registryDir, shellDir);
-        if (capture) {
+        // A fork stacks on its capture's layers (written to the record while the capture still
+        // references them, so no sweep can remove them in between).
+        if (capture?.layers?.length) record.layers = capture.layers;
+        const copied = capture !== null && capture.mode !== "layered";
+        if (copied) {
           record.diskUidBase = capture.diskUidBase;
           await copyDisk(`${this.#forksDir}/${capture.captureId}/disk.img`, `${shellDir}/disk.img`);
         }
         await writeJson(`${shellDir}/shell.json`, record);
-        if (
-          !capture &&
-          !(await this.#diskPool.claim(`${shellDir}/disk.img`, spec.resources.diskMb))
-        )
-          await createDisk(`${shellDir}/disk.img`, spec.resources.diskMb);
+        if (!copied) await this.#freshDisk(`${shellDir}/disk.img`, spec.resources.diskMb);
         await this.#startHolder(record, helper, { freshDisk: true });
         record.phase = "ready";
         await writeJson(`${shellDir}/shell.json`, record);
@@ -647,7 +669,9 @@ export class ContainerBackend implements SandboxBackend {
       // Running or not: the helper mounts the shell's disk (sharing the live superblock when the
       // shell runs) in a private mount namespace, and tar archives the upper dir with the overlay's
       // own metadata (whiteouts, opaque-dir xattrs) and the shell's numeric owners. A running
-      // shell is frozen for the capture, so the archive is the state of one instant.
+      // shell is frozen for the capture, so the archive is the state of one instant. A shell on
+      // fork layers is the archive over those layers: they are immutable, and the snapshot's
+      // metadata references them, which keeps them while the snapshot exists.
       await this.#stillWhile(record, () =>
         this.#withDisk(record, [
           "tar",
@@ -670,6 +694,10 @@ export class ContainerBackend implements SandboxBackend {
         createdAt: new Date().toISOString(),
         seq,
         archive,
+        ...(record.layers?.length ? { layers: record.layers } : {}),
+        ...(record.uidSlot !== null
+          ? { diskUidBase: record.diskUidBase ?? uidBaseOf(record.uidSlot) }
+          : {}),
       };
       await writeJson(`${snapshotsDir}/${name}.json`, meta);
       record.snapshotSeq = seq;
@@ -677,6 +705,8 @@ export class ContainerBackend implements SandboxBackend {
       const replaced = existing.find((s) => s.name === name);
       if (replaced && archiveOf(replaced) !== archive)
         await rm(`${snapshotsDir}/${archiveOf(replaced)}`, { force: true });
+      // The replaced snapshot may have been the last to stand on some layers.
+      if (replaced?.layers?.length) await this.#sweepLayers();
       return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
     });
   }
@@ -708,11 +738,13 @@ export class ContainerBackend implements SandboxBackend {
   }
 
   /**
-   * Copies the shell's disk image at one instant: a running shell is frozen, its filesystem
-   * flushed (syncfs through a mount sharing the live superblock), the image copied (a reflink
-   * where the host's filesystem has them, else a sparse copy of the allocated blocks) and thawed.
-   * The copy is then checked and marked clean (e2fsck), outside the freeze. Each fork copies it
-   * again (or reflinks it) in `create`, so forks share nothing with each other or the parent.
+   * The shell's filesystem at one instant, as a layer its forks stack on (see layers.ts). A stopped
+   * shell's disk becomes the layer as it is (no copy) and the shell continues on a fresh disk over
+   * it; a running or paused one is frozen, its filesystem flushed (syncfs through a mount sharing
+   * the live superblock), its disk copied once into the layer (a reflink where the host's filesystem
+   * has them) and thawed. Each fork then starts on an empty disk of its own over the layer. A shell
+   * already on `MAX_LAYER_DEPTH` layers is not stacked deeper: its disk is copied once here and
+   * again by each fork (`copy`/`reflink`), which stacks on the parent's layers.
    */
   async captureFork(shellId: string): Promise<SandboxForkCapture> {
     return this.#locked(shellId, async () => {
@@ -723,33 +755,58 @@ export class ContainerBackend implements SandboxBackend {
       const captureId = `fork-${randomBytes(8).toString("hex")}`;
       const dir = `${this.#forksDir}/${captureId}`;
       await mkdir(dir, { recursive: true, mode: 0o700 });
+      const diskUidBase = record.diskUidBase ?? uidBaseOf(record.uidSlot);
+      const chain = record.layers ?? [];
+      let layer: LayerRef | null = null;
       try {
         const running = (await this.#liveHolder(shellId)) !== null;
+        const deep = chain.length >= MAX_LAYER_DEPTH;
         const started = performance.now();
         let frozenMs = 0;
-        const method = await this.#stillWhile(record, async () => {
-          if (running) await this.#withDisk(record, ["sync", "-f", `${shellDir}/mnt/disk`]);
-          const copied: DiskCopyMethod = await copyDisk(`${shellDir}/disk.img`, `${dir}/disk.img`);
-          frozenMs = running ? performance.now() - started : 0;
-          return copied;
-        });
-        // Mounted while copied: the copy's superblock says "not cleanly unmounted".
-        await repairDiskIfNeeded(`${dir}/disk.img`);
+        let method: SandboxForkCapture["method"];
+        if (!running && !deep) {
+          // A stopped shell forked again before it ran: its top layer is still all of its state.
+          layer =
+            record.untouchedSinceStack && chain[0] ? chain[0] : await this.#stackOnOwnDisk(record);
+          method = "layered";
+        } else {
+          // One copy of the disk at one instant: the shell is held still only for the copy.
+          const copyStill = (target: string) =>
+            this.#stillWhile(record, async () => {
+              if (running) await this.#withDisk(record, ["sync", "-f", `${shellDir}/mnt/disk`]);
+              const copied = await copyDisk(`${shellDir}/disk.img`, target);
+              frozenMs = running ? performance.now() - started : 0;
+              return copied;
+            });
+          if (deep) {
+            method = await copyStill(`${dir}/disk.img`);
+            // Mounted while copied: the copy's superblock says "not cleanly unmounted".
+            await repairDiskIfNeeded(`${dir}/disk.img`);
+          } else {
+            layer = (await makeLayer(this.#stateDir, diskUidBase, copyStill)).ref;
+            method = "layered_copy_once";
+          }
+        }
         const meta: CaptureMeta = {
           captureId,
           parent: shellId,
           language: record.language,
           diskMb: record.resources.diskMb,
           imageVersion: record.imageVersion,
-          diskUidBase: record.diskUidBase ?? uidBaseOf(record.uidSlot),
+          diskUidBase,
+          mode: layer ? "layered" : "copy",
+          layers: layer ? [...new Set([layer, ...chain])] : chain,
           createdAt: new Date().toISOString(),
         };
         await writeJson(`${dir}/capture.json`, meta);
-        const sizeBytes = await allocatedBytes(`${dir}/disk.img`);
+        const sizeBytes = await allocatedBytes(
+          layer ? layerDisk(this.#stateDir, layer.id) : `${dir}/disk.img`,
+        );
         this.#log("info", { shellId, captureId, method, sizeBytes, frozenMs }, "fork captured");
         return { captureId, method, sizeBytes, frozenMs: Math.round(frozenMs * 10) / 10 };
       } catch (error) {
         await rm(dir, { recursive: true, force: true });
+        await this.#sweepLayers();
         if (error instanceof SandboxError) throw error;
         throw new SandboxError(
           "failed",
@@ -761,9 +818,61 @@ export class ContainerBackend implements SandboxBackend {
     });
   }
 
+  /**
+   * A stopped shell's disk becomes a layer as it is (a hard link: nothing writes it any more) and
+   * the shell continues on a fresh disk stacked on it. The `stack` intent makes the swap whole
+   * after a crash: `recover` finishes it.
+   */
+  async #stackOnOwnDisk(record: ShellRecord): Promise<LayerRef> {
+    if (record.uidSlot === null) throw new Error("shell record has no uid slot");
+    const shellDir = this.#shellDir(record.shellId);
+    await waitForLoopDetached(`${shellDir}/disk.img`);
+    await repairDiskIfNeeded(`${shellDir}/disk.img`);
+    await this.#freshDisk(`${shellDir}/disk.stack.img`, record.resources.diskMb);
+    const { ref } = await makeLayer(
+      this.#stateDir,
+      record.diskUidBase ?? uidBaseOf(record.uidSlot),
+      linkTo(`${shellDir}/disk.img`),
+    );
+    await this.#withIntent(record, { kind: "stack", layer: ref }, () => this.#finishStack(record));
+    return ref;
+  }
+
+  /** The rest of a stack once its intent is recorded: the fresh disk goes in over the layer. */
+  async #finishStack(record: ShellRecord): Promise<void> {
+    if (record.intent?.kind !== "stack") return;
+    const shellDir = this.#shellDir(record.shellId);
+    // The fresh disk is made before the intent is recorded: gone means already renamed in.
+    if (await exists(`${shellDir}/disk.stack.img`))
+      await rename(`${shellDir}/disk.stack.img`, `${shellDir}/disk.img`);
+    const layer = record.intent.layer;
+    if (record.layers?.[0]?.id !== layer.id) record.layers = [layer, ...(record.layers ?? [])];
+    // The fresh disk is the shell's own: its files will be owned by its own uid range.
+    delete record.diskUidBase;
+    delete record.intent;
+    record.untouchedSinceStack = true;
+    await writeJson(`${shellDir}/shell.json`, record);
+  }
+
+  /** A formatted, empty disk at `path`: one from the warm pool when it has one of that size. */
+  async #freshDisk(path: string, diskMb: number): Promise<void> {
+    if (!(await this.#diskPool.claim(path, diskMb))) await createDisk(path, diskMb);
+  }
+
+  /** Removes the layers nothing references any more (see layers.ts). */
+  async #sweepLayers(): Promise<void> {
+    const removed = await sweepLayers(this.#stateDir, this.#forksDir).catch((error: unknown) => {
+      this.#log("warn", { err: error }, "removing unused fork layers failed");
+      return [];
+    });
+    if (removed.length > 0) this.#log("info", { layers: removed }, "unused fork layers removed");
+  }
+
   async releaseFork(captureId: string): Promise<void> {
     if (!CAPTURE_ID.test(captureId)) return;
     await rm(`${this.#forksDir}/${captureId}`, { recursive: true, force: true });
+    // A layer no fork took (all creates failed) goes with its capture.
+    await this.#sweepLayers();
   }
 
   async listSnapshots(shellId: string): Promise<Snapshot[]> {
@@ -807,6 +916,16 @@ export class ContainerBackend implements SandboxBackend {
         fresh,
       );
       await rename(fresh, `${shellDir}/disk.img`);
+      // The restored state is the archive over the layers the shell stood on when it was taken.
+      if (meta.layers?.length) record.layers = meta.layers;
+      else delete record.layers;
+      delete record.untouchedSinceStack;
+      if (meta.diskUidBase !== undefined && record.uidSlot !== null) {
+        if (meta.diskUidBase === uidBaseOf(record.uidSlot)) delete record.diskUidBase;
+        else record.diskUidBase = meta.diskUidBase;
+      }
+      await writeJson(`${shellDir}/shell.json`, record);
+      await this.#sweepLayers();
       if (wasRunning) await this.#startHolder(record, await ensureHelper(this.#stateDir));
       return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
     });
@@ -882,7 +1001,7 @@ export class ContainerBackend implements SandboxBackend {
     const shellIds = await listShellIds(`${this.#stateDir}/shells`);
     await rm(this.#forksDir, { recursive: true, force: true });
     await this.#removeTemporaries(`${this.#stateDir}/bin`);
-    if (shellIds.length === 0) return;
+    await removePendingLayers(this.#stateDir);
     const looped = await loopBackings();
     for (const shellId of shellIds) {
       if (!SHELL_ID.test(shellId)) continue;
@@ -891,6 +1010,9 @@ export class ContainerBackend implements SandboxBackend {
           this.#log("error", { shellId, err: error }, "recovering the shell after a crash failed"),
       );
     }
+    // Layers of captures (dropped above) and of shells torn down: those still referenced by a
+    // shell or a snapshot stay, in use or not.
+    await this.#sweepLayers();
   }
 
   async #recoverShell(shellId: string, looped: Map<string, string[]>): Promise<void> {
@@ -904,6 +1026,9 @@ export class ContainerBackend implements SandboxBackend {
     const intent = record.intent;
     if (intent?.kind === "hold") {
       await this.#endHold(record);
+    } else if (intent?.kind === "stack") {
+      await this.#finishStack(record);
+      this.#log("info", { shellId, intent: intent.kind }, "cut step finished");
     } else if (intent) {
       await this.#stopHolder(shellId, "stopped");
       if (intent.kind === "wipe") await this.#finishWipe(record);
@@ -1232,10 +1357,14 @@ export class ContainerBackend implements SandboxBackend {
     const shellDir = this.#shellDir(record.shellId);
     await createDisk(`${shellDir}/disk.wipe.img`, record.resources.diskMb);
     await rename(`${shellDir}/disk.wipe.img`, `${shellDir}/disk.img`);
-    // A fresh disk holds nothing of a fork's parent: its files are the shell's own again.
+    // A fresh disk holds nothing of a fork's parent: its files are the shell's own again, and
+    // it stacks on no inherited layer.
     delete record.diskUidBase;
+    delete record.layers;
+    delete record.untouchedSinceStack;
     delete record.intent;
     await writeJson(`${shellDir}/shell.json`, record);
+    await this.#sweepLayers();
   }
 
   /**
@@ -1244,19 +1373,43 @@ export class ContainerBackend implements SandboxBackend {
    * already gone is harmless, so a cut reinstall is simply done again.
    */
   async #finishReinstall(record: ShellRecord): Promise<void> {
-    if (record.intent?.kind !== "reinstall") return;
-    const disk = `${this.#shellDir(record.shellId)}/mnt/disk`;
+    const intent = record.intent;
+    if (intent?.kind !== "reinstall") return;
+    const shellDir = this.#shellDir(record.shellId);
+    const disk = `${shellDir}/mnt/disk`;
+    if (record.layers?.length && !intent.merged) {
+      // The shell's /workspace is partly inherited: copy what it sees there (its disk over its
+      // layers, whiteouts applied) beside the upper, then forget the layers, whose other content
+      // is the old system that a reinstall drops.
+      await this.#withDisk(
+        record,
+        [
+          "sh",
+          "-c",
+          'rm -rf -- "$1/workspace.new" && if [ -d "$2/workspace" ]; then cp -a -- "$2/workspace" "$1/workspace.new"; fi',
+          "reinstall",
+          disk,
+          `${shellDir}/mnt/merged`,
+        ],
+        undefined,
+        record.layers,
+      );
+      intent.merged = true;
+      delete record.layers;
+      await writeJson(`${shellDir}/shell.json`, record);
+    }
     await this.#withDisk(record, [
       "sh",
       "-c",
-      'cd "$1/upper" && find . -mindepth 1 -maxdepth 1 ! -name workspace -exec rm -rf -- {} + && rm -rf -- "$1/work" && mkdir -m 700 "$1/work"',
+      'cd "$1/upper" && find . -mindepth 1 -maxdepth 1 ! -name workspace -exec rm -rf -- {} + && if [ -d "$1/workspace.new" ]; then rm -rf -- "$1/upper/workspace" && mv -- "$1/workspace.new" "$1/upper/workspace"; fi && rm -rf -- "$1/work" && mkdir -m 700 "$1/work"',
       "reinstall",
       disk,
     ]);
-    record.imageVersion = record.intent.imageVersion;
-    record.imageRootfs = record.intent.imageRootfs;
+    record.imageVersion = intent.imageVersion;
+    record.imageRootfs = intent.imageRootfs;
     delete record.intent;
-    await writeJson(`${this.#shellDir(record.shellId)}/shell.json`, record);
+    await writeJson(`${shellDir}/shell.json`, record);
+    if (intent.merged) await this.#sweepLayers();
   }
 
   #execError(shellId: string, what: "exec" | "spawn", error: unknown): SandboxError {
@@ -1365,6 +1518,10 @@ export class ContainerBackend implements SandboxBackend {
       await writeJson(`${shellDir}/shell.json`, record);
     }
     const disk = `${shellDir}/disk.img`;
+    if (record.untouchedSinceStack) {
+      delete record.untouchedSinceStack;
+      await writeJson(`${shellDir}/shell.json`, record);
+    }
     if (!freshDisk) {
       await waitForLoopDetached(disk);
       await repairDiskIfNeeded(disk);
@@ -1378,6 +1535,14 @@ export class ContainerBackend implements SandboxBackend {
       disk,
       uidBase: uidBaseOf(record.uidSlot),
       ...(record.diskUidBase !== undefined ? { diskUidBase: record.diskUidBase } : {}),
+      ...(record.layers?.length
+        ? {
+            layers: record.layers.map((layer) => ({
+              disk: layerDisk(this.#stateDir, layer.id),
+              uidBase: layer.uidBase,
+            })),
+          }
+        : {}),
       network: record.network,
       ...(record.egressSocket
         ? { egress: { socketPath: record.egressSocket, port: EGRESS_PORT } }
@@ -1449,15 +1614,30 @@ export class ContainerBackend implements SandboxBackend {
       await writeJson(`${shellDir}/shell.json`, record);
     }
     await this.#stopHolder(shellId, "deleted");
+    // Layers this shell or one of its snapshots stacked on may have no one else left.
+    const heldLayers =
+      (record?.layers?.length ?? 0) > 0 ||
+      (await this.#snapshots(shellId)).some((snapshot) => (snapshot.layers?.length ?? 0) > 0);
     if (record?.uidSlot !== null && record?.uidSlot !== undefined)
       await releaseUidSlot(this.#registryDir, record.uidSlot, shellDir);
     else await releaseUidSlotsOwnedBy(this.#registryDir, shellDir);
     await rm(shellDir, { recursive: true, force: true });
     this.#inflight.delete(shellId);
+    if (heldLayers) await this.#sweepLayers();
     this.#log("info", { shellId }, "shell destroyed");
   }
 
-  async #withDisk(record: ShellRecord, command: string[], disk?: string): Promise<void> {
+  /**
+   * Runs `command` with the shell's disk (or `disk`) mounted at `<shellDir>/mnt/disk` in a private
+   * mount namespace; with `layers`, also the disk's upper over them, read-only, at
+   * `<shellDir>/mnt/merged`.
+   */
+  async #withDisk(
+    record: ShellRecord,
+    command: string[],
+    disk?: string,
+    layers?: LayerRef[],
+  ): Promise<void> {
     if (record.uidSlot === null) throw new Error("shell record has no uid slot");
     const shellDir = this.#shellDir(record.shellId);
     const helper = await ensureHelper(this.#stateDir);
@@ -1470,6 +1650,13 @@ export class ContainerBackend implements SandboxBackend {
       `${shellDir}/mnt/disk`,
       "--uid-base",
       String(record.diskUidBase ?? uidBaseOf(record.uidSlot)),
+      ...(layers?.length ? ["--layers-dir", `${shellDir}/mnt`] : []),
+      ...(layers ?? []).flatMap((layer) => [
+        "--layer",
+        layerDisk(this.#stateDir, layer.id),
+        "--layer-uid-base",
+        String(layer.uidBase),
+      ]),
       "--",
       ...command,
     ]);

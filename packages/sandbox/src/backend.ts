@@ -66,8 +66,13 @@ export interface SandboxImage {
  */
 export interface SandboxForkCapture {
   captureId: string;
-  /** How the state was copied: `reflink` shares blocks until written; `copy` wrote them again. */
-  method: "reflink" | "copy";
+  /**
+   * How the state reaches the new shells. `layered`: the parent's state became a read-only layer
+   * they share, with no copy at all (a stopped parent); `layered_copy_once`: it was copied once
+   * into such a layer (a running or paused parent); `reflink`: each shell's copy shares blocks until
+   * written; `copy`: each shell wrote them again.
+   */
+  method: "layered" | "layered_copy_once" | "reflink" | "copy";
   /** Bytes the capture occupies on the host (each fork copies as much again, or shares it). */
   sizeBytes: number;
   /** How long the shell's processes were held still for the capture (0 when none ran). */

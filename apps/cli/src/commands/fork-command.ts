@@ -10,6 +10,14 @@ interface ForkFlags {
   name?: string[];
 }
 
+/** How the parent's state reached the new shells, in words. */
+const FILESYSTEM_WORDS: Record<ShellForkResult["state"]["filesystem"]["method"], string> = {
+  layered: "shared layer (nothing copied)",
+  layered_copy_once: "shared layer (copied once)",
+  reflink: "shared by reflink",
+  copy: "copied",
+};
+
 /** How `shells fork` prints a result: the new shells, how the state came, what failed. */
 export function formatForkResult(result: ShellForkResult): string {
   const { filesystem } = result.state;
@@ -18,7 +26,7 @@ export function formatForkResult(result: ShellForkResult): string {
       ["id", "name", "status"],
       result.shells.map((shell) => [shell.id, shell.name, shell.status]),
     ),
-    `filesystem: ${filesystem.method === "reflink" ? "shared by reflink" : "copied"}, ${formatBytes(filesystem.bytesPerShell)} per shell; parent frozen ${Math.round(filesystem.parentFrozenMs)} ms; memory not copied`,
+    `filesystem: ${FILESYSTEM_WORDS[filesystem.method]}, ${formatBytes(filesystem.bytesPerShell)} ${filesystem.method.startsWith("layered") ? "shared" : "per shell"}; parent frozen ${Math.round(filesystem.parentFrozenMs)} ms; memory not copied`,
   ];
   for (const failure of result.failed)
     lines.push(

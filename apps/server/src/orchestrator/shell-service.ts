@@ -191,6 +191,18 @@ export interface ForkOrigin {
 /** States a shell can be forked in: its filesystem state exists and holds still for a capture. */
 const FORKABLE: readonly ShellStatus[] = ["running", "paused", "stopped"];
 
+/** How a fork's message tells of the way its filesystem reached the new shells. */
+const FORK_FILESYSTEM_WORDS: Record<
+  ShellForkResult["state"]["filesystem"]["method"],
+  (megabytes: string) => string
+> = {
+  layered: (mb) => `shared as a read-only layer (${mb} MB, nothing copied; copy-on-write)`,
+  layered_copy_once: (mb) =>
+    `copied once into a shared read-only layer (${mb} MB for all shells; copy-on-write)`,
+  reflink: (mb) => `shared by reflink (${mb} MB, copied only where written)`,
+  copy: (mb) => `copied (${mb} MB per shell; this host's filesystem has no reflinks)`,
+};
+
 /** How a service means to use a shell's sandbox. */
 export interface SandboxUse {
   /**
@@ -703,9 +715,7 @@ export class ShellService {
       },
       message:
         `${shells.length} of ${body.count} shells forked from ${parent.name}: filesystem ` +
-        (capture.method === "reflink"
-          ? `shared by reflink (${megabytes} MB, copied only where written)`
-          : `copied (${megabytes} MB per shell; this host's filesystem has no reflinks)`) +
+        FORK_FILESYSTEM_WORDS[capture.method](megabytes) +
         `, parent frozen ${Math.round(capture.frozenMs)} ms; processes and memory not copied` +
         (failed[0] ? `; stopped at shell ${failed[0].index + 1}: ${failed[0].message}` : ""),
     };

@@ -13,6 +13,8 @@ export interface HolderLaunch {
   uidBase: number;
   /** Host uid of root in the files on the disk, when it differs from `uidBase` (a fork). */
   diskUidBase?: number;
+  /** Shared read-only layers under the disk, top first: each image and the host uid of its root. */
+  layers?: { disk: string; uidBase: number }[];
   network: NetworkMode;
   /** The egress proxy's socket and the shell-side port its forwarder listens on (any mode). */
   egress?: { socketPath: string; port: number };
@@ -42,6 +44,12 @@ export async function launchHolder(launch: HolderLaunch): Promise<HolderRecord> 
     ...(launch.diskUidBase !== undefined && launch.diskUidBase !== launch.uidBase
       ? ["--disk-uid-base", String(launch.diskUidBase)]
       : []),
+    ...(launch.layers ?? []).flatMap((layer) => [
+      "--layer",
+      layer.disk,
+      "--layer-uid-base",
+      String(layer.uidBase),
+    ]),
     "--network",
     launch.network,
     "--hostname",

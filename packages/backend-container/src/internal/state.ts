@@ -1,6 +1,7 @@
 import { randomBytes, randomInt } from "node:crypto";
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import type { Language, NetworkMode, ResolvedResources } from "@shells/contract";
+import type { LayerRef } from "./layers.js";
 import { isAlive } from "./proc.js";
 
 /**
@@ -27,6 +28,16 @@ export interface ShellRecord {
    * disk is a copy of its parent's. The keeper then uses the disk through an id-mapped view.
    */
   diskUidBase?: number;
+  /**
+   * Shared read-only layers the shell's disk stacks on, top first (a fork's inherited state, see
+   * layers.ts); none when the shell's disk holds all its state.
+   */
+  layers?: LayerRef[];
+  /**
+   * The shell's disk was made empty over its top layer by a fork of the stopped shell and has not
+   * been mounted since: another fork can share that layer as it is instead of stacking again.
+   */
+  untouchedSinceStack?: boolean;
   imageVersion: string | null;
   /** rootfs directory of the image the shell runs on. */
   imageRootfs: string | null;
@@ -43,12 +54,23 @@ export interface ShellRecord {
  * then in the state after the step, never halfway. `wipe`: a fresh disk replaces the shell's (a
  * fork's disk becomes the shell's own). `reinstall`: everything on the disk outside /workspace
  * goes and the shell runs on the image named. `hold`: the shell's processes were frozen for a
- * capture (snapshot, fork) and are thawed.
+ * capture (snapshot, fork) and are thawed. `stack`: a stopped shell's disk became `layer` and the
+ * fresh disk beside it (`disk.stack.img`) becomes the shell's, on top of that layer.
  */
 export type ShellIntent =
   | { kind: "wipe" }
-  | { kind: "reinstall"; imageVersion: string; imageRootfs: string }
-  | { kind: "hold" };
+  | {
+      kind: "reinstall";
+      imageVersion: string;
+      imageRootfs: string;
+      /**
+       * A shell on fork layers: the merged /workspace (disk and layers) is on the disk as
+       * `workspace.new` and the record no longer names the layers.
+       */
+      merged?: boolean;
+    }
+  | { kind: "hold" }
+  | { kind: "stack"; layer: LayerRef };
 
 /** Written by the keeper once the shell is up: who holds the shell's namespaces. */
 export interface HolderRecord {
