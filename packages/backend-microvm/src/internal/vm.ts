@@ -47,6 +47,8 @@ export interface VmConfig {
    * process of the VM (its cgroup), which is how a jailed VM that failed to start is cleaned up.
    */
   jail?: { spec: JailSpec; killAll(): Promise<void> };
+  /** Called as each step of the start ends (where a create's time goes). */
+  onStep?: (step: string) => void;
 }
 
 /**
@@ -120,10 +122,12 @@ export interface StartedVm {
  * (QEMU starts it as soon as the state is loaded); otherwise it boots.
  */
 export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise<StartedVm> {
+  const step = config.onStep ?? (() => undefined);
   const args = qemuArgs(config, config.incomingState ? 3 : undefined);
   const [file, ...argv] = config.jail
     ? await jailedQemu(config.jail.spec, args)
     : ["qemu-system-x86_64", ...args];
+  step("jail argv");
   const stateFd = config.incomingState ? openSync(config.incomingState, "r") : undefined;
   let stderr = "";
   const child = spawn(file!, argv, {
@@ -143,18 +147,23 @@ export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise
     child.once("error", reject);
   });
   exited.catch(() => undefined);
+  step("spawn");
   try {
     if (config.jail) {
       // QEMU binds its sockets while it sets up, before the guest runs: sealed then, they stay its.
       const sockets = [config.agentSocket, ...(config.qmpSocket ? [config.qmpSocket] : [])];
       await Promise.race([waitForPaths(sockets, readyTimeoutMs), exited]);
+      step("sockets");
       await sealSockets(config.jail.spec, sockets);
+      step("seal");
     }
     const agent = await Promise.race([
       AgentClient.connect(config.agentSocket, readyTimeoutMs),
       exited,
     ]);
+    step("connect");
     const release = await Promise.race([awaitReady(agent, config, readyTimeoutMs), exited]);
+    step("agent ready");
     child.stderr?.destroy();
     child.unref();
     return { pid: config.jail ? jailedPid(child.pid ?? 0) : (child.pid ?? 0), agent, release };
