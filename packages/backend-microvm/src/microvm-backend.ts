@@ -142,6 +142,8 @@ const RESTORE_TRIES_MS = [4_000, 8_000, 15_000];
 const RECONNECT_TRIES_MS = [1_000, 2_000, 4_000, 8_000];
 /** How long a cold boot may take to answer (a loaded, emulated host is slow). */
 const BOOT_TIMEOUT_MS = 180_000;
+/** How long a passed host check stands for later creates. */
+const HOST_CHECK_VALID_MS = 30_000;
 /** How long the agent may take to apply the shell's limits. */
 const LIMITS_TIMEOUT_MS = 10_000;
 
@@ -260,6 +262,16 @@ export class MicrovmBackend implements SandboxBackend {
     };
   }
 
+  /** When the host last passed `checkMicrovmHost` (a dozen lookups): creates then skip it a while. */
+  #hostPassedAt = -Infinity;
+
+  async #checkHost(): Promise<void> {
+    if (performance.now() - this.#hostPassedAt < HOST_CHECK_VALID_MS) return;
+    const host = await checkMicrovmHost(this.#cacheDir);
+    if (!host.available) throw new SandboxError("unavailable", `microvm needs ${host.reason}`);
+    this.#hostPassedAt = performance.now();
+  }
+
   get #uidRegistryDir(): string {
     return this.#options.uidRegistryDir ?? "/var/lib/shells/microvm-uids";
   }
@@ -333,9 +345,8 @@ export class MicrovmBackend implements SandboxBackend {
       );
     checkEgressSpec(spec);
     const step = this.#steps(spec.shellId);
-    const host = await checkMicrovmHost(this.#cacheDir);
+    await this.#checkHost();
     step("host check");
-    if (!host.available) throw new SandboxError("unavailable", `microvm needs ${host.reason}`);
     const dir = this.#dir(spec.shellId);
     let template: Template;
     try {

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, watch } from "node:fs";
+import { dirname } from "node:path";
 import { connect } from "node:net";
 import { AgentClient } from "./agent-client.js";
 import { jailedQemu, sealSockets, type JailSpec } from "./jail.js";
@@ -174,13 +175,33 @@ export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise
   }
 }
 
-/** Waits until every path exists. */
+/**
+ * Waits until every path (all in one directory) exists: woken by the directory's inotify events
+ * as QEMU binds each socket, not by polling.
+ */
 async function waitForPaths(paths: string[], timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!paths.every((path) => existsSync(path))) {
-    if (Date.now() > until)
-      throw new Error(`qemu made no ${paths.join(" and ")} in ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
+  const made = () => paths.every((path) => existsSync(path));
+  const watcher = watch(dirname(paths[0]!));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`qemu made no ${paths.join(" and ")} in ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      const check = () => {
+        if (!made()) return;
+        clearTimeout(timer);
+        resolve();
+      };
+      watcher.on("change", check);
+      watcher.on("error", (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+      check();
+    });
+  } finally {
+    watcher.close();
   }
 }
 
