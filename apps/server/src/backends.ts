@@ -60,7 +60,7 @@ export async function createBackends(
       onProgress,
       logger,
       // Shells of the default disk size restore a state whose root filesystem already fills it.
-      grownDiskMb: DEFAULT_RESOURCES.diskMb,
+      grownDiskMb: [DEFAULT_RESOURCES.diskMb],
     }),
   ];
 }

@@ -1126,10 +1126,29 @@ static void reap(void) {
   for (int i = 0; i < MAX_GROUPS; i++) release_group(i);
 }
 
+/*
+ * What belonged to the host before: its streams go, its spawned processes are killed (their owner
+ * is gone), and no exec keeps an id the next host may use again (their EXIT goes nowhere).
+ */
+static void forget_host(void) {
+  close_all_streams();
+  for (int i = 0; i < AGENT_MAX_EXECS; i++) {
+    struct exec *e = &execs[i];
+    if (!e->used) continue;
+    if (e->spawned) kill_group(e);
+    e->id = 0;
+    e->paused = 0;
+  }
+}
+
 static void handle_frame(uint16_t type, uint16_t id, const uint8_t *payload, uint32_t len) {
   struct exec *e;
   switch (type) {
   case AGENT_FRAME_PING:
+    /* A host opens each connection with PING. A host that went away and one that connected
+     * right after can reach this loop as one connection (the port's close and open both handled
+     * before it polls again): the PING is then the only sign of the new host. */
+    forget_host();
     send_ready();
     break;
   case AGENT_FRAME_EXEC:
@@ -1186,14 +1205,7 @@ static void handle_frame(uint16_t type, uint16_t id, const uint8_t *payload, uin
 static void host_gone(void) {
   host_connected = 0;
   rx.len = 0;
-  close_all_streams();
-  for (int i = 0; i < AGENT_MAX_EXECS; i++) {
-    struct exec *e = &execs[i];
-    if (!e->used || !e->spawned) continue;
-    kill_group(e);
-    e->id = 0; /* never matched by a frame of the next host; its EXIT goes nowhere */
-    e->paused = 0;
-  }
+  forget_host();
 }
 
 static void read_port(void) {

@@ -80,11 +80,11 @@ export interface MicrovmBackendOptions {
   /** Where the backend reports what it did on its own (recovery after a crash). */
   logger?: ContainerLogger;
   /**
-   * The `diskMb` most shells get (the server's default): each template also keeps a state whose
-   * root filesystem already fills a disk that much larger, so those creates grow nothing online.
-   * Unset: every restored guest grows its root filesystem itself.
+   * The `diskMb` sizes most shells get (the server's default): each template also keeps, per
+   * size, a state whose root filesystem already fills such a disk, so those creates grow nothing
+   * online. Other sizes (or none given): the restored guest grows its root filesystem itself.
    */
-  grownDiskMb?: number;
+  grownDiskMb?: number[];
   /**
    * Called as each step of a create or start ends, with the milliseconds since the step before
    * (`bench/microvm-bench.mjs` prints them per step): where the time of a create goes.
@@ -170,7 +170,7 @@ function layerFileBytes(diskBytes: number): number {
  */
 function restoredFrom(record: ShellRecord): { disk: string; state: string } {
   const { template, spec } = record;
-  return template.grown?.diskMb === spec.resources.diskMb ? template.grown : template;
+  return template.grown?.find((grown) => grown.diskMb === spec.resources.diskMb) ?? template;
 }
 
 /**
@@ -788,9 +788,7 @@ export class MicrovmBackend implements SandboxBackend {
           readOnly: [
             template.vmlinuz,
             template.initrd,
-            ...(template.grown && restoredFrom(record) === template.grown
-              ? [template.grown.disk]
-              : []),
+            ...(restoredFrom(record) === template ? [] : [restoredFrom(record).disk]),
             template.disk,
             await this.#baseDisk(template),
           ],
@@ -809,7 +807,7 @@ export class MicrovmBackend implements SandboxBackend {
     try {
       // The restored guest still knows the template's disk size: a resize to the size the layer
       // already has tells it the real one (a virtio config change), and the agent grows into it.
-      const grown = fromTemplate && restoredFrom(record) === template.grown;
+      const grown = fromTemplate && restoredFrom(record) !== template;
       if (fromTemplate && disk.grow && !grown)
         await qmp(sockets.qmp, [
           { execute: "block_resize", arguments: { device: "root", size: disk.bytes } },

@@ -37,11 +37,11 @@ export interface Template {
   /** Cold boot to the agent's first answer while the template was made, ms. */
   coldBootMs: number;
   /**
-   * The same guest with its root filesystem already grown to the disk most shells get: a layer
-   * over `disk` and the state saved on it. A create of that disk size restores this one, so its
-   * guest grows nothing online (see `ensureGrownState`).
+   * The same guest with its root filesystem already grown for the disk sizes most shells get: per
+   * size a layer over `disk` and the state saved on it. A create of such a size restores that
+   * state, so its guest grows nothing online (see `ensureGrownState`).
    */
-  grown?: GrownState;
+  grown?: GrownState[];
 }
 
 /** A template's state with the root filesystem grown by `diskMb`. */
@@ -81,16 +81,18 @@ export function ensureTemplate(
   memoryMb: number,
   images: ImageSource,
   onProgress: (event: BuildProgress) => void = () => undefined,
-  grownDiskMb?: number,
+  grownDiskMb: number[] = [],
 ): Promise<Template> {
-  const key = `${cacheDir}\0${language}\0${memoryMb}\0${grownDiskMb ?? ""}`;
+  const key = `${cacheDir}\0${language}\0${memoryMb}\0${grownDiskMb.join(",")}`;
   let task = inProcess.get(key);
   if (!task) {
-    task = build(cacheDir, language, memoryMb, images, onProgress).then((template) =>
-      grownDiskMb === undefined || template.diskBytes === undefined
-        ? template
-        : ensureGrownState(template, grownDiskMb, onProgress),
-    );
+    task = build(cacheDir, language, memoryMb, images, onProgress).then(async (template) => {
+      // Templates made before their disk's size was recorded are never grown.
+      if (template.diskBytes === undefined) return template;
+      for (const diskMb of grownDiskMb)
+        template = await ensureGrownState(template, diskMb, onProgress);
+      return template;
+    });
     inProcess.set(key, task);
     task.catch(() => inProcess.delete(key));
   }
@@ -217,7 +219,8 @@ async function ensureGrownState(
   diskMb: number,
   onProgress: (event: BuildProgress) => void,
 ): Promise<Template> {
-  if (template.grown?.diskMb === diskMb && existsSync(template.grown.state)) return template;
+  if (template.grown?.some((grown) => grown.diskMb === diskMb && existsSync(grown.state)))
+    return template;
   onProgress({
     phase: "microvm",
     message: `growing the ${template.language} template's disk by ${diskMb} MiB`,
@@ -277,7 +280,12 @@ async function ensureGrownState(
     vm.agent.close();
     await saveState(qmpSocket, grown.state);
     await killAndWait(pid);
-    const updated: Template = { ...template, grown };
+    // Read again: another process may have added a size meanwhile.
+    const current = JSON.parse(await readFile(`${template.dir}/template.json`, "utf8")) as Template;
+    const updated: Template = {
+      ...template,
+      grown: [...(current.grown ?? []).filter((other) => other.diskMb !== diskMb), grown],
+    };
     await writeFile(`${template.dir}/template.json.tmp`, JSON.stringify(updated, null, 2));
     await rename(`${template.dir}/template.json.tmp`, `${template.dir}/template.json`);
     return updated;
