@@ -134,7 +134,7 @@ const BASE_ENV: Record<string, string> = {
 };
 /**
  * How long each try of a restore may take to answer. A restored guest answers in ~0.1–0.5 s under
- * emulation; one that sleeps past 1 s is woken through QMP (see `startVm`). A VM that still does
+ * emulation; one silent past 300 ms is woken through QMP (see `startVm`). A VM that still does
  * not answer is killed and the restore tried again on a fresh overlay, waiting longer each time.
  */
 const RESTORE_TRIES_MS = [4_000, 8_000, 15_000];

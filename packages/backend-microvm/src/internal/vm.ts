@@ -213,8 +213,12 @@ function jailedPid(bwrapPid: number): number {
   return pid;
 }
 
-/** How long a restored guest may stay silent before it gets a QMP `stop` + `cont`. */
-const KICK_AFTER_MS = 1_000;
+/**
+ * How long a restored guest may stay silent before it gets a QMP `stop` + `cont`: a restore
+ * answers in ~70-150 ms here (more under load), and waking one that merely was slow costs a QMP
+ * connection, while each sleeping restore waits this long.
+ */
+const KICK_AFTER_MS = 300;
 
 /**
  * Waits for the agent's first answer. A restored guest sometimes sleeps in HLT with no interrupt
