@@ -16,6 +16,8 @@ import ShellsClient from "@l1fe/shells";
 import { loadConfig, startServer } from "@shells/server";
 // The raw baseline starts QEMU exactly as the backend does, from the backend's own machine setup.
 import { killAndWait, startVm } from "../packages/backend-microvm/dist/internal/vm.js";
+import { MicrovmBackend } from "../packages/backend-microvm/dist/index.js";
+import { ensureImage, imagesDirOf } from "../packages/backend-container/dist/index.js";
 import { log, ms, summary, timeRuns } from "./lib.mjs";
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 10);
@@ -38,9 +40,8 @@ log(
 );
 
 const dataDir = mkdtempSync(join(tmpdir(), "shells-microvm-bench-"));
-const server = await startServer(
-  loadConfig(["--port", "0", "--data-dir", dataDir, "--log-level", "warn"]),
-);
+const config = loadConfig(["--port", "0", "--data-dir", dataDir, "--log-level", "warn"]);
+const server = await startServer(config);
 const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
 const shells = new ShellsClient({ baseUrl: server.url, token });
 const backend = server.backends.find((b) => b.name === "microvm");
@@ -131,6 +132,34 @@ try {
     await timeRuns(ITERATIONS * 2, () => shells.exec(warm, { command: ["true"] })),
   );
   line("API exec round trip (`true`):", rtt);
+
+  // --- where a create's time goes: the backend alone, each step timed (`onStep`) ----------------
+  const steps = new Map();
+  const stepsDir = mkdtempSync(join(tmpdir(), "shells-microvm-bench-steps-"));
+  const direct = new MicrovmBackend({
+    stateDir: stepsDir,
+    cacheDir: config.microvmCacheDir ?? join(dataDir, "microvm", "cache"),
+    images: (language) =>
+      ensureImage(config.imagesDir ?? imagesDirOf(join(dataDir, "container")), language),
+    grownDiskMb: [1024],
+    onStep: (_, step, elapsed) => steps.set(step, [...(steps.get(step) ?? []), elapsed]),
+  });
+  for (let i = 0; i < ITERATIONS; i += 1) {
+    const shellId = `bench-steps-${i}`;
+    await direct.create({
+      shellId,
+      language: "bash",
+      runtime: "microvm",
+      network: "sealed",
+      resources: { cpu: 1, memoryMb: MEMORY_MB, pids: 256, diskMb: 1024 },
+      env: {},
+    });
+    await direct.destroy(shellId);
+  }
+  await direct.close();
+  rmSync(stepsDir, { recursive: true, force: true });
+  log("backend create, per step (p50):");
+  for (const [step, values] of steps) log(`  ${step.padEnd(14)} ${ms(summary(values).p50)}`);
 
   // --- idle microvms ------------------------------------------------------------------------------
   for (let i = 0; i < IDLE_MICROVMS; i += 1)

@@ -112,6 +112,9 @@ async function prepareMicrovmTemplates(templates: [Language, number][]): Promise
     cacheDir: support.TEST_MICROVM_DIR,
     images: support.testImages,
     onProgress: (event) => log(event.message),
+    // The states grown for the backend suite's disks and the server's default disk
+    // (DEFAULT_RESOURCES.diskMb), so no test's create grows one.
+    grownDiskMb: [support.TEST_GROWN_DISK_MB, 1024],
   });
   for (const [language, memoryMb] of templates) {
     const started = Date.now();

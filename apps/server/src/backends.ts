@@ -59,6 +59,8 @@ export async function createBackends(
         ensureImage(imagesDir, language, onImageProgress ? { onProgress: onImageProgress } : {}),
       onProgress,
       logger,
+      // Shells of the default disk size restore a state whose root filesystem already fills it.
+      grownDiskMb: [DEFAULT_RESOURCES.diskMb],
     }),
   ];
 }

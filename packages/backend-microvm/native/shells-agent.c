@@ -89,6 +89,7 @@ struct exec {
 /* One exec's cgroup; outlives its exec while processes it left run. */
 struct group {
   int used;
+  int spare; /* made ahead for the next exec (see new_group), no process in it yet */
   char path[64];
   int pids_events_fd; /* polled for POLLPRI: a fork refused in this group */
   struct exec *exec;  /* NULL once the exec has returned */
@@ -170,13 +171,22 @@ static void write_all(int fd, const uint8_t *data, size_t len) {
   }
 }
 
+/* Frames up to this payload go out in one write: one virtio-serial buffer, one notification of
+ * the host and one wake of its reader, where header and payload apart cost two of each. */
+#define ONE_WRITE_PAYLOAD 65536
+
 static void send_frame(uint16_t type, uint16_t id, const void *payload, uint32_t len) {
-  uint8_t header[AGENT_HEADER_BYTES];
-  put_u32(header, len);
-  put_u16(header + 4, type);
-  put_u16(header + 6, id);
-  write_all(port_fd, header, sizeof header);
-  if (len) write_all(port_fd, payload, len);
+  static uint8_t frame[AGENT_HEADER_BYTES + ONE_WRITE_PAYLOAD];
+  put_u32(frame, len);
+  put_u16(frame + 4, type);
+  put_u16(frame + 6, id);
+  if (len <= ONE_WRITE_PAYLOAD) {
+    if (len) memcpy(frame + AGENT_HEADER_BYTES, payload, len);
+    write_all(port_fd, frame, AGENT_HEADER_BYTES + len);
+    return;
+  }
+  write_all(port_fd, frame, AGENT_HEADER_BYTES);
+  write_all(port_fd, payload, len);
 }
 
 static void send_ready(void) {
@@ -674,10 +684,9 @@ static int root_full(void) {
   return (uint64_t)fs.f_bavail * fs.f_frsize <= disk_full_bytes || fs.f_favail == 0;
 }
 
-/* A fresh cgroup for one exec; -1 without cgroups (then the exec runs unconfined). */
-static int new_group(struct exec *e) {
+/* Makes an empty group in a free slot; its index, or -2. */
+static int make_group(void) {
   static unsigned seq;
-  if (!cgroups_ready) return -1;
   for (int i = 0; i < MAX_GROUPS; i++) {
     struct group *g = &groups[i];
     if (g->used) continue;
@@ -687,10 +696,33 @@ static int new_group(struct exec *e) {
     snprintf(file, sizeof file, "%s/pids.events", g->path);
     g->pids_events_fd = open(file, O_RDONLY | O_CLOEXEC);
     g->used = 1;
-    g->exec = e;
     return i;
   }
   return -2;
+}
+
+/* The group made ahead for the next exec, or -1. */
+static int spare_group = -1;
+
+/* Makes the next exec's group while nothing waits for it (after an exec's EXIT went out): a
+ * cgroup's mkdir is then off the critical path of an exec's round trip. */
+static void make_spare_group(void) {
+  if (!cgroups_ready || spare_group >= 0) return;
+  int i = make_group();
+  if (i < 0) return;
+  groups[i].spare = 1;
+  spare_group = i;
+}
+
+/* A fresh cgroup for one exec; -1 without cgroups (then the exec runs unconfined). */
+static int new_group(struct exec *e) {
+  if (!cgroups_ready) return -1;
+  int i = spare_group >= 0 ? spare_group : make_group();
+  spare_group = -1;
+  if (i < 0) return -2;
+  groups[i].spare = 0;
+  groups[i].exec = e;
+  return i;
 }
 
 /* Kills every process in a group: cgroup.kill (atomic against forks), else one by one. */
@@ -706,7 +738,7 @@ static void kill_cgroup(struct group *g) {
 /* Removes a group whose exec has returned once nothing runs in it any more. */
 static void release_group(int index) {
   struct group *g = &groups[index];
-  if (!g->used || g->exec) return;
+  if (!g->used || g->exec || g->spare) return;
   if (rmdir(g->path) != 0) return; /* EBUSY: processes the exec left still run */
   if (g->pids_events_fd >= 0) close(g->pids_events_fd);
   memset(g, 0, sizeof *g);
@@ -1062,7 +1094,6 @@ static void finish_if_done(struct exec *e) {
       kill_cgroup(g);
     }
     g->exec = NULL;
-    release_group(e->group);
   }
   if (!e->kill_reason && code != 0 && root_full()) e->kill_reason = AGENT_KILL_DISK;
   if (e->out_fd >= 0) close(e->out_fd);
@@ -1070,7 +1101,11 @@ static void finish_if_done(struct exec *e) {
   if (e->in_fd >= 0) close(e->in_fd);
   free(e->in_pending.data);
   send_exit(e->id, code, e->kill_reason, e->truncated);
+  /* The group goes (and the next one is made) once the host has its answer. */
+  int group = e->group;
   memset(e, 0, sizeof *e);
+  if (group >= 0) release_group(group);
+  make_spare_group();
 }
 
 static void reap(void) {
@@ -1091,10 +1126,29 @@ static void reap(void) {
   for (int i = 0; i < MAX_GROUPS; i++) release_group(i);
 }
 
+/*
+ * What belonged to the host before: its streams go, its spawned processes are killed (their owner
+ * is gone), and no exec keeps an id the next host may use again (their EXIT goes nowhere).
+ */
+static void forget_host(void) {
+  close_all_streams();
+  for (int i = 0; i < AGENT_MAX_EXECS; i++) {
+    struct exec *e = &execs[i];
+    if (!e->used) continue;
+    if (e->spawned) kill_group(e);
+    e->id = 0;
+    e->paused = 0;
+  }
+}
+
 static void handle_frame(uint16_t type, uint16_t id, const uint8_t *payload, uint32_t len) {
   struct exec *e;
   switch (type) {
   case AGENT_FRAME_PING:
+    /* A host opens each connection with PING. A host that went away and one that connected
+     * right after can reach this loop as one connection (the port's close and open both handled
+     * before it polls again): the PING is then the only sign of the new host. */
+    forget_host();
     send_ready();
     break;
   case AGENT_FRAME_EXEC:
@@ -1151,14 +1205,7 @@ static void handle_frame(uint16_t type, uint16_t id, const uint8_t *payload, uin
 static void host_gone(void) {
   host_connected = 0;
   rx.len = 0;
-  close_all_streams();
-  for (int i = 0; i < AGENT_MAX_EXECS; i++) {
-    struct exec *e = &execs[i];
-    if (!e->used || !e->spawned) continue;
-    kill_group(e);
-    e->id = 0; /* never matched by a frame of the next host; its EXIT goes nowhere */
-    e->paused = 0;
-  }
+  forget_host();
 }
 
 static void read_port(void) {

@@ -5,7 +5,13 @@ import { release } from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SandboxSpec } from "@shells/sandbox";
 import { describeSandboxBackend } from "@shells/sandbox/conformance";
-import { makeTestBackend, missingTools, request, TEST_MEMORY_MB } from "./internal/test-support.js";
+import {
+  makeTestBackend,
+  missingTools,
+  request,
+  TEST_GROWN_DISK_MB,
+  TEST_MEMORY_MB,
+} from "./internal/test-support.js";
 import type { MicrovmBackend } from "./microvm-backend.js";
 
 /**
@@ -245,6 +251,39 @@ describe.skipIf(missingTools.length > 0)("microvm backend, from inside a real gu
       }),
     ) as { "virtual-size": number };
     expect(info["virtual-size"] - record.template.diskBytes).toBe(64 * 1024 * 1024);
+  });
+
+  it("restores a shell of the grown size from the grown state, and grows any other size online", async () => {
+    const backingOf = (shellId: string) =>
+      (
+        JSON.parse(
+          execFileSync(
+            "qemu-img",
+            ["info", "-U", "--output=json", `${backend.shellDirOf(shellId)}/disk.qcow2`],
+            { encoding: "utf8" },
+          ),
+        ) as { "backing-filename": string }
+      )["backing-filename"];
+    const template = (
+      JSON.parse(readFileSync(`${backend.shellDirOf(id)}/shell.json`, "utf8")) as {
+        template: { disk: string; grown?: { diskMb: number; disk: string }[] };
+      }
+    ).template;
+    const grown = template.grown?.find((state) => state.diskMb === TEST_GROWN_DISK_MB);
+    expect(backingOf(id)).toBe(grown?.disk);
+    const other = `${id}-96`;
+    await backend.create(
+      spec(other, { resources: { cpu: 1, memoryMb: TEST_MEMORY_MB, pids: 64, diskMb: 96 } }),
+    );
+    try {
+      expect(backingOf(other)).toBe(template.disk);
+      const free = await backend.exec(other, request(["sh", "-c", "df -k / | tail -n 1"]));
+      const availableMb = Number(free.stdout.trim().split(/\s+/)[3]) / 1024;
+      expect(availableMb).toBeGreaterThan(86);
+      expect(availableMb).toBeLessThan(104);
+    } finally {
+      await backend.destroy(other);
+    }
   });
 
   it("reinstalls a stopped shell's OS, carrying a workspace of several chunks byte for byte", async () => {

@@ -1,4 +1,6 @@
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
+import { dirname } from "node:path";
 import {
   chmod,
   chown,
@@ -77,6 +79,17 @@ export interface MicrovmBackendOptions {
   cgroupParent?: string;
   /** Where the backend reports what it did on its own (recovery after a crash). */
   logger?: ContainerLogger;
+  /**
+   * The `diskMb` sizes most shells get (the server's default): each template also keeps, per
+   * size, a state whose root filesystem already fills such a disk, so those creates grow nothing
+   * online. Other sizes (or none given): the restored guest grows its root filesystem itself.
+   */
+  grownDiskMb?: number[];
+  /**
+   * Called as each step of a create or start ends, with the milliseconds since the step before
+   * (`bench/microvm-bench.mjs` prints them per step): where the time of a create goes.
+   */
+  onStep?: (shellId: string, step: string, elapsedMs: number) => void;
 }
 
 /** What a shell's directory records, so a restarted control plane finds its VM again. */
@@ -121,7 +134,7 @@ const BASE_ENV: Record<string, string> = {
 };
 /**
  * How long each try of a restore may take to answer. A restored guest answers in ~0.1–0.5 s under
- * emulation; one that sleeps past 1 s is woken through QMP (see `startVm`). A VM that still does
+ * emulation; one silent past 300 ms is woken through QMP (see `startVm`). A VM that still does
  * not answer is killed and the restore tried again on a fresh overlay, waiting longer each time.
  */
 const RESTORE_TRIES_MS = [4_000, 8_000, 15_000];
@@ -129,6 +142,8 @@ const RESTORE_TRIES_MS = [4_000, 8_000, 15_000];
 const RECONNECT_TRIES_MS = [1_000, 2_000, 4_000, 8_000];
 /** How long a cold boot may take to answer (a loaded, emulated host is slow). */
 const BOOT_TIMEOUT_MS = 180_000;
+/** How long a passed host check stands for later creates. */
+const HOST_CHECK_VALID_MS = 30_000;
 /** How long the agent may take to apply the shell's limits. */
 const LIMITS_TIMEOUT_MS = 10_000;
 
@@ -147,6 +162,39 @@ const QEMU_PIDS = 256;
  */
 function layerFileBytes(diskBytes: number): number {
   return diskBytes + Math.ceil(diskBytes / 32) + 64 * 1024 * 1024;
+}
+
+/**
+ * The saved state a shell's layer is made over and restored from: the template's state whose root
+ * filesystem already fills the shell's disk, where the template has one for its `diskMb`.
+ */
+function restoredFrom(record: ShellRecord): { disk: string; state: string } {
+  const { template, spec } = record;
+  return template.grown?.find((grown) => grown.diskMb === spec.resources.diskMb) ?? template;
+}
+
+/**
+ * An empty qcow2 layer over `backing` of `bytes`, made once beside the backing layer and copied
+ * for each new shell: a copy of a few hundred KiB instead of a `qemu-img` process per create.
+ */
+async function emptyLayer(backing: string, bytes: number): Promise<string> {
+  const path = `${dirname(backing)}/empty-${bytes}.qcow2`;
+  if (existsSync(path)) return path;
+  const temporary = `${path}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`;
+  await runChecked("qemu-img", [
+    "create",
+    "-q",
+    "-f",
+    "qcow2",
+    "-b",
+    backing,
+    "-F",
+    "qcow2",
+    temporary,
+    String(bytes),
+  ]);
+  await rename(temporary, path);
+  return path;
 }
 
 /** The shell's limits and network as the guest enforces them, on a disk of `disk.bytes`. */
@@ -200,6 +248,28 @@ export class MicrovmBackend implements SandboxBackend {
 
   constructor(options: MicrovmBackendOptions) {
     this.#options = options;
+  }
+
+  /** Reports each step's time since the previous one to `onStep`. */
+  #steps(shellId: string): (step: string) => void {
+    const onStep = this.#options.onStep;
+    if (!onStep) return () => undefined;
+    let last = performance.now();
+    return (step) => {
+      const now = performance.now();
+      onStep(shellId, step, now - last);
+      last = now;
+    };
+  }
+
+  /** When the host last passed `checkMicrovmHost` (a dozen lookups): creates then skip it a while. */
+  #hostPassedAt = -Infinity;
+
+  async #checkHost(): Promise<void> {
+    if (performance.now() - this.#hostPassedAt < HOST_CHECK_VALID_MS) return;
+    const host = await checkMicrovmHost(this.#cacheDir);
+    if (!host.available) throw new SandboxError("unavailable", `microvm needs ${host.reason}`);
+    this.#hostPassedAt = performance.now();
   }
 
   get #uidRegistryDir(): string {
@@ -258,6 +328,7 @@ export class MicrovmBackend implements SandboxBackend {
       memoryMb,
       this.#options.images,
       this.#options.onProgress,
+      this.#options.grownDiskMb,
     );
   }
 
@@ -273,8 +344,9 @@ export class MicrovmBackend implements SandboxBackend {
         },
       );
     checkEgressSpec(spec);
-    const host = await checkMicrovmHost(this.#cacheDir);
-    if (!host.available) throw new SandboxError("unavailable", `microvm needs ${host.reason}`);
+    const step = this.#steps(spec.shellId);
+    await this.#checkHost();
+    step("host check");
     const dir = this.#dir(spec.shellId);
     let template: Template;
     try {
@@ -287,11 +359,13 @@ export class MicrovmBackend implements SandboxBackend {
         { cause: error },
       );
     }
+    step("template");
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const record: ShellRecord = { spec, template, pid: null };
     try {
       await this.#newOverlay(dir, record);
-      await this.#boot(spec.shellId, record, true);
+      step("overlay");
+      await this.#boot(spec.shellId, record, true, step);
     } catch (error) {
       await this.#halt(spec.shellId, record, "deleted").catch(() => undefined);
       if (record.uid !== undefined) await releaseJailUid(this.#uidRegistryDir, record.uid, dir);
@@ -648,18 +722,10 @@ export class MicrovmBackend implements SandboxBackend {
   async #newOverlay(dir: string, record: ShellRecord): Promise<void> {
     const fresh = `${dir}/disk.new.qcow2`;
     await rm(fresh, { force: true });
-    await runChecked("qemu-img", [
-      "create",
-      "-q",
-      "-f",
-      "qcow2",
-      "-b",
-      record.template.disk,
-      "-F",
-      "qcow2",
+    await copyFile(
+      await emptyLayer(restoredFrom(record).disk, (await this.#disk(record)).bytes),
       fresh,
-      String((await this.#disk(record)).bytes),
-    ]);
+    );
     await rename(fresh, `${dir}/disk.qcow2`);
   }
 
@@ -675,10 +741,16 @@ export class MicrovmBackend implements SandboxBackend {
    * on its disk. The jail's uid owns the layer and the socket directory and nothing else; the
    * cgroup is made with QEMU's limits before QEMU starts.
    */
-  async #boot(shellId: string, record: ShellRecord, fromTemplate: boolean): Promise<void> {
+  async #boot(
+    shellId: string,
+    record: ShellRecord,
+    fromTemplate: boolean,
+    step = this.#steps(shellId),
+  ): Promise<void> {
     const dir = this.#dir(shellId);
     record.uid ??= await claimJailUid(this.#uidRegistryDir, dir);
     await this.#save(shellId, record);
+    step("uid");
     const uid = record.uid;
     const runDir = `${dir}/run`;
     await rm(runDir, { recursive: true, force: true });
@@ -696,6 +768,7 @@ export class MicrovmBackend implements SandboxBackend {
       pids: QEMU_PIDS,
       diskMb: record.spec.resources.diskMb,
     });
+    step("cgroup");
     const sockets = this.#sockets(shellId, record);
     const disk = await this.#disk(record);
     const config: VmConfig = {
@@ -707,7 +780,7 @@ export class MicrovmBackend implements SandboxBackend {
       agentSocket: sockets.agent,
       qmpSocket: sockets.qmp,
       consoleLog: null,
-      ...(fromTemplate ? { incomingState: template.state } : {}),
+      ...(fromTemplate ? { incomingState: restoredFrom(record).state } : {}),
       jail: {
         spec: {
           uid,
@@ -715,6 +788,7 @@ export class MicrovmBackend implements SandboxBackend {
           readOnly: [
             template.vmlinuz,
             template.initrd,
+            ...(restoredFrom(record) === template ? [] : [restoredFrom(record).disk]),
             template.disk,
             await this.#baseDisk(template),
           ],
@@ -725,6 +799,7 @@ export class MicrovmBackend implements SandboxBackend {
         },
         killAll: () => cgroup.killAll(),
       },
+      onStep: step,
     };
     const vm = fromTemplate
       ? await this.#restore(dir, record, config)
@@ -732,14 +807,21 @@ export class MicrovmBackend implements SandboxBackend {
     try {
       // The restored guest still knows the template's disk size: a resize to the size the layer
       // already has tells it the real one (a virtio config change), and the agent grows into it.
-      if (fromTemplate && disk.grow)
+      const grown = fromTemplate && restoredFrom(record) !== template;
+      if (fromTemplate && disk.grow && !grown)
         await qmp(sockets.qmp, [
           { execute: "block_resize", arguments: { device: "root", size: disk.bytes } },
         ]).then((monitor) => monitor.close());
+      step("block_resize");
       // The guest's egress listeners open with the limits: streams find the relay in place.
       vm.agent.serveEgress(relayOptionsOf(record.spec));
       // The template was saved without limits; every restored or booted guest gets the shell's.
-      await vm.agent.setLimits(guestLimits(record.spec, disk), LIMITS_TIMEOUT_MS);
+      // A guest restored from the grown state already fills its disk.
+      await vm.agent.setLimits(
+        guestLimits(record.spec, grown ? { ...disk, grow: false } : disk),
+        LIMITS_TIMEOUT_MS,
+      );
+      step("limits");
     } catch (error) {
       vm.agent.close();
       await cgroup.killAll();
@@ -748,6 +830,7 @@ export class MicrovmBackend implements SandboxBackend {
     record.pid = vm.pid;
     this.#agents.set(shellId, vm.agent);
     await this.#save(shellId, record);
+    step("saved");
   }
 
   /** Restores the template's state, retrying on a fresh overlay when the guest does not answer. */

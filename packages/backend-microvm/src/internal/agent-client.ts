@@ -235,6 +235,9 @@ export class AgentClient {
       if (options.signal?.aborted) onAbort();
       else options.signal?.addEventListener("abort", onAbort, { once: true });
 
+      // The command and its stdin leave in one write (corked): the guest takes them in one read,
+      // woken once, not once per frame.
+      this.#socket.cork();
       this.#socket.write(
         encodeFrame(
           FrameType.EXEC,
@@ -255,6 +258,7 @@ export class AgentClient {
           encodeFrame(FrameType.STDIN, id, input.subarray(offset, offset + MAX_PAYLOAD)),
         );
       this.#socket.write(encodeFrame(FrameType.STDIN, id));
+      this.#socket.uncork();
     });
   }
 

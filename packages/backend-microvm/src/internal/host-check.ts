@@ -29,7 +29,6 @@ const TOOLS: [command: string, aptPackage: string][] = [
   // QEMU's jail (jail.ts): namespaces and binds, then the drop to the VM's own uid.
   ["bwrap", "bubblewrap"],
   ["setpriv", "util-linux"],
-  ["prlimit", "util-linux"],
   ["cpio", "cpio"],
   // The guest agent is linked statically; the shells_mmio module is built against the guest
   // kernel's own headers (fetched, never installed) with make, gcc and strip.

@@ -14,7 +14,7 @@
  *   and disk layers read-only, and read-write only the shell's own disk layer and the directory
  *   its sockets live in — each at its host path, so the backing chain written in the layers
  *   resolves. No other shell's files, no state directory, no host configuration.
- * - files: RLIMIT_FSIZE (`prlimit`) caps every file QEMU writes at a bit over the disk's size, so
+ * - files: RLIMIT_FSIZE (`ulimit -f` in the same shell) caps every file QEMU writes at a bit over the disk's size, so
  *   even a subverted QEMU cannot grow the shell's layer past its disk and fill the host's.
  * - sockets: once QEMU has bound its agent and QMP sockets (before the guest runs at all), their
  *   directory is handed to root (`sealSockets`): QEMU keeps listening, but can no longer swap a
@@ -59,9 +59,13 @@ const QEMU_MODULE_DIRS = ["/usr/lib/x86_64-linux-gnu/qemu", "/usr/lib64/qemu", "
 /** QEMU's firmware (the microvm machine loads qboot from here even with -kernel). */
 const QEMU_DATA_DIRS = ["/usr/share/qemu", "/usr/share/seabios"];
 
-/** Joins the cgroups named by the first arguments, then runs the rest. */
+/**
+ * Joins the cgroups named by the first arguments, sets the file size limit that follows them (in
+ * POSIX `ulimit`'s 512-byte blocks, soft and hard), then runs the rest: one shell, no process
+ * between it and bwrap.
+ */
 const JOIN_CGROUPS =
-  'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 71; shift; n=$((n-1)); done; exec "$@"';
+  'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 71; shift; n=$((n-1)); done; ulimit -f "$1" || exit 71; shift; exec "$@"';
 
 /** What QEMU and setpriv need to run: files and directories to bind, links to make. */
 interface Runtime {
@@ -130,9 +134,7 @@ export async function jailedQemu(spec: JailSpec, qemuArgs: string[]): Promise<st
     "sh",
     String(spec.cgroupProcs.length),
     ...spec.cgroupProcs,
-    "prlimit",
-    `--fsize=${spec.maxFileBytes}:${spec.maxFileBytes}`,
-    "--",
+    String(Math.floor(spec.maxFileBytes / 512)),
     "bwrap",
     "--unshare-pid",
     "--unshare-net",

@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { randomBytes } from "node:crypto";
 import type { Language } from "@shells/contract";
 import {
@@ -35,6 +36,22 @@ export interface Template {
   state: string;
   /** Cold boot to the agent's first answer while the template was made, ms. */
   coldBootMs: number;
+  /**
+   * The same guest with its root filesystem already grown for the disk sizes most shells get: per
+   * size a layer over `disk` and the state saved on it. A create of such a size restores that
+   * state, so its guest grows nothing online (see `ensureGrownState`).
+   */
+  grown?: GrownState[];
+}
+
+/** A template's state with the root filesystem grown by `diskMb`. */
+export interface GrownState {
+  /** What the shell's disk adds to the template's: the shell's `diskMb`. */
+  diskMb: number;
+  /** Its frozen layer, over the template's `disk`, of the grown size. */
+  disk: string;
+  /** The state saved on it. */
+  state: string;
 }
 
 /** Where an image's rootfs comes from: the container backend's recipes, one recipe, two formats. */
@@ -64,11 +81,18 @@ export function ensureTemplate(
   memoryMb: number,
   images: ImageSource,
   onProgress: (event: BuildProgress) => void = () => undefined,
+  grownDiskMb: number[] = [],
 ): Promise<Template> {
-  const key = `${cacheDir}\0${language}\0${memoryMb}`;
+  const key = `${cacheDir}\0${language}\0${memoryMb}\0${grownDiskMb.join(",")}`;
   let task = inProcess.get(key);
   if (!task) {
-    task = build(cacheDir, language, memoryMb, images, onProgress);
+    task = build(cacheDir, language, memoryMb, images, onProgress).then(async (template) => {
+      // Templates made before their disk's size was recorded are never grown.
+      if (template.diskBytes === undefined) return template;
+      for (const diskMb of grownDiskMb)
+        template = await ensureGrownState(template, diskMb, onProgress);
+      return template;
+    });
     inProcess.set(key, task);
     task.catch(() => inProcess.delete(key));
   }
@@ -161,21 +185,7 @@ async function build(
       });
     vm.agent.close();
     report(`saving the ${language} template's state`, 80);
-    // Saved while running (QEMU pauses the guest for the last pass itself): the state then says
-    // "running", and a QEMU restoring it starts the guest as soon as it is loaded. A state saved
-    // after `stop` would restore paused.
-    const monitor = await qmp(config.qmpSocket!, [
-      { execute: "migrate", arguments: { uri: `exec:cat > ${work}/state.bin` } },
-    ]);
-    for (;;) {
-      const status = (await monitor.call("query-migrate")) as { return?: { status?: string } };
-      if (status.return?.status === "completed") break;
-      if (status.return?.status === "failed" || status.return?.status === "cancelled")
-        throw new Error("saving the template's VM state failed");
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    await monitor.call("quit").catch(() => undefined);
-    monitor.close();
+    await saveState(config.qmpSocket!, `${work}/state.bin`);
     await killAndWait(pid);
     await rm(`${work}/agent.sock`, { force: true });
     await rm(`${work}/qmp.sock`, { force: true });
@@ -193,5 +203,120 @@ async function build(
     refuseKvm(reason);
     report(`the ${language} guest did not boot on KVM (${reason}): emulating it instead`, 40);
     return build(cacheDir, language, memoryMb, images, onProgress);
+  }
+}
+
+/**
+ * Adds to a template a second saved state whose root filesystem already fills a disk of the
+ * template's size plus `diskMb`, made once: the template's state restored on a layer of that size,
+ * the disk grown by its agent (the `LIMITS` a shell's create would send, with the limits left
+ * open), saved again. Growing ext4 online costs a restored guest ~70-100 ms under emulation; a
+ * shell of the usual disk size then pays nothing for it. Kept in a directory of its own, named in
+ * `template.json` last, so two builders at once each leave a whole one.
+ */
+async function ensureGrownState(
+  template: Template,
+  diskMb: number,
+  onProgress: (event: BuildProgress) => void,
+): Promise<Template> {
+  if (template.grown?.some((grown) => grown.diskMb === diskMb && existsSync(grown.state)))
+    return template;
+  onProgress({
+    phase: "microvm",
+    message: `growing the ${template.language} template's disk by ${diskMb} MiB`,
+  });
+  const work = `${template.dir}/grown-${diskMb}m-${randomBytes(4).toString("hex")}`;
+  await mkdir(work, { mode: 0o700 });
+  const grown: GrownState = { diskMb, disk: `${work}/disk.qcow2`, state: `${work}/state.bin` };
+  const bytes = template.diskBytes! + diskMb * 1024 * 1024;
+  // The sockets live apart: the template's path is too long for a unix socket's name.
+  const sockets = await mkdtemp(`${tmpdir()}/shells-grow-`);
+  let pid = 0;
+  try {
+    await runChecked("qemu-img", [
+      "create",
+      "-q",
+      "-f",
+      "qcow2",
+      "-b",
+      template.disk,
+      "-F",
+      "qcow2",
+      grown.disk,
+      String(bytes),
+    ]);
+    const qmpSocket = `${sockets}/qmp.sock`;
+    const vm = await startVm(
+      {
+        accel: template.accel,
+        vmlinuz: template.vmlinuz,
+        initrd: template.initrd,
+        memoryMb: template.memoryMb,
+        disk: grown.disk,
+        agentSocket: `${sockets}/agent.sock`,
+        consoleLog: null,
+        qmpSocket,
+        incomingState: template.state,
+        allowSpawn: true,
+      },
+      TCG_COLD_BOOT_MS,
+    );
+    pid = vm.pid;
+    await qmp(qmpSocket, [
+      { execute: "block_resize", arguments: { device: "root", size: bytes } },
+    ]).then((monitor) => monitor.close());
+    // Limits as open as the guest allows (a shell's own replace them), the template's loopback.
+    await vm.agent.setLimits(
+      {
+        memoryBytes: Number.MAX_SAFE_INTEGER,
+        pids: 4_194_304,
+        diskBytes: bytes,
+        diskFullBytes: 0,
+        loopback: true,
+        egress: 0,
+      },
+      60_000,
+    );
+    vm.agent.close();
+    await saveState(qmpSocket, grown.state);
+    await killAndWait(pid);
+    // Read again: another process may have added a size meanwhile.
+    const current = JSON.parse(await readFile(`${template.dir}/template.json`, "utf8")) as Template;
+    const updated: Template = {
+      ...template,
+      grown: [...(current.grown ?? []).filter((other) => other.diskMb !== diskMb), grown],
+    };
+    await writeFile(`${template.dir}/template.json.tmp`, JSON.stringify(updated, null, 2));
+    await rename(`${template.dir}/template.json.tmp`, `${template.dir}/template.json`);
+    return updated;
+  } catch (error) {
+    if (pid) await killAndWait(pid);
+    await rm(work, { recursive: true, force: true });
+    throw error;
+  } finally {
+    await rm(sockets, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Saves a running guest's state to `path` while it runs (QEMU pauses it for the last pass
+ * itself): the state then says "running", and a QEMU restoring it starts the guest as soon as it
+ * is loaded. A state saved after `stop` would restore paused.
+ */
+async function saveState(qmpSocket: string, path: string): Promise<void> {
+  const monitor = await qmp(qmpSocket, [
+    { execute: "migrate", arguments: { uri: `exec:cat > ${path}` } },
+  ]);
+  try {
+    for (;;) {
+      const status = (await monitor.call("query-migrate")) as { return?: { status?: string } };
+      if (status.return?.status === "completed") break;
+      if (status.return?.status === "failed" || status.return?.status === "cancelled")
+        throw new Error("saving the template's VM state failed");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await monitor.call("quit").catch(() => undefined);
+  } finally {
+    monitor.close();
   }
 }

@@ -49,6 +49,7 @@ export async function makeTestBackend(): Promise<{
     stateDir: shellsRoot,
     cacheDir: TEST_MICROVM_DIR,
     images: testImages,
+    grownDiskMb: [TEST_GROWN_DISK_MB],
   });
   return {
     backend,
@@ -63,6 +64,12 @@ export async function makeTestBackend(): Promise<{
     },
   };
 }
+
+/**
+ * The disk size (`diskMb`) the tests' shells mostly get: the test backend restores them from the
+ * template's state grown for it (the conformance suite's other sizes grow online).
+ */
+export const TEST_GROWN_DISK_MB = 64;
 
 /** An exec request with the defaults tests use. */
 export function request(

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, watch } from "node:fs";
+import { dirname } from "node:path";
 import { connect } from "node:net";
 import { AgentClient } from "./agent-client.js";
 import { jailedQemu, sealSockets, type JailSpec } from "./jail.js";
@@ -47,6 +48,8 @@ export interface VmConfig {
    * process of the VM (its cgroup), which is how a jailed VM that failed to start is cleaned up.
    */
   jail?: { spec: JailSpec; killAll(): Promise<void> };
+  /** Called as each step of the start ends (where a create's time goes). */
+  onStep?: (step: string) => void;
 }
 
 /**
@@ -120,10 +123,12 @@ export interface StartedVm {
  * (QEMU starts it as soon as the state is loaded); otherwise it boots.
  */
 export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise<StartedVm> {
+  const step = config.onStep ?? (() => undefined);
   const args = qemuArgs(config, config.incomingState ? 3 : undefined);
   const [file, ...argv] = config.jail
     ? await jailedQemu(config.jail.spec, args)
     : ["qemu-system-x86_64", ...args];
+  step("jail argv");
   const stateFd = config.incomingState ? openSync(config.incomingState, "r") : undefined;
   let stderr = "";
   const child = spawn(file!, argv, {
@@ -143,18 +148,23 @@ export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise
     child.once("error", reject);
   });
   exited.catch(() => undefined);
+  step("spawn");
   try {
     if (config.jail) {
       // QEMU binds its sockets while it sets up, before the guest runs: sealed then, they stay its.
       const sockets = [config.agentSocket, ...(config.qmpSocket ? [config.qmpSocket] : [])];
       await Promise.race([waitForPaths(sockets, readyTimeoutMs), exited]);
+      step("sockets");
       await sealSockets(config.jail.spec, sockets);
+      step("seal");
     }
     const agent = await Promise.race([
       AgentClient.connect(config.agentSocket, readyTimeoutMs),
       exited,
     ]);
+    step("connect");
     const release = await Promise.race([awaitReady(agent, config, readyTimeoutMs), exited]);
+    step("agent ready");
     child.stderr?.destroy();
     child.unref();
     return { pid: config.jail ? jailedPid(child.pid ?? 0) : (child.pid ?? 0), agent, release };
@@ -165,13 +175,33 @@ export async function startVm(config: VmConfig, readyTimeoutMs: number): Promise
   }
 }
 
-/** Waits until every path exists. */
+/**
+ * Waits until every path (all in one directory) exists: woken by the directory's inotify events
+ * as QEMU binds each socket, not by polling.
+ */
 async function waitForPaths(paths: string[], timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!paths.every((path) => existsSync(path))) {
-    if (Date.now() > until)
-      throw new Error(`qemu made no ${paths.join(" and ")} in ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
+  const made = () => paths.every((path) => existsSync(path));
+  const watcher = watch(dirname(paths[0]!));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`qemu made no ${paths.join(" and ")} in ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      const check = () => {
+        if (!made()) return;
+        clearTimeout(timer);
+        resolve();
+      };
+      watcher.on("change", check);
+      watcher.on("error", (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+      check();
+    });
+  } finally {
+    watcher.close();
   }
 }
 
@@ -183,8 +213,12 @@ function jailedPid(bwrapPid: number): number {
   return pid;
 }
 
-/** How long a restored guest may stay silent before it gets a QMP `stop` + `cont`. */
-const KICK_AFTER_MS = 1_000;
+/**
+ * How long a restored guest may stay silent before it gets a QMP `stop` + `cont`: a restore
+ * answers in ~70-150 ms here (more under load), and waking one that merely was slow costs a QMP
+ * connection, while each sleeping restore waits this long.
+ */
+const KICK_AFTER_MS = 300;
 
 /**
  * Waits for the agent's first answer. A restored guest sometimes sleeps in HLT with no interrupt
