@@ -12,7 +12,11 @@ import {
   writeFile,
 } from "node:fs/promises";
 import {
+  claimJailUid,
   detectCgroups,
+  JAIL_UID_BANDS,
+  releaseJailUid,
+  releaseJailUidsOf,
   shellCgroupName,
   ShellCgroup,
   type CgroupHost,
@@ -45,7 +49,6 @@ import { agentEgressOf, checkEgressSpec, relayOptionsOf } from "./internal/egres
 import type { GuestLimits } from "./internal/protocol.js";
 import { checkMicrovmHost, isolationOf } from "./internal/host-check.js";
 import { runChecked, type BuildProgress } from "./internal/host.js";
-import { claimJailUid, releaseJailUid, releaseJailUidsOf } from "./internal/jail-uids.js";
 import { ensureTemplate, type ImageSource, type Template } from "./internal/template.js";
 import {
   isAlive,
@@ -677,7 +680,7 @@ export class MicrovmBackend implements SandboxBackend {
    */
   async #boot(shellId: string, record: ShellRecord, fromTemplate: boolean): Promise<void> {
     const dir = this.#dir(shellId);
-    record.uid ??= await claimJailUid(this.#uidRegistryDir, dir);
+    record.uid ??= await claimJailUid(this.#uidRegistryDir, JAIL_UID_BANDS.microvm, dir);
     await this.#save(shellId, record);
     const uid = record.uid;
     const runDir = `${dir}/run`;
