@@ -24,10 +24,12 @@ import type {
 } from "@shells/contract";
 import {
   readTar,
+  SANDBOX_EGRESS_ENV,
   SandboxError,
   unsafeTarEntry,
   writeTar,
   type SandboxBackend,
+  type SandboxEgress,
   type SandboxFileInfo,
   type SandboxExecOptions,
   type SandboxExecRequest,
@@ -40,6 +42,7 @@ import {
   type SandboxTurnResult,
 } from "@shells/sandbox";
 import { parseCommand } from "./internal/commands.js";
+import { viaEgressProxy } from "./internal/egress-client.js";
 import { Jail, missingForJail, STAGE_DIR } from "./internal/jail.js";
 import { ShellState } from "./internal/snapshots.js";
 import {
@@ -126,6 +129,10 @@ interface ShellRecord {
   snapshotSeq?: number;
   /** The shell's own host uid (and gid), claimed in the uid registry by the shell's directory. */
   uid?: number;
+  /** `internet` when the proxy variables are set in every exec; absent in older records (sealed). */
+  network?: SandboxSpec["network"];
+  /** The shell's egress proxy, where its workers carry guest HTTP requests; none: no way out. */
+  egress?: SandboxEgress;
 }
 
 /** A worker and the cgroup that bounds it. */
@@ -162,9 +169,11 @@ export class WasmBackend implements SandboxBackend {
    * No sockets at all: the engines offer the guest no socket API and the worker's jail has no
    * network. `localhost` (loopback only) therefore holds as `sealed` does, and is the same shell:
    * nothing in it can listen on or dial the loopback (the ports API answers that the backend cannot
-   * reach ports). `internet` would need HTTP through the egress proxy, which is not built yet.
+   * reach ports). `internet`: guest HTTP (QuickJS `fetch`, Python `urllib.request`) goes over the
+   * worker's protocol to the backend, which carries it to the shell's egress proxy and nowhere
+   * else; a sealed or localhost shell given the proxy (service bindings) reaches it the same way.
    */
-  readonly networkModes = ["sealed", "localhost"] as const;
+  readonly networkModes = ["sealed", "localhost", "internet"] as const;
   private readonly stateDir: string;
   private readonly uidRegistryDir: string;
   private readonly poolSize: Record<WasmLanguage, number>;
@@ -239,7 +248,13 @@ export class WasmBackend implements SandboxBackend {
     if (!this.networkModes.some((mode) => mode === spec.network))
       throw new SandboxError(
         "unsupported",
-        `Wasm shells have no network: network mode ${spec.network} is not offered by the wasm runtime (sealed and localhost are, and are the same).`,
+        `Network mode ${spec.network} is not offered by the wasm runtime (sealed, localhost and internet are).`,
+        { network: spec.network },
+      );
+    if (spec.network === "internet" && !spec.egress)
+      throw new SandboxError(
+        "unsupported",
+        "Network mode internet needs the shell's egress proxy, which was not given.",
         { network: spec.network },
       );
     const language: WasmLanguage = spec.language;
@@ -268,9 +283,7 @@ export class WasmBackend implements SandboxBackend {
       live = await this.startWorker(language, workspace, spec.resources, uid);
       live.process.setDiskLimit(spec.resources.diskMb * MB);
     }
-    this.workers.set(spec.shellId, live);
-    const claimed = await live.cgroup.usage().catch(() => null);
-    await this.writeRecord({
+    const record: ShellRecord = {
       shellId: spec.shellId,
       language,
       resources: spec.resources,
@@ -278,6 +291,14 @@ export class WasmBackend implements SandboxBackend {
       state: "running",
       cgroup: live.cgroup.name,
       uid: live.uid,
+      network: spec.network,
+      ...(spec.egress ? { egress: spec.egress } : {}),
+    };
+    this.connect(live, record);
+    this.workers.set(spec.shellId, live);
+    const claimed = await live.cgroup.usage().catch(() => null);
+    await this.writeRecord({
+      ...record,
       ...(claimed ? { cpuBase: { epoch: claimed.epoch, cpuUsec: claimed.cpuUsec } } : {}),
     });
     return this.info(spec.shellId, "running");
@@ -296,7 +317,7 @@ export class WasmBackend implements SandboxBackend {
     const live = await this.liveWorker(record);
     const workerExec: WorkerExec = {
       ...program,
-      env: { ...record.env, ...request.env },
+      env: { ...this.envOf(record), ...request.env },
       cwd: request.cwd,
       stdin:
         request.stdin === undefined
@@ -348,7 +369,13 @@ export class WasmBackend implements SandboxBackend {
       { timeoutMs: request.timeoutMs, maxOutputBytes: TURN_OUTPUT_BYTES },
       {},
       (onOutput, stop) =>
-        live.process.turn(request.code, { ...record.env, ...request.env }, onOutput, stop, expired),
+        live.process.turn(
+          request.code,
+          { ...this.envOf(record), ...request.env },
+          onOutput,
+          stop,
+          expired,
+        ),
     );
     const answer = run.answer;
     if (answer?.fresh) live.turns = { startedAt: now, lastAt: Date.now() };
@@ -721,6 +748,7 @@ export class WasmBackend implements SandboxBackend {
     }
     await this.relimit(pooled.cgroup, this.limits(record.language, record.resources));
     pooled.process.setDiskLimit(record.resources.diskMb * MB);
+    this.connect(pooled, record);
     this.workers.set(record.shellId, pooled);
     // The shell now runs in the pooled worker's cgroup and as its uid; its old cgroup goes, and
     // its old uid once nothing in that cgroup runs as it any more.
@@ -888,8 +916,24 @@ export class WasmBackend implements SandboxBackend {
       record.cgroup,
     );
     live.process.setDiskLimit(record.resources.diskMb * MB);
+    this.connect(live, record);
     this.workers.set(record.shellId, live);
     return live;
+  }
+
+  /**
+   * Routes a worker's guest HTTP requests to the shell's egress proxy (its unix socket; the proxy
+   * decides, records and injects binding secrets). A shell with no proxy has no way out: its
+   * requests fail as on a host without a network.
+   */
+  private connect(live: LiveWorker, record: ShellRecord): void {
+    const egress = record.egress;
+    live.process.onHttp = egress ? (request) => viaEgressProxy(egress.socketPath, request) : null;
+  }
+
+  /** The environment of the shell's execs and turns: an `internet` shell's proxy variables first. */
+  private envOf(record: ShellRecord): Record<string, string> {
+    return { ...(record.network === "internet" ? SANDBOX_EGRESS_ENV : {}), ...record.env };
   }
 
   /**
