@@ -1,6 +1,16 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  chown,
+  mkdir,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import {
@@ -686,14 +696,17 @@ export class WasmBackend implements SandboxBackend {
   /**
    * A wasm shell's "operating system" is its interpreter: the Pyodide or QuickJS build the server
    * ships, its loaded modules, the interpreter turns' globals and the jail's private `/tmp`. A
-   * reinstall ends the worker and starts a fresh one, which loads the interpreter build installed
-   * now; `/workspace`, the shell's only persisted state, is kept as it is.
+   * reinstall ends the worker and hands the shell a fresh one, which runs the interpreter build
+   * installed when it started: a warm one from the pool where there is one (the workspace's
+   * content is moved into its directory, see `ShellState.carry`), else a cold one. `/workspace`,
+   * the shell's only persisted state, is kept as it is.
    */
   async reinstallOs(shellId: string): Promise<SandboxInfo> {
     return this.locked(shellId, async () => {
       const record = await this.record(shellId);
-      await this.stopWorker(shellId);
-      if (record.state === "running") await this.liveWorker(record);
+      await this.replaceWorkspace(record, async (into, uid) => {
+        if (into !== undefined) await this.state(shellId).carry({ uid, gid: uid }, into);
+      });
       return this.info(shellId, record.state);
     });
   }
@@ -937,21 +950,25 @@ export class WasmBackend implements SandboxBackend {
   }
 
   /**
-   * The shell's own uid. A record written before shells had one gets one now, and its workspace
-   * (owned by the uid all workers once shared) is handed to it.
+   * The shell's own uid, for a worker about to start on its workspace. A record written before
+   * shells had one gets one now. A workspace that belongs to another uid (the uid all workers once
+   * shared, or a pooled worker's after a crash cut its handover before the record named it) is
+   * handed to the shell's, so the worker can write its files.
    */
   private async shellUid(record: ShellRecord): Promise<number> {
-    if (record.uid !== undefined) return record.uid;
     const dir = this.shellDir(record.shellId);
-    const uid = await claimJailUid(this.uidRegistryDir, JAIL_UID_BANDS.wasm, dir);
-    await execFileAsync("chown", [
-      "-R",
-      "--no-dereference",
-      `${uid}:${uid}`,
-      join(dir, "workspace"),
-    ]);
-    record.uid = uid;
-    await this.writeRecord(record);
+    const workspace = join(dir, "workspace");
+    if (record.uid === undefined) {
+      record.uid = await claimJailUid(this.uidRegistryDir, JAIL_UID_BANDS.wasm, dir);
+      await this.writeRecord(record);
+    }
+    const uid = record.uid;
+    const owner = await stat(workspace).then(
+      (s) => s.uid,
+      () => uid,
+    );
+    if (owner !== uid)
+      await execFileAsync("chown", ["-R", "--no-dereference", `${uid}:${uid}`, workspace]);
     return uid;
   }
 
