@@ -102,6 +102,9 @@ export async function viaEgressProxy(
       error: `connection refused: nothing listens on ${url.host} in a wasm shell`,
     };
 
+  // Every request below names `createConnection` and no `agent`: Node then dials through that
+  // function alone. An agent (even `agent: false`) would dial the origin itself, from the host,
+  // past the proxy.
   const signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
   try {
     if (url.protocol === "http:") {
