@@ -145,8 +145,9 @@ try {
 
   // Snapshots and restores of a small and a 50 MB workspace, beside the raw `tar` of the same
   // directory (create to a file, extract into an empty one) measured in the same run.
-  // A restore hands a running shell a warm pooled worker: each is timed with the pool full (the
-  // refill is waited for outside the timing), and once cold (pool empty: an interpreter load).
+  // A restore or reinstall hands a running shell a warm pooled worker: each is timed with the pool
+  // full (the refill is waited for outside the timing), and once cold (pool empty: an interpreter
+  // load).
   for (const [language, label, megabytes] of [
     ["node", "small (4 KB)", 0],
     ["node", "50 MB", 50],
@@ -208,6 +209,24 @@ try {
     await backend.restore(id, "s0");
     const cold = performance.now() - t0;
     for (const other of drained) await backend.destroy(other);
+    // reinstall_os: the same handover, the workspace's content carried into the pooled worker's
+    // directory (renames and a chown to its uid), warm each time, then once with the pool empty.
+    const reinstalls = [];
+    for (let i = 0; i < SNAPSHOT_ITERATIONS; i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await backend.warm(() => undefined, [language]);
+      t0 = performance.now();
+      await backend.reinstallOs(id);
+      reinstalls.push(performance.now() - t0);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await backend.warm(() => undefined, [language]);
+    const emptied = [];
+    for (let i = 0; i < POOL[language]; i += 1) emptied.push(await create(language));
+    t0 = performance.now();
+    await backend.reinstallOs(id);
+    const coldReinstall = performance.now() - t0;
+    for (const other of emptied) await backend.destroy(other);
     const of = `${language}, ${label}`;
     line(`baseline raw tar create, ${label}:`, rawCreate);
     line(`wasm snapshot, ${of}:`, snap, `  = ${(snap.p50 / rawCreate.p50).toFixed(2)}× raw tar`);
@@ -218,6 +237,8 @@ try {
       `  = ${(restore.p50 / rawExtract.p50).toFixed(2)}× raw tar`,
     );
     log(`${`wasm restore (pool empty), ${of}:`.padEnd(40)} ${ms(cold)} (n=1)`);
+    line(`wasm reinstall_os (warm pool), ${of}:`, summary(reinstalls));
+    log(`${`wasm reinstall_os (pool empty), ${of}:`.padEnd(40)} ${ms(coldReinstall)} (n=1)`);
   }
 
   // Idle shells: the proportional set size (PSS: private pages plus a share of pages mapped by

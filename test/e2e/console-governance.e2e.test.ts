@@ -34,9 +34,9 @@ describe("the console's governance pages", () => {
     const create = page.getByRole("dialog", { name: "New shell" });
     await create.getByRole("textbox", { name: /Name/ }).fill("egress-e2e");
     await create.getByText("bash", { exact: true }).click();
-    // The wasm class runs sealed only: choosing it disables internet.
+    // Every class this server runs offers internet (wasm through its HTTP bridge to the proxy).
     await create.getByText("wasm", { exact: true }).click();
-    expect(await create.getByRole("radio", { name: /internet/ }).isDisabled()).toBe(true);
+    expect(await create.getByRole("radio", { name: /internet/ }).isDisabled()).toBe(false);
     await create.getByText("container", { exact: true }).click();
     await create.getByText("internet", { exact: true }).click();
 

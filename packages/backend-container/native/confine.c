@@ -20,6 +20,10 @@
  * program has no business touching, or a way around one of the other walls. Calls for a foreign
  * architecture (i386 `int 0x80`, x32) kill the process, because the filter describes native system
  * call numbers only and a foreign ABI would bypass it.
+ *
+ * The same policy is exported as a BPF program (shells_export_seccomp) for sandboxes this helper
+ * does not start itself: the wasm backend's interpreter workers, whose jail (bubblewrap) loads it
+ * after building its namespaces, just before it runs the worker.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -91,18 +95,19 @@ static int drop_capabilities(enum shells_caps mode) {
     return 0;
 }
 
-static int load_seccomp(void) {
+/* Builds the seccomp policy into a new filter context, or NULL. */
+static scmp_filter_ctx build_seccomp(void) {
     /* Default: allow. Foreign architectures: kill (see header comment). */
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (!ctx) return -ENOMEM;
+    if (!ctx) return NULL;
     int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
-    if (rc < 0) goto out;
+    if (rc < 0) goto fail;
 
     for (size_t i = 0; i < sizeof denied_syscalls / sizeof denied_syscalls[0]; i++) {
         int nr = seccomp_syscall_resolve_name(denied_syscalls[i]);
         if (nr == __NR_SCMP_ERROR) continue; /* not on this architecture */
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
-        if (rc < 0) goto out;
+        if (rc < 0) goto fail;
     }
 
     /*
@@ -112,19 +117,34 @@ static int load_seccomp(void) {
      */
     rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(unshare), 1,
                           SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER));
-    if (rc < 0) goto out;
+    if (rc < 0) goto fail;
     rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
                           SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER));
-    if (rc < 0) goto out;
+    if (rc < 0) goto fail;
     /*
      * clone3 passes its flags in a struct seccomp cannot read, so it is refused as "not
      * implemented"; the C library then falls back to clone, whose flags the rule above checks.
      */
     rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-    if (rc < 0) goto out;
+    if (rc < 0) goto fail;
+    return ctx;
+fail:
+    seccomp_release(ctx);
+    return NULL;
+}
 
-    rc = seccomp_load(ctx);
-out:
+static int load_seccomp(void) {
+    scmp_filter_ctx ctx = build_seccomp();
+    if (!ctx) return -EINVAL;
+    int rc = seccomp_load(ctx);
+    seccomp_release(ctx);
+    return rc;
+}
+
+int shells_export_seccomp(int fd) {
+    scmp_filter_ctx ctx = build_seccomp();
+    if (!ctx) return -EINVAL;
+    int rc = seccomp_export_bpf(ctx, fd);
     seccomp_release(ctx);
     return rc;
 }

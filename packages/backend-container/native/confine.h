@@ -13,4 +13,10 @@ enum shells_caps {
  */
 int shells_confine(enum shells_caps mode);
 
+/*
+ * Writes the seccomp policy shells_confine loads, as a raw BPF program (struct sock_filter[]), to
+ * fd, for a jail that loads it itself (bubblewrap's --seccomp). Returns 0 or -errno.
+ */
+int shells_export_seccomp(int fd);
+
 #endif

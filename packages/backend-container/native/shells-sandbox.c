@@ -1,5 +1,5 @@
 /*
- * shells-sandbox — the host-side helper of the container runtime. Runs as host root; five modes:
+ * shells-sandbox — the host-side helper of the container runtime. Runs as host root; six modes:
  *
  *   start      builds one shell's walls and holds them open:
  *                keeper (host root, private mount namespace, the shell's cgroups)
@@ -19,6 +19,8 @@
  *              private mount namespace, whether or not the shell is running.
  *   connect    connects to a port on a running shell's own loopback from inside its network
  *              namespace only, and relays the connection on stdin/stdout (exposed ports).
+ *   seccomp-bpf writes the seccomp policy (confine.c) as a BPF program to stdout, for the wasm
+ *              backend's worker jail, which loads it with bubblewrap's --seccomp.
  *
  * Root inside a shell is uid 0 of the shell's user namespace, mapped to an unprivileged host range
  * (--uid-base .. +65535) that no other shell shares: the host never sees uid 0 or a capability in a
@@ -29,7 +31,7 @@
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: shells-sandbox start|exec|spawn|with-disk|connect ...\n");
+        fprintf(stderr, "usage: shells-sandbox start|exec|spawn|with-disk|connect|seccomp-bpf ...\n");
         return 2;
     }
     if (geteuid() != 0) die("must run as root");
@@ -42,6 +44,11 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "spawn") == 0) return cmd_spawn(argc - 2, argv + 2);
     if (strcmp(argv[1], "with-disk") == 0) return cmd_with_disk(argc - 2, argv + 2);
     if (strcmp(argv[1], "connect") == 0) return cmd_connect(argc - 2, argv + 2);
+    if (strcmp(argv[1], "seccomp-bpf") == 0) {
+        int rc = shells_export_seccomp(1);
+        if (rc < 0) die("seccomp-bpf: %s", strerror(-rc));
+        return 0;
+    }
     if (strcmp(argv[1], "version") == 0) {
         puts("shells-sandbox 1");
         return 0;

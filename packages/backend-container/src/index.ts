@@ -30,8 +30,17 @@ export {
   ShellCgroup,
   type CgroupHost,
 } from "./internal/cgroups.js";
-/** Host-wide claims on numbered entries (uid slots, microvm jail uids), one registry dir each. */
+export { ensureSeccompProgram } from "./internal/native.js";
+/** Host-wide claims on numbered entries (uid slots, jail uids), one registry dir each. */
 export { claimRegistryEntry } from "./internal/state.js";
+export {
+  claimJailUid,
+  JAIL_UID_BANDS,
+  releaseJailUid,
+  releaseJailUidsOf,
+  transferJailUid,
+  type JailUidBand,
+} from "./internal/jail-uids.js";
 export {
   IMAGE_RECIPES,
   type BuildImageOptions,

@@ -14,7 +14,11 @@ import {
   writeFile,
 } from "node:fs/promises";
 import {
+  claimJailUid,
   detectCgroups,
+  JAIL_UID_BANDS,
+  releaseJailUid,
+  releaseJailUidsOf,
   shellCgroupName,
   ShellCgroup,
   type CgroupHost,
@@ -47,7 +51,6 @@ import { agentEgressOf, checkEgressSpec, relayOptionsOf } from "./internal/egres
 import type { GuestLimits } from "./internal/protocol.js";
 import { checkMicrovmHost, isolationOf } from "./internal/host-check.js";
 import { runChecked, type BuildProgress } from "./internal/host.js";
-import { claimJailUid, releaseJailUid, releaseJailUidsOf } from "./internal/jail-uids.js";
 import { ensureTemplate, type ImageSource, type Template } from "./internal/template.js";
 import {
   isAlive,
@@ -748,7 +751,7 @@ export class MicrovmBackend implements SandboxBackend {
     step = this.#steps(shellId),
   ): Promise<void> {
     const dir = this.#dir(shellId);
-    record.uid ??= await claimJailUid(this.#uidRegistryDir, dir);
+    record.uid ??= await claimJailUid(this.#uidRegistryDir, JAIL_UID_BANDS.microvm, dir);
     await this.#save(shellId, record);
     step("uid");
     const uid = record.uid;

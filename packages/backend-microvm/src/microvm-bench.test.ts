@@ -1,10 +1,16 @@
 import { chown, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { describe, expect, it } from "vitest";
-import { detectCgroups, shellCgroupName, ShellCgroup } from "@shells/backend-container";
+import {
+  claimJailUid,
+  detectCgroups,
+  JAIL_UID_BANDS,
+  releaseJailUid,
+  shellCgroupName,
+  ShellCgroup,
+} from "@shells/backend-container";
 import type { SandboxSpec } from "@shells/sandbox";
 import { runChecked } from "./internal/host.js";
-import { claimJailUid, releaseJailUid } from "./internal/jail-uids.js";
 import {
   makeTestBackend,
   missingTools,
@@ -79,7 +85,7 @@ describe.skipIf(!enabled)("microvm measurements", () => {
           incomingState: template.state,
         };
         const cgroup = new ShellCgroup(cgroups, "shells-microvm", shellCgroupName(work, `${i}`));
-        const uid = jail ? await claimJailUid(registry, dir) : 0;
+        const uid = jail ? await claimJailUid(registry, JAIL_UID_BANDS.microvm, dir) : 0;
         if (jail) {
           await chown(disk, uid, uid);
           await chown(`${dir}/run`, uid, uid);

@@ -2,7 +2,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SandboxSpec } from "@shells/sandbox";
-import { claimJailUid } from "./internal/jail-uids.js";
+import { claimJailUid, JAIL_UID_BANDS } from "@shells/backend-container";
 import {
   makeTestBackend,
   missingTools,
@@ -120,7 +120,7 @@ describe.skipIf(missingTools.length > 0)("recovering microvms after a crash", ()
     const orphan = `${stateDir}/shells/${id}-orphan`;
     mkdirSync(orphan, { recursive: true });
     writeFileSync(`${orphan}/disk.qcow2`, "a create cut before its first save");
-    const uid = await claimJailUid(UID_REGISTRY, orphan);
+    const uid = await claimJailUid(UID_REGISTRY, JAIL_UID_BANDS.microvm, orphan);
     expect(readFileSync(`${UID_REGISTRY}/${uid}/owner`, "utf8")).toBe(orphan);
 
     await restarted().recover();

@@ -1,4 +1,14 @@
-import { mkdir, mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
+import {
+  chown,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { SandboxExecRequest } from "@shells/sandbox";
@@ -110,14 +120,38 @@ describeLive("wasm backend: a shell's state (snapshots, restore, reinstall, disk
     ).toBe("two\n");
   }, 60_000);
 
-  it("reinstall_os starts a fresh interpreter: /workspace stays, /tmp and globals go", async () => {
+  const recordOf = async (id: string) =>
+    JSON.parse(await readFile(join(stateDir, "shells", id, "shell.json"), "utf8")) as {
+      cgroup: string;
+      uid: number;
+    };
+
+  it("reinstall_os hands the shell a warm pooled interpreter: /workspace stays (its own uid's), /tmp and globals go", async () => {
+    await backend.warm(undefined, ["python"]);
     const id = await create("python");
     await py(
       id,
-      "open('/workspace/keep.txt','w').write('mine'); open('/tmp/junk.txt','w').write('x')",
+      "import os; os.makedirs('/workspace/sub', exist_ok=True); open('/workspace/sub/deep.txt','w').write('deep'); os.symlink('sub/deep.txt', '/workspace/link'); open('/workspace/keep.txt','w').write('mine'); open('/tmp/junk.txt','w').write('x')",
     );
     await turn(id, "y = 1");
+    // The pool holds a warm python worker again before the reinstall.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await backend.warm(undefined, ["python"]);
+    const before = await recordOf(id);
     expect(await backend.reinstallOs(id)).toMatchObject({ state: "running" });
+    const after = await recordOf(id);
+    // The pooled worker's cgroup and uid are the shell's now, and so are its files.
+    expect(after.cgroup).not.toBe(before.cgroup);
+    expect(after.uid).not.toBe(before.uid);
+    const workspace = join(stateDir, "shells", id, "workspace");
+    for (const path of ["", "keep.txt", "sub", "sub/deep.txt"])
+      expect((await stat(join(workspace, path))).uid, path).toBe(after.uid);
+    expect(
+      (await py(id, "import os; print(open('link').read(), os.readlink('link'))")).stdout,
+    ).toBe("deep sub/deep.txt\n");
+    expect(
+      (await py(id, "open('/workspace/sub/new.txt','w').write('ok'); print('wrote')")).stdout,
+    ).toBe("wrote\n");
     expect(
       (
         await py(
@@ -168,6 +202,31 @@ describeLive("wasm backend: a shell's state (snapshots, restore, reinstall, disk
     // And the shell's usage is read from the worker it runs in now.
     expect((await backend.usage(id))?.memoryBytes).toBeGreaterThan(0);
   }, 90_000);
+
+  it("recover finishes a reinstall's carry a crash cut, and the next worker owns every file again", async () => {
+    const id = await create("node");
+    await run(id, [
+      "node",
+      "-e",
+      "require('fs').writeFileSync('a.txt', 'a'); require('fs').writeFileSync('b.txt', 'b')",
+    ]);
+    await backend.stop(id);
+    const dir = join(stateDir, "shells", id);
+    // A carry cut halfway: one file moved into the pooled worker's directory (another uid's).
+    await mkdir(join(dir, "workspace.carry"));
+    await chown(join(dir, "workspace.carry"), 12345, 12345);
+    await rename(join(dir, "workspace", "a.txt"), join(dir, "workspace.carry", "a.txt"));
+    await backend.recover();
+    expect((await readdir(dir)).sort()).toEqual(["shell.json", "workspace"]);
+    await backend.start(id);
+    const both = await run(id, [
+      "node",
+      "-e",
+      "const fs = require('fs'); fs.appendFileSync('a.txt', '!'); console.log(fs.readFileSync('a.txt') + fs.readFileSync('b.txt'))",
+    ]);
+    expect(both.stdout).toBe("a!b\n");
+    expect((await stat(join(dir, "workspace"))).uid).toBe((await recordOf(id)).uid);
+  }, 60_000);
 
   it("recover finishes a restore a crash cut after its first rename and drops unnamed archives", async () => {
     const id = await create("node");

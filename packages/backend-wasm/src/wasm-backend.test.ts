@@ -22,7 +22,7 @@ const PROFILE = {
   snapshots: true,
   reinstallOs: true,
   cpuUsage: true,
-  networkModes: ["sealed", "localhost"],
+  networkModes: ["sealed", "localhost", "internet"],
 } as const;
 
 /** The suite's steps as `node -e` programs (QuickJS's `process.argv` is `["node", ...args]`). */
@@ -60,6 +60,12 @@ const NODE_COMMANDS: ConformanceCommands = {
     path,
   ],
   scratchDir: "/tmp",
+  proxyGet: (path) => [
+    "node",
+    "-e",
+    "fetch('http://127.0.0.1:3128' + process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1))",
+    path,
+  ],
 };
 
 if (available)

@@ -1,10 +1,28 @@
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
 import {
+  chmod,
+  chown,
+  mkdir,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import {
+  claimJailUid,
   detectCgroups,
+  ensureSeccompProgram,
+  JAIL_UID_BANDS,
+  releaseJailUid,
+  releaseJailUidsOf,
   shellCgroupName,
   ShellCgroup,
+  transferJailUid,
   type CgroupHost,
 } from "@shells/backend-container";
 import type {
@@ -16,10 +34,12 @@ import type {
 } from "@shells/contract";
 import {
   readTar,
+  SANDBOX_EGRESS_ENV,
   SandboxError,
   unsafeTarEntry,
   writeTar,
   type SandboxBackend,
+  type SandboxEgress,
   type SandboxFileInfo,
   type SandboxExecOptions,
   type SandboxExecRequest,
@@ -32,6 +52,7 @@ import {
   type SandboxTurnResult,
 } from "@shells/sandbox";
 import { parseCommand } from "./internal/commands.js";
+import { viaEgressProxy } from "./internal/egress-client.js";
 import { Jail, missingForJail, STAGE_DIR } from "./internal/jail.js";
 import { ShellState } from "./internal/snapshots.js";
 import {
@@ -42,15 +63,20 @@ import {
   type WorkerOutcome,
 } from "./internal/worker-process.js";
 
+const execFileAsync = promisify(execFile);
+
 /** Options of the wasm backend. */
 export interface WasmBackendOptions {
   /** Where shells' state (`shells/<id>/workspace`) and the warm pool's directories live. */
   stateDir: string;
   /** Warm interpreters kept ready per language (default: python 1, node 2; 0 turns the pool off). */
   pool?: Partial<Record<WasmLanguage, number>>;
-  /** Unprivileged host uid and gid the workers run as (default 65534, `nobody`). */
-  uid?: number;
-  gid?: number;
+  /**
+   * Host-wide registry of the workers' uids (default `/var/lib/shells/wasm-uids`): each shell, and
+   * each pooled worker until a shell claims it, runs as a uid of its own from the band
+   * `JAIL_UID_BANDS.wasm`, with a group of the same number.
+   */
+  uidRegistryDir?: string;
   /**
    * Interpreter turns' globals are dropped when the shell had no turn for this long, ms (default
    * 10 minutes, as the control plane's REPL sessions): the next turn starts fresh and says so.
@@ -111,12 +137,20 @@ interface ShellRecord {
   cpuBase?: { epoch: string; cpuUsec: number };
   /** Highest snapshot sequence number used, so a re-taken name never reuses an archive name. */
   snapshotSeq?: number;
+  /** The shell's own host uid (and gid), claimed in the uid registry by the shell's directory. */
+  uid?: number;
+  /** `internet` when the proxy variables are set in every exec; absent in older records (sealed). */
+  network?: SandboxSpec["network"];
+  /** The shell's egress proxy, where its workers carry guest HTTP requests; none: no way out. */
+  egress?: SandboxEgress;
 }
 
 /** A worker and the cgroup that bounds it. */
 interface LiveWorker {
   process: WorkerProcess;
   cgroup: ShellCgroup;
+  /** The host uid and gid the worker runs as. */
+  uid: number;
   /** OOM kills the cgroup had counted when this worker started. */
   oomKillsAtStart: number;
   /** Set when the shell is stopped on purpose: requests cut off by the worker's end report it. */
@@ -145,12 +179,13 @@ export class WasmBackend implements SandboxBackend {
    * No sockets at all: the engines offer the guest no socket API and the worker's jail has no
    * network. `localhost` (loopback only) therefore holds as `sealed` does, and is the same shell:
    * nothing in it can listen on or dial the loopback (the ports API answers that the backend cannot
-   * reach ports). `internet` would need HTTP through the egress proxy, which is not built.
+   * reach ports). `internet`: guest HTTP (QuickJS `fetch`, Python `urllib.request`) goes over the
+   * worker's protocol to the backend, which carries it to the shell's egress proxy and nowhere
+   * else; a sealed or localhost shell given the proxy (service bindings) reaches it the same way.
    */
-  readonly networkModes = ["sealed", "localhost"] as const;
+  readonly networkModes = ["sealed", "localhost", "internet"] as const;
   private readonly stateDir: string;
-  private readonly uid: number;
-  private readonly gid: number;
+  private readonly uidRegistryDir: string;
   private readonly poolSize: Record<WasmLanguage, number>;
   private readonly turnIdleMs: number;
   private readonly turnLifetimeMs: number;
@@ -172,8 +207,7 @@ export class WasmBackend implements SandboxBackend {
 
   constructor(options: WasmBackendOptions) {
     this.stateDir = options.stateDir.replace(/\/+$/, "");
-    this.uid = options.uid ?? 65534;
-    this.gid = options.gid ?? 65534;
+    this.uidRegistryDir = options.uidRegistryDir ?? "/var/lib/shells/wasm-uids";
     this.poolSize = { python: options.pool?.python ?? 1, node: options.pool?.node ?? 2 };
     this.turnIdleMs = options.turnIdleMs ?? 10 * 60 * 1000;
     this.turnLifetimeMs = options.turnLifetimeMs ?? 60 * 60 * 1000;
@@ -224,7 +258,13 @@ export class WasmBackend implements SandboxBackend {
     if (!this.networkModes.some((mode) => mode === spec.network))
       throw new SandboxError(
         "unsupported",
-        `Wasm shells have no network: network mode ${spec.network} is not offered by the wasm runtime (sealed and localhost are, and are the same).`,
+        `Network mode ${spec.network} is not offered by the wasm runtime (sealed, localhost and internet are).`,
+        { network: spec.network },
+      );
+    if (spec.network === "internet" && !spec.egress)
+      throw new SandboxError(
+        "unsupported",
+        "Network mode internet needs the shell's egress proxy, which was not given.",
         { network: spec.network },
       );
     const language: WasmLanguage = spec.language;
@@ -237,27 +277,38 @@ export class WasmBackend implements SandboxBackend {
     this.scheduleRefill(language);
     let live: LiveWorker;
     if (pooled && pooled.process.running) {
-      // The pooled worker's /workspace is a bind of its pool directory; renaming that directory
-      // keeps the bind (it follows the directory), so the directory becomes the shell's state.
+      // The pooled worker's uid becomes the shell's (its claim is handed over before the pool
+      // directory goes, or it would look stale). Its /workspace is a bind of its pool directory;
+      // renaming that directory keeps the bind (it follows the directory), so the directory
+      // becomes the shell's state.
+      await transferJailUid(this.uidRegistryDir, pooled.uid, pooled.workspace, dir);
       await rename(pooled.workspace, workspace);
       await this.relimit(pooled.cgroup, this.limits(language, spec.resources));
       pooled.process.setDiskLimit(spec.resources.diskMb * MB);
       live = pooled;
     } else {
       if (pooled) await this.discard(pooled);
-      await this.makeWorkspace(workspace);
-      live = await this.startWorker(language, workspace, spec.resources);
+      const uid = await claimJailUid(this.uidRegistryDir, JAIL_UID_BANDS.wasm, dir);
+      await this.makeWorkspace(workspace, uid);
+      live = await this.startWorker(language, workspace, spec.resources, uid);
       live.process.setDiskLimit(spec.resources.diskMb * MB);
     }
-    this.workers.set(spec.shellId, live);
-    const claimed = await live.cgroup.usage().catch(() => null);
-    await this.writeRecord({
+    const record: ShellRecord = {
       shellId: spec.shellId,
       language,
       resources: spec.resources,
       env: spec.env,
       state: "running",
       cgroup: live.cgroup.name,
+      uid: live.uid,
+      network: spec.network,
+      ...(spec.egress ? { egress: spec.egress } : {}),
+    };
+    this.connect(live, record);
+    this.workers.set(spec.shellId, live);
+    const claimed = await live.cgroup.usage().catch(() => null);
+    await this.writeRecord({
+      ...record,
       ...(claimed ? { cpuBase: { epoch: claimed.epoch, cpuUsec: claimed.cpuUsec } } : {}),
     });
     return this.info(spec.shellId, "running");
@@ -276,7 +327,7 @@ export class WasmBackend implements SandboxBackend {
     const live = await this.liveWorker(record);
     const workerExec: WorkerExec = {
       ...program,
-      env: { ...record.env, ...request.env },
+      env: { ...this.envOf(record), ...request.env },
       cwd: request.cwd,
       stdin:
         request.stdin === undefined
@@ -328,7 +379,13 @@ export class WasmBackend implements SandboxBackend {
       { timeoutMs: request.timeoutMs, maxOutputBytes: TURN_OUTPUT_BYTES },
       {},
       (onOutput, stop) =>
-        live.process.turn(request.code, { ...record.env, ...request.env }, onOutput, stop, expired),
+        live.process.turn(
+          request.code,
+          { ...this.envOf(record), ...request.env },
+          onOutput,
+          stop,
+          expired,
+        ),
     );
     const answer = run.answer;
     if (answer?.fresh) live.turns = { startedAt: now, lastAt: Date.now() };
@@ -629,8 +686,8 @@ export class WasmBackend implements SandboxBackend {
           "snapshot_not_found",
           `shell ${shellId} has no snapshot named ${JSON.stringify(name)}`,
         );
-      await this.replaceWorkspace(record, (into) =>
-        state.restore(meta, { uid: this.uid, gid: this.gid }, into),
+      await this.replaceWorkspace(record, (into, uid) =>
+        state.restore(meta, { uid, gid: uid }, into),
       );
       return { name: meta.name, sizeBytes: meta.sizeBytes, createdAt: meta.createdAt };
     });
@@ -639,14 +696,17 @@ export class WasmBackend implements SandboxBackend {
   /**
    * A wasm shell's "operating system" is its interpreter: the Pyodide or QuickJS build the server
    * ships, its loaded modules, the interpreter turns' globals and the jail's private `/tmp`. A
-   * reinstall ends the worker and starts a fresh one, which loads the interpreter build installed
-   * now; `/workspace`, the shell's only persisted state, is kept as it is.
+   * reinstall ends the worker and hands the shell a fresh one, which runs the interpreter build
+   * installed when it started: a warm one from the pool where there is one (the workspace's
+   * content is moved into its directory, see `ShellState.carry`), else a cold one. `/workspace`,
+   * the shell's only persisted state, is kept as it is.
    */
   async reinstallOs(shellId: string): Promise<SandboxInfo> {
     return this.locked(shellId, async () => {
       const record = await this.record(shellId);
-      await this.stopWorker(shellId);
-      if (record.state === "running") await this.liveWorker(record);
+      await this.replaceWorkspace(record, async (into, uid) => {
+        if (into !== undefined) await this.state(shellId).carry({ uid, gid: uid }, into);
+      });
       return this.info(shellId, record.state);
     });
   }
@@ -656,8 +716,8 @@ export class WasmBackend implements SandboxBackend {
       const record = await this.record(shellId);
       // The worker is stopped first so guest code cannot race the wipe; an empty directory is
       // swapped in for the workspace, and a fresh worker runs on it.
-      await this.replaceWorkspace(record, (into) =>
-        this.state(shellId).empty({ uid: this.uid, gid: this.gid }, into),
+      await this.replaceWorkspace(record, (into, uid) =>
+        this.state(shellId).empty({ uid, gid: uid }, into),
       );
       return this.info(shellId, record.state);
     });
@@ -667,11 +727,13 @@ export class WasmBackend implements SandboxBackend {
    * Stops the shell's worker and puts a new workspace under the shell (`replace` fills it and
    * swaps it in). A running shell gets a fresh worker on it: a warm one from the pool where there
    * is one — `replace` is given the pooled worker's empty directory, whose bind follows it into
-   * place, so a restore or wipe costs no interpreter load — else a cold one.
+   * place, so a restore or wipe costs no interpreter load — else a cold one. `replace` is told
+   * the uid the new files must belong to: the pooled worker's, which the shell then takes over
+   * (its own is released once its old worker has ended), or the shell's own.
    */
   private async replaceWorkspace(
     record: ShellRecord,
-    replace: (into?: string) => Promise<void>,
+    replace: (into: string | undefined, uid: number) => Promise<void>,
   ): Promise<void> {
     let pooled = record.state === "running" ? this.pools[record.language].shift() : undefined;
     if (pooled) this.scheduleRefill(record.language);
@@ -680,10 +742,17 @@ export class WasmBackend implements SandboxBackend {
       pooled = undefined;
     }
     await this.stopWorker(record.shellId);
+    const dir = this.shellDir(record.shellId);
+    // The claim is handed over before `replace` moves the pool directory away (which would leave
+    // it looking stale).
+    if (pooled) await transferJailUid(this.uidRegistryDir, pooled.uid, pooled.workspace, dir);
     try {
-      await replace(pooled?.workspace);
+      await replace(pooled?.workspace, pooled?.uid ?? (await this.shellUid(record)));
     } catch (error) {
-      if (pooled) await this.discard(pooled);
+      if (pooled) {
+        await this.discard(pooled);
+        await releaseJailUid(this.uidRegistryDir, pooled.uid, dir);
+      }
       throw error;
     }
     if (!pooled) {
@@ -692,17 +761,22 @@ export class WasmBackend implements SandboxBackend {
     }
     await this.relimit(pooled.cgroup, this.limits(record.language, record.resources));
     pooled.process.setDiskLimit(record.resources.diskMb * MB);
+    this.connect(pooled, record);
     this.workers.set(record.shellId, pooled);
-    // The shell now runs in the pooled worker's cgroup; its old one goes.
+    // The shell now runs in the pooled worker's cgroup and as its uid; its old cgroup goes, and
+    // its old uid once nothing in that cgroup runs as it any more.
     if (typeof this.cgroups !== "string") {
       const old = new ShellCgroup(this.cgroups, this.cgroupParent, record.cgroup);
       await old.killAll().catch(() => undefined);
       await old.remove().catch(() => undefined);
     }
+    if (record.uid !== undefined && record.uid !== pooled.uid)
+      await releaseJailUid(this.uidRegistryDir, record.uid, dir);
     const claimed = await pooled.cgroup.usage().catch(() => null);
     await this.writeRecord({
       ...record,
       cgroup: pooled.cgroup.name,
+      uid: pooled.uid,
       ...(claimed ? { cpuBase: { epoch: claimed.epoch, cpuUsec: claimed.cpuUsec } } : {}),
     });
   }
@@ -738,6 +812,8 @@ export class WasmBackend implements SandboxBackend {
       await cgroup.killAll().catch(() => undefined);
       await cgroup.remove().catch(() => undefined);
     }
+    // Nothing runs as the shell's uid any more: it goes back to the registry.
+    await releaseJailUidsOf(this.uidRegistryDir, this.shellDir(shellId));
     await rm(this.shellDir(shellId), { recursive: true, force: true });
   }
 
@@ -849,11 +925,51 @@ export class WasmBackend implements SandboxBackend {
       record.language,
       join(this.shellDir(record.shellId), "workspace"),
       record.resources,
+      await this.shellUid(record),
       record.cgroup,
     );
     live.process.setDiskLimit(record.resources.diskMb * MB);
+    this.connect(live, record);
     this.workers.set(record.shellId, live);
     return live;
+  }
+
+  /**
+   * Routes a worker's guest HTTP requests to the shell's egress proxy (its unix socket; the proxy
+   * decides, records and injects binding secrets). A shell with no proxy has no way out: its
+   * requests fail as on a host without a network.
+   */
+  private connect(live: LiveWorker, record: ShellRecord): void {
+    const egress = record.egress;
+    live.process.onHttp = egress ? (request) => viaEgressProxy(egress.socketPath, request) : null;
+  }
+
+  /** The environment of the shell's execs and turns: an `internet` shell's proxy variables first. */
+  private envOf(record: ShellRecord): Record<string, string> {
+    return { ...(record.network === "internet" ? SANDBOX_EGRESS_ENV : {}), ...record.env };
+  }
+
+  /**
+   * The shell's own uid, for a worker about to start on its workspace. A record written before
+   * shells had one gets one now. A workspace that belongs to another uid (the uid all workers once
+   * shared, or a pooled worker's after a crash cut its handover before the record named it) is
+   * handed to the shell's, so the worker can write its files.
+   */
+  private async shellUid(record: ShellRecord): Promise<number> {
+    const dir = this.shellDir(record.shellId);
+    const workspace = join(dir, "workspace");
+    if (record.uid === undefined) {
+      record.uid = await claimJailUid(this.uidRegistryDir, JAIL_UID_BANDS.wasm, dir);
+      await this.writeRecord(record);
+    }
+    const uid = record.uid;
+    const owner = await stat(workspace).then(
+      (s) => s.uid,
+      () => uid,
+    );
+    if (owner !== uid)
+      await execFileAsync("chown", ["-R", "--no-dereference", `${uid}:${uid}`, workspace]);
+    return uid;
   }
 
   private async stopWorker(shellId: string, reason: KillReason = "stopped"): Promise<void> {
@@ -869,6 +985,7 @@ export class WasmBackend implements SandboxBackend {
     language: WasmLanguage,
     workspace: string,
     resources: ResolvedResources,
+    uid: number,
     cgroupName = shellCgroupName(this.stateDir, `w-${randomBytes(6).toString("hex")}`),
   ): Promise<LiveWorker> {
     if (typeof this.cgroups === "string") throw new SandboxError("unavailable", this.cgroups);
@@ -887,6 +1004,14 @@ export class WasmBackend implements SandboxBackend {
     let oomKillsAtStart: number;
     try {
       oomKillsAtStart = await readOomKills(cgroup);
+      const seccompProgram = await ensureSeccompProgram(this.stateDir).catch((error: unknown) => {
+        throw new SandboxError(
+          "unavailable",
+          `The wasm runtime is unavailable: its seccomp policy could not be built: ${(error as Error).message}`,
+          { runtime: "wasm" },
+          { cause: error },
+        );
+      });
       if (!this.jail) {
         await mkdir(STAGE_DIR, { recursive: true, mode: 0o755 });
         this.jail = new Jail();
@@ -895,9 +1020,10 @@ export class WasmBackend implements SandboxBackend {
         this.jail.command({
           language,
           workspace,
-          uid: this.uid,
-          gid: this.gid,
+          uid,
+          gid: uid,
           cgroupProcs: cgroup.procsFiles,
+          seccompProgram,
         }),
         { PATH: "/usr/bin:/bin" },
       );
@@ -916,7 +1042,7 @@ export class WasmBackend implements SandboxBackend {
         { cause: error },
       );
     }
-    return { process, cgroup, oomKillsAtStart };
+    return { process, cgroup, uid, oomKillsAtStart };
   }
 
   /**
@@ -973,8 +1099,11 @@ export class WasmBackend implements SandboxBackend {
       const workspace = join(this.stateDir, "pool", randomBytes(8).toString("hex"));
       try {
         await mkdir(join(this.stateDir, "pool"), { recursive: true, mode: 0o711 });
-        await this.makeWorkspace(workspace);
-        const live = await this.startWorker(language, workspace, DEFAULT_POOL_RESOURCES);
+        await mkdir(workspace, { mode: 0o700 });
+        // Until a shell claims it, the pool directory holds the worker's uid.
+        const uid = await claimJailUid(this.uidRegistryDir, JAIL_UID_BANDS.wasm, workspace);
+        await chown(workspace, uid, uid);
+        const live = await this.startWorker(language, workspace, DEFAULT_POOL_RESOURCES, uid);
         // Execs through the protocol warm the pipe and both ends' code paths, so a claimed
         // worker's first exec costs what its later ones do.
         for (let i = 0; i < POOL_WARM_UP_EXECS && !this.closed; i += 1)
@@ -993,6 +1122,7 @@ export class WasmBackend implements SandboxBackend {
         if (this.closed) await this.discard({ ...live, workspace });
         else this.pools[language].push({ ...live, workspace });
       } catch {
+        await releaseJailUidsOf(this.uidRegistryDir, workspace);
         await rm(workspace, { recursive: true, force: true });
         return; // the next create starts a worker itself and reports why it fails
       } finally {
@@ -1005,12 +1135,13 @@ export class WasmBackend implements SandboxBackend {
     await worker.process.kill();
     await worker.cgroup.killAll().catch(() => undefined);
     await worker.cgroup.remove().catch(() => undefined);
+    await releaseJailUid(this.uidRegistryDir, worker.uid, worker.workspace);
     await rm(worker.workspace, { recursive: true, force: true });
   }
 
-  private async makeWorkspace(path: string): Promise<void> {
+  private async makeWorkspace(path: string, uid: number): Promise<void> {
     await mkdir(path, { mode: 0o700 });
-    await chown(path, this.uid, this.gid);
+    await chown(path, uid, uid);
   }
 
   /** Serialises lifecycle operations per shell (execs, turns and file requests do not take it). */

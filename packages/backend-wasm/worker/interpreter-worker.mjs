@@ -9,12 +9,24 @@
  * flag that Pyodide's eval breaker and QuickJS's interrupt handler both poll, which ends the guest
  * code without losing the interpreter.
  *
+ * Guest HTTP (QuickJS's `fetch`, Python's `urllib.request`) is synchronous in the engine thread:
+ * it posts the request to the main thread, which writes an `http` event for the backend, and waits
+ * on a shared flag until the main thread hands the backend's `http-response` over a message port.
+ * The backend carries the request to the shell's egress proxy; the jail itself has no network.
+ *
  * Usage: node interpreter-worker.mjs <python|node> <node_modules dir holding pyodide>
  */
 import fs from "node:fs";
 import { posix } from "node:path";
 import { createInterface } from "node:readline";
-import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
+import {
+  MessageChannel,
+  Worker,
+  isMainThread,
+  parentPort,
+  receiveMessageOnPort,
+  workerData,
+} from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 
 /** Throwaway execs a worker runs before it reports ready. */
@@ -83,8 +95,11 @@ function runMain() {
   const [language, assets] = process.argv.slice(2);
   const flag = new Int32Array(new SharedArrayBuffer(4));
   const disk = new BigInt64Array(new SharedArrayBuffer(24));
+  const http = new Int32Array(new SharedArrayBuffer(4));
+  const { port1: answers, port2: answerPort } = new MessageChannel();
   const engine = new Worker(fileURLToPath(import.meta.url), {
-    workerData: { language, assets, flag, disk },
+    workerData: { language, assets, flag, disk, http, answerPort },
+    transferList: [answerPort],
   });
   /** @param {unknown} event */
   const send = (event) => void process.stdout.write(`${JSON.stringify(event)}\n`);
@@ -114,6 +129,13 @@ function runMain() {
         // The backend's unwind grace starts now, not while this line waited to be read.
         send({ type: "interrupting", id: request.id });
       }
+      return;
+    }
+    if (request.type === "http-response") {
+      // The engine thread waits on `http` for it (see httpCaller).
+      answers.postMessage({ id: request.id, answer: request.answer });
+      Atomics.store(http, 0, 1);
+      Atomics.notify(http, 0);
       return;
     }
     if (request.type === "limits") {
@@ -422,8 +444,9 @@ function fileRequest(request, disk) {
 
 /** The engine side: loads the interpreter once, then runs each exec it is sent. */
 async function runEngine() {
-  const { language, assets, flag, disk } = workerData;
+  const { language, assets, flag, disk, http, answerPort } = workerData;
   const port = /** @type {import("node:worker_threads").MessagePort} */ (parentPort);
+  const httpCall = httpCaller(port, answerPort, http, flag);
   /** @param {"stdout" | "stderr"} stream @param {Uint8Array} bytes */
   const emit = (stream, bytes) => {
     if (bytes.length > 0)
@@ -435,8 +458,8 @@ async function runEngine() {
   const output = (stream, bytes) => void (quiet || emit(stream, bytes));
   const engine =
     language === "python"
-      ? await loadPython(assets, flag, disk, output)
-      : await loadJs(flag, disk, output);
+      ? await loadPython(assets, flag, disk, output, httpCall)
+      : await loadJs(flag, disk, output, httpCall);
   // A few throwaway execs before `ready` compile the engine's hot paths (wasm tiers up lazily),
   // so a shell's first exec runs as fast as its later ones.
   for (let i = 0; i < WARM_UP_EXECS; i += 1)
@@ -489,14 +512,49 @@ async function runEngine() {
 }
 
 /**
+ * @typedef {{ method: string, url: string, headers: Record<string, string>, body: string | null }} HttpRequest
+ * @typedef {{ ok: true, status: number, statusText: string, headers: Record<string, string>,
+ *   body: string } | { ok: false, error: string }} HttpAnswer
+ */
+
+/**
+ * The engine thread's synchronous HTTP call: posts the request (bodies in base64) to the main
+ * thread and blocks until its answer comes back on `answerPort`, or the guest is interrupted.
+ * Answers to requests given up on (interrupted) are skipped by their ids.
+ * @param {import("node:worker_threads").MessagePort} port
+ * @param {import("node:worker_threads").MessagePort} answerPort
+ * @param {Int32Array} signal
+ * @param {Int32Array} flag
+ * @returns {(request: HttpRequest) => HttpAnswer}
+ */
+function httpCaller(port, answerPort, signal, flag) {
+  let last = 0;
+  return (request) => {
+    const id = ++last;
+    Atomics.store(signal, 0, 0);
+    port.postMessage({ type: "http", id, request });
+    for (;;) {
+      Atomics.wait(signal, 0, 0, 50);
+      if (Atomics.load(signal, 0) !== 0) {
+        Atomics.store(signal, 0, 0);
+        for (let m = receiveMessageOnPort(answerPort); m; m = receiveMessageOnPort(answerPort))
+          if (m.message.id === id) return m.message.answer;
+      }
+      if (Atomics.load(flag, 0) !== 0) return { ok: false, error: "interrupted" };
+    }
+  };
+}
+
+/**
  * Pyodide with the shell's `/workspace` mounted through NODEFS. Each exec runs in fresh globals
  * (like a new `python3` process), with its argv, env, cwd and stdin.
  * @param {string} assets
  * @param {Int32Array} flag
  * @param {BigInt64Array} disk
  * @param {(stream: "stdout" | "stderr", bytes: Uint8Array) => void} emit
+ * @param {(request: HttpRequest) => HttpAnswer} httpCall
  */
-async function loadPython(assets, flag, disk, emit) {
+async function loadPython(assets, flag, disk, emit, httpCall) {
   const { loadPyodide } = await import("pyodide");
   const pyodide = await loadPyodide({
     indexURL: `${assets}/pyodide/`,
@@ -521,7 +579,11 @@ async function loadPython(assets, flag, disk, emit) {
   sockets.connect = () => {
     throw new pyodide.FS.ErrnoError(pyodide.ERRNO_CODES.ENETUNREACH);
   };
+  pyodide.registerJsModule("_shells_http", {
+    request: (/** @type {string} */ json) => JSON.stringify(httpCall(JSON.parse(json))),
+  });
   pyodide.runPython(PYTHON_RUNNER);
+  pyodide.runPython(PYTHON_HTTP);
   const runner = pyodide.globals.get("_shells_run");
   const turner = pyodide.globals.get("_shells_turn");
   /** @type {(request: ExecRequest) => number} */
@@ -608,6 +670,48 @@ function quotaPython(pyodide, disk) {
 }
 
 /** Runs one exec in fresh globals and returns its exit code, as `python3` would. */
+/**
+ * \`urllib.request\` over the HTTP bridge: one handler serves http and https URLs (environment
+ * proxies are ignored: the bridge always goes through the shell's egress proxy). Installed once;
+ * \`sys.modules\` stays warm across execs, so every exec's \`urlopen\` uses it.
+ */
+const PYTHON_HTTP = `
+import base64 as _b64, email.message as _em, io as _io, json as _json
+import urllib.error as _ue, urllib.request as _ur, urllib.response as _uresp
+import _shells_http
+
+class _ShellsHTTPHandler(_ur.BaseHandler):
+    handler_order = 100
+
+    def _open(self, req):
+        data = req.data
+        if isinstance(data, str):
+            data = data.encode()
+        elif data is not None and not isinstance(data, (bytes, bytearray)):
+            data = b"".join(data)
+        answer = _json.loads(_shells_http.request(_json.dumps({
+            "method": req.get_method(),
+            "url": req.full_url,
+            "headers": dict(req.header_items()),
+            "body": None if data is None else _b64.b64encode(bytes(data)).decode(),
+        })))
+        if not answer["ok"]:
+            raise _ue.URLError(answer["error"])
+        headers = _em.Message()
+        for name, value in answer["headers"].items():
+            headers[name] = value
+        body = _io.BytesIO(_b64.b64decode(answer["body"]))
+        response = _uresp.addinfourl(body, headers, req.full_url, answer["status"])
+        response.msg = answer["statusText"]
+        return response
+
+    http_open = _open
+    https_open = _open
+
+_ur.install_opener(_ur.build_opener(_ur.ProxyHandler({}), _ShellsHTTPHandler()))
+del _ShellsHTTPHandler
+`;
+
 const PYTHON_RUNNER = `
 import os, sys, traceback
 
@@ -689,12 +793,14 @@ def _shells_turn(code, renew=False):
  * runtime and one context kept for the worker's life. The guest sees `console`, a small `process`
  * (argv, env, cwd, exit, stdout/stderr.write) and `require("fs")` with a few synchronous calls on
  * files under `/workspace` and `/tmp`; stdin reads as `require("fs").readFileSync(0)`. Nothing
- * else of Node is there: no sockets, no processes, no modules.
+ * else of Node is there: no sockets, no processes, no modules. A \`fetch\` global carries HTTP
+ * requests over the host's bridge (see httpCaller).
  * @param {Int32Array} flag
  * @param {BigInt64Array} disk
  * @param {(stream: "stdout" | "stderr", bytes: Uint8Array) => void} emit
+ * @param {(request: HttpRequest) => HttpAnswer} httpCall
  */
-async function loadJs(flag, disk, emit) {
+async function loadJs(flag, disk, emit, httpCall) {
   const { newQuickJSWASMModuleFromVariant } = await import("quickjs-emscripten-core");
   const variant = (await import("@jitl/quickjs-wasmfile-release-sync")).default;
   const QuickJS = await newQuickJSWASMModuleFromVariant(variant);
@@ -739,6 +845,16 @@ async function loadJs(flag, disk, emit) {
     bind("exit", (code) => {
       state.exitCode = Number(code ?? 0) | 0;
       throw new Error(EXIT);
+    });
+    bind("http", (method, url, headers, body) => {
+      const answer = httpCall({
+        method: String(method ?? "GET"),
+        url: String(url),
+        headers: headers && typeof headers === "object" ? headers : {},
+        body: body == null ? null : Buffer.from(String(body)).toString("base64"),
+      });
+      if (!answer.ok) throw new Error(answer.error);
+      return { ...answer, body: Buffer.from(answer.body, "base64").toString("utf8") };
     });
     bind("cwd", () => state.cwd);
     bind("chdir", (p) => void (state.cwd = resolve(p)));
@@ -960,6 +1076,29 @@ function __prelude(init) {
     stdout: { write: (s) => (host.write(1, String(s)), true) },
     stderr: { write: (s) => (host.write(2, String(s)), true) },
   };
+  // fetch over the host's HTTP bridge (to the shell's egress proxy): the answer is read whole.
+  globalThis.fetch = (input, init) => new Promise((resolve, reject) => {
+    const o = init || {};
+    const url = String(input);
+    let r;
+    try {
+      r = host.http(o.method || "GET", url, o.headers || {}, o.body == null ? null : String(o.body));
+    } catch (e) {
+      reject(new TypeError("fetch failed: " + e.message));
+      return;
+    }
+    const h = r.headers;
+    const headers = {
+      get: (n) => { const v = h[String(n).toLowerCase()]; return v === undefined ? null : v; },
+      has: (n) => String(n).toLowerCase() in h,
+      entries: () => Object.entries(h)[Symbol.iterator](),
+      forEach: (f) => Object.entries(h).forEach(([k, v]) => f(v, k)),
+    };
+    resolve({
+      ok: r.status >= 200 && r.status < 300, status: r.status, statusText: r.statusText, url, headers,
+      text: () => Promise.resolve(r.body), json: () => Promise.resolve().then(() => JSON.parse(r.body)),
+    });
+  });
   globalThis.require = (name) => {
     if (name === "fs" || name === "node:fs") return fs;
     throw new Error("Cannot find module '" + name + "' (wasm shells offer only fs)");

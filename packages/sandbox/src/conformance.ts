@@ -94,6 +94,8 @@ export interface ConformanceCommands {
   remove(path: string): string[];
   /** A directory outside `/workspace` the guest can write to and a reinstall drops. */
   scratchDir: string;
+  /** Sends an HTTP GET of `path` to the egress proxy's listener at 127.0.0.1:3128. */
+  proxyGet(path: string): string[];
 }
 
 /** The POSIX sh forms of `ConformanceCommands` (the suite's words and paths need no quoting). */
@@ -104,6 +106,11 @@ const POSIX_COMMANDS: ConformanceCommands = {
   fill: (path, mb) => ["sh", "-c", `dd if=/dev/zero of=${path} bs=1M count=${mb}`],
   remove: (path) => ["sh", "-c", `rm -f ${path}`],
   scratchDir: "/root",
+  proxyGet: (path) => [
+    "bash",
+    "-c",
+    `exec 3<>/dev/tcp/127.0.0.1/${SANDBOX_EGRESS_PORT} && printf 'GET ${path} HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n\\r\\n' >&3 && timeout 10 cat <&3`,
+  ],
 };
 
 /** A capability that is claimed or not, as named in skipped tests' titles. */
@@ -740,19 +747,18 @@ export function describeSandboxBackend(
             const socketPath = join(dir, "proxy.sock");
             const received: Buffer[] = [];
             const proxy = createNetServer((socket) => {
-              socket.on("data", (chunk: Buffer) => received.push(chunk));
+              socket.on("data", (chunk: Buffer) => {
+                received.push(chunk);
+                socket.end("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+              });
               socket.on("error", () => undefined);
             });
             await new Promise<void>((resolve) => proxy.listen(socketPath, resolve));
             try {
               const id = await createShell({ network: "sealed", egress: { socketPath } });
-              const result = await run(id, [
-                "bash",
-                "-c",
-                `exec 3<>/dev/tcp/127.0.0.1/${SANDBOX_EGRESS_PORT} && printf 'hello proxy' >&3 && sleep 0.5`,
-              ]);
+              const result = await run(id, steps.proxyGet("/hello-proxy"));
               expect(result.exitCode, result.stderr).toBe(0);
-              expect(Buffer.concat(received).toString("latin1")).toContain("hello proxy");
+              expect(Buffer.concat(received).toString("latin1")).toContain("GET /hello-proxy");
             } finally {
               proxy.close();
               await rm(dir, { recursive: true, force: true });

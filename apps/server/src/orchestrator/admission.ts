@@ -186,7 +186,7 @@ export async function admitShell(
     );
   }
   // What the placed backend runs: its language presets and network modes (the wasm class runs
-  // the python and node interpreters, sealed; only backends wired to the egress proxy offer internet).
+  // the python and node interpreters; only backends wired to the egress proxy offer internet).
   const { backend } = placement;
   if (backend.languages && !backend.languages.includes(input.language))
     throw new AppError(

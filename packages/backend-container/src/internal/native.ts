@@ -1,5 +1,7 @@
+import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { access, chmod, mkdir, readFile, rename, rm } from "node:fs/promises";
+import { access, chmod, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
 import { run } from "./proc.js";
 
@@ -84,4 +86,31 @@ async function compile(stateDir: string): Promise<string> {
   await chmod(temporary, 0o700);
   await rename(temporary, binary);
   return binary;
+}
+
+const execFileBuffer = promisify(execFile);
+
+/**
+ * Path of the seccomp policy every container sandbox process runs under (native/confine.c), as a
+ * raw BPF program for a jail that loads the filter itself (bubblewrap's `--seccomp FD`): the wasm
+ * backend's interpreter workers. Written beside the helper that exported it, so an upgraded policy
+ * gets a file of its own.
+ */
+export async function ensureSeccompProgram(stateDir: string): Promise<string> {
+  const helper = await ensureHelper(stateDir);
+  const program = `${helper}.seccomp.bpf`;
+  try {
+    await access(program);
+    return program;
+  } catch {
+    // not exported yet
+  }
+  const { stdout } = await execFileBuffer(helper, ["seccomp-bpf"], { encoding: "buffer" });
+  // A BPF program is a whole number of 8-byte instructions; anything else is not one.
+  if (stdout.length === 0 || stdout.length % 8 !== 0)
+    throw new HelperBuildError(`shells-sandbox seccomp-bpf wrote ${stdout.length} bytes`);
+  const temporary = `${program}.${randomBytes(4).toString("hex")}.tmp`;
+  await writeFile(temporary, stdout, { mode: 0o644 });
+  await rename(temporary, program);
+  return program;
 }

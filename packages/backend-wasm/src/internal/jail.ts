@@ -60,11 +60,21 @@ export interface JailSpec {
   language: WasmLanguage;
   /** Host directory bound read-write as `/workspace`. */
   workspace: string;
-  /** Unprivileged host uid/gid the worker runs as. */
+  /** Unprivileged host uid/gid the worker runs as: the shell's own, shared with no other shell. */
   uid: number;
   gid: number;
   /** `cgroup.procs` files the worker joins before it drops privileges. */
   cgroupProcs: string[];
+  /**
+   * The seccomp policy as a raw BPF program (`ensureSeccompProgram` of the container backend: the
+   * same policy its sandboxes run under), loaded by bwrap just before it runs the worker.
+   */
+  seccompProgram: string;
+  /**
+   * What the jail runs instead of the worker, for tests of the jail itself (a probe binary in the
+   * workspace); the worker when absent.
+   */
+  program?: string[];
 }
 
 /**
@@ -79,18 +89,25 @@ const STAGE_BINDS =
 /** An empty host directory the staging tmpfs covers; `/run` is traversable on every host. */
 export const STAGE_DIR = "/run/shells-wasm-stage";
 
-/** Joins the cgroups named by the first arguments, then runs the rest. */
+/**
+ * Opens the seccomp program (first argument) on fd 9, where bwrap's `--seccomp 9` reads it (the
+ * file lies in the server's 0700 state dir: root opens it before the privileges are dropped);
+ * joins the cgroups named by the next arguments; then runs the rest.
+ */
 const JOIN_CGROUPS =
-  'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 71; shift; n=$((n-1)); done; exec "$@"';
+  'exec 9<"$1" || exit 72; shift; n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 71; shift; n=$((n-1)); done; exec "$@"';
 
 /**
  * Builds the command line of a jailed worker. A root `sh` joins the worker's cgroups (so the limits
  * hold from the first instruction) and stages the directories the jail binds (see STAGE_BINDS);
- * then `setpriv` drops to the unprivileged uid with no groups and no capabilities; then `bwrap`
- * unshares every namespace (no network: only a loopback device; its own pid, ipc, uts, cgroup and
- * mount namespaces) and builds a root holding nothing but the node binary and its libraries, the
- * worker and its packages (read-only), a private `/tmp`, and the shell's own state as `/workspace`.
- * The host's files, other shells' state, the server's environment and its sockets are not there.
+ * then `setpriv` drops to the shell's own unprivileged uid with no groups and no capabilities; then
+ * `bwrap` unshares every namespace (no network: only a loopback device; its own pid, ipc, uts,
+ * cgroup and mount namespaces), builds a root holding nothing but the node binary and its
+ * libraries, the worker and its packages (read-only), a private `/tmp`, and the shell's own state
+ * as `/workspace`, sets no_new_privs and loads the container sandboxes' seccomp policy (no
+ * keyrings, bpf, perf events, userfaultfd, io_uring, mount API, nested user namespaces...) last,
+ * just before it runs the worker. The host's files, other shells' state, the server's environment
+ * and its sockets are not there.
  */
 export class Jail {
   private readonly node = realpathSync(process.execPath);
@@ -114,6 +131,7 @@ export class Jail {
       "-c",
       JOIN_CGROUPS,
       "sh",
+      spec.seccompProgram,
       String(spec.cgroupProcs.length),
       ...spec.cgroupProcs,
       "unshare",
@@ -138,6 +156,8 @@ export class Jail {
       "--die-with-parent",
       "--new-session",
       "--clearenv",
+      "--seccomp",
+      "9",
       "--setenv",
       "PATH",
       "/usr/bin",
@@ -150,10 +170,12 @@ export class Jail {
       "/tmp",
       "--chdir",
       "/workspace",
-      this.node,
-      `${JAIL_ROOT}/worker/interpreter-worker.mjs`,
-      spec.language,
-      `${JAIL_ROOT}/node_modules`,
+      ...(spec.program ?? [
+        this.node,
+        `${JAIL_ROOT}/worker/interpreter-worker.mjs`,
+        spec.language,
+        `${JAIL_ROOT}/node_modules`,
+      ]),
     ];
   }
 }

@@ -22,7 +22,9 @@ export interface SnapshotMeta extends Snapshot {
  * state a wasm shell keeps) and `snapshots/`. A restore builds `workspace.restore/` beside it and
  * swaps it in with two renames (`workspace` → `workspace.old`, `workspace.restore` → `workspace`);
  * `settleWorkspace` finishes or undoes a swap a crash cut, so the shell holds the old state or the
- * new one, never a mixture.
+ * new one, never a mixture. A reinstall onto a pooled worker carries the content the other way
+ * (`carry`: into the pooled worker's directory, renamed to `workspace.carry/` first), which
+ * `settle` finishes in the same way.
  */
 export class ShellState {
   constructor(private readonly shellDir: string) {}
@@ -130,6 +132,31 @@ export class ShellState {
     });
   }
 
+  /**
+   * Moves the workspace's content into `into` (a pooled worker's empty directory, whose bind
+   * follows it), hands every file to `owner` and makes `into` the workspace. `into` is first
+   * renamed to `workspace.carry`, so each file is at all times in `workspace` or `workspace.carry`,
+   * and `settle` finishes a carry a crash cut. Renames within one filesystem: no data is copied.
+   * The caller has stopped the shell's worker; the pooled one runs no guest code yet.
+   */
+  async carry(owner: { uid: number; gid: number }, into: string): Promise<void> {
+    const carry = `${this.workspace}.carry`;
+    await rm(carry, { recursive: true, force: true });
+    await rename(into, carry);
+    await this.finishCarry();
+    // Links are handed over themselves, never followed (chown -R without -L does not follow).
+    await run("chown", ["-R", "--no-dereference", `${owner.uid}:${owner.gid}`, this.workspace]);
+  }
+
+  /** Moves what is left in the workspace into `workspace.carry` and puts that in its place. */
+  private async finishCarry(): Promise<void> {
+    const carry = `${this.workspace}.carry`;
+    for (const entry of await readdir(this.workspace).catch(() => [] as string[]))
+      await rename(join(this.workspace, entry), join(carry, entry));
+    await rm(this.workspace, { recursive: true, force: true });
+    await rename(carry, this.workspace);
+  }
+
   /** Replaces `/workspace` with an empty directory (`into`, or a new one), swapped in whole. */
   async empty(owner: { uid: number; gid: number }, into?: string): Promise<void> {
     await this.replace(owner, into, async () => undefined);
@@ -173,6 +200,7 @@ export class ShellState {
         () => true,
         () => false,
       );
+    if (await exists(`${this.workspace}.carry`)) await this.finishCarry();
     if (!(await exists(this.workspace)) && (await exists(fresh)))
       await rename(fresh, this.workspace);
     await rm(fresh, { recursive: true, force: true });

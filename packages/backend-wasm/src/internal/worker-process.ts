@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { SandboxError, type SandboxErrorCode } from "@shells/sandbox";
+import type { GuestHttpAnswer, GuestHttpRequest } from "./egress-client.js";
 
 /** The interpreters a worker hosts. */
 export type WasmLanguage = "python" | "node";
@@ -44,6 +45,8 @@ type WorkerEvent =
   | { type: "output"; stream: "stdout" | "stderr"; data: string }
   | { type: "done"; id: number; exitCode: number; answer?: TurnAnswer; diskFull?: boolean }
   | { type: "fatal"; message: string }
+  /** Guest code made an HTTP request; it waits for the `http-response` of the same id. */
+  | { type: "http"; id: number; request: GuestHttpRequest }
   /** The interrupt of request `id` reached the interpreter: its guest code unwinds from now on. */
   | { type: "interrupting"; id: number }
   | {
@@ -84,6 +87,11 @@ export class WorkerProcess {
     { resolve: (value: unknown) => void; reject: (error: Error) => void }
   >();
   private stderrTail = "";
+  /**
+   * Carries the guest's HTTP requests out (to the shell's egress proxy); set when a shell takes
+   * the worker. Until then, and for a shell with no proxy, requests fail as with no network.
+   */
+  onHttp: ((request: GuestHttpRequest) => Promise<GuestHttpAnswer>) | null = null;
   #interruptReached = false;
 
   /**
@@ -155,6 +163,12 @@ export class WorkerProcess {
           };
           pending?.reject(new SandboxError(error.code, error.message, error.details));
         }
+      } else if (event.type === "http") {
+        const carry =
+          this.onHttp ?? (() => Promise.resolve({ ok: false, error: "network is unreachable" }));
+        void carry(event.request)
+          .catch((error: unknown) => ({ ok: false as const, error: String(error) }))
+          .then((answer) => this.send({ type: "http-response", id: event.id, answer }));
       } else if (event.type === "ready") markReady(event.loadMs);
       else if (event.type === "fatal") this.stderrTail += event.message;
       else if (event.type === "interrupting" && this.current?.id === event.id)

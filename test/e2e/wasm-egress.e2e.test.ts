@@ -1,0 +1,223 @@
+/**
+ * The `internet` mode and service bindings on the wasm class, through a real server and its real
+ * egress proxy: a wasm `internet` shell's `fetch` (QuickJS) reaches an allowed loopback upstream
+ * and is denied the metadata address and a private one (with `egress.denied` events), and a sealed
+ * python wasm shell granted a binding calls it with `urllib.request` while the secret is found
+ * nowhere the guest can look. The worker's jail has no network: each request goes over the
+ * worker's protocol to the backend, which carries it to the shell's proxy socket.
+ */
+import { WasmBackend } from "@shells/backend-wasm";
+import { loadConfig, startServer, type RunningServer } from "@shells/server";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer, type Server } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { makeTestCa } from "../../apps/server/src/test-support/test-ca.js";
+import { call } from "./harness.js";
+
+const available =
+  (await new WasmBackend({ stateDir: "/nonexistent" }).availability())[0]?.available === true;
+
+const SECRET = `sk_live_${randomBytes(18).toString("hex")}`;
+
+interface EgressEvent {
+  action: string;
+  details: { host: string; protocol: string; reason?: string };
+}
+
+describe.skipIf(!available)("wasm shells' egress through the server", () => {
+  let server: RunningServer;
+  let api: { url: string; token: string };
+  let dataDir: string;
+  let upstream: Server;
+  let secured: Server;
+  let upstreamPort = 0;
+  let securedPort = 0;
+  const securedAuth: string[] = [];
+  let internetShell = "";
+  let boundShell = "";
+
+  const exec = async (shellId: string, command: string[]) => {
+    const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
+      api,
+      "POST",
+      `/api/v1/shells/${shellId}/exec`,
+      { command, timeoutMs: 60_000 },
+    );
+    expect(res.status).toBe(200);
+    return res.body;
+  };
+
+  beforeAll(async () => {
+    upstream = createHttpServer((req, res) => res.end(`upstream saw ${req.url}`));
+    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+    upstreamPort = (upstream.address() as AddressInfo).port;
+    const ca = makeTestCa(["127.0.0.1"]);
+    secured = createHttpsServer({ cert: ca.cert, key: ca.key }, (req, res) => {
+      securedAuth.push(req.headers.authorization ?? "");
+      res.end(req.headers.authorization === `Bearer ${SECRET}` ? "authorized" : "unauthorized");
+    });
+    await new Promise<void>((resolve) => secured.listen(0, "127.0.0.1", resolve));
+    securedPort = (secured.address() as AddressInfo).port;
+
+    dataDir = mkdtempSync(join(tmpdir(), "shells-wasm-egress-"));
+    const caFile = join(dataDir, "test-ca.pem");
+    writeFileSync(caFile, ca.caCert);
+    const loaded = loadConfig(
+      ["--port", "0", "--data-dir", dataDir, "--backend", "container", "--log-level", "warn"],
+      {
+        SHELLS_VALIDATE_RESPONSES: "1",
+        SHELLS_BINDINGS_CA_FILE: caFile,
+        SHELLS_EGRESS_DECISION_WINDOW_SECONDS: "1",
+      },
+    );
+    server = await startServer({
+      ...loaded,
+      egressTestHosts: {
+        "allowed.test": ["127.0.0.1"],
+        "private.test": ["10.1.2.3"],
+        "metadata.test": ["169.254.169.254"],
+      },
+    });
+    api = { url: server.url, token: readFileSync(join(dataDir, "admin-token"), "utf8").trim() };
+    const policy = await call(api, "PATCH", "/api/v1/org/policy", {
+      egress: { allowCidrs: ["127.0.0.1/32"] },
+    });
+    expect(policy.status).toBe(200);
+    const binding = await call(api, "POST", "/api/v1/bindings", {
+      name: "echo",
+      upstream: `https://127.0.0.1:${securedPort}`,
+      inject: "Authorization: Bearer {secret}",
+      paths: ["/v1/*"],
+      methods: ["GET"],
+      secret: SECRET,
+    });
+    expect(binding.status, JSON.stringify(binding.body)).toBe(201);
+    const open = await call<{ id: string; network: string; status: string }>(
+      api,
+      "POST",
+      "/api/v1/shells",
+      {
+        language: "node",
+        runtime: "wasm",
+        egress: { mode: "allowlist", allow: ["allowed.test", "private.test", "metadata.test"] },
+      },
+    );
+    expect(open.status, JSON.stringify(open.body)).toBe(201);
+    expect(open.body).toMatchObject({ network: "internet", status: "running" });
+    internetShell = open.body.id;
+    const bound = await call<{ id: string; network: string }>(api, "POST", "/api/v1/shells", {
+      language: "python",
+      runtime: "wasm",
+      bindings: ["echo"],
+    });
+    expect(bound.status, JSON.stringify(bound.body)).toBe(201);
+    expect(bound.body.network).toBe("sealed");
+    boundShell = bound.body.id;
+  }, 180_000);
+
+  afterAll(async () => {
+    for (const id of [internetShell, boundShell])
+      if (id && api) await call(api, "DELETE", `/api/v1/shells/${id}`).catch(() => undefined);
+    await server?.close();
+    upstream?.close();
+    secured?.close();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  }, 120_000);
+
+  it("fetches an allowed upstream through the proxy, and is denied the metadata and private addresses", async () => {
+    const allowed = await exec(internetShell, [
+      "node",
+      "-e",
+      "console.log('proxy=' + process.env.HTTP_PROXY); fetch(process.argv[1]).then((r) => r.text()).then(console.log)",
+      `http://allowed.test:${upstreamPort}/hello`,
+    ]);
+    expect(allowed.stderr).toBe("");
+    expect(allowed.stdout).toContain("proxy=http://127.0.0.1:3128");
+    expect(allowed.stdout).toContain("upstream saw /hello");
+    for (const target of ["metadata.test", "169.254.169.254", "private.test", "10.1.2.3"]) {
+      for (const scheme of ["http", "https"]) {
+        const denied = await exec(internetShell, [
+          "node",
+          "-e",
+          "fetch(process.argv[1]).then((r) => console.log(r.status), (e) => console.log(e.message))",
+          `${scheme}://${target}/latest/meta-data`,
+        ]);
+        expect(denied.stdout.trim(), `${scheme}://${target}`).toBe("403");
+      }
+    }
+    const events = (
+      await call<{ items: EgressEvent[] }>(
+        api,
+        "GET",
+        `/api/v1/activity?shell=${internetShell}&action=egress.&limit=100`,
+      )
+    ).body.items;
+    const denied = events.filter((e) => e.action === "egress.denied").map((e) => e.details.host);
+    expect(denied).toEqual(
+      expect.arrayContaining(["metadata.test", "169.254.169.254", "private.test", "10.1.2.3"]),
+    );
+    expect(events.some((e) => e.action === "egress.allowed")).toBe(true);
+  }, 120_000);
+
+  it("calls a binding from a sealed python shell, and the secret is nowhere the guest can look", async () => {
+    const called = await exec(boundShell, [
+      "python3",
+      "-c",
+      [
+        "import os, urllib.request",
+        "url = os.environ['SHELLS_BINDING_ECHO_URL']",
+        "print('url=' + url)",
+        "answer = urllib.request.urlopen(url + '/v1/echo').read().decode()",
+        "open('/workspace/answer.txt', 'w').write(answer)",
+        "print(answer)",
+      ].join("\n"),
+    ]);
+    expect(called.stderr).toBe("");
+    expect(called.stdout).toContain("url=http://127.0.0.1:3128/bindings/echo");
+    expect(called.stdout).toContain("authorized");
+    expect(securedAuth).toContain(`Bearer ${SECRET}`);
+    // Everything the guest can read: its environment and every file under / of its view.
+    const search = [
+      "import os, sys",
+      "needle = sys.argv[1] + sys.argv[2]",
+      "found = [k for k, v in os.environ.items() if needle in v]",
+      "for root, dirs, files in os.walk('/'):",
+      "    if root.startswith(('/proc', '/dev', '/sys')): continue",
+      "    for f in files:",
+      "        p = os.path.join(root, f)",
+      "        try:",
+      "            if needle.encode() in open(p, 'rb').read(): found.append(p)",
+      "        except Exception: pass",
+      "print('found', found)",
+    ].join("\n");
+    const searched = await exec(boundShell, [
+      "python3",
+      "-c",
+      search,
+      SECRET.slice(0, 6),
+      SECRET.slice(6),
+    ]);
+    expect(searched.stdout.trim()).toBe("found []");
+    // The search would have found it: a file that holds the secret is listed.
+    await exec(boundShell, [
+      "python3",
+      "-c",
+      "import sys; open('/workspace/control', 'w').write(sys.argv[1] + sys.argv[2])",
+      SECRET.slice(0, 6),
+      SECRET.slice(6),
+    ]);
+    const control = await exec(boundShell, [
+      "python3",
+      "-c",
+      search,
+      SECRET.slice(0, 6),
+      SECRET.slice(6),
+    ]);
+    expect(control.stdout).toContain("/workspace/control");
+  }, 180_000);
+});
