@@ -1,5 +1,6 @@
 import { sql, type Kysely, type Selectable } from "kysely";
 import type { Database, ShellTable } from "./schema.js";
+import { compiledOnce, type QueryParam } from "./compiled-query.js";
 import { moveShellMeter } from "./usage-store.js";
 
 /**
@@ -33,24 +34,27 @@ function selectShells(db: Kysely<Database>, orgId: string) {
     .where("shells.org_id", "=", orgId);
 }
 
+/** The query of `findShell`, compiled once: it runs on every request that names a shell. */
+const findShellQuery = compiledOnce(
+  (db: Kysely<Database>, param: QueryParam<"orgId" | "idOrName">) =>
+    selectShells(db, param("orgId"))
+      .where((eb) =>
+        eb.or([
+          eb("shells.id", "=", param("idOrName")),
+          eb.and([eb("shells.name", "=", param("idOrName")), eb("shells.deleted_at", "is", null)]),
+        ]),
+      )
+      // An exact id always wins over a name (names cannot take an id's shape either).
+      .orderBy(sql`shells.id = ${param("idOrName")}`, "desc"),
+);
+
 /** One of the org's shells by id (deleted ones too) or by the name of a live one. */
 export async function findShell(
   db: Kysely<Database>,
   orgId: string,
   idOrName: string,
 ): Promise<ShellRow | undefined> {
-  return (
-    selectShells(db, orgId)
-      .where((eb) =>
-        eb.or([
-          eb("shells.id", "=", idOrName),
-          eb.and([eb("shells.name", "=", idOrName), eb("shells.deleted_at", "is", null)]),
-        ]),
-      )
-      // An exact id always wins over a name (names cannot take an id's shape either).
-      .orderBy(sql`shells.id = ${idOrName}`, "desc")
-      .executeTakeFirst()
-  );
+  return (await findShellQuery(db, { orgId, idOrName }))[0];
 }
 
 /** A page of the org's shells, newest first, after the `(createdAt, id)` position `after`. */
