@@ -27,7 +27,7 @@ import { FileService } from "./orchestrator/file-service.js";
 import { InterpreterService } from "./orchestrator/interpreter-service.js";
 import { KeyedMutex } from "./orchestrator/keyed-mutex.js";
 import { RunService } from "./orchestrator/run-service.js";
-import { ReservationService } from "./orchestrator/reservations.js";
+import { RegionPools, resolveRegionPools } from "./orchestrator/region-pools.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
 import { ShellService } from "./orchestrator/shell-service.js";
 import type { GitCloneDeps } from "./sources/git-clone.js";
@@ -184,7 +184,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     unusedForMs: config.imageUnusedSeconds * 1000,
   });
   const projectEgress = new ProjectEgressService(db, activity);
-  const metrics = new ServerMetrics(db, { region: config.region });
+  const metrics = new ServerMetrics(db, { region: resolveRegionPools(config).defaultRegion });
   // Times every response; serves Prometheus metrics to the operator (token-protected, else off).
   registerMetrics(app, metrics, config.metricsToken);
   const egress = new EgressService({
@@ -214,15 +214,13 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   // every server sharing the store.
   const lock = deps.store.lifecycleLock(new KeyedMutex());
   const caps = new CapService({ db, activity, metering, logger: deps.logger, lock });
-  const reservations =
-    Object.keys(config.classSlots).length > 0 || config.reservations.length > 0
-      ? new ReservationService({
-          db,
-          slots: config.classSlots,
-          reservations: config.reservations,
-          lock,
-        })
-      : undefined;
+  // The backend pools by region, each with its class slots; reservations are the default region's.
+  const pools = new RegionPools({
+    db,
+    ...resolveRegionPools(config),
+    reservations: config.reservations,
+    lock,
+  });
   const idempotency = new IdempotencyService({ db, logger: deps.logger });
   const git: GitCloneDeps = {
     limits: {
@@ -249,7 +247,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     activity,
     runtimes,
     logger: deps.logger,
-    region: config.region,
+    region: pools.defaultRegion,
     policies,
     gate,
     dataDir: config.dataDir,
@@ -259,7 +257,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     metrics,
     metering,
     caps,
-    reservations,
+    pools,
     templates,
     templateImages,
     idempotency,
@@ -429,7 +427,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   registerRoutes(
     app,
     {
-      ...healthHandlers(db, runtimes, { region: config.region, reservations }),
+      ...healthHandlers(db, runtimes, pools),
       ...shellHandlers({ shells, runtimes, interpreters, activity, policies, watch }),
       ...fileHandlers(files),
       ...runHandlers(runs, watch),
