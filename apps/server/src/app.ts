@@ -184,7 +184,8 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     unusedForMs: config.imageUnusedSeconds * 1000,
   });
   const projectEgress = new ProjectEgressService(db, activity);
-  const metrics = new ServerMetrics(db, { region: resolveRegionPools(config).defaultRegion });
+  const placement = resolveRegionPools(config);
+  const metrics = new ServerMetrics(db, { regions: placement.pools.map((p) => p.region) });
   // Times every response; serves Prometheus metrics to the operator (token-protected, else off).
   registerMetrics(app, metrics, config.metricsToken);
   const egress = new EgressService({
@@ -217,7 +218,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
   // The backend pools by region, each with its class slots; reservations are the default region's.
   const pools = new RegionPools({
     db,
-    ...resolveRegionPools(config),
+    ...placement,
     reservations: config.reservations,
     lock,
   });

@@ -97,11 +97,20 @@ describeEachStore((store) => {
       ]);
     });
 
-    it("refuses an org none of whose allowed regions this server offers", async () => {
+    it("refuses an org none of whose allowed regions this server offers, and reports every region's gauges", async () => {
       t = await createTestApp({
         openStore: store.open,
-        env: { SHELLS_REGIONS: "eu-west;us-east" },
+        env: {
+          SHELLS_REGIONS: "eu-west;us-east",
+          SHELLS_METRICS_TOKEN: "region-metrics-token-0123456789",
+        },
       });
+      // Every region's shell gauges exist before it holds a shell.
+      const metrics = await t.app.inject({
+        url: "/metrics",
+        headers: { authorization: "Bearer region-metrics-token-0123456789" },
+      });
+      expect(metrics.body).toMatch(/shells_shells\{[^}]*region="us-east"[^}]*\} 0/);
       await t.call("PATCH", "/api/v1/org/policy", { allowedRegions: ["ap-south"] });
       const refused = await create(t, {});
       expect(refused.statusCode).toBe(422);
