@@ -186,6 +186,10 @@ describe("the web console", () => {
     await tab.goto(server.url);
     await tab.getByLabel("API token").fill(token);
     await tab.getByRole("button", { name: "Sign in" }).click();
+    // Any member sees the server's regions and their capacity (from /readyz) over the fleet.
+    const regions = tab.getByRole("list", { name: "Capacity by region" });
+    await regions.getByText("local").waitFor();
+    expect(await regions.textContent()).toMatch(/local \(default\).*unlimited/);
     await tab.locator(`tr[data-shell-name="${SHELL_NAME}"]`).click();
     const sheet = tab.getByRole("dialog", { name: "Shell details" });
     await sheet.getByTestId("activity-terminal").waitFor();

@@ -107,7 +107,13 @@ describe("the SDK against a real server", () => {
     expect(runtimes.map((r) => r.runtime).sort()).toEqual(["container", "microvm", "wasm"]);
     // Readiness needs no credentials and reports the same classes, with who serves them.
     const ready = await new ShellsClient({ baseUrl: server.url, token: "not-a-key" }).ready();
-    expect(ready).toEqual({ status: "ready", runtimes, region: "local", capacity: [] });
+    expect(ready).toEqual({
+      status: "ready",
+      runtimes,
+      region: "local",
+      regions: ["local"],
+      capacity: [],
+    });
   });
 });
 

@@ -46,7 +46,7 @@ const HINTS: Partial<Record<string, string>> = {
   region_unavailable:
     "pick one of the regions this server offers (details.offered), or leave --region out",
   capacity_exhausted:
-    "wait for a shell of this class to stop, or ask the operator for a reservation",
+    "wait for a shell of this class to stop, try another region (`shells doctor` shows each one's slots), or ask the operator for a reservation",
   approval_closed: "see its state with `shells approvals get <id>`",
   last_owner: "make another member an owner first: `shells members set-role <id> owner`",
 };

@@ -1,6 +1,7 @@
 import type { Shell, ShellStatus } from "@l1fe/shells";
 import { useEffect, useMemo, useRef, useState } from "react";
 import { CreateShellDialog } from "./create-dialog.js";
+import { RegionCapacity } from "./region-capacity.js";
 import { canCreate, type Session } from "./session.js";
 import { ShellSheet } from "./shell-sheet.js";
 import { usePoll, useNow } from "./use-poll.js";
@@ -186,6 +187,7 @@ export function FleetPage({
         </div>
       </div>
 
+      <RegionCapacity client={client} />
       {fleet.error !== null && <ErrorNote error={fleet.error} />}
       {notices.map((notice) => (
         <div

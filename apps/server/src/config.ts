@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { z } from "zod";
 import { Language, Role } from "@shells/contract";
+import { parseRegionPools } from "./orchestrator/region-pools.js";
 import { parseClassSlots, parseReservations } from "./orchestrator/reservations.js";
 
 /** JWS algorithms a token may be signed with. Symmetric (HS*) and `none` are never accepted. */
@@ -241,7 +242,7 @@ export const ServerConfig = z.strictObject({
   region: z.string().min(1).default("local").register(settingDocs, {
     env: "SHELLS_REGION",
     description:
-      "The region this server runs shells in, recorded on each. A create naming another region is refused (422 `region_unavailable`).",
+      "The region this server runs shells in, recorded on each (with `SHELLS_REGIONS`: the default one, where a create naming no region goes first). A create naming a region this server does not offer is refused (422 `region_unavailable`).",
   }),
   classSlots: z
     .string()
@@ -259,6 +260,23 @@ export const ServerConfig = z.strictObject({
       defaultText: "unset: no class is limited",
       description:
         "Concurrent shells (provisioning or running) this server runs per runtime class, e.g. `container=20,microvm=4`; past it a create answers 409 `capacity_exhausted`. The pool `SHELLS_RESERVATIONS` is carved from.",
+    }),
+  regions: z
+    .string()
+    .default("")
+    .transform((value, ctx) => {
+      const pools = parseRegionPools(value);
+      if (typeof pools === "string") {
+        ctx.addIssue({ code: "custom", message: pools });
+        return z.NEVER;
+      }
+      return pools;
+    })
+    .register(settingDocs, {
+      env: "SHELLS_REGIONS",
+      defaultText: "unset: one pool, `SHELLS_REGION` with `SHELLS_CLASS_SLOTS`",
+      description:
+        "Backend pools this server holds, each labelled by a region, separated by `;`, each with its own class slots, e.g. `eu-west:container=8,microvm=2;us-east:container=4` (a region without `:` takes `SHELLS_CLASS_SLOTS`). A create runs in the region it names, or in the first of the org's allowed regions with a free slot (`SHELLS_REGION` first when listed, else the first listed); a full region answers 409 `capacity_exhausted`. The pools run on this host's backends and share its machine. `SHELLS_RESERVATIONS` are held in the default region.",
     }),
   reservations: z
     .string()

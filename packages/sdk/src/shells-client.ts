@@ -23,6 +23,7 @@ import type {
   ShellForkResult,
   PortUrl,
   ExposedPort,
+  RouteResponse,
   ShellEgressChange,
   ShellStatus,
   Snapshot,
@@ -693,11 +694,10 @@ export class ShellsClient {
 
   /**
    * Readiness (`GET /readyz`, no credentials needed): the store answers, and which runtime classes
-   * this host can run, with the backend that serves each (`simulator` runs no code).
+   * this host can run, with the backend that serves each (`simulator` runs no code), and the
+   * regions of its backend pools with each limited class's slots and use per region.
    */
-  ready(
-    options: RequestOptions = {},
-  ): Promise<{ status: "ready"; runtimes: RuntimeAvailability[] }> {
+  ready(options: RequestOptions = {}): Promise<RouteResponse<"ready">> {
     return this.#call("GET", "/readyz", options);
   }
 

@@ -25,6 +25,14 @@ const fakeApi: typeof fetch = async (input) => {
         { runtime: "wasm", available: true, backend: "wasm", reason: null },
       ],
     });
+  if (url.pathname === "/readyz")
+    return Response.json({
+      status: "ready",
+      runtimes: [],
+      region: "eu-west",
+      regions: ["eu-west", "us-east"],
+      capacity: [{ region: "eu-west", runtime: "container", slots: 8, reserved: 2, inUse: 3 }],
+    });
   return new Response("not found", { status: 404 });
 };
 
@@ -54,5 +62,14 @@ describe("shells doctor", () => {
     expect(text).toContain("note: the kubernetes backend is unverified against a live cluster");
     const json = JSON.parse(await doctor(["--json"])) as { kubernetes?: string };
     expect(json.kubernetes).toMatch(/^the kubernetes backend is unverified against a live cluster/);
+  });
+
+  it("shows each region's pool: its limited classes' use and slots, or that it is unlimited", async () => {
+    const text = await doctor();
+    expect(text).toContain("regions (default eu-west):");
+    expect(text).toMatch(/eu-west +container +3 +8 +2/);
+    expect(text).toMatch(/us-east +all +- +unlimited/);
+    const json = JSON.parse(await doctor(["--json"])) as { placement?: { regions: string[] } };
+    expect(json.placement?.regions).toEqual(["eu-west", "us-east"]);
   });
 });

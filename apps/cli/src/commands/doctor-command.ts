@@ -1,9 +1,12 @@
 import { checkContainerHost } from "@shells/backend-container";
 import { checkMicrovmHost } from "@shells/backend-microvm";
 import { join } from "node:path";
+import type { RouteResponse } from "@shells/contract";
 import type { Command } from "commander";
 import type { CliContext } from "../context.js";
 import { formatTable } from "../format.js";
+
+type ReadyResponse = RouteResponse<"ready">;
 
 /** What doctor says of a class the server runs on the Kubernetes backend. */
 export const KUBERNETES_UNVERIFIED =
@@ -27,8 +30,11 @@ export function registerDoctorCommand(program: Command, ctx: CliContext): void {
         | { runtime: string; available: boolean; backend: string | null; reason: string | null }[]
         | null = null;
       let serverError: string | null = null;
+      let placement: Pick<ReadyResponse, "region" | "regions" | "capacity"> | null = null;
       try {
         server = await ctx.client().runtimes();
+        const { region, regions, capacity } = await ctx.client().ready();
+        placement = { region, regions, capacity };
       } catch (error) {
         serverError = error instanceof Error ? error.message : String(error);
       }
@@ -38,6 +44,7 @@ export function registerDoctorCommand(program: Command, ctx: CliContext): void {
           host,
           microvm,
           server,
+          ...(placement ? { placement } : {}),
           serverError,
           ...(kubernetes ? { kubernetes: KUBERNETES_UNVERIFIED } : {}),
         });
@@ -75,6 +82,7 @@ export function registerDoctorCommand(program: Command, ctx: CliContext): void {
           ),
         );
         if (kubernetes) ctx.print(`\nnote: ${KUBERNETES_UNVERIFIED}`);
+        if (placement) printPlacement(ctx, placement);
       } else {
         ctx.print(
           `\nno server answered (${serverError ?? "unknown error"}); start one with: npm start`,
@@ -82,4 +90,34 @@ export function registerDoctorCommand(program: Command, ctx: CliContext): void {
       }
       if (!host.available) ctx.exitCode = 1;
     });
+}
+
+/**
+ * The server's regions (the default first) and each limited class's slots per region, as its
+ * readiness reports them; a region with no limited class shows "unlimited".
+ */
+function printPlacement(
+  ctx: CliContext,
+  placement: Pick<ReadyResponse, "region" | "regions" | "capacity">,
+): void {
+  const regions = placement.regions ?? (placement.region ? [placement.region] : []);
+  if (regions.length === 0) return;
+  const capacity = placement.capacity ?? [];
+  ctx.print(`\nregions (default ${placement.region ?? regions[0]}):`);
+  ctx.print(
+    formatTable(
+      ["region", "runtime", "in use", "slots", "reserved"],
+      regions.flatMap((region) => {
+        const limited = capacity.filter((c) => (c.region ?? regions[0]) === region);
+        if (limited.length === 0) return [[region, "all", "-", "unlimited", "-"]];
+        return limited.map((c) => [
+          region,
+          c.runtime,
+          String(c.inUse),
+          String(c.slots),
+          String(c.reserved),
+        ]);
+      }),
+    ),
+  );
 }

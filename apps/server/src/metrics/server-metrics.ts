@@ -27,8 +27,8 @@ export interface WebhookMetrics {
 
 /** Options of {@link ServerMetrics}. */
 export interface ServerMetricsOptions {
-  /** The server's region: its shell gauges exist (at 0) before it holds any shell. */
-  region: string;
+  /** The regions of the server's pools: their shell gauges exist (at 0) before they hold any shell. */
+  regions: readonly string[];
   /** Also export the process's own metrics (CPU, memory, event-loop lag, GC). Default true. */
   processMetrics?: boolean;
 }
@@ -115,7 +115,7 @@ export class ServerMetrics implements OrchestratorMetrics, EgressMetrics, Webhoo
         this.reset();
         for (const status of ShellStatus.options)
           for (const runtime of RuntimeClass.options)
-            this.set({ status, runtime, region: options.region }, 0);
+            for (const region of options.regions) this.set({ status, runtime, region }, 0);
         for (const row of rows)
           this.set(
             { status: row.status, runtime: row.runtime, region: row.region },

@@ -17,6 +17,7 @@ import { actorOf, type Caller } from "../iam/principal.js";
 import type { ActivityService } from "../services/activity-service.js";
 import type { Database } from "../store/schema.js";
 import { findProject } from "../store/shells-store.js";
+import type { RegionPools } from "./region-pools.js";
 import { networkModesOf, type RuntimeRegistry } from "./runtimes.js";
 
 /** Resource limits of a shell nobody asked otherwise for. */
@@ -112,8 +113,8 @@ export interface AdmissionDeps {
   db: Kysely<Database>;
   activity: ActivityService;
   runtimes: RuntimeRegistry;
-  /** This server's region, where shells go when the caller names none. */
-  region: string;
+  /** The server's backend pools by region: where a shell may be placed. */
+  pools: RegionPools;
   /** Host capacity, read on each admission (free disk changes). */
   capacity: () => HostCapacity;
 }
@@ -121,7 +122,10 @@ export interface AdmissionDeps {
 /** Where and how an admitted shell runs. */
 export interface Admitted {
   runtime: RuntimeClass;
+  /** The region placement tries first (`regions[0]`). */
   region: string;
+  /** The regions the shell may be placed in, most preferred first (see `RegionPools.candidates`). */
+  regions: string[];
   network: NetworkMode;
   /** The shell's own egress allowlist (`internet` only). */
   egress: ShellEgress | null;
@@ -152,22 +156,9 @@ export async function admitShell(
       { runtime, isolationFloor: policy.isolationFloor },
     );
   }
-  const region = input.region ?? deps.region;
-  if (policy.allowedRegions.length > 0 && !policy.allowedRegions.includes(region)) {
-    throw new AppError(
-      "region_not_allowed",
-      `Region ${region} is not allowed in this org; allowed: ${policy.allowedRegions.join(", ")}.`,
-      { region, allowedRegions: policy.allowedRegions },
-    );
-  }
-  // One server runs shells in one region; routing a create to another region's server is not built.
-  if (region !== deps.region) {
-    throw new AppError(
-      "region_unavailable",
-      `This server runs shells in region ${deps.region}, not ${region}.`,
-      { region, offered: [deps.region] },
-    );
-  }
+  // The regions of this server's pools the org allows; which has a free slot is decided as the
+  // shell's row is written (see `RegionPools.admit`).
+  const regions = deps.pools.candidates(input.region, policy.allowedRegions);
   const { network, egress } = networkOf(input, policy);
   const placement = await deps.runtimes.backendFor(runtime);
   if ("refusal" in placement) {
@@ -214,7 +205,8 @@ export async function admitShell(
     throw new AppError("project_not_found", `No project named ${projectName} in this org.`);
   return {
     runtime,
-    region,
+    region: regions[0]!,
+    regions,
     network,
     egress,
     project,

@@ -93,7 +93,9 @@ export interface SlotUse {
 /** What the reservation check needs. */
 export interface ReservationServiceDeps {
   db: Kysely<Database>;
-  /** Concurrent shells per class on this server. */
+  /** The region whose pool this is: only shells recorded in it count against its slots. */
+  region: string;
+  /** Concurrent shells per class in the pool. */
   slots: ClassSlots;
   reservations: readonly Reservation[];
   /** Serialises admissions of one class (on every server sharing the store). */
@@ -101,7 +103,7 @@ export interface ReservationServiceDeps {
 }
 
 /**
- * Reserved capacity: a class's slots on this server are split into the reservations (each held for
+ * Reserved capacity: a class's slots in one region's pool are split into the reservations (each held for
  * one org or project) and a shared rest. A shell counts against its holder's reservation (its
  * project's if that has one, else its org's) and past it against the shared rest; a holder without a
  * reservation uses only the shared rest. So a create is admitted when its holder has a reserved
@@ -113,7 +115,10 @@ export class ReservationService {
   /** Throws when the reservations do not fit the slots (see `reservationProblem`). */
   constructor(private readonly deps: ReservationServiceDeps) {
     const problem = reservationProblem(deps.reservations, deps.slots);
-    if (problem) throw new Error(`invalid configuration: SHELLS_RESERVATIONS: ${problem}`);
+    if (problem)
+      throw new Error(
+        `invalid configuration: SHELLS_RESERVATIONS: ${problem} (in region ${deps.region})`,
+      );
   }
 
   /** Runs `insert` (of a new shell) if a slot of `runtime` is free for the org's project. */
@@ -124,7 +129,7 @@ export class ReservationService {
     insert: () => Promise<T>,
   ): Promise<T> {
     if (this.deps.slots[runtime] === undefined) return insert();
-    return this.deps.lock.run(`slots:${runtime}`, async () => {
+    return this.deps.lock.run(`slots:${this.deps.region}:${runtime}`, async () => {
       await this.check(orgId, project.id, runtime);
       return insert();
     });
@@ -137,8 +142,8 @@ export class ReservationService {
     if (use.reservedInUse < use.reserved || use.sharedInUse < use.sharedSlots) return;
     throw new AppError(
       "capacity_exhausted",
-      `No ${runtime} slot is free for project ${use.project} on this server: ${use.slots} slots, ${use.reservedForOthers} reserved for others, ${use.sharedInUse} of ${use.sharedSlots} shared in use${use.reserved > 0 ? `, ${use.reservedInUse} of ${use.reserved} reserved for you in use` : ""}.`,
-      { ...use },
+      `No ${runtime} slot is free for project ${use.project} in region ${this.deps.region}: ${use.slots} slots, ${use.reservedForOthers} reserved for others, ${use.sharedInUse} of ${use.sharedSlots} shared in use${use.reserved > 0 ? `, ${use.reservedInUse} of ${use.reserved} reserved for you in use` : ""}.`,
+      { ...use, region: this.deps.region },
     );
   }
 
@@ -151,6 +156,7 @@ export class ReservationService {
       .select("runtime")
       .select((eb) => eb.fn.countAll<number | string>().as("count"))
       .where("status", "in", [...CONCURRENT_STATES])
+      .where("region", "=", this.deps.region)
       .groupBy("runtime")
       .execute();
     return RuntimeClass.options.flatMap((runtime) => {
@@ -183,6 +189,7 @@ export class ReservationService {
       .select((eb) => eb.fn.countAll<number | string>().as("count"))
       .where("shells.runtime", "=", runtime)
       .where("shells.status", "in", [...CONCURRENT_STATES])
+      .where("shells.region", "=", this.deps.region)
       .groupBy(["shells.org_id", "projects.name"])
       .execute();
     const inUse = new Map(reservations.map((r) => [r, 0]));

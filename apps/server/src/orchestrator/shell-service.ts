@@ -85,7 +85,7 @@ import {
 } from "./admission.js";
 import type { CapacityGate, CapacityTicket } from "./capacity.js";
 import { inSpan } from "../tracing/tracing.js";
-import type { ReservationService } from "./reservations.js";
+import { RegionPools } from "./region-pools.js";
 import type { ApprovalGate, GateClearance } from "./approval-gate.js";
 import { KeyedMutex } from "./keyed-mutex.js";
 import { Reconciler, SYSTEM_ACTOR, type ReconcileCounts } from "./reconciler.js";
@@ -122,6 +122,7 @@ export interface ShellServiceDeps {
   activity: ActivityService;
   runtimes: RuntimeRegistry;
   logger: Logger;
+  /** Where shells run when no `pools` are given: one unlimited pool of this region. */
   region: string;
   policies: PolicyService;
   gate: ApprovalGate;
@@ -143,8 +144,11 @@ export interface ShellServiceDeps {
   metering?: MeteringService;
   /** Project caps: creates and starts over a cap are refused. */
   caps?: CapService;
-  /** The server's class slots and their reservations: creates and starts without a free slot are refused. */
-  reservations?: ReservationService;
+  /**
+   * The server's backend pools by region, with their class slots and reservations: a create is
+   * placed in a region with a free slot, and creates and starts without one are refused.
+   */
+  pools?: RegionPools;
   /** The org's templates; without it, a create that names one is refused. */
   templates?: TemplateService;
   /** Builds of templates' custom images; without it, a template with an image recipe is refused. */
@@ -224,6 +228,7 @@ export class ShellService {
   /** Execs in flight, so a shutdown can end them (`endExecs`). */
   readonly #execs = new Set<AbortController>();
   readonly #lock: LifecycleLock;
+  readonly #pools: RegionPools;
   readonly #box: SealedBox;
   readonly #capacity: () => HostCapacity;
   readonly #records: ShellRecords;
@@ -234,6 +239,15 @@ export class ShellService {
 
   constructor(private readonly deps: ShellServiceDeps) {
     this.#lock = deps.lock ?? new KeyedMutex();
+    this.#pools =
+      deps.pools ??
+      new RegionPools({
+        db: deps.db,
+        pools: [{ region: deps.region, slots: {} }],
+        defaultRegion: deps.region,
+        reservations: [],
+        lock: this.#lock,
+      });
     this.#box =
       deps.sealedBox ??
       (deps.dataDir ? SealedBox.open(deps.dataDir) : new SealedBox([randomBytes(32)]));
@@ -295,7 +309,12 @@ export class ShellService {
     const { input, template } = await this.withTemplate(caller, request);
     const policy = await this.deps.policies.get(caller.orgId);
     const admitted = await inSpan("shells.admission", {}, () =>
-      admitShell({ ...this.deps, capacity: this.#capacity }, caller, policy, input),
+      admitShell(
+        { ...this.deps, pools: this.#pools, capacity: this.#capacity },
+        caller,
+        policy,
+        input,
+      ),
     );
     // A template's custom image; a fork runs on its parent's image, whatever it is.
     const image =
@@ -351,7 +370,8 @@ export class ShellService {
       ...bindingEnv(grants),
       ...(source ? { SHELLS_GIT_COMMIT: source.commit } : {}),
     };
-    const insert = () =>
+    // Placed in the first of the admitted regions whose pool has a free slot of the class.
+    const insert = (region: string) =>
       insertShell(
         db,
         caller.orgId,
@@ -359,7 +379,7 @@ export class ShellService {
           id,
           name,
           { ...input, env },
-          admitted,
+          { ...admitted, region },
           grants,
           caller.actor,
           template?.definition.egressRules ?? null,
@@ -368,10 +388,9 @@ export class ShellService {
     // Noted before the row exists: a crash after it leaves a key that knows its shell.
     await this.deps.idempotency?.noteShell(id);
     try {
-      const { caps, reservations } = this.deps;
-      const inSlot = reservations
-        ? () => reservations.admit(caller.orgId, admitted.project, runtime, insert)
-        : insert;
+      const { caps } = this.deps;
+      const inSlot = () =>
+        this.#pools.admit(caller.orgId, admitted.project, runtime, admitted.regions, insert);
       await inSpan("store.insert_shell", { "shells.shell_id": id }, async () => {
         if (caps) await caps.admit(caller.orgId, admitted.project, runtime, inSlot);
         else await inSlot();
@@ -980,7 +999,7 @@ export class ShellService {
       if (starts) {
         try {
           await this.deps.caps?.check(row.org_id, row.project_id, row.runtime);
-          await this.deps.reservations?.check(row.org_id, row.project_id, row.runtime);
+          await this.#pools.check(row.org_id, row.project_id, row.runtime, row.region);
         } catch (error) {
           await this.#recordAction(caller, row.id, capability, "denied", {
             reason: describeError(error),

@@ -2,17 +2,20 @@ import { buildOpenApiDocument } from "@shells/contract";
 import type { FastifyInstance } from "fastify";
 import { sql, type Kysely } from "kysely";
 import { AppError } from "../errors.js";
-import type { ReservationService } from "../orchestrator/reservations.js";
+import type { RegionPools } from "../orchestrator/region-pools.js";
 import type { RuntimeRegistry } from "../orchestrator/runtimes.js";
 import type { Database } from "../store/schema.js";
 import { renderDocsPage } from "./docs-page.js";
 import type { Handlers } from "./register-routes.js";
 
-/** Liveness, and readiness: the store answers and which runtime classes this host can run. */
+/**
+ * Liveness, and readiness: the store answers, which runtime classes this host can run, and the
+ * regions of its backend pools with each limited class's use.
+ */
 export function healthHandlers(
   db: Kysely<Database>,
   runtimes: RuntimeRegistry,
-  placement: { region: string; reservations?: ReservationService | undefined },
+  pools: RegionPools,
 ): Pick<Handlers, "health" | "ready"> {
   return {
     health: async () => ({ status: "ok" }),
@@ -25,8 +28,9 @@ export function healthHandlers(
       return {
         status: "ready",
         runtimes: await runtimes.availability(),
-        region: placement.region,
-        capacity: (await placement.reservations?.capacity()) ?? [],
+        region: pools.defaultRegion,
+        regions: [...pools.regions],
+        capacity: await pools.capacity(),
       };
     },
   };

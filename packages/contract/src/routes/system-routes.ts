@@ -82,20 +82,24 @@ export const systemRoutes = {
     method: "GET",
     path: "/readyz",
     summary:
-      "Readiness: the store answers; which runtime classes this host can run; the region and each limited class's slots.",
+      "Readiness: the store answers; which runtime classes this host can run; the regions of its backend pools and each limited class's slots per region.",
     tag: "health",
     response: z.strictObject({
       status: z.literal("ready"),
       runtimes: z.array(RuntimeAvailability),
-      /** The region this server runs shells in. */
+      /** The default region: where a create naming none goes first. */
       region: z.string().optional(),
+      /** The regions of this server's backend pools, the default first. */
+      regions: z.array(z.string()).optional(),
       /**
-       * Each class limited by `SHELLS_CLASS_SLOTS`: its slots, how many are reserved (for any org
-       * or project; who holds them is not shown here) and how many shells provision or run now.
+       * Each limited class of each region's pool (`SHELLS_REGIONS`, `SHELLS_CLASS_SLOTS`): its
+       * slots, how many are reserved (for any org or project; who holds them is not shown here) and
+       * how many shells of the region provision or run now.
        */
       capacity: z
         .array(
           z.strictObject({
+            region: z.string().optional(),
             runtime: RuntimeClass,
             slots: z.int(),
             reserved: z.int(),
