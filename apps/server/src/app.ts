@@ -26,6 +26,7 @@ import { CapacityGate } from "./orchestrator/capacity.js";
 import { FileService } from "./orchestrator/file-service.js";
 import { InterpreterService } from "./orchestrator/interpreter-service.js";
 import { KeyedMutex } from "./orchestrator/keyed-mutex.js";
+import { RunReviewService } from "./orchestrator/run-reviews.js";
 import { RunService } from "./orchestrator/run-service.js";
 import { ReservationService } from "./orchestrator/reservations.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
@@ -306,7 +307,8 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
         ),
       );
   });
-  const evidence = new EvidenceService(runs, checkpoints, signer);
+  const reviews = new RunReviewService(db, runs, activity, policies);
+  const evidence = new EvidenceService(runs, checkpoints, signer, reviews);
   const retention = new RunRetentionService({
     db,
     activity,
@@ -430,7 +432,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...healthHandlers(db, runtimes, { region: config.region, reservations }),
       ...shellHandlers({ shells, runtimes, interpreters, activity, policies, watch }),
       ...fileHandlers(files),
-      ...runHandlers(runs, watch),
+      ...runHandlers(runs, reviews, watch),
       ...iamHandlers(iam, keys),
       ...bindingHandlers(bindings),
       ...templateHandlers(templates, templateImages),

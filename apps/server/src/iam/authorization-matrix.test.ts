@@ -134,6 +134,14 @@ async function runCase(
         .not.toBe("running");
       return runId;
     },
+    reviewableRun: async () => {
+      // The owner's run, with the caller among the listed approvers (so not behind the run).
+      const runId = await fixtures.run!();
+      const approvers = foreign ? [owner.id] : [owner.id, caller.id];
+      const policy = await asOwner("PATCH", "/api/v1/org/policy", { approvers });
+      expect(policy.statusCode, policy.body).toBe(200);
+      return runId;
+    },
     file: async () => {
       const shellId = await fixtures.shell!();
       const res = await t.app.inject({

@@ -37,6 +37,7 @@ import { workspaceChanges, workspaceManifest } from "./workspace-changes.js";
 import { workspaceDiff } from "./workspace-diff.js";
 import type { ShellService } from "./shell-service.js";
 import type { ApprovalGate } from "./approval-gate.js";
+import { latestRunReview } from "./run-reviews.js";
 import type { ResolvedTemplate } from "../services/template-service.js";
 import { refuseManagedOverwrite, type TemplatedFields } from "../templates/template-policy.js";
 
@@ -363,8 +364,10 @@ export class RunService {
     return this.#toRun(row);
   }
 
+  /** One run, with its latest review. */
   async get(caller: Caller, id: string): Promise<Run> {
-    return this.#toRun(await this.#current(await this.#row(caller, id)));
+    const run = this.#toRun(await this.#current(await this.#row(caller, id)));
+    return { ...run, review: await latestRunReview(this.db, caller.orgId, id) };
   }
 
   /** Resolves once the run ended (or `timeoutMs` passed), with the run as it then stands. */
