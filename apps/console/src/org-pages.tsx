@@ -58,7 +58,17 @@ export function ApprovalsPage({ session }: { session: Session }) {
       setError(caught);
     }
   };
+  const withdraw = async (id: string) => {
+    setError(null);
+    try {
+      await session.client.approvals.withdraw(id);
+      approvals.refresh();
+    } catch (caught) {
+      setError(caught);
+    }
+  };
   const control = canControl(session.principal);
+  const { actor } = session.principal;
   return (
     <Panel title="Approvals">
       <ErrorNote error={approvals.error ?? error} />
@@ -73,12 +83,22 @@ export function ApprovalsPage({ session }: { session: Session }) {
           approval.state,
           when(approval.createdAt),
           control && approval.state === "pending" ? (
-            <div className="flex gap-2">
-              <Button onClick={() => void decide(approval.id, true)}>Grant</Button>
-              <Button variant="ghost" onClick={() => void decide(approval.id, false)}>
-                Deny
+            approval.requestedBy.type === actor.type && approval.requestedBy.id === actor.id ? (
+              <Button
+                variant="ghost"
+                aria-label={`Withdraw ${approval.id}`}
+                onClick={() => void withdraw(approval.id)}
+              >
+                Withdraw
               </Button>
-            </div>
+            ) : (
+              <div className="flex gap-2">
+                <Button onClick={() => void decide(approval.id, true)}>Grant</Button>
+                <Button variant="ghost" onClick={() => void decide(approval.id, false)}>
+                  Deny
+                </Button>
+              </div>
+            )
           ) : null,
         ])}
       />

@@ -438,7 +438,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...templateHandlers(templates, templateImages),
       ...projectEgressHandlers(projectEgress),
       ...retentionHandlers(retention),
-      ...approvalHandlers(gate, shells),
+      ...approvalHandlers(gate, shells, runs),
       ...webhookHandlers(webhooks),
       ...auditHandlers(checkpoints, evidence),
       ...agentGateHandlers(agentGate),

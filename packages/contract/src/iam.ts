@@ -321,13 +321,21 @@ export const ApprovalContext = z.strictObject({
 });
 export type ApprovalContext = z.infer<typeof ApprovalContext>;
 
+/** Where an approval stands: `pending`, then `granted`, `denied`, `expired` or `withdrawn`. */
+export const ApprovalState = z.enum(["pending", "granted", "denied", "expired", "withdrawn"]);
+export type ApprovalState = z.infer<typeof ApprovalState>;
+
 export const Approval = z.strictObject({
   id: z.string(),
   shellId: z.string(),
   action: ApprovalAction,
   /** For a `run`: what it runs and why it waits (set on approvals made since templates). */
   context: ApprovalContext.nullable().optional(),
-  state: z.enum(["pending", "granted", "denied", "expired"]),
+  /**
+   * `withdrawn`: its requester took it back, or its shell was deleted, before anyone decided
+   * (`decidedBy` says who, `reason` why).
+   */
+  state: ApprovalState,
   requestedBy: PrincipalRef,
   decidedBy: z.string().nullable(),
   reason: z.string().nullable(),
@@ -339,6 +347,8 @@ export const Approval = z.strictObject({
 });
 export type Approval = z.infer<typeof Approval>;
 export const ApprovalDecision = z.strictObject({ reason: z.string().min(1).max(1000) });
+/** Body of `POST /api/v1/approvals/:id/withdraw` (the reason is optional). */
+export const ApprovalWithdrawal = z.strictObject({ reason: z.string().min(1).max(1000).optional() });
 
 /** Tools the agent gate serves. */
 export const AgentTool = z.enum([

@@ -161,6 +161,8 @@ export {
   ApiKeyCreated,
   Approval,
   ApprovalDecision,
+  ApprovalState,
+  ApprovalWithdrawal,
   Entitlement,
   EntitlementGrant,
   EntitlementGrantCreate,

@@ -52,7 +52,7 @@ export type ProjectCreate = SchemaInput<typeof ProjectCreateSchema>;
 export type OrgPolicyUpdate = SchemaInput<typeof OrgPolicyUpdateSchema>;
 /** Body of `approvals.grant()` and `approvals.deny()`: why (recorded in the activity log). */
 export type ApprovalDecision = SchemaInput<typeof ApprovalDecisionSchema>;
-/** Where an approval stands: `pending`, then `granted`, `denied` or `expired`. */
+/** Where an approval stands: `pending`, then `granted`, `denied`, `expired` or `withdrawn`. */
 export type ApprovalState = Approval["state"];
 
 /** Filters of {@link ApprovalsApi.list}. */
@@ -342,6 +342,21 @@ export class ApprovalsApi {
     options: RequestOptions = {},
   ): Promise<Approval> {
     return this.#call<Approval>("POST", `/api/v1/approvals/${segment(approvalId)}/deny`, {
+      ...options,
+      body,
+    });
+  }
+
+  /**
+   * Withdraws your own pending approval: the held action never runs (a run waiting for review
+   * ends `cancelled`). Someone else's is `forbidden`; a closed one is `approval_closed`.
+   */
+  withdraw(
+    approvalId: string,
+    body: { reason?: string } = {},
+    options: RequestOptions = {},
+  ): Promise<Approval> {
+    return this.#call<Approval>("POST", `/api/v1/approvals/${segment(approvalId)}/withdraw`, {
       ...options,
       body,
     });

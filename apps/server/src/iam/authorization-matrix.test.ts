@@ -230,6 +230,23 @@ async function runCase(
       expect(pending.statusCode, pending.body).toBe(202);
       return pending.json().approval.id;
     },
+    ownApproval: async () => {
+      // A request parked for an approver, made by the caller (the owner's, for a foreign caller).
+      const policy = await asOwner("PATCH", "/api/v1/org/policy", {
+        approvers: [owner.id],
+        approvalGates: { wipe_state: "approvers" },
+      });
+      expect(policy.statusCode, policy.body).toBe(200);
+      const shellId = (await asOwner("POST", "/api/v1/shells", { language: "bash" })).json().id;
+      const pending = await t.call(
+        "POST",
+        `/api/v1/shells/${shellId}/actions/wipe_state`,
+        {},
+        { authorization: `Bearer ${(foreign ? owner : caller).token}` },
+      );
+      expect(pending.statusCode, pending.body).toBe(202);
+      return pending.json().approval.id;
+    },
   };
   async function addPrincipalKey(principalId: string, orgId: string, holderRole: Role) {
     void holderRole;

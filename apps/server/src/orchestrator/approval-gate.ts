@@ -1,4 +1,5 @@
 import type {
+  Actor,
   Approval,
   ApprovalAction,
   ApprovalContext,
@@ -62,6 +63,55 @@ const toApproval = (row: Selectable<ApprovalTable>): Approval => ({
   decidedAt: row.decided_at,
   context: row.context === null ? null : (JSON.parse(row.context) as ApprovalContext),
 });
+
+/**
+ * Closes every pending approval held on a shell or run that is gone (a deleted shell, a run torn
+ * down before review) as `withdrawn`, so no later grant acts on it, and records each close as
+ * `approval.withdraw` by `actor`. Answers how many it closed.
+ */
+export async function closePendingApprovals(
+  db: Kysely<Database>,
+  activity: ActivityService,
+  close: { orgId: string; targetId: string; actor: Actor; reason: string },
+): Promise<number> {
+  const pending = await db
+    .selectFrom("approvals")
+    .selectAll()
+    .where("org_id", "=", close.orgId)
+    .where("shell_id", "=", close.targetId)
+    .where("state", "=", "pending")
+    .execute();
+  let closed = 0;
+  for (const row of pending) {
+    if (!(await markWithdrawn(db, row, close.actor.id, close.reason))) continue;
+    closed += 1;
+    await activity.record({
+      orgId: close.orgId,
+      actor: close.actor,
+      action: "approval.withdraw",
+      target: targetOf(row),
+      outcome: "success",
+      details: { approvalId: row.id, action: row.action, reason: close.reason },
+    });
+  }
+  return closed;
+}
+
+/** Sets a still-pending approval `withdrawn`; false when it was decided or closed meanwhile. */
+async function markWithdrawn(
+  db: Kysely<Database>,
+  row: Selectable<ApprovalTable>,
+  by: string,
+  reason: string,
+): Promise<boolean> {
+  const updated = await db
+    .updateTable("approvals")
+    .set({ state: "withdrawn", decided_by: by, reason, decided_at: nowIso() })
+    .where("id", "=", row.id)
+    .where("state", "=", "pending")
+    .executeTakeFirst();
+  return Number(updated.numUpdatedRows) > 0;
+}
 
 /**
  * The approval gate for destructive actions (every `GatedAction`: `stop`, `wipe_state`,
@@ -240,6 +290,52 @@ export class ApprovalGate {
       details: { approvalId: row.id, action: row.action, reason, requestedBy: row.requested_by_id },
     });
     return { ...row, state: decision, decided_by: caller.actor.id, reason, decided_at: decidedAt };
+  }
+
+  /**
+   * The requester takes back their own pending approval: it ends `withdrawn` and its action never
+   * runs. Anyone else in the org is refused (`forbidden`, recorded); a closed one is
+   * `approval_closed`. Returns the row as withdrawn; ending what it held back (a run waiting for
+   * review) is the caller's job.
+   */
+  async withdraw(
+    caller: Caller,
+    approvalId: string,
+    reason: string | undefined,
+  ): Promise<Selectable<ApprovalTable>> {
+    const row = await this.#row(caller.orgId, approvalId);
+    const own =
+      row.requested_by_type === caller.actor.type && row.requested_by_id === caller.actor.id;
+    if (!own) {
+      await this.activity.recordFor(
+        caller,
+        "approval.withdraw",
+        targetOf(row),
+        { approvalId: row.id, reason: "not the requester" },
+        "denied",
+      );
+      throw new AppError("forbidden", "Only the requester of an approval can withdraw it.", {
+        approvalId: row.id,
+      });
+    }
+    if (row.state !== "pending")
+      throw new AppError("approval_closed", `Approval ${row.id} is already ${row.state}.`, {
+        state: row.state,
+      });
+    const why = reason ?? `withdrawn by ${caller.actor.id}`;
+    if (!(await markWithdrawn(this.db, row, caller.actor.id, why)))
+      throw new AppError("approval_closed", `Approval ${row.id} was decided meanwhile.`);
+    await this.activity.recordFor(caller, "approval.withdraw", targetOf(row), {
+      approvalId: row.id,
+      action: row.action,
+      reason: why,
+    });
+    return this.#row(caller.orgId, row.id);
+  }
+
+  /** Closes the pending approvals held on a shell or run that is gone (see {@link closePendingApprovals}). */
+  closePending(orgId: string, targetId: string, actor: Actor, reason: string): Promise<number> {
+    return closePendingApprovals(this.db, this.activity, { orgId, targetId, actor, reason });
   }
 
   /** Sets how a granted action is run (the shell service registers itself here). */

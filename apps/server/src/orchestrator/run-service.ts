@@ -255,17 +255,17 @@ export class RunService {
     return { ...row, ...settled, pending_request: null };
   }
 
-  /** A pending run as it stands: cancelled once its review was denied or has expired. */
+  /** A pending run as it stands: cancelled once its review was denied, withdrawn or has expired. */
   async #current(row: Selectable<RunTable>): Promise<Selectable<RunTable>> {
     if (row.status !== "pending_approval" || !this.#gate) return row;
     const approval = await this.#gate.forRun(row.org_id, row.id);
     if (!approval || approval.state === "pending" || approval.state === "granted") return row;
-    return this.#settle(
-      row,
-      approval.state === "denied"
-        ? `review denied by ${approval.decided_by ?? "an approver"}: ${approval.reason ?? ""}`
-        : "review expired before an approver decided",
-    );
+    const why = {
+      denied: `review denied by ${approval.decided_by ?? "an approver"}: ${approval.reason ?? ""}`,
+      withdrawn: `withdrawn by ${approval.decided_by ?? "its requester"} before review: ${approval.reason ?? ""}`,
+      expired: "review expired before an approver decided",
+    }[approval.state];
+    return this.#settle(row, why);
   }
 
   #newRow(caller: Caller, id: string, body: PreparedRun, shellId: string): Selectable<RunTable> {
@@ -552,10 +552,13 @@ export class RunService {
    */
   async teardown(caller: Caller, id: string): Promise<Run> {
     const row = await this.#row(caller, id);
-    // A run still waiting for review has no shell yet: tearing it down withdraws it (a later
-    // grant then starts nothing).
-    if (row.status === "pending_approval")
-      return this.#toRun(await this.#settle(row, `withdrawn by ${caller.actor.id} before review`));
+    // A run still waiting for review has no shell yet: tearing it down withdraws it and closes
+    // its approval (so no later grant starts it).
+    if (row.status === "pending_approval") {
+      const why = `withdrawn by ${caller.actor.id} before review`;
+      await this.#gate?.closePending(caller.orgId, row.id, actorOf(caller), why);
+      return this.#toRun(await this.#settle(row, why));
+    }
     const controller = this.#cancel.get(id);
     if (controller) {
       controller.abort("stopped");

@@ -1093,6 +1093,13 @@ export class ShellService {
         outcome: "success",
         details: { name: row.name, ...cleared },
       });
+      // What waited for an approver on this shell can never run now.
+      await this.deps.gate.closePending(
+        row.org_id,
+        row.id,
+        actorOf(caller),
+        `the shell ${row.name} was deleted`,
+      );
       return this.get(caller, row.id);
     });
   }

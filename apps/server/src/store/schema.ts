@@ -246,7 +246,7 @@ export interface ApprovalTable {
   requested_by_type: "user" | "agent";
   requested_by_id: string;
   requested_key_id: string | null;
-  state: "pending" | "granted" | "denied" | "expired";
+  state: "pending" | "granted" | "denied" | "expired" | "withdrawn";
   decided_by: string | null;
   reason: string | null;
   outcome: string | null;
