@@ -1,4 +1,6 @@
 import type { GateMode, NetworkMode, OrgPolicy, RuntimeClass } from "@l1fe/shells";
+import { GatedAction } from "@shells/contract";
+import { ApprovalSettings } from "./approval-settings.js";
 import { useState } from "react";
 import { CheckpointsPanel } from "./checkpoints-panel.js";
 import { canControl, isAdmin, type Session } from "./session.js";
@@ -106,12 +108,14 @@ export function ApprovalsPage({ session }: { session: Session }) {
   );
 }
 
-const GATED = ["stop", "wipe_state", "reinstall_os", "delete"] as const;
-
-/** The org policy; admins can change the isolation floor, default network and approval gates. */
+/**
+ * The org policy; admins can change the isolation floor, the default network and the approval
+ * settings: which actions need approval (and how), who approves, and how long a request waits.
+ */
 export function PolicyPage({ session }: { session: Session }) {
   const policy = usePoll(() => session.client.policy.get(), 10_000);
   const editable = isAdmin(session.principal) && canControl(session.principal);
+  const members = usePoll(() => session.client.members.list(), 30_000);
   const [draft, setDraft] = useState<OrgPolicy | null>(null);
   const [saveError, setSaveError] = useState<unknown>(null);
   const [saved, setSaved] = useState(false);
@@ -124,6 +128,8 @@ export function PolicyPage({ session }: { session: Session }) {
         isolationFloor: draft.isolationFloor,
         defaultNetwork: draft.defaultNetwork,
         approvalGates: draft.approvalGates,
+        approvers: draft.approvers,
+        approvalTtlSeconds: draft.approvalTtlSeconds,
       });
       setDraft(null);
       setSaved(true);
@@ -191,7 +197,7 @@ export function PolicyPage({ session }: { session: Session }) {
               <span className="font-mono">{current.allowedRegions.join(", ") || "any"}</span>
             </p>
             <h3 className="pt-2 text-sm font-semibold">Approval gates</h3>
-            {GATED.map((action) =>
+            {GatedAction.options.map((action) =>
               select<GateMode>(
                 action,
                 current.approvalGates[action],
@@ -199,6 +205,12 @@ export function PolicyPage({ session }: { session: Session }) {
                 (mode) => edit({ approvalGates: { ...current.approvalGates, [action]: mode } }),
               ),
             )}
+            <ApprovalSettings
+              policy={current}
+              members={members.data ?? []}
+              editable={editable}
+              onChange={edit}
+            />
             {editable && (
               <div className="flex items-center gap-3 pt-2">
                 <Button variant="primary" disabled={!draft} onClick={() => void save()}>
