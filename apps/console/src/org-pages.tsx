@@ -1,4 +1,4 @@
-import type { GateMode, NetworkMode, OrgPolicy, RuntimeClass } from "@l1fe/shells";
+import type { Approval, GateMode, NetworkMode, OrgPolicy, RuntimeClass } from "@l1fe/shells";
 import { GatedAction } from "@shells/contract";
 import { ApprovalSettings } from "./approval-settings.js";
 import { useState } from "react";
@@ -76,11 +76,12 @@ export function ApprovalsPage({ session }: { session: Session }) {
       <ErrorNote error={approvals.error ?? error} />
       <Table
         label="Approvals"
-        headers={["Action", "Shell", "Requested by", "State", "Created", ""]}
+        headers={["Action", "Target", "Context", "Requested by", "State", "Created", ""]}
         empty="No approvals. Gate destructive actions by approvers in the org policy."
         rows={approvals.data?.map((approval) => [
           <span className="font-mono text-xs">{approval.action}</span>,
           <span className="font-mono text-xs">{approval.shellId}</span>,
+          <ApprovalContextCell approval={approval} />,
           <Tag>{`${approval.requestedBy.type}:${approval.requestedBy.id}`}</Tag>,
           approval.state,
           when(approval.createdAt),
@@ -223,5 +224,24 @@ export function PolicyPage({ session }: { session: Session }) {
         )}
       </div>
     </Panel>
+  );
+}
+
+/** What an approver is shown of a request: what it asks, why it waits, and what it widens. */
+function ApprovalContextCell({ approval }: { approval: Approval }) {
+  const context = approval.context;
+  if (!context) return <span className="text-zinc-500">—</span>;
+  return (
+    <div className="space-y-0.5 text-xs" data-testid="approval-context">
+      {context.summary && <p>{context.summary}</p>}
+      {context.template && <p className="font-mono">{context.template}</p>}
+      {context.bindings && <p>bindings: {context.bindings.join(", ")}</p>}
+      {context.diff && context.diff.widens.length > 0 && (
+        <p className="font-mono text-amber-700 dark:text-amber-300">
+          {context.diff.widens.join("; ")}
+        </p>
+      )}
+      {context.policy && <p className="text-zinc-500">{context.policy}</p>}
+    </div>
   );
 }

@@ -182,7 +182,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     logger: deps.logger,
     unusedForMs: config.imageUnusedSeconds * 1000,
   });
-  const projectEgress = new ProjectEgressService(db, activity);
+  const projectEgress = new ProjectEgressService(db, activity, gate);
   const metrics = new ServerMetrics(db, { region: config.region });
   // Times every response; serves Prometheus metrics to the operator (token-protected, else off).
   registerMetrics(app, metrics, config.metricsToken);

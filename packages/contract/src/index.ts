@@ -170,6 +170,7 @@ export {
   GatedAction,
   ApprovalAction,
   ApprovalContext,
+  ApprovalDiff,
   Member,
   MemberCreate,
   MemberUpdate,

@@ -43,9 +43,9 @@ export type GrantedActionPerformer = (
   clearance: GateClearance,
 ) => Promise<void>;
 
-/** What an approval's history events are about: the run it holds back, or the shell. */
+/** What an approval's history events are about: the run, the project or the shell it holds back. */
 const targetOf = (row: { action: ApprovalAction; shell_id: string }) => ({
-  type: row.action === "run" ? "run" : "shell",
+  type: row.action === "run" ? "run" : row.action === "project_egress_change" ? "project" : "shell",
   id: row.shell_id,
 });
 
@@ -121,8 +121,7 @@ async function markWithdrawn(
  * listed approver, other than the requester, grants or denies before it expires).
  */
 export class ApprovalGate {
-  #perform: GrantedActionPerformer | null = null;
-  #performRun: GrantedActionPerformer | null = null;
+  readonly #performers = new Map<ApprovalAction, GrantedActionPerformer>();
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -137,6 +136,7 @@ export class ApprovalGate {
     action: GatedAction,
     confirm: string | undefined,
     request: Record<string, unknown>,
+    context: ApprovalContext | null = null,
   ): Promise<{ clearance: GateClearance } | { pending: PendingApproval }> {
     const policy = await this.policies.get(caller.orgId);
     const mode = policy.approvalGates[action];
@@ -151,7 +151,14 @@ export class ApprovalGate {
         { action, shell: shell.name },
       );
     }
-    return { pending: await this.park(caller, shell, action, request, null) };
+    // The approver sees which policy asks for them, beside what the request carries.
+    const policyText = `org policy: approvalGates.${action} is approvers`;
+    return {
+      pending: await this.park(caller, shell, action, request, {
+        ...context,
+        policy: context?.policy ?? policyText,
+      }),
+    };
   }
 
   /**
@@ -338,14 +345,12 @@ export class ApprovalGate {
     return closePendingApprovals(this.db, this.activity, { orgId, targetId, actor, reason });
   }
 
-  /** Sets how a granted action is run (the shell service registers itself here). */
-  performWith(performer: GrantedActionPerformer): void {
-    this.#perform = performer;
-  }
-
-  /** Sets how a granted `run` approval starts its run (the run service registers itself here). */
-  performRunsWith(performer: GrantedActionPerformer): void {
-    this.#performRun = performer;
+  /**
+   * Sets how granted approvals of these actions are run: the service that owns each action
+   * registers itself here (shell actions, runs, project egress).
+   */
+  performWith(actions: readonly ApprovalAction[], performer: GrantedActionPerformer): void {
+    for (const action of actions) this.#performers.set(action, performer);
   }
 
   /**
@@ -357,7 +362,7 @@ export class ApprovalGate {
     const row = await this.decide(caller, approvalId, "granted", reason);
     const requester = await this.#requester(row);
     const clearance: GateClearance = { approvalId: row.id, approvedBy: caller.actor.id };
-    const perform = row.action === "run" ? this.#performRun : this.#perform;
+    const perform = this.#performers.get(row.action);
     let outcome = "success";
     if (!requester || !requester.scopes.includes("shells:instances:control")) {
       outcome = "forbidden: the requester no longer holds shells:instances:control";

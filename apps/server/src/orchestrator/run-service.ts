@@ -1,6 +1,7 @@
 import {
   canonicalSha256,
   type ActivityEvent,
+  type ApprovalContext,
   type Artifact,
   type Language,
   type PendingApproval,
@@ -145,7 +146,7 @@ export class RunService {
   ) {
     this.#artifacts = new RunArtifacts(dataDir, logger, options.artifacts);
     this.#gate = options.gate;
-    this.#gate?.performRunsWith((requester, approval) =>
+    this.#gate?.performWith(["run"], (requester, approval) =>
       this.startApproved(requester, approval.shell_id),
     );
   }
@@ -163,7 +164,17 @@ export class RunService {
     const { input: body, template } = await this.shells.withTemplate(caller, request);
     if (template) refuseManagedOverwrite(template.definition, body.files ?? []);
     const id = newId("run", 10);
-    if (template?.definition.reviewBeforeRun) return this.#park(caller, id, body, template);
+    if (template?.definition.reviewBeforeRun)
+      return this.#park(caller, id, body, template, {
+        policy: `template ${template.ref} requires review before run`,
+      });
+    const bindings = body.bindings ?? [];
+    if (template?.definition.reviewBindings && bindings.length > 0)
+      return this.#park(caller, id, body, template, {
+        summary: `grant service bindings ${bindings.join(", ")} to a run`,
+        policy: `template ${template.ref} requires review of binding grants`,
+        bindings: [...bindings],
+      });
     return this.#start(caller, id, body, null);
   }
 
@@ -177,6 +188,7 @@ export class RunService {
     id: string,
     body: PreparedRun,
     template: ResolvedTemplate,
+    why: ApprovalContext,
   ): Promise<PendingApproval> {
     if (body.secretEnv && Object.keys(body.secretEnv).length > 0)
       throw new AppError(
@@ -197,9 +209,9 @@ export class RunService {
       "run",
       { runId: id },
       {
+        ...why,
         template: template.ref,
         templateSha256: template.sha256,
-        policy: `template ${template.ref} requires review before run`,
         codeSha256: canonicalSha256(sha256, what ?? null),
         language: body.language,
       },
@@ -303,19 +315,24 @@ export class RunService {
     // The clone happens here, on the host and before any shell exists: a bad ref, an unreachable
     // or oversize repo is the request's error, and the sandbox never holds the credential.
     const source = body.git ? await this.shells.cloneFor(caller, body.git, body) : null;
-    const shell = await this.shells.create(caller, {
-      name: id,
-      language: body.language,
-      ...(body.template ? { template: body.template } : {}),
-      ...(body.runtime ? { runtime: body.runtime } : {}),
-      ...(body.network ? { network: body.network } : {}),
-      ...(body.egress ? { egress: body.egress } : {}),
-      ...(body.resources ? { resources: body.resources } : {}),
-      ...(body.ttlSeconds !== undefined ? { ttlSeconds: body.ttlSeconds } : {}),
-      ...(body.env ? { env: body.env } : {}),
-      ...(body.secretEnv ? { secretEnv: body.secretEnv } : {}),
-      ...(body.bindings ? { bindings: body.bindings } : {}),
-    });
+    const shell = await this.shells.create(
+      caller,
+      {
+        name: id,
+        language: body.language,
+        ...(body.template ? { template: body.template } : {}),
+        ...(body.runtime ? { runtime: body.runtime } : {}),
+        ...(body.network ? { network: body.network } : {}),
+        ...(body.egress ? { egress: body.egress } : {}),
+        ...(body.resources ? { resources: body.resources } : {}),
+        ...(body.ttlSeconds !== undefined ? { ttlSeconds: body.ttlSeconds } : {}),
+        ...(body.env ? { env: body.env } : {}),
+        ...(body.secretEnv ? { secretEnv: body.secretEnv } : {}),
+        ...(body.bindings ? { bindings: body.bindings } : {}),
+      },
+      undefined,
+      parked !== null,
+    );
     const row: Selectable<RunTable> = {
       ...this.#newRow(caller, id, body, shell.id),
       runtime: shell.runtime,
