@@ -86,7 +86,10 @@ describe("the console's approval pages", () => {
     await form.getByLabel("Verdict").selectOption("changes_requested");
     await form.getByLabel("Review comment").fill("log the exit status too");
     await form.getByRole("button", { name: "Submit review" }).click();
-    await tab.getByTestId("run-review").getByText(/changes_requested/).waitFor();
+    await tab
+      .getByTestId("run-review")
+      .getByText(/changes_requested/)
+      .waitFor();
     expect((await owner.runs.get(run.id)).review).toMatchObject({
       verdict: "changes_requested",
       comment: "log the exit status too",

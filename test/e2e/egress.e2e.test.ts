@@ -545,12 +545,9 @@ except socket.gaierror:
       // Widening: parked for an approver; nothing changes until the grant.
       const asked = await call<{
         approval: { id: string; action: string; state: string; context: unknown };
-      }>(
-        bot,
-        "PATCH",
-        `/api/v1/shells/${shellId}/egress`,
-        { egress: { mode: "allowlist", allow: full } },
-      );
+      }>(bot, "PATCH", `/api/v1/shells/${shellId}/egress`, {
+        egress: { mode: "allowlist", allow: full },
+      });
       expect(asked.status).toBe(202);
       expect(asked.body.approval).toMatchObject({
         action: "egress_change",

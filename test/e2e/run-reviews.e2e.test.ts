@@ -20,7 +20,8 @@ let foreigner: { url: string; token: string };
 
 beforeAll(async () => {
   server = await startTestServer();
-  const me = (await call<{ orgId: string; actor: { id: string } }>(server, "GET", "/api/v1/me")).body;
+  const me = (await call<{ orgId: string; actor: { id: string } }>(server, "GET", "/api/v1/me"))
+    .body;
   const member = await call<{ id: string }>(server, "POST", "/api/v1/members", {
     email: "run-reviewer@example.com",
     role: "developer",
@@ -58,7 +59,9 @@ async function finishedRun(): Promise<string> {
   });
   expect(started.status, JSON.stringify(started.body)).toBe(201);
   await expect
-    .poll(async () => (await call<Run>(server, "GET", `/api/v1/runs/${started.body.id}`)).body.status)
+    .poll(
+      async () => (await call<Run>(server, "GET", `/api/v1/runs/${started.body.id}`)).body.status,
+    )
     .not.toBe("running");
   return started.body.id;
 }
@@ -87,11 +90,9 @@ describe("run reviews", () => {
     const run = (await call<Run>(server, "GET", `/api/v1/runs/${runId}`)).body;
     expect(run.review).toMatchObject({ id: again.body.id, verdict: "approved" });
     const history = (
-      await call<{ items: { action: string; actor: { id: string }; details: Record<string, unknown> }[] }>(
-        server,
-        "GET",
-        `/api/v1/runs/${runId}/activity`,
-      )
+      await call<{
+        items: { action: string; actor: { id: string }; details: Record<string, unknown> }[];
+      }>(server, "GET", `/api/v1/runs/${runId}/activity`)
     ).body.items.filter((e) => e.action === "run.review");
     expect(history.map((e) => [e.actor.id, e.details["verdict"]])).toEqual([
       [reviewer.id, "changes_requested"],

@@ -1,4 +1,9 @@
-import { isPendingApproval, type PendingApproval, type Project, type ProjectEgress } from "@l1fe/shells";
+import {
+  isPendingApproval,
+  type PendingApproval,
+  type Project,
+  type ProjectEgress,
+} from "@l1fe/shells";
 import { ProjectCreate, ProjectEgressUpdate, type EgressRules } from "@shells/contract";
 import { useState } from "react";
 import { Field, FormDialog, parseForm } from "./form-dialog.js";

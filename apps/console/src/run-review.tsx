@@ -60,8 +60,8 @@ export function RunReviewPanel({
       {run.review ? (
         <p className="text-sm" data-testid="run-review">
           <span className="font-mono">{run.review.verdict}</span> by{" "}
-          <span className="font-mono">{run.review.reviewedBy}</span> on{" "}
-          {when(run.review.createdAt)}: {run.review.comment}
+          <span className="font-mono">{run.review.reviewedBy}</span> on {when(run.review.createdAt)}
+          : {run.review.comment}
         </p>
       ) : (
         <p className="text-sm text-zinc-500 dark:text-zinc-400">Not reviewed.</p>

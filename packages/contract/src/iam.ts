@@ -378,7 +378,9 @@ export const Approval = z.strictObject({
 export type Approval = z.infer<typeof Approval>;
 export const ApprovalDecision = z.strictObject({ reason: z.string().min(1).max(1000) });
 /** Body of `POST /api/v1/approvals/:id/withdraw` (the reason is optional). */
-export const ApprovalWithdrawal = z.strictObject({ reason: z.string().min(1).max(1000).optional() });
+export const ApprovalWithdrawal = z.strictObject({
+  reason: z.string().min(1).max(1000).optional(),
+});
 
 /** Tools the agent gate serves. */
 export const AgentTool = z.enum([

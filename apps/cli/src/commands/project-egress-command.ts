@@ -90,21 +90,23 @@ export function registerProjectEgressCommand(projects: Command, ctx: CliContext)
       "--confirm <project>",
       "the project's name, when the org gates widening its rules by typed confirmation",
     )
-    .action(async (project: string, flags: EgressFlags & { confirm?: string }, command: Command) => {
-      const rules = egressRulesFrom(flags);
-      const changing = flags.clear === true || Object.keys(rules).length > 0;
-      if (flags.clear && Object.keys(rules).length > 0)
-        command.error("error: --clear takes no list options");
-      const client = ctx.client().projects;
-      const egress = changing
-        ? await client.setEgress(
-            project,
-            flags.clear ? {} : rules,
-            flags.confirm === undefined ? {} : { confirm: flags.confirm },
-          )
-        : await client.getEgress(project);
-      if (ctx.json) ctx.printJson(egress);
-      else if (isPendingApproval(egress)) ctx.print(formatPendingApproval(egress, ctx.now()));
-      else ctx.print(formatProjectEgress(egress));
-    });
+    .action(
+      async (project: string, flags: EgressFlags & { confirm?: string }, command: Command) => {
+        const rules = egressRulesFrom(flags);
+        const changing = flags.clear === true || Object.keys(rules).length > 0;
+        if (flags.clear && Object.keys(rules).length > 0)
+          command.error("error: --clear takes no list options");
+        const client = ctx.client().projects;
+        const egress = changing
+          ? await client.setEgress(
+              project,
+              flags.clear ? {} : rules,
+              flags.confirm === undefined ? {} : { confirm: flags.confirm },
+            )
+          : await client.getEgress(project);
+        if (ctx.json) ctx.printJson(egress);
+        else if (isPendingApproval(egress)) ctx.print(formatPendingApproval(egress, ctx.now()));
+        else ctx.print(formatProjectEgress(egress));
+      },
+    );
 }

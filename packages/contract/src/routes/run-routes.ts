@@ -160,7 +160,8 @@ export const runRoutes = {
   reviewRun: {
     method: "POST",
     path: "/api/v1/runs/:id/review",
-    summary: "Review a finished run: a verdict (approved, changes_requested, rejected) and a comment.",
+    summary:
+      "Review a finished run: a verdict (approved, changes_requested, rejected) and a comment.",
     description:
       "Only the org's listed approvers review, and never a run they are behind (their own, or one of an agent they created or keyed: separation of duties). A run may be reviewed again (a later verdict supersedes the earlier one on the run; all stay in its history and its evidence bundle). A run still waiting for review or still running answers 409 `invalid_state`.",
     tag: "runs",
