@@ -543,14 +543,22 @@ except socket.gaierror:
       expect(await resolves("web.test")).toBe("refused");
 
       // Widening: parked for an approver; nothing changes until the grant.
-      const asked = await call<{ approval: { id: string; action: string; state: string } }>(
-        bot,
-        "PATCH",
-        `/api/v1/shells/${shellId}/egress`,
-        { egress: { mode: "allowlist", allow: full } },
-      );
+      const asked = await call<{
+        approval: { id: string; action: string; state: string; context: unknown };
+      }>(bot, "PATCH", `/api/v1/shells/${shellId}/egress`, {
+        egress: { mode: "allowlist", allow: full },
+      });
       expect(asked.status).toBe(202);
-      expect(asked.body.approval).toMatchObject({ action: "egress_change", state: "pending" });
+      expect(asked.body.approval).toMatchObject({
+        action: "egress_change",
+        state: "pending",
+        // The approver sees what is asked, the policy that asks, and the diff of the allowlist.
+        context: {
+          summary: expect.stringMatching(/^widen the egress allowlist of shell /),
+          policy: "org policy: approvalGates.egress_change is approvers",
+          diff: { subject: "shell egress", widens: ["allow + web.test"], narrows: [] },
+        },
+      });
       expect(await resolves("web.test")).toBe("refused");
       const agentGrant = await call(
         bot,

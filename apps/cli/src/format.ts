@@ -146,7 +146,24 @@ export function formatApproval(approval: Approval, nowMs: number): string {
   if (approval.decidedAt !== null) pairs.push(["decided", approval.decidedAt]);
   if (approval.reason !== null) pairs.push(["reason", approval.reason]);
   if (approval.outcome !== null) pairs.push(["outcome", approval.outcome]);
+  pairs.push(...contextPairs(approval));
   return formatKeyValues(pairs);
+}
+
+/** What an approval's context tells its approver: what is asked, why it waits, and the diff. */
+function contextPairs(approval: Approval): [string, string][] {
+  const context = approval.context;
+  if (!context) return [];
+  const pairs: [string, string][] = [];
+  if (context.summary) pairs.push(["asks to", context.summary]);
+  if (context.policy) pairs.push(["because", context.policy]);
+  if (context.template) pairs.push(["template", context.template]);
+  if (context.bindings) pairs.push(["bindings", context.bindings.join(", ")]);
+  if (context.diff) {
+    pairs.push(["widens", context.diff.widens.join("; ") || "-"]);
+    if (context.diff.narrows.length > 0) pairs.push(["narrows", context.diff.narrows.join("; ")]);
+  }
+  return pairs;
 }
 
 /**
@@ -162,6 +179,7 @@ export function formatPendingApproval(pending: PendingApproval, nowMs: number): 
       ["action", approval.action],
       ["shell", approval.shellId],
       ["expires", `${approval.expiresAt} (in ${formatTimeUntil(approval.expiresAt, nowMs)})`],
+      ...contextPairs(approval),
     ]),
     `next: ask an approver: shells approvals grant ${approval.id} --reason "…"`,
   ].join("\n");

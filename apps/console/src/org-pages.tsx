@@ -1,4 +1,6 @@
-import type { GateMode, NetworkMode, OrgPolicy, RuntimeClass } from "@l1fe/shells";
+import type { Approval, GateMode, NetworkMode, OrgPolicy, RuntimeClass } from "@l1fe/shells";
+import { GatedAction } from "@shells/contract";
+import { ApprovalSettings } from "./approval-settings.js";
 import { useState } from "react";
 import { CheckpointsPanel } from "./checkpoints-panel.js";
 import { canControl, isAdmin, type Session } from "./session.js";
@@ -58,27 +60,48 @@ export function ApprovalsPage({ session }: { session: Session }) {
       setError(caught);
     }
   };
+  const withdraw = async (id: string) => {
+    setError(null);
+    try {
+      await session.client.approvals.withdraw(id);
+      approvals.refresh();
+    } catch (caught) {
+      setError(caught);
+    }
+  };
   const control = canControl(session.principal);
+  const { actor } = session.principal;
   return (
     <Panel title="Approvals">
       <ErrorNote error={approvals.error ?? error} />
       <Table
         label="Approvals"
-        headers={["Action", "Shell", "Requested by", "State", "Created", ""]}
+        headers={["Action", "Target", "Context", "Requested by", "State", "Created", ""]}
         empty="No approvals. Gate destructive actions by approvers in the org policy."
         rows={approvals.data?.map((approval) => [
           <span className="font-mono text-xs">{approval.action}</span>,
           <span className="font-mono text-xs">{approval.shellId}</span>,
+          <ApprovalContextCell approval={approval} />,
           <Tag>{`${approval.requestedBy.type}:${approval.requestedBy.id}`}</Tag>,
           approval.state,
           when(approval.createdAt),
           control && approval.state === "pending" ? (
-            <div className="flex gap-2">
-              <Button onClick={() => void decide(approval.id, true)}>Grant</Button>
-              <Button variant="ghost" onClick={() => void decide(approval.id, false)}>
-                Deny
+            approval.requestedBy.type === actor.type && approval.requestedBy.id === actor.id ? (
+              <Button
+                variant="ghost"
+                aria-label={`Withdraw ${approval.id}`}
+                onClick={() => void withdraw(approval.id)}
+              >
+                Withdraw
               </Button>
-            </div>
+            ) : (
+              <div className="flex gap-2">
+                <Button onClick={() => void decide(approval.id, true)}>Grant</Button>
+                <Button variant="ghost" onClick={() => void decide(approval.id, false)}>
+                  Deny
+                </Button>
+              </div>
+            )
           ) : null,
         ])}
       />
@@ -86,12 +109,14 @@ export function ApprovalsPage({ session }: { session: Session }) {
   );
 }
 
-const GATED = ["stop", "wipe_state", "reinstall_os", "delete"] as const;
-
-/** The org policy; admins can change the isolation floor, default network and approval gates. */
+/**
+ * The org policy; admins can change the isolation floor, the default network and the approval
+ * settings: which actions need approval (and how), who approves, and how long a request waits.
+ */
 export function PolicyPage({ session }: { session: Session }) {
   const policy = usePoll(() => session.client.policy.get(), 10_000);
   const editable = isAdmin(session.principal) && canControl(session.principal);
+  const members = usePoll(() => session.client.members.list(), 30_000);
   const [draft, setDraft] = useState<OrgPolicy | null>(null);
   const [saveError, setSaveError] = useState<unknown>(null);
   const [saved, setSaved] = useState(false);
@@ -104,6 +129,8 @@ export function PolicyPage({ session }: { session: Session }) {
         isolationFloor: draft.isolationFloor,
         defaultNetwork: draft.defaultNetwork,
         approvalGates: draft.approvalGates,
+        approvers: draft.approvers,
+        approvalTtlSeconds: draft.approvalTtlSeconds,
       });
       setDraft(null);
       setSaved(true);
@@ -171,7 +198,7 @@ export function PolicyPage({ session }: { session: Session }) {
               <span className="font-mono">{current.allowedRegions.join(", ") || "any"}</span>
             </p>
             <h3 className="pt-2 text-sm font-semibold">Approval gates</h3>
-            {GATED.map((action) =>
+            {GatedAction.options.map((action) =>
               select<GateMode>(
                 action,
                 current.approvalGates[action],
@@ -179,6 +206,12 @@ export function PolicyPage({ session }: { session: Session }) {
                 (mode) => edit({ approvalGates: { ...current.approvalGates, [action]: mode } }),
               ),
             )}
+            <ApprovalSettings
+              policy={current}
+              members={members.data ?? []}
+              editable={editable}
+              onChange={edit}
+            />
             {editable && (
               <div className="flex items-center gap-3 pt-2">
                 <Button variant="primary" disabled={!draft} onClick={() => void save()}>
@@ -191,5 +224,24 @@ export function PolicyPage({ session }: { session: Session }) {
         )}
       </div>
     </Panel>
+  );
+}
+
+/** What an approver is shown of a request: what it asks, why it waits, and what it widens. */
+function ApprovalContextCell({ approval }: { approval: Approval }) {
+  const context = approval.context;
+  if (!context) return <span className="text-zinc-500">—</span>;
+  return (
+    <div className="space-y-0.5 text-xs" data-testid="approval-context">
+      {context.summary && <p>{context.summary}</p>}
+      {context.template && <p className="font-mono">{context.template}</p>}
+      {context.bindings && <p>bindings: {context.bindings.join(", ")}</p>}
+      {context.diff && context.diff.widens.length > 0 && (
+        <p className="font-mono text-amber-700 dark:text-amber-300">
+          {context.diff.widens.join("; ")}
+        </p>
+      )}
+      {context.policy && <p className="text-zinc-500">{context.policy}</p>}
+    </div>
   );
 }

@@ -1,4 +1,9 @@
-import type { Project, ProjectEgress } from "@l1fe/shells";
+import {
+  isPendingApproval,
+  type PendingApproval,
+  type Project,
+  type ProjectEgress,
+} from "@l1fe/shells";
 import { ProjectCreate, ProjectEgressUpdate, type EgressRules } from "@shells/contract";
 import { useState } from "react";
 import { Field, FormDialog, parseForm } from "./form-dialog.js";
@@ -104,7 +109,11 @@ export function ProjectsPage({ session }: { session: Session }) {
           onClose={() => setEditing(null)}
           onSaved={(saved) => {
             setEditing(null);
-            setNotice(`Saved the egress rules of ${saved.project}.`);
+            setNotice(
+              isPendingApproval(saved)
+                ? `The change widens the rules of ${editing.project.name}: it waits for an approver (approval ${saved.approval.id}; widens ${saved.approval.context?.diff?.widens.join("; ") ?? "-"}).`
+                : `Saved the egress rules of ${saved.project}.`,
+            );
             projects.refresh();
           }}
         />
@@ -186,7 +195,7 @@ function EgressRulesDialog({
   project: Project;
   rules: EgressRules;
   onClose: () => void;
-  onSaved: (saved: ProjectEgress) => void;
+  onSaved: (saved: ProjectEgress | PendingApproval) => void;
 }) {
   const [drafts, setDrafts] = useState(
     () =>

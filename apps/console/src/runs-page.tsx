@@ -14,6 +14,7 @@ import { AllowlistEditor, egressOf } from "./allowlist-editor.js";
 import { saveFile, saveJson } from "./download.js";
 import { Issues, issuesOf } from "./form-dialog.js";
 import { RunDiff } from "./run-diff.js";
+import { RunReviewPanel } from "./run-review.js";
 import { canControl, canCreate, type Session } from "./session.js";
 import { inertText } from "./terminal-text.js";
 import { usePoll } from "./use-poll.js";
@@ -434,6 +435,13 @@ function RunView({
         </div>
         {finished && <RunOutcome run={run} onDownload={(path) => void download(path)} />}
         {finished && <RunDiff run={run} client={client} />}
+        {finished && run.status !== "pending_approval" && (
+          <RunReviewPanel
+            session={session}
+            run={run}
+            onReviewed={() => void handle.get().then(setRun, setError)}
+          />
+        )}
       </div>
     </section>
   );

@@ -26,6 +26,7 @@ import { CapacityGate } from "./orchestrator/capacity.js";
 import { FileService } from "./orchestrator/file-service.js";
 import { InterpreterService } from "./orchestrator/interpreter-service.js";
 import { KeyedMutex } from "./orchestrator/keyed-mutex.js";
+import { RunReviewService } from "./orchestrator/run-reviews.js";
 import { RunService } from "./orchestrator/run-service.js";
 import { RegionPools, resolveRegionPools } from "./orchestrator/region-pools.js";
 import { RuntimeRegistry } from "./orchestrator/runtimes.js";
@@ -183,7 +184,7 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     logger: deps.logger,
     unusedForMs: config.imageUnusedSeconds * 1000,
   });
-  const projectEgress = new ProjectEgressService(db, activity);
+  const projectEgress = new ProjectEgressService(db, activity, gate);
   const placement = resolveRegionPools(config);
   const metrics = new ServerMetrics(db, { regions: placement.pools.map((p) => p.region) });
   // Times every response; serves Prometheus metrics to the operator (token-protected, else off).
@@ -307,7 +308,8 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
         ),
       );
   });
-  const evidence = new EvidenceService(runs, checkpoints, signer);
+  const reviews = new RunReviewService(db, runs, activity, policies);
+  const evidence = new EvidenceService(runs, checkpoints, signer, reviews);
   const retention = new RunRetentionService({
     db,
     activity,
@@ -431,13 +433,13 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
       ...healthHandlers(db, runtimes, pools),
       ...shellHandlers({ shells, runtimes, interpreters, activity, policies, watch }),
       ...fileHandlers(files),
-      ...runHandlers(runs, watch),
+      ...runHandlers(runs, reviews, watch),
       ...iamHandlers(iam, keys),
       ...bindingHandlers(bindings),
       ...templateHandlers(templates, templateImages),
       ...projectEgressHandlers(projectEgress),
       ...retentionHandlers(retention),
-      ...approvalHandlers(gate, shells),
+      ...approvalHandlers(gate, shells, runs),
       ...webhookHandlers(webhooks),
       ...auditHandlers(checkpoints, evidence),
       ...agentGateHandlers(agentGate),

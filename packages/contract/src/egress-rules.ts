@@ -47,5 +47,12 @@ export const ProjectEgress = z.strictObject({
 export type ProjectEgress = z.infer<typeof ProjectEgress>;
 
 /** Body of `PUT /api/v1/projects/:project/egress`: the project's rules, replaced whole. */
-export const ProjectEgressUpdate = z.strictObject({ rules: EgressRules });
+export const ProjectEgressUpdate = z.strictObject({
+  rules: EgressRules,
+  /**
+   * Typed confirmation (the project's name) when the org gates widening of project rules
+   * (`project_egress_change`) by `confirm`.
+   */
+  confirm: z.string().max(256).optional(),
+});
 export type ProjectEgressUpdate = z.infer<typeof ProjectEgressUpdate>;

@@ -115,6 +115,8 @@ export const ErrorCode = {
   templateLocked: "template_locked",
   /** A template marked `reviewBeforeRun`, but the org lists no approvers to review its runs. */
   reviewUnavailable: "review_unavailable",
+  /** The template asks review of binding grants, which a shell cannot wait for: use a run. */
+  reviewRequired: "review_required",
   /** The capability is not legal in the shell's current lifecycle state. */
   invalidState: "invalid_state",
   /** The shell is paused: its processes are frozen and it runs nothing until `resume`. */
@@ -223,6 +225,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   template_invalid: 400,
   template_locked: 422,
   review_unavailable: 422,
+  review_required: 422,
   invalid_state: 409,
   shell_paused: 409,
   limit_exceeded: 422,

@@ -11,6 +11,7 @@ import {
 import {
   EVIDENCE_FORMAT,
   EVIDENCE_FORMAT_V1,
+  EVIDENCE_FORMAT_V2,
   EvidenceBundle as EvidenceBundleSchema,
   canonicalSha256,
   verifyEvidenceBundle,
@@ -173,6 +174,34 @@ describe("evidence bundles", () => {
     expect((await verifyEvidenceBundle(sha256, { ...v2, workspaceDiff: diff })).problem).toBe(
       "the bundle carries a workspace diff but no signed run.finish event records it",
     );
+  });
+
+  it("verify a v2 bundle (before reviews), and refuse reviews a v2 bundle or no signed event carries", async () => {
+    const { bundle: v2 } = await bundle();
+    v2.format = EVIDENCE_FORMAT_V2;
+    expect(EvidenceBundleSchema.safeParse(v2).success).toBe(true);
+    expect((await verifyEvidenceBundle(sha256, v2)).problem).toBeNull();
+    const review = {
+      id: "rvw-1",
+      verdict: "approved" as const,
+      comment: "ok",
+      reviewedBy: "usr-2",
+      createdAt: time,
+    };
+    expect((await verifyEvidenceBundle(sha256, { ...v2, reviews: [review] })).problem).toBe(
+      `a ${EVIDENCE_FORMAT_V2} bundle carries no reviews`,
+    );
+    const { bundle: v3 } = await bundle();
+    expect((await verifyEvidenceBundle(sha256, { ...v3, reviews: [] })).problem).toBeNull();
+    expect(
+      (
+        await verifyEvidenceBundle(sha256, {
+          ...v3,
+          reviews: [review],
+          run: { ...v3.run, review },
+        })
+      ).problem,
+    ).toBe("the bundle lists 1 reviews but 0 signed run.review events record reviews");
   });
 
   it("name an event about another shell slipped into the bundle", async () => {

@@ -15,12 +15,14 @@ import {
   fromBase64,
 } from "./checkpoints.js";
 import { toHex, type Sha256 } from "./merkle.js";
-import { Run, WorkspaceChanges, WorkspaceDiff } from "./runs.js";
+import { Run, RunReview, WorkspaceChanges, WorkspaceDiff } from "./runs.js";
 
 /** Format tag of the first evidence bundles: no workspace diff. Still verified. */
 export const EVIDENCE_FORMAT_V1 = "shells-evidence/v1";
-/** Format tag of the evidence bundles exported now: v1 plus the run's workspace diff. */
-export const EVIDENCE_FORMAT = "shells-evidence/v2";
+/** Format tag of bundles with the run's workspace diff but no reviews. Still verified. */
+export const EVIDENCE_FORMAT_V2 = "shells-evidence/v2";
+/** Format tag of the evidence bundles exported now: v2 plus the run's reviews. */
+export const EVIDENCE_FORMAT = "shells-evidence/v3";
 
 /** One kept artifact: its hash as recorded when the run ended, and its bytes when exported with them. */
 export const ArtifactEvidence = z.strictObject({
@@ -34,7 +36,7 @@ export type ArtifactEvidence = z.infer<typeof ArtifactEvidence>;
 
 /** What `GET /api/v1/runs/:id/evidence` answers and `shells evidence export` writes. */
 export const EvidenceBundle = z.strictObject({
-  format: z.enum([EVIDENCE_FORMAT_V1, EVIDENCE_FORMAT]),
+  format: z.enum([EVIDENCE_FORMAT_V1, EVIDENCE_FORMAT_V2, EVIDENCE_FORMAT]),
   exportedAt: z.iso.datetime(),
   run: Run,
   /** Every activity event of the run and of its shell, in `seq` order. */
@@ -50,6 +52,11 @@ export const EvidenceBundle = z.strictObject({
    * v2 only. Null when not taken, or removed when the run's retention ran out.
    */
   workspaceDiff: WorkspaceDiff.nullable().optional(),
+  /**
+   * The review outcome: every review of the run, oldest first, each matching a signed `run.review`
+   * event of the bundle; the run's `review` is the last one. v3 only.
+   */
+  reviews: z.array(RunReview).optional(),
   checkpoint: Checkpoint,
   /** The public key that signed the checkpoint (compare its id with the server's published keys). */
   key: CheckpointKey,
@@ -89,7 +96,8 @@ export function canonicalSha256(sha256: Sha256, value: unknown): string {
  * about this run or its shell, that the run's record agrees with its signed `run.start` and
  * `run.finish` events, that the artifact manifest and the workspace changes are the ones
  * `run.finish` recorded (or that a signed `run.retention.expire` event says why they are gone), and the
- * hash of every artifact whose bytes are included. Bundles of both formats (v1, v2) verify. Stops at the first failure and names it.
+ * hash of every artifact whose bytes are included, and (v3) that the review outcome is the one the
+ * signed `run.review` events record. Bundles of every format (v1, v2, v3) verify. Stops at the first failure and names it.
  */
 export async function verifyEvidenceBundle(
   sha256: Sha256,
@@ -222,6 +230,10 @@ export async function verifyEvidenceBundle(
   } else if (diff !== null) {
     return result("the bundle carries a workspace diff but no signed run.finish event records it");
   }
+  const reviewProblem = reviewsProblem(bundle);
+  if (reviewProblem) return result(reviewProblem);
+  if ((bundle.reviews ?? []).length > 0)
+    checked.push(`${bundle.reviews?.length ?? 0} reviews against their run.review events`);
   let withBytes = 0;
   for (const artifact of bundle.artifacts) {
     if (artifact.contentBase64 === undefined) continue;
@@ -232,4 +244,38 @@ export async function verifyEvidenceBundle(
   }
   if (withBytes > 0) checked.push(`bytes of ${withBytes} artifacts against their hashes`);
   return result(null);
+}
+
+/**
+ * Why a bundle's review outcome does not hold, or null: a v3 bundle lists exactly the reviews its
+ * signed `run.review` events record, in order, and the run's `review` is the last of them. Earlier
+ * formats carry no reviews (and their runs no `review`).
+ */
+function reviewsProblem(bundle: EvidenceBundle): string | null {
+  const { run } = bundle;
+  if (bundle.format !== EVIDENCE_FORMAT)
+    return bundle.reviews !== undefined || (run.review ?? null) !== null
+      ? `a ${bundle.format} bundle carries no reviews`
+      : null;
+  const signed = bundle.events.filter(
+    (e) => e.action === "run.review" && e.target?.id === run.id && e.outcome === "success",
+  );
+  const reviews = bundle.reviews ?? [];
+  if (signed.length !== reviews.length)
+    return `the bundle lists ${reviews.length} reviews but ${signed.length} signed run.review events record reviews`;
+  for (const [i, review] of reviews.entries()) {
+    const event = signed[i] as ActivityEvent;
+    const d = event.details;
+    if (
+      d["reviewId"] !== review.id ||
+      d["verdict"] !== review.verdict ||
+      d["comment"] !== review.comment ||
+      event.actor.id !== review.reviewedBy
+    )
+      return `review ${review.id} differs from its signed run.review event (${event.id})`;
+  }
+  const last = reviews.at(-1) ?? null;
+  if (canonicalJson(run.review ?? null) !== canonicalJson(last))
+    return "the run's review is not the last review its signed run.review events record";
+  return null;
 }

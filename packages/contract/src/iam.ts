@@ -142,7 +142,8 @@ export const ProjectCreate = z.strictObject({ name: resourceName });
 /**
  * Actions an org can put behind an approval gate: each destroys work or widens reach. `restore`
  * discards everything written since the snapshot; `restart` ends every running process;
- * `egress_change` widens what a running `internet` shell may reach (narrowing is never gated).
+ * `egress_change` widens what a running `internet` shell may reach (narrowing is never gated);
+ * `project_egress_change` widens a project's egress rules (the same: narrowing is never gated).
  */
 export const GatedAction = z.enum([
   "stop",
@@ -152,6 +153,7 @@ export const GatedAction = z.enum([
   "restore",
   "restart",
   "egress_change",
+  "project_egress_change",
 ]);
 export type GatedAction = z.infer<typeof GatedAction>;
 
@@ -246,6 +248,7 @@ export const OrgPolicy = z.strictObject({
     restore: GateMode,
     restart: GateMode,
     egress_change: GateMode,
+    project_egress_change: GateMode,
   }),
   /** User ids who may decide approvals. */
   approvers: z.array(id),
@@ -284,6 +287,7 @@ export const OrgPolicyUpdate = z.strictObject({
       restore: GateMode.optional(),
       restart: GateMode.optional(),
       egress_change: GateMode.optional(),
+      project_egress_change: GateMode.optional(),
     })
     .optional(),
   approvers: z.array(id).max(100).optional(),
@@ -308,8 +312,29 @@ export const OrgPolicyUpdate = z.strictObject({
 export const ApprovalAction = z.enum([...GatedAction.options, "run"]);
 export type ApprovalAction = z.infer<typeof ApprovalAction>;
 
-/** What the approver is shown beyond the action: for a `run`, its template and what it runs. */
+/**
+ * What a widening would change: the rules before and after, and each change in words, split into
+ * those that widen (why it waits) and those that narrow.
+ */
+export const ApprovalDiff = z.strictObject({
+  /** What the rules are about: `shell egress` or `project egress`. */
+  subject: z.string(),
+  before: z.unknown(),
+  after: z.unknown(),
+  /** Each change that widens reach (`allowHosts + api.example.com`, `denyPorts - 25`). */
+  widens: z.array(z.string()),
+  /** Each change that narrows it. */
+  narrows: z.array(z.string()),
+});
+export type ApprovalDiff = z.infer<typeof ApprovalDiff>;
+
+/**
+ * What the approver is shown beyond the action: for a `run`, its template and what it runs; for a
+ * widening, what it asks for and the diff of the rules.
+ */
 export const ApprovalContext = z.strictObject({
+  /** What is asked, in words (`widen the egress of shell api-1`). */
+  summary: z.string().optional(),
   /** The template, as `name@version`, and the SHA-256 of that version's definition. */
   template: z.string().optional(),
   templateSha256: z.string().optional(),
@@ -318,16 +343,29 @@ export const ApprovalContext = z.strictObject({
   /** SHA-256 of the code, command or git entrypoint the run would start. */
   codeSha256: z.string().optional(),
   language: z.string().optional(),
+  /** For a run granted service bindings by a template that asks review of them: their names. */
+  bindings: z.array(z.string()).optional(),
+  /** For a widening: the rules before and after. */
+  diff: ApprovalDiff.optional(),
 });
 export type ApprovalContext = z.infer<typeof ApprovalContext>;
 
+/** Where an approval stands: `pending`, then `granted`, `denied`, `expired` or `withdrawn`. */
+export const ApprovalState = z.enum(["pending", "granted", "denied", "expired", "withdrawn"]);
+export type ApprovalState = z.infer<typeof ApprovalState>;
+
 export const Approval = z.strictObject({
   id: z.string(),
+  /** What it holds back: the shell, the run (`run`), or the project (`project_egress_change`). */
   shellId: z.string(),
   action: ApprovalAction,
   /** For a `run`: what it runs and why it waits (set on approvals made since templates). */
   context: ApprovalContext.nullable().optional(),
-  state: z.enum(["pending", "granted", "denied", "expired"]),
+  /**
+   * `withdrawn`: its requester took it back, or its shell was deleted, before anyone decided
+   * (`decidedBy` says who, `reason` why).
+   */
+  state: ApprovalState,
   requestedBy: PrincipalRef,
   decidedBy: z.string().nullable(),
   reason: z.string().nullable(),
@@ -339,6 +377,10 @@ export const Approval = z.strictObject({
 });
 export type Approval = z.infer<typeof Approval>;
 export const ApprovalDecision = z.strictObject({ reason: z.string().min(1).max(1000) });
+/** Body of `POST /api/v1/approvals/:id/withdraw` (the reason is optional). */
+export const ApprovalWithdrawal = z.strictObject({
+  reason: z.string().min(1).max(1000).optional(),
+});
 
 /** Tools the agent gate serves. */
 export const AgentTool = z.enum([

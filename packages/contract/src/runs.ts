@@ -289,6 +289,31 @@ export const RunOutput = z.strictObject({
 });
 export type RunOutput = z.infer<typeof RunOutput>;
 
+/**
+ * A reviewer's verdict on a run: `approved` (its outcome is accepted), `changes_requested` (the
+ * work must be redone or amended before it is accepted), `rejected` (its outcome is not accepted).
+ */
+export const RunReviewVerdict = z.enum(["approved", "changes_requested", "rejected"]);
+export type RunReviewVerdict = z.infer<typeof RunReviewVerdict>;
+
+/** Body of `POST /api/v1/runs/:id/review`. */
+export const RunReviewCreate = z.strictObject({
+  verdict: RunReviewVerdict,
+  comment: z.string().trim().min(1).max(4000),
+});
+export type RunReviewCreate = z.infer<typeof RunReviewCreate>;
+
+/** One review of a finished run by a listed approver; its `run.review` event is signed history. */
+export const RunReview = z.strictObject({
+  id: z.string(),
+  verdict: RunReviewVerdict,
+  comment: z.string(),
+  /** The reviewing user's id. */
+  reviewedBy: z.string(),
+  createdAt: z.iso.datetime(),
+});
+export type RunReview = z.infer<typeof RunReview>;
+
 /** A one-shot run. */
 export const Run = z.strictObject({
   id: z.string(),
@@ -324,6 +349,8 @@ export const Run = z.strictObject({
    * manifest stays on the record and in its history); absent while they are kept.
    */
   expiredAt: z.iso.datetime().optional(),
+  /** The latest review of the run (`GET /runs/:id` only); null when nobody reviewed it. */
+  review: RunReview.nullable().optional(),
 });
 export type Run = z.infer<typeof Run>;
 

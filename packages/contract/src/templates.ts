@@ -104,6 +104,12 @@ export const TemplateDefinition = z.strictObject({
   metadata: z.array(TemplateMetadataFile).max(64).optional(),
   /** Every run of this template waits for a listed approver of the org before it starts. */
   reviewBeforeRun: z.boolean().optional(),
+  /**
+   * Granting service bindings is a sensitive step: a run of this version that is granted any
+   * (its own or the template's) waits for a listed approver, with the bindings in the approval's
+   * context; a shell made from it with bindings is refused (`review_required`: use a run).
+   */
+  reviewBindings: z.boolean().optional(),
   /** Fields a create or run from this version may not loosen. */
   locks: z.array(TemplateLock).max(TemplateLock.options.length).optional(),
 });

@@ -239,6 +239,8 @@ export const GovernanceReport = z.strictObject({
     granted: z.int(),
     denied: z.int(),
     expired: z.int(),
+    /** Withdrawn by their requester, or closed because their shell was deleted. */
+    withdrawn: z.int(),
     /** Seconds from request to decision of the decided ones; null when none was decided. */
     timeToDecisionSeconds: z
       .strictObject({ p50: z.number(), p90: z.number(), max: z.number() })

@@ -19,6 +19,7 @@ import type {
   MemberCreate as MemberCreateSchema,
   MemberUpdate as MemberUpdateSchema,
   OrgPolicy,
+  PendingApproval,
   OrgPolicyUpdate as OrgPolicyUpdateSchema,
   Project,
   ProjectCreate as ProjectCreateSchema,
@@ -52,7 +53,7 @@ export type ProjectCreate = SchemaInput<typeof ProjectCreateSchema>;
 export type OrgPolicyUpdate = SchemaInput<typeof OrgPolicyUpdateSchema>;
 /** Body of `approvals.grant()` and `approvals.deny()`: why (recorded in the activity log). */
 export type ApprovalDecision = SchemaInput<typeof ApprovalDecisionSchema>;
-/** Where an approval stands: `pending`, then `granted`, `denied` or `expired`. */
+/** Where an approval stands: `pending`, then `granted`, `denied`, `expired` or `withdrawn`. */
 export type ApprovalState = Approval["state"];
 
 /** Filters of {@link ApprovalsApi.list}. */
@@ -243,17 +244,22 @@ export class ProjectsApi {
   /**
    * Replaces a project's egress rules (admins); `{}` removes them. Every `internet` shell of the
    * project keeps them from its next connection on; they narrow the org's policy and cannot widen
-   * it (a list left out says nothing at the project's level).
+   * it (a list left out says nothing at the project's level). A change that widens the project's
+   * rules passes the org's `project_egress_change` gate: under `approvers` the answer is a
+   * {@link PendingApproval} (check with `isPendingApproval`) whose context carries the diff; under
+   * `confirm`, pass `confirm` (the project's name).
    */
   setEgress(
     project: string,
     rules: EgressRules,
-    options: IdempotentRequestOptions = {},
-  ): Promise<ProjectEgress> {
-    return this.#call<ProjectEgress>("PUT", `/api/v1/projects/${segment(project)}/egress`, {
-      ...options,
-      body: { rules },
-    });
+    options: IdempotentRequestOptions & { confirm?: string } = {},
+  ): Promise<ProjectEgress | PendingApproval> {
+    const { confirm, ...rest } = options;
+    return this.#call<ProjectEgress | PendingApproval>(
+      "PUT",
+      `/api/v1/projects/${segment(project)}/egress`,
+      { ...rest, body: confirm === undefined ? { rules } : { rules, confirm } },
+    );
   }
 }
 
@@ -342,6 +348,21 @@ export class ApprovalsApi {
     options: RequestOptions = {},
   ): Promise<Approval> {
     return this.#call<Approval>("POST", `/api/v1/approvals/${segment(approvalId)}/deny`, {
+      ...options,
+      body,
+    });
+  }
+
+  /**
+   * Withdraws your own pending approval: the held action never runs (a run waiting for review
+   * ends `cancelled`). Someone else's is `forbidden`; a closed one is `approval_closed`.
+   */
+  withdraw(
+    approvalId: string,
+    body: { reason?: string } = {},
+    options: RequestOptions = {},
+  ): Promise<Approval> {
+    return this.#call<Approval>("POST", `/api/v1/approvals/${segment(approvalId)}/withdraw`, {
       ...options,
       body,
     });

@@ -5,6 +5,8 @@ import type {
   Run,
   RunCreate,
   RunFrame,
+  RunReview,
+  RunReviewCreate,
   WorkspaceChanges,
   WorkspaceDiff,
 } from "@shells/contract";
@@ -68,6 +70,17 @@ export class RunsApi {
       query: { limit: query.limit },
     });
     return items;
+  }
+
+  /**
+   * Reviews a finished run: a verdict (`approved`, `changes_requested`, `rejected`) and a comment.
+   * Only the org's listed approvers review, never a run they are behind (`separation_of_duties`).
+   */
+  review(runId: string, review: RunReviewCreate, options: RequestOptions = {}): Promise<RunReview> {
+    return this.#call<RunReview>("POST", `/api/v1/runs/${segment(runId)}/review`, {
+      ...options,
+      body: review,
+    });
   }
 
   /** A handle on an existing run, to stream, await or tear it down. Sends nothing by itself. */

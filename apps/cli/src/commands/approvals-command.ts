@@ -24,7 +24,7 @@ export function approvalRow(approval: Approval, nowMs: number): string[] {
   ];
 }
 
-/** `shells approvals ls|get|grant|deny`: destructive actions waiting for an approver. */
+/** `shells approvals ls|get|grant|deny|withdraw`: destructive actions waiting for an approver. */
 export function registerApprovalsCommand(program: Command, ctx: CliContext): void {
   const approvals = program
     .command("approvals")
@@ -83,6 +83,19 @@ export function registerApprovalsCommand(program: Command, ctx: CliContext): voi
     .requiredOption("--reason <text>", "why (recorded in the activity log)")
     .action(async (id: string, flags: { reason: string }) => {
       const approval = await ctx.client().approvals.deny(id, { reason: flags.reason });
+      if (ctx.json) ctx.printJson(approval);
+      else ctx.print(formatApproval(approval, ctx.now()));
+    });
+
+  approvals
+    .command("withdraw")
+    .description("withdraw your own pending approval: the action never runs")
+    .argument("<id>", "approval id")
+    .option("--reason <text>", "why (recorded in the activity log)")
+    .action(async (id: string, flags: { reason?: string }) => {
+      const approval = await ctx
+        .client()
+        .approvals.withdraw(id, flags.reason === undefined ? {} : { reason: flags.reason });
       if (ctx.json) ctx.printJson(approval);
       else ctx.print(formatApproval(approval, ctx.now()));
     });

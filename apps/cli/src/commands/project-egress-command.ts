@@ -1,7 +1,7 @@
-import type { EgressRules, ProjectEgress } from "@l1fe/shells";
+import { isPendingApproval, type EgressRules, type ProjectEgress } from "@l1fe/shells";
 import { InvalidArgumentError, type Command } from "commander";
 import type { CliContext } from "../context.js";
-import { formatKeyValues } from "../format.js";
+import { formatKeyValues, formatPendingApproval } from "../format.js";
 import { parseCommaList } from "../parsers.js";
 
 interface EgressFlags {
@@ -86,16 +86,27 @@ export function registerProjectEgressCommand(projects: Command, ctx: CliContext)
     .option("--allow-ports <80,443>", 'only these destination ports ("" for any)', parsePortList)
     .option("--deny-ports <25,22>", "never these destination ports", parsePortList)
     .option("--clear", "remove the project's rules (the org's policy alone)")
-    .action(async (project: string, flags: EgressFlags, command: Command) => {
-      const rules = egressRulesFrom(flags);
-      const changing = flags.clear === true || Object.keys(rules).length > 0;
-      if (flags.clear && Object.keys(rules).length > 0)
-        command.error("error: --clear takes no list options");
-      const client = ctx.client().projects;
-      const egress = changing
-        ? await client.setEgress(project, flags.clear ? {} : rules)
-        : await client.getEgress(project);
-      if (ctx.json) ctx.printJson(egress);
-      else ctx.print(formatProjectEgress(egress));
-    });
+    .option(
+      "--confirm <project>",
+      "the project's name, when the org gates widening its rules by typed confirmation",
+    )
+    .action(
+      async (project: string, flags: EgressFlags & { confirm?: string }, command: Command) => {
+        const rules = egressRulesFrom(flags);
+        const changing = flags.clear === true || Object.keys(rules).length > 0;
+        if (flags.clear && Object.keys(rules).length > 0)
+          command.error("error: --clear takes no list options");
+        const client = ctx.client().projects;
+        const egress = changing
+          ? await client.setEgress(
+              project,
+              flags.clear ? {} : rules,
+              flags.confirm === undefined ? {} : { confirm: flags.confirm },
+            )
+          : await client.getEgress(project);
+        if (ctx.json) ctx.printJson(egress);
+        else if (isPendingApproval(egress)) ctx.print(formatPendingApproval(egress, ctx.now()));
+        else ctx.print(formatProjectEgress(egress));
+      },
+    );
 }

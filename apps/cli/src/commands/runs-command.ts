@@ -1,5 +1,6 @@
-import type { Run, WorkspaceDiff } from "@l1fe/shells";
-import type { Command } from "commander";
+import { RunReviewVerdict } from "@shells/contract";
+import type { Run, RunReviewVerdict as RunReviewVerdictType, WorkspaceDiff } from "@l1fe/shells";
+import { Option, type Command } from "commander";
 import { writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { CliContext } from "../context.js";
@@ -45,6 +46,11 @@ export function formatRun(run: Run, nowMs: number): string {
     ]);
   pairs.push(["created", `${run.createdAt} (${formatAge(run.createdAt, nowMs)} ago)`]);
   if (run.finishedAt) pairs.push(["finished", run.finishedAt]);
+  if (run.review)
+    pairs.push([
+      "review",
+      `${run.review.verdict} by ${run.review.reviewedBy} at ${run.review.createdAt}: ${run.review.comment}`,
+    ]);
   if (run.expiredAt)
     pairs.push(["expired", `${run.expiredAt} (artifacts, changes and diff removed by retention)`]);
   const sections = [formatKeyValues(pairs)];
@@ -91,7 +97,7 @@ export function formatDiff(diff: WorkspaceDiff): string {
   return parts.join("\n");
 }
 
-/** `shells runs ls|get|result|artifact|changes|diff|rm`: one-shot runs (start one with `shells run`). */
+/** `shells runs ls|get|result|artifact|changes|diff|review|rm`: one-shot runs (start one with `shells run`). */
 export function registerRunsCommand(program: Command, ctx: CliContext): void {
   const runs = program.command("runs").description("list, inspect and tear down one-shot runs");
 
@@ -180,6 +186,26 @@ export function registerRunsCommand(program: Command, ctx: CliContext): void {
       const diff = await ctx.client().runs.handle(id).diff();
       if (ctx.json) ctx.printJson(diff);
       else ctx.print(formatDiff(diff));
+    });
+
+  runs
+    .command("review")
+    .description(
+      "review a finished run: a verdict and a comment (listed approvers only, never your own run)",
+    )
+    .argument("<id>", "run id")
+    .addOption(
+      new Option("--verdict <verdict>", "the verdict")
+        .choices(RunReviewVerdict.options)
+        .makeOptionMandatory(),
+    )
+    .requiredOption("--comment <text>", "why (recorded in the run's history and evidence)")
+    .action(async (id: string, flags: { verdict: RunReviewVerdictType; comment: string }) => {
+      const review = await ctx
+        .client()
+        .runs.review(id, { verdict: flags.verdict, comment: flags.comment });
+      if (ctx.json) ctx.printJson(review);
+      else ctx.print(`reviewed ${id}: ${review.verdict} (${review.id})`);
     });
 
   runs

@@ -149,7 +149,7 @@ export function formatGovernance(report: GovernanceReport): string {
     ],
     [
       "approvals",
-      `${approvals.requested} requested: ${approvals.granted} granted, ${approvals.denied} denied, ${approvals.expired} expired, ${approvals.pending} pending`,
+      `${approvals.requested} requested: ${approvals.granted} granted, ${approvals.denied} denied, ${approvals.expired} expired, ${approvals.withdrawn} withdrawn, ${approvals.pending} pending`,
     ],
     [
       "time to decision",

@@ -134,6 +134,14 @@ async function runCase(
         .not.toBe("running");
       return runId;
     },
+    reviewableRun: async () => {
+      // The owner's run, with the caller among the listed approvers (so not behind the run).
+      const runId = await fixtures.run!();
+      const approvers = foreign ? [owner.id] : [owner.id, caller.id];
+      const policy = await asOwner("PATCH", "/api/v1/org/policy", { approvers });
+      expect(policy.statusCode, policy.body).toBe(200);
+      return runId;
+    },
     file: async () => {
       const shellId = await fixtures.shell!();
       const res = await t.app.inject({
@@ -218,6 +226,23 @@ async function runCase(
         `/api/v1/shells/${shellId}/actions/wipe_state`,
         {},
         { authorization: `Bearer ${requester.token}` },
+      );
+      expect(pending.statusCode, pending.body).toBe(202);
+      return pending.json().approval.id;
+    },
+    ownApproval: async () => {
+      // A request parked for an approver, made by the caller (the owner's, for a foreign caller).
+      const policy = await asOwner("PATCH", "/api/v1/org/policy", {
+        approvers: [owner.id],
+        approvalGates: { wipe_state: "approvers" },
+      });
+      expect(policy.statusCode, policy.body).toBe(200);
+      const shellId = (await asOwner("POST", "/api/v1/shells", { language: "bash" })).json().id;
+      const pending = await t.call(
+        "POST",
+        `/api/v1/shells/${shellId}/actions/wipe_state`,
+        {},
+        { authorization: `Bearer ${(foreign ? owner : caller).token}` },
       );
       expect(pending.statusCode, pending.body).toBe(202);
       return pending.json().approval.id;

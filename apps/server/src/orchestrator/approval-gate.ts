@@ -1,4 +1,5 @@
 import type {
+  Actor,
   Approval,
   ApprovalAction,
   ApprovalContext,
@@ -42,9 +43,9 @@ export type GrantedActionPerformer = (
   clearance: GateClearance,
 ) => Promise<void>;
 
-/** What an approval's history events are about: the run it holds back, or the shell. */
+/** What an approval's history events are about: the run, the project or the shell it holds back. */
 const targetOf = (row: { action: ApprovalAction; shell_id: string }) => ({
-  type: row.action === "run" ? "run" : "shell",
+  type: row.action === "run" ? "run" : row.action === "project_egress_change" ? "project" : "shell",
   id: row.shell_id,
 });
 
@@ -64,6 +65,55 @@ const toApproval = (row: Selectable<ApprovalTable>): Approval => ({
 });
 
 /**
+ * Closes every pending approval held on a shell or run that is gone (a deleted shell, a run torn
+ * down before review) as `withdrawn`, so no later grant acts on it, and records each close as
+ * `approval.withdraw` by `actor`. Answers how many it closed.
+ */
+export async function closePendingApprovals(
+  db: Kysely<Database>,
+  activity: ActivityService,
+  close: { orgId: string; targetId: string; actor: Actor; reason: string },
+): Promise<number> {
+  const pending = await db
+    .selectFrom("approvals")
+    .selectAll()
+    .where("org_id", "=", close.orgId)
+    .where("shell_id", "=", close.targetId)
+    .where("state", "=", "pending")
+    .execute();
+  let closed = 0;
+  for (const row of pending) {
+    if (!(await markWithdrawn(db, row, close.actor.id, close.reason))) continue;
+    closed += 1;
+    await activity.record({
+      orgId: close.orgId,
+      actor: close.actor,
+      action: "approval.withdraw",
+      target: targetOf(row),
+      outcome: "success",
+      details: { approvalId: row.id, action: row.action, reason: close.reason },
+    });
+  }
+  return closed;
+}
+
+/** Sets a still-pending approval `withdrawn`; false when it was decided or closed meanwhile. */
+async function markWithdrawn(
+  db: Kysely<Database>,
+  row: Selectable<ApprovalTable>,
+  by: string,
+  reason: string,
+): Promise<boolean> {
+  const updated = await db
+    .updateTable("approvals")
+    .set({ state: "withdrawn", decided_by: by, reason, decided_at: nowIso() })
+    .where("id", "=", row.id)
+    .where("state", "=", "pending")
+    .executeTakeFirst();
+  return Number(updated.numUpdatedRows) > 0;
+}
+
+/**
  * The approval gate for destructive actions (every `GatedAction`: `stop`, `wipe_state`,
  * `reinstall_os`, `delete`, `restore`, `restart`). The
  * org's policy decides per action: no gate, typed confirmation (the request's `confirm` must equal
@@ -71,8 +121,7 @@ const toApproval = (row: Selectable<ApprovalTable>): Approval => ({
  * listed approver, other than the requester, grants or denies before it expires).
  */
 export class ApprovalGate {
-  #perform: GrantedActionPerformer | null = null;
-  #performRun: GrantedActionPerformer | null = null;
+  readonly #performers = new Map<ApprovalAction, GrantedActionPerformer>();
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -87,6 +136,7 @@ export class ApprovalGate {
     action: GatedAction,
     confirm: string | undefined,
     request: Record<string, unknown>,
+    context: ApprovalContext | null = null,
   ): Promise<{ clearance: GateClearance } | { pending: PendingApproval }> {
     const policy = await this.policies.get(caller.orgId);
     const mode = policy.approvalGates[action];
@@ -101,7 +151,14 @@ export class ApprovalGate {
         { action, shell: shell.name },
       );
     }
-    return { pending: await this.park(caller, shell, action, request, null) };
+    // The approver sees which policy asks for them, beside what the request carries.
+    const policyText = `org policy: approvalGates.${action} is approvers`;
+    return {
+      pending: await this.park(caller, shell, action, request, {
+        ...context,
+        policy: context?.policy ?? policyText,
+      }),
+    };
   }
 
   /**
@@ -242,14 +299,58 @@ export class ApprovalGate {
     return { ...row, state: decision, decided_by: caller.actor.id, reason, decided_at: decidedAt };
   }
 
-  /** Sets how a granted action is run (the shell service registers itself here). */
-  performWith(performer: GrantedActionPerformer): void {
-    this.#perform = performer;
+  /**
+   * The requester takes back their own pending approval: it ends `withdrawn` and its action never
+   * runs. Anyone else in the org is refused (`forbidden`, recorded); a closed one is
+   * `approval_closed`. Returns the row as withdrawn; ending what it held back (a run waiting for
+   * review) is the caller's job.
+   */
+  async withdraw(
+    caller: Caller,
+    approvalId: string,
+    reason: string | undefined,
+  ): Promise<Selectable<ApprovalTable>> {
+    const row = await this.#row(caller.orgId, approvalId);
+    const own =
+      row.requested_by_type === caller.actor.type && row.requested_by_id === caller.actor.id;
+    if (!own) {
+      await this.activity.recordFor(
+        caller,
+        "approval.withdraw",
+        targetOf(row),
+        { approvalId: row.id, reason: "not the requester" },
+        "denied",
+      );
+      throw new AppError("forbidden", "Only the requester of an approval can withdraw it.", {
+        approvalId: row.id,
+      });
+    }
+    if (row.state !== "pending")
+      throw new AppError("approval_closed", `Approval ${row.id} is already ${row.state}.`, {
+        state: row.state,
+      });
+    const why = reason ?? `withdrawn by ${caller.actor.id}`;
+    if (!(await markWithdrawn(this.db, row, caller.actor.id, why)))
+      throw new AppError("approval_closed", `Approval ${row.id} was decided meanwhile.`);
+    await this.activity.recordFor(caller, "approval.withdraw", targetOf(row), {
+      approvalId: row.id,
+      action: row.action,
+      reason: why,
+    });
+    return this.#row(caller.orgId, row.id);
   }
 
-  /** Sets how a granted `run` approval starts its run (the run service registers itself here). */
-  performRunsWith(performer: GrantedActionPerformer): void {
-    this.#performRun = performer;
+  /** Closes the pending approvals held on a shell or run that is gone (see {@link closePendingApprovals}). */
+  closePending(orgId: string, targetId: string, actor: Actor, reason: string): Promise<number> {
+    return closePendingApprovals(this.db, this.activity, { orgId, targetId, actor, reason });
+  }
+
+  /**
+   * Sets how granted approvals of these actions are run: the service that owns each action
+   * registers itself here (shell actions, runs, project egress).
+   */
+  performWith(actions: readonly ApprovalAction[], performer: GrantedActionPerformer): void {
+    for (const action of actions) this.#performers.set(action, performer);
   }
 
   /**
@@ -261,7 +362,7 @@ export class ApprovalGate {
     const row = await this.decide(caller, approvalId, "granted", reason);
     const requester = await this.#requester(row);
     const clearance: GateClearance = { approvalId: row.id, approvedBy: caller.actor.id };
-    const perform = row.action === "run" ? this.#performRun : this.#perform;
+    const perform = this.#performers.get(row.action);
     let outcome = "success";
     if (!requester || !requester.scopes.includes("shells:instances:control")) {
       outcome = "forbidden: the requester no longer holds shells:instances:control";

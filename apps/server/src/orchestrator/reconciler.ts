@@ -14,6 +14,7 @@ import {
   liveShellsOnBackendAcrossOrgs,
   setShellState,
 } from "../store/shells-store.js";
+import { closePendingApprovals } from "./approval-gate.js";
 import type { RuntimeRegistry } from "./runtimes.js";
 import { egressSettingsOf } from "./shell-records.js";
 
@@ -196,6 +197,12 @@ export class Reconciler {
       target: { type: "shell", id: row.id },
       outcome: "success",
       details: { name: row.name, requestedBy, finishedAfterRestart: true },
+    });
+    await closePendingApprovals(db, this.deps.activity, {
+      orgId: row.org_id,
+      targetId: row.id,
+      actor: SYSTEM_ACTOR,
+      reason: `the shell ${row.name} was deleted`,
     });
   }
 

@@ -1,6 +1,7 @@
 import {
   canonicalSha256,
   type ActivityEvent,
+  type ApprovalContext,
   type Artifact,
   type Language,
   type PendingApproval,
@@ -37,6 +38,7 @@ import { workspaceChanges, workspaceManifest } from "./workspace-changes.js";
 import { workspaceDiff } from "./workspace-diff.js";
 import type { ShellService } from "./shell-service.js";
 import type { ApprovalGate } from "./approval-gate.js";
+import { latestRunReview } from "./run-reviews.js";
 import type { ResolvedTemplate } from "../services/template-service.js";
 import { refuseManagedOverwrite, type TemplatedFields } from "../templates/template-policy.js";
 
@@ -144,7 +146,7 @@ export class RunService {
   ) {
     this.#artifacts = new RunArtifacts(dataDir, logger, options.artifacts);
     this.#gate = options.gate;
-    this.#gate?.performRunsWith((requester, approval) =>
+    this.#gate?.performWith(["run"], (requester, approval) =>
       this.startApproved(requester, approval.shell_id),
     );
   }
@@ -162,7 +164,17 @@ export class RunService {
     const { input: body, template } = await this.shells.withTemplate(caller, request);
     if (template) refuseManagedOverwrite(template.definition, body.files ?? []);
     const id = newId("run", 10);
-    if (template?.definition.reviewBeforeRun) return this.#park(caller, id, body, template);
+    if (template?.definition.reviewBeforeRun)
+      return this.#park(caller, id, body, template, {
+        policy: `template ${template.ref} requires review before run`,
+      });
+    const bindings = body.bindings ?? [];
+    if (template?.definition.reviewBindings && bindings.length > 0)
+      return this.#park(caller, id, body, template, {
+        summary: `grant service bindings ${bindings.join(", ")} to a run`,
+        policy: `template ${template.ref} requires review of binding grants`,
+        bindings: [...bindings],
+      });
     return this.#start(caller, id, body, null);
   }
 
@@ -176,6 +188,7 @@ export class RunService {
     id: string,
     body: PreparedRun,
     template: ResolvedTemplate,
+    why: ApprovalContext,
   ): Promise<PendingApproval> {
     if (body.secretEnv && Object.keys(body.secretEnv).length > 0)
       throw new AppError(
@@ -196,9 +209,9 @@ export class RunService {
       "run",
       { runId: id },
       {
+        ...why,
         template: template.ref,
         templateSha256: template.sha256,
-        policy: `template ${template.ref} requires review before run`,
         codeSha256: canonicalSha256(sha256, what ?? null),
         language: body.language,
       },
@@ -254,17 +267,17 @@ export class RunService {
     return { ...row, ...settled, pending_request: null };
   }
 
-  /** A pending run as it stands: cancelled once its review was denied or has expired. */
+  /** A pending run as it stands: cancelled once its review was denied, withdrawn or has expired. */
   async #current(row: Selectable<RunTable>): Promise<Selectable<RunTable>> {
     if (row.status !== "pending_approval" || !this.#gate) return row;
     const approval = await this.#gate.forRun(row.org_id, row.id);
     if (!approval || approval.state === "pending" || approval.state === "granted") return row;
-    return this.#settle(
-      row,
-      approval.state === "denied"
-        ? `review denied by ${approval.decided_by ?? "an approver"}: ${approval.reason ?? ""}`
-        : "review expired before an approver decided",
-    );
+    const why = {
+      denied: `review denied by ${approval.decided_by ?? "an approver"}: ${approval.reason ?? ""}`,
+      withdrawn: `withdrawn by ${approval.decided_by ?? "its requester"} before review: ${approval.reason ?? ""}`,
+      expired: "review expired before an approver decided",
+    }[approval.state];
+    return this.#settle(row, why);
   }
 
   #newRow(caller: Caller, id: string, body: PreparedRun, shellId: string): Selectable<RunTable> {
@@ -302,19 +315,24 @@ export class RunService {
     // The clone happens here, on the host and before any shell exists: a bad ref, an unreachable
     // or oversize repo is the request's error, and the sandbox never holds the credential.
     const source = body.git ? await this.shells.cloneFor(caller, body.git, body) : null;
-    const shell = await this.shells.create(caller, {
-      name: id,
-      language: body.language,
-      ...(body.template ? { template: body.template } : {}),
-      ...(body.runtime ? { runtime: body.runtime } : {}),
-      ...(body.network ? { network: body.network } : {}),
-      ...(body.egress ? { egress: body.egress } : {}),
-      ...(body.resources ? { resources: body.resources } : {}),
-      ...(body.ttlSeconds !== undefined ? { ttlSeconds: body.ttlSeconds } : {}),
-      ...(body.env ? { env: body.env } : {}),
-      ...(body.secretEnv ? { secretEnv: body.secretEnv } : {}),
-      ...(body.bindings ? { bindings: body.bindings } : {}),
-    });
+    const shell = await this.shells.create(
+      caller,
+      {
+        name: id,
+        language: body.language,
+        ...(body.template ? { template: body.template } : {}),
+        ...(body.runtime ? { runtime: body.runtime } : {}),
+        ...(body.network ? { network: body.network } : {}),
+        ...(body.egress ? { egress: body.egress } : {}),
+        ...(body.resources ? { resources: body.resources } : {}),
+        ...(body.ttlSeconds !== undefined ? { ttlSeconds: body.ttlSeconds } : {}),
+        ...(body.env ? { env: body.env } : {}),
+        ...(body.secretEnv ? { secretEnv: body.secretEnv } : {}),
+        ...(body.bindings ? { bindings: body.bindings } : {}),
+      },
+      undefined,
+      parked !== null,
+    );
     const row: Selectable<RunTable> = {
       ...this.#newRow(caller, id, body, shell.id),
       runtime: shell.runtime,
@@ -363,8 +381,10 @@ export class RunService {
     return this.#toRun(row);
   }
 
+  /** One run, with its latest review. */
   async get(caller: Caller, id: string): Promise<Run> {
-    return this.#toRun(await this.#current(await this.#row(caller, id)));
+    const run = this.#toRun(await this.#current(await this.#row(caller, id)));
+    return { ...run, review: await latestRunReview(this.db, caller.orgId, id) };
   }
 
   /** Resolves once the run ended (or `timeoutMs` passed), with the run as it then stands. */
@@ -549,10 +569,13 @@ export class RunService {
    */
   async teardown(caller: Caller, id: string): Promise<Run> {
     const row = await this.#row(caller, id);
-    // A run still waiting for review has no shell yet: tearing it down withdraws it (a later
-    // grant then starts nothing).
-    if (row.status === "pending_approval")
-      return this.#toRun(await this.#settle(row, `withdrawn by ${caller.actor.id} before review`));
+    // A run still waiting for review has no shell yet: tearing it down withdraws it and closes
+    // its approval (so no later grant starts it).
+    if (row.status === "pending_approval") {
+      const why = `withdrawn by ${caller.actor.id} before review`;
+      await this.#gate?.closePending(caller.orgId, row.id, actorOf(caller), why);
+      return this.#toRun(await this.#settle(row, why));
+    }
     const controller = this.#cancel.get(id);
     if (controller) {
       controller.abort("stopped");

@@ -4,6 +4,7 @@ import {
   type ActionRequest,
   type ActionResult,
   type Approval,
+  type ApprovalContext,
   type Capability,
   type ExecRequest,
   type ExecResult,
@@ -86,6 +87,7 @@ import {
 import type { CapacityGate, CapacityTicket } from "./capacity.js";
 import { inSpan } from "../tracing/tracing.js";
 import { RegionPools } from "./region-pools.js";
+import { shellEgressDiff } from "./approval-diff.js";
 import type { ApprovalGate, GateClearance } from "./approval-gate.js";
 import { KeyedMutex } from "./keyed-mutex.js";
 import { Reconciler, SYSTEM_ACTOR, type ReconcileCounts } from "./reconciler.js";
@@ -216,8 +218,14 @@ export interface SandboxUse {
   readWhilePaused?: boolean;
 }
 
+/** The gated actions that act on one shell (the others: a project's egress). */
+type ShellGatedAction = Exclude<GatedAction, "project_egress_change">;
+const SHELL_GATED_ACTIONS: readonly ShellGatedAction[] = GatedAction.options.filter(
+  (action): action is ShellGatedAction => action !== "project_egress_change",
+);
+
 /** The shell's lifecycle capabilities that pass the approval gate, from the contract's list. */
-const GATED_CAPABILITIES: ReadonlySet<string> = new Set(GatedAction.options);
+const GATED_CAPABILITIES: ReadonlySet<string> = new Set(SHELL_GATED_ACTIONS);
 
 /**
  * The orchestrator's shell lifecycle: admits new shells, validates every step against the state
@@ -274,9 +282,9 @@ export class ShellService {
       ...(deps.egress ? { egress: deps.egress } : {}),
       ...(deps.metering ? { metering: deps.metering } : {}),
     });
-    deps.gate.performWith(async (requester, approval, clearance) => {
-      if (approval.action === "run")
-        throw new AppError("internal", "A run approval is not a shell action.");
+    deps.gate.performWith(SHELL_GATED_ACTIONS, async (requester, approval, clearance) => {
+      if (approval.action === "run" || approval.action === "project_egress_change")
+        throw new AppError("internal", `A ${approval.action} approval is not a shell action.`);
       if (approval.action === "delete")
         await this.delete(requester, approval.shell_id, undefined, clearance);
       else if (approval.action === "egress_change")
@@ -300,13 +308,25 @@ export class ShellService {
   /**
    * Creates and starts a shell. Refuses classes this host cannot run, naming what is missing.
    * `origin`: the shell is a fork, starting from a capture of its parent's filesystem.
+   * `reviewed`: the shell of a run an approver granted (its template's review of binding grants
+   * is done).
    */
   async create(
     caller: Caller,
     request: RouteBody<"createShell">,
     origin?: ForkOrigin,
+    reviewed = false,
   ): Promise<Shell> {
     const { input, template } = await this.withTemplate(caller, request);
+    // A shell cannot wait for an approver: binding grants its template asks review of go by a run
+    // (whose shell is made once an approver granted it: `reviewed`).
+    const bindingGrants = (input.bindings?.length ?? 0) > 0;
+    if (template?.definition.reviewBindings && bindingGrants && !origin && !reviewed)
+      throw new AppError(
+        "review_required",
+        `Template ${template.ref} requires review of binding grants: start a run (it waits for an approver), or create the shell without bindings.`,
+        { template: template.ref, bindings: input.bindings },
+      );
     const policy = await this.deps.policies.get(caller.orgId);
     const admitted = await inSpan("shells.admission", {}, () =>
       admitShell(
@@ -768,9 +788,17 @@ export class ShellService {
       const widening = !isNarrowing(old, next);
       let cleared = clearance;
       if (!cleared && widening) {
-        const decision = await this.#gate(caller, row, "egress_change", body.confirm, {
-          egress: next,
-        });
+        const decision = await this.#gate(
+          caller,
+          row,
+          "egress_change",
+          body.confirm,
+          { egress: next },
+          {
+            summary: `widen the egress allowlist of shell ${row.name}`,
+            diff: shellEgressDiff(old, next),
+          },
+        );
         if ("pending" in decision) return decision.pending;
         cleared = decision.clearance;
       }
@@ -1013,7 +1041,7 @@ export class ShellService {
         const decision = await this.#gate(
           caller,
           row,
-          capability as GatedAction,
+          capability as ShellGatedAction,
           options.confirm,
           request,
         );
@@ -1122,6 +1150,13 @@ export class ShellService {
         outcome: "success",
         details: { name: row.name, ...cleared },
       });
+      // What waited for an approver on this shell can never run now.
+      await this.deps.gate.closePending(
+        row.org_id,
+        row.id,
+        actorOf(caller),
+        `the shell ${row.name} was deleted`,
+      );
       return this.get(caller, row.id);
     });
   }
@@ -1213,12 +1248,13 @@ export class ShellService {
   async #gate(
     caller: Caller,
     row: ShellRow,
-    action: GatedAction,
+    action: ShellGatedAction,
     confirm: string | undefined,
     request: Record<string, unknown>,
+    context: ApprovalContext | null = null,
   ) {
     try {
-      return await this.deps.gate.check(caller, row, action, confirm, request);
+      return await this.deps.gate.check(caller, row, action, confirm, request, context);
     } catch (error) {
       await this.#recordAction(caller, row.id, action, "denied", { reason: describeError(error) });
       throw error;

@@ -167,7 +167,7 @@ describe("a run's workspace diff", () => {
     expect(finish?.details["workspaceDiffSha256"]).toBe(canonicalSha256(sha256, diff));
 
     const bundle = (await t.call("GET", `/api/v1/runs/${run.id}/evidence`)).json<EvidenceBundle>();
-    expect(bundle.format).toBe("shells-evidence/v2");
+    expect(bundle.format).toBe("shells-evidence/v3");
     expect(bundle.workspaceDiff).toEqual(diff);
     const verified = await verifyEvidenceBundle(sha256, bundle);
     expect(verified.problem).toBeNull();

@@ -1,15 +1,17 @@
 import { ROUTES, type RunFrame } from "@shells/contract";
 import { AppError } from "../errors.js";
 import type { StandingWatch } from "../iam/standing.js";
+import type { RunReviewService } from "../orchestrator/run-reviews.js";
 import type { RunService } from "../orchestrator/run-service.js";
 import { errorBody } from "./error-handler.js";
 import { openEventStream, wantsEventStream } from "./event-stream.js";
 import { STREAMED, sendBytes, type Handlers } from "./register-routes.js";
 import { accepted } from "./shell-routes.js";
 
-/** Runs: create, inspect, artifacts, teardown, and the frame stream (JSON backlog or SSE). */
+/** Runs: create, inspect, review, artifacts, teardown, and the frame stream (JSON backlog or SSE). */
 export function runHandlers(
   runs: RunService,
+  reviews: RunReviewService,
   watch: StandingWatch,
 ): Pick<
   Handlers,
@@ -23,6 +25,7 @@ export function runHandlers(
   | "readRunArtifact"
   | "deleteRun"
   | "streamRun"
+  | "reviewRun"
 > {
   return {
     createRun: async ({ caller, body, reply }) => accepted(reply, await runs.create(caller, body)),
@@ -41,6 +44,7 @@ export function runHandlers(
         await runs.artifact(caller, params.id, query.path),
       ),
     deleteRun: async ({ caller, params }) => runs.teardown(caller, params.id),
+    reviewRun: async ({ caller, params, body }) => reviews.review(caller, params.id, body),
     streamRun: async ({ caller, params, request, reply }) => {
       const lastEventId = Number(request.headers["last-event-id"] ?? 0) || 0;
       const backlog = await runs.frames(caller, params.id, lastEventId);

@@ -121,6 +121,7 @@ export class GovernanceService {
       granted: 0,
       denied: 0,
       expired: 0,
+      withdrawn: 0,
     };
     const waits: number[] = [];
     for (const row of approvalRows) {

@@ -80,8 +80,14 @@ describe("a project's egress rules", () => {
       await t.call("GET", "/api/v1/activity?action=project.egress.update&order=asc&limit=10")
     ).json().items as { details: { project: string; from: unknown; to: unknown } }[];
     expect(history.map((e) => e.details)).toEqual([
-      { project: "default", from: {}, to: set.json<ProjectEgress>().rules },
-      { project: "default", from: set.json<ProjectEgress>().rules, to: {} },
+      { project: "default", from: {}, to: set.json<ProjectEgress>().rules, widens: [] },
+      {
+        project: "default",
+        from: set.json<ProjectEgress>().rules,
+        to: {},
+        // Removing the rules widens (ungated here: the org's gate is `none`).
+        widens: ["allowCidrs: restriction lifted", "denyHosts - *.example.net", "denyPorts - 25"],
+      },
     ]);
   });
 

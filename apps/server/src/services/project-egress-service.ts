@@ -1,7 +1,15 @@
-import type { EgressRules, ProjectEgress, ProjectEgressUpdate } from "@shells/contract";
+import {
+  roleAtLeast,
+  type EgressRules,
+  type PendingApproval,
+  type ProjectEgress,
+  type ProjectEgressUpdate,
+} from "@shells/contract";
 import type { Kysely } from "kysely";
 import { AppError } from "../errors.js";
 import type { Caller } from "../iam/principal.js";
+import { projectEgressDiff } from "../orchestrator/approval-diff.js";
+import type { ApprovalGate, GateClearance } from "../orchestrator/approval-gate.js";
 import { nowIso } from "../ids.js";
 import type { Database } from "../store/schema.js";
 import { findProject } from "../store/shells-store.js";
@@ -20,12 +28,22 @@ function normalized(rules: EgressRules): EgressRules {
  * templates and shells of the project (see `egress/policy.ts` for how the levels combine). Admins
  * set them; every member reads them; each change is recorded with the old and new rules. The
  * egress proxies read them at every connection, so a change applies to running shells at once.
+ * A change that widens them passes the org's `project_egress_change` gate; a granted one is
+ * applied as its requester, who must still be an admin.
  */
 export class ProjectEgressService {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly activity: ActivityService,
-  ) {}
+    private readonly gate: ApprovalGate,
+  ) {
+    gate.performWith(["project_egress_change"], async (requester, approval, clearance) => {
+      if (!roleAtLeast(requester.role, "admin"))
+        throw new AppError("forbidden", "The requester is no longer an admin of the org.");
+      const asked = JSON.parse(approval.request) as { project: string; rules: EgressRules };
+      await this.set(requester, asked.project, { rules: asked.rules }, clearance);
+    });
+  }
 
   /** The rules of one of the org's projects, by id, for its shells' proxies (null: none). */
   async rulesOf(orgId: string, projectId: string): Promise<EgressRules | null> {
@@ -56,15 +74,45 @@ export class ProjectEgressService {
     };
   }
 
-  /** Replaces a project's rules (`{}` removes them) and records the change. */
+  /**
+   * Replaces a project's rules (`{}` removes them) and records the change; a widening waits for
+   * the org's gate (the answer is then the pending approval, with the diff as its context).
+   */
   async set(
     caller: Caller,
     projectName: string,
     body: ProjectEgressUpdate,
-  ): Promise<ProjectEgress> {
+    clearance?: GateClearance,
+  ): Promise<ProjectEgress | PendingApproval> {
     const project = await this.#project(caller.orgId, projectName);
     const before = await this.rulesOf(caller.orgId, project.id);
     const rules = normalized(body.rules);
+    const diff = projectEgressDiff(before, rules);
+    let cleared = clearance;
+    if (!cleared && diff.widens.length > 0) {
+      const target = { type: "project", id: project.id };
+      const decision = await this.gate
+        .check(
+          caller,
+          project,
+          "project_egress_change",
+          body.confirm,
+          { project: project.name, rules },
+          { summary: `widen the egress rules of project ${project.name}`, diff },
+        )
+        .catch(async (error: unknown) => {
+          await this.activity.recordFor(
+            caller,
+            "project.egress.update",
+            target,
+            { project: project.name, reason: error instanceof Error ? error.message : "refused" },
+            "denied",
+          );
+          throw error;
+        });
+      if ("pending" in decision) return decision.pending;
+      cleared = decision.clearance;
+    }
     const now = nowIso();
     if (Object.keys(rules).length === 0) {
       await this.db
@@ -89,7 +137,7 @@ export class ProjectEgressService {
       caller,
       "project.egress.update",
       { type: "project", id: project.id },
-      { project: project.name, from: before ?? {}, to: rules },
+      { project: project.name, from: before ?? {}, to: rules, widens: diff.widens, ...cleared },
     );
     return Object.keys(rules).length === 0
       ? { project: project.name, rules: {}, updatedAt: null, updatedBy: null }

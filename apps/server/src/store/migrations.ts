@@ -756,6 +756,26 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable("api_keys").addColumn("expires_at", "text").execute();
     },
   },
+  /** Reviewers' verdicts on finished runs (`POST /runs/:id/review`), newest read per run. */
+  "0027_run_reviews": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("run_reviews")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull())
+        .addColumn("run_id", "text", (c) => c.notNull())
+        .addColumn("verdict", "text", (c) => c.notNull())
+        .addColumn("comment", "text", (c) => c.notNull())
+        .addColumn("reviewed_by", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex("run_reviews_by_run")
+        .on("run_reviews")
+        .columns(["org_id", "run_id", "created_at"])
+        .execute();
+    },
+  },
 };
 
 /** Serves the migrations above to Kysely's Migrator. */

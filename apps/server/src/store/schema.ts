@@ -19,6 +19,7 @@ export interface Database {
   term_credentials: TermCredentialTable;
   port_urls: PortUrlTable;
   runs: RunTable;
+  run_reviews: RunReviewTable;
   run_retention: RunRetentionTable;
   run_frames: RunFrameTable;
   oidc_logins: OidcLoginTable;
@@ -245,7 +246,7 @@ export interface ApprovalTable {
   requested_by_type: "user" | "agent";
   requested_by_id: string;
   requested_key_id: string | null;
-  state: "pending" | "granted" | "denied" | "expired";
+  state: "pending" | "granted" | "denied" | "expired" | "withdrawn";
   decided_by: string | null;
   reason: string | null;
   outcome: string | null;
@@ -371,6 +372,18 @@ export interface RunTable {
   error: string | null;
   created_at: string;
   finished_at: string | null;
+}
+
+/** One reviewer's verdict on a finished run. */
+export interface RunReviewTable {
+  id: string;
+  org_id: string;
+  run_id: string;
+  verdict: "approved" | "changes_requested" | "rejected";
+  comment: string;
+  /** The reviewing user's id. */
+  reviewed_by: string;
+  created_at: string;
 }
 
 export interface RunFrameTable {

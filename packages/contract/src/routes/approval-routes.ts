@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { Approval, ApprovalDecision } from "../iam.js";
+import { Approval, ApprovalDecision, ApprovalState, ApprovalWithdrawal } from "../iam.js";
 import type { RouteSpec } from "./route-spec.js";
 
 /** Approvals: the requests the org's approval gate parks, and the decisions on them. */
@@ -10,7 +10,7 @@ export const approvalRoutes = {
     summary: "Approval requests, newest first.",
     tag: "approvals",
     query: z.strictObject({
-      state: z.enum(["pending", "granted", "denied", "expired"]).optional(),
+      state: ApprovalState.optional(),
     }),
     response: z.strictObject({ items: z.array(Approval) }),
     successStatus: 200,
@@ -50,5 +50,20 @@ export const approvalRoutes = {
     successStatus: 200,
     scope: "shells:instances:control",
     example: { params: { id: "{approval}" }, body: { reason: "not during the demo" } },
+  },
+  withdrawApproval: {
+    method: "POST",
+    path: "/api/v1/approvals/:id/withdraw",
+    summary: "Withdraw your own pending approval: the held action never runs.",
+    description:
+      "Only the principal that made the request withdraws it (anyone else in the org: 403 `forbidden`); a decided, expired or withdrawn approval answers 409 `approval_closed`. A run waiting for review ends `cancelled`. The withdrawal is recorded as `approval.withdraw`.",
+    tag: "approvals",
+    params: z.strictObject({ id: z.string().min(1).max(64) }),
+    body: ApprovalWithdrawal,
+    bodyOptional: true,
+    response: Approval,
+    successStatus: 200,
+    scope: "shells:instances:control",
+    example: { params: { id: "{ownApproval}" }, body: { reason: "no longer needed" } },
   },
 } as const satisfies Record<string, RouteSpec>;

@@ -4,7 +4,7 @@ import { ProjectEgress, ProjectEgressUpdate } from "../egress-rules.js";
 import { OrgPolicy, OrgPolicyUpdate, Project, ProjectCreate } from "../iam.js";
 import { pageOf } from "../pages.js";
 import { RunRetention, RunRetentionUpdate } from "../retention.js";
-import type { RouteSpec } from "./route-spec.js";
+import { PendingApproval, type RouteSpec } from "./route-spec.js";
 
 const projectName = z
   .string()
@@ -84,13 +84,14 @@ export const orgRoutes = {
   setProjectEgress: {
     method: "PUT",
     path: "/api/v1/projects/:project/egress",
-    summary: "Replace a project's egress rules (admins); `{ rules: {} }` removes them.",
+    summary:
+      "Replace a project's egress rules (admins); `{ rules: {} }` removes them. Widening may wait for an approver (202).",
     description:
-      "Rules of the org policy's shape (`allowHosts`, `denyHosts`, `allowCidrs`, `denyCidrs`, `allowPorts`, `denyPorts`), each optional: a list left out says nothing at the project's level. Every `internet` shell of the project keeps them from its next connection or DNS question on, below the org's policy and above the template's rules and the shell's own allowlist: a connection goes through only when every level allows it, so nothing here can widen what the org allows (`allowCidrs` keeps open only the org's non-public ranges it also names). Recorded as `project.egress.update` with the old and new rules.",
+      "Rules of the org policy's shape (`allowHosts`, `denyHosts`, `allowCidrs`, `denyCidrs`, `allowPorts`, `denyPorts`), each optional: a list left out says nothing at the project's level. Every `internet` shell of the project keeps them from its next connection or DNS question on, below the org's policy and above the template's rules and the shell's own allowlist: a connection goes through only when every level allows it, so nothing here can widen what the org allows (`allowCidrs` keeps open only the org's non-public ranges it also names). Recorded as `project.egress.update` with the old and new rules. A change that widens the rules (an allow list gains an entry or is dropped, a deny list loses one) passes the org's `project_egress_change` gate: none, typed confirmation (`confirm` equal to the project's name), or named approvers: then it answers 202 with a pending approval whose context carries the diff (`approval.shellId` is the project's id), and the rules change when it is granted. Narrowing is never gated.",
     tag: "org",
     params: z.strictObject({ project: projectName }),
     body: ProjectEgressUpdate,
-    response: ProjectEgress,
+    response: z.union([ProjectEgress, PendingApproval]),
     successStatus: 200,
     scope: "shells:instances:control",
     minRole: "admin",

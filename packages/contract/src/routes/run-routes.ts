@@ -5,6 +5,8 @@ import {
   InterpreterResult,
   Run,
   RunCreate,
+  RunReview,
+  RunReviewCreate,
   RunFrame,
   WorkspaceChanges,
   WorkspaceDiff,
@@ -154,5 +156,23 @@ export const runRoutes = {
     successStatus: 200,
     scope: "shells:instances:control",
     example: { params: { id: "{run}" } },
+  },
+  reviewRun: {
+    method: "POST",
+    path: "/api/v1/runs/:id/review",
+    summary:
+      "Review a finished run: a verdict (approved, changes_requested, rejected) and a comment.",
+    description:
+      "Only the org's listed approvers review, and never a run they are behind (their own, or one of an agent they created or keyed: separation of duties). A run may be reviewed again (a later verdict supersedes the earlier one on the run; all stay in its history and its evidence bundle). A run still waiting for review or still running answers 409 `invalid_state`.",
+    tag: "runs",
+    params: z.strictObject({ id: shellId }),
+    body: RunReviewCreate,
+    response: RunReview,
+    successStatus: 201,
+    scope: "shells:instances:control",
+    example: {
+      params: { id: "{reviewableRun}" },
+      body: { verdict: "approved", comment: "checked" },
+    },
   },
 } as const satisfies Record<string, RouteSpec>;
