@@ -276,7 +276,7 @@ export const ServerConfig = z.strictObject({
       env: "SHELLS_REGIONS",
       defaultText: "unset: one pool, `SHELLS_REGION` with `SHELLS_CLASS_SLOTS`",
       description:
-        "Backend pools this server holds, each labelled by a region, separated by `;`, each with its own class slots, e.g. `eu-west:container=8,microvm=2;us-east:container=4` (a region without `:` takes `SHELLS_CLASS_SLOTS`). A create runs in the region it names, or in the first of the org's allowed regions with a free slot (`SHELLS_REGION` first when listed, else the first listed); a full region answers 409 `capacity_exhausted`. The pools run on this host's backends and share its machine. `SHELLS_RESERVATIONS` are held in the default region.",
+        "Backend pools this server holds, each labelled by a region, separated by `;`, each with its own class slots, e.g. `eu-west:container=8,microvm=2;us-east:container=4` (a region without `:` takes `SHELLS_CLASS_SLOTS`). A create runs in the region it names, or in the first of the org's allowed regions with a free slot (`SHELLS_REGION` first when listed, else the first listed); a full region answers 409 `capacity_exhausted`. The pools run on this host's backends and share its machine. A reservation in `SHELLS_RESERVATIONS` is held in the region it names (`org@region:…`), else in the default region.",
     }),
   reservations: z
     .string()
@@ -293,7 +293,7 @@ export const ServerConfig = z.strictObject({
       env: "SHELLS_RESERVATIONS",
       defaultText: "unset: every slot is shared",
       description:
-        "Slots of `SHELLS_CLASS_SLOTS` held for one org or one of its projects, e.g. `org_a:container=4,org_b/ci:microvm=1`: those shells always find room, and no other org or project can take them. Reservations of a class must fit in its slots.",
+        "Slots of a class held for one org or one of its projects, e.g. `org_a:container=4,org_b/ci:microvm=1`, optionally in one region's pool, e.g. `org_a@eu-west:container=2` (else the default region's): those shells always find room there, and no other org or project can take them. Reservations of a class must fit in its region's slots.",
     }),
   imagesDir: z.string().min(1).optional().register(settingDocs, {
     env: "SHELLS_IMAGES_DIR",

@@ -97,6 +97,30 @@ describeEachStore((store) => {
       ]);
     });
 
+    it("holds a reservation in the region it names: another org's reserved slots there are not taken, its other regions' are", async () => {
+      t = await createTestApp({
+        openStore: store.open,
+        env: {
+          SHELLS_REGIONS: "eu-west:container=2;us-east:container=2",
+          SHELLS_RESERVATIONS: "org_elsewhere@us-east:container=2,org_elsewhere:container=1",
+        },
+      });
+      const ready = (await t.app.inject("/readyz")).json();
+      expect(ready.capacity).toEqual([
+        { region: "eu-west", runtime: "container", slots: 2, reserved: 1, inUse: 0 },
+        { region: "us-east", runtime: "container", slots: 2, reserved: 2, inUse: 0 },
+      ]);
+      const reserved = await create(t, { region: "us-east" });
+      expect(reserved.statusCode).toBe(409);
+      expect(reserved.json().error).toMatchObject({
+        code: "capacity_exhausted",
+        details: { region: "us-east", runtime: "container" },
+      });
+      // The default region holds one slot for that org and shares the other.
+      expect((await create(t, {})).json<Shell>().region).toBe("eu-west");
+      expect((await create(t, {})).statusCode).toBe(409);
+    });
+
     it("refuses an org none of whose allowed regions this server offers, and reports every region's gauges", async () => {
       t = await createTestApp({
         openStore: store.open,
@@ -125,6 +149,17 @@ describeEachStore((store) => {
 });
 
 describe("region pool settings", () => {
+  it("refuses a reservation naming a region without a pool", async () => {
+    await expect(
+      createTestApp({
+        env: {
+          SHELLS_REGIONS: "eu-west:container=2",
+          SHELLS_RESERVATIONS: "org_a@mars:container=1",
+        },
+      }),
+    ).rejects.toThrow(/region mars, which has no pool/);
+  });
+
   it("parses pools, takes SHELLS_CLASS_SLOTS for a region without slots, and keeps the single-region settings", () => {
     expect(parseRegionPools("eu-west:container=8,microvm=2; us-east")).toEqual([
       { region: "eu-west", slots: { container: 8, microvm: 2 } },

@@ -94,7 +94,7 @@ export interface RegionPoolsOptions {
   pools: readonly RegionPool[];
   /** Where a create goes first when it names no region; one of `pools`. */
   defaultRegion: string;
-  /** `SHELLS_RESERVATIONS`: held in the default region's pool. */
+  /** `SHELLS_RESERVATIONS`: each held in the pool of the region it names, else the default's. */
   reservations: readonly Reservation[];
   /** Serialises admissions of one class in one region (on every server sharing the store). */
   lock: LifecycleLock;
@@ -125,6 +125,11 @@ export class RegionPools {
       defaultRegion,
       ...pools.map((p) => p.region).filter((r) => r !== defaultRegion),
     ];
+    for (const r of reservations)
+      if (r.region !== undefined && !pools.some((p) => p.region === r.region))
+        throw new Error(
+          `invalid configuration: a reservation for ${r.orgId} names region ${r.region}, which has no pool in SHELLS_REGIONS`,
+        );
     for (const pool of pools)
       this.#services.set(
         pool.region,
@@ -132,7 +137,7 @@ export class RegionPools {
           db,
           region: pool.region,
           slots: pool.slots,
-          reservations: pool.region === defaultRegion ? reservations : [],
+          reservations: reservations.filter((r) => (r.region ?? defaultRegion) === pool.region),
           lock,
         }),
       );

@@ -106,6 +106,11 @@ describe("reservation settings", () => {
       { orgId: "org_a", runtime: "container", slots: 2 },
       { orgId: "org_b", project: "ci", runtime: "microvm", slots: 1 },
     ]);
+    expect(parseReservations("org_a@eu-west:container=2,org_a:container=1")).toEqual([
+      { orgId: "org_a", region: "eu-west", runtime: "container", slots: 2 },
+      { orgId: "org_a", runtime: "container", slots: 1 },
+    ]);
+    expect(parseReservations("org_a@EU:container=2")).toMatch(/is not/);
     expect(parseReservations("org_a:container=0")).toMatch(/at least 1/);
     expect(parseReservations("org_a:container=1,org_a:container=2")).toMatch(/twice/);
     const reservations = parseReservations("org_a:container=3") as [];

@@ -16,6 +16,8 @@ export interface Reservation {
   orgId: string;
   /** The project's name; absent: the reservation is the whole org's. */
   project?: string;
+  /** The region whose pool holds it (`SHELLS_REGIONS`); absent: the default region's. */
+  region?: string;
   runtime: RuntimeClass;
   slots: number;
 }
@@ -42,14 +44,25 @@ export function parseReservations(value: string): Reservation[] | string {
     .split(",")
     .map((s) => s.trim())
     .filter(Boolean)) {
-    const match = /^([^/:\s]+)(?:\/([^:\s]+))?:([a-z]+)=(\d+)$/.exec(item);
-    const runtime = RuntimeClass.safeParse(match?.[3]);
-    if (!match?.[1] || !runtime.success || Number(match[4]) < 1)
-      return `"${item}" is not <org id>[/<project>]:<wasm|container|microvm>=<count of at least 1>`;
+    const match =
+      /^([^/:@\s]+)(?:\/([^:@\s]+))?(?:@([a-z0-9][a-z0-9._-]{0,63}))?:([a-z]+)=(\d+)$/.exec(item);
+    const runtime = RuntimeClass.safeParse(match?.[4]);
+    if (!match?.[1] || !runtime.success || Number(match[5]) < 1)
+      return `"${item}" is not <org id>[/<project>][@<region>]:<wasm|container|microvm>=<count of at least 1>`;
     const holder = { orgId: match[1], ...(match[2] ? { project: match[2] } : {}) };
-    if (reservations.some((r) => sameHolder(r, holder) && r.runtime === runtime.data))
+    const region = match[3];
+    if (
+      reservations.some(
+        (r) => sameHolder(r, holder) && r.runtime === runtime.data && r.region === region,
+      )
+    )
       return `"${item}" reserves ${runtime.data} for the same holder twice`;
-    reservations.push({ ...holder, runtime: runtime.data, slots: Number(match[4]) });
+    reservations.push({
+      ...holder,
+      ...(region ? { region } : {}),
+      runtime: runtime.data,
+      slots: Number(match[5]),
+    });
   }
   return reservations;
 }
