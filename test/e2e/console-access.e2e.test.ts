@@ -151,7 +151,7 @@ describe("the console's Access and Projects pages", () => {
     await activity.getByText("iam.member.update").first().waitFor();
   }, 60_000);
 
-  it("lets an admin create a project and narrow its egress rules, recorded with the old and new rules", async () => {
+  it("lets an admin create a project, narrow its egress rules (recorded with the old and new rules) and widen them with a typed confirmation", async () => {
     await page.getByRole("link", { name: "Projects" }).click();
     const projects = page.getByRole("table", { name: "Projects" });
     await projects.getByText("default").waitFor();
@@ -190,6 +190,19 @@ describe("the console's Access and Projects pages", () => {
       from: {},
       to: { allowHosts: ["api.example.com", "*.example.org"], allowCidrs: [], denyPorts: [25] },
     });
+
+    // Under the org's `confirm` gate a widening needs the project's name, typed in the dialog.
+    await owner.policy.update({ approvalGates: { project_egress_change: "confirm" } });
+    await projects.getByRole("button", { name: "Edit the egress rules of payments" }).click();
+    const widen = page.getByRole("dialog", { name: "Egress rules of payments" });
+    await widen.getByLabel("Set deny ports").uncheck();
+    await widen.getByRole("button", { name: "Save rules" }).click();
+    await widen.getByText(/gated by typed confirmation/).waitFor();
+    expect((await owner.projects.getEgress("payments")).rules.denyPorts).toEqual([25]);
+    await widen.getByLabel("Confirm a widening").fill("payments");
+    await widen.getByRole("button", { name: "Save rules" }).click();
+    await page.getByText("Saved the egress rules of payments.").waitFor();
+    expect((await owner.projects.getEgress("payments")).rules.denyPorts).toBeUndefined();
   }, 60_000);
 
   it("draws for an admin, a developer and a viewer only the controls each may use", async () => {

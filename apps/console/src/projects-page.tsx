@@ -208,6 +208,8 @@ function EgressRulesDialog({
   );
   const change = (list: RuleList, next: Partial<{ set: boolean; text: string }>) =>
     setDrafts((current) => ({ ...current, [list]: { ...current[list], ...next } }));
+  // Under the org's `confirm` gate a widening needs the project's name typed; sent only when given.
+  const [confirm, setConfirm] = useState("");
   const submit = async () => {
     const next: Record<string, (string | number)[]> = {};
     for (const { list } of RULE_LISTS) {
@@ -220,7 +222,13 @@ function EgressRulesDialog({
         : entries;
     }
     const body = parseForm(ProjectEgressUpdate, { rules: next });
-    onSaved(await session.client.projects.setEgress(project.name, body.rules));
+    onSaved(
+      await session.client.projects.setEgress(
+        project.name,
+        body.rules,
+        confirm.trim() === "" ? {} : { confirm: confirm.trim() },
+      ),
+    );
   };
   return (
     <FormDialog
@@ -258,6 +266,21 @@ function EgressRulesDialog({
           </fieldset>
         ))}
       </div>
+      <label className="block space-y-1.5 text-sm">
+        <span className="font-medium">Confirm a widening</span>
+        <input
+          aria-label="Confirm a widening"
+          value={confirm}
+          onChange={(event) => setConfirm(event.target.value)}
+          placeholder={project.name}
+          autoComplete="off"
+          className={`${fieldClass} w-full font-mono`}
+        />
+        <span className="block text-xs text-zinc-500 dark:text-zinc-400">
+          Where the org&apos;s policy asks to confirm changes that widen a project&apos;s egress,
+          type the project&apos;s name. Narrowing never needs it.
+        </span>
+      </label>
     </FormDialog>
   );
 }
