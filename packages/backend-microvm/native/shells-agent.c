@@ -372,7 +372,8 @@ static int grow_root(uint64_t bytes) {
  * A shell given an egress proxy reaches it only through these listeners, owned by this agent: the
  * guest has no network interface but `lo`, so nothing else leaves it. Each accepted connection
  * (and each DNS datagram) becomes a stream of NET_* frames; the host connects it to the shell's
- * egress proxy and names the destination itself. Flow control is by credit both ways
+ * egress proxy and names the destination itself (for the transparent ports 80 and 443, the address
+ * the client dialled, which the host checks). Flow control is by credit both ways
  * (AGENT_NET_WINDOW per stream and direction), so the agent's memory per stream is bounded; with
  * every stream slot busy the listeners are not polled and new connections wait in the backlog.
  */
