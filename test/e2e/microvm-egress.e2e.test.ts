@@ -1,8 +1,10 @@
 /**
  * The `internet` mode and service bindings on the microvm class, through a real server and its
  * real egress proxy: a microvm `internet` shell reaches an allowed loopback upstream and is denied
- * the metadata address and a private one (with `egress.denied` events), and a sealed microvm shell
- * granted a binding calls it while the secret is found nowhere in the guest.
+ * the metadata address and a private one (with `egress.denied` events), through the proxy its
+ * variables name and, ignoring them, through port 80 of whatever address it dials (redirected to
+ * the proxy, decided on Host); a sealed microvm shell granted a binding calls it while the secret
+ * is found nowhere in the guest, and reaches no address's port 80.
  *
  * Two shells only: each is a QEMU guest restored from the bash template at 128 MiB (made by the
  * test global setup), ~1 s under emulation. The bash image has no HTTP client: requests are
@@ -36,14 +38,26 @@ interface EgressEvent {
 
 /** Bash that writes an HTTP request to the shell's proxy listener and prints the answer. */
 function viaProxy(requestLine: string, headers = ""): string {
-  return `exec 3<>/dev/tcp/127.0.0.1/3128 && printf '${requestLine}\\r\\n${headers}Connection: close\\r\\n\\r\\n' >&3 && timeout 30 cat <&3`;
+  return direct("127.0.0.1", 3128, requestLine, headers);
 }
+
+/** Bash that writes an HTTP request to `address:port` itself, the proxy variables aside. */
+function direct(address: string, port: number, requestLine: string, headers = ""): string {
+  return `exec 3<>/dev/tcp/${address}/${port} && printf '${requestLine}\\r\\n${headers}Connection: close\\r\\n\\r\\n' >&3 && timeout 30 cat <&3`;
+}
+
+/**
+ * A loopback address of its own for the upstream on port 80: a redirected request goes to the
+ * port the client dialled, and 127.0.0.1:80 may be taken on the host.
+ */
+const PORT_80_ADDRESS = "127.83.80.1";
 
 describe.skipIf(missingTools.length > 0)("microvm shells' egress through the server", () => {
   let server: RunningServer;
   let api: { url: string; token: string };
   let dataDir: string;
   let upstream: Server;
+  let plain: Server;
   let secured: Server;
   let upstreamPort = 0;
   let securedPort = 0;
@@ -66,6 +80,10 @@ describe.skipIf(missingTools.length > 0)("microvm shells' egress through the ser
     upstream = createHttpServer((req, res) => res.end(`upstream saw ${req.url}`));
     await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
     upstreamPort = (upstream.address() as AddressInfo).port;
+    plain = createHttpServer((req, res) =>
+      res.end(`port 80 saw ${req.url} for ${req.headers.host}`),
+    );
+    await new Promise<void>((resolve) => plain.listen(80, PORT_80_ADDRESS, resolve));
     const ca = makeTestCa(["127.0.0.1"]);
     secured = createHttpsServer({ cert: ca.cert, key: ca.key }, (req, res) => {
       securedAuth.push(req.headers.authorization ?? "");
@@ -91,13 +109,14 @@ describe.skipIf(missingTools.length > 0)("microvm shells' egress through the ser
       ...loaded,
       egressTestHosts: {
         "allowed.test": ["127.0.0.1"],
+        "plain.test": [PORT_80_ADDRESS],
         "private.test": ["10.1.2.3"],
         "metadata.test": ["169.254.169.254"],
       },
     });
     api = { url: server.url, token: readFileSync(join(dataDir, "admin-token"), "utf8").trim() };
     const policy = await call(api, "PATCH", "/api/v1/org/policy", {
-      egress: { allowCidrs: ["127.0.0.1/32"] },
+      egress: { allowCidrs: ["127.0.0.1/32", `${PORT_80_ADDRESS}/32`] },
     });
     expect(policy.status).toBe(200);
     const binding = await call(api, "POST", "/api/v1/bindings", {
@@ -118,7 +137,10 @@ describe.skipIf(missingTools.length > 0)("microvm shells' egress through the ser
         language: "bash",
         runtime: "microvm",
         resources,
-        egress: { mode: "allowlist", allow: ["allowed.test", "private.test", "metadata.test"] },
+        egress: {
+          mode: "allowlist",
+          allow: ["allowed.test", "plain.test", "private.test", "metadata.test"],
+        },
       },
     );
     expect(open.status, JSON.stringify(open.body)).toBe(201);
@@ -140,8 +162,50 @@ describe.skipIf(missingTools.length > 0)("microvm shells' egress through the ser
       if (id && api) await call(api, "DELETE", `/api/v1/shells/${id}`).catch(() => undefined);
     await server?.close();
     upstream?.close();
+    plain?.close();
     secured?.close();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  }, 120_000);
+
+  // First: the metadata address's events then come from this test alone.
+  it("reaches an allowed host on port 80 of any address it dials, redirected to the proxy and decided on Host; the metadata address is denied", async () => {
+    // An address the guest has no route to but loopback's: the proxy connects to what Host names.
+    const allowed = await exec(
+      internetShell,
+      `unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy; ${direct("93.184.216.34", 80, "GET /plain HTTP/1.1", "Host: plain.test\\r\\n")}`,
+    );
+    expect(allowed.stdout).toMatch(/^HTTP\/1.1 200/);
+    expect(allowed.stdout).toContain("port 80 saw /plain for plain.test");
+    const denied = await exec(
+      internetShell,
+      direct(
+        "169.254.169.254",
+        80,
+        "GET /latest/meta-data HTTP/1.1",
+        "Host: 169.254.169.254\\r\\n",
+      ),
+    );
+    expect(denied.stdout).toMatch(/^HTTP\/1.1 403/);
+    expect(denied.stdout).toContain("x-shells-egress: denied");
+    const events = (
+      await call<{ items: EgressEvent[] }>(
+        api,
+        "GET",
+        `/api/v1/activity?shell=${internetShell}&action=egress.&limit=100`,
+      )
+    ).body.items;
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        action: "egress.allowed",
+        details: expect.objectContaining({ host: "plain.test", port: 80 }),
+      }),
+    );
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        action: "egress.denied",
+        details: expect.objectContaining({ host: "169.254.169.254", port: 80 }),
+      }),
+    );
   }, 120_000);
 
   it("reaches an allowed upstream through the proxy its variables name, and is denied the metadata and private addresses", async () => {
@@ -158,12 +222,12 @@ describe.skipIf(missingTools.length > 0)("microvm shells' egress through the ser
       );
       expect(denied.stdout, target).toMatch(/^HTTP\/1.1 403/);
     }
-    // Without the proxy there is no way out at all: no interface but loopback.
-    const direct = await exec(
+    // Past the proxy, ports 80 and 443 alone: any other port is refused in the guest itself.
+    const other = await exec(
       internetShell,
-      "timeout 10 bash -c 'exec 3<>/dev/tcp/169.254.169.254/80' || echo refused",
+      "timeout 10 bash -c 'exec 3<>/dev/tcp/169.254.169.254/8080' || echo refused",
     );
-    expect(direct.stdout).toContain("refused");
+    expect(other.stdout).toContain("refused");
     const events = (
       await call<{ items: EgressEvent[] }>(
         api,
@@ -185,6 +249,12 @@ describe.skipIf(missingTools.length > 0)("microvm shells' egress through the ser
     expect(called.stdout).toContain("url=http://127.0.0.1:3128/bindings/echo");
     expect(called.stdout).toContain("authorized");
     expect(securedAuth).toContain(`Bearer ${SECRET}`);
+    // A sealed shell has no transparent ports: no address's port 80 answers.
+    const port80 = await exec(
+      boundShell,
+      "timeout 10 bash -c 'exec 3<>/dev/tcp/93.184.216.34/80' || echo refused",
+    );
+    expect(port80.stdout).toContain("refused");
     // Every process's environment and command line, and every file of the guest's disk.
     const search = await exec(
       boundShell,

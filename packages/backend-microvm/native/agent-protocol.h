@@ -43,9 +43,11 @@
  *                        filesystem's size
  *
  *   NET_OPEN   guest->host  a connection to one of the agent's egress listeners: u32 listener
- *                        (AGENT_LISTENER_*), u8[4] client IPv4 address, u32 client port. The id is
- *                        the stream's, chosen by the agent (1..AGENT_MAX_STREAMS), its own space
- *                        apart from exec ids
+ *                        (AGENT_LISTENER_*), u8[4] client IPv4 address, u32 client port; for
+ *                        TRANSPARENT then u8[4] destination IPv4 address, u32 destination port (the
+ *                        address the client dialled, AGENT_NET_OPEN_TRANSPARENT_BYTES in all). The
+ *                        id is the stream's, chosen by the agent (1..AGENT_MAX_STREAMS), its own
+ *                        space apart from exec ids
  *   NET_DATA   both ways bytes of the stream; an empty payload ends that direction (half close)
  *   NET_CREDIT both ways u32 bytes the receiver has passed on (to the guest's client, or to the
  *                        egress proxy): the sender may have at most AGENT_NET_WINDOW bytes sent and
@@ -56,9 +58,13 @@
  * Egress (`AGENT_EGRESS_*`): NONE opens no listener; BINDINGS opens 127.0.0.1:3128 only (a shell
  * granted service bindings); INTERNET opens it and the resolver, 127.0.0.53:53 over TCP and UDP
  * (each datagram is one stream: the DNS message length-prefixed as over TCP, then end of data; the
- * answer comes back the same way), and points /etc/resolv.conf at it. Every connection is relayed
- * as a stream to the host, which decides what the listener may reach: the host writes the PROXY
- * protocol line itself, so nothing the guest sends can name another destination.
+ * answer comes back the same way), and points /etc/resolv.conf at it. INTERNET also routes all of
+ * IPv4 to loopback (a local route, 0.0.0.0/0 on `lo`) and listens on 0.0.0.0:80 and 0.0.0.0:443
+ * (TRANSPARENT): a client that ignores the proxy variables connects to the agent, whatever address
+ * it dialled, and that address goes to the host in NET_OPEN. Every connection is relayed as a
+ * stream to the host, which decides what the listener may reach: the host writes the PROXY
+ * protocol line itself, so nothing the guest sends can name another destination (a TRANSPARENT
+ * destination is checked by the host: an IPv4 address off loopback, port 80 or 443).
  *
  * Kill reasons PIDS and OOM come from the guest's cgroups: a shell-wide one holds the limits, each
  * exec has its own below it. PIDS when the exec's group held the most processes as a fork was
@@ -106,9 +112,11 @@
 
 #define AGENT_LISTENER_PROXY 0
 #define AGENT_LISTENER_DNS 1
+#define AGENT_LISTENER_TRANSPARENT 2
 
 #define AGENT_MAX_STREAMS 64
 #define AGENT_NET_WINDOW (1u << 18)
 #define AGENT_NET_OPEN_BYTES 12
+#define AGENT_NET_OPEN_TRANSPARENT_BYTES 20
 
 #endif

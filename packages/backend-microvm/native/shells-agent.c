@@ -20,6 +20,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -370,7 +372,8 @@ static int grow_root(uint64_t bytes) {
  * A shell given an egress proxy reaches it only through these listeners, owned by this agent: the
  * guest has no network interface but `lo`, so nothing else leaves it. Each accepted connection
  * (and each DNS datagram) becomes a stream of NET_* frames; the host connects it to the shell's
- * egress proxy and names the destination itself. Flow control is by credit both ways
+ * egress proxy and names the destination itself (for the transparent ports 80 and 443, the address
+ * the client dialled, which the host checks). Flow control is by credit both ways
  * (AGENT_NET_WINDOW per stream and direction), so the agent's memory per stream is bounded; with
  * every stream slot busy the listeners are not polled and new connections wait in the backlog.
  */
@@ -395,6 +398,7 @@ struct stream {
 
 static struct stream streams[AGENT_MAX_STREAMS];
 static int listen_proxy = -1, listen_dns_tcp = -1, listen_dns_udp = -1;
+static int listen_http = -1, listen_https = -1;
 
 static int listen_on(int type, const char *address, int port) {
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -437,6 +441,68 @@ static int point_resolver_at_egress(void) {
   return 0;
 }
 
+static void add_route_attribute(struct nlmsghdr *message, int type, const void *data, size_t len) {
+  struct rtattr *attribute = (struct rtattr *)((char *)message + NLMSG_ALIGN(message->nlmsg_len));
+  attribute->rta_type = (unsigned short)type;
+  attribute->rta_len = (unsigned short)RTA_LENGTH(len);
+  memcpy(RTA_DATA(attribute), data, len);
+  message->nlmsg_len = NLMSG_ALIGN(message->nlmsg_len) + RTA_ALIGN(attribute->rta_len);
+}
+
+/*
+ * For `internet`: every IPv4 address is local (`ip route add local 0.0.0.0/0 dev lo src
+ * 127.0.0.1`), so a connection to any address's port 80 or 443 reaches the agent's transparent
+ * listeners, and one to any other port is refused at once by the guest's own kernel: nothing
+ * leaves the guest but through the agent (it has no other interface). Clients connect from
+ * 127.0.0.1 (the route's source), like every client of the egress listeners. Replacing keeps it
+ * idempotent: LIMITS comes again after every restore and reconnect.
+ */
+static int route_all_to_loopback(void) {
+  struct {
+    struct nlmsghdr header;
+    struct rtmsg route;
+    char attributes[64];
+  } request = {0};
+  request.header.nlmsg_len = NLMSG_LENGTH(sizeof request.route);
+  request.header.nlmsg_type = RTM_NEWROUTE;
+  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+  request.header.nlmsg_seq = 1;
+  request.route.rtm_family = AF_INET;
+  request.route.rtm_dst_len = 0;
+  request.route.rtm_table = RT_TABLE_MAIN;
+  request.route.rtm_protocol = RTPROT_BOOT;
+  request.route.rtm_scope = RT_SCOPE_HOST;
+  request.route.rtm_type = RTN_LOCAL;
+  uint32_t lo = if_nametoindex("lo");
+  struct in_addr source = {.s_addr = htonl(INADDR_LOOPBACK)};
+  if (lo == 0) return -1;
+  add_route_attribute(&request.header, RTA_OIF, &lo, sizeof lo);
+  add_route_attribute(&request.header, RTA_PREFSRC, &source, sizeof source);
+  int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (s < 0) return -1;
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  int rc = -1;
+  union {
+    struct nlmsghdr header;
+    char bytes[512];
+  } answer;
+  if (sendto(s, &request, request.header.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) ==
+      (ssize_t)request.header.nlmsg_len) {
+    ssize_t n = recv(s, &answer, sizeof answer, 0);
+    if (n >= (ssize_t)NLMSG_LENGTH(sizeof(struct nlmsgerr)) && answer.header.nlmsg_type == NLMSG_ERROR) {
+      int error = ((struct nlmsgerr *)NLMSG_DATA(&answer.header))->error;
+      if (error == 0) rc = 0;
+      else errno = -error;
+    } else {
+      errno = EPROTO;
+    }
+  }
+  int saved = errno;
+  close(s);
+  errno = saved;
+  return rc;
+}
+
 /* Opens the listeners `egress` names (once; a shell's mode does not change while it runs). */
 static int open_egress(uint32_t egress) {
   if (egress >= AGENT_EGRESS_BINDINGS && listen_proxy < 0 &&
@@ -447,6 +513,11 @@ static int open_egress(uint32_t egress) {
     if ((listen_dns_udp = listen_on(SOCK_DGRAM, "127.0.0.53", 53)) < 0) return errno;
     if (point_resolver_at_egress() != 0) return errno ? errno : EIO;
   }
+  if (egress >= AGENT_EGRESS_INTERNET && listen_https < 0) {
+    if ((listen_http = listen_on(SOCK_STREAM, "0.0.0.0", 80)) < 0) return errno;
+    if ((listen_https = listen_on(SOCK_STREAM, "0.0.0.0", 443)) < 0) return errno;
+  }
+  if (egress >= AGENT_EGRESS_INTERNET && route_all_to_loopback() != 0) return errno ? errno : EIO;
   return 0;
 }
 
@@ -486,28 +557,39 @@ static void close_stream(struct stream *s) {
   send_frame(AGENT_FRAME_NET_CLOSE, s->id, NULL, 0);
 }
 
-static void open_stream(struct stream *s, uint32_t listener, const struct sockaddr_in *client) {
-  uint8_t head[AGENT_NET_OPEN_BYTES];
+/* Tells the host of a new stream; `destination` (TRANSPARENT only) is the address dialled. */
+static void open_stream(struct stream *s, uint32_t listener, const struct sockaddr_in *client,
+                        const struct sockaddr_in *destination) {
+  uint8_t head[AGENT_NET_OPEN_TRANSPARENT_BYTES];
   put_u32(head, listener);
   memcpy(head + 4, &client->sin_addr, 4);
   put_u32(head + 8, ntohs(client->sin_port));
+  if (destination) {
+    memcpy(head + 12, &destination->sin_addr, 4);
+    put_u32(head + 16, ntohs(destination->sin_port));
+  }
   s->state = STREAM_OPEN;
   s->client = *client;
-  send_frame(AGENT_FRAME_NET_OPEN, s->id, head, sizeof head);
+  send_frame(AGENT_FRAME_NET_OPEN, s->id, head, destination ? AGENT_NET_OPEN_TRANSPARENT_BYTES : AGENT_NET_OPEN_BYTES);
 }
 
 static void accept_stream(int listener_fd, uint32_t listener) {
-  struct sockaddr_in client;
-  socklen_t len = sizeof client;
+  struct sockaddr_in client, destination;
+  socklen_t len = sizeof client, destination_len = sizeof destination;
   int fd = accept4(listener_fd, (struct sockaddr *)&client, &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
   if (fd < 0) return;
   struct stream *s = free_stream();
-  if (!s || client.sin_family != AF_INET) {
+  /* A transparent listener's connection is local (the route above): its local address is the
+   * one the client dialled. */
+  int transparent = listener == AGENT_LISTENER_TRANSPARENT;
+  if (!s || client.sin_family != AF_INET ||
+      (transparent && (getsockname(fd, (struct sockaddr *)&destination, &destination_len) != 0 ||
+                       destination.sin_family != AF_INET))) {
     close(fd);
     return;
   }
   s->fd = fd;
-  open_stream(s, listener, &client);
+  open_stream(s, listener, &client, transparent ? &destination : NULL);
 }
 
 /* One DNS question over UDP: a stream of its own carrying it length-prefixed, then end of data. */
@@ -521,7 +603,7 @@ static void accept_datagram(void) {
   if (!s) return; /* every slot busy: dropped, DNS clients ask again */
   s->datagram = 1;
   s->deadline_ms = now_ms() + DNS_TIMEOUT_MS;
-  open_stream(s, AGENT_LISTENER_DNS, &client);
+  open_stream(s, AGENT_LISTENER_DNS, &client, NULL);
   packet[0] = (uint8_t)(n >> 8);
   packet[1] = (uint8_t)n;
   send_frame(AGENT_FRAME_NET_DATA, s->id, packet, (uint32_t)n + 2);
@@ -1251,7 +1333,7 @@ int main(int argc, char **argv) {
   send_ready();
 
   enum { WATCHES = 1 + MAX_GROUPS };
-  enum { SLOTS = WATCHES + 2 + 3 * AGENT_MAX_EXECS + 3 + AGENT_MAX_STREAMS };
+  enum { LISTENERS = 5, SLOTS = WATCHES + 2 + 3 * AGENT_MAX_EXECS + LISTENERS + AGENT_MAX_STREAMS };
   struct pollfd fds[SLOTS];
   struct exec *owners[SLOTS];
   struct stream *relayed[SLOTS];
@@ -1280,6 +1362,8 @@ int main(int argc, char **argv) {
     fds[nfds++] = (struct pollfd){.fd = listening ? listen_proxy : -1, .events = POLLIN};
     fds[nfds++] = (struct pollfd){.fd = listening ? listen_dns_tcp : -1, .events = POLLIN};
     fds[nfds++] = (struct pollfd){.fd = listening ? listen_dns_udp : -1, .events = POLLIN};
+    fds[nfds++] = (struct pollfd){.fd = listening ? listen_http : -1, .events = POLLIN};
+    fds[nfds++] = (struct pollfd){.fd = listening ? listen_https : -1, .events = POLLIN};
     for (int i = 0; i < AGENT_MAX_STREAMS; i++) {
       struct stream *s = &streams[i];
       if (s->fd < 0 || (s->state != STREAM_OPEN && s->state != STREAM_DRAINING)) continue;
@@ -1325,7 +1409,9 @@ int main(int argc, char **argv) {
       if (fds[execs_end].revents) accept_stream(listen_proxy, AGENT_LISTENER_PROXY);
       if (fds[execs_end + 1].revents) accept_stream(listen_dns_tcp, AGENT_LISTENER_DNS);
       if (fds[execs_end + 2].revents) accept_datagram();
-      for (int i = execs_end + 3; i < nfds; i++) {
+      if (fds[execs_end + 3].revents) accept_stream(listen_http, AGENT_LISTENER_TRANSPARENT);
+      if (fds[execs_end + 4].revents) accept_stream(listen_https, AGENT_LISTENER_TRANSPARENT);
+      for (int i = execs_end + LISTENERS; i < nfds; i++) {
         struct stream *s = relayed[i];
         if (!fds[i].revents || s->fd != fds[i].fd) continue;
         if (fds[i].revents & (POLLOUT | POLLERR | POLLHUP)) write_stream(s);

@@ -105,6 +105,56 @@ describe("egress relay (host side)", () => {
     expect(bindingsOnly.size).toBe(0);
   });
 
+  it("names the address a transparent stream's client dialled, and refuses any other port, loopback, or a shell without internet", async () => {
+    const transparent = (id: number, address: string, port: number, via = relay) =>
+      via.onFrame(
+        frame(
+          FrameType.NET_OPEN,
+          id,
+          encodeNetOpen({
+            listener: AgentListener.TRANSPARENT,
+            clientAddress: "127.0.0.1",
+            clientPort: 40000,
+            destination: { address, port },
+          }),
+        ),
+      );
+    transparent(1, "93.184.216.34", 443);
+    transparent(2, "169.254.169.254", 80);
+    await until(() => received.length >= 2);
+    expect(Buffer.concat(received).toString().split("\r\n").filter(Boolean).sort()).toEqual([
+      "PROXY TCP4 127.0.0.1 169.254.169.254 40000 80",
+      "PROXY TCP4 127.0.0.1 93.184.216.34 40000 443",
+    ]);
+    // A port the proxy would take for its own listener, the guest's loopback (127.0.0.53:53 is
+    // the resolver), nowhere, multicast, or no destination at all.
+    transparent(3, "93.184.216.34", 3128);
+    transparent(4, "93.184.216.34", 22);
+    transparent(5, "127.0.0.53", 80);
+    transparent(6, "127.0.0.1", 443);
+    transparent(7, "0.0.0.0", 80);
+    transparent(8, "224.0.0.1", 80);
+    relay.onFrame(
+      frame(
+        FrameType.NET_OPEN,
+        9,
+        encodeNetOpen({
+          listener: AgentListener.TRANSPARENT,
+          clientAddress: "127.0.0.1",
+          clientPort: 1,
+        }),
+      ),
+    );
+    const bindingsOnly = new EgressRelay(
+      (type, id, payload) => sent.push({ type, id, payload: Buffer.from(payload ?? []) }),
+      { socketPath: `${dir}/proxy.sock`, egress: AgentEgress.BINDINGS },
+    );
+    transparent(10, "93.184.216.34", 443, bindingsOnly);
+    expect(sentOf(FrameType.NET_CLOSE).map((f) => f.id)).toEqual([3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(relay.size).toBe(2);
+    expect(bindingsOnly.size).toBe(0);
+  });
+
   it("refuses unknown listeners, clients off loopback and ids out of range", () => {
     open(1, 7);
     open(2, AgentListener.PROXY, "10.0.0.5");

@@ -241,11 +241,35 @@ describe.skipIf(missingTools.length > 0)("microvm egress, from inside real guest
     expect(tcp.stdout).toMatch(/0a090807$/);
   });
 
-  it("reaches no other address or port: not the host's upstream, not another address's port 80", async () => {
+  it("redirects any address's ports 80 and 443 to the proxy, naming the address the client dialled", async () => {
+    const before = proxy.lines.length;
+    const http = await sh(
+      internet,
+      talk("93.184.216.34", 80, "GET /direct HTTP/1.0\\r\\nHost: example.test\\r\\n\\r\\n"),
+    );
+    expect(http.exitCode, http.stderr).toBe(0);
+    expect(http.stdout).toContain("upstream saw GET /direct");
+    const https = await sh(internet, talk("1.1.1.1", 443, "GET /secure HTTP/1.0\\r\\n\\r\\n"));
+    expect(https.exitCode, https.stderr).toBe(0);
+    expect(https.stdout).toContain("upstream saw GET /secure");
+    expect(proxy.lines.slice(before)).toEqual([
+      expect.stringMatching(/^PROXY TCP4 127\.0\.0\.1 93\.184\.216\.34 \d+ 80$/),
+      expect.stringMatching(/^PROXY TCP4 127\.0\.0\.1 1\.1\.1\.1 \d+ 443$/),
+    ]);
+    // The guest's own loopback on port 80 is the agent's listener too, but no way out: the host
+    // refuses the stream, and the client reads nothing.
+    // (The client writes nothing: a write racing the close could end it with SIGPIPE instead.)
+    const local = await sh(internet, "exec 3<>/dev/tcp/127.0.0.1/80 && timeout 10 cat <&3");
+    expect(local.stdout).toBe("");
+    expect(local.exitCode, "the client must see the end at once, not time out").toBe(0);
+    expect(proxy.lines.slice(before)).toHaveLength(2);
+  });
+
+  it("reaches no other address or port: not the host's upstream, not another address's other ports", async () => {
     for (const [host, port] of [
       ["127.0.0.1", upstreamPort],
-      ["10.0.0.1", 80],
-      ["1.1.1.1", 443],
+      ["10.0.0.1", 8080],
+      ["1.1.1.1", 22],
       ["127.0.0.1", 3129],
     ] as const) {
       const result = await sh(internet, `timeout 10 bash -c 'exec 3<>/dev/tcp/${host}/${port}'`);
@@ -268,13 +292,25 @@ describe.skipIf(missingTools.length > 0)("microvm egress, from inside real guest
     expect(env.exitCode).not.toBe(0);
     const dns = await sh(bound, "timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.53/53'");
     expect(dns.exitCode).not.toBe(0);
+    // No transparent ports either: another address is unreachable, and loopback's port 80 closed.
+    for (const host of ["93.184.216.34", "127.0.0.1"]) {
+      const direct = await sh(bound, `timeout 5 bash -c 'exec 3<>/dev/tcp/${host}/80'`);
+      expect(direct.exitCode, host).not.toBe(0);
+      expect(direct.exitCode, `${host} must fail at once`).not.toBe(124);
+    }
     expect(proxy.lines.slice(before)).toHaveLength(1);
   });
 
-  it("reaches nothing from a sealed shell without a proxy, not even 127.0.0.1:3128", async () => {
-    const result = await sh(sealed, "timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/3128'");
-    expect(result.exitCode).not.toBe(0);
-    expect(result.exitCode).not.toBe(124);
+  it("reaches nothing from a sealed shell without a proxy, not even 127.0.0.1:3128 or port 80", async () => {
+    for (const [host, port] of [
+      ["127.0.0.1", 3128],
+      ["93.184.216.34", 80],
+      ["127.0.0.1", 443],
+    ] as const) {
+      const result = await sh(sealed, `timeout 5 bash -c 'exec 3<>/dev/tcp/${host}/${port}'`);
+      expect(result.exitCode, `${host}:${port}`).not.toBe(0);
+      expect(result.exitCode, `${host}:${port}`).not.toBe(124);
+    }
   });
 
   it("follows the proxy as it goes and comes back, and after a control-plane restart", async () => {

@@ -20,6 +20,7 @@ import {
   MAX_PAYLOAD,
   MAX_STREAMS,
   NET_OPEN_BYTES,
+  NET_OPEN_TRANSPARENT_BYTES,
   NET_WINDOW,
 } from "./internal/protocol.js";
 
@@ -52,6 +53,7 @@ describe("agent protocol", () => {
     expect(c.AGENT_MAX_STREAMS).toBe(MAX_STREAMS);
     expect(c.AGENT_NET_WINDOW).toBe(NET_WINDOW);
     expect(c.AGENT_NET_OPEN_BYTES).toBe(NET_OPEN_BYTES);
+    expect(c.AGENT_NET_OPEN_TRANSPARENT_BYTES).toBe(NET_OPEN_TRANSPARENT_BYTES);
   });
 
   it("round-trips frames split at any byte", () => {

@@ -9,13 +9,17 @@ import {
   MAX_STREAMS,
   NET_WINDOW,
   type Frame,
+  type NetOpen,
 } from "./protocol.js";
 
 /** Where a shell's streams go and which listeners it has. */
 export interface EgressRelayOptions {
   /** The shell's egress proxy (it may come and go: every stream connects afresh). */
   socketPath: string;
-  /** `INTERNET`: the HTTP proxy and the resolver; `BINDINGS`: the HTTP proxy only. */
+  /**
+   * `INTERNET`: the HTTP proxy, the resolver and transparent ports 80/443; `BINDINGS`: the HTTP
+   * proxy only.
+   */
   egress: AgentEgress;
 }
 
@@ -45,16 +49,45 @@ const LISTENERS: Record<number, { address: string; port: number; needs: AgentEgr
 /** The guest's clients connect from its loopback. */
 const LOOPBACK_V4 = /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
 
+/** The ports a transparent stream may name: those the container class redirects to the proxy. */
+const TRANSPARENT_PORTS = new Set([80, 443]);
+
+/**
+ * Where a stream's PROXY line says it was going, or null to refuse it: the listener's fixed
+ * address, or for a transparent stream the address the guest's client dialled — which the guest
+ * says, so it is checked here: port 80 or 443 only (the proxy decides those on Host and SNI), and
+ * never `0.0.0.0/8`, loopback (the guest's own listeners live there, and its proxy names them) or
+ * multicast and above (nothing a client reaches).
+ */
+function destinationOf(
+  open: NetOpen,
+  egress: AgentEgress,
+): { address: string; port: number } | null {
+  if (open.listener === AgentListener.TRANSPARENT) {
+    const destination = open.destination;
+    if (egress < AgentEgress.INTERNET || !destination) return null;
+    const first = Number(destination.address.split(".")[0]);
+    if (!TRANSPARENT_PORTS.has(destination.port) || first === 0 || first === 127 || first >= 224)
+      return null;
+    return destination;
+  }
+  const listener = LISTENERS[open.listener];
+  return listener && egress >= listener.needs ? listener : null;
+}
+
 /**
  * The host's half of a microvm shell's way out: the guest agent accepts connections on its egress
- * listeners (127.0.0.1:3128, and for `internet` the resolver at 127.0.0.53:53) and relays each as
- * a stream of NET_* frames over its port; this relay connects each stream to the shell's egress
- * proxy (a unix socket the control plane keeps) and writes the PROXY protocol line first.
+ * listeners (127.0.0.1:3128, and for `internet` the resolver at 127.0.0.53:53 and any address's
+ * ports 80 and 443) and relays each as a stream of NET_* frames over its port; this relay connects
+ * each stream to the shell's egress proxy (a unix socket the control plane keeps) and writes the
+ * PROXY protocol line first.
  *
- * This is the boundary, not the agent: a subverted guest can send any frame. So the destination in
- * the PROXY line is never taken from the guest — it is the listener's fixed address, and a listener
- * the shell's mode does not have (the resolver for a shell that only has bindings) is refused. What
- * a connection may reach past that is the proxy's decision. Memory is bounded: at most
+ * This is the boundary, not the agent: a subverted guest can send any frame. So the PROXY line is
+ * the host's: its destination is the listener's fixed address, or for a transparent stream an
+ * address checked here (`destinationOf`) that can only select the proxy's transparent handling
+ * (ports 80 and 443, decided on Host and SNI, as for containers), and a listener the shell's mode
+ * does not have (the resolver or port 80 for a shell that only has bindings) is refused. What a
+ * connection may reach past that is the proxy's decision. Memory is bounded: at most
  * `MAX_STREAMS` streams, and per stream at most `NET_WINDOW` bytes in each direction that the
  * receiver has not credited (a guest that sends past its window is cut off; the proxy's socket is
  * paused while the guest has a window's worth unread).
@@ -122,13 +155,12 @@ export class EgressRelay {
       return;
     }
     const open = decodeNetOpen(payload);
-    const listener = open ? LISTENERS[open.listener] : undefined;
+    const destination = open ? destinationOf(open, this.#options.egress) : null;
     if (
       !open ||
-      !listener ||
+      !destination ||
       id < 1 ||
       id > MAX_STREAMS ||
-      this.#options.egress < listener.needs ||
       !LOOPBACK_V4.test(open.clientAddress)
     ) {
       this.#send(FrameType.NET_CLOSE, id);
@@ -140,7 +172,7 @@ export class EgressRelay {
     this.#streams.set(id, stream);
     // The line goes first and is ours: the guest's bytes only ever follow it.
     socket.write(
-      `PROXY TCP4 ${open.clientAddress} ${listener.address} ${open.clientPort} ${listener.port}\r\n`,
+      `PROXY TCP4 ${open.clientAddress} ${destination.address} ${open.clientPort} ${destination.port}\r\n`,
     );
     socket.on("data", (chunk: Buffer) => {
       if (this.#streams.get(id) !== stream) return;

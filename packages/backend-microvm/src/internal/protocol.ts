@@ -51,7 +51,10 @@ export const AgentEgress = {
   NONE: 0,
   /** 127.0.0.1:3128 only: a `sealed` or `localhost` shell granted service bindings. */
   BINDINGS: 1,
-  /** 127.0.0.1:3128 and the resolver at 127.0.0.53:53 (TCP and UDP): an `internet` shell. */
+  /**
+   * 127.0.0.1:3128, the resolver at 127.0.0.53:53 (TCP and UDP), and every address's ports 80
+   * and 443 (all of IPv4 routed to loopback): an `internet` shell.
+   */
   INTERNET: 2,
 } as const;
 export type AgentEgress = (typeof AgentEgress)[keyof typeof AgentEgress];
@@ -60,6 +63,8 @@ export type AgentEgress = (typeof AgentEgress)[keyof typeof AgentEgress];
 export const AgentListener = {
   PROXY: 0,
   DNS: 1,
+  /** 0.0.0.0:80 and 0.0.0.0:443 of an `internet` guest: the client dialled some address's port. */
+  TRANSPARENT: 2,
 } as const;
 
 /** Relayed streams one agent has open at once. */
@@ -68,6 +73,8 @@ export const MAX_STREAMS = 64;
 export const NET_WINDOW = 1 << 18;
 /** Bytes of a NET_OPEN payload. */
 export const NET_OPEN_BYTES = 12;
+/** Bytes of a NET_OPEN payload that also names the destination (TRANSPARENT). */
+export const NET_OPEN_TRANSPARENT_BYTES = 20;
 
 /** A decoded NET_OPEN frame: which listener the guest's client connected to, and from where. */
 export interface NetOpen {
@@ -75,6 +82,8 @@ export interface NetOpen {
   /** The client's IPv4 address in the guest, dotted. */
   clientAddress: string;
   clientPort: number;
+  /** The address the client dialled (TRANSPARENT only), as the guest says: for the host to check. */
+  destination?: { address: string; port: number };
 }
 
 /** Decodes a NET_OPEN payload; null when malformed. */
@@ -82,21 +91,31 @@ export function decodeNetOpen(payload: Buffer): NetOpen | null {
   if (payload.length < NET_OPEN_BYTES) return null;
   const clientPort = payload.readUInt32LE(8);
   if (clientPort > 65535) return null;
-  return {
+  const open: NetOpen = {
     listener: payload.readUInt32LE(0),
     clientAddress: [...payload.subarray(4, 8)].join("."),
     clientPort,
   };
+  if (payload.length >= NET_OPEN_TRANSPARENT_BYTES) {
+    const port = payload.readUInt32LE(16);
+    if (port > 65535) return null;
+    open.destination = { address: [...payload.subarray(12, 16)].join("."), port };
+  }
+  return open;
 }
 
 /** Encodes a NET_OPEN payload (the agent's side; for tests of the host's relay). */
 export function encodeNetOpen(open: NetOpen): Buffer {
-  const payload = Buffer.alloc(NET_OPEN_BYTES);
+  const payload = Buffer.alloc(open.destination ? NET_OPEN_TRANSPARENT_BYTES : NET_OPEN_BYTES);
+  const writeAddress = (address: string, at: number) =>
+    address.split(".").forEach((part, index) => payload.writeUInt8(Number(part), at + index));
   payload.writeUInt32LE(open.listener, 0);
-  open.clientAddress
-    .split(".")
-    .forEach((part, index) => payload.writeUInt8(Number(part), 4 + index));
+  writeAddress(open.clientAddress, 4);
   payload.writeUInt32LE(open.clientPort, 8);
+  if (open.destination) {
+    writeAddress(open.destination.address, 12);
+    payload.writeUInt32LE(open.destination.port, 16);
+  }
   return payload;
 }
 
