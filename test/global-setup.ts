@@ -72,6 +72,8 @@ const MICROVM_TEMPLATES: [file: string, templates: [Language, number][]][] = [
   ["/test/e2e/demo.e2e.test.ts", [["python", 512]]],
   // A terminal and interpreter turns (a Python REPL) in a microvm.
   ["/test/e2e/microvm-term.e2e.test.ts", [["python", 512]]],
+  // Metering of each class the host runs, microvm included, at the backend suite's memory size.
+  ["/test/e2e/metering.e2e.test.ts", [["bash", 128]]],
 ];
 
 /** The test files of this run (its file filters, `vitest run packages/sandbox`; none means all). */

@@ -1,13 +1,19 @@
 import { WasmBackend } from "@shells/backend-wasm";
-import type { ActivityEvent, ExecResult, Shell, UsageReport } from "@shells/contract";
+import type {
+  ActivityEvent,
+  ExecResult,
+  RuntimeAvailability,
+  Shell,
+  UsageReport,
+} from "@shells/contract";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { call, freePort, startServerProcess, startTestServer, waitReady } from "./harness.js";
 
-// Metering of real sandboxes: container shells (and wasm where the host runs them) under a real
-// control plane, killed with -9 in the middle and started again on the same store.
+// Metering of real sandboxes: container shells (and wasm and microvm where the host runs them)
+// under a real control plane, killed with -9 in the middle and started again on the same store.
 const wasmAvailable =
   (await new WasmBackend({ stateDir: "/nonexistent" }).availability())[0]?.available === true;
 
@@ -27,7 +33,12 @@ describe("metering of real shells", () => {
     const dataDir = mkdtempSync(join(tmpdir(), "shells-metering-"));
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    let child = startServerProcess(dataDir, port);
+    // Microvm shells restore the template the test setup made in the shared cache.
+    const env = {
+      SHELLS_MICROVM_CACHE_DIR:
+        process.env.SHELLS_TEST_MICROVM_CACHE ?? "/var/cache/shells-test/microvm",
+    };
+    let child = startServerProcess(dataDir, port, env);
     const shells: Shell[] = [];
     try {
       await waitReady(url);
@@ -42,6 +53,20 @@ describe("metering of real shells", () => {
         });
         expect(wasm.status).toBe(201);
         shells.push(wasm.body);
+      }
+      const { body: runtimes } = await call<{ items: RuntimeAvailability[] }>(
+        server,
+        "GET",
+        "/api/v1/runtimes",
+      );
+      if (runtimes.items.some((r) => r.runtime === "microvm" && r.available)) {
+        const microvm = await call<Shell>(server, "POST", "/api/v1/shells", {
+          language: "bash",
+          runtime: "microvm",
+          resources: { memoryMb: 128 },
+        });
+        expect(microvm.status, JSON.stringify(microvm.body)).toBe(201);
+        shells.push(microvm.body);
       }
       // CPU the shell burns, as its own shell counts it.
       const burn = await call<ExecResult>(
@@ -58,7 +83,7 @@ describe("metering of real shells", () => {
       child.kill("SIGKILL");
       await new Promise((resolve) => child.once("exit", resolve));
       await sleep(2_500);
-      child = startServerProcess(dataDir, port);
+      child = startServerProcess(dataDir, port, env);
       await waitReady(url);
       // Two checkpoints after the restart (every 2 s by default), so counters are read again.
       await sleep(4_500);
@@ -82,8 +107,8 @@ describe("metering of real shells", () => {
           `${shell.runtime}: ${metered} s vs ${truth} s`,
         ).toBeLessThan(1);
         expect(row!.seconds.stopped + row!.seconds.error).toBe(0);
-        // Cost: running time at the class's default rate (0.04 container, 0.01 wasm per hour).
-        const rate = shell.runtime === "wasm" ? 0.01 : 0.04;
+        // Cost: running time at the class's default rate per hour (wasm < container < microvm).
+        const rate = { wasm: 0.01, container: 0.04, microvm: 0.08 }[shell.runtime];
         expect(Number(row!.cost)).toBeCloseTo((row!.seconds.running * rate) / 3600, 6);
       }
       const containerRow = report.rows.find((r) => r.shell === container.body.id)!;
@@ -97,7 +122,11 @@ describe("metering of real shells", () => {
         headers: { authorization: `Bearer ${server.token}` },
       });
       expect(csv.headers.get("content-type")).toMatch(/^text\/csv/);
-      expect((await csv.text()).split("\r\n")[1]).toMatch(/^container,/);
+      const lines = (await csv.text()).split("\r\n");
+      for (const shell of shells)
+        expect(lines.slice(1)).toContainEqual(
+          expect.stringMatching(new RegExp(`^${shell.runtime},`)),
+        );
 
       for (const shell of shells) await call(server, "DELETE", `/api/v1/shells/${shell.id}`);
     } finally {
