@@ -21,7 +21,11 @@ describeEachStore((store) => {
       expect((await t.call("POST", "/api/v1/projects", { name: "team-a" })).statusCode).toBe(201);
       const policy = await t.call("PATCH", "/api/v1/org/policy", {
         approvers: [owner],
-        approvalGates: { wipe_state: "approvers", delete: "confirm" },
+        approvalGates: {
+          wipe_state: "approvers",
+          delete: "confirm",
+          project_egress_change: "approvers",
+        },
       });
       expect(policy.statusCode, policy.body).toBe(200);
 
@@ -50,6 +54,13 @@ describeEachStore((store) => {
       });
       expect(granted.statusCode, granted.body).toBe(200);
 
+      // A widening of the project's egress rules waits for an approver (narrowing never does).
+      const egress = "/api/v1/projects/team-a/egress";
+      const narrowed = await t.call("PUT", egress, { rules: { allowHosts: ["a.example"] } });
+      expect(narrowed.statusCode, narrowed.body).toBe(200);
+      const widening = await t.call("PUT", egress, { rules: {} });
+      expect(widening.statusCode, widening.body).toBe(202);
+
       // A one-shot run (in the default project), finished.
       const run = (
         await t.call("POST", "/api/v1/runs", { language: "bash", command: ["echo", "hi"] })
@@ -66,7 +77,7 @@ describeEachStore((store) => {
         shells: { running: 1, stopped: 0 },
         runs: { started: 0 },
         denials: { total: 1, byKind: [{ kind: "shell.delete", count: 1 }] },
-        approvals: { requested: 1, granted: 1, pending: 0 },
+        approvals: { requested: 2, granted: 1, pending: 1 },
       });
       expect(team.approvals.timeToDecisionSeconds?.p50).toBeGreaterThanOrEqual(0.05);
 
@@ -76,7 +87,7 @@ describeEachStore((store) => {
         shells: { running: 1, stopped: 1 },
         runs: { active: 0, started: 1, succeeded: 1 },
         denials: { total: 2, byKind: [{ kind: "shell.delete", count: 2 }] },
-        approvals: { requested: 1 },
+        approvals: { requested: 2 },
       });
       const before = (
         await t.call("GET", `/api/v1/governance?to=${encodeURIComponent(inTeam.createdAt)}`)

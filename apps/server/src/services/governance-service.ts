@@ -106,15 +106,15 @@ export class GovernanceService {
       .map((row) => ({ kind: row.action, count: Number(row.count) }))
       .sort((a, b) => b.count - a.count || a.kind.localeCompare(b.kind));
 
-    const approvalRows = await this.db
-      .selectFrom("approvals as a")
-      .innerJoin("shells as s", "s.id", "a.shell_id")
-      .select(["a.state", "a.created_at", "a.decided_at"])
-      .where("a.org_id", "=", orgId)
-      .where("a.created_at", ">=", from)
-      .where("a.created_at", "<", to)
-      .$if(projectId !== null, (q) => q.where("s.project_id", "=", projectId as string))
+    const allApprovals = await this.db
+      .selectFrom("approvals")
+      .select(["action", "shell_id", "state", "created_at", "decided_at"])
+      .where("org_id", "=", orgId)
+      .where("created_at", ">=", from)
+      .where("created_at", "<", to)
       .execute();
+    const approvalRows =
+      projectId === null ? allApprovals : await this.#ofProject(allApprovals, projectId);
     const approvals = {
       requested: approvalRows.length,
       pending: 0,
@@ -146,5 +146,40 @@ export class GovernanceService {
             : { p50: percentile(waits, 50), p90: percentile(waits, 90), max: waits.at(-1) ?? 0 },
       },
     };
+  }
+
+  /**
+   * The approvals that concern one project. An approval names what it acts on in `shell_id`: a
+   * shell, a run (whose project is its shell's, once it has one) or, for `project_egress_change`,
+   * the project itself.
+   */
+  async #ofProject<T extends { action: string; shell_id: string }>(
+    approvals: T[],
+    projectId: string,
+  ): Promise<T[]> {
+    const targets = [...new Set(approvals.map((a) => a.shell_id))];
+    if (targets.length === 0) return [];
+    const runShells = await this.db
+      .selectFrom("runs")
+      .select(["id", "shell_id"])
+      .where("id", "in", targets)
+      .execute();
+    const shellOfRun = new Map(runShells.map((r) => [r.id, r.shell_id]));
+    const shellIds = [...new Set([...targets, ...shellOfRun.values()])];
+    const inProject = new Set(
+      (
+        await this.db
+          .selectFrom("shells")
+          .select("id")
+          .where("id", "in", shellIds)
+          .where("project_id", "=", projectId)
+          .execute()
+      ).map((row) => row.id),
+    );
+    return approvals.filter((a) =>
+      a.action === "project_egress_change"
+        ? a.shell_id === projectId
+        : inProject.has(a.shell_id) || inProject.has(shellOfRun.get(a.shell_id) ?? ""),
+    );
   }
 }
