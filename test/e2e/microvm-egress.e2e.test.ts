@@ -10,20 +10,14 @@
  * test global setup), ~1 s under emulation. The bash image has no HTTP client: requests are
  * written by hand over bash's /dev/tcp, which is all the relay needs.
  */
-import { loadConfig, startServer, type RunningServer } from "@shells/server";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer, type Server } from "node:http";
-import { createServer as createHttpsServer } from "node:https";
-import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { makeTestCa } from "../../apps/server/src/test-support/test-ca.js";
 import {
   missingTools,
   TEST_MICROVM_DIR,
 } from "../../packages/backend-microvm/src/internal/test-support.js";
+import { startEgressFixture, type EgressFixture } from "./egress-fixture.js";
 import { call } from "./harness.js";
 
 const IMAGES = process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images";
@@ -53,15 +47,11 @@ function direct(address: string, port: number, requestLine: string, headers = ""
 const PORT_80_ADDRESS = "127.83.80.1";
 
 describe.skipIf(missingTools.length > 0)("microvm shells' egress through the server", () => {
-  let server: RunningServer;
+  let fixture: EgressFixture | undefined;
   let api: { url: string; token: string };
-  let dataDir: string;
-  let upstream: Server;
-  let plain: Server;
-  let secured: Server;
+  let plain: Server | undefined;
   let upstreamPort = 0;
-  let securedPort = 0;
-  const securedAuth: string[] = [];
+  let securedAuth: string[] = [];
   let internetShell = "";
   let boundShell = "";
 
@@ -77,57 +67,19 @@ describe.skipIf(missingTools.length > 0)("microvm shells' egress through the ser
   };
 
   beforeAll(async () => {
-    upstream = createHttpServer((req, res) => res.end(`upstream saw ${req.url}`));
-    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
-    upstreamPort = (upstream.address() as AddressInfo).port;
-    plain = createHttpServer((req, res) =>
+    const port80 = createHttpServer((req, res) =>
       res.end(`port 80 saw ${req.url} for ${req.headers.host}`),
     );
-    await new Promise<void>((resolve) => plain.listen(80, PORT_80_ADDRESS, resolve));
-    const ca = makeTestCa(["127.0.0.1"]);
-    secured = createHttpsServer({ cert: ca.cert, key: ca.key }, (req, res) => {
-      securedAuth.push(req.headers.authorization ?? "");
-      res.end(req.headers.authorization === `Bearer ${SECRET}` ? "authorized" : "unauthorized");
-    });
-    await new Promise<void>((resolve) => secured.listen(0, "127.0.0.1", resolve));
-    securedPort = (secured.address() as AddressInfo).port;
-
-    dataDir = mkdtempSync(join(tmpdir(), "shells-microvm-egress-"));
-    const caFile = join(dataDir, "test-ca.pem");
-    writeFileSync(caFile, ca.caCert);
-    const loaded = loadConfig(
-      ["--port", "0", "--data-dir", dataDir, "--backend", "container", "--log-level", "warn"],
-      {
-        SHELLS_VALIDATE_RESPONSES: "1",
-        SHELLS_IMAGES_DIR: IMAGES,
-        SHELLS_MICROVM_CACHE_DIR: TEST_MICROVM_DIR,
-        SHELLS_BINDINGS_CA_FILE: caFile,
-        SHELLS_EGRESS_DECISION_WINDOW_SECONDS: "1",
-      },
-    );
-    server = await startServer({
-      ...loaded,
-      egressTestHosts: {
-        "allowed.test": ["127.0.0.1"],
-        "plain.test": [PORT_80_ADDRESS],
-        "private.test": ["10.1.2.3"],
-        "metadata.test": ["169.254.169.254"],
-      },
-    });
-    api = { url: server.url, token: readFileSync(join(dataDir, "admin-token"), "utf8").trim() };
-    const policy = await call(api, "PATCH", "/api/v1/org/policy", {
-      egress: { allowCidrs: ["127.0.0.1/32", `${PORT_80_ADDRESS}/32`] },
-    });
-    expect(policy.status).toBe(200);
-    const binding = await call(api, "POST", "/api/v1/bindings", {
-      name: "echo",
-      upstream: `https://127.0.0.1:${securedPort}`,
-      inject: "Authorization: Bearer {secret}",
-      paths: ["/v1/*"],
-      methods: ["GET"],
+    plain = port80;
+    await new Promise<void>((resolve) => port80.listen(80, PORT_80_ADDRESS, resolve));
+    fixture = await startEgressFixture({
+      name: "microvm-egress",
       secret: SECRET,
+      env: { SHELLS_IMAGES_DIR: IMAGES, SHELLS_MICROVM_CACHE_DIR: TEST_MICROVM_DIR },
+      testHosts: { "plain.test": [PORT_80_ADDRESS] },
+      allowCidrs: [`${PORT_80_ADDRESS}/32`],
     });
-    expect(binding.status, JSON.stringify(binding.body)).toBe(201);
+    ({ api, upstreamPort, securedAuth } = fixture);
     const resources = { memoryMb: 128 };
     const open = await call<{ id: string; network: string; status: string }>(
       api,
@@ -160,11 +112,8 @@ describe.skipIf(missingTools.length > 0)("microvm shells' egress through the ser
   afterAll(async () => {
     for (const id of [internetShell, boundShell])
       if (id && api) await call(api, "DELETE", `/api/v1/shells/${id}`).catch(() => undefined);
-    await server?.close();
-    upstream?.close();
+    await fixture?.close();
     plain?.close();
-    secured?.close();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   }, 120_000);
 
   // First: the metadata address's events then come from this test alone.

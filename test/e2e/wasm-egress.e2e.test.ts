@@ -7,16 +7,9 @@
  * worker's protocol to the backend, which carries it to the shell's proxy socket.
  */
 import { WasmBackend } from "@shells/backend-wasm";
-import { loadConfig, startServer, type RunningServer } from "@shells/server";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer as createHttpServer, type Server } from "node:http";
-import { createServer as createHttpsServer } from "node:https";
-import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { makeTestCa } from "../../apps/server/src/test-support/test-ca.js";
+import { startEgressFixture, type EgressFixture } from "./egress-fixture.js";
 import { call } from "./harness.js";
 
 const available =
@@ -30,14 +23,10 @@ interface EgressEvent {
 }
 
 describe.skipIf(!available)("wasm shells' egress through the server", () => {
-  let server: RunningServer;
+  let fixture: EgressFixture | undefined;
   let api: { url: string; token: string };
-  let dataDir: string;
-  let upstream: Server;
-  let secured: Server;
   let upstreamPort = 0;
-  let securedPort = 0;
-  const securedAuth: string[] = [];
+  let securedAuth: string[] = [];
   let internetShell = "";
   let boundShell = "";
 
@@ -53,50 +42,8 @@ describe.skipIf(!available)("wasm shells' egress through the server", () => {
   };
 
   beforeAll(async () => {
-    upstream = createHttpServer((req, res) => res.end(`upstream saw ${req.url}`));
-    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
-    upstreamPort = (upstream.address() as AddressInfo).port;
-    const ca = makeTestCa(["127.0.0.1"]);
-    secured = createHttpsServer({ cert: ca.cert, key: ca.key }, (req, res) => {
-      securedAuth.push(req.headers.authorization ?? "");
-      res.end(req.headers.authorization === `Bearer ${SECRET}` ? "authorized" : "unauthorized");
-    });
-    await new Promise<void>((resolve) => secured.listen(0, "127.0.0.1", resolve));
-    securedPort = (secured.address() as AddressInfo).port;
-
-    dataDir = mkdtempSync(join(tmpdir(), "shells-wasm-egress-"));
-    const caFile = join(dataDir, "test-ca.pem");
-    writeFileSync(caFile, ca.caCert);
-    const loaded = loadConfig(
-      ["--port", "0", "--data-dir", dataDir, "--backend", "container", "--log-level", "warn"],
-      {
-        SHELLS_VALIDATE_RESPONSES: "1",
-        SHELLS_BINDINGS_CA_FILE: caFile,
-        SHELLS_EGRESS_DECISION_WINDOW_SECONDS: "1",
-      },
-    );
-    server = await startServer({
-      ...loaded,
-      egressTestHosts: {
-        "allowed.test": ["127.0.0.1"],
-        "private.test": ["10.1.2.3"],
-        "metadata.test": ["169.254.169.254"],
-      },
-    });
-    api = { url: server.url, token: readFileSync(join(dataDir, "admin-token"), "utf8").trim() };
-    const policy = await call(api, "PATCH", "/api/v1/org/policy", {
-      egress: { allowCidrs: ["127.0.0.1/32"] },
-    });
-    expect(policy.status).toBe(200);
-    const binding = await call(api, "POST", "/api/v1/bindings", {
-      name: "echo",
-      upstream: `https://127.0.0.1:${securedPort}`,
-      inject: "Authorization: Bearer {secret}",
-      paths: ["/v1/*"],
-      methods: ["GET"],
-      secret: SECRET,
-    });
-    expect(binding.status, JSON.stringify(binding.body)).toBe(201);
+    fixture = await startEgressFixture({ name: "wasm-egress", secret: SECRET });
+    ({ api, upstreamPort, securedAuth } = fixture);
     const open = await call<{ id: string; network: string; status: string }>(
       api,
       "POST",
@@ -123,10 +70,7 @@ describe.skipIf(!available)("wasm shells' egress through the server", () => {
   afterAll(async () => {
     for (const id of [internetShell, boundShell])
       if (id && api) await call(api, "DELETE", `/api/v1/shells/${id}`).catch(() => undefined);
-    await server?.close();
-    upstream?.close();
-    secured?.close();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    await fixture?.close();
   }, 120_000);
 
   it("fetches an allowed upstream through the proxy, and is denied the metadata and private addresses", async () => {

@@ -1,0 +1,103 @@
+/**
+ * The set-up the egress tests of each runtime class share: a real server with its real egress
+ * proxy, an allowed upstream on loopback, and an HTTPS upstream (a test CA the proxy alone trusts)
+ * behind the binding `echo`, whose secret it checks. Test names resolve through the proxy's test
+ * name map: `allowed.test` (the upstream), `private.test` (10.1.2.3) and `metadata.test`
+ * (169.254.169.254), plus any the test adds.
+ */
+import { loadConfig, startServer, type RunningServer } from "@shells/server";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo, Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "vitest";
+import { makeTestCa } from "../../apps/server/src/test-support/test-ca.js";
+import { call } from "./harness.js";
+
+export interface EgressFixture {
+  server: RunningServer;
+  api: { url: string; token: string };
+  dataDir: string;
+  /** The plain upstream's port on 127.0.0.1: it answers `upstream saw <path>`. */
+  upstreamPort: number;
+  /** The Authorization header of each request the binding's upstream received. */
+  securedAuth: string[];
+  close(): Promise<void>;
+}
+
+export async function startEgressFixture(options: {
+  /** Names the data dir. */
+  name: string;
+  /** The binding's secret. */
+  secret: string;
+  env?: Record<string, string>;
+  testHosts?: Record<string, string[]>;
+  /** Private ranges the org's policy opens besides 127.0.0.1/32. */
+  allowCidrs?: string[];
+}): Promise<EgressFixture> {
+  const listen = async (server: Server) => {
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return (server.address() as AddressInfo).port;
+  };
+  const upstream = createHttpServer((req, res) => res.end(`upstream saw ${req.url}`));
+  const upstreamPort = await listen(upstream);
+  const ca = makeTestCa(["127.0.0.1"]);
+  const securedAuth: string[] = [];
+  const secured = createHttpsServer({ cert: ca.cert, key: ca.key }, (req, res) => {
+    securedAuth.push(req.headers.authorization ?? "");
+    res.end(
+      req.headers.authorization === `Bearer ${options.secret}` ? "authorized" : "unauthorized",
+    );
+  });
+  const securedPort = await listen(secured);
+
+  const dataDir = mkdtempSync(join(tmpdir(), `shells-${options.name}-`));
+  const caFile = join(dataDir, "test-ca.pem");
+  writeFileSync(caFile, ca.caCert);
+  const loaded = loadConfig(
+    ["--port", "0", "--data-dir", dataDir, "--backend", "container", "--log-level", "warn"],
+    {
+      SHELLS_VALIDATE_RESPONSES: "1",
+      SHELLS_BINDINGS_CA_FILE: caFile,
+      SHELLS_EGRESS_DECISION_WINDOW_SECONDS: "1",
+      ...options.env,
+    },
+  );
+  const server = await startServer({
+    ...loaded,
+    egressTestHosts: {
+      "allowed.test": ["127.0.0.1"],
+      "private.test": ["10.1.2.3"],
+      "metadata.test": ["169.254.169.254"],
+      ...options.testHosts,
+    },
+  });
+  const api = { url: server.url, token: readFileSync(join(dataDir, "admin-token"), "utf8").trim() };
+  const close = async () => {
+    await server.close();
+    upstream.close();
+    secured.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  try {
+    const policy = await call(api, "PATCH", "/api/v1/org/policy", {
+      egress: { allowCidrs: ["127.0.0.1/32", ...(options.allowCidrs ?? [])] },
+    });
+    expect(policy.status).toBe(200);
+    const binding = await call(api, "POST", "/api/v1/bindings", {
+      name: "echo",
+      upstream: `https://127.0.0.1:${securedPort}`,
+      inject: "Authorization: Bearer {secret}",
+      paths: ["/v1/*"],
+      methods: ["GET"],
+      secret: options.secret,
+    });
+    expect(binding.status, JSON.stringify(binding.body)).toBe(201);
+  } catch (error) {
+    await close();
+    throw error;
+  }
+  return { server, api, dataDir, upstreamPort, securedAuth, close };
+}
