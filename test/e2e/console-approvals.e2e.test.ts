@@ -60,7 +60,9 @@ describe("the console's approval pages", () => {
     const settings = page.getByLabel("Approval settings");
     await settings.getByLabel(`Approver ${reviewer.email}`).check();
     await settings.getByLabel("Approval TTL in seconds").fill("900");
-    await page.getByRole("combobox", { name: "egress_change" }).selectOption("approvers");
+    await page
+      .getByRole("combobox", { name: "egress_change", exact: true })
+      .selectOption("approvers");
     await page.getByRole("button", { name: "Save policy" }).click();
     await page.getByText("Saved.").waitFor();
     const policy = await owner.policy.get();

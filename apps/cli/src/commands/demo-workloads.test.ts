@@ -94,6 +94,22 @@ describe("the demo's judgement", () => {
     expect(
       judge("metadata-exfiltration", "wasm", { result: { net: "refused: Cannot find module" } }),
     ).toEqual({ ok: true, how: "no network: wasm has no socket API (sealed)" });
+    // A wasm shell with `internet` has fetch through the proxy: a 403 with a denial is contained,
+    // an answer is not.
+    const wasmOnline = (result: Record<string, string>, audit: ActivityEvent[] = []) =>
+      DEMO_WORKLOADS[0]!.variant("wasm", lent).judge({
+        run: { ...base, runtime: "wasm", result },
+        audit,
+        output: "",
+      });
+    expect(DEMO_WORKLOADS[0]!.variant("wasm", lent).spec.network).toBe("internet");
+    expect(wasmOnline({ "metadata credentials via fetch": "refused: HTTP 403" }, [denied])).toEqual(
+      { ok: true, how: "egress.denied 169.254.169.254:80 address_not_public" },
+    );
+    expect(wasmOnline({ "metadata credentials via fetch": "reached: HTTP 200" })).toMatchObject({
+      ok: false,
+      how: "got through: metadata credentials via fetch",
+    });
   });
 
   it("counts a fork bomb or a balloon contained only when the sandbox killed it for that limit", () => {

@@ -50,9 +50,9 @@ export interface DemoWorkload {
   /** Runs only with a binding lent (the demo skips it, saying why, when there is none). */
   needsBinding?: boolean;
   /**
-   * The run on a class. `wasm` runs interpreters with no processes and no network, so it gets code
-   * that tries the same harm with what an interpreter there has; the other classes run POSIX
-   * sandboxes with python.
+   * The run on a class. `wasm` runs interpreters with no processes and only `fetch` for a network,
+   * so it gets code that tries the same harm with what an interpreter there has; the other classes
+   * run POSIX sandboxes with python.
    */
   variant(runtime: RuntimeClass, context: DemoContext): DemoVariant;
 }
@@ -96,7 +96,11 @@ for target, outcome in attempts.items():
 shells.result(attempts)
 `;
 
-/** JavaScript (QuickJS) that looks for any way to open a connection. */
+/**
+ * JavaScript (QuickJS) that looks for any way to open a connection, then asks `fetch` (the wasm
+ * class's only way out, through the egress proxy where the shell has `internet`) for the metadata
+ * service and a private address.
+ */
 const EXFILTRATION_JS = `const attempts = {};
 for (const name of ["net", "http", "dgram"]) {
   try {
@@ -106,10 +110,25 @@ for (const name of ["net", "http", "dgram"]) {
     attempts[name] = "refused: " + e.message;
   }
 }
-for (const name of ["fetch", "XMLHttpRequest", "WebSocket"])
+for (const name of ["XMLHttpRequest", "WebSocket"])
   attempts[name] = typeof globalThis[name] === "undefined" ? "refused: absent" : "reached: present";
-console.log(JSON.stringify(attempts));
-shells.result(attempts);
+const targets = {
+  "metadata credentials via fetch": "http://${METADATA_IP}/latest/meta-data/iam/security-credentials/",
+  "private address via fetch": "http://10.0.0.1/",
+};
+Promise.all(
+  Object.entries(targets).map(([name, url]) =>
+    typeof fetch === "undefined"
+      ? (attempts[name] = "refused: no fetch")
+      : fetch(url).then(
+          (r) => (attempts[name] = (r.ok ? "reached: HTTP " : "refused: HTTP ") + r.status),
+          (e) => (attempts[name] = "refused: " + e.message),
+        ),
+  ),
+).then(() => {
+  console.log(JSON.stringify(attempts));
+  shells.result(attempts);
+});
 `;
 
 /** Attempts the workload reports as having got through. */
@@ -175,9 +194,18 @@ const exfiltration: DemoWorkload = {
   variant: (runtime, { internet }) =>
     runtime === "wasm"
       ? {
-          spec: { language: "node", runtime, code: EXFILTRATION_JS, timeoutMs: RUN_TIMEOUT_MS },
+          spec: {
+            language: "node",
+            runtime,
+            network: internet ? "internet" : "sealed",
+            code: EXFILTRATION_JS,
+            timeoutMs: RUN_TIMEOUT_MS,
+          },
           judge: (evidence) =>
-            judgeExfiltration(evidence, "no network: wasm has no socket API (sealed)"),
+            judgeExfiltration(
+              evidence,
+              internet ? "no route out" : "no network: wasm has no socket API (sealed)",
+            ),
         }
       : {
           // `internet` with the default policy (public addresses only), so every attempt meets
@@ -406,9 +434,18 @@ const secretHunt: DemoWorkload = {
       return { ok: true, how: `secret not found (${kb} KB of output searched; ${used})` };
     };
     return runtime === "wasm"
-      ? // wasm runs an interpreter with no network, so it cannot be granted a binding: it looks
-        // for the secret in what it can see without one.
-        { spec: { language: "node", runtime, code: HUNT_JS, timeoutMs: RUN_TIMEOUT_MS }, judge }
+      ? // wasm runs an interpreter with no processes: it looks for the secret in what it can see,
+        // its binding's URL included where it is granted one.
+        {
+          spec: {
+            language: "node",
+            runtime,
+            bindings: binding && bindings ? [binding.name] : [],
+            code: HUNT_JS,
+            timeoutMs: RUN_TIMEOUT_MS,
+          },
+          judge,
+        }
       : {
           // Sealed: the binding URL is the only way out, so every trick goes through the proxy.
           spec: {
@@ -442,6 +479,20 @@ ${call}shells.result(result)
 `;
 }
 
+/** JavaScript (QuickJS) of the clean run: a sum, and with a binding, one call to the bound API. */
+function cleanJs(envVar: string | null): string {
+  const answer = envVar
+    ? `fetch(process.env[${JSON.stringify(envVar)}] + "/answer")
+  .then((response) => response.text())
+  .then((text) => ({ sum, ok: true, api: JSON.parse(text) }))`
+    : "Promise.resolve({ sum, ok: true })";
+  return `let sum = 0;
+for (let i = 1; i <= 100; i += 1) sum += i;
+console.log("adding up 1..100");
+${answer}.then((result) => shells.result(result));
+`;
+}
+
 const cleanRun: DemoWorkload = {
   id: "clean-run",
   title: "clean run with a structured result",
@@ -455,11 +506,8 @@ const cleanRun: DemoWorkload = {
               language: "node",
               runtime,
               egress: { mode: "deny_all", allow: [] },
-              code: `let sum = 0;
-for (let i = 1; i <= 100; i += 1) sum += i;
-console.log("adding up 1..100");
-shells.result({ sum, ok: true });
-`,
+              ...(bound ? { bindings: [bound.name] } : {}),
+              code: cleanJs(bound?.envVar ?? null),
               timeoutMs: RUN_TIMEOUT_MS,
             }
           : {
