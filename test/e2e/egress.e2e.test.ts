@@ -64,15 +64,43 @@ describe.runIf(hostReport.available)("internet shells through the egress proxy",
   let web: HttpServer;
   let tlsUpstream: Server;
 
-  const exec = async (script: string) => {
+  const exec = async (script: string, shell = shellId) => {
     const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
       api,
       "POST",
-      `/api/v1/shells/${shellId}/exec`,
+      `/api/v1/shells/${shell}/exec`,
       { command: ["python3", "-c", script], timeoutMs: 60_000 },
     );
     expect(res.status).toBe(200);
     return res.body;
+  };
+  /** Each URL's status (or [status, body] when refused) and whether `dnsHost` resolves, seen from
+   * inside `shell` with the proxy variables kept and NO_PROXY dropped (127.0.0.1 is the host's). */
+  const probeEgress = async (shell: string, urls: string[], dnsHost: string) => {
+    const result = await exec(
+      `
+import json, os, socket, urllib.request, urllib.error
+for name in ["NO_PROXY", "no_proxy"]:
+    os.environ.pop(name, None)
+out = {}
+for url in ${JSON.stringify(urls)}:
+    try:
+        out[url] = urllib.request.urlopen(url, timeout=20).status
+    except urllib.error.HTTPError as e:
+        out[url] = [e.code, e.read().decode().strip()]
+    except urllib.error.URLError as e:
+        out[url] = str(e.reason)
+try:
+    socket.getaddrinfo(${JSON.stringify(dnsHost)}, 80, proto=socket.IPPROTO_TCP)
+    out["dns"] = "resolved"
+except socket.gaierror:
+    out["dns"] = "refused"
+print(json.dumps(out))
+`,
+      shell,
+    );
+    expect(result.stderr).toBe("");
+    return JSON.parse(result.stdout) as Record<string, unknown>;
   };
   const egressEvents = async () =>
     (
@@ -616,36 +644,17 @@ except socket.gaierror:
     });
     expect(created.status).toBe(201);
     const locked = created.body.id;
-    // NO_PROXY keeps the shell's own loopback off the proxy; here 127.0.0.1 means the host's.
-    const probe = `
-import json, os, socket, urllib.request, urllib.error
-for name in ["NO_PROXY", "no_proxy"]:
-    os.environ.pop(name, None)
-out = {}
-for url in ["http://allowed.test:${httpPort}/p", "http://127.0.0.1:${httpPort}/p", "http://web.test/p"]:
-    try:
-        out[url] = urllib.request.urlopen(url, timeout=20).status
-    except urllib.error.HTTPError as e:
-        out[url] = [e.code, e.read().decode().strip()]
-    except urllib.error.URLError as e:
-        out[url] = str(e.reason)
-try:
-    socket.getaddrinfo("allowed.test", 80, proto=socket.IPPROTO_TCP)
-    out["dns"] = "resolved"
-except socket.gaierror:
-    out["dns"] = "refused"
-print(json.dumps(out))
-`;
-    const run = async (shell: string) => {
-      const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
-        api,
-        "POST",
-        `/api/v1/shells/${shell}/exec`,
-        { command: ["python3", "-c", probe], timeoutMs: 60_000 },
+    // The probe drops NO_PROXY so that 127.0.0.1 means the host's, through the proxy.
+    const run = (shell: string) =>
+      probeEgress(
+        shell,
+        [
+          `http://allowed.test:${httpPort}/p`,
+          `http://127.0.0.1:${httpPort}/p`,
+          "http://web.test/p",
+        ],
+        "allowed.test",
       );
-      expect(res.body.stderr).toBe("");
-      return JSON.parse(res.body.stdout) as Record<string, unknown>;
-    };
     try {
       expect(await run(locked)).toEqual({
         [`http://allowed.test:${httpPort}/p`]: [403, "egress denied: host_denied"],
@@ -691,31 +700,8 @@ print(json.dumps(out))
     });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     const shell = created.body.id;
-    const probe = `
-import json, socket, urllib.request, urllib.error
-out = {}
-for url in ["http://allowed.test:${httpPort}/p", "http://web.test/p"]:
-    try:
-        out[url] = urllib.request.urlopen(url, timeout=20).status
-    except urllib.error.HTTPError as e:
-        out[url] = [e.code, e.read().decode().strip()]
-try:
-    socket.getaddrinfo("web.test", 80, proto=socket.IPPROTO_TCP)
-    out["dns"] = "resolved"
-except socket.gaierror:
-    out["dns"] = "refused"
-print(json.dumps(out))
-`;
-    const run = async () => {
-      const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
-        api,
-        "POST",
-        `/api/v1/shells/${shell}/exec`,
-        { command: ["python3", "-c", probe], timeoutMs: 60_000 },
-      );
-      expect(res.body.stderr).toBe("");
-      return JSON.parse(res.body.stdout) as Record<string, unknown>;
-    };
+    const run = () =>
+      probeEgress(shell, [`http://allowed.test:${httpPort}/p`, "http://web.test/p"], "web.test");
     try {
       expect(await run()).toEqual({
         [`http://allowed.test:${httpPort}/p`]: 200,
