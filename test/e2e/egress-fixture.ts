@@ -24,6 +24,15 @@ export interface EgressFixture {
   upstreamPort: number;
   /** The Authorization header of each request the binding's upstream received. */
   securedAuth: string[];
+  /**
+   * Two running shells: `internet` (runtime, language, resources) with an allowlist of the
+   * fixture's test names plus `allow`, and a sealed one of `bound` granted the binding `echo`.
+   */
+  createShells(shells: {
+    internet: Record<string, unknown>;
+    bound: Record<string, unknown>;
+    allow?: string[];
+  }): Promise<{ internetShell: string; boundShell: string }>;
   close(): Promise<void>;
 }
 
@@ -99,5 +108,28 @@ export async function startEgressFixture(options: {
     await close();
     throw error;
   }
-  return { server, api, dataDir, upstreamPort, securedAuth, close };
+  const createShells: EgressFixture["createShells"] = async ({ internet, bound, allow = [] }) => {
+    const open = await call<{ id: string; network: string; status: string }>(
+      api,
+      "POST",
+      "/api/v1/shells",
+      {
+        ...internet,
+        egress: {
+          mode: "allowlist",
+          allow: ["allowed.test", ...allow, "private.test", "metadata.test"],
+        },
+      },
+    );
+    expect(open.status, JSON.stringify(open.body)).toBe(201);
+    expect(open.body).toMatchObject({ network: "internet", status: "running" });
+    const sealed = await call<{ id: string; network: string }>(api, "POST", "/api/v1/shells", {
+      ...bound,
+      bindings: ["echo"],
+    });
+    expect(sealed.status, JSON.stringify(sealed.body)).toBe(201);
+    expect(sealed.body.network).toBe("sealed");
+    return { internetShell: open.body.id, boundShell: sealed.body.id };
+  };
+  return { server, api, dataDir, upstreamPort, securedAuth, createShells, close };
 }

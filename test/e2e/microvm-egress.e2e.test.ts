@@ -80,33 +80,12 @@ describe.skipIf(missingTools.length > 0)("microvm shells' egress through the ser
       allowCidrs: [`${PORT_80_ADDRESS}/32`],
     });
     ({ api, upstreamPort, securedAuth } = fixture);
-    const resources = { memoryMb: 128 };
-    const open = await call<{ id: string; network: string; status: string }>(
-      api,
-      "POST",
-      "/api/v1/shells",
-      {
-        language: "bash",
-        runtime: "microvm",
-        resources,
-        egress: {
-          mode: "allowlist",
-          allow: ["allowed.test", "plain.test", "private.test", "metadata.test"],
-        },
-      },
-    );
-    expect(open.status, JSON.stringify(open.body)).toBe(201);
-    expect(open.body).toMatchObject({ network: "internet", status: "running" });
-    internetShell = open.body.id;
-    const bound = await call<{ id: string; network: string }>(api, "POST", "/api/v1/shells", {
-      language: "bash",
-      runtime: "microvm",
-      resources,
-      bindings: ["echo"],
-    });
-    expect(bound.status, JSON.stringify(bound.body)).toBe(201);
-    expect(bound.body.network).toBe("sealed");
-    boundShell = bound.body.id;
+    const microvm = { language: "bash", runtime: "microvm", resources: { memoryMb: 128 } };
+    ({ internetShell, boundShell } = await fixture.createShells({
+      internet: microvm,
+      bound: microvm,
+      allow: ["plain.test"],
+    }));
   }, 180_000);
 
   afterAll(async () => {

@@ -44,27 +44,10 @@ describe.skipIf(!available)("wasm shells' egress through the server", () => {
   beforeAll(async () => {
     fixture = await startEgressFixture({ name: "wasm-egress", secret: SECRET });
     ({ api, upstreamPort, securedAuth } = fixture);
-    const open = await call<{ id: string; network: string; status: string }>(
-      api,
-      "POST",
-      "/api/v1/shells",
-      {
-        language: "node",
-        runtime: "wasm",
-        egress: { mode: "allowlist", allow: ["allowed.test", "private.test", "metadata.test"] },
-      },
-    );
-    expect(open.status, JSON.stringify(open.body)).toBe(201);
-    expect(open.body).toMatchObject({ network: "internet", status: "running" });
-    internetShell = open.body.id;
-    const bound = await call<{ id: string; network: string }>(api, "POST", "/api/v1/shells", {
-      language: "python",
-      runtime: "wasm",
-      bindings: ["echo"],
-    });
-    expect(bound.status, JSON.stringify(bound.body)).toBe(201);
-    expect(bound.body.network).toBe("sealed");
-    boundShell = bound.body.id;
+    ({ internetShell, boundShell } = await fixture.createShells({
+      internet: { language: "node", runtime: "wasm" },
+      bound: { language: "python", runtime: "wasm" },
+    }));
   }, 180_000);
 
   afterAll(async () => {
