@@ -3,7 +3,7 @@ import { RunReviewCreate } from "@shells/contract";
 import { useEffect, useState, type FormEvent } from "react";
 import { Issues, issuesOf } from "./form-dialog.js";
 import { canControl, type Session } from "./session.js";
-import { Button, ErrorNote, fieldClass, when } from "./ui.js";
+import { Button, ErrorNote, Field, fieldClass, when } from "./ui.js";
 
 const VERDICTS: RunReviewVerdict[] = ["approved", "changes_requested", "rejected"];
 
@@ -72,8 +72,7 @@ export function RunReviewPanel({
           onSubmit={(event) => void submit(event)}
           className="flex flex-wrap items-end gap-3"
         >
-          <label className="flex flex-col gap-1 text-sm">
-            <span className="font-medium">Verdict</span>
+          <Field label="Verdict">
             <select
               aria-label="Verdict"
               value={verdict}
@@ -84,16 +83,15 @@ export function RunReviewPanel({
                 <option key={option}>{option}</option>
               ))}
             </select>
-          </label>
-          <label className="flex min-w-64 flex-1 flex-col gap-1 text-sm">
-            <span className="font-medium">Comment</span>
+          </Field>
+          <Field label="Comment" wide>
             <input
               aria-label="Review comment"
               value={comment}
               onChange={(event) => setComment(event.target.value)}
               className={fieldClass}
             />
-          </label>
+          </Field>
           <Button type="submit" variant="primary" disabled={busy || !comment.trim()}>
             Submit review
           </Button>

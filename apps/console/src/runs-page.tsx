@@ -18,7 +18,17 @@ import { RunReviewPanel } from "./run-review.js";
 import { canControl, canCreate, type Session } from "./session.js";
 import { inertText } from "./terminal-text.js";
 import { usePoll } from "./use-poll.js";
-import { Button, ErrorNote, Panel, StatusBadge, Table, Tag, fieldClass, when } from "./ui.js";
+import {
+  Button,
+  ErrorNote,
+  Field,
+  Panel,
+  StatusBadge,
+  Table,
+  Tag,
+  fieldClass,
+  when,
+} from "./ui.js";
 
 const LANGUAGES: Language[] = ["python", "node", "bash", "rust", "go"];
 const NETWORKS: NetworkMode[] = ["sealed", "localhost", "internet"];
@@ -150,8 +160,7 @@ function LaunchPanel({
     onChange: (value: T) => void,
     enabled: (option: T) => boolean = () => true,
   ) => (
-    <label className="flex flex-col gap-1 text-sm">
-      <span className="font-medium">{label}</span>
+    <Field label={label}>
       <select
         aria-label={label}
         value={value}
@@ -164,7 +173,7 @@ function LaunchPanel({
           </option>
         ))}
       </select>
-    </label>
+    </Field>
   );
 
   return (
@@ -188,8 +197,7 @@ function LaunchPanel({
             (option) => runtimes === null || usable.some((r) => r.runtime === option),
           )}
           {select("Network", network, NETWORKS, setNetwork, offered)}
-          <label className="flex flex-col gap-1 text-sm">
-            <span className="font-medium">Artifacts</span>
+          <Field label="Artifacts">
             <input
               aria-label="Artifacts"
               value={artifacts}
@@ -198,7 +206,7 @@ function LaunchPanel({
               autoComplete="off"
               className={`${fieldClass} font-mono`}
             />
-          </label>
+          </Field>
         </div>
         {network === "internet" && (
           <div className="space-y-1.5">
@@ -206,8 +214,7 @@ function LaunchPanel({
             <AllowlistEditor value={allow} onChange={setAllow} />
           </div>
         )}
-        <label className="flex flex-col gap-1 text-sm">
-          <span className="font-medium">Code</span>
+        <Field label="Code">
           <textarea
             aria-label="Code"
             value={code}
@@ -216,7 +223,7 @@ function LaunchPanel({
             spellCheck={false}
             className={`${fieldClass} font-mono text-xs`}
           />
-        </label>
+        </Field>
         <p className="text-xs text-zinc-500 dark:text-zinc-400">
           In python and node, <span className="font-mono">shells.result(value)</span> reports a
           result and <span className="font-mono">shells.artifact(path)</span> keeps a file; any

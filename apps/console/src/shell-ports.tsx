@@ -4,7 +4,7 @@ import { useState, type FormEvent } from "react";
 import { FormIssues, Issues, parseForm } from "./form-dialog.js";
 import type { Session } from "./session.js";
 import { usePoll, useNow } from "./use-poll.js";
-import { Button, ErrorNote, Table, fieldClass, when } from "./ui.js";
+import { Button, ErrorNote, Field, Table, fieldClass, when } from "./ui.js";
 
 const TTL_CHOICES: { seconds: number; label: string }[] = [
   { seconds: 900, label: "15 minutes" },
@@ -88,8 +88,7 @@ export function ShellPortsSection({
           className="mb-3 flex flex-wrap items-end gap-2"
           aria-label="Expose a port"
         >
-          <label className="flex flex-col gap-1 text-sm">
-            <span className="font-medium">Port</span>
+          <Field label="Port">
             <input
               aria-label="Port"
               inputMode="numeric"
@@ -97,9 +96,8 @@ export function ShellPortsSection({
               onChange={(event) => setPort(event.target.value)}
               className={`${fieldClass} w-28 font-mono`}
             />
-          </label>
-          <label className="flex flex-col gap-1 text-sm">
-            <span className="font-medium">Works for</span>
+          </Field>
+          <Field label="Works for">
             <select
               aria-label="Works for"
               value={ttlSeconds}
@@ -112,7 +110,7 @@ export function ShellPortsSection({
                 </option>
               ))}
             </select>
-          </label>
+          </Field>
           <Button
             type="submit"
             variant="primary"

@@ -204,6 +204,24 @@ export function age(iso: string, now: number): string {
 export const fieldClass =
   "rounded-md border border-zinc-300 bg-white px-2.5 py-1.5 text-sm shadow-xs focus:border-sky-500 focus:ring-2 focus:ring-sky-500/30 focus:outline-none dark:border-zinc-700 dark:bg-zinc-950";
 
+/** A form control with its visible name above it; `wide` lets it take the row's free space. */
+export function Field({
+  label,
+  wide = false,
+  children,
+}: {
+  label: string;
+  wide?: boolean;
+  children: ReactNode;
+}) {
+  return (
+    <label className={`flex flex-col gap-1 text-sm ${wide ? "min-w-64 flex-1" : ""}`}>
+      <span className="font-medium">{label}</span>
+      {children}
+    </label>
+  );
+}
+
 export function Panel({ title, children }: { title: string; children: ReactNode }) {
   return (
     <section className="rounded-xl border border-zinc-200 bg-white shadow-xs dark:border-zinc-800 dark:bg-zinc-900">
