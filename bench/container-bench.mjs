@@ -27,7 +27,16 @@ import { join } from "node:path";
 import ShellsClient from "@l1fe/shells";
 import { ContainerBackend } from "@shells/backend-container";
 import { loadConfig, startServer } from "@shells/server";
-import { log, ms, rawSpawn, summary, timeRuns } from "./lib.mjs";
+import {
+  log,
+  meminfoKb,
+  ms,
+  RAW_BWRAP_ARGV,
+  rawBwrap,
+  rawSpawn,
+  summary,
+  timeRuns,
+} from "./lib.mjs";
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 40);
 const IDLE_SHELLS = Number(process.env.BENCH_IDLE_SHELLS ?? 200);
@@ -42,13 +51,6 @@ const SECTIONS = new Set(
 );
 const want = (section) => SECTIONS.has(section);
 
-function memAvailableKb() {
-  const line = readFileSync("/proc/meminfo", "utf8")
-    .split("\n")
-    .find((l) => l.startsWith("MemAvailable:"));
-  return Number(line?.split(/\s+/)[1] ?? 0);
-}
-
 function statfsFreeBytes(path) {
   const fs = statfsSync(path);
   return fs.bavail * fs.bsize;
@@ -60,20 +62,7 @@ log(
 
 // --- baselines ----------------------------------------------------------------------------------
 const bare = summary(Array.from({ length: ITERATIONS }, () => rawSpawn(["true"])));
-const bwrapArgv = [
-  "bwrap",
-  "--ro-bind",
-  "/",
-  "/",
-  "--dev",
-  "/dev",
-  "--proc",
-  "/proc",
-  "--unshare-all",
-  "--die-with-parent",
-  "true",
-];
-const bwrap = summary(Array.from({ length: ITERATIONS }, () => rawSpawn(bwrapArgv)));
+const bwrap = rawBwrap(ITERATIONS);
 log(`baseline bare \`true\` spawn:        p50 ${ms(bare.p50)}  p99 ${ms(bare.p99)}  (n=${bare.n})`);
 log(
   `baseline raw \`bwrap … true\` spawn: p50 ${ms(bwrap.p50)}  p99 ${ms(bwrap.p99)}  (n=${bwrap.n})`,
@@ -334,7 +323,7 @@ try {
 
   // a burst of concurrent creates, against as many raw bwrap spawns at once
   if (want("burst")) {
-    const rawBursts = summary(await rawBurst(bwrapArgv, BURST));
+    const rawBursts = summary(await rawBurst(RAW_BWRAP_ARGV, BURST));
     log(
       `baseline ${BURST} raw \`bwrap … true\` at once:  p50 ${ms(rawBursts.p50)}  p99 ${ms(rawBursts.p99)}`,
     );
@@ -475,7 +464,7 @@ try {
 
   // idle shells
   if (want("idle")) {
-    const before = memAvailableKb();
+    const before = meminfoKb("MemAvailable");
     t0 = performance.now();
     let failures = 0;
     for (let i = 0; i < IDLE_SHELLS; i += 1) {
@@ -488,7 +477,7 @@ try {
       }
     }
     await new Promise((r) => setTimeout(r, 1000));
-    const usedKb = before - memAvailableKb();
+    const usedKb = before - meminfoKb("MemAvailable");
     const idle = created.length - 1;
     log(
       `idle shells held at once:          ${idle} of ${IDLE_SHELLS} (${failures} failed) in ${ms(performance.now() - t0)}`,

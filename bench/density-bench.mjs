@@ -8,24 +8,17 @@
 //   BENCH_DENSITY_SHELLS=200 node bench/density-bench.mjs
 //   BENCH_DENSITY_MIN_FREE_MB=2048 …                    # stop once MemAvailable falls below this
 //   BENCH_DENSITY_EXECS=200 …                           # execs timed at full density
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { checkContainerHost, ContainerBackend, ensureImage } from "@shells/backend-container";
-import { log, ms, rawSpawn, summary, timeRuns } from "./lib.mjs";
+import { log, meminfoKb, ms, rawBwrap, summary, timeRuns } from "./lib.mjs";
 
 const SHELLS = Number(process.env.BENCH_DENSITY_SHELLS ?? 2000);
 const EXECS = Number(process.env.BENCH_DENSITY_EXECS ?? 200);
 const CONCURRENCY = Number(process.env.BENCH_DENSITY_CONCURRENCY ?? 4);
 const IMAGES_DIR = process.env.SHELLS_IMAGES_DIR ?? "/var/cache/shells-test/images";
 
-/** A field of /proc/meminfo, in KiB. */
-function meminfoKb(field) {
-  const line = readFileSync("/proc/meminfo", "utf8")
-    .split("\n")
-    .find((l) => l.startsWith(`${field}:`));
-  return Number(line?.split(/\s+/)[1] ?? 0);
-}
 // Memory pressure: stop before the host has less than this available (default a tenth of its
 // memory, at least 1 GiB).
 const MIN_FREE_KB =
@@ -40,23 +33,7 @@ if (!host.available) {
 log(
   `# Shells container density benchmark — ${new Date().toISOString()} — ${process.arch}, node ${process.version}`,
 );
-const bwrap = summary(
-  Array.from({ length: 20 }, () =>
-    rawSpawn([
-      "bwrap",
-      "--ro-bind",
-      "/",
-      "/",
-      "--dev",
-      "/dev",
-      "--proc",
-      "/proc",
-      "--unshare-all",
-      "--die-with-parent",
-      "true",
-    ]),
-  ),
-);
+const bwrap = rawBwrap(20);
 log(`baseline raw \`bwrap … true\` spawn: p50 ${ms(bwrap.p50)}  p99 ${ms(bwrap.p99)}`);
 
 await ensureImage(IMAGES_DIR, "bash");

@@ -1,5 +1,6 @@
 // Small statistics and measuring helpers shared by the benchmarks.
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 
 /** The p-th percentile (0–100) of a list of numbers, by nearest rank. */
 export function percentile(values, p) {
@@ -39,4 +40,32 @@ export function rawSpawn(argv) {
   const r = spawnSync(argv[0], argv.slice(1), { stdio: "ignore" });
   if (r.status !== 0) throw new Error(`${argv.join(" ")} exited ${r.status}`);
   return performance.now() - t0;
+}
+
+/** A bare bubblewrap sandbox that runs `true`: the raw baseline of the container benchmarks. */
+export const RAW_BWRAP_ARGV = [
+  "bwrap",
+  "--ro-bind",
+  "/",
+  "/",
+  "--dev",
+  "/dev",
+  "--proc",
+  "/proc",
+  "--unshare-all",
+  "--die-with-parent",
+  "true",
+];
+
+/** `n` raw `bwrap … true` spawns, one after another, summarised. */
+export function rawBwrap(n) {
+  return summary(Array.from({ length: n }, () => rawSpawn(RAW_BWRAP_ARGV)));
+}
+
+/** A field of /proc/meminfo, in KiB. */
+export function meminfoKb(field) {
+  const line = readFileSync("/proc/meminfo", "utf8")
+    .split("\n")
+    .find((l) => l.startsWith(`${field}:`));
+  return Number(line?.split(/\s+/)[1] ?? 0);
 }

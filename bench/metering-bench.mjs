@@ -21,7 +21,7 @@ import {
   loadConfig,
   openSqliteStore,
 } from "@shells/server";
-import { log, ms, rawSpawn, summary, timeRuns } from "./lib.mjs";
+import { log, ms, rawBwrap, rawSpawn, summary, timeRuns } from "./lib.mjs";
 
 const SHELLS = Number(process.env.BENCH_METERING_SHELLS ?? 1000);
 const WINDOW_SECONDS = Number(process.env.BENCH_METERING_WINDOW_SECONDS ?? 10);
@@ -161,23 +161,7 @@ const offered = (await probe.availability()).find((a) => a.runtime === "containe
 if (CONTAINER_SHELLS === 0 || !offered?.available) {
   log(`skipped: ${CONTAINER_SHELLS === 0 ? "BENCH_METERING_CONTAINER_SHELLS=0" : offered?.reason}`);
 } else {
-  const bwrap = summary(
-    Array.from({ length: 40 }, () =>
-      rawSpawn([
-        "bwrap",
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--unshare-all",
-        "--die-with-parent",
-        "true",
-      ]),
-    ),
-  );
+  const bwrap = rawBwrap(40);
   log(
     `baseline raw \`bwrap … true\` spawn:       p50 ${ms(bwrap.p50)}  p99 ${ms(bwrap.p99)}  (n=${bwrap.n})`,
   );
