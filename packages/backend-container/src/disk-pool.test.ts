@@ -1,6 +1,6 @@
 import { readdir, stat } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SMALL, hostReport, makeTestBackend, request } from "./internal/test-support.js";
+import { bashSpec, hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
 
 describe.runIf(hostReport.available)("the warm disk pool", () => {
   let env: Awaited<ReturnType<typeof makeTestBackend>>;
@@ -20,14 +20,7 @@ describe.runIf(hostReport.available)("the warm disk pool", () => {
       ),
     );
 
-    await backend.create({
-      shellId: "sh-pooled1",
-      language: "bash",
-      runtime: "container",
-      network: "sealed",
-      resources: SMALL,
-      env: { GREETING: "from the pool" },
-    });
+    await backend.create(bashSpec("sh-pooled1", { env: { GREETING: "from the pool" } }));
     // The shell's disk is one of the pool's (same inode: moved, not made).
     expect(pooled).toContain((await stat(`${stateDir}/shells/sh-pooled1/disk.img`)).ino);
     const result = await backend.exec(

@@ -1,9 +1,8 @@
 import { readFile } from "node:fs/promises";
-import type { SandboxSpec } from "@shells/sandbox";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ContainerBackend } from "./container-backend.js";
 import { detectCgroups, ShellCgroup, shellCgroupName } from "./internal/cgroups.js";
-import { hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
+import { bashSpec, hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
 
 describe.runIf(hostReport.available)("forking a container shell", () => {
   let backend: ContainerBackend;
@@ -17,22 +16,13 @@ describe.runIf(hostReport.available)("forking a container shell", () => {
     await cleanup();
   });
 
-  const spec = (shellId: string, extra: Partial<SandboxSpec> = {}): SandboxSpec => ({
-    shellId,
-    language: "bash",
-    runtime: "container",
-    network: "sealed",
-    resources: SMALL,
-    env: {},
-    ...extra,
-  });
   const sh = (shellId: string, script: string) =>
     backend.exec(shellId, request(["sh", "-c", script]));
   const forkOf = async (parent: string, children: string[]) => {
     const capture = await backend.captureFork(parent);
     try {
       for (const child of children)
-        await backend.create(spec(child, { from: { captureId: capture.captureId } }));
+        await backend.create(bashSpec(child, { from: { captureId: capture.captureId } }));
     } finally {
       await backend.releaseFork(capture.captureId);
     }
@@ -40,7 +30,7 @@ describe.runIf(hostReport.available)("forking a container shell", () => {
   };
 
   it("gives each fork the parent's files, owned by the fork's own root, and its own uid range", async () => {
-    await backend.create(spec("fork-p"));
+    await backend.create(bashSpec("fork-p"));
     await sh(
       "fork-p",
       "mkdir -p /workspace/app /opt/tool && echo v1 > /workspace/app/main.txt && echo t > /opt/tool/x && rm -f /etc/motd",
@@ -74,7 +64,7 @@ describe.runIf(hostReport.available)("forking a container shell", () => {
   }, 120_000);
 
   it("captures one instant of a shell that keeps writing, and leaves it running", async () => {
-    await backend.create(spec("fork-w"));
+    await backend.create(bashSpec("fork-w"));
     // Each step appends to a log and then records the count: the two agree at every instant
     // except between the two writes of one step.
     await sh(
@@ -102,7 +92,7 @@ describe.runIf(hostReport.available)("forking a container shell", () => {
   }, 120_000);
 
   it("forks a paused shell without resuming it, and forks of forks work", async () => {
-    await backend.create(spec("fork-q"));
+    await backend.create(bashSpec("fork-q"));
     await sh("fork-q", "echo gen0 > /workspace/g");
     await backend.pause("fork-q");
     await forkOf("fork-q", ["fork-q1"]);
@@ -116,7 +106,7 @@ describe.runIf(hostReport.available)("forking a container shell", () => {
   }, 120_000);
 
   it("keeps a fork's snapshots, restarts and wipe working on its own disk", async () => {
-    await backend.create(spec("fork-s"));
+    await backend.create(bashSpec("fork-s"));
     await sh("fork-s", "echo base > /workspace/b");
     await forkOf("fork-s", ["fork-s1"]);
     await backend.snapshot("fork-s1", "one");
@@ -140,12 +130,12 @@ describe.runIf(hostReport.available)("forking a container shell", () => {
   }, 120_000);
 
   it("refuses a capture that does not fit the new shell, and an unknown capture", async () => {
-    await backend.create(spec("fork-r"));
+    await backend.create(bashSpec("fork-r"));
     const capture = await backend.captureFork("fork-r");
     try {
       await expect(
         backend.create(
-          spec("fork-r1", {
+          bashSpec("fork-r1", {
             from: { captureId: capture.captureId },
             resources: { ...SMALL, diskMb: SMALL.diskMb * 2 },
           }),
@@ -155,7 +145,7 @@ describe.runIf(hostReport.available)("forking a container shell", () => {
       await backend.releaseFork(capture.captureId);
     }
     await expect(
-      backend.create(spec("fork-r2", { from: { captureId: capture.captureId } })),
+      backend.create(bashSpec("fork-r2", { from: { captureId: capture.captureId } })),
     ).rejects.toMatchObject({ code: "failed" });
   }, 60_000);
 });

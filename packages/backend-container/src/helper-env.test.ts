@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ContainerBackend } from "./container-backend.js";
 import { runChecked } from "./internal/proc.js";
-import { hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
+import { bashSpec, hostReport, makeTestBackend, request } from "./internal/test-support.js";
 
 const exists = (path: string) =>
   access(path).then(
@@ -23,14 +23,7 @@ describe.runIf(hostReport.available)("a command's environment and the host-side 
 
   beforeAll(async () => {
     ({ backend, cleanup } = await makeTestBackend());
-    await backend.create({
-      shellId: "env",
-      language: "bash",
-      runtime: "container",
-      network: "sealed",
-      resources: SMALL,
-      env: { LD_LIBRARY_PATH: "/nonexistent-shell-lib" },
-    });
+    await backend.create(bashSpec("env", { env: { LD_LIBRARY_PATH: "/nonexistent-shell-lib" } }));
     dir = await mkdtemp(`${tmpdir()}/shells-preload-`);
     marker = `${dir}/loaded-${randomBytes(4).toString("hex")}`;
     // A host library that leaves a marker on the host when any process loads it.

@@ -11,10 +11,10 @@ import { ensureHelper } from "./internal/native.js";
 import type { HolderRecord } from "./internal/state.js";
 import { readJson } from "./internal/state.js";
 import {
+  bashSpec,
   hostReport,
   makeTestBackend,
   request,
-  SMALL,
   TEST_IMAGES_DIR,
 } from "./internal/test-support.js";
 
@@ -40,14 +40,7 @@ describe.runIf(hostReport.available)("what a shell cannot see or hold of the hos
   beforeAll(async () => {
     ({ backend, stateDir, cleanup } = await makeTestBackend());
     strayDir = await mkdtemp(`${tmpdir()}/shells-stray-`);
-    await backend.create({
-      shellId: "iso",
-      language: "bash",
-      runtime: "container",
-      network: "sealed",
-      resources: SMALL,
-      env: {},
-    });
+    await backend.create(bashSpec("iso"));
   });
   afterAll(async () => {
     await cleanup();

@@ -1,11 +1,10 @@
 import { mkdir, readdir, stat } from "node:fs/promises";
-import type { SandboxSpec } from "@shells/sandbox";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ContainerBackend } from "./container-backend.js";
 import { createDisk } from "./internal/disk.js";
 import { linkTo, makeLayer } from "./internal/layers.js";
 import { readJson, uidBaseOf, writeJson, type ShellRecord } from "./internal/state.js";
-import { hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
+import { bashSpec, hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
 
 describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
   let backend: ContainerBackend;
@@ -20,15 +19,6 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
     await cleanup();
   });
 
-  const spec = (shellId: string, extra: Partial<SandboxSpec> = {}): SandboxSpec => ({
-    shellId,
-    language: "bash",
-    runtime: "container",
-    network: "sealed",
-    resources: SMALL,
-    env: {},
-    ...extra,
-  });
   const sh = async (shellId: string, script: string, on = backend) => {
     const result = await on.exec(shellId, request(["sh", "-c", script]));
     expect(result.exitCode, result.stderr).toBe(0);
@@ -38,7 +28,7 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
     const capture = await backend.captureFork(parent);
     try {
       for (const child of children)
-        await backend.create(spec(child, { from: { captureId: capture.captureId } }));
+        await backend.create(bashSpec(child, { from: { captureId: capture.captureId } }));
     } finally {
       await backend.releaseFork(capture.captureId);
     }
@@ -54,7 +44,7 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
     'for f in /workspace/a /workspace/d/b /workspace/c /opt/tool/x /etc/motd; do if [ -e $f ]; then echo "$f=$(cat $f)"; else echo "$f-"; fi; done';
 
   it("forks a stopped parent with no copy: the parent and its children stack on one layer, each independent", async () => {
-    await backend.create(spec("lay-s"));
+    await backend.create(bashSpec("lay-s"));
     await sh("lay-s", SEED);
     await backend.stop("lay-s");
     const before = await layers();
@@ -99,7 +89,7 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
   }, 120_000);
 
   it("copies a running parent once for all its children, and the parent's later writes stay its own", async () => {
-    await backend.create(spec("lay-r"));
+    await backend.create(bashSpec("lay-r"));
     await sh("lay-r", SEED);
     const before = await layers();
     const capture = await forkOf("lay-r", ["lay-r1", "lay-r2", "lay-r3"]);
@@ -121,7 +111,7 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
   }, 120_000);
 
   it("keeps layers in use across a restart of the control plane, and recover removes only unused ones", async () => {
-    await backend.create(spec("lay-c"));
+    await backend.create(bashSpec("lay-c"));
     await sh("lay-c", "echo kept > /workspace/k");
     await forkOf("lay-c", ["lay-c1"]);
     const inUse = await layers();
@@ -145,7 +135,7 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
   }, 120_000);
 
   it("finishes a stopped parent's cut stack at recover and removes half-made layers", async () => {
-    await backend.create(spec("lay-x"));
+    await backend.create(bashSpec("lay-x"));
     await sh("lay-x", "echo mine > /workspace/m");
     await backend.stop("lay-x");
     // A fork of the stopped shell cut after the layer was made and the intent recorded, before the
@@ -177,7 +167,7 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
   }, 120_000);
 
   it("snapshots a child as its whole state and restores it, and wipe drops inherited layers (kept by the snapshot)", async () => {
-    await backend.create(spec("lay-p"));
+    await backend.create(bashSpec("lay-p"));
     await sh("lay-p", SEED);
     const before = await layers();
     await forkOf("lay-p", ["lay-p1"]);
@@ -207,7 +197,7 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
   }, 120_000);
 
   it("reinstalls a child's system and keeps its /workspace, the inherited part included", async () => {
-    await backend.create(spec("lay-o"));
+    await backend.create(bashSpec("lay-o"));
     await sh("lay-o", SEED);
     await forkOf("lay-o", ["lay-o1"]);
     await sh("lay-o1", "rm /workspace/d/b && echo own > /workspace/c");
@@ -226,7 +216,7 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
 
   it("bounds a child's own writes by its disk limit, not what it inherits", async () => {
     // SMALL.diskMb is 64: the parent fills 40 MiB, each child may still write 40 MiB of its own.
-    await backend.create(spec("lay-l"));
+    await backend.create(bashSpec("lay-l"));
     await sh("lay-l", "head -c 41943040 /dev/zero > /workspace/big");
     await backend.stop("lay-l");
     await forkOf("lay-l", ["lay-l1"]);
@@ -247,7 +237,7 @@ describe.runIf(hostReport.available)("forks stacked on shared layers", () => {
   }, 120_000);
 
   it("stacks no deeper than the limit: a fork past it copies the parent's disk instead", async () => {
-    await backend.create(spec("lay-d"));
+    await backend.create(bashSpec("lay-d"));
     await backend.stop("lay-d");
     let method = "";
     for (let depth = 0; depth <= 8; depth++) {

@@ -1,7 +1,7 @@
 import type { ExecResult } from "@shells/contract";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ContainerBackend } from "./container-backend.js";
-import { hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
+import { bashSpec, hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
 
 describe.runIf(hostReport.available)("limits of a container shell", () => {
   let backend: ContainerBackend;
@@ -9,14 +9,7 @@ describe.runIf(hostReport.available)("limits of a container shell", () => {
 
   beforeAll(async () => {
     ({ backend, cleanup } = await makeTestBackend());
-    await backend.create({
-      shellId: "bystander",
-      language: "bash",
-      runtime: "container",
-      network: "sealed",
-      resources: SMALL,
-      env: {},
-    });
+    await backend.create(bashSpec("bystander"));
   });
   afterAll(() => cleanup());
 
@@ -131,14 +124,7 @@ describe.runIf(hostReport.available)("limits of a container shell", () => {
   });
 
   it("holds a command back while the output consumer is slow, and still ends it at its wall clock", async () => {
-    await backend.create({
-      shellId: "slow-reader",
-      language: "bash",
-      runtime: "container",
-      network: "sealed",
-      resources: SMALL,
-      env: {},
-    });
+    await backend.create(bashSpec("slow-reader"));
     let chunks = 0;
     const result = await backend.exec(
       "slow-reader",

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ContainerBackend } from "./container-backend.js";
 import { detectCgroups, ShellCgroup, shellCgroupName } from "./internal/cgroups.js";
 import { sleep } from "./internal/proc.js";
-import { hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
+import { bashSpec, hostReport, makeTestBackend, request } from "./internal/test-support.js";
 
 const FORK_BOMB = "f(){ f|f& }; f";
 
@@ -18,15 +18,7 @@ describe.runIf(hostReport.available)("a shell's process limit", () => {
     await cleanup();
   });
 
-  const create = (shellId: string) =>
-    backend.create({
-      shellId,
-      language: "bash",
-      runtime: "container",
-      network: "sealed",
-      resources: SMALL,
-      env: {},
-    });
+  const create = (shellId: string) => backend.create(bashSpec(shellId));
   const shellCgroup = (shellId: string) => {
     const cgroups = detectCgroups();
     if (typeof cgroups === "string") throw new Error(cgroups);

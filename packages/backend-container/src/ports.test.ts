@@ -6,11 +6,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ContainerBackend } from "./container-backend.js";
 import { sleep } from "./internal/proc.js";
 import {
+  bashSpec,
   hostReport,
   installProbe,
   makeTestBackend,
   request,
-  SMALL,
 } from "./internal/test-support.js";
 
 /** How many of this process's port relays are alive (their helper names itself `shells-port`). */
@@ -52,14 +52,7 @@ describe.runIf(hostReport.available)("connecting to a port inside a container sh
   });
 
   const serving = async (shellId: string, port: number, network: NetworkMode = "localhost") => {
-    await backend.create({
-      shellId,
-      language: "bash",
-      runtime: "container",
-      network,
-      resources: SMALL,
-      env: {},
-    });
+    await backend.create(bashSpec(shellId, { network }));
     if (network === "sealed") return;
     await installProbe(backend, shellId);
     await backend.exec(

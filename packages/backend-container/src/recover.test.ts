@@ -5,11 +5,11 @@ import { detectCgroups, type CgroupHost } from "./internal/cgroups.js";
 import { isAlive, sleep } from "./internal/proc.js";
 import { readJson, writeJson, type HolderRecord, type ShellRecord } from "./internal/state.js";
 import {
+  bashSpec,
   hostObjects,
   hostReport,
   makeTestBackend,
   request,
-  SMALL,
 } from "./internal/test-support.js";
 
 // Each test leaves a shell as a crash of the control plane at some step would, then a new backend
@@ -40,15 +40,7 @@ describe.runIf(hostReport.available)("recovery of container shells after a crash
     await rm(registryDir, { recursive: true, force: true });
   });
 
-  const create = (shellId: string) =>
-    backend.create({
-      shellId,
-      language: "bash",
-      runtime: "container",
-      network: "sealed",
-      resources: SMALL,
-      env: {},
-    });
+  const create = (shellId: string) => backend.create(bashSpec(shellId));
   const dir = (shellId: string) => `${stateDir}/shells/${shellId}`;
   /** Changes a shell's record as the step a crash cut had left it. */
   const leaveRecord = async (shellId: string, change: (record: ShellRecord) => void) => {

@@ -2,7 +2,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { writeTar } from "@shells/sandbox";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ContainerBackend } from "./container-backend.js";
-import { hostReport, makeTestBackend, request, SMALL } from "./internal/test-support.js";
+import { bashSpec, hostReport, makeTestBackend, request } from "./internal/test-support.js";
 
 const decoder = new TextDecoder();
 
@@ -50,14 +50,7 @@ describe.runIf(hostReport.available)("spawned processes and terminals in a conta
 
   beforeAll(async () => {
     ({ backend, stateDir, cleanup } = await makeTestBackend());
-    await backend.create({
-      shellId: "term",
-      language: "bash",
-      runtime: "container",
-      network: "sealed",
-      resources: SMALL,
-      env: {},
-    });
+    await backend.create(bashSpec("term"));
   });
   afterAll(() => cleanup());
 
@@ -199,14 +192,7 @@ describe.runIf(hostReport.available)("spawned processes and terminals in a conta
   });
 
   it("ends terminals with stopped on restart, and with deleted on destroy", async () => {
-    await backend.create({
-      shellId: "term-ends",
-      language: "bash",
-      runtime: "container",
-      network: "sealed",
-      resources: SMALL,
-      env: {},
-    });
+    await backend.create(bashSpec("term-ends"));
     const first = await spawnText(backend, "term-ends", ["sh"], { cols: 80, rows: 24 });
     await first.proc.write("sleep 100\n");
     await backend.restart("term-ends");
@@ -225,14 +211,7 @@ describe.runIf(hostReport.available)("spawned processes and terminals in a conta
   });
 
   it("refuses to spawn in a stopped shell", async () => {
-    await backend.create({
-      shellId: "term-stopped",
-      language: "bash",
-      runtime: "container",
-      network: "sealed",
-      resources: SMALL,
-      env: {},
-    });
+    await backend.create(bashSpec("term-stopped"));
     await backend.stop("term-stopped");
     await expect(
       backend.spawn(
@@ -251,14 +230,7 @@ describe.runIf(hostReport.available)("file paths in a container shell stay insid
 
   beforeAll(async () => {
     ({ backend, cleanup } = await makeTestBackend());
-    await backend.create({
-      shellId: "paths",
-      language: "bash",
-      runtime: "container",
-      network: "sealed",
-      resources: SMALL,
-      env: {},
-    });
+    await backend.create(bashSpec("paths"));
     await backend.files.write("paths", "/etc/hostname", new TextEncoder().encode(`${marker}\n`));
   });
   afterAll(() => cleanup());

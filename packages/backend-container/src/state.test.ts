@@ -6,11 +6,11 @@ import { newestImage } from "./internal/images.js";
 import { isAlive, runChecked } from "./internal/proc.js";
 import type { HolderRecord, ShellRecord } from "./internal/state.js";
 import {
+  bashSpec,
   hostReport,
   installProbe,
   makeTestBackend,
   request,
-  SMALL,
   TEST_IMAGES_DIR,
 } from "./internal/test-support.js";
 
@@ -25,14 +25,7 @@ describe.runIf(hostReport.available)("state of a container shell", () => {
   afterAll(() => cleanup());
 
   const create = (shellId: string, network: "sealed" | "localhost" = "sealed") =>
-    backend.create({
-      shellId,
-      language: "bash",
-      runtime: "container",
-      network,
-      resources: SMALL,
-      env: {},
-    });
+    backend.create(bashSpec(shellId, { network }));
   const sh = (shellId: string, script: string, on: ContainerBackend = backend) =>
     on.exec(shellId, request(["sh", "-c", script]));
   const fetchPong = (shellId: string, on: ContainerBackend = backend) =>
@@ -166,14 +159,7 @@ describe.runIf(hostReport.available)("reinstall_os", () => {
   });
 
   it("puts the newest image under the shell and keeps /workspace", async () => {
-    const created = await backend.create({
-      shellId: "reinstall",
-      language: "bash",
-      runtime: "container",
-      network: "sealed",
-      resources: SMALL,
-      env: {},
-    });
+    const created = await backend.create(bashSpec("reinstall"));
     await backend.exec(
       "reinstall",
       request([

@@ -3,11 +3,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ContainerBackend } from "./container-backend.js";
 import { detectCgroups, shellCgroupName, type CgroupHost } from "./internal/cgroups.js";
 import {
+  bashSpec,
   hostObjects,
   hostReport,
   makeTestBackend,
   request,
-  SMALL,
 } from "./internal/test-support.js";
 
 // Slow: 50 full create/exec/destroy cycles (about 5 s).
@@ -40,14 +40,7 @@ describe.runIf(hostReport.available)("teardown of container shells", () => {
     const before = await hostObjects(cgroups, cgroupParent, stateDir, registryDir);
     for (let cycle = 0; cycle < 50; cycle++) {
       const shellId = `cycle-${cycle}`;
-      await backend.create({
-        shellId,
-        language: "bash",
-        runtime: "container",
-        network: cycle % 2 ? "localhost" : "sealed",
-        resources: SMALL,
-        env: {},
-      });
+      await backend.create(bashSpec(shellId, { network: cycle % 2 ? "localhost" : "sealed" }));
       // Leave something running and something written, as real use does.
       const result = await backend.exec(
         shellId,

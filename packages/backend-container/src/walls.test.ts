@@ -8,11 +8,11 @@ import type { ContainerBackend } from "./container-backend.js";
 import { detectCgroups, ShellCgroup, shellCgroupName } from "./internal/cgroups.js";
 import { UID_BASE } from "./internal/state.js";
 import {
+  bashSpec,
   hostReport,
   installProbe,
   makeTestBackend,
   request,
-  SMALL,
 } from "./internal/test-support.js";
 
 /** Host pids of the processes in a shell's cgroup. */
@@ -61,14 +61,7 @@ describe.runIf(hostReport.available)("the walls around a container shell", () =>
   });
 
   const create = (shellId: string, network: "sealed" | "localhost" = "sealed") =>
-    backend.create({
-      shellId,
-      language: "bash",
-      runtime: "container",
-      network,
-      resources: SMALL,
-      env: {},
-    });
+    backend.create(bashSpec(shellId, { network }));
   const sh = (shellId: string, script: string) =>
     backend.exec(shellId, request(["sh", "-c", script]));
 

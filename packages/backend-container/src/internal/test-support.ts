@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import type { ResolvedResources } from "@shells/contract";
-import type { SandboxBackend, SandboxExecRequest } from "@shells/sandbox";
+import type { SandboxBackend, SandboxExecRequest, SandboxSpec } from "@shells/sandbox";
 import { ContainerBackend, type ContainerBackendOptions } from "../container-backend.js";
 import { listShellCgroups, type CgroupHost } from "./cgroups.js";
 import { checkContainerHost } from "./host-check.js";
@@ -23,6 +23,19 @@ if (!hostReport.available) console.warn(`container backend tests skipped: ${host
 
 /** Limits small enough for fast exhaustion tests. */
 export const SMALL: ResolvedResources = { cpu: 1, memoryMb: 128, pids: 64, diskMb: 64 };
+
+/** A sealed bash shell with the SMALL limits and no env, changed by `extra`. */
+export function bashSpec(shellId: string, extra: Partial<SandboxSpec> = {}): SandboxSpec {
+  return {
+    shellId,
+    language: "bash",
+    runtime: "container",
+    network: "sealed",
+    resources: SMALL,
+    env: {},
+    ...extra,
+  };
+}
 
 /**
  * A backend on a fresh state dir; `cleanup` destroys every shell it made and removes the dir.
