@@ -40,7 +40,10 @@ const sleep = (msToWait) => new Promise((resolve) => setTimeout(resolve, msToWai
 
 /** A control plane over `dataDir` and `backends`, listening on loopback, with its metering interval. */
 async function serve(dataDir, backends, meteringIntervalMs) {
-  const config = loadConfig(["--port", "0", "--data-dir", dataDir, "--log-level", "warn"]);
+  const loaded = loadConfig(["--port", "0", "--data-dir", dataDir, "--log-level", "warn"]);
+  // Simulated shells hold no memory: their limits must not fill this host's admission budget.
+  const simulated = backends.every((backend) => backend instanceof SimulatorBackend);
+  const config = simulated ? { ...loaded, memoryOvercommit: 0 } : loaded;
   const store = await openSqliteStore(join(dataDir, "shells.db"));
   await bootstrapLocalOrg(store.db, dataDir);
   const app = await buildApp(config, {
