@@ -242,6 +242,50 @@ async function backendForks(state, warmDisks) {
   }
 }
 
+/**
+ * On the backend alone: create→first exec of shells claimed from a warm sandbox pool of
+ * ITERATIONS bash sandboxes, against creates of a disk size the pool does not hold (each starts
+ * its own sandbox) on the same backend.
+ */
+async function backendClaims() {
+  const stateDir = mkdtempSync(join(dataDir, "pool-bench-"));
+  const backend = new ContainerBackend({
+    stateDir,
+    imagesDir: config.imagesDir ?? join(dataDir, "container", "images"),
+    pool: { bash: ITERATIONS },
+    warmDiskMb: 1024,
+  });
+  const timeCreate = (diskMb) =>
+    timeRuns(ITERATIONS, async () => {
+      const shellId = `s-${diskMb}-${Math.random().toString(36).slice(2, 10)}`;
+      await backend.create({
+        shellId,
+        language: "bash",
+        runtime: "container",
+        network: "sealed",
+        resources: { cpu: 1, memoryMb: 256, pids: 256, diskMb },
+        env: {},
+      });
+      await backend.exec(shellId, {
+        command: ["true"],
+        env: {},
+        cwd: "/",
+        stdin: undefined,
+        timeoutMs: 60_000,
+        maxOutputBytes: 65536,
+      });
+    });
+  try {
+    await backend.recover();
+    await backend.warm();
+    return { claimed: summary(await timeCreate(1024)), own: summary(await timeCreate(512)) };
+  } finally {
+    for (const shell of await backend.list()) await backend.destroy(shell.shellId);
+    await backend.close();
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
 // --- server -------------------------------------------------------------------------------------
 const dataDir = mkdtempSync(join(tmpdir(), "shells-bench-"));
 const config = loadConfig([
@@ -368,6 +412,10 @@ try {
       );
       log(
         `API exec round trip, claimed shell:      p50 ${ms(exec.p50)}  p99 ${ms(exec.p99)}  (n=${exec.n})  p50 = ${ratio(exec.p50)}`,
+      );
+      const { claimed, own } = await backendClaims();
+      log(
+        `backend create→first exec, claimed from the pool: p50 ${ms(claimed.p50)}  p99 ${ms(claimed.p99)}  p50 = ${ratio(claimed.p50)}; starting its own sandbox: p50 ${ms(own.p50)}  p99 ${ms(own.p99)}  p50 = ${ratio(own.p50)}`,
       );
     }
   }
