@@ -202,7 +202,7 @@ const BOX_ID = /^_box-[0-9a-f]{12}$/;
 /**
  * Limits a pooled sandbox starts with: small, because it holds them (and the capacity gate counts
  * them) until claimed; its claim writes the shell's own. Memory and pids a little above the
- * keeper's and init's needs; CPU unbounded-ish so the start is not throttled.
+ * keeper's and init's needs; one CPU, so the start is not throttled.
  */
 const POOL_LIMITS = { memoryMb: 64, pids: 32, cpu: 1 } as const;
 const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;

@@ -2,16 +2,26 @@ import type { Language } from "@shells/contract";
 import { sleep } from "./proc.js";
 
 /**
+ * How long after the last claim the refill waits: a sandbox start takes CPU a burst of creates
+ * (and their first execs) would otherwise share it with, on the same cores.
+ */
+const QUIET_MS = 250;
+
+/**
  * Started sandboxes kept ready per language, claimed by creates (see the package README, "Warm
  * sandbox pool"). The pool only keeps the books: which sandboxes (box ids) are ready for which
  * language, which language is short, and the one refill under way. Starting a sandbox, claiming
  * it and tearing it down are the backend's.
  *
- * A refill starts one sandbox at a time, and waits while creates are starting sandboxes of their
- * own (`busy`): a burst of creates is never slowed by more than the one start already under way.
+ * A refill starts one sandbox at a time, and only once creates have left the host alone for a
+ * moment: it waits while creates are starting sandboxes of their own (`busy`) and until
+ * `QUIET_MS` after the last claim. So the pool absorbs a burst and refills after it; a burst is
+ * never slowed by more than the one start already under way, and a pool drained by a steady
+ * stream of creates leaves them to start their own sandboxes, as without a pool.
  */
 export class SandboxPool {
   readonly #ready = new Map<Language, string[]>();
+  #lastClaimAt = 0;
   #refilling: Promise<void> | null = null;
   #closed = false;
 
@@ -38,7 +48,10 @@ export class SandboxPool {
   take(language: Language, diskMb: number): string | null {
     if (diskMb !== this.diskMb) return null;
     const boxId = this.#ready.get(language)?.shift() ?? null;
-    if (boxId !== null) this.refill();
+    if (boxId !== null) {
+      this.#lastClaimAt = Date.now();
+      this.refill();
+    }
     return boxId;
   }
 
@@ -64,7 +77,8 @@ export class SandboxPool {
           ([language, target]) => (this.#ready.get(language)?.length ?? 0) < target,
         );
         if (!short || this.#closed) return;
-        while (this.hooks.busy() && !this.#closed) await sleep(20);
+        while ((this.hooks.busy() || Date.now() - this.#lastClaimAt < QUIET_MS) && !this.#closed)
+          await sleep(20);
         const boxId = await this.hooks.start(short[0]);
         let ids = this.#ready.get(short[0]);
         if (!ids) this.#ready.set(short[0], (ids = []));
