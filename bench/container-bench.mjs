@@ -16,6 +16,7 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmdirSync,
   rmSync,
@@ -230,6 +231,50 @@ async function backendForks(state, warmDisks) {
   }
 }
 
+/**
+ * On the backend alone: create→first exec of shells claimed from a warm sandbox pool of
+ * ITERATIONS bash sandboxes, against creates of a disk size the pool does not hold (each starts
+ * its own sandbox) on the same backend.
+ */
+async function backendClaims() {
+  const stateDir = mkdtempSync(join(dataDir, "pool-bench-"));
+  const backend = new ContainerBackend({
+    stateDir,
+    imagesDir: config.imagesDir ?? join(dataDir, "container", "images"),
+    pool: { bash: ITERATIONS },
+    warmDiskMb: 1024,
+  });
+  const timeCreate = (diskMb) =>
+    timeRuns(ITERATIONS, async () => {
+      const shellId = `s-${diskMb}-${Math.random().toString(36).slice(2, 10)}`;
+      await backend.create({
+        shellId,
+        language: "bash",
+        runtime: "container",
+        network: "sealed",
+        resources: { cpu: 1, memoryMb: 256, pids: 256, diskMb },
+        env: {},
+      });
+      await backend.exec(shellId, {
+        command: ["true"],
+        env: {},
+        cwd: "/",
+        stdin: undefined,
+        timeoutMs: 60_000,
+        maxOutputBytes: 65536,
+      });
+    });
+  try {
+    await backend.recover();
+    await backend.warm();
+    return { claimed: summary(await timeCreate(1024)), own: summary(await timeCreate(512)) };
+  } finally {
+    for (const shell of await backend.list()) await backend.destroy(shell.shellId);
+    await backend.close();
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
 // --- server -------------------------------------------------------------------------------------
 const dataDir = mkdtempSync(join(tmpdir(), "shells-bench-"));
 const config = loadConfig([
@@ -244,11 +289,30 @@ const config = loadConfig([
 ]);
 const server = await startServer(config);
 
+/** Whether a pool server's sandbox pool holds `count` started, unclaimed sandboxes. */
+function sandboxPoolFull(pooledDir, count) {
+  const boxes = join(pooledDir, "container", "boxes");
+  if (!existsSync(boxes)) return false;
+  let ready = 0;
+  for (const box of readdirSync(boxes)) {
+    let record = null;
+    try {
+      record = JSON.parse(readFileSync(join(boxes, box, "shell.json"), "utf8"));
+    } catch {
+      // being made (or torn down) right now
+    }
+    if (record?.phase === "ready" && record.shellId === box) ready += 1;
+  }
+  return ready >= count;
+}
+
 /**
- * Create→first exec on a second server whose container backend keeps `ITERATIONS` formatted disks
- * ready (`SHELLS_CONTAINER_WARM_DISKS`), measured once the pool is full; it refills meanwhile.
+ * Create→first exec on a second server with a pool, measured once the pool is full; it refills
+ * meanwhile. `disks`: the container backend keeps `ITERATIONS` formatted disks ready
+ * (`SHELLS_CONTAINER_WARM_DISKS`). `sandboxes`: it keeps `ITERATIONS` started bash sandboxes
+ * ready (`SHELLS_CONTAINER_POOL`), and the exec round trip on a claimed shell is timed after.
  */
-async function createToExecWithPool() {
+async function createToExecWithPool(kind) {
   const pooledDir = mkdtempSync(join(tmpdir(), "shells-bench-pool-"));
   const pooledServer = await startServer(
     loadConfig(
@@ -256,7 +320,9 @@ async function createToExecWithPool() {
       {
         ...process.env,
         SHELLS_IMAGES_DIR: config.imagesDir ?? join(dataDir, "container", "images"),
-        SHELLS_CONTAINER_WARM_DISKS: String(ITERATIONS),
+        ...(kind === "disks"
+          ? { SHELLS_CONTAINER_WARM_DISKS: String(ITERATIONS) }
+          : { SHELLS_CONTAINER_POOL: `bash=${ITERATIONS}` }),
       },
     ),
   );
@@ -267,18 +333,30 @@ async function createToExecWithPool() {
   const ids = [];
   try {
     for (;;) {
-      const ready = await (await fetch(`${pooledServer.url}/readyz`)).json();
-      const pool = ready.runtimes.find((r) => r.runtime === "container")?.warmPool;
-      if (!pool || pool.ready >= pool.target) break;
+      if (kind === "sandboxes") {
+        if (sandboxPoolFull(pooledDir, ITERATIONS)) break;
+      } else {
+        const ready = await (await fetch(`${pooledServer.url}/readyz`)).json();
+        const pool = ready.runtimes.find((r) => r.runtime === "container")?.warmPool;
+        if (!pool || pool.ready >= pool.target) break;
+      }
       await new Promise((r) => setTimeout(r, 200));
     }
-    return summary(
+    const toExec = summary(
       await timeRuns(ITERATIONS, async () => {
         const shell = await client.create({ language: "bash", runtime: "container" });
         await client.exec(shell.id, { command: ["true"] });
         ids.push(shell.id);
       }),
     );
+    if (kind !== "sandboxes") return { toExec };
+    const claimed = ids[0];
+    // Timed with the pool full again (it refills once the creates are over).
+    while (!sandboxPoolFull(pooledDir, ITERATIONS)) await new Promise((r) => setTimeout(r, 200));
+    const exec = summary(
+      await timeRuns(ITERATIONS * 2, () => client.exec(claimed, { command: ["true"] })),
+    );
+    return { toExec, exec };
   } finally {
     for (const id of ids) await client.delete(id).catch(() => undefined);
     await pooledServer.close();
@@ -312,11 +390,23 @@ try {
     );
     for (const id of created.splice(1)) await shells.delete(id);
 
-    // create → first exec with a warm disk pool (a second server on the same images)
+    // create → first exec with a warm disk pool, then with a warm sandbox pool (second servers
+    // on the same images)
     if (BACKEND === "container") {
-      const pooled = await createToExecWithPool();
+      const { toExec: disks } = await createToExecWithPool("disks");
       log(
-        `API create→first exec, warm pool:  p50 ${ms(pooled.p50)}  p99 ${ms(pooled.p99)}  (n=${pooled.n})  p50 = ${ratio(pooled.p50)}, ${(pooled.p50 / c.p50).toFixed(2)}× without the pool`,
+        `API create→first exec, warm disks: p50 ${ms(disks.p50)}  p99 ${ms(disks.p99)}  (n=${disks.n})  p50 = ${ratio(disks.p50)}, ${(disks.p50 / c.p50).toFixed(2)}× without the pool`,
+      );
+      const { toExec: boxes, exec } = await createToExecWithPool("sandboxes");
+      log(
+        `API create→first exec, warm sandbox pool: p50 ${ms(boxes.p50)}  p99 ${ms(boxes.p99)}  (n=${boxes.n})  p50 = ${ratio(boxes.p50)}, ${(boxes.p50 / c.p50).toFixed(2)}× without the pool`,
+      );
+      log(
+        `API exec round trip, claimed shell:      p50 ${ms(exec.p50)}  p99 ${ms(exec.p99)}  (n=${exec.n})  p50 = ${ratio(exec.p50)}`,
+      );
+      const { claimed, own } = await backendClaims();
+      log(
+        `backend create→first exec, claimed from the pool: p50 ${ms(claimed.p50)}  p99 ${ms(claimed.p99)}  p50 = ${ratio(claimed.p50)}; starting its own sandbox: p50 ${ms(own.p50)}  p99 ${ms(own.p99)}  p50 = ${ratio(own.p50)}`,
       );
     }
   }

@@ -240,7 +240,10 @@ export async function buildApp(config: ServerConfig, deps: AppDeps): Promise<Fas
     memoryBudgetMb: Math.floor(
       (config.hostMemoryMb ?? totalmem() / (1024 * 1024)) * config.memoryOvercommit,
     ),
-    committedMb: () => memoryHeldAcrossOrgs(db),
+    // Pooled sandboxes no shell owns yet hold memory too.
+    committedMb: async () =>
+      (await memoryHeldAcrossOrgs(db)) +
+      runtimes.backends.reduce((sum, backend) => sum + (backend.pooledMemoryMb?.() ?? 0), 0),
   });
   const shells = new ShellService({
     db,

@@ -63,3 +63,21 @@ describe("the Kubernetes backend as the server configures it", () => {
     await backend.close();
   });
 });
+
+describe("the container sandbox pool as the server configures it", () => {
+  it("reads SHELLS_CONTAINER_POOL per language and pools nothing when it is unset", () => {
+    expect(loadConfig(["--data-dir", dir], {}).containerPool).toEqual({});
+    expect(
+      loadConfig(["--data-dir", dir], { SHELLS_CONTAINER_POOL: "bash=2, python=1" }).containerPool,
+    ).toEqual({ bash: 2, python: 1 });
+  });
+
+  it.each(["bash", "cobol=1", "bash=-1", "bash=101"])(
+    "refuses SHELLS_CONTAINER_POOL=%s at start, naming the entry",
+    (value) => {
+      expect(() => loadConfig(["--data-dir", dir], { SHELLS_CONTAINER_POOL: value })).toThrow(
+        value.split(",")[0],
+      );
+    },
+  );
+});

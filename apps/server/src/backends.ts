@@ -39,8 +39,9 @@ export async function createBackends(
     onProgress,
     warmDisks: config.containerWarmDisks,
     warmDiskMb: DEFAULT_RESOURCES.diskMb,
+    pool: config.containerPool,
   });
-  if (config.containerWarmDisks > 0)
+  if (config.containerWarmDisks > 0 || Object.values(config.containerPool).some((n) => n > 0))
     void container.availability().then(([offered]) => {
       if (offered?.available) void container.warm();
     });

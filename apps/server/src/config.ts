@@ -317,6 +317,31 @@ export const ServerConfig = z.strictObject({
     description:
       "Formatted shell disks (of the default `diskMb`) the container backend keeps ready, so a create skips mkfs; refilled in the background, reported by `/readyz`. 0: none.",
   }),
+  containerPool: z
+    .string()
+    .default("")
+    .transform((value, ctx) => {
+      const pool: Partial<Record<Language, number>> = {};
+      for (const item of splitList(value, /,/)) {
+        const match = /^([a-z]+)=(\d+)$/.exec(item.trim());
+        const language = Language.safeParse(match?.[1]);
+        if (!match || !language.success || Number(match[2]) > 100) {
+          ctx.addIssue({
+            code: "custom",
+            message: `"${item}" is not <${Language.options.join("|")}>=<count up to 100>`,
+          });
+          return z.NEVER;
+        }
+        pool[language.data] = Number(match[2]);
+      }
+      return pool;
+    })
+    .register(settingDocs, {
+      env: "SHELLS_CONTAINER_POOL",
+      defaultText: "unset: no pool",
+      description:
+        "Started container sandboxes kept ready per language, e.g. `bash=2,python=1`: a create of that language (default disk size, network `sealed` or `localhost`, no custom image, fork or service bindings) claims one and skips the sandbox start; refilled in the background, counted by the capacity gate (64 MiB each) and reported by `/readyz`. Unset by default: each pooled sandbox holds memory, and a server that pools starts sandboxes nobody asked for.",
+    }),
   maxProvisioning: z.coerce.number().int().min(0).optional().register(settingDocs, {
     env: "SHELLS_MAX_PROVISIONING",
     defaultText: "8 × CPU cores",

@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { isAbsolute } from "node:path";
+import { readlinkSync } from "node:fs";
+import { basename, isAbsolute } from "node:path";
 import type { Duplex } from "node:stream";
-import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, stat, symlink } from "node:fs/promises";
 import type {
   ExecResult,
   KillReason,
@@ -63,6 +64,7 @@ import { connectInShell, PortRefusedError } from "./internal/port.js";
 import { startProcess } from "./internal/spawn.js";
 import { checkContainerHost, type ContainerHostReport } from "./internal/host-check.js";
 import { DiskPool } from "./internal/disk-pool.js";
+import { SandboxPool } from "./internal/sandbox-pool.js";
 import {
   customImageReady,
   ensureCustomImage,
@@ -130,8 +132,18 @@ export interface ContainerBackendOptions {
    * sparse file) and no memory.
    */
   warmDisks?: number;
-  /** Size of the pool's disks, MiB (default 1024, the server's default `diskMb`). */
+  /**
+   * Size of the pools' disks (warm disks and pooled sandboxes), MiB (default 1024, the server's
+   * default `diskMb`).
+   */
   warmDiskMb?: number;
+  /**
+   * Started sandboxes to keep ready per language (default none), claimed by creates of that
+   * language with the pool's disk size, no custom image, no fork, network `sealed` or `localhost`
+   * and no egress proxy; each holds its keeper and init and costs memory (see `availability()`).
+   * Refilled in the background after each claim and by `warm()`, once `recover()` has run.
+   */
+  pool?: Partial<Record<Language, number>>;
   /** Image build progress (a first create of a language builds its image, about a minute). */
   onProgress?: (event: ImageBuildProgress) => void;
 }
@@ -180,6 +192,19 @@ function pausedError(shellId: string): SandboxError {
 
 /** Shell ids name directories, cgroups and mount paths: keep them to a safe alphabet. */
 const SHELL_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+/**
+ * Ids of pooled sandboxes (boxes), which name their dir under `boxes/`, their cgroups and their
+ * uid registry entry for life: a claimed box keeps them, and the shell's id is a symlink
+ * `shells/<shellId>` → `../boxes/<boxId>`. The leading `_` is outside SHELL_ID's alphabet, so a
+ * box id is never a shell id.
+ */
+const BOX_ID = /^_box-[0-9a-f]{12}$/;
+/**
+ * Limits a pooled sandbox starts with: small, because it holds them (and the capacity gate counts
+ * them) until claimed; its claim writes the shell's own. Memory and pids a little above the
+ * keeper's and init's needs; one CPU, so the start is not throttled.
+ */
+const POOL_LIMITS = { memoryMb: 64, pids: 32, cpu: 1 } as const;
 const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const CAPTURE_ID = /^fork-[0-9a-f]{16}$/;
 /** Age past which a capture nobody released is a crash's leftover. */
@@ -256,6 +281,13 @@ export class ContainerBackend implements SandboxBackend {
   readonly #holders = new Map<string, HolderRecord>();
   readonly #pidsWatch = new Map<string, PidsWatch>();
   readonly #diskPool: DiskPool;
+  readonly #sandboxPool: SandboxPool;
+  /** Boxes this backend started for its pool: `recover` leaves them alone. */
+  readonly #ownBoxes = new Set<string>();
+  /** Claimed boxes by shell id (the symlinks' targets, as read). */
+  readonly #aliases = new Map<string, string>();
+  /** Creates starting a sandbox of their own now (the pool's refill waits for them). */
+  #creating = 0;
   /** Image builds under way for `prepareLanguage`, one per language. */
   readonly #imageBuilds = new SharedPreparations<string>();
   #pidsTimer: NodeJS.Timeout | null = null;
@@ -283,15 +315,41 @@ export class ContainerBackend implements SandboxBackend {
       options.warmDiskMb ?? 1024,
       (error) => this.#log("warn", { err: error }, "refilling the warm disk pool failed"),
     );
+    this.#sandboxPool = new SandboxPool(
+      new Map(
+        Object.entries(options.pool ?? {}).filter(([, count]) => (count ?? 0) > 0) as [
+          Language,
+          number,
+        ][],
+      ),
+      options.warmDiskMb ?? 1024,
+      {
+        start: (language) => this.#startPooled(language),
+        busy: () => this.#creating > 0,
+        onError: (error) =>
+          this.#log("warn", { err: error }, "refilling the warm sandbox pool failed"),
+      },
+    );
   }
 
   /**
-   * Fills the warm disk pool (`warmDisks`) in the background; settles once it is full. A no-op
-   * without a pool.
+   * Fills the warm disk pool (`warmDisks`) and the sandbox pool (`pool`) in the background;
+   * settles once both are full (or a refill failed, which is logged). A no-op without pools. Call
+   * it after `recover()`, which discards the pooled sandboxes it does not know.
    */
   async warm(): Promise<void> {
     this.#diskPool.refill();
+    this.#sandboxPool.refill();
     await this.#diskPool.settled();
+    await this.#sandboxPool.settled();
+  }
+
+  /**
+   * Memory the sandbox pool holds at its target, MiB: each pooled sandbox's limit until it is
+   * claimed (then its shell's limit counts, as any shell's). The capacity gate adds it.
+   */
+  pooledMemoryMb(): number {
+    return this.#sandboxPool.report().reduce((sum, p) => sum + p.target, 0) * POOL_LIMITS.memoryMb;
   }
 
   async availability(): Promise<RuntimeAvailability[]> {
@@ -303,6 +361,7 @@ export class ContainerBackend implements SandboxBackend {
         backend: this.name,
         reason: report.reason,
         ...(this.#diskPool.target > 0 ? { warmPool: await this.#diskPool.report() } : {}),
+        ...(this.#sandboxPool.enabled ? { sandboxPool: await this.#sandboxPoolReport() } : {}),
         // What each language's shells get: the toolchain version in its newest base image.
         ...(report.available ? { presets: await presetVersions(this.#imagesDir) } : {}),
       },
@@ -441,6 +500,8 @@ export class ContainerBackend implements SandboxBackend {
       }
       // A directory without a record is what a crash before the first write leaves: clear it.
       if (await exists(shellDir)) await this.#teardown(spec.shellId);
+      const claimed = capture ? null : await this.#claimPooled(spec, image.version);
+      if (claimed) return claimed;
       const record: ShellRecord = {
         shellId: spec.shellId,
         phase: "creating",
@@ -455,24 +516,9 @@ export class ContainerBackend implements SandboxBackend {
         createdAt: new Date().toISOString(),
         snapshotSeq: 0,
       };
+      this.#creating += 1;
       try {
-        await mkdir(`${this.#stateDir}/shells`, { recursive: true, mode: 0o700 });
-        await mkdir(shellDir, { mode: 0o700 });
-        await writeJson(`${shellDir}/shell.json`, record);
-        record.uidSlot = await claimUidSlot(this.#registryDir, shellDir);
-        // A fork stacks on its capture's layers (written to the record while the capture still
-        // references them, so no sweep can remove them in between).
-        if (capture?.layers?.length) record.layers = capture.layers;
-        const copied = capture !== null && capture.mode !== "layered";
-        if (copied) {
-          record.diskUidBase = capture.diskUidBase;
-          await copyDisk(`${this.#forksDir}/${capture.captureId}/disk.img`, `${shellDir}/disk.img`);
-        }
-        await writeJson(`${shellDir}/shell.json`, record);
-        if (!copied) await this.#freshDisk(`${shellDir}/disk.img`, spec.resources.diskMb);
-        await this.#startHolder(record, helper, { freshDisk: true });
-        record.phase = "ready";
-        await writeJson(`${shellDir}/shell.json`, record);
+        await this.#provision(record, helper, capture);
       } catch (error) {
         this.#log("error", { shellId: spec.shellId, err: error }, "create failed; tearing down");
         await this.#teardown(spec.shellId).catch((e: unknown) =>
@@ -486,10 +532,182 @@ export class ContainerBackend implements SandboxBackend {
               {},
               { cause: error },
             );
+      } finally {
+        this.#creating -= 1;
       }
       this.#log("info", { shellId: spec.shellId, imageVersion: image.version }, "shell created");
       return { shellId: spec.shellId, state: "running", imageVersion: image.version };
     });
+  }
+
+  /**
+   * Makes a sandbox's dir, uid range and disk (a fork's: on its capture) and starts it; the
+   * record (phase `creating`) says which sandbox and how. The caller tears down on failure.
+   */
+  async #provision(
+    record: ShellRecord,
+    helper: string,
+    capture: CaptureMeta | null,
+  ): Promise<void> {
+    const shellDir = this.#shellDir(record.shellId);
+    await mkdir(BOX_ID.test(record.shellId) ? this.#boxesDir : `${this.#stateDir}/shells`, {
+      recursive: true,
+      mode: 0o700,
+    });
+    await mkdir(shellDir, { mode: 0o700 });
+    await writeJson(`${shellDir}/shell.json`, record);
+    record.uidSlot = await claimUidSlot(this.#registryDir, shellDir);
+    // A fork stacks on its capture's layers (written to the record while the capture still
+    // references them, so no sweep can remove them in between).
+    if (capture?.layers?.length) record.layers = capture.layers;
+    const copied = capture !== null && capture.mode !== "layered";
+    if (copied) {
+      record.diskUidBase = capture.diskUidBase;
+      await copyDisk(`${this.#forksDir}/${capture.captureId}/disk.img`, `${shellDir}/disk.img`);
+    }
+    await writeJson(`${shellDir}/shell.json`, record);
+    if (!copied) await this.#freshDisk(`${shellDir}/disk.img`, record.resources.diskMb);
+    await this.#startHolder(record, helper, { freshDisk: true });
+    record.phase = "ready";
+    await writeJson(`${shellDir}/shell.json`, record);
+  }
+
+  /** Starts one sandbox for the pool (network `sealed`, the pool's limits); its box id. */
+  async #startPooled(language: Language): Promise<string> {
+    const boxId = `_box-${randomBytes(6).toString("hex")}`;
+    this.#ownBoxes.add(boxId);
+    try {
+      return await this.#locked(boxId, async () => {
+        const helper = await ensureHelper(this.#stateDir);
+        const image = await ensureImage(this.#imagesDir, language, this.#buildOptions());
+        const record: ShellRecord = {
+          shellId: boxId,
+          boxId,
+          phase: "creating",
+          language,
+          network: "sealed",
+          resources: { ...POOL_LIMITS, diskMb: this.#sandboxPool.diskMb },
+          env: {},
+          uidSlot: null,
+          imageVersion: image.version,
+          imageRootfs: image.rootfs,
+          createdAt: new Date().toISOString(),
+          snapshotSeq: 0,
+        };
+        try {
+          await this.#provision(record, helper, null);
+        } catch (error) {
+          await this.#teardown(boxId).catch(() => undefined);
+          throw error;
+        }
+        return boxId;
+      });
+    } catch (error) {
+      this.#ownBoxes.delete(boxId);
+      throw error;
+    }
+  }
+
+  /**
+   * A create served by a pooled sandbox, when the pool has one that fits (see `pool`); null when
+   * it has none and the create starts a sandbox of its own. An `internet` shell, one with an
+   * egress proxy, a custom image or a fork is never pooled: its walls (the forwarder, the proxy
+   * socket mounted in) or its disk are made at start.
+   */
+  async #claimPooled(spec: SandboxSpec, imageVersion: string): Promise<SandboxInfo | null> {
+    if (spec.image || spec.egress || spec.from || spec.network === "internet") return null;
+    for (;;) {
+      const boxId = this.#sandboxPool.take(spec.language, spec.resources.diskMb);
+      if (boxId === null) return null;
+      try {
+        const info = await this.#locked(boxId, () => this.#claim(boxId, spec, imageVersion));
+        if (info) return info;
+      } catch (error) {
+        this.#log("warn", { shellId: spec.shellId, boxId, err: error }, "claim failed; undone");
+        // The shell's symlink (if made) and the box both go; the create starts its own sandbox.
+        await this.#teardown(spec.shellId).catch(() => undefined);
+        await this.#locked(boxId, () => this.#teardown(boxId)).catch(() => undefined);
+      } finally {
+        this.#ownBoxes.delete(boxId);
+      }
+    }
+  }
+
+  /**
+   * Makes a pooled sandbox the shell `spec` asks for, without renaming anything of it: the box's
+   * record names the shell first (the claim's intent), then `shells/<shellId>` is made a symlink
+   * to the box's dir (atomically: a rename), then the shell's limits are written into the box's
+   * cgroups, its hostname set and (for `localhost`) its loopback brought up, and the CPU time the
+   * box used while pooled is recorded to be left out of its usage. A crash before the symlink
+   * leaves a box no shell names, which `recover` tears down; after it, a shell still `creating`,
+   * torn down like any create cut short. Null when the box is not usable (it is torn down).
+   */
+  async #claim(
+    boxId: string,
+    spec: SandboxSpec,
+    imageVersion: string,
+  ): Promise<SandboxInfo | null> {
+    const boxDir = this.#shellDir(boxId);
+    const record = await readJson<ShellRecord>(`${boxDir}/shell.json`);
+    const holder = await liveHolder(boxDir);
+    if (
+      !record ||
+      record.phase !== "ready" ||
+      record.shellId !== boxId ||
+      record.imageVersion !== imageVersion ||
+      !holder
+    ) {
+      await this.#teardown(boxId);
+      return null;
+    }
+    Object.assign(record, {
+      shellId: spec.shellId,
+      phase: "creating",
+      network: spec.network,
+      resources: spec.resources,
+      env: spec.env,
+      createdAt: new Date().toISOString(),
+    } satisfies Partial<ShellRecord>);
+    await writeJson(`${boxDir}/shell.json`, record);
+    const link = `${this.#stateDir}/shells/${spec.shellId}`;
+    const temporary = `${this.#stateDir}/shells/.${spec.shellId}.${randomBytes(4).toString("hex")}.link`;
+    await mkdir(`${this.#stateDir}/shells`, { recursive: true, mode: 0o700 });
+    await symlink(`../boxes/${boxId}`, temporary);
+    await rename(temporary, link);
+    this.#aliases.set(spec.shellId, boxId);
+    const cgroup = this.#cgroup(boxId);
+    await cgroup.setLimits(spec.resources);
+    await enterAndRun(holder, "--uts", ["hostname", hostnameOf(spec.shellId)]);
+    if (spec.network === "localhost")
+      await enterAndRun(holder, "--net", ["ip", "link", "set", "lo", "up"]);
+    const usage = await cgroup.usage();
+    if (usage) record.cpuBaseline = { epoch: usage.epoch, cpuUsec: usage.cpuUsec };
+    record.phase = "ready";
+    await writeJson(`${boxDir}/shell.json`, record);
+    this.#holders.delete(boxId);
+    this.#holders.set(spec.shellId, holder);
+    this.#log("info", { shellId: spec.shellId, boxId }, "shell created from the sandbox pool");
+    return { shellId: spec.shellId, state: "running", imageVersion: record.imageVersion };
+  }
+
+  /** What the sandbox pool holds now, for `availability()`. */
+  async #sandboxPoolReport(): Promise<NonNullable<RuntimeAvailability["sandboxPool"]>> {
+    let memoryBytes = 0;
+    const boxes = this.#sandboxPool.boxes();
+    for (const boxId of boxes)
+      memoryBytes +=
+        (
+          await this.#cgroup(boxId)
+            .usage()
+            .catch(() => null)
+        )?.memoryBytes ?? 0;
+    return {
+      languages: this.#sandboxPool.report(),
+      diskMb: this.#sandboxPool.diskMb,
+      memoryMbEach: POOL_LIMITS.memoryMb,
+      memoryMb: this.pooledMemoryMb(),
+      memoryBytes,
+    };
   }
 
   exec(
@@ -978,11 +1196,20 @@ export class ContainerBackend implements SandboxBackend {
     await this.#locked(shellId, () => this.#teardown(shellId));
   }
 
-  /** The shell cgroup's counters (CPU time since it was made, memory now); null once stopped. */
+  /**
+   * The shell cgroup's counters (CPU time since it was made, memory now); null once stopped. A
+   * shell claimed from the pool leaves out the CPU time its sandbox used while pooled.
+   */
   async usage(shellId: string): Promise<SandboxUsage | null> {
     if (!SHELL_ID.test(shellId)) return null;
     try {
-      return await this.#cgroup(shellId).usage();
+      const usage = await this.#cgroup(shellId).usage();
+      if (!usage || this.#boxIdOf(shellId) === null) return usage;
+      const baseline = (await readJson<ShellRecord>(`${this.#shellDir(shellId)}/shell.json`))
+        ?.cpuBaseline;
+      return baseline?.epoch === usage.epoch
+        ? { ...usage, cpuUsec: Math.max(0, usage.cpuUsec - baseline.cpuUsec) }
+        : usage;
     } catch {
       return null;
     }
@@ -1000,6 +1227,10 @@ export class ContainerBackend implements SandboxBackend {
   async recover(): Promise<void> {
     const shellIds = await listShellIds(`${this.#stateDir}/shells`);
     await rm(this.#forksDir, { recursive: true, force: true });
+    // Symlinks a claim made and had not renamed into place.
+    for (const entry of await readdir(`${this.#stateDir}/shells`).catch(() => [] as string[]))
+      if (entry.startsWith(".") && entry.endsWith(".link"))
+        await rm(`${this.#stateDir}/shells/${entry}`, { force: true });
     await this.#removeTemporaries(`${this.#stateDir}/bin`);
     await removePendingLayers(this.#stateDir);
     const looped = await loopBackings();
@@ -1010,9 +1241,31 @@ export class ContainerBackend implements SandboxBackend {
           this.#log("error", { shellId, err: error }, "recovering the shell after a crash failed"),
       );
     }
+    await this.#recoverBoxes();
     // Layers of captures (dropped above) and of shells torn down: those still referenced by a
     // shell or a snapshot stay, in use or not.
     await this.#sweepLayers();
+  }
+
+  /**
+   * Pooled sandboxes after a restart: a claimed one is its shell's (recovered with the shells,
+   * through the shell's symlink); any other — ready in the pool of an earlier run, or a claim cut
+   * before the shell's symlink was made — is torn down, and `warm()` starts fresh ones. Boxes this
+   * backend started itself are left alone.
+   */
+  async #recoverBoxes(): Promise<void> {
+    const named = new Set<string>();
+    for (const shellId of await listShellIds(`${this.#stateDir}/shells`)) {
+      const boxId = this.#boxIdOf(shellId);
+      if (boxId !== null) named.add(boxId);
+    }
+    for (const boxId of await readdir(this.#boxesDir).catch(() => [] as string[])) {
+      if (!BOX_ID.test(boxId) || named.has(boxId) || this.#ownBoxes.has(boxId)) continue;
+      await this.#locked(boxId, () => this.#teardown(boxId)).catch((error: unknown) =>
+        this.#log("error", { boxId, err: error }, "removing a pooled sandbox failed"),
+      );
+      this.#log("info", { boxId }, "unclaimed pooled sandbox of an earlier run removed");
+    }
   }
 
   async #recoverShell(shellId: string, looped: Map<string, string[]>): Promise<void> {
@@ -1079,7 +1332,16 @@ export class ContainerBackend implements SandboxBackend {
   }
 
   async close(): Promise<void> {
-    // Shells run on without us; execs in flight finish inside their shells.
+    // Shells run on without us; execs in flight finish inside their shells. Pooled sandboxes
+    // serve no one without us: they go (a crash leaves them to the next `recover`).
+    this.#sandboxPool.close();
+    await this.#sandboxPool.settled();
+    for (const boxId of this.#sandboxPool.boxes()) {
+      this.#sandboxPool.drop(boxId);
+      await this.#locked(boxId, () => this.#teardown(boxId)).catch((error: unknown) =>
+        this.#log("warn", { boxId, err: error }, "removing a pooled sandbox failed"),
+      );
+    }
     this.#holders.clear();
     if (this.#pidsTimer) clearInterval(this.#pidsTimer);
     this.#pidsTimer = null;
@@ -1088,8 +1350,35 @@ export class ContainerBackend implements SandboxBackend {
 
   // ---------------------------------------------------------------------------------------------
 
+  /** A shell's (or a box's) dir: a claimed box's for a shell claimed from the pool. */
   #shellDir(shellId: string): string {
-    return `${this.#stateDir}/shells/${shellId}`;
+    const boxId = this.#boxIdOf(shellId);
+    return boxId === null ? `${this.#stateDir}/shells/${shellId}` : `${this.#boxesDir}/${boxId}`;
+  }
+
+  /** Where pooled sandboxes live, claimed or not. */
+  get #boxesDir(): string {
+    return `${this.#stateDir}/boxes`;
+  }
+
+  /**
+   * The box a shell runs in when it was claimed from the pool (read from its symlink, which a
+   * claim makes and a destroy removes last), the id itself for a box id, else null.
+   */
+  #boxIdOf(id: string): string | null {
+    if (BOX_ID.test(id)) return id;
+    const cached = this.#aliases.get(id);
+    if (cached !== undefined) return cached;
+    let target: string;
+    try {
+      // Synchronous: a readlink answers from the dentry cache, and every path of a shell needs it.
+      target = basename(readlinkSync(`${this.#stateDir}/shells/${id}`));
+    } catch {
+      return null;
+    }
+    if (!BOX_ID.test(target)) return null;
+    this.#aliases.set(id, target);
+    return target;
   }
 
   /** Where fork captures live until released. */
@@ -1148,7 +1437,7 @@ export class ContainerBackend implements SandboxBackend {
     return new ShellCgroup(
       this.#cgroupHost,
       this.#cgroupParent,
-      shellCgroupName(this.#stateDir, shellId),
+      shellCgroupName(this.#stateDir, this.#boxIdOf(shellId) ?? shellId),
     );
   }
 
@@ -1605,10 +1894,17 @@ export class ContainerBackend implements SandboxBackend {
   /** Reclaims everything of a shell, whatever state a crash left it in. */
   async #teardown(shellId: string): Promise<void> {
     const shellDir = this.#shellDir(shellId);
+    // A shell claimed from the pool: its symlink goes last, so a crash before it leaves a way to
+    // the box for the next try.
+    const link = BOX_ID.test(shellId) ? null : `${this.#stateDir}/shells/${shellId}`;
+    const unlink = async () => {
+      if (link !== null && shellDir !== link) await rm(link, { force: true });
+      this.#aliases.delete(shellId);
+    };
     const record = await readJson<ShellRecord>(`${shellDir}/shell.json`);
     const dirExists = await exists(shellDir);
     const cgroup = this.#cgroup(shellId);
-    if (!record && !dirExists && !(await cgroup.exists())) return;
+    if (!record && !dirExists && !(await cgroup.exists())) return unlink();
     if (record && record.phase !== "destroying") {
       record.phase = "destroying";
       await writeJson(`${shellDir}/shell.json`, record);
@@ -1622,6 +1918,7 @@ export class ContainerBackend implements SandboxBackend {
       await releaseUidSlot(this.#registryDir, record.uidSlot, shellDir);
     else await releaseUidSlotsOwnedBy(this.#registryDir, shellDir);
     await rm(shellDir, { recursive: true, force: true });
+    await unlink();
     this.#inflight.delete(shellId);
     if (heldLayers) await this.#sweepLayers();
     this.#log("info", { shellId }, "shell destroyed");
@@ -1693,6 +1990,31 @@ async function waitUntilDead(timeoutMs: number, ...processes: [number, string][]
       );
     await sleep(Math.min(1 + round * 2, 50));
   }
+}
+
+/**
+ * Runs a host command in one namespace of a running sandbox (`--uts`, `--net`), as host root: the
+ * sandbox's user namespace is the host's child, so host root may change its hostname or bring up
+ * its loopback. Nothing else of the sandbox is entered (its mounts, its processes), so the
+ * command is the host's own binary. Init is checked by pid and start time first (a pooled
+ * sandbox's init lives as long as its keeper, which is ours).
+ */
+async function enterAndRun(
+  holder: HolderRecord,
+  namespace: "--uts" | "--net",
+  command: string[],
+): Promise<void> {
+  if (!(await isAlive(holder.initPid, holder.initStart)))
+    throw new Error("the pooled sandbox's init is gone");
+  const result = await run("nsenter", [
+    "--target",
+    String(holder.initPid),
+    namespace,
+    "--",
+    ...command,
+  ]);
+  if (result.code !== 0)
+    throw new Error(`${command.join(" ")} in the sandbox failed: ${result.stderr.trim()}`);
 }
 
 /** A valid hostname (RFC 1123 label) derived from the shell id. */

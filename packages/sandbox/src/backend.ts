@@ -429,6 +429,11 @@ export interface SandboxBackend {
    * sandboxes do not outlive the process leave it out.
    */
   recover?(): Promise<void>;
+  /**
+   * Memory the backend's pool of started sandboxes holds (at its target), MiB: sandboxes no shell
+   * owns yet, which the host's capacity gate counts beside its shells. Absent without a pool.
+   */
+  pooledMemoryMb?(): number;
   /** Every sandbox this backend holds on this host, for reconciliation after a restart. */
   list(): Promise<SandboxInfo[]>;
   /** Releases what this process holds; sandboxes keep running (a restarted server re-adopts them). */

@@ -214,9 +214,6 @@ export class ShellCgroup {
 
   /** Creates the cgroup (idempotent) and writes the shell's limits. */
   async create(resources: ResolvedResources): Promise<void> {
-    const memoryBytes = String(resources.memoryMb * 1024 * 1024);
-    const periodUs = 100_000;
-    const quotaUs = String(Math.max(1000, Math.round(resources.cpu * periodUs)));
     if (this.host.version === 2) {
       const root = this.host.root;
       await mkdir(`${root}/${this.parent}`, { recursive: true });
@@ -226,23 +223,42 @@ export class ShellCgroup {
       const dir = this.dirs[0] as string;
       await mkdir(dir, { recursive: true });
       await this.thaw();
-      await writeFile(`${dir}/memory.max`, memoryBytes);
-      // No swap: past memory.max the shell is OOM-killed instead of thrashing the host's swap.
-      await writeOptional(`${dir}/memory.swap.max`, "0");
-      await writeFile(`${dir}/pids.max`, String(resources.pids));
-      await writeOptional(`${dir}/cpu.max`, `${quotaUs} ${periodUs}`);
+      await this.setLimits(resources);
       // Exec cgroups below get the controllers too; the keeper moves to a leaf of its own.
       await enableControllers(`${dir}/cgroup.subtree_control`);
       await mkdir(`${dir}/${HOLDER_GROUP}`, { recursive: true });
       return;
     }
-    const [memoryDir, pidsDir, cpuDir] = this.dirs as [string, string, string];
     for (const dir of this.dirs) await mkdir(dir, { recursive: true });
     // A group left frozen by a crash mid-pause would freeze the new keeper on its first step.
     await this.thaw();
+    await this.setLimits(resources);
+  }
+
+  /**
+   * Writes the shell's limits into its existing cgroup (at create, and when a pooled sandbox
+   * started at the smallest limits is claimed: raising a limit always succeeds).
+   */
+  async setLimits(resources: ResolvedResources): Promise<void> {
+    const memoryBytes = String(resources.memoryMb * 1024 * 1024);
+    const periodUs = 100_000;
+    const quotaUs = String(Math.max(1000, Math.round(resources.cpu * periodUs)));
+    if (this.host.version === 2) {
+      const dir = this.dirs[0] as string;
+      await writeFile(`${dir}/memory.max`, memoryBytes);
+      // No swap: past memory.max the shell is OOM-killed instead of thrashing the host's swap.
+      await writeOptional(`${dir}/memory.swap.max`, "0");
+      await writeFile(`${dir}/pids.max`, String(resources.pids));
+      await writeOptional(`${dir}/cpu.max`, `${quotaUs} ${periodUs}`);
+      return;
+    }
+    const [memoryDir, pidsDir, cpuDir] = this.dirs as [string, string, string];
+    // memsw = memory + swap; equal to the memory limit means no swap. Absent without swap
+    // accounting. It may never be under the memory limit: raised before it, lowered after it.
+    const memsw = `${memoryDir}/memory.memsw.limit_in_bytes`;
+    await writeOptional(memsw, memoryBytes).catch(() => undefined);
     await writeFile(`${memoryDir}/memory.limit_in_bytes`, memoryBytes);
-    // memsw = memory + swap; equal to the memory limit means no swap. Absent without swap accounting.
-    await writeOptional(`${memoryDir}/memory.memsw.limit_in_bytes`, memoryBytes);
+    await writeOptional(memsw, memoryBytes);
     await writeFile(`${pidsDir}/pids.max`, String(resources.pids));
     await writeFile(`${cpuDir}/cpu.cfs_period_us`, String(periodUs));
     await writeFile(`${cpuDir}/cpu.cfs_quota_us`, quotaUs);

@@ -46,6 +46,17 @@ export interface ShellRecord {
   snapshotSeq: number;
   /** A step under way that changes the shell's state in place (see {@link ShellIntent}). */
   intent?: ShellIntent;
+  /**
+   * The sandbox the shell runs in when it was started ahead for the pool and claimed at create:
+   * its dir is `boxes/<boxId>`, its cgroups and uid registry entry are named by the box, and
+   * `shells/<shellId>` is a symlink to that dir (see sandbox-pool.ts).
+   */
+  boxId?: string;
+  /**
+   * CPU time the cgroup had used when a pooled sandbox was claimed (while pooled it served no
+   * one): `usage` subtracts it while the cgroup is that one (`epoch`).
+   */
+  cpuBaseline?: { epoch: string; cpuUsec: number };
 }
 
 /**
@@ -105,11 +116,11 @@ export async function liveHolder(shellDir: string): Promise<HolderRecord | null>
   return (await isAlive(holder.initPid, holder.initStart)) ? holder : null;
 }
 
-/** Shell ids present in the state dir. */
+/** Shell ids present in the state dir (a claimed pooled sandbox's shell is a symlink). */
 export async function listShellIds(shellsDir: string): Promise<string[]> {
   try {
     return (await readdir(shellsDir, { withFileTypes: true }))
-      .filter((e) => e.isDirectory())
+      .filter((e) => e.isDirectory() || (e.isSymbolicLink() && !e.name.startsWith(".")))
       .map((e) => e.name);
   } catch {
     return [];

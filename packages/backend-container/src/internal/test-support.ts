@@ -62,6 +62,8 @@ export async function makeTestBackend(options: Partial<ContainerBackendOptions> 
     options: backendOptions,
     cleanup: async () => {
       const survivor = new ContainerBackend(backendOptions);
+      // Pooled sandboxes no shell claimed go with it.
+      await survivor.recover();
       for (const shell of await survivor.list()) await survivor.destroy(shell.shellId);
       await rm(stateDir, { recursive: true, force: true });
     },

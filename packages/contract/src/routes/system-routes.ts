@@ -33,6 +33,28 @@ export const RuntimeAvailability = z.strictObject({
     })
     .optional(),
   /**
+   * The backend's pool of started sandboxes, where it keeps one: per language, the sandboxes
+   * `ready` of `target` that creates claim (a create → first exec without starting a sandbox);
+   * their disk size (`diskMb`), the memory each is limited to while pooled (`memoryMbEach`) and
+   * the pool at its target is counted as (`memoryMb`, by the capacity gate), and the memory its
+   * sandboxes are charged now (`memoryBytes`).
+   */
+  sandboxPool: z
+    .strictObject({
+      languages: z.array(
+        z.strictObject({
+          language: Language,
+          ready: z.number().int().nonnegative(),
+          target: z.number().int().nonnegative(),
+        }),
+      ),
+      diskMb: z.number().int().positive(),
+      memoryMbEach: z.number().int().nonnegative(),
+      memoryMb: z.number().int().nonnegative(),
+      memoryBytes: z.number().int().nonnegative(),
+    })
+    .optional(),
+  /**
    * The language presets of this class, each with the toolchain its base image holds and that
    * toolchain's version as installed there (Debian's version string, read from the image's
    * package database); `image` and `version` are null until the image is built. Absent where the
