@@ -54,10 +54,10 @@ export function canonicalJson(value: unknown): string {
 export type HashedFields = Omit<ActivityEvent, "id" | "hash">;
 
 /**
- * SHA-256 (hex) of an event's hashed fields. Uses WebCrypto so servers, the SDK and browsers
- * compute the same value.
+ * The text an event's hash is taken over: its hashed fields as canonical JSON. A server may hash it
+ * with its platform's synchronous SHA-256; the result is the same as `activityEventHash`.
  */
-export async function activityEventHash(event: HashedFields): Promise<string> {
+export function activityHashInput(event: HashedFields): string {
   const fields: HashedFields = {
     seq: event.seq,
     orgId: event.orgId,
@@ -69,7 +69,15 @@ export async function activityEventHash(event: HashedFields): Promise<string> {
     time: event.time,
     prevHash: event.prevHash,
   };
-  const bytes = new TextEncoder().encode(canonicalJson(fields));
+  return canonicalJson(fields);
+}
+
+/**
+ * SHA-256 (hex) of an event's hashed fields. Uses WebCrypto so servers, the SDK and browsers
+ * compute the same value.
+ */
+export async function activityEventHash(event: HashedFields): Promise<string> {
+  const bytes = new TextEncoder().encode(activityHashInput(event));
   const digest = await globalThis.crypto.subtle.digest("SHA-256", bytes);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }

@@ -9,6 +9,7 @@ export {
   GENESIS_HASH,
   Target,
   activityEventHash,
+  activityHashInput,
   canonicalJson,
   verifyActivityChain,
   type ChainVerification,

@@ -31,6 +31,13 @@ export const DEFAULT_RESOURCES: ResolvedResources = {
 /** What this host can give one shell at most. A field left out is not capped by the host. */
 export type HostCapacity = Partial<Record<keyof ResolvedResources, number>>;
 
+let cores = 0;
+/** The host's core count, read once (`os.cpus()` parses /proc on every call). */
+function hostCores(): number {
+  cores ||= cpus().length;
+  return cores;
+}
+
 /**
  * The host's capacity now: its cores, its memory, and the free space of the file system that
  * holds `dataDir` (where the shells' writable state lives). No host limit on pids: the org
@@ -38,7 +45,7 @@ export type HostCapacity = Partial<Record<keyof ResolvedResources, number>>;
  */
 export function hostCapacity(dataDir?: string): HostCapacity {
   const capacity: HostCapacity = {
-    cpu: cpus().length,
+    cpu: hostCores(),
     memoryMb: Math.floor(totalmem() / (1024 * 1024)),
   };
   if (dataDir) {

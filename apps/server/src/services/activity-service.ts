@@ -1,13 +1,14 @@
 import {
   ActivityQuery,
   GENESIS_HASH,
-  activityEventHash,
+  activityHashInput,
   type ActivityEvent,
   type Actor,
   type Page,
   type Target,
 } from "@shells/contract";
 import { sql, type Kysely, type Transaction } from "kysely";
+import { createHash } from "node:crypto";
 import { z } from "zod";
 import { newId, nowIso } from "../ids.js";
 import { ActivityTree } from "../audit/activity-tree.js";
@@ -103,7 +104,9 @@ export class ActivityService {
       const event: ActivityEvent = {
         id: newId("ev", 14),
         ...fields,
-        hash: await activityEventHash(fields),
+        // Node's synchronous SHA-256: the same digest as the contract's WebCrypto one, without a
+        // thread-pool round trip inside the chain's transaction.
+        hash: createHash("sha256").update(activityHashInput(fields)).digest("hex"),
       };
       await trx
         .insertInto("activity")
