@@ -54,6 +54,7 @@ import {
 import { parseCommand } from "./internal/commands.js";
 import { viaEgressProxy } from "./internal/egress-client.js";
 import { Jail, missingForJail, STAGE_DIR } from "./internal/jail.js";
+import { PythonSnapshots } from "./internal/python-snapshots.js";
 import { ShellState } from "./internal/snapshots.js";
 import {
   WorkerProcess,
@@ -193,6 +194,7 @@ export class WasmBackend implements SandboxBackend {
   private readonly cgroups: CgroupHost | string;
   private readonly cgroupParent: string;
   private jail: Jail | null = null;
+  private readonly pythonSnapshots: PythonSnapshots;
   private swept = false;
   private readonly workers = new Map<string, LiveWorker>();
   private readonly pools: Record<WasmLanguage, PooledWorker[]> = { python: [], node: [] };
@@ -214,6 +216,7 @@ export class WasmBackend implements SandboxBackend {
     this.cgroups = detectCgroups();
     this.cgroupParent = "shells-wasm";
     this.missing = missingForJail() ?? (typeof this.cgroups === "string" ? this.cgroups : null);
+    this.pythonSnapshots = new PythonSnapshots(join(this.stateDir, "pyodide-snapshots"));
   }
 
   async availability(): Promise<RuntimeAvailability[]> {
@@ -1016,6 +1019,8 @@ export class WasmBackend implements SandboxBackend {
         await mkdir(STAGE_DIR, { recursive: true, mode: 0o755 });
         this.jail = new Jail();
       }
+      // Python starts from Pyodide's memory snapshot (made once, by the first Python worker's start).
+      const pythonSnapshot = language === "python" ? await this.pythonSnapshots.ensure() : null;
       process = new WorkerProcess(
         this.jail.command({
           language,
@@ -1024,6 +1029,7 @@ export class WasmBackend implements SandboxBackend {
           gid: uid,
           cgroupProcs: cgroup.procsFiles,
           seccompProgram,
+          pythonSnapshot,
         }),
         { PATH: "/usr/bin:/bin" },
       );
