@@ -29,6 +29,7 @@ import {
   workerData,
 } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
+import { interruptBuffer } from "./interrupt-buffer.mjs";
 import { pythonLoadOptions } from "./python-load.mjs";
 
 /** Throwaway execs a worker runs before it reports ready. */
@@ -591,7 +592,8 @@ async function loadPython(assets, snapshot, flag, disk, emit, httpCall) {
       pyodide = undefined;
     }
   pyodide ??= await loadPyodide(options);
-  pyodide.setInterruptBuffer(flag);
+  // Through a view whose clear cannot overwrite an interrupt stored meanwhile (see interrupt-buffer).
+  pyodide.setInterruptBuffer(/** @type {any} */ (interruptBuffer(flag)));
   pyodide.setStdout({ write: (/** @type {Uint8Array} */ b) => (emit("stdout", b), b.length) });
   pyodide.setStderr({ write: (/** @type {Uint8Array} */ b) => (emit("stderr", b), b.length) });
   pyodide.FS.mkdirTree("/workspace");
