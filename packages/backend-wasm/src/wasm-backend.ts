@@ -85,6 +85,11 @@ export interface WasmBackendOptions {
   turnIdleMs?: number;
   /** ...and once they are this old, whatever the traffic, ms (default 60 minutes). */
   turnLifetimeMs?: number;
+  /**
+   * Whether Python workers start from a Pyodide memory snapshot (default true); false: every
+   * Python worker runs Pyodide's full start-up.
+   */
+  pythonSnapshot?: boolean;
 }
 
 /**
@@ -194,7 +199,8 @@ export class WasmBackend implements SandboxBackend {
   private readonly cgroups: CgroupHost | string;
   private readonly cgroupParent: string;
   private jail: Jail | null = null;
-  private readonly pythonSnapshots: PythonSnapshots;
+  /** Null when Python workers start without a memory snapshot. */
+  private readonly pythonSnapshots: PythonSnapshots | null;
   private swept = false;
   private readonly workers = new Map<string, LiveWorker>();
   private readonly pools: Record<WasmLanguage, PooledWorker[]> = { python: [], node: [] };
@@ -216,7 +222,10 @@ export class WasmBackend implements SandboxBackend {
     this.cgroups = detectCgroups();
     this.cgroupParent = "shells-wasm";
     this.missing = missingForJail() ?? (typeof this.cgroups === "string" ? this.cgroups : null);
-    this.pythonSnapshots = new PythonSnapshots(join(this.stateDir, "pyodide-snapshots"));
+    this.pythonSnapshots =
+      options.pythonSnapshot === false
+        ? null
+        : new PythonSnapshots(join(this.stateDir, "pyodide-snapshots"));
   }
 
   async availability(): Promise<RuntimeAvailability[]> {
@@ -1020,7 +1029,8 @@ export class WasmBackend implements SandboxBackend {
         this.jail = new Jail();
       }
       // Python starts from Pyodide's memory snapshot (made once, by the first Python worker's start).
-      const pythonSnapshot = language === "python" ? await this.pythonSnapshots.ensure() : null;
+      const pythonSnapshot =
+        language === "python" ? ((await this.pythonSnapshots?.ensure()) ?? null) : null;
       process = new WorkerProcess(
         this.jail.command({
           language,

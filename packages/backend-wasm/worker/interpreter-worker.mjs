@@ -582,12 +582,17 @@ async function loadPython(assets, snapshot, flag, disk, emit, httpCall) {
   const options = pythonLoadOptions(`${assets}/pyodide`);
   // From the memory snapshot when the backend gave one (it was made with these same options);
   // a snapshot that cannot be read or loaded costs only the full start-up.
-  const image = snapshot ? readSnapshot(snapshot) : undefined;
+  let image = snapshot ? readSnapshot(snapshot) : undefined;
   let pyodide;
   if (image)
     try {
       pyodide = await loadPyodide({ ...options, _loadSnapshot: image });
       startedFromSnapshot = true;
+      // Pyodide keeps its load options for its life: the image (~30 MB) would stay with them.
+      // Dropped, and collected now (the jail starts node with --expose-gc).
+      delete pyodide._api.config._loadSnapshot;
+      image = undefined;
+      globalThis.gc?.();
     } catch {
       pyodide = undefined;
     }
