@@ -4,6 +4,7 @@
 // backend itself (a real jailed worker per shell); API numbers go through a real server.
 //
 //   node bench/wasm-bench.mjs                  # after `npm run build`
+//   BENCH_WASM_ONLY_COLD=1 node bench/wasm-bench.mjs   # baselines and cold Python starts only
 //   BENCH_ITERATIONS=20 BENCH_PYTHON_ITERATIONS=5 BENCH_IDLE_WASM_SHELLS=10 \
 //     BENCH_SNAPSHOT_ITERATIONS=5 node bench/wasm-bench.mjs
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -55,6 +56,16 @@ const pyodideDir = dirname(createRequire(import.meta.url).resolve("pyodide/packa
 const { loadPyodide } = await import("pyodide");
 const pyodideLoad = summary(await timeRuns(2, () => loadPyodide({ indexURL: `${pyodideDir}/` })));
 line("baseline bare loadPyodide():", pyodideLoad);
+// The same load from a memory snapshot of it (made here, in-process, with the same options).
+const snapshotBytes = (
+  await loadPyodide({ indexURL: `${pyodideDir}/`, _makeSnapshot: true })
+).makeMemorySnapshot();
+const pyodideSnapshotLoad = summary(
+  await timeRuns(2, () =>
+    loadPyodide({ indexURL: `${pyodideDir}/`, _loadSnapshot: snapshotBytes }),
+  ),
+);
+line("baseline bare loadPyodide() from snapshot:", pyodideSnapshotLoad);
 const vsNode = (v) => `  = ${(v / nodeZero.p50).toFixed(3)}× node -e 0`;
 const vsPyodide = (v) => `  = ${(v / pyodideLoad.p50).toFixed(4)}× bare Pyodide load`;
 
@@ -90,6 +101,55 @@ async function create(language) {
   });
   created.push(shellId);
   return shellId;
+}
+
+// A cold Python shell (no pool): create → first exec starts a jailed worker, from the backend's
+// Pyodide memory snapshot or with Pyodide's full start-up. The first create of each backend is left
+// out (it makes the snapshot).
+for (const pythonSnapshot of [true, false]) {
+  const coldDir = mkdtempSync(join(tmpdir(), "shells-wasm-bench-cold-"));
+  const cold = new WasmBackend({ stateDir: coldDir, pool: { python: 0, node: 0 }, pythonSnapshot });
+  const samples = [];
+  try {
+    for (let i = 0; i <= PYTHON_ITERATIONS; i += 1) {
+      const shellId = `bench-cold-${process.pid}-${pythonSnapshot}-${i}`;
+      const t0 = performance.now();
+      await cold.create({
+        shellId,
+        language: "python",
+        runtime: "wasm",
+        network: "sealed",
+        resources: RESOURCES,
+        env: {},
+      });
+      const result = await cold.exec(shellId, {
+        command: ["python3", "-c", "pass"],
+        env: {},
+        cwd: "/workspace",
+        stdin: undefined,
+        timeoutMs: 120_000,
+        maxOutputBytes: 1024,
+      });
+      if (i > 0) samples.push(performance.now() - t0);
+      if (result.exitCode !== 0) throw new Error(`cold python exec failed: ${result.stderr}`);
+      await cold.destroy(shellId);
+    }
+  } finally {
+    await cold.close();
+    rmSync(coldDir, { recursive: true, force: true });
+  }
+  const c = summary(samples);
+  line(
+    `python: create→first exec, no pool, ${pythonSnapshot ? "snapshot" : "full load"}:`,
+    c,
+    vsPyodide(c.p50),
+  );
+}
+
+if (process.env.BENCH_WASM_ONLY_COLD) {
+  await backend.close();
+  rmSync(stateDir, { recursive: true, force: true });
+  process.exit(0);
 }
 
 try {

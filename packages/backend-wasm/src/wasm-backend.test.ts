@@ -427,6 +427,17 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
     expect((await first).killReason).toBeUndefined();
   }, 60_000);
 
+  it("interrupts one looping turn after another on the same interpreter and keeps its globals", async () => {
+    // Each interrupt must land: one lost while the guest loops would end in the worker's death.
+    const id = await create("python");
+    expect((await turn(id, "python", "kept = 0")).error).toBeNull();
+    for (let i = 1; i <= 20; i += 1) {
+      const answer = await turn(id, "python", `kept = ${i}\nwhile True: pass`, 100);
+      expect(answer.error).toMatchObject({ name: "TimeoutError", message: /globals are kept/ });
+    }
+    expect(await turn(id, "python", "kept")).toMatchObject({ value: 20, restarted: false });
+  }, 120_000);
+
   it("keeps the interpreter when an interrupted turn gets no CPU for longer than the grace", async () => {
     const id = await create("python");
     expect((await turn(id, "python", "kept = 'yes'")).error).toBeNull();

@@ -54,6 +54,7 @@ import {
 import { parseCommand } from "./internal/commands.js";
 import { viaEgressProxy } from "./internal/egress-client.js";
 import { Jail, missingForJail, STAGE_DIR } from "./internal/jail.js";
+import { PythonSnapshots } from "./internal/python-snapshots.js";
 import { ShellState } from "./internal/snapshots.js";
 import {
   WorkerProcess,
@@ -84,6 +85,11 @@ export interface WasmBackendOptions {
   turnIdleMs?: number;
   /** ...and once they are this old, whatever the traffic, ms (default 60 minutes). */
   turnLifetimeMs?: number;
+  /**
+   * Whether Python workers start from a Pyodide memory snapshot (default true); false: every
+   * Python worker runs Pyodide's full start-up.
+   */
+  pythonSnapshot?: boolean;
 }
 
 /**
@@ -193,6 +199,8 @@ export class WasmBackend implements SandboxBackend {
   private readonly cgroups: CgroupHost | string;
   private readonly cgroupParent: string;
   private jail: Jail | null = null;
+  /** Null when Python workers start without a memory snapshot. */
+  private readonly pythonSnapshots: PythonSnapshots | null;
   private swept = false;
   private readonly workers = new Map<string, LiveWorker>();
   private readonly pools: Record<WasmLanguage, PooledWorker[]> = { python: [], node: [] };
@@ -214,6 +222,10 @@ export class WasmBackend implements SandboxBackend {
     this.cgroups = detectCgroups();
     this.cgroupParent = "shells-wasm";
     this.missing = missingForJail() ?? (typeof this.cgroups === "string" ? this.cgroups : null);
+    this.pythonSnapshots =
+      options.pythonSnapshot === false
+        ? null
+        : new PythonSnapshots(join(this.stateDir, "pyodide-snapshots"));
   }
 
   async availability(): Promise<RuntimeAvailability[]> {
@@ -1016,6 +1028,9 @@ export class WasmBackend implements SandboxBackend {
         await mkdir(STAGE_DIR, { recursive: true, mode: 0o755 });
         this.jail = new Jail();
       }
+      // Python starts from Pyodide's memory snapshot (made once, by the first Python worker's start).
+      const pythonSnapshot =
+        language === "python" ? ((await this.pythonSnapshots?.ensure()) ?? null) : null;
       process = new WorkerProcess(
         this.jail.command({
           language,
@@ -1024,6 +1039,7 @@ export class WasmBackend implements SandboxBackend {
           gid: uid,
           cgroupProcs: cgroup.procsFiles,
           seccompProgram,
+          pythonSnapshot,
         }),
         { PATH: "/usr/bin:/bin" },
       );

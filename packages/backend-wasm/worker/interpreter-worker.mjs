@@ -14,7 +14,8 @@
  * on a shared flag until the main thread hands the backend's `http-response` over a message port.
  * The backend carries the request to the shell's egress proxy; the jail itself has no network.
  *
- * Usage: node interpreter-worker.mjs <python|node> <node_modules dir holding pyodide>
+ * Usage: node interpreter-worker.mjs <python|node> <node_modules dir holding pyodide> [snapshot]
+ * (`snapshot`: a Pyodide memory snapshot made by make-python-snapshot.mjs to start Python from).
  */
 import fs from "node:fs";
 import { posix } from "node:path";
@@ -28,6 +29,8 @@ import {
   workerData,
 } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
+import { interruptBuffer } from "./interrupt-buffer.mjs";
+import { pythonLoadOptions } from "./python-load.mjs";
 
 /** Throwaway execs a worker runs before it reports ready. */
 const WARM_UP_EXECS = 20;
@@ -92,13 +95,13 @@ function sizeOf(path) {
 
 /** The protocol side: forwards requests to the engine thread and its events to stdout. */
 function runMain() {
-  const [language, assets] = process.argv.slice(2);
+  const [language, assets, snapshot] = process.argv.slice(2);
   const flag = new Int32Array(new SharedArrayBuffer(4));
   const disk = new BigInt64Array(new SharedArrayBuffer(24));
   const http = new Int32Array(new SharedArrayBuffer(4));
   const { port1: answers, port2: answerPort } = new MessageChannel();
   const engine = new Worker(fileURLToPath(import.meta.url), {
-    workerData: { language, assets, flag, disk, http, answerPort },
+    workerData: { language, assets, snapshot, flag, disk, http, answerPort },
     transferList: [answerPort],
   });
   /** @param {unknown} event */
@@ -444,7 +447,7 @@ function fileRequest(request, disk) {
 
 /** The engine side: loads the interpreter once, then runs each exec it is sent. */
 async function runEngine() {
-  const { language, assets, flag, disk, http, answerPort } = workerData;
+  const { language, assets, snapshot, flag, disk, http, answerPort } = workerData;
   const port = /** @type {import("node:worker_threads").MessagePort} */ (parentPort);
   const httpCall = httpCaller(port, answerPort, http, flag);
   /** @param {"stdout" | "stderr"} stream @param {Uint8Array} bytes */
@@ -458,7 +461,7 @@ async function runEngine() {
   const output = (stream, bytes) => void (quiet || emit(stream, bytes));
   const engine =
     language === "python"
-      ? await loadPython(assets, flag, disk, output, httpCall)
+      ? await loadPython(assets, snapshot, flag, disk, output, httpCall)
       : await loadJs(flag, disk, output, httpCall);
   // A few throwaway execs before `ready` compile the engine's hot paths (wasm tiers up lazily),
   // so a shell's first exec runs as fast as its later ones.
@@ -474,7 +477,11 @@ async function runEngine() {
       stdin: null,
     });
   quiet = false;
-  port.postMessage({ type: "ready", loadMs: Date.now() - started });
+  port.postMessage({
+    type: "ready",
+    loadMs: Date.now() - started,
+    fromSnapshot: startedFromSnapshot,
+  });
   port.on("message", (request) => {
     if (request.type === "turn") {
       /** @type {TurnAnswer} */
@@ -545,23 +552,53 @@ function httpCaller(port, answerPort, signal, flag) {
   };
 }
 
+/** Whether this worker's Pyodide started from the backend's memory snapshot (reported at `ready`). */
+let startedFromSnapshot = false;
+
+/**
+ * The snapshot's bytes, or undefined when it cannot be read.
+ * @param {string} file
+ */
+function readSnapshot(file) {
+  try {
+    return fs.readFileSync(file);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Pyodide with the shell's `/workspace` mounted through NODEFS. Each exec runs in fresh globals
  * (like a new `python3` process), with its argv, env, cwd and stdin.
  * @param {string} assets
+ * @param {string | undefined} snapshot
  * @param {Int32Array} flag
  * @param {BigInt64Array} disk
  * @param {(stream: "stdout" | "stderr", bytes: Uint8Array) => void} emit
  * @param {(request: HttpRequest) => HttpAnswer} httpCall
  */
-async function loadPython(assets, flag, disk, emit, httpCall) {
+async function loadPython(assets, snapshot, flag, disk, emit, httpCall) {
   const { loadPyodide } = await import("pyodide");
-  const pyodide = await loadPyodide({
-    indexURL: `${assets}/pyodide/`,
-    env: { HOME: "/workspace", PATH: "/usr/bin" },
-    stdout: undefined,
-  });
-  pyodide.setInterruptBuffer(flag);
+  const options = pythonLoadOptions(`${assets}/pyodide`);
+  // From the memory snapshot when the backend gave one (it was made with these same options);
+  // a snapshot that cannot be read or loaded costs only the full start-up.
+  let image = snapshot ? readSnapshot(snapshot) : undefined;
+  let pyodide;
+  if (image)
+    try {
+      pyodide = await loadPyodide({ ...options, _loadSnapshot: image });
+      startedFromSnapshot = true;
+      // Pyodide keeps its load options for its life: the image (~30 MB) would stay with them.
+      // Dropped, and collected now (the jail starts node with --expose-gc).
+      delete pyodide._api.config._loadSnapshot;
+      image = undefined;
+      globalThis.gc?.();
+    } catch {
+      pyodide = undefined;
+    }
+  pyodide ??= await loadPyodide(options);
+  // Through a view whose clear cannot overwrite an interrupt stored meanwhile (see interrupt-buffer).
+  pyodide.setInterruptBuffer(/** @type {any} */ (interruptBuffer(flag)));
   pyodide.setStdout({ write: (/** @type {Uint8Array} */ b) => (emit("stdout", b), b.length) });
   pyodide.setStderr({ write: (/** @type {Uint8Array} */ b) => (emit("stderr", b), b.length) });
   pyodide.FS.mkdirTree("/workspace");

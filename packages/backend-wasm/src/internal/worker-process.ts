@@ -41,7 +41,7 @@ export type WorkerOutcome =
 
 /** Events the worker writes, one JSON object per line. */
 type WorkerEvent =
-  | { type: "ready"; loadMs: number }
+  | { type: "ready"; loadMs: number; fromSnapshot?: boolean }
   | { type: "output"; stream: "stdout" | "stderr"; data: string }
   | { type: "done"; id: number; exitCode: number; answer?: TurnAnswer; diskFull?: boolean }
   | { type: "fatal"; message: string }
@@ -72,6 +72,8 @@ export class WorkerProcess {
   readonly ready: Promise<number>;
   /** Settles when the process has exited. */
   readonly exited: Promise<void>;
+  /** Whether the interpreter started from the backend's memory snapshot (known once ready). */
+  fromSnapshot = false;
   private readonly child: ChildProcess;
   private alive = true;
   private nextId = 1;
@@ -169,8 +171,10 @@ export class WorkerProcess {
         void carry(event.request)
           .catch((error: unknown) => ({ ok: false as const, error: String(error) }))
           .then((answer) => this.send({ type: "http-response", id: event.id, answer }));
-      } else if (event.type === "ready") markReady(event.loadMs);
-      else if (event.type === "fatal") this.stderrTail += event.message;
+      } else if (event.type === "ready") {
+        this.fromSnapshot = event.fromSnapshot === true;
+        markReady(event.loadMs);
+      } else if (event.type === "fatal") this.stderrTail += event.message;
       else if (event.type === "interrupting" && this.current?.id === event.id)
         this.#interruptReached = true;
       else if (event.type === "output")
