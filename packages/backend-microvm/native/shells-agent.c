@@ -829,6 +829,29 @@ static void release_group(int index) {
   memset(g, 0, sizeof *g);
 }
 
+/* Whether no process is left in a group (its cgroup.events says "populated 0"). */
+static int group_empty(const struct group *g) {
+  char file[96], events[128];
+  snprintf(file, sizeof file, "%s/cgroup.events", g->path);
+  return read_path(file, events, sizeof events) > 0 && strstr(events, "populated 0") != NULL;
+}
+
+/*
+ * After an exec's EXIT went out: a group its exec left empty becomes the next exec's group, so an
+ * exec costs no cgroup mkdir or rmdir at all. An empty group holds nothing of its last exec, so
+ * what a later exec does in it (its pids, a kill) is still that exec's alone. A group with
+ * processes left goes once they are gone (release_group).
+ */
+static void reuse_or_release_group(int index) {
+  struct group *g = &groups[index];
+  if (spare_group < 0 && g->used && !g->exec && group_empty(g)) {
+    g->spare = 1;
+    spare_group = index;
+    return;
+  }
+  release_group(index);
+}
+
 /* OOM kills in the shell so far (its memory.events; 0 without cgroups). */
 static uint64_t shell_oom_kills(void) {
   char text[512];
@@ -1200,8 +1223,7 @@ static void finish_if_done(struct exec *e) {
   send_exit(e->id, code, e->kill_reason, e->truncated, e);
   int group = e->group;
   memset(e, 0, sizeof *e);
-  /* The group goes (and the next one is made) once the host has its answer. */
-  if (group >= 0) release_group(group);
+  if (group >= 0) reuse_or_release_group(group);
   make_spare_group();
 }
 
