@@ -1238,6 +1238,11 @@ static void reap(void) {
         e->status = status;
         e->reaped_us = now_us();
         e->exited_at_ms = e->reaped_us / 1000;
+        /* A command that failed may have failed on a fork the shell's full process limit refused:
+         * judge who filled it now, while the processes are all still there. The kernel's notice of
+         * the refusal (pids.events) comes later, through a kernel worker and rate-limited, often
+         * after the kill below has emptied the group and with it the evidence. */
+        if (status != 0) check_pids();
         /* The command is done: whatever it left running in its session goes with it. */
         kill(-pid, SIGKILL);
       }

@@ -23,8 +23,8 @@ const CMDLINE =
  * 34–59 ms in the guest with randomization and 9–20 ms without (fork + exec from a shell loop, host
  * load average 5). Inside the guest, randomization only hardens the shell's own programs (all the
  * tenant's, run as the guest's root) against exploits of their own bugs; no wall between shells or
- * around the host rests on it (those are the VM and QEMU's jail). Under KVM it costs nothing and stays on. A
- * shell may turn it back on (`/proc/sys/kernel/randomize_va_space`).
+ * around the host rests on it (those are the VM and QEMU's jail). Under KVM it costs nothing and
+ * stays on. A shell may turn it back on (`/proc/sys/kernel/randomize_va_space`).
  */
 const TCG_CMDLINE = "norandmaps";
 
