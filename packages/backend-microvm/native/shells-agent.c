@@ -1240,8 +1240,9 @@ static void reap(void) {
         e->exited_at_ms = e->reaped_us / 1000;
         /* A command that failed may have failed on a fork the shell's full process limit refused:
          * judge who filled it now, while the processes are all still there. The kernel's notice of
-         * the refusal (pids.events) comes later, through a kernel worker and rate-limited, often
-         * after the kill below has emptied the group and with it the evidence. */
+         * the refusal (pids.events) is rate-limited per file (one in ~12 ms, later ones wait for
+         * a timer), so under a fork bomb it often comes after the kill below has emptied the
+         * group and with it the evidence. */
         if (status != 0) check_pids();
         /* The command is done: whatever it left running in its session goes with it. */
         kill(-pid, SIGKILL);
