@@ -9,7 +9,7 @@
 // Without SHELLS_IMAGES_DIR / SHELLS_MICROVM_CACHE_DIR the bash image and its template are made in
 // a fresh data dir first (minutes; timed separately, never inside a measurement).
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 import ShellsClient from "@l1fe/shells";
@@ -35,8 +35,12 @@ function pssKb(pid) {
   return Number(/^Pss:\s+(\d+) kB/m.exec(rollup)?.[1] ?? 0);
 }
 
+const load = () =>
+  `load average ${loadavg()
+    .map((v) => v.toFixed(2))
+    .join(" ")}`;
 log(
-  `# Shells microvm benchmark — ${new Date().toISOString()} — ${process.arch}, node ${process.version}`,
+  `# Shells microvm benchmark — ${new Date().toISOString()} — ${process.arch}, node ${process.version} — ${load()}`,
 );
 
 const dataDir = mkdtempSync(join(tmpdir(), "shells-microvm-bench-"));
@@ -156,8 +160,9 @@ try {
   );
   line("API exec round trip (`true`):", rtt);
 
-  // --- where a create's time goes: the backend alone, each step timed (`onStep`) ----------------
+  // --- where a create's and an exec's time go: the backend alone (`onStep`, `onExecTiming`) -----
   const steps = new Map();
+  const execTimings = [];
   const stepsDir = mkdtempSync(join(tmpdir(), "shells-microvm-bench-steps-"));
   const direct = new MicrovmBackend({
     stateDir: stepsDir,
@@ -166,23 +171,64 @@ try {
       ensureImage(config.imagesDir ?? imagesDirOf(join(dataDir, "container")), language),
     grownDiskMb: [1024],
     onStep: (_, step, elapsed) => steps.set(step, [...(steps.get(step) ?? []), elapsed]),
+    onExecTiming: (_, timing) => execTimings.push(timing),
+  });
+  const shellSpec = (shellId) => ({
+    shellId,
+    language: "bash",
+    runtime: "microvm",
+    network: "sealed",
+    resources: { cpu: 1, memoryMb: MEMORY_MB, pids: 256, diskMb: 1024 },
+    env: {},
   });
   for (let i = 0; i < ITERATIONS; i += 1) {
     const shellId = `bench-steps-${i}`;
-    await direct.create({
-      shellId,
-      language: "bash",
-      runtime: "microvm",
-      network: "sealed",
-      resources: { cpu: 1, memoryMb: MEMORY_MB, pids: 256, diskMb: 1024 },
-      env: {},
-    });
+    await direct.create(shellSpec(shellId));
     await direct.destroy(shellId);
   }
+  // The same execs as the API round trip above, through the backend alone, the guest agent's
+  // timing beside the host's: what the control plane adds, and what the guest spends.
+  await direct.create(shellSpec("bench-exec"));
+  const execRequest = {
+    command: ["true"],
+    env: {},
+    cwd: "/",
+    timeoutMs: 10_000,
+    maxOutputBytes: 1 << 20,
+  };
+  for (let i = 0; i < 3; i += 1) await direct.exec("bench-exec", execRequest);
+  execTimings.length = 0;
+  const backendRtt = summary(
+    await timeRuns(ITERATIONS * 2, () => direct.exec("bench-exec", execRequest)),
+  );
+  await direct.destroy("bench-exec");
   await direct.close();
   rmSync(stepsDir, { recursive: true, force: true });
   log("backend create, per step (p50):");
   for (const [step, values] of steps) log(`  ${step.padEnd(14)} ${ms(summary(values).p50)}`);
+  line("backend exec round trip (`true`):", backendRtt);
+  // Means, not medians: the guest's clock ticks in jiffies (4 ms: TCG gives it no usable TSC), so
+  // one exec's parts are whole ticks and only their mean over many execs says where time goes.
+  const mean = (values) => values.reduce((a, b) => a + b, 0) / values.length;
+  const part = (label, values) => log(`  ${label.padEnd(40)} mean ${ms(mean(values))}`);
+  const inGuest = (t) => (t.startUs + t.runUs + t.finishUs) / 1000;
+  log("backend exec, where the round trip goes:");
+  part(
+    "guest: EXEC taken → process started",
+    execTimings.map((t) => t.startUs / 1000),
+  );
+  part(
+    "guest: started → reaped",
+    execTimings.map((t) => t.runUs / 1000),
+  );
+  part(
+    "guest: reaped → EXIT sent",
+    execTimings.map((t) => t.finishUs / 1000),
+  );
+  part(
+    "host write → EXIT read, less the above",
+    execTimings.map((t) => t.exitMs - inGuest(t)),
+  );
 
   // --- idle microvms ------------------------------------------------------------------------------
   for (let i = 0; i < IDLE_MICROVMS; i += 1)
@@ -202,6 +248,7 @@ try {
   log(
     `idle microvms that fit in ${TOTAL_GIB} GiB:             ~${Math.floor((TOTAL_GIB * 1024) / perVmMb)}`,
   );
+  log(`# done — ${load()}`);
 } finally {
   for (const id of created) await shells.delete(id).catch(() => undefined);
   await server.close();

@@ -17,7 +17,10 @@
  *   STDOUT  guest->host  bytes
  *   STDERR  guest->host  bytes
  *   EXIT    guest->host  i32 exit_code (128 + signal when a signal ended it), u32 kill_reason,
- *                        u32 truncated (1 when output past the limit was cut)
+ *                        u32 truncated (1 when output past the limit was cut), then the agent's
+ *                        own timing in microseconds (all 0 for a command that never started):
+ *                        u32 start_us (EXEC taken to the process started), u32 run_us (started to
+ *                        reaped), u32 finish_us (reaped to this EXIT sent); AGENT_EXIT_BYTES in all
  *   KILL    host->guest  empty: kill the exec's process group (the host says why)
  *   SPAWN   host->guest  u32 cols, u32 rows (both 0: pipes, no pty), then as EXEC from argc on
  *                        (argc, argv, envc, env, cwd). A spawned process is an exec without a wall
@@ -105,6 +108,7 @@
 #define AGENT_KILL_DISK 5
 
 #define AGENT_LIMITS_BYTES 36
+#define AGENT_EXIT_BYTES 24
 
 #define AGENT_EGRESS_NONE 0
 #define AGENT_EGRESS_BINDINGS 1

@@ -79,6 +79,7 @@ struct exec {
   int in_close_pending;
   uint64_t max_output, output;
   int64_t deadline_ms, exited_at_ms;
+  int64_t began_us, started_us, reaped_us; /* EXEC taken, process started, reaped (EXIT's timing) */
   uint32_t kill_reason;
   int truncated;
   int group; /* index into groups, or -1 */
@@ -121,11 +122,13 @@ static void die(const char *message) {
   _exit(1);
 }
 
-static int64_t now_ms(void) {
+static int64_t now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+static int64_t now_ms(void) { return now_us() / 1000; }
 
 static void buffer_append(struct buffer *b, const void *data, size_t len) {
   if (b->len + len > b->cap) {
@@ -826,6 +829,29 @@ static void release_group(int index) {
   memset(g, 0, sizeof *g);
 }
 
+/* Whether no process is left in a group (its cgroup.events says "populated 0"). */
+static int group_empty(const struct group *g) {
+  char file[96], events[128];
+  snprintf(file, sizeof file, "%s/cgroup.events", g->path);
+  return read_path(file, events, sizeof events) > 0 && strstr(events, "populated 0") != NULL;
+}
+
+/*
+ * After an exec's EXIT went out: a group its exec left empty becomes the next exec's group, so an
+ * exec costs no cgroup mkdir or rmdir at all. An empty group holds nothing of its last exec, so
+ * what a later exec does in it (its pids, a kill) is still that exec's alone. A group with
+ * processes left goes once they are gone (release_group).
+ */
+static void reuse_or_release_group(int index) {
+  struct group *g = &groups[index];
+  if (spare_group < 0 && g->used && !g->exec && group_empty(g)) {
+    g->spare = 1;
+    spare_group = index;
+    return;
+  }
+  release_group(index);
+}
+
 /* OOM kills in the shell so far (its memory.events; 0 without cgroups). */
 static uint64_t shell_oom_kills(void) {
   char text[512];
@@ -944,11 +970,20 @@ static void kill_group(struct exec *e) {
   if (e->spawned && e->group >= 0) kill_cgroup(&groups[e->group]);
 }
 
-static void send_exit(uint16_t id, int32_t code, uint32_t reason, uint32_t truncated) {
-  uint8_t payload[12];
+/* `e` (NULL for an exec that never started) gives the EXIT its timing (agent-protocol.h). */
+static void send_exit(uint16_t id, int32_t code, uint32_t reason, uint32_t truncated,
+                      const struct exec *e) {
+  uint8_t payload[AGENT_EXIT_BYTES];
+  memset(payload, 0, sizeof payload);
   put_u32(payload, (uint32_t)code);
   put_u32(payload + 4, reason);
   put_u32(payload + 8, truncated);
+  if (e) {
+    int64_t now = now_us();
+    put_u32(payload + 12, (uint32_t)(e->started_us - e->began_us));
+    put_u32(payload + 16, (uint32_t)(e->reaped_us - e->started_us));
+    put_u32(payload + 20, (uint32_t)(now - e->reaped_us));
+  }
   send_frame(AGENT_FRAME_EXIT, id, payload, sizeof payload);
 }
 
@@ -968,7 +1003,7 @@ static char *take_string(const uint8_t **p, const uint8_t *end) {
 
 static void fail_exec(uint16_t id, const char *message) {
   send_frame(AGENT_FRAME_STDERR, id, message, strlen(message));
-  send_exit(id, 127, AGENT_KILL_NONE, 0);
+  send_exit(id, 127, AGENT_KILL_NONE, 0, NULL);
 }
 
 /* Opens a pty of the guest's devpts and sets its size; the master, and the peer in *peer. */
@@ -988,6 +1023,7 @@ static int open_pty(uint32_t cols, uint32_t rows, int *peer) {
 
 /* EXEC and SPAWN: the same command layout after a head of their own (see agent-protocol.h). */
 static void start_exec(uint16_t id, const uint8_t *p, uint32_t len, int spawned) {
+  int64_t began_us = now_us();
   const uint8_t *end = p + len;
   char **argv = NULL, **envp = NULL, *cwd = NULL;
   uint32_t argc = 0, envc = 0;
@@ -1094,6 +1130,8 @@ static void start_exec(uint16_t id, const uint8_t *p, uint32_t len, int spawned)
   e->used = 1;
   e->id = id;
   e->pid = pid;
+  e->began_us = began_us;
+  e->started_us = now_us();
   e->out_fd = out[0];
   e->err_fd = err[0];
   e->in_fd = in[1];
@@ -1182,11 +1220,10 @@ static void finish_if_done(struct exec *e) {
   if (e->err_fd >= 0) close(e->err_fd);
   if (e->in_fd >= 0) close(e->in_fd);
   free(e->in_pending.data);
-  send_exit(e->id, code, e->kill_reason, e->truncated);
-  /* The group goes (and the next one is made) once the host has its answer. */
+  send_exit(e->id, code, e->kill_reason, e->truncated, e);
   int group = e->group;
   memset(e, 0, sizeof *e);
-  if (group >= 0) release_group(group);
+  if (group >= 0) reuse_or_release_group(group);
   make_spare_group();
 }
 
@@ -1199,7 +1236,14 @@ static void reap(void) {
       if (e->used && e->pid == pid) {
         e->exited = 1;
         e->status = status;
-        e->exited_at_ms = now_ms();
+        e->reaped_us = now_us();
+        e->exited_at_ms = e->reaped_us / 1000;
+        /* A command that failed may have failed on a fork the shell's full process limit refused:
+         * judge who filled it now, while the processes are all still there. The kernel's notice of
+         * the refusal (pids.events) is rate-limited per file (one in ~12 ms, later ones wait for
+         * a timer), so under a fork bomb it often comes after the kill below has emptied the
+         * group and with it the evidence. */
+        if (status != 0) check_pids();
         /* The command is done: whatever it left running in its session goes with it. */
         kill(-pid, SIGKILL);
       }

@@ -57,12 +57,13 @@ const spec = (shellId: string, extra: Partial<SandboxSpec> = {}): SandboxSpec =>
 describe.skipIf(missingTools.length > 0)("microvm backend, from inside a real guest", () => {
   let backend: MicrovmBackend;
   let cleanup: () => Promise<void>;
+  let isolation: string | undefined;
   const id = `mvt-${process.pid.toString(36)}`;
 
   beforeAll(async () => {
     ({ backend, cleanup } = await makeTestBackend());
     // The template exists already (test global setup); this only restores it.
-    await backend.create(spec(id));
+    ({ isolation } = await backend.create(spec(id)));
   }, 120_000);
   afterAll(async () => {
     await backend?.close();
@@ -74,6 +75,41 @@ describe.skipIf(missingTools.length > 0)("microvm backend, from inside a real gu
     expect(result.exitCode).toBe(0);
     expect(result.stdout.trim()).toMatch(/cloud-amd64$/);
     expect(result.stdout.trim()).not.toBe(release());
+  });
+
+  it("turns address space randomization off in the guest under emulation only", async () => {
+    const result = await backend.exec(id, request(["cat", "/proc/sys/kernel/randomize_va_space"]));
+    expect(result.stdout.trim()).toBe(isolation === "microvm (emulated)" ? "0" : "2");
+  });
+
+  it("runs each exec in a cgroup holding nothing of an earlier exec's, even one that left a process", async () => {
+    // Its own cgroup and what that cgroup holds (sh, and the cat reading it).
+    const where = request([
+      "sh",
+      "-c",
+      "g=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup); echo $g; cat $g/pids.current",
+    ]);
+    const left = await backend.exec(
+      id,
+      request([
+        "sh",
+        "-c",
+        "setsid sleep 300 </dev/null >/dev/null 2>&1 & sleep 0.5; cut -d: -f3 /proc/self/cgroup",
+      ]),
+    );
+    const leftGroup = `/sys/fs/cgroup${left.stdout.trim()}`;
+    const groups: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const [group, pids] = (await backend.exec(id, where)).stdout.trim().split("\n");
+      expect(group).toMatch(/^\/sys\/fs\/cgroup\/shell\/x\d+$/);
+      expect(group).not.toBe(leftGroup);
+      expect(Number(pids)).toBeLessThanOrEqual(2);
+      groups.push(group!);
+    }
+    // The sleep is still counted where it was started, and nowhere else.
+    const sleeping = await backend.exec(id, request(["cat", `${leftGroup}/cgroup.procs`]));
+    expect(sleeping.stdout.trim().split("\n")).toHaveLength(1);
+    await backend.exec(id, request(["sh", "-c", `kill $(cat ${leftGroup}/cgroup.procs)`]));
   });
 
   it("streams stdout and stderr and reports exit codes", async () => {

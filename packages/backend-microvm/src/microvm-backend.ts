@@ -46,7 +46,7 @@ import {
   type SandboxSpec,
   type SandboxUsage,
 } from "@shells/sandbox";
-import { AgentClient } from "./internal/agent-client.js";
+import { AgentClient, type ExecTiming } from "./internal/agent-client.js";
 import { agentEgressOf, checkEgressSpec, relayOptionsOf } from "./internal/egress-relay.js";
 import type { GuestLimits } from "./internal/protocol.js";
 import { checkMicrovmHost, isolationOf } from "./internal/host-check.js";
@@ -93,6 +93,11 @@ export interface MicrovmBackendOptions {
    * (`bench/microvm-bench.mjs` prints them per step): where the time of a create goes.
    */
   onStep?: (shellId: string, step: string, elapsedMs: number) => void;
+  /**
+   * Called as each exec ends with where its round trip went, in the guest and on the host
+   * (`bench/microvm-bench.mjs` prints them).
+   */
+  onExecTiming?: (shellId: string, timing: ExecTiming) => void;
 }
 
 /** What a shell's directory records, so a restarted control plane finds its VM again. */
@@ -390,7 +395,12 @@ export class MicrovmBackend implements SandboxBackend {
   ): Promise<ExecResult> {
     const agent = await this.#agent(shellId);
     const spec = await this.#spec(shellId);
-    return agent.exec({ ...request, env: { ...execEnv(spec), ...request.env } }, options);
+    const onExecTiming = this.#options.onExecTiming;
+    return agent.exec(
+      { ...request, env: { ...execEnv(spec), ...request.env } },
+      options,
+      onExecTiming && ((timing) => onExecTiming(shellId, timing)),
+    );
   }
 
   async #spec(shellId: string): Promise<SandboxSpec> {

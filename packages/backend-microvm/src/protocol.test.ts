@@ -16,6 +16,7 @@ import {
   encodeLimits,
   HEADER_BYTES,
   LIMITS_BYTES,
+  EXIT_BYTES,
   MAX_EXECS,
   MAX_PAYLOAD,
   MAX_STREAMS,
@@ -42,6 +43,7 @@ describe("agent protocol", () => {
     expect(c.AGENT_MAX_PAYLOAD).toBe(MAX_PAYLOAD);
     expect(c.AGENT_MAX_EXECS).toBe(MAX_EXECS);
     expect(c.AGENT_LIMITS_BYTES).toBe(LIMITS_BYTES);
+    expect(c.AGENT_EXIT_BYTES).toBe(EXIT_BYTES);
     for (const [name, value] of Object.entries(FrameType))
       expect(c[`AGENT_FRAME_${name}`]).toBe(value);
     for (const [name, value] of Object.entries(AgentKill))
@@ -59,7 +61,11 @@ describe("agent protocol", () => {
   it("round-trips frames split at any byte", () => {
     const bytes = Buffer.concat([
       encodeFrame(FrameType.STDOUT, 3, Buffer.from("hello")),
-      encodeFrame(FrameType.EXIT, 3, Buffer.from([7, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0])),
+      encodeFrame(
+        FrameType.EXIT,
+        3,
+        Buffer.from([7, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 1, 0, 0, 3, 0, 0, 0]),
+      ),
     ]);
     const reader = new FrameReader();
     const frames = [...bytes].flatMap((byte) => reader.push(Buffer.from([byte])));
@@ -72,6 +78,7 @@ describe("agent protocol", () => {
       exitCode: 7,
       killReason: 1,
       truncated: false,
+      timing: { startUs: 10, runUs: 256, finishUs: 3 },
     });
   });
 

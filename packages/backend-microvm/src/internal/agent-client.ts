@@ -22,6 +22,7 @@ import {
   FrameType,
   MAX_EXECS,
   MAX_PAYLOAD,
+  type AgentExecTiming,
   type Frame,
   type AppliedLimits,
   type GuestLimits,
@@ -40,6 +41,15 @@ const KILL_REASONS: Partial<Record<number, KillReason>> = {
 interface PendingExec {
   onFrame: (frame: Frame) => void;
   onClosed: () => void;
+}
+
+/**
+ * Where one exec's round trip went: the agent's own timing, and the host's times since it wrote
+ * the EXEC (ms, `performance.now()`): the exec's first frame back (output or EXIT), and its EXIT.
+ */
+export interface ExecTiming extends AgentExecTiming {
+  firstFrameMs: number;
+  exitMs: number;
 }
 
 /** How long past an exec's own wall clock the host waits for the agent before giving up on it. */
@@ -171,11 +181,17 @@ export class AgentClient {
     }
   }
 
-  /** Runs one command in the guest. */
-  exec(request: SandboxExecRequest, options: SandboxExecOptions = {}): Promise<ExecResult> {
+  /** Runs one command in the guest; `onTiming` hears where its time went once it exited. */
+  exec(
+    request: SandboxExecRequest,
+    options: SandboxExecOptions = {},
+    onTiming?: (timing: ExecTiming) => void,
+  ): Promise<ExecResult> {
     if (this.#closed) return Promise.resolve(this.#cutOff(0, "", "", false));
     const id = this.#allocateId();
     const started = Date.now();
+    const sentAt = performance.now();
+    let firstFrameMs: number | undefined;
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     let outputChain: Promise<void> = Promise.resolve();
@@ -208,6 +224,7 @@ export class AgentClient {
 
       this.#execs.set(id, {
         onFrame: (frame) => {
+          firstFrameMs ??= performance.now() - sentAt;
           if (frame.type === FrameType.STDOUT || frame.type === FrameType.STDERR) {
             const stream = frame.type === FrameType.STDOUT ? "stdout" : "stderr";
             const chunk = Buffer.from(frame.payload);
@@ -218,6 +235,7 @@ export class AgentClient {
             }
           } else if (frame.type === FrameType.EXIT) {
             const exit = decodeExit(frame.payload);
+            onTiming?.({ ...exit.timing, firstFrameMs, exitMs: performance.now() - sentAt });
             const killReason = hostKill ?? KILL_REASONS[exit.killReason];
             finish({
               exitCode: exit.exitCode,

@@ -257,19 +257,39 @@ export function decodeLimits(payload: Buffer): AppliedLimits & { error: number }
   };
 }
 
+/** Bytes of an EXIT frame's payload. */
+export const EXIT_BYTES = 24;
+
+/** Where an exec's time went inside the guest, by the agent's clock (microseconds). */
+export interface AgentExecTiming {
+  /** EXEC taken to the process started (its cgroup joined, `execve` reached or under way). */
+  startUs: number;
+  /** Process started to the agent reaping it. */
+  runUs: number;
+  /** Reaped to the EXIT sent (the exec's last output read, its cgroup checked). */
+  finishUs: number;
+}
+
 /** A decoded EXIT frame. */
 export interface ExitPayload {
   exitCode: number;
   killReason: number;
   truncated: boolean;
+  timing: AgentExecTiming;
 }
 
-/** Decodes an EXIT frame's payload. */
+/** Decodes an EXIT frame's payload (an older agent's 12 bytes read with no timing: zeros). */
 export function decodeExit(payload: Buffer): ExitPayload {
+  const timed = payload.length >= EXIT_BYTES;
   return {
     exitCode: payload.readInt32LE(0),
     killReason: payload.readUInt32LE(4),
     truncated: payload.readUInt32LE(8) === 1,
+    timing: {
+      startUs: timed ? payload.readUInt32LE(12) : 0,
+      runUs: timed ? payload.readUInt32LE(16) : 0,
+      finishUs: timed ? payload.readUInt32LE(20) : 0,
+    },
   };
 }
 

@@ -17,11 +17,28 @@ const CMDLINE =
   "console=ttyS0 quiet panic=-1 no_timer_check tsc=reliable lpj=4000000 rdinit=/shells-agent";
 
 /**
- * The machine and command line, as a key: a saved state is only valid for the machine it was
+ * Added under emulation: no address space randomization in the guest. QEMU's TCG (7.2) keys the
+ * code it has translated by the guest's virtual address, so a shared library or PIE binary mapped
+ * at a fresh random address in every process is translated afresh by every exec: a `true` took
+ * 34–59 ms in the guest with randomization and 9–20 ms without (fork + exec from a shell loop, host
+ * load average 5). Inside the guest, randomization only hardens the shell's own programs (all the
+ * tenant's, run as the guest's root) against exploits of their own bugs; no wall between shells or
+ * around the host rests on it (those are the VM and QEMU's jail). Under KVM it costs nothing and
+ * stays on. A shell may turn it back on (`/proc/sys/kernel/randomize_va_space`).
+ */
+const TCG_CMDLINE = "norandmaps";
+
+/** The guest kernel's command line for an accelerator. */
+function cmdline(accel: "kvm" | "tcg"): string {
+  return accel === "tcg" ? `${CMDLINE} ${TCG_CMDLINE}` : CMDLINE;
+}
+
+/**
+ * The machine and command lines, as a key: a saved state is only valid for the machine it was
  * saved on, so templates are keyed by it.
  */
 export const MACHINE_KEY = createHash("sha256")
-  .update(`${MACHINE}\0${CMDLINE}`)
+  .update(`${MACHINE}\0${CMDLINE}\0${TCG_CMDLINE}`)
   .digest("hex")
   .slice(0, 8);
 
@@ -88,7 +105,7 @@ export function qemuArgs(config: VmConfig, incomingFd?: number): string[] {
     "-initrd",
     config.initrd,
     "-append",
-    CMDLINE,
+    cmdline(config.accel),
     "-chardev",
     config.consoleLog ? `file,id=con,path=${config.consoleLog}` : "null,id=con",
     "-serial",
