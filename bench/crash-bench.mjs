@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { checkContainerHost, ensureImage } from "@shells/backend-container";
 import { CRASH_OPERATIONS, runCrashCycles } from "../test/e2e/crash-cycles.mjs";
-import { ms, percentile, summary } from "./stats.mjs";
+import { ms, percentile, summary } from "./lib.mjs";
 
 const CYCLES = Number(process.env.BENCH_CRASH_CYCLES ?? 60);
 const SEED = process.env.BENCH_CRASH_SEED ? Number(process.env.BENCH_CRASH_SEED) : undefined;
