@@ -51,7 +51,12 @@ import { agentEgressOf, checkEgressSpec, relayOptionsOf } from "./internal/egres
 import type { GuestLimits } from "./internal/protocol.js";
 import { checkMicrovmHost, isolationOf } from "./internal/host-check.js";
 import { runChecked, type BuildProgress } from "./internal/host.js";
-import { ensureTemplate, type ImageSource, type Template } from "./internal/template.js";
+import {
+  createLayer,
+  ensureTemplate,
+  type ImageSource,
+  type Template,
+} from "./internal/template.js";
 import {
   isAlive,
   killAndWait,
@@ -189,18 +194,7 @@ async function emptyLayer(backing: string, bytes: number): Promise<string> {
   const path = `${dirname(backing)}/empty-${bytes}.qcow2`;
   if (existsSync(path)) return path;
   const temporary = `${path}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`;
-  await runChecked("qemu-img", [
-    "create",
-    "-q",
-    "-f",
-    "qcow2",
-    "-b",
-    backing,
-    "-F",
-    "qcow2",
-    temporary,
-    String(bytes),
-  ]);
+  await createLayer(temporary, backing, { bytes });
   await rename(temporary, path);
   return path;
 }

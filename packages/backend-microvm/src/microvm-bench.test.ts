@@ -10,7 +10,6 @@ import {
   ShellCgroup,
 } from "@shells/backend-container";
 import type { SandboxSpec } from "@shells/sandbox";
-import { runChecked } from "./internal/host.js";
 import {
   makeTestBackend,
   missingTools,
@@ -19,7 +18,7 @@ import {
   testImages,
   TEST_MICROVM_DIR,
 } from "./internal/test-support.js";
-import { ensureTemplate } from "./internal/template.js";
+import { createLayer, ensureTemplate } from "./internal/template.js";
 import { killAndWait, startVm, TCG_CACHE_MB, type VmConfig } from "./internal/vm.js";
 
 /**
@@ -62,17 +61,7 @@ describe.skipIf(!enabled)("microvm measurements", () => {
         const dir = `${work}/vm-${i}`;
         await mkdir(`${dir}/run`, { recursive: true });
         const disk = `${dir}/disk.qcow2`;
-        await runChecked("qemu-img", [
-          "create",
-          "-q",
-          "-f",
-          "qcow2",
-          "-b",
-          template.disk,
-          "-F",
-          "qcow2",
-          disk,
-        ]);
+        await createLayer(disk, template.disk);
         const config: VmConfig = {
           accel: template.accel,
           vmlinuz: template.vmlinuz,

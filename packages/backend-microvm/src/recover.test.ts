@@ -1,4 +1,3 @@
-import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SandboxSpec } from "@shells/sandbox";
@@ -11,6 +10,7 @@ import {
   TEST_MICROVM_DIR,
   testImages,
 } from "./internal/test-support.js";
+import { createLayer } from "./internal/template.js";
 import { qmp } from "./internal/vm.js";
 import { MicrovmBackend } from "./microvm-backend.js";
 
@@ -91,17 +91,7 @@ describe.skipIf(missingTools.length > 0)("recovering microvms after a crash", ()
       }),
     );
     renameSync(`${dir()}/disk.qcow2`, `${dir()}/disk.previous.qcow2`);
-    execFileSync("qemu-img", [
-      "create",
-      "-q",
-      "-f",
-      "qcow2",
-      "-b",
-      template.disk,
-      "-F",
-      "qcow2",
-      `${dir()}/disk.qcow2`,
-    ]);
+    await createLayer(`${dir()}/disk.qcow2`, template.disk);
     writeFileSync(`${dir()}/workspace.tar`, "the spooled workspace");
     await backend.close();
 

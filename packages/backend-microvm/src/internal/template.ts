@@ -14,6 +14,31 @@ import {
 } from "./host.js";
 import { MACHINE_KEY, qmp, startVm, killAndWait, type VmConfig } from "./vm.js";
 
+/**
+ * A new qcow2 layer at `path` whose reads fall through to `backing` (of `backingFormat`): empty,
+ * the size of the backing disk or `bytes`.
+ */
+export async function createLayer(
+  path: string,
+  backing: string,
+  options: { backingFormat?: "qcow2" | "raw"; bytes?: number } = {},
+): Promise<void> {
+  const format = options.backingFormat ?? "qcow2";
+  const size = options.bytes === undefined ? [] : [String(options.bytes)];
+  await runChecked("qemu-img", [
+    "create",
+    "-q",
+    "-f",
+    "qcow2",
+    "-b",
+    backing,
+    "-F",
+    format,
+    path,
+    ...size,
+  ]);
+}
+
 /** A saved VM state to restore shells from, with the disk chain it was saved on. */
 export interface Template {
   dir: string;
@@ -141,17 +166,7 @@ async function build(
   let pid = 0;
   let booting = false;
   try {
-    await runChecked("qemu-img", [
-      "create",
-      "-q",
-      "-f",
-      "qcow2",
-      "-b",
-      base,
-      "-F",
-      "raw",
-      `${work}/disk.qcow2`,
-    ]);
+    await createLayer(`${work}/disk.qcow2`, base, { backingFormat: "raw" });
     const config: VmConfig = {
       accel,
       vmlinuz: kernel.vmlinuz,
@@ -233,18 +248,7 @@ async function ensureGrownState(
   const sockets = await mkdtemp(`${tmpdir()}/shells-grow-`);
   let pid = 0;
   try {
-    await runChecked("qemu-img", [
-      "create",
-      "-q",
-      "-f",
-      "qcow2",
-      "-b",
-      template.disk,
-      "-F",
-      "qcow2",
-      grown.disk,
-      String(bytes),
-    ]);
+    await createLayer(grown.disk, template.disk, { bytes });
     const qmpSocket = `${sockets}/qmp.sock`;
     const vm = await startVm(
       {
