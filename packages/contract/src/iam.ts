@@ -309,7 +309,17 @@ export const OrgPolicyUpdate = z.strictObject({
  * What an approval holds back: a gated action on a shell, or `run`: the start of a run of a
  * template marked `reviewBeforeRun` (its `shellId` is then the run's id).
  */
-export const ApprovalAction = z.enum([...GatedAction.options, "run"]);
+/**
+ * What an approval holds back: a gated action, a `run` that waits for review, a `shell_create`
+ * granted bindings by a template that asks review of them (the shell is made once granted), or a
+ * `binding_attach` to a running shell of such a template.
+ */
+export const ApprovalAction = z.enum([
+  ...GatedAction.options,
+  "run",
+  "shell_create",
+  "binding_attach",
+]);
 export type ApprovalAction = z.infer<typeof ApprovalAction>;
 
 /**
@@ -356,7 +366,10 @@ export type ApprovalState = z.infer<typeof ApprovalState>;
 
 export const Approval = z.strictObject({
   id: z.string(),
-  /** What it holds back: the shell, the run (`run`), or the project (`project_egress_change`). */
+  /**
+   * What it holds back: the shell, the run (`run`), or the project (`project_egress_change`). For
+   * a `shell_create`: the id the shell will have once granted.
+   */
   shellId: z.string(),
   action: ApprovalAction,
   /** For a `run`: what it runs and why it waits (set on approvals made since templates). */

@@ -244,6 +244,7 @@ export {
   ShellEgress,
   ShellEgressDeny,
   ShellEgressChange,
+  ShellBindingAttach,
   ShellFork,
   ShellForkResult,
   EgressCidr,
