@@ -178,7 +178,7 @@ export const shellRoutes = {
     path: "/api/v1/shells/:id/bindings",
     summary: "Grant a service binding to a running shell.",
     description:
-      "Takes effect at the shell's next call through its egress proxy, without a restart: the binding answers at `http://127.0.0.1:3128/bindings/<name>/` inside the shell (new shells also get it as `SHELLS_BINDING_<NAME>_URL`). The shell must have an egress proxy (network `internet`, or a binding granted at launch): otherwise 409 `invalid_state`. A shell made from a template that locks `bindings` takes only the template's bindings (422 `template_locked`). When the shell's template is marked `reviewBindings`, the answer is 202 with a pending `binding_attach` approval whose context carries the binding and the diff of the shell's grants; the binding is attached once a listed approver grants it. Recorded as `shell.binding_attach`. A binding already granted leaves the shell as it is.",
+      "Takes effect at the shell's next call through its egress proxy, without a restart: the binding answers at `http://127.0.0.1:3128/bindings/<name>/` inside the shell (new shells also get it as `SHELLS_BINDING_<NAME>_URL`). The shell must have an egress proxy (network `internet`, or a binding granted at launch): otherwise 409 `invalid_state`. A shell made from a template that locks `bindings` takes only the template's bindings (422 `template_locked`). When the shell's template is marked `reviewBindings`, the answer is 202 with a pending `binding_attach` approval whose context carries the binding and the diff of the shell's grants; the binding is attached once a listed approver grants it. Recorded as `shell.action.binding_attach`. A binding already granted leaves the shell as it is.",
     tag: "shells",
     params: z.strictObject({ id: shellId }),
     body: ShellBindingAttach,
@@ -186,20 +186,20 @@ export const shellRoutes = {
     successStatus: 200,
     scope: "shells:instances:control",
     idempotent: true,
-    example: { params: { id: "{shell}" }, body: { binding: "payments" } },
+    example: { params: { id: "{boundShell}" }, body: { binding: "{binding}" } },
   },
   detachShellBinding: {
     method: "DELETE",
     path: "/api/v1/shells/:id/bindings/:name",
     summary: "Take a service binding from a running shell.",
     description:
-      "From the shell's next call on, the binding answers 403 `not_granted` inside it. Never gated (it narrows). Recorded as `shell.binding_detach`. A binding the shell does not hold answers 404 `binding_not_found`.",
+      "From the shell's next call on, the binding answers 403 `not_granted` inside it. Never gated (it narrows). Recorded as `shell.action.binding_detach`. A binding the shell does not hold answers 404 `binding_not_found`.",
     tag: "shells",
     params: z.strictObject({ id: shellId, name: z.string().min(1).max(64) }),
     response: Shell,
     successStatus: 200,
     scope: "shells:instances:control",
-    example: { params: { id: "{shell}", name: "payments" } },
+    example: { params: { id: "{boundShell}", name: "{binding}" } },
   },
   listSnapshots: {
     method: "GET",
