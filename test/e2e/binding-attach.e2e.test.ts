@@ -7,14 +7,23 @@
  * and the step happens only once granted (denied or withdrawn: nothing). The binding's secret is
  * found in no answer, no activity event and nowhere inside the shell.
  */
-import type { Approval, PendingApproval, Shell } from "@l1fe/shells";
+import {
+  ApprovalNotGrantedError,
+  ShellsClient,
+  type Approval,
+  type PendingApproval,
+  type Shell,
+} from "@l1fe/shells";
 import { openSqliteStore } from "@shells/server";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostReport } from "../../packages/backend-container/src/internal/test-support.js";
 import { addKey } from "../../apps/server/src/test-support/test-app.js";
 import { startEgressFixture, type EgressFixture } from "./egress-fixture.js";
+import { runCli } from "./cli-runner.js";
 import { call } from "./harness.js";
 
 const SECRET = `sk_live_${randomBytes(18).toString("hex")}`;
@@ -321,4 +330,52 @@ describe.runIf(hostReport.available)("service bindings attached to running shell
     expect(plain.status, JSON.stringify(plain.body)).toBe(201);
     made.push(plain.body.id);
   }, 120_000);
+  it("the SDK waits for the decision on a create, and the CLI attaches, detaches and shows what waits", async () => {
+    const sdk = new ShellsClient({ baseUrl: api.url, token: api.token });
+    let seen: PendingApproval | undefined;
+    const creating = sdk.create(
+      { template: "reviewed-echo", name: "sdk-reviewed" },
+      { onPendingApproval: (pending) => (seen = pending), approvalIntervalMs: 100 },
+    );
+    await expect.poll(() => seen?.approval.id).toBeDefined();
+    expect((await decide(seen!.approval.id, "grant", "fine")).body.state).toBe("granted");
+    const created = await creating;
+    made.push(created.id);
+    expect(created).toMatchObject({ id: seen!.approval.shellId, bindings: ["echo"] });
+
+    let refusedPending: PendingApproval | undefined;
+    const refused = sdk
+      .create(
+        { template: "reviewed-echo" },
+        { onPendingApproval: (pending) => (refusedPending = pending), approvalIntervalMs: 100 },
+      )
+      .catch((error: unknown) => error);
+    await expect.poll(() => refusedPending?.approval.id).toBeDefined();
+    await decide(refusedPending!.approval.id, "deny", "no");
+    const error = await refused;
+    expect(error).toBeInstanceOf(ApprovalNotGrantedError);
+    expect((error as ApprovalNotGrantedError).approval.state).toBe("denied");
+
+    const work = mkdtempSync(join(tmpdir(), "shells-binding-cli-"));
+    const cli = (args: string[]) =>
+      runCli(args, { SHELLS_URL: api.url, SHELLS_API_TOKEN: api.token }, work);
+    try {
+      const live = await shell({ egress: { mode: "allowlist", allow: ["allowed.test"] } });
+      const attached = await cli(["bindings", "attach", live.id, "echo"]);
+      expect(attached.exitCode, attached.stderr).toBe(0);
+      expect(attached.stdout).toContain("attached binding echo");
+      expect(await callEcho(live.id)).toBe("200 authorized");
+      const detached = await cli(["bindings", "detach", live.id, "echo"]);
+      expect(detached.exitCode, detached.stderr).toBe(0);
+      expect(await callEcho(live.id)).toMatch(/^403 /);
+
+      const parked = await cli(["create", "--template", "reviewed-echo", "--no-wait"]);
+      expect(parked.exitCode, parked.stderr).toBe(0);
+      expect(parked.stdout).toMatch(/pending approval: .*waits for an approver/);
+      expect(parked.stdout).toMatch(/because\s+template reviewed-echo@1 requires review of binding grants/);
+      expect(parked.stdout).toMatch(/widens\s+bindings \+ echo/);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  }, 180_000);
 });

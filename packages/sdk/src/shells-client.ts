@@ -346,21 +346,24 @@ export class ShellsClient {
   ): Promise<void> {
     const deadline = Date.now() + wait.timeoutMs;
     let approval = pending.approval;
-    while (approval.state === "pending" && Date.now() < deadline) {
+    // A grant is recorded before its step runs: the outcome follows once the step is done.
+    const undecided = () =>
+      approval.state === "pending" || (approval.state === "granted" && approval.outcome === null);
+    while (undecided() && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, wait.intervalMs));
       wait.signal?.throwIfAborted();
       approval = await this.approvals.get(approval.id, wait.signal ? { signal: wait.signal } : {});
     }
     if (approval.state === "granted" && approval.outcome === "success") return;
     const why =
-      approval.state === "pending"
-        ? `nobody decided within ${wait.timeoutMs} ms`
+      undecided()
+        ? `not settled within ${wait.timeoutMs} ms`
         : approval.state === "granted"
           ? `granted, but the step failed: ${approval.outcome ?? "no outcome yet"}`
           : `${approval.state}${approval.reason ? `: ${approval.reason}` : ""}`;
     throw new ApprovalNotGrantedError(
       {
-        code: approval.state === "pending" ? "timeout" : "approval_not_granted",
+        code: undecided() ? "timeout" : "approval_not_granted",
         message: `approval ${approval.id} (${approval.action}) was ${why}`,
         status: 0,
       },
