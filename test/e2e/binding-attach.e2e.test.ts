@@ -67,12 +67,9 @@ describe.runIf(hostReport.available)("service bindings attached to running shell
     return res.body.stdout.trim();
   };
   const attach = (shellId: string, binding: string) =>
-    call<Shell | PendingApproval | ErrorAnswer>(
-      api,
-      "POST",
-      `/api/v1/shells/${shellId}/bindings`,
-      { binding },
-    );
+    call<Shell | PendingApproval | ErrorAnswer>(api, "POST", `/api/v1/shells/${shellId}/bindings`, {
+      binding,
+    });
   const decide = (approvalId: string, decision: "grant" | "deny", reason: string) =>
     call<Approval>(approver, "POST", `/api/v1/approvals/${approvalId}/${decision}`, { reason });
 
@@ -195,9 +192,9 @@ describe.runIf(hostReport.available)("service bindings attached to running shell
       "template_locked",
     ]);
     // Its own binding, taken away and given back, is within the template's contract.
-    expect(
-      (await call(api, "DELETE", `/api/v1/shells/${locked.id}/bindings/echo`)).status,
-    ).toBe(200);
+    expect((await call(api, "DELETE", `/api/v1/shells/${locked.id}/bindings/echo`)).status).toBe(
+      200,
+    );
     expect((await attach(locked.id, "echo")).status).toBe(200);
     expect(await callEcho(locked.id)).toBe("200 authorized");
   }, 180_000);
@@ -222,7 +219,12 @@ describe.runIf(hostReport.available)("service bindings attached to running shell
         template: "reviewed-echo@1",
         policy: "template reviewed-echo@1 requires review of binding grants",
         bindings: ["echo"],
-        diff: { subject: "shell bindings", before: [], after: ["echo"], widens: ["bindings + echo"] },
+        diff: {
+          subject: "shell bindings",
+          before: [],
+          after: ["echo"],
+          widens: ["bindings + echo"],
+        },
       },
     });
     expect(JSON.stringify(asked.body)).not.toContain(SECRET);
@@ -266,9 +268,7 @@ describe.runIf(hostReport.available)("service bindings attached to running shell
     ]);
 
     // Detaching never waits; attaching it back does, and works once granted.
-    expect((await call(api, "DELETE", `/api/v1/shells/${shellId}/bindings/echo`)).status).toBe(
-      200,
-    );
+    expect((await call(api, "DELETE", `/api/v1/shells/${shellId}/bindings/echo`)).status).toBe(200);
     expect(await callEcho(shellId)).toMatch(/^403 /);
     const again = await attach(shellId, "echo");
     expect(again.status).toBe(202);
@@ -298,9 +298,9 @@ describe.runIf(hostReport.available)("service bindings attached to running shell
     expect(denyAsked.status, JSON.stringify(denyAsked.body)).toBe(202);
     const denied = await decide(denyAsked.body.approval.id, "deny", "not now");
     expect(denied.body.state).toBe("denied");
-    expect((await call(api, "GET", `/api/v1/shells/${denyAsked.body.approval.shellId}`)).status).toBe(
-      404,
-    );
+    expect(
+      (await call(api, "GET", `/api/v1/shells/${denyAsked.body.approval.shellId}`)).status,
+    ).toBe(404);
 
     const withdrawAsked = await call<PendingApproval>(api, "POST", "/api/v1/shells", {
       template: "reviewed-echo",
@@ -372,7 +372,9 @@ describe.runIf(hostReport.available)("service bindings attached to running shell
       const parked = await cli(["create", "--template", "reviewed-echo", "--no-wait"]);
       expect(parked.exitCode, parked.stderr).toBe(0);
       expect(parked.stdout).toMatch(/pending approval: .*waits for an approver/);
-      expect(parked.stdout).toMatch(/because\s+template reviewed-echo@1 requires review of binding grants/);
+      expect(parked.stdout).toMatch(
+        /because\s+template reviewed-echo@1 requires review of binding grants/,
+      );
       expect(parked.stdout).toMatch(/widens\s+bindings \+ echo/);
     } finally {
       rmSync(work, { recursive: true, force: true });

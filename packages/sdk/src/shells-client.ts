@@ -355,12 +355,11 @@ export class ShellsClient {
       approval = await this.approvals.get(approval.id, wait.signal ? { signal: wait.signal } : {});
     }
     if (approval.state === "granted" && approval.outcome === "success") return;
-    const why =
-      undecided()
-        ? `not settled within ${wait.timeoutMs} ms`
-        : approval.state === "granted"
-          ? `granted, but the step failed: ${approval.outcome ?? "no outcome yet"}`
-          : `${approval.state}${approval.reason ? `: ${approval.reason}` : ""}`;
+    const why = undecided()
+      ? `not settled within ${wait.timeoutMs} ms`
+      : approval.state === "granted"
+        ? `granted, but the step failed: ${approval.outcome ?? "no outcome yet"}`
+        : `${approval.state}${approval.reason ? `: ${approval.reason}` : ""}`;
     throw new ApprovalNotGrantedError(
       {
         code: undecided() ? "timeout" : "approval_not_granted",

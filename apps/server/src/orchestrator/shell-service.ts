@@ -300,7 +300,10 @@ export class ShellService {
         approval.action === "shell_create" ||
         approval.action === "binding_attach"
       )
-        throw new AppError("internal", `A ${approval.action} approval is not a gated shell action.`);
+        throw new AppError(
+          "internal",
+          `A ${approval.action} approval is not a gated shell action.`,
+        );
       if (approval.action === "delete")
         await this.delete(requester, approval.shell_id, undefined, clearance);
       else if (approval.action === "egress_change")
@@ -319,18 +322,21 @@ export class ShellService {
           clearance,
         );
     });
-    deps.gate.performWith(["shell_create", "binding_attach"], async (requester, approval, clearance) => {
-      if (approval.action === "shell_create") {
-        const { shellId, request } = JSON.parse(approval.request) as {
-          shellId: string;
-          request: RouteBody<"createShell">;
-        };
-        await this.create(requester, request, undefined, { reviewed: true, shellId });
-      } else {
-        const { binding } = JSON.parse(approval.request) as ShellBindingAttach;
-        await this.attachBinding(requester, approval.shell_id, { binding }, clearance);
-      }
-    });
+    deps.gate.performWith(
+      ["shell_create", "binding_attach"],
+      async (requester, approval, clearance) => {
+        if (approval.action === "shell_create") {
+          const { shellId, request } = JSON.parse(approval.request) as {
+            shellId: string;
+            request: RouteBody<"createShell">;
+          };
+          await this.create(requester, request, undefined, { reviewed: true, shellId });
+        } else {
+          const { binding } = JSON.parse(approval.request) as ShellBindingAttach;
+          await this.attachBinding(requester, approval.shell_id, { binding }, clearance);
+        }
+      },
+    );
     this.#bindings = {
       db: deps.db,
       activity: deps.activity,
