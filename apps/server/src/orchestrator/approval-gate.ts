@@ -368,8 +368,11 @@ export class ApprovalGate {
     const clearance: GateClearance = { approvalId: row.id, approvedBy: caller.actor.id };
     const perform = this.#performers.get(row.action);
     let outcome = "success";
-    if (!requester || !requester.scopes.includes("shells:instances:control")) {
-      outcome = "forbidden: the requester no longer holds shells:instances:control";
+    // The scope the request itself needed: a create needs create, every other step control.
+    const scope: Scope =
+      row.action === "shell_create" ? "shells:instances:create" : "shells:instances:control";
+    if (!requester || !requester.scopes.includes(scope)) {
+      outcome = `forbidden: the requester no longer holds ${scope}`;
     } else if (
       requester.actor.type === "agent" &&
       !requester.entitlements.includes(AGENT_ENTITLEMENT)
@@ -396,7 +399,10 @@ export class ApprovalGate {
   async #requester(row: Selectable<ApprovalTable>): Promise<Caller | null> {
     const holder = { orgId: row.org_id, type: row.requested_by_type, id: row.requested_by_id };
     if (row.requested_key_id === null)
-      return resolveCaller(this.db, holder, { keyId: null, scopes: ["shells:instances:control"] });
+      return resolveCaller(this.db, holder, {
+        keyId: null,
+        scopes: ["shells:instances:create", "shells:instances:control"],
+      });
     const key = await this.db
       .selectFrom("api_keys")
       .select(["scopes", "revoked_at", "expires_at"])
