@@ -166,6 +166,48 @@ describe.runIf(hostReport.available)("service bindings attached to running shell
     expect(search.body.stdout.trim()).toBe("searched");
   }, 180_000);
 
+  it("the org's binding_attach gate asks for the shell's name, or for an approver with the diff", async () => {
+    const live = await shell({ egress: { mode: "allowlist", allow: ["allowed.test"] } });
+    const path = `/api/v1/shells/${live.id}/bindings`;
+    try {
+      await call(api, "PATCH", "/api/v1/org/policy", {
+        approvalGates: { binding_attach: "confirm" },
+      });
+      const unconfirmed = await call<ErrorAnswer>(api, "POST", path, { binding: "echo" });
+      expect([unconfirmed.status, unconfirmed.body.error.code]).toEqual([
+        428,
+        "confirmation_required",
+      ]);
+      const confirmed = await call<Shell>(api, "POST", path, {
+        binding: "echo",
+        confirm: live.name,
+      });
+      expect([confirmed.status, confirmed.body.bindings]).toEqual([200, ["echo"]]);
+      await call(api, "DELETE", `${path}/echo`);
+
+      await call(api, "PATCH", "/api/v1/org/policy", {
+        approvalGates: { binding_attach: "approvers" },
+      });
+      const asked = await call<PendingApproval>(api, "POST", path, { binding: "echo" });
+      expect(asked.status, JSON.stringify(asked.body)).toBe(202);
+      expect(asked.body.approval).toMatchObject({
+        action: "binding_attach",
+        shellId: live.id,
+        context: {
+          policy: "org policy: approvalGates.binding_attach is approvers",
+          bindings: ["echo"],
+          diff: { before: [], after: ["echo"], widens: ["bindings + echo"] },
+        },
+      });
+      expect(await callEcho(live.id)).toMatch(/^403 /);
+      const granted = await decide(asked.body.approval.id, "grant", "echo is in scope");
+      expect(granted.body).toMatchObject({ state: "granted", outcome: "success" });
+      expect(await callEcho(live.id)).toBe("200 authorized");
+    } finally {
+      await call(api, "PATCH", "/api/v1/org/policy", { approvalGates: { binding_attach: "none" } });
+    }
+  }, 180_000);
+
   it("refuses an unknown binding, a shell without a proxy, and a binding its template's lock leaves out", async () => {
     const sealed = await shell({});
     const noProxy = await attach(sealed.id, "echo");

@@ -66,6 +66,8 @@ export type ShellEgressChange = z.infer<typeof ShellEgressChange>;
 export const ShellBindingAttach = z.strictObject({
   /** The binding's name (one of the org's bindings). */
   binding: z.string().min(1).max(64),
+  /** Typed confirmation (the shell's name or id) when the org gates attaching by `confirm`. */
+  confirm: z.string().max(256).optional(),
 });
 export type ShellBindingAttach = z.infer<typeof ShellBindingAttach>;
 

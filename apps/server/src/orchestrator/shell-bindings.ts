@@ -1,4 +1,9 @@
-import type { ApprovalContext, PendingApproval, TemplateDefinition } from "@shells/contract";
+import type {
+  ApprovalContext,
+  PendingApproval,
+  ShellBindingAttach,
+  TemplateDefinition,
+} from "@shells/contract";
 import type { Kysely } from "kysely";
 import type { BindingGrant } from "../egress/binding-proxy.js";
 import type { EgressService } from "../egress/egress-service.js";
@@ -48,7 +53,8 @@ export function bindingReviewContext(
 
 /**
  * Grants a service binding to a live shell, or parks the grant for a listed approver when the
- * shell's template asks review of binding grants. The shell's proxy reads its grants at every
+ * shell's template asks review of binding grants; otherwise it passes the org's `binding_attach`
+ * gate (none, typed confirmation, or approvers). The shell's proxy reads its grants at every
  * binding call, so the grant holds from the next call on, without a restart. A template that
  * locks `bindings` is the shell's policy contract: only its own bindings may be attached.
  * Call under the shell's lifecycle lock.
@@ -57,7 +63,7 @@ export async function attachBinding(
   ctx: ShellBindingsContext,
   caller: Caller,
   row: ShellRow,
-  name: string,
+  { binding: name, confirm }: ShellBindingAttach,
   clearance?: GateClearance,
 ): Promise<"attached" | "unchanged" | PendingApproval> {
   if (!ctx.bindings || !ctx.egress)
@@ -93,24 +99,46 @@ export async function attachBinding(
     );
   }
   const before = held.map((g) => g.name);
-  if (definition?.reviewBindings && row.template && !clearance)
+  const summary = `attach service binding ${name} to shell ${row.name}`;
+  let cleared = clearance;
+  if (!cleared && definition?.reviewBindings && row.template)
+    // The template's review waits for an approver whatever the org's gate says.
     return ctx.gate.park(
       caller,
       row,
       "binding_attach",
       { binding: name },
-      bindingReviewContext(
-        `attach service binding ${name} to shell ${row.name}`,
-        { ref: row.template },
-        before,
-        [...before, name],
-      ),
+      bindingReviewContext(summary, { ref: row.template }, before, [...before, name]),
     );
+  if (!cleared) {
+    const decision = await ctx.gate
+      .check(
+        caller,
+        row,
+        "binding_attach",
+        confirm,
+        { binding: name },
+        {
+          summary,
+          bindings: [name],
+          diff: bindingGrantsDiff(before, [...before, name]),
+        },
+      )
+      .catch(async (error: unknown) => {
+        await recordShellAction(ctx.activity, caller, row.id, "binding_attach", "denied", {
+          binding: name,
+          reason: error instanceof Error ? error.message : String(error),
+        });
+        throw error;
+      });
+    if ("pending" in decision) return decision.pending;
+    cleared = decision.clearance;
+  }
   await setGrants(ctx, row, [...held, grant]);
   await recordShellAction(ctx.activity, caller, row.id, "binding_attach", "success", {
     binding: name,
     diff: bindingGrantsDiff(before, [...before, name]),
-    ...clearance,
+    ...cleared,
   });
   return "attached";
 }

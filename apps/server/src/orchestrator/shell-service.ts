@@ -297,8 +297,7 @@ export class ShellService {
       if (
         approval.action === "run" ||
         approval.action === "project_egress_change" ||
-        approval.action === "shell_create" ||
-        approval.action === "binding_attach"
+        approval.action === "shell_create"
       )
         throw new AppError(
           "internal",
@@ -306,7 +305,10 @@ export class ShellService {
         );
       if (approval.action === "delete")
         await this.delete(requester, approval.shell_id, undefined, clearance);
-      else if (approval.action === "egress_change")
+      else if (approval.action === "binding_attach") {
+        const { binding } = JSON.parse(approval.request) as ShellBindingAttach;
+        await this.attachBinding(requester, approval.shell_id, { binding }, clearance);
+      } else if (approval.action === "egress_change")
         await this.changeEgress(
           requester,
           approval.shell_id,
@@ -322,21 +324,13 @@ export class ShellService {
           clearance,
         );
     });
-    deps.gate.performWith(
-      ["shell_create", "binding_attach"],
-      async (requester, approval, clearance) => {
-        if (approval.action === "shell_create") {
-          const { shellId, request } = JSON.parse(approval.request) as {
-            shellId: string;
-            request: RouteBody<"createShell">;
-          };
-          await this.create(requester, request, undefined, { reviewed: true, shellId });
-        } else {
-          const { binding } = JSON.parse(approval.request) as ShellBindingAttach;
-          await this.attachBinding(requester, approval.shell_id, { binding }, clearance);
-        }
-      },
-    );
+    deps.gate.performWith(["shell_create"], async (requester, approval) => {
+      const { shellId, request } = JSON.parse(approval.request) as {
+        shellId: string;
+        request: RouteBody<"createShell">;
+      };
+      await this.create(requester, request, undefined, { reviewed: true, shellId });
+    });
     this.#bindings = {
       db: deps.db,
       activity: deps.activity,
@@ -363,7 +357,7 @@ export class ShellService {
         this.#bindings,
         caller,
         await this.#find(caller.orgId, found.id),
-        body.binding,
+        body,
         clearance,
       ),
     );
@@ -1383,7 +1377,7 @@ export class ShellService {
   #recordAction(
     caller: Caller,
     shellId: string,
-    capability: Capability | "delete" | "egress_change",
+    capability: Capability | "delete" | "egress_change" | "binding_attach",
     outcome: "success" | "failure" | "denied",
     details: Record<string, unknown>,
   ) {
