@@ -132,11 +132,15 @@ describe("approvals with context for widening", () => {
       });
       expect(template.status, JSON.stringify(template.body)).toBe(201);
 
-      // A shell cannot wait for an approver: it is refused, naming why.
-      const shell = await call<ErrorAnswer>(server, "POST", "/api/v1/shells", {
+      // A shell waits for an approver too, with the same context.
+      const shell = await call<PendingApproval>(server, "POST", "/api/v1/shells", {
         template: "with-payments",
       });
-      expect([shell.status, shell.body.error.code]).toEqual([422, "review_required"]);
+      expect(shell.status, JSON.stringify(shell.body)).toBe(202);
+      expect(shell.body.approval).toMatchObject({
+        action: "shell_create",
+        context: { bindings: ["payments"], template: "with-payments@1" },
+      });
 
       const asked = await call<PendingApproval>(server, "POST", "/api/v1/runs", {
         template: "with-payments",

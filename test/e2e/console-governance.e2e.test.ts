@@ -60,6 +60,14 @@ describe("the console's governance pages", () => {
       allow: ["example.com", "*.example.org", "10.0.0.0/8"],
     });
 
+    // A binding the sheet can attach (removed again at the end: the bindings page starts empty).
+    await owner.bindings.create({
+      name: "sheet_echo",
+      upstream: "https://api.example.com",
+      inject: "Authorization: Bearer {secret}",
+      secret: `sheet-secret-${randomUUID()}`,
+    });
+
     // Narrowing from the sheet applies at once.
     await row.click();
     const sheet = page.getByRole("dialog", { name: "Shell details" });
@@ -82,6 +90,19 @@ describe("the console's governance pages", () => {
     await shot("shell-egress-pending");
     expect((await owner.get("egress-e2e")).egress?.allow).toEqual(["example.com", "*.example.org"]);
     await owner.policy.update({ approvalGates: { egress_change: "none" } });
+
+    // A binding attached from the sheet, then detached.
+    const bindings = sheet.getByRole("region", { name: "Service bindings" });
+    await bindings.getByLabel("Binding to attach").selectOption("sheet_echo");
+    await bindings.getByRole("button", { name: "Attach" }).click();
+    const detach = bindings.getByRole("button", { name: "Detach sheet_echo" });
+    await detach.waitFor();
+    expect((await owner.get("egress-e2e")).bindings).toEqual(["sheet_echo"]);
+    await shot("shell-bindings");
+    await detach.click();
+    await bindings.getByText("None.").waitFor();
+    expect((await owner.get("egress-e2e")).bindings ?? []).toEqual([]);
+    await owner.bindings.remove("sheet_echo");
     await sheet.getByRole("button", { name: "Close details" }).click();
   }, 150_000);
 

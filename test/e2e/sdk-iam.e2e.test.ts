@@ -7,6 +7,7 @@ import ShellsClient, {
   isPendingApproval,
   type Role,
   type Scope,
+  type Shell,
 } from "@l1fe/shells";
 import { openSqliteStore } from "@shells/server";
 import { join } from "node:path";
@@ -175,13 +176,14 @@ describe("agents and the agent gate through the SDK", () => {
 
     const created = await bot.invoke("shells_create", { language: "bash" });
     expect(created).toMatchObject({ tool: "shells_create", result: { status: "running" } });
+    const createdShell = created.result as Shell;
     const ran = await bot.invoke("shells_exec", {
-      shell: created.result.id,
+      shell: createdShell.id,
       command: ["echo", "from the gate"],
     });
     expect(ran.result).toMatchObject({ exitCode: 0, stdout: "from the gate\n" });
     const listed = await bot.invoke("shells_list", {});
-    expect(listed.result.items.map((s) => s.id)).toContain(created.result.id);
+    expect(listed.result.items.map((s) => s.id)).toContain(createdShell.id);
 
     await owner.entitlements.revoke(grant.id);
     await expect(bot.invoke("shells_list", {})).rejects.toMatchObject({

@@ -88,6 +88,7 @@ const policy: OrgPolicy = {
     restore: "none",
     restart: "none",
     egress_change: "none",
+    binding_attach: "none",
     project_egress_change: "none",
   },
   approvers: [],

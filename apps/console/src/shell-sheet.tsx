@@ -15,6 +15,7 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { CredentialsDialog } from "./credentials-dialog.js";
 import { TypedConfirmDialog } from "./form-dialog.js";
 import { canControl, canCreate, type Session } from "./session.js";
+import { ShellBindingsSection } from "./shell-bindings.js";
 import { ShellEgressSection } from "./shell-egress.js";
 import { ForkDialog, ForkOutcome } from "./shell-fork.js";
 import { ShellPortsSection } from "./shell-ports.js";
@@ -317,6 +318,20 @@ export function ShellSheet({
               }}
             />
           )}
+
+          {shell &&
+            shell.status !== "deleted" &&
+            (shell.network === "internet" || (shell.bindings?.length ?? 0) > 0) && (
+              <ShellBindingsSection
+                session={session}
+                shell={shell}
+                control={control}
+                onChanged={() => {
+                  shellPoll.refresh();
+                  events.refresh();
+                }}
+              />
+            )}
 
           {shell && shell.network !== "sealed" && shell.status !== "deleted" && (
             <ShellPortsSection session={session} shell={shell} control={control} />

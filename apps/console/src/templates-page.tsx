@@ -6,6 +6,7 @@ import {
   type TemplateImage,
   type TemplateVersion,
 } from "@shells/contract";
+import { isPendingApproval, type PendingApproval } from "@l1fe/shells";
 import { useState, type ReactNode } from "react";
 import { Field, FormDialog, parseForm } from "./form-dialog.js";
 import { canControl, canCreate, isAdmin, type Session } from "./session.js";
@@ -503,6 +504,7 @@ function CreateFromTemplateDialog({
   onCreated: (shellId: string) => void;
 }) {
   const [name, setName] = useState("");
+  const [pending, setPending] = useState<PendingApproval | null>(null);
   const ref = `${version.template}@${version.version}`;
   const submit = async () => {
     const body: ShellCreate = parseForm(ShellCreate, {
@@ -510,8 +512,10 @@ function CreateFromTemplateDialog({
       ...(project ? { project } : {}),
       ...(name.trim() ? { name: name.trim() } : {}),
     });
-    const shell = await session.client.create(body);
-    onCreated(shell.id);
+    // A version that asks review of binding grants parks the create for an approver.
+    const answer = await session.client.createOrPark(body);
+    if (isPendingApproval(answer)) setPending(answer);
+    else onCreated(answer.id);
   };
   return (
     <FormDialog
@@ -534,6 +538,16 @@ function CreateFromTemplateDialog({
           className={`${fieldClass} w-full font-mono`}
         />
       </Field>
+      {pending && (
+        <p
+          role="status"
+          className="rounded-lg border border-amber-300 bg-amber-50 px-4 py-3 text-sm text-amber-900 dark:border-amber-700/60 dark:bg-amber-950/40 dark:text-amber-200"
+        >
+          Waiting for approval {pending.approval.id}: {pending.message} The shell{" "}
+          <span className="font-mono">{pending.approval.shellId}</span> is created once an approver
+          grants it.
+        </p>
+      )}
     </FormDialog>
   );
 }

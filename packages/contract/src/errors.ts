@@ -115,7 +115,7 @@ export const ErrorCode = {
   templateLocked: "template_locked",
   /** A template marked `reviewBeforeRun`, but the org lists no approvers to review its runs. */
   reviewUnavailable: "review_unavailable",
-  /** The template asks review of binding grants, which a shell cannot wait for: use a run. */
+  /** The template asks review of binding grants, which this request cannot wait for. */
   reviewRequired: "review_required",
   /** The capability is not legal in the shell's current lifecycle state. */
   invalidState: "invalid_state",

@@ -153,6 +153,7 @@ export const GatedAction = z.enum([
   "restore",
   "restart",
   "egress_change",
+  "binding_attach",
   "project_egress_change",
 ]);
 export type GatedAction = z.infer<typeof GatedAction>;
@@ -248,6 +249,7 @@ export const OrgPolicy = z.strictObject({
     restore: GateMode,
     restart: GateMode,
     egress_change: GateMode,
+    binding_attach: GateMode,
     project_egress_change: GateMode,
   }),
   /** User ids who may decide approvals. */
@@ -287,6 +289,7 @@ export const OrgPolicyUpdate = z.strictObject({
       restore: GateMode.optional(),
       restart: GateMode.optional(),
       egress_change: GateMode.optional(),
+      binding_attach: GateMode.optional(),
       project_egress_change: GateMode.optional(),
     })
     .optional(),
@@ -309,7 +312,13 @@ export const OrgPolicyUpdate = z.strictObject({
  * What an approval holds back: a gated action on a shell, or `run`: the start of a run of a
  * template marked `reviewBeforeRun` (its `shellId` is then the run's id).
  */
-export const ApprovalAction = z.enum([...GatedAction.options, "run"]);
+/**
+ * What an approval holds back: a gated action (`binding_attach` also waits whatever the org's gate
+ * says when the shell's template asks review of binding grants), a `run` that waits for review, or
+ * a `shell_create` granted bindings by a template that asks review of them (the shell is made once
+ * granted).
+ */
+export const ApprovalAction = z.enum([...GatedAction.options, "run", "shell_create"]);
 export type ApprovalAction = z.infer<typeof ApprovalAction>;
 
 /**
@@ -356,7 +365,10 @@ export type ApprovalState = z.infer<typeof ApprovalState>;
 
 export const Approval = z.strictObject({
   id: z.string(),
-  /** What it holds back: the shell, the run (`run`), or the project (`project_egress_change`). */
+  /**
+   * What it holds back: the shell, the run (`run`), or the project (`project_egress_change`). For
+   * a `shell_create`: the id the shell will have once granted.
+   */
   shellId: z.string(),
   action: ApprovalAction,
   /** For a `run`: what it runs and why it waits (set on approvals made since templates). */

@@ -245,6 +245,7 @@ export {
   ShellEgress,
   ShellEgressDeny,
   ShellEgressChange,
+  ShellBindingAttach,
   ShellFork,
   ShellForkResult,
   EgressCidr,

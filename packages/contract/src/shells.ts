@@ -62,6 +62,15 @@ export const ShellEgressChange = z.strictObject({
 });
 export type ShellEgressChange = z.infer<typeof ShellEgressChange>;
 
+/** Body of `POST /api/v1/shells/:id/bindings`: the service binding to grant a running shell. */
+export const ShellBindingAttach = z.strictObject({
+  /** The binding's name (one of the org's bindings). */
+  binding: z.string().min(1).max(64),
+  /** Typed confirmation (the shell's name or id) when the org gates attaching by `confirm`. */
+  confirm: z.string().max(256).optional(),
+});
+export type ShellBindingAttach = z.infer<typeof ShellBindingAttach>;
+
 /**
  * Lifecycle states of a shell. `paused`: its processes are held where they are (frozen, not
  * ended) and use no CPU; execs are refused until `resume`, and it is not metered as running.

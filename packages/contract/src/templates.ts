@@ -105,9 +105,9 @@ export const TemplateDefinition = z.strictObject({
   /** Every run of this template waits for a listed approver of the org before it starts. */
   reviewBeforeRun: z.boolean().optional(),
   /**
-   * Granting service bindings is a sensitive step: a run of this version that is granted any
-   * (its own or the template's) waits for a listed approver, with the bindings in the approval's
-   * context; a shell made from it with bindings is refused (`review_required`: use a run).
+   * Granting service bindings is a sensitive step: a run or a shell of this version that is
+   * granted any (its own or the template's) waits for a listed approver, with the bindings in the
+   * approval's context, and so does attaching a binding to a running shell made from it.
    */
   reviewBindings: z.boolean().optional(),
   /** Fields a create or run from this version may not loosen. */

@@ -89,6 +89,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       "- network: sealed (no network at all; the default), localhost (loopback only), internet (egress only through the org's egress proxy).",
       "Cost: a running shell is metered per second (wasm < container < microvm) until it is stopped or deleted; set `ttlSeconds` to have it stopped automatically. Not destructive.",
       "Result: the Shell, with `id` to pass as `shell` to shells_exec and shells_action, and `status` (running when ready). A first shell of a language may come back `provisioning` while its image builds (about a minute; `statusReason` shows the step): call shells_list with status provisioning to see when it runs. Clients that send a progressToken get progress notifications and the running shell instead.",
+      'A template marked reviewBindings makes a create with bindings answer { status: "pending_approval", approval }: the shell is made only when a human approver grants it; do not retry.',
       "Refusals: below_isolation_floor (the org requires a stronger runtime), runtime_unavailable (this host cannot run the class), name_taken.",
     ].join("\n"),
     annotations: {
@@ -118,10 +119,18 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       bindings: BINDINGS_FIELD,
       git: "A git repo whose files the shell starts with: { repo (https URL), ref (branch, tag or commit), subpath?, binding? }. The server clones one commit shallow outside the sandbox and copies its files (no .git) into /workspace; $SHELLS_GIT_COMMIT names the commit. A private repo's token comes from the service binding named in `binding` and never enters the sandbox. Errors: git_ref_not_found, git_repo_unreachable, git_repo_too_large, git_repo_not_allowed, git_path_not_found, git_binding_mismatch.",
     },
-    render: (shell) => ({
-      structuredContent: { ...shell },
-      text: `Shell created: ${describeShell(shell)}.\nPass shell "${shell.id}" to shells_exec and shells_action.`,
-    }),
+    render: (shell) => {
+      if (isPendingApproval(shell)) {
+        return {
+          structuredContent: { ...shell },
+          text: `Pending review, not created yet: ${shell.message}\nA listed approver must grant approval ${shell.approval.id}; the shell ${shell.approval.shellId} is made then. Do not retry the call. Tell the user it is waiting.`,
+        };
+      }
+      return {
+        structuredContent: { ...shell },
+        text: `Shell created: ${describeShell(shell)}.\nPass shell "${shell.id}" to shells_exec and shells_action.`,
+      };
+    },
   },
   shells_exec: {
     title: "Run a command in a shell",

@@ -1,4 +1,4 @@
-import type { ErrorCode, Shell } from "@shells/contract";
+import type { Approval, ErrorCode, Shell } from "@shells/contract";
 
 /**
  * Codes the SDK itself reports, for failures that never produced an API error body:
@@ -17,7 +17,8 @@ export type ClientErrorCode =
   | "unexpected_response"
   | "invalid_configuration"
   | "invalid_signature"
-  | "provisioning_failed";
+  | "provisioning_failed"
+  | "approval_not_granted";
 
 /** Every code a {@link ShellsError} can carry: the API's stable codes plus the SDK's own. */
 export type ShellsErrorCode = ErrorCode | ClientErrorCode;
@@ -121,6 +122,20 @@ export class ProvisioningError extends ShellsError {
   constructor(
     fields: ShellsErrorFields,
     readonly shell: Shell,
+  ) {
+    super(fields);
+  }
+}
+
+/**
+ * A request that waited for an approver did not go through: its approval was denied, withdrawn
+ * or expired, or granted but the step failed (`approval.outcome` says why), or nobody decided
+ * within the wait (`timeout`). `approval` is the approval as last seen.
+ */
+export class ApprovalNotGrantedError extends ShellsError {
+  constructor(
+    fields: ShellsErrorFields,
+    readonly approval: Approval,
   ) {
     super(fields);
   }

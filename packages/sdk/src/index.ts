@@ -23,6 +23,7 @@ export {
   type InterpreterRequest,
   type ListShellsQuery,
   type RequestOptions,
+  type CreateOptions,
   type WaitUntilRunningOptions,
   type ShellsClientOptions,
 } from "./shells-client.js";
@@ -78,6 +79,7 @@ export type {
 export { isPendingApproval, type ActionOutcome, type GatedCapability } from "./pending-approval.js";
 export { PaginatedList, type PageFetcher } from "./paginated-list.js";
 export {
+  ApprovalNotGrantedError,
   AuthenticationError,
   ConfigurationError,
   ConfirmationRequiredError,

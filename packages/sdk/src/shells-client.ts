@@ -32,6 +32,7 @@ import type {
 import {
   ConfigurationError,
   ConnectionError,
+  ApprovalNotGrantedError,
   ProvisioningError,
   ServerError,
   errorFromStreamEvent,
@@ -53,7 +54,7 @@ import { idempotencyKeyOf, segment, type ApiCall } from "./internal/api-call.js"
 import type { SchemaInput } from "./internal/schema-types.js";
 import { Transport } from "./internal/transport.js";
 import { PaginatedList } from "./paginated-list.js";
-import type { ActionOutcome } from "./pending-approval.js";
+import { isPendingApproval, type ActionOutcome } from "./pending-approval.js";
 import { RunsApi, type RunHandle } from "./runs-api.js";
 import { WebhooksApi } from "./webhooks-api.js";
 import { CapsApi, UsageApi } from "./usage-api.js";
@@ -98,6 +99,19 @@ export interface IdempotentRequestOptions extends RequestOptions {
    * acting twice (a second shell, a second snapshot).
    */
   idempotencyKey?: string | undefined;
+}
+
+/** Options of {@link ShellsClient.create}. */
+export interface CreateOptions extends IdempotentRequestOptions {
+  /**
+   * Called once when the create waits for an approver (a template marked `reviewBindings`
+   * granting bindings): the pending approval to show or hand to an approver.
+   */
+  onPendingApproval?: (pending: PendingApproval) => void;
+  /** How long to wait for the approver, ms (default 1800000). */
+  approvalTimeoutMs?: number;
+  /** How often to look at the approval, ms (default 1000). */
+  approvalIntervalMs?: number;
 }
 
 /** Options of {@link ShellsClient.waitUntilRunning}. */
@@ -296,12 +310,64 @@ export class ShellsClient {
    * `statusReason` following the build; {@link waitUntilRunning} waits for it. Sent with an
    * idempotency key (a fresh one unless given), so a retry never makes a second shell.
    */
-  create(body: ShellCreate, options: IdempotentRequestOptions = {}): Promise<Shell> {
-    return this.#call<Shell>("POST", "/api/v1/shells", {
+  async create(body: ShellCreate, options: CreateOptions = {}): Promise<Shell> {
+    const { onPendingApproval, approvalTimeoutMs, approvalIntervalMs, ...request } = options;
+    const answer = await this.createOrPark(body, request);
+    if (!isPendingApproval(answer)) return answer;
+    onPendingApproval?.(answer);
+    await this.#awaitGrant(answer, {
+      timeoutMs: approvalTimeoutMs ?? 30 * 60_000,
+      intervalMs: approvalIntervalMs ?? 1000,
+      ...(request.signal ? { signal: request.signal } : {}),
+    });
+    return this.get(answer.approval.shellId, request.signal ? { signal: request.signal } : {});
+  }
+
+  /**
+   * Like {@link create}, but a create that waits for an approver (a template marked
+   * `reviewBindings` granting bindings) answers its {@link PendingApproval} (HTTP 202) at once
+   * instead of waiting: `approval.shellId` is the id the shell will have once granted.
+   */
+  createOrPark(
+    body: ShellCreate,
+    options: IdempotentRequestOptions = {},
+  ): Promise<Shell | PendingApproval> {
+    return this.#call<Shell | PendingApproval>("POST", "/api/v1/shells", {
       ...options,
       body,
       idempotencyKey: idempotencyKeyOf(options.idempotencyKey),
     });
+  }
+
+  /** Waits until a pending approval is decided; throws unless it was granted and its step ran. */
+  async #awaitGrant(
+    pending: PendingApproval,
+    wait: { timeoutMs: number; intervalMs: number; signal?: AbortSignal },
+  ): Promise<void> {
+    const deadline = Date.now() + wait.timeoutMs;
+    let approval = pending.approval;
+    // A grant is recorded before its step runs: the outcome follows once the step is done.
+    const undecided = () =>
+      approval.state === "pending" || (approval.state === "granted" && approval.outcome === null);
+    while (undecided() && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, wait.intervalMs));
+      wait.signal?.throwIfAborted();
+      approval = await this.approvals.get(approval.id, wait.signal ? { signal: wait.signal } : {});
+    }
+    if (approval.state === "granted" && approval.outcome === "success") return;
+    const why = undecided()
+      ? `not settled within ${wait.timeoutMs} ms`
+      : approval.state === "granted"
+        ? `granted, but the step failed: ${approval.outcome ?? "no outcome yet"}`
+        : `${approval.state}${approval.reason ? `: ${approval.reason}` : ""}`;
+    throw new ApprovalNotGrantedError(
+      {
+        code: undecided() ? "timeout" : "approval_not_granted",
+        message: `approval ${approval.id} (${approval.action}) was ${why}`,
+        status: 0,
+      },
+      approval,
+    );
   }
 
   /**
@@ -500,6 +566,34 @@ export class ShellsClient {
       "PATCH",
       `/api/v1/shells/${segment(idOrName)}/egress`,
       { ...options, body, idempotencyKey: idempotencyKeyOf(options.idempotencyKey) },
+    );
+  }
+
+  /**
+   * Grants a service binding to a running shell (one that has an egress proxy: network
+   * `internet`, or a binding granted at launch). It answers at
+   * `http://127.0.0.1:3128/bindings/<name>/` inside the shell from its next call on. When the
+   * shell's template is marked `reviewBindings`, nothing changes yet and the answer is a
+   * {@link PendingApproval} (check with `isPendingApproval`) whose context carries the diff.
+   */
+  attachBinding(
+    idOrName: string,
+    binding: string,
+    options: IdempotentRequestOptions = {},
+  ): Promise<Shell | PendingApproval> {
+    return this.#call<Shell | PendingApproval>(
+      "POST",
+      `/api/v1/shells/${segment(idOrName)}/bindings`,
+      { ...options, body: { binding }, idempotencyKey: idempotencyKeyOf(options.idempotencyKey) },
+    );
+  }
+
+  /** Takes a service binding from a running shell; its next call through it is refused. */
+  detachBinding(idOrName: string, binding: string, options: RequestOptions = {}): Promise<Shell> {
+    return this.#call<Shell>(
+      "DELETE",
+      `/api/v1/shells/${segment(idOrName)}/bindings/${segment(binding)}`,
+      options,
     );
   }
 

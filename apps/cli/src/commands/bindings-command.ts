@@ -1,11 +1,11 @@
 import { BindingMethod } from "@shells/contract";
-import type { Binding, BindingCreate } from "@l1fe/shells";
+import { isPendingApproval, type Binding, type BindingCreate } from "@l1fe/shells";
 import { Option, type Command } from "commander";
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { CliContext } from "../context.js";
 import { CliError, USAGE_EXIT_CODE } from "../errors.js";
-import { formatAge, formatKeyValues, formatTable } from "../format.js";
+import { formatAge, formatKeyValues, formatPendingApproval, formatTable } from "../format.js";
 import { collect } from "../parsers.js";
 import { readAll } from "./exec-command.js";
 
@@ -153,5 +153,33 @@ export function registerBindingsCommand(program: Command, ctx: CliContext): void
       const binding = await ctx.client().bindings.remove(name);
       if (ctx.json) ctx.printJson(binding);
       else ctx.print(`deleted binding ${binding.name}`);
+    });
+
+  bindings
+    .command("attach")
+    .description(
+      "grant a binding to a running shell (no restart); a template marked reviewBindings makes it wait for an approver",
+    )
+    .argument("<shell>", "shell id or name")
+    .argument("<name>", "binding name")
+    .action(async (shell: string, name: string) => {
+      const result = await ctx.client().attachBinding(shell, name);
+      if (ctx.json) ctx.printJson(result);
+      else if (isPendingApproval(result)) ctx.print(formatPendingApproval(result, ctx.now()));
+      else
+        ctx.print(
+          `attached binding ${name} to ${result.name}: http://127.0.0.1:3128/bindings/${name}/ inside the shell`,
+        );
+    });
+
+  bindings
+    .command("detach")
+    .description("take a binding from a running shell; its next call through it is refused")
+    .argument("<shell>", "shell id or name")
+    .argument("<name>", "binding name")
+    .action(async (shell: string, name: string) => {
+      const result = await ctx.client().detachBinding(shell, name);
+      if (ctx.json) ctx.printJson(result);
+      else ctx.print(`detached binding ${name} from ${result.name}`);
     });
 }

@@ -1,9 +1,9 @@
 import { Language, NetworkMode, RuntimeClass } from "@shells/contract";
-import type { ShellCreate } from "@l1fe/shells";
+import { isPendingApproval, type ShellCreate } from "@l1fe/shells";
 import { Option, type Command } from "commander";
 import type { CliContext } from "../context.js";
 import { addGitOptions, gitSourceFrom, type GitFlags } from "./git-flags.js";
-import { formatShell } from "../format.js";
+import { formatPendingApproval, formatShell } from "../format.js";
 import {
   collect,
   parseDurationMs,
@@ -108,11 +108,25 @@ export function registerCreateCommand(program: Command, ctx: CliContext): void {
     )
     .option(
       "--no-wait",
-      "answer at once, even while the shell is provisioning (a first create of a language builds its image)",
+      "answer at once, even while the shell is provisioning (a first create of a language builds its image) or waits for an approver",
     );
   addGitOptions(command, "shell").action(async (options: CreateOptions) => {
     const client = ctx.client();
-    let shell = await client.create(createBodyFrom(options));
+    const body = createBodyFrom(options);
+    // A template marked reviewBindings makes a create with bindings wait for an approver:
+    // `--no-wait` prints the pending approval; otherwise the command waits for the decision.
+    const answer = options.wait
+      ? await client.create(body, {
+          onPendingApproval: (pending) =>
+            ctx.printErr(formatPendingApproval(pending, ctx.now()) + "\nwaiting for the decision…"),
+        })
+      : await client.createOrPark(body);
+    if (isPendingApproval(answer)) {
+      if (ctx.json) ctx.printJson(answer);
+      else ctx.print(formatPendingApproval(answer, ctx.now()));
+      return;
+    }
+    let shell = answer;
     if (shell.status === "provisioning" && options.wait) {
       // A first create of a language builds its image (about a minute): say each step on stderr.
       shell = await client.waitUntilRunning(shell.id, {

@@ -260,6 +260,16 @@ export class EgressService {
     if (this.#proxies.has(shellId)) this.#allowlists.set(shellId, egress);
   }
 
+  /** Replaces a shell's binding grants: its proxy applies them from the next binding call on. */
+  updateGrants(shellId: string, grants: readonly BindingGrant[]): void {
+    if (this.#proxies.has(shellId)) this.#grants.set(shellId, grants);
+  }
+
+  /** Whether the shell's proxy runs on this server (its sandbox can reach it). */
+  running(shellId: string): boolean {
+    return this.#proxies.has(shellId);
+  }
+
   /** Stops a shell's proxy and removes its socket (the shell was deleted or never came up). */
   async stop(shellId: string): Promise<void> {
     const proxy = this.#proxies.get(shellId);

@@ -129,7 +129,7 @@ export class AgentGate {
       case "shells_list":
         return this.shells.list(caller, args as Args<"shells_list">);
       case "shells_create":
-        return this.shells.create(caller, args as Args<"shells_create">);
+        return this.shells.requestCreate(caller, args as Args<"shells_create">);
       case "shells_exec": {
         const { shell, ...request } = args as Args<"shells_exec">;
         return this.shells.exec(caller, shell, request);

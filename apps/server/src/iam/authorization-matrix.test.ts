@@ -93,6 +93,7 @@ async function runCase(
 
   let shellFixture: string | undefined;
   let webhookFixture: string | undefined;
+  let bindingFixture: string | undefined;
   const fixtures: Record<string, () => Promise<string>> = {
     webhook: async () =>
       (webhookFixture ??= (
@@ -188,6 +189,7 @@ async function runCase(
       ).json().id;
     },
     binding: async () => {
+      if (bindingFixture) return bindingFixture;
       const name = `binding_${caseNumber}`;
       const created = await asOwner("POST", "/api/v1/bindings", {
         name,
@@ -196,7 +198,26 @@ async function runCase(
         secret: "matrix-secret-value",
       });
       expect(created.statusCode, created.body).toBe(201);
-      return name;
+      return (bindingFixture = name);
+    },
+    boundShell: async () => {
+      // A shell holding the binding (the simulator routes to no egress proxy, so the grant is
+      // written as a launch would): attaching it again and detaching it succeed.
+      const created = await asOwner("POST", "/api/v1/shells", { language: "bash" });
+      expect(created.statusCode, created.body).toBe(201);
+      const name = await fixtures.binding!();
+      const binding = await t.store.db
+        .selectFrom("bindings")
+        .select(["id", "name"])
+        .where("org_id", "=", orgA)
+        .where("name", "=", name)
+        .executeTakeFirstOrThrow();
+      await t.store.db
+        .updateTable("shells")
+        .set({ bindings: JSON.stringify([binding]) })
+        .where("id", "=", created.json().id as string)
+        .execute();
+      return created.json().id as string;
     },
     template: async () => {
       const name = `template-${caseNumber}`;

@@ -1,7 +1,20 @@
 import { describe, expect, it } from "vitest";
-import { projectEgressDiff, shellEgressDiff } from "./approval-diff.js";
+import { bindingGrantsDiff, projectEgressDiff, shellEgressDiff } from "./approval-diff.js";
 
 describe("approval diffs", () => {
+  it("names each binding a shell gains as widening and each it loses as narrowing", () => {
+    expect(bindingGrantsDiff(["github"], ["github", "payments"])).toEqual({
+      subject: "shell bindings",
+      before: ["github"],
+      after: ["github", "payments"],
+      widens: ["bindings + payments"],
+      narrows: [],
+    });
+    expect(bindingGrantsDiff(["github", "payments"], ["payments"]).narrows).toEqual([
+      "bindings - github",
+    ]);
+  });
+
   it("names each destination a shell's new allowlist adds as widening, each it drops as narrowing", () => {
     const diff = shellEgressDiff(
       { mode: "allowlist", allow: ["a.example", "b.example"] },

@@ -71,3 +71,17 @@ export function projectEgressDiff(before: EgressRules | null, after: EgressRules
   }
   return { subject: "project egress", before: before ?? {}, after, widens, narrows };
 }
+
+/** A change of the service bindings a shell holds: each binding it gains widens its reach. */
+export function bindingGrantsDiff(
+  before: readonly string[],
+  after: readonly string[],
+): ApprovalDiff {
+  return {
+    subject: "shell bindings",
+    before: [...before],
+    after: [...after],
+    widens: missingFrom(after, before).map((name) => `bindings + ${name}`),
+    narrows: missingFrom(before, after).map((name) => `bindings - ${name}`),
+  };
+}

@@ -1,11 +1,11 @@
-import type {
-  Actor,
-  Approval,
-  ApprovalAction,
-  ApprovalContext,
+import {
   GatedAction,
-  PendingApproval,
-  Scope,
+  type Actor,
+  type Approval,
+  type ApprovalAction,
+  type ApprovalContext,
+  type PendingApproval,
+  type Scope,
 } from "@shells/contract";
 import type { Kysely, Selectable } from "kysely";
 import { AppError } from "../errors.js";
@@ -26,6 +26,10 @@ export function isPendingApproval(value: unknown): value is PendingApproval {
     value.status === "pending_approval"
   );
 }
+
+/** True for the actions the org's policy gates; the others wait for review their template asks. */
+const isGated = (action: ApprovalAction): action is GatedAction =>
+  (GatedAction.options as readonly string[]).includes(action);
 
 /** A destructive action that cleared the gate, and who approved it (when someone had to). */
 export interface GateClearance {
@@ -174,10 +178,10 @@ export class ApprovalGate {
     context: ApprovalContext | null,
   ): Promise<PendingApproval> {
     const policy = await this.policies.get(caller.orgId);
-    if (action === "run" && policy.approvers.length === 0)
+    if (!isGated(action) && policy.approvers.length === 0)
       throw new AppError(
         "review_unavailable",
-        "This run's template requires review before run, but the org lists no approvers.",
+        `This ${action === "run" ? "run's" : "shell's"} template requires review (${context?.policy ?? action}), but the org lists no approvers.`,
         { template: context?.template },
       );
     const now = Date.now();
@@ -364,8 +368,11 @@ export class ApprovalGate {
     const clearance: GateClearance = { approvalId: row.id, approvedBy: caller.actor.id };
     const perform = this.#performers.get(row.action);
     let outcome = "success";
-    if (!requester || !requester.scopes.includes("shells:instances:control")) {
-      outcome = "forbidden: the requester no longer holds shells:instances:control";
+    // The scope the request itself needed: a create needs create, every other step control.
+    const scope: Scope =
+      row.action === "shell_create" ? "shells:instances:create" : "shells:instances:control";
+    if (!requester || !requester.scopes.includes(scope)) {
+      outcome = `forbidden: the requester no longer holds ${scope}`;
     } else if (
       requester.actor.type === "agent" &&
       !requester.entitlements.includes(AGENT_ENTITLEMENT)
@@ -392,7 +399,10 @@ export class ApprovalGate {
   async #requester(row: Selectable<ApprovalTable>): Promise<Caller | null> {
     const holder = { orgId: row.org_id, type: row.requested_by_type, id: row.requested_by_id };
     if (row.requested_key_id === null)
-      return resolveCaller(this.db, holder, { keyId: null, scopes: ["shells:instances:control"] });
+      return resolveCaller(this.db, holder, {
+        keyId: null,
+        scopes: ["shells:instances:create", "shells:instances:control"],
+      });
     const key = await this.db
       .selectFrom("api_keys")
       .select(["scopes", "revoked_at", "expires_at"])

@@ -331,7 +331,7 @@ export class RunService {
         ...(body.bindings ? { bindings: body.bindings } : {}),
       },
       undefined,
-      parked !== null,
+      { reviewed: parked !== null },
     );
     const row: Selectable<RunTable> = {
       ...this.#newRow(caller, id, body, shell.id),

@@ -218,7 +218,7 @@ export async function recordShellAction(
   activity: ActivityService,
   caller: Caller,
   shellId: string,
-  capability: Capability | "delete" | "egress_change",
+  capability: Capability | "delete" | "egress_change" | "binding_attach" | "binding_detach",
   outcome: "success" | "failure" | "denied",
   details: Record<string, unknown>,
 ): Promise<void> {

@@ -17,6 +17,7 @@ import {
   type RouteBody,
   type ShellEgress,
   type ShellEgressChange,
+  type ShellBindingAttach,
   type ShellFork,
   type GitSource,
   type ShellGitSource,
@@ -88,7 +89,13 @@ import type { CapacityGate, CapacityTicket } from "./capacity.js";
 import { inSpan } from "../tracing/tracing.js";
 import { RegionPools } from "./region-pools.js";
 import { shellEgressDiff } from "./approval-diff.js";
-import type { ApprovalGate, GateClearance } from "./approval-gate.js";
+import { isPendingApproval, type ApprovalGate, type GateClearance } from "./approval-gate.js";
+import {
+  attachBinding,
+  bindingReviewContext,
+  detachBinding,
+  type ShellBindingsContext,
+} from "./shell-bindings.js";
 import { KeyedMutex } from "./keyed-mutex.js";
 import { Reconciler, SYSTEM_ACTOR, type ReconcileCounts } from "./reconciler.js";
 import type { RuntimeRegistry } from "./runtimes.js";
@@ -165,6 +172,8 @@ export interface ShellServiceDeps {
 
 /** What `create` settled before the shell exists, for the rest of it. */
 interface AdmittedCreate {
+  /** The id its approval named, when the create waited for review. */
+  shellId: string | undefined;
   template: ResolvedTemplate | null;
   admitted: Admitted;
   grants: BindingGrant[];
@@ -242,6 +251,8 @@ export class ShellService {
   readonly #records: ShellRecords;
   /** What `performCapability` uses of this service. */
   readonly #actions: ActionContext;
+  /** What attaching and detaching bindings on live shells uses of this service. */
+  readonly #bindings: ShellBindingsContext;
   /** Reconciliation after a start and the TTL sweep; `start(intervalMs)` runs the sweep. */
   readonly reconciler: Reconciler;
 
@@ -283,11 +294,21 @@ export class ShellService {
       ...(deps.metering ? { metering: deps.metering } : {}),
     });
     deps.gate.performWith(SHELL_GATED_ACTIONS, async (requester, approval, clearance) => {
-      if (approval.action === "run" || approval.action === "project_egress_change")
-        throw new AppError("internal", `A ${approval.action} approval is not a shell action.`);
+      if (
+        approval.action === "run" ||
+        approval.action === "project_egress_change" ||
+        approval.action === "shell_create"
+      )
+        throw new AppError(
+          "internal",
+          `A ${approval.action} approval is not a gated shell action.`,
+        );
       if (approval.action === "delete")
         await this.delete(requester, approval.shell_id, undefined, clearance);
-      else if (approval.action === "egress_change")
+      else if (approval.action === "binding_attach") {
+        const { binding } = JSON.parse(approval.request) as ShellBindingAttach;
+        await this.attachBinding(requester, approval.shell_id, { binding }, clearance);
+      } else if (approval.action === "egress_change")
         await this.changeEgress(
           requester,
           approval.shell_id,
@@ -303,28 +324,119 @@ export class ShellService {
           clearance,
         );
     });
+    deps.gate.performWith(["shell_create"], async (requester, approval) => {
+      const { shellId, request } = JSON.parse(approval.request) as {
+        shellId: string;
+        request: RouteBody<"createShell">;
+      };
+      await this.create(requester, request, undefined, { reviewed: true, shellId });
+    });
+    this.#bindings = {
+      db: deps.db,
+      activity: deps.activity,
+      gate: deps.gate,
+      egress: deps.egress,
+      bindings: deps.bindings,
+      templateOf: async (orgId, ref) => (await deps.templates?.definitionAt(orgId, ref)) ?? null,
+    };
+  }
+
+  /**
+   * Grants a service binding to a live shell (see `attachBinding` in `shell-bindings.ts`): the
+   * shell as it stands after, or the pending approval when its template asks review.
+   */
+  async attachBinding(
+    caller: Caller,
+    idOrName: string,
+    body: ShellBindingAttach,
+    clearance?: GateClearance,
+  ): Promise<Shell | PendingApproval> {
+    const found = await this.#find(caller.orgId, idOrName);
+    const outcome = await this.#lock.run(found.id, async () =>
+      attachBinding(
+        this.#bindings,
+        caller,
+        await this.#find(caller.orgId, found.id),
+        body,
+        clearance,
+      ),
+    );
+    return isPendingApproval(outcome) ? outcome : this.get(caller, found.id);
+  }
+
+  /** Takes a service binding from a live shell; answers the shell as it stands after. */
+  async detachBinding(caller: Caller, idOrName: string, name: string): Promise<Shell> {
+    const found = await this.#find(caller.orgId, idOrName);
+    await this.#lock.run(found.id, async () =>
+      detachBinding(this.#bindings, caller, await this.#find(caller.orgId, found.id), name),
+    );
+    return this.get(caller, found.id);
+  }
+
+  /**
+   * The create of `POST /shells`: a shell granted bindings by a template that asks review of
+   * binding grants waits for a listed approver (the answer is the pending `shell_create`
+   * approval, and the shell is made as its requester once granted); any other is created now.
+   */
+  async requestCreate(
+    caller: Caller,
+    request: RouteBody<"createShell">,
+  ): Promise<Shell | PendingApproval> {
+    const { input, template } = await this.withTemplate(caller, request);
+    const bindings = input.bindings ?? [];
+    if (!template?.definition.reviewBindings || bindings.length === 0)
+      return this.create(caller, request);
+    // The request is kept until it is granted: a secret environment would be kept in the clear.
+    if (input.secretEnv && Object.keys(input.secretEnv).length > 0)
+      throw new AppError(
+        "validation_failed",
+        "A shell that waits for review cannot carry secretEnv (its request is kept until it is granted); use bindings.",
+        { field: "secretEnv" },
+      );
+    // Unknown bindings are this request's error, not the approver's.
+    await this.deps.bindings?.grantsFor(caller.orgId, bindings);
+    if (input.name && (await findShell(this.deps.db, caller.orgId, input.name)))
+      throw new AppError("name_taken", `A shell named ${input.name} already exists in this org.`, {
+        name: input.name,
+      });
+    const shellId = newId("sh", 10);
+    return this.deps.gate.park(
+      caller,
+      { id: shellId, name: input.name ?? shellId },
+      "shell_create",
+      { shellId, request },
+      {
+        ...bindingReviewContext(
+          `create shell ${input.name ?? shellId} from template ${template.ref}, granted service bindings ${bindings.join(", ")}`,
+          template,
+          [],
+          bindings,
+        ),
+        language: input.language,
+      },
+    );
   }
 
   /**
    * Creates and starts a shell. Refuses classes this host cannot run, naming what is missing.
    * `origin`: the shell is a fork, starting from a capture of its parent's filesystem.
-   * `reviewed`: the shell of a run an approver granted (its template's review of binding grants
-   * is done).
+   * `reviewed`: an approver granted its binding grants (a run's shell, or a create that waited
+   * for review); `shellId`: the id the shell takes (the one its approval named).
    */
   async create(
     caller: Caller,
     request: RouteBody<"createShell">,
     origin?: ForkOrigin,
-    reviewed = false,
+    { reviewed = false, shellId }: { reviewed?: boolean; shellId?: string } = {},
   ): Promise<Shell> {
     const { input, template } = await this.withTemplate(caller, request);
-    // A shell cannot wait for an approver: binding grants its template asks review of go by a run
-    // (whose shell is made once an approver granted it: `reviewed`).
+    // Binding grants its template asks review of wait for an approver first (`requestCreate`,
+    // a run); a fork inherits its parent's.
     const bindingGrants = (input.bindings?.length ?? 0) > 0;
     if (template?.definition.reviewBindings && bindingGrants && !origin && !reviewed)
       throw new AppError(
         "review_required",
-        `Template ${template.ref} requires review of binding grants: start a run (it waits for an approver), or create the shell without bindings.`,
+        `Template ${template.ref} requires review of binding grants: the create must wait for an approver.`,
         { template: template.ref, bindings: input.bindings },
       );
     const policy = await this.deps.policies.get(caller.orgId);
@@ -361,6 +473,7 @@ export class ShellService {
     const ticket = await this.deps.hostGate?.admit(admitted.resources.memoryMb);
     try {
       return await this.#createAdmitted(caller, input, {
+        shellId,
         template,
         admitted,
         grants,
@@ -383,7 +496,7 @@ export class ShellService {
     const { template, admitted, grants, origin, ticket, source, image } = admission;
     const { db } = this.deps;
     const { runtime, network, resources, backend } = admitted;
-    const id = newId("sh", 10);
+    const id = admission.shellId ?? newId("sh", 10);
     const name = input.name ?? id;
     const env = {
       ...input.env,
@@ -1264,7 +1377,7 @@ export class ShellService {
   #recordAction(
     caller: Caller,
     shellId: string,
-    capability: Capability | "delete" | "egress_change",
+    capability: Capability | "delete" | "egress_change" | "binding_attach",
     outcome: "success" | "failure" | "denied",
     details: Record<string, unknown>,
   ) {

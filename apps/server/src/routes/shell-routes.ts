@@ -41,6 +41,8 @@ export function shellHandlers(
   | "deleteShell"
   | "actOnShell"
   | "changeShellEgress"
+  | "attachShellBinding"
+  | "detachShellBinding"
   | "forkShell"
   | "listSnapshots"
   | "execInShell"
@@ -53,7 +55,8 @@ export function shellHandlers(
   return {
     listRuntimes: async () => ({ items: await s.runtimes.availability() }),
     listShells: async ({ caller, query }) => shells.list(caller, query),
-    createShell: async ({ caller, body }) => shells.create(caller, body),
+    createShell: async ({ caller, body, reply }) =>
+      accepted(reply, await shells.requestCreate(caller, body)),
     getShell: async ({ caller, params }) => shells.get(caller, params.id),
     deleteShell: async ({ caller, params, query, reply }) =>
       accepted(reply, await shells.delete(caller, params.id, query.confirm)),
@@ -62,6 +65,10 @@ export function shellHandlers(
     forkShell: async ({ caller, params, body }) => shells.fork(caller, params.id, body),
     changeShellEgress: async ({ caller, params, body, reply }) =>
       accepted(reply, await shells.changeEgress(caller, params.id, body)),
+    attachShellBinding: async ({ caller, params, body, reply }) =>
+      accepted(reply, await shells.attachBinding(caller, params.id, body)),
+    detachShellBinding: async ({ caller, params }) =>
+      shells.detachBinding(caller, params.id, params.name),
     listSnapshots: async ({ caller, params }) => ({
       items: await shells.snapshots(caller, params.id),
     }),

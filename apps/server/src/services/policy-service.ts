@@ -20,6 +20,7 @@ export const DEFAULT_POLICY: OrgPolicy = {
     restore: "none",
     restart: "none",
     egress_change: "none",
+    binding_attach: "none",
     project_egress_change: "none",
   },
   approvers: [],

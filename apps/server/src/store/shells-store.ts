@@ -230,3 +230,18 @@ export async function expiredShellsAcrossOrgs(
     .where("expires_at", "<=", now)
     .execute();
 }
+
+/** Replaces the service bindings a shell holds (JSON of `{ id, name }[]`; null for none). */
+export async function setShellBindings(
+  db: Kysely<Database>,
+  orgId: string,
+  shellId: string,
+  bindings: string | null,
+): Promise<void> {
+  await db
+    .updateTable("shells")
+    .set({ bindings, updated_at: new Date().toISOString() })
+    .where("org_id", "=", orgId)
+    .where("id", "=", shellId)
+    .execute();
+}

@@ -27,7 +27,8 @@ export const agentRoutes = {
 export interface AgentToolResults {
   /** One page of shells, as `GET /api/v1/shells`. */
   shells_list: Page<Shell>;
-  shells_create: Shell;
+  /** A create granted bindings by a template marked `reviewBindings`: a pending approval. */
+  shells_create: Shell | PendingApproval;
   /** `delete` answers the deleted shell; a capability parked for an approver, a pending approval. */
   shells_action: ActionResult | Shell | PendingApproval;
   shells_exec: ExecResult;

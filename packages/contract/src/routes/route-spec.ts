@@ -53,7 +53,7 @@ export interface RouteSpec {
   minRole?: Role;
   /**
    * A valid request within the caller's own org, for generated tests. Values `{shell}`, `{member}`,
-   * `{agent}`, `{key}` (one of the caller's own keys), `{grant}`, `{approval}`, `{ownApproval}` (one the caller requested), `{file}` (a file in
+   * `{agent}`, `{key}` (one of the caller's own keys), `{grant}`, `{boundShell}` (a shell granted the `{binding}` fixture at launch), `{approval}`, `{ownApproval}` (one the caller requested), `{file}` (a file in
    * the `{shell}` fixture), `{binding}` (a service binding's name), `{template}` (a template with an image recipe), `{run}` (a finished run that kept
    * the artifact `out.txt`), `{reviewableRun}` (such a run, with the caller a listed approver), `{event}` (an activity event), `{checkpoint}` (a signed checkpoint)
    * stand for a fixture of that kind. A raw body is sent as its bytes.
