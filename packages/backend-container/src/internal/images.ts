@@ -6,6 +6,8 @@ import { isAlive, processStartTime, run, sleep } from "./proc.js";
 import {
   checkToolchain,
   installToolchains,
+  pruneToolchainCache,
+  toolchainCacheFile,
   toolchainPackages,
   type InstalledToolchain,
 } from "./toolchains.js";
@@ -239,6 +241,31 @@ export async function pruneCustomImages(
     removed.push(id);
   }
   return removed;
+}
+
+/**
+ * Removes the cached toolchain downloads no remaining custom image was built from (and nothing
+ * fetched for `unusedForMs`); answers the removed file names. Skipped while any custom image is
+ * being built: its download is in no image yet.
+ */
+export async function pruneToolchainDownloads(
+  imagesDir: string,
+  unusedForMs: number,
+): Promise<string[]> {
+  const keep = new Set<string>();
+  let entries: string[];
+  try {
+    entries = await readdir(`${imagesDir}/custom`);
+  } catch {
+    entries = [];
+  }
+  for (const id of entries) {
+    if (!CUSTOM_ID.test(id)) continue;
+    if (await exists(`${customDir(imagesDir, id)}/.build.lock`)) return [];
+    for (const toolchain of (await readCustomImage(imagesDir, id))?.toolchains ?? [])
+      keep.add(toolchainCacheFile(toolchain));
+  }
+  return pruneToolchainCache(`${imagesDir}/toolchains`, keep, unusedForMs);
 }
 
 function checkCustomRecipe(recipe: CustomImageRecipe): void {

@@ -9,7 +9,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdir, readFile, rename, rm, stat, symlink } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat, symlink } from "node:fs/promises";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { run } from "./proc.js";
@@ -172,6 +172,43 @@ async function cachedTarball(
     await rm(partial, { force: true });
   }
   return file;
+}
+
+/** The cache file a toolchain's download is kept in, by the name and exact version installed. */
+export function toolchainCacheFile(
+  toolchain: Pick<InstalledToolchain, "name" | "version">,
+): string {
+  return toolchain.name === "node" ? `${NODE_PACKAGE}-${toolchain.version}.tgz` : "";
+}
+
+/**
+ * Removes each download in `cacheDir` that `keep` (file names) does not name and that was not
+ * written for `unusedForMs` (a build fetching one now is not yet in any image), along with
+ * downloads a crash left partial; answers the removed names.
+ */
+export async function pruneToolchainCache(
+  cacheDir: string,
+  keep: ReadonlySet<string>,
+  unusedForMs: number,
+): Promise<string[]> {
+  let entries: string[];
+  try {
+    entries = await readdir(cacheDir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of entries) {
+    if (keep.has(name)) continue;
+    const modified = await stat(`${cacheDir}/${name}`).then(
+      (s) => s.mtimeMs,
+      () => null,
+    );
+    if (modified === null || Date.now() - modified < unusedForMs) continue;
+    await rm(`${cacheDir}/${name}`, { force: true });
+    removed.push(name);
+  }
+  return removed;
 }
 
 async function installNode(
