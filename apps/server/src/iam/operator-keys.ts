@@ -110,14 +110,16 @@ export async function issueMemberKey(
     })
     .execute();
   try {
-    await new ActivityService(db).record({
-      orgId,
-      actor: OPERATOR_ACTOR,
-      action: "iam.key.create",
-      target: { type: "api_key", id: minted.keyId },
-      outcome: "success",
-      details: { name: body.data.name, principal, scopes },
-    });
+    await whileBusy(() =>
+      new ActivityService(db).record({
+        orgId,
+        actor: OPERATOR_ACTOR,
+        action: "iam.key.create",
+        target: { type: "api_key", id: minted.keyId },
+        outcome: "success",
+        details: { name: body.data.name, principal, scopes },
+      }),
+    );
   } catch (error) {
     // A key nobody was told about must not stay usable: without its event, take it back.
     await db.deleteFrom("api_keys").where("id", "=", minted.keyId).execute();
@@ -136,6 +138,24 @@ export async function issueMemberKey(
 }
 
 /** The org named `name`, or the only org when no name is given. */
+/**
+ * Runs `write` again while SQLite answers busy. This command is a second process beside a running
+ * server: the event's transaction reads the chain's head and then writes, and SQLite refuses that
+ * upgrade at once (no busy wait) when the server committed in between. The transaction was rolled
+ * back, so running it again is safe.
+ */
+async function whileBusy<T>(write: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await write();
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (attempt >= 50 || typeof code !== "string" || !code.startsWith("SQLITE_BUSY")) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 40));
+    }
+  }
+}
+
 async function resolveOrg(db: Kysely<Database>, name: string | undefined): Promise<string> {
   const orgs = await db.selectFrom("orgs").select(["id", "name"]).orderBy("created_at").execute();
   if (name !== undefined) {
