@@ -236,7 +236,7 @@ static void mount_idmapped_disk(const char *disk, const char *target, unsigned l
     close(userns_fd);
 }
 
-static void bring_loopback_up(void) {
+void bring_loopback_up(void) {
     int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0) die("socket");
     struct ifreq ifr;

@@ -6,6 +6,7 @@
  *   exec.c, spawn.c   the exec and spawn modes     common.c   small shared helpers
  *   egress.c          the internet shell's one way out (a forwarder to its egress proxy)
  *   port.c            `connect`: one connection to a server on a shell's loopback (exposed ports)
+ *   claim.c           `claim`: a pooled sandbox's hostname and loopback, set for its shell
  */
 #ifndef SHELLS_SANDBOX_H
 #define SHELLS_SANDBOX_H
@@ -69,6 +70,7 @@ void scrub_command_line(const char *name);
 /* holder.c */
 int cmd_start(int argc, char **argv);
 int cmd_with_disk(int argc, char **argv);
+void bring_loopback_up(void);
 
 /* egress.c */
 void start_egress_forwarder(pid_t init_pid, int host_mnt_fd, const char *socket_path, int port);
@@ -146,5 +148,8 @@ int open_pty_master(void);
 int cmd_exec(int argc, char **argv);
 int cmd_spawn(int argc, char **argv);
 int cmd_connect(int argc, char **argv);
+
+/* claim.c */
+int cmd_claim(int argc, char **argv);
 
 #endif

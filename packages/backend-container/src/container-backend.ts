@@ -281,6 +281,11 @@ export class ContainerBackend implements SandboxBackend {
   readonly #inflight = new Map<string, Set<InflightExec>>();
   readonly #holders = new Map<string, HolderRecord>();
   readonly #pidsWatch = new Map<string, PidsWatch>();
+  /**
+   * Per shell, an exec cgroup the last exec left empty, handed to the next exec: making and
+   * removing a cgroup in every hierarchy is most of an exec's own cost on cgroup v1.
+   */
+  readonly #idleGroups = new Map<string, ExecCgroup>();
   readonly #diskPool: DiskPool;
   readonly #sandboxPool: SandboxPool;
   /** Boxes this backend started for its pool: `recover` leaves them alone. */
@@ -601,6 +606,8 @@ export class ContainerBackend implements SandboxBackend {
         };
         try {
           await this.#provision(record, helper, null);
+          // The first exec of the shell that claims it finds its cgroup made.
+          this.#idleGroups.set(boxId, await this.#cgroup(boxId).createExecGroup());
         } catch (error) {
           await this.#teardown(boxId).catch(() => undefined);
           throw error;
@@ -653,8 +660,11 @@ export class ContainerBackend implements SandboxBackend {
     imageVersion: string,
   ): Promise<SandboxInfo | null> {
     const boxDir = this.#shellDir(boxId);
-    const record = await readJson<ShellRecord>(`${boxDir}/shell.json`);
-    const holder = await liveHolder(boxDir);
+    const [record, holder, helper] = await Promise.all([
+      readJson<ShellRecord>(`${boxDir}/shell.json`),
+      liveHolder(boxDir),
+      ensureHelper(this.#stateDir),
+    ]);
     if (
       !record ||
       record.phase !== "ready" ||
@@ -676,21 +686,30 @@ export class ContainerBackend implements SandboxBackend {
     await writeJson(`${boxDir}/shell.json`, record);
     const link = `${this.#stateDir}/shells/${spec.shellId}`;
     const temporary = `${this.#stateDir}/shells/.${spec.shellId}.${randomBytes(4).toString("hex")}.link`;
-    await mkdir(`${this.#stateDir}/shells`, { recursive: true, mode: 0o700 });
-    await symlink(`../boxes/${boxId}`, temporary);
-    await rename(temporary, link);
-    this.#aliases.set(spec.shellId, boxId);
     const cgroup = this.#cgroup(boxId);
-    await cgroup.setLimits(spec.resources);
-    await enterAndRun(holder, "--uts", ["hostname", hostnameOf(spec.shellId)]);
-    if (spec.network === "localhost")
-      await enterAndRun(holder, "--net", ["ip", "link", "set", "lo", "up"]);
-    const usage = await cgroup.usage();
+    // The steps after the intent touch different things; they run at once, and all have ended
+    // before this returns or throws (the caller then tears down whatever they made).
+    const steps = await Promise.allSettled([
+      (async () => {
+        await mkdir(`${this.#stateDir}/shells`, { recursive: true, mode: 0o700 });
+        await symlink(`../boxes/${boxId}`, temporary);
+        await rename(temporary, link);
+        this.#aliases.set(spec.shellId, boxId);
+      })(),
+      cgroup.setLimits(spec.resources),
+      nameSandbox(helper, holder, hostnameOf(spec.shellId), spec.network === "localhost"),
+      cgroup.usage(),
+    ]);
+    for (const step of steps) if (step.status === "rejected") throw step.reason;
+    const usage = steps[3].status === "fulfilled" ? steps[3].value : null;
     if (usage) record.cpuBaseline = { epoch: usage.epoch, cpuUsec: usage.cpuUsec };
     record.phase = "ready";
     await writeJson(`${boxDir}/shell.json`, record);
     this.#holders.delete(boxId);
     this.#holders.set(spec.shellId, holder);
+    const idle = this.#idleGroups.get(boxId);
+    this.#idleGroups.delete(boxId);
+    if (idle) this.#idleGroups.set(spec.shellId, idle);
     this.#log("info", { shellId: spec.shellId, boxId }, "shell created from the sandbox pool");
     return { shellId: spec.shellId, state: "running", imageVersion: record.imageVersion };
   }
@@ -1297,7 +1316,8 @@ export class ContainerBackend implements SandboxBackend {
     await this.#removeUnnamedArchives(shellId);
     const cgroup = this.#cgroup(shellId);
     if (await this.#liveHolder(shellId)) {
-      for (const group of await cgroup.execGroups()) await group.removeIfEmpty().catch(() => false);
+      for (const group of await cgroup.execGroups())
+        if (this.#unclaimed(shellId, group)) await group.removeIfEmpty().catch(() => false);
     } else if (
       looped.has(`${shellDir}/disk.img`) ||
       (await cgroup.exists()) ||
@@ -1351,6 +1371,7 @@ export class ContainerBackend implements SandboxBackend {
     if (this.#pidsTimer) clearInterval(this.#pidsTimer);
     this.#pidsTimer = null;
     this.#pidsWatch.clear();
+    this.#idleGroups.clear();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1466,15 +1487,21 @@ export class ContainerBackend implements SandboxBackend {
     /** The shell's processes are frozen (see `pause`). */
     paused: boolean;
   }> {
-    const record = await this.#record(shellId);
+    if (!SHELL_ID.test(shellId)) await this.#record(shellId); // throws not_found
+    const cgroup = this.#cgroup(shellId);
+    // Independent reads, at once: they are most of an exec's cost outside the command itself.
+    const [record, holder, paused, helper] = await Promise.all([
+      this.#record(shellId),
+      this.#liveHolder(shellId),
+      cgroup.isFrozen(),
+      ensureHelper(this.#stateDir),
+    ]);
     if (record.phase !== "ready")
       throw new SandboxError("not_running", `shell ${shellId} is ${record.phase}`);
-    const holder = await this.#liveHolder(shellId);
     if (!holder) throw new SandboxError("not_running", `shell ${shellId} is not running`);
-    const cgroup = this.#cgroup(shellId);
     return {
       record,
-      paused: await cgroup.isFrozen(),
+      paused,
       env: {
         ...BASE_ENV,
         ...(record.network === "internet" ? SANDBOX_EGRESS_ENV : {}),
@@ -1482,7 +1509,7 @@ export class ContainerBackend implements SandboxBackend {
         ...requestEnv,
       },
       target: {
-        helper: await ensureHelper(this.#stateDir),
+        helper,
         initPid: holder.initPid,
         initStart: holder.initStart,
         cgroupProcs: cgroup.procsFiles,
@@ -1501,7 +1528,8 @@ export class ContainerBackend implements SandboxBackend {
     watch.live.set(group.name, inflight);
     return () => {
       set.delete(inflight);
-      watch.live.delete(group.name);
+      // Still reserved until #releaseGroup decides what becomes of the group.
+      if (watch.live.has(group.name)) watch.live.set(group.name, null);
     };
   }
 
@@ -1513,6 +1541,12 @@ export class ContainerBackend implements SandboxBackend {
     const watch = this.#watchFor(shellId);
     // Reserved from before it exists until the exec is tracked: the sweep must not remove a group
     // whose helper has not joined it yet (it would find no cgroup.procs to join).
+    const idle = this.#idleGroups.get(shellId);
+    if (idle) {
+      this.#idleGroups.delete(shellId);
+      watch.live.set(idle.name, null);
+      return idle;
+    }
     watch.creating += 1;
     try {
       const group = await this.#cgroup(shellId).createExecGroup();
@@ -1523,10 +1557,35 @@ export class ContainerBackend implements SandboxBackend {
     }
   }
 
-  /** Ends the watch's claim on an exec's cgroup and removes it if nothing runs there any more. */
+  /**
+   * Ends the watch's claim on an exec's cgroup: kept for the shell's next exec when it may be
+   * reused (see ExecCgroup.reusable), else removed if nothing runs there any more (background
+   * processes keep it until they end; the sweep removes it then).
+   */
   async #releaseGroup(shellId: string, group: ExecCgroup): Promise<void> {
-    this.#pidsWatch.get(shellId)?.live.delete(group.name);
-    await group.removeIfEmpty().catch(() => false);
+    // Still live while it is looked at, so the sweep leaves it alone meanwhile.
+    const watch = this.#pidsWatch.get(shellId);
+    const keep =
+      watch !== undefined &&
+      !this.#idleGroups.has(shellId) &&
+      (await group.reusable().catch(() => false)) &&
+      // The same shell's still: no stop or restart removed its cgroups meanwhile.
+      this.#pidsWatch.get(shellId) === watch &&
+      !this.#idleGroups.has(shellId);
+    if (keep) this.#idleGroups.set(shellId, group);
+    watch?.live.delete(group.name);
+    if (!keep) await group.removeIfEmpty().catch(() => false);
+  }
+
+  /**
+   * Whether no exec holds `group` and none may take it, so a sweep may remove it. Decided on the
+   * state of this moment: an exec may have begun a new watch, or taken the idle group, while the
+   * sweep waited.
+   */
+  #unclaimed(shellId: string, group: ExecCgroup): boolean {
+    const watch = this.#pidsWatch.get(shellId);
+    if (watch && watch.creating > 0) return false; // a new group, not yet reserved
+    return !watch?.live.has(group.name) && this.#idleGroups.get(shellId)?.name !== group.name;
   }
 
   /** The shell's pids watch, begun if it is not running (see #checkPids). */
@@ -1564,10 +1623,18 @@ export class ContainerBackend implements SandboxBackend {
           this.#log("warn", { shellId, cgroup: group.name }, "process limit filled: exec killed");
         }
         const groups = await watch.shell.execGroups();
-        if (watch.creating > 0) continue; // a new group may be among them, not yet reserved
         for (const group of groups)
-          if (!watch.live.has(group.name)) await group.removeIfEmpty().catch(() => false);
-        if (groups.length === 0 && watch.live.size === 0) this.#pidsWatch.delete(shellId);
+          if (this.#unclaimed(shellId, group)) await group.removeIfEmpty().catch(() => false);
+        // Nothing left to watch: the idle group holds no process until an exec takes it (and
+        // that exec begins the watch again).
+        const idle = this.#idleGroups.get(shellId)?.name;
+        if (
+          this.#pidsWatch.get(shellId) === watch &&
+          watch.live.size === 0 &&
+          watch.creating === 0 &&
+          groups.every((group) => group.name === idle)
+        )
+          this.#pidsWatch.delete(shellId);
       }
       if (this.#pidsWatch.size === 0 && this.#pidsTimer) {
         clearInterval(this.#pidsTimer);
@@ -1891,6 +1958,7 @@ export class ContainerBackend implements SandboxBackend {
       );
     await cgroup.remove();
     this.#pidsWatch.delete(shellId);
+    this.#idleGroups.delete(shellId);
     this.#holders.delete(shellId);
     await rm(`${shellDir}/holder.json`, { force: true });
     await waitForLoopDetached(`${shellDir}/disk.img`, holder?.loopDevice);
@@ -1998,28 +2066,33 @@ async function waitUntilDead(timeoutMs: number, ...processes: [number, string][]
 }
 
 /**
- * Runs a host command in one namespace of a running sandbox (`--uts`, `--net`), as host root: the
- * sandbox's user namespace is the host's child, so host root may change its hostname or bring up
- * its loopback. Nothing else of the sandbox is entered (its mounts, its processes), so the
- * command is the host's own binary. Init is checked by pid and start time first (a pooled
- * sandbox's init lives as long as its keeper, which is ours).
+ * Gives a claimed sandbox its shell's hostname and, for a `localhost` shell, its loopback: one run
+ * of the helper, which joins only those two namespaces of its init (see native/claim.c).
  */
-async function enterAndRun(
+async function nameSandbox(
+  helper: string,
   holder: HolderRecord,
-  namespace: "--uts" | "--net",
-  command: string[],
+  hostname: string,
+  loopbackUp: boolean,
 ): Promise<void> {
-  if (!(await isAlive(holder.initPid, holder.initStart)))
-    throw new Error("the pooled sandbox's init is gone");
-  const result = await run("nsenter", [
-    "--target",
-    String(holder.initPid),
-    namespace,
-    "--",
-    ...command,
-  ]);
+  const result = await run(
+    helper,
+    [
+      "claim",
+      "--init-pid",
+      String(holder.initPid),
+      "--init-start",
+      holder.initStart,
+      "--hostname",
+      hostname,
+      ...(loopbackUp ? ["--loopback-up"] : []),
+    ],
+    { env: {} },
+  );
   if (result.code !== 0)
-    throw new Error(`${command.join(" ")} in the sandbox failed: ${result.stderr.trim()}`);
+    throw new Error(
+      `naming the pooled sandbox failed: ${result.stderr.trim() || `exit ${result.code}`}`,
+    );
 }
 
 /** A valid hostname (RFC 1123 label) derived from the shell id. */

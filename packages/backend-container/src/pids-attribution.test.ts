@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ContainerBackend } from "./container-backend.js";
 import { detectCgroups, ShellCgroup, shellCgroupName } from "./internal/cgroups.js";
@@ -75,5 +76,33 @@ describe.runIf(hostReport.available)("a shell's process limit", () => {
     // The bomb's cgroup is gone; the server's stays while it runs.
     await sleep(500);
     expect((await shellCgroup("pids-b").execGroups()).length).toBeLessThanOrEqual(2);
+  }, 60_000);
+
+  it("hands an exec's emptied cgroup to the next exec only when its counters cannot blame it", async () => {
+    await create("pids-c");
+    const cgroup = shellCgroup("pids-c");
+    const limit = Number(await readFile(`${cgroup.pidsDir}/pids.max`, "utf8"));
+    // Near the limit and back, with no fork refused: not a kill, but its peak stays recorded.
+    const crowd = await backend.exec(
+      "pids-c",
+      request(["sh", "-c", `for i in $(seq ${limit - 6}); do sleep 1 & done; wait`]),
+    );
+    expect(crowd.exitCode, crowd.stderr).toBe(0);
+    expect(crowd.killReason).toBeUndefined();
+    // The group it ran in is not kept: a later exec there would look like it had filled the limit.
+    for (const group of await cgroup.execGroups())
+      expect(Number(await readFile(`${group.pidsDir}/pids.peak`, "utf8"))).toBeLessThan(
+        limit * 0.9,
+      );
+    // Quiet execs after it reuse one group, and none is blamed for anything.
+    for (let i = 0; i < 5; i++)
+      expect(await backend.exec("pids-c", request(["true"]))).toMatchObject({ exitCode: 0 });
+    const groups = await cgroup.execGroups();
+    expect(groups).toHaveLength(1);
+    const quiet = await backend.exec("pids-c", request(["true"]));
+    expect(quiet.killReason).toBeUndefined();
+    expect((await cgroup.execGroups()).map((group) => group.name)).toEqual(
+      groups.map((group) => group.name),
+    );
   }, 60_000);
 });

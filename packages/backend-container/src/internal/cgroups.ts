@@ -444,12 +444,38 @@ export class ExecCgroup {
    * between two looks of the pids watch is still the exec that filled the limit.
    */
   async filledShellLimit(): Promise<boolean> {
-    const limit = await readNumber(`${this.shell.pidsDir}/pids.max`);
-    const peak = await readNumber(`${this.pidsDir}/pids.peak`);
+    const [limit, peak] = await Promise.all([
+      readNumber(`${this.shell.pidsDir}/pids.max`),
+      readNumber(`${this.pidsDir}/pids.peak`),
+    ]);
     if (!Number.isFinite(limit) || peak < limit * 0.9) return false;
     return (
-      this.shell.host.version === 2 || (await readEventsMax(`${this.pidsDir}/pids.events`)) > 0
+      this.shell.host.version === 2 ||
+      (await readEventsMax(`${this.pidsDir}/pids.events`)) > this.#refusedBefore
     );
+  }
+
+  /** Forks refused in this cgroup before its current exec (a reused cgroup keeps its counters). */
+  #refusedBefore = 0;
+
+  /**
+   * Whether the next exec may run in this cgroup instead of a new one: nothing runs in it, and its
+   * peak never came near the shell's process limit — counters that only grow (`pids.peak`) must not
+   * make the next exec look like the one that filled the limit. Its refused-fork count so far
+   * becomes the next exec's zero.
+   */
+  async reusable(): Promise<boolean> {
+    const [members, limit, peak, refused] = await Promise.all([
+      readFile(`${this.pidsDir}/cgroup.procs`, "utf8").then((text) =>
+        text.split("\n").filter(Boolean),
+      ),
+      readNumber(`${this.shell.pidsDir}/pids.max`),
+      readNumber(`${this.pidsDir}/pids.peak`),
+      this.shell.host.version === 1 ? readEventsMax(`${this.pidsDir}/pids.events`) : 0,
+    ]);
+    if (members.length > 0 || !Number.isFinite(limit) || peak >= limit * 0.9) return false;
+    this.#refusedBefore = refused;
+    return true;
   }
 
   /** Removes the cgroup when no process is left in it; false when something still runs there. */

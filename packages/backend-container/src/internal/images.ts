@@ -113,26 +113,9 @@ const LANGUAGES = Object.keys(IMAGE_RECIPES) as Language[];
 
 /** Every built image under `imagesDir`, newest first within each language. */
 export async function listImages(imagesDir: string): Promise<ImageInfo[]> {
-  const images: ImageInfo[] = [];
-  for (const language of LANGUAGES) {
-    let entries: string[];
-    try {
-      entries = await readdir(`${imagesDir}/${language}`);
-    } catch {
-      continue;
-    }
-    for (const entry of entries) {
-      if (entry.startsWith(".")) continue;
-      try {
-        const info = JSON.parse(
-          await readFile(`${imagesDir}/${language}/${entry}/image.json`, "utf8"),
-        ) as ImageInfo;
-        images.push({ ...info, rootfs: `${imagesDir}/${language}/${entry}/rootfs` });
-      } catch {
-        // not a finished image
-      }
-    }
-  }
+  const images = (
+    await Promise.all(LANGUAGES.map((language) => imagesOf(imagesDir, language)))
+  ).flat();
   return images.sort((a, b) =>
     a.language === b.language
       ? b.version.localeCompare(a.version)
@@ -140,12 +123,38 @@ export async function listImages(imagesDir: string): Promise<ImageInfo[]> {
   );
 }
 
+/** The finished images of one language, in no order (a create asks this, so it reads at once). */
+async function imagesOf(imagesDir: string, language: Language): Promise<ImageInfo[]> {
+  let entries: string[];
+  try {
+    entries = await readdir(`${imagesDir}/${language}`);
+  } catch {
+    return [];
+  }
+  const images = await Promise.all(
+    entries
+      .filter((entry) => !entry.startsWith("."))
+      .map(async (entry) => {
+        try {
+          const info = JSON.parse(
+            await readFile(`${imagesDir}/${language}/${entry}/image.json`, "utf8"),
+          ) as ImageInfo;
+          return { ...info, rootfs: `${imagesDir}/${language}/${entry}/rootfs` };
+        } catch {
+          return null; // not a finished image
+        }
+      }),
+  );
+  return images.filter((image) => image !== null);
+}
+
 /** The newest image of a language, or null when none is built. */
 export async function newestImage(
   imagesDir: string,
   language: Language,
 ): Promise<ImageInfo | null> {
-  return (await listImages(imagesDir)).find((image) => image.language === language) ?? null;
+  const images = await imagesOf(imagesDir, language);
+  return images.sort((a, b) => b.version.localeCompare(a.version))[0] ?? null;
 }
 
 /** The image with this version (a base image's, or a custom image's id), or null. */

@@ -18,6 +18,7 @@ const SOURCES = [
   "confine.c",
   "egress.c",
   "port.c",
+  "claim.c",
   "sandbox.h",
   "confine.h",
 ];
