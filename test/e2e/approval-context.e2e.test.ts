@@ -1,10 +1,7 @@
 import type { Approval, PendingApproval, ProjectEgress, Run } from "@l1fe/shells";
-import { openSqliteStore } from "@shells/server";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostReport } from "../../packages/backend-container/src/internal/test-support.js";
-import { addKey } from "../../apps/server/src/test-support/test-app.js";
-import { call, startTestServer, type TestServer } from "./harness.js";
+import { addApprover, call, startTestServer, type TestServer } from "./harness.js";
 
 // Approvals with context for widening steps, through the real server on real container shells:
 // widening a project's egress rules and granting service bindings from a template that asks
@@ -18,24 +15,9 @@ type ErrorAnswer = { error: { code: string } };
 
 beforeAll(async () => {
   server = await startTestServer({ backend: "container" });
-  const me = (await call<{ orgId: string }>(server, "GET", "/api/v1/me")).body;
-  const member = await call<{ id: string }>(server, "POST", "/api/v1/members", {
-    email: "context-approver@example.com",
-    role: "developer",
+  approver = await addApprover(server, "context-approver@example.com", {
+    project_egress_change: "approvers",
   });
-  const store = await openSqliteStore(join(server.dataDir, "shells.db"));
-  const key = await addKey(store, {
-    orgId: me.orgId,
-    principal: { type: "user", id: member.body.id },
-    scopes: ["shells:instances:read", "shells:instances:control"],
-  });
-  await store.close();
-  approver = { url: server.url, token: key.token, id: member.body.id };
-  const policy = await call(server, "PATCH", "/api/v1/org/policy", {
-    approvers: [member.body.id],
-    approvalGates: { project_egress_change: "approvers" },
-  });
-  expect(policy.status, JSON.stringify(policy.body)).toBe(200);
 }, 120_000);
 afterAll(async () => {
   await server?.close();

@@ -14,17 +14,15 @@ import {
   type PendingApproval,
   type Shell,
 } from "@l1fe/shells";
-import { openSqliteStore } from "@shells/server";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostReport } from "../../packages/backend-container/src/internal/test-support.js";
-import { addKey } from "../../apps/server/src/test-support/test-app.js";
 import { startEgressFixture, type EgressFixture } from "./egress-fixture.js";
 import { runCli } from "./cli-runner.js";
-import { call } from "./harness.js";
+import { addApprover, call } from "./harness.js";
 
 const SECRET = `sk_live_${randomBytes(18).toString("hex")}`;
 const IMAGES = process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images";
@@ -80,23 +78,11 @@ describe.runIf(hostReport.available)("service bindings attached to running shell
       env: { SHELLS_IMAGES_DIR: IMAGES },
     });
     api = fixture.api;
-    const me = (await call<{ orgId: string; actor: { id: string } }>(api, "GET", "/api/v1/me"))
-      .body;
-    ownerId = me.actor.id;
-    const member = await call<{ id: string }>(api, "POST", "/api/v1/members", {
-      email: "binding-approver@example.com",
-      role: "developer",
-    });
-    const store = await openSqliteStore(join(fixture.dataDir, "shells.db"));
-    const key = await addKey(store, {
-      orgId: me.orgId,
-      principal: { type: "user", id: member.body.id },
-      scopes: ["shells:instances:read", "shells:instances:control"],
-    });
-    await store.close();
-    approver = { url: api.url, token: key.token, id: member.body.id };
-    const policy = await call(api, "PATCH", "/api/v1/org/policy", { approvers: [member.body.id] });
-    expect(policy.status, JSON.stringify(policy.body)).toBe(200);
+    ownerId = (await call<{ actor: { id: string } }>(api, "GET", "/api/v1/me")).body.actor.id;
+    approver = await addApprover(
+      { ...api, dataDir: fixture.dataDir },
+      "binding-approver@example.com",
+    );
     // A second binding, never called: its upstream is not reachable from here.
     const other = await call(api, "POST", "/api/v1/bindings", {
       name: "payments",

@@ -91,8 +91,16 @@ describe("the console's governance pages", () => {
     expect((await owner.get("egress-e2e")).egress?.allow).toEqual(["example.com", "*.example.org"]);
     await owner.policy.update({ approvalGates: { egress_change: "none" } });
 
-    // A binding attached from the sheet, then detached.
+    // Attaching under an approvers gate waits the same way, and attaches nothing yet.
     const bindings = sheet.getByRole("region", { name: "Service bindings" });
+    await owner.policy.update({ approvalGates: { binding_attach: "approvers" } });
+    await bindings.getByLabel("Binding to attach").selectOption("sheet_echo");
+    await bindings.getByRole("button", { name: "Attach" }).click();
+    await bindings.getByText(/Pending approval: binding_attach/).waitFor();
+    expect((await owner.get("egress-e2e")).bindings ?? []).toEqual([]);
+    await owner.policy.update({ approvalGates: { binding_attach: "none" } });
+
+    // A binding attached from the sheet, then detached.
     await bindings.getByLabel("Binding to attach").selectOption("sheet_echo");
     await bindings.getByRole("button", { name: "Attach" }).click();
     const detach = bindings.getByRole("button", { name: "Detach sheet_echo" });

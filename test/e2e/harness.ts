@@ -1,4 +1,5 @@
-import { loadConfig, startServer, type RunningServer } from "@shells/server";
+import type { OrgPolicyUpdate } from "@l1fe/shells";
+import { loadConfig, openSqliteStore, startServer, type RunningServer } from "@shells/server";
 import type { SandboxBackend } from "@shells/sandbox";
 import { spawn, type ChildProcess } from "node:child_process";
 import type { FastifyBaseLogger as Logger } from "fastify";
@@ -6,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { addKey } from "../../apps/server/src/test-support/test-app.js";
 
 /** A control plane listening on loopback for an end-to-end test. */
 export interface TestServer {
@@ -98,6 +100,38 @@ export async function call<T = Record<string, unknown>>(
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   return { status: res.status, body: (await res.json()) as T };
+}
+
+/**
+ * Makes a new developer member (`email`) the org's listed approver, setting `approvalGates` in the
+ * same policy update, so that a gated step answers 202 and the member can decide it. The member's
+ * key, able to read and control shells, is added to the server's store directly. Answers the
+ * member's id with the key, ready for `call`.
+ */
+export async function addApprover(
+  server: { url: string; token: string; dataDir: string },
+  email: string,
+  approvalGates?: OrgPolicyUpdate["approvalGates"],
+): Promise<{ url: string; token: string; id: string }> {
+  const me = (await call<{ orgId: string }>(server, "GET", "/api/v1/me")).body;
+  const member = await call<{ id: string }>(server, "POST", "/api/v1/members", {
+    email,
+    role: "developer",
+  });
+  if (member.status !== 201) throw new Error(`adding ${email}: ${JSON.stringify(member.body)}`);
+  const store = await openSqliteStore(join(server.dataDir, "shells.db"));
+  const key = await addKey(store, {
+    orgId: me.orgId,
+    principal: { type: "user", id: member.body.id },
+    scopes: ["shells:instances:read", "shells:instances:control"],
+  });
+  await store.close();
+  const policy = await call(server, "PATCH", "/api/v1/org/policy", {
+    approvers: [member.body.id],
+    ...(approvalGates ? { approvalGates } : {}),
+  });
+  if (policy.status !== 200) throw new Error(`listing ${email}: ${JSON.stringify(policy.body)}`);
+  return { url: server.url, token: key.token, id: member.body.id };
 }
 
 /** A TCP port free on loopback now. */

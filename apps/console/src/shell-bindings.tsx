@@ -1,7 +1,7 @@
 import { isPendingApproval, type PendingApproval, type Shell } from "@l1fe/shells";
 import { useEffect, useState } from "react";
 import type { Session } from "./session.js";
-import { Button, ErrorNote, fieldClass } from "./ui.js";
+import { Button, ErrorNote, fieldClass, PendingApprovalNote } from "./ui.js";
 
 /**
  * The service bindings a shell holds, with Detach for each and Attach for one of the org's
@@ -107,17 +107,10 @@ export function ShellBindingsSection({
           </Button>
         </div>
       )}
-      {pending && (
-        <div
-          role="status"
-          className="mt-2 rounded-lg border border-amber-300 bg-amber-50 px-4 py-3 text-sm text-amber-900 dark:border-amber-700/60 dark:bg-amber-950/40 dark:text-amber-200"
-        >
-          <p className="font-medium">
-            Pending approval: {pending.approval.action} ({pending.approval.id})
-          </p>
-          <p>{pending.message} The binding is attached once an approver grants it.</p>
-        </div>
-      )}
+      <PendingApprovalNote
+        pending={pending}
+        outcome="The binding is attached once an approver grants it."
+      />
       <div className="mt-2">
         <ErrorNote error={error} />
       </div>

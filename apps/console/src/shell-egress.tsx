@@ -7,7 +7,7 @@ import {
 import { useEffect, useState } from "react";
 import { AllowlistEditor, egressOf } from "./allowlist-editor.js";
 import type { Session } from "./session.js";
-import { Button, ErrorNote, fieldClass } from "./ui.js";
+import { Button, ErrorNote, fieldClass, PendingApprovalNote } from "./ui.js";
 
 /**
  * The egress allowlist of an `internet` shell, editable while it runs (`PATCH …/egress`).
@@ -108,19 +108,10 @@ export function ShellEgressSection({
           )}
         </div>
       )}
-      {pending && (
-        <div
-          role="status"
-          className="mt-2 rounded-lg border border-amber-300 bg-amber-50 px-4 py-3 text-sm text-amber-900 dark:border-amber-700/60 dark:bg-amber-950/40 dark:text-amber-200"
-        >
-          <p className="font-medium">
-            Pending approval: {pending.approval.action} ({pending.approval.id})
-          </p>
-          <p>
-            {pending.message} The shell keeps its current list until an approver grants the change.
-          </p>
-        </div>
-      )}
+      <PendingApprovalNote
+        pending={pending}
+        outcome="The shell keeps its current list until an approver grants the change."
+      />
       <div className="mt-2">
         <ErrorNote error={error} />
       </div>

@@ -1,4 +1,4 @@
-import { ShellsError } from "@l1fe/shells";
+import { ShellsError, type PendingApproval } from "@l1fe/shells";
 import { useEffect, useRef, type ButtonHTMLAttributes, type ReactNode } from "react";
 
 type Variant = "primary" | "secondary" | "danger" | "ghost";
@@ -179,6 +179,33 @@ export function ErrorNote({ error }: { error: unknown }) {
     >
       {describeError(error)}
     </p>
+  );
+}
+
+/**
+ * A change the server holds for an approver (202), or nothing: the gated action, the approval's
+ * id, the server's message and what happens once an approver grants it (`outcome`).
+ */
+export function PendingApprovalNote({
+  pending,
+  outcome,
+}: {
+  pending: PendingApproval | null;
+  outcome: string;
+}) {
+  if (pending === null) return null;
+  return (
+    <div
+      role="status"
+      className="mt-2 rounded-lg border border-amber-300 bg-amber-50 px-4 py-3 text-sm text-amber-900 dark:border-amber-700/60 dark:bg-amber-950/40 dark:text-amber-200"
+    >
+      <p className="font-medium">
+        Pending approval: {pending.approval.action} ({pending.approval.id})
+      </p>
+      <p>
+        {pending.message} {outcome}
+      </p>
+    </div>
   );
 }
 

@@ -2,7 +2,6 @@ import { lstat, readFile, readdir, readlink, rm, rmdir, symlink } from "node:fs/
 import { basename } from "node:path";
 import type { ResolvedResources } from "@shells/contract";
 import { describeSandboxBackend } from "@shells/sandbox/conformance";
-import type { SandboxSpec } from "@shells/sandbox";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ContainerBackend, type ContainerBackendOptions } from "./container-backend.js";
 import {
@@ -13,6 +12,8 @@ import {
 } from "./internal/cgroups.js";
 import { readJson, writeJson, type ShellRecord } from "./internal/state.js";
 import {
+  bashSpec as spec,
+  CONTAINER_CAPABILITIES,
   hostObjects,
   hostReport,
   makeTestBackend,
@@ -53,15 +54,6 @@ describe.runIf(hostReport.available)("the container backend's warm sandbox pool"
     await rm(registryDir, { recursive: true, force: true });
   });
 
-  const spec = (shellId: string, extra: Partial<SandboxSpec> = {}): SandboxSpec => ({
-    shellId,
-    language: "bash",
-    runtime: "container",
-    network: "sealed",
-    resources: SMALL,
-    env: {},
-    ...extra,
-  });
   const boxes = async () => (await readdir(`${stateDir}/boxes`)).sort();
   /** The pooled sandbox a shell was claimed from, read from its symlink; null for a shell of its own. */
   const boxOf = async (shellId: string) =>
@@ -232,32 +224,13 @@ describe.runIf(hostReport.available)("the container backend's warm sandbox pool"
 // The shared conformance suite, against shells claimed from a warm pool (a create the pool cannot
 // serve at once, or of another disk size, starts a sandbox of its own as before).
 describe.runIf(hostReport.available)("container backend with a warm sandbox pool", () => {
-  describeSandboxBackend(
-    "container (pooled)",
-    {
-      posixShell: true,
-      pidsLimit: true,
-      memoryLimit: true,
-      diskLimit: true,
-      binaryStdin: true,
-      files: true,
-      spawn: true,
-      pty: true,
-      snapshots: true,
-      reinstallOs: true,
-      cpuUsage: true,
-      networkModes: ["sealed", "localhost", "internet"],
-      pause: true,
-      fork: true,
-    },
-    async () => {
-      const { backend, cleanup } = await makeTestBackend({
-        pool: { bash: 3 },
-        warmDiskMb: 64,
-      });
-      await backend.recover();
-      await backend.warm();
-      return { backend, runtime: "container", language: "bash", cleanup };
-    },
-  );
+  describeSandboxBackend("container (pooled)", CONTAINER_CAPABILITIES, async () => {
+    const { backend, cleanup } = await makeTestBackend({
+      pool: { bash: 3 },
+      warmDiskMb: 64,
+    });
+    await backend.recover();
+    await backend.warm();
+    return { backend, runtime: "container", language: "bash", cleanup };
+  });
 });

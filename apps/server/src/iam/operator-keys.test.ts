@@ -1,7 +1,12 @@
 import { verifyActivityChain, type ActivityEvent } from "@shells/contract";
+import SQLite from "better-sqlite3";
+import { TableNode, type KyselyPlugin, type RootOperationNode } from "kysely";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { ActivityService } from "../services/activity-service.js";
+import { openSqliteStore } from "../store/database.js";
 import { createTestApp, type TestApp } from "../test-support/test-app.js";
-import { issueMemberKey, OperatorKeyError } from "./operator-keys.js";
+import { issueMemberKey, OPERATOR_ACTOR, OperatorKeyError } from "./operator-keys.js";
 
 let t: TestApp;
 
@@ -16,6 +21,13 @@ async function addMember(email: string, role: string): Promise<string> {
 }
 
 const asHolder = (token: string) => ({ authorization: `Bearer ${token}` });
+
+/** Whether `node` reads the activity table (the chain's head, read first in each event's write). */
+const readsActivity = (node: RootOperationNode) =>
+  node.kind === "SelectQueryNode" &&
+  (node.from?.froms ?? []).some(
+    (from) => TableNode.is(from) && from.table.identifier.name === "activity",
+  );
 
 describe("the operator's key for a member", () => {
   it("issues a key that authenticates as the member, within their role, recorded by the operator on an intact chain", async () => {
@@ -123,5 +135,66 @@ describe("the operator's key for a member", () => {
     const issued = await issueMemberKey(t.store.db, { email: "dev@example.com", org: "default" });
     const me = await t.call("GET", "/api/v1/me", undefined, asHolder(issued.token));
     expect(me.json().orgId).toBe(issued.orgId);
+  });
+
+  it("issues the key and its event while a running server holds the write lock, where a single try is refused", async () => {
+    t = await createTestApp();
+    const memberId = await addMember("busy@example.com", "developer");
+    const orgId = (await t.call("GET", "/api/v1/me")).json().orgId as string;
+    const file = join(t.dataDir, "shells.db");
+    // The command's own connection to the file, as `server issue-key` opens it beside the server.
+    const operator = await openSqliteStore(file);
+    // The running server's connection, in the middle of a write.
+    const server = new SQLite(file);
+    try {
+      // A read-then-write transaction is refused at once while another one writes: SQLite does
+      // not wait (busy timeout or not) to upgrade a transaction that already read.
+      server.exec("BEGIN IMMEDIATE");
+      const single = new ActivityService(operator.db).record({
+        orgId,
+        actor: OPERATOR_ACTOR,
+        action: "iam.key.create",
+        target: null,
+        outcome: "success",
+      });
+      await expect(single).rejects.toMatchObject({ code: expect.stringMatching(/^SQLITE_BUSY/) });
+      server.exec("COMMIT");
+
+      // The server takes the write lock as the event's first try reads the chain's head, and
+      // commits as the third try reads it: the first two are refused and retried.
+      let tries = 0;
+      const serverWritesMeanwhile: KyselyPlugin = {
+        transformQuery: ({ node }) => {
+          if (readsActivity(node)) {
+            tries += 1;
+            if (tries === 1) server.exec("BEGIN IMMEDIATE");
+            if (tries === 3) server.exec("COMMIT");
+          }
+          return node;
+        },
+        transformResult: ({ result }) => Promise.resolve(result),
+      };
+      const issued = await issueMemberKey(operator.db.withPlugin(serverWritesMeanwhile), {
+        email: "busy@example.com",
+      });
+      expect(tries).toBe(3);
+
+      const me = await t.call("GET", "/api/v1/me", undefined, asHolder(issued.token));
+      expect(me.statusCode, me.body).toBe(200);
+      expect(me.json().actor).toEqual({ type: "user", id: memberId });
+      const events = (await t.call("GET", "/api/v1/activity?order=asc&limit=500")).json()
+        .items as ActivityEvent[];
+      expect(events.filter((e) => e.action === "iam.key.create")).toEqual([
+        expect.objectContaining({
+          actor: { type: "system", id: "operator" },
+          target: { type: "api_key", id: issued.keyId },
+        }),
+      ]);
+      expect(await verifyActivityChain(events)).toMatchObject({ ok: true });
+    } finally {
+      if (server.inTransaction) server.exec("ROLLBACK");
+      server.close();
+      await operator.close();
+    }
   });
 });

@@ -137,7 +137,6 @@ export async function issueMemberKey(
   };
 }
 
-/** The org named `name`, or the only org when no name is given. */
 /**
  * Runs `write` again while SQLite answers busy. This command is a second process beside a running
  * server: the event's transaction reads the chain's head and then writes, and SQLite refuses that
@@ -156,6 +155,7 @@ async function whileBusy<T>(write: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The org named `name`, or the only org when no name is given. */
 async function resolveOrg(db: Kysely<Database>, name: string | undefined): Promise<string> {
   const orgs = await db.selectFrom("orgs").select(["id", "name"]).orderBy("created_at").execute();
   if (name !== undefined) {

@@ -2,6 +2,7 @@ import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import type { ResolvedResources } from "@shells/contract";
 import type { SandboxBackend, SandboxExecRequest, SandboxSpec } from "@shells/sandbox";
+import type { BackendCapabilities } from "@shells/sandbox/conformance";
 import { ContainerBackend, type ContainerBackendOptions } from "../container-backend.js";
 import { listShellCgroups, type CgroupHost } from "./cgroups.js";
 import { checkContainerHost } from "./host-check.js";
@@ -20,6 +21,27 @@ export const TEST_IMAGES_DIR =
 /** Whether this host can run the container backend at all (tests are skipped otherwise, loudly). */
 export const hostReport = await checkContainerHost();
 if (!hostReport.available) console.warn(`container backend tests skipped: ${hostReport.reason}`);
+
+/**
+ * What the container backend claims in the conformance suite: every capability, and every
+ * network mode. A shell claimed from the warm pool claims the same as one started on its own.
+ */
+export const CONTAINER_CAPABILITIES: BackendCapabilities = {
+  posixShell: true,
+  pidsLimit: true,
+  memoryLimit: true,
+  diskLimit: true,
+  binaryStdin: true,
+  files: true,
+  spawn: true,
+  pty: true,
+  snapshots: true,
+  reinstallOs: true,
+  cpuUsage: true,
+  networkModes: ["sealed", "localhost", "internet"],
+  pause: true,
+  fork: true,
+};
 
 /** Limits small enough for fast exhaustion tests. */
 export const SMALL: ResolvedResources = { cpu: 1, memoryMb: 128, pids: 64, diskMb: 64 };
