@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, startTestServer, type TestServer } from "./harness.js";
 
 interface SandboxPoolReport {
-  languages: { language: string; ready: number; target: number }[];
+  languages: { language: string; internet: boolean; ready: number; target: number }[];
   memoryMbEach: number;
   memoryMb: number;
   memoryBytes: number;
@@ -59,7 +59,7 @@ describe("container shells claimed from a warm sandbox pool", () => {
   it("reports the pool on /readyz, counts its memory at the capacity gate, and serves a create from it", async () => {
     const pool = await fullPool();
     expect(pool).toMatchObject({
-      languages: [{ language: "bash", ready: 1, target: 1 }],
+      languages: [{ language: "bash", internet: false, ready: 1, target: 1 }],
       memoryMb: pool.memoryMbEach,
     });
     expect(pool.memoryBytes).toBeGreaterThan(0);

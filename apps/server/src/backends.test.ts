@@ -70,9 +70,13 @@ describe("the container sandbox pool as the server configures it", () => {
     expect(
       loadConfig(["--data-dir", dir], { SHELLS_CONTAINER_POOL: "bash=2, python=1" }).containerPool,
     ).toEqual({ bash: 2, python: 1 });
+    expect(
+      loadConfig(["--data-dir", dir], { SHELLS_CONTAINER_POOL: "bash=1,bash:internet=3" })
+        .containerPool,
+    ).toEqual({ bash: 1, "bash:internet": 3 });
   });
 
-  it.each(["bash", "cobol=1", "bash=-1", "bash=101"])(
+  it.each(["bash", "cobol=1", "bash=-1", "bash=101", "bash:web=1", "bash:internet"])(
     "refuses SHELLS_CONTAINER_POOL=%s at start, naming the entry",
     (value) => {
       expect(() => loadConfig(["--data-dir", dir], { SHELLS_CONTAINER_POOL: value })).toThrow(

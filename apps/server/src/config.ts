@@ -321,18 +321,19 @@ export const ServerConfig = z.strictObject({
     .string()
     .default("")
     .transform((value, ctx) => {
-      const pool: Partial<Record<Language, number>> = {};
+      const pool: Partial<Record<Language | `${Language}:internet`, number>> = {};
       for (const item of splitList(value, /,/)) {
-        const match = /^([a-z]+)=(\d+)$/.exec(item.trim());
+        const match = /^([a-z]+)(:internet)?=(\d+)$/.exec(item.trim());
         const language = Language.safeParse(match?.[1]);
-        if (!match || !language.success || Number(match[2]) > 100) {
+        if (!match || !language.success || Number(match[3]) > 100) {
           ctx.addIssue({
             code: "custom",
-            message: `"${item}" is not <${Language.options.join("|")}>=<count up to 100>`,
+            message: `"${item}" is not <${Language.options.join("|")}>[:internet]=<count up to 100>`,
           });
           return z.NEVER;
         }
-        pool[language.data] = Number(match[2]);
+        const kind = match[2] ? (`${language.data}:internet` as const) : language.data;
+        pool[kind] = Number(match[3]);
       }
       return pool;
     })
@@ -340,7 +341,7 @@ export const ServerConfig = z.strictObject({
       env: "SHELLS_CONTAINER_POOL",
       defaultText: "unset: no pool",
       description:
-        "Started container sandboxes kept ready per language, e.g. `bash=2,python=1`: a create of that language (default disk size, network `sealed` or `localhost`, no custom image, fork or service bindings) claims one and skips the sandbox start; refilled in the background, counted by the capacity gate (64 MiB each) and reported by `/readyz`. Unset by default: each pooled sandbox holds memory, and a server that pools starts sandboxes nobody asked for.",
+        "Started container sandboxes kept ready per language, e.g. `bash=2,python=1,bash:internet=2`: a create of that language (default disk size, no custom image or fork) claims one and skips the sandbox start. `<language>` serves shells without an egress proxy (network `sealed` or `localhost`); `<language>:internet` is started with the egress forwarder and its network walls and serves `internet` shells and shells with service bindings (pointed at the shell's own proxy at the claim). Refilled in the background, counted by the capacity gate (64 MiB each) and reported by `/readyz`. Unset by default: each pooled sandbox holds memory, and a server that pools starts sandboxes nobody asked for.",
     }),
   maxProvisioning: z.coerce.number().int().min(0).optional().register(settingDocs, {
     env: "SHELLS_MAX_PROVISIONING",

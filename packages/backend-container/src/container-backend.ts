@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { readlinkSync } from "node:fs";
-import { basename, isAbsolute } from "node:path";
+import { basename, dirname, isAbsolute } from "node:path";
 import type { Duplex } from "node:stream";
 import { mkdir, readdir, rename, rm, stat, symlink } from "node:fs/promises";
 import type {
@@ -64,7 +64,7 @@ import { connectInShell, PortRefusedError } from "./internal/port.js";
 import { startProcess } from "./internal/spawn.js";
 import { checkContainerHost, type ContainerHostReport } from "./internal/host-check.js";
 import { DiskPool } from "./internal/disk-pool.js";
-import { SandboxPool } from "./internal/sandbox-pool.js";
+import { parsePoolKind, poolKindOf, SandboxPool, type PoolKind } from "./internal/sandbox-pool.js";
 import {
   customImageReady,
   ensureCustomImage,
@@ -139,12 +139,15 @@ export interface ContainerBackendOptions {
    */
   warmDiskMb?: number;
   /**
-   * Started sandboxes to keep ready per language (default none), claimed by creates of that
-   * language with the pool's disk size, no custom image, no fork, network `sealed` or `localhost`
-   * and no egress proxy; each holds its keeper and init and costs memory (see `availability()`).
-   * Refilled in the background after each claim and by `warm()`, once `recover()` has run.
+   * Started sandboxes to keep ready per pool kind (default none), claimed by creates of that
+   * language with the pool's disk size, no custom image and no fork. A language's own kind
+   * (`bash`) serves shells without an egress proxy (network `sealed` or `localhost`); its
+   * `:internet` kind (`bash:internet`) is started with the egress forwarder and its network walls,
+   * and serves shells with a proxy (`internet`, or service bindings). Each holds its keeper and
+   * init and costs memory (see `availability()`). Refilled in the background after each claim and
+   * by `warm()`, once `recover()` has run.
    */
-  pool?: Partial<Record<Language, number>>;
+  pool?: Partial<Record<PoolKind, number>>;
   /** Image build progress (a first create of a language builds its image, about a minute). */
   onProgress?: (event: ImageBuildProgress) => void;
 }
@@ -324,13 +327,13 @@ export class ContainerBackend implements SandboxBackend {
     this.#sandboxPool = new SandboxPool(
       new Map(
         Object.entries(options.pool ?? {}).filter(([, count]) => (count ?? 0) > 0) as [
-          Language,
+          PoolKind,
           number,
         ][],
       ),
       options.warmDiskMb ?? 1024,
       {
-        start: (language) => this.#startPooled(language),
+        start: (kind) => this.#startPooled(kind),
         busy: () => this.#creating > 0,
         onError: (error) =>
           this.#log("warn", { err: error }, "refilling the warm sandbox pool failed"),
@@ -582,8 +585,13 @@ export class ContainerBackend implements SandboxBackend {
     await writeJson(`${shellDir}/shell.json`, record);
   }
 
-  /** Starts one sandbox for the pool (network `sealed`, the pool's limits); its box id. */
-  async #startPooled(language: Language): Promise<string> {
+  /**
+   * Starts one sandbox for the pool, with the pool's limits: network `sealed`, or for an
+   * `:internet` kind `internet`, its egress forwarder pointed at `egress.sock` in the box's dir,
+   * which the claim makes a link to the claiming shell's proxy socket. Its box id.
+   */
+  async #startPooled(kind: PoolKind): Promise<string> {
+    const { language, internet } = parsePoolKind(kind);
     const boxId = `_box-${randomBytes(6).toString("hex")}`;
     this.#ownBoxes.add(boxId);
     try {
@@ -595,7 +603,8 @@ export class ContainerBackend implements SandboxBackend {
           boxId,
           phase: "creating",
           language,
-          network: "sealed",
+          network: internet ? "internet" : "sealed",
+          ...(internet ? { egressSocket: this.#boxEgressLink(boxId) } : {}),
           resources: { ...POOL_LIMITS, diskMb: this.#sandboxPool.diskMb },
           env: {},
           uidSlot: null,
@@ -622,14 +631,15 @@ export class ContainerBackend implements SandboxBackend {
 
   /**
    * A create served by a pooled sandbox, when the pool has one that fits (see `pool`); null when
-   * it has none and the create starts a sandbox of its own. An `internet` shell, one with an
-   * egress proxy, a custom image or a fork is never pooled: its walls (the forwarder, the proxy
-   * socket mounted in) or its disk are made at start.
+   * it has none and the create starts a sandbox of its own. A shell with an egress proxy takes an
+   * `:internet` sandbox (its forwarder and walls made at the sandbox's start), any other a plain
+   * one. A custom image or a fork is never pooled: its disk is made at start.
    */
   async #claimPooled(spec: SandboxSpec, imageVersion: string): Promise<SandboxInfo | null> {
-    if (spec.image || spec.egress || spec.from || spec.network === "internet") return null;
+    if (spec.image || spec.from || (spec.network === "internet" && !spec.egress)) return null;
+    const kind = poolKindOf(spec.language, spec.egress !== undefined);
     for (;;) {
-      const boxId = this.#sandboxPool.take(spec.language, spec.resources.diskMb);
+      const boxId = this.#sandboxPool.take(kind, spec.resources.diskMb);
       if (boxId === null) return null;
       try {
         const info = await this.#locked(boxId, () => this.#claim(boxId, spec, imageVersion));
@@ -670,6 +680,8 @@ export class ContainerBackend implements SandboxBackend {
       record.phase !== "ready" ||
       record.shellId !== boxId ||
       record.imageVersion !== imageVersion ||
+      // A forwarded sandbox for a shell with a proxy, a plain one for any other.
+      (record.egressSocket !== undefined) !== (spec.egress !== undefined) ||
       !holder
     ) {
       await this.#teardown(boxId);
@@ -681,28 +693,29 @@ export class ContainerBackend implements SandboxBackend {
       network: spec.network,
       resources: spec.resources,
       env: spec.env,
+      // A restart starts the forwarder on the proxy's own socket; the link serves until then.
+      ...(spec.egress ? { egressSocket: spec.egress.socketPath } : {}),
       createdAt: new Date().toISOString(),
     } satisfies Partial<ShellRecord>);
     await writeJson(`${boxDir}/shell.json`, record);
-    const link = `${this.#stateDir}/shells/${spec.shellId}`;
-    const temporary = `${this.#stateDir}/shells/.${spec.shellId}.${randomBytes(4).toString("hex")}.link`;
     const cgroup = this.#cgroup(boxId);
     // The steps after the intent touch different things; they run at once, and all have ended
     // before this returns or throws (the caller then tears down whatever they made).
-    const steps = await Promise.allSettled([
+    const [usage, ...steps] = await Promise.allSettled([
+      cgroup.usage(),
       (async () => {
         await mkdir(`${this.#stateDir}/shells`, { recursive: true, mode: 0o700 });
-        await symlink(`../boxes/${boxId}`, temporary);
-        await rename(temporary, link);
+        await replaceSymlink(`../boxes/${boxId}`, `${this.#stateDir}/shells/${spec.shellId}`);
         this.#aliases.set(spec.shellId, boxId);
       })(),
       cgroup.setLimits(spec.resources),
       nameSandbox(helper, holder, hostnameOf(spec.shellId), spec.network === "localhost"),
-      cgroup.usage(),
+      // The forwarder connects through this link for each connection from now on.
+      spec.egress ? replaceSymlink(spec.egress.socketPath, this.#boxEgressLink(boxId)) : undefined,
     ]);
-    for (const step of steps) if (step.status === "rejected") throw step.reason;
-    const usage = steps[3].status === "fulfilled" ? steps[3].value : null;
-    if (usage) record.cpuBaseline = { epoch: usage.epoch, cpuUsec: usage.cpuUsec };
+    for (const step of [usage, ...steps]) if (step.status === "rejected") throw step.reason;
+    const used = usage.status === "fulfilled" ? usage.value : null;
+    if (used) record.cpuBaseline = { epoch: used.epoch, cpuUsec: used.cpuUsec };
     record.phase = "ready";
     await writeJson(`${boxDir}/shell.json`, record);
     this.#holders.delete(boxId);
@@ -1380,6 +1393,11 @@ export class ContainerBackend implements SandboxBackend {
   #shellDir(shellId: string): string {
     const boxId = this.#boxIdOf(shellId);
     return boxId === null ? `${this.#stateDir}/shells/${shellId}` : `${this.#boxesDir}/${boxId}`;
+  }
+
+  /** The link an `:internet` pooled sandbox's forwarder connects through (see `#startPooled`). */
+  #boxEgressLink(boxId: string): string {
+    return `${this.#boxesDir}/${boxId}/egress.sock`;
   }
 
   /** Where pooled sandboxes live, claimed or not. */
@@ -2063,6 +2081,16 @@ async function waitUntilDead(timeoutMs: number, ...processes: [number, string][]
       );
     await sleep(Math.min(1 + round * 2, 50));
   }
+}
+
+/**
+ * Makes `path` a symlink to `target` in one step (a rename over whatever was there). A crash may
+ * leave the hidden `.<name>.<random>.link` it renames; `recover` removes those in `shells/`.
+ */
+async function replaceSymlink(target: string, path: string): Promise<void> {
+  const temporary = `${dirname(path)}/.${basename(path)}.${randomBytes(4).toString("hex")}.link`;
+  await symlink(target, temporary);
+  await rename(temporary, path);
 }
 
 /**

@@ -1,4 +1,5 @@
 import { lstat, readFile, readdir, readlink, rm, rmdir, symlink } from "node:fs/promises";
+import { createServer } from "node:net";
 import { basename } from "node:path";
 import type { ResolvedResources } from "@shells/contract";
 import { describeSandboxBackend } from "@shells/sandbox/conformance";
@@ -76,7 +77,9 @@ describe.runIf(hostReport.available)("the container backend's warm sandbox pool"
   it("serves a create from a pooled sandbox, with the shell's hostname, limits, network and env", async () => {
     const ready = await boxes();
     expect(ready).toHaveLength(2);
-    expect((await poolReport())?.languages).toEqual([{ language: "bash", ready: 2, target: 2 }]);
+    expect((await poolReport())?.languages).toEqual([
+      { language: "bash", internet: false, ready: 2, target: 2 },
+    ]);
     const resources: ResolvedResources = {
       cpu: 0.5,
       memoryMb: 192,
@@ -119,7 +122,7 @@ describe.runIf(hostReport.available)("the container backend's warm sandbox pool"
   it("refills in the background after a claim, and reports the pool's memory", async () => {
     await backend.warm();
     const report = await poolReport();
-    expect(report?.languages).toEqual([{ language: "bash", ready: 2, target: 2 }]);
+    expect(report?.languages).toEqual([{ language: "bash", internet: false, ready: 2, target: 2 }]);
     expect(report?.memoryMb).toBe(2 * report!.memoryMbEach);
     expect(report?.memoryBytes).toBeGreaterThan(0);
     expect(backend.pooledMemoryMb()).toBe(report?.memoryMb);
@@ -234,3 +237,105 @@ describe.runIf(hostReport.available)("container backend with a warm sandbox pool
     return { backend, runtime: "container", language: "bash", cleanup };
   });
 });
+
+/** A stand-in egress proxy on a unix socket: records each PROXY line and answers with its name. */
+async function fakeProxy(path: string, name: string) {
+  const lines: string[] = [];
+  const server = createServer((socket) => {
+    let buffered = "";
+    socket.on("data", (chunk) => {
+      buffered += chunk.toString("latin1");
+      const end = buffered.indexOf("\r\n\r\n", buffered.indexOf("\r\n") + 2);
+      if (end < 0) return;
+      lines.push(buffered.slice(0, buffered.indexOf("\r\n")));
+      const body = `via ${name}\n`;
+      socket.end(`HTTP/1.0 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    });
+    socket.on("error", () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  return { lines, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+describe.runIf(hostReport.available)(
+  "the warm pool's sandboxes for shells with an egress proxy",
+  () => {
+    let backend: ContainerBackend;
+    let stateDir: string;
+    let cleanup: () => Promise<void>;
+
+    beforeAll(async () => {
+      ({ backend, stateDir, cleanup } = await makeTestBackend({
+        pool: { "bash:internet": 1 },
+        warmDiskMb: POOL_DISK_MB,
+      }));
+      await backend.recover();
+      await backend.warm();
+    }, 120_000);
+    afterAll(async () => {
+      await backend.close();
+      await cleanup();
+    });
+
+    const claimedBox = async (shellId: string) =>
+      (await lstat(`${stateDir}/shells/${shellId}`)).isSymbolicLink();
+    /** An HTTP request from inside the shell to an address on the internet, with bash alone. */
+    const fetchInShell = (shellId: string, port: number) =>
+      backend.exec(
+        shellId,
+        request([
+          "bash",
+          "-c",
+          `exec 3<>/dev/tcp/198.51.100.7/${port} && printf 'GET / HTTP/1.0\\r\\nHost: example.test\\r\\n\\r\\n' >&3 && cat <&3`,
+        ]),
+      );
+
+    it("serves each internet shell from a forwarded sandbox whose forwarder reaches that shell's own proxy", async () => {
+      const first = await fakeProxy(`${stateDir}/p1.sock`, "proxy one");
+      const second = await fakeProxy(`${stateDir}/p2.sock`, "proxy two");
+      try {
+        await backend.create(
+          spec("net-one", {
+            network: "internet",
+            egress: { socketPath: `${stateDir}/p1.sock` },
+          }),
+        );
+        expect(await claimedBox("net-one")).toBe(true);
+        const answer = await fetchInShell("net-one", 80);
+        expect(answer.stdout, answer.stderr).toContain("via proxy one");
+        expect(first.lines).toEqual([
+          expect.stringMatching(/^PROXY TCP4 \S+ 198\.51\.100\.7 \d+ 80$/),
+        ]);
+        // The sandbox's walls came with it: nothing but the proxy's ports leaves.
+        expect((await fetchInShell("net-one", 22)).exitCode).not.toBe(0);
+
+        // The refilled sandbox serves the next shell, whose connections reach its own proxy only.
+        await backend.warm();
+        await backend.create(
+          spec("net-two", {
+            network: "internet",
+            egress: { socketPath: `${stateDir}/p2.sock` },
+          }),
+        );
+        expect(await claimedBox("net-two")).toBe(true);
+        expect((await fetchInShell("net-two", 80)).stdout).toContain("via proxy two");
+        expect(first.lines).toHaveLength(1);
+        expect(second.lines).toHaveLength(1);
+
+        // A shell without a proxy never takes a forwarded sandbox (this pool has none for it).
+        await backend.warm();
+        await backend.create(spec("plain-one"));
+        expect(await claimedBox("plain-one")).toBe(false);
+        expect((await fetchInShell("plain-one", 80)).exitCode).not.toBe(0);
+
+        // Restarted, the shell's forwarder dials its proxy's own socket, not the pooled link.
+        await backend.stop("net-one");
+        await backend.start("net-one");
+        expect((await fetchInShell("net-one", 80)).stdout).toContain("via proxy one");
+      } finally {
+        await first.close();
+        await second.close();
+      }
+    }, 120_000);
+  },
+);

@@ -44,6 +44,11 @@ export const RuntimeAvailability = z.strictObject({
       languages: z.array(
         z.strictObject({
           language: Language,
+          /**
+           * Started with the egress forwarder and its network walls: serves `internet` shells and
+           * shells with service bindings (the others serve shells without an egress proxy).
+           */
+          internet: z.boolean(),
           ready: z.number().int().nonnegative(),
           target: z.number().int().nonnegative(),
         }),
