@@ -16,6 +16,19 @@ import { expect } from "vitest";
 import { makeTestCa } from "../../apps/server/src/test-support/test-ca.js";
 import { call } from "./harness.js";
 
+/** Bash that writes an HTTP request to the shell's proxy listener and prints the answer. */
+export function viaProxy(requestLine: string, headers = ""): string {
+  return direct("127.0.0.1", 3128, requestLine, headers);
+}
+
+/**
+ * Bash that writes an HTTP request to `address:port` itself, the proxy variables aside: the bash
+ * image has no HTTP client, and bash's /dev/tcp is all a request through the relay needs.
+ */
+export function direct(address: string, port: number, requestLine: string, headers = ""): string {
+  return `exec 3<>/dev/tcp/${address}/${port} && printf '${requestLine}\\r\\n${headers}Connection: close\\r\\n\\r\\n' >&3 && timeout 30 cat <&3`;
+}
+
 export interface EgressFixture {
   server: RunningServer;
   api: { url: string; token: string };

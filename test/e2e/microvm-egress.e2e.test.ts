@@ -17,7 +17,7 @@ import {
   missingTools,
   TEST_MICROVM_DIR,
 } from "../../packages/backend-microvm/src/internal/test-support.js";
-import { startEgressFixture, type EgressFixture } from "./egress-fixture.js";
+import { direct, startEgressFixture, viaProxy, type EgressFixture } from "./egress-fixture.js";
 import { call } from "./harness.js";
 
 const IMAGES = process.env.SHELLS_TEST_IMAGE_CACHE ?? "/var/cache/shells-test/images";
@@ -28,16 +28,6 @@ const SECRET_PATTERN = `s[k]${SECRET.slice(2)}`;
 interface EgressEvent {
   action: string;
   details: { host: string; protocol: string; reason?: string };
-}
-
-/** Bash that writes an HTTP request to the shell's proxy listener and prints the answer. */
-function viaProxy(requestLine: string, headers = ""): string {
-  return direct("127.0.0.1", 3128, requestLine, headers);
-}
-
-/** Bash that writes an HTTP request to `address:port` itself, the proxy variables aside. */
-function direct(address: string, port: number, requestLine: string, headers = ""): string {
-  return `exec 3<>/dev/tcp/${address}/${port} && printf '${requestLine}\\r\\n${headers}Connection: close\\r\\n\\r\\n' >&3 && timeout 30 cat <&3`;
 }
 
 /**
