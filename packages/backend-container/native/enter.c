@@ -15,7 +15,12 @@ int parse_entry_option(struct entry_options *e, const char *cmd, const char *a, 
         if (strcmp(v, "none") == 0) e->caps = SHELLS_CAPS_NONE;
         else if (strcmp(v, "package-manager") == 0) e->caps = SHELLS_CAPS_PACKAGE_MANAGER;
         else die("%s: --root-caps %s", cmd, v);
-    } else if (strcmp(a, "--cgroup-procs") == 0) {
+    } else if (strcmp(a, "--hostname") == 0) {
+        e->hostname = arg_value(i, argc, argv);
+        size_t length = strlen(e->hostname);
+        if (length == 0 || length > 63) die("%s: a hostname has 1 to 63 characters", cmd);
+    } else if (strcmp(a, "--loopback-up") == 0) e->loopback_up = 1;
+    else if (strcmp(a, "--cgroup-procs") == 0) {
         if (e->cgroup_count == MAX_CGROUPS) die("too many cgroups");
         e->cgroups[e->cgroup_count++] = (char *)arg_value(i, argc, argv);
     } else return 0;
@@ -65,9 +70,14 @@ void kill_group(pid_t pgid) {
  * host root, which we stop being below), then every namespace of the shell in one step, then becomes
  * the shell's root. Returns -1 when init is gone. Children forked afterwards are in the shell's pid
  * namespace; this process itself keeps its host pid (and sees host pids).
+ *
+ * A shell claimed from the pool gets its hostname (and, for `localhost`, its loopback) here, from
+ * the first entry on, instead of by a process of its own at the claim: both calls are allowed to
+ * the shell's root of its own namespaces, before the helper confines itself, and cost nothing when
+ * already done.
  */
-int enter_shell(int init_fd, char **cgroups, int cgroup_count) {
-    join_cgroups(cgroups, cgroup_count);
+int enter_shell(int init_fd, const struct entry_options *e) {
+    join_cgroups(e->cgroups, e->cgroup_count);
     if (setns(init_fd, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
                            CLONE_NEWCGROUP) < 0) {
         if (errno == ESRCH) return -1;
@@ -76,6 +86,8 @@ int enter_shell(int init_fd, char **cgroups, int cgroup_count) {
     close(init_fd);
     /* Root of the shell: host uid_base, no supplementary groups of the host. */
     if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) die("become shell root");
+    if (e->hostname && sethostname(e->hostname, strlen(e->hostname)) < 0) die("sethostname");
+    if (e->loopback_up) bring_loopback_up();
     /* Not dumpable: the shell's processes cannot ptrace or read /proc of this helper (it came from
      * the host) in the moment between fork and execve, nor while it relays. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);

@@ -42,7 +42,7 @@ int cmd_exec(int argc, char **argv) {
     }
     int oom_fd = o.e.oom_events ? open(o.e.oom_events, O_RDONLY | O_CLOEXEC) : -1;
 
-    if (enter_shell(init_fd, o.e.cgroups, o.e.cgroup_count) < 0) {
+    if (enter_shell(init_fd, &o.e) < 0) {
         dprintf(STATUS_FD, "not_running\n");
         return 0;
     }

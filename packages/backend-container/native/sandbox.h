@@ -6,7 +6,6 @@
  *   exec.c, spawn.c   the exec and spawn modes     common.c   small shared helpers
  *   egress.c          the internet shell's one way out (a forwarder to its egress proxy)
  *   port.c            `connect`: one connection to a server on a shell's loopback (exposed ports)
- *   claim.c           `claim`: a pooled sandbox's hostname and loopback, set for its shell
  */
 #ifndef SHELLS_SANDBOX_H
 #define SHELLS_SANDBOX_H
@@ -85,11 +84,14 @@ struct entry_options {
     const char *oom_events; /* memory.oom_control (v1) or memory.events (v2): "oom_kill N" */
     const char *cwd;
     enum shells_caps caps;
+    /* A shell claimed from the pool: the hostname, and loopback up (`localhost`), set on entry. */
+    const char *hostname;
+    int loopback_up;
 };
 extern volatile sig_atomic_t abort_requested;
 int parse_entry_option(struct entry_options *e, const char *cmd, const char *a, int *i, int argc, char **argv);
 int pin_init(const struct entry_options *e);
-int enter_shell(int init_fd, char **cgroups, int cgroup_count);
+int enter_shell(int init_fd, const struct entry_options *e);
 void kill_group(pid_t pgid);
 void close_all_except(const int *keep, int count);
 void drain_in_shell(struct pollfd *fds, int count);
@@ -149,7 +151,5 @@ int cmd_exec(int argc, char **argv);
 int cmd_spawn(int argc, char **argv);
 int cmd_connect(int argc, char **argv);
 
-/* claim.c */
-int cmd_claim(int argc, char **argv);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * shells-sandbox — the host-side helper of the container runtime. Runs as host root; seven modes:
+ * shells-sandbox — the host-side helper of the container runtime. Runs as host root; six modes:
  *
  *   start      builds one shell's walls and holds them open:
  *                keeper (host root, private mount namespace, the shell's cgroups)
@@ -19,8 +19,6 @@
  *              private mount namespace, whether or not the shell is running.
  *   connect    connects to a port on a running shell's own loopback from inside its network
  *              namespace only, and relays the connection on stdin/stdout (exposed ports).
- *   claim      names a pooled sandbox for the shell that claims it: sets its hostname and, for a
- *              `localhost` shell, brings its loopback up, from its UTS and network namespaces only.
  *   seccomp-bpf writes the seccomp policy (confine.c) as a BPF program to stdout, for the wasm
  *              backend's worker jail, which loads it with bubblewrap's --seccomp.
  *
@@ -33,7 +31,7 @@
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: shells-sandbox start|exec|spawn|with-disk|connect|claim|seccomp-bpf ...\n");
+        fprintf(stderr, "usage: shells-sandbox start|exec|spawn|with-disk|connect|seccomp-bpf ...\n");
         return 2;
     }
     if (geteuid() != 0) die("must run as root");
@@ -46,7 +44,6 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "spawn") == 0) return cmd_spawn(argc - 2, argv + 2);
     if (strcmp(argv[1], "with-disk") == 0) return cmd_with_disk(argc - 2, argv + 2);
     if (strcmp(argv[1], "connect") == 0) return cmd_connect(argc - 2, argv + 2);
-    if (strcmp(argv[1], "claim") == 0) return cmd_claim(argc - 2, argv + 2);
     if (strcmp(argv[1], "seccomp-bpf") == 0) {
         int rc = shells_export_seccomp(1);
         if (rc < 0) die("seccomp-bpf: %s", strerror(-rc));

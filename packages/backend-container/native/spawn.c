@@ -67,7 +67,7 @@ int cmd_spawn(int argc, char **argv) {
         return 0;
     }
     int oom_fd = o.e.oom_events ? open(o.e.oom_events, O_RDONLY | O_CLOEXEC) : -1;
-    if (enter_shell(init_fd, o.e.cgroups, o.e.cgroup_count) < 0) {
+    if (enter_shell(init_fd, &o.e) < 0) {
         dprintf(STATUS_FD, "not_running\n");
         return 0;
     }

@@ -658,9 +658,11 @@ export class ContainerBackend implements SandboxBackend {
   /**
    * Makes a pooled sandbox the shell `spec` asks for, without renaming anything of it: the box's
    * record names the shell first (the claim's intent), then `shells/<shellId>` is made a symlink
-   * to the box's dir (atomically: a rename), then the shell's limits are written into the box's
-   * cgroups, its hostname set and (for `localhost`) its loopback brought up, and the CPU time the
-   * box used while pooled is recorded to be left out of its usage. A crash before the symlink
+   * to the box's dir (atomically: a rename), the shell's limits are written into the box's
+   * cgroups, an `:internet` box's forwarder is linked to the shell's proxy, and the CPU time the
+   * box used while pooled is recorded to be left out of its usage. The shell's hostname (and
+   * loopback, for `localhost`) are set by its first entry (exec or spawn), before anything of it
+   * runs: no process is started for them here (see `#execTarget`). A crash before the symlink
    * leaves a box no shell names, which `recover` tears down; after it, a shell still `creating`,
    * torn down like any create cut short. Null when the box is not usable (it is torn down).
    */
@@ -670,10 +672,9 @@ export class ContainerBackend implements SandboxBackend {
     imageVersion: string,
   ): Promise<SandboxInfo | null> {
     const boxDir = this.#shellDir(boxId);
-    const [record, holder, helper] = await Promise.all([
+    const [record, holder] = await Promise.all([
       readJson<ShellRecord>(`${boxDir}/shell.json`),
       liveHolder(boxDir),
-      ensureHelper(this.#stateDir),
     ]);
     if (
       !record ||
@@ -709,7 +710,6 @@ export class ContainerBackend implements SandboxBackend {
         this.#aliases.set(spec.shellId, boxId);
       })(),
       cgroup.setLimits(spec.resources),
-      nameSandbox(helper, holder, hostnameOf(spec.shellId), spec.network === "localhost"),
       // The forwarder connects through this link for each connection from now on.
       spec.egress ? replaceSymlink(spec.egress.socketPath, this.#boxEgressLink(boxId)) : undefined,
     ]);
@@ -1533,6 +1533,14 @@ export class ContainerBackend implements SandboxBackend {
         cgroupProcs: cgroup.procsFiles,
         oomEventsFile: cgroup.oomEventsFile,
         rootCapabilities: this.#options.rootCapabilities ?? "none",
+        ...(record.boxId !== undefined && record.shellId !== record.boxId
+          ? {
+              naming: {
+                hostname: hostnameOf(record.shellId),
+                loopbackUp: record.network === "localhost",
+              },
+            }
+          : {}),
       },
     };
   }
@@ -2091,36 +2099,6 @@ async function replaceSymlink(target: string, path: string): Promise<void> {
   const temporary = `${dirname(path)}/.${basename(path)}.${randomBytes(4).toString("hex")}.link`;
   await symlink(target, temporary);
   await rename(temporary, path);
-}
-
-/**
- * Gives a claimed sandbox its shell's hostname and, for a `localhost` shell, its loopback: one run
- * of the helper, which joins only those two namespaces of its init (see native/claim.c).
- */
-async function nameSandbox(
-  helper: string,
-  holder: HolderRecord,
-  hostname: string,
-  loopbackUp: boolean,
-): Promise<void> {
-  const result = await run(
-    helper,
-    [
-      "claim",
-      "--init-pid",
-      String(holder.initPid),
-      "--init-start",
-      holder.initStart,
-      "--hostname",
-      hostname,
-      ...(loopbackUp ? ["--loopback-up"] : []),
-    ],
-    { env: {} },
-  );
-  if (result.code !== 0)
-    throw new Error(
-      `naming the pooled sandbox failed: ${result.stderr.trim() || `exit ${result.code}`}`,
-    );
 }
 
 /** A valid hostname (RFC 1123 label) derived from the shell id. */

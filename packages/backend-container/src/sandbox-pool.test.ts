@@ -135,8 +135,25 @@ describe.runIf(hostReport.available)("the container backend's warm sandbox pool"
       "pool-claimed",
       request(["sh", "-c", "setsid sleep 600 >/dev/null 2>&1 < /dev/null &"]),
     );
-    await backend.create(spec("pool-next"));
+    await backend.create(spec("pool-next", { network: "localhost" }));
     expect(await boxOf("pool-next")).not.toBeNull();
+    // Its first entry is a terminal's: the name and loopback are there for it too.
+    let seen = "";
+    const terminal = await backend.spawn(
+      "pool-next",
+      {
+        command: [
+          "bash",
+          "-c",
+          "cat /proc/sys/kernel/hostname; (exec 3<>/dev/tcp/127.0.0.1/9) 2>&1 | grep -q refused && echo refused",
+        ],
+        env: {},
+        cwd: "/workspace",
+      },
+      { onOutput: (_stream, chunk) => void (seen += Buffer.from(chunk).toString("utf8")) },
+    );
+    await terminal.exit;
+    expect(seen).toBe("pool-next\nrefused\n");
     const next = await sh(
       "pool-next",
       "ls -A /workspace; cat /tmp/mine 2>&1; for p in /proc/[0-9]*; do cat $p/comm; done | grep -c sleep",

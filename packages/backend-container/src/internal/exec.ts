@@ -20,6 +20,11 @@ export interface ExecTarget {
   /** Free bytes at or below which a failed command counts as having hit the disk limit. */
   diskFullBytes: number;
   rootCapabilities: "none" | "package-manager";
+  /**
+   * A shell claimed from the pool: the hostname it is given (and its loopback raised, for
+   * `localhost`) by every entry, from the first on (see native/enter.c).
+   */
+  naming?: { hostname: string; loopbackUp: boolean };
 }
 
 /** The helper's answer on fd 3. */
@@ -68,7 +73,7 @@ export function helperEnvironment(env: Record<string, string>): Record<string, s
 export function shellEntryArgs(
   target: Pick<
     ExecTarget,
-    "initPid" | "initStart" | "cgroupProcs" | "oomEventsFile" | "rootCapabilities"
+    "initPid" | "initStart" | "cgroupProcs" | "oomEventsFile" | "rootCapabilities" | "naming"
   >,
   cwd: string,
 ): string[] {
@@ -84,6 +89,8 @@ export function shellEntryArgs(
     cwd,
     "--root-caps",
     target.rootCapabilities,
+    ...(target.naming ? ["--hostname", target.naming.hostname] : []),
+    ...(target.naming?.loopbackUp ? ["--loopback-up"] : []),
   ];
 }
 

@@ -18,7 +18,6 @@ const SOURCES = [
   "confine.c",
   "egress.c",
   "port.c",
-  "claim.c",
   "sandbox.h",
   "confine.h",
 ];
