@@ -132,7 +132,11 @@ async function rawBurst(argv, count) {
   );
 }
 
-/** Raw copy baseline: `cp -a` of a directory of `mb` MiB of random data on the data dir's filesystem. */
+/**
+ * Raw copy baselines on `dir`'s filesystem: `cp -a --reflink=never` of a directory of `mb` MiB of
+ * random data (a data copy: coreutils' `cp` reflinks by itself where it can), and
+ * `cp --reflink=always` of its file (`reflink` is null where the filesystem has no reflinks).
+ */
 function rawCopyBaseline(dir, mb) {
   const source = join(dir, "copy-source");
   mkdirSync(source);
@@ -141,19 +145,70 @@ function rawCopyBaseline(dir, mb) {
   for (let i = 0; i < 3; i += 1) {
     const target = join(dir, `copy-${i}`);
     const t0 = performance.now();
-    const r = spawnSync("cp", ["-a", source, target]);
+    const r = spawnSync("cp", ["-a", "--reflink=never", source, target]);
     times.push(performance.now() - t0);
     if (r.status !== 0) throw new Error(`cp failed: ${r.stderr}`);
     rmSync(target, { recursive: true });
   }
-  const reflink = spawnSync("cp", [
-    "--reflink=always",
-    `${source}/data`,
-    join(dir, "copy-reflink"),
-  ]);
-  rmSync(join(dir, "copy-reflink"), { force: true });
+  const reflinks = [];
+  for (let i = 0; i < 3; i += 1) {
+    const target = join(dir, `copy-reflink-${i}`);
+    const t0 = performance.now();
+    const r = spawnSync("cp", ["--reflink=always", `${source}/data`, target]);
+    const elapsed = performance.now() - t0;
+    rmSync(target, { force: true });
+    if (r.status !== 0) break;
+    reflinks.push(elapsed);
+  }
   rmSync(source, { recursive: true });
-  return { copy: summary(times), reflinks: reflink.status === 0 };
+  return {
+    copy: summary(times),
+    reflinks: reflinks.length > 0,
+    reflink: reflinks.length > 0 ? summary(reflinks) : null,
+  };
+}
+
+/** Bytes in use on the filesystem holding `path` (shared reflinked blocks count once). */
+function statfsUsedBytes(path) {
+  const fs = statfsSync(path);
+  return (fs.blocks - fs.bfree) * fs.bsize;
+}
+
+/**
+ * A scratch XFS filesystem with reflinks (`mkfs.xfs -m reflink=1`) in a sparse image of `sizeMb`
+ * MiB under `dir`, loop-mounted: `{ mountPoint, remove }`, or why this host cannot make one.
+ */
+function mountScratchXfs(dir, sizeMb) {
+  const root = mkdtempSync(join(dir, "xfs-"));
+  const image = join(root, "xfs.img");
+  const mountPoint = join(root, "mnt");
+  mkdirSync(mountPoint);
+  let mounted = false;
+  const remove = async () => {
+    // The shells' loop devices on files in it detach a moment after their last unmount.
+    for (let tries = 0; mounted && tries < 50; tries += 1) {
+      mounted = spawnSync("umount", [mountPoint]).status !== 0;
+      if (mounted) await new Promise((r) => setTimeout(r, 100));
+    }
+    if (mounted) spawnSync("umount", ["-l", mountPoint]);
+    mounted = false;
+    rmSync(root, { recursive: true, force: true });
+  };
+  spawnSync("truncate", ["-s", `${sizeMb}M`, image]);
+  const made = spawnSync("mkfs.xfs", ["-q", "-m", "reflink=1", image], { encoding: "utf8" });
+  if (made.status !== 0) {
+    rmSync(root, { recursive: true, force: true });
+    return made.error?.code === "ENOENT"
+      ? "mkfs.xfs is missing (install xfsprogs)"
+      : `mkfs.xfs failed: ${made.stderr.trim()}`;
+  }
+  const mount = spawnSync("mount", ["-o", "loop", image, mountPoint], { encoding: "utf8" });
+  if (mount.status !== 0) {
+    rmSync(root, { recursive: true, force: true });
+    return `loop-mounting an XFS image failed: ${mount.stderr.trim()}`;
+  }
+  mounted = true;
+  return { mountPoint, remove };
 }
 
 const mib = (bytes) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
@@ -167,10 +222,11 @@ function allocatedUnder(path) {
  * Per-child figures the API cannot show (it makes the children inside one request): the container
  * backend driven directly on a state dir of its own, on the server's images. A parent with a
  * FORK_MB workspace, `state` running (with a busy process) or stopped, is captured once and
- * FORK_COUNT children are made from the capture one after another.
+ * FORK_COUNT children are made from the capture one after another. The state dir is made under
+ * `under` (the data dir, or a filesystem with reflinks).
  */
-async function backendForks(state, warmDisks) {
-  const stateDir = mkdtempSync(join(dataDir, "fork-bench-"));
+async function backendForks(state, warmDisks, under = dataDir) {
+  const stateDir = mkdtempSync(join(under, "fork-bench-"));
   const diskMb = Math.max(1024, FORK_MB * 2);
   const backend = new ContainerBackend({
     stateDir,
@@ -204,6 +260,7 @@ async function backendForks(state, warmDisks) {
     await backend.warm();
     spawnSync("sync");
     const before = allocatedUnder(stateDir);
+    const fsBefore = statfsUsedBytes(stateDir);
     let t0 = performance.now();
     const capture = await backend.captureFork("parent");
     const captureMs = performance.now() - t0;
@@ -221,9 +278,11 @@ async function backendForks(state, warmDisks) {
     return {
       method: capture.method,
       captureMs,
+      frozenMs: capture.frozenMs,
       create: summary(create),
       toExec: summary(toExec),
       usedBytes: allocatedUnder(stateDir) - before,
+      fsUsedBytes: statfsUsedBytes(stateDir) - fsBefore,
     };
   } finally {
     for (const shell of await backend.list()) await backend.destroy(shell.shellId);
@@ -272,6 +331,36 @@ async function backendClaims() {
     for (const shell of await backend.list()) await backend.destroy(shell.shellId);
     await backend.close();
     rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The backend's fork of a running parent with its state dir on a scratch XFS with reflinks (made
+ * and torn down here), next to raw `cp --reflink=always` and `cp -a` of the same size on that XFS.
+ */
+async function reflinkForks() {
+  // Room for the parent's disk, the baselines' source and one `cp -a` of it, and the children.
+  const xfs = mountScratchXfs(dataDir, Math.max(4096, FORK_MB * 6));
+  if (typeof xfs === "string") {
+    log(`backend fork on an XFS state dir: skipped (${xfs})`);
+    return;
+  }
+  try {
+    const onXfs = rawCopyBaseline(xfs.mountPoint, FORK_MB);
+    log(
+      `baseline raw \`cp --reflink=always\` of ${FORK_MB} MiB on XFS: p50 ${onXfs.reflink ? ms(onXfs.reflink.p50) : "n/a (no reflinks)"}  (n=${onXfs.reflink?.n ?? 0}); raw \`cp -a --reflink=never\` there p50 ${ms(onXfs.copy.p50)}`,
+    );
+    for (const warmDisks of [0, FORK_COUNT]) {
+      const run = await backendForks("running", warmDisks, xfs.mountPoint);
+      log(
+        `backend fork into ${FORK_COUNT}, parent running, state dir on XFS (reflinks)${warmDisks ? `, ${warmDisks} warm disks` : ""}: capture ${ms(run.captureMs)} (${run.method}), parent frozen ${ms(run.frozenMs)}, then per child create p50 ${ms(run.create.p50)} p99 ${ms(run.create.p99)}, create→first exec p50 ${ms(run.toExec.p50)} p99 ${ms(run.toExec.p99)} (${ratio(run.toExec.p50)}); capture = ${(run.captureMs / onXfs.copy.p50).toFixed(3)}× raw cp -a --reflink=never, ${onXfs.reflink ? `${(run.captureMs / onXfs.reflink.p50).toFixed(1)}× raw cp --reflink=always` : "no raw reflink"} on this XFS`,
+      );
+      log(
+        `  XFS space used by capture + ${FORK_COUNT} children (statfs): ${mib(run.fsUsedBytes)} (one copy: ${FORK_MB} MiB; a copy each: ${FORK_COUNT * FORK_MB} MiB; warm-pool refills included)`,
+      );
+    }
+  } finally {
+    await xfs.remove();
   }
 }
 
@@ -522,11 +611,12 @@ try {
   }
 
   // fork of a shell with a FORK_MB workspace into FORK_COUNT shells, parent running (one copy into
-  // a shared layer) and stopped (its disk becomes the layer), against raw baselines of the same run
+  // a shared layer) and stopped (its disk becomes the layer), against raw baselines of the same run;
+  // then a running parent on a state dir with reflinks (a scratch XFS), where that copy is a reflink
   if (want("fork")) {
     const copyBaseline = rawCopyBaseline(dataDir, FORK_MB);
     log(
-      `baseline raw \`cp -a\` of ${FORK_MB} MiB:      p50 ${ms(copyBaseline.copy.p50)}  (n=${copyBaseline.copy.n}; reflinks on this filesystem: ${copyBaseline.reflinks ? "yes" : "no"})`,
+      `baseline raw \`cp -a --reflink=never\` of ${FORK_MB} MiB:      p50 ${ms(copyBaseline.copy.p50)}  (n=${copyBaseline.copy.n}; reflinks on this filesystem: ${copyBaseline.reflinks ? "yes" : "no"})`,
     );
     const parent = await shells.create({
       language: "bash",
@@ -570,6 +660,7 @@ try {
           `  host disk used by capture + ${FORK_COUNT} children: ${mib(run.usedBytes)} (a copy each: ${FORK_COUNT * FORK_MB} MiB; warm-pool refills included)`,
         );
       }
+      await reflinkForks();
     }
   }
 

@@ -52,6 +52,15 @@ export function ForkDialog({
   );
 }
 
+/** How the parent's state reached the new shell, in words. */
+const FILESYSTEM_WORDS: Record<ShellForkResult["state"]["filesystem"]["method"], string> = {
+  layered: "shared copy-on-write layer, nothing copied",
+  layered_reflink: "shared copy-on-write layer, reflinked, nothing copied",
+  layered_copy_once: "shared copy-on-write layer, copied once",
+  reflink: "blocks shared until written",
+  copy: "state copied",
+};
+
 /** What a fork made (and what it could not), with a way to open the new shell. */
 export function ForkOutcome({
   result,
@@ -72,9 +81,7 @@ export function ForkOutcome({
         <div key={made.id} className="flex items-center justify-between gap-3">
           <p>
             Forked into <span className="font-mono font-semibold">{made.name}</span> ({made.status}
-            ): {filesystem.method === "reflink"
-              ? "blocks shared until written"
-              : "state copied"}, {megabytes} MiB, parent frozen{" "}
+            ): {FILESYSTEM_WORDS[filesystem.method]}, {megabytes} MiB, parent frozen{" "}
             {filesystem.parentFrozenMs.toFixed(0)} ms.
           </p>
           <Button onClick={() => onOpenShell(made.id)}>Open {made.name}</Button>

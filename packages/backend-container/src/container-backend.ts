@@ -996,10 +996,12 @@ export class ContainerBackend implements SandboxBackend {
    * The shell's filesystem at one instant, as a layer its forks stack on (see layers.ts). A stopped
    * shell's disk becomes the layer as it is (no copy) and the shell continues on a fresh disk over
    * it; a running or paused one is frozen, its filesystem flushed (syncfs through a mount sharing
-   * the live superblock), its disk copied once into the layer (a reflink where the host's filesystem
-   * has them) and thawed. Each fork then starts on an empty disk of its own over the layer. A shell
-   * already on `MAX_LAYER_DEPTH` layers is not stacked deeper: its disk is copied once here and
-   * again by each fork (`copy`/`reflink`), which stacks on the parent's layers.
+   * the live superblock), its disk copied once into the layer and thawed: `layered_reflink` where
+   * the state dir's filesystem has reflinks (XFS, btrfs: the layer shares the parent's blocks, O(1)
+   * in the disk's size), else `layered_copy_once` (ext4: every allocated block is written once).
+   * Each fork then starts on an empty disk of its own over the layer. A shell already on
+   * `MAX_LAYER_DEPTH` layers is not stacked deeper: its disk is copied once here and again by each
+   * fork (`copy`/`reflink`), which stacks on the parent's layers.
    */
   async captureFork(shellId: string): Promise<SandboxForkCapture> {
     return this.#locked(shellId, async () => {
@@ -1038,8 +1040,10 @@ export class ContainerBackend implements SandboxBackend {
             // Mounted while copied: the copy's superblock says "not cleanly unmounted".
             await repairDiskIfNeeded(`${dir}/disk.img`);
           } else {
-            layer = (await makeLayer(this.#stateDir, diskUidBase, copyStill)).ref;
-            method = "layered_copy_once";
+            const made = await makeLayer(this.#stateDir, diskUidBase, copyStill);
+            layer = made.ref;
+            // A reflink shares the parent's blocks (XFS, btrfs): the layer cost no copy at all.
+            method = made.method === "reflink" ? "layered_reflink" : "layered_copy_once";
           }
         }
         const meta: CaptureMeta = {

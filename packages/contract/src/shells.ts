@@ -327,14 +327,16 @@ export const ShellForkResult = z.strictObject({
     /**
      * The parent's filesystem at one instant. `layered`: the parent's state became a read-only
      * layer the new shells (and the parent) stack on, copy-on-write, with nothing copied (a stopped
-     * parent); `layered_copy_once`: the same, after one copy of the parent's state into the layer
-     * (a running or paused parent), not one per shell; `reflink`: the copies share the parent's
-     * blocks until written; `copy`: every allocated block was copied again, once for the capture
-     * and once per shell (the host's filesystem has no reflinks, or the parent is already stacked
-     * as deep as allowed).
+     * parent); `layered_reflink`: the same for a running or paused parent, its state reflinked into
+     * the layer (the host's filesystem has reflinks: XFS, btrfs), sharing its blocks, nothing
+     * copied; `layered_copy_once`: the same, after one copy of the parent's state into the layer (a
+     * running or paused parent on a filesystem without reflinks, such as ext4), not one per shell;
+     * `reflink`: the copies share the parent's blocks until written; `copy`: every allocated block
+     * was copied again, once for the capture and once per shell (the host's filesystem has no
+     * reflinks, or the parent is already stacked as deep as allowed).
      */
     filesystem: z.strictObject({
-      method: z.enum(["layered", "layered_copy_once", "reflink", "copy"]),
+      method: z.enum(["layered", "layered_reflink", "layered_copy_once", "reflink", "copy"]),
       /** Bytes of the parent's state each new shell holds on the host's disk. */
       bytesPerShell: z.int(),
       /** How long the parent's processes were frozen for the capture (0 when it ran none). */

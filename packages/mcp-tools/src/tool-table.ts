@@ -407,7 +407,7 @@ export const SHELLS_TOOLS: ShellsToolTable = {
       "Make `count` new shells (1–20), each starting from the shell's files at one instant: try several approaches side by side from the same state.",
       "The shell keeps running (it is frozen for a moment during the capture). Only files are copied: no process or memory state comes along; start servers again in each new shell.",
       "Each new shell is a create of its own: same language, runtime, network, resources and environment as the original; the org's limits apply, and each is metered while it runs until stopped or deleted. Not destructive.",
-      "Result: `{ parent, shells: Shell[], failed, state }`; pass each shell's `id` as `shell` to shells_exec. `failed` lists a shell that could not be made (and why); the ones before it were made. `state.filesystem.method` says whether the files are a shared copy-on-write layer (`layered`, `layered_copy_once`), shared by reflink or copied.",
+      "Result: `{ parent, shells: Shell[], failed, state }`; pass each shell's `id` as `shell` to shells_exec. `failed` lists a shell that could not be made (and why); the ones before it were made. `state.filesystem.method` says whether the files are a shared copy-on-write layer (`layered`, `layered_reflink`, `layered_copy_once`), shared by reflink or copied.",
     ].join("\n"),
     annotations: {
       readOnlyHint: false,

@@ -68,11 +68,13 @@ export interface SandboxForkCapture {
   captureId: string;
   /**
    * How the state reaches the new shells. `layered`: the parent's state became a read-only layer
-   * they share, with no copy at all (a stopped parent); `layered_copy_once`: it was copied once
-   * into such a layer (a running or paused parent); `reflink`: each shell's copy shares blocks until
-   * written; `copy`: each shell wrote them again.
+   * they share, with no copy at all (a stopped parent); `layered_reflink`: it was reflinked into
+   * such a layer (a running or paused parent on a filesystem with reflinks: the layer shares the
+   * parent's blocks, nothing copied); `layered_copy_once`: it was copied once into such a layer (a
+   * running or paused parent on a filesystem without reflinks); `reflink`: each shell's copy shares
+   * blocks until written; `copy`: each shell wrote them again.
    */
-  method: "layered" | "layered_copy_once" | "reflink" | "copy";
+  method: "layered" | "layered_reflink" | "layered_copy_once" | "reflink" | "copy";
   /** Bytes the capture occupies on the host (each fork copies as much again, or shares it). */
   sizeBytes: number;
   /** How long the shell's processes were held still for the capture (0 when none ran). */

@@ -502,7 +502,9 @@ export function describeSandboxBackend(
           "echo before > /workspace/f.txt; mkdir -p /workspace/d; echo x > /workspace/d/y",
         );
         const capture = await subject.backend.captureFork!(parent);
-        expect(["layered", "layered_copy_once", "reflink", "copy"]).toContain(capture.method);
+        expect(["layered", "layered_reflink", "layered_copy_once", "reflink", "copy"]).toContain(
+          capture.method,
+        );
         await sh(parent, "echo after > /workspace/f.txt");
         const children: string[] = [];
         try {

@@ -483,7 +483,7 @@ export class ShellsClient {
    * parent is frozen briefly for the capture). Processes and memory are not copied. Each new shell
    * is a create of its own (the org's limits apply); the ones made before a refusal come back with
    * it in `failed`. `state.filesystem.method` says whether the state is a shared copy-on-write
-   * layer (`layered`, `layered_copy_once`), shared by reflink, or copied.
+   * layer (`layered`, `layered_reflink`, `layered_copy_once`), shared by reflink, or copied.
    *
    * ```ts
    * const { shells: [a, b] } = await shells.fork(base.id, { count: 2 });

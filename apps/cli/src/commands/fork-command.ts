@@ -13,6 +13,7 @@ interface ForkFlags {
 /** How the parent's state reached the new shells, in words. */
 const FILESYSTEM_WORDS: Record<ShellForkResult["state"]["filesystem"]["method"], string> = {
   layered: "shared layer (nothing copied)",
+  layered_reflink: "shared layer (reflinked, nothing copied)",
   layered_copy_once: "shared layer (copied once)",
   reflink: "shared by reflink",
   copy: "copied",

@@ -212,6 +212,8 @@ const FORK_FILESYSTEM_WORDS: Record<
   (megabytes: string) => string
 > = {
   layered: (mb) => `shared as a read-only layer (${mb} MB, nothing copied; copy-on-write)`,
+  layered_reflink: (mb) =>
+    `reflinked into a shared read-only layer (${mb} MB, nothing copied; copy-on-write)`,
   layered_copy_once: (mb) =>
     `copied once into a shared read-only layer (${mb} MB for all shells; copy-on-write)`,
   reflink: (mb) => `shared by reflink (${mb} MB, copied only where written)`,

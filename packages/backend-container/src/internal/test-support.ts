@@ -60,9 +60,9 @@ export function bashSpec(shellId: string, extra: Partial<SandboxSpec> = {}): San
 }
 
 /**
- * A backend on a fresh state dir; `cleanup` destroys every shell it made and removes the dir.
- * Builds the bash image first when the cache has none (call it from a beforeAll: hooks may take
- * two minutes, a test only thirty seconds).
+ * A backend on a fresh state dir (a temporary one, or `options.stateDir`); `cleanup` destroys every
+ * shell it made and removes the dir. Builds the bash image first when the cache has none (call it
+ * from a beforeAll: hooks may take two minutes, a test only thirty seconds).
  */
 export async function makeTestBackend(options: Partial<ContainerBackendOptions> = {}): Promise<{
   backend: ContainerBackend;
@@ -70,11 +70,11 @@ export async function makeTestBackend(options: Partial<ContainerBackendOptions> 
   options: ContainerBackendOptions;
   cleanup: () => Promise<void>;
 }> {
-  const stateDir = await mkdtemp(`${tmpdir()}/shells-container-test-`);
+  const stateDir = options.stateDir ?? (await mkdtemp(`${tmpdir()}/shells-container-test-`));
   const backendOptions: ContainerBackendOptions = {
-    stateDir,
     imagesDir: TEST_IMAGES_DIR,
     ...options,
+    stateDir,
   };
   const backend = new ContainerBackend(backendOptions);
   if (hostReport.available) await ensureImage(backendOptions.imagesDir ?? TEST_IMAGES_DIR, "bash");
