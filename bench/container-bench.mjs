@@ -434,6 +434,8 @@ async function createToExecWithPool(kind) {
       }
       await new Promise((r) => setTimeout(r, 200));
     }
+    // This host's speed drifts between runs and within one: the baseline again, right before.
+    const local = rawBwrap(ITERATIONS);
     const toExec = summary(
       await timeRuns(ITERATIONS, async () => {
         const shell = await client.create({
@@ -445,14 +447,14 @@ async function createToExecWithPool(kind) {
         ids.push(shell.id);
       }),
     );
-    if (kind !== "sandboxes") return { toExec };
+    if (kind !== "sandboxes") return { toExec, local };
     const claimed = ids[0];
     // Timed with the pool full again (it refills once the creates are over).
     while (!sandboxPoolFull(pooledDir, ITERATIONS)) await new Promise((r) => setTimeout(r, 200));
     const exec = summary(
       await timeRuns(ITERATIONS * 2, () => client.exec(claimed, { command: ["true"] })),
     );
-    return { toExec, exec };
+    return { toExec, exec, local };
   } finally {
     for (const id of ids) await client.delete(id).catch(() => undefined);
     await pooledServer.close();
@@ -493,12 +495,13 @@ try {
       log(
         `API create→first exec, warm disks: p50 ${ms(disks.p50)}  p99 ${ms(disks.p99)}  (n=${disks.n})  p50 = ${ratio(disks.p50)}, ${(disks.p50 / c.p50).toFixed(2)}× without the pool`,
       );
-      const { toExec: boxes, exec } = await createToExecWithPool("sandboxes");
+      const { toExec: boxes, exec, local } = await createToExecWithPool("sandboxes");
+      const localRatio = (v) => `${(v / local.p50).toFixed(2)}× the raw bwrap just before`;
       log(
-        `API create→first exec, warm sandbox pool: p50 ${ms(boxes.p50)}  p99 ${ms(boxes.p99)}  (n=${boxes.n})  p50 = ${ratio(boxes.p50)}, ${(boxes.p50 / c.p50).toFixed(2)}× without the pool`,
+        `API create→first exec, warm sandbox pool: p50 ${ms(boxes.p50)}  p99 ${ms(boxes.p99)}  (n=${boxes.n})  p50 = ${ratio(boxes.p50)}, ${localRatio(boxes.p50)} (${ms(local.p50)}), ${(boxes.p50 / c.p50).toFixed(2)}× without the pool`,
       );
       log(
-        `API exec round trip, claimed shell:      p50 ${ms(exec.p50)}  p99 ${ms(exec.p99)}  (n=${exec.n})  p50 = ${ratio(exec.p50)}`,
+        `API exec round trip, claimed shell:      p50 ${ms(exec.p50)}  p99 ${ms(exec.p99)}  (n=${exec.n})  p50 = ${ratio(exec.p50)}, ${localRatio(exec.p50)}`,
       );
       // `internet` shells: their own egress proxy (control plane) and forwarder and walls
       // (sandbox) each; from the pool's `:internet` sandboxes, the sandbox's part is made ahead.
