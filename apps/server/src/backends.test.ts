@@ -76,12 +76,17 @@ describe("the container sandbox pool as the server configures it", () => {
     ).toEqual({ bash: 1, "bash:internet": 3 });
   });
 
-  it.each(["bash", "cobol=1", "bash=-1", "bash=101", "bash:web=1", "bash:internet"])(
-    "refuses SHELLS_CONTAINER_POOL=%s at start, naming the entry",
-    (value) => {
-      expect(() => loadConfig(["--data-dir", dir], { SHELLS_CONTAINER_POOL: value })).toThrow(
-        value.split(",")[0],
-      );
-    },
-  );
+  it.each([
+    "bash",
+    "cobol=1",
+    "bash=-1",
+    "bash=101",
+    "bash:web=1",
+    "bash:internet",
+    "bash=1,bash=2",
+  ])("refuses SHELLS_CONTAINER_POOL=%s at start, naming the entry", (value) => {
+    expect(() => loadConfig(["--data-dir", dir], { SHELLS_CONTAINER_POOL: value })).toThrow(
+      value.split(",")[0],
+    );
+  });
 });

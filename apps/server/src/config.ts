@@ -333,6 +333,13 @@ export const ServerConfig = z.strictObject({
           return z.NEVER;
         }
         const kind = match[2] ? (`${language.data}:internet` as const) : language.data;
+        if (pool[kind] !== undefined) {
+          ctx.addIssue({
+            code: "custom",
+            message: `${kind} is given twice: "${kind}=${pool[kind]}" and "${item.trim()}"`,
+          });
+          return z.NEVER;
+        }
         pool[kind] = Number(match[3]);
       }
       return pool;

@@ -180,6 +180,8 @@ interface PidsWatch {
   live: Map<string, InflightExec | null>;
   /** Exec cgroups being made and not yet in `live`: while any is, the sweep removes nothing. */
   creating: number;
+  /** Exec cgroups the watch has killed in: never handed to another exec (a kill may still run). */
+  killed: Set<string>;
 }
 
 /** How this backend pauses: the cgroup freezer, with the processes' memory kept resident. */
@@ -1597,6 +1599,7 @@ export class ContainerBackend implements SandboxBackend {
     const watch = this.#pidsWatch.get(shellId);
     const keep =
       watch !== undefined &&
+      !watch.killed.has(group.name) &&
       !this.#idleGroups.has(shellId) &&
       (await group.reusable().catch(() => false)) &&
       // The same shell's still: no stop or restart removed its cgroups meanwhile.
@@ -1604,6 +1607,7 @@ export class ContainerBackend implements SandboxBackend {
       !this.#idleGroups.has(shellId);
     if (keep) this.#idleGroups.set(shellId, group);
     watch?.live.delete(group.name);
+    watch?.killed.delete(group.name);
     if (!keep) await group.removeIfEmpty().catch(() => false);
   }
 
@@ -1623,7 +1627,13 @@ export class ContainerBackend implements SandboxBackend {
     let watch = this.#pidsWatch.get(shellId);
     if (!watch) {
       // Infinity: refusals counted before the watch began are nobody's to answer for now.
-      watch = { shell: this.#cgroup(shellId), refused: Infinity, live: new Map(), creating: 0 };
+      watch = {
+        shell: this.#cgroup(shellId),
+        refused: Infinity,
+        live: new Map(),
+        creating: 0,
+        killed: new Set(),
+      };
       this.#pidsWatch.set(shellId, watch);
     }
     this.#pidsTimer ??= setInterval(() => void this.#checkPids(), PIDS_WATCH_MS).unref();
@@ -1649,6 +1659,7 @@ export class ContainerBackend implements SandboxBackend {
           if (inflight) inflight.endReason = "pids";
           // The helper of a live exec stays to report how its command ended.
           const spare = inflight?.child.pid !== undefined ? [inflight.child.pid] : [];
+          watch.killed.add(group.name);
           await group.kill(spare).catch(() => undefined);
           this.#log("warn", { shellId, cgroup: group.name }, "process limit filled: exec killed");
         }
@@ -1871,6 +1882,9 @@ export class ContainerBackend implements SandboxBackend {
       const holder = await this.#launch(record, helper, cgroup, options.freshDisk ?? false);
       this.#holders.set(record.shellId, holder);
     } catch (error) {
+      // Its exec cgroups go with the shell's: none may be handed to a later exec.
+      this.#pidsWatch.delete(record.shellId);
+      this.#idleGroups.delete(record.shellId);
       await cgroup.killAll().catch(() => undefined);
       await cgroup.remove().catch(() => undefined);
       if (error instanceof SandboxError) throw error;
@@ -1986,9 +2000,10 @@ export class ContainerBackend implements SandboxBackend {
         [holder.initPid, holder.initStart],
         [holder.keeperPid, holder.keeperStart],
       );
-    await cgroup.remove();
+    // Forgotten first: a removal that fails may have taken some hierarchies' exec cgroups.
     this.#pidsWatch.delete(shellId);
     this.#idleGroups.delete(shellId);
+    await cgroup.remove();
     this.#holders.delete(shellId);
     await rm(`${shellDir}/holder.json`, { force: true });
     await waitForLoopDetached(`${shellDir}/disk.img`, holder?.loopDevice);
@@ -2110,7 +2125,7 @@ function hostnameOf(shellId: string): string {
   const label = shellId
     .toLowerCase()
     .replace(/[^a-z0-9-]/g, "-")
-    .replace(/^-+|-+$/g, "")
-    .slice(0, 63);
+    .slice(0, 63)
+    .replace(/^-+|-+$/g, "");
   return label || "shell";
 }
