@@ -1,4 +1,5 @@
 import { writeTar, type TarEntry } from "@shells/sandbox";
+import { readFileSync } from "node:fs";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestServer, type TestServer } from "./harness.js";
@@ -192,15 +193,15 @@ describe("uploaded archives cannot reach outside their directory", () => {
         await new Promise((r) => setTimeout(r, 20));
       }
     })();
-    // The CPU this process spent between two turns of the loop: what a synchronous check would
-    // spend in one go. Unlike wall-clock delay it does not grow when a loaded machine schedules
-    // the process less often.
-    let lastCpu = process.cpuUsage();
+    // The CPU the event loop's thread spent between two turns of the loop: what a synchronous
+    // check would spend in one go. Unlike wall-clock delay it does not grow when a loaded machine
+    // schedules the process less often, and unlike the process's CPU it leaves out the garbage
+    // collector's and the thread pool's threads, which run beside the loop.
+    let lastCpu = mainThreadCpuMs();
     let longestTurnCpuMs = 0;
     const ticker = setInterval(() => {
-      const now = process.cpuUsage();
-      const spentMs = (now.user - lastCpu.user + now.system - lastCpu.system) / 1000;
-      longestTurnCpuMs = Math.max(longestTurnCpuMs, spentMs);
+      const now = mainThreadCpuMs();
+      longestTurnCpuMs = Math.max(longestTurnCpuMs, now - lastCpu);
       lastCpu = now;
     }, 10);
     delay.enable();
@@ -209,6 +210,9 @@ describe("uploaded archives cannot reach outside their directory", () => {
     delay.disable();
     clearInterval(ticker);
     await probe;
+    console.info(
+      `archive check: longest turn ${longestTurnCpuMs.toFixed(0)} ms CPU, loop delay max ${(delay.max / 1e6).toFixed(0)} ms, slowest /healthz ${slowest.toFixed(0)} ms, ${health} health checks`,
+    );
     expect(res.status).toBe(400);
     const body = (await res.json()) as { error: { code: string; details?: { entry?: string } } };
     expect(body.error.code).toBe("unsafe_archive");
@@ -217,8 +221,13 @@ describe("uploaded archives cannot reach outside their directory", () => {
     // A synchronous check of this archive spends seconds of CPU in one turn; a streaming one a
     // slice at a time. (Wall-clock delay is logged, not asserted: load inflates it.)
     expect(longestTurnCpuMs).toBeLessThan(600);
-    console.info(
-      `archive check: longest turn ${longestTurnCpuMs.toFixed(0)} ms CPU, loop delay max ${(delay.max / 1e6).toFixed(0)} ms, slowest /healthz ${slowest.toFixed(0)} ms`,
-    );
   }, 120_000);
 });
+
+/** CPU time of this process's main thread (the event loop's), ms: /proc's utime + stime, in ticks of 10 ms. */
+function mainThreadCpuMs(): number {
+  const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, "utf8");
+  // Fields resume after the command name's last ')': utime and stime are the 12th and 13th there.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
