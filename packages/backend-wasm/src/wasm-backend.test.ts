@@ -416,14 +416,29 @@ describeLive("wasm backend: execs in a real jailed interpreter", () => {
 
   it("ends a queued exec past its wall clock without interrupting the one running before it", async () => {
     const id = await create("python");
-    const first = run(id, [
-      "python3",
-      "-c",
-      "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass\nprint('first done')",
-    ]);
+    // The second exec is asked for only once the first runs: it then waits behind it.
+    let started: () => void = () => undefined;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    const first = backend.exec(
+      id,
+      {
+        command: [
+          "python3",
+          "-c",
+          "import time\nprint('first running', flush=True)\nend = time.time() + 1.5\nwhile time.time() < end: pass\nprint('first done')",
+        ],
+        env: {},
+        cwd: "/workspace",
+        stdin: undefined,
+        timeoutMs: 20_000,
+        maxOutputBytes: 4096,
+      },
+      { onOutput: () => started() },
+    );
+    await running;
     const queued = await run(id, ["python3", "-c", "print('never')"], { timeoutMs: 200 });
     expect(queued).toMatchObject({ killReason: "wall_clock", exitCode: 130, stdout: "" });
-    expect(await first).toMatchObject({ exitCode: 0, stdout: "first done\n" });
+    expect(await first).toMatchObject({ exitCode: 0, stdout: "first running\nfirst done\n" });
     expect((await first).killReason).toBeUndefined();
   }, 60_000);
 
