@@ -86,12 +86,17 @@ int enter_shell(int init_fd, const struct entry_options *e) {
     close(init_fd);
     /* Root of the shell: host uid_base, no supplementary groups of the host. */
     if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) die("become shell root");
-    if (e->hostname && sethostname(e->hostname, strlen(e->hostname)) < 0) die("sethostname");
-    if (e->loopback_up) bring_loopback_up();
+    name_shell(e);
     /* Not dumpable: the shell's processes cannot ptrace or read /proc of this helper (it came from
      * the host) in the moment between fork and execve, nor while it relays. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     return 0;
+}
+
+/* A claimed shell's hostname and loopback (see enter_shell): as the shell's root, in its namespaces. */
+void name_shell(const struct entry_options *e) {
+    if (e->hostname && sethostname(e->hostname, strlen(e->hostname)) < 0) die("sethostname");
+    if (e->loopback_up) bring_loopback_up();
 }
 
 /* Closes every file descriptor except the `count` ones in `keep` (-1 entries are ignored). */

@@ -9,8 +9,86 @@ struct exec_options {
     long long timeout_ms;
     long long max_output;
     unsigned long long disk_full_bytes; /* free space at or below this after a failure = disk limit */
+    int stdin_null;                      /* a ready helper: the command's stdin is /dev/null */
     char **command;
 };
+
+/*
+ * A ready helper (`--wait-request`) is started ahead of its exec: it pins the shell's init and joins
+ * the shell's cgroups and namespaces (the costly part of an entry: a process start, a cgroup
+ * migration, setns), then waits on REQUEST_FD for what to run. The control plane writes the request
+ * and closes its end: NUL-terminated strings, the first the number of arguments that follow (the
+ * options below, as on the command line, then `--` and the command), the rest the command's
+ * environment (SHELLS_ENV_-prefixed, as in the helper's own environment otherwise). End of file
+ * before a request: it is not wanted any more (a stop, a restart, the control plane gone).
+ */
+#define REQUEST_FD 4
+#define MAX_REQUEST (64 << 20)
+
+/* Consumes the exec's own options and those of an entry; returns the index of the command. A
+ * request may carry only what an exec decides, not which shell or cgroups it enters. */
+static int parse_exec_options(struct exec_options *o, int argc, char **argv, int *wait_request) {
+    int i = 0;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) return i + 1;
+        if (!wait_request && strcmp(a, "--cwd") && strcmp(a, "--hostname") && strcmp(a, "--loopback-up") &&
+            strcmp(a, "--timeout-ms") && strcmp(a, "--max-output") && strcmp(a, "--disk-full-bytes") &&
+            strcmp(a, "--stdin-null"))
+            die("exec: %s cannot be requested", a);
+        if (parse_entry_option(&o->e, "exec", a, &i, argc, argv)) continue;
+        if (strcmp(a, "--timeout-ms") == 0) o->timeout_ms = strtoll(arg_value(&i, argc, argv), NULL, 10);
+        else if (strcmp(a, "--max-output") == 0) o->max_output = strtoll(arg_value(&i, argc, argv), NULL, 10);
+        else if (strcmp(a, "--disk-full-bytes") == 0) o->disk_full_bytes = strtoull(arg_value(&i, argc, argv), NULL, 10);
+        else if (strcmp(a, "--stdin-null") == 0 && !wait_request) o->stdin_null = 1;
+        else if (strcmp(a, "--wait-request") == 0 && wait_request) *wait_request = 1;
+        else die("exec: unknown argument %s", a);
+    }
+    return i;
+}
+
+/* Reads a ready helper's request into `o` and the environment; 0 when it came, -1 at end of file. */
+static int read_request(struct exec_options *o) {
+    size_t size = 0, capacity = 4096;
+    char *buf = malloc(capacity);
+    if (!buf) die("request: out of memory");
+    for (;;) {
+        if (size == capacity) {
+            if (capacity >= MAX_REQUEST) die("request: over %d bytes", MAX_REQUEST);
+            capacity *= 2;
+            buf = realloc(buf, capacity);
+            if (!buf) die("request: out of memory");
+        }
+        ssize_t n = read(REQUEST_FD, buf + size, capacity - size);
+        if (n < 0 && errno == EINTR && abort_requested) return -1; /* stopped before its exec */
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) die("request: read: %s", strerror(errno));
+        if (n == 0) break;
+        size += (size_t)n;
+    }
+    close(REQUEST_FD);
+    if (size == 0) return -1;
+    if (buf[size - 1] != '\0') die("request: not NUL-terminated");
+    size_t count = 0;
+    for (size_t k = 0; k < size; k++)
+        if (buf[k] == '\0') count++;
+    char **strings = calloc(count + 1, sizeof *strings);
+    if (!strings) die("request: out of memory");
+    size_t n = 0;
+    for (char *p = buf; p < buf + size; p += strlen(p) + 1) strings[n++] = p;
+    char *end;
+    long argc = strtol(strings[0], &end, 10);
+    if (*end || argc < 1 || (size_t)argc > count - 1) die("request: bad argument count");
+    int i = parse_exec_options(o, (int)argc, strings + 1, NULL);
+    if (i >= argc) die("exec: no command");
+    char **command = calloc((size_t)(argc - i) + 1, sizeof *command);
+    if (!command) die("request: out of memory");
+    memcpy(command, strings + 1 + i, (size_t)(argc - i) * sizeof *command);
+    o->command = command;
+    extern char **environ;
+    environ = strings + 1 + argc; /* the rest; `strings` ends with NULL */
+    return 0;
+}
 
 int cmd_exec(int argc, char **argv) {
     struct exec_options o;
@@ -19,21 +97,13 @@ int cmd_exec(int argc, char **argv) {
     o.timeout_ms = 60000;
     o.max_output = 10 << 20;
     o.disk_full_bytes = 1 << 20;
-    int i = 0;
-    for (; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--") == 0) {
-            i++;
-            break;
-        }
-        if (parse_entry_option(&o.e, "exec", a, &i, argc, argv)) continue;
-        if (strcmp(a, "--timeout-ms") == 0) o.timeout_ms = strtoll(arg_value(&i, argc, argv), NULL, 10);
-        else if (strcmp(a, "--max-output") == 0) o.max_output = strtoll(arg_value(&i, argc, argv), NULL, 10);
-        else if (strcmp(a, "--disk-full-bytes") == 0) o.disk_full_bytes = strtoull(arg_value(&i, argc, argv), NULL, 10);
-        else die("exec: unknown argument %s", a);
+    int wait_request = 0;
+    int i = parse_exec_options(&o, argc, argv, &wait_request);
+    if (wait_request && i < argc) die("exec: a ready helper takes its command from its request");
+    if (!wait_request) {
+        if (i >= argc) die("exec: no command");
+        o.command = argv + i;
     }
-    if (i >= argc) die("exec: no command");
-    o.command = argv + i;
 
     int init_fd = pin_init(&o.e);
     if (init_fd < 0) {
@@ -41,10 +111,26 @@ int cmd_exec(int argc, char **argv) {
         return 0;
     }
     int oom_fd = o.e.oom_events ? open(o.e.oom_events, O_RDONLY | O_CLOEXEC) : -1;
+    /* Opened on the host, before entering: the shell's own /dev/null is its root's to replace. */
+    int devnull = wait_request ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
+    /* Still the shell's init when the request comes? Its pidfd turns readable when it exits. */
+    int init_watch = wait_request ? fcntl(init_fd, F_DUPFD_CLOEXEC, 0) : -1;
 
     if (enter_shell(init_fd, &o.e) < 0) {
         dprintf(STATUS_FD, "not_running\n");
         return 0;
+    }
+    if (wait_request) {
+        if (read_request(&o) < 0) return 0;
+        struct pollfd gone = {init_watch, POLLIN, 0};
+        if (poll(&gone, 1, 0) != 0) {
+            dprintf(STATUS_FD, "not_running\n");
+            return 0;
+        }
+        close(init_watch);
+        name_shell(&o.e);
+        if (o.stdin_null && dup2(devnull, 0) < 0) die("stdin");
+        close(devnull);
     }
 
     long long oom_before = read_counter(oom_fd, "oom_kill");

@@ -92,6 +92,7 @@ extern volatile sig_atomic_t abort_requested;
 int parse_entry_option(struct entry_options *e, const char *cmd, const char *a, int *i, int argc, char **argv);
 int pin_init(const struct entry_options *e);
 int enter_shell(int init_fd, const struct entry_options *e);
+void name_shell(const struct entry_options *e);
 void kill_group(pid_t pgid);
 void close_all_except(const int *keep, int count);
 void drain_in_shell(struct pollfd *fds, int count);

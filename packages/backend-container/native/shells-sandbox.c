@@ -36,8 +36,10 @@ int main(int argc, char **argv) {
     }
     if (geteuid() != 0) die("must run as root");
     /* Nothing the parent left open goes further than this line: each mode keeps stdio and, except
-     * with-disk (which runs a host tool), its status pipe on fd 3. */
-    close_fds_from(strcmp(argv[1], "with-disk") == 0 ? 3 : STATUS_FD + 1);
+     * with-disk (which runs a host tool), its status pipe on fd 3; a ready exec helper its request
+     * on fd 4 (exec.c). */
+    int ready = strcmp(argv[1], "exec") == 0 && argc > 2 && strcmp(argv[2], "--wait-request") == 0;
+    close_fds_from(strcmp(argv[1], "with-disk") == 0 ? 3 : ready ? STATUS_FD + 2 : STATUS_FD + 1);
     remember_command_line(argc, argv);
     if (strcmp(argv[1], "start") == 0) return cmd_start(argc - 2, argv + 2);
     if (strcmp(argv[1], "exec") == 0) return cmd_exec(argc - 2, argv + 2);

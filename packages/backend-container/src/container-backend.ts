@@ -45,10 +45,13 @@ import {
   waitForLoopDetached,
 } from "./internal/disk.js";
 import {
+  dismissReadyHelper,
   runExec,
   ShellNotRunningError,
+  startReadyHelper,
   type ExecTarget,
   type InflightExec,
+  type ReadyHelper,
 } from "./internal/exec.js";
 import { launchHolder } from "./internal/holder.js";
 import {
@@ -171,6 +174,8 @@ const UNIX_PATH_MAX = 108;
 
 /** How often the pids watch looks at shells with exec cgroups (see #checkPids). */
 const PIDS_WATCH_MS = 200;
+/** How long no exec may have begun or ended before ready helpers are started (see #prepareReady). */
+const READY_QUIET_MS = 100;
 
 /** One shell's pids watch: refused forks counted so far, and the execs in flight by cgroup name. */
 interface PidsWatch {
@@ -291,6 +296,17 @@ export class ContainerBackend implements SandboxBackend {
    * removing a cgroup in every hierarchy is most of an exec's own cost on cgroup v1.
    */
   readonly #idleGroups = new Map<string, ExecCgroup>();
+  /**
+   * By exec cgroup name, the ready helper waiting in an idle exec cgroup (see ReadyHelper): the
+   * exec that takes the group takes it, and starts no process of its own.
+   */
+  readonly #readyHelpers = new Map<string, ReadyHelper>();
+  /** Idle exec cgroups waiting for a ready helper until the host is quiet, by shell id. */
+  readonly #readyWanted = new Map<string, ExecCgroup>();
+  #readyTimer: NodeJS.Timeout | null = null;
+  /** When an exec last began or ended (see #prepareReady). */
+  #lastExecAt = 0;
+  #closing = false;
   readonly #diskPool: DiskPool;
   readonly #sandboxPool: SandboxPool;
   /** Boxes this backend started for its pool: `recover` leaves them alone. */
@@ -617,8 +633,10 @@ export class ContainerBackend implements SandboxBackend {
         };
         try {
           await this.#provision(record, helper, null);
-          // The first exec of the shell that claims it finds its cgroup made.
-          this.#idleGroups.set(boxId, await this.#cgroup(boxId).createExecGroup());
+          // The first exec of the shell that claims it finds its cgroup made, its helper waiting.
+          const group = await this.#cgroup(boxId).createExecGroup();
+          this.#idleGroups.set(boxId, group);
+          await this.#startReady(boxId, group);
         } catch (error) {
           await this.#teardown(boxId).catch(() => undefined);
           throw error;
@@ -776,6 +794,9 @@ export class ContainerBackend implements SandboxBackend {
       throw pausedError(shellId);
     const diskBytes = record.resources.diskMb * 1024 * 1024;
     const group = await this.#execGroup(shellId);
+    this.#lastExecAt = performance.now();
+    this.#readyWanted.delete(shellId);
+    const ready = this.#takeReady(group, paused);
     const freezerProcs = cgroup.freezerDir
       ? `${cgroup.freezerDir}/${group.name}/cgroup.procs`
       : null;
@@ -793,6 +814,7 @@ export class ContainerBackend implements SandboxBackend {
         env,
         options,
         (inflight) => this.#track(shellId, inflight, group),
+        ready,
       );
       if (result.killReason === undefined && (await group.filledShellLimit())) {
         // It filled the shell's process limit and ended before the watch looked: end what it left.
@@ -803,6 +825,7 @@ export class ContainerBackend implements SandboxBackend {
     } catch (error) {
       throw this.#execError(shellId, "exec", error);
     } finally {
+      this.#lastExecAt = performance.now();
       if (paused) await group.kill().catch(() => undefined);
       await this.#releaseGroup(shellId, group);
     }
@@ -1376,6 +1399,7 @@ export class ContainerBackend implements SandboxBackend {
   }
 
   async close(): Promise<void> {
+    this.#closing = true;
     // Shells run on without us; execs in flight finish inside their shells. Pooled sandboxes
     // serve no one without us: they go (a crash leaves them to the next `recover`).
     this.#sandboxPool.close();
@@ -1391,6 +1415,11 @@ export class ContainerBackend implements SandboxBackend {
     this.#pidsTimer = null;
     this.#pidsWatch.clear();
     this.#idleGroups.clear();
+    if (this.#readyTimer) clearTimeout(this.#readyTimer);
+    this.#readyTimer = null;
+    this.#readyWanted.clear();
+    for (const ready of this.#readyHelpers.values()) dismissReadyHelper(ready);
+    this.#readyHelpers.clear();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1608,7 +1637,83 @@ export class ContainerBackend implements SandboxBackend {
     if (keep) this.#idleGroups.set(shellId, group);
     watch?.live.delete(group.name);
     watch?.killed.delete(group.name);
-    if (!keep) await group.removeIfEmpty().catch(() => false);
+    if (keep) this.#prepareReady(shellId, group);
+    else await group.removeIfEmpty().catch(() => false);
+  }
+
+  /**
+   * Asks for a ready helper in `group`, the shell's idle exec cgroup, for the shell's next exec
+   * (see ReadyHelper). Started once no exec has begun or ended for READY_QUIET_MS: starting a
+   * process forks the control plane, which holds up whatever it would serve meanwhile, so it is
+   * left to a moment when nothing waits. An exec that comes first starts its own helper, as it
+   * would without.
+   */
+  #prepareReady(shellId: string, group: ExecCgroup): void {
+    if (this.#closing || this.#readyHelpers.has(group.name)) return;
+    this.#readyWanted.set(shellId, group);
+    this.#readyTimer ??= setTimeout(() => void this.#startWantedReady(), READY_QUIET_MS);
+  }
+
+  async #startWantedReady(): Promise<void> {
+    this.#readyTimer = null;
+    const quietFor = performance.now() - this.#lastExecAt;
+    if (quietFor < READY_QUIET_MS) {
+      this.#readyTimer = setTimeout(() => void this.#startWantedReady(), READY_QUIET_MS - quietFor);
+      return;
+    }
+    // One at a time, so a request that comes meanwhile waits for one start at most.
+    const [first] = this.#readyWanted;
+    if (!first) return;
+    const [shellId, group] = first;
+    this.#readyWanted.delete(shellId);
+    await this.#startReady(shellId, group);
+    if (this.#readyWanted.size > 0 && !this.#closing)
+      this.#readyTimer ??= setTimeout(() => void this.#startWantedReady(), 1);
+  }
+
+  /** Starts a ready helper in `group` while it is still the shell's idle group, unpaused. */
+  async #startReady(shellId: string, group: ExecCgroup): Promise<void> {
+    try {
+      const [holder, paused, helper] = await Promise.all([
+        this.#liveHolder(shellId),
+        this.#cgroup(shellId).isFrozen(),
+        ensureHelper(this.#stateDir),
+      ]);
+      if (
+        this.#closing ||
+        !holder ||
+        paused ||
+        this.#idleGroups.get(shellId)?.name !== group.name ||
+        this.#readyHelpers.has(group.name)
+      )
+        return;
+      const ready = startReadyHelper({
+        helper,
+        initPid: holder.initPid,
+        initStart: holder.initStart,
+        cgroupProcs: group.procsFiles,
+        oomEventsFile: group.oomEventsFile,
+        rootCapabilities: this.#options.rootCapabilities ?? "none",
+      });
+      this.#readyHelpers.set(group.name, ready);
+      ready.child.on("exit", () => {
+        if (this.#readyHelpers.get(group.name) === ready) this.#readyHelpers.delete(group.name);
+      });
+    } catch (error) {
+      this.#log("warn", { shellId, err: error }, "starting a ready exec helper failed");
+    }
+  }
+
+  /**
+   * The ready helper waiting in `group`, for the exec that took the group; none for an exec of a
+   * paused shell, which leaves the freezer out (the helper stays, frozen, and goes with the
+   * group's processes after that exec).
+   */
+  #takeReady(group: ExecCgroup, paused: boolean): ReadyHelper | undefined {
+    const ready = this.#readyHelpers.get(group.name);
+    if (!ready || paused) return undefined;
+    this.#readyHelpers.delete(group.name);
+    return ready.gone ? undefined : ready;
   }
 
   /**
@@ -1655,6 +1760,8 @@ export class ContainerBackend implements SandboxBackend {
         const { culprits, refused } = await watch.shell.pidsCulprits(watch.refused);
         watch.refused = refused;
         for (const group of culprits) {
+          // Only a ready helper of ours waits in the idle group: nothing of the shell's runs there.
+          if (group.name === this.#idleGroups.get(shellId)?.name) continue;
           const inflight = watch.live.get(group.name) ?? undefined;
           if (inflight) inflight.endReason = "pids";
           // The helper of a live exec stays to report how its command ended.
@@ -2003,6 +2110,7 @@ export class ContainerBackend implements SandboxBackend {
     // Forgotten first: a removal that fails may have taken some hierarchies' exec cgroups.
     this.#pidsWatch.delete(shellId);
     this.#idleGroups.delete(shellId);
+    this.#readyWanted.delete(shellId);
     await cgroup.remove();
     this.#holders.delete(shellId);
     await rm(`${shellDir}/holder.json`, { force: true });

@@ -18,6 +18,7 @@ import {
   hostObjects,
   hostReport,
   makeTestBackend,
+  readyHelperPids,
   request,
   SMALL,
 } from "./internal/test-support.js";
@@ -77,6 +78,8 @@ describe.runIf(hostReport.available)("the container backend's warm sandbox pool"
   it("serves a create from a pooled sandbox, with the shell's hostname, limits, network and env", async () => {
     const ready = await boxes();
     expect(ready).toHaveLength(2);
+    // Each waits with an exec helper already in it: the first exec starts no process.
+    for (const box of ready) expect(await readyHelperPids(cgroupOf(box))).toHaveLength(1);
     expect((await poolReport())?.languages).toEqual([
       { language: "bash", internet: false, ready: 2, target: 2 },
     ]);

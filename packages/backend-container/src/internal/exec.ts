@@ -77,6 +77,11 @@ export function shellEntryArgs(
   >,
   cwd: string,
 ): string[] {
+  return [...entryArgs(target), ...placementArgs(target, cwd)];
+}
+
+/** Which shell and cgroups the helper enters. */
+function entryArgs(target: Omit<ReadyTarget, "helper">): string[] {
   return [
     "--init-pid",
     String(target.initPid),
@@ -85,13 +90,98 @@ export function shellEntryArgs(
     ...target.cgroupProcs.flatMap((file) => ["--cgroup-procs", file]),
     "--oom-events",
     target.oomEventsFile,
-    "--cwd",
-    cwd,
     "--root-caps",
     target.rootCapabilities,
+  ];
+}
+
+/** Where the command starts, and a claimed shell's naming (see ExecTarget.naming). */
+function placementArgs(target: Pick<ExecTarget, "naming">, cwd: string): string[] {
+  return [
+    "--cwd",
+    cwd,
     ...(target.naming ? ["--hostname", target.naming.hostname] : []),
     ...(target.naming?.loopbackUp ? ["--loopback-up"] : []),
   ];
+}
+
+/** What a ready helper is started with: the shell and exec cgroup it enters ahead of its exec. */
+export type ReadyTarget = Pick<
+  ExecTarget,
+  "helper" | "initPid" | "initStart" | "cgroupProcs" | "oomEventsFile" | "rootCapabilities"
+>;
+
+/**
+ * An exec helper started ahead of its exec (see native/exec.c, `--wait-request`): it has pinned the
+ * shell's init and joined the shell's namespaces and one exec cgroup, and waits for the command on
+ * fd 4. So the exec that takes it starts no process and moves none between cgroups: the request is
+ * one write. Used once; ended by closing fd 4 without a request (it exits) or by the shell's stop
+ * (it is in the shell's cgroups).
+ */
+export interface ReadyHelper {
+  readonly child: ChildProcess;
+  /** When it exited, or could not be started: it is of no use then. */
+  readonly gone: boolean;
+  /** Settles when the process has ended and its output is closed, however early that was. */
+  readonly closed: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export function startReadyHelper(target: ReadyTarget): ReadyHelper {
+  const child = spawn(target.helper, ["exec", "--wait-request", ...entryArgs(target)], {
+    env: {},
+    stdio: ["pipe", "pipe", "pipe", "pipe", "pipe"],
+  });
+  let gone = false;
+  const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on("exit", () => (gone = true));
+    child.on("error", () => {
+      gone = true;
+      resolve({ code: null, signal: null });
+    });
+    child.on("close", (code, signal) => resolve({ code, signal }));
+  });
+  for (const stream of [child.stdin, child.stdio[4]] as (NodeJS.WritableStream | null)[])
+    stream?.on("error", () => undefined); // it may have ended first: the exec then reports that
+  return {
+    child,
+    closed,
+    get gone() {
+      return gone || child.exitCode !== null || child.signalCode !== null;
+    },
+  };
+}
+
+/** Ends a ready helper no exec took: end of file on its request, so it exits on its own. */
+export function dismissReadyHelper(ready: ReadyHelper): void {
+  (ready.child.stdio[4] as NodeJS.WritableStream | null)?.end();
+}
+
+/**
+ * A ready helper's request: the count of arguments, the arguments, then the helper environment's
+ * entries, each NUL-terminated. Null when a string holds a NUL (it could not be told apart; such a
+ * command is started the ordinary way, which refuses it).
+ */
+function readyRequest(
+  target: Pick<ExecTarget, "naming" | "diskFullBytes">,
+  request: SandboxExecRequest,
+  env: Record<string, string>,
+): string | null {
+  const args = [
+    "--timeout-ms",
+    String(request.timeoutMs),
+    "--max-output",
+    String(request.maxOutputBytes),
+    "--disk-full-bytes",
+    String(target.diskFullBytes),
+    ...placementArgs(target, request.cwd),
+    ...(request.stdin === undefined ? ["--stdin-null"] : []),
+    "--",
+    ...request.command,
+  ];
+  const environment = Object.entries(helperEnvironment(env)).map(([k, v]) => `${k}=${v}`);
+  const strings = [String(args.length), ...args, ...environment];
+  if (strings.some((text) => text.includes("\0"))) return null;
+  return strings.map((text) => `${text}\0`).join("");
 }
 
 /** Thrown when the shell's init is gone (the caller maps it to `not_running`). */
@@ -110,8 +200,12 @@ export function runExec(
   env: Record<string, string>,
   options: SandboxExecOptions,
   register: (inflight: InflightExec) => () => void,
+  /** A ready helper of the exec's cgroup to run the command with, instead of starting one. */
+  ready?: ReadyHelper,
 ): Promise<ExecResult> {
   const started = performance.now();
+  const payload = ready && !ready.gone ? readyRequest(target, request, env) : null;
+  if (ready && payload === null) dismissReadyHelper(ready);
   const args = [
     "exec",
     ...shellEntryArgs(target, request.cwd),
@@ -124,10 +218,17 @@ export function runExec(
     "--",
     ...request.command,
   ];
-  const child = spawn(target.helper, args, {
-    env: helperEnvironment(env),
-    stdio: [request.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe", "pipe"],
-  });
+  const child =
+    ready && payload !== null
+      ? ready.child
+      : spawn(target.helper, args, {
+          env: helperEnvironment(env),
+          stdio: [request.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe", "pipe"],
+        });
+  if (ready && payload !== null) {
+    (child.stdio[4] as NodeJS.WritableStream).end(payload);
+    if (request.stdin === undefined) child.stdin?.end();
+  }
   const inflight: InflightExec = { child };
   const unregister = register(inflight);
 
@@ -198,7 +299,7 @@ export function runExec(
       unregister();
       reject(error);
     });
-    child.on("close", (code, signal) => {
+    const finish = (code: number | null, signal: NodeJS.Signals | null) => {
       clearTimeout(backstop);
       options.signal?.removeEventListener("abort", onAbort);
       unregister();
@@ -238,6 +339,10 @@ export function runExec(
       }
       const how = code === null ? `signal ${signal}` : `exit ${code}`;
       reject(new Error(`exec helper failed (${how}): ${base.stderr.trim().slice(-500)}`));
-    });
+    };
+    // A ready helper's close may have come before this exec took it.
+    if (ready && payload !== null)
+      void ready.closed.then(({ code, signal }) => finish(code, signal));
+    else child.on("close", finish);
   });
 }

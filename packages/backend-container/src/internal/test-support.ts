@@ -4,7 +4,7 @@ import type { ResolvedResources } from "@shells/contract";
 import type { SandboxBackend, SandboxExecRequest, SandboxSpec } from "@shells/sandbox";
 import type { BackendCapabilities } from "@shells/sandbox/conformance";
 import { ContainerBackend, type ContainerBackendOptions } from "../container-backend.js";
-import { listShellCgroups, type CgroupHost } from "./cgroups.js";
+import { listShellCgroups, type CgroupHost, type ShellCgroup } from "./cgroups.js";
 import { checkContainerHost } from "./host-check.js";
 import { ensureImage } from "./images.js";
 import { NATIVE_DIR } from "./native.js";
@@ -190,4 +190,17 @@ export async function hostObjects(
     uidSlots: claimed,
     shellDirs: await readdir(`${stateDir}/shells`).catch(() => [] as string[]),
   };
+}
+
+/**
+ * The ready exec helpers (native/exec.c, `--wait-request`) waiting in a shell's cgroups: the
+ * shell's cgroup tells them from those of other backends running beside the test.
+ */
+export async function readyHelperPids(shell: ShellCgroup): Promise<number[]> {
+  const found: number[] = [];
+  for (const pid of await shell.members()) {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "latin1").catch(() => "");
+    if (cmdline.includes("exec\0--wait-request\0")) found.push(pid);
+  }
+  return found;
 }
