@@ -41,9 +41,17 @@ export async function createBackends(
     warmDiskMb: DEFAULT_RESOURCES.diskMb,
     pool: config.containerPool,
   });
-  if (config.containerWarmDisks > 0 || Object.values(config.containerPool).some((n) => n > 0))
-    void container.availability().then(([offered]) => {
-      if (offered?.available) void container.warm();
+  const warm =
+    config.containerWarmDisks > 0 || Object.values(config.containerPool).some((n) => n > 0);
+  if (warm || config.containerFavorDynmods === "on")
+    void container.availability().then(async ([offered]) => {
+      if (!offered?.available) return;
+      // First: the pool's sandbox starts move processes into cgroups too.
+      if (config.containerFavorDynmods === "on")
+        await container
+          .favorDynamicCgroups()
+          .catch((error: unknown) => logger.warn({ err: error }, "cgroup favordynmods failed"));
+      if (warm) void container.warm();
     });
   return [
     // Listed first: where it is configured, it serves its class ahead of this host's backends.

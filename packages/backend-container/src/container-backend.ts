@@ -82,6 +82,7 @@ import {
   type ImageInfo,
 } from "./internal/images.js";
 import { ensureHelper } from "./internal/native.js";
+import { favorDynmods, unfavorDynmods, type DynmodsState } from "./internal/cgroup-dynmods.js";
 import { isAlive, run, sleep } from "./internal/proc.js";
 import {
   claimUidSlot,
@@ -307,6 +308,7 @@ export class ContainerBackend implements SandboxBackend {
   /** When an exec last began or ended (see #prepareReady). */
   #lastExecAt = 0;
   #closing = false;
+  #dynmods: DynmodsState | null = null;
   readonly #diskPool: DiskPool;
   readonly #sandboxPool: SandboxPool;
   /** Boxes this backend started for its pool: `recover` leaves them alone. */
@@ -1398,6 +1400,22 @@ export class ContainerBackend implements SandboxBackend {
     return infos;
   }
 
+  /**
+   * Turns on the kernel's `favordynmods` mode where it is off (see internal/cgroup-dynmods.ts), so
+   * moving a process into a shell's cgroups does not wait for an RCU grace period; undone by
+   * `close`. On cgroup v1 by a cgroup mount of no controller under the state dir; on cgroup v2 the
+   * host's own mount decides, and the answer says how to turn it on.
+   */
+  async favorDynamicCgroups(): Promise<DynmodsState> {
+    if (this.#dynmods) return this.#dynmods;
+    this.#dynmods = await favorDynmods(this.#host(), `${this.#stateDir}/cgroup-favordynmods`);
+    if (this.#dynmods.state === "mounted")
+      this.#log("info", { mountPoint: this.#dynmods.mountPoint }, "cgroup favordynmods mode on");
+    else if (this.#dynmods.state === "off")
+      this.#log("info", { reason: this.#dynmods.reason }, "cgroup favordynmods mode off");
+    return this.#dynmods;
+  }
+
   async close(): Promise<void> {
     this.#closing = true;
     // Shells run on without us; execs in flight finish inside their shells. Pooled sandboxes
@@ -1420,6 +1438,8 @@ export class ContainerBackend implements SandboxBackend {
     this.#readyWanted.clear();
     for (const ready of this.#readyHelpers.values()) dismissReadyHelper(ready);
     this.#readyHelpers.clear();
+    if (this.#dynmods) await unfavorDynmods(this.#dynmods).catch(() => undefined);
+    this.#dynmods = null;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1507,14 +1527,19 @@ export class ContainerBackend implements SandboxBackend {
     return record;
   }
 
-  #cgroup(shellId: string): ShellCgroup {
+  /** This host's cgroups (detected once), or unavailable. */
+  #host(): CgroupHost {
     if (!this.#cgroupHost) {
       const detected = detectCgroups();
       if (typeof detected === "string") throw new SandboxError("unavailable", detected);
       this.#cgroupHost = detected;
     }
+    return this.#cgroupHost;
+  }
+
+  #cgroup(shellId: string): ShellCgroup {
     return new ShellCgroup(
-      this.#cgroupHost,
+      this.#host(),
       this.#cgroupParent,
       shellCgroupName(this.#stateDir, this.#boxIdOf(shellId) ?? shellId),
     );

@@ -31,6 +31,7 @@ export {
   type CgroupHost,
 } from "./internal/cgroups.js";
 export { ensureSeccompProgram } from "./internal/native.js";
+export { favorsDynmods, type DynmodsState } from "./internal/cgroup-dynmods.js";
 /** Host-wide claims on numbered entries (uid slots, jail uids), one registry dir each. */
 export { claimRegistryEntry } from "./internal/state.js";
 export {
