@@ -843,6 +843,9 @@ export class ContainerBackend implements SandboxBackend {
     // A terminal needs a terminal type; the caller's env (or the shell's) may name another.
     if (request.pty && env.TERM === undefined) env.TERM = "xterm-256color";
     const group = await this.#execGroup(shellId);
+    // A spawn starts its own helper: one waiting in the group would keep it from being emptied.
+    const waiting = this.#takeReady(group, false);
+    if (waiting) dismissReadyHelper(waiting);
     try {
       const process = await startProcess(
         { ...target, cgroupProcs: group.procsFiles, oomEventsFile: group.oomEventsFile },

@@ -103,6 +103,24 @@ describe.runIf(hostReport.available)("ready exec helpers", () => {
     expect(await readyHelpers(stateDir, "rh-b")).toHaveLength(1);
   }, 60_000);
 
+  it("leave the cgroup a terminal takes, so it is emptied and handed on when the terminal ends", async () => {
+    await backend.create(bashSpec("rh-e"));
+    await backend.exec("rh-e", request(["true"]));
+    const [waiting] = await untilReady(stateDir, "rh-e");
+    const terminal = await backend.spawn(
+      "rh-e",
+      { command: ["sh", "-c", "sleep 0.2"], env: {}, cwd: "/workspace" },
+      { onOutput: () => undefined },
+    );
+    for (let i = 0; i < 40 && alive(waiting!); i++) await sleep(50);
+    expect(alive(waiting!)).toBe(false);
+    await terminal.exit;
+    // The group the terminal left is the idle one again, with a helper of its own waiting.
+    const [next] = await untilReady(stateDir, "rh-e");
+    expect(next).not.toBe(waiting);
+    expect((await backend.exec("rh-e", request(["echo", "after"]))).stdout).toBe("after\n");
+  }, 60_000);
+
   it("go with the shell's stop, restart and delete, and with the backend's close", async () => {
     await backend.create(bashSpec("rh-c"));
     await backend.exec("rh-c", request(["true"]));
