@@ -317,10 +317,10 @@ export const ServerConfig = z.strictObject({
     description:
       "Formatted shell disks (of the default `diskMb`) the container backend keeps ready, so a create skips mkfs; refilled in the background, reported by `/readyz`. 0: none.",
   }),
-  containerFavorDynmods: z.enum(["on", "off"]).default("on").register(settingDocs, {
+  containerFavorDynmods: z.enum(["on", "off"]).default("off").register(settingDocs, {
     env: "SHELLS_CONTAINER_FAVOR_DYNMODS",
     description:
-      "`on`: where the kernel's cgroup `favordynmods` mode is off on a cgroup v1 host, the container backend turns it on while it runs, by mounting a cgroup hierarchy of no controller under its state dir (unmounted at shutdown). In the kernel's default mode, moving a process into a cgroup waits for an RCU grace period, 12–15 ms per exec helper or sandbox start on a 2-core VM; the mode removes that wait at a small cost to every fork and exit on the host. It is one mode for the whole kernel, and the kernel may keep it until the hierarchy's last reference goes. On cgroup v2 the host's own mount decides (`mount -o remount,favordynmods /sys/fs/cgroup`, or boot with `cgroup_favordynmods=true`): the server only logs that it is off. `off`: leave the kernel as it is.",
+      "`on`: where the kernel's cgroup `favordynmods` mode is off on a cgroup v1 host, the container backend turns it on at start by mounting a cgroup hierarchy of no controller at `/run/shells-favordynmods`. In the kernel's default mode, moving a process into a cgroup waits for an RCU grace period: 12–15 ms per exec helper or sandbox start measured on a 2-core VM, more than the rest of an exec. The mode removes that wait at a small cost to every fork and exit on the host. It is one mode for the whole kernel, so the mount stays when the server stops (`umount /run/shells-favordynmods` ends it; the kernel may keep the mode until the hierarchy's last reference goes). On cgroup v2 the host's own mount decides (`mount -o remount,favordynmods /sys/fs/cgroup`, or boot with `cgroup_favordynmods=true`): the server only logs that it is off. `off` (default): the server leaves the kernel's modes to the host's operator.",
   }),
   containerPool: z
     .string()

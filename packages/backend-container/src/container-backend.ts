@@ -82,7 +82,7 @@ import {
   type ImageInfo,
 } from "./internal/images.js";
 import { ensureHelper } from "./internal/native.js";
-import { favorDynmods, unfavorDynmods, type DynmodsState } from "./internal/cgroup-dynmods.js";
+import { favorDynmods, type DynmodsState } from "./internal/cgroup-dynmods.js";
 import { isAlive, run, sleep } from "./internal/proc.js";
 import {
   claimUidSlot,
@@ -1405,13 +1405,14 @@ export class ContainerBackend implements SandboxBackend {
 
   /**
    * Turns on the kernel's `favordynmods` mode where it is off (see internal/cgroup-dynmods.ts), so
-   * moving a process into a shell's cgroups does not wait for an RCU grace period; undone by
-   * `close`. On cgroup v1 by a cgroup mount of no controller under the state dir; on cgroup v2 the
-   * host's own mount decides, and the answer says how to turn it on.
+   * moving a process into a shell's cgroups does not wait for an RCU grace period. On cgroup v1 by
+   * a cgroup mount of no controller at `mountPoint` (default `/run/shells-favordynmods`), which
+   * stays: the mode is the host's. On cgroup v2 the host's own mount decides, and the answer says
+   * how to turn it on.
    */
-  async favorDynamicCgroups(): Promise<DynmodsState> {
+  async favorDynamicCgroups(mountPoint = "/run/shells-favordynmods"): Promise<DynmodsState> {
     if (this.#dynmods) return this.#dynmods;
-    this.#dynmods = await favorDynmods(this.#host(), `${this.#stateDir}/cgroup-favordynmods`);
+    this.#dynmods = await favorDynmods(this.#host(), mountPoint);
     if (this.#dynmods.state === "mounted")
       this.#log("info", { mountPoint: this.#dynmods.mountPoint }, "cgroup favordynmods mode on");
     else if (this.#dynmods.state === "off")
@@ -1441,8 +1442,6 @@ export class ContainerBackend implements SandboxBackend {
     this.#readyWanted.clear();
     for (const ready of this.#readyHelpers.values()) dismissReadyHelper(ready);
     this.#readyHelpers.clear();
-    if (this.#dynmods) await unfavorDynmods(this.#dynmods).catch(() => undefined);
-    this.#dynmods = null;
   }
 
   // ---------------------------------------------------------------------------------------------

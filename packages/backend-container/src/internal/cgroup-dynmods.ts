@@ -40,10 +40,11 @@ export type DynmodsState =
 
 /**
  * Turns the kernel's `favordynmods` mode on where it is off, on a cgroup v1 host, by mounting a
- * hierarchy of no controller with the option at `mountPoint` (the mode lasts while it is mounted;
- * the kernel may keep it until the hierarchy's last reference goes). On cgroup v2 the host's
- * cgroup2 mount decides (`mount -o remount,favordynmods /sys/fs/cgroup`, or the boot parameter):
- * this never remounts the host's own hierarchy.
+ * hierarchy of no controller with the option at `mountPoint`. The mode is the host's, not one
+ * server's: the mount stays when the server stops (other servers may rely on it; `umount` ends it,
+ * though the kernel may keep the mode until the hierarchy's last reference goes). On cgroup v2 the
+ * host's cgroup2 mount decides (`mount -o remount,favordynmods /sys/fs/cgroup`, or the boot
+ * parameter): this never remounts the host's own hierarchy.
  */
 export async function favorDynmods(
   host: CgroupHost,
@@ -71,11 +72,4 @@ export async function favorDynmods(
     return { state: "off", reason: mounted.stderr.trim() || `mount exited ${mounted.code}` };
   }
   return { state: "mounted", mountPoint };
-}
-
-/** Unmounts what `favorDynmods` mounted. */
-export async function unfavorDynmods(state: DynmodsState): Promise<void> {
-  if (state.state !== "mounted") return;
-  await run("umount", [state.mountPoint]);
-  await rmdir(state.mountPoint).catch(() => undefined);
 }
