@@ -42,6 +42,14 @@ describe.runIf(hostReport.available && canFreeze)("pausing a container shell", (
     backend.exec(shellId, request(["sh", "-c", script]));
   const count = async (shellId: string) =>
     Number(new TextDecoder().decode(await backend.files.read(shellId, "/workspace/count", 64)));
+  /** Waits (up to 5 s) for the counter's first write: it runs in the background of its exec. */
+  const counting = async (shellId: string) => {
+    for (let i = 0; i < 100; i++) {
+      if ((await sh(shellId, "test -s /workspace/count")).exitCode === 0) return;
+      await sleep(50);
+    }
+    throw new Error(`the counter in ${shellId} never wrote`);
+  };
   const shellCgroup = (shellId: string) => {
     if (typeof cgroups === "string") throw new Error(cgroups);
     return new ShellCgroup(cgroups, "shells", shellCgroupName(stateDir, shellId));
@@ -52,7 +60,7 @@ describe.runIf(hostReport.available && canFreeze)("pausing a container shell", (
     async () => {
       await create("pause-a");
       await sh("pause-a", `(${COUNTER}) >/dev/null 2>&1 &`);
-      await sleep(300);
+      await counting("pause-a");
       const pidBefore = (await sh("pause-a", "pgrep -o -f 'i=0; while'")).stdout.trim();
       const { info, pause } = await backend.pause("pause-a");
       expect(info.state).toBe("paused");
@@ -79,6 +87,7 @@ describe.runIf(hostReport.available && canFreeze)("pausing a container shell", (
     async () => {
       await create("pause-f");
       await sh("pause-f", `(${COUNTER}) >/dev/null 2>&1 &`);
+      await counting("pause-f");
       // As a shell started before the freezer was in use: every process in the root freezer group.
       const group = shellCgroup("pause-f");
       if (typeof cgroups === "string" || cgroups.version !== 1 || !cgroups.freezer)

@@ -614,6 +614,13 @@ export function describeSandboxBackend(
         await expect(files.read(id, "/workspace/nope.txt", 1024)).rejects.toMatchObject({
           code: "path_not_found",
         });
+        // A limit smaller than the error message a missing file gets: still not found, not "too large".
+        await expect(files.read(id, "/workspace/nope.txt", 8)).rejects.toMatchObject({
+          code: "path_not_found",
+        });
+        await expect(files.read(id, "/workspace/deep", 8)).rejects.toMatchObject({
+          code: "wrong_file_type",
+        });
         await expect(files.read(id, "/workspace/deep/er/data.bin", 10)).rejects.toMatchObject({
           details: { tooLarge: true },
         });

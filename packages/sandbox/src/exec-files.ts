@@ -16,6 +16,8 @@ export type ExecFn = (
 
 const FIND_FORMAT = "%y\\t%s\\t%m\\t%T@\\t%p\\0";
 const TYPE: Record<string, SandboxFileInfo["type"]> = { f: "file", d: "directory", l: "symlink" };
+/** Output room past a read's limit, for the error message a failed read prints. */
+const ERROR_ROOM_BYTES = 4096;
 
 function parseFind(output: Uint8Array): SandboxFileInfo[] {
   const text = new TextDecoder().decode(output);
@@ -123,16 +125,18 @@ export class ExecFiles implements SandboxFiles {
       `if [ -d "$1" ]; then echo "$1: Is a directory" >&2; exit 1; fi; head -c "$2" -- "$1"`,
       [path, String(maxBytes + 1)],
       undefined,
-      maxBytes + 1,
+      // `head` stops the file at one byte over the limit; the rest is room for an error message
+      // (a limit smaller than "No such file or directory" must still tell a missing file).
+      maxBytes + 1 + ERROR_ROOM_BYTES,
     );
-    if (result.exitCode !== 0 && result.killReason !== "output_limit") this.#fail(result, path);
-    if (out.length > maxBytes || result.killReason === "output_limit") {
+    if (out.length > maxBytes) {
       throw new SandboxError("failed", `${path} is larger than ${maxBytes} bytes`, {
         path,
         limitBytes: maxBytes,
         tooLarge: true,
       });
     }
+    if (result.exitCode !== 0 || result.killReason !== undefined) this.#fail(result, path);
     return out;
   }
 
