@@ -177,6 +177,8 @@ const UNIX_PATH_MAX = 108;
 const PIDS_WATCH_MS = 200;
 /** How long no exec may have begun or ended before ready helpers are started (see #prepareReady). */
 const READY_QUIET_MS = 100;
+/** How long a shell's ready helper waits unused before it is dismissed (see #startReady). */
+const READY_IDLE_MS = 5 * 60_000;
 
 /** One shell's pids watch: refused forks counted so far, and the execs in flight by cgroup name. */
 interface PidsWatch {
@@ -638,7 +640,7 @@ export class ContainerBackend implements SandboxBackend {
           // The first exec of the shell that claims it finds its cgroup made, its helper waiting.
           const group = await this.#cgroup(boxId).createExecGroup();
           this.#idleGroups.set(boxId, group);
-          await this.#startReady(boxId, group);
+          await this.#startReady(boxId, group, { expires: false });
         } catch (error) {
           await this.#teardown(boxId).catch(() => undefined);
           throw error;
@@ -1693,13 +1695,21 @@ export class ContainerBackend implements SandboxBackend {
     if (!first) return;
     const [shellId, group] = first;
     this.#readyWanted.delete(shellId);
-    await this.#startReady(shellId, group);
+    await this.#startReady(shellId, group, { expires: true });
     if (this.#readyWanted.size > 0 && !this.#closing)
       this.#readyTimer ??= setTimeout(() => void this.#startWantedReady(), 1);
   }
 
   /** Starts a ready helper in `group` while it is still the shell's idle group, unpaused. */
-  async #startReady(shellId: string, group: ExecCgroup): Promise<void> {
+  /**
+   * `expires`: dismissed after READY_IDLE_MS unused, so a fleet of idle shells holds none (each
+   * holds about 0.2 MB and a process of its shell's); a pooled sandbox keeps its own until claimed.
+   */
+  async #startReady(
+    shellId: string,
+    group: ExecCgroup,
+    { expires }: { expires: boolean },
+  ): Promise<void> {
     try {
       const [holder, paused, helper] = await Promise.all([
         this.#liveHolder(shellId),
@@ -1723,7 +1733,15 @@ export class ContainerBackend implements SandboxBackend {
         rootCapabilities: this.#options.rootCapabilities ?? "none",
       });
       this.#readyHelpers.set(group.name, ready);
+      const expiry = expires
+        ? setTimeout(() => {
+            if (this.#readyHelpers.get(group.name) !== ready) return;
+            this.#readyHelpers.delete(group.name);
+            dismissReadyHelper(ready);
+          }, READY_IDLE_MS).unref()
+        : null;
       ready.child.on("exit", () => {
+        if (expiry) clearTimeout(expiry);
         if (this.#readyHelpers.get(group.name) === ready) this.#readyHelpers.delete(group.name);
       });
     } catch (error) {
