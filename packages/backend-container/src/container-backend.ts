@@ -152,6 +152,8 @@ export interface ContainerBackendOptions {
    * by `warm()`, once `recover()` has run.
    */
   pool?: Partial<Record<PoolKind, number>>;
+  /** How long a shell's ready exec helper waits unused before it is dismissed (default 5 min). */
+  readyHelperIdleMs?: number;
   /** Image build progress (a first create of a language builds its image, about a minute). */
   onProgress?: (event: ImageBuildProgress) => void;
 }
@@ -1738,7 +1740,7 @@ export class ContainerBackend implements SandboxBackend {
             if (this.#readyHelpers.get(group.name) !== ready) return;
             this.#readyHelpers.delete(group.name);
             dismissReadyHelper(ready);
-          }, READY_IDLE_MS).unref()
+          }, this.#options.readyHelperIdleMs ?? READY_IDLE_MS).unref()
         : null;
       ready.child.on("exit", () => {
         if (expiry) clearTimeout(expiry);

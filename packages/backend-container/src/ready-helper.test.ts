@@ -121,6 +121,23 @@ describe.runIf(hostReport.available)("ready exec helpers", () => {
     expect((await backend.exec("rh-e", request(["echo", "after"]))).stdout).toBe("after\n");
   }, 60_000);
 
+  it("are dismissed when unused for the idle time, and start again after the next exec", async () => {
+    const short = await makeTestBackend({ readyHelperIdleMs: 400 });
+    try {
+      await short.backend.create(bashSpec("rh-idle"));
+      await short.backend.exec("rh-idle", request(["true"]));
+      const [waiting] = await untilReady(short.stateDir, "rh-idle");
+      for (let i = 0; i < 40 && alive(waiting!); i++) await sleep(50);
+      expect(alive(waiting!)).toBe(false);
+      expect(await readyHelpers(short.stateDir, "rh-idle")).toEqual([]);
+      expect((await short.backend.exec("rh-idle", request(["echo", "ok"]))).stdout).toBe("ok\n");
+      await untilReady(short.stateDir, "rh-idle");
+    } finally {
+      await short.backend.close();
+      await short.cleanup();
+    }
+  }, 60_000);
+
   it("go with the shell's stop, restart and delete, and with the backend's close", async () => {
     await backend.create(bashSpec("rh-c"));
     await backend.exec("rh-c", request(["true"]));
