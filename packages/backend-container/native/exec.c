@@ -41,14 +41,19 @@ static int parse_exec_options(struct exec_options *o, int argc, char **argv, int
         else if (strcmp(a, "--max-output") == 0) o->max_output = strtoll(arg_value(&i, argc, argv), NULL, 10);
         else if (strcmp(a, "--disk-full-bytes") == 0) o->disk_full_bytes = strtoull(arg_value(&i, argc, argv), NULL, 10);
         else if (strcmp(a, "--stdin-null") == 0 && !wait_request) o->stdin_null = 1;
-        else if (strcmp(a, "--wait-request") == 0 && wait_request) *wait_request = 1;
+        else if (strcmp(a, "--wait-request") == 0 && wait_request && i == 0) *wait_request = 1; /* first: main keeps fd 4 */
         else die("exec: unknown argument %s", a);
     }
     return i;
 }
 
-/* Reads a ready helper's request into `o` and the environment; 0 when it came, -1 at end of file. */
-static int read_request(struct exec_options *o) {
+/*
+ * Reads a ready helper's request into `o` and the environment; 0 when it came, -1 when none will
+ * (end of file, an abort), -2 when the shell's init exited while it waited (`init_watch`, a pidfd,
+ * turns readable then: the helper must not keep the shell's namespaces, and so its disk, once the
+ * shell is gone).
+ */
+static int read_request(struct exec_options *o, int init_watch) {
     size_t size = 0, capacity = 4096;
     char *buf = malloc(capacity);
     if (!buf) die("request: out of memory");
@@ -59,10 +64,16 @@ static int read_request(struct exec_options *o) {
             buf = realloc(buf, capacity);
             if (!buf) die("request: out of memory");
         }
+        struct pollfd waits[2] = {{REQUEST_FD, POLLIN, 0}, {init_watch, POLLIN, 0}};
+        if (poll(waits, 2, -1) < 0) {
+            if (errno == EINTR && !abort_requested) continue;
+            return -1;
+        }
+        if (waits[1].revents) return -2;
         ssize_t n = read(REQUEST_FD, buf + size, capacity - size);
         if (n < 0 && errno == EINTR && abort_requested) return -1; /* stopped before its exec */
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) die("request: read: %s", strerror(errno));
+        if (n < 0) die("request: read");
         if (n == 0) break;
         size += (size_t)n;
     }
@@ -78,7 +89,10 @@ static int read_request(struct exec_options *o) {
     for (char *p = buf; p < buf + size; p += strlen(p) + 1) strings[n++] = p;
     char *end;
     long argc = strtol(strings[0], &end, 10);
-    if (*end || argc < 1 || (size_t)argc > count - 1) die("request: bad argument count");
+    if (*end || argc < 1 || (size_t)argc > count - 1) {
+        errno = 0;
+        die("request: bad argument count");
+    }
     int i = parse_exec_options(o, (int)argc, strings + 1, NULL);
     if (i >= argc) die("exec: no command");
     char **command = calloc((size_t)(argc - i) + 1, sizeof *command);
@@ -121,9 +135,10 @@ int cmd_exec(int argc, char **argv) {
         return 0;
     }
     if (wait_request) {
-        if (read_request(&o) < 0) return 0;
+        int request = read_request(&o, init_watch);
+        if (request == -1) return 0;
         struct pollfd gone = {init_watch, POLLIN, 0};
-        if (poll(&gone, 1, 0) != 0) {
+        if (request == -2 || poll(&gone, 1, 0) != 0) {
             dprintf(STATUS_FD, "not_running\n");
             return 0;
         }

@@ -749,6 +749,9 @@ export class ContainerBackend implements SandboxBackend {
     const idle = this.#idleGroups.get(boxId);
     this.#idleGroups.delete(boxId);
     if (idle) this.#idleGroups.set(spec.shellId, idle);
+    // Its ready helper is the shell's now, dismissed when unused as any shell's.
+    const waiting = idle ? this.#readyHelpers.get(idle.name) : undefined;
+    if (idle && waiting) this.#expireReady(idle.name, waiting);
     this.#log("info", { shellId: spec.shellId, boxId }, "shell created from the sandbox pool");
     return { shellId: spec.shellId, state: "running", imageVersion: record.imageVersion };
   }
@@ -799,10 +802,11 @@ export class ContainerBackend implements SandboxBackend {
     if (paused && (whilePaused === "refuse" || cgroup.host.version === 2))
       throw pausedError(shellId);
     const diskBytes = record.resources.diskMb * 1024 * 1024;
-    const group = await this.#execGroup(shellId);
+    // A paused shell's idle group may hold a frozen ready helper, which no kill ends until the thaw.
+    const group = await this.#execGroup(shellId, { fresh: paused });
     this.#lastExecAt = performance.now();
     this.#readyWanted.delete(shellId);
-    const ready = this.#takeReady(group, paused);
+    const ready = paused ? undefined : this.#takeReady(group);
     const freezerProcs = cgroup.freezerDir
       ? `${cgroup.freezerDir}/${group.name}/cgroup.procs`
       : null;
@@ -848,7 +852,7 @@ export class ContainerBackend implements SandboxBackend {
     if (request.pty && env.TERM === undefined) env.TERM = "xterm-256color";
     const group = await this.#execGroup(shellId);
     // A spawn starts its own helper: one waiting in the group would keep it from being emptied.
-    const waiting = this.#takeReady(group, false);
+    const waiting = this.#takeReady(group);
     if (waiting) dismissReadyHelper(waiting);
     try {
       const process = await startProcess(
@@ -1629,11 +1633,11 @@ export class ContainerBackend implements SandboxBackend {
    * A cgroup of its own for an exec or spawned process, watched for the shell's process limit for
    * as long as anything runs in it (background processes keep it after the exec returned).
    */
-  async #execGroup(shellId: string): Promise<ExecCgroup> {
+  async #execGroup(shellId: string, { fresh = false } = {}): Promise<ExecCgroup> {
     const watch = this.#watchFor(shellId);
     // Reserved from before it exists until the exec is tracked: the sweep must not remove a group
     // whose helper has not joined it yet (it would find no cgroup.procs to join).
-    const idle = this.#idleGroups.get(shellId);
+    const idle = fresh ? undefined : this.#idleGroups.get(shellId);
     if (idle) {
       this.#idleGroups.delete(shellId);
       watch.live.set(idle.name, null);
@@ -1735,15 +1739,8 @@ export class ContainerBackend implements SandboxBackend {
         rootCapabilities: this.#options.rootCapabilities ?? "none",
       });
       this.#readyHelpers.set(group.name, ready);
-      const expiry = expires
-        ? setTimeout(() => {
-            if (this.#readyHelpers.get(group.name) !== ready) return;
-            this.#readyHelpers.delete(group.name);
-            dismissReadyHelper(ready);
-          }, this.#options.readyHelperIdleMs ?? READY_IDLE_MS).unref()
-        : null;
+      if (expires) this.#expireReady(group.name, ready);
       ready.child.on("exit", () => {
-        if (expiry) clearTimeout(expiry);
         if (this.#readyHelpers.get(group.name) === ready) this.#readyHelpers.delete(group.name);
       });
     } catch (error) {
@@ -1751,14 +1748,22 @@ export class ContainerBackend implements SandboxBackend {
     }
   }
 
+  /** Dismisses `ready` (waiting in the group `groupName`) if still unused after the idle time. */
+  #expireReady(groupName: string, ready: ReadyHelper): void {
+    setTimeout(() => {
+      if (this.#readyHelpers.get(groupName) !== ready) return;
+      this.#readyHelpers.delete(groupName);
+      dismissReadyHelper(ready);
+    }, this.#options.readyHelperIdleMs ?? READY_IDLE_MS).unref();
+  }
+
   /**
-   * The ready helper waiting in `group`, for the exec that took the group; none for an exec of a
-   * paused shell, which leaves the freezer out (the helper stays, frozen, and goes with the
-   * group's processes after that exec).
+   * The ready helper waiting in `group`, for the exec (or spawn, which dismisses it) that took the
+   * group. An exec of a paused shell takes a fresh group instead (see #exec).
    */
-  #takeReady(group: ExecCgroup, paused: boolean): ReadyHelper | undefined {
+  #takeReady(group: ExecCgroup): ReadyHelper | undefined {
     const ready = this.#readyHelpers.get(group.name);
-    if (!ready || paused) return undefined;
+    if (!ready) return undefined;
     this.#readyHelpers.delete(group.name);
     return ready.gone ? undefined : ready;
   }

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ContainerBackend } from "./container-backend.js";
 import { detectCgroups, ShellCgroup, shellCgroupName } from "./internal/cgroups.js";
 import { sleep } from "./internal/proc.js";
+import { readJson, type HolderRecord } from "./internal/state.js";
 import {
   bashSpec,
   hostReport,
@@ -136,6 +137,33 @@ describe.runIf(hostReport.available)("ready exec helpers", () => {
       await short.backend.close();
       await short.cleanup();
     }
+  }, 60_000);
+
+  it("exits when the shell's init dies on its own, so the shell's disk is free to start again", async () => {
+    await backend.create(bashSpec("rh-f"));
+    await backend.exec("rh-f", request(["true"]));
+    const [waiting] = await untilReady(stateDir, "rh-f");
+    const holder = await readJson<HolderRecord>(`${stateDir}/shells/rh-f/holder.json`);
+    process.kill(holder!.initPid, "SIGKILL");
+    for (let i = 0; i < 40 && alive(waiting!); i++) await sleep(50);
+    expect(alive(waiting!)).toBe(false);
+    await backend.restart("rh-f");
+    expect((await backend.exec("rh-f", request(["echo", "back"]))).stdout).toBe("back\n");
+  }, 60_000);
+
+  it("stay out of the way of a paused shell's file operations, and serve after the resume", async () => {
+    await backend.create(bashSpec("rh-g"));
+    await backend.exec("rh-g", request(["sh", "-c", "echo kept > /workspace/f"]));
+    const [waiting] = await untilReady(stateDir, "rh-g");
+    await backend.pause("rh-g");
+    // A read beside the frozen processes takes a cgroup of its own: the waiting helper stays.
+    expect(new TextDecoder().decode(await backend.files.read("rh-g", "/workspace/f", 64))).toBe(
+      "kept\n",
+    );
+    expect(alive(waiting!)).toBe(true);
+    await backend.resume("rh-g");
+    expect((await backend.exec("rh-g", request(["cat", "/workspace/f"]))).stdout).toBe("kept\n");
+    expect(alive(waiting!)).toBe(false); // that exec was its
   }, 60_000);
 
   it("go with the shell's stop, restart and delete, and with the backend's close", async () => {

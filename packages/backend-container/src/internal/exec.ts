@@ -151,9 +151,14 @@ export function startReadyHelper(target: ReadyTarget): ReadyHelper {
   };
 }
 
-/** Ends a ready helper no exec took: end of file on its request, so it exits on its own. */
+/**
+ * Ends a ready helper no exec took: end of file on its request, so it exits on its own (a frozen
+ * one once thawed). Nothing of it keeps the control plane's event loop alive meanwhile.
+ */
 export function dismissReadyHelper(ready: ReadyHelper): void {
   (ready.child.stdio[4] as NodeJS.WritableStream | null)?.end();
+  ready.child.unref();
+  for (const stream of ready.child.stdio) (stream as { unref?: () => void } | null)?.unref?.();
 }
 
 /**
