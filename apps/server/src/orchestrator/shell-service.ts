@@ -283,7 +283,7 @@ export class ShellService {
       setState: (row, fields) => this.#setState(row, fields),
       egressOf: (row) => this.#egressOf(row),
       imageOf: (row) => this.#imageOfRow(row),
-      log: (row, kind, message) => this.#log(row, kind, message),
+      log: (row, kind, message, db) => this.#log(row, kind, message, db),
     };
     this.reconciler = new Reconciler({
       db: deps.db,
@@ -1089,15 +1089,18 @@ export class ShellService {
     );
     await streamed.flush();
     const entry = describeExec(request, result, secrets);
-    await this.#log(row, "exec", entry.logLine);
-    await this.deps.activity.record({
-      orgId: caller.orgId,
-      actor: actorOf(caller),
-      action: "shell.exec",
-      target: { type: "shell", id: row.id },
-      outcome: "success",
-      details: entry.details,
-    });
+    // The log line and the event commit together.
+    await this.deps.activity.record(
+      {
+        orgId: caller.orgId,
+        actor: actorOf(caller),
+        action: "shell.exec",
+        target: { type: "shell", id: row.id },
+        outcome: "success",
+        details: entry.details,
+      },
+      (trx) => this.#log(row, "exec", entry.logLine, trx),
+    );
     return result;
   }
 
@@ -1396,8 +1399,13 @@ export class ShellService {
     await setShellState(this.deps.db, row.org_id, row.id, fields);
   }
 
-  async #log(row: ShellRow, kind: LogEntry["kind"], message: string): Promise<void> {
-    await appendShellLog(this.deps.db, row.org_id, row.id, {
+  async #log(
+    row: ShellRow,
+    kind: LogEntry["kind"],
+    message: string,
+    db: Kysely<Database> = this.deps.db,
+  ): Promise<void> {
+    await appendShellLog(db, row.org_id, row.id, {
       kind,
       message,
       retention: SHELL_DEFAULTS.logRetention,

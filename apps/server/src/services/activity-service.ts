@@ -79,9 +79,15 @@ export class ActivityService {
    * Appends one event to its org's chain. Appends to one org's chain are serialised across every
    * server on the store (the org's chain lock, held to commit), so each event links to the one
    * committed before it: no forks, no gaps; the unique (org, seq) key refuses anything else.
+   * `alongside`: the writes the event reports (a shell's log line), made first in the event's
+   * transaction, so they and the event commit together or not at all.
    */
-  async record(input: ActivityInput): Promise<ActivityEvent> {
+  async record(
+    input: ActivityInput,
+    alongside?: (trx: Transaction<Database>) => Promise<void>,
+  ): Promise<ActivityEvent> {
     return this.db.transaction().execute(async (trx) => {
+      await alongside?.(trx);
       await lockForTransaction(trx, `activity:${input.orgId}`);
       const last = await trx
         .selectFrom("activity")
