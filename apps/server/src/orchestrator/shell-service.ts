@@ -384,10 +384,12 @@ export class ShellService {
     caller: Caller,
     request: RouteBody<"createShell">,
   ): Promise<Shell | PendingApproval> {
-    const { input, template } = await this.withTemplate(caller, request);
+    const resolved = await this.withTemplate(caller, request);
+    const { input, template } = resolved;
     const bindings = input.bindings ?? [];
+    // Created from the template version resolved here, whose review rule was just read.
     if (!template?.definition.reviewBindings || bindings.length === 0)
-      return this.create(caller, request);
+      return this.create(caller, request, undefined, { resolved });
     // The request is kept until it is granted: a secret environment would be kept in the clear.
     if (input.secretEnv && Object.keys(input.secretEnv).length > 0)
       throw new AppError(
@@ -423,15 +425,27 @@ export class ShellService {
    * Creates and starts a shell. Refuses classes this host cannot run, naming what is missing.
    * `origin`: the shell is a fork, starting from a capture of its parent's filesystem.
    * `reviewed`: an approver granted its binding grants (a run's shell, or a create that waited
-   * for review); `shellId`: the id the shell takes (the one its approval named).
+   * for review); `shellId`: the id the shell takes (the one its approval named); `resolved`: the
+   * request with its template applied, when the caller resolved it already (`withTemplate`).
    */
   async create(
     caller: Caller,
     request: RouteBody<"createShell">,
     origin?: ForkOrigin,
-    { reviewed = false, shellId }: { reviewed?: boolean; shellId?: string } = {},
+    {
+      reviewed = false,
+      shellId,
+      resolved,
+    }: {
+      reviewed?: boolean;
+      shellId?: string;
+      resolved?: {
+        input: RouteBody<"createShell"> & { language: Language };
+        template: ResolvedTemplate | null;
+      };
+    } = {},
   ): Promise<Shell> {
-    const { input, template } = await this.withTemplate(caller, request);
+    const { input, template } = resolved ?? (await this.withTemplate(caller, request));
     // Binding grants its template asks review of wait for an approver first (`requestCreate`,
     // a run); a fork inherits its parent's.
     const bindingGrants = (input.bindings?.length ?? 0) > 0;
