@@ -533,9 +533,9 @@ export class ShellService {
           caller.actor,
           template?.definition.egressRules ?? null,
         ),
+        // Noted in the row's own transaction: whenever the shell exists, its key knows it.
+        async (trx) => this.deps.idempotency?.noteShell(id, trx),
       );
-    // Noted before the row exists: a crash after it leaves a key that knows its shell.
-    await this.deps.idempotency?.noteShell(id);
     try {
       const { caps } = this.deps;
       const inSlot = () =>

@@ -99,14 +99,17 @@ export async function listShells(
 
 /**
  * Inserts a new shell row (its `org_id` is the org's) and starts its meter in its first state.
- * Throws the store's unique violation on a taken name.
+ * Throws the store's unique violation on a taken name. `first`: writes made before the row in the
+ * same transaction (the note of the shell on its create's idempotency key).
  */
 export async function insertShell(
   db: Kysely<Database>,
   orgId: string,
   row: Omit<ShellTable, "org_id">,
+  first?: (trx: Kysely<Database>) => Promise<void>,
 ): Promise<void> {
   await db.transaction().execute(async (trx) => {
+    await first?.(trx);
     await trx
       .insertInto("shells")
       .values({ ...row, org_id: orgId })
