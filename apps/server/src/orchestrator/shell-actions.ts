@@ -44,8 +44,13 @@ export interface ActionContext {
   egressOf(row: ShellRow): Promise<SandboxEgress | null>;
   /** The custom image of the template version the shell was made from, or null when none. */
   imageOf(row: ShellRow): Promise<SandboxImage | null>;
-  /** Appends a line to the shell's log, in `db` (a transaction) when given. */
-  log(row: ShellRow, kind: LogEntry["kind"], message: string, db?: Kysely<Database>): Promise<void>;
+  /** Appends a line to the shell's log, in `trx` (a transaction of the store) when given. */
+  log(
+    row: ShellRow,
+    kind: LogEntry["kind"],
+    message: string,
+    trx?: Kysely<Database>,
+  ): Promise<void>;
 }
 
 /** What a capability did: words for the caller, details for the history, extra result fields. */

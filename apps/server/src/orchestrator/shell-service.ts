@@ -283,7 +283,7 @@ export class ShellService {
       setState: (row, fields) => this.#setState(row, fields),
       egressOf: (row) => this.#egressOf(row),
       imageOf: (row) => this.#imageOfRow(row),
-      log: (row, kind, message, db) => this.#log(row, kind, message, db),
+      log: (row, kind, message, trx) => this.#log(row, kind, message, trx),
     };
     this.reconciler = new Reconciler({
       db: deps.db,
@@ -1417,13 +1417,15 @@ export class ShellService {
     row: ShellRow,
     kind: LogEntry["kind"],
     message: string,
-    db: Kysely<Database> = this.deps.db,
+    trx?: Kysely<Database>,
   ): Promise<void> {
-    await appendShellLog(db, row.org_id, row.id, {
-      kind,
-      message,
-      retention: SHELL_DEFAULTS.logRetention,
-    });
+    await appendShellLog(
+      this.deps.db,
+      row.org_id,
+      row.id,
+      { kind, message, retention: SHELL_DEFAULTS.logRetention },
+      trx,
+    );
   }
 
   #backendCall<T>(row: ShellRow, fn: (backend: SandboxBackend) => Promise<T>): Promise<T> {
