@@ -181,13 +181,18 @@ export async function findProject(
   orgId: string,
   name: string,
 ): Promise<{ id: string; name: string } | undefined> {
-  return db
+  const [project] = await projectByName(db, { orgId, name });
+  return project;
+}
+
+/** Every create reads its project by name. */
+const projectByName = compiledOnce((db: Kysely<Database>, param: QueryParam<"orgId" | "name">) =>
+  db
     .selectFrom("projects")
     .select(["id", "name"])
-    .where("org_id", "=", orgId)
-    .where("name", "=", name)
-    .executeTakeFirst();
-}
+    .where("org_id", "=", param("orgId"))
+    .where("name", "=", param("name")),
+);
 
 /** Every org's shells on `backend` that are not deleted (reconciliation after a start). */
 export async function liveShellsOnBackendAcrossOrgs(
