@@ -26,19 +26,10 @@ interface PoolReport {
 describe.runIf(hostReport.available)("container shells with a proxy, from the warm pool", () => {
   let fixture: EgressFixture | undefined;
   let api: { url: string; token: string };
+  let exec: EgressFixture["exec"];
   let internetShell = "";
   let boundShell = "";
 
-  const exec = async (shellId: string, script: string) => {
-    const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
-      api,
-      "POST",
-      `/api/v1/shells/${shellId}/exec`,
-      { command: ["bash", "-c", script], timeoutMs: 60_000 },
-    );
-    expect(res.status).toBe(200);
-    return res.body;
-  };
   /** Whether the shell was claimed from the pool: its state dir is a link to a pooled sandbox's. */
   const claimed = (shellId: string) =>
     lstatSync(join(fixture!.dataDir, "container", "shells", shellId)).isSymbolicLink();
@@ -49,7 +40,7 @@ describe.runIf(hostReport.available)("container shells with a proxy, from the wa
       secret: SECRET,
       env: { SHELLS_IMAGES_DIR: IMAGES, SHELLS_CONTAINER_POOL: "bash:internet=2" },
     });
-    ({ api } = fixture);
+    ({ api, exec } = fixture);
     // The pool is full before the shells are asked for (availability is cached up to 30 s).
     const deadline = Date.now() + 90_000;
     for (;;) {
@@ -74,8 +65,6 @@ describe.runIf(hostReport.available)("container shells with a proxy, from the wa
   }, 180_000);
 
   afterAll(async () => {
-    for (const id of [internetShell, boundShell])
-      if (id && api) await call(api, "DELETE", `/api/v1/shells/${id}`).catch(() => undefined);
     await fixture?.close();
   }, 120_000);
 

@@ -46,6 +46,15 @@ export interface EgressFixture {
     bound: Record<string, unknown>;
     allow?: string[];
   }): Promise<{ internetShell: string; boundShell: string }>;
+  /**
+   * Runs a command in a shell and returns its result (the call must succeed); a string runs as a
+   * bash script.
+   */
+  exec: (
+    shellId: string,
+    command: string | string[],
+  ) => Promise<{ exitCode: number; stdout: string; stderr: string }>;
+  /** Deletes the shells `createShells` made, then stops the server and the upstreams. */
   close(): Promise<void>;
 }
 
@@ -58,6 +67,8 @@ export async function startEgressFixture(options: {
   testHosts?: Record<string, string[]>;
   /** Private ranges the org's policy opens besides 127.0.0.1/32. */
   allowCidrs?: string[];
+  /** The time limit of each `exec`; 60 s unless told. */
+  execTimeoutMs?: number;
 }): Promise<EgressFixture> {
   const listen = async (server: Server) => {
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -97,7 +108,10 @@ export async function startEgressFixture(options: {
     },
   });
   const api = { url: server.url, token: readFileSync(join(dataDir, "admin-token"), "utf8").trim() };
+  const shellIds: string[] = [];
   const close = async () => {
+    for (const id of shellIds)
+      await call(api, "DELETE", `/api/v1/shells/${id}`).catch(() => undefined);
     await server.close();
     upstream.close();
     secured.close();
@@ -135,14 +149,29 @@ export async function startEgressFixture(options: {
       },
     );
     expect(open.status, JSON.stringify(open.body)).toBe(201);
+    shellIds.push(open.body.id);
     expect(open.body).toMatchObject({ network: "internet", status: "running" });
     const sealed = await call<{ id: string; network: string }>(api, "POST", "/api/v1/shells", {
       ...bound,
       bindings: ["echo"],
     });
     expect(sealed.status, JSON.stringify(sealed.body)).toBe(201);
+    shellIds.push(sealed.body.id);
     expect(sealed.body.network).toBe("sealed");
     return { internetShell: open.body.id, boundShell: sealed.body.id };
   };
-  return { server, api, dataDir, upstreamPort, securedAuth, createShells, close };
+  const exec: EgressFixture["exec"] = async (shellId, command) => {
+    const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
+      api,
+      "POST",
+      `/api/v1/shells/${shellId}/exec`,
+      {
+        command: typeof command === "string" ? ["bash", "-c", command] : command,
+        timeoutMs: options.execTimeoutMs ?? 60_000,
+      },
+    );
+    expect(res.status).toBe(200);
+    return res.body;
+  };
+  return { server, api, dataDir, upstreamPort, securedAuth, createShells, exec, close };
 }

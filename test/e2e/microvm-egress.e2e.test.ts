@@ -39,22 +39,12 @@ const PORT_80_ADDRESS = "127.83.80.1";
 describe.skipIf(missingTools.length > 0)("microvm shells' egress through the server", () => {
   let fixture: EgressFixture | undefined;
   let api: { url: string; token: string };
+  let exec: EgressFixture["exec"];
   let plain: Server | undefined;
   let upstreamPort = 0;
   let securedAuth: string[] = [];
   let internetShell = "";
   let boundShell = "";
-
-  const exec = async (shellId: string, script: string) => {
-    const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
-      api,
-      "POST",
-      `/api/v1/shells/${shellId}/exec`,
-      { command: ["bash", "-c", script], timeoutMs: 120_000 },
-    );
-    expect(res.status).toBe(200);
-    return res.body;
-  };
 
   beforeAll(async () => {
     const port80 = createHttpServer((req, res) =>
@@ -68,8 +58,9 @@ describe.skipIf(missingTools.length > 0)("microvm shells' egress through the ser
       env: { SHELLS_IMAGES_DIR: IMAGES, SHELLS_MICROVM_CACHE_DIR: TEST_MICROVM_DIR },
       testHosts: { "plain.test": [PORT_80_ADDRESS] },
       allowCidrs: [`${PORT_80_ADDRESS}/32`],
+      execTimeoutMs: 120_000,
     });
-    ({ api, upstreamPort, securedAuth } = fixture);
+    ({ api, upstreamPort, securedAuth, exec } = fixture);
     const microvm = { language: "bash", runtime: "microvm", resources: { memoryMb: 128 } };
     ({ internetShell, boundShell } = await fixture.createShells({
       internet: microvm,
@@ -79,8 +70,6 @@ describe.skipIf(missingTools.length > 0)("microvm shells' egress through the ser
   }, 180_000);
 
   afterAll(async () => {
-    for (const id of [internetShell, boundShell])
-      if (id && api) await call(api, "DELETE", `/api/v1/shells/${id}`).catch(() => undefined);
     await fixture?.close();
     plain?.close();
   }, 120_000);

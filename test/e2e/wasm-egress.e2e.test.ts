@@ -25,25 +25,15 @@ interface EgressEvent {
 describe.skipIf(!available)("wasm shells' egress through the server", () => {
   let fixture: EgressFixture | undefined;
   let api: { url: string; token: string };
+  let exec: EgressFixture["exec"];
   let upstreamPort = 0;
   let securedAuth: string[] = [];
   let internetShell = "";
   let boundShell = "";
 
-  const exec = async (shellId: string, command: string[]) => {
-    const res = await call<{ exitCode: number; stdout: string; stderr: string }>(
-      api,
-      "POST",
-      `/api/v1/shells/${shellId}/exec`,
-      { command, timeoutMs: 60_000 },
-    );
-    expect(res.status).toBe(200);
-    return res.body;
-  };
-
   beforeAll(async () => {
     fixture = await startEgressFixture({ name: "wasm-egress", secret: SECRET });
-    ({ api, upstreamPort, securedAuth } = fixture);
+    ({ api, upstreamPort, securedAuth, exec } = fixture);
     ({ internetShell, boundShell } = await fixture.createShells({
       internet: { language: "node", runtime: "wasm" },
       bound: { language: "python", runtime: "wasm" },
@@ -51,8 +41,6 @@ describe.skipIf(!available)("wasm shells' egress through the server", () => {
   }, 180_000);
 
   afterAll(async () => {
-    for (const id of [internetShell, boundShell])
-      if (id && api) await call(api, "DELETE", `/api/v1/shells/${id}`).catch(() => undefined);
     await fixture?.close();
   }, 120_000);
 

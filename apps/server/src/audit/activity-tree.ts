@@ -8,11 +8,34 @@ import {
 import type { Kysely } from "kysely";
 import { AppError } from "../errors.js";
 import { activityEventOf } from "../store/activity-rows.js";
+import { compiledOnce, type QueryParam } from "../store/compiled-query.js";
 import type { Database } from "../store/schema.js";
 import { sha256 } from "./sha256.js";
 
 /** Events read per query while filling in leaves of events recorded before the tree existed. */
 const CATCH_UP_BATCH = 1000;
+
+/** The org's last leaf. */
+const lastLeaf = compiledOnce((db: Kysely<Database>, param: QueryParam<"orgId">) =>
+  db
+    .selectFrom("activity_tree")
+    .select("idx")
+    .where("org_id", "=", param("orgId"))
+    .where("level", "=", 0)
+    .orderBy("idx", "desc")
+    .limit(1),
+);
+
+/** One complete subtree's hash. */
+const subtreeHash = compiledOnce(
+  (db: Kysely<Database>, param: QueryParam<"orgId" | "level" | "index">) =>
+    db
+      .selectFrom("activity_tree")
+      .select("hash")
+      .where("org_id", "=", param("orgId"))
+      .where("level", "=", param("level") as unknown as number)
+      .where("idx", "=", param("index") as unknown as number),
+);
 
 /**
  * Each org's activity history as an RFC 6962 Merkle tree, stored as its complete subtrees
@@ -26,14 +49,7 @@ export class ActivityTree {
 
   /** Leaves the org's tree holds. */
   async size(orgId: string, db: Kysely<Database> = this.db): Promise<number> {
-    const last = await db
-      .selectFrom("activity_tree")
-      .select("idx")
-      .where("org_id", "=", orgId)
-      .where("level", "=", 0)
-      .orderBy("idx", "desc")
-      .limit(1)
-      .executeTakeFirst();
+    const [last] = await lastLeaf(this.db, { orgId }, db);
     return last ? last.idx + 1 : 0;
   }
 
@@ -97,13 +113,9 @@ export class ActivityTree {
   async #add(trx: Kysely<Database>, orgId: string, index: number, leafHash: Uint8Array) {
     const siblings: Uint8Array[] = [];
     for (const at of leftSiblingsOf(index)) {
-      const row = await trx
-        .selectFrom("activity_tree")
-        .select("hash")
-        .where("org_id", "=", orgId)
-        .where("level", "=", at.level)
-        .where("idx", "=", at.index)
-        .executeTakeFirstOrThrow();
+      const [row] = await subtreeHash(this.db, { orgId, level: at.level, index: at.index }, trx);
+      if (!row)
+        throw new Error(`activity tree of ${orgId} lacks subtree (${at.level}, ${at.index})`);
       siblings.push(row.hash);
     }
     const nodes = subtreesCompletedBy(sha256, index, leafHash, siblings);

@@ -62,14 +62,21 @@ export function hostCapacity(dataDir?: string): HostCapacity {
 /**
  * Refuses limits above the org policy's maximum or the host's capacity, naming the field, the
  * value asked and the maximum: a shell asking for more than the host has would overcommit every
- * other shell on it. Only the fields the caller chose are checked; defaults always fit.
+ * other shell on it. Only the fields the caller chose are checked; defaults always fit, so the
+ * host is measured (`host`, a statfs and a read of /proc) only when a field was chosen.
  */
-export function checkResourceLimits(asked: Resources, policy: OrgPolicy, host: HostCapacity): void {
+export function checkResourceLimits(
+  asked: Resources,
+  policy: OrgPolicy,
+  host: () => HostCapacity,
+): void {
+  let measured: HostCapacity | undefined;
   for (const field of ["cpu", "memoryMb", "pids", "diskMb"] as const) {
     const value = asked[field];
     if (value === undefined) continue;
     const policyMax = policy.maxResources[field];
-    const hostMax = host[field];
+    measured ??= host();
+    const hostMax = measured[field];
     const maximum = hostMax === undefined ? policyMax : Math.min(policyMax, hostMax);
     if (value > maximum) {
       throw new AppError(
@@ -122,7 +129,7 @@ export interface AdmissionDeps {
   runtimes: RuntimeRegistry;
   /** The server's backend pools by region: where a shell may be placed. */
   pools: RegionPools;
-  /** Host capacity, read on each admission (free disk changes). */
+  /** Host capacity, read on each admission that chooses resource limits (free disk changes). */
   capacity: () => HostCapacity;
 }
 
@@ -205,7 +212,7 @@ export async function admitShell(
         : `Network mode ${network} is not offered by the ${runtime} runtime; it offers ${networkModesOf(backend).join(", ")}.`,
       { network, runtime },
     );
-  checkResourceLimits(input.resources ?? {}, policy, deps.capacity());
+  checkResourceLimits(input.resources ?? {}, policy, deps.capacity);
   const projectName = input.project ?? "default";
   const project = await findProject(deps.db, caller.orgId, projectName);
   if (!project)

@@ -44,7 +44,13 @@ export interface ActionContext {
   egressOf(row: ShellRow): Promise<SandboxEgress | null>;
   /** The custom image of the template version the shell was made from, or null when none. */
   imageOf(row: ShellRow): Promise<SandboxImage | null>;
-  log(row: ShellRow, kind: LogEntry["kind"], message: string): Promise<void>;
+  /** Appends a line to the shell's log, in `trx` (a transaction of the store) when given. */
+  log(
+    row: ShellRow,
+    kind: LogEntry["kind"],
+    message: string,
+    trx?: Kysely<Database>,
+  ): Promise<void>;
 }
 
 /** What a capability did: words for the caller, details for the history, extra result fields. */
@@ -71,15 +77,22 @@ export async function provisionShell(
   forkOf?: string,
   prepared?: Promise<void>,
 ): Promise<void> {
-  const record = (outcome: "success" | "failure", details: Record<string, unknown>) =>
-    ctx.activity.record({
-      orgId: caller.orgId,
-      actor: actorOf(caller),
-      action: "shell.create",
-      target: { type: "shell", id: row.id },
-      outcome,
-      details,
-    });
+  const record = (
+    outcome: "success" | "failure",
+    details: Record<string, unknown>,
+    alongside?: (trx: Kysely<Database>) => Promise<void>,
+  ) =>
+    ctx.activity.record(
+      {
+        orgId: caller.orgId,
+        actor: actorOf(caller),
+        action: "shell.create",
+        target: { type: "shell", id: row.id },
+        outcome,
+        details,
+      },
+      alongside,
+    );
   try {
     await prepared;
     const info = await backend.create(spec);
@@ -89,21 +102,27 @@ export async function provisionShell(
       image_version: info.imageVersion,
       isolation: info.isolation ?? null,
     });
-    await ctx.log(
-      row,
-      "system",
-      `created (${info.isolation ?? spec.runtime} on ${backend.name}, image ${info.imageVersion ?? "n/a"})`,
+    // The log line and the event commit together.
+    await record(
+      "success",
+      {
+        name: row.name,
+        language: spec.language,
+        runtime: spec.runtime,
+        network: spec.network,
+        region: row.region,
+        backend: backend.name,
+        ...(info.isolation ? { isolation: info.isolation } : {}),
+        ...(forkOf ? { forkOf } : {}),
+      },
+      (trx) =>
+        ctx.log(
+          row,
+          "system",
+          `created (${info.isolation ?? spec.runtime} on ${backend.name}, image ${info.imageVersion ?? "n/a"})`,
+          trx,
+        ),
     );
-    await record("success", {
-      name: row.name,
-      language: spec.language,
-      runtime: spec.runtime,
-      network: spec.network,
-      region: row.region,
-      backend: backend.name,
-      ...(info.isolation ? { isolation: info.isolation } : {}),
-      ...(forkOf ? { forkOf } : {}),
-    });
   } catch (error) {
     await ctx.setState(row, {
       status: "error",

@@ -283,7 +283,7 @@ export class ShellService {
       setState: (row, fields) => this.#setState(row, fields),
       egressOf: (row) => this.#egressOf(row),
       imageOf: (row) => this.#imageOfRow(row),
-      log: (row, kind, message) => this.#log(row, kind, message),
+      log: (row, kind, message, trx) => this.#log(row, kind, message, trx),
     };
     this.reconciler = new Reconciler({
       db: deps.db,
@@ -384,10 +384,12 @@ export class ShellService {
     caller: Caller,
     request: RouteBody<"createShell">,
   ): Promise<Shell | PendingApproval> {
-    const { input, template } = await this.withTemplate(caller, request);
+    const resolved = await this.withTemplate(caller, request);
+    const { input, template } = resolved;
     const bindings = input.bindings ?? [];
+    // Created from the template version resolved here, whose review rule was just read.
     if (!template?.definition.reviewBindings || bindings.length === 0)
-      return this.create(caller, request);
+      return this.create(caller, request, undefined, { resolved });
     // The request is kept until it is granted: a secret environment would be kept in the clear.
     if (input.secretEnv && Object.keys(input.secretEnv).length > 0)
       throw new AppError(
@@ -423,15 +425,27 @@ export class ShellService {
    * Creates and starts a shell. Refuses classes this host cannot run, naming what is missing.
    * `origin`: the shell is a fork, starting from a capture of its parent's filesystem.
    * `reviewed`: an approver granted its binding grants (a run's shell, or a create that waited
-   * for review); `shellId`: the id the shell takes (the one its approval named).
+   * for review); `shellId`: the id the shell takes (the one its approval named); `resolved`: the
+   * request with its template applied, when the caller resolved it already (`withTemplate`).
    */
   async create(
     caller: Caller,
     request: RouteBody<"createShell">,
     origin?: ForkOrigin,
-    { reviewed = false, shellId }: { reviewed?: boolean; shellId?: string } = {},
+    {
+      reviewed = false,
+      shellId,
+      resolved,
+    }: {
+      reviewed?: boolean;
+      shellId?: string;
+      resolved?: {
+        input: RouteBody<"createShell"> & { language: Language };
+        template: ResolvedTemplate | null;
+      };
+    } = {},
   ): Promise<Shell> {
-    const { input, template } = await this.withTemplate(caller, request);
+    const { input, template } = resolved ?? (await this.withTemplate(caller, request));
     // Binding grants its template asks review of wait for an approver first (`requestCreate`,
     // a run); a fork inherits its parent's.
     const bindingGrants = (input.bindings?.length ?? 0) > 0;
@@ -519,9 +533,9 @@ export class ShellService {
           caller.actor,
           template?.definition.egressRules ?? null,
         ),
+        // Noted in the row's own transaction: whenever the shell exists, its key knows it.
+        async (trx) => this.deps.idempotency?.noteShell(id, trx),
       );
-    // Noted before the row exists: a crash after it leaves a key that knows its shell.
-    await this.deps.idempotency?.noteShell(id);
     try {
       const { caps } = this.deps;
       const inSlot = () =>
@@ -1089,15 +1103,18 @@ export class ShellService {
     );
     await streamed.flush();
     const entry = describeExec(request, result, secrets);
-    await this.#log(row, "exec", entry.logLine);
-    await this.deps.activity.record({
-      orgId: caller.orgId,
-      actor: actorOf(caller),
-      action: "shell.exec",
-      target: { type: "shell", id: row.id },
-      outcome: "success",
-      details: entry.details,
-    });
+    // The log line and the event commit together.
+    await this.deps.activity.record(
+      {
+        orgId: caller.orgId,
+        actor: actorOf(caller),
+        action: "shell.exec",
+        target: { type: "shell", id: row.id },
+        outcome: "success",
+        details: entry.details,
+      },
+      (trx) => this.#log(row, "exec", entry.logLine, trx),
+    );
     return result;
   }
 
@@ -1396,12 +1413,19 @@ export class ShellService {
     await setShellState(this.deps.db, row.org_id, row.id, fields);
   }
 
-  async #log(row: ShellRow, kind: LogEntry["kind"], message: string): Promise<void> {
-    await appendShellLog(this.deps.db, row.org_id, row.id, {
-      kind,
-      message,
-      retention: SHELL_DEFAULTS.logRetention,
-    });
+  async #log(
+    row: ShellRow,
+    kind: LogEntry["kind"],
+    message: string,
+    trx?: Kysely<Database>,
+  ): Promise<void> {
+    await appendShellLog(
+      this.deps.db,
+      row.org_id,
+      row.id,
+      { kind, message, retention: SHELL_DEFAULTS.logRetention },
+      trx,
+    );
   }
 
   #backendCall<T>(row: ShellRow, fn: (backend: SandboxBackend) => Promise<T>): Promise<T> {

@@ -175,5 +175,35 @@ describeEachStore((store) => {
       expect(projects.map((p) => p.name)).toContain(kept.id);
       expect(projects).toHaveLength(2);
     });
+
+    it("the writes an event reports commit with it: an event that cannot be recorded leaves none", async () => {
+      t = await createTestApp({ openStore: store.open });
+      const activity = new ActivityService(t.store.db);
+      const orgId = (await t.call("GET", "/api/v1/me")).json().orgId as string;
+      activity.addSink(async (_trx, event) => {
+        if (event.action === "test.fail") throw new Error("sink failed");
+      });
+      const record = (action: string) =>
+        activity.record(
+          {
+            orgId,
+            actor: { type: "system", id: "test" },
+            action,
+            target: null,
+            outcome: "success",
+          },
+          async (trx) => {
+            await trx
+              .insertInto("projects")
+              .values({ id: `prj-${action}`, org_id: orgId, name: action, created_at: "now" })
+              .execute();
+          },
+        );
+      await record("test.ok");
+      await expect(record("test.fail")).rejects.toThrow("sink failed");
+      const projects = await t.store.db.selectFrom("projects").select("name").execute();
+      expect(projects.map((p) => p.name)).toContain("test.ok");
+      expect(projects.map((p) => p.name)).not.toContain("test.fail");
+    });
   });
 });

@@ -13,8 +13,9 @@ import { z } from "zod";
 import { newId, nowIso } from "../ids.js";
 import { ActivityTree } from "../audit/activity-tree.js";
 import { activityEventOf } from "../store/activity-rows.js";
+import { compiledOnce, type QueryParam } from "../store/compiled-query.js";
 import { lockForTransaction } from "../store/dialect.js";
-import type { Database } from "../store/schema.js";
+import type { ActivityTable, Database } from "../store/schema.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 
@@ -34,6 +35,35 @@ export interface ActivityInput {
  * recorded without them, nor they without it).
  */
 export type ActivitySink = (trx: Transaction<Database>, event: ActivityEvent) => Promise<void>;
+
+/** The org's last event: the head of its chain, which the next event links to. */
+const chainHead = compiledOnce((db: Kysely<Database>, param: QueryParam<"orgId">) =>
+  db
+    .selectFrom("activity")
+    .select(["seq", "hash"])
+    .where("org_id", "=", param("orgId"))
+    .orderBy("seq", "desc")
+    .limit(1),
+);
+
+/** An event's row, every column of `activity` bound. */
+const insertEvent = compiledOnce((db: Kysely<Database>, param: QueryParam<keyof ActivityTable>) =>
+  db.insertInto("activity").values({
+    id: param("id"),
+    org_id: param("org_id"),
+    seq: param("seq") as unknown as number,
+    actor: param("actor"),
+    actor_id: param("actor_id"),
+    action: param("action"),
+    target_type: param("target_type"),
+    target_id: param("target_id"),
+    outcome: param("outcome") as ActivityTable["outcome"],
+    details: param("details"),
+    time: param("time"),
+    prev_hash: param("prev_hash"),
+    hash: param("hash"),
+  }),
+);
 
 /** Org id under which events with no attributable org (an unknown API key) are chained. */
 export const SYSTEM_ORG = "_system";
@@ -79,17 +109,17 @@ export class ActivityService {
    * Appends one event to its org's chain. Appends to one org's chain are serialised across every
    * server on the store (the org's chain lock, held to commit), so each event links to the one
    * committed before it: no forks, no gaps; the unique (org, seq) key refuses anything else.
+   * `alongside`: the writes the event reports (a shell's log line), made first in the event's
+   * transaction, so they and the event commit together or not at all.
    */
-  async record(input: ActivityInput): Promise<ActivityEvent> {
+  async record(
+    input: ActivityInput,
+    alongside?: (trx: Transaction<Database>) => Promise<void>,
+  ): Promise<ActivityEvent> {
     return this.db.transaction().execute(async (trx) => {
+      await alongside?.(trx);
       await lockForTransaction(trx, `activity:${input.orgId}`);
-      const last = await trx
-        .selectFrom("activity")
-        .select(["seq", "hash"])
-        .where("org_id", "=", input.orgId)
-        .orderBy("seq", "desc")
-        .limit(1)
-        .executeTakeFirst();
+      const [last] = await chainHead(this.db, { orgId: input.orgId }, trx);
       const fields = {
         seq: (last?.seq ?? 0) + 1,
         orgId: input.orgId,
@@ -108,24 +138,22 @@ export class ActivityService {
         // thread-pool round trip inside the chain's transaction.
         hash: createHash("sha256").update(activityHashInput(fields)).digest("hex"),
       };
-      await trx
-        .insertInto("activity")
-        .values({
-          id: event.id,
-          org_id: event.orgId,
-          seq: event.seq,
-          actor: JSON.stringify(event.actor),
-          actor_id: event.actor.id,
-          action: event.action,
-          target_type: event.target?.type ?? null,
-          target_id: event.target?.id ?? null,
-          outcome: event.outcome,
-          details: JSON.stringify(event.details),
-          time: event.time,
-          prev_hash: event.prevHash,
-          hash: event.hash,
-        })
-        .execute();
+      const row: ActivityTable = {
+        id: event.id,
+        org_id: event.orgId,
+        seq: event.seq,
+        actor: JSON.stringify(event.actor),
+        actor_id: event.actor.id,
+        action: event.action,
+        target_type: event.target?.type ?? null,
+        target_id: event.target?.id ?? null,
+        outcome: event.outcome,
+        details: JSON.stringify(event.details),
+        time: event.time,
+        prev_hash: event.prevHash,
+        hash: event.hash,
+      };
+      await insertEvent(this.db, row, trx);
       // The event's leaf in the org's Merkle tree, committed with it (see ActivityTree).
       await this.#tree.append(trx, event);
       for (const sink of this.#sinks) await sink(trx, event);

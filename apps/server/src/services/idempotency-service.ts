@@ -91,14 +91,15 @@ export class IdempotencyService {
 
   /**
    * Notes on the running request's key (if it has one) that it is about to make this shell. Call
-   * before the shell's row exists: a crash between the two leaves a note of a shell that does not
-   * exist, which recovery ignores, never a shell the key does not know.
+   * before the shell's row exists, or in `db`, the transaction that writes it: a crash leaves at
+   * most a note of a shell that does not exist, which recovery ignores, never a shell the key does
+   * not know.
    */
-  async noteShell(shellId: string): Promise<void> {
+  async noteShell(shellId: string, db: Kysely<Database> = this.db): Promise<void> {
     const request = this.#current.getStore();
     if (!request) return;
-    request.effects.shells.push(shellId);
-    await noteKeyEffects(this.db, request.orgId, request.key, request.effects);
+    if (!request.effects.shells.includes(shellId)) request.effects.shells.push(shellId);
+    await noteKeyEffects(db, request.orgId, request.key, request.effects);
   }
 
   /**

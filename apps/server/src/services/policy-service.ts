@@ -3,6 +3,7 @@ import type { Kysely } from "kysely";
 import { AppError } from "../errors.js";
 import { actorOf, type Caller } from "../iam/principal.js";
 import { nowIso } from "../ids.js";
+import { compiledOnce, type QueryParam } from "../store/compiled-query.js";
 import type { Database } from "../store/schema.js";
 import type { ActivityService } from "./activity-service.js";
 
@@ -48,6 +49,11 @@ function withoutUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
+/** The org's stored policy; every create and policy check reads it. */
+const storedPolicy = compiledOnce((db: Kysely<Database>, param: QueryParam<"orgId">) =>
+  db.selectFrom("org_policies").select("policy").where("org_id", "=", param("orgId")),
+);
+
 /** Reads and changes org policy. */
 export class PolicyService {
   constructor(
@@ -57,11 +63,7 @@ export class PolicyService {
 
   /** The org's policy (the default until an admin changes it). */
   async get(orgId: string): Promise<OrgPolicy> {
-    const row = await this.db
-      .selectFrom("org_policies")
-      .select("policy")
-      .where("org_id", "=", orgId)
-      .executeTakeFirst();
+    const [row] = await storedPolicy(this.db, { orgId });
     if (!row) return DEFAULT_POLICY;
     const stored = JSON.parse(row.policy) as Partial<OrgPolicy>;
     // A policy stored before a gate or limit existed takes that field's default.

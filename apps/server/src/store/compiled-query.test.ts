@@ -4,7 +4,10 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { addMeteredShell, seedMeteredOrg } from "../test-support/metered-shells.js";
 import { describeEachStore } from "../test-support/test-stores.js";
+import type { Kysely } from "kysely";
+import { compiledOnce, type QueryParam } from "./compiled-query.js";
 import type { Store } from "./database.js";
+import type { Database } from "./schema.js";
 import { findShell } from "./shells-store.js";
 
 const T0 = Date.UTC(2026, 2, 1, 10);
@@ -39,6 +42,21 @@ describeEachStore((testStore) => {
       // Another org's id and a value that looks like SQL find nothing.
       expect(await findShell(first.db, "org2", "sh-a")).toBeUndefined();
       expect(await findShell(first.db, "org1", "sh-a' or '1'='1")).toBeUndefined();
+    });
+
+    it("runs in a transaction of its database, seeing that transaction's own writes", async () => {
+      const store = await seeded([]);
+      const projectName = compiledOnce((db: Kysely<Database>, param: QueryParam<"id">) =>
+        db.selectFrom("projects").select("name").where("id", "=", param("id")),
+      );
+      await store.db.transaction().execute(async (trx) => {
+        await trx
+          .insertInto("projects")
+          .values({ id: "prj-new", org_id: "org1", name: "fresh", created_at: "2026-03-01" })
+          .execute();
+        expect(await projectName(store.db, { id: "prj-new" }, trx)).toEqual([{ name: "fresh" }]);
+      });
+      expect(await projectName(store.db, { id: "prj1" })).toEqual([{ name: "default" }]);
     });
   });
 });

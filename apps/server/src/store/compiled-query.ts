@@ -13,13 +13,14 @@ const SENTINEL = "\u0000param:";
  * skip that. `build` receives `param(name)`, a stand-in value placed wherever the query takes the
  * named value; it must be used as a bound value only (never as an identifier or raw SQL), and every
  * name in `P` is given at run time. The SQL is the dialect's own (compiled by `db`), so SQLite and
- * PostgreSQL both run it.
+ * PostgreSQL both run it. `trx`: one of `db`'s transactions to run it in (a transaction is a new
+ * object each time, so the query is compiled once for `db` and run in each of its transactions).
  */
 export function compiledOnce<DB, P extends string, R>(
   build: (db: Kysely<DB>, param: QueryParam<P>) => Compilable<R>,
-): (db: Kysely<DB>, values: Record<P, unknown>) => Promise<R[]> {
+): (db: Kysely<DB>, values: Record<P, unknown>, trx?: Kysely<DB>) => Promise<R[]> {
   const compiled = new WeakMap<object, { query: CompiledQuery<R>; slots: (P | null)[] }>();
-  return async (db, values) => {
+  return async (db, values, trx = db) => {
     let entry = compiled.get(db);
     if (!entry) {
       const query = build(db, (name) => `${SENTINEL}${name}`).compile();
@@ -33,6 +34,6 @@ export function compiledOnce<DB, P extends string, R>(
     }
     const { query, slots } = entry;
     const parameters = slots.map((name, i) => (name === null ? query.parameters[i] : values[name]));
-    return (await db.executeQuery<R>({ ...query, parameters })).rows;
+    return (await trx.executeQuery<R>({ ...query, parameters })).rows;
   };
 }

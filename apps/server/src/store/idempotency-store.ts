@@ -1,4 +1,5 @@
 import type { Kysely, Selectable } from "kysely";
+import { compiledOnce, type QueryParam } from "./compiled-query.js";
 import type { Database, IdempotencyTable } from "./schema.js";
 
 /**
@@ -21,12 +22,30 @@ export async function pruneKeys(
   orgId: string,
   before: string,
 ): Promise<void> {
-  await db
-    .deleteFrom("idempotency_keys")
-    .where("org_id", "=", orgId)
-    .where("created_at", "<", before)
-    .execute();
+  await pruneQuery(db, { orgId, before });
 }
+
+/** Every keyed request prunes, and finishes its key: both are compiled once. */
+const pruneQuery = compiledOnce((db: Kysely<Database>, param: QueryParam<"orgId" | "before">) =>
+  db
+    .deleteFrom("idempotency_keys")
+    .where("org_id", "=", param("orgId"))
+    .where("created_at", "<", param("before")),
+);
+const finishQuery = compiledOnce(
+  (db: Kysely<Database>, param: QueryParam<"orgId" | "key" | "status" | "response">) =>
+    db
+      .updateTable("idempotency_keys")
+      .set({
+        state: "done",
+        status_code: param("status") as unknown as number,
+        response: param("response"),
+        owner: null,
+        lease_expires_at: null,
+      })
+      .where("org_id", "=", param("orgId"))
+      .where("key", "=", param("key")),
+);
 
 /**
  * Claims a key for a request this process runs now. False when the key exists already (a replay,
@@ -88,18 +107,13 @@ export async function finishKey(
   status: number,
   response: unknown,
 ): Promise<void> {
-  await db
-    .updateTable("idempotency_keys")
-    .set({
-      state: "done",
-      status_code: status,
-      response: JSON.stringify(response),
-      owner: null,
-      lease_expires_at: null,
-    })
-    .where("org_id", "=", orgId)
-    .where("key", "=", key)
-    .execute();
+  await finishQuery(db, {
+    orgId,
+    key,
+    status,
+    // Nothing to remember is NULL, as the claim left it.
+    response: response === undefined ? null : JSON.stringify(response),
+  });
 }
 
 /** Forgets a key, so a retry with it runs the request afresh. */

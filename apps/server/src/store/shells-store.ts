@@ -99,14 +99,17 @@ export async function listShells(
 
 /**
  * Inserts a new shell row (its `org_id` is the org's) and starts its meter in its first state.
- * Throws the store's unique violation on a taken name.
+ * Throws the store's unique violation on a taken name. `first`: writes made before the row in the
+ * same transaction (the note of the shell on its create's idempotency key).
  */
 export async function insertShell(
   db: Kysely<Database>,
   orgId: string,
   row: Omit<ShellTable, "org_id">,
+  first?: (trx: Kysely<Database>) => Promise<void>,
 ): Promise<void> {
   await db.transaction().execute(async (trx) => {
+    await first?.(trx);
     await trx
       .insertInto("shells")
       .values({ ...row, org_id: orgId })
@@ -178,13 +181,18 @@ export async function findProject(
   orgId: string,
   name: string,
 ): Promise<{ id: string; name: string } | undefined> {
-  return db
+  const [project] = await projectByName(db, { orgId, name });
+  return project;
+}
+
+/** Every create reads its project by name. */
+const projectByName = compiledOnce((db: Kysely<Database>, param: QueryParam<"orgId" | "name">) =>
+  db
     .selectFrom("projects")
     .select(["id", "name"])
-    .where("org_id", "=", orgId)
-    .where("name", "=", name)
-    .executeTakeFirst();
-}
+    .where("org_id", "=", param("orgId"))
+    .where("name", "=", param("name")),
+);
 
 /** Every org's shells on `backend` that are not deleted (reconciliation after a start). */
 export async function liveShellsOnBackendAcrossOrgs(
@@ -201,13 +209,16 @@ export async function liveShellsOnBackendAcrossOrgs(
 
 /**
  * The memory limits of every org's shells that hold memory (provisioning, running or paused), MiB
- * in all: what the host has promised its shells.
+ * in all: what the host has promised its shells. Every create asks. Such a shell is never deleted
+ * (a delete sets its status and `deleted_at` together), so saying so changes nothing in the answer
+ * and lets the store read the live shells' index instead of every shell ever made.
  */
 export async function memoryHeldAcrossOrgs(db: Kysely<Database>): Promise<number> {
   const rows = await db
     .selectFrom("shells")
     .select("resources")
     .where("status", "in", ["provisioning", "running", "paused"])
+    .where("deleted_at", "is", null)
     .execute();
   let total = 0;
   for (const row of rows) {
