@@ -32,6 +32,7 @@ import {
   log,
   meminfoKb,
   ms,
+  pairedWithRawBwrap,
   RAW_BWRAP_ARGV,
   rawBwrap,
   rawSpawn,
@@ -434,27 +435,25 @@ async function createToExecWithPool(kind) {
       }
       await new Promise((r) => setTimeout(r, 200));
     }
-    // This host's speed drifts between runs and within one: the baseline again, right before.
-    const local = rawBwrap(ITERATIONS);
-    const toExec = summary(
-      await timeRuns(ITERATIONS, async () => {
-        const shell = await client.create({
-          language: "bash",
-          runtime: "container",
-          ...(kind === "internet" ? { network: "internet" } : {}),
-        });
-        await client.exec(shell.id, { command: ["true"] });
-        ids.push(shell.id);
-      }),
-    );
-    if (kind !== "sandboxes") return { toExec, local };
+    // This host's speed drifts between runs and within one: each create→exec is paired with a raw
+    // `bwrap … true` spawn right before it.
+    const toExec = await pairedWithRawBwrap(ITERATIONS, async () => {
+      const shell = await client.create({
+        language: "bash",
+        runtime: "container",
+        ...(kind === "internet" ? { network: "internet" } : {}),
+      });
+      await client.exec(shell.id, { command: ["true"] });
+      ids.push(shell.id);
+    });
+    if (kind !== "sandboxes") return { toExec };
     const claimed = ids[0];
     // Timed with the pool full again (it refills once the creates are over).
     while (!sandboxPoolFull(pooledDir, ITERATIONS)) await new Promise((r) => setTimeout(r, 200));
-    const exec = summary(
-      await timeRuns(ITERATIONS * 2, () => client.exec(claimed, { command: ["true"] })),
+    const exec = await pairedWithRawBwrap(ITERATIONS * 2, () =>
+      client.exec(claimed, { command: ["true"] }),
     );
-    return { toExec, exec, local };
+    return { toExec, exec };
   } finally {
     for (const id of ids) await client.delete(id).catch(() => undefined);
     await pooledServer.close();
@@ -491,17 +490,18 @@ try {
     // create → first exec with a warm disk pool, then with a warm sandbox pool (second servers
     // on the same images)
     if (BACKEND === "container") {
+      const paired = (p) =>
+        `${p.ratio.toFixed(2)}× raw bwrap paired round by round (raw p50 ${ms(p.raw.p50)})`;
       const { toExec: disks } = await createToExecWithPool("disks");
       log(
-        `API create→first exec, warm disks: p50 ${ms(disks.p50)}  p99 ${ms(disks.p99)}  (n=${disks.n})  p50 = ${ratio(disks.p50)}, ${(disks.p50 / c.p50).toFixed(2)}× without the pool`,
+        `API create→first exec, warm disks: p50 ${ms(disks.op.p50)}  p99 ${ms(disks.op.p99)}  (n=${disks.op.n})  p50 = ${ratio(disks.op.p50)}, ${paired(disks)}, ${(disks.op.p50 / c.p50).toFixed(2)}× without the pool`,
       );
-      const { toExec: boxes, exec, local } = await createToExecWithPool("sandboxes");
-      const localRatio = (v) => `${(v / local.p50).toFixed(2)}× the raw bwrap just before`;
+      const { toExec: boxes, exec } = await createToExecWithPool("sandboxes");
       log(
-        `API create→first exec, warm sandbox pool: p50 ${ms(boxes.p50)}  p99 ${ms(boxes.p99)}  (n=${boxes.n})  p50 = ${ratio(boxes.p50)}, ${localRatio(boxes.p50)} (${ms(local.p50)}), ${(boxes.p50 / c.p50).toFixed(2)}× without the pool`,
+        `API create→first exec, warm sandbox pool: p50 ${ms(boxes.op.p50)}  p99 ${ms(boxes.op.p99)}  (n=${boxes.op.n})  p50 = ${ratio(boxes.op.p50)}, ${paired(boxes)}, ${(boxes.op.p50 / c.p50).toFixed(2)}× without the pool`,
       );
       log(
-        `API exec round trip, claimed shell:      p50 ${ms(exec.p50)}  p99 ${ms(exec.p99)}  (n=${exec.n})  p50 = ${ratio(exec.p50)}, ${localRatio(exec.p50)}`,
+        `API exec round trip, claimed shell:      p50 ${ms(exec.op.p50)}  p99 ${ms(exec.op.p99)}  (n=${exec.op.n})  p50 = ${ratio(exec.op.p50)}, ${paired(exec)}`,
       );
       // `internet` shells: their own egress proxy (control plane) and forwarder and walls
       // (sandbox) each; from the pool's `:internet` sandboxes, the sandbox's part is made ahead.
@@ -515,7 +515,7 @@ try {
       for (const id of created.splice(1)) await shells.delete(id);
       const { toExec: internet } = await createToExecWithPool("internet");
       log(
-        `API create→first exec, internet shell: p50 ${ms(internetToExec.p50)}  p99 ${ms(internetToExec.p99)}  p50 = ${ratio(internetToExec.p50)}; from the :internet pool: p50 ${ms(internet.p50)}  p99 ${ms(internet.p99)}  p50 = ${ratio(internet.p50)}, ${(internet.p50 / internetToExec.p50).toFixed(2)}× without the pool`,
+        `API create→first exec, internet shell: p50 ${ms(internetToExec.p50)}  p99 ${ms(internetToExec.p99)}  p50 = ${ratio(internetToExec.p50)}; from the :internet pool: p50 ${ms(internet.op.p50)}  p99 ${ms(internet.op.p99)}  p50 = ${ratio(internet.op.p50)}, ${paired(internet)}, ${(internet.op.p50 / internetToExec.p50).toFixed(2)}× without the pool`,
       );
       const { claimed, own } = await backendClaims();
       log(
@@ -555,24 +555,22 @@ try {
 
   // exec round trip
   if (want("exec")) {
-    const rtt = summary(
-      await timeRuns(ITERATIONS * 5, () => shells.exec(warm.id, { command: ["true"] })),
+    const rtt = await pairedWithRawBwrap(ITERATIONS * 5, () =>
+      shells.exec(warm.id, { command: ["true"] }),
     );
     log(
-      `API exec round trip:               p50 ${ms(rtt.p50)}  p99 ${ms(rtt.p99)}  (n=${rtt.n})  p50 = ${ratio(rtt.p50)}`,
+      `API exec round trip:               p50 ${ms(rtt.op.p50)}  p99 ${ms(rtt.op.p99)}  (n=${rtt.op.n})  p50 = ${ratio(rtt.op.p50)}, ${rtt.ratio.toFixed(2)}× raw bwrap paired round by round (raw p50 ${ms(rtt.raw.p50)})`,
     );
     // An agent's or a person's execs come with pauses between them: after 100 ms without an exec
     // a ready helper waits in the shell (the pause is not timed).
-    const paused = [];
-    for (let i = 0; i < ITERATIONS * 2; i++) {
+    const afterPause = await pairedWithRawBwrap(ITERATIONS * 2, async () => {
       await new Promise((r) => setTimeout(r, 200));
       const started = performance.now();
       await shells.exec(warm.id, { command: ["true"] });
-      paused.push(performance.now() - started);
-    }
-    const afterPause = summary(paused);
+      return performance.now() - started;
+    });
     log(
-      `API exec after a 200 ms pause:     p50 ${ms(afterPause.p50)}  p99 ${ms(afterPause.p99)}  (n=${afterPause.n})  p50 = ${ratio(afterPause.p50)}`,
+      `API exec after a 200 ms pause:     p50 ${ms(afterPause.op.p50)}  p99 ${ms(afterPause.op.p99)}  (n=${afterPause.op.n})  p50 = ${ratio(afterPause.op.p50)}, ${afterPause.ratio.toFixed(2)}× raw bwrap paired round by round (raw p50 ${ms(afterPause.raw.p50)})`,
     );
   }
 

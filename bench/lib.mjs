@@ -62,6 +62,26 @@ export function rawBwrap(n) {
   return summary(Array.from({ length: n }, () => rawSpawn(RAW_BWRAP_ARGV)));
 }
 
+/**
+ * `n` rounds of one raw `bwrap … true` spawn then one `op(i)`, alternating: on a host whose speed
+ * drifts within a run, both then see the same moments. Each summarised; `ratio` is op p50 / raw p50.
+ * `op` may answer the milliseconds it timed itself (when part of it is a wait not to count).
+ */
+export async function pairedWithRawBwrap(n, op) {
+  const raw = [];
+  const timed = [];
+  for (let i = 0; i < n; i += 1) {
+    raw.push(rawSpawn(RAW_BWRAP_ARGV));
+    const t0 = performance.now();
+    const own = await op(i);
+    // An op that times only part of itself (after an untimed wait) answers its own milliseconds.
+    timed.push(typeof own === "number" ? own : performance.now() - t0);
+  }
+  const rawSummary = summary(raw);
+  const opSummary = summary(timed);
+  return { raw: rawSummary, op: opSummary, ratio: opSummary.p50 / rawSummary.p50 };
+}
+
 /** A field of /proc/meminfo, in KiB. */
 export function meminfoKb(field) {
   const line = readFileSync("/proc/meminfo", "utf8")
